@@ -1,0 +1,34 @@
+# The few commands people type. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cryostream-installed
+
+.PHONY: demo test test-all docs lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,docs]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## simulate a small EMPIAR-10025-like set and run the pipeline on it
+	$(PY) examples/demo.py demo-output
+
+test: $(STAMP)  ## the test suite (no slow or GPU tests)
+	$(PY) -m pytest
+
+test-all: $(STAMP)  ## every CPU test, slow ones included
+	$(PY) -m pytest -m "not gpu"
+
+docs: $(STAMP)  ## the HTML docs with the API reference, warnings as errors
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cryostream tests benchmarks examples
+
+bench: $(STAMP)  ## the reading benchmark (writes bench-output/, needs ~4 GB of disk)
+	$(PY) benchmarks/bench_read.py --out bench-output
+
+clean:
+	rm -rf demo-output bench-output docs/_build

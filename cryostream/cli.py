@@ -1,0 +1,163 @@
+"""The ``cryostream`` command: each subcommand is a thin wrapper over one library call.
+
+User mistakes print one line (``cryostream: error: …``) and exit with status 2; they never
+print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from cryostream._version import __version__
+from cryostream.config import (
+    COMPRESSIONS,
+    NOISE_MODELS,
+    NOISE_MODES,
+    STORE_DTYPES,
+    NoiseConfig,
+    PrepareConfig,
+)
+from cryostream.errors import CryostreamError
+from cryostream.patches import EDGE_POLICIES
+
+__all__ = ["main", "build_parser"]
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def add_prepare_options(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing options shared by ``plan`` and ``prepare``."""
+    d = PrepareConfig()
+    g = parser.add_argument_group("preprocessing options")
+    g.add_argument("--patch", type=int, default=d.patch_size, help="patch edge, px (%(default)s)")
+    g.add_argument("--stride", type=int, default=d.stride, help="patch step, px (%(default)s)")
+    g.add_argument("--edge", choices=EDGE_POLICIES, default=d.edge, help="edge policy (%(default)s)")
+    g.add_argument("--percentile", type=float, default=d.percentile,
+                   help="per-micrograph percentile mapped to 1.0 (%(default)s)")
+    g.add_argument("--noise", choices=NOISE_MODELS, default=d.noise.model, help="(%(default)s)")
+    g.add_argument("--sigma", type=float, default=d.noise.sigma, help="Gaussian σ (%(default)s)")
+    g.add_argument("--dose", type=float, default=d.noise.dose,
+                   help="Poisson counts per unit intensity (%(default)s)")
+    g.add_argument("--noise-mode", choices=NOISE_MODES, default=d.noise.mode, help="(%(default)s)")
+    g.add_argument("--dtype", choices=STORE_DTYPES, default=d.dtype, help="(%(default)s)")
+    g.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
+                   help="(%(default)s)")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="(%(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
+    g.add_argument("--permissive", action="store_true", help="skip bad micrographs with a warning")
+
+
+def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    """Build the :class:`PrepareConfig` the options describe."""
+    return PrepareConfig(
+        patch_size=args.patch,
+        stride=args.stride,
+        edge=args.edge,
+        percentile=args.percentile,
+        noise=NoiseConfig(model=args.noise, sigma=args.sigma, dose=args.dose, mode=args.noise_mode),
+        dtype=args.dtype,
+        compression=args.compression,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from cryostream.simulate import simulate
+
+    result = simulate(
+        args.out,
+        args.count,
+        shape=tuple(args.shape),
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    nbytes = sum(p.stat().st_size for p in result.micrographs + result.truths)
+    print(
+        f"simulated {len(result.micrographs)} micrographs of {args.shape[0]} × {args.shape[1]} px "
+        f"into {result.root} ({nbytes / 1e6:,.0f} MB, {result.seconds:.1f} s, "
+        f"peak memory {_peak_rss_mb():,.0f} MB)"
+    )
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from cryostream.plan import plan
+
+    config = prepare_config_from_args(args)
+    if args.inputs and args.shape:
+        raise CryostreamError("plan: give INPUTS or --shape H W --count N, not both")
+    if args.inputs:
+        p = plan(args.inputs, config=config, output=args.output, permissive=args.permissive)
+    else:
+        if args.shape is None or args.count is None:
+            raise CryostreamError("plan: give INPUTS, or --shape H W and --count N")
+        p = plan(shape=tuple(args.shape), count=args.count, config=config, output=args.output)
+    print(p.table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``cryostream`` command."""
+    parser = argparse.ArgumentParser(
+        prog="cryostream",
+        description="Out-of-core cryo-EM micrograph denoising.",
+    )
+    parser.add_argument("--version", action="version", version=f"cryostream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("simulate", help="write EMPIAR-10025-like micrographs with ground truth",
+                       description="Simulate noisy micrographs of the T20S proteasome with their "
+                       "noise-free ground truth (MRC) and particle coordinates (STAR).")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--count", type=int, required=True, help="number of micrographs")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), default=(7676, 7420),
+                   help="rows and columns (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("plan", help="sizes, counts and the RAM/disk/time estimate of a run",
+                       description="Plan a preprocessing run: patch grid for both edge "
+                       "policies, split, store size per dtype and noise mode, RAM, disk, time.")
+    p.add_argument("inputs", nargs="*", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="plan for hypothetical micrographs of this size")
+    p.add_argument("--count", type=int, help="number of hypothetical micrographs")
+    p.add_argument("-o", "--output", help="where the store would go (checks free disk)")
+    add_prepare_options(p)
+    p.set_defaults(func=_cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cryostream`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        return int(args.func(args) or 0)
+    except CryostreamError as exc:
+        print(f"cryostream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

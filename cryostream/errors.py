@@ -1,0 +1,36 @@
+"""The errors cryostream raises for user mistakes and bad input.
+
+Every error names the file or argument, says what is wrong and how to fix it. Each class
+also derives from the builtin exception it refines, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CryostreamError",
+    "ConfigError",
+    "InvalidMicrographError",
+    "StoreError",
+]
+
+
+class CryostreamError(Exception):
+    """Base class of every error cryostream raises on purpose."""
+
+
+class ConfigError(CryostreamError, ValueError):
+    """An argument or configuration value is out of range or of the wrong kind."""
+
+
+class InvalidMicrographError(CryostreamError, ValueError):
+    """A micrograph file is missing, unreadable, truncated or inconsistent with the rest."""
+
+    def __init__(self, path: object, problem: str, fix: str):
+        self.path = str(path)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.path}: {problem}; {fix}")
+
+
+class StoreError(CryostreamError, OSError):
+    """An output store cannot be created, written or read back intact."""

@@ -1,0 +1,1 @@
+"""Reading and writing micrograph files (MRC) and micrograph lists (RELION STAR)."""

@@ -1,0 +1,219 @@
+"""MRC headers, positioned row-band reads, and writing float32 micrographs.
+
+The header of each file is read once (``mrcfile.open(..., header_only=True)``) and checked
+against the file's size. Pixel data are then read by byte range: a band of full rows is one
+contiguous range, so it is one ``os.preadv`` straight into the output buffer (native float32)
+or into a scratch buffer converted to float32 (other modes, big-endian files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+from mrcfile import utils as mrc_utils
+
+from cryostream.errors import InvalidMicrographError
+
+__all__ = [
+    "SUPPORTED_MODES",
+    "MicrographHeader",
+    "read_header",
+    "read_rows",
+    "write_micrograph",
+]
+
+#: MRC modes read into float32: int8, int16, float32, uint16, float16.
+SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+
+_HEADER_BYTES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class MicrographHeader:
+    """The facts about one MRC micrograph that reading needs.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file.
+    shape : (int, int)
+        (ny, nx) in pixels.
+    mode : int
+        MRC data mode.
+    dtype : str
+        On-disk NumPy dtype string with byte order, e.g. ``"<f4"`` or ``">u2"``.
+    data_offset : int
+        Byte offset of the first pixel (1024 + extended header size).
+    pixel_size_angstrom : float
+        Pixel size along x from the header, Å (0.0 when the header leaves it unset).
+    extended_header_type : str
+        ``exttyp`` of the header (``"FEI1"``, ``"FEI2"`` …) or ``""``.
+    extended_header_bytes : int
+        Size of the extended header.
+    """
+
+    path: str
+    shape: tuple[int, int]
+    mode: int
+    dtype: str
+    data_offset: int
+    pixel_size_angstrom: float
+    extended_header_type: str
+    extended_header_bytes: int
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of pixel data the header promises."""
+        return self.shape[0] * self.shape[1] * np.dtype(self.dtype).itemsize
+
+    def facts(self) -> dict[str, object]:
+        """Header facts as plain values, for attrs and provenance."""
+        return {
+            "path": self.path,
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "pixel_size_angstrom": self.pixel_size_angstrom,
+            "extended_header_type": self.extended_header_type,
+            "extended_header_bytes": self.extended_header_bytes,
+        }
+
+
+def read_header(path: str | os.PathLike) -> MicrographHeader:
+    """Read and check one MRC header without touching the pixel data.
+
+    Raises
+    ------
+    InvalidMicrographError
+        The file is missing, not MRC, of an unsupported mode, a volume or stack rather than
+        one image, or shorter than its header promises.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidMicrographError(path, "no such file", "check the path or the glob")
+    if not path.is_file():
+        raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            with mrcfile.open(path, header_only=True) as mrc:
+                header = mrc.header
+                nsymbt = int(header.nsymbt)
+                exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
+                pixel_size = round(float(mrc.voxel_size.x), 6)
+                mode = int(header.mode)
+                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+                byte_order = header.mode.dtype.byteorder
+    except (ValueError, RuntimeWarning, OSError) as exc:
+        raise InvalidMicrographError(
+            path, f"not a readable MRC file ({exc})", "check that it is an MRC2014 micrograph"
+        ) from None
+    if mode not in SUPPORTED_MODES:
+        raise InvalidMicrographError(
+            path,
+            f"MRC mode {mode} is not supported",
+            f"convert it to one of modes {sorted(SUPPORTED_MODES)} (e.g. float32, mode 2)",
+        )
+    if nz != 1:
+        raise InvalidMicrographError(
+            path,
+            f"holds {nz} sections (nz={nz}), not one micrograph",
+            "split the stack into one file per micrograph",
+        )
+    if nx < 1 or ny < 1:
+        raise InvalidMicrographError(path, f"empty image nx={nx}, ny={ny}", "re-export the file")
+    dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(byte_order)
+    result = MicrographHeader(
+        path=str(path.resolve()),
+        shape=(ny, nx),
+        mode=mode,
+        dtype=dtype.str,
+        data_offset=_HEADER_BYTES + nsymbt,
+        pixel_size_angstrom=pixel_size,
+        extended_header_type=exttyp,
+        extended_header_bytes=nsymbt,
+    )
+    size = path.stat().st_size
+    if size < result.data_offset + result.data_bytes:
+        raise InvalidMicrographError(
+            path,
+            f"truncated: {size} bytes, but its header promises "
+            f"{result.data_offset + result.data_bytes} ({ny} × {nx} {dtype.name})",
+            "copy or download it again",
+        )
+    return result
+
+
+def read_rows(header: MicrographHeader, row_start: int, row_stop: int) -> np.ndarray:
+    """Rows ``[row_start, row_stop)`` of a micrograph as native float32, with one positioned read.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (row_stop - row_start, nx)
+    """
+    ny, nx = header.shape
+    if not (0 <= row_start <= row_stop <= ny):
+        raise ValueError(f"rows [{row_start}, {row_stop}) outside 0..{ny}")
+    disk = np.dtype(header.dtype)
+    out = np.empty((row_stop - row_start, nx), dtype=np.float32)
+    native = disk == np.dtype(np.float32) and disk.isnative
+    buf = out if native else np.empty(out.shape, dtype=disk)
+    offset = header.data_offset + row_start * nx * disk.itemsize
+    view = memoryview(buf).cast("B")
+    done = 0
+    fd = os.open(header.path, os.O_RDONLY)
+    try:
+        while done < view.nbytes:
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
+                raise InvalidMicrographError(
+                    header.path,
+                    f"ended after {offset + done} bytes while reading rows {row_start}–{row_stop}",
+                    "the file changed or was truncated since it was opened; copy it again",
+                )
+            done += n
+    finally:
+        os.close(fd)
+    if not native:
+        out[...] = buf
+    return out
+
+
+def write_micrograph(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    pixel_size_angstrom: float,
+    *,
+    history: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write a 2-D float32 micrograph as MRC (mode 2), atomically (temporary name, rename).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.mrc``.
+    data : numpy.ndarray, shape (ny, nx)
+        Pixel values; cast to float32.
+    pixel_size_angstrom : float
+        Written to the header's voxel size.
+    history : str, optional
+        A label line recorded in the header (at most 80 characters).
+    overwrite : bool
+        Replace an existing file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True or choose another name")
+    tmp = path.with_name(f".{path.name}.partial")
+    with mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data, dtype=np.float32))
+        mrc.voxel_size = pixel_size_angstrom
+        if history:
+            mrc.add_label(history[:80])
+    os.replace(tmp, path)

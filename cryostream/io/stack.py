@@ -1,0 +1,273 @@
+"""Lazy stacks of micrographs: an xarray.DataArray (micrograph, y, x) over a Dask array.
+
+The Dask graph holds only headers (paths, offsets, dtypes); every task reads one band of
+full rows with one positioned read (:func:`cryostream.io.mrc.read_rows`). Nothing is loaded
+or memory-mapped while the stack is built, so building it for thousands of files is cheap
+and the graph runs unchanged on threads, processes or a Dask cluster (with a shared
+filesystem).
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import hashlib
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.mrc import MicrographHeader, read_header, read_rows
+from cryostream.io.star import read_micrograph_star
+
+__all__ = [
+    "MicrographSkippedWarning",
+    "expand_inputs",
+    "read_headers",
+    "micrograph_uid",
+    "stack_from_headers",
+    "open_micrographs",
+]
+
+MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map")
+
+
+class MicrographSkippedWarning(UserWarning):
+    """A bad micrograph was skipped because ``permissive=True``."""
+
+
+def micrograph_uid(name: str) -> int:
+    """A stable 63-bit id of a micrograph name (BLAKE2b), the same on every machine."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
+
+    Folders contribute their ``*.mrc`` files in name order; a glob that matches nothing, an
+    empty folder or an empty list is an error. Repeated paths are kept once.
+    """
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    items = list(inputs)
+    if not items:
+        raise InvalidMicrographError(
+            "<inputs>", "no micrographs were given", "pass MRC files, globs, folders or a STAR file"
+        )
+    paths: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in (".mrc",))
+            if not found:
+                raise InvalidMicrographError(p, "folder holds no .mrc files", "check the folder")
+            paths += found
+        elif p.suffix.lower() == ".star" and p.is_file():
+            paths += read_micrograph_star(p)
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(m) for m in glob.glob(text))
+            if not found:
+                raise InvalidMicrographError(text, "the glob matched no files", "check the pattern")
+            paths += found
+        else:
+            paths.append(p)
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def read_headers(
+    paths: Iterable[Path], *, permissive: bool = False
+) -> tuple[list[MicrographHeader], list[dict[str, str]]]:
+    """Read and cross-check the headers of all ``paths``, before any pixel is read.
+
+    All micrographs must share one shape. With ``permissive=False`` the first bad file raises
+    :class:`InvalidMicrographError`; with ``permissive=True`` bad files are skipped with a
+    :class:`MicrographSkippedWarning` and listed as ``{"path", "reason"}`` in the second
+    return value. In permissive mode the most common shape is the reference.
+    """
+    headers, skipped = [], []
+
+    def skip(path: object, reason: str) -> None:
+        skipped.append({"path": str(path), "reason": reason})
+        warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=3)
+
+    for p in paths:
+        try:
+            headers.append(read_header(p))
+        except InvalidMicrographError as exc:
+            if not permissive:
+                raise
+            skip(p, str(exc))
+    if headers:
+        if permissive:
+            shape = collections.Counter(h.shape for h in headers).most_common(1)[0][0]
+        else:
+            shape = headers[0].shape
+        kept = []
+        for h in headers:
+            if h.shape == shape:
+                kept.append(h)
+                continue
+            exc = InvalidMicrographError(
+                h.path,
+                f"shape {h.shape[0]} × {h.shape[1]} differs from the {shape[0]} × {shape[1]} "
+                f"of {headers[0].path if not permissive else 'the other micrographs'}",
+                "remove it from the inputs, or pass permissive=True (--permissive) to skip it",
+            )
+            if not permissive:
+                raise exc
+            skip(h.path, str(exc))
+        headers = kept
+    if not headers:
+        raise InvalidMicrographError(
+            "<inputs>",
+            f"no readable micrograph among {len(skipped)} inputs",
+            "see the warnings for each file",
+        )
+    return headers, skipped
+
+
+def _normalise_band_rows(chunks: object, ny: int) -> int:
+    if chunks is None or chunks == -1 or chunks == "micrograph":
+        return ny
+    if isinstance(chunks, dict):
+        unknown = set(chunks) - {"y"}
+        if unknown:
+            raise ConfigError(
+                f"chunks={chunks!r}: only 'y' can be chunked (bands of full rows are one read)"
+            )
+        return _normalise_band_rows(chunks.get("y", 512), ny)
+    if isinstance(chunks, int) and not isinstance(chunks, bool) and chunks > 0:
+        return min(chunks, ny)
+    raise ConfigError(f"chunks={chunks!r}: give rows per band (int), -1 for whole micrographs")
+
+
+def _read_band(header: MicrographHeader, row_start: int, row_stop: int) -> np.ndarray:
+    return read_rows(header, row_start, row_stop)[None]
+
+
+def stack_from_headers(headers: list[MicrographHeader], band_rows: int) -> da.Array:
+    """A Dask array (micrograph, y, x) float32 of row bands, one positioned read per task."""
+    ny, nx = headers[0].shape
+    starts = list(range(0, ny, band_rows))
+    bands = tuple(min(band_rows, ny - s) for s in starts)
+    stamp = [(h, os.stat(h.path).st_mtime_ns) for h in headers]
+    name = "micrographs-" + tokenize(stamp, band_rows)
+    dsk = {
+        (name, m, b, 0): (_read_band, h, s, s + rows)
+        for m, h in enumerate(headers)
+        for b, (s, rows) in enumerate(zip(starts, bands, strict=True))
+    }
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    chunks = ((1,) * len(headers), bands, (nx,))
+    return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0), dtype=np.float32))
+
+
+def _names(headers: list[MicrographHeader]) -> list[str]:
+    stems = [Path(h.path).stem for h in headers]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [h.path for h in headers]
+
+
+def open_micrographs(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    chunks: int | dict | None = 512,
+    permissive: bool = False,
+    pixel_size_angstrom: float | None = None,
+) -> xr.DataArray:
+    """Open micrographs lazily as one stack.
+
+    Parameters
+    ----------
+    inputs : path, glob, folder, STAR file, or a list of them
+        The micrographs. All must have one shape.
+    chunks : int, dict or None
+        Rows per chunk (bands of full rows, each read with one positioned read); ``{"y": n}``
+        is the same; ``-1`` or ``None`` gives one chunk per micrograph.
+    permissive : bool
+        Skip bad files with a :class:`MicrographSkippedWarning` instead of raising; they are
+        listed in ``attrs["skipped"]``.
+    pixel_size_angstrom : float, optional
+        Override the header's pixel size (needed when headers leave it unset).
+
+    Returns
+    -------
+    xarray.DataArray of float32, dims (micrograph, y, x)
+        Backed by a Dask array. Coordinates: ``micrograph`` (file stems), ``y`` and ``x`` in Å.
+        Attrs: ``sources``, ``pixel_size_angstrom``, ``headers`` (per-file facts),
+        ``skipped``, ``band_rows``.
+
+    Raises
+    ------
+    InvalidMicrographError
+        A file is missing, not MRC, truncated, of an unsupported mode or of another shape
+        (unless ``permissive``), or no micrograph is left.
+
+    Examples
+    --------
+    >>> import cryostream, tempfile
+    >>> sim = cryostream.simulate(tempfile.mkdtemp(), 2, shape=(256, 320))
+    >>> stack = cryostream.open_micrographs(sim.micrographs)
+    >>> stack.dims, stack.shape
+    (('micrograph', 'y', 'x'), (2, 256, 320))
+    """
+    paths = expand_inputs(inputs)
+    headers, skipped = read_headers(paths, permissive=permissive)
+    ny, nx = headers[0].shape
+    band_rows = _normalise_band_rows(chunks, ny)
+    if pixel_size_angstrom is None:
+        ps = headers[0].pixel_size_angstrom
+        for h in headers[1:]:
+            if abs(h.pixel_size_angstrom - ps) > 1e-3 * max(ps, 1e-6):
+                raise InvalidMicrographError(
+                    h.path,
+                    f"pixel size {h.pixel_size_angstrom:g} Å differs from the {ps:g} Å of "
+                    f"{headers[0].path}",
+                    "process data of one pixel size together, or pass pixel_size_angstrom",
+                )
+        if ps <= 0:
+            raise InvalidMicrographError(
+                headers[0].path,
+                "the header leaves the pixel size unset (0 Å)",
+                "pass pixel_size_angstrom (--pixel-size) explicitly",
+            )
+    else:
+        if not pixel_size_angstrom > 0:
+            raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r}: must be > 0")
+        ps = float(pixel_size_angstrom)
+    data = stack_from_headers(headers, band_rows)
+    axis_attrs = {"units": "Å"}
+    return xr.DataArray(
+        data,
+        dims=("micrograph", "y", "x"),
+        coords={
+            "micrograph": _names(headers),
+            "y": ("y", np.arange(ny) * ps, axis_attrs),
+            "x": ("x", np.arange(nx) * ps, axis_attrs),
+        },
+        name="micrographs",
+        attrs={
+            "sources": [h.path for h in headers],
+            "pixel_size_angstrom": ps,
+            "headers": [h.facts() for h in headers],
+            "skipped": skipped,
+            "band_rows": band_rows,
+        },
+    )

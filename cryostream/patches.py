@@ -1,0 +1,74 @@
+"""Patch-grid arithmetic: where square patches start along an axis, for both edge policies.
+
+A grid of ``patch_size`` patches at ``stride`` along an axis of ``length`` pixels starts at
+``0, stride, 2·stride, …`` while a whole patch fits (``edge="drop"``). With ``edge="cover"``
+one more patch is added, shifted back so it ends exactly at the image edge, whenever the last
+regular patch leaves pixels unseen. For 7676 × 7420 pixels, patch 1024, stride 512 this gives
+13 × 13 = 169 patches with ``drop`` and 14 × 14 = 196 with ``cover``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryostream.errors import ConfigError
+
+__all__ = ["EDGE_POLICIES", "patch_origins", "patch_grid_shape", "uncovered_pixels"]
+
+EDGE_POLICIES = ("cover", "drop")
+
+
+def _check(length: int, patch_size: int, stride: int, edge: str) -> None:
+    if patch_size < 1:
+        raise ConfigError(f"patch_size={patch_size}: must be a positive number of pixels")
+    if stride < 1:
+        raise ConfigError(f"stride={stride}: must be a positive number of pixels")
+    if edge not in EDGE_POLICIES:
+        raise ConfigError(f"edge={edge!r}: must be one of {', '.join(EDGE_POLICIES)}")
+    if length < patch_size:
+        raise ConfigError(
+            f"an axis of {length} px is smaller than patch_size={patch_size}; "
+            "use a smaller --patch or larger micrographs"
+        )
+
+
+def patch_origins(length: int, patch_size: int, stride: int, edge: str = "cover") -> np.ndarray:
+    """First pixel of every patch along one axis.
+
+    Parameters
+    ----------
+    length : int
+        Axis length in pixels.
+    patch_size, stride : int
+        Patch edge and step in pixels.
+    edge : {"cover", "drop"}
+        ``"drop"`` keeps only regular steps; ``"cover"`` adds a last patch flush with the edge
+        when the regular steps leave pixels unseen.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n,)
+        Increasing origins; every origin + patch_size <= length.
+    """
+    _check(length, patch_size, stride, edge)
+    origins = np.arange(0, length - patch_size + 1, stride, dtype=np.int64)
+    if edge == "cover" and origins[-1] + patch_size < length:
+        origins = np.append(origins, length - patch_size)
+    return origins
+
+
+def patch_grid_shape(
+    shape: tuple[int, int], patch_size: int, stride: int, edge: str = "cover"
+) -> tuple[int, int]:
+    """Number of patch rows and columns for an image of ``shape`` = (ny, nx)."""
+    ny, nx = shape
+    return (
+        len(patch_origins(ny, patch_size, stride, edge)),
+        len(patch_origins(nx, patch_size, stride, edge)),
+    )
+
+
+def uncovered_pixels(length: int, patch_size: int, stride: int, edge: str = "cover") -> int:
+    """Pixels at the end of an axis that no patch sees (0 for ``cover``)."""
+    origins = patch_origins(length, patch_size, stride, edge)
+    return int(length - (origins[-1] + patch_size))

@@ -1,0 +1,236 @@
+"""One simulated EMPIAR-10025-like micrograph and its noise-free ground truth.
+
+Image formation (weak-phase approximation, one Fourier pass):
+
+1. Particles: the T20S atoms are rotated to a uniformly random orientation, projected along
+   the beam and splatted bilinearly onto the pixel grid, weighted by atomic number. The scale
+   makes the integrated phase of one complex ``σ_e · ΔV · V`` (interaction constant at the
+   voltage, protein-minus-ice mean inner potential ΔV ≈ 2 V, particle volume from 1.21 Å³/Da).
+2. Amorphous ice: a small white phase texture, which is what draws Thon rings in real data.
+3. Contrast transfer: ``-2·[√(1-Q²)·sin χ + Q·cos χ]·exp(-B k²/4)`` with the astigmatic
+   defocus of the micrograph; underfocus positive, so particles are dark.
+4. A slowly varying ice-thickness background multiplies the intensity.
+5. Shot noise: the ground truth is the expected electron count per pixel; the micrograph is
+   a Poisson draw of it.
+
+Everything random comes from ``numpy.random.default_rng([seed, index])``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import scipy.fft
+
+from cryostream.config import SimulateConfig
+from cryostream.simulate.t20s import load_t20s
+
+__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "electron_wavelength"]
+
+_FULL_AREA = 7676 * 7420
+_SIGMA_E_300KV = 6.526e-4  # interaction constant, rad / (V·Å), at 300 kV
+_PROTEIN_MINUS_ICE_VOLTS = 2.0
+_T20S_DALTON = 6.9e5
+_ANGSTROM3_PER_DALTON = 1.21
+_ICE_TEXTURE_RAD = 0.04  # per-pixel standard deviation of the amorphous-ice phase
+
+
+@dataclasses.dataclass(frozen=True)
+class Particle:
+    """A placed particle: centre in pixels (x, y) and ZYZ Euler angles in degrees."""
+
+    x: float
+    y: float
+    rot: float
+    tilt: float
+    psi: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedMicrograph:
+    """A simulated micrograph with its ground truth.
+
+    Attributes
+    ----------
+    noisy, truth : numpy.ndarray of float32, shape (ny, nx)
+        The shot-noise micrograph and its expectation (electrons per pixel).
+    particles : tuple of Particle
+    defocus_u_angstrom, defocus_v_angstrom, astigmatism_angle_deg : float
+        CTF parameters in RELION's convention.
+    """
+
+    noisy: np.ndarray
+    truth: np.ndarray
+    particles: tuple[Particle, ...]
+    defocus_u_angstrom: float
+    defocus_v_angstrom: float
+    astigmatism_angle_deg: float
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in Å."""
+    v = voltage_kv * 1e3
+    return 12.2643 / math.sqrt(v * (1 + 0.97845e-6 * v))
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _zyz_euler_deg(r: np.ndarray) -> tuple[float, float, float]:
+    tilt = math.degrees(math.acos(max(-1.0, min(1.0, r[2, 2]))))
+    if abs(r[2, 2]) < 1 - 1e-9:
+        rot = math.degrees(math.atan2(r[2, 1], r[2, 0]))
+        psi = math.degrees(math.atan2(r[1, 2], -r[0, 2]))
+    else:
+        rot, psi = 0.0, math.degrees(math.atan2(-r[1, 0], r[0, 0]))
+    return rot, tilt, psi
+
+
+def _place_centres(
+    rng: np.random.Generator, shape: tuple[int, int], count: int, diameter_px: float
+) -> list[tuple[float, float]]:
+    """Up to ``count`` non-overlapping centres, at least half a radius inside the edges."""
+    ny, nx = shape
+    margin = diameter_px / 4
+    centres: list[tuple[float, float]] = []
+    if nx <= 2 * margin or ny <= 2 * margin:
+        return centres
+    for _ in range(count * 200):
+        if len(centres) == count:
+            break
+        x = rng.uniform(margin, nx - margin)
+        y = rng.uniform(margin, ny - margin)
+        if all((x - cx) ** 2 + (y - cy) ** 2 >= diameter_px**2 for cx, cy in centres):
+            centres.append((x, y))
+    return centres
+
+
+def _splat(image: np.ndarray, xy_px: np.ndarray, weights: np.ndarray) -> None:
+    """Bilinear splat of weighted points into ``image`` (in place), through a local box."""
+    ny, nx = image.shape
+    x0 = int(math.floor(xy_px[:, 0].min()))
+    y0 = int(math.floor(xy_px[:, 1].min()))
+    bw = int(math.ceil(xy_px[:, 0].max())) - x0 + 2
+    bh = int(math.ceil(xy_px[:, 1].max())) - y0 + 2
+    fx = xy_px[:, 0] - x0
+    fy = xy_px[:, 1] - y0
+    ix = np.floor(fx).astype(np.int64)
+    iy = np.floor(fy).astype(np.int64)
+    ax = fx - ix
+    ay = fy - iy
+    box = np.zeros(bh * bw, dtype=np.float64)
+    for dy, dx, w in (
+        (0, 0, (1 - ay) * (1 - ax)),
+        (0, 1, (1 - ay) * ax),
+        (1, 0, ay * (1 - ax)),
+        (1, 1, ay * ax),
+    ):
+        box += np.bincount((iy + dy) * bw + ix + dx, weights=weights * w, minlength=bh * bw)
+    box = box.reshape(bh, bw)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + bh, ny), min(x0 + bw, nx)
+    if ye > ys and xe > xs:
+        image[ys:ye, xs:xe] += box[ys - y0 : ye - y0, xs - x0 : xe - x0]
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], nodes: int = 6) -> np.ndarray:
+    """A zero-mean, unit-std field varying over about a sixth of the image (bilinear nodes)."""
+    ny, nx = shape
+    coarse = rng.normal(size=(nodes, nodes))
+
+    def weights(n: int) -> np.ndarray:
+        pos = np.linspace(0, nodes - 1, n)
+        w = np.maximum(0, 1 - np.abs(pos[:, None] - np.arange(nodes)[None, :]))
+        return w
+
+    field = weights(ny) @ coarse @ weights(nx).T
+    field -= field.mean()
+    std = field.std()
+    return (field / std if std > 0 else field).astype(np.float32)
+
+
+def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrograph:
+    """Simulate micrograph ``index`` of a run with ``config``.
+
+    The result depends only on ``(config, index)``.
+    """
+    rng = np.random.default_rng([config.seed, index])
+    ny, nx = config.shape
+    ps = config.pixel_size_angstrom
+    xyz, z = load_t20s()
+    radius_px = float(np.sqrt((xyz.astype(np.float64) ** 2).sum(1)).max()) / ps
+    # Phase per unit atomic number per pixel, from σ_e·ΔV·V spread over the summed Z.
+    volume = _T20S_DALTON * _ANGSTROM3_PER_DALTON
+    phase_per_z = _SIGMA_E_300KV * _PROTEIN_MINUS_ICE_VOLTS * volume / float(z.sum()) / ps**2
+
+    # CTF parameters (RELION convention: U ≥ V, angle of U from x).
+    mean_df = rng.uniform(*config.defocus_um) * 1e4
+    astig = rng.uniform(0, config.astigmatism_angstrom)
+    angle = rng.uniform(0, 180)
+    df_u, df_v = mean_df + astig / 2, mean_df - astig / 2
+
+    count = round(config.particles_per_micrograph * ny * nx / _FULL_AREA)
+    if config.particles_per_micrograph > 0:
+        count = max(count, 1)
+    centres = _place_centres(rng, (ny, nx), count, 2 * radius_px)
+
+    phase = np.zeros((ny, nx), dtype=np.float64)
+    particles = []
+    for cx, cy in centres:
+        rot = _random_rotation(rng)
+        moved = xyz @ rot.T.astype(np.float32)
+        pts = np.stack([moved[:, 0] / ps + cx, moved[:, 1] / ps + cy], axis=1)
+        _splat(phase, pts, z.astype(np.float64) * phase_per_z)
+        particles.append(Particle(cx, cy, *_zyz_euler_deg(rot)))
+    phase = phase.astype(np.float32)
+    phase += rng.normal(0, _ICE_TEXTURE_RAD, size=(ny, nx)).astype(np.float32)
+
+    # Contrast transfer in one rfft pass.
+    lam = electron_wavelength(config.voltage_kv)
+    cs = config.cs_mm * 1e7
+    ky = np.fft.fftfreq(ny, d=ps).astype(np.float32)[:, None]
+    kx = np.fft.rfftfreq(nx, d=ps).astype(np.float32)[None, :]
+    k2 = ky * ky + kx * kx
+    theta = np.arctan2(ky, kx)
+    defocus = mean_df + (astig / 2) * np.cos(2 * (theta - np.deg2rad(angle)))
+    chi = np.float32(np.pi * lam) * defocus * k2 - np.float32(0.5 * np.pi * cs * lam**3) * k2 * k2
+    q = config.amplitude_contrast
+    transfer = -2 * (np.float32(math.sqrt(1 - q * q)) * np.sin(chi) + np.float32(q) * np.cos(chi))
+    transfer *= np.exp(np.float32(-config.b_factor_angstrom2 / 4) * k2)
+    transfer[0, 0] = 0.0
+    del chi, theta, defocus
+    spectrum = scipy.fft.rfft2(phase, workers=-1)
+    del phase
+    spectrum *= transfer
+    del transfer, k2
+    contrast = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1).astype(np.float32)
+    del spectrum
+
+    dose_px = config.dose_e_per_angstrom2 * ps * ps
+    background = 1 + config.ice_contrast * _smooth_field(rng, (ny, nx))
+    truth = contrast
+    truth += 1
+    truth *= background
+    truth *= np.float32(dose_px)
+    np.maximum(truth, 0, out=truth)
+    noisy = rng.poisson(truth).astype(np.float32)
+    return SimulatedMicrograph(
+        noisy=noisy,
+        truth=truth,
+        particles=tuple(particles),
+        defocus_u_angstrom=float(df_u),
+        defocus_v_angstrom=float(df_v),
+        astigmatism_angle_deg=float(angle),
+    )
