@@ -172,7 +172,7 @@ class SimulateConfig:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
     b_factor_angstrom2: float = 60.0
-    ice_contrast: float = 0.03
+    ice_contrast: float = 0.02
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
 from cryostream.io.stack import _names, expand_inputs, read_headers
 from cryostream.patches import patch_grid_shape, uncovered_pixels
-from cryostream.split import split_micrographs, test_count
+from cryostream.split import held_out_count, split_micrographs
 
 __all__ = ["Plan", "plan", "COMPRESSION_RATIO"]
 
@@ -243,7 +243,7 @@ def plan(
             raise ConfigError(f"count={count!r}: must be an integer ≥ 1")
         shape = (int(shape[0]), int(shape[1]))
         n = count
-        n_test = test_count(n, config.test_fraction)
+        n_test = held_out_count(n, config.test_fraction)
         input_bytes = n * shape[0] * shape[1] * 4
     p, s = config.patch_size, config.stride
     grid = {e: patch_grid_shape(shape, p, s, e) for e in ("drop", "cover")}

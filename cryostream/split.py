@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from cryostream.errors import ConfigError
 
-__all__ = ["test_count", "split_micrographs"]
+__all__ = ["held_out_count", "split_micrographs"]
 
 
-def test_count(n_micrographs: int, test_fraction: float) -> int:
+def held_out_count(n_micrographs: int, test_fraction: float) -> int:
     """Micrographs held out: ``round(n · fraction)``, at least one when both splits can be fed."""
     if not 0 <= test_fraction < 1:
         raise ConfigError(f"test_fraction={test_fraction!r}: must be in [0, 1)")
@@ -24,7 +24,7 @@ def split_micrographs(names: Sequence[str], test_fraction: float, seed: int) -> 
     """``"train"`` or ``"test"`` for each name, in order.
 
     The micrographs are ranked by a BLAKE2b hash of ``(seed, name)`` and the first
-    :func:`test_count` go to test: the split depends only on the names and the seed, not
+    :func:`held_out_count` go to test: the split depends only on the names and the seed, not
     on their order, the machine or the scheduler.
     """
     if len(set(names)) != len(names):
@@ -33,5 +33,5 @@ def split_micrographs(names: Sequence[str], test_fraction: float, seed: int) -> 
     def key(name: str) -> bytes:
         return hashlib.blake2b(f"{seed}\x00{name}".encode(), digest_size=16).digest()
 
-    held_out = set(sorted(names, key=key)[: test_count(len(names), test_fraction)])
+    held_out = set(sorted(names, key=key)[: held_out_count(len(names), test_fraction)])
     return ["test" if n in held_out else "train" for n in names]

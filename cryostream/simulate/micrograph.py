@@ -34,7 +34,7 @@ _SIGMA_E_300KV = 6.526e-4  # interaction constant, rad / (V·Å), at 300 kV
 _PROTEIN_MINUS_ICE_VOLTS = 2.0
 _T20S_DALTON = 6.9e5
 _ANGSTROM3_PER_DALTON = 1.21
-_ICE_TEXTURE_RAD = 0.04  # per-pixel standard deviation of the amorphous-ice phase
+_ICE_TEXTURE_RAD = 0.07  # per-pixel standard deviation of the amorphous-ice phase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,17 +145,22 @@ def _splat(image: np.ndarray, xy_px: np.ndarray, weights: np.ndarray) -> None:
         image[ys:ye, xs:xe] += box[ys - y0 : ye - y0, xs - x0 : xe - x0]
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], nodes: int = 6) -> np.ndarray:
-    """A zero-mean, unit-std field varying over about a sixth of the image (bilinear nodes)."""
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], waves: int = 12) -> np.ndarray:
+    """A zero-mean, unit-std field of a few plane waves of 0.3–3 cycles per image (ice thickness).
+
+    Built from outer products (``cos(a + b) = cos a cos b - sin a sin b``), so it costs two
+    rank-one updates per wave, not a transcendental per pixel.
+    """
     ny, nx = shape
-    coarse = rng.normal(size=(nodes, nodes))
-
-    def weights(n: int) -> np.ndarray:
-        pos = np.linspace(0, nodes - 1, n)
-        w = np.maximum(0, 1 - np.abs(pos[:, None] - np.arange(nodes)[None, :]))
-        return w
-
-    field = weights(ny) @ coarse @ weights(nx).T
+    y = np.arange(ny, dtype=np.float64)[:, None] / ny
+    x = np.arange(nx, dtype=np.float64)[None, :] / nx
+    field = np.zeros(shape, dtype=np.float64)
+    for _ in range(waves):
+        cycles = rng.uniform(0.3, 3.0)
+        angle = rng.uniform(0, 2 * np.pi)
+        a = 2 * np.pi * cycles * np.sin(angle) * y + rng.uniform(0, 2 * np.pi)
+        b = 2 * np.pi * cycles * np.cos(angle) * x
+        field += (np.cos(a) * np.cos(b) - np.sin(a) * np.sin(b)) / cycles
     field -= field.mean()
     std = field.std()
     return (field / std if std > 0 else field).astype(np.float32)

@@ -1,0 +1,90 @@
+"""Helpers shared by the benchmarks: test data, cache dropping, child-process measurement."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+FULL_SHAPE = (7676, 7420)
+
+
+def machine() -> str:
+    """One line naming the machine a figure came from."""
+    mem = psutil.virtual_memory().total / 2**30
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def make_full_size_set(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` full-size float32 micrographs: one simulated micrograph, rolled per file.
+
+    Rolling keeps the content realistic and makes every file different while costing one
+    simulation instead of ``count``. Existing files of the right size are reused.
+    """
+    from cryostream import SimulateConfig
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.simulate.micrograph import simulate_micrograph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"full_{i:03d}.mrc" for i in range(count)]
+    expected = 1024 + FULL_SHAPE[0] * FULL_SHAPE[1] * 4
+    missing = [p for p in paths if not (p.exists() and p.stat().st_size == expected)]
+    if missing:
+        base = simulate_micrograph(SimulateConfig(seed=seed), 0).noisy
+        for p in missing:
+            i = paths.index(p)
+            write_micrograph(p, np.roll(base, (i * 997, i * 1499), (0, 1)), 0.6575, overwrite=True)
+    return paths
+
+
+def drop_cache(paths: list[Path]) -> None:
+    """Evict the files from the page cache (fsync, then POSIX_FADV_DONTNEED)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def dd_read_bandwidth(paths: list[Path]) -> float:
+    """Cold sequential read bandwidth of ``paths`` with dd (bytes/s), page cache dropped."""
+    drop_cache(paths)
+    total = sum(p.stat().st_size for p in paths)
+    start = time.perf_counter()
+    for p in paths:
+        subprocess.run(["dd", f"if={p}", "of=/dev/null", "bs=16M", "status=none"], check=True)
+    return total / (time.perf_counter() - start)
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Run ``script --child ARGS`` in a fresh interpreter; it prints one JSON line.
+
+    Adds the peak RSS of the whole child process tree, sampled every 20 ms.
+    """
+    proc = subprocess.Popen([sys.executable, script, "--child", *args], stdout=subprocess.PIPE,
+                            text=True)
+    parent = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} child failed with status {proc.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_bytes"] = max(peak, result.get("peak_rss_bytes", 0))
+    return result

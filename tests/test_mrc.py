@@ -1,0 +1,156 @@
+"""Reading MRC micrographs: every supported mode and layout, and every kind of bad file."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from mrcfile import dtypes as mrc_dtypes
+
+from cryostream.errors import CryostreamError, InvalidMicrographError
+from cryostream.io.mrc import read_header, read_rows, write_micrograph
+from tests.conftest import write_mrc
+
+SHAPE = (37, 29)
+
+
+def _values(dtype: str, rng: np.random.Generator) -> np.ndarray:
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    if info is not None:
+        return rng.integers(info.min, info.max, size=SHAPE, endpoint=True).astype(dtype)
+    return rng.normal(0, 100, size=SHAPE).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype, mode", [("int8", 0), ("int16", 1), ("float32", 2), ("uint16", 6), ("float16", 12)]
+)
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_modes_and_byte_orders_read_as_float32(tmp_path, rng, dtype, mode, byte_order):
+    data = _values(dtype, rng).astype(np.dtype(dtype).newbyteorder(byte_order))
+    path = write_mrc(tmp_path / "a.mrc", data)
+    header = read_header(path)
+    assert header.mode == mode and header.shape == SHAPE
+    assert np.dtype(header.dtype).byteorder in ("|", byte_order, "=")
+    expected = data.astype(np.float32)
+    got = read_rows(header, 0, SHAPE[0])
+    assert got.dtype == np.float32 and got.dtype.isnative
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(read_rows(header, 5, 17), expected[5:17])
+
+
+def test_single_section_volume_header_is_one_micrograph(tmp_path, rng):
+    data = rng.normal(size=(1, *SHAPE)).astype(np.float32)
+    path = write_mrc(tmp_path / "v.mrc", data)
+    with mrcfile.open(path, header_only=True) as m:
+        assert int(m.header.ispg) == 1  # mrcfile reads this back as (1, ny, nx)
+    np.testing.assert_array_equal(read_rows(read_header(path), 0, SHAPE[0]), data[0])
+
+
+@pytest.mark.parametrize("exttyp", [b"FEI1", b"FEI2"])
+def test_extended_headers_are_skipped(tmp_path, rng, exttyp):
+    data = rng.normal(size=SHAPE).astype(np.float32)
+    path = tmp_path / "epu.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(data)
+        m.set_extended_header(np.zeros(3, dtype=mrc_dtypes.get_ext_header_dtype(exttyp)))
+        m.header.exttyp = exttyp
+        m.voxel_size = 0.6666
+    header = read_header(path)
+    assert header.extended_header_type == exttyp.decode()
+    assert header.extended_header_bytes > 0
+    assert header.data_offset == 1024 + header.extended_header_bytes
+    np.testing.assert_array_equal(read_rows(header, 0, SHAPE[0]), data)
+
+
+def test_real_epu_micrograph_when_present():
+    real = Path(__file__).resolve().parents[2] / "shared/data/real/epu2.9_example.mrc"
+    if not real.exists():
+        pytest.skip("the real EPU micrograph is not beside this checkout")
+    header = read_header(real)
+    assert header.extended_header_type == "FEI2" and header.mode == 6
+    with mrcfile.open(real) as m:
+        expected = np.asarray(m.data[1000:1010], dtype=np.float32)
+    np.testing.assert_array_equal(read_rows(header, 1000, 1010), expected)
+
+
+def test_pixel_size_comes_from_the_header(tmp_path):
+    path = write_mrc(tmp_path / "a.mrc", np.zeros(SHAPE, np.float32), pixel_size=0.6575)
+    assert read_header(path).pixel_size_angstrom == pytest.approx(0.6575)
+
+
+def test_write_micrograph_is_atomic_and_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "out.mrc"
+    write_micrograph(path, np.ones(SHAPE), 0.66, history="hello")
+    assert not list(tmp_path.glob(".*partial"))
+    with mrcfile.open(path) as m:
+        assert m.data.dtype == np.float32
+        assert any("hello" in label for label in m.get_labels())
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_micrograph(path, np.ones(SHAPE), 0.66)
+
+
+# --- bad files: each gives an InvalidMicrographError naming the file, problem and fix -------
+
+
+def _good(tmp_path: Path) -> Path:
+    return write_mrc(tmp_path / "good.mrc", np.zeros(SHAPE, np.float32))
+
+
+def _patch_int(path: Path, offset: int, value: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + 4] = struct.pack("<i", value)
+    path.write_bytes(bytes(raw))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InvalidMicrographError) as info:
+        read_header(tmp_path / "gone.mrc")
+    assert str(info.value) == f"{tmp_path / 'gone.mrc'}: no such file; check the path or the glob"
+
+
+def test_not_an_mrc_file(tmp_path):
+    path = tmp_path / "picture.mrc"
+    path.write_bytes(b"\x89PNG\r\n" + bytes(2000))
+    with pytest.raises(InvalidMicrographError, match="picture.mrc: not a readable MRC file"):
+        read_header(path)
+
+
+def test_too_short_for_a_header(tmp_path):
+    path = tmp_path / "stub.mrc"
+    path.write_bytes(b"MRC")
+    with pytest.raises(InvalidMicrographError, match="stub.mrc: not a readable MRC file"):
+        read_header(path)
+
+
+def test_truncated_data(tmp_path):
+    path = _good(tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InvalidMicrographError) as info:
+        read_header(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: truncated: {1024 + 37 * 29 * 4 - 100} bytes")
+    assert message.endswith("copy or download it again")
+
+
+@pytest.mark.parametrize("mode", [3, 4, 7, 101])
+def test_unknown_or_unsupported_mode(tmp_path, mode):
+    path = _good(tmp_path)
+    _patch_int(path, 12, mode)
+    with pytest.raises(InvalidMicrographError) as info:
+        read_header(path)
+    assert f"MRC mode {mode} is not supported" in str(info.value)
+    assert "convert it to one of modes [0, 1, 2, 6, 12]" in str(info.value)
+
+
+def test_a_stack_is_not_a_micrograph(tmp_path):
+    path = write_mrc(tmp_path / "stack.mrc", np.zeros((3, *SHAPE), np.float32))
+    with pytest.raises(InvalidMicrographError, match="holds 3 sections"):
+        read_header(path)
+
+
+def test_error_classes():
+    assert issubclass(InvalidMicrographError, CryostreamError)
+    assert issubclass(InvalidMicrographError, ValueError)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream import NoiseConfig, PrepareConfig, plan
+from cryostream.split import held_out_count, split_micrographs
+from tests.conftest import write_mrc
+
+
+def test_empiar_10025_sizes():
+    p = plan(shape=(7676, 7420), count=196)
+    assert p.grid == {"drop": (13, 13), "cover": (14, 14)}
+    assert p.uncovered["drop"] == (508, 252) and p.uncovered["cover"] == (0, 0)
+    assert p.patches_per_micrograph == 196
+    assert p.n_test_micrographs == 20 and p.n_train_micrographs == 176
+    assert p.train_patches + p.test_patches == 196 * 196
+    assert p.array_bytes("float32") == 196 * 196 * 4 * 1024**2  # 161 GB per array
+    assert p.store_bytes("float32", "stored") == 2 * p.array_bytes("float32")
+    assert p.store_bytes("float16", "on-device") == p.store_bytes("float32", "stored") // 4
+    assert not p.fits_in_ram
+    drop = plan(shape=(7676, 7420), count=196, config=PrepareConfig(edge="drop"))
+    assert drop.patches_per_micrograph == 169
+    text = p.table()
+    assert "169" in text and "196" in text and "322.26 GB" in text
+
+
+def test_plan_from_files_matches_plan_from_shape(tmp_path):
+    paths = [write_mrc(tmp_path / f"m{i}.mrc", np.zeros((300, 260), np.float32)) for i in range(5)]
+    cfg = PrepareConfig(patch_size=128, stride=64, test_fraction=0.2)
+    a = plan(paths, config=cfg, output=tmp_path)
+    b = plan(shape=(300, 260), count=5, config=cfg)
+    assert a.to_dict()["grid"] == b.to_dict()["grid"] == {"drop": [3, 3], "cover": [4, 4]}
+    assert a.n_test_micrographs == b.n_test_micrographs == 1
+    assert a.input_bytes == 5 * 300 * 260 * 4
+    assert a.fits_on_disk and a.disk_free_bytes > 0
+
+
+def test_on_device_noise_halves_the_store():
+    cfg = PrepareConfig(noise=NoiseConfig(mode="on-device"), dtype="float16")
+    p = plan(shape=(7676, 7420), count=10, config=cfg)
+    assert p.store_bytes() == p.array_bytes("float16")
+
+
+def test_bad_arguments():
+    with pytest.raises(cryostream.ConfigError, match="both shape"):
+        plan(shape=(10, 10))
+    with pytest.raises(cryostream.ConfigError, match="smaller than patch_size"):
+        plan(shape=(500, 500), count=1)
+
+
+def test_split_is_by_name_and_seed_not_order():
+    names = [f"mic_{i:03d}" for i in range(50)]
+    a = split_micrographs(names, 0.1, seed=0)
+    b = split_micrographs(names[::-1], 0.1, seed=0)[::-1]
+    assert a == b and a.count("test") == 5
+    assert split_micrographs(names, 0.1, seed=1) != a
+    assert held_out_count(1, 0.1) == 0 and held_out_count(2, 0.1) == 1 and held_out_count(10, 0) == 0

@@ -1,0 +1,178 @@
+"""Lazy micrograph stacks: laziness, values on awkward chunkings, inputs, bad input sets."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import dask
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+import xarray as xr
+
+import cryostream
+from cryostream import InvalidMicrographError, MicrographSkippedWarning, open_micrographs
+from tests.conftest import write_mrc
+
+
+def _oracle(paths) -> np.ndarray:
+    return np.stack([mrcfile.read(p).astype(np.float32) for p in paths])
+
+
+def test_dims_coords_attrs(small_mrcs):
+    stack = open_micrographs(small_mrcs)
+    assert isinstance(stack, xr.DataArray) and isinstance(stack.data, dask.array.Array)
+    assert stack.dims == ("micrograph", "y", "x") and stack.shape == (3, 96, 80)
+    assert stack.dtype == np.float32
+    assert list(stack.micrograph.values) == ["m0", "m1", "m2"]
+    assert stack.x.values[1] == pytest.approx(0.66) and stack.y.attrs["units"] == "Å"
+    assert stack.attrs["sources"] == [str(p.resolve()) for p in small_mrcs]
+    assert stack.attrs["pixel_size_angstrom"] == pytest.approx(0.66)
+    assert stack.attrs["headers"][0]["mode"] == 2
+    assert stack.attrs["skipped"] == []
+
+
+@pytest.mark.parametrize("chunks", [1, 7, 50, 96, 500, -1, None, {"y": 13}])
+def test_values_match_numpy_on_awkward_chunks(small_mrcs, chunks):
+    stack = open_micrographs(small_mrcs, chunks=chunks)
+    np.testing.assert_array_equal(stack.values, _oracle(small_mrcs))
+    # one band of full rows per chunk
+    assert stack.data.chunks[2] == (80,)
+
+
+def test_graph_holds_headers_not_pixels(small_mrcs):
+    stack = open_micrographs(small_mrcs, chunks=10)
+    graph = dict(stack.data.__dask_graph__())
+    size = len(pickle.dumps(graph))
+    assert size < 40_000, size  # a few hundred bytes per task, no arrays
+    # the stack was built without reading pixels: damage the data, then build succeeds
+    # and the damage shows only on compute
+    with open(small_mrcs[0], "r+b") as fh:
+        fh.seek(1024)
+        fh.write(np.full(80, 7, np.float32).tobytes())
+    fresh = open_micrographs(small_mrcs, chunks=10)
+    assert float(fresh[0, 0, 0]) == 7.0
+
+
+def test_schedulers_agree(small_mrcs):
+    stack = open_micrographs(small_mrcs, chunks=16).data
+    expected = _oracle(small_mrcs)
+    for scheduler in ("threads", "sync", "processes"):
+        np.testing.assert_array_equal(stack.compute(scheduler=scheduler), expected)
+
+
+def test_reductions_are_lazy_and_exact(small_mrcs):
+    stack = open_micrographs(small_mrcs, chunks=9)
+    q = stack.quantile(0.95, dim=("y", "x"))
+    np.testing.assert_allclose(
+        q.values, np.percentile(_oracle(small_mrcs), 95, axis=(1, 2)), rtol=1e-6
+    )
+
+
+def test_glob_folder_and_star_inputs(small_mrcs, tmp_path, monkeypatch):
+    folder = small_mrcs[0].parent
+    by_folder = open_micrographs(folder)
+    by_glob = open_micrographs(str(folder / "m*.mrc"))
+    star = tmp_path / "micrographs.star"
+    names = [f"mics/{p.name}" for p in small_mrcs]
+    starfile.write({"micrographs": pd.DataFrame({"rlnMicrographName": names})}, star)
+    monkeypatch.chdir(tmp_path.parent)  # relative names resolve against the STAR's folder
+    by_star = open_micrographs(star)
+    for s in (by_folder, by_glob, by_star):
+        assert s.attrs["sources"] == [str(p.resolve()) for p in small_mrcs]
+    twice = open_micrographs([small_mrcs[0], small_mrcs[0], small_mrcs[1]])
+    assert twice.sizes["micrograph"] == 2
+
+
+def test_simulated_star_opens(tmp_path):
+    sim = cryostream.simulate(tmp_path, 2, shape=(128, 160))
+    stack = open_micrographs(sim.micrographs_star)
+    assert stack.shape == (2, 128, 160)
+    assert stack.attrs["pixel_size_angstrom"] == pytest.approx(0.6575)
+
+
+# --- bad input sets ------------------------------------------------------------------------
+
+
+def test_empty_inputs(tmp_path):
+    with pytest.raises(InvalidMicrographError, match="<inputs>: no micrographs were given"):
+        open_micrographs([])
+    with pytest.raises(InvalidMicrographError, match="folder holds no .mrc files"):
+        open_micrographs(tmp_path)
+    with pytest.raises(InvalidMicrographError, match="the glob matched no files"):
+        open_micrographs(str(tmp_path / "*.mrc"))
+
+
+def test_star_without_micrograph_column(tmp_path):
+    star = tmp_path / "p.star"
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0]})}, star)
+    with pytest.raises(InvalidMicrographError, match="no block has a rlnMicrographName column"):
+        open_micrographs(star)
+
+
+def test_a_different_shape_is_named(small_mrcs):
+    odd = write_mrc(small_mrcs[0].parent / "odd.mrc", np.zeros((64, 80), np.float32))
+    with pytest.raises(InvalidMicrographError) as info:
+        open_micrographs([*small_mrcs, odd])
+    message = str(info.value)
+    assert message.startswith(f"{odd.resolve()}: shape 64 × 80 differs from the 96 × 80 of")
+    assert "pass permissive=True (--permissive) to skip it" in message
+
+
+def _broken_set(small_mrcs):
+    folder = small_mrcs[0].parent
+    missing = folder / "missing.mrc"
+    junk = folder / "junk.mrc"
+    junk.write_bytes(b"not an mrc" * 200)
+    short = folder / "short.mrc"
+    short.write_bytes(small_mrcs[0].read_bytes()[:2000])
+    odd = write_mrc(folder / "odd.mrc", np.zeros((64, 80), np.float32))
+    return [small_mrcs[0], missing, junk, short, odd, *small_mrcs[1:]]
+
+
+def test_strict_mode_stops_at_the_first_bad_file(small_mrcs):
+    with pytest.raises(InvalidMicrographError, match="missing.mrc: no such file"):
+        open_micrographs(_broken_set(small_mrcs))
+
+
+def test_permissive_mode_skips_and_records(small_mrcs):
+    inputs = _broken_set(small_mrcs)
+    with pytest.warns(MicrographSkippedWarning) as record:
+        stack = open_micrographs(inputs, permissive=True)
+    assert len(record) == 4
+    assert stack.shape == (3, 96, 80)
+    skipped = {os.path.basename(s["path"]) for s in stack.attrs["skipped"]}
+    assert skipped == {"missing.mrc", "junk.mrc", "short.mrc", "odd.mrc"}
+    assert all(s["reason"] for s in stack.attrs["skipped"])
+    np.testing.assert_array_equal(stack.values, _oracle(small_mrcs))
+
+
+def test_nothing_left_after_skipping(tmp_path):
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"x" * 2000)
+    with pytest.warns(MicrographSkippedWarning), pytest.raises(
+        InvalidMicrographError, match="no readable micrograph among 1 inputs"
+    ):
+        open_micrographs(bad, permissive=True)
+
+
+def test_pixel_size_mismatch_and_override(small_mrcs):
+    other = write_mrc(small_mrcs[0].parent / "other.mrc", np.zeros((96, 80), np.float32), 1.1)
+    with pytest.raises(InvalidMicrographError, match="pixel size 1.1 Å differs"):
+        open_micrographs([*small_mrcs, other])
+    stack = open_micrographs([*small_mrcs, other], pixel_size_angstrom=0.5)
+    assert stack.attrs["pixel_size_angstrom"] == 0.5
+
+
+def test_unset_pixel_size_asks_for_one(tmp_path):
+    path = write_mrc(tmp_path / "a.mrc", np.zeros((8, 8), np.float32), pixel_size=0.0)
+    with pytest.raises(InvalidMicrographError, match="pass pixel_size_angstrom"):
+        open_micrographs(path)
+
+
+def test_bad_chunks_argument(small_mrcs):
+    with pytest.raises(cryostream.ConfigError, match="only 'y' can be chunked"):
+        open_micrographs(small_mrcs, chunks={"x": 10})
