@@ -107,6 +107,42 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from cryostream.prepare import prepare
+
+    result = prepare(
+        args.inputs,
+        args.output,
+        prepare_config_from_args(args),
+        permissive=args.permissive,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        memory_limit=args.memory_limit,
+        dashboard_address=args.dashboard,
+        report=args.report,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from cryostream.inspect import show
+
+    print(f"wrote {show(args.store, args.output, count=args.count, split=args.split)}")
+    return 0
+
+
+def _cmd_export_bin(args: argparse.Namespace) -> int:
+    from cryostream.inspect import export_bin
+
+    paths = export_bin(args.store, args.outdir)
+    total = sum(p.stat().st_size for p in paths)
+    print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({total / 1e9:.2f} GB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command."""
     parser = argparse.ArgumentParser(
@@ -138,6 +174,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="where the store would go (checks free disk)")
     add_prepare_options(p)
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("prepare", help="normalise, patch and noise micrographs into HDF5",
+                       description="Build an HDF5 training store from micrographs with Dask.")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("-o", "--output", required=True, help="the store (DATA.h5)")
+    add_prepare_options(p)
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    g.add_argument("--workers", type=int, help="start a LocalCluster of N worker processes")
+    g.add_argument("--memory-limit", help="memory limit per worker, e.g. 4GiB")
+    g.add_argument("--dashboard", default="127.0.0.1:0",
+                   help="dashboard address of a started cluster (%(default)s)")
+    g.add_argument("--report", help="save a Dask performance report (HTML)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("show", help="draw input/target pairs of a store with their statistics")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.add_argument("--count", type=int, default=4)
+    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("export-bin", help="write the seed's train_input.bin … layout + JSON")
+    p.add_argument("store")
+    p.add_argument("outdir")
+    p.set_defaults(func=_cmd_export_bin)
     return parser
 
 

@@ -161,11 +161,21 @@ def _read_band(header: MicrographHeader, row_start: int, row_stop: int) -> np.nd
     return read_rows(header, row_start, row_stop)[None]
 
 
-def stack_from_headers(headers: list[MicrographHeader], band_rows: int) -> da.Array:
-    """A Dask array (micrograph, y, x) float32 of row bands, one positioned read per task."""
+def stack_from_headers(
+    headers: list[MicrographHeader], band_rows: int | tuple[int, ...]
+) -> da.Array:
+    """A Dask array (micrograph, y, x) float32 of row bands, one positioned read per task.
+
+    ``band_rows`` is the height of every band (the last one shorter), or the explicit heights.
+    """
     ny, nx = headers[0].shape
-    starts = list(range(0, ny, band_rows))
-    bands = tuple(min(band_rows, ny - s) for s in starts)
+    if isinstance(band_rows, int):
+        bands = tuple(min(band_rows, ny - s) for s in range(0, ny, band_rows))
+    else:
+        bands = tuple(int(b) for b in band_rows)
+        if sum(bands) != ny or min(bands) < 1:
+            raise ValueError(f"band heights {bands} do not tile {ny} rows")
+    starts = [sum(bands[:i]) for i in range(len(bands))]
     stamp = [(h, os.stat(h.path).st_mtime_ns) for h in headers]
     name = "micrographs-" + tokenize(stamp, band_rows)
     dsk = {

@@ -1,0 +1,33 @@
+"""Noise models: one definition, used by preprocessing (NumPy) and, later, on the device.
+
+``gaussian``: ``x + N(0, σ²)``; ``poisson``: ``Poisson(dose · max(x, 0)) / dose``;
+``poisson-gaussian``: the Poisson draw, then the Gaussian. Noise of a patch is seeded from
+what the patch *is*, never from scheduling: ``default_rng([seed, micrograph_uid, y, x])``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryostream.config import NoiseConfig
+
+__all__ = ["patch_rng", "add_noise"]
+
+
+def patch_rng(seed: int, micrograph_uid: int, y: int, x: int) -> np.random.Generator:
+    """The generator of one patch, from its meaning (seed, micrograph, origin in pixels)."""
+    return np.random.default_rng([seed, micrograph_uid, y, x])
+
+
+def add_noise(target: np.ndarray, noise: NoiseConfig, rng: np.random.Generator) -> np.ndarray:
+    """A noisy float32 copy of ``target`` (normalised intensities) under ``noise``."""
+    target = np.asarray(target, dtype=np.float32)
+    if noise.model in ("poisson", "poisson-gaussian"):
+        counts = rng.poisson(np.maximum(target, 0) * np.float32(noise.dose))
+        out = counts.astype(np.float32)
+        out *= np.float32(1 / noise.dose)
+    else:
+        out = target.copy()
+    if noise.model in ("gaussian", "poisson-gaussian") and noise.sigma > 0:
+        out += rng.standard_normal(size=target.shape, dtype=np.float32) * np.float32(noise.sigma)
+    return out

@@ -1,0 +1,280 @@
+"""``cryostream.prepare``: micrographs → normalised, patched, noised HDF5 store.
+
+Two passes over the lazy stack: exact per-micrograph percentiles (one task per micrograph),
+then ``map_overlap`` over row bands, each task cutting its patches, adding noise and writing
+its own shard. Finished shards survive an interrupted run and are skipped by the next one;
+the master file appears only when everything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import dask
+import numpy as np
+
+from cryostream._version import __version__
+from cryostream.cluster import PeakMemory, compute_context
+from cryostream.config import PrepareConfig, to_dict, to_json
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.io.stack import (
+    MicrographSkippedWarning,
+    _names,
+    expand_inputs,
+    micrograph_uid,
+    read_headers,
+    stack_from_headers,
+)
+from cryostream.preprocess import band_layout, band_patches, check_statistics, micrograph_statistics
+from cryostream.split import split_micrographs
+from cryostream.store import remove_store, shard_folder, shard_name, write_master, write_shard
+
+__all__ = ["PrepareResult", "prepare"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare` made."""
+
+    output: Path
+    micrographs: int
+    train_patches: int
+    test_patches: int
+    bytes_written: int
+    seconds: float
+    peak_memory_bytes: int
+    skipped: tuple[dict, ...]
+
+    def summary(self) -> str:
+        """The one-line summary the command prints."""
+        return (
+            f"prepared {self.micrographs} micrographs into {self.output}: "
+            f"{self.train_patches} train + {self.test_patches} test patches, "
+            f"{self.bytes_written / 1e9:.2f} GB written, {self.seconds:.1f} s, "
+            f"peak memory {self.peak_memory_bytes / 1e6:,.0f} MB"
+        )
+
+
+def _write_band_block(block, block_info=None, *, layout, config, percentiles, uids, folder,
+                      shard_attrs):
+    m, band, _ = block_info[0]["chunk-location"]
+    n = len(layout.row_origins[band]) * len(layout.col_origins)
+    path = Path(folder) / shard_name(uids[m], band)
+    if n and not path.exists():
+        patches = band_patches(block, m, band, layout=layout, config=config,
+                               percentiles=percentiles, uids=uids)
+        write_shard(path, patches.reshape(n, *patches.shape[2:]), dtype=config.dtype,
+                    compression=config.compression, attrs=shard_attrs)
+    return np.full((1, 1, 1), n, dtype=np.int64)
+
+
+def _check_output(output: Path, overwrite: bool, fingerprint: str) -> None:
+    folder = shard_folder(output)
+    if output.exists() and not overwrite:
+        raise StoreError(f"{output} exists; pass overwrite=True (--overwrite) or choose another name")
+    if overwrite:
+        remove_store(output)
+    stamp = folder / "prepare.json"
+    if folder.exists() and stamp.exists() and stamp.read_text() != fingerprint:
+        raise StoreError(
+            f"{folder} holds shards of a run with other inputs or options; pass overwrite=True "
+            "(--overwrite) to start again"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        stamp.write_text(fingerprint)
+    except OSError as exc:
+        raise StoreError(f"{output}: the output location is not writable ({exc}); "
+                         "choose another path") from None
+    for leftover in folder.glob("*.partial"):
+        leftover.unlink()
+
+
+def prepare(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    config: PrepareConfig | None = None,
+    *,
+    permissive: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    memory_limit: str | None = None,
+    dashboard_address: str = "127.0.0.1:0",
+    report: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    log=print,
+) -> PrepareResult:
+    """Normalise, patch and noise micrographs into an HDF5 store (see docs/guide/preparing.md).
+
+    Parameters
+    ----------
+    inputs : paths, globs, folders or a RELION STAR file
+        The micrographs.
+    output : path-like
+        The store's master file (``DATA.h5``); shards go to ``DATA.h5.shards/``.
+    config : PrepareConfig, optional
+        Patch, normalisation, noise, storage, split and seed options.
+    permissive : bool
+        Skip bad micrographs (unreadable, other shape, NaN/Inf, blank) and record them.
+    scheduler : str, optional
+        Address of an existing Dask scheduler to run on.
+    workers : int, optional
+        Start a LocalCluster of this many worker processes (dashboard on 127.0.0.1).
+    memory_limit : str, optional
+        Memory limit per LocalCluster worker (e.g. ``"4GiB"``).
+    dashboard_address : str
+        Where a started LocalCluster serves its dashboard.
+    report : str, optional
+        Save a Dask performance report (HTML) here.
+    overwrite : bool
+        Replace an existing store.
+    progress : bool
+        Show progress bars.
+    log : callable
+        Receives the dashboard link and other notes.
+
+    Returns
+    -------
+    PrepareResult
+    """
+    start = time.perf_counter()
+    config = config or PrepareConfig()
+    output = Path(output).absolute()
+    headers, skipped = read_headers(expand_inputs(inputs), permissive=permissive)
+    ny, nx = headers[0].shape
+    if min(ny, nx) < config.patch_size:
+        raise ConfigError(
+            f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
+            f"{headers[0].path}); use a smaller --patch"
+        )
+    fingerprint = json.dumps({"config": to_dict(config),
+                              "sources": [h.path for h in headers]}, sort_keys=True)
+    _check_output(output, overwrite, fingerprint)
+    folder = shard_folder(output)
+
+    with PeakMemory() as peak, compute_context(
+        scheduler=scheduler, workers=workers, memory_limit=memory_limit,
+        dashboard_address=dashboard_address, report=report, log=log,
+    ) as client:
+        compute = _computer(client, progress)
+        # Pass 1: exact percentiles, cached next to the shards for resumed runs.
+        stats_file = folder / "statistics.json"
+        cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        todo = [h for h in headers if h.path not in cached]
+        results = compute([dask.delayed(micrograph_statistics)(h, config.percentile)
+                           for h in todo]) if todo else []
+        for h, stats in zip(todo, results, strict=True):
+            cached[h.path] = list(stats)
+        kept = []
+        for h in headers:
+            try:
+                check_statistics(h, tuple(cached[h.path]), config.percentile)
+                kept.append(h)
+            except InvalidMicrographError as exc:
+                if not permissive:
+                    raise
+                skipped.append({"path": h.path, "reason": str(exc)})
+                import warnings
+
+                warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
+        stats_file.write_text(json.dumps(cached))
+        if not kept:
+            raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
+        headers = kept
+        names = _names(headers)
+        uids = tuple(micrograph_uid(n) for n in names)
+        if len(set(uids)) != len(uids):
+            raise InvalidMicrographError("<inputs>", "two micrographs share a name",
+                                         "give every micrograph a distinct file name")
+        percentiles = np.array([cached[h.path][0] for h in headers])
+        splits = split_micrographs(names, config.test_fraction, config.seed)
+
+        # Pass 2: map_overlap over row bands; each task writes its own shard.
+        layout = band_layout((ny, nx), config.patch_size, config.stride, config.edge)
+        stack = stack_from_headers(headers, layout.heights)
+        shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
+        written = stack.map_overlap(
+            _write_band_block,
+            depth={0: 0, 1: (layout.before, layout.after), 2: 0},
+            boundary="none", trim=False,
+            chunks=((1,) * len(headers), (1,) * len(layout.heights), (1,)),
+            dtype=np.int64, meta=np.empty((0, 0, 0), dtype=np.int64),
+            layout=layout, config=config, percentiles=percentiles, uids=uids,
+            folder=str(folder), shard_attrs=shard_attrs,
+        )
+        compute([written])
+
+    kinds = ("input", "target") if config.noise.mode == "stored" else ("target",)
+    split_shards: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    index: dict[str, list] = {"train": [], "test": []}
+    n_cols = len(layout.col_origins)
+    for m, (uid, split) in enumerate(zip(uids, splits, strict=True)):
+        for band, rows in enumerate(layout.row_origins):
+            if rows:
+                rel = f"{folder.name}/{shard_name(uid, band)}"
+                split_shards[split].append((rel, len(rows) * n_cols))
+                index[split] += [(m, y, x) for y in rows for x in layout.col_origins]
+    write_master(
+        output,
+        splits=split_shards,
+        index={k: np.array(v, dtype=np.int64) for k, v in index.items()},
+        micrographs={
+            "name": np.array(names, dtype=object),
+            "uid": np.array(uids, dtype=np.uint64),
+            "source": np.array([h.path for h in headers], dtype=object),
+            "split": np.array(splits, dtype=object),
+            "percentile": percentiles,
+        },
+        patch_size=config.patch_size,
+        dtype=config.dtype,
+        kinds=kinds,
+        attrs={
+            "cryostream_version": __version__,
+            "config": to_json(config),
+            "noise": json.dumps(to_dict(config.noise)),
+            "sources": json.dumps([h.path for h in headers]),
+            "skipped": json.dumps(skipped),
+            "pixel_size_angstrom": headers[0].pixel_size_angstrom,
+        },
+    )
+    nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
+    return PrepareResult(
+        output=output,
+        micrographs=len(headers),
+        train_patches=len(index["train"]),
+        test_patches=len(index["test"]),
+        bytes_written=nbytes,
+        seconds=time.perf_counter() - start,
+        peak_memory_bytes=peak.peak,
+        skipped=tuple(skipped),
+    )
+
+
+def _computer(client, progress: bool):
+    """A function computing a list of dask objects on the chosen scheduler."""
+
+    def compute(objs):
+        if client is None:
+            if progress:
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar():
+                    return list(dask.compute(*objs, scheduler="threads"))
+            return list(dask.compute(*objs, scheduler="threads"))
+        futures = client.compute(objs)
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+        return client.gather(futures)
+
+    return compute

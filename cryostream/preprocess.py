@@ -1,0 +1,182 @@
+"""The lazy kernels of preprocessing: exact percentiles, the band layout, patches with noise.
+
+Patches come from ``map_overlap`` over a stack chunked in bands of full rows. Band ``j``
+starts at ``starts[j]``; with one-sided depth ``(before, after)`` and ``boundary="none"`` it
+sees rows ``[starts[j] - before, starts[j] + height + after)`` (no ``before`` for the first
+band, no ``after`` for the last) and emits every patch row whose origin it owns. Bands are
+``k · stride`` rows high with ``k · stride ≥ patch - stride``, the last band absorbs the
+remainder, and the edge-flush patch row of ``edge="cover"`` belongs to the last band, so every
+patch is cut from one block and no chunk is smaller than the depth (dask never rechunks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import dask.array as da
+import numpy as np
+
+from cryostream.config import PrepareConfig
+from cryostream.errors import InvalidMicrographError
+from cryostream.io.mrc import MicrographHeader, read_rows
+from cryostream.noise import add_noise, patch_rng
+from cryostream.patches import patch_origins
+
+__all__ = [
+    "BandLayout",
+    "band_layout",
+    "micrograph_statistics",
+    "check_statistics",
+    "band_patches",
+    "extract_patches",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BandLayout:
+    """How the y axis is cut into bands and which patch rows each band emits."""
+
+    heights: tuple[int, ...]
+    before: int
+    after: int
+    row_origins: tuple[tuple[int, ...], ...]
+    col_origins: tuple[int, ...]
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        return tuple(sum(self.heights[:j]) for j in range(len(self.heights)))
+
+    def top(self, band: int) -> int:
+        """First image row of band ``band``'s overlapped block."""
+        return self.starts[band] - (self.before if band > 0 else 0)
+
+
+def band_layout(shape: tuple[int, int], patch_size: int, stride: int, edge: str) -> BandLayout:
+    """The band layout of an image of ``shape`` = (ny, nx) (see the module docstring)."""
+    ny, nx = shape
+    origins = [int(o) for o in patch_origins(ny, patch_size, stride, edge)]
+    cols = tuple(int(o) for o in patch_origins(nx, patch_size, stride, edge))
+    k = max(1, math.ceil((patch_size - stride) / stride))
+    height = k * stride
+    n_bands = max(1, ny // height)
+    heights = [height] * (n_bands - 1) + [ny - height * (n_bands - 1)]
+    last_start = height * (n_bands - 1)
+    rows: list[list[int]] = [[] for _ in range(n_bands)]
+    for o in origins:
+        band = min(o // height, n_bands - 1)
+        if edge == "cover" and o == ny - patch_size and o % stride:
+            band = n_bands - 1  # the edge-flush row
+        rows[band].append(o)
+    after = max(0, patch_size - stride) if n_bands > 1 else 0
+    before = max(0, last_start - min(rows[-1])) if n_bands > 1 and rows[-1] else 0
+    return BandLayout(tuple(heights), before, after, tuple(tuple(r) for r in rows), cols)
+
+
+def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[float, bool, float, float]:
+    """Exact percentile, whether every pixel is finite, min and max of one whole micrograph."""
+    image = read_rows(header, 0, header.shape[0])
+    finite = bool(np.isfinite(image).all())
+    if not finite:
+        return float("nan"), False, float("nan"), float("nan")
+    return (
+        float(np.percentile(image, percentile)),
+        True,
+        float(image.min()),
+        float(image.max()),
+    )
+
+
+def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, float],
+                     percentile: float) -> None:
+    """Raise :class:`InvalidMicrographError` for NaN/Inf pixels or a blank micrograph."""
+    value, finite, lo, hi = stats
+    if not finite:
+        raise InvalidMicrographError(
+            header.path, "holds NaN or Inf pixels", "repair or exclude it (--permissive skips it)"
+        )
+    if hi == lo:
+        raise InvalidMicrographError(
+            header.path, f"is constant ({lo:g} everywhere)", "exclude it (--permissive skips it)"
+        )
+    if not value > 0:
+        raise InvalidMicrographError(
+            header.path,
+            f"its {percentile:g}th percentile is {value:g}, so it cannot be normalised",
+            "exclude it (--permissive skips it) or choose another --percentile",
+        )
+
+
+def band_patches(
+    block: np.ndarray,
+    micrograph: int,
+    band: int,
+    *,
+    layout: BandLayout,
+    config: PrepareConfig,
+    percentiles: np.ndarray,
+    uids: tuple[int, ...],
+) -> np.ndarray:
+    """Patches of one band: float32 array (rows, cols, kinds, P, P), kinds = (input, target).
+
+    In ``on-device`` noise mode kinds is (target,) alone. Targets are the micrograph divided by
+    its percentile; inputs add noise seeded by ``(seed, uid, y, x)``.
+    """
+    p = config.patch_size
+    stored = config.noise.mode == "stored"
+    rows, cols = layout.row_origins[band], layout.col_origins
+    out = np.empty((len(rows), len(cols), 2 if stored else 1, p, p), dtype=np.float32)
+    top = layout.top(band)
+    scale = np.float32(1.0 / percentiles[micrograph])
+    for r, y in enumerate(rows):
+        for c, x in enumerate(cols):
+            target = out[r, c, -1]
+            np.multiply(block[0, y - top : y - top + p, x : x + p], scale, out=target)
+            if stored:
+                rng = patch_rng(config.seed, uids[micrograph], y, x)
+                out[r, c, 0] = add_noise(target, config.noise, rng)
+    return out
+
+
+def _band_patches_block(block, block_info=None, **kwargs):
+    m, band, _ = block_info[0]["chunk-location"]
+    return band_patches(block, m, band, **kwargs)[None]
+
+
+def extract_patches(
+    stack: da.Array,
+    config: PrepareConfig,
+    percentiles: np.ndarray,
+    uids: tuple[int, ...],
+) -> da.Array:
+    """Lazy patches of a stack: (micrograph, patch_row, patch_col, kind, P, P) float32.
+
+    ``stack`` is (micrograph, y, x) with any chunking (it is re-banded here); ``percentiles``
+    holds the normalising value of each micrograph; ``uids`` their stable ids.
+    """
+    layout = band_layout(stack.shape[1:], config.patch_size, config.stride, config.edge)
+    banded = stack.rechunk({0: 1, 1: layout.heights, 2: -1})
+    kinds = 2 if config.noise.mode == "stored" else 1
+    p = config.patch_size
+    chunks = (
+        (1,) * stack.shape[0],
+        tuple(len(r) for r in layout.row_origins),
+        (len(layout.col_origins),),
+        (kinds,),
+        (p,),
+        (p,),
+    )
+    return banded.map_overlap(
+        _band_patches_block,
+        depth={0: 0, 1: (layout.before, layout.after), 2: 0},
+        boundary="none",
+        trim=False,
+        chunks=chunks,
+        new_axis=[3, 4, 5],
+        dtype=np.float32,
+        meta=np.empty((0,) * 6, dtype=np.float32),
+        layout=layout,
+        config=config,
+        percentiles=np.asarray(percentiles, dtype=np.float64),
+        uids=tuple(int(u) for u in uids),
+    )
