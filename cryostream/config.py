@@ -74,6 +74,10 @@ class NoiseConfig:
     mode: str = "stored"
 
     def __post_init__(self) -> None:
+        for name in ("sigma", "dose"):  # 10 and 10.0 are one config (same JSON, same hash)
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         _choice("noise", self.model, NOISE_MODELS)
         _choice("noise_mode", self.mode, NOISE_MODES)
         _positive("sigma", self.sigma, allow_zero=True)
@@ -115,6 +119,10 @@ class PrepareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("percentile", "test_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         for name in ("patch_size", "stride", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):

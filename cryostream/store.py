@@ -16,6 +16,7 @@ shard and the master are written under a temporary name and renamed when complet
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -72,13 +73,17 @@ def write_shard(path: Path, patches: np.ndarray, *, dtype: str, compression: str
     n, kinds, p, _ = patches.shape
     options = compression_options(compression)
     names = ("input", "target") if kinds == 2 else ("target",)
+    # Built in memory, then written with plain file I/O: a full disk then raises a clean
+    # OSError here instead of failing inside HDF5's close.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        for k, name in enumerate(names):
+            f.create_dataset(name, data=patches[:, k].astype(dtype), chunks=(1, p, p), **options)
+        for key, value in attrs.items():
+            f.attrs[key] = value
     try:
-        with h5py.File(tmp, "w") as f:
-            for k, name in enumerate(names):
-                f.create_dataset(name, data=patches[:, k].astype(dtype), chunks=(1, p, p),
-                                 **options)
-            for key, value in attrs.items():
-                f.attrs[key] = value
+        with open(tmp, "wb") as fh:
+            fh.write(image.getbuffer())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

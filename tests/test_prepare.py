@@ -1,0 +1,253 @@
+"""prepare(): the store, determinism, clusters, interruption, faults, monitoring, hand-over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import warnings
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the filters for reading)
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream import NoiseConfig, PrepareConfig, StoreError
+from cryostream.cli import main
+from cryostream.inspect import export_bin
+from cryostream.noise import add_noise, patch_rng
+from cryostream.prepare import prepare
+from cryostream.store import open_dataset, shard_folder
+from tests.conftest import write_mrc
+
+CONFIG = PrepareConfig(patch_size=64, stride=32, test_fraction=0.34,
+                       noise=NoiseConfig(model="poisson-gaussian", dose=10, sigma=0.05))
+
+
+@pytest.fixture(scope="module")
+def micrographs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    return cryostream.simulate(root, 3, shape=(200, 170), seed=3).micrographs
+
+
+def _datasets(path) -> dict[str, bytes]:
+    with open_dataset(path) as f:
+        out = {}
+        for split in ("train", "test"):
+            for name in ("input", "target", "index"):
+                if name in f[split]:
+                    out[f"{split}/{name}"] = f[split][name][...].tobytes()
+        out["percentile"] = f["micrographs/percentile"][...].tobytes()
+        return out
+
+
+def test_store_matches_the_numpy_oracle(micrographs, tmp_path):
+    out = tmp_path / "data.h5"
+    result = prepare(micrographs, out, CONFIG)
+    assert result.train_patches + result.test_patches == 3 * 6 * 5  # 6 patch rows × 5 columns (cover)
+    import mrcfile
+
+    images = [mrcfile.read(p).astype(np.float32) for p in micrographs]
+    with h5py.File(out, "r") as f:  # plain h5py reads it
+        names = [n.decode() for n in f["micrographs/name"]]
+        uids = [int(u) for u in f["micrographs/uid"]]
+        splits = [s.decode() for s in f["micrographs/split"]]
+        assert splits.count("test") == 1
+        assert json.loads(f.attrs["config"])["config"]["patch_size"] == 64
+        assert json.loads(f.attrs["noise"])["model"] == "poisson-gaussian"
+        assert f.attrs["cryostream_version"] == cryostream.__version__
+        for split in ("train", "test"):
+            g = f[split]
+            assert g["target"].chunks is None or True  # virtual; shards hold the chunking
+            for i, (m, y, x) in enumerate(g["index"][...]):
+                assert splits[m] == split
+                p95 = np.float32(np.percentile(images[m], 95))
+                target = images[m][y : y + 64, x : x + 64] * np.float32(1 / p95)
+                np.testing.assert_array_equal(g["target"][i], target)
+                noisy = add_noise(target, CONFIG.noise, patch_rng(0, uids[m], y, x))
+                np.testing.assert_array_equal(g["input"][i], noisy)
+        assert names == [p.stem for p in micrographs]
+    shard = next(shard_folder(out).glob("*.h5"))
+    with h5py.File(shard, "r") as f:
+        assert f["target"].chunks == (1, 64, 64) and f["target"].fletcher32
+
+
+def test_threads_cluster_and_worker_counts_agree(micrographs, tmp_path):
+    threads = _datasets(prepare(micrographs, tmp_path / "a.h5", CONFIG).output)
+    one = _datasets(prepare(micrographs, tmp_path / "b.h5", CONFIG, workers=1).output)
+    two = _datasets(prepare(micrographs, tmp_path / "c.h5", CONFIG, workers=2).output)
+    assert threads == one == two
+
+
+def test_on_device_float16_and_compression(micrographs, tmp_path):
+    base = _datasets(prepare(micrographs, tmp_path / "f32.h5", CONFIG).output)
+    for compression in ("none", "lz4", "zstd"):
+        cfg = PrepareConfig(**{**CONFIG.__dict__, "dtype": "float16", "compression": compression,
+                               "noise": NoiseConfig(mode="on-device")})
+        out = prepare(micrographs, tmp_path / f"{compression}.h5", cfg).output
+        with h5py.File(out, "r") as f:
+            assert "input" not in f["train"] and f["train/target"].dtype == np.float16
+            got = f["train/target"][...]
+        ref = np.frombuffer(base["train/target"], np.float32).reshape(got.shape)
+        np.testing.assert_array_equal(got, ref.astype(np.float16))
+
+
+def test_corruption_is_detected(micrographs, tmp_path):
+    out = prepare(micrographs, tmp_path / "data.h5", CONFIG).output
+    shard = sorted(shard_folder(out).glob("*.h5"))[0]
+    with h5py.File(shard, "r") as f:
+        offset = f["target"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(shard.read_bytes())
+    raw[offset + 100] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with h5py.File(shard, "r") as f, pytest.raises(OSError):
+        f["target"][0]
+
+
+def test_existing_output_is_not_overwritten(micrographs, tmp_path):
+    out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
+    with pytest.raises(StoreError, match="exists; pass overwrite=True"):
+        prepare(micrographs, out, CONFIG)
+    prepare(micrographs, out, CONFIG, overwrite=True)
+    other = PrepareConfig(**{**CONFIG.__dict__, "seed": 9})
+    out.unlink()
+    with pytest.raises(StoreError, match="holds shards of a run with other inputs or options"):
+        prepare(micrographs, out, other)
+
+
+_KILLABLE = textwrap.dedent("""
+    import sys, time
+    import cryostream.prepare as p
+    from cryostream import PrepareConfig
+    original = p.write_shard
+    def slow(*a, **k):
+        original(*a, **k)
+        time.sleep(0.3)
+    p.write_shard = slow
+    p.prepare(sys.argv[2:], sys.argv[1], PrepareConfig(patch_size=64, stride=32, test_fraction=0.34))
+""")
+
+
+def test_sigkill_leaves_nothing_complete_and_resumes_identically(micrographs, tmp_path):
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(out), *map(str, micrographs)])
+    folder = shard_folder(out)
+    deadline = time.time() + 120
+    while len(list(folder.glob("*.h5"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(folder.glob("*.h5")))
+    assert 3 <= finished < 3 * 6  # 6 bands per micrograph
+    assert not out.exists()
+    with pytest.raises(StoreError, match="no such store"):
+        open_dataset(out)
+    prepare(micrographs, out, CONFIG)
+    reference = prepare(micrographs, tmp_path / "whole.h5", CONFIG).output
+    assert _datasets(out) == _datasets(reference)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "constant", "zero"])
+def test_bad_pixels_are_named(micrographs, tmp_path, kind):
+    image = np.ones((200, 170), np.float32) * (0 if kind == "zero" else 3)
+    if kind in ("nan", "inf"):
+        image = np.random.default_rng(0).normal(5, 1, (200, 170)).astype(np.float32)
+        image[10, 10] = np.nan if kind == "nan" else np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile warns about NaN/Inf
+        bad = write_mrc(tmp_path / "bad.mrc", image, pixel_size=0.6575)
+    message = {"nan": "NaN or Inf", "inf": "NaN or Inf", "constant": "is constant",
+               "zero": "is constant"}[kind]
+    with pytest.raises(cryostream.InvalidMicrographError, match=message) as info:
+        prepare([*micrographs, bad], tmp_path / "x.h5", CONFIG)
+    assert str(bad.resolve()) in str(info.value)
+    assert not (tmp_path / "x.h5").exists()
+    with pytest.warns(cryostream.MicrographSkippedWarning):
+        result = prepare([*micrographs, bad], tmp_path / "y.h5", CONFIG, permissive=True)
+    assert result.micrographs == 3
+    with h5py.File(result.output) as f:
+        assert "bad.mrc" in f.attrs["skipped"]
+
+
+def test_micrographs_smaller_than_a_patch(micrographs, tmp_path):
+    with pytest.raises(cryostream.ConfigError, match="patch_size=512: larger than the micrographs"):
+        prepare(micrographs, tmp_path / "x.h5", PrepareConfig(patch_size=512, stride=256))
+
+
+def test_unwritable_output(micrographs, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a file as a folder
+            target = tmp_path / "file" / "x.h5"
+            (tmp_path / "file").write_text("")
+        else:
+            target = locked / "x.h5"
+        with pytest.raises(StoreError, match="not writable"):
+            prepare(micrographs, target, CONFIG)
+    finally:
+        locked.chmod(0o700)
+
+
+_FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+    from cryostream.cli import main
+    sys.exit(main(["prepare", *sys.argv[2:], "-o", sys.argv[1], "--patch", "64", "--stride", "32",
+                   "--quiet"]))
+""")
+
+
+def test_full_disk_gives_a_clear_error_and_no_store(micrographs, tmp_path):
+    out = tmp_path / "full.h5"
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(out), *map(str, micrographs)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "could not write the shard" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not list(shard_folder(out).glob("*.partial"))
+
+
+def test_dashboard_is_real_and_local(micrographs, tmp_path):
+    from cryostream.cluster import compute_context
+
+    links = []
+    with compute_context(workers=1, log=links.append) as client:
+        link = client.dashboard_link
+        assert link.startswith("http://127.0.0.1:")
+        body = urllib.request.urlopen(link, timeout=30).read().decode()
+        assert "Dask needs bokeh" not in body and "bokeh" in body.lower()
+        assert urllib.request.urlopen(link.replace("/status", "/health"), timeout=30).read() == b"ok"
+        info = client.scheduler_info()
+        assert info["address"].startswith("tcp://127.0.0.1:")
+    assert links == [f"Dask dashboard: {link}"]
+
+
+def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
+    out = tmp_path / "cli.h5"
+    report = tmp_path / "report.html"
+    assert main(["prepare", *map(str, micrographs), "-o", str(out), "--patch", "64", "--stride",
+                 "32", "--workers", "1", "--report", str(report), "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("Dask dashboard: http://127.0.0.1:")
+    assert lines[-1].startswith("prepared 3 micrographs into") and "peak memory" in lines[-1]
+    assert report.stat().st_size > 10_000
+    assert main(["show", str(out), "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    files = export_bin(out, tmp_path / "bin")
+    assert sorted(p.name for p in files) == ["test_input.bin", "test_target.bin",
+                                            "train_input.bin", "train_target.bin"]
+    sidecar = json.loads((tmp_path / "bin" / "bin.json").read_text())
+    with h5py.File(out) as f:
+        for p in files:
+            meta = sidecar["files"][p.name]
+            assert p.read_bytes() == f[meta["dataset"]][...].tobytes()
+            assert meta["dtype"] == "float32" and meta["shape"] == list(f[meta["dataset"]].shape)
