@@ -30,7 +30,14 @@ from cryostream.io.stack import (
     read_headers,
     stack_from_headers,
 )
-from cryostream.preprocess import band_layout, band_patches, check_statistics, micrograph_statistics
+from cryostream.preprocess import (
+    band_layout,
+    band_patches,
+    check_statistics,
+    micrograph_statistics,
+    normalised_and_noisy,
+    overlap_bands,
+)
 from cryostream.split import split_micrographs
 from cryostream.store import remove_store, shard_folder, shard_name, write_master, write_shard
 
@@ -60,17 +67,15 @@ class PrepareResult:
         )
 
 
-def _write_band_block(block, block_info=None, *, layout, config, percentiles, uids, folder,
-                      shard_attrs):
-    m, band, _ = block_info[0]["chunk-location"]
+def _write_band_block(block, block_info=None, *, layout, config, uids, folder, shard_attrs):
+    m, _, band, _ = block_info[0]["chunk-location"]
     n = len(layout.row_origins[band]) * len(layout.col_origins)
     path = Path(folder) / shard_name(uids[m], band)
     if n and not path.exists():
-        patches = band_patches(block, m, band, layout=layout, config=config,
-                               percentiles=percentiles, uids=uids)
+        patches = band_patches(block, band, layout=layout, patch_size=config.patch_size)
         write_shard(path, patches.reshape(n, *patches.shape[2:]), dtype=config.dtype,
                     compression=config.compression, attrs=shard_attrs)
-    return np.full((1, 1, 1), n, dtype=np.int64)
+    return np.full((1, 1, 1, 1), n, dtype=np.int64)
 
 
 def _check_output(output: Path, overwrite: bool, fingerprint: str) -> None:
@@ -198,18 +203,17 @@ def prepare(
         percentiles = np.array([cached[h.path][0] for h in headers])
         splits = split_micrographs(names, config.test_fraction, config.seed)
 
-        # Pass 2: map_overlap over row bands; each task writes its own shard.
+        # Pass 2: normalise and noise each band once (map_blocks), then map_overlap over the
+        # bands; each task cuts its patches and writes its own shard.
         layout = band_layout((ny, nx), config.patch_size, config.stride, config.edge)
         stack = stack_from_headers(headers, layout.heights)
+        prepared, _ = normalised_and_noisy(stack, config, percentiles, uids)
         shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
-        written = stack.map_overlap(
-            _write_band_block,
-            depth={0: 0, 1: (layout.before, layout.after), 2: 0},
-            boundary="none", trim=False,
-            chunks=((1,) * len(headers), (1,) * len(layout.heights), (1,)),
-            dtype=np.int64, meta=np.empty((0, 0, 0), dtype=np.int64),
-            layout=layout, config=config, percentiles=percentiles, uids=uids,
-            folder=str(folder), shard_attrs=shard_attrs,
+        written = overlap_bands(
+            prepared, layout, _write_band_block,
+            chunks=((1,) * len(headers), (1,), (1,) * len(layout.heights), (1,)),
+            dtype=np.int64, meta=np.empty((0, 0, 0, 0), dtype=np.int64),
+            config=config, uids=uids, folder=str(folder), shard_attrs=shard_attrs,
         )
         compute([written])
 

@@ -107,40 +107,85 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
         )
 
 
-def band_patches(
-    block: np.ndarray,
-    micrograph: int,
-    band: int,
-    *,
-    layout: BandLayout,
-    config: PrepareConfig,
-    percentiles: np.ndarray,
-    uids: tuple[int, ...],
-) -> np.ndarray:
-    """Patches of one band: float32 array (rows, cols, kinds, P, P), kinds = (input, target).
+def noise_rows(target: np.ndarray, row_start: int, uid: int, config: PrepareConfig) -> np.ndarray:
+    """Noisy copy of rows ``[row_start, row_start + len(target))`` of a normalised micrograph.
 
-    In ``on-device`` noise mode kinds is (target,) alone. Targets are the micrograph divided by
-    its percentile; inputs add noise seeded by ``(seed, uid, y, x)``.
+    Noise is drawn once per *noise cell* of ``stride`` full rows, seeded by
+    ``(seed, uid, cell, 0)``; ``row_start`` must be a multiple of the stride, so any banding
+    into multiples of the stride gives the same bytes.
     """
-    p = config.patch_size
-    stored = config.noise.mode == "stored"
-    rows, cols = layout.row_origins[band], layout.col_origins
-    out = np.empty((len(rows), len(cols), 2 if stored else 1, p, p), dtype=np.float32)
-    top = layout.top(band)
-    scale = np.float32(1.0 / percentiles[micrograph])
-    for r, y in enumerate(rows):
-        for c, x in enumerate(cols):
-            target = out[r, c, -1]
-            np.multiply(block[0, y - top : y - top + p, x : x + p], scale, out=target)
-            if stored:
-                rng = patch_rng(config.seed, uids[micrograph], y, x)
-                out[r, c, 0] = add_noise(target, config.noise, rng)
+    s = config.stride
+    if row_start % s:
+        raise ValueError(f"row_start={row_start} is not a multiple of the stride {s}")
+    out = np.empty_like(target)
+    for r in range(0, target.shape[0], s):
+        cell = (row_start + r) // s
+        out[r : r + s] = add_noise(target[r : r + s], config.noise, patch_rng(config.seed, uid, cell, 0))
     return out
 
 
-def _band_patches_block(block, block_info=None, **kwargs):
+def _normalise_and_noise(block, block_info=None, *, layout, config, percentiles, uids):
     m, band, _ = block_info[0]["chunk-location"]
-    return band_patches(block, m, band, **kwargs)[None]
+    stored = config.noise.mode == "stored"
+    out = np.empty((1, 2 if stored else 1, *block.shape[1:]), dtype=np.float32)
+    np.multiply(block[0], np.float32(1.0 / percentiles[m]), out=out[0, -1])
+    if stored:
+        out[0, 0] = noise_rows(out[0, -1], layout.starts[band], uids[m], config)
+    return out
+
+
+def band_patches(block: np.ndarray, band: int, *, layout: BandLayout, patch_size: int) -> np.ndarray:
+    """Patches of one band of a (1, kinds, rows, x) block: (rows, cols, kinds, P, P) float32."""
+    p = patch_size
+    rows, cols = layout.row_origins[band], layout.col_origins
+    out = np.empty((len(rows), len(cols), block.shape[1], p, p), dtype=np.float32)
+    top = layout.top(band)
+    for r, y in enumerate(rows):
+        for c, x in enumerate(cols):
+            out[r, c] = block[0, :, y - top : y - top + p, x : x + p]
+    return out
+
+
+def _band_patches_block(block, block_info=None, *, layout, patch_size):
+    _, _, band, _ = block_info[0]["chunk-location"]
+    return band_patches(block, band, layout=layout, patch_size=patch_size)[None]
+
+
+def normalised_and_noisy(
+    stack: da.Array, config: PrepareConfig, percentiles: np.ndarray, uids: tuple[int, ...]
+) -> tuple[da.Array, BandLayout]:
+    """Lazy (micrograph, kind, y, x) float32: kind = (input, target), or (target,) on-device.
+
+    Targets are each micrograph divided by its percentile; inputs add noise once per pixel
+    (:func:`noise_rows`). Chunked in the bands of :func:`band_layout`.
+    """
+    layout = band_layout(stack.shape[1:], config.patch_size, config.stride, config.edge)
+    banded = stack.rechunk({0: 1, 1: layout.heights, 2: -1})
+    kinds = 2 if config.noise.mode == "stored" else 1
+    out = banded.map_blocks(
+        _normalise_and_noise,
+        new_axis=[1],
+        chunks=(banded.chunks[0], (kinds,), banded.chunks[1], banded.chunks[2]),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0, 0), dtype=np.float32),
+        layout=layout,
+        config=config,
+        percentiles=np.asarray(percentiles, dtype=np.float64),
+        uids=tuple(int(u) for u in uids),
+    )
+    return out, layout
+
+
+def overlap_bands(prepared: da.Array, layout: BandLayout, func, **kwargs) -> da.Array:
+    """``map_overlap`` of ``func`` over the bands of a (micrograph, kind, y, x) array."""
+    return prepared.map_overlap(
+        func,
+        depth={0: 0, 1: 0, 2: (layout.before, layout.after), 3: 0},
+        boundary="none",
+        trim=False,
+        layout=layout,
+        **kwargs,
+    )
 
 
 def extract_patches(
@@ -152,31 +197,22 @@ def extract_patches(
     """Lazy patches of a stack: (micrograph, patch_row, patch_col, kind, P, P) float32.
 
     ``stack`` is (micrograph, y, x) with any chunking (it is re-banded here); ``percentiles``
-    holds the normalising value of each micrograph; ``uids`` their stable ids.
+    holds the normalising value of each micrograph; ``uids`` their stable ids. kind is
+    (input, target), or (target,) with on-device noise.
     """
-    layout = band_layout(stack.shape[1:], config.patch_size, config.stride, config.edge)
-    banded = stack.rechunk({0: 1, 1: layout.heights, 2: -1})
-    kinds = 2 if config.noise.mode == "stored" else 1
+    prepared, layout = normalised_and_noisy(stack, config, percentiles, uids)
     p = config.patch_size
     chunks = (
-        (1,) * stack.shape[0],
+        prepared.chunks[0],
         tuple(len(r) for r in layout.row_origins),
         (len(layout.col_origins),),
-        (kinds,),
+        prepared.chunks[1],
         (p,),
         (p,),
     )
-    return banded.map_overlap(
-        _band_patches_block,
-        depth={0: 0, 1: (layout.before, layout.after), 2: 0},
-        boundary="none",
-        trim=False,
-        chunks=chunks,
-        new_axis=[3, 4, 5],
-        dtype=np.float32,
-        meta=np.empty((0,) * 6, dtype=np.float32),
-        layout=layout,
-        config=config,
-        percentiles=np.asarray(percentiles, dtype=np.float64),
-        uids=tuple(int(u) for u in uids),
+    # (m, kind, y, x) -> (m, rows, cols, kind, P, P): drop kind and x, add four new axes
+    return overlap_bands(
+        prepared, layout, _band_patches_block,
+        chunks=chunks, drop_axis=[1], new_axis=[3, 4, 5],
+        dtype=np.float32, meta=np.empty((0,) * 6, dtype=np.float32), patch_size=p,
     )

@@ -40,18 +40,22 @@ def test_every_patch_is_owned_once_and_visible(ny, patch, stride, edge):
 
 
 def _oracle(images, config, uids):
-    p = config.patch_size
+    """Normalise each micrograph, noise it once per cell of `stride` rows, then cut patches."""
+    p, s = config.patch_size, config.stride
     out = []
     for m, image in enumerate(images):
-        scale = np.float32(1 / np.percentile(image, config.percentile))
-        rows = patch_origins(image.shape[0], p, config.stride, config.edge)
-        cols = patch_origins(image.shape[1], p, config.stride, config.edge)
+        target = image * np.float32(1 / np.percentile(image, config.percentile))
+        noisy = np.concatenate([
+            add_noise(target[y : y + s], config.noise, patch_rng(config.seed, uids[m], y // s, 0))
+            for y in range(0, image.shape[0], s)
+        ])
+        rows = patch_origins(image.shape[0], p, s, config.edge)
+        cols = patch_origins(image.shape[1], p, s, config.edge)
         mic = np.empty((len(rows), len(cols), 2, p, p), np.float32)
         for r, y in enumerate(rows):
             for c, x in enumerate(cols):
-                target = image[y : y + p, x : x + p] * scale
-                mic[r, c, 1] = target
-                mic[r, c, 0] = add_noise(target, config.noise, patch_rng(config.seed, uids[m], y, x))
+                mic[r, c, 0] = noisy[y : y + p, x : x + p]
+                mic[r, c, 1] = target[y : y + p, x : x + p]
         out.append(mic)
     return np.stack(out)
 
