@@ -1,7 +1,7 @@
 """The main job on a built-in default: simulated EMPIAR-10025-like micrographs.
 
-Simulates a small set with ground truth, opens it lazily, and prints the sizing plan for it
-and for the full EMPIAR-10025 data set. Usage: python examples/demo.py [OUTDIR]
+Simulates a small set with ground truth, opens it lazily, prints the sizing plan for it and
+for the full EMPIAR-10025 data set, and prepares it into an HDF5 training store. Usage: python examples/demo.py [OUTDIR]
 """
 
 import sys
@@ -30,4 +30,10 @@ print(cryostream.plan(sim.micrographs, config=config, output=out).table())
 
 print("\n4. the sizing plan for all of EMPIAR-10025 (196 × 7676 × 7420, patch 1024, stride 512)")
 print(cryostream.plan(shape=(7676, 7420), count=196, output=out).table())
+print("\n5. preparing the simulated set: normalise, patch 512/256, Poisson+Gaussian noise -> HDF5")
+result = cryostream.prepare(sim.micrographs, f"{out}/data.h5", config, overwrite=True)
+print("   " + result.summary())
+from cryostream.inspect import show  # noqa: E402
+
+print(f"   input/target samples drawn to {show(result.output, f'{out}/samples.png')}")
 print(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
