@@ -127,7 +127,8 @@ def test_existing_output_is_not_overwritten(micrographs, tmp_path):
 
 _KILLABLE = textwrap.dedent("""
     import sys, time
-    import cryostream.prepare as p
+    import cryostream.prepare
+    p = sys.modules["cryostream.prepare"]
     from cryostream import PrepareConfig
     original = p.write_shard
     def slow(*a, **k):
