@@ -1,7 +1,8 @@
 """The main job on a built-in default: simulated EMPIAR-10025-like micrographs.
 
 Simulates a small set with ground truth, opens it lazily, prints the sizing plan for it and
-for the full EMPIAR-10025 data set, and prepares it into an HDF5 training store. Usage: python examples/demo.py [OUTDIR]
+for the full EMPIAR-10025 data set, and prepares it into an HDF5 training store.
+Usage: python examples/demo.py [OUTDIR]
 """
 
 import sys
