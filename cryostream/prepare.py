@@ -32,7 +32,7 @@ from cryostream.io.stack import (
 )
 from cryostream.preprocess import (
     band_layout,
-    band_patches,
+    band_patch_views,
     check_statistics,
     micrograph_statistics,
     normalised_and_noisy,
@@ -72,9 +72,9 @@ def _write_band_block(block, block_info=None, *, layout, config, uids, folder, s
     n = len(layout.row_origins[band]) * len(layout.col_origins)
     path = Path(folder) / shard_name(uids[m], band)
     if n and not path.exists():
-        patches = band_patches(block, band, layout=layout, patch_size=config.patch_size)
-        write_shard(path, patches.reshape(n, *patches.shape[2:]), dtype=config.dtype,
-                    compression=config.compression, attrs=shard_attrs)
+        patches = band_patch_views(block, band, layout, config.patch_size)
+        write_shard(path, patches, dtype=config.dtype, compression=config.compression,
+                    attrs=shard_attrs)
     return np.full((1, 1, 1, 1), n, dtype=np.int64)
 
 

@@ -134,16 +134,24 @@ def _normalise_and_noise(block, block_info=None, *, layout, config, percentiles,
     return out
 
 
+def band_patch_views(block: np.ndarray, band: int, layout: BandLayout, patch_size: int) -> list[np.ndarray]:
+    """Views (no copies) of one band's patches, row by row: each (kinds, P, P)."""
+    p, top = patch_size, layout.top(band)
+    return [
+        block[0, :, y - top : y - top + p, x : x + p]
+        for y in layout.row_origins[band]
+        for x in layout.col_origins
+    ]
+
+
 def band_patches(block: np.ndarray, band: int, *, layout: BandLayout, patch_size: int) -> np.ndarray:
     """Patches of one band of a (1, kinds, rows, x) block: (rows, cols, kinds, P, P) float32."""
-    p = patch_size
-    rows, cols = layout.row_origins[band], layout.col_origins
-    out = np.empty((len(rows), len(cols), block.shape[1], p, p), dtype=np.float32)
-    top = layout.top(band)
-    for r, y in enumerate(rows):
-        for c, x in enumerate(cols):
-            out[r, c] = block[0, :, y - top : y - top + p, x : x + p]
-    return out
+    views = band_patch_views(block, band, layout, patch_size)
+    rows, cols = len(layout.row_origins[band]), len(layout.col_origins)
+    out = np.empty((rows * cols, block.shape[1], patch_size, patch_size), dtype=np.float32)
+    for i, view in enumerate(views):
+        out[i] = view
+    return out.reshape(rows, cols, *out.shape[1:])
 
 
 def _band_patches_block(block, block_info=None, *, layout, patch_size):
