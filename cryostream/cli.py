@@ -143,6 +143,25 @@ def _cmd_export_bin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cryostream.train import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model, precision=args.precision, residual=args.residual, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.lr, loss=args.loss,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep, seed=args.seed,
+    )
+    r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet)
+    ev = r.eval
+    test = (f"test PSNR {ev['psnr']:.2f} dB (noisy input {ev['noisy_psnr']:.2f} dB)"
+            if ev else "no test split")
+    print(f"trained {args.model} for {r.steps} steps into {r.run}: loss {r.final_loss:.4g}, "
+          f"{test}, {r.patches_per_second:.1f} patches/s, {r.seconds:.0f} s, "
+          f"peak memory {_peak_rss_mb():,.0f} MB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command."""
     parser = argparse.ArgumentParser(
@@ -190,6 +209,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
+
+    from cryostream.models.unet import PRESETS
+    from cryostream.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a U-Net denoiser on a store",
+                       description="Train with jit-compiled steps fed by the prefetching loader; "
+                       "checkpoints, metrics.jsonl and loss.png go to the run folder.")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    p.add_argument("--model", choices=tuple(PRESETS), default=d.model, help="(%(default)s)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=d.precision,
+                   help="(%(default)s)")
+    p.add_argument("--residual", action="store_true", help="predict a correction to the input")
+    p.add_argument("--steps", type=int, default=d.steps, help="(%(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="peak learning rate")
+    p.add_argument("--loss", choices=("mse", "l1"), default=d.loss, help="(%(default)s)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="(%(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="(%(default)s)")
+    p.add_argument("--keep", type=int, default=d.keep_checkpoints, help="checkpoints kept")
+    p.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("show", help="draw input/target pairs of a store with their statistics")
     p.add_argument("store")

@@ -31,3 +31,24 @@ def add_noise(target: np.ndarray, noise: NoiseConfig, rng: np.random.Generator) 
     if noise.model in ("gaussian", "poisson-gaussian") and noise.sigma > 0:
         out += rng.standard_normal(size=target.shape, dtype=np.float32) * np.float32(noise.sigma)
     return out
+
+
+def add_noise_jax(target, noise: NoiseConfig, key):
+    """The same noise models as :func:`add_noise`, on the device with a JAX key.
+
+    ``target`` is a float array (any shape); the result is float32. Used by the training
+    loader for stores prepared with ``noise_mode="on-device"``: fresh noise every step.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    target = jnp.asarray(target, dtype=jnp.float32)
+    k_poisson, k_gauss = jax.random.split(key)
+    if noise.model in ("poisson", "poisson-gaussian"):
+        lam = jnp.maximum(target, 0) * noise.dose
+        out = jax.random.poisson(k_poisson, lam).astype(jnp.float32) * (1 / noise.dose)
+    else:
+        out = target
+    if noise.model in ("gaussian", "poisson-gaussian") and noise.sigma > 0:
+        out = out + noise.sigma * jax.random.normal(k_gauss, target.shape, dtype=jnp.float32)
+    return out

@@ -257,3 +257,16 @@ def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
             meta = sidecar["files"][p.name]
             assert p.read_bytes() == f[meta["dataset"]][...].tobytes()
             assert meta["dtype"] == "float32" and meta["shape"] == list(f[meta["dataset"]].shape)
+
+
+def test_existing_scheduler_by_address(micrographs, tmp_path):
+    from distributed import LocalCluster
+
+    reference = _datasets(prepare(micrographs, tmp_path / "threads.h5", CONFIG).output)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        out = prepare(micrographs, tmp_path / "remote.h5", CONFIG,
+                      scheduler=cluster.scheduler_address).output
+        assert _datasets(out) == reference
+    with pytest.raises(StoreError, match="exists"):  # checked before any connection is made
+        prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1")

@@ -1,0 +1,425 @@
+"""``cryostream.train``: a U-Net trained on a store, with jit-compiled steps, checkpoints, metrics.
+
+The program is a handful of pure pieces: :func:`create_train_state`, :func:`make_train_step`,
+:func:`make_eval_step`, and :func:`train`, which runs them over a :class:`PatchLoader`.
+State is a plain pytree ``{"params", "opt_state", "step"}``; the model's graph definition is
+static. With several devices the batch is sharded over them and the state replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cryostream._version import __version__
+from cryostream.config import NoiseConfig, from_dict, to_dict
+from cryostream.errors import ConfigError, StoreError
+from cryostream.loader import PatchLoader
+from cryostream.models.unet import PRESETS, ModelConfig
+
+__all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
+           "make_train_step", "make_eval_step", "train", "load_model"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Parameters
+    ----------
+    model : str
+        Preset name (``unet-small``, ``unet``, ``unet-large``).
+    precision : {"bf16", "fp32"}
+        Compute precision (parameters are float32 either way).
+    residual : bool
+        Predict a correction added to the input.
+    steps, batch_size : int
+        Optimisation steps and patches per step (divisible by the device count).
+    learning_rate, warmup_steps, weight_decay, clip_norm : float, int, float, float
+        AdamW with linear warm-up, cosine decay to 1 % and global-norm clipping.
+    loss : {"mse", "l1"}
+    eval_every, eval_batches : int
+        Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
+    checkpoint_every, keep_checkpoints : int
+        Save every N steps (and at the end); keep the last N.
+    seed : int
+        Seed of initialisation, shuffling and on-device noise.
+    threads, prefetch : int
+        Loader reader threads and queued batches.
+    """
+
+    model: str = "unet"
+    precision: str = "bf16"
+    residual: bool = False
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    loss: str = "mse"
+    eval_every: int = 200
+    eval_batches: int = 4
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    threads: int = 4
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.model not in PRESETS:
+            raise ConfigError(f"model={self.model!r}: must be one of {', '.join(PRESETS)}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ConfigError(f"precision={self.precision!r}: must be bf16 or fp32")
+        if self.loss not in ("mse", "l1"):
+            raise ConfigError(f"loss={self.loss!r}: must be mse or l1")
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every",
+                     "keep_checkpoints", "threads", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate}: must be > 0")
+
+    def model_config(self) -> ModelConfig:
+        preset = PRESETS[self.model]
+        dtype = "bfloat16" if self.precision == "bf16" else "float32"
+        return dataclasses.replace(preset, compute_dtype=dtype, residual=self.residual)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did."""
+
+    run: Path
+    steps: int
+    final_loss: float
+    eval: dict
+    seconds: float
+    patches_per_second: float
+
+
+def create_model(config: ModelConfig, seed: int = 0):
+    """A freshly initialised :class:`~cryostream.models.UNet`."""
+    from flax import nnx
+
+    from cryostream.models.unet import UNet
+
+    return UNet(config, rngs=nnx.Rngs(seed))
+
+
+def make_optimizer(config: TrainConfig):
+    """AdamW with warm-up, cosine decay to 1 % of the peak, and global-norm clipping."""
+    import optax
+
+    warmup = min(config.warmup_steps, max(config.steps - 1, 1))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(config.steps, warmup + 1),
+        end_value=config.learning_rate * 0.01,
+    )
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                       optax.adamw(schedule, weight_decay=config.weight_decay))
+
+
+def create_train_state(model, tx):
+    """Split a model into its static graph and the trainable state pytree."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, {"params": params, "opt_state": tx.init(params),
+                      "step": jnp.zeros((), jnp.int32)}
+
+
+def _model_input(batch, noise: NoiseConfig | None, seed: int, counter):
+    """(input, target) as float32 (B, P, P, 1); inputs synthesised on the device if needed."""
+    import jax
+    import jax.numpy as jnp
+
+    from cryostream.noise import add_noise_jax
+
+    target = batch["target"].astype(jnp.float32)
+    if "input" in batch:
+        inp = batch["input"].astype(jnp.float32)
+    else:
+        inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter))
+    return inp[..., None], target[..., None]
+
+
+def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
+                    seed: int = 0):
+    """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    def loss_fn(params, inp, target):
+        model = nnx.merge(graphdef, params)
+        pred = model(inp)
+        err = pred - target
+        return jnp.mean(err**2) if loss == "mse" else jnp.mean(jnp.abs(err))
+
+    def step(state, batch):
+        inp, target = _model_input(batch, noise, seed, state["step"])
+        value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        return new, {"loss": value, "grad_norm": optax.tree.norm(grads)}
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0):
+    """The jit-compiled ``(params, batch, batch_number) -> metrics`` on held-out patches.
+
+    Per patch: squared error of the model and of the noisy input, so PSNR can be averaged.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    def evaluate(params, batch, number):
+        inp, target = _model_input(batch, noise, seed + 1, number)
+        pred = nnx.merge(graphdef, params)(inp)
+        mse = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
+        noisy = jnp.mean((inp - target) ** 2, axis=(1, 2, 3))
+        return {"mse": mse, "noisy_mse": noisy}
+
+    return jax.jit(evaluate)
+
+
+def _psnr_db(mse: np.ndarray) -> float:
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+
+
+def evaluate_split(eval_step, params, loader: PatchLoader, batches: int, sharding=None) -> dict:
+    """Mean loss and PSNR (dB, peak 1.0) of the model and of the noisy input over ``batches``."""
+    mses, noisy = [], []
+    loader.restore({"epoch": 0, "batch": 0})
+    for number, batch in enumerate(loader.device_batches(sharding)):
+        if number >= batches:
+            break
+        out = eval_step(params, batch, number)
+        mses.append(np.asarray(out["mse"]))
+        noisy.append(np.asarray(out["noisy_mse"]))
+    loader.close()
+    mse, nmse = np.concatenate(mses), np.concatenate(noisy)
+    return {"loss": float(mse.mean()), "psnr": _psnr_db(mse), "noisy_psnr": _psnr_db(nmse),
+            "patches": int(mse.size)}
+
+
+def _mesh_sharding():
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    devices = jax.devices()
+    if len(devices) == 1:
+        return None, None
+    mesh = jax.make_mesh((len(devices),), ("data",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
+def _checkpoint_manager(run: Path, keep: int):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        (run / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+    )
+
+
+def _plot_curve(run: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows if "loss" in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
+    ev = [r for r in rows if "eval_loss" in r]
+    if ev:
+        a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test loss")
+        b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
+        b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
+    a.set_xlabel("step")
+    a.legend()
+    b.set_xlabel("step")
+    b.set_ylabel("test PSNR (dB)")
+    if ev:
+        b.legend()
+    fig.tight_layout()
+    fig.savefig(run / "loss.png", dpi=80)
+    plt.close(fig)
+
+
+def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
+          progress: bool = False, stop_at: int | None = None, log=print) -> TrainResult:
+    """Train a denoiser on a store's train split; evaluate on its test split.
+
+    Parameters
+    ----------
+    store : path-like
+        A store made by :func:`cryostream.prepare`.
+    run : path-like
+        Run folder: ``config.json``, ``metrics.jsonl``, ``loss.png``, ``checkpoints/``.
+    config : TrainConfig, optional
+    resume : bool
+        Continue from the last checkpoint of ``run`` (same batches, same result as an
+        uninterrupted run).
+    progress : bool
+        Show a progress bar.
+    stop_at : int, optional
+        Stop (with a checkpoint) after this step, as if interrupted; ``resume`` continues.
+
+    Returns
+    -------
+    TrainResult
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    config = config or TrainConfig()
+    run = Path(run)
+    start_time = time.perf_counter()
+    loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
+                         threads=config.threads, prefetch=config.prefetch)
+    test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,
+                       threads=config.threads, prefetch=2, drop_remainder=True) \
+        if _split_size(store, "test") >= config.batch_size else None
+    noise = loader.noise if "input" not in loader.kinds else None
+    record = {"cryostream_version": __version__, "train": to_dict(config),
+              "model": to_dict(config.model_config()), "prepare": _store_config(store),
+              "store": str(Path(store).absolute())}
+    manager = _checkpoint_manager(run, config.keep_checkpoints)
+    if manager.latest_step() is not None and not resume:
+        raise StoreError(f"{run} already holds checkpoints; pass resume=True (--resume) to "
+                         "continue, or choose another run folder")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(record, indent=2))
+
+    model = create_model(config.model_config(), config.seed)
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(model, tx)
+    batch_sharding, replicated = _mesh_sharding()
+    if replicated is not None:
+        state = jax.device_put(state, replicated)
+    metrics_path = run / "metrics.jsonl"
+    if resume and manager.latest_step() is not None:
+        step0 = manager.latest_step()
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = manager.restore(step0, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        state = restored["state"]
+        loader.restore(restored["meta"]["loader"])
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
+                if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
+        log(f"resumed from step {step0}")
+    else:
+        rows = []
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed)
+    eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed)
+    step = int(state["step"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
+    timed_steps, timed_seconds, t_mark = 0, 0.0, None
+    last = {}
+
+    def save(at: int) -> None:
+        meta = {"loader": dataclasses.asdict(loader.position), "config": record}
+        manager.save(at, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+
+    with open(metrics_path, "a") as metrics_file:
+        batches = loader.device_batches(batch_sharding)
+        end = config.steps if stop_at is None else min(stop_at, config.steps)
+        while step < end:
+            batch = next(batches)
+            state, out = step_fn(state, batch)
+            step += 1
+            if step == 2:  # the first step compiled; time from here
+                jax.block_until_ready(out)
+                t_mark = time.perf_counter()
+            elif t_mark is not None:
+                timed_steps += 1
+            if step % 10 == 0 or step == config.steps:
+                last = {k: float(v) for k, v in out.items()}
+                row = {"step": step, **last}
+                if step % config.eval_every == 0 or step == config.steps:
+                    if test is not None:
+                        ev = evaluate_split(eval_fn, state["params"], test, config.eval_batches,
+                                            batch_sharding)
+                        row.update({f"eval_{k}": v for k, v in ev.items()})
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                rows.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.4g}")
+            if bar is not None:
+                bar.update(1)
+            if step % config.checkpoint_every == 0 or step == end:
+                save(step)
+        loader.close()
+    jax.block_until_ready(state)
+    if t_mark is not None and timed_steps:
+        timed_seconds = time.perf_counter() - t_mark
+    manager.wait_until_finished()
+    manager.close()
+    if bar is not None:
+        bar.close()
+    _plot_curve(run, rows)
+    final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})
+    rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else float("nan")
+    return TrainResult(run=run, steps=step, final_loss=last.get("loss", math.nan),
+                       eval={k[5:]: v for k, v in final_eval.items() if k.startswith("eval_")},
+                       seconds=time.perf_counter() - start_time, patches_per_second=rate)
+
+
+def _split_size(store, split: str) -> int:
+    from cryostream.store import open_dataset
+
+    with open_dataset(store) as f:
+        return int(f[split]["target"].shape[0])
+
+
+def _store_config(store) -> dict:
+    from cryostream.store import open_dataset
+
+    with open_dataset(store) as f:
+        return json.loads(f.attrs["config"])["config"]
+
+
+def load_model(run, step: int | None = None):
+    """The trained model of a run folder (last checkpoint by default) and its config record."""
+    import jax
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    run = Path(run)
+    record = json.loads((run / "config.json").read_text())
+    config = from_dict(TrainConfig, record["train"])
+    model = create_model(config.model_config(), config.seed)
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(model, tx)
+    manager = _checkpoint_manager(run, config.keep_checkpoints)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise StoreError(f"{run}: no checkpoint; train first")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    manager.close()
+    return nnx.merge(graphdef, restored["state"]["params"]), record
