@@ -25,7 +25,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
-import hdf5plugin
 import numpy as np
 
 from cryostream.errors import StoreError
@@ -57,6 +56,8 @@ def shard_name(uid: int, band: int) -> str:
 def compression_options(compression: str) -> dict:
     """h5py ``create_dataset`` keywords for a compression choice (always with checksums)."""
     options: dict = {"fletcher32": True}
+    if compression != "none":
+        import hdf5plugin  # only compressed stores need the filter plugins
     if compression == "lz4":
         options.update(hdf5plugin.Bitshuffle(cname="lz4"))
     elif compression == "zstd":
@@ -190,6 +191,10 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store; create it with cryostream prepare")
+    try:
+        import hdf5plugin  # noqa: F401  (registers the decompression filters)
+    except ImportError:  # uncompressed stores read without it
+        pass
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
