@@ -104,7 +104,12 @@ class UNet(nnx.Module):
         self.decoder = nnx.List(decoder)
         h1, h2 = config.head
         top = 2 * w if levels > 1 else w
-        self.head = nnx.List([conv(top + 1, h1, 5), conv(h1, h2, 5), conv(h2, 1, 5)])
+        self.head = nnx.List([conv(top, h1, 5), conv(h1, h2, 5), conv(h2, 1, 5)])
+        # The first head convolution sees [features, input]; it is split into a convolution of
+        # the features and one of the input, summed: the same function and parameters, but the
+        # GPU never convolves a misaligned (2·width + 1)-channel tensor.
+        self.head_input = nnx.Conv(1, h1, (5, 5), padding="SAME", use_bias=False, dtype=dtype,
+                                   param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = jnp.dtype(self.config.compute_dtype)
@@ -119,8 +124,8 @@ class UNet(nnx.Module):
         for block, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
             h = jnp.concatenate([_up(h), skip], axis=-1)
             h = _leaky(block[1](_leaky(block[0](h))))
-        h = jnp.concatenate([_up(h), inp], axis=-1)
-        h = _leaky(self.head[1](_leaky(self.head[0](h))))
+        h = self.head[0](_up(h)) + self.head_input(inp)
+        h = _leaky(self.head[1](_leaky(h)))
         out = self.head[2](h).astype(jnp.float32)
         return out + x.astype(jnp.float32) if self.config.residual else out
 
