@@ -38,7 +38,7 @@ def main() -> None:
     import cryostream
     from cryostream.loader import PatchLoader
     from cryostream.models.unet import macs_per_pixel
-    from cryostream.train import (
+    from cryostream.training import (
         TrainConfig,
         create_model,
         create_train_state,

@@ -144,7 +144,7 @@ def _cmd_export_bin(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cryostream.train import TrainConfig, train
+    from cryostream.training import TrainConfig, train
 
     config = TrainConfig(
         model=args.model, precision=args.precision, residual=args.residual, steps=args.steps,
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prepare)
 
     from cryostream.models.unet import PRESETS
-    from cryostream.train import TrainConfig
+    from cryostream.training import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a U-Net denoiser on a store",

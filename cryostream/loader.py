@@ -39,14 +39,16 @@ class LoaderState:
 @dataclasses.dataclass
 class _Index:
     files: list[str]
-    file_of: np.ndarray  # (n,) int32, per kind
-    offset: np.ndarray  # (n,) int64 byte offsets, per kind
+    starts: list[int]  # first patch number of each file
+    file_of: np.ndarray  # (n,) int32
+    offset: np.ndarray  # (n,) int64 byte offsets
 
 
 def _build_index(path: Path, group: h5py.Group, kind: str) -> _Index:
     dset = group[kind]
     n = dset.shape[0]
     files: list[str] = []
+    starts: list[int] = []
     file_of = np.full(n, -1, dtype=np.int32)
     offset = np.full(n, -1, dtype=np.int64)
     for source in dset.virtual_sources():
@@ -54,6 +56,7 @@ def _build_index(path: Path, group: h5py.Group, kind: str) -> _Index:
         shard = path.parent / source.file_name
         fid = len(files)
         files.append(str(shard))
+        starts.append(int(start))
         with h5py.File(shard, "r") as f:
             sid = f[source.dset_name].id
 
@@ -66,7 +69,7 @@ def _build_index(path: Path, group: h5py.Group, kind: str) -> _Index:
     if (offset < 0).any():
         raise StoreError(f"{path}: {int((offset < 0).sum())} {kind} patches have no chunk on disk; "
                          "prepare the store again")
-    return _Index(files, file_of, offset)
+    return _Index(files, starts, file_of, offset)
 
 
 class PatchLoader:
@@ -152,8 +155,7 @@ class PatchLoader:
         shard = index.files[index.file_of[patch]]
         if self.compression != "none":
             with h5py.File(shard, "r") as f:  # decoded by HDF5 in this thread
-                local = patch - self._first_of(kind, index.file_of[patch])
-                f[kind].read_direct(out, np.s_[local])
+                f[kind].read_direct(out, np.s_[patch - index.starts[index.file_of[patch]]])
             return
         tail = bytearray(4)
         fd = os.open(shard, os.O_RDONLY)
@@ -168,9 +170,6 @@ class PatchLoader:
         if self.verify and fletcher32(memoryview(out).cast("B")).to_bytes(4, "little") != tail:
             raise StoreError(f"{shard}: patch {patch} of {self.split}/{kind} fails its checksum "
                              "(corrupted on disk); prepare the store again")
-
-    def _first_of(self, kind: str, fid: int) -> int:
-        return int(np.flatnonzero(self._index[kind].file_of == fid)[0])
 
     def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Read the patches ``indices`` (a NumPy array of patch numbers) now, with the threads."""

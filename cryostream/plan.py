@@ -17,7 +17,7 @@ import psutil
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
-from cryostream.io.stack import _names, expand_inputs, read_headers
+from cryostream.io.stack import expand_inputs, micrograph_names, read_headers
 from cryostream.patches import patch_grid_shape, uncovered_pixels
 from cryostream.split import held_out_count, split_micrographs
 
@@ -232,7 +232,7 @@ def plan(
             raise ConfigError("give either inputs or shape and count, not both")
         headers, _ = read_headers(expand_inputs(inputs), permissive=permissive)
         shape = headers[0].shape
-        names = _names(headers)
+        names = micrograph_names(headers)
         n_test = split_micrographs(names, config.test_fraction, config.seed).count("test")
         input_bytes = sum(h.data_bytes for h in headers)
         n = len(headers)

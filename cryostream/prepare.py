@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from cryostream.config import PrepareConfig, to_dict, to_json
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.stack import (
     MicrographSkippedWarning,
-    _names,
     expand_inputs,
+    micrograph_names,
     micrograph_uid,
     read_headers,
     stack_from_headers,
@@ -188,14 +189,12 @@ def prepare(
                 if not permissive:
                     raise
                 skipped.append({"path": h.path, "reason": str(exc)})
-                import warnings
-
                 warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
         stats_file.write_text(json.dumps(cached))
         if not kept:
             raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
         headers = kept
-        names = _names(headers)
+        names = micrograph_names(headers)
         uids = tuple(micrograph_uid(n) for n in names)
         if len(set(uids)) != len(uids):
             raise InvalidMicrographError("<inputs>", "two micrographs share a name",

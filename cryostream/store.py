@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -218,8 +217,3 @@ def remove_store(output: Path) -> None:
     """Delete a store and its shards (for ``overwrite``)."""
     output.unlink(missing_ok=True)
     shutil.rmtree(shard_folder(output), ignore_errors=True)
-
-
-def read_json_attr(f: h5py.File, key: str) -> dict:
-    """A JSON attribute of a store as a dict."""
-    return json.loads(f.attrs[key])

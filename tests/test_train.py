@@ -17,7 +17,7 @@ from cryostream import NoiseConfig, PrepareConfig
 from cryostream.cli import main
 from cryostream.loader import PatchLoader
 from cryostream.prepare import prepare
-from cryostream.train import (
+from cryostream.training import (
     TrainConfig,
     create_model,
     create_train_state,
@@ -92,6 +92,12 @@ def test_metrics_curve_and_eval(store, tmp_path):
     assert rows[-1]["step"] == 8 and "eval_psnr" in rows[-1] and "eval_noisy_psnr" in rows[-1]
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert result.eval["patches"] == 4 and np.isfinite(result.final_loss)
+    from cryostream.evaluate import compare_on_store
+
+    scores = compare_on_store(tmp_path / "run", store, patches=6)
+    assert scores["patches"] == 6
+    assert scores["gaussian_psnr"] >= scores["noisy_psnr"]  # σ = 0 is among the candidates
+    assert np.isfinite(scores["model_psnr"])
 
 
 def test_on_device_noise(store, tmp_path):
@@ -108,7 +114,7 @@ def test_on_device_noise(store, tmp_path):
 
 _DEVICES = textwrap.dedent("""
     import json, sys
-    from cryostream.train import TrainConfig, train
+    from cryostream.training import TrainConfig, train
     import jax
     cfg = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=4,
                       eval_batches=1, checkpoint_every=4, warmup_steps=1, threads=2)

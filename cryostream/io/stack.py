@@ -32,6 +32,7 @@ __all__ = [
     "expand_inputs",
     "read_headers",
     "micrograph_uid",
+    "micrograph_names",
     "stack_from_headers",
     "open_micrographs",
 ]
@@ -188,7 +189,8 @@ def stack_from_headers(
     return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0), dtype=np.float32))
 
 
-def _names(headers: list[MicrographHeader]) -> list[str]:
+def micrograph_names(headers: list[MicrographHeader]) -> list[str]:
+    """Names of micrographs: file stems, or full paths when two stems collide."""
     stems = [Path(h.path).stem for h in headers]
     if len(set(stems)) == len(stems):
         return stems
@@ -268,7 +270,7 @@ def open_micrographs(
         data,
         dims=("micrograph", "y", "x"),
         coords={
-            "micrograph": _names(headers),
+            "micrograph": micrograph_names(headers),
             "y": ("y", np.arange(ny) * ps, axis_attrs),
             "x": ("x", np.arange(nx) * ps, axis_attrs),
         },
