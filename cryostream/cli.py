@@ -162,6 +162,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_denoise(args: argparse.Namespace) -> int:
+    from cryostream.infer import denoise
+
+    start = time.perf_counter()
+    result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
+                     batch_size=args.batch_size, n2n_correction=args.n2n_correction,
+                     overwrite=args.overwrite)
+    n = result.sizes["micrograph"]
+    seconds = time.perf_counter() - start
+    print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
+          f"{n / seconds:.2f} micrographs/s, peak memory {_peak_rss_mb():,.0f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command."""
     parser = argparse.ArgumentParser(
@@ -235,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("denoise", help="denoise whole micrographs with a trained run",
+                       description="Tiled whole-micrograph denoising; writes float32 MRC files.")
+    p.add_argument("run", help="run folder from cryostream train")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--tile", type=int, default=1024, help="window core, px (%(default)s)")
+    p.add_argument("--halo", type=int, help="context per side, px (default: receptive field)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per device call")
+    p.add_argument("--n2n-correction", action="store_true",
+                   help="Noisier2Noise correction for models trained on noisy micrographs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_denoise)
 
     p = sub.add_parser("show", help="draw input/target pairs of a store with their statistics")
     p.add_argument("store")

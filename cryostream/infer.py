@@ -1,0 +1,215 @@
+"""Denoising whole micrographs: tiles of one shape over a lazy stack, batched on the device.
+
+The stack is cut into bands of ``tile`` rows (the last band absorbs the remainder) and
+``map_overlap`` gives each band a halo of ``halo`` pixels on every side (mirrored at the
+micrograph's edges). Inside a band, windows of ``(tile + 2·halo)²`` start at multiples of
+``tile``; the last window along an axis is shifted back inside the image, to a multiple of the
+U-Net's pooling factor, and its core reaches the edge. The halo covers the receptive field
+plus that shift, and every window starts at a multiple of the pooling factor, so each output
+pixel is computed exactly as if the whole (mirror-padded) micrograph had gone through the
+network at once. One window shape means one compiled program for every micrograph.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from cryostream.errors import ConfigError
+
+__all__ = ["receptive_radius", "default_halo", "tile_cores", "n2n_correct", "denoise_array",
+           "denoise"]
+
+
+def receptive_radius(config) -> int:
+    """Pixels of context on each side that one output pixel of a U-Net can see (upper bound)."""
+    levels = config.levels
+    radius = (config.first_kernel - 1) // 2
+    radius += sum(2**level for level in range(levels))  # max pools
+    radius += sum(2**level for level in range(1, levels + 1))  # encoder 3x3
+    radius += sum(3 * 2**level for level in range(1, levels))  # decoder 2 x 3x3 + upsampling
+    return radius + 3 * 2  # the 5x5 head
+
+
+def default_halo(config) -> int:
+    """The smallest multiple of the pooling factor ≥ receptive radius + (pooling factor − 1)."""
+    m = config.multiple
+    return math.ceil((receptive_radius(config) + m - 1) / m) * m
+
+
+def tile_cores(length: int, tile: int, multiple: int) -> list[tuple[int, int, int]]:
+    """Windows along an axis: ``(window start, core start, core stop)`` in image pixels.
+
+    Windows start at multiples of ``tile``; a last window, shifted back to a multiple of
+    ``multiple``, covers what is left up to ``length``.
+    """
+    if length < tile:
+        raise ConfigError(f"tile={tile}: larger than the {length}-pixel axis; use a smaller --tile")
+    cores = [(p, p, p + tile) for p in range(0, length - tile + 1, tile)]
+    end = cores[-1][2]
+    if end < length:
+        start = (length - tile) // multiple * multiple
+        cores.append((start, end, length))
+    return cores
+
+
+def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float) -> np.ndarray:
+    """Noisier2Noise: turn E[y | z] into an estimate of the clean signal.
+
+    For a network trained to predict a noisy micrograph ``y`` from ``z = y + m``, where the
+    added noise ``m`` has ``alpha2`` times the variance of the micrograph's own noise,
+    ``x̂ = ((1 + α²)·f(z) − z) / α²`` (Moran et al., CVPR 2020). Applied to a micrograph
+    itself (no added noise), ``noisy`` is the micrograph.
+    """
+    if not alpha2 > 0:
+        raise ConfigError(f"alpha2={alpha2}: the relative noise strength must be > 0")
+    return ((1 + alpha2) * output - noisy) / alpha2
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(run: str):
+    import jax
+    from flax import nnx
+
+    from cryostream.training import load_model
+
+    model, record = load_model(run)
+    graphdef, params = nnx.split(model)
+    apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
+    return apply, params, model.config, record
+
+
+def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles):
+    apply, params, config, _ = _loaded(run)
+    m, _, _ = block_info[0]["chunk-location"]
+    image = block[0] * np.float32(1.0 / percentiles[m])
+    height, width = image.shape[0] - 2 * halo, image.shape[1] - 2 * halo
+    side = tile + 2 * halo
+    jobs = [(ry, rx) for ry in tile_cores(height, tile, config.multiple)
+            for rx in tile_cores(width, tile, config.multiple)]
+    out = np.empty((height, width), dtype=np.float32)
+    for first in range(0, len(jobs), batch_size):
+        chunk = jobs[first : first + batch_size]
+        windows = np.zeros((batch_size, side, side, 1), dtype=np.float32)
+        for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
+            windows[i, ..., 0] = image[wy : wy + side, wx : wx + side]
+        result = np.asarray(apply(params, windows))[..., 0]
+        for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
+            out[y0:y1, x0:x1] = result[i, halo + y0 - wy : halo + y1 - wy,
+                                       halo + x0 - wx : halo + x1 - wx]
+    return out[None]
+
+
+def denoise_array(stack, run, percentiles, *, tile: int = 1024, halo: int | None = None,
+                  batch_size: int = 8):
+    """Lazy denoised stack (micrograph, y, x) in normalised units (divided by ``percentiles``).
+
+    ``stack`` is a Dask array (micrograph, y, x); ``run`` a trained run folder.
+    """
+    _, _, config, _ = _loaded(str(run))
+    m = config.multiple
+    halo = default_halo(config) if halo is None else halo
+    if tile % m or halo % m:
+        raise ConfigError(f"tile={tile}, halo={halo}: both must be multiples of {m} for this model")
+    if halo < receptive_radius(config):
+        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
+                          f"{receptive_radius(config)}")
+    ny, nx = stack.shape[1:]
+    if min(ny, nx) < tile:
+        raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
+    if halo > tile:
+        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile")
+    n_bands = ny // tile
+    heights = (tile,) * (n_bands - 1) + (ny - tile * (n_bands - 1),)
+    banded = stack.rechunk({0: 1, 1: heights, 2: -1})
+    return banded.map_overlap(
+        _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
+                                                                 2: "reflect"},
+        trim=False, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
+        run=str(run), tile=tile, halo=halo, batch_size=batch_size,
+        percentiles=np.asarray(percentiles, dtype=np.float64),
+    )
+
+
+def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
+    """Variance of the training noise over the micrograph's own noise (from pixel differences)."""
+    noise = record["prepare"]["noise"]
+    own = float(np.var(np.diff(image_normalised, axis=1)) / 2)
+    added = 0.0
+    if noise["model"] in ("poisson", "poisson-gaussian"):
+        added += float(np.mean(np.maximum(image_normalised, 0))) / noise["dose"]
+    if noise["model"] in ("gaussian", "poisson-gaussian"):
+        added += noise["sigma"] ** 2
+    return added / own
+
+
+def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
+            tile: int = 1024, halo: int | None = None, batch_size: int = 8,
+            n2n_correction: bool = False, overwrite: bool = False, progress: bool = False):
+    """Denoise micrographs with a trained run.
+
+    Parameters
+    ----------
+    run : path-like
+        A run folder written by :func:`cryostream.train`.
+    inputs : paths, globs, folders or a STAR file
+        Micrographs (any MRC mode); normalised as in training (the store's percentile) and
+        restored to their own scale afterwards.
+    output : path-like, optional
+        Folder for float32 MRC files (same names, pixel size and a history line in the header).
+        Without it nothing is computed: the lazy result is returned.
+    tile, halo, batch_size : int
+        Window core, context on each side (default: the receptive field, rounded up), and
+        windows per device call.
+    n2n_correction : bool
+        Apply the Noisier2Noise correction (:func:`n2n_correct`), for models trained the
+        seed's way: synthetic noise added to real micrographs.
+
+    Returns
+    -------
+    xarray.DataArray (micrograph, y, x) float32
+        The denoised stack (lazy when ``output`` is None).
+    """
+    import dask
+
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.io.stack import open_micrographs
+    from cryostream.preprocess import micrograph_statistics
+
+    _, _, _, record = _loaded(str(run))
+    q = record["prepare"]["percentile"]
+    stack = open_micrographs(inputs, chunks=-1)
+    headers = _headers(stack)
+    percentiles = np.array(dask.compute(*[dask.delayed(micrograph_statistics)(h, q)
+                                           for h in headers], scheduler="threads"))[:, 0]
+    lazy = denoise_array(stack.data, run, percentiles, tile=tile, halo=halo, batch_size=batch_size)
+    result = stack.copy(data=lazy)
+    if output is None and not n2n_correction:
+        return result * percentiles[:, None, None].astype(np.float32)
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, name in enumerate(stack.micrograph.values):
+        den = lazy[i].compute(scheduler="threads")
+        if n2n_correction:
+            noisy = stack.data[i].compute() / np.float32(percentiles[i])
+            den = n2n_correct(den, noisy, _alpha2(record, noisy))
+        den = den * np.float32(percentiles[i])
+        if out_dir is not None:
+            label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
+            write_micrograph(out_dir / f"{name}.mrc", den, stack.attrs["pixel_size_angstrom"],
+                             history=label, overwrite=overwrite)
+        images.append(den)
+    return stack.copy(data=np.stack(images))
+
+
+def _headers(stack):
+    from cryostream.io.mrc import read_header
+
+    return [read_header(p) for p in stack.attrs["sources"]]

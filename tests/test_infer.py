@@ -1,0 +1,98 @@
+"""Whole-micrograph denoising: tiles equal the whole image, MRC output, Noisier2Noise."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream import PrepareConfig
+from cryostream.cli import main
+from cryostream.infer import (
+    _loaded,
+    default_halo,
+    denoise,
+    denoise_array,
+    n2n_correct,
+    receptive_radius,
+    tile_cores,
+)
+from cryostream.prepare import prepare
+from cryostream.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    sim = cryostream.simulate(root / "sim", 3, shape=(200, 176), seed=4)
+    store = prepare(sim.micrographs, root / "data.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)).output
+    cfg = TrainConfig(model="unet-small", precision="fp32", steps=3, batch_size=4, eval_every=3,
+                      eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2)
+    train(store, root / "run", cfg, log=lambda *_: None)
+    return root / "run", sim
+
+
+def test_tile_cores_cover_the_axis_once():
+    for length in (64, 100, 129, 500):
+        cores = tile_cores(length, 64, 8)
+        assert cores[0][1] == 0 and cores[-1][2] == length
+        assert all(a[2] == b[1] for a, b in zip(cores, cores[1:], strict=False))
+        assert all(w % 8 == 0 and w <= c0 and c1 <= w + 64 + 8 for w, c0, c1 in cores)
+
+
+def test_tiles_match_the_whole_micrograph(trained):
+    run, sim = trained
+    apply, params, config, _ = _loaded(str(run))
+    halo = default_halo(config)
+    assert halo >= receptive_radius(config) and halo % config.multiple == 0
+    stack = cryostream.open_micrographs(sim.micrographs[:2], chunks=37)
+    image = stack.values
+    p = np.percentile(image, 95, axis=(1, 2))
+    tiled = denoise_array(stack.data, run, p, tile=64, halo=halo, batch_size=3).compute()
+    for i in range(2):
+        norm = image[i] / np.float32(p[i])
+        padded = np.pad(norm, halo, mode="symmetric")
+        m = config.multiple
+        extra = [(-s) % m for s in padded.shape]
+        padded = np.pad(padded, ((0, extra[0]), (0, extra[1])))
+        whole = np.asarray(apply(params, padded[None, ..., None]))[0, ..., 0]
+        whole = whole[halo : halo + 200, halo : halo + 176]
+        np.testing.assert_allclose(tiled[i], whole, rtol=1e-4, atol=1e-4 * np.abs(whole).max())
+
+
+def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
+    run, sim = trained
+    out = denoise(run, sim.micrographs, tmp_path / "den", tile=64)
+    assert out.dims == ("micrograph", "y", "x") and out.shape == (3, 200, 176)
+    with mrcfile.open(tmp_path / "den" / "sim_0000.mrc") as m:
+        assert m.data.dtype == np.float32 and m.data.shape == (200, 176)
+        assert float(m.voxel_size.x) == pytest.approx(0.6575)
+        assert any("cryostream denoise run" in label for label in m.get_labels())
+        noisy = mrcfile.read(sim.micrographs[0])
+        p95 = np.percentile(noisy, 95)
+        stack = cryostream.open_micrographs(sim.micrographs[:1])
+        normalised = denoise_array(stack.data, run, [p95], tile=64).compute()[0]
+        np.testing.assert_allclose(m.data, normalised * np.float32(p95), rtol=1e-5)  # own scale
+    lazy = denoise(run, sim.micrographs, tile=64)
+    np.testing.assert_allclose(lazy.values, out.values, rtol=1e-5)
+
+
+def test_n2n_correction_recovers_the_clean_conditional_mean():
+    # x ~ N(0, s²) clean, y = x + n (the "target"), z = y + m with var(m) = α² var(n).
+    s2, n2, alpha2 = 2.0, 1.0, 0.5
+    z = np.linspace(-3, 3, 7)
+    f = z * (s2 + n2) / (s2 + n2 + alpha2 * n2)  # E[y | z], what the network learns
+    clean = z * s2 / (s2 + n2 + alpha2 * n2)  # E[x | z]
+    np.testing.assert_allclose(n2n_correct(f, z, alpha2), clean)
+    with pytest.raises(cryostream.ConfigError):
+        n2n_correct(f, z, 0)
+
+
+def test_cli_denoise(trained, tmp_path, capsys):
+    run, sim = trained
+    assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "d"),
+                 "--tile", "64", "--n2n-correction"]) == 0
+    assert "denoised 1 micrographs" in capsys.readouterr().out
+    assert (tmp_path / "d" / "sim_0000.mrc").exists()
