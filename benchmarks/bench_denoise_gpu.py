@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, nargs="+", default=[2048])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
 
     import jax
@@ -101,7 +102,8 @@ def main() -> None:
         log(f"tile {tile} (+{halo} halo): {n} windows of {side}², compile {compile_s:.0f} s, "
             f"one micrograph {device_s:.3f} s")
         t = time.perf_counter()
-        denoise(run, paths, work / f"out-{tile}", tile=tile, batch_size=args.batch, overwrite=True)
+        denoise(run, paths, work / f"out-{tile}", tile=tile, batch_size=args.batch, overwrite=True,
+                workers=args.workers)
         e2e = time.perf_counter() - t
         log(f"tile {tile}: end to end {len(paths)} micrographs in {e2e:.1f} s = "
             f"{len(paths) / e2e:.2f} micrographs/s")

@@ -150,7 +150,7 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             tile: int = 1024, halo: int | None = None, batch_size: int = 8,
-            n2n_correction: bool = False, overwrite: bool = False, progress: bool = False):
+            n2n_correction: bool = False, overwrite: bool = False, workers: int = 2):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -169,47 +169,46 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     n2n_correction : bool
         Apply the Noisier2Noise correction (:func:`n2n_correct`), for models trained the
         seed's way: synthetic noise added to real micrographs.
+    workers : int
+        Micrographs in flight at once (their reading and writing overlap the device work).
 
     Returns
     -------
     xarray.DataArray (micrograph, y, x) float32
-        The denoised stack (lazy when ``output`` is None).
+        The denoised stack. For a lazy result, use :func:`denoise_array` on
+        ``open_micrographs(...).data``.
     """
-    import dask
+    import concurrent.futures
 
-    from cryostream.io.mrc import write_micrograph
+    from cryostream.io.mrc import read_header, write_micrograph
     from cryostream.io.stack import open_micrographs
     from cryostream.preprocess import micrograph_statistics
 
     _, _, _, record = _loaded(str(run))
     q = record["prepare"]["percentile"]
     stack = open_micrographs(inputs, chunks=-1)
-    headers = _headers(stack)
-    percentiles = np.array(dask.compute(*[dask.delayed(micrograph_statistics)(h, q)
-                                           for h in headers], scheduler="threads"))[:, 0]
-    lazy = denoise_array(stack.data, run, percentiles, tile=tile, halo=halo, batch_size=batch_size)
-    result = stack.copy(data=lazy)
-    if output is None and not n2n_correction:
-        return result * percentiles[:, None, None].astype(np.float32)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    images = []
-    for i, name in enumerate(stack.micrograph.values):
-        den = lazy[i].compute(scheduler="threads")
+    label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
+
+    def one(i: int) -> np.ndarray:
+        # Each micrograph is its own small pipeline (percentile, bands, correction, write), so
+        # reading and writing one overlaps the device work of another.
+        percentile = micrograph_statistics(read_header(stack.attrs["sources"][i]), q)[0]
+        den = denoise_array(stack.data[i : i + 1], run, [percentile], tile=tile, halo=halo,
+                            batch_size=batch_size).compute(scheduler="sync")[0]
         if n2n_correction:
-            noisy = stack.data[i].compute() / np.float32(percentiles[i])
+            noisy = stack.data[i].compute(scheduler="sync") / np.float32(percentile)
             den = n2n_correct(den, noisy, _alpha2(record, noisy))
-        den = den * np.float32(percentiles[i])
+        den *= np.float32(percentile)
         if out_dir is not None:
-            label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
+            name = stack.micrograph.values[i]
             write_micrograph(out_dir / f"{name}.mrc", den, stack.attrs["pixel_size_angstrom"],
                              history=label, overwrite=overwrite)
-        images.append(den)
+        return den
+
+    n = stack.sizes["micrograph"]
+    with concurrent.futures.ThreadPoolExecutor(min(workers, n)) as pool:
+        images = list(pool.map(one, range(n)))
     return stack.copy(data=np.stack(images))
-
-
-def _headers(stack):
-    from cryostream.io.mrc import read_header
-
-    return [read_header(p) for p in stack.attrs["sources"]]
