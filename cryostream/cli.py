@@ -168,7 +168,7 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
                      batch_size=args.batch_size, n2n_correction=args.n2n_correction,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, workers=args.workers)
     n = result.sizes["micrograph"]
     seconds = time.perf_counter() - start
     print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="windows per device call")
     p.add_argument("--n2n-correction", action="store_true",
                    help="Noisier2Noise correction for models trained on noisy micrographs")
+    p.add_argument("--workers", type=int, default=2, help="micrographs in flight (%(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_denoise)
 
