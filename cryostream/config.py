@@ -25,6 +25,8 @@ __all__ = [
     "NoiseConfig",
     "PrepareConfig",
     "SimulateConfig",
+    "TrainConfig",
+    "MODEL_PRESETS",
     "to_dict",
     "from_dict",
     "to_json",
@@ -34,6 +36,7 @@ NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
 NOISE_MODES = ("stored", "on-device")
 STORE_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "lz4", "zstd")
+MODEL_PRESETS = ("unet-small", "unet", "unet-large")
 
 T = TypeVar("T")
 
@@ -203,6 +206,71 @@ class SimulateConfig:
         _positive("ice_contrast", self.ice_contrast, allow_zero=True)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r}: must be an integer ≥ 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Parameters
+    ----------
+    model : str
+        Preset name (``unet-small``, ``unet``, ``unet-large``).
+    precision : {"bf16", "fp32"}
+        Compute precision (parameters are float32 either way).
+    residual : bool
+        Predict a correction added to the input.
+    steps, batch_size : int
+        Optimisation steps and patches per step (divisible by the device count).
+    learning_rate, warmup_steps, weight_decay, clip_norm : float, int, float, float
+        AdamW with linear warm-up, cosine decay to 1 % and global-norm clipping.
+    loss : {"mse", "l1"}
+    eval_every, eval_batches : int
+        Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
+    checkpoint_every, keep_checkpoints : int
+        Save every N steps (and at the end); keep the last N.
+    seed : int
+        Seed of initialisation, shuffling and on-device noise.
+    threads, prefetch : int
+        Loader reader threads and queued batches.
+    """
+
+    model: str = "unet"
+    precision: str = "bf16"
+    residual: bool = False
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    loss: str = "mse"
+    eval_every: int = 200
+    eval_batches: int = 4
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    threads: int = 4
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        _choice("model", self.model, MODEL_PRESETS)
+        _choice("precision", self.precision, ("bf16", "fp32"))
+        _choice("loss", self.loss, ("mse", "l1"))
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every",
+                     "keep_checkpoints", "threads", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
+        _positive("learning_rate", self.learning_rate)
+
+    def model_config(self):
+        """The :class:`~cryostream.models.ModelConfig` of the preset, precision and residual."""
+        from cryostream.models.unet import PRESETS
+
+        preset = PRESETS[self.model]
+        dtype = "bfloat16" if self.precision == "bf16" else "float32"
+        return dataclasses.replace(preset, compute_dtype=dtype, residual=self.residual)
+
 
 
 def to_dict(config: Any) -> dict[str, Any]:

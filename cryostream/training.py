@@ -17,78 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from cryostream._version import __version__
-from cryostream.config import NoiseConfig, from_dict, to_dict
-from cryostream.errors import ConfigError, StoreError
+from cryostream.config import NoiseConfig, TrainConfig, from_dict, to_dict
+from cryostream.errors import StoreError
 from cryostream.loader import PatchLoader
-from cryostream.models.unet import PRESETS, ModelConfig
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
            "make_train_step", "make_eval_step", "train", "load_model"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train.
-
-    Parameters
-    ----------
-    model : str
-        Preset name (``unet-small``, ``unet``, ``unet-large``).
-    precision : {"bf16", "fp32"}
-        Compute precision (parameters are float32 either way).
-    residual : bool
-        Predict a correction added to the input.
-    steps, batch_size : int
-        Optimisation steps and patches per step (divisible by the device count).
-    learning_rate, warmup_steps, weight_decay, clip_norm : float, int, float, float
-        AdamW with linear warm-up, cosine decay to 1 % and global-norm clipping.
-    loss : {"mse", "l1"}
-    eval_every, eval_batches : int
-        Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
-    checkpoint_every, keep_checkpoints : int
-        Save every N steps (and at the end); keep the last N.
-    seed : int
-        Seed of initialisation, shuffling and on-device noise.
-    threads, prefetch : int
-        Loader reader threads and queued batches.
-    """
-
-    model: str = "unet"
-    precision: str = "bf16"
-    residual: bool = False
-    steps: int = 1000
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 1e-4
-    clip_norm: float = 1.0
-    loss: str = "mse"
-    eval_every: int = 200
-    eval_batches: int = 4
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    seed: int = 0
-    threads: int = 4
-    prefetch: int = 4
-
-    def __post_init__(self) -> None:
-        if self.model not in PRESETS:
-            raise ConfigError(f"model={self.model!r}: must be one of {', '.join(PRESETS)}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ConfigError(f"precision={self.precision!r}: must be bf16 or fp32")
-        if self.loss not in ("mse", "l1"):
-            raise ConfigError(f"loss={self.loss!r}: must be mse or l1")
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every",
-                     "keep_checkpoints", "threads", "prefetch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate={self.learning_rate}: must be > 0")
-
-    def model_config(self) -> ModelConfig:
-        preset = PRESETS[self.model]
-        dtype = "bfloat16" if self.precision == "bf16" else "float32"
-        return dataclasses.replace(preset, compute_dtype=dtype, residual=self.residual)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +37,7 @@ class TrainResult:
     patches_per_second: float
 
 
-def create_model(config: ModelConfig, seed: int = 0):
+def create_model(config, seed: int = 0):
     """A freshly initialised :class:`~cryostream.models.UNet`."""
     from flax import nnx
 

@@ -46,3 +46,9 @@ def test_device_noise_has_the_numpy_distribution(model):
     grid = np.sort(np.concatenate([a, b]))
     ks = np.abs(np.searchsorted(np.sort(a), grid) - np.searchsorted(np.sort(b), grid)).max() / a.size
     assert ks < 0.01
+
+
+def test_config_knows_every_preset():
+    from cryostream.config import MODEL_PRESETS
+
+    assert tuple(PRESETS) == MODEL_PRESETS
