@@ -176,6 +176,17 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cryostream.evaluate import evaluate
+
+    report = evaluate(args.run, args.store, args.output, truth=args.truth, patches=args.patches,
+                      micrographs=args.micrographs, tile=args.tile)
+    a = report["test_split"]
+    print(f"wrote {args.output}/report.md: test split PSNR noisy {a['noisy_psnr']:.2f}, "
+          f"best Gaussian {a['gaussian_psnr']:.2f}, model {a['model_psnr']:.2f} dB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command."""
     parser = argparse.ArgumentParser(
@@ -263,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="micrographs in flight (%(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_denoise)
+
+    p = sub.add_parser("evaluate", help="a report of a run beside the baselines",
+                       description="PSNR, SSIM and FRC of a run on a store's test split and on "
+                       "simulated micrographs against their ground truth, with figures.")
+    p.add_argument("run")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    p.add_argument("--truth", help="a folder written by cryostream simulate")
+    p.add_argument("--patches", type=int, default=64, help="test patches scored")
+    p.add_argument("--micrographs", type=int, default=2, help="simulated micrographs scored")
+    p.add_argument("--tile", type=int, default=512, help="denoising window core, px")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("show", help="draw input/target pairs of a store with their statistics")
     p.add_argument("store")

@@ -96,3 +96,20 @@ def test_cli_denoise(trained, tmp_path, capsys):
                  "--tile", "64", "--n2n-correction"]) == 0
     assert "denoised 1 micrographs" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
+
+
+def test_evaluation_report(trained, tmp_path, capsys):
+    run, sim = trained
+    store = run.parent / "data.h5"
+    assert main(["evaluate", str(run), str(store), "-o", str(tmp_path / "rep"), "--truth",
+                 str(sim.root), "--micrographs", "1", "--tile", "64", "--patches", "8"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'rep'}/report.md")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "best Gaussian low-pass" in text and "model + N2N correction" in text
+    for figure in ("crops.png", "frc.png", "spectra.png", "training.png"):
+        assert (tmp_path / "rep" / figure).read_bytes()[:4] == b"\x89PNG"
+    import json
+
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    row = report["simulated"][0]
+    assert row["noisy"]["psnr"] < row[next(k for k in row if k.startswith("Gaussian"))]["psnr"]

@@ -1,0 +1,49 @@
+"""Quality metrics against scikit-image, and the JAX twins against NumPy."""
+
+import numpy as np
+import pytest
+
+from cryostream.metrics import best_gaussian, frc, frc_jax, psnr, psnr_jax, ssim, ssim_jax
+
+skimage_metrics = pytest.importorskip("skimage.metrics")
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(0)
+    clean = np.cumsum(np.cumsum(rng.normal(size=(96, 80)), 0), 1)
+    clean = (clean - clean.min()) / np.ptp(clean)
+    return clean + rng.normal(0, 0.1, clean.shape), clean
+
+
+def test_psnr_matches_skimage(pair):
+    noisy, clean = pair
+    expected = skimage_metrics.peak_signal_noise_ratio(clean, noisy, data_range=1.0)
+    assert psnr(noisy, clean) == pytest.approx(expected, rel=1e-12)
+    assert float(psnr_jax(noisy, clean)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ssim_matches_skimage(pair):
+    noisy, clean = pair
+    expected = skimage_metrics.structural_similarity(noisy, clean, data_range=1.0)
+    assert ssim(noisy, clean) == pytest.approx(expected, rel=1e-9)
+    assert float(ssim_jax(noisy, clean)) == pytest.approx(expected, rel=1e-4)
+    assert ssim(clean, clean) == pytest.approx(1.0)
+
+
+def test_frc_of_identical_and_independent_images(pair):
+    noisy, clean = pair
+    freq, same = frc(clean, clean, pixel_size_angstrom=0.5)
+    assert np.allclose(same, 1) and freq[0] == pytest.approx(1 / (80 * 0.5))
+    rng = np.random.default_rng(1)
+    _, indep = frc(rng.normal(size=(128, 128)), rng.normal(size=(128, 128)))
+    assert np.abs(indep[3:]).mean() < 0.1
+    _, curve = frc(noisy, clean)
+    np.testing.assert_allclose(np.asarray(frc_jax(noisy, clean)), curve, atol=1e-4)
+    assert curve[1] > curve[-1]  # signal at low frequency, noise at high
+
+
+def test_best_gaussian_never_loses_to_the_input(pair):
+    noisy, clean = pair
+    value, sigma = best_gaussian(noisy[None], clean[None])
+    assert value > psnr(noisy, clean) and sigma > 0
