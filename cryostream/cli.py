@@ -168,7 +168,8 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
                      batch_size=args.batch_size, n2n_correction=args.n2n_correction,
-                     overwrite=args.overwrite, workers=args.workers)
+                     overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
+                     cluster_workers=args.cluster_workers)
     n = result.sizes["micrograph"]
     seconds = time.perf_counter() - start
     print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n2n-correction", action="store_true",
                    help="Noisier2Noise correction for models trained on noisy micrographs")
     p.add_argument("--workers", type=int, default=2, help="micrographs in flight (%(default)s)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    p.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_denoise)
 

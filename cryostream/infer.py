@@ -148,9 +148,35 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
     return added / own
 
 
+def _denoise_one(source: str, name: str, run: str, *, tile: int, halo: int | None,
+                 batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool):
+    """One micrograph through the whole pipeline: percentile, bands, correction, MRC."""
+    from cryostream.io.mrc import read_header, write_micrograph
+    from cryostream.io.stack import open_micrographs
+    from cryostream.preprocess import micrograph_statistics
+
+    _, _, _, record = _loaded(run)
+    percentile = micrograph_statistics(read_header(source), record["prepare"]["percentile"])[0]
+    stack = open_micrographs([source], chunks=-1)
+    den = denoise_array(stack.data, run, [percentile], tile=tile, halo=halo,
+                        batch_size=batch_size).compute(scheduler="sync")[0]
+    if n2n_correction:
+        noisy = stack.data[0].compute(scheduler="sync") / np.float32(percentile)
+        den = n2n_correct(den, noisy, _alpha2(record, noisy))
+    den *= np.float32(percentile)
+    if output is None:
+        return den
+    label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
+    path = Path(output) / f"{name}.mrc"
+    write_micrograph(path, den, stack.attrs["pixel_size_angstrom"], history=label,
+                     overwrite=overwrite)
+    return str(path)
+
+
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             tile: int = 1024, halo: int | None = None, batch_size: int = 8,
-            n2n_correction: bool = False, overwrite: bool = False, workers: int = 2):
+            n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
+            scheduler: str | None = None, cluster_workers: int | None = None):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -161,8 +187,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         Micrographs (any MRC mode); normalised as in training (the store's percentile) and
         restored to their own scale afterwards.
     output : path-like, optional
-        Folder for float32 MRC files (same names, pixel size and a history line in the header).
-        Without it nothing is computed: the lazy result is returned.
+        Folder for float32 MRC files (same names, pixel size and a history line in the
+        header). Required on a cluster.
     tile, halo, batch_size : int
         Window core, context on each side (default: the receptive field, rounded up), and
         windows per device call.
@@ -170,45 +196,41 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         Apply the Noisier2Noise correction (:func:`n2n_correct`), for models trained the
         seed's way: synthetic noise added to real micrographs.
     workers : int
-        Micrographs in flight at once (their reading and writing overlap the device work).
+        Micrographs in flight at once in this process (their reading and writing overlap the
+        device work).
+    scheduler, cluster_workers : str, int, optional
+        Run on an existing Dask scheduler, or on a LocalCluster of that many worker processes
+        (as :func:`cryostream.prepare` does); each worker loads the model once.
 
     Returns
     -------
     xarray.DataArray (micrograph, y, x) float32
-        The denoised stack. For a lazy result, use :func:`denoise_array` on
-        ``open_micrographs(...).data``.
+        The denoised stack: lazily over the written files when ``output`` is given, in memory
+        otherwise. For a lazy result without files, use :func:`denoise_array`.
     """
     import concurrent.futures
+    import functools
 
-    from cryostream.io.mrc import read_header, write_micrograph
+    from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
-    from cryostream.preprocess import micrograph_statistics
 
-    _, _, _, record = _loaded(str(run))
-    q = record["prepare"]["percentile"]
     stack = open_micrographs(inputs, chunks=-1)
-    out_dir = Path(output) if output is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
-
-    def one(i: int) -> np.ndarray:
-        # Each micrograph is its own small pipeline (percentile, bands, correction, write), so
-        # reading and writing one overlaps the device work of another.
-        percentile = micrograph_statistics(read_header(stack.attrs["sources"][i]), q)[0]
-        den = denoise_array(stack.data[i : i + 1], run, [percentile], tile=tile, halo=halo,
-                            batch_size=batch_size).compute(scheduler="sync")[0]
-        if n2n_correction:
-            noisy = stack.data[i].compute(scheduler="sync") / np.float32(percentile)
-            den = n2n_correct(den, noisy, _alpha2(record, noisy))
-        den *= np.float32(percentile)
-        if out_dir is not None:
-            name = stack.micrograph.values[i]
-            write_micrograph(out_dir / f"{name}.mrc", den, stack.attrs["pixel_size_angstrom"],
-                             history=label, overwrite=overwrite)
-        return den
-
-    n = stack.sizes["micrograph"]
-    with concurrent.futures.ThreadPoolExecutor(min(workers, n)) as pool:
-        images = list(pool.map(one, range(n)))
-    return stack.copy(data=np.stack(images))
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    elif scheduler is not None or cluster_workers is not None:
+        raise ConfigError("denoising on a cluster needs an output folder (-o)")
+    job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
+                            batch_size=batch_size, n2n_correction=n2n_correction,
+                            output=None if output is None else str(Path(output).absolute()),
+                            overwrite=overwrite)
+    sources = list(stack.attrs["sources"])
+    names = [str(n) for n in stack.micrograph.values]
+    with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
+        if client is not None:
+            results = client.gather(client.map(job, sources, names))
+        else:
+            with concurrent.futures.ThreadPoolExecutor(min(workers, len(sources))) as pool:
+                results = list(pool.map(job, sources, names))
+    if output is None:
+        return stack.copy(data=np.stack(results))
+    return open_micrographs(results, chunks=-1)

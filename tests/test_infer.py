@@ -113,3 +113,12 @@ def test_evaluation_report(trained, tmp_path, capsys):
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     row = report["simulated"][0]
     assert row["noisy"]["psnr"] < row[next(k for k in row if k.startswith("Gaussian"))]["psnr"]
+
+
+def test_denoise_on_a_local_cluster(trained, tmp_path):
+    run, sim = trained
+    here = denoise(run, sim.micrographs[:2], tmp_path / "a", tile=64)
+    there = denoise(run, sim.micrographs[:2], tmp_path / "b", tile=64, cluster_workers=2)
+    np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
+    with pytest.raises(cryostream.ConfigError, match="needs an output folder"):
+        denoise(run, sim.micrographs[:1], tile=64, cluster_workers=1)
