@@ -27,8 +27,10 @@ docs: $(STAMP)  ## the HTML docs with the API reference, warnings as errors
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cryostream tests benchmarks examples
 
-bench: $(STAMP)  ## the reading benchmark (writes bench-output/, needs ~4 GB of disk)
+bench: $(STAMP)  ## the CPU benchmarks (write bench-output/; need ~35 GB of disk and ~30 min)
 	$(PY) benchmarks/bench_read.py --out bench-output
+	$(PY) benchmarks/bench_prepare.py --out bench-output --naive-sizes 4 8 16
+	$(PY) benchmarks/bench_loader.py --out bench-output
 
 clean:
 	rm -rf demo-output bench-output docs/_build
