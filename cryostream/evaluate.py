@@ -11,8 +11,11 @@ from cryostream.metrics import best_gaussian, psnr
 __all__ = ["compare_on_store", "evaluate"]
 
 
-def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8) -> dict[str, float]:
+def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
+                     topaz: bool = False) -> dict[str, float]:
     """PSNR (dB, peak 1.0) on up to ``patches`` test patches: noisy input, best Gaussian, model.
+
+    With ``topaz=True`` and Topaz-Denoise installed, its pretrained U-Net too (``topaz_psnr``).
 
     Inputs of on-device-noise stores are synthesised with the store's noise model (seeded).
     """
@@ -44,9 +47,16 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8) -> d
     loader.close()
     noisy, clean, denoised = (np.concatenate(a)[:patches] for a in (noisy, clean, denoised))
     gauss_db, sigma = best_gaussian(noisy, clean)
-    return {"patches": int(len(clean)), "noisy_psnr": float(psnr(noisy, clean)),
-            "gaussian_psnr": float(gauss_db), "gaussian_sigma": sigma,
-            "model_psnr": float(psnr(denoised, clean))}
+    scores = {"patches": int(len(clean)), "noisy_psnr": float(psnr(noisy, clean)),
+              "gaussian_psnr": float(gauss_db), "gaussian_sigma": sigma,
+              "model_psnr": float(psnr(denoised, clean))}
+    if topaz:
+        from cryostream.baselines import topaz_available, topaz_denoise
+
+        if topaz_available():
+            peer = np.stack([topaz_denoise(patch) for patch in noisy])
+            scores["topaz_psnr"] = float(psnr(peer, clean))
+    return scores
 
 
 def _simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
@@ -72,6 +82,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     :func:`cryostream.simulate`): whole simulated micrographs against their ground truth, with
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the model and the
     model with the Noisier2Noise correction; PSNR, SSIM, FRC curves, power spectra and crops.
+    Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed.
     """
     import shutil
 
@@ -91,14 +102,20 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"run": str(run), "store": str(store)}
     lines = [f"# Evaluation of `{run}`", ""]
-    a = compare_on_store(run, store, patches=patches)
+    from cryostream.baselines import topaz_available, topaz_denoise
+
+    with_topaz = topaz_available()
+    a = compare_on_store(run, store, patches=patches, topaz=with_topaz)
     report["test_split"] = a
     lines += ["## Test split, seed's protocol", "",
               f"{a['patches']} held-out patches; PSNR with the normalising percentile as 1.0.", "",
               "| method | PSNR (dB) |", "|---|---|",
               f"| noisy input | {a['noisy_psnr']:.2f} |",
               f"| best Gaussian low-pass (σ {a['gaussian_sigma']} px) | {a['gaussian_psnr']:.2f} |",
-              f"| cryostream model | {a['model_psnr']:.2f} |", ""]
+              f"| cryostream model | {a['model_psnr']:.2f} |"]
+    if "topaz_psnr" in a:
+        lines.append(f"| Topaz-Denoise pretrained U-Net | {a['topaz_psnr']:.2f} |")
+    lines.append("")
     if (Path(run) / "loss.png").exists():
         shutil.copy(Path(run) / "loss.png", out / "training.png")
         lines += ["![training curve](training.png)", ""]
@@ -117,6 +134,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             gauss = scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n
             methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss, "model": den,
                        "model + N2N correction": corrected}
+            if with_topaz:
+                methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
             row = {"micrograph": noisy_path.name}
             for name, image in methods.items():
                 row[name] = {"psnr": psnr(image, clean_n), "ssim": ssim(image, clean_n)}
@@ -125,7 +144,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             rows.append(row)
             if len(rows) == 1:
                 c = min(512, noisy.shape[0], noisy.shape[1])
-                fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
+                fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4 * len(methods) + 4, 4.4))
                 for ax, (name, image) in zip(axes, [*methods.items(), ("truth", clean_n)],
                                              strict=True):
                     crop = image[:c, :c]

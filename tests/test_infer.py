@@ -122,3 +122,20 @@ def test_denoise_on_a_local_cluster(trained, tmp_path):
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
     with pytest.raises(cryostream.ConfigError, match="needs an output folder"):
         denoise(run, sim.micrographs[:1], tile=64, cluster_workers=1)
+
+
+def test_topaz_baseline_in_the_report(trained, tmp_path):
+    pytest.importorskip("topaz.denoise")
+    pytest.importorskip("torch")
+    from cryostream.baselines import topaz_denoise
+    from cryostream.evaluate import evaluate
+
+    run, sim = trained
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    out = topaz_denoise(image)
+    assert out.shape == image.shape and abs(out.mean() / image.mean() - 1) < 0.2
+    report = evaluate(run, run.parent / "data.h5", tmp_path / "rep", truth=sim.root,
+                      micrographs=1, tile=64, patches=4)
+    assert "topaz_psnr" in report["test_split"]
+    assert "Topaz-Denoise" in report["simulated"][0]
+    assert "Topaz-Denoise pretrained U-Net" in (tmp_path / "rep" / "report.md").read_text()
