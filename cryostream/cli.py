@@ -48,6 +48,12 @@ def add_prepare_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dose", type=float, default=d.noise.dose,
                    help="Poisson counts per unit intensity (%(default)s)")
     g.add_argument("--noise-mode", choices=NOISE_MODES, default=d.noise.mode, help="(%(default)s)")
+    g.add_argument("--alpha", type=float, default=d.noise.alpha,
+                   help="matched: added noise σ over the micrograph's own (%(default)s)")
+    g.add_argument("--shot", type=float, default=d.noise.shot,
+                   help="matched: shot-noise share in [0, 1] (default: each micrograph's estimate)")
+    g.add_argument("--noise-radius", type=int, default=d.noise.radius,
+                   help="matched: radius of the spectrum-shaping kernel, px (%(default)s)")
     g.add_argument("--dtype", choices=STORE_DTYPES, default=d.dtype, help="(%(default)s)")
     g.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
                    help="(%(default)s)")
@@ -63,7 +69,8 @@ def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
         stride=args.stride,
         edge=args.edge,
         percentile=args.percentile,
-        noise=NoiseConfig(model=args.noise, sigma=args.sigma, dose=args.dose, mode=args.noise_mode),
+        noise=NoiseConfig(model=args.noise, sigma=args.sigma, dose=args.dose, mode=args.noise_mode,
+                          alpha=args.alpha, shot=args.shot, radius=args.noise_radius),
         dtype=args.dtype,
         compression=args.compression,
         test_fraction=args.test_fraction,
@@ -72,13 +79,14 @@ def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from cryostream.config import SimulateConfig
     from cryostream.simulate import simulate
 
     result = simulate(
         args.out,
         args.count,
-        shape=tuple(args.shape),
-        seed=args.seed,
+        config=SimulateConfig(shape=tuple(args.shape), seed=args.seed,
+                              detector_nps_nyquist=args.detector_nps),
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -122,14 +130,18 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         report=args.report,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        targets=args.targets,
     )
     print(result.summary())
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from cryostream.inspect import show
+    from cryostream.inspect import show, show_noise
 
+    if args.noise:
+        print(f"wrote {show_noise(args.store, args.output)}")
+        return 0
     print(f"wrote {show(args.store, args.output, count=args.count, split=args.split)}")
     return 0
 
@@ -205,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), default=(7676, 7420),
                    help="rows and columns (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+    p.add_argument("--detector-nps", type=float, default=1.0, metavar="R",
+                   help="detector noise power at Nyquist relative to zero frequency; 1 = white "
+                   "shot noise, real micrographs ≈0.03–0.1 (%(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_simulate)
@@ -224,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build an HDF5 training store from micrographs with Dask.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="the store (DATA.h5)")
+    p.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help="one target per micrograph (e.g. a simulation's truth/ folder): pair "
+                   "them as (input, target) with --noise none")
     add_prepare_options(p)
     g = p.add_argument_group("where it runs")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
@@ -295,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="PNG file")
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--noise", action="store_true",
+                   help="draw the measured noise spectra and shot-noise share instead")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("export-bin", help="write the seed's train_input.bin … layout + JSON")

@@ -32,7 +32,7 @@ __all__ = [
     "to_json",
 ]
 
-NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
+NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian", "matched", "none")
 NOISE_MODES = ("stored", "on-device")
 STORE_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "lz4", "zstd")
@@ -59,9 +59,12 @@ class NoiseConfig:
 
     Parameters
     ----------
-    model : {"gaussian", "poisson", "poisson-gaussian"}
+    model : {"gaussian", "poisson", "poisson-gaussian", "matched"}
         ``gaussian``: ``x + N(0, sigma²)``; ``poisson``: ``Poisson(dose · max(x, 0)) / dose``;
-        ``poisson-gaussian``: both, Poisson first.
+        ``poisson-gaussian``: both, Poisson first; ``matched``: noise with each micrograph's
+        own measured spectrum and shot-noise share, ``alpha`` times as strong
+        (:mod:`cryostream.matched`); ``none``: no added noise, for stores whose targets are
+        separate files (``prepare(..., targets=...)``, e.g. simulated ground truth).
     sigma : float
         Standard deviation of the Gaussian part, in normalised intensity units.
     dose : float
@@ -69,22 +72,40 @@ class NoiseConfig:
     mode : {"stored", "on-device"}
         ``stored`` writes noisy inputs next to the targets; ``on-device`` stores targets only
         and the training loader synthesises fresh noise on the device every epoch.
+    alpha : float
+        ``matched``: standard deviation of the added noise relative to the micrograph's own
+        (the Noisier2Noise ``α``).
+    shot : float, optional
+        ``matched``: share of the noise that follows the local intensity like shot noise;
+        ``None`` uses each micrograph's estimate.
+    radius : int
+        ``matched``: radius in pixels of the kernel that shapes the noise spectrum.
     """
 
     model: str = "poisson-gaussian"
     sigma: float = 0.05
     dose: float = 10.0
     mode: str = "stored"
+    alpha: float = 1.0
+    shot: float | None = None
+    radius: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("sigma", "dose"):  # 10 and 10.0 are one config (same JSON, same hash)
+        for name in ("sigma", "dose", "alpha", "shot"):  # 10 and 10.0 are one config (same JSON)
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, name, float(value))
         _choice("noise", self.model, NOISE_MODELS)
         _choice("noise_mode", self.mode, NOISE_MODES)
+        if self.model == "none" and self.mode != "stored":
+            raise ConfigError("noise=none stores its inputs: use noise_mode='stored'")
         _positive("sigma", self.sigma, allow_zero=True)
         _positive("dose", self.dose)
+        _positive("alpha", self.alpha)
+        if self.shot is not None and not (isinstance(self.shot, float) and 0 <= self.shot <= 1):
+            raise ConfigError(f"shot={self.shot!r}: must be in [0, 1], or None to use the estimate")
+        if not isinstance(self.radius, int) or isinstance(self.radius, bool) or not 1 <= self.radius <= 64:
+            raise ConfigError(f"radius={self.radius!r}: must be an integer in [1, 64]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +190,12 @@ class SimulateConfig:
         Envelope B-factor damping high frequencies (``exp(-B k² / 4)``).
     ice_contrast : float
         Relative amplitude of the slowly varying ice-thickness background.
+    detector_nps_nyquist : float
+        Detector response: the shot noise's power at Nyquist relative to zero frequency
+        (``1`` = white shot noise; real micrographs read ≈0.03–0.1). The noise power spectrum
+        is ``r + (1 - r) · cos²(π f)`` of the Poisson noise (``f`` the radial frequency in cycles
+        per pixel, held at ``r`` beyond Nyquist); the signal is not filtered
+        (:func:`cryostream.simulate.micrograph.detector_nps`).
     seed : int
         Seed; micrograph ``i`` of a run is fully determined by ``(seed, i)``.
     """
@@ -184,6 +211,7 @@ class SimulateConfig:
     amplitude_contrast: float = 0.1
     b_factor_angstrom2: float = 60.0
     ice_contrast: float = 0.02
+    detector_nps_nyquist: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -204,6 +232,10 @@ class SimulateConfig:
             raise ConfigError(f"amplitude_contrast={self.amplitude_contrast}: must be in [0, 1)")
         _positive("b_factor_angstrom2", self.b_factor_angstrom2, allow_zero=True)
         _positive("ice_contrast", self.ice_contrast, allow_zero=True)
+        if isinstance(self.detector_nps_nyquist, int) and not isinstance(self.detector_nps_nyquist, bool):
+            object.__setattr__(self, "detector_nps_nyquist", float(self.detector_nps_nyquist))
+        if not (isinstance(self.detector_nps_nyquist, float) and 0 < self.detector_nps_nyquist <= 1):
+            raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r}: must be an integer ≥ 0")
 

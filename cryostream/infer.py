@@ -137,8 +137,17 @@ def denoise_array(stack, run, percentiles, *, tile: int = 1024, halo: int | None
 
 
 def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
-    """Variance of the training noise over the micrograph's own noise (from pixel differences)."""
+    """Variance of the training noise over the micrograph's own noise.
+
+    Matched noise is ``α`` times the micrograph's own by construction; for the white models
+    the micrograph's noise variance is read from pixel differences.
+    """
     noise = record["prepare"]["noise"]
+    if noise["model"] == "none":
+        raise ConfigError("this run was trained on separate targets (no added noise): it "
+                          "estimates the target directly; drop --n2n-correction")
+    if noise["model"] == "matched":  # measured per micrograph and scaled by construction
+        return float(noise.get("alpha", 1.0)) ** 2
     own = float(np.var(np.diff(image_normalised, axis=1)) / 2)
     added = 0.0
     if noise["model"] in ("poisson", "poisson-gaussian"):

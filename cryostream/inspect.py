@@ -1,4 +1,5 @@
-"""Looking at a store and handing it over: ``show`` (a figure) and ``export_bin`` (raw files)."""
+"""Looking at a store and handing it over: ``show`` (a figure), ``show_noise`` (the measured
+noise of every micrograph) and ``export_bin`` (raw files)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from cryostream.errors import StoreError
 from cryostream.store import open_dataset
 
-__all__ = ["show", "export_bin"]
+__all__ = ["show", "show_noise", "export_bin"]
 
 
 def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, split: str = "train",
@@ -46,6 +47,60 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
         fig.tight_layout()
         fig.savefig(out, dpi=72)
         plt.close(fig)
+    return Path(out)
+
+
+def show_noise(store: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Draw the noise a store measured on its micrographs into a PNG (one figure per data set).
+
+    Panels: the radial noise spectrum of every micrograph (thin) with the micrographs' own
+    power (signal and noise) for the first; the first micrograph's 2-D noise spectrum; the
+    shot-noise share and the equivalent dose per micrograph. Units are the store's normalised
+    intensities (percentile = 1).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open_dataset(store) as f:
+        table = f["micrographs"]
+        if "noise_radial" not in table:
+            raise StoreError(f"{store}: holds no noise estimates (micrographs under 32 px, or "
+                             "made by an older cryostream); prepare it again")
+        radial, total = table["noise_radial"][:], table["noise_total_radial"][:]
+        psd = table["noise_psd"][0]
+        shot, dose = table["noise_shot_fraction"][:], table["noise_equivalent_dose"][:]
+        fitted = table["noise_shot_fitted"][:].astype(bool)
+        names = [n.decode() for n in table["name"][:]]
+        pixel = float(f.attrs.get("pixel_size_angstrom", 0) or 1.0)
+    freq = np.arange(radial.shape[1]) / (2 * radial.shape[1]) / pixel
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax[0].semilogy(freq, total[0], color="C1", label=f"{names[0]}: micrograph (signal + noise)")
+    for r in radial:
+        ax[0].semilogy(freq, r, "--", color="C0", lw=0.8, alpha=0.7)
+    ax[0].semilogy([], [], "--", color="C0", label=f"noise, {len(radial)} micrograph(s)")
+    ax[0].set_xlabel("spatial frequency (1/Å)")
+    ax[0].set_ylabel("power (variance per frequency bin)")
+    ax[0].legend(fontsize=8)
+    at = min(int(np.searchsorted(freq, 0.2)), len(freq) - 1)  # 0.2 Å⁻¹, where signal fades
+    fall = np.median(radial[:, at] / np.maximum(radial[:, -1], 1e-30))
+    ax[0].set_title(f"noise power at {freq[at]:.2f} / Å over Nyquist: {fall:.0f}× (median)")
+    im = ax[1].imshow(np.log10(psd), cmap="viridis")
+    fig.colorbar(im, ax=ax[1], label="log10 power")
+    ax[1].set_title(f"2-D noise spectrum, {names[0]}")
+    ax[1].axis("off")
+    idx = np.arange(len(shot))
+    ax[2].bar(idx, shot, color=np.where(fitted, "C0", "C7"))
+    ax[2].set_ylim(0, 1.05)
+    ax[2].set_xlabel("micrograph")
+    ax[2].set_ylabel("shot-noise share (grey: not fitted, default 1)")
+    twin = ax[2].twinx()
+    twin.plot(idx, dose, "o", color="C3", ms=3)
+    twin.set_ylabel("equivalent dose (counts / px)", color="C3")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
     return Path(out)
 
 

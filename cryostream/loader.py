@@ -99,7 +99,8 @@ class PatchLoader:
     ------
     dict
         ``{"input": (B, P, P), "target": (B, P, P)}`` NumPy arrays of the store's dtype
-        (``input`` absent for on-device-noise stores), plus ``"index"`` (B,) patch numbers.
+        (``input`` absent for on-device-noise stores), plus ``"index"`` (B,) patch numbers
+        and, for matched on-device noise, ``"micrograph"`` (B,) rows of ``noise_table``.
     """
 
     def __init__(self, store, split: str = "train", batch_size: int = 8, *, seed: int = 0,
@@ -124,6 +125,13 @@ class PatchLoader:
             if self.n == 0:
                 raise StoreError(f"{self.path}: the {split} split is empty")
             self._index = {k: _build_index(self.path, group, k) for k in self.kinds}
+            # matched on-device noise needs each patch's micrograph and its noise statistics
+            self.noise_table = None
+            if self.noise.model == "matched" and "input" not in self.kinds:
+                self._micrograph = group["index"][:, 0].astype(np.int32)
+                table = f["micrographs"]
+                self.noise_table = {k: table[f"noise_{k}"][:].astype(np.float32)
+                                    for k in ("kernel", "shot_fraction", "mean")}
         if self.n < batch_size and drop_remainder:
             raise ConfigError(f"batch_size={batch_size}: larger than the {self.n} {split} patches")
         self._chunk_bytes = self.patch_size**2 * self.dtype.itemsize
@@ -185,6 +193,8 @@ class PatchLoader:
             if pool is not self._pool:
                 pool.shutdown()
         out["index"] = np.asarray(indices, dtype=np.int64)
+        if self.noise_table is not None:
+            out["micrograph"] = self._micrograph[out["index"]]
         return out
 
     # -- iteration --------------------------------------------------------------------------

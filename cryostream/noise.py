@@ -1,8 +1,10 @@
 """Noise models: one definition, used by preprocessing (NumPy) and, later, on the device.
 
 ``gaussian``: ``x + N(0, σ²)``; ``poisson``: ``Poisson(dose · max(x, 0)) / dose``;
-``poisson-gaussian``: the Poisson draw, then the Gaussian. Noise of a patch is seeded from
-what the patch *is*, never from scheduling: ``default_rng([seed, micrograph_uid, y, x])``.
+``poisson-gaussian``: the Poisson draw, then the Gaussian; ``matched``: the micrograph's own
+noise statistics (:mod:`cryostream.matched`; per band in ``preprocess``, per patch here).
+Noise of a patch is seeded from what the patch *is*, never from scheduling:
+``default_rng([seed, micrograph_uid, y, x])``.
 """
 
 from __future__ import annotations
@@ -33,16 +35,24 @@ def add_noise(target: np.ndarray, noise: NoiseConfig, rng: np.random.Generator) 
     return out
 
 
-def add_noise_jax(target, noise: NoiseConfig, key):
+def add_noise_jax(target, noise: NoiseConfig, key, matched: dict | None = None):
     """The same noise models as :func:`add_noise`, on the device with a JAX key.
 
-    ``target`` is a float array (any shape); the result is float32. Used by the training
-    loader for stores prepared with ``noise_mode="on-device"``: fresh noise every step.
+    ``target`` is a float array (any shape; (B, P, P) for matched noise); the result is
+    float32. Used by the training loader for stores prepared with ``noise_mode="on-device"``:
+    fresh noise every step. Matched noise needs ``matched``: per-patch ``kernel`` (B, K, K),
+    ``shot_fraction`` and ``mean`` (B,) of each patch's micrograph
+    (:func:`cryostream.matched.matched_noise_jax`).
     """
     import jax
     import jax.numpy as jnp
 
     target = jnp.asarray(target, dtype=jnp.float32)
+    if noise.model == "matched":
+        from cryostream.matched import matched_noise_jax
+
+        return target + matched_noise_jax(target, matched["kernel"], matched["shot_fraction"],
+                                          matched["mean"], noise.alpha, key)
     k_poisson, k_gauss = jax.random.split(key)
     if noise.model in ("poisson", "poisson-gaussian"):
         lam = jnp.maximum(target, 0) * noise.dose

@@ -9,6 +9,7 @@ the master file appears only when everything is written.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -31,13 +32,14 @@ from cryostream.io.stack import (
     read_headers,
     stack_from_headers,
 )
+from cryostream.matched import NoiseEstimate, noise_kernel
 from cryostream.preprocess import (
     band_layout,
     band_patch_views,
     check_statistics,
-    micrograph_statistics,
     normalised_and_noisy,
     overlap_bands,
+    statistics_and_noise,
 )
 from cryostream.split import split_micrographs
 from cryostream.store import remove_store, shard_folder, shard_name, write_master, write_shard
@@ -117,6 +119,7 @@ def prepare(
     report: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    targets: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     log=print,
 ) -> PrepareResult:
     """Normalise, patch and noise micrographs into an HDF5 store (see docs/guide/preparing.md).
@@ -145,6 +148,11 @@ def prepare(
         Replace an existing store.
     progress : bool
         Show progress bars.
+    targets : paths, globs or folders, optional
+        One target image per micrograph, in the same order and of the same shape (e.g. the
+        ``truth/`` folder of :func:`cryostream.simulate`): the store then pairs each micrograph
+        (input) with its target, both divided by the micrograph's percentile, and adds no noise
+        (needs ``noise.model == "none"``).
     log : callable
         Receives the dashboard link and other notes.
 
@@ -156,14 +164,15 @@ def prepare(
     config = config or PrepareConfig()
     output = Path(output).absolute()
     headers, skipped = read_headers(expand_inputs(inputs), permissive=permissive)
+    target_headers = _target_headers(targets, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:
         raise ConfigError(
             f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
             f"{headers[0].path}); use a smaller --patch"
         )
-    fingerprint = json.dumps({"config": to_dict(config),
-                              "sources": [h.path for h in headers]}, sort_keys=True)
+    fingerprint = json.dumps({"config": to_dict(config), "sources": [h.path for h in headers],
+                              "targets": [h.path for h in target_headers or ()]}, sort_keys=True)
     _check_output(output, overwrite, fingerprint)
     folder = shard_folder(output)
 
@@ -172,19 +181,22 @@ def prepare(
         dashboard_address=dashboard_address, report=report, log=log,
     ) as client:
         compute = _computer(client, progress)
-        # Pass 1: exact percentiles, cached next to the shards for resumed runs.
+        # Pass 1: exact percentiles and noise estimates (one read per micrograph), cached next
+        # to the shards for resumed runs.
         stats_file = folder / "statistics.json"
         cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        todo = [h for h in headers if h.path not in cached]
-        results = compute([dask.delayed(micrograph_statistics)(h, config.percentile)
+        todo = [h for h in headers if h.path not in cached or not _noise_file(folder, h.path).exists()]
+        results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
                            for h in todo]) if todo else []
-        for h, stats in zip(todo, results, strict=True):
+        for h, (stats, estimate) in zip(todo, results, strict=True):
             cached[h.path] = list(stats)
+            if estimate is not None:
+                _save_estimate(_noise_file(folder, h.path), estimate)
         kept = []
-        for h in headers:
+        for i, h in enumerate(headers):
             try:
                 check_statistics(h, tuple(cached[h.path]), config.percentile)
-                kept.append(h)
+                kept.append(i)
             except InvalidMicrographError as exc:
                 if not permissive:
                     raise
@@ -193,7 +205,9 @@ def prepare(
         stats_file.write_text(json.dumps(cached))
         if not kept:
             raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
-        headers = kept
+        headers = [headers[i] for i in kept]
+        if target_headers is not None:
+            target_headers = [target_headers[i] for i in kept]
         names = micrograph_names(headers)
         uids = tuple(micrograph_uid(n) for n in names)
         if len(set(uids)) != len(uids):
@@ -201,12 +215,16 @@ def prepare(
                                          "give every micrograph a distinct file name")
         percentiles = np.array([cached[h.path][0] for h in headers])
         splits = split_micrographs(names, config.test_fraction, config.seed)
+        noise_table = _noise_table(folder, headers, percentiles, config)
+        matched = {k: noise_table[k] for k in ("kernel", "shot_fraction", "mean")} \
+            if config.noise.model == "matched" else None
 
         # Pass 2: normalise and noise each band once (map_blocks), then map_overlap over the
         # bands; each task cuts its patches and writes its own shard.
         layout = band_layout((ny, nx), config.patch_size, config.stride, config.edge)
         stack = stack_from_headers(headers, layout.heights)
-        prepared, _ = normalised_and_noisy(stack, config, percentiles, uids)
+        target_stack = stack_from_headers(target_headers, layout.heights) if target_headers else None
+        prepared, _ = normalised_and_noisy(stack, config, percentiles, uids, matched, target_stack)
         shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
         written = overlap_bands(
             prepared, layout, _write_band_block,
@@ -236,6 +254,7 @@ def prepare(
             "source": np.array([h.path for h in headers], dtype=object),
             "split": np.array(splits, dtype=object),
             "percentile": percentiles,
+            **{f"noise_{k}": v for k, v in noise_table.items()},
         },
         patch_size=config.patch_size,
         dtype=config.dtype,
@@ -245,6 +264,7 @@ def prepare(
             "config": to_json(config),
             "noise": json.dumps(to_dict(config.noise)),
             "sources": json.dumps([h.path for h in headers]),
+            "targets": json.dumps([h.path for h in target_headers or ()]),
             "skipped": json.dumps(skipped),
             "pixel_size_angstrom": headers[0].pixel_size_angstrom,
         },
@@ -260,6 +280,76 @@ def prepare(
         peak_memory_bytes=peak.peak,
         skipped=tuple(skipped),
     )
+
+
+def _noise_file(folder: Path, source: str) -> Path:
+    """Where pass 1 caches one micrograph's noise estimate (raw units)."""
+    return folder / f"noise-{hashlib.sha1(source.encode()).hexdigest()[:16]}.npz"
+
+
+def _target_headers(targets, headers, skipped, config: PrepareConfig):
+    """Headers of the separate targets, one per micrograph, checked; ``None`` without targets."""
+    if targets is None:
+        if config.noise.model == "none":
+            raise ConfigError("noise=none adds no noise: give the targets (--targets) or choose "
+                              "a noise model")
+        return None
+    if config.noise.model != "none":
+        raise ConfigError(f"targets were given with noise={config.noise.model!r}: paired stores "
+                          "add no noise; use --noise none")
+    if skipped:
+        raise ConfigError("with separate targets every micrograph must be readable; fix or "
+                          f"remove {skipped[0]['path']}")
+    found, _ = read_headers(expand_inputs(targets), permissive=False)
+    if len(found) != len(headers):
+        raise ConfigError(f"targets: {len(found)} images for {len(headers)} micrographs; give one "
+                          "target per micrograph, in the same order")
+    for h, t in zip(headers, found, strict=True):
+        if t.shape != h.shape:
+            raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "
+                              f"micrograph {h.path} is {h.shape[0]} × {h.shape[1]}")
+    return found
+
+
+def _save_estimate(path: Path, estimate: NoiseEstimate) -> None:
+    """Write a noise estimate atomically; a full disk is a StoreError, with nothing left behind."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as f:
+            np.savez(f, **estimate.to_arrays())
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); free disk space "
+                         "and run the same command again") from None
+
+
+def _noise_table(folder: Path, headers, percentiles: np.ndarray, config: PrepareConfig) -> dict:
+    """Per-micrograph noise estimates in normalised units, stacked for the master file.
+
+    Keys: ``psd`` (n, TILE, TILE), ``radial``, ``total_radial`` (n, TILE / 2), ``variance``,
+    ``mean``, ``shot_fraction`` (the one used: the config's or the estimate), ``shot_fitted``,
+    ``equivalent_dose``, ``anisotropy`` and, for matched noise, ``kernel`` (n, 2R + 1, 2R + 1).
+    """
+    estimates = []
+    for h, p in zip(headers, percentiles, strict=True):
+        if not _noise_file(folder, h.path).exists():  # smaller than one estimation tile
+            if config.noise.model == "matched":
+                raise ConfigError(f"noise=matched: {h.path} is under 32 pixels on a side, too "
+                                  "small to measure its noise; use another --noise")
+            return {}
+        with np.load(_noise_file(folder, h.path)) as f:
+            estimates.append(NoiseEstimate.from_arrays(f).scaled(1.0 / p))
+    table = {k: np.stack([e.to_arrays()[k] for e in estimates]) for k in estimates[0].to_arrays()}
+    if config.noise.shot is not None:
+        table["shot_fraction"] = np.full(len(estimates), config.noise.shot)
+    if config.noise.model == "matched":
+        tile = table["psd"].shape[-1]
+        if 2 * config.noise.radius + 1 > tile:
+            raise ConfigError(f"radius={config.noise.radius}: the noise spectra are measured on "
+                              f"{tile}-pixel tiles; use --noise-radius ≤ {(tile - 1) // 2}")
+        table["kernel"] = np.stack([noise_kernel(e.psd, config.noise.radius) for e in estimates])
+    return table
 
 
 def _computer(client, progress: bool):

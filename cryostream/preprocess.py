@@ -18,8 +18,9 @@ import dask.array as da
 import numpy as np
 
 from cryostream.config import PrepareConfig
-from cryostream.errors import InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.mrc import MicrographHeader, read_rows
+from cryostream.matched import TILE, estimate_noise, matched_noise
 from cryostream.noise import add_noise, patch_rng
 from cryostream.patches import patch_origins
 
@@ -27,6 +28,7 @@ __all__ = [
     "BandLayout",
     "band_layout",
     "micrograph_statistics",
+    "statistics_and_noise",
     "check_statistics",
     "band_patches",
     "extract_patches",
@@ -73,18 +75,30 @@ def band_layout(shape: tuple[int, int], patch_size: int, stride: int, edge: str)
     return BandLayout(tuple(heights), before, after, tuple(tuple(r) for r in rows), cols)
 
 
+def _statistics(image: np.ndarray, percentile: float) -> tuple[float, bool, float, float]:
+    if not bool(np.isfinite(image).all()):
+        return float("nan"), False, float("nan"), float("nan")
+    return float(np.percentile(image, percentile)), True, float(image.min()), float(image.max())
+
+
 def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[float, bool, float, float]:
     """Exact percentile, whether every pixel is finite, min and max of one whole micrograph."""
+    return _statistics(read_rows(header, 0, header.shape[0]), percentile)
+
+
+def statistics_and_noise(header: MicrographHeader, percentile: float):
+    """:func:`micrograph_statistics` and the noise estimate (raw units; ``None`` if not finite,
+    constant or under 32 px) from one read of the micrograph.
+
+    The estimate uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller
+    micrograph.
+    """
     image = read_rows(header, 0, header.shape[0])
-    finite = bool(np.isfinite(image).all())
-    if not finite:
-        return float("nan"), False, float("nan"), float("nan")
-    return (
-        float(np.percentile(image, percentile)),
-        True,
-        float(image.min()),
-        float(image.max()),
-    )
+    stats = _statistics(image, percentile)
+    tile = min(TILE, 1 << (min(image.shape).bit_length() - 1))
+    if not stats[1] or stats[2] == stats[3] or tile < 32:
+        return stats, None
+    return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0, tile=tile)
 
 
 def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, float],
@@ -124,12 +138,53 @@ def noise_rows(target: np.ndarray, row_start: int, uid: int, config: PrepareConf
     return out
 
 
-def _normalise_and_noise(block, block_info=None, *, layout, config, percentiles, uids):
+def matched_noise_rows(padded: np.ndarray, row_start: int, uid: int, config: PrepareConfig,
+                       kernel: np.ndarray, shot_fraction: float, mean: float) -> np.ndarray:
+    """Matched noise of rows ``[row_start, row_start + n)`` of a normalised micrograph.
+
+    ``padded`` holds those rows with ``R`` = ``config.noise.radius`` rows and columns more on
+    every side (reflected at the image edges). The white driving noise of image row ``q``
+    (``-R ≤ q < ny + R``, ``nx + 2R`` values) is seeded by ``(seed, uid, q + R, 1)`` and each
+    cell of ``stride`` rows is filtered on its own, so any banding gives the same bytes.
+    """
+    r, s = config.noise.radius, config.stride
+    rows, width = padded.shape[0] - 2 * r, padded.shape[1]
+    if row_start % s:
+        raise ValueError(f"row_start={row_start} is not a multiple of the stride {s}")
+    out = np.empty((rows, width - 2 * r), dtype=np.float32)
+    for top in range(0, rows, s):
+        n = min(s, rows - top)
+        first = row_start + top - r  # image row of the cell's first driving row
+        driver = np.stack([
+            np.random.default_rng([config.seed, uid, q + r, 1]).standard_normal(width, dtype=np.float32)
+            for q in range(first, first + n + 2 * r)])
+        out[top : top + n] = matched_noise(
+            padded[top : top + n + 2 * r], driver, kernel, alpha=config.noise.alpha,
+            shot_fraction=shot_fraction, mean=mean)
+    return out
+
+
+def _normalise_and_noise(block, target_block=None, block_info=None, *, layout, config, percentiles,
+                         uids, matched=None):
     m, band, _ = block_info[0]["chunk-location"]
     stored = config.noise.mode == "stored"
-    out = np.empty((1, 2 if stored else 1, *block.shape[1:]), dtype=np.float32)
-    np.multiply(block[0], np.float32(1.0 / percentiles[m]), out=out[0, -1])
-    if stored:
+    height = layout.heights[band]
+    extra = block.shape[1] - height  # halo rows, matched noise only: R above (not band 0), R below
+    above = min(extra, config.noise.radius) if band > 0 else 0
+    out = np.empty((1, 2 if stored else 1, height, block.shape[2]), dtype=np.float32)
+    scale = np.float32(1.0 / percentiles[m])
+    np.multiply(block[0, above : above + height], scale, out=out[0, -1])
+    if stored and matched is not None:
+        r = config.noise.radius
+        below = block.shape[1] - height - above
+        padded = np.pad(block[0] * scale, ((r - above, r - below), (r, r)), mode="reflect")
+        out[0, 0] = out[0, -1] + matched_noise_rows(
+            padded, layout.starts[band], uids[m], config, matched["kernel"][m],
+            float(matched["shot_fraction"][m]), float(matched["mean"][m]))
+    elif target_block is not None:  # paired: the micrograph is the input, the target its own file
+        out[0, 0] = out[0, -1]
+        np.multiply(target_block[0], scale, out=out[0, -1])
+    elif stored:
         out[0, 0] = noise_rows(out[0, -1], layout.starts[band], uids[m], config)
     return out
 
@@ -160,18 +215,22 @@ def _band_patches_block(block, block_info=None, *, layout, patch_size):
 
 
 def normalised_and_noisy(
-    stack: da.Array, config: PrepareConfig, percentiles: np.ndarray, uids: tuple[int, ...]
+    stack: da.Array, config: PrepareConfig, percentiles: np.ndarray, uids: tuple[int, ...],
+    matched: dict | None = None, targets: da.Array | None = None,
 ) -> tuple[da.Array, BandLayout]:
     """Lazy (micrograph, kind, y, x) float32: kind = (input, target), or (target,) on-device.
 
     Targets are each micrograph divided by its percentile; inputs add noise once per pixel
-    (:func:`noise_rows`). Chunked in the bands of :func:`band_layout`.
+    (:func:`noise_rows`, or :func:`matched_noise_rows` for matched noise, which needs
+    ``matched``: per-micrograph ``kernel``, ``shot_fraction`` and ``mean`` in normalised
+    units). With ``targets`` (a stack like ``stack``, noise model ``none``) the inputs are the
+    micrographs themselves and the targets those images, both divided by the micrograph's
+    percentile. Chunked in the bands of :func:`band_layout`.
     """
     layout = band_layout(stack.shape[1:], config.patch_size, config.stride, config.edge)
     banded = stack.rechunk({0: 1, 1: layout.heights, 2: -1})
     kinds = 2 if config.noise.mode == "stored" else 1
-    out = banded.map_blocks(
-        _normalise_and_noise,
+    kwargs = dict(
         new_axis=[1],
         chunks=(banded.chunks[0], (kinds,), banded.chunks[1], banded.chunks[2]),
         dtype=np.float32,
@@ -181,6 +240,26 @@ def normalised_and_noisy(
         percentiles=np.asarray(percentiles, dtype=np.float64),
         uids=tuple(int(u) for u in uids),
     )
+    if config.noise.model == "matched" and config.noise.mode == "stored":
+        if matched is None:
+            raise ValueError("matched noise needs the per-micrograph noise estimates")
+        r = config.noise.radius
+        if len(layout.heights) > 1 and min(layout.heights) < r:
+            raise ConfigError(f"radius={r}: larger than the bands ({min(layout.heights)} rows); "
+                              "use a smaller --noise-radius or a larger --stride")
+        out = banded.map_overlap(_normalise_and_noise, depth={0: 0, 1: r, 2: 0}, boundary="none",
+                                 trim=False, matched=matched, **kwargs)
+    elif targets is not None:
+        if config.noise.model != "none" or targets.shape != stack.shape:
+            raise ConfigError("separate targets need noise='none' and one target per micrograph, "
+                              "of the same shape")
+        paired = targets.rechunk({0: 1, 1: layout.heights, 2: -1})
+        out = da.map_blocks(_normalise_and_noise, banded, paired, **kwargs)
+    else:
+        if config.noise.model == "none":
+            raise ConfigError("noise=none adds no noise: give the targets (--targets) or "
+                              "choose a noise model")
+        out = banded.map_blocks(_normalise_and_noise, **kwargs)
     return out, layout
 
 

@@ -69,8 +69,11 @@ def create_train_state(model, tx):
                       "step": jnp.zeros((), jnp.int32)}
 
 
-def _model_input(batch, noise: NoiseConfig | None, seed: int, counter):
-    """(input, target) as float32 (B, P, P, 1); inputs synthesised on the device if needed."""
+def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None):
+    """(input, target) as float32 (B, P, P, 1); inputs synthesised on the device if needed.
+
+    ``table``: the store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -80,12 +83,16 @@ def _model_input(batch, noise: NoiseConfig | None, seed: int, counter):
     if "input" in batch:
         inp = batch["input"].astype(jnp.float32)
     else:
-        inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter))
+        matched = None
+        if table is not None:
+            matched = {k: jnp.asarray(v)[batch["micrograph"]] for k, v in table.items()}
+        inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter),
+                            matched)
     return inp[..., None], target[..., None]
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
-                    seed: int = 0):
+                    seed: int = 0, noise_table: dict | None = None):
     """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated."""
     import jax
     import jax.numpy as jnp
@@ -99,7 +106,7 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
         return jnp.mean(err**2) if loss == "mse" else jnp.mean(jnp.abs(err))
 
     def step(state, batch):
-        inp, target = _model_input(batch, noise, seed, state["step"])
+        inp, target = _model_input(batch, noise, seed, state["step"], noise_table)
         value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -109,7 +116,8 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
     return jax.jit(step, donate_argnums=0)
 
 
-def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0):
+def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
+                   noise_table: dict | None = None):
     """The jit-compiled ``(params, batch, batch_number) -> metrics`` on held-out patches.
 
     Per patch: squared error of the model and of the noisy input, so PSNR can be averaged.
@@ -119,7 +127,7 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0)
     from flax import nnx
 
     def evaluate(params, batch, number):
-        inp, target = _model_input(batch, noise, seed + 1, number)
+        inp, target = _model_input(batch, noise, seed + 1, number, noise_table)
         pred = nnx.merge(graphdef, params)(inp)
         mse = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
         noisy = jnp.mean((inp - target) ** 2, axis=(1, 2, 3))
@@ -261,8 +269,9 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         rows = []
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed)
-    eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed)
+    step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
+                              noise_table=loader.noise_table)
+    eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     step = int(state["step"])
     bar = None
     if progress:

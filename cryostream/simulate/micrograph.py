@@ -11,7 +11,8 @@ Image formation (weak-phase approximation, one Fourier pass):
    defocus of the micrograph; underfocus positive, so particles are dark.
 4. A slowly varying ice-thickness background multiplies the intensity.
 5. Shot noise: the ground truth is the expected electron count per pixel; the micrograph is
-   a Poisson draw of it.
+   a Poisson draw of it, whose noise (draw minus expectation) is shaped by the detector's
+   noise power spectrum when ``detector_nps_nyquist < 1`` (:func:`detector_nps`).
 
 Everything random comes from ``numpy.random.default_rng([seed, index])``.
 """
@@ -27,7 +28,18 @@ import scipy.fft
 from cryostream.config import SimulateConfig
 from cryostream.simulate.t20s import load_t20s
 
-__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "electron_wavelength"]
+__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "electron_wavelength",
+           "detector_nps"]
+
+
+def detector_nps(freq, nyquist_ratio: float):
+    """Relative noise power of the simulated detector at radial frequency ``freq`` (cycles/px).
+
+    ``r + (1 - r) · cos²(π f)``, 1 at zero frequency, ``r`` at Nyquist and beyond. The
+    noise spectrum of a simulated micrograph is its mean count times this.
+    """
+    f = np.minimum(np.abs(freq), 0.5)
+    return nyquist_ratio + (1 - nyquist_ratio) * np.cos(np.pi * f) ** 2
 
 _FULL_AREA = 7676 * 7420
 _SIGMA_E_300KV = 6.526e-4  # interaction constant, rad / (V·Å), at 300 kV
@@ -231,6 +243,14 @@ def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrogra
     truth *= np.float32(dose_px)
     np.maximum(truth, 0, out=truth)
     noisy = rng.poisson(truth).astype(np.float32)
+    if config.detector_nps_nyquist < 1:
+        fy = np.fft.fftfreq(ny).astype(np.float32)[:, None]
+        fx = np.fft.rfftfreq(nx).astype(np.float32)[None, :]
+        response = np.sqrt(detector_nps(np.hypot(fy, fx), config.detector_nps_nyquist))
+        noise = scipy.fft.rfft2(noisy - truth, workers=-1)
+        noise *= response.astype(np.float32)
+        noisy = (truth + scipy.fft.irfft2(noise, s=(ny, nx), workers=-1)).astype(np.float32)
+        del noise, response
     return SimulatedMicrograph(
         noisy=noisy,
         truth=truth,

@@ -1,0 +1,230 @@
+"""Matched noise: estimation against known spectra, one definition in NumPy and JAX, the store."""
+
+from __future__ import annotations
+
+import h5py
+import jax
+import mrcfile
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream import NoiseConfig, PrepareConfig
+from cryostream.config import SimulateConfig
+from cryostream.errors import ConfigError
+from cryostream.infer import _alpha2
+from cryostream.matched import (
+    estimate_noise,
+    matched_noise,
+    matched_noise_jax,
+    modulation,
+    noise_kernel,
+    radial_profile,
+)
+from cryostream.prepare import prepare
+from cryostream.preprocess import matched_noise_rows
+from cryostream.simulate.micrograph import detector_nps
+from cryostream.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def coloured(tmp_path_factory):
+    """One 1024² simulated micrograph whose shot noise falls tenfold to Nyquist."""
+    root = tmp_path_factory.mktemp("coloured")
+    config = SimulateConfig(shape=(1024, 1024), seed=5, detector_nps_nyquist=0.1)
+    sim = cryostream.simulate(root, 1, config=config)
+    return mrcfile.read(sim.micrographs[0]), mrcfile.read(sim.truths[0])
+
+
+def _rings(tile: int) -> np.ndarray:
+    return np.arange(tile // 2) / tile
+
+
+def test_simulated_noise_has_the_detector_spectrum(coloured):
+    noisy, truth = coloured
+    e = estimate_noise(noisy - truth, 1.0)  # the noise alone: its whole spectrum
+    expected = truth.mean() * detector_nps(_rings(256), 0.1)
+    ratio = e.total_radial[8:] / expected[8:]  # few bins per ring below: sampling noise
+    assert np.all(np.abs(ratio - 1) < 0.1), ratio
+
+
+def test_estimate_finds_the_noise_under_the_signal(coloured):
+    noisy, truth = coloured
+    e = estimate_noise(noisy, 0.6575)
+    expected = truth.mean() * detector_nps(_rings(256), 0.1)
+    ratio = e.radial[8:] / expected[8:]
+    assert np.all(np.abs(ratio - 1) < 0.2), ratio  # Thon rings and particles sit on top of it
+    assert e.radial[-1] < e.radial[10] / 5  # the fall to Nyquist is seen
+    assert e.shot_fraction > 0.8  # Poisson noise, ice thickness varying over tiles
+    assert e.anisotropy < 0.1
+    assert abs(e.variance - e.psd.mean()) < 1e-6 * e.variance
+    assert e.equivalent_dose == pytest.approx(e.mean**2 / (e.shot_fraction * e.variance))
+
+
+def test_white_noise_reads_flat():
+    rng = np.random.default_rng(0)
+    e = estimate_noise(rng.normal(10, 2, (1024, 1024)).astype(np.float32), 1.0)
+    assert np.allclose(e.radial[2:], 4.0, rtol=0.1)
+    assert e.variance == pytest.approx(4.0, rel=0.05)
+    assert not e.shot_fitted and e.shot_fraction == 1.0  # tile means do not spread: the default
+
+
+def test_scaled_estimate():
+    rng = np.random.default_rng(1)
+    e = estimate_noise(rng.normal(10, 2, (256, 256)).astype(np.float32), 1.0)
+    s = e.scaled(0.5)
+    assert s.variance == pytest.approx(e.variance / 4) and s.mean == pytest.approx(e.mean / 2)
+    assert np.allclose(s.psd, e.psd / 4)
+
+
+def test_kernel_energy_and_symmetry(coloured):
+    e = estimate_noise(coloured[0], 0.6575)
+    k = noise_kernel(e.psd, 16)
+    assert k.shape == (33, 33)
+    assert np.array_equal(k, k[::-1, ::-1])
+    assert float((k.astype(np.float64) ** 2).sum()) == pytest.approx(e.variance, rel=1e-4)
+    with pytest.raises(ValueError, match="radius"):
+        noise_kernel(e.psd, 200)
+
+
+def _spectrum(images: np.ndarray) -> np.ndarray:
+    """Radial power (variance per bin) averaged over a stack of square images."""
+    n = images.shape[-1]
+    p = np.mean([np.abs(np.fft.fft2(i - i.mean())) ** 2 for i in images], axis=0) / n**2
+    return radial_profile(np.fft.fftshift(p))[: n // 2]
+
+
+def test_numpy_and_jax_give_the_same_spectrum(coloured):
+    noisy, _ = coloured
+    e = estimate_noise(noisy, 0.6575).scaled(1 / noisy.mean())
+    k = noise_kernel(e.psd, 16)
+    target = np.ones((16, 128 + 32, 128 + 32), np.float32)  # flat target: modulation 1
+    rng = np.random.default_rng(2)
+    numpy_noise = np.stack([
+        matched_noise(t, rng.standard_normal(t.shape, dtype=np.float32), k, alpha=1.0,
+                      shot_fraction=1.0, mean=1.0) for t in target])
+    jax_noise = np.asarray(matched_noise_jax(
+        jax.numpy.asarray(target[:, 16:-16, 16:-16]), jax.numpy.asarray(np.stack([k] * 16)),
+        jax.numpy.ones(16), jax.numpy.ones(16), 1.0, jax.random.key(0)))
+    a, b = _spectrum(numpy_noise), _spectrum(jax_noise)
+    target_spectrum = radial_profile(np.abs(np.fft.fftshift(np.fft.fft2(k, s=(128, 128)))) ** 2)[:64]
+    assert np.all(np.abs(a[2:] / b[2:] - 1) < 0.15)
+    assert np.all(np.abs(a[2:] / target_spectrum[2:] - 1) < 0.15)
+    assert numpy_noise.var() == pytest.approx(e.variance, rel=0.05)
+    assert jax_noise.var() == pytest.approx(e.variance, rel=0.05)
+
+
+def test_shot_noise_follows_the_intensity():
+    target = np.concatenate([np.full((64, 128), 0.5), np.full((64, 128), 2.0)]).astype(np.float32)
+    k = np.zeros((3, 3), np.float32)
+    k[1, 1] = 0.1  # white, σ 0.1 at the mean intensity
+    padded = np.pad(target, 1, mode="edge")
+    noise = matched_noise(padded, np.random.default_rng(3).standard_normal(padded.shape,
+                          dtype=np.float32), k, alpha=2.0, shot_fraction=1.0, mean=1.0)
+    assert noise[:60].var() == pytest.approx(4 * 0.01 * 0.5, rel=0.1)
+    assert noise[68:].var() == pytest.approx(4 * 0.01 * 2.0, rel=0.1)
+    assert np.allclose(modulation(np.array([-1.0, 1.0]), 0.0, 1.0), 1.0)  # no shot share: flat
+
+
+@pytest.fixture(scope="module")
+def matched_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("matched")
+    sim = cryostream.simulate(root / "sim", 3, config=SimulateConfig(shape=(192, 160), seed=4,
+                                                                     detector_nps_nyquist=0.2))
+    cfg = PrepareConfig(patch_size=64, stride=32, test_fraction=0.34,
+                        noise=NoiseConfig(model="matched", alpha=0.8, radius=8))
+    return sim, prepare(sim.micrographs, root / "data.h5", cfg).output, cfg
+
+
+def test_store_holds_the_estimates_and_matched_inputs(matched_store):
+    sim, store, cfg = matched_store
+    with h5py.File(store) as f:
+        table = f["micrographs"]
+        assert table["noise_psd"].shape == (3, 128, 128)
+        assert table["noise_kernel"].shape == (3, 17, 17)
+        m = 0
+        source = table["source"][m].decode()
+        p = float(table["percentile"][m])
+        kernel, shot, mean = (table[k][m] for k in ("noise_kernel", "noise_shot_fraction", "noise_mean"))
+        uid = int(table["uid"][m])
+        split = table["split"][m].decode()
+        index = f[split]["index"][:]
+        rows = np.flatnonzero(index[:, 0] == m)
+        inputs, targets = f[split]["input"][rows], f[split]["target"][rows]
+    # the whole micrograph as one band: the noise must be the stored noise, byte for byte
+    image = mrcfile.read(source).astype(np.float32) * np.float32(1 / p)
+    padded = np.pad(image, cfg.noise.radius, mode="reflect")
+    noise = matched_noise_rows(padded, 0, uid, cfg, kernel, float(shot), float(mean))
+    noisy = image + noise
+    for (_, y, x), inp, tgt in zip(index[rows], inputs, targets, strict=True):
+        assert np.array_equal(tgt, image[y : y + 64, x : x + 64])
+        assert np.array_equal(inp, noisy[y : y + 64, x : x + 64])
+    with h5py.File(store) as f:
+        variance = float(f["micrographs/noise_variance"][m])
+    assert noise.var() == pytest.approx(0.8**2 * variance, rel=0.2)
+
+
+def test_matched_noise_trains_on_the_device_and_corrects_with_alpha(matched_store, tmp_path):
+    sim, _, cfg = matched_store
+    on_device = PrepareConfig(patch_size=64, stride=32, test_fraction=0.34,
+                              noise=NoiseConfig(model="matched", alpha=0.8, radius=8, mode="on-device"))
+    store = prepare(sim.micrographs, tmp_path / "d.h5", on_device).output
+    config = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=4,
+                         eval_batches=1, checkpoint_every=4, warmup_steps=1, threads=2)
+    result = train(store, tmp_path / "run", config, log=lambda *_: None)
+    assert np.isfinite(result.final_loss)
+    assert result.eval["noisy_psnr"] < 60  # noise was added
+    record = {"prepare": {"noise": {"model": "matched", "alpha": 0.8}}}
+    assert _alpha2(record, np.zeros((4, 4), np.float32)) == pytest.approx(0.64)
+
+
+def test_matched_config_errors(small_mrcs, tmp_path):
+    with pytest.raises(ConfigError, match="shot"):
+        NoiseConfig(model="matched", shot=1.5)
+    with pytest.raises(ConfigError, match="alpha"):
+        NoiseConfig(model="matched", alpha=0)
+    cfg = PrepareConfig(patch_size=32, stride=16, noise=NoiseConfig(model="matched", radius=40))
+    with pytest.raises(ConfigError, match="noise-radius"):
+        prepare(small_mrcs, tmp_path / "x.h5", cfg)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_noise_figure(matched_store, tmp_path):
+    from cryostream.cli import main
+
+    _, store, _ = matched_store
+    assert main(["show", str(store), "--noise", "-o", str(tmp_path / "n.png")]) == 0
+    assert (tmp_path / "n.png").stat().st_size > 10_000
+
+
+def test_paired_targets_store_the_truth(tmp_path):
+    sim = cryostream.simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(160, 128), seed=6))
+    cfg = PrepareConfig(patch_size=32, stride=32, test_fraction=0.0, noise=NoiseConfig(model="none"))
+    store = prepare(sim.micrographs, tmp_path / "p.h5", cfg, targets=sim.root / "truth").output
+    with h5py.File(store) as f:
+        index, p = f["train/index"][:], f["micrographs/percentile"][:]
+        inputs, targets = f["train/input"][:], f["train/target"][:]
+    for (m, y, x), inp, tgt in zip(index, inputs, targets, strict=True):
+        scale = np.float32(1 / p[m])
+        noisy, truth = mrcfile.read(sim.micrographs[m]), mrcfile.read(sim.truths[m])
+        assert np.array_equal(inp, (noisy * scale)[y : y + 32, x : x + 32])
+        assert np.array_equal(tgt, (truth * scale)[y : y + 32, x : x + 32])
+
+
+def test_paired_targets_errors(tmp_path):
+    sim = cryostream.simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(96, 96), seed=6))
+    none = PrepareConfig(patch_size=32, stride=32, noise=NoiseConfig(model="none"))
+    with pytest.raises(ConfigError, match="give the targets"):
+        prepare(sim.micrographs, tmp_path / "a.h5", none)
+    with pytest.raises(ConfigError, match="use --noise none"):
+        prepare(sim.micrographs, tmp_path / "b.h5", PrepareConfig(patch_size=32, stride=32),
+                targets=sim.truths)
+    with pytest.raises(ConfigError, match="1 images for 2 micrographs"):
+        prepare(sim.micrographs, tmp_path / "c.h5", none, targets=sim.truths[:1])
+    with pytest.raises(ConfigError, match="noise_mode='stored'"):
+        NoiseConfig(model="none", mode="on-device")
+    for name in "abc":
+        assert not (tmp_path / f"{name}.h5").exists()
+    record = {"prepare": {"noise": {"model": "none"}}}
+    with pytest.raises(ConfigError, match="n2n-correction"):
+        _alpha2(record, np.zeros((4, 4), np.float32))
