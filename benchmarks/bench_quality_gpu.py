@@ -1,0 +1,415 @@
+"""Denoising quality against the peers and the best linear filter (device runs on one H100).
+
+Two parts, each one process (one compilation of the training step serves its trainings):
+
+``real``  The real micrograph (4096², 0.667 Å/px). Its top-left 2048² crop is scored exactly as
+          ``anchor_quality.py`` does: divided by its 95th percentile, plus N(0, 0.1²) from
+          ``default_rng(0)``. Models never see that crop: they train on the three other
+          quadrants (three 2048² MRC files), noise synthesised on the device every step.
+          * seed protocol: trained with Gaussian σ 0.1, scored with and without the 8-fold
+            dihedral ensemble;
+          * matched noise (α 1): the crop scored under matched noise (its own measured
+            spectrum); then the micrograph crop itself is denoised with the Noisier2Noise
+            correction and its residual (input − output) is compared with the measured noise
+            spectrum and correlated with the low-pass image.
+``sim``   Simulated micrographs whose shot noise is coloured like a real detector's
+          (``detector_nps_nyquist`` 0.1); eight train, two are scored against their ground
+          truth (PSNR with the noisy micrograph's 95th percentile as 1.0, and FRC). Models
+          trained the seed's way with white noise of the micrograph's own variance and with
+          matched noise (α 1 and 0.5), each with and without the correction, and one trained
+          on the simulation's (micrograph, ground truth) pairs (``prepare --targets``).
+
+Baselines in the same process: the noisy input, the best Gaussian low-pass, the oracle Wiener
+filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``) and Topaz's
+pretrained U-Net (affine-fitted to the reference, its best case) when importable.
+
+Usage: python benchmarks/bench_quality_gpu.py {real,sim} OUTDIR [--steps N] [--topaz DIR] ...
+Writes OUTDIR/quality_{part}.json and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+SIGMAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8)
+
+
+def psnr(x, ref):
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+
+
+def wiener_oracle(noisy, clean):
+    """Best isotropic linear filter from the true signal's and noise's radial power spectra."""
+    s = np.abs(np.fft.fft2(clean - clean.mean())) ** 2
+    n = np.abs(np.fft.fft2((noisy - noisy.mean()) - (clean - clean.mean()))) ** 2
+    ky = np.fft.fftfreq(clean.shape[0])[:, None]
+    kx = np.fft.fftfreq(clean.shape[1])[None, :]
+    b = np.minimum((np.sqrt(kx**2 + ky**2) * max(clean.shape)).astype(int), max(clean.shape))
+    cnt = np.bincount(b.ravel())
+    sr = np.bincount(b.ravel(), s.ravel()) / cnt
+    nr = np.bincount(b.ravel(), n.ravel()) / cnt
+    w = sr[b] / (sr[b] + nr[b] + 1e-12)
+    return np.real(np.fft.ifft2(w * np.fft.fft2(noisy - noisy.mean()))) + clean.mean()
+
+
+def best_gaussian(noisy, clean):
+    return max((psnr(gaussian_filter(noisy, s), clean), s) for s in SIGMAS)
+
+
+def affine_fit(x, ref):
+    a = np.stack([x.ravel(), np.ones(x.size, np.float32)], 1)
+    coef, *_ = np.linalg.lstsq(a, ref.ravel(), rcond=None)
+    return (x * coef[0] + coef[1]).astype(np.float32)
+
+
+def frc_summary(x, ref):
+    from cryostream.metrics import frc
+
+    f, c = frc(x, ref)
+    below = np.flatnonzero(c < 0.5)
+    return {"frc_mean": float(c.mean()), "frc_0.5_cycles_per_px": float(f[below[0]]) if below.size else 0.5,
+            "curve": c[::4].round(4).tolist()}
+
+
+def denoiser(run, tile, ensemble):
+    """A function: normalised 2-D image -> model output (optionally the 8-fold dihedral mean)."""
+    import dask.array as da
+
+    from cryostream.infer import denoise_array
+
+    def one(image):
+        return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [1.0],
+                             tile=tile).compute(scheduler="sync")[0]
+
+    def apply(image):
+        if not ensemble:
+            return one(image)
+        acc = np.zeros_like(image, dtype=np.float64)
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(image, k)
+                t = t[:, ::-1] if flip else t
+                out = one(np.ascontiguousarray(t))
+                out = out[:, ::-1] if flip else out
+                acc += np.rot90(out, -k)
+        return (acc / 8).astype(np.float32)
+
+    return apply
+
+
+def topaz_fn(topaz_dir):
+    if not topaz_dir:
+        return None
+    sys.path.insert(0, topaz_dir)
+    from cryostream.baselines import topaz_available, topaz_denoise
+
+    return topaz_denoise if topaz_available() else None
+
+
+def train_run(store, run, args, seed=0):
+    from cryostream.training import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, precision="bf16", steps=args.steps, batch_size=args.batch,
+                      learning_rate=args.lr, warmup_steps=min(200, args.steps // 10),
+                      eval_every=10**9, checkpoint_every=args.steps, keep_checkpoints=1, seed=seed,
+                      threads=8, prefetch=8)
+    t = time.perf_counter()
+    result = train(store, run, cfg, log=lambda *_: None)
+    return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
+            "steps": args.steps, "batch": args.batch, "patch": args.patch, "model": args.model}
+
+
+def prep(sources, store, noise, args, targets=None):
+    from cryostream import PrepareConfig, prepare
+
+    cfg = PrepareConfig(patch_size=args.patch, stride=args.patch // 2, test_fraction=0.0, noise=noise)
+    return prepare(sources, store, cfg, overwrite=True, targets=targets, log=lambda *_: None)
+
+
+def matched_on(image_norm, estimate_norm, alpha, seed, radius=16):
+    """Matched noise for a whole normalised image, with its own estimate (NumPy definition)."""
+    from cryostream.matched import matched_noise, noise_kernel
+
+    padded = np.pad(image_norm, radius, mode="reflect")
+    driver = np.random.default_rng(seed).standard_normal(padded.shape, dtype=np.float32)
+    return matched_noise(padded, driver, noise_kernel(estimate_norm.psd, radius), alpha=alpha,
+                         shot_fraction=estimate_norm.shot_fraction, mean=estimate_norm.mean)
+
+
+def residual_check(image, corrected, estimate, pixel):
+    """Method noise: the residual's spectrum against the measured noise, and its structure."""
+    from cryostream.matched import estimate_noise
+
+    residual = image - corrected
+    r = estimate_noise(residual, pixel)
+    ratio = r.total_radial / estimate.radial
+    rings = np.arange(len(ratio)) / (2 * len(ratio))
+    band = (rings >= 0.05) & (rings < 0.5)
+    sigma = 20.0 / pixel / 2.355  # 20 Å FWHM: particle scale
+    lp_image = gaussian_filter(image, sigma)
+    corr_image = float(np.corrcoef(residual.ravel(), lp_image.ravel())[0, 1])
+    return {"residual_over_noise_spectrum_mean": float(ratio[band].mean()),
+            "residual_over_noise_spectrum_max_dev": float(np.abs(ratio[band] - 1).max()),
+            "residual_ratio_curve": ratio[::4].round(3).tolist(),
+            "corr_residual_vs_lowpass_image": corr_image}, residual, r
+
+
+def save(res, out, part):
+    """Write what is measured so far (a run cut short still leaves its figures)."""
+    (out / f"quality_{part}.json").write_text(json.dumps(res, indent=1))
+
+
+def part_real(args, out):
+    import mrcfile
+
+    from cryostream.config import NoiseConfig
+    from cryostream.infer import n2n_correct
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.matched import estimate_noise
+
+    with mrcfile.open(args.mrc, permissive=True) as m:
+        full = np.asarray(m.data, dtype=np.float32).squeeze()
+        pixel = float(m.voxel_size.x)
+    c = args.crop
+    raw_crop = full[:c, :c]
+    p95 = np.percentile(raw_crop, 95)
+    clean = raw_crop / p95
+    rng = np.random.default_rng(0)
+    noisy = clean + rng.normal(0, 0.1, clean.shape).astype(np.float32)
+    work = out / "real_work"
+    work.mkdir(parents=True, exist_ok=True)
+    quads = []
+    for name, (y, x) in {"q01": (0, c), "q10": (c, 0), "q11": (c, c)}.items():
+        path = work / f"{name}.mrc"
+        write_micrograph(path, full[y : y + c, x : x + c], pixel, history="quadrant", overwrite=True)
+        quads.append(path)
+    res = {"crop": c, "pixel_size": pixel, "device": _device()}
+    topaz = topaz_fn(args.topaz)
+
+    def baselines(noisy_img, ref, tag):
+        g = best_gaussian(noisy_img, ref)
+        row = {"noisy": psnr(noisy_img, ref), "gaussian": g[0], "gaussian_sigma": g[1],
+               "wiener_oracle": psnr(wiener_oracle(noisy_img, ref), ref)}
+        if topaz:
+            t = time.perf_counter()
+            row["topaz"] = psnr(affine_fit(topaz(noisy_img), ref), ref)
+            row["topaz_seconds"] = time.perf_counter() - t
+        res[tag] = row
+        print(tag, json.dumps(row), flush=True)
+        save(res, out, "real")
+
+    baselines(noisy, clean, "seed_gaussian0.1")
+    prep(quads, work / "g.h5", NoiseConfig(model="gaussian", sigma=0.1, mode="on-device"), args)
+    res["train_gaussian"] = train_run(work / "g.h5", work / "run_g", args)
+    print("trained gaussian", res["train_gaussian"], flush=True)
+    for ens in (False, True):
+        den = denoiser(str(work / "run_g"), args.tile, ens)(noisy)
+        res["seed_gaussian0.1"]["model" + ("_x8" if ens else "")] = psnr(den, clean)
+    print("seed protocol", json.dumps(res["seed_gaussian0.1"]), flush=True)
+    save(res, out, "real")
+
+    # matched noise: the crop's own estimate, α = 1
+    est = estimate_noise(raw_crop, pixel).scaled(1 / p95)
+    noisy_m = clean + matched_on(clean, est, 1.0, seed=0)
+    baselines(noisy_m, clean, "seed_matched")
+    prep(quads, work / "m.h5", NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
+    res["train_matched"] = train_run(work / "m.h5", work / "run_m", args)
+    print("trained matched", res["train_matched"], flush=True)
+    fm = denoiser(str(work / "run_m"), args.tile, True)
+    fg = denoiser(str(work / "run_g"), args.tile, True)
+    res["seed_matched"]["model_matched_x8"] = psnr(fm(noisy_m), clean)
+    res["seed_matched"]["model_white0.1_x8"] = psnr(fg(noisy_m), clean)
+    print("seed matched", json.dumps(res["seed_matched"]), flush=True)
+    save(res, out, "real")
+
+    # the micrograph itself, N2N-corrected: the residual must be the measured noise
+    out_m = fm(clean)
+    corrected = n2n_correct(out_m, clean, 1.0)
+    check, residual, rest = residual_check(clean, corrected, est, pixel)
+    g_out = gaussian_filter(clean, res["seed_gaussian0.1"]["gaussian_sigma"])
+    check["gaussian_for_comparison"] = residual_check(clean, g_out, est, pixel)[0]
+    res["n2n_on_micrograph"] = check
+    print("n2n residual", json.dumps({k: v for k, v in check.items() if "curve" not in k}), flush=True)
+    _figure_residual(out / "real_residual.png", est, rest, clean, corrected, residual, pixel)
+    np.save(out / "real_crop_corrected_512.npy", corrected[:512, :512])
+    return res
+
+
+def _figure_residual(path, est, rest, image, corrected, residual, pixel):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = np.arange(len(est.radial)) / (2 * len(est.radial)) / pixel
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4.5))
+    ax[0].semilogy(f, est.radial, label="measured noise (estimate)")
+    ax[0].semilogy(f, est.total_radial, label="micrograph", alpha=0.6)
+    ax[0].semilogy(f, rest.total_radial, "--", label="residual input − output")
+    ax[0].set_xlabel("spatial frequency (1/Å)")
+    ax[0].set_ylabel("power (variance per bin)")
+    ax[0].legend()
+    s = np.s_[:512, :512]
+    for a, img, title in zip(ax[1:], (image[s], corrected[s], residual[s]),
+                             ("micrograph (p95 = 1)", "matched N2N output", "residual"), strict=True):
+        lo, hi = np.percentile(img, [1, 99])
+        a.imshow(gaussian_filter(img, 1), cmap="gray", vmin=lo, vmax=hi)
+        a.set_title(title)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def part_sim(args, out):
+    import mrcfile
+
+    import cryostream
+    from cryostream.config import NoiseConfig, SimulateConfig
+    from cryostream.infer import n2n_correct
+    from cryostream.matched import estimate_noise
+    from cryostream.metrics import frc
+
+    work = out / "sim_work"
+    n = args.train_micrographs + args.test_micrographs
+    cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
+    t = time.perf_counter()
+    sim = cryostream.simulate(work / "sim", n, config=cfg, overwrite=True)
+    res = {"device": _device(), "simulate_seconds": time.perf_counter() - t, "size": args.size,
+           "train_micrographs": args.train_micrographs, "test_micrographs": args.test_micrographs,
+           "detector_nps_nyquist": 0.1}
+    train_mics = list(sim.micrographs[: args.train_micrographs])
+    prep(train_mics, work / "m1.h5", NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
+    import h5py
+
+    with h5py.File(work / "m1.h5") as f:
+        own_var = float(f["micrographs/noise_variance"][:].mean())
+    sigma_w = float(np.sqrt(own_var))
+    res["white_sigma"] = sigma_w
+    stores = {
+        "supervised": ("s.h5", NoiseConfig(model="none"), list(sim.truths[: args.train_micrographs])),
+        "white": ("w.h5", NoiseConfig(model="gaussian", sigma=sigma_w, mode="on-device"), None),
+        "matched1": ("m1.h5", None, None),
+        "matched0.5": ("m05.h5", NoiseConfig(model="matched", alpha=0.5, mode="on-device"), None),
+    }
+    runs = {}
+    for tag in args.sim_runs.split(","):
+        store, noise, targets = stores[tag]
+        if noise is not None:
+            prep(train_mics, work / store, noise, args, targets)
+        res[f"train_{tag}"] = train_run(work / store, work / f"run_{tag}", args)
+        runs[tag] = str(work / f"run_{tag}")
+        print("trained", tag, res[f"train_{tag}"], flush=True)
+        save(res, out, "sim")
+    topaz = topaz_fn(args.topaz)
+    alphas = {"white": None, "matched1": 1.0, "matched0.5": 0.25, "supervised": 0.0}
+    rows, curves = [], {}
+    for i in range(args.train_micrographs, n):
+        y = mrcfile.read(sim.micrographs[i]).astype(np.float32)
+        x = mrcfile.read(sim.truths[i]).astype(np.float32)
+        p = np.percentile(y, 95)
+        y, x = y / p, x / p
+        est = estimate_noise(y, cfg.pixel_size_angstrom)
+        g = best_gaussian(y, x)
+        wien = wiener_oracle(y, x)
+        row = {"micrograph": i, "noisy": psnr(y, x), "gaussian": g[0], "gaussian_sigma": g[1],
+               "wiener_oracle": psnr(wien, x), "noise_variance_estimated": est.variance,
+               "noise_variance_true": float(np.var(y - x))}
+        curves.setdefault("noisy", []).append(frc(y, x)[1])
+        curves.setdefault("wiener_oracle", []).append(frc(wien, x)[1])
+        row.update({f"frc_mean_{k}": float(np.mean(curves[k][-1])) for k in ("noisy", "wiener_oracle")})
+        if topaz:
+            tz = affine_fit(topaz(y), x)
+            row["topaz"] = psnr(tz, x)
+            curves.setdefault("topaz", []).append(frc(tz, x)[1])
+            row["frc_mean_topaz"] = float(np.mean(curves["topaz"][-1]))
+        for tag, run in runs.items():
+            out_f = denoiser(run, args.tile, True)(y)
+            row[f"{tag}_raw"] = psnr(out_f, x)
+            if tag == "supervised":  # estimates the truth directly: no correction
+                curves.setdefault(tag, []).append(frc(out_f, x)[1])
+                row[f"frc_mean_{tag}"] = float(np.mean(curves[tag][-1]))
+                continue
+            a2 = alphas[tag] if alphas[tag] is not None else sigma_w**2 / est.variance
+            corrected = n2n_correct(out_f, y, a2)
+            row[f"{tag}_n2n"] = psnr(corrected, x)
+            row[f"{tag}_alpha2"] = a2
+            curves.setdefault(f"{tag}_n2n", []).append(frc(corrected, x)[1])
+            row[f"frc_mean_{tag}_n2n"] = float(np.mean(curves[f"{tag}_n2n"][-1]))
+        rows.append(row)
+        print("sim", json.dumps(row), flush=True)
+        res["rows"] = rows
+        save(res, out, "sim")
+    res["rows"] = rows
+    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    res["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    freq = frc(y, x)[0]
+    res["frc_curves"] = {k: np.mean(v, axis=0)[::4].round(4).tolist() for k, v in curves.items()}
+    res["frc_freq_per_angstrom"] = (freq[::4] / cfg.pixel_size_angstrom).round(4).tolist()
+    _figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
+                {k: np.mean(v, axis=0) for k, v in curves.items()})
+    return res
+
+
+def _figure_frc(path, freq, curves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, c in curves.items():
+        ax.plot(freq, gaussian_filter(c, 2), label=k)
+    ax.axhline(0.5, color="gray", lw=0.5)
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FRC with the ground truth")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _device():
+    import jax
+
+    return str(jax.devices()[0].device_kind)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=("real", "sim"))
+    ap.add_argument("out")
+    ap.add_argument("--mrc", default=".dev/epu2.9_example.mrc")
+    ap.add_argument("--crop", type=int, default=2048)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--train-micrographs", type=int, default=8)
+    ap.add_argument("--test-micrographs", type=int, default=2)
+    ap.add_argument("--model", default="unet")
+    ap.add_argument("--patch", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--topaz", default="")
+    ap.add_argument("--sim-runs", default="supervised,white,matched1,matched0.5",
+                    help="which models the sim part trains, in order")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    res = part_real(args, out) if args.part == "real" else part_sim(args, out)
+    res["args"] = vars(args)
+    res["total_seconds"] = time.perf_counter() - t
+    (out / f"quality_{args.part}.json").write_text(json.dumps(res, indent=1))
+    print("done in", round(res["total_seconds"]), "s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
