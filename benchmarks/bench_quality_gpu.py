@@ -38,25 +38,13 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from cryostream.metrics import wiener_oracle
+
 SIGMAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8)
 
 
 def psnr(x, ref):
     return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
-
-
-def wiener_oracle(noisy, clean):
-    """Best isotropic linear filter from the true signal's and noise's radial power spectra."""
-    s = np.abs(np.fft.fft2(clean - clean.mean())) ** 2
-    n = np.abs(np.fft.fft2((noisy - noisy.mean()) - (clean - clean.mean()))) ** 2
-    ky = np.fft.fftfreq(clean.shape[0])[:, None]
-    kx = np.fft.fftfreq(clean.shape[1])[None, :]
-    b = np.minimum((np.sqrt(kx**2 + ky**2) * max(clean.shape)).astype(int), max(clean.shape))
-    cnt = np.bincount(b.ravel())
-    sr = np.bincount(b.ravel(), s.ravel()) / cnt
-    nr = np.bincount(b.ravel(), n.ravel()) / cnt
-    w = sr[b] / (sr[b] + nr[b] + 1e-12)
-    return np.real(np.fft.ifft2(w * np.fft.fft2(noisy - noisy.mean()))) + clean.mean()
 
 
 def best_gaussian(noisy, clean):

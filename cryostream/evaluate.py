@@ -80,8 +80,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     (a) The store's test split under the seed's protocol: PSNR and SSIM of the noisy input,
     the best Gaussian low-pass and the model. (b) With ``truth`` (a folder written by
     :func:`cryostream.simulate`): whole simulated micrographs against their ground truth, with
-    the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the model and the
-    model with the Noisier2Noise correction; PSNR, SSIM, FRC curves, power spectra and crops.
+    the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
+    filter (:func:`cryostream.metrics.wiener_oracle`), the model and the model with the
+    Noisier2Noise correction; PSNR, SSIM, FRC curves, power spectra and crops.
     Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed.
     """
     import shutil
@@ -95,7 +96,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
     from cryostream.infer import _alpha2, _loaded, denoise_array, n2n_correct
     from cryostream.io.stack import open_micrographs
-    from cryostream.metrics import frc, ssim
+    from cryostream.metrics import frc, ssim, wiener_oracle
     from cryostream.simulate.spectrum import power_spectrum, radial_average
 
     out = Path(output)
@@ -129,11 +130,12 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             noisy_n, clean_n = noisy / scale, clean / scale
             stack = open_micrographs([noisy_path])
             den = denoise_array(stack.data, run, [scale], tile=tile).compute()[0]
-            corrected = n2n_correct(den, noisy_n, _alpha2(record, noisy_n))
             gauss_db, sigma = best_gaussian(noisy_n, clean_n)
             gauss = scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n
-            methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss, "model": den,
-                       "model + N2N correction": corrected}
+            methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss,
+                       "oracle Wiener": wiener_oracle(noisy_n, clean_n), "model": den}
+            if record["prepare"]["noise"]["model"] != "none":  # paired runs estimate the truth
+                methods["model + N2N correction"] = n2n_correct(den, noisy_n, _alpha2(record, noisy_n))
             if with_topaz:
                 methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
             row = {"micrograph": noisy_path.name}

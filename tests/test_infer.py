@@ -113,6 +113,7 @@ def test_evaluation_report(trained, tmp_path, capsys):
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     row = report["simulated"][0]
     assert row["noisy"]["psnr"] < row[next(k for k in row if k.startswith("Gaussian"))]["psnr"]
+    assert row["oracle Wiener"]["psnr"] > row["noisy"]["psnr"]
 
 
 def test_denoise_on_a_local_cluster(trained, tmp_path):

@@ -89,6 +89,15 @@ def test_threads_cluster_and_worker_counts_agree(micrographs, tmp_path):
     assert threads == one == two
 
 
+def test_matched_noise_agrees_on_threads_and_a_cluster(micrographs, tmp_path):
+    cfg = PrepareConfig(patch_size=64, stride=32, test_fraction=0.34,
+                        noise=NoiseConfig(model="matched", radius=8))
+    threads = _datasets(prepare(micrographs, tmp_path / "a.h5", cfg).output)
+    two = _datasets(prepare(micrographs, tmp_path / "c.h5", cfg, workers=2).output)
+    assert threads == two
+    assert threads["train/input"] != threads["train/target"]
+
+
 def test_on_device_float16_and_compression(micrographs, tmp_path):
     base = _datasets(prepare(micrographs, tmp_path / "f32.h5", CONFIG).output)
     for compression in ("none", "lz4", "zstd"):
