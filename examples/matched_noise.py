@@ -1,0 +1,61 @@
+"""Matched noise end to end: measure, train the seed's way, correct, score against the truth.
+
+Simulates micrographs whose shot noise is shaped like a real detector's, prepares a store with
+matched noise synthesised on the device, trains, denoises a held-out micrograph with the
+Noisier2Noise correction and prints its PSNR against the ground truth beside the noisy input,
+the best Gaussian and the oracle Wiener filter; also draws the store's noise figure.
+
+Usage: python examples/matched_noise.py [OUTDIR] [--gpu]
+On a CPU: unet-small, 256² patches, 300 steps (≈7 minutes on two cores; the corrected
+output then scores ≈28 dB, far from the GPU model's 34.9 dB). With --gpu: the
+unet preset on 512² patches for 3000 steps (≈3 minutes on an H100).
+"""
+
+import sys
+
+import mrcfile
+import numpy as np
+
+import cryostream
+from cryostream.config import NoiseConfig, SimulateConfig
+from cryostream.infer import denoise, n2n_correct
+from cryostream.inspect import show_noise
+from cryostream.metrics import best_gaussian, psnr, wiener_oracle
+from cryostream.training import TrainConfig, train
+
+out = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "matched-output"
+gpu = "--gpu" in sys.argv
+
+# 1. Simulate: the last micrograph is held out for scoring.
+n, patch = (10, 512) if gpu else (5, 256)
+sim = cryostream.simulate(f"{out}/sim", n, config=SimulateConfig(shape=(2048, 2048), seed=7,
+                                                                 detector_nps_nyquist=0.1),
+                          overwrite=True)
+
+# 2. Prepare with matched noise (α 1) made on the device; the noise of each micrograph is
+#    measured in prepare's first pass and stored with it.
+config = cryostream.PrepareConfig(patch_size=patch, stride=patch // 2, test_fraction=0.0,
+                                  noise=NoiseConfig(model="matched", alpha=1.0, mode="on-device"))
+store = cryostream.prepare(sim.micrographs[:-1], f"{out}/data.h5", config, overwrite=True).output
+print(f"noise figure: {show_noise(store, f'{out}/noise.png')}")
+
+# 3. Train the seed's way: the network learns E[micrograph | micrograph + matched noise].
+train_config = (TrainConfig(model="unet", steps=3000, batch_size=16, warmup_steps=200,
+                            eval_every=10**9) if gpu else
+                TrainConfig(model="unet-small", precision="fp32", steps=300, batch_size=8,
+                            learning_rate=2e-3, warmup_steps=30, eval_every=10**9))
+result = train(store, f"{out}/run", train_config, progress=True)
+
+# 4. Denoise the held-out micrograph, without and with the Noisier2Noise correction (α² = 1).
+noisy = mrcfile.read(sim.micrographs[-1]).astype(np.float32)
+truth = mrcfile.read(sim.truths[-1]).astype(np.float32)
+raw = denoise(result.run, [sim.micrographs[-1]], tile=1024 if gpu else 512).values[0]
+corrected = n2n_correct(raw, noisy, 1.0)
+scale = np.percentile(noisy, 95)  # PSNR with the noisy micrograph's 95th percentile as 1.0
+y, x = noisy / scale, truth / scale
+print(f"PSNR against the ground truth ({sim.micrographs[-1].name}):")
+for name, image in {"noisy": y, "best Gaussian": None, "oracle Wiener": wiener_oracle(y, x),
+                    "model, uncorrected": raw / scale,
+                    "model, Noisier2Noise-corrected": corrected / scale}.items():
+    value = best_gaussian(y, x)[0] if image is None else psnr(image, x)
+    print(f"  {name:<32} {value:6.2f} dB")
