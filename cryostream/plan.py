@@ -36,7 +36,10 @@ COMPRESSION_RATIO = {
 # Throughput model of one preprocessing run (documented in docs/benchmarks.md).
 _READ_BYTES_PER_S = 1.0e9
 _WRITE_BYTES_PER_S = 0.25e9  # measured: prepare writes ≈253 MB/s on 2 cores (docs/benchmarks.md)
-_CPU_NS_PER_OUTPUT_PIXEL = {"gaussian": 6.0, "poisson": 14.0, "poisson-gaussian": 20.0}
+# matched and none: from the cost of their noise per input pixel beside gaussian and
+# poisson-gaussian in one run (85, 11 and 60 ns), on the line through those two
+_CPU_NS_PER_OUTPUT_PIXEL = {"gaussian": 6.0, "poisson": 14.0, "poisson-gaussian": 20.0,
+                            "matched": 27.0, "none": 3.0}
 _CPU_NS_PER_INPUT_PIXEL = 8.0  # percentile and normalisation
 
 

@@ -41,6 +41,15 @@ def test_on_device_noise_halves_the_store():
     assert p.store_bytes() == p.array_bytes("float16")
 
 
+def test_every_noise_model_has_a_time_estimate():
+    from cryostream.config import NOISE_MODELS
+
+    seconds = {m: plan(shape=(7676, 7420), count=10,
+                       config=PrepareConfig(noise=NoiseConfig(model=m))).seconds()
+               for m in NOISE_MODELS}
+    assert seconds["none"] < seconds["gaussian"] < seconds["poisson-gaussian"] < seconds["matched"]
+
+
 def test_bad_arguments():
     with pytest.raises(cryostream.ConfigError, match="both shape"):
         plan(shape=(10, 10))
