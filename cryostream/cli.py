@@ -180,6 +180,7 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
                      batch_size=args.batch_size, n2n_correction=args.n2n_correction,
+                     n2n_clamp=args.n2n_clamp,
                      overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                      cluster_workers=args.cluster_workers)
     n = result.sizes["micrograph"]
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="windows per device call")
     p.add_argument("--n2n-correction", action="store_true",
                    help="Noisier2Noise correction for models trained on noisy micrographs")
+    p.add_argument("--n2n-clamp", action="store_true",
+                   help="with the correction, zero the spatial-frequency rings where it is "
+                   "anti-correlated with the micrograph")
     p.add_argument("--workers", type=int, default=2, help="micrographs in flight (%(default)s)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler")
     p.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")

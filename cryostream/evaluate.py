@@ -135,7 +135,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss,
                        "oracle Wiener": wiener_oracle(noisy_n, clean_n), "model": den}
             if record["prepare"]["noise"]["model"] != "none":  # paired runs estimate the truth
-                methods["model + N2N correction"] = n2n_correct(den, noisy_n, _alpha2(record, noisy_n))
+                a2 = _alpha2(record, noisy_n)
+                methods["model + N2N correction"] = n2n_correct(den, noisy_n, a2)
+                methods["model + N2N, ring clamp"] = n2n_correct(den, noisy_n, a2, ring_clamp=True)
             if with_topaz:
                 methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
             row = {"micrograph": noisy_path.name}

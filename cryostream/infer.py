@@ -22,8 +22,8 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["receptive_radius", "default_halo", "tile_cores", "n2n_correct", "denoise_array",
-           "denoise"]
+__all__ = ["receptive_radius", "default_halo", "tile_cores", "n2n_correct",
+           "clamp_negative_rings", "denoise_array", "denoise"]
 
 
 def receptive_radius(config) -> int:
@@ -58,17 +58,52 @@ def tile_cores(length: int, tile: int, multiple: int) -> list[tuple[int, int, in
     return cores
 
 
-def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float) -> np.ndarray:
+def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
+                ring_clamp: bool = False) -> np.ndarray:
     """Noisier2Noise: turn E[y | z] into an estimate of the clean signal.
 
     For a network trained to predict a noisy micrograph ``y`` from ``z = y + m``, where the
     added noise ``m`` has ``alpha2`` times the variance of the micrograph's own noise,
     ``x̂ = ((1 + α²)·f(z) − z) / α²`` (Moran et al., CVPR 2020). Applied to a micrograph
     itself (no added noise), ``noisy`` is the micrograph.
+
+    ``ring_clamp`` (2-D images): the correction multiplies the network's error by
+    ``(1 + α²) / α²``. Where the network's transfer falls below ``1 / (1 + α²)``, the corrected
+    output is anti-correlated with the input. The truth never is (its covariance with the
+    input is its power), so those rings of spatial frequency are set to zero
+    (:func:`clamp_negative_rings`).
     """
     if not alpha2 > 0:
         raise ConfigError(f"alpha2={alpha2}: the relative noise strength must be > 0")
-    return ((1 + alpha2) * output - noisy) / alpha2
+    corrected = ((1 + alpha2) * output - noisy) / alpha2
+    return clamp_negative_rings(corrected, noisy) if ring_clamp else corrected
+
+
+def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
+    """Zero the rings of spatial frequency where ``estimate`` is anti-correlated with ``noisy``.
+
+    Per ring (radius rounded, in units of the shorter side), the regression coefficient of the
+    estimate on the input is ``Re Σ E·conj(Y) / Σ |Y|²``. A denoiser's best linear gain
+    ``S / (S + N)`` is never negative, so rings where it is negative carry only harm. The
+    mean is kept.
+    """
+    import scipy.fft
+
+    estimate = np.asarray(estimate, np.float32)
+    noisy = np.asarray(noisy, np.float32)
+    ny, nx = noisy.shape
+    fy = np.fft.fftfreq(ny).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(nx).astype(np.float32)[None, :]
+    rings = np.minimum(np.rint(np.hypot(fy, fx) * min(ny, nx)).astype(np.int64), min(ny, nx) // 2)
+    mean = float(estimate.mean())
+    e = scipy.fft.rfft2(estimate - mean, workers=-1)
+    y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
+    n = min(ny, nx) // 2 + 1
+    cross = np.bincount(rings.ravel(), (e * np.conj(y)).real.ravel(), minlength=n)
+    keep = (cross >= 0).astype(np.float32)
+    keep[0] = 1.0
+    e *= keep[rings]
+    return scipy.fft.irfft2(e, s=(ny, nx), workers=-1).astype(np.float32) + np.float32(mean)
 
 
 @functools.lru_cache(maxsize=4)
@@ -158,7 +193,8 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
 
 
 def _denoise_one(source: str, name: str, run: str, *, tile: int, halo: int | None,
-                 batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool):
+                 batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
+                 n2n_clamp: bool = False):
     """One micrograph through the whole pipeline: percentile, bands, correction, MRC."""
     from cryostream.io.mrc import read_header, write_micrograph
     from cryostream.io.stack import open_micrographs
@@ -171,7 +207,7 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int, halo: int | Non
                         batch_size=batch_size).compute(scheduler="sync")[0]
     if n2n_correction:
         noisy = stack.data[0].compute(scheduler="sync") / np.float32(percentile)
-        den = n2n_correct(den, noisy, _alpha2(record, noisy))
+        den = n2n_correct(den, noisy, _alpha2(record, noisy), ring_clamp=n2n_clamp)
     den *= np.float32(percentile)
     if output is None:
         return den
@@ -185,7 +221,8 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int, halo: int | Non
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             tile: int = 1024, halo: int | None = None, batch_size: int = 8,
             n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
-            scheduler: str | None = None, cluster_workers: int | None = None):
+            scheduler: str | None = None, cluster_workers: int | None = None,
+            n2n_clamp: bool = False):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -204,6 +241,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     n2n_correction : bool
         Apply the Noisier2Noise correction (:func:`n2n_correct`), for models trained the
         seed's way: synthetic noise added to real micrographs.
+    n2n_clamp : bool
+        With the correction, zero the rings of spatial frequency where the corrected output
+        is anti-correlated with the micrograph (:func:`clamp_negative_rings`).
     workers : int
         Micrographs in flight at once in this process (their reading and writing overlap the
         device work).
@@ -223,6 +263,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
 
+    if n2n_clamp and not n2n_correction:
+        raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
+                          "pass n2n_correction too (--n2n-correction)")
     stack = open_micrographs(inputs, chunks=-1)
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)
@@ -230,6 +273,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         raise ConfigError("denoising on a cluster needs an output folder (-o)")
     job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
                             batch_size=batch_size, n2n_correction=n2n_correction,
+                            n2n_clamp=n2n_clamp,
                             output=None if output is None else str(Path(output).absolute()),
                             overwrite=overwrite)
     sources = list(stack.attrs["sources"])
