@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 FULL_SHAPE = (7676, 7420)
 
 
 def machine() -> str:
     """One line naming the machine a figure came from."""
+    import psutil
+
     mem = psutil.virtual_memory().total / 2**30
     cpu = platform.processor() or platform.machine()
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
@@ -71,6 +72,8 @@ def run_child(script: str, *args: str) -> dict:
 
     Adds the peak RSS of the whole child process tree, sampled every 20 ms.
     """
+    import psutil  # not on the GPU machines; only the CPU benchmarks measure children
+
     proc = subprocess.Popen([sys.executable, script, "--child", *args], stdout=subprocess.PIPE,
                             text=True)
     parent = psutil.Process(proc.pid)
@@ -88,3 +91,31 @@ def run_child(script: str, *args: str) -> dict:
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_bytes"] = max(peak, result.get("peak_rss_bytes", 0))
     return result
+
+
+def stamped_log():
+    """A print that prefixes seconds since it was made (for the GPU benchmarks' progress)."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def log(*a):
+        print(f"[{time.perf_counter() - t0:6.1f}s]", *a, flush=True)
+
+    return log
+
+
+def simulated_store(work: Path, micrographs: int, shape: int, patch: int, test_fraction: float,
+                    log) -> Path:
+    """A store of simulated square micrographs (stored noise, stride patch/2), made once."""
+    import cryostream
+
+    store = work / "data.h5"
+    if not store.exists():
+        sim = cryostream.simulate(work / "sim", micrographs, shape=(shape, shape), seed=0,
+                                  overwrite=True)
+        config = cryostream.PrepareConfig(patch_size=patch, stride=patch // 2,
+                                          test_fraction=test_fraction)
+        log("store:", cryostream.prepare(sim.micrographs, store, config, overwrite=True,
+                                         log=lambda *_: None).summary())
+    return store

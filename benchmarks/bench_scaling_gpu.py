@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import simulated_store, stamped_log  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +46,6 @@ def main() -> None:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    import cryostream
     from cryostream.loader import PatchLoader
     from cryostream.training import (
         TrainConfig,
@@ -52,24 +55,14 @@ def main() -> None:
         make_train_step,
     )
 
-    t0 = time.perf_counter()
-
-    def log(*a):
-        print(f"[{time.perf_counter() - t0:6.1f}s]", *a, flush=True)
+    log = stamped_log()
 
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     devices = jax.devices()
     counts = args.devices or [n for n in (1, 2, 4, 8) if n <= len(devices)]
     log("devices", len(devices), devices[0].device_kind, jax.__version__)
-    store = work / "data.h5"
-    if not store.exists():
-        sim = cryostream.simulate(work / "sim", args.micrographs, shape=(args.shape, args.shape),
-                                  seed=0, overwrite=True)
-        config = cryostream.PrepareConfig(patch_size=args.patch, stride=args.patch // 2,
-                                          test_fraction=0.0)
-        log("store:", cryostream.prepare(sim.micrographs, store, config, overwrite=True,
-                                         log=lambda *_: None).summary())
+    store = simulated_store(work, args.micrographs, args.shape, args.patch, 0.0, log)
 
     # (devices, global batch): per-device batch fixed, plus the largest global batch on one device
     biggest = max(counts) * args.per_device

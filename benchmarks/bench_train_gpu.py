@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import simulated_store, stamped_log  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM, dense bf16 tensor-core peak
 
@@ -35,7 +39,6 @@ def main() -> None:
 
     import jax
 
-    import cryostream
     from cryostream.loader import PatchLoader
     from cryostream.models.unet import macs_per_pixel
     from cryostream.training import (
@@ -46,23 +49,13 @@ def main() -> None:
         make_train_step,
     )
 
-    t0 = time.perf_counter()
-
-    def log(*a):
-        print(f"[{time.perf_counter() - t0:6.1f}s]", *a, flush=True)
+    log = stamped_log()
 
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     device = jax.devices()[0]
     log("device", device.device_kind, jax.__version__)
-    store = work / "data.h5"
-    if not store.exists():
-        sim = cryostream.simulate(work / "sim", args.micrographs, shape=(args.shape, args.shape),
-                                  seed=0, overwrite=True)
-        config = cryostream.PrepareConfig(patch_size=args.patch, stride=args.patch // 2,
-                                          test_fraction=0.25)
-        r = cryostream.prepare(sim.micrographs, store, config, overwrite=True, log=lambda *_: None)
-        log("store:", r.summary())
+    store = simulated_store(work, args.micrographs, args.shape, args.patch, 0.25, log)
     results = []
     for batch_size in args.batches:
         cfg = TrainConfig(model=args.model, precision="bf16", batch_size=batch_size, steps=10_000)
