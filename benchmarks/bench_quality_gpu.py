@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from cryostream.evaluate import method_noise, plot_method_noise
 from cryostream.metrics import wiener_oracle
 
 SIGMAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8)
@@ -131,22 +132,9 @@ def matched_on(image_norm, estimate_norm, alpha, seed, radius=16):
                          shot_fraction=estimate_norm.shot_fraction, mean=estimate_norm.mean)
 
 
-def residual_check(image, corrected, estimate, pixel):
-    """Method noise: the residual's spectrum against the measured noise, and its structure."""
-    from cryostream.matched import estimate_noise
-
-    residual = image - corrected
-    r = estimate_noise(residual, pixel)
-    ratio = r.total_radial / estimate.radial
-    rings = np.arange(len(ratio)) / (2 * len(ratio))
-    band = (rings >= 0.05) & (rings < 0.5)
-    sigma = 20.0 / pixel / 2.355  # 20 Å FWHM: particle scale
-    lp_image = gaussian_filter(image, sigma)
-    corr_image = float(np.corrcoef(residual.ravel(), lp_image.ravel())[0, 1])
-    return {"residual_over_noise_spectrum_mean": float(ratio[band].mean()),
-            "residual_over_noise_spectrum_max_dev": float(np.abs(ratio[band] - 1).max()),
-            "residual_ratio_curve": ratio[::4].round(3).tolist(),
-            "corr_residual_vs_lowpass_image": corr_image}, residual, r
+def _plain(check: dict) -> dict:
+    """A method-noise result with its arrays as short lists, for JSON."""
+    return {k: (v[::4].round(4).tolist() if isinstance(v, np.ndarray) else v) for k, v in check.items()}
 
 
 def save(res, out, part):
@@ -220,40 +208,16 @@ def part_real(args, out):
     # the micrograph itself, N2N-corrected: the residual must be the measured noise
     out_m = fm(clean)
     corrected = n2n_correct(out_m, clean, 1.0)
-    check, residual, rest = residual_check(clean, corrected, est, pixel)
+    check = method_noise(clean, corrected, pixel, noise=est)
     g_out = gaussian_filter(clean, res["seed_gaussian0.1"]["gaussian_sigma"])
-    check["gaussian_for_comparison"] = residual_check(clean, g_out, est, pixel)[0]
-    res["n2n_on_micrograph"] = check
-    print("n2n residual", json.dumps({k: v for k, v in check.items() if "curve" not in k}), flush=True)
-    _figure_residual(out / "real_residual.png", est, rest, clean, corrected, residual, pixel)
+    plot_method_noise(out / "real_residual.png", check, clean, corrected)
+    res["n2n_on_micrograph"] = _plain(check)
+    res["n2n_on_micrograph"]["gaussian_for_comparison"] = _plain(
+        method_noise(clean, g_out, pixel, noise=est))
+    print("n2n residual", json.dumps({k: v for k, v in res["n2n_on_micrograph"].items()
+                                      if not isinstance(v, list | dict)}), flush=True)
     np.save(out / "real_crop_corrected_512.npy", corrected[:512, :512])
     return res
-
-
-def _figure_residual(path, est, rest, image, corrected, residual, pixel):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    f = np.arange(len(est.radial)) / (2 * len(est.radial)) / pixel
-    fig, ax = plt.subplots(1, 4, figsize=(18, 4.5))
-    ax[0].semilogy(f, est.radial, label="measured noise (estimate)")
-    ax[0].semilogy(f, est.total_radial, label="micrograph", alpha=0.6)
-    ax[0].semilogy(f, rest.total_radial, "--", label="residual input − output")
-    ax[0].set_xlabel("spatial frequency (1/Å)")
-    ax[0].set_ylabel("power (variance per bin)")
-    ax[0].legend()
-    s = np.s_[:512, :512]
-    for a, img, title in zip(ax[1:], (image[s], corrected[s], residual[s]),
-                             ("micrograph (p95 = 1)", "matched N2N output", "residual"), strict=True):
-        lo, hi = np.percentile(img, [1, 99])
-        a.imshow(gaussian_filter(img, 1), cmap="gray", vmin=lo, vmax=hi)
-        a.set_title(title)
-        a.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def part_sim(args, out):

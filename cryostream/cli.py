@@ -194,7 +194,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cryostream.evaluate import evaluate
 
     report = evaluate(args.run, args.store, args.output, truth=args.truth, patches=args.patches,
-                      micrographs=args.micrographs, tile=args.tile)
+                      micrographs=args.micrographs, tile=args.tile, residual=args.residual)
     a = report["test_split"]
     print(f"wrote {args.output}/report.md: test split PSNR noisy {a['noisy_psnr']:.2f}, "
           f"best Gaussian {a['gaussian_psnr']:.2f}, model {a['model_psnr']:.2f} dB")
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patches", type=int, default=64, help="test patches scored")
     p.add_argument("--micrographs", type=int, default=2, help="simulated micrographs scored")
     p.add_argument("--tile", type=int, default=512, help="denoising window core, px")
+    p.add_argument("--residual", nargs="+", metavar="MRC",
+                   help="micrographs (real ones too) whose residual input − output is checked "
+                   "against their measured noise")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("show", help="draw input/target pairs of a store with their statistics")

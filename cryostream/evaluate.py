@@ -59,6 +59,48 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     return scores
 
 
+def _residual_section(run, paths, out: Path, report: dict, tile: int) -> list[str]:
+    """Report section (c): the residual of each micrograph in ``paths``."""
+    import mrcfile
+
+    from cryostream.infer import _alpha2, _loaded, denoise_array, n2n_correct
+    from cryostream.io.stack import expand_inputs, open_micrographs
+
+    _, _, _, record = _loaded(str(run))
+    seed_way = record["prepare"]["noise"]["model"] != "none"
+    lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
+             "Micrograph − output" + (" (Noisier2Noise-corrected)" if seed_way else "") +
+             ": its spectrum over the measured noise spectrum (0.05–0.5 cycles/px; 1 is "
+             "right) and its correlation with the 20 Å low-pass micrograph (pure noise "
+             "gives the value in brackets; the whole micrograph the last column).", "",
+             "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
+             "whole micrograph |", "|---|---|---|---|---|"]
+    rows = []
+    for i, path in enumerate(expand_inputs(paths)):
+        path = Path(path)
+        with mrcfile.open(path, permissive=True) as m:
+            pixel = float(m.voxel_size.x) or 1.0
+        stack = open_micrographs([path])
+        image = stack.data[0].compute()
+        scale = np.float32(np.percentile(image, record["prepare"]["percentile"]))
+        image = image / scale
+        den = denoise_array(stack.data, run, [scale], tile=tile).compute()[0]
+        if seed_way:
+            den = n2n_correct(den, image, _alpha2(record, image))
+        check = method_noise(image, den, pixel)
+        plot_method_noise(out / f"residual_{i}.png", check, image, den, title=path.name)
+        rows.append({"micrograph": path.name, **{k: v for k, v in check.items()
+                                                  if not isinstance(v, np.ndarray)}})
+        lines.append(f"| {path.name} | {check['spectrum_ratio_mean']:.3f} | "
+                     f"{check['spectrum_ratio_max_deviation']:.3f} | "
+                     f"{check['correlation_with_lowpass']:.3f} "
+                     f"({check['correlation_if_pure_noise']:.3f}) | "
+                     f"{check['correlation_if_everything']:.3f} |")
+    report["residual"] = rows
+    lines += [""] + [f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
+    return lines
+
+
 def _simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
     pairs = []
     for noisy in sorted((truth_root / "micrographs").glob("*.mrc"))[:limit]:
@@ -73,8 +115,89 @@ def _simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstrom: float, *,
+                 noise=None, lowpass_angstrom: float = 20.0) -> dict:
+    """Is what a denoiser removed only noise? The residual check for micrographs without truth.
+
+    The residual ``micrograph − denoised`` of a good denoiser is the micrograph's noise: its
+    radial power spectrum matches the measured noise spectrum, and it carries no particles.
+    Returns, over 0.05–0.5 cycles/px:
+
+    - ``spectrum_ratio_mean`` and ``spectrum_ratio_max_deviation``: the residual's radial
+      power over the measured noise spectrum (``noise``, a :class:`~cryostream.matched.NoiseEstimate`
+      of the micrograph in the same units; measured here when ``None``);
+    - ``correlation_with_lowpass``: the residual's correlation with the micrograph low-passed at
+      ``lowpass_angstrom`` (Gaussian, that FWHM), the particle-scale image;
+    - ``correlation_if_pure_noise``: what that correlation is when the residual is exactly
+      noise with the measured spectrum (noise is part of the low-passed image too), and
+      ``correlation_if_everything``: when the residual is the whole micrograph.
+
+    Also ``residual_radial``, ``noise_radial`` and ``frequency`` (1/Å) for a figure.
+    """
+    import scipy.ndimage
+
+    from cryostream.matched import estimate_noise, tile_for
+
+    image = np.asarray(micrograph, np.float32)
+    residual = image - np.asarray(denoised, np.float32)
+    noise = noise if noise is not None else estimate_noise(image, pixel_size_angstrom,
+                                                           tile=tile_for(image.shape))
+    tile = noise.psd.shape[0]
+    got = estimate_noise(residual, pixel_size_angstrom, tile=tile).total_radial
+    ratio = got / noise.radial
+    rings = np.arange(len(ratio)) / tile
+    band = (rings >= 0.05) & (rings < 0.5)
+    sigma = lowpass_angstrom / pixel_size_angstrom / 2.355
+    lowpass = scipy.ndimage.gaussian_filter(image, sigma)
+    # pure noise n with the measured spectrum: cov(n, lowpass) = cov(n, G∗n) = mean(G·N) over
+    # the spectrum's grid; the low-passed micrograph's spread is measured directly
+    freq = np.hypot(*(np.indices((tile, tile)) - tile // 2)) / tile
+    gain = np.exp(-2 * np.pi**2 * sigma**2 * freq**2)
+    pure = float((gain * noise.psd).mean() / np.sqrt(noise.psd.mean()) / lowpass.std())
+    return {
+        "spectrum_ratio_mean": float(ratio[band].mean()),
+        "spectrum_ratio_max_deviation": float(np.abs(ratio[band] - 1).max()),
+        "correlation_with_lowpass": float(np.corrcoef(residual.ravel(), lowpass.ravel())[0, 1]),
+        "correlation_if_pure_noise": pure,
+        "correlation_if_everything": float(np.corrcoef(image.ravel(), lowpass.ravel())[0, 1]),
+        "residual_radial": got, "noise_radial": noise.radial,
+        "frequency": rings / pixel_size_angstrom,
+    }
+
+
+def plot_method_noise(path, check: dict, image: np.ndarray, denoised: np.ndarray, title: str = ""):
+    """The residual check as a figure: spectra, then micrograph, output and residual crops."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import scipy.ndimage
+
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4.5))
+    f = check["frequency"]
+    ax[0].semilogy(f, check["noise_radial"], label="measured noise of the micrograph")
+    ax[0].semilogy(f, check["residual_radial"], "--", label="residual: micrograph − output")
+    ax[0].set_xlabel("spatial frequency (1/Å)")
+    ax[0].set_ylabel("power (variance per bin)")
+    ax[0].set_title(title or f"residual / noise {check['spectrum_ratio_mean']:.3f}, "
+                    f"corr {check['correlation_with_lowpass']:.3f}", fontsize=9)
+    ax[0].legend(fontsize=8)
+    c = min(512, *image.shape)
+    residual = image - denoised
+    for a, img, name in zip(ax[1:], (image, denoised, residual), ("micrograph", "output", "residual"),
+                            strict=True):
+        crop = scipy.ndimage.gaussian_filter(img[:c, :c], 1)
+        lo, hi = np.percentile(crop, [1, 99])
+        a.imshow(crop, cmap="gray", vmin=lo, vmax=hi)
+        a.set_title(name)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
-             tile: int = 512) -> dict:
+             tile: int = 512, residual=None) -> dict:
     """Write an evaluation report (``report.md``, ``report.json``, figures) to ``output``.
 
     (a) The store's test split under the seed's protocol: PSNR and SSIM of the noisy input,
@@ -83,7 +206,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
     filter (:func:`cryostream.metrics.wiener_oracle`), the model and the model with the
     Noisier2Noise correction; PSNR, SSIM, FRC curves, power spectra and crops.
-    Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed.
+    Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed. (c) With
+    ``residual`` (MRC paths, e.g. real micrographs): each is denoised (Noisier2Noise-corrected
+    for runs trained the seed's way) and the residual checked with :func:`method_noise`.
     """
     import shutil
 
@@ -190,6 +315,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                 f"{row[n]['psnr']:.2f} / {row[n]['ssim']:.3f}" for n in names) + " |")
         lines += ["", "![crops](crops.png)", "", "![FRC](frc.png)", "",
                   "![power spectra](spectra.png)", ""]
+    if residual:
+        lines += _residual_section(run, residual, out, report, tile)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(__import__("json").dumps(report, indent=2))
     return report

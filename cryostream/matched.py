@@ -37,7 +37,7 @@ import math
 import numpy as np
 from scipy.ndimage import gaussian_filter, grey_opening, uniform_filter1d
 
-__all__ = ["TILE", "NoiseEstimate", "estimate_noise", "noise_kernel", "modulation",
+__all__ = ["TILE", "NoiseEstimate", "estimate_noise", "tile_for", "noise_kernel", "modulation",
            "matched_noise", "matched_noise_jax", "radial_profile"]
 
 TILE = 256
@@ -99,6 +99,11 @@ class NoiseEstimate:
             kw[f.name] = value.astype(np.float32) if value.ndim else value.item()
         kw["shot_fitted"] = bool(kw["shot_fitted"])
         return cls(**kw)
+
+
+def tile_for(shape: tuple[int, ...]) -> int:
+    """The estimation tile for an image: ``TILE``, or the largest power of two that fits."""
+    return min(TILE, 1 << (min(shape).bit_length() - 1))
 
 
 def _ring_index(n: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.mrc import MicrographHeader, read_rows
-from cryostream.matched import TILE, estimate_noise, matched_noise
+from cryostream.matched import estimate_noise, matched_noise, tile_for
 from cryostream.noise import add_noise, patch_rng
 from cryostream.patches import patch_origins
 
@@ -95,7 +95,7 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     """
     image = read_rows(header, 0, header.shape[0])
     stats = _statistics(image, percentile)
-    tile = min(TILE, 1 << (min(image.shape).bit_length() - 1))
+    tile = tile_for(image.shape)
     if not stats[1] or stats[2] == stats[3] or tile < 32:
         return stats, None
     return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0, tile=tile)

@@ -124,10 +124,13 @@ def test_evaluation_report(trained, tmp_path, capsys):
     run, sim = trained
     store = run.parent / "data.h5"
     assert main(["evaluate", str(run), str(store), "-o", str(tmp_path / "rep"), "--truth",
-                 str(sim.root), "--micrographs", "1", "--tile", "64", "--patches", "8"]) == 0
+                 str(sim.root), "--micrographs", "1", "--tile", "64", "--patches", "8",
+                 "--residual", str(sim.micrographs[0])]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'rep'}/report.md")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "best Gaussian low-pass" in text and "model + N2N correction" in text
+    assert "## Residual of the denoised micrographs" in text
+    assert (tmp_path / "rep" / "residual_0.png").read_bytes()[:4] == b"\x89PNG"
     for figure in ("crops.png", "frc.png", "spectra.png", "training.png"):
         assert (tmp_path / "rep" / figure).read_bytes()[:4] == b"\x89PNG"
     import json

@@ -228,3 +228,21 @@ def test_paired_targets_errors(tmp_path):
     record = {"prepare": {"noise": {"model": "none"}}}
     with pytest.raises(ConfigError, match="n2n-correction"):
         _alpha2(record, np.zeros((4, 4), np.float32))
+
+
+def test_method_noise_tells_a_perfect_denoiser_from_a_bad_one(coloured):
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.evaluate import method_noise
+
+    noisy, truth = coloured
+    scale = np.percentile(noisy, 95)
+    y, x = noisy / scale, truth / scale
+    perfect = method_noise(y, x, 0.6575)  # the residual is exactly the noise
+    assert abs(perfect["spectrum_ratio_mean"] - 1) < 0.1
+    assert abs(perfect["correlation_with_lowpass"] - perfect["correlation_if_pure_noise"]) < 0.02
+    weak = method_noise(y, gaussian_filter(y, 1), 0.6575)  # removes only the highest frequencies
+    assert weak["spectrum_ratio_mean"] < 0.7
+    wipe = method_noise(y, np.full_like(y, y.mean()), 0.6575)  # removes the particles too
+    assert wipe["correlation_with_lowpass"] == pytest.approx(wipe["correlation_if_everything"])
+    assert wipe["correlation_with_lowpass"] > 3 * perfect["correlation_if_pure_noise"]
