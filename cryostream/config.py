@@ -48,6 +48,14 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name}={value!r}: must be a finite number {bound}")
 
 
+def _floats(config, *names: str) -> None:
+    """Store integer values of float fields as floats: 10 and 10.0 are one config (same JSON)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, name, float(value))
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r}: must be one of {', '.join(choices)}")
@@ -91,10 +99,7 @@ class NoiseConfig:
     radius: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("sigma", "dose", "alpha", "shot"):  # 10 and 10.0 are one config (same JSON)
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
+        _floats(self, "sigma", "dose", "alpha", "shot")
         _choice("noise", self.model, NOISE_MODELS)
         _choice("noise_mode", self.mode, NOISE_MODES)
         if self.model == "none" and self.mode != "stored":
@@ -143,10 +148,7 @@ class PrepareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("percentile", "test_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
+        _floats(self, "percentile", "test_fraction")
         for name in ("patch_size", "stride", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -232,8 +234,7 @@ class SimulateConfig:
             raise ConfigError(f"amplitude_contrast={self.amplitude_contrast}: must be in [0, 1)")
         _positive("b_factor_angstrom2", self.b_factor_angstrom2, allow_zero=True)
         _positive("ice_contrast", self.ice_contrast, allow_zero=True)
-        if isinstance(self.detector_nps_nyquist, int) and not isinstance(self.detector_nps_nyquist, bool):
-            object.__setattr__(self, "detector_nps_nyquist", float(self.detector_nps_nyquist))
+        _floats(self, "detector_nps_nyquist")
         if not (isinstance(self.detector_nps_nyquist, float) and 0 < self.detector_nps_nyquist <= 1):
             raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")
         if not isinstance(self.seed, int) or self.seed < 0:
