@@ -195,25 +195,29 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
 def _denoise_one(source: str, name: str, run: str, *, tile: int, halo: int | None,
                  batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
                  n2n_clamp: bool = False):
-    """One micrograph through the whole pipeline: percentile, bands, correction, MRC."""
-    from cryostream.io.mrc import read_header, write_micrograph
-    from cryostream.io.stack import open_micrographs
-    from cryostream.preprocess import micrograph_statistics
+    """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
+
+    The micrograph is read once; the percentile, the bands and the correction share it.
+    """
+    import dask.array as da
+
+    from cryostream.io.mrc import read_header, read_rows, write_micrograph
 
     _, _, _, record = _loaded(run)
-    percentile = micrograph_statistics(read_header(source), record["prepare"]["percentile"])[0]
-    stack = open_micrographs([source], chunks=-1)
-    den = denoise_array(stack.data, run, [percentile], tile=tile, halo=halo,
-                        batch_size=batch_size).compute(scheduler="sync")[0]
+    header = read_header(source)
+    image = read_rows(header, 0, header.shape[0])
+    percentile = float(np.percentile(image, record["prepare"]["percentile"]))
+    den = denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [percentile],
+                        tile=tile, halo=halo, batch_size=batch_size).compute(scheduler="sync")[0]
     if n2n_correction:
-        noisy = stack.data[0].compute(scheduler="sync") / np.float32(percentile)
+        noisy = image / np.float32(percentile)
         den = n2n_correct(den, noisy, _alpha2(record, noisy), ring_clamp=n2n_clamp)
     den *= np.float32(percentile)
     if output is None:
         return den
     label = f"cryostream denoise {Path(run).name}" + (" n2n" if n2n_correction else "")
     path = Path(output) / f"{name}.mrc"
-    write_micrograph(path, den, stack.attrs["pixel_size_angstrom"], history=label,
+    write_micrograph(path, den, header.pixel_size_angstrom, history=label,
                      overwrite=overwrite)
     return str(path)
 
