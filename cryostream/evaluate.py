@@ -61,6 +61,7 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
 
 def _residual_section(run, paths, out: Path, report: dict, tile: int) -> list[str]:
     """Report section (c): the residual of each micrograph in ``paths``."""
+    import dask.array as da
     import mrcfile
 
     from cryostream.infer import _alpha2, _loaded, denoise_array, n2n_correct
@@ -80,11 +81,11 @@ def _residual_section(run, paths, out: Path, report: dict, tile: int) -> list[st
         path = Path(path)
         with mrcfile.open(path, permissive=True) as m:
             pixel = float(m.voxel_size.x) or 1.0
-        stack = open_micrographs([path])
-        image = stack.data[0].compute()
-        scale = np.float32(np.percentile(image, record["prepare"]["percentile"]))
-        image = image / scale
-        den = denoise_array(stack.data, run, [scale], tile=tile).compute()[0]
+        raw = open_micrographs([path]).data[0].compute()  # read once, used twice
+        scale = np.float32(np.percentile(raw, record["prepare"]["percentile"]))
+        image = raw / scale
+        den = denoise_array(da.from_array(raw[None], chunks=(1, -1, -1)), run, [scale],
+                            tile=tile).compute()[0]
         if seed_way:
             den = n2n_correct(den, image, _alpha2(record, image))
         check = method_noise(image, den, pixel)
@@ -212,6 +213,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     """
     import shutil
 
+    import dask.array as da
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +222,6 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     import scipy.ndimage
 
     from cryostream.infer import _alpha2, _loaded, denoise_array, n2n_correct
-    from cryostream.io.stack import open_micrographs
     from cryostream.metrics import frc, ssim, wiener_oracle
     from cryostream.simulate.spectrum import power_spectrum, radial_average
 
@@ -253,8 +254,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             clean = mrcfile.read(truth_path).astype(np.float32)
             scale = np.float32(np.percentile(noisy, record["prepare"]["percentile"]))
             noisy_n, clean_n = noisy / scale, clean / scale
-            stack = open_micrographs([noisy_path])
-            den = denoise_array(stack.data, run, [scale], tile=tile).compute()[0]
+            den = denoise_array(da.from_array(noisy[None], chunks=(1, -1, -1)), run, [scale],
+                                tile=tile).compute()[0]
             gauss_db, sigma = best_gaussian(noisy_n, clean_n)
             gauss = scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n
             methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss,
