@@ -37,6 +37,7 @@ from cryostream.preprocess import (
     band_layout,
     band_patch_views,
     check_statistics,
+    noise_measurable,
     normalised_and_noisy,
     overlap_bands,
     statistics_and_noise,
@@ -185,7 +186,8 @@ def prepare(
         # to the shards for resumed runs.
         stats_file = folder / "statistics.json"
         cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        todo = [h for h in headers if h.path not in cached or not _noise_file(folder, h.path).exists()]
+        todo = [h for h in headers if h.path not in cached or (
+            noise_measurable(h, cached[h.path]) and not _noise_file(folder, h.path).exists())]
         results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
                            for h in todo]) if todo else []
         for h, (stats, estimate) in zip(todo, results, strict=True):

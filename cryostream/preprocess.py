@@ -95,10 +95,15 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     """
     image = read_rows(header, 0, header.shape[0])
     stats = _statistics(image, percentile)
-    tile = tile_for(image.shape)
-    if not stats[1] or stats[2] == stats[3] or tile < 32:
+    if not noise_measurable(header, stats):
         return stats, None
-    return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0, tile=tile)
+    return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0,
+                                 tile=tile_for(image.shape))
+
+
+def noise_measurable(header: MicrographHeader, stats) -> bool:
+    """Whether :func:`statistics_and_noise` measures the noise of a micrograph with ``stats``."""
+    return bool(stats[1]) and stats[2] != stats[3] and tile_for(header.shape) >= 32
 
 
 def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, float],
