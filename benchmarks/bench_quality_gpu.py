@@ -39,17 +39,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cryostream.evaluate import method_noise, plot_method_noise
-from cryostream.metrics import wiener_oracle
+from cryostream.metrics import best_gaussian, psnr, wiener_oracle
 
 SIGMAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8)
-
-
-def psnr(x, ref):
-    return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
-
-
-def best_gaussian(noisy, clean):
-    return max((psnr(gaussian_filter(noisy, s), clean), s) for s in SIGMAS)
 
 
 def affine_fit(x, ref):
@@ -170,7 +162,7 @@ def part_real(args, out):
     topaz = topaz_fn(args.topaz)
 
     def baselines(noisy_img, ref, tag):
-        g = best_gaussian(noisy_img, ref)
+        g = best_gaussian(noisy_img, ref, SIGMAS)
         row = {"noisy": psnr(noisy_img, ref), "gaussian": g[0], "gaussian_sigma": g[1],
                "wiener_oracle": psnr(wiener_oracle(noisy_img, ref), ref)}
         if topaz:
@@ -269,7 +261,7 @@ def part_sim(args, out):
         p = np.percentile(y, 95)
         y, x = y / p, x / p
         est = estimate_noise(y, cfg.pixel_size_angstrom)
-        g = best_gaussian(y, x)
+        g = best_gaussian(y, x, SIGMAS)
         wien = wiener_oracle(y, x)
         row = {"micrograph": i, "noisy": psnr(y, x), "gaussian": g[0], "gaussian_sigma": g[1],
                "wiener_oracle": psnr(wien, x), "noise_variance_estimated": est.variance,
