@@ -5,7 +5,7 @@ full-size 7676 × 7420 micrographs (one simulated micrograph, rolled per file), 
 (a) device time for one micrograph: every window through the compiled model, host→device
 included, after a warm-up; (b) end to end over the stack: read MRC → denoise → write MRC.
 
-Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles 2048]
+Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles auto 2048]
 (On a CPU: --shape 2048 --count 2 --tiles 1024 --precision fp32 --batch 1.)
 """
 
@@ -50,7 +50,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="/tmp/cryostream-denoise-bench")
     ap.add_argument("--count", type=int, default=20)
-    ap.add_argument("--tiles", type=int, nargs="+", default=[2048])
+    ap.add_argument("--tiles", nargs="+", default=["auto"],
+                    help="window cores to time; 'auto' is what cryostream.denoise picks")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--workers", type=int, default=4)
@@ -61,7 +62,15 @@ def main() -> None:
     import numpy as np
     from _common import make_full_size_set
 
-    from cryostream.infer import _loaded, default_halo, denoise, tile_cores
+    from cryostream.infer import (
+        MAX_BATCH_PIXELS,
+        _backend,
+        _loaded,
+        auto_tile,
+        default_halo,
+        denoise,
+        tile_cores,
+    )
 
     t0 = time.perf_counter()
 
@@ -88,15 +97,17 @@ def main() -> None:
     image = np.asarray(mrcfile.read(paths[0]), np.float32)
     image /= np.percentile(image, 95)
     rows = []
-    for tile in args.tiles:
+    for choice in args.tiles:
+        tile = auto_tile(image.shape, config) if choice == "auto" else int(choice)
         side = tile + 2 * halo
         padded = np.pad(image, halo, mode="symmetric")
         windows = [padded[wy : wy + side, wx : wx + side]
                    for wy, _, _ in tile_cores(image.shape[0], tile, config.multiple)
                    for wx, _, _ in tile_cores(image.shape[1], tile, config.multiple)]
         n = len(windows)
-        batches = [np.stack(windows[i : i + args.batch] + [windows[0]] * max(0, i + args.batch - n))
-                   [..., None] for i in range(0, n, args.batch)]
+        batch = max(1, min(args.batch, n, MAX_BATCH_PIXELS[_backend()] // side**2))  # as denoise
+        batches = [np.stack(windows[i : i + batch] + [windows[0]] * max(0, i + batch - n))
+                   [..., None] for i in range(0, n, batch)]
         t = time.perf_counter()
         jax.block_until_ready(apply(params, batches[0]))
         compile_s = time.perf_counter() - t
@@ -110,14 +121,14 @@ def main() -> None:
         log(f"tile {tile} (+{halo} halo): {n} windows of {side}², compile {compile_s:.0f} s, "
             f"one micrograph {device_s:.3f} s")
         t = time.perf_counter()
-        denoise(run, paths, work / f"out-{tile}", tile=tile, batch_size=args.batch, overwrite=True,
-                workers=args.workers)
+        denoise(run, paths, work / f"out-{tile}", tile=None if choice == "auto" else tile,
+                batch_size=args.batch, overwrite=True, workers=args.workers)
         e2e = time.perf_counter() - t
         log(f"tile {tile}: end to end {len(paths)} micrographs in {e2e:.1f} s = "
             f"{len(paths) / e2e:.2f} micrographs/s")
         rows.append({"device": jax.devices()[0].device_kind, "shape": list(image.shape),
-                     "tile": tile, "halo": halo,
-                     "windows": n, "window_side": side, "compile_s": compile_s,
+                     "tile": tile, "tile_choice": choice, "halo": halo,
+                     "windows": n, "window_side": side, "batch": batch, "compile_s": compile_s,
                      "device_seconds_per_micrograph": device_s, "end_to_end_seconds": e2e,
                      "micrographs": len(paths), "micrographs_per_second": len(paths) / e2e,
                      "precision": args.precision})

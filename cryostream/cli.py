@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder from cryostream train")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=1024, help="window core, px (%(default)s)")
+    p.add_argument("--tile", type=int,
+                   help="window core, px (default: the fewest pixels through the network; "
+                   "3840 for full-size micrographs on a GPU)")
     p.add_argument("--halo", type=int, help="context per side, px (default: receptive field)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per device call")
     p.add_argument("--n2n-correction", action="store_true",

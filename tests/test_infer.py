@@ -11,6 +11,8 @@ from cryostream import PrepareConfig
 from cryostream.cli import main
 from cryostream.infer import (
     _loaded,
+    _windows,
+    auto_tile,
     clamp_negative_rings,
     default_halo,
     denoise,
@@ -43,6 +45,23 @@ def test_tile_cores_cover_the_axis_once():
         assert all(w % 8 == 0 and w <= c0 and c1 <= w + 64 + 8 for w, c0, c1 in cores)
 
 
+def test_auto_tile_sends_the_fewest_pixels_through_the_network():
+    config = TrainConfig(model="unet").model_config()
+    halo = default_halo(config)
+    m = config.multiple
+    for shape, window in (((7676, 7420), 4352), ((7676, 7420), 1536), ((4096, 3000), 2048)):
+        tile = auto_tile(shape, config, max_window=window)
+        assert tile % m == 0 and tile + 2 * halo <= window
+        cost = _windows(shape, tile, m) * (tile + 2 * halo) ** 2
+        for other in range(m, min(*shape, window - 2 * halo) + 1, m):  # every allowed tile
+            assert _windows(shape, other, m) * (other + 2 * halo) ** 2 >= cost
+        # the window count agrees with the bands and cores denoise_array really runs
+        bands = [tile] * (shape[0] // tile - 1) + [shape[0] - tile * (shape[0] // tile - 1)]
+        assert _windows(shape, tile, m) == sum(len(tile_cores(b, tile, m)) for b in bands) * len(
+            tile_cores(shape[1], tile, m))
+    assert auto_tile((7676, 7420), config, max_window=4352) == 3840  # 4 windows of 4352²
+
+
 def test_tiles_match_the_whole_micrograph(trained):
     run, sim = trained
     apply, params, config, _ = _loaded(str(run))
@@ -52,6 +71,8 @@ def test_tiles_match_the_whole_micrograph(trained):
     image = stack.values
     p = np.percentile(image, 95, axis=(1, 2))
     tiled = denoise_array(stack.data, run, p, tile=64, halo=halo, batch_size=3).compute()
+    auto = denoise_array(stack.data, run, p).compute()  # tile chosen for the backend
+    np.testing.assert_allclose(auto, tiled, rtol=1e-4, atol=1e-4 * np.abs(tiled).max())
     for i in range(2):
         norm = image[i] / np.float32(p[i])
         padded = np.pad(norm, halo, mode="symmetric")
