@@ -34,6 +34,6 @@ print(store.summary())
 result = train(store.output, work / "run", TrainConfig(model="unet", steps=20_000, batch_size=8),
                resume=(work / "run" / "checkpoints").exists(), progress=True)
 print(f"trained: {result.eval}")
-denoise(result.run, micrographs, work / "denoised", tile=2048, workers=8, overwrite=True)
+denoise(result.run, micrographs, work / "denoised", workers=8, overwrite=True)  # tile 3840 on a GPU
 evaluate(result.run, store.output, work / "report")
 print(f"denoised micrographs in {work / 'denoised'}, report in {work / 'report' / 'report.md'}")
