@@ -48,6 +48,22 @@ def test_dose_and_shot_noise():
     assert sim.truth.var() / residual.var() < 0.2
 
 
+def test_ice_component_is_the_gaussian_texture_and_changes_nothing_else():
+    cfg = SimulateConfig(shape=(512, 512), seed=3, particles_per_micrograph=0)
+    plain = simulate_micrograph(cfg, 1)
+    parts = simulate_micrograph(cfg, 1, components=True)
+    assert plain.ice is None
+    assert np.array_equal(plain.noisy, parts.noisy) and np.array_equal(plain.truth, parts.truth)
+    # without particles the truth is the background plus the texture: what is left is smooth
+    rest = parts.truth - parts.ice
+    assert np.abs(np.diff(rest, axis=1)).max() < 0.05 * np.abs(np.diff(parts.ice, axis=1)).max()
+    k = parts.ice / parts.ice.std()
+    assert abs(float(np.mean(k**4)) - 3) < 0.2  # Gaussian: excess kurtosis ≈ 0
+    with_particles = simulate_micrograph(SimulateConfig(shape=(512, 512), seed=3), 1,
+                                         components=True)
+    assert np.var(with_particles.truth - with_particles.ice) > np.var(rest)
+
+
 def test_about_fifty_non_overlapping_particles_at_full_size():
     rng = np.random.default_rng(0)
     _, _ = load_t20s()

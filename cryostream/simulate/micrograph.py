@@ -71,6 +71,9 @@ class SimulatedMicrograph:
     particles : tuple of Particle
     defocus_u_angstrom, defocus_v_angstrom, astigmatism_angle_deg : float
         CTF parameters in RELION's convention.
+    ice : numpy.ndarray of float32, optional
+        With ``components=True``: the part of ``truth`` drawn by the amorphous-ice texture
+        (``truth − ice`` is the particles and the background); the texture is a Gaussian field.
     """
 
     noisy: np.ndarray
@@ -79,6 +82,7 @@ class SimulatedMicrograph:
     defocus_u_angstrom: float
     defocus_v_angstrom: float
     astigmatism_angle_deg: float
+    ice: np.ndarray | None = None
 
 
 def electron_wavelength(voltage_kv: float) -> float:
@@ -178,10 +182,12 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], waves: int =
     return (field / std if std > 0 else field).astype(np.float32)
 
 
-def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrograph:
+def simulate_micrograph(config: SimulateConfig, index: int, *,
+                        components: bool = False) -> SimulatedMicrograph:
     """Simulate micrograph ``index`` of a run with ``config``.
 
-    The result depends only on ``(config, index)``.
+    The result depends only on ``(config, index)``. ``components`` also returns the ice
+    texture's share of the truth (one more FFT pair), for bounds on what a denoiser can gain.
     """
     rng = np.random.default_rng([config.seed, index])
     ny, nx = config.shape
@@ -212,7 +218,10 @@ def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrogra
         _splat(phase, pts, z.astype(np.float64) * phase_per_z)
         particles.append(Particle(cx, cy, *_zyz_euler_deg(rot)))
     phase = phase.astype(np.float32)
-    phase += rng.normal(0, _ICE_TEXTURE_RAD, size=(ny, nx)).astype(np.float32)
+    ice_phase = rng.normal(0, _ICE_TEXTURE_RAD, size=(ny, nx)).astype(np.float32)
+    phase += ice_phase
+    if not components:
+        del ice_phase
 
     # Contrast transfer in one rfft pass.
     lam = electron_wavelength(config.voltage_kv)
@@ -231,6 +240,10 @@ def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrogra
     spectrum = scipy.fft.rfft2(phase, workers=-1)
     del phase
     spectrum *= transfer
+    ice_contrast = None
+    if components:
+        ice_contrast = scipy.fft.irfft2(scipy.fft.rfft2(ice_phase, workers=-1) * transfer,
+                                        s=(ny, nx), workers=-1).astype(np.float32)
     del transfer, k2
     contrast = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1).astype(np.float32)
     del spectrum
@@ -242,6 +255,9 @@ def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrogra
     truth *= background
     truth *= np.float32(dose_px)
     np.maximum(truth, 0, out=truth)
+    if ice_contrast is not None:
+        ice_contrast *= background
+        ice_contrast *= np.float32(dose_px)
     noisy = rng.poisson(truth).astype(np.float32)
     if config.detector_nps_nyquist < 1:
         fy = np.fft.fftfreq(ny).astype(np.float32)[:, None]
@@ -258,4 +274,5 @@ def simulate_micrograph(config: SimulateConfig, index: int) -> SimulatedMicrogra
         defocus_u_angstrom=float(df_u),
         defocus_v_angstrom=float(df_v),
         astigmatism_angle_deg=float(angle),
+        ice=ice_contrast,
     )
