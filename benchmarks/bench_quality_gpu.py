@@ -30,6 +30,7 @@ Writes OUTDIR/quality_{part}.json and figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -94,17 +95,18 @@ def topaz_fn(topaz_dir):
     return topaz_denoise if topaz_available() else None
 
 
-def train_run(store, run, args, seed=0):
+def train_run(store, run, args, seed=0, steps=None):
     from cryostream.training import TrainConfig, train
 
-    cfg = TrainConfig(model=args.model, precision="bf16", steps=args.steps, batch_size=args.batch,
-                      learning_rate=args.lr, warmup_steps=min(200, args.steps // 10),
-                      eval_every=10**9, checkpoint_every=args.steps, keep_checkpoints=1, seed=seed,
+    steps = steps or args.steps
+    cfg = TrainConfig(model=args.model, precision="bf16", steps=steps, batch_size=args.batch,
+                      learning_rate=args.lr, warmup_steps=min(200, steps // 10),
+                      eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
                       threads=8, prefetch=8)
     t = time.perf_counter()
     result = train(store, run, cfg, log=lambda *_: None)
     return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
-            "steps": args.steps, "batch": args.batch, "patch": args.patch, "model": args.model}
+            "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model}
 
 
 def prep(sources, store, noise, args, targets=None):
@@ -220,6 +222,7 @@ def part_sim(args, out):
     from cryostream.infer import n2n_correct
     from cryostream.matched import estimate_noise
     from cryostream.metrics import frc
+    from cryostream.sure import noise_probe, sure_blend
 
     work = out / "sim_work"
     n = args.train_micrographs + args.test_micrographs
@@ -244,11 +247,13 @@ def part_sim(args, out):
         "matched0.5": ("m05.h5", NoiseConfig(model="matched", alpha=0.5, mode="on-device"), None),
     }
     runs = {}
-    for tag in args.sim_runs.split(","):
+    for item in args.sim_runs.split(","):
+        tag, _, steps = item.partition(":")
         store, noise, targets = stores[tag]
         if noise is not None:
             prep(train_mics, work / store, noise, args, targets)
-        res[f"train_{tag}"] = train_run(work / store, work / f"run_{tag}", args)
+        res[f"train_{tag}"] = train_run(work / store, work / f"run_{tag}", args,
+                                        steps=int(steps) if steps else None)
         runs[tag] = str(work / f"run_{tag}")
         print("trained", tag, res[f"train_{tag}"], flush=True)
         save(res, out, "sim")
@@ -274,25 +279,37 @@ def part_sim(args, out):
             row["topaz"] = psnr(tz, x)
             curves.setdefault("topaz", []).append(frc(tz, x)[1])
             row["frc_mean_topaz"] = float(np.mean(curves["topaz"][-1]))
+        probe = noise_probe(y, est, seed=i)
+        scored = functools.partial(_score, row, curves, x)
+        crop = slice(0, args.save_crop)
+        if args.save_crop and i == args.train_micrographs:
+            np.savez(out / "arrays_input.npz", noisy=y[crop, crop], truth=x[crop, crop],
+                     probe=probe[crop, crop])
         for tag, run in runs.items():
-            out_f = denoiser(run, args.tile, True)(y)
-            row[f"{tag}_raw"] = psnr(out_f, x)
-            if tag == "supervised":  # estimates the truth directly: no correction
-                curves.setdefault(tag, []).append(frc(out_f, x)[1])
-                row[f"frc_mean_{tag}"] = float(np.mean(curves[tag][-1]))
-                continue
-            a2 = alphas[tag] if alphas[tag] is not None else sigma_w**2 / est.variance
-            corrected = n2n_correct(out_f, y, a2)
-            row[f"{tag}_n2n"] = psnr(corrected, x)
-            row[f"{tag}_alpha2"] = a2
-            curves.setdefault(f"{tag}_n2n", []).append(frc(corrected, x)[1])
-            row[f"frc_mean_{tag}_n2n"] = float(np.mean(curves[f"{tag}_n2n"][-1]))
+            f_ens = denoiser(run, args.tile, True)
+            out_f = f_ens(y)
+            scored(f"{tag}_raw", out_f)
+            if tag != "supervised":  # the supervised model estimates the truth directly
+                a2 = alphas[tag] if alphas[tag] is not None else sigma_w**2 / est.variance
+                row[f"{tag}_alpha2"] = a2
+                scored(f"{tag}_n2n", n2n_correct(out_f, y, a2))
+                scored(f"{tag}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
+            for eps in args.sure_eps:
+                plus, minus = f_ens(y + eps * probe), f_ens(y - eps * probe)
+                blended, info = sure_blend(y, out_f, probe, plus, minus, eps)
+                if args.save_crop and i == args.train_micrographs and eps == args.sure_eps[0]:
+                    np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop], epsilon=eps,
+                             plus=plus[crop, crop], minus=minus[crop, crop])
+                scored(f"{tag}_sure{eps:g}", blended)
+                row[f"{tag}_sure{eps:g}_risk"] = {k: info[k] for k in ("risk_blend", "risk_wiener",
+                                                                        "risk_output")}
+            scored(f"{tag}_blend_oracle", sure_blend(y, out_f, probe, out_f, out_f, 1.0, truth=x)[0])
         rows.append(row)
         print("sim", json.dumps(row), flush=True)
         res["rows"] = rows
         save(res, out, "sim")
     res["rows"] = rows
-    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    keys = [k for k in rows[0] if isinstance(rows[0][k], float | int)]
     res["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     freq = frc(y, x)[0]
     res["frc_curves"] = {k: np.mean(v, axis=0)[::4].round(4).tolist() for k, v in curves.items()}
@@ -300,6 +317,15 @@ def part_sim(args, out):
     _figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
                 {k: np.mean(v, axis=0) for k, v in curves.items()})
     return res
+
+
+def _score(row, curves, truth, name, image):
+    """PSNR and FRC of ``image`` against ``truth``, into ``row`` and ``curves`` under ``name``."""
+    from cryostream.metrics import frc
+
+    row[name] = psnr(image, truth)
+    curves.setdefault(name, []).append(frc(image, truth)[1])
+    row[f"frc_mean_{name}"] = float(np.mean(curves[name][-1]))
 
 
 def _figure_frc(path, freq, curves):
@@ -343,7 +369,12 @@ def main(argv=None):
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--topaz", default="")
     ap.add_argument("--sim-runs", default="supervised,white,matched1,matched0.5",
-                    help="which models the sim part trains, in order")
+                    help="which models the sim part trains, in order (TAG or TAG:STEPS)")
+    ap.add_argument("--sure-eps", type=float, nargs="*", default=[0.5],
+                    help="probe amplitudes of the SURE ring blend (cryostream.sure)")
+    ap.add_argument("--save-crop", type=int, default=0,
+                    help="save this top-left crop of the first scored micrograph's input, "
+                         "truth, probe and each model's outputs (arrays_*.npz)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
