@@ -16,8 +16,11 @@ Two parts, each one process (one compilation of the training step serves its tra
           (``detector_nps_nyquist`` 0.1); eight train, two are scored against their ground
           truth (PSNR with the noisy micrograph's 95th percentile as 1.0, and FRC). Models
           trained the seed's way with white noise of the micrograph's own variance and with
-          matched noise (α 1 and 0.5), each with and without the correction, and one trained
-          on the simulation's (micrograph, ground truth) pairs (``prepare --targets``).
+          matched noise (α 1 and 0.5), each with and without the correction (and with the
+          ring clamp), and one trained on the simulation's (micrograph, ground truth) pairs
+          (``prepare --targets``). Each model also gets its oracle blend
+          (``cryostream.metrics.blend_oracle``): the best per-ring mix of input and output,
+          which bounds what re-weighting the output by frequency can give.
 
 Baselines in the same process: the noisy input, the best Gaussian low-pass, the oracle Wiener
 filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``) and Topaz's
@@ -221,8 +224,7 @@ def part_sim(args, out):
     from cryostream.config import NoiseConfig, SimulateConfig
     from cryostream.infer import n2n_correct
     from cryostream.matched import estimate_noise
-    from cryostream.metrics import frc
-    from cryostream.sure import noise_probe, sure_blend
+    from cryostream.metrics import blend_oracle, frc
 
     work = out / "sim_work"
     n = args.train_micrographs + args.test_micrographs
@@ -279,12 +281,11 @@ def part_sim(args, out):
             row["topaz"] = psnr(tz, x)
             curves.setdefault("topaz", []).append(frc(tz, x)[1])
             row["frc_mean_topaz"] = float(np.mean(curves["topaz"][-1]))
-        probe = noise_probe(y, est, seed=i)
         scored = functools.partial(_score, row, curves, x)
         crop = slice(0, args.save_crop)
-        if args.save_crop and i == args.train_micrographs:
-            np.savez(out / "arrays_input.npz", noisy=y[crop, crop], truth=x[crop, crop],
-                     probe=probe[crop, crop])
+        first = args.save_crop and i == args.train_micrographs
+        if first:
+            np.savez(out / "arrays_input.npz", noisy=y[crop, crop], truth=x[crop, crop])
         for tag, run in runs.items():
             f_ens = denoiser(run, args.tile, True)
             out_f = f_ens(y)
@@ -294,16 +295,9 @@ def part_sim(args, out):
                 row[f"{tag}_alpha2"] = a2
                 scored(f"{tag}_n2n", n2n_correct(out_f, y, a2))
                 scored(f"{tag}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
-            for eps in args.sure_eps:
-                plus, minus = f_ens(y + eps * probe), f_ens(y - eps * probe)
-                blended, info = sure_blend(y, out_f, probe, plus, minus, eps)
-                if args.save_crop and i == args.train_micrographs and eps == args.sure_eps[0]:
-                    np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop], epsilon=eps,
-                             plus=plus[crop, crop], minus=minus[crop, crop])
-                scored(f"{tag}_sure{eps:g}", blended)
-                row[f"{tag}_sure{eps:g}_risk"] = {k: info[k] for k in ("risk_blend", "risk_wiener",
-                                                                        "risk_output")}
-            scored(f"{tag}_blend_oracle", sure_blend(y, out_f, probe, out_f, out_f, 1.0, truth=x)[0])
+            if first:
+                np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop])
+            scored(f"{tag}_blend_oracle", blend_oracle(y, out_f, x))
         rows.append(row)
         print("sim", json.dumps(row), flush=True)
         res["rows"] = rows
@@ -370,11 +364,9 @@ def main(argv=None):
     ap.add_argument("--topaz", default="")
     ap.add_argument("--sim-runs", default="supervised,white,matched1,matched0.5",
                     help="which models the sim part trains, in order (TAG or TAG:STEPS)")
-    ap.add_argument("--sure-eps", type=float, nargs="*", default=[0.5],
-                    help="probe amplitudes of the SURE ring blend (cryostream.sure)")
     ap.add_argument("--save-crop", type=int, default=0,
                     help="save this top-left crop of the first scored micrograph's input, "
-                         "truth, probe and each model's outputs (arrays_*.npz)")
+                         "truth and each model's output (arrays_*.npz)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage
 
-__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "psnr_jax", "ssim_jax", "frc_jax"]
+__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "psnr_jax",
+           "ssim_jax", "frc_jax"]
 
 _K1, _K2, _WIN = 0.01, 0.03, 7
 
@@ -102,6 +103,53 @@ def wiener_oracle(noisy: np.ndarray, reference: np.ndarray) -> np.ndarray:
     nr = np.bincount(b.ravel(), n.ravel()) / count
     gain = sr[b] / (sr[b] + nr[b] + 1e-12)
     out = np.real(np.fft.ifft2(gain * np.fft.fft2(noisy - noisy.mean()))) + reference.mean()
+    return out.astype(np.float32)
+
+
+def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
+                 min_coefficients: int = 128) -> np.ndarray:
+    """The best per-ring mix ``a·noisy + b·output``, weights fitted to the *true* image.
+
+    Rings of spatial frequency (merged from the centre out until each holds
+    ``min_coefficients`` Fourier coefficients) each get the least-squares ``(a, b)``. The span
+    holds the input, the output, the Noisier2Noise correction and any radial linear filter of
+    the input, so this oracle bounds what re-weighting a denoiser's output by frequency can
+    give: if it barely beats :func:`wiener_oracle`, the output carries no more than a linear
+    filter does. The mean is the input's.
+    """
+    import scipy.fft
+
+    noisy, output, reference = (np.asarray(a, np.float64) for a in (noisy, output, reference))
+    ny, nx = noisy.shape
+    ring = np.rint(np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
+                   * min(ny, nx)).astype(np.int64)
+    sizes = np.bincount(ring.ravel())
+    merged = np.zeros(sizes.size, np.int64)
+    current, held = 1, 0
+    for r in range(1, sizes.size):
+        merged[r] = current
+        held += sizes[r]
+        if held >= min_coefficients:
+            current, held = current + 1, 0
+    bins = merged[ring]
+    weight = np.full(ring.shape, 2.0)  # rfft columns that stand for a conjugate pair
+    weight[:, 0] = 1.0
+    if nx % 2 == 0:
+        weight[:, -1] = 1.0
+    z, f, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, output, reference))
+
+    def sums(v):
+        return np.bincount(bins.ravel(), (weight * v).ravel())
+
+    zz, zf, ff = sums(np.abs(z) ** 2), sums((z * np.conj(f)).real), sums(np.abs(f) ** 2)
+    xz, xf = sums((x * np.conj(z)).real), sums((x * np.conj(f)).real)
+    det = zz * ff - zf**2
+    ok = det > 1e-12 * zz * ff
+    safe = np.where(ok, det, 1.0)
+    a = np.where(ok, (xz * ff - xf * zf) / safe, np.where(zz > 0, xz / np.maximum(zz, 1e-300), 0))
+    b = np.where(ok, (xf * zz - xz * zf) / safe, 0.0)
+    a[0], b[0] = 1.0, 0.0
+    out = scipy.fft.irfft2(a[bins] * z + b[bins] * f, s=(ny, nx), workers=-1) + noisy.mean()
     return out.astype(np.float32)
 
 

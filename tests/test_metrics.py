@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from cryostream.metrics import (
     best_gaussian,
+    blend_oracle,
     frc,
     frc_jax,
     psnr,
@@ -73,3 +75,22 @@ def test_wiener_oracle_beats_the_gaussian_and_is_exact_for_white_signals():
     expected = 0.5 * ((white + noise) - (white + noise).mean()) + white.mean()
     assert np.abs(out - expected).max() < 0.25  # per-ring powers are sample estimates
     assert psnr(out, white, peak=1) > psnr(white + noise, white, peak=1) + 2.5
+
+
+def test_blend_oracle_is_at_least_its_parts_and_finds_a_perfect_output():
+    rng = np.random.default_rng(4)
+    field = np.fft.ifft2(np.fft.fft2(rng.normal(size=(256, 256)))
+                         * np.exp(-((np.fft.fftfreq(256)[:, None] ** 2
+                                     + np.fft.fftfreq(256)[None, :] ** 2) / 0.01))).real
+    clean = 0.5 + field / field.std() * 0.1
+    noisy = clean + rng.normal(0, 0.1, clean.shape)
+    # an output that is good at low frequency only: a Gaussian low-pass, plus a high-pass error
+    low_pass = gaussian_filter(noisy, 3)
+    output = low_pass + 0.05 * rng.normal(size=clean.shape)
+    blended = blend_oracle(noisy, output, clean)
+    score = psnr(blended, clean)
+    assert score > psnr(noisy, clean) and score > psnr(output, clean)
+    assert score > psnr(wiener_oracle(noisy, clean), clean) - 0.05  # its span holds the filter
+    assert score > psnr(low_pass, clean)
+    # an output equal to the truth is taken whole, ring by ring
+    assert psnr(blend_oracle(noisy, clean, clean), clean) > 60
