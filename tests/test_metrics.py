@@ -60,13 +60,17 @@ def test_best_gaussian_never_loses_to_the_input(pair):
     assert value > psnr(noisy, clean) and sigma > 0
 
 
+def _smooth_pair(rng, width: float, n: int = 256):
+    """A smooth Gaussian field (spectrum exp(-f²/width)) around 0.5, and it plus N(0, 0.1²)."""
+    f2 = np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2
+    field = np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * np.exp(-f2 / width)).real
+    clean = 0.5 + field / field.std() * 0.1
+    return clean, clean + rng.normal(0, 0.1, clean.shape)
+
+
 def test_wiener_oracle_beats_the_gaussian_and_is_exact_for_white_signals():
     rng = np.random.default_rng(3)
-    field = np.fft.ifft2(np.fft.fft2(rng.normal(size=(256, 256)))
-                         * np.exp(-((np.fft.fftfreq(256)[:, None] ** 2
-                                     + np.fft.fftfreq(256)[None, :] ** 2) / 0.003))).real
-    clean = 0.5 + field / field.std() * 0.1
-    noisy = clean + rng.normal(0, 0.1, clean.shape)
+    clean, noisy = _smooth_pair(rng, 0.003)
     assert psnr(wiener_oracle(noisy, clean), clean) > best_gaussian(noisy, clean)[0]
     # white signal in white noise of equal power: the gain is 1/2 at every frequency
     white = rng.normal(0, 1, (128, 128))
@@ -79,11 +83,7 @@ def test_wiener_oracle_beats_the_gaussian_and_is_exact_for_white_signals():
 
 def test_blend_oracle_is_at_least_its_parts_and_finds_a_perfect_output():
     rng = np.random.default_rng(4)
-    field = np.fft.ifft2(np.fft.fft2(rng.normal(size=(256, 256)))
-                         * np.exp(-((np.fft.fftfreq(256)[:, None] ** 2
-                                     + np.fft.fftfreq(256)[None, :] ** 2) / 0.01))).real
-    clean = 0.5 + field / field.std() * 0.1
-    noisy = clean + rng.normal(0, 0.1, clean.shape)
+    clean, noisy = _smooth_pair(rng, 0.01)
     # an output that is good at low frequency only: a Gaussian low-pass, plus a high-pass error
     low_pass = gaussian_filter(noisy, 3)
     output = low_pass + 0.05 * rng.normal(size=clean.shape)
