@@ -27,20 +27,25 @@ def ssim(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -
     """Mean structural similarity of two 2-D images (scikit-image's default definition)."""
     x = np.asarray(estimate, np.float64)
     y = np.asarray(reference, np.float64)
-    np_ = _WIN * _WIN
-    cov_norm = np_ / (np_ - 1)
 
     def f(a):
         return scipy.ndimage.uniform_filter(a, size=_WIN, mode="reflect")
 
-    ux, uy = f(x), f(y)
-    vx = cov_norm * (f(x * x) - ux * ux)
-    vy = cov_norm * (f(y * y) - uy * uy)
-    vxy = cov_norm * (f(x * y) - ux * uy)
+    return float(_ssim_mean(f, x, y, data_range))
+
+
+def _ssim_mean(window_mean, x, y, data_range):
+    """SSIM averaged inside the border, given the local-mean filter (NumPy or JAX arrays)."""
+    np_ = _WIN * _WIN
+    cov_norm = np_ / (np_ - 1)
+    ux, uy = window_mean(x), window_mean(y)
+    vx = cov_norm * (window_mean(x * x) - ux * ux)
+    vy = cov_norm * (window_mean(y * y) - uy * uy)
+    vxy = cov_norm * (window_mean(x * y) - ux * uy)
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (_WIN - 1) // 2
-    return float(s[pad:-pad, pad:-pad].mean())
+    return s[pad:-pad, pad:-pad].mean()
 
 
 def _rings(shape: tuple[int, int]) -> tuple[np.ndarray, int]:
@@ -179,14 +184,7 @@ def ssim_jax(estimate, reference, data_range: float = 1.0):
         s = c[_WIN:, _WIN:] - c[:-_WIN, _WIN:] - c[_WIN:, :-_WIN] + c[:-_WIN, :-_WIN]
         return s / np_
 
-    cov_norm = np_ / (np_ - 1)
-    ux, uy = f(x), f(y)
-    vx = cov_norm * (f(x * x) - ux * ux)
-    vy = cov_norm * (f(y * y) - uy * uy)
-    vxy = cov_norm * (f(x * y) - ux * uy)
-    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s[pad:-pad, pad:-pad].mean()
+    return _ssim_mean(f, x, y, data_range)
 
 
 def frc_jax(a, b):
