@@ -132,12 +132,12 @@ def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
     """
     import scipy.fft
 
+    from cryostream.metrics import rfft_rings
+
     estimate = np.asarray(estimate, np.float32)
     noisy = np.asarray(noisy, np.float32)
     ny, nx = noisy.shape
-    fy = np.fft.fftfreq(ny).astype(np.float32)[:, None]
-    fx = np.fft.rfftfreq(nx).astype(np.float32)[None, :]
-    rings = np.minimum(np.rint(np.hypot(fy, fx) * min(ny, nx)).astype(np.int64), min(ny, nx) // 2)
+    rings = np.minimum(rfft_rings((ny, nx)), min(ny, nx) // 2)
     mean = float(estimate.mean())
     e = scipy.fft.rfft2(estimate - mean, workers=-1)
     y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)

@@ -111,6 +111,15 @@ def wiener_oracle(noisy: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def rfft_rings(shape: tuple[int, int]) -> np.ndarray:
+    """Ring of every coefficient of an ``rfft2`` of ``shape``: the radius, rounded, in units of
+    the shorter side (ring ``r`` is ``r / min(shape)`` cycles per pixel)."""
+    ny, nx = shape
+    radius = np.hypot(np.fft.fftfreq(ny).astype(np.float32)[:, None],
+                      np.fft.rfftfreq(nx).astype(np.float32)[None, :])
+    return np.rint(radius * min(ny, nx)).astype(np.int64)
+
+
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
                  min_coefficients: int = 128) -> np.ndarray:
     """The best per-ring mix ``a·noisy + b·output``, weights fitted to the *true* image.
@@ -126,8 +135,7 @@ def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *
 
     noisy, output, reference = (np.asarray(a, np.float64) for a in (noisy, output, reference))
     ny, nx = noisy.shape
-    ring = np.rint(np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
-                   * min(ny, nx)).astype(np.int64)
+    ring = rfft_rings((ny, nx))
     sizes = np.bincount(ring.ravel())
     merged = np.zeros(sizes.size, np.int64)
     current, held = 1, 0
