@@ -63,8 +63,7 @@ def main() -> None:
     from _common import make_full_size_set
 
     from cryostream.infer import (
-        MAX_BATCH_PIXELS,
-        _backend,
+        _device_batch,
         _loaded,
         auto_tile,
         default_halo,
@@ -105,7 +104,7 @@ def main() -> None:
                    for wy, _, _ in tile_cores(image.shape[0], tile, config.multiple)
                    for wx, _, _ in tile_cores(image.shape[1], tile, config.multiple)]
         n = len(windows)
-        batch = max(1, min(args.batch, n, MAX_BATCH_PIXELS[_backend()] // side**2))  # as denoise
+        batch = _device_batch(args.batch, n, side)  # as denoise
         batches = [np.stack(windows[i : i + batch] + [windows[0]] * max(0, i + batch - n))
                    [..., None] for i in range(0, n, batch)]
         t = time.perf_counter()

@@ -63,13 +63,22 @@ def tile_cores(length: int, tile: int, multiple: int) -> list[tuple[int, int, in
     return cores
 
 
+def _band_heights(ny: int, tile: int) -> tuple[int, ...]:
+    """Rows of each band: ``tile`` each, the last one taking the remainder."""
+    n_bands = ny // tile
+    return (tile,) * (n_bands - 1) + (ny - tile * (n_bands - 1),)
+
+
 def _windows(shape: tuple[int, int], tile: int, multiple: int) -> int:
-    """Windows over a micrograph (its bands of ``tile`` rows, the last one taller)."""
-    ny, nx = shape
-    last = ny - tile * (ny // tile - 1)
-    across = len(tile_cores(nx, tile, multiple))
-    return (ny // tile - 1) * across * len(tile_cores(tile, tile, multiple)) + across * len(
-        tile_cores(last, tile, multiple))
+    """Windows over a micrograph, band by band."""
+    across = len(tile_cores(shape[1], tile, multiple))
+    return sum(len(tile_cores(h, tile, multiple)) for h in _band_heights(shape[0], tile)) * across
+
+
+def _device_batch(batch_size: int, windows: int, side: int) -> int:
+    """Windows per device call: at most ``batch_size``, ``windows`` (no empty padding windows)
+    and the backend's pixel cap (:data:`MAX_BATCH_PIXELS`) for windows of ``side``²."""
+    return max(1, min(batch_size, windows, MAX_BATCH_PIXELS[_backend()] // side**2))
 
 
 def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
@@ -90,9 +99,7 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
     if top < m:
         raise ConfigError(f"micrographs of {ny} × {nx} with a {halo}-px halo leave no room for a "
                           f"window of at most {max_window}²; pass tile= (--tile)")
-    best = min(range(m, top + 1, m),
-               key=lambda t: (_windows(shape, t, m) * (t + 2 * halo) ** 2, -t))
-    return best
+    return min(range(m, top + 1, m), key=lambda t: (_windows(shape, t, m) * (t + 2 * halo) ** 2, -t))
 
 
 def _backend() -> str:
@@ -206,11 +213,9 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
         raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
     if halo > tile:
         raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile")
-    n_bands = ny // tile
-    heights = (tile,) * (n_bands - 1) + (ny - tile * (n_bands - 1),)
-    per_band = max(len(tile_cores(h, tile, m)) for h in set(heights)) * len(tile_cores(nx, tile, m))
-    cap = max(1, MAX_BATCH_PIXELS[_backend()] // (tile + 2 * halo) ** 2)
-    batch_size = max(1, min(batch_size, per_band, cap))  # no padding windows, bounded memory
+    heights = _band_heights(ny, tile)
+    per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
+    batch_size = _device_batch(batch_size, per_band, tile + 2 * halo)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
