@@ -23,7 +23,8 @@ Two parts, each one process (one compilation of the training step serves its tra
           which bounds what re-weighting the output by frequency can give.
 
 Baselines in the same process: the noisy input, the best Gaussian low-pass, the oracle Wiener
-filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``) and Topaz's
+filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``), the sim part's
+Wiener filter from the *measured* noise (``wiener_measured``, no truth) and Topaz's
 pretrained U-Net (affine-fitted to the reference, its best case) when importable.
 
 Usage: python benchmarks/bench_quality_gpu.py {real,sim} OUTDIR [--steps N] [--topaz DIR] ...
@@ -102,14 +103,16 @@ def train_run(store, run, args, seed=0, steps=None):
     from cryostream.training import TrainConfig, train
 
     steps = steps or args.steps
-    cfg = TrainConfig(model=args.model, precision="bf16", steps=steps, batch_size=args.batch,
+    cfg = TrainConfig(model=args.model, precision="bf16", residual=args.residual, steps=steps,
+                      batch_size=args.batch,
                       learning_rate=args.lr, warmup_steps=min(200, steps // 10),
                       eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
                       threads=8, prefetch=8)
     t = time.perf_counter()
     result = train(store, run, cfg, log=lambda *_: None)
     return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
-            "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model}
+            "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model,
+            "residual": args.residual}
 
 
 def prep(sources, store, noise, args, targets=None):
@@ -271,7 +274,8 @@ def part_sim(args, out):
         g = best_gaussian(y, x, SIGMAS)
         wien = wiener_oracle(y, x)
         row = {"micrograph": i, "noisy": psnr(y, x), "gaussian": g[0], "gaussian_sigma": g[1],
-               "wiener_oracle": psnr(wien, x), "noise_variance_estimated": est.variance,
+               "wiener_oracle": psnr(wien, x), "wiener_measured": psnr(wiener_measured(y, est), x),
+               "noise_variance_estimated": est.variance,
                "noise_variance_true": float(np.var(y - x))}
         curves.setdefault("noisy", []).append(frc(y, x)[1])
         curves.setdefault("wiener_oracle", []).append(frc(wien, x)[1])
@@ -297,6 +301,8 @@ def part_sim(args, out):
                 scored(f"{tag}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
             if first:
                 np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop])
+            if args.save_outputs:  # float16 output − input: 8 MiB, enough for offline checks
+                np.save(out / f"output_{tag}_{i}.npy", (out_f - y).astype(np.float16))
             scored(f"{tag}_blend_oracle", blend_oracle(y, out_f, x))
         rows.append(row)
         print("sim", json.dumps(row), flush=True)
@@ -311,6 +317,25 @@ def part_sim(args, out):
     _figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
                 {k: np.mean(v, axis=0) for k, v in curves.items()})
     return res
+
+
+def wiener_measured(noisy, estimate):
+    """The radial Wiener filter from the *measured* noise (no truth): per ring of the image's
+    rfft, gain ``max(0, 1 − N / P)`` with ``P`` the image's power and ``N`` the estimate's
+    radial noise power, interpolated to the image's rings."""
+    from cryostream.metrics import rfft_rings
+
+    ring = rfft_rings(noisy.shape)
+    z = np.fft.rfft2(noisy - noisy.mean())
+    count = np.bincount(ring.ravel())
+    power = np.bincount(ring.ravel(), (np.abs(z) ** 2).ravel()) / np.maximum(count, 1)
+    side = min(noisy.shape)
+    tile = 2 * estimate.radial.size
+    noise = np.interp(np.arange(power.size) / side, np.arange(estimate.radial.size) / tile,
+                      estimate.radial) * noisy.size
+    gain = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
+    gain[0] = 1.0
+    return (np.fft.irfft2(gain[ring] * z, s=noisy.shape) + noisy.mean()).astype(np.float32)
 
 
 def _score(row, curves, truth, name, image):
@@ -367,6 +392,11 @@ def main(argv=None):
     ap.add_argument("--save-crop", type=int, default=0,
                     help="save this top-left crop of the first scored micrograph's input, "
                          "truth and each model's output (arrays_*.npz)")
+    ap.add_argument("--residual", action="store_true",
+                    help="train residual models (input + correction: the output is not rounded "
+                         "to bfloat16 as a whole)")
+    ap.add_argument("--save-outputs", action="store_true",
+                    help="save each scored model output − input as float16 (output_TAG_I.npy)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,10 @@ correction are only sound when the added noise has the statistics of the microgr
   high band (0.25–0.5 cycles per pixel, where the signal has faded) it averages to the
   measured power; below ``low_cut`` (20 Å by default), where particles and ice dominate, the
   floor is held at its value there;
+* below the high band, where the signal adds 10–30 % to that floor, the noise is the high
+  band's three-term cosine series ``Σ c_n cos(2π n f)`` (a detector's noise power is smooth,
+  even and periodic in frequency) carried down, bounded by the band's first value and the
+  floor (:func:`_below_the_band`);
 * the 2-D noise spectrum is the radial one times a smoothed anisotropy map (the measured 2-D
   power over its ring average, outside ``low_cut``), so detector anisotropy is kept;
 * the shot-noise share comes from the variance–mean relation over tiles (high-band power
@@ -44,6 +48,7 @@ TILE = 256
 _OPENING_RINGS = 9
 _HIGH_BAND = (0.25, 0.5)  # cycles/pixel where the variance–mean fit reads the noise
 _MIN_MEAN_SPREAD = 0.01   # relative spread of tile means below which the fit is not tried
+_COSINE_TERMS = 3         # terms of the series that carries the high band's noise down
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +181,7 @@ def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_ang
     # band) the floor must average to the measured power, which undoes that bias.
     high = slice(int(_HIGH_BAND[0] * tile), tile // 2)
     noise_radial *= max(1.0, float(profile[high].mean() / noise_radial[high].mean()))
+    noise_radial = _below_the_band(noise_radial, profile, tile)
 
     ratio = power / profile[rings]
     ratio = gaussian_filter(ratio, 3.0, mode="nearest")
@@ -207,6 +213,31 @@ def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_ang
         variance=variance, mean=mean, shot_fraction=shot, shot_fitted=fitted,
         equivalent_dose=float(dose), anisotropy=anisotropy,
     )
+
+
+def _below_the_band(floor: np.ndarray, profile: np.ndarray, tile: int) -> np.ndarray:
+    """The noise below the high band: the band's cosine series carried down, within bounds.
+
+    Below the high band the signal (ice, particles, Thon rings smeared by the Welch window) sits
+    on the noise everywhere, so the floor of the measured power reads 10–30 % high exactly
+    where the signal is as strong as the noise. A detector's noise power is a smooth, even,
+    periodic function of frequency: the ``_COSINE_TERMS``-term series ``Σ c_n cos(2π n f)``
+    least-squares fitted to the measured power over the high band (where the signal has faded)
+    is carried to lower frequencies, kept between the band's first value (the noise power of a
+    detector does not rise with frequency) and the measured floor (the noise cannot exceed the
+    power). Where the fit is not usable (it falls below zero) the floor stays.
+    """
+    half = tile // 2
+    freq = np.arange(profile.size) / tile
+    start = int(_HIGH_BAND[0] * tile)
+    basis = np.cos(2 * np.pi * np.arange(_COSINE_TERMS)[None, :] * freq[:, None])
+    coef, *_ = np.linalg.lstsq(basis[start:half], profile[start:half].astype(np.float64), rcond=None)
+    model = basis @ coef
+    if model[: half].min() <= 0:
+        return floor
+    out = floor.copy()
+    out[:start] = np.clip(model[:start], model[start], floor[:start])
+    return out
 
 
 def _mirror(centred: np.ndarray) -> np.ndarray:

@@ -52,8 +52,10 @@ def test_estimate_finds_the_noise_under_the_signal(coloured):
     noisy, truth = coloured
     e = estimate_noise(noisy, 0.6575)
     expected = truth.mean() * detector_nps(_rings(256), 0.1)
-    ratio = e.radial[8:] / expected[8:]
-    assert np.all(np.abs(ratio - 1) < 0.2), ratio  # Thon rings and particles sit on top of it
+    ratio = e.radial[2:] / expected[2:]
+    # Particles, ice and Thon rings sit on top of the noise below the high band; the floor of
+    # the measured power alone read up to 17 % high there, the carried-down series reads ≤ 6 %.
+    assert np.all(np.abs(ratio - 1) < 0.08), ratio
     assert e.radial[-1] < e.radial[10] / 5  # the fall to Nyquist is seen
     assert e.shot_fraction > 0.8  # Poisson noise, ice thickness varying over tiles
     assert e.anisotropy < 0.1
