@@ -109,7 +109,7 @@ def _backend() -> str:
 
 
 def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
-                ring_clamp: bool = False) -> np.ndarray:
+                ring_clamp: bool = False, keep_mean: bool = True) -> np.ndarray:
     """Noisier2Noise: turn E[y | z] into an estimate of the clean signal.
 
     For a network trained to predict a noisy micrograph ``y`` from ``z = y + m``, where the
@@ -122,11 +122,21 @@ def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
     output is anti-correlated with the input. The truth never is (its covariance with the
     input is its power), so those rings of spatial frequency are set to zero
     (:func:`clamp_negative_rings`).
+
+    ``keep_mean``: the noise has zero mean, so the clean image's mean is the input's (to within
+    σ/√pixels); the correction would multiply the network's own offset by ``(1 + α²) / α²``
+    (0.0015–0.0036 on simulated micrographs normalised to their 95th percentile, 0.03–0.18 dB
+    of PSNR), so the corrected image is given the input's mean.
     """
     if not alpha2 > 0:
         raise ConfigError(f"alpha2={alpha2}: the relative noise strength must be > 0")
-    corrected = ((1 + alpha2) * output - noisy) / alpha2
-    return clamp_negative_rings(corrected, noisy) if ring_clamp else corrected
+    corrected = ((1 + alpha2) * np.asarray(output) - noisy) / alpha2
+    if ring_clamp:
+        corrected = clamp_negative_rings(corrected, noisy)
+    if keep_mean:
+        shift = np.mean(noisy, dtype=np.float64) - np.mean(corrected, dtype=np.float64)
+        corrected = corrected + np.asarray(shift, dtype=corrected.dtype)
+    return corrected
 
 
 def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:

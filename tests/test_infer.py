@@ -112,6 +112,20 @@ def test_n2n_correction_recovers_the_clean_conditional_mean():
         n2n_correct(f, z, 0)
 
 
+def test_n2n_correction_keeps_the_input_mean():
+    rng = np.random.default_rng(5)
+    clean = 0.8 + 0.02 * rng.standard_normal((128, 128)).astype(np.float32)
+    noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
+    output = (noisy + 0.25 * clean) / 1.25 + np.float32(0.002)  # E[y | y] with an offset of 0.002
+    kept = n2n_correct(output, noisy, 0.25)
+    free = n2n_correct(output, noisy, 0.25, keep_mean=False)
+    assert free.mean() - clean.mean() == pytest.approx(0.01, abs=1e-5)  # offset × (1 + α²) / α²
+    assert kept.mean(dtype=np.float64) == pytest.approx(noisy.mean(dtype=np.float64), abs=1e-6)
+    assert kept.dtype == np.float32
+    assert np.mean((kept - clean) ** 2) < np.mean((free - clean) ** 2) - 0.9e-4
+    np.testing.assert_allclose(kept - kept.mean(), free - free.mean(), atol=1e-5)
+
+
 def test_ring_clamp_removes_anti_correlated_rings():
     rng = np.random.default_rng(4)
     k = np.hypot(np.fft.fftfreq(256)[:, None], np.fft.fftfreq(256)[None, :])
