@@ -103,7 +103,8 @@ def train_run(store, run, args, seed=0, steps=None):
     from cryostream.training import TrainConfig, train
 
     steps = steps or args.steps
-    cfg = TrainConfig(model=args.model, precision="bf16", residual=args.residual, steps=steps,
+    cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
+                      steps=steps,
                       batch_size=args.batch,
                       learning_rate=args.lr, warmup_steps=min(200, steps // 10),
                       eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
@@ -112,7 +113,7 @@ def train_run(store, run, args, seed=0, steps=None):
     result = train(store, run, cfg, log=lambda *_: None)
     return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
             "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model,
-            "residual": args.residual}
+            "residual": args.residual, "precision": args.precision}
 
 
 def prep(sources, store, noise, args, targets=None):
@@ -395,6 +396,7 @@ def main(argv=None):
     ap.add_argument("--residual", action="store_true",
                     help="train residual models (input + correction: the output is not rounded "
                          "to bfloat16 as a whole)")
+    ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--save-outputs", action="store_true",
                     help="save each scored model output − input as float16 (output_TAG_I.npy)")
     args = ap.parse_args(argv)

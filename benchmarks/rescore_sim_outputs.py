@@ -1,0 +1,86 @@
+"""Rescore saved model outputs of ``bench_quality_gpu.py sim --save-outputs`` on the CPU.
+
+The device run keeps each model's output − input (``output_TAG_I.npy``, float16). The
+simulation is deterministic, so the inputs and the ground truth are made again here and the
+outputs can be scored under corrections the device run did not apply (the Noisier2Noise
+correction with and without the input's mean kept, with the ring clamp) and split into bands
+of spatial frequency against the oracle Wiener filter, without another device run.
+
+Usage: python benchmarks/rescore_sim_outputs.py OUT.json LABEL=DIR:TAG:ALPHA2 [...]
+       [--indices 24 25] (the benchmark's simulation: 2048², seed 7, detector_nps_nyquist 0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cryostream.config import SimulateConfig
+from cryostream.infer import n2n_correct
+from cryostream.matched import estimate_noise
+from cryostream.metrics import psnr, rfft_rings, wiener_oracle
+from cryostream.simulate.micrograph import simulate_micrograph
+
+#: Ring edges (units of 1/2048 cycles per pixel) of the error bands.
+EDGES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1449)
+
+
+def band_errors(estimate: np.ndarray, truth_spectrum: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Squared error against the truth summed over each band of ``EDGES`` (the mean excluded)."""
+    err = np.abs(np.fft.rfft2(estimate - estimate.mean()) - truth_spectrum) ** 2
+    per_ring = np.bincount(ring.ravel(), err.ravel(), minlength=EDGES[-1])
+    return np.array([per_ring[a:b].sum() for a, b in zip(EDGES[:-1], EDGES[1:], strict=True)])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("runs", nargs="+", help="LABEL=DIR:TAG:ALPHA2")
+    ap.add_argument("--indices", type=int, nargs="+", default=[24, 25])
+    ap.add_argument("--size", type=int, default=2048)
+    args = ap.parse_args(argv)
+    from bench_quality_gpu import wiener_measured  # same folder
+
+    cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
+    runs = []
+    for item in args.runs:
+        label, _, rest = item.partition("=")
+        folder, tag, alpha2 = rest.split(":")
+        runs.append((label, Path(folder), tag, float(alpha2)))
+    rows = []
+    for i in args.indices:
+        sim = simulate_micrograph(cfg, i)
+        p = np.percentile(sim.noisy, 95)
+        y, x = sim.noisy / p, sim.truth / p
+        ring = rfft_rings(y.shape)
+        truth_spectrum = np.fft.rfft2(x - x.mean())
+        wiener = wiener_oracle(y, x)
+        base = band_errors(wiener, truth_spectrum, ring)
+        row = {"micrograph": i, "wiener_oracle": psnr(wiener, x),
+               "wiener_measured": psnr(wiener_measured(y, estimate_noise(y, cfg.pixel_size_angstrom)), x),
+               "band_edges_cycles_per_px": [e / args.size for e in EDGES],
+               "band_share_of_wiener_error": (base / base.sum()).round(4).tolist()}
+        for label, folder, tag, alpha2 in runs:
+            output = y + np.load(folder / f"output_{tag}_{i}.npy").astype(np.float32)
+            free = n2n_correct(output, y, alpha2, keep_mean=False)
+            kept = n2n_correct(output, y, alpha2)
+            row[label] = {
+                "n2n": psnr(free, x),
+                "n2n_offset": float(free.mean() - x.mean()),
+                "n2n_mean_kept": psnr(kept, x),
+                "n2n_clamp_mean_kept": psnr(n2n_correct(output, y, alpha2, ring_clamp=True), x),
+                "band_error_over_wiener": (band_errors(kept, truth_spectrum, ring) / base).round(3).tolist(),
+            }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out).write_text(json.dumps({"config": {"size": args.size, "seed": 7,
+                                                     "detector_nps_nyquist": 0.1},
+                                          "runs": {r[0]: f"{r[2]} α²={r[3]}" for r in runs},
+                                          "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
