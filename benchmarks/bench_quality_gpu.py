@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from cryostream.baselines import wiener_measured
 from cryostream.evaluate import method_noise, plot_method_noise
 from cryostream.metrics import best_gaussian, psnr, wiener_oracle
 
@@ -318,25 +319,6 @@ def part_sim(args, out):
     _figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
                 {k: np.mean(v, axis=0) for k, v in curves.items()})
     return res
-
-
-def wiener_measured(noisy, estimate):
-    """The radial Wiener filter from the *measured* noise (no truth): per ring of the image's
-    rfft, gain ``max(0, 1 − N / P)`` with ``P`` the image's power and ``N`` the estimate's
-    radial noise power, interpolated to the image's rings."""
-    from cryostream.metrics import rfft_rings
-
-    ring = rfft_rings(noisy.shape)
-    z = np.fft.rfft2(noisy - noisy.mean())
-    count = np.bincount(ring.ravel())
-    power = np.bincount(ring.ravel(), (np.abs(z) ** 2).ravel()) / np.maximum(count, 1)
-    side = min(noisy.shape)
-    tile = 2 * estimate.radial.size
-    noise = np.interp(np.arange(power.size) / side, np.arange(estimate.radial.size) / tile,
-                      estimate.radial) * noisy.size
-    gain = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
-    gain[0] = 1.0
-    return (np.fft.irfft2(gain[ring] * z, s=noisy.shape) + noisy.mean()).astype(np.float32)
 
 
 def _score(row, curves, truth, name, image):

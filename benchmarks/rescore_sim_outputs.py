@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.baselines import wiener_measured
 from cryostream.config import SimulateConfig
 from cryostream.infer import n2n_correct
 from cryostream.matched import estimate_noise
@@ -42,8 +43,6 @@ def main(argv=None):
     ap.add_argument("--indices", type=int, nargs="+", default=[24, 25])
     ap.add_argument("--size", type=int, default=2048)
     args = ap.parse_args(argv)
-    from bench_quality_gpu import wiener_measured  # same folder
-
     cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
     runs = []
     for item in args.runs:

@@ -1,4 +1,10 @@
-"""Peer baselines for the evaluation report: Topaz-Denoise's pretrained U-Net, when installed.
+"""Baselines for the evaluation report: a Wiener filter from the measured noise, and
+Topaz-Denoise's pretrained U-Net, when installed.
+
+:func:`wiener_measured` needs neither ground truth nor training: per ring of spatial frequency
+its gain is ``max(0, 1 − N / P)``, with ``P`` the micrograph's power and ``N`` its measured
+noise spectrum (:func:`cryostream.matched.estimate_noise`). It is the linear filter a trained
+model has to beat on real data, where the oracle Wiener filter cannot be built.
 
 Topaz-Denoise (``pip install topaz-em``, with PyTorch) ships its pretrained weights as plain
 PyTorch state dicts (``topaz/pretrained/denoise/unet_L2_v0.2.2.sav``); they load with
@@ -13,7 +19,38 @@ import os
 
 import numpy as np
 
-__all__ = ["topaz_available", "topaz_denoise"]
+__all__ = ["wiener_measured", "topaz_available", "topaz_denoise"]
+
+
+def wiener_measured(image: np.ndarray, estimate=None, *,
+                    pixel_size_angstrom: float = 1.0) -> np.ndarray:
+    """The radial Wiener filter of a 2-D ``image`` from its *measured* noise (no truth).
+
+    ``estimate`` is the image's :class:`~cryostream.matched.NoiseEstimate` in the image's units
+    (measured here when None, with ``pixel_size_angstrom``). Per ring of the image's rfft the
+    gain is ``max(0, 1 − N / P)``: ``P`` the image's power, ``N`` the estimate's radial noise
+    power interpolated to the image's rings. The mean is kept.
+    """
+    import scipy.fft
+
+    from cryostream.matched import estimate_noise, tile_for
+    from cryostream.metrics import rfft_rings
+
+    image = np.asarray(image, np.float32)
+    if estimate is None:
+        estimate = estimate_noise(image, pixel_size_angstrom, tile=tile_for(image.shape))
+    ring = rfft_rings(image.shape)
+    mean = float(image.mean(dtype=np.float64))
+    z = scipy.fft.rfft2(image - np.float32(mean), workers=-1)
+    count = np.maximum(np.bincount(ring.ravel()), 1)
+    power = np.bincount(ring.ravel(), (np.abs(z) ** 2).ravel()) / count
+    tile = 2 * estimate.radial.size
+    noise = np.interp(np.arange(power.size) / min(image.shape),
+                      np.arange(estimate.radial.size) / tile, estimate.radial) * image.size
+    gain = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
+    gain[0] = 1.0
+    out = scipy.fft.irfft2(gain[ring] * z, s=image.shape, workers=-1)
+    return (out + mean).astype(np.float32)
 
 
 def topaz_available() -> bool:

@@ -205,7 +205,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     the best Gaussian low-pass and the model. (b) With ``truth`` (a folder written by
     :func:`cryostream.simulate`): whole simulated micrographs against their ground truth, with
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
-    filter (:func:`cryostream.metrics.wiener_oracle`), the model and the model with the
+    filter (:func:`cryostream.metrics.wiener_oracle`), the Wiener filter from the measured noise
+    (:func:`cryostream.baselines.wiener_measured`), the model and the model with the
     Noisier2Noise correction; PSNR, SSIM, FRC curves, power spectra and crops.
     Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed. (c) With
     ``residual`` (MRC paths, e.g. real micrographs): each is denoised (Noisier2Noise-corrected
@@ -229,7 +230,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"run": str(run), "store": str(store)}
     lines = [f"# Evaluation of `{run}`", ""]
-    from cryostream.baselines import topaz_available, topaz_denoise
+    from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
 
     with_topaz = topaz_available()
     a = compare_on_store(run, store, patches=patches, topaz=with_topaz)
@@ -259,7 +260,10 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             gauss_db, sigma = best_gaussian(noisy_n, clean_n)
             gauss = scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n
             methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss,
-                       "oracle Wiener": wiener_oracle(noisy_n, clean_n), "model": den}
+                       "oracle Wiener": wiener_oracle(noisy_n, clean_n),
+                       "Wiener, measured noise": wiener_measured(noisy_n,
+                                                                 pixel_size_angstrom=0.6575),
+                       "model": den}
             if record["prepare"]["noise"]["model"] != "none":  # paired runs estimate the truth
                 a2 = _alpha2(record, noisy_n)
                 methods["model + N2N correction"] = n2n_correct(den, noisy_n, a2)
