@@ -8,7 +8,7 @@ draws the store's noise figure.
 
 Usage: python examples/matched_noise.py [OUTDIR] [--gpu]
 On a CPU: unet-small, 256² patches, 300 steps (≈7 minutes on two cores; the corrected
-output then scores ≈28 dB, ≈30 dB with the ring clamp, far from the GPU models' 35.1–35.3 dB on
+output then scores ≈29 dB, ≈33 dB with the ring clamp, far from the GPU models' 35.1–35.3 dB on
 the matched-noise page). With --gpu: the unet preset on 512² patches for 3000 steps, residual
 (≈3 minutes on an H100).
 """
