@@ -3,7 +3,8 @@
 The device run keeps each model's output − input (``output_TAG_I.npy``, float16). The
 simulation is deterministic, so the inputs and the ground truth are made again here and the
 outputs can be scored under corrections the device run did not apply (the Noisier2Noise
-correction with and without the input's mean kept, with the ring clamp) and split into bands
+correction with and without the input's mean kept, with the ring clamp, with the Wiener
+filter's linear response, ``cryostream.infer.match_wiener_gain``) and split into bands
 of spatial frequency against the oracle Wiener filter, without another device run.
 
 Usage: python benchmarks/rescore_sim_outputs.py OUT.json LABEL=DIR:TAG:ALPHA2 [...]
@@ -22,7 +23,7 @@ from cryostream.baselines import wiener_measured
 from cryostream.config import SimulateConfig
 from cryostream.infer import n2n_correct
 from cryostream.matched import estimate_noise
-from cryostream.metrics import psnr, rfft_rings, wiener_oracle
+from cryostream.metrics import frc, psnr, rfft_rings, wiener_oracle
 from cryostream.simulate.micrograph import simulate_micrograph
 
 #: Ring edges (units of 1/2048 cycles per pixel) of the error bands.
@@ -58,19 +59,25 @@ def main(argv=None):
         truth_spectrum = np.fft.rfft2(x - x.mean())
         wiener = wiener_oracle(y, x)
         base = band_errors(wiener, truth_spectrum, ring)
+        noise = estimate_noise(y, cfg.pixel_size_angstrom)
         row = {"micrograph": i, "wiener_oracle": psnr(wiener, x),
-               "wiener_measured": psnr(wiener_measured(y, estimate_noise(y, cfg.pixel_size_angstrom)), x),
+               "frc_mean_wiener_oracle": float(frc(wiener, x)[1].mean()),
+               "wiener_measured": psnr(wiener_measured(y, noise), x),
                "band_edges_cycles_per_px": [e / args.size for e in EDGES],
                "band_share_of_wiener_error": (base / base.sum()).round(4).tolist()}
         for label, folder, tag, alpha2 in runs:
             output = y + np.load(folder / f"output_{tag}_{i}.npy").astype(np.float32)
             free = n2n_correct(output, y, alpha2, keep_mean=False)
             kept = n2n_correct(output, y, alpha2)
+            gained = n2n_correct(output, y, alpha2, noise=noise)
             row[label] = {
                 "n2n": psnr(free, x),
                 "n2n_offset": float(free.mean() - x.mean()),
                 "n2n_mean_kept": psnr(kept, x),
                 "n2n_clamp_mean_kept": psnr(n2n_correct(output, y, alpha2, ring_clamp=True), x),
+                "n2n_wiener_gain": psnr(gained, x),
+                "frc_mean_n2n_mean_kept": float(frc(kept, x)[1].mean()),
+                "frc_mean_n2n_wiener_gain": float(frc(gained, x)[1].mean()),
                 "band_error_over_wiener": (band_errors(kept, truth_spectrum, ring) / base).round(3).tolist(),
             }
         rows.append(row)

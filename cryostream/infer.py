@@ -23,7 +23,7 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["receptive_radius", "default_halo", "tile_cores", "auto_tile", "n2n_correct",
-           "clamp_negative_rings", "denoise_array", "denoise"]
+           "clamp_negative_rings", "match_wiener_gain", "denoise_array", "denoise"]
 
 # Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
 # 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
@@ -109,7 +109,7 @@ def _backend() -> str:
 
 
 def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
-                ring_clamp: bool = False, keep_mean: bool = True) -> np.ndarray:
+                ring_clamp: bool = False, keep_mean: bool = True, noise=None) -> np.ndarray:
     """Noisier2Noise: turn E[y | z] into an estimate of the clean signal.
 
     For a network trained to predict a noisy micrograph ``y`` from ``z = y + m``, where the
@@ -127,6 +127,10 @@ def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
     σ/√pixels); the correction would multiply the network's own offset by ``(1 + α²) / α²``
     (0.0015–0.0036 on simulated micrographs normalised to their 95th percentile, 0.03–0.18 dB
     of PSNR), so the corrected image is given the input's mean.
+
+    ``noise`` (the micrograph's :class:`~cryostream.matched.NoiseEstimate`, in the units of
+    ``noisy``): give the corrected image the Wiener filter's linear response
+    (:func:`match_wiener_gain`), after the clamp.
     """
     if not alpha2 > 0:
         raise ConfigError(f"alpha2={alpha2}: the relative noise strength must be > 0")
@@ -136,7 +140,51 @@ def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
     if keep_mean:
         shift = np.mean(noisy, dtype=np.float64) - np.mean(corrected, dtype=np.float64)
         corrected = corrected + np.asarray(shift, dtype=corrected.dtype)
+    if noise is not None:
+        corrected = match_wiener_gain(corrected, noisy, noise)
     return corrected
+
+
+def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
+                      min_coefficients: int = 128) -> np.ndarray:
+    """Give a denoised image the Wiener filter's linear response; keep everything else.
+
+    Per ring of spatial frequency (:func:`cryostream.metrics.merged_rings`), the estimate
+    ``E`` splits into a part proportional to the micrograph ``Y`` and a part ``R``
+    uncorrelated with it over the ring: ``E = g·Y + R`` with ``g = Re⟨E, Y⟩ / ⟨Y, Y⟩``. For any
+    mix ``a·Y + R``, the error against the truth ``X`` is least at ``a = Re⟨X, Y⟩ / ⟨Y, Y⟩``,
+    whatever ``R`` is (``R ⟂ Y``): the Wiener gain. It needs no truth: ``1 − N / P`` with
+    ``P`` the micrograph's power over the ring and ``N`` the measured noise power (``noise``,
+    a :class:`~cryostream.matched.NoiseEstimate` in the units of ``noisy``), clipped to
+    [0, 1]. The result is ``w·Y + R``: the network keeps what it found beyond a linear filter
+    (particle shapes), and its linear response, which a U-Net's receptive field cannot make
+    follow the Thon rings, becomes the Wiener filter's. The mean is the micrograph's.
+    """
+    import scipy.fft
+
+    from cryostream.metrics import merged_rings
+
+    noisy = np.asarray(noisy, np.float32)
+    estimate = np.asarray(estimate, np.float32)
+    ny, nx = noisy.shape
+    bins, weight = merged_rings((ny, nx), min_coefficients)
+    y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
+    e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
+    radius = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
+    tile = 2 * noise.radial.size  # the estimate's ring i is at i / tile cycles per pixel
+    noise_power = np.interp(radius, np.arange(noise.radial.size) / tile, noise.radial) * (ny * nx)
+
+    def ring_sum(v):
+        return np.bincount(bins.ravel(), (weight * v).ravel())
+
+    power = ring_sum(np.abs(y) ** 2)
+    safe = np.maximum(power, 1e-30)
+    gain = ring_sum((e * np.conj(y)).real) / safe
+    wiener = np.clip(1 - ring_sum(noise_power) / safe, 0.0, 1.0)
+    gain[0] = wiener[0] = 0.0
+    e += (wiener - gain)[bins] * y
+    out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
+    return (out + np.float32(noisy.mean())).astype(np.float32)
 
 
 def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
@@ -259,7 +307,7 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
 
 def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
                  batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
-                 n2n_clamp: bool = False):
+                 n2n_clamp: bool = False, wiener_gain: bool = False):
     """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
 
     The micrograph is read once; the percentile, the bands and the correction share it.
@@ -274,9 +322,14 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     percentile = float(np.percentile(image, record["prepare"]["percentile"]))
     den = denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [percentile],
                         tile=tile, halo=halo, batch_size=batch_size).compute(scheduler="sync")[0]
+    noisy = image / np.float32(percentile)
     if n2n_correction:
-        noisy = image / np.float32(percentile)
         den = n2n_correct(den, noisy, _alpha2(record, noisy), ring_clamp=n2n_clamp)
+    if wiener_gain:
+        from cryostream.matched import estimate_noise, tile_for
+
+        noise = estimate_noise(noisy, header.pixel_size_angstrom, tile=tile_for(noisy.shape))
+        den = match_wiener_gain(den, noisy, noise)
     den *= np.float32(percentile)
     if output is None:
         return den
@@ -291,7 +344,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             tile: int | None = None, halo: int | None = None, batch_size: int = 8,
             n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
-            n2n_clamp: bool = False):
+            n2n_clamp: bool = False, wiener_gain: bool = False):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -314,6 +367,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     n2n_clamp : bool
         With the correction, zero the rings of spatial frequency where the corrected output
         is anti-correlated with the micrograph (:func:`clamp_negative_rings`).
+    wiener_gain : bool
+        Measure each micrograph's noise and give the output the Wiener filter's linear
+        response, keeping the rest (:func:`match_wiener_gain`; after the correction).
     workers : int
         Micrographs in flight at once in this process (their reading and writing overlap the
         device work).
@@ -343,7 +399,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         raise ConfigError("denoising on a cluster needs an output folder (-o)")
     job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
                             batch_size=batch_size, n2n_correction=n2n_correction,
-                            n2n_clamp=n2n_clamp,
+                            n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
                             output=None if output is None else str(Path(output).absolute()),
                             overwrite=overwrite)
     sources = list(stack.attrs["sources"])

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage
 
-__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "rfft_rings", "psnr_jax",
+__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "rfft_rings",
+           "merged_rings", "psnr_jax",
            "ssim_jax", "frc_jax"]
 
 _K1, _K2, _WIN = 0.01, 0.03, 7
@@ -120,6 +121,26 @@ def rfft_rings(shape: tuple[int, int]) -> np.ndarray:
     return np.rint(radius * min(ny, nx)).astype(np.int64)
 
 
+def merged_rings(shape: tuple[int, int], min_coefficients: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Rings of an ``rfft2`` of ``shape`` merged from the centre out until each holds
+    ``min_coefficients`` coefficients (bin 0 is the mean alone), and each coefficient's weight
+    in a sum over the full spectrum (2 for the columns that stand for a conjugate pair)."""
+    ring = rfft_rings(shape)
+    sizes = np.bincount(ring.ravel())
+    merged = np.zeros(sizes.size, np.int64)
+    current, held = 1, 0
+    for r in range(1, sizes.size):
+        merged[r] = current
+        held += sizes[r]
+        if held >= min_coefficients:
+            current, held = current + 1, 0
+    weight = np.full(ring.shape, 2.0)
+    weight[:, 0] = 1.0
+    if shape[1] % 2 == 0:
+        weight[:, -1] = 1.0
+    return merged[ring], weight
+
+
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
                  min_coefficients: int = 128) -> np.ndarray:
     """The best per-ring mix ``a·noisy + b·output``, weights fitted to the *true* image.
@@ -135,20 +156,7 @@ def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *
 
     noisy, output, reference = (np.asarray(a, np.float64) for a in (noisy, output, reference))
     ny, nx = noisy.shape
-    ring = rfft_rings((ny, nx))
-    sizes = np.bincount(ring.ravel())
-    merged = np.zeros(sizes.size, np.int64)
-    current, held = 1, 0
-    for r in range(1, sizes.size):
-        merged[r] = current
-        held += sizes[r]
-        if held >= min_coefficients:
-            current, held = current + 1, 0
-    bins = merged[ring]
-    weight = np.full(ring.shape, 2.0)  # rfft columns that stand for a conjugate pair
-    weight[:, 0] = 1.0
-    if nx % 2 == 0:
-        weight[:, -1] = 1.0
+    bins, weight = merged_rings((ny, nx), min_coefficients)
     z, f, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, output, reference))
 
     def sums(v):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import mrcfile
 import numpy as np
 import pytest
+import scipy.ndimage
 
 import cryostream
 from cryostream import PrepareConfig
+from cryostream.baselines import wiener_measured
 from cryostream.cli import main
 from cryostream.infer import (
     _loaded,
@@ -17,10 +19,13 @@ from cryostream.infer import (
     default_halo,
     denoise,
     denoise_array,
+    match_wiener_gain,
     n2n_correct,
     receptive_radius,
     tile_cores,
 )
+from cryostream.matched import estimate_noise
+from cryostream.metrics import wiener_oracle
 from cryostream.prepare import prepare
 from cryostream.training import TrainConfig, train
 
@@ -126,6 +131,39 @@ def test_n2n_correction_keeps_the_input_mean():
     np.testing.assert_allclose(kept - kept.mean(), free - free.mean(), atol=1e-5)
 
 
+def _field_and_noise(seed: int, shape=(512, 512), sigma: float = 0.1):
+    """A smooth clean field (std 0.05 around 1) and the same plus white noise of ``sigma``."""
+    rng = np.random.default_rng(seed)
+    k = np.hypot(np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :])
+    clean = np.fft.ifft2(np.fft.fft2(rng.normal(size=shape)) * np.exp(-(k / 0.03) ** 2)).real
+    clean = (1 + clean / clean.std() * 0.05).astype(np.float32)
+    return clean, (clean + rng.normal(0, sigma, shape)).astype(np.float32)
+
+
+def test_wiener_gain_fixes_the_linear_response_and_keeps_the_rest():
+    clean, noisy = _field_and_noise(6)
+    noise = estimate_noise(noisy, 1.0)
+
+    def mse(a):
+        return float(np.mean((a - clean) ** 2))
+
+    wiener = mse(wiener_oracle(noisy, clean))
+    measured = mse(wiener_measured(noisy, noise))  # 1.24 × the oracle's here (no truth)
+    # a mis-scaled linear output: only its linear response is wrong, and that is replaced
+    blurred = (0.5 * scipy.ndimage.gaussian_filter(noisy - 1, 3) + 1).astype(np.float32)
+    fixed = match_wiener_gain(blurred, noisy, noise)
+    assert mse(fixed) < 1.02 * measured < 0.2 * mse(blurred)
+    assert float(fixed.mean()) == pytest.approx(float(noisy.mean()), abs=1e-6)
+    # an output that knows the truth beyond any linear filter keeps that knowledge
+    knowing = clean + 0.3 * (noisy - clean)
+    assert mse(match_wiener_gain(knowing, noisy, noise)) < 0.5 * wiener  # 0.32 × here
+    # through the correction: the same as matching its output
+    out = (noisy + 0.25 * blurred) / 1.25
+    np.testing.assert_allclose(n2n_correct(out, noisy, 0.25, noise=noise),
+                               match_wiener_gain(n2n_correct(out, noisy, 0.25), noisy, noise),
+                               atol=1e-5)
+
+
 def test_ring_clamp_removes_anti_correlated_rings():
     rng = np.random.default_rng(4)
     k = np.hypot(np.fft.fftfreq(256)[:, None], np.fft.fftfreq(256)[None, :])
@@ -150,7 +188,7 @@ def test_ring_clamp_removes_anti_correlated_rings():
 def test_cli_denoise(trained, tmp_path, capsys):
     run, sim = trained
     assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "d"),
-                 "--tile", "64", "--n2n-correction", "--n2n-clamp"]) == 0
+                 "--tile", "64", "--n2n-correction", "--n2n-clamp", "--wiener-gain"]) == 0
     assert "denoised 1 micrographs" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
 
