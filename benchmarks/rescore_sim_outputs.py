@@ -70,14 +70,17 @@ def main(argv=None):
             free = n2n_correct(output, y, alpha2, keep_mean=False)
             kept = n2n_correct(output, y, alpha2)
             gained = n2n_correct(output, y, alpha2, noise=noise)
+            both = n2n_correct(output, y, alpha2, ring_clamp=True, noise=noise)
             row[label] = {
                 "n2n": psnr(free, x),
                 "n2n_offset": float(free.mean() - x.mean()),
                 "n2n_mean_kept": psnr(kept, x),
                 "n2n_clamp_mean_kept": psnr(n2n_correct(output, y, alpha2, ring_clamp=True), x),
                 "n2n_wiener_gain": psnr(gained, x),
+                "n2n_clamp_wiener_gain": psnr(both, x),
                 "frc_mean_n2n_mean_kept": float(frc(kept, x)[1].mean()),
                 "frc_mean_n2n_wiener_gain": float(frc(gained, x)[1].mean()),
+                "frc_mean_n2n_clamp_wiener_gain": float(frc(both, x)[1].mean()),
                 "band_error_over_wiener": (band_errors(kept, truth_spectrum, ring) / base).round(3).tolist(),
             }
         rows.append(row)

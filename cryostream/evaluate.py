@@ -207,8 +207,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
     filter (:func:`cryostream.metrics.wiener_oracle`), the Wiener filter from the measured noise
     (:func:`cryostream.baselines.wiener_measured`), the model and the model with the
-    Noisier2Noise correction (also with the ring clamp, and with the Wiener filter's linear
-    response, :func:`cryostream.infer.match_wiener_gain`); PSNR, SSIM, FRC curves, power spectra and crops.
+    Noisier2Noise correction (also with the ring clamp, and with the clamp and the Wiener
+    filter's linear response, :func:`cryostream.infer.match_wiener_gain`); PSNR, SSIM, FRC
+    curves, power spectra and crops.
     Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is installed. (c) With
     ``residual`` (MRC paths, e.g. real micrographs): each is denoised (Noisier2Noise-corrected
     for runs trained the seed's way) and the residual checked with :func:`method_noise`.
@@ -270,8 +271,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                 a2 = _alpha2(record, noisy_n)
                 methods["model + N2N correction"] = n2n_correct(den, noisy_n, a2)
                 methods["model + N2N, ring clamp"] = n2n_correct(den, noisy_n, a2, ring_clamp=True)
-                methods["model + N2N, Wiener gain"] = n2n_correct(
-                    den, noisy_n, a2, noise=estimate_noise(noisy_n, 0.6575, tile=tile_for(noisy_n.shape)))
+                methods["model + N2N, clamp, Wiener gain"] = n2n_correct(
+                    den, noisy_n, a2, ring_clamp=True,
+                    noise=estimate_noise(noisy_n, 0.6575, tile=tile_for(noisy_n.shape)))
             if with_topaz:
                 methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
             row = {"micrograph": noisy_path.name}

@@ -162,27 +162,27 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     """
     import scipy.fft
 
-    from cryostream.metrics import merged_rings
+    from cryostream.metrics import _merged_ring_map
 
     noisy = np.asarray(noisy, np.float32)
     estimate = np.asarray(estimate, np.float32)
     ny, nx = noisy.shape
-    bins, weight = merged_rings((ny, nx), min_coefficients)
+    ring, merged, weight = _merged_ring_map((ny, nx), min_coefficients)
+    bins = merged[ring].ravel()
     y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
     e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
-    radius = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])
+    # the measured noise per ring (ring r is at r / min(ny, nx) cycles per pixel), summed per bin
     tile = 2 * noise.radial.size  # the estimate's ring i is at i / tile cycles per pixel
-    noise_power = np.interp(radius, np.arange(noise.radial.size) / tile, noise.radial) * (ny * nx)
-
-    def ring_sum(v):
-        return np.bincount(bins.ravel(), (weight * v).ravel())
-
-    power = ring_sum(np.abs(y) ** 2)
+    per_ring = np.interp(np.arange(merged.size) / min(ny, nx),
+                         np.arange(noise.radial.size) / tile, noise.radial) * (ny * nx)
+    noise_power = np.bincount(merged, np.bincount(ring.ravel(), weight.ravel(),
+                                                  minlength=merged.size) * per_ring)
+    power = np.bincount(bins, (weight * (y.real**2 + y.imag**2)).ravel())
+    cross = np.bincount(bins, (weight * (e.real * y.real + e.imag * y.imag)).ravel())
     safe = np.maximum(power, 1e-30)
-    gain = ring_sum((e * np.conj(y)).real) / safe
-    wiener = np.clip(1 - ring_sum(noise_power) / safe, 0.0, 1.0)
-    gain[0] = wiener[0] = 0.0
-    e += (wiener - gain)[bins] * y
+    change = np.clip(1 - noise_power / safe, 0.0, 1.0) - cross / safe  # Wiener gain − own gain
+    change[0] = 0.0
+    e += change.astype(np.float32)[bins].reshape(y.shape) * y
     out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
     return (out + np.float32(noisy.mean())).astype(np.float32)
 

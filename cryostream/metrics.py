@@ -125,6 +125,12 @@ def merged_rings(shape: tuple[int, int], min_coefficients: int = 128) -> tuple[n
     """Rings of an ``rfft2`` of ``shape`` merged from the centre out until each holds
     ``min_coefficients`` coefficients (bin 0 is the mean alone), and each coefficient's weight
     in a sum over the full spectrum (2 for the columns that stand for a conjugate pair)."""
+    ring, merged, weight = _merged_ring_map(shape, min_coefficients)
+    return merged[ring], weight
+
+
+def _merged_ring_map(shape, min_coefficients):
+    """:func:`rfft_rings`, the bin of each ring, and the float32 coefficient weights."""
     ring = rfft_rings(shape)
     sizes = np.bincount(ring.ravel())
     merged = np.zeros(sizes.size, np.int64)
@@ -134,11 +140,11 @@ def merged_rings(shape: tuple[int, int], min_coefficients: int = 128) -> tuple[n
         held += sizes[r]
         if held >= min_coefficients:
             current, held = current + 1, 0
-    weight = np.full(ring.shape, 2.0)
+    weight = np.full(ring.shape, 2.0, np.float32)
     weight[:, 0] = 1.0
     if shape[1] % 2 == 0:
         weight[:, -1] = 1.0
-    return merged[ring], weight
+    return ring, merged, weight
 
 
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
