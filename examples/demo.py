@@ -69,8 +69,9 @@ print(f"   denoised micrograph: {out}/denoised/{sim.micrographs[0].name}")
 report = evaluate(run, result.output, f"{out}/report", truth=sim.root, micrographs=1)
 row = report["simulated"][0]
 print(f"   against the ground truth ({row['micrograph']}), PSNR dB / SSIM:")
+width = max(len(name) for name in row)
 for name, value in row.items():
     if name != "micrograph":
-        print(f"     {name:<24} {value['psnr']:6.2f} / {value['ssim']:.3f}")
+        print(f"     {name:<{width}} {value['psnr']:6.2f} / {value['ssim']:.3f}")
 print(f"   report: {out}/report/report.md")
 print(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
