@@ -124,16 +124,6 @@ def prep(sources, store, noise, args, targets=None):
     return prepare(sources, store, cfg, overwrite=True, targets=targets, log=lambda *_: None)
 
 
-def matched_on(image_norm, estimate_norm, alpha, seed, radius=16):
-    """Matched noise for a whole normalised image, with its own estimate (NumPy definition)."""
-    from cryostream.matched import matched_noise, noise_kernel
-
-    padded = np.pad(image_norm, radius, mode="reflect")
-    driver = np.random.default_rng(seed).standard_normal(padded.shape, dtype=np.float32)
-    return matched_noise(padded, driver, noise_kernel(estimate_norm.psd, radius), alpha=alpha,
-                         shot_fraction=estimate_norm.shot_fraction, mean=estimate_norm.mean)
-
-
 def _plain(check: dict) -> dict:
     """A method-noise result with its arrays as short lists, for JSON."""
     return {k: (v[::4].round(4).tolist() if isinstance(v, np.ndarray) else v) for k, v in check.items()}
@@ -150,7 +140,7 @@ def part_real(args, out):
     from cryostream.config import NoiseConfig
     from cryostream.infer import n2n_correct
     from cryostream.io.mrc import write_micrograph
-    from cryostream.matched import estimate_noise
+    from cryostream.matched import estimate_noise, matched_noise_image
 
     with mrcfile.open(args.mrc, permissive=True) as m:
         full = np.asarray(m.data, dtype=np.float32).squeeze()
@@ -195,7 +185,7 @@ def part_real(args, out):
 
     # matched noise: the crop's own estimate, α = 1
     est = estimate_noise(raw_crop, pixel).scaled(1 / p95)
-    noisy_m = clean + matched_on(clean, est, 1.0, seed=0)
+    noisy_m = clean + matched_noise_image(clean, est, alpha=1.0, seed=0)
     baselines(noisy_m, clean, "seed_matched")
     prep(quads, work / "m.h5", NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
     res["train_matched"] = train_run(work / "m.h5", work / "run_m", args)

@@ -181,6 +181,7 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
                      batch_size=args.batch_size, n2n_correction=args.n2n_correction,
                      n2n_clamp=args.n2n_clamp, wiener_gain=args.wiener_gain,
+                     calibrate=args.calibrate,
                      overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                      cluster_workers=args.cluster_workers)
     n = result.sizes["micrograph"]
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wiener-gain", action="store_true",
                    help="measure each micrograph's noise and give the output the Wiener "
                    "filter's linear response per frequency ring, keeping the rest")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="fit, per frequency ring, the weight of the output's part beyond a "
+                   "linear filter from N recorrupted passes (no truth; N more network passes)")
     p.add_argument("--workers", type=int, default=2, help="micrographs in flight (%(default)s)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler")
     p.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")

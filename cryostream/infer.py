@@ -23,7 +23,8 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["receptive_radius", "default_halo", "tile_cores", "auto_tile", "n2n_correct",
-           "clamp_negative_rings", "match_wiener_gain", "denoise_array", "denoise"]
+           "clamp_negative_rings", "match_wiener_gain", "calibrate_rings", "denoise_array",
+           "denoise"]
 
 # Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
 # 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
@@ -187,6 +188,74 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     return (out + np.float32(noisy.mean())).astype(np.float32)
 
 
+def calibrate_rings(pipeline, noisy: np.ndarray, noise, *, draws: int = 4, beta: float = 0.5,
+                    seed: int = 0, min_coefficients: int = 4096, max_weight: float = 3.0):
+    """Weigh, per ring, the part of a denoiser's output that no linear filter of the micrograph
+    makes, with weights fitted by recorruption: no ground truth.
+
+    ``pipeline`` maps a normalised 2-D micrograph to its estimate (the whole denoiser: network,
+    correction, clamp, gain). Per ring of spatial frequency (:func:`cryostream.metrics
+    .merged_rings`), its output is ``g·Y + R`` with ``R`` uncorrelated with the micrograph
+    ``Y`` (:func:`match_wiener_gain`). ``R`` holds what the network found (particle shapes)
+    and its error, amplified by the Noisier2Noise correction; the best weight ``b`` of ``R``
+    is ``Re⟨X, R⟩ / ⟨R, R⟩``, which needs the truth ``X``.
+
+    Recorrupted-to-recorrupted (Pang et al., CVPR 2021): with ``m`` drawn like the micrograph's
+    own noise (:func:`cryostream.matched.matched_noise_image`), ``ŷ = y + β·m`` and
+    ``ỹ = y − m / β`` carry independent noise (for Gaussian noise), so ``Re⟨ỹ, R(ŷ)⟩`` is an
+    unbiased estimate of ``Re⟨X, R(ŷ)⟩``. Each of ``draws`` passes runs ``pipeline`` on one
+    ``ŷ``; the sums over passes give ``b`` per ring, clipped to ``[0, max_weight]``, fitted
+    at the noise level ``(1 + β²)`` times the micrograph's and applied to the micrograph's own
+    output. ``noise`` is the micrograph's :class:`~cryostream.matched.NoiseEstimate` (in the
+    units of ``noisy``).
+
+    Returns ``(estimate, weights)``: the calibrated image (the pipeline's mean) and ``b`` per
+    merged ring.
+    """
+    import scipy.fft
+
+    from cryostream.matched import matched_noise_image
+    from cryostream.metrics import merged_rings
+
+    if draws < 1 or not beta > 0:
+        raise ConfigError(f"draws={draws}, beta={beta}: need at least one draw and beta > 0")
+    noisy = np.asarray(noisy, np.float32)
+    ny, nx = noisy.shape
+    bins, weight = merged_rings((ny, nx), min_coefficients)
+    flat = bins.ravel()
+
+    def spectrum(image):
+        return scipy.fft.rfft2(image - np.float32(image.mean()), workers=-1)
+
+    def ring_sum(values):
+        return np.bincount(flat, (weight * values).ravel())
+
+    def beyond_linear(estimate, image_spectrum):
+        """The part of ``estimate``'s spectrum uncorrelated with the image, ring by ring."""
+        power = ring_sum(image_spectrum.real**2 + image_spectrum.imag**2)
+        cross = ring_sum(estimate.real * image_spectrum.real + estimate.imag * image_spectrum.imag)
+        gain = (cross / np.maximum(power, 1e-30)).astype(np.float32)
+        return estimate - gain[bins] * image_spectrum
+
+    base = np.asarray(pipeline(noisy), np.float32)
+    base_spectrum = spectrum(base)
+    found = beyond_linear(base_spectrum, spectrum(noisy))
+    numerator = np.zeros(int(flat.max()) + 1)
+    denominator = np.zeros_like(numerator)
+    for k in range(draws):
+        m = matched_noise_image(noisy, noise, seed=seed * 1000 + k)
+        up = noisy + np.float32(beta) * m
+        part = beyond_linear(spectrum(np.asarray(pipeline(up), np.float32)), spectrum(up))
+        target = spectrum(noisy - m / np.float32(beta))
+        numerator += ring_sum(target.real * part.real + target.imag * part.imag)
+        denominator += ring_sum(part.real**2 + part.imag**2)
+    weights = np.clip(numerator / np.maximum(denominator, 1e-30), 0.0, max_weight)
+    weights[0] = 1.0
+    base_spectrum += (weights - 1).astype(np.float32)[bins] * found
+    out = scipy.fft.irfft2(base_spectrum, s=(ny, nx), workers=-1)
+    return (out + np.float32(base.mean())).astype(np.float32), weights
+
+
 def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
     """Zero the rings of spatial frequency where ``estimate`` is anti-correlated with ``noisy``.
 
@@ -307,7 +376,7 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
 
 def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
                  batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
-                 n2n_clamp: bool = False, wiener_gain: bool = False):
+                 n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
     """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
 
     The micrograph is read once; the percentile, the bands and the correction share it.
@@ -315,21 +384,32 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     import dask.array as da
 
     from cryostream.io.mrc import read_header, read_rows, write_micrograph
+    from cryostream.matched import estimate_noise, tile_for
 
     _, _, _, record = _loaded(run)
     header = read_header(source)
     image = read_rows(header, 0, header.shape[0])
     percentile = float(np.percentile(image, record["prepare"]["percentile"]))
-    den = denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [percentile],
-                        tile=tile, halo=halo, batch_size=batch_size).compute(scheduler="sync")[0]
     noisy = image / np.float32(percentile)
-    if n2n_correction:
-        den = n2n_correct(den, noisy, _alpha2(record, noisy), ring_clamp=n2n_clamp)
-    if wiener_gain:
-        from cryostream.matched import estimate_noise, tile_for
+    alpha2 = _alpha2(record, noisy) if n2n_correction else None
 
+    def pipeline(normalised):
+        """The whole denoiser on a normalised micrograph: network, correction, clamp, gain."""
+        out = denoise_array(da.from_array(normalised[None], chunks=(1, -1, -1)), run, [1.0],
+                            tile=tile, halo=halo,
+                            batch_size=batch_size).compute(scheduler="sync")[0]
+        if n2n_correction:
+            out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
+        if wiener_gain:
+            out = match_wiener_gain(out, normalised, estimate_noise(
+                normalised, header.pixel_size_angstrom, tile=tile_for(normalised.shape)))
+        return out
+
+    if calibrate:
         noise = estimate_noise(noisy, header.pixel_size_angstrom, tile=tile_for(noisy.shape))
-        den = match_wiener_gain(den, noisy, noise)
+        den = calibrate_rings(pipeline, noisy, noise, draws=calibrate)[0]
+    else:
+        den = pipeline(noisy)
     den *= np.float32(percentile)
     if output is None:
         return den
@@ -344,7 +424,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             tile: int | None = None, halo: int | None = None, batch_size: int = 8,
             n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
-            n2n_clamp: bool = False, wiener_gain: bool = False):
+            n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -370,6 +450,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     wiener_gain : bool
         Measure each micrograph's noise and give the output the Wiener filter's linear
         response, keeping the rest (:func:`match_wiener_gain`; after the correction).
+    calibrate : int
+        Recorrupted passes (each one more network pass) that fit, per ring, the weight of the
+        output's part beyond a linear filter (:func:`calibrate_rings`); 0 (default) for none.
     workers : int
         Micrographs in flight at once in this process (their reading and writing overlap the
         device work).
@@ -400,6 +483,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
                             batch_size=batch_size, n2n_correction=n2n_correction,
                             n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
+                            calibrate=calibrate,
                             output=None if output is None else str(Path(output).absolute()),
                             overwrite=overwrite)
     sources = list(stack.attrs["sources"])

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, grey_opening, uniform_filter1d
 
 __all__ = ["TILE", "NoiseEstimate", "estimate_noise", "tile_for", "noise_kernel", "modulation",
-           "matched_noise", "matched_noise_jax", "radial_profile"]
+           "matched_noise", "matched_noise_image", "matched_noise_jax", "radial_profile"]
 
 TILE = 256
 _OPENING_RINGS = 9
@@ -282,6 +282,16 @@ def matched_noise(padded_target: np.ndarray, driver: np.ndarray, kernel: np.ndar
     g = modulation(padded_target.astype(np.float32), np.float32(shot_fraction), np.float32(mean))
     out = fftconvolve(g * driver, kernel, mode="valid")
     return (np.float32(alpha) * out).astype(np.float32)
+
+
+def matched_noise_image(image: np.ndarray, estimate: NoiseEstimate, *, alpha: float = 1.0,
+                        seed: int = 0, radius: int = 16) -> np.ndarray:
+    """Matched noise for a whole 2-D image from its estimate (image padded by reflection),
+    white driver from ``default_rng(seed)``; :func:`matched_noise` on the result."""
+    padded = np.pad(np.asarray(image, np.float32), radius, mode="reflect")
+    driver = np.random.default_rng(seed).standard_normal(padded.shape, dtype=np.float32)
+    return matched_noise(padded, driver, noise_kernel(estimate.psd, radius), alpha=alpha,
+                         shot_fraction=estimate.shot_fraction, mean=estimate.mean)
 
 
 def matched_noise_jax(target, kernels, shot_fraction, mean, alpha: float, key):

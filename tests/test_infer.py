@@ -15,6 +15,7 @@ from cryostream.infer import (
     _loaded,
     _windows,
     auto_tile,
+    calibrate_rings,
     clamp_negative_rings,
     default_halo,
     denoise,
@@ -164,6 +165,38 @@ def test_wiener_gain_fixes_the_linear_response_and_keeps_the_rest():
                                atol=1e-5)
 
 
+def test_calibration_drops_what_is_beyond_linear_only_when_it_is_error():
+    clean, noisy = _field_and_noise(7)
+    noise = estimate_noise(noisy, 1.0)
+
+    def mse(a):
+        return float(np.mean((a - clean) ** 2))
+
+    def linear(img):
+        return wiener_measured(img, estimate_noise(img, 1.0))
+
+    # an output whose part beyond the linear filter is pure error (a fixed pattern times the
+    # input's own fine structure): recorruption finds its weight near zero
+    pattern = np.random.default_rng(8).standard_normal(noisy.shape).astype(np.float32)
+
+    def harmful(img):
+        return linear(img) + 0.5 * (img - scipy.ndimage.gaussian_filter(img, 1.0)) * pattern
+
+    out, weights = calibrate_rings(harmful, noisy, noise, draws=3)
+    assert mse(out) < 0.5 * mse(harmful(noisy))
+    assert weights[0] == 1.0 and np.all((weights >= 0) & (weights <= 3.0))
+    assert float(out.mean()) == pytest.approx(float(harmful(noisy).mean()), abs=1e-6)
+
+    # an output that holds the truth beyond the linear filter keeps it
+    def knowing(img):
+        return 0.3 * linear(img) + 0.7 * clean
+
+    kept, weights = calibrate_rings(knowing, noisy, noise, draws=3)
+    assert mse(kept) < 1.1 * mse(knowing(noisy))
+    with pytest.raises(cryostream.ConfigError):
+        calibrate_rings(linear, noisy, noise, draws=0)
+
+
 def test_ring_clamp_removes_anti_correlated_rings():
     rng = np.random.default_rng(4)
     k = np.hypot(np.fft.fftfreq(256)[:, None], np.fft.fftfreq(256)[None, :])
@@ -188,7 +221,8 @@ def test_ring_clamp_removes_anti_correlated_rings():
 def test_cli_denoise(trained, tmp_path, capsys):
     run, sim = trained
     assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "d"),
-                 "--tile", "64", "--n2n-correction", "--n2n-clamp", "--wiener-gain"]) == 0
+                 "--tile", "64", "--n2n-correction", "--n2n-clamp", "--wiener-gain",
+                 "--calibrate", "1"]) == 0
     assert "denoised 1 micrographs" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
 
