@@ -17,10 +17,11 @@ Two parts, each one process (one compilation of the training step serves its tra
           truth (PSNR with the noisy micrograph's 95th percentile as 1.0, and FRC). Models
           trained the seed's way with white noise of the micrograph's own variance and with
           matched noise (α 1 and 0.5), each with and without the correction (and with the
-          ring clamp), and one trained on the simulation's (micrograph, ground truth) pairs
-          (``prepare --targets``). Each model also gets its oracle blend
-          (``cryostream.metrics.blend_oracle``): the best per-ring mix of input and output,
-          which bounds what re-weighting the output by frequency can give.
+          ring clamp, the Wiener gain and the recorruption calibration), and one trained
+          on the simulation's (micrograph, ground truth) pairs (``prepare --targets``).
+          Each model also gets its oracle blend (``cryostream.metrics.blend_oracle``): the
+          best per-ring mix of input and output, which bounds what re-weighting the output
+          by frequency can give.
 
 Baselines in the same process: the noisy input, the best Gaussian low-pass, the oracle Wiener
 filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``), the sim part's
@@ -217,7 +218,7 @@ def part_sim(args, out):
 
     import cryostream
     from cryostream.config import NoiseConfig, SimulateConfig
-    from cryostream.infer import n2n_correct
+    from cryostream.infer import calibrate_rings, n2n_correct
     from cryostream.matched import estimate_noise
     from cryostream.metrics import blend_oracle, frc
 
@@ -291,6 +292,16 @@ def part_sim(args, out):
                 row[f"{tag}_alpha2"] = a2
                 scored(f"{tag}_n2n", n2n_correct(out_f, y, a2))
                 scored(f"{tag}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
+
+                def pipeline(image, f=f_ens, a2=a2):  # the whole denoiser, for recorruption
+                    return n2n_correct(f(image), image, a2, ring_clamp=True,
+                                       noise=estimate_noise(image, cfg.pixel_size_angstrom))
+
+                scored(f"{tag}_n2n_clamp_gain", n2n_correct(out_f, y, a2, ring_clamp=True,
+                                                            noise=est))
+                if args.calibrate:
+                    scored(f"{tag}_calibrated",
+                           calibrate_rings(pipeline, y, est, draws=args.calibrate)[0])
             if first:
                 np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop])
             if args.save_outputs:  # float16 output − input: 8 MiB, enough for offline checks
@@ -369,6 +380,9 @@ def main(argv=None):
                     help="train residual models (input + correction: the output is not rounded "
                          "to bfloat16 as a whole)")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
+    ap.add_argument("--calibrate", type=int, default=4,
+                    help="recorrupted passes of infer.calibrate_rings per scored Noisier2Noise "
+                         "model (0: none)")
     ap.add_argument("--save-outputs", action="store_true",
                     help="save each scored model output − input as float16 (output_TAG_I.npy)")
     args = ap.parse_args(argv)
