@@ -44,9 +44,7 @@ def wiener_measured(image: np.ndarray, estimate=None, *,
     z = scipy.fft.rfft2(image - np.float32(mean), workers=-1)
     count = np.maximum(np.bincount(ring.ravel()), 1)
     power = np.bincount(ring.ravel(), (np.abs(z) ** 2).ravel()) / count
-    tile = 2 * estimate.radial.size
-    noise = np.interp(np.arange(power.size) / min(image.shape),
-                      np.arange(estimate.radial.size) / tile, estimate.radial) * image.size
+    noise = estimate.ring_power(image.shape, power.size)
     gain = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
     gain[0] = 1.0
     out = scipy.fft.irfft2(gain[ring] * z, s=image.shape, workers=-1)

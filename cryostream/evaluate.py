@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.config import SimulateConfig
 from cryostream.metrics import best_gaussian, psnr
 
 __all__ = ["compare_on_store", "evaluate"]
@@ -100,6 +101,10 @@ def _residual_section(run, paths, out: Path, report: dict, tile: int) -> list[st
     report["residual"] = rows
     lines += [""] + [f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
     return lines
+
+
+#: Pixel size (Å) of the simulated micrographs the truth section scores (the simulator's default).
+_SIM_PIXEL = SimulateConfig.pixel_size_angstrom
 
 
 def _simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
@@ -262,24 +267,23 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                                 tile=tile).compute()[0]
             gauss_db, sigma = best_gaussian(noisy_n, clean_n)
             gauss = scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n
+            noise = estimate_noise(noisy_n, _SIM_PIXEL, tile=tile_for(noisy_n.shape))
             methods = {"noisy": noisy_n, f"Gaussian σ {sigma}": gauss,
                        "oracle Wiener": wiener_oracle(noisy_n, clean_n),
-                       "Wiener, measured noise": wiener_measured(noisy_n,
-                                                                 pixel_size_angstrom=0.6575),
+                       "Wiener, measured noise": wiener_measured(noisy_n, noise),
                        "model": den}
             if record["prepare"]["noise"]["model"] != "none":  # paired runs estimate the truth
                 a2 = _alpha2(record, noisy_n)
                 methods["model + N2N correction"] = n2n_correct(den, noisy_n, a2)
                 methods["model + N2N, ring clamp"] = n2n_correct(den, noisy_n, a2, ring_clamp=True)
                 methods["model + N2N, clamp, Wiener gain"] = n2n_correct(
-                    den, noisy_n, a2, ring_clamp=True,
-                    noise=estimate_noise(noisy_n, 0.6575, tile=tile_for(noisy_n.shape)))
+                    den, noisy_n, a2, ring_clamp=True, noise=noise)
             if with_topaz:
                 methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
             row = {"micrograph": noisy_path.name}
             for name, image in methods.items():
                 row[name] = {"psnr": psnr(image, clean_n), "ssim": ssim(image, clean_n)}
-                freq, curve = frc(image, clean_n, 0.6575)
+                freq, curve = frc(image, clean_n, _SIM_PIXEL)
                 curves.setdefault(name, []).append(curve)
             rows.append(row)
             if len(rows) == 1:
@@ -298,7 +302,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                 fig, ax = plt.subplots(figsize=(6, 4))
                 for name, image in [*methods.items(), ("truth", clean_n)]:
                     side = min(512, 2 ** int(np.log2(min(image.shape))))
-                    f, pw = radial_average(power_spectrum(image, side), 0.6575)
+                    f, pw = radial_average(power_spectrum(image, side), _SIM_PIXEL)
                     ax.semilogy(f[2:], pw[2:], lw=0.8, label=name)
                 ax.set_xlabel("spatial frequency (1/Å)")
                 ax.set_ylabel("power")

@@ -169,23 +169,29 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     estimate = np.asarray(estimate, np.float32)
     ny, nx = noisy.shape
     ring, merged, weight = _merged_ring_map((ny, nx), min_coefficients)
-    bins = merged[ring].ravel()
+    bins = merged[ring]
     y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
     e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
-    # the measured noise per ring (ring r is at r / min(ny, nx) cycles per pixel), summed per bin
-    tile = 2 * noise.radial.size  # the estimate's ring i is at i / tile cycles per pixel
-    per_ring = np.interp(np.arange(merged.size) / min(ny, nx),
-                         np.arange(noise.radial.size) / tile, noise.radial) * (ny * nx)
-    noise_power = np.bincount(merged, np.bincount(ring.ravel(), weight.ravel(),
-                                                  minlength=merged.size) * per_ring)
-    power = np.bincount(bins, (weight * (y.real**2 + y.imag**2)).ravel())
-    cross = np.bincount(bins, (weight * (e.real * y.real + e.imag * y.imag)).ravel())
-    safe = np.maximum(power, 1e-30)
-    change = np.clip(1 - noise_power / safe, 0.0, 1.0) - cross / safe  # Wiener gain − own gain
+    gain, power = _ring_gain(e, y, bins, weight)
+    # the measured noise of each ring, summed per bin with the same coefficient weights
+    ring_weight = np.bincount(ring.ravel(), weight.ravel(), minlength=merged.size)
+    noise_power = np.bincount(merged, ring_weight * noise.ring_power((ny, nx), merged.size))
+    change = np.clip(1 - noise_power / np.maximum(power, 1e-30), 0.0, 1.0) - gain
     change[0] = 0.0
-    e += change.astype(np.float32)[bins].reshape(y.shape) * y
+    e += change.astype(np.float32)[bins] * y
     out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
     return (out + np.float32(noisy.mean())).astype(np.float32)
+
+
+def _ring_gain(estimate, image, bins, weight):
+    """Per bin of ``bins``: the regression gain ``Re⟨E, Y⟩ / ⟨Y, Y⟩`` of the spectrum
+    ``estimate`` on the spectrum ``image`` (``rfft2`` coefficients, ``weight`` for conjugate
+    pairs), and ``⟨Y, Y⟩``."""
+    flat = bins.ravel()
+    power = np.bincount(flat, (weight * (image.real**2 + image.imag**2)).ravel())
+    cross = np.bincount(flat, (weight * (estimate.real * image.real
+                                         + estimate.imag * image.imag)).ravel())
+    return cross / np.maximum(power, 1e-30), power
 
 
 def calibrate_rings(pipeline, noisy: np.ndarray, noise, *, draws: int = 4, beta: float = 0.5,
@@ -232,9 +238,7 @@ def calibrate_rings(pipeline, noisy: np.ndarray, noise, *, draws: int = 4, beta:
 
     def beyond_linear(estimate, image_spectrum):
         """The part of ``estimate``'s spectrum uncorrelated with the image, ring by ring."""
-        power = ring_sum(image_spectrum.real**2 + image_spectrum.imag**2)
-        cross = ring_sum(estimate.real * image_spectrum.real + estimate.imag * image_spectrum.imag)
-        gain = (cross / np.maximum(power, 1e-30)).astype(np.float32)
+        gain = _ring_gain(estimate, image_spectrum, bins, weight)[0].astype(np.float32)
         return estimate - gain[bins] * image_spectrum
 
     base = np.asarray(pipeline(noisy), np.float32)
@@ -393,6 +397,12 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     noisy = image / np.float32(percentile)
     alpha2 = _alpha2(record, noisy) if n2n_correction else None
 
+    def measured(normalised):
+        return estimate_noise(normalised, header.pixel_size_angstrom,
+                              tile=tile_for(normalised.shape))
+
+    noise = measured(noisy) if wiener_gain or calibrate else None
+
     def pipeline(normalised):
         """The whole denoiser on a normalised micrograph: network, correction, clamp, gain."""
         out = denoise_array(da.from_array(normalised[None], chunks=(1, -1, -1)), run, [1.0],
@@ -401,15 +411,11 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
         if n2n_correction:
             out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
         if wiener_gain:
-            out = match_wiener_gain(out, normalised, estimate_noise(
-                normalised, header.pixel_size_angstrom, tile=tile_for(normalised.shape)))
+            out = match_wiener_gain(out, normalised,
+                                    noise if normalised is noisy else measured(normalised))
         return out
 
-    if calibrate:
-        noise = estimate_noise(noisy, header.pixel_size_angstrom, tile=tile_for(noisy.shape))
-        den = calibrate_rings(pipeline, noisy, noise, draws=calibrate)[0]
-    else:
-        den = pipeline(noisy)
+    den = calibrate_rings(pipeline, noisy, noise, draws=calibrate)[0] if calibrate else pipeline(noisy)
     den *= np.float32(percentile)
     if output is None:
         return den

@@ -93,6 +93,14 @@ class NoiseEstimate:
             self, psd=self.psd * f2, radial=self.radial * f2, total_radial=self.total_radial * f2,
             variance=self.variance * float(f2), mean=self.mean * factor)
 
+    def ring_power(self, shape: tuple[int, int], rings: int) -> np.ndarray:
+        """Noise power of rings ``0 … rings − 1`` of an image of ``shape`` (ring ``r`` at
+        ``r / min(shape)`` cycles per pixel, :func:`cryostream.metrics.rfft_rings`), in the
+        units of its unnormalised ``rfft2`` (``|F|²``): the radial spectrum interpolated."""
+        tile = 2 * self.radial.size  # ring i of the estimate is at i / tile cycles per pixel
+        return np.interp(np.arange(rings) / min(shape), np.arange(self.radial.size) / tile,
+                         self.radial) * (shape[0] * shape[1])
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

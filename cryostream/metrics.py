@@ -12,8 +12,7 @@ import numpy as np
 import scipy.ndimage
 
 __all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "rfft_rings",
-           "merged_rings", "psnr_jax",
-           "ssim_jax", "frc_jax"]
+           "merged_rings", "psnr_jax", "ssim_jax", "frc_jax"]
 
 _K1, _K2, _WIN = 0.01, 0.03, 7
 
