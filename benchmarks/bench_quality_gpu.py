@@ -218,7 +218,7 @@ def part_sim(args, out):
 
     import cryostream
     from cryostream.config import NoiseConfig, SimulateConfig
-    from cryostream.infer import calibrate_rings, n2n_correct
+    from cryostream.infer import calibrate_rings, n2n_correct, recorruption_score
     from cryostream.matched import estimate_noise
     from cryostream.metrics import blend_oracle, frc
 
@@ -245,15 +245,18 @@ def part_sim(args, out):
         "matched0.5": ("m05.h5", NoiseConfig(model="matched", alpha=0.5, mode="on-device"), None),
     }
     runs = {}
+    prepared = set()
     for item in args.sim_runs.split(","):
-        tag, _, steps = item.partition(":")
+        tag, steps, seed = (item.split(":") + ["", ""])[:3]
+        name = f"{tag}_seed{seed}" if seed else tag  # several seeds of one model stay apart
         store, noise, targets = stores[tag]
-        if noise is not None:
+        if noise is not None and tag not in prepared:
             prep(train_mics, work / store, noise, args, targets)
-        res[f"train_{tag}"] = train_run(work / store, work / f"run_{tag}", args,
-                                        steps=int(steps) if steps else None)
-        runs[tag] = str(work / f"run_{tag}")
-        print("trained", tag, res[f"train_{tag}"], flush=True)
+            prepared.add(tag)
+        res[f"train_{name}"] = train_run(work / store, work / f"run_{name}", args,
+                                         seed=int(seed or 0), steps=int(steps) if steps else None)
+        runs[name] = (tag, str(work / f"run_{name}"))
+        print("trained", name, res[f"train_{name}"], flush=True)
         save(res, out, "sim")
     topaz = topaz_fn(args.topaz)
     alphas = {"white": None, "matched1": 1.0, "matched0.5": 0.25, "supervised": 0.0}
@@ -283,30 +286,32 @@ def part_sim(args, out):
         first = args.save_crop and i == args.train_micrographs
         if first:
             np.savez(out / "arrays_input.npz", noisy=y[crop, crop], truth=x[crop, crop])
-        for tag, run in runs.items():
+        for name, (kind, run) in runs.items():
             f_ens = denoiser(run, args.tile, True)
             out_f = f_ens(y)
-            scored(f"{tag}_raw", out_f)
-            if tag != "supervised":  # the supervised model estimates the truth directly
-                a2 = alphas[tag] if alphas[tag] is not None else sigma_w**2 / est.variance
-                row[f"{tag}_alpha2"] = a2
-                scored(f"{tag}_n2n", n2n_correct(out_f, y, a2))
-                scored(f"{tag}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
+            scored(f"{name}_raw", out_f)
+            if kind != "supervised":  # the supervised model estimates the truth directly
+                a2 = alphas[kind] if alphas[kind] is not None else sigma_w**2 / est.variance
+                row[f"{name}_alpha2"] = a2
+                scored(f"{name}_n2n", n2n_correct(out_f, y, a2))
+                scored(f"{name}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
 
                 def pipeline(image, f=f_ens, a2=a2):  # the whole denoiser, for recorruption
                     return n2n_correct(f(image), image, a2, ring_clamp=True,
                                        noise=estimate_noise(image, cfg.pixel_size_angstrom))
 
-                scored(f"{tag}_n2n_clamp_gain", n2n_correct(out_f, y, a2, ring_clamp=True,
-                                                            noise=est))
+                scored(f"{name}_n2n_clamp_gain", n2n_correct(out_f, y, a2, ring_clamp=True,
+                                                             noise=est))
+                # truth-free: differences between models estimate differences of their error
+                row[f"{name}_recorruption_score"] = recorruption_score(pipeline, y, est)
                 if args.calibrate:
-                    scored(f"{tag}_calibrated",
+                    scored(f"{name}_calibrated",
                            calibrate_rings(pipeline, y, est, draws=args.calibrate)[0])
             if first:
-                np.savez(out / f"arrays_{tag}.npz", output=out_f[crop, crop])
+                np.savez(out / f"arrays_{name}.npz", output=out_f[crop, crop])
             if args.save_outputs:  # float16 output − input: 8 MiB, enough for offline checks
-                np.save(out / f"output_{tag}_{i}.npy", (out_f - y).astype(np.float16))
-            scored(f"{tag}_blend_oracle", blend_oracle(y, out_f, x))
+                np.save(out / f"output_{name}_{i}.npy", (out_f - y).astype(np.float16))
+            scored(f"{name}_blend_oracle", blend_oracle(y, out_f, x))
         rows.append(row)
         print("sim", json.dumps(row), flush=True)
         res["rows"] = rows
@@ -372,7 +377,8 @@ def main(argv=None):
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--topaz", default="")
     ap.add_argument("--sim-runs", default="supervised,white,matched1,matched0.5",
-                    help="which models the sim part trains, in order (TAG or TAG:STEPS)")
+                    help="which models the sim part trains, in order (TAG, TAG:STEPS or TAG:STEPS:SEED; "
+                         "a seed names the model TAG_seedSEED)")
     ap.add_argument("--save-crop", type=int, default=0,
                     help="save this top-left crop of the first scored micrograph's input, "
                          "truth and each model's output (arrays_*.npz)")

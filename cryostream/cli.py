@@ -62,6 +62,30 @@ def add_prepare_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--permissive", action="store_true", help="skip bad micrographs with a warning")
 
 
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The denoising pipeline's options, shared by ``denoise`` and ``rank``."""
+    parser.add_argument("--tile", type=int,
+                   help="window core, px (default: the fewest pixels through the network; "
+                   "3840 for full-size micrographs on a GPU)")
+    parser.add_argument("--halo", type=int, help="context per side, px (default: receptive field)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per device call")
+    parser.add_argument("--n2n-correction", action="store_true",
+                   help="Noisier2Noise correction for models trained on noisy micrographs")
+    parser.add_argument("--n2n-clamp", action="store_true",
+                   help="with the correction, zero the spatial-frequency rings where it is "
+                   "anti-correlated with the micrograph")
+    parser.add_argument("--wiener-gain", action="store_true",
+                   help="measure each micrograph's noise and give the output the Wiener "
+                   "filter's linear response per frequency ring, keeping the rest")
+
+
+def pipeline_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments :func:`cryostream.infer.denoise` takes from those options."""
+    return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
+            "n2n_correction": args.n2n_correction, "n2n_clamp": args.n2n_clamp,
+            "wiener_gain": args.wiener_gain}
+
+
 def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
     """Build the :class:`PrepareConfig` the options describe."""
     return PrepareConfig(
@@ -178,16 +202,31 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     from cryostream.infer import denoise
 
     start = time.perf_counter()
-    result = denoise(args.run, args.inputs, args.output, tile=args.tile, halo=args.halo,
-                     batch_size=args.batch_size, n2n_correction=args.n2n_correction,
-                     n2n_clamp=args.n2n_clamp, wiener_gain=args.wiener_gain,
-                     calibrate=args.calibrate,
-                     overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                     cluster_workers=args.cluster_workers)
+    result = denoise(args.run, args.inputs, args.output, **pipeline_options(args),
+                     calibrate=args.calibrate, overwrite=args.overwrite, workers=args.workers,
+                     scheduler=args.scheduler, cluster_workers=args.cluster_workers)
     n = result.sizes["micrograph"]
     seconds = time.perf_counter() - start
     print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
           f"{n / seconds:.2f} micrographs/s, peak memory {_peak_rss_mb():,.0f} MB)")
+    return 0
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    import json
+
+    from cryostream.infer import rank_runs
+
+    ranked = rank_runs(args.runs, args.inputs, draws=args.draws, beta=args.beta, seed=args.seed,
+                       **pipeline_options(args))
+    best = ranked[0]["score"]
+    width = max(len(r["run"]) for r in ranked)
+    print(f"{'run':<{width}}  score (lower is better)  above the best")
+    for r in ranked:
+        print(f"{r['run']:<{width}}  {r['score']:.6g}  {r['score'] - best:+.3g}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(ranked, f, indent=1)
     return 0
 
 
@@ -287,19 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder from cryostream train")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--tile", type=int,
-                   help="window core, px (default: the fewest pixels through the network; "
-                   "3840 for full-size micrographs on a GPU)")
-    p.add_argument("--halo", type=int, help="context per side, px (default: receptive field)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per device call")
-    p.add_argument("--n2n-correction", action="store_true",
-                   help="Noisier2Noise correction for models trained on noisy micrographs")
-    p.add_argument("--n2n-clamp", action="store_true",
-                   help="with the correction, zero the spatial-frequency rings where it is "
-                   "anti-correlated with the micrograph")
-    p.add_argument("--wiener-gain", action="store_true",
-                   help="measure each micrograph's noise and give the output the Wiener "
-                   "filter's linear response per frequency ring, keeping the rest")
+    add_pipeline_options(p)
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="fit, per frequency ring, the weight of the output's part beyond a "
                    "linear filter from N recorrupted passes (no truth; N more network passes)")
@@ -308,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_denoise)
+
+    p = sub.add_parser("rank", help="rank trained runs on micrographs without ground truth",
+                       description="Score each run's whole denoising pipeline by recorruption "
+                       "(the same noise draws for every run) and list the runs best first.")
+    p.add_argument("runs", nargs="+", help="run folders from cryostream train")
+    p.add_argument("-i", "--inputs", nargs="+", required=True,
+                   help="MRC files, globs, folders or a RELION STAR file to score on")
+    add_pipeline_options(p)
+    p.add_argument("--draws", type=int, default=2, help="recorrupted passes per run and "
+                   "micrograph (%(default)s)")
+    p.add_argument("--beta", type=float, default=0.5, help="recorruption strength (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise draws (%(default)s)")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=_cmd_rank)
 
     p = sub.add_parser("evaluate", help="a report of a run beside the baselines",
                        description="PSNR, SSIM and FRC of a run on a store's test split and on "

@@ -23,8 +23,8 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["receptive_radius", "default_halo", "tile_cores", "auto_tile", "n2n_correct",
-           "clamp_negative_rings", "match_wiener_gain", "calibrate_rings", "denoise_array",
-           "denoise"]
+           "clamp_negative_rings", "match_wiener_gain", "calibrate_rings", "recorruption_score",
+           "denoise_array", "denoise", "rank_runs"]
 
 # Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
 # 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
@@ -260,6 +260,35 @@ def calibrate_rings(pipeline, noisy: np.ndarray, noise, *, draws: int = 4, beta:
     return (out + np.float32(base.mean())).astype(np.float32), weights
 
 
+def recorruption_score(pipeline, noisy: np.ndarray, noise, *, draws: int = 2, beta: float = 0.5,
+                       seed: int = 0) -> float:
+    """A truth-free score of a denoiser on one micrograph: lower is better.
+
+    Recorrupted-to-recorrupted (Pang et al., CVPR 2021), as in :func:`calibrate_rings`: with
+    ``m`` drawn like the micrograph's own noise, ``ŷ = y + β·m`` and ``ỹ = y − m / β`` carry
+    independent noise, so the score ``mean((pipeline(ŷ) − ỹ)²)`` (averaged over ``draws``) is,
+    in expectation, the pipeline's mean squared error against the truth at ``(1 + β²)`` times
+    the micrograph's noise power, plus the variance of ``ỹ``'s noise. That variance is the same
+    for every denoiser scored with the same ``seed`` on the same micrograph, so *differences*
+    of scores estimate differences of error: rank seeds, checkpoints or settings with it on
+    the data they will denoise. (The score itself is not an error: the variance it holds is
+    ``(1 + 1/β²)`` times the noise variance, known only to the estimate's accuracy.)
+    ``noise`` is the micrograph's :class:`~cryostream.matched.NoiseEstimate` in the units of
+    ``noisy``.
+    """
+    from cryostream.matched import matched_noise_image
+
+    if draws < 1 or not beta > 0:
+        raise ConfigError(f"draws={draws}, beta={beta}: need at least one draw and beta > 0")
+    noisy = np.asarray(noisy, np.float32)
+    total = 0.0
+    for k in range(draws):
+        m = matched_noise_image(noisy, noise, seed=seed * 1000 + k)
+        out = np.asarray(pipeline(noisy + np.float32(beta) * m), np.float32)
+        total += float(np.mean((out - (noisy - m / np.float32(beta))).astype(np.float64) ** 2))
+    return total / draws
+
+
 def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
     """Zero the rings of spatial frequency where ``estimate`` is anti-correlated with ``noisy``.
 
@@ -378,44 +407,73 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
     return added / own
 
 
-def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
-                 batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
-                 n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
-    """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
+def _read_normalised(source: str, run: str):
+    """A micrograph's header, its pixels divided by the run's percentile, and the percentile."""
+    from cryostream.io.mrc import read_header, read_rows
 
-    The micrograph is read once; the percentile, the bands and the correction share it.
-    """
-    import dask.array as da
-
-    from cryostream.io.mrc import read_header, read_rows, write_micrograph
-    from cryostream.matched import estimate_noise, tile_for
-
-    _, _, _, record = _loaded(run)
+    record = _loaded(run)[3]
     header = read_header(source)
     image = read_rows(header, 0, header.shape[0])
     percentile = float(np.percentile(image, record["prepare"]["percentile"]))
-    noisy = image / np.float32(percentile)
+    return header, image / np.float32(percentile), percentile
+
+
+def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | None,
+              halo: int | None, batch_size: int, n2n_correction: bool, n2n_clamp: bool,
+              wiener_gain: bool):
+    """The whole denoiser for one normalised micrograph, and a noise measurer.
+
+    Returns ``(pipeline, measured)``: ``pipeline(image)`` runs the network, the correction,
+    the clamp and the gain on ``noisy`` or on a recorrupted copy of it (the gain then measures
+    that copy's noise); ``measured(image)`` is the image's noise estimate.
+    """
+    import dask.array as da
+
+    from cryostream.matched import estimate_noise, tile_for
+
+    record = _loaded(run)[3]
     alpha2 = _alpha2(record, noisy) if n2n_correction else None
+    cache = {}
 
     def measured(normalised):
-        return estimate_noise(normalised, header.pixel_size_angstrom,
-                              tile=tile_for(normalised.shape))
-
-    noise = measured(noisy) if wiener_gain or calibrate else None
+        if normalised is noisy and "noisy" in cache:
+            return cache["noisy"]
+        estimate = estimate_noise(normalised, pixel_size, tile=tile_for(normalised.shape))
+        if normalised is noisy:
+            cache["noisy"] = estimate
+        return estimate
 
     def pipeline(normalised):
-        """The whole denoiser on a normalised micrograph: network, correction, clamp, gain."""
         out = denoise_array(da.from_array(normalised[None], chunks=(1, -1, -1)), run, [1.0],
                             tile=tile, halo=halo,
                             batch_size=batch_size).compute(scheduler="sync")[0]
         if n2n_correction:
             out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
         if wiener_gain:
-            out = match_wiener_gain(out, normalised,
-                                    noise if normalised is noisy else measured(normalised))
+            out = match_wiener_gain(out, normalised, measured(normalised))
         return out
 
-    den = calibrate_rings(pipeline, noisy, noise, draws=calibrate)[0] if calibrate else pipeline(noisy)
+    return pipeline, measured
+
+
+def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
+                 batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
+                 n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
+    """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
+
+    The micrograph is read once; the percentile, the bands and the correction share it, and
+    its noise is measured once.
+    """
+    from cryostream.io.mrc import write_micrograph
+
+    header, noisy, percentile = _read_normalised(source, run)
+    pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile, halo=halo,
+                                   batch_size=batch_size, n2n_correction=n2n_correction,
+                                   n2n_clamp=n2n_clamp, wiener_gain=wiener_gain)
+    if calibrate:
+        den = calibrate_rings(pipeline, noisy, measured(noisy), draws=calibrate)[0]
+    else:
+        den = pipeline(noisy)
     den *= np.float32(percentile)
     if output is None:
         return den
@@ -424,6 +482,47 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     write_micrograph(path, den, header.pixel_size_angstrom, history=label,
                      overwrite=overwrite)
     return str(path)
+
+
+def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed: int = 0,
+              tile: int | None = None, halo: int | None = None, batch_size: int = 8,
+              n2n_correction: bool = False, n2n_clamp: bool = False,
+              wiener_gain: bool = False) -> list[dict]:
+    """Rank trained runs by their denoising error on micrographs, without ground truth.
+
+    Each run denoises recorrupted copies of each micrograph through the pipeline that
+    :func:`denoise` would run with the same options, and gets :func:`recorruption_score` in
+    the micrograph's own units, with the same noise draws for every run (a paired
+    comparison). Seeds of one training set differ: on simulated micrographs one seed in three
+    lost 0.15 dB to the others, and the score ranked the three as the truth did on every
+    micrograph (docs/guide/noise.md). Costs ``draws`` network passes per run and micrograph.
+
+    Returns one dict per run, best (lowest mean score) first: ``run``, ``score`` (mean over
+    the micrographs) and ``scores`` (per micrograph name).
+    """
+    from cryostream.io.stack import open_micrographs
+
+    runs = list(dict.fromkeys(str(Path(r).absolute()) for r in runs))  # each run once
+    if not runs:
+        raise ConfigError("rank_runs needs at least one run folder")
+    if n2n_clamp and not n2n_correction:
+        raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
+                          "pass n2n_correction too (--n2n-correction)")
+    stack = open_micrographs(inputs, chunks=-1)
+    scores = {r: {} for r in runs}
+    for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
+        for run in runs:
+            header, noisy, percentile = _read_normalised(source, run)
+            pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile,
+                                           halo=halo, batch_size=batch_size,
+                                           n2n_correction=n2n_correction, n2n_clamp=n2n_clamp,
+                                           wiener_gain=wiener_gain)
+            score = recorruption_score(pipeline, noisy, measured(noisy), draws=draws, beta=beta,
+                                       seed=seed)
+            scores[run][str(name)] = score * percentile**2  # in the micrograph's units
+    ranked = [{"run": r, "score": float(np.mean(list(s.values()))), "scores": s}
+              for r, s in scores.items()]
+    return sorted(ranked, key=lambda row: row["score"])
 
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,

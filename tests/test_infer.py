@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mrcfile
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from cryostream.baselines import wiener_measured
 from cryostream.cli import main
 from cryostream.infer import (
     _loaded,
+    _pipeline,
+    _read_normalised,
     _windows,
     auto_tile,
     calibrate_rings,
@@ -22,10 +26,12 @@ from cryostream.infer import (
     denoise_array,
     match_wiener_gain,
     n2n_correct,
+    rank_runs,
     receptive_radius,
+    recorruption_score,
     tile_cores,
 )
-from cryostream.matched import estimate_noise
+from cryostream.matched import estimate_noise, matched_noise_image
 from cryostream.metrics import wiener_oracle
 from cryostream.prepare import prepare
 from cryostream.training import TrainConfig, train
@@ -272,3 +278,63 @@ def test_topaz_baseline_in_the_report(trained, tmp_path):
     assert "topaz_psnr" in report["test_split"]
     assert "Topaz-Denoise" in report["simulated"][0]
     assert "Topaz-Denoise pretrained U-Net" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_recorruption_score_ranks_denoisers_as_the_truth_does():
+    clean, noisy = _field_and_noise(9)
+    noise = estimate_noise(noisy, 1.0)
+    beta, draws = 0.5, 3
+    pipelines = {
+        "identity": lambda img: img,
+        "wiener": lambda img: wiener_measured(img, estimate_noise(img, 1.0)),
+        "gaussian 1": lambda img: scipy.ndimage.gaussian_filter(img, 1.0),
+        "gaussian 4": lambda img: scipy.ndimage.gaussian_filter(img, 4.0),
+    }
+    scores, errors = {}, {}
+    for name, f in pipelines.items():
+        scores[name] = recorruption_score(f, noisy, noise, draws=draws, beta=beta)
+        # the error each makes on the same recorrupted inputs, against the truth
+        errors[name] = float(np.mean([np.mean((f(noisy + beta * matched_noise_image(
+            noisy, noise, seed=k)) - clean) ** 2) for k in range(draws)]))
+        assert scores[name] > errors[name]  # the score holds the variance of ỹ's noise too
+    assert sorted(scores, key=scores.get) == sorted(errors, key=errors.get)
+    # differences of scores are differences of error (within 0.4 % of the largest gap here)
+    gap = max(errors.values()) - min(errors.values())
+    for name in pipelines:
+        assert (scores[name] - scores["wiener"]) == pytest.approx(
+            errors[name] - errors["wiener"], abs=0.02 * gap)
+    with pytest.raises(cryostream.ConfigError):
+        recorruption_score(pipelines["identity"], noisy, noise, beta=0)
+
+
+def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys):
+    run, sim = trained
+    # a second run: the same store, a different seed
+    cfg = TrainConfig(model="unet-small", precision="fp32", steps=3, batch_size=4, eval_every=3,
+                      eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2, seed=5)
+    other = tmp_path / "other"
+    train(run.parent / "data.h5", other, cfg, log=lambda *_: None)
+    options = {"tile": 64, "n2n_correction": True, "wiener_gain": True}
+    ranked = rank_runs([run, other, run], sim.micrographs[:2], **options)
+    assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
+    assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
+    assert all(set(r["scores"]) == {"sim_0000", "sim_0001"} for r in ranked)
+    # every run is scored on the same noise draws, whichever runs stand beside it
+    alone = rank_runs([run], sim.micrographs[:2], **options)[0]
+    assert alone == next(r for r in ranked if r["run"] == str(run.absolute()))
+    # in the micrograph's own units: the normalised score times the percentile squared
+    header, noisy, p = _read_normalised(str(sim.micrographs[0]), str(run.absolute()))
+    pipeline, measured = _pipeline(str(run.absolute()), noisy, header.pixel_size_angstrom,
+                                   halo=None, batch_size=8, n2n_clamp=False, **options)
+    expected = recorruption_score(pipeline, noisy, measured(noisy)) * p**2
+    mine = next(r for r in ranked if r["run"] == str(run.absolute()))["scores"]["sim_0000"]
+    assert mine == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(cryostream.ConfigError):
+        rank_runs([run], sim.micrographs[:1], n2n_clamp=True)
+    out = tmp_path / "rank.json"
+    assert main(["rank", str(run), str(other), "-i", str(sim.micrographs[0]), "--tile", "64",
+                 "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run") and len(lines) == 3
+    assert {r["run"] for r in json.loads(out.read_text())} == {str(run.absolute()),
+                                                             str(other.absolute())}
