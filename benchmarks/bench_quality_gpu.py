@@ -210,6 +210,14 @@ def part_real(args, out):
     print("n2n residual", json.dumps({k: v for k, v in res["n2n_on_micrograph"].items()
                                       if not isinstance(v, list | dict)}), flush=True)
     np.save(out / "real_crop_corrected_512.npy", corrected[:512, :512])
+    # the whole recommended pipeline: the clamp, and the linear response from the measured noise
+    full = n2n_correct(out_m, clean, 1.0, ring_clamp=True, noise=est)
+    check = method_noise(clean, full, pixel, noise=est)
+    plot_method_noise(out / "real_residual_clamp_gain.png", check, clean, full)
+    res["n2n_clamp_gain_on_micrograph"] = _plain(check)
+    print("n2n + clamp + gain residual", json.dumps(
+        {k: v for k, v in res["n2n_clamp_gain_on_micrograph"].items()
+         if not isinstance(v, list | dict)}), flush=True)
     return res
 
 
@@ -246,7 +254,7 @@ def part_sim(args, out):
     }
     runs = {}
     prepared = set()
-    for item in args.sim_runs.split(","):
+    for item in filter(None, args.sim_runs.split(",")):  # "" trains nothing: baselines only
         tag, steps, seed = (item.split(":") + ["", ""])[:3]
         name = f"{tag}_seed{seed}" if seed else tag  # several seeds of one model stay apart
         store, noise, targets = stores[tag]
@@ -279,6 +287,8 @@ def part_sim(args, out):
         if topaz:
             tz = affine_fit(topaz(y), x)
             row["topaz"] = psnr(tz, x)
+            if args.save_outputs:
+                np.save(out / f"output_topaz_{i}.npy", (tz - y).astype(np.float16))
             curves.setdefault("topaz", []).append(frc(tz, x)[1])
             row["frc_mean_topaz"] = float(np.mean(curves["topaz"][-1]))
         scored = functools.partial(_score, row, curves, x)
@@ -390,7 +400,8 @@ def main(argv=None):
                     help="recorrupted passes of infer.calibrate_rings per scored Noisier2Noise "
                          "model (0: none)")
     ap.add_argument("--save-outputs", action="store_true",
-                    help="save each scored model output − input as float16 (output_TAG_I.npy)")
+                    help="save each scored model output − input as float16 (output_TAG_I.npy; "
+                         "Topaz's affine-fitted output too)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

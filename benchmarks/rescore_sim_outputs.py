@@ -7,8 +7,14 @@ correction with and without the input's mean kept, with the ring clamp, with the
 filter's linear response, ``cryostream.infer.match_wiener_gain``) and split into bands
 of spatial frequency against the oracle Wiener filter, without another device run.
 
+Each output also gets its FRC against the truth summarised (``frc``: the mean over all rings,
+where 0.5 and 0.143 are first crossed, and the mean over bands ``FRC_BANDS``), beside the
+oracle Wiener filter's and, with ``--topaz DIR`` (Topaz-Denoise importable from DIR), the
+pretrained Topaz U-Net's, run here on the CPU and affine-fitted to the truth as
+``bench_quality_gpu.py`` does.
+
 Usage: python benchmarks/rescore_sim_outputs.py OUT.json LABEL=DIR:TAG:ALPHA2 [...]
-       [--indices 24 25] (the benchmark's simulation: 2048², seed 7, detector_nps_nyquist 0.1).
+       [--indices 24 25] [--topaz DIR] (the benchmark's simulation: 2048², seed 7, detector_nps_nyquist 0.1).
 """
 
 from __future__ import annotations
@@ -28,6 +34,21 @@ from cryostream.simulate.micrograph import simulate_micrograph
 
 #: Ring edges (units of 1/2048 cycles per pixel) of the error bands.
 EDGES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1449)
+#: Bands (cycles per pixel) over which the FRC is averaged.
+FRC_BANDS = ((0, 0.01), (0.01, 0.03), (0.03, 0.06), (0.06, 0.125), (0.125, 0.25), (0.25, 0.5))
+
+
+def frc_profile(estimate: np.ndarray, truth: np.ndarray) -> dict:
+    """The FRC of ``estimate`` against ``truth`` in a few numbers (frequencies in cycles/px)."""
+    f, c = frc(estimate, truth)
+
+    def crossing(level):
+        below = np.flatnonzero(c < level)
+        return float(f[below[0]]) if below.size else float(f[-1])
+
+    return {"mean": float(c.mean()), "crossing_0.5": crossing(0.5),
+            "crossing_0.143": crossing(0.143),
+            "bands": [round(float(c[(f >= a) & (f < b)].mean()), 4) for a, b in FRC_BANDS]}
 
 
 def band_errors(estimate: np.ndarray, truth_spectrum: np.ndarray, ring: np.ndarray) -> np.ndarray:
@@ -43,7 +64,15 @@ def main(argv=None):
     ap.add_argument("runs", nargs="+", help="LABEL=DIR:TAG:ALPHA2")
     ap.add_argument("--indices", type=int, nargs="+", default=[24, 25])
     ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from: score it too")
     args = ap.parse_args(argv)
+    if args.topaz:
+        import sys
+
+        sys.path.insert(0, args.topaz)
+        from bench_quality_gpu import affine_fit
+
+        from cryostream.baselines import topaz_denoise
     cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
     runs = []
     for item in args.runs:
@@ -64,7 +93,12 @@ def main(argv=None):
                "frc_mean_wiener_oracle": float(frc(wiener, x)[1].mean()),
                "wiener_measured": psnr(wiener_measured(y, noise), x),
                "band_edges_cycles_per_px": [e / args.size for e in EDGES],
-               "band_share_of_wiener_error": (base / base.sum()).round(4).tolist()}
+               "band_share_of_wiener_error": (base / base.sum()).round(4).tolist(),
+               "frc_bands_cycles_per_px": FRC_BANDS, "frc_wiener_oracle": frc_profile(wiener, x)}
+        if args.topaz:
+            topaz = affine_fit(topaz_denoise(y), x)
+            row["topaz_cpu"] = psnr(topaz, x)
+            row["frc_topaz_cpu"] = frc_profile(topaz, x)
         for label, folder, tag, alpha2 in runs:
             output = y + np.load(folder / f"output_{tag}_{i}.npy").astype(np.float32)
             free = n2n_correct(output, y, alpha2, keep_mean=False)
@@ -82,6 +116,9 @@ def main(argv=None):
                 "frc_mean_n2n_wiener_gain": float(frc(gained, x)[1].mean()),
                 "frc_mean_n2n_clamp_wiener_gain": float(frc(both, x)[1].mean()),
                 "band_error_over_wiener": (band_errors(kept, truth_spectrum, ring) / base).round(3).tolist(),
+                "frc_n2n_mean_kept": frc_profile(kept, x),
+                "frc_n2n_wiener_gain": frc_profile(gained, x),
+                "frc_n2n_clamp_wiener_gain": frc_profile(both, x),
             }
         rows.append(row)
         print(json.dumps(row), flush=True)
