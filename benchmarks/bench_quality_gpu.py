@@ -57,13 +57,23 @@ def affine_fit(x, ref):
     return (x * coef[0] + coef[1]).astype(np.float32)
 
 
-def frc_summary(x, ref):
+#: Bands (cycles per pixel) over which the FRC is averaged.
+FRC_BANDS = ((0, 0.01), (0.01, 0.03), (0.03, 0.06), (0.06, 0.125), (0.125, 0.25), (0.25, 0.5))
+
+
+def frc_profile(estimate: np.ndarray, truth: np.ndarray) -> dict:
+    """The FRC of ``estimate`` against ``truth`` in a few numbers (frequencies in cycles/px)."""
     from cryostream.metrics import frc
 
-    f, c = frc(x, ref)
-    below = np.flatnonzero(c < 0.5)
-    return {"frc_mean": float(c.mean()), "frc_0.5_cycles_per_px": float(f[below[0]]) if below.size else 0.5,
-            "curve": c[::4].round(4).tolist()}
+    f, c = frc(estimate, truth)
+
+    def crossing(level):
+        below = np.flatnonzero(c < level)
+        return float(f[below[0]]) if below.size else float(f[-1])
+
+    return {"mean": float(c.mean()), "crossing_0.5": crossing(0.5),
+            "crossing_0.143": crossing(0.143),
+            "bands": [round(float(c[(f >= a) & (f < b)].mean()), 4) for a, b in FRC_BANDS]}
 
 
 def denoiser(run, tile, ensemble):
@@ -277,21 +287,18 @@ def part_sim(args, out):
         est = estimate_noise(y, cfg.pixel_size_angstrom)
         g = best_gaussian(y, x, SIGMAS)
         wien = wiener_oracle(y, x)
-        row = {"micrograph": i, "noisy": psnr(y, x), "gaussian": g[0], "gaussian_sigma": g[1],
-               "wiener_oracle": psnr(wien, x), "wiener_measured": psnr(wiener_measured(y, est), x),
+        row = {"micrograph": i, "gaussian": g[0], "gaussian_sigma": g[1],
+               "wiener_measured": psnr(wiener_measured(y, est), x),
                "noise_variance_estimated": est.variance,
                "noise_variance_true": float(np.var(y - x))}
-        curves.setdefault("noisy", []).append(frc(y, x)[1])
-        curves.setdefault("wiener_oracle", []).append(frc(wien, x)[1])
-        row.update({f"frc_mean_{k}": float(np.mean(curves[k][-1])) for k in ("noisy", "wiener_oracle")})
+        scored = functools.partial(_score, row, curves, x)
+        scored("noisy", y)
+        scored("wiener_oracle", wien)  # a radial filter: nearly the noisy input's FRC
         if topaz:
             tz = affine_fit(topaz(y), x)
-            row["topaz"] = psnr(tz, x)
+            scored("topaz", tz)
             if args.save_outputs:
                 np.save(out / f"output_topaz_{i}.npy", (tz - y).astype(np.float16))
-            curves.setdefault("topaz", []).append(frc(tz, x)[1])
-            row["frc_mean_topaz"] = float(np.mean(curves["topaz"][-1]))
-        scored = functools.partial(_score, row, curves, x)
         crop = slice(0, args.save_crop)
         first = args.save_crop and i == args.train_micrographs
         if first:
@@ -344,6 +351,9 @@ def _score(row, curves, truth, name, image):
     row[name] = psnr(image, truth)
     curves.setdefault(name, []).append(frc(image, truth)[1])
     row[f"frc_mean_{name}"] = float(np.mean(curves[name][-1]))
+    profile = frc_profile(image, truth)
+    row[f"frc05_{name}"] = profile["crossing_0.5"]  # cycles/px where the FRC first falls below ½
+    row[f"frc_bands_{name}"] = profile["bands"]  # the FRC averaged over FRC_BANDS
 
 
 def _figure_frc(path, freq, curves):

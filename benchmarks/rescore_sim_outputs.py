@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from bench_quality_gpu import FRC_BANDS, frc_profile
 
 from cryostream.baselines import wiener_measured
 from cryostream.config import SimulateConfig
@@ -34,23 +35,6 @@ from cryostream.simulate.micrograph import simulate_micrograph
 
 #: Ring edges (units of 1/2048 cycles per pixel) of the error bands.
 EDGES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1449)
-#: Bands (cycles per pixel) over which the FRC is averaged.
-FRC_BANDS = ((0, 0.01), (0.01, 0.03), (0.03, 0.06), (0.06, 0.125), (0.125, 0.25), (0.25, 0.5))
-
-
-def frc_profile(estimate: np.ndarray, truth: np.ndarray) -> dict:
-    """The FRC of ``estimate`` against ``truth`` in a few numbers (frequencies in cycles/px)."""
-    f, c = frc(estimate, truth)
-
-    def crossing(level):
-        below = np.flatnonzero(c < level)
-        return float(f[below[0]]) if below.size else float(f[-1])
-
-    return {"mean": float(c.mean()), "crossing_0.5": crossing(0.5),
-            "crossing_0.143": crossing(0.143),
-            "bands": [round(float(c[(f >= a) & (f < b)].mean()), 4) for a, b in FRC_BANDS]}
-
-
 def band_errors(estimate: np.ndarray, truth_spectrum: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """Squared error against the truth summed over each band of ``EDGES`` (the mean excluded)."""
     err = np.abs(np.fft.rfft2(estimate - estimate.mean()) - truth_spectrum) ** 2
