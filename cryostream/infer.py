@@ -493,8 +493,8 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
     Each run denoises recorrupted copies of each micrograph through the pipeline that
     :func:`denoise` would run with the same options, and gets :func:`recorruption_score` in
     the micrograph's own units, with the same noise draws for every run (a paired
-    comparison). Seeds of one training set differ: on simulated micrographs one seed in three
-    lost 0.15 dB to the others, and the score ranked the three as the truth did on every
+    comparison). Seeds of one training set differ: on simulated micrographs two seeds in six
+    lost 0.13–0.19 dB to the others, and the score put both behind the other four on every
     micrograph (docs/guide/noise.md). Costs ``draws`` network passes per run and micrograph.
 
     Returns one dict per run, best (lowest mean score) first: ``run``, ``score`` (mean over
