@@ -501,6 +501,7 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
+    from cryostream.training import check_run
 
     runs = list(dict.fromkeys(str(Path(r).absolute()) for r in runs))  # each run once
     if not runs:
@@ -508,6 +509,8 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
     if n2n_clamp and not n2n_correction:
         raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
                           "pass n2n_correction too (--n2n-correction)")
+    for run in runs:
+        check_run(run)
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
     for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
@@ -576,10 +579,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
+    from cryostream.training import check_run
 
     if n2n_clamp and not n2n_correction:
         raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
                           "pass n2n_correction too (--n2n-correction)")
+    check_run(run)  # before any output folder is made
     stack = open_micrographs(inputs, chunks=-1)
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)

@@ -345,13 +345,22 @@ def _store_config(store) -> dict:
         return json.loads(f.attrs["config"])["config"]
 
 
+def check_run(run) -> Path:
+    """``run`` as a path, or a :class:`StoreError` if it is not a folder ``train`` wrote."""
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise StoreError(f"{run}: not a run folder (no config.json); pass the folder that "
+                         "cryostream train wrote")
+    return run
+
+
 def load_model(run, step: int | None = None):
     """The trained model of a run folder (last checkpoint by default) and its config record."""
     import jax
     import orbax.checkpoint as ocp
     from flax import nnx
 
-    run = Path(run)
+    run = check_run(run)
     record = json.loads((run / "config.json").read_text())
     config = from_dict(TrainConfig, record["train"])
     model = create_model(config.model_config(), config.seed)

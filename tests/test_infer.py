@@ -338,3 +338,13 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
     assert lines[0].startswith("run") and len(lines) == 3
     assert {r["run"] for r in json.loads(out.read_text())} == {str(run.absolute()),
                                                              str(other.absolute())}
+
+
+def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys):
+    _, sim = trained
+    mic = str(sim.micrographs[0])
+    assert main(["denoise", str(tmp_path / "nothing"), mic, "-o", str(tmp_path / "out")]) == 2
+    assert "not a run folder (no config.json)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing made before the check
+    assert main(["rank", str(tmp_path), "-i", mic]) == 2
+    assert f"{tmp_path}: not a run folder" in capsys.readouterr().err
