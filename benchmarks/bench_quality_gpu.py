@@ -65,7 +65,11 @@ def frc_profile(estimate: np.ndarray, truth: np.ndarray) -> dict:
     """The FRC of ``estimate`` against ``truth`` in a few numbers (frequencies in cycles/px)."""
     from cryostream.metrics import frc
 
-    f, c = frc(estimate, truth)
+    return summarise_frc(*frc(estimate, truth))
+
+
+def summarise_frc(f: np.ndarray, c: np.ndarray) -> dict:
+    """An FRC curve ``c`` at frequencies ``f``: its mean, 0.5 and 0.143 crossings, band means."""
 
     def crossing(level):
         below = np.flatnonzero(c < level)
@@ -349,9 +353,10 @@ def _score(row, curves, truth, name, image):
     from cryostream.metrics import frc
 
     row[name] = psnr(image, truth)
-    curves.setdefault(name, []).append(frc(image, truth)[1])
-    row[f"frc_mean_{name}"] = float(np.mean(curves[name][-1]))
-    profile = frc_profile(image, truth)
+    f, c = frc(image, truth)
+    curves.setdefault(name, []).append(c)
+    row[f"frc_mean_{name}"] = float(np.mean(c))
+    profile = summarise_frc(f, c)
     row[f"frc05_{name}"] = profile["crossing_0.5"]  # cycles/px where the FRC first falls below ½
     row[f"frc_bands_{name}"] = profile["bands"]  # the FRC averaged over FRC_BANDS
 

@@ -65,18 +65,18 @@ def add_prepare_options(parser: argparse.ArgumentParser) -> None:
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """The denoising pipeline's options, shared by ``denoise`` and ``rank``."""
     parser.add_argument("--tile", type=int,
-                   help="window core, px (default: the fewest pixels through the network; "
-                   "3840 for full-size micrographs on a GPU)")
+                        help="window core, px (default: the fewest pixels through the network; "
+                        "3840 for full-size micrographs on a GPU)")
     parser.add_argument("--halo", type=int, help="context per side, px (default: receptive field)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per device call")
     parser.add_argument("--n2n-correction", action="store_true",
-                   help="Noisier2Noise correction for models trained on noisy micrographs")
+                        help="Noisier2Noise correction for models trained on noisy micrographs")
     parser.add_argument("--n2n-clamp", action="store_true",
-                   help="with the correction, zero the spatial-frequency rings where it is "
-                   "anti-correlated with the micrograph")
+                        help="with the correction, zero the spatial-frequency rings where it is "
+                        "anti-correlated with the micrograph")
     parser.add_argument("--wiener-gain", action="store_true",
-                   help="measure each micrograph's noise and give the output the Wiener "
-                   "filter's linear response per frequency ring, keeping the rest")
+                        help="measure each micrograph's noise and give the output the Wiener "
+                        "filter's linear response per frequency ring, keeping the rest")
 
 
 def pipeline_options(args: argparse.Namespace) -> dict:

@@ -407,15 +407,18 @@ def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
     return added / own
 
 
-def _read_normalised(source: str, run: str):
-    """A micrograph's header, its pixels divided by the run's percentile, and the percentile."""
+def _read(source: str):
+    """A micrograph's header and its pixels (native float32), with one read."""
     from cryostream.io.mrc import read_header, read_rows
 
-    record = _loaded(run)[3]
     header = read_header(source)
-    image = read_rows(header, 0, header.shape[0])
-    percentile = float(np.percentile(image, record["prepare"]["percentile"]))
-    return header, image / np.float32(percentile), percentile
+    return header, read_rows(header, 0, header.shape[0])
+
+
+def _normalised(image: np.ndarray, run: str):
+    """The pixels divided by the run's percentile (as in training), and the percentile."""
+    percentile = float(np.percentile(image, _loaded(run)[3]["prepare"]["percentile"]))
+    return image / np.float32(percentile), percentile
 
 
 def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | None,
@@ -466,7 +469,8 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     """
     from cryostream.io.mrc import write_micrograph
 
-    header, noisy, percentile = _read_normalised(source, run)
+    header, image = _read(source)
+    noisy, percentile = _normalised(image, run)
     pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile, halo=halo,
                                    batch_size=batch_size, n2n_correction=n2n_correction,
                                    n2n_clamp=n2n_clamp, wiener_gain=wiener_gain)
@@ -514,8 +518,9 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
     for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
+        header, image = _read(source)  # once, for every run
         for run in runs:
-            header, noisy, percentile = _read_normalised(source, run)
+            noisy, percentile = _normalised(image, run)
             pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile,
                                            halo=halo, batch_size=batch_size,
                                            n2n_correction=n2n_correction, n2n_clamp=n2n_clamp,

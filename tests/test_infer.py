@@ -15,8 +15,9 @@ from cryostream.baselines import wiener_measured
 from cryostream.cli import main
 from cryostream.infer import (
     _loaded,
+    _normalised,
     _pipeline,
-    _read_normalised,
+    _read,
     _windows,
     auto_tile,
     calibrate_rings,
@@ -323,7 +324,8 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
     alone = rank_runs([run], sim.micrographs[:2], **options)[0]
     assert alone == next(r for r in ranked if r["run"] == str(run.absolute()))
     # in the micrograph's own units: the normalised score times the percentile squared
-    header, noisy, p = _read_normalised(str(sim.micrographs[0]), str(run.absolute()))
+    header, image = _read(str(sim.micrographs[0]))
+    noisy, p = _normalised(image, str(run.absolute()))
     pipeline, measured = _pipeline(str(run.absolute()), noisy, header.pixel_size_angstrom,
                                    halo=None, batch_size=8, n2n_clamp=False, **options)
     expected = recorruption_score(pipeline, noisy, measured(noisy)) * p**2
