@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import mrcfile
@@ -90,6 +91,15 @@ def test_write_micrograph_is_atomic_and_refuses_to_overwrite(tmp_path):
         assert any("hello" in label for label in m.get_labels())
     with pytest.raises(FileExistsError, match="overwrite=True"):
         write_micrograph(path, np.ones(SHAPE), 0.66)
+
+
+def test_write_micrograph_gives_the_same_bytes_at_another_time(tmp_path):
+    write_micrograph(tmp_path / "a.mrc", np.ones(SHAPE), 0.66, history="hello")
+    time.sleep(1.1)  # a label with the clock would differ now
+    write_micrograph(tmp_path / "b.mrc", np.ones(SHAPE), 0.66, history="hello")
+    assert (tmp_path / "a.mrc").read_bytes() == (tmp_path / "b.mrc").read_bytes()
+    with mrcfile.open(tmp_path / "a.mrc") as m:
+        assert m.get_labels()[0].startswith("Created by cryostream")
 
 
 # --- bad files: each gives an InvalidMicrographError naming the file, problem and fix -------

@@ -17,6 +17,7 @@ import mrcfile
 import numpy as np
 from mrcfile import utils as mrc_utils
 
+from cryostream._version import __version__
 from cryostream.errors import InvalidMicrographError
 
 __all__ = [
@@ -203,7 +204,9 @@ def write_micrograph(
     pixel_size_angstrom : float
         Written to the header's voxel size.
     history : str, optional
-        A label line recorded in the header (at most 80 characters).
+        A label line recorded in the header (at most 80 characters), after
+        ``Created by cryostream VERSION``. No label holds the time: the same data and history
+        give the same bytes.
     overwrite : bool
         Replace an existing file.
     """
@@ -214,6 +217,10 @@ def write_micrograph(
     with mrcfile.new(tmp, overwrite=True) as mrc:
         mrc.set_data(np.asarray(data, dtype=np.float32))
         mrc.voxel_size = pixel_size_angstrom
+        # mrcfile's own label holds the clock; without it the same data gives the same bytes
+        mrc.header.label[:] = b""
+        mrc.header.nlabl = 0
+        mrc.add_label(f"Created by cryostream {__version__}")
         if history:
             mrc.add_label(history[:80])
     os.replace(tmp, path)
