@@ -253,6 +253,12 @@ class TrainConfig:
         Compute precision (parameters are float32 either way).
     residual : bool
         Predict a correction added to the input.
+    recorrupt : bool
+        Recorrupted-to-recorrupted targets (Pang et al., CVPR 2021), for stores with matched
+        noise: the input stays ``y + α·m`` and the target becomes ``y − m / α``, where ``m``
+        is drawn like the micrograph's own noise and ``α`` is the store's. For Gaussian noise
+        the two carry independent noise, so the network learns the clean image itself at
+        ``(1 + α²)`` times the micrograph's noise: denoise without ``--n2n-correction``.
     steps, batch_size : int
         Optimisation steps and patches per step (divisible by the device count).
     learning_rate, warmup_steps, weight_decay, clip_norm : float, int, float, float
@@ -271,6 +277,7 @@ class TrainConfig:
     model: str = "unet"
     precision: str = "bf16"
     residual: bool = False
+    recorrupt: bool = False
     steps: int = 1000
     batch_size: int = 8
     learning_rate: float = 1e-3

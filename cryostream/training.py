@@ -18,7 +18,7 @@ import numpy as np
 
 from cryostream._version import __version__
 from cryostream.config import NoiseConfig, TrainConfig, from_dict, to_dict
-from cryostream.errors import StoreError
+from cryostream.errors import ConfigError, StoreError
 from cryostream.loader import PatchLoader
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
@@ -69,10 +69,13 @@ def create_train_state(model, tx):
                       "step": jnp.zeros((), jnp.int32)}
 
 
-def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None):
+def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
+                 recorrupt_alpha2: float | None = None):
     """(input, target) as float32 (B, P, P, 1); inputs synthesised on the device if needed.
 
     ``table``: the store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
+    ``recorrupt_alpha2``: the store's ``α²``; the target ``y`` becomes ``y − (z − y) / α²``
+    (``z − y = α·m``, so ``y − m / α``), recorrupted with the same draw as the input.
     """
     import jax
     import jax.numpy as jnp
@@ -88,12 +91,18 @@ def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=Non
             matched = {k: jnp.asarray(v)[batch["micrograph"]] for k, v in table.items()}
         inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter),
                             matched)
+    if recorrupt_alpha2 is not None:
+        target = target - (inp - target) * (1 / recorrupt_alpha2)
     return inp[..., None], target[..., None]
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
-                    seed: int = 0, noise_table: dict | None = None):
-    """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated."""
+                    seed: int = 0, noise_table: dict | None = None,
+                    recorrupt_alpha2: float | None = None):
+    """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated.
+
+    ``recorrupt_alpha2``: train on recorrupted targets (:class:`TrainConfig` ``recorrupt``).
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -106,7 +115,8 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
         return jnp.mean(err**2) if loss == "mse" else jnp.mean(jnp.abs(err))
 
     def step(state, batch):
-        inp, target = _model_input(batch, noise, seed, state["step"], noise_table)
+        inp, target = _model_input(batch, noise, seed, state["step"], noise_table,
+                                   recorrupt_alpha2)
         value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -121,6 +131,7 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
     """The jit-compiled ``(params, batch, batch_number) -> metrics`` on held-out patches.
 
     Per patch: squared error of the model and of the noisy input, so PSNR can be averaged.
+    The reference is the stored target, also for recorrupted training (``TrainConfig.recorrupt``).
     """
     import jax
     import jax.numpy as jnp
@@ -232,6 +243,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     config = config or TrainConfig()
     run = Path(run)
     start_time = time.perf_counter()
+    prepared = _store_config(store)
+    recorrupt_alpha2 = _recorrupt_alpha2(store, prepared) if config.recorrupt else None
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)
     test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,
@@ -239,7 +252,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         if _split_size(store, "test") >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
     record = {"cryostream_version": __version__, "train": to_dict(config),
-              "model": to_dict(config.model_config()), "prepare": _store_config(store),
+              "model": to_dict(config.model_config()), "prepare": prepared,
               "store": str(Path(store).absolute())}
     manager = _checkpoint_manager(run, config.keep_checkpoints)
     if manager.latest_step() is not None and not resume:
@@ -270,7 +283,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
-                              noise_table=loader.noise_table)
+                              noise_table=loader.noise_table, recorrupt_alpha2=recorrupt_alpha2)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     step = int(state["step"])
     bar = None
@@ -343,6 +356,17 @@ def _store_config(store) -> dict:
 
     with open_dataset(store) as f:
         return json.loads(f.attrs["config"])["config"]
+
+
+def _recorrupt_alpha2(store, prepared: dict) -> float:
+    """The store's ``α²`` for recorrupted targets, or a :class:`ConfigError` if its noise is
+    not the micrographs' own (only matched noise makes ``y − m / α`` independent of the input)."""
+    noise = prepared["noise"]
+    if noise["model"] != "matched":
+        raise ConfigError(f"recorrupt=True (--recorrupt) needs noise drawn like the micrographs' "
+                          f"own; {store} was prepared with noise={noise['model']!r}: prepare it "
+                          "with noise='matched' (--noise matched)")
+    return float(noise["alpha"]) ** 2
 
 
 def check_run(run) -> Path:

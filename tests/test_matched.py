@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import jax
 import mrcfile
@@ -194,6 +196,59 @@ def test_matched_noise_trains_on_the_device_and_corrects_with_alpha(matched_stor
     assert result.eval["noisy_psnr"] < 60  # noise was added
     record = {"prepare": {"noise": {"model": "matched", "alpha": 0.8}}}
     assert _alpha2(record, np.zeros((4, 4), np.float32)) == pytest.approx(0.64)
+
+
+def _ring_correlation(a: np.ndarray, b: np.ndarray, bands: int = 8) -> np.ndarray:
+    """Correlation of two images' spectra over ``bands`` equal bands of radius (mean excluded)."""
+    fa, fb = np.fft.rfft2(a - a.mean()), np.fft.rfft2(b - b.mean())
+    fy, fx = np.fft.fftfreq(a.shape[0]), np.fft.rfftfreq(a.shape[1])
+    band = np.minimum((np.hypot(fy[:, None], fx[None, :]) * 2 * bands).astype(int), bands)
+    def per_band(v):
+        return np.bincount(band.ravel(), v.ravel(), minlength=bands + 1)[:bands]
+    return per_band((fa * np.conj(fb)).real) / np.sqrt(per_band(np.abs(fa) ** 2)
+                                                        * per_band(np.abs(fb) ** 2))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_recorrupted_target_noise_is_independent_of_the_input(coloured, alpha):
+    """y + α·m and y − m/α carry uncorrelated noise at every frequency when m is drawn like
+    the micrograph's own noise (measured, not known); the Noisier2Noise pair (y + α·m, y) does not."""
+    from cryostream.matched import matched_noise_image
+    from cryostream.training import _model_input
+
+    noisy, truth = coloured
+    scale = np.percentile(noisy, 95)
+    y, x = noisy / scale, truth / scale
+    m = matched_noise_image(y, estimate_noise(y, 0.6575), alpha=alpha, seed=3)
+    batch = {"input": (y + m)[None], "target": y[None]}
+    inp, target = (np.asarray(v)[0, ..., 0] for v in _model_input(batch, None, 0, 0, None, alpha**2))
+    assert np.allclose(target, y - m / alpha**2, atol=1e-5)
+    recorrupted = _ring_correlation(inp - x, target - x)
+    noisier = _ring_correlation(inp - x, y - x)
+    assert np.all(np.abs(recorrupted) < 0.05), recorrupted
+    assert np.all(noisier > 1 / np.sqrt(1 + alpha**2) - 0.05), noisier
+
+
+def test_recorrupted_training_needs_matched_noise(matched_store, small_mrcs, tmp_path):
+    from cryostream.infer import denoise
+
+    sim, store, _ = matched_store
+    config = TrainConfig(model="unet-small", precision="fp32", steps=2, batch_size=4, eval_every=2,
+                         eval_batches=1, checkpoint_every=2, warmup_steps=1, threads=2,
+                         recorrupt=True)
+    white = prepare(small_mrcs[:2], tmp_path / "w.h5",
+                    PrepareConfig(patch_size=64, stride=64, test_fraction=0.0)).output
+    with pytest.raises(ConfigError, match="recorrupt.*noise='matched'"):
+        train(white, tmp_path / "white_run", config, log=lambda *_: None)
+    assert not (tmp_path / "white_run").exists()
+    result = train(store, tmp_path / "run", config, log=lambda *_: None)
+    assert np.isfinite(result.final_loss)
+    assert json.loads((result.run / "config.json").read_text())["train"]["recorrupt"] is True
+    with pytest.raises(ConfigError, match="recorrupted targets.*drop --n2n-correction"):
+        denoise(result.run, [sim.micrographs[2]], tmp_path / "out", n2n_correction=True)
+    assert not (tmp_path / "out").exists()
+    out = denoise(result.run, [sim.micrographs[2]], tmp_path / "out", wiener_gain=True)
+    assert np.isfinite(out.values[0]).all()
 
 
 def test_matched_config_errors(small_mrcs, tmp_path):
