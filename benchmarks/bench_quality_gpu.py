@@ -17,8 +17,10 @@ Two parts, each one process (one compilation of the training step serves its tra
           truth (PSNR with the noisy micrograph's 95th percentile as 1.0, and FRC). Models
           trained the seed's way with white noise of the micrograph's own variance and with
           matched noise (α 1 and 0.5), each with and without the correction (and with the
-          ring clamp, the Wiener gain and the recorruption calibration), and one trained
-          on the simulation's (micrograph, ground truth) pairs (``prepare --targets``).
+          ring clamp, the Wiener gain and the recorruption calibration), trained on
+          recorrupted targets (``--recorrupt``, α 1 and 0.5: raw, with the Wiener gain and
+          calibrated), and one trained on the simulation's (micrograph, ground truth) pairs
+          (``prepare --targets``).
           Each model also gets its oracle blend (``cryostream.metrics.blend_oracle``): the
           best per-ring mix of input and output, which bounds what re-weighting the output
           by frequency can give.
@@ -35,6 +37,7 @@ Writes OUTDIR/quality_{part}.json and figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -115,12 +118,12 @@ def topaz_fn(topaz_dir):
     return topaz_denoise if topaz_available() else None
 
 
-def train_run(store, run, args, seed=0, steps=None):
+def train_run(store, run, args, seed=0, steps=None, recorrupt=False):
     from cryostream.training import TrainConfig, train
 
     steps = steps or args.steps
     cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
-                      steps=steps,
+                      recorrupt=recorrupt, steps=steps,
                       batch_size=args.batch,
                       learning_rate=args.lr, warmup_steps=min(200, steps // 10),
                       eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
@@ -129,7 +132,7 @@ def train_run(store, run, args, seed=0, steps=None):
     result = train(store, run, cfg, log=lambda *_: None)
     return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
             "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model,
-            "residual": args.residual, "precision": args.precision}
+            "residual": args.residual, "precision": args.precision, "recorrupt": recorrupt}
 
 
 def prep(sources, store, noise, args, targets=None):
@@ -240,9 +243,16 @@ def part_sim(args, out):
 
     import cryostream
     from cryostream.config import NoiseConfig, SimulateConfig
-    from cryostream.infer import calibrate_rings, n2n_correct, recorruption_score
+    from cryostream.ctf import fit_ctf
+    from cryostream.infer import (
+        calibrate_rings,
+        match_wiener_gain,
+        n2n_correct,
+        recorruption_score,
+    )
     from cryostream.matched import estimate_noise
     from cryostream.metrics import blend_oracle, frc
+    from cryostream.simulate.micrograph import simulate_micrograph
 
     work = out / "sim_work"
     n = args.train_micrographs + args.test_micrographs
@@ -266,17 +276,21 @@ def part_sim(args, out):
         "matched1": ("m1.h5", None, None),
         "matched0.5": ("m05.h5", NoiseConfig(model="matched", alpha=0.5, mode="on-device"), None),
     }
+    # recorrupted targets (TrainConfig.recorrupt) on the matched stores: no correction
+    stores["recorrupted1"] = stores["matched1"]
+    stores["recorrupted0.5"] = stores["matched0.5"]
     runs = {}
     prepared = set()
     for item in filter(None, args.sim_runs.split(",")):  # "" trains nothing: baselines only
         tag, steps, seed = (item.split(":") + ["", ""])[:3]
         name = f"{tag}_seed{seed}" if seed else tag  # several seeds of one model stay apart
         store, noise, targets = stores[tag]
-        if noise is not None and tag not in prepared:
+        if noise is not None and store not in prepared:
             prep(train_mics, work / store, noise, args, targets)
-            prepared.add(tag)
+            prepared.add(store)
         res[f"train_{name}"] = train_run(work / store, work / f"run_{name}", args,
-                                         seed=int(seed or 0), steps=int(steps) if steps else None)
+                                         seed=int(seed or 0), steps=int(steps) if steps else None,
+                                         recorrupt=tag.startswith("recorrupted"))
         runs[name] = (tag, str(work / f"run_{name}"))
         print("trained", name, res[f"train_{name}"], flush=True)
         save(res, out, "sim")
@@ -289,13 +303,21 @@ def part_sim(args, out):
         p = np.percentile(y, 95)
         y, x = y / p, x / p
         est = estimate_noise(y, cfg.pixel_size_angstrom)
+        t_fit = time.perf_counter()
+        fit = fit_ctf(y, cfg.pixel_size_angstrom)
+        truth_ctf = simulate_micrograph(dataclasses.replace(cfg, shape=(64, 64)), i)
         g = best_gaussian(y, x, SIGMAS)
         wien = wiener_oracle(y, x)
         row = {"micrograph": i, "gaussian": g[0], "gaussian_sigma": g[1],
                "wiener_measured": psnr(wiener_measured(y, est), x),
                "noise_variance_estimated": est.variance,
-               "noise_variance_true": float(np.var(y - x))}
+               "noise_variance_true": float(np.var(y - x)),
+               "ctf_fit": dataclasses.asdict(fit),
+               "ctf_fit_seconds": time.perf_counter() - t_fit,
+               "ctf_true": [truth_ctf.defocus_u_angstrom, truth_ctf.defocus_v_angstrom,
+                            truth_ctf.astigmatism_angle_deg]}
         scored = functools.partial(_score, row, curves, x)
+        scored("wiener_measured_ctf", match_wiener_gain(y, y, est, ctf=fit))
         scored("noisy", y)
         scored("wiener_oracle", wien)  # a radial filter: nearly the noisy input's FRC
         if topaz:
@@ -311,7 +333,19 @@ def part_sim(args, out):
             f_ens = denoiser(run, args.tile, True)
             out_f = f_ens(y)
             scored(f"{name}_raw", out_f)
-            if kind != "supervised":  # the supervised model estimates the truth directly
+            if kind.startswith("recorrupted"):  # estimates the truth: no correction
+
+                def pipeline(image, f=f_ens):  # the whole denoiser, for recorruption
+                    return match_wiener_gain(f(image), image,
+                                             estimate_noise(image, cfg.pixel_size_angstrom))
+
+                scored(f"{name}_gain", match_wiener_gain(out_f, y, est))
+                scored(f"{name}_ctf_gain", match_wiener_gain(out_f, y, est, ctf=fit))
+                row[f"{name}_recorruption_score"] = recorruption_score(pipeline, y, est)
+                if args.calibrate:
+                    scored(f"{name}_calibrated",
+                           calibrate_rings(pipeline, y, est, draws=args.calibrate)[0])
+            elif kind != "supervised":  # the supervised model estimates the truth directly
                 a2 = alphas[kind] if alphas[kind] is not None else sigma_w**2 / est.variance
                 row[f"{name}_alpha2"] = a2
                 scored(f"{name}_n2n", n2n_correct(out_f, y, a2))
@@ -323,6 +357,19 @@ def part_sim(args, out):
 
                 scored(f"{name}_n2n_clamp_gain", n2n_correct(out_f, y, a2, ring_clamp=True,
                                                              noise=est))
+                # the Wiener gain shaped by the fitted CTF (the CTF fitted once per micrograph)
+                scored(f"{name}_n2n_ctf_gain", match_wiener_gain(n2n_correct(out_f, y, a2), y,
+                                                                 est, ctf=fit))
+
+                def ctf_pipeline(image, f=f_ens, a2=a2, fit=fit):
+                    return match_wiener_gain(n2n_correct(f(image), image, a2), image,
+                                             estimate_noise(image, cfg.pixel_size_angstrom),
+                                             ctf=fit)
+
+                row[f"{name}_ctf_recorruption_score"] = recorruption_score(ctf_pipeline, y, est)
+                if args.calibrate:
+                    scored(f"{name}_ctf_calibrated",
+                           calibrate_rings(ctf_pipeline, y, est, draws=args.calibrate)[0])
                 # truth-free: differences between models estimate differences of their error
                 row[f"{name}_recorruption_score"] = recorruption_score(pipeline, y, est)
                 if args.calibrate:
@@ -403,7 +450,8 @@ def main(argv=None):
     ap.add_argument("--topaz", default="")
     ap.add_argument("--sim-runs", default="supervised,white,matched1,matched0.5",
                     help="which models the sim part trains, in order (TAG, TAG:STEPS or TAG:STEPS:SEED; "
-                         "a seed names the model TAG_seedSEED)")
+                         "a seed names the model TAG_seedSEED); tags: supervised, white, matched1, "
+                         "matched0.5, recorrupted1, recorrupted0.5")
     ap.add_argument("--save-crop", type=int, default=0,
                     help="save this top-left crop of the first scored micrograph's input, "
                          "truth and each model's output (arrays_*.npz)")

@@ -13,6 +13,7 @@ network at once. One window shape means one compiled program for every micrograp
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -147,7 +148,7 @@ def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float, *,
 
 
 def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
-                      min_coefficients: int = 128) -> np.ndarray:
+                      min_coefficients: int = 128, ctf=None) -> np.ndarray:
     """Give a denoised image the Wiener filter's linear response; keep everything else.
 
     Per ring of spatial frequency (:func:`cryostream.metrics.merged_rings`), the estimate
@@ -160,6 +161,11 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     [0, 1]. The result is ``w·Y + R``: the network keeps what it found beyond a linear filter
     (particle shapes), and its linear response, which a U-Net's receptive field cannot make
     follow the Thon rings, becomes the Wiener filter's. The mean is the micrograph's.
+
+    ``ctf`` (a :class:`~cryostream.ctf.CTFFit` of the micrograph): above 20 Å the linear
+    response is the CTF-shaped Wiener gain of each coefficient
+    (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
+    astigmatism instead of averaging over each ring.
     """
     import scipy.fft
 
@@ -178,7 +184,13 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     noise_power = np.bincount(merged, ring_weight * noise.ring_power((ny, nx), merged.size))
     change = np.clip(1 - noise_power / np.maximum(power, 1e-30), 0.0, 1.0) - gain
     change[0] = 0.0
-    e += change.astype(np.float32)[bins] * y
+    change = change.astype(np.float32)[bins]
+    if ctf is not None:
+        from cryostream.ctf import ctf_wiener_gain
+
+        shaped, above = ctf_wiener_gain(y, (ny, nx), ctf)
+        change = np.where(above, shaped - gain.astype(np.float32)[bins], change)
+    e += change * y
     out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
     return (out + np.float32(noisy.mean())).astype(np.float32)
 
@@ -386,16 +398,37 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
     )
 
 
+def _check_correctable(record: dict) -> None:
+    """A :class:`ConfigError` if the run's model estimates the clean image itself, so the
+    Noisier2Noise correction does not apply (``record``: the run's ``config.json``)."""
+    if record.get("train", {}).get("recorrupt"):
+        raise ConfigError("this run was trained on recorrupted targets (--recorrupt): it "
+                          "estimates the clean image directly; drop --n2n-correction")
+    if record["prepare"]["noise"]["model"] == "none":
+        raise ConfigError("this run was trained on separate targets (no added noise): it "
+                          "estimates the target directly; drop --n2n-correction")
+
+
+def _check_options(run, n2n_correction: bool, n2n_clamp: bool) -> None:
+    """Check a run and the correction options before anything is read or written."""
+    from cryostream.training import check_run
+
+    if n2n_clamp and not n2n_correction:
+        raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
+                          "pass n2n_correction too (--n2n-correction)")
+    run = check_run(run)
+    if n2n_correction:
+        _check_correctable(json.loads((run / "config.json").read_text()))
+
+
 def _alpha2(record: dict, image_normalised: np.ndarray) -> float:
     """Variance of the training noise over the micrograph's own noise.
 
     Matched noise is ``α`` times the micrograph's own by construction; for the white models
     the micrograph's noise variance is read from pixel differences.
     """
+    _check_correctable(record)
     noise = record["prepare"]["noise"]
-    if noise["model"] == "none":
-        raise ConfigError("this run was trained on separate targets (no added noise): it "
-                          "estimates the target directly; drop --n2n-correction")
     if noise["model"] == "matched":  # measured per micrograph and scaled by construction
         return float(noise.get("alpha", 1.0)) ** 2
     own = float(np.var(np.diff(image_normalised, axis=1)) / 2)
@@ -423,15 +456,17 @@ def _normalised(image: np.ndarray, run: str):
 
 def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | None,
               halo: int | None, batch_size: int, n2n_correction: bool, n2n_clamp: bool,
-              wiener_gain: bool):
+              wiener_gain: bool, ctf_gain: bool = False):
     """The whole denoiser for one normalised micrograph, and a noise measurer.
 
     Returns ``(pipeline, measured)``: ``pipeline(image)`` runs the network, the correction,
     the clamp and the gain on ``noisy`` or on a recorrupted copy of it (the gain then measures
-    that copy's noise); ``measured(image)`` is the image's noise estimate.
+    that copy's noise); ``measured(image)`` is the image's noise estimate. With ``ctf_gain``
+    the CTF is fitted once, on ``noisy`` (added noise does not change it).
     """
     import dask.array as da
 
+    from cryostream.ctf import fit_ctf
     from cryostream.matched import estimate_noise, tile_for
 
     record = _loaded(run)[3]
@@ -452,8 +487,10 @@ def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | Non
                             batch_size=batch_size).compute(scheduler="sync")[0]
         if n2n_correction:
             out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
-        if wiener_gain:
-            out = match_wiener_gain(out, normalised, measured(normalised))
+        if wiener_gain or ctf_gain:
+            if ctf_gain and "ctf" not in cache:
+                cache["ctf"] = fit_ctf(noisy, pixel_size)
+            out = match_wiener_gain(out, normalised, measured(normalised), ctf=cache.get("ctf"))
         return out
 
     return pipeline, measured
@@ -461,7 +498,8 @@ def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | Non
 
 def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
                  batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
-                 n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
+                 n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0,
+                 ctf_gain: bool = False):
     """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
 
     The micrograph is read once; the percentile, the bands and the correction share it, and
@@ -473,7 +511,8 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     noisy, percentile = _normalised(image, run)
     pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile, halo=halo,
                                    batch_size=batch_size, n2n_correction=n2n_correction,
-                                   n2n_clamp=n2n_clamp, wiener_gain=wiener_gain)
+                                   n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
+                                   ctf_gain=ctf_gain)
     if calibrate:
         den = calibrate_rings(pipeline, noisy, measured(noisy), draws=calibrate)[0]
     else:
@@ -491,7 +530,7 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
 def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed: int = 0,
               tile: int | None = None, halo: int | None = None, batch_size: int = 8,
               n2n_correction: bool = False, n2n_clamp: bool = False,
-              wiener_gain: bool = False) -> list[dict]:
+              wiener_gain: bool = False, ctf_gain: bool = False) -> list[dict]:
     """Rank trained runs by their denoising error on micrographs, without ground truth.
 
     Each run denoises recorrupted copies of each micrograph through the pipeline that
@@ -505,16 +544,12 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
-    from cryostream.training import check_run
 
     runs = list(dict.fromkeys(str(Path(r).absolute()) for r in runs))  # each run once
     if not runs:
         raise ConfigError("rank_runs needs at least one run folder")
-    if n2n_clamp and not n2n_correction:
-        raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
-                          "pass n2n_correction too (--n2n-correction)")
     for run in runs:
-        check_run(run)
+        _check_options(run, n2n_correction, n2n_clamp)
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
     for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
@@ -524,7 +559,7 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
             pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile,
                                            halo=halo, batch_size=batch_size,
                                            n2n_correction=n2n_correction, n2n_clamp=n2n_clamp,
-                                           wiener_gain=wiener_gain)
+                                           wiener_gain=wiener_gain, ctf_gain=ctf_gain)
             score = recorruption_score(pipeline, noisy, measured(noisy), draws=draws, beta=beta,
                                        seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
@@ -537,7 +572,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             tile: int | None = None, halo: int | None = None, batch_size: int = 8,
             n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
-            n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0):
+            n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0,
+            ctf_gain: bool = False):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -563,6 +599,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     wiener_gain : bool
         Measure each micrograph's noise and give the output the Wiener filter's linear
         response, keeping the rest (:func:`match_wiener_gain`; after the correction).
+    ctf_gain : bool
+        The Wiener gain (implies ``wiener_gain``), shaped above 20 Å by the micrograph's CTF,
+        fitted from its own power spectrum (:func:`cryostream.ctf.fit_ctf`; 300 kV, Cs 2.7 mm,
+        amplitude contrast 0.1; micrographs of 512² pixels or more).
     calibrate : int
         Recorrupted passes (each one more network pass) that fit, per ring, the weight of the
         output's part beyond a linear filter (:func:`calibrate_rings`); 0 (default) for none.
@@ -584,12 +624,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
-    from cryostream.training import check_run
 
-    if n2n_clamp and not n2n_correction:
-        raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
-                          "pass n2n_correction too (--n2n-correction)")
-    check_run(run)  # before any output folder is made
+    _check_options(run, n2n_correction, n2n_clamp)  # before any output folder is made
     stack = open_micrographs(inputs, chunks=-1)
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)
@@ -598,7 +634,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
                             batch_size=batch_size, n2n_correction=n2n_correction,
                             n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
-                            calibrate=calibrate,
+                            calibrate=calibrate, ctf_gain=ctf_gain,
                             output=None if output is None else str(Path(output).absolute()),
                             overwrite=overwrite)
     sources = list(stack.attrs["sources"])

@@ -1,0 +1,216 @@
+"""The contrast transfer function of a micrograph, fitted from its own power spectrum.
+
+Above 20 Å the signal of a micrograph is its object (particles, amorphous ice) seen through the
+CTF of its defocus: Thon rings, zero wherever the phase ``χ`` makes ``√(1−Q²)·sin χ + Q·cos χ``
+vanish, and elliptical when the defocus is astigmatic. A radial filter averages each ring of
+spatial frequency over those zeros and ellipses; knowing the CTF, the linear part of a denoiser
+can follow them coefficient by coefficient (:func:`ctf_wiener_gain`).
+
+:func:`fit_ctf` finds the defocus (mean, astigmatism, angle; RELION's convention, as
+:mod:`cryostream.simulate`) that best explains the micrograph's power: in each band of a few
+rings the power is modelled as ``A·CTF² + B``, so neither the envelope nor the noise level
+need be known, and the parameters maximise the power the bands' ``CTF²`` terms explain. A
+coarse search over the mean defocus on a Welch spectrum is refined in 2-D (Nelder–Mead over
+the mean and the two components of the astigmatism).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from cryostream.errors import ConfigError
+
+__all__ = ["CTFFit", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CTFFit:
+    """A micrograph's fitted CTF.
+
+    Attributes
+    ----------
+    defocus_u_angstrom, defocus_v_angstrom, astigmatism_angle_deg : float
+        Defocus along the two axes of the ellipse (U ≥ V, underfocus positive) and the angle
+        of U from x, RELION's convention.
+    score : float
+        Share of the band-detrended power of the 512² Welch spectrum that the fitted ``CTF²``
+        explains, 0–1. Noise alone scores about 0.002 (the best of the search); simulated
+        1024² micrographs 0.007, 2048² ones 0.015–0.018, a real 4096² micrograph 0.09.
+    pixel_size_angstrom, voltage_kv, cs_mm, amplitude_contrast : float
+        The optics the fit assumed.
+    """
+
+    defocus_u_angstrom: float
+    defocus_v_angstrom: float
+    astigmatism_angle_deg: float
+    score: float
+    pixel_size_angstrom: float
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.1
+
+
+def _wavelength(voltage_kv: float) -> float:
+    v = voltage_kv * 1e3
+    return 12.2643 / math.sqrt(v * (1 + 0.97845e-6 * v))
+
+
+def _grid(shape: tuple[int, int], pixel_size: float):
+    """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape``."""
+    ky = np.fft.fftfreq(shape[0], d=pixel_size)[:, None]
+    kx = np.fft.rfftfreq(shape[1], d=pixel_size)[None, :]
+    return ky * ky + kx * kx, np.arctan2(ky, kx)
+
+
+def _ctf2(k2, theta, mean, ax, ay, *, wavelength, cs_angstrom, q):
+    """``CTF²`` for mean defocus ``mean`` and astigmatism components ``(ax, ay)`` (Å):
+    defocus ``mean + ax·cos 2θ + ay·sin 2θ``."""
+    defocus = mean + ax * np.cos(2 * theta) + ay * np.sin(2 * theta)
+    chi = np.pi * wavelength * defocus * k2 - 0.5 * np.pi * cs_angstrom * wavelength**3 * k2 * k2
+    return (math.sqrt(1 - q * q) * np.sin(chi) + q * np.cos(chi)) ** 2
+
+
+def _band_regression(power, c2, band, bands):
+    """Per band: ``A, B`` of ``power ≈ A·c2 + B`` (A ≥ 0), the power the ``c2`` term explains
+    and the band's detrended power."""
+    count = np.maximum(np.bincount(band, minlength=bands), 1)
+    mean_c = np.bincount(band, c2, minlength=bands) / count
+    mean_p = np.bincount(band, power, minlength=bands) / count
+    cov = np.bincount(band, c2 * power, minlength=bands) / count - mean_c * mean_p
+    var_c = np.bincount(band, c2 * c2, minlength=bands) / count - mean_c**2
+    var_p = np.bincount(band, power * power, minlength=bands) / count - mean_p**2
+    a = np.maximum(cov, 0) / np.maximum(var_c, 1e-30)
+    explained = np.maximum(cov, 0) ** 2 / np.maximum(var_c, 1e-30) * count
+    return a, mean_p - a * mean_c, explained, var_p * count
+
+
+def ctf_squared(shape: tuple[int, int], fit: CTFFit) -> np.ndarray:
+    """``(√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``."""
+    k2, theta = _grid(shape, fit.pixel_size_angstrom)
+    mean = (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2
+    half = (fit.defocus_u_angstrom - fit.defocus_v_angstrom) / 2
+    angle = 2 * np.deg2rad(fit.astigmatism_angle_deg)
+    return _ctf2(k2, theta, mean, half * np.cos(angle), half * np.sin(angle),
+                 wavelength=_wavelength(fit.voltage_kv), cs_angstrom=fit.cs_mm * 1e7,
+                 q=fit.amplitude_contrast).astype(np.float32)
+
+
+def _welch(image: np.ndarray, tile: int) -> np.ndarray:
+    """Mean ``|rfft2|²`` over the non-overlapping ``tile``² tiles of ``image``."""
+    import scipy.fft
+
+    ny, nx = image.shape
+    tiles = [image[y : y + tile, x : x + tile] for y in range(0, ny - tile + 1, tile)
+             for x in range(0, nx - tile + 1, tile)]
+    total = np.zeros((tile, tile // 2 + 1))
+    for t in tiles:
+        total += np.abs(scipy.fft.rfft2(t - t.mean(), workers=-1)) ** 2
+    return total / len(tiles)
+
+
+def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width, optics):
+    """``explained(mean, ax, ay)``: the share of the band-detrended Welch power of ``image``
+    (``tile``² tiles) that ``CTF²`` explains, between ``low_angstrom`` and ``high_angstrom``."""
+    power = _welch(image, tile)
+    k2, theta = _grid((tile, tile), pixel_size)
+    k = np.sqrt(k2)
+    ky = np.abs(np.fft.fftfreq(tile))[:, None] * tile
+    kx = np.fft.rfftfreq(tile)[None, :] * tile
+    # the tiles' edges put a cross of leaked power on the axes: leave the axes out
+    use = (k >= 1 / low_angstrom) & (k <= 1 / high_angstrom) & (ky >= 2) & (kx >= 2)
+    band = np.floor(k[use] * pixel_size / band_width).astype(np.int64)
+    band -= band.min()
+    bands = int(band.max()) + 1
+    k2u, thetau, pu = k2[use], theta[use], power[use]
+    total = _band_regression(pu, np.zeros_like(pu), band, bands)[3].sum()
+
+    def explained(mean, ax=0.0, ay=0.0):
+        c2 = _ctf2(k2u, thetau, mean, ax, ay, **optics)
+        return _band_regression(pu, c2, band, bands)[2].sum() / total
+
+    return explained
+
+
+def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float = 300.0,
+            cs_mm: float = 2.7, amplitude_contrast: float = 0.1,
+            defocus_um: tuple[float, float] = (0.3, 6.0), low_angstrom: float = 20.0,
+            high_angstrom: float = 3.0, tile: int = 512, refine_tile: int | None = 2048,
+            band_width: float = 1 / 256) -> CTFFit:
+    """Fit the defocus of a micrograph from its power spectrum (no noise model needed).
+
+    The power of ``tile``² tiles (Welch) between ``low_angstrom`` and ``high_angstrom`` is cut
+    into bands ``band_width`` cycles per pixel wide; in each, ``power ≈ A·CTF² + B``. The mean
+    defocus is searched over ``defocus_um`` in steps of 200 Å without astigmatism, then the
+    mean and the astigmatism are refined together, and refined again on the finer spectrum of
+    ``refine_tile``² tiles (the largest power of two that fits if the micrograph is smaller;
+    ``None`` to skip), whose rings resolve the fast Thon rings at high resolution.
+    ``voltage_kv``, ``cs_mm`` and ``amplitude_contrast`` are the microscope's (defaults: 300 kV,
+    2.7 mm, 0.1).
+    """
+    from scipy.optimize import minimize
+
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2 or min(image.shape) < tile:
+        raise ConfigError(f"fit_ctf needs a 2-D image of at least {tile}² pixels; got shape "
+                          f"{image.shape}: pass a smaller tile")
+    if not 2 * pixel_size_angstrom < high_angstrom < low_angstrom:
+        raise ConfigError(f"high_angstrom={high_angstrom}, low_angstrom={low_angstrom}: need "
+                          f"Nyquist ({2 * pixel_size_angstrom:.2f} Å) < high < low")
+    optics = dict(wavelength=_wavelength(voltage_kv), cs_angstrom=cs_mm * 1e7, q=amplitude_contrast)
+    explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
+                           band_width, optics)
+    grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
+    start = float(grid[int(np.argmax([explained(d) for d in grid]))])
+    x0, step = [start, 0.0, 0.0], 150.0
+    tiles = [tile]
+    if refine_tile is not None:
+        tiles.append(min(refine_tile, 2 ** int(math.log2(min(image.shape)))))
+    first = explained
+    for n in tiles:
+        if n != tile:
+            explained = _objective(image, n, pixel_size_angstrom, low_angstrom, high_angstrom,
+                                   band_width, optics)
+        simplex = [x0] + [list(np.add(x0, np.eye(3)[i] * step)) for i in range(3)]
+        best = minimize(lambda p, f=explained: -f(*p), x0=x0, method="Nelder-Mead",
+                        options={"initial_simplex": simplex, "xatol": 2.0, "fatol": 1e-8,
+                                 "maxiter": 400})
+        x0, step = [float(v) for v in best.x], 40.0
+    mean, ax, ay = x0
+    half = math.hypot(ax, ay)
+    angle = math.degrees(0.5 * math.atan2(ay, ax)) % 180.0
+    return CTFFit(defocus_u_angstrom=mean + half, defocus_v_angstrom=mean - half,
+                  astigmatism_angle_deg=angle, score=float(first(mean, ax, ay)),
+                  pixel_size_angstrom=float(pixel_size_angstrom), voltage_kv=voltage_kv,
+                  cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
+
+
+def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
+                    low_angstrom: float = 20.0, band_width: float = 1 / 64):
+    """The Wiener gain ``S / (S + B)`` of every ``rfft2`` coefficient above ``low_angstrom``,
+    with the signal power following the fitted CTF.
+
+    ``spectrum`` is the ``rfft2`` of the (mean-subtracted) micrograph of ``shape``. In each
+    band ``band_width`` cycles per pixel wide its power is ``A·CTF² + B`` (least squares,
+    ``A ≥ 0``): the signal is ``A·CTF²``, and ``B`` holds the noise and whatever does not
+    follow the CTF. (Narrower bands follow the envelope closer but fit ``A`` and ``B`` on
+    fewer coefficients: on simulated 2048² micrographs 1/64 beat 1/128 and 1/256.)
+    Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the boolean mask of
+    the coefficients they hold for (the rest: below ``low_angstrom``).
+    """
+    from cryostream.metrics import rfft_rings
+
+    ring = rfft_rings(shape)
+    k2, _ = _grid(shape, fit.pixel_size_angstrom)
+    mask = k2 >= (1 / low_angstrom) ** 2
+    mask[0, 0] = False
+    c2 = ctf_squared(shape, fit)
+    band = (ring // max(1, round(band_width * min(shape)))).ravel()
+    bands = int(band.max()) + 1
+    power = (spectrum.real**2 + spectrum.imag**2).ravel()
+    a, b = _band_regression(power, c2.ravel().astype(np.float64), band, bands)[:2]
+    signal = a[band].reshape(c2.shape) * c2
+    gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
+    return np.where(mask, gain, 0).astype(np.float32), mask
