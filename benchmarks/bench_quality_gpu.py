@@ -87,26 +87,13 @@ def denoiser(run, tile, ensemble):
     """A function: normalised 2-D image -> model output (optionally the 8-fold dihedral mean)."""
     import dask.array as da
 
-    from cryostream.infer import denoise_array
+    from cryostream.infer import denoise_array, dihedral_mean
 
     def one(image):
         return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [1.0],
                              tile=tile).compute(scheduler="sync")[0]
 
-    def apply(image):
-        if not ensemble:
-            return one(image)
-        acc = np.zeros_like(image, dtype=np.float64)
-        for k in range(4):
-            for flip in (False, True):
-                t = np.rot90(image, k)
-                t = t[:, ::-1] if flip else t
-                out = one(np.ascontiguousarray(t))
-                out = out[:, ::-1] if flip else out
-                acc += np.rot90(out, -k)
-        return (acc / 8).astype(np.float32)
-
-    return apply
+    return functools.partial(dihedral_mean, one) if ensemble else one
 
 
 def topaz_fn(topaz_dir):

@@ -77,6 +77,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wiener-gain", action="store_true",
                         help="measure each micrograph's noise and give the output the Wiener "
                         "filter's linear response per frequency ring, keeping the rest")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="average the network over the 8 rotations and flips (8 passes)")
     parser.add_argument("--ctf-gain", action="store_true",
                         help="the Wiener gain shaped by each micrograph's CTF above 20 Å, fitted "
                         "from its power spectrum (300 kV, Cs 2.7 mm); implies --wiener-gain")
@@ -86,7 +88,8 @@ def pipeline_options(args: argparse.Namespace) -> dict:
     """The keyword arguments :func:`cryostream.infer.denoise` takes from those options."""
     return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
             "n2n_correction": args.n2n_correction, "n2n_clamp": args.n2n_clamp,
-            "wiener_gain": args.wiener_gain, "ctf_gain": args.ctf_gain}
+            "wiener_gain": args.wiener_gain, "ctf_gain": args.ctf_gain,
+            "ensemble": args.ensemble}
 
 
 def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:

@@ -24,8 +24,8 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["receptive_radius", "default_halo", "tile_cores", "auto_tile", "n2n_correct",
-           "clamp_negative_rings", "match_wiener_gain", "calibrate_rings", "recorruption_score",
-           "denoise_array", "denoise", "rank_runs"]
+           "clamp_negative_rings", "match_wiener_gain", "dihedral_mean", "calibrate_rings",
+           "recorruption_score", "denoise_array", "denoise", "rank_runs"]
 
 # Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
 # 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
@@ -454,9 +454,23 @@ def _normalised(image: np.ndarray, run: str):
     return image / np.float32(percentile), percentile
 
 
+def dihedral_mean(fn, image: np.ndarray) -> np.ndarray:
+    """The mean of ``fn`` over the 8 rotations and flips of a 2-D ``image``, each undone:
+    the 8-fold ensemble (float32)."""
+    acc = np.zeros(image.shape, dtype=np.float64)
+    for k in range(4):
+        for flip in (False, True):
+            t = np.rot90(image, k)
+            t = t[:, ::-1] if flip else t
+            out = np.asarray(fn(np.ascontiguousarray(t)))
+            out = out[:, ::-1] if flip else out
+            acc += np.rot90(out, -k)
+    return (acc / 8).astype(np.float32)
+
+
 def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | None,
               halo: int | None, batch_size: int, n2n_correction: bool, n2n_clamp: bool,
-              wiener_gain: bool, ctf_gain: bool = False):
+              wiener_gain: bool, ctf_gain: bool = False, ensemble: bool = False):
     """The whole denoiser for one normalised micrograph, and a noise measurer.
 
     Returns ``(pipeline, measured)``: ``pipeline(image)`` runs the network, the correction,
@@ -481,10 +495,12 @@ def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | Non
             cache["noisy"] = estimate
         return estimate
 
+    def network(image):
+        return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [1.0],
+                             tile=tile, halo=halo, batch_size=batch_size).compute(scheduler="sync")[0]
+
     def pipeline(normalised):
-        out = denoise_array(da.from_array(normalised[None], chunks=(1, -1, -1)), run, [1.0],
-                            tile=tile, halo=halo,
-                            batch_size=batch_size).compute(scheduler="sync")[0]
+        out = dihedral_mean(network, normalised) if ensemble else network(normalised)
         if n2n_correction:
             out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
         if wiener_gain or ctf_gain:
@@ -499,7 +515,7 @@ def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | Non
 def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: int | None,
                  batch_size: int, n2n_correction: bool, output: str | None, overwrite: bool,
                  n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0,
-                 ctf_gain: bool = False):
+                 ctf_gain: bool = False, ensemble: bool = False):
     """One micrograph through the whole pipeline: percentile, bands, correction, MRC.
 
     The micrograph is read once; the percentile, the bands and the correction share it, and
@@ -512,7 +528,7 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
     pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile, halo=halo,
                                    batch_size=batch_size, n2n_correction=n2n_correction,
                                    n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
-                                   ctf_gain=ctf_gain)
+                                   ctf_gain=ctf_gain, ensemble=ensemble)
     if calibrate:
         den = calibrate_rings(pipeline, noisy, measured(noisy), draws=calibrate)[0]
     else:
@@ -530,7 +546,8 @@ def _denoise_one(source: str, name: str, run: str, *, tile: int | None, halo: in
 def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed: int = 0,
               tile: int | None = None, halo: int | None = None, batch_size: int = 8,
               n2n_correction: bool = False, n2n_clamp: bool = False,
-              wiener_gain: bool = False, ctf_gain: bool = False) -> list[dict]:
+              wiener_gain: bool = False, ctf_gain: bool = False,
+              ensemble: bool = False) -> list[dict]:
     """Rank trained runs by their denoising error on micrographs, without ground truth.
 
     Each run denoises recorrupted copies of each micrograph through the pipeline that
@@ -559,7 +576,8 @@ def rank_runs(runs: Iterable, inputs, *, draws: int = 2, beta: float = 0.5, seed
             pipeline, measured = _pipeline(run, noisy, header.pixel_size_angstrom, tile=tile,
                                            halo=halo, batch_size=batch_size,
                                            n2n_correction=n2n_correction, n2n_clamp=n2n_clamp,
-                                           wiener_gain=wiener_gain, ctf_gain=ctf_gain)
+                                           wiener_gain=wiener_gain, ctf_gain=ctf_gain,
+                                           ensemble=ensemble)
             score = recorruption_score(pipeline, noisy, measured(noisy), draws=draws, beta=beta,
                                        seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
@@ -573,7 +591,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             n2n_correction: bool = False, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
             n2n_clamp: bool = False, wiener_gain: bool = False, calibrate: int = 0,
-            ctf_gain: bool = False):
+            ctf_gain: bool = False, ensemble: bool = False):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -603,6 +621,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         The Wiener gain (implies ``wiener_gain``), shaped above 20 Å by the micrograph's CTF,
         fitted from its own power spectrum (:func:`cryostream.ctf.fit_ctf`; 300 kV, Cs 2.7 mm,
         amplitude contrast 0.1; micrographs of 512² pixels or more).
+    ensemble : bool
+        Run the network on the 8 rotations and flips of each micrograph and average the
+        results, undone (:func:`dihedral_mean`; 8 network passes). The quality benchmarks
+        score this way.
     calibrate : int
         Recorrupted passes (each one more network pass) that fit, per ring, the weight of the
         output's part beyond a linear filter (:func:`calibrate_rings`); 0 (default) for none.
@@ -634,7 +656,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     job = functools.partial(_denoise_one, run=str(Path(run).absolute()), tile=tile, halo=halo,
                             batch_size=batch_size, n2n_correction=n2n_correction,
                             n2n_clamp=n2n_clamp, wiener_gain=wiener_gain,
-                            calibrate=calibrate, ctf_gain=ctf_gain,
+                            calibrate=calibrate, ctf_gain=ctf_gain, ensemble=ensemble,
                             output=None if output is None else str(Path(output).absolute()),
                             overwrite=overwrite)
     sources = list(stack.attrs["sources"])

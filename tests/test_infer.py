@@ -234,6 +234,28 @@ def test_cli_denoise(trained, tmp_path, capsys):
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
 
 
+def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
+    """``--ensemble``: the mean of the 8 rotated and flipped passes, so rotating the input
+    rotates the output (one pass alone need not)."""
+    from cryostream.infer import dihedral_mean
+    from cryostream.io.mrc import write_micrograph
+
+    run, sim = trained
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    turned = tmp_path / "turned.mrc"
+    write_micrograph(turned, np.ascontiguousarray(np.rot90(image)), 1.0)
+    def out(source, **options):
+        return denoise(run, [source], tile=64, **options).values[0]
+
+    np.testing.assert_allclose(np.rot90(out(sim.micrographs[0], ensemble=True)),
+                               out(turned, ensemble=True), atol=1e-5)
+    assert np.abs(np.rot90(out(sim.micrographs[0])) - out(turned)).max() > 1e-3
+    calls = []
+    mean = dihedral_mean(lambda t: calls.append(t.shape) or t * 2, image[:, :150])
+    np.testing.assert_allclose(mean, image[:, :150] * 2, rtol=1e-6)
+    assert calls.count((200, 150)) == 4 and calls.count((150, 200)) == 4
+
+
 def test_evaluation_report(trained, tmp_path, capsys):
     run, sim = trained
     store = run.parent / "data.h5"
