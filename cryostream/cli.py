@@ -81,7 +81,13 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help="average the network over the 8 rotations and flips (8 passes)")
     parser.add_argument("--ctf-gain", action="store_true",
                         help="the Wiener gain shaped by each micrograph's CTF above 20 Å, fitted "
-                        "from its power spectrum (300 kV, Cs 2.7 mm); implies --wiener-gain")
+                        "from its power spectrum; implies --wiener-gain")
+    parser.add_argument("--voltage", type=float, default=300.0,
+                        help="accelerating voltage, kV, for --ctf-gain (%(default)s)")
+    parser.add_argument("--cs", type=float, default=2.7,
+                        help="spherical aberration, mm, for --ctf-gain (%(default)s)")
+    parser.add_argument("--amplitude-contrast", type=float, default=0.1,
+                        help="amplitude contrast for --ctf-gain (%(default)s)")
 
 
 def pipeline_options(args: argparse.Namespace) -> dict:
@@ -89,7 +95,9 @@ def pipeline_options(args: argparse.Namespace) -> dict:
     return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
             "n2n_correction": args.n2n_correction, "n2n_clamp": args.n2n_clamp,
             "wiener_gain": args.wiener_gain, "ctf_gain": args.ctf_gain,
-            "ensemble": args.ensemble}
+            "ensemble": args.ensemble,
+            "ctf_optics": {"voltage_kv": args.voltage, "cs_mm": args.cs,
+                           "amplitude_contrast": args.amplitude_contrast}}
 
 
 def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:

@@ -23,7 +23,11 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["CTFFit", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
+__all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
+
+
+class CTFFallbackWarning(UserWarning):
+    """A micrograph's fitted CTF did not help; its radial Wiener gain was used instead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +163,10 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     if not 2 * pixel_size_angstrom < high_angstrom < low_angstrom:
         raise ConfigError(f"high_angstrom={high_angstrom}, low_angstrom={low_angstrom}: need "
                           f"Nyquist ({2 * pixel_size_angstrom:.2f} Å) < high < low")
+    if not (voltage_kv > 0 and cs_mm >= 0 and 0 <= amplitude_contrast < 1):
+        raise ConfigError(f"voltage_kv={voltage_kv}, cs_mm={cs_mm}, amplitude_contrast="
+                          f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
+                          "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
     optics = dict(wavelength=_wavelength(voltage_kv), cs_angstrom=cs_mm * 1e7, q=amplitude_contrast)
     explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
                            band_width, optics)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
+import mrcfile
 import numpy as np
 import pytest
 
 import cryostream
 from cryostream.cli import main
 from cryostream.config import SimulateConfig
-from cryostream.ctf import CTFFit, ctf_squared, ctf_wiener_gain, fit_ctf
+from cryostream.ctf import CTFFallbackWarning, CTFFit, ctf_squared, ctf_wiener_gain, fit_ctf
 from cryostream.errors import ConfigError
-from cryostream.infer import match_wiener_gain
+from cryostream.infer import ctf_gain_check, match_wiener_gain
 from cryostream.matched import estimate_noise
 from cryostream.metrics import frc, psnr, wiener_oracle
 from cryostream.simulate.micrograph import simulate_micrograph
@@ -113,20 +115,47 @@ def test_fit_errors():
         fit_ctf(np.zeros((512, 512), np.float32), PIXEL, high_angstrom=1.0)
 
 
+def test_check_tells_a_good_fit_from_a_wrong_one(simulated):
+    """Truth-free: the recorruption check is negative for the fit, positive for a fit 1500 Å
+    off, as the true error differences are (−1.8e-5 and +1.0e-5 here)."""
+    noisy, truth, _ = simulated[0]
+    noise = estimate_noise(noisy, PIXEL)
+    good = fit_ctf(noisy, PIXEL)
+    off = dataclasses.replace(good, defocus_u_angstrom=good.defocus_u_angstrom + 1500,
+                              defocus_v_angstrom=good.defocus_v_angstrom + 1500)
+    radial = np.mean((match_wiener_gain(noisy, noisy, noise) - truth) ** 2)
+    for fit, sign in ((good, -1), (off, 1)):
+        true = np.mean((match_wiener_gain(noisy, noisy, noise, ctf=fit) - truth) ** 2) - radial
+        assert np.sign(true) == sign
+        assert np.sign(ctf_gain_check(noisy, noise, fit)) == sign
+
+
 def test_cli_denoise_with_the_ctf_gain(tmp_path):
-    """``--ctf-gain`` through the whole pipeline, on a run trained the seed's way."""
+    """``--ctf-gain`` through the whole pipeline, on a run trained the seed's way; with optics
+    that make the fit useless the check falls back to the radial gain and says so."""
     from cryostream import PrepareConfig, prepare
     from cryostream.training import TrainConfig, train
 
-    sim = cryostream.simulate(tmp_path / "sim", 2, config=dataclasses.replace(CONFIG, shape=(640, 640)))
-    store = prepare(sim.micrographs[:1], tmp_path / "d.h5",
+    sim = cryostream.simulate(tmp_path / "sim", 2, config=CONFIG)
+    store = prepare(sim.micrographs[1:], tmp_path / "d.h5",
                     PrepareConfig(patch_size=64, stride=64, test_fraction=0.0)).output
     run = train(store, tmp_path / "run", TrainConfig(
         model="unet-small", precision="fp32", steps=2, batch_size=4, eval_every=2,
         checkpoint_every=2, warmup_steps=1, threads=2), log=lambda *_: None).run
-    assert main(["denoise", str(run), str(sim.micrographs[1]), "-o", str(tmp_path / "out"),
-                 "--tile", "256", "--n2n-correction", "--ctf-gain"]) == 0
-    import mrcfile
-
-    out = mrcfile.read(tmp_path / "out" / sim.micrographs[1].name)
-    assert out.shape == (640, 640) and np.isfinite(out).all()
+    base = ["denoise", str(run), str(sim.micrographs[0]), "--tile", "512", "--n2n-correction",
+            "--ctf-gain"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CTFFallbackWarning)
+        assert main(base + ["-o", str(tmp_path / "out")]) == 0
+    out = mrcfile.read(tmp_path / "out" / sim.micrographs[0].name)
+    assert out.shape == (1024, 1024) and np.isfinite(out).all()
+    with pytest.warns(CTFFallbackWarning, match="sim_0000.mrc.*radial Wiener gain"):
+        assert main(base + ["-o", str(tmp_path / "bad"), "--cs", "0", "--amplitude-contrast",
+                            "0.9"]) == 0
+    radial = ["denoise", str(run), str(sim.micrographs[0]), "--tile", "512",
+              "--n2n-correction", "--wiener-gain", "-o", str(tmp_path / "radial")]
+    assert main(radial) == 0
+    np.testing.assert_array_equal(mrcfile.read(tmp_path / "bad" / sim.micrographs[0].name),
+                                  mrcfile.read(tmp_path / "radial" / sim.micrographs[0].name))
+    with pytest.raises(ConfigError, match="amplitude contrast"):
+        fit_ctf(np.zeros((512, 512), np.float32), PIXEL, amplitude_contrast=1.5)
