@@ -144,7 +144,7 @@ def part_real(args, out):
 
     from cryostream.config import NoiseConfig
     from cryostream.ctf import fit_ctf
-    from cryostream.infer import match_wiener_gain, n2n_correct
+    from cryostream.infer import ctf_gain_check, match_wiener_gain, n2n_correct
     from cryostream.io.mrc import write_micrograph
     from cryostream.matched import estimate_noise, matched_noise_image
 
@@ -215,25 +215,25 @@ def part_real(args, out):
     print("n2n residual", json.dumps({k: v for k, v in res["n2n_on_micrograph"].items()
                                       if not isinstance(v, list | dict)}), flush=True)
     np.save(out / "real_crop_corrected_512.npy", corrected[:512, :512])
-    # the whole recommended pipeline: the clamp, and the linear response from the measured noise
-    full = n2n_correct(out_m, clean, 1.0, ring_clamp=True, noise=est)
-    check = method_noise(clean, full, pixel, noise=est)
-    plot_method_noise(out / "real_residual_clamp_gain.png", check, clean, full)
-    res["n2n_clamp_gain_on_micrograph"] = _plain(check)
-    print("n2n + clamp + gain residual", json.dumps(
-        {k: v for k, v in res["n2n_clamp_gain_on_micrograph"].items()
-         if not isinstance(v, list | dict)}), flush=True)
-    # the recommended output: the correction and the CTF-shaped Wiener gain (no clamp)
+    def residual(tag, output, figure):
+        """The micrograph's residual ``clean − output`` against the measured noise."""
+        check = method_noise(clean, output, pixel, noise=est)
+        plot_method_noise(out / figure, check, clean, output)
+        res[tag] = _plain(check)
+        print(tag, json.dumps({k: v for k, v in res[tag].items()
+                               if not isinstance(v, list | dict)}), flush=True)
+
+    # the clamp, and the linear response from the measured noise
+    residual("n2n_clamp_gain_on_micrograph", n2n_correct(out_m, clean, 1.0, ring_clamp=True,
+                                                         noise=est), "real_residual_clamp_gain.png")
+    # the correction and the CTF-shaped Wiener gain (no clamp), and the fit's own check
     t = time.perf_counter()
     fit = fit_ctf(clean, pixel)
-    res["ctf_fit"] = {**dataclasses.asdict(fit), "seconds": time.perf_counter() - t}
-    shaped = match_wiener_gain(n2n_correct(out_m, clean, 1.0), clean, est, ctf=fit)
-    check = method_noise(clean, shaped, pixel, noise=est)
-    plot_method_noise(out / "real_residual_ctf_gain.png", check, clean, shaped)
-    res["n2n_ctf_gain_on_micrograph"] = _plain(check)
-    print("n2n + ctf gain residual", json.dumps(
-        {k: v for k, v in res["n2n_ctf_gain_on_micrograph"].items()
-         if not isinstance(v, list | dict)}), flush=True)
+    res["ctf_fit"] = {**dataclasses.asdict(fit), "seconds": time.perf_counter() - t,
+                      "gain_check": ctf_gain_check(clean, est, fit)}
+    residual("n2n_ctf_gain_on_micrograph", match_wiener_gain(n2n_correct(out_m, clean, 1.0),
+                                                             clean, est, ctf=fit),
+             "real_residual_ctf_gain.png")
     return res
 
 
@@ -245,6 +245,7 @@ def part_sim(args, out):
     from cryostream.ctf import fit_ctf
     from cryostream.infer import (
         calibrate_rings,
+        ctf_gain_check,
         match_wiener_gain,
         n2n_correct,
         recorruption_score,
@@ -312,6 +313,7 @@ def part_sim(args, out):
                "noise_variance_estimated": est.variance,
                "noise_variance_true": float(np.var(y - x)),
                "ctf_fit": dataclasses.asdict(fit),
+               "ctf_gain_check": ctf_gain_check(y, est, fit),
                "ctf_fit_seconds": time.perf_counter() - t_fit,
                "ctf_true": [truth_ctf.defocus_u_angstrom, truth_ctf.defocus_v_angstrom,
                             truth_ctf.astigmatism_angle_deg]}
