@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from cryostream.errors import ConfigError
+from cryostream.simulate.micrograph import electron_wavelength
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
 
@@ -55,11 +56,6 @@ class CTFFit:
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
-
-
-def _wavelength(voltage_kv: float) -> float:
-    v = voltage_kv * 1e3
-    return 12.2643 / math.sqrt(v * (1 + 0.97845e-6 * v))
 
 
 def _grid(shape: tuple[int, int], pixel_size: float):
@@ -98,7 +94,7 @@ def ctf_squared(shape: tuple[int, int], fit: CTFFit) -> np.ndarray:
     half = (fit.defocus_u_angstrom - fit.defocus_v_angstrom) / 2
     angle = 2 * np.deg2rad(fit.astigmatism_angle_deg)
     return _ctf2(k2, theta, mean, half * np.cos(angle), half * np.sin(angle),
-                 wavelength=_wavelength(fit.voltage_kv), cs_angstrom=fit.cs_mm * 1e7,
+                 wavelength=electron_wavelength(fit.voltage_kv), cs_angstrom=fit.cs_mm * 1e7,
                  q=fit.amplitude_contrast).astype(np.float32)
 
 
@@ -167,30 +163,27 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
         raise ConfigError(f"voltage_kv={voltage_kv}, cs_mm={cs_mm}, amplitude_contrast="
                           f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
                           "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
-    optics = dict(wavelength=_wavelength(voltage_kv), cs_angstrom=cs_mm * 1e7, q=amplitude_contrast)
+    optics = dict(wavelength=electron_wavelength(voltage_kv), cs_angstrom=cs_mm * 1e7, q=amplitude_contrast)
     explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
                            band_width, optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
-    start = float(grid[int(np.argmax([explained(d) for d in grid]))])
-    x0, step = [start, 0.0, 0.0], 150.0
-    tiles = [tile]
+    x0 = [float(grid[int(np.argmax([explained(d) for d in grid]))]), 0.0, 0.0]
+    stages = [(explained, 150.0)]
     if refine_tile is not None:
-        tiles.append(min(refine_tile, 2 ** int(math.log2(min(image.shape)))))
-    first = explained
-    for n in tiles:
-        if n != tile:
-            explained = _objective(image, n, pixel_size_angstrom, low_angstrom, high_angstrom,
-                                   band_width, optics)
+        fine = min(refine_tile, 2 ** int(math.log2(min(image.shape))))
+        stages.append((_objective(image, fine, pixel_size_angstrom, low_angstrom,
+                                  high_angstrom, band_width, optics), 40.0))
+    for objective, step in stages:
         simplex = [x0] + [list(np.add(x0, np.eye(3)[i] * step)) for i in range(3)]
-        best = minimize(lambda p, f=explained: -f(*p), x0=x0, method="Nelder-Mead",
+        best = minimize(lambda p, f=objective: -f(*p), x0=x0, method="Nelder-Mead",
                         options={"initial_simplex": simplex, "xatol": 2.0, "fatol": 1e-8,
                                  "maxiter": 400})
-        x0, step = [float(v) for v in best.x], 40.0
+        x0 = [float(v) for v in best.x]
     mean, ax, ay = x0
     half = math.hypot(ax, ay)
     angle = math.degrees(0.5 * math.atan2(ay, ax)) % 180.0
     return CTFFit(defocus_u_angstrom=mean + half, defocus_v_angstrom=mean - half,
-                  astigmatism_angle_deg=angle, score=float(first(mean, ax, ay)),
+                  astigmatism_angle_deg=angle, score=float(explained(mean, ax, ay)),
                   pixel_size_angstrom=float(pixel_size_angstrom), voltage_kv=voltage_kv,
                   cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
 

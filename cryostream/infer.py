@@ -290,17 +290,25 @@ def recorruption_score(pipeline, noisy: np.ndarray, noise, *, draws: int = 2, be
     ``noise`` is the micrograph's :class:`~cryostream.matched.NoiseEstimate` in the units of
     ``noisy``.
     """
+    return _recorruption_scores([pipeline], noisy, noise, draws=draws, beta=beta, seed=seed)[0]
+
+
+def _recorruption_scores(pipelines, noisy: np.ndarray, noise, *, draws: int, beta: float,
+                         seed: int) -> list[float]:
+    """:func:`recorruption_score` of several pipelines on the same draws, each drawn once."""
     from cryostream.matched import matched_noise_image
 
     if draws < 1 or not beta > 0:
         raise ConfigError(f"draws={draws}, beta={beta}: need at least one draw and beta > 0")
     noisy = np.asarray(noisy, np.float32)
-    total = 0.0
+    totals = [0.0] * len(pipelines)
     for k in range(draws):
         m = matched_noise_image(noisy, noise, seed=seed * 1000 + k)
-        out = np.asarray(pipeline(noisy + np.float32(beta) * m), np.float32)
-        total += float(np.mean((out - (noisy - m / np.float32(beta))).astype(np.float64) ** 2))
-    return total / draws
+        up, down = noisy + np.float32(beta) * m, noisy - m / np.float32(beta)
+        for i, pipeline in enumerate(pipelines):
+            out = np.asarray(pipeline(up), np.float32)
+            totals[i] += float(np.mean((out - down).astype(np.float64) ** 2))
+    return [total / draws for total in totals]
 
 
 def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
@@ -478,9 +486,10 @@ def ctf_gain_check(noisy: np.ndarray, noise, fit, *, draws: int = 2, beta: float
     def radial(image):
         return match_wiener_gain(image, image, recorrupted)
 
-    # the same seed, so the same draws: the difference of the scores is an error difference
-    return (recorruption_score(shaped, noisy, noise, draws=draws, beta=beta, seed=seed)
-            - recorruption_score(radial, noisy, noise, draws=draws, beta=beta, seed=seed))
+    # the same draws: the difference of the scores is an error difference
+    shaped_score, radial_score = _recorruption_scores([shaped, radial], noisy, noise,
+                                                      draws=draws, beta=beta, seed=seed)
+    return shaped_score - radial_score
 
 
 def dihedral_mean(fn, image: np.ndarray) -> np.ndarray:
@@ -532,24 +541,24 @@ def _pipeline(run: str, noisy: np.ndarray, pixel_size: float, *, tile: int | Non
         return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [1.0],
                              tile=tile, halo=halo, batch_size=batch_size).compute(scheduler="sync")[0]
 
+    fit = None
+    if ctf_gain:
+        fit = fit_ctf(noisy, pixel_size, **(ctf_optics or {}))
+        if ctf_gain_check(noisy, measured(noisy), fit) >= 0:
+            warnings.warn(f"{source}: the CTF fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
+                          f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f}) does not lower "
+                          "the error by recorruption (ctf_gain_check); its radial Wiener gain is "
+                          "used. Its Thon rings may not follow the fitted form, or the optics "
+                          "differ (--voltage, --cs, --amplitude-contrast)",
+                          CTFFallbackWarning, stacklevel=2)
+            fit = None
+
     def pipeline(normalised):
         out = dihedral_mean(network, normalised) if ensemble else network(normalised)
         if n2n_correction:
             out = n2n_correct(out, normalised, alpha2, ring_clamp=n2n_clamp)
         if wiener_gain or ctf_gain:
-            if ctf_gain and "ctf" not in cache:
-                fit = fit_ctf(noisy, pixel_size, **(ctf_optics or {}))
-                change = ctf_gain_check(noisy, measured(noisy), fit)
-                if change >= 0:
-                    warnings.warn(f"{source}: the CTF fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
-                                  f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f}) does not "
-                                  "lower the error by recorruption (ctf_gain_check); its radial Wiener "
-                                  "gain is used. Its Thon rings may not follow the fitted form, or the "
-                                  "optics differ (--voltage, --cs, --amplitude-contrast)",
-                                  CTFFallbackWarning, stacklevel=2)
-                    fit = None
-                cache["ctf"] = fit
-            out = match_wiener_gain(out, normalised, measured(normalised), ctf=cache.get("ctf"))
+            out = match_wiener_gain(out, normalised, measured(normalised), ctf=fit)
         return out
 
     return pipeline, measured
