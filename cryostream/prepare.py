@@ -164,6 +164,43 @@ def prepare(
     start = time.perf_counter()
     config = config or PrepareConfig()
     output = Path(output).absolute()
+    headers, skipped, target_headers = _read_inputs(inputs, targets, config, permissive)
+    _check_output(output, overwrite, _fingerprint(config, headers, target_headers))
+    folder = shard_folder(output)
+    layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
+
+    with PeakMemory() as peak, compute_context(
+        scheduler=scheduler, workers=workers, memory_limit=memory_limit,
+        dashboard_address=dashboard_address, report=report, log=log,
+    ) as client:
+        compute = _computer(client, progress)
+        statistics = _measure(folder, headers, config, compute)
+        usable = _usable(headers, statistics, config, permissive, skipped)
+        (folder / "statistics.json").write_text(json.dumps(statistics))
+        kept = _keep(usable, headers, target_headers, statistics, config)
+        noise_table = _noise_table(folder, kept.headers, kept.percentiles, config)
+        _write_shards(compute, folder, kept, layout, noise_table, config)
+
+    counts = _write_master(output, folder, kept, layout, noise_table, config, skipped)
+    nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
+    return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
+                         time.perf_counter() - start, peak.peak, tuple(skipped))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    """The micrographs that passed the checks, with what the store records about each."""
+
+    headers: list
+    target_headers: list | None
+    names: list[str]
+    uids: tuple[int, ...]
+    percentiles: np.ndarray
+    splits: list[str]
+
+
+def _read_inputs(inputs, targets, config: PrepareConfig, permissive: bool):
+    """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
     headers, skipped = read_headers(expand_inputs(inputs), permissive=permissive)
     target_headers = _target_headers(targets, headers, skipped, config)
     ny, nx = headers[0].shape
@@ -172,90 +209,113 @@ def prepare(
             f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
             f"{headers[0].path}); use a smaller --patch"
         )
-    fingerprint = json.dumps({"config": to_dict(config), "sources": [h.path for h in headers],
-                              "targets": [h.path for h in target_headers or ()]}, sort_keys=True)
-    _check_output(output, overwrite, fingerprint)
-    folder = shard_folder(output)
+    return headers, skipped, target_headers
 
-    with PeakMemory() as peak, compute_context(
-        scheduler=scheduler, workers=workers, memory_limit=memory_limit,
-        dashboard_address=dashboard_address, report=report, log=log,
-    ) as client:
-        compute = _computer(client, progress)
-        # Pass 1: exact percentiles and noise estimates (one read per micrograph), cached next
-        # to the shards for resumed runs.
-        stats_file = folder / "statistics.json"
-        cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        todo = [h for h in headers if h.path not in cached or (
-            noise_measurable(h, cached[h.path]) and not _noise_file(folder, h.path).exists())]
-        results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
-                           for h in todo]) if todo else []
-        for h, (stats, estimate) in zip(todo, results, strict=True):
-            cached[h.path] = list(stats)
-            if estimate is not None:
-                _save_estimate(_noise_file(folder, h.path), estimate)
-        kept = []
-        for i, h in enumerate(headers):
-            try:
-                check_statistics(h, tuple(cached[h.path]), config.percentile)
-                kept.append(i)
-            except InvalidMicrographError as exc:
-                if not permissive:
-                    raise
-                skipped.append({"path": h.path, "reason": str(exc)})
-                warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
-        stats_file.write_text(json.dumps(cached))
-        if not kept:
-            raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
-        headers = [headers[i] for i in kept]
-        if target_headers is not None:
-            target_headers = [target_headers[i] for i in kept]
-        names = micrograph_names(headers)
-        uids = tuple(micrograph_uid(n) for n in names)
-        if len(set(uids)) != len(uids):
-            raise InvalidMicrographError("<inputs>", "two micrographs share a name",
-                                         "give every micrograph a distinct file name")
-        percentiles = np.array([cached[h.path][0] for h in headers])
-        splits = split_micrographs(names, config.test_fraction, config.seed)
-        noise_table = _noise_table(folder, headers, percentiles, config)
-        matched = {k: noise_table[k] for k in ("kernel", "shot_fraction", "mean")} \
-            if config.noise.model == "matched" else None
 
-        # Pass 2: normalise and noise each band once (map_blocks), then map_overlap over the
-        # bands; each task cuts its patches and writes its own shard.
-        layout = band_layout((ny, nx), config.patch_size, config.stride, config.edge)
-        stack = stack_from_headers(headers, layout.heights)
-        target_stack = stack_from_headers(target_headers, layout.heights) if target_headers else None
-        prepared, _ = normalised_and_noisy(stack, config, percentiles, uids, matched, target_stack)
-        shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
-        written = overlap_bands(
-            prepared, layout, _write_band_block,
-            chunks=((1,) * len(headers), (1,), (1,) * len(layout.heights), (1,)),
-            dtype=np.int64, meta=np.empty((0, 0, 0, 0), dtype=np.int64),
-            config=config, uids=uids, folder=str(folder), shard_attrs=shard_attrs,
-        )
-        compute([written])
+def _fingerprint(config: PrepareConfig, headers, target_headers) -> str:
+    """What a store's shards were made from: a resumed run must match it."""
+    return json.dumps({"config": to_dict(config), "sources": [h.path for h in headers],
+                       "targets": [h.path for h in target_headers or ()]}, sort_keys=True)
 
+
+def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str, list]:
+    """Pass 1: exact percentiles and noise estimates, one read per micrograph.
+
+    Returns each source's statistics; the noise estimates go next to the shards, and both are
+    reused by a resumed run.
+    """
+    stats_file = folder / "statistics.json"
+    cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    todo = [h for h in headers if h.path not in cached or (
+        noise_measurable(h, cached[h.path]) and not _noise_file(folder, h.path).exists())]
+    results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
+                       for h in todo]) if todo else []
+    for h, (stats, estimate) in zip(todo, results, strict=True):
+        cached[h.path] = list(stats)
+        if estimate is not None:
+            _save_estimate(_noise_file(folder, h.path), estimate)
+    return cached
+
+
+def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
+            skipped: list[dict]) -> list[int]:
+    """Positions of the micrographs whose statistics pass; the others are skipped or raise."""
+    usable = []
+    for i, h in enumerate(headers):
+        try:
+            check_statistics(h, tuple(statistics[h.path]), config.percentile)
+            usable.append(i)
+        except InvalidMicrographError as exc:
+            if not permissive:
+                raise
+            skipped.append({"path": h.path, "reason": str(exc)})
+            warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=3)
+    return usable
+
+
+def _keep(usable: list[int], headers, target_headers, statistics: dict,
+          config: PrepareConfig) -> _Kept:
+    """The usable micrographs with their names, uids, percentiles and splits."""
+    if not usable:
+        raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
+    headers = [headers[i] for i in usable]
+    if target_headers is not None:
+        target_headers = [target_headers[i] for i in usable]
+    names = micrograph_names(headers)
+    uids = tuple(micrograph_uid(n) for n in names)
+    if len(set(uids)) != len(uids):
+        raise InvalidMicrographError("<inputs>", "two micrographs share a name",
+                                     "give every micrograph a distinct file name")
+    return _Kept(headers, target_headers, names, uids,
+                 percentiles=np.array([statistics[h.path][0] for h in headers]),
+                 splits=split_micrographs(names, config.test_fraction, config.seed))
+
+
+def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,
+                  config: PrepareConfig) -> None:
+    """Pass 2: normalise and noise each band once (``map_blocks``), then ``map_overlap`` over
+    the bands; each task cuts its patches and writes its own shard (finished ones are kept)."""
+    matched = {k: noise_table[k] for k in ("kernel", "shot_fraction", "mean")} \
+        if config.noise.model == "matched" else None
+    stack = stack_from_headers(kept.headers, layout.heights)
+    target_stack = (stack_from_headers(kept.target_headers, layout.heights)
+                    if kept.target_headers else None)
+    prepared, _ = normalised_and_noisy(stack, config, kept.percentiles, kept.uids, matched,
+                                       target_stack)
+    shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
+    written = overlap_bands(
+        prepared, layout, _write_band_block,
+        chunks=((1,) * len(kept.headers), (1,), (1,) * len(layout.heights), (1,)),
+        dtype=np.int64, meta=np.empty((0, 0, 0, 0), dtype=np.int64),
+        config=config, uids=kept.uids, folder=str(folder), shard_attrs=shard_attrs,
+    )
+    compute([written])
+
+
+def _write_master(output: Path, folder: Path, kept: _Kept, layout, noise_table: dict,
+                  config: PrepareConfig, skipped: list[dict]) -> dict[str, int]:
+    """Write the master file over the shards; returns the patch count of each split."""
     kinds = ("input", "target") if config.noise.mode == "stored" else ("target",)
     split_shards: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     index: dict[str, list] = {"train": [], "test": []}
     n_cols = len(layout.col_origins)
-    for m, (uid, split) in enumerate(zip(uids, splits, strict=True)):
+    for m, (uid, split) in enumerate(zip(kept.uids, kept.splits, strict=True)):
         for band, rows in enumerate(layout.row_origins):
             if rows:
                 rel = f"{folder.name}/{shard_name(uid, band)}"
                 split_shards[split].append((rel, len(rows) * n_cols))
                 index[split] += [(m, y, x) for y in rows for x in layout.col_origins]
+    headers = kept.headers
     write_master(
         output,
         splits=split_shards,
         index={k: np.array(v, dtype=np.int64) for k, v in index.items()},
         micrographs={
-            "name": np.array(names, dtype=object),
-            "uid": np.array(uids, dtype=np.uint64),
+            "name": np.array(kept.names, dtype=object),
+            "uid": np.array(kept.uids, dtype=np.uint64),
             "source": np.array([h.path for h in headers], dtype=object),
-            "split": np.array(splits, dtype=object),
-            "percentile": percentiles,
+            "split": np.array(kept.splits, dtype=object),
+            "percentile": kept.percentiles,
             **{f"noise_{k}": v for k, v in noise_table.items()},
         },
         patch_size=config.patch_size,
@@ -266,22 +326,12 @@ def prepare(
             "config": to_json(config),
             "noise": json.dumps(to_dict(config.noise)),
             "sources": json.dumps([h.path for h in headers]),
-            "targets": json.dumps([h.path for h in target_headers or ()]),
+            "targets": json.dumps([h.path for h in kept.target_headers or ()]),
             "skipped": json.dumps(skipped),
             "pixel_size_angstrom": headers[0].pixel_size_angstrom,
         },
     )
-    nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
-    return PrepareResult(
-        output=output,
-        micrographs=len(headers),
-        train_patches=len(index["train"]),
-        test_patches=len(index["test"]),
-        bytes_written=nbytes,
-        seconds=time.perf_counter() - start,
-        peak_memory_bytes=peak.peak,
-        skipped=tuple(skipped),
-    )
+    return {k: len(v) for k, v in index.items()}
 
 
 def _noise_file(folder: Path, source: str) -> Path:

@@ -182,9 +182,10 @@ def test_bad_pixels_are_named(micrographs, tmp_path, kind):
         prepare([*micrographs, bad], tmp_path / "x.h5", CONFIG)
     assert str(bad.resolve()) in str(info.value)
     assert not (tmp_path / "x.h5").exists()
-    with pytest.warns(cryostream.MicrographSkippedWarning):
+    with pytest.warns(cryostream.MicrographSkippedWarning) as record:
         result = prepare([*micrographs, bad], tmp_path / "y.h5", CONFIG, permissive=True)
     assert result.micrographs == 3
+    assert [w.filename for w in record] == [__file__]  # the warning points at the caller
     with h5py.File(result.output) as f:
         assert "bad.mrc" in f.attrs["skipped"]
 
