@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import drop_cache, machine, make_full_size_set, run_child  # noqa: E402
+from common import drop_cache, machine, make_full_size_set, run_child  # noqa: E402
 
 
 def child(kind: str, store: str, batches: int, threads: int, prefetch: int) -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         paths = make_full_size_set(out / "full", args.micrographs)
         prepare(paths, store, PrepareConfig(test_fraction=0.25), overwrite=True, log=lambda *_: None)
     shards = sorted(shard_folder(store).glob("*.h5"))
-    from _common import dd_read_bandwidth
+    from common import dd_read_bandwidth
 
     runs = {"dd": [], "loader": [], "h5py": []}
     peaks = {"loader": 0, "h5py": 0}

@@ -2,7 +2,7 @@
 
 For 4, 8 and 16 micrographs of 7676 × 7420 float32, run ``cryostream prepare`` (stored
 noise, float32, threaded scheduler) in a child process and sample the peak RSS of the whole
-process tree; run the seed's plan done plainly (``naive_prepare.py``) in the same run as the
+process tree; run the reference plan done plainly (``naive_prepare.py``) in the same run as the
 peer. Page cache dropped before each run. Also lists bytes written per micrograph for each
 storage choice (from the planner, exact for uncompressed stores).
 
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import drop_cache, machine, make_full_size_set, run_child  # noqa: E402
+from common import drop_cache, machine, make_full_size_set, run_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dd_read_bandwidth, drop_cache, machine, make_full_size_set, run_child  # noqa: E402
+from common import dd_read_bandwidth, drop_cache, machine, make_full_size_set, run_child  # noqa: E402
 
 
 def child(paths: list[str], threads: int, band_rows: int) -> None:

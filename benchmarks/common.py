@@ -1,7 +1,12 @@
-"""Helpers shared by the benchmarks: test data, cache dropping, child-process measurement."""
+"""Helpers shared by the benchmarks: test data, cache dropping, child-process measurement,
+progress logs and counting a jitted function's compilations.
+
+The benchmark scripts put this folder on ``sys.path`` and ``import common``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -13,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 FULL_SHAPE = (7676, 7420)
+
+#: The event ``jax.monitoring`` records once per XLA compilation, with the function's name.
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 def machine() -> str:
@@ -119,3 +127,29 @@ def simulated_store(work: Path, micrographs: int, shape: int, patch: int, test_f
         log("store:", cryostream.prepare(sim.micrographs, store, config, overwrite=True,
                                          log=lambda *_: None).summary())
     return store
+
+
+@contextlib.contextmanager
+def counting_compiles(fn):
+    """Count the XLA compilations of the jitted ``fn`` while the block runs.
+
+    Yields a list that gets one entry (the compile's duration in seconds) per compilation of
+    ``fn``, from ``jax.monitoring``'s public listener: a jitted step called again on batches of
+    the same shapes and shardings compiles once, so more than one entry means it recompiled.
+    An ahead-of-time ``fn.lower(...).compile()`` inside the block counts, and the calls that
+    reuse its executable add nothing.
+    """
+    import jax
+
+    name = f"jit({fn.__name__})"
+    seen: list[float] = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == BACKEND_COMPILE_EVENT and kwargs.get("fun_name") == name:
+            seen.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
