@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
+import importlib
+import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cryostream import __version__
-from cryostream.cli import build_parser, main
+from cryostream.cli import SUBCOMMANDS, build_parser, main
+from cryostream.cli import common as cli_common
+from cryostream.cli import denoise as cli_denoise
+from cryostream.cli import prepare as cli_prepare
+from cryostream.cli import simulate as cli_simulate
+from cryostream.cli import train as cli_train
+from cryostream.config import (
+    MODEL_PRESETS,
+    DenoiseConfig,
+    NoiseConfig,
+    PrepareConfig,
+    SimulateConfig,
+    TrainConfig,
+)
 from tests.conftest import write_mrc
 
 
@@ -67,3 +85,211 @@ def test_plan_needs_inputs_or_shape(tmp_path, capsys):
     assert "give INPUTS, or --shape H W and --count N" in capsys.readouterr().err
     path = write_mrc(tmp_path / "a.mrc", np.zeros((8, 8), np.float32))
     assert main(["plan", str(path), "--shape", "8", "8"]) == 2
+
+
+# --- one module per subcommand, flags generated from the config fields -------------------------
+
+# The documented command line (docs, README, users' scripts): every one of these must stay.
+DOCUMENTED_FLAGS = {
+    "simulate": {"--count", "--shape", "--seed", "--detector-nps", "--overwrite", "--quiet"},
+    "plan": {"--shape", "--count", "-o", "--patch", "--stride", "--edge", "--percentile",
+             "--noise", "--sigma", "--dose", "--noise-mode", "--alpha", "--shot", "--noise-radius",
+             "--dtype", "--compression", "--test-fraction", "--seed", "--permissive"},
+    "prepare": {"-o", "--targets", "--patch", "--stride", "--edge", "--percentile", "--noise",
+                "--sigma", "--dose", "--noise-mode", "--alpha", "--shot", "--noise-radius",
+                "--dtype", "--compression", "--test-fraction", "--seed", "--permissive",
+                "--scheduler", "--workers", "--memory-limit", "--dashboard", "--report",
+                "--overwrite", "--quiet"},
+    "train": {"-o", "--model", "--precision", "--residual", "--recorrupt", "--steps",
+              "--batch-size", "--lr", "--loss", "--eval-every", "--checkpoint-every", "--keep",
+              "--seed", "--resume", "--quiet"},
+    "denoise": {"-o", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
+                "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
+                "--amplitude-contrast", "--calibrate", "--workers", "--scheduler",
+                "--cluster-workers", "--overwrite"},
+    "rank": {"-i", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
+             "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
+             "--amplitude-contrast", "--draws", "--beta", "--seed", "--json"},
+    "evaluate": {"-o", "--truth", "--patches", "--micrographs", "--tile", "--residual"},
+    "show": {"-o", "--count", "--split", "--noise"},
+    "export-bin": set(),
+}
+
+# A minimal command line of each subcommand that builds a config.
+MINIMAL = {
+    "simulate": (["simulate", "out", "--count", "1"], SimulateConfig, cli_simulate.simulate_config),
+    "plan": (["plan"], PrepareConfig, cli_prepare.prepare_config),
+    "prepare": (["prepare", "in.mrc", "-o", "d.h5"], PrepareConfig, cli_prepare.prepare_config),
+    "train": (["train", "d.h5", "-o", "run"], TrainConfig, cli_train.train_config),
+    "denoise": (["denoise", "run", "in.mrc", "-o", "out"], DenoiseConfig,
+                cli_denoise.denoise_config),
+    "rank": (["rank", "run", "-i", "in.mrc"], DenoiseConfig, cli_denoise.denoise_config),
+}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    return build_parser()._subparsers._group_actions[0].choices
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in parser._actions for s in a.option_strings}
+
+
+def test_every_subcommand_module_is_registered():
+    assert list(_subparsers()) == list(DOCUMENTED_FLAGS)
+    assert {m.__name__.rsplit(".", 1)[1].replace("_", "-") for m in SUBCOMMANDS} == set(DOCUMENTED_FLAGS)
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTED_FLAGS))
+def test_documented_flags_are_kept(name):
+    assert DOCUMENTED_FLAGS[name] <= set(_flags(_subparsers()[name]))
+
+
+@pytest.mark.parametrize("name", list(MINIMAL))
+def test_no_flag_gives_the_config_defaults(name):
+    argv, cls, build = MINIMAL[name]
+    assert build(build_parser().parse_args(argv)) == cls()
+
+
+def _field_default(cls, path: str):
+    value = cls()
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("module, cls", [(cli_simulate, SimulateConfig), (cli_prepare, PrepareConfig),
+                                         (cli_train, TrainConfig), (cli_denoise, DenoiseConfig)])
+def test_each_flag_defaults_to_its_config_field(module, cls):
+    subparsers = _subparsers()
+    users = [n for n, (_, c, _) in MINIMAL.items() if c is cls]
+    for path, (flag, *_) in module.FLAGS.items():
+        default = _field_default(cls, path)
+        for name in users:
+            action = _flags(subparsers[name])[flag]
+            assert action.dest == path
+            assert action.default == default, (name, flag)
+
+
+def _default_keywords(source: str) -> list[ast.keyword]:
+    return [node for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.keyword) and node.arg == "default"]
+
+
+def test_no_cli_module_states_a_default():
+    """Defaults come from the config dataclasses or the library's signatures, never a literal."""
+    modules = sorted(Path(cli_common.__file__).parent.glob("*.py"))
+    assert len(modules) >= 11
+    for path in modules:
+        for keyword in _default_keywords(path.read_text()):
+            assert not isinstance(keyword.value, ast.Constant | ast.Tuple | ast.List), (
+                f"{path.name}:{keyword.value.lineno} states a default")
+    # the check finds a literal default where there is one
+    found = _default_keywords('p.add_argument("--batch-size", type=int, default=8)')
+    assert [k.value.value for k in found] == [8]
+
+
+@pytest.mark.parametrize("argv, flag, value, function", [
+    (["denoise", "run", "a.mrc", "-o", "out"], "--workers", 7, "cryostream.denoise:denoise"),
+    (["rank", "run", "-i", "a.mrc"], "--draws", 7, "cryostream.denoise:rank_runs"),
+    (["rank", "run", "-i", "a.mrc"], "--beta", 0.25, "cryostream.denoise:rank_runs"),
+    (["rank", "run", "-i", "a.mrc"], "--seed", 7, "cryostream.denoise:rank_runs"),
+    (["evaluate", "run", "d.h5", "-o", "rep"], "--patches", 7, "cryostream.evaluate:evaluate"),
+    (["evaluate", "run", "d.h5", "-o", "rep"], "--micrographs", 7, "cryostream.evaluate:evaluate"),
+    (["evaluate", "run", "d.h5", "-o", "rep"], "--tile", 96, "cryostream.evaluate:evaluate"),
+    (["show", "d.h5", "-o", "s.png"], "--count", 7, "cryostream.inspect:show"),
+    (["show", "d.h5", "-o", "s.png"], "--split", "test", "cryostream.inspect:show"),
+    (["prepare", "a.mrc", "-o", "d.h5"], "--dashboard", ":8788", "cryostream.prepare:prepare"),
+])
+def test_library_defaults_are_shown_and_left_to_the_library(argv, flag, value, function, capsys):
+    """A flag for a library keyword shows the function's default and passes only what is given."""
+    action = _flags(_subparsers()[argv[0]])[flag]
+    module, name = function.split(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    with pytest.raises(SystemExit):
+        main([argv[0], "--help"])
+    assert f"({signature.parameters[action.dest].default})" in " ".join(capsys.readouterr().out.split())
+    assert cli_common.given(build_parser().parse_args(argv), action.dest) == {}
+    given = cli_common.given(build_parser().parse_args([*argv, flag, str(value)]), action.dest)
+    assert given == {action.dest: value}
+
+
+def test_denoise_flags_make_the_denoise_config():
+    args = build_parser().parse_args(["denoise", "run", "a.mrc", "-o", "out", "--n2n-correction",
+                                      "--ctf-gain", "--voltage", "200"])
+    assert cli_denoise.denoise_config(args) == DenoiseConfig(n2n_correction=True, ctf_gain=True,
+                                                             voltage_kv=200.0)
+    every = ["--tile", "256", "--halo", "24", "--batch-size", "3", "--n2n-correction",
+             "--n2n-clamp", "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "120",
+             "--cs", "0.01", "--amplitude-contrast", "0.07", "--calibrate", "2"]
+    expected = DenoiseConfig(tile=256, halo=24, batch_size=3, n2n_correction=True, n2n_clamp=True,
+                             wiener_gain=True, ensemble=True, ctf_gain=True, voltage_kv=120.0,
+                             cs_mm=0.01, amplitude_contrast=0.07, calibrate=2)
+    for argv in (["denoise", "run", "a.mrc", "-o", "out"], ["rank", "r1", "r2", "-i", "a.mrc"]):
+        assert cli_denoise.denoise_config(build_parser().parse_args([*argv, *every])) == expected
+
+
+def test_prepare_train_and_simulate_flags_make_their_configs():
+    parse = build_parser().parse_args
+    args = parse(["prepare", "a.mrc", "-o", "d.h5", "--patch", "128", "--stride", "96", "--edge",
+                  "drop", "--percentile", "99", "--noise", "matched", "--alpha", "0.5", "--shot",
+                  "0.25", "--noise-radius", "4", "--dtype", "float16", "--compression", "lz4",
+                  "--test-fraction", "0.2", "--seed", "7"])
+    assert cli_prepare.prepare_config(args) == PrepareConfig(
+        patch_size=128, stride=96, edge="drop", percentile=99.0, dtype="float16",
+        compression="lz4", test_fraction=0.2, seed=7,
+        noise=NoiseConfig(model="matched", alpha=0.5, shot=0.25, radius=4))
+    args = parse(["plan", "--noise", "gaussian", "--sigma", "0.2", "--noise-mode", "on-device"])
+    assert cli_prepare.prepare_config(args).noise == NoiseConfig(model="gaussian", sigma=0.2,
+                                                                 mode="on-device")
+    args = parse(["plan", "--noise", "poisson", "--dose", "3"])
+    assert cli_prepare.prepare_config(args).noise == NoiseConfig(model="poisson", dose=3.0)
+    args = parse(["train", "d.h5", "-o", "run", "--model", "unet-small", "--precision", "fp32",
+                  "--residual", "--recorrupt", "--steps", "5", "--batch-size", "2", "--lr", "0.01",
+                  "--loss", "l1", "--eval-every", "3", "--checkpoint-every", "4", "--keep", "1",
+                  "--seed", "9"])
+    assert cli_train.train_config(args) == TrainConfig(
+        model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
+        learning_rate=0.01, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9)
+    args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
+                  "--detector-nps", "0.1"])
+    assert cli_simulate.simulate_config(args) == SimulateConfig(shape=(64, 80), seed=2,
+                                                                detector_nps_nyquist=0.1)
+
+
+def test_train_offers_every_model_preset():
+    assert _flags(_subparsers()["train"])["--model"].choices == MODEL_PRESETS
+
+
+BAD_VALUES = [
+    (["denoise", "RUN", "a.mrc", "-o", "OUT", "--n2n-clamp"],
+     "n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; pass n2n_correction too "
+     "(--n2n-correction)"),
+    (["denoise", "RUN", "a.mrc", "-o", "OUT", "--calibrate", "-1"],
+     "calibrate=-1: must be an integer ≥ 0 (recorrupted passes; 0 for none)"),
+    (["rank", "RUN", "-i", "a.mrc", "--amplitude-contrast", "1.5"],
+     "amplitude_contrast=1.5: must be in [0, 1) (--amplitude-contrast)"),
+    (["train", "STORE", "-o", "OUT", "--steps", "0"], "steps=0: must be ≥ 1"),
+    (["simulate", "OUT", "--count", "1", "--shape", "10", "10"],
+     "shape=(10, 10): must be (rows, columns), each ≥ 64 px"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES[:2])
+def test_a_bad_value_is_one_line_and_status_2(tmp_path, argv, message):
+    """The real command: status 2, one line on stderr, no traceback, nothing written."""
+    argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
+    result = _run(*argv)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"cryostream {argv[0]}: error: {message}"]
+    assert list(tmp_path.iterdir()) == []  # rejected before anything is read or written
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES)
+def test_every_config_error_is_one_line(tmp_path, argv, message, capsys):
+    argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"cryostream {argv[0]}: error: {message}"]
+    assert captured.out == "" and list(tmp_path.iterdir()) == []

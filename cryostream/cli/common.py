@@ -1,0 +1,207 @@
+"""What the subcommands share: flags generated from config fields, library defaults shown
+lazily, the one-line error handling and the peak memory.
+
+Every default is stated once. A flag that sets a config field takes its type and default from
+the dataclass (:func:`add_config_flags`); a flag that sets a keyword of a library function
+shows the function's own default and leaves the keyword out when not given
+(:class:`LibraryDefault`, :func:`given`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import inspect
+import sys
+import time
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from cryostream.errors import CryostreamError
+
+__all__ = [
+    "FlagSpec",
+    "LibraryDefault",
+    "add_config_flags",
+    "add_library_flag",
+    "config_from_args",
+    "given",
+    "peak_rss_mb",
+    "run_command",
+]
+
+FlagSpec = tuple[str, str] | tuple[str, str, dict[str, Any]]
+"""``(flag name, help text)`` or ``(flag name, help text, extra add_argument keywords)``."""
+
+
+def _field(config: Any, path: str) -> tuple[Any, str]:
+    """The (possibly nested) config object owning ``path`` (``"noise.model"``) and the name."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        config = getattr(config, parent)
+    if not dataclasses.is_dataclass(config) or name not in {f.name for f in
+                                                            dataclasses.fields(config)}:
+        raise KeyError(f"{type(config).__name__} has no field {name!r} ({path})")
+    return config, name
+
+
+def _argument_kind(hint: Any, default: Any) -> dict[str, Any]:
+    """``add_argument`` keywords for a field of type ``hint``."""
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction if default else "store_true"}
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        return {"type": args[0], "nargs": len(args)}
+    return {"type": hint}
+
+
+def _metavar(flag: str) -> str:
+    return flag.lstrip("-").upper().replace("-", "_")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: Any,
+                     flags: Mapping[str, FlagSpec]) -> None:
+    """Add one flag per config field, with the field's type and default.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        Where the flags go (a parser or one of its argument groups).
+    config : dataclass type or instance
+        The config whose defaults the flags take (a type is instantiated with its defaults).
+    flags : mapping
+        Field path (``"batch_size"``, or ``"noise.model"`` for a nested config) to
+        ``(flag name, help text)`` or ``(flag name, help text, extra add_argument keywords)``.
+        Booleans become switches; ``int | None`` an int flag defaulting to ``None``;
+        ``tuple[int, int]`` two values. The metavar is the flag's name. A help text without
+        ``%(default)s`` gets the default appended unless it is ``None`` or a switch. The
+        parsed value is stored under the field path; :func:`config_from_args` reads it back.
+    """
+    defaults = config() if isinstance(config, type) else config
+    for path, (flag, help_text, *extra) in flags.items():
+        owner, name = _field(defaults, path)
+        default = getattr(owner, name)
+        kwargs = _argument_kind(typing.get_type_hints(type(owner))[name], default)
+        if "%(default)" not in help_text and default is not None and not isinstance(default, bool):
+            help_text += " (%(default)s)"
+        kwargs.update(extra[0] if extra else {})
+        if "type" in kwargs and "choices" not in kwargs:
+            kwargs.setdefault("metavar", _metavar(flag))
+        parser.add_argument(flag, dest=path, default=default, help=help_text, **kwargs)
+
+
+def config_from_args(config: Any, args: argparse.Namespace, flags: Mapping[str, FlagSpec]) -> Any:
+    """The config the flags added by :func:`add_config_flags` describe.
+
+    Parameters
+    ----------
+    config : dataclass type or instance
+        The same ``config`` given to :func:`add_config_flags`; fields without a flag keep its
+        values.
+    args : argparse.Namespace
+        The parsed command line.
+    flags : mapping
+        The same mapping given to :func:`add_config_flags`.
+
+    Raises
+    ------
+    ConfigError
+        When the config rejects a value (the command prints it as one line).
+    """
+    defaults = config() if isinstance(config, type) else config
+    return _rebuild(defaults, {path: getattr(args, path) for path in flags})
+
+
+def _rebuild(config: Any, values: dict[str, Any]) -> Any:
+    own: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            own[head] = tuple(value) if isinstance(value, list) else value
+    for head, sub in nested.items():
+        own[head] = _rebuild(getattr(config, head), sub)
+    return dataclasses.replace(config, **own)
+
+
+class LibraryDefault:
+    """The default of a library function's keyword, read from its signature when shown.
+
+    Used as an argparse default: ``--help`` imports the function to show its default, and the
+    command leaves the keyword out when the flag was not given (:func:`given`), so the
+    function's own default applies. Parsing never imports the function.
+
+    Parameters
+    ----------
+    function : str
+        ``"module:function"``, e.g. ``"cryostream.denoise:denoise"``.
+    parameter : str
+        The keyword's name.
+    """
+
+    def __init__(self, function: str, parameter: str):
+        self.function = function
+        self.parameter = parameter
+
+    @property
+    def value(self) -> Any:
+        """The keyword's default (imports the function)."""
+        module, name = self.function.split(":")
+        function = getattr(importlib.import_module(module), name)
+        return inspect.signature(function).parameters[self.parameter].default
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return f"LibraryDefault({self.function!r}, {self.parameter!r})"
+
+
+def add_library_flag(parser: argparse.ArgumentParser, flag: str,
+                     function: str, parameter: str, help_text: str, **kwargs: Any) -> None:
+    """Add a flag for keyword ``parameter`` of ``function`` (``"module:function"``), showing the
+    function's default in the help; the value is stored under ``parameter``."""
+    if "choices" not in kwargs:
+        kwargs.setdefault("metavar", _metavar(flag))
+    parser.add_argument(flag, dest=parameter, default=LibraryDefault(function, parameter),
+                        help=f"{help_text} (%(default)s)", **kwargs)
+
+
+def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The keywords among ``names`` that the command line set (library defaults left out)."""
+    return {n: getattr(args, n) for n in names
+            if not isinstance(getattr(args, n), LibraryDefault)}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process or its largest child, MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; user mistakes print one line and return 2, never a traceback.
+
+    Returns the exit status: the command's, 2 for a :class:`~cryostream.errors.CryostreamError`,
+    130 when interrupted.
+    """
+    start = time.perf_counter()
+    try:
+        return int(args.func(args) or 0)
+    except CryostreamError as exc:
+        print(f"cryostream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,95 @@
+"""``cryostream denoise``: whole micrographs denoised by a trained run.
+
+Also the pipeline flags shared with ``rank`` (:data:`FLAGS`, :func:`add_pipeline_options`,
+:func:`denoise_config`): each sets one :class:`~cryostream.config.DenoiseConfig` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from cryostream.cli.common import (
+    add_config_flags,
+    add_library_flag,
+    config_from_args,
+    given,
+    peak_rss_mb,
+)
+from cryostream.config import DenoiseConfig
+
+__all__ = ["FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
+
+FLAGS = {
+    "tile": ("--tile", "window core, px (default: the fewest pixels through the network; 3840 "
+             "for full-size micrographs on a GPU)"),
+    "halo": ("--halo", "context per side, px (default: receptive field)"),
+    "batch_size": ("--batch-size", "windows per device call"),
+    "n2n_correction": ("--n2n-correction", "Noisier2Noise correction for models trained on "
+                       "noisy micrographs"),
+    "n2n_clamp": ("--n2n-clamp", "with the correction, zero the spatial-frequency rings where it "
+                  "is anti-correlated with the micrograph"),
+    "wiener_gain": ("--wiener-gain", "measure each micrograph's noise and give the output the "
+                    "Wiener filter's linear response per frequency ring, keeping the rest"),
+    "ensemble": ("--ensemble", "average the network over the 8 rotations and flips (8 passes)"),
+    "ctf_gain": ("--ctf-gain", "the Wiener gain shaped by each micrograph's CTF above 20 Å, "
+                 "fitted from its power spectrum; implies --wiener-gain"),
+    "voltage_kv": ("--voltage", "accelerating voltage, kV, for --ctf-gain"),
+    "cs_mm": ("--cs", "spherical aberration, mm, for --ctf-gain"),
+    "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast for --ctf-gain"),
+    "calibrate": ("--calibrate", "fit, per frequency ring, the weight of the output's part beyond "
+                  "a linear filter from N recorrupted passes (no truth; N more network passes)",
+                  {"metavar": "N"}),
+}
+"""The :class:`~cryostream.config.DenoiseConfig` fields the pipeline flags set (all of them)."""
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The denoising pipeline's options, shared by ``denoise`` and ``rank``."""
+    add_config_flags(parser.add_argument_group("denoising pipeline"), DenoiseConfig, FLAGS)
+
+
+def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
+    """The :class:`~cryostream.config.DenoiseConfig` the pipeline flags describe.
+
+    Raises
+    ------
+    ConfigError
+        For values the config rejects (e.g. ``--n2n-clamp`` without ``--n2n-correction``).
+    """
+    return config_from_args(DenoiseConfig, args, FLAGS)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``denoise`` to the subcommands."""
+    p = subparsers.add_parser("denoise", help="denoise whole micrographs with a trained run",
+                              description="Tiled whole-micrograph denoising; writes float32 MRC "
+                              "files.")
+    p.add_argument("run", help="run folder from cryostream train")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_pipeline_options(p)
+    g = p.add_argument_group("where it runs")
+    add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
+                     "micrographs in flight", type=int)
+    g.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Denoise, then print the count, the speed and the peak memory."""
+    config = denoise_config(args)
+    from cryostream.denoise import denoise
+
+    start = time.perf_counter()
+    result = denoise(args.run, args.inputs, args.output, config=config, overwrite=args.overwrite,
+                     scheduler=args.scheduler, cluster_workers=args.cluster_workers,
+                     **given(args, "workers"))
+    n = result.sizes["micrograph"]
+    seconds = time.perf_counter() - start
+    print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
+          f"{n / seconds:.2f} micrographs/s, peak memory {peak_rss_mb():,.0f} MB)")
+    return 0

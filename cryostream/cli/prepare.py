@@ -1,0 +1,99 @@
+"""``cryostream prepare``: micrographs → normalised, patched, noised HDF5 store.
+
+Also the preprocessing flags shared with ``plan`` (:data:`FLAGS`, :func:`add_prepare_options`,
+:func:`prepare_config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cryostream.cli.common import (
+    add_config_flags,
+    add_library_flag,
+    config_from_args,
+    given,
+)
+from cryostream.config import COMPRESSIONS, NOISE_MODELS, NOISE_MODES, STORE_DTYPES, PrepareConfig
+from cryostream.patches import EDGE_POLICIES
+
+__all__ = ["FLAGS", "add_parser", "add_prepare_options", "prepare_config", "run"]
+
+FLAGS = {
+    "patch_size": ("--patch", "patch edge, px"),
+    "stride": ("--stride", "patch step, px"),
+    "edge": ("--edge", "edge policy", {"choices": EDGE_POLICIES}),
+    "percentile": ("--percentile", "per-micrograph percentile mapped to 1.0"),
+    "noise.model": ("--noise", "noise model", {"choices": NOISE_MODELS}),
+    "noise.sigma": ("--sigma", "Gaussian σ"),
+    "noise.dose": ("--dose", "Poisson counts per unit intensity"),
+    "noise.mode": ("--noise-mode", "noise stored or drawn on the device",
+                   {"choices": NOISE_MODES}),
+    "noise.alpha": ("--alpha", "matched: added noise σ over the micrograph's own"),
+    "noise.shot": ("--shot", "matched: shot-noise share in [0, 1] (default: each micrograph's "
+                   "estimate)"),
+    "noise.radius": ("--noise-radius", "matched: radius of the spectrum-shaping kernel, px"),
+    "dtype": ("--dtype", "stored sample dtype", {"choices": STORE_DTYPES}),
+    "compression": ("--compression", "HDF5 chunk compression", {"choices": COMPRESSIONS}),
+    "test_fraction": ("--test-fraction", "fraction of micrographs held out"),
+    "seed": ("--seed", "seed of the noise and of the split"),
+}
+"""The :class:`~cryostream.config.PrepareConfig` fields the preprocessing flags set."""
+
+
+def add_prepare_options(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing options shared by ``plan`` and ``prepare``."""
+    group = parser.add_argument_group("preprocessing options")
+    add_config_flags(group, PrepareConfig, FLAGS)
+    group.add_argument("--permissive", action="store_true",
+                       help="skip bad micrographs with a warning")
+
+
+def prepare_config(args: argparse.Namespace) -> PrepareConfig:
+    """The :class:`~cryostream.config.PrepareConfig` the preprocessing flags describe."""
+    return config_from_args(PrepareConfig, args, FLAGS)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``prepare`` to the subcommands."""
+    p = subparsers.add_parser("prepare", help="normalise, patch and noise micrographs into HDF5",
+                              description="Build an HDF5 training store from micrographs with Dask.")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("-o", "--output", required=True, help="the store (DATA.h5)")
+    p.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help="one target per micrograph (e.g. a simulation's truth/ folder): pair "
+                   "them as (input, target) with --noise none")
+    add_prepare_options(p)
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    g.add_argument("--workers", type=int, help="start a LocalCluster of N worker processes")
+    g.add_argument("--memory-limit", help="memory limit per worker, e.g. 4GiB")
+    add_library_flag(g, "--dashboard", "cryostream.prepare:prepare", "dashboard_address",
+                     "dashboard address of a started cluster")
+    g.add_argument("--report", help="save a Dask performance report (HTML)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the store and print its one-line summary."""
+    from cryostream.prepare import prepare
+
+    result = prepare(
+        args.inputs,
+        args.output,
+        prepare_config(args),
+        permissive=args.permissive,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        memory_limit=args.memory_limit,
+        report=args.report,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        targets=args.targets,
+        **given(args, "dashboard_address"),
+    )
+    print(result.summary())
+    return 0

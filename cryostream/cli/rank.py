@@ -1,0 +1,50 @@
+"""``cryostream rank``: trained runs ranked on micrographs without ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cryostream.cli.common import add_library_flag, given
+from cryostream.cli.denoise import add_pipeline_options, denoise_config
+
+__all__ = ["add_parser", "run"]
+
+RANK = "cryostream.denoise:rank_runs"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``rank`` to the subcommands."""
+    p = subparsers.add_parser("rank", help="rank trained runs on micrographs without ground truth",
+                              description="Score each run's whole denoising pipeline by "
+                              "recorruption (the same noise draws for every run) and list the "
+                              "runs best first.")
+    p.add_argument("runs", nargs="+", help="run folders from cryostream train")
+    p.add_argument("-i", "--inputs", nargs="+", required=True,
+                   help="MRC files, globs, folders or a RELION STAR file to score on")
+    add_pipeline_options(p)
+    g = p.add_argument_group("scoring")
+    add_library_flag(g, "--draws", RANK, "draws", "recorrupted passes per run and micrograph",
+                     type=int)
+    add_library_flag(g, "--beta", RANK, "beta", "recorruption strength", type=float)
+    add_library_flag(g, "--seed", RANK, "seed", "seed of the noise draws", type=int)
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the runs and print them best first."""
+    config = denoise_config(args)
+    from cryostream.denoise import rank_runs
+
+    ranked = rank_runs(args.runs, args.inputs, config=config, **given(args, "draws", "beta", "seed"))
+    best = ranked[0]["score"]
+    width = max(len(r["run"]) for r in ranked)
+    print(f"{'run':<{width}}  score (lower is better)  above the best")
+    for r in ranked:
+        print(f"{r['run']:<{width}}  {r['score']:.6g}  {r['score'] - best:+.3g}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(ranked, f, indent=1)
+    return 0

@@ -1,0 +1,34 @@
+"""``cryostream show``: a store's input/target pairs, or its measured noise, as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+
+from cryostream.cli.common import add_library_flag, given
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``show`` to the subcommands."""
+    p = subparsers.add_parser("show", help="draw input/target pairs of a store with their statistics")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    add_library_flag(p, "--count", "cryostream.inspect:show", "count", "pairs drawn", type=int)
+    add_library_flag(p, "--split", "cryostream.inspect:show", "split", "split drawn from",
+                     choices=("train", "test"))
+    p.add_argument("--noise", action="store_true",
+                   help="draw the measured noise spectra and shot-noise share instead")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw the figure and print where it went."""
+    from cryostream.inspect import show, show_noise
+
+    if args.noise:
+        print(f"wrote {show_noise(args.store, args.output)}")
+        return 0
+    print(f"wrote {show(args.store, args.output, **given(args, 'count', 'split'))}")
+    return 0

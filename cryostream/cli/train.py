@@ -1,0 +1,62 @@
+"""``cryostream train``: a U-Net denoiser trained on a store."""
+
+from __future__ import annotations
+
+import argparse
+
+from cryostream.cli.common import add_config_flags, config_from_args, peak_rss_mb
+from cryostream.config import MODEL_PRESETS, TrainConfig
+
+__all__ = ["FLAGS", "add_parser", "run", "train_config"]
+
+FLAGS = {
+    "model": ("--model", "network preset", {"choices": MODEL_PRESETS}),
+    "precision": ("--precision", "compute precision", {"choices": ("bf16", "fp32")}),
+    "residual": ("--residual", "predict a correction to the input"),
+    "recorrupt": ("--recorrupt", "recorrupted targets y − m/α (matched-noise stores): the network "
+                  "estimates the clean image; denoise without --n2n-correction"),
+    "steps": ("--steps", "optimisation steps"),
+    "batch_size": ("--batch-size", "patches per step"),
+    "learning_rate": ("--lr", "peak learning rate"),
+    "loss": ("--loss", "training loss", {"choices": ("mse", "l1")}),
+    "eval_every": ("--eval-every", "steps between evaluations on the test split"),
+    "checkpoint_every": ("--checkpoint-every", "steps between checkpoints"),
+    "keep_checkpoints": ("--keep", "checkpoints kept"),
+    "seed": ("--seed", "seed of initialisation, shuffling and on-device noise"),
+}
+"""The :class:`~cryostream.config.TrainConfig` fields the command sets."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``train`` to the subcommands."""
+    p = subparsers.add_parser("train", help="train a U-Net denoiser on a store",
+                              description="Train with jit-compiled steps fed by the prefetching "
+                              "loader; checkpoints, metrics.jsonl and loss.png go to the run "
+                              "folder.")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    add_config_flags(p, TrainConfig, FLAGS)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`~cryostream.config.TrainConfig` the flags describe."""
+    return config_from_args(TrainConfig, args, FLAGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then print the loss, the test PSNR, the speed and the peak memory."""
+    config = train_config(args)
+    from cryostream.training import train
+
+    r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet)
+    ev = r.eval
+    test = (f"test PSNR {ev['psnr']:.2f} dB (noisy input {ev['noisy_psnr']:.2f} dB)"
+            if ev else "no test split")
+    print(f"trained {config.model} for {r.steps} steps into {r.run}: loss {r.final_loss:.4g}, "
+          f"{test}, {r.patches_per_second:.1f} patches/s, {r.seconds:.0f} s, "
+          f"peak memory {peak_rss_mb():,.0f} MB")
+    return 0
