@@ -1,0 +1,48 @@
+"""The spectral layer: ring maps, the Welch spectrum, electron optics and the CTF, Wiener gains.
+
+Written once and imported by the simulator (:mod:`cryostream.simulate`) and by the analysis
+(the noise estimate, the CTF fit, metrics, baselines, denoising), which do not import each
+other.
+
+* :mod:`~cryostream.spectral.rings`: which ring of spatial frequency each Fourier coefficient
+  lies on (:func:`ring_index`), radial means, the merged rings of the denoising steps.
+* :mod:`~cryostream.spectral.welch`: the Welch spectrum of a micrograph (:func:`welch_spectrum`).
+* :mod:`~cryostream.spectral.optics`: electron wavelength, astigmatic defocus, the CTF.
+* :mod:`~cryostream.spectral.wiener`: the Wiener gain ``clip(1 − N / P, 0, 1)`` and the
+  per-ring regression gain.
+"""
+
+from cryostream.spectral.optics import astigmatic_defocus, contrast_transfer, electron_wavelength
+from cryostream.spectral.rings import (
+    LAYOUTS,
+    MergedRings,
+    frequencies,
+    merge_rings,
+    radial_average,
+    radial_mean,
+    rfft_weight,
+    ring_frequencies,
+    ring_index,
+)
+from cryostream.spectral.welch import hann_window, tile_starts, welch_spectrum
+from cryostream.spectral.wiener import ring_regression, wiener_gain
+
+__all__ = [
+    "LAYOUTS",
+    "MergedRings",
+    "astigmatic_defocus",
+    "contrast_transfer",
+    "electron_wavelength",
+    "frequencies",
+    "hann_window",
+    "merge_rings",
+    "radial_average",
+    "radial_mean",
+    "rfft_weight",
+    "ring_frequencies",
+    "ring_index",
+    "ring_regression",
+    "tile_starts",
+    "welch_spectrum",
+    "wiener_gain",
+]

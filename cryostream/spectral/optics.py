@@ -1,0 +1,94 @@
+"""Electron optics: the electron wavelength, the astigmatic defocus and the contrast transfer
+function, written once for the simulator and for the analysis.
+
+Conventions are RELION's: defocus in Å, underfocus positive, ``U ≥ V`` the defocus along the
+two axes of the ellipse and the astigmatism angle that of ``U`` from the x axis. The phase
+shift of a spatial frequency ``k`` (1/Å) is ``χ = π λ Δf k² − ½ π Cs λ³ k⁴`` and the contrast
+transfer ``CTF = −(√(1 − Q²) · sin χ + Q · cos χ)`` with ``Q`` the amplitude contrast: at
+small ``k`` an underfocused weak-phase object shows dark, and ``CTF² = Q²`` at ``k = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["electron_wavelength", "astigmatic_defocus", "contrast_transfer"]
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """The relativistic wavelength of an electron accelerated through ``voltage_kv`` kV, in Å.
+
+    Examples
+    --------
+    >>> round(electron_wavelength(300.0), 5)
+    0.01969
+    """
+    v = voltage_kv * 1e3
+    return 12.2643 / math.sqrt(v * (1 + 0.97845e-6 * v))
+
+
+def astigmatic_defocus(theta, mean_angstrom: float, astigmatism_angstrom: float,
+                       angle_deg: float):
+    """The defocus along direction ``theta`` of an astigmatic lens, in Å.
+
+    ``mean + (astigmatism / 2) · cos 2(θ − angle)``: ``U = mean + astigmatism / 2`` along
+    ``angle`` and ``V = mean − astigmatism / 2`` across it.
+
+    Parameters
+    ----------
+    theta : float or ndarray
+        Direction of the spatial frequency in radians from the x axis (``arctan2(ky, kx)``).
+    mean_angstrom : float
+        Mean defocus ``(U + V) / 2`` in Å.
+    astigmatism_angstrom : float
+        ``U − V`` in Å.
+    angle_deg : float
+        Angle of ``U`` from the x axis, in degrees.
+
+    Returns
+    -------
+    float or ndarray
+        The defocus in Å, shaped like ``theta``.
+    """
+    return mean_angstrom + (astigmatism_angstrom / 2) * np.cos(2 * (theta - np.deg2rad(angle_deg)))
+
+
+def contrast_transfer(k2, defocus_angstrom, *, voltage_kv: float = 300.0, cs_mm: float = 2.7,
+                      amplitude_contrast: float = 0.1):
+    """The contrast transfer function at squared spatial frequency ``k2``.
+
+    ``−(√(1 − Q²) · sin χ + Q · cos χ)`` with ``χ = π λ Δf k² − ½ π Cs λ³ k⁴`` (no envelope).
+    The constants are cast to ``k2``'s float type, so float32 frequencies give float32
+    arithmetic wherever the defocus is float32 too.
+
+    Parameters
+    ----------
+    k2 : float or ndarray
+        ``k²`` in Å⁻² (``k`` the spatial frequency in 1/Å).
+    defocus_angstrom : float or ndarray
+        Defocus ``Δf`` in Å (underfocus positive), a number or an array broadcasting with
+        ``k2`` (:func:`astigmatic_defocus`).
+    voltage_kv, cs_mm, amplitude_contrast : float
+        Accelerating voltage (kV), spherical aberration ``Cs`` (mm) and amplitude contrast
+        ``Q`` (0–1).
+
+    Returns
+    -------
+    float or ndarray
+        The CTF, between −1 and 1, shaped like ``k2`` broadcast with the defocus.
+
+    Examples
+    --------
+    >>> float(contrast_transfer(0.0, 15000.0))  # −Q at zero frequency
+    -0.1
+    """
+    k2 = np.asarray(k2)
+    real = k2.dtype.type if k2.dtype.kind == "f" else np.float64
+    wavelength = electron_wavelength(voltage_kv)
+    cs_angstrom = cs_mm * 1e7
+    chi = (real(np.pi * wavelength) * defocus_angstrom * k2
+           - real(0.5 * np.pi * cs_angstrom * wavelength**3) * k2 * k2)
+    q = amplitude_contrast
+    return -(real(math.sqrt(1 - q * q)) * np.sin(chi) + real(q) * np.cos(chi))
