@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import mrcfile
@@ -12,8 +13,8 @@ import starfile
 import cryostream
 from cryostream import SimulateConfig
 from cryostream.simulate.micrograph import _place_centres, simulate_micrograph
-from cryostream.simulate.spectrum import ctf_1d, power_spectrum, radial_average
 from cryostream.simulate.t20s import load_t20s
+from cryostream.spectral import contrast_transfer, radial_average, welch_spectrum
 
 
 def test_t20s_model_is_the_whole_complex():
@@ -33,6 +34,29 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
                        c.micrographs + c.truths, strict=True):
         assert x.read_bytes() == y.read_bytes()
         assert x.read_bytes() != z.read_bytes()
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("detector, components, expected", [
+    (1.0, False, ("6162628dd8121ea25fd59d1dd2b429cb57fb4ace42b42536962b6d7e12fab267",
+                  "3acdaa63aa00223e0d7b648801f500b5bd0a7f7411c1d4986a0f4ad7b85178a7")),
+    (0.2, True, ("748a6e0843688ed8a58392cb1bf050c526e717760a0525c3c5b809c52a288b98",
+                 "3acdaa63aa00223e0d7b648801f500b5bd0a7f7411c1d4986a0f4ad7b85178a7",
+                 "4a80c45fe51a1416446e3d764a036990e1ebd63a812b93a57433caa686f5e2ee")),
+])
+def test_micrographs_keep_their_bytes(detector, components, expected):
+    """The bytes recorded before the spectral layer moved out of the simulator (issue 15):
+    noisy, truth (and the ice texture), astigmatic, on one x86-64 machine with NumPy 2.4."""
+    cfg = SimulateConfig(shape=(192, 160), seed=11, particles_per_micrograph=2000,
+                         detector_nps_nyquist=detector)
+    sim = simulate_micrograph(cfg, 3, components=components)
+    assert (sim.defocus_u_angstrom, sim.defocus_v_angstrom, sim.astigmatism_angle_deg) == (
+        19842.941048430897, 19588.24427036938, 0.26501260411191163)
+    arrays = (sim.noisy, sim.truth) + ((sim.ice,) if components else ())
+    assert tuple(_sha256(a) for a in arrays) == expected
 
 
 def test_dose_and_shot_noise():
@@ -80,10 +104,10 @@ def test_thon_rings_follow_the_ctf():
     defocus = (sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2
 
     def ring_correlation(image, df):
-        f, p = radial_average(power_spectrum(image), cfg.pixel_size_angstrom)
+        f, p = radial_average(welch_spectrum(image), cfg.pixel_size_angstrom)
         band = (f > 0.04) & (f < 0.3)
         trend = np.exp(np.polyval(np.polyfit(f[band], np.log(p[band]), 3), f[band]))
-        return np.corrcoef(p[band] / trend, ctf_1d(f[band], df) ** 2)[0, 1]
+        return np.corrcoef(p[band] / trend, contrast_transfer(f[band] ** 2, df) ** 2)[0, 1]
 
     assert ring_correlation(sim.truth, defocus) > 0.5
     assert ring_correlation(sim.noisy, defocus) > 0.2

@@ -7,8 +7,9 @@ Image formation (weak-phase approximation, one Fourier pass):
    makes the integrated phase of one complex ``σ_e · ΔV · V`` (interaction constant at the
    voltage, protein-minus-ice mean inner potential ΔV ≈ 2 V, particle volume from 1.21 Å³/Da).
 2. Amorphous ice: a small white phase texture, which is what draws Thon rings in real data.
-3. Contrast transfer: ``-2·[√(1-Q²)·sin χ + Q·cos χ]·exp(-B k²/4)`` with the astigmatic
-   defocus of the micrograph; underfocus positive, so particles are dark.
+3. Contrast transfer: ``2·CTF·exp(-B k²/4)`` with ``CTF = -[√(1-Q²)·sin χ + Q·cos χ]`` at the
+   astigmatic defocus of the micrograph (:mod:`cryostream.spectral.optics`); underfocus
+   positive, so particles are dark.
 4. A slowly varying ice-thickness background multiplies the intensity.
 5. Shot noise: the ground truth is the expected electron count per pixel; the micrograph is
    a Poisson draw of it, whose noise (draw minus expectation) is shaped by the detector's
@@ -27,9 +28,9 @@ import scipy.fft
 
 from cryostream.config import SimulateConfig
 from cryostream.simulate.t20s import load_t20s
+from cryostream.spectral import astigmatic_defocus, contrast_transfer, frequencies
 
-__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "electron_wavelength",
-           "detector_nps"]
+__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "detector_nps"]
 
 
 def detector_nps(freq, nyquist_ratio: float):
@@ -83,12 +84,6 @@ class SimulatedMicrograph:
     defocus_v_angstrom: float
     astigmatism_angle_deg: float
     ice: np.ndarray | None = None
-
-
-def electron_wavelength(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in Å."""
-    v = voltage_kv * 1e3
-    return 12.2643 / math.sqrt(v * (1 + 0.97845e-6 * v))
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -223,20 +218,15 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
     if not components:
         del ice_phase
 
-    # Contrast transfer in one rfft pass.
-    lam = electron_wavelength(config.voltage_kv)
-    cs = config.cs_mm * 1e7
-    ky = np.fft.fftfreq(ny, d=ps).astype(np.float32)[:, None]
-    kx = np.fft.rfftfreq(nx, d=ps).astype(np.float32)[None, :]
+    # Contrast transfer in one rfft pass: 2·CTF (the weak-phase image) times the envelope.
+    ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ps, dtype=np.float32)
     k2 = ky * ky + kx * kx
-    theta = np.arctan2(ky, kx)
-    defocus = mean_df + (astig / 2) * np.cos(2 * (theta - np.deg2rad(angle)))
-    chi = np.float32(np.pi * lam) * defocus * k2 - np.float32(0.5 * np.pi * cs * lam**3) * k2 * k2
-    q = config.amplitude_contrast
-    transfer = -2 * (np.float32(math.sqrt(1 - q * q)) * np.sin(chi) + np.float32(q) * np.cos(chi))
+    defocus = astigmatic_defocus(np.arctan2(ky, kx), mean_df, astig, angle)
+    transfer = 2 * contrast_transfer(k2, defocus, voltage_kv=config.voltage_kv, cs_mm=config.cs_mm,
+                                     amplitude_contrast=config.amplitude_contrast)
     transfer *= np.exp(np.float32(-config.b_factor_angstrom2 / 4) * k2)
     transfer[0, 0] = 0.0
-    del chi, theta, defocus
+    del defocus
     spectrum = scipy.fft.rfft2(phase, workers=-1)
     del phase
     spectrum *= transfer
@@ -260,8 +250,7 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
         ice_contrast *= np.float32(dose_px)
     noisy = rng.poisson(truth).astype(np.float32)
     if config.detector_nps_nyquist < 1:
-        fy = np.fft.fftfreq(ny).astype(np.float32)[:, None]
-        fx = np.fft.rfftfreq(nx).astype(np.float32)[None, :]
+        fy, fx = frequencies((ny, nx), "rfft", dtype=np.float32)
         response = np.sqrt(detector_nps(np.hypot(fy, fx), config.detector_nps_nyquist))
         noise = scipy.fft.rfft2(noisy - truth, workers=-1)
         noise *= response.astype(np.float32)

@@ -15,7 +15,7 @@ import numpy as np
 
 from cryostream import SimulateConfig
 from cryostream.simulate.micrograph import simulate_micrograph
-from cryostream.simulate.spectrum import ctf_1d, power_spectrum, radial_average
+from cryostream.spectral import contrast_transfer, radial_average, welch_spectrum
 
 real_path, out = sys.argv[1], sys.argv[2]
 with mrcfile.open(real_path) as m:
@@ -31,7 +31,7 @@ def binned(a, f=8):
 
 
 def show_spectrum(ax, image, ps, title):
-    spec = power_spectrum(image, 1024)
+    spec = welch_spectrum(image, 1024)
     c = spec.shape[0] // 2
     crop = np.log(spec[c - 384 : c + 384, c - 384 : c + 384])
     ax.imshow(crop, cmap="gray", vmin=np.percentile(crop, 2), vmax=np.percentile(crop, 99.7),
@@ -54,9 +54,9 @@ show_spectrum(axes[1, 0], sim.noisy, 0.6575, "simulated: power spectrum (Thon ri
 show_spectrum(axes[1, 2], real, real_ps, "real: power spectrum")
 ax = axes[1, 1]
 for img, ps, label in ((sim.noisy, 0.6575, "simulated"), (real, real_ps, "real")):
-    f, p = radial_average(power_spectrum(img, 1024), ps)
+    f, p = radial_average(welch_spectrum(img, 1024), ps)
     ax.semilogy(f[4:], p[4:] / np.median(p[len(p) // 2 :]), label=label, lw=0.8)
-ctf2 = ctf_1d(f, defocus) ** 2
+ctf2 = contrast_transfer(f**2, defocus) ** 2
 ax.plot(f[4:], 1 + 0.5 * ctf2[4:], color="k", lw=0.4, alpha=0.5, label=f"CTF² at {defocus:.0f} Å")
 ax.set_xlabel("spatial frequency (1/Å)")
 ax.set_ylabel("power / high-frequency median")
