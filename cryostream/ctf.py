@@ -6,12 +6,13 @@ vanish, and elliptical when the defocus is astigmatic. A radial filter averages 
 spatial frequency over those zeros and ellipses; knowing the CTF, the linear part of a denoiser
 can follow them coefficient by coefficient (:func:`ctf_wiener_gain`).
 
-:func:`fit_ctf` finds the defocus (mean, astigmatism, angle; RELION's convention, as
-:mod:`cryostream.simulate`) that best explains the micrograph's power: in each band of a few
-rings the power is modelled as ``A·CTF² + B``, so neither the envelope nor the noise level
-need be known, and the parameters maximise the power the bands' ``CTF²`` terms explain. A
-coarse search over the mean defocus on a Welch spectrum is refined in 2-D (Nelder–Mead over
-the mean and the two components of the astigmatism).
+:func:`fit_ctf` finds the defocus (mean, astigmatism, angle; RELION's convention, the formula
+of :func:`cryostream.spectral.contrast_transfer` as in the simulator) that best explains the
+micrograph's power: in each band of a few rings the power is modelled as ``A·CTF² + B``, so
+neither the envelope nor the noise level need be known, and the parameters maximise the power
+the bands' ``CTF²`` terms explain. A coarse search over the mean defocus on an unwindowed
+Welch spectrum (:func:`cryostream.spectral.welch_spectrum`) is refined in 2-D (Nelder–Mead
+over the mean and the two components of the astigmatism).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import math
 import numpy as np
 
 from cryostream.errors import ConfigError
-from cryostream.simulate.micrograph import electron_wavelength
+from cryostream.spectral import (
+    astigmatic_defocus,
+    contrast_transfer,
+    frequencies,
+    ring_index,
+    welch_spectrum,
+)
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
 
@@ -60,17 +67,17 @@ class CTFFit:
 
 def _grid(shape: tuple[int, int], pixel_size: float):
     """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape``."""
-    ky = np.fft.fftfreq(shape[0], d=pixel_size)[:, None]
-    kx = np.fft.rfftfreq(shape[1], d=pixel_size)[None, :]
+    ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=pixel_size)
     return ky * ky + kx * kx, np.arctan2(ky, kx)
 
 
-def _ctf2(k2, theta, mean, ax, ay, *, wavelength, cs_angstrom, q):
-    """``CTF²`` for mean defocus ``mean`` and astigmatism components ``(ax, ay)`` (Å):
-    defocus ``mean + ax·cos 2θ + ay·sin 2θ``."""
-    defocus = mean + ax * np.cos(2 * theta) + ay * np.sin(2 * theta)
-    chi = np.pi * wavelength * defocus * k2 - 0.5 * np.pi * cs_angstrom * wavelength**3 * k2 * k2
-    return (math.sqrt(1 - q * q) * np.sin(chi) + q * np.cos(chi)) ** 2
+def _ctf2(k2, theta, mean, ax, ay, optics):
+    """``CTF²`` for mean defocus ``mean`` and astigmatism components ``(ax, ay)`` (Å): the
+    fit's coordinates, ``U − V = 2·|(ax, ay)|`` at the angle ``atan2(ay, ax) / 2``."""
+    defocus = astigmatic_defocus(theta, mean, 2 * math.hypot(ax, ay),
+                                 math.degrees(math.atan2(ay, ax)) / 2)
+    c = contrast_transfer(k2, defocus, **optics)
+    return c * c
 
 
 def _band_regression(power, c2, band, bands):
@@ -88,37 +95,26 @@ def _band_regression(power, c2, band, bands):
 
 
 def ctf_squared(shape: tuple[int, int], fit: CTFFit) -> np.ndarray:
-    """``(√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``."""
+    """``CTF² = (√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``:
+    ``(ny, nx // 2 + 1)`` float32 (:func:`cryostream.spectral.contrast_transfer` at
+    :func:`cryostream.spectral.astigmatic_defocus`)."""
     k2, theta = _grid(shape, fit.pixel_size_angstrom)
-    mean = (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2
-    half = (fit.defocus_u_angstrom - fit.defocus_v_angstrom) / 2
-    angle = 2 * np.deg2rad(fit.astigmatism_angle_deg)
-    return _ctf2(k2, theta, mean, half * np.cos(angle), half * np.sin(angle),
-                 wavelength=electron_wavelength(fit.voltage_kv), cs_angstrom=fit.cs_mm * 1e7,
-                 q=fit.amplitude_contrast).astype(np.float32)
-
-
-def _welch(image: np.ndarray, tile: int) -> np.ndarray:
-    """Mean ``|rfft2|²`` over the non-overlapping ``tile``² tiles of ``image``."""
-    import scipy.fft
-
-    ny, nx = image.shape
-    tiles = [image[y : y + tile, x : x + tile] for y in range(0, ny - tile + 1, tile)
-             for x in range(0, nx - tile + 1, tile)]
-    total = np.zeros((tile, tile // 2 + 1))
-    for t in tiles:
-        total += np.abs(scipy.fft.rfft2(t - t.mean(), workers=-1)) ** 2
-    return total / len(tiles)
+    defocus = astigmatic_defocus(theta, (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2,
+                                 fit.defocus_u_angstrom - fit.defocus_v_angstrom,
+                                 fit.astigmatism_angle_deg)
+    c = contrast_transfer(k2, defocus, voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm,
+                          amplitude_contrast=fit.amplitude_contrast)
+    return (c * c).astype(np.float32)
 
 
 def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width, optics):
     """``explained(mean, ax, ay)``: the share of the band-detrended Welch power of ``image``
     (``tile``² tiles) that ``CTF²`` explains, between ``low_angstrom`` and ``high_angstrom``."""
-    power = _welch(image, tile)
+    power = welch_spectrum(image, tile, window=False, layout="rfft")
     k2, theta = _grid((tile, tile), pixel_size)
     k = np.sqrt(k2)
-    ky = np.abs(np.fft.fftfreq(tile))[:, None] * tile
-    kx = np.fft.rfftfreq(tile)[None, :] * tile
+    fy, fx = frequencies((tile, tile), "rfft")
+    ky, kx = np.abs(fy) * tile, fx * tile
     # the tiles' edges put a cross of leaked power on the axes: leave the axes out
     use = (k >= 1 / low_angstrom) & (k <= 1 / high_angstrom) & (ky >= 2) & (kx >= 2)
     band = np.floor(k[use] * pixel_size / band_width).astype(np.int64)
@@ -128,7 +124,7 @@ def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
     total = _band_regression(pu, np.zeros_like(pu), band, bands)[3].sum()
 
     def explained(mean, ax=0.0, ay=0.0):
-        c2 = _ctf2(k2u, thetau, mean, ax, ay, **optics)
+        c2 = _ctf2(k2u, thetau, mean, ax, ay, optics)
         return _band_regression(pu, c2, band, bands)[2].sum() / total
 
     return explained
@@ -163,7 +159,7 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
         raise ConfigError(f"voltage_kv={voltage_kv}, cs_mm={cs_mm}, amplitude_contrast="
                           f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
                           "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
-    optics = dict(wavelength=electron_wavelength(voltage_kv), cs_angstrom=cs_mm * 1e7, q=amplitude_contrast)
+    optics = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
     explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
                            band_width, optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
@@ -201,9 +197,7 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the boolean mask of
     the coefficients they hold for (the rest: below ``low_angstrom``).
     """
-    from cryostream.metrics import rfft_rings
-
-    ring = rfft_rings(shape)
+    ring = ring_index(shape, "rfft", dtype=np.float32)
     k2, _ = _grid(shape, fit.pixel_size_angstrom)
     mask = k2 >= (1 / low_angstrom) ** 2
     mask[0, 0] = False
