@@ -9,7 +9,7 @@ correction are only sound when the added noise has the statistics of the microgr
 
 * the Welch power spectrum of Hann-windowed ``TILE`` × ``TILE`` tiles (at most 8 × 8 of
   them, spread evenly), in variance per frequency bin (white noise of variance σ² reads σ²
-  everywhere);
+  everywhere; :func:`cryostream.spectral.welch_spectrum`);
 * the radial noise spectrum is the smooth floor of the radial power: a grey opening (9 rings,
   in log power) removes the Thon-ring bumps that the signal adds, rescaled so that over the
   high band (0.25–0.5 cycles per pixel, where the signal has faded) it averages to the
@@ -41,8 +41,10 @@ import math
 import numpy as np
 from scipy.ndimage import gaussian_filter, grey_opening, uniform_filter1d
 
+from cryostream.spectral import radial_mean, ring_frequencies, ring_index, welch_spectrum
+
 __all__ = ["TILE", "NoiseEstimate", "estimate_noise", "tile_for", "noise_kernel", "modulation",
-           "matched_noise", "matched_noise_image", "matched_noise_jax", "radial_profile"]
+           "matched_noise", "matched_noise_image", "matched_noise_jax"]
 
 TILE = 256
 _OPENING_RINGS = 9
@@ -95,10 +97,10 @@ class NoiseEstimate:
 
     def ring_power(self, shape: tuple[int, int], rings: int) -> np.ndarray:
         """Noise power of rings ``0 … rings − 1`` of an image of ``shape`` (ring ``r`` at
-        ``r / min(shape)`` cycles per pixel, :func:`cryostream.metrics.rfft_rings`), in the
+        ``r / min(shape)`` cycles per pixel, :func:`cryostream.spectral.ring_index`), in the
         units of its unnormalised ``rfft2`` (``|F|²``): the radial spectrum interpolated."""
         tile = 2 * self.radial.size  # ring i of the estimate is at i / tile cycles per pixel
-        return np.interp(np.arange(rings) / min(shape), np.arange(self.radial.size) / tile,
+        return np.interp(ring_frequencies(shape, rings), ring_frequencies((tile, tile), self.radial.size),
                          self.radial) * (shape[0] * shape[1])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -119,25 +121,9 @@ def tile_for(shape: tuple[int, ...]) -> int:
     return min(TILE, 1 << (min(shape).bit_length() - 1))
 
 
-def _ring_index(n: int) -> np.ndarray:
-    """Ring number (rounded radius in bins) of each point of a centred n × n spectrum."""
-    y, x = np.indices((n, n)) - n // 2
-    return np.hypot(y, x).round().astype(np.int64)
-
-
-def radial_profile(spectrum: np.ndarray) -> np.ndarray:
-    """Mean of a centred square spectrum over each ring, out to the corners."""
-    rings = _ring_index(spectrum.shape[0])
-    return (np.bincount(rings.ravel(), spectrum.ravel().astype(np.float64))
-            / np.bincount(rings.ravel())).astype(np.float32)
-
-
-def _grid(n: int, tile: int, most: int) -> np.ndarray:
-    """Starts of at most ``most`` non-overlapping tiles along an axis of ``n``, spread evenly."""
-    starts = np.arange(0, n - tile + 1, tile)
-    if len(starts) > most:
-        starts = starts[np.linspace(0, len(starts) - 1, most).round().astype(int)]
-    return starts
+def _profile(spectrum: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """Mean of a centred square spectrum over each ring, out to the corners, rounded to float32."""
+    return radial_mean(spectrum, rings).astype(np.float32)
 
 
 def _welch(image: np.ndarray, tile: int, most: int = 8):
@@ -146,23 +132,12 @@ def _welch(image: np.ndarray, tile: int, most: int = 8):
     At most ``most`` × ``most`` tiles, spread evenly over the image (a full-size micrograph
     has 812; 64 pin each ring beyond the eighth to ≈2 %, and cost ≈0.2 s).
     """
-    window = np.outer(np.hanning(tile), np.hanning(tile)).astype(np.float32)
-    norm = float((window.astype(np.float64) ** 2).sum())
-    rings = np.fft.fftshift(_ring_index(tile))  # uncentred ring map, to pick the high band
+    rings = ring_index((tile, tile), "fft")  # the periodograms come uncentred
     high = (rings >= _HIGH_BAND[0] * tile) & (rings < _HIGH_BAND[1] * tile)
-    acc = np.zeros((tile, tile), dtype=np.float64)
-    means, powers = [], []
-    ny, nx = image.shape
-    for y in _grid(ny, tile, most):
-        for x in _grid(nx, tile, most):
-            t = image[y : y + tile, x : x + tile]
-            mu = float(t.mean(dtype=np.float64))
-            p = np.abs(np.fft.fft2((t - np.float32(mu)) * window)) ** 2 / norm
-            acc += p
-            means.append(mu)
-            powers.append(float(p[high].mean()))
-    count = len(means)
-    return np.fft.fftshift(acc / count), np.array(means), np.array(powers)
+    power, stats = welch_spectrum(image, tile, most=most, normalise=True,
+                                  per_tile=lambda mean, p: (mean, float(p[high].mean())))
+    means, powers = np.array(stats).T
+    return power, means, powers
 
 
 def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_angstrom: float = 20.0,
@@ -176,8 +151,8 @@ def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_ang
     if image.ndim != 2 or min(image.shape) < tile:
         raise ValueError(f"image of shape {image.shape}: needs at least one {tile} × {tile} tile")
     power, means, powers = _welch(image, tile)
-    rings = _ring_index(tile)
-    profile = radial_profile(power).astype(np.float64)
+    rings = ring_index((tile, tile), "centred")
+    profile = _profile(power, rings).astype(np.float64)
     cut = min(max(1, math.ceil(tile * pixel_size_angstrom / low_cut_angstrom)), tile // 4)
     floor = np.log(np.maximum(profile, 1e-30))
     floor[cut:] = uniform_filter1d(floor[cut:], 5, mode="nearest")  # tame the sampling scatter
@@ -195,7 +170,7 @@ def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_ang
     ratio = gaussian_filter(ratio, 3.0, mode="nearest")
     outside = rings >= cut
     ratio = np.where(outside, ratio, 1.0)
-    ratio /= radial_profile(ratio)[rings]  # each ring averages to 1: only the angular shape stays
+    ratio /= _profile(ratio, rings)[rings]  # each ring averages to 1: only the angular shape stays
     psd = noise_radial[rings] * ratio
     psd = 0.5 * (psd + _mirror(psd))  # the spectrum of a real image: P(-k) = P(k)
     band = outside & (rings < tile // 2)
