@@ -2,7 +2,7 @@
 Topaz-Denoise's pretrained U-Net, when installed.
 
 :func:`wiener_measured` needs neither ground truth nor training: per ring of spatial frequency
-its gain is ``max(0, 1 − N / P)``, with ``P`` the micrograph's power and ``N`` its measured
+its gain is ``clip(1 − N / P, 0, 1)``, with ``P`` the micrograph's power and ``N`` its measured
 noise spectrum (:func:`cryostream.matched.estimate_noise`). It is the linear filter a trained
 model has to beat on real data, where the oracle Wiener filter cannot be built.
 
@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from cryostream.spectral import radial_mean, ring_index, wiener_gain
+
 __all__ = ["wiener_measured", "topaz_available", "topaz_denoise"]
 
 
@@ -27,25 +29,23 @@ def wiener_measured(image: np.ndarray, estimate=None, *,
     """The radial Wiener filter of a 2-D ``image`` from its *measured* noise (no truth).
 
     ``estimate`` is the image's :class:`~cryostream.matched.NoiseEstimate` in the image's units
-    (measured here when None, with ``pixel_size_angstrom``). Per ring of the image's rfft the
-    gain is ``max(0, 1 − N / P)``: ``P`` the image's power, ``N`` the estimate's radial noise
-    power interpolated to the image's rings. The mean is kept.
+    (measured here when None, with ``pixel_size_angstrom``). Per ring of the image's rfft
+    (:func:`cryostream.spectral.ring_index`) the gain is the Wiener gain ``clip(1 − N / P, 0, 1)``
+    (:func:`cryostream.spectral.wiener_gain`): ``P`` the image's mean power over the ring, ``N``
+    the estimate's radial noise power interpolated to the image's rings. The mean is kept.
     """
     import scipy.fft
 
     from cryostream.matched import estimate_noise, tile_for
-    from cryostream.metrics import rfft_rings
 
     image = np.asarray(image, np.float32)
     if estimate is None:
         estimate = estimate_noise(image, pixel_size_angstrom, tile=tile_for(image.shape))
-    ring = rfft_rings(image.shape)
+    ring = ring_index(image.shape, "rfft", dtype=np.float32)
     mean = float(image.mean(dtype=np.float64))
     z = scipy.fft.rfft2(image - np.float32(mean), workers=-1)
-    count = np.maximum(np.bincount(ring.ravel()), 1)
-    power = np.bincount(ring.ravel(), (np.abs(z) ** 2).ravel()) / count
-    noise = estimate.ring_power(image.shape, power.size)
-    gain = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
+    power = radial_mean(np.abs(z) ** 2, ring)
+    gain = wiener_gain(power, estimate.ring_power(image.shape, power.size))
     gain[0] = 1.0
     out = scipy.fft.irfft2(gain[ring] * z, s=image.shape, workers=-1)
     return (out + mean).astype(np.float32)

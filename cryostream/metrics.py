@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage
 
+from cryostream.spectral import merge_rings, radial_mean, ring_frequencies, ring_index
+
 __all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "rfft_rings",
            "merged_rings", "psnr_jax", "ssim_jax", "frc_jax"]
 
@@ -48,26 +50,27 @@ def _ssim_mean(window_mean, x, y, data_range):
     return s[pad:-pad, pad:-pad].mean()
 
 
-def _rings(shape: tuple[int, int]) -> tuple[np.ndarray, int]:
-    ny, nx = shape
-    fy = np.fft.fftfreq(ny)[:, None]
-    fx = np.fft.fftfreq(nx)[None, :]
-    r = np.sqrt(fy**2 + fx**2) * min(ny, nx)
-    n = min(ny, nx) // 2
-    return np.minimum(np.round(r).astype(np.int64), n), n
+def _frc_rings(shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The ``fft2`` ring map, clipped at ``n = min(shape) // 2``, and ``n``."""
+    n = min(shape) // 2
+    return np.minimum(ring_index(shape, "fft"), n), n
 
 
 def frc(a: np.ndarray, b: np.ndarray, pixel_size_angstrom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Fourier ring correlation of two 2-D images: (spatial frequency in 1/Å, FRC), rings 1 … n/2 − 1."""
+    """Fourier ring correlation of two 2-D images: (spatial frequency in 1/Å, FRC), rings 1 … n/2 − 1.
+
+    Rings as :func:`cryostream.spectral.ring_index` (``n = min(shape)``); the corners beyond
+    ring ``n/2`` are left out.
+    """
     fa = np.fft.fft2(np.asarray(a, np.float64) - np.mean(a))
     fb = np.fft.fft2(np.asarray(b, np.float64) - np.mean(b))
-    ring, n = _rings(fa.shape)
+    ring, n = _frc_rings(fa.shape)
     idx = ring.ravel()
     num = np.bincount(idx, (fa * np.conj(fb)).real.ravel(), minlength=n + 1)[:n]
     da = np.bincount(idx, (np.abs(fa) ** 2).ravel(), minlength=n + 1)[:n]
     db = np.bincount(idx, (np.abs(fb) ** 2).ravel(), minlength=n + 1)[:n]
     curve = num / np.sqrt(np.maximum(da * db, 1e-30))
-    freq = np.arange(n) / (min(fa.shape) * pixel_size_angstrom)
+    freq = ring_frequencies(fa.shape, n, pixel_size_angstrom)
     return freq[1:], curve[1:]  # ring 0 (the mean) carries nothing after centring
 
 
@@ -91,59 +94,39 @@ def best_gaussian(noisy: np.ndarray, reference: np.ndarray,
 def wiener_oracle(noisy: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The best isotropic linear filter of ``noisy``, built from the *true* spectra.
 
-    Per ring of spatial frequency, the gain ``S / (S + N)`` uses the radially averaged power
-    of the reference (``S``) and of the noise ``noisy − reference`` (``N``). An oracle: no
-    linear filter that treats all directions alike does better, so it is the bar a nonlinear
-    denoiser must pass.
+    Per ring of spatial frequency (:func:`cryostream.spectral.ring_index`), the gain
+    ``S / (S + N)`` uses the radially averaged power of the reference (``S``) and of the noise
+    ``noisy − reference`` (``N``). An oracle: no linear filter that treats all directions
+    alike does better, so it is the bar a nonlinear denoiser must pass.
     """
     noisy = np.asarray(noisy, np.float64)
     reference = np.asarray(reference, np.float64)
     s = np.abs(np.fft.fft2(reference - reference.mean())) ** 2
     n = np.abs(np.fft.fft2((noisy - noisy.mean()) - (reference - reference.mean()))) ** 2
-    ky = np.fft.fftfreq(noisy.shape[0])[:, None]
-    kx = np.fft.fftfreq(noisy.shape[1])[None, :]
-    b = np.minimum((np.sqrt(kx**2 + ky**2) * max(noisy.shape)).astype(int), max(noisy.shape))
-    count = np.bincount(b.ravel())
-    sr = np.bincount(b.ravel(), s.ravel()) / count
-    nr = np.bincount(b.ravel(), n.ravel()) / count
-    gain = sr[b] / (sr[b] + nr[b] + 1e-12)
+    ring = ring_index(noisy.shape, "fft")
+    sr, nr = radial_mean(s, ring)[ring], radial_mean(n, ring)[ring]
+    gain = sr / (sr + nr + 1e-12)
     out = np.real(np.fft.ifft2(gain * np.fft.fft2(noisy - noisy.mean()))) + reference.mean()
     return out.astype(np.float32)
 
 
+# alias for infer.py; removed when it moves to cryostream.denoise
 def rfft_rings(shape: tuple[int, int]) -> np.ndarray:
-    """Ring of every coefficient of an ``rfft2`` of ``shape``: the radius, rounded, in units of
-    the shorter side (ring ``r`` is ``r / min(shape)`` cycles per pixel)."""
-    ny, nx = shape
-    radius = np.hypot(np.fft.fftfreq(ny).astype(np.float32)[:, None],
-                      np.fft.rfftfreq(nx).astype(np.float32)[None, :])
-    return np.rint(radius * min(ny, nx)).astype(np.int64)
+    """``cryostream.spectral.ring_index(shape, "rfft", dtype=np.float32)``."""
+    return ring_index(shape, "rfft", dtype=np.float32)
 
 
+# alias for infer.py; removed when it moves to cryostream.denoise
 def merged_rings(shape: tuple[int, int], min_coefficients: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Rings of an ``rfft2`` of ``shape`` merged from the centre out until each holds
-    ``min_coefficients`` coefficients (bin 0 is the mean alone), and each coefficient's weight
-    in a sum over the full spectrum (2 for the columns that stand for a conjugate pair)."""
-    ring, merged, weight = _merged_ring_map(shape, min_coefficients)
-    return merged[ring], weight
+    """``(bins, weight)`` of :func:`cryostream.spectral.merge_rings`."""
+    merged = merge_rings(shape, min_coefficients)
+    return merged.bins, merged.weight
 
 
+# alias for infer.py; removed when it moves to cryostream.denoise
 def _merged_ring_map(shape, min_coefficients):
-    """:func:`rfft_rings`, the bin of each ring, and the float32 coefficient weights."""
-    ring = rfft_rings(shape)
-    sizes = np.bincount(ring.ravel())
-    merged = np.zeros(sizes.size, np.int64)
-    current, held = 1, 0
-    for r in range(1, sizes.size):
-        merged[r] = current
-        held += sizes[r]
-        if held >= min_coefficients:
-            current, held = current + 1, 0
-    weight = np.full(ring.shape, 2.0, np.float32)
-    weight[:, 0] = 1.0
-    if shape[1] % 2 == 0:
-        weight[:, -1] = 1.0
-    return ring, merged, weight
+    """:func:`cryostream.spectral.merge_rings`: ``(ring, merged, weight)``."""
+    return merge_rings(shape, min_coefficients)
 
 
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
@@ -161,7 +144,8 @@ def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *
 
     noisy, output, reference = (np.asarray(a, np.float64) for a in (noisy, output, reference))
     ny, nx = noisy.shape
-    bins, weight = merged_rings((ny, nx), min_coefficients)
+    merged = merge_rings((ny, nx), min_coefficients)
+    bins, weight = merged.bins, merged.weight
     z, f, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, output, reference))
 
     def sums(v):
@@ -214,7 +198,7 @@ def frc_jax(a, b):
 
     fa = jnp.fft.fft2(jnp.asarray(a, jnp.float32) - jnp.mean(a))
     fb = jnp.fft.fft2(jnp.asarray(b, jnp.float32) - jnp.mean(b))
-    ring, n = _rings(fa.shape)
+    ring, n = _frc_rings(fa.shape)
     idx = jnp.asarray(ring.ravel())
 
     def ring_sum(v):

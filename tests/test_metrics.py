@@ -77,7 +77,9 @@ def test_wiener_oracle_beats_the_gaussian_and_is_exact_for_white_signals():
     noise = rng.normal(0, 1, (128, 128))
     out = wiener_oracle(white + noise, white)
     expected = 0.5 * ((white + noise) - (white + noise).mean()) + white.mean()
-    assert np.abs(out - expected).max() < 0.25  # per-ring powers are sample estimates
+    # per-ring powers are sample estimates, rough on the few coefficients of the inner rings:
+    # 0.057 here (the output's standard deviation is 0.7)
+    assert np.sqrt(np.mean((out - expected) ** 2)) < 0.08
     assert psnr(out, white, peak=1) > psnr(white + noise, white, peak=1) + 2.5
 
 
