@@ -14,8 +14,8 @@ import cryostream
 from cryostream.cli import main
 from cryostream.config import SimulateConfig
 from cryostream.ctf import CTFFallbackWarning, CTFFit, ctf_squared, ctf_wiener_gain, fit_ctf
+from cryostream.denoise import ctf_gain_check, match_wiener_gain
 from cryostream.errors import ConfigError
-from cryostream.infer import ctf_gain_check, match_wiener_gain
 from cryostream.matched import estimate_noise
 from cryostream.metrics import frc, psnr, wiener_oracle
 from cryostream.simulate.micrograph import simulate_micrograph
