@@ -4,6 +4,8 @@ The program is a handful of pure pieces: :func:`create_train_state`, :func:`make
 :func:`make_eval_step`, and :func:`train`, which runs them over a :class:`PatchLoader`.
 State is a plain pytree ``{"params", "opt_state", "step"}``; the model's graph definition is
 static. With several devices the batch is sharded over them and the state replicated.
+The run folder's record and checkpoints (the state, and the parameters alone for inference)
+are :mod:`cryostream.runs`'s.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream._version import __version__
-from cryostream.config import NoiseConfig, TrainConfig, from_dict, to_dict
+from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict
 from cryostream.errors import ConfigError, StoreError
 from cryostream.loader import PatchLoader
+from cryostream.runs import (
+    RunRecord,
+    checkpoint_manager,
+    restore_state,
+    save_checkpoint,
+    save_record,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
-           "make_train_step", "make_eval_step", "train", "load_model"]
+           "model_input", "make_train_step", "make_eval_step", "train"]
+
+# re-export for infer.py/evaluate.py until they move
+from cryostream.runs import check_run, load_model  # noqa: E402, F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +80,31 @@ def create_train_state(model, tx):
                       "step": jnp.zeros((), jnp.int32)}
 
 
-def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
-                 recorrupt_alpha2: float | None = None):
-    """(input, target) as float32 (B, P, P, 1); inputs synthesised on the device if needed.
+def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
+                recorrupt_alpha2: float | None = None):
+    """The network's input and target for a batch, noise synthesised on the device if needed.
 
-    ``table``: the store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
-    ``recorrupt_alpha2``: the store's ``α²``; the target ``y`` becomes ``y − (z − y) / α²``
-    (``z − y = α·m``, so ``y − m / α``), recorrupted with the same draw as the input.
+    Parameters
+    ----------
+    batch : dict of arrays
+        ``"target"`` (B, P, P), and ``"input"`` (B, P, P) for stores with stored noise, or
+        ``"micrograph"`` (B,) indices for matched on-device noise.
+    noise : NoiseConfig or None
+        The store's noise model, for stores without ``"input"``.
+    seed : int
+        Random seed of the on-device noise; the key is ``fold_in(key(seed), counter)``.
+    counter : int or jax.Array
+        The step (training) or batch number (evaluation).
+    table : dict of arrays, optional
+        The store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
+    recorrupt_alpha2 : float, optional
+        The store's ``α²``: the target ``y`` becomes ``y − (z − y) / α²`` (``z − y = α·m``,
+        so ``y − m / α``), recorrupted with the same draw as the input.
+
+    Returns
+    -------
+    (input, target)
+        float32 (B, P, P, 1) each.
     """
     import jax
     import jax.numpy as jnp
@@ -94,6 +123,9 @@ def _model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=Non
     if recorrupt_alpha2 is not None:
         target = target - (inp - target) * (1 / recorrupt_alpha2)
     return inp[..., None], target[..., None]
+
+
+_model_input = model_input  # alias until tests/test_matched.py imports model_input
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
@@ -115,8 +147,8 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
         return jnp.mean(err**2) if loss == "mse" else jnp.mean(jnp.abs(err))
 
     def step(state, batch):
-        inp, target = _model_input(batch, noise, seed, state["step"], noise_table,
-                                   recorrupt_alpha2)
+        inp, target = model_input(batch, noise, seed, state["step"], noise_table,
+                                  recorrupt_alpha2)
         value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -138,7 +170,7 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
     from flax import nnx
 
     def evaluate(params, batch, number):
-        inp, target = _model_input(batch, noise, seed + 1, number, noise_table)
+        inp, target = model_input(batch, noise, seed + 1, number, noise_table)
         pred = nnx.merge(graphdef, params)(inp)
         mse = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
         noisy = jnp.mean((inp - target) ** 2, axis=(1, 2, 3))
@@ -178,15 +210,6 @@ def _mesh_sharding():
     mesh = jax.make_mesh((len(devices),), ("data",),
                          axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-
-
-def _checkpoint_manager(run: Path, keep: int):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(
-        (run / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-    )
 
 
 def _plot_curve(run: Path, rows: list[dict]) -> None:
@@ -238,7 +261,6 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     TrainResult
     """
     import jax
-    import orbax.checkpoint as ocp
 
     config = config or TrainConfig()
     run = Path(run)
@@ -251,15 +273,12 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                        threads=config.threads, prefetch=2, drop_remainder=True) \
         if _split_size(store, "test") >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
-    record = {"cryostream_version": __version__, "train": to_dict(config),
-              "model": to_dict(config.model_config()), "prepare": prepared,
-              "store": str(Path(store).absolute())}
-    manager = _checkpoint_manager(run, config.keep_checkpoints)
+    record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
+    manager = checkpoint_manager(run, config.keep_checkpoints, create=True)
     if manager.latest_step() is not None and not resume:
         raise StoreError(f"{run} already holds checkpoints; pass resume=True (--resume) to "
                          "continue, or choose another run folder")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(record, indent=2))
+    save_record(run, record)
 
     model = create_model(config.model_config(), config.seed)
     tx = make_optimizer(config)
@@ -270,11 +289,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     metrics_path = run / "metrics.jsonl"
     if resume and manager.latest_step() is not None:
         step0 = manager.latest_step()
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = manager.restore(step0, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state = restored["state"]
-        loader.restore(restored["meta"]["loader"])
+        state, meta = restore_state(manager, step0, state)
+        loader.restore(meta["loader"])
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
         log(f"resumed from step {step0}")
@@ -295,9 +311,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     last = {}
 
     def save(at: int) -> None:
-        meta = {"loader": dataclasses.asdict(loader.position), "config": record}
-        manager.save(at, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 meta=ocp.args.JsonSave(meta)))
+        meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict()}
+        save_checkpoint(manager, at, state, meta)
 
     with open(metrics_path, "a") as metrics_file:
         batches = loader.device_batches(batch_sharding)
@@ -351,51 +366,19 @@ def _split_size(store, split: str) -> int:
         return int(f[split]["target"].shape[0])
 
 
-def _store_config(store) -> dict:
+def _store_config(store) -> PrepareConfig:
     from cryostream.store import open_dataset
 
     with open_dataset(store) as f:
-        return json.loads(f.attrs["config"])["config"]
+        return from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"])
 
 
-def _recorrupt_alpha2(store, prepared: dict) -> float:
+def _recorrupt_alpha2(store, prepared: PrepareConfig) -> float:
     """The store's ``α²`` for recorrupted targets, or a :class:`ConfigError` if its noise is
     not the micrographs' own (only matched noise makes ``y − m / α`` independent of the input)."""
-    noise = prepared["noise"]
-    if noise["model"] != "matched":
+    if prepared.noise.model != "matched":
         raise ConfigError(f"recorrupt=True (--recorrupt) needs noise drawn like the micrographs' "
-                          f"own; {store} was prepared with noise={noise['model']!r}: prepare it "
-                          "with noise='matched' (--noise matched)")
-    return float(noise["alpha"]) ** 2
+                          f"own; {store} was prepared with noise={prepared.noise.model!r}: "
+                          "prepare it with noise='matched' (--noise matched)")
+    return float(prepared.noise.alpha) ** 2
 
-
-def check_run(run) -> Path:
-    """``run`` as a path, or a :class:`StoreError` if it is not a folder ``train`` wrote."""
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise StoreError(f"{run}: not a run folder (no config.json); pass the folder that "
-                         "cryostream train wrote")
-    return run
-
-
-def load_model(run, step: int | None = None):
-    """The trained model of a run folder (last checkpoint by default) and its config record."""
-    import jax
-    import orbax.checkpoint as ocp
-    from flax import nnx
-
-    run = check_run(run)
-    record = json.loads((run / "config.json").read_text())
-    config = from_dict(TrainConfig, record["train"])
-    model = create_model(config.model_config(), config.seed)
-    tx = make_optimizer(config)
-    graphdef, state = create_train_state(model, tx)
-    manager = _checkpoint_manager(run, config.keep_checkpoints)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise StoreError(f"{run}: no checkpoint; train first")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    manager.close()
-    return nnx.merge(graphdef, restored["state"]["params"]), record

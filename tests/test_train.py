@@ -17,11 +17,11 @@ from cryostream import NoiseConfig, PrepareConfig
 from cryostream.cli import main
 from cryostream.loader import PatchLoader
 from cryostream.prepare import prepare
+from cryostream.runs import load_model
 from cryostream.training import (
     TrainConfig,
     create_model,
     create_train_state,
-    load_model,
     make_optimizer,
     make_train_step,
     train,
@@ -48,20 +48,39 @@ def test_the_step_compiles_once(store):
     loader = PatchLoader(store, batch_size=4)
     losses = []
     for i, batch in enumerate(loader.device_batches()):
+        if i == 0:  # the first loss is the untrained model's mean squared error on the batch
+            out = np.asarray(model(np.asarray(batch["input"], np.float32)[..., None]))[..., 0]
+            first = np.mean((out - np.asarray(batch["target"], np.float64)) ** 2)
         state, out = step(state, batch)
         losses.append(float(out["loss"]))
         if i == 3:
             break
     loader.close()
     assert step._cache_size() == 1
-    assert int(state["step"]) == 4 and all(np.isfinite(losses))
+    assert int(state["step"]) == 4
+    assert losses[0] == pytest.approx(first, rel=1e-5)
+    assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
 
 
 def _params(run):
-    model, record = load_model(run)
     from flax import nnx
 
+    model, record = load_model(run)
     return jax.tree.leaves(nnx.state(model, nnx.Param)), record
+
+
+def _test_patches(store, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` (input, target) patches of the test split, float32, read with h5py."""
+    import h5py
+
+    with h5py.File(store) as f:
+        return (f["test"]["input"][:count].astype(np.float32),
+                f["test"]["target"][:count].astype(np.float32))
+
+
+def _psnr_per_patch(estimate, reference) -> np.ndarray:
+    mse = np.mean((np.asarray(estimate, np.float64) - reference) ** 2, axis=(1, 2))
+    return 10 * np.log10(1 / mse)
 
 
 def test_resume_gives_the_uninterrupted_result(store, tmp_path):
@@ -79,11 +98,24 @@ def test_resume_gives_the_uninterrupted_result(store, tmp_path):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # the checkpoint says how the model was made and on what data
-    assert record["model"]["width"] == 16 and record["prepare"]["patch_size"] == 32
-    assert record["cryostream_version"] == cryostream.__version__
+    assert record.model_config.width == 16 and record.prepare.patch_size == 32
+    assert record.version == cryostream.__version__ and record.train == CONFIG
+    assert record.path == (tmp_path / "whole").absolute() and record.store == str(store.absolute())
     steps = sorted(int(p.name) for p in (tmp_path / "whole" / "checkpoints").iterdir()
                    if p.name.isdigit())
     assert steps == [4, 8]  # keep_checkpoints=2
+    # each checkpoint holds the parameters alone beside the training state, equal to its params
+    import orbax.checkpoint as ocp
+
+    for at in steps:
+        folder = tmp_path / "split" / "checkpoints" / str(at)
+        state = ocp.StandardCheckpointer().restore(folder / "state")
+        params = ocp.StandardCheckpointer().restore(folder / "params")
+        assert int(state["step"]) == at
+        for x, y in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params), strict=True):
+            np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(params), b, strict=True):  # step 8: what load_model read
+        np.testing.assert_array_equal(x, y)
 
 
 def test_metrics_curve_and_eval(store, tmp_path):
@@ -91,13 +123,38 @@ def test_metrics_curve_and_eval(store, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 8 and "eval_psnr" in rows[-1] and "eval_noisy_psnr" in rows[-1]
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert result.eval["patches"] == 4 and np.isfinite(result.final_loss)
+    assert result.final_loss == rows[-1]["loss"] and result.eval["loss"] == rows[-1]["eval_loss"]
+    # the evaluation is of the first test batch (4 patches), recomputed here from the store
+    model, _ = load_model(tmp_path / "run")
+    noisy, clean = _test_patches(store, 6)
+    denoised = np.asarray(model(noisy[..., None]))[..., 0]
+    assert result.eval["patches"] == 4
+    assert result.eval["noisy_psnr"] == pytest.approx(_psnr_per_patch(noisy, clean)[:4].mean(),
+                                                      abs=1e-4)
+    assert result.eval["psnr"] == pytest.approx(_psnr_per_patch(denoised, clean)[:4].mean(),
+                                                abs=1e-3)
+    assert result.eval["loss"] == pytest.approx(np.mean((denoised[:4] - clean[:4]) ** 2), rel=1e-4)
+    # 8 steps of unet-small already beat the noisy input: +0.4 dB here; require +0.2 dB
+    assert result.eval["psnr"] > result.eval["noisy_psnr"] + 0.2
+    from scipy.ndimage import gaussian_filter
+
     from cryostream.evaluate import compare_on_store
 
     scores = compare_on_store(tmp_path / "run", store, patches=6)
     assert scores["patches"] == 6
-    assert scores["gaussian_psnr"] >= scores["noisy_psnr"]  # σ = 0 is among the candidates
-    assert np.isfinite(scores["model_psnr"])
+
+    def psnr(x):
+        return 10 * np.log10(1 / np.mean((np.asarray(x, np.float64) - clean) ** 2))
+
+    assert scores["noisy_psnr"] == pytest.approx(psnr(noisy), abs=1e-4)
+    assert scores["model_psnr"] == pytest.approx(psnr(denoised), abs=1e-3)
+    assert scores["model_psnr"] > scores["noisy_psnr"] + 0.2
+    # the best Gaussian is a real low-pass here (σ = 8 px, +4.9 dB over the input): require σ > 0
+    # and +3 dB, and its PSNR to be that of the filter at its σ
+    sigma = scores["gaussian_sigma"]
+    assert sigma > 0 and scores["gaussian_psnr"] > scores["noisy_psnr"] + 3
+    assert scores["gaussian_psnr"] == pytest.approx(psnr(gaussian_filter(noisy, (0, sigma, sigma))),
+                                                    abs=1e-4)
 
 
 def test_on_device_noise(store, tmp_path):
@@ -109,7 +166,18 @@ def test_on_device_noise(store, tmp_path):
                         noise=NoiseConfig(mode="on-device"))
     targets_only = prepare(sources, tmp_path / "t.h5", cfg).output
     result = train(targets_only, tmp_path / "run", CONFIG, log=lambda *_: None)
-    assert np.isfinite(result.final_loss) and result.eval["noisy_psnr"] < 40
+    with h5py.File(targets_only) as f:
+        assert "input" not in f["test"]
+        clean = f["test"]["target"][:4].astype(np.float64)
+    # Poisson(dose·x)/dose + N(0, σ²) has the variance x/dose + σ² at each pixel (x ≥ 0 here)
+    assert clean.min() >= 0
+    noise = cfg.noise
+    expected = np.mean(10 * np.log10(1 / np.mean(clean / noise.dose + noise.sigma**2, axis=(1, 2))))
+    assert result.eval["noisy_psnr"] == pytest.approx(expected, abs=0.3)
+    # 8 steps bring the loss on clean targets from 0.19 to about the noise power (0.91 of it
+    # here): no more than 1.1 of it (not worse than the identity), no less than half (no leak)
+    noise_power = np.mean(clean / noise.dose + noise.sigma**2)
+    assert 0.5 * noise_power < result.final_loss < 1.1 * noise_power
 
 
 _DEVICES = textwrap.dedent("""
