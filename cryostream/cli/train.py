@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 
 from cryostream.cli.common import add_config_flags, config_from_args, peak_rss_mb
-from cryostream.config import MODEL_PRESETS, TrainConfig
+from cryostream.config import LOSSES, MODEL_PRESETS, PRECISIONS, TrainConfig
 
 __all__ = ["FLAGS", "add_parser", "run", "train_config"]
 
 FLAGS = {
     "model": ("--model", "network preset", {"choices": MODEL_PRESETS}),
-    "precision": ("--precision", "compute precision", {"choices": ("bf16", "fp32")}),
+    "precision": ("--precision", "compute precision", {"choices": PRECISIONS}),
     "residual": ("--residual", "predict a correction to the input"),
     "recorrupt": ("--recorrupt", "recorrupted targets y − m/α (matched-noise stores): the network "
                   "estimates the clean image; denoise without --n2n-correction"),
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
     "learning_rate": ("--lr", "peak learning rate"),
-    "loss": ("--loss", "training loss", {"choices": ("mse", "l1")}),
+    "loss": ("--loss", "training loss", {"choices": LOSSES}),
     "eval_every": ("--eval-every", "steps between evaluations on the test split"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints"),
     "keep_checkpoints": ("--keep", "checkpoints kept"),

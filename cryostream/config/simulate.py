@@ -1,0 +1,82 @@
+"""The simulated micrographs: EMPIAR-10025-like optics, dose and specimen."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryostream.config.checks import check_positive, store_floats
+from cryostream.errors import ConfigError
+
+__all__ = ["SimulateConfig"]
+
+@dataclasses.dataclass(frozen=True)
+class SimulateConfig:
+    """EMPIAR-10025-like micrographs (T20S proteasome, 300 kV), with their ground truth.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Micrograph size (rows, columns) in pixels; EMPIAR-10025 is 7676 × 7420.
+    pixel_size_angstrom : float
+        Pixel size in Å.
+    dose_e_per_angstrom2 : float
+        Total electron dose; 50 e⁻/Å² is ≈22 e⁻ per 0.6575 Å pixel.
+    particles_per_micrograph : int
+        Particles placed per full-size micrograph (scaled with area for smaller shapes).
+    defocus_um : (float, float)
+        Range of the per-micrograph mean defocus, µm (underfocus positive).
+    astigmatism_angstrom : float
+        Largest defocus difference between the two astigmatic axes, Å.
+    voltage_kv, cs_mm, amplitude_contrast : float
+        Optics of the microscope.
+    b_factor_angstrom2 : float
+        Envelope B-factor damping high frequencies (``exp(-B k² / 4)``).
+    ice_contrast : float
+        Relative amplitude of the slowly varying ice-thickness background.
+    detector_nps_nyquist : float
+        Detector response: the shot noise's power at Nyquist relative to zero frequency
+        (``1`` = white shot noise; real micrographs read ≈0.03–0.1). The noise power spectrum
+        is ``r + (1 - r) · cos²(π f)`` of the Poisson noise (``f`` the radial frequency in cycles
+        per pixel, held at ``r`` beyond Nyquist); the signal is not filtered
+        (:func:`cryostream.simulate.micrograph.detector_nps`).
+    seed : int
+        Seed; micrograph ``i`` of a run is fully determined by ``(seed, i)``.
+    """
+
+    shape: tuple[int, int] = (7676, 7420)
+    pixel_size_angstrom: float = 0.6575
+    dose_e_per_angstrom2: float = 50.0
+    particles_per_micrograph: int = 50
+    defocus_um: tuple[float, float] = (1.47, 1.99)
+    astigmatism_angstrom: float = 300.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.1
+    b_factor_angstrom2: float = 60.0
+    ice_contrast: float = 0.02
+    detector_nps_nyquist: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "defocus_um", tuple(float(d) for d in self.defocus_um))
+        if len(self.shape) != 2 or min(self.shape) < 64:
+            raise ConfigError(f"shape={self.shape}: must be (rows, columns), each ≥ 64 px")
+        check_positive("pixel_size_angstrom", self.pixel_size_angstrom)
+        check_positive("dose_e_per_angstrom2", self.dose_e_per_angstrom2)
+        check_positive("particles_per_micrograph", self.particles_per_micrograph, allow_zero=True)
+        lo, hi = self.defocus_um
+        if not (0 < lo <= hi):
+            raise ConfigError(f"defocus_um={self.defocus_um}: must be (low, high) with 0 < low ≤ high")
+        check_positive("astigmatism_angstrom", self.astigmatism_angstrom, allow_zero=True)
+        check_positive("voltage_kv", self.voltage_kv)
+        check_positive("cs_mm", self.cs_mm, allow_zero=True)
+        if not (0 <= self.amplitude_contrast < 1):
+            raise ConfigError(f"amplitude_contrast={self.amplitude_contrast}: must be in [0, 1)")
+        check_positive("b_factor_angstrom2", self.b_factor_angstrom2, allow_zero=True)
+        check_positive("ice_contrast", self.ice_contrast, allow_zero=True)
+        store_floats(self, "detector_nps_nyquist")
+        if not (isinstance(self.detector_nps_nyquist, float) and 0 < self.detector_nps_nyquist <= 1):
+            raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r}: must be an integer ≥ 0")

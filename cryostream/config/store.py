@@ -1,0 +1,123 @@
+"""How micrographs become a patch store: the noise model and the preparation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryostream.config.checks import check_choice, check_positive, store_floats
+from cryostream.errors import ConfigError
+from cryostream.patches import EDGE_POLICIES
+
+__all__ = ["NOISE_MODELS", "NOISE_MODES", "STORE_DTYPES", "COMPRESSIONS", "NoiseConfig", "PrepareConfig"]
+
+NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian", "matched", "none")
+NOISE_MODES = ("stored", "on-device")
+STORE_DTYPES = ("float32", "float16")
+COMPRESSIONS = ("none", "lz4", "zstd")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseConfig:
+    """Synthetic noise added to normalised patches (the reference plan's noise).
+
+    Parameters
+    ----------
+    model : {"gaussian", "poisson", "poisson-gaussian", "matched"}
+        ``gaussian``: ``x + N(0, sigma²)``; ``poisson``: ``Poisson(dose · max(x, 0)) / dose``;
+        ``poisson-gaussian``: both, Poisson first; ``matched``: noise with each micrograph's
+        own measured spectrum and shot-noise share, ``alpha`` times as strong
+        (:mod:`cryostream.matched`); ``none``: no added noise, for stores whose targets are
+        separate files (``prepare(..., targets=...)``, e.g. simulated ground truth).
+    sigma : float
+        Standard deviation of the Gaussian part, in normalised intensity units.
+    dose : float
+        Counts per unit of normalised intensity for the Poisson part.
+    mode : {"stored", "on-device"}
+        ``stored`` writes noisy inputs next to the targets; ``on-device`` stores targets only
+        and the training loader synthesises fresh noise on the device every epoch.
+    alpha : float
+        ``matched``: standard deviation of the added noise relative to the micrograph's own
+        (the Noisier2Noise ``α``).
+    shot : float, optional
+        ``matched``: share of the noise that follows the local intensity like shot noise;
+        ``None`` uses each micrograph's estimate.
+    radius : int
+        ``matched``: radius in pixels of the kernel that shapes the noise spectrum.
+    """
+
+    model: str = "poisson-gaussian"
+    sigma: float = 0.05
+    dose: float = 10.0
+    mode: str = "stored"
+    alpha: float = 1.0
+    shot: float | None = None
+    radius: int = 16
+
+    def __post_init__(self) -> None:
+        store_floats(self, "sigma", "dose", "alpha", "shot")
+        check_choice("noise", self.model, NOISE_MODELS)
+        check_choice("noise_mode", self.mode, NOISE_MODES)
+        if self.model == "none" and self.mode != "stored":
+            raise ConfigError("noise=none stores its inputs: use noise_mode='stored'")
+        check_positive("sigma", self.sigma, allow_zero=True)
+        check_positive("dose", self.dose)
+        check_positive("alpha", self.alpha)
+        if self.shot is not None and not (isinstance(self.shot, float) and 0 <= self.shot <= 1):
+            raise ConfigError(f"shot={self.shot!r}: must be in [0, 1], or None to use the estimate")
+        if not isinstance(self.radius, int) or isinstance(self.radius, bool) or not 1 <= self.radius <= 64:
+            raise ConfigError(f"radius={self.radius!r}: must be an integer in [1, 64]")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """How micrographs become a patch store.
+
+    Parameters
+    ----------
+    patch_size, stride : int
+        Patch edge and step in pixels.
+    edge : {"cover", "drop"}
+        Edge policy of the patch grid (:func:`cryostream.patches.patch_origins`).
+    percentile : float
+        Per-micrograph percentile mapped to 1.0 by normalisation (exact, per micrograph).
+    noise : NoiseConfig
+        The synthetic noise model.
+    dtype : {"float32", "float16"}
+        Stored sample dtype.
+    compression : {"none", "lz4", "zstd"}
+        HDF5 chunk compression (lz4 is bitshuffle-LZ4).
+    test_fraction : float
+        Fraction of micrographs held out, chosen by a stable hash of each name.
+    seed : int
+        Seed of the noise and of the split.
+    """
+
+    patch_size: int = 1024
+    stride: int = 512
+    edge: str = "cover"
+    percentile: float = 95.0
+    noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
+    dtype: str = "float32"
+    compression: str = "none"
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        store_floats(self, "percentile", "test_fraction")
+        for name in ("patch_size", "stride", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r}: must be an integer")
+        check_positive("patch_size", self.patch_size)
+        check_positive("stride", self.stride)
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed}: must be ≥ 0")
+        check_choice("edge", self.edge, EDGE_POLICIES)
+        check_choice("dtype", self.dtype, STORE_DTYPES)
+        check_choice("compression", self.compression, COMPRESSIONS)
+        if not (0 < self.percentile <= 100):
+            raise ConfigError(f"percentile={self.percentile!r}: must be in (0, 100]")
+        if not (0 <= self.test_fraction < 1):
+            raise ConfigError(f"test_fraction={self.test_fraction!r}: must be in [0, 1)")
+        if not isinstance(self.noise, NoiseConfig):
+            raise ConfigError(f"noise={self.noise!r}: must be a NoiseConfig")

@@ -1,0 +1,85 @@
+"""How a denoiser is trained: the model preset, precision, optimiser and schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryostream.config.checks import check_choice, check_positive
+from cryostream.errors import ConfigError
+
+__all__ = ["MODEL_PRESETS", "PRECISIONS", "LOSSES", "TrainConfig"]
+
+MODEL_PRESETS = ("unet-small", "unet", "unet-large")
+PRECISIONS = ("bf16", "fp32")
+LOSSES = ("mse", "l1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Parameters
+    ----------
+    model : str
+        Preset name (``unet-small``, ``unet``, ``unet-large``).
+    precision : {"bf16", "fp32"}
+        Compute precision (parameters are float32 either way).
+    residual : bool
+        Predict a correction added to the input.
+    recorrupt : bool
+        Recorrupted-to-recorrupted targets (Pang et al., CVPR 2021), for stores with matched
+        noise: the input stays ``y + α·m`` and the target becomes ``y − m / α``, where ``m``
+        is drawn like the micrograph's own noise and ``α`` is the store's. For Gaussian noise
+        the two carry independent noise, so the network learns the clean image itself at
+        ``(1 + α²)`` times the micrograph's noise: denoise without ``--n2n-correction``.
+    steps, batch_size : int
+        Optimisation steps and patches per step (divisible by the device count).
+    learning_rate, warmup_steps, weight_decay, clip_norm : float, int, float, float
+        AdamW with linear warm-up, cosine decay to 1 % and global-norm clipping.
+    loss : {"mse", "l1"}
+    eval_every, eval_batches : int
+        Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
+    checkpoint_every, keep_checkpoints : int
+        Save every N steps (and at the end); keep the last N.
+    seed : int
+        Seed of initialisation, shuffling and on-device noise.
+    threads, prefetch : int
+        Loader reader threads and queued batches.
+    """
+
+    model: str = "unet"
+    precision: str = "bf16"
+    residual: bool = False
+    recorrupt: bool = False
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    loss: str = "mse"
+    eval_every: int = 200
+    eval_batches: int = 4
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    threads: int = 4
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, MODEL_PRESETS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("loss", self.loss, LOSSES)
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every",
+                     "keep_checkpoints", "threads", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
+        check_positive("learning_rate", self.learning_rate)
+
+    def model_config(self):
+        """The :class:`~cryostream.models.ModelConfig` of the preset, precision and residual."""
+        from cryostream.models.unet import PRESETS
+
+        preset = PRESETS[self.model]
+        dtype = "bfloat16" if self.precision == "bf16" else "float32"
+        return dataclasses.replace(preset, compute_dtype=dtype, residual=self.residual)
