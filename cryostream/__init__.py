@@ -2,21 +2,27 @@
 
 Lazy MRC stacks (:func:`open_micrographs`), an EMPIAR-10025-like simulator with ground truth
 (:func:`simulate`), a sizing planner (:func:`plan`) out-of-core preprocessing into HDF5
-(:func:`prepare`), and training from a prefetching loader (:class:`PatchLoader`, :func:`train`).
+(:func:`prepare`), training from a prefetching loader (:class:`PatchLoader`, :func:`train`),
+whole-micrograph denoising (:func:`denoise`, :class:`DenoiseConfig`), truth-free ranking of runs
+(:func:`rank_runs`) and evaluation reports (:func:`evaluate`).
 """
 
 from cryostream._version import __version__
-from cryostream.config import NoiseConfig, PrepareConfig, SimulateConfig
+from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
+from cryostream.denoise import denoise, rank_runs
 from cryostream.errors import ConfigError, CryostreamError, InvalidMicrographError, StoreError
+from cryostream.evaluate import evaluate
 from cryostream.io.stack import MicrographSkippedWarning, open_micrographs
 from cryostream.loader import PatchLoader
 from cryostream.plan import Plan, plan
 from cryostream.prepare import PrepareResult, prepare
+from cryostream.runs import RunRecord, load_model
 from cryostream.simulate import SimulatedSet, simulate
 
 __all__ = [
     "__version__",
     "ConfigError",
+    "DenoiseConfig",
     "CryostreamError",
     "InvalidMicrographError",
     "MicrographSkippedWarning",
@@ -25,12 +31,18 @@ __all__ = [
     "Plan",
     "PrepareConfig",
     "PrepareResult",
+    "RunRecord",
     "SimulateConfig",
     "SimulatedSet",
+    "TrainConfig",
     "StoreError",
+    "denoise",
+    "evaluate",
+    "load_model",
     "open_micrographs",
     "plan",
     "prepare",
+    "rank_runs",
     "simulate",
     "train",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import h5py
 import jax
 import mrcfile
@@ -13,9 +11,9 @@ import pytest
 import cryostream
 from cryostream import NoiseConfig, PrepareConfig
 from cryostream.baselines import wiener_measured
-from cryostream.config import SimulateConfig
+from cryostream.config import DenoiseConfig, SimulateConfig
+from cryostream.denoise.corrections import n2n_alpha2
 from cryostream.errors import ConfigError
-from cryostream.infer import _alpha2
 from cryostream.matched import (
     estimate_noise,
     matched_noise,
@@ -26,6 +24,7 @@ from cryostream.matched import (
 from cryostream.metrics import best_gaussian, psnr, wiener_oracle
 from cryostream.prepare import prepare
 from cryostream.preprocess import matched_noise_rows
+from cryostream.runs import load_record
 from cryostream.simulate.micrograph import detector_nps
 from cryostream.spectral import radial_mean, ring_index
 from cryostream.training import TrainConfig, train
@@ -195,8 +194,7 @@ def test_matched_noise_trains_on_the_device_and_corrects_with_alpha(matched_stor
     result = train(store, tmp_path / "run", config, log=lambda *_: None)
     assert np.isfinite(result.final_loss)
     assert result.eval["noisy_psnr"] < 60  # noise was added
-    record = {"prepare": {"noise": {"model": "matched", "alpha": 0.8}}}
-    assert _alpha2(record, np.zeros((4, 4), np.float32)) == pytest.approx(0.64)
+    assert n2n_alpha2(load_record(result.run), np.zeros((4, 4), np.float32)) == pytest.approx(0.64)
 
 
 def _ring_correlation(a: np.ndarray, b: np.ndarray, bands: int = 8) -> np.ndarray:
@@ -215,14 +213,14 @@ def test_recorrupted_target_noise_is_independent_of_the_input(coloured, alpha):
     """y + α·m and y − m/α carry uncorrelated noise at every frequency when m is drawn like
     the micrograph's own noise (measured, not known); the Noisier2Noise pair (y + α·m, y) does not."""
     from cryostream.matched import matched_noise_image
-    from cryostream.training import _model_input
+    from cryostream.training import model_input
 
     noisy, truth = coloured
     scale = np.percentile(noisy, 95)
     y, x = noisy / scale, truth / scale
     m = matched_noise_image(y, estimate_noise(y, 0.6575), alpha=alpha, seed=3)
     batch = {"input": (y + m)[None], "target": y[None]}
-    inp, target = (np.asarray(v)[0, ..., 0] for v in _model_input(batch, None, 0, 0, None, alpha**2))
+    inp, target = (np.asarray(v)[0, ..., 0] for v in model_input(batch, None, 0, 0, None, alpha**2))
     assert np.allclose(target, y - m / alpha**2, atol=1e-5)
     recorrupted = _ring_correlation(inp - x, target - x)
     noisier = _ring_correlation(inp - x, y - x)
@@ -231,7 +229,7 @@ def test_recorrupted_target_noise_is_independent_of_the_input(coloured, alpha):
 
 
 def test_recorrupted_training_needs_matched_noise(matched_store, small_mrcs, tmp_path):
-    from cryostream.infer import denoise
+    from cryostream.denoise import denoise
 
     sim, store, _ = matched_store
     config = TrainConfig(model="unet-small", precision="fp32", steps=2, batch_size=4, eval_every=2,
@@ -244,12 +242,17 @@ def test_recorrupted_training_needs_matched_noise(matched_store, small_mrcs, tmp
     assert not (tmp_path / "white_run").exists()
     result = train(store, tmp_path / "run", config, log=lambda *_: None)
     assert np.isfinite(result.final_loss)
-    assert json.loads((result.run / "config.json").read_text())["train"]["recorrupt"] is True
+    assert load_record(result.run).recorrupt is True
     with pytest.raises(ConfigError, match="recorrupted targets.*drop --n2n-correction"):
-        denoise(result.run, [sim.micrographs[2]], tmp_path / "out", n2n_correction=True)
+        denoise(result.run, [sim.micrographs[2]], tmp_path / "out",
+                config=DenoiseConfig(n2n_correction=True))
     assert not (tmp_path / "out").exists()
-    out = denoise(result.run, [sim.micrographs[2]], tmp_path / "out", wiener_gain=True)
-    assert np.isfinite(out.values[0]).all()
+    out = denoise(result.run, [sim.micrographs[2]], tmp_path / "out",
+                  config=DenoiseConfig(wiener_gain=True)).values[0]
+    image = mrcfile.read(sim.micrographs[2]).astype(np.float32)
+    assert out.shape == image.shape
+    assert float(out.mean()) == pytest.approx(float(image.mean()), rel=1e-4)  # the gain keeps it
+    assert 0 < out.std() < image.std()  # smoother than the micrograph, not flat
 
 
 def test_matched_config_errors(small_mrcs, tmp_path):
@@ -299,9 +302,12 @@ def test_paired_targets_errors(tmp_path):
         NoiseConfig(model="none", mode="on-device")
     for name in "abc":
         assert not (tmp_path / f"{name}.h5").exists()
-    record = {"prepare": {"noise": {"model": "none"}}}
+    from cryostream.runs import RunRecord
+
+    record = RunRecord(path=tmp_path, train=TrainConfig(), store="s.h5",
+                       prepare=PrepareConfig(noise=NoiseConfig(model="none")))
     with pytest.raises(ConfigError, match="n2n-correction"):
-        _alpha2(record, np.zeros((4, 4), np.float32))
+        n2n_alpha2(record, np.zeros((4, 4), np.float32))
 
 
 def test_method_noise_tells_a_perfect_denoiser_from_a_bad_one(coloured):

@@ -1,4 +1,5 @@
-"""Whole-micrograph denoising: tiles equal the whole image, MRC output, Noisier2Noise."""
+"""Whole-micrograph denoising: tiles equal the whole image, steps compose as their maths,
+MRC output that records how it was made, truth-free ranking."""
 
 from __future__ import annotations
 
@@ -13,28 +14,31 @@ import cryostream
 from cryostream import PrepareConfig
 from cryostream.baselines import wiener_measured
 from cryostream.cli import main
-from cryostream.infer import (
-    _loaded,
-    _normalised,
-    _pipeline,
-    _read,
-    _windows,
-    auto_tile,
-    calibrate_rings,
+from cryostream.config import DenoiseConfig
+from cryostream.denoise import denoise, rank_runs
+from cryostream.denoise.corrections import (
     clamp_negative_rings,
-    default_halo,
-    denoise,
-    denoise_array,
+    dihedral_mean,
+    keep_input_mean,
     match_wiener_gain,
+    n2n_alpha2,
     n2n_correct,
-    rank_runs,
+)
+from cryostream.denoise.network import load_network
+from cryostream.denoise.scores import calibrate_rings, recorruption_score
+from cryostream.denoise.tiling import (
+    auto_tile,
+    count_windows,
+    default_halo,
+    denoise_array,
+    network_pass,
     receptive_radius,
-    recorruption_score,
     tile_cores,
 )
-from cryostream.matched import estimate_noise, matched_noise_image
+from cryostream.matched import estimate_noise, matched_noise_image, tile_for
 from cryostream.metrics import wiener_oracle
 from cryostream.prepare import prepare
+from cryostream.runs import load_record
 from cryostream.training import TrainConfig, train
 
 
@@ -65,19 +69,20 @@ def test_auto_tile_sends_the_fewest_pixels_through_the_network():
     for shape, window in (((7676, 7420), 4352), ((7676, 7420), 1536), ((4096, 3000), 2048)):
         tile = auto_tile(shape, config, max_window=window)
         assert tile % m == 0 and tile + 2 * halo <= window
-        cost = _windows(shape, tile, m) * (tile + 2 * halo) ** 2
+        cost = count_windows(shape, tile, m) * (tile + 2 * halo) ** 2
         for other in range(m, min(*shape, window - 2 * halo) + 1, m):  # every allowed tile
-            assert _windows(shape, other, m) * (other + 2 * halo) ** 2 >= cost
+            assert count_windows(shape, other, m) * (other + 2 * halo) ** 2 >= cost
         # the window count agrees with the bands and cores denoise_array really runs
         bands = [tile] * (shape[0] // tile - 1) + [shape[0] - tile * (shape[0] // tile - 1)]
-        assert _windows(shape, tile, m) == sum(len(tile_cores(b, tile, m)) for b in bands) * len(
+        assert count_windows(shape, tile, m) == sum(len(tile_cores(b, tile, m)) for b in bands) * len(
             tile_cores(shape[1], tile, m))
     assert auto_tile((7676, 7420), config, max_window=4352) == 3840  # 4 windows of 4352²
 
 
 def test_tiles_match_the_whole_micrograph(trained):
     run, sim = trained
-    apply, params, config, _ = _loaded(str(run))
+    network = load_network(str(run))
+    apply, params, config = network.apply, network.params, network.config
     halo = default_halo(config)
     assert halo >= receptive_radius(config) and halo % config.multiple == 0
     stack = cryostream.open_micrographs(sim.micrographs[:2], chunks=37)
@@ -99,7 +104,7 @@ def test_tiles_match_the_whole_micrograph(trained):
 
 def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     run, sim = trained
-    out = denoise(run, sim.micrographs, tmp_path / "den", tile=64)
+    out = denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig(tile=64))
     assert out.dims == ("micrograph", "y", "x") and out.shape == (3, 200, 176)
     with mrcfile.open(tmp_path / "den" / "sim_0000.mrc") as m:
         assert m.data.dtype == np.float32 and m.data.shape == (200, 176)
@@ -110,7 +115,12 @@ def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
         stack = cryostream.open_micrographs(sim.micrographs[:1])
         normalised = denoise_array(stack.data, run, [p95], tile=64).compute()[0]
         np.testing.assert_allclose(m.data, normalised * np.float32(p95), rtol=1e-5)  # own scale
-    again = denoise(run, sim.micrographs, tile=64, workers=1)  # no files; same result
+    record = json.loads((tmp_path / "den" / "sim_0000.json").read_text())
+    assert record["config"] == {**{f: getattr(DenoiseConfig(), f) for f in record["config"]},
+                                "tile": 64}
+    assert record["run"] == str(run.absolute()) and record["input"] == str(sim.micrographs[0])
+    # no files; the same result
+    again = denoise(run, sim.micrographs, config=DenoiseConfig(tile=64), workers=1)
     np.testing.assert_allclose(again.values, out.values, rtol=1e-5)
 
 
@@ -130,8 +140,8 @@ def test_n2n_correction_keeps_the_input_mean():
     clean = 0.8 + 0.02 * rng.standard_normal((128, 128)).astype(np.float32)
     noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
     output = (noisy + 0.25 * clean) / 1.25 + np.float32(0.002)  # E[y | y] with an offset of 0.002
-    kept = n2n_correct(output, noisy, 0.25)
-    free = n2n_correct(output, noisy, 0.25, keep_mean=False)
+    free = n2n_correct(output, noisy, 0.25)
+    kept = keep_input_mean(free, noisy)
     assert free.mean() - clean.mean() == pytest.approx(0.01, abs=1e-5)  # offset × (1 + α²) / α²
     assert kept.mean(dtype=np.float64) == pytest.approx(noisy.mean(dtype=np.float64), abs=1e-6)
     assert kept.dtype == np.float32
@@ -165,11 +175,6 @@ def test_wiener_gain_fixes_the_linear_response_and_keeps_the_rest():
     # an output that knows the truth beyond any linear filter keeps that knowledge
     knowing = clean + 0.3 * (noisy - clean)
     assert mse(match_wiener_gain(knowing, noisy, noise)) < 0.5 * wiener  # 0.32 × here
-    # through the correction: the same as matching its output
-    out = (noisy + 0.25 * blurred) / 1.25
-    np.testing.assert_allclose(n2n_correct(out, noisy, 0.25, noise=noise),
-                               match_wiener_gain(n2n_correct(out, noisy, 0.25), noisy, noise),
-                               atol=1e-5)
 
 
 def test_calibration_drops_what_is_beyond_linear_only_when_it_is_error():
@@ -214,7 +219,7 @@ def test_ring_clamp_removes_anti_correlated_rings():
     transfer = np.where(k < 0.1, 0.9, 0.4)
     output = np.fft.ifft2(np.fft.fft2(noisy - 1) * transfer).real + 1
     plain = n2n_correct(output, noisy, 1.0)
-    clamped = n2n_correct(output, noisy, 1.0, ring_clamp=True)
+    clamped = clamp_negative_rings(plain, noisy)
 
     def mse(a):
         return float(np.mean((a - clean) ** 2))
@@ -237,7 +242,6 @@ def test_cli_denoise(trained, tmp_path, capsys):
 def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     """``--ensemble``: the mean of the 8 rotated and flipped passes, so rotating the input
     rotates the output (one pass alone need not)."""
-    from cryostream.infer import dihedral_mean
     from cryostream.io.mrc import write_micrograph
 
     run, sim = trained
@@ -245,7 +249,7 @@ def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     turned = tmp_path / "turned.mrc"
     write_micrograph(turned, np.ascontiguousarray(np.rot90(image)), 1.0)
     def out(source, **options):
-        return denoise(run, [source], tile=64, **options).values[0]
+        return denoise(run, [source], config=DenoiseConfig(tile=64, **options)).values[0]
 
     np.testing.assert_allclose(np.rot90(out(sim.micrographs[0], ensemble=True)),
                                out(turned, ensemble=True), atol=1e-5)
@@ -279,11 +283,12 @@ def test_evaluation_report(trained, tmp_path, capsys):
 
 def test_denoise_on_a_local_cluster(trained, tmp_path):
     run, sim = trained
-    here = denoise(run, sim.micrographs[:2], tmp_path / "a", tile=64)
-    there = denoise(run, sim.micrographs[:2], tmp_path / "b", tile=64, cluster_workers=2)
+    tiled = DenoiseConfig(tile=64)
+    here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
+    there = denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled, cluster_workers=2)
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
     with pytest.raises(cryostream.ConfigError, match="needs an output folder"):
-        denoise(run, sim.micrographs[:1], tile=64, cluster_workers=1)
+        denoise(run, sim.micrographs[:1], config=tiled, cluster_workers=1)
 
 
 def test_topaz_baseline_in_the_report(trained, tmp_path):
@@ -337,24 +342,33 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
                       eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2, seed=5)
     other = tmp_path / "other"
     train(run.parent / "data.h5", other, cfg, log=lambda *_: None)
-    options = {"tile": 64, "n2n_correction": True, "wiener_gain": True}
-    ranked = rank_runs([run, other, run], sim.micrographs[:2], **options)
+    config = DenoiseConfig(tile=64, n2n_correction=True, wiener_gain=True)
+    ranked = rank_runs([run, other, run], sim.micrographs[:2], config=config)
     assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
     assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
     assert all(set(r["scores"]) == {"sim_0000", "sim_0001"} for r in ranked)
     # every run is scored on the same noise draws, whichever runs stand beside it
-    alone = rank_runs([run], sim.micrographs[:2], **options)[0]
+    alone = rank_runs([run], sim.micrographs[:2], config=config)[0]
     assert alone == next(r for r in ranked if r["run"] == str(run.absolute()))
-    # in the micrograph's own units: the normalised score times the percentile squared
-    header, image = _read(str(sim.micrographs[0]))
-    noisy, p = _normalised(image, str(run.absolute()))
-    pipeline, measured = _pipeline(str(run.absolute()), noisy, header.pixel_size_angstrom,
-                                   halo=None, batch_size=8, n2n_clamp=False, **options)
-    expected = recorruption_score(pipeline, noisy, measured(noisy)) * p**2
+    # the score by hand: the network, the correction, the input's mean and the Wiener gain on
+    # two recorrupted copies, against the down-corrupted ones, in the micrograph's own units
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    p = float(np.percentile(image, 95))
+    noisy = image / np.float32(p)
+    alpha2 = n2n_alpha2(load_record(run), noisy)
+    noise = estimate_noise(noisy, 0.6575, tile=tile_for(noisy.shape))
+    errors = []
+    for k in range(2):
+        m = matched_noise_image(noisy, noise, seed=k)
+        up, down = noisy + np.float32(0.5) * m, noisy - m / np.float32(0.5)
+        out = n2n_correct(network_pass(str(run.absolute()), up, tile=64), up, alpha2)
+        out = keep_input_mean(out, up)
+        out = match_wiener_gain(out, up, estimate_noise(up, 0.6575, tile=tile_for(up.shape)))
+        errors.append(float(np.mean((out - down).astype(np.float64) ** 2)))
     mine = next(r for r in ranked if r["run"] == str(run.absolute()))["scores"]["sim_0000"]
-    assert mine == pytest.approx(expected, rel=1e-6)
+    assert mine == pytest.approx(np.mean(errors) * p**2, rel=1e-6)
     with pytest.raises(cryostream.ConfigError):
-        rank_runs([run], sim.micrographs[:1], n2n_clamp=True)
+        DenoiseConfig(n2n_clamp=True)
     out = tmp_path / "rank.json"
     assert main(["rank", str(run), str(other), "-i", str(sim.micrographs[0]), "--tile", "64",
                  "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
@@ -372,3 +386,34 @@ def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys
     assert not (tmp_path / "out").exists()  # nothing made before the check
     assert main(["rank", str(tmp_path), "-i", mic]) == 2
     assert f"{tmp_path}: not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n2n, clamp, wiener", [(False, False, True), (True, False, False),
+                                                (True, True, False), (True, True, True),
+                                                (True, False, True)])
+def test_the_pipeline_is_its_steps_in_order(trained, n2n, clamp, wiener):
+    """A config's pipeline applies the correction, the clamp, the input's mean and the Wiener
+    gain in that order, each as its function alone would."""
+    from cryostream.denoise.steps import Micrograph
+
+    run, sim = trained
+    image = mrcfile.read(sim.micrographs[1]).astype(np.float32)
+    noisy = image / np.float32(np.percentile(image, 95))
+    record = load_record(run)
+
+    def network(img):  # any function stands for the network here
+        return scipy.ndimage.gaussian_filter(img, 1.5)
+
+    config = DenoiseConfig(n2n_correction=n2n, n2n_clamp=clamp, wiener_gain=wiener)
+    got, found = config.pipeline().run(Micrograph(noisy, 0.6575, record), network)
+    expected = network(noisy)
+    if n2n:
+        expected = n2n_correct(expected, noisy, n2n_alpha2(record, noisy))
+        if clamp:
+            expected = clamp_negative_rings(expected, noisy)
+        expected = keep_input_mean(expected, noisy)
+        assert found["alpha2"] == pytest.approx(n2n_alpha2(record, noisy))
+    if wiener:
+        expected = match_wiener_gain(expected, noisy, estimate_noise(noisy, 0.6575,
+                                                                     tile=tile_for(noisy.shape)))
+    np.testing.assert_array_equal(got, expected)

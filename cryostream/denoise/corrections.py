@@ -1,0 +1,161 @@
+"""The array maths of post-processing: each function maps a network's output (and the
+micrograph it came from) to a better estimate. :mod:`cryostream.denoise.steps` wraps them as
+composable steps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryostream.errors import ConfigError
+
+__all__ = ["n2n_alpha2", "check_correctable", "n2n_correct", "keep_input_mean",
+           "clamp_negative_rings", "match_wiener_gain", "dihedral_mean"]
+
+
+def check_correctable(record) -> None:
+    """A :class:`ConfigError` if a run's model estimates the clean image itself, so the
+    Noisier2Noise correction does not apply (``record``: its :class:`~cryostream.runs.RunRecord`)."""
+    if record.recorrupt:
+        raise ConfigError("this run was trained on recorrupted targets (--recorrupt): it "
+                          "estimates the clean image directly; drop --n2n-correction")
+    if record.noise.model == "none":
+        raise ConfigError("this run was trained on separate targets (no added noise): it "
+                          "estimates the target directly; drop --n2n-correction")
+
+
+def n2n_alpha2(record, image_normalised: np.ndarray) -> float:
+    """Variance of the training noise over the micrograph's own noise (Noisier2Noise's ``α²``).
+
+    Matched noise is ``α`` times the micrograph's own by construction; for the white models
+    the micrograph's noise variance is read from pixel differences. ``record`` is the run's
+    :class:`~cryostream.runs.RunRecord`; ``image_normalised`` the micrograph divided by its
+    percentile, as in training.
+    """
+    check_correctable(record)
+    noise = record.noise
+    if noise.model == "matched":  # measured per micrograph and scaled by construction
+        return float(noise.alpha) ** 2
+    own = float(np.var(np.diff(image_normalised, axis=1)) / 2)
+    added = 0.0
+    if noise.model in ("poisson", "poisson-gaussian"):
+        added += float(np.mean(np.maximum(image_normalised, 0))) / noise.dose
+    if noise.model in ("gaussian", "poisson-gaussian"):
+        added += noise.sigma**2
+    return added / own
+
+
+def n2n_correct(output: np.ndarray, noisy: np.ndarray, alpha2: float) -> np.ndarray:
+    """Noisier2Noise: turn E[y | z] into an estimate of the clean signal.
+
+    For a network trained to predict a noisy micrograph ``y`` from ``z = y + m``, where the
+    added noise ``m`` has ``alpha2`` times the variance of the micrograph's own noise,
+    ``x̂ = ((1 + α²)·f(z) − z) / α²`` (Moran et al., CVPR 2020). Applied to a micrograph
+    itself (no added noise), ``noisy`` is the micrograph.
+    """
+    if not alpha2 > 0:
+        raise ConfigError(f"alpha2={alpha2}: the relative noise strength must be > 0")
+    return ((1 + alpha2) * np.asarray(output) - noisy) / alpha2
+
+
+def keep_input_mean(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
+    """``estimate`` shifted to the mean of ``noisy``.
+
+    The noise has zero mean, so the clean image's mean is the input's (to within σ/√pixels);
+    the Noisier2Noise correction would multiply the network's own offset by
+    ``(1 + α²) / α²`` (0.0015–0.0036 on simulated micrographs normalised to their 95th
+    percentile, 0.03–0.18 dB of PSNR).
+    """
+    shift = np.mean(noisy, dtype=np.float64) - np.mean(estimate, dtype=np.float64)
+    return estimate + np.asarray(shift, dtype=estimate.dtype)
+
+
+def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
+    """Zero the rings of spatial frequency where ``estimate`` is anti-correlated with ``noisy``.
+
+    The Noisier2Noise correction multiplies the network's error by ``(1 + α²) / α²``. Where
+    the network's transfer falls below ``1 / (1 + α²)``, the corrected output is
+    anti-correlated with the input; the truth never is (its covariance with the input is its
+    power). Per ring (:func:`cryostream.spectral.ring_index`), the regression coefficient of the
+    estimate on the input is ``Re Σ E·conj(Y) / Σ |Y|²``; a denoiser's best linear gain
+    ``S / (S + N)`` is never negative, so rings where it is negative carry only harm. The mean
+    is kept.
+    """
+    import scipy.fft
+
+    from cryostream.spectral import ring_index
+
+    estimate = np.asarray(estimate, np.float32)
+    noisy = np.asarray(noisy, np.float32)
+    ny, nx = noisy.shape
+    rings = np.minimum(ring_index((ny, nx), dtype=np.float32), min(ny, nx) // 2)
+    mean = float(estimate.mean())
+    e = scipy.fft.rfft2(estimate - mean, workers=-1)
+    y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
+    n = min(ny, nx) // 2 + 1
+    cross = np.bincount(rings.ravel(), (e * np.conj(y)).real.ravel(), minlength=n)
+    keep = (cross >= 0).astype(np.float32)
+    keep[0] = 1.0
+    e *= keep[rings]
+    return scipy.fft.irfft2(e, s=(ny, nx), workers=-1).astype(np.float32) + np.float32(mean)
+
+
+def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
+                      min_coefficients: int = 128, ctf=None) -> np.ndarray:
+    """Give a denoised image the Wiener filter's linear response; keep everything else.
+
+    Per ring of spatial frequency (merged rings, :func:`cryostream.spectral.merge_rings`), the
+    estimate ``E`` splits into a part proportional to the micrograph ``Y`` and a part ``R``
+    uncorrelated with it over the ring: ``E = g·Y + R`` with ``g = Re⟨E, Y⟩ / ⟨Y, Y⟩``. For any
+    mix ``a·Y + R``, the error against the truth ``X`` is least at ``a = Re⟨X, Y⟩ / ⟨Y, Y⟩``,
+    whatever ``R`` is (``R ⟂ Y``): the Wiener gain. It needs no truth: ``1 − N / P`` with
+    ``P`` the micrograph's power over the ring and ``N`` the measured noise power (``noise``,
+    a :class:`~cryostream.matched.NoiseEstimate` in the units of ``noisy``), clipped to
+    [0, 1]. The result is ``w·Y + R``: the network keeps what it found beyond a linear filter
+    (particle shapes), and its linear response, which a U-Net's receptive field cannot make
+    follow the Thon rings, becomes the Wiener filter's. The mean is the micrograph's.
+
+    ``ctf`` (a :class:`~cryostream.ctf.CTFFit` of the micrograph): above 20 Å the linear
+    response is the CTF-shaped Wiener gain of each coefficient
+    (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
+    astigmatism instead of averaging over each ring.
+    """
+    import scipy.fft
+
+    from cryostream.spectral import merge_rings, ring_regression, wiener_gain
+
+    noisy = np.asarray(noisy, np.float32)
+    estimate = np.asarray(estimate, np.float32)
+    ny, nx = noisy.shape
+    ring, merged, weight = merge_rings((ny, nx), min_coefficients)
+    bins = merged[ring]
+    y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
+    e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
+    gain, power = ring_regression(e, y, bins, weight)
+    # the measured noise of each ring, summed per bin with the same coefficient weights
+    ring_weight = np.bincount(ring.ravel(), weight.ravel(), minlength=merged.size)
+    noise_power = np.bincount(merged, ring_weight * noise.ring_power((ny, nx), merged.size))
+    change = wiener_gain(power, noise_power) - gain
+    change[0] = 0.0
+    change = change.astype(np.float32)[bins]
+    if ctf is not None:
+        from cryostream.ctf import ctf_wiener_gain
+
+        shaped, above = ctf_wiener_gain(y, (ny, nx), ctf)
+        change = np.where(above, shaped - gain.astype(np.float32)[bins], change)
+    e += change * y
+    out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
+    return (out + np.float32(noisy.mean())).astype(np.float32)
+
+
+def dihedral_mean(fn, image: np.ndarray) -> np.ndarray:
+    """The mean of ``fn`` over the 8 rotations and flips of a 2-D ``image``, each undone:
+    the 8-fold ensemble (float32)."""
+    acc = np.zeros(image.shape, dtype=np.float64)
+    for k in range(4):
+        for flip in (False, True):
+            t = np.rot90(image, k)
+            t = t[:, ::-1] if flip else t
+            out = np.asarray(fn(np.ascontiguousarray(t)))
+            out = out[:, ::-1] if flip else out
+            acc += np.rot90(out, -k)
+    return (acc / 8).astype(np.float32)

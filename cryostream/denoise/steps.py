@@ -1,0 +1,241 @@
+"""Post-processing as composable steps, the way optax builds ``adamw`` from small transforms.
+
+A :class:`Step` has one job. :meth:`Step.init` measures what it needs on the micrograph once
+(the Noisier2Noise ``α²``, the fitted CTF and its check); :meth:`Step.apply` maps the running
+estimate of an image (the micrograph itself, or a recorrupted copy of it when a score or the
+calibration runs the pipeline) to the next one. :func:`chain` orders steps into a
+:class:`Pipeline`, which also holds how the network is run (once, or averaged over the 8
+rotations and flips) and the recorruption calibration. :func:`pipeline_for` builds the pipeline
+of a :class:`~cryostream.config.DenoiseConfig`; :class:`Micrograph` is what the steps see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cryostream.denoise.corrections import (
+    clamp_negative_rings,
+    dihedral_mean,
+    keep_input_mean,
+    match_wiener_gain,
+    n2n_alpha2,
+    n2n_correct,
+)
+from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
+
+__all__ = ["Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean", "WienerGain",
+           "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
+
+
+@dataclasses.dataclass
+class Micrograph:
+    """One micrograph as the steps see it.
+
+    Attributes
+    ----------
+    image : numpy.ndarray, (y, x) float32
+        The micrograph divided by its percentile, as in training.
+    pixel_size_angstrom : float
+    record : cryostream.runs.RunRecord
+        How the network was trained.
+    source : str
+        Its file, for messages.
+    """
+
+    image: np.ndarray
+    pixel_size_angstrom: float
+    record: Any
+    source: str = "micrograph"
+    _noise: Any = dataclasses.field(default=None, repr=False)
+
+    def noise(self, image: np.ndarray | None = None):
+        """The measured noise (:func:`cryostream.matched.estimate_noise`) of ``image`` (default:
+        the micrograph, measured once)."""
+        from cryostream.matched import estimate_noise, tile_for
+
+        if image is None or image is self.image:
+            if self._noise is None:
+                self._noise = estimate_noise(self.image, self.pixel_size_angstrom,
+                                             tile=tile_for(self.image.shape))
+            return self._noise
+        return estimate_noise(image, self.pixel_size_angstrom, tile=tile_for(image.shape))
+
+
+class Step:
+    """One post-processing step: :meth:`init` once per micrograph, :meth:`apply` per image."""
+
+    name = "step"
+
+    def init(self, micrograph: Micrograph) -> Any:
+        """What the step measures on the micrograph before any image goes through."""
+        return None
+
+    def apply(self, estimate: np.ndarray, image: np.ndarray, state: Any,
+              micrograph: Micrograph) -> np.ndarray:
+        """The next estimate of ``image`` (the micrograph or a recorrupted copy of it)."""
+        raise NotImplementedError
+
+    def describe(self, state: Any) -> dict:
+        """What the step found on the micrograph, for the output's record (JSON values)."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class N2NCorrection(Step):
+    """Noisier2Noise: ``((1 + α²)·f(z) − z) / α²`` (:func:`~cryostream.denoise.corrections
+    .n2n_correct`), with ``α²`` from the run's noise model and the micrograph."""
+
+    name = "n2n_correction"
+
+    def init(self, micrograph):
+        return n2n_alpha2(micrograph.record, micrograph.image)
+
+    def apply(self, estimate, image, state, micrograph):
+        return n2n_correct(estimate, image, state)
+
+    def describe(self, state):
+        return {"alpha2": float(state)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RingClamp(Step):
+    """Zero the rings where the estimate is anti-correlated with the image
+    (:func:`~cryostream.denoise.corrections.clamp_negative_rings`)."""
+
+    name = "ring_clamp"
+
+    def apply(self, estimate, image, state, micrograph):
+        return clamp_negative_rings(estimate, image)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepInputMean(Step):
+    """Give the estimate the image's mean (:func:`~cryostream.denoise.corrections
+    .keep_input_mean`)."""
+
+    name = "keep_input_mean"
+
+    def apply(self, estimate, image, state, micrograph):
+        return keep_input_mean(estimate, image)
+
+
+@dataclasses.dataclass(frozen=True)
+class WienerGain(Step):
+    """The Wiener filter's linear response from the image's measured noise, the rest kept
+    (:func:`~cryostream.denoise.corrections.match_wiener_gain`).
+
+    With ``ctf``, the gain above 20 Å follows the micrograph's CTF, fitted once from its own
+    spectrum with ``optics`` (:func:`cryostream.ctf.fit_ctf` keywords) and kept only if
+    :func:`~cryostream.denoise.scores.ctf_gain_check` finds it lowers the error; otherwise a
+    :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the radial gain is used.
+    """
+
+    ctf: bool = False
+    optics: tuple = ()
+    name = "wiener_gain"
+
+    def init(self, micrograph):
+        if not self.ctf:
+            return None
+        from cryostream.ctf import CTFFallbackWarning, fit_ctf
+
+        fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom, **dict(self.optics))
+        check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
+        if check >= 0:
+            warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
+                          f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å, score "
+                          f"{fit.score:.4f}) does not lower the error by recorruption "
+                          "(ctf_gain_check); its radial Wiener gain is used. Its Thon rings may "
+                          "not follow the fitted form, or the optics differ (--voltage, --cs, "
+                          "--amplitude-contrast)", CTFFallbackWarning, stacklevel=2)
+        return {"fit": fit, "check": check, "used": check < 0}
+
+    def apply(self, estimate, image, state, micrograph):
+        fit = state["fit"] if state is not None and state["used"] else None
+        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=fit)
+
+    def describe(self, state):
+        if state is None:
+            return {}
+        fit = state["fit"]
+        return {"ctf": {"defocus_u_angstrom": fit.defocus_u_angstrom,
+                        "defocus_v_angstrom": fit.defocus_v_angstrom,
+                        "astigmatism_angle_deg": fit.astigmatism_angle_deg,
+                        "score": fit.score},
+                "ctf_check": float(state["check"]), "ctf_used": bool(state["used"])}
+
+
+@dataclasses.dataclass
+class BoundPipeline:
+    """A :class:`Pipeline` bound to one micrograph and a network: ``self(image)`` is the whole
+    denoiser for the micrograph or a recorrupted copy of it (normalised units)."""
+
+    pipeline: Pipeline
+    micrograph: Micrograph
+    network: Callable[[np.ndarray], np.ndarray]
+    states: tuple
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.pipeline.ensemble:
+            out = dihedral_mean(self.network, image)
+        else:
+            out = self.network(image)
+        for step, state in zip(self.pipeline.steps, self.states, strict=True):
+            out = step.apply(out, image, state, self.micrograph)
+        return out
+
+    def describe(self) -> dict:
+        """What each step found on the micrograph (JSON values)."""
+        found = {}
+        for step, state in zip(self.pipeline.steps, self.states, strict=True):
+            found.update(step.describe(state))
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Steps in order, how the network runs (``ensemble``) and the recorruption calibration
+    (``calibrate`` passes, :func:`~cryostream.denoise.scores.calibrate_rings`; 0 for none)."""
+
+    steps: tuple[Step, ...] = ()
+    ensemble: bool = False
+    calibrate: int = 0
+
+    def bind(self, micrograph: Micrograph, network: Callable) -> BoundPipeline:
+        """Measure what the steps need on ``micrograph`` (once) and return the denoiser."""
+        return BoundPipeline(self, micrograph, network,
+                             tuple(step.init(micrograph) for step in self.steps))
+
+    def run(self, micrograph: Micrograph, network: Callable) -> tuple[np.ndarray, dict]:
+        """The denoised micrograph (normalised units) and what the steps found on it."""
+        bound = self.bind(micrograph, network)
+        if self.calibrate:
+            estimate = calibrate_rings(bound, micrograph.image, micrograph.noise(),
+                                       draws=self.calibrate)[0]
+        else:
+            estimate = bound(micrograph.image)
+        return estimate, bound.describe()
+
+
+def chain(*steps: Step, ensemble: bool = False, calibrate: int = 0) -> Pipeline:
+    """A :class:`Pipeline` of ``steps``, applied in the order given."""
+    return Pipeline(tuple(steps), ensemble=ensemble, calibrate=calibrate)
+
+
+def pipeline_for(config) -> Pipeline:
+    """The pipeline a :class:`~cryostream.config.DenoiseConfig` describes: the Noisier2Noise
+    correction, the ring clamp and the input's mean, then the (CTF-shaped) Wiener gain."""
+    steps: list[Step] = []
+    if config.n2n_correction:
+        steps.append(N2NCorrection())
+        if config.n2n_clamp:
+            steps.append(RingClamp())
+        steps.append(KeepInputMean())
+    if config.wiener_gain or config.ctf_gain:
+        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items())))
+    return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)

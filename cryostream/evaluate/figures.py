@@ -1,0 +1,93 @@
+"""The figures of an evaluation report, each from numbers already computed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["plot_method_noise", "plot_crops", "plot_spectra", "plot_frc"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_method_noise(path, check: dict, image: np.ndarray, denoised: np.ndarray, title: str = ""):
+    """The residual check as a figure: spectra, then micrograph, output and residual crops."""
+    import scipy.ndimage
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4.5))
+    f = check["frequency"]
+    ax[0].semilogy(f, check["noise_radial"], label="measured noise of the micrograph")
+    ax[0].semilogy(f, check["residual_radial"], "--", label="residual: micrograph − output")
+    ax[0].set_xlabel("spatial frequency (1/Å)")
+    ax[0].set_ylabel("power (variance per bin)")
+    ax[0].set_title(title or f"residual / noise {check['spectrum_ratio_mean']:.3f}, "
+                    f"corr {check['correlation_with_lowpass']:.3f}", fontsize=9)
+    ax[0].legend(fontsize=8)
+    c = min(512, *image.shape)
+    residual = image - denoised
+    for a, img, name in zip(ax[1:], (image, denoised, residual), ("micrograph", "output", "residual"),
+                            strict=True):
+        crop = scipy.ndimage.gaussian_filter(img[:c, :c], 1)
+        lo, hi = np.percentile(crop, [1, 99])
+        a.imshow(crop, cmap="gray", vmin=lo, vmax=hi)
+        a.set_title(name)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_crops(path, methods: dict[str, np.ndarray], clean: np.ndarray) -> None:
+    """The top-left 512² of every method and the truth, on the truth's grey scale."""
+    plt = _pyplot()
+    c = min(512, *clean.shape)
+    shown = [*methods.items(), ("truth", clean)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4.4))
+    lo, hi = np.percentile(clean[:c, :c], [1, 99])
+    for ax, (name, image) in zip(axes, shown, strict=True):
+        ax.imshow(image[:c, :c], cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(name)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def plot_spectra(path, methods: dict[str, np.ndarray], clean: np.ndarray,
+                 pixel_size_angstrom: float) -> None:
+    """Radially averaged Welch power spectra of every method and the truth."""
+    from cryostream.spectral import radial_average, welch_spectrum
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, image in [*methods.items(), ("truth", clean)]:
+        side = min(512, 2 ** int(np.log2(min(image.shape))))
+        f, pw = radial_average(welch_spectrum(image, side), pixel_size_angstrom)
+        ax.semilogy(f[2:], pw[2:], lw=0.8, label=name)
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("power")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_frc(path, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
+    """Each method's FRC with the truth, averaged over micrographs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pairs in curves.items():
+        ax.plot(pairs[0][0], np.mean([c for _, c in pairs], axis=0), lw=0.8, label=name)
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FRC with the ground truth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

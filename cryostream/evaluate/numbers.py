@@ -1,0 +1,190 @@
+"""The numbers of an evaluation: a store's test split, whole simulated micrographs against
+their ground truth, and the residual check for micrographs without truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cryostream.config import DenoiseConfig
+from cryostream.errors import ConfigError
+from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
+
+__all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
+           "truth_methods", "score_methods", "method_noise", "TRUTH_PIPELINES"]
+
+#: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
+TRUTH_PIPELINES = {
+    "model + N2N correction": DenoiseConfig(n2n_correction=True),
+    "model + N2N, ring clamp": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
+    "model + N2N, clamp, Wiener gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True,
+                                                     wiener_gain=True),
+}
+
+
+def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
+                     topaz: bool = False) -> dict[str, float]:
+    """PSNR (dB, peak 1.0) on up to ``patches`` test patches: noisy input, best Gaussian, model.
+
+    With ``topaz=True`` and Topaz-Denoise installed, its pretrained U-Net too (``topaz_psnr``).
+
+    Inputs of on-device-noise stores are synthesised with the store's noise model (seeded).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from cryostream.loader import PatchLoader
+    from cryostream.noise import add_noise_jax
+    from cryostream.runs import load_model
+
+    model, _ = load_model(run)
+    apply = jax.jit(lambda x: model(x))
+    loader = PatchLoader(store, "test", batch_size, shuffle=False, repeat=False,
+                         drop_remainder=False)
+    noisy, clean, denoised = [], [], []
+    for number, batch in enumerate(loader):
+        target = batch["target"].astype(np.float32)
+        if "input" in batch:
+            inp = batch["input"].astype(np.float32)
+        else:
+            key = jax.random.fold_in(jax.random.key(12345), number)
+            inp = np.asarray(add_noise_jax(target, loader.noise, key))
+        out = np.asarray(apply(jnp.asarray(inp)[..., None]))[..., 0]
+        noisy.append(inp)
+        clean.append(target)
+        denoised.append(out)
+        if sum(len(c) for c in clean) >= patches:
+            break
+    loader.close()
+    noisy, clean, denoised = (np.concatenate(a)[:patches] for a in (noisy, clean, denoised))
+    gauss_db, sigma = best_gaussian(noisy, clean)
+    scores = {"patches": int(len(clean)), "noisy_psnr": float(psnr(noisy, clean)),
+              "gaussian_psnr": float(gauss_db), "gaussian_sigma": sigma,
+              "model_psnr": float(psnr(denoised, clean))}
+    if topaz:
+        from cryostream.baselines import topaz_available, topaz_denoise
+
+        if topaz_available():
+            peer = np.stack([topaz_denoise(patch) for patch in noisy])
+            scores["topaz_psnr"] = float(psnr(peer, clean))
+    return scores
+
+
+def simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
+    """Up to ``limit`` ``(micrographs/NAME.mrc, truth/NAME.mrc)`` pairs of a simulated set."""
+    pairs = []
+    for noisy in sorted((Path(truth_root) / "micrographs").glob("*.mrc"))[:limit]:
+        truth = Path(truth_root) / "truth" / noisy.name
+        if truth.exists():
+            pairs.append((noisy, truth))
+    if not pairs:
+        raise ConfigError(f"truth={truth_root}: no micrographs/NAME.mrc with truth/NAME.mrc "
+                          "(a folder written by cryostream simulate)")
+    return pairs
+
+
+def read_micrograph(path) -> tuple[np.ndarray, float]:
+    """A micrograph's pixels (float32) and pixel size in Å (1.0 where the header has none)."""
+    from cryostream.io.mrc import read_header, read_rows
+
+    header = read_header(path)
+    return read_rows(header, 0, header.shape[0]), header.pixel_size_angstrom or 1.0
+
+
+def network_output(run, image: np.ndarray, percentile: float, tile: int) -> np.ndarray:
+    """The run's network on a whole micrograph, in units of ``percentile`` (as in training)."""
+    import dask.array as da
+
+    from cryostream.denoise.tiling import denoise_array
+
+    return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [percentile],
+                         tile=tile).compute()[0]
+
+
+def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,
+                  pixel_size_angstrom: float, source: str) -> dict[str, np.ndarray]:
+    """Every method the truth section scores on one normalised micrograph, by name: noisy,
+    the best Gaussian, the oracle and measured-noise Wiener filters, the model, its
+    post-processed outputs (:data:`TRUTH_PIPELINES`) and Topaz-Denoise when installed."""
+    import scipy.ndimage
+
+    from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
+    from cryostream.denoise.steps import Micrograph
+
+    _, sigma = best_gaussian(noisy_n, clean_n)
+    micrograph = Micrograph(noisy_n, pixel_size_angstrom, record, source=source)
+    methods = {"noisy": noisy_n,
+               f"Gaussian σ {sigma}": scipy.ndimage.gaussian_filter(noisy_n, sigma)
+               if sigma else noisy_n,
+               "oracle Wiener": wiener_oracle(noisy_n, clean_n),
+               "Wiener, measured noise": wiener_measured(noisy_n, micrograph.noise()),
+               "model": den}
+    if record.noise.model != "none":  # paired runs estimate the truth themselves
+        for name, config in TRUTH_PIPELINES.items():
+            methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
+    if topaz_available():
+        methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
+    return methods
+
+
+def score_methods(methods: dict[str, np.ndarray], clean_n: np.ndarray,
+                  pixel_size_angstrom: float) -> tuple[dict, dict]:
+    """PSNR and SSIM of each method against the truth, and its FRC curve:
+    ``({name: {"psnr", "ssim"}}, {name: (frequency, frc)})``."""
+    scores, curves = {}, {}
+    for name, image in methods.items():
+        scores[name] = {"psnr": psnr(image, clean_n), "ssim": ssim(image, clean_n)}
+        curves[name] = frc(image, clean_n, pixel_size_angstrom)
+    return scores, curves
+
+
+def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstrom: float, *,
+                 noise=None, lowpass_angstrom: float = 20.0) -> dict:
+    """Is what a denoiser removed only noise? The residual check for micrographs without truth.
+
+    The residual ``micrograph − denoised`` of a good denoiser is the micrograph's noise: its
+    radial power spectrum matches the measured noise spectrum, and it carries no particles.
+    Returns, over 0.05–0.5 cycles/px:
+
+    - ``spectrum_ratio_mean`` and ``spectrum_ratio_max_deviation``: the residual's radial
+      power over the measured noise spectrum (``noise``, a :class:`~cryostream.matched.NoiseEstimate`
+      of the micrograph in the same units; measured here when ``None``);
+    - ``correlation_with_lowpass``: the residual's correlation with the micrograph low-passed at
+      ``lowpass_angstrom`` (Gaussian, that FWHM), the particle-scale image;
+    - ``correlation_if_pure_noise``: what that correlation is when the residual is exactly
+      noise with the measured spectrum (noise is part of the low-passed image too), and
+      ``correlation_if_everything``: when the residual is the whole micrograph.
+
+    Also ``residual_radial``, ``noise_radial`` and ``frequency`` (1/Å) for a figure.
+    """
+    import scipy.ndimage
+
+    from cryostream.matched import estimate_noise, tile_for
+    from cryostream.spectral import frequencies
+
+    image = np.asarray(micrograph, np.float32)
+    residual = image - np.asarray(denoised, np.float32)
+    noise = noise if noise is not None else estimate_noise(image, pixel_size_angstrom,
+                                                           tile=tile_for(image.shape))
+    tile = noise.psd.shape[0]
+    got = estimate_noise(residual, pixel_size_angstrom, tile=tile).total_radial
+    ratio = got / noise.radial
+    rings = np.arange(len(ratio)) / tile
+    band = (rings >= 0.05) & (rings < 0.5)
+    sigma = lowpass_angstrom / pixel_size_angstrom / 2.355
+    lowpass = scipy.ndimage.gaussian_filter(image, sigma)
+    # pure noise n with the measured spectrum: cov(n, lowpass) = cov(n, G∗n) = mean(G·N) over
+    # the spectrum's grid; the low-passed micrograph's spread is measured directly
+    freq = np.hypot(*frequencies((tile, tile), "centred"))
+    gain = np.exp(-2 * np.pi**2 * sigma**2 * freq**2)
+    pure = float((gain * noise.psd).mean() / np.sqrt(noise.psd.mean()) / lowpass.std())
+    return {
+        "spectrum_ratio_mean": float(ratio[band].mean()),
+        "spectrum_ratio_max_deviation": float(np.abs(ratio[band] - 1).max()),
+        "correlation_with_lowpass": float(np.corrcoef(residual.ravel(), lowpass.ravel())[0, 1]),
+        "correlation_if_pure_noise": pure,
+        "correlation_if_everything": float(np.corrcoef(image.ravel(), lowpass.ravel())[0, 1]),
+        "residual_radial": got, "noise_radial": noise.radial,
+        "frequency": rings / pixel_size_angstrom,
+    }
