@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import psutil
 
-__all__ = ["compute_context", "PeakMemory"]
+__all__ = ["compute_context", "computer", "PeakMemory"]
 
 
 class PeakMemory:
@@ -96,3 +96,27 @@ def compute_context(
         if report is not None:
             stack.enter_context(performance_report(filename=report))
         yield client
+
+
+def computer(client, progress: bool):
+    """A function computing a list of dask objects on ``client`` (a ``distributed.Client``), or
+    on the threaded scheduler when it is None, with a progress bar when ``progress``."""
+
+    import dask
+
+    def compute(objs):
+        if client is None:
+            if progress:
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar():
+                    return list(dask.compute(*objs, scheduler="threads"))
+            return list(dask.compute(*objs, scheduler="threads"))
+        futures = client.compute(objs)
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+        return client.gather(futures)
+
+    return compute

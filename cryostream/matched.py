@@ -2,7 +2,7 @@
 
 A frame-averaged micrograph's noise is not white: the detector response, motion correction
 and binning shape its power spectrum, and shot noise makes its strength follow the local
-intensity. Training the seed's way (noise added to real micrographs) and the Noisier2Noise
+intensity. Training the reference plan's way (noise added to real micrographs) and the Noisier2Noise
 correction are only sound when the added noise has the statistics of the micrograph's own.
 
 **Estimation** (:func:`estimate_noise`, one micrograph at a time, as ``prepare`` reads it):

@@ -13,8 +13,8 @@ import scipy.ndimage
 
 from cryostream.spectral import merge_rings, radial_mean, ring_frequencies, ring_index
 
-__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "rfft_rings",
-           "merged_rings", "psnr_jax", "ssim_jax", "frc_jax"]
+__all__ = ["psnr", "ssim", "frc", "best_gaussian", "wiener_oracle", "blend_oracle", "psnr_jax",
+           "ssim_jax", "frc_jax"]
 
 _K1, _K2, _WIN = 0.01, 0.03, 7
 
@@ -108,25 +108,6 @@ def wiener_oracle(noisy: np.ndarray, reference: np.ndarray) -> np.ndarray:
     gain = sr / (sr + nr + 1e-12)
     out = np.real(np.fft.ifft2(gain * np.fft.fft2(noisy - noisy.mean()))) + reference.mean()
     return out.astype(np.float32)
-
-
-# alias for infer.py; removed when it moves to cryostream.denoise
-def rfft_rings(shape: tuple[int, int]) -> np.ndarray:
-    """``cryostream.spectral.ring_index(shape, "rfft", dtype=np.float32)``."""
-    return ring_index(shape, "rfft", dtype=np.float32)
-
-
-# alias for infer.py; removed when it moves to cryostream.denoise
-def merged_rings(shape: tuple[int, int], min_coefficients: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(bins, weight)`` of :func:`cryostream.spectral.merge_rings`."""
-    merged = merge_rings(shape, min_coefficients)
-    return merged.bins, merged.weight
-
-
-# alias for infer.py; removed when it moves to cryostream.denoise
-def _merged_ring_map(shape, min_coefficients):
-    """:func:`cryostream.spectral.merge_rings`: ``(ring, merged, weight)``."""
-    return merge_rings(shape, min_coefficients)
 
 
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,

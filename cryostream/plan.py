@@ -1,6 +1,6 @@
 """The sizing planner: patches, bytes, RAM, disk and time for a preprocessing run.
 
-What the seed worked out by hand, done right: both edge policies, the split by micrograph,
+What the reference plan worked out by hand, done right: both edge policies, the split by micrograph,
 every storage choice, and whether it fits this machine.
 """
 

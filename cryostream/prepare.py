@@ -21,7 +21,7 @@ import dask
 import numpy as np
 
 from cryostream._version import __version__
-from cryostream.cluster import PeakMemory, compute_context
+from cryostream.cluster import PeakMemory, compute_context, computer
 from cryostream.config import PrepareConfig, to_dict, to_json
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.stack import (
@@ -173,7 +173,7 @@ def prepare(
         scheduler=scheduler, workers=workers, memory_limit=memory_limit,
         dashboard_address=dashboard_address, report=report, log=log,
     ) as client:
-        compute = _computer(client, progress)
+        compute = computer(client, progress)
         statistics = _measure(folder, headers, config, compute)
         usable = _usable(headers, statistics, config, permissive, skipped)
         (folder / "statistics.json").write_text(json.dumps(statistics))
@@ -402,24 +402,3 @@ def _noise_table(folder: Path, headers, percentiles: np.ndarray, config: Prepare
                               f"{tile}-pixel tiles; use --noise-radius ≤ {(tile - 1) // 2}")
         table["kernel"] = np.stack([noise_kernel(e.psd, config.noise.radius) for e in estimates])
     return table
-
-
-def _computer(client, progress: bool):
-    """A function computing a list of dask objects on the chosen scheduler."""
-
-    def compute(objs):
-        if client is None:
-            if progress:
-                from dask.diagnostics import ProgressBar
-
-                with ProgressBar():
-                    return list(dask.compute(*objs, scheduler="threads"))
-            return list(dask.compute(*objs, scheduler="threads"))
-        futures = client.compute(objs)
-        if progress:
-            from distributed import progress as show_progress
-
-            show_progress(futures)
-        return client.gather(futures)
-
-    return compute

@@ -32,9 +32,6 @@ from cryostream.runs import (
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
            "model_input", "make_train_step", "make_eval_step", "train"]
 
-# re-export for infer.py/evaluate.py until they move
-from cryostream.runs import check_run, load_model  # noqa: E402, F401
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
@@ -125,7 +122,6 @@ def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None
     return inp[..., None], target[..., None]
 
 
-_model_input = model_input  # alias until tests/test_matched.py imports model_input
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,

@@ -12,7 +12,7 @@ import starfile
 
 import cryostream
 from cryostream import SimulateConfig
-from cryostream.simulate.micrograph import _place_centres, simulate_micrograph
+from cryostream.simulate.micrograph import place_centres, simulate_micrograph
 from cryostream.simulate.t20s import load_t20s
 from cryostream.spectral import contrast_transfer, radial_average, welch_spectrum
 
@@ -91,7 +91,7 @@ def test_ice_component_is_the_gaussian_texture_and_changes_nothing_else():
 def test_about_fifty_non_overlapping_particles_at_full_size():
     rng = np.random.default_rng(0)
     _, _ = load_t20s()
-    centres = _place_centres(rng, (7676, 7420), 50, 280.0)
+    centres = place_centres(rng, (7676, 7420), 50, 280.0)
     assert len(centres) == 50
     pts = np.array(centres)
     d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))

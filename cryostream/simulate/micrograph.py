@@ -30,7 +30,7 @@ from cryostream.config import SimulateConfig
 from cryostream.simulate.t20s import load_t20s
 from cryostream.spectral import astigmatic_defocus, contrast_transfer, frequencies
 
-__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "detector_nps"]
+__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "place_centres", "detector_nps"]
 
 
 def detector_nps(freq, nyquist_ratio: float):
@@ -109,7 +109,7 @@ def _zyz_euler_deg(r: np.ndarray) -> tuple[float, float, float]:
     return rot, tilt, psi
 
 
-def _place_centres(
+def place_centres(
     rng: np.random.Generator, shape: tuple[int, int], count: int, diameter_px: float
 ) -> list[tuple[float, float]]:
     """Up to ``count`` non-overlapping centres, at least half a radius inside the edges."""
@@ -202,7 +202,7 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
     count = round(config.particles_per_micrograph * ny * nx / _FULL_AREA)
     if config.particles_per_micrograph > 0:
         count = max(count, 1)
-    centres = _place_centres(rng, (ny, nx), count, 2 * radius_px)
+    centres = place_centres(rng, (ny, nx), count, 2 * radius_px)
 
     phase = np.zeros((ny, nx), dtype=np.float64)
     particles = []
