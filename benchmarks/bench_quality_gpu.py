@@ -6,8 +6,8 @@ Two parts, each one process (one compilation of the training step serves its tra
           ``anchor_quality.py`` does: divided by its 95th percentile, plus N(0, 0.1²) from
           ``default_rng(0)``. Models never see that crop: they train on the three other
           quadrants (three 2048² MRC files), noise synthesised on the device every step.
-          * seed protocol: trained with Gaussian σ 0.1, scored with and without the 8-fold
-            dihedral ensemble;
+          * the reference plan's protocol (JSON key ``seed_gaussian0.1``): trained with
+            Gaussian σ 0.1, scored with and without the 8-fold dihedral ensemble;
           * matched noise (α 1): the crop scored under matched noise (its own measured
             spectrum); then the micrograph crop itself is denoised with the Noisier2Noise
             correction and its residual (input − output) is compared with the measured noise
@@ -15,7 +15,7 @@ Two parts, each one process (one compilation of the training step serves its tra
 ``sim``   Simulated micrographs whose shot noise is coloured like a real detector's
           (``detector_nps_nyquist`` 0.1); eight train, two are scored against their ground
           truth (PSNR with the noisy micrograph's 95th percentile as 1.0, and FRC). Models
-          trained the seed's way with white noise of the micrograph's own variance and with
+          trained the reference plan's way with white noise of the micrograph's own variance and with
           matched noise (α 1 and 0.5), each with and without the correction (and with the
           ring clamp, the Wiener gain and the recorruption calibration), trained on
           recorrupted targets (``--recorrupt``, α 1 and 0.5: raw, with the Wiener gain and
@@ -30,8 +30,16 @@ filter (radial spectra of the truth and of the noise, as ``anchor_quality.py``),
 Wiener filter from the *measured* noise (``wiener_measured``, no truth) and Topaz's
 pretrained U-Net (affine-fitted to the reference, its best case) when importable.
 
+Post-processing is :class:`~cryostream.config.DenoiseConfig`'s pipeline, applied to each
+network output computed once (``quality_common.assemble``: the benchmark's α² for white noise,
+and the CTF-shaped gain scored with its fit whatever the fit's check says, the check recorded
+beside it). Shared helpers are in ``quality_common.py``.
+
 Usage: python benchmarks/bench_quality_gpu.py {real,sim} OUTDIR [--steps N] [--topaz DIR] ...
-Writes OUTDIR/quality_{part}.json and figures.
+Writes OUTDIR/quality_{part}.json and figures. A CPU smoke run (a minute or two per part):
+``sim OUT --size 512 --train-micrographs 2 --test-micrographs 1 --model unet-small --patch 64
+--batch 4 --steps 4 --tile 256 --precision fp32 --calibrate 1``; ``real`` likewise with
+``--mrc`` a micrograph of 1024² or more and ``--crop 512``.
 """
 
 from __future__ import annotations
@@ -40,103 +48,50 @@ import argparse
 import dataclasses
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from quality_common import (
+    SIGMAS,
+    MeasuredMicrograph,
+    affine_fit,
+    assemble,
+    device,
+    figure_frc,
+    known_output,
+    network_fn,
+    plain,
+    prep,
+    save,
+    score,
+    topaz_fn,
+    train_run,
+)
 from scipy.ndimage import gaussian_filter
 
 from cryostream.baselines import wiener_measured
+from cryostream.config import DenoiseConfig
 from cryostream.evaluate import method_noise, plot_method_noise
 from cryostream.metrics import best_gaussian, psnr, wiener_oracle
 
-SIGMAS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 8)
-
-
-def affine_fit(x, ref):
-    a = np.stack([x.ravel(), np.ones(x.size, np.float32)], 1)
-    coef, *_ = np.linalg.lstsq(a, ref.ravel(), rcond=None)
-    return (x * coef[0] + coef[1]).astype(np.float32)
-
-
-#: Bands (cycles per pixel) over which the FRC is averaged.
-FRC_BANDS = ((0, 0.01), (0.01, 0.03), (0.03, 0.06), (0.06, 0.125), (0.125, 0.25), (0.25, 0.5))
-
-
-def frc_profile(estimate: np.ndarray, truth: np.ndarray) -> dict:
-    """The FRC of ``estimate`` against ``truth`` in a few numbers (frequencies in cycles/px)."""
-    from cryostream.metrics import frc
-
-    return summarise_frc(*frc(estimate, truth))
-
-
-def summarise_frc(f: np.ndarray, c: np.ndarray) -> dict:
-    """An FRC curve ``c`` at frequencies ``f``: its mean, 0.5 and 0.143 crossings, band means."""
-
-    def crossing(level):
-        below = np.flatnonzero(c < level)
-        return float(f[below[0]]) if below.size else float(f[-1])
-
-    return {"mean": float(c.mean()), "crossing_0.5": crossing(0.5),
-            "crossing_0.143": crossing(0.143),
-            "bands": [round(float(c[(f >= a) & (f < b)].mean()), 4) for a, b in FRC_BANDS]}
-
-
-def denoiser(run, tile, ensemble):
-    """A function: normalised 2-D image -> model output (optionally the 8-fold dihedral mean)."""
-    import dask.array as da
-
-    from cryostream.infer import denoise_array, dihedral_mean
-
-    def one(image):
-        return denoise_array(da.from_array(image[None], chunks=(1, -1, -1)), run, [1.0],
-                             tile=tile).compute(scheduler="sync")[0]
-
-    return functools.partial(dihedral_mean, one) if ensemble else one
-
-
-def topaz_fn(topaz_dir):
-    if not topaz_dir:
-        return None
-    sys.path.insert(0, topaz_dir)
-    from cryostream.baselines import topaz_available, topaz_denoise
-
-    return topaz_denoise if topaz_available() else None
-
-
-def train_run(store, run, args, seed=0, steps=None, recorrupt=False):
-    from cryostream.training import TrainConfig, train
-
-    steps = steps or args.steps
-    cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
-                      recorrupt=recorrupt, steps=steps,
-                      batch_size=args.batch,
-                      learning_rate=args.lr, warmup_steps=min(200, steps // 10),
-                      eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
-                      threads=8, prefetch=8)
-    t = time.perf_counter()
-    result = train(store, run, cfg, log=lambda *_: None)
-    return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
-            "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model,
-            "residual": args.residual, "precision": args.precision, "recorrupt": recorrupt}
-
-
-def prep(sources, store, noise, args, targets=None):
-    from cryostream import PrepareConfig, prepare
-
-    cfg = PrepareConfig(patch_size=args.patch, stride=args.patch // 2, test_fraction=0.0, noise=noise)
-    return prepare(sources, store, cfg, overwrite=True, targets=targets, log=lambda *_: None)
-
-
-def _plain(check: dict) -> dict:
-    """A method-noise result with its arrays as short lists, for JSON."""
-    return {k: (v[::4].round(4).tolist() if isinstance(v, np.ndarray) else v) for k, v in check.items()}
-
-
-def save(res, out, part):
-    """Write what is measured so far (a run cut short still leaves its figures)."""
-    (out / f"quality_{part}.json").write_text(json.dumps(res, indent=1))
+#: The post-processing scored on each model output, by the model's kind and the score's suffix.
+SCORED = {
+    "recorrupted": {  # estimates the truth: no correction
+        "gain": DenoiseConfig(wiener_gain=True),
+        "ctf_gain": DenoiseConfig(ctf_gain=True),
+    },
+    "n2n": {
+        "n2n": DenoiseConfig(n2n_correction=True),
+        "n2n_clamp": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
+        "n2n_clamp_gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True, wiener_gain=True),
+        # the Wiener gain shaped by the fitted CTF (the CTF fitted once per micrograph)
+        "n2n_ctf_gain": DenoiseConfig(n2n_correction=True, ctf_gain=True),
+    },
+}
+#: The pipelines scored without truth (recorruption score, calibration), by the kind: the
+#: prefix of their scores' names and the :data:`SCORED` entry they run.
+TRUTH_FREE = {"recorrupted": {"": "gain"}, "n2n": {"ctf_": "n2n_ctf_gain", "": "n2n_clamp_gain"}}
 
 
 def part_real(args, out):
@@ -144,9 +99,10 @@ def part_real(args, out):
 
     from cryostream.config import NoiseConfig
     from cryostream.ctf import fit_ctf
-    from cryostream.infer import ctf_gain_check, match_wiener_gain, n2n_correct
+    from cryostream.denoise import ctf_gain_check
     from cryostream.io.mrc import write_micrograph
     from cryostream.matched import estimate_noise, matched_noise_image
+    from cryostream.runs import load_record
 
     with mrcfile.open(args.mrc, permissive=True) as m:
         full = np.asarray(m.data, dtype=np.float32).squeeze()
@@ -164,7 +120,7 @@ def part_real(args, out):
         path = work / f"{name}.mrc"
         write_micrograph(path, full[y : y + c, x : x + c], pixel, history="quadrant", overwrite=True)
         quads.append(path)
-    res = {"crop": c, "pixel_size": pixel, "device": _device()}
+    res = {"crop": c, "pixel_size": pixel, "device": device()}
     topaz = topaz_fn(args.topaz)
 
     def baselines(noisy_img, ref, tag):
@@ -184,9 +140,9 @@ def part_real(args, out):
     res["train_gaussian"] = train_run(work / "g.h5", work / "run_g", args)
     print("trained gaussian", res["train_gaussian"], flush=True)
     for ens in (False, True):
-        den = denoiser(str(work / "run_g"), args.tile, ens)(noisy)
+        den = network_fn(work / "run_g", args.tile, ens)(noisy)
         res["seed_gaussian0.1"]["model" + ("_x8" if ens else "")] = psnr(den, clean)
-    print("seed protocol", json.dumps(res["seed_gaussian0.1"]), flush=True)
+    print("reference plan", json.dumps(res["seed_gaussian0.1"]), flush=True)
     save(res, out, "real")
 
     # matched noise: the crop's own estimate, α = 1
@@ -196,62 +152,71 @@ def part_real(args, out):
     prep(quads, work / "m.h5", NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
     res["train_matched"] = train_run(work / "m.h5", work / "run_m", args)
     print("trained matched", res["train_matched"], flush=True)
-    fm = denoiser(str(work / "run_m"), args.tile, True)
-    fg = denoiser(str(work / "run_g"), args.tile, True)
+    fm = network_fn(work / "run_m", args.tile, True)
+    fg = network_fn(work / "run_g", args.tile, True)
     res["seed_matched"]["model_matched_x8"] = psnr(fm(noisy_m), clean)
     res["seed_matched"]["model_white0.1_x8"] = psnr(fg(noisy_m), clean)
-    print("seed matched", json.dumps(res["seed_matched"]), flush=True)
+    print("matched noise", json.dumps(res["seed_matched"]), flush=True)
     save(res, out, "real")
 
-    # the micrograph itself, N2N-corrected: the residual must be the measured noise
-    out_m = fm(clean)
-    corrected = n2n_correct(out_m, clean, 1.0)
+    # the micrograph itself, N2N-corrected: the residual must be the measured noise (the
+    # crop's, measured before normalising); α² from the run's record (matched, α 1)
+    micrograph = MeasuredMicrograph(clean, pixel, load_record(work / "run_m"), source=args.mrc,
+                                    measured=est)
+    network = known_output(clean, fm(clean))
+
+    def post(config, **kwargs):
+        return assemble(config, **kwargs).run(micrograph, network)[0]
+
+    corrected = post(SCORED["n2n"]["n2n"])
     check = method_noise(clean, corrected, pixel, noise=est)
     g_out = gaussian_filter(clean, res["seed_gaussian0.1"]["gaussian_sigma"])
     plot_method_noise(out / "real_residual.png", check, clean, corrected)
-    res["n2n_on_micrograph"] = _plain(check)
-    res["n2n_on_micrograph"]["gaussian_for_comparison"] = _plain(
+    res["n2n_on_micrograph"] = plain(check)
+    res["n2n_on_micrograph"]["gaussian_for_comparison"] = plain(
         method_noise(clean, g_out, pixel, noise=est))
     print("n2n residual", json.dumps({k: v for k, v in res["n2n_on_micrograph"].items()
                                       if not isinstance(v, list | dict)}), flush=True)
     np.save(out / "real_crop_corrected_512.npy", corrected[:512, :512])
+
     def residual(tag, output, figure):
         """The micrograph's residual ``clean − output`` against the measured noise."""
         check = method_noise(clean, output, pixel, noise=est)
         plot_method_noise(out / figure, check, clean, output)
-        res[tag] = _plain(check)
+        res[tag] = plain(check)
         print(tag, json.dumps({k: v for k, v in res[tag].items()
                                if not isinstance(v, list | dict)}), flush=True)
 
     # the clamp, and the linear response from the measured noise
-    residual("n2n_clamp_gain_on_micrograph", n2n_correct(out_m, clean, 1.0, ring_clamp=True,
-                                                         noise=est), "real_residual_clamp_gain.png")
+    residual("n2n_clamp_gain_on_micrograph", post(SCORED["n2n"]["n2n_clamp_gain"]),
+             "real_residual_clamp_gain.png")
     # the correction and the CTF-shaped Wiener gain (no clamp), and the fit's own check
     t = time.perf_counter()
     fit = fit_ctf(clean, pixel)
     res["ctf_fit"] = {**dataclasses.asdict(fit), "seconds": time.perf_counter() - t,
                       "gain_check": ctf_gain_check(clean, est, fit)}
-    residual("n2n_ctf_gain_on_micrograph", match_wiener_gain(n2n_correct(out_m, clean, 1.0),
-                                                             clean, est, ctf=fit),
+    residual("n2n_ctf_gain_on_micrograph", post(SCORED["n2n"]["n2n_ctf_gain"], ctf_fit=fit),
              "real_residual_ctf_gain.png")
     return res
 
 
 def part_sim(args, out):
+    import h5py
     import mrcfile
 
     import cryostream
     from cryostream.config import NoiseConfig, SimulateConfig
     from cryostream.ctf import fit_ctf
-    from cryostream.infer import (
-        calibrate_rings,
+    from cryostream.denoise import (
+        Micrograph,
         ctf_gain_check,
         match_wiener_gain,
-        n2n_correct,
+        n2n_alpha2,
         recorruption_score,
     )
     from cryostream.matched import estimate_noise
     from cryostream.metrics import blend_oracle, frc
+    from cryostream.runs import load_record
     from cryostream.simulate.micrograph import simulate_micrograph
 
     work = out / "sim_work"
@@ -259,13 +224,11 @@ def part_sim(args, out):
     cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
     t = time.perf_counter()
     sim = cryostream.simulate(work / "sim", n, config=cfg, overwrite=True)
-    res = {"device": _device(), "simulate_seconds": time.perf_counter() - t, "size": args.size,
+    res = {"device": device(), "simulate_seconds": time.perf_counter() - t, "size": args.size,
            "train_micrographs": args.train_micrographs, "test_micrographs": args.test_micrographs,
            "detector_nps_nyquist": 0.1}
     train_mics = list(sim.micrographs[: args.train_micrographs])
     prep(train_mics, work / "m1.h5", NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
-    import h5py
-
     with h5py.File(work / "m1.h5") as f:
         own_var = float(f["micrographs/noise_variance"][:].mean())
     sigma_w = float(np.sqrt(own_var))
@@ -291,11 +254,10 @@ def part_sim(args, out):
         res[f"train_{name}"] = train_run(work / store, work / f"run_{name}", args,
                                          seed=int(seed or 0), steps=int(steps) if steps else None,
                                          recorrupt=tag.startswith("recorrupted"))
-        runs[name] = (tag, str(work / f"run_{name}"))
+        runs[name] = (tag, work / f"run_{name}")
         print("trained", name, res[f"train_{name}"], flush=True)
         save(res, out, "sim")
     topaz = topaz_fn(args.topaz)
-    alphas = {"white": None, "matched1": 1.0, "matched0.5": 0.25, "supervised": 0.0}
     rows, curves = [], {}
     for i in range(args.train_micrographs, n):
         y = mrcfile.read(sim.micrographs[i]).astype(np.float32)
@@ -317,7 +279,7 @@ def part_sim(args, out):
                "ctf_fit_seconds": time.perf_counter() - t_fit,
                "ctf_true": [truth_ctf.defocus_u_angstrom, truth_ctf.defocus_v_angstrom,
                             truth_ctf.astigmatism_angle_deg]}
-        scored = functools.partial(_score, row, curves, x)
+        scored = functools.partial(score, row, curves, x)
         scored("wiener_measured_ctf", match_wiener_gain(y, y, est, ctf=fit))
         scored("noisy", y)
         scored("wiener_oracle", wien)  # a radial filter: nearly the noisy input's FRC
@@ -331,51 +293,34 @@ def part_sim(args, out):
         if first:
             np.savez(out / "arrays_input.npz", noisy=y[crop, crop], truth=x[crop, crop])
         for name, (kind, run) in runs.items():
-            f_ens = denoiser(run, args.tile, True)
+            f_ens = network_fn(run, args.tile, True)
             out_f = f_ens(y)
             scored(f"{name}_raw", out_f)
-            if kind.startswith("recorrupted"):  # estimates the truth: no correction
-
-                def pipeline(image, f=f_ens):  # the whole denoiser, for recorruption
-                    return match_wiener_gain(f(image), image,
-                                             estimate_noise(image, cfg.pixel_size_angstrom))
-
-                scored(f"{name}_gain", match_wiener_gain(out_f, y, est))
-                scored(f"{name}_ctf_gain", match_wiener_gain(out_f, y, est, ctf=fit))
-                row[f"{name}_recorruption_score"] = recorruption_score(pipeline, y, est)
-                if args.calibrate:
-                    scored(f"{name}_calibrated",
-                           calibrate_rings(pipeline, y, est, draws=args.calibrate)[0])
-            elif kind != "supervised":  # the supervised model estimates the truth directly
-                a2 = alphas[kind] if alphas[kind] is not None else sigma_w**2 / est.variance
-                row[f"{name}_alpha2"] = a2
-                scored(f"{name}_n2n", n2n_correct(out_f, y, a2))
-                scored(f"{name}_n2n_clamp", n2n_correct(out_f, y, a2, ring_clamp=True))
-
-                def pipeline(image, f=f_ens, a2=a2):  # the whole denoiser, for recorruption
-                    return n2n_correct(f(image), image, a2, ring_clamp=True,
-                                       noise=estimate_noise(image, cfg.pixel_size_angstrom))
-
-                scored(f"{name}_n2n_clamp_gain", n2n_correct(out_f, y, a2, ring_clamp=True,
-                                                             noise=est))
-                # the Wiener gain shaped by the fitted CTF (the CTF fitted once per micrograph)
-                scored(f"{name}_n2n_ctf_gain", match_wiener_gain(n2n_correct(out_f, y, a2), y,
-                                                                 est, ctf=fit))
-
-                def ctf_pipeline(image, f=f_ens, a2=a2, fit=fit):
-                    return match_wiener_gain(n2n_correct(f(image), image, a2), image,
-                                             estimate_noise(image, cfg.pixel_size_angstrom),
-                                             ctf=fit)
-
-                row[f"{name}_ctf_recorruption_score"] = recorruption_score(ctf_pipeline, y, est)
-                if args.calibrate:
-                    scored(f"{name}_ctf_calibrated",
-                           calibrate_rings(ctf_pipeline, y, est, draws=args.calibrate)[0])
+            if kind != "supervised":  # the supervised model estimates the truth directly
+                # the network's output on y, computed once; on recorrupted copies, run again
+                network = known_output(y, out_f, f_ens)
+                micrograph = Micrograph(y, cfg.pixel_size_angstrom, load_record(run),
+                                        source=str(sim.micrographs[i]))
+                family = "recorrupted" if kind.startswith("recorrupted") else "n2n"
+                alpha2 = None
+                if kind == "white":  # α² from the measured noise variance
+                    alpha2 = sigma_w**2 / est.variance
+                if family == "n2n":
+                    row[f"{name}_alpha2"] = (alpha2 if alpha2 is not None
+                                             else n2n_alpha2(micrograph.record, y))
+                pipeline = functools.partial(assemble, alpha2=alpha2, ctf_fit=fit)
+                for suffix, config in SCORED[family].items():
+                    scored(f"{name}_{suffix}", pipeline(config).run(micrograph, network)[0])
                 # truth-free: differences between models estimate differences of their error
-                row[f"{name}_recorruption_score"] = recorruption_score(pipeline, y, est)
-                if args.calibrate:
-                    scored(f"{name}_calibrated",
-                           calibrate_rings(pipeline, y, est, draws=args.calibrate)[0])
+                for prefix, suffix in TRUTH_FREE[family].items():
+                    config = SCORED[family][suffix]
+                    bound = pipeline(config).bind(micrograph, network)
+                    row[f"{name}_{prefix}recorruption_score"] = recorruption_score(
+                        bound, y, micrograph.noise())
+                    if args.calibrate:
+                        calibrated = dataclasses.replace(config, calibrate=args.calibrate)
+                        scored(f"{name}_{prefix}calibrated",
+                               pipeline(calibrated).run(micrograph, network)[0])
             if first:
                 np.savez(out / f"arrays_{name}.npz", output=out_f[crop, crop])
             if args.save_outputs:  # float16 output − input: 8 MiB, enough for offline checks
@@ -391,46 +336,9 @@ def part_sim(args, out):
     freq = frc(y, x)[0]
     res["frc_curves"] = {k: np.mean(v, axis=0)[::4].round(4).tolist() for k, v in curves.items()}
     res["frc_freq_per_angstrom"] = (freq[::4] / cfg.pixel_size_angstrom).round(4).tolist()
-    _figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
-                {k: np.mean(v, axis=0) for k, v in curves.items()})
+    figure_frc(out / "sim_frc.png", freq / cfg.pixel_size_angstrom,
+               {k: np.mean(v, axis=0) for k, v in curves.items()})
     return res
-
-
-def _score(row, curves, truth, name, image):
-    """PSNR and FRC of ``image`` against ``truth``, into ``row`` and ``curves`` under ``name``."""
-    from cryostream.metrics import frc
-
-    row[name] = psnr(image, truth)
-    f, c = frc(image, truth)
-    curves.setdefault(name, []).append(c)
-    row[f"frc_mean_{name}"] = float(np.mean(c))
-    profile = summarise_frc(f, c)
-    row[f"frc05_{name}"] = profile["crossing_0.5"]  # cycles/px where the FRC first falls below ½
-    row[f"frc_bands_{name}"] = profile["bands"]  # the FRC averaged over FRC_BANDS
-
-
-def _figure_frc(path, freq, curves):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, c in curves.items():
-        ax.plot(freq, gaussian_filter(c, 2), label=k)
-    ax.axhline(0.5, color="gray", lw=0.5)
-    ax.set_xlabel("spatial frequency (1/Å)")
-    ax.set_ylabel("FRC with the ground truth")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _device():
-    import jax
-
-    return str(jax.devices()[0].device_kind)
 
 
 def main(argv=None):
@@ -461,8 +369,8 @@ def main(argv=None):
                          "to bfloat16 as a whole)")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--calibrate", type=int, default=4,
-                    help="recorrupted passes of infer.calibrate_rings per scored Noisier2Noise "
-                         "model (0: none)")
+                    help="recorrupted passes of the ring calibration (DenoiseConfig.calibrate) per "
+                         "scored model (0: none)")
     ap.add_argument("--save-outputs", action="store_true",
                     help="save each scored model output − input as float16 (output_TAG_I.npy; "
                          "Topaz's affine-fitted output too)")

@@ -3,9 +3,10 @@
 The device run keeps each model's output − input (``output_TAG_I.npy``, float16). The
 simulation is deterministic, so the inputs and the ground truth are made again here and the
 outputs can be scored under corrections the device run did not apply (the Noisier2Noise
-correction with and without the input's mean kept, with the ring clamp, with the Wiener
-filter's linear response, ``cryostream.infer.match_wiener_gain``) and split into bands
-of spatial frequency against the oracle Wiener filter, without another device run.
+formula alone, ``cryostream.denoise.n2n_correct``; then the pipelines of :data:`PIPELINES`:
+the correction with the input's mean kept, with the ring clamp, with the Wiener filter's
+linear response, each with the ``α²`` given on the command line) and split into bands of
+spatial frequency against the oracle Wiener filter, without another device run.
 
 Each output also gets its FRC against the truth summarised (``frc``: the mean over all rings,
 where 0.5 and 0.143 are first crossed, and the mean over bands ``FRC_BANDS``), beside the
@@ -24,17 +25,27 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_quality_gpu import FRC_BANDS, frc_profile
+from quality_common import FRC_BANDS, assemble, frc_profile, known_output
 
 from cryostream.baselines import wiener_measured
-from cryostream.config import SimulateConfig
-from cryostream.infer import n2n_correct
-from cryostream.matched import estimate_noise
-from cryostream.metrics import frc, psnr, rfft_rings, wiener_oracle
+from cryostream.config import DenoiseConfig, SimulateConfig
+from cryostream.denoise import Micrograph, n2n_correct
+from cryostream.metrics import frc, psnr, wiener_oracle
 from cryostream.simulate.micrograph import simulate_micrograph
+from cryostream.spectral import ring_index
 
 #: Ring edges (units of 1/2048 cycles per pixel) of the error bands.
 EDGES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1449)
+
+#: The post-processing each saved output is scored under (with the given α²), by name.
+PIPELINES = {
+    "mean_kept": DenoiseConfig(n2n_correction=True),
+    "clamp_mean_kept": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
+    "wiener_gain": DenoiseConfig(n2n_correction=True, wiener_gain=True),
+    "clamp_wiener_gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True, wiener_gain=True),
+}
+
+
 def band_errors(estimate: np.ndarray, truth_spectrum: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """Squared error against the truth summed over each band of ``EDGES`` (the mean excluded)."""
     err = np.abs(np.fft.rfft2(estimate - estimate.mean()) - truth_spectrum) ** 2
@@ -54,7 +65,7 @@ def main(argv=None):
         import sys
 
         sys.path.insert(0, args.topaz)
-        from bench_quality_gpu import affine_fit
+        from quality_common import affine_fit
 
         from cryostream.baselines import topaz_denoise
     cfg = SimulateConfig(shape=(args.size, args.size), seed=7, detector_nps_nyquist=0.1)
@@ -68,11 +79,12 @@ def main(argv=None):
         sim = simulate_micrograph(cfg, i)
         p = np.percentile(sim.noisy, 95)
         y, x = sim.noisy / p, sim.truth / p
-        ring = rfft_rings(y.shape)
+        ring = ring_index(y.shape, "rfft", dtype=np.float32)
         truth_spectrum = np.fft.rfft2(x - x.mean())
         wiener = wiener_oracle(y, x)
         base = band_errors(wiener, truth_spectrum, ring)
-        noise = estimate_noise(y, cfg.pixel_size_angstrom)
+        micrograph = Micrograph(y, cfg.pixel_size_angstrom, None, source=f"simulated micrograph {i}")
+        noise = micrograph.noise()
         row = {"micrograph": i, "wiener_oracle": psnr(wiener, x),
                "frc_mean_wiener_oracle": float(frc(wiener, x)[1].mean()),
                "wiener_measured": psnr(wiener_measured(y, noise), x),
@@ -85,15 +97,16 @@ def main(argv=None):
             row["frc_topaz_cpu"] = frc_profile(topaz, x)
         for label, folder, tag, alpha2 in runs:
             output = y + np.load(folder / f"output_{tag}_{i}.npy").astype(np.float32)
-            free = n2n_correct(output, y, alpha2, keep_mean=False)
-            kept = n2n_correct(output, y, alpha2)
-            gained = n2n_correct(output, y, alpha2, noise=noise)
-            both = n2n_correct(output, y, alpha2, ring_clamp=True, noise=noise)
+            free = n2n_correct(output, y, alpha2)  # the formula alone: the network's offset too
+            network = known_output(y, output)
+            post = {name: assemble(config, alpha2=alpha2).run(micrograph, network)[0]
+                    for name, config in PIPELINES.items()}
+            kept, gained, both = post["mean_kept"], post["wiener_gain"], post["clamp_wiener_gain"]
             row[label] = {
                 "n2n": psnr(free, x),
                 "n2n_offset": float(free.mean() - x.mean()),
                 "n2n_mean_kept": psnr(kept, x),
-                "n2n_clamp_mean_kept": psnr(n2n_correct(output, y, alpha2, ring_clamp=True), x),
+                "n2n_clamp_mean_kept": psnr(post["clamp_mean_kept"], x),
                 "n2n_wiener_gain": psnr(gained, x),
                 "n2n_clamp_wiener_gain": psnr(both, x),
                 "frc_mean_n2n_mean_kept": float(frc(kept, x)[1].mean()),
