@@ -1,4 +1,4 @@
-"""How a trained network"s output becomes the denoised micrograph."""
+"""How a trained network's output becomes the denoised micrograph."""
 
 from __future__ import annotations
 

@@ -8,14 +8,18 @@
   :class:`~cryostream.config.DenoiseConfig` builds the :class:`Pipeline`.
 - :mod:`~cryostream.denoise.scores`: truth-free scores by recorruption (ranking, the CTF check,
   the ring calibration).
+- :mod:`~cryostream.denoise.outputs`: where outputs go, checked before any computing, each
+  written whole or not at all.
 - :mod:`~cryostream.denoise.api`: :func:`denoise` and :func:`rank_runs`.
 """
 
 from cryostream.config import DenoiseConfig
 from cryostream.denoise.api import denoise, rank_runs
 from cryostream.denoise.corrections import (
+    check_correctable,
     clamp_negative_rings,
     dihedral_mean,
+    keep_input_mean,
     match_wiener_gain,
     n2n_alpha2,
     n2n_correct,
@@ -32,6 +36,6 @@ from cryostream.denoise.tiling import auto_tile, default_halo, denoise_array, re
 
 __all__ = ["DenoiseConfig", "denoise", "rank_runs", "denoise_array", "auto_tile", "default_halo",
            "receptive_radius", "tile_cores", "load_network", "n2n_alpha2", "n2n_correct",
-           "clamp_negative_rings", "match_wiener_gain", "dihedral_mean", "recorruption_score",
-           "recorruption_scores", "ctf_gain_check", "calibrate_rings", "Micrograph", "Pipeline",
-           "chain", "pipeline_for"]
+           "keep_input_mean", "check_correctable", "clamp_negative_rings", "match_wiener_gain",
+           "dihedral_mean", "recorruption_score", "recorruption_scores", "ctf_gain_check",
+           "calibrate_rings", "Micrograph", "Pipeline", "chain", "pipeline_for"]

@@ -87,8 +87,9 @@ class Step:
 
 @dataclasses.dataclass(frozen=True)
 class N2NCorrection(Step):
-    """Noisier2Noise: ``((1 + α²)·f(z) − z) / α²`` (:func:`~cryostream.denoise.corrections
-    .n2n_correct`), with ``α²`` from the run's noise model and the micrograph."""
+    """Noisier2Noise: ``((1 + α²)·f(z) − z) / α²``
+    (:func:`~cryostream.denoise.corrections.n2n_correct`), with ``α²`` from the run's noise
+    model and the micrograph."""
 
     name = "n2n_correction"
 
@@ -115,8 +116,8 @@ class RingClamp(Step):
 
 @dataclasses.dataclass(frozen=True)
 class KeepInputMean(Step):
-    """Give the estimate the image's mean (:func:`~cryostream.denoise.corrections
-    .keep_input_mean`)."""
+    """Give the estimate the image's mean
+    (:func:`~cryostream.denoise.corrections.keep_input_mean`)."""
 
     name = "keep_input_mean"
 

@@ -1,6 +1,6 @@
 """Quality of a trained run beside the baselines: a store's test split, simulated ground truth,
-and the residual check. :mod:`~cryostream.evaluate.numbers` computes, :mod:`~cryostream
-.evaluate.figures` draws, :mod:`~cryostream.evaluate.report` writes."""
+and the residual check. :mod:`~cryostream.evaluate.numbers` computes,
+:mod:`~cryostream.evaluate.figures` draws, :mod:`~cryostream.evaluate.report` writes."""
 
 from cryostream.evaluate.figures import plot_method_noise
 from cryostream.evaluate.numbers import compare_on_store, method_noise

@@ -74,7 +74,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
     from cryostream.denoise.steps import Micrograph
     from cryostream.io.stack import expand_inputs
 
-    noisy_trained = record.noise.model != "none"
+    noisy_trained = record.noise.model != "none" and not record.recorrupt
     correction = DenoiseConfig(n2n_correction=noisy_trained).pipeline()
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
              "Micrograph − output" + (" (Noisier2Noise-corrected)" if noisy_trained else "") +

@@ -37,7 +37,7 @@ def tile_starts(n: int, tile: int, most: int | None = None) -> np.ndarray:
 def welch_spectrum(image: np.ndarray, tile: int = 512, *, window: bool = True,
                    most: int | None = None, layout: str = "centred", normalise: bool = False,
                    per_tile: Callable[[float, np.ndarray], object] | None = None):
-    """Welch power spectrum of a 2-D image: the mean periodogram of its ``tile``² tiles.
+    """Welch power spectrum of a 2-D image: the mean periodogram of its ``tile × tile`` tiles.
 
     Each non-overlapping tile (row by row; :func:`tile_starts` along each axis) is taken in
     float32, its mean (summed in float64, rounded to float32) subtracted, optionally multiplied
