@@ -10,6 +10,8 @@ never print a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Sequence
 
 from cryostream._version import __version__
@@ -45,6 +47,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _log_to_stderr() -> None:
+    """The library's notes (``logging`` under ``cryostream``) as lines on stderr."""
+    logger = logging.getLogger("cryostream")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("cryostream: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _one_line_warnings() -> None:
+    """cryostream's own warnings (a skipped micrograph, a CTF fallback) as one line each."""
+    import warnings
+
+    plain = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("cryostream"):
+            return f"cryostream: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryostream`` command; returns the exit status."""
-    return run_command(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    _log_to_stderr()
+    _one_line_warnings()
+    return run_command(args)

@@ -201,6 +201,10 @@ def run_command(args: argparse.Namespace) -> int:
     except CryostreamError as exc:
         print(f"cryostream {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a folder that cannot be written, a file that vanished
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cryostream {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
               file=sys.stderr)

@@ -74,7 +74,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "micrographs in flight", type=int)
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
     g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs made otherwise and recompute finished ones (each only "
+                   "by a complete new one); without it, finished outputs are kept and skipped")
+    p.add_argument("--permissive", action="store_true",
+                   help="skip bad micrographs (NaN, Inf, constant, too small) with a warning")
     p.set_defaults(func=run)
     return p
 
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = denoise(args.run, args.inputs, args.output, config=config, overwrite=args.overwrite,
                      scheduler=args.scheduler, cluster_workers=args.cluster_workers,
-                     **given(args, "workers"))
+                     permissive=args.permissive, **given(args, "workers"))
     n = result.sizes["micrograph"]
     seconds = time.perf_counter() - start
     print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "

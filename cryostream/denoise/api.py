@@ -3,7 +3,6 @@ orders trained runs by a truth-free score on the micrographs they will denoise."
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,13 +11,14 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
+from cryostream.denoise.outputs import OutputPlan, check_writable, plan_outputs, write_output
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.steps import Micrograph
 from cryostream.denoise.tiling import network_pass
-from cryostream.errors import ConfigError
+from cryostream.errors import ConfigError, InvalidMicrographError
 
-__all__ = ["denoise", "rank_runs", "denoise_micrograph", "read_micrograph", "normalised",
-           "output_record"]
+__all__ = ["denoise", "rank_runs", "denoise_micrograph", "read_micrograph", "check_micrograph",
+           "normalised", "output_identity", "output_record"]
 
 
 def _checked(run, config: DenoiseConfig):
@@ -39,6 +39,24 @@ def read_micrograph(source: str):
     return header, read_rows(header, 0, header.shape[0])
 
 
+def check_micrograph(image: np.ndarray, header, record, network_config, config: DenoiseConfig):
+    """The checks ``prepare`` makes (NaN or Inf pixels, a constant image, a percentile that
+    cannot normalise), and a size the network can take; an
+    :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise."""
+    from cryostream.denoise.tiling import default_halo
+    from cryostream.preprocess import check_statistics
+
+    finite = bool(np.isfinite(image).all())
+    lo, hi = (float(image.min()), float(image.max())) if finite else (0.0, 0.0)
+    value = float(np.percentile(image, record.percentile)) if finite else float("nan")
+    check_statistics(header, (value, finite, lo, hi), record.percentile)
+    smallest = max(64, config.halo or default_halo(network_config))
+    if min(image.shape) < smallest:
+        raise InvalidMicrographError(header.path, f"is {image.shape[0]} × {image.shape[1]} pixels; "
+                                     f"this run's network needs at least {smallest} on each side",
+                                     "exclude it (--permissive skips it)")
+
+
 def normalised(image: np.ndarray, header, record, source: str) -> tuple[Micrograph, float]:
     """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
     training) and that percentile."""
@@ -55,13 +73,18 @@ def _network(run: str, config: DenoiseConfig):
     return network
 
 
+def output_identity(run, config: DenoiseConfig, source: str) -> dict:
+    """What makes two outputs the same: the run, the input and the config (JSON values)."""
+    return {"run": str(run), "input": str(source), "config": to_dict(config)}
+
+
 def output_record(run, config: DenoiseConfig, source: str, found: dict) -> dict:
     """What an output says of how it was made: the run, the config, the input, the cryostream
     version and what the steps found on the micrograph (``NAME.json`` beside ``NAME.mrc``)."""
     from cryostream._version import __version__
 
-    return {"kind": "DenoiseOutput", "cryostream_version": __version__, "run": str(run),
-            "input": str(source), "config": to_dict(config), "found": found}
+    return {"kind": "DenoiseOutput", "cryostream_version": __version__,
+            **output_identity(run, config, source), "found": found}
 
 
 def _label(run: str, config: DenoiseConfig) -> str:
@@ -71,30 +94,39 @@ def _label(run: str, config: DenoiseConfig) -> str:
     return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
 
 
-def denoise_micrograph(source: str, name: str, run: str, config: DenoiseConfig, *,
-                       output: str | None, overwrite: bool):
-    """One micrograph through the whole pipeline: percentile, network, steps, MRC.
+def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
+                       plan: OutputPlan | None = None, permissive: bool = False):
+    """One micrograph through the whole pipeline: checks, percentile, network, steps, MRC.
 
-    The micrograph is read once; the percentile, the network and the steps share it, and its
-    noise is measured once. With ``output`` (a folder), writes ``NAME.mrc`` with a history
-    label and ``NAME.json`` (:func:`output_record`) and returns the MRC path; otherwise returns
-    the denoised array in the micrograph's units.
+    The micrograph is read once; the checks, the percentile, the network and the steps share
+    it, and its noise is measured once. With ``plan``
+    (:func:`~cryostream.denoise.outputs.plan_outputs`), writes ``NAME.mrc`` with a history
+    label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC path;
+    otherwise returns the denoised array in the micrograph's units. A micrograph that fails
+    the checks raises, or with ``permissive`` is skipped with a
+    :class:`~cryostream.MicrographSkippedWarning` (returns None).
     """
-    from cryostream.io.mrc import write_micrograph
-    from cryostream.runs import load_record
+    import warnings
 
+    from cryostream.denoise.network import load_network
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    network = load_network(run)
     header, image = read_micrograph(source)
-    micrograph, percentile = normalised(image, header, load_record(run), source)
+    try:
+        check_micrograph(image, header, network.record, network.config, config)
+    except InvalidMicrographError as exc:
+        if not permissive:
+            raise
+        warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
+        return None
+    micrograph, percentile = normalised(image, header, network.record, source)
     estimate, found = config.pipeline().run(micrograph, _network(run, config))
     estimate *= np.float32(percentile)
-    if output is None:
+    if plan is None:
         return estimate
-    path = Path(output) / f"{name}.mrc"
-    write_micrograph(path, estimate, header.pixel_size_angstrom, history=_label(run, config),
-                     overwrite=overwrite)
-    sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps(output_record(run, config, source, found), indent=1))
-    return str(path)
+    return write_output(plan, estimate, header.pixel_size_angstrom, _label(run, config),
+                        output_record(run, config, source, found))
 
 
 def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, draws: int = 2,
@@ -135,9 +167,15 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     return sorted(ranked, key=lambda row: row["score"])
 
 
+def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool):
+    source, plan = item
+    return denoise_micrograph(source, run, config, plan=plan, permissive=permissive)
+
+
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             config: DenoiseConfig | None = None, overwrite: bool = False, workers: int = 2,
-            scheduler: str | None = None, cluster_workers: int | None = None):
+            scheduler: str | None = None, cluster_workers: int | None = None,
+            permissive: bool = False):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -146,22 +184,30 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         A run folder written by :func:`cryostream.train`.
     inputs : paths, globs, folders or a STAR file
         Micrographs (any MRC mode); normalised as in training (the store's percentile) and
-        restored to their own scale afterwards.
+        restored to their own scale afterwards. Checked as :func:`cryostream.prepare` checks
+        them (NaN or Inf pixels, constant, a percentile that cannot normalise, too small).
     output : path-like, optional
-        Folder for float32 MRC files (same names, pixel size and a history label in the
-        header), each with a ``NAME.json`` record of how it was made (the run, the
-        :class:`~cryostream.config.DenoiseConfig`, the version, the fitted CTF). Required on a
-        cluster.
+        Folder for float32 MRC files (``NAME.mrc`` for each input's file name, with its pixel
+        size and a history label), each with a ``NAME.json`` record of how it was made (the
+        run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the fitted
+        CTF). Checked before any computing: two inputs of one name, an output that would
+        replace an input, or a ``NAME.mrc`` there that is not this run's output with these
+        options are refused. Finished outputs of the same run, options and input are found
+        and skipped, so an interrupted run resumes. Required on a cluster.
     config : DenoiseConfig, optional
         The post-processing steps and the tiling (default: the network's output as it is).
     overwrite : bool
-        Replace existing outputs.
+        Replace outputs made otherwise, and recompute finished ones; each is replaced only by
+        a complete new one.
     workers : int
         Micrographs in flight at once in this process (their reading and writing overlap the
         device work).
     scheduler, cluster_workers : str, int, optional
         Run on an existing Dask scheduler, or on a LocalCluster of that many worker processes
         (as :func:`cryostream.prepare` does); each worker loads the model once.
+    permissive : bool
+        Skip micrographs that fail the checks with a
+        :class:`~cryostream.MicrographSkippedWarning` instead of raising.
 
     Returns
     -------
@@ -172,28 +218,55 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     """
     import concurrent.futures
     import functools
+    import logging
 
     from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
 
     config = config or DenoiseConfig()
-    _checked(run, config)  # before any output folder is made
-    stack = open_micrographs(inputs, chunks=-1)
-    if output is not None:
-        Path(output).mkdir(parents=True, exist_ok=True)
-    elif scheduler is not None or cluster_workers is not None:
+    for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
+                              "≥ 1")
+    if output is None and (scheduler is not None or cluster_workers is not None):
         raise ConfigError("denoising on a cluster needs an output folder (-o)")
-    job = functools.partial(denoise_micrograph, run=str(Path(run).absolute()), config=config,
-                            output=None if output is None else str(Path(output).absolute()),
-                            overwrite=overwrite)
-    sources = list(stack.attrs["sources"])
-    names = [str(n) for n in stack.micrograph.values]
-    with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
-        if client is not None:
-            results = client.gather(client.map(job, sources, names))
-        else:
-            with concurrent.futures.ThreadPoolExecutor(min(workers, len(sources))) as pool:
-                results = list(pool.map(job, sources, names))
+    run = str(Path(run).absolute())
+    _checked(run, config)  # before any output folder is made
+    stack = open_micrographs(inputs, chunks=-1, permissive=permissive)
+    sources = [str(s) for s in stack.attrs["sources"]]
+    plans: list = [None] * len(sources)
+    made = None
+    if output is not None:
+        identities = [output_identity(run, config, s) for s in sources]
+        plans = plan_outputs(sources, output, identities, overwrite=overwrite)
+        made = None if Path(output).exists() else Path(output)
+        check_writable(Path(output))
+        finished = sum(p.done for p in plans)
+        if finished:
+            logging.getLogger("cryostream").info(
+                "%d of %d micrographs already denoised in %s with this run and these options; "
+                "kept (--overwrite recomputes them)", finished, len(plans), output)
+    todo = [(s, p) for s, p in zip(sources, plans, strict=True) if p is None or not p.done]
+    job = functools.partial(_denoise_item, run=run, config=config, permissive=permissive)
+    try:
+        with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
+            if not todo:
+                results = []
+            elif client is not None:
+                results = client.gather(client.map(job, todo))
+            else:
+                with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
+                    results = list(pool.map(job, todo))
+    except BaseException:
+        if made is not None and not any(made.iterdir()):
+            made.rmdir()  # the folder this call made holds nothing: leave no trace
+        raise
+    if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
+        raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     if output is None:
-        return stack.copy(data=np.stack(results))
-    return open_micrographs(results, chunks=-1)
+        kept = [(i, r) for i, r in enumerate(results) if r is not None]
+        return stack.isel(micrograph=[i for i, _ in kept]).copy(
+            data=np.stack([r for _, r in kept]))
+    written = {p.source: str(p.path) for p in plans if p.done}
+    written.update({s: r for (s, _), r in zip(todo, results, strict=True) if r is not None})
+    return open_micrographs([written[s] for s in sources if s in written], chunks=-1)

@@ -193,7 +193,8 @@ def write_micrograph(
     history: str | None = None,
     overwrite: bool = False,
 ) -> None:
-    """Write a 2-D float32 micrograph as MRC (mode 2), atomically (temporary name, rename).
+    """Write a 2-D float32 micrograph as MRC (mode 2), atomically (temporary name, rename; the
+    temporary file is removed if writing fails).
 
     Parameters
     ----------
@@ -214,13 +215,17 @@ def write_micrograph(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True or choose another name")
     tmp = path.with_name(f".{path.name}.partial")
-    with mrcfile.new(tmp, overwrite=True) as mrc:
-        mrc.set_data(np.asarray(data, dtype=np.float32))
-        mrc.voxel_size = pixel_size_angstrom
-        # mrcfile's own label holds the clock; without it the same data gives the same bytes
-        mrc.header.label[:] = b""
-        mrc.header.nlabl = 0
-        mrc.add_label(f"Created by cryostream {__version__}")
-        if history:
-            mrc.add_label(history[:80])
-    os.replace(tmp, path)
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.asarray(data, dtype=np.float32))
+            mrc.voxel_size = pixel_size_angstrom
+            # mrcfile's own label holds the clock; without it the same data gives the same bytes
+            mrc.header.label[:] = b""
+            mrc.header.nlabl = 0
+            mrc.add_label(f"Created by cryostream {__version__}")
+            if history:
+                mrc.add_label(history[:80])
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no partial file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
