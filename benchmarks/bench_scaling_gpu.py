@@ -10,7 +10,13 @@ loader position, so runs with the same global batch see the same batches in the 
   fixed batch already on the devices;
 * the same global batch on one device and on N: the loss after the same steps must agree.
 
+Each row records whether its step compiled more than once (``recompiled``,
+``common.counting_compiles``).
+
 Usage: python benchmarks/bench_scaling_gpu.py --out DIR [--devices 1 2] [--per-device 16]
+(A CPU smoke run on two host devices: XLA_FLAGS=--xla_force_host_platform_device_count=2 …
+--devices 1 2 --per-device 2 --patch 128 --shape 512 --micrographs 2 --model unet-small
+--precision fp32 --loss-steps 2 --time-steps 2 --threads 2.)
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import simulated_store, stamped_log  # noqa: E402
+from common import counting_compiles, simulated_store, stamped_log  # noqa: E402
 
 
 def main() -> None:
@@ -81,37 +87,38 @@ def main() -> None:
         step = make_train_step(graphdef, make_optimizer(cfg))
         loader = PatchLoader(store, "train", batch, seed=0, threads=args.threads, prefetch=4)
         batches = loader.device_batches(shard)
-        losses = []
-        t = time.perf_counter()
-        for i in range(args.loss_steps):
-            state, m = step(state, next(batches))
-            losses.append(m["loss"])
-            if i == 0:
-                jax.block_until_ready(m)
-                compile_s = time.perf_counter() - t
-        losses = [float(v) for v in losses]
-        jax.block_until_ready(state)
-        t = time.perf_counter()
-        for _ in range(args.time_steps):
-            state, m = step(state, next(batches))
-        jax.block_until_ready(m)
-        loader_s = (time.perf_counter() - t) / args.time_steps
-        fixed = next(batches)
-        loader.close()
-        for _ in range(3):
-            state, m = step(state, fixed)
-        jax.block_until_ready(m)
-        t = time.perf_counter()
-        for _ in range(args.time_steps):
-            state, m = step(state, fixed)
-        jax.block_until_ready(m)
-        fixed_s = (time.perf_counter() - t) / args.time_steps
+        with counting_compiles(step) as compiles:  # one compilation per row
+            losses = []
+            t = time.perf_counter()
+            for i in range(args.loss_steps):
+                state, m = step(state, next(batches))
+                losses.append(m["loss"])
+                if i == 0:
+                    jax.block_until_ready(m)
+                    compile_s = time.perf_counter() - t
+            losses = [float(v) for v in losses]
+            jax.block_until_ready(state)
+            t = time.perf_counter()
+            for _ in range(args.time_steps):
+                state, m = step(state, next(batches))
+            jax.block_until_ready(m)
+            loader_s = (time.perf_counter() - t) / args.time_steps
+            fixed = next(batches)
+            loader.close()
+            for _ in range(3):
+                state, m = step(state, fixed)
+            jax.block_until_ready(m)
+            t = time.perf_counter()
+            for _ in range(args.time_steps):
+                state, m = step(state, fixed)
+            jax.block_until_ready(m)
+            fixed_s = (time.perf_counter() - t) / args.time_steps
         row = {"device": devices[0].device_kind, "devices": n, "global_batch": batch,
                "per_device_batch": batch // n, "patch": args.patch, "model": args.model,
                "precision": args.precision, "compile_s": round(compile_s, 1),
                "step_ms_loader": loader_s * 1e3, "step_ms_fixed": fixed_s * 1e3,
                "patches_per_s": batch / loader_s, "loader_overhead": loader_s / fixed_s - 1,
-               "losses": losses, "recompiled": step._cache_size() != 1}
+               "losses": losses, "recompiled": len(compiles) != 1}
         rows.append(row)
         log(json.dumps({k: v for k, v in row.items() if k != "losses"}),
             f"loss after {args.loss_steps}: {losses[-1]:.6f}")

@@ -7,7 +7,12 @@ batch already on the device (the compute limit), and times it fed by
 loader's overhead, and model FLOP utilisation from FLOPs counted from the layer shapes (and
 XLA's own cost analysis, which under-counts convolutions on the GPU).
 
+The step must compile once for all its calls (``common.counting_compiles``: XLA compilations
+counted through ``jax.monitoring``), or the benchmark stops.
+
 Usage: python benchmarks/bench_train_gpu.py --out DIR [--batches 8 16] [--steps 40]
+(A CPU smoke run: --batches 2 --steps 2 --micrographs 2 --shape 512 --patch 128
+--model unet-small --threads 2.)
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import simulated_store, stamped_log  # noqa: E402
+from common import counting_compiles, simulated_store, stamped_log  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM, dense bf16 tensor-core peak
 
@@ -66,36 +71,38 @@ def main() -> None:
         loader = PatchLoader(store, "train", batch_size, seed=0, threads=args.threads, prefetch=4)
         batches = loader.device_batches()
         first = next(batches)
-        t = time.perf_counter()
-        compiled = step.lower(state, first).compile()
-        compile_s = time.perf_counter() - t
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
-        log(f"batch {batch_size}: compiled in {compile_s:.0f} s")
-        state, m = step(state, first)
-        jax.block_until_ready(m)
+        with counting_compiles(step) as compiles:  # the step must compile once
+            t = time.perf_counter()
+            compiled = step.lower(state, first).compile()
+            compile_s = time.perf_counter() - t
+            cost = compiled.cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+            log(f"batch {batch_size}: compiled in {compile_s:.0f} s")
+            state, m = step(state, first)
+            jax.block_until_ready(m)
 
-        fixed = first
-        for _ in range(3):
-            state, m = step(state, fixed)
-        jax.block_until_ready(m)
-        t = time.perf_counter()
-        for _ in range(args.steps):
-            state, m = step(state, fixed)
-        jax.block_until_ready(m)
-        fixed_s = (time.perf_counter() - t) / args.steps
+            fixed = first
+            for _ in range(3):
+                state, m = step(state, fixed)
+            jax.block_until_ready(m)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                state, m = step(state, fixed)
+            jax.block_until_ready(m)
+            fixed_s = (time.perf_counter() - t) / args.steps
 
-        for _ in range(3):
-            state, m = step(state, next(batches))
-        jax.block_until_ready(m)
-        t = time.perf_counter()
-        for _ in range(args.steps):
-            state, m = step(state, next(batches))
-        jax.block_until_ready(m)
-        loader_s = (time.perf_counter() - t) / args.steps
-        loader.close()
-        assert step._cache_size() == 1, "the step recompiled"
+            for _ in range(3):
+                state, m = step(state, next(batches))
+            jax.block_until_ready(m)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                state, m = step(state, next(batches))
+            jax.block_until_ready(m)
+            loader_s = (time.perf_counter() - t) / args.steps
+            loader.close()
+        if len(compiles) != 1:
+            raise RuntimeError(f"the step compiled {len(compiles)} times: it recompiled")
 
         p = args.patch
         flops = 3 * 2 * macs_per_pixel(cfg.model_config()) * p * p * batch_size
