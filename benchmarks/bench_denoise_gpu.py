@@ -6,7 +6,8 @@ full-size 7676 × 7420 micrographs (one simulated micrograph, rolled per file), 
 included, after a warm-up; (b) end to end over the stack: read MRC → denoise → write MRC.
 
 Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles auto 2048]
-(On a CPU: --shape 2048 --count 2 --tiles 1024 --precision fp32 --batch 1.)
+(On a CPU: --shape 2048 --count 2 --tiles 1024 --precision fp32 --batch 1; a smoke run:
+--shape 512 --count 2 --tiles 256 --precision fp32 --batch 1 --model unet-small --workers 1.)
 """
 
 from __future__ import annotations
@@ -20,27 +21,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def make_run(run: Path, precision: str) -> None:
-    import orbax.checkpoint as ocp
+def make_run(run: Path, model: str, precision: str) -> None:
+    """A run folder holding an initialised network: its record and one checkpoint (step 0)."""
+    from cryostream.config import PrepareConfig
+    from cryostream.runs import RunRecord, checkpoint_manager, save_checkpoint, save_record
+    from cryostream.training import TrainConfig, create_model, create_train_state, make_optimizer
 
-    from cryostream.config import PrepareConfig, to_dict
-    from cryostream.training import (
-        TrainConfig,
-        _checkpoint_manager,
-        create_model,
-        create_train_state,
-        make_optimizer,
-    )
-
-    config = TrainConfig(model="unet", precision=precision)
+    config = TrainConfig(model=model, precision=precision)
     graphdef, state = create_train_state(create_model(config.model_config()), make_optimizer(config))
-    record = {"train": to_dict(config), "model": to_dict(config.model_config()),
-              "prepare": to_dict(PrepareConfig())}
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(record))
-    manager = _checkpoint_manager(run, 1)
-    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            meta=ocp.args.JsonSave({"loader": {}, "config": record})))
+    record = RunRecord(path=run, train=config, prepare=PrepareConfig(), store="(none: untrained)")
+    save_record(run, record)
+    manager = checkpoint_manager(run, 1, create=True)
+    save_checkpoint(manager, 0, state, {"loader": {}, "config": record.to_dict()})
     manager.wait_until_finished()
     manager.close()
 
@@ -54,33 +46,25 @@ def main() -> None:
                     help="window cores to time; 'auto' is what cryostream.denoise picks")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--model", default="unet", help="the preset (unet-small for a CPU smoke run)")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--shape", type=int, help="simulate micrographs of SHAPE² instead of full size")
     args = ap.parse_args()
 
     import jax
     import numpy as np
-    from _common import make_full_size_set
+    from common import make_full_size_set, stamped_log
 
-    from cryostream.infer import (
-        _device_batch,
-        _loaded,
-        auto_tile,
-        default_halo,
-        denoise,
-        tile_cores,
-    )
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import auto_tile, default_halo, denoise, load_network, tile_cores
+    from cryostream.denoise.tiling import device_batch
 
-    t0 = time.perf_counter()
-
-    def log(*a):
-        print(f"[{time.perf_counter() - t0:6.1f}s]", *a, flush=True)
-
+    log = stamped_log()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     run = work / "run"
     if not run.exists():
-        make_run(run, args.precision)
+        make_run(run, args.model, args.precision)
     if args.shape:
         import cryostream
 
@@ -89,22 +73,23 @@ def main() -> None:
     else:
         paths = make_full_size_set(work / "full", args.count)
     log("device", jax.devices()[0].device_kind, f"{len(paths)} micrographs ready")
-    apply, params, config, _ = _loaded(str(run))
-    halo = default_halo(config)
+    network = load_network(str(run))
+    apply, params, model_config = network.apply, network.params, network.config
+    halo = default_halo(model_config)
     import mrcfile
 
     image = np.asarray(mrcfile.read(paths[0]), np.float32)
     image /= np.percentile(image, 95)
     rows = []
     for choice in args.tiles:
-        tile = auto_tile(image.shape, config) if choice == "auto" else int(choice)
+        tile = auto_tile(image.shape, model_config) if choice == "auto" else int(choice)
         side = tile + 2 * halo
         padded = np.pad(image, halo, mode="symmetric")
         windows = [padded[wy : wy + side, wx : wx + side]
-                   for wy, _, _ in tile_cores(image.shape[0], tile, config.multiple)
-                   for wx, _, _ in tile_cores(image.shape[1], tile, config.multiple)]
+                   for wy, _, _ in tile_cores(image.shape[0], tile, model_config.multiple)
+                   for wx, _, _ in tile_cores(image.shape[1], tile, model_config.multiple)]
         n = len(windows)
-        batch = _device_batch(args.batch, n, side)  # as denoise
+        batch = device_batch(args.batch, n, side)  # as denoise
         batches = [np.stack(windows[i : i + batch] + [windows[0]] * max(0, i + batch - n))
                    [..., None] for i in range(0, n, batch)]
         t = time.perf_counter()
@@ -119,9 +104,10 @@ def main() -> None:
         device_s = float(np.median(times[1:]))
         log(f"tile {tile} (+{halo} halo): {n} windows of {side}², compile {compile_s:.0f} s, "
             f"one micrograph {device_s:.3f} s")
+        config = DenoiseConfig(tile=None if choice == "auto" else tile, batch_size=args.batch)
         t = time.perf_counter()
-        denoise(run, paths, work / f"out-{tile}", tile=None if choice == "auto" else tile,
-                batch_size=args.batch, overwrite=True, workers=args.workers)
+        denoise(run, paths, work / f"out-{tile}", config=config, overwrite=True,
+                workers=args.workers)
         e2e = time.perf_counter() - t
         log(f"tile {tile}: end to end {len(paths)} micrographs in {e2e:.1f} s = "
             f"{len(paths) / e2e:.2f} micrographs/s")
@@ -130,7 +116,7 @@ def main() -> None:
                      "windows": n, "window_side": side, "batch": batch, "compile_s": compile_s,
                      "device_seconds_per_micrograph": device_s, "end_to_end_seconds": e2e,
                      "micrographs": len(paths), "micrographs_per_second": len(paths) / e2e,
-                     "precision": args.precision})
+                     "precision": args.precision, "model": args.model})
     (out / "denoise_gpu.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=1))
 
