@@ -142,3 +142,124 @@ def test_refuses_to_overwrite(tmp_path):
 def test_bad_count():
     with pytest.raises(cryostream.ConfigError, match="count=0"):
         cryostream.simulate("/nonexistent", 0)
+
+
+# -- other particle shapes and ice thickness (issue 17: the general model's spread) -----------
+
+#: The shapes' radii (Å, centre to the farthest atom) and masses (kDa) as designed.
+SHAPES = {"t20s": (92, 690), "globular": (44, 138), "filament": (231, 864), "shell": (138, 3480)}
+
+
+def _projection_config(particle: str, **kw) -> SimulateConfig:
+    """Micrographs whose truth is the particles' projection itself: nearly pure amplitude
+    contrast, almost no defocus and no spherical aberration, no ice."""
+    return SimulateConfig(shape=(512, 512), pixel_size_angstrom=2.0, particle=particle,
+                          particles_per_micrograph=1000, defocus_um=(0.01, 0.01),
+                          astigmatism_angstrom=0.0, cs_mm=0.0, amplitude_contrast=0.99,
+                          ice_contrast=0.0, ice_thickness_relative=0.0, seed=4, **kw)
+
+
+def test_the_shapes_are_their_size_and_mass():
+    from cryostream.config.simulate import PARTICLE_SHAPES, PARTICLES
+    from cryostream.simulate.particles import particle_model
+
+    assert PARTICLE_SHAPES == tuple(SHAPES) and PARTICLES == (*SHAPES, "mixed")
+    xyz_t20s, z_t20s = load_t20s()
+    for name, (radius, kda) in SHAPES.items():
+        model = particle_model(name)
+        r = np.sqrt((model.xyz_angstrom.astype(np.float64) ** 2).sum(1))
+        assert r.max() == pytest.approx(radius, rel=0.02), name
+        assert model.dalton / 1e3 == pytest.approx(kda, rel=0.02), name
+        # protein-like: the T20S model's mean atomic number, 15 Da per (pseudo-)atom
+        assert model.weight.mean() == pytest.approx(z_t20s.mean(), rel=0.01)
+        assert model.dalton / len(model.weight) == pytest.approx(15.0, rel=0.01)
+        assert not model.xyz_angstrom.flags.writeable
+    extent = np.ptp(particle_model("filament").xyz_angstrom, axis=0)
+    assert sorted(extent) == pytest.approx([89, 89, 461], abs=3)  # long and thin
+    shell = np.sqrt((particle_model("shell").xyz_angstrom.astype(np.float64) ** 2).sum(1))
+    assert shell.min() > 95  # hollow: subunits of 18 Å radius on a sphere of 120 Å
+    with pytest.raises(ValueError, match="particle shape 'virus'"):
+        particle_model("virus")
+
+
+@pytest.mark.parametrize("particle", [*SHAPES, "mixed"])
+def test_each_shape_appears_at_its_size(particle):
+    sim = simulate_micrograph(_projection_config(particle), 0)
+    kinds = {p.shape for p in sim.particles}
+    assert len(kinds) >= 3 if particle == "mixed" else kinds == {particle}
+    assert len(sim.particles) >= 4
+    deviation = np.abs(sim.truth / np.median(sim.truth) - 1)
+    support = deviation > 0.05 * deviation.max()
+    yy, xx = np.mgrid[:512, :512]
+    covered = np.zeros_like(support)
+    for p in sim.particles:
+        radius_px = SHAPES[p.shape][0] / 2.0
+        d = np.hypot(xx - p.x, yy - p.y)
+        own = support & (d <= radius_px + 3)
+        assert own.sum() > 50  # it appears
+        # as large as designed: some of it reaches out to its radius (a filament seen along
+        # its axis would not, hence the filament's lower bound)
+        assert d[own].max() > (0.7 if p.shape == "filament" else 0.8) * radius_px
+        covered |= d <= radius_px + 3
+    # and no larger: nothing outside the particles' discs (the FFT wraps a few edge pixels)
+    assert (support & ~covered).sum() < 0.005 * support.sum()
+
+
+def test_new_shapes_same_seed_same_bytes():
+    def digest(**kw):
+        sim = simulate_micrograph(SimulateConfig(shape=(256, 320), pixel_size_angstrom=2.0,
+                                                 particles_per_micrograph=3000, **kw), 2)
+        return _sha256(sim.noisy), _sha256(sim.truth), tuple(p.shape for p in sim.particles)
+
+    mixed = digest(particle="mixed", seed=9)
+    assert digest(particle="mixed", seed=9) == mixed
+    assert digest(particle="mixed", seed=10)[:2] != mixed[:2]
+    assert digest(particle="shell", seed=9)[:2] != mixed[:2]
+    assert len(set(mixed[2])) >= 2
+
+
+def test_thicker_ice_has_a_stronger_texture_and_the_same_rest():
+    base = dict(shape=(256, 256), seed=3, particles_per_micrograph=400)
+    thin = simulate_micrograph(SimulateConfig(**base), 1, components=True)
+    thick = simulate_micrograph(SimulateConfig(**base, ice_thickness_relative=4.0), 1,
+                                components=True)
+    # the texture's draws are the same numbers scaled by √4; nothing else changes
+    np.testing.assert_allclose(thick.ice, 2 * thin.ice, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(thick.truth - thick.ice, thin.truth - thin.ice, atol=1e-3)
+    assert thick.particles == thin.particles
+
+
+def test_particle_and_ice_thickness_are_validated():
+    with pytest.raises(cryostream.ConfigError,
+                       match="particle='virus': must be one of t20s, globular, filament, shell, "
+                             "mixed"):
+        SimulateConfig(particle="virus")
+    with pytest.raises(cryostream.ConfigError, match="ice_thickness_relative=-1"):
+        SimulateConfig(ice_thickness_relative=-1)
+    assert SimulateConfig(ice_thickness_relative=2).ice_thickness_relative == 2.0
+    assert isinstance(SimulateConfig(ice_thickness_relative=2).ice_thickness_relative, float)
+
+
+def test_place_particles_keeps_sizes_apart_largest_first():
+    from cryostream.simulate.particles import place_particles
+
+    radii = [10.0, 50.0, 20.0, 30.0]
+    placed = place_particles(np.random.default_rng(0), (400, 400), radii)
+    assert [i for _, _, i in placed] == [1, 3, 2, 0]
+    for a, (xa, ya, ia) in enumerate(placed):
+        assert radii[ia] / 2 <= xa <= 400 - radii[ia] / 2
+        for xb, yb, ib in placed[a + 1:]:
+            assert np.hypot(xa - xb, ya - yb) >= radii[ia] + radii[ib]
+    assert place_particles(np.random.default_rng(0), (400, 400), [1000.0]) == []
+
+
+def test_star_records_each_particles_shape(tmp_path):
+    mixed = SimulateConfig(shape=(512, 512), particle="mixed", particles_per_micrograph=2000,
+                           pixel_size_angstrom=2.0, seed=1)
+    sim = cryostream.simulate(tmp_path / "mixed", 1, config=mixed)
+    parts = starfile.read(sim.particles_star)
+    expected = [1 + ("t20s", "globular", "filament", "shell").index(p.shape)
+                for p in simulate_micrograph(mixed, 0).particles]
+    assert list(parts["rlnClassNumber"]) == expected and len(set(expected)) >= 2
+    default = cryostream.simulate(tmp_path / "default", 1, shape=(256, 256))
+    assert "rlnClassNumber" not in starfile.read(default.particles_star).columns

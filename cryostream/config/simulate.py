@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from cryostream.config.checks import check_positive, store_floats
+from cryostream.config.checks import check_choice, check_positive, store_floats
 from cryostream.errors import ConfigError
 
-__all__ = ["SimulateConfig"]
+__all__ = ["PARTICLE_SHAPES", "PARTICLES", "SimulateConfig"]
+
+#: The particle shapes the simulator draws (:mod:`cryostream.simulate.particles`).
+PARTICLE_SHAPES = ("t20s", "globular", "filament", "shell")
+#: The values of :attr:`SimulateConfig.particle`: one shape, or ``"mixed"`` (each particle's
+#: shape drawn from all of them).
+PARTICLES = (*PARTICLE_SHAPES, "mixed")
 
 @dataclasses.dataclass(frozen=True)
 class SimulateConfig:
     """EMPIAR-10025-like micrographs (T20S proteasome, 300 kV), with their ground truth.
+
+    The defaults are EMPIAR-10025's; ``particle`` and ``ice_thickness_relative`` widen the
+    specimen (other shapes and sizes, thinner or thicker ice) for training on a spread of
+    conditions.
 
     Parameters
     ----------
@@ -22,7 +32,8 @@ class SimulateConfig:
     dose_e_per_angstrom2 : float
         Total electron dose; 50 e⁻/Å² is ≈22 e⁻ per 0.6575 Å pixel.
     particles_per_micrograph : int
-        Particles placed per full-size micrograph (scaled with area for smaller shapes).
+        Particles placed per full-size micrograph (scaled with area for smaller shapes); fewer
+        when they do not fit without overlapping.
     defocus_um : (float, float)
         Range of the per-micrograph mean defocus, µm (underfocus positive).
     astigmatism_angstrom : float
@@ -41,6 +52,17 @@ class SimulateConfig:
         (:func:`cryostream.simulate.micrograph.detector_nps`).
     seed : int
         Seed; micrograph ``i`` of a run is fully determined by ``(seed, i)``.
+    particle : str
+        The specimen (:data:`PARTICLES`): ``"t20s"`` (the T20S proteasome, 690 kDa, ≈170 Å),
+        ``"globular"`` (a ≈140 kDa complex of four domains, ≈90 Å), ``"filament"`` (a helical
+        filament segment, ≈860 kDa, ≈460 Å long and ≈90 Å wide), ``"shell"`` (a hollow
+        virus-like shell, ≈3.5 MDa, ≈280 Å across), or ``"mixed"``: each particle's shape drawn
+        from those four (:mod:`cryostream.simulate.particles`).
+    ice_thickness_relative : float
+        Ice thickness relative to the default specimen's: the amorphous-ice phase texture
+        (0.07 rad per pixel at 1) grows with its square root, as the fluctuations of a thicker
+        layer add up. The mean transmission and the particles' contrast are left alone (the
+        dose sets the counts).
     """
 
     shape: tuple[int, int] = (7676, 7420)
@@ -56,6 +78,8 @@ class SimulateConfig:
     ice_contrast: float = 0.02
     detector_nps_nyquist: float = 1.0
     seed: int = 0
+    particle: str = "t20s"
+    ice_thickness_relative: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -65,6 +89,7 @@ class SimulateConfig:
         check_positive("pixel_size_angstrom", self.pixel_size_angstrom)
         check_positive("dose_e_per_angstrom2", self.dose_e_per_angstrom2)
         check_positive("particles_per_micrograph", self.particles_per_micrograph, allow_zero=True)
+        check_choice("particle", self.particle, PARTICLES)
         lo, hi = self.defocus_um
         if not (0 < lo <= hi):
             raise ConfigError(f"defocus_um={self.defocus_um}: must be (low, high) with 0 < low ≤ high")
@@ -75,6 +100,8 @@ class SimulateConfig:
             raise ConfigError(f"amplitude_contrast={self.amplitude_contrast}: must be in [0, 1)")
         check_positive("b_factor_angstrom2", self.b_factor_angstrom2, allow_zero=True)
         check_positive("ice_contrast", self.ice_contrast, allow_zero=True)
+        store_floats(self, "ice_thickness_relative")
+        check_positive("ice_thickness_relative", self.ice_thickness_relative, allow_zero=True)
         store_floats(self, "detector_nps_nyquist")
         if not (isinstance(self.detector_nps_nyquist, float) and 0 < self.detector_nps_nyquist <= 1):
             raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")

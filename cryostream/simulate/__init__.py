@@ -5,7 +5,10 @@ Layout of a simulated set ``OUT``::
     OUT/micrographs/sim_0000.mrc      shot-noise micrographs (float32, pixel size in header)
     OUT/truth/sim_0000.mrc            their noise-free expectations
     OUT/micrographs.star              RELION list of micrographs with CTF parameters
-    OUT/particles.star                particle centres (pixels) and Euler angles
+    OUT/particles.star                particle centres (pixels) and Euler angles; with a
+                                      particle other than T20S (``SimulateConfig.particle``)
+                                      also each particle's shape as ``rlnClassNumber``
+                                      (1 + its index in ``PARTICLE_SHAPES``)
     OUT/simulate.json                 the SimulateConfig and the cryostream version
 """
 
@@ -21,11 +24,14 @@ import starfile
 from tqdm.auto import tqdm
 
 from cryostream.config import SimulateConfig, to_json
+from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import write_micrograph
 from cryostream.simulate.micrograph import SimulatedMicrograph, simulate_micrograph
+from cryostream.simulate.particles import ParticleModel, particle_model
 
-__all__ = ["SimulatedSet", "simulate", "simulate_micrograph", "SimulatedMicrograph"]
+__all__ = ["SimulatedSet", "simulate", "simulate_micrograph", "SimulatedMicrograph",
+           "ParticleModel", "particle_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +126,15 @@ def simulate(
                     "rlnAngleRot": p.rot,
                     "rlnAngleTilt": p.tilt,
                     "rlnAnglePsi": p.psi,
+                    "rlnClassNumber": PARTICLE_SHAPES.index(p.shape) + 1,
                 }
             )
     mic_star, particle_star = root / "micrographs.star", root / "particles.star"
     starfile.write({"micrographs": pd.DataFrame(mic_rows)}, mic_star, overwrite=True)
     columns = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]
     columns += ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]
+    if config.particle != "t20s":
+        columns.append("rlnClassNumber")
     starfile.write({"particles": pd.DataFrame(particle_rows, columns=columns)}, particle_star,
                    overwrite=True)
     (root / "simulate.json").write_text(to_json(config) + "\n")

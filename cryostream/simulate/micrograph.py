@@ -2,11 +2,14 @@
 
 Image formation (weak-phase approximation, one Fourier pass):
 
-1. Particles: the T20S atoms are rotated to a uniformly random orientation, projected along
-   the beam and splatted bilinearly onto the pixel grid, weighted by atomic number. The scale
-   makes the integrated phase of one complex ``σ_e · ΔV · V`` (interaction constant at the
-   voltage, protein-minus-ice mean inner potential ΔV ≈ 2 V, particle volume from 1.21 Å³/Da).
-2. Amorphous ice: a small white phase texture, which is what draws Thon rings in real data.
+1. Particles: the T20S atoms (or the points of another shape, ``config.particle``,
+   :mod:`cryostream.simulate.particles`) are rotated to a uniformly random orientation,
+   projected along the beam and splatted bilinearly onto the pixel grid, weighted by atomic
+   number. The scale makes the integrated phase of one T20S complex ``σ_e · ΔV · V``
+   (interaction constant at the voltage, protein-minus-ice mean inner potential ΔV ≈ 2 V,
+   particle volume from 1.21 Å³/Da); the other shapes have the same phase per unit mass.
+2. Amorphous ice: a small white phase texture, which is what draws Thon rings in real data;
+   its standard deviation grows with the square root of ``config.ice_thickness_relative``.
 3. Contrast transfer: ``2·CTF·exp(-B k²/4)`` with ``CTF = -[√(1-Q²)·sin χ + Q·cos χ]`` at the
    astigmatic defocus of the micrograph (:mod:`cryostream.spectral.optics`); underfocus
    positive, so particles are dark.
@@ -27,6 +30,13 @@ import numpy as np
 import scipy.fft
 
 from cryostream.config import SimulateConfig
+from cryostream.config.simulate import PARTICLE_SHAPES
+from cryostream.simulate.particles import (
+    ANGSTROM3_PER_DALTON,
+    T20S_DALTON,
+    particle_model,
+    place_particles,
+)
 from cryostream.simulate.t20s import load_t20s
 from cryostream.spectral import astigmatic_defocus, contrast_transfer, frequencies
 
@@ -45,20 +55,19 @@ def detector_nps(freq, nyquist_ratio: float):
 _FULL_AREA = 7676 * 7420
 _SIGMA_E_300KV = 6.526e-4  # interaction constant, rad / (V·Å), at 300 kV
 _PROTEIN_MINUS_ICE_VOLTS = 2.0
-_T20S_DALTON = 6.9e5
-_ANGSTROM3_PER_DALTON = 1.21
 _ICE_TEXTURE_RAD = 0.07  # per-pixel standard deviation of the amorphous-ice phase
 
 
 @dataclasses.dataclass(frozen=True)
 class Particle:
-    """A placed particle: centre in pixels (x, y) and ZYZ Euler angles in degrees."""
+    """A placed particle: centre in pixels (x, y), ZYZ Euler angles in degrees, its shape."""
 
     x: float
     y: float
     rot: float
     tilt: float
     psi: float
+    shape: str = "t20s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +186,30 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], waves: int =
     return (field / std if std > 0 else field).astype(np.float32)
 
 
+def _shaped_particles(rng: np.random.Generator, config: SimulateConfig, count: int,
+                      phase: np.ndarray, phase_per_z: float) -> list[Particle]:
+    """Place ``count`` particles of ``config.particle`` (each its own shape when ``"mixed"``)
+    and splat their projected phase into ``phase`` (in place)."""
+    ps = config.pixel_size_angstrom
+    if config.particle == "mixed":
+        names = [PARTICLE_SHAPES[k] for k in rng.integers(len(PARTICLE_SHAPES), size=count)]
+    else:
+        names = [config.particle] * count
+    models = {name: particle_model(name) for name in sorted(set(names))}
+    radius_px = {name: model.radius_angstrom / ps for name, model in models.items()}
+    weights = {name: model.weight.astype(np.float64) * phase_per_z
+               for name, model in models.items()}
+    particles = []
+    for cx, cy, i in place_particles(rng, phase.shape, [radius_px[name] for name in names]):
+        model = models[names[i]]
+        rot = _random_rotation(rng)
+        moved = model.xyz_angstrom @ rot.T.astype(np.float32)
+        pts = np.stack([moved[:, 0] / ps + cx, moved[:, 1] / ps + cy], axis=1)
+        _splat(phase, pts, weights[model.name])
+        particles.append(Particle(cx, cy, *_zyz_euler_deg(rot), shape=model.name))
+    return particles
+
+
 def simulate_micrograph(config: SimulateConfig, index: int, *,
                         components: bool = False) -> SimulatedMicrograph:
     """Simulate micrograph ``index`` of a run with ``config``.
@@ -190,7 +223,7 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
     xyz, z = load_t20s()
     radius_px = float(np.sqrt((xyz.astype(np.float64) ** 2).sum(1)).max()) / ps
     # Phase per unit atomic number per pixel, from σ_e·ΔV·V spread over the summed Z.
-    volume = _T20S_DALTON * _ANGSTROM3_PER_DALTON
+    volume = T20S_DALTON * ANGSTROM3_PER_DALTON
     phase_per_z = _SIGMA_E_300KV * _PROTEIN_MINUS_ICE_VOLTS * volume / float(z.sum()) / ps**2
 
     # CTF parameters (RELION convention: U ≥ V, angle of U from x).
@@ -202,18 +235,21 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
     count = round(config.particles_per_micrograph * ny * nx / _FULL_AREA)
     if config.particles_per_micrograph > 0:
         count = max(count, 1)
-    centres = place_centres(rng, (ny, nx), count, 2 * radius_px)
-
     phase = np.zeros((ny, nx), dtype=np.float64)
-    particles = []
-    for cx, cy in centres:
-        rot = _random_rotation(rng)
-        moved = xyz @ rot.T.astype(np.float32)
-        pts = np.stack([moved[:, 0] / ps + cx, moved[:, 1] / ps + cy], axis=1)
-        _splat(phase, pts, z.astype(np.float64) * phase_per_z)
-        particles.append(Particle(cx, cy, *_zyz_euler_deg(rot)))
+    if config.particle == "t20s":
+        centres = place_centres(rng, (ny, nx), count, 2 * radius_px)
+        particles = []
+        for cx, cy in centres:
+            rot = _random_rotation(rng)
+            moved = xyz @ rot.T.astype(np.float32)
+            pts = np.stack([moved[:, 0] / ps + cx, moved[:, 1] / ps + cy], axis=1)
+            _splat(phase, pts, z.astype(np.float64) * phase_per_z)
+            particles.append(Particle(cx, cy, *_zyz_euler_deg(rot)))
+    else:
+        particles = _shaped_particles(rng, config, count, phase, phase_per_z)
     phase = phase.astype(np.float32)
-    ice_phase = rng.normal(0, _ICE_TEXTURE_RAD, size=(ny, nx)).astype(np.float32)
+    ice_rad = _ICE_TEXTURE_RAD * math.sqrt(config.ice_thickness_relative)
+    ice_phase = rng.normal(0, ice_rad, size=(ny, nx)).astype(np.float32)
     phase += ice_phase
     if not components:
         del ice_phase
