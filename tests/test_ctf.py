@@ -131,7 +131,7 @@ def test_check_tells_a_good_fit_from_a_wrong_one(simulated):
 
 
 def test_cli_denoise_with_the_ctf_gain(tmp_path):
-    """``--ctf-gain`` through the whole pipeline, on a run trained the seed's way; with optics
+    """``--ctf-gain`` through the whole pipeline, on a run trained the reference plan's way; with optics
     that make the fit useless the check falls back to the radial gain and says so."""
     from cryostream import PrepareConfig, prepare
     from cryostream.training import TrainConfig, train
@@ -143,7 +143,7 @@ def test_cli_denoise_with_the_ctf_gain(tmp_path):
         model="unet-small", precision="fp32", steps=2, batch_size=4, eval_every=2,
         checkpoint_every=2, warmup_steps=1, threads=2), log=lambda *_: None).run
     base = ["denoise", str(run), str(sim.micrographs[0]), "--tile", "512", "--n2n-correction",
-            "--ctf-gain"]
+            "--ctf-gain", "--no-ensemble"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", CTFFallbackWarning)
         assert main(base + ["-o", str(tmp_path / "out")]) == 0
@@ -153,7 +153,8 @@ def test_cli_denoise_with_the_ctf_gain(tmp_path):
         assert main(base + ["-o", str(tmp_path / "bad"), "--cs", "0", "--amplitude-contrast",
                             "0.9"]) == 0
     radial = ["denoise", str(run), str(sim.micrographs[0]), "--tile", "512",
-              "--n2n-correction", "--wiener-gain", "-o", str(tmp_path / "radial")]
+              "--n2n-correction", "--no-ctf-gain", "--wiener-gain", "--no-ensemble", "-o",
+              str(tmp_path / "radial")]
     assert main(radial) == 0
     np.testing.assert_array_equal(mrcfile.read(tmp_path / "bad" / sim.micrographs[0].name),
                                   mrcfile.read(tmp_path / "radial" / sim.micrographs[0].name))

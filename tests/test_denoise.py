@@ -104,7 +104,7 @@ def test_tiles_match_the_whole_micrograph(trained):
 
 def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     run, sim = trained
-    out = denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig(tile=64))
+    out = denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig.raw(tile=64))
     assert out.dims == ("micrograph", "y", "x") and out.shape == (3, 200, 176)
     with mrcfile.open(tmp_path / "den" / "sim_0000.mrc") as m:
         assert m.data.dtype == np.float32 and m.data.shape == (200, 176)
@@ -116,11 +116,11 @@ def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
         normalised = denoise_array(stack.data, run, [p95], tile=64).compute()[0]
         np.testing.assert_allclose(m.data, normalised * np.float32(p95), rtol=1e-5)  # own scale
     record = json.loads((tmp_path / "den" / "sim_0000.json").read_text())
-    assert record["config"] == {**{f: getattr(DenoiseConfig(), f) for f in record["config"]},
+    assert record["config"] == {**{f: getattr(DenoiseConfig.raw(), f) for f in record["config"]},
                                 "tile": 64}
     assert record["run"] == str(run.absolute()) and record["input"] == str(sim.micrographs[0])
     # no files; the same result
-    again = denoise(run, sim.micrographs, config=DenoiseConfig(tile=64), workers=1)
+    again = denoise(run, sim.micrographs, config=DenoiseConfig.raw(tile=64), workers=1)
     np.testing.assert_allclose(again.values, out.values, rtol=1e-5)
 
 
@@ -233,7 +233,7 @@ def test_ring_clamp_removes_anti_correlated_rings():
 def test_cli_denoise(trained, tmp_path, capsys):
     run, sim = trained
     assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "d"),
-                 "--tile", "64", "--n2n-correction", "--n2n-clamp", "--wiener-gain",
+                 "--tile", "64", "--raw", "--n2n-correction", "--n2n-clamp", "--wiener-gain",
                  "--calibrate", "1"]) == 0
     assert "denoised 1 micrographs" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
@@ -249,7 +249,7 @@ def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     turned = tmp_path / "turned.mrc"
     write_micrograph(turned, np.ascontiguousarray(np.rot90(image)), 1.0)
     def out(source, **options):
-        return denoise(run, [source], config=DenoiseConfig(tile=64, **options)).values[0]
+        return denoise(run, [source], config=DenoiseConfig.raw(tile=64, **options)).values[0]
 
     np.testing.assert_allclose(np.rot90(out(sim.micrographs[0], ensemble=True)),
                                out(turned, ensemble=True), atol=1e-5)
@@ -283,7 +283,7 @@ def test_evaluation_report(trained, tmp_path, capsys):
 
 def test_denoise_on_a_local_cluster(trained, tmp_path):
     run, sim = trained
-    tiled = DenoiseConfig(tile=64)
+    tiled = DenoiseConfig.raw(tile=64)
     here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
     there = denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled, cluster_workers=2)
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
@@ -342,7 +342,7 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
                       eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2, seed=5)
     other = tmp_path / "other"
     train(run.parent / "data.h5", other, cfg, log=lambda *_: None)
-    config = DenoiseConfig(tile=64, n2n_correction=True, wiener_gain=True)
+    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
     ranked = rank_runs([run, other, run], sim.micrographs[:2], config=config)
     assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
     assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
@@ -368,10 +368,10 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
     mine = next(r for r in ranked if r["run"] == str(run.absolute()))["scores"]["sim_0000"]
     assert mine == pytest.approx(np.mean(errors) * p**2, rel=1e-6)
     with pytest.raises(cryostream.ConfigError):
-        DenoiseConfig(n2n_clamp=True)
+        DenoiseConfig(n2n_clamp=True, n2n_correction=False)
     out = tmp_path / "rank.json"
     assert main(["rank", str(run), str(other), "-i", str(sim.micrographs[0]), "--tile", "64",
-                 "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
+                 "--raw", "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("run") and len(lines) == 3
     assert {r["run"] for r in json.loads(out.read_text())} == {str(run.absolute()),
@@ -381,7 +381,8 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
 def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys):
     _, sim = trained
     mic = str(sim.micrographs[0])
-    assert main(["denoise", str(tmp_path / "nothing"), mic, "-o", str(tmp_path / "out")]) == 2
+    assert main(["denoise", "--model", str(tmp_path / "nothing"), mic, "-o",
+                 str(tmp_path / "out")]) == 2
     assert "not a run folder (no config.json)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing made before the check
     assert main(["rank", str(tmp_path), "-i", mic]) == 2
@@ -404,7 +405,7 @@ def test_the_pipeline_is_its_steps_in_order(trained, n2n, clamp, wiener):
     def network(img):  # any function stands for the network here
         return scipy.ndimage.gaussian_filter(img, 1.5)
 
-    config = DenoiseConfig(n2n_correction=n2n, n2n_clamp=clamp, wiener_gain=wiener)
+    config = DenoiseConfig.raw(n2n_correction=n2n, n2n_clamp=clamp, wiener_gain=wiener)
     got, found = config.pipeline().run(Micrograph(noisy, 0.6575, record), network)
     expected = network(noisy)
     if n2n:
@@ -417,3 +418,44 @@ def test_the_pipeline_is_its_steps_in_order(trained, n2n, clamp, wiener):
         expected = match_wiener_gain(expected, noisy, estimate_noise(noisy, 0.6575,
                                                                      tile=tile_for(noisy.shape)))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_the_default_is_the_recipe_the_run_was_trained_for(trained, tmp_path):
+    """No options: the correction for a run trained on added noise, the CTF-shaped gain and
+    the ensemble; the output's record says so; --raw turns every step off."""
+    from cryostream.runs import RunRecord
+
+    run, sim = trained
+    record = load_record(run)
+    assert record.noise.model == "poisson-gaussian"
+    decided = DenoiseConfig(tile=64).for_run(record)
+    assert (decided.n2n_correction, decided.ctf_gain, decided.ensemble) == (True, True, True)
+    assert DenoiseConfig(n2n_correction=False).for_run(record).n2n_correction is False
+    for other in (PrepareConfig(noise=cryostream.NoiseConfig(model="none")),
+                  PrepareConfig(noise=cryostream.NoiseConfig(model="matched"))):
+        recorrupt = other.noise.model == "matched"
+        paired = RunRecord(path=run, train=TrainConfig(recorrupt=recorrupt), prepare=other,
+                           store="s.h5")
+        assert DenoiseConfig().for_run(paired).n2n_correction is False
+    with pytest.raises(cryostream.ConfigError, match="needs|for_run"):
+        DenoiseConfig().pipeline()  # undecided options need the run
+    assert main(["denoise", str(sim.micrographs[0]), "-o", str(tmp_path / "d"), "--model",
+                 str(run), "--raw", "--tile", "64"]) == 0
+    saved = json.loads((tmp_path / "d" / "sim_0000.json").read_text())["config"]
+    assert (saved["n2n_correction"], saved["ctf_gain"], saved["ensemble"]) == (False,) * 3
+
+
+def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):
+    """A NumPy array, 2-D or a stack, gives an xarray with the pixel size; equal to the file's."""
+    run, sim = trained
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    raw = DenoiseConfig.raw(tile=64)
+    one = cryostream.denoise(run, image, config=raw, pixel_size_angstrom=0.6575)
+    assert one.dims == ("y", "x") and one.attrs["pixel_size_angstrom"] == 0.6575
+    from_file = cryostream.denoise(run, [sim.micrographs[0]], config=raw).values[0]
+    np.testing.assert_array_equal(one.values, from_file)
+    many = cryostream.denoise(run, np.stack([image, image]), config=raw,
+                              pixel_size_angstrom=0.6575)
+    assert many.dims == ("micrograph", "y", "x") and many.shape == (2, 200, 176)
+    with pytest.raises(cryostream.ConfigError, match="pixel size"):
+        cryostream.denoise(run, image, config=raw)

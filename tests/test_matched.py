@@ -248,7 +248,7 @@ def test_recorrupted_training_needs_matched_noise(matched_store, small_mrcs, tmp
                 config=DenoiseConfig(n2n_correction=True))
     assert not (tmp_path / "out").exists()
     out = denoise(result.run, [sim.micrographs[2]], tmp_path / "out",
-                  config=DenoiseConfig(wiener_gain=True)).values[0]
+                  config=DenoiseConfig.raw(wiener_gain=True)).values[0]
     image = mrcfile.read(sim.micrographs[2]).astype(np.float32)
     assert out.shape == image.shape
     assert float(out.mean()) == pytest.approx(float(image.mean()), rel=1e-4)  # the gain keeps it

@@ -54,6 +54,8 @@ def _argument_kind(hint: Any, default: Any) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction if default else "store_true"}
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        if hint is bool:  # bool | None: --flag / --no-flag, or neither (None)
+            return {"action": argparse.BooleanOptionalAction}
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         return {"type": args[0], "nargs": len(args)}

@@ -25,15 +25,17 @@ FLAGS = {
              "for full-size micrographs on a GPU)"),
     "halo": ("--halo", "context per side, px (default: receptive field)"),
     "batch_size": ("--batch-size", "windows per device call"),
-    "n2n_correction": ("--n2n-correction", "Noisier2Noise correction for models trained on "
-                       "noisy micrographs"),
+    "n2n_correction": ("--n2n-correction", "Noisier2Noise correction (default: on for runs "
+                       "trained on noisy micrographs with added noise)"),
     "n2n_clamp": ("--n2n-clamp", "with the correction, zero the spatial-frequency rings where it "
                   "is anti-correlated with the micrograph"),
     "wiener_gain": ("--wiener-gain", "measure each micrograph's noise and give the output the "
                     "Wiener filter's linear response per frequency ring, keeping the rest"),
-    "ensemble": ("--ensemble", "average the network over the 8 rotations and flips (8 passes)"),
+    "ensemble": ("--ensemble", "average the network over the 8 rotations and flips (8 passes; "
+                 "default: on)"),
     "ctf_gain": ("--ctf-gain", "the Wiener gain shaped by each micrograph's CTF above 20 Å, "
-                 "fitted from its power spectrum; implies --wiener-gain"),
+                 "fitted from its power spectrum and kept where a recorruption check finds it "
+                 "helps, else the radial gain (default: on)"),
     "voltage_kv": ("--voltage", "accelerating voltage, kV, for --ctf-gain"),
     "cs_mm": ("--cs", "spherical aberration, mm, for --ctf-gain"),
     "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast for --ctf-gain"),
@@ -45,19 +47,29 @@ FLAGS = {
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """The denoising pipeline's options, shared by ``denoise`` and ``rank``."""
-    add_config_flags(parser.add_argument_group("denoising pipeline"), DenoiseConfig, FLAGS)
+    """The denoising pipeline's options, shared by ``denoise`` and ``rank``: by default the
+    best validated recipe for the run; ``--raw`` turns every step off; the research options
+    change steps one by one."""
+    parser.add_argument("--raw", action="store_true",
+                        help="the network's output as it is: no correction, gain or ensemble "
+                        "(options given after it still apply)")
+    add_config_flags(parser.add_argument_group(
+        "advanced: the denoising pipeline (defaults: what the run was trained for)"),
+        DenoiseConfig, FLAGS)
 
 
 def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
-    """The :class:`~cryostream.config.DenoiseConfig` the pipeline flags describe.
+    """The :class:`~cryostream.config.DenoiseConfig` the pipeline flags describe (``--raw``:
+    every step off unless a flag turns it on).
 
     Raises
     ------
     ConfigError
-        For values the config rejects (e.g. ``--n2n-clamp`` without ``--n2n-correction``).
+        For values the config rejects (e.g. ``--n2n-clamp`` with ``--no-n2n-correction``).
     """
-    return config_from_args(DenoiseConfig, args, FLAGS)
+    return config_from_args(DenoiseConfig.raw() if args.raw else DenoiseConfig, args,
+                            {path: spec for path, spec in FLAGS.items()
+                             if not (args.raw and getattr(args, path) is None)})
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -65,9 +77,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("denoise", help="denoise whole micrographs with a trained run",
                               description="Tiled whole-micrograph denoising; writes float32 MRC "
                               "files.")
-    p.add_argument("run", help="run folder from cryostream train")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-m", "--model", metavar="RUN",
+                   help="the trained model: a run folder from cryostream train (a run folder "
+                   "given as the first input is taken as the model too)")
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs")
     add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
@@ -83,13 +97,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The model (``--model``, or a run folder given as the first input) and the inputs."""
+    from pathlib import Path
+
+    from cryostream.errors import ConfigError
+
+    inputs = list(args.inputs)
+    if args.model is not None:
+        return args.model, inputs
+    if len(inputs) > 1 and (Path(inputs[0]) / "config.json").is_file():
+        return inputs[0], inputs[1:]
+    raise ConfigError("no model given: pass --model RUN, a run folder written by cryostream "
+                      "train")
+
+
 def run(args: argparse.Namespace) -> int:
     """Denoise, then print the count, the speed and the peak memory."""
     config = denoise_config(args)
+    model, inputs = model_and_inputs(args)
     from cryostream.denoise import denoise
 
     start = time.perf_counter()
-    result = denoise(args.run, args.inputs, args.output, config=config, overwrite=args.overwrite,
+    result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
                      scheduler=args.scheduler, cluster_workers=args.cluster_workers,
                      permissive=args.permissive, **given(args, "workers"))
     n = result.sizes["micrograph"]

@@ -5,7 +5,7 @@ the cryostream version, so each artefact says how it was made. :func:`from_dict`
 config and rejects unknown keys.
 """
 
-from cryostream.config.denoise import DenoiseConfig
+from cryostream.config.denoise import FROM_THE_RUN, DenoiseConfig
 from cryostream.config.serial import from_dict, to_dict, to_json
 from cryostream.config.simulate import SimulateConfig
 from cryostream.config.store import (
@@ -31,6 +31,7 @@ __all__ = [
     "SimulateConfig",
     "TrainConfig",
     "DenoiseConfig",
+    "FROM_THE_RUN",
     "to_dict",
     "from_dict",
     "to_json",

@@ -7,7 +7,11 @@ import dataclasses
 from cryostream.config.checks import check_positive, store_floats
 from cryostream.errors import ConfigError
 
-__all__ = ["DenoiseConfig"]
+__all__ = ["DenoiseConfig", "FROM_THE_RUN"]
+
+#: The options that ``None`` leaves to the run (:meth:`DenoiseConfig.for_run`).
+FROM_THE_RUN = ("n2n_correction", "ctf_gain", "ensemble")
+
 
 @dataclasses.dataclass(frozen=True)
 class DenoiseConfig:
@@ -17,23 +21,32 @@ class DenoiseConfig:
     lives here; :meth:`pipeline` builds the ordered post-processing steps
     (:mod:`cryostream.denoise.steps`), and each output records the config it was made with.
 
+    The default is the best validated recipe for the run at hand: ``None`` in
+    ``n2n_correction``, ``ctf_gain`` and ``ensemble`` means "what the run was trained for"
+    (:meth:`for_run`): the Noisier2Noise correction for runs trained on noisy micrographs with
+    added noise, the CTF-shaped Wiener gain (with its check and fallback) and the 8-fold
+    ensemble. Set an option to ``True`` or ``False`` to decide it yourself; :meth:`raw` turns
+    every step off.
+
     Parameters
     ----------
-    n2n_correction : bool
+    n2n_correction : bool or None
         The Noisier2Noise correction (:class:`~cryostream.denoise.steps.N2NCorrection`), for
         models trained the reference plan's way: synthetic noise added to noisy micrographs.
+        ``None``: on exactly for such runs.
     n2n_clamp : bool
         With the correction, zero the rings of spatial frequency where the corrected output is
         anti-correlated with the micrograph.
     wiener_gain : bool
         Give the output the Wiener filter's linear response from each micrograph's measured
         noise, keeping the rest (:class:`~cryostream.denoise.steps.WienerGain`).
-    ctf_gain : bool
+    ctf_gain : bool or None
         The Wiener gain shaped above 20 Å by each micrograph's CTF, fitted from its own power
-        spectrum, kept only where a recorruption check finds it lowers the error (implies
-        ``wiener_gain``).
-    ensemble : bool
+        spectrum, kept only where a recorruption check finds it lowers the error, and the
+        radial Wiener gain otherwise (implies ``wiener_gain``). ``None``: on.
+    ensemble : bool or None
         Average the network over the 8 rotations and flips of each micrograph (8 passes).
+        ``None``: on.
     calibrate : int
         Recorrupted passes that fit, per ring, the weight of the output's part beyond a linear
         filter; 0 for none.
@@ -46,11 +59,11 @@ class DenoiseConfig:
         The most windows per device call.
     """
 
-    n2n_correction: bool = False
+    n2n_correction: bool | None = None
     n2n_clamp: bool = False
     wiener_gain: bool = False
-    ctf_gain: bool = False
-    ensemble: bool = False
+    ctf_gain: bool | None = None
+    ensemble: bool | None = None
     calibrate: int = 0
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
@@ -62,9 +75,12 @@ class DenoiseConfig:
     def __post_init__(self) -> None:
         store_floats(self, "voltage_kv", "cs_mm", "amplitude_contrast")
         for name in ("n2n_correction", "n2n_clamp", "wiener_gain", "ctf_gain", "ensemble"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r}: must be True or False")
-        if self.n2n_clamp and not self.n2n_correction:
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or value is None and name in FROM_THE_RUN):
+                raise ConfigError(f"{name}={value!r}: must be True or False"
+                                  + (", or None for the run's default" if name in FROM_THE_RUN
+                                     else ""))
+        if self.n2n_clamp and self.n2n_correction is False:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
                               "pass n2n_correction too (--n2n-correction)")
         if not isinstance(self.calibrate, int) or isinstance(self.calibrate, bool) \
@@ -91,8 +107,42 @@ class DenoiseConfig:
         return {"voltage_kv": self.voltage_kv, "cs_mm": self.cs_mm,
                 "amplitude_contrast": self.amplitude_contrast}
 
+    @classmethod
+    def raw(cls, **options) -> DenoiseConfig:
+        """The network's output as it is: every step off (``options`` set the others)."""
+        return cls(**{"n2n_correction": False, "ctf_gain": False, "ensemble": False, **options})
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every option is decided (none left to the run)."""
+        return all(getattr(self, name) is not None for name in FROM_THE_RUN)
+
+    def for_run(self, record) -> DenoiseConfig:
+        """This config with the options left to the run decided for ``record`` (a
+        :class:`~cryostream.runs.RunRecord`): the Noisier2Noise correction for runs trained on
+        noisy micrographs with added noise (not on recorrupted or separate targets), the
+        CTF-shaped Wiener gain and the ensemble on."""
+        trained_on_noisy = record.noise.model != "none" and not record.recorrupt
+        decided = {"n2n_correction": trained_on_noisy, "ctf_gain": True, "ensemble": True}
+        config = dataclasses.replace(self, **{name: decided[name] for name in FROM_THE_RUN
+                                              if getattr(self, name) is None})
+        if config.n2n_clamp and not config.n2n_correction:
+            raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction, "
+                              f"which does not apply to the run {record.path}; drop --n2n-clamp")
+        return config
+
     def pipeline(self):
-        """The post-processing steps, in order (:func:`cryostream.denoise.steps.chain`)."""
+        """The post-processing steps, in order (:func:`cryostream.denoise.steps.chain`).
+
+        Raises
+        ------
+        ConfigError
+            If an option is still left to the run: call :meth:`for_run` first.
+        """
         from cryostream.denoise.steps import pipeline_for
 
+        if not self.resolved:
+            undecided = [n for n in FROM_THE_RUN if getattr(self, n) is None]
+            raise ConfigError(f"{', '.join(undecided)} left to the run: build the pipeline of "
+                              "config.for_run(record)")
         return pipeline_for(self)

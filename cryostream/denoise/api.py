@@ -3,7 +3,9 @@ orders trained runs by a truth-free score on the micrographs they will denoise."
 
 from __future__ import annotations
 
+import json
 import os
+import types
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,18 +19,21 @@ from cryostream.denoise.steps import Micrograph
 from cryostream.denoise.tiling import network_pass
 from cryostream.errors import ConfigError, InvalidMicrographError
 
-__all__ = ["denoise", "rank_runs", "denoise_micrograph", "read_micrograph", "check_micrograph",
-           "normalised", "output_identity", "output_record"]
+__all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
+           "check_micrograph", "normalised", "array_stack", "output_identity", "output_record",
+           "config_for"]
 
 
-def _checked(run, config: DenoiseConfig):
-    """The run's record, after checking that ``config`` applies to it (before any output)."""
+def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
+    """``config`` (default: :class:`DenoiseConfig`'s recipe) decided for the run
+    (:meth:`DenoiseConfig.for_run`) and checked against it, before any output is made."""
     from cryostream.runs import load_record
 
     record = load_record(run)
+    config = (config or DenoiseConfig()).for_run(record)
     if config.n2n_correction:
         check_correctable(record)
-    return record
+    return config
 
 
 def read_micrograph(source: str):
@@ -39,7 +44,8 @@ def read_micrograph(source: str):
     return header, read_rows(header, 0, header.shape[0])
 
 
-def check_micrograph(image: np.ndarray, header, record, network_config, config: DenoiseConfig):
+def check_micrograph(image: np.ndarray, source: str, record, network_config,
+                     config: DenoiseConfig):
     """The checks ``prepare`` makes (NaN or Inf pixels, a constant image, a percentile that
     cannot normalise), and a size the network can take; an
     :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise."""
@@ -49,19 +55,21 @@ def check_micrograph(image: np.ndarray, header, record, network_config, config: 
     finite = bool(np.isfinite(image).all())
     lo, hi = (float(image.min()), float(image.max())) if finite else (0.0, 0.0)
     value = float(np.percentile(image, record.percentile)) if finite else float("nan")
-    check_statistics(header, (value, finite, lo, hi), record.percentile)
+    check_statistics(types.SimpleNamespace(path=str(source)), (value, finite, lo, hi),
+                     record.percentile)
     smallest = max(64, config.halo or default_halo(network_config))
     if min(image.shape) < smallest:
-        raise InvalidMicrographError(header.path, f"is {image.shape[0]} × {image.shape[1]} pixels; "
+        raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
                                      f"this run's network needs at least {smallest} on each side",
                                      "exclude it (--permissive skips it)")
 
 
-def normalised(image: np.ndarray, header, record, source: str) -> tuple[Micrograph, float]:
+def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
+               source: str) -> tuple[Micrograph, float]:
     """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
     training) and that percentile."""
     percentile = float(np.percentile(image, record.prepare.percentile))
-    return Micrograph(image / np.float32(percentile), header.pixel_size_angstrom, record,
+    return Micrograph(image / np.float32(percentile), pixel_size_angstrom, record,
                       source=str(source)), percentile
 
 
@@ -94,39 +102,89 @@ def _label(run: str, config: DenoiseConfig) -> str:
     return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
 
 
-def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
-                       plan: OutputPlan | None = None, permissive: bool = False):
-    """One micrograph through the whole pipeline: checks, percentile, network, steps, MRC.
-
-    The micrograph is read once; the checks, the percentile, the network and the steps share
-    it, and its noise is measured once. With ``plan``
-    (:func:`~cryostream.denoise.outputs.plan_outputs`), writes ``NAME.mrc`` with a history
-    label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC path;
-    otherwise returns the denoised array in the micrograph's units. A micrograph that fails
-    the checks raises, or with ``permissive`` is skipped with a
-    :class:`~cryostream.MicrographSkippedWarning` (returns None).
-    """
+def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
+                  config: DenoiseConfig, *, permissive: bool = False):
+    """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
+    steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
+    the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
+    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`)."""
     import warnings
 
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 
     network = load_network(run)
-    header, image = read_micrograph(source)
     try:
-        check_micrograph(image, header, network.record, network.config, config)
+        check_micrograph(image, source, network.record, network.config, config)
     except InvalidMicrographError as exc:
         if not permissive:
             raise
         warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
-        return None
-    micrograph, percentile = normalised(image, header, network.record, source)
+        return None, {}
+    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
     estimate, found = config.pipeline().run(micrograph, _network(run, config))
     estimate *= np.float32(percentile)
-    if plan is None:
+    return estimate, found
+
+
+def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
+                       plan: OutputPlan | None = None, permissive: bool = False):
+    """One micrograph file through the whole pipeline (:func:`denoise_image`), read once.
+
+    With ``plan`` (:func:`~cryostream.denoise.outputs.plan_outputs`), writes ``NAME.mrc`` with
+    a history label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC
+    path; otherwise returns the denoised array in the micrograph's units (None when skipped).
+    """
+    header, image = read_micrograph(source)
+    estimate, found = denoise_image(image, header.pixel_size_angstrom, source, run, config,
+                                    permissive=permissive)
+    if estimate is None or plan is None:
         return estimate
     return write_output(plan, estimate, header.pixel_size_angstrom, _label(run, config),
                         output_record(run, config, source, found))
+
+
+def array_stack(inputs, pixel_size_angstrom: float | None):
+    """``inputs`` as an xarray (micrograph, y, x) when it is an array (NumPy, Dask or
+    xarray; 2-D or 3-D), else None. The pixel size is ``pixel_size_angstrom`` or the xarray's
+    ``pixel_size_angstrom`` attribute."""
+    import xarray as xr
+
+    if isinstance(inputs, xr.DataArray):
+        stack = inputs
+    elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):
+        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
+    else:
+        return None
+    if stack.ndim not in (2, 3):
+        raise ConfigError(f"an array of shape {stack.shape}: pass one micrograph (y, x) or a "
+                          "stack (micrograph, y, x)")
+    if stack.ndim == 2:
+        stack = stack.expand_dims("micrograph")
+    stack = stack.transpose("micrograph", ...)
+    pixel = pixel_size_angstrom or stack.attrs.get("pixel_size_angstrom")
+    if not pixel or not pixel > 0:
+        raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
+                          "xarray with a pixel_size_angstrom attribute")
+    return stack.assign_attrs(pixel_size_angstrom=float(pixel))
+
+
+def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
+    pixel = stack.attrs["pixel_size_angstrom"]
+    kept, results = [], []
+    for i in range(stack.sizes["micrograph"]):
+        image = np.asarray(stack[i], dtype=np.float32)
+        estimate, _ = denoise_image(image, pixel, f"array[{i}]", run, config,
+                                    permissive=permissive)
+        if estimate is not None:
+            kept.append(i)
+            results.append(estimate)
+    if not results:
+        raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
+    out = stack.isel(micrograph=kept).copy(data=np.stack(results))
+    out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
+                     run=run)
+    return out[0] if two_d else out
 
 
 def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, draws: int = 2,
@@ -134,7 +192,7 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     """Rank trained runs by their denoising error on micrographs, without ground truth.
 
     Each run denoises recorrupted copies of each micrograph through the pipeline that
-    :func:`denoise` would run with ``config``, and gets
+    :func:`denoise` would run with ``config`` (decided for each run), and gets
     :func:`~cryostream.denoise.scores.recorruption_score` in the micrograph's own units, with
     the same noise draws for every run (a paired comparison). Seeds of one training set
     differ: on simulated micrographs two seeds in six lost 0.13–0.19 dB to the others, and the
@@ -145,20 +203,21 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
+    from cryostream.runs import load_record
 
-    config = config or DenoiseConfig()
     runs = list(dict.fromkeys(str(Path(r).absolute()) for r in runs))  # each run once
     if not runs:
         raise ConfigError("rank_runs needs at least one run folder")
-    records = {run: _checked(run, config) for run in runs}
+    configs = {run: config_for(run, config) for run in runs}
+    records = {run: load_record(run) for run in runs}
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
-    pipeline = config.pipeline()
     for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
         header, image = read_micrograph(source)  # once, for every run
         for run in runs:
-            micrograph, percentile = normalised(image, header, records[run], source)
-            bound = pipeline.bind(micrograph, _network(run, config))
+            micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
+                                                source)
+            bound = configs[run].pipeline().bind(micrograph, _network(run, configs[run]))
             score = recorruption_score(bound, micrograph.image, micrograph.noise(), draws=draws,
                                        beta=beta, seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
@@ -175,17 +234,20 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             config: DenoiseConfig | None = None, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
-            permissive: bool = False):
+            permissive: bool = False, pixel_size_angstrom: float | None = None):
     """Denoise micrographs with a trained run.
 
     Parameters
     ----------
     run : path-like
         A run folder written by :func:`cryostream.train`.
-    inputs : paths, globs, folders or a STAR file
+    inputs : paths, globs, folders, a STAR file, or an array
         Micrographs (any MRC mode); normalised as in training (the store's percentile) and
         restored to their own scale afterwards. Checked as :func:`cryostream.prepare` checks
-        them (NaN or Inf pixels, constant, a percentile that cannot normalise, too small).
+        them (NaN or Inf pixels, constant, a percentile that cannot normalise, too small). A
+        NumPy, Dask or xarray array, ``(y, x)`` or ``(micrograph, y, x)``, is denoised in
+        memory (no ``output``) and comes back as an xarray of the same dims with its pixel
+        size and config in ``attrs``.
     output : path-like, optional
         Folder for float32 MRC files (``NAME.mrc`` for each input's file name, with its pixel
         size and a history label), each with a ``NAME.json`` record of how it was made (the
@@ -195,7 +257,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         options are refused. Finished outputs of the same run, options and input are found
         and skipped, so an interrupted run resumes. Required on a cluster.
     config : DenoiseConfig, optional
-        The post-processing steps and the tiling (default: the network's output as it is).
+        The post-processing steps and the tiling. Options left ``None`` (the default) are
+        decided for the run (:meth:`DenoiseConfig.for_run`): the best validated recipe.
+        ``DenoiseConfig.raw()`` gives the network's output as it is.
     overwrite : bool
         Replace outputs made otherwise, and recompute finished ones; each is replaced only by
         a complete new one.
@@ -208,6 +272,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     permissive : bool
         Skip micrographs that fail the checks with a
         :class:`~cryostream.MicrographSkippedWarning` instead of raising.
+    pixel_size_angstrom : float, optional
+        For arrays: their pixel size in Å (an xarray's ``pixel_size_angstrom`` attribute
+        otherwise).
 
     Returns
     -------
@@ -223,7 +290,6 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     from cryostream.cluster import compute_context
     from cryostream.io.stack import open_micrographs
 
-    config = config or DenoiseConfig()
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
@@ -231,7 +297,14 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if output is None and (scheduler is not None or cluster_workers is not None):
         raise ConfigError("denoising on a cluster needs an output folder (-o)")
     run = str(Path(run).absolute())
-    _checked(run, config)  # before any output folder is made
+    config = config_for(run, config)  # before any output folder is made
+    arrays = array_stack(inputs, pixel_size_angstrom)
+    if arrays is not None:
+        if output is not None or scheduler is not None or cluster_workers is not None:
+            raise ConfigError("arrays are denoised in memory, here: leave out output, "
+                              "scheduler and cluster_workers (or pass MRC files)")
+        return _denoise_arrays(arrays, run, config, permissive,
+                               two_d=getattr(inputs, "ndim", 3) == 2)
     stack = open_micrographs(inputs, chunks=-1, permissive=permissive)
     sources = [str(s) for s in stack.attrs["sources"]]
     plans: list = [None] * len(sources)

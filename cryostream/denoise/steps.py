@@ -28,7 +28,10 @@ from cryostream.denoise.corrections import (
 )
 from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 
-__all__ = ["Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean", "WienerGain",
+#: The smallest side (pixels) whose CTF :class:`WienerGain` fits (``fit_ctf``'s Welch tile).
+CTF_FIT_SIDE = 512
+
+__all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean", "WienerGain",
            "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
 
 
@@ -145,6 +148,12 @@ class WienerGain(Step):
             return None
         from cryostream.ctf import CTFFallbackWarning, fit_ctf
 
+        if min(micrograph.image.shape) < CTF_FIT_SIDE:
+            warnings.warn(f"{micrograph.source}: {micrograph.image.shape[0]} × "
+                          f"{micrograph.image.shape[1]} pixels is too small for a CTF fit "
+                          f"({CTF_FIT_SIDE}² or more); its radial Wiener gain is used",
+                          CTFFallbackWarning, stacklevel=2)
+            return {"fit": None, "check": None, "used": False}
         fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom, **dict(self.optics))
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
         if check >= 0:
@@ -163,6 +172,8 @@ class WienerGain(Step):
     def describe(self, state):
         if state is None:
             return {}
+        if state["fit"] is None:
+            return {"ctf": None, "ctf_used": False}
         fit = state["fit"]
         return {"ctf": {"defocus_u_angstrom": fit.defocus_u_angstrom,
                         "defocus_v_angstrom": fit.defocus_v_angstrom,

@@ -16,10 +16,10 @@ __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_ou
 
 #: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
 TRUTH_PIPELINES = {
-    "model + N2N correction": DenoiseConfig(n2n_correction=True),
-    "model + N2N, ring clamp": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
-    "model + N2N, clamp, Wiener gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True,
-                                                     wiener_gain=True),
+    "model + N2N correction": DenoiseConfig.raw(n2n_correction=True),
+    "model + N2N, ring clamp": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True),
+    "model + N2N, clamp, Wiener gain": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True,
+                                                         wiener_gain=True),
 }
 
 

@@ -75,7 +75,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
     from cryostream.io.stack import expand_inputs
 
     noisy_trained = record.noise.model != "none" and not record.recorrupt
-    correction = DenoiseConfig(n2n_correction=noisy_trained).pipeline()
+    correction = DenoiseConfig.raw(n2n_correction=noisy_trained).pipeline()
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
              "Micrograph − output" + (" (Noisier2Noise-corrected)" if noisy_trained else "") +
              ": its spectrum over the measured noise spectrum (0.05–0.5 cycles/px; 1 is "
