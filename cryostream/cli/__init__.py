@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryostream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
-        module.add_parser(sub)
+        command = module.add_parser(sub)
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="more notes on stderr (each step's details)")
+        try:
+            command.add_argument("--quiet", action="store_true",
+                                 help="no progress notes, only warnings and errors")
+        except argparse.ArgumentError:  # the command has its own --quiet (progress bars)
+            pass
     return parser
 
 
@@ -59,14 +66,15 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def _log_to_stderr() -> None:
+def _log_to_stderr(level: int) -> None:
     """The library's notes (``logging`` under ``cryostream``) as lines on stderr."""
     logger = logging.getLogger("cryostream")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("cryostream: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        logger.propagate = False  # once, here, whatever the root logger does
+    logger.setLevel(level)
 
 
 def _one_line_warnings() -> None:
@@ -86,6 +94,7 @@ def _one_line_warnings() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryostream`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    _log_to_stderr()
+    _log_to_stderr(logging.WARNING if args.quiet else logging.DEBUG if args.verbose
+                   else logging.INFO)
     _one_line_warnings()
     return run_command(args)

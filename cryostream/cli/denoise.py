@@ -122,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
     result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
                      scheduler=args.scheduler, cluster_workers=args.cluster_workers,
                      permissive=args.permissive, **given(args, "workers"))
-    n = result.sizes["micrograph"]
+    kept = result.attrs.get("kept", 0)
+    n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start
-    print(f"denoised {n} micrographs into {args.output} ({seconds:.1f} s, "
-          f"{n / seconds:.2f} micrographs/s, peak memory {peak_rss_mb():,.0f} MB)")
+    print(f"denoised {n} micrographs into {args.output}"
+          + (f" ({kept} finished earlier, kept)" if kept else "")
+          + f": {seconds:.1f} s, {n / seconds:.2f} micrographs/s, peak memory "
+          f"{peak_rss_mb():,.0f} MB")
     return 0

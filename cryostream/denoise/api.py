@@ -13,15 +13,22 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
-from cryostream.denoise.outputs import OutputPlan, check_writable, plan_outputs, write_output
+from cryostream.denoise.outputs import (
+    OutputPlan,
+    check_writable,
+    history_label,
+    output_identity,
+    output_record,
+    plan_outputs,
+    write_output,
+)
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.steps import Micrograph
 from cryostream.denoise.tiling import network_pass
 from cryostream.errors import ConfigError, InvalidMicrographError
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
-           "check_micrograph", "normalised", "array_stack", "output_identity", "output_record",
-           "config_for"]
+           "check_micrograph", "normalised", "array_stack", "describe_found", "config_for"]
 
 
 def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
@@ -81,27 +88,6 @@ def _network(run: str, config: DenoiseConfig):
     return network
 
 
-def output_identity(run, config: DenoiseConfig, source: str) -> dict:
-    """What makes two outputs the same: the run, the input and the config (JSON values)."""
-    return {"run": str(run), "input": str(source), "config": to_dict(config)}
-
-
-def output_record(run, config: DenoiseConfig, source: str, found: dict) -> dict:
-    """What an output says of how it was made: the run, the config, the input, the cryostream
-    version and what the steps found on the micrograph (``NAME.json`` beside ``NAME.mrc``)."""
-    from cryostream._version import __version__
-
-    return {"kind": "DenoiseOutput", "cryostream_version": __version__,
-            **output_identity(run, config, source), "found": found}
-
-
-def _label(run: str, config: DenoiseConfig) -> str:
-    steps = [s.name for s in config.pipeline().steps]
-    if config.ensemble:
-        steps.insert(0, "ensemble")
-    return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
-
-
 def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
                   config: DenoiseConfig, *, permissive: bool = False):
     """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
@@ -135,13 +121,7 @@ def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
     a history label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC
     path; otherwise returns the denoised array in the micrograph's units (None when skipped).
     """
-    header, image = read_micrograph(source)
-    estimate, found = denoise_image(image, header.pixel_size_angstrom, source, run, config,
-                                    permissive=permissive)
-    if estimate is None or plan is None:
-        return estimate
-    return write_output(plan, estimate, header.pixel_size_angstrom, _label(run, config),
-                        output_record(run, config, source, found))
+    return _denoise_item((source, plan), run=run, config=config, permissive=permissive)
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -226,9 +206,52 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     return sorted(ranked, key=lambda row: row["score"])
 
 
-def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool):
+def describe_found(found: dict) -> str:
+    """What the steps found on a micrograph, in a few words for a progress note."""
+    if "ctf_used" not in found:
+        return ""
+    fit = found.get("ctf")
+    if fit is None:
+        return "; too small for a CTF fit: radial Wiener gain"
+    defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
+    if found["ctf_used"]:
+        return f"; {defocus}, CTF check passed: CTF-shaped gain"
+    return f"; {defocus}, CTF check failed: radial Wiener gain"
+
+
+class _Progress:
+    """One note per finished micrograph: its number, name, seconds and what the steps found."""
+
+    def __init__(self, total: int, already: int):
+        import threading
+
+        self.total, self.count, self.lock = total, already, threading.Lock()
+
+    def note(self, source: str, seconds: float, found: dict | None) -> None:
+        import logging
+
+        with self.lock:
+            self.count += 1
+            what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
+            logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
+                                                 Path(source).name, what)
+
+
+def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
+                  progress: _Progress | None = None):
+    import time
+
     source, plan = item
-    return denoise_micrograph(source, run, config, plan=plan, permissive=permissive)
+    start = time.perf_counter()
+    header, image = read_micrograph(source)
+    estimate, found = denoise_image(image, header.pixel_size_angstrom, source, run, config,
+                                    permissive=permissive)
+    if estimate is not None and plan is not None:
+        estimate = write_output(plan, estimate, header.pixel_size_angstrom, history_label(run, config),
+                                output_record(run, config, source, found))
+    if progress is not None:
+        progress.note(source, time.perf_counter() - start, found if estimate is not None else None)
+    return estimate
 
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
@@ -279,9 +302,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     Returns
     -------
     xarray.DataArray (micrograph, y, x) float32
-        The denoised stack: lazily over the written files when ``output`` is given, in memory
-        otherwise. For a lazy result without files, use
-        :func:`~cryostream.denoise.tiling.denoise_array`.
+        The denoised stack: lazily over the written files when ``output`` is given (``attrs``
+        ``kept``: how many were finished before and kept), in memory otherwise. For a lazy
+        result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import concurrent.futures
     import functools
@@ -328,6 +351,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             elif client is not None:
                 results = client.gather(client.map(job, todo))
             else:
+                job = functools.partial(job, progress=_Progress(len(sources), len(sources)
+                                                                - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
                     results = list(pool.map(job, todo))
     except BaseException:
@@ -342,4 +367,5 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             data=np.stack([r for _, r in kept]))
     written = {p.source: str(p.path) for p in plans if p.done}
     written.update({s: r for (s, _), r in zip(todo, results, strict=True) if r is not None})
-    return open_micrographs([written[s] for s in sources if s in written], chunks=-1)
+    result = open_micrographs([written[s] for s in sources if s in written], chunks=-1)
+    return result.assign_attrs(kept=sum(p.done for p in plans))

@@ -14,7 +14,8 @@ import numpy as np
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["OutputPlan", "plan_outputs", "check_writable", "write_output", "same_record"]
+__all__ = ["OutputPlan", "plan_outputs", "check_writable", "write_output", "same_record",
+           "output_identity", "output_record", "history_label"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,3 +116,27 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                          "space or choose another output folder, then run the same command "
                          "again (finished micrographs are kept)") from None
     return str(plan.path)
+
+
+def output_identity(run, config, source: str) -> dict:
+    """What makes two outputs the same: the run, the input and the config (JSON values)."""
+    from cryostream.config import to_dict
+
+    return {"run": str(run), "input": str(source), "config": to_dict(config)}
+
+
+def output_record(run, config, source: str, found: dict) -> dict:
+    """What an output says of how it was made: the run, the config, the input, the cryostream
+    version and what the steps found on the micrograph (``NAME.json`` beside ``NAME.mrc``)."""
+    from cryostream._version import __version__
+
+    return {"kind": "DenoiseOutput", "cryostream_version": __version__,
+            **output_identity(run, config, source), "found": found}
+
+
+def history_label(run: str, config) -> str:
+    """The MRC history label: the run's name and the steps applied."""
+    steps = [s.name for s in config.pipeline().steps]
+    if config.ensemble:
+        steps.insert(0, "ensemble")
+    return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")

@@ -148,11 +148,7 @@ class WienerGain(Step):
             return None
         from cryostream.ctf import CTFFallbackWarning, fit_ctf
 
-        if min(micrograph.image.shape) < CTF_FIT_SIDE:
-            warnings.warn(f"{micrograph.source}: {micrograph.image.shape[0]} × "
-                          f"{micrograph.image.shape[1]} pixels is too small for a CTF fit "
-                          f"({CTF_FIT_SIDE}² or more); its radial Wiener gain is used",
-                          CTFFallbackWarning, stacklevel=2)
+        if min(micrograph.image.shape) < CTF_FIT_SIDE:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
         fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom, **dict(self.optics))
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
