@@ -99,12 +99,16 @@ def compute_context(
 
 
 def computer(client, progress: bool):
-    """A function computing a list of dask objects on ``client`` (a ``distributed.Client``), or
-    on the threaded scheduler when it is None, with a progress bar when ``progress``."""
+    """A function ``compute(objs, label=None)`` computing a list of dask objects on ``client``
+    (a ``distributed.Client``), or on the threaded scheduler when it is None; with
+    ``progress``, the label is noted (``logging``) and a progress bar shown."""
+    import logging
 
     import dask
 
-    def compute(objs):
+    def compute(objs, label: str | None = None):
+        if progress and label:
+            logging.getLogger("cryostream").info(label)
         if client is None:
             if progress:
                 from dask.diagnostics import ProgressBar

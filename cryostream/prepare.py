@@ -229,7 +229,8 @@ def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str,
     todo = [h for h in headers if h.path not in cached or (
         noise_measurable(h, cached[h.path]) and not _noise_file(folder, h.path).exists())]
     results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
-                       for h in todo]) if todo else []
+                       for h in todo], label=f"pass 1 of 2: percentile and noise of {len(todo)} "
+                      "micrographs") if todo else []
     for h, (stats, estimate) in zip(todo, results, strict=True):
         cached[h.path] = list(stats)
         if estimate is not None:
@@ -289,7 +290,8 @@ def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,
         dtype=np.int64, meta=np.empty((0, 0, 0, 0), dtype=np.int64),
         config=config, uids=kept.uids, folder=str(folder), shard_attrs=shard_attrs,
     )
-    compute([written])
+    compute([written], label=f"pass 2 of 2: normalise, patch, noise and write "
+            f"{len(kept.headers)} micrographs")
 
 
 def _write_master(output: Path, folder: Path, kept: _Kept, layout, noise_table: dict,
