@@ -4,7 +4,9 @@ orders trained runs by a truth-free score on the micrographs they will denoise."
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 import types
 from collections.abc import Iterable
 from pathlib import Path
@@ -192,7 +194,10 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     records = {run: load_record(run) for run in runs}
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
-    for source, name in zip(stack.attrs["sources"], stack.micrograph.values, strict=True):
+    log = logging.getLogger("cryostream")
+    for number, (source, name) in enumerate(zip(stack.attrs["sources"], stack.micrograph.values,
+                                                strict=True), 1):
+        start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
@@ -201,6 +206,9 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
             score = recorruption_score(bound, micrograph.image, micrograph.noise(), draws=draws,
                                        beta=beta, seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
+            log.debug("%s on %s: %s", Path(run).name, name, describe_found(bound.describe()))
+        log.info("scored %d/%d %s for %d runs: %.1f s", number, stack.sizes["micrograph"], name,
+                 len(runs), time.perf_counter() - start)
     ranked = [{"run": r, "score": float(np.mean(list(s.values()))), "scores": s}
               for r, s in scores.items()]
     return sorted(ranked, key=lambda row: row["score"])

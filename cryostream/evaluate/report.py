@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def truth_section(run, record, truth, out: Path, micrographs: int, tile: int,
                   report: dict) -> list[str]:
     """Score whole simulated micrographs against their ground truth; figures and markdown."""
     rows, curves = [], {}
-    for noisy_path, truth_path in simulated_pairs(Path(truth), micrographs):
+    pairs = simulated_pairs(Path(truth), micrographs)
+    for number, (noisy_path, truth_path) in enumerate(pairs, 1):
+        logging.getLogger("cryostream").info("ground truth %d/%d: %s", number, len(pairs),
+                                             noisy_path.name)
         noisy, pixel = read_micrograph(noisy_path)
         clean, _ = read_micrograph(truth_path)
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
@@ -84,7 +88,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
              "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
              "whole micrograph |", "|---|---|---|---|---|"]
     rows = []
-    for i, path in enumerate(expand_inputs(paths)):
+    paths = expand_inputs(paths)
+    for i, path in enumerate(paths):
+        logging.getLogger("cryostream").info("residual check %d/%d: %s", i + 1, len(paths),
+                                             Path(path).name)
         raw, pixel = read_micrograph(path)
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
