@@ -1,0 +1,145 @@
+"""Exported networks: one small .npz with the parameters and the record, loaded without orbax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from cryostream import ConfigError, NoiseConfig, PrepareConfig, RunRecord, StoreError, TrainConfig
+from cryostream.models import PRESETS, UNet
+from cryostream.models.export import (
+    EXPORT_VERSION,
+    export_metadata,
+    export_params,
+    load_exported,
+)
+
+
+def _trained_like(tmp_path, preset: str = "unet-small", seed: int = 3):
+    """A network with random (not initial) parameters and the record of a run that made it."""
+    train = TrainConfig(model=preset, precision="fp32", residual=True, steps=20)
+    record = RunRecord(path=tmp_path / "run", train=train,
+                       prepare=PrepareConfig(patch_size=128, stride=64,
+                                             noise=NoiseConfig(model="none")),
+                       store=tmp_path / "pairs.h5")
+    return _random_model(record.model_config, seed), record
+
+
+def _random_model(config, seed: int = 0):
+    """A network of ``config`` with random parameters drawn by NumPy (no JAX initialisers to
+    compile: fast on two cores)."""
+    abstract = nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0)))
+    graphdef, shapes = nnx.split(abstract, nnx.Param)
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda s: jax.numpy.asarray(rng.normal(0, 0.05, s.shape), s.dtype),
+                          shapes)
+    return nnx.merge(graphdef, params)
+
+
+def _arrays(model) -> list[np.ndarray]:
+    _, params = nnx.split(model, nnx.Param)
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+
+
+def test_round_trip_gives_the_same_parameters_output_and_record(tmp_path):
+    model, record = _trained_like(tmp_path)
+    path = export_params(model, record, tmp_path / "general.npz", metadata={"steps": 20})
+    assert path == tmp_path / "general.npz" and not list(tmp_path.glob(".*partial"))
+    loaded, loaded_record = load_exported(path)
+    before, after = _arrays(model), _arrays(loaded)
+    assert len(before) == len(after) == 23
+    for a, b in zip(before, after, strict=True):
+        assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
+    x = np.random.default_rng(0).normal(1, 0.3, (2, 64, 64, 1)).astype(np.float32)
+    assert np.array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+    assert loaded.config == model.config and loaded.config.residual
+    assert loaded_record.train == record.train and loaded_record.prepare == record.prepare
+    assert loaded_record.model_config == record.model_config
+    assert loaded_record.path == path and loaded_record.store == record.store
+    assert loaded_record.noise.model == "none"
+    meta = export_metadata(path)
+    assert meta["metadata"] == {"steps": 20} and meta["format_version"] == EXPORT_VERSION
+    assert meta["parameters"] == sum(a.size for a in before)
+
+
+def test_the_file_is_a_plain_archive_named_by_parameter(tmp_path):
+    model, record = _trained_like(tmp_path)
+    path = export_params(model, record, tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        assert "encoder/0/kernel" in archive.files and "head_input/kernel" in archive.files
+        assert archive["encoder/0/kernel"].shape == (5, 5, 1, 16)  # unet-small's first conv
+        meta = json.loads(str(archive["__meta__"][()]))
+    assert meta["run"]["train"]["model"] == "unet-small"
+    with zipfile.ZipFile(path) as z:  # compressed
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+
+
+def test_without_a_record(tmp_path):
+    model = _random_model(PRESETS["unet-small"])
+    loaded, record = load_exported(export_params(model, None, tmp_path / "bare.npz"))
+    assert record is None
+    assert all(np.array_equal(a, b) for a, b in zip(_arrays(model), _arrays(loaded), strict=True))
+
+
+def test_the_unet_preset_fits_in_20_mb(tmp_path):
+    model = _random_model(PRESETS["unet"])
+    path = export_params(model, None, tmp_path / "unet.npz")
+    n = sum(a.size for a in _arrays(model))
+    assert 1.0e6 < n < 1.3e6  # Topaz-sized
+    assert path.stat().st_size <= 20e6 and path.stat().st_size < 4 * n * 1.01
+
+
+def test_loading_needs_no_orbax(tmp_path):
+    model, record = _trained_like(tmp_path)
+    path = export_params(model, record, tmp_path / "m.npz")
+    code = ("import sys; from cryostream.models.export import load_exported; "
+            f"m, r = load_exported({str(path)!r}); "
+            "assert not any(k.startswith('orbax') for k in sys.modules), 'orbax imported'; "
+            "print(r.preset)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "unet-small"
+
+
+def test_errors_name_the_file_and_the_fix(tmp_path):
+    model, record = _trained_like(tmp_path)
+    with pytest.raises(StoreError, match="no such file; pass an exported model"):
+        load_exported(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(StoreError, match="text.npz: not a NumPy archive"):
+        load_exported(tmp_path / "text.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(StoreError, match="other.npz: not a cryostream export"):
+        load_exported(tmp_path / "other.npz")
+    other = _random_model(PRESETS["unet"])
+    with pytest.raises(ConfigError, match="is not the network's"):
+        export_params(other, record, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+    with pytest.raises(ConfigError, match="metadata: not JSON values"):
+        export_params(model, record, tmp_path / "x.npz", metadata={"a": object()})
+    assert not list(tmp_path.glob("*x.npz*"))
+
+    good = export_params(model, record, tmp_path / "good.npz")
+    with np.load(good) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    newer = dict(arrays, __meta__=np.array(json.dumps({**meta, "format_version": EXPORT_VERSION + 1})))
+    np.savez(tmp_path / "newer.npz", **newer)
+    with pytest.raises(StoreError, match="newer than this cryostream .* upgrade cryostream"):
+        load_exported(tmp_path / "newer.npz")
+    bad = dict(arrays, **{"encoder/0/kernel": np.zeros((3, 3, 1, 16), np.float32)})
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(StoreError, match="parameter encoder/0/kernel has shape \\(3, 3, 1, 16\\), "
+                                         "the model needs \\(5, 5, 1, 16\\)"):
+        load_exported(tmp_path / "bad.npz")
+    missing = {k: v for k, v in arrays.items() if k != "head_input/kernel"}
+    np.savez(tmp_path / "short.npz", **missing)
+    with pytest.raises(StoreError, match="head_input/kernel"):
+        load_exported(tmp_path / "short.npz")
