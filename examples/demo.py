@@ -61,10 +61,11 @@ if scores["model_psnr"] <= max(scores["noisy_psnr"], scores["gaussian_psnr"]):
     sys.exit("the trained model did not beat the baselines")
 
 print("\n7. denoising a whole simulated micrograph and writing the evaluation report")
+from cryostream.config import DenoiseConfig  # noqa: E402
+from cryostream.denoise import denoise  # noqa: E402
 from cryostream.evaluate import evaluate  # noqa: E402
-from cryostream.infer import denoise  # noqa: E402
 
-denoise(run, sim.micrographs[:1], f"{out}/denoised", tile=512, overwrite=True)
+denoise(run, sim.micrographs[:1], f"{out}/denoised", config=DenoiseConfig(tile=512), overwrite=True)
 print(f"   denoised micrograph: {out}/denoised/{sim.micrographs[0].name}")
 report = evaluate(run, result.output, f"{out}/report", truth=sim.root, micrographs=1)
 row = report["simulated"][0]

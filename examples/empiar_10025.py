@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 import cryostream
+from cryostream.denoise import denoise
 from cryostream.evaluate import evaluate
-from cryostream.infer import denoise
 from cryostream.training import TrainConfig, train
 
 micrographs, work = sys.argv[1], Path(sys.argv[2])
