@@ -126,20 +126,24 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
         )
 
 
-def noise_rows(target: np.ndarray, row_start: int, uid: int, config: PrepareConfig) -> np.ndarray:
+def noise_rows(target: np.ndarray, row_start: int, uid: int, config: PrepareConfig,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Noisy copy of rows ``[row_start, row_start + len(target))`` of a normalised micrograph.
 
     Noise is drawn once per *noise cell* of ``stride`` full rows, seeded by
     ``(seed, uid, cell, 0)``; ``row_start`` must be a multiple of the stride, so any banding
-    into multiples of the stride gives the same bytes.
+    into multiples of the stride gives the same bytes. ``out`` (float32, C-contiguous, the
+    shape of ``target``) receives the result if given.
     """
     s = config.stride
     if row_start % s:
         raise ValueError(f"row_start={row_start} is not a multiple of the stride {s}")
-    out = np.empty_like(target)
+    if out is None:
+        out = np.empty(target.shape, dtype=np.float32)
     for r in range(0, target.shape[0], s):
         cell = (row_start + r) // s
-        out[r : r + s] = add_noise(target[r : r + s], config.noise, patch_rng(config.seed, uid, cell, 0))
+        add_noise(target[r : r + s], config.noise, patch_rng(config.seed, uid, cell, 0),
+                  out=out[r : r + s])
     return out
 
 
@@ -190,7 +194,7 @@ def _normalise_and_noise(block, target_block=None, block_info=None, *, layout, c
         out[0, 0] = out[0, -1]
         np.multiply(target_block[0], scale, out=out[0, -1])
     elif stored:
-        out[0, 0] = noise_rows(out[0, -1], layout.starts[band], uids[m], config)
+        noise_rows(out[0, -1], layout.starts[band], uids[m], config, out=out[0, 0])
     return out
 
 
