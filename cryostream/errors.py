@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "InvalidMicrographError",
     "StoreError",
+    "TrainingDivergedError",
 ]
 
 
@@ -34,3 +35,7 @@ class InvalidMicrographError(CryostreamError, ValueError):
 
 class StoreError(CryostreamError, OSError):
     """An output store cannot be created, written or read back intact."""
+
+
+class TrainingDivergedError(CryostreamError, ArithmeticError):
+    """Training reached a non-finite loss; the checkpoints written before it are kept."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RECORD_FILE", "CHECKPOINTS", "RunRecord", "check_run", "load_record", "save_record",
            "checkpoint_manager", "checkpoint_steps", "save_checkpoint", "restore_state",
-           "load_params", "load_model"]
+           "load_params", "load_model", "tree_checksum", "resume_differences"]
 
 #: The record's file name inside a run folder.
 RECORD_FILE = "config.json"
@@ -136,6 +136,24 @@ class RunRecord:
                    model_config=from_dict(ModelConfig, data["model"]))
 
 
+#: TrainConfig fields a resumed run may change: the length, the logging and the loader's threads.
+RESUMABLE_CHANGES = ("steps", "eval_every", "eval_batches", "checkpoint_every",
+                     "keep_checkpoints", "threads", "prefetch")
+
+
+def resume_differences(stored: RunRecord, new: RunRecord) -> list[str]:
+    """What ``new`` changes that resuming ``stored`` cannot take: ``"field: old → new"`` for
+    the training options (other than :data:`RESUMABLE_CHANGES`), the store and its config."""
+    changes = [f"{f.name}: {getattr(stored.train, f.name)!r} → {getattr(new.train, f.name)!r}"
+               for f in dataclasses.fields(TrainConfig) if f.name not in RESUMABLE_CHANGES
+               and getattr(stored.train, f.name) != getattr(new.train, f.name)]
+    if stored.store != new.store:
+        changes.append(f"store: {stored.store} → {new.store}")
+    elif stored.prepare != new.prepare:
+        changes.append("the store's preparation (it was prepared again with other options)")
+    return changes
+
+
 def check_run(run) -> Path:
     """``run`` as a path, or a :class:`StoreError` naming it if it is not a run folder.
 
@@ -208,6 +226,46 @@ def checkpoint_steps(run) -> list[int]:
         manager.close()
 
 
+def tree_checksum(tree) -> tuple[str, bool]:
+    """``(sha256, finite)`` of a pytree of arrays: a hash of every leaf's dtype, shape and bytes
+    in tree order, and whether every value is finite. Checkpoints record it on save and
+    :func:`load_params` / :func:`restore_state` check it on restore."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    digest, finite = hashlib.sha256(), True
+    for leaf in jax.tree.leaves(tree):
+        array = np.asarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+        if array.dtype.kind == "f":
+            finite = finite and bool(np.isfinite(array).all())
+    return digest.hexdigest(), finite
+
+
+def _verified(run, step: int, tree, expected: str | None, what: str):
+    """``tree`` if its checksum is ``expected`` (old checkpoints have none) and its values are
+    finite; a :class:`StoreError` naming the checkpoint otherwise."""
+    digest, finite = tree_checksum(tree)
+    if expected is not None and digest != expected:
+        raise StoreError(f"{run}: checkpoint step {step} is damaged (its {what} do not match "
+                         f"the checksum saved with them); {_other_steps(run, step)}")
+    if not finite:
+        raise StoreError(f"{run}: checkpoint step {step} is unusable (its {what} hold NaN or "
+                         f"Inf values); {_other_steps(run, step)}")
+    return tree
+
+
+def _other_steps(run, step: int) -> str:
+    others = [s for s in checkpoint_steps(run) if s != step]
+    if not others:
+        return "train the run again"
+    return (f"its other checkpoints are at steps {others}: remove {Path(run) / CHECKPOINTS / str(step)} "
+            "to fall back to the one before, or train again")
+
+
 def save_checkpoint(manager, step: int, state: dict, meta: dict) -> None:
     """Save a training checkpoint: ``state``, its ``params`` alone, and ``meta`` (JSON).
 
@@ -224,6 +282,11 @@ def save_checkpoint(manager, step: int, state: dict, meta: dict) -> None:
     """
     import orbax.checkpoint as ocp
 
+    params_sha, finite = tree_checksum(state["params"])
+    if not finite:
+        raise StoreError(f"step {step}: the parameters hold NaN or Inf values, so no checkpoint "
+                         "was written; training diverged (lower --lr, or check the store)")
+    meta = {**meta, "params_sha256": params_sha, "state_sha256": tree_checksum(state)[0]}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                params=ocp.args.StandardSave(state["params"]),
                                                meta=ocp.args.JsonSave(meta)))
@@ -250,9 +313,17 @@ def restore_state(manager, step: int, like) -> tuple[dict, dict]:
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+    run = Path(manager.directory).parent
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except Exception as exc:  # orbax and tensorstore raise many kinds on damaged files
+        raise StoreError(f"{run}: checkpoint step {step} cannot be read ({type(exc).__name__}); "
+                         f"it is damaged: {_other_steps(run, step)}") from None
+    meta = restored["meta"]
+    state = _verified(run, step, restored["state"], meta.get("state_sha256"),
+                      "training state values")
+    return state, meta
 
 
 def load_params(run, abstract_params, step: int | None = None):
@@ -276,7 +347,8 @@ def load_params(run, abstract_params, step: int | None = None):
     Raises
     ------
     StoreError
-        If the run has no checkpoint, or none at ``step``.
+        If the run has no checkpoint, none at ``step``, or a damaged one (unreadable, a
+        checksum that does not match, NaN or Inf values).
     """
     import orbax.checkpoint as ocp
 
@@ -292,16 +364,24 @@ def load_params(run, abstract_params, step: int | None = None):
     try:
         if (run / CHECKPOINTS / str(step) / "params").is_dir():
             restored = manager.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params)))
-            return restored["params"], step
-        # A run trained before the params item: read only state["params"], not the optimizer.
-        item = {"params": abstract_params}
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True)))
-        return restored["state"]["params"], step
+                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+            params, expected = restored["params"], restored["meta"].get("params_sha256")
+        else:
+            # A run trained before the params item: read only state["params"], not the optimizer.
+            item = {"params": abstract_params}
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True)))
+            params, expected = restored["state"]["params"], None
+    except StoreError:
+        raise
+    except Exception as exc:  # orbax and tensorstore raise many kinds on damaged files
+        raise StoreError(f"{run}: checkpoint step {step} cannot be read ({type(exc).__name__}); "
+                         f"it is damaged: {_other_steps(run, step)}") from None
     finally:
         manager.close()
+    return _verified(run, step, params, expected, "parameters"), step
 
 
 def load_model(run, step: int | None = None) -> tuple[UNet, RunRecord]:

@@ -19,12 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict
-from cryostream.errors import ConfigError, StoreError
+from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.loader import PatchLoader
 from cryostream.runs import (
     RunRecord,
     checkpoint_manager,
+    checkpoint_steps,
+    load_record,
     restore_state,
+    resume_differences,
     save_checkpoint,
     save_record,
 )
@@ -270,10 +273,16 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         if _split_size(store, "test") >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
     record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
+    if checkpoint_steps(run):
+        if not resume:
+            raise StoreError(f"{run} already holds checkpoints; pass resume=True (--resume) to "
+                             "continue, or choose another run folder")
+        changes = resume_differences(load_record(run), record)  # before anything is written
+        if changes:
+            raise ConfigError(f"{run}: resuming needs the options it was trained with; changed: "
+                              f"{'; '.join(changes)}. Pass the same options, or train into a "
+                              "new folder")
     manager = checkpoint_manager(run, config.keep_checkpoints, create=True)
-    if manager.latest_step() is not None and not resume:
-        raise StoreError(f"{run} already holds checkpoints; pass resume=True (--resume) to "
-                         "continue, or choose another run folder")
     save_record(run, record)
 
     model = create_model(config.model_config(), config.seed)
@@ -306,6 +315,19 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     timed_steps, timed_seconds, t_mark = 0, 0.0, None
     last = {}
 
+    def check_loss(at: int, loss: float) -> None:
+        """Stop with a clear message at a non-finite loss; the checkpoints so far stay."""
+        if math.isfinite(loss):
+            return
+        loader.close()
+        manager.wait_until_finished()
+        kept = manager.all_steps()
+        raise TrainingDivergedError(
+            f"{run}: training diverged at step {at} (loss {loss}); "
+            + (f"the last good checkpoint, step {max(kept)}, is kept" if kept
+               else "no checkpoint was written")
+            + ": lower the learning rate (--lr) or check the store")
+
     def save(at: int) -> None:
         meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict()}
         save_checkpoint(manager, at, state, meta)
@@ -324,6 +346,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                 timed_steps += 1
             if step % 10 == 0 or step == config.steps:
                 last = {k: float(v) for k, v in out.items()}
+                check_loss(step, last["loss"])
                 row = {"step": step, **last}
                 if step % config.eval_every == 0 or step == config.steps:
                     if test is not None:
@@ -338,6 +361,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             if bar is not None:
                 bar.update(1)
             if step % config.checkpoint_every == 0 or step == end:
+                check_loss(step, float(out["loss"]))  # never checkpoint a diverged state
                 save(step)
         loader.close()
     jax.block_until_ready(state)

@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     ev = r.eval
     test = (f"test PSNR {ev['psnr']:.2f} dB (noisy input {ev['noisy_psnr']:.2f} dB)"
             if ev else "no test split")
+    import math
+
+    speed = (f"{r.patches_per_second:.1f} patches/s, " if math.isfinite(r.patches_per_second)
+             else "")  # too few steps to time
     print(f"trained {config.model} for {r.steps} steps into {r.run}: loss {r.final_loss:.4g}, "
-          f"{test}, {r.patches_per_second:.1f} patches/s, {r.seconds:.0f} s, "
-          f"peak memory {peak_rss_mb():,.0f} MB")
+          f"{test}, {speed}{r.seconds:.0f} s, peak memory {peak_rss_mb():,.0f} MB")
     return 0
