@@ -3,7 +3,8 @@
 Writes a run folder with an initialised ``unet`` (speed does not depend on the weights), makes
 full-size 7676 × 7420 micrographs (one simulated micrograph, rolled per file), then measures
 (a) device time for one micrograph: every window through the compiled model, host→device
-included, after a warm-up; (b) end to end over the stack: read MRC → denoise → write MRC.
+included, after a warm-up; (b) end to end over the stack: read MRC → denoise → write MRC, the
+network once per micrograph (``DenoiseConfig.raw``: no ensemble, no post-processing).
 
 Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles auto 2048]
 (On a CPU: --shape 2048 --count 2 --tiles 1024 --precision fp32 --batch 1; a smoke run:
@@ -104,7 +105,7 @@ def main() -> None:
         device_s = float(np.median(times[1:]))
         log(f"tile {tile} (+{halo} halo): {n} windows of {side}², compile {compile_s:.0f} s, "
             f"one micrograph {device_s:.3f} s")
-        config = DenoiseConfig(tile=None if choice == "auto" else tile, batch_size=args.batch)
+        config = DenoiseConfig.raw(tile=None if choice == "auto" else tile, batch_size=args.batch)
         t = time.perf_counter()
         denoise(run, paths, work / f"out-{tile}", config=config, overwrite=True,
                 workers=args.workers)

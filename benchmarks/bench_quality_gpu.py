@@ -75,18 +75,21 @@ from cryostream.config import DenoiseConfig
 from cryostream.evaluate import method_noise, plot_method_noise
 from cryostream.metrics import best_gaussian, psnr, wiener_oracle
 
-#: The post-processing scored on each model output, by the model's kind and the score's suffix.
+#: The post-processing scored on each model output, by the model's kind and the score's suffix
+#: (``DenoiseConfig.raw``: every step named, none left to the run; the 8-fold ensemble is in the
+#: network function, ``network_fn``).
 SCORED = {
     "recorrupted": {  # estimates the truth: no correction
-        "gain": DenoiseConfig(wiener_gain=True),
-        "ctf_gain": DenoiseConfig(ctf_gain=True),
+        "gain": DenoiseConfig.raw(wiener_gain=True),
+        "ctf_gain": DenoiseConfig.raw(ctf_gain=True),
     },
     "n2n": {
-        "n2n": DenoiseConfig(n2n_correction=True),
-        "n2n_clamp": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
-        "n2n_clamp_gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True, wiener_gain=True),
+        "n2n": DenoiseConfig.raw(n2n_correction=True),
+        "n2n_clamp": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True),
+        "n2n_clamp_gain": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True,
+                                            wiener_gain=True),
         # the Wiener gain shaped by the fitted CTF (the CTF fitted once per micrograph)
-        "n2n_ctf_gain": DenoiseConfig(n2n_correction=True, ctf_gain=True),
+        "n2n_ctf_gain": DenoiseConfig.raw(n2n_correction=True, ctf_gain=True),
     },
 }
 #: The pipelines scored without truth (recorruption score, calibration), by the kind: the

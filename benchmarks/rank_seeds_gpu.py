@@ -8,7 +8,7 @@ the mean of their outputs (an ensemble) go through the pipeline ``denoise --n2n-
 
 * PSNR and mean squared error against the truth;
 * :func:`cryostream.denoise.recorruption_score` (two draws, the same for every run): no truth;
-* for the ensemble of all runs, the ring calibration (``DenoiseConfig(calibrate=4)``,
+* for the ensemble of all runs, the ring calibration (``calibrate=4``,
   :func:`cryostream.denoise.calibrate_rings`).
 
 Each network output is computed once per input and shared by the runs' and the ensembles'
@@ -38,7 +38,7 @@ from cryostream.runs import load_record
 from cryostream.simulate.micrograph import simulate_micrograph
 
 #: What ``denoise --n2n-correction --n2n-clamp --wiener-gain`` runs after the network.
-PIPELINE = DenoiseConfig(n2n_correction=True, n2n_clamp=True, wiener_gain=True)
+PIPELINE = DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True, wiener_gain=True)
 
 
 def main(argv=None):

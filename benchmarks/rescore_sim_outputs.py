@@ -39,10 +39,11 @@ EDGES = (1, 4, 8, 16, 32, 64, 128, 256, 512, 1449)
 
 #: The post-processing each saved output is scored under (with the given α²), by name.
 PIPELINES = {
-    "mean_kept": DenoiseConfig(n2n_correction=True),
-    "clamp_mean_kept": DenoiseConfig(n2n_correction=True, n2n_clamp=True),
-    "wiener_gain": DenoiseConfig(n2n_correction=True, wiener_gain=True),
-    "clamp_wiener_gain": DenoiseConfig(n2n_correction=True, n2n_clamp=True, wiener_gain=True),
+    "mean_kept": DenoiseConfig.raw(n2n_correction=True),
+    "clamp_mean_kept": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True),
+    "wiener_gain": DenoiseConfig.raw(n2n_correction=True, wiener_gain=True),
+    "clamp_wiener_gain": DenoiseConfig.raw(n2n_correction=True, n2n_clamp=True,
+                                           wiener_gain=True),
 }
 
 

@@ -65,7 +65,7 @@ from cryostream.config import DenoiseConfig  # noqa: E402
 from cryostream.denoise import denoise  # noqa: E402
 from cryostream.evaluate import evaluate  # noqa: E402
 
-denoise(run, sim.micrographs[:1], f"{out}/denoised", config=DenoiseConfig(tile=512), overwrite=True)
+denoise(run, sim.micrographs[:1], f"{out}/denoised", config=DenoiseConfig.raw(tile=512), overwrite=True)
 print(f"   denoised micrograph: {out}/denoised/{sim.micrographs[0].name}")
 report = evaluate(run, result.output, f"{out}/report", truth=sim.root, micrographs=1)
 row = report["simulated"][0]

@@ -59,11 +59,11 @@ result = train(store, f"{out}/run", train_config, progress=True)
 #    linear filter fitted by 4 recorrupted passes: each pipeline is one DenoiseConfig.
 tile = 1024 if gpu else 512
 gain = {"n2n_correction": True, "n2n_clamp": True, "wiener_gain": True}
-configs = {"model, uncorrected": DenoiseConfig(tile=tile),
-           "model, Noisier2Noise-corrected": DenoiseConfig(tile=tile, n2n_correction=True),
-           "  + ring clamp": DenoiseConfig(tile=tile, n2n_correction=True, n2n_clamp=True),
-           "  + ring clamp and Wiener gain": DenoiseConfig(tile=tile, **gain),
-           "  + the same, calibrated (4 passes)": DenoiseConfig(tile=tile, calibrate=4, **gain)}
+configs = {"model, uncorrected": DenoiseConfig.raw(tile=tile),
+           "model, Noisier2Noise-corrected": DenoiseConfig.raw(tile=tile, n2n_correction=True),
+           "  + ring clamp": DenoiseConfig.raw(tile=tile, n2n_correction=True, n2n_clamp=True),
+           "  + ring clamp and Wiener gain": DenoiseConfig.raw(tile=tile, **gain),
+           "  + the same, calibrated (4 passes)": DenoiseConfig.raw(tile=tile, calibrate=4, **gain)}
 noisy = mrcfile.read(sim.micrographs[-1]).astype(np.float32)
 truth = mrcfile.read(sim.truths[-1]).astype(np.float32)
 scale = np.percentile(noisy, 95)  # PSNR with the noisy micrograph's 95th percentile as 1.0
