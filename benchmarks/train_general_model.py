@@ -1,0 +1,588 @@
+"""Train the general model cryostream ships, score it on held-out simulations, export it.
+
+Issue 17, point 2. Four stages, each resumable (a rerun skips what is done), run in order:
+
+``data``    Simulate ``--count`` training micrographs, each under its own condition drawn from
+            :data:`SPREAD` (dose 10–80 e/Å², pixel 0.5–1.5 Å, defocus 0.5–3.5 µm, detector
+            noise white to a tenfold roll-off, ice thickness and texture, the four particle
+            shapes and mixtures, crowding), and ``--test-count`` held-out micrographs for each
+            named condition of :data:`CONDITIONS`, in parallel (one process per core). Then a
+            paired store: each noisy micrograph with its ground truth as target
+            (``prepare(..., targets=...)``, ``NoiseConfig(model="none")``; both divided by the
+            micrograph's 95th percentile), no test split (scoring is on whole micrographs).
+``train``   ``cryostream.train`` on the store: fixed batch shape, bf16 on the GPU, residual,
+            checkpoints every ``--checkpoint-every`` steps (a cut-off run resumes).
+``score``   Each held-out micrograph, divided by its 95th percentile (the store's
+            normalisation; PSNR peak 1): the noisy input, the best Gaussian (σ chosen with the
+            truth), the oracle Wiener filter (``cryostream.metrics.wiener_oracle``), Topaz's
+            pretrained U-Net affine-fitted to the truth (its best case; with ``--topaz DIR``
+            or when importable), and the network: raw, 8-fold ensemble, and ``default`` —
+            what ``cryostream denoise`` applies to this run with no option
+            (``DenoiseConfig().for_run(record)``: the ensemble and the CTF-shaped Wiener gain
+            with its check). PSNR and FRC by band (cycles/px, ``quality_common.FRC_BANDS``).
+            The network runs in this process (the GPU); the scores in a pool of processes.
+``export``  The parameters and record as one compressed ``.npz`` (≤ 20 MB;
+            :func:`cryostream.models.export.export_params`), read back and checked equal.
+
+Writes ``OUT/general_model.json`` (every stage's figures, the machine, the arguments, each
+micrograph's scores), ``OUT/general_model.md`` (the tables, and where the model does not beat a
+baseline), the training curve and the exported model. The work folder (``--work``: micrographs,
+store, run; tens of GB at full size) keeps the state between calls: keep it outside OUT.
+
+Full size (one H200, 16 cores): 256 training micrographs of 2048² (12.5k patches of 512² in a
+float16 store, ≈13 GB; ≈25 GB in the work folder with the micrographs), 10 conditions × 4
+held-out micrographs, ``unet`` (bf16, residual) for 5000 steps of 16 patches of 512² (80k
+patches, 6.4 passes over the store). Budget, estimated from the H100's 98 patches/s at 1024²
+(the same pixels per second: ≈45 ms per step) and the ≈135 s compile: data ≈3 min; train
+≈135 s + ≈4 min; score ≈3 min (one inference compile, 9 passes per micrograph, Topaz, the CTF
+fits); export seconds. Three calls, each well under 10 minutes, the work folder kept between
+them (a cut-off stage resumes where it stopped; the persistent compilation cache in the work
+folder saves the second compile)::
+
+    python benchmarks/train_general_model.py --out $OUT --stages data
+    python benchmarks/train_general_model.py --out $OUT --stages train
+    python benchmarks/train_general_model.py --out $OUT --stages score export --topaz DIR
+
+CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from quality_common import FRC_BANDS, SIGMAS, affine_fit, known_output, summarise_frc
+
+#: ``SimulateConfig.particles_per_micrograph`` counts particles per full-size micrograph.
+FULL_AREA = 7676 * 7420
+
+#: The training spread, one draw per micrograph (``log``: log-uniform; ``white``: the share of
+#: micrographs with white shot noise, the rest log-uniform roll-offs).
+SPREAD = {
+    "dose_e_per_angstrom2": {"log": [10.0, 80.0]},
+    "pixel_size_angstrom": {"uniform": [0.5, 1.5]},
+    "defocus_um": [0.5, 3.5],
+    "astigmatism_angstrom": 500.0,
+    "detector_nps_nyquist": {"white": 1 / 3, "log": [0.1, 1.0]},
+    "ice_thickness_relative": {"log": [0.5, 2.0]},
+    "ice_contrast": {"uniform": [0.0, 0.05]},
+    "b_factor_angstrom2": {"uniform": [30.0, 120.0]},
+    "particle": ["t20s", "globular", "filament", "shell", "mixed"],
+    "area_fraction": {"uniform": [0.1, 0.45]},
+}
+
+#: Held-out conditions: the issue-20 grid (T20S at 0.6575 Å/px, EMPIAR-10025's defocus, white
+#: and tenfold roll-off, 50/20/10 e/Å²) and four that stretch the spread.
+CONDITIONS = {
+    "t20s-50e-white": dict(particle="t20s", dose=50, pixel=0.6575, nps=1.0),
+    "t20s-20e-white": dict(particle="t20s", dose=20, pixel=0.6575, nps=1.0),
+    "t20s-10e-white": dict(particle="t20s", dose=10, pixel=0.6575, nps=1.0),
+    "t20s-50e-nps0.1": dict(particle="t20s", dose=50, pixel=0.6575, nps=0.1),
+    "t20s-20e-nps0.1": dict(particle="t20s", dose=20, pixel=0.6575, nps=0.1),
+    "t20s-10e-nps0.1": dict(particle="t20s", dose=10, pixel=0.6575, nps=0.1),
+    "globular-30e-0.5A-thick-ice": dict(particle="globular", dose=30, pixel=0.5, nps=0.3,
+                                        defocus=(0.5, 1.0), ice=2.0),
+    "filament-40e-1.0A-far-focus": dict(particle="filament", dose=40, pixel=1.0, nps=0.5,
+                                        defocus=(2.5, 3.5)),
+    "shell-80e-1.5A-nps0.1": dict(particle="shell", dose=80, pixel=1.5, nps=0.1,
+                                  defocus=(1.0, 2.0), ice=0.7),
+    "mixed-25e-1.2A-thin-ice": dict(particle="mixed", dose=25, pixel=1.2, nps=1.0,
+                                    defocus=(1.5, 3.0), ice=0.5),
+}
+TEST_AREA_FRACTION = 0.15
+
+METHODS = ("noisy", "gaussian", "wiener", "topaz", "raw", "ensemble", "default")
+LABELS = {"noisy": "noisy", "gaussian": "best Gaussian", "wiener": "oracle Wiener",
+          "topaz": "Topaz (affine)", "raw": "general, raw", "ensemble": "general, ensemble",
+          "default": "general, default"}
+
+FULL = dict(count=256, shape=(2048, 2048), test_count=4, test_shape=None, patch=512, stride=None,
+            model="unet", steps=5000, batch=16, precision="bf16", workers=os.cpu_count(),
+            checkpoint_every=1000)
+SMOKE = dict(count=6, shape=(512, 512), test_count=1, test_shape=None, patch=128, stride=None,
+             model="unet-small", steps=20, batch=4, precision="fp32", workers=2,
+             checkpoint_every=10)
+STAGES = ("data", "train", "score", "export")
+EXPORT_LIMIT_BYTES = 20e6
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process and of its largest finished child, MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"process_mb": round(own), "largest_child_mb": round(child)}
+
+
+def particles_for(particle: str, fraction: float, shape, pixel: float) -> int:
+    """``particles_per_micrograph`` that covers ``fraction`` of the field with the shape(s)."""
+    from cryostream.config.simulate import PARTICLE_SHAPES
+    from cryostream.simulate import particle_model
+
+    names = PARTICLE_SHAPES if particle == "mixed" else (particle,)
+    area = np.mean([math.pi * particle_model(n).radius_angstrom ** 2 for n in names])
+    count = fraction * shape[0] * shape[1] * pixel**2 / area
+    return max(1, math.ceil(count * FULL_AREA / (shape[0] * shape[1])))
+
+
+def training_condition(seed: int, index: int, shape) -> dict:
+    """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD)."""
+    rng = np.random.default_rng([seed, 17, index])
+
+    def draw(spec):
+        if "log" in spec:
+            return float(np.exp(rng.uniform(*np.log(spec["log"]))))
+        return float(rng.uniform(*spec["uniform"]))
+
+    nps = SPREAD["detector_nps_nyquist"]
+    white = rng.uniform() < nps["white"]
+    kw = dict(shape=tuple(shape), seed=seed, defocus_um=tuple(SPREAD["defocus_um"]),
+              astigmatism_angstrom=SPREAD["astigmatism_angstrom"],
+              dose_e_per_angstrom2=draw(SPREAD["dose_e_per_angstrom2"]),
+              pixel_size_angstrom=draw(SPREAD["pixel_size_angstrom"]),
+              detector_nps_nyquist=1.0 if white else draw(nps),
+              ice_thickness_relative=draw(SPREAD["ice_thickness_relative"]),
+              ice_contrast=draw(SPREAD["ice_contrast"]),
+              b_factor_angstrom2=draw(SPREAD["b_factor_angstrom2"]),
+              particle=str(rng.choice(SPREAD["particle"])))
+    kw["particles_per_micrograph"] = particles_for(kw["particle"], draw(SPREAD["area_fraction"]),
+                                                   shape, kw["pixel_size_angstrom"])
+    return kw
+
+
+def held_out_condition(name: str, seed: int, shape) -> dict:
+    """The :class:`SimulateConfig` keywords of the held-out condition ``name``."""
+    c = CONDITIONS[name]
+    kw = dict(shape=tuple(shape), seed=seed + 1, particle=c["particle"],
+              dose_e_per_angstrom2=float(c["dose"]), pixel_size_angstrom=float(c["pixel"]),
+              detector_nps_nyquist=float(c["nps"]), ice_thickness_relative=float(c.get("ice", 1.0)))
+    if "defocus" in c:
+        kw["defocus_um"] = c["defocus"]
+    kw["particles_per_micrograph"] = particles_for(c["particle"], TEST_AREA_FRACTION, shape,
+                                                   kw["pixel_size_angstrom"])
+    return kw
+
+
+def simulate_one(task: dict) -> dict:
+    """Worker: simulate one micrograph and write it and its truth (skipped if both exist)."""
+    from cryostream import SimulateConfig
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.simulate import simulate_micrograph
+
+    noisy, truth = Path(task["noisy"]), Path(task["truth"])
+    config = SimulateConfig(**task["config"])
+    if noisy.exists() and truth.exists():
+        return {"index": task["index"], "skipped": True}
+    t = time.perf_counter()
+    sim = simulate_micrograph(config, task["index"])
+    label = f"train_general_model {task['config']['particle']} index={task['index']}"
+    write_micrograph(truth, sim.truth, config.pixel_size_angstrom, history=label + " truth",
+                     overwrite=True)
+    write_micrograph(noisy, sim.noisy, config.pixel_size_angstrom, history=label, overwrite=True)
+    return {"index": task["index"], "seconds": round(time.perf_counter() - t, 2),
+            "particles": len(sim.particles),
+            "shapes": sorted({p.shape for p in sim.particles}),
+            "defocus_um": round((sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2e4, 3)}
+
+
+def pool(workers: int):
+    """Worker processes started fresh (no JAX state inherited)."""
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def data_tasks(args, work: Path) -> tuple[list[dict], list[dict]]:
+    train = [{"index": i, "config": training_condition(args.seed, i, args.shape),
+              "noisy": str(work / "train" / "micrographs" / f"sim_{i:04d}.mrc"),
+              "truth": str(work / "train" / "truth" / f"sim_{i:04d}.mrc")}
+             for i in range(args.count)]
+    test = []  # micrograph j of a condition is the same whichever conditions run
+    for name in args.conditions:
+        for j in range(args.test_count):
+            test.append({"index": 1000 * list(CONDITIONS).index(name) + j, "condition": name,
+                         "config": held_out_condition(name, args.seed, args.test_shape),
+                         "noisy": str(work / "test" / name / f"noisy_{j}.mrc"),
+                         "truth": str(work / "test" / name / f"truth_{j}.mrc")})
+    return train, test
+
+
+def stage_data(args, work: Path, results: dict) -> None:
+    from cryostream import NoiseConfig, PrepareConfig, prepare
+
+    start = time.perf_counter()
+    train, test = data_tasks(args, work)
+    for t in train + test:
+        Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
+    log(f"simulating {len(train)} training + {len(test)} held-out micrographs on "
+        f"{args.workers} processes")
+    infos = []
+    with pool(args.workers) as ex:
+        for n, info in enumerate(ex.map(simulate_one, train + test), 1):
+            infos.append(info)
+            if n % max(1, (len(train) + len(test)) // 10) == 0:
+                log(f"  {n}/{len(train) + len(test)} simulated")
+    simulated = time.perf_counter() - start
+    store = work / "pairs.h5"
+    prep = {"skipped": True}
+    if not store.exists():
+        config = PrepareConfig(patch_size=args.patch, stride=args.stride, test_fraction=0.0,
+                               noise=NoiseConfig(model="none"), dtype=args.store_dtype,
+                               seed=args.seed)
+        log(f"preparing the paired store {store} (patch {args.patch}, stride {args.stride})")
+        made = prepare([t["noisy"] for t in train], store, config,
+                       targets=[t["truth"] for t in train], log=log)
+        log(made.summary())
+        prep = {"patches": made.train_patches, "bytes": made.bytes_written,
+                "seconds": round(made.seconds, 1)}
+    drawn = [t["config"] for t in train]
+    results["data"] = {
+        "seconds": round(time.perf_counter() - start, 1), "simulate_seconds": round(simulated, 1),
+        "train_micrographs": len(train), "test_micrographs": len(test), "store": prep,
+        "spread_drawn": {k: [round(min(d[k] for d in drawn), 3), round(max(d[k] for d in drawn), 3)]
+                         for k in ("dose_e_per_angstrom2", "pixel_size_angstrom",
+                                   "detector_nps_nyquist", "ice_thickness_relative",
+                                   "particles_per_micrograph")},
+        "particles_drawn": {p: sum(d["particle"] == p for d in drawn) for p in SPREAD["particle"]},
+        "simulated": [i for i in infos if not i.get("skipped")][:8], "memory": peak_memory_mb()}
+    (work / "train_conditions.json").write_text(json.dumps(drawn, indent=1))
+
+
+def use_compilation_cache(work: Path) -> str:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(work / "jax-cache"))
+    return str(jax.devices()[0].device_kind)
+
+
+def stage_train(args, work: Path, out: Path, results: dict) -> None:
+    import cryostream
+    from cryostream import TrainConfig
+    from cryostream.runs import checkpoint_steps, load_record
+
+    device = use_compilation_cache(work)
+    run = work / "run"
+    cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
+                      steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
+                      warmup_steps=max(1, min(200, args.steps // 10)), eval_every=args.steps,
+                      checkpoint_every=args.checkpoint_every, keep_checkpoints=2,
+                      seed=args.seed, threads=8, prefetch=8)
+    done = checkpoint_steps(run)
+    if done and load_record(run).train != cfg:
+        raise SystemExit(f"{run} was trained with other options; remove it to train afresh")
+    if done and done[-1] >= args.steps:
+        log(f"{run} already trained to step {done[-1]}")
+        return
+    log(f"training {args.model} ({args.precision}, residual={args.residual}) for {args.steps} "
+        f"steps of {args.batch} × {args.patch}² on {device}" + (f", resuming at {done[-1]}" if done else ""))
+    result = cryostream.train(work / "pairs.h5", run, cfg, resume=bool(done), log=log)
+    timed_steps = result.steps - (done[-1] if done else 0) - 2
+    rate = result.patches_per_second
+    timed = timed_steps * args.batch / rate if timed_steps > 0 and rate > 0 else 0.0
+    results["train"] = {
+        "device": device, "config": dataclasses.asdict(cfg), "steps": result.steps,
+        "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
+        "patches_per_second": round(rate, 1),
+        "setup_and_compile_seconds": round(result.seconds - timed, 1), "memory": peak_memory_mb()}
+    log(f"trained: {result.steps} steps, {result.seconds:.0f} s "
+        f"({results['train']['setup_and_compile_seconds']} s before the second step), "
+        f"{rate:.0f} patches/s, loss {result.final_loss:.3g}")
+    for name in ("metrics.jsonl", "loss.png"):
+        if (run / name).exists():
+            shutil.copy(run / name, out / f"train_{name}")
+
+
+def topaz_function(args):
+    if args.topaz:
+        sys.path.insert(0, args.topaz)
+    from cryostream.baselines import topaz_available, topaz_denoise
+
+    return topaz_denoise if topaz_available() else None
+
+
+def _post_process(config, y: np.ndarray, images: dict, task: dict, record):
+    """``config``'s pipeline on the network output computed once (the ensemble's if it asks)."""
+    from cryostream.denoise import Micrograph
+
+    network_out = images["ensemble"] if config.ensemble else images["raw"]
+    pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+    micrograph = Micrograph(y, task["pixel_size"], record, source=task["name"])
+    return pipeline.run(micrograph, known_output(y, network_out))
+
+
+def score_one(task: dict) -> dict:
+    """Worker: every method's PSNR and FRC bands on one held-out micrograph."""
+    import mrcfile
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.errors import CryostreamError
+    from cryostream.metrics import best_gaussian, frc, psnr, wiener_oracle
+    from cryostream.runs import load_record
+
+    noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
+    p = np.float32(np.percentile(noisy, 95))
+    y, x = noisy / p, truth / p
+    g_psnr, sigma = best_gaussian(y, x, SIGMAS)
+    images = {"noisy": y, "gaussian": gaussian_filter(y, sigma) if sigma else y,
+              "wiener": wiener_oracle(y, x)}
+    if task.get("topaz"):
+        images["topaz"] = affine_fit(np.load(task["topaz"]), x)
+    images["raw"], images["ensemble"] = np.load(task["raw"]), np.load(task["ensemble"])
+    record = load_record(task["run"])
+    config = DenoiseConfig().for_run(record)  # what `cryostream denoise` does with no option
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            images["default"], found = _post_process(config, y, images, task, record)
+        except CryostreamError as exc:  # e.g. no CTF fit where Nyquist is coarser than 3 Å
+            error = str(exc)
+            config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
+            images["default"], found = _post_process(config, y, images, task, record)
+    row = {"condition": task["condition"], "name": task["name"], "gaussian_sigma": sigma,
+           "default_steps": [type(s).__name__ for s in config.pipeline().steps],
+           "default_ensemble": config.ensemble, "default_error": error,
+           "found": json.loads(json.dumps(found, default=float)),
+           "warnings": [str(w.message)[:200] for w in caught], "psnr": {}, "frc_bands": {},
+           "frc_mean": {}}
+    for name, image in images.items():
+        row["psnr"][name] = round(psnr(image, x), 4)
+        profile = summarise_frc(*frc(image, x))
+        row["frc_bands"][name], row["frc_mean"][name] = profile["bands"], round(profile["mean"], 4)
+    row["gaussian_psnr_check"] = round(g_psnr, 4)
+    return row
+
+
+def stage_score(args, work: Path, results: dict) -> None:
+    import mrcfile
+
+    from cryostream.denoise import dihedral_mean
+    from cryostream.denoise.tiling import network_pass
+    from cryostream.runs import checkpoint_steps
+
+    device = use_compilation_cache(work)
+    run = str(work / "run")
+    topaz = topaz_function(args)
+    _, test = data_tasks(args, work)
+    folder = work / "outputs" / f"step{checkpoint_steps(run)[-1]}"  # a retrained run: new outputs
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tasks, timings, topaz_timings = [], [], []
+    for t in test:
+        name = f"{t['condition']}_{Path(t['noisy']).stem.split('_')[1]}"
+        paths = {k: folder / f"{name}_{k}.npy" for k in ("raw", "ensemble", "topaz")}
+        if not (paths["raw"].exists() and paths["ensemble"].exists()
+                and (topaz is None or paths["topaz"].exists())):
+            noisy = mrcfile.read(t["noisy"])
+            y = noisy / np.float32(np.percentile(noisy, 95))
+            t0 = time.perf_counter()
+            np.save(paths["raw"], network_pass(run, y))
+            np.save(paths["ensemble"], dihedral_mean(lambda im: network_pass(run, im), y))
+            timings.append(round(time.perf_counter() - t0, 2))
+            if topaz is not None:
+                t0 = time.perf_counter()
+                np.save(paths["topaz"], topaz(y))
+                topaz_timings.append(round(time.perf_counter() - t0, 2))
+            log(f"  {name}: network (9 passes) {timings[-1]} s"
+                + (f", Topaz {topaz_timings[-1]} s" if topaz is not None else ""))
+        tasks.append({"condition": t["condition"], "name": name, "noisy": t["noisy"],
+                      "truth": t["truth"], "run": run, "pixel_size": t["config"]["pixel_size_angstrom"],
+                      "raw": str(paths["raw"]), "ensemble": str(paths["ensemble"]),
+                      "topaz": str(paths["topaz"]) if topaz is not None else None})
+    network_seconds = time.perf_counter() - start
+    log(f"scoring {len(tasks)} micrographs on {args.workers} processes")
+    with pool(args.workers) as ex:
+        rows = list(ex.map(score_one, tasks))
+    by_condition = {}
+    for name in args.conditions:
+        mine = [r for r in rows if r["condition"] == name]
+        methods = [m for m in METHODS if m in mine[0]["psnr"]]
+        by_condition[name] = {
+            "micrographs": len(mine), "config": held_out_condition(name, args.seed, args.test_shape),
+            "psnr": {m: round(float(np.mean([r["psnr"][m] for r in mine])), 3) for m in methods},
+            "frc_bands": {m: np.round(np.mean([r["frc_bands"][m] for r in mine], axis=0), 4).tolist()
+                          for m in methods},
+            "frc_mean": {m: round(float(np.mean([r["frc_mean"][m] for r in mine])), 4) for m in methods}}
+    results["score"] = {"device": device, "topaz": topaz is not None,
+                        "network_and_topaz_seconds": round(network_seconds, 1),
+                        "network_seconds_each": timings, "topaz_seconds_each": topaz_timings,
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "conditions": by_condition, "micrographs": rows, "memory": peak_memory_mb()}
+
+
+def stage_export(args, work: Path, results: dict) -> None:
+    import jax
+    from flax import nnx
+
+    from cryostream import load_model
+    from cryostream.models.export import export_params, load_exported
+
+    model, record = load_model(work / "run")
+    summary = {k: v["psnr"] for k, v in results.get("score", {}).get("conditions", {}).items()}
+    metadata = {"trained_by": "benchmarks/train_general_model.py", "spread": SPREAD,
+                "arguments": vars(args) | {"shape": list(args.shape), "test_shape": list(args.test_shape)},
+                "train": results.get("train", {}).get("config"), "held_out_psnr": summary}
+    path = export_params(model, record, args.export, metadata=json.loads(json.dumps(metadata, default=str)))
+    loaded, loaded_record = load_exported(path)
+    leaves = [jax.tree.leaves(nnx.split(m, nnx.Param)[1]) for m in (model, loaded)]
+    equal = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*leaves, strict=True))
+    size = path.stat().st_size
+    results["export"] = {"path": str(path), "bytes": size, "within_20_mb": size <= EXPORT_LIMIT_BYTES,
+                         "parameters": int(sum(a.size for a in leaves[0])),
+                         "equal_after_loading": bool(equal and loaded_record.train == record.train)}
+    log(f"exported {path} ({size / 1e6:.2f} MB, parameters equal after loading: {equal})")
+
+
+def markdown(results: dict) -> str:
+    """The tables: PSNR by condition, FRC by band per condition, and where it does not hold."""
+    lines = ["# General model on held-out simulated micrographs", "",
+             f"Machine: {results['machine']}; device: {results.get('train', {}).get('device', '?')}; "
+             f"arguments: `{json.dumps(results['arguments'])}`.", ""]
+    score = results.get("score")
+    if not score:
+        return "\n".join(lines + ["(not scored yet)"])
+    conds = score["conditions"]
+    methods = [m for m in METHODS if any(m in c["psnr"] for c in conds.values())]
+    lines += ["## PSNR (dB; the noisy micrograph's 95th percentile as 1), mean per condition", "",
+              "| condition | n | " + " | ".join(LABELS[m] for m in methods) + " |",
+              "|---|---|" + "---|" * len(methods)]
+    for name, c in conds.items():
+        best = max(c["psnr"].values())
+        cells = [f"**{c['psnr'][m]:.2f}**" if c["psnr"][m] == best else f"{c['psnr'][m]:.2f}"
+                 for m in methods]
+        lines.append(f"| {name} | {c['micrographs']} | " + " | ".join(cells) + " |")
+    bands = " | ".join(f"{a:g}–{b:g}" for a, b in FRC_BANDS)
+    lines += ["", "## FRC with the truth by band (cycles/px)", ""]
+    for name, c in conds.items():
+        lines += [f"**{name}**", "", f"| method | {bands} | mean |",
+                  "|---|" + "---|" * (len(FRC_BANDS) + 1)]
+        for m in methods:
+            lines.append(f"| {LABELS[m]} | " + " | ".join(f"{v:.3f}" for v in c["frc_bands"][m])
+                         + f" | {c['frc_mean'][m]:.3f} |")
+        lines.append("")
+    lines += ["## Where the default output does not beat a baseline", ""]
+    misses = []
+    for name, c in conds.items():
+        d = c["psnr"]["default"]
+        for m in ("gaussian", "wiener", "topaz"):
+            if m in c["psnr"] and d <= c["psnr"][m]:
+                misses.append(f"- {name}: PSNR {d:.2f} ≤ {LABELS[m]} {c['psnr'][m]:.2f}")
+        for ref in ("topaz", "noisy"):
+            if ref in c["frc_bands"]:
+                below = [f"{a:g}–{b:g}" for (a, b), v, r in
+                         zip(FRC_BANDS, c["frc_bands"]["default"], c["frc_bands"][ref], strict=True) if v < r]
+                if below:
+                    misses.append(f"- {name}: FRC below {LABELS[ref]} in bands {', '.join(below)}")
+    lines += misses or ["- none: above every baseline in PSNR, and above Topaz and the input in "
+                        "every FRC band"]
+    export = results.get("export")
+    if export:
+        lines += ["", f"Exported: `{Path(export['path']).name}`, {export['bytes'] / 1e6:.2f} MB, "
+                  f"{export['parameters']:,} parameters, equal after loading: "
+                  f"{export['equal_after_loading']}."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="results folder (JSON, tables, model)")
+    ap.add_argument("--work", type=Path, help="work folder kept between calls (default: OUT/work "
+                    "with --smoke, else bench-output/general-model)")
+    ap.add_argument("--export", type=Path, help="exported model (default OUT/general_model.npz)")
+    ap.add_argument("--smoke", action="store_true", help="tiny CPU run: 6 micrographs of 512², "
+                    "patch 128, unet-small, 20 steps, one held-out micrograph per condition")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--count", type=int, help="training micrographs (256)")
+    ap.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="their size (2048 2048)")
+    ap.add_argument("--test-count", type=int, help="held-out micrographs per condition (4)")
+    ap.add_argument("--test-shape", type=int, nargs=2, metavar=("H", "W"), help="(as --shape)")
+    ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
+    ap.add_argument("--patch", type=int, help="patch size (512)")
+    ap.add_argument("--stride", type=int, help="patch stride (half the patch)")
+    ap.add_argument("--store-dtype", default="float16", choices=("float16", "float32"))
+    ap.add_argument("--model", help="model preset (unet)")
+    ap.add_argument("--steps", type=int, help="training steps (5000)")
+    ap.add_argument("--batch", type=int, help="patches per step (16)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
+    ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
+                    help="predict a correction added to the input (default on)")
+    ap.add_argument("--checkpoint-every", type=int, help="(1000)")
+    ap.add_argument("--workers", type=int, help="processes for simulation and scoring (all cores)")
+    ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from (the unpacked wheel)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true", help="start the work folder afresh")
+    args = ap.parse_args(argv)
+    for key, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.shape = tuple(args.shape)
+    args.test_shape = tuple(args.test_shape or args.shape)
+    args.stride = args.stride or args.patch // 2
+    default_work = args.out / "work" if args.smoke else Path("bench-output/general-model")
+    args.work = args.work or default_work
+    args.export = args.export or args.out / "general_model.npz"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out, work = args.out, args.work
+    if args.overwrite and work.exists():
+        shutil.rmtree(work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    plan = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+            if k in ("count", "shape", "test_count", "test_shape", "patch", "stride", "store_dtype",
+                     "seed")}  # what the data depend on
+    plan_file = work / "plan.json"
+    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
+        raise SystemExit(f"{work} holds a run with other arguments ({plan_file}); pass --overwrite "
+                         "or another --work")
+    plan_file.write_text(json.dumps(plan, indent=1))
+    state = work / "results.json"
+    results = json.loads(state.read_text()) if state.exists() else {}
+    results["machine"] = (f"{platform.node()}: {os.cpu_count()} cores, "
+                          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+    results["arguments"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for stage in args.stages:
+        t = time.perf_counter()
+        log(f"stage {stage}")
+        if stage == "data":
+            stage_data(args, work, results)
+        elif stage == "train":
+            stage_train(args, work, out, results)
+        elif stage == "score":
+            stage_score(args, work, results)
+        else:
+            stage_export(args, work, results)
+        results.setdefault("stage_seconds", {})[stage] = round(time.perf_counter() - t, 1)
+        state.write_text(json.dumps(results, indent=1, default=str))
+        (out / "general_model.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "general_model.md").write_text(markdown(results))
+        log(f"stage {stage} done in {results['stage_seconds'][stage]} s")
+    if "score" in results:
+        print(markdown(results).split("## FRC")[0], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
