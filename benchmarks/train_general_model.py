@@ -381,7 +381,10 @@ def stage_score(args, work: Path, results: dict) -> None:
     run = str(work / "run")
     topaz = topaz_function(args)
     _, test = data_tasks(args, work)
-    folder = work / "outputs" / f"step{checkpoint_steps(run)[-1]}"  # a retrained run: new outputs
+    steps = checkpoint_steps(run)
+    if not steps:
+        raise SystemExit(f"{run} has no checkpoint: run the train stage first (--stages train)")
+    folder = work / "outputs" / f"step{steps[-1]}"  # a retrained run gets new outputs
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tasks, timings, topaz_timings = [], [], []
