@@ -150,7 +150,10 @@ class WienerGain(Step):
 
         if min(micrograph.image.shape) < CTF_FIT_SIDE:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
-        fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom, **dict(self.optics))
+        nyquist = 2 * micrograph.pixel_size_angstrom
+        # the Thon rings are fitted out to 3 Å, or just inside Nyquist for coarser pixels
+        fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom,
+                      high_angstrom=max(3.0, 1.25 * nyquist), **dict(self.optics))
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
         if check >= 0:
             warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
