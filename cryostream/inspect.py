@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.errors import StoreError
-from cryostream.store import open_dataset
+from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
 
@@ -36,7 +36,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
             m, y, x = group["index"][i]
             name = f["micrographs/name"][m].decode()
             for col, kind in enumerate(kinds):
-                patch = group[kind][i].astype(np.float32)
+                patch = read_patch(store, group[kind], int(i)).astype(np.float32)
                 ax = axes[row, col]
                 lo, hi = np.percentile(patch, [1, 99])
                 ax.imshow(patch, cmap="gray", vmin=lo, vmax=hi)
@@ -108,26 +108,47 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
     """Write ``{train,test}_{input,target}.bin`` (C order, the store's dtype) and ``bin.json``.
 
     The files are byte-exact copies of the store's datasets, streamed one patch at a time.
+    Every file is written under a temporary name (``*.partial``) and moved into place once
+    all are complete, ``bin.json`` last; on any failure (a damaged shard, a full disk) the
+    temporaries are removed and an earlier export in ``outdir`` is left as it was.
+
+    Raises
+    ------
+    StoreError
+        If the store is incomplete or one of its shards cannot be read (naming the shard).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    written, sidecar = [], {"order": "C", "files": {}}
-    with open_dataset(store) as f:
-        for split in ("train", "test"):
-            for kind in ("input", "target"):
-                if kind not in f[split]:
-                    continue
-                dset = f[split][kind]
-                path = outdir / f"{split}_{kind}.bin"
-                tmp = path.with_name(path.name + ".partial")
-                with open(tmp, "wb") as fh:
-                    for i in range(dset.shape[0]):
-                        fh.write(np.ascontiguousarray(dset[i]).tobytes())
-                os.replace(tmp, path)
-                written.append(path)
-                sidecar["files"][path.name] = {"shape": list(dset.shape), "dtype": str(dset.dtype),
-                                               "dataset": f"{split}/{kind}"}
-            sidecar["files"][f"{split}_index"] = f[split]["index"][:].tolist()
-        sidecar["config"] = json.loads(f.attrs["config"])
-    (outdir / "bin.json").write_text(json.dumps(sidecar))
-    return written
+    sidecar: dict = {"order": "C", "files": {}}
+    done: list[tuple[Path, Path]] = []  # (temporary, final) of each finished file
+    tmp = None
+    try:
+        with open_dataset(store) as f:
+            for split in ("train", "test"):
+                for kind in ("input", "target"):
+                    if kind not in f[split]:
+                        continue
+                    dset = f[split][kind]
+                    path = outdir / f"{split}_{kind}.bin"
+                    tmp = path.with_name(path.name + ".partial")
+                    with open(tmp, "wb") as fh:
+                        for i in range(dset.shape[0]):
+                            fh.write(np.ascontiguousarray(read_patch(store, dset, i)).tobytes())
+                    done.append((tmp, path))
+                    tmp = None
+                    sidecar["files"][path.name] = {"shape": list(dset.shape),
+                                                   "dtype": str(dset.dtype),
+                                                   "dataset": f"{split}/{kind}"}
+                sidecar["files"][f"{split}_index"] = f[split]["index"][:].tolist()
+            sidecar["config"] = json.loads(f.attrs["config"])
+        tmp = outdir / "bin.json.partial"
+        tmp.write_text(json.dumps(sidecar))
+        done.append((tmp, outdir / "bin.json"))
+        tmp = None
+        for partial, path in done:
+            os.replace(partial, path)
+    finally:
+        for partial in [tmp, *(t for t, _ in done)]:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
+    return [path for _, path in done if path.suffix == ".bin"]

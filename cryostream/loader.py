@@ -23,7 +23,7 @@ import numpy as np
 
 from cryostream.config import NoiseConfig, from_dict
 from cryostream.errors import ConfigError, StoreError
-from cryostream.store import fletcher32, open_dataset
+from cryostream.store import damaged_shard, fletcher32, open_dataset
 
 __all__ = ["PatchLoader", "LoaderState"]
 
@@ -57,15 +57,18 @@ def _build_index(path: Path, group: h5py.Group, kind: str) -> _Index:
         fid = len(files)
         files.append(str(shard))
         starts.append(int(start))
-        with h5py.File(shard, "r") as f:
-            sid = f[source.dset_name].id
 
-            def visit(info, start=start, fid=fid):
-                i = start + info.chunk_offset[0]
-                file_of[i] = fid
-                offset[i] = info.byte_offset
+        def visit(info, start=start, fid=fid):
+            i = start + info.chunk_offset[0]
+            file_of[i] = fid
+            offset[i] = info.byte_offset
 
-            sid.chunk_iter(visit)
+        try:
+            with h5py.File(shard, "r") as f:
+                f[source.dset_name].id.chunk_iter(visit)
+        except (OSError, KeyError) as exc:  # truncated, not HDF5, or without the dataset
+            raise damaged_shard(path, shard, exc, where=f"{group.name.lstrip('/')}/{kind}") \
+                from None
     if (offset < 0).any():
         raise StoreError(f"{path}: {int((offset < 0).sum())} {kind} patches have no chunk on disk; "
                          "prepare the store again")
@@ -162,8 +165,11 @@ class PatchLoader:
         index = self._index[kind]
         shard = index.files[index.file_of[patch]]
         if self.compression != "none":
-            with h5py.File(shard, "r") as f:  # decoded by HDF5 in this thread
-                f[kind].read_direct(out, np.s_[patch - index.starts[index.file_of[patch]]])
+            try:
+                with h5py.File(shard, "r") as f:  # decoded by HDF5 in this thread
+                    f[kind].read_direct(out, np.s_[patch - index.starts[index.file_of[patch]]])
+            except OSError as exc:  # truncated, or a chunk that fails its checksum or filter
+                raise self._damaged(kind, patch, exc) from None
             return
         tail = bytearray(4)
         fd = os.open(shard, os.O_RDONLY)
@@ -173,11 +179,17 @@ class PatchLoader:
         finally:
             os.close(fd)
         if got != want:
-            raise StoreError(f"{shard}: patch {patch} is cut short ({got} of {want} bytes); "
-                             "prepare the store again")
+            raise self._damaged(kind, patch, f"the patch is cut short ({got} of {want} bytes)")
         if self.verify and fletcher32(memoryview(out).cast("B")).to_bytes(4, "little") != tail:
-            raise StoreError(f"{shard}: patch {patch} of {self.split}/{kind} fails its checksum "
-                             "(corrupted on disk); prepare the store again")
+            raise self._damaged(kind, patch, "the patch fails its checksum (corrupted on disk)")
+
+    def _damaged(self, kind: str, patch: int, problem) -> StoreError:
+        """The error naming the shard of ``patch`` (:func:`~cryostream.store.damaged_shard`)."""
+        index = self._index[kind]
+        fid = index.file_of[patch]
+        return damaged_shard(self.path, index.files[fid], problem,
+                             where=f"{self.split}/{kind} patch {patch}, patch "
+                             f"{patch - index.starts[fid]} of the shard")
 
     def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Read the patches ``indices`` (a NumPy array of patch numbers) now, with the threads."""

@@ -37,6 +37,10 @@ __all__ = [
     "write_master",
     "open_dataset",
     "remove_store",
+    "repair_hint",
+    "damaged_shard",
+    "shard_of",
+    "read_patch",
 ]
 
 STORE_FORMAT = "cryostream-store/1"
@@ -202,14 +206,16 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
         f.close()
         raise StoreError(f"{path}: not a cryostream store (format {f.attrs.get('format')!r})")
     for split in ("train", "test"):
-        dset = f[split]["target"]
-        if dset.is_virtual:
+        for kind in ("input", "target"):
+            dset = f[split].get(kind)
+            if dset is None or not dset.is_virtual:
+                continue
             for source in dset.virtual_sources():
-                if not (path.parent / source.file_name).exists():
+                shard = path.parent / source.file_name
+                if not shard.exists():
                     f.close()
-                    raise StoreError(
-                        f"{path}: its shard {source.file_name} is missing; re-run prepare"
-                    )
+                    raise StoreError(f"{path}: its shard {source.file_name} is missing; "
+                                     f"{repair_hint(path, shard)}")
     return f
 
 
@@ -217,3 +223,93 @@ def remove_store(output: Path) -> None:
     """Delete a store and its shards (for ``overwrite``)."""
     output.unlink(missing_ok=True)
     shutil.rmtree(shard_folder(output), ignore_errors=True)
+
+
+def repair_hint(store: str | os.PathLike, shard: str | os.PathLike) -> str:
+    """What to do about a missing or damaged shard of ``store``: make it again by re-running
+    ``prepare`` (finished shards are reused), or prepare the whole store again."""
+    store, shard = Path(store), Path(shard)
+    delete, which = (f"delete {shard.name} and {store.name}", "this one") if shard.exists() \
+        else (f"delete {store.name}", "the missing one")
+    return (f"{delete}, then run the same `cryostream prepare` command again (the finished "
+            f"shards are reused and {which} is made again), or prepare the store again with "
+            "--overwrite")
+
+
+def _reason(exc: BaseException | str) -> str:
+    """HDF5's complaint about a shard in plain words (a string is taken as it is)."""
+    if isinstance(exc, str):
+        return exc
+    text = str(exc)
+    if "truncated file" in text or "cut short" in text:
+        return "the file is cut short"
+    if "filter returned failure" in text:
+        return "a chunk fails its checksum or cannot be decompressed (corrupted on disk)"
+    return text or type(exc).__name__
+
+
+def _micrograph_of(store: Path, shard: Path) -> str | None:
+    """The name of the micrograph whose shard ``shard`` is (its name starts with the uid)."""
+    try:
+        uid = np.uint64(int(shard.name.split("-")[0], 16)).astype(np.int64)
+        with h5py.File(store, "r") as f:
+            rows = np.flatnonzero(f["micrographs/uid"][:] == uid)
+            if rows.size:
+                name = f["micrographs/name"][int(rows[0])]
+                return name.decode() if isinstance(name, bytes) else str(name)
+    except (OSError, ValueError, KeyError):  # a best effort: the error stands without it
+        pass
+    return None
+
+
+def damaged_shard(store: str | os.PathLike, shard: str | os.PathLike,
+                  exc: BaseException | str, *, where: str = "") -> StoreError:
+    """The :class:`StoreError` for a shard of ``store`` that cannot be read: it names the shard
+    file, its micrograph, ``where`` (the dataset and patch, if known), what is wrong and the fix.
+
+    Parameters
+    ----------
+    store : path-like
+        The store's master file.
+    shard : path-like
+        The shard file (absolute, or relative to the master's folder).
+    exc : BaseException or str
+        What reading it raised (HDF5's ``OSError``), or what is wrong in words.
+    where : str
+        The dataset and patch read, e.g. ``"train/input patch 12"``.
+    """
+    store = Path(store)
+    shard = store.parent / shard
+    micrograph = _micrograph_of(store, shard)
+    parts = [p for p in (f"micrograph {micrograph}" if micrograph else "", where) if p]
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return StoreError(f"{shard}: a damaged shard of the store {store.name}{detail}: {_reason(exc)}; "
+                      f"{repair_hint(store, shard)}")
+
+
+def shard_of(dset: h5py.Dataset, patch: int) -> tuple[str, int] | None:
+    """The shard file (relative to the master) holding patch ``patch`` of a store's virtual
+    dataset, and the patch's number inside it; ``None`` for a dataset that is not virtual."""
+    if not dset.is_virtual:
+        return None
+    for source in dset.virtual_sources():
+        (start, *_), (stop, *_) = source.vspace.get_select_bounds()
+        if start <= patch <= stop:
+            return source.file_name, int(patch - start)
+    return None
+
+
+def read_patch(store: str | os.PathLike, dset: h5py.Dataset, patch: int) -> np.ndarray:
+    """Patch ``patch`` of a store's dataset (``train/input`` …) as read by ``dset[patch]``;
+    a shard that cannot be read is a :class:`StoreError` naming it (:func:`damaged_shard`)."""
+    try:
+        return dset[patch]
+    except OSError as exc:
+        where = f"{dset.name.lstrip('/')} patch {patch}"
+        found = shard_of(dset, patch)
+        if found is None:
+            raise StoreError(f"{store}: {where} cannot be read ({exc}); the store is damaged: "
+                             "prepare it again with --overwrite") from None
+        shard, local = found
+        raise damaged_shard(store, shard, exc, where=f"{where}, patch {local} of the shard") \
+            from None

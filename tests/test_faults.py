@@ -482,8 +482,6 @@ def test_train_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "run")
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file: 'Unable to synchronously "
-                   "open file (truncated file: ...)'", strict=True)
 def test_train_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """train on a store whose shards were cut in half: one line naming the store or a shard,
     no checkpoint written."""
@@ -495,8 +493,6 @@ def test_train_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert finished_steps(tmp_path / "run") == []
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file: 'Can't synchronously read "
-                   "data (filter returned failure during read)'", strict=True)
 def test_train_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """train on a zstd store with bytes flipped in every chunk: one line naming the store or
     a shard, no checkpoint written."""
@@ -879,8 +875,6 @@ def test_show_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "s.png")
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file: 'Can't synchronously read "
-                   "data (truncated file: ...)'", strict=True)
 def test_show_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """show on a store whose shards were cut in half: one line naming the store or a shard,
     no PNG."""
@@ -892,8 +886,6 @@ def test_show_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert not (tmp_path / "s.png").exists()
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file: 'Can't synchronously read "
-                   "data (filter returned failure during read)'", strict=True)
 def test_show_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """show on a zstd store with bytes flipped in every chunk: one line, no PNG."""
     copy = copy_store(zstd_store, tmp_path / "bad")
@@ -911,8 +903,6 @@ def test_export_bin_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "bin")
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file, and train_input.bin.partial"
-                   " is left", strict=True)
 def test_export_bin_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """export-bin on a store whose shards were cut in half: one line, no partial file and no
     bin.json (an export that looks complete)."""
@@ -925,8 +915,6 @@ def test_export_bin_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert not (tmp_path / "bin" / "bin.json").exists()
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but it names no file, and train_input.bin.partial"
-                   " is left", strict=True)
 def test_export_bin_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """export-bin on a zstd store with bytes flipped in every chunk: one line, no partial
     file and no bin.json."""

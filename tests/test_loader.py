@@ -10,7 +10,7 @@ import cryostream
 from cryostream import NoiseConfig, PrepareConfig, StoreError
 from cryostream.loader import LoaderState, PatchLoader
 from cryostream.prepare import prepare
-from cryostream.store import shard_folder
+from cryostream.store import shard_folder, shard_of
 
 CONFIG = PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)
 
@@ -114,3 +114,64 @@ def test_bad_arguments(store):
         PatchLoader(store, "val")
     with pytest.raises(cryostream.ConfigError, match="larger than the"):
         PatchLoader(store, batch_size=10_000)
+
+
+def _copy_store(store, folder):
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / store.name
+    shutil.copy(store, copy)
+    shutil.copytree(shard_folder(store), shard_folder(copy))
+    return copy
+
+
+def test_truncated_shard_is_named_and_the_fix_it_gives_repairs_the_store(store, tmp_path):
+    """A shard cut in half: StoreError naming it and its micrograph; doing what the message
+    says (delete the shard and the master, run prepare again) gives the same patches back."""
+    import os
+
+    copy = _copy_store(store, tmp_path / "bad")
+    with h5py.File(copy) as f:
+        shard = copy.parent / shard_of(f["train/target"], 0)[0]
+    os.truncate(shard, shard.stat().st_size // 2)
+    with pytest.raises(StoreError) as caught:
+        PatchLoader(copy, batch_size=4)
+    message = str(caught.value)
+    assert message.startswith(f"{shard}:") and "cut short" in message
+    assert f"delete {shard.name} and {copy.name}" in message and "cryostream prepare" in message
+    with h5py.File(store) as f:
+        sources = [s.decode() for s in f["micrographs/source"]]
+        names = [n.decode() for n in f["micrographs/name"]]
+    assert any(f"micrograph {n}" in message for n in names)
+    shard.unlink()
+    copy.unlink()
+    prepare(sources, copy, CONFIG)
+    got = _take(PatchLoader(copy, batch_size=4, shuffle=False, drop_remainder=False), 100)
+    want = _take(PatchLoader(store, batch_size=4, shuffle=False, drop_remainder=False), 100)
+    for a, b in zip(got, want, strict=True):
+        for kind in ("input", "target", "index"):
+            np.testing.assert_array_equal(a[kind], b[kind])
+
+
+def test_corrupt_compressed_chunk_names_the_shard_and_patch(store, tmp_path):
+    """A zstd store with a flipped byte in one chunk: the read fails with a StoreError naming
+    the shard and the patch, not HDF5's bare 'filter returned failure'."""
+    with h5py.File(store) as f:
+        sources = [s.decode() for s in f["micrographs/source"]]
+    cfg = PrepareConfig(**{**CONFIG.__dict__, "compression": "zstd"})
+    out = prepare(sources, tmp_path / "z.h5", cfg).output
+    loader = PatchLoader(out, batch_size=4, shuffle=False, drop_remainder=False)
+    with h5py.File(out) as f:
+        shard = out.parent / shard_of(f["train/target"], 0)[0]
+    with h5py.File(shard) as f:
+        info = f["target"].id.get_chunk_info(0)
+    raw = bytearray(shard.read_bytes())
+    for i in range(info.byte_offset + info.size // 2, info.byte_offset + info.size // 2 + 8):
+        raw[i] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="fails its checksum or cannot be decompressed") as caught:
+        _take(loader, 100)
+    message = str(caught.value)
+    assert message.startswith(f"{shard}:") and "train/target patch" in message
+    assert "patch 0 of the shard" in message

@@ -1,10 +1,18 @@
-"""The store's own pieces: Fletcher-32 against HDF5's, atomic writes."""
+"""The store's own pieces: Fletcher-32 against HDF5's, atomic writes, damaged shards."""
+
+import os
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 
-from cryostream.store import fletcher32
+import cryostream
+from cryostream.config import PrepareConfig
+from cryostream.errors import StoreError
+from cryostream.inspect import export_bin, show
+from cryostream.prepare import prepare
+from cryostream.store import fletcher32, read_patch, shard_folder, shard_of
 
 
 @pytest.mark.parametrize(
@@ -26,3 +34,79 @@ def test_fletcher32_matches_hdf5(tmp_path, make):
     with h5py.File(path, "r") as f:
         _, raw = f["a"].id.read_direct_chunk((0,) * (data.ndim + 1))
     assert raw[-4:] == fletcher32(data.tobytes()).to_bytes(4, "little")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    sim = cryostream.simulate(root / "sim", 3, shape=(128, 96), seed=1)
+    config = PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)
+    return prepare(sim.micrographs, root / "data.h5", config).output
+
+
+def _damaged_copy(store, folder, dataset="train/input"):
+    """A copy of ``store`` whose shard holding patch 0 of ``dataset`` is cut in half; returns
+    the copy and the shard."""
+    folder.mkdir()
+    copy = folder / store.name
+    shutil.copy(store, copy)
+    shutil.copytree(shard_folder(store), shard_folder(copy))
+    with h5py.File(copy) as f:
+        shard = copy.parent / shard_of(f[dataset], 0)[0]
+    os.truncate(shard, shard.stat().st_size // 2)
+    return copy, shard
+
+
+def test_shard_of_finds_each_patch(store):
+    """shard_of: the shard and the patch's number in it, read back equal to the master's."""
+    with h5py.File(store) as f:
+        dset = f["train/target"]
+        for i in range(dset.shape[0]):
+            name, local = shard_of(dset, i)
+            with h5py.File(store.parent / name) as shard:
+                np.testing.assert_array_equal(shard["target"][local], dset[i])
+        assert shard_of(f["train/index"], 0) is None
+
+
+def test_read_patch_names_a_damaged_shard(store, tmp_path):
+    copy, shard = _damaged_copy(store, tmp_path / "bad")
+    with h5py.File(copy) as f, pytest.raises(StoreError) as caught:
+        read_patch(copy, f["train/input"], 0)
+    message = str(caught.value)
+    assert message.startswith(f"{shard}:")
+    assert "train/input patch 0, patch 0 of the shard" in message and "cut short" in message
+
+
+def test_show_on_a_damaged_shard_writes_no_figure(store, tmp_path):
+    copy, shard = _damaged_copy(store, tmp_path / "bad")
+    with pytest.raises(StoreError, match=shard.name):
+        show(copy, tmp_path / "s.png", count=100)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_export_bin_writes_the_datasets_bytes(store, tmp_path):
+    written = export_bin(store, tmp_path / "bin")
+    assert sorted(p.name for p in written) == ["test_input.bin", "test_target.bin",
+                                               "train_input.bin", "train_target.bin"]
+    with h5py.File(store) as f:
+        for path in written:
+            split, kind = path.stem.split("_")
+            assert path.read_bytes() == f[split][kind][...].tobytes()
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == sorted(
+        [p.name for p in written] + ["bin.json"])
+
+
+def test_export_bin_on_a_damaged_shard_keeps_an_earlier_export(store, tmp_path):
+    """export_bin of a store whose test shard is damaged (the train files already streamed)
+    into a folder holding an earlier export: a StoreError naming the shard, no temporary
+    left, the earlier files as they were."""
+    out = tmp_path / "bin"
+    out.mkdir()
+    for name in ("train_input.bin", "train_target.bin", "test_input.bin", "test_target.bin",
+                 "bin.json"):
+        (out / name).write_bytes(f"earlier {name}".encode())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    copy, shard = _damaged_copy(store, tmp_path / "bad", "test/input")
+    with pytest.raises(StoreError, match=shard.name):
+        export_bin(copy, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
