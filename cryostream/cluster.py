@@ -9,12 +9,113 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import socket
 import threading
 from collections.abc import Iterator
 
 import psutil
 
-__all__ = ["compute_context", "computer", "PeakMemory"]
+from cryostream.errors import ConfigError
+
+__all__ = ["check_cluster_options", "check_scheduler_reachable", "compute_context", "computer",
+           "PeakMemory"]
+
+#: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
+CONNECT_TIMEOUT = 5.0
+
+_NETWORK_PROTOCOLS = ("tcp", "tls", "ws", "wss")
+
+
+def check_cluster_options(*, scheduler: str | None = None, workers: int | None = None,
+                          memory_limit: str | int | float | None = None) -> None:
+    """Check the cluster options before anything is started or written.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        A Dask scheduler address (``tcp://HOST:PORT``, or ``HOST:PORT``).
+    workers : int, optional
+        The number of LocalCluster workers: at least 1.
+    memory_limit : str, int or float, optional
+        Memory per worker: ``"auto"``, bytes (``"4GiB"``, ``4e9``), a fraction of the memory
+        (≤ 1) or 0 (no limit).
+
+    Raises
+    ------
+    ConfigError
+        Naming the option (its flag) and the fix.
+    """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers={workers!r} (--workers): must be a whole number ≥ 1; leave it "
+                          "out to compute on threads in this process")
+    if memory_limit is not None and memory_limit != "auto":
+        _check_memory_limit(memory_limit)
+    if scheduler is not None:
+        _scheduler_host_port(scheduler)
+
+
+def _check_memory_limit(memory_limit) -> None:
+    from dask.utils import parse_bytes
+
+    fix = "give bytes such as 4GiB or 500MB, a fraction of the memory such as 0.5, or auto"
+    try:
+        value = float(memory_limit)
+    except (TypeError, ValueError):
+        try:
+            value = parse_bytes(memory_limit)
+        except (TypeError, ValueError):
+            raise ConfigError(f"memory_limit={memory_limit!r} (--memory-limit): not an amount "
+                              f"of memory; {fix}") from None
+    if not value >= 0:
+        raise ConfigError(f"memory_limit={memory_limit!r} (--memory-limit): must not be negative; "
+                          f"{fix}")
+
+
+def _scheduler_host_port(scheduler) -> tuple[str, int] | None:
+    """``(host, port)`` of a network scheduler address, ``None`` for other transports."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    fix = "give the address the scheduler prints, e.g. tcp://10.0.0.5:8786"
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): not a scheduler address; {fix}")
+    try:
+        protocol, location = parse_address(scheduler)
+        if protocol not in backends:
+            raise ValueError(f"unknown protocol {protocol!r}")
+        if protocol not in _NETWORK_PROTOCOLS:
+            return None
+        host, port = parse_host_port(location)
+        if not host or not 0 < int(port) < 65536:
+            raise ValueError("no host or no valid port")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): not a scheduler address "
+                          f"({exc}); {fix}") from None
+    return host, int(port)
+
+
+def check_scheduler_reachable(scheduler: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Check that something accepts connections at a scheduler's address, within ``timeout``
+    seconds (distributed itself would wait 30 s before giving up).
+
+    Raises
+    ------
+    ConfigError
+        The address is malformed, or nothing answers there in time.
+    """
+    address = _scheduler_host_port(scheduler)
+    if address is None:  # in-process or UCX: distributed checks it
+        return
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
+                  else exc.strerror or str(exc))
+        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): no scheduler reachable at "
+                          f"{address[0]}:{address[1]} ({reason}); start it first or check the "
+                          "address") from None
 
 
 class PeakMemory:
@@ -68,12 +169,18 @@ def compute_context(
     ``scheduler`` connects to an existing scheduler by address; ``workers`` starts a
     LocalCluster of that many single-threaded worker processes. ``report`` saves a Dask
     performance report (needs a client; one in-process worker is started when neither is
-    given).
+    given). The options are checked first (:func:`check_cluster_options`, and
+    :func:`check_scheduler_reachable` for a scheduler): a mistake is a
+    :class:`~cryostream.errors.ConfigError`, never a hang.
     """
+    check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
     if scheduler is None and workers is None and report is None:
         yield None
         return
     from distributed import Client, LocalCluster, performance_report
+
+    if scheduler is not None:
+        check_scheduler_reachable(scheduler)
 
     stack = contextlib.ExitStack()
     with stack:
@@ -88,6 +195,9 @@ def compute_context(
                     memory_limit=memory_limit or "auto",
                     dashboard_address=dashboard_address,
                     host="127.0.0.1",
+                    # in-process workers default to the inproc transport, where "127.0.0.1"
+                    # is no valid address ("Cluster failed to start"): listen on TCP, locally
+                    protocol="tcp://",
                 )
             )
             client = stack.enter_context(Client(cluster))
