@@ -54,7 +54,8 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
 
     Folders contribute their ``*.mrc`` files in name order; a glob that matches nothing, an
-    empty folder or an empty list is an error. Repeated paths are kept once.
+    empty folder, an empty list or a symbolic link that cannot be followed (a loop) is an
+    :class:`InvalidMicrographError`. Repeated paths are kept once.
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -84,7 +85,14 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     seen: set[Path] = set()
     unique = []
     for p in paths:
-        key = p.resolve()
+        try:
+            key = p.resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise InvalidMicrographError(
+                p, f"is a symbolic link that cannot be followed ({reason})",
+                "remove the link or point it at a micrograph",
+            ) from None
         if key not in seen:
             seen.add(key)
             unique.append(p)
