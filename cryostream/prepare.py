@@ -9,7 +9,6 @@ the master file appears only when everything is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -21,9 +20,15 @@ import dask
 import numpy as np
 
 from cryostream._version import __version__
-from cryostream.cluster import PeakMemory, compute_context, computer
+from cryostream.cluster import (
+    PeakMemory,
+    check_cluster_options,
+    check_scheduler_reachable,
+    compute_context,
+    computer,
+)
 from cryostream.config import PrepareConfig, to_dict, to_json
-from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.stack import (
     MicrographSkippedWarning,
     expand_inputs,
@@ -32,7 +37,18 @@ from cryostream.io.stack import (
     read_headers,
     stack_from_headers,
 )
-from cryostream.matched import NoiseEstimate, noise_kernel
+from cryostream.prepare_output import (
+    check_output,
+    check_patch_size,
+    fingerprint,
+    load_estimate,
+    noise_file,
+    noise_table,
+    open_workspace,
+    read_statistics,
+    save_estimate,
+    write_statistics,
+)
 from cryostream.preprocess import (
     band_layout,
     band_patch_views,
@@ -43,9 +59,14 @@ from cryostream.preprocess import (
     statistics_and_noise,
 )
 from cryostream.split import split_micrographs
-from cryostream.store import remove_store, shard_folder, shard_name, write_master, write_shard
+from cryostream.store import shard_folder, shard_name, write_master, write_shard
 
-__all__ = ["PrepareResult", "prepare"]
+__all__ = ["MODEL_MULTIPLE", "PrepareResult", "prepare"]
+
+#: Patch sides must be multiples of this: the largest pooling factor of the U-Net presets
+#: (``max(c.multiple for c in cryostream.models.unet.PRESETS.values())``; tests/test_prepare.py
+#: checks it). A number here, so that preparing a store does not import JAX.
+MODEL_MULTIPLE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,31 +101,6 @@ def _write_band_block(block, block_info=None, *, layout, config, uids, folder, s
         write_shard(path, patches, dtype=config.dtype, compression=config.compression,
                     attrs=shard_attrs)
     return np.full((1, 1, 1, 1), n, dtype=np.int64)
-
-
-def _check_output(output: Path, overwrite: bool, fingerprint: str) -> None:
-    folder = shard_folder(output)
-    if output.exists() and not overwrite:
-        raise StoreError(f"{output} exists; pass overwrite=True (--overwrite) or choose another name")
-    if overwrite:
-        remove_store(output)
-    stamp = folder / "prepare.json"
-    if folder.exists() and stamp.exists() and stamp.read_text() != fingerprint:
-        raise StoreError(
-            f"{folder} holds shards of a run with other inputs or options; pass overwrite=True "
-            "(--overwrite) to start again"
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-        stamp.write_text(fingerprint)
-    except OSError as exc:
-        raise StoreError(f"{output}: the output location is not writable ({exc}); "
-                         "choose another path") from None
-    for leftover in folder.glob("*.partial"):
-        leftover.unlink()
 
 
 def prepare(
@@ -146,7 +142,9 @@ def prepare(
     report : str, optional
         Save a Dask performance report (HTML) here.
     overwrite : bool
-        Replace an existing store.
+        Replace an existing store: every input is checked and the new store is built beside
+        the old one (``.DATA.h5.new/``), which it replaces only when complete; a failure leaves
+        the old store as it was.
     progress : bool
         Show progress bars.
     targets : paths, globs or folders, optional
@@ -164,24 +162,38 @@ def prepare(
     start = time.perf_counter()
     config = config or PrepareConfig()
     output = Path(output).absolute()
-    headers, skipped, target_headers = _read_inputs(inputs, targets, config, permissive)
-    _check_output(output, overwrite, _fingerprint(config, headers, target_headers))
-    folder = shard_folder(output)
+    check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
+    check_patch_size(config, MODEL_MULTIPLE)
+    given, given_targets = _listed(inputs), _listed(targets)
+    paths = expand_inputs(given)
+    target_paths = expand_inputs(given_targets) if targets is not None else None
+    check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
+    headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
+    if scheduler is not None:  # before anything is written
+        check_scheduler_reachable(scheduler)
+    work = open_workspace(output, overwrite, fingerprint(config, headers, target_headers))
+    folder = work.folder
     layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
 
-    with PeakMemory() as peak, compute_context(
-        scheduler=scheduler, workers=workers, memory_limit=memory_limit,
-        dashboard_address=dashboard_address, report=report, log=log,
-    ) as client:
-        compute = computer(client, progress)
-        statistics = _measure(folder, headers, config, compute)
-        usable = _usable(headers, statistics, config, permissive, skipped)
-        (folder / "statistics.json").write_text(json.dumps(statistics))
-        kept = _keep(usable, headers, target_headers, statistics, config)
-        noise_table = _noise_table(folder, kept.headers, kept.percentiles, config)
-        _write_shards(compute, folder, kept, layout, noise_table, config)
+    try:
+        with PeakMemory() as peak, compute_context(
+            scheduler=scheduler, workers=workers, memory_limit=memory_limit,
+            dashboard_address=dashboard_address, report=report, log=log,
+        ) as client:
+            compute = computer(client, progress)
+            statistics = _measure(folder, headers, config, compute)
+            usable = _usable(headers, statistics, config, permissive, skipped)
+            write_statistics(folder, statistics)
+            kept = _keep(usable, headers, target_headers, statistics, config)
+            noises = noise_table(folder, kept.headers, kept.percentiles, config)
+            _write_shards(compute, folder, kept, layout, noises, config)
 
-    counts = _write_master(output, folder, kept, layout, noise_table, config, skipped)
+        counts = _write_master(work.output, folder, kept, layout, noises, config, skipped)
+        work.finish()
+    except Exception:
+        work.abandon()  # a replacement being built is removed; the old store stays
+        raise
+    folder = shard_folder(output)
     nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
     return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
                          time.perf_counter() - start, peak.peak, tuple(skipped))
@@ -199,10 +211,17 @@ class _Kept:
     splits: list[str]
 
 
-def _read_inputs(inputs, targets, config: PrepareConfig, permissive: bool):
+def _listed(inputs) -> list:
+    """``inputs`` (one path or an iterable of them, or None) as a list."""
+    if inputs is None:
+        return []
+    return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+
+
+def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
-    headers, skipped = read_headers(expand_inputs(inputs), permissive=permissive)
-    target_headers = _target_headers(targets, headers, skipped, config)
+    headers, skipped = read_headers(paths, permissive=permissive)
+    target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:
         raise ConfigError(
@@ -212,30 +231,24 @@ def _read_inputs(inputs, targets, config: PrepareConfig, permissive: bool):
     return headers, skipped, target_headers
 
 
-def _fingerprint(config: PrepareConfig, headers, target_headers) -> str:
-    """What a store's shards were made from: a resumed run must match it."""
-    return json.dumps({"config": to_dict(config), "sources": [h.path for h in headers],
-                       "targets": [h.path for h in target_headers or ()]}, sort_keys=True)
-
-
 def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str, list]:
     """Pass 1: exact percentiles and noise estimates, one read per micrograph.
 
     Returns each source's statistics; the noise estimates go next to the shards, and both are
     reused by a resumed run.
     """
-    stats_file = folder / "statistics.json"
-    cached = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    cached = read_statistics(folder)
     todo = [h for h in headers if h.path not in cached or (
-        noise_measurable(h, cached[h.path]) and not _noise_file(folder, h.path).exists())]
+        noise_measurable(h, cached[h.path])
+        and load_estimate(noise_file(folder, h.path)) is None)]
     results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
                        for h in todo], label=f"pass 1 of 2: percentile and noise of {len(todo)} "
                       "micrographs") if todo else []
     for h, (stats, estimate) in zip(todo, results, strict=True):
         cached[h.path] = list(stats)
         if estimate is not None:
-            _save_estimate(_noise_file(folder, h.path), estimate)
-    return cached
+            save_estimate(noise_file(folder, h.path), estimate)
+    return {h.path: cached[h.path] for h in headers}
 
 
 def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
@@ -336,14 +349,9 @@ def _write_master(output: Path, folder: Path, kept: _Kept, layout, noise_table: 
     return {k: len(v) for k, v in index.items()}
 
 
-def _noise_file(folder: Path, source: str) -> Path:
-    """Where pass 1 caches one micrograph's noise estimate (raw units)."""
-    return folder / f"noise-{hashlib.sha1(source.encode()).hexdigest()[:16]}.npz"
-
-
-def _target_headers(targets, headers, skipped, config: PrepareConfig):
+def _target_headers(target_paths, headers, skipped, config: PrepareConfig):
     """Headers of the separate targets, one per micrograph, checked; ``None`` without targets."""
-    if targets is None:
+    if target_paths is None:
         if config.noise.model == "none":
             raise ConfigError("noise=none adds no noise: give the targets (--targets) or choose "
                               "a noise model")
@@ -354,7 +362,7 @@ def _target_headers(targets, headers, skipped, config: PrepareConfig):
     if skipped:
         raise ConfigError("with separate targets every micrograph must be readable; fix or "
                           f"remove {skipped[0]['path']}")
-    found, _ = read_headers(expand_inputs(targets), permissive=False)
+    found, _ = read_headers(target_paths, permissive=False)
     if len(found) != len(headers):
         raise ConfigError(f"targets: {len(found)} images for {len(headers)} micrographs; give one "
                           "target per micrograph, in the same order")
@@ -363,44 +371,3 @@ def _target_headers(targets, headers, skipped, config: PrepareConfig):
             raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "
                               f"micrograph {h.path} is {h.shape[0]} × {h.shape[1]}")
     return found
-
-
-def _save_estimate(path: Path, estimate: NoiseEstimate) -> None:
-    """Write a noise estimate atomically; a full disk is a StoreError, with nothing left behind."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as f:
-            np.savez(f, **estimate.to_arrays())
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); free disk space "
-                         "and run the same command again") from None
-
-
-def _noise_table(folder: Path, headers, percentiles: np.ndarray, config: PrepareConfig) -> dict:
-    """Per-micrograph noise estimates in normalised units, stacked for the master file.
-
-    Keys: ``psd`` (n, TILE, TILE), ``radial``, ``total_radial`` (n, TILE / 2), ``variance``,
-    ``mean``, ``shot_fraction`` (the one used: the config's or the estimate), ``shot_fitted``,
-    ``equivalent_dose``, ``anisotropy`` and, for matched noise, ``kernel`` (n, 2R + 1, 2R + 1).
-    """
-    estimates = []
-    for h, p in zip(headers, percentiles, strict=True):
-        if not _noise_file(folder, h.path).exists():  # smaller than one estimation tile
-            if config.noise.model == "matched":
-                raise ConfigError(f"noise=matched: {h.path} is under 32 pixels on a side, too "
-                                  "small to measure its noise; use another --noise")
-            return {}
-        with np.load(_noise_file(folder, h.path)) as f:
-            estimates.append(NoiseEstimate.from_arrays(f).scaled(1.0 / p))
-    table = {k: np.stack([e.to_arrays()[k] for e in estimates]) for k in estimates[0].to_arrays()}
-    if config.noise.shot is not None:
-        table["shot_fraction"] = np.full(len(estimates), config.noise.shot)
-    if config.noise.model == "matched":
-        tile = table["psd"].shape[-1]
-        if 2 * config.noise.radius + 1 > tile:
-            raise ConfigError(f"radius={config.noise.radius}: the noise spectra are measured on "
-                              f"{tile}-pixel tiles; use --noise-radius ≤ {(tile - 1) // 2}")
-        table["kernel"] = np.stack([noise_kernel(e.psd, config.noise.radius) for e in estimates])
-    return table
