@@ -188,8 +188,6 @@ def test_prepare_into_an_existing_store_is_refused(store, sim, tmp_path, capsys)
     assert not changed(before, snapshot(tmp_path))
 
 
-@pytest.mark.xfail(reason="issue 16: exit 2 and one line, but --overwrite deleted the old store before the "
-                   "inputs were checked", strict=True)
 def test_prepare_overwrite_with_a_bad_input_keeps_the_old_store(store, sim, tmp_path, capsys):
     """prepare --overwrite with a bad input: one line naming it, the old store intact."""
     copy = copy_store(store, tmp_path / "old")
@@ -201,8 +199,6 @@ def test_prepare_overwrite_with_a_bad_input_keeps_the_old_store(store, sim, tmp_
     assert not changed(before, snapshot(tmp_path))
 
 
-@pytest.mark.xfail(reason="issue 16: exit 2, but the input micrograph is deleted (and <input>.shards/ made "
-                   "beside it)", strict=True)
 def test_prepare_output_that_is_an_input_is_refused(sim, tmp_path, capsys):
     """prepare -o <an input .mrc> --overwrite: refused before any work, the micrograph intact."""
     mics = [_variant(m, tmp_path / "mics" / m.name, "copy") for m in sim.micrographs]
@@ -224,9 +220,6 @@ def test_prepare_output_that_is_a_folder_is_refused(sim, tmp_path, capsys):
     assert not changed(before, snapshot(tmp_path))
 
 
-@pytest.mark.xfail(reason="issue 16: exit 0, the resumed store mixes the old input's statistics and noise "
-                   "estimates with the new input (micrographs/noise_anisotropy differs from a fresh "
-                   "store)", strict=True)
 def test_prepare_resume_after_an_input_changed(sim, other_sim, tmp_path, capsys):
     """prepare interrupted after its shards, an input rewritten, the same command again: the
     changed input is refused (one line naming it) or re-prepared (the store then equals a
@@ -248,8 +241,6 @@ def test_prepare_resume_after_an_input_changed(sim, other_sim, tmp_path, capsys)
         assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: json.decoder.JSONDecodeError reading "
-                   "statistics.json", strict=True)
 def test_prepare_resume_with_a_truncated_statistics_file(sim, tmp_path, capsys):
     """prepare interrupted after its shards, statistics.json truncated, the same command
     again: one line naming the file, or the store made again exactly as before."""
@@ -269,7 +260,6 @@ def test_prepare_resume_with_a_truncated_statistics_file(sim, tmp_path, capsys):
     assert not changed(before, snapshot(tmp_path / "mics"))
 
 
-@pytest.mark.xfail(reason="issue 16: exit 0: --patch 127 writes a store", strict=True)
 def test_prepare_refuses_a_patch_the_models_cannot_take(sim, tmp_path, capsys):
     """prepare --patch 127: refused at prepare (one line naming --patch), no store."""
     out = tmp_path / "s.h5"
@@ -279,8 +269,6 @@ def test_prepare_refuses_a_patch_the_models_cannot_take(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: RuntimeError: Symlink loop from '.../loop.mrc' "
-                   "(Path.resolve in expand_inputs)", strict=True)
 def test_prepare_symlink_loop_among_inputs(sim, tmp_path, capsys):
     """prepare with a symlink loop among the inputs: one line naming it, no store."""
     loop = tmp_path / "in" / "loop.mrc"
@@ -292,8 +280,6 @@ def test_prepare_symlink_loop_among_inputs(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: exit 2 and one line, but --overwrite deleted the old store before the "
-                   "disk filled", strict=True)
 @pytest.mark.slow
 def test_prepare_full_disk_with_overwrite_keeps_the_old_store(store, sim, tmp_path):
     """prepare --overwrite on a disk that fills up: one line, the old store intact."""
@@ -343,7 +329,6 @@ def test_prepare_sigkill_then_rerun_is_byte_identical(tmp_path):
 # ------------------------------------------------------------------------ cluster options
 
 
-@pytest.mark.xfail(reason="issue 16: prepare --workers -3 hangs (killed after 90 s)", strict=True)
 @pytest.mark.slow
 def test_prepare_negative_workers_exits(sim, tmp_path):
     """prepare --workers -3: one line naming --workers within a minute, no store (no hang)."""
@@ -354,8 +339,6 @@ def test_prepare_negative_workers_exits(sim, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: RuntimeError: Cluster failed to start: Scheduler failed to "
-                   "start", strict=True)
 def test_prepare_zero_workers(sim, tmp_path, capsys):
     """prepare --workers 0: one line naming --workers, no store."""
     out = tmp_path / "s.h5"
@@ -365,8 +348,6 @@ def test_prepare_zero_workers(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: ValueError: Could not interpret 'lots' as a "
-                   "byte unit", strict=True)
 def test_prepare_bad_memory_limit(sim, tmp_path, capsys):
     """prepare --workers 1 --memory-limit lots: one line naming --memory-limit, no store."""
     out = tmp_path / "s.h5"
@@ -376,7 +357,6 @@ def test_prepare_bad_memory_limit(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: ValueError: invalid address 'notanaddress:::'", strict=True)
 def test_prepare_malformed_scheduler(sim, tmp_path, capsys):
     """prepare --scheduler 'notanaddress:::': one line naming --scheduler, no store."""
     out = tmp_path / "s.h5"
@@ -386,8 +366,6 @@ def test_prepare_malformed_scheduler(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: one line and exit 2, but only after distributed's 30 s "
-                   "connect timeout", strict=True)
 @pytest.mark.slow
 def test_prepare_unreachable_scheduler_fails_fast(sim, tmp_path, capsys):
     """prepare --scheduler tcp://127.0.0.1:1 (nothing listens): one line naming the address
@@ -400,8 +378,6 @@ def test_prepare_unreachable_scheduler_fails_fast(sim, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: RuntimeError: Cluster failed to start: Scheduler failed to "
-                   "start", strict=True)
 def test_prepare_report_without_workers(sim, tmp_path, capsys):
     """prepare --report r.html without --workers: the store and the report are written."""
     out, report = tmp_path / "s.h5", tmp_path / "r.html"
@@ -813,8 +789,6 @@ def test_denoise_rerun_after_a_kill_between_image_and_record(run, sim, denoised,
     assert not _outside(before, snapshot(tmp_path), out)
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: RuntimeError: Symlink loop from '.../loop.mrc' "
-                   "(Path.resolve in expand_inputs)", strict=True)
 def test_denoise_symlink_loop_among_inputs(run, sim, tmp_path, capsys):
     """denoise with a symlink loop among the inputs: one line naming it, no output."""
     loop = tmp_path / "in" / "loop.mrc"

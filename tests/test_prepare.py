@@ -280,3 +280,100 @@ def test_existing_scheduler_by_address(micrographs, tmp_path):
         assert _datasets(out) == reference
     with pytest.raises(StoreError, match="exists"):  # checked before any connection is made
         prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1")
+
+
+def test_patch_multiple_is_the_largest_pooling_of_the_presets():
+    from cryostream.models.unet import PRESETS
+    from cryostream.prepare import MODEL_MULTIPLE
+
+    assert MODEL_MULTIPLE == max(2 ** c.levels for c in PRESETS.values())
+
+
+@pytest.mark.parametrize("patch, fix", [(127, 128), (100, 96), (40, 32), (8, 32)])
+def test_a_patch_the_networks_cannot_take_is_refused_with_the_fix(micrographs, tmp_path, patch, fix):
+    cfg = PrepareConfig(patch_size=patch, stride=32)
+    with pytest.raises(cryostream.ConfigError, match=rf"patch_size={patch} .*use --patch {fix}$"):
+        prepare(micrographs, tmp_path / "x.h5", cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, flag", [
+    ({"workers": 0}, "--workers"), ({"workers": -3}, "--workers"), ({"workers": True}, "--workers"),
+    ({"workers": 1, "memory_limit": "lots"}, "--memory-limit"),
+    ({"workers": 1, "memory_limit": "-1GB"}, "--memory-limit"),
+    ({"scheduler": "notanaddress:::"}, "--scheduler"), ({"scheduler": "tcp://host"}, "--scheduler"),
+    ({"scheduler": "foo://host:1"}, "--scheduler"), ({"scheduler": ""}, "--scheduler"),
+])
+def test_cluster_options_are_checked_before_anything_is_written(micrographs, tmp_path, options,
+                                                                flag):
+    with pytest.raises(cryostream.ConfigError, match=flag):
+        prepare(micrographs, tmp_path / "x.h5", CONFIG, **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_cluster_options_pass_the_checks():
+    from cryostream.cluster import check_cluster_options
+
+    for memory in ("4GiB", "500MB", "auto", 0.5, 4e9, "0", None):
+        check_cluster_options(workers=2, memory_limit=memory)
+    for address in ("tcp://127.0.0.1:8786", "127.0.0.1:8786", "tcp://[::1]:8786", "inproc://x"):
+        check_cluster_options(scheduler=address)
+
+
+def test_overwrite_replaces_the_store_whole(micrographs, tmp_path):
+    out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
+    other = PrepareConfig(**{**CONFIG.__dict__, "seed": 9})
+    prepare(micrographs, out, other, overwrite=True)
+    fresh = prepare(micrographs, tmp_path / "fresh.h5", other).output
+    assert _datasets(out) == _datasets(fresh)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "d.h5.shards", "fresh.h5",
+                                                          "fresh.h5.shards"]
+    assert {p.name: p.read_bytes() for p in shard_folder(out).iterdir()} == {
+        p.name: p.read_bytes() for p in shard_folder(fresh).iterdir()}
+
+
+def test_overwrite_with_a_bad_input_keeps_the_old_store(micrographs, tmp_path):
+    out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
+    before = {p: p.read_bytes() for p in [out, *shard_folder(out).iterdir()]}
+    image = np.random.default_rng(0).normal(5, 1, (200, 170)).astype(np.float32)
+    image[10, 10] = np.nan
+    (tmp_path / "in").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile warns about NaN
+        bad = write_mrc(tmp_path / "in" / "bad.mrc", image, pixel_size=0.6575)
+    with pytest.raises(cryostream.InvalidMicrographError, match="bad.mrc"):
+        prepare([*micrographs, bad], out, CONFIG, overwrite=True)
+    assert {p: p.read_bytes() for p in [out, *shard_folder(out).iterdir()]} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "d.h5.shards", "in"]
+
+
+def test_damaged_caches_are_measured_again(micrographs, tmp_path):
+    out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
+    folder = shard_folder(out)
+    want = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out.unlink()  # interrupted before the master file
+    noise = sorted(folder.glob("noise-*.npz"))[0]
+    noise.write_bytes(noise.read_bytes()[:100])
+    prepare(micrographs, out, CONFIG)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == want
+    out.unlink()
+    (folder / "statistics.json").write_text('{"a": [1.0, true')
+    prepare(micrographs, out, CONFIG)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == want
+
+
+def test_resume_prepares_a_changed_input_again(micrographs, tmp_path):
+    mics = [tmp_path / "in" / p.name for p in micrographs]
+    (tmp_path / "in").mkdir()
+    for source, copy in zip(micrographs, mics, strict=True):
+        copy.write_bytes(source.read_bytes())
+    out = prepare(mics, tmp_path / "d.h5", CONFIG).output
+    out.unlink()  # interrupted before the master file
+    import mrcfile
+
+    with mrcfile.open(mics[1]) as m:
+        image, pixel = m.data.astype(np.float32), float(m.voxel_size.x)
+    write_mrc(mics[1], np.ascontiguousarray(image[::-1]), pixel_size=pixel)  # same size
+    prepare(mics, out, CONFIG)
+    fresh = prepare(mics, tmp_path / "fresh.h5", CONFIG).output
+    assert _datasets(out) == _datasets(fresh)
