@@ -27,7 +27,7 @@ NumPy's for these sizes and exact in distribution (tested against NumPy's in
 Both draw from the generator in blocks of :data:`BLOCK` values in a fixed order, so a result
 depends only on the generator's state and the means: a noise cell gives the same bytes however
 the micrograph is chunked, threaded or scheduled. They are not the bytes NumPy's samplers give
-for the same seed: stores prepared by cryostream before these samplers (up to commit adc4ada)
+for the same seed: stores prepared before these samplers (cryostream up to commit 72186bc)
 hold other draws from the same distribution, and a store resumed across that change mixes the
 two (its shards stay valid).
 """

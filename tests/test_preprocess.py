@@ -11,7 +11,7 @@ from cryostream import NoiseConfig, PrepareConfig, open_micrographs
 from cryostream.io.stack import micrograph_uid
 from cryostream.noise import add_noise, patch_rng
 from cryostream.patches import patch_origins
-from cryostream.preprocess import band_layout, extract_patches
+from cryostream.preprocess import band_layout, extract_patches, percentile
 from tests.conftest import write_mrc
 
 
@@ -83,3 +83,33 @@ def test_noise_models_have_the_stated_statistics(model):
     assert noisy.dtype == np.float32
     assert noisy.mean() == pytest.approx(2.0, abs=0.02)
     assert noisy.var() == pytest.approx(var, rel=0.05)
+
+
+def _percentile_cases(rng):
+    n = 300_001
+    yield "gamma", rng.gamma(5, 2, n).astype(np.float32)
+    yield "counts (ties)", rng.poisson(20, n).astype(np.float32)  # EPU-like integer pixels
+    yield "few values", rng.integers(0, 3, n).astype(np.float32)
+    yield "sorted", np.sort(rng.normal(size=n).astype(np.float32))
+    yield "reverse sorted", np.sort(rng.normal(size=n).astype(np.float32))[::-1]
+    # every 64th pixel (the sample) is large: the bracket misses and np.percentile decides
+    periodic = rng.normal(size=n).astype(np.float32)
+    periodic[::64] += 100
+    yield "periodic", periodic
+    yield "image", rng.gamma(5, 2, (601, 733)).astype(np.float32)
+    yield "small", rng.normal(size=1000).astype(np.float32)
+    yield "float64", rng.normal(size=n)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.01, 5.0, 50.0, 95.0, 99.9, 100.0])
+def test_percentile_is_numpys_bit_for_bit(q):
+    for name, image in _percentile_cases(np.random.default_rng(20)):
+        expected = float(np.percentile(image, q))
+        assert percentile(image, q) == expected, name
+        assert np.float32(percentile(image, q)) == np.float32(expected), name
+
+
+def test_percentile_of_a_full_size_micrograph_shape_is_numpys():
+    image = np.random.default_rng(21).gamma(5, 2, (7676, 741)).astype(np.float32)
+    for q in (95.0, 95, 37.5):
+        assert percentile(image, q) == float(np.percentile(image, float(q)))
