@@ -10,8 +10,9 @@ each run. Also lists bytes written per micrograph for each storage choice (from 
 exact for uncompressed stores).
 
 ``--profile`` times each stage of prepare on one full-size micrograph, one thread, with the
-library's public functions (read, statistics, noise estimate, normalise, Poisson and Gaussian
-with NumPy's samplers and with cryostream's, patch copy, Fletcher-32, HDF5 shard write).
+library's public functions (read, statistics, percentile with NumPy's and cryostream's, noise
+estimate, normalise, Poisson and Gaussian with NumPy's samplers and with cryostream's, patch
+copy, Fletcher-32, HDF5 shard write).
 
 Usage: python benchmarks/bench_prepare.py --out bench-output [--sizes 4 8 16] [--naive-sizes 4]
        [--baseline-src DIR] [--profile] [--result prepare.json]
@@ -69,7 +70,7 @@ def profile_stages(path: Path, work: Path) -> dict[str, float]:
     from cryostream.io.stack import read_headers
     from cryostream.matched import estimate_noise, tile_for
     from cryostream.noise import patch_rng, poisson, standard_normal
-    from cryostream.preprocess import band_layout, band_patch_views, noise_rows
+    from cryostream.preprocess import band_layout, band_patch_views, noise_rows, percentile
     from cryostream.store import fletcher32, write_shard
 
     config = PrepareConfig()
@@ -85,7 +86,8 @@ def profile_stages(path: Path, work: Path) -> dict[str, float]:
     drop_cache([path])
     image = timed("read (cold)", read_rows, header, 0, header.shape[0])
     timed("finite, min, max", lambda im: (np.isfinite(im).all(), im.min(), im.max()), image)
-    p = timed("percentile (np.percentile)", np.percentile, image, config.percentile)
+    timed("percentile (np.percentile)", np.percentile, image, config.percentile)
+    p = timed("percentile (preprocess.percentile)", percentile, image, config.percentile)
     timed("noise estimate", estimate_noise, image, header.pixel_size_angstrom or 1.0,
           tile=tile_for(image.shape))
     target = timed("normalise", np.multiply, image, np.float32(1 / p))
