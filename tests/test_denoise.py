@@ -37,21 +37,15 @@ from cryostream.denoise.tiling import (
 )
 from cryostream.matched import estimate_noise, matched_noise_image, tile_for
 from cryostream.metrics import wiener_oracle
-from cryostream.prepare import prepare
 from cryostream.runs import load_record
 from cryostream.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("infer")
-    sim = cryostream.simulate(root / "sim", 3, shape=(200, 176), seed=4)
-    store = prepare(sim.micrographs, root / "data.h5",
-                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)).output
-    cfg = TrainConfig(model="unet-small", precision="fp32", steps=3, batch_size=4, eval_every=3,
-                      eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2)
-    train(store, root / "run", cfg, log=lambda *_: None)
-    return root / "run", sim
+def trained(tiny_run):
+    """The shared run (conftest.py) and the simulation its store was made of: three
+    160 × 128 px micrographs."""
+    return tiny_run.run, tiny_run.sim
 
 
 def test_tile_cores_cover_the_axis_once():
@@ -98,16 +92,16 @@ def test_tiles_match_the_whole_micrograph(trained):
         extra = [(-s) % m for s in padded.shape]
         padded = np.pad(padded, ((0, extra[0]), (0, extra[1])))
         whole = np.asarray(apply(params, padded[None, ..., None]))[0, ..., 0]
-        whole = whole[halo : halo + 200, halo : halo + 176]
+        whole = whole[halo : halo + image.shape[1], halo : halo + image.shape[2]]
         np.testing.assert_allclose(tiled[i], whole, rtol=1e-4, atol=1e-4 * np.abs(whole).max())
 
 
 def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     run, sim = trained
     out = denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig.raw(tile=64))
-    assert out.dims == ("micrograph", "y", "x") and out.shape == (3, 200, 176)
+    assert out.dims == ("micrograph", "y", "x") and out.shape == (3, 160, 128)
     with mrcfile.open(tmp_path / "den" / "sim_0000.mrc") as m:
-        assert m.data.dtype == np.float32 and m.data.shape == (200, 176)
+        assert m.data.dtype == np.float32 and m.data.shape == (160, 128)
         assert float(m.voxel_size.x) == pytest.approx(0.6575)
         assert any("cryostream denoise run" in label for label in m.get_labels())
         noisy = mrcfile.read(sim.micrographs[0])
@@ -239,6 +233,24 @@ def test_cli_denoise(trained, tmp_path, capsys):
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
 
 
+def test_dihedral_mean_is_the_mean_of_the_eight_passes():
+    """The ensemble's mean: each of the 8 rotations and flips through the network and back."""
+    image = np.random.default_rng(3).normal(1, 0.1, (40, 30)).astype(np.float32)
+    calls = []
+    mean = dihedral_mean(lambda t: calls.append(t.shape) or t * 2, image)
+    np.testing.assert_allclose(mean, image * 2, rtol=1e-6)
+    assert calls.count((40, 30)) == 4 and calls.count((30, 40)) == 4
+
+    # a network that is not equivariant: it adds its input's top-left pixel everywhere; the 8
+    # orientations bring each corner of the image to the top left twice
+    def corner(t):
+        return t + t[0, 0]
+
+    corners = image[0, 0] + image[0, -1] + image[-1, 0] + image[-1, -1]
+    np.testing.assert_allclose(dihedral_mean(corner, image), image + corners / 4, rtol=1e-6)
+
+
+@pytest.mark.slow
 def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     """``--ensemble``: the mean of the 8 rotated and flipped passes, so rotating the input
     rotates the output (one pass alone need not)."""
@@ -254,10 +266,6 @@ def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     np.testing.assert_allclose(np.rot90(out(sim.micrographs[0], ensemble=True)),
                                out(turned, ensemble=True), atol=1e-5)
     assert np.abs(np.rot90(out(sim.micrographs[0])) - out(turned)).max() > 1e-3
-    calls = []
-    mean = dihedral_mean(lambda t: calls.append(t.shape) or t * 2, image[:, :150])
-    np.testing.assert_allclose(mean, image[:, :150] * 2, rtol=1e-6)
-    assert calls.count((200, 150)) == 4 and calls.count((150, 200)) == 4
 
 
 def test_evaluation_report(trained, tmp_path, capsys):
@@ -281,14 +289,19 @@ def test_evaluation_report(trained, tmp_path, capsys):
     assert row["oracle Wiener"]["psnr"] > row["noisy"]["psnr"]
 
 
+@pytest.mark.slow
 def test_denoise_on_a_local_cluster(trained, tmp_path):
     run, sim = trained
     tiled = DenoiseConfig.raw(tile=64)
     here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
     there = denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled, cluster_workers=2)
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
+
+
+def test_a_cluster_needs_an_output_folder(trained):
+    run, sim = trained
     with pytest.raises(cryostream.ConfigError, match="needs an output folder"):
-        denoise(run, sim.micrographs[:1], config=tiled, cluster_workers=1)
+        denoise(run, sim.micrographs[:1], config=DenoiseConfig.raw(tile=64), cluster_workers=1)
 
 
 def test_topaz_baseline_in_the_report(trained, tmp_path):
@@ -335,19 +348,19 @@ def test_recorruption_score_ranks_denoisers_as_the_truth_does():
         recorruption_score(pipelines["identity"], noisy, noise, beta=0)
 
 
-def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys):
+def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path):
+    import shutil
+
     run, sim = trained
-    # a second run: the same store, a different seed
-    cfg = TrainConfig(model="unet-small", precision="fp32", steps=3, batch_size=4, eval_every=3,
-                      eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2, seed=5)
-    other = tmp_path / "other"
-    train(run.parent / "data.h5", other, cfg, log=lambda *_: None)
+    twin = tmp_path / "twin"  # the same network in another folder
+    shutil.copytree(run, twin)
     config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
-    ranked = rank_runs([run, other, run], sim.micrographs[:2], config=config)
+    ranked = rank_runs([run, twin, run], sim.micrographs[:2], config=config)
     assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
-    assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
+    assert {r["run"] for r in ranked} == {str(run.absolute()), str(twin.absolute())}
     assert all(set(r["scores"]) == {"sim_0000", "sim_0001"} for r in ranked)
-    # every run is scored on the same noise draws, whichever runs stand beside it
+    # every run is scored on the same noise draws: equal networks, equal scores
+    assert ranked[0]["scores"] == ranked[1]["scores"] and ranked[0]["score"] == ranked[1]["score"]
     alone = rank_runs([run], sim.micrographs[:2], config=config)[0]
     assert alone == next(r for r in ranked if r["run"] == str(run.absolute()))
     # the score by hand: the network, the correction, the input's mean and the Wiener gain on
@@ -365,10 +378,26 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path, capsys)
         out = keep_input_mean(out, up)
         out = match_wiener_gain(out, up, estimate_noise(up, 0.6575, tile=tile_for(up.shape)))
         errors.append(float(np.mean((out - down).astype(np.float64) ** 2)))
-    mine = next(r for r in ranked if r["run"] == str(run.absolute()))["scores"]["sim_0000"]
-    assert mine == pytest.approx(np.mean(errors) * p**2, rel=1e-6)
+    assert alone["scores"]["sim_0000"] == pytest.approx(np.mean(errors) * p**2, rel=1e-6)
     with pytest.raises(cryostream.ConfigError):
         DenoiseConfig(n2n_clamp=True, n2n_correction=False)
+
+
+@pytest.mark.slow
+def test_rank_runs_orders_differently_trained_runs(trained, tmp_path, capsys):
+    run, sim = trained
+    # a second run: the same store, a different seed
+    cfg = TrainConfig(model="unet-small", precision="fp32", steps=3, batch_size=4, eval_every=3,
+                      eval_batches=1, checkpoint_every=3, warmup_steps=1, threads=2, seed=5)
+    other = tmp_path / "other"
+    train(run.parent / "data.h5", other, cfg, log=lambda *_: None)
+    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
+    ranked = rank_runs([run, other, run], sim.micrographs[:2], config=config)
+    assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
+    assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
+    assert ranked[0]["score"] < ranked[1]["score"]  # different networks score differently
+    alone = rank_runs([other], sim.micrographs[:2], config=config)[0]
+    assert alone == next(r for r in ranked if r["run"] == str(other.absolute()))
     out = tmp_path / "rank.json"
     assert main(["rank", str(run), str(other), "-i", str(sim.micrographs[0]), "--tile", "64",
                  "--raw", "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
@@ -456,6 +485,35 @@ def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):
     np.testing.assert_array_equal(one.values, from_file)
     many = cryostream.denoise(run, np.stack([image, image]), config=raw,
                               pixel_size_angstrom=0.6575)
-    assert many.dims == ("micrograph", "y", "x") and many.shape == (2, 200, 176)
+    assert many.dims == ("micrograph", "y", "x") and many.shape == (2, 160, 128)
     with pytest.raises(cryostream.ConfigError, match="pixel size"):
         cryostream.denoise(run, image, config=raw)
+
+
+def test_the_general_model_ships_inside_the_package():
+    """``general``: one file of at most 20 MB in the package, with the record that says how it
+    was trained (paired simulated targets: no Noisier2Noise correction)."""
+    from pathlib import Path
+
+    from cryostream.denoise.network import DEFAULT_MODEL, model_path, model_record
+
+    path = Path(model_path(DEFAULT_MODEL))
+    assert path.is_file() and path.parent.name == "data" and path.stat().st_size <= 20 * 2**20
+    record = model_record(DEFAULT_MODEL)
+    assert record.noise.model == "none" and record.preset == "unet"
+    decided = DenoiseConfig().for_run(record)
+    assert (decided.n2n_correction, decided.ctf_gain, decided.ensemble) == (False, True, True)
+
+
+@pytest.mark.slow
+def test_denoise_with_no_model_uses_the_general_model(tmp_path):
+    """``cryostream denoise MIC -o OUT``: no run needed; the output beats the noisy input
+    against the truth and records the shipped model."""
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(512, 512), seed=2)
+    assert main(["denoise", str(sim.micrographs[0]), "-o", str(tmp_path / "g"),
+                 "--no-ensemble"]) == 0
+    record = json.loads((tmp_path / "g" / "sim_0000.json").read_text())
+    assert record["run"].endswith("general_model.npz")
+    out = mrcfile.read(tmp_path / "g" / "sim_0000.mrc")
+    noisy, truth = mrcfile.read(sim.micrographs[0]), mrcfile.read(sim.truths[0])
+    assert np.mean((out - truth) ** 2) < 0.2 * np.mean((noisy - truth) ** 2)

@@ -79,9 +79,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               "files.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("-m", "--model", metavar="RUN",
-                   help="the trained model: a run folder from cryostream train (a run folder "
-                   "given as the first input is taken as the model too)")
+    p.add_argument("-m", "--model", metavar="RUN|NAME",
+                   help="the model: a run folder from cryostream train, an exported .npz, or a "
+                   "shipped model's name (default: general, trained on simulated micrographs "
+                   "over a spread of conditions; a run folder given as the first input is "
+                   "taken as the model too)")
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs")
     add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
@@ -98,18 +100,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """The model (``--model``, or a run folder given as the first input) and the inputs."""
+    """The model (``--model``, a run folder given as the first input, or the shipped general
+    model) and the inputs."""
     from pathlib import Path
 
-    from cryostream.errors import ConfigError
+    from cryostream.denoise.network import DEFAULT_MODEL
 
     inputs = list(args.inputs)
     if args.model is not None:
         return args.model, inputs
     if len(inputs) > 1 and (Path(inputs[0]) / "config.json").is_file():
         return inputs[0], inputs[1:]
-    raise ConfigError("no model given: pass --model RUN, a run folder written by cryostream "
-                      "train")
+    return DEFAULT_MODEL, inputs
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
+from cryostream.denoise.network import model_path, model_record
 from cryostream.denoise.outputs import (
     OutputPlan,
     check_writable,
@@ -36,9 +37,7 @@ __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_
 def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
     """``config`` (default: :class:`DenoiseConfig`'s recipe) decided for the run
     (:meth:`DenoiseConfig.for_run`) and checked against it, before any output is made."""
-    from cryostream.runs import load_record
-
-    record = load_record(run)
+    record = model_record(run)
     config = (config or DenoiseConfig()).for_run(record)
     if config.n2n_correction:
         check_correctable(record)
@@ -185,13 +184,11 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
-    from cryostream.runs import load_record
-
-    runs = list(dict.fromkeys(str(Path(r).absolute()) for r in runs))  # each run once
+    runs = list(dict.fromkeys(model_path(r) for r in runs))  # each run once
     if not runs:
         raise ConfigError("rank_runs needs at least one run folder")
     configs = {run: config_for(run, config) for run in runs}
-    records = {run: load_record(run) for run in runs}
+    records = {run: model_record(run) for run in runs}
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
     log = logging.getLogger("cryostream")
@@ -270,8 +267,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     Parameters
     ----------
-    run : path-like
-        A run folder written by :func:`cryostream.train`.
+    run : path-like or str
+        The model: ``"general"`` (shipped in the package, trained on simulated micrographs
+        over a spread of conditions), a run folder written by :func:`cryostream.train`, or an
+        exported ``.npz`` (:func:`cryostream.models.export.export_params`).
     inputs : paths, globs, folders, a STAR file, or an array
         Micrographs (any MRC mode); normalised as in training (the store's percentile) and
         restored to their own scale afterwards. Checked as :func:`cryostream.prepare` checks
@@ -327,7 +326,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                               "≥ 1")
     if output is None and (scheduler is not None or cluster_workers is not None):
         raise ConfigError("denoising on a cluster needs an output folder (-o)")
-    run = str(Path(run).absolute())
+    run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:

@@ -1,4 +1,6 @@
-"""A trained run's network, loaded once per process: parameters only, compiled once per shape."""
+"""A trained network, loaded once per process (parameters only, compiled once per shape): a run
+folder from ``cryostream train``, an exported ``.npz`` (:mod:`cryostream.models.export`) or a
+model shipped in the package by name (:data:`SHIPPED`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,43 @@ import dataclasses
 import functools
 from typing import Any
 
-__all__ = ["Network", "load_network"]
+__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_record", "load_network"]
+
+#: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
+#: on simulated micrographs over a spread of doses, pixel sizes, defocus, detector noise, ice
+#: and particle shapes (``benchmarks/train_general_model.py``, docs/benchmarks.md).
+SHIPPED = {"general": "general_model.npz"}
+
+#: The model ``denoise`` uses when none is given.
+DEFAULT_MODEL = "general"
+
+
+def model_path(model) -> str:
+    """The absolute path of a model: a shipped name (:data:`SHIPPED`), an exported ``.npz`` or
+    a run folder."""
+    from pathlib import Path
+
+    if str(model) in SHIPPED:
+        from importlib.resources import files
+
+        return str(files("cryostream.data") / SHIPPED[str(model)])
+    return str(Path(model).absolute())
+
+
+def model_record(model):
+    """The :class:`~cryostream.runs.RunRecord` of a model (see :func:`model_path`)."""
+    from cryostream.errors import StoreError
+    from cryostream.runs import load_record
+
+    path = model_path(model)
+    if path.endswith(".npz"):
+        record = load_network(path).record
+        if record is None:
+            raise StoreError(f"{path}: an exported model without its run record cannot denoise "
+                             "(it does not say how micrographs were normalised); export it "
+                             "with its record")
+        return record
+    return load_record(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +71,19 @@ class Network:
 
 @functools.lru_cache(maxsize=4)
 def load_network(run: str) -> Network:
-    """The :class:`Network` of a run folder (its last checkpoint), cached per process."""
+    """The :class:`Network` of a run folder (its last checkpoint) or an exported ``.npz`` (an
+    absolute path, :func:`model_path`), cached per process."""
     import jax
     from flax import nnx
 
     from cryostream.runs import load_model
 
-    model, record = load_model(run)
+    if run.endswith(".npz"):
+        from cryostream.models.export import load_exported
+
+        model, record = load_exported(run)
+    else:
+        model, record = load_model(run)
     graphdef, params = nnx.split(model)
     apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
     return Network(apply=apply, params=params, config=model.config, record=record)
