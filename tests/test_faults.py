@@ -770,8 +770,6 @@ def test_denoise_resumes_a_partly_filled_output_folder(run, sim, denoised, tmp_p
     _finite_outputs(out)
 
 
-@pytest.mark.xfail(reason="issue 16: exit 2: 'sim_0001.mrc exists and is not this run's output ...; pass "
-                   "--overwrite'", strict=True)
 def test_denoise_rerun_after_a_kill_between_image_and_record(run, sim, denoised, tmp_path,
                                                             capsys):
     """denoise run again where a kill fell between an output's image and its record (the

@@ -15,7 +15,7 @@ import numpy as np
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["OutputPlan", "plan_outputs", "check_writable", "write_output", "same_record",
-           "output_identity", "output_record", "history_label"]
+           "output_identity", "output_record", "history_label", "made_by_denoise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,9 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
 
     Refused: two inputs with one file name (their outputs would collide), an output that is
     an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
-    config and input (unless ``overwrite``), and a folder that cannot be written.
+    config and input (unless ``overwrite``), and a folder that cannot be written. A
+    ``NAME.mrc`` written by ``denoise`` without its ``NAME.json`` (interrupted between the two)
+    is made again.
     """
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -71,12 +73,25 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                               "itself; choose another output folder")
         sidecar = path.with_suffix(".json")
         done = path.is_file() and same_record(sidecar, record)
-        if path.exists() and not done and not overwrite:
+        unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
+        if path.exists() and not done and not unfinished and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
                               "these options; pass --overwrite to replace it, or choose another "
                               "output folder (-o)")
         plans.append(OutputPlan(source, name, path, sidecar, done and not overwrite))
     return plans
+
+
+def made_by_denoise(path: Path) -> bool:
+    """Whether an MRC file's labels say ``cryostream denoise`` wrote it: without its record, it
+    is an output interrupted between its image and its record, safe to make again."""
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            return any(label.startswith("cryostream denoise") for label in mrc.get_labels())
+    except (OSError, ValueError):
+        return False
 
 
 def check_writable(folder: Path) -> None:
