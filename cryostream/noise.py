@@ -85,27 +85,29 @@ def _poisson_tables() -> tuple[np.ndarray, np.ndarray, int]:
     return cdf.ravel(), guide.ravel(), width
 
 
-def _poisson_block(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Poisson counts of one block of non-negative means (1-D), int32 (int64 with large means)."""
+def _poisson_block(scaled: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Poisson counts of one block of means given as ``8 λ`` (1-D float, overwritten).
+
+    Returns int16 counts, int64 when a mean reaches :data:`TABLE_MAX_MEAN`.
+    """
     cdf, guide, width = _poisson_tables()
-    n = lam.size
+    n = scaled.size
     big = None
-    scaled = lam * lam.dtype.type(_GRID)
     limit = TABLE_MAX_MEAN * _GRID
     if n and not scaled.max() < limit:  # large means (or NaN): NumPy's sampler decides
         big = np.flatnonzero(~(scaled < limit))
+        big_means = scaled[big].astype(np.float64) / _GRID
         scaled[big] = 0
-    row = np.floor(scaled)
-    frac = scaled
-    frac -= row  # δ · 8, exact
+    row = scaled.astype(np.intp)  # ⌊8 λ⌋, the table row of λ₀
+    frac = scaled - row  # 8 δ, exact, float64
     u = rng.random(n)
-    cell = row.astype(np.intp)
-    cell *= _GUIDE
-    cell += (u * _GUIDE).astype(np.intp)
-    g = guide[cell]
-    counts = (g & 0x7FFF).astype(np.int32)
-    impure = np.flatnonzero(g < 0)
-    if impure.size:  # search on from the guide's start
+    cell = row
+    cell <<= _GUIDE_BITS
+    cell |= (u * _GUIDE).astype(np.intp)  # row · G + ⌊u · G⌋
+    counts = guide[cell]
+    impure = np.flatnonzero(counts < 0)
+    counts &= 0x7FFF
+    if impure.size:  # a distribution value inside the guide cell: search on from its start
         uu = u[impure]
         pos = (cell[impure] >> _GUIDE_BITS) * width + counts[impure]
         ahead = np.flatnonzero(cdf[pos] <= uu)
@@ -115,11 +117,14 @@ def _poisson_block(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             ahead = np.flatnonzero(cdf[pos] <= uu)
     # Poisson(δ) by inversion: at least one event when v ≥ F(0) = e^{-δ}
     v = rng.random(n)
-    pmf = np.multiply(frac, -1.0 / _GRID, dtype=np.float64)
+    pmf = frac
+    pmf *= -1.0 / _GRID
     np.exp(pmf, out=pmf)
     hit = np.flatnonzero(v >= pmf)
     if hit.size:
-        v, delta, pmf = v[hit], frac[hit].astype(np.float64) / _GRID, pmf[hit]
+        s = scaled[hit].astype(np.float64)
+        delta = (s - np.floor(s)) / _GRID
+        v, pmf = v[hit], pmf[hit]
         cum, k = pmf.copy(), 0
         while hit.size and k < _DELTA_MAX:
             k += 1
@@ -130,7 +135,7 @@ def _poisson_block(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             hit, v, delta, pmf, cum = hit[more], v[more], delta[more], pmf[more], cum[more]
     if big is not None:
         counts = counts.astype(np.int64)
-        counts[big] = rng.poisson(lam[big].astype(np.float64))
+        counts[big] = rng.poisson(big_means)
     return counts
 
 
@@ -166,8 +171,9 @@ def poisson(mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if flat.size and not (np.isfinite(flat).all() and flat.min() >= 0):
         raise ValueError("poisson: every mean must be finite and non-negative")
     out = np.empty(flat.size, dtype=np.int64)
+    grid = flat.dtype.type(_GRID)
     for start in range(0, flat.size, BLOCK):
-        out[start : start + BLOCK] = _poisson_block(flat[start : start + BLOCK], rng)
+        out[start : start + BLOCK] = _poisson_block(flat[start : start + BLOCK] * grid, rng)
     return out.reshape(mean.shape)
 
 
@@ -234,18 +240,20 @@ def add_noise(target: np.ndarray, noise: NoiseConfig, rng: np.random.Generator,
     src, dst = target.reshape(-1), out.reshape(-1)
     shot = noise.model in ("poisson", "poisson-gaussian")
     gauss = noise.model in ("gaussian", "poisson-gaussian") and noise.sigma > 0
-    dose, inv_dose, sigma = np.float32(noise.dose), np.float32(1 / noise.dose), np.float32(noise.sigma)
-    z_buf = np.empty(min(BLOCK, src.size), dtype=np.float32) if gauss else None
+    # 8 λ = max(x, 0) · (dose · 8), exactly 8 × (max(x, 0) · dose) in float32
+    dose8 = np.float32(noise.dose) * np.float32(_GRID)
+    inv_dose, sigma = np.float32(1 / noise.dose), np.float32(noise.sigma)
+    buf = np.empty(min(BLOCK, src.size), dtype=np.float32)
     for start in range(0, src.size, BLOCK):
         x, y = src[start : start + BLOCK], dst[start : start + BLOCK]
         if shot:
-            lam = np.maximum(x, 0)
-            lam *= dose
-            np.multiply(_poisson_block(lam, rng), inv_dose, out=y, dtype=np.float32)
+            scaled = np.maximum(x, 0, out=buf[: x.size])
+            scaled *= dose8
+            np.multiply(_poisson_block(scaled, rng), inv_dose, out=y, dtype=np.float32)
         else:
             np.copyto(y, x)
         if gauss:
-            z = standard_normal(y.size, rng, out=z_buf[: y.size])
+            z = standard_normal(y.size, rng, out=buf[: y.size])
             z *= sigma
             y += z
     return out

@@ -121,9 +121,10 @@ def percentile(image: np.ndarray, q: float) -> float:
 
 
 def _statistics(image: np.ndarray, q: float) -> tuple[float, bool, float, float]:
-    if not bool(np.isfinite(image).all()):
+    lo, hi = float(image.min()), float(image.max())  # NaN and ±Inf show in one of them
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         return float("nan"), False, float("nan"), float("nan")
-    return percentile(image, q), True, float(image.min()), float(image.max())
+    return percentile(image, q), True, lo, hi
 
 
 def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[float, bool, float, float]:
