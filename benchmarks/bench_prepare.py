@@ -15,7 +15,7 @@ estimate, normalise, Poisson and Gaussian with NumPy's samplers and with cryostr
 copy, Fletcher-32, HDF5 shard write).
 
 Usage: python benchmarks/bench_prepare.py --out bench-output [--sizes 4 8 16] [--naive-sizes 4]
-       [--baseline-src DIR] [--profile] [--result prepare.json]
+       [--baseline-src DIR] [--profile] [--result prepare.json] [--wait-load 1.5 --wait-max 600]
 """
 
 from __future__ import annotations
@@ -129,6 +129,17 @@ def profile_stages(path: Path, work: Path) -> dict[str, float]:
     return seconds
 
 
+def wait_for_quiet(load: float | None, patience: float) -> float:
+    """Wait until the 1-minute load average is at most ``load`` (or ``patience`` seconds pass);
+    returns the seconds waited. The machine is shared: this keeps runs out of busy spells."""
+    import time
+
+    start = time.perf_counter()
+    while load is not None and os.getloadavg()[0] > load and time.perf_counter() - start < patience:
+        time.sleep(10)
+    return time.perf_counter() - start
+
+
 def measure(kind: str, out: Path, subset: list[Path], source: str | None = None) -> dict:
     """One child run of ``kind`` on ``subset``; ``source`` goes first on its PYTHONPATH."""
     target = out / f"prepare-{kind}-{len(subset)}"
@@ -169,6 +180,9 @@ def main() -> None:
     ap.add_argument("--baseline-src", type=Path, help="folder holding an older cryostream package")
     ap.add_argument("--profile", action="store_true", help="time each stage on one micrograph")
     ap.add_argument("--result", default="prepare.json", help="file name of the JSON, under --out")
+    ap.add_argument("--wait-load", type=float, help="before each run, wait for a 1-minute load "
+                    "average at most this (the machine is shared)")
+    ap.add_argument("--wait-max", type=float, default=600, help="seconds to wait at most, per run")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "OUT"))
     ap.add_argument("paths", nargs="*")
     args = ap.parse_args()
@@ -189,7 +203,8 @@ def main() -> None:
             runs += [("baseline", args.baseline_src)] if args.baseline_src else []
             runs += [("cryostream", None)]
         for kind, source in runs:
-            row = measure(kind, out, paths[:n], source)
+            waited = wait_for_quiet(args.wait_load, args.wait_max)
+            row = {**measure(kind, out, paths[:n], source), "waited_for_quiet_seconds": waited}
             naive = [r for r in rows if r["kind"] == "naive" and r["micrographs"] == n]
             if naive and kind != "naive":
                 row["x_naive"] = row["mb_s_in"] / naive[0]["mb_s_in"]
