@@ -1,11 +1,12 @@
 """What a trained run is: its typed record, its checkpoints, and its model.
 
 A run folder, written by :func:`cryostream.training.train`, holds ``config.json`` (the
-:class:`RunRecord`), ``metrics.jsonl``, ``loss.png`` and ``checkpoints/STEP/``. Each checkpoint
-has three orbax items: ``state`` (``{"params", "opt_state", "step"}``, for resuming),
-``params`` (the network's parameters alone, for inference) and ``meta`` (the loader position
-and the record). Runs trained before the ``params`` item existed load too: only the
-parameters of their ``state`` item are read.
+:class:`RunRecord`), ``metrics.jsonl``, ``loss.png`` and ``checkpoints/STEP/``. The
+checkpoints are :mod:`cryostream.checkpoints`'s (saved checked, restored verified); this module
+re-exports its names. Each has three orbax items: ``state`` (``{"params", "opt_state",
+"step"}``, for resuming), ``params`` (the network's parameters alone, for inference) and
+``meta`` (the loader position and the record). Runs trained before the ``params`` item existed
+load too: only the parameters of their ``state`` item are read.
 
 Inference imports this module, never the trainer: :func:`load_model` builds no optimizer.
 """
@@ -18,6 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryostream._version import __version__
+from cryostream.checkpoints import (
+    CHECKPOINTS,
+    checkpoint_manager,
+    checkpoint_steps,
+    load_params,
+    restore_state,
+    save_checkpoint,
+    tree_checksum,
+)
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict, to_dict
 from cryostream.errors import ConfigError, StoreError
 
@@ -30,8 +40,6 @@ __all__ = ["RECORD_FILE", "CHECKPOINTS", "RunRecord", "check_run", "load_record"
 
 #: The record's file name inside a run folder.
 RECORD_FILE = "config.json"
-#: The checkpoints' folder name inside a run folder.
-CHECKPOINTS = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,195 +201,6 @@ def save_record(run, record: RunRecord) -> None:
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     (run / RECORD_FILE).write_text(json.dumps(record.to_dict(), indent=2))
-
-
-def checkpoint_manager(run, keep: int | None = None, *, create: bool = False):
-    """The orbax ``CheckpointManager`` of ``run/checkpoints``.
-
-    Parameters
-    ----------
-    run : path-like
-        The run folder.
-    keep : int, optional
-        Checkpoints kept when saving (the last ``keep``); ``None`` keeps all.
-    create : bool
-        Create the folder (training); reading leaves the disk alone.
-    """
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(
-        (Path(run) / CHECKPOINTS).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
-    )
-
-
-def checkpoint_steps(run) -> list[int]:
-    """The steps of the finished checkpoints in ``run``, ascending (``[]`` if none)."""
-    if not (Path(run) / CHECKPOINTS).is_dir():
-        return []
-    manager = checkpoint_manager(run)
-    try:
-        return sorted(manager.all_steps())
-    finally:
-        manager.close()
-
-
-def tree_checksum(tree) -> tuple[str, bool]:
-    """``(sha256, finite)`` of a pytree of arrays: a hash of every leaf's dtype, shape and bytes
-    in tree order, and whether every value is finite. Checkpoints record it on save and
-    :func:`load_params` / :func:`restore_state` check it on restore."""
-    import hashlib
-
-    import jax
-    import numpy as np
-
-    digest, finite = hashlib.sha256(), True
-    for leaf in jax.tree.leaves(tree):
-        array = np.asarray(leaf)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-        if array.dtype.kind == "f":
-            finite = finite and bool(np.isfinite(array).all())
-    return digest.hexdigest(), finite
-
-
-def _verified(run, step: int, tree, expected: str | None, what: str):
-    """``tree`` if its checksum is ``expected`` (old checkpoints have none) and its values are
-    finite; a :class:`StoreError` naming the checkpoint otherwise."""
-    digest, finite = tree_checksum(tree)
-    if expected is not None and digest != expected:
-        raise StoreError(f"{run}: checkpoint step {step} is damaged (its {what} do not match "
-                         f"the checksum saved with them); {_other_steps(run, step)}")
-    if not finite:
-        raise StoreError(f"{run}: checkpoint step {step} is unusable (its {what} hold NaN or "
-                         f"Inf values); {_other_steps(run, step)}")
-    return tree
-
-
-def _other_steps(run, step: int) -> str:
-    others = [s for s in checkpoint_steps(run) if s != step]
-    if not others:
-        return "train the run again"
-    return (f"its other checkpoints are at steps {others}: remove {Path(run) / CHECKPOINTS / str(step)} "
-            "to fall back to the one before, or train again")
-
-
-def save_checkpoint(manager, step: int, state: dict, meta: dict) -> None:
-    """Save a training checkpoint: ``state``, its ``params`` alone, and ``meta`` (JSON).
-
-    Parameters
-    ----------
-    manager : orbax.checkpoint.CheckpointManager
-        From :func:`checkpoint_manager` (``create=True``).
-    step : int
-        The step the state is at.
-    state : dict
-        ``{"params", "opt_state", "step"}``.
-    meta : dict
-        JSON-ready values (the loader position and the record).
-    """
-    import orbax.checkpoint as ocp
-
-    params_sha, finite = tree_checksum(state["params"])
-    if not finite:
-        raise StoreError(f"step {step}: the parameters hold NaN or Inf values, so no checkpoint "
-                         "was written; training diverged (lower --lr, or check the store)")
-    meta = {**meta, "params_sha256": params_sha, "state_sha256": tree_checksum(state)[0]}
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               params=ocp.args.StandardSave(state["params"]),
-                                               meta=ocp.args.JsonSave(meta)))
-
-
-def restore_state(manager, step: int, like) -> tuple[dict, dict]:
-    """The training state and ``meta`` of checkpoint ``step`` (to resume training).
-
-    Parameters
-    ----------
-    manager : orbax.checkpoint.CheckpointManager
-        From :func:`checkpoint_manager`.
-    step : int
-        A step that was saved.
-    like : dict
-        A state of the same structure (arrays or ``jax.ShapeDtypeStruct``); the restored
-        arrays get its shapes, dtypes and shardings.
-
-    Returns
-    -------
-    (state, meta)
-    """
-    import jax
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    run = Path(manager.directory).parent
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except Exception as exc:  # orbax and tensorstore raise many kinds on damaged files
-        raise StoreError(f"{run}: checkpoint step {step} cannot be read ({type(exc).__name__}); "
-                         f"it is damaged: {_other_steps(run, step)}") from None
-    meta = restored["meta"]
-    state = _verified(run, step, restored["state"], meta.get("state_sha256"),
-                      "training state values")
-    return state, meta
-
-
-def load_params(run, abstract_params, step: int | None = None):
-    """The network parameters of a checkpoint, without the optimizer state.
-
-    Parameters
-    ----------
-    run : path-like
-        The run folder.
-    abstract_params : pytree of jax.ShapeDtypeStruct
-        The parameters' structure, shapes, dtypes and shardings (``nnx.split(model, nnx.Param)``
-        of an abstract model).
-    step : int, optional
-        The checkpoint's step; the last one by default.
-
-    Returns
-    -------
-    (params, step)
-        The parameters shaped like ``abstract_params``, and the step they were read from.
-
-    Raises
-    ------
-    StoreError
-        If the run has no checkpoint, none at ``step``, or a damaged one (unreadable, a
-        checksum that does not match, NaN or Inf values).
-    """
-    import orbax.checkpoint as ocp
-
-    run = check_run(run)
-    steps = checkpoint_steps(run)
-    if not steps:
-        raise StoreError(f"{run}: no checkpoint in {run / CHECKPOINTS}; train first "
-                         "(cryostream train, or train(..., resume=True) to finish a run)")
-    step = steps[-1] if step is None else int(step)
-    if step not in steps:
-        raise StoreError(f"{run}: no checkpoint at step {step}; it has steps {steps}")
-    manager = checkpoint_manager(run)
-    try:
-        if (run / CHECKPOINTS / str(step) / "params").is_dir():
-            restored = manager.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
-            params, expected = restored["params"], restored["meta"].get("params_sha256")
-        else:
-            # A run trained before the params item: read only state["params"], not the optimizer.
-            item = {"params": abstract_params}
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                    partial_restore=True)))
-            params, expected = restored["state"]["params"], None
-    except StoreError:
-        raise
-    except Exception as exc:  # orbax and tensorstore raise many kinds on damaged files
-        raise StoreError(f"{run}: checkpoint step {step} cannot be read ({type(exc).__name__}); "
-                         f"it is damaged: {_other_steps(run, step)}") from None
-    finally:
-        manager.close()
-    return _verified(run, step, params, expected, "parameters"), step
 
 
 def load_model(run, step: int | None = None) -> tuple[UNet, RunRecord]:

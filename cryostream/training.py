@@ -329,8 +329,14 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             + ": lower the learning rate (--lr) or check the store")
 
     def save(at: int) -> None:
+        """Checkpoint step ``at``; a failed save (a full disk) stops training with one
+        StoreError, and the checkpoints written before it stay."""
         meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict()}
-        save_checkpoint(manager, at, state, meta)
+        try:
+            save_checkpoint(manager, at, state, meta)
+        except StoreError:
+            loader.close()
+            raise
 
     with open(metrics_path, "a") as metrics_file:
         batches = loader.device_batches(batch_sharding)

@@ -503,8 +503,6 @@ def test_train_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, t
         assert all(np.isfinite(p).all() for p in run_parameters(folder))
 
 
-@pytest.mark.xfail(reason="issue 16: exit 1 with tracebacks from orbax's async save (last: ImportError: "
-                   "sys.meta_path is None, Python is likely shutting down)", strict=True)
 @pytest.mark.slow
 def test_train_full_disk_during_a_checkpoint_keeps_the_last_good_one(store, run, tmp_path):
     """train --resume on a disk that fills up at the step-4 checkpoint: one line, and the

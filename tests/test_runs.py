@@ -217,3 +217,55 @@ def test_an_old_record_reads_as_typed_configs(old_run):
                                        checkpoint_every=5, threads=2)
     assert record.prepare == PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)
     assert record.model_config == SMALL and record.precision == "fp32" and not record.residual
+
+
+_FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    import jax.numpy as jnp
+    from cryostream import runs
+    from cryostream.errors import StoreError
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    run, limit, first = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    # many small arrays: the tree's metadata files are larger than its data
+    params = {f"layer{i:03d}": {"kernel": jnp.full((3,), float(i)), "bias": jnp.zeros(2)}
+              for i in range(300)}
+    state = {"params": params, "opt_state": {"mu": params}, "step": jnp.zeros((), jnp.int32)}
+    manager = runs.checkpoint_manager(run, create=True)
+    if first:
+        runs.save_checkpoint(manager, first, state, {"loader": {}})
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        runs.save_checkpoint(manager, 9, state, {"loader": {}})
+    except StoreError as exc:
+        print(exc)
+    if first:  # the earlier checkpoint reads back whole: its checksums are verified
+        restored, _ = runs.restore_state(manager, first, state)
+        print("restored step", first)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", [0, 4], ids=["first-checkpoint", "after-step-4"])
+def test_a_checkpoint_on_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, first):
+    """save_checkpoint where files may not grow past 20 kB (a full disk, through
+    RLIMIT_FSIZE in a child process): one StoreError naming the run and what is kept, no
+    temporary folder, the earlier checkpoint unchanged, nothing else on stderr. The first
+    checkpoint fails inside orbax (its size is guessed from the arrays, which fit); the second
+    is refused before writing (the last checkpoint shows that it cannot fit)."""
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(run), "20000", str(first)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    message, *rest = result.stdout.strip().splitlines()
+    assert rest == ([f"restored step {first}"] if first else [])
+    assert message.startswith(f"{run}: checkpoint step 9 could not be written (")
+    assert "file size limit" in message
+    if first:
+        assert "the last good checkpoint, step 4, is kept" in message and "--resume" in message
+    else:
+        assert "no earlier checkpoint was written" in message
+    checkpoints = run / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ([str(first)] if first else [])
