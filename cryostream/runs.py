@@ -185,15 +185,22 @@ def load_record(run) -> RunRecord:
     StoreError
         If ``run`` is not a run folder, or its ``config.json`` is not JSON.
     ConfigError
-        If the record's keys or values are not a run record's.
+        If the record's keys or values are not a run record's (a key missing or unknown, a
+        value of the wrong kind or out of range); the message names ``config.json``.
     """
     run = check_run(run)
+    path = run / RECORD_FILE
     try:
-        data = json.loads((run / RECORD_FILE).read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{run / RECORD_FILE}: not a JSON run record ({exc}); the run folder "
-                         "is damaged: train again") from exc
-    return RunRecord.from_dict(data, run)
+        raise StoreError(f"{path}: not a JSON run record ({exc}); the run folder is damaged: "
+                         "train again") from exc
+    try:
+        return RunRecord.from_dict(data, run)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # ConfigError included
+        reason = str(exc).removeprefix(f"{run}: ")
+        raise ConfigError(f"{path}: not a valid run record ({reason}); it was edited or "
+                          "damaged: correct it, or train the run again") from None
 
 
 def save_record(run, record: RunRecord) -> None:

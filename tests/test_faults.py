@@ -588,8 +588,6 @@ def test_denoise_with_a_truncated_config_json(run, sim, tmp_path, capsys):
     assert not _outputs(out)
 
 
-@pytest.mark.xfail(reason="issue 16: traceback: TypeError: '<' not supported between instances of 'str' and"
-                   " 'int' (a config __post_init__ reading config.json)", strict=True)
 def test_denoise_with_a_wrong_value_in_config_json(run, sim, tmp_path, capsys):
     """denoise with a run whose config.json says batch_size "four": one line naming the
     file, no output."""

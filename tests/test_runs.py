@@ -219,6 +219,24 @@ def test_an_old_record_reads_as_typed_configs(old_run):
     assert record.model_config == SMALL and record.precision == "fp32" and not record.residual
 
 
+@pytest.mark.parametrize("key, value, named", [
+    ("batch_size", "four", "TrainConfig.batch_size='four': must be an integer"),
+    ("residual", 1, "TrainConfig.residual=1: must be true or false"),
+    ("learning_rate", None, "TrainConfig.learning_rate=None: must be a number"),
+    ("steps", 0, "steps=0: must be ≥ 1"),
+])
+def test_a_wrong_value_in_the_record_names_the_file_and_the_key(tmp_path, key, value, named):
+    """A config.json value of the wrong kind or out of range: a ConfigError naming the file
+    and the key, never a TypeError from a config's checks."""
+    bad = {**OLD_RECORD, "train": {**OLD_RECORD["train"], key: value}}
+    (tmp_path / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError) as info:
+        runs.load_record(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'config.json'}: not a valid run record (")
+    assert named in message and "train the run again" in message
+
+
 _FULL_DISK = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
