@@ -103,14 +103,20 @@ def network_output(run, image: np.ndarray, percentile: float, tile: int) -> np.n
 
 
 def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,
-                  pixel_size_angstrom: float, source: str) -> dict[str, np.ndarray]:
+                  pixel_size_angstrom: float, source: str, tile: int | None = None,
+                  default_output: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every method the truth section scores on one normalised micrograph, by name: noisy,
     the best Gaussian, the oracle and measured-noise Wiener filters, the model, its
-    post-processed outputs (:data:`TRUTH_PIPELINES`) and Topaz-Denoise when installed."""
+    post-processed outputs (:data:`TRUTH_PIPELINES`), what ``denoise`` gives by default
+    (``model, default recipe``: :meth:`DenoiseConfig.for_run`) and Topaz-Denoise when
+    installed. ``den`` is the network's output on ``noisy_n``; ``default_output`` (normalised
+    like ``noisy_n``) is what ``denoise`` wrote with its defaults, scored instead of computing
+    the default recipe again."""
     import scipy.ndimage
 
     from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
     from cryostream.denoise.steps import Micrograph
+    from cryostream.denoise.tiling import network_pass
 
     _, sigma = best_gaussian(noisy_n, clean_n)
     micrograph = Micrograph(noisy_n, pixel_size_angstrom, record, source=source)
@@ -123,6 +129,15 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
     if record.noise.model != "none" and not record.recorrupt:  # the others estimate the truth
         for name, config in TRUTH_PIPELINES.items():
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
+
+    def network(image):  # the micrograph's own pass is done; others (the ensemble) run here
+        return den if image is noisy_n else network_pass(str(run), image, tile=tile)
+
+    if default_output is not None:
+        methods["model, default recipe"] = default_output
+    else:
+        default = DenoiseConfig(tile=tile).for_run(record)
+        methods["model, default recipe"] = default.pipeline().run(micrograph, network)[0]
     if topaz_available():
         methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
     return methods

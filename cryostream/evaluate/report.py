@@ -38,8 +38,10 @@ def test_split_section(a: dict) -> list[str]:
 
 
 def truth_section(run, record, truth, out: Path, micrographs: int, tile: int,
-                  report: dict) -> list[str]:
-    """Score whole simulated micrographs against their ground truth; figures and markdown."""
+                  report: dict, denoised=None) -> list[str]:
+    """Score whole simulated micrographs against their ground truth; figures and markdown.
+    ``denoised``: a folder where ``denoise`` wrote this model's default outputs (NAME.mrc with
+    its NAME.json), scored as the default recipe instead of denoising again."""
     rows, curves = [], {}
     pairs = simulated_pairs(Path(truth), micrographs)
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
@@ -50,7 +52,9 @@ def truth_section(run, record, truth, out: Path, micrographs: int, tile: int,
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
         den = network_output(run, noisy, scale, tile)
-        methods = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path))
+        methods = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
+                                tile=tile, default_output=_written_default(
+                                    denoised, noisy_path, run, record, scale))
         scores, frcs = score_methods(methods, clean_n, pixel)
         rows.append({"micrograph": noisy_path.name, **scores})
         for name, pair in frcs.items():
@@ -69,6 +73,21 @@ def truth_section(run, record, truth, out: Path, micrographs: int, tile: int,
             f"{row[n]['psnr']:.2f} / {row[n]['ssim']:.3f}" for n in names) + " |")
     return lines + ["", "![crops](crops.png)", "", "![FRC](frc.png)", "",
                     "![power spectra](spectra.png)", ""]
+
+
+def _written_default(denoised, noisy_path: Path, run: str, record, scale) -> np.ndarray | None:
+    """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe
+    (checked through its NAME.json), normalised by ``scale``; None when there is none."""
+    if denoised is None:
+        return None
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.outputs import output_identity, same_record
+
+    path = Path(denoised) / noisy_path.name
+    identity = output_identity(run, DenoiseConfig().for_run(record), str(noisy_path.resolve()))
+    if not (path.is_file() and same_record(path.with_suffix(".json"), identity)):
+        return None
+    return read_micrograph(path)[0] / scale
 
 
 def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> list[str]:
@@ -112,11 +131,12 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
 
 
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
-             tile: int = 512, residual=None) -> dict:
+             tile: int = 512, residual=None, denoised=None) -> dict:
     """Write an evaluation report (``report.md``, ``report.json``, figures) to ``output``.
 
-    (a) The store's test split under the reference plan's noise: PSNR of the noisy input, the
-    best Gaussian low-pass and the model. (b) With ``truth`` (a folder written by
+    ``run`` is a run folder, an exported ``.npz`` or a shipped model's name (``"general"``).
+    (a) With a ``store``: its test split under the reference plan's noise: PSNR of the noisy
+    input, the best Gaussian low-pass and the model. (b) With ``truth`` (a folder written by
     :func:`cryostream.simulate`): whole simulated micrographs against their ground truth, with
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
     filter (:func:`cryostream.metrics.wiener_oracle`), the Wiener filter from the measured noise
@@ -125,23 +145,28 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     spectra and crops. Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is
     installed. (c) With ``residual`` (MRC paths, e.g. real micrographs): each is denoised
     (Noisier2Noise-corrected for runs trained on noisy micrographs) and the residual checked
-    with :func:`~cryostream.evaluate.numbers.method_noise`.
+    with :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this
+    model's default outputs from :func:`cryostream.denoise` (with their records), scored as
+    the default recipe instead of denoising the truth section's micrographs again.
     """
     from cryostream.baselines import topaz_available
-    from cryostream.runs import load_record
+    from cryostream.denoise.network import model_path, model_record
 
-    record = load_record(run)
+    run = model_path(run)
+    record = model_record(run)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"run": str(run), "store": str(store)}
-    a = compare_on_store(run, store, patches=patches, topaz=topaz_available())
-    report["test_split"] = a
-    lines = [f"# Evaluation of `{run}`", "", *test_split_section(a)]
+    report: dict = {"run": str(run), "store": None if store is None else str(store)}
+    lines = [f"# Evaluation of `{run}`", ""]
+    if store is not None:
+        a = compare_on_store(run, store, patches=patches, topaz=topaz_available())
+        report["test_split"] = a
+        lines += test_split_section(a)
     if (Path(run) / "loss.png").exists():
         shutil.copy(Path(run) / "loss.png", out / "training.png")
         lines += ["![training curve](training.png)", ""]
     if truth is not None:
-        lines += truth_section(run, record, truth, out, micrographs, tile, report)
+        lines += truth_section(run, record, truth, out, micrographs, tile, report, denoised)
     if residual:
         lines += residual_section(run, record, residual, out, report, tile)
     (out / "report.md").write_text("\n".join(lines) + "\n")
