@@ -69,7 +69,7 @@ def profile_stages(path: Path, work: Path) -> dict[str, float]:
     from cryostream.io.mrc import read_rows
     from cryostream.io.stack import read_headers
     from cryostream.matched import estimate_noise, tile_for
-    from cryostream.noise import patch_rng, poisson, standard_normal
+    from cryostream.noise import noise_cell_rng, poisson, standard_normal
     from cryostream.preprocess import band_layout, band_patch_views, noise_rows, percentile
     from cryostream.store import fletcher32, write_shard
 
@@ -99,7 +99,7 @@ def profile_stages(path: Path, work: Path) -> dict[str, float]:
         ("cryostream", poisson, standard_normal),
     ):
         for top in range(0, target.shape[0], s):
-            rng = patch_rng(config.seed, 1, top // s, 0)
+            rng = noise_cell_rng(config.seed, 1, top // s, 0)
             cell = target[top : top + s]
             lam = np.maximum(cell, 0) * np.float32(noise.dose)
             timed(f"Poisson ({name})", draw_counts, lam, rng)

@@ -40,7 +40,7 @@ import numpy as np
 
 from cryostream.config import NoiseConfig
 
-__all__ = ["BLOCK", "TABLE_MAX_MEAN", "patch_rng", "poisson", "standard_normal", "add_noise"]
+__all__ = ["BLOCK", "TABLE_MAX_MEAN", "noise_cell_rng", "poisson", "standard_normal", "add_noise"]
 
 #: Means at or above this go to NumPy's ``Generator.poisson``; smaller ones use the tables.
 TABLE_MAX_MEAN = 64.0
@@ -218,9 +218,11 @@ def standard_normal(size: int, rng: np.random.Generator, out: np.ndarray | None 
     return out
 
 
-def patch_rng(seed: int, micrograph_uid: int, y: int, x: int) -> np.random.Generator:
-    """The generator of one patch, from its meaning (seed, micrograph, origin in pixels)."""
-    return np.random.default_rng([seed, micrograph_uid, y, x])
+def noise_cell_rng(seed: int, micrograph_uid: int, cell: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one noise cell, from its meaning: the random ``seed``, the micrograph,
+    the cell (``stride`` full rows, numbered from the top) and a ``stream`` (0 for the stored
+    noise), so any chunking, thread or cluster draws the same numbers."""
+    return np.random.default_rng([seed, micrograph_uid, cell, stream])
 
 
 def add_noise(target: np.ndarray, noise: NoiseConfig, rng: np.random.Generator,

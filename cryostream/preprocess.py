@@ -21,7 +21,7 @@ from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.mrc import MicrographHeader, read_rows
 from cryostream.matched import estimate_noise, matched_noise, tile_for
-from cryostream.noise import add_noise, patch_rng
+from cryostream.noise import add_noise, noise_cell_rng
 from cryostream.patches import patch_origins
 
 _PERCENTILE_STEP = 64  # every 64th pixel brackets the percentile
@@ -188,7 +188,7 @@ def noise_rows(target: np.ndarray, row_start: int, uid: int, config: PrepareConf
         out = np.empty(target.shape, dtype=np.float32)
     for r in range(0, target.shape[0], s):
         cell = (row_start + r) // s
-        add_noise(target[r : r + s], config.noise, patch_rng(config.seed, uid, cell, 0),
+        add_noise(target[r : r + s], config.noise, noise_cell_rng(config.seed, uid, cell, 0),
                   out=out[r : r + s])
     return out
 

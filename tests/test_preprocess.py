@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cryostream import NoiseConfig, PrepareConfig, open_micrographs
 from cryostream.io.stack import micrograph_uid
-from cryostream.noise import add_noise, patch_rng
+from cryostream.noise import add_noise, noise_cell_rng
 from cryostream.patches import patch_origins
 from cryostream.preprocess import band_layout, extract_patches, percentile
 from tests.conftest import write_mrc
@@ -46,7 +46,7 @@ def _oracle(images, config, uids):
     for m, image in enumerate(images):
         target = image * np.float32(1 / np.percentile(image, config.percentile))
         noisy = np.concatenate([
-            add_noise(target[y : y + s], config.noise, patch_rng(config.seed, uids[m], y // s, 0))
+            add_noise(target[y : y + s], config.noise, noise_cell_rng(config.seed, uids[m], y // s, 0))
             for y in range(0, image.shape[0], s)
         ])
         rows = patch_origins(image.shape[0], p, s, config.edge)
