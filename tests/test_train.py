@@ -11,6 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import cryostream
 from cryostream import NoiseConfig, PrepareConfig
@@ -19,25 +20,21 @@ from cryostream.loader import PatchLoader
 from cryostream.prepare import prepare
 from cryostream.runs import load_model
 from cryostream.training import (
-    TrainConfig,
     create_model,
     create_train_state,
     make_optimizer,
     make_train_step,
     train,
 )
+from tests.conftest import TINY_TRAIN
 
-CONFIG = TrainConfig(model="unet-small", precision="fp32", steps=8, batch_size=4, eval_every=4,
-                     eval_batches=1, checkpoint_every=4, keep_checkpoints=2, warmup_steps=2,
-                     threads=2)
+CONFIG = TINY_TRAIN  # the shared run's options (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    sim = cryostream.simulate(root / "sim", 3, shape=(160, 128), seed=2)
-    return prepare(sim.micrographs, root / "data.h5",
-                   PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)).output
+def store(tiny_run):
+    """The shared run's store: 32² patches of three simulated 160 × 128 px micrographs."""
+    return tiny_run.store
 
 
 def test_the_step_compiles_once(store):
@@ -49,7 +46,9 @@ def test_the_step_compiles_once(store):
     losses = []
     for i, batch in enumerate(loader.device_batches()):
         if i == 0:  # the first loss is the untrained model's mean squared error on the batch
-            out = np.asarray(model(np.asarray(batch["input"], np.float32)[..., None]))[..., 0]
+            forward = nnx.jit(lambda m, x: m(x))  # one compilation, not one per layer
+            out = np.asarray(forward(model, np.asarray(batch["input"], np.float32)[..., None]))
+            out = out[..., 0]
             first = np.mean((out - np.asarray(batch["target"], np.float64)) ** 2)
         state, out = step(state, batch)
         losses.append(float(out["loss"]))
@@ -83,9 +82,9 @@ def _psnr_per_patch(estimate, reference) -> np.ndarray:
     return 10 * np.log10(1 / mse)
 
 
-def test_resume_gives_the_uninterrupted_result(store, tmp_path):
-    whole = train(store, tmp_path / "whole", CONFIG, log=lambda *_: None)
-    assert whole.steps == 8
+def test_resume_gives_the_uninterrupted_result(tiny_run, store, tmp_path):
+    whole = tiny_run.run  # trained with CONFIG on this store, without a stop
+    assert tiny_run.result.steps == 8
     half = train(store, tmp_path / "split", CONFIG, stop_at=4, log=lambda *_: None)
     assert half.steps == 4
     with pytest.raises(cryostream.StoreError, match="pass resume=True"):
@@ -93,15 +92,15 @@ def test_resume_gives_the_uninterrupted_result(store, tmp_path):
     logged = []
     rest = train(store, tmp_path / "split", CONFIG, resume=True, log=logged.append)
     assert logged == ["resumed from step 4"] and rest.steps == 8
-    a, record = _params(tmp_path / "whole")
+    a, record = _params(whole)
     b, _ = _params(tmp_path / "split")
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # the checkpoint says how the model was made and on what data
     assert record.model_config.width == 16 and record.prepare.patch_size == 32
     assert record.version == cryostream.__version__ and record.train == CONFIG
-    assert record.path == (tmp_path / "whole").absolute() and record.store == str(store.absolute())
-    steps = sorted(int(p.name) for p in (tmp_path / "whole" / "checkpoints").iterdir()
+    assert record.path == whole.absolute() and record.store == str(store.absolute())
+    steps = sorted(int(p.name) for p in (whole / "checkpoints").iterdir()
                    if p.name.isdigit())
     assert steps == [4, 8]  # keep_checkpoints=2
     # each checkpoint holds the parameters alone beside the training state, equal to its params
@@ -118,16 +117,16 @@ def test_resume_gives_the_uninterrupted_result(store, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
-def test_metrics_curve_and_eval(store, tmp_path):
-    result = train(store, tmp_path / "run", CONFIG, log=lambda *_: None)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_metrics_curve_and_eval(tiny_run, store):
+    result, run = tiny_run.result, tiny_run.run  # CONFIG's 8 steps on this store
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 8 and "eval_psnr" in rows[-1] and "eval_noisy_psnr" in rows[-1]
-    assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert result.final_loss == rows[-1]["loss"] and result.eval["loss"] == rows[-1]["eval_loss"]
     # the evaluation is of the first test batch (4 patches), recomputed here from the store
-    model, _ = load_model(tmp_path / "run")
+    model, _ = load_model(run)
     noisy, clean = _test_patches(store, 6)
-    denoised = np.asarray(model(noisy[..., None]))[..., 0]
+    denoised = np.asarray(nnx.jit(lambda m, x: m(x))(model, noisy[..., None]))[..., 0]
     assert result.eval["patches"] == 4
     assert result.eval["noisy_psnr"] == pytest.approx(_psnr_per_patch(noisy, clean)[:4].mean(),
                                                       abs=1e-4)
@@ -140,7 +139,7 @@ def test_metrics_curve_and_eval(store, tmp_path):
 
     from cryostream.evaluate import compare_on_store
 
-    scores = compare_on_store(tmp_path / "run", store, patches=6)
+    scores = compare_on_store(run, store, patches=6)
     assert scores["patches"] == 6
 
     def psnr(x):
@@ -157,6 +156,7 @@ def test_metrics_curve_and_eval(store, tmp_path):
                                                     abs=1e-4)
 
 
+@pytest.mark.slow
 def test_on_device_noise(store, tmp_path):
     import h5py
 
@@ -200,6 +200,7 @@ def _run_devices(store, run, count):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(store, tmp_path):
     one = _run_devices(store, tmp_path / "one", 1)
     four = _run_devices(store, tmp_path / "four", 4)
@@ -207,6 +208,7 @@ def test_four_devices_match_one(store, tmp_path):
     assert four["loss"] == pytest.approx(one["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_must_divide_among_devices(store):
     code = textwrap.dedent("""
         import sys, jax
@@ -226,6 +228,7 @@ def test_batch_must_divide_among_devices(store):
     assert "ConfigError batch_size=6 is not divisible by the 4 devices" in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 def test_cli_train(store, tmp_path, capsys):
     assert main(["train", str(store), "-o", str(tmp_path / "run"), "--model", "unet-small",
                  "--steps", "4", "--batch-size", "4", "--precision", "fp32", "--eval-every", "4",
