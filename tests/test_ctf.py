@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 
@@ -24,16 +25,35 @@ PIXEL = 0.6575
 CONFIG = SimulateConfig(shape=(1024, 1024), seed=5, detector_nps_nyquist=0.1)
 
 
+class _Simulated:
+    """1024² micrographs with detector-shaped shot noise, normalised to their 95th percentile,
+    with their truths, CTF parameters and fitted CTF; each made (and fitted) once, when first
+    asked for."""
+
+    def __init__(self):
+        self._made, self._fits = {}, {}
+
+    def __getitem__(self, index: int):
+        if index not in self._made:
+            sim = simulate_micrograph(CONFIG, index)
+            scale = np.percentile(sim.noisy, 95)
+            self._made[index] = (sim.noisy / scale, sim.truth / scale, sim)
+        return self._made[index]
+
+    def fit(self, index: int) -> CTFFit:
+        """``fit_ctf`` of micrograph ``index`` with the default optics."""
+        if index not in self._fits:
+            self._fits[index] = fit_ctf(self[index][0], PIXEL)
+        return self._fits[index]
+
+
 @pytest.fixture(scope="module")
 def simulated():
-    """Two 1024² micrographs with detector-shaped shot noise, normalised to their 95th
-    percentile, with their truths and CTF parameters."""
-    out = []
-    for index in (0, 1):
-        sim = simulate_micrograph(CONFIG, index)
-        scale = np.percentile(sim.noisy, 95)
-        out.append((sim.noisy / scale, sim.truth / scale, sim))
-    return out
+    return _Simulated()
+
+
+#: The micrographs each check runs on: the first by default, the second with the slow tests.
+INDICES = [0, pytest.param(1, marks=pytest.mark.slow)]
 
 
 def _defocus(fit_or_sim):
@@ -41,23 +61,25 @@ def _defocus(fit_or_sim):
     return mean, fit_or_sim.defocus_u_angstrom - fit_or_sim.defocus_v_angstrom
 
 
-def test_fit_finds_the_simulated_defocus(simulated):
-    for noisy, _, sim in simulated:
-        fit = fit_ctf(noisy, PIXEL)
-        mean, astig = _defocus(fit)
-        true_mean, true_astig = _defocus(sim)
-        assert abs(mean - true_mean) < 30, (fit, sim.defocus_u_angstrom, sim.defocus_v_angstrom)
-        assert abs(astig - true_astig) < 80
-        assert fit.score > 0.005
-        # the model at the fitted parameters matches the model at the true ones where it matters
-        truth = CTFFit(sim.defocus_u_angstrom, sim.defocus_v_angstrom,
-                       sim.astigmatism_angle_deg, 1.0, PIXEL)
-        a, b = ctf_squared((512, 512), fit), ctf_squared((512, 512), truth)
-        k = np.hypot(np.fft.fftfreq(512, PIXEL)[:, None], np.fft.rfftfreq(512, PIXEL)[None, :])
-        band = (k > 1 / 20) & (k < 1 / 4)  # 20–4 Å
-        assert np.corrcoef(a[band], b[band])[0, 1] > 0.9
+@pytest.mark.parametrize("index", INDICES)
+def test_fit_finds_the_simulated_defocus(simulated, index):
+    _, _, sim = simulated[index]
+    fit = simulated.fit(index)
+    mean, astig = _defocus(fit)
+    true_mean, true_astig = _defocus(sim)
+    assert abs(mean - true_mean) < 30, (fit, sim.defocus_u_angstrom, sim.defocus_v_angstrom)
+    assert abs(astig - true_astig) < 80
+    assert fit.score > 0.005
+    # the model at the fitted parameters matches the model at the true ones where it matters
+    truth = CTFFit(sim.defocus_u_angstrom, sim.defocus_v_angstrom,
+                   sim.astigmatism_angle_deg, 1.0, PIXEL)
+    a, b = ctf_squared((512, 512), fit), ctf_squared((512, 512), truth)
+    k = np.hypot(np.fft.fftfreq(512, PIXEL)[:, None], np.fft.rfftfreq(512, PIXEL)[None, :])
+    band = (k > 1 / 20) & (k < 1 / 4)  # 20–4 Å
+    assert np.corrcoef(a[band], b[band])[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_noise_alone_gives_a_low_score():
     rng = np.random.default_rng(0)
     fit = fit_ctf(rng.normal(1, 0.1, (1024, 1024)).astype(np.float32), PIXEL)
@@ -81,27 +103,28 @@ def test_ctf_squared_is_the_simulators_transfer():
         assert value == pytest.approx(expected, abs=1e-5)
 
 
-def test_ctf_gain_beats_the_radial_gain(simulated):
+@pytest.mark.parametrize("index", INDICES)
+def test_ctf_gain_beats_the_radial_gain(simulated, index):
     """The linear filter follows the Thon rings: above the radial Wiener filter built from the
     same measured noise in PSNR, and in FRC between 0.06 and 0.25 cycles/px, where the rings
     are narrow (no truth used)."""
-    for noisy, truth, _ in simulated:
-        noise = estimate_noise(noisy, PIXEL)
-        radial = match_wiener_gain(noisy, noisy, noise)
-        shaped = match_wiener_gain(noisy, noisy, noise, ctf=fit_ctf(noisy, PIXEL))
-        assert psnr(shaped, truth) > psnr(radial, truth) + 0.1  # +0.16 and +0.25 dB here
-        # within 0.1 dB of the oracle radial filter (0.015–0.027 dB under it at 2048²)
-        assert psnr(shaped, truth) > psnr(wiener_oracle(noisy, truth), truth) - 0.1
-        f, radial_frc = frc(radial, truth)
-        shaped_frc = frc(shaped, truth)[1]
-        band = (f >= 0.06) & (f < 0.25)
-        assert shaped_frc[band].mean() > radial_frc[band].mean() + 0.02  # +0.04, +0.09
+    noisy, truth, _ = simulated[index]
+    noise = estimate_noise(noisy, PIXEL)
+    radial = match_wiener_gain(noisy, noisy, noise)
+    shaped = match_wiener_gain(noisy, noisy, noise, ctf=simulated.fit(index))
+    assert psnr(shaped, truth) > psnr(radial, truth) + 0.1  # +0.16 and +0.25 dB here
+    # within 0.1 dB of the oracle radial filter (0.015–0.027 dB under it at 2048²)
+    assert psnr(shaped, truth) > psnr(wiener_oracle(noisy, truth), truth) - 0.1
+    f, radial_frc = frc(radial, truth)
+    shaped_frc = frc(shaped, truth)[1]
+    band = (f >= 0.06) & (f < 0.25)
+    assert shaped_frc[band].mean() > radial_frc[band].mean() + 0.02  # +0.04, +0.09
 
 
 def test_gain_is_a_wiener_gain(simulated):
     noisy = simulated[0][0]
     spectrum = np.fft.rfft2(noisy - noisy.mean())
-    gain, mask = ctf_wiener_gain(spectrum, noisy.shape, fit_ctf(noisy, PIXEL))
+    gain, mask = ctf_wiener_gain(spectrum, noisy.shape, simulated.fit(0))
     assert gain.shape == spectrum.shape and mask.shape == spectrum.shape
     assert 0 <= gain.min() and gain.max() <= 1
     assert not mask[0, 0] and not mask[1, 1] and mask[200, 0]  # below 20 Å: not held
@@ -115,12 +138,13 @@ def test_fit_errors():
         fit_ctf(np.zeros((512, 512), np.float32), PIXEL, high_angstrom=1.0)
 
 
+@pytest.mark.slow
 def test_check_tells_a_good_fit_from_a_wrong_one(simulated):
     """Truth-free: the recorruption check is negative for the fit, positive for a fit 1500 Å
     off, as the true error differences are (−1.8e-5 and +1.0e-5 here)."""
     noisy, truth, _ = simulated[0]
     noise = estimate_noise(noisy, PIXEL)
-    good = fit_ctf(noisy, PIXEL)
+    good = simulated.fit(0)
     off = dataclasses.replace(good, defocus_u_angstrom=good.defocus_u_angstrom + 1500,
                               defocus_v_angstrom=good.defocus_v_angstrom + 1500)
     radial = np.mean((match_wiener_gain(noisy, noisy, noise) - truth) ** 2)
@@ -130,6 +154,36 @@ def test_check_tells_a_good_fit_from_a_wrong_one(simulated):
         assert np.sign(ctf_gain_check(noisy, noise, fit)) == sign
 
 
+def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
+    """``ctf_gain``: the pipeline fits the micrograph's CTF (to 3 Å at this pixel size), keeps
+    it when the check finds that it lowers the error (it does here, as the truth says) and
+    applies the CTF-shaped Wiener gain to the network's output; the output's record says so."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.matched import tile_for
+    from cryostream.runs import RunRecord
+
+    noisy, truth, _ = simulated[0]
+    noisy = noisy.astype(np.float32)
+
+    def network(image):  # any function stands for the network here
+        return gaussian_filter(image, 1.0)
+
+    record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
+    got, found = DenoiseConfig.raw(ctf_gain=True).pipeline().run(Micrograph(noisy, PIXEL, record),
+                                                                 network)
+    fit = simulated.fit(0)
+    assert found["ctf_used"] is True and found["ctf_check"] < 0
+    assert found["ctf"]["defocus_u_angstrom"] == fit.defocus_u_angstrom
+    noise = estimate_noise(noisy, PIXEL, tile=tile_for(noisy.shape))
+    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, noise, ctf=fit))
+    radial = match_wiener_gain(network(noisy), noisy, noise)
+    assert np.mean((got - truth) ** 2) < np.mean((radial - truth) ** 2)
+
+
+@pytest.mark.slow
 def test_cli_denoise_with_the_ctf_gain(tmp_path):
     """``--ctf-gain`` through the whole pipeline, on a run trained the reference plan's way; with optics
     that make the fit useless the check falls back to the radial gain and says so."""
@@ -148,7 +202,12 @@ def test_cli_denoise_with_the_ctf_gain(tmp_path):
         warnings.simplefilter("error", CTFFallbackWarning)
         assert main(base + ["-o", str(tmp_path / "out")]) == 0
     out = mrcfile.read(tmp_path / "out" / sim.micrographs[0].name)
-    assert out.shape == (1024, 1024) and np.isfinite(out).all()
+    noisy, truth = mrcfile.read(sim.micrographs[0]), mrcfile.read(sim.truths[0])
+    assert out.shape == (1024, 1024)
+    # the CTF-shaped gain was used, and the output is nearer the truth than the input
+    found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
+    assert found["ctf_used"] is True and found["ctf_check"] < 0
+    assert np.mean((out - truth) ** 2) < 0.7 * np.mean((noisy - truth) ** 2)  # 0.53 here
     with pytest.warns(CTFFallbackWarning, match="sim_0000.mrc.*radial Wiener gain"):
         assert main(base + ["-o", str(tmp_path / "bad"), "--cs", "0", "--amplitude-contrast",
                             "0.9"]) == 0
