@@ -9,14 +9,32 @@ from cryostream.models import PRESETS, UNet, count_parameters, macs_per_pixel
 from cryostream.noise import add_noise, add_noise_jax
 
 
+def _abstract(preset: str) -> UNet:
+    """The preset's network with shapes but no values (nothing initialised or compiled)."""
+    return nnx.eval_shape(lambda: UNet(PRESETS[preset], rngs=nnx.Rngs(0)))
+
+
 def test_unet_preset_is_topaz_sized():
-    model = UNet(PRESETS["unet"], rngs=nnx.Rngs(0))
+    model = _abstract("unet")
     assert count_parameters(model) == pytest.approx(1.1e6, rel=0.02)
     assert model.encoder[0].kernel.shape == (11, 11, 1, 48)
     assert macs_per_pixel(PRESETS["unet"]) == pytest.approx(2.886e5, rel=0.01)
-    small, large = (count_parameters(UNet(PRESETS[k], rngs=nnx.Rngs(0)))
-                    for k in ("unet-small", "unet-large"))
+    small, large = (count_parameters(_abstract(k)) for k in ("unet-small", "unet-large"))
     assert small < 1e5 < 1.1e6 < large
+
+
+def _random(config, seed: int) -> UNet:
+    """A network of ``config`` with random parameters drawn by NumPy (no initialiser to
+    compile: fast on two cores)."""
+    graphdef, shapes = nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))), nnx.Param)
+    rng = np.random.default_rng(seed)
+    return nnx.merge(graphdef, jax.tree.map(
+        lambda s: jnp.asarray(rng.normal(0, 0.05, s.shape), s.dtype), shapes))
+
+
+@nnx.jit
+def _forward(model, x):
+    return model(x)  # one compilation per network, not one per layer
 
 
 def test_forward_shapes_dtypes_and_residual():
@@ -24,15 +42,17 @@ def test_forward_shapes_dtypes_and_residual():
 
     cfg = PRESETS["unet-small"]
     x = jax.random.normal(jax.random.key(0), (2, 64, 48, 1))
-    out = UNet(cfg, rngs=nnx.Rngs(0))(x)
+    out = _forward(_random(cfg, 0), x)
     assert out.shape == x.shape and out.dtype == jnp.float32
-    plain = UNet(dataclasses.replace(cfg, compute_dtype="float32"), rngs=nnx.Rngs(1))
-    resid = UNet(dataclasses.replace(cfg, compute_dtype="float32", residual=True),
-                 rngs=nnx.Rngs(1))
-    np.testing.assert_allclose(resid(x), plain(x) + x, rtol=1e-5, atol=1e-5)
+    plain = _random(dataclasses.replace(cfg, compute_dtype="float32"), 1)
+    resid = _random(dataclasses.replace(cfg, compute_dtype="float32", residual=True), 1)
+    np.testing.assert_allclose(_forward(resid, x), _forward(plain, x) + x, rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(_forward(plain, x)).mean()) > 1e-3  # not a network that outputs 0
 
 
-@pytest.mark.parametrize("model", ["gaussian", "poisson", "poisson-gaussian"])
+@pytest.mark.parametrize("model", [pytest.param("gaussian", marks=pytest.mark.slow),
+                                   pytest.param("poisson", marks=pytest.mark.slow),
+                                   "poisson-gaussian"])  # both parts
 def test_device_noise_has_the_numpy_distribution(model):
     noise = NoiseConfig(model=model, sigma=0.2, dose=8)
     target = np.linspace(0, 2, 200_000, dtype=np.float32)
