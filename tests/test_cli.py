@@ -37,9 +37,27 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_version():
-    result = _run("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"cryostream {__version__}"
+#: Run in this process by default; as the real command (a new Python) with the slow tests.
+REAL = [False, pytest.param(True, marks=pytest.mark.slow)]
+
+
+def _cli(capsys, real: bool, *args: str) -> tuple[int, str, str]:
+    """``cryostream ARGS``: the exit status, stdout and stderr."""
+    if real:
+        result = _run(*args)
+        return result.returncode, result.stdout, result.stderr
+    try:
+        code = main(list(args))
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_version(capsys, real):
+    code, out, _ = _cli(capsys, real, "--version")
+    assert code == 0 and out.strip() == f"cryostream {__version__}"
 
 
 def test_every_subcommand_has_help(capsys):
@@ -52,15 +70,17 @@ def test_every_subcommand_has_help(capsys):
         assert "usage: cryostream " + name in capsys.readouterr().out
 
 
-def test_user_mistake_is_one_line_without_traceback(tmp_path):
-    result = _run("plan", str(tmp_path / "missing.mrc"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+@pytest.mark.parametrize("real", REAL)
+def test_user_mistake_is_one_line_without_traceback(tmp_path, capsys, real):
+    code, _, err = _cli(capsys, real, "plan", str(tmp_path / "missing.mrc"))
+    assert code == 2
+    lines = err.strip().splitlines()
     assert lines == [f"cryostream plan: error: {tmp_path / 'missing.mrc'}: no such file; "
                      "check the path or the glob"]
-    bad = _run("plan", "--shape", "7676", "7420", "--count", "3", "--stride", "0")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "cryostream plan: error: stride=0: must be a finite number > 0"
+    code, _, err = _cli(capsys, real, "plan", "--shape", "7676", "7420", "--count", "3",
+                        "--stride", "0")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == "cryostream plan: error: stride=0: must be a finite number > 0"
 
 
 def test_simulate_then_plan(tmp_path, capsys):
@@ -275,7 +295,8 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("argv, message", BAD_VALUES[:2])
+@pytest.mark.parametrize("argv, message", [pytest.param(*BAD_VALUES[0], marks=pytest.mark.slow),
+                                           BAD_VALUES[1]])
 def test_a_bad_value_is_one_line_and_status_2(tmp_path, argv, message):
     """The real command: status 2, one line on stderr, no traceback, nothing written."""
     argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
