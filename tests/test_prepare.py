@@ -21,7 +21,7 @@ import cryostream
 from cryostream import NoiseConfig, PrepareConfig, StoreError
 from cryostream.cli import main
 from cryostream.inspect import export_bin
-from cryostream.noise import add_noise, patch_rng
+from cryostream.noise import add_noise, noise_cell_rng
 from cryostream.prepare import prepare
 from cryostream.store import open_dataset, shard_folder
 from tests.conftest import write_mrc
@@ -72,7 +72,7 @@ def test_store_matches_the_numpy_oracle(micrographs, tmp_path):
                 np.testing.assert_array_equal(g["target"][i], target)
                 noisy = np.concatenate([  # noise drawn once per cell of `stride` rows
                     add_noise(images[m][r : r + 32] * np.float32(1 / p95), CONFIG.noise,
-                              patch_rng(0, uids[m], r // 32, 0))
+                              noise_cell_rng(0, uids[m], r // 32, 0))
                     for r in range(0, 200, 32)
                 ])
                 np.testing.assert_array_equal(g["input"][i], noisy[y : y + 64, x : x + 64])
@@ -82,6 +82,7 @@ def test_store_matches_the_numpy_oracle(micrographs, tmp_path):
         assert f["target"].chunks == (1, 64, 64) and f["target"].fletcher32
 
 
+@pytest.mark.slow
 def test_threads_cluster_and_worker_counts_agree(micrographs, tmp_path):
     threads = _datasets(prepare(micrographs, tmp_path / "a.h5", CONFIG).output)
     one = _datasets(prepare(micrographs, tmp_path / "b.h5", CONFIG, workers=1).output)
@@ -89,6 +90,7 @@ def test_threads_cluster_and_worker_counts_agree(micrographs, tmp_path):
     assert threads == one == two
 
 
+@pytest.mark.slow
 def test_matched_noise_agrees_on_threads_and_a_cluster(micrographs, tmp_path):
     cfg = PrepareConfig(patch_size=64, stride=32, test_fraction=0.34,
                         noise=NoiseConfig(model="matched", radius=8))
@@ -148,6 +150,7 @@ _KILLABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_nothing_complete_and_resumes_identically(micrographs, tmp_path):
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(out), *map(str, micrographs)])
@@ -221,6 +224,7 @@ _FULL_DISK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_full_disk_gives_a_clear_error_and_no_store(micrographs, tmp_path):
     out = tmp_path / "full.h5"
     result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(out), *map(str, micrographs)],
@@ -247,6 +251,7 @@ def test_dashboard_is_real_and_local(micrographs, tmp_path):
     assert links == [f"Dask dashboard: {link}"]
 
 
+@pytest.mark.slow
 def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
     out = tmp_path / "cli.h5"
     report = tmp_path / "report.html"
@@ -269,6 +274,7 @@ def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
             assert meta["dtype"] == "float32" and meta["shape"] == list(f[meta["dataset"]].shape)
 
 
+@pytest.mark.slow
 def test_existing_scheduler_by_address(micrographs, tmp_path):
     from distributed import LocalCluster
 

@@ -157,6 +157,7 @@ _INFER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_inference_loads_without_the_trainer(old_run, new_run):
     result = subprocess.run([sys.executable, "-c", _INFER, str(old_run[0]), str(new_run[0])],
                             capture_output=True, text=True, timeout=300,

@@ -98,6 +98,7 @@ def test_about_fifty_non_overlapping_particles_at_full_size():
     assert d[np.triu_indices(50, 1)].min() >= 280
 
 
+@pytest.mark.slow
 def test_thon_rings_follow_the_ctf():
     cfg = SimulateConfig(shape=(2048, 2048), seed=1)
     sim = simulate_micrograph(cfg, 0)
@@ -114,6 +115,7 @@ def test_thon_rings_follow_the_ctf():
     assert abs(ring_correlation(sim.noisy, defocus + 2500)) < ring_correlation(sim.noisy, defocus)
 
 
+@pytest.mark.slow
 def test_files_headers_and_star(tmp_path):
     sim = cryostream.simulate(tmp_path, 2, shape=(2048, 2048), seed=0)
     assert [p.name for p in sim.micrographs] == ["sim_0000.mrc", "sim_0001.mrc"]
