@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## simulate a small EMPIAR-10025-like set and run the pipeline on it
 	$(PY) examples/demo.py demo-output
 
-test: $(STAMP)  ## the test suite (no slow or GPU tests)
-	$(PY) -m pytest
+PYTEST_ARGS ?=  # more pytest options, e.g. make test PYTEST_ARGS="-k denoise -x"
+
+test: $(STAMP)  ## the test suite without slow or GPU tests (≤ 3 min on 2 cores); fails if none ran
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every CPU test, slow ones included
-	$(PY) -m pytest -m "not gpu"
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 docs: $(STAMP)  ## the HTML docs with the API reference, warnings as errors
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
