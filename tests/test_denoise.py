@@ -268,6 +268,31 @@ def test_ensemble_is_the_dihedral_mean_and_equivariant(trained, tmp_path):
     assert np.abs(np.rot90(out(sim.micrographs[0])) - out(turned)).max() > 1e-3
 
 
+def test_evaluation_report_of_the_test_split(tiny_run, tmp_path, capsys):
+    """``cryostream evaluate RUN STORE``: the test split's numbers in report.md and
+    report.json, the noisy input's PSNR that of the store's patches, and the training curve."""
+    import h5py
+
+    assert main(["evaluate", str(tiny_run.run), str(tiny_run.store), "-o", str(tmp_path / "rep"),
+                 "--patches", "6"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'rep'}/report.md")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    split = report["test_split"]
+    with h5py.File(tiny_run.store) as f:
+        noisy = f["test"]["input"][:6].astype(np.float64)
+        clean = f["test"]["target"][:6].astype(np.float64)
+    assert split["patches"] == 6
+    assert split["noisy_psnr"] == pytest.approx(10 * np.log10(1 / np.mean((noisy - clean) ** 2)),
+                                                abs=1e-4)
+    assert split["gaussian_psnr"] > split["noisy_psnr"] + 3  # σ > 0 here
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert f"| noisy input | {split['noisy_psnr']:.2f} |" in text
+    assert f"| cryostream model | {split['model_psnr']:.2f} |" in text
+    assert (tmp_path / "rep" / "training.png").read_bytes() == (tiny_run.run / "loss.png").read_bytes()
+    assert "simulated" not in report and "residual" not in report
+
+
+@pytest.mark.slow
 def test_evaluation_report(trained, tmp_path, capsys):
     run, sim = trained
     store = run.parent / "data.h5"

@@ -236,6 +236,7 @@ def test_full_disk_gives_a_clear_error_and_no_store(micrographs, tmp_path):
     assert not list(shard_folder(out).glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_dashboard_is_real_and_local(micrographs, tmp_path):
     from cryostream.cluster import compute_context
 

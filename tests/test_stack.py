@@ -57,11 +57,11 @@ def test_graph_holds_headers_not_pixels(small_mrcs):
     assert float(fresh[0, 0, 0]) == 7.0
 
 
-def test_schedulers_agree(small_mrcs):
+@pytest.mark.parametrize("scheduler", ["threads", "sync",
+                                       pytest.param("processes", marks=pytest.mark.slow)])
+def test_schedulers_agree(small_mrcs, scheduler):
     stack = open_micrographs(small_mrcs, chunks=16).data
-    expected = _oracle(small_mrcs)
-    for scheduler in ("threads", "sync", "processes"):
-        np.testing.assert_array_equal(stack.compute(scheduler=scheduler), expected)
+    np.testing.assert_array_equal(stack.compute(scheduler=scheduler), _oracle(small_mrcs))
 
 
 def test_reductions_are_lazy_and_exact(small_mrcs):

@@ -82,6 +82,7 @@ def _psnr_per_patch(estimate, reference) -> np.ndarray:
     return 10 * np.log10(1 / mse)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_result(tiny_run, store, tmp_path):
     whole = tiny_run.run  # trained with CONFIG on this store, without a stop
     assert tiny_run.result.steps == 8
