@@ -380,13 +380,13 @@ def test_rank_runs_scores_every_run_on_the_same_draws(trained, tmp_path):
     twin = tmp_path / "twin"  # the same network in another folder
     shutil.copytree(run, twin)
     config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
-    ranked = rank_runs([run, twin, run], sim.micrographs[:2], config=config)
+    ranked = rank_runs([run, twin, run], sim.micrographs[:1], config=config)
     assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
     assert {r["run"] for r in ranked} == {str(run.absolute()), str(twin.absolute())}
-    assert all(set(r["scores"]) == {"sim_0000", "sim_0001"} for r in ranked)
+    assert all(set(r["scores"]) == {"sim_0000"} for r in ranked)
     # every run is scored on the same noise draws: equal networks, equal scores
     assert ranked[0]["scores"] == ranked[1]["scores"] and ranked[0]["score"] == ranked[1]["score"]
-    alone = rank_runs([run], sim.micrographs[:2], config=config)[0]
+    alone = rank_runs([run], sim.micrographs[:1], config=config)[0]
     assert alone == next(r for r in ranked if r["run"] == str(run.absolute()))
     # the score by hand: the network, the correction, the input's mean and the Wiener gain on
     # two recorrupted copies, against the down-corrupted ones, in the micrograph's own units
@@ -421,6 +421,7 @@ def test_rank_runs_orders_differently_trained_runs(trained, tmp_path, capsys):
     assert [r["run"] for r in ranked if r["run"] == str(run.absolute())] == [str(run.absolute())]
     assert [r["score"] for r in ranked] == sorted(r["score"] for r in ranked)
     assert ranked[0]["score"] < ranked[1]["score"]  # different networks score differently
+    assert all(set(r["scores"]) == {"sim_0000", "sim_0001"} for r in ranked)
     alone = rank_runs([other], sim.micrographs[:2], config=config)[0]
     assert alone == next(r for r in ranked if r["run"] == str(other.absolute()))
     out = tmp_path / "rank.json"

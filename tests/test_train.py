@@ -37,6 +37,7 @@ def store(tiny_run):
     return tiny_run.store
 
 
+@pytest.mark.slow
 def test_the_step_compiles_once(store):
     model = create_model(CONFIG.model_config())
     tx = make_optimizer(CONFIG)
