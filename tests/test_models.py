@@ -42,8 +42,9 @@ def test_forward_shapes_dtypes_and_residual():
 
     cfg = PRESETS["unet-small"]
     x = jax.random.normal(jax.random.key(0), (2, 64, 48, 1))
-    out = _forward(_random(cfg, 0), x)
-    assert out.shape == x.shape and out.dtype == jnp.float32
+    # the preset computes in bfloat16 and returns float32 (shapes and dtypes: nothing compiled)
+    out = nnx.eval_shape(lambda m, x: m(x), _random(cfg, 0), x)
+    assert cfg.compute_dtype == "bfloat16" and out.shape == x.shape and out.dtype == jnp.float32
     plain = _random(dataclasses.replace(cfg, compute_dtype="float32"), 1)
     resid = _random(dataclasses.replace(cfg, compute_dtype="float32", residual=True), 1)
     np.testing.assert_allclose(_forward(resid, x), _forward(plain, x) + x, rtol=1e-5, atol=1e-5)
