@@ -3,8 +3,8 @@
 ``gaussian``: ``x + N(0, σ²)``; ``poisson``: ``Poisson(dose · max(x, 0)) / dose``;
 ``poisson-gaussian``: the Poisson draw, then the Gaussian; ``matched``: the micrograph's own
 noise statistics (:mod:`cryostream.matched`; per band in ``preprocess``, per patch here).
-Noise of a patch is seeded from what the patch *is*, never from scheduling:
-``default_rng([seed, micrograph_uid, y, x])``.
+Noise is seeded from what it belongs to, never from scheduling:
+``default_rng([seed, micrograph_uid, cell, stream])`` (:func:`noise_cell_rng`).
 
 Stored noise is drawn with two samplers of this module, each several times faster than
 NumPy's for these sizes and exact in distribution (tested against NumPy's in
