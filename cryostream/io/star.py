@@ -13,8 +13,10 @@ __all__ = ["read_micrograph_star"]
 _COLUMN = "rlnMicrographName"
 
 
-def read_micrograph_star(path: str | Path) -> list[Path]:
-    """The micrograph paths a RELION STAR file lists (column ``rlnMicrographName``).
+def read_micrograph_star(path: str | Path, column: str = _COLUMN) -> list[Path]:
+    """The micrograph paths a RELION STAR file lists in ``column`` (default
+    ``rlnMicrographName``; ``rlnMicrographNameEven`` / ``rlnMicrographNameOdd`` for the
+    even- and odd-frame sums RELION's motion correction writes).
 
     Relative names are resolved as RELION does, against the project folder: the STAR file's
     folder and up to three folders above it are tried, then the working directory; a name
@@ -29,14 +31,16 @@ def read_micrograph_star(path: str | Path) -> list[Path]:
             path, f"not a readable STAR file ({exc})", "check it was written by RELION"
         ) from None
     for block in blocks.values():
-        if hasattr(block, "columns") and _COLUMN in block.columns:
-            names = [str(n) for n in block[_COLUMN]]
+        if hasattr(block, "columns") and column in block.columns:
+            names = [str(n) for n in block[column]]
             break
     else:
         raise InvalidMicrographError(
             path,
-            f"no block has a {_COLUMN} column",
-            "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)",
+            f"no block has a {column} column",
+            "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
+            + ("" if column == _COLUMN else " that motion correction wrote with its "
+               "even- and odd-frame sums"),
         )
     bases = [path.parent, *list(path.parent.resolve().parents)[:3], Path.cwd()]
     out = []

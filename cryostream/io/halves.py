@@ -1,0 +1,111 @@
+"""Even- and odd-frame sums paired by file name.
+
+Motion correction can write, beside each full sum, the sums of its even and of its odd frames
+(MotionCor2 ``-SplitSum 1``: ``NAME_EVN.mrc`` / ``NAME_ODD.mrc``; RELION's
+``rlnMicrographNameEven`` / ``rlnMicrographNameOdd``; Warp's ``even/`` and ``odd/`` folders):
+two images of the same specimen with independent noise. :func:`pair_halves` matches them by
+name and checks them before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryostream.errors import ConfigError
+from cryostream.io.mrc import read_header
+
+__all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "pair_halves"]
+
+#: Name endings of even-frame sums (case-insensitive), stripped to find the micrograph's name.
+EVEN_SUFFIXES = ("_EVN", "_even", "-even", ".even")
+#: Name endings of odd-frame sums (case-insensitive).
+ODD_SUFFIXES = ("_ODD", "-odd", ".odd")
+
+
+def half_key(path: str | os.PathLike, suffixes: Iterable[str]) -> str:
+    """The micrograph name of a half-sum: its file stem without one of ``suffixes``
+    (case-insensitive), or the stem itself when it ends in none (halves kept apart by
+    folders, as Warp does).
+
+    Examples
+    --------
+    >>> half_key("Movies/mic_001_EVN.mrc", EVEN_SUFFIXES)
+    'mic_001'
+    >>> half_key("odd/mic_001.mrc", ODD_SUFFIXES)
+    'mic_001'
+    """
+    stem = Path(path).stem
+    pattern = "(" + "|".join(re.escape(s) for s in suffixes) + ")$"
+    return re.sub(pattern, "", stem, count=1, flags=re.IGNORECASE) or stem
+
+
+def _keyed(paths: list[Path], suffixes: tuple[str, ...], which: str) -> dict[str, Path]:
+    keyed: dict[str, Path] = {}
+    for p in paths:
+        key = half_key(p, suffixes)
+        if key in keyed:
+            raise ConfigError(f"{keyed[key]} and {p}: two {which} half-sums of the micrograph "
+                              f"{key!r}; pass each micrograph's {which} sum once")
+        keyed[key] = p
+    return keyed
+
+
+def _listing(names: list[str], keyed: dict[str, Path]) -> str:
+    shown = ", ".join(str(keyed[n]) for n in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def pair_halves(even, odd) -> list[tuple[Path, Path]]:
+    """Pair even- and odd-frame sums of the same micrographs by name.
+
+    A name is the file stem without ``_EVN``/``_even`` (even) or ``_ODD``/``_odd`` (odd),
+    case-insensitive (:func:`half_key`); halves in separate folders may share one stem.
+    Nothing is read but the headers, and nothing is written.
+
+    Parameters
+    ----------
+    even, odd : paths, globs or folders (one or a list)
+        The even- and odd-frame sums (:func:`cryostream.io.stack.expand_inputs`).
+
+    Returns
+    -------
+    list of (Path, Path)
+        ``(even, odd)`` per micrograph, in the order of ``even``.
+
+    Raises
+    ------
+    ConfigError
+        The counts differ, a half has no partner (the unmatched files are named), a name
+        appears twice, or the two halves of a micrograph differ in shape.
+    InvalidMicrographError
+        A half is missing or not a readable MRC micrograph.
+    """
+    from cryostream.io.stack import expand_inputs
+
+    evens = _keyed(expand_inputs(even), EVEN_SUFFIXES, "even")
+    odds = _keyed(expand_inputs(odd), ODD_SUFFIXES, "odd")
+    lonely_even = [k for k in evens if k not in odds]
+    lonely_odd = [k for k in odds if k not in evens]
+    if lonely_even or lonely_odd:
+        parts = []
+        if lonely_even:
+            parts.append(f"no odd half for {_listing(lonely_even, evens)}")
+        if lonely_odd:
+            parts.append(f"no even half for {_listing(lonely_odd, odds)}")
+        raise ConfigError(f"{len(evens)} even and {len(odds)} odd half-sums: "
+                          f"{'; '.join(parts)}. Halves pair by name (NAME_EVN.mrc with "
+                          "NAME_ODD.mrc, or one name in two folders): pass both halves of every "
+                          "micrograph")
+    pairs = []
+    for key, e in evens.items():
+        o = odds[key]
+        shape_e, shape_o = read_header(e).shape, read_header(o).shape
+        if shape_e != shape_o:
+            raise ConfigError(f"{e} is {shape_e[0]} × {shape_e[1]} px but its odd half {o} is "
+                              f"{shape_o[0]} × {shape_o[1]}: both halves come from one movie "
+                              "and have one shape; check they are the same micrograph's")
+        pairs.append((e, o))
+    return pairs
