@@ -15,6 +15,8 @@ FLAGS = {
     "detector_nps_nyquist": ("--detector-nps", "detector noise power at Nyquist relative to zero "
                              "frequency; 1 = white shot noise, real micrographs ≈0.03–0.1",
                              {"metavar": "R"}),
+    "even_odd": ("--even-odd", "also write each micrograph's even- and odd-frame halves "
+                 "(even/NAME_EVN.mrc, odd/NAME_ODD.mrc; the full sum is their sum)"),
 }
 """The :class:`~cryostream.config.SimulateConfig` fields the command sets."""
 
@@ -45,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     config = simulate_config(args)
     result = simulate(args.out, args.count, config=config, overwrite=args.overwrite,
                       progress=not args.quiet)
-    nbytes = sum(p.stat().st_size for p in result.micrographs + result.truths)
+    written = result.micrographs + result.truths + result.evens + result.odds
+    nbytes = sum(p.stat().st_size for p in written)
     rows, cols = config.shape
     print(
         f"simulated {len(result.micrographs)} micrographs of {rows} × {cols} px "
+        f"{'with their even/odd halves ' if config.even_odd else ''}"
         f"into {result.root} ({nbytes / 1e6:,.0f} MB, {result.seconds:.1f} s, "
         f"peak memory {peak_rss_mb():,.0f} MB)"
     )

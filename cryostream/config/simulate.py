@@ -63,6 +63,10 @@ class SimulateConfig:
         (0.07 rad per pixel at 1) grows with its square root, as the fluctuations of a thicker
         layer add up. The mean transmission and the particles' contrast are left alone (the
         dose sets the counts).
+    even_odd : bool
+        Also write each micrograph's even- and odd-frame halves, as motion correction does
+        (MotionCor2 ``-SplitSum 1``): the dose split in two, each half with its own shot noise,
+        the full sum exactly their sum (docs/guide/even_odd.md).
     """
 
     shape: tuple[int, int] = (7676, 7420)
@@ -80,6 +84,7 @@ class SimulateConfig:
     seed: int = 0
     particle: str = "t20s"
     ice_thickness_relative: float = 1.0
+    even_odd: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -105,5 +110,7 @@ class SimulateConfig:
         store_floats(self, "detector_nps_nyquist")
         if not (isinstance(self.detector_nps_nyquist, float) and 0 < self.detector_nps_nyquist <= 1):
             raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")
+        if not isinstance(self.even_odd, bool):
+            raise ConfigError(f"even_odd={self.even_odd!r}: must be True or False")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r}: must be an integer ≥ 0")

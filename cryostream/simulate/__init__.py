@@ -4,7 +4,10 @@ Layout of a simulated set ``OUT``::
 
     OUT/micrographs/sim_0000.mrc      shot-noise micrographs (float32, pixel size in header)
     OUT/truth/sim_0000.mrc            their noise-free expectations
-    OUT/micrographs.star              RELION list of micrographs with CTF parameters
+    OUT/even/sim_0000_EVN.mrc         with ``SimulateConfig.even_odd``: the even- and odd-frame
+    OUT/odd/sim_0000_ODD.mrc          halves (MotionCor2's names), ``sim_0000.mrc`` = EVN + ODD
+    OUT/micrographs.star              RELION list of micrographs with CTF parameters (and, with
+                                      the halves, ``rlnMicrographNameEven/Odd`` as RELION writes)
     OUT/particles.star                particle centres (pixels) and Euler angles; with a
                                       particle other than T20S (``SimulateConfig.particle``)
                                       also each particle's shape as ``rlnClassNumber``
@@ -36,7 +39,11 @@ __all__ = ["SimulatedSet", "simulate", "simulate_micrograph", "SimulatedMicrogra
 
 @dataclasses.dataclass(frozen=True)
 class SimulatedSet:
-    """Paths of a simulated set written by :func:`simulate`."""
+    """Paths of a simulated set written by :func:`simulate`.
+
+    ``evens`` and ``odds`` are the half-sums, one per micrograph in the same order, with
+    ``SimulateConfig.even_odd``; empty without.
+    """
 
     root: Path
     micrographs: tuple[Path, ...]
@@ -44,6 +51,8 @@ class SimulatedSet:
     micrographs_star: Path
     particles_star: Path
     seconds: float
+    evens: tuple[Path, ...] = ()
+    odds: tuple[Path, ...] = ()
 
 
 def simulate(
@@ -84,18 +93,20 @@ def simulate(
     config = config or SimulateConfig(shape=tuple(shape), seed=seed)
     root = Path(out)
     mic_dir, truth_dir = root / "micrographs", root / "truth"
-    try:
-        mic_dir.mkdir(parents=True, exist_ok=True)
-        truth_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
+    half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     if not overwrite and (root / "simulate.json").exists():
         raise StoreError(
             f"{root} already holds a simulated set; pass overwrite=True (--overwrite) "
             "or choose another folder"
         )
+    try:
+        for folder in (mic_dir, truth_dir, *half_dirs):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
     start = time.perf_counter()
     mic_rows, particle_rows, mics, truths = [], [], [], []
+    halves: dict[str, list[Path]] = {"Even": [], "Odd": []}
     ps = config.pixel_size_angstrom
     for index in tqdm(range(count), desc="simulate", unit="mic", disable=not progress):
         sim = simulate_micrograph(config, index)
@@ -105,9 +116,18 @@ def simulate(
         write_micrograph(truth_dir / name, sim.truth, ps, history=label + " truth", overwrite=True)
         mics.append(mic_dir / name)
         truths.append(truth_dir / name)
+        half_names = {}
+        for which, folder, image, suffix in zip(("Even", "Odd"), half_dirs, (sim.even, sim.odd),
+                                                ("_EVN", "_ODD"), strict=False):
+            half = folder / f"{Path(name).stem}{suffix}.mrc"
+            write_micrograph(half, image, ps, history=f"{label} {which.lower()} frames",
+                             overwrite=True)
+            halves[which].append(half)
+            half_names[f"rlnMicrographName{which}"] = f"{folder.name}/{half.name}"
         mic_rows.append(
             {
                 "rlnMicrographName": f"micrographs/{name}",
+                **half_names,
                 "rlnDefocusU": sim.defocus_u_angstrom,
                 "rlnDefocusV": sim.defocus_v_angstrom,
                 "rlnDefocusAngle": sim.astigmatism_angle_deg,
@@ -145,4 +165,6 @@ def simulate(
         micrographs_star=mic_star,
         particles_star=particle_star,
         seconds=time.perf_counter() - start,
+        evens=tuple(halves["Even"]),
+        odds=tuple(halves["Odd"]),
     )

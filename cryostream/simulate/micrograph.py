@@ -17,8 +17,15 @@ Image formation (weak-phase approximation, one Fourier pass):
 5. Shot noise: the ground truth is the expected electron count per pixel; the micrograph is
    a Poisson draw of it, whose noise (draw minus expectation) is shaped by the detector's
    noise power spectrum when ``detector_nps_nyquist < 1`` (:func:`detector_nps`).
+6. Even/odd halves (``config.even_odd``): the counts of each pixel are split between two
+   halves by a fair coin per electron (a binomial draw), which makes each half an independent
+   Poisson draw of half the expectation whose sum is the full micrograph exactly, as the sums
+   of a movie's even and odd frames are; each half's noise is then shaped by the detector as
+   the full sum's is, and the full sum becomes ``even + odd``.
 
-Everything random comes from ``numpy.random.default_rng([seed, index])``.
+Everything random comes from ``numpy.random.default_rng([seed, index])``, the halves' split
+from ``default_rng([seed, index, 1])``: the full sum does not depend on ``even_odd`` (with
+``detector_nps_nyquist < 1``, up to float32 rounding of ``even + odd``).
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ class SimulatedMicrograph:
     ice : numpy.ndarray of float32, optional
         With ``components=True``: the part of ``truth`` drawn by the amorphous-ice texture
         (``truth − ice`` is the particles and the background); the texture is a Gaussian field.
+    even, odd : numpy.ndarray of float32, shape (ny, nx), optional
+        With ``config.even_odd``: the two half-dose sums, each with its own shot noise around
+        ``truth / 2``; ``noisy`` is exactly ``even + odd``.
     """
 
     noisy: np.ndarray
@@ -93,6 +103,8 @@ class SimulatedMicrograph:
     defocus_v_angstrom: float
     astigmatism_angle_deg: float
     ice: np.ndarray | None = None
+    even: np.ndarray | None = None
+    odd: np.ndarray | None = None
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -284,14 +296,24 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
     if ice_contrast is not None:
         ice_contrast *= background
         ice_contrast *= np.float32(dose_px)
-    noisy = rng.poisson(truth).astype(np.float32)
+    counts = rng.poisson(truth)
+    noisy = counts.astype(np.float32)
+    even = odd = None
+    if config.even_odd:
+        # Each electron to either half with probability 1/2: independent Poisson(truth / 2).
+        even_counts = np.random.default_rng([config.seed, index, 1]).binomial(counts, 0.5)
+        counts -= even_counts
+        even, odd = even_counts.astype(np.float32), counts.astype(np.float32)
+        del even_counts
+    del counts
     if config.detector_nps_nyquist < 1:
-        fy, fx = frequencies((ny, nx), "rfft", dtype=np.float32)
-        response = np.sqrt(detector_nps(np.hypot(fy, fx), config.detector_nps_nyquist))
-        noise = scipy.fft.rfft2(noisy - truth, workers=-1)
-        noise *= response.astype(np.float32)
-        noisy = (truth + scipy.fft.irfft2(noise, s=(ny, nx), workers=-1)).astype(np.float32)
-        del noise, response
+        if even is None:
+            noisy = _detector_response(noisy, truth, config.detector_nps_nyquist)
+        else:
+            half = truth * np.float32(0.5)
+            even = _detector_response(even, half, config.detector_nps_nyquist)
+            odd = _detector_response(odd, half, config.detector_nps_nyquist)
+            noisy = even + odd
     return SimulatedMicrograph(
         noisy=noisy,
         truth=truth,
@@ -300,4 +322,16 @@ def simulate_micrograph(config: SimulateConfig, index: int, *,
         defocus_v_angstrom=float(df_v),
         astigmatism_angle_deg=float(angle),
         ice=ice_contrast,
+        even=even,
+        odd=odd,
     )
+
+
+def _detector_response(noisy: np.ndarray, expected: np.ndarray, nyquist_ratio: float) -> np.ndarray:
+    """``noisy`` with its shot noise (``noisy − expected``) shaped by :func:`detector_nps`."""
+    ny, nx = noisy.shape
+    fy, fx = frequencies((ny, nx), "rfft", dtype=np.float32)
+    response = np.sqrt(detector_nps(np.hypot(fy, fx), nyquist_ratio))
+    noise = scipy.fft.rfft2(noisy - expected, workers=-1)
+    noise *= response.astype(np.float32)
+    return (expected + scipy.fft.irfft2(noise, s=(ny, nx), workers=-1)).astype(np.float32)
