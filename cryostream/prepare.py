@@ -27,7 +27,7 @@ from cryostream.cluster import (
     compute_context,
     computer,
 )
-from cryostream.config import PrepareConfig, to_dict, to_json
+from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.stack import (
     MicrographSkippedWarning,
@@ -37,6 +37,7 @@ from cryostream.io.stack import (
     read_headers,
     stack_from_headers,
 )
+from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
     check_patch_size,
@@ -117,6 +118,7 @@ def prepare(
     overwrite: bool = False,
     progress: bool = False,
     targets: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    odd: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     log=print,
 ) -> PrepareResult:
     """Normalise, patch and noise micrographs into an HDF5 store (see docs/guide/preparing.md).
@@ -152,6 +154,15 @@ def prepare(
         ``truth/`` folder of :func:`cryostream.simulate`): the store then pairs each micrograph
         (input) with its target, both divided by the micrograph's percentile, and adds no noise
         (needs ``noise.model == "none"``).
+    odd : paths, globs, folders or RELION STAR files, optional
+        The odd-frame sums of the micrographs whose even-frame sums are ``inputs``
+        (docs/guide/even_odd.md): the halves pair by name (``NAME_EVN.mrc`` with
+        ``NAME_ODD.mrc``, or one name in two folders; a STAR file contributes its
+        ``rlnMicrographNameEven`` column among ``inputs`` and ``rlnMicrographNameOdd`` here) and
+        the store holds both directions, even→odd and odd→even, as (input, target) pairs named
+        ``NAME_EVN`` and ``NAME_ODD``, each divided by its input half's percentile, with no added
+        noise: ``config`` defaults to noise model ``none`` and must keep it. Both directions of
+        a micrograph fall in the same split.
     log : callable
         Receives the dashboard link and other notes.
 
@@ -160,13 +171,24 @@ def prepare(
     PrepareResult
     """
     start = time.perf_counter()
+    halves = None
+    if odd is not None:
+        if targets is not None:
+            raise ConfigError("targets (--targets) and odd (--odd) were both given: the odd "
+                              "halves are the even halves' targets; give one of them")
+        config = config or PrepareConfig(noise=NoiseConfig(model="none"))
+        check_halves_config(config)
     config = config or PrepareConfig()
     output = Path(output).absolute()
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
     check_patch_size(config, MODEL_MULTIPLE)
-    given, given_targets = _listed(inputs), _listed(targets)
-    paths = expand_inputs(given)
-    target_paths = expand_inputs(given_targets) if targets is not None else None
+    given, given_targets = _listed(inputs), _listed(targets) + _listed(odd)
+    if odd is not None:
+        halves = half_directions(given, _listed(odd))
+        paths, target_paths = list(halves.inputs), list(halves.targets)
+    else:
+        paths = expand_inputs(given)
+        target_paths = expand_inputs(given_targets) if targets is not None else None
     check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
     headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
     if scheduler is not None:  # before anything is written
@@ -184,7 +206,7 @@ def prepare(
             statistics = _measure(folder, headers, config, compute)
             usable = _usable(headers, statistics, config, permissive, skipped)
             write_statistics(folder, statistics)
-            kept = _keep(usable, headers, target_headers, statistics, config)
+            kept = _keep(usable, headers, target_headers, statistics, config, halves)
             noises = noise_table(folder, kept.headers, kept.percentiles, config)
             _write_shards(compute, folder, kept, layout, noises, config)
 
@@ -268,21 +290,25 @@ def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
 
 
 def _keep(usable: list[int], headers, target_headers, statistics: dict,
-          config: PrepareConfig) -> _Kept:
-    """The usable micrographs with their names, uids, percentiles and splits."""
+          config: PrepareConfig, halves: HalfDirections | None = None) -> _Kept:
+    """The usable micrographs with their names, uids, percentiles and splits (half-sums: a
+    micrograph is kept in both directions or in neither, both in one split)."""
+    if halves is not None:
+        usable = [i for i in usable if halves.partner(i) in usable]
     if not usable:
         raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     headers = [headers[i] for i in usable]
     if target_headers is not None:
         target_headers = [target_headers[i] for i in usable]
-    names = micrograph_names(headers)
+    names = micrograph_names(headers) if halves is None else [halves.names[i] for i in usable]
     uids = tuple(micrograph_uid(n) for n in names)
     if len(set(uids)) != len(uids):
         raise InvalidMicrographError("<inputs>", "two micrographs share a name",
                                      "give every micrograph a distinct file name")
+    splits = (split_micrographs(names, config.test_fraction, config.seed) if halves is None
+              else halves.splits(usable, config.test_fraction, config.seed))
     return _Kept(headers, target_headers, names, uids,
-                 percentiles=np.array([statistics[h.path][0] for h in headers]),
-                 splits=split_micrographs(names, config.test_fraction, config.seed))
+                 percentiles=np.array([statistics[h.path][0] for h in headers]), splits=splits)
 
 
 def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,

@@ -7,6 +7,7 @@ Also the preprocessing flags shared with ``plan`` (:data:`FLAGS`, :func:`add_pre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from cryostream.cli.common import (
     add_config_flags,
@@ -14,10 +15,18 @@ from cryostream.cli.common import (
     config_from_args,
     given,
 )
-from cryostream.config import COMPRESSIONS, NOISE_MODELS, NOISE_MODES, STORE_DTYPES, PrepareConfig
+from cryostream.config import (
+    COMPRESSIONS,
+    NOISE_MODELS,
+    NOISE_MODES,
+    STORE_DTYPES,
+    NoiseConfig,
+    PrepareConfig,
+)
+from cryostream.errors import ConfigError
 from cryostream.patches import EDGE_POLICIES
 
-__all__ = ["FLAGS", "add_parser", "add_prepare_options", "prepare_config", "run"]
+__all__ = ["FLAGS", "add_parser", "add_prepare_options", "odd_inputs", "prepare_config", "run"]
 
 FLAGS = {
     "patch_size": ("--patch", "patch edge, px"),
@@ -63,6 +72,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--targets", nargs="+", metavar="TARGET",
                    help="one target per micrograph (e.g. a simulation's truth/ folder): pair "
                    "them as (input, target) with --noise none")
+    p.add_argument("--odd", nargs="*", metavar="ODD",
+                   help="the odd-frame sums of the even-frame sums given as inputs (NAME_EVN.mrc "
+                   "with NAME_ODD.mrc, or one name in two folders): train Noise2Noise on both "
+                   "directions, no noise added (--noise none is implied); with no value, the "
+                   "inputs are STAR files and their rlnMicrographNameEven/Odd columns are used")
     add_prepare_options(p)
     g = p.add_argument_group("where it runs")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
@@ -81,10 +95,13 @@ def run(args: argparse.Namespace) -> int:
     """Prepare the store and print its one-line summary."""
     from cryostream.prepare import prepare
 
+    config, odd = prepare_config(args), odd_inputs(args)
+    if odd is not None and config.noise == NoiseConfig():  # no noise option given
+        config = dataclasses.replace(config, noise=NoiseConfig(model="none"))
     result = prepare(
         args.inputs,
         args.output,
-        prepare_config(args),
+        config,
         permissive=args.permissive,
         scheduler=args.scheduler,
         workers=args.workers,
@@ -93,7 +110,26 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         targets=args.targets,
+        odd=odd,
         **given(args, "dashboard_address"),
     )
     print(result.summary())
     return 0
+
+
+def odd_inputs(args: argparse.Namespace) -> list[str] | None:
+    """The odd-frame sums ``--odd`` names: its values, or the inputs (STAR files, read for their
+    ``rlnMicrographNameOdd`` column) when it has none; ``None`` without ``--odd``.
+
+    Raises
+    ------
+    ConfigError
+        ``--odd`` without values when an input is not a STAR file.
+    """
+    if args.odd is None or args.odd:
+        return args.odd
+    not_star = [i for i in args.inputs if not i.lower().endswith(".star")]
+    if not_star:
+        raise ConfigError(f"--odd without files reads the inputs' rlnMicrographNameOdd column, but "
+                          f"{not_star[0]} is not a STAR file; give the odd halves: --odd ODD...")
+    return list(args.inputs)

@@ -1,0 +1,206 @@
+"""Even/odd half-sums: simulated halves, paired stores of both directions, Noise2Noise training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import h5py
+import mrcfile
+import numpy as np
+import pytest
+
+from cryostream.cli import main
+from cryostream.config import NoiseConfig, PrepareConfig, SimulateConfig, from_dict
+from cryostream.errors import ConfigError
+from cryostream.prepare import prepare
+from cryostream.simulate import simulate, simulate_micrograph
+from tests.conftest import TINY_TRAIN, write_mrc
+
+PAIRED = PrepareConfig(patch_size=64, stride=64, test_fraction=0.34,
+                       noise=NoiseConfig(model="none"))
+
+
+@pytest.fixture(scope="module")
+def halves_set(tmp_path_factory):
+    """Three simulated 128 × 160 px micrographs with their even/odd halves."""
+    root = tmp_path_factory.mktemp("eo")
+    return simulate(root / "sim", 3, config=SimulateConfig(shape=(128, 160), seed=4,
+                                                           even_odd=True))
+
+
+@pytest.fixture(scope="module")
+def paired_store(halves_set, tmp_path_factory):
+    """The halves prepared into a store of both directions."""
+    out = tmp_path_factory.mktemp("store") / "pairs.h5"
+    return prepare(halves_set.evens, out, PAIRED, odd=halves_set.odds)
+
+
+def _read(path) -> np.ndarray:
+    return mrcfile.read(path).astype(np.float64)
+
+
+def _nps_mean(shape, ratio):
+    """Mean over the rfft grid of the documented detector spectrum r + (1 − r)·cos²(πf)."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    f = np.minimum(np.hypot(fy, fx), 0.5)
+    nps = ratio + (1 - ratio) * np.cos(np.pi * f) ** 2
+    weight = np.full(nps.shape, 2.0)  # the rfft's half plane: inner columns count twice
+    weight[:, 0] = 1
+    if shape[1] % 2 == 0:
+        weight[:, -1] = 1
+    return float((nps * weight).sum() / weight.sum())
+
+
+def test_simulated_halves_sum_to_the_full_sum_with_half_dose_shot_noise(halves_set):
+    star = halves_set.micrographs_star.read_text()
+    assert "rlnMicrographNameEven" in star and "even/sim_0000_EVN.mrc" in star
+    for full_path, even_path, odd_path, truth_path in zip(
+            halves_set.micrographs, halves_set.evens, halves_set.odds, halves_set.truths,
+            strict=True):
+        assert (even_path.parent.name, odd_path.parent.name) == ("even", "odd")
+        assert even_path.name == full_path.stem + "_EVN.mrc"
+        full, even, odd = (mrcfile.read(p) for p in (full_path, even_path, odd_path))
+        assert np.array_equal(full, even + odd)  # exactly, in float32
+        half = _read(truth_path) / 2
+        for image in (even, odd):  # Poisson: variance = expectation, counts are integers
+            assert np.array_equal(image, np.round(image))
+            ratio = np.var(image - half) / half.mean()
+            assert 0.95 < ratio < 1.05, ratio
+        r = np.corrcoef((even - half).ravel(), (odd - half).ravel())[0, 1]
+        assert abs(r) < 0.03, r  # independent halves
+
+
+def test_detector_response_shapes_each_half_and_leaves_the_default_alone():
+    base = SimulateConfig(shape=(192, 256), seed=8, detector_nps_nyquist=0.1)
+    sim = simulate_micrograph(dataclasses.replace(base, even_odd=True), 2)
+    plain = simulate_micrograph(base, 2)
+    assert plain.even is None and plain.odd is None
+    assert np.array_equal(sim.truth, plain.truth)
+    assert np.array_equal(sim.noisy, sim.even + sim.odd)
+    # The same draw as without halves, up to float32 rounding of even + odd.
+    np.testing.assert_allclose(sim.noisy, plain.noisy, rtol=0, atol=1e-4 * plain.noisy.max())
+    half = sim.truth.astype(np.float64) / 2
+    expected = half.mean() * _nps_mean(base.shape, 0.1)
+    for image in (sim.even, sim.odd):
+        ratio = np.var(image - half) / expected
+        assert 0.95 < ratio < 1.05, ratio
+    white = SimulateConfig(shape=(128, 160), seed=8)
+    assert np.array_equal(simulate_micrograph(dataclasses.replace(white, even_odd=True), 1).noisy,
+                          simulate_micrograph(white, 1).noisy)
+    again = simulate_micrograph(dataclasses.replace(base, even_odd=True), 2)
+    assert np.array_equal(again.even, sim.even) and np.array_equal(again.odd, sim.odd)
+
+
+def test_prepare_stores_both_directions_of_every_pair(halves_set, paired_store):
+    with h5py.File(paired_store.output) as f:
+        table = f["micrographs"]
+        names = [n.decode() for n in table["name"][:]]
+        sources = [Path(s.decode()) for s in table["source"][:]]
+        splits = [s.decode() for s in table["split"][:]]
+        percentiles = table["percentile"][:]
+        assert json.loads(f.attrs["noise"])["model"] == "none"
+        assert json.loads(f.attrs["targets"]) == [str(p) for p in halves_set.odds + halves_set.evens]
+        stored = {split: (f[f"{split}/index"][:], f[f"{split}/input"][:], f[f"{split}/target"][:])
+                  for split in ("train", "test")}
+    keys = [p.stem for p in halves_set.micrographs]
+    assert names == [f"{k}_EVN" for k in keys] + [f"{k}_ODD" for k in keys]
+    assert sources == [p.absolute() for p in halves_set.evens + halves_set.odds]
+    assert splits[:3] == splits[3:] and sorted(splits[:3]) == ["test", "train", "train"]
+    evens = [_read(p) for p in halves_set.evens]
+    odds = [_read(p) for p in halves_set.odds]
+    pairs = [(e, o) for e, o in zip(evens, odds, strict=True)]
+    pairs += [(o, e) for e, o in zip(evens, odds, strict=True)]
+    seen = 0
+    for split, (index, inputs, targets) in stored.items():
+        for (m, y, x), given, target in zip(index, inputs, targets, strict=True):
+            assert splits[m] == split
+            source, other = pairs[m]
+            scale = np.percentile(source, 95)  # the input half's percentile, for both
+            assert percentiles[m] == pytest.approx(scale, rel=1e-6)
+            np.testing.assert_allclose(given, source[y:y + 64, x:x + 64] / scale, rtol=1e-5)
+            np.testing.assert_allclose(target, other[y:y + 64, x:x + 64] / scale, rtol=1e-5)
+            seen += 1
+    assert seen == 6 * 2 * 3  # six directions of 2 × 3 patches (the last column shifted in)
+
+
+def test_cli_pairs_folders_and_star_columns_with_no_noise(halves_set, tmp_path, capsys):
+    root = halves_set.root
+    out = tmp_path / "cli.h5"
+    assert main(["prepare", str(root / "even"), "--odd", str(root / "odd"), "-o", str(out),
+                 "--patch", "64", "--stride", "64", "--quiet"]) == 0
+    assert "prepared 6 micrographs" in capsys.readouterr().out
+    star_out = tmp_path / "star.h5"
+    assert main(["prepare", str(halves_set.micrographs_star), "--odd", "-o", str(star_out),
+                 "--patch", "64", "--stride", "64", "--quiet"]) == 0
+    for store in (out, star_out):
+        with h5py.File(store) as f:
+            assert json.loads(f.attrs["noise"])["model"] == "none"
+            sources = [Path(s.decode()).resolve() for s in f["micrographs/source"][:]]
+        assert sources == [p.resolve() for p in halves_set.evens + halves_set.odds]
+
+
+def _refused(capsys, tmp_path, argv, *expected):
+    out = tmp_path / "bad.h5"
+    assert main(["prepare", *argv, "-o", str(out), "--patch", "64", "--stride", "64",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for text in expected:
+        assert text in err, err
+    assert not out.exists() and not Path(f"{out}.shards").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == []
+
+
+def test_bad_halves_are_refused_before_anything_is_written(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    even, odd = tmp_path / "even", tmp_path / "odd"
+    even.mkdir()
+    odd.mkdir()
+    for name in ("a", "b"):
+        write_mrc(even / f"{name}_EVN.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+    write_mrc(odd / "a_ODD.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+    write_mrc(odd / "c_ODD.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+    _refused(capsys, tmp_path, [str(even), "--odd", str(odd)],
+             f"no odd half for {even / 'b_EVN.mrc'}", f"no even half for {odd / 'c_ODD.mrc'}")
+    (odd / "c_ODD.mrc").rename(odd / "b_ODD.mrc")
+    write_mrc(odd / "b_ODD.mrc", rng.poisson(10, (128, 96)).astype(np.float32))
+    _refused(capsys, tmp_path, [str(even), "--odd", str(odd)],
+             str(even / "b_EVN.mrc"), str(odd / "b_ODD.mrc"), "96 × 128", "128 × 96")
+    write_mrc(odd / "b_ODD.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+    _refused(capsys, tmp_path, [str(even), "--odd", str(odd), "--noise", "gaussian"],
+             "noise='gaussian'", "--noise none")
+    _refused(capsys, tmp_path, [str(even), "--odd"], f"{even} is not a STAR file", "--odd ODD")
+    with pytest.raises(ConfigError, match="--noise none"):
+        prepare(even, tmp_path / "py.h5", PrepareConfig(patch_size=64), odd=odd)
+    assert not (tmp_path / "py.h5").exists()
+
+
+def test_a_run_on_halves_gets_no_noisier2noise_correction(paired_store, tmp_path):
+    """The record a run on the store carries (the store's own config) decides plain
+    Noise2Noise: the default denoising recipe applies no Noisier2Noise correction."""
+    from cryostream.config.denoise import DenoiseConfig
+    from cryostream.runs import RunRecord
+
+    with h5py.File(paired_store.output) as f:
+        stored = from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"])
+    assert stored == PAIRED
+    record = RunRecord(tmp_path / "run", TINY_TRAIN, stored, str(paired_store.output))
+    assert DenoiseConfig().for_run(record).n2n_correction is False
+
+
+@pytest.mark.slow
+def test_train_on_halves_learns_plain_noise2noise(paired_store, tmp_path):
+    """unet-small, two steps on the paired store (≈45 s here, mostly compiling)."""
+    from cryostream.config.denoise import DenoiseConfig
+    from cryostream.runs import load_record
+    from cryostream.training import train
+
+    config = dataclasses.replace(TINY_TRAIN, steps=2, eval_every=2, checkpoint_every=2)
+    result = train(paired_store.output, tmp_path / "run", config, log=lambda *_: None)
+    assert result.steps == 2 and np.isfinite(result.final_loss)
+    record = load_record(tmp_path / "run")
+    assert record.noise.model == "none"
+    assert DenoiseConfig().for_run(record).n2n_correction is False
