@@ -1,0 +1,166 @@
+"""Which simulated micrographs a run never trained on, from its store's record of the split:
+the ground truth is scored only on those."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from cryostream.errors import ConfigError
+from cryostream.evaluate.numbers import simulated_pairs
+
+__all__ = ["HALF_SUFFIXES", "TrainingMicrograph", "training_micrographs", "TruthSelection",
+           "select_held_out"]
+
+
+#: File-name endings of even- and odd-frame half-sums (MotionCor2, RELION, Warp): a store's
+#: ``NAME_EVN`` came from the micrograph ``NAME``.
+HALF_SUFFIXES = ("_EVN", "_ODD", "_even", "_odd", "-even", "-odd", ".even", ".odd")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingMicrograph:
+    """One micrograph of a store's training split.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the store (the file stem, or the path where two stems collide).
+    source : str
+        The image patched as the network's input (absolute path when prepared).
+    target : str or None
+        The image patched as the target of a paired store (``prepare --targets``, half-sums).
+    """
+
+    name: str
+    source: str
+    target: str | None
+
+    @property
+    def micrograph(self) -> str:
+        """The micrograph it came from: the name's stem less a half-sum ending
+        (:data:`HALF_SUFFIXES`)."""
+        stem = Path(self.name).stem if os.sep in self.name else self.name
+        for suffix in HALF_SUFFIXES:
+            if stem.lower().endswith(suffix.lower()) and len(stem) > len(suffix):
+                return stem[: -len(suffix)]
+        return stem
+
+
+def training_micrographs(store) -> list[TrainingMicrograph] | None:
+    """The micrographs of ``store``'s training split (its ``micrographs/split`` table), or
+    ``None`` when the store cannot be read here (moved, deleted, or a shipped model's)."""
+    import h5py
+
+    try:
+        with h5py.File(store, "r") as f:
+            table = f["micrographs"]
+            names, sources = table["name"].asstr()[:], table["source"].asstr()[:]
+            splits = table["split"].asstr()[:]
+            targets = json.loads(f.attrs.get("targets", "[]")) or [None] * len(names)
+    except (OSError, KeyError, ValueError):
+        return None
+    if len(targets) != len(names):
+        targets = [None] * len(names)
+    return [TrainingMicrograph(str(n), str(s), t) for n, s, t, split
+            in zip(names, sources, targets, splits, strict=True) if split == "train"]
+
+
+def _same_bytes(a: Path, b: Path, block: int = 1 << 20) -> bool:
+    """Whether two files have one size and the same first ``block`` bytes after the header."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            fa.seek(1024)
+            fb.seek(1024)
+            return fa.read(block) == fb.read(block)
+    except OSError:
+        return False
+
+
+def _trained_on(noisy: Path, truth: Path, training: list[TrainingMicrograph]) -> bool:
+    """Whether a simulated micrograph (or its truth) is among ``training``: the same file, or
+    the same micrograph name and either the same simulated set (its half-sums beside it), a
+    file no longer where it was prepared from (moved: assumed the same), or the same bytes."""
+    here = {str(noisy.resolve()), str(truth.resolve())}
+    root = noisy.resolve().parent.parent
+    for t in training:
+        files = {t.source} | ({t.target} if t.target else set())
+        if files & here:
+            return True
+        if t.micrograph != noisy.stem:
+            continue
+        source = Path(t.source)
+        if source.parent.parent == root or not source.exists() or _same_bytes(source, noisy):
+            return True
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthSelection:
+    """The simulated micrographs the truth section scores: those the run never trained on.
+
+    Attributes
+    ----------
+    pairs : tuple of (Path, Path)
+        ``(micrographs/NAME.mrc, truth/NAME.mrc)`` scored, sorted by name.
+    in_training : tuple of str
+        File names of the set's micrographs in the run's training split, left out.
+    store : str
+        The store the run was trained on (from its record).
+    checked : bool
+        Whether that store could be read to check; ``False`` when it is not on this machine
+        (e.g. a shipped model's), and every micrograph is scored.
+    """
+
+    pairs: tuple[tuple[Path, Path], ...]
+    in_training: tuple[str, ...]
+    store: str
+    checked: bool
+
+    def note(self) -> str:
+        """One sentence for the report: what was scored and why it is held out."""
+        names = ", ".join(p[0].name for p in self.pairs)
+        if not self.checked:
+            return (f"Scored {names}. The run's training store ({self.store}) cannot be read "
+                    "here, so whether it held these micrographs was not checked.")
+        left = (f"; left out, in its training split: {', '.join(self.in_training)}"
+                if self.in_training else "")
+        return (f"Scored {names}: held out of the run's training (not in the training split "
+                f"of {self.store}){left}.")
+
+    def as_dict(self) -> dict:
+        """JSON values for ``report.json``."""
+        return {"scored": [p[0].name for p in self.pairs], "in_training": list(self.in_training),
+                "store": self.store, "checked": self.checked}
+
+
+def select_held_out(truth_root, limit: int, record) -> TruthSelection:
+    """The first ``limit`` micrographs of the simulated set ``truth_root`` that the run of
+    ``record`` (a :class:`~cryostream.runs.RunRecord`) did not train on.
+
+    A micrograph counts as trained on when its file or its truth is a source or target of the
+    training split of the run's store (:func:`training_micrographs`), or a training micrograph
+    has its name and is from the same simulated set (its even/odd halves), no longer where it
+    was prepared from, or the same bytes. Raises :class:`ConfigError` naming the folder and the
+    fix when every micrograph is trained on; when the store cannot be read, all are scored
+    (``checked`` False).
+    """
+    pairs = simulated_pairs(Path(truth_root))
+    training = training_micrographs(record.store)
+    if training is None:
+        return TruthSelection(tuple(pairs[:limit]), (), record.store, False)
+    held, trained = [], []
+    for noisy, truth in pairs:
+        (trained if _trained_on(noisy, truth, training) else held).append((noisy, truth))
+    if not held:
+        raise ConfigError(
+            f"truth={truth_root}: all {len(pairs)} micrographs are in the training split of "
+            f"the run's store {record.store}, so scoring them would flatter the run; simulate "
+            "a new set to score (cryostream simulate with another --seed) or prepare the store "
+            "with a test split (--test-fraction) and train again")
+    return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), record.store,
+                          True)
