@@ -204,7 +204,7 @@ def prepare(
         ) as client:
             compute = computer(client, progress)
             statistics = _measure(folder, headers, config, compute)
-            usable = _usable(headers, statistics, config, permissive, skipped)
+            usable = _usable(headers, statistics, config, permissive, skipped, halves)
             write_statistics(folder, statistics)
             kept = _keep(usable, headers, target_headers, statistics, config, halves)
             noises = noise_table(folder, kept.headers, kept.percentiles, config)
@@ -274,8 +274,9 @@ def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str,
 
 
 def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
-            skipped: list[dict]) -> list[int]:
-    """Positions of the micrographs whose statistics pass; the others are skipped or raise."""
+            skipped: list[dict], halves: HalfDirections | None = None) -> list[int]:
+    """Positions of the micrographs whose statistics pass; the others are skipped or raise.
+    Half-sums: a micrograph is kept in both directions or in neither."""
     usable = []
     for i, h in enumerate(headers):
         try:
@@ -286,15 +287,18 @@ def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
                 raise
             skipped.append({"path": h.path, "reason": str(exc)})
             warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=3)
+    if halves is not None:
+        for i in [i for i in usable if halves.partner(i) not in usable]:
+            skipped.append({"path": headers[i].path, "reason": "its other half "
+                            f"{headers[halves.partner(i)].path} was skipped"})
+        usable = [i for i in usable if halves.partner(i) in usable]
     return usable
 
 
 def _keep(usable: list[int], headers, target_headers, statistics: dict,
           config: PrepareConfig, halves: HalfDirections | None = None) -> _Kept:
-    """The usable micrographs with their names, uids, percentiles and splits (half-sums: a
-    micrograph is kept in both directions or in neither, both in one split)."""
-    if halves is not None:
-        usable = [i for i in usable if halves.partner(i) in usable]
+    """The usable micrographs with their names, uids, percentiles and splits (half-sums: both
+    directions of a micrograph in one split)."""
     if not usable:
         raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     headers = [headers[i] for i in usable]

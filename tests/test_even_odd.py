@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import pytest
 from cryostream.cli import main
 from cryostream.config import NoiseConfig, PrepareConfig, SimulateConfig, from_dict
 from cryostream.errors import ConfigError
+from cryostream.io.stack import MicrographSkippedWarning
 from cryostream.prepare import prepare
 from cryostream.simulate import simulate, simulate_micrograph
 from tests.conftest import TINY_TRAIN, write_mrc
@@ -204,3 +206,26 @@ def test_train_on_halves_learns_plain_noise2noise(paired_store, tmp_path):
     record = load_record(tmp_path / "run")
     assert record.noise.model == "none"
     assert DenoiseConfig().for_run(record).n2n_correction is False
+
+
+def test_permissive_drops_both_directions_of_a_bad_half(tmp_path):
+    rng = np.random.default_rng(1)
+    even, odd = tmp_path / "even", tmp_path / "odd"
+    even.mkdir()
+    odd.mkdir()
+    for name in ("a", "b", "c"):
+        for folder, suffix in ((even, "_EVN"), (odd, "_ODD")):
+            image = rng.poisson(10, (96, 128)).astype(np.float32)
+            if (name, suffix) == ("b", "_ODD"):
+                image[3, 3] = np.nan
+            with warnings.catch_warnings():  # mrcfile warns of the NaN it writes
+                warnings.simplefilter("ignore", RuntimeWarning)
+                write_mrc(folder / f"{name}{suffix}.mrc", image)
+    with pytest.warns(MicrographSkippedWarning, match="b_ODD.mrc"):
+        result = prepare(even, tmp_path / "s.h5", PAIRED, odd=odd, permissive=True)
+    assert [s["path"] for s in result.skipped] == [str(odd / "b_ODD.mrc"), str(even / "b_EVN.mrc")]
+    with h5py.File(result.output) as f:
+        names = [n.decode() for n in f["micrographs/name"][:]]
+        splits = [s.decode() for s in f["micrographs/split"][:]]
+    assert names == ["a_EVN", "c_EVN", "a_ODD", "c_ODD"]
+    assert splits[:2] == splits[2:]
