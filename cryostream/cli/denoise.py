@@ -18,7 +18,7 @@ from cryostream.cli.common import (
 )
 from cryostream.config import DenoiseConfig
 
-__all__ = ["FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
+__all__ = ["FLAGS", "OUTPUT_FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
 
 FLAGS = {
     "tile": ("--tile", "window core, px (default: the fewest pixels through the network; 3840 "
@@ -36,14 +36,27 @@ FLAGS = {
     "ctf_gain": ("--ctf-gain", "the Wiener gain shaped by each micrograph's CTF above 20 Å, "
                  "fitted from its power spectrum and kept where a recorruption check finds it "
                  "helps, else the radial gain (default: on)"),
-    "voltage_kv": ("--voltage", "accelerating voltage, kV, for --ctf-gain"),
-    "cs_mm": ("--cs", "spherical aberration, mm, for --ctf-gain"),
-    "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast for --ctf-gain"),
+    "voltage_kv": ("--voltage", "accelerating voltage, kV, for --ctf-gain (a STAR file's optics "
+                   "table wins)"),
+    "cs_mm": ("--cs", "spherical aberration, mm, for --ctf-gain (a STAR file's optics wins)"),
+    "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast for --ctf-gain (a STAR "
+                           "file's optics wins)"),
     "calibrate": ("--calibrate", "fit, per frequency ring, the weight of the output's part beyond "
                   "a linear filter from N recorrupted passes (no truth; N more network passes)",
                   {"metavar": "N"}),
 }
-"""The :class:`~cryostream.config.DenoiseConfig` fields the pipeline flags set (all of them)."""
+"""The :class:`~cryostream.config.DenoiseConfig` fields the pipeline flags set."""
+
+OUTPUT_FLAGS = {
+    "output_dtype": ("--dtype", "pixel type of the output MRC files", {"choices": ("float32",
+                                                                                   "float16")}),
+    "output_suffix": ("--suffix", "added to each output's name, e.g. _denoised (default "
+                      "%(default)r: NAME.mrc, the input's own file name)"),
+    "keep_extended_header": ("--keep-extended-header", "copy each input's extended header (FEI, "
+                             "SerialEM) into its output (origin, pixel size and labels are "
+                             "always kept)"),
+}
+"""The :class:`~cryostream.config.DenoiseConfig` fields of the output files (``denoise`` only)."""
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -75,15 +88,28 @@ def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``denoise`` to the subcommands."""
     p = subparsers.add_parser("denoise", help="denoise whole micrographs with a trained run",
-                              description="Tiled whole-micrograph denoising; writes float32 MRC "
-                              "files.")
-    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+                              description="Tiled whole-micrograph denoising; writes MRC files "
+                              "(float32 unless --dtype) and a STAR file listing them.")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file "
+                   "(its optics set each micrograph's pixel size and CTF optics; CTFFIND's "
+                   "defocus columns are used instead of a fit)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", metavar="RUN|NAME",
                    help="the model: a run folder from cryostream train, an exported .npz, or a "
                    "shipped model's name (default: general, trained on simulated micrographs "
                    "over a spread of conditions; a run folder given as the first input is "
                    "taken as the model too)")
+    p.add_argument("--odd", nargs="+", metavar="ODD",
+                   help="odd-frame sums of the micrographs whose even-frame sums are the inputs "
+                   "(paired by name: NAME_EVN.mrc with NAME_ODD.mrc, or one name in two "
+                   "folders; a STAR file's rlnMicrographNameEven/Odd); each output is the mean "
+                   "of the two halves' denoised images")
+    p.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
+                   help="pixel size in Å, over the headers and the STAR file (for inputs that "
+                   "lack one)")
+    add_config_flags(p.add_argument_group("output files (besides them: a NAME.json record each "
+                                          "and denoised_micrographs.star for RELION/cryoSPARC)"),
+                     DenoiseConfig, OUTPUT_FLAGS)
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs")
     add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
@@ -116,19 +142,20 @@ def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Denoise, then print the count, the speed and the peak memory."""
-    config = denoise_config(args)
+    config = config_from_args(denoise_config(args), args, OUTPUT_FLAGS)
     model, inputs = model_and_inputs(args)
     from cryostream.denoise import denoise
 
     start = time.perf_counter()
     result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
                      scheduler=args.scheduler, cluster_workers=args.cluster_workers,
-                     permissive=args.permissive, **given(args, "workers"))
+                     permissive=args.permissive, pixel_size_angstrom=args.pixel_size_angstrom,
+                     odd=args.odd, **given(args, "workers"))
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start
     print(f"denoised {n} micrographs into {args.output}"
           + (f" ({kept} finished earlier, kept)" if kept else "")
-          + f": {seconds:.1f} s, {n / seconds:.2f} micrographs/s, peak memory "
-          f"{peak_rss_mb():,.0f} MB")
+          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {n / seconds:.2f} "
+          f"micrographs/s, peak memory {peak_rss_mb():,.0f} MB")
     return 0

@@ -57,6 +57,13 @@ class DenoiseConfig:
         backend, and the model's receptive field rounded up).
     batch_size : int
         The most windows per device call.
+    output_dtype : {"float32", "float16"}
+        The pixel type of the denoised MRC files (mode 2 or 12).
+    output_suffix : str
+        Added to each input's file name: ``NAME{suffix}.mrc`` (default none: ``NAME.mrc``).
+    keep_extended_header : bool
+        Copy each input's extended header (FEI, SerialEM …) into its output; its origin,
+        voxel size and labels are always kept.
     """
 
     n2n_correction: bool | None = None
@@ -71,10 +78,14 @@ class DenoiseConfig:
     tile: int | None = None
     halo: int | None = None
     batch_size: int = 8
+    output_dtype: str = "float32"
+    output_suffix: str = ""
+    keep_extended_header: bool = False
 
     def __post_init__(self) -> None:
         store_floats(self, "voltage_kv", "cs_mm", "amplitude_contrast")
-        for name in ("n2n_correction", "n2n_clamp", "wiener_gain", "ctf_gain", "ensemble"):
+        for name in ("n2n_correction", "n2n_clamp", "wiener_gain", "ctf_gain", "ensemble",
+                     "keep_extended_header"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or value is None and name in FROM_THE_RUN):
                 raise ConfigError(f"{name}={value!r}: must be True or False"
@@ -95,6 +106,14 @@ class DenoiseConfig:
                                       or value < 1):
                 raise ConfigError(f"{name}={value!r}: must be a positive integer (pixels), or "
                                   "None for the default")
+        if self.output_dtype not in ("float32", "float16"):
+            raise ConfigError(f"output_dtype={self.output_dtype!r} (--dtype): must be float32 or "
+                              "float16")
+        if not isinstance(self.output_suffix, str) or any(
+                c in self.output_suffix for c in "/\\\0") or self.output_suffix.strip() != \
+                self.output_suffix:
+            raise ConfigError(f"output_suffix={self.output_suffix!r} (--suffix): must be part of "
+                              "a file name (no slash, no surrounding spaces), e.g. _denoised")
         check_positive("voltage_kv", self.voltage_kv)
         check_positive("cs_mm", self.cs_mm, allow_zero=True)
         if not 0 <= self.amplitude_contrast < 1:

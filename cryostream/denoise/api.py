@@ -17,15 +17,15 @@ from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.network import model_path, model_record
 from cryostream.denoise.outputs import (
+    STAR_NAME,
     OutputPlan,
-    check_writable,
     history_label,
-    output_identity,
     output_record,
-    plan_outputs,
+    plan_denoise,
     write_output,
 )
 from cryostream.denoise.scores import recorruption_score
+from cryostream.denoise.sources import array_stack, gather_inputs, star_tables
 from cryostream.denoise.steps import Micrograph
 from cryostream.denoise.tiling import network_pass
 from cryostream.errors import ConfigError, InvalidMicrographError
@@ -90,11 +90,13 @@ def _network(run: str, config: DenoiseConfig):
 
 
 def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
-                  config: DenoiseConfig, *, permissive: bool = False):
+                  config: DenoiseConfig, *, permissive: bool = False, pipeline=None):
     """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
     steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
     the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
-    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`)."""
+    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
+    ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
+    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`)."""
     import warnings
 
     from cryostream.denoise.network import load_network
@@ -109,7 +111,7 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
         warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
         return None, {}
     micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
-    estimate, found = config.pipeline().run(micrograph, _network(run, config))
+    estimate, found = (pipeline or config.pipeline()).run(micrograph, _network(run, config))
     estimate *= np.float32(percentile)
     return estimate, found
 
@@ -122,32 +124,8 @@ def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
     a history label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC
     path; otherwise returns the denoised array in the micrograph's units (None when skipped).
     """
-    return _denoise_item((source, plan), run=run, config=config, permissive=permissive)
-
-
-def array_stack(inputs, pixel_size_angstrom: float | None):
-    """``inputs`` as an xarray (micrograph, y, x) when it is an array (NumPy, Dask or
-    xarray; 2-D or 3-D), else None. The pixel size is ``pixel_size_angstrom`` or the xarray's
-    ``pixel_size_angstrom`` attribute."""
-    import xarray as xr
-
-    if isinstance(inputs, xr.DataArray):
-        stack = inputs
-    elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):
-        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
-    else:
-        return None
-    if stack.ndim not in (2, 3):
-        raise ConfigError(f"an array of shape {stack.shape}: pass one micrograph (y, x) or a "
-                          "stack (micrograph, y, x)")
-    if stack.ndim == 2:
-        stack = stack.expand_dims("micrograph")
-    stack = stack.transpose("micrograph", ...)
-    pixel = pixel_size_angstrom or stack.attrs.get("pixel_size_angstrom")
-    if not pixel or not pixel > 0:
-        raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
-                          "xarray with a pixel_size_angstrom attribute")
-    return stack.assign_attrs(pixel_size_angstrom=float(pixel))
+    (micrograph,) = gather_inputs([source], config=config).micrographs
+    return _denoise_item((micrograph, plan), run=run, config=config, permissive=permissive)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
@@ -246,23 +224,46 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
                   progress: _Progress | None = None):
     import time
 
-    source, plan = item
+    from cryostream.io.mrc import read_header_copy
+
+    micrograph, plan = item
     start = time.perf_counter()
-    header, image = read_micrograph(source)
-    estimate, found = denoise_image(image, header.pixel_size_angstrom, source, run, config,
-                                    permissive=permissive)
+    config = micrograph.config(config)
+    pipeline = micrograph.pipeline(config)
+    found = {}
+    estimate = None
+    for half in (micrograph.source, micrograph.odd):
+        if half is None:
+            continue
+        _, image = read_micrograph(half)
+        out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
+                                  permissive=permissive, pipeline=pipeline)
+        if out is None:
+            estimate = None
+            break
+        if estimate is None:
+            estimate, found = out, seen
+        else:  # the odd half: the output is the mean of the two halves' (cryoCARE's way)
+            estimate = (estimate + out) / np.float32(2)
+            found = {**found, "odd_half": seen,
+                     "halves": "the mean of the pipeline's outputs on the even and odd halves"}
     if estimate is not None and plan is not None:
-        estimate = write_output(plan, estimate, header.pixel_size_angstrom, history_label(run, config),
-                                output_record(run, config, source, found))
+        like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
+        estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
+                                history_label(run, config),
+                                output_record(run, config, micrograph.source, found,
+                                              micrograph.given()),
+                                dtype=config.output_dtype, like=like)
     if progress is not None:
-        progress.note(source, time.perf_counter() - start, found if estimate is not None else None)
+        progress.note(micrograph.source, time.perf_counter() - start,
+                      found if estimate is not None else None)
     return estimate
 
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
             config: DenoiseConfig | None = None, overwrite: bool = False, workers: int = 2,
             scheduler: str | None = None, cluster_workers: int | None = None,
-            permissive: bool = False, pixel_size_angstrom: float | None = None):
+            permissive: bool = False, pixel_size_angstrom: float | None = None, odd=None):
     """Denoise micrographs with a trained run.
 
     Parameters
@@ -271,25 +272,32 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         The model: ``"general"`` (shipped in the package, trained on simulated micrographs
         over a spread of conditions), a run folder written by :func:`cryostream.train`, or an
         exported ``.npz`` (:func:`cryostream.models.export.export_params`).
-    inputs : paths, globs, folders, a STAR file, or an array
+    inputs : paths, globs, folders, STAR files, or an array
         Micrographs (any MRC mode); normalised as in training (the store's percentile) and
         restored to their own scale afterwards. Checked as :func:`cryostream.prepare` checks
         them (NaN or Inf pixels, constant, a percentile that cannot normalise, too small). A
-        NumPy, Dask or xarray array, ``(y, x)`` or ``(micrograph, y, x)``, is denoised in
-        memory (no ``output``) and comes back as an xarray of the same dims with its pixel
-        size and config in ``attrs``.
+        RELION STAR file gives each micrograph's pixel size and the optics of its CTF gain
+        (its optics group: voltage, Cs, amplitude contrast, in place of the config's), and
+        CTFFIND's defocus (``rlnDefocusU``/``V``/``Angle``) used instead of a fit, still
+        guarded by the CTF gain's recorruption check. A NumPy, Dask or xarray array,
+        ``(y, x)`` or ``(micrograph, y, x)``, is denoised in memory (no ``output``) and comes
+        back as an xarray of the same dims with its pixel size and config in ``attrs``.
     output : path-like, optional
-        Folder for float32 MRC files (``NAME.mrc`` for each input's file name, with its pixel
-        size and a history label), each with a ``NAME.json`` record of how it was made (the
-        run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the fitted
-        CTF). Checked before any computing: two inputs of one name, an output that would
-        replace an input, or a ``NAME.mrc`` there that is not this run's output with these
-        options are refused. Finished outputs of the same run, options and input are found
-        and skipped, so an interrupted run resumes. Required on a cluster.
+        Folder for MRC files (``NAME.mrc`` for each input's file name, or
+        ``NAME{output_suffix}.mrc``; float32 or ``config.output_dtype``) that keep the input's
+        origin, voxel size and labels plus one history label (and its extended header with
+        ``config.keep_extended_header``), each with a ``NAME.json`` record of how it was made
+        (the run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the
+        CTF). Last, ``denoised_micrographs.star`` lists the outputs for RELION or cryoSPARC
+        (the input STAR file's optics table and columns, or an optics table from the pixel
+        size and the config's optics). Checked before any computing: two inputs of one name,
+        an output that would replace an input, or a ``NAME.mrc`` there that is not this run's
+        output with these options are refused. Finished outputs of the same run, options and
+        input are found and skipped, so an interrupted run resumes. Required on a cluster.
     config : DenoiseConfig, optional
-        The post-processing steps and the tiling. Options left ``None`` (the default) are
-        decided for the run (:meth:`DenoiseConfig.for_run`): the best validated recipe.
-        ``DenoiseConfig.raw()`` gives the network's output as it is.
+        The post-processing steps, the tiling and the output files. Options left ``None``
+        (the default) are decided for the run (:meth:`DenoiseConfig.for_run`): the best
+        validated recipe. ``DenoiseConfig.raw()`` gives the network's output as it is.
     overwrite : bool
         Replace outputs made otherwise, and recompute finished ones; each is replaced only by
         a complete new one.
@@ -303,22 +311,27 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         Skip micrographs that fail the checks with a
         :class:`~cryostream.MicrographSkippedWarning` instead of raising.
     pixel_size_angstrom : float, optional
-        For arrays: their pixel size in Å (an xarray's ``pixel_size_angstrom`` attribute
-        otherwise).
+        The pixel size in Å, over the headers and STAR files (needed where both lack one); for
+        arrays, over an xarray's ``pixel_size_angstrom`` attribute.
+    odd : paths, globs, folders or a STAR file, optional
+        The odd-frame sums of the micrographs, whose even-frame sums are ``inputs`` (a STAR
+        file's ``rlnMicrographNameEven`` and ``rlnMicrographNameOdd``), paired by name
+        (:func:`~cryostream.io.halves.pair_halves`). Each output is the mean of the
+        pipeline's outputs on the two halves (as cryoCARE predicts), named after the even
+        half; its record says so.
 
     Returns
     -------
     xarray.DataArray (micrograph, y, x) float32
         The denoised stack: lazily over the written files when ``output`` is given (``attrs``
-        ``kept``: how many were finished before and kept), in memory otherwise. For a lazy
-        result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
+        ``kept``: how many were finished before and kept; ``star``: the STAR file written),
+        in memory otherwise. For a lazy result without files, use
+        :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import concurrent.futures
     import functools
-    import logging
 
     from cryostream.cluster import compute_context
-    from cryostream.io.stack import open_micrographs
 
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -330,26 +343,21 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     config = config_for(run, config)  # before any output folder is made
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:
-        if output is not None or scheduler is not None or cluster_workers is not None:
+        if output is not None or scheduler is not None or cluster_workers is not None \
+                or odd is not None:
             raise ConfigError("arrays are denoised in memory, here: leave out output, "
-                              "scheduler and cluster_workers (or pass MRC files)")
+                              "scheduler, cluster_workers and odd (or pass MRC files)")
         return _denoise_arrays(arrays, run, config, permissive,
                                two_d=getattr(inputs, "ndim", 3) == 2)
-    stack = open_micrographs(inputs, chunks=-1, permissive=permissive)
-    sources = [str(s) for s in stack.attrs["sources"]]
-    plans: list = [None] * len(sources)
+    gathered = gather_inputs(inputs, config=config, odd=odd,
+                             pixel_size_angstrom=pixel_size_angstrom, permissive=permissive)
+    micrographs = gathered.micrographs
+    plans: list = [None] * len(micrographs)
     made = None
     if output is not None:
-        identities = [output_identity(run, config, s) for s in sources]
-        plans = plan_outputs(sources, output, identities, overwrite=overwrite)
-        made = None if Path(output).exists() else Path(output)
-        check_writable(Path(output))
-        finished = sum(p.done for p in plans)
-        if finished:
-            logging.getLogger("cryostream").info(
-                "%d of %d micrographs already denoised in %s with this run and these options; "
-                "kept (--overwrite recomputes them)", finished, len(plans), output)
-    todo = [(s, p) for s, p in zip(sources, plans, strict=True) if p is None or not p.done]
+        plans, made = plan_denoise(run, config, micrographs, gathered.star, Path(output),
+                                   overwrite=overwrite)
+    todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
     job = functools.partial(_denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
@@ -358,8 +366,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             elif client is not None:
                 results = client.gather(client.map(job, todo))
             else:
-                job = functools.partial(job, progress=_Progress(len(sources), len(sources)
-                                                                - len(todo)))
+                job = functools.partial(job, progress=_Progress(len(micrographs),
+                                                                len(micrographs) - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
                     results = list(pool.map(job, todo))
     except BaseException:
@@ -368,11 +376,26 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         raise
     if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
         raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
+    return _result(micrographs, plans, todo, results, gathered, output)
+
+
+def _result(micrographs, plans, todo, results, gathered, output):
+    """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file."""
+    from cryostream.io.stack import open_micrographs
+    from cryostream.io.star import write_micrograph_star
+
+    done = {m.source: r for (m, _), r in zip(todo, results, strict=True) if r is not None}
+    if output is not None:
+        done.update({p.source: str(p.path) for p in plans if p.done})
+    kept = [m for m in micrographs if m.source in done]
+    sizes = {m.pixel_size_angstrom for m in kept}
+    one_size = None if len(sizes) == 1 and output is not None else kept[0].pixel_size_angstrom
     if output is None:
-        kept = [(i, r) for i, r in enumerate(results) if r is not None]
-        return stack.isel(micrograph=[i for i, _ in kept]).copy(
-            data=np.stack([r for _, r in kept]))
-    written = {p.source: str(p.path) for p in plans if p.done}
-    written.update({s: r for (s, _), r in zip(todo, results, strict=True) if r is not None})
-    result = open_micrographs([written[s] for s in sources if s in written], chunks=-1)
-    return result.assign_attrs(kept=sum(p.done for p in plans))
+        stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
+        return stack.copy(data=np.stack([done[m.source] for m in kept]))
+    star = Path(output) / STAR_NAME
+    write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
+    result = open_micrographs([done[m.source] for m in kept], chunks=-1,
+                              pixel_size_angstrom=one_size)
+    return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
+                               pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept])

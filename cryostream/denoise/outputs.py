@@ -1,6 +1,6 @@
 """Where denoised micrographs go, checked before any computing: one output per input inside
 the output folder, none replacing an input, finished ones found and skipped, each written
-whole or not at all."""
+whole or not at all; the STAR file listing them (:data:`STAR_NAME`) written last."""
 
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ import numpy as np
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["OutputPlan", "plan_outputs", "check_writable", "write_output", "same_record",
-           "output_identity", "output_record", "history_label", "made_by_denoise"]
+#: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION or cryoSPARC.
+STAR_NAME = "denoised_micrographs.star"
+
+__all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
+           "write_output", "same_record", "output_identity", "output_record", "history_label",
+           "made_by_denoise"]
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputPlan:
-    """One input's output: ``path`` (``OUT/NAME.mrc``), its record ``sidecar`` (``NAME.json``)
-    and whether a finished output of the same run, config and input is already there."""
+    """One input's output: ``path`` (``OUT/NAME.mrc``, or ``OUT/NAME{suffix}.mrc``), its record
+    ``sidecar`` (the same name, ``.json``) and whether a finished output of the same run,
+    config and input is already there."""
 
     source: str
     name: str
@@ -37,14 +42,15 @@ def same_record(sidecar: Path, record: dict) -> bool:
         found = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    keys = ("run", "input", "config")
-    return isinstance(found, dict) and all(found.get(k) == record[k] for k in keys)
+    keys = ("run", "input", "config", "given")
+    return isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
-                 overwrite: bool) -> list[OutputPlan]:
+                 overwrite: bool, suffix: str = "") -> list[OutputPlan]:
     """The output of each input in the folder ``output``, or a :class:`ConfigError` before
-    anything is computed or written.
+    anything is computed or written. Each output is named after its input's file:
+    ``NAME{suffix}.mrc``.
 
     Refused: two inputs with one file name (their outputs would collide), an output that is
     an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
@@ -61,13 +67,14 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     for source, name in zip(sources, names, strict=True):
         if name in seen:
             raise ConfigError(f"{seen[name]} and {source} share the name {name!r}: their outputs "
-                              f"would both be {out / (name + '.mrc')}; denoise them into separate "
+                              f"would both be {out / (name + suffix + '.mrc')}; denoise them into "
+                              "separate "
                               "folders (-o)")
         seen[name] = source
     inputs = {Path(s).resolve() for s in sources}
     plans = []
     for source, name, record in zip(sources, names, records, strict=True):
-        path = out / f"{name}.mrc"
+        path = out / f"{name}{suffix}.mrc"
         if path.resolve() in inputs:
             raise ConfigError(f"-o {out}: the output {path} would replace the input micrograph "
                               "itself; choose another output folder")
@@ -80,6 +87,36 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                               "output folder (-o)")
         plans.append(OutputPlan(source, name, path, sidecar, done and not overwrite))
     return plans
+
+
+def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
+                 overwrite: bool) -> tuple[list[OutputPlan], Path | None]:
+    """The output plans of :func:`~cryostream.denoise.denoise` (:func:`plan_outputs`) and the
+    folder this call makes (None if it was there), checked before any computing.
+
+    ``micrographs`` are :class:`~cryostream.denoise.sources.InputMicrograph`; ``input_star``
+    the input STAR file (:class:`~cryostream.io.star.MicrographStar`) or None: the output's
+    :data:`STAR_NAME` may not replace it.
+    """
+    import logging
+
+    sources = [m.source for m in micrographs]
+    identities = [output_identity(run, m.config(config), m.source, m.given())
+                  for m in micrographs]
+    plans = plan_outputs(sources, output, identities, overwrite=overwrite,
+                         suffix=config.output_suffix)
+    star = output / STAR_NAME
+    if input_star is not None and star.resolve() == input_star.path.resolve():
+        raise ConfigError(f"-o {output}: the output's {STAR_NAME} would replace the input STAR "
+                          "file; choose another output folder")
+    made = None if output.exists() else output
+    check_writable(output)
+    finished = sum(p.done for p in plans)
+    if finished:
+        logging.getLogger("cryostream").info(
+            "%d of %d micrographs already denoised in %s with this run and these options; "
+            "kept (--overwrite recomputes them)", finished, len(plans), output)
+    return plans, made
 
 
 def made_by_denoise(path: Path) -> bool:
@@ -106,9 +143,14 @@ def check_writable(folder: Path) -> None:
 
 
 def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: float,
-                 label: str, record: dict) -> str:
+                 label: str, record: dict, *, dtype: str = "float32", like=None) -> str:
     """Write ``NAME.mrc`` and its record ``NAME.json``, each through a temporary name and a
     rename, the record last: a finished output is the pair.
+
+    ``dtype`` is the pixel type written (float32 or float16); ``like`` the input's
+    :class:`~cryostream.io.mrc.HeaderCopy`, whose origin, voxel size, labels (plus ``label``)
+    and, when it holds one, extended header the output keeps
+    (:func:`~cryostream.io.mrc.write_micrograph`).
 
     Nothing partial survives an error (a full disk included): the temporary files are removed,
     an earlier output of the name stays as it was, and a :class:`StoreError` names the file.
@@ -123,7 +165,8 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
     try:
         partial.write_text(json.dumps(record, indent=1))
-        write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label, overwrite=True)
+        write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label, overwrite=True,
+                         dtype=dtype, like=like)
         os.replace(partial, plan.sidecar)
     except OSError as exc:
         partial.unlink(missing_ok=True)  # an earlier output of this name stays as it was
@@ -133,20 +176,26 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     return str(plan.path)
 
 
-def output_identity(run, config, source: str) -> dict:
-    """What makes two outputs the same: the run, the input and the config (JSON values)."""
+def output_identity(run, config, source: str, given: dict | None = None) -> dict:
+    """What makes two outputs the same: the run, the input, the config (JSON values) and
+    ``given``: what came from elsewhere than the input's file and the config (a STAR file's
+    pixel size and defocus, ``--pixel-size``, the odd half), left out when there is none."""
     from cryostream.config import to_dict
 
-    return {"run": str(run), "input": str(source), "config": to_dict(config)}
+    identity = {"run": str(run), "input": str(source), "config": to_dict(config)}
+    if given:
+        identity["given"] = given
+    return identity
 
 
-def output_record(run, config, source: str, found: dict) -> dict:
-    """What an output says of how it was made: the run, the config, the input, the cryostream
-    version and what the steps found on the micrograph (``NAME.json`` beside ``NAME.mrc``)."""
+def output_record(run, config, source: str, found: dict, given: dict | None = None) -> dict:
+    """What an output says of how it was made: the run, the config, the input (and ``given``,
+    :func:`output_identity`), the cryostream version and what the steps found on the
+    micrograph (``NAME.json`` beside ``NAME.mrc``)."""
     from cryostream._version import __version__
 
     return {"kind": "DenoiseOutput", "cryostream_version": __version__,
-            **output_identity(run, config, source), "found": found}
+            **output_identity(run, config, source, given), "found": found}
 
 
 def history_label(run: str, config) -> str:

@@ -1,14 +1,19 @@
-"""MRC headers, positioned row-band reads, and writing float32 micrographs.
+"""MRC headers, positioned row-band reads, and writing micrographs faithful to their inputs.
 
 The header of each file is read once (``mrcfile.open(..., header_only=True)``) and checked
 against the file's size. Pixel data are then read by byte range: a band of full rows is one
 contiguous range, so it is one ``os.preadv`` straight into the output buffer (native float32)
 or into a scratch buffer converted to float32 (other modes, big-endian files).
+
+An output written from an input (:func:`write_micrograph` with ``like=``,
+:func:`read_header_copy`) keeps the input's origin, voxel size and labels, adds one history
+label, and keeps the extended header on request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from pathlib import Path
@@ -22,14 +27,20 @@ from cryostream.errors import InvalidMicrographError
 
 __all__ = [
     "SUPPORTED_MODES",
+    "OUTPUT_DTYPES",
+    "HeaderCopy",
     "MicrographHeader",
     "read_header",
+    "read_header_copy",
     "read_rows",
     "write_micrograph",
 ]
 
 #: MRC modes read into float32: int8, int16, float32, uint16, float16.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+
+#: The pixel types :func:`write_micrograph` writes: MRC mode 2 and mode 12.
+OUTPUT_DTYPES = ("float32", "float16")
 
 _HEADER_BYTES = 1024
 
@@ -150,6 +161,74 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class HeaderCopy:
+    """What an output keeps of its input's MRC header (:func:`read_header_copy`).
+
+    Attributes
+    ----------
+    origin : (float, float, float)
+        ``origin`` x, y, z, Å.
+    start : (int, int, int)
+        ``nxstart``, ``nystart``, ``nzstart``.
+    cell : (float, float, float)
+        ``cella`` x, y, z, Å.
+    sampling : (int, int, int)
+        ``mx``, ``my``, ``mz``: with ``cell``, the voxel size.
+    labels : tuple of bytes
+        The input's label lines as stored (80 bytes each at most).
+    extended_header_type : str
+        ``exttyp`` (``"FEI1"`` …) or ``""``.
+    extended_header : bytes
+        The extended header as stored; empty unless asked for.
+    """
+
+    origin: tuple[float, float, float]
+    start: tuple[int, int, int]
+    cell: tuple[float, float, float]
+    sampling: tuple[int, int, int]
+    labels: tuple[bytes, ...]
+    extended_header_type: str = ""
+    extended_header: bytes = b""
+
+    @property
+    def pixel_size_angstrom(self) -> float:
+        """Pixel size along x, Å (0.0 when unset)."""
+        return self.cell[0] / self.sampling[0] if self.sampling[0] else 0.0
+
+
+def read_header_copy(path: str | os.PathLike, *, extended_header: bool = False) -> HeaderCopy:
+    """The header fields of an MRC file that an output made from it keeps (origin, voxel
+    size, labels) and, with ``extended_header``, its extended header's bytes.
+
+    Raises
+    ------
+    InvalidMicrographError
+        The file is not a readable MRC file.
+    """
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            h = mrc.header
+            count = min(int(h.nlabl), 10)
+            labels = tuple(bytes(h.label[i]).rstrip(b"\x00 ") for i in range(count))
+            exttyp = bytes(h.exttyp).decode("ascii", "replace").strip("\x00 ")
+            nsymbt = int(h.nsymbt)
+            copy = HeaderCopy(
+                origin=(float(h.origin.x), float(h.origin.y), float(h.origin.z)),
+                start=(int(h.nxstart), int(h.nystart), int(h.nzstart)),
+                cell=(float(h.cella.x), float(h.cella.y), float(h.cella.z)),
+                sampling=(int(h.mx), int(h.my), int(h.mz)),
+                labels=tuple(label for label in labels if label), extended_header_type=exttyp)
+    except (ValueError, OSError) as exc:
+        raise InvalidMicrographError(path, f"not a readable MRC file ({exc})",
+                                     "check that it is an MRC2014 micrograph") from None
+    if extended_header and nsymbt:
+        with open(path, "rb") as f:
+            f.seek(_HEADER_BYTES)
+            copy = dataclasses.replace(copy, extended_header=f.read(nsymbt))
+    return copy
+
+
 def read_rows(header: MicrographHeader, row_start: int, row_stop: int) -> np.ndarray:
     """Rows ``[row_start, row_stop)`` of a micrograph as native float32, with one positioned read.
 
@@ -192,40 +271,71 @@ def write_micrograph(
     *,
     history: str | None = None,
     overwrite: bool = False,
+    dtype: str = "float32",
+    like: HeaderCopy | None = None,
 ) -> None:
-    """Write a 2-D float32 micrograph as MRC (mode 2), atomically (temporary name, rename; the
-    temporary file is removed if writing fails).
+    """Write a 2-D micrograph as MRC (mode 2, or 12 for float16), atomically (temporary name,
+    rename; the temporary file is removed if writing fails).
 
     Parameters
     ----------
     path : path-like
         Destination ``.mrc``.
     data : numpy.ndarray, shape (ny, nx)
-        Pixel values; cast to float32.
+        Pixel values; cast to ``dtype``.
     pixel_size_angstrom : float
-        Written to the header's voxel size.
+        Written to the header's voxel size (``like``'s cell and sampling are kept as they are
+        when they give this pixel size).
     history : str, optional
-        A label line recorded in the header (at most 80 characters), after
-        ``Created by cryostream VERSION``. No label holds the time: the same data and history
-        give the same bytes.
+        A label line recorded in the header (at most 80 characters). No label holds the time:
+        the same data and history give the same bytes.
     overwrite : bool
         Replace an existing file.
+    dtype : {"float32", "float16"}
+        The pixel type written (:data:`OUTPUT_DTYPES`).
+    like : HeaderCopy, optional
+        The input's header (:func:`read_header_copy`): its origin, start, voxel size and
+        labels are kept, ``history`` added as one more label (the last of 10 replaced when all
+        are taken), and its extended header kept when the copy holds one. Without it the
+        labels are ``Created by cryostream VERSION`` and ``history``.
     """
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: write one of {OUTPUT_DTYPES}")
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True or choose another name")
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.asarray(data, dtype=np.float32))
+            mrc.set_data(np.asarray(data, dtype=dtype))
             mrc.voxel_size = pixel_size_angstrom
             # mrcfile's own label holds the clock; without it the same data gives the same bytes
             mrc.header.label[:] = b""
             mrc.header.nlabl = 0
-            mrc.add_label(f"Created by cryostream {__version__}")
+            if like is None:
+                labels = [f"Created by cryostream {__version__}".encode()]
+            else:
+                _copy_header(mrc, like, pixel_size_angstrom)
+                labels = list(like.labels[:9] if history else like.labels)
             if history:
-                mrc.add_label(history[:80])
+                labels.append(history[:80].encode("ascii", "replace"))
+            for i, label in enumerate(labels[:10]):
+                mrc.header.label[i] = label[:80]
+            mrc.header.nlabl = min(len(labels), 10)
         os.replace(tmp, path)
     except BaseException:  # a full disk, an interrupt: no partial file is left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
+    h = mrc.header
+    h.origin.x, h.origin.y, h.origin.z = like.origin
+    h.nxstart, h.nystart, h.nzstart = like.start
+    if like.pixel_size_angstrom and math.isclose(like.pixel_size_angstrom, pixel_size_angstrom,
+                                                 rel_tol=1e-5):
+        h.mx, h.my, h.mz = like.sampling
+        h.cella.x, h.cella.y, h.cella.z = like.cell
+    if like.extended_header:
+        mrc.set_extended_header(np.frombuffer(like.extended_header, dtype=np.uint8).copy())
+        h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]

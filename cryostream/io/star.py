@@ -1,53 +1,294 @@
-"""RELION STAR files listing micrographs."""
+"""RELION STAR files of micrographs: read with their optics and defocus, written for import.
+
+A RELION 3.1+ micrographs STAR file holds an optics table (``data_optics``: per optics group
+the pixel size, voltage, spherical aberration and amplitude contrast) and a micrographs block
+(``data_micrographs``: one row per micrograph, its ``rlnOpticsGroup``, and after CTFFIND its
+``rlnDefocusU``/``rlnDefocusV``/``rlnDefocusAngle``). :func:`read_star` gives each micrograph
+with its optics and defocus, checked; :func:`write_micrograph_star` writes such a file.
+Files of RELION 3.0 and earlier (no optics table; the optics in each row) are read too.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from pathlib import Path
 
 import starfile
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["read_micrograph_star"]
+__all__ = ["Optics", "Defocus", "StarMicrograph", "MicrographStar", "MAX_DEFOCUS_ANGSTROM",
+           "read_star", "read_micrograph_star", "write_micrograph_star"]
 
 _COLUMN = "rlnMicrographName"
+_GROUP = "rlnOpticsGroup"
+_OPTICS = {"voltage_kv": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
+           "amplitude_contrast": "rlnAmplitudeContrast"}
+_PIXEL = ("rlnMicrographPixelSize", "rlnImagePixelSize")
+_DEFOCUS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+
+#: Defocus values above this (Å, 10 µm) are taken for a broken CTF column, not a defocus.
+MAX_DEFOCUS_ANGSTROM = 100000.0
 
 
-def read_micrograph_star(path: str | Path, column: str = _COLUMN) -> list[Path]:
-    """The micrograph paths a RELION STAR file lists in ``column`` (default
-    ``rlnMicrographName``; ``rlnMicrographNameEven`` / ``rlnMicrographNameOdd`` for the
-    even- and odd-frame sums RELION's motion correction writes).
+@dataclasses.dataclass(frozen=True)
+class Optics:
+    """One optics group (or, in RELION 3.0 files, one row's optics); ``None`` where the file
+    gives no value.
+
+    Attributes
+    ----------
+    group : int or None
+        ``rlnOpticsGroup``.
+    pixel_size_angstrom : float or None
+        ``rlnMicrographPixelSize`` (else ``rlnImagePixelSize``), Å.
+    voltage_kv, cs_mm, amplitude_contrast : float or None
+        ``rlnVoltage`` (kV), ``rlnSphericalAberration`` (mm), ``rlnAmplitudeContrast``.
+    """
+
+    group: int | None
+    pixel_size_angstrom: float | None
+    voltage_kv: float | None
+    cs_mm: float | None
+    amplitude_contrast: float | None
+
+    def ctf_keywords(self) -> dict[str, float]:
+        """The given microscope values as :func:`cryostream.ctf.fit_ctf` keywords."""
+        return {k: getattr(self, k) for k in _OPTICS if getattr(self, k) is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Defocus:
+    """A micrograph's defocus as CTFFIND writes it (RELION's convention): underfocus positive,
+    ``U ≥ V``, the angle of U from the x axis.
+
+    Attributes
+    ----------
+    defocus_u_angstrom, defocus_v_angstrom : float
+        Å.
+    angle_deg : float
+        Degrees, in [0, 180).
+    """
+
+    defocus_u_angstrom: float
+    defocus_v_angstrom: float
+    angle_deg: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StarMicrograph:
+    """One row of a micrographs block.
+
+    Attributes
+    ----------
+    path : Path
+        The micrograph, resolved as RELION does (:func:`read_star`).
+    name : str
+        The name as the file writes it.
+    row : int
+        Its row in the block (0-based).
+    optics : Optics or None
+        Its optics group's values; None when the file gives none.
+    defocus : Defocus or None
+        From ``rlnDefocusU``/``V``/``Angle`` when the file has them.
+    """
+
+    path: Path
+    name: str
+    row: int
+    optics: Optics | None
+    defocus: Defocus | None
+
+
+@dataclasses.dataclass(frozen=True)
+class MicrographStar:
+    """A micrographs STAR file as read (:func:`read_star`).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    project : Path
+        The folder its relative names resolve against (RELION's project folder).
+    micrographs : list of StarMicrograph
+        One per row, in order.
+    optics_table : pandas.DataFrame or None
+        ``data_optics`` as read (None for RELION 3.0 files).
+    table : pandas.DataFrame
+        The micrographs block as read, every column.
+    """
+
+    path: Path
+    project: Path
+    micrographs: list[StarMicrograph]
+    optics_table: object
+    table: object
+
+
+def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
+    return InvalidMicrographError(path, problem, fix)
+
+
+def _number(path: Path, where: str, column: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise _fail(path, f"{where}: {column}={value!r} is not a number",
+                    "correct the column (RELION writes numbers there)")
+    return number
+
+
+def _optics(path: Path, row, where: str, group: int | None) -> Optics:
+    values = {}
+    for key, column in _OPTICS.items():
+        values[key] = _number(path, where, column, row[column]) if column in row else None
+    pixel = next((c for c in _PIXEL if c in row), None)
+    ps = _number(path, where, pixel, row[pixel]) if pixel else None
+    if ps is None and "rlnDetectorPixelSize" in row and "rlnMagnification" in row:  # RELION 3.0
+        magnification = _number(path, where, "rlnMagnification", row["rlnMagnification"])
+        ps = _number(path, where, "rlnDetectorPixelSize", row["rlnDetectorPixelSize"]) * 1e4 \
+            / magnification if magnification > 0 else 0.0
+    bad = [(c, v) for c, v, ok in (
+        (pixel or "pixel size", ps, ps is None or ps > 0),
+        ("rlnVoltage", values["voltage_kv"], values["voltage_kv"] is None
+         or values["voltage_kv"] > 0),
+        ("rlnSphericalAberration", values["cs_mm"], values["cs_mm"] is None
+         or values["cs_mm"] >= 0),
+        ("rlnAmplitudeContrast", values["amplitude_contrast"],
+         values["amplitude_contrast"] is None or 0 <= values["amplitude_contrast"] < 1),
+    ) if not ok]
+    if bad:
+        column, value = bad[0]
+        raise _fail(path, f"{where}: {column}={value:g} is impossible",
+                    "correct the optics (RELION's units: Å per pixel > 0, kV > 0, Cs in mm ≥ 0, "
+                    "amplitude contrast in [0, 1))")
+    return Optics(group, ps, **values)
+
+
+def _defocus(path: Path, row, where: str) -> Defocus | None:
+    present = [c for c in _DEFOCUS if c in row]
+    if not present:
+        return None
+    if "rlnDefocusU" not in row or "rlnDefocusV" not in row:
+        raise _fail(path, f"{where}: has {', '.join(present)} but not both rlnDefocusU and "
+                    "rlnDefocusV", "pass the STAR file CTFFIND wrote, or drop the columns")
+    u, v = (_number(path, where, c, row[c]) for c in _DEFOCUS[:2])
+    angle = _number(path, where, "rlnDefocusAngle", row["rlnDefocusAngle"]) \
+        if "rlnDefocusAngle" in row else 0.0
+    for column, value in (("rlnDefocusU", u), ("rlnDefocusV", v)):
+        if not 0 < value <= MAX_DEFOCUS_ANGSTROM:
+            raise _fail(path, f"{where}: {column}={value:g} Å is not a defocus (expected "
+                        f"0 < defocus ≤ {MAX_DEFOCUS_ANGSTROM:g} Å, underfocus positive)",
+                        "run the CTF estimation again, or remove the micrograph's row")
+    if u < v:  # CTFFIND writes U ≥ V; the same ellipse turned by 90°
+        u, v, angle = v, u, angle + 90.0
+    return Defocus(u, v, angle % 180.0)
+
+
+def read_star(path: str | os.PathLike, column: str = _COLUMN) -> MicrographStar:
+    """Read a micrographs STAR file with each micrograph's optics and defocus, checked.
 
     Relative names are resolved as RELION does, against the project folder: the STAR file's
     folder and up to three folders above it are tried, then the working directory; a name
     found in none of them is resolved against the STAR file's folder (so the error that
     follows names a concrete path).
+
+    Parameters
+    ----------
+    path : path-like
+        The STAR file.
+    column : str
+        The column of micrograph names (``rlnMicrographNameEven``/``Odd`` for the half-sums).
+
+    Raises
+    ------
+    InvalidMicrographError
+        Naming the file: it is not STAR, no block has ``column``, a row's optics group is not
+        in ``data_optics``, an optics value is impossible, or a defocus is not positive,
+        finite and at most :data:`MAX_DEFOCUS_ANGSTROM`.
     """
     path = Path(path)
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises many kinds on malformed text
-        raise InvalidMicrographError(
-            path, f"not a readable STAR file ({exc})", "check it was written by RELION"
-        ) from None
-    for block in blocks.values():
-        if hasattr(block, "columns") and column in block.columns:
-            names = [str(n) for n in block[column]]
-            break
-    else:
-        raise InvalidMicrographError(
-            path,
-            f"no block has a {column} column",
-            "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
-            + ("" if column == _COLUMN else " that motion correction wrote with its "
-               "even- and odd-frame sums"),
-        )
+        raise _fail(path, f"not a readable STAR file ({exc})",
+                    "check it was written by RELION") from None
+    tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
+    name = next((k for k, b in tables.items() if column in b.columns), None)
+    if name is None:
+        raise _fail(path, f"no block has a {column} column",
+                    "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
+                    + ("" if column == _COLUMN else " that motion correction wrote with its "
+                       "even- and odd-frame sums"))
+    table = tables[name].reset_index(drop=True)
+    optics_table = next((b for k, b in tables.items() if k != name and _GROUP in b.columns),
+                        None)
+    groups = {}
+    if optics_table is not None:
+        for _, row in optics_table.iterrows():
+            number = int(_number(path, "data_optics", _GROUP, row[_GROUP]))
+            groups[number] = _optics(path, row, f"data_optics group {number}", number)
     bases = [path.parent, *list(path.parent.resolve().parents)[:3], Path.cwd()]
-    out = []
-    for name in names:
-        candidate = Path(name)
+    project = None
+    micrographs = []
+    for i, row in table.iterrows():
+        text = str(row[column])
+        where = f"row {i + 1} ({text})"
+        if groups:
+            if _GROUP not in row and len(groups) > 1:
+                raise _fail(path, f"{where}: no {_GROUP} column, and data_optics has "
+                            f"{len(groups)} groups", f"add the {_GROUP} column")
+            number = int(_number(path, where, _GROUP, row[_GROUP])) if _GROUP in row \
+                else next(iter(groups))
+            if number not in groups:
+                raise _fail(path, f"{where}: optics group {number} is not in data_optics "
+                            f"(groups {', '.join(map(str, sorted(groups)))})",
+                            "add the group to data_optics, or correct the row's "
+                            f"{_GROUP}")
+            optics = groups[number]
+        else:
+            optics = _optics(path, row, where, None)
+            if optics == Optics(None, None, None, None, None):
+                optics = None
+        candidate = Path(text)
         if not candidate.is_absolute():
-            found = next((b / candidate for b in bases if (b / candidate).exists()), None)
-            candidate = found if found is not None else path.parent / candidate
-        out.append(candidate)
-    return out
+            base = next((b for b in bases if (b / candidate).exists()), None)
+            project = project or base
+            candidate = (base or path.parent) / candidate
+        micrographs.append(StarMicrograph(candidate, text, int(i), optics,
+                                          _defocus(path, row, where)))
+    return MicrographStar(path, project or path.parent, micrographs, optics_table, table)
+
+
+def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN) -> list[Path]:
+    """The micrograph paths a RELION STAR file lists in ``column`` (default
+    ``rlnMicrographName``; ``rlnMicrographNameEven`` / ``rlnMicrographNameOdd`` for the
+    even- and odd-frame sums RELION's motion correction writes), resolved as
+    :func:`read_star` does, its optics and defocus checked."""
+    return [m.path for m in read_star(path, column).micrographs]
+
+
+def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
+    """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``)
+    atomically: through a temporary name and a rename, nothing partial left on error.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.star`` file.
+    optics_table, micrographs_table : pandas.DataFrame
+        The blocks, columns named as RELION names them (``rlnOpticsGroup`` …).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
+                       overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

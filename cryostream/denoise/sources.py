@@ -1,0 +1,301 @@
+"""What each micrograph brings to :func:`~cryostream.denoise.denoise`, gathered and checked
+before anything is computed: its file (and its odd half), its pixel size, the optics of its
+CTF gain and a defocus already measured, from a RELION STAR file, the MRC header or the
+arguments; the CTF gain step that takes that defocus instead of fitting one; the STAR file
+written beside the outputs (:data:`~cryostream.denoise.outputs.STAR_NAME`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from pathlib import Path
+
+from cryostream.denoise.steps import WienerGain
+from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.star import Defocus, MicrographStar, read_star
+
+__all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "gather_inputs",
+           "star_tables", "array_stack"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InputMicrograph:
+    """One micrograph to denoise.
+
+    Attributes
+    ----------
+    source : str
+        Its file (absolute); for even/odd pairs, the even half (the output takes its name).
+    pixel_size_angstrom : float
+        Å: ``--pixel-size``, else its STAR file's optics group, else its header.
+    pixel_size_from : str
+        ``"argument"``, ``"STAR file"`` or ``"header"``.
+    optics : dict
+        ``voltage_kv``, ``cs_mm``, ``amplitude_contrast`` of its CTF gain: its optics group's
+        where the STAR file gives them, the config's otherwise.
+    defocus : Defocus or None
+        The STAR file's ``rlnDefocusU``/``V``/``Angle``, used instead of a fit.
+    odd : str or None
+        The odd half-sum (the output is the mean of the two halves' outputs).
+    star_row : int or None
+        Its row in the STAR file's micrographs block.
+    """
+
+    source: str
+    pixel_size_angstrom: float
+    pixel_size_from: str
+    optics: dict
+    defocus: Defocus | None = None
+    odd: str | None = None
+    star_row: int | None = None
+
+    def given(self) -> dict | None:
+        """What the output owes to elsewhere than its file and the config (JSON values), for
+        its record and identity; None when nothing."""
+        given = {}
+        if self.pixel_size_from != "header":
+            given["pixel_size_angstrom"] = self.pixel_size_angstrom
+            given["pixel_size_from"] = self.pixel_size_from
+        if self.defocus is not None:
+            given["defocus"] = dataclasses.asdict(self.defocus)
+        if self.odd is not None:
+            given["odd"] = self.odd
+        return given or None
+
+    def config(self, config):
+        """``config`` with this micrograph's optics (:class:`~cryostream.config.DenoiseConfig`)."""
+        return dataclasses.replace(config, **self.optics)
+
+    def pipeline(self, config):
+        """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
+        taking the known defocus (:class:`KnownDefocusGain`) when there is one."""
+        pipeline = config.pipeline()
+        if self.defocus is None:
+            return pipeline
+        d = self.defocus
+        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
+            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg))
+            if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
+        return dataclasses.replace(pipeline, steps=steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiseInputs:
+    """The micrographs of one :func:`~cryostream.denoise.denoise` call (:func:`gather_inputs`).
+
+    ``star`` is the STAR file when one STAR file gave every micrograph (its optics table and
+    columns are carried into the output's STAR file), else None; ``skipped`` the bad files
+    ``permissive`` skipped.
+    """
+
+    micrographs: list[InputMicrograph]
+    star: MicrographStar | None
+    skipped: list[dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownDefocusGain(WienerGain):
+    """The CTF-shaped Wiener gain (:class:`~cryostream.denoise.steps.WienerGain`) with a
+    defocus already measured (``defocus``: U, V in Å and the angle in degrees; e.g. CTFFIND's
+    in a STAR file) instead of one fitted from the spectrum. The recorruption check
+    (:func:`~cryostream.denoise.scores.ctf_gain_check`) still guards it: a defocus that does
+    not lower the error falls back to the radial gain with a
+    :class:`~cryostream.ctf.CTFFallbackWarning`."""
+
+    defocus: tuple = ()
+    name = "wiener_gain"
+
+    def init(self, micrograph):
+        from cryostream.ctf import CTFFallbackWarning, CTFFit
+        from cryostream.denoise.scores import ctf_gain_check
+
+        u, v, angle = self.defocus
+        fit = CTFFit(u, v, angle, math.nan, micrograph.pixel_size_angstrom,
+                     **dict(self.optics))
+        check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
+        if check >= 0:
+            warnings.warn(f"{micrograph.source}: the defocus of its STAR file ({u:.0f}/{v:.0f} Å) "
+                          "does not lower the error by recorruption (ctf_gain_check); its radial "
+                          "Wiener gain is used. Check the STAR file's defocus and optics",
+                          CTFFallbackWarning, stacklevel=2)
+        return {"fit": fit, "check": check, "used": check < 0}
+
+    def describe(self, state):
+        found = super().describe(state)
+        found["ctf"].update(score=None, defocus_from="STAR file")
+        return found
+
+
+def array_stack(inputs, pixel_size_angstrom: float | None):
+    """``inputs`` as an xarray (micrograph, y, x) when it is an array (NumPy, Dask or
+    xarray; 2-D or 3-D), else None. The pixel size is ``pixel_size_angstrom`` or the xarray's
+    ``pixel_size_angstrom`` attribute."""
+    import numpy as np
+    import xarray as xr
+
+    if isinstance(inputs, xr.DataArray):
+        stack = inputs
+    elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):
+        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
+    else:
+        return None
+    if stack.ndim not in (2, 3):
+        raise ConfigError(f"an array of shape {stack.shape}: pass one micrograph (y, x) or a "
+                          "stack (micrograph, y, x)")
+    if stack.ndim == 2:
+        stack = stack.expand_dims("micrograph")
+    stack = stack.transpose("micrograph", ...)
+    pixel = pixel_size_angstrom or stack.attrs.get("pixel_size_angstrom")
+    if not pixel or not pixel > 0:
+        raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
+                          "xarray with a pixel_size_angstrom attribute")
+    return stack.assign_attrs(pixel_size_angstrom=float(pixel))
+
+
+def _star_items(items: list, column: str) -> tuple[list, list[MicrographStar]]:
+    entries, stars = [], []
+    for item in items:
+        p = Path(os.fspath(item))
+        if p.suffix.lower() == ".star" and p.is_file():
+            star = read_star(p, column)
+            stars.append(star)
+            entries += [(m.path, star, m) for m in star.micrographs]
+        else:
+            from cryostream.io.stack import expand_inputs
+
+            entries += [(q, None, None) for q in expand_inputs([item])]
+    return entries, stars
+
+
+def _key(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):  # a symlink loop: read_header names it
+        return str(path)
+
+
+def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
+    if pixel_size_angstrom is not None:
+        return float(pixel_size_angstrom), "argument"
+    optics = star_entry.optics if star_entry is not None else None
+    if optics is not None and optics.pixel_size_angstrom:
+        return optics.pixel_size_angstrom, "STAR file"
+    if header.pixel_size_angstrom > 0:
+        return header.pixel_size_angstrom, "header"
+    raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
+                                 + (" and its STAR file gives none" if star_entry else ""),
+                                 "pass pixel_size_angstrom (--pixel-size) explicitly")
+
+
+def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
+                  permissive: bool = False) -> DenoiseInputs:
+    """Every micrograph to denoise, with its pixel size, optics, defocus and odd half, checked
+    before anything is written.
+
+    Parameters
+    ----------
+    inputs : paths, globs, folders or STAR files
+        The micrographs; with ``odd``, their even halves (a STAR file's
+        ``rlnMicrographNameEven``).
+    config : DenoiseConfig
+        Its voltage, Cs and amplitude contrast apply where no STAR file gives them.
+    odd : paths, globs, folders or STAR files, optional
+        The odd halves (a STAR file's ``rlnMicrographNameOdd``), paired by name
+        (:func:`~cryostream.io.halves.pair_halves`).
+    pixel_size_angstrom : float, optional
+        Overrides the STAR files and headers.
+    permissive : bool
+        Skip unreadable micrographs (and their odd halves) with a warning.
+
+    Raises
+    ------
+    InvalidMicrographError, ConfigError
+        A bad file, a STAR file with a missing optics group or an impossible defocus, halves
+        that do not pair, a micrograph without a pixel size.
+    """
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, pair_halves
+    from cryostream.io.stack import read_headers
+
+    if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
+                                                and pixel_size_angstrom > 0):
+        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
+                          "a pixel size > 0 Å")
+    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    if not items:
+        raise InvalidMicrographError("<inputs>", "no micrographs were given",
+                                     "pass MRC files, globs, folders or a STAR file")
+    column = "rlnMicrographName" if odd is None else "rlnMicrographNameEven"
+    entries, stars = _star_items(items, column)
+    found: dict[str, tuple] = {}
+    for path, star, entry in entries:
+        found.setdefault(_key(path), (path, star, entry))
+    headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive)
+    odds: dict[str, str] = {}
+    if odd is not None:
+        odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),
+                                     "rlnMicrographNameOdd")
+        gone = {half_key(s["path"], EVEN_SUFFIXES) for s in skipped}
+        odd_paths = [p for p, _, _ in odd_entries if half_key(p, ODD_SUFFIXES) not in gone]
+        odds = {_key(Path(e)): str(Path(o).resolve())
+                for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
+    micrographs = []
+    for h in headers:
+        _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
+        ps, origin = _pixel_size(h, entry, pixel_size_angstrom)
+        optics = config.optics
+        if entry is not None and entry.optics is not None:
+            optics = {**optics, **entry.optics.ctf_keywords()}
+        micrographs.append(InputMicrograph(
+            h.path, ps, origin, optics, entry.defocus if entry is not None else None,
+            odds.get(h.path), entry.row if entry is not None else None))
+    single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
+    return DenoiseInputs(micrographs, single, skipped)
+
+
+def _relion_name(path: str, project: Path) -> str:
+    full = Path(path).resolve()
+    project = project.resolve()
+    return str(full.relative_to(project)) if full.is_relative_to(project) else str(full)
+
+
+def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
+    """The optics and micrographs blocks of the output's STAR file, as pandas.DataFrames.
+
+    ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
+    left out). From one STAR file: its optics table as it was, its rows with
+    ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
+    optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
+    the defocus where known). Names are relative to the project folder (the STAR file's, or
+    the working directory) when the outputs are inside it, absolute otherwise.
+    """
+    import pandas as pd
+
+    kept = [m for m in gathered.micrographs if m.source in outputs]
+    star = gathered.star
+    if star is not None and star.optics_table is not None:
+        rows = star.table.iloc[[m.star_row for m in kept]].copy()
+        rows["rlnMicrographName"] = [_relion_name(outputs[m.source], star.project) for m in kept]
+        return star.optics_table, rows.reset_index(drop=True)
+    project = star.project if star is not None else Path.cwd()
+    groups: dict[tuple, int] = {}
+    for m in kept:
+        groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
+                           m.optics["amplitude_contrast"]), len(groups) + 1)
+    optics = pd.DataFrame([{"rlnOpticsGroupName": f"opticsGroup{n}", "rlnOpticsGroup": n,
+                            "rlnMicrographOriginalPixelSize": ps, "rlnVoltage": kv,
+                            "rlnSphericalAberration": cs, "rlnAmplitudeContrast": ac,
+                            "rlnMicrographPixelSize": ps}
+                           for (ps, kv, cs, ac), n in groups.items()])
+    rows = pd.DataFrame({
+        "rlnMicrographName": [_relion_name(outputs[m.source], project) for m in kept],
+        "rlnOpticsGroup": [groups[(m.pixel_size_angstrom, m.optics["voltage_kv"],
+                                   m.optics["cs_mm"], m.optics["amplitude_contrast"])]
+                           for m in kept]})
+    if kept and all(m.defocus is not None for m in kept):
+        rows["rlnDefocusU"] = [m.defocus.defocus_u_angstrom for m in kept]
+        rows["rlnDefocusV"] = [m.defocus.defocus_v_angstrom for m in kept]
+        rows["rlnDefocusAngle"] = [m.defocus.angle_deg for m in kept]
+    return optics, rows
