@@ -174,6 +174,7 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
                                                 strict=True), 1):
         start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run
+        found = ""  # the fitted defocus and the CTF check, as the first run's steps found them
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
                                                 source)
@@ -181,9 +182,11 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
             score = recorruption_score(bound, micrograph.image, micrograph.noise(), draws=draws,
                                        beta=beta, seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
-            log.debug("%s on %s: %s", Path(run).name, name, describe_found(bound.describe()))
-        log.info("scored %d/%d %s for %d runs: %.1f s", number, stack.sizes["micrograph"], name,
-                 len(runs), time.perf_counter() - start)
+            described = describe_found(bound.describe())
+            found = found or described
+            log.debug("%s on %s: %s", Path(run).name, name, described)
+        log.info("scored %d/%d %s for %d runs: %.1f s%s", number, stack.sizes["micrograph"], name,
+                 len(runs), time.perf_counter() - start, found)
     ranked = [{"run": r, "score": float(np.mean(list(s.values()))), "scores": s}
               for r, s in scores.items()]
     return sorted(ranked, key=lambda row: row["score"])
