@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,112 @@ def test_read_micrograph_star_even_and_odd_columns(tmp_path: Path):
     assert read_micrograph_star(star) == [tmp_path / "m.mrc"]
     assert read_micrograph_star(star, column="rlnMicrographNameEven") == [tmp_path / "m_EVN.mrc"]
     assert read_micrograph_star(star, "rlnMicrographNameOdd") == [tmp_path / "m_ODD.mrc"]
+
+
+# --- STAR in: optics per group, defocus, checked ----------------------------------------------
+
+OPTICS = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1", "opticsGroup2"],
+                       "rlnOpticsGroup": [1, 2], "rlnMicrographPixelSize": [1.0, 1.25],
+                       "rlnVoltage": [300.0, 200.0], "rlnSphericalAberration": [2.7, 0.01],
+                       "rlnAmplitudeContrast": [0.1, 0.07]})
+
+
+def _star(tmp_path: Path, rows: dict, optics=OPTICS, name="micrographs_ctf.star") -> Path:
+    star = tmp_path / name
+    blocks = {"micrographs": pd.DataFrame(rows)}
+    if optics is not None:
+        blocks = {"optics": optics, **blocks}
+    starfile.write(blocks, star)
+    return star
+
+
+def test_read_star_gives_each_micrograph_its_optics_group_and_defocus(tmp_path: Path):
+    from cryostream.io.star import Defocus, Optics, read_star
+
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", _image())
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"], "rlnOpticsGroup": [2, 1],
+                            "rlnDefocusU": [15000.0, 9000.0], "rlnDefocusV": [14000.0, 9500.0],
+                            "rlnDefocusAngle": [30.0, 170.0], "rlnCtfMaxResolution": [3.1, 4.2]})
+    got = read_star(star)
+    assert [m.path for m in got.micrographs] == [tmp_path / "a.mrc", tmp_path / "b.mrc"]
+    a, b = got.micrographs
+    assert a.optics == Optics(2, 1.25, 200.0, 0.01, 0.07)
+    assert b.optics == Optics(1, 1.0, 300.0, 2.7, 0.1)
+    assert a.defocus == Defocus(15000.0, 14000.0, 30.0)
+    assert b.defocus == Defocus(9500.0, 9000.0, 80.0)  # U < V: the same ellipse, turned 90°
+    assert list(got.table["rlnCtfMaxResolution"]) == [3.1, 4.2]
+    assert got.project == tmp_path
+
+
+@pytest.mark.parametrize("column, value, problem", [
+    ("rlnOpticsGroup", 3, "row 1 (a.mrc): optics group 3 is not in data_optics (groups 1, 2)"),
+    ("rlnDefocusU", -1200.0, "row 1 (a.mrc): rlnDefocusU=-1200 Å is not a defocus"),
+    ("rlnDefocusV", float("nan"), "row 1 (a.mrc): rlnDefocusV=nan is not a number"),
+    ("rlnDefocusU", 250000.0, "row 1 (a.mrc): rlnDefocusU=250000 Å is not a defocus"),
+])
+def test_read_star_refuses_a_missing_optics_group_and_nonsense_defocus(tmp_path, column, value,
+                                                                        problem):
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    rows = {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1], "rlnDefocusU": [15000.0],
+            "rlnDefocusV": [14000.0], "rlnDefocusAngle": [30.0]}
+    star = _star(tmp_path, {**rows, column: [value]})
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star(star)
+    assert str(err.value).startswith(f"{star}: {problem}")
+    fix = "data_optics" if column == "rlnOpticsGroup" else "remove the micrograph's row"
+    assert fix in err.value.fix or "correct the column" in err.value.fix
+
+
+def test_read_star_of_relion_3_0_takes_the_optics_from_each_row(tmp_path: Path):
+    from cryostream.io.star import Optics, read_star
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc"], "rlnVoltage": [300.0],
+                            "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
+                            "rlnDetectorPixelSize": [5.0], "rlnMagnification": [50000.0]},
+                 optics=None)
+    assert read_star(star).micrographs[0].optics == Optics(None, 1.0, 300.0, 2.7, 0.1)
+
+
+@pytest.mark.slow  # 6–11 s: the 1024² simulation and two recorruption checks
+def test_a_known_defocus_replaces_the_fit_and_the_check_still_guards_it(tmp_path: Path):
+    """The STAR file's defocus goes into the CTF gain (no fit); the true one passes the
+    recorruption check and shapes the gain; one 40 % off fails it, and the radial gain is used
+    with a CTFFallbackWarning."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
+    from cryostream.ctf import CTFFallbackWarning, CTFFit
+    from cryostream.denoise import match_wiener_gain
+    from cryostream.denoise.sources import InputMicrograph
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.io.star import Defocus
+    from cryostream.matched import estimate_noise, tile_for
+    from cryostream.runs import RunRecord
+    from cryostream.simulate.micrograph import simulate_micrograph
+
+    sim = simulate_micrograph(SimulateConfig(shape=(1024, 1024), seed=5,
+                                             detector_nps_nyquist=0.1), 0)
+    noisy = (sim.noisy / np.percentile(sim.noisy, 95)).astype(np.float32)
+    record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
+    config = DenoiseConfig.raw(ctf_gain=True)
+    noise = estimate_noise(noisy, 0.6575, tile=tile_for(noisy.shape))
+    true = (sim.defocus_u_angstrom, sim.defocus_v_angstrom, sim.astigmatism_angle_deg % 180)
+    for scale, used in ((1.0, True), (1.4, False)):
+        defocus = Defocus(true[0] * scale, true[1] * scale, true[2])
+        micrograph = InputMicrograph("m.mrc", 0.6575, "STAR file", config.optics, defocus)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got, found = micrograph.pipeline(config).run(
+                Micrograph(noisy, 0.6575, record), lambda image: image)
+        assert found["ctf_used"] is used
+        assert found["ctf"]["defocus_u_angstrom"] == defocus.defocus_u_angstrom
+        assert found["ctf"]["defocus_from"] == "STAR file" and found["ctf"]["score"] is None
+        assert any(issubclass(w.category, CTFFallbackWarning) for w in caught) is not used
+        fit = CTFFit(*dataclasses.astuple(defocus), 0.0, 0.6575)
+        expected = match_wiener_gain(noisy, noisy, noise, ctf=fit if used else None)
+        np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,158 @@
+"""Denoised MRC files faithful to their inputs (origin, voxel size, labels plus one history
+label, the extended header on request, float16 or float32, a suffix), the same bytes every
+time; even/odd half-sums averaged; --pixel-size. Real MRC files written by mrcfile, read back
+after ``cryostream denoise``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from mrcfile.dtypes import get_ext_header_dtype
+
+from cryostream.cli import main
+
+LABELS = ["EPU 3.2 acquisition", "MotionCor2 1.6.4 dose-weighted"]
+
+
+def _rich_mrc(path: Path, data: np.ndarray, pixel_size=0.6575, voxel_size=None) -> bytes:
+    """An MRC file as a microscope's software writes it: an origin, two labels and an FEI1
+    extended header; returns the extended header's bytes."""
+    ext = np.zeros(1, dtype=get_ext_header_dtype(b"FEI1"))
+    ext["Metadata size"] = ext.dtype.itemsize
+    ext["HT"] = 300000.0
+    ext["Dose"] = 47.5
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(data.astype(np.float32))
+        m.voxel_size = voxel_size if voxel_size is not None else pixel_size
+        m.header.origin.x, m.header.origin.y, m.header.origin.z = 12.5, -3.25, 0.0
+        m.header.exttyp = b"FEI1"
+        m.set_extended_header(ext)
+        m.header.label[:] = b""
+        m.header.nlabl = 0
+        for label in LABELS:
+            m.add_label(label)
+    return ext.tobytes()
+
+
+def _denoise(tiny_run, inputs, out: Path, *options: str) -> int:
+    return main(["denoise", str(tiny_run.run), *map(str, inputs), "-o", str(out), "--raw",
+                 "--tile", "64", "--workers", "1", *map(str, options)])
+
+
+def test_outputs_keep_the_origin_labels_voxel_size_and_on_request_the_extended_header(
+        tiny_run, tmp_path):
+    source = tmp_path / "mic_001.mrc"
+    ext = _rich_mrc(source, mrcfile.read(tiny_run.sim.micrographs[0]))
+    assert _denoise(tiny_run, [source], tmp_path / "a") == 0
+    with mrcfile.open(tmp_path / "a" / "mic_001.mrc") as m:  # the input's own name
+        assert m.header.mode == 2 and m.data.dtype == np.float32
+        assert tuple(m.header.origin.item()) == (12.5, -3.25, 0.0)
+        assert m.voxel_size.x == pytest.approx(0.6575) and m.voxel_size.y == pytest.approx(0.6575)
+        labels = m.get_labels()
+        assert labels[:2] == LABELS and len(labels) == 3
+        assert labels[2].startswith("cryostream denoise run")
+        assert int(m.header.nsymbt) == 0  # not asked for
+        default = m.data.copy()
+    assert _denoise(tiny_run, [source], tmp_path / "b", "--keep-extended-header", "--dtype",
+                    "float16", "--suffix", "_den") == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "denoised_micrographs.star", "mic_001_den.json", "mic_001_den.mrc"]
+    with mrcfile.open(tmp_path / "b" / "mic_001_den.mrc") as m:
+        assert m.header.mode == 12 and m.data.dtype == np.float16
+        np.testing.assert_array_equal(m.data, default.astype(np.float16))
+        assert bytes(m.header.exttyp) == b"FEI1" and m.extended_header.tobytes() == ext
+        assert m.indexed_extended_header["HT"][0] == 300000.0
+        assert tuple(m.header.origin.item()) == (12.5, -3.25, 0.0)
+        assert m.get_labels()[:2] == LABELS
+    record = json.loads((tmp_path / "b" / "mic_001_den.json").read_text())
+    assert record["config"]["output_dtype"] == "float16" and record["config"]["output_suffix"] == "_den"
+
+
+def test_outputs_are_the_same_bytes_every_time(tiny_run, tmp_path):
+    source = tmp_path / "mic_001.mrc"
+    _rich_mrc(source, mrcfile.read(tiny_run.sim.micrographs[0]))
+    for folder in ("a", "b"):
+        assert _denoise(tiny_run, [source], tmp_path / folder, "--keep-extended-header") == 0
+    assert (tmp_path / "a" / "mic_001.mrc").read_bytes() == \
+        (tmp_path / "b" / "mic_001.mrc").read_bytes()
+
+
+def test_pixel_size_option_for_headers_without_one(tiny_run, tmp_path, capsys):
+    source = tmp_path / "nopixel.mrc"
+    _rich_mrc(source, mrcfile.read(tiny_run.sim.micrographs[0]), voxel_size=0.0)
+    assert _denoise(tiny_run, [source], tmp_path / "a") == 2
+    err = capsys.readouterr().err
+    assert f"{source}: the header leaves the pixel size unset (0 Å)" in err and "--pixel-size" in err
+    assert not (tmp_path / "a").exists()  # nothing written
+    assert _denoise(tiny_run, [source], tmp_path / "a", "--pixel-size", "0.9") == 0
+    with mrcfile.open(tmp_path / "a" / "nopixel.mrc") as m:
+        assert m.voxel_size.x == pytest.approx(0.9)
+    record = json.loads((tmp_path / "a" / "nopixel.json").read_text())
+    assert record["given"] == {"pixel_size_angstrom": 0.9, "pixel_size_from": "argument"}
+
+
+def test_even_and_odd_halves_give_the_mean_of_their_outputs(tiny_run, tmp_path, capsys):
+    """``denoise EVEN --odd ODD``: the output, under the even half's name, is the mean of what
+    the pipeline makes of each half; from files or from a STAR file's even/odd columns."""
+    import pandas as pd
+    import starfile
+
+    halves = tmp_path / "halves"
+    halves.mkdir()
+    even, odd = halves / "m_EVN.mrc", halves / "m_ODD.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], even)
+    shutil.copy(tiny_run.sim.micrographs[1], odd)
+    assert _denoise(tiny_run, [even, odd], tmp_path / "each") == 0
+    expected = (mrcfile.read(tmp_path / "each" / "m_EVN.mrc")
+                + mrcfile.read(tmp_path / "each" / "m_ODD.mrc")) / np.float32(2)
+    assert _denoise(tiny_run, [even], tmp_path / "pair", "--odd", odd) == 0
+    assert sorted(p.name for p in (tmp_path / "pair").iterdir()) == [
+        "denoised_micrographs.star", "m_EVN.json", "m_EVN.mrc"]
+    np.testing.assert_allclose(mrcfile.read(tmp_path / "pair" / "m_EVN.mrc"), expected,
+                               rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    record = json.loads((tmp_path / "pair" / "m_EVN.json").read_text())
+    assert record["given"]["odd"] == str(odd.resolve()) and "odd_half" in record["found"]
+    assert record["found"]["halves"].startswith("the mean of the pipeline's outputs")
+    star = halves / "corrected.star"
+    starfile.write({"micrographs": pd.DataFrame({
+        "rlnMicrographName": ["m.mrc"], "rlnMicrographNameEven": ["m_EVN.mrc"],
+        "rlnMicrographNameOdd": ["m_ODD.mrc"]})}, star)
+    assert _denoise(tiny_run, [star], tmp_path / "star", "--odd", star) == 0
+    np.testing.assert_array_equal(mrcfile.read(tmp_path / "star" / "m_EVN.mrc"),
+                                  mrcfile.read(tmp_path / "pair" / "m_EVN.mrc"))
+    shutil.copy(tiny_run.sim.micrographs[2], halves / "n_EVN.mrc")
+    capsys.readouterr()
+    assert _denoise(tiny_run, [even, halves / "n_EVN.mrc"], tmp_path / "bad", "--odd", odd) == 2
+    assert f"no odd half for {halves / 'n_EVN.mrc'}" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_known_defocus_through_the_command_line_is_recorded(tiny_run, tmp_path):
+    """A STAR file's defocus reaches the CTF gain of ``--ctf-gain`` (no fit, even on a small
+    micrograph) and the output's record, whatever the check decides."""
+    import pandas as pd
+    import starfile
+
+    from cryostream.ctf import CTFFallbackWarning
+
+    shutil.copy(tiny_run.sim.micrographs[0], tmp_path / "a.mrc")
+    star = tmp_path / "ctf.star"
+    starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnMicrographPixelSize": [0.6575],
+                                            "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
+                                            "rlnAmplitudeContrast": [0.1]}),
+                    "micrographs": pd.DataFrame({"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1],
+                                                 "rlnDefocusU": [19000.0], "rlnDefocusV": [18800.0],
+                                                 "rlnDefocusAngle": [92.0]})}, star)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _denoise(tiny_run, [star], tmp_path / "d", "--ctf-gain") == 0
+    found = json.loads((tmp_path / "d" / "a.json").read_text())["found"]
+    assert found["ctf"]["defocus_u_angstrom"] == 19000.0 and found["ctf"]["defocus_from"] == "STAR file"
+    fell_back = any(issubclass(w.category, CTFFallbackWarning) for w in caught)
+    assert found["ctf_used"] is not fell_back
