@@ -138,29 +138,29 @@ class TruthSelection:
                 "store": self.store, "checked": self.checked}
 
 
-def select_held_out(truth_root, limit: int, record) -> TruthSelection:
-    """The first ``limit`` micrographs of the simulated set ``truth_root`` that the run of
-    ``record`` (a :class:`~cryostream.runs.RunRecord`) did not train on.
+def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
+    """The first ``limit`` micrographs of the simulated set ``truth_root`` that a run trained
+    on ``training_store`` (its record's ``store``) never saw.
 
     A micrograph counts as trained on when its file or its truth is a source or target of the
-    training split of the run's store (:func:`training_micrographs`), or a training micrograph
-    has its name and is from the same simulated set (its even/odd halves), no longer where it
-    was prepared from, or the same bytes. Raises :class:`ConfigError` naming the folder and the
-    fix when every micrograph is trained on; when the store cannot be read, all are scored
-    (``checked`` False).
+    store's training split (:func:`training_micrographs`), or a training micrograph has its
+    name and is from the same simulated set (its even/odd halves), no longer where it was
+    prepared from, or a copy (the same bytes). Raises :class:`ConfigError` naming the folder
+    and the fix when every micrograph was trained on; when the store cannot be read, all are
+    scored and ``checked`` is False.
     """
     pairs = simulated_pairs(Path(truth_root))
-    training = training_micrographs(record.store)
+    store = str(training_store)
+    training = training_micrographs(store)
     if training is None:
-        return TruthSelection(tuple(pairs[:limit]), (), record.store, False)
+        return TruthSelection(tuple(pairs[:limit]), (), store, False)
     held, trained = [], []
     for noisy, truth in pairs:
         (trained if _trained_on(noisy, truth, training) else held).append((noisy, truth))
     if not held:
         raise ConfigError(
             f"truth={truth_root}: all {len(pairs)} micrographs are in the training split of "
-            f"the run's store {record.store}, so scoring them would flatter the run; simulate "
-            "a new set to score (cryostream simulate with another --seed) or prepare the store "
-            "with a test split (--test-fraction) and train again")
-    return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), record.store,
-                          True)
+            f"the run's store {store}, so scoring them would flatter the run; simulate a new "
+            "set to score (cryostream simulate with another --seed) or prepare the store with "
+            "a test split (--test-fraction) and train again")
+    return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True)

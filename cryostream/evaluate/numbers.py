@@ -3,6 +3,9 @@ their ground truth, and the residual check for micrographs without truth."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,8 @@ from cryostream.errors import ConfigError
 from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
 
 __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
-           "truth_methods", "score_methods", "method_noise", "TRUTH_PIPELINES"]
+           "TruthMethods", "truth_methods", "score_methods", "method_noise", "TRUTH_PIPELINES",
+           "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE"]
 
 #: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
 TRUTH_PIPELINES = {
@@ -38,6 +42,9 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     from cryostream.noise import add_noise_jax
     from cryostream.runs import load_model
 
+    log = logging.getLogger("cryostream")
+    log.info("test split of %s: up to %d patches", Path(store).name, patches)
+    start = time.perf_counter()
     model, _ = load_model(run)
     apply = jax.jit(lambda x: model(x))
     loader = PatchLoader(store, "test", batch_size, shuffle=False, repeat=False,
@@ -58,6 +65,8 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
             break
     loader.close()
     noisy, clean, denoised = (np.concatenate(a)[:patches] for a in (noisy, clean, denoised))
+    log.info("test split: %d patches through the model in %.1f s", len(clean),
+             time.perf_counter() - start)
     gauss_db, sigma = best_gaussian(noisy, clean)
     scores = {"patches": int(len(clean)), "noisy_psnr": float(psnr(noisy, clean)),
               "gaussian_psnr": float(gauss_db), "gaussian_sigma": sigma,
@@ -71,17 +80,18 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     return scores
 
 
-def simulated_pairs(truth_root: Path, limit: int) -> list[tuple[Path, Path]]:
-    """Up to ``limit`` ``(micrographs/NAME.mrc, truth/NAME.mrc)`` pairs of a simulated set."""
+def simulated_pairs(truth_root: Path, limit: int | None = None) -> list[tuple[Path, Path]]:
+    """Up to ``limit`` (all with ``None``) ``(micrographs/NAME.mrc, truth/NAME.mrc)`` pairs of
+    a simulated set, sorted by name."""
     pairs = []
-    for noisy in sorted((Path(truth_root) / "micrographs").glob("*.mrc"))[:limit]:
+    for noisy in sorted((Path(truth_root) / "micrographs").glob("*.mrc")):
         truth = Path(truth_root) / "truth" / noisy.name
         if truth.exists():
             pairs.append((noisy, truth))
     if not pairs:
         raise ConfigError(f"truth={truth_root}: no micrographs/NAME.mrc with truth/NAME.mrc "
                           "(a folder written by cryostream simulate)")
-    return pairs
+    return pairs[:limit]
 
 
 def read_micrograph(path) -> tuple[np.ndarray, float]:
@@ -102,16 +112,42 @@ def network_output(run, image: np.ndarray, percentile: float, tile: int) -> np.n
                          tile=tile).compute()[0]
 
 
+#: The truth section's names of the best Gaussian, the oracle Wiener filter and what
+#: ``denoise`` gives by default.
+GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE = "Gaussian (best σ)", "oracle Wiener", "model, default recipe"
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthMethods:
+    """What :func:`truth_methods` gives for one micrograph.
+
+    Attributes
+    ----------
+    images : dict of str to numpy.ndarray (y, x) float32
+        Each method's output in normalised units, by name.
+    gaussian_sigma_px : float
+        The σ (pixels) of the best Gaussian (:data:`GAUSSIAN`; 0: no filter).
+    found : dict
+        What the default recipe's steps found on the micrograph (the fitted defocus, whether
+        the CTF check passed: :meth:`~cryostream.denoise.steps.BoundPipeline.describe`).
+    """
+
+    images: dict
+    gaussian_sigma_px: float
+    found: dict
+
+
 def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,
                   pixel_size_angstrom: float, source: str, tile: int | None = None,
-                  default_output: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  default_output: np.ndarray | None = None,
+                  default_found: dict | None = None) -> TruthMethods:
     """Every method the truth section scores on one normalised micrograph, by name: noisy,
     the best Gaussian, the oracle and measured-noise Wiener filters, the model, its
     post-processed outputs (:data:`TRUTH_PIPELINES`), what ``denoise`` gives by default
-    (``model, default recipe``: :meth:`DenoiseConfig.for_run`) and Topaz-Denoise when
+    (:data:`DEFAULT_RECIPE`: :meth:`DenoiseConfig.for_run`) and Topaz-Denoise when
     installed. ``den`` is the network's output on ``noisy_n``; ``default_output`` (normalised
     like ``noisy_n``) is what ``denoise`` wrote with its defaults, scored instead of computing
-    the default recipe again."""
+    the default recipe again, and ``default_found`` what its record says the steps found."""
     import scipy.ndimage
 
     from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
@@ -121,9 +157,8 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
     _, sigma = best_gaussian(noisy_n, clean_n)
     micrograph = Micrograph(noisy_n, pixel_size_angstrom, record, source=source)
     methods = {"noisy": noisy_n,
-               f"Gaussian σ {sigma}": scipy.ndimage.gaussian_filter(noisy_n, sigma)
-               if sigma else noisy_n,
-               "oracle Wiener": wiener_oracle(noisy_n, clean_n),
+               GAUSSIAN: scipy.ndimage.gaussian_filter(noisy_n, sigma) if sigma else noisy_n,
+               ORACLE_WIENER: wiener_oracle(noisy_n, clean_n),
                "Wiener, measured noise": wiener_measured(noisy_n, micrograph.noise()),
                "model": den}
     if record.noise.model != "none" and not record.recorrupt:  # the others estimate the truth
@@ -134,13 +169,13 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
         return den if image is noisy_n else network_pass(str(run), image, tile=tile)
 
     if default_output is not None:
-        methods["model, default recipe"] = default_output
+        methods[DEFAULT_RECIPE], found = default_output, dict(default_found or {})
     else:
         default = DenoiseConfig(tile=tile).for_run(record)
-        methods["model, default recipe"] = default.pipeline().run(micrograph, network)[0]
+        methods[DEFAULT_RECIPE], found = default.pipeline().run(micrograph, network)
     if topaz_available():
         methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
-    return methods
+    return TruthMethods(methods, float(sigma), found)
 
 
 def score_methods(methods: dict[str, np.ndarray], clean_n: np.ndarray,

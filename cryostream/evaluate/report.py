@@ -6,22 +6,28 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
 from cryostream.evaluate.figures import plot_crops, plot_frc, plot_method_noise, plot_spectra
+from cryostream.evaluate.held_out import TruthSelection, select_held_out
 from cryostream.evaluate.numbers import (
+    DEFAULT_RECIPE,
+    GAUSSIAN,
+    ORACLE_WIENER,
     compare_on_store,
     method_noise,
     network_output,
     read_micrograph,
     score_methods,
-    simulated_pairs,
     truth_methods,
 )
 
-__all__ = ["evaluate", "test_split_section", "truth_section", "residual_section"]
+__all__ = ["evaluate", "test_split_section", "truth_section", "residual_section", "summary_lines"]
+
+_log = logging.getLogger("cryostream")
 
 
 def test_split_section(a: dict) -> list[str]:
@@ -37,57 +43,103 @@ def test_split_section(a: dict) -> list[str]:
     return lines + [""]
 
 
-def truth_section(run, record, truth, out: Path, micrographs: int, tile: int,
-                  report: dict, denoised=None) -> list[str]:
+def truth_section(run, record, selection: TruthSelection, out: Path, tile: int, report: dict,
+                  denoised=None) -> list[str]:
     """Score whole simulated micrographs against their ground truth; figures and markdown.
+
+    ``selection`` (:func:`~cryostream.evaluate.held_out.select_held_out`): the micrographs,
+    held out of the run's training. Fills ``report["simulated"]`` (one row per micrograph:
+    each method's ``psnr`` and ``ssim``), ``report["truth_mean"]`` (their means, which the
+    table's last column and :func:`summary_lines` both show) and ``report["truth_micrographs"]``.
     ``denoised``: a folder where ``denoise`` wrote this model's default outputs (NAME.mrc with
     its NAME.json), scored as the default recipe instead of denoising again."""
+    from cryostream.denoise.api import describe_found
+
     rows, curves = [], {}
-    pairs = simulated_pairs(Path(truth), micrographs)
+    pairs = selection.pairs
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
-        logging.getLogger("cryostream").info("ground truth %d/%d: %s", number, len(pairs),
-                                             noisy_path.name)
+        start = time.perf_counter()
         noisy, pixel = read_micrograph(noisy_path)
         clean, _ = read_micrograph(truth_path)
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
         den = network_output(run, noisy, scale, tile)
-        methods = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
-                                tile=tile, default_output=_written_default(
-                                    denoised, noisy_path, run, record, scale))
-        scores, frcs = score_methods(methods, clean_n, pixel)
+        written, written_found = _written_default(denoised, noisy_path, run, record, scale)
+        result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
+                               tile=tile, default_output=written, default_found=written_found)
+        scores, frcs = score_methods(result.images, clean_n, pixel)
+        scores[GAUSSIAN]["sigma_px"] = result.gaussian_sigma_px
         rows.append({"micrograph": noisy_path.name, **scores})
         for name, pair in frcs.items():
             curves.setdefault(name, []).append(pair)
         if len(rows) == 1:
-            plot_crops(out / "crops.png", methods, clean_n)
-            plot_spectra(out / "spectra.png", methods, clean_n, pixel)
+            plot_crops(out / "crops.png", result.images, clean_n)
+            plot_spectra(out / "spectra.png", result.images, clean_n, pixel)
+        _log.info("ground truth %d/%d %s (held out): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
+                  number, len(pairs), noisy_path.name, time.perf_counter() - start,
+                  describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
+                  GAUSSIAN, scores[GAUSSIAN]["psnr"])
     plot_frc(out / "frc.png", curves)
-    report["simulated"] = rows
     names = [k for k in rows[0] if k != "micrograph"]
-    lines = ["## Simulated micrographs against their ground truth", "",
-             "PSNR (dB) and SSIM of whole micrographs, the noisy micrograph's percentile as 1.0.",
-             "", "| micrograph | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in rows:
-        lines.append(f"| {row['micrograph']} | " + " | ".join(
-            f"{row[n]['psnr']:.2f} / {row[n]['ssim']:.3f}" for n in names) + " |")
+    mean = {n: {"psnr": float(np.mean([r[n]["psnr"] for r in rows])),
+                "ssim": float(np.mean([r[n]["ssim"] for r in rows]))} for n in names}
+    report.update(simulated=rows, truth_mean=mean, truth_micrographs=selection.as_dict())
+    lines = ["## Simulated micrographs against their ground truth", "", selection.note(), "",
+             "PSNR (dB) / SSIM of whole micrographs, the noisy micrograph's percentile as 1.0; "
+             "FRC with an edge taper (cryostream.metrics.frc).", "",
+             "| method | " + " | ".join(r["micrograph"] for r in rows) + " | mean |",
+             "|---|" + "---|" * (len(rows) + 1)]
+    for n in names:
+        cells = [f"{r[n]['psnr']:.2f} / {r[n]['ssim']:.3f}"
+                 + (f" (σ {r[n]['sigma_px']:g} px)" if n == GAUSSIAN else "") for r in rows]
+        lines.append(f"| {n} | " + " | ".join(cells)
+                     + f" | {mean[n]['psnr']:.2f} / {mean[n]['ssim']:.3f} |")
     return lines + ["", "![crops](crops.png)", "", "![FRC](frc.png)", "",
                     "![power spectra](spectra.png)", ""]
 
 
-def _written_default(denoised, noisy_path: Path, run: str, record, scale) -> np.ndarray | None:
+def summary_lines(report: dict, output) -> list[str]:
+    """What ``cryostream evaluate`` prints: where the report is, then one line per section,
+    from the same numbers as the report's tables (``report["test_split"]``,
+    ``report["truth_mean"]``, ``report["residual"]``)."""
+    lines = [f"wrote {output}/report.md"]
+    if "test_split" in report:
+        a = report["test_split"]
+        lines.append(f"  test split, {a['patches']} patches, PSNR: noisy {a['noisy_psnr']:.2f} | "
+                     f"best Gaussian {a['gaussian_psnr']:.2f} | model {a['model_psnr']:.2f} dB")
+    if "truth_mean" in report:
+        mean = report["truth_mean"]
+        shown = [n for n in ("noisy", GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE) if n in mean]
+        best = max(mean, key=lambda n: mean[n]["psnr"])
+        count = len(report["simulated"])
+        lines.append(f"  ground truth, mean of {count} held-out micrograph{'s' * (count > 1)}, "
+                     "PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
+                     + f" dB; best in the table: {best} {mean[best]['psnr']:.2f} dB")
+    for row in report.get("residual", []):
+        lines.append(f"  residual of {row['micrograph']}: spectrum ratio "
+                     f"{row['spectrum_ratio_mean']:.3f} (1 is right), correlation with the "
+                     f"low-pass {row['correlation_with_lowpass']:.3f} "
+                     f"(pure noise {row['correlation_if_pure_noise']:.3f})")
+    return lines
+
+
+def _written_default(denoised, noisy_path: Path, run: str, record,
+                     scale) -> tuple[np.ndarray | None, dict | None]:
     """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe
-    (checked through its NAME.json), normalised by ``scale``; None when there is none."""
+    (checked through its NAME.json), normalised by ``scale``, and what its steps found;
+    ``(None, None)`` when there is none."""
     if denoised is None:
-        return None
+        return None, None
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.outputs import output_identity, same_record
 
     path = Path(denoised) / noisy_path.name
+    record_path = path.with_suffix(".json")
     identity = output_identity(run, DenoiseConfig().for_run(record), str(noisy_path.resolve()))
-    if not (path.is_file() and same_record(path.with_suffix(".json"), identity)):
-        return None
-    return read_micrograph(path)[0] / scale
+    if not (path.is_file() and same_record(record_path, identity)):
+        return None, None
+    found = json.loads(record_path.read_text()).get("found") or {}
+    return read_micrograph(path)[0] / scale, found
 
 
 def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> list[str]:
@@ -109,8 +161,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
     rows = []
     paths = expand_inputs(paths)
     for i, path in enumerate(paths):
-        logging.getLogger("cryostream").info("residual check %d/%d: %s", i + 1, len(paths),
-                                             Path(path).name)
+        start = time.perf_counter()
         raw, pixel = read_micrograph(path)
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
@@ -118,6 +169,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
         den = correction.run(Micrograph(image, pixel, record, str(path)),
                              lambda _, out=raw_output: out)[0]
         check = method_noise(image, den, pixel)
+        _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
+                  "low-pass %.3f (pure noise %.3f)", i + 1, len(paths), Path(path).name,
+                  time.perf_counter() - start, check["spectrum_ratio_mean"],
+                  check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
         plot_method_noise(out / f"residual_{i}.png", check, image, den, title=Path(path).name)
         rows.append({"micrograph": Path(path).name,
                      **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)}})
@@ -141,19 +196,37 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
     filter (:func:`cryostream.metrics.wiener_oracle`), the Wiener filter from the measured noise
     (:func:`cryostream.baselines.wiener_measured`), the model and the model post-processed
-    (:data:`~cryostream.evaluate.numbers.TRUTH_PIPELINES`); PSNR, SSIM, FRC curves, power
-    spectra and crops. Topaz-Denoise's pretrained U-Net joins both when ``topaz-em`` is
-    installed. (c) With ``residual`` (MRC paths, e.g. real micrographs): each is denoised
+    (:data:`~cryostream.evaluate.numbers.TRUTH_PIPELINES`); PSNR, SSIM, FRC curves (edge-tapered,
+    :func:`cryostream.metrics.frc`), power spectra and crops. Only the first ``micrographs`` of
+    the set that the run did not train on are scored
+    (:func:`~cryostream.evaluate.held_out.select_held_out`; a
+    :class:`~cryostream.errors.ConfigError` before anything is written when it trained on all
+    of them); the report names them. Topaz-Denoise's pretrained U-Net joins both when
+    ``topaz-em`` is installed. (c) With ``residual`` (MRC paths, e.g. real micrographs): each is denoised
     (Noisier2Noise-corrected for runs trained on noisy micrographs) and the residual checked
     with :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this
     model's default outputs from :func:`cryostream.denoise` (with their records), scored as
     the default recipe instead of denoising the truth section's micrographs again.
+
+    Progress goes to the ``cryostream`` logger: the test split's time, and one note per
+    micrograph (its seconds, the fitted defocus and whether the CTF check passed where the
+    default recipe fits one, the scores). :func:`summary_lines` sums the report up.
     """
     from cryostream.baselines import topaz_available
     from cryostream.denoise.network import model_path, model_record
+    from cryostream.errors import ConfigError
+    from cryostream.io.stack import expand_inputs
 
     run = model_path(run)
     record = model_record(run)
+    if store is None and truth is None and not residual:
+        raise ConfigError("nothing to evaluate: give a store (its test split), truth= (--truth, "
+                          "a folder from cryostream simulate) or residual= (--residual MRC...)")
+    if not isinstance(micrographs, int) or micrographs < 1:
+        raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
+    # every input checked before anything is written
+    selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
+    residual = expand_inputs(residual) if residual else []
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"run": str(run), "store": None if store is None else str(store)}
@@ -166,7 +239,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         shutil.copy(Path(run) / "loss.png", out / "training.png")
         lines += ["![training curve](training.png)", ""]
     if truth is not None:
-        lines += truth_section(run, record, truth, out, micrographs, tile, report, denoised)
+        lines += truth_section(run, record, selection, out, tile, report, denoised)
     if residual:
         lines += residual_section(run, record, residual, out, report, tile)
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,208 @@
+"""The evaluation: the truth section scores only micrographs held out of training, the printed
+summary agrees with the report's table, and progress notes per micrograph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import mrcfile
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream import PrepareConfig
+from cryostream.cli import main
+from cryostream.errors import ConfigError
+from cryostream.evaluate import select_held_out
+from cryostream.prepare import prepare
+from tests.conftest import write_mrc
+
+
+def _split_of(store: Path) -> dict[str, str]:
+    """The store's own table: micrograph name → "train" or "test"."""
+    with h5py.File(store) as f:
+        names = f["micrographs/name"].asstr()[:]
+        splits = f["micrographs/split"].asstr()[:]
+    return dict(zip(names, splits, strict=True))
+
+
+@pytest.fixture(scope="module")
+def half_held(tmp_path_factory):
+    """Four simulated 128² micrographs and a store of them with half held out."""
+    root = tmp_path_factory.mktemp("held")
+    sim = cryostream.simulate(root / "sim", 4, shape=(128, 128), seed=2)
+    store = prepare(sim.micrographs, root / "data.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.5)).output
+    return sim, store
+
+
+def test_truth_scores_only_the_micrographs_held_out(half_held):
+    sim, store = half_held
+    split = _split_of(store)
+    test = sorted(f"{n}.mrc" for n, s in split.items() if s == "test")
+    train = sorted(f"{n}.mrc" for n, s in split.items() if s == "train")
+    assert len(test) == 2 and len(train) == 2
+    selection = select_held_out(sim.root, 5, store)
+    assert [p[0].name for p in selection.pairs] == test
+    assert [p[1] for p in selection.pairs] == [sim.root / "truth" / n for n in test]
+    assert list(selection.in_training) == train and selection.checked
+    assert f"Scored {', '.join(test)}: held out" in selection.note()
+    assert [p[0].name for p in select_held_out(sim.root, 1, store).pairs] == test[:1]
+
+
+def test_another_simulated_set_with_the_same_names_is_held_out(half_held, tmp_path):
+    sim, store = half_held
+    other = cryostream.simulate(tmp_path / "other", 4, shape=(128, 128), seed=3)
+    assert sorted(p.name for p in other.micrographs) == sorted(p.name for p in sim.micrographs)
+    selection = select_held_out(other.root, 4, store)
+    assert len(selection.pairs) == 4 and selection.in_training == ()
+
+
+def test_copies_of_training_micrographs_are_refused(half_held, tmp_path):
+    """A copy of the training micrographs elsewhere is what was trained on: refused, naming
+    the folder and the fix."""
+    sim, store = half_held
+    copy = tmp_path / "copy"
+    for sub in ("micrographs", "truth"):
+        (copy / sub).mkdir(parents=True)
+    for name, split in _split_of(store).items():
+        if split == "train":
+            for sub in ("micrographs", "truth"):
+                shutil.copy(sim.root / sub / f"{name}.mrc", copy / sub)
+    with pytest.raises(ConfigError, match=rf"truth={copy}: all 2 micrographs are in the "
+                       r"training split .*another --seed"):
+        select_held_out(copy, 4, store)
+
+
+def test_half_sums_of_the_same_set_count_as_trained(tmp_path):
+    """A store of the even halves (``NAME_EVN`` beside ``micrographs/NAME.mrc``) trained on
+    every micrograph of the set, though not on the full sums' files."""
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 128), seed=4)
+    (sim.root / "even").mkdir()
+    evens = []
+    for path in sim.micrographs:
+        image = mrcfile.read(path).astype(np.float32)
+        evens.append(write_mrc(sim.root / "even" / f"{path.stem}_EVN.mrc", 0.5 * image))
+    store = prepare(evens, tmp_path / "halves.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.0)).output
+    assert set(_split_of(store)) == {f"{p.stem}_EVN" for p in sim.micrographs}
+    with pytest.raises(ConfigError, match="all 2 micrographs are in the training split"):
+        select_held_out(sim.root, 2, store)
+
+
+def test_a_store_that_is_not_here_is_said_unchecked(half_held, tmp_path):
+    sim, _ = half_held
+    selection = select_held_out(sim.root, 3, tmp_path / "gone.h5")
+    assert len(selection.pairs) == 3 and not selection.checked
+    assert "cannot be read here" in selection.note() and "gone.h5" in selection.note()
+
+
+def _table_means(text: str) -> dict[str, float]:
+    """The mean PSNR column of report.md's ground-truth table, by method."""
+    section = text.split("## Simulated micrographs against their ground truth")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
+    means = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        means[cells[0]] = float(cells[-1].split(" / ")[0])
+    return means
+
+
+def _printed_means(line: str) -> tuple[dict[str, float], str, float]:
+    """The printed ground-truth line: PSNR by method, and the best method with its PSNR."""
+    values, best = line.split("PSNR: ", 1)[1].split(" dB; best in the table: ")
+    shown = {}
+    for part in values.split(" | "):
+        name, value = part.rsplit(" ", 1)
+        shown[name] = float(value)
+    best_name, best_value = best.removesuffix(" dB").rsplit(" ", 1)
+    return shown, best_name, float(best_value)
+
+
+@pytest.mark.slow
+def test_cli_summary_agrees_with_the_truth_table(tiny_run, tmp_path, capsys):
+    """``cryostream evaluate RUN STORE --truth``: the printed lines are the report's numbers
+    (parsed from both), only the store's held-out micrograph is scored, and one progress note
+    per micrograph goes to stderr (17 s: the truth section denoises a micrograph)."""
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), str(tiny_run.store), "-o", str(out),
+                 "--truth", str(tiny_run.sim.root), "--micrographs", "3", "--tile", "64",
+                 "--patches", "4"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
+    assert printed[0] == f"wrote {out}/report.md"
+    report = json.loads((out / "report.json").read_text())
+    text = (out / "report.md").read_text()
+    held = sorted(f"{n}.mrc" for n, s in _split_of(tiny_run.store).items() if s == "test")
+    assert report["truth_micrographs"]["scored"] == held and len(held) == 1
+    assert [r["micrograph"] for r in report["simulated"]] == held
+    assert f"Scored {held[0]}: held out of the run's training" in text
+    # the summary and the table, each parsed
+    means = _table_means(text)
+    truth_line = next(line for line in printed if "ground truth" in line)
+    shown, best_name, best_value = _printed_means(truth_line)
+    assert set(shown) == {"noisy", "Gaussian (best σ)", "oracle Wiener", "model, default recipe"}
+    for name, value in shown.items():
+        assert value == means[name]
+    assert best_value == max(means.values()) == means[best_name]
+    split_line = next(line for line in printed if "test split" in line)
+    split = report["test_split"]
+    assert f"noisy {split['noisy_psnr']:.2f}" in split_line
+    assert f"| noisy input | {split['noisy_psnr']:.2f} |" in text
+    assert f"model {split['model_psnr']:.2f} dB" in split_line
+    assert f"| cryostream model | {split['model_psnr']:.2f} |" in text
+    # progress: the test split and one note per micrograph, with its time and scores
+    notes = [line for line in captured.err.splitlines() if line.startswith("cryostream: ")]
+    assert any(line.startswith("cryostream: test split: 4 patches") for line in notes)
+    truth_notes = [line for line in notes if "ground truth" in line]
+    assert len(truth_notes) == 1
+    assert truth_notes[0].startswith(f"cryostream: ground truth 1/1 {held[0]} (held out): ")
+    assert f"model, default recipe {means['model, default recipe']:.2f} dB" in truth_notes[0]
+
+
+def test_evaluate_refuses_a_truth_set_it_trained_on_before_writing(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    for sub in ("micrographs", "truth"):
+        (copy / sub).mkdir(parents=True)
+    for name, split in _split_of(tiny_run.store).items():
+        if split == "train":
+            for sub in ("micrographs", "truth"):
+                shutil.copy(tiny_run.sim.root / sub / f"{name}.mrc", copy / sub)
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--truth", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cryostream evaluate: error: truth={copy}: all 2")
+    assert not out.exists()
+
+
+def test_evaluate_needs_something_to_score(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_progress_of_rank(tiny_run, capsys):
+    """``rank``: one note per micrograph on stderr, with what the steps found (these 160 × 128
+    micrographs are too small for a CTF fit)."""
+    mic = str(tiny_run.sim.micrographs[0])
+    assert main(["rank", str(tiny_run.run), "-i", mic, "--draws", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cryostream: scored 1/1 {Path(mic).stem} for 1 runs")
+    assert err[0].endswith("s; too small for a CTF fit: radial Wiener gain")
+
+
+@pytest.mark.slow
+def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
+    """-v adds each run's findings to rank's notes; --quiet leaves stderr empty."""
+    mic = str(tiny_run.sim.micrographs[0])
+    assert main(["rank", str(tiny_run.run), "-i", mic, "--draws", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["rank", str(tiny_run.run), "-i", mic, "--draws", "1", "-v"]) == 0
+    assert f"cryostream: run on {Path(mic).stem}: ; too small" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--quiet",
+                 "--truth", str(tiny_run.sim.root), "--tile", "64"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith(f"wrote {tmp_path / 'rep'}/report.md")
