@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,3 +177,76 @@ def test_a_known_defocus_replaces_the_fit_and_the_check_still_guards_it(tmp_path
         fit = CTFFit(*dataclasses.astuple(defocus), 0.0, 0.6575)
         expected = match_wiener_gain(noisy, noisy, noise, ctf=fit if used else None)
         np.testing.assert_array_equal(got, expected)
+
+
+# --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------
+
+
+def _project(tiny_run, root: Path) -> Path:
+    """A RELION project: two micrographs under Micrographs/ and CTFFIND's STAR file in
+    CtfFind/job003/ naming them relative to the project folder."""
+    import shutil
+
+    (root / "Micrographs").mkdir(parents=True)
+    (root / "CtfFind" / "job003").mkdir(parents=True)
+    for i, name in enumerate(("a", "b")):
+        shutil.copy(tiny_run.sim.micrographs[i], root / "Micrographs" / f"{name}.mrc")
+    return _star(root / "CtfFind" / "job003", {
+        "rlnMicrographName": ["Micrographs/a.mrc", "Micrographs/b.mrc"], "rlnOpticsGroup": [1, 2],
+        "rlnCtfImage": ["CtfFind/job003/Micrographs/a.ctf:mrc", "CtfFind/job003/Micrographs/b.ctf:mrc"],
+        "rlnDefocusU": [19000.0, 21000.0], "rlnDefocusV": [18800.0, 20500.0],
+        "rlnDefocusAngle": [92.0, 10.0], "rlnCtfMaxResolution": [3.1, 4.2]})
+
+
+def test_denoise_reads_a_relion_star_file_and_writes_one_for_import(tiny_run, tmp_path):
+    from cryostream.cli import main
+
+    root = tmp_path / "project"
+    star = _project(tiny_run, root)
+    out = root / "External" / "job010"
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile", "64",
+                 "--workers", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.mrc", "b.json", "b.mrc",
+                                                     "denoised_micrographs.star"]
+    for name, pixel, voltage in (("a", 1.0, 300.0), ("b", 1.25, 200.0)):  # the optics group's
+        with mrcfile.open(out / f"{name}.mrc") as m:
+            assert m.voxel_size.x == pytest.approx(pixel)
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["config"]["voltage_kv"] == voltage
+        assert record["given"]["pixel_size_from"] == "STAR file"
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    pd.testing.assert_frame_equal(written["optics"], OPTICS)  # as it was
+    rows = written["micrographs"]
+    assert list(rows["rlnMicrographName"]) == ["External/job010/a.mrc", "External/job010/b.mrc"]
+    original = starfile.read(star, always_dict=True)["micrographs"]
+    for column in original.columns.drop("rlnMicrographName"):  # every other column carried over
+        assert list(rows[column]) == list(original[column]), column
+
+
+def test_star_out_from_mrc_inputs_has_an_optics_table_of_the_header_and_config(
+        tiny_run, tmp_path, monkeypatch):
+    from cryostream.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the project folder RELION runs in
+    assert main(["denoise", str(tiny_run.run), *map(str, tiny_run.sim.micrographs[:2]), "-o", "den",
+                 "--raw", "--tile", "64", "--workers", "1", "--voltage", "200", "--cs", "2.7"]) == 0
+    written = starfile.read(tmp_path / "den" / "denoised_micrographs.star", always_dict=True)
+    optics = written["optics"]
+    assert list(optics["rlnOpticsGroup"]) == [1]
+    assert optics["rlnMicrographPixelSize"][0] == pytest.approx(0.6575)
+    assert (optics["rlnVoltage"][0], optics["rlnSphericalAberration"][0],
+            optics["rlnAmplitudeContrast"][0]) == (200.0, 2.7, 0.1)
+    names = [Path(p).name for p in tiny_run.sim.micrographs[:2]]
+    assert list(written["micrographs"]["rlnMicrographName"]) == [f"den/{n}" for n in names]
+    assert list(written["micrographs"]["rlnOpticsGroup"]) == [1, 1]
+
+
+def test_a_star_row_of_a_missing_optics_group_writes_nothing(tiny_run, tmp_path, capsys):
+    from cryostream.cli import main
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [7]})
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{star}: row 1 (a.mrc): optics group 7 is not in data_optics (groups 1, 2)" in err
+    assert "add the group to data_optics" in err and not (tmp_path / "out").exists()
