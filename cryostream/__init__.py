@@ -3,7 +3,8 @@
 Lazy MRC stacks (:func:`open_micrographs`), an EMPIAR-10025-like simulator with ground truth
 (:func:`simulate`), a sizing planner (:func:`plan`) out-of-core preprocessing into HDF5
 (:func:`prepare`), training from a prefetching loader (:class:`PatchLoader`, :func:`train`),
-whole-micrograph denoising (:func:`denoise`, :class:`DenoiseConfig`), truth-free ranking of runs
+whole-micrograph denoising (:func:`denoise`, :class:`DenoiseConfig`), training on a user's
+own micrographs in one call (:func:`fit`), truth-free ranking of runs
 (:func:`rank_runs`) and evaluation reports (:func:`evaluate`).
 """
 
@@ -12,6 +13,7 @@ from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, Simulat
 from cryostream.denoise import denoise, rank_runs
 from cryostream.errors import ConfigError, CryostreamError, InvalidMicrographError, StoreError
 from cryostream.evaluate import evaluate
+from cryostream.fit import FitResult, fit
 from cryostream.io.stack import MicrographSkippedWarning, open_micrographs
 from cryostream.loader import PatchLoader
 from cryostream.plan import Plan, plan
@@ -24,6 +26,7 @@ __all__ = [
     "ConfigError",
     "DenoiseConfig",
     "CryostreamError",
+    "FitResult",
     "InvalidMicrographError",
     "MicrographSkippedWarning",
     "NoiseConfig",
@@ -38,6 +41,7 @@ __all__ = [
     "StoreError",
     "denoise",
     "evaluate",
+    "fit",
     "load_model",
     "open_micrographs",
     "plan",

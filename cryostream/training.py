@@ -31,6 +31,7 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
+from cryostream.warm_start import matching_params, start_params
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
            "model_input", "make_train_step", "make_eval_step", "train"]
@@ -70,14 +71,16 @@ def make_optimizer(config: TrainConfig):
                        optax.adamw(schedule, weight_decay=config.weight_decay))
 
 
-def create_train_state(model, tx):
-    """Split a model into its static graph and the trainable state pytree."""
+def create_train_state(model, tx, params=None, *, where: str = "the given parameters"):
+    """Split a model into its static graph and the trainable state pytree; with ``params``
+    (a tree of the same network, :func:`~cryostream.warm_start.matching_params`, else a
+    :class:`ConfigError` naming ``where``) those parameters and a fresh optimizer state."""
     import jax.numpy as jnp
     from flax import nnx
 
-    graphdef, params = nnx.split(model, nnx.Param)
-    return graphdef, {"params": params, "opt_state": tx.init(params),
-                      "step": jnp.zeros((), jnp.int32)}
+    graphdef, own = nnx.split(model, nnx.Param)
+    own = own if params is None else matching_params(own, params, where)
+    return graphdef, {"params": own, "opt_state": tx.init(own), "step": jnp.zeros((), jnp.int32)}
 
 
 def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
@@ -123,8 +126,6 @@ def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None
     if recorrupt_alpha2 is not None:
         target = target - (inp - target) * (1 / recorrupt_alpha2)
     return inp[..., None], target[..., None]
-
-
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
@@ -225,19 +226,18 @@ def _plot_curve(run: Path, rows: list[dict]) -> None:
         a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test loss")
         b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
         b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
+        b.legend()
     a.set_xlabel("step")
     a.legend()
-    b.set_xlabel("step")
-    b.set_ylabel("test PSNR (dB)")
-    if ev:
-        b.legend()
+    b.set(xlabel="step", ylabel="test PSNR (dB)")
     fig.tight_layout()
     fig.savefig(run / "loss.png", dpi=80)
     plt.close(fig)
 
 
 def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
-          progress: bool = False, stop_at: int | None = None, log=print) -> TrainResult:
+          progress: bool = False, stop_at: int | None = None, time_limit_s: float | None = None,
+          init_params=None, on_metrics=None, log=print) -> TrainResult:
     """Train a denoiser on a store's train split; evaluate on its test split.
 
     Parameters
@@ -254,6 +254,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         Show a progress bar.
     stop_at : int, optional
         Stop (with a checkpoint) after this step, as if interrupted; ``resume`` continues.
+    time_limit_s : float, optional
+        Wall-clock seconds from the call (compilation included); the first step after them is
+        checkpointed and training stops, as with ``stop_at``.
+    init_params : pytree, optional
+        Start from these parameters instead of ``config.init``'s (not when resuming).
+    on_metrics : callable, optional
+        Called with each ``metrics.jsonl`` row (a dict) as it is written.
 
     Returns
     -------
@@ -264,13 +271,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     config = config or TrainConfig()
     run = Path(run)
     start_time = time.perf_counter()
-    prepared = _store_config(store)
+    prepared, test_size = _store_facts(store)
     recorrupt_alpha2 = _recorrupt_alpha2(store, prepared) if config.recorrupt else None
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)
     test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,
                        threads=config.threads, prefetch=2, drop_remainder=True) \
-        if _split_size(store, "test") >= config.batch_size else None
+        if test_size >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
     record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
     if checkpoint_steps(run):
@@ -282,36 +289,37 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             raise ConfigError(f"{run}: resuming needs the options it was trained with; changed: "
                               f"{'; '.join(changes)}. Pass the same options, or train into a "
                               "new folder")
+    resuming = resume and bool(checkpoint_steps(run))
+    model = create_model(config.model_config(), config.seed)
+    if init_params is None and config.init is not None and not resuming:
+        init_params = start_params(config.init, model.config)
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(  # checked before anything is written
+        model, tx, None if resuming else init_params,
+        where=f"init={config.init!r}" if config.init else "init_params")
     manager = checkpoint_manager(run, config.keep_checkpoints, create=True)
     save_record(run, record)
-
-    model = create_model(config.model_config(), config.seed)
-    tx = make_optimizer(config)
-    graphdef, state = create_train_state(model, tx)
     batch_sharding, replicated = _mesh_sharding()
     if replicated is not None:
         state = jax.device_put(state, replicated)
     metrics_path = run / "metrics.jsonl"
-    if resume and manager.latest_step() is not None:
+    rows = []
+    if resuming:
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
         log(f"resumed from step {step0}")
-    else:
-        rows = []
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
                               noise_table=loader.noise_table, recorrupt_alpha2=recorrupt_alpha2)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     step = int(state["step"])
-    bar = None
     if progress:
         from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
+    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step") if progress else None
     timed_steps, timed_seconds, t_mark = 0, 0.0, None
     last = {}
 
@@ -338,6 +346,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             loader.close()
             raise
 
+    deadline = None if time_limit_s is None else start_time + time_limit_s
     with open(metrics_path, "a") as metrics_file:
         batches = loader.device_batches(batch_sharding)
         end = config.steps if stop_at is None else min(stop_at, config.steps)
@@ -362,13 +371,18 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 rows.append(row)
+                if on_metrics is not None:
+                    on_metrics(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{last['loss']:.4g}")
             if bar is not None:
                 bar.update(1)
-            if step % config.checkpoint_every == 0 or step == end:
+            late = deadline is not None and time.perf_counter() > deadline
+            if step % config.checkpoint_every == 0 or step == end or late:
                 check_loss(step, float(out["loss"]))  # never checkpoint a diverged state
                 save(step)
+            if late:
+                break
         loader.close()
     jax.block_until_ready(state)
     if t_mark is not None and timed_steps:
@@ -385,18 +399,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                        seconds=time.perf_counter() - start_time, patches_per_second=rate)
 
 
-def _split_size(store, split: str) -> int:
+def _store_facts(store) -> tuple[PrepareConfig, int]:
+    """The store's config and the patches of its test split."""
     from cryostream.store import open_dataset
 
     with open_dataset(store) as f:
-        return int(f[split]["target"].shape[0])
-
-
-def _store_config(store) -> PrepareConfig:
-    from cryostream.store import open_dataset
-
-    with open_dataset(store) as f:
-        return from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"])
+        return (from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"]),
+                int(f["test"]["target"].shape[0]))
 
 
 def _recorrupt_alpha2(store, prepared: PrepareConfig) -> float:

@@ -123,6 +123,7 @@ DOCUMENTED_FLAGS = {
     "train": {"-o", "--model", "--precision", "--residual", "--recorrupt", "--steps",
               "--batch-size", "--lr", "--loss", "--eval-every", "--checkpoint-every", "--keep",
               "--seed", "--resume", "--quiet"},
+    "fit": {"-o", "--from", "--budget", "--work", "--model", "--overwrite"},
     "denoise": {"-o", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
                 "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
                 "--amplitude-contrast", "--calibrate", "--workers", "--scheduler",

@@ -19,6 +19,7 @@ from cryostream.cli import (
     denoise,
     evaluate,
     export_bin,
+    fit,
     plan,
     prepare,
     rank,
@@ -30,7 +31,7 @@ from cryostream.cli.common import run_command
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-SUBCOMMANDS = (simulate, plan, prepare, train, denoise, rank, evaluate, show, export_bin)
+SUBCOMMANDS = (simulate, plan, prepare, train, fit, denoise, rank, evaluate, show, export_bin)
 """The subcommand modules, in the order ``--help`` lists them."""
 
 

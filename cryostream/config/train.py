@@ -45,6 +45,12 @@ class TrainConfig:
         Seed of initialisation, shuffling and on-device noise.
     threads, prefetch : int
         Loader reader threads and queued batches.
+    init : str, optional
+        Where the parameters start: ``None`` draws them from ``seed``; otherwise a shipped
+        model's name (``"general"``), an exported ``.npz`` or a run folder (its last
+        checkpoint), whose network must have this run's shape
+        (:func:`cryostream.warm_start.start_params`). The optimizer starts fresh either way.
+        Recorded in the run's ``config.json``, so a run says where it started.
     """
 
     model: str = "unet"
@@ -65,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 4
     prefetch: int = 4
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_PRESETS)
@@ -75,6 +82,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
         check_positive("learning_rate", self.learning_rate)
+        if self.init is not None and not (isinstance(self.init, str) and self.init.strip()):
+            raise ConfigError(f"init={self.init!r}: must be a shipped model's name ('general'), "
+                              "an exported .npz or a run folder, or None to start from the seed")
 
     def model_config(self):
         """The :class:`~cryostream.models.ModelConfig` of the preset, precision and residual."""

@@ -1,0 +1,391 @@
+"""``cryostream.fit``: a denoiser trained on a user's own micrographs in one call.
+
+:func:`fit` chains what ``prepare`` and ``train`` do with the best validated recipe: each
+micrograph's noise is measured and matched noise (``α`` = 1, drawn on the device) is added to
+it (:data:`RECIPE_NOISE`, docs/guide/noise.md); the store goes to a work folder; the residual
+``unet`` trains with :class:`~cryostream.config.TrainConfig`'s defaults (:data:`RECIPE_TRAIN`),
+from scratch or from the shipped general model or another run (``start``), for a budget of
+minutes or steps. The run folder then denoises like any other (``cryostream denoise ...
+--model RUN``). Calling it again with the same arguments continues: a complete store whose
+inputs have not changed is kept, training resumes from its last checkpoint. Every stage notes
+its progress through :mod:`logging` (the ``cryostream`` logger).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryostream._version import __version__
+from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
+from cryostream.errors import ConfigError, StoreError
+from cryostream.io.stack import expand_inputs, read_headers
+from cryostream.prepare import MODEL_MULTIPLE
+from cryostream.prepare import prepare as prepare_store
+from cryostream.prepare_output import check_patch_size, fingerprint
+from cryostream.progress import PrepareProgress, TrainProgress
+from cryostream.store import shard_folder
+
+__all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget", "FitResult",
+           "recipe", "fit"]
+
+_log = logging.getLogger("cryostream")
+
+#: The added noise of the validated recipe: each micrograph's own measured noise, as strong
+#: (``α`` = 1), drawn fresh on the device every step (``prepare --noise matched --alpha 1``).
+RECIPE_NOISE = NoiseConfig(model="matched", alpha=1.0, mode="on-device")
+#: The training of the validated recipe (``train --model unet --residual``), the rest
+#: :class:`~cryostream.config.TrainConfig`'s defaults. The shipped general model has this shape.
+RECIPE_TRAIN = TrainConfig(model="unet", residual=True)
+#: What a fit was asked for, in its run folder: a different request is refused.
+FIT_RECORD = "fit.json"
+#: In the work folder: the fingerprint of the complete store (its inputs, their sizes and times).
+STORE_RECORD = "store.json"
+#: The store's file name in the work folder.
+STORE_NAME = "data.h5"
+#: What a run folder holds that ``overwrite`` replaces (other files are left alone).
+_RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|min|minutes?|h|hours?|steps?)\s*$", re.I)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long :func:`fit` trains: wall-clock ``minutes`` or a number of ``steps``.
+
+    ``minutes`` count from the start of the call (measuring and preparing included); at the
+    first training step after them a checkpoint is written and training stops, and calling
+    :func:`fit` again continues. ``steps`` set :class:`~cryostream.config.TrainConfig`'s
+    ``steps`` (the length of the learning-rate schedule).
+    """
+
+    minutes: float | None = None
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.minutes is None) == (self.steps is None):
+            raise ConfigError("budget (--budget): give minutes or steps, one of them")
+        if self.minutes is not None and not (isinstance(self.minutes, int | float)
+                                             and math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"budget (--budget): {self.minutes!r} minutes; give a time > 0, "
+                              "e.g. '30m'")
+        if self.steps is not None and (not isinstance(self.steps, int)
+                                       or isinstance(self.steps, bool) or self.steps < 1):
+            raise ConfigError(f"budget (--budget): {self.steps!r} steps; give a whole number "
+                              "≥ 1, e.g. '2000steps'")
+
+    @classmethod
+    def parse(cls, budget: str | Budget | None) -> Budget | None:
+        """``"30m"``, ``"1.5h"``, ``"2000steps"`` (or a :class:`Budget`, or ``None``) as a budget.
+
+        Raises
+        ------
+        ConfigError
+            Naming the value and the forms it may take.
+        """
+        if budget is None or isinstance(budget, Budget):
+            return budget
+        found = _BUDGET.match(budget) if isinstance(budget, str) else None
+        if not found:
+            raise ConfigError(f"budget={budget!r} (--budget): give minutes ('30m', '1.5h') or "
+                              "steps ('2000steps')")
+        number, unit = found.group(1), found.group(2).lower()
+        if unit.startswith("step"):
+            if "." in number:
+                raise ConfigError(f"budget={budget!r} (--budget): steps are whole, e.g. "
+                                  f"'{int(float(number))}steps'")
+            return cls(steps=int(number))
+        return cls(minutes=float(number) * (60 if unit.startswith("h") else 1))
+
+
+def recipe(shape: tuple[int, int]) -> PrepareConfig:
+    """The store of the validated recipe for micrographs of ``shape`` (rows, columns).
+
+    :class:`~cryostream.config.PrepareConfig`'s defaults with :data:`RECIPE_NOISE`; the patch
+    is its default (1024 px, stride half of it) on micrographs at least twice as large, and
+    halved until two fit along the shorter side on smaller ones (never under the networks'
+    multiple, 32 px).
+
+    Raises
+    ------
+    ConfigError
+        If the micrographs are smaller than one patch of 32 px.
+    """
+    default = PrepareConfig()
+    patch, side = default.patch_size, min(shape)
+    while patch > MODEL_MULTIPLE and 2 * patch > side:
+        patch //= 2
+    if patch > side:
+        raise ConfigError(f"micrographs of {shape[0]} × {shape[1]} px: too small to train on "
+                          f"(at least {MODEL_MULTIPLE} px a side); give larger micrographs")
+    stride = patch * default.stride // default.patch_size
+    return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes
+    ----------
+    run, store : Path
+        The run folder and the store in the work folder (kept for resuming).
+    start : str or None
+        Where the parameters started (``TrainConfig.init``): ``"general"``, a run folder or an
+        exported ``.npz``; ``None`` from scratch.
+    steps, target_steps : int
+        The run's step now, and the steps it trains for (fewer when the budget ran out).
+    final_loss : float
+        The last logged training loss (``nan`` when nothing was trained in this call).
+    eval : dict
+        The last evaluation on the test split (``psnr``, ``noisy_psnr``, …), or ``{}``.
+    seconds : float
+        Wall clock of the call.
+    store_bytes : int
+        The store's size on disk.
+    next_command : str
+        The command that denoises the micrographs with this run.
+    """
+
+    run: Path
+    store: Path
+    start: str | None
+    steps: int
+    target_steps: int
+    final_loss: float
+    eval: dict
+    seconds: float
+    store_bytes: int
+    next_command: str
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has trained all its steps."""
+        return self.steps >= self.target_steps
+
+    def summary(self) -> str:
+        """The lines the command prints."""
+        test = (f", test PSNR {self.eval['psnr']:.2f} dB (noisy input "
+                f"{self.eval['noisy_psnr']:.2f} dB)" if "psnr" in self.eval else "")
+        loss = f", loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
+        where = f" from {self.start}" if self.start else " from scratch"
+        state = ("" if self.finished else "; the budget ran out: run the same command again to "
+                 "continue")
+        return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}{test}, "
+                f"{self.seconds:.0f} s{state}\nthe store in {self.store.parent} "
+                f"({self.store_bytes / 1e9:.2f} GB) is kept for resuming; remove it when done\n"
+                f"denoise with: {self.next_command}")
+
+
+def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.PathLike, *,
+        start: str | os.PathLike | None = None, budget: str | Budget | None = None,
+        work: str | os.PathLike | None = None, train: TrainConfig | None = None,
+        prepare: PrepareConfig | None = None, overwrite: bool = False) -> FitResult:
+    """Train a denoiser on the micrographs themselves (self-supervised), in one call.
+
+    Parameters
+    ----------
+    inputs : paths, globs, folders or a RELION STAR file
+        The micrographs (all one shape).
+    run : path-like
+        The run folder: what ``cryostream train`` writes, and ``fit.json`` (this request).
+    start : str or path-like, optional
+        Start from ``"general"`` (the shipped model), a run folder or an exported ``.npz``
+        instead of random parameters; its network must be this run's. Recorded as
+        ``TrainConfig.init`` in the run's ``config.json``.
+    budget : str or Budget, optional
+        ``"30m"``, ``"1.5h"`` or ``"2000steps"`` (:class:`Budget`); without it, ``train``'s
+        ``steps`` and no time limit.
+    work : path-like, optional
+        Where the store goes (``WORK/data.h5``); ``RUN/work`` by default.
+    train : TrainConfig, optional
+        The training; :data:`RECIPE_TRAIN` by default.
+    prepare : PrepareConfig, optional
+        The store; :func:`recipe` for the micrographs' shape by default.
+    overwrite : bool
+        Replace a run folder that holds another fit (or a ``train`` run) and train from the
+        start; a complete store of the same inputs and options is still kept.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ConfigError
+        A budget, start or option that cannot be, a different fit in ``run`` without
+        ``overwrite``; before anything is written.
+    InvalidMicrographError
+        No micrographs, or one unreadable; before anything is written.
+    """
+    t0 = time.perf_counter()
+    parsed = Budget.parse(budget)
+    run = Path(run).absolute()
+    work = Path(work).absolute() if work is not None else run / "work"
+    store = work / STORE_NAME
+    given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    paths = [p.absolute() for p in expand_inputs(given)]
+    headers, _ = read_headers(paths)
+    prep = prepare or recipe(headers[0].shape)
+    check_patch_size(prep, MODEL_MULTIPLE)
+    if min(headers[0].shape) < prep.patch_size:
+        raise ConfigError(f"patch_size={prep.patch_size}: larger than the micrographs "
+                          f"({headers[0].shape[0]} × {headers[0].shape[1]}); use a smaller patch")
+    config = train or RECIPE_TRAIN
+    init = _start_label(start, run) if start is not None else config.init
+    config = dataclasses.replace(config, init=init,
+                                 steps=parsed.steps if parsed and parsed.steps else config.steps)
+    request = {"kind": "FitRecord", "cryostream_version": __version__,
+               "inputs": [str(p) for p in paths], "store": str(store),
+               "prepare": to_dict(prep), "train": to_dict(config)}
+    fresh = _check_run(run, request, overwrite)
+    done = 0 if fresh else _trained_steps(run)
+    params = None
+    if init is not None and done == 0:
+        from cryostream.warm_start import start_params
+
+        params = start_params(init, config.model_config())  # checked before anything is written
+    _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
+              len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
+              " (residual)" if config.residual else "", f"from {init}" if init else "from scratch")
+    if fresh:
+        _clear(run)
+    run.mkdir(parents=True, exist_ok=True)
+    _write_json(run / FIT_RECORD, request)
+    _log.info("work folder: %s (the store, kept for resuming)", work)
+    _make_store(paths, store, prep, headers, overwrite)
+
+    result = None
+    remaining = None if parsed is None or parsed.minutes is None else \
+        parsed.minutes * 60 - (time.perf_counter() - t0)
+    if done >= config.steps:
+        _log.info("already trained: step %d of %d", done, config.steps)
+    elif remaining is not None and remaining <= 0:
+        _log.info("the time budget was spent preparing the store; run the same command again "
+                  "to train")
+    else:
+        from cryostream.training import train as train_run
+
+        _log.info("training %s for %d step%s of %d patches%s: compiling the step first",
+                  config.model, config.steps, "s" * (config.steps > 1), config.batch_size,
+                  f", resuming at step {done}" if done else "")
+        result = train_run(store, run, config, resume=bool(done), init_params=params,
+                           time_limit_s=remaining, log=_log.info,
+                           on_metrics=TrainProgress(config.steps, config.batch_size))
+    steps = result.steps if result is not None else done
+    command = shlex.join(["cryostream", "denoise", *map(str, given), "-o", "denoised",
+                          "--model", str(run)])
+    size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
+    out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
+                    final_loss=result.final_loss if result is not None else math.nan,
+                    eval=result.eval if result is not None else {},
+                    seconds=time.perf_counter() - t0, store_bytes=size, next_command=command)
+    _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
+              "" if out.finished else " (the budget ran out: run the same command again to "
+              "continue)", command)
+    return out
+
+
+def _start_label(start, run: Path) -> str:
+    """``start`` as recorded: a shipped model's name, or an absolute path."""
+    from cryostream.denoise.network import SHIPPED
+
+    if str(start) in SHIPPED:
+        return str(start)
+    path = Path(start).absolute()
+    if path == run:
+        raise ConfigError(f"start={str(start)!r} (--from): that is the output run itself; to "
+                          "continue it, run the same command without --from changes")
+    return str(path)
+
+
+def _trained_steps(run: Path) -> int:
+    from cryostream.runs import checkpoint_steps
+
+    return max(checkpoint_steps(run), default=0)
+
+
+def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
+    """Whether ``run`` starts afresh (True) or continues the same fit (False); refuses a run
+    folder of another request unless ``overwrite``, naming what differs."""
+    if run.exists() and not run.is_dir():
+        raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
+    if not run.is_dir() or not any(run.iterdir()):
+        return True
+    record = run / FIT_RECORD
+    if not record.is_file():
+        if overwrite:
+            return True
+        raise StoreError(f"{run}: holds files but no {FIT_RECORD} (not a fit's run folder); "
+                         "choose another folder (-o), or pass overwrite=True (--overwrite) to "
+                         "replace its run")
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        if overwrite:
+            return True
+        raise StoreError(f"{record}: damaged ({exc}); pass overwrite=True (--overwrite) to "
+                         "start again") from None
+    changes = _differences(old, request)
+    if changes and not overwrite:
+        raise ConfigError(f"{run}: holds a fit of other inputs or options (changed: "
+                          f"{'; '.join(changes)}); run the same command to continue it, choose "
+                          "another folder (-o), or pass overwrite=True (--overwrite) to replace it")
+    return bool(changes) or overwrite
+
+
+def _differences(old, new: dict) -> list[str]:
+    """What ``new`` changes of the fit ``old`` (a longer or shorter training may continue)."""
+    if not isinstance(old, dict):
+        return ["the record is not a JSON object"]
+    changes = [key for key in ("inputs", "store", "prepare") if old.get(key) != new[key]]
+    before = old.get("train") if isinstance(old.get("train"), dict) else {}
+    changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
+                if k != "steps" and before.get(k) != v]
+    return changes
+
+
+def _clear(run: Path) -> None:
+    """Remove a run's own files (``overwrite``); anything else in the folder stays."""
+    for name in _RUN_FILES:
+        path = run / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _write_json(path: Path, value: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=2, sort_keys=True))
+    os.replace(partial, path)
+
+
+def _make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool) -> None:
+    """Prepare the store, or keep it when it is complete and made from these very inputs."""
+    stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
+    record = store.parent / STORE_RECORD
+    if store.is_file() and record.is_file():
+        try:
+            if json.loads(record.read_text()) == stamp:
+                _log.info("the store %s is complete and its micrographs unchanged: kept", store)
+                return
+        except (OSError, ValueError):
+            pass
+    if store.exists():
+        _log.info("the store %s was made from other micrographs or options: preparing it again",
+                  store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)
+    with PrepareProgress(len(paths)):
+        prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
+                      progress=False, log=_log.info)
+    _write_json(record, stamp)

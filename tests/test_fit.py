@@ -1,0 +1,305 @@
+"""``cryostream fit``: the recipe on the user's micrographs in one call, resumable, a warm start
+from the shipped general model or another run, and every refusal before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream.cli import main
+from cryostream.config import TrainConfig
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, Budget, recipe
+
+#: unet-small on the CPU: 4 steps of 4 patches, checkpoints at 2 and 4.
+SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=2,
+                    eval_batches=1, checkpoint_every=2, warmup_steps=1, threads=1)
+#: A time budget spent before training starts (preparing the store takes longer).
+SPENT = Budget(minutes=1e-6)
+GENERAL = Path(cryostream.__file__).parent / "data" / "general_model.npz"
+
+
+class _Notes(logging.Handler):
+    """Keeps the messages of the ``cryostream`` logger."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def notes():
+    """The progress notes, whatever handlers the command line installed."""
+    logger, handler = logging.getLogger("cryostream"), _Notes()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def mics(tmp_path_factory) -> list[Path]:
+    """Two simulated micrographs of 128 × 160 px."""
+    sim = cryostream.simulate(tmp_path_factory.mktemp("fitsim") / "sim", 2, shape=(128, 160),
+                              seed=3)
+    return list(sim.micrographs)
+
+
+# --- the budget and the recipe ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, budget", [
+    ("30m", Budget(minutes=30.0)), ("45 min", Budget(minutes=45.0)), ("1.5h", Budget(minutes=90.0)),
+    ("2000steps", Budget(steps=2000)), ("7 steps", Budget(steps=7)), ("1step", Budget(steps=1)),
+])
+def test_a_budget_is_minutes_or_steps(text, budget):
+    assert Budget.parse(text) == budget
+
+
+@pytest.mark.parametrize("text, message", [
+    ("soon", "budget='soon' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
+    ("30", "budget='30' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
+    ("-5m", "budget='-5m' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
+    ("0m", "budget (--budget): 0.0 minutes; give a time > 0, e.g. '30m'"),
+    ("0steps", "budget (--budget): 0 steps; give a whole number ≥ 1, e.g. '2000steps'"),
+    ("2.5steps", "budget='2.5steps' (--budget): steps are whole, e.g. '2steps'"),
+])
+def test_budget_nonsense_is_refused_by_name(text, message):
+    with pytest.raises(ConfigError) as info:
+        Budget.parse(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("shape, patch, stride", [
+    ((7676, 7420), 1024, 512), ((2048, 2048), 1024, 512), ((1024, 1500), 512, 256),
+    ((128, 160), 64, 32), ((40, 40), 32, 16),
+])
+def test_the_recipe_cuts_patches_to_suit_the_micrographs(shape, patch, stride):
+    config = recipe(shape)
+    assert (config.patch_size, config.stride) == (patch, stride)
+    assert (config.noise.model, config.noise.alpha, config.noise.mode) == ("matched", 1.0,
+                                                                            "on-device")
+    assert (config.percentile, config.test_fraction) == (95.0, 0.1)  # PrepareConfig's defaults
+
+
+def test_the_recipe_trains_the_residual_unet_with_the_defaults():
+    assert RECIPE_TRAIN == TrainConfig(model="unet", residual=True)
+    with pytest.raises(ConfigError, match="too small to train on"):
+        recipe((20, 300))
+
+
+# --- the shipped general model as a start -------------------------------------------------------
+
+def _by_name(params) -> dict[str, np.ndarray]:
+    """Each parameter by its path, ``/``-joined as the export names them."""
+    import jax
+
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in path
+                     if hasattr(k, "key") or hasattr(k, "idx")): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def test_start_params_are_the_shipped_arrays():
+    from cryostream.warm_start import start_params
+
+    params = _by_name(start_params("general", RECIPE_TRAIN.model_config()))
+    with np.load(GENERAL) as npz:
+        stored = {k: npz[k] for k in npz.files if k != "__meta__"}
+    assert set(params) == set(stored) and len(stored) > 20
+    for name, array in stored.items():
+        np.testing.assert_array_equal(params[name], array, err_msg=name)
+
+
+def test_a_start_of_another_shape_is_refused_before_anything_is_written(mics, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        cryostream.fit(mics, tmp_path / "run", start="general", train=SMALL)
+    assert str(info.value) == (
+        "init='general' (--from): its network is unet, residual, this run's is unet-small, not "
+        "residual; start from a model of the same shape (--model), or from scratch (no --from)")
+    assert _tree(tmp_path) == []
+    with pytest.raises(ConfigError, match=r"init='.*nowhere' \(--from\): no such run folder"):
+        cryostream.fit(mics, tmp_path / "run", start=tmp_path / "nowhere", train=SMALL)
+    assert _tree(tmp_path) == []
+
+
+def test_parameters_of_another_network_are_named():
+    """Checked by name and shape against the network's own (abstract here: no compiling)."""
+    from flax import nnx
+
+    from cryostream.models import UNet
+    from cryostream.warm_start import matching_params
+
+    def abstract(config):
+        return nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))), nnx.Param)[1]
+
+    own = abstract(SMALL.model_config())
+    narrow = {k: np.zeros(v.shape, np.float32)
+              for k, v in _by_name(abstract(dataclasses.replace(SMALL.model_config(),
+                                                                width=8))).items()}
+    with pytest.raises(ConfigError, match=r"^theirs: parameter decoder/0/0/bias has shape \(16,\), "
+                       r"this network's \(32,\); start from parameters of the same model$"):
+        matching_params(own, _nested(narrow), where="theirs")
+    with pytest.raises(ConfigError, match=r"^the given parameters: parameters head/9/kernel are "
+                       r"not this network's"):
+        matching_params(own, _nested({**_by_name(own), "head/9/kernel": np.zeros(1)}))
+    rng = np.random.default_rng(0)
+    given = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in _by_name(own).items()}
+    placed = _by_name(matching_params(own, _nested(given)))
+    assert placed.keys() == given.keys()
+    for name, array in given.items():
+        np.testing.assert_array_equal(placed[name], array)
+
+
+def _nested(flat: dict[str, np.ndarray]) -> dict:
+    """``{"a/0/b": x}`` as ``{"a": {0: {"b": x}}}`` (the layout of ``nnx.to_pure_dict``)."""
+    tree: dict = {}
+    for name, value in flat.items():
+        *parents, last = [int(p) if p.isdigit() else p for p in name.split("/")]
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return tree
+
+
+# --- refusals: one line naming the thing and the fix, nothing written ----------------------------
+
+def test_no_micrographs_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidMicrographError) as info:
+        cryostream.fit(tmp_path / "empty", tmp_path / "run")
+    assert str(info.value) == f"{tmp_path / 'empty'}: folder holds no .mrc files; check the folder"
+    assert _tree(tmp_path) == ["empty"]
+
+
+def test_an_unreadable_micrograph_is_refused(mics, tmp_path):
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"not an MRC file")
+    with pytest.raises(InvalidMicrographError) as info:
+        cryostream.fit([*mics, bad], tmp_path / "run")
+    assert str(info.value).startswith(f"{bad}: not a readable MRC file")
+    assert _tree(tmp_path) == ["bad.mrc"]
+
+
+def test_the_cli_says_one_line(mics, tmp_path, capsys):
+    assert main(["fit", *map(str, mics), "-o", str(tmp_path / "run"), "--budget", "soon"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "cryostream fit: error: budget='soon' (--budget): give minutes ('30m', '1.5h') or steps "
+        "('2000steps')"]
+    assert _tree(tmp_path) == []
+
+
+def test_a_folder_of_other_files_is_refused(mics, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="holds files but no fit.json"):
+        cryostream.fit(mics, tmp_path / "run", train=SMALL, budget=SPENT)
+    assert _tree(tmp_path) == ["run", "run/notes.txt"]
+
+
+def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, notes):
+    """The store is made (and said where), no step trained; a different request into the same
+    run folder is refused, naming what changed, unless ``overwrite``."""
+    run = tmp_path / "run"
+    result = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    assert (result.steps, result.target_steps, result.finished) == (0, 4, False)
+    assert result.store == run / "work" / "data.h5" and result.store.is_file()
+    said = list(notes.messages)
+    assert f"work folder: {run / 'work'} (the store, kept for resuming)" in said
+    assert "measuring the noise: 2/2 micrographs" in said
+    assert "preparing the store: 2/2 micrographs" in said
+    assert any("time budget was spent preparing the store" in n for n in said)
+    assert said[-1].endswith(f"denoise with: cryostream denoise {mics[0]} {mics[1]} -o denoised "
+                              f"--model {run}")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(ConfigError) as info:
+        cryostream.fit(mics[:1], run, train=dataclasses.replace(SMALL, seed=1), budget=SPENT)
+    assert str(info.value) == (
+        f"{run}: holds a fit of other inputs or options (changed: inputs; seed: 0 → 1); run the "
+        "same command to continue it, choose another folder (-o), or pass overwrite=True "
+        "(--overwrite) to replace it")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    notes.messages.clear()
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT)  # the same request: the store kept
+    assert any("is complete and its micrographs unchanged: kept" in n for n in notes.messages)
+    assert not any("measuring the noise" in n for n in notes.messages)
+    cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True)
+    assert json.loads((run / FIT_RECORD).read_text())["inputs"] == [str(mics[0])]
+
+
+# --- real training ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
+    """Interrupted at step 2 (``train(stop_at=2)`` on the fit's own store and config), the same
+    call continues from that checkpoint to step 4 and denoises with ``--model RUN``."""
+    from cryostream.runs import checkpoint_steps, load_record
+    from cryostream.training import train
+
+    run = tmp_path / "run"
+    first = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    train(first.store, run, SMALL, stop_at=2, log=lambda *_: None)
+    assert checkpoint_steps(run) == [2]
+    result = cryostream.fit(mics, run, train=SMALL)
+    assert (result.steps, result.finished) == (4, True) and checkpoint_steps(run) == [2, 4]
+    assert "training unet-small for 4 steps of 4 patches, resuming at step 2: compiling the step " \
+           "first" in notes.messages
+    assert "resumed from step 2" in notes.messages
+    assert any(n.startswith("training: step 4/4, loss ") for n in notes.messages)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4]  # one row each 10 steps, and the last
+    assert load_record(run).train == SMALL
+    notes.messages.clear()
+    again = cryostream.fit(mics, run, train=SMALL)
+    assert again.steps == 4 and "already trained: step 4 of 4" in notes.messages
+    out = cryostream.denoise(run, mics[:1], tmp_path / "denoised")
+    assert out.shape == (1, 128, 160) and np.isfinite(out.values).all()
+
+
+@pytest.mark.slow
+def test_from_general_starts_at_the_shipped_weights(mics, tmp_path):
+    """One step from the general model: the step's learning rate is 0 (linear warm-up from 0),
+    so the checkpoint holds the shipped arrays exactly; the record says where it started."""
+    config = dataclasses.replace(RECIPE_TRAIN, precision="fp32", batch_size=2, eval_batches=1,
+                                 threads=1)
+    result = cryostream.fit(mics, tmp_path / "run", start="general", budget="1step", train=config)
+    assert result.start == "general" and result.steps == 1
+    model, record = cryostream.load_model(tmp_path / "run")
+    assert record.train.init == "general" and record.train.steps == 1
+    from flax import nnx
+
+    params = _by_name(nnx.split(model, nnx.Param)[1])
+    with np.load(GENERAL) as npz:
+        for name in npz.files:
+            if name != "__meta__":
+                np.testing.assert_array_equal(params[name], npz[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_from_a_run_and_a_time_limit(mics, tmp_path, tiny_run):
+    """A run of another network is refused; ``train(time_limit_s=0)`` trains one step, saves it
+    and stops."""
+    from cryostream.runs import checkpoint_steps
+    from cryostream.training import train
+
+    with pytest.raises(ConfigError, match=r"its network is unet-small, not residual, this run's "
+                       r"is unet, residual"):
+        cryostream.fit(mics, tmp_path / "run", start=tiny_run.run)
+    assert _tree(tmp_path) == []
+    result = train(tiny_run.store, tmp_path / "timed", dataclasses.replace(SMALL, steps=50),
+                   time_limit_s=0, log=lambda *_: None)
+    assert result.steps == 1 and checkpoint_steps(tmp_path / "timed") == [1]
