@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -74,7 +75,7 @@ def _atomic_hdf5(path: Path, tmp: Path, fix: str) -> Iterator[h5py.File]:
 
     Writing the finished image with plain file I/O makes a full disk or a file-size limit a
     clean ``OSError`` here (never a failure inside HDF5's close); the partial file is removed
-    and :class:`StoreError` names ``path`` and ``fix``.
+    and :class:`StoreError` names ``path`` and ``fix``. For small files (the master).
     """
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
@@ -86,6 +87,45 @@ def _atomic_hdf5(path: Path, tmp: Path, fix: str) -> Iterator[h5py.File]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"{path}: could not write it ({exc}); {fix}") from None
+
+
+@contextlib.contextmanager
+def _atomic_hdf5_file(path: Path, tmp: Path, fix: str) -> Iterator[h5py.File]:
+    """Yield an HDF5 file open for writing at ``tmp``; once closed, rename it to ``path``.
+
+    For large files written with direct chunk writes (uncompressed shards): the data go
+    straight to the file, with no image in memory to copy out, and nothing is at ``path``
+    until the rename. A full disk or a file-size limit fails a chunk write (``OSError``) or
+    the metadata flush of the close (``RuntimeError`` from HDF5); either way ``tmp`` is closed
+    and removed and :class:`StoreError` names ``path`` and ``fix``. Other errors of the body
+    remove ``tmp`` and propagate as they are.
+    """
+    f = None
+    try:
+        f = h5py.File(tmp, "w")
+        yield f
+        try:
+            f.close()
+        except RuntimeError as exc:  # HDF5 could not flush its metadata (full disk)
+            raise OSError(str(exc)) from None
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if f is not None:
+            with contextlib.suppress(Exception):  # already closed, or the close fails again
+                f.close()
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+            raise StoreError(f"{path}: could not write it ({_os_reason(exc)}); {fix}") from None
+        raise
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's words for a failed write (``[Errno 28] No space left on device``) rather
+    than HDF5's whole error stack; HDF5's text where it names no error number."""
+    if exc.errno:
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    found = re.search(r"errno = (\d+)", str(exc))
+    return f"[Errno {found[1]}] {os.strerror(int(found[1]))}" if found else str(exc)
 
 
 def fletcher32(chunk: bytes | memoryview) -> int:
@@ -121,16 +161,20 @@ def write_shard(path: Path, patches: Sequence[np.ndarray], *, dtype: str, compre
 
     ``kinds`` is 2 (input, target) or 1 (target); the patches may be views into a larger
     block. Uncompressed chunks are written directly with their Fletcher-32 checksum computed
-    here (HDF5's own chunk path is several times slower and holds h5py's global lock);
-    compressed ones go through HDF5's filters. A failure (disk full, file size limit)
-    removes the partial file and raises :class:`StoreError`.
+    here (HDF5's own chunk path is several times slower and holds h5py's global lock),
+    straight into ``NAME.partial``; compressed ones go through HDF5's filters into an image
+    in memory, written out whole. Either file is renamed to ``path`` once complete. A failure
+    (disk full, file size limit) removes the partial file and raises :class:`StoreError`.
     """
     n = len(patches)
     kinds, p, _ = patches[0].shape
     options = compression_options(compression)
     names = ("input", "target") if kinds == 2 else ("target",)
     fix = "free disk space (or raise the file size limit) and run the same command again"
-    with _atomic_hdf5(path, path.with_name(path.name + ".partial"), fix) as f:
+    # uncompressed: straight to the file; compressed (small, through HDF5's chunk cache,
+    # which would flush at object teardown): an image in memory written out whole
+    atomic = _atomic_hdf5_file if compression == "none" else _atomic_hdf5
+    with atomic(path, path.with_name(path.name + ".partial"), fix) as f:
         for k, name in enumerate(names):
             if compression == "none":
                 dset = f.create_dataset(name, shape=(n, p, p), dtype=dtype, chunks=(1, p, p),

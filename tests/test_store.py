@@ -110,3 +110,52 @@ def test_export_bin_on_a_damaged_shard_keeps_an_earlier_export(store, tmp_path):
     with pytest.raises(StoreError, match=shard.name):
         export_bin(copy, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+_SHARD_UNDER_A_SIZE_LIMIT = """
+import json, os, resource, sys
+from pathlib import Path
+import numpy as np
+from cryostream.errors import StoreError
+from cryostream.store import write_shard
+
+folder, compression = Path(sys.argv[1]), sys.argv[2]
+block = np.random.default_rng(0).random((2, 64, 400), dtype=np.float32)
+patches = [block[:, :, x : x + 64] for x in range(0, 300, 32)]
+write_shard(folder / "whole.h5", patches, dtype="float32", compression=compression, attrs={})
+size = (folder / "whole.h5").stat().st_size
+found = {}
+# no room at all, half of the chunks written, every chunk but not HDF5's metadata (the close)
+for limit in (100, size // 2, size - 64):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        write_shard(folder / "s.h5", patches, dtype="float32", compression=compression, attrs={})
+        found[limit] = "written"
+    except StoreError as exc:
+        found[limit] = str(exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    found[limit] = [found[limit], sorted(p.name for p in folder.iterdir())]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_write_shard_on_a_full_disk_leaves_nothing(tmp_path, compression):
+    """write_shard under a file-size limit (EFBIG, as a full disk) that stops it before the
+    first chunk, halfway and at HDF5's closing metadata: each time a StoreError naming the
+    shard and the system's reason in one line, no shard and no partial file left, nothing on
+    stderr."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _SHARD_UNDER_A_SIZE_LIMIT, str(tmp_path),
+                             compression], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    assert len(found) == 3
+    for message, files in found.values():
+        assert message.startswith(f"{tmp_path / 's.h5'}: could not write it ([Errno 27] File "
+                                  "too large); free disk space"), message
+        assert "\n" not in message
+        assert files == ["whole.h5"]
