@@ -132,25 +132,30 @@ def fletcher32(chunk: bytes | memoryview) -> int:
     """HDF5's Fletcher-32 checksum of a chunk (an even number of bytes), computed with NumPy.
 
     HDF5 sums big-endian 16-bit words with end-around carries; this is the same value:
-    each sum taken modulo 65535, with a non-zero multiple of 65535 written as 65535.
+    each sum taken modulo 65535, with a non-zero multiple of 65535 written as 65535. The
+    words are summed as they lie in memory (little-endian): a big-endian word is 256 times
+    the little-endian one modulo 65535 (256² = 65536 ≡ 1), so both sums are 256 times the
+    little-endian ones, and no byte is swapped.
     """
-    words = np.frombuffer(chunk, dtype=">u2")
+    words = np.frombuffer(chunk, dtype="<u2")
     n = words.size
     block = 4096
     head = n - n % block
     rows = words[:head].reshape(-1, block)
-    # sum of (n - i)·w_i = Σ_b (n - b·block)·rowsum_b - Σ_j j·colsum_j (+ the tail),
-    # with uint32 reductions (no large temporaries) and small int64 dot products.
+    # sum of (n - i)·w_i = Σ_b (n - b·block)·rowsum_b - Σ_j j·colsum_j (+ the tail), with
+    # uint32 reductions (a row, or a column of fewer than 65536 rows, cannot overflow them)
+    # and small int64 dot products.
+    column_dtype = np.uint32 if rows.shape[0] < 1 << 16 else np.uint64
     row_sums = rows.sum(axis=1, dtype=np.uint32).astype(np.int64)
-    col_sums = rows.sum(axis=0, dtype=np.uint64).astype(np.int64)
+    col_sums = rows.sum(axis=0, dtype=column_dtype).astype(np.int64)
     tail = words[head:].astype(np.int64)
     weights = n - block * np.arange(row_sums.size, dtype=np.int64)
     s1 = int(row_sums.sum()) + int(tail.sum())
     s2 = int(row_sums @ weights) - int(col_sums @ np.arange(block, dtype=np.int64))
     s2 += int(tail @ (n - np.arange(head, n, dtype=np.int64)))
 
-    def fold(total: int) -> int:
-        return 0 if total == 0 else (total - 1) % 65535 + 1
+    def fold(total: int) -> int:  # the big-endian sum (256 × total), modulo 65535
+        return 0 if total == 0 else (256 * total - 1) % 65535 + 1
 
     return (fold(s2) << 16) | fold(s1)
 

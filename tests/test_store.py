@@ -24,6 +24,7 @@ from cryostream.store import fletcher32, read_patch, shard_folder, shard_of
         lambda r: r.integers(0, 2**16, (300, 7), dtype=np.uint16).view(np.float16),
         lambda r: np.full((4096 * 3 + 10,), np.float16(1.5)),
         lambda r: r.random((1024, 1024), dtype=np.float32),
+        lambda r: r.integers(0, 2**16, (2048, 4096), dtype=np.uint16),  # 2048 rows of words
     ],
 )
 def test_fletcher32_matches_hdf5(tmp_path, make):
