@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cryostream._version import __version__
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
-from cryostream.errors import ConfigError, StoreError
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.stack import expand_inputs, read_headers
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare import prepare as prepare_store
@@ -188,7 +188,8 @@ class FitResult:
 def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.PathLike, *,
         start: str | os.PathLike | None = None, budget: str | Budget | None = None,
         work: str | os.PathLike | None = None, train: TrainConfig | None = None,
-        prepare: PrepareConfig | None = None, overwrite: bool = False) -> FitResult:
+        prepare: PrepareConfig | None = None, overwrite: bool = False,
+        permissive: bool = False) -> FitResult:
     """Train a denoiser on the micrographs themselves (self-supervised), in one call.
 
     Parameters
@@ -213,6 +214,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     overwrite : bool
         Replace a run folder that holds another fit (or a ``train`` run) and train from the
         start; a complete store of the same inputs and options is still kept.
+    permissive : bool
+        Skip bad micrographs (unreadable, another shape, NaN/Inf, blank) with a warning
+        instead of stopping.
 
     Returns
     -------
@@ -224,7 +228,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         A budget, start or option that cannot be, a different fit in ``run`` without
         ``overwrite``; before anything is written.
     InvalidMicrographError
-        No micrographs, or one unreadable; before anything is written.
+        No micrographs, one unreadable, blank or with NaN pixels; nothing is left written.
     """
     t0 = time.perf_counter()
     parsed = Budget.parse(budget)
@@ -232,8 +236,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     work = Path(work).absolute() if work is not None else run / "work"
     store = work / STORE_NAME
     given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    paths = [p.absolute() for p in expand_inputs(given)]
-    headers, _ = read_headers(paths)
+    headers, _ = read_headers([p.absolute() for p in expand_inputs(given)],
+                              permissive=permissive)
+    paths = [Path(h.path) for h in headers]
     prep = prepare or recipe(headers[0].shape)
     check_patch_size(prep, MODEL_MULTIPLE)
     if min(headers[0].shape) < prep.patch_size:
@@ -258,10 +263,16 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
               " (residual)" if config.residual else "", f"from {init}" if init else "from scratch")
     if fresh:
         _clear(run)
+    created = [p for p in (run, work) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     _write_json(run / FIT_RECORD, request)
     _log.info("work folder: %s (the store, kept for resuming)", work)
-    _make_store(paths, store, prep, headers, overwrite)
+    try:
+        _make_store(paths, store, prep, headers, overwrite, permissive)
+    except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
     result = None
     remaining = None if parsed is None or parsed.minutes is None else \
@@ -369,7 +380,8 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(partial, path)
 
 
-def _make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool) -> None:
+def _make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
+                permissive: bool) -> None:
     """Prepare the store, or keep it when it is complete and made from these very inputs."""
     stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
     record = store.parent / STORE_RECORD
@@ -387,5 +399,5 @@ def _make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: b
     record.unlink(missing_ok=True)
     with PrepareProgress(len(paths)):
         prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
-                      progress=False, log=_log.info)
+                      permissive=permissive, progress=False, log=_log.info)
     _write_json(record, stamp)

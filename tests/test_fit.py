@@ -195,6 +195,20 @@ def test_an_unreadable_micrograph_is_refused(mics, tmp_path):
     assert _tree(tmp_path) == ["bad.mrc"]
 
 
+def test_a_blank_micrograph_leaves_nothing(mics, tmp_path):
+    """Found only when its pixels are read (the store's first pass): what was made is removed."""
+    import mrcfile
+
+    blank = tmp_path / "mics" / "blank.mrc"
+    blank.parent.mkdir()
+    with mrcfile.new(blank) as mrc:
+        mrc.set_data(np.zeros((128, 160), np.float32))
+    with pytest.raises(InvalidMicrographError) as info:
+        cryostream.fit([*mics, blank], tmp_path / "run", train=SMALL, budget=SPENT)
+    assert str(info.value).startswith(str(blank))
+    assert _tree(tmp_path) == ["mics", "mics/blank.mrc"]
+
+
 def test_the_cli_says_one_line(mics, tmp_path, capsys):
     assert main(["fit", *map(str, mics), "-o", str(tmp_path / "run"), "--budget", "soon"]) == 2
     assert capsys.readouterr().err.splitlines() == [

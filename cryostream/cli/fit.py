@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--work", metavar="FOLDER",
                    help="where the store goes, kept for resuming (RUN/work without it)")
     add_config_flags(p, RECIPE_TRAIN, FLAGS)
+    p.add_argument("--permissive", action="store_true",
+                   help="skip bad micrographs (unreadable, NaN, blank) with a warning")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run folder that holds another fit or run, training afresh")
     p.set_defaults(func=run)
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.fit import fit
 
     result = fit(args.inputs, args.output, start=args.start, budget=args.budget, work=args.work,
-                 train=config_from_args(RECIPE_TRAIN, args, FLAGS), overwrite=args.overwrite)
+                 train=config_from_args(RECIPE_TRAIN, args, FLAGS), overwrite=args.overwrite,
+                 permissive=args.permissive)
     print(result.summary())
     return 0
