@@ -744,7 +744,8 @@ def test_denoise_into_a_folder_holding_the_outputs(run, sim, denoised, tmp_path,
     result = cli(capsys, "denoise", run, *sim.micrographs[:2], "-o", out)
     if result.rc != 0:
         assert_user_error(result, "sim_0000", "exist", "overwrite", "skip")
-    assert not changed(before, snapshot(tmp_path))
+    # denoised_micrographs.star, the listing, may be rewritten to name this folder's files
+    assert not changed(before, snapshot(tmp_path)) - {str(out / "denoised_micrographs.star")}
 
 
 def test_denoise_resumes_a_partly_filled_output_folder(run, sim, denoised, tmp_path, capsys):
@@ -761,7 +762,8 @@ def test_denoise_resumes_a_partly_filled_output_folder(run, sim, denoised, tmp_p
         result = cli(capsys, "denoise", run, *sim.micrographs, "-o", out, "--skip-existing")
     assert result.rc == 0, result.describe()
     after = snapshot(out)
-    assert all(after.get(p) == h for p, h in before.items())
+    assert all(after.get(p) == h for p, h in before.items()
+               if p != str(out / "denoised_micrographs.star"))  # the listing gains the third
     assert [p.name for p in _outputs(out)] == ["sim_0000.mrc", "sim_0001.mrc", "sim_0002.mrc"]
     _finite_outputs(out)
 

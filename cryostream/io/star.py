@@ -274,7 +274,9 @@ def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN) -> list
 
 def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
     """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``)
-    atomically: through a temporary name and a rename, nothing partial left on error.
+    atomically: through a temporary name and a rename, nothing partial left on error. The same
+    tables give the same bytes (no clock in the file), and a file already holding them is left
+    untouched.
 
     Parameters
     ----------
@@ -288,6 +290,12 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
     try:
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True)
+        lines = tmp.read_text().splitlines(keepends=True)
+        text = "".join(line for line in lines if not line.startswith("# Created by the starfile"))
+        if path.is_file() and path.read_text() == text:
+            tmp.unlink()
+            return
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
