@@ -280,7 +280,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     if done >= config.steps:
         _log.info("already trained: step %d of %d", done, config.steps)
     elif remaining is not None and remaining <= 0:
-        _log.info("the time budget was spent preparing the store; run the same command again "
+        _log.info("the time budget ran out before training began; run the same command again "
                   "to train")
     else:
         from cryostream.training import train as train_run
