@@ -28,6 +28,7 @@ from cryostream.config import PrepareConfig, to_dict
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.stack import micrograph_uid
 from cryostream.matched import NoiseEstimate, noise_kernel
+from cryostream.preprocess import band_layout
 from cryostream.store import shard_folder
 
 __all__ = [
@@ -104,12 +105,15 @@ def _file_stamp(path: str) -> list[int]:
 
 def fingerprint(config: PrepareConfig, headers, target_headers) -> dict:
     """What a store's shards are made from: the options, the inputs and each input's size and
-    modification time. A resumed run must have the same options and inputs; inputs that
-    changed since are prepared again."""
+    modification time, and the band heights (one shard per band). A resumed run must have the
+    same options and inputs; inputs that changed since are prepared again, and so are all the
+    shards when the bands differ (shards of an older cryostream)."""
+    layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
     return {"config": to_dict(config), "sources": [h.path for h in headers],
             "targets": [h.path for h in target_headers or ()],
             "files": {"sources": [_file_stamp(h.path) for h in headers],
-                      "targets": [_file_stamp(h.path) for h in target_headers or ()]}}
+                      "targets": [_file_stamp(h.path) for h in target_headers or ()]},
+            "band_heights": list(layout.heights)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +212,13 @@ def _resumable(folder: Path, stamp: dict, refuse: bool = False) -> bool:
             return False
         raise StoreError(f"{folder} holds shards of a run with other inputs or options; pass "
                          "overwrite=True (--overwrite) to start again")
+    if old.get("band_heights") != stamp["band_heights"]:  # shards cut in other bands
+        shards = list(folder.glob("*.h5"))
+        for shard in shards:
+            shard.unlink()
+        if shards:
+            _log.info("%s: its shards were cut in other bands (an older cryostream): making "
+                      "them again", folder)
     files = old.get("files")
     if not isinstance(files, dict):  # a run of an older version: sizes and times unknown
         _drop(folder, stamp["sources"])

@@ -4,9 +4,12 @@ Patches come from ``map_overlap`` over a stack chunked in bands of full rows. Ba
 starts at ``starts[j]``; with one-sided depth ``(before, after)`` and ``boundary="none"`` it
 sees rows ``[starts[j] - before, starts[j] + height + after)`` (no ``before`` for the first
 band, no ``after`` for the last) and emits every patch row whose origin it owns. Bands are
-``k · stride`` rows high with ``k · stride ≥ patch - stride``, the last band absorbs the
+``k · stride`` rows high with ``k · stride ≥ 2 (patch - stride)``, the last band absorbs the
 remainder, and the edge-flush patch row of ``edge="cover"`` belongs to the last band, so every
-patch is cut from one block and no chunk is smaller than the depth (dask never rechunks).
+patch is cut from one block and no chunk is smaller than the depth (dask never rechunks). The
+rows a block borrows from the next band (``after``) are copied into it, so they are kept to at
+most half of the band: the reference plan (1024² patches, stride 512) has bands of 1024 rows
+and blocks of 1536, not bands of 512 and blocks of 1024 (every row copied twice).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def band_layout(shape: tuple[int, int], patch_size: int, stride: int, edge: str)
     ny, nx = shape
     origins = [int(o) for o in patch_origins(ny, patch_size, stride, edge)]
     cols = tuple(int(o) for o in patch_origins(nx, patch_size, stride, edge))
-    k = max(1, math.ceil((patch_size - stride) / stride))
+    k = max(1, math.ceil(2 * (patch_size - stride) / stride))  # the overlap ≤ half a band
     height = k * stride
     n_bands = max(1, ny // height)
     heights = [height] * (n_bands - 1) + [ny - height * (n_bands - 1)]
