@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 
 import h5py
-import mrcfile
-import numpy as np
 import pytest
 
 import cryostream
@@ -18,7 +16,6 @@ from cryostream.cli import main
 from cryostream.errors import ConfigError
 from cryostream.evaluate import select_held_out
 from cryostream.prepare import prepare
-from tests.conftest import write_mrc
 
 
 def _split_of(store: Path) -> dict[str, str]:
@@ -78,19 +75,22 @@ def test_copies_of_training_micrographs_are_refused(half_held, tmp_path):
 
 
 def test_half_sums_of_the_same_set_count_as_trained(tmp_path):
-    """A store of the even halves (``NAME_EVN`` beside ``micrographs/NAME.mrc``) trained on
-    every micrograph of the set, though not on the full sums' files."""
-    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 128), seed=4)
-    (sim.root / "even").mkdir()
-    evens = []
-    for path in sim.micrographs:
-        image = mrcfile.read(path).astype(np.float32)
-        evens.append(write_mrc(sim.root / "even" / f"{path.stem}_EVN.mrc", 0.5 * image))
-    store = prepare(evens, tmp_path / "halves.h5",
-                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.0)).output
-    assert set(_split_of(store)) == {f"{p.stem}_EVN" for p in sim.micrographs}
-    with pytest.raises(ConfigError, match="all 2 micrographs are in the training split"):
-        select_held_out(sim.root, 2, store)
+    """A store of even/odd half-sums (``prepare --odd``) trained on the micrographs whose
+    halves are in its training split, though not on the full sums' files: only the others
+    are scored."""
+    sim = cryostream.simulate(tmp_path / "sim", 6, config=cryostream.SimulateConfig(
+        shape=(128, 128), seed=4, even_odd=True))
+    store = prepare(sim.evens, tmp_path / "pairs.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.34,
+                                  noise=cryostream.NoiseConfig(model="none")),
+                    odd=sim.odds).output
+    split = _split_of(store)  # NAME_EVN and NAME_ODD rows
+    test = sorted(f"{n[:-4]}.mrc" for n, s in split.items() if s == "test" and n.endswith("_EVN"))
+    train = sorted(f"{n[:-4]}.mrc" for n, s in split.items() if s == "train" and n.endswith("_EVN"))
+    assert len(test) == 2 and len(train) == 4
+    selection = select_held_out(sim.root, 6, store)
+    assert [p[0].name for p in selection.pairs] == test
+    assert list(selection.in_training) == train
 
 
 def test_a_store_that_is_not_here_is_said_unchecked(half_held, tmp_path):
