@@ -75,8 +75,10 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int, 
         if len(rows) == 1:
             plot_crops(out / "crops.png", result.images, clean_n)
             plot_spectra(out / "spectra.png", result.images, clean_n, pixel)
-        _log.info("ground truth %d/%d %s (held out): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
-                  number, len(pairs), noisy_path.name, time.perf_counter() - start,
+        _log.info("ground truth %d/%d %s (%s): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
+                  number, len(pairs), noisy_path.name,
+                  "held out" if selection.checked else "training set not checked",
+                  time.perf_counter() - start,
                   describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
                   GAUSSIAN, scores[GAUSSIAN]["psnr"])
     plot_frc(out / "frc.png", curves)
