@@ -114,8 +114,10 @@ def summary_lines(report: dict, output) -> list[str]:
         shown = [n for n in ("noisy", GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE) if n in mean]
         best = max(mean, key=lambda n: mean[n]["psnr"])
         count = len(report["simulated"])
-        lines.append(f"  ground truth, mean of {count} held-out micrograph{'s' * (count > 1)}, "
-                     "PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
+        held = "held-out " if report["truth_micrographs"]["checked"] else ""
+        unchecked = "" if held else " (whether the run trained on them was not checked)"
+        lines.append(f"  ground truth, mean of {count} {held}micrograph{'s' * (count > 1)}"
+                     f"{unchecked}, PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
                      + f" dB; best in the table: {best} {mean[best]['psnr']:.2f} dB")
     for row in report.get("residual", []):
         lines.append(f"  residual of {row['micrograph']}: spectrum ratio "
