@@ -97,9 +97,10 @@ def test_pixel_size_option_for_headers_without_one(tiny_run, tmp_path, capsys):
     assert record["given"] == {"pixel_size_angstrom": 0.9, "pixel_size_from": "argument"}
 
 
-def test_even_and_odd_halves_give_the_mean_of_their_outputs(tiny_run, tmp_path, capsys):
-    """``denoise EVEN --odd ODD``: the output, under the even half's name, is the mean of what
-    the pipeline makes of each half; from files or from a STAR file's even/odd columns."""
+def test_even_and_odd_halves_give_the_sum_of_their_outputs(tiny_run, tmp_path, capsys):
+    """``denoise EVEN --odd ODD``: the output, named after the micrograph (``m.mrc`` for
+    ``m_EVN.mrc``), is the sum of what the pipeline makes of each half (the full sum's scale);
+    from files or from a STAR file's even/odd columns."""
     import pandas as pd
     import starfile
 
@@ -110,22 +111,22 @@ def test_even_and_odd_halves_give_the_mean_of_their_outputs(tiny_run, tmp_path, 
     shutil.copy(tiny_run.sim.micrographs[1], odd)
     assert _denoise(tiny_run, [even, odd], tmp_path / "each") == 0
     expected = (mrcfile.read(tmp_path / "each" / "m_EVN.mrc")
-                + mrcfile.read(tmp_path / "each" / "m_ODD.mrc")) / np.float32(2)
+                + mrcfile.read(tmp_path / "each" / "m_ODD.mrc"))
     assert _denoise(tiny_run, [even], tmp_path / "pair", "--odd", odd) == 0
     assert sorted(p.name for p in (tmp_path / "pair").iterdir()) == [
-        "denoised_micrographs.star", "m_EVN.json", "m_EVN.mrc"]
-    np.testing.assert_allclose(mrcfile.read(tmp_path / "pair" / "m_EVN.mrc"), expected,
+        "denoised_micrographs.star", "m.json", "m.mrc"]
+    np.testing.assert_allclose(mrcfile.read(tmp_path / "pair" / "m.mrc"), expected,
                                rtol=1e-6, atol=1e-6 * np.abs(expected).max())
-    record = json.loads((tmp_path / "pair" / "m_EVN.json").read_text())
+    record = json.loads((tmp_path / "pair" / "m.json").read_text())
     assert record["given"]["odd"] == str(odd.resolve()) and "odd_half" in record["found"]
-    assert record["found"]["halves"].startswith("the mean of the pipeline's outputs")
+    assert record["found"]["halves"].startswith("the sum of the pipeline's outputs")
     star = halves / "corrected.star"
     starfile.write({"micrographs": pd.DataFrame({
         "rlnMicrographName": ["m.mrc"], "rlnMicrographNameEven": ["m_EVN.mrc"],
         "rlnMicrographNameOdd": ["m_ODD.mrc"]})}, star)
     assert _denoise(tiny_run, [star], tmp_path / "star", "--odd", star) == 0
-    np.testing.assert_array_equal(mrcfile.read(tmp_path / "star" / "m_EVN.mrc"),
-                                  mrcfile.read(tmp_path / "pair" / "m_EVN.mrc"))
+    np.testing.assert_array_equal(mrcfile.read(tmp_path / "star" / "m.mrc"),
+                                  mrcfile.read(tmp_path / "pair" / "m.mrc"))
     shutil.copy(tiny_run.sim.micrographs[2], halves / "n_EVN.mrc")
     capsys.readouterr()
     assert _denoise(tiny_run, [even, halves / "n_EVN.mrc"], tmp_path / "bad", "--odd", odd) == 2

@@ -102,8 +102,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--odd", nargs="+", metavar="ODD",
                    help="odd-frame sums of the micrographs whose even-frame sums are the inputs "
                    "(paired by name: NAME_EVN.mrc with NAME_ODD.mrc, or one name in two "
-                   "folders; a STAR file's rlnMicrographNameEven/Odd); each output is the mean "
-                   "of the two halves' denoised images")
+                   "folders; a STAR file's rlnMicrographNameEven/Odd); each output, NAME.mrc, is "
+                   "the sum of the two halves' denoised images (the full sum's scale)")
     p.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
                    help="pixel size in Å, over the headers and the STAR file (for inputs that "
                    "lack one)")

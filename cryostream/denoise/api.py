@@ -246,10 +246,11 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
             break
         if estimate is None:
             estimate, found = out, seen
-        else:  # the odd half: the output is the mean of the two halves' (cryoCARE's way)
-            estimate = (estimate + out) / np.float32(2)
+        else:  # the odd half: the full sum's estimate is the sum of the halves' (cryoCARE's way)
+            estimate = estimate + out
             found = {**found, "odd_half": seen,
-                     "halves": "the mean of the pipeline's outputs on the even and odd halves"}
+                     "halves": "the sum of the pipeline's outputs on the even and odd halves "
+                     "(the full sum's scale)"}
     if estimate is not None and plan is not None:
         like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
@@ -319,9 +320,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     odd : paths, globs, folders or a STAR file, optional
         The odd-frame sums of the micrographs, whose even-frame sums are ``inputs`` (a STAR
         file's ``rlnMicrographNameEven`` and ``rlnMicrographNameOdd``), paired by name
-        (:func:`~cryostream.io.halves.pair_halves`). Each output is the mean of the
-        pipeline's outputs on the two halves (as cryoCARE predicts), named after the even
-        half; its record says so.
+        (:func:`~cryostream.io.halves.pair_halves`). Each output is the sum of the
+        pipeline's outputs on the two halves (as cryoCARE predicts; the full sum's scale),
+        named after the micrograph (``NAME.mrc`` for ``NAME_EVN.mrc``); its record says so.
 
     Returns
     -------

@@ -47,10 +47,11 @@ def same_record(sidecar: Path, record: dict) -> bool:
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
-                 overwrite: bool, suffix: str = "") -> list[OutputPlan]:
+                 overwrite: bool, suffix: str = "",
+                 names: list[str] | None = None) -> list[OutputPlan]:
     """The output of each input in the folder ``output``, or a :class:`ConfigError` before
     anything is computed or written. Each output is named after its input's file:
-    ``NAME{suffix}.mrc``.
+    ``NAME{suffix}.mrc`` (``names``: the ``NAME`` of each, e.g. a half-sum's micrograph name).
 
     Refused: two inputs with one file name (their outputs would collide), an output that is
     an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
@@ -62,7 +63,7 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {out}: exists and is not a folder; denoised micrographs go into a "
                           "folder: choose a new name")
-    names = [Path(s).stem for s in sources]
+    names = list(names) if names is not None else [Path(s).stem for s in sources]
     seen: dict[str, str] = {}
     for source, name in zip(sources, names, strict=True):
         if name in seen:
@@ -100,11 +101,16 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     """
     import logging
 
+    from cryostream.io.halves import EVEN_SUFFIXES, half_key
+
     sources = [m.source for m in micrographs]
     identities = [output_identity(run, m.config(config), m.source, m.given())
                   for m in micrographs]
+    # a pair of half-sums is one micrograph: its output is named after the micrograph
+    names = [half_key(m.source, EVEN_SUFFIXES) if m.odd is not None else Path(m.source).stem
+             for m in micrographs]
     plans = plan_outputs(sources, output, identities, overwrite=overwrite,
-                         suffix=config.output_suffix)
+                         suffix=config.output_suffix, names=names)
     star = output / STAR_NAME
     if input_star is not None and star.resolve() == input_star.path.resolve():
         raise ConfigError(f"-o {output}: the output's {STAR_NAME} would replace the input STAR "
