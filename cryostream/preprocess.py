@@ -36,8 +36,14 @@ __all__ = [
     "percentile",
     "micrograph_statistics",
     "statistics_and_noise",
+    "noise_measurable",
     "check_statistics",
+    "noise_rows",
+    "matched_noise_rows",
+    "band_patch_views",
     "band_patches",
+    "normalised_and_noisy",
+    "overlap_bands",
     "extract_patches",
 ]
 

@@ -34,6 +34,7 @@ __all__ = [
     "shard_folder",
     "shard_name",
     "compression_options",
+    "fletcher32",
     "write_shard",
     "write_master",
     "open_dataset",
