@@ -3,9 +3,8 @@
 The program is a handful of pure pieces: :func:`create_train_state`, :func:`make_train_step`,
 :func:`make_eval_step`, and :func:`train`, which runs them over a :class:`PatchLoader`.
 State is a plain pytree ``{"params", "opt_state", "step"}``; the model's graph definition is
-static. With several devices the batch is sharded over them and the state replicated.
-The run folder's record and checkpoints (the state, and the parameters alone for inference)
-are :mod:`cryostream.runs`'s.
+static. With several devices the batch is sharded over them and the state replicated. Run
+records and checkpoints are :mod:`cryostream.runs`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.loader import PatchLoader
@@ -268,6 +268,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     """
     import jax
 
+    enable_compile_cache()  # a second run of these shapes loads its compiled step from disk
     config = config or TrainConfig()
     run = Path(run)
     start_time = time.perf_counter()

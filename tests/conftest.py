@@ -27,6 +27,19 @@ def write_mrc(path: Path, data: np.ndarray, pixel_size: float = 0.66) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory) -> Path:
+    """The tests' own JAX compilation cache folder (never the user's ``~/.cache``), shared by
+    the session and by the commands it runs in subprocesses."""
+    import os
+
+    from cryostream.compile_cache import ENV
+
+    folder = tmp_path_factory.mktemp("jax-cache")
+    os.environ[ENV] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

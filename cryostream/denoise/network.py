@@ -76,7 +76,10 @@ def load_network(run: str) -> Network:
     import jax
     from flax import nnx
 
+    from cryostream.compile_cache import enable_compile_cache
     from cryostream.runs import load_model
+
+    enable_compile_cache()
 
     if run.endswith(".npz"):
         from cryostream.models.export import load_exported
