@@ -226,7 +226,7 @@ def main() -> None:
             p = plan(shape=(7676, 7420), count=1,
                      config=PrepareConfig(dtype=dtype, noise=NoiseConfig(mode=mode), test_fraction=0))
             per_mic[f"{dtype}/{mode}"] = p.store_bytes()
-    per_mic["seed plan (float32 .bin, 169 patches)"] = 169 * 2 * 4 * 1024**2
+    per_mic["the reference plan (float32 .bin, 169 patches)"] = 169 * 2 * 4 * 1024**2
     result.update({"rows": rows, "bytes_per_micrograph": per_mic})
     (out / args.result).write_text(json.dumps(result, indent=2))
     print(json.dumps(per_mic, indent=1))
