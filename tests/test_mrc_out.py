@@ -134,6 +134,22 @@ def test_even_and_odd_halves_give_the_sum_of_their_outputs(tiny_run, tmp_path, c
     assert not (tmp_path / "bad").exists()
 
 
+def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
+    """With the CTF gain, one defocus fitted on the sum of the halves shapes the gain of both
+    (each half alone has half the signal, and the two outputs are summed)."""
+    import cryostream
+    from cryostream.config import SimulateConfig
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
+        shape=(512, 512), seed=3, even_odd=True))
+    assert _denoise(tiny_run, sim.evens, tmp_path / "out", "--odd", *sim.odds, "--ctf-gain") == 0
+    found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
+    even_ctf, odd_ctf = found["ctf"], found["odd_half"]["ctf"]
+    assert even_ctf["defocus_from"] == "sum of the even and odd halves"
+    assert [even_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")] == [
+        odd_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")]
+
+
 def test_known_defocus_through_the_command_line_is_recorded(tiny_run, tmp_path):
     """A STAR file's defocus reaches the CTF gain of ``--ctf-gain`` (no fit, even on a small
     micrograph) and the output's record, whatever the check decides."""

@@ -227,18 +227,18 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
                   progress: _Progress | None = None):
     import time
 
+    from cryostream.denoise.sources import halves_pipeline
     from cryostream.io.mrc import read_header_copy
 
     micrograph, plan = item
     start = time.perf_counter()
     config = micrograph.config(config)
-    pipeline = micrograph.pipeline(config)
+    halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
+              if half is not None]
+    pipeline = halves_pipeline(micrograph, config, halves)
     found = {}
     estimate = None
-    for half in (micrograph.source, micrograph.odd):
-        if half is None:
-            continue
-        _, image = read_micrograph(half)
+    for half, image in halves:
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
                                   permissive=permissive, pipeline=pipeline)
         if out is None:

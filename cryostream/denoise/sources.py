@@ -17,8 +17,8 @@ from cryostream.denoise.steps import WienerGain
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, read_star
 
-__all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "gather_inputs",
-           "star_tables", "array_stack"]
+__all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
+           "gather_inputs", "star_tables", "array_stack"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,8 @@ class InputMicrograph:
     Attributes
     ----------
     source : str
-        Its file (absolute); for even/odd pairs, the even half (the output takes its name).
+        Its file (absolute); for even/odd pairs, the even half (the output is named after the
+        micrograph: ``NAME.mrc`` for ``NAME_EVN.mrc``).
     pixel_size_angstrom : float
         Å: ``--pixel-size``, else its STAR file's optics group, else its header.
     pixel_size_from : str
@@ -39,7 +40,7 @@ class InputMicrograph:
     defocus : Defocus or None
         The STAR file's ``rlnDefocusU``/``V``/``Angle``, used instead of a fit.
     odd : str or None
-        The odd half-sum (the output is the mean of the two halves' outputs).
+        The odd half-sum (the output is the sum of the two halves' outputs).
     star_row : int or None
         Its row in the STAR file's micrographs block.
     """
@@ -69,15 +70,16 @@ class InputMicrograph:
         """``config`` with this micrograph's optics (:class:`~cryostream.config.DenoiseConfig`)."""
         return dataclasses.replace(config, **self.optics)
 
-    def pipeline(self, config):
+    def pipeline(self, config, *, defocus_from: str = "STAR file"):
         """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
-        taking the known defocus (:class:`KnownDefocusGain`) when there is one."""
+        taking the known defocus (:class:`KnownDefocusGain`, ``defocus_from`` saying where it
+        was measured) when there is one."""
         pipeline = config.pipeline()
         if self.defocus is None:
             return pipeline
         d = self.defocus
         steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
-            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg))
+            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
         return dataclasses.replace(pipeline, steps=steps)
 
@@ -106,6 +108,7 @@ class KnownDefocusGain(WienerGain):
     :class:`~cryostream.ctf.CTFFallbackWarning`."""
 
     defocus: tuple = ()
+    source: str = "STAR file"
     name = "wiener_gain"
 
     def init(self, micrograph):
@@ -117,16 +120,34 @@ class KnownDefocusGain(WienerGain):
                      **dict(self.optics))
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
         if check >= 0:
-            warnings.warn(f"{micrograph.source}: the defocus of its STAR file ({u:.0f}/{v:.0f} Å) "
-                          "does not lower the error by recorruption (ctf_gain_check); its radial "
-                          "Wiener gain is used. Check the STAR file's defocus and optics",
+            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
+                          f"{v:.0f} Å) does not lower the error by recorruption (ctf_gain_check); "
+                          "its radial Wiener gain is used. Check the defocus and the optics",
                           CTFFallbackWarning, stacklevel=2)
         return {"fit": fit, "check": check, "used": check < 0}
 
     def describe(self, state):
         found = super().describe(state)
-        found["ctf"].update(score=None, defocus_from="STAR file")
+        found["ctf"].update(score=None, defocus_from=self.source)
         return found
+
+
+def halves_pipeline(micrograph: InputMicrograph, config, halves: list):
+    """The micrograph's pipeline (:meth:`InputMicrograph.pipeline`); for even/odd halves
+    (``halves``: ``(path, image)`` pairs) without a known defocus, the CTF gain of both takes
+    one defocus fitted on their sum: twice the signal of either, and one filter for the two
+    outputs that are summed."""
+    if len(halves) < 2 or micrograph.defocus is not None or not config.ctf_gain:
+        return micrograph.pipeline(config)
+    from cryostream.denoise.steps import fit_for_gain
+
+    fit = fit_for_gain(halves[0][1] + halves[1][1], micrograph.pixel_size_angstrom,
+                       config.optics)
+    if fit is None:
+        return micrograph.pipeline(config)
+    known = Defocus(fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg)
+    return dataclasses.replace(micrograph, defocus=known).pipeline(
+        config, defocus_from="sum of the even and odd halves")
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):

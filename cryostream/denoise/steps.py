@@ -31,8 +31,8 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 #: The smallest side (pixels) whose CTF :class:`WienerGain` fits (``fit_ctf``'s Welch tile).
 CTF_FIT_SIDE = 512
 
-__all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean", "WienerGain",
-           "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
+__all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
+           "WienerGain", "fit_for_gain", "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
 
 
 @dataclasses.dataclass
@@ -128,6 +128,18 @@ class KeepInputMean(Step):
         return keep_input_mean(estimate, image)
 
 
+def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
+    """The CTF fit the CTF-shaped gain uses (:func:`cryostream.ctf.fit_ctf`, the Thon rings out
+    to 3 Å or just inside Nyquist for coarser pixels), or None for a micrograph too small to
+    fit (under ``CTF_FIT_SIDE`` px a side)."""
+    from cryostream.ctf import fit_ctf
+
+    if min(image.shape) < CTF_FIT_SIDE:
+        return None
+    return fit_ctf(image, pixel_size_angstrom,
+                   high_angstrom=max(3.0, 2.5 * pixel_size_angstrom), **optics)
+
+
 @dataclasses.dataclass(frozen=True)
 class WienerGain(Step):
     """The Wiener filter's linear response from the image's measured noise, the rest kept
@@ -146,14 +158,11 @@ class WienerGain(Step):
     def init(self, micrograph):
         if not self.ctf:
             return None
-        from cryostream.ctf import CTFFallbackWarning, fit_ctf
+        from cryostream.ctf import CTFFallbackWarning
 
-        if min(micrograph.image.shape) < CTF_FIT_SIDE:  # recorded: found["ctf"] is None
+        fit = fit_for_gain(micrograph.image, micrograph.pixel_size_angstrom, dict(self.optics))
+        if fit is None:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
-        nyquist = 2 * micrograph.pixel_size_angstrom
-        # the Thon rings are fitted out to 3 Å, or just inside Nyquist for coarser pixels
-        fit = fit_ctf(micrograph.image, micrograph.pixel_size_angstrom,
-                      high_angstrom=max(3.0, 1.25 * nyquist), **dict(self.optics))
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
         if check >= 0:
             warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
