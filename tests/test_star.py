@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import mrcfile
@@ -239,6 +240,32 @@ def test_star_out_from_mrc_inputs_has_an_optics_table_of_the_header_and_config(
     names = [Path(p).name for p in tiny_run.sim.micrographs[:2]]
     assert list(written["micrographs"]["rlnMicrographName"]) == [f"den/{n}" for n in names]
     assert list(written["micrographs"]["rlnOpticsGroup"]) == [1, 1]
+
+
+def test_star_out_from_a_star_without_optics_table_carries_its_other_columns(
+        tiny_run, tmp_path, monkeypatch):
+    """A RELION 3.0 STAR file (optics in each row, as ``simulate`` writes): the output gets an
+    optics table of those values and keeps the rows' other columns (here the even/odd names)."""
+    from cryostream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        shutil.copy(tiny_run.sim.micrographs[0], tmp_path / f"{name}.mrc")
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"],
+                            "rlnMicrographNameEven": ["a_EVN.mrc", "b_EVN.mrc"],
+                            "rlnCtfMaxResolution": [4.5, 5.5],
+                            "rlnVoltage": [200.0, 200.0], "rlnSphericalAberration": [2.7, 2.7],
+                            "rlnAmplitudeContrast": [0.07, 0.07]}, optics=None)
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", "den", "--raw", "--tile", "64",
+                 "--workers", "1"]) == 0
+    written = starfile.read(tmp_path / "den" / "denoised_micrographs.star", always_dict=True)
+    rows = written["micrographs"]
+    assert list(rows["rlnMicrographName"]) == ["den/a.mrc", "den/b.mrc"]
+    assert list(rows["rlnMicrographNameEven"]) == ["a_EVN.mrc", "b_EVN.mrc"]
+    assert list(rows["rlnCtfMaxResolution"]) == [4.5, 5.5]
+    assert "rlnVoltage" not in rows.columns
+    assert (written["optics"]["rlnVoltage"][0], written["optics"]["rlnAmplitudeContrast"][0]) == (
+        200.0, 0.07)
 
 
 def test_a_star_row_of_a_missing_optics_group_writes_nothing(tiny_run, tmp_path, capsys):

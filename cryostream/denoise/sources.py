@@ -282,6 +282,13 @@ def _relion_name(path: str, project: Path) -> str:
     return str(full.relative_to(project)) if full.is_relative_to(project) else str(full)
 
 
+#: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
+#: they live in its optics table.
+ROW_OPTICS = frozenset({"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+                        "rlnMicrographPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize",
+                        "rlnMagnification", "rlnMicrographOriginalPixelSize"})
+
+
 def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
     """The optics and micrographs blocks of the output's STAR file, as pandas.DataFrames.
 
@@ -289,8 +296,10 @@ def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
     left out). From one STAR file: its optics table as it was, its rows with
     ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
     optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
-    the defocus where known). Names are relative to the project folder (the STAR file's, or
-    the working directory) when the outputs are inside it, absolute otherwise.
+    the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
+    other columns but the per-row optics (:data:`ROW_OPTICS`). Names are relative to the
+    project folder (the STAR file's, or the working directory) when the outputs are inside it,
+    absolute otherwise.
     """
     import pandas as pd
 
@@ -319,4 +328,9 @@ def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
         rows["rlnDefocusU"] = [m.defocus.defocus_u_angstrom for m in kept]
         rows["rlnDefocusV"] = [m.defocus.defocus_v_angstrom for m in kept]
         rows["rlnDefocusAngle"] = [m.defocus.angle_deg for m in kept]
+    if star is not None and kept:  # a STAR file without an optics table: its other columns too
+        carried = star.table.iloc[[m.star_row for m in kept]].reset_index(drop=True)
+        for column in carried.columns:
+            if column not in rows.columns and column not in ROW_OPTICS:
+                rows[column] = carried[column].to_numpy()
     return optics, rows
