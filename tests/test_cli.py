@@ -315,3 +315,17 @@ def test_every_config_error_is_one_line(tmp_path, argv, message, capsys):
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [f"cryostream {argv[0]}: error: {message}"]
     assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_option_is_one_line(capsys):
+    """An option argparse rejects (an invalid choice, a missing argument) is one line naming it
+    and where help is, not the usage block."""
+    from cryostream.cli import main
+
+    for argv in (["denoise", "m.mrc", "-o", "out", "--dtype", "float64"], ["denoise"],
+                 ["frobnicate"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("cryostream") and "--help" in err[0], err

@@ -29,15 +29,23 @@ from cryostream.cli import (
 )
 from cryostream.cli.common import run_command
 
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "OneLineErrors", "build_parser", "main"]
 
 SUBCOMMANDS = (simulate, plan, prepare, train, fit, denoise, rank, evaluate, show, export_bin)
 """The subcommand modules, in the order ``--help`` lists them."""
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the command, the problem, where help is),
+    not the whole usage block; its subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command (imports no library module)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="cryostream",
         description="Out-of-core cryo-EM micrograph denoising.",
     )
