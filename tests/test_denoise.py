@@ -229,7 +229,7 @@ def test_cli_denoise(trained, tmp_path, capsys):
     assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "d"),
                  "--tile", "64", "--raw", "--n2n-correction", "--n2n-clamp", "--wiener-gain",
                  "--calibrate", "1"]) == 0
-    assert "denoised 1 micrographs" in capsys.readouterr().out
+    assert "denoised 1 micrograph into" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
 
 

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start
-    print(f"denoised {n} micrographs into {args.output}"
+    print(f"denoised {n} micrograph{'' if n == 1 else 's'} into {args.output}"
           + (f" ({kept} finished earlier, kept)" if kept else "")
           + f", listed in {result.attrs['star']}: {seconds:.1f} s, {n / seconds:.2f} "
           f"micrographs/s, peak memory {peak_rss_mb():,.0f} MB")

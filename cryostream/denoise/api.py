@@ -259,8 +259,8 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
                                               micrograph.given()),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
-        progress.note(micrograph.source, time.perf_counter() - start,
-                      found if estimate is not None else None)
+        named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph
+        progress.note(named, time.perf_counter() - start, found if estimate is not None else None)
     return estimate
 
 
