@@ -208,7 +208,7 @@ def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
         return header.pixel_size_angstrom, "header"
     raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
                                  + (" and its STAR file gives none" if star_entry else ""),
-                                 "pass pixel_size_angstrom (--pixel-size) explicitly")
+                                 "pass --pixel-size Å (Python: pixel_size_angstrom=)")
 
 
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,

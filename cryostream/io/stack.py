@@ -266,7 +266,8 @@ def open_micrographs(
             raise InvalidMicrographError(
                 headers[0].path,
                 "the header leaves the pixel size unset (0 Å)",
-                "pass pixel_size_angstrom (--pixel-size) explicitly",
+                "write it into the header (e.g. IMOD's alterheader, or mrcfile's voxel_size), "
+                "or from Python pass pixel_size_angstrom=",
             )
     else:
         if not pixel_size_angstrom > 0:
