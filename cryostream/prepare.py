@@ -82,11 +82,14 @@ class PrepareResult:
     seconds: float
     peak_memory_bytes: int
     skipped: tuple[dict, ...]
+    halves: bool = False  # even/odd pairs: each micrograph is two entries (both directions)
 
     def summary(self) -> str:
         """The one-line summary the command prints."""
+        what = (f"{self.micrographs // 2} even/odd pairs (both directions)" if self.halves
+                else f"{self.micrographs} micrographs")
         return (
-            f"prepared {self.micrographs} micrographs into {self.output}: "
+            f"prepared {what} into {self.output}: "
             f"{self.train_patches} train + {self.test_patches} test patches, "
             f"{self.bytes_written / 1e9:.2f} GB written, {self.seconds:.1f} s, "
             f"peak memory {self.peak_memory_bytes / 1e6:,.0f} MB"
@@ -218,7 +221,8 @@ def prepare(
     folder = shard_folder(output)
     nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
     return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
-                         time.perf_counter() - start, peak.peak, tuple(skipped))
+                         time.perf_counter() - start, peak.peak, tuple(skipped),
+                         halves=odd is not None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,7 +133,7 @@ def test_cli_pairs_folders_and_star_columns_with_no_noise(halves_set, tmp_path, 
     out = tmp_path / "cli.h5"
     assert main(["prepare", str(root / "even"), "--odd", str(root / "odd"), "-o", str(out),
                  "--patch", "64", "--stride", "64", "--quiet"]) == 0
-    assert "prepared 6 micrographs" in capsys.readouterr().out
+    assert "prepared 3 even/odd pairs (both directions)" in capsys.readouterr().out
     star_out = tmp_path / "star.h5"
     assert main(["prepare", str(halves_set.micrographs_star), "--odd", "-o", str(star_out),
                  "--patch", "64", "--stride", "64", "--quiet"]) == 0
