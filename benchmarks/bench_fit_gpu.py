@@ -1,4 +1,4 @@
-"""Issue 17, point 3: ``cryostream fit`` from the shipped general model against from scratch.
+"""``cryostream fit`` from the shipped general model against from scratch.
 
 Simulated micrographs (the default simulator: 50 e/Å², EMPIAR-10025-like optics), ``--count``
 of them, the last ``--held-out`` kept aside with their truth. Both runs fit the same store

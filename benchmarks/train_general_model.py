@@ -1,6 +1,6 @@
 """Train the general model cryostream ships, score it on held-out simulations, export it.
 
-Issue 17, point 2. Four stages, each resumable (a rerun skips what is done), run in order:
+Four stages, each resumable (a rerun skips what is done), run in order:
 
 ``data``    Simulate ``--count`` training micrographs, each under its own condition drawn from
             :data:`SPREAD` (dose 10–80 e/Å², pixel 0.5–1.5 Å, defocus 0.5–3.5 µm, detector
