@@ -150,6 +150,35 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
         odd_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")]
 
 
+def test_a_pair_never_replaces_the_full_sum_beside_its_halves(tiny_run, tmp_path, capsys):
+    """MotionCor2 writes NAME.mrc (the full sum) beside NAME_EVN.mrc and NAME_ODD.mrc: a pair's
+    output NAME.mrc in that folder is refused, --overwrite or not, and the sum is untouched."""
+    folder = tmp_path / "Movies"
+    folder.mkdir()
+    for name, i in (("m", 0), ("m_EVN", 1), ("m_ODD", 2)):
+        shutil.copy(tiny_run.sim.micrographs[i], folder / f"{name}.mrc")
+    before = (folder / "m.mrc").read_bytes()
+    capsys.readouterr()
+    assert _denoise(tiny_run, [folder / "m_EVN.mrc"], folder, "--odd", folder / "m_ODD.mrc",
+                    "--overwrite") == 2
+    assert "would replace a file cryostream did not write" in capsys.readouterr().err
+    assert (folder / "m.mrc").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["m.mrc", "m_EVN.mrc", "m_ODD.mrc"]
+
+
+def test_float16_refuses_pixels_beyond_its_range(tiny_run, tmp_path, capsys):
+    """Denoised pixels beyond float16's 65504 are refused with --dtype float16 (they would be
+    written as inf), and nothing is written for that micrograph."""
+    source = tmp_path / "bright.mrc"
+    with mrcfile.new(source) as m:
+        m.set_data(mrcfile.read(tiny_run.sim.micrographs[0]).astype(np.float32) * 1e5)
+        m.voxel_size = 0.6575
+    capsys.readouterr()
+    assert _denoise(tiny_run, [source], tmp_path / "out", "--dtype", "float16") != 0
+    assert "beyond float16's 65504" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*.mrc"))
+
+
 def test_known_defocus_through_the_command_line_is_recorded(tiny_run, tmp_path):
     """A STAR file's defocus reaches the CTF gain of ``--ctf-gain`` (no fit, even on a small
     micrograph) and the output's record, whatever the check decides."""

@@ -224,6 +224,32 @@ def test_denoise_reads_a_relion_star_file_and_writes_one_for_import(tiny_run, tm
         assert list(rows[column]) == list(original[column]), column
 
 
+def test_pixel_size_option_reaches_the_output_star_optics(tiny_run, tmp_path):
+    """``--pixel-size`` corrects a STAR file's pixel size: the outputs' headers and the output
+    STAR file's optics table agree on it (RELION and cryoSPARC read the STAR file)."""
+    from cryostream.cli import main
+
+    root = tmp_path / "project"
+    star = _project(tiny_run, root)
+    out = root / "den"
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile", "64",
+                 "--workers", "1", "--pixel-size", "1.5"]) == 0
+    with mrcfile.open(out / "a.mrc") as m:
+        assert m.voxel_size.x == pytest.approx(1.5)
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    assert list(written["optics"]["rlnMicrographPixelSize"]) == [1.5, 1.5]
+
+
+def test_the_particle_pixel_size_is_not_the_micrograph_s(tmp_path: Path):
+    """``rlnImagePixelSize`` (the particle boxes', often binned) never sets a micrograph's."""
+    from cryostream.io.star import read_star
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    optics = OPTICS.drop(columns="rlnMicrographPixelSize").assign(rlnImagePixelSize=[4.0, 4.0])
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1]}, optics=optics)
+    assert read_star(star).micrographs[0].optics.pixel_size_angstrom is None
+
+
 def test_star_out_from_mrc_inputs_has_an_optics_table_of_the_header_and_config(
         tiny_run, tmp_path, monkeypatch):
     from cryostream.cli import main

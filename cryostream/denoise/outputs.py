@@ -111,6 +111,15 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
              for m in micrographs]
     plans = plan_outputs(sources, output, identities, overwrite=overwrite,
                          suffix=config.output_suffix, names=names)
+    odd_halves = {Path(m.odd).resolve() for m in micrographs if m.odd is not None}
+    for plan, m in zip(plans, micrographs, strict=True):
+        # a pair's NAME.mrc may be the motion correction's full sum beside its halves (or an
+        # odd half, in folders): never replaced, --overwrite or not, unless denoise wrote it
+        if m.odd is not None and plan.path.exists() and (
+                plan.path.resolve() in odd_halves or not made_by_denoise(plan.path)):
+            raise ConfigError(f"-o {output}: the output {plan.path} of the pair {m.source} and "
+                              f"{m.odd} would replace a file cryostream did not write (the full "
+                              "sum?); choose another output folder")
     star = output / STAR_NAME
     if input_star is not None and star.resolve() == input_star.path.resolve():
         raise ConfigError(f"-o {output}: the output's {STAR_NAME} would replace the input STAR "
@@ -168,6 +177,11 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
         raise StoreError(f"{plan.source}: denoising gave non-finite pixels, so nothing was "
                          "written; the run's checkpoint may be damaged (train it again, or "
                          "pass another --model)")
+    largest = float(np.abs(estimate).max()) if estimate.size else 0.0
+    if np.dtype(dtype) == np.float16 and largest > float(np.finfo(np.float16).max):
+        raise ConfigError(f"{plan.source}: its denoised pixels reach {largest:.4g}, beyond "
+                          f"float16's {float(np.finfo(np.float16).max):g}, so nothing was "
+                          "written; drop --dtype float16 (float32 holds them)")
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
     try:
         partial.write_text(json.dumps(record, indent=1))

@@ -308,7 +308,11 @@ def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
     if star is not None and star.optics_table is not None:
         rows = star.table.iloc[[m.star_row for m in kept]].copy()
         rows["rlnMicrographName"] = [_relion_name(outputs[m.source], star.project) for m in kept]
-        return star.optics_table, rows.reset_index(drop=True)
+        optics = star.optics_table.copy()
+        given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
+        if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
+            optics["rlnMicrographPixelSize"] = given.pop()
+        return optics, rows.reset_index(drop=True)
     project = star.project if star is not None else Path.cwd()
     groups: dict[tuple, int] = {}
     for m in kept:

@@ -26,7 +26,8 @@ _COLUMN = "rlnMicrographName"
 _GROUP = "rlnOpticsGroup"
 _OPTICS = {"voltage_kv": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
            "amplitude_contrast": "rlnAmplitudeContrast"}
-_PIXEL = ("rlnMicrographPixelSize", "rlnImagePixelSize")
+#: The micrograph pixel size only: ``rlnImagePixelSize`` is the particle boxes' (often binned).
+_PIXEL = ("rlnMicrographPixelSize",)
 _DEFOCUS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 
 #: Defocus values above this (Å, 10 µm) are taken for a broken CTF column, not a defocus.
@@ -43,7 +44,8 @@ class Optics:
     group : int or None
         ``rlnOpticsGroup``.
     pixel_size_angstrom : float or None
-        ``rlnMicrographPixelSize`` (else ``rlnImagePixelSize``), Å.
+        ``rlnMicrographPixelSize``, Å (``rlnImagePixelSize`` is the particle boxes', not the
+        micrograph's, and is not used).
     voltage_kv, cs_mm, amplitude_contrast : float or None
         ``rlnVoltage`` (kV), ``rlnSphericalAberration`` (mm), ``rlnAmplitudeContrast``.
     """
