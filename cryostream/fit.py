@@ -261,11 +261,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", f"from {init}" if init else "from scratch")
-    if fresh:
-        _clear(run)
     created = [p for p in (run, work) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
-    _write_json(run / FIT_RECORD, request)
     _log.info("work folder: %s (the store, kept for resuming)", work)
     try:
         _make_store(paths, store, prep, headers, overwrite, permissive)
@@ -273,6 +270,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         for path in created:
             shutil.rmtree(path, ignore_errors=True)
         raise
+    if fresh:  # an earlier run in the folder goes only once the new store is made
+        _clear(run)
+    _write_json(run / FIT_RECORD, request)
 
     result = None
     remaining = None if parsed is None or parsed.minutes is None else \

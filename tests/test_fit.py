@@ -209,6 +209,22 @@ def test_a_blank_micrograph_leaves_nothing(mics, tmp_path):
     assert _tree(tmp_path) == ["mics", "mics/blank.mrc"]
 
 
+def test_overwrite_keeps_the_earlier_run_when_the_new_micrographs_are_bad(mics, tmp_path):
+    """``overwrite`` replaces an earlier fit only once the new store is made: a micrograph bad
+    in its pixels leaves the earlier run's files as they were."""
+    import mrcfile
+
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    before = {p: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    blank = tmp_path / "blank.mrc"
+    with mrcfile.new(blank) as mrc:
+        mrc.set_data(np.zeros((128, 160), np.float32))
+    with pytest.raises(InvalidMicrographError):
+        cryostream.fit([*mics, blank], run, train=SMALL, budget=SPENT, overwrite=True)
+    assert before and {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_the_cli_says_one_line(mics, tmp_path, capsys):
     assert main(["fit", *map(str, mics), "-o", str(tmp_path / "run"), "--budget", "soon"]) == 2
     assert capsys.readouterr().err.splitlines() == [

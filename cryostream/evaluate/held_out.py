@@ -158,9 +158,13 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
     for noisy, truth in pairs:
         (trained if _trained_on(noisy, truth, training) else held).append((noisy, truth))
     if not held:
+        gone = any(not Path(t.source).exists() for t in training)
         raise ConfigError(
             f"truth={truth_root}: all {len(pairs)} micrographs are in the training split of "
-            f"the run's store {store}, so scoring them would flatter the run; simulate a new "
-            "set to score (cryostream simulate with another --seed) or prepare the store with "
-            "a test split (--test-fraction) and train again")
+            f"the run's store {store}, so scoring them would flatter the run"
+            + (" (or share their names with training micrographs whose files are gone, which "
+               "cannot be told apart: keep the training micrographs where they were prepared "
+               "from)" if gone else "")
+            + "; simulate a new set to score (cryostream simulate with another --seed) or "
+            "prepare the store with a test split (--test-fraction) and train again")
     return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True)
