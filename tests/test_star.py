@@ -57,6 +57,11 @@ def test_pair_halves_refuses_unmatched_names_and_shapes(tmp_path: Path):
         pair_halves([tmp_path / "a_EVN.mrc", tmp_path / "b_EVN.mrc"],
                     [tmp_path / "a_ODD.mrc", tmp_path / "b_ODD.mrc"])
     assert sorted(tmp_path.iterdir()) == sorted([*before, tmp_path / "b_ODD.mrc"])  # nothing written
+    write_mrc(tmp_path / "b_ODD.mrc", _image(), pixel_size=1.32)  # the right shape, another pixel
+    with pytest.raises(ConfigError, match=r"b_EVN.mrc has 0.66 Å pixels but its odd half "
+                       r".*b_ODD.mrc has 1.32 Å"):
+        pair_halves([tmp_path / "a_EVN.mrc", tmp_path / "b_EVN.mrc"],
+                    [tmp_path / "a_ODD.mrc", tmp_path / "b_ODD.mrc"])
 
 
 def test_read_micrograph_star_even_and_odd_columns(tmp_path: Path):

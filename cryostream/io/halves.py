@@ -79,7 +79,7 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     ------
     ConfigError
         The counts differ, a half has no partner (the unmatched files are named), a name
-        appears twice, or the two halves of a micrograph differ in shape.
+        appears twice, or the two halves of a micrograph differ in shape or pixel size.
     InvalidMicrographError
         A half is missing or not a readable MRC micrograph.
     """
@@ -102,10 +102,16 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     pairs = []
     for key, e in evens.items():
         o = odds[key]
-        shape_e, shape_o = read_header(e).shape, read_header(o).shape
+        header_e, header_o = read_header(e), read_header(o)
+        shape_e, shape_o = header_e.shape, header_o.shape
         if shape_e != shape_o:
             raise ConfigError(f"{e} is {shape_e[0]} × {shape_e[1]} px but its odd half {o} is "
                               f"{shape_o[0]} × {shape_o[1]}: both halves come from one movie "
                               "and have one shape; check they are the same micrograph's")
+        ps_e, ps_o = header_e.pixel_size_angstrom, header_o.pixel_size_angstrom
+        if ps_e > 0 and ps_o > 0 and abs(ps_e - ps_o) > 1e-3 * max(ps_e, ps_o):
+            raise ConfigError(f"{e} has {ps_e:g} Å pixels but its odd half {o} has {ps_o:g} Å: "
+                              "both halves come from one movie; check they are the same "
+                              "micrograph's (or fix the header that is wrong)")
         pairs.append((e, o))
     return pairs
