@@ -66,32 +66,19 @@ def start_params(init: str, model_config):
     """
     from flax import nnx
 
-    from cryostream.denoise.network import SHIPPED, model_path
+    from cryostream.denoise.network import SHIPPED, load_model_file, model_path
 
     path = Path(model_path(init))
     if init not in SHIPPED and not path.exists():
         raise ConfigError(f"init={init!r} (--from): no such run folder or file; pass 'general' "
                           f"({', '.join(sorted(SHIPPED))}), a run folder that cryostream train "
                           "or fit wrote, or an exported .npz")
-    if path.suffix == ".npz":
-        from cryostream.models.export import load_exported
-
-        model, _ = load_exported(path)
-    else:
-        from cryostream.runs import load_model
-
-        model, _ = load_model(path)
+    model, _ = load_model_file(str(path))
     if not same_network(model.config, model_config):
         raise ConfigError(f"init={init!r} (--from): its network is {describe_network(model.config)}"
                           f", this run's is {describe_network(model_config)}; start from a model "
                           "of the same shape (--model), or from scratch (no --from)")
     return nnx.split(model, nnx.Param)[1]
-
-
-def _name(path) -> str:
-    """A parameter's name from its pytree path (dict keys and list indices, ``/``-joined)."""
-    return "/".join(str(k.key) if hasattr(k, "key") else str(k.idx)
-                    for k in path if hasattr(k, "key") or hasattr(k, "idx"))
 
 
 def matching_params(own, given, where: str = "the given parameters"):
@@ -120,9 +107,11 @@ def matching_params(own, given, where: str = "the given parameters"):
     import jax
     import jax.numpy as jnp
 
+    from cryostream.models.export import param_name
+
     own_leaves, treedef = jax.tree_util.tree_flatten_with_path(own)
-    have = {_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(given)[0]}
-    want = {_name(p): leaf for p, leaf in own_leaves}
+    have = {param_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(given)[0]}
+    want = {param_name(p): leaf for p, leaf in own_leaves}
     if set(have) != set(want):
         odd = sorted(set(have) ^ set(want))
         raise ConfigError(f"{where}: parameters {', '.join(odd[:4])}{' …' if len(odd) > 4 else ''}"
@@ -133,4 +122,4 @@ def matching_params(own, given, where: str = "the given parameters"):
                               f" this network's {tuple(leaf.shape)}; start from parameters of "
                               "the same model")
     return jax.tree_util.tree_unflatten(
-        treedef, [jnp.asarray(have[_name(p)], dtype=leaf.dtype) for p, leaf in own_leaves])
+        treedef, [jnp.asarray(have[param_name(p)], dtype=leaf.dtype) for p, leaf in own_leaves])

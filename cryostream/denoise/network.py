@@ -8,7 +8,8 @@ import dataclasses
 import functools
 from typing import Any
 
-__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_record", "load_network"]
+__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_record", "load_model_file",
+           "load_network"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
 #: on simulated micrographs over a spread of doses, pixel sizes, defocus, detector noise, ice
@@ -69,6 +70,19 @@ class Network:
     record: Any
 
 
+def load_model_file(path: str):
+    """The network and its run record from an exported ``.npz`` or a run folder (its last
+    checkpoint's parameters): :func:`~cryostream.models.export.load_exported` or
+    :func:`~cryostream.runs.load_model`."""
+    if str(path).endswith(".npz"):
+        from cryostream.models.export import load_exported
+
+        return load_exported(path)
+    from cryostream.runs import load_model
+
+    return load_model(path)
+
+
 @functools.lru_cache(maxsize=4)
 def load_network(run: str) -> Network:
     """The :class:`Network` of a run folder (its last checkpoint) or an exported ``.npz`` (an
@@ -77,16 +91,9 @@ def load_network(run: str) -> Network:
     from flax import nnx
 
     from cryostream.compile_cache import enable_compile_cache
-    from cryostream.runs import load_model
 
     enable_compile_cache()
-
-    if run.endswith(".npz"):
-        from cryostream.models.export import load_exported
-
-        model, record = load_exported(run)
-    else:
-        model, record = load_model(run)
+    model, record = load_model_file(run)
     graphdef, params = nnx.split(model)
     apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
     return Network(apply=apply, params=params, config=model.config, record=record)

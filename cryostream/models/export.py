@@ -28,7 +28,8 @@ from cryostream._version import __version__
 from cryostream.config import from_dict, to_dict
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_params", "load_exported", "export_metadata"]
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_params", "load_exported", "export_metadata",
+           "param_name"]
 
 #: The format name written in every exported file.
 EXPORT_FORMAT = "cryostream-params"
@@ -37,7 +38,7 @@ EXPORT_VERSION = 1
 _META = "__meta__"
 
 
-def _name(path) -> str:
+def param_name(path) -> str:
     """A parameter's name from its pytree path: the dict keys and list indices, ``/``-joined."""
     parts = []
     for key in path:
@@ -53,7 +54,7 @@ def _named_leaves(params) -> tuple[list[tuple[str, Any]], Any]:
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    return [(_name(path), leaf) for path, leaf in leaves], treedef
+    return [(param_name(path), leaf) for path, leaf in leaves], treedef
 
 
 def export_params(model, record, path: str | os.PathLike, *,
