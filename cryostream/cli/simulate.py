@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     nbytes = sum(p.stat().st_size for p in written)
     rows, cols = config.shape
     print(
-        f"simulated {len(result.micrographs)} micrographs of {rows} × {cols} px "
+        f"simulated {len(result.micrographs)} micrograph{'' if len(result.micrographs) == 1 else 's'}"
+        f" of {rows} × {cols} px "
         f"{'with their even/odd halves ' if config.even_odd else ''}"
         f"into {result.root} ({nbytes / 1e6:,.0f} MB, {result.seconds:.1f} s, "
         f"peak memory {peak_rss_mb():,.0f} MB)"

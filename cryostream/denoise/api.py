@@ -22,6 +22,7 @@ from cryostream.denoise.outputs import (
     history_label,
     output_record,
     plan_denoise,
+    recipe_steps,
     write_output,
 )
 from cryostream.denoise.scores import recorruption_score
@@ -362,6 +363,13 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         plans, made = plan_denoise(run, config, micrographs, gathered.star, Path(output),
                                    overwrite=overwrite)
     todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
+    if todo:  # the first note comes when a micrograph is done: say what is under way now
+        import jax
+
+        logging.getLogger("cryostream").info(
+            "denoising %d micrograph%s with %s (%s) on the %s; a note as each is done", len(todo),
+            "" if len(todo) == 1 else "s", Path(run).name,
+            " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
     job = functools.partial(_denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client:

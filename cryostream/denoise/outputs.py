@@ -18,8 +18,8 @@ from cryostream.errors import ConfigError, StoreError
 STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
-           "write_output", "same_record", "output_identity", "output_record", "history_label",
-           "made_by_denoise"]
+           "write_output", "same_record", "output_identity", "output_record", "recipe_steps",
+           "history_label", "made_by_denoise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,9 +218,13 @@ def output_record(run, config, source: str, found: dict, given: dict | None = No
             **output_identity(run, config, source, given), "found": found}
 
 
+def recipe_steps(config) -> list[str]:
+    """The steps a resolved :class:`~cryostream.config.DenoiseConfig` applies, in order, by
+    name (the 8-fold ensemble first)."""
+    return ["ensemble"] * bool(config.ensemble) + [s.name for s in config.pipeline().steps]
+
+
 def history_label(run: str, config) -> str:
     """The MRC history label: the run's name and the steps applied."""
-    steps = [s.name for s in config.pipeline().steps]
-    if config.ensemble:
-        steps.insert(0, "ensemble")
+    steps = recipe_steps(config)
     return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
