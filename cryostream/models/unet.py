@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cryostream.errors import ConfigError
+from cryostream.models.phases import depth_to_space, phase_conv, space_to_depth
 
 __all__ = ["ModelConfig", "PRESETS", "UNet", "count_parameters", "macs_per_pixel"]
 
@@ -84,10 +85,19 @@ def _up(x):
 
 
 class UNet(nnx.Module):
-    """The U-Net; call it on (batch, y, x, 1) arrays, returns float32 of the same shape."""
+    """The U-Net; call it on (batch, y, x, 1) arrays, returns float32 of the same shape.
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    The full-resolution stem and head are computed on pixel phases at half resolution
+    (:mod:`cryostream.models.phases`): the same function of the same parameters, in shapes that
+    suit tensor cores. ``phase_stem``/``phase_head`` choose the plain way instead (``None``: on
+    pixel phases where the kernel allows it); see :meth:`apply`.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, phase_stem: bool | None = None,
+                 phase_head: bool = True):
         self.config = config
+        self.phase_stem = config.first_kernel % 2 == 1 if phase_stem is None else bool(phase_stem)
+        self.phase_head = bool(phase_head)
         dtype = jnp.dtype(config.compute_dtype)
 
         def conv(cin: int, cout: int, k: int) -> nnx.Conv:
@@ -112,21 +122,44 @@ class UNet(nnx.Module):
                                    param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.apply(x, phase_stem=self.phase_stem, phase_head=self.phase_head)
+
+    def apply(self, x: jax.Array, *, phase_stem: bool, phase_head: bool) -> jax.Array:
+        """The network with its full-resolution layers computed plainly or on pixel phases.
+
+        Both ways compute the same function of the same parameters (up to rounding);
+        ``__call__`` uses the model's choice. ``phase_stem`` needs an odd ``first_kernel``.
+        """
         dtype = jnp.dtype(self.config.compute_dtype)
         inp = x.astype(dtype)
-        skips = []
-        h = inp
-        for conv in self.encoder[:-1]:
+        phased = space_to_depth(inp) if phase_stem or phase_head else None
+        stem, *encoder = self.encoder
+        if phase_stem:
+            y = phase_conv(phased, stem.kernel[...], dtype=dtype)
+            b, hh, ww, _ = y.shape
+            h = _leaky(y.reshape(b, hh, ww, 4, -1).max(axis=3) + stem.bias[...].astype(dtype))
+        else:
+            h = _pool(_leaky(stem(inp)))
+        skips = [h]
+        for conv in encoder[:-1]:
             h = _pool(_leaky(conv(h)))
             skips.append(h)
-        h = _leaky(self.encoder[-1](h))
+        h = _leaky(encoder[-1](h))
         # decoder: from the second-deepest skip back up to the first pooled level
         for block, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
             h = jnp.concatenate([_up(h), skip], axis=-1)
             h = _leaky(block[1](_leaky(block[0](h))))
-        h = self.head[0](_up(h)) + self.head_input(inp)
-        h = _leaky(self.head[1](_leaky(h)))
-        out = self.head[2](h).astype(jnp.float32)
+        if phase_head:
+            first, second, last = self.head
+            h = (phase_conv(h, first.kernel[...], first.bias[...], upsampled=True, dtype=dtype)
+                 + phase_conv(phased, self.head_input.kernel[...], dtype=dtype))
+            h = _leaky(phase_conv(_leaky(h), second.kernel[...], second.bias[...], dtype=dtype))
+            out = depth_to_space(phase_conv(h, last.kernel[...], last.bias[...], dtype=dtype))
+        else:
+            h = self.head[0](_up(h)) + self.head_input(inp)
+            h = _leaky(self.head[1](_leaky(h)))
+            out = self.head[2](h)
+        out = out.astype(jnp.float32)
         return out + x.astype(jnp.float32) if self.config.residual else out
 
 
