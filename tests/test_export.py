@@ -145,3 +145,27 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
     np.savez(tmp_path / "short.npz", **missing)
     with pytest.raises(StoreError, match="head_input/kernel"):
         load_exported(tmp_path / "short.npz")
+
+
+def test_a_bfloat16_network_computes_in_float32_on_the_cpu(tmp_path):
+    """CPUs have no bfloat16 arithmetic: ``denoise`` computes a bf16-trained network in float32
+    there (the same parameters), closer to the network's exact function."""
+    from cryostream.denoise.network import load_network
+
+    assert jax.default_backend() == "cpu"
+    train = TrainConfig(model="unet-small", precision="bf16", residual=True, steps=20)
+    record = RunRecord(path=tmp_path / "run", train=train,
+                       prepare=PrepareConfig(patch_size=128, stride=64,
+                                             noise=NoiseConfig(model="none")),
+                       store=tmp_path / "pairs.h5")
+    model = _random_model(record.model_config, 5)
+    assert model.config.compute_dtype == "bfloat16"
+    path = export_params(model, record, tmp_path / "bf16.npz")
+    network = load_network(str(path))
+    x = np.random.default_rng(1).normal(1, 0.3, (1, 64, 64, 1)).astype(np.float32)
+    got = np.asarray(network.apply(network.params, x))
+    exact = _random_model(TrainConfig(model="unet-small", precision="fp32",
+                                      residual=True).model_config(), 5)
+    want = np.asarray(nnx.jit(lambda m, x: m(x))(exact, x))
+    bf16 = np.asarray(nnx.jit(lambda m, x: m(x))(model, x))
+    assert np.abs(got - want).max() < 1e-5 < np.abs(bf16 - want).max()
