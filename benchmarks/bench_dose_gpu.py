@@ -12,7 +12,9 @@ their ground truth:
                CTF-shaped gain with its check and fallback, the 8-fold ensemble), and its parts:
                the network's output alone (``_raw``), the correction alone (``_n2n``) and the
                per-ring oracle mix of input and output (``_blend_oracle``, truth-fitted: what
-               re-weighting by frequency could give at best).
+               re-weighting by frequency could give at best); with ``--calibrate N`` also the
+               default with the per-ring weighting fitted by N recorruption passes, no truth
+               (``_calibrated``).
 ``evenodd``    plain Noise2Noise on the halves (``prepare EVEN --odd ODD``: both directions, no
                added noise), scored on the full sum (``_sum``) and as the sum of the two halves
                each denoised (``_halves``, cryoCARE's way), each with the run's default recipe.
@@ -189,6 +191,13 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
                 corrected, _ = DenoiseConfig.raw(n2n_correction=True).pipeline().run(
                     Micrograph(y, cfg.pixel_size_angstrom, record), known_output(y, out_f))
                 scored(f"{name}_n2n", corrected)
+            if args.calibrate:  # the default with the per-ring recorruption weighting
+                config = dataclasses.replace(DenoiseConfig().for_run(record),
+                                             calibrate=args.calibrate)
+                calibrated, _ = config.pipeline().run(
+                    Micrograph(y, cfg.pixel_size_angstrom, record, source=str(sim.micrographs[i])),
+                    known_output(y, out_f, f_ens))
+                scored(f"{name}_calibrated", calibrated)
         row["scores"] = scores
         rows.append(row)
         print(tag, "micrograph", i, json.dumps({k: v["psnr"] for k, v in scores.items()}),
@@ -241,6 +250,9 @@ def main(argv=None):
     ap.add_argument("--tile", type=int, default=2048)
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--no-residual", dest="residual", action="store_false")
+    ap.add_argument("--calibrate", type=int, default=0,
+                    help="also score each run's default with this many recorruption passes "
+                         "weighting its output per ring (denoise --calibrate N)")
     ap.add_argument("--topaz", default="")
     args = ap.parse_args(argv)
     out = Path(args.out)
