@@ -16,6 +16,7 @@ import pytest
 from mrcfile.dtypes import get_ext_header_dtype
 
 from cryostream.cli import main
+from cryostream.io.stack import MicrographSkippedWarning
 
 LABELS = ["EPU 3.2 acquisition", "MotionCor2 1.6.4 dose-weighted"]
 
@@ -202,3 +203,23 @@ def test_known_defocus_through_the_command_line_is_recorded(tiny_run, tmp_path):
     assert found["ctf"]["defocus_u_angstrom"] == 19000.0 and found["ctf"]["defocus_from"] == "STAR file"
     fell_back = any(issubclass(w.category, CTFFallbackWarning) for w in caught)
     assert found["ctf_used"] is not fell_back
+
+
+def test_permissive_skips_a_pair_whose_odd_half_is_unreadable(tiny_run, tmp_path, capsys):
+    """A truncated odd half is refused before anything is written; with --permissive its
+    micrograph (both halves) is skipped with a warning and the other pairs are denoised."""
+    halves = tmp_path / "halves"
+    halves.mkdir()
+    for name, i in (("a_EVN", 0), ("a_ODD", 1), ("b_EVN", 2), ("b_ODD", 0)):
+        shutil.copy(tiny_run.sim.micrographs[i], halves / f"{name}.mrc")
+    (halves / "b_ODD.mrc").write_bytes((halves / "b_ODD.mrc").read_bytes()[:2000])
+    evens, odds = sorted(halves.glob("*_EVN.mrc")), sorted(halves.glob("*_ODD.mrc"))
+    capsys.readouterr()
+    assert _denoise(tiny_run, evens, tmp_path / "strict", "--odd", *odds) == 2
+    assert "b_ODD.mrc: truncated" in capsys.readouterr().err
+    assert not (tmp_path / "strict").exists()
+    with pytest.warns(MicrographSkippedWarning, match="b_ODD.mrc: truncated"):
+        assert _denoise(tiny_run, evens, tmp_path / "lenient", "--odd", *odds,
+                        "--permissive") == 0
+    assert sorted(p.name for p in (tmp_path / "lenient").iterdir()) == [
+        "a.json", "a.mrc", "denoised_micrographs.star"]

@@ -260,6 +260,12 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                                      "rlnMicrographNameOdd")
         gone = {half_key(s["path"], EVEN_SUFFIXES) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if half_key(p, ODD_SUFFIXES) not in gone]
+        if permissive:  # an unreadable odd half skips its micrograph, even half included
+            _, odd_skipped = read_headers(odd_paths, permissive=True)
+            lost = {half_key(s["path"], ODD_SUFFIXES) for s in odd_skipped}
+            odd_paths = [p for p in odd_paths if half_key(p, ODD_SUFFIXES) not in lost]
+            headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in lost]
+            skipped = skipped + odd_skipped
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
     micrographs = []
