@@ -149,6 +149,35 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
     assert even_ctf["defocus_from"] == "sum of the even and odd halves"
     assert [even_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")] == [
         odd_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")]
+    # one recorruption check, on the sum, decides the gain of both halves
+    assert found["ctf_check"] == found["odd_half"]["ctf_check"]
+    assert found["ctf_used"] == found["odd_half"]["ctf_used"]
+
+
+def test_even_and_odd_halves_with_a_known_defocus_take_one_decision(tiny_run, tmp_path):
+    """A STAR file's defocus for a pair of halves: both halves use it, and one check on their
+    sum decides whether its CTF shapes the gain."""
+    import pandas as pd
+    import starfile
+
+    import cryostream
+    from cryostream.config import SimulateConfig
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
+        shape=(512, 512), seed=3, even_odd=True))
+    star = tmp_path / "sim" / "halves.star"
+    starfile.write({"micrographs": pd.DataFrame({
+        "rlnMicrographName": ["micrographs/sim_0000.mrc"],
+        "rlnMicrographNameEven": [str(sim.evens[0].relative_to(tmp_path / "sim"))],
+        "rlnMicrographNameOdd": [str(sim.odds[0].relative_to(tmp_path / "sim"))],
+        "rlnDefocusU": [18000.0], "rlnDefocusV": [17800.0], "rlnDefocusAngle": [30.0]})}, star)
+    assert _denoise(tiny_run, [star], tmp_path / "out", "--odd", star, "--ctf-gain") == 0
+    found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
+    for half in (found, found["odd_half"]):
+        assert half["ctf"]["defocus_from"] == "STAR file"
+        assert half["ctf"]["defocus_u_angstrom"] == 18000.0
+    assert found["ctf_check"] == found["odd_half"]["ctf_check"]
+    assert found["ctf_used"] == found["odd_half"]["ctf_used"]
 
 
 def test_a_pair_never_replaces_the_full_sum_beside_its_halves(tiny_run, tmp_path, capsys):

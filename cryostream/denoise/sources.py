@@ -70,16 +70,18 @@ class InputMicrograph:
         """``config`` with this micrograph's optics (:class:`~cryostream.config.DenoiseConfig`)."""
         return dataclasses.replace(config, **self.optics)
 
-    def pipeline(self, config, *, defocus_from: str = "STAR file"):
+    def pipeline(self, config, *, defocus_from: str = "STAR file", check: float | None = None):
         """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
         taking the known defocus (:class:`KnownDefocusGain`, ``defocus_from`` saying where it
-        was measured) when there is one."""
+        was measured, ``check`` its recorruption check if already measured) when there is
+        one."""
         pipeline = config.pipeline()
         if self.defocus is None:
             return pipeline
         d = self.defocus
         steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
-            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from)
+            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from,
+            check=check)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
         return dataclasses.replace(pipeline, steps=steps)
 
@@ -109,22 +111,27 @@ class KnownDefocusGain(WienerGain):
 
     defocus: tuple = ()
     source: str = "STAR file"
+    #: The check's score measured already (on the sum of even/odd halves, so that both halves
+    #: take one decision); None measures it on the micrograph.
+    check: float | None = None
     name = "wiener_gain"
 
     def init(self, micrograph):
-        from cryostream.ctf import CTFFallbackWarning, CTFFit
-        from cryostream.denoise.scores import ctf_gain_check
+        u, v, angle = self.defocus
+        fit = self.fit(micrograph.pixel_size_angstrom)
+        if self.check is not None:
+            return {"fit": fit, "check": self.check, "used": self.check < 0}
+        check = checked_gain(micrograph.image, micrograph.noise(), fit,
+                             f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
+                             f"{v:.0f} Å)")
+        return {"fit": fit, "check": check, "used": check < 0}
+
+    def fit(self, pixel_size_angstrom: float):
+        """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
+        from cryostream.ctf import CTFFit
 
         u, v, angle = self.defocus
-        fit = CTFFit(u, v, angle, math.nan, micrograph.pixel_size_angstrom,
-                     **dict(self.optics))
-        check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
-        if check >= 0:
-            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
-                          f"{v:.0f} Å) does not lower the error by recorruption (ctf_gain_check); "
-                          "its radial Wiener gain is used. Check the defocus and the optics",
-                          CTFFallbackWarning, stacklevel=2)
-        return {"fit": fit, "check": check, "used": check < 0}
+        return CTFFit(u, v, angle, math.nan, pixel_size_angstrom, **dict(self.optics))
 
     def describe(self, state):
         found = super().describe(state)
@@ -132,22 +139,51 @@ class KnownDefocusGain(WienerGain):
         return found
 
 
+def checked_gain(image, noise, fit, what: str) -> float:
+    """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
+    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` when it does not help."""
+    from cryostream.ctf import CTFFallbackWarning
+    from cryostream.denoise.scores import ctf_gain_check
+
+    check = ctf_gain_check(image, noise, fit)
+    if check >= 0:
+        warnings.warn(f"{what} does not lower the error by recorruption (ctf_gain_check); the "
+                      "radial Wiener gain is used. Check the defocus and the optics (--voltage, "
+                      "--cs, --amplitude-contrast)", CTFFallbackWarning, stacklevel=3)
+    return check
+
+
 def halves_pipeline(micrograph: InputMicrograph, config, halves: list):
     """The micrograph's pipeline (:meth:`InputMicrograph.pipeline`); for even/odd halves
-    (``halves``: ``(path, image)`` pairs) without a known defocus, the CTF gain of both takes
-    one defocus fitted on their sum: twice the signal of either, and one filter for the two
-    outputs that are summed."""
-    if len(halves) < 2 or micrograph.defocus is not None or not config.ctf_gain:
+    (``halves``: ``(path, image)`` pairs) the CTF gain of both takes one defocus (fitted on
+    their sum, or the known one) and one recorruption check on their sum: twice the signal of
+    either, and one filter for the two outputs that are summed."""
+    if len(halves) < 2 or not config.ctf_gain:
         return micrograph.pipeline(config)
-    from cryostream.denoise.steps import fit_for_gain
+    import numpy as np
 
-    fit = fit_for_gain(halves[0][1] + halves[1][1], micrograph.pixel_size_angstrom,
-                       config.optics)
-    if fit is None:
-        return micrograph.pipeline(config)
-    known = Defocus(fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg)
-    return dataclasses.replace(micrograph, defocus=known).pipeline(
-        config, defocus_from="sum of the even and odd halves")
+    from cryostream.matched import estimate_noise, tile_for
+
+    total = halves[0][1] + halves[1][1]
+    total = total / np.float32(np.percentile(total, 95))
+    ps = micrograph.pixel_size_angstrom
+    source = "STAR file"
+    if micrograph.defocus is None:
+        from cryostream.denoise.steps import fit_for_gain
+
+        fit = fit_for_gain(total, ps, config.optics)
+        if fit is None:
+            return micrograph.pipeline(config)
+        micrograph = dataclasses.replace(micrograph, defocus=Defocus(
+            fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg))
+        source = "sum of the even and odd halves"
+    d = micrograph.defocus
+    gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
+    check = checked_gain(total, estimate_noise(total, ps, tile=tile_for(total.shape)),
+                         gain.fit(ps), f"{micrograph.source} and its odd half: the defocus "
+                         f"({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
+                         f"{source}), checked on their sum,")
+    return micrograph.pipeline(config, defocus_from=source, check=check)
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
