@@ -247,8 +247,40 @@ def test_permissive_skips_a_pair_whose_odd_half_is_unreadable(tiny_run, tmp_path
     assert _denoise(tiny_run, evens, tmp_path / "strict", "--odd", *odds) == 2
     assert "b_ODD.mrc: truncated" in capsys.readouterr().err
     assert not (tmp_path / "strict").exists()
-    with pytest.warns(MicrographSkippedWarning, match="b_ODD.mrc: truncated"):
+    with pytest.warns(MicrographSkippedWarning) as caught:
         assert _denoise(tiny_run, evens, tmp_path / "lenient", "--odd", *odds,
                         "--permissive") == 0
+    said = [str(w.message) for w in caught]
+    assert any("b_ODD.mrc: truncated" in m for m in said)
+    assert any("b_EVN.mrc: its odd half cannot be read" in m for m in said)
     assert sorted(p.name for p in (tmp_path / "lenient").iterdir()) == [
         "a.json", "a.mrc", "denoised_micrographs.star"]
+    assert json.loads((tmp_path / "lenient" / "a.json").read_text())["computed"] == {
+        "backend": "cpu", "dtype": "float32"}
+
+
+def test_a_half_with_nan_pixels_stops_or_skips_its_pair_before_any_work(tiny_run, tmp_path,
+                                                                         capsys):
+    """Both halves are checked before either is denoised: NaN pixels in an odd half stop the
+    run with one line naming it, or with --permissive skip the pair (both halves named)."""
+    halves = tmp_path / "halves"
+    halves.mkdir()
+    shutil.copy(tiny_run.sim.micrographs[0], halves / "a_EVN.mrc")
+    with mrcfile.open(tiny_run.sim.micrographs[1]) as source:
+        image, voxel = source.data.copy(), source.voxel_size.x
+    image[5:9, 5:9] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's note on NaN
+        with mrcfile.new(halves / "a_ODD.mrc") as mrc:
+            mrc.set_data(image)
+            mrc.voxel_size = voxel
+    capsys.readouterr()
+    assert _denoise(tiny_run, [halves / "a_EVN.mrc"], tmp_path / "strict", "--odd",
+                    halves / "a_ODD.mrc", "--ctf-gain") == 2
+    err = capsys.readouterr().err
+    assert "a_ODD.mrc: holds NaN or Inf pixels" in err and "Warning" not in err
+    assert not list((tmp_path / "strict").glob("*.mrc"))
+    with pytest.warns(MicrographSkippedWarning, match="and its other half .*a_EVN.mrc"):
+        assert _denoise(tiny_run, [halves / "a_EVN.mrc"], tmp_path / "lenient", "--odd",
+                        halves / "a_ODD.mrc", "--ctf-gain", "--permissive") == 2
+    assert "no usable micrograph left" in capsys.readouterr().err

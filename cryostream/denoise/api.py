@@ -224,6 +224,43 @@ class _Progress:
                                                  Path(source).name, what)
 
 
+def _percentile(run: str) -> float:
+    from cryostream.denoise.network import load_network
+
+    return load_network(run).record.percentile
+
+
+def _computed_on(run: str) -> dict:
+    """Where the network runs and in what precision, for the output's record: a bf16 run
+    computes in float32 on a CPU, so its outputs differ from a GPU's in the last digits."""
+    import jax
+
+    from cryostream.denoise.network import load_network
+
+    return {"backend": jax.default_backend(), "dtype": load_network(run).compute_dtype}
+
+
+def _halves_usable(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> bool:
+    """Both halves of a pair pass :func:`check_micrograph` before any work on either; with
+    ``permissive`` a bad half skips the pair with a warning naming both (False)."""
+    import warnings
+
+    from cryostream.denoise.network import load_network
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    network = load_network(run)
+    for (half, image), (other, _) in zip(halves, halves[::-1], strict=True):
+        try:
+            check_micrograph(image, half, network.record, network.config, config)
+        except InvalidMicrographError as exc:
+            if not permissive:
+                raise
+            warnings.warn(f"skipping {exc} (and its other half {other})",
+                          MicrographSkippedWarning, stacklevel=3)
+            return False
+    return True
+
+
 def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
                   progress: _Progress | None = None):
     import time
@@ -236,10 +273,11 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
     config = micrograph.config(config)
     halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
               if half is not None]
-    pipeline = halves_pipeline(micrograph, config, halves)
+    usable = len(halves) == 1 or _halves_usable(halves, run, config, permissive)
+    pipeline = halves_pipeline(micrograph, config, halves, _percentile(run)) if usable else None
     found = {}
     estimate = None
-    for half, image in halves:
+    for half, image in halves if usable else ():
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
                                   permissive=permissive, pipeline=pipeline)
         if out is None:
@@ -257,7 +295,7 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
                                 history_label(run, config),
                                 output_record(run, config, micrograph.source, found,
-                                              micrograph.given()),
+                                              micrograph.given(), _computed_on(run)),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
         named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph

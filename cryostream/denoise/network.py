@@ -62,12 +62,15 @@ class Network:
         The network's shape (levels, pooling factor, first kernel).
     record : cryostream.runs.RunRecord
         How the run was trained.
+    compute_dtype : str
+        What the network computes in here: the run's, or float32 on a CPU.
     """
 
     apply: Any
     params: Any
     config: Any
     record: Any
+    compute_dtype: str = "float32"
 
 
 def load_model_file(path: str):
@@ -96,12 +99,15 @@ def load_network(run: str) -> Network:
     enable_compile_cache()
     model, record = load_model_file(run)
     graphdef, params = nnx.split(model)
-    if jax.default_backend() == "cpu" and model.config.compute_dtype != "float32":
+    dtype = model.config.compute_dtype
+    if jax.default_backend() == "cpu" and dtype != "float32":
         # CPUs have no bfloat16 arithmetic: float32 is as fast there (faster on the U-Net's
         # pixel phases) and more exact; the parameters are float32 either way.
         from cryostream.models.unet import UNet
 
-        cpu = dataclasses.replace(model.config, compute_dtype="float32")
+        dtype = "float32"
+        cpu = dataclasses.replace(model.config, compute_dtype=dtype)
         graphdef, _ = nnx.split(nnx.eval_shape(lambda: UNet(cpu, rngs=nnx.Rngs(0))))
     apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
-    return Network(apply=apply, params=params, config=model.config, record=record)
+    return Network(apply=apply, params=params, config=model.config, record=record,
+                   compute_dtype=dtype)

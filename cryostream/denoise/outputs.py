@@ -208,14 +208,17 @@ def output_identity(run, config, source: str, given: dict | None = None) -> dict
     return identity
 
 
-def output_record(run, config, source: str, found: dict, given: dict | None = None) -> dict:
+def output_record(run, config, source: str, found: dict, given: dict | None = None,
+                  computed: dict | None = None) -> dict:
     """What an output says of how it was made: the run, the config, the input (and ``given``,
-    :func:`output_identity`), the cryostream version and what the steps found on the
-    micrograph (``NAME.json`` beside ``NAME.mrc``)."""
+    :func:`output_identity`), the cryostream version, what the steps found on the micrograph
+    and ``computed``: where the network ran and in what precision (``NAME.json`` beside
+    ``NAME.mrc``)."""
     from cryostream._version import __version__
 
     return {"kind": "DenoiseOutput", "cryostream_version": __version__,
-            **output_identity(run, config, source, given), "found": found}
+            **output_identity(run, config, source, given), "found": found,
+            **({"computed": computed} if computed else {})}
 
 
 def recipe_steps(config) -> list[str]:

@@ -146,18 +146,21 @@ def checked_gain(image, noise, fit, what: str) -> float:
     from cryostream.denoise.scores import ctf_gain_check
 
     check = ctf_gain_check(image, noise, fit)
-    if check >= 0:
+    if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
         warnings.warn(f"{what} does not lower the error by recorruption (ctf_gain_check); the "
                       "radial Wiener gain is used. Check the defocus and the optics (--voltage, "
                       "--cs, --amplitude-contrast)", CTFFallbackWarning, stacklevel=3)
     return check
 
 
-def halves_pipeline(micrograph: InputMicrograph, config, halves: list):
+def halves_pipeline(micrograph: InputMicrograph, config, halves: list,
+                    percentile: float = 95.0):
     """The micrograph's pipeline (:meth:`InputMicrograph.pipeline`); for even/odd halves
-    (``halves``: ``(path, image)`` pairs) the CTF gain of both takes one defocus (fitted on
-    their sum, or the known one) and one recorruption check on their sum: twice the signal of
-    either, and one filter for the two outputs that are summed."""
+    (``halves``: ``(path, image)`` pairs, each checked already) the CTF gain of both takes one
+    defocus (fitted on their sum, or the known one) and one recorruption check on their sum:
+    twice the signal of either, and one filter for the two outputs that are summed. The sum is
+    normalised by its ``percentile`` (the run's); a sum that cannot be leaves each half its
+    own fit and check."""
     if len(halves) < 2 or not config.ctf_gain:
         return micrograph.pipeline(config)
     import numpy as np
@@ -165,7 +168,10 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list):
     from cryostream.matched import estimate_noise, tile_for
 
     total = halves[0][1] + halves[1][1]
-    total = total / np.float32(np.percentile(total, 95))
+    scale = float(np.percentile(total, percentile))
+    if not (np.isfinite(scale) and scale > 0 and total.max() > total.min()):
+        return micrograph.pipeline(config)
+    total = total / np.float32(scale)
     ps = micrograph.pixel_size_angstrom
     source = "STAR file"
     if micrograph.defocus is None:
@@ -274,7 +280,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         that do not pair, a micrograph without a pixel size.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, pair_halves
-    from cryostream.io.stack import read_headers
+    from cryostream.io.stack import MicrographSkippedWarning, read_headers
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
                                                 and pixel_size_angstrom > 0):
@@ -300,6 +306,11 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             _, odd_skipped = read_headers(odd_paths, permissive=True)
             lost = {half_key(s["path"], ODD_SUFFIXES) for s in odd_skipped}
             odd_paths = [p for p in odd_paths if half_key(p, ODD_SUFFIXES) not in lost]
+            for h in headers:
+                if half_key(h.path, EVEN_SUFFIXES) in lost:
+                    reason = f"{h.path}: its odd half cannot be read (see the warning above)"
+                    warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
+                    odd_skipped.append({"path": h.path, "reason": reason})
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in lost]
             skipped = skipped + odd_skipped
         odds = {_key(Path(e)): str(Path(o).resolve())

@@ -12,6 +12,7 @@ of a :class:`~cryostream.config.DenoiseConfig`; :class:`Micrograph` is what the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -164,7 +165,7 @@ class WienerGain(Step):
         if fit is None:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
         check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
-        if check >= 0:
+        if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
             warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
                           f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å, score "
                           f"{fit.score:.4f}) does not lower the error by recorruption "
@@ -187,7 +188,8 @@ class WienerGain(Step):
                         "defocus_v_angstrom": fit.defocus_v_angstrom,
                         "astigmatism_angle_deg": fit.astigmatism_angle_deg,
                         "score": fit.score},
-                "ctf_check": float(state["check"]), "ctf_used": bool(state["used"])}
+                "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
+                "ctf_used": bool(state["used"])}
 
 
 @dataclasses.dataclass
