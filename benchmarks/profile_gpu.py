@@ -12,6 +12,9 @@ on one fixed batch already on the device:
 - with ``--profile``, a trace of a few training steps through ``jax.profiler``, summed per
   XLA op and written with each op's HLO line, so the table says which layer each op is.
 
+Each row also gives the peak device memory and the process's peak resident memory so far
+(maxima over the process: run one way per process for one way's own figure).
+
 The persistent compilation cache is what ``cryostream`` uses (``compile_cache``); run the
 script twice with one ``JAX_COMPILATION_CACHE_DIR`` to time a warm start, and with
 ``XLA_FLAGS`` to try compiler settings.
@@ -60,6 +63,20 @@ def profile_ops(trace_dir: Path, hlo_text: str, steps: int) -> list[dict]:
     rows = [{"op": name, "ms_per_step": ns / 1e6 / steps, "calls_per_step": count[name] / steps,
              "hlo": lines_of.get(name, "")} for name, ns in total.items()]
     return sorted(rows, key=lambda r: -r["ms_per_step"])
+
+
+def peak_memory() -> dict:
+    """Peak device memory so far (GB; None where the backend does not say) and the process's
+    peak resident memory (GB). Both are maxima over the process: for one way's own figure,
+    run one way per process."""
+    import resource
+
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {"device_peak_gb": round(peak / 1e9, 2) if peak else None,
+            "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
 
 
 def main() -> None:
@@ -160,6 +177,8 @@ def main() -> None:
         log(way, f"forward: {row['forward_s_per_micrograph']:.3f} s per micrograph "
                  f"({args.windows} windows of {args.window}²), compiled in "
                  f"{row['forward_compile_s']:.1f} s")
+        row.update(peak_memory())
+        log(way, f"peak device memory {row['device_peak_gb']} GB, process {row['host_peak_gb']} GB")
         rows.append(row)
         (out / f"profile_gpu{args.tag}.json").write_text(json.dumps(rows, indent=2))
 

@@ -75,3 +75,24 @@ def test_the_unet_on_phases_is_the_plain_unet(preset):
         np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5)
     assert model.phase_stem and model.phase_head  # the default computes on phases
     np.testing.assert_allclose(np.asarray(model(x)), plain, rtol=1e-5, atol=1e-5)
+
+
+def test_training_gradients_on_phases_are_the_plain_ones():
+    """Training goes through the phases: the loss's gradient with respect to every parameter
+    is the plain network's."""
+    config = dataclasses.replace(PRESETS["unet-small"], compute_dtype="float32", residual=True)
+    model = UNet(config, rngs=nnx.Rngs(4))
+    graphdef, params = nnx.split(model, nnx.Param)
+    x = jax.random.normal(jax.random.key(2), (2, 32, 48, 1))
+    target = jax.random.normal(jax.random.key(3), (2, 32, 48, 1))
+
+    def grads(stem, head):
+        def loss(p):
+            out = nnx.merge(graphdef, p).apply(x, phase_stem=stem, phase_head=head)
+            return jnp.mean((out - target) ** 2)
+        return jax.tree.leaves(jax.grad(loss)(params))
+
+    plain = grads(False, False)
+    for got, want in zip(grads(True, True), plain, strict=True):
+        scale = float(np.abs(want).max()) or 1.0
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5 * scale)
