@@ -543,3 +543,22 @@ def test_denoise_with_no_model_uses_the_general_model(tmp_path):
     out = mrcfile.read(tmp_path / "g" / "sim_0000.mrc")
     noisy, truth = mrcfile.read(sim.micrographs[0]), mrcfile.read(sim.truths[0])
     assert np.mean((out - truth) ** 2) < 0.2 * np.mean((noisy - truth) ** 2)
+
+
+def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_path,
+                                                                   monkeypatch, caplog):
+    """Minutes per micrograph on a CPU: a note at most every NOTE_EVERY_S seconds says which
+    network pass of how many is done (here every pass: the interval set to zero)."""
+    import importlib
+    import logging
+
+    api = importlib.import_module("cryostream.denoise.api")
+    run, sim = trained
+    monkeypatch.setattr(api, "NOTE_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        denoise(run, sim.micrographs[:1], tmp_path / "den",
+                config=DenoiseConfig.raw(tile=64, ensemble=True), workers=1)
+    passes = [r.getMessage() for r in caplog.records if "network pass" in r.getMessage()]
+    assert [m.split(": ")[1].split(" done")[0] for m in passes] == [
+        f"network pass {i} of 8" for i in range(1, 9)]
+    assert all(m.startswith("sim_0000.mrc: ") for m in passes)

@@ -82,10 +82,29 @@ def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
                       source=str(source)), percentile
 
 
-def _network(run: str, config: DenoiseConfig):
+#: Seconds between notes while one micrograph is still being denoised (minutes on a CPU).
+NOTE_EVERY_S = 30.0
+
+
+def _network(run: str, config: DenoiseConfig, source: str | None = None):
+    """The network pass the steps call (once, 8 times for the ensemble, more to calibrate);
+    with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
+    expected = (8 if config.ensemble else 1) * (1 + config.calibrate)
+    start = time.perf_counter()
+    clock = {"last": start, "passes": 0}
+
     def network(image):
-        return network_pass(run, image, tile=config.tile, halo=config.halo,
-                            batch_size=config.batch_size)
+        out = network_pass(run, image, tile=config.tile, halo=config.halo,
+                           batch_size=config.batch_size)
+        clock["passes"] += 1
+        now = time.perf_counter()
+        if source is not None and now - clock["last"] >= NOTE_EVERY_S:
+            clock["last"] = now
+            done = clock["passes"]
+            logging.getLogger("cryostream").info(
+                "%s: network pass %d%s done, %.0f s so far", Path(source).name, done,
+                f" of {expected}" if done <= expected else "", now - start)
+        return out
 
     return network
 
@@ -112,7 +131,8 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
         warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
         return None, {}
     micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
-    estimate, found = (pipeline or config.pipeline()).run(micrograph, _network(run, config))
+    estimate, found = (pipeline or config.pipeline()).run(micrograph,
+                                                              _network(run, config, source))
     estimate *= np.float32(percentile)
     return estimate, found
 
