@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=4352, help="side of a denoise window")
     ap.add_argument("--windows", type=int, default=4, help="windows per micrograph")
     ap.add_argument("--window-batch", type=int, default=4)
+    ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
@@ -110,7 +111,8 @@ def main() -> None:
     cache = enable_compile_cache()
     device = jax.devices()[0]
     log("device", device.device_kind, jax.__version__, "cache", cache, "tag", args.tag)
-    cfg = TrainConfig(model=args.model, precision="bf16", residual=True, batch_size=args.batch,
+    cfg = TrainConfig(model=args.model, precision=args.precision, residual=True,
+                      batch_size=args.batch,
                       steps=10_000)
     mc = cfg.model_config()
     rng = np.random.default_rng(0)
@@ -126,6 +128,7 @@ def main() -> None:
         tx = make_optimizer(cfg)
         graphdef, state = create_train_state(model, tx)
         row = {"device": device.device_kind, "way": way, "tag": args.tag, "model": args.model,
+               "precision": args.precision,
                "batch": args.batch, "patch": p}
         if not args.skip_train:
             step = make_train_step(graphdef, tx)
