@@ -329,3 +329,91 @@ def test_a_bad_option_is_one_line(capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("cryostream") and "--help" in err[0], err
+
+
+# --- Ctrl-C: acknowledged at once, then what is kept and how to go on -------------------------
+
+def _denoise_like(seconds: float, interrupts: int):
+    """A command that works like ``denoise``: a job in a thread pool, Ctrl-C pressed
+    ``interrupts`` times (a real SIGINT to this process) while the job runs."""
+    import concurrent.futures
+    import os
+    import signal
+    import threading
+    import time
+
+    def command(args):
+        started = threading.Event()
+
+        def job():
+            started.set()
+            for _ in range(interrupts):
+                time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(seconds)
+            print("the micrograph in progress is finished", file=sys.stderr, flush=True)
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(job)
+            started.wait()
+            future.result()
+        print("not reached", file=sys.stderr)
+
+    return command
+
+
+def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    import re
+
+    args = argparse.Namespace(command="denoise", output="den4", func=_denoise_like(0.3, 1))
+    assert cli_common.run_command(args) == 130
+    err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
+    assert err.splitlines() == [
+        "cryostream denoise: stopping after the micrographs in progress (each is written whole "
+        "or not at all); Ctrl-C again to stop at once",
+        "the micrograph in progress is finished",  # after the first line, not before it
+        "cryostream denoise: interrupted after N s; the finished micrographs are kept in den4: "
+        "run the same command again to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_second_ctrl_c_in_denoise_stops_at_once():
+    """The real signal twice in a child process: it ends at once with status 130, without
+    waiting for the micrograph in progress (30 s)."""
+    import time
+
+    script = ("import argparse, sys\nfrom cryostream.cli.common import run_command\n"
+              "from tests.test_cli import _denoise_like\n"
+              "sys.exit(run_command(argparse.Namespace(command='denoise', output='den', "
+              "func=_denoise_like(30, 2))))")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).parents[1])
+    assert result.returncode == 130 and time.perf_counter() - start < 20
+    assert result.stderr.splitlines() == [
+        "cryostream denoise: stopping after the micrographs in progress (each is written whole "
+        "or not at all); Ctrl-C again to stop at once",
+        "cryostream denoise: stopped at once; what was in progress is not written (run the same "
+        "command again to resume)"]
+
+
+@pytest.mark.parametrize("command, then", [
+    ("fit", "; run the same command again to continue from the last checkpoint"),
+    ("train", "; run the same command with --resume to continue from the last checkpoint"),
+    ("plan", ""),
+])
+def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys):
+    import signal
+
+    def interrupted(args):
+        # no early note: Python's own handler stops these commands (fit saves a checkpoint)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        raise KeyboardInterrupt
+
+    assert cli_common.run_command(argparse.Namespace(command=command, func=interrupted)) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream {command}: interrupted after 0 s{then}"]

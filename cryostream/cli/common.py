@@ -23,7 +23,9 @@ from typing import Any
 from cryostream.errors import CryostreamError
 
 __all__ = [
+    "INTERRUPTIONS",
     "FlagSpec",
+    "Interruption",
     "LibraryDefault",
     "add_config_flags",
     "add_library_flag",
@@ -191,12 +193,76 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class Interruption:
+    """What a command says when Ctrl-C stops it.
+
+    Attributes
+    ----------
+    first : str or None
+        Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
+        progress before it stops; a second Ctrl-C then stops the process at once. None: the
+        first Ctrl-C stops the command as Python does.
+    then : str
+        Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
+        parsed command line fill ``{braces}`` (``{output}``).
+    """
+
+    first: str | None
+    then: str
+
+
+#: Each command's :class:`Interruption` (commands not listed say only how long they ran).
+INTERRUPTIONS = {
+    "denoise": Interruption(
+        first="stopping after the micrographs in progress (each is written whole or not at "
+        "all); Ctrl-C again to stop at once",
+        then="the finished micrographs are kept in {output}: run the same command again to "
+        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
+    "fit": Interruption(first=None, then="run the same command again to continue from the "
+                        "last checkpoint"),
+    "train": Interruption(first=None, then="run the same command with --resume to continue "
+                          "from the last checkpoint"),
+    "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
+                            "command again to go on from them"),
+}
+
+
+class _StopSoftly:
+    """The SIGINT handler of a command that finishes its work in progress: the first Ctrl-C
+    prints ``first`` and raises :class:`KeyboardInterrupt` (the work in progress finishes, the
+    rest is not started); the second ends the process at once, status 130."""
+
+    def __init__(self, command: str, first: str):
+        self.command, self.first, self.count = command, first, 0
+
+    def __call__(self, signum, frame):
+        import os
+
+        self.count += 1
+        if self.count == 1:
+            print(f"cryostream {self.command}: {self.first}", file=sys.stderr, flush=True)
+            raise KeyboardInterrupt
+        print(f"cryostream {self.command}: stopped at once; what was in progress is not written "
+              "(run the same command again to resume)", file=sys.stderr, flush=True)
+        os._exit(130)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; user mistakes print one line and return 2, never a traceback.
 
     Returns the exit status: the command's, 2 for a :class:`~cryostream.errors.CryostreamError`,
-    130 when interrupted.
+    130 when interrupted (Ctrl-C), after a line saying what is kept and how to go on
+    (:data:`INTERRUPTIONS`).
     """
+    import signal
+    import threading
+
+    interruption = INTERRUPTIONS.get(args.command)
+    soft = interruption is not None and interruption.first is not None \
+        and threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, _StopSoftly(args.command, interruption.first)) \
+        if soft else None
     start = time.perf_counter()
     try:
         return int(args.func(args) or 0)
@@ -208,6 +274,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"cryostream {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
-              file=sys.stderr)
+        then = f"; {interruption.then.format_map(vars(args))}" if interruption else ""
+        print(f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s"
+              f"{then}", file=sys.stderr)
         return 130
+    finally:
+        if soft:
+            signal.signal(signal.SIGINT, signal.default_int_handler if handler is None
+                          else handler)
