@@ -308,3 +308,76 @@ def test_a_star_row_of_a_missing_optics_group_writes_nothing(tiny_run, tmp_path,
     err = capsys.readouterr().err
     assert f"{star}: row 1 (a.mrc): optics group 7 is not in data_optics (groups 1, 2)" in err
     assert "add the group to data_optics" in err and not (tmp_path / "out").exists()
+
+
+# --- a row whose file is missing ---------------------------------------------------------------
+
+def _relion_layout(root: Path, names: list[str]) -> Path:
+    """CtfFind/job003/micrographs_ctf.star under ``root`` naming MotionCorr's micrographs
+    relative to the project folder ``root``; only ``a.mrc`` is there."""
+    folder = root / "MotionCorr" / "job002" / "Micrographs"
+    folder.mkdir(parents=True)
+    write_mrc(folder / "a.mrc", _image())
+    (root / "CtfFind" / "job003").mkdir(parents=True)
+    return _star(root / "CtfFind" / "job003", {
+        "rlnMicrographName": [f"MotionCorr/job002/Micrographs/{n}" for n in names],
+        "rlnOpticsGroup": [1] * len(names)})
+
+
+def test_a_missing_row_names_the_star_file_the_row_and_where_it_was_looked_for(
+        tmp_path, monkeypatch):
+    """RELION's names are relative to the project folder (where RELION runs): the message
+    names the STAR file, the row and its name, the folders tried (the working directory
+    first) and the fix; ``permissive`` leaves the row out with that message as a warning."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.stack import MicrographSkippedWarning
+    from cryostream.io.star import read_star
+
+    root = (tmp_path / "project").resolve()
+    star = _relion_layout(root, ["a.mrc", "sim_0009.mrc"])
+    monkeypatch.chdir(root)
+    relative = Path("CtfFind/job003/micrographs_ctf.star")
+    problem = (f"{relative}: row 2 (MotionCorr/job002/Micrographs/sim_0009.mrc): no such file "
+               "in the RELION project folder or near the STAR file (looked in "
+               f"{root} (the working directory), {root}/CtfFind/job003, {root}/CtfFind, "
+               f"{root.parent}); run cryostream from the RELION project folder (the one "
+               "MotionCorr/job002/Micrographs/sim_0009.mrc is relative to), or correct the "
+               "row's rlnMicrographName")
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star(relative)
+    assert str(err.value) == problem
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        kept = read_star(relative, permissive=True).micrographs
+    assert [str(w.message) for w in caught] == [f"skipping {problem}"]
+    assert [(m.path, m.row) for m in kept] == [(root / "MotionCorr/job002/Micrographs/a.mrc", 0)]
+    with pytest.warns(MicrographSkippedWarning, match="row 2"):
+        assert read_micrograph_star(star, permissive=True) == [m.path for m in kept]
+
+
+def test_a_missing_row_through_the_command_is_one_line(tmp_path, monkeypatch, capsys):
+    from cryostream.cli import main
+
+    root = tmp_path / "project"
+    _relion_layout(root, ["a.mrc", "b.mrc"])
+    monkeypatch.chdir(root)
+    assert main(["plan", "CtfFind/job003/micrographs_ctf.star"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "cryostream plan: error: CtfFind/job003/micrographs_ctf.star: row 2 "
+        "(MotionCorr/job002/Micrographs/b.mrc): no such file in the RELION project folder")
+
+
+def test_the_project_folder_comes_before_the_star_file_s_folder(tmp_path, monkeypatch):
+    """A name found both in the working directory (RELION's project folder) and beside the
+    STAR file is the working directory's, as RELION reads it."""
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "project"
+    for folder in (root, root / "CtfFind"):
+        (folder / "Micrographs").mkdir(parents=True)
+        write_mrc(folder / "Micrographs" / "a.mrc", _image())
+    star = _star(root / "CtfFind", {"rlnMicrographName": ["Micrographs/a.mrc"],
+                                    "rlnOpticsGroup": [1]})
+    monkeypatch.chdir(root)
+    got = read_star(star)
+    assert got.micrographs[0].path == root / "Micrographs" / "a.mrc" and got.project == root

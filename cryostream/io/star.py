@@ -191,13 +191,13 @@ def _defocus(path: Path, row, where: str) -> Defocus | None:
     return Defocus(u, v, angle % 180.0)
 
 
-def read_star(path: str | os.PathLike, column: str = _COLUMN) -> MicrographStar:
+def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
+              permissive: bool = False) -> MicrographStar:
     """Read a micrographs STAR file with each micrograph's optics and defocus, checked.
 
-    Relative names are resolved as RELION does, against the project folder: the STAR file's
-    folder and up to three folders above it are tried, then the working directory; a name
-    found in none of them is resolved against the STAR file's folder (so the error that
-    follows names a concrete path).
+    Relative names are resolved as RELION does, against the project folder: the working
+    directory first (RELION runs there), then the STAR file's folder and up to three folders
+    above it (for a STAR file given from elsewhere).
 
     Parameters
     ----------
@@ -205,13 +205,18 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN) -> MicrographStar:
         The STAR file.
     column : str
         The column of micrograph names (``rlnMicrographNameEven``/``Odd`` for the half-sums).
+    permissive : bool
+        Leave out a row whose file is found in none of those folders, with a
+        :class:`~cryostream.io.stack.MicrographSkippedWarning` saying where it was looked for,
+        instead of raising.
 
     Raises
     ------
     InvalidMicrographError
-        Naming the file: it is not STAR, no block has ``column``, a row's optics group is not
-        in ``data_optics``, an optics value is impossible, or a defocus is not positive,
-        finite and at most :data:`MAX_DEFOCUS_ANGSTROM`.
+        Naming the file: it is not STAR, no block has ``column``, a row's file is found in
+        none of the folders tried (the message names the row and the folders), a row's optics
+        group is not in ``data_optics``, an optics value is impossible, or a defocus is not
+        positive, finite and at most :data:`MAX_DEFOCUS_ANGSTROM`.
     """
     path = Path(path)
     try:
@@ -234,7 +239,8 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN) -> MicrographStar:
         for _, row in optics_table.iterrows():
             number = int(_number(path, "data_optics", _GROUP, row[_GROUP]))
             groups[number] = _optics(path, row, f"data_optics group {number}", number)
-    bases = [path.parent, *list(path.parent.resolve().parents)[:3], Path.cwd()]
+    bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
+                                *list(path.parent.resolve().parents)[:3]]))
     project = None
     micrographs = []
     for i, row in table.iterrows():
@@ -259,19 +265,47 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN) -> MicrographStar:
         candidate = Path(text)
         if not candidate.is_absolute():
             base = next((b for b in bases if (b / candidate).exists()), None)
+            if base is None:
+                problem = _not_found(path, where, column, text, bases)
+                if not permissive:
+                    raise problem
+                _skip(problem)
+                continue
             project = project or base
-            candidate = (base or path.parent) / candidate
+            candidate = base / candidate
         micrographs.append(StarMicrograph(candidate, text, int(i), optics,
                                           _defocus(path, row, where)))
     return MicrographStar(path, project or path.parent, micrographs, optics_table, table)
 
 
-def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN) -> list[Path]:
+def _not_found(path: Path, where: str, column: str, text: str,
+               bases: list[Path]) -> InvalidMicrographError:
+    """The error of a row whose relative name is in none of ``bases`` (the first: the working
+    directory, RELION's project folder)."""
+    tried = ", ".join(f"{b}{' (the working directory)' if b == Path.cwd() else ''}"
+                      for b in bases)
+    return _fail(path, f"{where}: no such file in the RELION project folder or near the STAR "
+                 f"file (looked in {tried})",
+                 f"run cryostream from the RELION project folder (the one {text} is relative "
+                 f"to), or correct the row's {column}")
+
+
+def _skip(problem: InvalidMicrographError) -> None:
+    import warnings
+
+    from cryostream.io.stack import MicrographSkippedWarning  # stack imports this module
+
+    warnings.warn(f"skipping {problem}", MicrographSkippedWarning, stacklevel=3)
+
+
+def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN, *,
+                         permissive: bool = False) -> list[Path]:
     """The micrograph paths a RELION STAR file lists in ``column`` (default
     ``rlnMicrographName``; ``rlnMicrographNameEven`` / ``rlnMicrographNameOdd`` for the
     even- and odd-frame sums RELION's motion correction writes), resolved as
-    :func:`read_star` does, its optics and defocus checked."""
-    return [m.path for m in read_star(path, column).micrographs]
+    :func:`read_star` does (``permissive``: rows whose file is missing left out with a
+    warning), its optics and defocus checked."""
+    return [m.path for m in read_star(path, column, permissive=permissive).micrographs]
 
 
 def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
