@@ -223,11 +223,27 @@ def output_record(run, config, source: str, found: dict, given: dict | None = No
 
 def recipe_steps(config) -> list[str]:
     """The steps a resolved :class:`~cryostream.config.DenoiseConfig` applies, in order, by
-    name (the 8-fold ensemble first)."""
-    return ["ensemble"] * bool(config.ensemble) + [s.name for s in config.pipeline().steps]
+    the name of the option that turns each on (the names ``NAME.json`` records under
+    ``config``): ``ensemble`` first, ``n2n_correction`` (which also keeps the input's mean),
+    ``n2n_clamp``, ``ctf_gain`` or ``wiener_gain`` (the radial gain), and ``calibrate=N``
+    last."""
+    names = ["ensemble"] * bool(config.ensemble)
+    for step in config.pipeline().steps:
+        name = _OPTION_OF_STEP.get(step.name, step.name)
+        if name == "wiener_gain" and getattr(step, "ctf", False):
+            name = "ctf_gain"
+        if name is not None:
+            names.append(name)
+    return names + [f"calibrate={config.calibrate}"] * bool(config.calibrate)
+
+
+#: Each step's option (:mod:`cryostream.denoise.steps` names → DenoiseConfig fields); None for
+#: a step that is part of another option's.
+_OPTION_OF_STEP = {"n2n_correction": "n2n_correction", "ring_clamp": "n2n_clamp",
+                   "keep_input_mean": None, "wiener_gain": "wiener_gain"}
 
 
 def history_label(run: str, config) -> str:
-    """The MRC history label: the run's name and the steps applied."""
+    """The MRC history label: the run's name and the steps applied (:func:`recipe_steps`)."""
     steps = recipe_steps(config)
     return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
