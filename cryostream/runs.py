@@ -173,7 +173,7 @@ def check_run(run) -> Path:
     run = Path(run)
     if not (run / RECORD_FILE).is_file():
         raise StoreError(f"{run}: not a run folder (no {RECORD_FILE}); pass the folder that "
-                         "cryostream train wrote")
+                         "cryostream train or fit wrote")
     return run
 
 
@@ -236,6 +236,11 @@ def load_model(run, step: int | None = None) -> tuple[UNet, RunRecord]:
     from cryostream.models.unet import UNet
 
     record = load_record(run)
+    if not checkpoint_steps(record.path):
+        raise StoreError(f"{record.path}: no checkpoint in {record.path / CHECKPOINTS}; train "
+                         "first (cryostream train; to finish a run: cryostream train --resume, "
+                         "in Python train(..., resume=True)), or, for a run made by cryostream "
+                         "fit, run the same fit command again")
     abstract = nnx.eval_shape(lambda: UNet(record.model_config, rngs=nnx.Rngs(0)))
     graphdef, shapes = nnx.split(abstract, nnx.Param)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -417,3 +417,18 @@ def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys):
     assert cli_common.run_command(argparse.Namespace(command=command, func=interrupted)) == 130
     assert capsys.readouterr().err.splitlines() == [
         f"cryostream {command}: interrupted after 0 s{then}"]
+
+
+@pytest.mark.parametrize("command", [["denoise", "-m", "genral", "MIC", "-o", "OUT"],
+                                     ["rank", "general", "genral", "-i", "MIC"],
+                                     ["evaluate", "genral", "-o", "OUT"]])
+def test_a_mistyped_model_is_named_as_given_with_the_shipped_names(command, tmp_path, capsys):
+    mic = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    argv = [str(mic) if a == "MIC" else str(tmp_path / "out") if a == "OUT" else a
+            for a in command]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream {command[0]}: error: genral: does not exist (did you mean 'general'?); pass "
+        "a run folder that cryostream train or fit wrote, an exported .npz, or the name of a "
+        "shipped model: general"]
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -171,7 +172,7 @@ def test_a_folder_that_is_not_a_run(tmp_path):
     folder = tmp_path / "not-a-run"
     folder.mkdir()
     message = (f"{folder}: not a run folder (no config.json); pass the folder that "
-               "cryostream train wrote")
+               "cryostream train or fit wrote")
     for read in (runs.load_model, runs.load_record, runs.check_run):
         with pytest.raises(StoreError) as info:
             read(folder)
@@ -180,8 +181,35 @@ def test_a_folder_that_is_not_a_run(tmp_path):
 
 def test_a_run_without_checkpoints(tmp_path):
     runs.save_record(tmp_path / "run", _record(tmp_path / "run"))
-    with pytest.raises(StoreError, match=r"run: no checkpoint in .*checkpoints; train first"):
+    with pytest.raises(StoreError) as info:
         runs.load_model(tmp_path / "run")
+    assert str(info.value) == (
+        f"{tmp_path / 'run'}: no checkpoint in {tmp_path / 'run' / 'checkpoints'}; train first "
+        "(cryostream train; to finish a run: cryostream train --resume, in Python "
+        "train(..., resume=True)), or, for a run made by cryostream fit, run the same fit "
+        "command again")
+
+
+@pytest.mark.parametrize("model, guess", [("genral", " (did you mean 'general'?)"),
+                                          ("nonexist_run", "")])
+def test_a_model_that_does_not_exist(model, guess, tmp_path, monkeypatch):
+    """A path that is not there says so, lists the shipped models and, for a mistyped name,
+    suggests the closest; a shipped name or an existing path passes."""
+    from cryostream.denoise.network import check_model, model_record
+
+    monkeypatch.chdir(tmp_path)
+    message = (f"{model}: does not exist{guess}; pass a run folder that cryostream train or fit "
+               "wrote, an exported .npz, or the name of a shipped model: general")
+    with pytest.raises(StoreError) as info:
+        check_model(model)
+    assert str(info.value) == message
+    with pytest.raises(StoreError, match=f"^{tmp_path / model}: does not exist"):
+        model_record(tmp_path / model)  # as denoise passes it
+    assert Path(check_model("general")).is_file()
+    (tmp_path / model).mkdir()  # there, but not a run: load_record says what it lacks
+    assert check_model(model) == str(tmp_path / model)
+    with pytest.raises(StoreError, match="not a run folder"):
+        model_record(model)
 
 
 def test_damaged_and_foreign_records(tmp_path):

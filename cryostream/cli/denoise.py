@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(denoise_config(args), args, OUTPUT_FLAGS)
     model, inputs = model_and_inputs(args)
     from cryostream.denoise import denoise
+    from cryostream.denoise.network import check_model
+
+    check_model(model)  # named as given
 
     start = time.perf_counter()
     result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,

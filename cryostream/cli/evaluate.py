@@ -37,8 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print its headline numbers (from the report's own numbers)."""
+    from cryostream.denoise.network import check_model
     from cryostream.evaluate import evaluate, summary_lines
 
+    check_model(args.run)  # named as given, before the report folder is made
     report = evaluate(args.run, args.store, args.output, truth=args.truth, residual=args.residual,
                       **given(args, "patches", "micrographs", "tile"))
     print("\n".join(summary_lines(report, args.output)))

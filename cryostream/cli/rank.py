@@ -19,7 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Score each run's whole denoising pipeline by "
                               "recorruption (the same noise draws for every run) and list the "
                               "runs best first.")
-    p.add_argument("runs", nargs="+", help="run folders from cryostream train")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders from cryostream train or fit, exported .npz files or "
+                   "shipped models' names")
     p.add_argument("-i", "--inputs", nargs="+", required=True,
                    help="MRC files, globs, folders or a RELION STAR file to score on")
     add_pipeline_options(p)
@@ -37,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     """Score the runs and print them best first."""
     config = denoise_config(args)
     from cryostream.denoise import rank_runs
+    from cryostream.denoise.network import check_model
+
+    for model in args.runs:
+        check_model(model)  # named as given
 
     ranked = rank_runs(args.runs, args.inputs, config=config, **given(args, "draws", "beta", "seed"))
     best = ranked[0]["score"]

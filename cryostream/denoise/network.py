@@ -8,8 +8,8 @@ import dataclasses
 import functools
 from typing import Any
 
-__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_record", "load_model_file",
-           "load_network"]
+__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "check_model", "model_record",
+           "load_model_file", "load_network"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
 #: on simulated micrographs over a spread of doses, pixel sizes, defocus, detector noise, ice
@@ -32,12 +32,39 @@ def model_path(model) -> str:
     return str(Path(model).absolute())
 
 
+def check_model(model) -> str:
+    """The absolute path of a model (:func:`model_path`), or a
+    :class:`~cryostream.errors.StoreError` if there is nothing of that name: it says the path
+    does not exist, lists the shipped models (:data:`SHIPPED`) and suggests the closest one to
+    a mistyped name."""
+    import difflib
+    from pathlib import Path
+
+    from cryostream.errors import StoreError
+
+    path = model_path(model)
+    if str(model) in SHIPPED or Path(path).exists():
+        return path
+    close = difflib.get_close_matches(Path(str(model)).name, list(SHIPPED), n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    raise StoreError(f"{model}: does not exist{guess}; pass a run folder that cryostream train "
+                     "or fit wrote, an exported .npz, or the name of a shipped model: "
+                     f"{', '.join(SHIPPED)}")
+
+
 def model_record(model):
-    """The :class:`~cryostream.runs.RunRecord` of a model (see :func:`model_path`)."""
+    """The :class:`~cryostream.runs.RunRecord` of a model (see :func:`model_path`).
+
+    Raises
+    ------
+    StoreError
+        If there is no such model (:func:`check_model`), the run folder has no record, or an
+        export was made without it.
+    """
     from cryostream.errors import StoreError
     from cryostream.runs import load_record
 
-    path = model_path(model)
+    path = check_model(model)
     if path.endswith(".npz"):
         record = load_network(path).record
         if record is None:
