@@ -402,8 +402,9 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
 
 
 @pytest.mark.parametrize("command, then", [
-    ("fit", "; run the same command again to continue from the last checkpoint"),
-    ("train", "; run the same command with --resume to continue from the last checkpoint"),
+    ("fit", "; run the same command again to continue from where it stopped (its work folder "
+            "and the last checkpoint are kept)"),
+    ("train", ""),  # cryostream train says itself whether a checkpoint was kept
     ("plan", ""),
 ])
 def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys):
@@ -432,3 +433,19 @@ def test_a_mistyped_model_is_named_as_given_with_the_shipped_names(command, tmp_
         "a run folder that cryostream train or fit wrote, an exported .npz, or the name of a "
         "shipped model: general"]
     assert not (tmp_path / "out").exists()
+
+
+def test_help_speaks_to_the_user(capsys):
+    """Every positional argument says what it takes (train's store is cli/train.py's to
+    describe), no help text tells the project's history, and denoise's summary says it needs
+    no training."""
+    parser = build_parser()
+    for name, sub in _subparsers().items():
+        assert "reference plan" not in " ".join(sub.format_help().split()), name
+        if name != "train":
+            assert [a.dest for a in sub._actions if not a.option_strings and not a.help] == [], \
+                name
+    (summary,) = [a.help for a in parser._subparsers._group_actions[0]._choices_actions
+                  if a.dest == "denoise"]
+    assert summary == "denoise whole micrographs with the shipped general model or your own run"
+    assert "reference plan" not in " ".join(parser.format_help().split())

@@ -219,10 +219,9 @@ INTERRUPTIONS = {
         "all); Ctrl-C again to stop at once",
         then="the finished micrographs are kept in {output}: run the same command again to "
         "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
-    "fit": Interruption(first=None, then="run the same command again to continue from the "
-                        "last checkpoint"),
-    "train": Interruption(first=None, then="run the same command with --resume to continue "
-                          "from the last checkpoint"),
+    # training notes the step it keeps itself (and train, how to resume from it)
+    "fit": Interruption(first=None, then="run the same command again to continue from where it "
+                        "stopped (its work folder and the last checkpoint are kept)"),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
 }

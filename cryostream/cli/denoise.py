@@ -1,4 +1,5 @@
-"""``cryostream denoise``: whole micrographs denoised by a trained run.
+"""``cryostream denoise``: whole micrographs denoised by the shipped general model or a trained
+run.
 
 Also the pipeline flags shared with ``rank`` (:data:`FLAGS`, :func:`add_pipeline_options`,
 :func:`denoise_config`): each sets one :class:`~cryostream.config.DenoiseConfig` field.
@@ -87,7 +88,8 @@ def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``denoise`` to the subcommands."""
-    p = subparsers.add_parser("denoise", help="denoise whole micrographs with a trained run",
+    p = subparsers.add_parser("denoise", help="denoise whole micrographs with the shipped "
+                              "general model or your own run",
                               description="Tiled whole-micrograph denoising; writes MRC files "
                               "(float32 unless --dtype) and a STAR file listing them.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file "

@@ -1,4 +1,4 @@
-"""``cryostream export-bin``: a store's datasets as the reference plan's flat ``.bin`` files."""
+"""``cryostream export-bin``: a store's patches as flat binary files for other training code."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``export-bin`` to the subcommands."""
-    p = subparsers.add_parser("export-bin",
-                              help="write the reference plan's train_input.bin … layout + JSON")
-    p.add_argument("store")
-    p.add_argument("outdir")
+    p = subparsers.add_parser(
+        "export-bin", help="copy a store's patches into flat binary files for other training code",
+        description="Write train_input.bin, train_target.bin, test_input.bin and test_target.bin: "
+        "raw arrays of (patch, y, x) in the store's dtype, C order, no header, byte for byte the "
+        "store's patches; and bin.json: each file's shape and dtype, each split's patch index "
+        "(micrograph row, y, x in pixels) and the store's preparation config. Read one with "
+        "numpy.fromfile(path, dtype).reshape(shape).")
+    p.add_argument("store", help="a store written by cryostream prepare (data.h5)")
+    p.add_argument("outdir", help="folder for the .bin files and bin.json (made if needed; "
+                   "files of an earlier export there are replaced only once all are written)")
     p.set_defaults(func=run)
     return p
 
