@@ -835,6 +835,41 @@ def test_denoise_sigkill_then_rerun_completes(run, sim, tmp_path, capsys):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
+def test_denoise_ctrl_c_finishes_the_micrograph_in_progress_then_rerun_writes_the_star(
+        run, sim, tmp_path, capsys):
+    """denoise interrupted (SIGINT) after its first finished output: a note at once, the
+    micrograph in progress finished and kept, status 130 with how to resume; the same command
+    again denoises the rest and writes the STAR file."""
+    mics = [_variant(sim.micrographs[i % 3], tmp_path / "mics" / f"m{i}.mrc", "copy")
+            for i in range(6)]
+    out = tmp_path / "out"
+    proc = start_cli("denoise", run, *mics, "-o", out, "--workers", "1", "--no-ensemble",
+                     cwd=tmp_path)
+    try:
+        assert wait_until(proc, lambda: any(p.with_suffix(".json").exists()
+                                            for p in _outputs(out)))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.splitlines()
+    assert ("cryostream denoise: stopping after the micrographs in progress (each is written "
+            "whole or not at all); Ctrl-C again to stop at once") in lines
+    assert lines[-1].endswith(f"; the finished micrographs are kept in {out}: run the same "
+                              "command again to denoise the rest (it skips the finished ones) "
+                              "and write denoised_micrographs.star")
+    assert "Traceback" not in err
+    _finite_outputs(out)
+    assert 0 < len(_outputs(out)) < 6
+    assert not leftovers(out) and not (out / "denoised_micrographs.star").exists()
+    result = cli(capsys, "denoise", run, *mics, "-o", out, "--no-ensemble")
+    assert result.rc == 0, result.describe()
+    assert [p.stem for p in _outputs(out)] == [f"m{i}" for i in range(6)]
+    assert (out / "denoised_micrographs.star").is_file()
+
+
 # ----------------------------------------------------------------------- show and export-bin
 
 
