@@ -438,8 +438,13 @@ def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys
     mic = str(sim.micrographs[0])
     assert main(["denoise", "--model", str(tmp_path / "nothing"), mic, "-o",
                  str(tmp_path / "out")]) == 2
-    assert "not a run folder (no config.json)" in capsys.readouterr().err
+    assert "nothing: does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing made before the check
+    (tmp_path / "empty").mkdir()  # a folder that exists but is no run
+    assert main(["denoise", "--model", str(tmp_path / "empty"), mic, "-o",
+                 str(tmp_path / "out")]) == 2
+    assert "not a run folder (no config.json)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     assert main(["rank", str(tmp_path), "-i", mic]) == 2
     assert f"{tmp_path}: not a run folder" in capsys.readouterr().err
 
@@ -552,7 +557,7 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
     import importlib
     import logging
 
-    api = importlib.import_module("cryostream.denoise.api")
+    api = importlib.import_module("cryostream.denoise.micrograph")
     run, sim = trained
     monkeypatch.setattr(api, "NOTE_EVERY_S", 0.0)
     with caplog.at_level(logging.INFO, logger="cryostream"):
@@ -562,3 +567,41 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
     assert [m.split(": ")[1].split(" done")[0] for m in passes] == [
         f"network pass {i} of 8" for i in range(1, 9)]
     assert all(m.startswith("sim_0000.mrc: ") for m in passes)
+
+
+def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):
+    """A real SIGINT once the first micrograph is done: the micrographs not yet started are
+    dropped (not all denoised before the interrupt goes on), whole outputs stay, and the same
+    call again keeps them and denoises the rest."""
+    import logging
+    import os
+    import signal
+
+    run, sim = trained
+    config = DenoiseConfig.raw(tile=64)
+
+    class InterruptAfterFirst(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("denoised 1/"):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    handler = InterruptAfterFirst(logging.INFO)
+    log = logging.getLogger("cryostream")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            denoise(run, sim.micrographs, tmp_path / "den", config=config, workers=1)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    out = tmp_path / "den"
+    assert (out / "sim_0000.mrc").exists() and not (out / "sim_0002.mrc").exists()
+    assert not (out / "denoised_micrographs.star").exists()
+    again = denoise(run, sim.micrographs, out, config=config, workers=1)
+    assert again.attrs["kept"] >= 1 and (out / "denoised_micrographs.star").exists()
+    whole = denoise(run, sim.micrographs, tmp_path / "whole", config=config, workers=1)
+    for name in ("sim_0000.mrc", "sim_0002.mrc"):
+        np.testing.assert_array_equal(mrcfile.read(out / name), mrcfile.read(tmp_path / "whole" / name))
+    assert whole.attrs["kept"] == 0

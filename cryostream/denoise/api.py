@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-import types
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,20 +14,25 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
-from cryostream.denoise.network import model_path, model_record
+from cryostream.denoise.micrograph import (
+    Progress,
+    check_micrograph,
+    denoise_image,
+    denoise_item,
+    denoise_micrograph,
+    describe_found,
+    network_fn,
+    normalised,
+    read_micrograph,
+)
+from cryostream.denoise.network import model_name, model_path, model_record
 from cryostream.denoise.outputs import (
     STAR_NAME,
-    OutputPlan,
-    history_label,
-    output_record,
     plan_denoise,
     recipe_steps,
-    write_output,
 )
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs, star_tables
-from cryostream.denoise.steps import Micrograph
-from cryostream.denoise.tiling import network_pass
 from cryostream.errors import ConfigError, InvalidMicrographError
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
@@ -43,110 +47,6 @@ def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
     if config.n2n_correction:
         check_correctable(record)
     return config
-
-
-def read_micrograph(source: str):
-    """A micrograph's header and its pixels (native float32), with one read."""
-    from cryostream.io.mrc import read_header, read_rows
-
-    header = read_header(source)
-    return header, read_rows(header, 0, header.shape[0])
-
-
-def check_micrograph(image: np.ndarray, source: str, record, network_config,
-                     config: DenoiseConfig):
-    """The checks ``prepare`` makes (NaN or Inf pixels, a constant image, a percentile that
-    cannot normalise), and a size the network can take; an
-    :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise."""
-    from cryostream.denoise.tiling import default_halo
-    from cryostream.preprocess import check_statistics
-
-    finite = bool(np.isfinite(image).all())
-    lo, hi = (float(image.min()), float(image.max())) if finite else (0.0, 0.0)
-    value = float(np.percentile(image, record.percentile)) if finite else float("nan")
-    check_statistics(types.SimpleNamespace(path=str(source)), (value, finite, lo, hi),
-                     record.percentile)
-    smallest = max(64, config.halo or default_halo(network_config))
-    if min(image.shape) < smallest:
-        raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
-                                     f"this run's network needs at least {smallest} on each side",
-                                     "exclude it (--permissive skips it)")
-
-
-def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
-               source: str) -> tuple[Micrograph, float]:
-    """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
-    training) and that percentile."""
-    percentile = float(np.percentile(image, record.prepare.percentile))
-    return Micrograph(image / np.float32(percentile), pixel_size_angstrom, record,
-                      source=str(source)), percentile
-
-
-#: Seconds between notes while one micrograph is still being denoised (minutes on a CPU).
-NOTE_EVERY_S = 30.0
-
-
-def _network(run: str, config: DenoiseConfig, source: str | None = None):
-    """The network pass the steps call (once, 8 times for the ensemble, more to calibrate);
-    with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
-    expected = (8 if config.ensemble else 1) * (1 + config.calibrate)
-    start = time.perf_counter()
-    clock = {"last": start, "passes": 0}
-
-    def network(image):
-        out = network_pass(run, image, tile=config.tile, halo=config.halo,
-                           batch_size=config.batch_size)
-        clock["passes"] += 1
-        now = time.perf_counter()
-        if source is not None and now - clock["last"] >= NOTE_EVERY_S:
-            clock["last"] = now
-            done = clock["passes"]
-            logging.getLogger("cryostream").info(
-                "%s: network pass %d%s done, %.0f s so far", Path(source).name, done,
-                f" of {expected}" if done <= expected else "", now - start)
-        return out
-
-    return network
-
-
-def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
-                  config: DenoiseConfig, *, permissive: bool = False, pipeline=None):
-    """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
-    steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
-    the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
-    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
-    ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
-    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`)."""
-    import warnings
-
-    from cryostream.denoise.network import load_network
-    from cryostream.io.stack import MicrographSkippedWarning
-
-    network = load_network(run)
-    try:
-        check_micrograph(image, source, network.record, network.config, config)
-    except InvalidMicrographError as exc:
-        if not permissive:
-            raise
-        warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
-        return None, {}
-    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
-    estimate, found = (pipeline or config.pipeline()).run(micrograph,
-                                                              _network(run, config, source))
-    estimate *= np.float32(percentile)
-    return estimate, found
-
-
-def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
-                       plan: OutputPlan | None = None, permissive: bool = False):
-    """One micrograph file through the whole pipeline (:func:`denoise_image`), read once.
-
-    With ``plan`` (:func:`~cryostream.denoise.outputs.plan_outputs`), writes ``NAME.mrc`` with
-    a history label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC
-    path; otherwise returns the denoised array in the micrograph's units (None when skipped).
-    """
-    (micrograph,) = gather_inputs([source], config=config).micrographs
-    return _denoise_item((micrograph, plan), run=run, config=config, permissive=permissive)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
@@ -199,128 +99,18 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
                                                 source)
-            bound = configs[run].pipeline().bind(micrograph, _network(run, configs[run]))
+            bound = configs[run].pipeline().bind(micrograph, network_fn(run, configs[run]))
             score = recorruption_score(bound, micrograph.image, micrograph.noise(), draws=draws,
                                        beta=beta, seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
             described = describe_found(bound.describe())
             found = found or described
-            log.debug("%s on %s: %s", Path(run).name, name, described)
+            log.debug("%s on %s: %s", model_name(run), name, described)
         log.info("scored %d/%d %s for %d runs: %.1f s%s", number, stack.sizes["micrograph"], name,
                  len(runs), time.perf_counter() - start, found)
     ranked = [{"run": r, "score": float(np.mean(list(s.values()))), "scores": s}
               for r, s in scores.items()]
     return sorted(ranked, key=lambda row: row["score"])
-
-
-def describe_found(found: dict) -> str:
-    """What the steps found on a micrograph, in a few words for a progress note."""
-    if "ctf_used" not in found:
-        return ""
-    fit = found.get("ctf")
-    if fit is None:
-        return "; too small for a CTF fit: radial Wiener gain"
-    defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
-    if found["ctf_used"]:
-        return f"; {defocus}, CTF check passed: CTF-shaped gain"
-    return f"; {defocus}, CTF check failed: radial Wiener gain"
-
-
-class _Progress:
-    """One note per finished micrograph: its number, name, seconds and what the steps found."""
-
-    def __init__(self, total: int, already: int):
-        import threading
-
-        self.total, self.count, self.lock = total, already, threading.Lock()
-
-    def note(self, source: str, seconds: float, found: dict | None) -> None:
-        import logging
-
-        with self.lock:
-            self.count += 1
-            what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
-            logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
-                                                 Path(source).name, what)
-
-
-def _percentile(run: str) -> float:
-    from cryostream.denoise.network import load_network
-
-    return load_network(run).record.percentile
-
-
-def _computed_on(run: str) -> dict:
-    """Where the network runs and in what precision, for the output's record: a bf16 run
-    computes in float32 on a CPU, so its outputs differ from a GPU's in the last digits."""
-    import jax
-
-    from cryostream.denoise.network import load_network
-
-    return {"backend": jax.default_backend(), "dtype": load_network(run).compute_dtype}
-
-
-def _halves_usable(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> bool:
-    """Both halves of a pair pass :func:`check_micrograph` before any work on either; with
-    ``permissive`` a bad half skips the pair with a warning naming both (False)."""
-    import warnings
-
-    from cryostream.denoise.network import load_network
-    from cryostream.io.stack import MicrographSkippedWarning
-
-    network = load_network(run)
-    for (half, image), (other, _) in zip(halves, halves[::-1], strict=True):
-        try:
-            check_micrograph(image, half, network.record, network.config, config)
-        except InvalidMicrographError as exc:
-            if not permissive:
-                raise
-            warnings.warn(f"skipping {exc} (and its other half {other})",
-                          MicrographSkippedWarning, stacklevel=3)
-            return False
-    return True
-
-
-def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
-                  progress: _Progress | None = None):
-    import time
-
-    from cryostream.denoise.sources import halves_pipeline
-    from cryostream.io.mrc import read_header_copy
-
-    micrograph, plan = item
-    start = time.perf_counter()
-    config = micrograph.config(config)
-    halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
-              if half is not None]
-    usable = len(halves) == 1 or _halves_usable(halves, run, config, permissive)
-    pipeline = halves_pipeline(micrograph, config, halves, _percentile(run)) if usable else None
-    found = {}
-    estimate = None
-    for half, image in halves if usable else ():
-        out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
-                                  permissive=permissive, pipeline=pipeline)
-        if out is None:
-            estimate = None
-            break
-        if estimate is None:
-            estimate, found = out, seen
-        else:  # the odd half: the full sum's estimate is the sum of the halves' (cryoCARE's way)
-            estimate = estimate + out
-            found = {**found, "odd_half": seen,
-                     "halves": "the sum of the pipeline's outputs on the even and odd halves "
-                     "(the full sum's scale)"}
-    if estimate is not None and plan is not None:
-        like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
-        estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
-                                history_label(run, config),
-                                output_record(run, config, micrograph.source, found,
-                                              micrograph.given(), _computed_on(run)),
-                                dtype=config.output_dtype, like=like)
-    if progress is not None:
-        named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph
-        progress.note(named, time.perf_counter() - start, found if estimate is not None else None)
-    return estimate
 
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
@@ -426,9 +216,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
         logging.getLogger("cryostream").info(
             "denoising %d micrograph%s with %s (%s) on the %s; a note as each is done", len(todo),
-            "" if len(todo) == 1 else "s", Path(run).name,
+            "" if len(todo) == 1 else "s", model_name(run),
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
-    job = functools.partial(_denoise_item, run=run, config=config, permissive=permissive)
+    job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
             if not todo:
@@ -436,10 +226,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             elif client is not None:
                 results = client.gather(client.map(job, todo))
             else:
-                job = functools.partial(job, progress=_Progress(len(micrographs),
+                job = functools.partial(job, progress=Progress(len(micrographs),
                                                                 len(micrographs) - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
-                    results = list(pool.map(job, todo))
+                    results = _finish(pool, job, todo)
     except BaseException:
         if made is not None and not any(made.iterdir()):
             made.rmdir()  # the folder this call made holds nothing: leave no trace
@@ -447,6 +237,24 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
         raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     return _result(micrographs, plans, todo, results, gathered, output)
+
+
+def _finish(pool, job, todo) -> list:
+    """``job`` over ``todo`` in ``pool``. On Ctrl-C the micrographs not yet started are
+    dropped and those in progress finish (their outputs are whole); if every one had finished
+    by then, the run completes (its STAR file is written), else the interrupt goes on."""
+    import concurrent.futures
+
+    futures = [pool.submit(job, item) for item in todo]
+    try:
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        for f in futures:
+            f.cancel()
+        concurrent.futures.wait(futures)
+        if any(f.cancelled() or f.exception() is not None for f in futures):
+            raise
+        return [f.result() for f in futures]
 
 
 def _result(micrographs, plans, todo, results, gathered, output):

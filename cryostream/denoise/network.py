@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Any
 
-__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "check_model", "model_record",
+__all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_name", "check_model",
+           "model_record",
            "load_model_file", "load_network"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
@@ -18,6 +20,13 @@ SHIPPED = {"general": "general_model.npz"}
 
 #: The model ``denoise`` uses when none is given.
 DEFAULT_MODEL = "general"
+
+
+def model_name(path) -> str:
+    """How notes and labels name a model: a shipped model's name (``general``), else the run
+    folder's or file's name."""
+    shipped = {model_path(name): name for name in SHIPPED}
+    return shipped.get(str(path), Path(str(path)).name)
 
 
 def model_path(model) -> str:

@@ -246,4 +246,6 @@ _OPTION_OF_STEP = {"n2n_correction": "n2n_correction", "ring_clamp": "n2n_clamp"
 def history_label(run: str, config) -> str:
     """The MRC history label: the run's name and the steps applied (:func:`recipe_steps`)."""
     steps = recipe_steps(config)
-    return f"cryostream denoise {Path(run).name}" + (f" {'+'.join(steps)}" if steps else "")
+    from cryostream.denoise.network import model_name
+
+    return f"cryostream denoise {model_name(run)}" + (f" {'+'.join(steps)}" if steps else "")

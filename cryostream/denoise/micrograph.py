@@ -1,0 +1,237 @@
+"""One micrograph through the whole denoiser: read it, check it, normalise it, run the
+network (with a note while slow passes run) and the steps, write its output; even/odd pairs
+checked before any work on either. :func:`cryostream.denoise.denoise` runs
+:func:`denoise_item` over micrographs, with :class:`Progress` saying as each is done."""
+
+from __future__ import annotations
+
+import logging
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+from cryostream.config import DenoiseConfig
+from cryostream.denoise.outputs import OutputPlan, history_label, output_record, write_output
+from cryostream.denoise.sources import gather_inputs
+from cryostream.denoise.steps import Micrograph
+from cryostream.denoise.tiling import network_pass
+from cryostream.errors import InvalidMicrographError
+
+__all__ = ["NOTE_EVERY_S", "read_micrograph", "check_micrograph", "normalised", "network_fn",
+           "denoise_image", "denoise_micrograph", "describe_found", "Progress", "denoise_item"]
+
+
+def read_micrograph(source: str):
+    """A micrograph's header and its pixels (native float32), with one read."""
+    from cryostream.io.mrc import read_header, read_rows
+
+    header = read_header(source)
+    return header, read_rows(header, 0, header.shape[0])
+
+
+def check_micrograph(image: np.ndarray, source: str, record, network_config,
+                     config: DenoiseConfig):
+    """The checks ``prepare`` makes (NaN or Inf pixels, a constant image, a percentile that
+    cannot normalise), and a size the network can take; an
+    :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise."""
+    from cryostream.denoise.tiling import default_halo
+    from cryostream.preprocess import check_statistics
+
+    finite = bool(np.isfinite(image).all())
+    lo, hi = (float(image.min()), float(image.max())) if finite else (0.0, 0.0)
+    value = float(np.percentile(image, record.percentile)) if finite else float("nan")
+    check_statistics(types.SimpleNamespace(path=str(source)), (value, finite, lo, hi),
+                     record.percentile)
+    smallest = max(64, config.halo or default_halo(network_config))
+    if min(image.shape) < smallest:
+        raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
+                                     f"this run's network needs at least {smallest} on each side",
+                                     "exclude it (--permissive skips it)")
+
+
+def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
+               source: str) -> tuple[Micrograph, float]:
+    """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
+    training) and that percentile."""
+    percentile = float(np.percentile(image, record.prepare.percentile))
+    return Micrograph(image / np.float32(percentile), pixel_size_angstrom, record,
+                      source=str(source)), percentile
+
+
+#: Seconds between notes while one micrograph is still being denoised (minutes on a CPU).
+NOTE_EVERY_S = 30.0
+
+
+def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
+    """The network pass the steps call (once, 8 times for the ensemble, more to calibrate);
+    with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
+    expected = (8 if config.ensemble else 1) * (1 + config.calibrate)
+    start = time.perf_counter()
+    clock = {"last": start, "passes": 0}
+
+    def network(image):
+        out = network_pass(run, image, tile=config.tile, halo=config.halo,
+                           batch_size=config.batch_size)
+        clock["passes"] += 1
+        now = time.perf_counter()
+        if source is not None and now - clock["last"] >= NOTE_EVERY_S:
+            clock["last"] = now
+            done = clock["passes"]
+            logging.getLogger("cryostream").info(
+                "%s: network pass %d%s done, %.0f s so far", Path(source).name, done,
+                f" of {expected}" if done <= expected else "", now - start)
+        return out
+
+    return network
+
+
+def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
+                  config: DenoiseConfig, *, permissive: bool = False, pipeline=None):
+    """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
+    steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
+    the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
+    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
+    ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
+    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`)."""
+    import warnings
+
+    from cryostream.denoise.network import load_network
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    network = load_network(run)
+    try:
+        check_micrograph(image, source, network.record, network.config, config)
+    except InvalidMicrographError as exc:
+        if not permissive:
+            raise
+        warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
+        return None, {}
+    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
+    estimate, found = (pipeline or config.pipeline()).run(micrograph,
+                                                              network_fn(run, config, source))
+    estimate *= np.float32(percentile)
+    return estimate, found
+
+
+def denoise_micrograph(source: str, run: str, config: DenoiseConfig, *,
+                       plan: OutputPlan | None = None, permissive: bool = False):
+    """One micrograph file through the whole pipeline (:func:`denoise_image`), read once.
+
+    With ``plan`` (:func:`~cryostream.denoise.outputs.plan_outputs`), writes ``NAME.mrc`` with
+    a history label and its record ``NAME.json`` (:func:`output_record`) and returns the MRC
+    path; otherwise returns the denoised array in the micrograph's units (None when skipped).
+    """
+    (micrograph,) = gather_inputs([source], config=config).micrographs
+    return denoise_item((micrograph, plan), run=run, config=config, permissive=permissive)
+
+
+def describe_found(found: dict) -> str:
+    """What the steps found on a micrograph, in a few words for a progress note."""
+    if "ctf_used" not in found:
+        return ""
+    fit = found.get("ctf")
+    if fit is None:
+        return "; too small for a CTF fit: radial Wiener gain"
+    defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
+    if found["ctf_used"]:
+        return f"; {defocus}, CTF check passed: CTF-shaped gain"
+    return f"; {defocus}, CTF check failed: radial Wiener gain"
+
+
+class Progress:
+    """One note per finished micrograph: its number, name, seconds and what the steps found."""
+
+    def __init__(self, total: int, already: int):
+        import threading
+
+        self.total, self.count, self.lock = total, already, threading.Lock()
+
+    def note(self, source: str, seconds: float, found: dict | None) -> None:
+        import logging
+
+        with self.lock:
+            self.count += 1
+            what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
+            logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
+                                                 Path(source).name, what)
+
+
+def _percentile(run: str) -> float:
+    from cryostream.denoise.network import load_network
+
+    return load_network(run).record.percentile
+
+
+def _computed_on(run: str) -> dict:
+    """Where the network runs and in what precision, for the output's record: a bf16 run
+    computes in float32 on a CPU, so its outputs differ from a GPU's in the last digits."""
+    import jax
+
+    from cryostream.denoise.network import load_network
+
+    return {"backend": jax.default_backend(), "dtype": load_network(run).compute_dtype}
+
+
+def _halves_usable(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> bool:
+    """Both halves of a pair pass :func:`check_micrograph` before any work on either; with
+    ``permissive`` a bad half skips the pair with a warning naming both (False)."""
+    import warnings
+
+    from cryostream.denoise.network import load_network
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    network = load_network(run)
+    for (half, image), (other, _) in zip(halves, halves[::-1], strict=True):
+        try:
+            check_micrograph(image, half, network.record, network.config, config)
+        except InvalidMicrographError as exc:
+            if not permissive:
+                raise
+            warnings.warn(f"skipping {exc} (and its other half {other})",
+                          MicrographSkippedWarning, stacklevel=3)
+            return False
+    return True
+
+
+def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
+                  progress: Progress | None = None):
+    import time
+
+    from cryostream.denoise.sources import halves_pipeline
+    from cryostream.io.mrc import read_header_copy
+
+    micrograph, plan = item
+    start = time.perf_counter()
+    config = micrograph.config(config)
+    halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
+              if half is not None]
+    usable = len(halves) == 1 or _halves_usable(halves, run, config, permissive)
+    pipeline = halves_pipeline(micrograph, config, halves, _percentile(run)) if usable else None
+    found = {}
+    estimate = None
+    for half, image in halves if usable else ():
+        out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
+                                  permissive=permissive, pipeline=pipeline)
+        if out is None:
+            estimate = None
+            break
+        if estimate is None:
+            estimate, found = out, seen
+        else:  # the odd half: the full sum's estimate is the sum of the halves' (cryoCARE's way)
+            estimate = estimate + out
+            found = {**found, "odd_half": seen,
+                     "halves": "the sum of the pipeline's outputs on the even and odd halves "
+                     "(the full sum's scale)"}
+    if estimate is not None and plan is not None:
+        like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
+        estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
+                                history_label(run, config),
+                                output_record(run, config, micrograph.source, found,
+                                              micrograph.given(), _computed_on(run)),
+                                dtype=config.output_dtype, like=like)
+    if progress is not None:
+        named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph
+        progress.note(named, time.perf_counter() - start, found if estimate is not None else None)
+    return estimate
