@@ -119,7 +119,7 @@ def test_a_different_shape_is_named(small_mrcs):
         open_micrographs([*small_mrcs, odd])
     message = str(info.value)
     assert message.startswith(f"{odd.resolve()}: shape 64 × 80 differs from the 96 × 80 of")
-    assert "pass permissive=True (--permissive) to skip it" in message
+    assert "pass --permissive (Python: permissive=True) to skip it" in message
 
 
 def _broken_set(small_mrcs):

@@ -381,3 +381,28 @@ def test_the_project_folder_comes_before_the_star_file_s_folder(tmp_path, monkey
     monkeypatch.chdir(root)
     got = read_star(star)
     assert got.micrographs[0].path == root / "Micrographs" / "a.mrc" and got.project == root
+
+
+def test_denoise_permissive_skips_a_star_row_whose_file_is_missing(tiny_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """``denoise --permissive`` on a STAR file with a missing micrograph: the row is skipped
+    with a warning, the others are denoised and listed; without it, nothing is made."""
+    import shutil
+
+    from cryostream.cli import main
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    root = tmp_path / "project"
+    star = _relion_layout(root, ["a.mrc", "gone.mrc"])
+    shutil.copy(tiny_run.sim.micrographs[0], root / "MotionCorr/job002/Micrographs/a.mrc")
+    monkeypatch.chdir(root)
+    options = ["--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", "External/job011",
+                 *options]) == 2
+    assert "row 2 (MotionCorr/job002/Micrographs/gone.mrc)" in capsys.readouterr().err
+    assert not (root / "External").exists()
+    with pytest.warns(MicrographSkippedWarning, match="row 2"):
+        assert main(["denoise", str(tiny_run.run), str(star), "-o", "External/job011",
+                     "--permissive", *options]) == 0
+    written = starfile.read(root / "External/job011/denoised_micrographs.star", always_dict=True)
+    assert list(written["micrographs"]["rlnMicrographName"]) == ["External/job011/a.mrc"]

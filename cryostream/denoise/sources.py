@@ -218,12 +218,13 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
     return stack.assign_attrs(pixel_size_angstrom=float(pixel))
 
 
-def _star_items(items: list, column: str) -> tuple[list, list[MicrographStar]]:
+def _star_items(items: list, column: str,
+                permissive: bool = False) -> tuple[list, list[MicrographStar]]:
     entries, stars = [], []
     for item in items:
         p = Path(os.fspath(item))
         if p.suffix.lower() == ".star" and p.is_file():
-            star = read_star(p, column)
+            star = read_star(p, column, permissive=permissive)
             stars.append(star)
             entries += [(m.path, star, m) for m in star.micrographs]
         else:
@@ -291,7 +292,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         raise InvalidMicrographError("<inputs>", "no micrographs were given",
                                      "pass MRC files, globs, folders or a STAR file")
     column = "rlnMicrographName" if odd is None else "rlnMicrographNameEven"
-    entries, stars = _star_items(items, column)
+    entries, stars = _star_items(items, column, permissive)
     found: dict[str, tuple] = {}
     for path, star, entry in entries:
         found.setdefault(_key(path), (path, star, entry))
@@ -299,7 +300,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     odds: dict[str, str] = {}
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),
-                                     "rlnMicrographNameOdd")
+                                     "rlnMicrographNameOdd", permissive)
         gone = {half_key(s["path"], EVEN_SUFFIXES) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if half_key(p, ODD_SUFFIXES) not in gone]
         if permissive:  # an unreadable odd half skips its micrograph, even half included
@@ -313,6 +314,12 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                     odd_skipped.append({"path": h.path, "reason": reason})
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in lost]
             skipped = skipped + odd_skipped
+            paired = {half_key(p, ODD_SUFFIXES) for p in odd_paths}
+            for h in [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in paired]:
+                reason = f"{h.path}: no odd half among the inputs"
+                warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
+                skipped.append({"path": h.path, "reason": reason})
+            headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
     micrographs = []

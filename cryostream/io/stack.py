@@ -136,7 +136,7 @@ def read_headers(
                 h.path,
                 f"shape {h.shape[0]} × {h.shape[1]} differs from the {shape[0]} × {shape[1]} "
                 f"of {headers[0].path if not permissive else 'the other micrographs'}",
-                "remove it from the inputs, or pass permissive=True (--permissive) to skip it",
+                "remove it from the inputs, or pass --permissive (Python: permissive=True) to skip it",
             )
             if not permissive:
                 raise exc
