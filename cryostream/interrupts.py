@@ -1,0 +1,66 @@
+"""Ctrl-C held back to a safe point: work that must not stop halfway (a training step whose
+old state is already given up, a checkpoint half written) notes the first interrupt, finishes
+what it is doing, keeps it, and then stops with :class:`KeyboardInterrupt`; a second Ctrl-C
+stops at once."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+__all__ = ["Interrupt", "held_interrupt"]
+
+
+class Interrupt:
+    """Whether a Ctrl-C came while :func:`held_interrupt` held it back.
+
+    Attributes
+    ----------
+    requested : bool
+        A first Ctrl-C came: stop at the next safe point (:meth:`check`).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def check(self) -> None:
+        """Raise :class:`KeyboardInterrupt` if a Ctrl-C came; call it where stopping is safe."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
+    """Hold Ctrl-C (SIGINT) back while the block runs: the first sets
+    :attr:`Interrupt.requested` and logs ``note`` (say what happens next), a second raises
+    :class:`KeyboardInterrupt` where the program is. The handler before is put back after.
+
+    Only in the main thread and when SIGINT has Python's default handler (a program that
+    handles SIGINT itself, or ignores it, keeps its own way); otherwise the block runs as it
+    is and :attr:`Interrupt.requested` stays ``False``.
+
+    Examples
+    --------
+    >>> with held_interrupt("stopping after this step") as interrupt:
+    ...     for step in range(3):
+    ...         interrupt.check()  # a safe point: the work so far is whole
+    """
+    interrupt = Interrupt()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield interrupt
+        return
+
+    def handler(signum, frame) -> None:
+        if interrupt.requested:
+            raise KeyboardInterrupt
+        interrupt.requested = True
+        log(note)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
