@@ -1,15 +1,17 @@
 """Progress notes through :mod:`logging` (the ``cryostream`` logger) for work a user waits
-on: the passes of a Dask computation counted in micrographs, and a training's steps, loss and
-speed. The command line shows them on stderr (``--quiet`` hides them)."""
+on: the passes of a Dask computation counted in micrographs, and a training's steps, loss,
+speed and time left; and a training's curve (``loss.png``). The command line shows the notes
+on stderr (``--quiet`` hides them)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from dask.callbacks import Callback
 
-__all__ = ["PrepareProgress", "TrainProgress"]
+__all__ = ["PrepareProgress", "TrainProgress", "plot_curve"]
 
 _log = logging.getLogger("cryostream")
 
@@ -55,9 +57,10 @@ class PrepareProgress(Callback):
 
 
 class TrainProgress:
-    """Notes on a training every few seconds, at each evaluation and at the end: the step, the
-    loss, the test PSNR and the speed since the last note (not on the first, which includes
-    compiling). Pass it as :func:`cryostream.training.train`'s ``on_metrics``.
+    """Notes on a training: after its first step (the step compiles first), then at least every
+    ``every_s`` seconds, at each evaluation and at the end: the step, the loss, the test PSNR
+    beside the noisy input's (the PSNR of doing nothing), the speed and the time left. Pass it
+    as :func:`cryostream.training.train`'s ``on_metrics`` and its :meth:`step` as ``on_step``.
 
     Parameters
     ----------
@@ -66,24 +69,103 @@ class TrainProgress:
     batch_size : int
         Patches per step, for the speed.
     every_s : float
-        Seconds between notes.
+        Seconds between notes (a step that takes longer is noted when it is done).
+    deadline : float, optional
+        When a time budget stops the training, in :func:`time.perf_counter` seconds.
+    slow : str, optional
+        A note made once, at the first speed, if the steps left take longer than ``slow_s``
+        seconds; ``{estimate}`` in it becomes the time, the steps and the time per step.
+    slow_s : float
+        How long the steps left may take before ``slow`` is noted.
     """
 
-    def __init__(self, steps: int, batch_size: int, every_s: float = 5.0):
+    def __init__(self, steps: int, batch_size: int, every_s: float = 30.0, *,
+                 deadline: float | None = None, slow: str | None = None, slow_s: float = 600.0):
         self.steps, self.batch_size, self.every_s = steps, batch_size, every_s
-        self.last: tuple[int, float] | None = None
-        self.shown = 0.0
+        self.deadline, self.slow, self.slow_s = deadline, slow, slow_s
+        self.created = time.perf_counter()
+        self.first: tuple[int, float] | None = None  # the first step noted, and when
+        self.noted, self.shown, self.pending = None, 0.0, None
 
     def __call__(self, row: dict) -> None:
-        now = time.perf_counter()
-        if self.last is not None and now - self.shown < self.every_s and \
-                "eval_psnr" not in row and row["step"] < self.steps:
-            return
-        rate = ""
-        if self.last is not None and now > self.last[1]:
-            rate = f", {(row['step'] - self.last[0]) * self.batch_size / (now - self.last[1]):.1f}" \
-                   " patches/s"
-        test = f", test PSNR {row['eval_psnr']:.2f} dB" if "eval_psnr" in row else ""
-        _log.info("training: step %d/%d, loss %.4g%s%s", row["step"], self.steps, row["loss"],
-                  test, rate)
-        self.last, self.shown = (row["step"], now), now
+        """Note a ``metrics.jsonl`` row: at an evaluation, the last step, or when it is time."""
+        due = time.perf_counter() - self.shown >= self.every_s
+        if self.first is None or due or "eval_psnr" in row or row["step"] >= self.steps:
+            test = (f", test PSNR {row['eval_psnr']:.2f} dB (noisy input "
+                    f"{row['eval_noisy_psnr']:.2f})" if "eval_psnr" in row else "")
+            self._note(row["step"], row["loss"], test)
+
+    def step(self, step: int, metrics: dict) -> None:
+        """Note a step when it is time. It first waits for the step before, so that the clock
+        sees the steps done, not only dispatched (one stays in flight); the loss
+        (``metrics["loss"]``, a device array) is read only for a note."""
+        if self.pending is not None:
+            self.pending.block_until_ready()
+        self.pending = metrics["loss"]
+        if step != self.noted and (self.first is None
+                                   or time.perf_counter() - self.shown >= self.every_s):
+            self._note(step, float(metrics["loss"]), "")
+
+    def _note(self, step: int, loss: float, test: str) -> None:
+        now = time.perf_counter()  # the loss is read: the step is done
+        slow, tail = None, ""
+        if self.first is None:
+            self.first = (step, now)
+            tail = f" ({_duration(now - self.created)} since the start, compiling included)"
+        elif step > self.first[0]:
+            per_step = (now - self.first[1]) / (step - self.first[0])
+            speed = f"{1 / per_step:.3g} steps/s" if per_step < 1 else \
+                f"{_duration(per_step)} a step"
+            tail = f", {speed} ({self.batch_size / per_step:.3g} patches/s)" + \
+                (f", {self._left(step, per_step, now)}" if step < self.steps else "")
+            left = (self.steps - step) * per_step
+            if self.slow is not None and left > self.slow_s:
+                slow = self.slow.format(estimate=f"about {_duration(left)} for the "
+                                        f"{self.steps - step} steps left ({_duration(per_step)} "
+                                        "a step)")
+            self.slow = None  # judged once, at the first speed
+        _log.info("training: step %d/%d, loss %.4g%s%s", step, self.steps, loss, test, tail)
+        if slow is not None:
+            _log.info("training: %s", slow)
+        self.noted, self.shown = step, now
+
+    def _left(self, step: int, per_step: float, now: float) -> str:
+        """The time left, and where a time budget stops the training first."""
+        left = (self.steps - step) * per_step
+        if self.deadline is None or now + left <= self.deadline:
+            return f"about {_duration(left)} left"
+        stop = step + max(0, math.ceil((self.deadline - now) / per_step))
+        return (f"the time budget ends in {_duration(max(self.deadline - now, 0))}, near step "
+                f"{min(stop, self.steps)}")
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"12 min"``, ``"3.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def plot_curve(path, rows: list[dict]) -> None:
+    """Draw a training's curve as a PNG: the train and test loss (log scale) beside the test
+    PSNR of the model and of the noisy input, from ``metrics.jsonl`` rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows if "loss" in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
+    ev = [r for r in rows if "eval_loss" in r]
+    if ev:
+        a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test loss")
+        b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
+        b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
+        b.legend()
+    a.set_xlabel("step")
+    a.legend()
+    b.set(xlabel="step", ylabel="test PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -20,7 +20,9 @@ import numpy as np
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
+from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader
+from cryostream.progress import plot_curve
 from cryostream.runs import (
     RunRecord,
     checkpoint_manager,
@@ -187,9 +189,7 @@ def evaluate_split(eval_step, params, loader: PatchLoader, batches: int, shardin
     """Mean loss and PSNR (dB, peak 1.0) of the model and of the noisy input over ``batches``."""
     mses, noisy = [], []
     loader.restore({"epoch": 0, "batch": 0})
-    for number, batch in enumerate(loader.device_batches(sharding)):
-        if number >= batches:
-            break
+    for number, batch in zip(range(batches), loader.device_batches(sharding), strict=False):
         out = eval_step(params, batch, number)
         mses.append(np.asarray(out["mse"]))
         noisy.append(np.asarray(out["noisy_mse"]))
@@ -212,32 +212,9 @@ def _mesh_sharding():
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
-def _plot_curve(run: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in rows if "loss" in r]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
-    ev = [r for r in rows if "eval_loss" in r]
-    if ev:
-        a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test loss")
-        b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
-        b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
-        b.legend()
-    a.set_xlabel("step")
-    a.legend()
-    b.set(xlabel="step", ylabel="test PSNR (dB)")
-    fig.tight_layout()
-    fig.savefig(run / "loss.png", dpi=80)
-    plt.close(fig)
-
-
 def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
           progress: bool = False, stop_at: int | None = None, time_limit_s: float | None = None,
-          init_params=None, on_metrics=None, log=print) -> TrainResult:
+          init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
     """Train a denoiser on a store's train split; evaluate on its test split.
 
     Parameters
@@ -261,6 +238,12 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         Start from these parameters instead of ``config.init``'s (not when resuming).
     on_metrics : callable, optional
         Called with each ``metrics.jsonl`` row (a dict) as it is written.
+    on_step : callable, optional
+        Called after each step with the step and its metrics as device arrays (reading one
+        waits for the step), for notes by the clock (:meth:`.progress.TrainProgress.step`).
+
+    A Ctrl-C finishes the step under way, checkpoints it (if its loss is finite) and raises
+    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues.
 
     Returns
     -------
@@ -321,8 +304,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if progress:
         from tqdm.auto import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step") if progress else None
-    timed_steps, timed_seconds, t_mark = 0, 0.0, None
-    last = {}
+    timed_steps, timed_seconds, t_mark, last = 0, 0.0, None, {}
 
     def check_loss(at: int, loss: float) -> None:
         """Stop with a clear message at a non-finite loss; the checkpoints so far stay."""
@@ -348,42 +330,60 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             raise
 
     deadline = None if time_limit_s is None else start_time + time_limit_s
-    with open(metrics_path, "a") as metrics_file:
+    done = None  # the last step whose state and loader position go together
+    with open(metrics_path, "a") as metrics_file, held_interrupt(
+            "interrupted: finishing the step under way, then saving it (Ctrl-C again stops at "
+            "once, without saving it)", log) as interrupt:
         batches = loader.device_batches(batch_sharding)
         end = config.steps if stop_at is None else min(stop_at, config.steps)
-        while step < end:
-            batch = next(batches)
-            state, out = step_fn(state, batch)
-            step += 1
-            if step == 2:  # the first step compiled; time from here
-                jax.block_until_ready(out)
-                t_mark = time.perf_counter()
-            elif t_mark is not None:
-                timed_steps += 1
-            if step % 10 == 0 or step == config.steps:
-                last = {k: float(v) for k, v in out.items()}
-                check_loss(step, last["loss"])
-                row = {"step": step, **last}
-                if step % config.eval_every == 0 or step == config.steps:
-                    if test is not None:
-                        ev = evaluate_split(eval_fn, state["params"], test, config.eval_batches,
-                                            batch_sharding)
-                        row.update({f"eval_{k}": v for k, v in ev.items()})
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                rows.append(row)
-                if on_metrics is not None:
-                    on_metrics(row)
+        try:
+            while step < end and not interrupt.requested:
+                done = None
+                batch = next(batches)
+                state, out = step_fn(state, batch)
+                step = done = step + 1
+                if step == 2:  # the first step compiled; time from here
+                    jax.block_until_ready(out)
+                    t_mark = time.perf_counter()
+                elif t_mark is not None:
+                    timed_steps += 1
+                if step % 10 == 0 or step == config.steps:
+                    last = {k: float(v) for k, v in out.items()}
+                    check_loss(step, last["loss"])
+                    row = {"step": step, **last}
+                    if step % config.eval_every == 0 or step == config.steps:
+                        if test is not None:
+                            ev = evaluate_split(eval_fn, state["params"], test,
+                                                config.eval_batches, batch_sharding)
+                            row.update({f"eval_{k}": v for k, v in ev.items()})
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    rows.append(row)
+                    if on_metrics is not None:
+                        on_metrics(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.4g}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.4g}")
-            if bar is not None:
-                bar.update(1)
-            late = deadline is not None and time.perf_counter() > deadline
-            if step % config.checkpoint_every == 0 or step == end or late:
-                check_loss(step, float(out["loss"]))  # never checkpoint a diverged state
-                save(step)
-            if late:
-                break
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(step, out)
+                late = deadline is not None and time.perf_counter() > deadline
+                if step % config.checkpoint_every == 0 or step == end or late:
+                    check_loss(step, float(out["loss"]))  # never checkpoint a diverged state
+                    save(step)
+                if late:
+                    break
+            interrupt.check()
+        except KeyboardInterrupt:
+            if done is not None and done not in manager.all_steps():
+                check_loss(done, float(out["loss"]))  # never checkpoint a diverged state
+                save(done)
+            loader.close()
+            kept = max(manager.all_steps(), default=None)
+            manager.close()
+            log(f"interrupted: the checkpoint of step {kept} of {config.steps} is kept" if kept
+                else "interrupted before the first checkpoint")
+            raise
         loader.close()
     jax.block_until_ready(state)
     if t_mark is not None and timed_steps:
@@ -392,7 +392,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     manager.close()
     if bar is not None:
         bar.close()
-    _plot_curve(run, rows)
+    plot_curve(run / "loss.png", rows)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})
     rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else float("nan")
     return TrainResult(run=run, steps=step, final_loss=last.get("loss", math.nan),
