@@ -14,11 +14,11 @@ its progress through :mod:`logging` (the ``cryostream`` logger).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import math
 import os
-import re
 import shlex
 import shutil
 import time
@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryostream._version import __version__
+from cryostream.budget import Budget
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.stack import expand_inputs, read_headers
@@ -36,7 +37,7 @@ from cryostream.progress import PrepareProgress, TrainProgress
 from cryostream.store import shard_folder
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget", "FitResult",
-           "recipe", "fit"]
+           "recipe", "fit", "given_inputs"]
 
 _log = logging.getLogger("cryostream")
 
@@ -54,56 +55,6 @@ STORE_RECORD = "store.json"
 STORE_NAME = "data.h5"
 #: What a run folder holds that ``overwrite`` replaces (other files are left alone).
 _RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|min|minutes?|h|hours?|steps?)\s*$", re.I)
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """How long :func:`fit` trains: wall-clock ``minutes`` or a number of ``steps``.
-
-    ``minutes`` count from the start of the call (measuring and preparing included); at the
-    first training step after them a checkpoint is written and training stops, and calling
-    :func:`fit` again continues. ``steps`` set :class:`~cryostream.config.TrainConfig`'s
-    ``steps`` (the length of the learning-rate schedule).
-    """
-
-    minutes: float | None = None
-    steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.minutes is None) == (self.steps is None):
-            raise ConfigError("budget (--budget): give minutes or steps, one of them")
-        if self.minutes is not None and not (isinstance(self.minutes, int | float)
-                                             and math.isfinite(self.minutes) and self.minutes > 0):
-            raise ConfigError(f"budget (--budget): {self.minutes!r} minutes; give a time > 0, "
-                              "e.g. '30m'")
-        if self.steps is not None and (not isinstance(self.steps, int)
-                                       or isinstance(self.steps, bool) or self.steps < 1):
-            raise ConfigError(f"budget (--budget): {self.steps!r} steps; give a whole number "
-                              "≥ 1, e.g. '2000steps'")
-
-    @classmethod
-    def parse(cls, budget: str | Budget | None) -> Budget | None:
-        """``"30m"``, ``"1.5h"``, ``"2000steps"`` (or a :class:`Budget`, or ``None``) as a budget.
-
-        Raises
-        ------
-        ConfigError
-            Naming the value and the forms it may take.
-        """
-        if budget is None or isinstance(budget, Budget):
-            return budget
-        found = _BUDGET.match(budget) if isinstance(budget, str) else None
-        if not found:
-            raise ConfigError(f"budget={budget!r} (--budget): give minutes ('30m', '1.5h') or "
-                              "steps ('2000steps')")
-        number, unit = found.group(1), found.group(2).lower()
-        if unit.startswith("step"):
-            if "." in number:
-                raise ConfigError(f"budget={budget!r} (--budget): steps are whole, e.g. "
-                                  f"'{int(float(number))}steps'")
-            return cls(steps=int(number))
-        return cls(minutes=float(number) * (60 if unit.startswith("h") else 1))
 
 
 def recipe(shape: tuple[int, int]) -> PrepareConfig:
@@ -152,7 +103,8 @@ class FitResult:
     store_bytes : int
         The store's size on disk.
     next_command : str
-        The command that denoises the micrographs with this run.
+        The command that denoises the micrographs with this run, the inputs as they were
+        given (:func:`given_inputs`).
     """
 
     run: Path
@@ -288,11 +240,14 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         _log.info("training %s for %d step%s of %d patches%s: compiling the step first",
                   config.model, config.steps, "s" * (config.steps > 1), config.batch_size,
                   f", resuming at step {done}" if done else "")
+        deadline = None if remaining is None else time.perf_counter() + remaining
+        notes = TrainProgress(config.steps, config.batch_size, deadline=deadline,
+                              slow=_slow_note(config))
         result = train_run(store, run, config, resume=bool(done), init_params=params,
-                           time_limit_s=remaining, log=_log.info,
-                           on_metrics=TrainProgress(config.steps, config.batch_size))
+                           time_limit_s=remaining, log=_log.info, on_metrics=notes,
+                           on_step=notes.step)
     steps = result.steps if result is not None else done
-    command = shlex.join(["cryostream", "denoise", *map(str, given), "-o", "denoised",
+    command = shlex.join(["cryostream", "denoise", *given_inputs(given), "-o", "denoised",
                           "--model", str(run)])
     size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
@@ -303,6 +258,53 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
     return out
+
+
+def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """The inputs as given, for a command to show: folders, globs and STAR files as they are;
+    more than three files of one folder and suffix (a glob the shell expanded) as one glob,
+    ``FOLDER/*.mrc`` when they are all its files of that suffix, else ``FOLDER/START*.mrc``
+    over the start their names share (which may match more of the folder's files).
+
+    Examples
+    --------
+    >>> given_inputs(["micrographs/", "a.star"])
+    ['micrographs/', 'a.star']
+    """
+    words: list = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in map(os.fspath, inputs):
+        path = Path(item)
+        if not path.is_file() or path.suffix.lower() == ".star" or glob.escape(item) != item:
+            words.append(item)
+            continue
+        key = (os.path.dirname(item), path.suffix)
+        if key not in groups:
+            words.append(key)
+        groups.setdefault(key, []).append(item)
+    shown = []
+    for word in words:
+        files = groups.get(word, []) if isinstance(word, tuple) else [word]
+        if len(files) <= 3:
+            shown += files
+            continue
+        folder, suffix = word
+        start = os.path.commonprefix([Path(f).stem for f in files])
+        every = os.path.join(glob.escape(folder), "*" + glob.escape(suffix))
+        same = {Path(p) for p in glob.glob(every)} == {Path(f) for f in files}
+        shown.append(every if same else os.path.join(glob.escape(folder), glob.escape(start)
+                                                     + "*" + glob.escape(suffix)))
+    return shown
+
+
+def _slow_note(config: TrainConfig) -> str | None:
+    """The advice noted when the full ``unet`` trains on a CPU for long."""
+    import jax
+
+    if config.model != "unet" or jax.default_backend() != "cpu":
+        return None
+    return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
+            "arithmetic) or a GPU is much faster")
 
 
 def _start_label(start, run: Path) -> str:

@@ -15,7 +15,7 @@ import cryostream
 from cryostream.cli import main
 from cryostream.config import TrainConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
-from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, Budget, recipe
+from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, Budget, given_inputs, recipe
 
 #: unet-small on the CPU: 4 steps of 4 patches, checkpoints at 2 and 4.
 SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=2,
@@ -100,6 +100,32 @@ def test_the_recipe_trains_the_residual_unet_with_the_defaults():
     assert RECIPE_TRAIN == TrainConfig(model="unet", residual=True)
     with pytest.raises(ConfigError, match="too small to train on"):
         recipe((20, 300))
+
+
+# --- the suggested denoise command ---------------------------------------------------------------
+
+def test_the_next_command_shows_the_inputs_as_given(tmp_path, monkeypatch):
+    """Files a shell expanded from a glob come back as one glob, not a thousand names: the
+    folder's ``*.mrc`` when they are all of them, else the start their names share; a few
+    files, folders, globs and STAR files stay as they were typed."""
+    monkeypatch.chdir(tmp_path)
+    mics = Path("mics")
+    mics.mkdir()
+    for i in range(12):
+        (mics / f"sim_{i:04d}.mrc").write_bytes(b"")
+    (mics / "list.star").write_text("")
+    every = sorted(str(p) for p in mics.glob("*.mrc"))
+    assert given_inputs(every) == ["mics/*.mrc"]
+    assert given_inputs(every[:10]) == ["mics/sim_000*.mrc"]  # sim_0010, sim_0011 not given
+    assert given_inputs(every[:3]) == every[:3]
+    assert given_inputs(["mics", "mics/sim_*.mrc", "mics/list.star"]) == [
+        "mics", "mics/sim_*.mrc", "mics/list.star"]
+    monkeypatch.chdir(mics)
+    here = sorted(p.name for p in Path().glob("*.mrc"))
+    assert given_inputs([*here, "../mics"]) == ["*.mrc", "../mics"]
+    # two files of one folder stay; ten of another share "sim_00", as do the two not given
+    assert given_inputs([f"../mics/{n}" for n in here[:2]] + here[2:]) == [
+        "../mics/sim_0000.mrc", "../mics/sim_0001.mrc", "sim_00*.mrc"]
 
 
 # --- the shipped general model as a start -------------------------------------------------------
