@@ -373,7 +373,9 @@ def load_params(run, abstract_params, step: int | None = None):
     steps = checkpoint_steps(run)
     if not steps:
         raise StoreError(f"{run}: no checkpoint in {run / CHECKPOINTS}; train first "
-                         "(cryostream train, or train(..., resume=True) to finish a run)")
+                         "(cryostream train; to finish a run: cryostream train --resume, in "
+                         "Python train(..., resume=True)), or, for a run made by cryostream fit, "
+                         "run the same fit command again")
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise StoreError(f"{run}: no checkpoint at step {step}; it has steps {steps}")
