@@ -215,7 +215,9 @@ def _mesh_sharding():
 def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
           progress: bool = False, stop_at: int | None = None, time_limit_s: float | None = None,
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
-    """Train a denoiser on a store's train split; evaluate on its test split.
+    """Train a denoiser on a store's train split; evaluate on its test split. A Ctrl-C
+    finishes the step under way, checkpoints it (if its loss is finite) and raises
+    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues.
 
     Parameters
     ----------
@@ -241,9 +243,6 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     on_step : callable, optional
         Called after each step with the step and its metrics as device arrays (reading one
         waits for the step), for notes by the clock (:meth:`.progress.TrainProgress.step`).
-
-    A Ctrl-C finishes the step under way, checkpoints it (if its loss is finite) and raises
-    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues.
 
     Returns
     -------
