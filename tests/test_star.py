@@ -337,10 +337,11 @@ def test_a_missing_row_names_the_star_file_the_row_and_where_it_was_looked_for(
     star = _relion_layout(root, ["a.mrc", "sim_0009.mrc"])
     monkeypatch.chdir(root)
     relative = Path("CtfFind/job003/micrographs_ctf.star")
+    # row 1 was found in the working directory: the project folder of every row
     problem = (f"{relative}: row 2 (MotionCorr/job002/Micrographs/sim_0009.mrc): no such file "
                "in the RELION project folder or near the STAR file (looked in "
-               f"{root} (the working directory), {root}/CtfFind/job003, {root}/CtfFind, "
-               f"{root.parent}); run cryostream from the RELION project folder (the one "
+               f"{root} (the working directory)); run cryostream from the RELION project "
+               "folder (the one "
                "MotionCorr/job002/Micrographs/sim_0009.mrc is relative to), or correct the "
                "row's rlnMicrographName")
     with pytest.raises(InvalidMicrographError) as err:
@@ -367,9 +368,11 @@ def test_a_missing_row_through_the_command_is_one_line(tmp_path, monkeypatch, ca
         "(MotionCorr/job002/Micrographs/b.mrc): no such file in the RELION project folder")
 
 
-def test_the_project_folder_comes_before_the_star_file_s_folder(tmp_path, monkeypatch):
-    """A name found both in the working directory (RELION's project folder) and beside the
-    STAR file is the working directory's, as RELION reads it."""
+def test_a_name_found_in_two_project_folders_is_refused(tmp_path, monkeypatch):
+    """A name found both in the working directory and beside the STAR file, as two different
+    files, is refused naming both: another project's micrograph must never be denoised with
+    this file's defocus. One file reached both ways is fine."""
+    from cryostream.errors import InvalidMicrographError
     from cryostream.io.star import read_star
 
     root = tmp_path / "project"
@@ -379,6 +382,11 @@ def test_the_project_folder_comes_before_the_star_file_s_folder(tmp_path, monkey
     star = _star(root / "CtfFind", {"rlnMicrographName": ["Micrographs/a.mrc"],
                                     "rlnOpticsGroup": [1]})
     monkeypatch.chdir(root)
+    with pytest.raises(InvalidMicrographError, match="two different files have this name, "
+                       f"{root / 'Micrographs' / 'a.mrc'} and "
+                       f"{root / 'CtfFind' / 'Micrographs' / 'a.mrc'}"):
+        read_star(star)
+    (root / "CtfFind" / "Micrographs" / "a.mrc").unlink()
     got = read_star(star)
     assert got.micrographs[0].path == root / "Micrographs" / "a.mrc" and got.project == root
 

@@ -264,15 +264,21 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                 optics = None
         candidate = Path(text)
         if not candidate.is_absolute():
-            base = next((b for b in bases if (b / candidate).exists()), None)
-            if base is None:
-                problem = _not_found(path, where, column, text, bases)
+            # one project folder for the whole file, as RELION has: the first row's decides
+            found = [b for b in ([project] if project else bases) if (b / candidate).exists()]
+            if project is None and len({(b / candidate).resolve() for b in found}) > 1:
+                raise _fail(path, f"{where}: two different files have this name, "
+                            f"{found[0] / candidate} and {found[1] / candidate}",
+                            "run cryostream from the RELION project folder the STAR file "
+                            "belongs to, or give absolute names")
+            if not found:
+                problem = _not_found(path, where, column, text, [project] if project else bases)
                 if not permissive:
                     raise problem
                 _skip(problem)
                 continue
-            project = project or base
-            candidate = base / candidate
+            project = project or found[0]
+            candidate = project / candidate
         micrographs.append(StarMicrograph(candidate, text, int(i), optics,
                                           _defocus(path, row, where)))
     return MicrographStar(path, project or path.parent, micrographs, optics_table, table)
