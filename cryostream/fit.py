@@ -263,8 +263,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
 def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
     """The inputs as given, for a command to show: folders, globs and STAR files as they are;
     more than three files of one folder and suffix (a glob the shell expanded) as one glob,
-    ``FOLDER/*.mrc`` when they are all its files of that suffix, else ``FOLDER/START*.mrc``
-    over the start their names share (which may match more of the folder's files).
+    ``FOLDER/*.mrc`` or ``FOLDER/START*.mrc`` (the start their names share), only when it
+    matches exactly those files; else the files one by one.
 
     Examples
     --------
@@ -290,10 +290,15 @@ def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
             continue
         folder, suffix = word
         start = os.path.commonprefix([Path(f).stem for f in files])
-        every = os.path.join(glob.escape(folder), "*" + glob.escape(suffix))
-        same = {Path(p) for p in glob.glob(every)} == {Path(f) for f in files}
-        shown.append(every if same else os.path.join(glob.escape(folder), glob.escape(start)
-                                                     + "*" + glob.escape(suffix)))
+        given = {Path(f) for f in files}
+        for pattern in (os.path.join(glob.escape(folder), "*" + glob.escape(suffix)),
+                        os.path.join(glob.escape(folder), glob.escape(start) + "*"
+                                     + glob.escape(suffix))):
+            if {Path(p) for p in glob.glob(pattern)} == given:  # exactly these files
+                shown.append(pattern)
+                break
+        else:
+            shown += files
     return shown
 
 

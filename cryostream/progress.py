@@ -5,6 +5,7 @@ on stderr (``--quiet`` hides them)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -85,7 +86,7 @@ class TrainProgress:
         self.deadline, self.slow, self.slow_s = deadline, slow, slow_s
         self.created = time.perf_counter()
         self.first: tuple[int, float] | None = None  # the first step noted, and when
-        self.noted, self.shown, self.pending = None, 0.0, None
+        self.noted, self.shown, self.pending = None, 0.0, collections.deque()
 
     def __call__(self, row: dict) -> None:
         """Note a ``metrics.jsonl`` row: at an evaluation, the last step, or when it is time."""
@@ -96,12 +97,13 @@ class TrainProgress:
             self._note(row["step"], row["loss"], test)
 
     def step(self, step: int, metrics: dict) -> None:
-        """Note a step when it is time. It first waits for the step before, so that the clock
-        sees the steps done, not only dispatched (one stays in flight); the loss
+        """Note a step when it is time. So that the clock sees steps done, not only
+        dispatched, it waits for the step two before this one: two steps stay in flight, which
+        keeps the device fed while the host dispatches the next. The loss
         (``metrics["loss"]``, a device array) is read only for a note."""
-        if self.pending is not None:
-            self.pending.block_until_ready()
-        self.pending = metrics["loss"]
+        self.pending.append(metrics["loss"])
+        if len(self.pending) > 2:
+            self.pending.popleft().block_until_ready()
         if step != self.noted and (self.first is None
                                    or time.perf_counter() - self.shown >= self.every_s):
             self._note(step, float(metrics["loss"]), "")

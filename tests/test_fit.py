@@ -106,8 +106,9 @@ def test_the_recipe_trains_the_residual_unet_with_the_defaults():
 
 def test_the_next_command_shows_the_inputs_as_given(tmp_path, monkeypatch):
     """Files a shell expanded from a glob come back as one glob, not a thousand names: the
-    folder's ``*.mrc`` when they are all of them, else the start their names share; a few
-    files, folders, globs and STAR files stay as they were typed."""
+    folder's ``*.mrc`` when they are all of them, else the start their names share, only
+    when the glob matches exactly them; a few files, folders, globs and STAR files stay as
+    they were typed."""
     monkeypatch.chdir(tmp_path)
     mics = Path("mics")
     mics.mkdir()
@@ -123,9 +124,10 @@ def test_the_next_command_shows_the_inputs_as_given(tmp_path, monkeypatch):
     monkeypatch.chdir(mics)
     here = sorted(p.name for p in Path().glob("*.mrc"))
     assert given_inputs([*here, "../mics"]) == ["*.mrc", "../mics"]
-    # two files of one folder stay; ten of another share "sim_00", as do the two not given
+    # two files of one folder stay; ten of another share "sim_00" with the two not given, so
+    # no glob would be exactly them: they are listed, never a glob that adds files
     assert given_inputs([f"../mics/{n}" for n in here[:2]] + here[2:]) == [
-        "../mics/sim_0000.mrc", "../mics/sim_0001.mrc", "sim_00*.mrc"]
+        "../mics/sim_0000.mrc", "../mics/sim_0001.mrc", *here[2:]]
 
 
 # --- the shipped general model as a start -------------------------------------------------------
