@@ -340,8 +340,8 @@ def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
         return True
     record = run / FIT_RECORD
     if not record.is_file():
-        if overwrite:
-            return True
+        if overwrite or [p.name for p in run.iterdir()] == ["work"]:
+            return True  # (a first fit stopped while its store was made: start it again)
         raise StoreError(f"{run}: holds files but no {FIT_RECORD} (not a fit's run folder); "
                          "choose another folder (-o), or pass overwrite=True (--overwrite) to "
                          "replace its run")

@@ -269,6 +269,15 @@ def test_a_folder_of_other_files_is_refused(mics, tmp_path):
     assert _tree(tmp_path) == ["run", "run/notes.txt"]
 
 
+def test_a_first_fit_stopped_while_making_its_store_starts_again(mics, tmp_path):
+    """Ctrl-C while the first fit makes its store leaves RUN/work and no fit.json: the same
+    command again starts the fit, it is not refused as another folder."""
+    (tmp_path / "run" / "work").mkdir(parents=True)
+    (tmp_path / "run" / "work" / ".data.h5.partial").write_bytes(b"half")
+    result = cryostream.fit(mics, tmp_path / "run", train=SMALL, budget=SPENT)
+    assert (tmp_path / "run" / "fit.json").is_file() and result.store.is_file()
+
+
 def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, notes):
     """The store is made (and said where), no step trained; a different request into the same
     run folder is refused, naming what changed, unless ``overwrite``."""
