@@ -20,10 +20,13 @@ class Interrupt:
     ----------
     requested : bool
         A first Ctrl-C came: stop at the next safe point (:meth:`check`).
+    forced : bool
+        A second Ctrl-C came: stop at once, saving nothing more.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self.forced = False
 
     def check(self) -> None:
         """Raise :class:`KeyboardInterrupt` if a Ctrl-C came; call it where stopping is safe."""
@@ -55,6 +58,7 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
 
     def handler(signum, frame) -> None:
         if interrupt.requested:
+            interrupt.forced = True
             raise KeyboardInterrupt
         interrupt.requested = True
         log(note)

@@ -374,7 +374,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                     break
             interrupt.check()
         except KeyboardInterrupt:
-            if done is not None and done not in manager.all_steps():
+            if done is not None and not interrupt.forced and done not in manager.all_steps():
                 check_loss(done, float(out["loss"]))  # never checkpoint a diverged state
                 save(done)
             loader.close()

@@ -20,8 +20,10 @@ def test_the_first_ctrl_c_is_noted_and_the_second_stops():
         assert interrupt.requested and said == ["stopping after this step"]
         with pytest.raises(KeyboardInterrupt):
             interrupt.check()
+        assert not interrupt.forced  # the first: stop at a safe point, saving the work
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
+        assert interrupt.forced  # the second: stop at once, save nothing more
     assert said == ["stopping after this step"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):  # Python's own again
