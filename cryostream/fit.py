@@ -188,7 +188,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     work = Path(work).absolute() if work is not None else run / "work"
     store = work / STORE_NAME
     given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    headers, _ = read_headers([p.absolute() for p in expand_inputs(given)],
+    headers, _ = read_headers([p.absolute() for p in expand_inputs(given, permissive=permissive)],
                               permissive=permissive)
     paths = [Path(h.path) for h in headers]
     prep = prepare or recipe(headers[0].shape)

@@ -166,7 +166,9 @@ def estimate_noise(image: np.ndarray, pixel_size_angstrom: float, *, low_cut_ang
     noise_radial *= max(1.0, float(profile[high].mean() / noise_radial[high].mean()))
     noise_radial = _below_the_band(noise_radial, profile, tile)
 
-    ratio = power / profile[rings]
+    ring_power = profile[rings]  # a ring of no power (the mean's, on small tiles) is neutral
+    ratio = np.divide(power, ring_power, out=np.ones_like(power, dtype=np.float64),
+                      where=ring_power > 0)
     ratio = gaussian_filter(ratio, 3.0, mode="nearest")
     outside = rings >= cut
     ratio = np.where(outside, ratio, 1.0)

@@ -233,7 +233,8 @@ def plan(
     if inputs is not None:
         if shape is not None or count is not None:
             raise ConfigError("give either inputs or shape and count, not both")
-        headers, _ = read_headers(expand_inputs(inputs), permissive=permissive)
+        headers, _ = read_headers(expand_inputs(inputs, permissive=permissive),
+                                  permissive=permissive)
         shape = headers[0].shape
         names = micrograph_names(headers)
         n_test = split_micrographs(names, config.test_fraction, config.seed).count("test")

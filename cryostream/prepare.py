@@ -190,7 +190,8 @@ def prepare(
         halves = half_directions(given, _listed(odd))
         paths, target_paths = list(halves.inputs), list(halves.targets)
     else:
-        paths = expand_inputs(given)
+        # (with targets, a skipped row would unpair the two lists: those stay strict)
+        paths = expand_inputs(given, permissive=permissive and targets is None)
         target_paths = expand_inputs(given_targets) if targets is not None else None
     check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
     headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)

@@ -414,3 +414,23 @@ def test_denoise_permissive_skips_a_star_row_whose_file_is_missing(tiny_run, tmp
                      "--permissive", *options]) == 0
     written = starfile.read(root / "External/job011/denoised_micrographs.star", always_dict=True)
     assert list(written["micrographs"]["rlnMicrographName"]) == ["External/job011/a.mrc"]
+
+
+def test_prepare_permissive_skips_a_star_row_whose_file_is_missing(tmp_path, monkeypatch):
+    """``prepare --permissive`` (and ``fit``, ``plan``) leave out a STAR row whose micrograph is
+    missing with a warning, as ``denoise`` does; without it the row stops the command."""
+    import cryostream
+    from cryostream import NoiseConfig, PrepareConfig
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    root = tmp_path / "project"
+    star = _relion_layout(root, ["a.mrc", "gone.mrc"])
+    monkeypatch.chdir(root)
+    config = PrepareConfig(patch_size=32, stride=16, noise=NoiseConfig(model="gaussian"))
+    with pytest.raises(InvalidMicrographError, match="row 2"):
+        cryostream.prepare(star, tmp_path / "strict.h5", config)
+    assert not (tmp_path / "strict.h5").exists()
+    with pytest.warns(MicrographSkippedWarning, match="row 2"):
+        result = cryostream.prepare(star, tmp_path / "lenient.h5", config, permissive=True)
+    assert result.micrographs == 1

@@ -50,12 +50,14 @@ def micrograph_uid(name: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
+                  permissive: bool = False) -> list[Path]:
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
 
     Folders contribute their ``*.mrc`` files in name order; a glob that matches nothing, an
     empty folder, an empty list or a symbolic link that cannot be followed (a loop) is an
-    :class:`InvalidMicrographError`. Repeated paths are kept once.
+    :class:`InvalidMicrographError`. Repeated paths are kept once. ``permissive``: STAR rows
+    whose file is missing are left out with a :class:`MicrographSkippedWarning`.
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -74,7 +76,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
                 raise InvalidMicrographError(p, "folder holds no .mrc files", "check the folder")
             paths += found
         elif p.suffix.lower() == ".star" and p.is_file():
-            paths += read_micrograph_star(p)
+            paths += read_micrograph_star(p, permissive=permissive)
         elif any(ch in text for ch in "*?["):
             found = sorted(Path(m) for m in glob.glob(text))
             if not found:
@@ -248,7 +250,7 @@ def open_micrographs(
     >>> stack.dims, stack.shape
     (('micrograph', 'y', 'x'), (2, 256, 320))
     """
-    paths = expand_inputs(inputs)
+    paths = expand_inputs(inputs, permissive=permissive)
     headers, skipped = read_headers(paths, permissive=permissive)
     ny, nx = headers[0].shape
     band_rows = _normalise_band_rows(chunks, ny)
