@@ -54,12 +54,19 @@ def profile_ops(trace_dir: Path, hlo_text: str, steps: int) -> list[dict]:
     for plane in ProfileData.from_file(str(path)).planes:
         if not plane.name.startswith("/device:GPU"):
             continue
-        for line in plane.lines:
-            if line.name != "XLA Ops":
-                continue
+        lines = list(plane.lines)
+        names = [line.name for line in lines]
+        # The derived "XLA Ops" line where the profiler writes one; else the CUDA streams'
+        # kernels, each keyed by the HLO op it belongs to (its ``hlo_op`` stat).
+        chosen = [ln for ln in lines if ln.name == "XLA Ops"] or [
+            ln for ln in lines if ln.name.startswith("Stream")]
+        print("  profile lines:", names, flush=True)
+        for line in chosen:
             for ev in line.events:
-                total[ev.name] += ev.duration_ns
-                count[ev.name] += 1
+                stats = dict(ev.stats)
+                key = str(stats.get("hlo_op") or ev.name)
+                total[key] += ev.duration_ns
+                count[key] += 1
     rows = [{"op": name, "ms_per_step": ns / 1e6 / steps, "calls_per_step": count[name] / steps,
              "hlo": lines_of.get(name, "")} for name, ns in total.items()]
     return sorted(rows, key=lambda r: -r["ms_per_step"])
