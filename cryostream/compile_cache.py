@@ -7,6 +7,14 @@ cache folder already set in JAX's config (left as it is), ``CRYOSTREAM_COMPILE_C
 ``$XDG_CACHE_HOME/cryostream/jax`` (``~/.cache/cryostream/jax``). ``CRYOSTREAM_COMPILE_CACHE=off``
 turns it off. A folder that cannot be made leaves the cache off with one log line: compiling
 still works, only slower the next time.
+
+Most of a cold compile on a GPU is XLA autotuning: timing the candidate kernels of every
+convolution and fusion (80 of the 83 s of the ``unet`` training step on an H200). XLA keeps
+those choices in the cache folder too (``xla_gpu_per_fusion_autotune_cache_dir``, one file
+per kernel, keyed by the GPU model, the XLA version and the kernel's HLO), and cryostream
+ships the ones measured for its presets (``cryostream/data/autotune_*.tgz``): on that GPU
+with that XLA version a first compile takes seconds. Another GPU or version does not match
+them and autotunes once, then finds its own choices in the cache.
 """
 
 from __future__ import annotations
@@ -15,13 +23,17 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["ENV", "cache_folder", "enable_compile_cache"]
+__all__ = ["ENV", "AUTOTUNE_FOLDER", "cache_folder", "enable_compile_cache",
+           "install_autotune_results"]
 
 #: The environment variable that names the cache folder, or ``off``.
 ENV = "CRYOSTREAM_COMPILE_CACHE"
 
 #: Programs that compile faster than this (seconds) are not written to the cache.
 MIN_COMPILE_SECONDS = 1.0
+
+#: The folder, inside the compilation cache, where JAX has XLA keep its autotuning choices.
+AUTOTUNE_FOLDER = "xla_gpu_per_fusion_autotune_cache_dir"
 
 _enabled: str | None = None
 
@@ -46,6 +58,7 @@ def enable_compile_cache() -> str | None:
     given = os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir
     if given:
         _enabled = str(given)
+        _install_on_gpu(Path(given))
         return _enabled
     if _enabled is not None:
         return _enabled
@@ -62,4 +75,49 @@ def enable_compile_cache() -> str | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     _enabled = str(folder)
+    _install_on_gpu(folder)
     return _enabled
+
+
+def _install_on_gpu(folder: Path) -> None:
+    import jax
+
+    caches = str(getattr(jax.config, "jax_persistent_cache_enable_xla_caches", "") or "")
+    if AUTOTUNE_FOLDER in caches and jax.default_backend() in ("gpu", "cuda"):
+        install_autotune_results(folder)
+
+
+def install_autotune_results(folder: Path) -> int:
+    """Unpack the autotuning results shipped with cryostream into the compilation cache
+    ``folder`` (its :data:`AUTOTUNE_FOLDER`), never replacing a file already there; the number
+    of files added. A folder that cannot be written is left as it is, with one log line."""
+    import tarfile
+    from importlib import resources
+
+    added = 0
+    target = Path(folder)
+    shipped = sorted(p for p in resources.files("cryostream.data").iterdir()
+                     if p.name.startswith("autotune_") and p.name.endswith(".tgz"))
+    for bundle in shipped:
+        try:
+            with resources.as_file(bundle) as path, tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    parts = Path(member.name).parts
+                    if not member.isfile() or not parts or parts[0] != AUTOTUNE_FOLDER \
+                            or ".." in parts:
+                        continue
+                    out = target.joinpath(*parts)
+                    if out.exists():
+                        continue
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    data = tar.extractfile(member).read()
+                    partial = out.with_name(out.name + ".partial")
+                    partial.write_bytes(data)
+                    partial.replace(out)
+                    added += 1
+        except OSError as exc:
+            logging.getLogger("cryostream").info(
+                "shipped autotuning results not installed in %s (%s): the first compile on "
+                "this GPU autotunes", target, exc.strerror or exc)
+            break
+    return added

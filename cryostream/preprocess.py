@@ -34,6 +34,7 @@ __all__ = [
     "BandLayout",
     "band_layout",
     "percentile",
+    "image_statistics",
     "micrograph_statistics",
     "statistics_and_noise",
     "noise_measurable",
@@ -129,7 +130,9 @@ def percentile(image: np.ndarray, q: float) -> float:
     return float(a + diff * gamma)
 
 
-def _statistics(image: np.ndarray, q: float) -> tuple[float, bool, float, float]:
+def image_statistics(image: np.ndarray, q: float) -> tuple[float, bool, float, float]:
+    """Exact percentile (:func:`percentile`), whether every pixel is finite, min and max of
+    one micrograph in memory: two passes for min and max, the percentile's few more."""
     lo, hi = float(image.min()), float(image.max())  # NaN and ±Inf show in one of them
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return float("nan"), False, float("nan"), float("nan")
@@ -138,7 +141,7 @@ def _statistics(image: np.ndarray, q: float) -> tuple[float, bool, float, float]
 
 def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[float, bool, float, float]:
     """Exact percentile, whether every pixel is finite, min and max of one whole micrograph."""
-    return _statistics(read_rows(header, 0, header.shape[0]), percentile)
+    return image_statistics(read_rows(header, 0, header.shape[0]), percentile)
 
 
 def statistics_and_noise(header: MicrographHeader, percentile: float):
@@ -149,7 +152,7 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     micrograph.
     """
     image = read_rows(header, 0, header.shape[0])
-    stats = _statistics(image, percentile)
+    stats = image_statistics(image, percentile)
     if not noise_measurable(header, stats):
         return stats, None
     return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0,

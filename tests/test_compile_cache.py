@@ -30,3 +30,35 @@ def test_training_writes_its_compiled_step_to_the_cache(tiny_run, compile_cache)
     assert Path(jax.config.jax_compilation_cache_dir) == compile_cache
     written = [p for p in compile_cache.rglob("*") if p.is_file()]
     assert written, f"nothing was written to the compilation cache {compile_cache}"
+
+
+def test_shipped_autotuning_results_unpack_into_the_cache_once(tmp_path):
+    """The autotuning choices shipped for the presets land where XLA looks for them (one file
+    per kernel under the GPU's key), a second install adds nothing, and a file already there
+    (the user's own autotuning) is never replaced."""
+    from cryostream.compile_cache import AUTOTUNE_FOLDER, install_autotune_results
+
+    added = install_autotune_results(tmp_path)
+    files = sorted((tmp_path / AUTOTUNE_FOLDER).rglob("*.pb"))
+    assert added == len(files) > 100
+    assert all(f.parent.parent == tmp_path / AUTOTUNE_FOLDER for f in files)
+    mine = files[0]
+    mine.write_bytes(b"the user's own")
+    assert install_autotune_results(tmp_path) == 0
+    assert mine.read_bytes() == b"the user's own"
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_a_cache_folder_that_cannot_be_written_keeps_the_autotuning_out(tmp_path, caplog):
+    """A cache "folder" that is a file (no folder can be made in it, not even by root): nothing
+    is installed, one log line says so, and no error stops the work."""
+    import logging
+
+    from cryostream.compile_cache import install_autotune_results
+
+    folder = tmp_path / "a-file"
+    folder.write_text("not a folder")
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        assert install_autotune_results(folder) == 0
+    assert "first compile on this GPU autotunes" in caplog.text
+    assert folder.read_text() == "not a folder"

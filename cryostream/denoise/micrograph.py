@@ -32,30 +32,33 @@ def read_micrograph(source: str):
 
 
 def check_micrograph(image: np.ndarray, source: str, record, network_config,
-                     config: DenoiseConfig):
+                     config: DenoiseConfig) -> float:
     """The checks ``prepare`` makes (NaN or Inf pixels, a constant image, a percentile that
     cannot normalise), and a size the network can take; an
-    :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise."""
+    :class:`~cryostream.errors.InvalidMicrographError` naming the file otherwise. Returns the
+    run's percentile of the micrograph (exact, as ``prepare`` computes it), which normalises it."""
     from cryostream.denoise.tiling import default_halo
-    from cryostream.preprocess import check_statistics
+    from cryostream.preprocess import check_statistics, image_statistics
 
-    finite = bool(np.isfinite(image).all())
-    lo, hi = (float(image.min()), float(image.max())) if finite else (0.0, 0.0)
-    value = float(np.percentile(image, record.percentile)) if finite else float("nan")
-    check_statistics(types.SimpleNamespace(path=str(source)), (value, finite, lo, hi),
-                     record.percentile)
+    statistics = image_statistics(image, record.percentile)
+    check_statistics(types.SimpleNamespace(path=str(source)), statistics, record.percentile)
     smallest = max(64, config.halo or default_halo(network_config))
     if min(image.shape) < smallest:
         raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
                                      f"this run's network needs at least {smallest} on each side",
                                      "exclude it (--permissive skips it)")
+    return statistics[0]
 
 
 def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
-               source: str) -> tuple[Micrograph, float]:
+               source: str, percentile: float | None = None) -> tuple[Micrograph, float]:
     """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
-    training) and that percentile."""
-    percentile = float(np.percentile(image, record.prepare.percentile))
+    training) and that percentile (``percentile``: already computed by
+    :func:`check_micrograph`)."""
+    if percentile is None:
+        from cryostream.preprocess import percentile as exact_percentile
+
+        percentile = exact_percentile(image, record.prepare.percentile)
     return Micrograph(image / np.float32(percentile), pixel_size_angstrom, record,
                       source=str(source)), percentile
 
@@ -102,13 +105,14 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
 
     network = load_network(run)
     try:
-        check_micrograph(image, source, network.record, network.config, config)
+        value = check_micrograph(image, source, network.record, network.config, config)
     except InvalidMicrographError as exc:
         if not permissive:
             raise
         warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
         return None, {}
-    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source)
+    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source,
+                                        value)
     estimate, found = (pipeline or config.pipeline()).run(micrograph,
                                                               network_fn(run, config, source))
     estimate *= np.float32(percentile)

@@ -166,9 +166,10 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list,
     import numpy as np
 
     from cryostream.matched import estimate_noise, tile_for
+    from cryostream.preprocess import image_statistics
 
     total = halves[0][1] + halves[1][1]
-    scale = float(np.percentile(total, percentile))
+    scale = image_statistics(total, percentile)[0]
     if not (np.isfinite(scale) and scale > 0 and total.max() > total.min()):
         return micrograph.pipeline(config)
     total = total / np.float32(scale)

@@ -109,24 +109,73 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
 
 
 def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles):
-    network = load_network(run)
     m, _, _ = block_info[0]["chunk-location"]
     image = block[0] * np.float32(1.0 / percentiles[m])
-    height, width = image.shape[0] - 2 * halo, image.shape[1] - 2 * halo
+    return _through_network(load_network(run), [image], tile, halo, batch_size)[0][None]
+
+
+def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int) -> list:
+    """The network's output over the core of each slab (a band with its ``halo`` on every
+    side), in windows of ``(tile + 2·halo)²`` batched ``batch_size`` at a time within a slab.
+    The next batch is sent while the device computes the last one (JAX dispatches
+    asynchronously), so host-to-device copies, compute and copies back overlap."""
     side = tile + 2 * halo
-    jobs = [(ry, rx) for ry in tile_cores(height, tile, network.config.multiple)
-            for rx in tile_cores(width, tile, network.config.multiple)]
-    out = np.empty((height, width), dtype=np.float32)
-    for first in range(0, len(jobs), batch_size):
-        chunk = jobs[first : first + batch_size]
+    multiple = network.config.multiple
+    outs, batches = [], []
+    for index, slab in enumerate(slabs):
+        height, width = slab.shape[0] - 2 * halo, slab.shape[1] - 2 * halo
+        outs.append(np.empty((height, width), dtype=np.float32))
+        jobs = [(ry, rx) for ry in tile_cores(height, tile, multiple)
+                for rx in tile_cores(width, tile, multiple)]
+        batches += [(index, jobs[first : first + batch_size])
+                    for first in range(0, len(jobs), batch_size)]
+
+    def send(index, chunk):
         windows = np.zeros((batch_size, side, side, 1), dtype=np.float32)
         for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
-            windows[i, ..., 0] = image[wy : wy + side, wx : wx + side]
-        result = np.asarray(network.apply(network.params, windows))[..., 0]
-        for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
-            out[y0:y1, x0:x1] = result[i, halo + y0 - wy : halo + y1 - wy,
-                                       halo + x0 - wx : halo + x1 - wx]
-    return out[None]
+            windows[i, ..., 0] = slabs[index][wy : wy + side, wx : wx + side]
+        return network.apply(network.params, windows)
+
+    pending = None
+    for number, (index, chunk) in enumerate(batches):
+        sent = (index, chunk, send(index, chunk))
+        if pending is not None:
+            _place(outs, *pending, halo)
+        pending = sent
+        if number == len(batches) - 1:
+            _place(outs, *pending, halo)
+    return outs
+
+
+def _place(outs: list, index: int, chunk: list, result, halo: int) -> None:
+    """Copy a batch's window cores back into slab ``index``'s output."""
+    result = np.asarray(result)[..., 0]
+    for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
+        outs[index][y0:y1, x0:x1] = result[i, halo + y0 - wy : halo + y1 - wy,
+                                           halo + x0 - wx : halo + x1 - wx]
+
+
+def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
+    """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape``: the defaults
+    filled in and checked (:func:`denoise_array`)."""
+    config = load_network(run).config
+    m = config.multiple
+    halo = default_halo(config) if halo is None else halo
+    if tile is None:
+        tile = auto_tile(shape, config, halo)
+    if tile % m or halo % m:
+        raise ConfigError(f"tile={tile}, halo={halo}: both must be multiples of {m} for this model")
+    if halo < receptive_radius(config):
+        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
+                          f"{receptive_radius(config)}")
+    ny, nx = shape
+    if min(ny, nx) < tile:
+        raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
+    if halo > tile:
+        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile")
+    heights = band_heights(ny, tile)
+    per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
+    return tile, halo, device_batch(batch_size, per_band, tile + 2 * halo), heights
 
 
 def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int | None = None,
@@ -137,24 +186,7 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
     picks the cheapest tile for the backend (:func:`auto_tile`). Windows per device call are
     at most ``batch_size``, the windows of one band and a memory cap for the backend.
     """
-    config = load_network(str(run)).config
-    m = config.multiple
-    halo = default_halo(config) if halo is None else halo
-    if tile is None:
-        tile = auto_tile(stack.shape[1:], config, halo)
-    if tile % m or halo % m:
-        raise ConfigError(f"tile={tile}, halo={halo}: both must be multiples of {m} for this model")
-    if halo < receptive_radius(config):
-        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
-                          f"{receptive_radius(config)}")
-    ny, nx = stack.shape[1:]
-    if min(ny, nx) < tile:
-        raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
-    if halo > tile:
-        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile")
-    heights = band_heights(ny, tile)
-    per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
-    batch_size = device_batch(batch_size, per_band, tile + 2 * halo)
+    tile, halo, batch_size, heights = _layout(str(run), stack.shape[1:], tile, halo, batch_size)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
@@ -167,9 +199,11 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
 
 def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: int | None = None,
                  batch_size: int = 8) -> np.ndarray:
-    """The network's output for one normalised 2-D micrograph, computed here (float32)."""
-    import dask.array as da
-
-    stack = da.from_array(image[None], chunks=(1, -1, -1))
-    return denoise_array(stack, run, [1.0], tile=tile, halo=halo,
-                         batch_size=batch_size).compute(scheduler="sync")[0]
+    """The network's output for one normalised 2-D micrograph, computed here (float32): the
+    same bands, windows and batches as :func:`denoise_array`, without a task graph, every
+    band's windows in one stream to the device."""
+    tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size)
+    padded = np.pad(image, halo, mode="symmetric")  # Dask's "reflect" boundary
+    starts = np.cumsum((0, *heights[:-1]))
+    slabs = [padded[y : y + h + 2 * halo] for y, h in zip(starts, heights, strict=True)]
+    return np.concatenate(_through_network(load_network(run), slabs, tile, halo, batch_size))
