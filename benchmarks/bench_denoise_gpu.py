@@ -64,7 +64,7 @@ def main() -> None:
 
     from cryostream.config import DenoiseConfig
     from cryostream.denoise import auto_tile, default_halo, denoise, load_network, tile_cores
-    from cryostream.denoise.tiling import device_batch
+    from cryostream.denoise.tiling import device_batch, to_device, to_host
 
     log = stamped_log()
     out, work = Path(args.out), Path(args.work)
@@ -100,13 +100,13 @@ def main() -> None:
         batches = [np.stack(windows[i : i + batch] + [windows[0]] * max(0, i + batch - n))
                    [..., None] for i in range(0, n, batch)]
         t = time.perf_counter()
-        jax.block_until_ready(apply(params, batches[0]))
+        jax.block_until_ready(apply(params, to_device(batches[0])))
         compile_s = time.perf_counter() - t
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            outs = [apply(params, b) for b in batches]
-            jax.block_until_ready(outs)
+            outs = [apply(params, to_device(b)) for b in batches]
+            outs = [to_host(o) for o in outs]
             times.append(time.perf_counter() - t)
         device_s = float(np.median(times[1:]))
         log(f"tile {tile} (+{halo} halo): {n} windows of {side}², compile {compile_s:.0f} s, "
