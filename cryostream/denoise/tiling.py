@@ -118,9 +118,13 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
     """The network's output over the core of each slab (a band with its ``halo`` on every
     side), in windows of ``(tile + 2·halo)²`` batched ``batch_size`` at a time within a slab.
     The next batch is sent while the device computes the last one (JAX dispatches
-    asynchronously), so host-to-device copies, compute and copies back overlap."""
+    asynchronously), so host-to-device copies, compute and copies back overlap. Only the part
+    of each window that can hold its core, ``(tile + multiple)²`` from the halo on, comes
+    back: a core is at most ``tile + multiple − 1`` wide (the last window along an axis
+    starts at a multiple of the pooling factor, :func:`tile_cores`), and ``halo ≥ multiple``."""
     side = tile + 2 * halo
     multiple = network.config.multiple
+    kept = slice(halo, halo + tile + multiple)
     outs, batches = [], []
     for index, slab in enumerate(slabs):
         height, width = slab.shape[0] - 2 * halo, slab.shape[1] - 2 * halo
@@ -134,16 +138,16 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
         windows = np.zeros((batch_size, side, side, 1), dtype=np.float32)
         for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
             windows[i, ..., 0] = slabs[index][wy : wy + side, wx : wx + side]
-        return network.apply(network.params, to_device(windows))
+        return network.apply(network.params, to_device(windows))[:, kept, kept, 0]
 
     pending = None
     for number, (index, chunk) in enumerate(batches):
         sent = (index, chunk, send(index, chunk))
         if pending is not None:
-            _place(outs, *pending, halo)
+            _place(outs, *pending)
         pending = sent
         if number == len(batches) - 1:
-            _place(outs, *pending, halo)
+            _place(outs, *pending)
     return outs
 
 
@@ -156,17 +160,17 @@ def to_device(array: np.ndarray):
 
 
 def to_host(array) -> np.ndarray:
-    """A device array as NumPy (the copy back measured 1.2 GB/s on an H200: the next thing
-    to speed up there)."""
+    """A device array as NumPy (the copy back measured 1.2 GB/s on an H200, so only the
+    windows' cores come back)."""
     return np.asarray(array)
 
 
-def _place(outs: list, index: int, chunk: list, result, halo: int) -> None:
-    """Copy a batch's window cores back into slab ``index``'s output."""
-    result = to_host(result)[..., 0]
+def _place(outs: list, index: int, chunk: list, result) -> None:
+    """Copy a batch's window cores (``result``: each window from its halo on) back into slab
+    ``index``'s output."""
+    result = to_host(result)
     for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
-        outs[index][y0:y1, x0:x1] = result[i, halo + y0 - wy : halo + y1 - wy,
-                                           halo + x0 - wx : halo + x1 - wx]
+        outs[index][y0:y1, x0:x1] = result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx]
 
 
 def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
