@@ -31,7 +31,8 @@ from cryostream.spectral import (
     welch_spectrum,
 )
 
-__all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain"]
+__all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain",
+           "ctf_gain_grid"]
 
 
 class CTFFallbackWarning(UserWarning):
@@ -185,7 +186,7 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
 
 
 def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
-                    low_angstrom: float = 20.0, band_width: float = 1 / 64):
+                    low_angstrom: float = 20.0, band_width: float = 1 / 64, grid=None):
     """The Wiener gain ``S / (S + B)`` of every ``rfft2`` coefficient above ``low_angstrom``,
     with the signal power following the fitted CTF.
 
@@ -194,18 +195,27 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     ``A ≥ 0``): the signal is ``A·CTF²``, and ``B`` holds the noise and whatever does not
     follow the CTF. (Narrower bands follow the envelope closer but fit ``A`` and ``B`` on
     fewer coefficients: on simulated 2048² micrographs 1/64 beat 1/128 and 1/256.)
-    Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the boolean mask of
-    the coefficients they hold for (the rest: below ``low_angstrom``).
+    ``grid``: :func:`ctf_gain_grid` of the same ``shape``, ``fit`` and bands, made once for
+    several spectra. Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the
+    boolean mask of the coefficients they hold for (the rest: below ``low_angstrom``).
     """
+    mask, c2, band, bands = grid or ctf_gain_grid(shape, fit, low_angstrom=low_angstrom,
+                                                  band_width=band_width)
+    power = (spectrum.real**2 + spectrum.imag**2).ravel()
+    a, b = _band_regression(power, c2.ravel().astype(np.float64), band, bands)[:2]
+    signal = a[band].reshape(c2.shape) * c2
+    gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
+    return np.where(mask, gain, 0).astype(np.float32), mask
+
+
+def ctf_gain_grid(shape: tuple[int, int], fit: CTFFit, *, low_angstrom: float = 20.0,
+                  band_width: float = 1 / 64) -> tuple:
+    """What :func:`ctf_wiener_gain` needs that no spectrum changes: the mask of coefficients
+    above ``low_angstrom``, ``CTF²``, each coefficient's band and the number of bands."""
     ring = ring_index(shape, "rfft", dtype=np.float32)
     k2, _ = _grid(shape, fit.pixel_size_angstrom)
     mask = k2 >= (1 / low_angstrom) ** 2
     mask[0, 0] = False
     c2 = ctf_squared(shape, fit)
     band = (ring // max(1, round(band_width * min(shape)))).ravel()
-    bands = int(band.max()) + 1
-    power = (spectrum.real**2 + spectrum.imag**2).ravel()
-    a, b = _band_regression(power, c2.ravel().astype(np.float64), band, bands)[:2]
-    signal = a[band].reshape(c2.shape) * c2
-    gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
-    return np.where(mask, gain, 0).astype(np.float32), mask
+    return mask, c2, band, int(band.max()) + 1

@@ -131,6 +131,30 @@ def test_gain_is_a_wiener_gain(simulated):
     assert np.all(gain[~mask] == 0)
 
 
+def test_shared_transforms_give_each_gain_bit_for_bit(simulated):
+    """wiener_gain_outputs (one set of transforms for several gains) and the check built on it
+    give exactly what match_wiener_gain and two separate recorruption scores give."""
+    from cryostream.ctf import ctf_gain_grid
+    from cryostream.denoise.corrections import wiener_gain_outputs
+    from cryostream.denoise.scores import ctf_gain_check, recorruption_scores
+
+    noisy = simulated[0][0]
+    fit = simulated.fit(0)
+    noise = estimate_noise(noisy, PIXEL)
+    estimate = noisy * np.float32(0.8) + np.float32(0.05)
+    for image in (noisy, estimate):
+        radial, shaped, gridded = wiener_gain_outputs(
+            image, noisy, noise, [None, fit, (fit, ctf_gain_grid(noisy.shape, fit))])
+        np.testing.assert_array_equal(radial, match_wiener_gain(image, noisy, noise))
+        np.testing.assert_array_equal(shaped, match_wiener_gain(image, noisy, noise, ctf=fit))
+        np.testing.assert_array_equal(gridded, shaped)
+    recorrupted = noise.scaled(math.sqrt(1 + 0.5**2))
+    separate = recorruption_scores(
+        [lambda y: match_wiener_gain(y, y, recorrupted, ctf=fit),
+         lambda y: match_wiener_gain(y, y, recorrupted)], noisy, noise)
+    assert ctf_gain_check(noisy, noise, fit) == separate[0] - separate[1]
+
+
 def test_fit_errors():
     with pytest.raises(ConfigError, match="512"):
         fit_ctf(np.zeros((256, 256), np.float32), PIXEL)

@@ -9,7 +9,7 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["n2n_alpha2", "check_correctable", "n2n_correct", "keep_input_mean",
-           "clamp_negative_rings", "match_wiener_gain", "dihedral_mean"]
+           "clamp_negative_rings", "match_wiener_gain", "wiener_gain_outputs", "dihedral_mean"]
 
 
 def check_correctable(record) -> None:
@@ -119,32 +119,48 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
     astigmatism instead of averaging over each ring.
     """
+    return wiener_gain_outputs(estimate, noisy, noise, [ctf],
+                               min_coefficients=min_coefficients)[0]
+
+
+def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: list, *,
+                        min_coefficients: int = 128) -> list[np.ndarray]:
+    """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
+    gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
+    :func:`~cryostream.ctf.ctf_gain_grid` made once), from one set of Fourier transforms:
+    each output is bit for bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
+    ``noisy`` itself (the Wiener filter of the micrograph) is transformed once."""
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression, wiener_gain
 
+    same = estimate is noisy
     noisy = np.asarray(noisy, np.float32)
-    estimate = np.asarray(estimate, np.float32)
+    estimate = noisy if same else np.asarray(estimate, np.float32)
     ny, nx = noisy.shape
     ring, merged, weight = merge_rings((ny, nx), min_coefficients)
     bins = merged[ring]
     y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
-    e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
+    e = y if same else scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
     gain, power = ring_regression(e, y, bins, weight)
     # the measured noise of each ring, summed per bin with the same coefficient weights
     ring_weight = np.bincount(ring.ravel(), weight.ravel(), minlength=merged.size)
     noise_power = np.bincount(merged, ring_weight * noise.ring_power((ny, nx), merged.size))
-    change = wiener_gain(power, noise_power) - gain
-    change[0] = 0.0
-    change = change.astype(np.float32)[bins]
-    if ctf is not None:
-        from cryostream.ctf import ctf_wiener_gain
+    radial = wiener_gain(power, noise_power) - gain
+    radial[0] = 0.0
+    radial = radial.astype(np.float32)[bins]
+    outs = []
+    for ctf in ctfs:
+        change = radial
+        if ctf is not None:
+            from cryostream.ctf import ctf_wiener_gain
 
-        shaped, above = ctf_wiener_gain(y, (ny, nx), ctf)
-        change = np.where(above, shaped - gain.astype(np.float32)[bins], change)
-    e += change * y
-    out = scipy.fft.irfft2(e, s=(ny, nx), workers=-1)
-    return (out + np.float32(noisy.mean())).astype(np.float32)
+            fit, grid = ctf if isinstance(ctf, tuple) else (ctf, None)
+            shaped, above = ctf_wiener_gain(y, (ny, nx), fit, grid=grid)
+            change = np.where(above, shaped - gain.astype(np.float32)[bins], radial)
+        out = scipy.fft.irfft2(e + change * y, s=(ny, nx), workers=-1)
+        outs.append((out + np.float32(noisy.mean())).astype(np.float32))
+    return outs
 
 
 def dihedral_mean(fn, image: np.ndarray) -> np.ndarray:

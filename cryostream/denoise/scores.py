@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from cryostream.denoise.corrections import match_wiener_gain
+from cryostream.denoise.corrections import wiener_gain_outputs
 from cryostream.errors import ConfigError
 
 __all__ = ["recorruption_score", "recorruption_scores", "ctf_gain_check", "calibrate_rings"]
@@ -27,16 +27,24 @@ def recorruption_scores(pipelines, noisy: np.ndarray, noise, *, draws: int = 2, 
                         seed: int = 0) -> list[float]:
     """:func:`recorruption_score` of several pipelines on the same noise draws, each drawn once:
     differences of the scores are paired comparisons."""
+    return _paired_scores(lambda image: [p(image) for p in pipelines], len(pipelines), noisy,
+                          noise, draws=draws, beta=beta, seed=seed)
+
+
+def _paired_scores(outputs, count: int, noisy: np.ndarray, noise, *, draws: int, beta: float,
+                   seed: int) -> list[float]:
+    """The recorruption scores of ``count`` denoisers that ``outputs(image)`` runs together
+    (a list of their estimates), on the same draws."""
     from cryostream.matched import matched_noise_image
 
     _check_draws(draws, beta)
     noisy = np.asarray(noisy, np.float32)
-    totals = [0.0] * len(pipelines)
+    totals = [0.0] * count
     for k in range(draws):
         m = matched_noise_image(noisy, noise, seed=seed * 1000 + k)
         up, down = noisy + np.float32(beta) * m, noisy - m / np.float32(beta)
-        for i, pipeline in enumerate(pipelines):
-            out = np.asarray(pipeline(up), np.float32)
+        for i, out in enumerate(outputs(up)):
+            out = np.asarray(out, np.float32)
             totals[i] += float(np.mean((out - down).astype(np.float64) ** 2))
     return [total / draws for total in totals]
 
@@ -72,16 +80,16 @@ def ctf_gain_check(noisy: np.ndarray, noise, fit, *, draws: int = 2, beta: float
     and −4e-6. ``noise`` is the micrograph's :class:`~cryostream.matched.NoiseEstimate` in the
     units of ``noisy``.
     """
+    from cryostream.ctf import ctf_gain_grid
+
     recorrupted = noise.scaled(math.sqrt(1 + beta**2))  # the noise of y + β·m
+    shaped = (fit, ctf_gain_grid(np.shape(noisy), fit))  # made once for every draw
 
-    def shaped(image):
-        return match_wiener_gain(image, image, recorrupted, ctf=fit)
+    def both(image):  # the CTF-shaped and the radial Wiener filters, from one transform
+        return wiener_gain_outputs(image, image, recorrupted, [shaped, None])
 
-    def radial(image):
-        return match_wiener_gain(image, image, recorrupted)
-
-    shaped_score, radial_score = recorruption_scores([shaped, radial], noisy, noise,
-                                                     draws=draws, beta=beta, seed=seed)
+    shaped_score, radial_score = _paired_scores(both, 2, noisy, noise, draws=draws, beta=beta,
+                                                seed=seed)
     return shaped_score - radial_score
 
 
