@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 __all__ = ["ENV", "AUTOTUNE_FOLDER", "cache_folder", "enable_compile_cache",
@@ -79,11 +80,22 @@ def enable_compile_cache() -> str | None:
     return _enabled
 
 
+_installed: set[str] = set()
+_install_lock = threading.Lock()
+
+
 def _install_on_gpu(folder: Path) -> None:
+    """The shipped autotuning results into ``folder``, once per folder and process, where JAX
+    has XLA keep its autotuning in the cache and the backend is a GPU."""
     import jax
 
     caches = str(getattr(jax.config, "jax_persistent_cache_enable_xla_caches", "") or "")
-    if AUTOTUNE_FOLDER in caches and jax.default_backend() in ("gpu", "cuda"):
+    if not (caches == "all" or AUTOTUNE_FOLDER in caches):
+        return
+    with _install_lock:  # denoise's threads load the network together
+        if str(folder) in _installed or jax.default_backend() not in ("gpu", "cuda"):
+            return
+        _installed.add(str(folder))
         install_autotune_results(folder)
 
 
@@ -92,6 +104,8 @@ def install_autotune_results(folder: Path) -> int:
     ``folder`` (its :data:`AUTOTUNE_FOLDER`), never replacing a file already there; the number
     of files added. A folder that cannot be written is left as it is, with one log line."""
     import tarfile
+    import tempfile
+    import zlib
     from importlib import resources
 
     added = 0
@@ -111,13 +125,21 @@ def install_autotune_results(folder: Path) -> int:
                         continue
                     out.parent.mkdir(parents=True, exist_ok=True)
                     data = tar.extractfile(member).read()
-                    partial = out.with_name(out.name + ".partial")
-                    partial.write_bytes(data)
-                    partial.replace(out)
+                    # a temporary file of its own, renamed: a process unpacking beside this
+                    # one writes the same bytes, and XLA never reads half a file
+                    handle, partial = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".",
+                                                       suffix=".partial")
+                    try:
+                        with os.fdopen(handle, "wb") as file:
+                            file.write(data)
+                        os.replace(partial, out)
+                    except BaseException:
+                        Path(partial).unlink(missing_ok=True)
+                        raise
                     added += 1
-        except OSError as exc:
+        except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             logging.getLogger("cryostream").info(
                 "shipped autotuning results not installed in %s (%s): the first compile on "
-                "this GPU autotunes", target, exc.strerror or exc)
+                "this GPU autotunes", target, getattr(exc, "strerror", None) or exc)
             break
     return added

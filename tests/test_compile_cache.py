@@ -62,3 +62,25 @@ def test_a_cache_folder_that_cannot_be_written_keeps_the_autotuning_out(tmp_path
         assert install_autotune_results(folder) == 0
     assert "first compile on this GPU autotunes" in caplog.text
     assert folder.read_text() == "not a folder"
+
+
+def test_threads_unpacking_together_each_file_once_and_quietly(tmp_path, caplog):
+    """denoise's threads load the network together: installs racing into one folder leave
+    every file whole, count each once, leave no temporary file and log nothing."""
+    import concurrent.futures
+    import logging
+
+    from cryostream.compile_cache import AUTOTUNE_FOLDER, install_autotune_results
+
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            added = list(pool.map(install_autotune_results, [tmp_path] * 4))
+    files = sorted((tmp_path / AUTOTUNE_FOLDER).rglob("*"))
+    whole = [f for f in files if f.is_file()]
+    assert not [f for f in whole if f.name.endswith(".partial")]
+    assert sum(added) >= len(whole) > 100  # a file two threads both wrote counts twice
+    assert "not installed" not in caplog.text
+    alone = tmp_path / "alone"
+    install_autotune_results(alone)
+    for f in whole:
+        assert f.read_bytes() == (alone / f.relative_to(tmp_path)).read_bytes()

@@ -55,10 +55,10 @@ def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
     """The :class:`Micrograph` the steps see (the pixels divided by the run's percentile, as in
     training) and that percentile (``percentile``: already computed by
     :func:`check_micrograph`)."""
-    if percentile is None:
-        from cryostream.preprocess import percentile as exact_percentile
+    if percentile is None:  # NaN for an image with NaN or Inf pixels, as NumPy's
+        from cryostream.preprocess import image_statistics
 
-        percentile = exact_percentile(image, record.prepare.percentile)
+        percentile = image_statistics(image, record.prepare.percentile)[0]
     return Micrograph(image / np.float32(percentile), pixel_size_angstrom, record,
                       source=str(source)), percentile
 
