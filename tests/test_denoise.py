@@ -9,6 +9,7 @@ import mrcfile
 import numpy as np
 import pytest
 import scipy.ndimage
+from conftest import write_mrc
 
 import cryostream
 from cryostream import PrepareConfig
@@ -116,6 +117,43 @@ def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     # no files; the same result
     again = denoise(run, sim.micrographs, config=DenoiseConfig.raw(tile=64), workers=1)
     np.testing.assert_allclose(again.values, out.values, rtol=1e-5)
+
+
+def test_a_rerun_keeps_finished_outputs_and_remakes_one_whose_input_changed(trained, tmp_path,
+                                                                           caplog):
+    """Motion correction run again rewrites a micrograph under the same name: the rerun
+    notices (its size or time of modification), says so and denoises it again; the others
+    are kept as they were. An output recorded before inputs were stamped is kept too."""
+    import logging
+    import os
+    import shutil
+
+    run, sim = trained
+    inputs = []
+    for i, source in enumerate(sim.micrographs[:2]):
+        inputs.append(tmp_path / f"mic_{i}.mrc")
+        shutil.copy(source, inputs[-1])
+    out = tmp_path / "den"
+    config = DenoiseConfig.raw(tile=64)
+    denoise(run, inputs, out, config=config, workers=1)
+    before = {p.name: p.read_bytes() for p in out.glob("mic_*.mrc")}
+    # the first micrograph remade: other pixels, a later time
+    write_mrc(inputs[0], mrcfile.read(sim.micrographs[2]), pixel_size=0.6575)
+    stat = inputs[0].stat()
+    os.utime(inputs[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        again = denoise(run, inputs, out, config=config, workers=1)
+    assert "mic_0.mrc: the input changed" in caplog.text and again.attrs["kept"] == 1
+    assert (out / "mic_0.mrc").read_bytes() != before["mic_0.mrc"]
+    assert (out / "mic_1.mrc").read_bytes() == before["mic_1.mrc"]
+    fresh = denoise(run, inputs[:1], config=config, workers=1)
+    np.testing.assert_array_equal(mrcfile.read(out / "mic_0.mrc"), fresh.values[0])
+    # a record without stamps (an older cryostream) still counts as finished
+    sidecar = out / "mic_1.json"
+    record = json.loads(sidecar.read_text())
+    del record["input_files"]
+    sidecar.write_text(json.dumps(record))
+    assert denoise(run, inputs, out, config=config, workers=1).attrs["kept"] == 2
 
 
 def test_n2n_correction_recovers_the_clean_conditional_mean():

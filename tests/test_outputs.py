@@ -29,3 +29,13 @@ def test_the_steps_are_named_by_the_options_that_turn_them_on(options, steps):
     label = history_label("/data/runs/general_model.npz", config)
     assert label == "cryostream denoise general_model.npz" + (f" {'+'.join(steps)}" if steps
                                                               else "")
+
+
+def test_the_label_names_the_radial_gain_where_the_ctf_check_failed():
+    """The label says what was applied: a CTF-shaped gain that failed its check (NAME.json:
+    ``ctf_used`` false) was the radial Wiener gain."""
+    config = DenoiseConfig(n2n_correction=False, ctf_gain=True, ensemble=True)
+    run = "/data/runs/general_model.npz"
+    assert history_label(run, config, {"ctf_used": True}).endswith(" ensemble+ctf_gain")
+    assert history_label(run, config, {"ctf_used": False}).endswith(" ensemble+wiener_gain")
+    assert history_label(run, config, {}).endswith(" ensemble+ctf_gain")  # nothing found yet

@@ -231,7 +231,7 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
     if estimate is not None and plan is not None:
         like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
-                                history_label(run, config),
+                                history_label(run, config, found),
                                 output_record(run, config, micrograph.source, found,
                                               micrograph.given(), _computed_on(run)),
                                 dtype=config.output_dtype, like=like)

@@ -18,7 +18,7 @@ from cryostream.errors import ConfigError, StoreError
 STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
-           "write_output", "same_record", "output_identity", "output_record", "recipe_steps",
+           "write_output", "same_record", "input_changed", "output_identity", "output_record", "recipe_steps",
            "history_label", "made_by_denoise"]
 
 
@@ -43,7 +43,23 @@ def same_record(sidecar: Path, record: dict) -> bool:
     except (OSError, ValueError):
         return False
     keys = ("run", "input", "config", "given")
-    return isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+    if not (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)):
+        return False
+    # an output made before inputs were stamped (no "input_files") is taken as it is
+    return found.get("input_files", record.get("input_files")) == record.get("input_files")
+
+
+def input_changed(sidecar: Path, record: dict) -> bool:
+    """Whether ``sidecar`` is the record of an output of the same run, config and input
+    whose input file has changed since (its size or time of modification): the output is
+    stale, and denoise makes it again."""
+    try:
+        found = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    keys = ("run", "input", "config", "given")
+    return (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+            and "input_files" in found and found["input_files"] != record.get("input_files"))
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
@@ -82,7 +98,14 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
         sidecar = path.with_suffix(".json")
         done = path.is_file() and same_record(sidecar, record)
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
-        if path.exists() and not done and not unfinished and not overwrite:
+        stale = path.is_file() and input_changed(sidecar, record)
+        if stale:
+            import logging
+
+            logging.getLogger("cryostream").info(
+                "%s: the input changed since %s was made (size or time of modification); "
+                "denoising it again", source, path)
+        if path.exists() and not done and not unfinished and not stale and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
                               "these options; pass --overwrite to replace it, or choose another "
                               "output folder (-o)")
@@ -197,15 +220,28 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
 
 
 def output_identity(run, config, source: str, given: dict | None = None) -> dict:
-    """What makes two outputs the same: the run, the input, the config (JSON values) and
+    """What makes two outputs the same: the run, the input, the config (JSON values),
     ``given``: what came from elsewhere than the input's file and the config (a STAR file's
-    pixel size and defocus, ``--pixel-size``, the odd half), left out when there is none."""
+    pixel size and defocus, ``--pixel-size``, the odd half), left out when there is none, and
+    ``input_files``: the size and time of modification of the input (and its odd half)."""
     from cryostream.config import to_dict
 
     identity = {"run": str(run), "input": str(source), "config": to_dict(config)}
     if given:
         identity["given"] = given
+    files = [str(source)] + ([str(given["odd"])] if given and given.get("odd") else [])
+    identity["input_files"] = [_stamp(f) for f in files]
     return identity
+
+
+def _stamp(path: str) -> dict:
+    """A file's size and time of modification (ns): what tells a remade input (motion
+    correction run again) from the one an output was made of."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {"bytes": None, "modified_ns": None}
+    return {"bytes": st.st_size, "modified_ns": st.st_mtime_ns}
 
 
 def output_record(run, config, source: str, found: dict, given: dict | None = None,
@@ -243,9 +279,13 @@ _OPTION_OF_STEP = {"n2n_correction": "n2n_correction", "ring_clamp": "n2n_clamp"
                    "keep_input_mean": None, "wiener_gain": "wiener_gain"}
 
 
-def history_label(run: str, config) -> str:
-    """The MRC history label: the run's name and the steps applied (:func:`recipe_steps`)."""
+def history_label(run: str, config, found: dict | None = None) -> str:
+    """The MRC history label: the run's name and the steps applied (:func:`recipe_steps`).
+    With ``found`` (what the steps found on the micrograph), a CTF-shaped gain whose check
+    failed is named as what was applied instead: ``wiener_gain``, the radial gain."""
     steps = recipe_steps(config)
+    if found and found.get("ctf_used") is False and "ctf_gain" in steps:
+        steps[steps.index("ctf_gain")] = "wiener_gain"
     from cryostream.denoise.network import model_name
 
     return f"cryostream denoise {model_name(run)}" + (f" {'+'.join(steps)}" if steps else "")
