@@ -290,8 +290,9 @@ def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
         except InvalidMicrographError as exc:
             if not permissive:
                 raise
-            skipped.append({"path": h.path, "reason": str(exc)})
-            warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=3)
+            skipped.append({"path": h.path, "reason": f"{exc.path}: {exc.problem}"})
+            warnings.warn(f"skipping {exc.path}: {exc.problem}", MicrographSkippedWarning,
+                          stacklevel=3)
     if halves is not None:
         for i in [i for i in usable if halves.partner(i) not in usable]:
             skipped.append({"path": headers[i].path, "reason": "its other half "

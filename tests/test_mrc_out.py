@@ -280,7 +280,33 @@ def test_a_half_with_nan_pixels_stops_or_skips_its_pair_before_any_work(tiny_run
     err = capsys.readouterr().err
     assert "a_ODD.mrc: holds NaN or Inf pixels" in err and "Warning" not in err
     assert not list((tmp_path / "strict").glob("*.mrc"))
-    with pytest.warns(MicrographSkippedWarning, match="and its other half .*a_EVN.mrc"):
+    with pytest.warns(MicrographSkippedWarning, match="and its other half .*a_EVN.mrc") as seen:
         assert _denoise(tiny_run, [halves / "a_EVN.mrc"], tmp_path / "lenient", "--odd",
                         halves / "a_ODD.mrc", "--ctf-gain", "--permissive") == 2
-    assert "no usable micrograph left" in capsys.readouterr().err
+    assert not [w for w in seen if "--permissive" in str(w.message)]  # it was given
+    err = capsys.readouterr().err
+    assert "no usable micrograph left" in err
+    assert not (tmp_path / "lenient").exists()  # the folder this call made, empty: removed
+
+
+def test_the_summary_counts_what_permissive_skipped(tiny_run, tmp_path, capsys):
+    """One good and one NaN micrograph with --permissive: status 0, the skipped one named in a
+    warning without the advice to pass --permissive, and counted on the summary line."""
+    from conftest import write_mrc
+
+    good = tmp_path / "in" / "good.mrc"
+    good.parent.mkdir()
+    image = mrcfile.read(tiny_run.sim.micrographs[0])
+    write_mrc(good, image, pixel_size=0.6575)
+    bad = image.copy()
+    bad[3, 3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's note on NaN
+        write_mrc(tmp_path / "in" / "bad.mrc", bad, pixel_size=0.6575)
+    capsys.readouterr()
+    with pytest.warns(MicrographSkippedWarning, match="bad.mrc: holds NaN") as seen:
+        assert _denoise(tiny_run, [good, tmp_path / "in" / "bad.mrc"], tmp_path / "out",
+                        "--permissive") == 0
+    assert not [w for w in seen if "--permissive" in str(w.message)]
+    out = capsys.readouterr().out
+    assert "denoised 1 micrograph into" in out and "(1 skipped: see the warnings)" in out

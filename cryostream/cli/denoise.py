@@ -159,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start
+    skipped = result.attrs.get("skipped", 0)
+    rate = (f"{n / seconds:.2f} micrographs/s" if n >= seconds
+            else f"{seconds / max(n, 1):.1f} s per micrograph")
     print(f"denoised {n} micrograph{'' if n == 1 else 's'} into {args.output}"
           + (f" ({kept} finished earlier, kept)" if kept else "")
-          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {n / seconds:.2f} "
-          f"micrographs/s, peak memory {peak_rss_mb():,.0f} MB")
+          + (f" ({skipped} skipped: see the warnings)" if skipped else "")
+          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {rate}, peak memory "
+          f"{peak_rss_mb():,.0f} MB")
     return 0

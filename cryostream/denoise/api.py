@@ -230,12 +230,13 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                                                                 len(micrographs) - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
                     results = _finish(pool, job, todo)
+        if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
+            raise InvalidMicrographError("<inputs>", "no usable micrograph left",
+                                         "see the warnings")
     except BaseException:
         if made is not None and not any(made.iterdir()):
             made.rmdir()  # the folder this call made holds nothing: leave no trace
         raise
-    if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
-        raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     return _result(micrographs, plans, todo, results, gathered, output)
 
 
@@ -275,5 +276,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
     write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
     result = open_micrographs([done[m.source] for m in kept], chunks=-1,
                               pixel_size_angstrom=one_size)
+    skipped = len(gathered.skipped) + len(micrographs) - len(kept)
     return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
-                               pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept])
+                               pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept],
+                               skipped=skipped)

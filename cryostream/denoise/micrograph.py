@@ -109,7 +109,8 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
     except InvalidMicrographError as exc:
         if not permissive:
             raise
-        warnings.warn(f"skipping {exc}", MicrographSkippedWarning, stacklevel=2)
+        warnings.warn(f"skipping {exc.path}: {exc.problem}", MicrographSkippedWarning,
+                      stacklevel=2)
         return None, {}
     micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source,
                                         value)
@@ -193,7 +194,7 @@ def _halves_usable(halves: list, run: str, config: DenoiseConfig, permissive: bo
         except InvalidMicrographError as exc:
             if not permissive:
                 raise
-            warnings.warn(f"skipping {exc} (and its other half {other})",
+            warnings.warn(f"skipping {exc.path}: {exc.problem} (and its other half {other})",
                           MicrographSkippedWarning, stacklevel=3)
             return False
     return True

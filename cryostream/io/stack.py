@@ -123,7 +123,7 @@ def read_headers(
         except InvalidMicrographError as exc:
             if not permissive:
                 raise
-            skip(p, str(exc))
+            skip(p, f"{exc.path}: {exc.problem}")
     if headers:
         if permissive:
             shape = collections.Counter(h.shape for h in headers).most_common(1)[0][0]
@@ -142,7 +142,7 @@ def read_headers(
             )
             if not permissive:
                 raise exc
-            skip(h.path, str(exc))
+            skip(h.path, f"{exc.path}: {exc.problem}")
         headers = kept
     if not headers:
         raise InvalidMicrographError(
