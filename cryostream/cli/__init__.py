@@ -94,7 +94,9 @@ def _one_line_warnings() -> None:
 
     def formatwarning(message, category, filename, lineno, line=None):
         if category.__module__.startswith("cryostream"):
-            return f"cryostream: warning: {message}\n"
+            from cryostream.cli.common import for_the_command_line
+
+            return f"cryostream: warning: {for_the_command_line(message)}\n"
         return plain(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatwarning

@@ -266,7 +266,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except CryostreamError as exc:
-        print(f"cryostream {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cryostream {args.command}: error: {for_the_command_line(exc)}",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a folder that cannot be written, a file that vanished
         where = f"{exc.filename}: " if exc.filename else ""
@@ -281,3 +282,11 @@ def run_command(args: argparse.Namespace) -> int:
         if soft:
             signal.signal(signal.SIGINT, signal.default_int_handler if handler is None
                           else handler)
+
+
+def for_the_command_line(message: object) -> str:
+    """An error or warning as the command line shows it: without the Python forms of the
+    options it names (`` (Python: permissive=True)``), which mean something only in a script."""
+    import re
+
+    return re.sub(r" \(Python: [^()]*\)", "", str(message))

@@ -66,7 +66,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     change steps one by one."""
     parser.add_argument("--raw", action="store_true",
                         help="the network's output as it is: no correction, gain or ensemble "
-                        "(options given after it still apply)")
+                        "(a step you also name, e.g. --ensemble, still applies)")
     add_config_flags(parser.add_argument_group(
         "advanced: the denoising pipeline (defaults: what the run was trained for)"),
         DenoiseConfig, FLAGS)

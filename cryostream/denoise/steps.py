@@ -168,10 +168,11 @@ class WienerGain(Step):
         if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
             warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
                           f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å, score "
-                          f"{fit.score:.4f}) does not lower the error by recorruption "
-                          "(ctf_gain_check); its radial Wiener gain is used. Its Thon rings may "
-                          "not follow the fitted form, or the optics differ (--voltage, --cs, "
-                          "--amplitude-contrast)", CTFFallbackWarning, stacklevel=2)
+                          f"{fit.score:.4f}) does not lower the error by recorruption, so the "
+                          "radial Wiener gain is used (it is denoised all the same; NAME.json "
+                          "records ctf_used false). Common for small or low-contrast "
+                          "micrographs; if most full-size micrographs say this, check --voltage, "
+                          "--cs and --amplitude-contrast", CTFFallbackWarning, stacklevel=2)
         return {"fit": fit, "check": check, "used": check < 0}
 
     def apply(self, estimate, image, state, micrograph):
