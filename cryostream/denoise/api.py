@@ -177,7 +177,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     -------
     xarray.DataArray (micrograph, y, x) float32
         The denoised stack: lazily over the written files when ``output`` is given (``attrs``
-        ``kept``: how many were finished before and kept; ``star``: the STAR file written),
+        ``kept``: how many were finished before and kept; ``skipped``: how many ``permissive``
+        skipped; ``star``: the STAR file written),
         in memory otherwise. For a lazy result without files, use
         :func:`~cryostream.denoise.tiling.denoise_array`.
     """
