@@ -22,26 +22,31 @@ from cryostream.config import DenoiseConfig
 __all__ = ["FLAGS", "OUTPUT_FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
 
 FLAGS = {
-    "tile": ("--tile", "window core, px (default: the fewest pixels through the network; 3840 "
-             "for full-size micrographs on a GPU)"),
-    "halo": ("--halo", "context per side, px (default: receptive field)"),
+    "tile": ("--tile", "side of the part of each window the output keeps, in pixels (default: "
+             "the fewest pixels through the network; 3840 for full-size micrographs on a GPU)",
+             {"metavar": "PX"}),
+    "halo": ("--halo", "pixels of context around it on every side, computed and dropped "
+             "(default: the network's receptive field)", {"metavar": "PX"}),
     "batch_size": ("--batch-size", "windows per device call"),
     "n2n_correction": ("--n2n-correction", "Noisier2Noise correction (default: on for runs "
                        "trained on noisy micrographs with added noise)"),
     "n2n_clamp": ("--n2n-clamp", "with the correction, zero the spatial-frequency rings where it "
                   "is anti-correlated with the micrograph"),
-    "wiener_gain": ("--wiener-gain", "measure each micrograph's noise and give the output the "
-                    "Wiener filter's linear response per frequency ring, keeping the rest"),
+    "wiener_gain": ("--wiener-gain", "the radial Wiener gain without the CTF (what --ctf-gain "
+                    "falls back to): each micrograph's measured noise sets the output's linear "
+                    "response per frequency ring; what the network found beyond it is kept"),
     "ensemble": ("--ensemble", "average the network over the 8 rotations and flips (8 passes; "
                  "default: on)"),
-    "ctf_gain": ("--ctf-gain", "the Wiener gain shaped by each micrograph's CTF above 20 Å, "
-                 "fitted from its power spectrum and kept where a recorruption check finds it "
-                 "helps, else the radial gain (default: on)"),
-    "voltage_kv": ("--voltage", "accelerating voltage, kV, for --ctf-gain (a STAR file's optics "
-                   "table wins)"),
-    "cs_mm": ("--cs", "spherical aberration, mm, for --ctf-gain (a STAR file's optics wins)"),
-    "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast for --ctf-gain (a STAR "
-                           "file's optics wins)"),
+    "ctf_gain": ("--ctf-gain", "shape the output's frequency response by each micrograph's CTF "
+                 "above 20 Å (fitted from its power spectrum, or a STAR file's defocus), where a "
+                 "check without ground truth finds it lowers the error; else the radial Wiener "
+                 "gain (default: on)"),
+    "voltage_kv": ("--voltage", "accelerating voltage in kV, for --ctf-gain (a STAR file's "
+                   "optics table wins)", {"metavar": "KV"}),
+    "cs_mm": ("--cs", "spherical aberration in mm, for --ctf-gain (a STAR file's optics wins)",
+              {"metavar": "MM"}),
+    "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast, a fraction, for "
+                           "--ctf-gain (a STAR file's optics wins)", {"metavar": "FRACTION"}),
     "calibrate": ("--calibrate", "fit, per frequency ring, the weight of the output's part beyond "
                   "a linear filter from N recorrupted passes (no truth; N more network passes)",
                   {"metavar": "N"}),
@@ -49,8 +54,9 @@ FLAGS = {
 """The :class:`~cryostream.config.DenoiseConfig` fields the pipeline flags set."""
 
 OUTPUT_FLAGS = {
-    "output_dtype": ("--dtype", "pixel type of the output MRC files", {"choices": ("float32",
-                                                                                   "float16")}),
+    "output_dtype": ("--dtype", "pixel type of the output MRC files; float16 halves their size, "
+                     "RELION reads it, CTFFIND and Gctf do not", {"choices": ("float32",
+                                                                            "float16")}),
     "output_suffix": ("--suffix", "added to each output's name, e.g. _denoised (default "
                       "%(default)r: NAME.mrc, the input's own file name)"),
     "keep_extended_header": ("--keep-extended-header", "copy each input's extended header (FEI, "
@@ -119,10 +125,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
     g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace outputs made otherwise and recompute finished ones (each only "
-                   "by a complete new one); without it, finished outputs are kept and skipped")
+                   help="replace outputs in the folder that another model or other options "
+                   "made, and recompute finished ones (each only by a complete new one); "
+                   "without it, finished outputs are kept and the rest made")
     p.add_argument("--permissive", action="store_true",
-                   help="skip bad micrographs (NaN, Inf, constant, too small) with a warning")
+                   help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
+                   "small, a shape other than the rest's) with a warning each, and go on")
     p.set_defaults(func=run)
     return p
 
