@@ -310,3 +310,29 @@ def test_the_summary_counts_what_permissive_skipped(tiny_run, tmp_path, capsys):
     assert not [w for w in seen if "--permissive" in str(w.message)]
     out = capsys.readouterr().out
     assert "denoised 1 micrograph into" in out and "(1 skipped: see the warnings)" in out
+
+
+def test_micrographs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsys):
+    """Each micrograph is denoised on its own, so two shapes in one call are fine with an
+    output folder: both outputs are made, each the same as denoising it alone, and the STAR
+    file lists both. In memory (no folder) a stack needs one shape and the call says so."""
+    from conftest import write_mrc
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import denoise
+    from cryostream.errors import InvalidMicrographError
+
+    image = mrcfile.read(tiny_run.sim.micrographs[0])
+    (tmp_path / "in").mkdir()
+    small = write_mrc(tmp_path / "in" / "small.mrc", image[:128, :128].copy(), 0.6575)
+    large = write_mrc(tmp_path / "in" / "large.mrc", image, 0.6575)
+    assert _denoise(tiny_run, [small, large], tmp_path / "out") == 0
+    assert "denoised 2 micrographs" in capsys.readouterr().out
+    for path in (small, large):
+        alone = denoise(tiny_run.run, [path], config=DenoiseConfig.raw(tile=64), workers=1)
+        np.testing.assert_array_equal(mrcfile.read(tmp_path / "out" / path.name),
+                                      alone.values[0])
+    star = (tmp_path / "out" / "denoised_micrographs.star").read_text()
+    assert "small.mrc" in star and "large.mrc" in star
+    with pytest.raises(InvalidMicrographError, match="differs"):
+        denoise(tiny_run.run, [small, large], config=DenoiseConfig.raw(tile=64))

@@ -176,11 +176,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     Returns
     -------
     xarray.DataArray (micrograph, y, x) float32
-        The denoised stack: lazily over the written files when ``output`` is given (``attrs``
-        ``kept``: how many were finished before and kept; ``skipped``: how many ``permissive``
-        skipped; ``star``: the STAR file written),
-        in memory otherwise. For a lazy result without files, use
-        :func:`~cryostream.denoise.tiling.denoise_array`.
+        The denoised stack: in memory without ``output``; with it, lazily over the written
+        files, with ``attrs`` ``kept`` (how many were finished before and kept), ``skipped``
+        (how many ``permissive`` skipped) and ``star`` (the STAR file written). Micrographs of
+        several shapes can go to an ``output`` folder (each is denoised on its own); no stack
+        holds them, so the result is then the written files' paths, dims ``(micrograph,)``.
+        For a lazy result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import concurrent.futures
     import functools
@@ -204,7 +205,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         return _denoise_arrays(arrays, run, config, permissive,
                                two_d=getattr(inputs, "ndim", 3) == 2)
     gathered = gather_inputs(inputs, config=config, odd=odd,
-                             pixel_size_angstrom=pixel_size_angstrom, permissive=permissive)
+                             pixel_size_angstrom=pixel_size_angstrom, permissive=permissive,
+                             one_shape=output is None)
     micrographs = gathered.micrographs
     plans: list = [None] * len(micrographs)
     made = None
@@ -261,6 +263,7 @@ def _finish(pool, job, todo) -> list:
 
 def _result(micrographs, plans, todo, results, gathered, output):
     """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file."""
+    from cryostream.io.mrc import read_header
     from cryostream.io.stack import open_micrographs
     from cryostream.io.star import write_micrograph_star
 
@@ -275,8 +278,14 @@ def _result(micrographs, plans, todo, results, gathered, output):
         return stack.copy(data=np.stack([done[m.source] for m in kept]))
     star = Path(output) / STAR_NAME
     write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
-    result = open_micrographs([done[m.source] for m in kept], chunks=-1,
-                              pixel_size_angstrom=one_size)
+    paths = [done[m.source] for m in kept]
+    if len({read_header(p).shape for p in paths}) == 1:
+        result = open_micrographs(paths, chunks=-1, pixel_size_angstrom=one_size)
+    else:  # micrographs of several shapes: no stack holds them, the result lists the files
+        import xarray as xr
+
+        result = xr.DataArray(np.array(paths, dtype=object), dims=("micrograph",),
+                              coords={"micrograph": [Path(p).stem for p in paths]})
     skipped = len(gathered.skipped) + len(micrographs) - len(kept)
     return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
                                pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept],

@@ -256,7 +256,7 @@ def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
 
 
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
-                  permissive: bool = False) -> DenoiseInputs:
+                  permissive: bool = False, one_shape: bool = True) -> DenoiseInputs:
     """Every micrograph to denoise, with its pixel size, optics, defocus and odd half, checked
     before anything is written.
 
@@ -274,6 +274,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Overrides the STAR files and headers.
     permissive : bool
         Skip unreadable micrographs (and their odd halves) with a warning.
+    one_shape : bool
+        Whether every micrograph must have one shape (a stack); False where each is denoised
+        into its own file.
 
     Raises
     ------
@@ -297,7 +300,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     found: dict[str, tuple] = {}
     for path, star, entry in entries:
         found.setdefault(_key(path), (path, star, entry))
-    headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive)
+    headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
+                                    one_shape=one_shape or odd is not None)
     odds: dict[str, str] = {}
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),

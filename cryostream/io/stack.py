@@ -102,11 +102,12 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
 
 
 def read_headers(
-    paths: Iterable[Path], *, permissive: bool = False
+    paths: Iterable[Path], *, permissive: bool = False, one_shape: bool = True
 ) -> tuple[list[MicrographHeader], list[dict[str, str]]]:
     """Read and cross-check the headers of all ``paths``, before any pixel is read.
 
-    All micrographs must share one shape. With ``permissive=False`` the first bad file raises
+    All micrographs must share one shape (unless ``one_shape`` is False: each is denoised
+    on its own). With ``permissive=False`` the first bad file raises
     :class:`InvalidMicrographError`; with ``permissive=True`` bad files are skipped with a
     :class:`MicrographSkippedWarning` and listed as ``{"path", "reason"}`` in the second
     return value. In permissive mode the most common shape is the reference.
@@ -124,7 +125,7 @@ def read_headers(
             if not permissive:
                 raise
             skip(p, f"{exc.path}: {exc.problem}")
-    if headers:
+    if headers and one_shape:
         if permissive:
             shape = collections.Counter(h.shape for h in headers).most_common(1)[0][0]
         else:
