@@ -643,3 +643,36 @@ def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, 
     for name in ("sim_0000.mrc", "sim_0002.mrc"):
         np.testing.assert_array_equal(mrcfile.read(out / name), mrcfile.read(tmp_path / "whole" / name))
     assert whole.attrs["kept"] == 0
+
+
+def test_an_input_remade_while_it_is_denoised_is_made_again_next_time(trained, tmp_path):
+    """The record holds the input's size and time of modification from before its pixels
+    were read: an input remade during the run is seen as changed by the next one."""
+    import os
+    import shutil
+
+    from cryostream.denoise import micrograph as per_micrograph
+
+    run, sim = trained
+    source = tmp_path / "mic.mrc"
+    shutil.copy(sim.micrographs[0], source)
+    out = tmp_path / "den"
+    config = DenoiseConfig.raw(tile=64)
+    real = per_micrograph.read_micrograph
+
+    def read_then_remake(path):  # motion correction writes the file again meanwhile
+        read = real(path)
+        write_mrc(source, mrcfile.read(sim.micrographs[1]), pixel_size=0.6575)
+        stat = source.stat()
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        return read
+
+    per_micrograph.read_micrograph = read_then_remake
+    try:
+        denoise(run, [source], out, config=config, workers=1)
+    finally:
+        per_micrograph.read_micrograph = real
+    again = denoise(run, [source], out, config=config, workers=1)
+    assert again.attrs["kept"] == 0  # made again, from the remade input
+    fresh = denoise(run, [source], config=config, workers=1)
+    np.testing.assert_array_equal(mrcfile.read(out / "mic.mrc"), fresh.values[0])

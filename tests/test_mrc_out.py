@@ -253,6 +253,7 @@ def test_permissive_skips_a_pair_whose_odd_half_is_unreadable(tiny_run, tmp_path
     said = [str(w.message) for w in caught]
     assert any("b_ODD.mrc: truncated" in m for m in said)
     assert any("b_EVN.mrc: its odd half cannot be read" in m for m in said)
+    assert "(1 skipped: see the warnings)" in capsys.readouterr().out  # the pair counts once
     assert sorted(p.name for p in (tmp_path / "lenient").iterdir()) == [
         "a.json", "a.mrc", "denoised_micrographs.star"]
     assert json.loads((tmp_path / "lenient" / "a.json").read_text())["computed"] == {

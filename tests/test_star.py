@@ -412,8 +412,15 @@ def test_denoise_permissive_skips_a_star_row_whose_file_is_missing(tiny_run, tmp
     with pytest.warns(MicrographSkippedWarning, match="row 2"):
         assert main(["denoise", str(tiny_run.run), str(star), "-o", "External/job011",
                      "--permissive", *options]) == 0
+    assert "denoised 1 micrograph into External/job011 (1 skipped" in capsys.readouterr().out
     written = starfile.read(root / "External/job011/denoised_micrographs.star", always_dict=True)
     assert list(written["micrographs"]["rlnMicrographName"]) == ["External/job011/a.mrc"]
+    with pytest.warns(MicrographSkippedWarning, match="row 2"):  # all done: no rate
+        assert main(["denoise", str(tiny_run.run), str(star), "-o", "External/job011",
+                     "--permissive", *options]) == 0
+    summary = capsys.readouterr().out
+    assert "denoised 0 micrographs" in summary and "(1 finished earlier, kept)" in summary
+    assert "per micrograph" not in summary and "micrographs/s" not in summary
 
 
 def test_prepare_permissive_skips_a_star_row_whose_file_is_missing(tmp_path, monkeypatch):

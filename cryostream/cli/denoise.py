@@ -130,7 +130,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "without it, finished outputs are kept and the rest made")
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
-                   "small, a shape other than the rest's) with a warning each, and go on")
+                   "small; with --odd, halves that do not match) with a warning each, and go on")
     p.set_defaults(func=run)
     return p
 
@@ -168,11 +168,11 @@ def run(args: argparse.Namespace) -> int:
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start
     skipped = result.attrs.get("skipped", 0)
-    rate = (f"{n / seconds:.2f} micrographs/s" if n >= seconds
-            else f"{seconds / max(n, 1):.1f} s per micrograph")
+    rate = ("" if n == 0 else f"{n / seconds:.2f} micrographs/s, " if n >= seconds
+            else f"{seconds / n:.1f} s per micrograph, ")
     print(f"denoised {n} micrograph{'' if n == 1 else 's'} into {args.output}"
           + (f" ({kept} finished earlier, kept)" if kept else "")
           + (f" ({skipped} skipped: see the warnings)" if skipped else "")
-          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {rate}, peak memory "
+          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {rate}peak memory "
           f"{peak_rss_mb():,.0f} MB")
     return 0

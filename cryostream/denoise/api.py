@@ -261,6 +261,19 @@ def _finish(pool, job, todo) -> list:
         return [f.result() for f in futures]
 
 
+def _count_skipped(skipped: list[dict]) -> int:
+    """Micrographs among the skipped files: a pair's two halves (each may be named) count
+    once."""
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    def micrograph(path: str) -> str:
+        p = Path(path)
+        stem = half_key(half_key(str(p), EVEN_SUFFIXES), ODD_SUFFIXES)
+        return str(p.parent.resolve() / Path(stem).name)
+
+    return len({micrograph(s["path"]) for s in skipped})
+
+
 def _result(micrographs, plans, todo, results, gathered, output):
     """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file."""
     from cryostream.io.mrc import read_header
@@ -286,7 +299,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
 
         result = xr.DataArray(np.array(paths, dtype=object), dims=("micrograph",),
                               coords={"micrograph": [Path(p).stem for p in paths]})
-    skipped = len(gathered.skipped) + len(micrographs) - len(kept)
+    skipped = _count_skipped(gathered.skipped) + len(micrographs) - len(kept)
     return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
                                pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept],
                                skipped=skipped)

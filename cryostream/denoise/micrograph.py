@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.config import DenoiseConfig
-from cryostream.denoise.outputs import OutputPlan, history_label, output_record, write_output
+from cryostream.denoise.outputs import (
+    OutputPlan,
+    history_label,
+    input_stamps,
+    output_record,
+    write_output,
+)
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.steps import Micrograph
 from cryostream.denoise.tiling import network_pass
@@ -209,6 +215,7 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
 
     micrograph, plan = item
     start = time.perf_counter()
+    stamps = input_stamps(micrograph.source, micrograph.given())  # before any pixel is read
     config = micrograph.config(config)
     halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
               if half is not None]
@@ -234,7 +241,7 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
                                 history_label(run, config, found),
                                 output_record(run, config, micrograph.source, found,
-                                              micrograph.given(), _computed_on(run)),
+                                              micrograph.given(), _computed_on(run), stamps),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
         named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph

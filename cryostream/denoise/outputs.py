@@ -18,8 +18,8 @@ from cryostream.errors import ConfigError, StoreError
 STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
-           "write_output", "same_record", "input_changed", "output_identity", "output_record", "recipe_steps",
-           "history_label", "made_by_denoise"]
+           "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
+           "output_record", "recipe_steps", "history_label", "made_by_denoise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +219,8 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     return str(plan.path)
 
 
-def output_identity(run, config, source: str, given: dict | None = None) -> dict:
+def output_identity(run, config, source: str, given: dict | None = None,
+                    input_files: list | None = None) -> dict:
     """What makes two outputs the same: the run, the input, the config (JSON values),
     ``given``: what came from elsewhere than the input's file and the config (a STAR file's
     pixel size and defocus, ``--pixel-size``, the odd half), left out when there is none, and
@@ -229,9 +230,17 @@ def output_identity(run, config, source: str, given: dict | None = None) -> dict
     identity = {"run": str(run), "input": str(source), "config": to_dict(config)}
     if given:
         identity["given"] = given
-    files = [str(source)] + ([str(given["odd"])] if given and given.get("odd") else [])
-    identity["input_files"] = [_stamp(f) for f in files]
+    identity["input_files"] = (input_stamps(source, given) if input_files is None
+                               else input_files)
     return identity
+
+
+def input_stamps(source: str, given: dict | None = None) -> list[dict]:
+    """The size and time of modification of an input and its odd half, for
+    :func:`output_identity`: taken before its pixels are read, so an input remade while it
+    was being denoised shows as changed on the next run."""
+    files = [str(source)] + ([str(given["odd"])] if given and given.get("odd") else [])
+    return [_stamp(f) for f in files]
 
 
 def _stamp(path: str) -> dict:
@@ -245,7 +254,7 @@ def _stamp(path: str) -> dict:
 
 
 def output_record(run, config, source: str, found: dict, given: dict | None = None,
-                  computed: dict | None = None) -> dict:
+                  computed: dict | None = None, input_files: list | None = None) -> dict:
     """What an output says of how it was made: the run, the config, the input (and ``given``,
     :func:`output_identity`), the cryostream version, what the steps found on the micrograph
     and ``computed``: where the network ran and in what precision (``NAME.json`` beside
@@ -253,7 +262,7 @@ def output_record(run, config, source: str, found: dict, given: dict | None = No
     from cryostream._version import __version__
 
     return {"kind": "DenoiseOutput", "cryostream_version": __version__,
-            **output_identity(run, config, source, given), "found": found,
+            **output_identity(run, config, source, given, input_files), "found": found,
             **({"computed": computed} if computed else {})}
 
 

@@ -338,7 +338,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None))
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
-    return DenoiseInputs(micrographs, single, skipped)
+    rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
+    return DenoiseInputs(micrographs, single, rows + skipped)
 
 
 def _relion_name(path: str, project: Path) -> str:

@@ -120,6 +120,8 @@ class MicrographStar:
         ``data_optics`` as read (None for RELION 3.0 files).
     table : pandas.DataFrame
         The micrographs block as read, every column.
+    skipped : list of dict
+        The rows ``permissive`` left out (their file is missing): ``{"path", "reason"}``.
     """
 
     path: Path
@@ -127,6 +129,7 @@ class MicrographStar:
     micrographs: list[StarMicrograph]
     optics_table: object
     table: object
+    skipped: list = dataclasses.field(default_factory=list)
 
 
 def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
@@ -242,7 +245,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
                                 *list(path.parent.resolve().parents)[:3]]))
     project = None
-    micrographs = []
+    micrographs, skipped = [], []
     for i, row in table.iterrows():
         text = str(row[column])
         where = f"row {i + 1} ({text})"
@@ -276,12 +279,15 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                 if not permissive:
                     raise problem
                 _skip(problem)
+                skipped.append({"path": str(project or bases[0]) + os.sep + text,
+                                "reason": f"{problem.path}: {problem.problem}"})
                 continue
             project = project or found[0]
             candidate = project / candidate
         micrographs.append(StarMicrograph(candidate, text, int(i), optics,
                                           _defocus(path, row, where)))
-    return MicrographStar(path, project or path.parent, micrographs, optics_table, table)
+    return MicrographStar(path, project or path.parent, micrographs, optics_table, table,
+                          skipped)
 
 
 def _not_found(path: Path, where: str, column: str, text: str,
