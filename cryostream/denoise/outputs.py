@@ -51,13 +51,15 @@ def same_record(sidecar: Path, record: dict) -> bool:
 
 def input_changed(sidecar: Path, record: dict) -> bool:
     """Whether ``sidecar`` is the record of an output of the same run, config and input
-    whose input file has changed since (its size or time of modification): the output is
-    stale, and denoise makes it again."""
+    whose input file has changed since (its size or time of modification; what came with it,
+    such as a STAR file's defocus, may have changed too): the output is stale, and denoise
+    makes it again."""
     try:
         found = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    keys = ("run", "input", "config", "given")
+    # what came with the input (a STAR file's defocus, say) may change with it: not compared
+    keys = ("run", "input", "config")
     return (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
             and "input_files" in found and found["input_files"] != record.get("input_files"))
 
