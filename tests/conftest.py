@@ -82,3 +82,24 @@ def tiny_run(tmp_path_factory) -> TinyRun:
                     PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)).output
     result = train(store, root / "run", TINY_TRAIN, log=lambda *_: None)
     return TinyRun(run=root / "run", store=store, sim=sim, result=result)
+
+
+@pytest.fixture
+def notes():
+    """The ``cryostream`` logger's messages (a list), whatever handlers the command line
+    installed."""
+    import logging
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    logger, handler = logging.getLogger("cryostream"), Keep(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield said
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +22,6 @@ SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4,
 #: A time budget spent before training starts (preparing the store takes longer).
 SPENT = Budget(minutes=1e-6)
 GENERAL = Path(cryostream.__file__).parent / "data" / "general_model.npz"
-
-
-class _Notes(logging.Handler):
-    """Keeps the messages of the ``cryostream`` logger."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def notes():
-    """The progress notes, whatever handlers the command line installed."""
-    logger, handler = logging.getLogger("cryostream"), _Notes()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def _tree(folder: Path) -> list[str]:
@@ -285,7 +261,7 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
     result = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
     assert (result.steps, result.target_steps, result.finished) == (0, 4, False)
     assert result.store == run / "work" / "data.h5" and result.store.is_file()
-    said = list(notes.messages)
+    said = list(notes)
     assert f"work folder: {run / 'work'} (the store, kept for resuming)" in said
     assert "measuring the noise: 2/2 micrographs" in said
     assert "preparing the store: 2/2 micrographs" in said
@@ -300,10 +276,10 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
         "same command to continue it, choose another folder (-o), or pass overwrite=True "
         "(--overwrite) to replace it")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
-    notes.messages.clear()
+    notes.clear()
     cryostream.fit(mics, run, train=SMALL, budget=SPENT)  # the same request: the store kept
-    assert any("is complete and its micrographs unchanged: kept" in n for n in notes.messages)
-    assert not any("measuring the noise" in n for n in notes.messages)
+    assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+    assert not any("measuring the noise" in n for n in notes)
     cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True)
     assert json.loads((run / FIT_RECORD).read_text())["inputs"] == [str(mics[0])]
 
@@ -324,15 +300,15 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     result = cryostream.fit(mics, run, train=SMALL)
     assert (result.steps, result.finished) == (4, True) and checkpoint_steps(run) == [2, 4]
     assert "training unet-small for 4 steps of 4 patches, resuming at step 2: compiling the step " \
-           "first" in notes.messages
-    assert "resumed from step 2" in notes.messages
-    assert any(n.startswith("training: step 4/4, loss ") for n in notes.messages)
+           "first" in notes
+    assert "resumed from step 2" in notes
+    assert any(n.startswith("training: step 4/4, loss ") for n in notes)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4]  # one row each 10 steps, and the last
     assert load_record(run).train == SMALL
-    notes.messages.clear()
+    notes.clear()
     again = cryostream.fit(mics, run, train=SMALL)
-    assert again.steps == 4 and "already trained: step 4 of 4" in notes.messages
+    assert again.steps == 4 and "already trained: step 4 of 4" in notes
     out = cryostream.denoise(run, mics[:1], tmp_path / "denoised")
     assert out.shape == (1, 128, 160) and np.isfinite(out.values).all()
 

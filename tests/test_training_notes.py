@@ -4,34 +4,14 @@ noisy input's PSNR, and once the advice when the steps left are long."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 
 import jax.numpy as jnp
-import pytest
 
 from cryostream.progress import TrainProgress
 
 NUMBER = r"[0-9.e+-]+"
-
-
-@pytest.fixture
-def notes():
-    """The ``cryostream`` logger's messages."""
-    said: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            said.append(record.getMessage())
-
-    logger, handler = logging.getLogger("cryostream"), Keep(logging.INFO)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield said
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def _loss(value: float) -> dict:
