@@ -272,11 +272,16 @@ def matched_noise(padded_target: np.ndarray, driver: np.ndarray, kernel: np.ndar
 def matched_noise_image(image: np.ndarray, estimate: NoiseEstimate, *, alpha: float = 1.0,
                         seed: int = 0, radius: int = 16) -> np.ndarray:
     """Matched noise for a whole 2-D image from its estimate (image padded by reflection),
-    white driver from ``default_rng(seed)``; :func:`matched_noise` on the result."""
+    white driver from ``default_rng(seed)``; :func:`matched_noise` on the result, its
+    convolution's transforms on every core (as ``denoise``'s other whole-image transforms;
+    the same numbers as on one: each 1-D transform is computed alike)."""
+    import scipy.fft
+
     padded = np.pad(np.asarray(image, np.float32), radius, mode="reflect")
     driver = np.random.default_rng(seed).standard_normal(padded.shape, dtype=np.float32)
-    return matched_noise(padded, driver, noise_kernel(estimate.psd, radius), alpha=alpha,
-                         shot_fraction=estimate.shot_fraction, mean=estimate.mean)
+    with scipy.fft.set_workers(-1):
+        return matched_noise(padded, driver, noise_kernel(estimate.psd, radius), alpha=alpha,
+                             shot_fraction=estimate.shot_fraction, mean=estimate.mean)
 
 
 def matched_noise_jax(target, kernels, shot_fraction, mean, alpha: float, key):

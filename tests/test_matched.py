@@ -359,3 +359,21 @@ def test_method_noise_tells_a_perfect_denoiser_from_a_bad_one(coloured):
     wipe = method_noise(y, np.full_like(y, y.mean()), 0.6575)  # removes the particles too
     assert wipe["correlation_with_lowpass"] == pytest.approx(wipe["correlation_if_everything"])
     assert wipe["correlation_with_lowpass"] > 3 * perfect["correlation_if_pure_noise"]
+
+
+def test_whole_image_noise_on_every_core_is_the_same_as_on_one():
+    """matched_noise_image runs its convolution's transforms on every core: the numbers are
+    those of one core, bit for bit (a recorruption score must not depend on the machine)."""
+    import scipy.fft
+
+    from cryostream.matched import matched_noise, matched_noise_image, noise_kernel
+
+    rng = np.random.default_rng(5)
+    y = rng.poisson(20.0, size=(600, 520)).astype(np.float32)
+    estimate = estimate_noise(y, 0.6575)
+    padded = np.pad(y, 16, mode="reflect")
+    driver = np.random.default_rng(3).standard_normal(padded.shape, dtype=np.float32)
+    with scipy.fft.set_workers(1):
+        one = matched_noise(padded, driver, noise_kernel(estimate.psd, 16), alpha=1.0,
+                            shot_fraction=estimate.shot_fraction, mean=estimate.mean)
+    np.testing.assert_array_equal(matched_noise_image(y, estimate, seed=3), one)
