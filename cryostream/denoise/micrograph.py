@@ -97,21 +97,25 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
 
 
 def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
-                  config: DenoiseConfig, *, permissive: bool = False, pipeline=None):
+                  config: DenoiseConfig, *, permissive: bool = False, pipeline=None,
+                  checked: float | None = None):
     """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
     steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
     the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
     checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
     ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
-    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`)."""
+    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: the percentile
+    :func:`check_micrograph` already returned for this image (its checks are not made again)."""
     import warnings
 
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 
     network = load_network(run)
+    value = checked
     try:
-        value = check_micrograph(image, source, network.record, network.config, config)
+        if value is None:
+            value = check_micrograph(image, source, network.record, network.config, config)
     except InvalidMicrographError as exc:
         if not permissive:
             raise
@@ -185,25 +189,27 @@ def _computed_on(run: str) -> dict:
     return {"backend": jax.default_backend(), "dtype": load_network(run).compute_dtype}
 
 
-def _halves_usable(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> bool:
-    """Both halves of a pair pass :func:`check_micrograph` before any work on either; with
-    ``permissive`` a bad half skips the pair with a warning naming both (False)."""
+def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> list | None:
+    """Every half of a micrograph passes :func:`check_micrograph` before any work on either:
+    the percentile of each; with ``permissive`` a bad half of a pair skips the pair with a
+    warning naming both (None)."""
     import warnings
 
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 
     network = load_network(run)
+    values = []
     for (half, image), (other, _) in zip(halves, halves[::-1], strict=True):
         try:
-            check_micrograph(image, half, network.record, network.config, config)
+            values.append(check_micrograph(image, half, network.record, network.config, config))
         except InvalidMicrographError as exc:
             if not permissive:
                 raise
             warnings.warn(f"skipping {exc.path}: {exc.problem} (and its other half {other})",
                           MicrographSkippedWarning, stacklevel=3)
-            return False
-    return True
+            return None
+    return values
 
 
 def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
@@ -219,13 +225,15 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
     config = micrograph.config(config)
     halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
               if half is not None]
-    usable = len(halves) == 1 or _halves_usable(halves, run, config, permissive)
-    pipeline = halves_pipeline(micrograph, config, halves, _percentile(run)) if usable else None
+    # a single micrograph is checked by denoise_image, which skips it under permissive
+    checked = [None] if len(halves) == 1 else _checked(halves, run, config, permissive)
+    pipeline = (halves_pipeline(micrograph, config, halves, _percentile(run))
+                if checked is not None else None)
     found = {}
     estimate = None
-    for half, image in halves if usable else ():
+    for (half, image), value in zip(halves, checked, strict=True) if checked is not None else ():
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
-                                  permissive=permissive, pipeline=pipeline)
+                                  permissive=permissive, pipeline=pipeline, checked=value)
         if out is None:
             estimate = None
             break

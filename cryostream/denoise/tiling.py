@@ -141,13 +141,13 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
         return network.apply(network.params, to_device(windows))[:, kept, kept, 0]
 
     pending = None
-    for number, (index, chunk) in enumerate(batches):
-        sent = (index, chunk, send(index, chunk))
+    for index, chunk in batches:
+        sent = (index, chunk, send(index, chunk))  # dispatched before the last one is fetched
         if pending is not None:
             _place(outs, *pending)
         pending = sent
-        if number == len(batches) - 1:
-            _place(outs, *pending)
+    if pending is not None:
+        _place(outs, *pending)
     return outs
 
 
