@@ -22,6 +22,10 @@ their ground truth:
                network, the data and the steps can do when the target is the truth itself.
 ``recorrupted`` matched noise α 0.5, recorrupted targets (``train --recorrupt``): an estimate of
                the clean image directly, for a network input nearer the micrograph's own noise.
+``general``    the shipped general model, not trained here: what ``cryostream denoise`` does with
+               no ``--model`` (its default for that model: the ensemble and the CTF-shaped gain).
+``fit``        the default recipe started from the general model (``cryostream fit``'s
+               ``--from general``): matched noise α 1, ``train --residual`` from its parameters.
 
 Baselines in the same process: the noisy input, the best Gaussian, the oracle Wiener filter,
 and Topaz-Denoise's pretrained U-Net (affine-fitted to the truth, its best case) when
@@ -60,7 +64,7 @@ from quality_common import (
 from cryostream.config import DenoiseConfig, NoiseConfig, SimulateConfig
 from cryostream.denoise import Micrograph
 from cryostream.metrics import best_gaussian, blend_oracle, frc, psnr, wiener_oracle
-from cryostream.runs import load_record
+from cryostream.denoise.network import model_path, model_record
 
 #: Band over which the issue's independent check averages the FRC (cycles/px).
 MID = (0.01, 0.25)
@@ -122,6 +126,13 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
             prep(sim.micrographs[:k], work / "s.h5", NoiseConfig(model="none"), args,
                  list(sim.truths[:k]))
             store, recorrupt = work / "s.h5", False
+        elif name == "general":  # shipped, nothing to train
+            runs[name] = model_path("general")
+            continue
+        elif name == "fit":
+            prep(sim.micrographs[:k], work / "m.h5",
+                 NoiseConfig(model="matched", alpha=1.0, mode="on-device"), args)
+            store, recorrupt = work / "m.h5", False
         elif name == "evenodd":
             pc = PrepareConfig(patch_size=args.patch, stride=args.patch // 2, test_fraction=0.0,
                                noise=NoiseConfig(model="none"))
@@ -131,7 +142,8 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
         else:
             raise SystemExit(f"unknown run {name!r}")
         prepared = time.perf_counter() - t
-        res[f"train_{name}"] = train_run(store, work / f"run_{name}", args, recorrupt=recorrupt)
+        res[f"train_{name}"] = train_run(store, work / f"run_{name}", args, recorrupt=recorrupt,
+                                         init="general" if name == "fit" else None)
         res[f"train_{name}"]["prepare_seconds"] = round(prepared, 1)
         runs[name] = work / f"run_{name}"
         print(tag, "trained", name, res[f"train_{name}"], flush=True)
@@ -159,7 +171,7 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
             scored("topaz", affine_fit(topaz(y), x))
             row["topaz_seconds"] = round(time.perf_counter() - t, 2)
         for name, run in runs.items():
-            record = load_record(run)
+            record = model_record(run)
             f_ens = network_fn(run, args.tile, True)
 
             def default(image, source, record=record, f_ens=f_ens):
@@ -187,7 +199,7 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
             row[f"{name}_found"] = jsonable(found)
             scored(f"{name}_raw", out_f)
             scored(f"{name}_blend_oracle", blend_oracle(y, out_f, x))
-            if name == "matched":
+            if name in ("matched", "fit"):
                 corrected, _ = DenoiseConfig.raw(n2n_correction=True).pipeline().run(
                     Micrograph(y, cfg.pixel_size_angstrom, record), known_output(y, out_f))
                 scored(f"{name}_n2n", corrected)
@@ -235,7 +247,7 @@ def main(argv=None):
     ap.add_argument("--detector-nps", type=float, nargs="+", default=[1.0],
                     help="detector noise at Nyquist relative to zero frequency (1: white)")
     ap.add_argument("--runs", nargs="+", default=["matched", "evenodd", "supervised"],
-                    choices=("matched", "evenodd", "supervised", "recorrupted"))
+                    choices=("matched", "evenodd", "supervised", "recorrupted", "general", "fit"))
     ap.add_argument("--conditions", nargs="+", metavar="DOSE/NPS:RUN,RUN",
                     help="instead of --doses × --detector-nps with --runs: each condition with "
                          "its own runs, e.g. 50/1:matched,evenodd 10/1:matched")

@@ -152,8 +152,9 @@ def topaz_fn(topaz_dir: str):
 
 
 def train_run(store, run, args, seed: int = 0, steps: int | None = None,
-              recorrupt: bool = False) -> dict:
-    """Train ``run`` on ``store`` with the benchmark's options; what it took."""
+              recorrupt: bool = False, init: str | None = None) -> dict:
+    """Train ``run`` on ``store`` with the benchmark's options (from ``init``'s parameters, a
+    shipped model's name or a run, when given); what it took."""
     from cryostream.training import TrainConfig, train
 
     steps = steps or args.steps
@@ -162,12 +163,13 @@ def train_run(store, run, args, seed: int = 0, steps: int | None = None,
                       batch_size=args.batch,
                       learning_rate=args.lr, warmup_steps=min(200, steps // 10),
                       eval_every=10**9, checkpoint_every=steps, keep_checkpoints=1, seed=seed,
-                      threads=8, prefetch=8)
+                      threads=8, prefetch=8, init=init)
     t = time.perf_counter()
     result = train(store, run, cfg, log=lambda *_: None)
     return {"seconds": round(time.perf_counter() - t, 1), "final_loss": result.final_loss,
             "steps": steps, "batch": args.batch, "patch": args.patch, "model": args.model,
-            "residual": args.residual, "precision": args.precision, "recorrupt": recorrupt}
+            "residual": args.residual, "precision": args.precision, "recorrupt": recorrupt,
+            "init": init}
 
 
 def prep(sources, store, noise, args, targets=None):
