@@ -63,8 +63,8 @@ from quality_common import (
 
 from cryostream.config import DenoiseConfig, NoiseConfig, SimulateConfig
 from cryostream.denoise import Micrograph
-from cryostream.metrics import best_gaussian, blend_oracle, frc, psnr, wiener_oracle
 from cryostream.denoise.network import model_path, model_record
+from cryostream.metrics import best_gaussian, blend_oracle, frc, psnr, wiener_oracle
 
 #: Band over which the issue's independent check averages the FRC (cycles/px).
 MID = (0.01, 0.25)
@@ -94,7 +94,9 @@ def halves_of(sim) -> tuple[list, list]:
     return list(sim.evens), list(sim.odds)
 
 
-def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dict:
+def condition(args, dose: float, nps: float, out: Path, topaz, run_names, partial=None) -> dict:
+    """Simulate, train ``run_names`` and score one condition; ``partial(res)`` is called with
+    the figures so far after each scored micrograph."""
     import cryostream
     from cryostream.config import PrepareConfig
     from cryostream.prepare import prepare
@@ -214,14 +216,21 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names) -> dic
         rows.append(row)
         print(tag, "micrograph", i, json.dumps({k: v["psnr"] for k, v in scores.items()}),
               flush=True)
-    res["rows"] = rows
-    names = rows[0]["scores"].keys()
-    res["mean"] = {}
-    for name in names:
-        per = [r["scores"][name] for r in rows]
-        res["mean"][name] = {key: (np.mean([q[key] for q in per], axis=0).round(4).tolist())
-                             for key in per[0]}
+        res["rows"] = rows
+        res["mean"] = means(rows)
+        if partial is not None:  # a run cut short keeps the micrographs scored so far
+            partial(res)
     return res
+
+
+def means(rows: list) -> dict:
+    """Each method's scores averaged over the micrographs in ``rows``."""
+    out = {}
+    for name in rows[0]["scores"]:
+        per = [r["scores"][name] for r in rows]
+        out[name] = {key: (np.mean([q[key] for q in per], axis=0).round(4).tolist())
+                     for key in per[0]}
+    return out
 
 
 def jsonable(found: dict) -> dict:
@@ -279,11 +288,16 @@ def main(argv=None):
             where, names = item.split(":")
             dose, nps = where.split("/")
             plan.append((float(dose), float(nps), names.split(",")))
-    for dose, nps, run_names in plan:
-        res = condition(args, dose, nps, out, topaz, run_names)
-        results["conditions"].append(res)
+    def write(res):
+        done = [c for c in results["conditions"] if c is not res]
         results["seconds"] = round(time.perf_counter() - t0, 1)
-        (out / "quality_dose.json").write_text(json.dumps(results, indent=1))
+        (out / "quality_dose.json").write_text(
+            json.dumps({**results, "conditions": [*done, res]}, indent=1))
+
+    for dose, nps, run_names in plan:
+        res = condition(args, dose, nps, out, topaz, run_names, partial=write)
+        results["conditions"].append(res)
+        write(res)
         print(f"\n## {res['dose']:g} e/Å², detector roll-off {nps:g}\n\n{table(res)}\n",
               flush=True)
     print("done in", round(time.perf_counter() - t0), "s", flush=True)
