@@ -97,6 +97,34 @@ def test_tiles_match_the_whole_micrograph(trained):
         np.testing.assert_allclose(tiled[i], whole, rtol=1e-4, atol=1e-4 * np.abs(whole).max())
 
 
+def test_windows_are_cut_as_from_the_mirror_padded_micrograph(monkeypatch):
+    from cryostream.denoise import tiling
+
+    monkeypatch.setattr(tiling, "_COPY_ROWS", 64)  # large pieces in blocks of 64 rows
+    monkeypatch.setattr(tiling, "COPY_THREADS", 3)
+    rng = np.random.default_rng(3)
+    for shape, side, pad in (((37, 53), 24, 20), ((2100, 1100), 1400, 300)):  # the large one
+        image = rng.normal(size=shape).astype(np.float32)  # goes in blocks on threads
+        padded = np.pad(image, pad, mode="symmetric")
+        for row in (-pad, -pad + 5, -1, 0, 3, shape[0] - side, shape[0] + pad - side):
+            for col in (-pad, -7, 0, shape[1] - side + 4, shape[1] + pad - side):
+                window = np.full((side, side), np.nan, np.float32)
+                tiling._cut_mirrored(image, row, col, window)
+                np.testing.assert_array_equal(
+                    window, padded[row + pad : row + pad + side, col + pad : col + pad + side])
+
+
+def test_a_micrograph_in_memory_goes_through_the_network_as_a_dask_stack_does(trained):
+    run, sim = trained
+    stack = cryostream.open_micrographs(sim.micrographs[:2], chunks=37)
+    p = np.percentile(stack.values, 95, axis=(1, 2))
+    lazy = denoise_array(stack.data, run, p, tile=64, batch_size=3).compute()
+    for i in range(2):
+        here = network_pass(str(run), stack.values[i] * np.float32(1.0 / p[i]), tile=64,
+                            batch_size=3)
+        np.testing.assert_array_equal(here, lazy[i])
+
+
 def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     run, sim = trained
     out = denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig.raw(tile=64))

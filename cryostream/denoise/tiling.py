@@ -12,7 +12,9 @@ network at once. One window shape means one compiled program for every micrograp
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import numpy as np
 
@@ -110,45 +112,110 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
 
 def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles):
     m, _, _ = block_info[0]["chunk-location"]
-    image = block[0] * np.float32(1.0 / percentiles[m])
-    return _through_network(load_network(run), [image], tile, halo, batch_size)[0][None]
+    slab = block[0] * np.float32(1.0 / percentiles[m])
+    side = tile + 2 * halo
+    out = np.empty((slab.shape[0] - 2 * halo, slab.shape[1] - 2 * halo), dtype=np.float32)
+
+    def cut(wy, wx, dst):  # the band comes with its halo (map_overlap)
+        _copy(dst, slab[wy : wy + side, wx : wx + side])
+
+    _through_network(load_network(run), [(cut, out)], tile, halo, batch_size)
+    return out[None]
 
 
-def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int) -> list:
-    """The network's output over the core of each slab (a band with its ``halo`` on every
-    side), in windows of ``(tile + 2·halo)²`` batched ``batch_size`` at a time within a slab.
-    The next batch is sent while the device computes the last one (JAX dispatches
-    asynchronously), so host-to-device copies, compute and copies back overlap. Only the part
-    of each window that can hold its core, ``(tile + multiple)²`` from the halo on, comes
-    back: a core is at most ``tile + multiple − 1`` wide (the last window along an axis
-    starts at a multiple of the pooling factor, :func:`tile_cores`), and ``halo ≥ multiple``."""
+#: Threads that copy windows to and from the device's batches (NumPy copies release the GIL).
+COPY_THREADS = min(8, os.cpu_count() or 1)
+_COPY_ROWS = 512
+
+
+@functools.lru_cache(maxsize=1)
+def _copy_pool():
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="cryostream-copy")
+
+
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` for 2-D arrays, in blocks of rows on :data:`COPY_THREADS` threads
+    when large (a full-size micrograph's windows are hundreds of MB)."""
+    rows = dst.shape[0]
+    if COPY_THREADS == 1 or dst.size < 4 * _COPY_ROWS * 1024:
+        dst[...] = src
+        return
+
+    def part(first):
+        dst[first : first + _COPY_ROWS] = src[first : first + _COPY_ROWS]
+
+    list(_copy_pool().map(part, range(0, rows, _COPY_ROWS)))
+
+
+def _mirrored(start: int, length: int, n: int) -> list[tuple[slice, slice]]:
+    """Pieces of the index range ``[start, start + length)`` of an axis of ``n`` pixels
+    mirror-padded as NumPy's ``"symmetric"`` (Dask's ``"reflect"``: ``-1 → 0``, ``n → n − 1``),
+    as ``(destination, source)`` slices; a source piece outside ``[0, n)`` runs backwards.
+    The padding must be at most ``n`` on each side."""
+    stop = start + length
+    pieces = []
+    if start < 0:  # i → −i − 1
+        end = min(stop, 0)
+        low = -end - 1
+        pieces.append((slice(0, end - start), slice(-start - 1, low if low >= 0 else None, -1)))
+    if start < n and stop > 0:
+        a, b = max(start, 0), min(stop, n)
+        pieces.append((slice(a - start, b - start), slice(a, b)))
+    if stop > n:  # i → 2n − 1 − i
+        a = max(start, n)
+        low = 2 * n - 1 - stop
+        pieces.append((slice(a - start, length), slice(2 * n - 1 - a, low if low >= 0 else None,
+                                                        -1)))
+    return pieces
+
+
+def _cut_mirrored(image: np.ndarray, row: int, col: int, dst: np.ndarray) -> None:
+    """Fill ``dst`` with ``image`` from ``(row, col)`` on, mirror-padded where it reaches past
+    an edge (:func:`_mirrored`): the window of a padded image, without padding the image."""
+    for rows_to, rows_from in _mirrored(row, dst.shape[0], image.shape[0]):
+        for cols_to, cols_from in _mirrored(col, dst.shape[1], image.shape[1]):
+            _copy(dst[rows_to, cols_to], image[rows_from, cols_from])
+
+
+def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int) -> None:
+    """The network's output over the core of each slab, into its output array. ``slabs`` are
+    ``(cut, out)``: ``out`` the slab's core (a band of the micrograph), ``cut(wy, wx, dst)``
+    fills ``dst`` with the window of ``(tile + 2·halo)²`` whose core starts at ``(wy, wx)`` in
+    ``out`` (the slab with its ``halo`` on every side). Windows go to the device
+    ``batch_size`` at a time within a slab. The next batch is sent while the device computes
+    the last one (JAX dispatches asynchronously), so host-to-device copies, compute and
+    copies back overlap. Only the part of each window that can hold its core,
+    ``(tile + multiple)²`` from the halo on, comes back: a core is at most
+    ``tile + multiple − 1`` wide (the last window along an axis starts at a multiple of the
+    pooling factor, :func:`tile_cores`), and ``halo ≥ multiple``."""
     side = tile + 2 * halo
     multiple = network.config.multiple
     kept = slice(halo, halo + tile + multiple)
-    outs, batches = [], []
-    for index, slab in enumerate(slabs):
-        height, width = slab.shape[0] - 2 * halo, slab.shape[1] - 2 * halo
-        outs.append(np.empty((height, width), dtype=np.float32))
+    batches = []
+    for index, (_, out) in enumerate(slabs):
+        height, width = out.shape
         jobs = [(ry, rx) for ry in tile_cores(height, tile, multiple)
                 for rx in tile_cores(width, tile, multiple)]
         batches += [(index, jobs[first : first + batch_size])
                     for first in range(0, len(jobs), batch_size)]
 
     def send(index, chunk):
-        windows = np.zeros((batch_size, side, side, 1), dtype=np.float32)
+        windows = np.empty((batch_size, side, side, 1), dtype=np.float32)
+        windows[len(chunk) :] = 0  # a short last batch keeps the compiled shape
         for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
-            windows[i, ..., 0] = slabs[index][wy : wy + side, wx : wx + side]
+            slabs[index][0](wy, wx, windows[i, ..., 0])
         return network.apply(network.params, to_device(windows))[:, kept, kept, 0]
 
     pending = None
     for index, chunk in batches:
         sent = (index, chunk, send(index, chunk))  # dispatched before the last one is fetched
         if pending is not None:
-            _place(outs, *pending)
+            _place(slabs, *pending)
         pending = sent
     if pending is not None:
-        _place(outs, *pending)
-    return outs
+        _place(slabs, *pending)
 
 
 def to_device(array: np.ndarray):
@@ -175,12 +242,13 @@ def to_host(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def _place(outs: list, index: int, chunk: list, result) -> None:
+def _place(slabs: list, index: int, chunk: list, result) -> None:
     """Copy a batch's window cores (``result``: each window from its halo on) back into slab
     ``index``'s output."""
     result = to_host(result)
+    out = slabs[index][1]
     for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
-        outs[index][y0:y1, x0:x1] = result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx]
+        _copy(out[y0:y1, x0:x1], result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx])
 
 
 def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
@@ -231,7 +299,13 @@ def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: 
     same bands, windows and batches as :func:`denoise_array`, without a task graph, every
     band's windows in one stream to the device."""
     tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size)
-    padded = np.pad(image, halo, mode="symmetric")  # Dask's "reflect" boundary
-    starts = np.cumsum((0, *heights[:-1]))
-    slabs = [padded[y : y + h + 2 * halo] for y, h in zip(starts, heights, strict=True)]
-    return np.concatenate(_through_network(load_network(run), slabs, tile, halo, batch_size))
+    image = np.asarray(image, dtype=np.float32)
+    out = np.empty(image.shape, dtype=np.float32)
+    slabs = []
+    for start, height in zip(np.cumsum((0, *heights[:-1])).tolist(), heights, strict=True):
+        def cut(wy, wx, dst, start=start):  # the image mirror-padded by the halo, not copied
+            _cut_mirrored(image, start + wy - halo, wx - halo, dst)
+
+        slabs.append((cut, out[start : start + height]))
+    _through_network(load_network(run), slabs, tile, halo, batch_size)
+    return out
