@@ -1,5 +1,6 @@
 """The H200 speed figure of docs/benchmarks.md: training throughput with peak device memory,
-and the first compile of the training step, from ``docs/results/h200_speed/``.
+the first compile of the training step, and whole micrographs denoised end to end after each
+change to ``denoise``'s copies, from ``docs/results/h200_speed/``.
 
 Usage: python benchmarks/plot_gpu_speed.py [RESULTS_DIR] [OUT.png]
 """
@@ -13,6 +14,12 @@ from pathlib import Path
 
 #: The ``unet`` computed plainly, measured on an H200 at 8cc5d08 (before the pixel phases).
 BEFORE = {"patches_per_s": 103.0, "compile_s": 134.0}
+
+#: ``bench_denoise_gpu.py`` results after each change to denoise's copies, in order.
+DENOISE = [("host side\n(12-01)", "denoise_gpu_call3.json"),
+           ("explicit\ncopies", "denoise_gpu_explicit_copy.json"),
+           ("pinned\ncopy back", "denoise_gpu_pinned.json"),
+           ("windows cut\non 8 threads", "denoise_gpu_threaded_windows.json")]
 
 
 def main() -> None:
@@ -39,7 +46,8 @@ def main() -> None:
     bars += [("cryostream before\n(8cc5d08)", BEFORE["patches_per_s"], None),
              ("cryostream\nfixed batch", train["patches_per_s_fixed"], cold[1]["device_peak_gb"]),
              ("cryostream\nfrom the store", train["patches_per_s_loader"], None)]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.5),
+                                  gridspec_kw={"width_ratios": [3, 2, 2]})
     colours = ["#999"] * len(topaz) + ["#c9a"] + ["#36c"] * 2
     a.bar(range(len(bars)), [v for _, v, _ in bars], color=colours)
     for i, (_, v, gb) in enumerate(bars):
@@ -64,6 +72,19 @@ def main() -> None:
     b.set_xticks(range(len(steps)), [n for n, _ in steps], fontsize=7)
     b.set_ylabel("seconds")
     b.set_title("first compile of the training step")
+    ends = [(label, json.loads((results / f).read_text())[0]) for label, f in DENOISE]
+    c.bar(range(len(ends)), [r["micrographs_per_second"] for _, r in ends],
+          color=["#999"] * (len(ends) - 1) + ["#36c"])
+    for i, (_, r) in enumerate(ends):
+        passed = r.get("network_pass_seconds")
+        c.text(i, r["micrographs_per_second"] + 0.05, f"{r['micrographs_per_second']:.2f}/s"
+               + (f"\npass {passed:.3f} s" if passed else ""), ha="center", fontsize=8)
+    c.axhline(2.5, ls="--", c="k", lw=0.8)
+    c.text(-0.4, 2.55, "target 2.5/s", ha="left", fontsize=8)
+    c.set_ylim(0, 3.2)
+    c.set_xticks(range(len(ends)), [n for n, _ in ends], fontsize=7)
+    c.set_ylabel("micrographs / s (7676 × 7420, 20)")
+    c.set_title("denoise end to end, network alone")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print("wrote", out)
