@@ -27,7 +27,15 @@ def main() -> None:
     import jax
 
     from cryostream.denoise.network import load_network, model_path
-    from cryostream.denoise.tiling import _layout, network_pass, to_device, to_host
+    from cryostream.denoise.tiling import (
+        auto_tile,
+        count_windows,
+        default_halo,
+        device_batch,
+        network_pass,
+        to_device,
+        to_host,
+    )
 
     run = model_path("general")
     shape = (args.shape, args.shape) if args.shape else (7676, 7420)
@@ -45,8 +53,10 @@ def main() -> None:
     print(jax.devices()[0].device_kind, shape, flush=True)
     print("network_pass, whole micrograph", median(lambda: network_pass(run, image)), "s")
     net = load_network(run)
-    tile, halo, batch, _ = _layout(run, shape, None, None, 8)
-    side, m = tile + 2 * halo, net.config.multiple
+    m, halo = net.config.multiple, default_halo(net.config)
+    tile = auto_tile(shape, net.config, halo)
+    side = tile + 2 * halo
+    batch = device_batch(8, count_windows(shape, tile, m), side)
     windows = np.random.default_rng(1).normal(size=(batch, side, side, 1)).astype(np.float32)
     on_device = to_device(windows)
     print(f"tile {tile}, batch {batch} windows of {side}²")
