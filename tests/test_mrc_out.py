@@ -335,5 +335,10 @@ def test_micrographs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsys):
                                       alone.values[0])
     star = (tmp_path / "out" / "denoised_micrographs.star").read_text()
     assert "small.mrc" in star and "large.mrc" in star
+    # from Python the result lists the outputs, as a stack's "sources" does (a rerun keeps them)
+    listed = denoise(tiny_run.run, [small, large], tmp_path / "out",
+                     config=DenoiseConfig.raw(tile=64), workers=1)
+    assert listed.attrs["sources"] == [str(tmp_path / "out" / p.name) for p in (small, large)]
+    assert list(listed.values) == listed.attrs["sources"] and listed.attrs["kept"] == 2
     with pytest.raises(InvalidMicrographError, match="differs"):
         denoise(tiny_run.run, [small, large], config=DenoiseConfig.raw(tile=64))

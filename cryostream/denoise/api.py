@@ -298,7 +298,8 @@ def _result(micrographs, plans, todo, results, gathered, output):
         import xarray as xr
 
         result = xr.DataArray(np.array(paths, dtype=object), dims=("micrograph",),
-                              coords={"micrograph": [Path(p).stem for p in paths]})
+                              coords={"micrograph": [Path(p).stem for p in paths]},
+                              attrs={"sources": [str(p) for p in paths]})  # as a stack's
     skipped = _count_skipped(gathered.skipped) + len(micrographs) - len(kept)
     return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
                                pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept],
