@@ -100,8 +100,19 @@ def test_tiles_match_the_whole_micrograph(trained):
 def test_windows_are_cut_as_from_the_mirror_padded_micrograph(monkeypatch):
     from cryostream.denoise import tiling
 
-    monkeypatch.setattr(tiling, "_COPY_ROWS", 64)  # large pieces in blocks of 64 rows
+    monkeypatch.setattr(tiling, "_COPY_MIN", 4096)  # most pieces on the copy threads
     monkeypatch.setattr(tiling, "COPY_THREADS", 3)
+    monkeypatch.setattr(tiling, "_pool", [])  # a pool of 3 for this test alone
+    for n in range(1, 13):  # every piece list, against NumPy's mirror padding, on one axis
+        axis = np.arange(n)
+        for pad in range(n + 1):
+            padded = np.pad(axis, pad, mode="symmetric")
+            for start in range(-pad, n + pad):
+                for length in range(0, n + pad - start + 1):
+                    got = np.full(length, -1)
+                    for to, source in tiling._mirrored(start, length, n):
+                        got[to] = axis[source]
+                    np.testing.assert_array_equal(got, padded[start + pad : start + pad + length])
     rng = np.random.default_rng(3)
     for shape, side, pad in (((37, 53), 24, 20), ((2100, 1100), 1400, 300)):  # the large one
         image = rng.normal(size=shape).astype(np.float32)  # goes in blocks on threads

@@ -12,9 +12,9 @@ network at once. One window shape means one compiled program for every micrograp
 
 from __future__ import annotations
 
-import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -123,30 +123,62 @@ def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percen
     return out[None]
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: a batch system's or container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 #: Threads that copy windows to and from the device's batches (NumPy copies release the GIL).
-COPY_THREADS = min(8, os.cpu_count() or 1)
-_COPY_ROWS = 512
+COPY_THREADS = min(8, _usable_cpus())
+#: Copies smaller than this many pixels are made on the calling thread.
+_COPY_MIN = 2 * 1024 * 1024
+_POOL_NAME = "cryostream-copy"
+_pool_lock = threading.Lock()
+_pool: list = []  # the copy pool, made on first use (and again in a forked child)
 
 
-@functools.lru_cache(maxsize=1)
 def _copy_pool():
     import concurrent.futures
 
-    return concurrent.futures.ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="cryostream-copy")
+    with _pool_lock:
+        if not _pool:
+            _pool.append(concurrent.futures.ThreadPoolExecutor(COPY_THREADS,
+                                                               thread_name_prefix=_POOL_NAME))
+        return _pool[0]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_pool.clear)
 
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` for 2-D arrays, in blocks of rows on :data:`COPY_THREADS` threads
-    when large (a full-size micrograph's windows are hundreds of MB)."""
+    """``dst[...] = src`` for 2-D arrays of one shape, in blocks of rows on
+    :data:`COPY_THREADS` threads when large (a full-size micrograph's windows are hundreds of
+    MB). On one thread when small, when called from a copy thread itself, or when the
+    interpreter is shutting down (no new threads then)."""
+    if dst.shape != src.shape:
+        raise ValueError(f"copy of {src.shape} into {dst.shape}")
     rows = dst.shape[0]
-    if COPY_THREADS == 1 or dst.size < 4 * _COPY_ROWS * 1024:
+    threads = min(COPY_THREADS, rows)
+    if threads <= 1 or dst.size < _COPY_MIN \
+            or threading.current_thread().name.startswith(_POOL_NAME):
         dst[...] = src
         return
+    step = -(-rows // threads)
 
     def part(first):
-        dst[first : first + _COPY_ROWS] = src[first : first + _COPY_ROWS]
+        dst[first : first + step] = src[first : first + step]
 
-    list(_copy_pool().map(part, range(0, rows, _COPY_ROWS)))
+    try:
+        futures = [_copy_pool().submit(part, first) for first in range(0, rows, step)]
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        dst[...] = src
+        return
+    for future in futures:
+        future.result()
 
 
 def _mirrored(start: int, length: int, n: int) -> list[tuple[slice, slice]]:
@@ -155,6 +187,10 @@ def _mirrored(start: int, length: int, n: int) -> list[tuple[slice, slice]]:
     as ``(destination, source)`` slices; a source piece outside ``[0, n)`` runs backwards.
     The padding must be at most ``n`` on each side."""
     stop = start + length
+    if length <= 0:
+        return []
+    if start < -n or stop > 2 * n:
+        raise ValueError(f"pixels {start}..{stop} of an axis of {n}: more than one reflection")
     pieces = []
     if start < 0:  # i → −i − 1
         end = min(stop, 0)
@@ -231,15 +267,22 @@ def to_host(array) -> np.ndarray:
     which the GPU copies to at full speed: 303 MB of windows came back in 7 ms that way on an
     H200 against 175 ms for the plain copy. Where the JAX in use has no pinned host memory,
     the plain copy."""
-    if backend() == "gpu":
+    if backend() == "gpu" and not _no_pinned:
         import jax
 
         try:
             pinned = array.sharding.with_memory_kind("pinned_host")
             return np.asarray(jax.device_put(array, pinned))
-        except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError):
-            pass
+        except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError) as exc:
+            import logging
+
+            _no_pinned.append(exc)  # not tried again in this process
+            logging.getLogger("cryostream").debug("copies back from the GPU go the plain way "
+                                                  "(no pinned host memory: %s)", exc)
     return np.asarray(array)
+
+
+_no_pinned: list = []  # why the pinned copy back failed, once it has
 
 
 def _place(slabs: list, index: int, chunk: list, result) -> None:
