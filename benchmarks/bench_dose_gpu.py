@@ -12,7 +12,10 @@ their ground truth:
                CTF-shaped gain with its check and fallback, the 8-fold ensemble), and its parts:
                the network's output alone (``_raw``), the correction alone (``_n2n``) and the
                per-ring oracle mix of input and output (``_blend_oracle``, truth-fitted: what
-               re-weighting by frequency could give at best); with ``--calibrate N`` also the
+               re-weighting by frequency could give at best; optimistic by the chance fit of
+               two weights per ring, which ``noise_blend_oracle``, the same fit with pure
+               noise for the output, shows; ``_blend_cross`` is the mix cross-fitted between
+               two halves of each ring, pessimistic); with ``--calibrate N`` also the
                default with the per-ring weighting fitted by N recorruption passes, no truth
                (``_calibrated``).
 ``evenodd``    plain Noise2Noise on the halves (``prepare EVEN --odd ODD``: both directions, no
@@ -168,6 +171,9 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names, partia
 
         scored("gaussian", gaussian_filter(y, g[1]))
         scored("wiener_oracle", wiener_oracle(y, x))
+        # the mix bound's chance gain: the same fit with an output that knows nothing
+        junk = np.random.default_rng(i).normal(size=y.shape).astype(np.float32) * y.std()
+        scored("noise_blend_oracle", blend_oracle(y, junk, x))
         if topaz:
             t = time.perf_counter()
             scored("topaz", affine_fit(topaz(y), x))
@@ -201,6 +207,7 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names, partia
             row[f"{name}_found"] = jsonable(found)
             scored(f"{name}_raw", out_f)
             scored(f"{name}_blend_oracle", blend_oracle(y, out_f, x))
+            scored(f"{name}_blend_cross", blend_oracle(y, out_f, x, cross_fit=True))
             if name in ("matched", "fit"):
                 corrected, _ = DenoiseConfig.raw(n2n_correction=True).pipeline().run(
                     Micrograph(y, cfg.pixel_size_angstrom, record), known_output(y, out_f))

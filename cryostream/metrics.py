@@ -177,7 +177,7 @@ def wiener_oracle(noisy: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *,
-                 min_coefficients: int = 128) -> np.ndarray:
+                 min_coefficients: int = 128, cross_fit: bool = False) -> np.ndarray:
     """The best per-ring mix ``a·noisy + b·output``, weights fitted to the *true* image.
 
     Rings of spatial frequency (merged from the centre out until each holds
@@ -186,6 +186,12 @@ def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *
     the input, so this oracle bounds what re-weighting a denoiser's output by frequency can
     give: if it barely beats :func:`wiener_oracle`, the output carries no more than a linear
     filter does. The mean is the input's.
+
+    Fitted and applied on the same coefficients, the two weights also fit the chance
+    correlations of each ring's noise with the truth: mixed with pure noise, the input gains
+    about 0.005 in FRC at 128 coefficients per ring. ``cross_fit`` removes that: each ring's
+    coefficients are split in two by the parity of ``ky + kx``, and each half gets the
+    weights fitted on the other.
     """
     import scipy.fft
 
@@ -195,18 +201,29 @@ def blend_oracle(noisy: np.ndarray, output: np.ndarray, reference: np.ndarray, *
     bins, weight = merged.bins, merged.weight
     z, f, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, output, reference))
 
-    def sums(v):
-        return np.bincount(bins.ravel(), (weight * v).ravel())
+    def weights(mask):
+        def sums(v):
+            return np.bincount(bins.ravel(), (weight * mask * v).ravel(),
+                               minlength=int(bins.max()) + 1)
 
-    zz, zf, ff = sums(np.abs(z) ** 2), sums((z * np.conj(f)).real), sums(np.abs(f) ** 2)
-    xz, xf = sums((x * np.conj(z)).real), sums((x * np.conj(f)).real)
-    det = zz * ff - zf**2
-    ok = det > 1e-12 * zz * ff
-    safe = np.where(ok, det, 1.0)
-    a = np.where(ok, (xz * ff - xf * zf) / safe, np.where(zz > 0, xz / np.maximum(zz, 1e-300), 0))
-    b = np.where(ok, (xf * zz - xz * zf) / safe, 0.0)
-    a[0], b[0] = 1.0, 0.0
-    out = scipy.fft.irfft2(a[bins] * z + b[bins] * f, s=(ny, nx), workers=-1) + noisy.mean()
+        zz, zf, ff = sums(np.abs(z) ** 2), sums((z * np.conj(f)).real), sums(np.abs(f) ** 2)
+        xz, xf = sums((x * np.conj(z)).real), sums((x * np.conj(f)).real)
+        det = zz * ff - zf**2
+        ok = det > 1e-12 * zz * ff
+        safe = np.where(ok, det, 1.0)
+        a = np.where(ok, (xz * ff - xf * zf) / safe,
+                     np.where(zz > 0, xz / np.maximum(zz, 1e-300), 0))
+        b = np.where(ok, (xf * zz - xz * zf) / safe, 0.0)
+        a[0], b[0] = 1.0, 0.0
+        return a[bins] * z + b[bins] * f
+
+    if cross_fit:
+        ky, kx = np.indices(z.shape)
+        even = ((ky + kx) % 2 == 0).astype(np.float64)
+        mixed = np.where(even > 0, weights(1.0 - even), weights(even))
+    else:
+        mixed = weights(np.ones(z.shape))
+    out = scipy.fft.irfft2(mixed, s=(ny, nx), workers=-1) + noisy.mean()
     return out.astype(np.float32)
 
 

@@ -140,3 +140,22 @@ def test_blend_oracle_is_at_least_its_parts_and_finds_a_perfect_output():
     assert score > psnr(low_pass, clean)
     # an output equal to the truth is taken whole, ring by ring
     assert psnr(blend_oracle(noisy, clean, clean), clean) > 60
+
+
+def test_the_cross_fitted_blend_oracle_gains_nothing_from_pure_noise():
+    from cryostream.metrics import frc
+
+    rng = np.random.default_rng(6)
+    clean, _ = _smooth_pair(rng, 0.05)
+    noisy = clean + rng.normal(0, 0.5, clean.shape)  # a micrograph's low SNR: FRC ≈ 0.1–0.3
+    junk = rng.normal(size=clean.shape).astype(np.float32)  # knows nothing of the truth
+
+    def mid(image):
+        f, c = frc(image, clean)
+        return c[(f > 0.01) & (f < 0.25)].mean()
+
+    fitted, crossed = (blend_oracle(noisy, junk, clean, cross_fit=c) for c in (False, True))
+    assert mid(fitted) > mid(noisy) + 0.003  # the same-coefficient fit gains by chance
+    assert mid(crossed) < mid(noisy) + 0.001  # the cross-fit does not
+    # and it still finds an output that holds the truth
+    assert psnr(blend_oracle(noisy, clean, clean, cross_fit=True), clean) > 60
