@@ -182,7 +182,8 @@ def test_a_rerun_keeps_finished_outputs_and_remakes_one_whose_input_changed(trai
     os.utime(inputs[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with caplog.at_level(logging.INFO, logger="cryostream"):
         again = denoise(run, inputs, out, config=config, workers=1)
-    assert "mic_0.mrc: the input changed" in caplog.text and again.attrs["kept"] == 1
+    assert "mic_0.mrc: the input or the model changed" in caplog.text
+    assert again.attrs["kept"] == 1
     assert (out / "mic_0.mrc").read_bytes() != before["mic_0.mrc"]
     assert (out / "mic_1.mrc").read_bytes() == before["mic_1.mrc"]
     fresh = denoise(run, inputs[:1], config=config, workers=1)
@@ -193,6 +194,35 @@ def test_a_rerun_keeps_finished_outputs_and_remakes_one_whose_input_changed(trai
     del record["input_files"]
     sidecar.write_text(json.dumps(record))
     assert denoise(run, inputs, out, config=config, workers=1).attrs["kept"] == 2
+
+
+def test_a_rerun_after_the_run_was_trained_further_denoises_again(trained, tmp_path, caplog):
+    """Training a run further (cryostream fit or train again) gives it a new last checkpoint:
+    outputs of the older one are made again, with a note, not kept as if current. Each
+    output's record says which checkpoint made it."""
+    import logging
+    import shutil
+
+    from cryostream.denoise.network import load_network
+
+    source_run, sim = trained
+    run = tmp_path / "run"
+    shutil.copytree(source_run, run)
+    out = tmp_path / "den"
+    config = DenoiseConfig.raw(tile=64)
+    denoise(run, sim.micrographs[:1], out, config=config, workers=1)
+    record = json.loads(next(out.glob("*.json")).read_text())
+    last = record["model_files"]["checkpoint"]
+    assert isinstance(last, int) and (run / "checkpoints" / str(last)).is_dir()
+    assert denoise(run, sim.micrographs[:1], out, config=config, workers=1).attrs["kept"] == 1
+    # a later checkpoint (here the same parameters under a later step)
+    shutil.copytree(run / "checkpoints" / str(last), run / "checkpoints" / str(last + 1))
+    load_network.cache_clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        again = denoise(run, sim.micrographs[:1], out, config=config, workers=1)
+    assert "the input or the model changed" in caplog.text and again.attrs["kept"] == 0
+    record = json.loads(next(out.glob("*.json")).read_text())
+    assert record["model_files"]["checkpoint"] == last + 1
 
 
 def test_n2n_correction_recovers_the_clean_conditional_mean():

@@ -45,15 +45,16 @@ def same_record(sidecar: Path, record: dict) -> bool:
     keys = ("run", "input", "config", "given")
     if not (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)):
         return False
-    # an output made before inputs were stamped (no "input_files") is taken as it is
-    return found.get("input_files", record.get("input_files")) == record.get("input_files")
+    # an output made before inputs or models were stamped (no "input_files", "model_files")
+    # is taken as it is
+    return all(found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
 
 
 def input_changed(sidecar: Path, record: dict) -> bool:
     """Whether ``sidecar`` is the record of an output of the same run, config and input
     whose input file has changed since (its size or time of modification; what came with it,
-    such as a STAR file's defocus, may have changed too): the output is stale, and denoise
-    makes it again."""
+    such as a STAR file's defocus, may have changed too), or whose model has (a run trained
+    further): the output is stale, and denoise makes it again."""
     try:
         found = json.loads(sidecar.read_text())
     except (OSError, ValueError):
@@ -61,7 +62,8 @@ def input_changed(sidecar: Path, record: dict) -> bool:
     # what came with the input (a STAR file's defocus, say) may change with it: not compared
     keys = ("run", "input", "config")
     return (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
-            and "input_files" in found and found["input_files"] != record.get("input_files"))
+            and any(k in found and found[k] != record.get(k)
+                    for k in ("input_files", "model_files")))
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
@@ -105,8 +107,9 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
             import logging
 
             logging.getLogger("cryostream").info(
-                "%s: the input changed since %s was made (size or time of modification); "
-                "denoising it again", source, path)
+                "%s: the input or the model changed since %s was made (a file's size or time "
+                "of modification, or the run's last checkpoint); denoising it again", source,
+                path)
         if path.exists() and not done and not unfinished and not stale and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
                               "these options; pass --overwrite to replace it, or choose another "
@@ -234,7 +237,22 @@ def output_identity(run, config, source: str, given: dict | None = None,
         identity["given"] = given
     identity["input_files"] = (input_stamps(source, given) if input_files is None
                                else input_files)
+    identity["model_files"] = model_stamp(run)
     return identity
+
+
+def model_stamp(run) -> dict:
+    """Which state of a model made an output: a run folder's last checkpoint (its step and
+    time of modification: a run trained further has a new one), or an exported or shipped
+    ``.npz``'s size and time of modification."""
+    path = Path(str(run))
+    if path.is_dir():
+        steps = [int(p.name) for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
+        if not steps:
+            return {"checkpoint": None}
+        last = path / "checkpoints" / str(max(steps))
+        return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns}
+    return _stamp(str(path))
 
 
 def input_stamps(source: str, given: dict | None = None) -> list[dict]:
