@@ -355,8 +355,10 @@ def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
     changes = _differences(old, request)
     if changes and not overwrite:
         raise ConfigError(f"{run}: holds a fit of other inputs or options (changed: "
-                          f"{'; '.join(changes)}); run the same command to continue it, choose "
-                          "another folder (-o), or pass overwrite=True (--overwrite) to replace it")
+                          f"{'; '.join(changes)}); to continue that fit give it the inputs and "
+                          "options it was made with, choose another folder (-o) for this one, "
+                          "or pass overwrite=True (--overwrite) to train this one there from "
+                          "the start (the run in it is replaced)")
     return bool(changes) or overwrite
 
 
@@ -364,7 +366,23 @@ def _differences(old, new: dict) -> list[str]:
     """What ``new`` changes of the fit ``old`` (a longer or shorter training may continue)."""
     if not isinstance(old, dict):
         return ["the record is not a JSON object"]
-    changes = [key for key in ("inputs", "store", "prepare") if old.get(key) != new[key]]
+    def real(paths):  # one folder reached by another path (``..``, a link) is the same
+        if isinstance(paths, str):
+            return os.path.realpath(paths)
+        return [os.path.realpath(p) for p in paths] if isinstance(paths, list) else paths
+
+    changes = []
+    if real(old.get("inputs")) != real(new["inputs"]):
+        before = set(real(old.get("inputs")) or [])
+        now = set(real(new["inputs"]))
+        added, gone = sorted(now - before), sorted(before - now)
+        said = [f"{len(added)} added ({', '.join(Path(p).name for p in added[:3])}"
+                f"{', …' if len(added) > 3 else ''})"] * bool(added)
+        said += [f"{len(gone)} left out ({', '.join(Path(p).name for p in gone[:3])}"
+                 f"{', …' if len(gone) > 3 else ''})"] * bool(gone)
+        changes.append("inputs: " + (", ".join(said) or "their order"))
+    changes += [key for key in ("store",) if real(old.get(key)) != real(new[key])]
+    changes += [key for key in ("prepare",) if old.get(key) != new[key]]
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
     changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
                 if k != "steps" and before.get(k) != v]

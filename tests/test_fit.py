@@ -272,12 +272,15 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
     with pytest.raises(ConfigError) as info:
         cryostream.fit(mics[:1], run, train=dataclasses.replace(SMALL, seed=1), budget=SPENT)
     assert str(info.value) == (
-        f"{run}: holds a fit of other inputs or options (changed: inputs; seed: 0 → 1); run the "
-        "same command to continue it, choose another folder (-o), or pass overwrite=True "
-        "(--overwrite) to replace it")
+        f"{run}: holds a fit of other inputs or options (changed: inputs: 1 left out "
+        f"({mics[1].name}); seed: 0 → 1); to continue that fit give it the inputs and options "
+        "it was made with, choose another folder (-o) for this one, or pass overwrite=True "
+        "(--overwrite) to train this one there from the start (the run in it is replaced)")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
     notes.clear()
-    cryostream.fit(mics, run, train=SMALL, budget=SPENT)  # the same request: the store kept
+    # the same request, the run folder reached by another path: the store kept
+    cryostream.fit(mics, run.parent / ".." / run.parent.name / run.name, train=SMALL,
+                   budget=SPENT)
     assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
     assert not any("measuring the noise" in n for n in notes)
     cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True)
