@@ -191,6 +191,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     headers, _ = read_headers([p.absolute() for p in expand_inputs(given, permissive=permissive)],
                               permissive=permissive)
     paths = [Path(h.path) for h in headers]
+    _warn_mixed_pixel_sizes(headers)
     prep = prepare or recipe(headers[0].shape)
     check_patch_size(prep, MODEL_MULTIPLE)
     if min(headers[0].shape) < prep.patch_size:
@@ -360,6 +361,23 @@ def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
                           "or pass overwrite=True (--overwrite) to train this one there from "
                           "the start (the run in it is replaced)")
     return bool(changes) or overwrite
+
+
+def _warn_mixed_pixel_sizes(headers) -> None:
+    """A warning when the micrographs' headers give pixel sizes more than 1 % apart: one model
+    is trained on them all, which is seldom meant (one magnification per data set)."""
+    import warnings
+
+    sizes = {h.pixel_size_angstrom for h in headers if h.pixel_size_angstrom}
+    if sizes and max(sizes) > 1.01 * min(sizes):
+        by_size = {}
+        for h in headers:
+            by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
+        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
+        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
+                      "one model is trained on all of them. If they come from one data set, "
+                      "check the headers; otherwise fit each magnification on its own",
+                      UserWarning, stacklevel=3)
 
 
 def _differences(old, new: dict) -> list[str]:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 
@@ -285,6 +286,17 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
     assert not any("measuring the noise" in n for n in notes)
     cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True)
     assert json.loads((run / FIT_RECORD).read_text())["inputs"] == [str(mics[0])]
+
+
+def test_micrographs_of_several_pixel_sizes_are_fitted_with_a_warning(mics, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.mrc"
+    shutil.copy(mics[1], other)
+    with mrcfile.open(other, mode="r+") as mrc:
+        mrc.voxel_size = 1.0
+    with pytest.warns(UserWarning, match=r"2 pixel sizes \(0.6575 Å \(.*\), 1 Å \(other.mrc\)\)"):
+        cryostream.fit([mics[0], other], tmp_path / "run", train=SMALL, budget=SPENT)
 
 
 # --- real training ---------------------------------------------------------------------------------
