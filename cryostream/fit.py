@@ -29,6 +29,7 @@ from cryostream._version import __version__
 from cryostream.budget import Budget
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.io.mrc import file_changes, same_paths, warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, read_headers
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare import prepare as prepare_store
@@ -191,7 +192,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     headers, _ = read_headers([p.absolute() for p in expand_inputs(given, permissive=permissive)],
                               permissive=permissive)
     paths = [Path(h.path) for h in headers]
-    _warn_mixed_pixel_sizes(headers)
+    warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
+                           "magnification on its own")
     prep = prepare or recipe(headers[0].shape)
     check_patch_size(prep, MODEL_MULTIPLE)
     if min(headers[0].shape) < prep.patch_size:
@@ -363,43 +365,13 @@ def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
     return bool(changes) or overwrite
 
 
-def _warn_mixed_pixel_sizes(headers) -> None:
-    """A warning when the micrographs' headers give pixel sizes more than 1 % apart: one model
-    is trained on them all, which is seldom meant (one magnification per data set)."""
-    import warnings
-
-    sizes = {h.pixel_size_angstrom for h in headers if h.pixel_size_angstrom}
-    if sizes and max(sizes) > 1.01 * min(sizes):
-        by_size = {}
-        for h in headers:
-            by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
-        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
-        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
-                      "one model is trained on all of them. If they come from one data set, "
-                      "check the headers; otherwise fit each magnification on its own",
-                      UserWarning, stacklevel=3)
-
-
 def _differences(old, new: dict) -> list[str]:
     """What ``new`` changes of the fit ``old`` (a longer or shorter training may continue)."""
     if not isinstance(old, dict):
         return ["the record is not a JSON object"]
-    def real(paths):  # one folder reached by another path (``..``, a link) is the same
-        if isinstance(paths, str):
-            return os.path.realpath(paths)
-        return [os.path.realpath(p) for p in paths] if isinstance(paths, list) else paths
-
-    changes = []
-    if real(old.get("inputs")) != real(new["inputs"]):
-        before = set(real(old.get("inputs")) or [])
-        now = set(real(new["inputs"]))
-        added, gone = sorted(now - before), sorted(before - now)
-        said = [f"{len(added)} added ({', '.join(Path(p).name for p in added[:3])}"
-                f"{', …' if len(added) > 3 else ''})"] * bool(added)
-        said += [f"{len(gone)} left out ({', '.join(Path(p).name for p in gone[:3])}"
-                 f"{', …' if len(gone) > 3 else ''})"] * bool(gone)
-        changes.append("inputs: " + (", ".join(said) or "their order"))
-    changes += [key for key in ("store",) if real(old.get(key)) != real(new[key])]
+    changes = [f"inputs: {file_changes(old.get('inputs'), new['inputs'])}"] * (
+        not same_paths(old.get("inputs"), new["inputs"]))  # .. or a link: the same files
+    changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
     changes += [key for key in ("prepare",) if old.get(key) != new[key]]
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
     changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()

@@ -339,3 +339,43 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
     if like.extended_header:
         mrc.set_extended_header(np.frombuffer(like.extended_header, dtype=np.uint8).copy())
         h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]
+
+
+def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
+    """A warning when micrographs' headers give pixel sizes more than 1 % apart (seldom meant:
+    one magnification per data set), naming one file of each size."""
+    by_size: dict = {}
+    for h in headers:
+        by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
+    sizes = [s for s in by_size if s]
+    if sizes and max(sizes) > 1.01 * min(sizes):
+        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
+        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
+                      f"{consequence}. If they come from one data set, check the headers; "
+                      f"otherwise {otherwise}", UserWarning, stacklevel=3)
+
+
+def same_paths(a, b) -> bool:
+    """Whether two paths, or two lists of paths, name the same files (``..`` and links
+    resolved)."""
+    def real(paths):
+        if isinstance(paths, str):
+            return os.path.realpath(paths)
+        return [os.path.realpath(p) for p in paths] if isinstance(paths, list) else paths
+
+    return real(a) == real(b)
+
+
+def file_changes(before, now: list) -> str:
+    """What changed from the files ``before`` to ``now``: those added and left out (by name,
+    the first three), or their order."""
+    old = {os.path.realpath(p) for p in before} if isinstance(before, list) else set()
+    new = {os.path.realpath(p) for p in now}
+
+    def some(paths):
+        names = [Path(p).name for p in sorted(paths)]
+        return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+    said = [f"{len(new - old)} added ({some(new - old)})"] * bool(new - old)
+    said += [f"{len(old - new)} left out ({some(old - new)})"] * bool(old - new)
+    return ", ".join(said) or "their order"
