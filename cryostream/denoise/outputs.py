@@ -244,7 +244,9 @@ def output_identity(run, config, source: str, given: dict | None = None,
 def model_stamp(run) -> dict:
     """Which state of a model made an output: a run folder's last checkpoint (its step and
     time of modification: a run trained further has a new one), or an exported or shipped
-    ``.npz``'s size and time of modification."""
+    ``.npz``'s size and content digest (the same model installed again is the same)."""
+    import hashlib
+
     path = Path(str(run))
     if path.is_dir():
         steps = [int(p.name) for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
@@ -252,7 +254,11 @@ def model_stamp(run) -> dict:
             return {"checkpoint": None}
         last = path / "checkpoints" / str(max(steps))
         return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns}
-    return _stamp(str(path))
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {"bytes": None}
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16]}
 
 
 def input_stamps(source: str, given: dict | None = None) -> list[dict]:
