@@ -14,6 +14,11 @@ __all__ = ["Budget"]
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|min|minutes?|h|hours?|steps?)\s*$", re.I)
 
 
+#: The most steps a budget may ask for: 10 million, weeks on any GPU at the recipe's size (a
+#: figure past it is a typing slip).
+MAX_STEPS = 10_000_000
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """How long :func:`~cryostream.fit.fit` trains: wall-clock ``minutes`` or a number of
@@ -40,6 +45,10 @@ class Budget:
                                        or isinstance(self.steps, bool) or self.steps < 1):
             raise ConfigError(f"budget (--budget): {self.steps!r} steps; give a whole number "
                               "≥ 1, e.g. '2000steps'")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise ConfigError(f"budget (--budget): {self.steps} steps is more than {MAX_STEPS:,} "
+                              "(weeks of training on any GPU); give fewer, e.g. '2000steps', or "
+                              "a time, e.g. '2h'")
 
     @classmethod
     def parse(cls, budget: str | Budget | None) -> Budget | None:

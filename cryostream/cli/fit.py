@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--budget", metavar="30m|2000steps",
                    help="how long to train: minutes of wall clock from the start of the command "
                    "('30m', '1.5h'; training stops with a checkpoint when they are up) or steps "
-                   "('2000steps'); without it, the recipe's steps")
+                   f"('2000steps'); without it, the recipe's {RECIPE_TRAIN.steps} steps")
     p.add_argument("--work", metavar="FOLDER",
                    help="where the store goes, kept for resuming (RUN/work without it)")
     add_config_flags(p, RECIPE_TRAIN, FLAGS)
