@@ -403,7 +403,7 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
 
 @pytest.mark.parametrize("command, then", [
     ("fit", "; run the same command again to continue from where it stopped (its work folder "
-            "and the last checkpoint are kept)"),
+            "is kept, and the last checkpoint once training has begun)"),
     ("train", ""),  # cryostream train says itself whether a checkpoint was kept
     ("plan", ""),
 ])

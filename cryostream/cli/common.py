@@ -221,7 +221,7 @@ INTERRUPTIONS = {
         "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
     # training notes the step it keeps itself (and train, how to resume from it)
     "fit": Interruption(first=None, then="run the same command again to continue from where it "
-                        "stopped (its work folder and the last checkpoint are kept)"),
+                        "stopped (its work folder is kept, and the last checkpoint once training has begun)"),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
 }
