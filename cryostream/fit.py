@@ -311,6 +311,8 @@ def _slow_note(config: TrainConfig) -> str | None:
 
     if config.model != "unet" or jax.default_backend() != "cpu":
         return None
+    if config.init is not None:  # a start from a unet needs a unet: only the GPU helps
+        return "the full unet on a CPU takes {estimate}; a GPU is much faster"
     return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
             "arithmetic) or a GPU is much faster")
 
