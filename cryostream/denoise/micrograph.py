@@ -245,11 +245,14 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
                      "halves": "the sum of the pipeline's outputs on the even and odd halves "
                      "(the full sum's scale)"}
     if estimate is not None and plan is not None:
+        from cryostream.denoise.network import load_network
+
         like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
                                 history_label(run, config, found),
                                 output_record(run, config, micrograph.source, found,
-                                              micrograph.given(), _computed_on(run), stamps),
+                                              micrograph.given(), _computed_on(run), stamps,
+                                              load_network(run).state),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
         named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_name", "check_model",
-           "model_record",
+           "model_record", "model_state",
            "load_model_file", "load_network"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
@@ -100,6 +100,8 @@ class Network:
         How the run was trained.
     compute_dtype : str
         What the network computes in here: the run's, or float32 on a CPU.
+    state : dict
+        :func:`model_state` of the files, taken before they were read.
     """
 
     apply: Any
@@ -107,6 +109,33 @@ class Network:
     config: Any
     record: Any
     compute_dtype: str = "float32"
+    state: dict | None = None
+
+
+def model_state(run) -> dict:
+    """Which state of a model made an output: a run folder's last checkpoint (its step and
+    time of modification: a run trained further has a new one), or an exported or shipped
+    ``.npz``'s size and content digest (the same model installed again is the same)."""
+    path = Path(str(run))
+    if path.is_dir():
+        steps = [int(p.name) for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
+        if not steps:
+            return {"checkpoint": None}
+        last = path / "checkpoints" / str(max(steps))
+        return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns}
+    try:
+        st = path.stat()
+    except OSError:
+        return {"bytes": None}
+    return {"bytes": st.st_size, "sha256": _digest(str(path), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, modified_ns: int) -> str:
+    """A file's SHA-256 (16 hex digits), read once per size and time of modification."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def load_model_file(path: str):
@@ -133,6 +162,7 @@ def load_network(run: str) -> Network:
     from cryostream.compile_cache import enable_compile_cache
 
     enable_compile_cache()
+    state = model_state(run)  # before reading: a run trained meanwhile shows as changed
     model, record = load_model_file(run)
     graphdef, params = nnx.split(model)
     dtype = model.config.compute_dtype
@@ -146,4 +176,4 @@ def load_network(run: str) -> Network:
         graphdef, _ = nnx.split(nnx.eval_shape(lambda: UNet(cpu, rngs=nnx.Rngs(0))))
     apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
     return Network(apply=apply, params=params, config=model.config, record=record,
-                   compute_dtype=dtype)
+                   compute_dtype=dtype, state=state)

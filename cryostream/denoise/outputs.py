@@ -225,40 +225,23 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
 
 
 def output_identity(run, config, source: str, given: dict | None = None,
-                    input_files: list | None = None) -> dict:
+                    input_files: list | None = None, model_files: dict | None = None) -> dict:
     """What makes two outputs the same: the run, the input, the config (JSON values),
     ``given``: what came from elsewhere than the input's file and the config (a STAR file's
     pixel size and defocus, ``--pixel-size``, the odd half), left out when there is none, and
-    ``input_files``: the size and time of modification of the input (and its odd half)."""
+    ``input_files``: the size and time of modification of the input (and its odd half), and
+    ``model_files``: the model's state (:func:`~cryostream.denoise.network.model_state`; the
+    one on disk now when not given)."""
     from cryostream.config import to_dict
+    from cryostream.denoise.network import model_state
 
     identity = {"run": str(run), "input": str(source), "config": to_dict(config)}
     if given:
         identity["given"] = given
     identity["input_files"] = (input_stamps(source, given) if input_files is None
                                else input_files)
-    identity["model_files"] = model_stamp(run)
+    identity["model_files"] = model_state(run) if model_files is None else model_files
     return identity
-
-
-def model_stamp(run) -> dict:
-    """Which state of a model made an output: a run folder's last checkpoint (its step and
-    time of modification: a run trained further has a new one), or an exported or shipped
-    ``.npz``'s size and content digest (the same model installed again is the same)."""
-    import hashlib
-
-    path = Path(str(run))
-    if path.is_dir():
-        steps = [int(p.name) for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
-        if not steps:
-            return {"checkpoint": None}
-        last = path / "checkpoints" / str(max(steps))
-        return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns}
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return {"bytes": None}
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16]}
 
 
 def input_stamps(source: str, given: dict | None = None) -> list[dict]:
@@ -280,15 +263,18 @@ def _stamp(path: str) -> dict:
 
 
 def output_record(run, config, source: str, found: dict, given: dict | None = None,
-                  computed: dict | None = None, input_files: list | None = None) -> dict:
+                  computed: dict | None = None, input_files: list | None = None,
+                  model_files: dict | None = None) -> dict:
     """What an output says of how it was made: the run, the config, the input (and ``given``,
     :func:`output_identity`), the cryostream version, what the steps found on the micrograph
     and ``computed``: where the network ran and in what precision (``NAME.json`` beside
-    ``NAME.mrc``)."""
+    ``NAME.mrc``). ``model_files``: the state of the model that made it (the network's, taken
+    when it was loaded)."""
     from cryostream._version import __version__
 
     return {"kind": "DenoiseOutput", "cryostream_version": __version__,
-            **output_identity(run, config, source, given, input_files), "found": found,
+            **output_identity(run, config, source, given, input_files, model_files),
+            "found": found,
             **({"computed": computed} if computed else {})}
 
 
