@@ -33,6 +33,7 @@ def main() -> None:
         default_halo,
         device_batch,
         network_pass,
+        reused_windows,
         to_device,
         to_host,
     )
@@ -52,6 +53,8 @@ def main() -> None:
 
     print(jax.devices()[0].device_kind, shape, flush=True)
     print("network_pass, whole micrograph", median(lambda: network_pass(run, image)), "s")
+    with reused_windows():  # as denoise runs it
+        print("  with reused batch buffers", median(lambda: network_pass(run, image)), "s")
     net = load_network(run)
     m, halo = net.config.multiple, default_halo(net.config)
     tile = auto_tile(shape, net.config, halo)

@@ -34,6 +34,7 @@ from cryostream.denoise.tiling import (
     denoise_array,
     network_pass,
     receptive_radius,
+    reused_windows,
     tile_cores,
 )
 from cryostream.matched import estimate_noise, matched_noise_image, tile_for
@@ -134,6 +135,30 @@ def test_a_micrograph_in_memory_goes_through_the_network_as_a_dask_stack_does(tr
         here = network_pass(str(run), stack.values[i] * np.float32(1.0 / p[i]), tile=64,
                             batch_size=3)
         np.testing.assert_array_equal(here, lazy[i])
+
+
+def test_reused_window_buffers_give_the_same_output_and_are_released(trained):
+    """Two host buffers per thread, alternating between batches (several per pass here: 3 × 3
+    windows of 64² in batches of 2), across passes over different micrographs and Dask threads."""
+    from cryostream.denoise import tiling
+
+    run, sim = trained
+    stack = cryostream.open_micrographs(sim.micrographs, chunks=37)
+    p = np.percentile(stack.values, 95, axis=(1, 2))
+    images = [stack.values[i] * np.float32(1.0 / p[i]) for i in range(3)]
+    fresh = [network_pass(str(run), im, tile=64, batch_size=2) for im in images]
+    lazy = denoise_array(stack.data, run, p, tile=64, batch_size=2).compute()
+    with reused_windows():
+        for _ in range(2):
+            for im, want in zip(images, fresh, strict=True):
+                np.testing.assert_array_equal(network_pass(str(run), im, tile=64, batch_size=2),
+                                              want)
+        with reused_windows():  # nested: the outer one keeps the buffers
+            kept = denoise_array(stack.data, run, p, tile=64, batch_size=2).compute(
+                scheduler="threads", num_workers=3)
+        assert tiling._reuse["buffers"]
+    np.testing.assert_array_equal(kept, lazy)
+    assert not tiling._reuse["buffers"] and not tiling._reuse["depth"]
 
 
 def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):

@@ -33,6 +33,7 @@ from cryostream.denoise.outputs import (
 )
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs, star_tables
+from cryostream.denoise.tiling import reused_windows
 from cryostream.errors import ConfigError, InvalidMicrographError
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
@@ -202,8 +203,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                 or odd is not None:
             raise ConfigError("arrays are denoised in memory, here: leave out output, "
                               "scheduler, cluster_workers and odd (or pass MRC files)")
-        return _denoise_arrays(arrays, run, config, permissive,
-                               two_d=getattr(inputs, "ndim", 3) == 2)
+        with reused_windows():
+            return _denoise_arrays(arrays, run, config, permissive,
+                                   two_d=getattr(inputs, "ndim", 3) == 2)
     gathered = gather_inputs(inputs, config=config, odd=odd,
                              pixel_size_angstrom=pixel_size_angstrom, permissive=permissive,
                              one_shape=output is None)
@@ -223,7 +225,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
-        with compute_context(scheduler=scheduler, workers=cluster_workers) as client:
+        with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
+                reused_windows():
             if not todo:
                 results = []
             elif client is not None:
