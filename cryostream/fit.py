@@ -208,6 +208,11 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = _check_run(run, request, overwrite)
     done = 0 if fresh else _trained_steps(run)
+    if done > config.steps:  # a smaller budget than before: the run keeps what it trained
+        _log.info("the run is already at step %d, past the %d asked for: it is kept as it is",
+                  done, config.steps)
+        config = dataclasses.replace(config, steps=done)
+        request["train"] = to_dict(config)
     params = None
     if init is not None and done == 0:
         from cryostream.warm_start import start_params
@@ -233,7 +238,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     remaining = None if parsed is None or parsed.minutes is None else \
         parsed.minutes * 60 - (time.perf_counter() - t0)
     if done >= config.steps:
-        _log.info("already trained: step %d of %d", done, config.steps)
+        _log.info("already trained: step %d of %d", done, config.steps)  # nothing to do
     elif remaining is not None and remaining <= 0:
         _log.info("the time budget ran out before training began; run the same command again "
                   "to train")

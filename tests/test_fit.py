@@ -326,6 +326,12 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     notes.clear()
     again = cryostream.fit(mics, run, train=SMALL)
     assert again.steps == 4 and "already trained: step 4 of 4" in notes
+    notes.clear()  # a smaller budget keeps the run, and its record says the steps it has
+    fewer = cryostream.fit(mics, run, train=SMALL, budget="2steps")
+    assert (fewer.steps, fewer.target_steps, fewer.finished) == (4, 4, True)
+    assert "the run is already at step 4, past the 2 asked for: it is kept as it is" in notes
+    assert json.loads((run / "fit.json").read_text())["train"]["steps"] == 4 == \
+        load_record(run).train.steps
     out = cryostream.denoise(run, mics[:1], tmp_path / "denoised")
     assert out.shape == (1, 128, 160) and np.isfinite(out.values).all()
 
