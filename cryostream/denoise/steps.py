@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cryostream.denoise.corrections import (
+    NetworkAbove,
     clamp_negative_rings,
     dihedral_mean,
     keep_input_mean,
@@ -147,50 +148,76 @@ class WienerGain(Step):
     (:func:`~cryostream.denoise.corrections.match_wiener_gain`).
 
     With ``ctf``, the gain above 20 Å follows the micrograph's CTF, fitted once from its own
-    spectrum with ``optics`` (:func:`cryostream.ctf.fit_ctf` keywords) and kept only if
+    spectrum with ``optics`` (:func:`cryostream.ctf.fit_ctf` keywords). The fit is kept only
+    if its Thon rings are found in the micrograph's power (:func:`cryostream.ctf.thon_ring_z`
+    at least :data:`~cryostream.ctf.THON_RING_Z`) and
     :func:`~cryostream.denoise.scores.ctf_gain_check` finds it lowers the error; otherwise a
-    :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the radial gain is used.
+    :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the fallback is used:
+    the radial gain, or with ``keep_network`` (an estimate not corrected by Noisier2Noise) the
+    radial gain below 20 Å and the network's own linear response above
+    (:class:`~cryostream.denoise.corrections.NetworkAbove`).
     """
 
     ctf: bool = False
     optics: tuple = ()
+    keep_network: bool = False
     name = "wiener_gain"
 
     def init(self, micrograph):
         if not self.ctf:
             return None
-        from cryostream.ctf import CTFFallbackWarning
+        import scipy.fft
+
+        from cryostream.ctf import THON_RING_Z, CTFFallbackWarning, thon_ring_z
 
         fit = fit_for_gain(micrograph.image, micrograph.pixel_size_angstrom, dict(self.optics))
         if fit is None:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
-        check = ctf_gain_check(micrograph.image, micrograph.noise(), fit)
-        if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
+        image = micrograph.image
+        rings = thon_ring_z(scipy.fft.rfft2(image - image.mean(), workers=-1), image.shape, fit)
+        check = ctf_gain_check(image, micrograph.noise(), fit) if rings >= THON_RING_Z \
+            else math.nan
+        if not check < 0:  # NaN too: a check that cannot be made keeps the fallback
+            why = (f"its Thon rings are not found in the spectrum (z {rings:.1f} < {THON_RING_Z})"
+                   if rings < THON_RING_Z else "it does not lower the error by recorruption")
             warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
                           f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å, score "
-                          f"{fit.score:.4f}) does not lower the error by recorruption, so the "
-                          "radial Wiener gain is used (it is denoised all the same; NAME.json "
-                          "records ctf_used false). Common for small or low-contrast "
-                          "micrographs; if most full-size micrographs say this, check --voltage, "
-                          "--cs and --amplitude-contrast", CTFFallbackWarning, stacklevel=2)
-        return {"fit": fit, "check": check, "used": check < 0}
+                          f"{fit.score:.4f}) is not used: {why}. It is denoised all the same, "
+                          f"with {self.fallback()} (NAME.json records ctf_used false). "
+                          "Common for small or low-dose micrographs; if most full-size "
+                          "micrographs say this, check --voltage, --cs and "
+                          "--amplitude-contrast", CTFFallbackWarning, stacklevel=2)
+        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings}
+
+    def fallback(self) -> str:
+        """What a micrograph whose CTF is not used gets, in words."""
+        return ("the radial Wiener gain below 20 Å and the network's own response above"
+                if self.keep_network else "the radial Wiener gain")
 
     def apply(self, estimate, image, state, micrograph):
-        fit = state["fit"] if state is not None and state["used"] else None
-        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=fit)
+        if state is not None and state["used"]:
+            shape = state["fit"]
+        elif self.keep_network and state is not None:
+            shape = NetworkAbove(micrograph.pixel_size_angstrom)
+        else:
+            shape = None
+        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape)
 
     def describe(self, state):
         if state is None:
             return {}
+        fallback = {} if state["used"] else {
+            "fallback": "network_above_20A" if self.keep_network else "radial"}
         if state["fit"] is None:
-            return {"ctf": None, "ctf_used": False}
+            return {"ctf": None, "ctf_used": False, **fallback}
         fit = state["fit"]
         return {"ctf": {"defocus_u_angstrom": fit.defocus_u_angstrom,
                         "defocus_v_angstrom": fit.defocus_v_angstrom,
                         "astigmatism_angle_deg": fit.astigmatism_angle_deg,
                         "score": fit.score},
+                **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
-                "ctf_used": bool(state["used"])}
+                "ctf_used": bool(state["used"]), **fallback}
 
 
 @dataclasses.dataclass
@@ -260,5 +287,6 @@ def pipeline_for(config) -> Pipeline:
             steps.append(RingClamp())
         steps.append(KeepInputMean())
     if config.wiener_gain or config.ctf_gain:
-        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items())))
+        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items()),
+                                keep_network=not config.n2n_correction))
     return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)
