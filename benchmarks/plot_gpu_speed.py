@@ -19,7 +19,9 @@ BEFORE = {"patches_per_s": 103.0, "compile_s": 134.0}
 DENOISE = [("host side\n(12-01)", "denoise_gpu_call3.json"),
            ("explicit\ncopies", "denoise_gpu_explicit_copy.json"),
            ("pinned\ncopy back", "denoise_gpu_pinned.json"),
-           ("windows cut\non 8 threads", "denoise_gpu_threaded_windows.json")]
+           ("windows cut\non 8 threads", "denoise_gpu_threaded_windows.json"),
+           ("rows split\nevenly", "denoise_gpu_rows_split.json"),
+           ("reused batch\nbuffers", "denoise_gpu_reused_buffers.json")]
 
 
 def main() -> None:
@@ -78,10 +80,10 @@ def main() -> None:
     for i, (_, r) in enumerate(ends):
         passed = r.get("network_pass_seconds")
         c.text(i, r["micrographs_per_second"] + 0.05, f"{r['micrographs_per_second']:.2f}/s"
-               + (f"\npass {passed:.3f} s" if passed else ""), ha="center", fontsize=8)
+               + (f"\npass {passed:.3f} s" if passed else ""), ha="center", fontsize=7)
     c.axhline(2.5, ls="--", c="k", lw=0.8)
     c.text(-0.4, 2.55, "target 2.5/s", ha="left", fontsize=8)
-    c.set_ylim(0, 3.2)
+    c.set_ylim(0, 3.6)
     c.set_xticks(range(len(ends)), [n for n, _ in ends], fontsize=7)
     c.set_ylabel("micrographs / s (7676 × 7420, 20)")
     c.set_title("denoise end to end, network alone")
