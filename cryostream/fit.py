@@ -35,6 +35,7 @@ from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import check_patch_size, fingerprint
 from cryostream.progress import PrepareProgress, TrainProgress
+from cryostream.runs import checkpoint_steps
 from cryostream.store import shard_folder
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget", "FitResult",
@@ -207,7 +208,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = _check_run(run, request, overwrite)
-    done = 0 if fresh else _trained_steps(run)
+    done = 0 if fresh else max(checkpoint_steps(run), default=0)
     if done > config.steps:  # a smaller budget than before: the run keeps what it trained
         _log.info("the run is already at step %d, past the %d asked for: it is kept as it is",
                   done, config.steps)
@@ -333,12 +334,6 @@ def _start_label(start, run: Path) -> str:
         raise ConfigError(f"start={str(start)!r} (--from): that is the output run itself; to "
                           "continue it, run the same command without --from changes")
     return str(path)
-
-
-def _trained_steps(run: Path) -> int:
-    from cryostream.runs import checkpoint_steps
-
-    return max(checkpoint_steps(run), default=0)
 
 
 def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
