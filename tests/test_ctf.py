@@ -263,6 +263,25 @@ def test_thon_rings_are_found_for_the_fit_and_not_for_a_wrong_one(simulated):
     assert thon_ring_z(np.fft.rfft2(noise - noise.mean()), noise.shape, fit) < THON_RING_Z
 
 
+def test_a_falling_spectrum_without_rings_is_not_taken_for_thon_rings():
+    """Power falling as k⁻² plus white noise, no rings: the trend within each band (which also
+    runs through ``CTF²`` where the rings are wide) is taken out, so no defocus passes."""
+    from cryostream.ctf import THON_RING_Z, thon_ring_z
+    from cryostream.spectral import frequencies
+
+    fy, fx = frequencies((1024, 1024), "rfft")
+    k = np.sqrt(fy**2 + fx**2)
+    k[0, 0] = 1
+    rng = np.random.default_rng(0)
+    spectrum = (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape)) * (k / 0.05) ** -1
+    image = np.fft.irfft2(spectrum, s=(1024, 1024)).astype(np.float32)
+    image = image / image.std() + rng.normal(0, 0.3, image.shape).astype(np.float32)
+    spectrum = np.fft.rfft2(image - image.mean())
+    for defocus in (8000.0, 15000.0, 30000.0):
+        fit = CTFFit(defocus, defocus, 0.0, 0.0, PIXEL, 300.0, 2.7, 0.1)
+        assert thon_ring_z(spectrum, image.shape, fit) < THON_RING_Z
+
+
 def test_network_above_keeps_the_estimate_above_20_angstrom(simulated):
     """The fallback of a network trained towards the clean image: the radial Wiener gain's
     coefficients below 20 Å, the estimate's own above."""
@@ -292,7 +311,7 @@ def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_pat
     its own response above 20 Å; with the Noisier2Noise correction the radial gain is used."""
     from scipy.ndimage import gaussian_filter
 
-    from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, TrainConfig
     from cryostream.denoise.corrections import NetworkAbove
     from cryostream.denoise.steps import Micrograph
     from cryostream.matched import tile_for
@@ -305,9 +324,10 @@ def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_pat
     def network(y):  # any function stands for the network here
         return gaussian_filter(y, 1.5)
 
-    record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
-    micrograph = Micrograph(image, PIXEL, record, source="blob.mrc")
-    with pytest.warns(CTFFallbackWarning, match=r"blob.mrc: .* Thon rings are not found .*"
+    supervised = RunRecord(path=tmp_path, train=TrainConfig(), store="s.h5", prepare=PrepareConfig(
+        noise=NoiseConfig(model="none")))
+    micrograph = Micrograph(image, PIXEL, supervised, source="blob.mrc")
+    with pytest.warns(CTFFallbackWarning, match=r"blob.mrc: .* has no Thon rings in the spectrum .*"
                       r"radial Wiener gain below 20 Å and the network's own response above"):
         got, found = DenoiseConfig.raw(ctf_gain=True).pipeline().run(micrograph, network)
     assert found["ctf_used"] is False and found["ctf_check"] is None
@@ -315,7 +335,11 @@ def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_pat
     noise = estimate_noise(image, PIXEL, tile=tile_for(image.shape))
     np.testing.assert_array_equal(got, match_wiener_gain(network(image), image, noise,
                                                          ctf=NetworkAbove(PIXEL)))
-    with pytest.warns(CTFFallbackWarning, match="with the radial Wiener gain"):
-        _, found = DenoiseConfig.raw(ctf_gain=True, n2n_correction=True).pipeline().run(
-            micrograph, network)
-    assert found["fallback"] == "radial"
+    # a Noisier2Noise run (noisy micrographs with added noise), corrected or not: radial
+    n2n = dataclasses.replace(micrograph, record=RunRecord(
+        path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5"))
+    for correction in (True, False):
+        with pytest.warns(CTFFallbackWarning, match="with the radial Wiener gain"):
+            _, found = DenoiseConfig.raw(ctf_gain=True, n2n_correction=correction).pipeline(
+                ).run(n2n, network)
+        assert found["fallback"] == "radial"

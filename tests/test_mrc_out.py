@@ -149,9 +149,33 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
     assert even_ctf["defocus_from"] == "sum of the even and odd halves"
     assert [even_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")] == [
         odd_ctf[k] for k in ("defocus_u_angstrom", "defocus_v_angstrom")]
-    # one recorruption check, on the sum, decides the gain of both halves
+    # one Thon-ring score and one recorruption check, on the sum, decide the gain of both
+    assert found["ctf_rings_z"] == found["odd_half"]["ctf_rings_z"]
     assert found["ctf_check"] == found["odd_half"]["ctf_check"]
     assert found["ctf_used"] == found["odd_half"]["ctf_used"]
+
+
+def test_halves_whose_sum_has_no_thon_rings_fall_back_together(tiny_run, tmp_path):
+    """A defocus fitted on the sum of two halves with no Thon rings (a smooth blob and noise)
+    is not used for either: one warning names the pair and why, and both records say so."""
+    from conftest import write_mrc
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.ctf import CTFFallbackWarning
+
+    rng = np.random.default_rng(1)
+    blob = 1 + gaussian_filter(rng.normal(size=(512, 512)), 30) * 20
+    halves = [write_mrc(tmp_path / f"mic_{h}.mrc", (blob + rng.normal(0, 0.3, blob.shape))
+                        .astype(np.float32)) for h in ("EVN", "ODD")]
+    with pytest.warns(CTFFallbackWarning, match=r"mic_EVN.mrc and its odd half: .* has no Thon "
+                      r"rings in the spectrum \(z .* < 3.5\); it is denoised with the radial "
+                      r"Wiener gain"):
+        assert _denoise(tiny_run, halves[:1], tmp_path / "out", "--odd", halves[1],
+                        "--ctf-gain") == 0
+    found = json.loads((tmp_path / "out" / "mic.json").read_text())["found"]
+    for half in (found, found["odd_half"]):  # the run is Noisier2Noise: the radial fallback
+        assert half["ctf_used"] is False and half["ctf_check"] is None
+        assert half["ctf_rings_z"] < 3.5 and half["fallback"] == "radial"
 
 
 def test_even_and_odd_halves_with_a_known_defocus_take_one_decision(tiny_run, tmp_path):

@@ -42,8 +42,9 @@ class DenoiseConfig:
         noise, keeping the rest (:class:`~cryostream.denoise.steps.WienerGain`).
     ctf_gain : bool or None
         The Wiener gain shaped above 20 Å by each micrograph's CTF, fitted from its own power
-        spectrum, kept only where a recorruption check finds it lowers the error, and the
-        radial Wiener gain otherwise (implies ``wiener_gain``). ``None``: on.
+        spectrum, kept only where the fit's Thon rings are found in the spectrum and a
+        recorruption check finds it lowers the error; otherwise the fallback of
+        :class:`~cryostream.denoise.steps.WienerGain` (implies ``wiener_gain``). ``None``: on.
     ensemble : bool or None
         Average the network over the 8 rotations and flips of each micrograph (8 passes).
         ``None``: on.

@@ -135,7 +135,8 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     ``ctf`` (a :class:`~cryostream.ctf.CTFFit` of the micrograph): above 20 Å the linear
     response is the CTF-shaped Wiener gain of each coefficient
     (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
-    astigmatism instead of averaging over each ring.
+    astigmatism instead of averaging over each ring. A :class:`NetworkAbove` keeps the
+    estimate's own response above 20 Å instead (the fallback when no fit can be trusted).
     """
     return wiener_gain_outputs(estimate, noisy, noise, [ctf],
                                min_coefficients=min_coefficients)[0]
@@ -145,9 +146,9 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
                         min_coefficients: int = 128) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
-    :func:`~cryostream.ctf.ctf_gain_grid` made once), from one set of Fourier transforms:
-    each output is bit for bit what :func:`match_wiener_gain` gives; or a
-    :class:`NetworkAbove`). An ``estimate`` that is
+    :func:`~cryostream.ctf.ctf_gain_grid` made once;
+    or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
+    bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
     ``noisy`` itself (the Wiener filter of the micrograph) is transformed once."""
     import scipy.fft
 
@@ -174,7 +175,8 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
         if isinstance(ctf, NetworkAbove):
             from cryostream.spectral import frequencies
 
-            ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ctf.pixel_size_angstrom)
+            ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ctf.pixel_size_angstrom,
+                                 dtype=np.float32)
             above = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2
             change = np.where(above, np.float32(0), radial)
         elif ctf is not None:

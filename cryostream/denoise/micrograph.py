@@ -154,9 +154,10 @@ def describe_found(found: dict) -> str:
     defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
     if found["ctf_used"]:
         return f"; {defocus}, CTF check passed: CTF-shaped gain"
+    from cryostream.ctf import THON_RING_Z
+
     z = found.get("ctf_rings_z")
-    why = "Thon rings not found" if z is not None and found.get("ctf_check") is None \
-        else "CTF check failed"
+    why = "Thon rings not found" if z is not None and z < THON_RING_Z else "CTF check failed"
     return f"; {defocus}, {why}: {fallback}"
 
 
@@ -178,10 +179,10 @@ class Progress:
                                                  Path(source).name, what)
 
 
-def _percentile(run: str) -> float:
+def _record(run: str):
     from cryostream.denoise.network import load_network
 
-    return load_network(run).record.percentile
+    return load_network(run).record
 
 
 def _computed_on(run: str) -> dict:
@@ -232,7 +233,7 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
               if half is not None]
     # a single micrograph is checked by denoise_image, which skips it under permissive
     checked = [None] if len(halves) == 1 else _checked(halves, run, config, permissive)
-    pipeline = (halves_pipeline(micrograph, config, halves, _percentile(run))
+    pipeline = (halves_pipeline(micrograph, config, halves, _record(run))
                 if checked is not None else None)
     found = {}
     estimate = None

@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cryostream.denoise.steps import WienerGain
+from cryostream.denoise.steps import WienerGain, checked_gain, towards_clean
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, read_star
 
@@ -70,19 +70,19 @@ class InputMicrograph:
         """``config`` with this micrograph's optics (:class:`~cryostream.config.DenoiseConfig`)."""
         return dataclasses.replace(config, **self.optics)
 
-    def pipeline(self, config, *, defocus_from: str = "STAR file", check: float | None = None):
+    def pipeline(self, config, *, defocus_from: str = "STAR file", check: float | None = None,
+                 rings_z: float | None = None):
         """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
         taking the known defocus (:class:`KnownDefocusGain`, ``defocus_from`` saying where it
-        was measured, ``check`` its recorruption check if already measured) when there is
-        one."""
+        was measured, ``check`` its recorruption check if already measured, ``rings_z`` its
+        Thon rings' score where it was fitted) when there is one."""
         pipeline = config.pipeline()
         if self.defocus is None:
             return pipeline
         d = self.defocus
-        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, keep_network=s.keep_network,
-                                       defocus=(
+        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
             d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from,
-            check=check)
+            check=check, rings_z=rings_z)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
         return dataclasses.replace(pipeline, steps=steps)
 
@@ -115,17 +115,23 @@ class KnownDefocusGain(WienerGain):
     #: The check's score measured already (on the sum of even/odd halves, so that both halves
     #: take one decision); None measures it on the micrograph.
     check: float | None = None
+    #: The Thon rings' score (:func:`~cryostream.ctf.thon_ring_z`) of a defocus fitted here
+    #: (on the sum of even/odd halves); None for one measured elsewhere (a STAR file's).
+    rings_z: float | None = None
     name = "wiener_gain"
 
     def init(self, micrograph):
         u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
+        found = {"keep_network": towards_clean(micrograph.record)}
+        if self.rings_z is not None:
+            found["rings_z"] = self.rings_z
         if self.check is not None:
-            return {"fit": fit, "check": self.check, "used": self.check < 0}
+            return {"fit": fit, "check": self.check, "used": self.check < 0, **found}
         check = checked_gain(micrograph.image, micrograph.noise(), fit,
                              f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
-                             f"{v:.0f} Å)")
-        return {"fit": fit, "check": check, "used": check < 0}
+                             f"{v:.0f} Å)", found["keep_network"])
+        return {"fit": fit, "check": check, "used": check < 0, **found}
 
     def fit(self, pixel_size_angstrom: float):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
@@ -140,29 +146,15 @@ class KnownDefocusGain(WienerGain):
         return found
 
 
-def checked_gain(image, noise, fit, what: str) -> float:
-    """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
-    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` when it does not help."""
-    from cryostream.ctf import CTFFallbackWarning
-    from cryostream.denoise.scores import ctf_gain_check
-
-    check = ctf_gain_check(image, noise, fit)
-    if not check < 0:  # NaN too: a check that cannot be made keeps the radial gain
-        warnings.warn(f"{what} does not lower the error by recorruption (ctf_gain_check); it is "
-                      "denoised without the CTF-shaped gain. Check the defocus and the optics "
-                      "(--voltage, --cs, --amplitude-contrast)", CTFFallbackWarning,
-                      stacklevel=3)
-    return check
-
-
-def halves_pipeline(micrograph: InputMicrograph, config, halves: list,
-                    percentile: float = 95.0):
+def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
     """The micrograph's pipeline (:meth:`InputMicrograph.pipeline`); for even/odd halves
     (``halves``: ``(path, image)`` pairs, each checked already) the CTF gain of both takes one
     defocus (fitted on their sum, or the known one) and one recorruption check on their sum:
     twice the signal of either, and one filter for the two outputs that are summed. The sum is
-    normalised by its ``percentile`` (the run's); a sum that cannot be leaves each half its
-    own fit and check."""
+    normalised by the run's percentile (``record``: the run's
+    :class:`~cryostream.runs.RunRecord`); a sum that cannot be leaves each half its own fit and
+    check. A defocus fitted on the sum must show its Thon rings there
+    (:func:`~cryostream.ctf.thon_ring_z`), as a single micrograph's must."""
     if len(halves) < 2 or not config.ctf_gain:
         return micrograph.pipeline(config)
     import numpy as np
@@ -171,13 +163,13 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list,
     from cryostream.preprocess import image_statistics
 
     total = halves[0][1] + halves[1][1]
-    scale = image_statistics(total, percentile)[0]
+    scale = image_statistics(total, record.percentile)[0]
     if not (np.isfinite(scale) and scale > 0 and total.max() > total.min()):
         return micrograph.pipeline(config)
     total = total / np.float32(scale)
     ps = micrograph.pixel_size_angstrom
-    source = "STAR file"
-    if micrograph.defocus is None:
+    source, fitted = "STAR file", micrograph.defocus is None
+    if fitted:
         from cryostream.denoise.steps import fit_for_gain
 
         fit = fit_for_gain(total, ps, config.optics)
@@ -188,11 +180,19 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list,
         source = "sum of the even and odd halves"
     d = micrograph.defocus
     gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
+    rings_z = None
+    if fitted:  # a fit must show its rings, as on one micrograph
+        import scipy.fft
+
+        from cryostream.ctf import thon_ring_z
+
+        rings_z = thon_ring_z(scipy.fft.rfft2(total - total.mean(), workers=-1), total.shape,
+                              gain.fit(ps))
     check = checked_gain(total, estimate_noise(total, ps, tile=tile_for(total.shape)),
                          gain.fit(ps), f"{micrograph.source} and its odd half: the defocus "
                          f"({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
-                         f"{source}), checked on their sum,")
-    return micrograph.pipeline(config, defocus_from=source, check=check)
+                         f"{source}), checked on their sum,", towards_clean(record), rings_z)
+    return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):

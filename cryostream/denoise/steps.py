@@ -34,7 +34,8 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
+           "WienerGain", "fit_for_gain", "towards_clean", "fallback_words", "checked_gain", "Pipeline",
+           "BoundPipeline", "chain", "pipeline_for"]
 
 
 @dataclasses.dataclass
@@ -142,6 +143,47 @@ def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
                    high_angstrom=max(3.0, 2.5 * pixel_size_angstrom), **optics)
 
 
+def towards_clean(record) -> bool:
+    """Whether the run of ``record`` trained its network towards the clean image (on the
+    truth, on even/odd halves, or on recorrupted targets): its linear response is then a
+    learnt estimate, kept where the CTF-shaped gain is not used. A Noisier2Noise run
+    (noisy micrographs with added noise) learnt the response to a noisier target."""
+    return record is not None and (record.noise.model == "none" or bool(record.recorrupt))
+
+
+def fallback_words(keep_network: bool) -> str:
+    """What a micrograph whose CTF is not used gets, in words."""
+    return ("the radial Wiener gain below 20 Å and the network's own response above"
+            if keep_network else "the radial Wiener gain")
+
+
+#: What a fallback warning advises for a fitted CTF, and for a defocus given with the inputs.
+FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
+              "this, check --voltage, --cs and --amplitude-contrast")
+GIVEN_ADVICE = "Check the defocus and the optics (--voltage, --cs, --amplitude-contrast)"
+
+
+def checked_gain(image, noise, fit, what: str, keep_network: bool, rings_z=None, *,
+                 advice: str = GIVEN_ADVICE) -> float:
+    """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
+    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` when it does not help; NaN,
+    unchecked, when ``rings_z`` (the fit's :func:`~cryostream.ctf.thon_ring_z`) is under
+    :data:`~cryostream.ctf.THON_RING_Z`. ``keep_network`` picks the fallback the warning
+    names (:func:`towards_clean`)."""
+    from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
+
+    if rings_z is not None and rings_z < THON_RING_Z:
+        check, why = math.nan, f"has no Thon rings in the spectrum (z {rings_z:.1f} < {THON_RING_Z})"
+    else:
+        check = ctf_gain_check(image, noise, fit)
+        why = "does not lower the error by recorruption (ctf_gain_check)"
+    if not check < 0:  # NaN too: a check that cannot be made keeps the fallback
+        warnings.warn(f"{what} {why}; it is denoised with {fallback_words(keep_network)} "
+                      f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
+                      stacklevel=3)
+    return check
+
+
 @dataclasses.dataclass(frozen=True)
 class WienerGain(Step):
     """The Wiener filter's linear response from the image's measured noise, the rest kept
@@ -153,14 +195,13 @@ class WienerGain(Step):
     at least :data:`~cryostream.ctf.THON_RING_Z`) and
     :func:`~cryostream.denoise.scores.ctf_gain_check` finds it lowers the error; otherwise a
     :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the fallback is used:
-    the radial gain, or with ``keep_network`` (an estimate not corrected by Noisier2Noise) the
-    radial gain below 20 Å and the network's own linear response above
-    (:class:`~cryostream.denoise.corrections.NetworkAbove`).
+    for a run trained towards the clean image (:func:`towards_clean`) the radial gain below
+    20 Å and the network's own linear response above
+    (:class:`~cryostream.denoise.corrections.NetworkAbove`), else the radial gain.
     """
 
     ctf: bool = False
     optics: tuple = ()
-    keep_network: bool = False
     name = "wiener_gain"
 
     def init(self, micrograph):
@@ -168,36 +209,25 @@ class WienerGain(Step):
             return None
         import scipy.fft
 
-        from cryostream.ctf import THON_RING_Z, CTFFallbackWarning, thon_ring_z
+        from cryostream.ctf import thon_ring_z
 
+        keep = towards_clean(micrograph.record)
         fit = fit_for_gain(micrograph.image, micrograph.pixel_size_angstrom, dict(self.optics))
         if fit is None:  # recorded: found["ctf"] is None
-            return {"fit": None, "check": None, "used": False}
+            return {"fit": None, "check": None, "used": False, "keep_network": keep}
         image = micrograph.image
         rings = thon_ring_z(scipy.fft.rfft2(image - image.mean(), workers=-1), image.shape, fit)
-        check = ctf_gain_check(image, micrograph.noise(), fit) if rings >= THON_RING_Z \
-            else math.nan
-        if not check < 0:  # NaN too: a check that cannot be made keeps the fallback
-            why = (f"its Thon rings are not found in the spectrum (z {rings:.1f} < {THON_RING_Z})"
-                   if rings < THON_RING_Z else "it does not lower the error by recorruption")
-            warnings.warn(f"{micrograph.source}: the CTF fitted from its spectrum "
-                          f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å, score "
-                          f"{fit.score:.4f}) is not used: {why}. It is denoised all the same, "
-                          f"with {self.fallback()} (NAME.json records ctf_used false). "
-                          "Common for small or low-dose micrographs; if most full-size "
-                          "micrographs say this, check --voltage, --cs and "
-                          "--amplitude-contrast", CTFFallbackWarning, stacklevel=2)
-        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings}
-
-    def fallback(self) -> str:
-        """What a micrograph whose CTF is not used gets, in words."""
-        return ("the radial Wiener gain below 20 Å and the network's own response above"
-                if self.keep_network else "the radial Wiener gain")
+        check = checked_gain(image, micrograph.noise(), fit, f"{micrograph.source}: the CTF "
+                             f"fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
+                             f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", keep,
+                             rings, advice=FIT_ADVICE)
+        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings,
+                "keep_network": keep}
 
     def apply(self, estimate, image, state, micrograph):
         if state is not None and state["used"]:
             shape = state["fit"]
-        elif self.keep_network and state is not None:
+        elif state is not None and state["keep_network"]:
             shape = NetworkAbove(micrograph.pixel_size_angstrom)
         else:
             shape = None
@@ -207,7 +237,7 @@ class WienerGain(Step):
         if state is None:
             return {}
         fallback = {} if state["used"] else {
-            "fallback": "network_above_20A" if self.keep_network else "radial"}
+            "fallback": "network_above_20A" if state["keep_network"] else "radial"}
         if state["fit"] is None:
             return {"ctf": None, "ctf_used": False, **fallback}
         fit = state["fit"]
@@ -287,6 +317,5 @@ def pipeline_for(config) -> Pipeline:
             steps.append(RingClamp())
         steps.append(KeepInputMean())
     if config.wiener_gain or config.ctf_gain:
-        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items()),
-                                keep_network=not config.n2n_correction))
+        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items())))
     return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)
