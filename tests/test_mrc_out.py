@@ -169,13 +169,13 @@ def test_halves_whose_sum_has_no_thon_rings_fall_back_together(tiny_run, tmp_pat
                         .astype(np.float32)) for h in ("EVN", "ODD")]
     with pytest.warns(CTFFallbackWarning, match=r"mic_EVN.mrc and its odd half: .* has no Thon "
                       r"rings in the spectrum \(z .* < 3.5\); it is denoised with the radial "
-                      r"Wiener gain"):
+                      r"Wiener gain below 20 Å and the network's own response above"):
         assert _denoise(tiny_run, halves[:1], tmp_path / "out", "--odd", halves[1],
                         "--ctf-gain") == 0
     found = json.loads((tmp_path / "out" / "mic.json").read_text())["found"]
-    for half in (found, found["odd_half"]):  # the run is Noisier2Noise: the radial fallback
+    for half in (found, found["odd_half"]):
         assert half["ctf_used"] is False and half["ctf_check"] is None
-        assert half["ctf_rings_z"] < 3.5 and half["fallback"] == "radial"
+        assert half["ctf_rings_z"] < 3.5 and half["fallback"] == "network_above_20A"
 
 
 def test_even_and_odd_halves_with_a_known_defocus_take_one_decision(tiny_run, tmp_path):

@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cryostream.denoise.steps import WienerGain, checked_gain, towards_clean
+from cryostream.denoise.steps import WienerGain, checked_gain
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, read_star
 
@@ -123,14 +123,12 @@ class KnownDefocusGain(WienerGain):
     def init(self, micrograph):
         u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
-        found = {"keep_network": towards_clean(micrograph.record)}
-        if self.rings_z is not None:
-            found["rings_z"] = self.rings_z
+        found = {} if self.rings_z is None else {"rings_z": self.rings_z}
         if self.check is not None:
             return {"fit": fit, "check": self.check, "used": self.check < 0, **found}
         check = checked_gain(micrograph.image, micrograph.noise(), fit,
                              f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
-                             f"{v:.0f} Å)", found["keep_network"])
+                             f"{v:.0f} Å)")
         return {"fit": fit, "check": check, "used": check < 0, **found}
 
     def fit(self, pixel_size_angstrom: float):
@@ -191,7 +189,7 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
     check = checked_gain(total, estimate_noise(total, ps, tile=tile_for(total.shape)),
                          gain.fit(ps), f"{micrograph.source} and its odd half: the defocus "
                          f"({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
-                         f"{source}), checked on their sum,", towards_clean(record), rings_z)
+                         f"{source}), checked on their sum,", rings_z)
     return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
 
 

@@ -34,7 +34,7 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "towards_clean", "fallback_words", "checked_gain", "Pipeline",
+           "WienerGain", "fit_for_gain", "no_rings", "fallback_words", "checked_gain", "Pipeline",
            "BoundPipeline", "chain", "pipeline_for"]
 
 
@@ -143,14 +143,6 @@ def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
                    high_angstrom=max(3.0, 2.5 * pixel_size_angstrom), **optics)
 
 
-def towards_clean(record) -> bool:
-    """Whether the run of ``record`` trained its network towards the clean image (on the
-    truth, on even/odd halves, or on recorrupted targets): its linear response is then a
-    learnt estimate, kept where the CTF-shaped gain is not used. A Noisier2Noise run
-    (noisy micrographs with added noise) learnt the response to a noisier target."""
-    return record is not None and (record.noise.model == "none" or bool(record.recorrupt))
-
-
 def fallback_words(keep_network: bool) -> str:
     """What a micrograph whose CTF is not used gets, in words."""
     return ("the radial Wiener gain below 20 Å and the network's own response above"
@@ -163,22 +155,29 @@ FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micro
 GIVEN_ADVICE = "Check the defocus and the optics (--voltage, --cs, --amplitude-contrast)"
 
 
-def checked_gain(image, noise, fit, what: str, keep_network: bool, rings_z=None, *,
+def no_rings(rings_z) -> bool:
+    """Whether a fit's Thon-ring score (:func:`~cryostream.ctf.thon_ring_z`; None: not
+    measured) says its rings are not in the micrograph."""
+    from cryostream.ctf import THON_RING_Z
+
+    return rings_z is not None and rings_z < THON_RING_Z
+
+
+def checked_gain(image, noise, fit, what: str, rings_z=None, *,
                  advice: str = GIVEN_ADVICE) -> float:
     """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
-    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` when it does not help; NaN,
-    unchecked, when ``rings_z`` (the fit's :func:`~cryostream.ctf.thon_ring_z`) is under
-    :data:`~cryostream.ctf.THON_RING_Z`. ``keep_network`` picks the fallback the warning
-    names (:func:`towards_clean`)."""
+    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
+    not help; NaN, unchecked, when ``rings_z`` (the fit's :func:`~cryostream.ctf.thon_ring_z`)
+    says the rings are not there (:func:`no_rings`)."""
     from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
 
-    if rings_z is not None and rings_z < THON_RING_Z:
+    if no_rings(rings_z):
         check, why = math.nan, f"has no Thon rings in the spectrum (z {rings_z:.1f} < {THON_RING_Z})"
     else:
         check = ctf_gain_check(image, noise, fit)
         why = "does not lower the error by recorruption (ctf_gain_check)"
     if not check < 0:  # NaN too: a check that cannot be made keeps the fallback
-        warnings.warn(f"{what} {why}; it is denoised with {fallback_words(keep_network)} "
+        warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
                       f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                       stacklevel=3)
     return check
@@ -194,10 +193,11 @@ class WienerGain(Step):
     if its Thon rings are found in the micrograph's power (:func:`cryostream.ctf.thon_ring_z`
     at least :data:`~cryostream.ctf.THON_RING_Z`) and
     :func:`~cryostream.denoise.scores.ctf_gain_check` finds it lowers the error; otherwise a
-    :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the fallback is used:
-    for a run trained towards the clean image (:func:`towards_clean`) the radial gain below
-    20 Å and the network's own linear response above
-    (:class:`~cryostream.denoise.corrections.NetworkAbove`), else the radial gain.
+    :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the fallback is used.
+    Where the rings are not found, the micrograph's signal is too weak for its measured noise
+    to set a gain above 20 Å either: the radial gain below 20 Å and the network's own linear
+    response above (:class:`~cryostream.denoise.corrections.NetworkAbove`). Where they are
+    found but the error check fails, or the micrograph is too small to fit, the radial gain.
     """
 
     ctf: bool = False
@@ -211,23 +211,21 @@ class WienerGain(Step):
 
         from cryostream.ctf import thon_ring_z
 
-        keep = towards_clean(micrograph.record)
         fit = fit_for_gain(micrograph.image, micrograph.pixel_size_angstrom, dict(self.optics))
         if fit is None:  # recorded: found["ctf"] is None
-            return {"fit": None, "check": None, "used": False, "keep_network": keep}
+            return {"fit": None, "check": None, "used": False}
         image = micrograph.image
         rings = thon_ring_z(scipy.fft.rfft2(image - image.mean(), workers=-1), image.shape, fit)
         check = checked_gain(image, micrograph.noise(), fit, f"{micrograph.source}: the CTF "
                              f"fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
-                             f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", keep,
-                             rings, advice=FIT_ADVICE)
-        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings,
-                "keep_network": keep}
+                             f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", rings,
+                             advice=FIT_ADVICE)
+        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings}
 
     def apply(self, estimate, image, state, micrograph):
         if state is not None and state["used"]:
             shape = state["fit"]
-        elif state is not None and state["keep_network"]:
+        elif state is not None and no_rings(state.get("rings_z")):
             shape = NetworkAbove(micrograph.pixel_size_angstrom)
         else:
             shape = None
@@ -237,7 +235,7 @@ class WienerGain(Step):
         if state is None:
             return {}
         fallback = {} if state["used"] else {
-            "fallback": "network_above_20A" if state["keep_network"] else "radial"}
+            "fallback": "network_above_20A" if no_rings(state.get("rings_z")) else "radial"}
         if state["fit"] is None:
             return {"ctf": None, "ctf_used": False, **fallback}
         fit = state["fit"]
