@@ -283,7 +283,7 @@ def test_a_falling_spectrum_without_rings_is_not_taken_for_thon_rings():
 
 
 def test_network_above_keeps_the_estimate_above_20_angstrom(simulated):
-    """The fallback of a network trained towards the clean image: the radial Wiener gain's
+    """The fallback where no Thon rings are found: the radial Wiener gain's
     coefficients below 20 Å, the estimate's own above."""
     from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
     from cryostream.spectral import frequencies

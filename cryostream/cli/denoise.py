@@ -33,16 +33,16 @@ FLAGS = {
     "n2n_clamp": ("--n2n-clamp", "with the correction, zero the spatial-frequency rings where it "
                   "is anti-correlated with the micrograph"),
     "wiener_gain": ("--wiener-gain", "the radial Wiener gain without the CTF (what --ctf-gain "
-                    "falls back to for Noisier2Noise runs): each micrograph's measured noise "
-                    "sets the output's linear response per frequency ring; what the network "
-                    "found beyond it is kept"),
+                    "falls back to where a fit's rings do not lower the error): each "
+                    "micrograph's measured noise sets the output's linear response per "
+                    "frequency ring; what the network found beyond it is kept"),
     "ensemble": ("--ensemble", "average the network over the 8 rotations and flips (8 passes; "
                  "default: on)"),
     "ctf_gain": ("--ctf-gain", "shape the output's frequency response by each micrograph's CTF "
                  "above 20 Å (fitted from its power spectrum, or a STAR file's defocus), where "
                  "its Thon rings are found and a check without ground truth finds it lowers the "
-                 "error; else the radial Wiener gain, below 20 Å only for a model trained "
-                 "towards the clean image (default: on)"),
+                 "error; else the radial Wiener gain (below 20 Å only, where no rings are "
+                 "found) (default: on)"),
     "voltage_kv": ("--voltage", "accelerating voltage in kV, for --ctf-gain (a STAR file's "
                    "optics table wins)", {"metavar": "KV"}),
     "cs_mm": ("--cs", "spherical aberration in mm, for --ctf-gain (a STAR file's optics wins)",
