@@ -111,7 +111,8 @@ def test_plan_needs_inputs_or_shape(tmp_path, capsys):
 
 # The documented command line (docs, README, users' scripts): every one of these must stay.
 DOCUMENTED_FLAGS = {
-    "simulate": {"--count", "--shape", "--seed", "--detector-nps", "--overwrite", "--quiet"},
+    "simulate": {"--count", "--shape", "--seed", "--detector-nps", "--dose", "--overwrite",
+                 "--quiet"},
     "plan": {"--shape", "--count", "-o", "--patch", "--stride", "--edge", "--percentile",
              "--noise", "--sigma", "--dose", "--noise-mode", "--alpha", "--shot", "--noise-radius",
              "--dtype", "--compression", "--test-fraction", "--seed", "--permissive"},
@@ -273,9 +274,9 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
         model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
         learning_rate=0.01, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9)
     args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
-                  "--detector-nps", "0.1"])
-    assert cli_simulate.simulate_config(args) == SimulateConfig(shape=(64, 80), seed=2,
-                                                                detector_nps_nyquist=0.1)
+                  "--detector-nps", "0.1", "--dose", "12.5"])
+    assert cli_simulate.simulate_config(args) == SimulateConfig(
+        shape=(64, 80), seed=2, detector_nps_nyquist=0.1, dose_e_per_angstrom2=12.5)
 
 
 def test_train_offers_every_model_preset():

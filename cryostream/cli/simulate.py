@@ -12,6 +12,8 @@ __all__ = ["FLAGS", "add_parser", "run", "simulate_config"]
 FLAGS = {
     "shape": ("--shape", "rows and columns", {"metavar": ("H", "W")}),
     "seed": ("--seed", "seed of the simulation"),
+    "dose_e_per_angstrom2": ("--dose", "electron dose in e/Å² (the shot noise; 10–20 is low "
+                             "dose, where CTF fits and denoisers struggle)", {"metavar": "E"}),
     "detector_nps_nyquist": ("--detector-nps", "detector noise power at Nyquist relative to zero "
                              "frequency; 1 = white shot noise, real micrographs ≈0.03–0.1",
                              {"metavar": "R"}),
