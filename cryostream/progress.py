@@ -36,9 +36,15 @@ class PrepareProgress(Callback):
         self.stage, self.last = "", 0.0
 
     def _start_state(self, dsk, state) -> None:
-        names = (str(k[0] if isinstance(k, tuple) else k) for k in dsk)
+        names = [str(k[0] if isinstance(k, tuple) else k) for k in dsk]
         measuring = any(n.startswith("statistics_and_noise") for n in names)
         self.stage = "measuring the noise" if measuring else "preparing the store"
+        # the store holds only the micrographs that passed (permissive skips the others):
+        # count them from the writing tasks, one row of blocks per micrograph
+        writing = {k[1] for k, n in zip(dsk, names, strict=True)
+                   if isinstance(k, tuple) and len(k) > 1 and n.startswith("_write_band_block")}
+        if writing and not measuring:
+            self.micrographs = len(writing)
         self.last = time.perf_counter()
         _log.info("%s: 0/%d micrographs", self.stage, self.micrographs)
 

@@ -257,6 +257,25 @@ def test_a_first_fit_stopped_while_making_its_store_starts_again(mics, tmp_path)
     assert (tmp_path / "run" / "fit.json").is_file() and result.store.is_file()
 
 
+def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, notes):
+    """A micrograph skipped under ``permissive`` (NaN pixels) is measured with the others but
+    not counted among those the store is prepared from."""
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    bad = tmp_path / "nan.mrc"
+    data = mrcfile.read(mics[0]).copy()
+    data[5, 5] = np.nan
+    with mrcfile.new(bad) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 0.6575
+    with pytest.warns(MicrographSkippedWarning, match="nan.mrc"):
+        cryostream.fit([*mics, bad], tmp_path / "run", train=SMALL, budget=SPENT,
+                       permissive=True)
+    said = list(notes)
+    assert "measuring the noise: 3/3 micrographs" in said
+    assert "preparing the store: 2/2 micrographs" in said
+
+
 def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, notes):
     """The store is made (and said where), no step trained; a different request into the same
     run folder is refused, naming what changed, unless ``overwrite``."""
