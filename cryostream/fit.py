@@ -251,7 +251,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                   f", resuming at step {done}" if done else "")
         deadline = None if remaining is None else time.perf_counter() + remaining
         notes = TrainProgress(config.steps, config.batch_size, deadline=deadline,
-                              slow=_slow_note(config), scores=False)  # a noisy target
+                              slow=_slow_note(config))
         result = train_run(store, run, config, resume=bool(done), init_params=params,
                            time_limit_s=remaining, log=_log.info, on_metrics=notes,
                            on_step=notes.step)

@@ -84,17 +84,11 @@ class TrainProgress:
         seconds; ``{estimate}`` in it becomes the time, the steps and the time per step.
     slow_s : float
         How long the steps left may take before ``slow`` is noted.
-    scores : bool
-        Note the test PSNR. False where the target is itself noisy (self-supervision, as
-        ``cryostream fit`` trains): the network is scored against a noisy target, under the
-        input's own PSNR by design, which reads as a failure.
     """
 
     def __init__(self, steps: int, batch_size: int, every_s: float = 30.0, *,
-                 deadline: float | None = None, slow: str | None = None, slow_s: float = 600.0,
-                 scores: bool = True):
+                 deadline: float | None = None, slow: str | None = None, slow_s: float = 600.0):
         self.steps, self.batch_size, self.every_s = steps, batch_size, every_s
-        self.scores = scores
         self.deadline, self.slow, self.slow_s = deadline, slow, slow_s
         self.created = time.perf_counter()
         self.first: tuple[int, float] | None = None  # the first step noted, and when
@@ -105,8 +99,7 @@ class TrainProgress:
         due = time.perf_counter() - self.shown >= self.every_s
         if self.first is None or due or "eval_psnr" in row or row["step"] >= self.steps:
             test = (f", test PSNR {row['eval_psnr']:.2f} dB (noisy input "
-                    f"{row['eval_noisy_psnr']:.2f})" if "eval_psnr" in row and self.scores
-                    else "")
+                    f"{row['eval_noisy_psnr']:.2f})" if "eval_psnr" in row else "")
             self._note(row["step"], row["loss"], test)
 
     def step(self, step: int, metrics: dict) -> None:

@@ -55,17 +55,6 @@ def test_notes_come_by_the_clock_and_at_evaluations(notes):
     assert "test PSNR 20.00 dB (noisy input 18.00)" in notes[1]
 
 
-def test_a_self_supervised_training_is_noted_without_its_test_psnr(notes):
-    """``scores=False`` (``cryostream fit``: the target is itself noisy, so the network scores
-    under the input by design): an evaluation is still noted, without the PSNR."""
-    progress = TrainProgress(20, 4, every_s=3600.0, scores=False)
-    progress.step(1, _loss(1.0))
-    progress({"step": 10, "loss": 0.5, "grad_norm": 1.0, "eval_psnr": 15.0,
-              "eval_noisy_psnr": 16.0})
-    assert notes[-1].startswith("training: step 10/20, loss 0.5")
-    assert not any("PSNR" in n for n in notes)
-
-
 def test_a_time_budget_says_where_it_stops(notes):
     progress = TrainProgress(1000, 8, every_s=0.0, deadline=time.perf_counter())
     progress.step(1, _loss(0.5))
