@@ -14,7 +14,6 @@ its progress through :mod:`logging` (the ``cryostream`` logger).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ from cryostream.budget import Budget
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.mrc import file_changes, same_paths, warn_mixed_pixel_sizes
-from cryostream.io.stack import expand_inputs, read_headers
+from cryostream.io.stack import expand_inputs, given_inputs, read_headers
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import check_patch_size, fingerprint
@@ -125,16 +124,24 @@ class FitResult:
         """Whether the run has trained all its steps."""
         return self.steps >= self.target_steps
 
+    @property
+    def under_input(self) -> bool:
+        """Whether the network still scores under the noisy input on the held-out patches
+        (against the noisy target of self-supervision it starts there, and should end above)."""
+        return self.eval.get("psnr", math.inf) < self.eval.get("noisy_psnr", -math.inf)
+
     def summary(self) -> str:
-        """The lines the command prints."""
-        # (no test PSNR: with self-supervision it scores the network against a noisy target,
-        # lower than the input's own by design, which reads as a failure)
+        """The lines the command prints (the test PSNR only for a network still under the
+        input: against a noisy target the PSNR is far under what the outputs reach)."""
         loss = f", loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
         where = f" from {self.start}" if self.start else " from scratch"
         state = ("" if self.finished else "; the budget ran out: run the same command again to "
                  "continue")
+        under = (f"\nthe network still scores under the noisy input on held-out patches (test "
+                 f"PSNR {self.eval['psnr']:.2f} against {self.eval['noisy_psnr']:.2f} dB): train "
+                 "it further (a larger --budget, or --from general)" if self.under_input else "")
         return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}, "
-                f"{self.seconds:.0f} s{state}\nthe store in {self.store.parent} "
+                f"{self.seconds:.0f} s{state}{under}\nthe store in {self.store.parent} "
                 f"({self.store_bytes / 1e9:.2f} GB) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
 
@@ -267,48 +274,6 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
     return out
-
-
-def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
-    """The inputs as given, for a command to show: folders, globs and STAR files as they are;
-    more than three files of one folder and suffix (a glob the shell expanded) as one glob,
-    ``FOLDER/*.mrc`` or ``FOLDER/START*.mrc`` (the start their names share), only when it
-    matches exactly those files; else the files one by one.
-
-    Examples
-    --------
-    >>> given_inputs(["micrographs/", "a.star"])
-    ['micrographs/', 'a.star']
-    """
-    words: list = []
-    groups: dict[tuple[str, str], list[str]] = {}
-    for item in map(os.fspath, inputs):
-        path = Path(item)
-        if not path.is_file() or path.suffix.lower() == ".star" or glob.escape(item) != item:
-            words.append(item)
-            continue
-        key = (os.path.dirname(item), path.suffix)
-        if key not in groups:
-            words.append(key)
-        groups.setdefault(key, []).append(item)
-    shown = []
-    for word in words:
-        files = groups.get(word, []) if isinstance(word, tuple) else [word]
-        if len(files) <= 3:
-            shown += files
-            continue
-        folder, suffix = word
-        start = os.path.commonprefix([Path(f).stem for f in files])
-        given = {Path(f) for f in files}
-        for pattern in (os.path.join(glob.escape(folder), "*" + glob.escape(suffix)),
-                        os.path.join(glob.escape(folder), glob.escape(start) + "*"
-                                     + glob.escape(suffix))):
-            if {Path(p) for p in glob.glob(pattern)} == given:  # exactly these files
-                shown.append(pattern)
-                break
-        else:
-            shown += files
-    return shown
 
 
 def _slow_note(config: TrainConfig) -> str | None:

@@ -257,6 +257,23 @@ def test_a_first_fit_stopped_while_making_its_store_starts_again(mics, tmp_path)
     assert (tmp_path / "run" / "fit.json").is_file() and result.store.is_file()
 
 
+def test_the_summary_flags_a_network_still_under_the_noisy_input(tmp_path):
+    """Against the noisy target of self-supervision the test PSNR starts under the input's;
+    only a network that ends there gets a line (with the numbers and what to do)."""
+    from cryostream.fit import FitResult
+
+    def summary(psnr):
+        return FitResult(run=tmp_path / "run", store=tmp_path / "run/work/data.h5", start=None,
+                         steps=20, target_steps=20, final_loss=0.1,
+                         eval={"psnr": psnr, "noisy_psnr": 16.17} if psnr else {}, seconds=9.0,
+                         store_bytes=10**7, next_command="cryostream denoise x -o y").summary()
+
+    assert ("the network still scores under the noisy input on held-out patches (test PSNR "
+            "15.47 against 16.17 dB): train it further (a larger --budget, or --from general)"
+            in summary(15.47))
+    assert "PSNR" not in summary(17.0) and "PSNR" not in summary(None)
+
+
 def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, notes):
     """A micrograph skipped under ``permissive`` (NaN pixels) is measured with the others but
     not counted among those the store is prepared from."""

@@ -30,6 +30,7 @@ from cryostream.io.star import read_micrograph_star
 __all__ = [
     "MicrographSkippedWarning",
     "expand_inputs",
+    "given_inputs",
     "read_headers",
     "micrograph_uid",
     "micrograph_names",
@@ -99,6 +100,48 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """The inputs as given, for a command to show: folders, globs and STAR files as they are;
+    more than three files of one folder and suffix (a glob the shell expanded) as one glob,
+    ``FOLDER/*.mrc`` or ``FOLDER/START*.mrc`` (the start their names share), only when it
+    matches exactly those files; else the files one by one.
+
+    Examples
+    --------
+    >>> given_inputs(["micrographs/", "a.star"])
+    ['micrographs/', 'a.star']
+    """
+    words: list = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in map(os.fspath, inputs):
+        path = Path(item)
+        if not path.is_file() or path.suffix.lower() == ".star" or glob.escape(item) != item:
+            words.append(item)
+            continue
+        key = (os.path.dirname(item), path.suffix)
+        if key not in groups:
+            words.append(key)
+        groups.setdefault(key, []).append(item)
+    shown = []
+    for word in words:
+        files = groups.get(word, []) if isinstance(word, tuple) else [word]
+        if len(files) <= 3:
+            shown += files
+            continue
+        folder, suffix = word
+        start = os.path.commonprefix([Path(f).stem for f in files])
+        given = {Path(f) for f in files}
+        for pattern in (os.path.join(glob.escape(folder), "*" + glob.escape(suffix)),
+                        os.path.join(glob.escape(folder), glob.escape(start) + "*"
+                                     + glob.escape(suffix))):
+            if {Path(p) for p in glob.glob(pattern)} == given:  # exactly these files
+                shown.append(pattern)
+                break
+        else:
+            shown += files
+    return shown
 
 
 def read_headers(
