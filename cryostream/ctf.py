@@ -72,9 +72,11 @@ class CTFFit:
     amplitude_contrast: float = 0.1
 
 
-def _grid(shape: tuple[int, int], pixel_size: float):
-    """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape``."""
+def _grid(shape: tuple[int, int], pixel_size: float, row_step: int = 1):
+    """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape`` (of every
+    ``row_step``-th row)."""
     ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=pixel_size)
+    ky = ky[::row_step]
     return ky * ky + kx * kx, np.arctan2(ky, kx)
 
 
@@ -101,11 +103,12 @@ def _band_regression(power, c2, band, bands):
     return a, mean_p - a * mean_c, explained, var_p * count
 
 
-def ctf_squared(shape: tuple[int, int], fit: CTFFit) -> np.ndarray:
+def ctf_squared(shape: tuple[int, int], fit: CTFFit, *, row_step: int = 1) -> np.ndarray:
     """``CTF² = (√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``:
     ``(ny, nx // 2 + 1)`` float32 (:func:`cryostream.spectral.contrast_transfer` at
-    :func:`cryostream.spectral.astigmatic_defocus`)."""
-    k2, theta = _grid(shape, fit.pixel_size_angstrom)
+    :func:`cryostream.spectral.astigmatic_defocus`); with ``row_step``, of every
+    ``row_step``-th row of it."""
+    k2, theta = _grid(shape, fit.pixel_size_angstrom, row_step)
     defocus = astigmatic_defocus(theta, (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2,
                                  fit.defocus_u_angstrom - fit.defocus_v_angstrom,
                                  fit.astigmatism_angle_deg)
@@ -239,17 +242,10 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     cores.
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
-    fy, fx = frequencies(shape, "rfft")
-    fy = fy[::step]
-    ring = np.sqrt(fy * fy + fx * fx) * min(shape)  # in pixels of the shorter side
-    k2 = (fy * fy + fx * fx) / fit.pixel_size_angstrom**2
+    k2, _ = _grid(shape, fit.pixel_size_angstrom, step)
+    ring = np.sqrt(k2) * (fit.pixel_size_angstrom * min(shape))  # in px of the shorter side
     use = k2 >= (1 / low_angstrom) ** 2
-    theta = np.broadcast_to(np.arctan2(fy, fx), k2.shape)[use]
-    defocus = astigmatic_defocus(theta, (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2,
-                                 fit.defocus_u_angstrom - fit.defocus_v_angstrom,
-                                 fit.astigmatism_angle_deg)
-    c2 = contrast_transfer(k2[use], defocus, voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm,
-                           amplitude_contrast=fit.amplitude_contrast) ** 2
+    c2 = ctf_squared(shape, fit, row_step=step)[use]
     rows = spectrum[::step][use]
     power = rows.real.astype(np.float64) ** 2 + rows.imag.astype(np.float64) ** 2
     radius = ring[use]

@@ -21,7 +21,7 @@ from cryostream.denoise.outputs import (
     write_output,
 )
 from cryostream.denoise.sources import gather_inputs
-from cryostream.denoise.steps import Micrograph
+from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
 from cryostream.errors import InvalidMicrographError
 
@@ -154,10 +154,7 @@ def describe_found(found: dict) -> str:
     defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
     if found["ctf_used"]:
         return f"; {defocus}, CTF check passed: CTF-shaped gain"
-    from cryostream.ctf import THON_RING_Z
-
-    z = found.get("ctf_rings_z")
-    why = "Thon rings not found" if z is not None and z < THON_RING_Z else "CTF check failed"
+    why = "Thon rings not found" if no_rings(found.get("ctf_rings_z")) else "CTF check failed"
     return f"; {defocus}, {why}: {fallback}"
 
 
