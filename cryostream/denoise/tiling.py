@@ -247,19 +247,16 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
         batches += [(index, jobs[first : first + batch_size])
                     for first in range(0, len(jobs), batch_size)]
 
-    sent_count = [0]
-
-    def send(index, chunk):
-        windows = _windows((batch_size, side, side, 1), sent_count[0] % 2)
-        sent_count[0] += 1
+    def send(index, chunk, parity):
+        windows = _windows((batch_size, side, side, 1), parity)
         windows[len(chunk) :] = 0  # a short last batch keeps the compiled shape
         for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
             slabs[index][0](wy, wx, windows[i, ..., 0])
         return network.apply(network.params, to_device(windows))[:, kept, kept, 0]
 
     pending = None
-    for index, chunk in batches:
-        sent = (index, chunk, send(index, chunk))  # dispatched before the last one is fetched
+    for number, (index, chunk) in enumerate(batches):
+        sent = (index, chunk, send(index, chunk, number % 2))  # dispatched before the last one is fetched
         if pending is not None:
             _place(slabs, *pending)
         pending = sent
