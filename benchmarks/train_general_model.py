@@ -1,6 +1,6 @@
 """Train the general model cryostream ships, score it on held-out simulations, export it.
 
-Four stages, each resumable (a rerun skips what is done), run in order:
+Five stages, each resumable (a rerun skips what is done), run in order:
 
 ``data``    Simulate ``--count`` training micrographs, each under its own condition drawn from
             :data:`SPREAD` (dose 10–80 e/Å², pixel 0.5–1.5 Å, defocus 0.5–3.5 µm, detector
@@ -12,6 +12,11 @@ Four stages, each resumable (a rerun skips what is done), run in order:
             micrograph's 95th percentile), no test split (scoring is on whole micrographs).
 ``train``   ``cryostream.train`` on the store: fixed batch shape, bf16 on the GPU, residual,
             checkpoints every ``--checkpoint-every`` steps (a cut-off run resumes).
+``weights`` The run's table of learned weights (``fit_learned_weights.py``: ``--weights-count``
+            calibration micrographs drawn from the spread with their own seed, the network
+            once and as the ensemble, the default pipeline, least-squares weights per band of
+            frequency against the truth), written into the run's record: ``default`` below
+            and the exported model use it.
 ``score``   Each held-out micrograph, divided by its 95th percentile (the store's
             normalisation; PSNR peak 1): the noisy input, the best Gaussian (σ chosen with the
             truth), the oracle Wiener filter (``cryostream.metrics.wiener_oracle``), Topaz's
@@ -41,7 +46,7 @@ folder saves the second compile)::
 
     python benchmarks/train_general_model.py --out $OUT --stages data
     python benchmarks/train_general_model.py --out $OUT --stages train
-    python benchmarks/train_general_model.py --out $OUT --stages score export --topaz DIR
+    python benchmarks/train_general_model.py --out $OUT --stages weights score export --topaz DIR
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
 """
@@ -78,7 +83,7 @@ FULL = dict(count=256, shape=(2048, 2048), test_count=4, test_shape=None, patch=
 SMOKE = dict(count=6, shape=(512, 512), test_count=1, test_shape=None, patch=128, stride=None,
              model="unet-small", steps=20, batch=4, precision="fp32", workers=2,
              checkpoint_every=10)
-STAGES = ("data", "train", "score", "export")
+STAGES = ("data", "train", "weights", "score", "export")
 EXPORT_LIMIT_BYTES = 20e6
 
 
@@ -118,7 +123,7 @@ def stage_data(args, work: Path, results: dict) -> None:
     simulated = time.perf_counter() - start
     store = work / "pairs.h5"
     prep = {"skipped": True}
-    if not store.exists():
+    if train and not store.exists():
         config = PrepareConfig(patch_size=args.patch, stride=args.stride, test_fraction=0.0,
                                noise=NoiseConfig(model="none"), dtype=args.store_dtype,
                                seed=args.seed)
@@ -135,7 +140,7 @@ def stage_data(args, work: Path, results: dict) -> None:
         "spread_drawn": {k: [round(min(d[k] for d in drawn), 3), round(max(d[k] for d in drawn), 3)]
                          for k in ("dose_e_per_angstrom2", "pixel_size_angstrom",
                                    "detector_nps_nyquist", "ice_thickness_relative",
-                                   "particles_per_micrograph")},
+                                   "particles_per_micrograph")} if drawn else {},
         "particles_drawn": {p: sum(d["particle"] == p for d in drawn) for p in SPREAD["particle"]},
         "simulated": [i for i in infos if not i.get("skipped")][:8], "memory": peak_memory_mb()}
     (work / "train_conditions.json").write_text(json.dumps(drawn, indent=1))
@@ -209,9 +214,9 @@ def score_one(task: dict) -> dict:
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig
+    from cryostream.denoise.network import model_record
     from cryostream.errors import CryostreamError
     from cryostream.metrics import best_gaussian, frc, psnr, wiener_oracle
-    from cryostream.runs import load_record
 
     noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
     p = np.float32(np.percentile(noisy, 95))
@@ -222,7 +227,7 @@ def score_one(task: dict) -> dict:
     if task.get("topaz"):
         images["topaz"] = affine_fit(np.load(task["topaz"]), x)
     images["raw"], images["ensemble"] = np.load(task["raw"]), np.load(task["ensemble"])
-    record = load_record(task["run"])
+    record = model_record(task["run"])
     config = DenoiseConfig().for_run(record)  # what `cryostream denoise` does with no option
     error = None
     with warnings.catch_warnings(record=True) as caught:
@@ -255,13 +260,16 @@ def stage_score(args, work: Path, results: dict) -> None:
     from cryostream.runs import checkpoint_steps
 
     device = use_compilation_cache(work)
-    run = str(work / "run")
+    run = str(args.model_file.absolute()) if args.model_file else str(work / "run")
     topaz = topaz_function(args)
     _, test = data_tasks(args, work)
-    steps = checkpoint_steps(run)
-    if not steps:
-        raise SystemExit(f"{run} has no checkpoint: run the train stage first (--stages train)")
-    folder = work / "outputs" / f"step{steps[-1]}"  # a retrained run gets new outputs
+    if args.model_file:
+        folder = work / "outputs" / args.model_file.stem
+    else:
+        steps = checkpoint_steps(run)
+        if not steps:
+            raise SystemExit(f"{run} has no checkpoint: run the train stage first (--stages train)")
+        folder = work / "outputs" / f"step{steps[-1]}"  # a retrained run gets new outputs
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tasks, timings, topaz_timings = [], [], []
@@ -305,6 +313,20 @@ def stage_score(args, work: Path, results: dict) -> None:
                         "network_seconds_each": timings, "topaz_seconds_each": topaz_timings,
                         "seconds": round(time.perf_counter() - start, 1),
                         "conditions": by_condition, "micrographs": rows, "memory": peak_memory_mb()}
+
+
+def stage_weights(args, work: Path, results: dict) -> None:
+    """The run's table of learned weights (``fit_learned_weights.py``), into its record."""
+    from fit_learned_weights import fit, write_tables
+
+    use_compilation_cache(work)
+    options = argparse.Namespace(model=str(work / "run"), work=work / "weights",
+                                 count=args.weights_count, shape=args.shape, rows=8,
+                                 seed=args.seed + 2, workers=args.workers)
+    fitted = fit(options)
+    write_tables(fitted["model"], fitted["tables"], None, fitted)
+    results["weights"] = {k: v for k, v in fitted.items() if k != "micrographs"}
+    log(f"learned weights fitted on {options.count} micrographs in {fitted['seconds']} s")
 
 
 def stage_export(args, work: Path, results: dict) -> None:
@@ -408,6 +430,10 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint-every", type=int, help="(1000)")
     ap.add_argument("--workers", type=int, help="processes for simulation and scoring (all cores)")
     ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from (the unpacked wheel)")
+    ap.add_argument("--model-file", type=Path, help="score this exported model (.npz) instead "
+                    "of the work folder's run (with --stages data score and --count 0)")
+    ap.add_argument("--weights-count", type=int, default=96, help="calibration micrographs of "
+                    "the weights stage (96)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overwrite", action="store_true", help="start the work folder afresh")
     args = ap.parse_args(argv)
@@ -450,6 +476,8 @@ def main(argv=None) -> int:
             stage_data(args, work, results)
         elif stage == "train":
             stage_train(args, work, out, results)
+        elif stage == "weights":
+            stage_weights(args, work, results)
         elif stage == "score":
             stage_score(args, work, results)
         else:

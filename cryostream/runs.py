@@ -63,6 +63,11 @@ class RunRecord:
         The network's shape and numerics; ``None`` takes ``train.model_config()``. Records
         keep the one they were trained with, so a later change of a preset cannot change the
         shape of an old run's network.
+    learned_weights : dict, optional
+        Tables of output weights fitted on simulated micrographs with their truth
+        (:mod:`cryostream.denoise.weights`): ``{"ensemble": …, "single": …}``, each a
+        :meth:`~cryostream.denoise.weights.LearnedWeights.to_dict`. ``None`` for runs
+        trained on a user's micrographs, which have no truth to fit them on.
     """
 
     path: Path
@@ -71,6 +76,7 @@ class RunRecord:
     store: str
     version: str = __version__
     model_config: ModelConfig | None = None
+    learned_weights: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).absolute())
@@ -81,6 +87,15 @@ class RunRecord:
             raise ConfigError(f"prepare={self.prepare!r}: must be a PrepareConfig")
         if self.model_config is None:
             object.__setattr__(self, "model_config", self.train.model_config())
+        if self.learned_weights is not None:
+            from cryostream.denoise.weights import LearnedWeights
+
+            if not isinstance(self.learned_weights, dict) or not self.learned_weights or \
+                    not set(self.learned_weights) <= {"ensemble", "single"}:
+                raise ConfigError(f"learned_weights: a table for 'ensemble' and/or 'single', not "
+                                  f"{self.learned_weights!r:.80}")
+            for table in self.learned_weights.values():
+                LearnedWeights.from_dict(table)
 
     @property
     def noise(self) -> NoiseConfig:
@@ -119,9 +134,12 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of ``config.json`` (``path`` is not written)."""
-        return {"cryostream_version": self.version, "train": to_dict(self.train),
-                "model": to_dict(self.model_config), "prepare": to_dict(self.prepare),
-                "store": self.store}
+        out = {"cryostream_version": self.version, "train": to_dict(self.train),
+               "model": to_dict(self.model_config), "prepare": to_dict(self.prepare),
+               "store": self.store}
+        if self.learned_weights is not None:
+            out["learned_weights"] = self.learned_weights
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path) -> RunRecord:
@@ -135,13 +153,15 @@ class RunRecord:
         from cryostream.models.unet import ModelConfig
 
         expected = {"cryostream_version", "train", "model", "prepare", "store"}
-        if not isinstance(data, dict) or set(data) != expected:
+        if not isinstance(data, dict) or not expected <= set(data) <= expected | {"learned_weights"}:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ConfigError(f"{path}: a run record has the keys {sorted(expected)}, not {keys}")
+            raise ConfigError(f"{path}: a run record has the keys {sorted(expected)} (and "
+                              f"learned_weights), not {keys}")
         return cls(path=Path(path), train=from_dict(TrainConfig, data["train"]),
                    prepare=from_dict(PrepareConfig, data["prepare"]), store=data["store"],
                    version=data["cryostream_version"],
-                   model_config=from_dict(ModelConfig, data["model"]))
+                   model_config=from_dict(ModelConfig, data["model"]),
+                   learned_weights=data.get("learned_weights"))
 
 
 #: TrainConfig fields a resumed run may change: the length, the logging and the loader's threads.

@@ -11,6 +11,9 @@ from cryostream.denoise.outputs import history_label, recipe_steps
 
 @pytest.mark.parametrize("options, steps", [
     ({"n2n_correction": False, "ctf_gain": True, "ensemble": True}, ["ensemble", "ctf_gain"]),
+    # the general model: its learned weights after the gain
+    ({"n2n_correction": False, "ctf_gain": True, "ensemble": True, "learned_weights": True},
+     ["ensemble", "ctf_gain", "learned_weights"]),
     # a fit's run: the correction (which keeps the input's mean) and the CTF-shaped gain
     ({"n2n_correction": True, "ctf_gain": True, "ensemble": False},
      ["n2n_correction", "ctf_gain"]),
@@ -20,7 +23,7 @@ from cryostream.denoise.outputs import history_label, recipe_steps
     ({"n2n_correction": False, "ctf_gain": False, "ensemble": False}, []),
 ])
 def test_the_steps_are_named_by_the_options_that_turn_them_on(options, steps):
-    config = DenoiseConfig(**options)
+    config = DenoiseConfig(**{"learned_weights": False, **options})
     assert recipe_steps(config) == steps
     recorded = to_dict(config)  # as NAME.json holds it
     for step in steps:
@@ -34,7 +37,8 @@ def test_the_steps_are_named_by_the_options_that_turn_them_on(options, steps):
 def test_the_label_names_the_radial_gain_where_the_ctf_check_failed():
     """The label says what was applied: a CTF-shaped gain that failed its check (NAME.json:
     ``ctf_used`` false) was the radial Wiener gain."""
-    config = DenoiseConfig(n2n_correction=False, ctf_gain=True, ensemble=True)
+    config = DenoiseConfig(n2n_correction=False, ctf_gain=True, ensemble=True,
+                           learned_weights=False)
     run = "/data/runs/general_model.npz"
     assert history_label(run, config, {"ctf_used": True}).endswith(" ensemble+ctf_gain")
     assert history_label(run, config, {"ctf_used": False}).endswith(" ensemble+wiener_gain")

@@ -10,7 +10,7 @@ from cryostream.errors import ConfigError
 __all__ = ["DenoiseConfig", "FROM_THE_RUN"]
 
 #: The options that ``None`` leaves to the run (:meth:`DenoiseConfig.for_run`).
-FROM_THE_RUN = ("n2n_correction", "ctf_gain", "ensemble")
+FROM_THE_RUN = ("n2n_correction", "ctf_gain", "ensemble", "learned_weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,13 @@ class DenoiseConfig:
     ensemble : bool or None
         Average the network over the 8 rotations and flips of each micrograph (8 passes).
         ``None``: on.
+    learned_weights : bool or None
+        Weigh the output's linear part and the rest per band of frequency by a table the
+        model ships, fitted on simulated micrographs with their truth, looked up by the
+        micrograph's measured signal-to-noise ratio
+        (:class:`~cryostream.denoise.steps.LearnedWeightsStep`). ``None``: on for models that
+        ship one (the general model) when the CTF-shaped gain is on, the pipeline it was
+        fitted after.
     calibrate : int
         Recorrupted passes that fit, per ring, the weight of the output's part beyond a linear
         filter; 0 for none.
@@ -72,6 +79,7 @@ class DenoiseConfig:
     wiener_gain: bool = False
     ctf_gain: bool | None = None
     ensemble: bool | None = None
+    learned_weights: bool | None = None
     calibrate: int = 0
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
@@ -86,7 +94,7 @@ class DenoiseConfig:
     def __post_init__(self) -> None:
         store_floats(self, "voltage_kv", "cs_mm", "amplitude_contrast")
         for name in ("n2n_correction", "n2n_clamp", "wiener_gain", "ctf_gain", "ensemble",
-                     "keep_extended_header"):
+                     "learned_weights", "keep_extended_header"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or value is None and name in FROM_THE_RUN):
                 raise ConfigError(f"{name}={value!r}: must be True or False"
@@ -130,7 +138,8 @@ class DenoiseConfig:
     @classmethod
     def raw(cls, **options) -> DenoiseConfig:
         """The network's output as it is: every step off (``options`` set the others)."""
-        return cls(**{"n2n_correction": False, "ctf_gain": False, "ensemble": False, **options})
+        return cls(**{"n2n_correction": False, "ctf_gain": False, "ensemble": False,
+                      "learned_weights": False, **options})
 
     @property
     def resolved(self) -> bool:
@@ -141,11 +150,29 @@ class DenoiseConfig:
         """This config with the options left to the run decided for ``record`` (a
         :class:`~cryostream.runs.RunRecord`): the Noisier2Noise correction for runs trained on
         noisy micrographs with added noise (not on recorrupted or separate targets), the
-        CTF-shaped Wiener gain and the ensemble on."""
+        CTF-shaped Wiener gain and the ensemble on, and the learned weights where the run ships
+        a table for that pipeline.
+
+        Raises
+        ------
+        ConfigError
+            If ``learned_weights`` is asked for and the run has no table for it.
+        """
+        from cryostream.denoise.weights import weights_for
+
         trained_on_noisy = record.noise.model != "none" and not record.recorrupt
         decided = {"n2n_correction": trained_on_noisy, "ctf_gain": True, "ensemble": True}
         config = dataclasses.replace(self, **{name: decided[name] for name in FROM_THE_RUN
-                                              if getattr(self, name) is None})
+                                              if name in decided and getattr(self, name) is None})
+        table = weights_for(record, config.ensemble) is not None
+        if config.learned_weights is None:
+            config = dataclasses.replace(config, learned_weights=table and config.ctf_gain)
+        elif config.learned_weights and not table:
+            raise ConfigError(f"learned_weights (--learned-weights): the model {record.path} has "
+                              "no table of learned weights for "
+                              f"{'the ensemble' if config.ensemble else 'one network pass'} "
+                              "(only models trained on simulated micrographs with their truth, "
+                              "like the general model, ship one); drop the option")
         if config.n2n_clamp and not config.n2n_correction:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction, "
                               f"which does not apply to the run {record.path}; drop --n2n-clamp")

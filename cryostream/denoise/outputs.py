@@ -282,8 +282,8 @@ def recipe_steps(config) -> list[str]:
     """The steps a resolved :class:`~cryostream.config.DenoiseConfig` applies, in order, by
     the name of the option that turns each on (the names ``NAME.json`` records under
     ``config``): ``ensemble`` first, ``n2n_correction`` (which also keeps the input's mean),
-    ``n2n_clamp``, ``ctf_gain`` or ``wiener_gain`` (the radial gain), and ``calibrate=N``
-    last."""
+    ``n2n_clamp``, ``ctf_gain`` or ``wiener_gain`` (the radial gain), ``learned_weights``,
+    and ``calibrate=N`` last."""
     names = ["ensemble"] * bool(config.ensemble)
     for step in config.pipeline().steps:
         name = _OPTION_OF_STEP.get(step.name, step.name)

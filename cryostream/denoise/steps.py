@@ -34,7 +34,8 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "no_rings", "fallback_words", "checked_gain", "Pipeline",
+           "WienerGain", "LearnedWeightsStep", "fit_for_gain", "no_rings", "fallback_words",
+           "checked_gain", "Pipeline",
            "BoundPipeline", "chain", "pipeline_for"]
 
 
@@ -248,6 +249,40 @@ class WienerGain(Step):
                 "ctf_used": bool(state["used"]), **fallback}
 
 
+@dataclasses.dataclass(frozen=True)
+class LearnedWeightsStep(Step):
+    """The run's table of learned weights for its network run once or as the ensemble
+    (:func:`~cryostream.denoise.weights.apply_learned_weights`): per band of frequency, the
+    weights of the estimate's linear part and of the rest, for the image's measured
+    signal-to-noise ratio. The micrograph's ratio is recorded."""
+
+    ensemble: bool = True
+    name = "learned_weights"
+
+    def init(self, micrograph):
+        from cryostream.denoise.weights import weights_for
+
+        table = weights_for(micrograph.record, self.ensemble)
+        if table is None:
+            from cryostream.errors import ConfigError
+
+            raise ConfigError(f"{micrograph.record.path}: no table of learned weights for "
+                              f"{'the ensemble' if self.ensemble else 'one network pass'}")
+        return {"table": table, "snr": None}
+
+    def apply(self, estimate, image, state, micrograph):
+        from cryostream.denoise.weights import apply_learned_weights
+
+        out, snr = apply_learned_weights(estimate, image, micrograph.noise(image), state["table"])
+        if image is micrograph.image:
+            state["snr"] = snr
+        return out
+
+    def describe(self, state):
+        snr = state["snr"]
+        return {"learned_weights_snr": None if snr is None else round(float(snr), 4)}
+
+
 @dataclasses.dataclass
 class BoundPipeline:
     """A :class:`Pipeline` bound to one micrograph and a network: ``self(image)`` is the whole
@@ -307,7 +342,8 @@ def chain(*steps: Step, ensemble: bool = False, calibrate: int = 0) -> Pipeline:
 
 def pipeline_for(config) -> Pipeline:
     """The pipeline a :class:`~cryostream.config.DenoiseConfig` describes: the Noisier2Noise
-    correction, the ring clamp and the input's mean, then the (CTF-shaped) Wiener gain."""
+    correction, the ring clamp and the input's mean, then the (CTF-shaped) Wiener gain, then
+    the learned weights."""
     steps: list[Step] = []
     if config.n2n_correction:
         steps.append(N2NCorrection())
@@ -316,4 +352,6 @@ def pipeline_for(config) -> Pipeline:
         steps.append(KeepInputMean())
     if config.wiener_gain or config.ctf_gain:
         steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items())))
+    if config.learned_weights:
+        steps.append(LearnedWeightsStep(ensemble=bool(config.ensemble)))
     return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)

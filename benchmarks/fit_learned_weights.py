@@ -1,0 +1,231 @@
+"""Fit a model's table of learned weights (``cryostream.denoise.weights``) on simulated
+micrographs with their truth, and write it into the model's record.
+
+Calibration micrographs are drawn from the general model's training spread
+(``general_model_spread.SPREAD``) with their own seed (``--seed``, default 2: the training set is
+seed 0 and the held-out conditions seed 1), so none is a training or a held-out micrograph. For
+each, the network runs in this process (the GPU, where there is one): once, and as the 8-fold
+ensemble. In a pool of processes, each output goes through what ``cryostream denoise`` does
+with no option, less the learned weights (``DenoiseConfig(learned_weights=False).for_run``: the
+CTF-shaped gain with its check and fallback), and the sums of
+:func:`cryostream.denoise.weights.weight_sums` are taken against the truth. One table is fitted
+for the ensemble and one for a single pass (:func:`~cryostream.denoise.weights.fit_learned_weights`).
+
+The model is a run folder (the table goes into its ``config.json``) or an exported ``.npz``
+(``--export`` writes a copy with the table; its metadata are kept). Writes
+``OUT/learned_weights.json``: the tables, each micrograph's condition and measured
+signal-to-noise ratio, and the PSNR of each micrograph before and after the weights (in-sample:
+the held-out scores are ``train_general_model.py``'s and ``bench_dose_gpu.py``'s).
+
+Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
+
+    python benchmarks/fit_learned_weights.py --model cryostream/data/general_model.npz \\
+        --work /tmp/lw --out OUT --export OUT/general_model.npz
+
+CPU smoke run: ``--count 4 --shape 512 512 --rows 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from general_model_spread import simulate_one, training_condition
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def calibration_tasks(count: int, shape, seed: int, work: Path) -> list[dict]:
+    return [{"index": i, "config": training_condition(seed, i, shape),
+             "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
+             "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
+
+
+def sums_one(task: dict) -> dict:
+    """Worker: the default pipeline (no learned weights) on the network's outputs of one
+    micrograph, and their :class:`WeightSums` against the truth, for one pass and the ensemble."""
+    import warnings
+
+    import mrcfile
+    from quality_common import known_output
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.network import model_record
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.denoise.weights import weight_sums
+    from cryostream.errors import CryostreamError
+    from cryostream.metrics import psnr
+
+    noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
+    p = np.float32(np.percentile(noisy, 95))
+    y, x = noisy / p, truth / p
+    record = model_record(task["model"])
+    micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
+    row = {"index": task["index"], "psnr": {}}
+    for kind in ("single", "ensemble"):
+        out = np.load(task[kind])
+        config = DenoiseConfig(learned_weights=False, ensemble=kind == "ensemble").for_run(record)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+                estimate, _ = pipeline.run(micrograph, known_output(y, out))
+            except CryostreamError:  # e.g. Nyquist coarser than 3 Å: no CTF fit
+                config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
+                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+                estimate, _ = pipeline.run(micrograph, known_output(y, out))
+        sums = weight_sums(estimate, y, x, micrograph.noise())
+        row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
+        row["psnr"][kind] = round(psnr(estimate, x), 4)
+        np.save(task[kind].replace(".npy", "_default.npy"), estimate)
+    row["truth"], row["noisy"], row["pixel_size"] = task["truth"], task["noisy"], task["pixel_size"]
+    return row
+
+
+def fit(args) -> dict:
+    from cryostream.denoise import dihedral_mean
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.tiling import network_pass
+    from cryostream.denoise.weights import WeightSums, fit_learned_weights
+
+    model = model_path(args.model)
+    work = args.work
+    (work / "outputs").mkdir(parents=True, exist_ok=True)
+    tasks = calibration_tasks(args.count, args.shape, args.seed, work)
+    for t in tasks:
+        Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+        list(ex.map(simulate_one, tasks))
+    simulated = time.perf_counter() - start
+    log(f"simulated {len(tasks)} calibration micrographs in {simulated:.0f} s")
+    import mrcfile
+
+    t0 = time.perf_counter()
+    jobs = []
+    for t in tasks:
+        outs = {k: str(work / "outputs" / f"cal_{t['index']:04d}_{k}.npy")
+                for k in ("single", "ensemble")}
+        if not all(Path(v).exists() for v in outs.values()):
+            noisy = mrcfile.read(t["noisy"])
+            y = noisy / np.float32(np.percentile(noisy, 95))
+            np.save(outs["single"], network_pass(model, y))
+            np.save(outs["ensemble"], dihedral_mean(lambda im: network_pass(model, im), y))
+        jobs.append({**t, **outs, "model": model, "pixel_size": t["config"]["pixel_size_angstrom"]})
+    network_seconds = time.perf_counter() - t0
+    log(f"network (9 passes each) in {network_seconds:.0f} s; the pipeline and sums on "
+        f"{args.workers} processes")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+        rows = list(ex.map(sums_one, jobs))
+    tables = {}
+    for kind in ("ensemble", "single"):
+        sums = [WeightSums(r[kind]["snr"], np.asarray(r[kind]["sums"])) for r in rows]
+        tables[kind] = fit_learned_weights(sums, rows=args.rows).to_dict()
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+        after = dict(zip([r["index"] for r in rows],
+                         ex.map(after_one, [(r, tables) for r in rows]), strict=True))
+    for r in rows:
+        del r["ensemble"]["sums"], r["single"]["sums"]
+    return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
+            "rows": args.rows, "simulate_seconds": round(simulated, 1),
+            "network_seconds": round(network_seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1), "tables": tables,
+            "micrographs": [{**r, "condition": {k: tasks[r["index"]]["config"][k] for k in (
+                "dose_e_per_angstrom2", "pixel_size_angstrom", "detector_nps_nyquist",
+                "particle", "ice_thickness_relative")}, "psnr_after": after[r["index"]]}
+                for r in rows]}
+
+
+def after_one(job: tuple[dict, dict]) -> dict:
+    """Worker: one calibration micrograph's PSNR with the tables applied (in-sample: it
+    helped fit them)."""
+    import mrcfile
+
+    from cryostream.denoise.weights import LearnedWeights, apply_learned_weights
+    from cryostream.matched import estimate_noise, tile_for
+    from cryostream.metrics import psnr
+
+    row, tables = job
+    noisy, truth = mrcfile.read(row["noisy"]), mrcfile.read(row["truth"])
+    p = np.float32(np.percentile(noisy, 95))
+    y, x = noisy / p, truth / p
+    noise = estimate_noise(y, row["pixel_size"], tile=tile_for(y.shape))
+    out = {}
+    for kind, table in tables.items():
+        path = Path(row["noisy"]).parent.parent / "outputs" / \
+            f"cal_{row['index']:04d}_{kind}_default.npy"
+        estimate, _ = apply_learned_weights(np.load(path), y, noise, LearnedWeights.from_dict(table))
+        out[kind] = round(psnr(estimate, x), 4)
+    return out
+
+
+def write_tables(model: str, tables: dict, export: Path | None, result: dict) -> str:
+    """The tables into a run folder's ``config.json``, or a copy of an exported model."""
+    from cryostream.runs import RECORD_FILE, load_record
+
+    if not model.endswith(".npz"):
+        record = dataclasses.replace(load_record(model), learned_weights=tables)
+        path = Path(model) / RECORD_FILE
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(record.to_dict(), indent=1))
+        os.replace(tmp, path)
+        return str(path)
+    if export is None:
+        raise SystemExit("an exported model is not changed in place: pass --export NEW.npz")
+    from cryostream.models.export import export_metadata, export_params, load_exported
+
+    net, record = load_exported(model)
+    metadata = export_metadata(model).get("metadata", {})
+    metadata["learned_weights"] = {k: result[k] for k in ("count", "shape", "seed", "rows")} \
+        | {"fitted_by": "benchmarks/fit_learned_weights.py"}
+    export_params(net, dataclasses.replace(record, learned_weights=tables), export,
+                  metadata=metadata)
+    return str(export)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="general", help="a run folder, an exported .npz or a "
+                    "shipped model's name (general)")
+    ap.add_argument("--work", type=Path, required=True, help="micrographs and network outputs")
+    ap.add_argument("--out", type=Path, required=True, help="results folder")
+    ap.add_argument("--export", type=Path, help="for an exported model: the copy with the tables")
+    ap.add_argument("--count", type=int, default=96, help="calibration micrographs (96)")
+    ap.add_argument("--shape", type=int, nargs=2, default=(2048, 2048), metavar=("H", "W"))
+    ap.add_argument("--rows", type=int, default=8, help="rows of the table (8)")
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    args = ap.parse_args(argv)
+    args.shape = tuple(args.shape)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = fit(args)
+    result["written"] = write_tables(result["model"], result["tables"], args.export, result)
+    (args.out / "learned_weights.json").write_text(json.dumps(result, indent=1, default=str))
+    before = {k: np.mean([m["psnr"][k] for m in result["micrographs"]]) for k in ("single", "ensemble")}
+    after = {k: np.mean([m["psnr_after"][k] for m in result["micrographs"]]) for k in before}
+    log(f"fitted on {args.count} micrographs in {result['seconds']} s; mean PSNR in-sample: "
+        + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before)
+        + f"; snr rows (ensemble) {[round(s, 3) for s in result['tables']['ensemble']['snr']]}; "
+        f"written to {result['written']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Learned weights: the table's fit, its lookup, its place in a run's record and in denoise."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryostream import ConfigError
+from cryostream.config import DenoiseConfig
+from cryostream.denoise.weights import (
+    BANDS,
+    LearnedWeights,
+    apply_learned_weights,
+    fit_learned_weights,
+    measured_snr,
+    weight_sums,
+    weights_for,
+)
+from cryostream.matched import estimate_noise, tile_for
+from cryostream.runs import RECORD_FILE, load_record
+
+
+def _scene(rng, shape=(256, 256), sigma=1.0):
+    """A truth with a falling spectrum, a noisy copy (white noise ``sigma``) and a "denoiser"
+    that passes half the noisy image and adds junk uncorrelated with both."""
+    import scipy.ndimage
+
+    truth = scipy.ndimage.gaussian_filter(rng.normal(size=shape), 3, mode="wrap") * 20
+    noisy = truth + rng.normal(0, sigma, shape)
+    junk = scipy.ndimage.gaussian_filter(rng.normal(size=shape), 1, mode="wrap") * 0.8
+    estimate = 0.5 * noisy + junk
+    return [a.astype(np.float32) for a in (truth, noisy, estimate)]
+
+
+def _noise(noisy):
+    return estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape))
+
+
+def test_fitted_weights_drop_the_junk_and_help_a_new_image():
+    rng = np.random.default_rng(7)
+    sums = []
+    for _ in range(3):
+        truth, noisy, estimate = _scene(rng)
+        sums.append(weight_sums(estimate, noisy, truth, _noise(noisy)))
+    table = fit_learned_weights(sums, rows=1)
+    linear, rest = (np.asarray(t[0]) for t in (table.linear, table.rest))
+    assert table.micrographs == 3 and len(table.snr) == 1
+    # the junk is all of the rest: its weight falls towards 0 wherever it has power
+    assert np.all(rest[1:BANDS // 2] < 0.15)
+    # the linear part is the noisy image halved: the Wiener gain over 0.5 where the truth
+    # is strong, near 0 where it has none
+    assert linear[1] > 1.2 and linear[BANDS // 2] < 0.1
+
+    truth, noisy, estimate = _scene(rng)  # a new image
+    weighted, snr = apply_learned_weights(estimate, noisy, _noise(noisy), table)
+    mse = [float(np.mean((a - truth) ** 2)) for a in (estimate, weighted)]
+    assert mse[1] < 0.5 * mse[0]
+    assert snr == pytest.approx(table.snr[0], rel=0.3)
+    assert abs(float(weighted.mean()) - float(estimate.mean())) < 1e-5
+
+
+def test_the_measured_ratio_rises_with_the_signal():
+    import scipy.fft
+
+    rng = np.random.default_rng(3)
+    ratios = []
+    for sigma in (4.0, 2.0, 1.0):
+        truth, noisy, _ = _scene(rng, sigma=sigma)
+        f = scipy.fft.rfft2(noisy - noisy.mean())
+        ratios.append(measured_snr(f, noisy.shape, _noise(noisy)))
+    assert ratios[0] < ratios[1] < ratios[2]
+    # the noise is a quarter as strong at each step: the ratio near four times as large
+    assert ratios[2] / ratios[1] == pytest.approx(4, rel=0.25)
+
+
+def _rows(value, n=2):
+    return tuple(tuple([value + i] * (BANDS + 1)) for i in range(n))
+
+
+def test_the_table_interpolates_in_log_snr_and_holds_its_end_rows():
+    table = LearnedWeights(snr=(0.1, 1.0), linear=_rows(0.0), rest=_rows(0.5), micrographs=4)
+    for snr, expected in ((0.01, 0.0), (0.1, 0.0), (0.1**0.5, 0.5), (1.0, 1.0), (30.0, 1.0)):
+        linear, rest = table.at(snr)
+        assert linear.shape == (BANDS + 1,)
+        assert np.allclose(linear, expected) and np.allclose(rest, expected + 0.5)
+
+
+def test_a_table_round_trips_and_bad_tables_are_refused():
+    table = LearnedWeights(snr=(0.2, 0.9), linear=_rows(0.3), rest=_rows(0.1), micrographs=7)
+    assert LearnedWeights.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    bad = [dict(snr=(0.9, 0.2)), dict(snr=(0.0, 1.0)), dict(linear=_rows(0.3, n=3)),
+           dict(rest=((0.1,) * BANDS,) * 2), dict(rest=((np.nan,) * (BANDS + 1),) * 2)]
+    for change in bad:
+        with pytest.raises(ConfigError, match="learned weights"):
+            LearnedWeights(**{"snr": (0.2, 0.9), "linear": _rows(0.3), "rest": _rows(0.1),
+                              **change})
+    with pytest.raises(ConfigError, match="keys"):
+        LearnedWeights.from_dict({"snr": [1.0]})
+
+
+def _with_table(tiny_run, tmp_path, tables):
+    """A copy of the shared run whose record holds ``tables``."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    record = dataclasses.replace(load_record(run), learned_weights=tables)
+    (run / RECORD_FILE).write_text(json.dumps(record.to_dict()))
+    return run
+
+
+def test_a_run_uses_its_table_by_default_and_records_the_ratio(tiny_run, tmp_path):
+    from cryostream.denoise import denoise
+
+    mics, truths = tiny_run.sim.micrographs, tiny_run.sim.truths
+    denoise(tiny_run.run, mics, tmp_path / "plain", config=DenoiseConfig(ensemble=False))
+    # fit a one-row table on the run's own outputs against the truth (in-sample)
+    sums = []
+    for mic, truth in zip(mics, truths, strict=True):
+        y = mrcfile.read(mic)
+        p = np.float32(np.percentile(y, load_record(tiny_run.run).percentile))
+        out = mrcfile.read(tmp_path / "plain" / mic.name) / p
+        sums.append(weight_sums(out, y / p, mrcfile.read(truth) / p, _noise(y / p)))
+    table = fit_learned_weights(sums, rows=1).to_dict()
+    run = _with_table(tiny_run, tmp_path, {"single": table})
+    record = load_record(run)
+    assert weights_for(record, ensemble=False) is not None and weights_for(record, True) is None
+    assert DenoiseConfig(ensemble=False).for_run(record).learned_weights
+    assert not DenoiseConfig(ensemble=True).for_run(record).learned_weights  # no table for it
+    assert not DenoiseConfig(ensemble=False, ctf_gain=False).for_run(record).learned_weights
+    with pytest.raises(ConfigError, match="no table of learned weights for the ensemble"):
+        DenoiseConfig(ensemble=True, learned_weights=True).for_run(record)
+
+    denoise(run, mics, tmp_path / "weighted", config=DenoiseConfig(ensemble=False))
+    errors = []
+    for folder in ("plain", "weighted"):  # the shared run has no table: no weights by default
+        made = json.loads((tmp_path / folder / mics[0].with_suffix(".json").name).read_text())
+        assert made["config"]["learned_weights"] == (folder == "weighted")
+        assert ("learned_weights_snr" in made["found"]) == (folder == "weighted")
+        errors.append(sum(float(np.sum((mrcfile.read(tmp_path / folder / m.name)
+                                        - mrcfile.read(t)) ** 2))
+                          for m, t in zip(mics, truths, strict=True)))
+    assert errors[1] < errors[0]
+
+
+def test_old_records_load_and_bad_tables_name_the_record(tiny_run, tmp_path):
+    data = json.loads((tiny_run.run / RECORD_FILE).read_text())
+    assert "learned_weights" not in data  # runs trained on micrographs have none
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    (run / RECORD_FILE).write_text(json.dumps({**data, "learned_weights": {"single": {"snr": []}}}))
+    with pytest.raises(ConfigError, match="config.json"):
+        load_record(run)
