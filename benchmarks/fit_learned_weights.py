@@ -45,6 +45,16 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def cpu_only() -> None:
+    """Pool initialiser: the workers never take the GPU the parent process holds."""
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def pool(workers: int):
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=cpu_only)
+
+
 def calibration_tasks(count: int, shape, seed: int, work: Path) -> list[dict]:
     return [{"index": i, "config": training_condition(seed, i, shape),
              "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
@@ -60,7 +70,6 @@ def sums_one(task: dict) -> dict:
     from quality_common import known_output
 
     from cryostream.config import DenoiseConfig
-    from cryostream.denoise.network import model_record
     from cryostream.denoise.steps import Micrograph
     from cryostream.denoise.weights import weight_sums
     from cryostream.errors import CryostreamError
@@ -69,7 +78,7 @@ def sums_one(task: dict) -> dict:
     noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
     p = np.float32(np.percentile(noisy, 95))
     y, x = noisy / p, truth / p
-    record = model_record(task["model"])
+    record = task["record"]  # no model loaded here: the parent holds the GPU
     micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
     row = {"index": task["index"], "psnr": {}}
     for kind in ("single", "ensemble"):
@@ -94,7 +103,7 @@ def sums_one(task: dict) -> dict:
 
 def fit(args) -> dict:
     from cryostream.denoise import dihedral_mean
-    from cryostream.denoise.network import model_path
+    from cryostream.denoise.network import model_path, model_record
     from cryostream.denoise.tiling import network_pass
     from cryostream.denoise.weights import WeightSums, fit_learned_weights
 
@@ -106,13 +115,13 @@ def fit(args) -> dict:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+    with pool(args.workers) as ex:
         list(ex.map(simulate_one, tasks))
     simulated = time.perf_counter() - start
     log(f"simulated {len(tasks)} calibration micrographs in {simulated:.0f} s")
     import mrcfile
 
+    record = model_record(model)
     t0 = time.perf_counter()
     jobs = []
     for t in tasks:
@@ -123,17 +132,17 @@ def fit(args) -> dict:
             y = noisy / np.float32(np.percentile(noisy, 95))
             np.save(outs["single"], network_pass(model, y))
             np.save(outs["ensemble"], dihedral_mean(lambda im: network_pass(model, im), y))
-        jobs.append({**t, **outs, "model": model, "pixel_size": t["config"]["pixel_size_angstrom"]})
+        jobs.append({**t, **outs, "record": record, "pixel_size": t["config"]["pixel_size_angstrom"]})
     network_seconds = time.perf_counter() - t0
     log(f"network (9 passes each) in {network_seconds:.0f} s; the pipeline and sums on "
         f"{args.workers} processes")
-    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+    with pool(args.workers) as ex:
         rows = list(ex.map(sums_one, jobs))
     tables = {}
     for kind in ("ensemble", "single"):
         sums = [WeightSums(r[kind]["snr"], np.asarray(r[kind]["sums"])) for r in rows]
         tables[kind] = fit_learned_weights(sums, rows=args.rows).to_dict()
-    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+    with pool(args.workers) as ex:
         after = dict(zip([r["index"] for r in rows],
                          ex.map(after_one, [(r, tables) for r in rows]), strict=True))
     for r in rows:

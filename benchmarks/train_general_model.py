@@ -99,9 +99,12 @@ def peak_memory_mb() -> dict:
 
 
 def pool(workers: int):
-    """Worker processes started fresh (no JAX state inherited)."""
+    """Worker processes started fresh (no JAX state inherited), on the CPU (the parent holds
+    the GPU)."""
+    from fit_learned_weights import cpu_only
+
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=cpu_only)
 
 
 def stage_data(args, work: Path, results: dict) -> None:
@@ -214,7 +217,6 @@ def score_one(task: dict) -> dict:
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig
-    from cryostream.denoise.network import model_record
     from cryostream.errors import CryostreamError
     from cryostream.metrics import best_gaussian, frc, psnr, wiener_oracle
 
@@ -227,7 +229,7 @@ def score_one(task: dict) -> dict:
     if task.get("topaz"):
         images["topaz"] = affine_fit(np.load(task["topaz"]), x)
     images["raw"], images["ensemble"] = np.load(task["raw"]), np.load(task["ensemble"])
-    record = model_record(task["run"])
+    record = task["record"]  # no model loaded here: the parent holds the GPU
     config = DenoiseConfig().for_run(record)  # what `cryostream denoise` does with no option
     error = None
     with warnings.catch_warnings(record=True) as caught:
@@ -256,6 +258,7 @@ def stage_score(args, work: Path, results: dict) -> None:
     import mrcfile
 
     from cryostream.denoise import dihedral_mean
+    from cryostream.denoise.network import model_record
     from cryostream.denoise.tiling import network_pass
     from cryostream.runs import checkpoint_steps
 
@@ -263,6 +266,7 @@ def stage_score(args, work: Path, results: dict) -> None:
     run = str(args.model_file.absolute()) if args.model_file else str(work / "run")
     topaz = topaz_function(args)
     _, test = data_tasks(args, work)
+    record = model_record(run)
     if args.model_file:
         folder = work / "outputs" / args.model_file.stem
     else:
@@ -291,7 +295,8 @@ def stage_score(args, work: Path, results: dict) -> None:
             log(f"  {name}: network (9 passes) {timings[-1]} s"
                 + (f", Topaz {topaz_timings[-1]} s" if topaz is not None else ""))
         tasks.append({"condition": t["condition"], "name": name, "noisy": t["noisy"],
-                      "truth": t["truth"], "run": run, "pixel_size": t["config"]["pixel_size_angstrom"],
+                      "truth": t["truth"], "run": run, "record": record,
+                      "pixel_size": t["config"]["pixel_size_angstrom"],
                       "raw": str(paths["raw"]), "ensemble": str(paths["ensemble"]),
                       "topaz": str(paths["topaz"]) if topaz is not None else None})
     network_seconds = time.perf_counter() - start
