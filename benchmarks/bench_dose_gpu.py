@@ -10,7 +10,8 @@ their ground truth:
                --alpha 1 --noise-mode on-device``), ``train --residual``, scored as ``denoise``
                runs it by default (``DenoiseConfig().for_run``: the Noisier2Noise correction, the
                CTF-shaped gain with its check and fallback, the 8-fold ensemble), and its parts:
-               the network's output alone (``_raw``), the correction alone (``_n2n``) and the
+               the network's output alone (``_raw``), the default less the learned weights for
+               models that ship them (``_unweighted``), the correction alone (``_n2n``) and the
                per-ring oracle mix of input and output (``_blend_oracle``, truth-fitted: what
                re-weighting by frequency could give at best; optimistic by the chance fit of
                two weights per ring, which ``noise_blend_oracle``, the same fit with pure
@@ -186,7 +187,9 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names, partia
                 config = DenoiseConfig().for_run(record)
                 out_f = f_ens(image)
                 network = known_output(image, out_f, f_ens)
-                estimate, found = config.pipeline().run(
+                # the ensemble is out_f, computed once (f_ens for recorrupted copies)
+                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+                estimate, found = pipeline.run(
                     Micrograph(image, cfg.pixel_size_angstrom, record, source=source), network)
                 return estimate, out_f, found
 
@@ -206,6 +209,12 @@ def condition(args, dose: float, nps: float, out: Path, topaz, run_names, partia
             scored(name, estimate)
             row[f"{name}_found"] = jsonable(found)
             scored(f"{name}_raw", out_f)
+            if DenoiseConfig().for_run(record).learned_weights:  # the default less that step
+                plain, _ = dataclasses.replace(DenoiseConfig(learned_weights=False).for_run(
+                    record).pipeline(), ensemble=False).run(
+                    Micrograph(y, cfg.pixel_size_angstrom, record, source=str(sim.micrographs[i])),
+                    known_output(y, out_f))
+                scored(f"{name}_unweighted", plain)
             scored(f"{name}_blend_oracle", blend_oracle(y, out_f, x))
             scored(f"{name}_blend_cross", blend_oracle(y, out_f, x, cross_fit=True))
             if name in ("matched", "fit"):

@@ -8,7 +8,8 @@ each, the network runs in this process (the GPU, where there is one): once, and 
 ensemble. In a pool of processes, each output goes through what ``cryostream denoise`` does
 with no option, less the learned weights (``DenoiseConfig(learned_weights=False).for_run``: the
 CTF-shaped gain with its check and fallback), and the sums of
-:func:`cryostream.denoise.weights.weight_sums` are taken against the truth. One table is fitted
+:func:`cryostream.denoise.weights.weight_sums` (the gain's linear response and the network's
+rest, against the truth) are taken. One table is fitted
 for the ensemble and one for a single pass (:func:`~cryostream.denoise.weights.fit_learned_weights`).
 
 The model is a run folder (the table goes into its ``config.json``) or an exported ``.npz``
@@ -79,6 +80,9 @@ def sums_one(task: dict) -> dict:
     p = np.float32(np.percentile(noisy, 95))
     y, x = noisy / p, truth / p
     record = task["record"]  # no model loaded here: the parent holds the GPU
+    if DenoiseConfig().for_run(record).n2n_correction:
+        raise SystemExit("learned weights are fitted for models that estimate the clean image "
+                         "(trained on truth): here the gain would take the corrected estimate")
     micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
     row = {"index": task["index"], "psnr": {}}
     for kind in ("single", "ensemble"):
@@ -93,10 +97,9 @@ def sums_one(task: dict) -> dict:
                 config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
                 pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
                 estimate, _ = pipeline.run(micrograph, known_output(y, out))
-        sums = weight_sums(estimate, y, x, micrograph.noise())
+        sums = weight_sums(out, estimate, y, x, micrograph.noise())
         row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
         row["psnr"][kind] = round(psnr(estimate, x), 4)
-        np.save(task[kind].replace(".npy", "_default.npy"), estimate)
     row["truth"], row["noisy"], row["pixel_size"] = task["truth"], task["noisy"], task["pixel_size"]
     return row
 
@@ -144,7 +147,7 @@ def fit(args) -> dict:
         tables[kind] = fit_learned_weights(sums, rows=args.rows).to_dict()
     with pool(args.workers) as ex:
         after = dict(zip([r["index"] for r in rows],
-                         ex.map(after_one, [(r, tables) for r in rows]), strict=True))
+                         ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     for r in rows:
         del r["ensemble"]["sums"], r["single"]["sums"]
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
@@ -158,24 +161,36 @@ def fit(args) -> dict:
 
 
 def after_one(job: tuple[dict, dict]) -> dict:
-    """Worker: one calibration micrograph's PSNR with the tables applied (in-sample: it
-    helped fit them)."""
-    import mrcfile
+    """Worker: one calibration micrograph's PSNR with the tables in its model's record, as
+    ``denoise`` gives it (in-sample: the micrograph helped fit them)."""
+    import warnings
 
-    from cryostream.denoise.weights import LearnedWeights, apply_learned_weights
-    from cryostream.matched import estimate_noise, tile_for
+    import mrcfile
+    from quality_common import known_output
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.errors import CryostreamError
     from cryostream.metrics import psnr
 
-    row, tables = job
-    noisy, truth = mrcfile.read(row["noisy"]), mrcfile.read(row["truth"])
+    task, tables = job
+    noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
     p = np.float32(np.percentile(noisy, 95))
     y, x = noisy / p, truth / p
-    noise = estimate_noise(y, row["pixel_size"], tile=tile_for(y.shape))
+    record = dataclasses.replace(task["record"], learned_weights=tables)
+    micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
     out = {}
-    for kind, table in tables.items():
-        path = Path(row["noisy"]).parent.parent / "outputs" / \
-            f"cal_{row['index']:04d}_{kind}_default.npy"
-        estimate, _ = apply_learned_weights(np.load(path), y, noise, LearnedWeights.from_dict(table))
+    for kind in ("single", "ensemble"):
+        config = DenoiseConfig(ensemble=kind == "ensemble").for_run(record)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+                estimate, _ = pipeline.run(micrograph, known_output(y, np.load(task[kind])))
+            except CryostreamError:
+                config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
+                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+                estimate, _ = pipeline.run(micrograph, known_output(y, np.load(task[kind])))
         out[kind] = round(psnr(estimate, x), 4)
     return out
 

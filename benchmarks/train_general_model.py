@@ -72,9 +72,10 @@ from general_model_spread import CONDITIONS, SPREAD, data_tasks, held_out_condit
 from quality_common import FRC_BANDS, SIGMAS, affine_fit, known_output, summarise_frc
 
 #: ``SimulateConfig.particles_per_micrograph`` counts particles per full-size micrograph.
-METHODS = ("noisy", "gaussian", "wiener", "topaz", "raw", "ensemble", "default")
+METHODS = ("noisy", "gaussian", "wiener", "topaz", "raw", "ensemble", "unweighted", "default")
 LABELS = {"noisy": "noisy", "gaussian": "best Gaussian", "wiener": "oracle Wiener",
           "topaz": "Topaz (affine)", "raw": "general, raw", "ensemble": "general, ensemble",
+          "unweighted": "general, default less the learned weights",
           "default": "general, default"}
 
 FULL = dict(count=256, shape=(2048, 2048), test_count=4, test_shape=None, patch=512, stride=None,
@@ -240,6 +241,9 @@ def score_one(task: dict) -> dict:
             error = str(exc)
             config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
             images["default"], found = _post_process(config, y, images, task, record)
+        if config.learned_weights:
+            images["unweighted"], _ = _post_process(
+                dataclasses.replace(config, learned_weights=False), y, images, task, record)
     row = {"condition": task["condition"], "name": task["name"], "gaussian_sigma": sigma,
            "default_steps": [type(s).__name__ for s in config.pipeline().steps],
            "default_ensemble": config.ensemble, "default_error": error,

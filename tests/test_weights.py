@@ -12,10 +12,10 @@ import pytest
 
 from cryostream import ConfigError
 from cryostream.config import DenoiseConfig
+from cryostream.denoise.corrections import match_wiener_gain
 from cryostream.denoise.weights import (
     BANDS,
     LearnedWeights,
-    apply_learned_weights,
     fit_learned_weights,
     measured_snr,
     weight_sums,
@@ -46,22 +46,29 @@ def test_fitted_weights_drop_the_junk_and_help_a_new_image():
     sums = []
     for _ in range(3):
         truth, noisy, estimate = _scene(rng)
-        sums.append(weight_sums(estimate, noisy, truth, _noise(noisy)))
+        gained = match_wiener_gain(estimate, noisy, _noise(noisy))
+        sums.append(weight_sums(estimate, gained, noisy, truth, _noise(noisy)))
     table = fit_learned_weights(sums, rows=1)
     linear, rest = (np.asarray(t[0]) for t in (table.linear, table.rest))
     assert table.micrographs == 3 and len(table.snr) == 1
     # the junk is all of the rest: its weight falls towards 0 wherever it has power
     assert np.all(rest[1:BANDS // 2] < 0.15)
-    # the linear part is the noisy image halved: the Wiener gain over 0.5 where the truth
-    # is strong, near 0 where it has none
-    assert linear[1] > 1.2 and linear[BANDS // 2] < 0.1
+    # the gain's linear response is already the Wiener filter's: kept near 1 where the truth
+    # is strong
+    assert np.all(np.abs(linear[1:3] - 1) < 0.2)
 
     truth, noisy, estimate = _scene(rng)  # a new image
-    weighted, snr = apply_learned_weights(estimate, noisy, _noise(noisy), table)
-    mse = [float(np.mean((a - truth) ** 2)) for a in (estimate, weighted)]
+    noise = _noise(noisy)
+    gained = match_wiener_gain(estimate, noisy, noise)
+    weighted = match_wiener_gain(estimate, noisy, noise, weights=table)
+    mse = [float(np.mean((a - truth) ** 2)) for a in (gained, weighted)]
     assert mse[1] < 0.5 * mse[0]
-    assert snr == pytest.approx(table.snr[0], rel=0.3)
-    assert abs(float(weighted.mean()) - float(estimate.mean())) < 1e-5
+    assert abs(float(weighted.mean()) - float(noisy.mean())) < 1e-5
+    # a table of ones changes nothing
+    ones = LearnedWeights(snr=(1.0,), linear=((1.0,) * (BANDS + 1),),
+                          rest=((1.0,) * (BANDS + 1),))
+    np.testing.assert_allclose(match_wiener_gain(estimate, noisy, noise, weights=ones), gained,
+                               atol=1e-4)
 
 
 def test_the_measured_ratio_rises_with_the_signal():
@@ -117,13 +124,17 @@ def test_a_run_uses_its_table_by_default_and_records_the_ratio(tiny_run, tmp_pat
 
     mics, truths = tiny_run.sim.micrographs, tiny_run.sim.truths
     denoise(tiny_run.run, mics, tmp_path / "plain", config=DenoiseConfig(ensemble=False))
-    # fit a one-row table on the run's own outputs against the truth (in-sample)
+    # fit a one-row table on the run's own outputs against the truth (in-sample): the
+    # network's output, and the default gain's (the correction first: a fit's run)
+    raw = DenoiseConfig.raw(n2n_correction=True)
+    denoise(tiny_run.run, mics, tmp_path / "raw", config=raw)
     sums = []
     for mic, truth in zip(mics, truths, strict=True):
         y = mrcfile.read(mic)
         p = np.float32(np.percentile(y, load_record(tiny_run.run).percentile))
-        out = mrcfile.read(tmp_path / "plain" / mic.name) / p
-        sums.append(weight_sums(out, y / p, mrcfile.read(truth) / p, _noise(y / p)))
+        before = mrcfile.read(tmp_path / "raw" / mic.name) / p
+        after = mrcfile.read(tmp_path / "plain" / mic.name) / p
+        sums.append(weight_sums(before, after, y / p, mrcfile.read(truth) / p, _noise(y / p)))
     table = fit_learned_weights(sums, rows=1).to_dict()
     run = _with_table(tiny_run, tmp_path, {"single": table})
     record = load_record(run)
@@ -131,6 +142,10 @@ def test_a_run_uses_its_table_by_default_and_records_the_ratio(tiny_run, tmp_pat
     assert DenoiseConfig(ensemble=False).for_run(record).learned_weights
     assert not DenoiseConfig(ensemble=True).for_run(record).learned_weights  # no table for it
     assert not DenoiseConfig(ensemble=False, ctf_gain=False).for_run(record).learned_weights
+    assert DenoiseConfig(ensemble=False, ctf_gain=False, wiener_gain=True).for_run(
+        record).learned_weights
+    with pytest.raises(ConfigError, match="weighs the Wiener gain"):
+        DenoiseConfig(ctf_gain=False, learned_weights=True)
     with pytest.raises(ConfigError, match="no table of learned weights for the ensemble"):
         DenoiseConfig(ensemble=True, learned_weights=True).for_run(record)
 

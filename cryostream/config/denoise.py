@@ -49,12 +49,11 @@ class DenoiseConfig:
         Average the network over the 8 rotations and flips of each micrograph (8 passes).
         ``None``: on.
     learned_weights : bool or None
-        Weigh the output's linear part and the rest per band of frequency by a table the
-        model ships, fitted on simulated micrographs with their truth, looked up by the
-        micrograph's measured signal-to-noise ratio
-        (:class:`~cryostream.denoise.steps.LearnedWeightsStep`). ``None``: on for models that
-        ship one (the general model) when the CTF-shaped gain is on, the pipeline it was
-        fitted after.
+        With the (CTF-shaped or radial) Wiener gain, weigh its linear response and the rest of
+        the output per band of frequency by a table the model ships, fitted on simulated
+        micrographs with their truth and looked up by the micrograph's measured
+        signal-to-noise ratio (:mod:`cryostream.denoise.weights`). ``None``: on for models
+        that ship one (the general model) whenever a gain is on.
     calibrate : int
         Recorrupted passes that fit, per ring, the weight of the output's part beyond a linear
         filter; 0 for none.
@@ -100,6 +99,10 @@ class DenoiseConfig:
                 raise ConfigError(f"{name}={value!r}: must be True or False"
                                   + (", or None for the run's default" if name in FROM_THE_RUN
                                      else ""))
+        if self.learned_weights and self.ctf_gain is False and not self.wiener_gain:
+            raise ConfigError("learned_weights (--learned-weights) weighs the Wiener gain's "
+                              "output: keep ctf_gain (--ctf-gain) or pass wiener_gain "
+                              "(--wiener-gain)")
         if self.n2n_clamp and self.n2n_correction is False:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
                               "pass n2n_correction too (--n2n-correction)")
@@ -166,7 +169,8 @@ class DenoiseConfig:
                                               if name in decided and getattr(self, name) is None})
         table = weights_for(record, config.ensemble) is not None
         if config.learned_weights is None:
-            config = dataclasses.replace(config, learned_weights=table and config.ctf_gain)
+            gain = config.ctf_gain or config.wiener_gain
+            config = dataclasses.replace(config, learned_weights=table and gain)
         elif config.learned_weights and not table:
             raise ConfigError(f"learned_weights (--learned-weights): the model {record.path} has "
                               "no table of learned weights for "

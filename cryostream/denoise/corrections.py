@@ -118,7 +118,7 @@ def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 
 
 def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
-                      min_coefficients: int = 128, ctf=None) -> np.ndarray:
+                      min_coefficients: int = 128, ctf=None, weights=None) -> np.ndarray:
     """Give a denoised image the Wiener filter's linear response; keep everything else.
 
     Per ring of spatial frequency (merged rings, :func:`cryostream.spectral.merge_rings`), the
@@ -137,19 +137,24 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
     astigmatism instead of averaging over each ring. A :class:`NetworkAbove` keeps the
     estimate's own response above 20 Å instead (the fallback when no fit can be trusted).
+
+    ``weights`` (a :class:`~cryostream.denoise.weights.LearnedWeights`): per band of
+    frequency, the result is ``a·w·Y + b·R`` instead, ``(a, b)`` the table's weights for the
+    micrograph's measured signal-to-noise ratio.
     """
-    return wiener_gain_outputs(estimate, noisy, noise, [ctf],
-                               min_coefficients=min_coefficients)[0]
+    return wiener_gain_outputs(estimate, noisy, noise, [ctf], min_coefficients=min_coefficients,
+                               weights=weights)[0]
 
 
 def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: list, *,
-                        min_coefficients: int = 128) -> list[np.ndarray]:
+                        min_coefficients: int = 128, weights=None) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once;
     or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
     bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
-    ``noisy`` itself (the Wiener filter of the micrograph) is transformed once."""
+    ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``:
+    as :func:`match_wiener_gain`'s, for every output."""
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression, wiener_gain
@@ -169,6 +174,11 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     radial = wiener_gain(power, noise_power) - gain
     radial[0] = 0.0
     radial = radial.astype(np.float32)[bins]
+    if weights is not None:  # a·(the gain's linear response) + b·(the estimate's rest)
+        from cryostream.denoise.weights import band_weights
+
+        a, b = band_weights(weights, y, (ny, nx), noise)
+        rest = e - gain.astype(np.float32)[bins] * y
     outs = []
     for ctf in ctfs:
         change = radial
@@ -185,7 +195,10 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             fit, grid = ctf if isinstance(ctf, tuple) else (ctf, None)
             shaped, above = ctf_wiener_gain(y, (ny, nx), fit, grid=grid)
             change = np.where(above, shaped - gain.astype(np.float32)[bins], radial)
-        out = scipy.fft.irfft2(e + change * y, s=(ny, nx), workers=-1)
+        spectrum = e + change * y
+        if weights is not None:
+            spectrum = a * (spectrum - rest) + b * rest
+        out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
         outs.append((out + np.float32(noisy.mean())).astype(np.float32))
     return outs
 

@@ -291,6 +291,8 @@ def recipe_steps(config) -> list[str]:
             name = "ctf_gain"
         if name is not None:
             names.append(name)
+        if getattr(step, "learned", None):  # the learned weights, part of the gain
+            names.append("learned_weights")
     return names + [f"calibrate={config.calibrate}"] * bool(config.calibrate)
 
 

@@ -34,7 +34,7 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "LearnedWeightsStep", "fit_for_gain", "no_rings", "fallback_words",
+           "WienerGain", "fit_for_gain", "no_rings", "fallback_words",
            "checked_gain", "Pipeline",
            "BoundPipeline", "chain", "pipeline_for"]
 
@@ -199,46 +199,80 @@ class WienerGain(Step):
     to set a gain above 20 Å either: the radial gain below 20 Å and the network's own linear
     response above (:class:`~cryostream.denoise.corrections.NetworkAbove`). Where they are
     found but the error check fails, or the micrograph is too small to fit, the radial gain.
+
+    ``learned`` (``"ensemble"`` or ``"single"``): the run's table of learned weights for its
+    network run as the ensemble or once (:mod:`cryostream.denoise.weights`) weighs the gain's
+    linear response and the estimate's rest per band of frequency, by the micrograph's
+    measured signal-to-noise ratio (recorded as ``learned_weights_snr``).
     """
 
     ctf: bool = False
     optics: tuple = ()
+    learned: str | None = None
     name = "wiener_gain"
 
-    def init(self, micrograph):
-        if not self.ctf:
+    def _table(self, micrograph):
+        """The run's learned weights for ``learned`` (``"ensemble"`` or ``"single"``), or None."""
+        if self.learned is None:
             return None
+        from cryostream.denoise.weights import weights_for
+
+        table = weights_for(micrograph.record, self.learned == "ensemble")
+        if table is None:
+            from cryostream.errors import ConfigError
+
+            raise ConfigError(f"{micrograph.record.path}: no table of learned weights for "
+                              f"{'the ensemble' if self.learned == 'ensemble' else 'one pass'}")
+        return table
+
+    def init(self, micrograph):
         import scipy.fft
 
+        table = self._table(micrograph)
+        if not self.ctf and table is None:
+            return None
+        image = micrograph.image
+        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
+        state = {"table": table}
+        if table is not None:
+            from cryostream.denoise.weights import measured_snr
+
+            state["snr"] = measured_snr(spectrum, image.shape, micrograph.noise())
+        if not self.ctf:
+            return state
         from cryostream.ctf import thon_ring_z
 
-        fit = fit_for_gain(micrograph.image, micrograph.pixel_size_angstrom, dict(self.optics))
+        fit = fit_for_gain(image, micrograph.pixel_size_angstrom, dict(self.optics))
         if fit is None:  # recorded: found["ctf"] is None
-            return {"fit": None, "check": None, "used": False}
-        image = micrograph.image
-        rings = thon_ring_z(scipy.fft.rfft2(image - image.mean(), workers=-1), image.shape, fit)
+            return {**state, "fit": None, "check": None, "used": False}
+        rings = thon_ring_z(spectrum, image.shape, fit)
         check = checked_gain(image, micrograph.noise(), fit, f"{micrograph.source}: the CTF "
                              f"fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
                              f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", rings,
                              advice=FIT_ADVICE)
-        return {"fit": fit, "check": check, "used": check < 0, "rings_z": rings}
+        return {**state, "fit": fit, "check": check, "used": check < 0, "rings_z": rings}
 
     def apply(self, estimate, image, state, micrograph):
-        if state is not None and state["used"]:
+        if state is not None and state.get("used"):
             shape = state["fit"]
         elif state is not None and no_rings(state.get("rings_z")):
             shape = NetworkAbove(micrograph.pixel_size_angstrom)
         else:
             shape = None
-        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape)
+        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
+                                 weights=None if state is None else state["table"])
 
     def describe(self, state):
         if state is None:
             return {}
+        learned = {} if state["table"] is None else {
+            "learned_weights_snr": round(float(state["snr"]), 4)}
+        if "fit" not in state:  # the radial gain
+            return learned
         fallback = {} if state["used"] else {
             "fallback": "network_above_20A" if no_rings(state.get("rings_z")) else "radial"}
         if state["fit"] is None:
-            return {"ctf": None, "ctf_used": False, **fallback}
+            return {"ctf": None, "ctf_used": False, **fallback, **learned}
         fit = state["fit"]
         return {"ctf": {"defocus_u_angstrom": fit.defocus_u_angstrom,
                         "defocus_v_angstrom": fit.defocus_v_angstrom,
@@ -246,41 +280,7 @@ class WienerGain(Step):
                         "score": fit.score},
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
-                "ctf_used": bool(state["used"]), **fallback}
-
-
-@dataclasses.dataclass(frozen=True)
-class LearnedWeightsStep(Step):
-    """The run's table of learned weights for its network run once or as the ensemble
-    (:func:`~cryostream.denoise.weights.apply_learned_weights`): per band of frequency, the
-    weights of the estimate's linear part and of the rest, for the image's measured
-    signal-to-noise ratio. The micrograph's ratio is recorded."""
-
-    ensemble: bool = True
-    name = "learned_weights"
-
-    def init(self, micrograph):
-        from cryostream.denoise.weights import weights_for
-
-        table = weights_for(micrograph.record, self.ensemble)
-        if table is None:
-            from cryostream.errors import ConfigError
-
-            raise ConfigError(f"{micrograph.record.path}: no table of learned weights for "
-                              f"{'the ensemble' if self.ensemble else 'one network pass'}")
-        return {"table": table, "snr": None}
-
-    def apply(self, estimate, image, state, micrograph):
-        from cryostream.denoise.weights import apply_learned_weights
-
-        out, snr = apply_learned_weights(estimate, image, micrograph.noise(image), state["table"])
-        if image is micrograph.image:
-            state["snr"] = snr
-        return out
-
-    def describe(self, state):
-        snr = state["snr"]
-        return {"learned_weights_snr": None if snr is None else round(float(snr), 4)}
+                "ctf_used": bool(state["used"]), **fallback, **learned}
 
 
 @dataclasses.dataclass
@@ -342,8 +342,8 @@ def chain(*steps: Step, ensemble: bool = False, calibrate: int = 0) -> Pipeline:
 
 def pipeline_for(config) -> Pipeline:
     """The pipeline a :class:`~cryostream.config.DenoiseConfig` describes: the Noisier2Noise
-    correction, the ring clamp and the input's mean, then the (CTF-shaped) Wiener gain, then
-    the learned weights."""
+    correction, the ring clamp and the input's mean, then the (CTF-shaped) Wiener gain with the
+    learned weights."""
     steps: list[Step] = []
     if config.n2n_correction:
         steps.append(N2NCorrection())
@@ -351,7 +351,7 @@ def pipeline_for(config) -> Pipeline:
             steps.append(RingClamp())
         steps.append(KeepInputMean())
     if config.wiener_gain or config.ctf_gain:
-        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items())))
-    if config.learned_weights:
-        steps.append(LearnedWeightsStep(ensemble=bool(config.ensemble)))
+        learned = ("ensemble" if config.ensemble else "single") if config.learned_weights else None
+        steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items()),
+                                learned=learned))
     return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)

@@ -12,11 +12,12 @@ alone can find it (``R`` holds about 0.1 % of a ring's noise power, far under th
 estimate's error). It can be learned instead: on simulated micrographs with their truth, the
 least-squares weights ``(a, b)`` of ``a·g·Y + b·R`` per band of frequency, pooled over the
 micrographs of similar signal-to-noise ratio, form a table (:class:`LearnedWeights`,
-:func:`fit_learned_weights`). A model ships it in its record; :func:`apply_learned_weights`
-looks up the rows for a micrograph's own measured ratio (:func:`measured_snr`: the signal over
-the noise between 0.004 and 0.03 cycles/px, where it is well above the noise estimate's error)
-and applies them. Least-squares weights of two parts also maximise their correlation with the
-truth, so the FRC rises with the PSNR.
+:func:`fit_learned_weights`; ``g·Y`` is then the gain's linear response ``w·Y``, CTF-shaped or
+radial). A model ships it in its record; the Wiener gain
+(:func:`~cryostream.denoise.corrections.match_wiener_gain` with ``weights``) looks up the rows
+for a micrograph's own measured ratio (:func:`measured_snr`: the signal over the noise between
+0.004 and 0.03 cycles/px, where it is well above the noise estimate's error, and
+:func:`band_weights`) and gives ``a·w·Y + b·R``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["BANDS", "SNR_BAND", "LearnedWeights", "WeightSums", "frequency_bands",
-           "measured_snr", "weight_sums", "fit_learned_weights", "apply_learned_weights",
-           "weights_for"]
+           "measured_snr", "band_weights", "weight_sums", "fit_learned_weights", "weights_for"]
 
 #: Equal bands of spatial frequency from 0 to 0.5 cycles/px; one more holds the corners.
 BANDS = 32
@@ -68,19 +68,14 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise) -> float:
     return max(float(power[band].sum() / noise_power[band].sum() - 1), 1e-3)
 
 
-def _split(estimate: np.ndarray, noisy: np.ndarray):
-    """The ``rfft2`` of ``noisy`` and of ``estimate``'s two parts per merged ring: the part
-    proportional to ``noisy`` and the rest (means removed), and each coefficient's weight."""
-    import scipy.fft
-
-    from cryostream.spectral import merge_rings, ring_regression
-
-    rings = merge_rings(noisy.shape)
-    y = scipy.fft.rfft2(noisy - noisy.mean(), workers=-1)
-    e = scipy.fft.rfft2(estimate - estimate.mean(), workers=-1)
-    gain, _ = ring_regression(e, y, rings.bins, rings.weight)
-    linear = gain.astype(np.float32)[rings.bins] * y
-    return y, linear, e - linear, rings.weight
+def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int, int],
+                 noise) -> tuple[np.ndarray, np.ndarray]:
+    """The weights ``(a, b)`` of each ``rfft2`` coefficient of an image of ``shape``: the
+    table's rows for the image's measured ratio (:func:`measured_snr` of ``image_f``, its
+    mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32)."""
+    a, b = weights.at(measured_snr(image_f, shape, noise))
+    band = frequency_bands(shape)
+    return a.astype(np.float32)[band], b.astype(np.float32)[band]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,18 +154,29 @@ class WeightSums:
     sums: np.ndarray  # (5, BANDS + 1)
 
 
-def weight_sums(estimate: np.ndarray, noisy: np.ndarray, truth: np.ndarray, noise) -> WeightSums:
-    """:class:`WeightSums` of a denoised image of ``noisy`` against its ``truth`` (same
-    normalisation); ``noise`` is the micrograph's :class:`~cryostream.matched.NoiseEstimate`."""
+def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth: np.ndarray,
+                noise) -> WeightSums:
+    """:class:`WeightSums` of one simulated micrograph: ``before`` is the estimate the Wiener
+    gain took (the network's output), ``after`` what it gave (without weights), ``truth`` the
+    clean image, all in the units of ``noisy``; ``noise`` its
+    :class:`~cryostream.matched.NoiseEstimate`. The rest ``R`` is ``before``'s part
+    uncorrelated with ``noisy`` per merged ring (:func:`~cryostream.spectral.ring_regression`,
+    as the gain splits it), the linear part ``after − R``."""
     import scipy.fft
 
-    noisy, estimate, truth = (np.asarray(a, np.float32) for a in (noisy, estimate, truth))
-    y, linear, rest, weight = _split(estimate, noisy)
-    x = scipy.fft.rfft2(truth - truth.mean(), workers=-1)
+    from cryostream.spectral import merge_rings, ring_regression
+
+    before, after, noisy, truth = (np.asarray(a, np.float32) for a in (before, after, noisy, truth))
+    rings = merge_rings(noisy.shape)
+    y, e, d, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, before, after, truth))
+    gain, _ = ring_regression(e, y, rings.bins, rings.weight)
+    rest = e - gain.astype(np.float32)[rings.bins] * y
+    linear = d - rest
     band = frequency_bands(noisy.shape).ravel()
 
-    def total(a, b):
-        return np.bincount(band, (weight * (a * np.conj(b)).real).ravel(), minlength=BANDS + 1)
+    def total(p, q):
+        return np.bincount(band, (rings.weight * (p * np.conj(q)).real).ravel(),
+                           minlength=BANDS + 1)
 
     sums = np.stack([total(x, linear), total(x, rest), total(linear, linear), total(rest, rest),
                      total(linear, rest)])
@@ -203,20 +209,3 @@ def fit_learned_weights(sums: list[WeightSums], rows: int = 6) -> LearnedWeights
     keep = [0] + [i for i in range(1, len(snr)) if snr[i] > snr[i - 1] * (1 + 1e-9)]
     return LearnedWeights(tuple(snr[i] for i in keep), tuple(linear[i] for i in keep),
                           tuple(rest[i] for i in keep), micrographs=len(sums))
-
-
-def apply_learned_weights(estimate: np.ndarray, noisy: np.ndarray, noise,
-                          weights: LearnedWeights) -> tuple[np.ndarray, float]:
-    """``estimate`` (a denoised image of ``noisy``) with the table's weights for the
-    micrograph's measured ratio: per band, ``a·L + b·R``; its mean kept. Returns the image
-    and the measured ratio."""
-    import scipy.fft
-
-    noisy = np.asarray(noisy, np.float32)
-    estimate = np.asarray(estimate, np.float32)
-    y, linear, rest, _ = _split(estimate, noisy)
-    snr = measured_snr(y, noisy.shape, noise)
-    a, b = (w.astype(np.float32) for w in weights.at(snr))
-    band = frequency_bands(noisy.shape)
-    out = scipy.fft.irfft2(a[band] * linear + b[band] * rest, s=noisy.shape, workers=-1)
-    return (out + np.float32(estimate.mean())).astype(np.float32), snr
