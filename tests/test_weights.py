@@ -169,3 +169,27 @@ def test_old_records_load_and_bad_tables_name_the_record(tiny_run, tmp_path):
     (run / RECORD_FILE).write_text(json.dumps({**data, "learned_weights": {"single": {"snr": []}}}))
     with pytest.raises(ConfigError, match="config.json"):
         load_record(run)
+
+
+def test_a_known_defocus_keeps_the_learned_weights(tiny_run, tmp_path):
+    """A STAR file's defocus (or one fitted on the sum of even/odd halves) replaces the fit,
+    not the weights: the gain still weighs and records the micrograph's ratio."""
+    from cryostream.denoise.sources import KnownDefocusGain
+    from cryostream.denoise.steps import Micrograph
+
+    table = LearnedWeights(snr=(1.0,), linear=((0.9,) * (BANDS + 1),),
+                           rest=((0.5,) * (BANDS + 1),)).to_dict()
+    record = load_record(_with_table(tiny_run, tmp_path, {"single": table}))
+    image = mrcfile.read(tiny_run.sim.micrographs[0])
+    image = image / np.float32(np.percentile(image, record.percentile))
+    micrograph = Micrograph(image, 0.66, record)
+    gain = KnownDefocusGain(ctf=True, learned="single", defocus=(15000.0, 15000.0, 0.0),
+                            check=-1.0)
+    state = gain.init(micrograph)
+    assert state["table"] is not None and state["used"]
+    assert gain.describe(state)["learned_weights_snr"] == pytest.approx(state["snr"], abs=1e-4)
+    estimate = image * 0.5
+    weighted = gain.apply(estimate, image, state, micrograph)
+    plain = dataclasses.replace(gain, learned=None)
+    assert not np.allclose(weighted, plain.apply(estimate, image, plain.init(micrograph),
+                                                 micrograph), atol=1e-4)

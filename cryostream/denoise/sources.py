@@ -80,7 +80,7 @@ class InputMicrograph:
         if self.defocus is None:
             return pipeline
         d = self.defocus
-        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, defocus=(
+        steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, learned=s.learned, defocus=(
             d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from,
             check=check, rings_z=rings_z)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
@@ -123,7 +123,8 @@ class KnownDefocusGain(WienerGain):
     def init(self, micrograph):
         u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
-        found = {} if self.rings_z is None else {"rings_z": self.rings_z}
+        found = {**self.weights_state(micrograph),
+                 **({} if self.rings_z is None else {"rings_z": self.rings_z})}
         if self.check is not None:
             return {"fit": fit, "check": self.check, "used": self.check < 0, **found}
         check = checked_gain(micrograph.image, micrograph.noise(), fit,

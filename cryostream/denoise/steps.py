@@ -34,8 +34,7 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "no_rings", "fallback_words",
-           "checked_gain", "Pipeline",
+           "WienerGain", "fit_for_gain", "no_rings", "fallback_words", "checked_gain", "Pipeline",
            "BoundPipeline", "chain", "pipeline_for"]
 
 
@@ -211,11 +210,13 @@ class WienerGain(Step):
     learned: str | None = None
     name = "wiener_gain"
 
-    def _table(self, micrograph):
-        """The run's learned weights for ``learned`` (``"ensemble"`` or ``"single"``), or None."""
+    def weights_state(self, micrograph, spectrum=None) -> dict:
+        """``{"table": …, "snr": …}``: the run's learned weights for ``learned`` and the
+        micrograph's measured ratio (``spectrum``: its mean-removed ``rfft2`` if made
+        already), or ``{"table": None}`` without ``learned``."""
         if self.learned is None:
-            return None
-        from cryostream.denoise.weights import weights_for
+            return {"table": None}
+        from cryostream.denoise.weights import measured_snr, weights_for
 
         table = weights_for(micrograph.record, self.learned == "ensemble")
         if table is None:
@@ -223,21 +224,21 @@ class WienerGain(Step):
 
             raise ConfigError(f"{micrograph.record.path}: no table of learned weights for "
                               f"{'the ensemble' if self.learned == 'ensemble' else 'one pass'}")
-        return table
+        image = micrograph.image
+        if spectrum is None:
+            import scipy.fft
+
+            spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
+        return {"table": table, "snr": measured_snr(spectrum, image.shape, micrograph.noise())}
 
     def init(self, micrograph):
         import scipy.fft
 
-        table = self._table(micrograph)
-        if not self.ctf and table is None:
+        if not self.ctf and self.learned is None:
             return None
         image = micrograph.image
         spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
-        state = {"table": table}
-        if table is not None:
-            from cryostream.denoise.weights import measured_snr
-
-            state["snr"] = measured_snr(spectrum, image.shape, micrograph.noise())
+        state = self.weights_state(micrograph, spectrum)
         if not self.ctf:
             return state
         from cryostream.ctf import thon_ring_z
