@@ -193,3 +193,26 @@ def test_a_known_defocus_keeps_the_learned_weights(tiny_run, tmp_path):
     plain = dataclasses.replace(gain, learned=None)
     assert not np.allclose(weighted, plain.apply(estimate, image, plain.init(micrograph),
                                                  micrograph), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 420), (511, 350)])
+def test_the_measured_ratio_sums_every_ring_of_its_band(shape):
+    """measured_snr reads only a window of the spectrum: it must hold every ring of the band,
+    whichever side is the shorter."""
+    import scipy.fft
+
+    from cryostream.spectral import rfft_weight, ring_index
+
+    rng = np.random.default_rng(5)
+    _, noisy, _ = _scene(rng, shape=shape)
+    f = scipy.fft.rfft2(noisy - noisy.mean())
+    noise = _noise(noisy)
+    ring = ring_index(shape, "rfft").astype(np.int64)
+    weight = rfft_weight(shape)
+    n = int(ring.max()) + 1
+    power = np.bincount(ring.ravel(), (weight * np.abs(f) ** 2).ravel(), minlength=n)
+    noise_power = np.bincount(ring.ravel(), weight.ravel(), minlength=n) \
+        * noise.ring_power(shape, n)
+    band = (np.arange(n) / min(shape) >= 0.004) & (np.arange(n) / min(shape) <= 0.03)
+    whole = power[band].sum() / noise_power[band].sum() - 1
+    assert measured_snr(f, shape, noise) == pytest.approx(whole, rel=1e-5)

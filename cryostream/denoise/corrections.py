@@ -177,7 +177,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     if weights is not None:  # a·(the gain's linear response) + b·(the estimate's rest)
         from cryostream.denoise.weights import band_weights
 
-        a, b = band_weights(weights, y, (ny, nx), noise)
+        a, b = band_weights(weights, y, (ny, nx), noise, ring, weight)
         rest = e - gain.astype(np.float32)[bins] * y
     outs = []
     for ctf in ctfs:

@@ -40,22 +40,36 @@ SNR_BAND = (0.004, 0.03)
 MAX_LINEAR = 1.25
 
 
-def frequency_bands(shape: tuple[int, int]) -> np.ndarray:
-    """The band (0 … :data:`BANDS`) of each ``rfft2`` coefficient of an image of ``shape``."""
+def frequency_bands(shape: tuple[int, int], ring: np.ndarray | None = None) -> np.ndarray:
+    """The band (0 … :data:`BANDS`) of each ``rfft2`` coefficient of an image of ``shape``
+    (``ring``: its :func:`~cryostream.spectral.ring_index`, if made already)."""
     from cryostream.spectral import ring_index
 
-    ring = ring_index(shape, "rfft", dtype=np.float32)
-    return np.minimum((ring / min(shape) * 2 * BANDS).astype(np.int64), BANDS)
+    if ring is None:
+        ring = ring_index(shape, "rfft", dtype=np.float32)
+    return np.minimum((ring * np.float32(2 * BANDS / min(shape))).astype(np.int32), BANDS)
 
 
-def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise) -> float:
+def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise,
+                 ring: np.ndarray | None = None, weight: np.ndarray | None = None) -> float:
     """A micrograph's signal over its noise between :data:`SNR_BAND` cycles/px: the power of
     its ``rfft2`` (``image_f``, mean removed) over the measured noise's (``noise``, a
-    :class:`~cryostream.matched.NoiseEstimate`), less one; at least 0.001."""
+    :class:`~cryostream.matched.NoiseEstimate`), less one; at least 0.001. ``ring`` and
+    ``weight``: the coefficients' :func:`~cryostream.spectral.ring_index` and
+    :func:`~cryostream.spectral.rfft_weight`, if made already."""
     from cryostream.spectral import rfft_weight, ring_index
 
-    ring = ring_index(shape, "rfft", dtype=np.float32).astype(np.int64)
-    weight = rfft_weight(shape)
+    if ring is None:
+        ring = ring_index(shape, "rfft", dtype=np.float32)
+    if weight is None:
+        weight = rfft_weight(shape)
+    # only the rings of the band are needed: a window of rows and columns holds them
+    top_y, top_x = (int(math.ceil(SNR_BAND[1] * n)) + 2 for n in shape)  # ring r: r / min
+    rows = np.r_[0:min(top_y + 1, shape[0]), max(shape[0] - top_y, top_y + 1):shape[0]]
+    cols = slice(0, min(top_x + 1, image_f.shape[1]))
+    ring = ring[rows, cols].astype(np.int64)
+    weight = weight[rows, cols]
+    image_f = image_f[rows, cols]
     n = int(ring.max()) + 1
     power = np.bincount(ring.ravel(), (weight * (image_f.real**2 + image_f.imag**2)).ravel(),
                         minlength=n)
@@ -69,12 +83,14 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise) -> float:
 
 
 def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int, int],
-                 noise) -> tuple[np.ndarray, np.ndarray]:
+                 noise, ring: np.ndarray | None = None,
+                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The weights ``(a, b)`` of each ``rfft2`` coefficient of an image of ``shape``: the
     table's rows for the image's measured ratio (:func:`measured_snr` of ``image_f``, its
-    mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32)."""
-    a, b = weights.at(measured_snr(image_f, shape, noise))
-    band = frequency_bands(shape)
+    mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32). ``ring``,
+    ``weight``: as :func:`measured_snr`'s."""
+    a, b = weights.at(measured_snr(image_f, shape, noise, ring, weight))
+    band = frequency_bands(shape, ring)
     return a.astype(np.float32)[band], b.astype(np.float32)[band]
 
 
