@@ -221,6 +221,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                   done, config.steps)
         config = dataclasses.replace(config, steps=done)
         request["train"] = to_dict(config)
+        _record_steps(run, done)
     params = None
     if init is not None and done == 0:
         from cryostream.warm_start import start_params
@@ -274,6 +275,17 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
     return out
+
+
+def _record_steps(run: Path, steps: int) -> None:
+    """The run's record says it was trained for ``steps`` (a run stopped short of its own
+    target, kept at a smaller budget, is a run of the steps it has)."""
+    from cryostream.runs import load_record, save_record
+
+    record = load_record(run)
+    if record.train.steps != steps:
+        save_record(run, dataclasses.replace(record, train=dataclasses.replace(record.train,
+                                                                               steps=steps)))
 
 
 def _slow_note(config: TrainConfig) -> str | None:

@@ -350,6 +350,11 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     first = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
     train(first.store, run, SMALL, stop_at=2, log=lambda *_: None)
     assert checkpoint_steps(run) == [2]
+    # stopped short of its 4 steps, then a smaller budget: kept at 2, and both records say 2
+    short = cryostream.fit(mics, run, train=SMALL, budget="1step")
+    assert (short.steps, short.target_steps, short.finished) == (2, 2, True)
+    assert load_record(run).train.steps == 2 == \
+        json.loads((run / "fit.json").read_text())["train"]["steps"]
     result = cryostream.fit(mics, run, train=SMALL)
     assert (result.steps, result.finished) == (4, True) and checkpoint_steps(run) == [2, 4]
     assert "training unet-small for 4 steps of 4 patches, resuming at step 2: compiling the step " \
