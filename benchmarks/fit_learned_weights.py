@@ -14,8 +14,9 @@ for the ensemble and one for a single pass (:func:`~cryostream.denoise.weights.f
 
 The model is a run folder (the table goes into its ``config.json``) or an exported ``.npz``
 (``--export`` writes a copy with the table; its metadata are kept). Writes
-``OUT/learned_weights.json``: the tables, each micrograph's condition and measured
-signal-to-noise ratio, and the PSNR of each micrograph before and after the weights (in-sample:
+``OUT/learned_weights.json``: the tables, each micrograph's condition, measured
+signal-to-noise ratio and sums (a table can be fitted again from them without the GPU), and the
+PSNR of each micrograph before and after the weights (in-sample:
 the held-out scores are ``train_general_model.py``'s and ``bench_dose_gpu.py``'s).
 
 Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
@@ -148,8 +149,6 @@ def fit(args) -> dict:
     with pool(args.workers) as ex:
         after = dict(zip([r["index"] for r in rows],
                          ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
-    for r in rows:
-        del r["ensemble"]["sums"], r["single"]["sums"]
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             "rows": args.rows, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),

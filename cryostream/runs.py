@@ -92,7 +92,7 @@ class RunRecord:
 
             if not isinstance(self.learned_weights, dict) or not self.learned_weights or \
                     not set(self.learned_weights) <= {"ensemble", "single"}:
-                raise ConfigError(f"learned_weights: a table for 'ensemble' and/or 'single', not "
+                raise ConfigError(f"learned weights: a table for 'ensemble' and/or 'single', not "
                                   f"{self.learned_weights!r:.80}")
             for table in self.learned_weights.values():
                 LearnedWeights.from_dict(table)
@@ -219,8 +219,11 @@ def load_record(run) -> RunRecord:
         return RunRecord.from_dict(data, run)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # ConfigError included
         reason = str(exc).removeprefix(f"{run}: ")
+        fix = ("correct it, or remove its learned_weights entry (or fit them again with "
+               "benchmarks/fit_learned_weights.py)" if "learned weights" in reason
+               else "correct it, or train the run again")
         raise ConfigError(f"{path}: not a valid run record ({reason}); it was edited or "
-                          "damaged: correct it, or train the run again") from None
+                          f"damaged: {fix}") from None
 
 
 def save_record(run, record: RunRecord) -> None:

@@ -85,29 +85,68 @@ def test_the_measured_ratio_rises_with_the_signal():
     assert ratios[2] / ratios[1] == pytest.approx(4, rel=0.25)
 
 
-def _rows(value, n=2):
-    return tuple(tuple([value + i] * (BANDS + 1)) for i in range(n))
+def _rows(value, n=2, step=0.5):
+    return tuple(tuple([value + step * i] * (BANDS + 1)) for i in range(n))
 
 
 def test_the_table_interpolates_in_log_snr_and_holds_its_end_rows():
-    table = LearnedWeights(snr=(0.1, 1.0), linear=_rows(0.0), rest=_rows(0.5), micrographs=4)
-    for snr, expected in ((0.01, 0.0), (0.1, 0.0), (0.1**0.5, 0.5), (1.0, 1.0), (30.0, 1.0)):
+    table = LearnedWeights(snr=(0.1, 1.0), linear=_rows(0.0), rest=_rows(0.25), micrographs=4)
+    for snr, expected in ((0.01, 0.0), (0.1, 0.0), (0.1**0.5, 0.25), (1.0, 0.5), (30.0, 0.5)):
         linear, rest = table.at(snr)
         assert linear.shape == (BANDS + 1,)
-        assert np.allclose(linear, expected) and np.allclose(rest, expected + 0.5)
+        assert np.allclose(linear, expected) and np.allclose(rest, expected + 0.25)
 
 
 def test_a_table_round_trips_and_bad_tables_are_refused():
     table = LearnedWeights(snr=(0.2, 0.9), linear=_rows(0.3), rest=_rows(0.1), micrographs=7)
     assert LearnedWeights.from_dict(json.loads(json.dumps(table.to_dict()))) == table
     bad = [dict(snr=(0.9, 0.2)), dict(snr=(0.0, 1.0)), dict(linear=_rows(0.3, n=3)),
-           dict(rest=((0.1,) * BANDS,) * 2), dict(rest=((np.nan,) * (BANDS + 1),) * 2)]
+           dict(rest=((0.1,) * BANDS,) * 2), dict(rest=((np.nan,) * (BANDS + 1),) * 2),
+           dict(rest=_rows(-0.1)), dict(linear=_rows(1.0)), dict(micrographs=-1),
+           dict(micrographs=2.5)]
     for change in bad:
         with pytest.raises(ConfigError, match="learned weights"):
             LearnedWeights(**{"snr": (0.2, 0.9), "linear": _rows(0.3), "rest": _rows(0.1),
                               **change})
     with pytest.raises(ConfigError, match="keys"):
         LearnedWeights.from_dict({"snr": [1.0]})
+    with pytest.raises(ConfigError, match="not a table of numbers"):
+        LearnedWeights.from_dict({**table.to_dict(), "snr": 3.0})
+
+
+def test_fits_pool_equal_ratios_and_leave_a_rest_that_adds_nothing_out():
+    from cryostream.denoise.weights import WeightSums
+
+    rng = np.random.default_rng(2)
+    sums = []
+    for i in range(4):  # one ratio, rest weights 0.2 … 0.8 in turn: pooled, their mean
+        s = np.ones((5, BANDS + 1))
+        s[0], s[2], s[3], s[4] = 1.0, 1.0, 1.0, 0.0  # ⟨X,L⟩ = ⟨L,L⟩: a = 1
+        s[1] = 0.2 * (i + 1)  # ⟨X,R⟩ with ⟨R,R⟩ = 1
+        sums.append(WeightSums(1.0, s))
+    table = fit_learned_weights(sums, rows=2)
+    assert table.snr == (1.0,) and table.micrographs == 4
+    assert np.allclose(table.rest[0], 0.5) and np.allclose(table.linear[0], 1.0)
+    collinear = np.ones((5, BANDS + 1)) * rng.uniform(0.5, 1, (1, BANDS + 1))
+    collinear[4] = collinear[2]  # ⟨L,R⟩² = ⟨L,L⟩⟨R,R⟩: R is a multiple of L
+    one = fit_learned_weights([WeightSums(2.0, collinear)])
+    assert np.allclose(one.rest[0], 0.0) and np.allclose(one.linear[0], 1.0)
+
+
+def test_a_damaged_table_in_an_exported_model_names_the_file(tmp_path):
+    from cryostream import StoreError
+    from cryostream.denoise.network import load_model_file, model_path
+
+    with np.load(model_path("general")) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["run"]["learned_weights"]["ensemble"]["snr"] = 3.0
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    bad = tmp_path / "edited.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(StoreError, match=r"edited\.npz: its run record is not valid .*learned "
+                       r"weights.*fit_learned_weights"):
+        load_model_file(str(bad))
 
 
 def _with_table(tiny_run, tmp_path, tables):
@@ -195,7 +234,7 @@ def test_a_known_defocus_keeps_the_learned_weights(tiny_run, tmp_path):
                                                  micrograph), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (300, 420), (511, 350)])
+@pytest.mark.parametrize("shape", [(256, 256), (300, 420), (511, 350), (100, 1200)])
 def test_the_measured_ratio_sums_every_ring_of_its_band(shape):
     """measured_snr reads only a window of the spectrum: it must hold every ring of the band,
     whichever side is the shorter."""

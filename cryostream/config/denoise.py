@@ -172,11 +172,16 @@ class DenoiseConfig:
             gain = config.ctf_gain or config.wiener_gain
             config = dataclasses.replace(config, learned_weights=table and gain)
         elif config.learned_weights and not table:
+            if weights_for(record, not config.ensemble) is not None:
+                fix = (f"; it has one for {'one pass' if config.ensemble else 'the ensemble'}: "
+                       "drop --learned-weights, or "
+                       + ("pass --no-ensemble" if config.ensemble else "drop --no-ensemble"))
+            else:
+                fix = (" (only models trained on simulated micrographs with their truth, like "
+                       "the general model, ship one); drop the option")
             raise ConfigError(f"learned_weights (--learned-weights): the model {record.path} has "
                               "no table of learned weights for "
-                              f"{'the ensemble' if config.ensemble else 'one network pass'} "
-                              "(only models trained on simulated micrographs with their truth, "
-                              "like the general model, ship one); drop the option")
+                              f"{'the ensemble' if config.ensemble else 'one network pass'}{fix}")
         if config.n2n_clamp and not config.n2n_correction:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction, "
                               f"which does not apply to the run {record.path}; drop --n2n-clamp")

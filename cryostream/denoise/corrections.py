@@ -118,7 +118,8 @@ def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 
 
 def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
-                      min_coefficients: int = 128, ctf=None, weights=None) -> np.ndarray:
+                      min_coefficients: int = 128, ctf=None, weights=None,
+                      snr: float | None = None) -> np.ndarray:
     """Give a denoised image the Wiener filter's linear response; keep everything else.
 
     Per ring of spatial frequency (merged rings, :func:`cryostream.spectral.merge_rings`), the
@@ -139,22 +140,26 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     estimate's own response above 20 Å instead (the fallback when no fit can be trusted).
 
     ``weights`` (a :class:`~cryostream.denoise.weights.LearnedWeights`): per band of
-    frequency, the result is ``a·w·Y + b·R`` instead, ``(a, b)`` the table's weights for the
-    micrograph's measured signal-to-noise ratio.
+    frequency, the result is ``a·L + b·R`` instead, ``L`` the linear response just described
+    (``w·Y``; with a :class:`NetworkAbove`, the estimate's own ``g·Y`` above 20 Å) and
+    ``(a, b)`` the table's weights for the signal-to-noise ratio ``snr`` (None: measured on
+    ``noisy``; a pipeline passes the micrograph's, so that its recorrupted copies take the
+    same row).
     """
     return wiener_gain_outputs(estimate, noisy, noise, [ctf], min_coefficients=min_coefficients,
-                               weights=weights)[0]
+                               weights=weights, snr=snr)[0]
 
 
 def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: list, *,
-                        min_coefficients: int = 128, weights=None) -> list[np.ndarray]:
+                        min_coefficients: int = 128, weights=None,
+                        snr: float | None = None) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once;
     or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
     bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
-    ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``:
-    as :func:`match_wiener_gain`'s, for every output."""
+    ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``,
+    ``snr``: as :func:`match_wiener_gain`'s, for every output."""
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression, wiener_gain
@@ -177,7 +182,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     if weights is not None:  # a·(the gain's linear response) + b·(the estimate's rest)
         from cryostream.denoise.weights import band_weights
 
-        a, b = band_weights(weights, y, (ny, nx), noise, ring, weight)
+        a, b = band_weights(weights, y, (ny, nx), noise, ring, weight, snr)
         rest = e - gain.astype(np.float32)[bins] * y
     outs = []
     for ctf in ctfs:

@@ -202,7 +202,8 @@ class WienerGain(Step):
     ``learned`` (``"ensemble"`` or ``"single"``): the run's table of learned weights for its
     network run as the ensemble or once (:mod:`cryostream.denoise.weights`) weighs the gain's
     linear response and the estimate's rest per band of frequency, by the micrograph's
-    measured signal-to-noise ratio (recorded as ``learned_weights_snr``).
+    measured signal-to-noise ratio (recorded as ``learned_weights_snr``; its recorrupted
+    copies take the same row).
     """
 
     ctf: bool = False
@@ -260,8 +261,9 @@ class WienerGain(Step):
             shape = NetworkAbove(micrograph.pixel_size_angstrom)
         else:
             shape = None
+        table = None if state is None else state["table"]
         return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
-                                 weights=None if state is None else state["table"])
+                                 weights=table, snr=None if table is None else state["snr"])
 
     def describe(self, state):
         if state is None:

@@ -64,7 +64,9 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise,
     if weight is None:
         weight = rfft_weight(shape)
     # only the rings of the band are needed: a window of rows and columns holds them
-    top_y, top_x = (int(math.ceil(SNR_BAND[1] * n)) + 2 for n in shape)  # ring r: r / min
+    # ring r is at r / min(shape) cycles/px; rounded, it holds radii up to r + 0.5
+    top_y, top_x = (int(math.ceil((SNR_BAND[1] * min(shape) + 0.5) * n / min(shape))) + 1
+                    for n in shape)
     rows = np.r_[0:min(top_y + 1, shape[0]), max(shape[0] - top_y, top_y + 1):shape[0]]
     cols = slice(0, min(top_x + 1, image_f.shape[1]))
     ring = ring[rows, cols].astype(np.int64)
@@ -83,13 +85,15 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise,
 
 
 def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int, int],
-                 noise, ring: np.ndarray | None = None,
-                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 noise, ring: np.ndarray | None = None, weight: np.ndarray | None = None,
+                 snr: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The weights ``(a, b)`` of each ``rfft2`` coefficient of an image of ``shape``: the
-    table's rows for the image's measured ratio (:func:`measured_snr` of ``image_f``, its
-    mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32). ``ring``,
+    table's rows for the measured ratio ``snr`` (None: :func:`measured_snr` of ``image_f``,
+    its mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32). ``ring``,
     ``weight``: as :func:`measured_snr`'s."""
-    a, b = weights.at(measured_snr(image_f, shape, noise, ring, weight))
+    if snr is None:
+        snr = measured_snr(image_f, shape, noise, ring, weight)
+    a, b = weights.at(snr)
     band = frequency_bands(shape, ring)
     return a.astype(np.float32)[band], b.astype(np.float32)[band]
 
@@ -120,10 +124,17 @@ class LearnedWeights:
         if snr.ndim != 1 or snr.size < 1 or not np.all(snr > 0) or np.any(np.diff(snr) <= 0):
             raise ConfigError(f"learned weights: snr={self.snr!r} must be positive and "
                               "increasing, one per row")
-        for name, table in zip(("linear", "rest"), rows, strict=True):
+        for name, table, top in zip(("linear", "rest"), rows, (MAX_LINEAR, 1.0), strict=True):
             if table.shape != (snr.size, BANDS + 1) or not np.all(np.isfinite(table)):
                 raise ConfigError(f"learned weights: {name} must hold {snr.size} rows of "
                                   f"{BANDS + 1} finite weights, not shape {table.shape}")
+            if table.min() < 0 or table.max() > top:
+                raise ConfigError(f"learned weights: {name} weights must lie in [0, {top}], "
+                                  f"not [{table.min():.3g}, {table.max():.3g}]")
+        if isinstance(self.micrographs, bool) or not isinstance(self.micrographs, int) \
+                or self.micrographs < 0:
+            raise ConfigError(f"learned weights: micrographs={self.micrographs!r} must be a "
+                              "count")
         object.__setattr__(self, "snr", tuple(float(s) for s in snr))
         for name, table in zip(("linear", "rest"), rows, strict=True):
             object.__setattr__(self, name, tuple(tuple(float(v) for v in row) for row in table))
@@ -146,11 +157,15 @@ class LearnedWeights:
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnedWeights:
+        """The table of :meth:`to_dict`'s values; a :class:`ConfigError` for anything else."""
         if not isinstance(data, dict) or set(data) != {"snr", "linear", "rest", "micrographs"}:
             raise ConfigError("learned weights: need the keys snr, linear, rest and "
                               f"micrographs, not {sorted(data) if isinstance(data, dict) else data!r}")
-        return cls(tuple(data["snr"]), tuple(map(tuple, data["linear"])),
-                   tuple(map(tuple, data["rest"])), int(data["micrographs"]))
+        try:
+            return cls(tuple(data["snr"]), tuple(map(tuple, data["linear"])),
+                       tuple(map(tuple, data["rest"])), data["micrographs"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"learned weights: not a table of numbers ({exc})") from None
 
 
 def weights_for(record, ensemble: bool) -> LearnedWeights | None:
@@ -202,26 +217,43 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
 def fit_learned_weights(sums: list[WeightSums], rows: int = 6) -> LearnedWeights:
     """The table of least-squares weights from simulated micrographs' :class:`WeightSums`:
     the micrographs sorted by measured ratio and cut into ``rows`` groups of near-equal size,
-    each group's sums pooled, per band ``(a, b)`` minimising ``‖X − a·L − b·R‖²`` (``a``
-    clipped to [0, :data:`MAX_LINEAR`], ``b`` to [0, 1]; a band with no rest keeps ``b`` = 1).
-    Each row's ratio is its group's geometric mean."""
+    each group's sums pooled, per band ``(a, b)`` minimising ``‖X − a·L − b·R‖²``
+    (then ``a`` clipped to [0, :data:`MAX_LINEAR`] and ``b`` to [0, 1]; where ``R`` is empty
+    or a multiple of ``L``, ``b`` = 0). Each row's ratio is its group's geometric mean; groups
+    of one ratio pool into one row."""
     if not sums:
         raise ConfigError("fit_learned_weights: no micrographs to fit on")
     order = sorted(sums, key=lambda s: s.snr)
-    groups = [g for g in np.array_split(np.arange(len(order)), min(rows, len(order))) if g.size]
+    groups = [list(g) for g in np.array_split(np.arange(len(order)), min(rows, len(order)))
+              if g.size]
+    merged = [groups[0]]  # groups of one ratio (repeated micrographs) pool: the grid increases
+    for group in groups[1:]:
+        if _mean_snr(order, group) <= _mean_snr(order, merged[-1]) * (1 + 1e-9):
+            merged[-1] = merged[-1] + group
+        else:
+            merged.append(group)
     snr, linear, rest = [], [], []
-    for group in groups:
-        xl, xr, ll, rr, lr = sum(order[i].sums for i in group)
-        det = ll * rr - lr**2
-        solvable = (rr > 1e-12 * np.maximum(ll, 1e-300)) & (det > 1e-9 * ll * rr)
-        safe = np.where(solvable, det, 1.0)
-        a = np.where(solvable, (xl * rr - xr * lr) / safe, xl / np.maximum(ll, 1e-300))
-        b = np.where(solvable, (xr * ll - xl * lr) / safe, 1.0)
-        a = np.where(ll > 0, a, 1.0)
-        snr.append(math.exp(np.mean([math.log(order[i].snr) for i in group])))
-        linear.append(np.clip(a, 0, MAX_LINEAR))
-        rest.append(np.clip(b, 0, 1))
-    # rows of equal ratio (repeated micrographs) merge: the grid must increase
-    keep = [0] + [i for i in range(1, len(snr)) if snr[i] > snr[i - 1] * (1 + 1e-9)]
-    return LearnedWeights(tuple(snr[i] for i in keep), tuple(linear[i] for i in keep),
-                          tuple(rest[i] for i in keep), micrographs=len(sums))
+    for group in merged:
+        a, b = _least_squares(*sum(order[i].sums for i in group))
+        snr.append(_mean_snr(order, group))
+        linear.append(a)
+        rest.append(b)
+    return LearnedWeights(tuple(snr), tuple(linear), tuple(rest), micrographs=len(sums))
+
+
+def _mean_snr(order: list[WeightSums], group: list[int]) -> float:
+    return math.exp(np.mean([math.log(order[i].snr) for i in group]))
+
+
+def _least_squares(xl, xr, ll, rr, lr) -> tuple[np.ndarray, np.ndarray]:
+    """Per band, ``(a, b)`` minimising ``‖X − a·L − b·R‖²`` from the sums, then clipped:
+    ``a`` to [0, :data:`MAX_LINEAR`], ``b`` to [0, 1]. Where ``R`` is empty or a multiple of
+    ``L``, ``L`` alone: ``b`` = 0; with no power at all, 1 and 1."""
+    det = ll * rr - lr**2
+    solvable = (rr > 1e-12 * np.maximum(ll, 1e-300)) & (det > 1e-9 * ll * rr)
+    safe = np.where(solvable, det, 1.0)
+    a = np.where(solvable, (xl * rr - xr * lr) / safe, xl / np.maximum(ll, 1e-300))
+    b = np.where(solvable, (xr * ll - xl * lr) / safe, 0.0)
+    a = np.clip(np.where(ll > 0, a, 1.0), 0, MAX_LINEAR)
+    b = np.where((ll > 0) | (rr > 0), np.clip(b, 0, 1), 1.0)
+    return a, b

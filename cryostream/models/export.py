@@ -206,5 +206,10 @@ def load_exported(path: str | os.PathLike):
             leaves.append(jnp.asarray(value, dtype=shape.dtype))
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     run = meta["run"]
-    record = RunRecord.from_dict(run, path) if run is not None else None
+    try:
+        record = RunRecord.from_dict(run, path) if run is not None else None
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise StoreError(f"{path}: its run record is not valid ({exc}); the file is damaged or "
+                         "was edited: export it again (or fit its learned weights again with "
+                         "benchmarks/fit_learned_weights.py)") from None
     return nnx.merge(graphdef, params), record
