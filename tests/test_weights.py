@@ -64,11 +64,39 @@ def test_fitted_weights_drop_the_junk_and_help_a_new_image():
     mse = [float(np.mean((a - truth) ** 2)) for a in (gained, weighted)]
     assert mse[1] < 0.5 * mse[0]
     assert abs(float(weighted.mean()) - float(noisy.mean())) < 1e-5
-    # a table of ones changes nothing
-    ones = LearnedWeights(snr=(1.0,), linear=((1.0,) * (BANDS + 1),),
-                          rest=((1.0,) * (BANDS + 1),))
-    np.testing.assert_allclose(match_wiener_gain(estimate, noisy, noise, weights=ones), gained,
-                               atol=1e-4)
+
+
+@pytest.mark.parametrize("shape_of_gain", ["radial", "network_above", "ctf"])
+def test_the_weights_split_each_gain_into_its_linear_response_and_the_rest(shape_of_gain):
+    """``a·L + b·R``: ones give the gain's output; ``(1, 0)`` its linear response alone (the
+    output less the estimate's rest); ``(0, 1)`` the rest alone."""
+    import scipy.fft
+
+    from cryostream.ctf import CTFFit
+    from cryostream.denoise.corrections import NetworkAbove
+    from cryostream.spectral import merge_rings, ring_regression
+
+    rng = np.random.default_rng(11)
+    truth, noisy, estimate = _scene(rng)
+    noise = _noise(noisy)
+    ctf = {"radial": None, "network_above": NetworkAbove(1.0),
+           "ctf": CTFFit(15000.0, 14000.0, 30.0, 0.0, 1.0)}[shape_of_gain]
+    gained = match_wiener_gain(estimate, noisy, noise, ctf=ctf)
+
+    def table(a, b):
+        return LearnedWeights(snr=(1.0,), linear=((a,) * (BANDS + 1),), rest=((b,) * (BANDS + 1),))
+
+    np.testing.assert_allclose(match_wiener_gain(estimate, noisy, noise, ctf=ctf,
+                                                 weights=table(1.0, 1.0)), gained, atol=1e-4)
+    rings = merge_rings(noisy.shape)
+    y = scipy.fft.rfft2(noisy - noisy.mean())
+    e = scipy.fft.rfft2(estimate - estimate.mean())
+    g, _ = ring_regression(e, y, rings.bins, rings.weight)
+    rest = scipy.fft.irfft2(e - g.astype(np.float32)[rings.bins] * y, s=noisy.shape)
+    linear = match_wiener_gain(estimate, noisy, noise, ctf=ctf, weights=table(1.0, 0.0))
+    only_rest = match_wiener_gain(estimate, noisy, noise, ctf=ctf, weights=table(0.0, 1.0))
+    np.testing.assert_allclose(linear, gained - rest, atol=1e-4)
+    np.testing.assert_allclose(only_rest - noisy.mean(), rest, atol=1e-4)
 
 
 def test_the_measured_ratio_rises_with_the_signal():
