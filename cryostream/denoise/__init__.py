@@ -6,6 +6,8 @@
   correction, ring clamp, Wiener gain, 8-fold ensemble).
 - :mod:`~cryostream.denoise.steps`: those as composable steps; a
   :class:`~cryostream.config.DenoiseConfig` builds the :class:`Pipeline`.
+- :mod:`~cryostream.denoise.weights`: the learned weights a model may ship (fitted on
+  simulated micrographs with their truth), which the Wiener gain applies.
 - :mod:`~cryostream.denoise.scores`: truth-free scores by recorruption (ranking, the CTF check,
   the ring calibration).
 - :mod:`~cryostream.denoise.outputs`: where outputs go, checked before any computing, each
