@@ -366,3 +366,34 @@ def test_micrographs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsys):
     assert list(listed.values) == listed.attrs["sources"] and listed.attrs["kept"] == 2
     with pytest.raises(InvalidMicrographError, match="differs"):
         denoise(tiny_run.run, [small, large], config=DenoiseConfig.raw(tile=64))
+
+
+def test_even_odd_pairs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsys):
+    """Pairs of halves of two shapes in one call: each pair is denoised on its own (the sum of
+    its halves' outputs), as micrographs of two shapes are; a pair whose halves differ in
+    shape is still refused before anything is written."""
+    from conftest import write_mrc
+
+    image = [mrcfile.read(p) for p in tiny_run.sim.micrographs[:2]]
+    (tmp_path / "in").mkdir()
+    paths = {}
+    for name, crop in (("small", (slice(0, 128), slice(0, 128))), ("large", (slice(None),) * 2)):
+        for half, source in (("EVN", image[0]), ("ODD", image[1])):
+            paths[name, half] = write_mrc(tmp_path / "in" / f"{name}_{half}.mrc",
+                                          source[crop].copy(), 0.6575)
+    evens = [paths["small", "EVN"], paths["large", "EVN"]]
+    odds = [paths["small", "ODD"], paths["large", "ODD"]]
+    assert _denoise(tiny_run, evens, tmp_path / "pairs", "--odd", *odds) == 0
+    assert "denoised 2 micrographs" in capsys.readouterr().out
+    for name in ("small", "large"):
+        alone = tmp_path / f"alone_{name}"
+        assert _denoise(tiny_run, [paths[name, "EVN"]], alone, "--odd", paths[name, "ODD"]) == 0
+        np.testing.assert_array_equal(mrcfile.read(tmp_path / "pairs" / f"{name}.mrc"),
+                                      mrcfile.read(alone / f"{name}.mrc"))
+    mismatched = write_mrc(tmp_path / "in" / "m_ODD.mrc", image[1][:128, :96].copy(), 0.6575)
+    shutil.copy(paths["large", "EVN"], tmp_path / "in" / "m_EVN.mrc")
+    capsys.readouterr()
+    assert _denoise(tiny_run, [tmp_path / "in" / "m_EVN.mrc"], tmp_path / "bad", "--odd",
+                    mismatched) == 2
+    assert "m_ODD.mrc" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -302,7 +302,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     for path, star, entry in entries:
         found.setdefault(_key(path), (path, star, entry))
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
-                                    one_shape=one_shape or odd is not None)
+                                    one_shape=one_shape)
     odds: dict[str, str] = {}
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),
