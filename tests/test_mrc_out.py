@@ -397,3 +397,9 @@ def test_even_odd_pairs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsy
                     mismatched) == 2
     assert "m_ODD.mrc" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # --permissive: both good pairs of two shapes made, the pair that does not match skipped
+    with pytest.warns(UserWarning) as seen:
+        assert _denoise(tiny_run, [*evens, tmp_path / "in" / "m_EVN.mrc"], tmp_path / "some",
+                        "--odd", *odds, mismatched, "--permissive") == 0
+    assert sorted(p.name for p in (tmp_path / "some").glob("*.mrc")) == ["large.mrc", "small.mrc"]
+    assert any("m_ODD.mrc" in str(w.message) and "one shape" in str(w.message) for w in seen)

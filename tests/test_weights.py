@@ -159,6 +159,10 @@ def test_fits_pool_equal_ratios_and_leave_a_rest_that_adds_nothing_out():
     collinear[4] = collinear[2]  # ⟨L,R⟩² = ⟨L,L⟩⟨R,R⟩: R is a multiple of L
     one = fit_learned_weights([WeightSums(2.0, collinear)])
     assert np.allclose(one.rest[0], 0.0) and np.allclose(one.linear[0], 1.0)
+    no_linear = np.zeros((5, BANDS + 1))
+    no_linear[1], no_linear[3] = 0.7, 1.0  # ⟨X,R⟩, ⟨R,R⟩; nothing linear
+    alone = fit_learned_weights([WeightSums(2.0, no_linear)])
+    assert np.allclose(alone.rest[0], 0.7)
 
 
 def test_a_damaged_table_in_an_exported_model_names_the_file(tmp_path):
@@ -283,3 +287,31 @@ def test_the_measured_ratio_sums_every_ring_of_its_band(shape):
     band = (np.arange(n) / min(shape) >= 0.004) & (np.arange(n) / min(shape) <= 0.03)
     whole = power[band].sum() / noise_power[band].sum() - 1
     assert measured_snr(f, shape, noise) == pytest.approx(whole, rel=1e-5)
+
+
+def test_recorrupted_copies_take_the_micrographs_row(tiny_run, tmp_path):
+    """The calibration's and scores' recorrupted copies go through the gain with the row of the
+    micrograph's own ratio, not one measured on each copy (so a pipeline is one filter)."""
+    import scipy.fft
+
+    from cryostream.denoise.steps import Micrograph, WienerGain
+
+    table = LearnedWeights(snr=(0.1, 100.0), linear=_rows(0.2, step=0.8),
+                           rest=_rows(0.0, step=1.0), micrographs=2).to_dict()
+    record = load_record(_with_table(tiny_run, tmp_path, {"single": table}))
+    image = mrcfile.read(tiny_run.sim.micrographs[0])
+    image = image / np.float32(np.percentile(image, record.percentile))
+    micrograph = Micrograph(image, 0.66, record)
+    gain = WienerGain(ctf=False, learned="single")
+    state = gain.init(micrograph)
+    copy = (image + np.random.default_rng(0).normal(0, 2 * image.std(), image.shape)
+            ).astype(np.float32)
+    own = measured_snr(scipy.fft.rfft2(copy - copy.mean()), copy.shape, micrograph.noise(copy))
+    assert abs(np.log(own / state["snr"])) > 0.5  # the copy alone would take another row
+    estimate = (0.5 * copy).astype(np.float32)
+    table = weights_for(record, False)
+    expected = match_wiener_gain(estimate, copy, micrograph.noise(copy), weights=table,
+                                 snr=state["snr"])
+    np.testing.assert_array_equal(gain.apply(estimate, copy, state, micrograph), expected)
+    assert not np.allclose(expected, match_wiener_gain(estimate, copy, micrograph.noise(copy),
+                                                       weights=table), atol=1e-4)

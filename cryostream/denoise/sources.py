@@ -285,7 +285,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         A bad file, a STAR file with a missing optics group or an impossible defocus, halves
         that do not pair, a micrograph without a pixel size.
     """
-    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, pair_halves
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, read_headers
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
@@ -309,13 +309,22 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                                      "rlnMicrographNameOdd", permissive)
         gone = {half_key(s["path"], EVEN_SUFFIXES) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if half_key(p, ODD_SUFFIXES) not in gone]
-        if permissive:  # an unreadable odd half skips its micrograph, even half included
-            _, odd_skipped = read_headers(odd_paths, permissive=True)
+        if permissive:  # an unreadable or unmatched odd half skips its micrograph
+            odd_headers, odd_skipped = read_headers(odd_paths, permissive=True,
+                                                    one_shape=one_shape)
+            by_key = {half_key(o.path, ODD_SUFFIXES): o for o in odd_headers}
+            for h in headers:
+                o = by_key.get(half_key(h.path, EVEN_SUFFIXES))
+                mismatch = o is not None and halves_mismatch(h.path, h, o.path, o)
+                if mismatch:
+                    warnings.warn(f"skipping {mismatch}", MicrographSkippedWarning, stacklevel=2)
+                    odd_skipped.append({"path": o.path, "reason": mismatch})
             lost = {half_key(s["path"], ODD_SUFFIXES) for s in odd_skipped}
             odd_paths = [p for p in odd_paths if half_key(p, ODD_SUFFIXES) not in lost]
             for h in headers:
                 if half_key(h.path, EVEN_SUFFIXES) in lost:
-                    reason = f"{h.path}: its odd half cannot be read (see the warning above)"
+                    reason = (f"{h.path}: its odd half cannot be read or does not match it "
+                              "(see the warning above)")
                     warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                     odd_skipped.append({"path": h.path, "reason": reason})
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in lost]

@@ -248,12 +248,15 @@ def _mean_snr(order: list[WeightSums], group: list[int]) -> float:
 def _least_squares(xl, xr, ll, rr, lr) -> tuple[np.ndarray, np.ndarray]:
     """Per band, ``(a, b)`` minimising ``‖X − a·L − b·R‖²`` from the sums, then clipped:
     ``a`` to [0, :data:`MAX_LINEAR`], ``b`` to [0, 1]. Where ``R`` is empty or a multiple of
-    ``L``, ``L`` alone: ``b`` = 0; with no power at all, 1 and 1."""
+    ``L``, ``L`` alone: ``b`` = 0; where ``L`` is empty, ``R`` alone; with no power at all,
+    1 and 1."""
     det = ll * rr - lr**2
     solvable = (rr > 1e-12 * np.maximum(ll, 1e-300)) & (det > 1e-9 * ll * rr)
     safe = np.where(solvable, det, 1.0)
     a = np.where(solvable, (xl * rr - xr * lr) / safe, xl / np.maximum(ll, 1e-300))
-    b = np.where(solvable, (xr * ll - xl * lr) / safe, 0.0)
+    alone = (ll <= 0) & (rr > 0)  # no linear part: the rest's own least squares
+    b = np.where(solvable, (xr * ll - xl * lr) / safe,
+                 np.where(alone, xr / np.where(alone, rr, 1.0), 0.0))
     a = np.clip(np.where(ll > 0, a, 1.0), 0, MAX_LINEAR)
     b = np.where((ll > 0) | (rr > 0), np.clip(b, 0, 1), 1.0)
     return a, b

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError
 from cryostream.io.mrc import read_header
 
-__all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "pair_halves"]
+__all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "pair_halves", "halves_mismatch"]
 
 #: Name endings of even-frame sums (case-insensitive), stripped to find the micrograph's name.
 EVEN_SUFFIXES = ("_EVN", "_even", "-even", ".even")
@@ -102,16 +102,25 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     pairs = []
     for key, e in evens.items():
         o = odds[key]
-        header_e, header_o = read_header(e), read_header(o)
-        shape_e, shape_o = header_e.shape, header_o.shape
-        if shape_e != shape_o:
-            raise ConfigError(f"{e} is {shape_e[0]} × {shape_e[1]} px but its odd half {o} is "
-                              f"{shape_o[0]} × {shape_o[1]}: both halves come from one movie "
-                              "and have one shape; check they are the same micrograph's")
-        ps_e, ps_o = header_e.pixel_size_angstrom, header_o.pixel_size_angstrom
-        if ps_e > 0 and ps_o > 0 and abs(ps_e - ps_o) > 1e-3 * max(ps_e, ps_o):
-            raise ConfigError(f"{e} has {ps_e:g} Å pixels but its odd half {o} has {ps_o:g} Å: "
-                              "both halves come from one movie; check they are the same "
-                              "micrograph's (or fix the header that is wrong)")
+        mismatch = halves_mismatch(e, read_header(e), o, read_header(o))
+        if mismatch:
+            raise ConfigError(mismatch)
         pairs.append((e, o))
     return pairs
+
+
+def halves_mismatch(even, header_even, odd, header_odd) -> str | None:
+    """Why two halves (their paths and :class:`~cryostream.io.mrc.MicrographHeader`) cannot be
+    one micrograph's: a different shape or pixel size, in words with the fix; None if they
+    can."""
+    shape_e, shape_o = header_even.shape, header_odd.shape
+    if shape_e != shape_o:
+        return (f"{even} is {shape_e[0]} × {shape_e[1]} px but its odd half {odd} is "
+                f"{shape_o[0]} × {shape_o[1]}: both halves come from one movie and have one "
+                "shape; check they are the same micrograph's")
+    ps_e, ps_o = header_even.pixel_size_angstrom, header_odd.pixel_size_angstrom
+    if ps_e > 0 and ps_o > 0 and abs(ps_e - ps_o) > 1e-3 * max(ps_e, ps_o):
+        return (f"{even} has {ps_e:g} Å pixels but its odd half {odd} has {ps_o:g} Å: both "
+                "halves come from one movie; check they are the same micrograph's (or fix the "
+                "header that is wrong)")
+    return None
