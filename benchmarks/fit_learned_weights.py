@@ -63,41 +63,56 @@ def calibration_tasks(count: int, shape, seed: int, work: Path) -> list[dict]:
              "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
 
 
-def sums_one(task: dict) -> dict:
-    """Worker: the default pipeline (no learned weights) on the network's outputs of one
-    micrograph, and their :class:`WeightSums` against the truth, for one pass and the ensemble."""
-    import warnings
-
+def _calibration_micrograph(task: dict, record):
+    """The noisy micrograph and its truth over the micrograph's 95th percentile, and the
+    :class:`~cryostream.denoise.steps.Micrograph` the steps see."""
     import mrcfile
-    from quality_common import known_output
 
-    from cryostream.config import DenoiseConfig
     from cryostream.denoise.steps import Micrograph
-    from cryostream.denoise.weights import weight_sums
-    from cryostream.errors import CryostreamError
-    from cryostream.metrics import psnr
 
     noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
     p = np.float32(np.percentile(noisy, 95))
     y, x = noisy / p, truth / p
+    return y, x, Micrograph(y, task["pixel_size"], record, source=task["noisy"])
+
+
+def _default_output(config, micrograph, out: np.ndarray) -> np.ndarray:
+    """``config``'s pipeline on the network's output ``out`` (computed already), warnings
+    quiet; the radial gain where no CTF can be fitted (Nyquist coarser than 3 Å)."""
+    import warnings
+
+    from quality_common import known_output
+
+    from cryostream.errors import CryostreamError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+            return pipeline.run(micrograph, known_output(micrograph.image, out))[0]
+        except CryostreamError:
+            config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
+            pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
+            return pipeline.run(micrograph, known_output(micrograph.image, out))[0]
+
+
+def sums_one(task: dict) -> dict:
+    """Worker: the default pipeline (no learned weights) on the network's outputs of one
+    micrograph, and their :class:`WeightSums` against the truth, for one pass and the ensemble."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.weights import weight_sums
+    from cryostream.metrics import psnr
+
     record = task["record"]  # no model loaded here: the parent holds the GPU
     if DenoiseConfig().for_run(record).n2n_correction:
         raise SystemExit("learned weights are fitted for models that estimate the clean image "
                          "(trained on truth): here the gain would take the corrected estimate")
-    micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
+    y, x, micrograph = _calibration_micrograph(task, record)
     row = {"index": task["index"], "psnr": {}}
     for kind in ("single", "ensemble"):
         out = np.load(task[kind])
         config = DenoiseConfig(learned_weights=False, ensemble=kind == "ensemble").for_run(record)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-                estimate, _ = pipeline.run(micrograph, known_output(y, out))
-            except CryostreamError:  # e.g. Nyquist coarser than 3 Å: no CTF fit
-                config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
-                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-                estimate, _ = pipeline.run(micrograph, known_output(y, out))
+        estimate = _default_output(config, micrograph, out)
         sums = weight_sums(out, estimate, y, x, micrograph.noise())
         row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
         row["psnr"][kind] = round(psnr(estimate, x), 4)
@@ -162,36 +177,14 @@ def fit(args) -> dict:
 def after_one(job: tuple[dict, dict]) -> dict:
     """Worker: one calibration micrograph's PSNR with the tables in its model's record, as
     ``denoise`` gives it (in-sample: the micrograph helped fit them)."""
-    import warnings
-
-    import mrcfile
-    from quality_common import known_output
-
     from cryostream.config import DenoiseConfig
-    from cryostream.denoise.steps import Micrograph
-    from cryostream.errors import CryostreamError
     from cryostream.metrics import psnr
 
     task, tables = job
-    noisy, truth = mrcfile.read(task["noisy"]), mrcfile.read(task["truth"])
-    p = np.float32(np.percentile(noisy, 95))
-    y, x = noisy / p, truth / p
     record = dataclasses.replace(task["record"], learned_weights=tables)
-    micrograph = Micrograph(y, task["pixel_size"], record, source=task["noisy"])
-    out = {}
-    for kind in ("single", "ensemble"):
-        config = DenoiseConfig(ensemble=kind == "ensemble").for_run(record)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-                estimate, _ = pipeline.run(micrograph, known_output(y, np.load(task[kind])))
-            except CryostreamError:
-                config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
-                pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-                estimate, _ = pipeline.run(micrograph, known_output(y, np.load(task[kind])))
-        out[kind] = round(psnr(estimate, x), 4)
-    return out
+    _, x, micrograph = _calibration_micrograph(task, record)
+    return {kind: round(psnr(_default_output(DenoiseConfig(ensemble=kind == "ensemble").for_run(
+        record), micrograph, np.load(task[kind])), x), 4) for kind in ("single", "ensemble")}
 
 
 def write_tables(model: str, tables: dict, export: Path | None, result: dict) -> str:

@@ -179,11 +179,14 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     radial = wiener_gain(power, noise_power) - gain
     radial[0] = 0.0
     radial = radial.astype(np.float32)[bins]
+    shaped_gain = any(c is not None and not isinstance(c, NetworkAbove) for c in ctfs)
+    # the estimate's own linear response per coefficient, where a CTF or the weights need it
+    own = gain.astype(np.float32)[bins] if weights is not None or shaped_gain else None
     if weights is not None:  # a·(the gain's linear response) + b·(the estimate's rest)
         from cryostream.denoise.weights import band_weights
 
         a, b = band_weights(weights, y, (ny, nx), noise, ring, weight, snr)
-        rest = e - gain.astype(np.float32)[bins] * y
+        rest = e - own * y
     outs = []
     for ctf in ctfs:
         change = radial
@@ -199,7 +202,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
 
             fit, grid = ctf if isinstance(ctf, tuple) else (ctf, None)
             shaped, above = ctf_wiener_gain(y, (ny, nx), fit, grid=grid)
-            change = np.where(above, shaped - gain.astype(np.float32)[bins], radial)
+            change = np.where(above, shaped - own, radial)
         spectrum = e + change * y
         if weights is not None:
             spectrum = a * (spectrum - rest) + b * rest
