@@ -168,7 +168,7 @@ def stage_train(args, work: Path, out: Path, results: dict) -> None:
                       steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                       warmup_steps=max(1, min(200, args.steps // 10)), eval_every=args.steps,
                       checkpoint_every=args.checkpoint_every, keep_checkpoints=2,
-                      seed=args.seed, threads=8, prefetch=8)
+                      seed=args.seed, threads=8, prefetch=8, augment=args.augment)
     done = checkpoint_steps(run)
     if done and load_record(run).train != cfg:
         raise SystemExit(f"{run} was trained with other options; remove it to train afresh")
@@ -436,6 +436,8 @@ def parse_args(argv=None):
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
     ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
                     help="predict a correction added to the input (default on)")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                    help="one random symmetry of the square per step (default on)")
     ap.add_argument("--checkpoint-every", type=int, help="(1000)")
     ap.add_argument("--workers", type=int, help="processes for simulation and scoring (all cores)")
     ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from (the unpacked wheel)")

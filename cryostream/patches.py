@@ -13,7 +13,7 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["EDGE_POLICIES", "patch_origins", "patch_grid_shape", "uncovered_pixels"]
+__all__ = ["EDGE_POLICIES", "patch_origins", "patch_grid_shape", "uncovered_pixels", "dihedral"]
 
 EDGE_POLICIES = ("cover", "drop")
 
@@ -72,3 +72,22 @@ def uncovered_pixels(length: int, patch_size: int, stride: int, edge: str = "cov
     """Pixels at the end of an axis that no patch sees (0 for ``cover``)."""
     origins = patch_origins(length, patch_size, stride, edge)
     return int(length - (origins[-1] + patch_size))
+
+
+def dihedral(key, *batches):
+    """The batches (B, P, P, ...) under one random symmetry of the square, the same for all.
+
+    ``key`` draws one of the eight: a quarter turn ``k = 0…3`` times, mirrored or not. JAX
+    arrays in and out (it runs inside a jit-compiled step); the patches must be square.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def view(k: int):
+        def apply(arrays):
+            turned = [jnp.rot90(a, k % 4, axes=(1, 2)) for a in arrays]
+            return tuple(jnp.flip(a, axis=2) if k >= 4 else a for a in turned)
+        return apply
+
+    index = jax.random.randint(key, (), 0, 8)
+    return jax.lax.switch(index, [view(k) for k in range(8)], tuple(batches))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cryostream.errors import StoreError
+from cryostream.config import PrepareConfig, from_dict
+from cryostream.errors import ConfigError, StoreError
 
 __all__ = [
     "STORE_FORMAT",
@@ -43,6 +45,8 @@ __all__ = [
     "damaged_shard",
     "shard_of",
     "read_patch",
+    "store_facts",
+    "recorrupt_alpha2",
 ]
 
 STORE_FORMAT = "cryostream-store/1"
@@ -363,3 +367,21 @@ def read_patch(store: str | os.PathLike, dset: h5py.Dataset, patch: int) -> np.n
         shard, local = found
         raise damaged_shard(store, shard, exc, where=f"{where}, patch {local} of the shard") \
             from None
+
+
+def store_facts(store) -> tuple[PrepareConfig, int]:
+    """The store's config and the patches of its test split."""
+    with open_dataset(store) as f:
+        return (from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"]),
+                int(f["test"]["target"].shape[0]))
+
+
+def recorrupt_alpha2(store, prepared: PrepareConfig) -> float:
+    """The store's ``α²`` for recorrupted targets, or a :class:`ConfigError` if its noise is
+    not the micrographs' own (only matched noise makes ``y − m / α`` independent of the input)."""
+    if prepared.noise.model != "matched":
+        raise ConfigError(f"recorrupt=True (--recorrupt) needs noise drawn like the micrographs' "
+                          f"own; {store} was prepared with noise={prepared.noise.model!r}: "
+                          "prepare it with noise='matched' (--noise matched)")
+    return float(prepared.noise.alpha) ** 2
+

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.compile_cache import enable_compile_cache
-from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict
+from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader
@@ -33,6 +33,7 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
+from cryostream.store import recorrupt_alpha2, store_facts
 from cryostream.warm_start import matching_params, start_params
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
@@ -132,15 +133,18 @@ def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
                     seed: int = 0, noise_table: dict | None = None,
-                    recorrupt_alpha2: float | None = None):
+                    recorrupt_alpha2: float | None = None, augment: bool = False):
     """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated.
 
-    ``recorrupt_alpha2``: train on recorrupted targets (:class:`TrainConfig` ``recorrupt``).
+    ``recorrupt_alpha2``: train on recorrupted targets (:class:`TrainConfig` ``recorrupt``);
+    ``augment``: one random symmetry of the square per step (:class:`TrainConfig` ``augment``).
     """
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
+
+    from cryostream.patches import dihedral
 
     def loss_fn(params, inp, target):
         model = nnx.merge(graphdef, params)
@@ -151,6 +155,9 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
     def step(state, batch):
         inp, target = model_input(batch, noise, seed, state["step"], noise_table,
                                   recorrupt_alpha2)
+        if augment:
+            key = jax.random.fold_in(jax.random.key(seed), state["step"])
+            inp, target = dihedral(jax.random.fold_in(key, 8), inp, target)
         value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -207,8 +214,7 @@ def _mesh_sharding():
     devices = jax.devices()
     if len(devices) == 1:
         return None, None
-    mesh = jax.make_mesh((len(devices),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
@@ -254,8 +260,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     config = config or TrainConfig()
     run = Path(run)
     start_time = time.perf_counter()
-    prepared, test_size = _store_facts(store)
-    recorrupt_alpha2 = _recorrupt_alpha2(store, prepared) if config.recorrupt else None
+    prepared, test_size = store_facts(store)
+    alpha2 = recorrupt_alpha2(store, prepared) if config.recorrupt else None
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)
     test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,
@@ -297,7 +303,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
-                              noise_table=loader.noise_table, recorrupt_alpha2=recorrupt_alpha2)
+                              noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
+                              augment=config.augment)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     step = int(state["step"])
     if progress:
@@ -397,23 +404,4 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     return TrainResult(run=run, steps=step, final_loss=last.get("loss", math.nan),
                        eval={k[5:]: v for k, v in final_eval.items() if k.startswith("eval_")},
                        seconds=time.perf_counter() - start_time, patches_per_second=rate)
-
-
-def _store_facts(store) -> tuple[PrepareConfig, int]:
-    """The store's config and the patches of its test split."""
-    from cryostream.store import open_dataset
-
-    with open_dataset(store) as f:
-        return (from_dict(PrepareConfig, json.loads(f.attrs["config"])["config"]),
-                int(f["test"]["target"].shape[0]))
-
-
-def _recorrupt_alpha2(store, prepared: PrepareConfig) -> float:
-    """The store's ``α²`` for recorrupted targets, or a :class:`ConfigError` if its noise is
-    not the micrographs' own (only matched noise makes ``y − m / α`` independent of the input)."""
-    if prepared.noise.model != "matched":
-        raise ConfigError(f"recorrupt=True (--recorrupt) needs noise drawn like the micrographs' "
-                          f"own; {store} was prepared with noise={prepared.noise.model!r}: "
-                          "prepare it with noise='matched' (--noise matched)")
-    return float(prepared.noise.alpha) ** 2
 

@@ -57,3 +57,22 @@ def test_bad_arguments_name_themselves(kwargs, message):
     args = {"length": 100, "patch_size": 10, "stride": 5, "edge": "cover"} | kwargs
     with pytest.raises(ConfigError, match=message):
         patch_origins(**args)
+
+
+def test_dihedral_turns_both_batches_alike_through_all_eight_views():
+    import jax
+
+    from cryostream.patches import dihedral
+
+    x = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5, 1)  # no symmetry of its own
+    views = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    views += [np.flip(v, axis=2) for v in views]
+    seen = set()
+    for i in range(64):
+        a, b = dihedral(jax.random.key(i), x, -2 * x)
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_array_equal(b, -2 * a)  # the same view of both
+        match = [k for k, v in enumerate(views) if np.array_equal(a, v)]
+        assert len(match) == 1  # one of the eight, and they are distinct
+        seen.add(match[0])
+    assert seen == set(range(8))

@@ -62,6 +62,22 @@ def test_the_step_compiles_once(store):
     assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
 
 
+def test_augmented_training_is_recorded_and_differs(tiny_run, store, tmp_path):
+    import dataclasses
+
+    from cryostream.runs import load_record
+
+    cfg = dataclasses.replace(CONFIG, augment=True)
+    result = train(store, tmp_path / "run", cfg, log=lambda *_: None)
+    assert np.isfinite(result.final_loss) and result.steps == CONFIG.steps
+    assert load_record(tmp_path / "run").train.augment
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["augment"] is True
+    plain, record = _params(tiny_run.run)  # the same run without the symmetries
+    assert not record.train.augment
+    turned, _ = _params(tmp_path / "run")
+    assert any(not np.array_equal(p, q) for p, q in zip(plain, turned, strict=True))
+
+
 def _params(run):
     from flax import nnx
 

@@ -15,6 +15,8 @@ FLAGS = {
     "residual": ("--residual", "predict a correction to the input"),
     "recorrupt": ("--recorrupt", "recorrupted targets y − m/α (matched-noise stores): the network "
                   "estimates the clean image; denoise without --n2n-correction"),
+    "augment": ("--augment", "show each batch turned or mirrored (one of the square's eight "
+                "symmetries per step), against overfitting a small store"),
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
     "learning_rate": ("--lr", "peak learning rate"),

@@ -51,6 +51,12 @@ class TrainConfig:
         checkpoint), whose network must have this run's shape
         (:func:`cryostream.warm_start.start_params`). The optimizer starts fresh either way.
         Recorded in the run's ``config.json``, so a run says where it started.
+    augment : bool
+        Show each batch under one of the eight symmetries of the square (quarter turns and
+        mirror images), drawn per step on the device: eight times the views of the same
+        patches, against overfitting a small store. Input and target turn together. Off by
+        default: for matched noise the drawn noise turns with the patch, which is only right
+        for a detector whose noise is the same in every direction.
     """
 
     model: str = "unet"
@@ -72,6 +78,7 @@ class TrainConfig:
     threads: int = 4
     prefetch: int = 4
     init: str | None = None
+    augment: bool = False
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_PRESETS)
