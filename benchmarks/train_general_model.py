@@ -34,19 +34,19 @@ micrograph's scores), ``OUT/general_model.md`` (the tables, and where the model 
 baseline), the training curve and the exported model. The work folder (``--work``: micrographs,
 store, run; tens of GB at full size) keeps the state between calls: keep it outside OUT.
 
-Full size (one H200, 16 cores): 256 training micrographs of 2048² (12.5k patches of 512² in a
-float16 store, ≈13 GB; ≈25 GB in the work folder with the micrographs), 10 conditions × 4
-held-out micrographs, ``unet`` (bf16, residual) for 5000 steps of 16 patches of 512² (80k
-patches, 6.4 passes over the store). Budget, estimated from the H100's 98 patches/s at 1024²
-(the same pixels per second: ≈45 ms per step) and the ≈135 s compile: data ≈3 min; train
-≈135 s + ≈4 min; score ≈3 min (one inference compile, 9 passes per micrograph, Topaz, the CTF
-fits); export seconds. Three calls, each well under 10 minutes, the work folder kept between
-them (a cut-off stage resumes where it stopped; the persistent compilation cache in the work
-folder saves the second compile)::
+Full size, the shipped model's options (one H200, 16 cores): 192 training micrographs of 2048²
+(9408 patches of 512² at stride 256 in a float16 store, ≈10 GB; ≈20 GB in the work folder
+with the micrographs), 10 conditions × 4 held-out micrographs, ``unet`` (bf16, residual) for
+4000 steps of 16 patches of 512² (64k patches, 6.8 passes over the store), no augmentation.
+Measured there: data 73 s, train 135–250 s (a ≈60–100 s compile, then 440–820 patches/s),
+weights 262 s, score 110 s, export seconds. Two calls of under 10 minutes each, with the
+work folder kept between them (a cut-off stage resumes where it stopped)::
 
-    python benchmarks/train_general_model.py --out $OUT --stages data
-    python benchmarks/train_general_model.py --out $OUT --stages train
+    python benchmarks/train_general_model.py --out $OUT --stages data train
     python benchmarks/train_general_model.py --out $OUT --stages weights score export --topaz DIR
+
+Tried and not shipped (benchmarks page, "The shipped general model"): 9000 steps; 640
+micrographs at stride 512 with ``--augment`` for 5000 steps; ``--no-residual``.
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
 """
@@ -78,8 +78,8 @@ LABELS = {"noisy": "noisy", "gaussian": "best Gaussian", "wiener": "oracle Wiene
           "unweighted": "general, default less the learned weights",
           "default": "general, default"}
 
-FULL = dict(count=256, shape=(2048, 2048), test_count=4, test_shape=None, patch=512, stride=None,
-            model="unet", steps=5000, batch=16, precision="bf16", workers=os.cpu_count(),
+FULL = dict(count=192, shape=(2048, 2048), test_count=4, test_shape=None, patch=512, stride=None,
+            model="unet", steps=4000, batch=16, precision="bf16", workers=os.cpu_count(),
             checkpoint_every=1000)
 SMOKE = dict(count=6, shape=(512, 512), test_count=1, test_shape=None, patch=128, stride=None,
              model="unet-small", steps=20, batch=4, precision="fp32", workers=2,
@@ -421,7 +421,7 @@ def parse_args(argv=None):
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run: 6 micrographs of 512², "
                     "patch 128, unet-small, 20 steps, one held-out micrograph per condition")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-    ap.add_argument("--count", type=int, help="training micrographs (256)")
+    ap.add_argument("--count", type=int, help="training micrographs (192)")
     ap.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="their size (2048 2048)")
     ap.add_argument("--test-count", type=int, help="held-out micrographs per condition (4)")
     ap.add_argument("--test-shape", type=int, nargs=2, metavar=("H", "W"), help="(as --shape)")
@@ -430,14 +430,14 @@ def parse_args(argv=None):
     ap.add_argument("--stride", type=int, help="patch stride (half the patch)")
     ap.add_argument("--store-dtype", default="float16", choices=("float16", "float32"))
     ap.add_argument("--model", help="model preset (unet)")
-    ap.add_argument("--steps", type=int, help="training steps (5000)")
+    ap.add_argument("--steps", type=int, help="training steps (4000)")
     ap.add_argument("--batch", type=int, help="patches per step (16)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
     ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
                     help="predict a correction added to the input (default on)")
-    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                    help="one random symmetry of the square per step (default on)")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                    help="one random symmetry of the square per step (default off, as shipped)")
     ap.add_argument("--checkpoint-every", type=int, help="(1000)")
     ap.add_argument("--workers", type=int, help="processes for simulation and scoring (all cores)")
     ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from (the unpacked wheel)")
