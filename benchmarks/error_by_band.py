@@ -5,9 +5,10 @@ For the first held-out micrograph of each named condition of the general model's
 simulates it), the noisy input over its 95th percentile goes through each model's network
 alone (:func:`cryostream.denoise.tiling.network_pass`: no ensemble, no gain, no weights) on
 the automatic tile and on 512² tiles (with their halos the same output, unless tiling were
-wrong), and through the oracle Wiener filter. For each
-output: the power of ``output − truth`` in radial bands of cycles/px (``EDGES``; the last entry
-is the corners beyond 0.5) and in total (as PSNR with peak 1), and the mean error.
+wrong), and through the oracle Wiener filter. For each output: the power of ``output − truth``
+in radial bands of cycles/px (``EDGES``; the last entry is everything at or beyond 0.5: the
+Nyquist row and column and the corners) and in total (as PSNR with peak 1), and the mean
+error.
 
 A network whose total is under the filter's loses to it in some bands and may win in others;
 the bands say whether it is the coarse scales (the whole micrograph's spectrum, which the
@@ -34,8 +35,8 @@ EDGES = (0.0, 0.005, 0.01, 0.03, 0.06, 0.125, 0.25, 0.5)
 
 
 def band_power(error: np.ndarray) -> list[float]:
-    """Mean squared error split over the radial bands of ``EDGES``, then the corners (Parseval:
-    the entries sum to ``mean(error²)``)."""
+    """Mean squared error split over the radial bands of ``EDGES``, then all at or beyond 0.5
+    cycles/px (Parseval: the entries sum to ``mean(error²)``)."""
     power = np.abs(np.fft.fft2(error)) ** 2 / error.size**2
     fy, fx = np.fft.fftfreq(error.shape[0]), np.fft.fftfreq(error.shape[1])
     radius = np.hypot(fy[:, None], fx[None, :])

@@ -89,5 +89,8 @@ def dihedral(key, *batches):
             return tuple(jnp.flip(a, axis=2) if k >= 4 else a for a in turned)
         return apply
 
+    if any(b.shape[1] != b.shape[2] for b in batches):
+        raise ConfigError(f"augment: patches of {[b.shape[1:3] for b in batches]} px are not "
+                          "square; the symmetries of the square need square patches")
     index = jax.random.randint(key, (), 0, 8)
     return jax.lax.switch(index, [view(k) for k in range(8)], tuple(batches))

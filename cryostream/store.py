@@ -384,4 +384,3 @@ def recorrupt_alpha2(store, prepared: PrepareConfig) -> float:
                           f"own; {store} was prepared with noise={prepared.noise.model!r}: "
                           "prepare it with noise='matched' (--noise matched)")
     return float(prepared.noise.alpha) ** 2
-

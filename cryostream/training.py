@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
@@ -33,7 +34,6 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
-from cryostream.store import recorrupt_alpha2, store_facts
 from cryostream.warm_start import matching_params, start_params
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
@@ -156,8 +156,8 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
         inp, target = model_input(batch, noise, seed, state["step"], noise_table,
                                   recorrupt_alpha2)
         if augment:
-            key = jax.random.fold_in(jax.random.key(seed), state["step"])
-            inp, target = dihedral(jax.random.fold_in(key, 8), inp, target)
+            views = jax.random.fold_in(jax.random.key(seed), 2**32 - 1)  # not the noise's stream
+            inp, target = dihedral(jax.random.fold_in(views, state["step"]), inp, target)
         value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -260,8 +260,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     config = config or TrainConfig()
     run = Path(run)
     start_time = time.perf_counter()
-    prepared, test_size = store_facts(store)
-    alpha2 = recorrupt_alpha2(store, prepared) if config.recorrupt else None
+    prepared, test_size = stores.store_facts(store)
+    alpha2 = stores.recorrupt_alpha2(store, prepared) if config.recorrupt else None
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)
     test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,

@@ -76,3 +76,5 @@ def test_dihedral_turns_both_batches_alike_through_all_eight_views():
         assert len(match) == 1  # one of the eight, and they are distinct
         seen.add(match[0])
     assert seen == set(range(8))
+    with pytest.raises(ConfigError, match="not square"):
+        dihedral(jax.random.key(0), np.zeros((1, 4, 6, 1), np.float32))

@@ -62,7 +62,8 @@ def test_the_step_compiles_once(store):
     assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
 
 
-def test_augmented_training_is_recorded_and_differs(tiny_run, store, tmp_path):
+@pytest.mark.slow
+def test_augmented_training_is_recorded_resumes_exactly_and_differs(tiny_run, store, tmp_path):
     import dataclasses
 
     from cryostream.runs import load_record
@@ -72,9 +73,16 @@ def test_augmented_training_is_recorded_and_differs(tiny_run, store, tmp_path):
     assert np.isfinite(result.final_loss) and result.steps == CONFIG.steps
     assert load_record(tmp_path / "run").train.augment
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["augment"] is True
+    # the views are drawn from the step: stopped and resumed, the same parameters
+    train(store, tmp_path / "split", cfg, stop_at=4, log=lambda *_: None)
+    with pytest.raises(cryostream.ConfigError, match="augment"):
+        train(store, tmp_path / "split", CONFIG, resume=True, log=lambda *_: None)
+    train(store, tmp_path / "split", cfg, resume=True, log=lambda *_: None)
+    turned, _ = _params(tmp_path / "run")
+    for x, y in zip(turned, _params(tmp_path / "split")[0], strict=True):
+        np.testing.assert_array_equal(x, y)
     plain, record = _params(tiny_run.run)  # the same run without the symmetries
     assert not record.train.augment
-    turned, _ = _params(tmp_path / "run")
     assert any(not np.array_equal(p, q) for p, q in zip(plain, turned, strict=True))
 
 

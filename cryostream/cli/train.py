@@ -16,7 +16,8 @@ FLAGS = {
     "recorrupt": ("--recorrupt", "recorrupted targets y − m/α (matched-noise stores): the network "
                   "estimates the clean image; denoise without --n2n-correction"),
     "augment": ("--augment", "show each batch turned or mirrored (one of the square's eight "
-                "symmetries per step), against overfitting a small store"),
+                "symmetries per step), against overfitting a small store; only for "
+                "detectors whose noise looks the same in every direction"),
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
     "learning_rate": ("--lr", "peak learning rate"),

@@ -53,10 +53,11 @@ class TrainConfig:
         Recorded in the run's ``config.json``, so a run says where it started.
     augment : bool
         Show each batch under one of the eight symmetries of the square (quarter turns and
-        mirror images), drawn per step on the device: eight times the views of the same
-        patches, against overfitting a small store. Input and target turn together. Off by
-        default: for matched noise the drawn noise turns with the patch, which is only right
-        for a detector whose noise is the same in every direction.
+        mirror images; one per step for the whole batch, drawn on the device): eight times
+        the views of the same patches, against overfitting a small store. Input and target
+        turn together. Off by default: the noise turns with the patch (the micrograph's own
+        and any added), so use it only for detectors whose noise looks the same in every
+        direction.
     """
 
     model: str = "unet"
