@@ -75,7 +75,8 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
 
     Refused: an existing folder; a path that is one of ``inputs`` (micrographs, targets, STAR
     files) or whose shard or staging folder holds one; an existing store without
-    ``overwrite``.
+    ``overwrite``; with ``overwrite``, an existing file that is not a store (a micrograph, a
+    user's own HDF5 file): only stores, whole or damaged, are replaced.
 
     Raises
     ------
@@ -96,6 +97,29 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
                                  "inputs or give the store another name")
     if output.exists() and not overwrite:
         raise StoreError(f"{output} exists; pass overwrite=True (--overwrite) or choose another name")
+    if output.exists() and (kind := _not_a_store(output)):
+        raise StoreError(f"{output} exists and is {kind}, not a cryostream store; --overwrite "
+                         "replaces only stores: choose another name for the store")
+
+
+def _not_a_store(path: Path) -> str | None:
+    """What ``path`` is if it is plainly not a store (``None`` for a store, a damaged one or
+    an empty file): not an HDF5 file, or a readable HDF5 file without a store's format."""
+    import h5py
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return None
+    if head != b"\x89HDF\r\n\x1a\n":
+        return "not an HDF5 file (an MRC micrograph?)" if path.suffix.lower() in (".mrc", ".mrcs") \
+            else "not an HDF5 file"
+    try:
+        with h5py.File(path, "r") as f:
+            known = "format" in f.attrs or "micrographs" in f
+    except (OSError, ValueError):
+        return None  # damaged: a store cut short is replaced
+    return None if known else "an HDF5 file of something else"
 
 
 def _file_stamp(path: str) -> list[int]:

@@ -208,6 +208,21 @@ def test_prepare_output_that_is_an_input_is_refused(sim, tmp_path, capsys):
     assert not changed(before, snapshot(tmp_path))
 
 
+def test_prepare_overwrite_never_replaces_a_file_that_is_not_a_store(sim, tmp_path, capsys):
+    """prepare -o <a micrograph or another HDF5 file that is not an input> --overwrite: refused,
+    the file intact; a store is still replaced."""
+    precious = _variant(sim.micrographs[1], tmp_path / "precious.mrc", "copy")
+    other = tmp_path / "mine.h5"
+    with h5py.File(other, "w") as f:
+        f["counts"] = np.arange(5)
+    before = snapshot(tmp_path)
+    for target in (precious, other):
+        result = cli(capsys, "prepare", sim.micrographs[0], "-o", target, *PATCH, "--overwrite",
+                     "--quiet")
+        assert "not a cryostream store" in assert_user_error(result, target.name)
+    assert not changed(before, snapshot(tmp_path))
+
+
 def test_prepare_output_that_is_a_folder_is_refused(sim, tmp_path, capsys):
     """prepare -o <an existing folder> --overwrite: refused, the folder and its files intact."""
     folder = tmp_path / "results"

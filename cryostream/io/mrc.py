@@ -110,18 +110,16 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)
-            with mrcfile.open(path, header_only=True) as mrc:
-                header = mrc.header
-                nsymbt = int(header.nsymbt)
-                exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
-                pixel_size = round(float(mrc.voxel_size.x), 6)
-                mode = int(header.mode)
-                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-                byte_order = header.mode.dtype.byteorder
-    except (ValueError, RuntimeWarning, OSError) as exc:
+    try:  # strict (not permissive): a bad header raises; no warnings filter, which is global
+        with mrcfile.open(path, header_only=True) as mrc:  # state that threads would share
+            header = mrc.header
+            nsymbt = int(header.nsymbt)
+            exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
+            pixel_size = round(float(mrc.voxel_size.x), 6)
+            mode = int(header.mode)
+            nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+            byte_order = header.mode.dtype.byteorder
+    except (ValueError, OSError) as exc:
         raise InvalidMicrographError(
             path, f"not a readable MRC file ({exc})", "check that it is an MRC2014 micrograph"
         ) from None
