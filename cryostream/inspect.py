@@ -9,15 +9,38 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.errors import StoreError
+from cryostream.errors import ConfigError, StoreError
 from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def _figure(out: str | os.PathLike) -> Path:
+    """``out`` as a figure's path, or an error naming it, before a store is read."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give the figure's file name, e.g. "
+                          f"-o {out / 'pairs.png'}")
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(f"{out}: a figure is written as {', '.join(FIGURE_SUFFIXES)}; give a "
+                          f"name ending in one of them, e.g. -o {out.with_suffix('.png').name}")
+    if not out.parent.is_dir():
+        raise StoreError(f"{out}: its folder {out.parent} does not exist; create it or write "
+                         "the figure elsewhere")
+    return out
 
 
 def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, split: str = "train",
          seed: int = 0) -> Path:
     """Draw ``count`` input/target pairs of a store with their statistics into a PNG."""
+    out = _figure(out)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"count={count!r} (--count): the pairs drawn must be a whole number "
+                          "≥ 1")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split={split!r} (--split): must be 'train' or 'test'")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +70,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
         fig.tight_layout()
         fig.savefig(out, dpi=72)
         plt.close(fig)
-    return Path(out)
+    return out
 
 
 def show_noise(store: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -58,6 +81,7 @@ def show_noise(store: str | os.PathLike, out: str | os.PathLike) -> Path:
     shot-noise share and the equivalent dose per micrograph. Units are the store's normalised
     intensities (percentile = 1).
     """
+    out = _figure(out)
     import matplotlib
 
     matplotlib.use("Agg")

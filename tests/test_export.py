@@ -115,10 +115,17 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(StoreError, match="no such file; pass an exported model"):
         load_exported(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("not an archive")
-    with pytest.raises(StoreError, match="text.npz: not a NumPy archive"):
+    with pytest.raises(StoreError, match="text.npz: not an exported model") as caught:
         load_exported(tmp_path / "text.npz")
+    assert "pickle" not in str(caught.value)  # no hint to load it unsafely
+    (tmp_path / "empty.npz").write_bytes(b"")  # NumPy: EOFError
+    with pytest.raises(StoreError, match="empty.npz: not an exported model"):
+        load_exported(tmp_path / "empty.npz")
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(StoreError, match="cut.npz: not a readable .npz archive"):
+        load_exported(tmp_path / "cut.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(StoreError, match="other.npz: not a cryostream export"):
+    with pytest.raises(StoreError, match="other.npz: a .npz archive, but not a cryostream model"):
         load_exported(tmp_path / "other.npz")
     other = _random_model(PRESETS["unet"])
     with pytest.raises(ConfigError, match="is not the network's"):

@@ -895,6 +895,24 @@ def test_show_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "s.png")
 
 
+@pytest.mark.parametrize("args, names", [
+    (["-o", "pairs.txt"], (".png",)),
+    (["-o", "pairs.png", "--count", "0"], ("--count",)),
+    (["-o", "pairs.png", "--count", "-1"], ("--count",)),
+    (["-o", "nowhere/pairs.png"], ("nowhere",)),
+    (["-o", "."], ("folder",)),
+    (["--noise", "-o", "noise.jpg2"], (".png",)),
+])
+def test_show_with_a_wrong_figure_or_count(store, tmp_path, capsys, monkeypatch, args, names):
+    """show with an unknown figure type, a count under 1, a missing folder or a folder for -o:
+    one line naming the argument and the fix, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli(capsys, "show", store, *args)
+    assert_user_error(result, *names)
+    assert not changed(before, snapshot(tmp_path))
+
+
 def test_show_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """show on a store whose shards were cut in half: one line naming the store or a shard,
     no PNG."""

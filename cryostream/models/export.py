@@ -120,8 +120,8 @@ def export_params(model, record, path: str | os.PathLike, *,
 
 def _read_meta(archive, path: Path) -> dict[str, Any]:
     if _META not in archive.files:
-        raise StoreError(f"{path}: not a cryostream export (no {_META}); export a run with "
-                         "cryostream.models.export.export_params")
+        raise StoreError(f"{path}: a .npz archive, but not a cryostream model (no {_META}); "
+                         "pass a run folder or a shipped model's name ('general')")
     meta = json.loads(str(archive[_META][()]))
     if meta.get("format") != EXPORT_FORMAT:
         raise StoreError(f"{path}: format {meta.get('format')!r}, not {EXPORT_FORMAT!r}")
@@ -136,11 +136,17 @@ def _open(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: no such file; pass an exported model (.npz)")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if not zipped:  # empty, text, or anything NumPy would try to unpickle
+        raise StoreError(f"{path}: not an exported model (not a .npz archive, {path.stat().st_size} "
+                         "bytes); pass a run folder (cryostream train or fit wrote it) or a "
+                         "shipped model's name ('general')")
     try:
         return np.load(path, allow_pickle=False), path
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise StoreError(f"{path}: not a NumPy archive ({exc}); pass an exported model "
-                         "(.npz)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"{path}: not a readable .npz archive ({exc}); copy it again or pass "
+                         "another model") from None
 
 
 def export_metadata(path: str | os.PathLike) -> dict[str, Any]:
