@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import inspect
 import subprocess
@@ -174,10 +175,13 @@ def test_no_flag_gives_the_config_defaults(name):
 
 
 def _field_default(cls, path: str):
+    """The field's default; ``None`` where the field declares it (derived when unset, as the
+    stride from the patch)."""
     value = cls()
     for part in path.split("."):
-        value = getattr(value, part)
-    return value
+        owner, value = value, getattr(value, part)
+    declared = next(f for f in dataclasses.fields(owner) if f.name == part).default
+    return None if declared is None else value
 
 
 @pytest.mark.parametrize("module, cls", [(cli_simulate, SimulateConfig), (cli_prepare, PrepareConfig),
@@ -261,6 +265,8 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
         patch_size=128, stride=96, edge="drop", percentile=99.0, dtype="float16",
         compression="lz4", test_fraction=0.2, seed=7,
         noise=NoiseConfig(model="matched", alpha=0.5, shot=0.25, radius=4))
+    args = parse(["prepare", "a.mrc", "-o", "d.h5", "--patch", "256"])  # the stride follows
+    assert cli_prepare.prepare_config(args).stride == 128
     args = parse(["plan", "--noise", "gaussian", "--sigma", "0.2", "--noise-mode", "on-device"])
     assert cli_prepare.prepare_config(args).noise == NoiseConfig(model="gaussian", sigma=0.2,
                                                                  mode="on-device")

@@ -47,3 +47,12 @@ def test_bad_values_raise_config_error(make, message):
     with pytest.raises(ConfigError, match=message) as info:
         make()
     assert isinstance(info.value, CryostreamError) and isinstance(info.value, ValueError)
+
+
+def test_the_stride_defaults_to_half_the_patch_and_never_exceeds_it():
+    assert PrepareConfig().stride == 512 and PrepareConfig(patch_size=256).stride == 128
+    assert PrepareConfig(patch_size=256, stride=256).stride == 256
+    assert from_dict(PrepareConfig, to_dict(PrepareConfig(patch_size=96))) == PrepareConfig(
+        patch_size=96, stride=48)
+    with pytest.raises(ConfigError, match="stride=512 is larger than patch_size=256"):
+        PrepareConfig(patch_size=256, stride=512)

@@ -120,6 +120,13 @@ def test_a_different_shape_is_named(small_mrcs):
     message = str(info.value)
     assert message.startswith(f"{odd.resolve()}: shape 64 × 80 differs from the 96 × 80 of")
     assert "pass --permissive (Python: permissive=True) to skip it" in message
+    # the odd one is named when it comes first too, not the micrographs of the common shape
+    assert len(small_mrcs) >= 2
+    with pytest.raises(InvalidMicrographError) as info:
+        open_micrographs([odd, *small_mrcs])
+    message = str(info.value)
+    assert message.startswith(f"{odd.resolve()}: shape 64 × 80 differs from the 96 × 80 of "
+                              f"{len(small_mrcs)} other micrographs")
 
 
 def _broken_set(small_mrcs):

@@ -90,6 +90,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any,
     for path, (flag, help_text, *extra) in flags.items():
         owner, name = _field(defaults, path)
         default = getattr(owner, name)
+        if _declared_default(owner, name) is None:  # derived from other fields when unset
+            default = None
         kwargs = _argument_kind(typing.get_type_hints(type(owner))[name], default)
         if "%(default)" not in help_text and default is not None and not isinstance(default, bool):
             help_text += " (%(default)s)"
@@ -97,6 +99,12 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any,
         if "type" in kwargs and "choices" not in kwargs:
             kwargs.setdefault("metavar", _metavar(flag))
         parser.add_argument(flag, dest=path, default=default, help=help_text, **kwargs)
+
+
+def _declared_default(owner: Any, name: str) -> Any:
+    """The default a dataclass field declares (``MISSING`` if none), before ``__post_init__``."""
+    field = next(f for f in dataclasses.fields(owner) if f.name == name)
+    return field.default
 
 
 def config_from_args(config: Any, args: argparse.Namespace, flags: Mapping[str, FlagSpec]) -> Any:

@@ -30,7 +30,7 @@ __all__ = ["FLAGS", "add_parser", "add_prepare_options", "odd_inputs", "prepare_
 
 FLAGS = {
     "patch_size": ("--patch", "patch edge, px"),
-    "stride": ("--stride", "patch step, px"),
+    "stride": ("--stride", "patch step, px (half the patch if not given; at most the patch)"),
     "edge": ("--edge", "edge policy", {"choices": EDGE_POLICIES}),
     "percentile": ("--percentile", "per-micrograph percentile mapped to 1.0"),
     "noise.model": ("--noise", "noise model", {"choices": NOISE_MODELS}),

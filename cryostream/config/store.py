@@ -75,7 +75,8 @@ class PrepareConfig:
     Parameters
     ----------
     patch_size, stride : int
-        Patch edge and step in pixels.
+        Patch edge and step in pixels; the stride defaults to half the patch (each pixel in up
+        to four patches) and may not exceed it (pixels between patches would never be seen).
     edge : {"cover", "drop"}
         Edge policy of the patch grid (:func:`cryostream.patches.patch_origins`).
     percentile : float
@@ -93,7 +94,7 @@ class PrepareConfig:
     """
 
     patch_size: int = 1024
-    stride: int = 512
+    stride: int | None = None
     edge: str = "cover"
     percentile: float = 95.0
     noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
@@ -104,12 +105,19 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         store_floats(self, "percentile", "test_fraction")
+        if self.stride is None and isinstance(self.patch_size, int):
+            object.__setattr__(self, "stride", max(1, self.patch_size // 2))
         for name in ("patch_size", "stride", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{name}={value!r}: must be an integer")
         check_positive("patch_size", self.patch_size)
         check_positive("stride", self.stride)
+        if self.stride > self.patch_size:
+            raise ConfigError(f"stride={self.stride} is larger than patch_size={self.patch_size}: "
+                              "the pixels between patches would never be seen; give a stride "
+                              f"of at most {self.patch_size} (--stride), or leave it out for half "
+                              "the patch")
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed}: must be ≥ 0")
         check_choice("edge", self.edge, EDGE_POLICIES)

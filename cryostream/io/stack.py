@@ -169,10 +169,9 @@ def read_headers(
                 raise
             skip(p, f"{exc.path}: {exc.problem}")
     if headers and one_shape:
-        if permissive:
-            shape = collections.Counter(h.shape for h in headers).most_common(1)[0][0]
-        else:
-            shape = headers[0].shape
+        # the odd one out is the micrograph of a rarer shape (a tie: the first file's shape)
+        shape, count = collections.Counter(h.shape for h in headers).most_common(1)[0]
+        example = next(h.path for h in headers if h.shape == shape)
         kept = []
         for h in headers:
             if h.shape == shape:
@@ -181,7 +180,7 @@ def read_headers(
             exc = InvalidMicrographError(
                 h.path,
                 f"shape {h.shape[0]} × {h.shape[1]} differs from the {shape[0]} × {shape[1]} "
-                f"of {headers[0].path if not permissive else 'the other micrographs'}",
+                f"of {example if count == 1 else f'{count} other micrographs ({Path(example).name}, …)'}",
                 "remove it from the inputs, or pass --permissive (Python: permissive=True) to skip it",
             )
             if not permissive:
