@@ -976,3 +976,22 @@ def test_export_bin_of_a_good_store_is_byte_exact(store, tmp_path, capsys):
                 assert data == f[split][kind][...].tobytes()
     assert not leftovers(tmp_path / "bin")
 
+
+
+# ----------------------------------------------------------------------- evaluate and rank
+
+
+def test_evaluate_with_no_patches_is_refused(run, store, tmp_path, capsys):
+    """evaluate --patches 0: one line naming --patches, no report (it scored NaN with status 0)."""
+    result = cli(capsys, "evaluate", run, store, "-o", tmp_path / "report", "--patches", "0")
+    assert_user_error(result, "--patches")
+    assert not (tmp_path / "report").exists()
+
+
+def test_rank_with_json_into_a_missing_folder_fails_before_scoring(run, sim, tmp_path, capsys):
+    """rank --json nowhere/r.json: one line naming the folder before any scoring (it failed
+    after all of it)."""
+    result = cli(capsys, "rank", run, "-i", sim.micrographs[0], "--json",
+                 tmp_path / "nowhere" / "r.json")
+    assert_user_error(result, "nowhere")
+    assert "score" not in result.out

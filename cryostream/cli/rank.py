@@ -43,6 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
     for model in args.runs:
         check_model(model)  # named as given
+    if args.json:  # before the scoring, not after it
+        from pathlib import Path
+
+        from cryostream.errors import StoreError
+
+        folder = Path(args.json).absolute().parent
+        if not folder.is_dir():
+            raise StoreError(f"--json {args.json}: the folder {folder} does not exist; create it "
+                             "or give another path")
 
     ranked = rank_runs(args.runs, args.inputs, config=config, **given(args, "draws", "beta", "seed"))
     best = ranked[0]["score"]

@@ -228,6 +228,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                           "a folder from cryostream simulate) or residual= (--residual MRC...)")
     if not isinstance(micrographs, int) or micrographs < 1:
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
+    if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
+        raise ConfigError(f"patches={patches!r} (--patches): must be an integer ≥ 1")
     # every input checked before anything is written
     selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
     residual = expand_inputs(residual) if residual else []
