@@ -268,6 +268,11 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
                 shard = path.parent / source.file_name
                 if not shard.exists():
                     f.close()
+                    if not shard.parent.is_dir():  # moved or copied without its folder
+                        raise StoreError(
+                            f"{path}: its folder of shards {shard.parent.name}/ is not beside "
+                            "it; a store is the file and that folder: copy or move both "
+                            "together (or prepare the store again here)")
                     raise StoreError(f"{path}: its shard {source.file_name} is missing; "
                                      f"{repair_hint(path, shard)}")
     return f

@@ -995,3 +995,13 @@ def test_rank_with_json_into_a_missing_folder_fails_before_scoring(run, sim, tmp
                  tmp_path / "nowhere" / "r.json")
     assert_user_error(result, "nowhere")
     assert "score" not in result.out
+
+
+def test_a_store_moved_without_its_shards_says_to_move_both(store, tmp_path, capsys):
+    """show on a store file copied without its folder of shards: one line saying a store is
+    the file and its folder (not to delete it and prepare again)."""
+    moved = tmp_path / "moved" / store.name
+    moved.parent.mkdir()
+    shutil.copy(store, moved)
+    line = assert_user_error(cli(capsys, "show", moved, "-o", tmp_path / "s.png"), store.name)
+    assert "shards" in line and "together" in line and "delete" not in line
