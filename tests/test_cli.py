@@ -470,3 +470,17 @@ def test_errors_on_the_command_line_leave_out_the_python_forms(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "a.mrc" in err and "--pixel-size" in err
     assert "Python:" not in err and not (tmp_path / "out").exists()
+
+
+def test_keyword_forms_become_flags_on_the_command_line(tmp_path, capsys):
+    """An output that exists: the line says --overwrite, not overwrite=True (--overwrite)."""
+    from cryostream.cli.common import for_the_command_line
+
+    assert for_the_command_line("budget='0' (--budget): must be") == "--budget '0': must be"
+    assert for_the_command_line("stride=512 is larger (--stride)") == "stride=512 is larger (--stride)"
+    (tmp_path / "x.h5").write_bytes(b"")
+    image = np.ones((96, 96), np.float32) + np.eye(96, dtype=np.float32)
+    a = write_mrc(tmp_path / "a.mrc", image)
+    assert main(["prepare", str(a), "-o", str(tmp_path / "x.h5"), "--patch", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite or" in err and "overwrite=True" not in err

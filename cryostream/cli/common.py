@@ -294,7 +294,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def for_the_command_line(message: object) -> str:
     """An error or warning as the command line shows it: without the Python forms of the
-    options it names (`` (Python: permissive=True)``), which mean something only in a script."""
+    options it names, which mean something only in a script: `` (Python: permissive=True)``
+    goes, ``overwrite=True (--overwrite)`` becomes ``--overwrite`` and ``patches=0
+    (--patches)`` becomes ``--patches 0``."""
     import re
 
-    return re.sub(r" \(Python: [^()]*\)", "", str(message))
+    text = re.sub(r" \(Python: [^()]*\)", "", str(message))
+    text = re.sub(r"\b[a-z_]+=True \((--[a-z][a-z-]*)\)", r"\1", text)
+    return re.sub(r"\b[a-z_]+=([^\s()]+) \((--[a-z][a-z-]*)\)", r"\2 \1", text)
