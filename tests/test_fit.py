@@ -235,7 +235,7 @@ def test_overwrite_keeps_the_earlier_run_when_the_new_micrographs_are_bad(mics, 
 def test_the_cli_says_one_line(mics, tmp_path, capsys):
     assert main(["fit", *map(str, mics), "-o", str(tmp_path / "run"), "--budget", "soon"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "cryostream fit: error: budget='soon' (--budget): give minutes ('30m', '1.5h') or steps "
+        "cryostream fit: error: --budget 'soon': give minutes ('30m', '1.5h') or steps "
         "('2000steps')"]
     assert _tree(tmp_path) == []
 
