@@ -225,9 +225,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
         if config.ensemble and jax.default_backend() == "cpu":
             logging.getLogger("cryostream").info(
-                "the ensemble runs the network 8 times per micrograph: about a minute per "
-                "megapixel on 2 CPU cores (an hour for a 7676 × 7420 micrograph); for a first "
-                "look pass --no-ensemble (one pass), or use a GPU")
+                "the ensemble runs the network 8 times per micrograph: about 80 s per megapixel "
+                "on 2 CPU cores (over an hour for a 7676 × 7420 micrograph); for a first look "
+                "pass --no-ensemble (one pass), or use a GPU")
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
