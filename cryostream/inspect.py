@@ -14,18 +14,18 @@ from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
 
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
-
-
 def _figure(out: str | os.PathLike) -> Path:
     """``out`` as a figure's path, or an error naming it, before a store is read."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; give the figure's file name, e.g. "
                           f"-o {out / 'pairs.png'}")
-    if out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise ConfigError(f"{out}: a figure is written as {', '.join(FIGURE_SUFFIXES)}; give a "
-                          f"name ending in one of them, e.g. -o {out.with_suffix('.png').name}")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in kinds:
+        raise ConfigError(f"{out}: not a figure type that can be written ({', '.join(kinds)}); "
+                          f"give a name such as -o {out.with_suffix('.png').name}")
     if not out.parent.is_dir():
         raise StoreError(f"{out}: its folder {out.parent} does not exist; create it or write "
                          "the figure elsewhere")

@@ -19,6 +19,7 @@ from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
 from cryostream.io.stack import expand_inputs, micrograph_names, read_headers
 from cryostream.patches import patch_grid_shape, uncovered_pixels
+from cryostream.prepare_output import check_stride
 from cryostream.split import held_out_count, split_micrographs
 
 __all__ = ["Plan", "plan", "COMPRESSION_RATIO"]
@@ -230,6 +231,7 @@ def plan(
     ((13, 13), (14, 14))
     """
     config = config or PrepareConfig()
+    check_stride(config)
     if inputs is not None:
         if shape is not None or count is not None:
             raise ConfigError("give either inputs or shape and count, not both")

@@ -35,6 +35,7 @@ __all__ = [
     "Workspace",
     "check_output",
     "check_patch_size",
+    "check_stride",
     "staging_folder",
     "fingerprint",
     "open_workspace",
@@ -103,10 +104,15 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
 
 
 def _not_a_store(path: Path) -> str | None:
-    """What ``path`` is if it is plainly not a store (``None`` for a store, a damaged one or
-    an empty file): not an HDF5 file, or a readable HDF5 file without a store's format."""
+    """What ``path`` is if it is plainly not a store (``None`` for a store, a damaged one, one
+    beside its shards folder, or an empty file): not a regular file, not an HDF5 file, or a
+    readable HDF5 file without a store's format."""
     import h5py
 
+    if not path.is_file():
+        return "not a regular file"
+    if shard_folder(path).is_dir():
+        return None  # its shards are beside it: a store, however damaged the master
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
@@ -116,9 +122,9 @@ def _not_a_store(path: Path) -> str | None:
             else "not an HDF5 file"
     try:
         with h5py.File(path, "r") as f:
-            known = "format" in f.attrs or "micrographs" in f
-    except (OSError, ValueError):
-        return None  # damaged: a store cut short is replaced
+            known = str(f.attrs.get("format", "")).startswith("cryostream-store/")
+    except Exception:  # noqa: BLE001 — damaged in any way HDF5 can say: a store cut short
+        return None
     return None if known else "an HDF5 file of something else"
 
 
@@ -340,8 +346,18 @@ def write_statistics(folder: Path, statistics: dict[str, list]) -> None:
                          "and run the same command again") from None
 
 
+def check_stride(config: PrepareConfig) -> None:
+    """Refuse a stride above the patch for a new grid (stores made so before still load)."""
+    if config.stride > config.patch_size:
+        raise ConfigError(f"stride={config.stride} is larger than patch_size={config.patch_size}: "
+                          "the pixels between patches would never be seen; give a stride of at "
+                          f"most {config.patch_size} (--stride), or leave it out for half the patch")
+
+
 def check_patch_size(config: PrepareConfig, multiple: int) -> None:
-    """Refuse a patch side the networks cannot take (not a multiple of ``multiple``)."""
+    """Refuse a patch side the networks cannot take (not a multiple of ``multiple``), and a
+    stride above the patch (:func:`check_stride`)."""
+    check_stride(config)
     if config.patch_size % multiple:
         fix = max(multiple, round(config.patch_size / multiple) * multiple)
         raise ConfigError(f"patch_size={config.patch_size} (--patch): the U-Net presets need "

@@ -54,5 +54,12 @@ def test_the_stride_defaults_to_half_the_patch_and_never_exceeds_it():
     assert PrepareConfig(patch_size=256, stride=256).stride == 256
     assert from_dict(PrepareConfig, to_dict(PrepareConfig(patch_size=96))) == PrepareConfig(
         patch_size=96, stride=48)
-    with pytest.raises(ConfigError, match="stride=512 is larger than patch_size=256"):
-        PrepareConfig(patch_size=256, stride=512)
+    # a new grid with a stride above the patch is refused; such a config still loads (stores
+    # made before the stride followed the patch kept 512 with smaller patches)
+    from cryostream.plan import plan
+
+    old = from_dict(PrepareConfig, to_dict(PrepareConfig(patch_size=128, stride=128)) | {
+        "stride": 512})
+    assert old.stride == 512
+    with pytest.raises(ConfigError, match="stride=512 is larger than patch_size=128"):
+        plan(shape=(1024, 1024), count=2, config=old)

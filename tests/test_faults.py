@@ -1005,3 +1005,18 @@ def test_a_store_moved_without_its_shards_says_to_move_both(store, tmp_path, cap
     shutil.copy(store, moved)
     line = assert_user_error(cli(capsys, "show", moved, "-o", tmp_path / "s.png"), store.name)
     assert "shards" in line and "together" in line and "delete" not in line
+
+
+def test_prepare_overwrite_replaces_a_store_whose_master_is_damaged(sim, tmp_path, capsys):
+    """A store whose master lost its first bytes (a crash leftover) beside its shards folder is
+    still replaced by --overwrite; a FIFO at -o is refused without hanging."""
+    out = tmp_path / "data.h5"
+    assert cli(capsys, "prepare", *sim.micrographs, "-o", out, *PATCH, "--quiet").rc == 0
+    with open(out, "r+b") as f:
+        f.write(b"\0" * 64)
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", out, *PATCH, "--overwrite", "--quiet")
+    assert result.rc == 0, result.describe()
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", fifo, *PATCH, "--overwrite", "--quiet")
+    assert "not a regular file" in assert_user_error(result, fifo.name)

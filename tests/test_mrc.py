@@ -164,3 +164,23 @@ def test_a_stack_is_not_a_micrograph(tmp_path):
 def test_error_classes():
     assert issubclass(InvalidMicrographError, CryostreamError)
     assert issubclass(InvalidMicrographError, ValueError)
+
+
+def test_a_zero_sampling_reads_as_an_unset_pixel_size(tmp_path):
+    """mx = 0 in the header: the pixel size is unset (0), with no division warning (that
+    became an infinite pixel size and a traceback later)."""
+    import warnings
+
+    import mrcfile
+
+    from cryostream.io.mrc import read_header
+
+    path = tmp_path / "mx0.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(np.ones((64, 64), np.float32))
+        m.voxel_size = 1.0
+    with mrcfile.open(path, "r+", permissive=True) as m:
+        m.header.mx = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_header(path).pixel_size_angstrom == 0.0

@@ -301,4 +301,5 @@ def for_the_command_line(message: object) -> str:
 
     text = re.sub(r" \(Python: [^()]*\)", "", str(message))
     text = re.sub(r"\b[a-z_]+=True \((--[a-z][a-z-]*)\)", r"\1", text)
-    return re.sub(r"\b[a-z_]+=([^\s()]+) \((--[a-z][a-z-]*)\)", r"\2 \1", text)
+    value = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'"]+)"""  # a repr, whole
+    return re.sub(r"(?<![\w/=.-])[a-z_]+=" + value + r" \((--[a-z][a-z-]*)\)", r"\2 \1", text)

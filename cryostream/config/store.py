@@ -76,7 +76,8 @@ class PrepareConfig:
     ----------
     patch_size, stride : int
         Patch edge and step in pixels; the stride defaults to half the patch (each pixel in up
-        to four patches) and may not exceed it (pixels between patches would never be seen).
+        to four patches). ``prepare`` and ``plan`` refuse a stride above the patch (pixels
+        between patches would never be seen); stores made so before still load.
     edge : {"cover", "drop"}
         Edge policy of the patch grid (:func:`cryostream.patches.patch_origins`).
     percentile : float
@@ -113,11 +114,6 @@ class PrepareConfig:
                 raise ConfigError(f"{name}={value!r}: must be an integer")
         check_positive("patch_size", self.patch_size)
         check_positive("stride", self.stride)
-        if self.stride > self.patch_size:
-            raise ConfigError(f"stride={self.stride} is larger than patch_size={self.patch_size}: "
-                              "the pixels between patches would never be seen; give a stride "
-                              f"of at most {self.patch_size} (--stride), or leave it out for half "
-                              "the patch")
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed}: must be ≥ 0")
         check_choice("edge", self.edge, EDGE_POLICIES)

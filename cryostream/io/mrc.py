@@ -115,7 +115,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             header = mrc.header
             nsymbt = int(header.nsymbt)
             exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
-            pixel_size = round(float(mrc.voxel_size.x), 6)
+            mx, cell_x = int(header.mx), float(header.cella.x)  # not voxel_size: cella / 0
+            pixel_size = round(cell_x / mx, 6) if mx > 0 and 0 < cell_x < float("inf") else 0.0
             mode = int(header.mode)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
             byte_order = header.mode.dtype.byteorder

@@ -153,7 +153,8 @@ def read_headers(
     on its own). With ``permissive=False`` the first bad file raises
     :class:`InvalidMicrographError`; with ``permissive=True`` bad files are skipped with a
     :class:`MicrographSkippedWarning` and listed as ``{"path", "reason"}`` in the second
-    return value. In permissive mode the most common shape is the reference.
+    return value. The most common shape is the reference (a tie: the first file's), so the
+    micrograph of an odd shape is the one named or skipped.
     """
     headers, skipped = [], []
 
