@@ -229,7 +229,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         params = start_params(init, config.model_config())  # checked before anything is written
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
-              " (residual)" if config.residual else "", f"from {init}" if init else "from scratch")
+              " (residual)" if config.residual else "",
+              f"resuming at step {done}" if done else f"from {init}" if init else "from scratch")
     created = [p for p in (run, work) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     _log.info("work folder: %s (the store, kept for resuming)", work)

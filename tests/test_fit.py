@@ -360,6 +360,8 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     assert "training unet-small for 4 steps of 4 patches, resuming at step 2: compiling the step " \
            "first" in notes
     assert "resumed from step 2" in notes
+    assert any(n.startswith("fit: ") and n.endswith("resuming at step 2") for n in notes)
+    assert not any(n.startswith("fit: ") and "from scratch" in n for n in notes[-10:])
     assert any(n.startswith("training: step 4/4, loss ") for n in notes)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4]  # one row each 10 steps, and the last
