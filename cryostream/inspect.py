@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.errors import ConfigError, StoreError
+from cryostream.io.paths import output_file
 from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
@@ -18,17 +19,11 @@ def _figure(out: str | os.PathLike) -> Path:
     """``out`` as a figure's path, or an error naming it, before a store is read."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a folder; give the figure's file name, e.g. "
-                          f"-o {out / 'pairs.png'}")
+    out = output_file(out, "-o", "pairs.png")
     kinds = FigureCanvasBase.get_supported_filetypes()
     if out.suffix.lower().lstrip(".") not in kinds:
         raise ConfigError(f"{out}: not a figure type that can be written ({', '.join(kinds)}); "
                           f"give a name such as -o {out.with_suffix('.png').name}")
-    if not out.parent.is_dir():
-        raise StoreError(f"{out}: its folder {out.parent} does not exist; create it or write "
-                         "the figure elsewhere")
     return out
 
 

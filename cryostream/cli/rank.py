@@ -44,21 +44,9 @@ def run(args: argparse.Namespace) -> int:
     for model in args.runs:
         check_model(model)  # named as given
     if args.json:  # before the scoring, not after it
-        import os
-        from pathlib import Path
+        from cryostream.io.paths import output_file
 
-        from cryostream.errors import StoreError
-
-        folder = Path(args.json).absolute().parent
-        if args.json.endswith(os.sep) or Path(args.json).is_dir():
-            raise StoreError(f"--json {args.json}: is a folder; give a file name, e.g. "
-                             f"--json {Path(args.json) / 'ranking.json'}")
-        if not folder.is_dir():
-            raise StoreError(f"--json {args.json}: the folder {folder} does not exist; create it "
-                             "or give another path")
-        if not os.access(folder, os.W_OK):
-            raise StoreError(f"--json {args.json}: the folder {folder} is not writable; give "
-                             "another path")
+        output_file(args.json, "--json", "ranking.json")
 
     ranked = rank_runs(args.runs, args.inputs, config=config, **given(args, "draws", "beta", "seed"))
     best = ranked[0]["score"]
