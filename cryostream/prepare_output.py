@@ -29,7 +29,7 @@ from cryostream.errors import ConfigError, StoreError
 from cryostream.io.stack import micrograph_uid
 from cryostream.matched import NoiseEstimate, noise_kernel
 from cryostream.preprocess import band_layout
-from cryostream.store import shard_folder
+from cryostream.store import STORE_FORMAT, shard_folder
 
 __all__ = [
     "Workspace",
@@ -111,18 +111,14 @@ def _not_a_store(path: Path) -> str | None:
 
     if not path.is_file():
         return "not a regular file"
-    if shard_folder(path).is_dir():
-        return None  # its shards are beside it: a store, however damaged the master
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head:
-        return None
-    if head != b"\x89HDF\r\n\x1a\n":
+    if shard_folder(path).is_dir() or path.stat().st_size == 0:
+        return None  # its shards are beside it (however damaged the master), or nothing to lose
+    if not h5py.is_hdf5(path):
         return "not an HDF5 file (an MRC micrograph?)" if path.suffix.lower() in (".mrc", ".mrcs") \
             else "not an HDF5 file"
     try:
         with h5py.File(path, "r") as f:
-            known = str(f.attrs.get("format", "")).startswith("cryostream-store/")
+            known = str(f.attrs.get("format", "")).split("/")[0] == STORE_FORMAT.split("/")[0]
     except Exception:  # noqa: BLE001 — damaged in any way HDF5 can say: a store cut short
         return None
     return None if known else "an HDF5 file of something else"

@@ -115,8 +115,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             header = mrc.header
             nsymbt = int(header.nsymbt)
             exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
-            mx, cell_x = int(header.mx), float(header.cella.x)  # not voxel_size: cella / 0
-            pixel_size = round(cell_x / mx, 6) if mx > 0 and 0 < cell_x < float("inf") else 0.0
+            # not voxel_size, which divides by a zero sampling
+            pixel_size = round(_pixel_size(float(header.cella.x), int(header.mx)), 6)
             mode = int(header.mode)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
             byte_order = header.mode.dtype.byteorder
@@ -193,7 +193,13 @@ class HeaderCopy:
     @property
     def pixel_size_angstrom(self) -> float:
         """Pixel size along x, Å (0.0 when unset)."""
-        return self.cell[0] / self.sampling[0] if self.sampling[0] else 0.0
+        return _pixel_size(self.cell[0], self.sampling[0])
+
+
+def _pixel_size(cell: float, sampling: int) -> float:
+    """The pixel size (Å) from a header's cell length and sampling along one axis; 0.0 (unset)
+    where either is zero, negative or not finite."""
+    return cell / sampling if sampling > 0 and 0 < cell < float("inf") else 0.0
 
 
 def read_header_copy(path: str | os.PathLike, *, extended_header: bool = False) -> HeaderCopy:
