@@ -64,9 +64,10 @@ from cryostream.store import shard_folder, shard_name, write_master, write_shard
 
 __all__ = ["MODEL_MULTIPLE", "PrepareResult", "prepare"]
 
-#: Patch sides must be multiples of this: the largest pooling factor of the U-Net presets
-#: (``max(c.multiple for c in cryostream.models.unet.PRESETS.values())``; tests/test_prepare.py
-#: checks it). A number here, so that preparing a store does not import JAX.
+#: Patch sides must be multiples of this: the pooling factor of the U-Net presets of five
+#: levels (tests/test_prepare.py checks it); ``train`` refuses a store whose patches the
+#: ``unet-deep`` preset (six levels, multiples of 64) cannot take. A number here, so that
+#: preparing a store does not import JAX.
 MODEL_MULTIPLE = 32
 
 

@@ -114,7 +114,7 @@ class RunRecord:
 
     @property
     def preset(self) -> str:
-        """The model preset (``unet-small``, ``unet``, ``unet-large``)."""
+        """The model preset (``unet-small``, ``unet``, ``unet-large``, ``unet-deep``)."""
         return self.train.model
 
     @property

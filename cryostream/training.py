@@ -261,6 +261,11 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     run = Path(run)
     start_time = time.perf_counter()
     prepared, test_size = stores.store_facts(store)
+    multiple = config.model_config().multiple  # unet-deep's sixth level needs multiples of 64
+    if prepared.patch_size % multiple:
+        raise ConfigError(f"model={config.model!r} (--model) needs patch sides that are multiples "
+                          f"of {multiple}; {store} holds patches of {prepared.patch_size}: choose "
+                          f"another preset, or prepare a store with --patch {multiple * 8}")
     alpha2 = stores.recorrupt_alpha2(store, prepared) if config.recorrupt else None
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +75,25 @@ def test_config_knows_every_preset():
     from cryostream.config import MODEL_PRESETS
 
     assert tuple(PRESETS) == MODEL_PRESETS
+
+
+@pytest.mark.parametrize("preset", ["unet", "unet-deep"])
+def test_receptive_radius_bounds_what_one_pixel_changes(preset):
+    """A change at one pixel moves outputs up to the receptive radius away and none beyond it
+    (the halo of tiled denoising rests on this), and the sixth level of ``unet-deep`` doubles
+    how far that reaches."""
+    from cryostream.denoise.tiling import receptive_radius
+
+    config = dataclasses.replace(PRESETS[preset], compute_dtype="float32")
+    model = UNet(config, rngs=nnx.Rngs(0))
+    m, radius = config.multiple, receptive_radius(config)
+    width = 2 * m * ((radius + m) // m + 1)
+    x = np.random.default_rng(1).standard_normal((1, m, width, 1)).astype(np.float32)
+    centre = width // 2
+    bumped = x.copy()
+    bumped[0, m // 2, centre, 0] += 10.0
+    change = np.abs(np.asarray(model(jnp.asarray(bumped)) - model(jnp.asarray(x))))[0, :, :, 0].max(axis=0)
+    reached = np.flatnonzero(change > 1e-6 * change.max())
+    assert reached.min() >= centre - radius and reached.max() <= centre + radius
+    assert centre - reached.min() > radius // 2  # the bound is not loose by more than twice
+    assert {"unet": 194, "unet-deep": 386}[preset] == radius

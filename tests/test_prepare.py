@@ -289,11 +289,12 @@ def test_existing_scheduler_by_address(micrographs, tmp_path):
         prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1")
 
 
-def test_patch_multiple_is_the_largest_pooling_of_the_presets():
+def test_patch_multiple_is_the_pooling_of_the_five_level_presets():
     from cryostream.models.unet import PRESETS
     from cryostream.prepare import MODEL_MULTIPLE
 
-    assert MODEL_MULTIPLE == max(2 ** c.levels for c in PRESETS.values())
+    assert MODEL_MULTIPLE == max(c.multiple for name, c in PRESETS.items() if name != "unet-deep")
+    assert PRESETS["unet-deep"].multiple == 2 * MODEL_MULTIPLE  # train checks it (test_train.py)
 
 
 @pytest.mark.parametrize("patch, fix", [(127, 128), (100, 96), (40, 32), (8, 32)])

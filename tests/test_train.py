@@ -261,3 +261,18 @@ def test_cli_train(store, tmp_path, capsys):
                  "--quiet"]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out.startswith("trained unet-small for 4 steps") and "test PSNR" in out
+
+
+def test_a_preset_that_cannot_take_the_stores_patches_is_refused_before_anything_is_written(
+        store, tmp_path):
+    """unet-deep pools six times (multiples of 64): on a store of 32-multiple patches it is
+    refused by name with the fix, and no run folder is made (it failed inside the compile)."""
+    import dataclasses
+
+    from cryostream.store import store_facts
+
+    patch = store_facts(store)[0].patch_size
+    assert patch % 32 == 0 and patch % 64  # the fixture's store is one unet-deep cannot take
+    with pytest.raises(cryostream.ConfigError, match=r"unet-deep.*--model.*multiples of 64.*--patch"):
+        train(store, tmp_path / "run", dataclasses.replace(CONFIG, model="unet-deep"), log=lambda *_: None)
+    assert not (tmp_path / "run").exists()

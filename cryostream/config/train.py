@@ -9,7 +9,7 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MODEL_PRESETS", "PRECISIONS", "LOSSES", "TrainConfig"]
 
-MODEL_PRESETS = ("unet-small", "unet", "unet-large")
+MODEL_PRESETS = ("unet-small", "unet", "unet-large", "unet-deep")
 PRECISIONS = ("bf16", "fp32")
 LOSSES = ("mse", "l1")
 
@@ -21,7 +21,7 @@ class TrainConfig:
     Parameters
     ----------
     model : str
-        Preset name (``unet-small``, ``unet``, ``unet-large``).
+        Preset name (``unet-small``, ``unet``, ``unet-large``, ``unet-deep``).
     precision : {"bf16", "fp32"}
         Compute precision (parameters are float32 either way).
     residual : bool

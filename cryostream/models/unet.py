@@ -69,6 +69,9 @@ PRESETS = {
     "unet-small": ModelConfig(width=16, levels=3, first_kernel=5, head=(16, 8)),
     "unet": ModelConfig(),
     "unet-large": ModelConfig(width=96, levels=5, first_kernel=11, head=(128, 64)),
+    # ``unet`` with a sixth level: twice the receptive radius (386 px against 194) for 1 % more
+    # multiply-adds; input sides must be multiples of 64.
+    "unet-deep": ModelConfig(levels=6),
 }
 
 
