@@ -128,7 +128,8 @@ def fit(args) -> dict:
 
     model = model_path(args.model)
     work = args.work
-    (work / "outputs").mkdir(parents=True, exist_ok=True)
+    outputs = work / "outputs" / Path(model).name  # each model its own network outputs
+    outputs.mkdir(parents=True, exist_ok=True)
     tasks = calibration_tasks(args.count, args.shape, args.seed, work)
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def fit(args) -> dict:
     t0 = time.perf_counter()
     jobs = []
     for t in tasks:
-        outs = {k: str(work / "outputs" / f"cal_{t['index']:04d}_{k}.npy")
+        outs = {k: str(outputs / f"cal_{t['index']:04d}_{k}.npy")
                 for k in ("single", "ensemble")}
         if not all(Path(v).exists() for v in outs.values()):
             noisy = mrcfile.read(t["noisy"])

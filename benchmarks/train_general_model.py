@@ -46,7 +46,9 @@ work folder kept between them (a cut-off stage resumes where it stopped)::
     python benchmarks/train_general_model.py --out $OUT --stages weights score export --topaz DIR
 
 Tried and not shipped (benchmarks page, "The shipped general model"): 9000 steps; 640
-micrographs at stride 512 with ``--augment`` for 5000 steps; ``--no-residual``.
+micrographs at stride 512 with ``--augment`` for 5000 steps; ``--no-residual``; ``--model
+unet-deep`` (and ``--train-seed 1``, the spread between trainings: ``--run NAME`` keeps several
+runs on one store).
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
 """
@@ -80,10 +82,10 @@ LABELS = {"noisy": "noisy", "gaussian": "best Gaussian", "wiener": "oracle Wiene
 
 FULL = dict(count=192, shape=(2048, 2048), test_count=4, test_shape=None, patch=512, stride=None,
             model="unet", steps=4000, batch=16, precision="bf16", workers=os.cpu_count(),
-            checkpoint_every=1000)
+            checkpoint_every=1000, weights_count=96)
 SMOKE = dict(count=6, shape=(512, 512), test_count=1, test_shape=None, patch=128, stride=None,
              model="unet-small", steps=20, batch=4, precision="fp32", workers=2,
-             checkpoint_every=10)
+             checkpoint_every=10, weights_count=4)
 STAGES = ("data", "train", "weights", "score", "export")
 EXPORT_LIMIT_BYTES = 20e6
 
@@ -163,12 +165,13 @@ def stage_train(args, work: Path, out: Path, results: dict) -> None:
     from cryostream.runs import checkpoint_steps, load_record
 
     device = use_compilation_cache(work)
-    run = work / "run"
+    run = work / args.run
     cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
                       steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                       warmup_steps=max(1, min(200, args.steps // 10)), eval_every=args.steps,
                       checkpoint_every=args.checkpoint_every, keep_checkpoints=2,
-                      seed=args.seed, threads=8, prefetch=8, augment=args.augment)
+                      seed=args.seed if args.train_seed is None else args.train_seed,
+                      threads=8, prefetch=8, augment=args.augment)
     done = checkpoint_steps(run)
     if done and load_record(run).train != cfg:
         raise SystemExit(f"{run} was trained with other options; remove it to train afresh")
@@ -267,7 +270,7 @@ def stage_score(args, work: Path, results: dict) -> None:
     from cryostream.runs import checkpoint_steps
 
     device = use_compilation_cache(work)
-    run = str(args.model_file.absolute()) if args.model_file else str(work / "run")
+    run = str(args.model_file.absolute()) if args.model_file else str(work / args.run)
     topaz = topaz_function(args)
     _, test = data_tasks(args, work)
     record = model_record(run)
@@ -277,7 +280,7 @@ def stage_score(args, work: Path, results: dict) -> None:
         steps = checkpoint_steps(run)
         if not steps:
             raise SystemExit(f"{run} has no checkpoint: run the train stage first (--stages train)")
-        folder = work / "outputs" / f"step{steps[-1]}"  # a retrained run gets new outputs
+        folder = work / "outputs" / f"{args.run}_step{steps[-1]}"  # a retrained run: new outputs
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tasks, timings, topaz_timings = [], [], []
@@ -329,7 +332,7 @@ def stage_weights(args, work: Path, results: dict) -> None:
     from fit_learned_weights import fit, write_tables
 
     use_compilation_cache(work)
-    options = argparse.Namespace(model=str(work / "run"), work=work / "weights",
+    options = argparse.Namespace(model=str(work / args.run), work=work / "weights",
                                  count=args.weights_count, shape=args.shape, rows=8,
                                  seed=args.seed + 2, workers=args.workers)
     fitted = fit(options)
@@ -345,7 +348,7 @@ def stage_export(args, work: Path, results: dict) -> None:
     from cryostream import load_model
     from cryostream.models.export import export_params, load_exported
 
-    model, record = load_model(work / "run")
+    model, record = load_model(work / args.run)
     summary = {k: v["psnr"] for k, v in results.get("score", {}).get("conditions", {}).items()}
     metadata = {"trained_by": "benchmarks/train_general_model.py", "spread": SPREAD,
                 "arguments": vars(args) | {"shape": list(args.shape), "test_shape": list(args.test_shape)},
@@ -443,9 +446,13 @@ def parse_args(argv=None):
     ap.add_argument("--topaz", help="a folder Topaz-Denoise imports from (the unpacked wheel)")
     ap.add_argument("--model-file", type=Path, help="score this exported model (.npz) instead "
                     "of the work folder's run (with --stages data score and --count 0)")
-    ap.add_argument("--weights-count", type=int, default=96, help="calibration micrographs of "
-                    "the weights stage (96)")
+    ap.add_argument("--weights-count", type=int, help="calibration micrographs of the weights "
+                    "stage (96)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default="run", help="the run's folder in the work folder, so that "
+                    "several trainings share one store (run)")
+    ap.add_argument("--train-seed", type=int, help="the training's own seed (--seed): another "
+                    "training of the same data")
     ap.add_argument("--overwrite", action="store_true", help="start the work folder afresh")
     args = ap.parse_args(argv)
     for key, value in (SMOKE if args.smoke else FULL).items():
@@ -475,7 +482,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{work} holds a run with other arguments ({plan_file}); pass --overwrite "
                          "or another --work")
     plan_file.write_text(json.dumps(plan, indent=1))
-    state = work / "results.json"
+    state = work / ("results.json" if args.run == "run" else f"results_{args.run}.json")
     results = json.loads(state.read_text()) if state.exists() else {}
     results["machine"] = (f"{platform.node()}: {os.cpu_count()} cores, "
                           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
