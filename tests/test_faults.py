@@ -997,6 +997,15 @@ def test_rank_with_json_into_a_missing_folder_fails_before_scoring(run, sim, tmp
     assert "score" not in result.out
 
 
+def test_rank_with_the_runs_after_the_micrographs_says_to_name_them_first(run, sim, capsys):
+    """rank -i MICROGRAPH RUN: -i takes the run too; one line saying to name the runs first
+    and which input looks like a run (argparse said only that RUN was required)."""
+    line = assert_user_error(cli(capsys, "rank", "-i", sim.micrographs[0], run, "general"),
+                             "name the runs first")
+    assert f"{run} looks like a run" in line and "general looks like a run" in line
+    assert str(sim.micrographs[0]) + " looks" not in line
+
+
 def test_a_store_moved_without_its_shards_says_to_move_both(store, tmp_path, capsys):
     """show on a store file copied without its folder of shards: one line saying a store is
     the file and its folder (not to delete it and prepare again)."""

@@ -7,6 +7,7 @@ import json
 
 from cryostream.cli.common import add_library_flag, given
 from cryostream.cli.denoise import add_pipeline_options, denoise_config
+from cryostream.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Score each run's whole denoising pipeline by "
                               "recorruption (the same noise draws for every run) and list the "
                               "runs best first.")
-    p.add_argument("runs", nargs="+", metavar="RUN",
+    p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run folders from cryostream train or fit, exported .npz files or "
                    "shipped models' names")
     p.add_argument("-i", "--inputs", nargs="+", required=True,
@@ -41,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.denoise import rank_runs
     from cryostream.denoise.network import check_model
 
+    if not args.runs:  # `rank -i MICROGRAPHS... RUNS...`: -i took the runs too
+        raise ConfigError(
+            "no run to rank: -i/--inputs takes every name after it, so name the runs first "
+            "(cryostream rank RUN [RUN ...] -i MICROGRAPHS)"
+            + "".join(f"; {name} looks like a run" for name in args.inputs if _looks_like_run(name)))
+
     for model in args.runs:
         check_model(model)  # named as given
     if args.json:  # before the scoring, not after it
@@ -58,3 +65,13 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(ranked, f, indent=1)
     return 0
+
+
+def _looks_like_run(name: str) -> bool:
+    """A shipped model's name, an exported ``.npz`` or a folder with a run's record."""
+    from pathlib import Path
+
+    from cryostream.denoise.network import SHIPPED
+    from cryostream.runs import RECORD_FILE
+
+    return name in SHIPPED or name.endswith(".npz") or (Path(name) / RECORD_FILE).is_file()
