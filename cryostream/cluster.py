@@ -211,8 +211,11 @@ def compute_context(
 def computer(client, progress: bool):
     """A function ``compute(objs, label=None)`` computing a list of dask objects on ``client``
     (a ``distributed.Client``), or on the threaded scheduler when it is None; with
-    ``progress``, the label is noted (``logging``) and a progress bar shown."""
+    ``progress``, the label is noted (``logging``) and a progress bar shown on stderr (stdout
+    stays for what a command prints as its result)."""
+    import contextlib
     import logging
+    import sys
 
     import dask
 
@@ -223,14 +226,15 @@ def computer(client, progress: bool):
             if progress:
                 from dask.diagnostics import ProgressBar
 
-                with ProgressBar():
+                with ProgressBar(out=sys.stderr):
                     return list(dask.compute(*objs, scheduler="threads"))
             return list(dask.compute(*objs, scheduler="threads"))
         futures = client.compute(objs)
         if progress:
             from distributed import progress as show_progress
 
-            show_progress(futures)
+            with contextlib.redirect_stdout(sys.stderr):  # its bar writes to sys.stdout
+                show_progress(futures)
         return client.gather(futures)
 
     return compute
