@@ -257,8 +257,9 @@ def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
     out = tmp_path / "cli.h5"
     report = tmp_path / "report.html"
     assert main(["prepare", *map(str, micrographs), "-o", str(out), "--patch", "64", "--stride",
-                 "32", "--workers", "1", "--report", str(report), "--quiet"]) == 0
+                 "32", "--workers", "1", "--report", str(report)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    assert not any("Completed" in line for line in lines)  # the cluster's bars are on stderr
     assert lines[0].startswith("Dask dashboard: http://127.0.0.1:")
     assert lines[-1].startswith("prepared 3 micrographs into") and "peak memory" in lines[-1]
     assert report.stat().st_size > 10_000
@@ -385,3 +386,11 @@ def test_resume_prepares_a_changed_input_again(micrographs, tmp_path):
     prepare(mics, out, CONFIG)
     fresh = prepare(mics, tmp_path / "fresh.h5", CONFIG).output
     assert _datasets(out) == _datasets(fresh)
+
+
+def test_progress_bars_go_to_stderr(micrographs, tmp_path, capsys):
+    """With progress on, Dask's bars are on stderr and stdout holds none of them (they went
+    to stdout, mixed with what a command prints as its result)."""
+    prepare(micrographs, tmp_path / "bars.h5", CONFIG, progress=True, log=lambda *_: None)
+    captured = capsys.readouterr()
+    assert "% Completed" in captured.err and "Completed" not in captured.out
