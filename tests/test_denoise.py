@@ -453,6 +453,14 @@ def test_denoise_on_a_local_cluster(trained, tmp_path):
     here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
     there = denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled, cluster_workers=2)
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
+    # a bad micrograph does not stop the others on the cluster either: all of them named last
+    bad = tmp_path / "nan.mrc"
+    with mrcfile.new(bad) as f:
+        f.set_data(np.full((160, 128), np.nan, np.float32))
+        f.voxel_size = 0.66
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"1 of 2 micrographs.*nan\.mrc"):
+        denoise(run, [bad, sim.micrographs[2]], tmp_path / "c", config=tiled, cluster_workers=2)
+    assert (tmp_path / "c" / sim.micrographs[2].name).is_file()
 
 
 def test_a_cluster_needs_an_output_folder(trained):

@@ -710,6 +710,29 @@ def test_denoise_permissive_skips_a_bad_micrograph(run, sim, tmp_path, capsys):
     _finite_outputs(out)
 
 
+def test_denoise_goes_on_past_bad_micrographs_and_names_them_all(run, sim, tmp_path, capsys):
+    """denoise of a NaN, a good and an all-zero micrograph: the good one is denoised whole, then
+    one line names both bad ones with their problems (status 2, no STAR file: the run is not
+    complete); the rerun without them keeps the finished output and completes (it stopped at
+    the first bad one and named only it)."""
+    nan = _variant(sim.micrographs[0], tmp_path / "in" / "nan.mrc", "nan")
+    zero = _variant(sim.micrographs[0], tmp_path / "in" / "zero.mrc", "zero")
+    out = tmp_path / "out"
+    result = cli(capsys, "denoise", run, nan, sim.micrographs[1], zero, "-o", out)
+    line = assert_user_error(result, "nan.mrc")
+    for said in ("2 of 3 micrographs", "nan.mrc: holds NaN", "zero.mrc: is constant", "rerun",
+                 "--permissive"):
+        assert said in line, line
+    assert [p.stem for p in _outputs(out)] == [sim.micrographs[1].stem]
+    _finite_outputs(out)
+    assert not (out / "denoised_micrographs.star").exists()
+    written = (out / f"{sim.micrographs[1].stem}.mrc").stat().st_mtime_ns
+    again = cli(capsys, "denoise", run, sim.micrographs[1], "-o", out)
+    assert again.rc == 0, again.describe()
+    assert (out / f"{sim.micrographs[1].stem}.mrc").stat().st_mtime_ns == written  # kept
+    assert (out / "denoised_micrographs.star").exists()
+
+
 def test_denoise_into_the_input_folder_is_refused(run, sim, tmp_path, capsys):
     """denoise mics -o mics --overwrite: refused before any work, the micrographs intact."""
     mics = tmp_path / "mics"

@@ -235,12 +235,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:
-                results = client.gather(client.map(job, todo))
+                results = _gather(client.map(job, todo), len(micrographs))
             else:
                 job = functools.partial(job, progress=Progress(len(micrographs),
                                                                 len(micrographs) - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
-                    results = _finish(pool, job, todo)
+                    results = _finish(pool, job, todo, len(micrographs))
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")
@@ -251,15 +251,16 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     return _result(micrographs, plans, todo, results, gathered, output)
 
 
-def _finish(pool, job, todo) -> list:
-    """``job`` over ``todo`` in ``pool``. On Ctrl-C the micrographs not yet started are
-    dropped and those in progress finish (their outputs are whole); if every one had finished
-    by then, the run completes (its STAR file is written), else the interrupt goes on."""
+def _finish(pool, job, todo, total: int) -> list:
+    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C the micrographs not yet
+    started are dropped and those in progress finish (their outputs are whole); if every one
+    had finished by then, the run completes (its STAR file is written), else the interrupt
+    goes on."""
     import concurrent.futures
 
     futures = [pool.submit(job, item) for item in todo]
     try:
-        return [f.result() for f in futures]
+        return _gather(futures, total)
     except KeyboardInterrupt:
         for f in futures:
             f.cancel()
@@ -267,6 +268,33 @@ def _finish(pool, job, todo) -> list:
         if any(f.cancelled() or f.exception() is not None for f in futures):
             raise
         return [f.result() for f in futures]
+
+
+def _gather(futures, total: int) -> list:
+    """The futures' results in order. A micrograph that fails its checks does not stop the
+    others: each is denoised, then one error names every failed micrograph and its problem
+    (the STAR file, written last, is not; a rerun keeps the finished outputs)."""
+    results, failed = [], []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except InvalidMicrographError as exc:
+            if len(futures) > 1:
+                logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the "
+                                                        "others", exc.path, exc.problem)
+            failed.append(exc)
+            results.append(None)
+    if len(failed) == 1 and len(futures) == 1:
+        raise failed[0]
+    if failed:
+        shown = "; ".join(f"{e.path}: {e.problem}" for e in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise InvalidMicrographError(
+            f"{len(failed)} of {total} micrograph{'s' if total > 1 else ''}",
+            f"not denoised ({shown}{more})",
+            "repair or exclude them (--permissive skips them); the others are denoised, and a "
+            "rerun keeps them")
+    return results
 
 
 def _count_skipped(skipped: list[dict]) -> int:
