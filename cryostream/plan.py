@@ -168,14 +168,16 @@ class Plan:
             )
         size = self.store_bytes()
         disk = (
-            "unknown"
+            "not checked (give -o/--output, the store's place, to check its free space)"
             if self.disk_free_bytes is None
             else f"{_gb(self.disk_free_bytes)} free: " + ("fits" if self.fits_on_disk else "TOO SMALL")
         )
         lines += [
             "",
-            f"chosen ({c.dtype}, {c.noise.mode} noise): {_gb(size)}; RAM {_gb(self.ram_bytes)}: "
-            + ("fits in RAM" if self.fits_in_ram else "larger than RAM (streamed from disk)"),
+            f"chosen ({c.dtype}, {c.noise.mode} noise): {_gb(size)}, "
+            + (f"within this machine's {_gb(self.ram_bytes)} of RAM" if self.fits_in_ram
+               else f"more than this machine's {_gb(self.ram_bytes)} of RAM: training streams it "
+                    "from disk"),
             f"disk at the output: {disk}",
             f"estimated time on {self.cores} cores: {_duration(self.seconds())}",
         ]

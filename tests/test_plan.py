@@ -22,6 +22,10 @@ def test_empiar_10025_sizes():
     assert drop.patches_per_micrograph == 169
     text = p.table()
     assert "169" in text and "196" in text and "322.26 GB" in text
+    assert "more than this machine's" in text and "training streams it from disk" in text
+    assert "not checked (give -o" in text  # no output place, no free space to check
+    small = plan(shape=(512, 512), count=2, config=PrepareConfig(patch_size=256)).table()
+    assert "within this machine's" in small
 
 
 def test_plan_from_files_matches_plan_from_shape(tmp_path):
