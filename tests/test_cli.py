@@ -389,6 +389,31 @@ def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsys):
+    """On a cluster (--scheduler or --cluster-workers) a terminal's Ctrl-C stops the workers
+    too: no promise to finish the micrographs in progress; the last line says they are not
+    written and how to go on."""
+    import re
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for flags in ({"cluster_workers": 2, "scheduler": None}, {"scheduler": "tcp://h:8786"}):
+        args = argparse.Namespace(command="denoise", output="den5", func=interrupted, **flags)
+        assert cli_common.run_command(args) == 130
+        err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
+        assert "stopping after the micrographs in progress" not in err
+        assert err.splitlines() == [
+            "cryostream denoise: interrupted after N s; the finished micrographs are kept in "
+            "den5; those the cluster's workers were denoising are not written: run the same "
+            "command again to denoise the rest (it skips the finished ones) and write "
+            "denoised_micrographs.star"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_second_ctrl_c_in_denoise_stops_at_once():
     """The real signal twice in a child process: it ends at once with status 130, without
     waiting for the micrograph in progress (30 s)."""

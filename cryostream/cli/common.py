@@ -227,6 +227,11 @@ INTERRUPTIONS = {
         "all); Ctrl-C again to stop at once",
         then="the finished micrographs are kept in {output}: run the same command again to "
         "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
+    # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
+    "denoise on a cluster": Interruption(
+        first=None, then="the finished micrographs are kept in {output}; those the cluster's "
+        "workers were denoising are not written: run the same command again to denoise the rest "
+        "(it skips the finished ones) and write denoised_micrographs.star"),
     # training notes the step it keeps itself (and train, how to resume from it)
     "fit": Interruption(first=None, then="run the same command again to continue from where it "
                         "stopped (its work folder is kept, and the last checkpoint once training has begun)"),
@@ -265,7 +270,9 @@ def run_command(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    interruption = INTERRUPTIONS.get(args.command)
+    on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
+    interruption = INTERRUPTIONS.get(f"{args.command} on a cluster" if on_cluster else None,
+                                     INTERRUPTIONS.get(args.command))
     soft = interruption is not None and interruption.first is not None \
         and threading.current_thread() is threading.main_thread()
     handler = signal.signal(signal.SIGINT, _StopSoftly(args.command, interruption.first)) \
