@@ -58,26 +58,26 @@ STORE_NAME = "data.h5"
 _RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
 
 
-def recipe(shape: tuple[int, int]) -> PrepareConfig:
+def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareConfig:
     """The store of the validated recipe for micrographs of ``shape`` (rows, columns).
 
     :class:`~cryostream.config.PrepareConfig`'s defaults with :data:`RECIPE_NOISE`; the patch
     is its default (1024 px, stride half of it) on micrographs at least twice as large, and
-    halved until two fit along the shorter side on smaller ones (never under the networks'
-    multiple, 32 px).
+    halved until two fit along the shorter side on smaller ones (never under the network's
+    ``multiple``: 32 px, 64 for ``unet-deep``).
 
     Raises
     ------
     ConfigError
-        If the micrographs are smaller than one patch of 32 px.
+        If the micrographs are smaller than one patch of ``multiple`` px.
     """
     default = PrepareConfig()
     patch, side = default.patch_size, min(shape)
-    while patch > MODEL_MULTIPLE and 2 * patch > side:
+    while patch > multiple and 2 * patch > side:
         patch //= 2
     if patch > side:
         raise ConfigError(f"micrographs of {shape[0]} × {shape[1]} px: too small to train on "
-                          f"(at least {MODEL_MULTIPLE} px a side); give larger micrographs")
+                          f"(at least {multiple} px a side); give larger micrographs")
     stride = patch * default.stride // default.patch_size
     return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
 
@@ -202,12 +202,13 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     paths = [Path(h.path) for h in headers]
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
-    prep = prepare or recipe(headers[0].shape)
-    check_patch_size(prep, MODEL_MULTIPLE)
+    config = train or RECIPE_TRAIN
+    multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
+    prep = prepare or recipe(headers[0].shape, multiple)
+    check_patch_size(prep, multiple)
     if min(headers[0].shape) < prep.patch_size:
         raise ConfigError(f"patch_size={prep.patch_size}: larger than the micrographs "
                           f"({headers[0].shape[0]} × {headers[0].shape[1]}); use a smaller patch")
-    config = train or RECIPE_TRAIN
     init = _start_label(start, run) if start is not None else config.init
     config = dataclasses.replace(config, init=init,
                                  steps=parsed.steps if parsed and parsed.steps else config.steps)

@@ -13,7 +13,7 @@ import pytest
 
 import cryostream
 from cryostream.cli import main
-from cryostream.config import TrainConfig
+from cryostream.config import PrepareConfig, TrainConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, Budget, given_inputs, recipe
 
@@ -140,6 +140,22 @@ def test_a_start_of_another_shape_is_refused_before_anything_is_written(mics, tm
     assert _tree(tmp_path) == []
     with pytest.raises(ConfigError, match=r"init='.*nowhere' \(--from\): no such run folder"):
         cryostream.fit(mics, tmp_path / "run", start=tmp_path / "nowhere", train=SMALL)
+    assert _tree(tmp_path) == []
+
+
+def test_unet_deep_gets_patches_it_can_take_or_is_refused_before_anything_is_written(mics,
+                                                                                      tmp_path):
+    """unet-deep pools six times: the recipe never cuts patches under 64 px for it, and a
+    given store config it cannot take is refused before the store is made (it failed in
+    train, after the store and the fit's record were written, and blocked the retry)."""
+    assert recipe((128, 160), 64).patch_size == 64 and recipe((128, 160)).patch_size == 64
+    assert recipe((100, 100), 64).patch_size == 64 and recipe((100, 100)).patch_size == 32
+    with pytest.raises(ConfigError, match="at least 64 px"):
+        recipe((50, 300), 64)
+    deep = TrainConfig(model="unet-deep", residual=True)
+    with pytest.raises(ConfigError, match="multiples of 64"):
+        cryostream.fit(mics, tmp_path / "run", train=deep,
+                       prepare=PrepareConfig(patch_size=96, stride=48))
     assert _tree(tmp_path) == []
 
 
