@@ -139,8 +139,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
                    "small; with --odd, halves that do not match) with a warning each and end "
-                   "with status 0 and the STAR file of the rest; without it, the good ones are "
-                   "still denoised, but the command ends with an error naming the bad ones")
+                   "with status 0 and the STAR file of the rest (2 if none is left); without "
+                   "it, the good ones are still denoised, but the command ends with an error "
+                   "naming the bad ones")
     p.set_defaults(func=run)
     return p
 

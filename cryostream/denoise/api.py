@@ -265,23 +265,23 @@ def _finish(pool, job, todo, total: int) -> list:
         for f in futures:
             f.cancel()
         concurrent.futures.wait(futures)
-        if any(f.cancelled() or f.exception() is not None for f in futures):
+        if any(f.cancelled() for f in futures):
             raise
-        return [f.result() for f in futures]
+        return _gather(futures, total)  # all done: the run completes, or names its bad ones
 
 
 def _gather(futures, total: int) -> list:
     """The futures' results in order. A micrograph that fails its checks does not stop the
     others: each is denoised, then one error names every failed micrograph and its problem
     (the STAR file, written last, is not; a rerun keeps the finished outputs)."""
+    if len(futures) > 1:
+        for future in futures:  # a warning when each fails, not in the order of the inputs
+            future.add_done_callback(_warn_if_bad)
     results, failed = [], []
     for future in futures:
         try:
             results.append(future.result())
         except InvalidMicrographError as exc:
-            if len(futures) > 1:
-                logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the "
-                                                        "others", exc.path, exc.problem)
             failed.append(exc)
             results.append(None)
     if len(failed) == 1 and len(futures) == 1:
@@ -295,6 +295,14 @@ def _gather(futures, total: int) -> list:
             "repair or exclude them (--permissive skips them); the others are denoised, and a "
             "rerun keeps them")
     return results
+
+
+def _warn_if_bad(future) -> None:
+    """A warning for a micrograph that failed its checks (a done future's callback)."""
+    exc = None if future.cancelled() else future.exception()
+    if isinstance(exc, InvalidMicrographError):
+        logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the others",
+                                                exc.path, exc.problem)
 
 
 def _count_skipped(skipped: list[dict]) -> int:
