@@ -120,6 +120,18 @@ def sums_one(task: dict) -> dict:
     return row
 
 
+def _model_key(model: str) -> str:
+    """A folder name for a model's outputs: its name, its parent's, and a run's last step or an
+    export's size (a run trained again, or another run of the same name, gets new outputs)."""
+    from cryostream.runs import checkpoint_steps
+
+    path = Path(model)
+    if path.is_dir():
+        steps = checkpoint_steps(path)
+        return f"{path.parent.name}_{path.name}_step{steps[-1] if steps else 0}"
+    return f"{path.parent.name}_{path.stem}_{path.stat().st_size if path.exists() else 0}"
+
+
 def fit(args) -> dict:
     from cryostream.denoise import dihedral_mean
     from cryostream.denoise.network import model_path, model_record
@@ -128,7 +140,7 @@ def fit(args) -> dict:
 
     model = model_path(args.model)
     work = args.work
-    outputs = work / "outputs" / Path(model).name  # each model its own network outputs
+    outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
     tasks = calibration_tasks(args.count, args.shape, args.seed, work)
     for t in tasks:
