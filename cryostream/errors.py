@@ -12,6 +12,7 @@ __all__ = [
     "InvalidMicrographError",
     "StoreError",
     "TrainingDivergedError",
+    "one_error",
 ]
 
 
@@ -39,3 +40,16 @@ class StoreError(CryostreamError, OSError):
 
 class TrainingDivergedError(CryostreamError, ArithmeticError):
     """Training reached a non-finite loss; the checkpoints written before it are kept."""
+
+
+def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,
+              single: bool = True) -> InvalidMicrographError:
+    """One error for the bad micrographs among ``total``: a single one as it is (unless
+    ``single`` is False), several as one line that names each with its problem (the first
+    five, then how many more) and ``fix``."""
+    if single and len(errors) == 1:
+        return errors[0]
+    shown = "; ".join(f"{e.path}: {e.problem}" for e in errors[:5])
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return InvalidMicrographError(f"{len(errors)} of {total} micrographs", f"bad ({shown}{more})",
+                                  fix)

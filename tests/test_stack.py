@@ -129,6 +129,30 @@ def test_a_different_shape_is_named(small_mrcs):
                               f"{len(small_mrcs)} other micrographs")
 
 
+def test_every_bad_file_is_named_at_once(small_mrcs, tmp_path):
+    """Two cut-short files and one of another shape among good ones: one error names all
+    three with their problems, before any pixel is read (it named only the first, so a user
+    fixed them one run at a time)."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    cut = []
+    for name in ("cut_a.mrc", "cut_b.mrc"):
+        data = small_mrcs[0].read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+        cut.append(folder / name)
+    odd = write_mrc(folder / "odd.mrc", np.zeros((64, 80), np.float32))
+    with pytest.raises(InvalidMicrographError) as info:
+        open_micrographs([*small_mrcs, *cut, odd])
+    message = str(info.value)
+    assert message.startswith(f"3 of {len(small_mrcs) + 3} micrographs: bad (")
+    for path, problem in ((cut[0], "truncated"), (cut[1], "truncated"), (odd, "shape 64 × 80")):
+        assert f"{path.resolve()}: {problem}" in message
+    assert message.endswith("or pass --permissive (Python: permissive=True) to skip them")
+    with pytest.raises(InvalidMicrographError) as info:  # one bad file: its own message
+        open_micrographs([*small_mrcs, cut[0]])
+    assert str(info.value).startswith(f"{cut[0].resolve()}: truncated")
+
+
 def _broken_set(small_mrcs):
     folder = small_mrcs[0].parent
     missing = folder / "missing.mrc"

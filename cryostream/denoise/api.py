@@ -34,7 +34,7 @@ from cryostream.denoise.outputs import (
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs, star_tables
 from cryostream.denoise.tiling import reused_windows
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for"]
@@ -287,13 +287,9 @@ def _gather(futures, total: int) -> list:
     if len(failed) == 1 and len(futures) == 1:
         raise failed[0]
     if failed:
-        shown = "; ".join(f"{e.path}: {e.problem}" for e in failed[:5])
-        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
-        raise InvalidMicrographError(
-            f"{len(failed)} of {total} micrograph{'s' if total > 1 else ''}",
-            f"not denoised ({shown}{more})",
-            "repair or exclude them (--permissive skips them); the others are denoised, and a "
-            "rerun keeps them")
+        raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
+                        "skips them); the others are denoised, and a rerun keeps them",
+                        single=False)
     return results
 
 

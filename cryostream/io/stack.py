@@ -23,7 +23,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.star import read_micrograph_star
 
@@ -150,24 +150,27 @@ def read_headers(
     """Read and cross-check the headers of all ``paths``, before any pixel is read.
 
     All micrographs must share one shape (unless ``one_shape`` is False: each is denoised
-    on its own). With ``permissive=False`` the first bad file raises
-    :class:`InvalidMicrographError`; with ``permissive=True`` bad files are skipped with a
+    on its own). With ``permissive=False`` bad files raise one
+    :class:`InvalidMicrographError` that names each of them
+    (:func:`~cryostream.errors.one_error`); with ``permissive=True`` they are skipped with a
     :class:`MicrographSkippedWarning` and listed as ``{"path", "reason"}`` in the second
     return value. The most common shape is the reference (a tie: the first file's), so the
     micrograph of an odd shape is the one named or skipped.
     """
-    headers, skipped = [], []
+    headers, skipped, bad = [], [], []
 
     def skip(path: object, reason: str) -> None:
         skipped.append({"path": str(path), "reason": reason})
         warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=3)
 
+    paths = list(paths)
     for p in paths:
         try:
             headers.append(read_header(p))
         except InvalidMicrographError as exc:
             if not permissive:
-                raise
+                bad.append(exc)
+                continue
             skip(p, f"{exc.path}: {exc.problem}")
     if headers and one_shape:
         # the odd one out is the micrograph of a rarer shape (a tie: the first file's shape)
@@ -185,9 +188,13 @@ def read_headers(
                 "remove it from the inputs, or pass --permissive (Python: permissive=True) to skip it",
             )
             if not permissive:
-                raise exc
+                bad.append(exc)
+                continue
             skip(h.path, f"{exc.path}: {exc.problem}")
         headers = kept
+    if bad:
+        raise one_error(bad, len(paths), "repair them or remove them from the inputs, or pass "
+                        "--permissive (Python: permissive=True) to skip them")
     if not headers:
         raise InvalidMicrographError(
             "<inputs>",
