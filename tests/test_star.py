@@ -368,6 +368,23 @@ def test_a_missing_row_through_the_command_is_one_line(tmp_path, monkeypatch, ca
         "(MotionCorr/job002/Micrographs/b.mrc): no such file in the RELION project folder")
 
 
+def test_a_moved_project_says_how_many_rows_are_missing(tmp_path, monkeypatch):
+    """Every row's micrograph gone (a project moved without its MotionCorr folder): the error
+    names the first row and says how many of the rows are not found, not one row a run."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "project"
+    _relion_layout(root, ["a.mrc", "b.mrc", "c.mrc"])
+    for name in ("a.mrc", "b.mrc", "c.mrc"):
+        (root / "MotionCorr/job002/Micrographs" / name).unlink(missing_ok=True)
+    monkeypatch.chdir(root)
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star("CtfFind/job003/micrographs_ctf.star")
+    assert "row 1 (MotionCorr/job002/Micrographs/a.mrc): no such file" in str(err.value)
+    assert "; 3 of the 3 rows are not found there; run cryostream from" in str(err.value)
+
+
 def test_a_name_found_in_two_project_folders_is_refused(tmp_path, monkeypatch):
     """A name found both in the working directory and beside the STAR file, as two different
     files, is refused naming both: another project's micrograph must never be denoised with

@@ -277,6 +277,10 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             if not found:
                 problem = _not_found(path, where, column, text, [project] if project else bases)
                 if not permissive:
+                    missing = _missing_rows(table[column], [project] if project else bases)
+                    if missing > 1:  # a moved project: say so, not one row at a time
+                        problem = _fail(path, f"{problem.problem}; {missing} of the "
+                                        f"{len(table)} rows are not found there", problem.fix)
                     raise problem
                 _skip(problem)
                 skipped.append({"path": str(project or bases[0]) + os.sep + text,
@@ -288,6 +292,12 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                                           _defocus(path, row, where)))
     return MicrographStar(path, project or path.parent, micrographs, optics_table, table,
                           skipped)
+
+
+def _missing_rows(names, bases: list[Path]) -> int:
+    """How many relative ``names`` are in none of ``bases``."""
+    return sum(not Path(str(n)).is_absolute() and not any((b / str(n)).exists() for b in bases)
+               for n in names)
 
 
 def _not_found(path: Path, where: str, column: str, text: str,
