@@ -733,6 +733,26 @@ def test_denoise_goes_on_past_bad_micrographs_and_names_them_all(run, sim, tmp_p
     assert (out / "denoised_micrographs.star").exists()
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "1e-6", "1e6"])
+def test_denoise_with_an_impossible_pixel_size_is_one_line(run, sim, tmp_path, capsys, value):
+    """--pixel-size inf, nan, 1e-6 or 1e6: one line naming the value and where it came from,
+    nothing written (inf and 1e-6 were tracebacks from the CTF fit)."""
+    out = tmp_path / "out"
+    line = assert_user_error(cli(capsys, "denoise", run, sim.micrographs[0], "-o", out,
+                                 "--pixel-size", value), "--pixel-size")
+    assert ("must be a pixel size > 0 Å" if value == "nan" else "is outside 0.05–100 Å") in line
+    assert not out.exists()
+
+
+def test_a_binned_micrograph_gets_the_radial_gain_not_an_error():
+    """Pixels of 8 Å or more leave no Thon ring finer than the fit's 20 Å: no CTF fit (the
+    radial gain), where the fit refused the band with a message about Nyquist."""
+    from cryostream.denoise.steps import fit_for_gain
+
+    image = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+    assert fit_for_gain(image, 12.0, {}) is None and fit_for_gain(image, 8.0, {}) is None
+
+
 def test_denoise_into_the_input_folder_is_refused(run, sim, tmp_path, capsys):
     """denoise mics -o mics --overwrite: refused before any work, the micrographs intact."""
     mics = tmp_path / "mics"

@@ -243,7 +243,23 @@ def _key(path: Path) -> str:
         return str(path)
 
 
+#: Pixel sizes (Å) a micrograph can have: finer than any detector at any magnification, or
+#: coarser than any binned micrograph, is a wrong header, STAR value or argument.
+PIXEL_RANGE = (0.05, 100.0)
+
+
 def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
+    value, source = _pixel_size_and_source(header, star_entry, pixel_size_angstrom)
+    if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too
+        where = {"argument": "--pixel-size", "STAR file": "its STAR file", "header": "its header"}
+        raise InvalidMicrographError(header.path, f"a pixel size of {value:g} Å (from "
+                                     f"{where[source]}) is outside {PIXEL_RANGE[0]:g}–"
+                                     f"{PIXEL_RANGE[1]:g} Å", "pass the right --pixel-size Å "
+                                     "(Python: pixel_size_angstrom=), or correct the source")
+    return value, source
+
+
+def _pixel_size_and_source(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
     if pixel_size_angstrom is not None:
         return float(pixel_size_angstrom), "argument"
     optics = star_entry.optics if star_entry is not None else None

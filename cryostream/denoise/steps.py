@@ -134,13 +134,14 @@ class KeepInputMean(Step):
 def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
     """The CTF fit the CTF-shaped gain uses (:func:`cryostream.ctf.fit_ctf`, the Thon rings out
     to 3 Å or just inside Nyquist for coarser pixels), or None for a micrograph too small to
-    fit (under ``CTF_FIT_SIDE`` px a side)."""
+    fit (under ``CTF_FIT_SIDE`` px a side) or binned so far (pixels of 8 Å or more) that no
+    Thon ring finer than the fit's 20 Å is left: the gain is then the radial one."""
     from cryostream.ctf import fit_ctf
 
-    if min(image.shape) < CTF_FIT_SIDE:
+    high = max(3.0, 2.5 * pixel_size_angstrom)
+    if min(image.shape) < CTF_FIT_SIDE or high >= 20.0:
         return None
-    return fit_ctf(image, pixel_size_angstrom,
-                   high_angstrom=max(3.0, 2.5 * pixel_size_angstrom), **optics)
+    return fit_ctf(image, pixel_size_angstrom, high_angstrom=high, **optics)
 
 
 def fallback_words(keep_network: bool) -> str:
