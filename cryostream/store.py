@@ -248,6 +248,12 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store; create it with cryostream prepare")
+    if path.is_dir():  # a run or fit folder given for its store
+        stores = sorted(str(p) for p in path.glob("*.h5")) + sorted(
+            str(p) for p in path.glob("work/*.h5"))
+        raise StoreError(f"{path}: a folder, not a store; pass the .h5 file cryostream prepare "
+                         "(or fit, in its work folder) wrote"
+                         + (f": {', '.join(stores[:3])}" if stores else ""))
     try:
         import hdf5plugin  # noqa: F401  (registers the decompression filters)
     except ImportError:  # uncompressed stores read without it

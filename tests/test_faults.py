@@ -753,6 +753,27 @@ def test_a_binned_micrograph_gets_the_radial_gain_not_an_error():
     assert fit_for_gain(image, 12.0, {}) is None and fit_for_gain(image, 8.0, {}) is None
 
 
+def test_show_on_a_folder_names_the_store_inside(store, tmp_path, capsys):
+    """show on a run or fit folder: one line saying it is a folder and naming the store in it
+    (it printed h5py's 'Is a directory' with a buffer address)."""
+    folder = tmp_path / "run1"
+    (folder / "work").mkdir(parents=True)
+    shutil.copy(store, folder / "work" / "data.h5")
+    line = assert_user_error(cli(capsys, "show", folder, "-o", tmp_path / "s.png"), "run1")
+    assert "a folder, not a store" in line and str(folder / "work" / "data.h5") in line
+    assert "errno" not in line and not (tmp_path / "s.png").exists()
+
+
+def test_an_empty_star_file_is_named(run, tmp_path, capsys):
+    """A STAR file with the micrographs column but no rows: one line naming it (it said
+    'no readable micrograph among 0 inputs; see the warnings', and there were none)."""
+    star = tmp_path / "empty.star"
+    star.write_text("data_micrographs\n\nloop_\n_rlnMicrographName #1\n")
+    line = assert_user_error(cli(capsys, "denoise", run, star, "-o", tmp_path / "out"),
+                             "empty.star")
+    assert "lists no micrographs" in line and "warnings" not in line
+
+
 def test_denoise_into_the_input_folder_is_refused(run, sim, tmp_path, capsys):
     """denoise mics -o mics --overwrite: refused before any work, the micrographs intact."""
     mics = tmp_path / "mics"

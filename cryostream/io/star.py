@@ -235,6 +235,9 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     + ("" if column == _COLUMN else " that motion correction wrote with its "
                        "even- and odd-frame sums"))
     table = tables[name].reset_index(drop=True)
+    if table.empty:
+        raise _fail(path, f"data_{name} lists no micrographs (a {column} column, no rows)",
+                    "pass the STAR file of a job that wrote micrographs")
     optics_table = next((b for k, b in tables.items() if k != name and _GROUP in b.columns),
                         None)
     groups = {}
