@@ -30,9 +30,10 @@ from cryostream.denoise.outputs import (
     STAR_NAME,
     plan_denoise,
     recipe_steps,
+    star_tables,
 )
 from cryostream.denoise.scores import recorruption_score
-from cryostream.denoise.sources import array_stack, gather_inputs, star_tables
+from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.tiling import reused_windows
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 

@@ -18,7 +18,7 @@ from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
-           "gather_inputs", "star_tables", "array_stack"]
+           "gather_inputs", "array_stack"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,33 +243,28 @@ def _key(path: Path) -> str:
         return str(path)
 
 
-#: Pixel sizes (Å) a micrograph can have: finer than any detector at any magnification, or
-#: coarser than any binned micrograph, is a wrong header, STAR value or argument.
+#: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
 
 
 def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
-    value, source = _pixel_size_and_source(header, star_entry, pixel_size_angstrom)
-    if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too
-        where = {"argument": "--pixel-size", "STAR file": "its STAR file", "header": "its header"}
-        raise InvalidMicrographError(header.path, f"a pixel size of {value:g} Å (from "
-                                     f"{where[source]}) is outside {PIXEL_RANGE[0]:g}–"
-                                     f"{PIXEL_RANGE[1]:g} Å", "pass the right --pixel-size Å "
-                                     "(Python: pixel_size_angstrom=), or correct the source")
-    return value, source
-
-
-def _pixel_size_and_source(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
-    if pixel_size_angstrom is not None:
-        return float(pixel_size_angstrom), "argument"
     optics = star_entry.optics if star_entry is not None else None
-    if optics is not None and optics.pixel_size_angstrom:
-        return optics.pixel_size_angstrom, "STAR file"
-    if header.pixel_size_angstrom > 0:
-        return header.pixel_size_angstrom, "header"
-    raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
-                                 + (" and its STAR file gives none" if star_entry else ""),
-                                 "pass --pixel-size Å (Python: pixel_size_angstrom=)")
+    if pixel_size_angstrom is not None:
+        value, source, given = float(pixel_size_angstrom), "argument", "--pixel-size"
+    elif optics is not None and optics.pixel_size_angstrom:
+        value, source, given = optics.pixel_size_angstrom, "STAR file", "its STAR file"
+    elif header.pixel_size_angstrom > 0:
+        value, source, given = header.pixel_size_angstrom, "header", "its header"
+    else:
+        raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
+                                     + (" and its STAR file gives none" if star_entry else ""),
+                                     "pass --pixel-size Å (Python: pixel_size_angstrom=)")
+    if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too
+        raise InvalidMicrographError(header.path, f"a pixel size of {value:g} Å (from {given}) "
+                                     f"is outside {PIXEL_RANGE[0]:g}–{PIXEL_RANGE[1]:g} Å",
+                                     "pass the right --pixel-size Å (Python: "
+                                     "pixel_size_angstrom=), or correct the source")
+    return value, source
 
 
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
@@ -366,67 +361,3 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
     return DenoiseInputs(micrographs, single, rows + skipped)
-
-
-def _relion_name(path: str, project: Path) -> str:
-    full = Path(path).resolve()
-    project = project.resolve()
-    return str(full.relative_to(project)) if full.is_relative_to(project) else str(full)
-
-
-#: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
-#: they live in its optics table.
-ROW_OPTICS = frozenset({"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
-                        "rlnMicrographPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize",
-                        "rlnMagnification", "rlnMicrographOriginalPixelSize"})
-
-
-def star_tables(gathered: DenoiseInputs, outputs: dict[str, str]):
-    """The optics and micrographs blocks of the output's STAR file, as pandas.DataFrames.
-
-    ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
-    left out). From one STAR file: its optics table as it was, its rows with
-    ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
-    optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
-    the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
-    other columns but the per-row optics (:data:`ROW_OPTICS`). Names are relative to the
-    project folder (the STAR file's, or the working directory) when the outputs are inside it,
-    absolute otherwise.
-    """
-    import pandas as pd
-
-    kept = [m for m in gathered.micrographs if m.source in outputs]
-    star = gathered.star
-    if star is not None and star.optics_table is not None:
-        rows = star.table.iloc[[m.star_row for m in kept]].copy()
-        rows["rlnMicrographName"] = [_relion_name(outputs[m.source], star.project) for m in kept]
-        optics = star.optics_table.copy()
-        given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
-        if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
-            optics["rlnMicrographPixelSize"] = given.pop()
-        return optics, rows.reset_index(drop=True)
-    project = star.project if star is not None else Path.cwd()
-    groups: dict[tuple, int] = {}
-    for m in kept:
-        groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
-                           m.optics["amplitude_contrast"]), len(groups) + 1)
-    optics = pd.DataFrame([{"rlnOpticsGroupName": f"opticsGroup{n}", "rlnOpticsGroup": n,
-                            "rlnMicrographOriginalPixelSize": ps, "rlnVoltage": kv,
-                            "rlnSphericalAberration": cs, "rlnAmplitudeContrast": ac,
-                            "rlnMicrographPixelSize": ps}
-                           for (ps, kv, cs, ac), n in groups.items()])
-    rows = pd.DataFrame({
-        "rlnMicrographName": [_relion_name(outputs[m.source], project) for m in kept],
-        "rlnOpticsGroup": [groups[(m.pixel_size_angstrom, m.optics["voltage_kv"],
-                                   m.optics["cs_mm"], m.optics["amplitude_contrast"])]
-                           for m in kept]})
-    if kept and all(m.defocus is not None for m in kept):
-        rows["rlnDefocusU"] = [m.defocus.defocus_u_angstrom for m in kept]
-        rows["rlnDefocusV"] = [m.defocus.defocus_v_angstrom for m in kept]
-        rows["rlnDefocusAngle"] = [m.defocus.angle_deg for m in kept]
-    if star is not None and kept:  # a STAR file without an optics table: its other columns too
-        carried = star.table.iloc[[m.star_row for m in kept]].reset_index(drop=True)
-        for column in carried.columns:
-            if column not in rows.columns and column not in ROW_OPTICS:
-                rows[column] = carried[column].to_numpy()
-    return optics, rows
