@@ -285,12 +285,10 @@ def _gather(futures, total: int) -> list:
         except InvalidMicrographError as exc:
             failed.append(exc)
             results.append(None)
-    if len(failed) == 1 and len(futures) == 1:
-        raise failed[0]
-    if failed:
+    if failed:  # one micrograph alone: its own error
         raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
                         "skips them); the others are denoised, and a rerun keeps them",
-                        single=False)
+                        single=len(futures) == 1)
     return results
 
 
