@@ -57,8 +57,9 @@ def pool(workers: int):
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=cpu_only)
 
 
-def calibration_tasks(count: int, shape, seed: int, work: Path) -> list[dict]:
-    return [{"index": i, "config": training_condition(seed, i, shape),
+def calibration_tasks(count: int, shape, seed: int, work: Path,
+                      high_signal_share: float | None = None) -> list[dict]:
+    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share),
              "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
              "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
 
@@ -142,7 +143,8 @@ def fit(args) -> dict:
     work = args.work
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
-    tasks = calibration_tasks(args.count, args.shape, args.seed, work)
+    tasks = calibration_tasks(args.count, args.shape, args.seed, work,
+                              getattr(args, "high_signal_share", None))
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,10 @@ SPREAD = {
     "b_factor_angstrom2": {"uniform": [30.0, 120.0]},
     "particle": ["t20s", "globular", "filament", "shell", "mixed"],
     "area_fraction": {"uniform": [0.1, 0.45]},
+    # the share of micrographs drawn instead from the spread's high-signal corner (many
+    # electrons per pixel): ``--high-signal-share`` of train_general_model.py
+    "high_signal": {"share": 0.0, "dose_e_per_angstrom2": {"log": [40.0, 80.0]},
+                    "pixel_size_angstrom": {"uniform": [1.0, 1.5]}},
 }
 
 #: Held-out conditions: the issue-20 grid (T20S at 0.6575 Å/px, EMPIAR-10025's defocus, white
@@ -59,9 +63,12 @@ def particles_for(particle: str, fraction: float, shape, pixel: float) -> int:
     return max(1, math.ceil(count * FULL_AREA / (shape[0] * shape[1])))
 
 
-def training_condition(seed: int, index: int, shape) -> dict:
-    """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD)."""
+def training_condition(seed: int, index: int, shape, high_signal_share: float | None = None) -> dict:
+    """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD;
+    ``high_signal_share`` of them, default SPREAD's, from its high-signal corner)."""
     rng = np.random.default_rng([seed, 17, index])
+    if high_signal_share is None:
+        high_signal_share = SPREAD["high_signal"]["share"]
 
     def draw(spec):
         if "log" in spec:
@@ -79,7 +86,13 @@ def training_condition(seed: int, index: int, shape) -> dict:
               ice_contrast=draw(SPREAD["ice_contrast"]),
               b_factor_angstrom2=draw(SPREAD["b_factor_angstrom2"]),
               particle=str(rng.choice(SPREAD["particle"])))
-    kw["particles_per_micrograph"] = particles_for(kw["particle"], draw(SPREAD["area_fraction"]),
+    fraction = draw(SPREAD["area_fraction"])
+    # drawn after the rest, so that the other micrographs are the same whatever the share
+    if high_signal_share > 0 and rng.uniform() < high_signal_share:
+        corner = SPREAD["high_signal"]
+        kw["dose_e_per_angstrom2"] = draw(corner["dose_e_per_angstrom2"])
+        kw["pixel_size_angstrom"] = draw(corner["pixel_size_angstrom"])
+    kw["particles_per_micrograph"] = particles_for(kw["particle"], fraction,
                                                    shape, kw["pixel_size_angstrom"])
     return kw
 
@@ -120,7 +133,8 @@ def simulate_one(task: dict) -> dict:
 
 
 def data_tasks(args, work: Path) -> tuple[list[dict], list[dict]]:
-    train = [{"index": i, "config": training_condition(args.seed, i, args.shape),
+    train = [{"index": i, "config": training_condition(args.seed, i, args.shape,
+                                                       args.high_signal_share),
               "noisy": str(work / "train" / "micrographs" / f"sim_{i:04d}.mrc"),
               "truth": str(work / "train" / "truth" / f"sim_{i:04d}.mrc")}
              for i in range(args.count)]

@@ -334,7 +334,8 @@ def stage_weights(args, work: Path, results: dict) -> None:
     use_compilation_cache(work)
     options = argparse.Namespace(model=str(work / args.run), work=work / "weights",
                                  count=args.weights_count, shape=args.shape, rows=8,
-                                 seed=args.seed + 2, workers=args.workers)
+                                 seed=args.seed + 2, workers=args.workers,
+                                 high_signal_share=args.high_signal_share)
     fitted = fit(options)
     write_tables(fitted["model"], fitted["tables"], None, fitted)
     results["weights"] = {k: v for k, v in fitted.items() if k != "micrographs"}
@@ -426,6 +427,9 @@ def parse_args(argv=None):
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--count", type=int, help="training micrographs (192)")
     ap.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="their size (2048 2048)")
+    ap.add_argument("--high-signal-share", type=float, default=SPREAD["high_signal"]["share"],
+                    help="share of training and calibration micrographs drawn from the spread's "
+                    "high-signal corner (dose 40–80 e/Å², pixel 1.0–1.5 Å; default %(default)s)")
     ap.add_argument("--test-count", type=int, help="held-out micrographs per condition (4)")
     ap.add_argument("--test-shape", type=int, nargs=2, metavar=("H", "W"), help="(as --shape)")
     ap.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
@@ -476,7 +480,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     plan = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
             if k in ("count", "shape", "test_count", "test_shape", "patch", "stride", "store_dtype",
-                     "seed")}  # what the data depend on
+                     "seed", "high_signal_share")}  # what the data depend on
     plan_file = work / "plan.json"
     if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
         raise SystemExit(f"{work} holds a run with other arguments ({plan_file}); pass --overwrite "
