@@ -17,7 +17,7 @@ from conftest import write_mrc
 
 from cryostream.errors import ConfigError
 from cryostream.io.halves import pair_halves
-from cryostream.io.star import read_micrograph_star
+from cryostream.io.star import StarFileWarning, read_micrograph_star
 
 
 def _image(shape=(64, 48)):
@@ -112,14 +112,20 @@ def test_read_star_gives_each_micrograph_its_optics_group_and_defocus(tmp_path: 
     assert got.project == tmp_path
 
 
-@pytest.mark.parametrize("column, value, problem", [
-    ("rlnOpticsGroup", 3, "row 1 (a.mrc): optics group 3 is not in data_optics (groups 1, 2)"),
-    ("rlnDefocusU", -1200.0, "row 1 (a.mrc): rlnDefocusU=-1200 Å is not a defocus"),
-    ("rlnDefocusV", float("nan"), "row 1 (a.mrc): rlnDefocusV=nan is not a number"),
-    ("rlnDefocusU", 250000.0, "row 1 (a.mrc): rlnDefocusU=250000 Å is not a defocus"),
+@pytest.mark.parametrize("column, value, problem, fix", [
+    ("rlnOpticsGroup", 3, "row 1 (a.mrc): optics group 3 is not in data_optics (groups 1, 2)",
+     "add the group to data_optics"),
+    ("rlnDefocusU", -1200.0, "row 1 (a.mrc): rlnDefocusU=-1200 Å is not a defocus",
+     "remove the micrograph's row"),
+    ("rlnDefocusV", float("nan"), "row 1 (a.mrc): rlnDefocusV is empty (the row has no value "
+     "there)", "fill it in (RELION writes a number there)"),
+    ("rlnDefocusV", "abc", "row 1 (a.mrc): rlnDefocusV='abc' is not a number",
+     "correct the column"),
+    ("rlnDefocusU", 250000.0, "row 1 (a.mrc): rlnDefocusU=250000 Å is not a defocus",
+     "remove the micrograph's row"),
 ])
 def test_read_star_refuses_a_missing_optics_group_and_nonsense_defocus(tmp_path, column, value,
-                                                                        problem):
+                                                                        problem, fix):
     from cryostream.errors import InvalidMicrographError
     from cryostream.io.star import read_star
 
@@ -130,8 +136,7 @@ def test_read_star_refuses_a_missing_optics_group_and_nonsense_defocus(tmp_path,
     with pytest.raises(InvalidMicrographError) as err:
         read_star(star)
     assert str(err.value).startswith(f"{star}: {problem}")
-    fix = "data_optics" if column == "rlnOpticsGroup" else "remove the micrograph's row"
-    assert fix in err.value.fix or "correct the column" in err.value.fix
+    assert fix in err.value.fix
 
 
 def test_read_star_of_relion_3_0_takes_the_optics_from_each_row(tmp_path: Path):
@@ -185,6 +190,120 @@ def test_a_known_defocus_replaces_the_fit_and_the_check_still_guards_it(tmp_path
         np.testing.assert_array_equal(got, expected)
 
 
+# --- not a list of micrographs: a particles STAR file, a micrograph on two rows ---------------
+
+def test_a_particles_star_file_is_refused_before_anything_is_written(tiny_run, tmp_path, capsys):
+    """A particles STAR file (many rows per micrograph, with coordinates) given where the
+    micrographs STAR file belongs: one line naming it, how many particles on how many
+    micrographs, and which file to give; nothing written (it denoised each micrograph once and
+    carried the coordinates into the output STAR file)."""
+    from cryostream.cli import main
+
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", _image())
+    optics = OPTICS.drop(columns="rlnMicrographPixelSize").assign(rlnImagePixelSize=[1.0, 1.25])
+    star = tmp_path / "particles.star"
+    starfile.write({"optics": optics, "particles": pd.DataFrame({
+        "rlnCoordinateX": [10.0, 20.0, 30.0, 12.0, 22.0], "rlnCoordinateY": [5.0, 6.0, 7.0, 8.0, 9.0],
+        "rlnMicrographName": ["a.mrc", "a.mrc", "a.mrc", "b.mrc", "b.mrc"],
+        "rlnOpticsGroup": [1] * 5, "rlnDefocusU": [15000.0] * 5, "rlnDefocusV": [14000.0] * 5,
+        "rlnDefocusAngle": [30.0] * 5})}, star)
+    problem = (f"{star}: a particles STAR file (data_particles: 5 particles on 2 micrographs), "
+               "not a micrographs one; give the micrographs STAR file instead (e.g. "
+               "CtfFind/job003/micrographs_ctf.star or MotionCorr/job002/"
+               "corrected_micrographs.star)")
+    out = tmp_path / "out"
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"cryostream denoise: error: {problem}"]
+    assert not out.exists()
+    assert main(["plan", str(star)]) == 2  # every command that reads micrographs
+    assert capsys.readouterr().err.splitlines() == [f"cryostream plan: error: {problem}"]
+
+
+def test_a_micrograph_on_two_rows_that_disagree_is_refused_and_on_two_alike_rows_used_once(
+        tmp_path: Path):
+    """Two rows naming one micrograph with different values (here its defocus) are refused,
+    naming the file, the micrograph and both rows; two alike rows give it once, with a
+    warning naming it (the second row was dropped without a word)."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", _image())
+    rows = {"rlnMicrographName": ["a.mrc", "b.mrc", "a.mrc"], "rlnOpticsGroup": [1, 1, 1],
+            "rlnDefocusU": [15000.0, 9000.0, 16000.0], "rlnDefocusV": [14000.0, 8000.0, 14000.0],
+            "rlnDefocusAngle": [30.0, 30.0, 30.0]}
+    star = _star(tmp_path, rows)
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star(star)
+    assert str(err.value) == (f"{star}: rows 1 and 3 both list a.mrc and they disagree "
+                              "(rlnDefocusU 15000.0 and 16000.0); remove the wrong row (RELION "
+                              "lists each micrograph once)")
+    star = _star(tmp_path, {**rows, "rlnDefocusU": [15000.0, 9000.0, 15000.0]})
+    with pytest.warns(StarFileWarning) as caught:
+        got = read_star(star)
+    assert [str(w.message) for w in caught] == [
+        f"{star}: rows 1 and 3 both list a.mrc with the same values; the micrograph is used once"]
+    assert [(m.path, m.row) for m in got.micrographs] == [(tmp_path / "a.mrc", 0),
+                                                          (tmp_path / "b.mrc", 1)]
+
+
+def test_every_row_with_a_bad_defocus_is_named_in_one_line(tmp_path: Path):
+    """A CTF job that failed on several micrographs: the first five bad rows are named with
+    their problem (an empty field says so), then how many more; not the first one alone."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    names = [f"m{i}.mrc" for i in range(8)]
+    for name in names:
+        write_mrc(tmp_path / name, _image())
+    nan = float("nan")
+    star = _star(tmp_path, {"rlnMicrographName": names, "rlnOpticsGroup": [1] * 8,
+                            "rlnDefocusU": [15000.0, nan, -5.0, 15000.0, 0.0, 15000.0, nan, nan],
+                            "rlnDefocusV": [14000.0, nan, 14000.0, nan, 14000.0, 14000.0, 1.0,
+                                            nan]})
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star(star)
+    empty = "is empty (the row has no value there)"
+    bound = "Å is not a defocus (expected 0 < defocus ≤ 100000 Å, underfocus positive)"
+    assert str(err.value) == (
+        f"{star}: 6 of the 8 rows have a bad defocus (row 2 (m1.mrc): rlnDefocusU {empty}; "
+        f"row 3 (m2.mrc): rlnDefocusU=-5 {bound}; row 4 (m3.mrc): rlnDefocusV {empty}; "
+        f"row 5 (m4.mrc): rlnDefocusU=0 {bound}; row 7 (m6.mrc): rlnDefocusU {empty}; and 1 "
+        "more); run the CTF estimation again, or remove those micrographs' rows")
+
+
+# --- the pixel size: the STAR file's, with a word where the header says otherwise ---------------
+
+def test_a_star_pixel_size_other_than_the_header_s_is_used_with_one_warning(tmp_path: Path):
+    """The STAR file's pixel size wins over the MRC headers' (RELION's headers are often wrong),
+    but where they differ one warning per STAR file names it, both values and which is used;
+    none where they agree or ``--pixel-size`` decides."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    for name in ("a", "b", "c"):
+        write_mrc(tmp_path / f"{name}.mrc", _image(), pixel_size=0.66)
+    rows = {"rlnMicrographName": ["a.mrc", "b.mrc", "c.mrc"], "rlnOpticsGroup": [1, 1, 1]}
+    star = _star(tmp_path, rows, optics=OPTICS.assign(rlnMicrographPixelSize=[1.32, 1.25]))
+    with pytest.warns(StarFileWarning) as caught:
+        got = gather_inputs(star, config=DenoiseConfig())
+    assert [str(w.message) for w in caught] == [
+        f"{star}: its pixel size differs from the MRC headers' (1.32 Å in the STAR file, 0.66 Å "
+        "in the header of a.mrc and 2 more); the STAR file's is used (RELION's headers are often "
+        "wrong): pass --pixel-size Å (Python: pixel_size_angstrom=) if it is not right"]
+    assert [(m.pixel_size_angstrom, m.pixel_size_from) for m in got.micrographs] == [
+        (1.32, "STAR file")] * 3
+    agreeing = _star(tmp_path, rows, optics=OPTICS.assign(rlnMicrographPixelSize=[0.66, 1.25]),
+                     name="agreeing.star")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gather_inputs(agreeing, config=DenoiseConfig())
+        gather_inputs(star, config=DenoiseConfig(), pixel_size_angstrom=1.32)
+
+
 # --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------
 
 
@@ -210,8 +329,14 @@ def test_denoise_reads_a_relion_star_file_and_writes_one_for_import(tiny_run, tm
     root = tmp_path / "project"
     star = _project(tiny_run, root)
     out = root / "External" / "job010"
-    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile", "64",
-                 "--workers", "1"]) == 0
+    with pytest.warns(StarFileWarning) as caught:  # the headers say 0.6575 Å
+        assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile",
+                     "64", "--workers", "1"]) == 0
+    assert [str(w.message) for w in caught] == [
+        f"{star}: its pixel size differs from the MRC headers' (1 Å in the STAR file, 0.6575 Å "
+        "in the header of a.mrc; 1.25 Å in the STAR file, 0.6575 Å in the header of b.mrc); the "
+        "STAR file's is used (RELION's headers are often wrong): pass --pixel-size Å (Python: "
+        "pixel_size_angstrom=) if it is not right"]
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.mrc", "b.json", "b.mrc",
                                                      "denoised_micrographs.star"]
     for name, pixel, voltage in (("a", 1.0, 300.0), ("b", 1.25, 200.0)):  # the optics group's
@@ -321,7 +446,7 @@ def _relion_layout(root: Path, names: list[str]) -> Path:
     (root / "CtfFind" / "job003").mkdir(parents=True)
     return _star(root / "CtfFind" / "job003", {
         "rlnMicrographName": [f"MotionCorr/job002/Micrographs/{n}" for n in names],
-        "rlnOpticsGroup": [1] * len(names)})
+        "rlnOpticsGroup": [1] * len(names)}, optics=OPTICS.assign(rlnMicrographPixelSize=[0.66, 1.25]))
 
 
 def test_a_missing_row_names_the_star_file_the_row_and_where_it_was_looked_for(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryostream.denoise.steps import WienerGain, checked_gain
 from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.io.star import Defocus, MicrographStar, read_star
+from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
            "gather_inputs", "array_stack"]
@@ -267,6 +267,22 @@ def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
     return value, source
 
 
+def _warn_header_pixel_sizes(star: MicrographStar, differ: list[tuple]) -> None:
+    """One :class:`~cryostream.io.star.StarFileWarning` for a STAR file whose pixel size is
+    used where its micrographs' headers give another (``differ``: STAR value, header value,
+    file name), each pair of values named with one of its files."""
+    pairs: dict[tuple, list[str]] = {}
+    for star_value, header_value, name in differ:
+        pairs.setdefault((star_value, header_value), []).append(name)
+    listed = "; ".join(f"{s:g} Å in the STAR file, {h:g} Å in the header of {names[0]}"
+                       + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+                       for (s, h), names in list(pairs.items())[:4])
+    warnings.warn(f"{star.path}: its pixel size differs from the MRC headers' ({listed}); the "
+                  "STAR file's is used (RELION's headers are often wrong): pass --pixel-size Å "
+                  "(Python: pixel_size_angstrom=) if it is not right", StarFileWarning,
+                  stacklevel=3)
+
+
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
                   permissive: bool = False, one_shape: bool = True) -> DenoiseInputs:
     """Every micrograph to denoise, with its pixel size, optics, defocus and odd half, checked
@@ -295,6 +311,11 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     InvalidMicrographError, ConfigError
         A bad file, a STAR file with a missing optics group or an impossible defocus, halves
         that do not pair, a micrograph without a pixel size.
+
+    Warns
+    -----
+    StarFileWarning
+        Once per STAR file whose pixel size (used) differs from its micrographs' headers'.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, read_headers
@@ -348,16 +369,22 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
-    micrographs = []
+    micrographs, differ = [], {}
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         ps, origin = _pixel_size(h, entry, pixel_size_angstrom)
+        if origin == "STAR file" and h.pixel_size_angstrom > 0 and not math.isclose(
+                ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
+            differ.setdefault(id(star), (star, []))[1].append(
+                (ps, h.pixel_size_angstrom, Path(h.path).name))
         optics = config.optics
         if entry is not None and entry.optics is not None:
             optics = {**optics, **entry.optics.ctf_keywords()}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None))
+    for star, pairs in differ.values():  # once per STAR file
+        _warn_header_pixel_sizes(star, pairs)
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
     return DenoiseInputs(micrographs, single, rows + skipped)

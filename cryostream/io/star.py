@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from pathlib import Path
 
+import pandas as pd
 import starfile
 
 from cryostream.errors import InvalidMicrographError
 
 __all__ = ["Optics", "Defocus", "StarMicrograph", "MicrographStar", "MAX_DEFOCUS_ANGSTROM",
-           "read_star", "read_micrograph_star", "write_micrograph_star"]
+           "StarFileWarning", "read_star", "read_micrograph_star", "write_micrograph_star"]
 
 _COLUMN = "rlnMicrographName"
 _GROUP = "rlnOpticsGroup"
@@ -29,9 +31,16 @@ _OPTICS = {"voltage_kv": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
 #: The micrograph pixel size only: ``rlnImagePixelSize`` is the particle boxes' (often binned).
 _PIXEL = ("rlnMicrographPixelSize",)
 _DEFOCUS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+#: Columns of a particles STAR file (one row per particle), never of a micrographs one.
+_PARTICLE = ("rlnCoordinateX", "rlnCoordinateY", "rlnImageName")
 
 #: Defocus values above this (Å, 10 µm) are taken for a broken CTF column, not a defocus.
 MAX_DEFOCUS_ANGSTROM = 100000.0
+
+
+class StarFileWarning(UserWarning):
+    """A STAR file that is read, but not as it says: a micrograph listed on two alike rows
+    (used once), a pixel size that differs from the MRC header's (the STAR file's is used)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +124,7 @@ class MicrographStar:
     project : Path
         The folder its relative names resolve against (RELION's project folder).
     micrographs : list of StarMicrograph
-        One per row, in order.
+        One per micrograph, in row order (one listed on two alike rows is here once).
     optics_table : pandas.DataFrame or None
         ``data_optics`` as read (None for RELION 3.0 files).
     table : pandas.DataFrame
@@ -142,7 +151,11 @@ def _number(path: Path, where: str, column: str, value) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise _fail(path, f"{where}: {column}={value!r} is not a number",
+        if pd.isna(value) or not str(value).strip():  # a blank, short or "nan" field
+            raise _fail(path, f"{where}: {column} is empty (the row has no value there)",
+                        "fill it in (RELION writes a number there)")
+        shown = repr(value) if isinstance(value, str) else f"{value}"
+        raise _fail(path, f"{where}: {column}={shown} is not a number",
                     "correct the column (RELION writes numbers there)")
     return number
 
@@ -175,12 +188,8 @@ def _optics(path: Path, row, where: str, group: int | None) -> Optics:
 
 
 def _defocus(path: Path, row, where: str) -> Defocus | None:
-    present = [c for c in _DEFOCUS if c in row]
-    if not present:
+    if "rlnDefocusU" not in row:  # read_star checked that the columns come together
         return None
-    if "rlnDefocusU" not in row or "rlnDefocusV" not in row:
-        raise _fail(path, f"{where}: has {', '.join(present)} but not both rlnDefocusU and "
-                    "rlnDefocusV", "pass the STAR file CTFFIND wrote, or drop the columns")
     u, v = (_number(path, where, c, row[c]) for c in _DEFOCUS[:2])
     angle = _number(path, where, "rlnDefocusAngle", row["rlnDefocusAngle"]) \
         if "rlnDefocusAngle" in row else 0.0
@@ -216,10 +225,16 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     Raises
     ------
     InvalidMicrographError
-        Naming the file: it is not STAR, no block has ``column``, a row's file is found in
-        none of the folders tried (the message names the row and the folders), a row's optics
-        group is not in ``data_optics``, an optics value is impossible, or a defocus is not
-        positive, finite and at most :data:`MAX_DEFOCUS_ANGSTROM`.
+        Naming the file: it is not STAR, or a particles STAR file, no block has ``column``, a
+        row's file is found in none of the folders tried (the message names the row and the
+        folders), two rows name one micrograph with different values, a row's optics group is
+        not in ``data_optics``, an optics value is impossible, or defocus values are not
+        positive, finite and at most :data:`MAX_DEFOCUS_ANGSTROM` (every such row named).
+
+    Warns
+    -----
+    StarFileWarning
+        A micrograph listed on two rows alike (it is used once).
     """
     path = Path(path)
     try:
@@ -228,7 +243,15 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
         raise _fail(path, f"not a readable STAR file ({exc})",
                     "check it was written by RELION") from None
     tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
-    name = next((k for k, b in tables.items() if column in b.columns), None)
+    particles = [k for k, b in tables.items()
+                 if _COLUMN in b.columns and not set(_PARTICLE).isdisjoint(b.columns)]
+    name = next((k for k, b in tables.items() if column in b.columns and k not in particles), None)
+    if name is None and particles:  # one row per particle: refused, not read as micrographs
+        rows = tables[particles[0]]
+        raise _fail(path, f"a particles STAR file (data_{particles[0]}: {len(rows)} particles "
+                    f"on {rows[_COLUMN].nunique()} micrographs), not a micrographs one",
+                    "give the micrographs STAR file instead (e.g. CtfFind/job003/"
+                    "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)")
     if name is None:
         raise _fail(path, f"no block has a {column} column",
                     "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
@@ -238,6 +261,10 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     if table.empty:
         raise _fail(path, f"data_{name} lists no micrographs (a {column} column, no rows)",
                     "pass the STAR file of a job that wrote micrographs")
+    present = [c for c in _DEFOCUS if c in table.columns]
+    if present and ("rlnDefocusU" not in present or "rlnDefocusV" not in present):
+        raise _fail(path, f"data_{name} has {', '.join(present)} but not both rlnDefocusU and "
+                    "rlnDefocusV", "pass the STAR file CTFFIND wrote, or drop the columns")
     optics_table = next((b for k, b in tables.items() if k != name and _GROUP in b.columns),
                         None)
     groups = {}
@@ -248,7 +275,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
                                 *list(path.parent.resolve().parents)[:3]]))
     project = None
-    micrographs, skipped = [], []
+    micrographs, skipped, bad, seen = [], [], [], {}
     for i, row in table.iterrows():
         text = str(row[column])
         where = f"row {i + 1} ({text})"
@@ -291,10 +318,41 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                 continue
             project = project or found[0]
             candidate = project / candidate
-        micrographs.append(StarMicrograph(candidate, text, int(i), optics,
-                                          _defocus(path, row, where)))
+        key = os.path.realpath(candidate)
+        if key in seen:  # one micrograph on two rows: used once, or refused if they differ
+            _listed_twice(path, table, column, seen[key], int(i))
+            continue
+        seen[key] = int(i)
+        try:
+            micrographs.append(StarMicrograph(candidate, text, int(i), optics,
+                                              _defocus(path, row, where)))
+        except InvalidMicrographError as exc:  # every bad defocus named at once, below
+            bad.append(exc)
+    if bad:  # one line for all: the first five rows, then how many more
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise bad[0] if len(bad) == 1 else _fail(
+            path, f"{len(bad)} of the {len(table)} rows have a bad defocus ("
+            + "; ".join(e.problem for e in bad[:5]) + f"{more})",
+            "run the CTF estimation again, or remove those micrographs' rows")
     return MicrographStar(path, project or path.parent, micrographs, optics_table, table,
                           skipped)
+
+
+def _listed_twice(path: Path, table, column: str, first: int, second: int) -> None:
+    """Rows ``first`` and ``second`` (0-based) name one micrograph: refused when any other
+    column differs, else a :class:`StarFileWarning` (the micrograph is used once)."""
+    a, b = table.iloc[first], table.iloc[second]
+    where = f"rows {first + 1} and {second + 1} both list {a[column]}" if a[column] == b[
+        column] else f"rows {first + 1} ({a[column]}) and {second + 1} ({b[column]}) name one file"
+    differ = [c for c in table.columns if c != column
+              and not (a[c] == b[c] or (pd.isna(a[c]) and pd.isna(b[c])))]
+    if differ:
+        shown = ", ".join(f"{c} {a[c]} and {b[c]}" for c in differ[:4])
+        raise _fail(path, f"{where} and they disagree ({shown}"
+                    + (f", and {len(differ) - 4} more columns)" if len(differ) > 4 else ")"),
+                    "remove the wrong row (RELION lists each micrograph once)")
+    warnings.warn(f"{path}: {where} with the same values; the micrograph is used once",
+                  StarFileWarning, stacklevel=4)
 
 
 def _missing_rows(names, bases: list[Path]) -> int:
@@ -316,8 +374,6 @@ def _not_found(path: Path, where: str, column: str, text: str,
 
 
 def _skip(problem: InvalidMicrographError) -> None:
-    import warnings
-
     from cryostream.io.stack import MicrographSkippedWarning  # stack imports this module
 
     warnings.warn(f"skipping {problem}", MicrographSkippedWarning, stacklevel=3)
