@@ -18,6 +18,11 @@ from cryostream.evaluate import select_held_out
 from cryostream.prepare import prepare
 
 
+def _tree(folder: Path) -> list[str]:
+    """Every file and folder under ``folder``, hidden ones too, relative and sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
 def _split_of(store: Path) -> dict[str, str]:
     """The store's own table: micrograph name → "train" or "test"."""
     with h5py.File(store) as f:
@@ -182,6 +187,40 @@ def test_evaluate_needs_something_to_score(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep")]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_failed_evaluation_leaves_nothing_it_made(tiny_run, tmp_path, capsys):
+    """An evaluation that fails once its report has begun (a store that is not there, a tile
+    the network cannot take) leaves no report folder (nor the folders above it) where there
+    was none, and a folder the user had as it was: an earlier report in it is kept whole."""
+    new = tmp_path / "reports" / "first"
+    assert main(["evaluate", str(tiny_run.run), str(tmp_path / "nosuch.h5"), "-o", str(new)]) == 2
+    assert f"{tmp_path / 'nosuch.h5'}: no such store" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    had = tmp_path / "had"
+    had.mkdir()
+    (had / "report.md").write_text("an earlier report\n")
+    mic = str(tiny_run.sim.micrographs[0])
+    assert main(["evaluate", str(tiny_run.run), "-o", str(had), "--residual", mic,
+                 "--tile", "7"]) == 2
+    assert "tile=7" in capsys.readouterr().err
+    assert _tree(had) == ["report.md"] and (had / "report.md").read_text() == "an earlier report\n"
+
+
+@pytest.mark.slow
+def test_a_report_goes_into_a_folder_the_user_had_beside_its_files(tiny_run, tmp_path):
+    """Written whole into a folder that holds other files (7 s: the residual check denoises a
+    micrograph): the report replaces an earlier one, the other files stay, nothing else."""
+    had = tmp_path / "had"
+    had.mkdir()
+    (had / "report.md").write_text("an earlier report\n")
+    (had / "notes.txt").write_text("mine\n")
+    assert main(["evaluate", str(tiny_run.run), "-o", str(had), "--residual",
+                 str(tiny_run.sim.micrographs[0]), "--tile", "64", "--quiet"]) == 0
+    assert _tree(had) == ["notes.txt", "report.json", "report.md", "residual_0.png",
+                          "training.png"]
+    assert (had / "report.md").read_text().startswith("# Evaluation of ")
+    assert (had / "notes.txt").read_text() == "mine\n"
 
 
 def test_progress_of_rank(tiny_run, capsys):

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,7 +219,6 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     micrograph (its seconds, the fitted defocus and whether the CTF check passed where the
     default recipe fits one, the scores). :func:`summary_lines` sums the report up.
     """
-    from cryostream.baselines import topaz_available
     from cryostream.denoise.network import model_path, model_record
     from cryostream.errors import ConfigError
     from cryostream.io.stack import expand_inputs
@@ -234,7 +236,39 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
     residual = expand_inputs(residual) if residual else []
     out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
+    with _staged(out) as staging:
+        return _write_report(run, record, store, staging, selection, residual, patches=patches,
+                             tile=tile, denoised=denoised)
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A folder inside ``out`` to write the report in, its files moved into ``out`` once all
+    are written. On any failure (an error part-way, Ctrl-C) nothing this call made is left:
+    the staging folder goes, and ``out`` too (with any parents) when this call created it;
+    a folder the user had, and an earlier report in it, stay as they were."""
+    out = out.absolute()
+    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".partial", dir=out))
+    try:
+        yield staging
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)
+    except BaseException:
+        shutil.rmtree(made or staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_report(run, record, store, out: Path, selection: TruthSelection | None,
+                  residual: list, *, patches: int, tile: int, denoised) -> dict:
+    """The sections of :func:`evaluate`'s report, written into ``out``; the report's values."""
+    from cryostream.baselines import topaz_available
+
     report: dict = {"run": str(run), "store": None if store is None else str(store)}
     lines = [f"# Evaluation of `{run}`", ""]
     if store is not None:
@@ -244,7 +278,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     if (Path(run) / "loss.png").exists():
         shutil.copy(Path(run) / "loss.png", out / "training.png")
         lines += ["![training curve](training.png)", ""]
-    if truth is not None:
+    if selection is not None:
         lines += truth_section(run, record, selection, out, tile, report, denoised)
     if residual:
         lines += residual_section(run, record, residual, out, report, tile)
