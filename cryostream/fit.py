@@ -30,12 +30,14 @@ from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.mrc import file_changes, same_paths, warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, read_headers
+from cryostream.patches import patch_to_fit
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import check_patch_size, fingerprint
 from cryostream.progress import PrepareProgress, TrainProgress
 from cryostream.runs import checkpoint_steps
 from cryostream.store import shard_folder
+from cryostream.units import format_bytes
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget", "FitResult",
            "recipe", "fit", "given_inputs"]
@@ -64,7 +66,7 @@ def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareCon
     :class:`~cryostream.config.PrepareConfig`'s defaults with :data:`RECIPE_NOISE`; the patch
     is its default (1024 px, stride half of it) on micrographs at least twice as large, and
     halved until two fit along the shorter side on smaller ones (never under the network's
-    ``multiple``: 32 px, 64 for ``unet-deep``).
+    ``multiple``: 32 px, 64 for ``unet-deep``; :func:`~cryostream.patches.patch_to_fit`).
 
     Raises
     ------
@@ -72,12 +74,7 @@ def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareCon
         If the micrographs are smaller than one patch of ``multiple`` px.
     """
     default = PrepareConfig()
-    patch, side = default.patch_size, min(shape)
-    while patch > multiple and 2 * patch > side:
-        patch //= 2
-    if patch > side:
-        raise ConfigError(f"micrographs of {shape[0]} × {shape[1]} px: too small to train on "
-                          f"(at least {multiple} px a side); give larger micrographs")
+    patch = patch_to_fit(shape, default.patch_size, multiple)
     stride = patch * default.stride // default.patch_size
     return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
 
@@ -142,7 +139,7 @@ class FitResult:
                  "it further (a larger --budget, or --from general)" if self.under_input else "")
         return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}, "
                 f"{self.seconds:.0f} s{state}{under}\nthe store in {self.store.parent} "
-                f"({self.store_bytes / 1e9:.2f} GB) is kept for resuming; remove it when done\n"
+                f"({format_bytes(self.store_bytes)}) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["EDGE_POLICIES", "patch_origins", "patch_grid_shape", "uncovered_pixels", "dihedral"]
+__all__ = ["EDGE_POLICIES", "patch_origins", "patch_grid_shape", "uncovered_pixels", "patch_to_fit",
+           "dihedral"]
 
 EDGE_POLICIES = ("cover", "drop")
 
@@ -72,6 +73,30 @@ def uncovered_pixels(length: int, patch_size: int, stride: int, edge: str = "cov
     """Pixels at the end of an axis that no patch sees (0 for ``cover``)."""
     origins = patch_origins(length, patch_size, stride, edge)
     return int(length - (origins[-1] + patch_size))
+
+
+def patch_to_fit(shape: tuple[int, int], patch_size: int, multiple: int) -> int:
+    """The patch side ``fit`` trains on for micrographs of ``shape`` (rows, columns):
+    ``patch_size`` on micrographs at least twice as large, halved until two fit along the
+    shorter side on smaller ones, never under ``multiple`` (what the networks need).
+
+    Raises
+    ------
+    ConfigError
+        If the micrographs are smaller than one patch of ``multiple`` px.
+
+    Examples
+    --------
+    >>> patch_to_fit((7676, 7420), 1024, 32), patch_to_fit((512, 512), 1024, 32)
+    (1024, 256)
+    """
+    patch, side = patch_size, min(shape)
+    while patch > multiple and 2 * patch > side:
+        patch //= 2
+    if patch > side:
+        raise ConfigError(f"micrographs of {shape[0]} × {shape[1]} px: too small to train on "
+                          f"(at least {multiple} px a side); give larger micrographs")
+    return patch
 
 
 def dihedral(key, *batches):

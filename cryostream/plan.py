@@ -18,9 +18,11 @@ import psutil
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
 from cryostream.io.stack import expand_inputs, micrograph_names, read_headers
-from cryostream.patches import patch_grid_shape, uncovered_pixels
+from cryostream.patches import patch_grid_shape, patch_to_fit, uncovered_pixels
+from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_stride
 from cryostream.split import held_out_count, split_micrographs
+from cryostream.units import format_bytes, format_duration
 
 __all__ = ["Plan", "plan", "COMPRESSION_RATIO"]
 
@@ -46,7 +48,11 @@ _CPU_NS_PER_INPUT_PIXEL = 8.0  # percentile and normalisation
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Sizes of a preprocessing run (see :func:`plan`). Byte counts are exact for ``none``."""
+    """Sizes of a preprocessing run (see :func:`plan`). Byte counts are exact for ``none``.
+
+    ``asked_patch_size`` is the patch asked for when it was larger than the micrographs and
+    the plan took the one ``fit`` chooses instead (``config.patch_size``), else ``None``.
+    """
 
     n_micrographs: int
     shape: tuple[int, int]
@@ -59,6 +65,7 @@ class Plan:
     ram_bytes: int
     disk_free_bytes: int | None
     cores: int
+    asked_patch_size: int | None = None
 
     @property
     def patches_per_micrograph(self) -> int:
@@ -116,6 +123,7 @@ class Plan:
             "micrographs": self.n_micrographs,
             "shape": list(self.shape),
             "patch_size": self.config.patch_size,
+            "asked_patch_size": self.asked_patch_size,
             "stride": self.config.stride,
             "edge": self.config.edge,
             "grid": {k: list(v) for k, v in self.grid.items()},
@@ -141,7 +149,8 @@ class Plan:
         ny, nx = self.shape
         lines = [
             f"{self.n_micrographs} micrographs of {ny} × {nx} px "
-            f"({_gb(self.input_bytes)} to read), patch {c.patch_size}, stride {c.stride}",
+            f"({format_bytes(self.input_bytes)} to read), patch {c.patch_size}, stride {c.stride}",
+            *self._patch_note(),
             "",
             "edge policy   grid (rows × cols)   patches/micrograph   pixels never seen",
         ]
@@ -163,37 +172,37 @@ class Plan:
         for dtype in ("float32", "float16"):
             mark = "*" if dtype == c.dtype else " "
             lines.append(
-                f"{mark}{dtype:<28} {_gb(self.store_bytes(dtype, 'stored')):>12}"
-                f"   {_gb(self.store_bytes(dtype, 'on-device')):>12}"
+                f"{mark}{dtype:<28} {format_bytes(self.store_bytes(dtype, 'stored')):>12}"
+                f"   {format_bytes(self.store_bytes(dtype, 'on-device')):>12}"
             )
         size = self.store_bytes()
         disk = (
             "not checked (give -o/--output, the store's place, to check its free space)"
             if self.disk_free_bytes is None
-            else f"{_gb(self.disk_free_bytes)} free: " + ("fits" if self.fits_on_disk else "TOO SMALL")
+            else f"{format_bytes(self.disk_free_bytes)} free: "
+            + ("fits" if self.fits_on_disk else "TOO SMALL")
         )
         lines += [
             "",
-            f"chosen ({c.dtype}, {c.noise.mode} noise): {_gb(size)}, "
-            + (f"within this machine's {_gb(self.ram_bytes)} of RAM" if self.fits_in_ram
-               else f"more than this machine's {_gb(self.ram_bytes)} of RAM: training streams it "
+            f"chosen ({c.dtype}, {c.noise.mode} noise): {format_bytes(size)}, "
+            + (f"within this machine's {format_bytes(self.ram_bytes)} of RAM" if self.fits_in_ram
+               else f"more than this machine's {format_bytes(self.ram_bytes)} of RAM: training streams it "
                     "from disk"),
             f"disk at the output: {disk}",
-            f"estimated time on {self.cores} cores: {_duration(self.seconds())}",
+            f"estimated time on {self.cores} cores: {format_duration(self.seconds())}",
         ]
         return "\n".join(lines)
 
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    def _patch_note(self) -> list[str]:
+        """Why the patch is not the one asked for (a line), or nothing."""
+        if self.asked_patch_size is None:
+            return []
+        c = self.config
+        flags = f"--patch {c.patch_size}" + (f" --stride {c.stride}" if 2 * c.stride != c.patch_size
+                                              else "")
+        return [f"(patch {self.asked_patch_size} is larger than the micrographs: planned with "
+                f"{c.patch_size}, the patch cryostream fit chooses for them; prepare them with "
+                f"{flags})"]
 
 
 def plan(
@@ -234,6 +243,7 @@ def plan(
     """
     config = config or PrepareConfig()
     check_stride(config)
+    asked = None
     if inputs is not None:
         if shape is not None or count is not None:
             raise ConfigError("give either inputs or shape and count, not both")
@@ -253,6 +263,10 @@ def plan(
         n = count
         n_test = held_out_count(n, config.test_fraction)
         input_bytes = n * shape[0] * shape[1] * 4
+    if config.patch_size > min(shape):  # the patch fit would take, or why there is none
+        asked, patch = config.patch_size, patch_to_fit(shape, config.patch_size, MODEL_MULTIPLE)
+        config = dataclasses.replace(config, patch_size=patch,
+                                     stride=max(1, config.stride * patch // config.patch_size))
     p, s = config.patch_size, config.stride
     grid = {e: patch_grid_shape(shape, p, s, e) for e in ("drop", "cover")}
     uncovered = {
@@ -277,4 +291,5 @@ def plan(
         ram_bytes=psutil.virtual_memory().total,
         disk_free_bytes=disk_free,
         cores=os.cpu_count() or 1,
+        asked_patch_size=asked,
     )

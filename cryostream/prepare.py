@@ -61,6 +61,7 @@ from cryostream.preprocess import (
 )
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
+from cryostream.units import format_bytes
 
 __all__ = ["MODEL_MULTIPLE", "PrepareResult", "prepare"]
 
@@ -92,7 +93,7 @@ class PrepareResult:
         return (
             f"prepared {what} into {self.output}: "
             f"{self.train_patches} train + {self.test_patches} test patches, "
-            f"{self.bytes_written / 1e9:.2f} GB written, {self.seconds:.1f} s, "
+            f"{format_bytes(self.bytes_written)} written, {self.seconds:.1f} s, "
             f"peak memory {self.peak_memory_bytes / 1e6:,.0f} MB"
         )
 

@@ -71,6 +71,32 @@ def test_every_subcommand_has_help(capsys):
         assert "usage: cryostream " + name in capsys.readouterr().out
 
 
+def test_every_subcommand_says_what_it_does(capsys):
+    """Each ``--help`` has a description paragraph between the usage and the arguments."""
+    for name in build_parser()._subparsers._group_actions[0].choices:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        between = text.split("\n\n")[1]
+        assert not between.startswith(("positional arguments:", "options:")), name
+
+
+def test_sizes_are_printed_in_a_unit_that_suits_them(small_mrcs, tmp_path, capsys):
+    """A store of a few kB is not "0.00 GB": prepare, export-bin and simulate print kB."""
+    store = tmp_path / "data.h5"
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(store), "--patch", "32",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert " kB written, " in out and "GB" not in out, out
+    assert main(["export-bin", str(store), str(tmp_path / "bin")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote 4 .bin files and bin.json to ") and out.endswith(" kB)\n"), out
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "1", "--shape", "64", "64",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "(34.8 kB, " in out, out  # two MRC files of 1024 + 64 × 64 × 4 bytes
+
+
 @pytest.mark.parametrize("real", REAL)
 def test_user_mistake_is_one_line_without_traceback(tmp_path, capsys, real):
     code, _, err = _cli(capsys, real, "plan", str(tmp_path / "missing.mrc"))

@@ -62,8 +62,36 @@ def test_every_noise_model_has_a_time_estimate():
 def test_bad_arguments():
     with pytest.raises(cryostream.ConfigError, match="both shape"):
         plan(shape=(10, 10))
-    with pytest.raises(cryostream.ConfigError, match="smaller than patch_size"):
-        plan(shape=(500, 500), count=1)
+    with pytest.raises(cryostream.ConfigError, match=r"micrographs of 20 × 24 px: too small to "
+                       r"train on \(at least 32 px a side\)"):
+        plan(shape=(20, 24), count=1)
+
+
+def test_a_patch_larger_than_the_micrographs_becomes_the_one_fit_chooses(tmp_path, capsys):
+    """On 512² micrographs the default 1024 px patch cannot be cut: the plan takes the patch
+    ``fit`` would (256, stride 128) and says why and what to give ``prepare``; a patch that
+    fits is planned as asked."""
+    from cryostream.cli import main
+    from cryostream.fit import recipe
+
+    p = plan(shape=(512, 512), count=3)
+    assert (p.config.patch_size, p.config.stride, p.asked_patch_size) == (256, 128, 1024)
+    assert p.config.patch_size == recipe((512, 512)).patch_size and p.grid["cover"] == (3, 3)
+    assert p.to_dict()["asked_patch_size"] == 1024
+    assert plan(shape=(512, 512), count=3, config=PrepareConfig(patch_size=512)).config == \
+        PrepareConfig(patch_size=512)
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for i in range(3):
+        write_mrc(folder / f"m{i}.mrc", np.zeros((512, 512), np.float32))
+    assert main(["plan", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "3 micrographs of 512 × 512 px (3.1 MB to read), patch 256, stride 128",
+        "(patch 1024 is larger than the micrographs: planned with 256, the patch cryostream fit "
+        "chooses for them; prepare them with --patch 256)"]
+    assert main(["plan", str(folder), "--patch", "1024", "--stride", "256"]) == 0
+    assert "prepare them with --patch 256 --stride 64)" in capsys.readouterr().out
 
 
 def test_split_is_by_name_and_seed_not_order():

@@ -26,8 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Export and print the file count and size."""
     from cryostream.inspect import export_bin
+    from cryostream.units import format_bytes
 
     paths = export_bin(args.store, args.outdir)
     total = sum(p.stat().st_size for p in paths)
-    print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({total / 1e9:.2f} GB)")
+    print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({format_bytes(total)})")
     return 0

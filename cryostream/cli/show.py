@@ -11,7 +11,10 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``show`` to the subcommands."""
-    p = subparsers.add_parser("show", help="draw input/target pairs of a store with their statistics")
+    p = subparsers.add_parser("show", help="draw input/target pairs of a store with their statistics",
+                              description="Draw input/target patch pairs of a store's train or "
+                              "test split with their statistics, or (--noise) the micrographs' "
+                              "measured noise spectra and shot-noise share, as one PNG.")
     p.add_argument("store", help="a store written by cryostream prepare (data.h5)")
     p.add_argument("-o", "--output", required=True, help="PNG file")
     add_library_flag(p, "--count", "cryostream.inspect:show", "count", "pairs drawn", type=int)

@@ -45,6 +45,7 @@ def simulate_config(args: argparse.Namespace) -> SimulateConfig:
 def run(args: argparse.Namespace) -> int:
     """Simulate, then print what was written, how long it took and the peak memory."""
     from cryostream.simulate import simulate
+    from cryostream.units import format_bytes
 
     config = simulate_config(args)
     result = simulate(args.out, args.count, config=config, overwrite=args.overwrite,
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         f"simulated {len(result.micrographs)} micrograph{'' if len(result.micrographs) == 1 else 's'}"
         f" of {rows} × {cols} px "
         f"{'with their even/odd halves ' if config.even_odd else ''}"
-        f"into {result.root} ({nbytes / 1e6:,.0f} MB, {result.seconds:.1f} s, "
+        f"into {result.root} ({format_bytes(nbytes)}, {result.seconds:.1f} s, "
         f"peak memory {peak_rss_mb():,.0f} MB)"
     )
     return 0
