@@ -103,6 +103,11 @@ class FitResult:
     next_command : str
         The command that denoises the micrographs with this run, the inputs as they were
         given (:func:`given_inputs`).
+    resumed_at : int
+        The run's step when the call began (0: a new run).
+    kept : str or None
+        Why nothing was trained though steps were asked for: the run already had more than
+        them (and what to do instead); ``None`` otherwise.
     """
 
     run: Path
@@ -115,6 +120,8 @@ class FitResult:
     seconds: float
     store_bytes: int
     next_command: str
+    resumed_at: int = 0
+    kept: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -131,14 +138,20 @@ class FitResult:
         """The lines the command prints (the test PSNR only for a network still under the
         input: against a noisy target the PSNR is far under what the outputs reach)."""
         loss = f", loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
-        where = f" from {self.start}" if self.start else " from scratch"
+        at = f"step {self.steps} of {self.target_steps}"
+        if self.steps > self.resumed_at:
+            what = (f"continued {self.run} from step {self.resumed_at}" if self.resumed_at
+                    else f"fitted {self.run} from {self.start or 'scratch'}")
+            head = f"{what}: {at}{loss}, {self.seconds:.0f} s"
+        else:
+            head = "nothing trained: " + (self.kept or f"{self.run} is at {at}" + (
+                " (already trained; a larger --budget trains it further)" if self.finished else ""))
         state = ("" if self.finished else "; the budget ran out: run the same command again to "
                  "continue")
         under = (f"\nthe network still scores under the noisy input on held-out patches (test "
                  f"PSNR {self.eval['psnr']:.2f} against {self.eval['noisy_psnr']:.2f} dB): train "
                  "it further (a larger --budget, or --from general)" if self.under_input else "")
-        return (f"fitted {self.run}{where}: step {self.steps} of {self.target_steps}{loss}, "
-                f"{self.seconds:.0f} s{state}{under}\nthe store in {self.store.parent} "
+        return (f"{head}{state}{under}\nthe store in {self.store.parent} "
                 f"({format_bytes(self.store_bytes)}) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
 
@@ -214,9 +227,18 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = _check_run(run, request, overwrite)
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
+    kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
+                         f"from {init}" if init else "from scratch")
+    if done >= config.steps:
+        state = f"nothing to train: already at step {done} of {config.steps}"
     if done > config.steps:  # a smaller budget than before: the run keeps what it trained
-        _log.info("the run is already at step %d, past the %d asked for: it is kept as it is",
-                  done, config.steps)
+        asked = (f"the budget's {config.steps}" if parsed and parsed.steps else
+                 f"the {config.steps} of the recipe (no --budget in steps)")
+        state = f"nothing to train: the run already has {done} steps, more than {asked}"
+        kept = (f"{run} already has {done} steps, more than {asked}: it is kept as it is (to "
+                f"train {config.steps} step{'s' * (config.steps > 1)} from the start instead: "
+                "--overwrite, or another folder with -o; to train it further: a --budget of "
+                f"more than {done} steps)")
         config = dataclasses.replace(config, steps=done)
         request["train"] = to_dict(config)
         _record_steps(run, done)
@@ -227,8 +249,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         params = start_params(init, config.model_config())  # checked before anything is written
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
-              " (residual)" if config.residual else "",
-              f"resuming at step {done}" if done else f"from {init}" if init else "from scratch")
+              " (residual)" if config.residual else "", state)
     created = [p for p in (run, work) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     _log.info("work folder: %s (the store, kept for resuming)", work)
@@ -269,7 +290,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
                     final_loss=result.final_loss if result is not None else math.nan,
                     eval=result.eval if result is not None else {},
-                    seconds=time.perf_counter() - t0, store_bytes=size, next_command=command)
+                    seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
+                    resumed_at=done, kept=kept)
     _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)

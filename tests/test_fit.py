@@ -290,6 +290,58 @@ def test_the_summary_flags_a_network_still_under_the_noisy_input(tmp_path):
     assert "PSNR" not in summary(17.0) and "PSNR" not in summary(None)
 
 
+def test_the_summary_says_a_run_continued_and_sizes_a_small_store_in_mb(tmp_path):
+    """A call that resumed says from which step (not "from scratch"); a store of a few MB is
+    not "0.01 GB"."""
+    from cryostream.fit import FitResult
+
+    text = FitResult(run=tmp_path / "run", store=tmp_path / "run/work/data.h5", start="general",
+                     steps=8, target_steps=8, final_loss=0.1, eval={}, seconds=9.0,
+                     store_bytes=8_012_345, next_command="cryostream denoise x -o y",
+                     resumed_at=6).summary()
+    assert text.splitlines()[:2] == [
+        f"continued {tmp_path / 'run'} from step 6: step 8 of 8, loss 0.1, 9 s",
+        f"the store in {tmp_path / 'run/work'} (8.0 MB) is kept for resuming; remove it when done"]
+
+
+def test_a_fit_run_again_says_what_it_does_with_the_steps_it_has(tiny_run, tmp_path, notes):
+    """A fit whose run holds 8 trained steps (the shared run's checkpoints, copied in) notes
+    that it resumes at step 8 of 12; with a budget of 8 steps that there is nothing to train;
+    with a budget of 4 that the run already has 8, more than the budget, what is done (nothing)
+    and how to start afresh: in the notes and in the summary the command prints (the only
+    words left with --quiet). Nothing is trained here."""
+    import shutil
+
+    from tests.conftest import TINY_TRAIN
+
+    run = tmp_path / "run"
+    longer = dataclasses.replace(TINY_TRAIN, steps=12)
+
+    def fitted(budget, train=TINY_TRAIN) -> tuple[str, str]:
+        notes.clear()
+        result = cryostream.fit(tiny_run.sim.micrographs, run, train=train, budget=budget,
+                                prepare=PrepareConfig(patch_size=32, stride=32,
+                                                      test_fraction=0.34))
+        (said,) = [n for n in notes if n.startswith("fit: ")]
+        return said.split(f"{TINY_TRAIN.model}, ", 1)[1], result.summary().splitlines()[0]
+
+    assert fitted(SPENT, longer) == ("from scratch", f"nothing trained: {run} is at step 0 of 12; "
+                                     "the budget ran out: run the same command again to continue")
+    for name in ("config.json", "checkpoints"):
+        (shutil.copytree if name == "checkpoints" else shutil.copy)(tiny_run.run / name, run / name)
+    assert fitted(SPENT, longer) == ("resuming at step 8 of 12", f"nothing trained: {run} is at "
+                                     "step 8 of 12; the budget ran out: run the same command "
+                                     "again to continue")
+    assert fitted("8steps") == ("nothing to train: already at step 8 of 8", f"nothing trained: "
+                                f"{run} is at step 8 of 8 (already trained; a larger --budget "
+                                "trains it further)")
+    assert fitted("4steps") == (
+        "nothing to train: the run already has 8 steps, more than the budget's 4",
+        f"nothing trained: {run} already has 8 steps, more than the budget's 4: it is kept as it "
+        "is (to train 4 steps from the start instead: --overwrite, or another folder with -o; to "
+        "train it further: a --budget of more than 8 steps)")
+
+
 def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, notes):
     """A micrograph skipped under ``permissive`` (NaN pixels) is measured with the others but
     not counted among those the store is prepared from."""
@@ -376,7 +428,7 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     assert "training unet-small for 4 steps of 4 patches, resuming at step 2: compiling the step " \
            "first" in notes
     assert "resumed from step 2" in notes
-    assert any(n.startswith("fit: ") and n.endswith("resuming at step 2") for n in notes)
+    assert any(n.startswith("fit: ") and n.endswith("resuming at step 2 of 4") for n in notes)
     assert not any(n.startswith("fit: ") and "from scratch" in n for n in notes[-10:])
     assert any(n.startswith("training: step 4/4, loss ") for n in notes)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -388,7 +440,8 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     notes.clear()  # a smaller budget keeps the run, and its record says the steps it has
     fewer = cryostream.fit(mics, run, train=SMALL, budget="2steps")
     assert (fewer.steps, fewer.target_steps, fewer.finished) == (4, 4, True)
-    assert "the run is already at step 4, past the 2 asked for: it is kept as it is" in notes
+    assert any(n.endswith("nothing to train: the run already has 4 steps, more than the "
+                          "budget's 2") for n in notes)
     assert json.loads((run / "fit.json").read_text())["train"]["steps"] == 4 == \
         load_record(run).train.steps
     out = cryostream.denoise(run, mics[:1], tmp_path / "denoised")
