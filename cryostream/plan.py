@@ -17,7 +17,7 @@ import psutil
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
-from cryostream.io.stack import expand_inputs, micrograph_names, read_headers
+from cryostream.io.stack import expand_inputs, micrograph_names, read_headers, warn_if_denoised
 from cryostream.patches import patch_grid_shape, patch_to_fit, uncovered_pixels
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_stride
@@ -249,6 +249,7 @@ def plan(
             raise ConfigError("give either inputs or shape and count, not both")
         headers, _ = read_headers(expand_inputs(inputs, permissive=permissive),
                                   permissive=permissive)
+        warn_if_denoised(headers)
         shape = headers[0].shape
         names = micrograph_names(headers)
         n_test = split_micrographs(names, config.test_fraction, config.seed).count("test")

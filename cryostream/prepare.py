@@ -36,6 +36,7 @@ from cryostream.io.stack import (
     micrograph_uid,
     read_headers,
     stack_from_headers,
+    warn_if_denoised,
 )
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
@@ -250,6 +251,7 @@ def _listed(inputs) -> list:
 def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
     headers, skipped = read_headers(paths, permissive=permissive)
+    warn_if_denoised(headers)
     target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RECORD_FILE", "CHECKPOINTS", "RunRecord", "check_run", "load_record", "save_record",
            "checkpoint_manager", "checkpoint_steps", "save_checkpoint", "restore_state",
-           "load_params", "load_model", "tree_checksum", "resume_differences"]
+           "load_params", "load_model", "tree_checksum", "resume_differences", "last_evaluation"]
 
 #: The record's file name inside a run folder.
 RECORD_FILE = "config.json"
@@ -224,6 +224,26 @@ def load_record(run) -> RunRecord:
                else "correct it, or train the run again")
         raise ConfigError(f"{path}: not a valid run record ({reason}); it was edited or "
                           f"damaged: {fix}") from None
+
+
+def last_evaluation(run) -> dict:
+    """The last evaluation on a run folder's test split, from its ``metrics.jsonl``: ``step``,
+    ``psnr`` and ``noisy_psnr`` (the network's output and the noisy input against the
+    target), …; ``{}`` if it has none (no test split, not evaluated yet, an exported model)."""
+    path = Path(run) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "eval_psnr" in row:
+            return {"step": row.get("step")} | {k[5:]: v for k, v in row.items()
+                                                 if k.startswith("eval_")}
+    return {}
 
 
 def save_record(run, record: RunRecord) -> None:

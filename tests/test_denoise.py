@@ -4,6 +4,7 @@ MRC output that records how it was made, truth-free ranking."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import mrcfile
 import numpy as np
@@ -643,6 +644,54 @@ def test_the_default_is_the_recipe_the_run_was_trained_for(trained, tmp_path):
                  str(run), "--raw", "--tile", "64"]) == 0
     saved = json.loads((tmp_path / "d" / "sim_0000.json").read_text())["config"]
     assert (saved["n2n_correction"], saved["ctf_gain"], saved["ensemble"]) == (False,) * 3
+
+
+def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(trained, tmp_path):
+    """A run whose training ended with its network under the noisy input on the held-out
+    patches (a fit of a few steps) denoises with one warning line saying so and what to do;
+    a run above the input gets none."""
+    import shutil
+
+    from cryostream.denoise.api import ModelWarning
+
+    run, sim = trained
+    for name, psnr in (("under", 15.93), ("above", 17.2)):
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        with open(copy / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": 20, "loss": 0.1, "eval_psnr": psnr,
+                                "eval_noisy_psnr": 16.20}) + "\n")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["denoise", str(sim.micrographs[0]), "-o", str(tmp_path / f"d_{name}"),
+                         "--model", str(copy), "--raw", "--tile", "64"]) == 0
+        warned = [str(w.message) for w in caught if issubclass(w.category, ModelWarning)]
+        if name == "under":
+            assert len(warned) == 1 and warned[0].startswith(
+                "under: its network scored under the noisy input when its training stopped "
+                "(test PSNR 15.93 against 16.20 dB, step 20)")
+            assert "larger --budget" in warned[0] and "leave out -m" in warned[0]
+        else:
+            assert warned == []
+
+
+def test_an_output_given_again_as_input_is_named(trained, tmp_path, capsys):
+    """Denoised micrographs given back to ``denoise`` are denoised (the user may mean it), with
+    one warning naming them and where the originals are; the originals get none."""
+    from cryostream.io.stack import DenoisedInputWarning
+
+    run, sim = trained
+    args = ["--model", str(run), "--raw", "--tile", "64"]
+    assert main(["denoise", *map(str, sim.micrographs[:2]), "-o", str(tmp_path / "d"), *args]) == 0
+    assert "written by cryostream denoise" not in capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["denoise", str(tmp_path / "d"), "-o", str(tmp_path / "again"), *args]) == 0
+    warned = [str(w.message) for w in caught if issubclass(w.category, DenoisedInputWarning)]
+    assert len(warned) == 1 and warned[0].startswith(
+        "2 of the 2 inputs were written by cryostream denoise (sim_0000.mrc, sim_0001.mrc; "
+        "their MRC labels say so: 'cryostream denoise ")
+    assert "give the original micrographs (each output's NAME.json names its input)" in warned[0]
 
 
 def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):

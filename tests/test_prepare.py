@@ -11,6 +11,7 @@ import textwrap
 import time
 import urllib.request
 import warnings
+from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the filters for reading)
@@ -394,3 +395,25 @@ def test_progress_bars_go_to_stderr(micrographs, tmp_path, capsys):
     prepare(micrographs, tmp_path / "bars.h5", CONFIG, progress=True, log=lambda *_: None)
     captured = capsys.readouterr()
     assert "% Completed" in captured.err and "Completed" not in captured.out
+
+
+def test_denoised_micrographs_given_to_prepare_or_plan_are_named(micrographs, tmp_path):
+    """Micrographs whose MRC labels say ``cryostream denoise`` wrote them are used (the user
+    may mean it) with one warning that names them; plain micrographs get none."""
+    import mrcfile
+
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.io.stack import DenoisedInputWarning
+
+    denoised = [tmp_path / Path(m).name for m in micrographs[:2]]
+    for m, out in zip(micrographs, denoised, strict=False):
+        write_micrograph(out, mrcfile.read(m), 0.6575,
+                         history="cryostream denoise general: ensemble, wiener_gain")
+    mixed = [*denoised, micrographs[2]]
+    with pytest.warns(DenoisedInputWarning, match=r"^2 of the 3 inputs were written by "
+                      r"cryostream denoise \(sim_0000.mrc, sim_0001.mrc; their MRC labels say "
+                      r"so: 'cryostream denoise general: ensemble, wiener_gain'\)") as caught:
+        cryostream.plan(mixed, config=CONFIG)
+        prepare(mixed, tmp_path / "data.h5", CONFIG)
+    assert len(caught) == 2
+    cryostream.plan(micrographs, config=CONFIG)  # an error if it warned

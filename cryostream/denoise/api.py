@@ -38,7 +38,8 @@ from cryostream.denoise.tiling import reused_windows
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
-           "check_micrograph", "normalised", "array_stack", "describe_found", "config_for"]
+           "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
+           "warn_if_under_input", "ModelWarning"]
 
 
 def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
@@ -49,6 +50,28 @@ def config_for(run, config: DenoiseConfig | None) -> DenoiseConfig:
     if config.n2n_correction:
         check_correctable(record)
     return config
+
+
+class ModelWarning(UserWarning):
+    """A model whose own record says its outputs may be poor (see the message)."""
+
+
+def warn_if_under_input(run: str) -> None:
+    """A warning if the run's network scored under the noisy input when its training last
+    evaluated it (:func:`~cryostream.runs.last_evaluation`): its outputs may be worse than the
+    micrographs (a ``fit`` stopped after a few steps)."""
+    from cryostream.runs import last_evaluation
+
+    ev = last_evaluation(run)
+    if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")):
+        import warnings
+
+        warnings.warn(
+            f"{model_name(run)}: its network scored under the noisy input when its training "
+            f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
+            f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; train it "
+            "further (cryostream fit with a larger --budget, or --from general), or leave out "
+            "-m to use the shipped general model", ModelWarning, stacklevel=3)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
@@ -204,12 +227,14 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                 or odd is not None:
             raise ConfigError("arrays are denoised in memory, here: leave out output, "
                               "scheduler, cluster_workers and odd (or pass MRC files)")
+        warn_if_under_input(run)
         with reused_windows():
             return _denoise_arrays(arrays, run, config, permissive,
                                    two_d=getattr(inputs, "ndim", 3) == 2)
     gathered = gather_inputs(inputs, config=config, odd=odd,
                              pixel_size_angstrom=pixel_size_angstrom, permissive=permissive,
                              one_shape=output is None)
+    warn_if_under_input(run)
     micrographs = gathered.micrographs
     plans: list = [None] * len(micrographs)
     made = None

@@ -318,7 +318,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once per STAR file whose pixel size (used) differs from its micrographs' headers'.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
-    from cryostream.io.stack import MicrographSkippedWarning, read_headers
+    from cryostream.io.stack import MicrographSkippedWarning, read_headers, warn_if_denoised
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
                                                 and pixel_size_angstrom > 0):
@@ -335,6 +335,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         found.setdefault(_key(path), (path, star, entry))
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
                                     one_shape=one_shape)
+    warn_if_denoised(headers)
     odds: dict[str, str] = {}
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),

@@ -67,6 +67,9 @@ class MicrographHeader:
         ``exttyp`` of the header (``"FEI1"``, ``"FEI2"`` …) or ``""``.
     extended_header_bytes : int
         Size of the extended header.
+    denoised_by : str
+        The header's ``cryostream denoise …`` history label if ``cryostream denoise`` wrote
+        the file, else ``""``.
     """
 
     path: str
@@ -77,6 +80,7 @@ class MicrographHeader:
     pixel_size_angstrom: float
     extended_header_type: str
     extended_header_bytes: int
+    denoised_by: str = ""
 
     @property
     def data_bytes(self) -> int:
@@ -120,6 +124,9 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             mode = int(header.mode)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
             byte_order = header.mode.dtype.byteorder
+            labels = (bytes(header.label[i]).decode("ascii", "replace").strip("\x00 ")
+                      for i in range(min(max(int(header.nlabl), 0), 10)))
+            denoised_by = next((lb for lb in labels if lb.startswith("cryostream denoise")), "")
     except (ValueError, OSError) as exc:
         raise InvalidMicrographError(
             path, f"not a readable MRC file ({exc})", "check that it is an MRC2014 micrograph"
@@ -148,6 +155,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         pixel_size_angstrom=pixel_size,
         extended_header_type=exttyp,
         extended_header_bytes=nsymbt,
+        denoised_by=denoised_by,
     )
     size = path.stat().st_size
     if size < result.data_offset + result.data_bytes:

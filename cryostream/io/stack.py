@@ -28,10 +28,12 @@ from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.star import read_micrograph_star
 
 __all__ = [
+    "DenoisedInputWarning",
     "MicrographSkippedWarning",
     "expand_inputs",
     "given_inputs",
     "read_headers",
+    "warn_if_denoised",
     "micrograph_uid",
     "micrograph_names",
     "stack_from_headers",
@@ -39,6 +41,10 @@ __all__ = [
 ]
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map")
+
+
+class DenoisedInputWarning(UserWarning):
+    """Some inputs are outputs of ``cryostream denoise`` (their MRC labels say so)."""
 
 
 class MicrographSkippedWarning(UserWarning):
@@ -202,6 +208,21 @@ def read_headers(
             "see the warnings for each file",
         )
     return headers, skipped
+
+
+def warn_if_denoised(headers: list[MicrographHeader]) -> None:
+    """One :class:`DenoisedInputWarning` if any of a command's inputs were written by
+    ``cryostream denoise`` (their MRC labels say so): denoising, fitting or preparing them
+    would treat them as raw micrographs."""
+    denoised = [h for h in headers if h.denoised_by]
+    if denoised:
+        names = ", ".join(Path(h.path).name for h in denoised[:3])
+        names += ", …" if len(denoised) > 3 else ""
+        warnings.warn(
+            f"{len(denoised)} of the {len(headers)} inputs were written by cryostream denoise "
+            f"({names}; their MRC labels say so: '{denoised[0].denoised_by}'): they would be "
+            "used as if they were raw micrographs; give the original micrographs (each "
+            "output's NAME.json names its input)", DenoisedInputWarning, stacklevel=3)
 
 
 def _normalise_band_rows(chunks: object, ny: int) -> int:
