@@ -173,7 +173,9 @@ def checked_gain(image, noise, fit, what: str, rings_z=None, *,
     from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
-        check, why = math.nan, f"has no Thon rings in the spectrum (z {rings_z:.1f} < {THON_RING_Z})"
+        check, why = math.nan, ("has no Thon rings in the spectrum (their score z is "
+                                f"{math.floor(rings_z * 100) / 100:.2f}, under the {THON_RING_Z} "
+                                "needed)")
     else:
         check = ctf_gain_check(image, noise, fit)
         why = "does not lower the error by recorruption (ctf_gain_check)"
