@@ -255,9 +255,13 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:
+        from cryostream.patches import patch_to_fit
+
         raise ConfigError(
             f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
-            f"{headers[0].path}); use a smaller --patch"
+            f"{headers[0].path}); use a smaller --patch (e.g. --patch "
+            f"{patch_to_fit((ny, nx), config.patch_size, MODEL_MULTIPLE)}, as cryostream fit "
+            "would)"
         )
     return headers, skipped, target_headers
 
