@@ -304,6 +304,32 @@ def test_a_star_pixel_size_other_than_the_header_s_is_used_with_one_warning(tmp_
         gather_inputs(star, config=DenoiseConfig(), pixel_size_angstrom=1.32)
 
 
+def test_a_micrograph_given_by_a_star_file_and_by_its_path_takes_the_star_row(tmp_path: Path):
+    """A micrograph named both by a STAR file and by its path (or a folder) is denoised once
+    with the STAR file's row (its defocus and optics), whichever came first; two STAR files
+    that list it give one warning and the first file's row."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.star import Defocus
+
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", _image(), pixel_size=1.0)
+    rows = {"rlnMicrographName": ["a.mrc", "b.mrc"], "rlnOpticsGroup": [1, 1],
+            "rlnDefocusU": [15000.0, 9000.0], "rlnDefocusV": [14000.0, 8500.0]}
+    star = _star(tmp_path, rows)
+    for inputs in ([tmp_path / "a.mrc", star], [tmp_path, star], [star, tmp_path / "a.mrc"]):
+        got = gather_inputs(inputs, config=DenoiseConfig())
+        assert [(Path(m.source).name, m.defocus) for m in got.micrographs] == [
+            ("a.mrc", Defocus(15000.0, 14000.0, 0.0)), ("b.mrc", Defocus(9000.0, 8500.0, 0.0))]
+    other = _star(tmp_path, {**rows, "rlnDefocusU": [20000.0, 9000.0]}, name="other.star")
+    with pytest.warns(StarFileWarning) as caught:
+        got = gather_inputs([star, other], config=DenoiseConfig())
+    assert [str(w.message) for w in caught] == [
+        "2 micrographs are listed by two STAR files (a.mrc in micrographs_ctf.star and "
+        "other.star, …): each is denoised once, with the first STAR file's values"]
+    assert got.micrographs[0].defocus.defocus_u_angstrom == 15000.0
+
+
 # --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------
 
 

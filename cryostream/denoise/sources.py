@@ -315,7 +315,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     Warns
     -----
     StarFileWarning
-        Once per STAR file whose pixel size (used) differs from its micrographs' headers'.
+        Once per STAR file whose pixel size (used) differs from its micrographs' headers', and
+        once for micrographs that two STAR files list (the first file's row is used). A
+        micrograph both a STAR file and a path or folder give takes the STAR file's row.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, read_headers, warn_if_denoised
@@ -331,8 +333,18 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     column = "rlnMicrographName" if odd is None else "rlnMicrographNameEven"
     entries, stars = _star_items(items, column, permissive)
     found: dict[str, tuple] = {}
+    twice = []  # (name, first STAR file, second STAR file)
     for path, star, entry in entries:
-        found.setdefault(_key(path), (path, star, entry))
+        first = found.get(_key(path))
+        if first is None or (first[1] is None and star is not None):
+            found[_key(path)] = (path, star, entry)  # a STAR row says more than a bare path
+        elif star is not None and first[1] not in (None, star):
+            twice.append((Path(path).name, first[1].path.name, star.path.name))
+    if twice:
+        warnings.warn(f"{len(twice)} micrographs are listed by two STAR files ({twice[0][0]} in "
+                      f"{twice[0][1]} and {twice[0][2]}{', …' if len(twice) > 1 else ''}): each "
+                      "is denoised once, with the first STAR file's values", StarFileWarning,
+                      stacklevel=3)
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
                                     one_shape=one_shape)
     warn_if_denoised(headers)
