@@ -153,6 +153,24 @@ def test_every_bad_file_is_named_at_once(small_mrcs, tmp_path):
     assert str(info.value).startswith(f"{cut[0].resolve()}: truncated")
 
 
+def test_a_compressed_mrc_is_named_with_the_command_that_undoes_it(small_mrcs, tmp_path):
+    """A gzip'd or bzip2'd MRC (mrcfile opens their headers) is not a cut-short file: the error
+    says it is compressed and how to decompress it (it said "truncated: copy or download it
+    again", which would not help)."""
+    import bz2
+    import gzip
+
+    data = small_mrcs[0].read_bytes()
+    for name, pack, undo in (("m.mrc.gz", gzip.compress, "gunzip"),
+                             ("m.mrc.bz2", bz2.compress, "bunzip2")):
+        (tmp_path / name).write_bytes(pack(data))
+        with pytest.raises(InvalidMicrographError) as info:
+            open_micrographs([tmp_path / name])
+        kind = "gzip" if undo == "gunzip" else "bzip2"
+        assert str(info.value) == (f"{(tmp_path / name).resolve()}: a {kind}-compressed MRC file; "
+                                   f"decompress it first ({undo} {name}), then pass the .mrc")
+
+
 def _broken_set(small_mrcs):
     folder = small_mrcs[0].parent
     missing = folder / "missing.mrc"

@@ -100,6 +100,21 @@ class MicrographHeader:
         }
 
 
+#: The first bytes of compressed files mrcfile opens: (magic, name, the command that undoes it).
+_COMPRESSIONS = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"))
+
+
+def _compression(path: Path) -> tuple[str, str] | None:
+    """``(name, command)`` if ``path`` starts as a gzip or bzip2 file, else None."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(3)
+    except OSError:
+        return None  # mrcfile names the problem
+    return next(((name, undo) for magic, name, undo in _COMPRESSIONS if start.startswith(magic)),
+                None)
+
+
 def read_header(path: str | os.PathLike) -> MicrographHeader:
     """Read and check one MRC header without touching the pixel data.
 
@@ -114,6 +129,11 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
+    compressed = _compression(path)
+    if compressed:  # mrcfile reads its header; the pixels are not where positioned reads go
+        raise InvalidMicrographError(
+            path, f"a {compressed[0]}-compressed MRC file",
+            f"decompress it first ({compressed[1]} {path.name}), then pass the .mrc")
     try:  # strict (not permissive): a bad header raises; no warnings filter, which is global
         with mrcfile.open(path, header_only=True) as mrc:  # state that threads would share
             header = mrc.header
