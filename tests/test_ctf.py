@@ -339,3 +339,15 @@ def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_pat
         if not correction:
             np.testing.assert_array_equal(got, match_wiener_gain(network(image), image, noise,
                                                                  ctf=NetworkAbove(PIXEL)))
+
+
+def test_the_ring_score_in_the_fallback_warning_reads_as_the_record_and_under_the_bar():
+    """The warning gives z as NAME.json records it (2 decimals), with more decimals only where
+    2 would show the bar itself ("z 3.50, under the 3.5 needed")."""
+    from cryostream.denoise.steps import checked_gain
+
+    for z, shown in ((3.3187, "3.32"), (3.4996, "3.4996"), (-0.5, "-0.50")):
+        with pytest.warns(CTFFallbackWarning) as caught:
+            assert math.isnan(checked_gain(None, None, None, "x.mrc", rings_z=z))
+        assert f"has no Thon rings in the spectrum (their score z is {shown}, under the 3.5 " \
+            "needed)" in str(caught[0].message)

@@ -173,9 +173,11 @@ def checked_gain(image, noise, fit, what: str, rings_z=None, *,
     from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
+        # as the record rounds it (2 decimals), with more only where that reads as the bar
+        shown = next((f"{rings_z:.{d}f}" for d in (2, 3, 4) if round(rings_z, d) < THON_RING_Z),
+                     f"{rings_z:.6f}")
         check, why = math.nan, ("has no Thon rings in the spectrum (their score z is "
-                                f"{math.floor(rings_z * 100) / 100:.2f}, under the {THON_RING_Z} "
-                                "needed)")
+                                f"{shown}, under the {THON_RING_Z} needed)")
     else:
         check = ctf_gain_check(image, noise, fit)
         why = "does not lower the error by recorruption (ctf_gain_check)"
