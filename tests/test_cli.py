@@ -535,3 +535,22 @@ def test_keyword_forms_become_flags_on_the_command_line(tmp_path, capsys):
     assert main(["prepare", str(a), "-o", str(tmp_path / "x.h5"), "--patch", "64"]) == 2
     err = capsys.readouterr().err
     assert "pass --overwrite or" in err and "overwrite=True" not in err
+
+
+def test_an_unknown_option_is_named_by_its_command_with_the_closest_one(capsys):
+    """``--apix`` (another program's name), a typo: one line from the subcommand, with its own
+    help and the option meant; nothing close: no guess."""
+    for args, said in (
+            (["denoise", "a.mrc", "-o", "out", "--apix", "0.66"],
+             "cryostream denoise: error: unrecognized arguments: --apix 0.66; did you mean "
+             "--pixel-size? (see cryostream denoise --help)"),
+            (["denoise", "a.mrc", "-o", "out", "--ensembel"],
+             "cryostream denoise: error: unrecognized arguments: --ensembel; did you mean "
+             "--ensemble? (see cryostream denoise --help)"),
+            (["prepare", "a.mrc", "-o", "x.h5", "--zzz", "3"],
+             "cryostream prepare: error: unrecognized arguments: --zzz 3 (see cryostream "
+             "prepare --help)")):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [said]

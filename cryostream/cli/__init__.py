@@ -42,6 +42,37 @@ class OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but options no subcommand knows are named by the subcommand they
+        were given to, with the closest option it has (``--angpix``: ``--pixel-size``)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}{_closest(extras, command)}")
+        return parsed
+
+
+#: What other cryo-EM programs call an option, and cryostream's name for it.
+SYNONYMS = {"--angpix": "--pixel-size", "--apix": "--pixel-size", "--pixelsize": "--pixel-size",
+            "--output": "-o", "--gpu": "--workers", "--j": "--workers"}
+
+
+def _closest(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``"; did you mean --x?"`` for the first unknown option that resembles one of
+    ``parser``'s, else ``""``."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings]
+    for extra in extras:
+        name = extra.split("=")[0]
+        if not name.startswith("-"):
+            continue
+        guess = SYNONYMS.get(name) if SYNONYMS.get(name) in known else next(
+            iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None)
+        if guess:
+            return f"; did you mean {guess}?"
+    return ""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cryostream`` command (imports no library module)."""
@@ -51,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cryostream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = {}
     for module in SUBCOMMANDS:
         command = module.add_parser(sub)
+        parser.commands[command.prog.split()[-1]] = command
         command.add_argument("-v", "--verbose", action="store_true",
                              help="more notes on stderr (each step's details)")
         try:
