@@ -330,6 +330,30 @@ def test_a_micrograph_given_by_a_star_file_and_by_its_path_takes_the_star_row(tm
     assert got.micrographs[0].defocus.defocus_u_angstrom == 15000.0
 
 
+def test_a_pixel_size_argument_far_from_the_headers_is_used_with_one_warning(tmp_path: Path):
+    """``--pixel-size`` 10× the headers' (a typo, a binning mix-up) is used as given, with one
+    warning naming both values; near the headers' (a header rounded, a placeholder 1 Å), or
+    the value the STAR file gives, none."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import PixelSizeWarning
+    from cryostream.denoise.sources import gather_inputs
+
+    paths = [write_mrc(tmp_path / f"{n}.mrc", _image(), pixel_size=0.6575) for n in "abc"]
+    with pytest.warns(PixelSizeWarning) as caught:
+        got = gather_inputs(paths, config=DenoiseConfig(), pixel_size_angstrom=6.575)
+    assert [str(w.message) for w in caught] == [
+        "--pixel-size 6.575 Å is 10× the 0.6575 Å in the MRC header of a.mrc and 2 more; it is "
+        "used as given: check it (a wrong pixel size misplaces the CTF fit; nothing to do if "
+        "the headers are wrong)"]
+    assert {m.pixel_size_angstrom for m in got.micrographs} == {6.575}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gather_inputs(paths, config=DenoiseConfig(), pixel_size_angstrom=0.66)
+        gather_inputs(paths, config=DenoiseConfig(), pixel_size_angstrom=1.0)
+
+
 # --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------
 
 

@@ -13,6 +13,12 @@ import os
 import warnings
 from pathlib import Path
 
+from cryostream.denoise.pixels import (
+    far_from_header,
+    pixel_size_for,
+    warn_header_pixel_sizes,
+    warn_pixel_size_argument,
+)
 from cryostream.denoise.steps import WienerGain, checked_gain
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, read_star
@@ -243,46 +249,6 @@ def _key(path: Path) -> str:
         return str(path)
 
 
-#: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
-PIXEL_RANGE = (0.05, 100.0)
-
-
-def _pixel_size(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
-    optics = star_entry.optics if star_entry is not None else None
-    if pixel_size_angstrom is not None:
-        value, source, given = float(pixel_size_angstrom), "argument", "--pixel-size"
-    elif optics is not None and optics.pixel_size_angstrom:
-        value, source, given = optics.pixel_size_angstrom, "STAR file", "its STAR file"
-    elif header.pixel_size_angstrom > 0:
-        value, source, given = header.pixel_size_angstrom, "header", "its header"
-    else:
-        raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
-                                     + (" and its STAR file gives none" if star_entry else ""),
-                                     "pass --pixel-size Å (Python: pixel_size_angstrom=)")
-    if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too
-        raise InvalidMicrographError(header.path, f"a pixel size of {value:g} Å (from {given}) "
-                                     f"is outside {PIXEL_RANGE[0]:g}–{PIXEL_RANGE[1]:g} Å",
-                                     "pass the right --pixel-size Å (Python: "
-                                     "pixel_size_angstrom=), or correct the source")
-    return value, source
-
-
-def _warn_header_pixel_sizes(star: MicrographStar, differ: list[tuple]) -> None:
-    """One :class:`~cryostream.io.star.StarFileWarning` for a STAR file whose pixel size is
-    used where its micrographs' headers give another (``differ``: STAR value, header value,
-    file name), each pair of values named with one of its files."""
-    pairs: dict[tuple, list[str]] = {}
-    for star_value, header_value, name in differ:
-        pairs.setdefault((star_value, header_value), []).append(name)
-    listed = "; ".join(f"{s:g} Å in the STAR file, {h:g} Å in the header of {names[0]}"
-                       + (f" and {len(names) - 1} more" if len(names) > 1 else "")
-                       for (s, h), names in list(pairs.items())[:4])
-    warnings.warn(f"{star.path}: its pixel size differs from the MRC headers' ({listed}); the "
-                  "STAR file's is used (RELION's headers are often wrong): pass --pixel-size Å "
-                  "(Python: pixel_size_angstrom=) if it is not right", StarFileWarning,
-                  stacklevel=3)
-
-
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
                   permissive: bool = False, one_shape: bool = True) -> DenoiseInputs:
     """Every micrograph to denoise, with its pixel size, optics, defocus and odd half, checked
@@ -318,6 +284,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once per STAR file whose pixel size (used) differs from its micrographs' headers', and
         once for micrographs that two STAR files list (the first file's row is used). A
         micrograph both a STAR file and a path or folder give takes the STAR file's row.
+    ~cryostream.denoise.pixels.PixelSizeWarning
+        Once where ``pixel_size_angstrom`` (used) is twice or half the headers' or further off,
+        and not its STAR file's.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, read_headers, warn_if_denoised
@@ -382,10 +351,12 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
-    micrographs, differ = [], {}
+    micrographs, differ, off = [], {}, []
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
-        ps, origin = _pixel_size(h, entry, pixel_size_angstrom)
+        ps, origin = pixel_size_for(h, entry, pixel_size_angstrom)
+        if origin == "argument" and far_from_header(ps, h, entry):
+            off.append((h.pixel_size_angstrom, Path(h.path).name))
         if origin == "STAR file" and h.pixel_size_angstrom > 0 and not math.isclose(
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
@@ -397,7 +368,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None))
     for star, pairs in differ.values():  # once per STAR file
-        _warn_header_pixel_sizes(star, pairs)
+        warn_header_pixel_sizes(star, pairs)
+    if off:
+        warn_pixel_size_argument(pixel_size_angstrom, off)
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
     return DenoiseInputs(micrographs, single, rows + skipped)
