@@ -3,7 +3,8 @@
 Two passes over the lazy stack: exact per-micrograph percentiles (one task per micrograph),
 then ``map_overlap`` over row bands, each task cutting its patches, adding noise and writing
 its own shard. Finished shards survive an interrupted run and are skipped by the next one;
-the master file appears only when everything is written.
+the master file appears only when everything is written. The same run on a finished store
+keeps it (:mod:`cryostream.prepare_result`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from cryostream.prepare_output import (
     save_estimate,
     write_statistics,
 )
+from cryostream.prepare_result import PrepareResult, keep_finished
 from cryostream.preprocess import (
     band_layout,
     band_patch_views,
@@ -62,7 +64,6 @@ from cryostream.preprocess import (
 )
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
-from cryostream.units import format_bytes
 
 __all__ = ["MODEL_MULTIPLE", "PrepareResult", "prepare"]
 
@@ -71,32 +72,6 @@ __all__ = ["MODEL_MULTIPLE", "PrepareResult", "prepare"]
 #: ``unet-deep`` preset (six levels, multiples of 64) cannot take. A number here, so that
 #: preparing a store does not import JAX.
 MODEL_MULTIPLE = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareResult:
-    """What :func:`prepare` made."""
-
-    output: Path
-    micrographs: int
-    train_patches: int
-    test_patches: int
-    bytes_written: int
-    seconds: float
-    peak_memory_bytes: int
-    skipped: tuple[dict, ...]
-    halves: bool = False  # even/odd pairs: each micrograph is two entries (both directions)
-
-    def summary(self) -> str:
-        """The one-line summary the command prints."""
-        what = (f"{self.micrographs // 2} even/odd pairs (both directions)" if self.halves
-                else f"{self.micrographs} micrographs")
-        return (
-            f"prepared {what} into {self.output}: "
-            f"{self.train_patches} train + {self.test_patches} test patches, "
-            f"{format_bytes(self.bytes_written)} written, {self.seconds:.1f} s, "
-            f"peak memory {self.peak_memory_bytes / 1e6:,.0f} MB"
-        )
 
 
 def _write_band_block(block, block_info=None, *, layout, config, uids, folder, shard_attrs):
@@ -152,7 +127,9 @@ def prepare(
     overwrite : bool
         Replace an existing store: every input is checked and the new store is built beside
         the old one (``.DATA.h5.new/``), which it replaces only when complete; a failure leaves
-        the old store as it was.
+        the old store as it was. Without it, a finished store prepared from the same inputs
+        (unchanged since) with the same config is kept as it is (``PrepareResult.kept``); one of
+        other inputs or options is refused with what differs.
     progress : bool
         Show progress bars.
     targets : paths, globs or folders, optional
@@ -198,9 +175,12 @@ def prepare(
         target_paths = expand_inputs(given_targets) if targets is not None else None
     check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
     headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
+    stamp = fingerprint(config, headers, target_headers)
+    if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
+        return keep_finished(output, stamp, halves=odd is not None, start=start)
     if scheduler is not None:  # before anything is written
         check_scheduler_reachable(scheduler)
-    work = open_workspace(output, overwrite, fingerprint(config, headers, target_headers))
+    work = open_workspace(output, overwrite, stamp)
     folder = work.folder
     layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
 

@@ -28,6 +28,7 @@ from cryostream.config import PrepareConfig, to_dict
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.stack import micrograph_uid
 from cryostream.matched import NoiseEstimate, noise_kernel
+from cryostream.prepare_result import STAMP_NAME, differences
 from cryostream.preprocess import band_layout
 from cryostream.store import STORE_FORMAT, shard_folder
 
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("cryostream")
-_STAMP = "prepare.json"
+_STAMP = STAMP_NAME
 _STATISTICS = "statistics.json"
 
 
@@ -75,9 +76,10 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
     """Refuse an output that cannot be a store, before anything is read or written.
 
     Refused: an existing folder; a path that is one of ``inputs`` (micrographs, targets, STAR
-    files) or whose shard or staging folder holds one; an existing store without
-    ``overwrite``; with ``overwrite``, an existing file that is not a store (a micrograph, a
-    user's own HDF5 file): only stores, whole or damaged, are replaced.
+    files) or whose shard or staging folder holds one; an existing file that is not a store (a
+    micrograph, a user's own HDF5 file): only stores, whole or damaged, are replaced. An
+    existing store without ``overwrite`` passes: once the inputs are read it is kept or
+    refused (:func:`cryostream.prepare_result.keep_finished`).
 
     Raises
     ------
@@ -96,11 +98,10 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
             if _inside(path, folder):
                 raise StoreError(f"{output}: its folder {folder} holds the input {path}; move the "
                                  "inputs or give the store another name")
-    if output.exists() and not overwrite:
-        raise StoreError(f"{output} exists; pass overwrite=True (--overwrite) or choose another name")
     if output.exists() and (kind := _not_a_store(output)):
-        raise StoreError(f"{output} exists and is {kind}, not a cryostream store; --overwrite "
-                         "replaces only stores: choose another name for the store")
+        raise StoreError(f"{output} exists and is {kind}, not a cryostream store; "
+                         f"{'--overwrite replaces only stores: ' * overwrite}choose another "
+                         "name for the store")
 
 
 def _not_a_store(path: Path) -> str | None:
@@ -236,8 +237,9 @@ def _resumable(folder: Path, stamp: dict, refuse: bool = False) -> bool:
     if any(old.get(key) != stamp[key] for key in ("config", "sources", "targets")):
         if not refuse:
             return False
-        raise StoreError(f"{folder} holds shards of a run with other inputs or options; pass "
-                         "overwrite=True (--overwrite) to start again")
+        said = differences(old, {k: stamp[k] for k in ("config", "sources", "targets")})
+        raise StoreError(f"{folder} holds shards of a run with other inputs or options: "
+                         f"{'; '.join(said)}; pass overwrite=True (--overwrite) to start again")
     if old.get("band_heights") != stamp["band_heights"]:  # shards cut in other bands
         shards = list(folder.glob("*.h5"))
         for shard in shards:

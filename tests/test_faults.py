@@ -180,11 +180,16 @@ def test_prepare_refuses_a_nan_micrograph(sim, tmp_path, capsys):
 
 
 def test_prepare_into_an_existing_store_is_refused(store, sim, tmp_path, capsys):
-    """prepare onto an existing store without --overwrite: one line, the store unchanged."""
+    """prepare onto an existing store of other options without --overwrite: one line naming
+    what differs and the fix, the store unchanged; the same command keeps it, unchanged."""
     copy = copy_store(store, tmp_path / "old")
     before = snapshot(tmp_path)
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", copy, *PATCH, "--seed", "9",
+                 "--quiet")
+    assert "seed 0 in the store, 9 now" in assert_user_error(result, copy.name, "--overwrite")
+    assert not changed(before, snapshot(tmp_path))
     result = cli(capsys, "prepare", *sim.micrographs, "-o", copy, *PATCH, "--quiet")
-    assert_user_error(result, copy.name, "--overwrite")
+    assert result.rc == 0 and "is already complete" in result.out, result.describe()
     assert not changed(before, snapshot(tmp_path))
 
 

@@ -128,12 +128,15 @@ def test_corruption_is_detected(micrographs, tmp_path):
 
 def test_existing_output_is_not_overwritten(micrographs, tmp_path):
     out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
-    with pytest.raises(StoreError, match="exists; pass overwrite=True"):
-        prepare(micrographs, out, CONFIG)
-    prepare(micrographs, out, CONFIG, overwrite=True)
     other = PrepareConfig(**{**CONFIG.__dict__, "seed": 9})
+    with pytest.raises(StoreError, match="exists and was prepared from other inputs or options: "
+                       r"options differ: seed 0 in the store, 9 now; pass overwrite=True"):
+        prepare(micrographs, out, other)
+    assert prepare(micrographs, out, CONFIG).kept
+    prepare(micrographs, out, CONFIG, overwrite=True)
     out.unlink()
-    with pytest.raises(StoreError, match="holds shards of a run with other inputs or options"):
+    with pytest.raises(StoreError, match="holds shards of a run with other inputs or options: "
+                       "options differ: seed 0 in the store, 9 now; pass overwrite=True"):
         prepare(micrographs, out, other)
 
 
@@ -289,8 +292,10 @@ def test_existing_scheduler_by_address(micrographs, tmp_path):
         out = prepare(micrographs, tmp_path / "remote.h5", CONFIG,
                       scheduler=cluster.scheduler_address).output
         assert _datasets(out) == reference
+    other = PrepareConfig(**{**CONFIG.__dict__, "seed": 9})
     with pytest.raises(StoreError, match="exists"):  # checked before any connection is made
-        prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1")
+        prepare(micrographs, out, other, scheduler="tcp://127.0.0.1:1")
+    assert prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1").kept  # nothing to run
 
 
 def test_patch_multiple_is_the_pooling_of_the_five_level_presets():
