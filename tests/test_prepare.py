@@ -424,3 +424,22 @@ def test_denoised_micrographs_given_to_prepare_or_plan_are_named(micrographs, tm
         prepare(mixed, tmp_path / "data.h5", CONFIG)
     assert len(caught) == 2
     cryostream.plan(micrographs, config=CONFIG)  # an error if it warned
+
+
+def test_a_folder_with_other_files_is_prepared_with_one_note_naming_them(micrographs, tmp_path,
+                                                                         capsys):
+    """prepare FOLDER where the folder holds notes and pictures beside the micrographs: the
+    store of its micrographs, and one note on stderr counting and naming what was left out
+    (it was left out without a word)."""
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for m in micrographs:
+        (folder / Path(m).name).write_bytes(Path(m).read_bytes())
+    (folder / "notes.txt").write_text("session 1\n")
+    (folder / "img.jpg").write_bytes(b"\xff\xd8\xff")
+    assert main(["prepare", str(folder), "-o", str(tmp_path / "d.h5"), "--patch", "64"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("prepared 3 micrographs into")
+    notes = [line for line in captured.err.splitlines() if "left out" in line]
+    assert notes == [f"cryostream: {folder}: left out 2 files that are not MRC micrographs "
+                     "(.mrc): img.jpg, notes.txt"]

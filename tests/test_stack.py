@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import dask
 import mrcfile
@@ -92,6 +93,54 @@ def test_simulated_star_opens(tmp_path):
     stack = open_micrographs(sim.micrographs_star)
     assert stack.shape == (2, 128, 160)
     assert stack.attrs["pixel_size_angstrom"] == pytest.approx(0.6575)
+
+
+def test_a_folder_notes_the_files_it_leaves_out(small_mrcs, notes):
+    """A folder's files other than .mrc are left out with one note that counts them and names
+    the first three (they went without a word)."""
+    folder = small_mrcs[0].parent
+    for name in ("notes.txt", "img.jpg", "m0.log", "m0.star"):
+        (folder / name).write_text("not a micrograph\n")
+    assert open_micrographs(folder).sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 4 files that are not MRC micrographs (.mrc): img.jpg, "
+                     "m0.log, m0.star, …"]
+
+
+def test_movies_in_a_folder_are_said_to_need_motion_correction(small_mrcs, tmp_path, notes):
+    """Movies (.tif, .tiff, .eer) beside the micrographs are named as movies to motion-correct
+    first; a folder of movies only is refused saying so (it said only 'holds no .mrc files')."""
+    folder = small_mrcs[0].parent
+    for name in ("b.eer", "a.tif", "c.tiff", "notes.txt"):
+        (folder / name).write_bytes(b"II*\x00")
+    assert open_micrographs(folder).sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 3 movies (a.tif, b.eer, c.tiff), which need motion "
+                     "correction first (MotionCor2 or RELION's own, for example): give the "
+                     "motion-corrected micrographs (.mrc); and 1 file that is not an MRC "
+                     "micrograph (.mrc): notes.txt"]
+    movies = tmp_path / "movies"
+    movies.mkdir()
+    for name in ("m1_fractions.tiff", "m2_fractions.tiff"):
+        (movies / name).write_bytes(b"II*\x00")
+    with pytest.raises(InvalidMicrographError, match=re.escape(
+            f"{movies}: folder holds no .mrc files, but 2 movies (m1_fractions.tiff, "
+            "m2_fractions.tiff); motion-correct them first (MotionCor2 or RELION's own, for "
+            "example) and give the motion-corrected micrographs (.mrc)")):
+        open_micrographs(movies)
+
+
+def test_a_folder_of_denoised_outputs_opens_without_a_note(small_mrcs, notes):
+    """What cryostream denoise writes beside its outputs (NAME.json, its STAR file), hidden
+    files and sub-folders are left out without a word."""
+    from cryostream.denoise.outputs import STAR_NAME
+
+    folder = small_mrcs[0].parent
+    for m in small_mrcs:
+        m.with_suffix(".json").write_text("{}\n")
+    (folder / STAR_NAME).write_text("data_optics\n")
+    (folder / ".m0.mrc.partial").write_bytes(b"")
+    (folder / "thumbnails").mkdir()
+    assert open_micrographs(folder).sizes["micrograph"] == 3
+    assert notes == []
 
 
 # --- bad input sets ------------------------------------------------------------------------
