@@ -135,6 +135,33 @@ def test_even_and_odd_halves_give_the_sum_of_their_outputs(tiny_run, tmp_path, c
     assert not (tmp_path / "bad").exists()
 
 
+def test_odd_alone_reads_the_odd_halves_from_the_input_star_file(tiny_run, tmp_path, capsys):
+    """``denoise STAR --odd`` with no files, as the even/odd guide says and ``prepare`` does:
+    the odd halves come from the same STAR file (its rlnMicrographNameOdd column), the outputs
+    as with ``--odd STAR``; with inputs that are not STAR files, one line saying to give the
+    odd halves, nothing written."""
+    from cryostream.config import SimulateConfig
+    from cryostream.simulate import simulate
+
+    sim = simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(160, 128), seed=3,
+                                                              even_odd=True))
+    star = sim.micrographs_star
+    assert _denoise(tiny_run, [star], tmp_path / "alone", "--odd") == 0
+    assert _denoise(tiny_run, [star], tmp_path / "named", "--odd", star) == 0
+    for name, odd in zip(("sim_0000", "sim_0001"), sim.odds, strict=True):
+        np.testing.assert_array_equal(mrcfile.read(tmp_path / "alone" / f"{name}.mrc"),
+                                      mrcfile.read(tmp_path / "named" / f"{name}.mrc"))
+        record = json.loads((tmp_path / "alone" / f"{name}.json").read_text())
+        assert record["given"]["odd"] == str(odd.resolve())
+    capsys.readouterr()
+    assert _denoise(tiny_run, [sim.root / "even"], tmp_path / "bad", "--odd") == 2
+    assert capsys.readouterr().err == (
+        "cryostream denoise: error: --odd without files reads the odd halves from the inputs' "
+        f"STAR files (their rlnMicrographNameOdd column), but {sim.root / 'even'} is not a STAR "
+        "file; give the odd halves' files or folder: --odd ODD...\n")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
     """With the CTF gain, one defocus fitted on the sum of the halves shapes the gain of both
     (each half alone has half the signal, and the two outputs are summed)."""

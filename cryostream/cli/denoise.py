@@ -115,11 +115,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "shipped model's name (default: general, trained on simulated micrographs "
                    "over a spread of conditions; a run folder given as the first input is "
                    "taken as the model too)")
-    p.add_argument("--odd", nargs="+", metavar="ODD",
+    p.add_argument("--odd", nargs="*", metavar="ODD",
                    help="odd-frame sums of the micrographs whose even-frame sums are the inputs "
                    "(paired by name: NAME_EVN.mrc with NAME_ODD.mrc, or one name in two "
                    "folders; a STAR file's rlnMicrographNameEven/Odd); each output, NAME.mrc, is "
-                   "the sum of the two halves' denoised images (the full sum's scale)")
+                   "the sum of the two halves' denoised images (the full sum's scale); with no "
+                   "value, the inputs are STAR files and their rlnMicrographNameEven/Odd columns "
+                   "are used")
     p.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
                    help="pixel size in Å, over the headers and the STAR file (for inputs that "
                    "lack one)")
@@ -163,8 +165,11 @@ def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Denoise, then print the count, the speed and the peak memory."""
+    from cryostream.cli.prepare import odd_inputs
+
     config = config_from_args(denoise_config(args), args, OUTPUT_FLAGS)
     model, inputs = model_and_inputs(args)
+    odd = odd_inputs(args.odd, inputs)  # --odd alone: the STAR files' odd column
     from cryostream.denoise import denoise
     from cryostream.denoise.network import check_model
 
@@ -174,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
                      scheduler=args.scheduler, cluster_workers=args.cluster_workers,
                      permissive=args.permissive, pixel_size_angstrom=args.pixel_size_angstrom,
-                     odd=args.odd, **given(args, "workers"))
+                     odd=odd, **given(args, "workers"))
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start

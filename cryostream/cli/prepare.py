@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Prepare the store and print its one-line summary."""
     from cryostream.prepare import prepare
 
-    config, odd = prepare_config(args), odd_inputs(args)
+    config, odd = prepare_config(args), odd_inputs(args.odd, args.inputs)
     if odd is not None and config.noise == NoiseConfig():  # no noise option given
         config = dataclasses.replace(config, noise=NoiseConfig(model="none"))
     result = prepare(
@@ -117,19 +117,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def odd_inputs(args: argparse.Namespace) -> list[str] | None:
-    """The odd-frame sums ``--odd`` names: its values, or the inputs (STAR files, read for their
-    ``rlnMicrographNameOdd`` column) when it has none; ``None`` without ``--odd``.
+def odd_inputs(odd: list[str] | None, inputs: list[str]) -> list[str] | None:
+    """The odd-frame sums ``--odd`` names (``odd``, as argparse gives it with ``nargs="*"``):
+    its values, or the ``inputs`` (STAR files, read for their ``rlnMicrographNameOdd`` column)
+    when it has none; ``None`` without ``--odd``. Shared by ``prepare`` and ``denoise``.
 
     Raises
     ------
     ConfigError
         ``--odd`` without values when an input is not a STAR file.
     """
-    if args.odd is None or args.odd:
-        return args.odd
-    not_star = [i for i in args.inputs if not i.lower().endswith(".star")]
+    if odd is None or odd:
+        return odd
+    not_star = [i for i in inputs if not str(i).lower().endswith(".star")]
     if not_star:
-        raise ConfigError(f"--odd without files reads the inputs' rlnMicrographNameOdd column, but "
-                          f"{not_star[0]} is not a STAR file; give the odd halves: --odd ODD...")
-    return list(args.inputs)
+        raise ConfigError(f"--odd without files reads the odd halves from the inputs' STAR files "
+                          f"(their rlnMicrographNameOdd column), but {not_star[0]} is not a STAR "
+                          "file; give the odd halves' files or folder: --odd ODD...")
+    return list(inputs)
