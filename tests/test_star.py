@@ -373,12 +373,16 @@ def _project(tiny_run, root: Path) -> Path:
         "rlnDefocusAngle": [92.0, 10.0], "rlnCtfMaxResolution": [3.1, 4.2]})
 
 
-def test_denoise_reads_a_relion_star_file_and_writes_one_for_import(tiny_run, tmp_path):
+def test_denoise_reads_a_relion_star_file_and_writes_one_for_import(tiny_run, tmp_path,
+                                                                    monkeypatch):
+    """Run from the project folder, as RELION runs: the output STAR file's names, its own and
+    those carried over (rlnCtfImage), are relative to it."""
     from cryostream.cli import main
 
     root = tmp_path / "project"
     star = _project(tiny_run, root)
     out = root / "External" / "job010"
+    monkeypatch.chdir(root)
     with pytest.warns(StarFileWarning) as caught:  # the headers say 0.6575 Å
         assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile",
                      "64", "--workers", "1"]) == 0

@@ -12,6 +12,8 @@
   the ring calibration).
 - :mod:`~cryostream.denoise.outputs`: where outputs go, checked before any computing, each
   written whole or not at all.
+- :mod:`~cryostream.denoise.star_out`: the STAR file listing them, every name relative to the
+  working directory (absolute outside it).
 - :mod:`~cryostream.denoise.api`: :func:`denoise` and :func:`rank_runs`.
 """
 

@@ -26,14 +26,10 @@ from cryostream.denoise.micrograph import (
     read_micrograph,
 )
 from cryostream.denoise.network import model_name, model_path, model_record
-from cryostream.denoise.outputs import (
-    STAR_NAME,
-    plan_denoise,
-    recipe_steps,
-    star_tables,
-)
+from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
+from cryostream.denoise.star_out import star_tables, warn_unlisted
 from cryostream.denoise.tiling import reused_windows
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 
@@ -168,10 +164,14 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         (the run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the
         CTF). Last, ``denoised_micrographs.star`` lists the outputs for RELION or cryoSPARC
         (the input STAR file's optics table and columns, or an optics table from the pixel
-        size and the config's optics). Checked before any computing: two inputs of one name,
-        an output that would replace an input, or a ``NAME.mrc`` there that is not this run's
-        output with these options are refused. Finished outputs of the same run, options and
-        input are found and skipped, so an interrupted run resumes. Required on a cluster.
+        size and the config's optics; every file name relative to the working directory when
+        inside it, absolute otherwise: :func:`~cryostream.denoise.star_out.star_name`). It
+        lists this call's micrographs: finished outputs of other inputs already in the folder
+        are named by one :class:`~cryostream.denoise.star_out.UnlistedOutputWarning`.
+        Checked before any computing: two inputs of one name, an output that would replace an
+        input, or a ``NAME.mrc`` there that is not this run's output with these options are
+        refused. Finished outputs of the same run, options and input are found and skipped,
+        so an interrupted run resumes. Required on a cluster.
     config : DenoiseConfig, optional
         The post-processing steps, the tiling and the output files. Options left ``None``
         (the default) are decided for the run (:meth:`DenoiseConfig.for_run`): the best
@@ -356,6 +356,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
     star = Path(output) / STAR_NAME
     write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
     paths = [done[m.source] for m in kept]
+    warn_unlisted(star, paths)  # earlier outputs of other inputs in the folder: said
     if len({read_header(p).shape for p in paths}) == 1:
         result = open_micrographs(paths, chunks=-1, pixel_size_angstrom=one_size)
     else:  # micrographs of several shapes: no stack holds them, the result lists the files

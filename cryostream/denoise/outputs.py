@@ -1,6 +1,7 @@
 """Where denoised micrographs go, checked before any computing: one output per input inside
 the output folder, none replacing an input, finished ones found and skipped, each written
-whole or not at all; the STAR file listing them (:data:`STAR_NAME`) written last."""
+whole or not at all. The STAR file listing them (:data:`STAR_NAME`), written last, is made by
+:mod:`cryostream.denoise.star_out`."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
            "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
-           "output_record", "recipe_steps", "history_label", "made_by_denoise", "star_tables",
-           "ROW_OPTICS"]
+           "output_record", "recipe_steps", "history_label", "made_by_denoise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,67 +317,3 @@ def history_label(run: str, config, found: dict | None = None) -> str:
 
     return f"cryostream denoise {model_name(run)}" + (f" {'+'.join(steps)}" if steps else "")
 
-
-def _relion_name(path: str, project: Path) -> str:
-    full = Path(path).resolve()
-    project = project.resolve()
-    return str(full.relative_to(project)) if full.is_relative_to(project) else str(full)
-
-
-#: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
-#: they live in its optics table.
-ROW_OPTICS = frozenset({"rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
-                        "rlnMicrographPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize",
-                        "rlnMagnification", "rlnMicrographOriginalPixelSize"})
-
-
-def star_tables(gathered, outputs: dict[str, str]):
-    """The optics and micrographs blocks of the output's STAR file, as pandas.DataFrames, for
-    the micrographs ``gathered`` (:class:`~cryostream.denoise.sources.DenoiseInputs`).
-
-    ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
-    left out). From one STAR file: its optics table as it was, its rows with
-    ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
-    optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
-    the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
-    other columns but the per-row optics (:data:`ROW_OPTICS`). Names are relative to the
-    project folder (the STAR file's, or the working directory) when the outputs are inside it,
-    absolute otherwise.
-    """
-    import pandas as pd
-
-    kept = [m for m in gathered.micrographs if m.source in outputs]
-    star = gathered.star
-    if star is not None and star.optics_table is not None:
-        rows = star.table.iloc[[m.star_row for m in kept]].copy()
-        rows["rlnMicrographName"] = [_relion_name(outputs[m.source], star.project) for m in kept]
-        optics = star.optics_table.copy()
-        given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
-        if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
-            optics["rlnMicrographPixelSize"] = given.pop()
-        return optics, rows.reset_index(drop=True)
-    project = star.project if star is not None else Path.cwd()
-    groups: dict[tuple, int] = {}
-    for m in kept:
-        groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
-                           m.optics["amplitude_contrast"]), len(groups) + 1)
-    optics = pd.DataFrame([{"rlnOpticsGroupName": f"opticsGroup{n}", "rlnOpticsGroup": n,
-                            "rlnMicrographOriginalPixelSize": ps, "rlnVoltage": kv,
-                            "rlnSphericalAberration": cs, "rlnAmplitudeContrast": ac,
-                            "rlnMicrographPixelSize": ps}
-                           for (ps, kv, cs, ac), n in groups.items()])
-    rows = pd.DataFrame({
-        "rlnMicrographName": [_relion_name(outputs[m.source], project) for m in kept],
-        "rlnOpticsGroup": [groups[(m.pixel_size_angstrom, m.optics["voltage_kv"],
-                                   m.optics["cs_mm"], m.optics["amplitude_contrast"])]
-                           for m in kept]})
-    if kept and all(m.defocus is not None for m in kept):
-        rows["rlnDefocusU"] = [m.defocus.defocus_u_angstrom for m in kept]
-        rows["rlnDefocusV"] = [m.defocus.defocus_v_angstrom for m in kept]
-        rows["rlnDefocusAngle"] = [m.defocus.angle_deg for m in kept]
-    if star is not None and kept:  # a STAR file without an optics table: its other columns too
-        carried = star.table.iloc[[m.star_row for m in kept]].reset_index(drop=True)
-        for column in carried.columns:
-            if column not in rows.columns and column not in ROW_OPTICS:
-                rows[column] = carried[column].to_numpy()
-    return optics, rows

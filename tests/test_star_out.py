@@ -1,0 +1,136 @@
+"""The STAR file ``denoise`` writes beside its outputs (cryostream.denoise.star_out): every file
+name in it relative to the working directory (absolute outside it), read back from there;
+finished outputs of other inputs in the folder that it leaves out, named. Real MRC and STAR
+files, written by ``simulate``, mrcfile and starfile."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import starfile
+
+import cryostream
+from cryostream.cli import main
+from cryostream.config import DenoiseConfig, SimulateConfig
+from cryostream.denoise.star_out import UnlistedOutputWarning
+from cryostream.io.star import read_micrograph_star
+
+HALVES = ("rlnMicrographNameEven", "rlnMicrographNameOdd")
+
+
+def _denoise(tiny_run, *argv) -> int:
+    return main(["denoise", str(tiny_run.run), *map(str, argv), "--raw", "--tile", "64",
+                 "--workers", "1"])
+
+
+def _rows(out: Path) -> pd.DataFrame:
+    return starfile.read(out / "denoised_micrographs.star", always_dict=True)["micrographs"]
+
+
+def test_names_are_relative_to_the_working_directory_for_star_and_folder_inputs(
+        tiny_run, tmp_path, monkeypatch):
+    """Run from the folder above the set: the outputs and the even/odd halves carried over from
+    the input STAR file (written relative to the set's folder) are named relative to the
+    working directory, for a STAR file and a folder given alike, and the output STAR file
+    reads back from there, every column."""
+    cryostream.simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(160, 128), seed=3,
+                                                                   even_odd=True))
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(tiny_run, "sim/micrographs.star", "-o", "from_star") == 0
+    assert _denoise(tiny_run, "sim/micrographs", "-o", "from_folder") == 0
+    names = ["sim_0000", "sim_0001"]
+    star_rows, folder_rows = _rows(tmp_path / "from_star"), _rows(tmp_path / "from_folder")
+    assert list(star_rows["rlnMicrographName"]) == [f"from_star/{n}.mrc" for n in names]
+    assert list(folder_rows["rlnMicrographName"]) == [f"from_folder/{n}.mrc" for n in names]
+    assert list(star_rows["rlnMicrographNameEven"]) == [f"sim/even/{n}_EVN.mrc" for n in names]
+    assert list(star_rows["rlnMicrographNameOdd"]) == [f"sim/odd/{n}_ODD.mrc" for n in names]
+    written = tmp_path / "from_star" / "denoised_micrographs.star"
+    for column in ("rlnMicrographName", *HALVES):
+        found = read_micrograph_star(written, column)
+        assert [p.resolve() for p in found] == [(tmp_path / v).resolve() for v in star_rows[column]]
+
+
+def test_names_outside_the_working_directory_are_absolute_type_suffix_kept(
+        tiny_run, tmp_path, monkeypatch):
+    """Run from elsewhere on a RELION project's CtfFind STAR file (an optics table, names
+    relative to the project): the outputs, the carried halves and ``rlnCtfImage`` (its
+    ``:mrc`` kept) are absolute, and the output STAR file reads back from anywhere."""
+    project = tmp_path / "project"
+    for folder in ("Micrographs", "CtfFind/job003/Micrographs", "elsewhere"):
+        (project / folder).mkdir(parents=True)
+    for i, name in enumerate(("a", "b")):
+        for half in ("", "_EVN", "_ODD"):
+            shutil.copy(tiny_run.sim.micrographs[i], project / "Micrographs" / f"{name}{half}.mrc")
+        (project / "CtfFind/job003/Micrographs" / f"{name}.ctf").write_bytes(b"")
+    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                           "rlnMicrographPixelSize": [0.6575], "rlnVoltage": [300.0],
+                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})
+    star = project / "CtfFind/job003/micrographs_ctf.star"
+    starfile.write({"optics": optics, "micrographs": pd.DataFrame({
+        "rlnMicrographName": ["Micrographs/a.mrc", "Micrographs/b.mrc"],
+        "rlnMicrographNameEven": ["Micrographs/a_EVN.mrc", "Micrographs/b_EVN.mrc"],
+        "rlnMicrographNameOdd": ["Micrographs/a_ODD.mrc", "Micrographs/b_ODD.mrc"],
+        "rlnOpticsGroup": [1, 1],
+        "rlnCtfImage": ["CtfFind/job003/Micrographs/a.ctf:mrc",
+                        "CtfFind/job003/Micrographs/b.ctf:mrc"]})}, star)
+    monkeypatch.chdir(project / "elsewhere")
+    out = tmp_path / "den"
+    assert _denoise(tiny_run, star, "-o", out) == 0
+    rows = _rows(out)
+    assert list(rows["rlnMicrographName"]) == [str(out / "a.mrc"), str(out / "b.mrc")]
+    for column, ending in zip(HALVES, ("_EVN.mrc", "_ODD.mrc"), strict=True):
+        assert list(rows[column]) == [str(project / "Micrographs" / f"{n}{ending}") for n in "ab"]
+    assert list(rows["rlnCtfImage"]) == [
+        f"{project}/CtfFind/job003/Micrographs/{n}.ctf:mrc" for n in "ab"]
+    monkeypatch.chdir(tmp_path)
+    for column in ("rlnMicrographName", *HALVES):
+        assert [str(p) for p in read_micrograph_star(out / "denoised_micrographs.star", column)] \
+            == list(rows[column])
+
+
+def test_a_call_of_fewer_inputs_names_the_outputs_its_star_file_leaves_out(tiny_run, tmp_path):
+    """A and B denoised into one folder, then A alone: the STAR file lists A, as the call's
+    inputs say (a selection that dropped B keeps it out), and one warning names B, still in
+    the folder; A and B again list both, without a word."""
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    a, b = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
+            for i, n in enumerate("ab"))
+    out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
+    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        result = cryostream.denoise(tiny_run.run, [a], out, config=config, workers=1)
+    assert [str(w.message) for w in caught] == [
+        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 1 earlier "
+        f"output in {out} is not listed (b.mrc): give its input again with these to list it too "
+        "(finished outputs are kept, not made again)"]
+    assert result.attrs["kept"] == 1 and (out / "b.mrc").is_file()
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
+    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc", "b.mrc"]
+
+
+def test_several_outputs_left_out_are_named_in_one_warning(tiny_run, tmp_path):
+    """Three denoised by the command, then one: one warning names the two left out."""
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    for i in range(3):
+        shutil.copy(tiny_run.sim.micrographs[i], mics / f"m{i}.mrc")
+    out = tmp_path / "out"
+    assert _denoise(tiny_run, mics, "-o", out) == 0
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        assert _denoise(tiny_run, mics / "m1.mrc", "-o", out) == 0
+    assert [str(w.message) for w in caught] == [
+        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 2 earlier "
+        f"outputs in {out} are not listed (m0.mrc, m2.mrc): give their inputs again with these "
+        "to list them too (finished outputs are kept, not made again)"]
