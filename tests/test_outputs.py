@@ -43,3 +43,37 @@ def test_the_label_names_the_radial_gain_where_the_ctf_check_failed():
     assert history_label(run, config, {"ctf_used": True}).endswith(" ensemble+ctf_gain")
     assert history_label(run, config, {"ctf_used": False}).endswith(" ensemble+wiener_gain")
     assert history_label(run, config, {}).endswith(" ensemble+ctf_gain")  # nothing found yet
+
+
+def test_an_output_made_otherwise_is_refused_in_the_caller_s_own_words(tiny_run, tmp_path, capsys):
+    """Denoising into a folder that holds an output made with other options: a Python caller is
+    told ``overwrite=True`` and ``output=``, the command line ``--overwrite`` and ``-o`` alone;
+    a rerun's note says ``--overwrite`` recomputes the finished ones, without the Python form."""
+    import shutil
+
+    import cryostream
+    from cryostream.cli import main
+    from cryostream.errors import ConfigError
+
+    source = tmp_path / "a.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], source)
+    out = tmp_path / "out"
+    cryostream.denoise(tiny_run.run, [source], out, config=DenoiseConfig.raw(tile=64), workers=1)
+    other = DenoiseConfig.raw(tile=64, output_dtype="float16")
+    with pytest.raises(ConfigError) as refused:
+        cryostream.denoise(tiny_run.run, [source], out, config=other, workers=1)
+    assert str(refused.value) == (
+        f"{out / 'a.mrc'} exists and is not this run's output for {source} with these options; "
+        "pass --overwrite (Python: overwrite=True) to replace it, or choose another output "
+        "folder: -o DIR (Python: output=DIR)")
+    argv = ["denoise", str(tiny_run.run), str(source), "-o", str(out), "--raw", "--tile", "64",
+            "--workers", "1"]
+    capsys.readouterr()
+    assert main([*argv, "--dtype", "float16"]) == 2
+    assert capsys.readouterr().err == (
+        f"cryostream denoise: error: {out / 'a.mrc'} exists and is not this run's output for "
+        f"{source} with these options; pass --overwrite to replace it, or choose another output "
+        "folder: -o DIR\n")
+    assert main(argv) == 0
+    assert (f"cryostream: 1 of 1 micrographs already denoised in {out} with this run and these "
+            "options; kept (--overwrite recomputes them)\n") in capsys.readouterr().err

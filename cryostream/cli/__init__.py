@@ -108,12 +108,22 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+class _Notes(logging.Formatter):
+    """``cryostream: NOTE``, the note without the Python forms of the options it names."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from cryostream.cli.common import for_the_command_line
+
+        return for_the_command_line(super().format(record))
+
+
 def _log_to_stderr(level: int) -> None:
-    """The library's notes (``logging`` under ``cryostream``) as lines on stderr."""
+    """The library's notes (``logging`` under ``cryostream``) as lines on stderr, as the
+    command line says them (:func:`~cryostream.cli.common.for_the_command_line`)."""
     logger = logging.getLogger("cryostream")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         handler = _Stderr()
-        handler.setFormatter(logging.Formatter("cryostream: %(message)s"))
+        handler.setFormatter(_Notes("cryostream: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False  # once, here, whatever the root logger does
     logger.setLevel(level)

@@ -66,8 +66,9 @@ def warn_if_under_input(run: str) -> None:
             f"{model_name(run)}: its network scored under the noisy input when its training "
             f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
             f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; train it "
-            "further (cryostream fit with a larger --budget, or --from general), or leave out "
-            "-m to use the shipped general model", ModelWarning, stacklevel=3)
+            "further: cryostream fit with a larger --budget (Python: budget=), or --from general "
+            "(Python: start='general'); or leave out -m (Python: pass 'general' as the run) to "
+            "use the shipped general model", ModelWarning, stacklevel=3)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
@@ -218,7 +219,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
                               "≥ 1")
     if output is None and (scheduler is not None or cluster_workers is not None):
-        raise ConfigError("denoising on a cluster needs an output folder (-o)")
+        raise ConfigError("denoising on a cluster needs an output folder: -o DIR (Python: "
+                          "output=DIR)")
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     arrays = array_stack(inputs, pixel_size_angstrom)
@@ -253,7 +255,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             logging.getLogger("cryostream").info(
                 "the ensemble runs the network 8 times per micrograph: about 80 s per megapixel "
                 "on 2 CPU cores (over an hour for a 7676 × 7420 micrograph); for a first look "
-                "pass --no-ensemble (one pass), or use a GPU")
+                "pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) for one pass, "
+                "or use a GPU")
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
@@ -312,7 +315,8 @@ def _gather(futures, total: int) -> list:
             results.append(None)
     if failed:  # one micrograph alone: its own error
         raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
-                        "skips them); the others are denoised, and a rerun keeps them",
+                        "(Python: permissive=True) skips them); the others are denoised, and a "
+                        "rerun keeps them",
                         single=len(futures) == 1)
     return results
 

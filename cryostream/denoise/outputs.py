@@ -82,24 +82,23 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     """
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {out}: exists and is not a folder; denoised micrographs go into a "
-                          "folder: choose a new name")
+        raise ConfigError(f"{out}: exists and is not a folder; denoised micrographs go into a "
+                          "folder: give a new name, -o DIR (Python: output=DIR)")
     names = list(names) if names is not None else [Path(s).stem for s in sources]
     seen: dict[str, str] = {}
     for source, name in zip(sources, names, strict=True):
         if name in seen:
             raise ConfigError(f"{seen[name]} and {source} share the name {name!r}: their outputs "
-                              f"would both be {out / (name + suffix + '.mrc')}; denoise them into "
-                              "separate "
-                              "folders (-o)")
+                              f"would both be {out / (name + suffix + '.mrc')}; denoise them in "
+                              "two calls, each into its own folder: -o DIR (Python: output=DIR)")
         seen[name] = source
     inputs = {Path(s).resolve() for s in sources}
     plans = []
     for source, name, record in zip(sources, names, records, strict=True):
         path = out / f"{name}{suffix}.mrc"
         if path.resolve() in inputs:
-            raise ConfigError(f"-o {out}: the output {path} would replace the input micrograph "
-                              "itself; choose another output folder")
+            raise ConfigError(f"{out}: the output {path} would replace the input micrograph "
+                              "itself; choose another output folder: -o DIR (Python: output=DIR)")
         sidecar = path.with_suffix(".json")
         done = path.is_file() and same_record(sidecar, record)
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
@@ -113,8 +112,9 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                 path)
         if path.exists() and not done and not unfinished and not stale and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
-                              "these options; pass --overwrite to replace it, or choose another "
-                              "output folder (-o)")
+                              "these options; pass --overwrite (Python: overwrite=True) to "
+                              "replace it, or choose another output folder: -o DIR (Python: "
+                              "output=DIR)")
         plans.append(OutputPlan(source, name, path, sidecar, done and not overwrite))
     return plans
 
@@ -146,20 +146,21 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
         # odd half, in folders): never replaced, --overwrite or not, unless denoise wrote it
         if m.odd is not None and plan.path.exists() and (
                 plan.path.resolve() in odd_halves or not made_by_denoise(plan.path)):
-            raise ConfigError(f"-o {output}: the output {plan.path} of the pair {m.source} and "
+            raise ConfigError(f"{output}: the output {plan.path} of the pair {m.source} and "
                               f"{m.odd} would replace a file cryostream did not write (the full "
-                              "sum?); choose another output folder")
+                              "sum?); choose another output folder: -o DIR (Python: output=DIR)")
     star = output / STAR_NAME
     if input_star is not None and star.resolve() == input_star.path.resolve():
-        raise ConfigError(f"-o {output}: the output's {STAR_NAME} would replace the input STAR "
-                          "file; choose another output folder")
+        raise ConfigError(f"{output}: the output's {STAR_NAME} would replace the input STAR "
+                          "file; choose another output folder: -o DIR (Python: output=DIR)")
     made = None if output.exists() else output
     check_writable(output)
     finished = sum(p.done for p in plans)
     if finished:
         logging.getLogger("cryostream").info(
             "%d of %d micrographs already denoised in %s with this run and these options; "
-            "kept (--overwrite recomputes them)", finished, len(plans), output)
+            "kept (--overwrite (Python: overwrite=True) recomputes them)", finished, len(plans),
+            output)
     return plans, made
 
 
@@ -182,8 +183,8 @@ def check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".cryostream-write-test"):
             pass
     except OSError as exc:
-        raise StoreError(f"-o {folder}: cannot write there ({exc.strerror or exc}); choose a "
-                         "folder you can write to") from None
+        raise StoreError(f"{folder}: cannot write there ({exc.strerror or exc}); choose an "
+                         "output folder you can write to: -o DIR (Python: output=DIR)") from None
 
 
 def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: float,
@@ -205,12 +206,13 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     if not np.isfinite(estimate).all():
         raise StoreError(f"{plan.source}: denoising gave non-finite pixels, so nothing was "
                          "written; the run's checkpoint may be damaged (train it again, or "
-                         "pass another --model)")
+                         "pass another model: -m RUN (Python: the run argument))")
     largest = float(np.abs(estimate).max()) if estimate.size else 0.0
     if np.dtype(dtype) == np.float16 and largest > float(np.finfo(np.float16).max):
         raise ConfigError(f"{plan.source}: its denoised pixels reach {largest:.4g}, beyond "
                           f"float16's {float(np.finfo(np.float16).max):g}, so nothing was "
-                          "written; drop --dtype float16 (float32 holds them)")
+                          "written; drop --dtype float16 (Python: output_dtype='float32' in "
+                          "the DenoiseConfig): float32 holds them")
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
     try:
         partial.write_text(json.dumps(record, indent=1))
