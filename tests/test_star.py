@@ -416,8 +416,11 @@ def test_pixel_size_option_reaches_the_output_star_optics(tiny_run, tmp_path):
     root = tmp_path / "project"
     star = _project(tiny_run, root)
     out = root / "den"
-    assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile", "64",
-                 "--workers", "1", "--pixel-size", "1.5"]) == 0
+    from cryostream.denoise.pixels import PixelSizeWarning
+
+    with pytest.warns(PixelSizeWarning, match="1.5 Å is 2.28× the 0.6575 Å in the MRC header"):
+        assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile",
+                     "64", "--workers", "1", "--pixel-size", "1.5"]) == 0  # the headers say 0.6575
     with mrcfile.open(out / "a.mrc") as m:
         assert m.voxel_size.x == pytest.approx(1.5)
     written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
