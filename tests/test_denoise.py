@@ -827,3 +827,14 @@ def test_an_input_remade_while_it_is_denoised_is_made_again_next_time(trained, t
     assert again.attrs["kept"] == 0  # made again, from the remade input
     fresh = denoise(run, [source], config=config, workers=1)
     np.testing.assert_array_equal(mrcfile.read(out / "mic.mrc"), fresh.values[0])
+
+
+def test_denoise_refusals_give_the_python_spelling_beside_the_flag():
+    """A script is told the config field, the command line only the flag."""
+    from cryostream.cli.common import for_the_command_line
+    from cryostream.denoise.tiling import tile_cores
+
+    with pytest.raises(cryostream.ConfigError) as info:
+        tile_cores(100, 128, 32)
+    assert str(info.value).endswith("use a smaller --tile (Python: the DenoiseConfig's tile)")
+    assert for_the_command_line(info.value).endswith("use a smaller --tile")

@@ -35,10 +35,12 @@ def check_correctable(record) -> None:
     Noisier2Noise correction does not apply (``record``: its :class:`~cryostream.runs.RunRecord`)."""
     if record.recorrupt:
         raise ConfigError("this run was trained on recorrupted targets (--recorrupt): it "
-                          "estimates the clean image directly; drop --n2n-correction")
+                          "estimates the clean image directly; drop --n2n-correction (Python: "
+                          "n2n_correction=False)")
     if record.noise.model == "none":
         raise ConfigError("this run was trained on separate targets (no added noise): it "
-                          "estimates the target directly; drop --n2n-correction")
+                          "estimates the target directly; drop --n2n-correction (Python: "
+                          "n2n_correction=False)")
 
 
 def n2n_alpha2(record, image_normalised: np.ndarray) -> float:

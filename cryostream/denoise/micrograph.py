@@ -52,7 +52,7 @@ def check_micrograph(image: np.ndarray, source: str, record, network_config,
     if min(image.shape) < smallest:
         raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
                                      f"this run's network needs at least {smallest} on each side",
-                                     "exclude it (--permissive skips it)")
+                                     "exclude it, or skip it with --permissive (Python: permissive=True)")
     return statistics[0]
 
 

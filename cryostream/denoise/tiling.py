@@ -55,7 +55,8 @@ def tile_cores(length: int, tile: int, multiple: int) -> list[tuple[int, int, in
     ``multiple``, covers what is left up to ``length``.
     """
     if length < tile:
-        raise ConfigError(f"tile={tile}: larger than the {length}-pixel axis; use a smaller --tile")
+        raise ConfigError(f"tile={tile}: larger than the {length}-pixel axis; use a smaller "
+                          "--tile (Python: the DenoiseConfig's tile)")
     cores = [(p, p, p + tile) for p in range(0, length - tile + 1, tile)]
     end = cores[-1][2]
     if end < length:
@@ -358,7 +359,8 @@ def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
     if min(ny, nx) < tile:
         raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
     if halo > tile:
-        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile")
+        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile (Python: "
+                          "the DenoiseConfig's tile)")
     heights = band_heights(ny, tile)
     per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
     return tile, halo, device_batch(batch_size, per_band, tile + 2 * halo), heights
