@@ -1,7 +1,8 @@
 """The STAR file ``denoise`` writes beside its outputs (cryostream.denoise.star_out): every file
-name in it relative to the working directory (absolute outside it), read back from there;
-finished outputs of other inputs in the folder that it leaves out, named. Real MRC and STAR
-files, written by ``simulate``, mrcfile and starfile."""
+name in it relative to the project folder (the input STAR file's, or the working directory for
+other inputs; absolute outside it), read back from that folder as RELION reads it, wherever the
+command ran; finished outputs of other inputs in the folder that it leaves out, named. Real MRC
+and STAR files, written by ``simulate``, mrcfile and starfile."""
 
 from __future__ import annotations
 
@@ -31,34 +32,49 @@ def _rows(out: Path) -> pd.DataFrame:
     return starfile.read(out / "denoised_micrographs.star", always_dict=True)["micrographs"]
 
 
-def test_names_are_relative_to_the_working_directory_for_star_and_folder_inputs(
+def test_names_are_relative_to_the_project_folder_wherever_the_command_runs(
         tiny_run, tmp_path, monkeypatch):
-    """Run from the folder above the set: the outputs and the even/odd halves carried over from
-    the input STAR file (written relative to the set's folder) are named relative to the
-    working directory, for a STAR file and a folder given alike, and the output STAR file
-    reads back from there, every column."""
+    """A STAR file's project (``sim``, where its names resolve) run from the folder above it:
+    outputs inside the project are named relative to it, as are the even/odd halves carried
+    over, outputs outside it absolutely, and the output STAR file reads back from the project
+    folder, every column, as RELION reads it; run from inside the project's sub-folder, the
+    same names. A folder of micrographs (no project) is named relative to the working
+    directory."""
     cryostream.simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(160, 128), seed=3,
                                                                    even_odd=True))
-    monkeypatch.chdir(tmp_path)
-    assert _denoise(tiny_run, "sim/micrographs.star", "-o", "from_star") == 0
-    assert _denoise(tiny_run, "sim/micrographs", "-o", "from_folder") == 0
     names = ["sim_0000", "sim_0001"]
-    star_rows, folder_rows = _rows(tmp_path / "from_star"), _rows(tmp_path / "from_folder")
-    assert list(star_rows["rlnMicrographName"]) == [f"from_star/{n}.mrc" for n in names]
-    assert list(folder_rows["rlnMicrographName"]) == [f"from_folder/{n}.mrc" for n in names]
-    assert list(star_rows["rlnMicrographNameEven"]) == [f"sim/even/{n}_EVN.mrc" for n in names]
-    assert list(star_rows["rlnMicrographNameOdd"]) == [f"sim/odd/{n}_ODD.mrc" for n in names]
-    written = tmp_path / "from_star" / "denoised_micrographs.star"
-    for column in ("rlnMicrographName", *HALVES):
-        found = read_micrograph_star(written, column)
-        assert [p.resolve() for p in found] == [(tmp_path / v).resolve() for v in star_rows[column]]
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(tiny_run, "sim/micrographs.star", "-o", "sim/Denoise/job001") == 0
+    assert _denoise(tiny_run, "sim/micrographs.star", "-o", "outside") == 0
+    assert _denoise(tiny_run, "sim/micrographs", "-o", "from_folder") == 0
+    inside, outside = _rows(tmp_path / "sim/Denoise/job001"), _rows(tmp_path / "outside")
+    assert list(inside["rlnMicrographName"]) == [f"Denoise/job001/{n}.mrc" for n in names]
+    assert list(outside["rlnMicrographName"]) == [(tmp_path / f"outside/{n}.mrc").as_posix()
+                                                  for n in names]
+    assert list(_rows(tmp_path / "from_folder")["rlnMicrographName"]) == [
+        f"from_folder/{n}.mrc" for n in names]
+    for rows in (inside, outside):
+        assert list(rows["rlnMicrographNameEven"]) == [f"even/{n}_EVN.mrc" for n in names]
+        assert list(rows["rlnMicrographNameOdd"]) == [f"odd/{n}_ODD.mrc" for n in names]
+    monkeypatch.chdir(tmp_path / "sim" / "even")  # inside the project: the same names
+    assert _denoise(tiny_run, "../micrographs.star", "-o", "../Denoise/job002") == 0
+    assert list(_rows(tmp_path / "sim/Denoise/job002")["rlnMicrographName"]) == [
+        f"Denoise/job002/{n}.mrc" for n in names]
+    monkeypatch.chdir(tmp_path / "sim")  # RELION reads the names from its project folder
+    for written, rows in ((tmp_path / "sim/Denoise/job001", inside), (tmp_path / "outside", outside)):
+        for column in ("rlnMicrographName", *HALVES):
+            found = read_micrograph_star(written / "denoised_micrographs.star", column)
+            assert [p.resolve() for p in found] == [(tmp_path / "sim" / v).resolve()
+                                                    for v in rows[column]]
+            assert all((tmp_path / "sim" / v).is_file() for v in rows[column])
 
 
-def test_names_outside_the_working_directory_are_absolute_type_suffix_kept(
+def test_a_relion_project_s_names_stay_relative_to_it_run_from_elsewhere(
         tiny_run, tmp_path, monkeypatch):
     """Run from elsewhere on a RELION project's CtfFind STAR file (an optics table, names
-    relative to the project): the outputs, the carried halves and ``rlnCtfImage`` (its
-    ``:mrc`` kept) are absolute, and the output STAR file reads back from anywhere."""
+    relative to the project): the carried halves and ``rlnCtfImage`` (its ``:mrc`` kept) stay
+    relative to the project, the outputs outside it are absolute, and the output STAR file
+    reads back from the project folder."""
     project = tmp_path / "project"
     for folder in ("Micrographs", "CtfFind/job003/Micrographs", "elsewhere"):
         (project / folder).mkdir(parents=True)
@@ -81,15 +97,15 @@ def test_names_outside_the_working_directory_are_absolute_type_suffix_kept(
     out = tmp_path / "den"
     assert _denoise(tiny_run, star, "-o", out) == 0
     rows = _rows(out)
-    assert list(rows["rlnMicrographName"]) == [str(out / "a.mrc"), str(out / "b.mrc")]
+    assert list(rows["rlnMicrographName"]) == [(out / f"{n}.mrc").as_posix() for n in "ab"]
     for column, ending in zip(HALVES, ("_EVN.mrc", "_ODD.mrc"), strict=True):
-        assert list(rows[column]) == [str(project / "Micrographs" / f"{n}{ending}") for n in "ab"]
-    assert list(rows["rlnCtfImage"]) == [
-        f"{project}/CtfFind/job003/Micrographs/{n}.ctf:mrc" for n in "ab"]
-    monkeypatch.chdir(tmp_path)
+        assert list(rows[column]) == [f"Micrographs/{n}{ending}" for n in "ab"]
+    assert list(rows["rlnCtfImage"]) == [f"CtfFind/job003/Micrographs/{n}.ctf:mrc" for n in "ab"]
+    monkeypatch.chdir(project)
     for column in ("rlnMicrographName", *HALVES):
-        assert [str(p) for p in read_micrograph_star(out / "denoised_micrographs.star", column)] \
-            == list(rows[column])
+        assert [p.resolve() for p in read_micrograph_star(out / "denoised_micrographs.star",
+                                                          column)] \
+            == [(project / v).resolve() for v in rows[column]]
 
 
 def test_a_call_of_fewer_inputs_names_the_outputs_its_star_file_leaves_out(tiny_run, tmp_path):

@@ -1,8 +1,9 @@
 """The STAR file ``denoise`` writes beside its outputs
 (:data:`~cryostream.denoise.outputs.STAR_NAME`): its optics and micrographs tables, with every
 file name in them written one way, as RELION reads them from its project folder (relative to
-the working directory when the file is inside it, absolute otherwise), and a warning for the
-finished outputs in the folder that it does not list."""
+the input STAR file's project folder, or the working directory for other inputs, when the file
+is inside it, absolute otherwise), and a warning for the finished outputs in the folder that it
+does not list."""
 
 from __future__ import annotations
 
@@ -38,17 +39,19 @@ class UnlistedOutputWarning(UserWarning):
     another call, of other inputs."""
 
 
-def star_name(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
-    """``path`` as the output's STAR file names it: relative to the working directory (RELION's
-    project folder, where RELION reads the names from) when the file is inside it, absolute
-    otherwise. A relative ``path`` is taken relative to ``base`` (default: the working
+def star_name(path: str | os.PathLike, project: str | os.PathLike | None = None,
+              base: str | os.PathLike | None = None) -> str:
+    """``path`` as the output's STAR file names it: relative to the ``project`` folder (the
+    RELION project the input STAR file belongs to, which RELION reads the names from; default:
+    the working directory) when the file is inside it, absolute otherwise, with ``/`` on every
+    system. A relative ``path`` is taken relative to ``base`` (default: the working
     directory)."""
-    cwd = Path.cwd()
-    full = Path(os.path.abspath(Path(base if base is not None else cwd) / path))
-    for inside, folder in ((full, cwd), (full.resolve(), cwd.resolve())):
+    root = Path(project if project is not None else Path.cwd()).absolute()
+    full = Path(os.path.abspath(Path(base if base is not None else Path.cwd()) / path))
+    for inside, folder in ((full, root), (full.resolve(), root.resolve())):
         if inside.is_relative_to(folder):
             return inside.relative_to(folder).as_posix()
-    return str(full)
+    return full.as_posix()
 
 
 def _rebased(value, project: Path):
@@ -57,7 +60,7 @@ def _rebased(value, project: Path):
     if not isinstance(value, str) or not value.strip():
         return value
     name, typed = _TYPED.fullmatch(value).groups()
-    return star_name(name, project) + (typed or "")
+    return star_name(name, project, base=project) + (typed or "")
 
 
 def _rebase_paths(table, project: Path):
@@ -88,8 +91,9 @@ def star_tables(gathered, outputs: dict[str, str]):
     the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
     other columns but the per-row optics (:data:`ROW_OPTICS`). Every file name, the outputs'
     and those carried over (:data:`PATH_COLUMNS`, resolved against the input STAR file's
-    project folder), is named by :func:`star_name`: relative to the working directory when
-    the file is inside it, absolute otherwise.
+    project folder), is named by :func:`star_name`: relative to the project folder (the input
+    STAR file's; the working directory for other inputs) when the file is inside it, absolute
+    otherwise.
     """
     import pandas as pd
 
@@ -97,12 +101,13 @@ def star_tables(gathered, outputs: dict[str, str]):
     star = gathered.star
     if star is not None and star.optics_table is not None:
         rows = _rebase_paths(star.table.iloc[[m.star_row for m in kept]], star.project)
-        rows["rlnMicrographName"] = [star_name(outputs[m.source]) for m in kept]
+        rows["rlnMicrographName"] = [star_name(outputs[m.source], star.project) for m in kept]
         optics = _rebase_paths(star.optics_table, star.project)
         given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
         if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
             optics["rlnMicrographPixelSize"] = given.pop()
         return optics, rows.reset_index(drop=True)
+    project = star.project if star is not None else Path.cwd()
     groups: dict[tuple, int] = {}
     for m in kept:
         groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
@@ -113,7 +118,7 @@ def star_tables(gathered, outputs: dict[str, str]):
                             "rlnMicrographPixelSize": ps}
                            for (ps, kv, cs, ac), n in groups.items()])
     rows = pd.DataFrame({
-        "rlnMicrographName": [star_name(outputs[m.source]) for m in kept],
+        "rlnMicrographName": [star_name(outputs[m.source], project) for m in kept],
         "rlnOpticsGroup": [groups[(m.pixel_size_angstrom, m.optics["voltage_kv"],
                                    m.optics["cs_mm"], m.optics["amplitude_contrast"])]
                            for m in kept]})
