@@ -246,19 +246,26 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 @contextlib.contextmanager
 def _staged(out: Path):
     """A folder inside ``out`` to write the report in, its files moved into ``out`` once all
-    are written. On any failure (an error part-way, Ctrl-C) nothing this call made is left:
-    the staging folder goes, and ``out`` too (with any parents) when this call created it;
-    a folder the user had, and an earlier report in it, stay as they were."""
+    are written (``report.md`` last: it is what says a report is there). On any failure (an
+    error part-way, Ctrl-C) nothing this call made is left: the staging folder goes, and
+    ``out`` and the folders above it that this call created go while they are empty (another
+    command may have written beside them meanwhile: that stays); a folder the user had, and an
+    earlier report in it, stay as they were."""
     out = out.absolute()
-    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
+    created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".partial", dir=out))
     try:
         yield staging
-        for path in sorted(staging.iterdir()):
+        for path in sorted(staging.iterdir(), key=lambda p: (p.name == "report.md", p.name)):
             os.replace(path, out / path.name)
     except BaseException:
-        shutil.rmtree(made or staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()  # only while empty
+            except OSError:
+                break
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
