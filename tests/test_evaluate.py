@@ -211,16 +211,16 @@ def test_a_failed_report_keeps_what_another_command_wrote_beside_its_folder(tmp_
     """The report's staging (cryostream.evaluate.report): two reports into new folders under
     one new parent, the second stopped (Ctrl-C) after the first finished: the parent and the
     first report stay; what the stopped one made goes, and only while empty."""
-    from cryostream.evaluate.report import _staged
+    from cryostream.evaluate.report import staged_report
 
     parent = tmp_path / "reports"
-    with pytest.raises(KeyboardInterrupt), _staged(parent / "run2" / "figures") as staging:
+    with pytest.raises(KeyboardInterrupt), staged_report(parent / "run2" / "figures") as staging:
         (staging / "report.md").write_text("half\n")
         (parent / "run1").mkdir()  # another evaluation, finished meanwhile
         (parent / "run1" / "report.md").write_text("run1's report\n")
         raise KeyboardInterrupt
     assert _tree(tmp_path) == ["reports", "reports/run1", "reports/run1/report.md"]
-    with _staged(parent / "run3") as staging:  # a whole report lands, staging gone
+    with staged_report(parent / "run3") as staging:  # a whole report lands, staging gone
         for name in ("report.md", "a.png", "report.json"):
             (staging / name).write_text(name)
     assert _tree(parent / "run3") == ["a.png", "report.json", "report.md"]

@@ -218,6 +218,11 @@ def test_a_compressed_mrc_is_named_with_the_command_that_undoes_it(small_mrcs, t
         kind = "gzip" if undo == "gunzip" else "bzip2"
         assert str(info.value) == (f"{(tmp_path / name).resolve()}: a {kind}-compressed MRC file; "
                                    f"decompress it first ({undo} {name}), then pass the .mrc")
+    (tmp_path / "plain" / "x.mrc").parent.mkdir()  # compressed, and named as if it were not
+    (tmp_path / "plain" / "x.mrc").write_bytes(gzip.compress(data))
+    with pytest.raises(InvalidMicrographError, match=r"decompress it first \(gunzip -c x.mrc > "
+                       r"x_plain.mrc\), then pass the .mrc"):
+        open_micrographs([tmp_path / "plain"])
 
 
 def _broken_set(small_mrcs):

@@ -117,8 +117,8 @@ def test_read_star_gives_each_micrograph_its_optics_group_and_defocus(tmp_path: 
      "add the group to data_optics"),
     ("rlnDefocusU", -1200.0, "row 1 (a.mrc): rlnDefocusU=-1200 Å is not a defocus",
      "remove the micrograph's row"),
-    ("rlnDefocusV", float("nan"), "row 1 (a.mrc): rlnDefocusV is empty (the row has no value "
-     "there)", "fill it in (RELION writes a number there)"),
+    ("rlnDefocusV", float("nan"), "row 1 (a.mrc): rlnDefocusV has no value (empty or nan)",
+     "run the CTF estimation again, or remove the row"),
     ("rlnDefocusV", "abc", "row 1 (a.mrc): rlnDefocusV='abc' is not a number",
      "correct the column"),
     ("rlnDefocusU", 250000.0, "row 1 (a.mrc): rlnDefocusU=250000 Å is not a defocus",
@@ -264,7 +264,7 @@ def test_every_row_with_a_bad_defocus_is_named_in_one_line(tmp_path: Path):
                                             nan]})
     with pytest.raises(InvalidMicrographError) as err:
         read_star(star)
-    empty = "is empty (the row has no value there)"
+    empty = "has no value (empty or nan)"
     bound = "Å is not a defocus (expected 0 < defocus ≤ 100000 Å, underfocus positive)"
     assert str(err.value) == (
         f"{star}: 6 of the 8 rows have a bad defocus (row 2 (m1.mrc): rlnDefocusU {empty}; "
@@ -319,8 +319,11 @@ def test_a_micrograph_given_by_a_star_file_and_by_its_path_takes_the_star_row(tm
     star = _star(tmp_path, rows)
     for inputs in ([tmp_path / "a.mrc", star], [tmp_path, star], [star, tmp_path / "a.mrc"]):
         got = gather_inputs(inputs, config=DenoiseConfig())
+        assert got.star is not None  # the output STAR file carries its tables
         assert [(Path(m.source).name, m.defocus) for m in got.micrographs] == [
             ("a.mrc", Defocus(15000.0, 14000.0, 0.0)), ("b.mrc", Defocus(9000.0, 8500.0, 0.0))]
+    again = gather_inputs([star, tmp_path / star.name, star], config=DenoiseConfig())  # one file
+    assert len(again.micrographs) == 2 and again.star is not None
     other = _star(tmp_path, {**rows, "rlnDefocusU": [20000.0, 9000.0]}, name="other.star")
     with pytest.warns(StarFileWarning) as caught:
         got = gather_inputs([star, other], config=DenoiseConfig())

@@ -54,7 +54,7 @@ class OneLineErrors(argparse.ArgumentParser):
 
 #: What other cryo-EM programs call an option, and cryostream's name for it.
 SYNONYMS = {"--angpix": "--pixel-size", "--apix": "--pixel-size", "--pixelsize": "--pixel-size",
-            "--output": "-o", "--gpu": "--workers", "--j": "--workers"}
+            "--output": "-o"}
 
 
 def _closest(extras: list[str], parser: argparse.ArgumentParser) -> str:

@@ -228,10 +228,13 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
 
 def _star_items(items: list, column: str,
                 permissive: bool = False) -> tuple[list, list[MicrographStar]]:
-    entries, stars = [], []
+    entries, stars, read = [], [], set()
     for item in items:
         p = Path(os.fspath(item))
         if p.suffix.lower() == ".star" and p.is_file():
+            if p.resolve() in read:  # the same STAR file given twice: read once
+                continue
+            read.add(p.resolve())
             star = read_star(p, column, permissive=permissive)
             stars.append(star)
             entries += [(m.path, star, m) for m in star.micrographs]
@@ -307,10 +310,11 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         first = found.get(_key(path))
         if first is None or (first[1] is None and star is not None):
             found[_key(path)] = (path, star, entry)  # a STAR row says more than a bare path
-        elif star is not None and first[1] not in (None, star):
+        elif star is not None and first[1] is not None and first[1] is not star:
             twice.append((Path(path).name, first[1].path.name, star.path.name))
     if twice:
-        warnings.warn(f"{len(twice)} micrographs are listed by two STAR files ({twice[0][0]} in "
+        warnings.warn(f"{len(twice)} micrograph{'s are' if len(twice) > 1 else ' is'} listed by "
+                      f"two STAR files ({twice[0][0]} in "
                       f"{twice[0][1]} and {twice[0][2]}{', …' if len(twice) > 1 else ''}): each "
                       "is denoised once, with the first STAR file's values", StarFileWarning,
                       stacklevel=3)
@@ -371,6 +375,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         warn_header_pixel_sizes(star, pairs)
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
-    single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in entries) else None
+    single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
+        else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
     return DenoiseInputs(micrographs, single, rows + skipped)

@@ -28,7 +28,8 @@ from cryostream.evaluate.numbers import (
     truth_methods,
 )
 
-__all__ = ["evaluate", "test_split_section", "truth_section", "residual_section", "summary_lines"]
+__all__ = ["evaluate", "staged_report", "test_split_section", "truth_section", "residual_section",
+           "summary_lines"]
 
 _log = logging.getLogger("cryostream")
 
@@ -238,13 +239,13 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
-    with _staged(out) as staging:
+    with staged_report(out) as staging:
         return _write_report(run, record, store, staging, selection, residual, patches=patches,
                              tile=tile, denoised=denoised)
 
 
 @contextlib.contextmanager
-def _staged(out: Path):
+def staged_report(out: Path):
     """A folder inside ``out`` to write the report in, its files moved into ``out`` once all
     are written (``report.md`` last: it is what says a report is there). On any failure (an
     error part-way, Ctrl-C) nothing this call made is left: the staging folder goes, and

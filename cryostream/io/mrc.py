@@ -131,9 +131,10 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
     compressed = _compression(path)
     if compressed:  # mrcfile reads its header; the pixels are not where positioned reads go
-        raise InvalidMicrographError(
-            path, f"a {compressed[0]}-compressed MRC file",
-            f"decompress it first ({compressed[1]} {path.name}), then pass the .mrc")
+        undo = f"{compressed[1]} {path.name}" if path.suffix.lower() in (".gz", ".bz2") \
+            else f"{compressed[1]} -c {path.name} > {path.stem}_plain.mrc"  # keeps its name
+        raise InvalidMicrographError(path, f"a {compressed[0]}-compressed MRC file",
+                                     f"decompress it first ({undo}), then pass the .mrc")
     try:  # strict (not permissive): a bad header raises; no warnings filter, which is global
         with mrcfile.open(path, header_only=True) as mrc:  # state that threads would share
             header = mrc.header

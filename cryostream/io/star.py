@@ -152,8 +152,9 @@ def _number(path: Path, where: str, column: str, value) -> float:
         number = math.nan
     if not math.isfinite(number):
         if pd.isna(value) or not str(value).strip():  # a blank, short or "nan" field
-            raise _fail(path, f"{where}: {column} is empty (the row has no value there)",
-                        "fill it in (RELION writes a number there)")
+            ctf = column in _DEFOCUS  # nan there is CTFFIND's failed fit
+            raise _fail(path, f"{where}: {column} has no value (empty or nan)", "run the CTF "
+                        "estimation again, or remove the row" if ctf else "fill it in")
         shown = repr(value) if isinstance(value, str) else f"{value}"
         raise _fail(path, f"{where}: {column}={shown} is not a number",
                     "correct the column (RELION writes numbers there)")
