@@ -480,7 +480,9 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     plan = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
             if k in ("count", "shape", "test_count", "test_shape", "patch", "stride", "store_dtype",
-                     "seed", "high_signal_share")}  # what the data depend on
+                     "seed", "high_signal_share")
+            and not (k == "high_signal_share" and not v)}  # what the data depend on (a share
+    # of 0 left out: work folders made before the option existed stay valid)
     plan_file = work / "plan.json"
     if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
         raise SystemExit(f"{work} holds a run with other arguments ({plan_file}); pass --overwrite "
