@@ -122,6 +122,11 @@ def _listed(old, new, kind: str) -> list[str]:
     """How two lists of inputs (``kind``: micrographs or targets) differ, in words."""
     old, new = list(old or ()), list(new or ())
     gone, added = [p for p in old if p not in new], [p for p in new if p not in old]
+    if gone and sorted(Path(p).name for p in gone) == sorted(Path(p).name for p in added):
+        def folders(paths):  # the same names elsewhere: a moved or copied data folder
+            return ", ".join(sorted({str(Path(p).parent) for p in paths})[:2])
+        return [f"{len(gone)} of its {kind} have the inputs' names in another folder "
+                f"({folders(gone)} in the store, {folders(added)} now: moved, or copies)"]
     said = []
     if gone:
         said.append(f"{len(gone)} of its {kind} {'is' if len(gone) == 1 else 'are'} not among "

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +63,7 @@ def _rewrite(path):
     os.utime(path, (stamp, stamp))
 
 
-@pytest.mark.parametrize("what", ["options", "fewer", "more", "order", "changed"])
+@pytest.mark.parametrize("what", ["options", "fewer", "more", "order", "changed", "moved"])
 def test_other_inputs_or_options_are_refused_saying_what_differs(sim, tmp_path, capsys, what):
     """A finished store given other options, other micrographs or micrographs changed since:
     refused (status 2) with what differs and the fix, the store untouched."""
@@ -80,6 +82,10 @@ def test_other_inputs_or_options_are_refused_saying_what_differs(sim, tmp_path, 
     elif what == "changed":
         _rewrite(mics[1])
         before = snapshot(tmp_path)
+    elif what == "moved":
+        shutil.copytree(Path(mics[0]).parent, tmp_path / "moved")
+        now = [tmp_path / "moved" / Path(m).name for m in mics]
+        before = snapshot(tmp_path)
     line = assert_user_error(cli(capsys, "prepare", *now, "-o", out, *options, "--quiet"),
                              "data.h5")
     assert line.startswith(f"cryostream prepare: error: {out} exists and was prepared from "
@@ -93,6 +99,9 @@ def test_other_inputs_or_options_are_refused_saying_what_differs(sim, tmp_path, 
         "order": "the same micrographs in another order",
         "changed": "1 of its micrographs changed since (sim_0001.mrc: other size or modification "
                    "time)",
+        "moved": f"3 of its micrographs have the inputs' names in another folder "
+                 f"({Path(mics[0]).parent} in the store, {tmp_path / 'moved'} now: moved, or "
+                 "copies)",
     }[what] in line
     assert not changed(before, snapshot(tmp_path))
 
