@@ -14,9 +14,14 @@ power at the CTF's zeros to it (the ratio pooled over :data:`POOL` rings, 1 wher
 200 coefficients are zeros, never above 1), in PSNR against the truth beside the oracle Wiener
 filter.
 
-Usage (2-core machine, about 40 s per condition)::
+With ``--network``, also the shipped general model's single pass with the CTF-shaped Wiener
+gain from the measured noise and from the noise at the zeros, and the CTF check
+(``ctf_gain_check``) with each (no ensemble, no learned weights).
 
-    python benchmarks/noise_at_ctf_zeros.py --out docs/results/general_model/noise_at_ctf_zeros_2core.json
+Usage (2-core machine, about 40 s per condition; 2–3 minutes with ``--network``)::
+
+    python benchmarks/noise_at_ctf_zeros.py --network \\
+        --out docs/results/general_model/noise_at_ctf_zeros_2core.json
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ BANDS = ((0.03, 0.06), (0.06, 0.125), (0.125, 0.25), (0.25, 0.5))
 POOL = 65
 
 
-def one(name: str, seed: int, shape) -> dict:
+def one(name: str, seed: int, shape, network: bool = False) -> dict:
     from cryostream import SimulateConfig
     from cryostream.ctf import ctf_squared, fit_ctf
     from cryostream.matched import estimate_noise, tile_for
@@ -83,10 +88,45 @@ def one(name: str, seed: int, shape) -> dict:
         filtered = np.fft.irfft2(spectrum * gain[ring], s=y.shape) + y.mean()
         scores[label] = round(psnr(x, filtered), 2)
     scores["oracle Wiener"] = round(psnr(x, wiener_oracle(y, x)), 2)
+    row = {}
+    if network:
+        row["network"] = _network_gains(y, x, fit, estimate_noise(y, pixel, tile=tile_for(
+            y.shape)), np.clip(ratio, 0.0, 1.0), n)
     true_defocus = (sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2e4
     return {"condition": name, "defocus_um": {"true": round(true_defocus, 3), "fitted": round(
         (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2e4, 3)}, "bands": bands,
-        "radial_wiener_psnr": scores}
+        "radial_wiener_psnr": scores, **row}
+
+
+def _network_gains(y, x, fit, noise, ratio, n) -> dict:
+    """The shipped model's single pass with the CTF-shaped gain, from the measured noise and
+    from the noise at the zeros (its radial profile and 2-D spectrum scaled by ``ratio``), and
+    the CTF check (:func:`~cryostream.denoise.scores.ctf_gain_check`, negative: it passes)
+    with each. No ensemble, no learned weights."""
+    import dataclasses
+
+    from cryostream.denoise.corrections import match_wiener_gain
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.scores import ctf_gain_check
+    from cryostream.denoise.tiling import network_pass
+    from cryostream.metrics import psnr
+
+    tile = 2 * noise.radial.size
+    grid = np.arange(ratio.size) / n
+    centred = np.fft.fftshift(np.fft.fftfreq(tile))
+    at_zeros = dataclasses.replace(
+        noise, radial=(noise.radial * np.interp(np.arange(noise.radial.size) / tile, grid, ratio)
+                       ).astype(np.float32),
+        psd=(noise.psd * np.interp(np.hypot(centred[:, None], centred[None, :]), grid, ratio)
+             ).astype(np.float32))
+    raw = network_pass(model_path("general"), y)
+    out = {"raw": round(psnr(x, raw), 2)}
+    for label, estimate in (("measured noise", noise), ("noise at the CTF zeros", at_zeros)):
+        out[label] = {"ctf_check": float(ctf_gain_check(y, estimate, fit)),
+                      "ctf_gain_psnr": round(psnr(x, match_wiener_gain(raw, y, estimate,
+                                                                       ctf=fit)), 2),
+                      "radial_gain_psnr": round(psnr(x, match_wiener_gain(raw, y, estimate)), 2)}
+    return out
 
 
 def main(argv=None) -> int:
@@ -96,17 +136,21 @@ def main(argv=None) -> int:
                     "filament-40e-1.0A-far-focus", "t20s-50e-white", "t20s-10e-white"])
     ap.add_argument("--shape", type=int, nargs=2, default=(2048, 2048))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--network", action="store_true", help="also the shipped model's single "
+                    "pass with the CTF-shaped gain from either noise, and the CTF check with each "
+                    "(about 2 minutes a condition on 2 cores)")
     args = ap.parse_args(argv)
     rows = []
     for name in args.conditions:
-        rows.append(one(name, args.seed, tuple(args.shape)))
+        rows.append(one(name, args.seed, tuple(args.shape), args.network))
         r = rows[-1]
         print(f"{name}: defocus {r['defocus_um']['fitted']} µm fitted, {r['defocus_um']['true']} "
               f"true; noise power over the true, at the CTF zeros / measured: "
               + "; ".join(f"{k} {v['at_ctf_zeros_ratio']} / {v['measured_ratio']}"
                           for k, v in r["bands"].items())
               + "; radial Wiener PSNR: " + ", ".join(f"{k} {v}" for k, v in
-                                                    r["radial_wiener_psnr"].items()), flush=True)
+                                                    r["radial_wiener_psnr"].items())
+              + (f"; network: {r['network']}" if "network" in r else ""), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=1))
     return 0
