@@ -100,19 +100,9 @@ class MicrographHeader:
         }
 
 
-#: The first bytes of compressed files mrcfile opens: (magic, name, the command that undoes it).
-_COMPRESSIONS = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"))
-
-
-def _compression(path: Path) -> tuple[str, str] | None:
-    """``(name, command)`` if ``path`` starts as a gzip or bzip2 file, else None."""
-    try:
-        with open(path, "rb") as f:
-            start = f.read(3)
-    except OSError:
-        return None  # mrcfile names the problem
-    return next(((name, undo) for magic, name, undo in _COMPRESSIONS if start.startswith(magic)),
-                None)
+#: Compressed files mrcfile opens, by the class it opens them with: (name, the command that
+#: undoes it). Their headers read, but the pixels are not where positioned reads go.
+_COMPRESSIONS = {"GzipMrcFile": ("gzip", "gunzip"), "Bzip2MrcFile": ("bzip2", "bunzip2")}
 
 
 def read_header(path: str | os.PathLike) -> MicrographHeader:
@@ -129,14 +119,9 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
-    compressed = _compression(path)
-    if compressed:  # mrcfile reads its header; the pixels are not where positioned reads go
-        undo = f"{compressed[1]} {path.name}" if path.suffix.lower() in (".gz", ".bz2") \
-            else f"{compressed[1]} -c {path.name} > {path.stem}_plain.mrc"  # keeps its name
-        raise InvalidMicrographError(path, f"a {compressed[0]}-compressed MRC file",
-                                     f"decompress it first ({undo}), then pass the .mrc")
     try:  # strict (not permissive): a bad header raises; no warnings filter, which is global
         with mrcfile.open(path, header_only=True) as mrc:  # state that threads would share
+            compressed = _COMPRESSIONS.get(type(mrc).__name__)
             header = mrc.header
             nsymbt = int(header.nsymbt)
             exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
@@ -152,6 +137,11 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(
             path, f"not a readable MRC file ({exc})", "check that it is an MRC2014 micrograph"
         ) from None
+    if compressed:
+        undo = f"{compressed[1]} {path.name}" if path.suffix.lower() in (".gz", ".bz2") \
+            else f"{compressed[1]} -c {path.name} > {path.stem}_plain.mrc"  # keeps its name
+        raise InvalidMicrographError(path, f"a {compressed[0]}-compressed MRC file",
+                                     f"decompress it first ({undo}), then pass the .mrc")
     if mode not in SUPPORTED_MODES:
         raise InvalidMicrographError(
             path,
