@@ -185,7 +185,7 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
-    from cryostream.denoise.steps import Micrograph
+    from cryostream.denoise.steps import Micrograph, zeros_noise
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
 
@@ -202,7 +202,9 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     assert found["ctf_used"] is True and found["ctf_check"] < 0
     assert found["ctf"]["defocus_u_angstrom"] == fit.defocus_u_angstrom
     noise = estimate_noise(noisy, PIXEL, tile=tile_for(noisy.shape))
-    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, noise, ctf=fit))
+    zeros, scale = zeros_noise(noisy, noise, fit)  # the noise at the fit's CTF zeros
+    assert found["noise_scale_at_ctf_zeros"] == scale
+    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, zeros, ctf=fit))
     radial = match_wiener_gain(network(noisy), noisy, noise)
     assert np.mean((got - truth) ** 2) < np.mean((radial - truth) ** 2)
 
@@ -351,3 +353,83 @@ def test_the_ring_score_in_the_fallback_warning_reads_as_the_record_and_under_th
             assert math.isnan(checked_gain(None, None, None, "x.mrc", rings_z=z))
         assert f"has no Thon rings in the spectrum (their score z is {shown}, under the 3.5 " \
             "needed)" in str(caught[0].message)
+
+
+def _strong_signal(seed: int = 0):
+    """A 1024² micrograph (1 Å pixels) whose signal follows a known CTF out to Nyquist at
+    twice the power of its white noise (variance 0.25) at the rings' peaks: the measured
+    noise counts much of that signal in. Returns the noisy image, the truth and the CTF."""
+    rng = np.random.default_rng(seed)
+    n = 1024
+    fit = CTFFit(15000.0, 14800.0, 30.0, math.nan, 1.0)
+    white = np.fft.rfft2(rng.standard_normal((n, n)))
+    truth = np.fft.irfft2(white * np.sqrt(ctf_squared((n, n), fit)) * 0.7, s=(n, n))
+    truth = (truth + 1).astype(np.float32)
+    return truth + 0.5 * rng.standard_normal((n, n), dtype=np.float32), truth, fit
+
+
+def test_the_noise_at_the_ctf_zeros_is_the_noise_where_the_measured_noise_holds_signal():
+    """Where the signal reaches Nyquist, ``estimate_noise`` counts it as noise (about twice the
+    true noise here) and the recorruption check, drawing noise that strong, rejects the CTF
+    gain although it lowers the error by far. The power at the CTF's zeros is the noise
+    (within 5 %); with it the check passes, as the truth says; the factor is never above 1,
+    and a fit whose zeros are not the micrograph's leaves the noise nearly as measured."""
+    from cryostream.ctf import noise_at_zeros
+    from cryostream.matched import tile_for
+
+    noisy, truth, fit = _strong_signal()
+    noise = estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape))
+    spectrum = np.fft.rfft2(noisy - noisy.mean())
+    zeros, ratio = noise_at_zeros(spectrum, noisy.shape, fit, noise)
+    rings = np.arange(100, 512)  # 0.1–0.5 cycles/px
+    measured = noise.ring_power(noisy.shape, 513)[rings] / noisy.size
+    found = zeros.ring_power(noisy.shape, 513)[rings] / noisy.size
+    assert measured.mean() > 1.7 * 0.25  # 0.48 here
+    assert abs(found.mean() / 0.25 - 1) < 0.05 and found.max() < 1.15 * 0.25  # 1.02, 1.11
+    assert ratio.max() <= 1 and ratio[:10].tolist() == [1.0] * 10  # below 20 Å: as measured
+    assert zeros.variance < noise.variance and zeros.psd.shape == noise.psd.shape
+
+    def error(n, ctf):
+        return np.mean((match_wiener_gain(noisy, noisy, n, ctf=ctf) - truth) ** 2)
+
+    assert error(noise, fit) < error(noise, None) - 0.05  # the CTF gain: −0.099 here
+    assert ctf_gain_check(noisy, noise, fit) > 0  # rejected with the measured noise (+0.06)
+    assert ctf_gain_check(noisy, zeros, fit) < 0  # kept with the noise at the zeros (−0.015)
+    off = dataclasses.replace(fit, defocus_u_angstrom=18000.0, defocus_v_angstrom=17800.0)
+    assert ratio[100:].mean() < 0.6  # 0.52 here, and for the wrong fit 0.99:
+    assert noise_at_zeros(spectrum, noisy.shape, off, noise)[1][100:].mean() > 0.9
+
+
+def test_the_ctf_gain_step_takes_the_noise_at_the_zeros_and_records_it(tmp_path):
+    """The pipeline's CTF gain checks and shapes its gain with the noise at the fitted CTF's
+    zeros (:func:`~cryostream.denoise.steps.zeros_noise`), keeps the fit the measured noise
+    would have rejected, and records the factor; recorrupted copies take their own."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.denoise.steps import Micrograph, zeros_noise
+    from cryostream.matched import tile_for
+    from cryostream.runs import RunRecord
+
+    noisy, truth, _ = _strong_signal(1)
+
+    def network(image):
+        return gaussian_filter(image, 0.7)
+
+    record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
+    micrograph = Micrograph(noisy, 1.0, record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CTFFallbackWarning)
+        bound = DenoiseConfig.raw(ctf_gain=True).pipeline().bind(micrograph, network)
+        got = bound(noisy)
+    found = bound.describe()
+    assert found["ctf_used"] is True and found["ctf_check"] < 0
+    assert 0.4 < found["noise_scale_at_ctf_zeros"] < 0.7  # 0.53 here
+    fit = bound.states[0]["fit"]
+    noise = zeros_noise(noisy, estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape)), fit)[0]
+    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, noise, ctf=fit))
+    copy = noisy + np.float32(0.1)
+    own = zeros_noise(copy, estimate_noise(copy, 1.0, tile=tile_for(copy.shape)), fit)[0]
+    np.testing.assert_array_equal(bound(copy), match_wiener_gain(network(copy), copy, own,
+                                                                 ctf=fit))
+    assert np.mean((got - truth) ** 2) < np.mean((network(noisy) - truth) ** 2)

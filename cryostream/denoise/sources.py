@@ -19,7 +19,7 @@ from cryostream.denoise.pixels import (
     warn_header_pixel_sizes,
     warn_pixel_size_argument,
 )
-from cryostream.denoise.steps import WienerGain, checked_gain
+from cryostream.denoise.steps import WienerGain, checked_gain, no_rings, zeros_noise
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, read_star
 
@@ -131,12 +131,9 @@ class KnownDefocusGain(WienerGain):
         fit = self.fit(micrograph.pixel_size_angstrom)
         found = {**self.weights_state(micrograph),
                  **({} if self.rings_z is None else {"rings_z": self.rings_z})}
-        if self.check is not None:
-            return {"fit": fit, "check": self.check, "used": self.check < 0, **found}
-        check = checked_gain(micrograph.image, micrograph.noise(), fit,
-                             f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
-                             f"{v:.0f} Å)")
-        return {"fit": fit, "check": check, "used": check < 0, **found}
+        return {**self.checked(micrograph, fit, f"{micrograph.source}: the defocus of its "
+                                             f"{self.source} ({u:.0f}/{v:.0f} Å)",
+                               self.rings_z, check=self.check), **found}
 
     def fit(self, pixel_size_angstrom: float):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
@@ -193,9 +190,11 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
 
         rings_z = thon_ring_z(scipy.fft.rfft2(total - total.mean(), workers=-1), total.shape,
                               gain.fit(ps))
-    check = checked_gain(total, estimate_noise(total, ps, tile=tile_for(total.shape)),
-                         gain.fit(ps), f"{micrograph.source} and its odd half: the defocus "
-                         f"({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
+    noise = estimate_noise(total, ps, tile=tile_for(total.shape))
+    if not no_rings(rings_z):  # the check with the noise at the CTF's zeros, as on one
+        noise = zeros_noise(total, noise, gain.fit(ps))[0]
+    check = checked_gain(total, noise, gain.fit(ps), f"{micrograph.source} and its odd half: "
+                         f"the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
                          f"{source}), checked on their sum,", rings_z)
     return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
 

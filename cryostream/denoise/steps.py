@@ -34,8 +34,8 @@ from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
 CTF_FIT_SIDE = 512
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "no_rings", "fallback_words", "checked_gain", "Pipeline",
-           "BoundPipeline", "chain", "pipeline_for"]
+           "WienerGain", "fit_for_gain", "zeros_noise", "no_rings", "fallback_words",
+           "checked_gain", "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
 
 
 @dataclasses.dataclass
@@ -156,6 +156,23 @@ FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micro
 GIVEN_ADVICE = "Check the defocus and the optics (--voltage, --cs, --amplitude-contrast)"
 
 
+def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
+    """The noise the CTF-shaped gain and its check use: ``noise`` (the measured
+    :class:`~cryostream.matched.NoiseEstimate` of ``image``) brought down to the power where
+    ``fit``'s CTF is zero (:func:`cryostream.ctf.noise_at_zeros`), and the mean factor it was
+    scaled by above 20 Å, for the record. ``spectrum``: the image's mean-removed ``rfft2``,
+    if made already."""
+    import scipy.fft
+
+    from cryostream.ctf import noise_at_zeros
+
+    if spectrum is None:
+        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
+    scaled, ratio = noise_at_zeros(spectrum, image.shape, fit, noise)
+    above = np.arange(ratio.size) / min(image.shape) >= fit.pixel_size_angstrom / 20.0
+    return scaled, round(float(ratio[above].mean()), 3) if above.any() else 1.0
+
+
 def no_rings(rings_z) -> bool:
     """Whether a fit's Thon-ring score (:func:`~cryostream.ctf.thon_ring_z`; None: not
     measured) says its rings are not in the micrograph."""
@@ -253,11 +270,25 @@ class WienerGain(Step):
         if fit is None:  # recorded: found["ctf"] is None
             return {**state, "fit": None, "check": None, "used": False}
         rings = thon_ring_z(spectrum, image.shape, fit)
-        check = checked_gain(image, micrograph.noise(), fit, f"{micrograph.source}: the CTF "
-                             f"fitted from its spectrum ({fit.defocus_u_angstrom:.0f}/"
-                             f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", rings,
-                             advice=FIT_ADVICE)
-        return {**state, "fit": fit, "check": check, "used": check < 0, "rings_z": rings}
+        return {**state, **self.checked(micrograph, fit, f"{micrograph.source}: the CTF fitted "
+                                        f"from its spectrum ({fit.defocus_u_angstrom:.0f}/"
+                                        f"{fit.defocus_v_angstrom:.0f} Å, score "
+                                        f"{fit.score:.4f})", rings, FIT_ADVICE, spectrum),
+                "rings_z": rings}
+
+    def checked(self, micrograph, fit, what: str, rings_z=None, advice: str = GIVEN_ADVICE,
+                spectrum=None, check: float | None = None) -> dict:
+        """The state of a CTF-shaped gain with ``fit``: the noise at its zeros
+        (:func:`zeros_noise`) unless its rings are not found, the check
+        (:func:`checked_gain`; ``check``: made already) and whether the fit is used."""
+        noise = None if no_rings(rings_z) else zeros_noise(micrograph.image, micrograph.noise(),
+                                                           fit, spectrum)
+        if check is None:
+            check = checked_gain(micrograph.image, micrograph.noise() if noise is None
+                                 else noise[0], fit, what, rings_z, advice=advice)
+        used = check < 0
+        return {"fit": fit, "check": check, "used": used,
+                **({"zeros_noise": noise} if used and noise is not None else {})}
 
     def apply(self, estimate, image, state, micrograph):
         if state is not None and state.get("used"):
@@ -267,7 +298,11 @@ class WienerGain(Step):
         else:
             shape = None
         table = None if state is None else state["table"]
-        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
+        noise = micrograph.noise(image)
+        if shape is not None and "zeros_noise" in state:  # the CTF gain from its zeros' noise
+            noise = (state["zeros_noise"][0] if image is micrograph.image
+                     else zeros_noise(image, noise, shape)[0])
+        return match_wiener_gain(estimate, image, noise, ctf=shape,
                                  weights=table, snr=None if table is None else state["snr"])
 
     def describe(self, state):
@@ -288,7 +323,9 @@ class WienerGain(Step):
                         "score": fit.score},
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
-                "ctf_used": bool(state["used"]), **fallback, **learned}
+                "ctf_used": bool(state["used"]), **fallback, **learned,
+                **({"noise_scale_at_ctf_zeros": state["zeros_noise"][1]}
+                   if "zeros_noise" in state else {})}
 
 
 @dataclasses.dataclass
