@@ -141,6 +141,19 @@ def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
     return explained
 
 
+#: How many of a defocus search's highest peaks :func:`fit_ctf` judges on its finest spectrum.
+SEARCH_PEAKS = 5
+
+
+def _peaks(values, grid) -> list[float]:
+    """The :data:`SEARCH_PEAKS` highest local maxima of ``values`` over ``grid``, highest
+    first."""
+    v = np.asarray(values)
+    peak = np.r_[v[0] >= v[1], (v[1:-1] >= v[:-2]) & (v[1:-1] >= v[2:]), v[-1] >= v[-2]]
+    index = np.flatnonzero(peak)
+    return [float(grid[i]) for i in index[np.argsort(v[index])[::-1][:SEARCH_PEAKS]]]
+
+
 def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float = 300.0,
             cs_mm: float = 2.7, amplitude_contrast: float = 0.1,
             defocus_um: tuple[float, float] = (0.3, 6.0), low_angstrom: float = 20.0,
@@ -153,7 +166,13 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     defocus is searched over ``defocus_um`` in steps of 200 Å without astigmatism, then the
     mean and the astigmatism are refined together, and refined again on the finer spectrum of
     ``refine_tile``² tiles (the largest power of two that fits if the micrograph is smaller;
-    ``None`` to skip), whose rings resolve the fast Thon rings at high resolution.
+    ``None`` to skip), whose rings resolve the fast Thon rings at high resolution. With that
+    finer spectrum the search is made again on tiles twice the size of ``tile``, and of the
+    :data:`SEARCH_PEAKS` highest peaks of either search the one the finest spectrum explains
+    best starts the refinement: at low dose the coarse tiles blur the fast rings of a large
+    defocus into false peaks (on six held-out simulated 2048² micrographs at 10–20 e/Å² the
+    search on 512² tiles alone landed 1.3–3.2 µm off, the finest spectrum's choice within
+    100 Å).
     ``voltage_kv``, ``cs_mm`` and ``amplitude_contrast`` are the microscope's (defaults: 300 kV,
     2.7 mm, 0.1).
     """
@@ -174,12 +193,21 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
                            band_width, optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
-    x0 = [float(grid[int(np.argmax([explained(d) for d in grid]))]), 0.0, 0.0]
+    candidates = _peaks([explained(d) for d in grid], grid)
     stages = [(explained, 150.0)]
     if refine_tile is not None:
         fine = min(refine_tile, 2 ** int(math.log2(min(image.shape))))
-        stages.append((_objective(image, fine, pixel_size_angstrom, low_angstrom,
-                                  high_angstrom, band_width, optics), 40.0))
+        finer = _objective(image, fine, pixel_size_angstrom, low_angstrom, high_angstrom,
+                           band_width, optics)
+        stages.append((finer, 40.0))
+        if fine > tile:  # the search again on tiles twice as fine, every peak judged finest
+            middle = 2 * tile
+            between = finer if middle >= fine else _objective(
+                image, middle, pixel_size_angstrom, low_angstrom, high_angstrom, band_width,
+                optics)
+            candidates = sorted({*candidates, *_peaks([between(d) for d in grid], grid)},
+                                key=finer, reverse=True)
+    x0 = [float(candidates[0]), 0.0, 0.0]
     for objective, step in stages:
         simplex = [x0] + [list(np.add(x0, np.eye(3)[i] * step)) for i in range(3)]
         best = minimize(lambda p, f=objective: -f(*p), x0=x0, method="Nelder-Mead",
