@@ -34,6 +34,10 @@ def test_dims_coords_attrs(small_mrcs):
     assert stack.attrs["pixel_size_angstrom"] == pytest.approx(0.66)
     assert stack.attrs["headers"][0]["mode"] == 2
     assert stack.attrs["skipped"] == []
+    # each micrograph's file follows a selection; the attrs stay the stack's as opened
+    picked = stack.isel(micrograph=[2, 0])
+    assert list(picked.source.values) == [str(small_mrcs[i].resolve()) for i in (2, 0)]
+    assert list(picked.micrograph.values) == ["m2", "m0"]
 
 
 @pytest.mark.parametrize("chunks", [1, 7, 50, 96, 500, -1, None, {"y": 13}])
@@ -107,13 +111,14 @@ def test_a_folder_notes_the_files_it_leaves_out(small_mrcs, notes):
 
 
 def test_movies_in_a_folder_are_said_to_need_motion_correction(small_mrcs, tmp_path, notes):
-    """Movies (.tif, .tiff, .eer) beside the micrographs are named as movies to motion-correct
-    first; a folder of movies only is refused saying so (it said only 'holds no .mrc files')."""
+    """Movies (.tif, .tiff, .eer, .mrcs frame stacks) beside the micrographs are named as
+    movies to motion-correct first; a folder of movies only is refused saying so (it said only
+    'holds no .mrc files')."""
     folder = small_mrcs[0].parent
-    for name in ("b.eer", "a.tif", "c.tiff", "notes.txt"):
+    for name in ("b.eer", "a.tif", "c.tiff", "d.mrcs", "notes.txt"):
         (folder / name).write_bytes(b"II*\x00")
     assert open_micrographs(folder).sizes["micrograph"] == 3
-    assert notes == [f"{folder}: left out 3 movies (a.tif, b.eer, c.tiff), which need motion "
+    assert notes == [f"{folder}: left out 4 movies (a.tif, b.eer, c.tiff, …), which need motion "
                      "correction first (MotionCor2 or RELION's own, for example): give the "
                      "motion-corrected micrographs (.mrc); and 1 file that is not an MRC "
                      "micrograph (.mrc): notes.txt"]

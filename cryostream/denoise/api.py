@@ -113,7 +113,7 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
     log = logging.getLogger("cryostream")
-    for number, (source, name) in enumerate(zip(stack.attrs["sources"], stack.micrograph.values,
+    for number, (source, name) in enumerate(zip(stack.source.values, stack.micrograph.values,
                                                 strict=True), 1):
         start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run

@@ -108,7 +108,8 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
 
 
 #: Movies (frame stacks) that motion correction sums into micrographs.
-MOVIE_SUFFIXES = (".tif", ".tiff", ".eer")
+#: Movies: TIFF and EER frames, and MRC stacks (``.mrcs``, as EPU and SerialEM write frames).
+MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
 _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
 
 
@@ -346,9 +347,11 @@ def open_micrographs(
     Returns
     -------
     xarray.DataArray of float32, dims (micrograph, y, x)
-        Backed by a Dask array. Coordinates: ``micrograph`` (file stems), ``y`` and ``x`` in Å.
-        Attrs: ``sources``, ``pixel_size_angstrom``, ``headers`` (per-file facts),
-        ``skipped``, ``band_rows``.
+        Backed by a Dask array. Coordinates: ``micrograph`` (file stems), ``source`` (each
+        micrograph's file, along ``micrograph``: it follows a selection such as
+        ``stack.isel(micrograph=[2])``), ``y`` and ``x`` in Å. Attrs, of the stack as opened
+        (a selection keeps them whole): ``sources``, ``pixel_size_angstrom``, ``headers``
+        (per-file facts), ``skipped`` (the files ``permissive`` skipped), ``band_rows``.
 
     Raises
     ------
@@ -396,6 +399,7 @@ def open_micrographs(
         dims=("micrograph", "y", "x"),
         coords={
             "micrograph": micrograph_names(headers),
+            "source": ("micrograph", [h.path for h in headers]),
             "y": ("y", np.arange(ny) * ps, axis_attrs),
             "x": ("x", np.arange(nx) * ps, axis_attrs),
         },
