@@ -149,6 +149,8 @@ def _peaks(values, grid) -> list[float]:
     """The :data:`SEARCH_PEAKS` highest local maxima of ``values`` over ``grid``, highest
     first."""
     v = np.asarray(values)
+    if v.size < 2:
+        return [float(g) for g in grid]
     peak = np.r_[v[0] >= v[1], (v[1:-1] >= v[:-2]) & (v[1:-1] >= v[2:]), v[-1] >= v[-2]]
     index = np.flatnonzero(peak)
     return [float(grid[i]) for i in index[np.argsort(v[index])[::-1][:SEARCH_PEAKS]]]
@@ -166,8 +168,9 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     defocus is searched over ``defocus_um`` in steps of 200 Å without astigmatism, then the
     mean and the astigmatism are refined together, and refined again on the finer spectrum of
     ``refine_tile``² tiles (the largest power of two that fits if the micrograph is smaller;
-    ``None`` to skip), whose rings resolve the fast Thon rings at high resolution. With that
-    finer spectrum the search is made again on tiles twice the size of ``tile``, and of the
+    ``None`` to skip), whose rings resolve the fast Thon rings at high resolution. When that
+    finer spectrum's tiles are larger than ``tile``, the search is made again on tiles twice
+    ``tile``'s side (or the finer spectrum's, if smaller), and of the
     :data:`SEARCH_PEAKS` highest peaks of either search the one the finest spectrum explains
     best starts the refinement: at low dose the coarse tiles blur the fast rings of a large
     defocus into false peaks (on six held-out simulated 2048² micrographs at 10–20 e/Å² the
@@ -330,11 +333,13 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     at high dose and a fine pixel) it counts that signal in, and every gain built on it
     smooths too much. Where the CTF is zero (``CTF² <`` :data:`ZERO_CTF2`) the micrograph
     holds no signal whatever its specimen, so the power there is the noise. Per ring above
-    ``low_angstrom``, the power of those coefficients over the measured noise, pooled over
-    ``pool`` cycles/px (a few zeros are too few), is the factor the measured noise's radial
-    profile and 2-D spectrum are scaled by: 1 where fewer than ``min_count`` coefficients
-    are zeros, never above 1 (the measured noise stays an upper bound: a fit whose zeros are
-    not the micrograph's finds signal there, ≥ 1, and changes nothing). On simulated 2048²
+    ``low_angstrom`` and out to the shorter side's Nyquist, the power of those coefficients
+    over the measured noise, pooled over ``pool`` cycles/px (a few zeros are too few), is the
+    factor the measured noise's radial profile and 2-D spectrum are scaled by (past Nyquist,
+    the factor at Nyquist). It is 1 below ``low_angstrom``, where fewer than ``min_count``
+    coefficients are zeros, and where the pooled ratio is within two standard errors of 1 or
+    above it: the measured noise stays an upper bound, and a fit whose zeros are not the
+    micrograph's finds signal there (≥ 1) and changes little. On simulated 2048²
     micrographs the power at the zeros was the true noise within 4 % in every band, where
     the measured noise was up to 2.1× it (a shell-shaped specimen at 80 e/Å²); T20S at 10–50
     e/Å²: 0–4 % over.
@@ -349,11 +354,14 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
 
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step)
-    zero = (ctf_squared(shape, fit, row_step=step) < ZERO_CTF2) & (k2 >= low_angstrom ** -2)
     side = min(shape)
     rings = side // 2 + 1
-    ring = np.minimum(np.rint(np.sqrt(k2[zero]) * (fit.pixel_size_angstrom * side)),
-                      side // 2).astype(np.int64)
+    ring = np.rint(np.sqrt(k2) * (fit.pixel_size_angstrom * side))
+    # the corners past the shorter side's Nyquist are left out: the noise measured at
+    # Nyquist is not theirs (it falls further there on real detectors)
+    zero = ((ctf_squared(shape, fit, row_step=step) < ZERO_CTF2) & (k2 >= low_angstrom ** -2)
+            & (ring < rings))
+    ring = ring[zero].astype(np.int64)
     values = spectrum[::step][zero]
     power = values.real.astype(np.float64) ** 2 + values.imag.astype(np.float64) ** 2
     measured = noise.ring_power(shape, rings)
@@ -362,8 +370,13 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     summed = uniform_filter1d(np.bincount(ring, relative, rings), width, mode="constant")
     count = uniform_filter1d(np.bincount(ring, minlength=rings).astype(np.float64), width,
                              mode="constant") * width
-    ratio = np.where(count >= min_count, summed * width / np.maximum(count, 1), 1.0)
-    ratio = np.clip(ratio, 0.0, 1.0)
+    pooled = summed * width / np.maximum(count, 1)
+    # a ratio is taken only where it is clearly under 1: noise alone reads 1 ± 1/√count (the
+    # power of one coefficient over its mean is exponential), and clipping that at 1 would
+    # lower the noise of every micrograph a little
+    below = (count >= min_count) & (pooled < 1 - 2 / np.sqrt(np.maximum(count, 1)))
+    ratio = np.where(below, pooled, 1.0)
+    ratio[:math.ceil(side * fit.pixel_size_angstrom / low_angstrom)] = 1.0  # below low_angstrom
     grid = np.arange(rings) / side  # cycles/px of each ring
     tile = 2 * noise.radial.size
     centred = np.fft.fftshift(np.fft.fftfreq(tile))

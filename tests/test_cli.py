@@ -554,3 +554,27 @@ def test_an_unknown_option_is_named_by_its_command_with_the_closest_one(capsys):
             main(args)
         assert exit_.value.code == 2
         assert capsys.readouterr().err.splitlines() == [said]
+
+
+def test_rank_without_inputs_says_to_give_them_with_i(tmp_path, capsys):
+    """``rank`` takes its runs as positional arguments and the micrographs with -i; micrographs
+    given as ``denoise`` takes them are named as not runs, nothing scored."""
+    mic = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    assert main(["rank", "general", str(mic)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "cryostream rank: error: no micrographs to score on: give them with -i (cryostream rank "
+        f"RUN [RUN ...] -i MICROGRAPHS); {mic} is not a run"]
+
+
+def test_the_ctf_fallback_advice_names_the_options_in_both_spellings():
+    """A Python caller is told DenoiseConfig's names for the optics; the command line only
+    the flags."""
+    from cryostream.cli.common import for_the_command_line
+    from cryostream.denoise.steps import FIT_ADVICE, GIVEN_ADVICE
+
+    for advice in (FIT_ADVICE, GIVEN_ADVICE):
+        assert "voltage_kv, cs_mm, amplitude_contrast" in advice
+        shown = for_the_command_line(advice)
+        assert shown.endswith("--voltage, --cs, --amplitude-contrast") or shown.endswith(
+            "--voltage, --cs and --amplitude-contrast")
+        assert "Python" not in shown

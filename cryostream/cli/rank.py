@@ -23,8 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run folders from cryostream train or fit, exported .npz files or "
                    "shipped models' names")
-    p.add_argument("-i", "--inputs", nargs="+", required=True,
-                   help="MRC files, globs, folders or a RELION STAR file to score on")
+    p.add_argument("-i", "--inputs", nargs="+",
+                   help="MRC files, globs, folders or a RELION STAR file to score on (required)")
     add_pipeline_options(p)
     g = p.add_argument_group("scoring")
     add_library_flag(g, "--draws", RANK, "draws", "recorrupted passes per run and micrograph",
@@ -42,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.denoise import rank_runs
     from cryostream.denoise.network import check_model
 
+    if not args.inputs:  # `rank RUN MICROGRAPHS`, as denoise takes them
+        raise ConfigError(
+            "no micrographs to score on: give them with -i (cryostream rank RUN [RUN ...] -i "
+            "MICROGRAPHS)" + "".join(f"; {name} is not a run" for name in args.runs
+                                     if not _looks_like_run(name)))
     if not args.runs:  # `rank -i MICROGRAPHS... RUNS...`: -i took the runs too
         raise ConfigError(
             "no run to rank: -i/--inputs takes every name after it, so name the runs first "

@@ -152,12 +152,14 @@ def fallback_words(keep_network: bool) -> str:
 
 #: What a fallback warning advises for a fitted CTF, and for a defocus given with the inputs.
 FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
-              "this, check --voltage, --cs and --amplitude-contrast")
-GIVEN_ADVICE = "Check the defocus and the optics (--voltage, --cs, --amplitude-contrast)"
+              "this, check --voltage, --cs and --amplitude-contrast (Python: DenoiseConfig "
+              "voltage_kv, cs_mm, amplitude_contrast)")
+GIVEN_ADVICE = ("Check the defocus and the optics: --voltage, --cs, --amplitude-contrast "
+                "(Python: DenoiseConfig voltage_kv, cs_mm, amplitude_contrast)")
 
 
 def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
-    """The noise the CTF-shaped gain and its check use: ``noise`` (the measured
+    """The noise the CTF-shaped gain's check draws and scores with: ``noise`` (the measured
     :class:`~cryostream.matched.NoiseEstimate` of ``image``) brought down to the power where
     ``fit``'s CTF is zero (:func:`cryostream.ctf.noise_at_zeros`), and the mean factor it was
     scaled by above 20 Å, for the record. ``spectrum``: the image's mean-removed ``rfft2``,
@@ -214,7 +216,8 @@ class WienerGain(Step):
     spectrum with ``optics`` (:func:`cryostream.ctf.fit_ctf` keywords). The fit is kept only
     if its Thon rings are found in the micrograph's power (:func:`cryostream.ctf.thon_ring_z`
     at least :data:`~cryostream.ctf.THON_RING_Z`) and
-    :func:`~cryostream.denoise.scores.ctf_gain_check` finds it lowers the error; otherwise a
+    :func:`~cryostream.denoise.scores.ctf_gain_check`, recorrupting with the noise at the
+    fit's zeros (:func:`zeros_noise`), finds it lowers the error; otherwise a
     :class:`~cryostream.ctf.CTFFallbackWarning` names the micrograph and the fallback is used.
     Where the rings are not found, the micrograph's signal is too weak for its measured noise
     to set a gain above 20 Å either: the radial gain below 20 Å and the network's own linear
@@ -278,9 +281,12 @@ class WienerGain(Step):
 
     def checked(self, micrograph, fit, what: str, rings_z=None, advice: str = GIVEN_ADVICE,
                 spectrum=None, check: float | None = None) -> dict:
-        """The state of a CTF-shaped gain with ``fit``: the noise at its zeros
-        (:func:`zeros_noise`) unless its rings are not found, the check
-        (:func:`checked_gain`; ``check``: made already) and whether the fit is used."""
+        """The state of a CTF-shaped gain with ``fit``: the check (:func:`checked_gain`;
+        ``check``: made already) with the noise at the fit's zeros (:func:`zeros_noise`)
+        unless its rings are not found, and whether the fit is used. (The gain itself needs
+        no noise above 20 Å, where it measures each band's noise from the micrograph's own
+        spectrum, :func:`~cryostream.ctf.ctf_wiener_gain`; below, the zeros' noise is the
+        measured one.)"""
         noise = None if no_rings(rings_z) else zeros_noise(micrograph.image, micrograph.noise(),
                                                            fit, spectrum)
         if check is None:
@@ -288,7 +294,7 @@ class WienerGain(Step):
                                  else noise[0], fit, what, rings_z, advice=advice)
         used = check < 0
         return {"fit": fit, "check": check, "used": used,
-                **({"zeros_noise": noise} if used and noise is not None else {})}
+                **({"zeros_scale": noise[1]} if used and noise is not None else {})}
 
     def apply(self, estimate, image, state, micrograph):
         if state is not None and state.get("used"):
@@ -298,11 +304,7 @@ class WienerGain(Step):
         else:
             shape = None
         table = None if state is None else state["table"]
-        noise = micrograph.noise(image)
-        if shape is not None and "zeros_noise" in state:  # the CTF gain from its zeros' noise
-            noise = (state["zeros_noise"][0] if image is micrograph.image
-                     else zeros_noise(image, noise, shape)[0])
-        return match_wiener_gain(estimate, image, noise, ctf=shape,
+        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
                                  weights=table, snr=None if table is None else state["snr"])
 
     def describe(self, state):
@@ -324,8 +326,8 @@ class WienerGain(Step):
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,
-                **({"noise_scale_at_ctf_zeros": state["zeros_noise"][1]}
-                   if "zeros_noise" in state else {})}
+                **({"noise_scale_at_ctf_zeros": state["zeros_scale"]}
+                   if "zeros_scale" in state else {})}
 
 
 @dataclasses.dataclass

@@ -107,8 +107,8 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
     return unique
 
 
-#: Movies (frame stacks) that motion correction sums into micrographs.
-#: Movies: TIFF and EER frames, and MRC stacks (``.mrcs``, as EPU and SerialEM write frames).
+#: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
+#: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames).
 MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
 _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
 
