@@ -204,6 +204,26 @@ def write_shard(path: Path, patches: Sequence[np.ndarray], *, dtype: str, compre
             f.attrs[key] = value
 
 
+def _virtual_dataset(group, name: str, shards: list[tuple[str, int]], shape: tuple,
+                     dtype: str) -> None:
+    """``group[name]``: the shards' ``name`` datasets end to end as one virtual dataset (NaN
+    where a shard is missing), as ``h5py.VirtualLayout`` makes it but without the creation
+    time HDF5 stamps into a virtual dataset by default: a store written again from the same
+    inputs is the same bytes."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_fill_value(np.array([np.nan], dtype))
+    dcpl.set_obj_track_times(False)
+    space = h5py.h5s.create_simple(shape)
+    offset = 0
+    for rel, n in shards:
+        space.select_hyperslab((offset, 0, 0), (n, *shape[1:]))
+        dcpl.set_virtual(space, rel.encode(), name.encode(),
+                         h5py.h5s.create_simple((n, *shape[1:])))
+        offset += n
+    h5py.h5d.create(group.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype), logical=1),
+                    h5py.h5s.create_simple(shape), dcpl=dcpl)
+
+
 def write_master(output: Path, *, splits: dict[str, list[tuple[str, int]]],
                  index: dict[str, np.ndarray], micrographs: dict[str, np.ndarray],
                  patch_size: int, dtype: str, kinds: tuple[str, ...], attrs: dict) -> None:
@@ -222,12 +242,7 @@ def write_master(output: Path, *, splits: dict[str, list[tuple[str, int]]],
                 if total == 0:
                     group.create_dataset(name, shape=(0, p, p), dtype=dtype)
                     continue
-                layout = h5py.VirtualLayout(shape=(total, p, p), dtype=dtype)
-                offset = 0
-                for rel, n in shards:
-                    layout[offset : offset + n] = h5py.VirtualSource(rel, name, shape=(n, p, p))
-                    offset += n
-                group.create_virtual_dataset(name, layout, fillvalue=np.nan)
+                _virtual_dataset(group, name, shards, (total, p, p), dtype)
             group.create_dataset("index", data=index[split].astype(np.int64).reshape(-1, 3))
         table = f.create_group("micrographs")
         for key, values in micrographs.items():

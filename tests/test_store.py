@@ -160,3 +160,25 @@ def test_write_shard_on_a_full_disk_leaves_nothing(tmp_path, compression):
                                   "too large); free disk space"), message
         assert "\n" not in message
         assert files == ["whole.h5"]
+
+
+def test_a_store_written_again_from_the_same_inputs_is_the_same_bytes(tmp_path):
+    """The master file too: HDF5 stamps a virtual dataset with its creation time by default
+    (four bytes differed between two writes a second apart)."""
+    import time
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(160, 160), seed=2)
+    config = PrepareConfig(patch_size=64, stride=64, test_fraction=0.5)
+    out = tmp_path / "d.h5"
+    prepare(sim.micrographs, out, config)
+    first = {p.relative_to(tmp_path): p.read_bytes()
+             for p in [out, *sorted(shard_folder(out).glob("*.h5"))]}
+    time.sleep(1.1)  # HDF5 keeps times in seconds
+    prepare(sim.micrographs, out, config, overwrite=True)
+    again = {p.relative_to(tmp_path): p.read_bytes()
+             for p in [out, *sorted(shard_folder(out).glob("*.h5"))]}
+    assert again.keys() == first.keys() and len(first) >= 2
+    assert all(again[k] == first[k] for k in first)
+    with h5py.File(out, "r") as f:  # still virtual datasets over the shards
+        assert f["train/input"].is_virtual and f["test/target"].is_virtual
+        assert np.isfinite(f["train/input"][...]).all()
