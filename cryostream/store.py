@@ -276,7 +276,8 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise StoreError(f"{path}: not a readable HDF5 store ({exc})") from None
+        raise StoreError(f"{path}: not a readable HDF5 store ({exc}); give a store that "
+                         "cryostream prepare (or fit, in its work folder) wrote (.h5)") from None
     if f.attrs.get("format") != STORE_FORMAT:
         f.close()
         raise StoreError(f"{path}: not a cryostream store (format {f.attrs.get('format')!r})")

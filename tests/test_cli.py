@@ -578,3 +578,41 @@ def test_the_ctf_fallback_advice_names_the_options_in_both_spellings():
         assert shown.endswith("--voltage, --cs, --amplitude-contrast") or shown.endswith(
             "--voltage, --cs and --amplitude-contrast")
         assert "Python" not in shown
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["-o", "OUT", "--out", "OTHER"], "unrecognized arguments: --out OTHER; did you mean "
+                                      "--output?"),
+    (["-o", "OUT", "-o", "OTHER"], "-o/--output given twice (OUT, OTHER): give it once"),
+    (["-o", "OUT", "--output=OTHER"], "-o/--output given twice (OUT, OTHER): give it once"),
+])
+def test_an_option_is_given_once_and_whole(argv, said, tmp_path, capsys, monkeypatch):
+    """A second output option sent every output elsewhere with status 0: ``--out`` was taken
+    for ``--output`` and the last of two won. Now neither is guessed; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    with pytest.raises(SystemExit) as stop:
+        main(["denoise", "a.mrc", *argv])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream denoise: error: {said} (see cryostream denoise --help)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
+
+
+def test_show_on_an_mrc_file_says_what_to_give(tmp_path, capsys):
+    mic = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    assert main(["show", str(mic), "-o", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable HDF5 store" in err and "give a store that cryostream prepare" in err
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(tmp_path,
+                                                                                capsys):
+    mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)
+                    + np.eye(256, dtype=np.float32))
+    assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--tile", "70"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert ("--tile 70, --halo 256: both must be multiples of 32 for this model; give a "
+            "multiple of 32, e.g. 64 (or leave --tile out") in err
+    assert not (tmp_path / "out" / "a.mrc").exists()

@@ -450,6 +450,7 @@ def test_the_ctf_gain_step_checks_with_the_noise_at_the_zeros_and_records_it(tmp
             Micrograph(noisy, 1.0, record), network)
     assert found["ctf_used"] is True and found["ctf_check"] < 0
     assert 0.4 < found["noise_scale_at_ctf_zeros"] < 0.7  # 0.53 here
+    assert found["pixel_size_angstrom"] == 1.0  # the record says what the fit assumed
     fit = CTFFit(found["ctf"]["defocus_u_angstrom"], found["ctf"]["defocus_v_angstrom"],
                  found["ctf"]["astigmatism_angle_deg"], found["ctf"]["score"], 1.0)
     noise = estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape))

@@ -706,6 +706,9 @@ def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):
     many = cryostream.denoise(run, np.stack([image, image]), config=raw,
                               pixel_size_angstrom=0.6575)
     assert many.dims == ("micrograph", "y", "x") and many.shape == (2, 160, 128)
+    # what NAME.json's "found" says for a file, per micrograph
+    assert json.loads(one.attrs["found"])["pixel_size_angstrom"] == 0.6575
+    assert [json.loads(f) for f in many.attrs["found"]] == [json.loads(one.attrs["found"])] * 2
     with pytest.raises(cryostream.ConfigError, match="pixel size"):
         cryostream.denoise(run, image, config=raw)
 

@@ -39,17 +39,46 @@ class OneLineErrors(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the command, the problem, where help is),
     not the whole usage block; its subcommands' parsers are of this class too."""
 
+    def __init__(self, *args, **kwargs):
+        # no abbreviations: `--out x` beside `-o y` was taken for `--output` and won silently
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but options no subcommand knows are named by the subcommand they
-        were given to, with the closest option it has (``--angpix``: ``--pixel-size``)."""
-        parsed, extras = self.parse_known_args(args, namespace)
+        were given to, with the closest option it has (``--angpix``: ``--pixel-size``), and
+        an option of one value given twice is refused (argparse keeps the last silently)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed, extras = self.parse_known_args(argv, namespace)
+        command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
         if extras:
-            command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
             command.error(f"unrecognized arguments: {' '.join(extras)}{_closest(extras, command)}")
+        twice = _given_twice(argv, command)
+        if twice:
+            command.error(twice)
         return parsed
+
+
+def _given_twice(argv: list[str], parser: argparse.ArgumentParser) -> str:
+    """``"-o/--output given twice (a, b): give it once"`` for the first option of one value
+    that ``argv`` gives more than once, else ``""``."""
+    tokens = argv[:argv.index("--")] if "--" in argv else argv
+    for action in parser._actions:
+        if type(action) is not argparse._StoreAction or action.nargs is not None:
+            continue
+        values = []
+        for i, token in enumerate(tokens):
+            for option in action.option_strings:
+                if token == option and i + 1 < len(tokens):
+                    values.append(tokens[i + 1])
+                elif option.startswith("--") and token.startswith(option + "="):
+                    values.append(token.split("=", 1)[1])
+        if len(values) > 1:
+            return f"{'/'.join(action.option_strings)} given twice ({', '.join(values)}): give it once"
+    return ""
 
 
 #: What other cryo-EM programs call an option, and cryostream's name for it.

@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
 
     for model in args.runs:
         check_model(model)  # named as given
+    if len(set(args.runs)) == 1:
+        import logging
+
+        logging.getLogger("cryostream").info(
+            "one run: its score is listed alone (a score means something only beside another "
+            "run's on the same micrographs); give two or more runs to rank them")
     if args.json:  # before the scoring, not after it
         from cryostream.io.paths import output_file
 

@@ -73,19 +73,21 @@ def warn_if_under_input(run: str) -> None:
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
     pixel = stack.attrs["pixel_size_angstrom"]
-    kept, results = [], []
+    kept, results, found = [], [], []
     for i in range(stack.sizes["micrograph"]):
         image = np.asarray(stack[i], dtype=np.float32)
-        estimate, _ = denoise_image(image, pixel, f"array[{i}]", run, config,
-                                    permissive=permissive)
+        estimate, steps_found = denoise_image(image, pixel, f"array[{i}]", run, config,
+                                              permissive=permissive)
         if estimate is not None:
             kept.append(i)
             results.append(estimate)
+            found.append(json.dumps(steps_found))
     if not results:
         raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
     out = stack.isel(micrograph=kept).copy(data=np.stack(results))
+    # what NAME.json's "found" holds for a file: one JSON text per micrograph
     out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
-                     run=run)
+                     run=run, found=found[0] if two_d else found)
     return out[0] if two_d else out
 
 
@@ -128,8 +130,9 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
             described = describe_found(bound.describe())
             found = found or described
             log.debug("%s on %s: %s", model_name(run), name, described)
-        log.info("scored %d/%d %s for %d runs: %.1f s%s", number, stack.sizes["micrograph"], name,
-                 len(runs), time.perf_counter() - start, found)
+        log.info("scored %d/%d %s for %d run%s: %.1f s%s", number, stack.sizes["micrograph"],
+                 name, len(runs), "" if len(runs) == 1 else "s", time.perf_counter() - start,
+                 found)
     ranked = [{"run": r, "score": float(np.mean(list(s.values()))), "scores": s}
               for r, s in scores.items()]
     return sorted(ranked, key=lambda row: row["score"])
@@ -156,7 +159,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         CTFFIND's defocus (``rlnDefocusU``/``V``/``Angle``) used instead of a fit, still
         guarded by the CTF gain's recorruption check. A NumPy, Dask or xarray array,
         ``(y, x)`` or ``(micrograph, y, x)``, is denoised in memory (no ``output``) and comes
-        back as an xarray of the same dims with its pixel size and config in ``attrs``.
+        back as an xarray of the same dims with its pixel size and config in ``attrs``, and
+        ``attrs["found"]``: what the steps found on each micrograph (the fitted defocus,
+        whether the CTF-shaped gain was used), as JSON text (a list for a stack), as
+        ``NAME.json``'s ``found`` for a file.
     output : path-like, optional
         Folder for MRC files (``NAME.mrc`` for each input's file name, or
         ``NAME{output_suffix}.mrc``; float32 or ``config.output_dtype``) that keep the input's
@@ -253,8 +259,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
         if config.ensemble and jax.default_backend() == "cpu":
             logging.getLogger("cryostream").info(
-                "the ensemble runs the network 8 times per micrograph: about 80 s per megapixel "
-                "on 2 CPU cores (over an hour for a 7676 × 7420 micrograph); for a first look "
+                "the ensemble runs the network 8 times per micrograph: about 2 minutes per "
+                "megapixel on 2 CPU cores (about 2 hours for a 7676 × 7420 micrograph); for a "
+                "first look "
                 "pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) for one pass, "
                 "or use a GPU")
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)

@@ -350,8 +350,9 @@ class BoundPipeline:
         return out
 
     def describe(self) -> dict:
-        """What each step found on the micrograph (JSON values)."""
-        found = {}
+        """The pixel size the steps used and what each step found on the micrograph (JSON
+        values)."""
+        found = {"pixel_size_angstrom": float(self.micrograph.pixel_size_angstrom)}
         for step, state in zip(self.pipeline.steps, self.states, strict=True):
             found.update(step.describe(state))
         return found

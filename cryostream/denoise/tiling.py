@@ -351,7 +351,10 @@ def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
     if tile is None:
         tile = auto_tile(shape, config, halo)
     if tile % m or halo % m:
-        raise ConfigError(f"tile={tile}, halo={halo}: both must be multiples of {m} for this model")
+        raise ConfigError(f"tile={tile} (--tile), halo={halo} (--halo): both must be multiples "
+                          f"of {m} for this model; give a multiple of {m}, e.g. "
+                          f"{max(m, round(tile / m) * m)} (or leave --tile out: it is chosen "
+                          "for the micrograph and the device)")
     if halo < receptive_radius(config):
         raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
                           f"{receptive_radius(config)}")
