@@ -127,13 +127,17 @@ class KnownDefocusGain(WienerGain):
     name = "wiener_gain"
 
     def init(self, micrograph):
+        import scipy.fft
+
         u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
-        found = {**self.weights_state(micrograph),
+        image = micrograph.image
+        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)  # once, for both
+        found = {**self.weights_state(micrograph, spectrum),
                  **({} if self.rings_z is None else {"rings_z": self.rings_z})}
         return {**self.checked(micrograph, fit, f"{micrograph.source}: the defocus of its "
                                              f"{self.source} ({u:.0f}/{v:.0f} Å)",
-                               self.rings_z, check=self.check), **found}
+                               self.rings_z, spectrum=spectrum, check=self.check), **found}
 
     def fit(self, pixel_size_angstrom: float):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
@@ -182,17 +186,17 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
         source = "sum of the even and odd halves"
     d = micrograph.defocus
     gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
+    import scipy.fft
+
+    spectrum = scipy.fft.rfft2(total - total.mean(), workers=-1)  # once, for both
     rings_z = None
     if fitted:  # a fit must show its rings, as on one micrograph
-        import scipy.fft
-
         from cryostream.ctf import thon_ring_z
 
-        rings_z = thon_ring_z(scipy.fft.rfft2(total - total.mean(), workers=-1), total.shape,
-                              gain.fit(ps))
+        rings_z = thon_ring_z(spectrum, total.shape, gain.fit(ps))
     noise = estimate_noise(total, ps, tile=tile_for(total.shape))
     if not no_rings(rings_z):  # the check with the noise at the CTF's zeros, as on one
-        noise = zeros_noise(total, noise, gain.fit(ps))[0]
+        noise = zeros_noise(total, noise, gain.fit(ps), spectrum)[0]
     check = checked_gain(total, noise, gain.fit(ps), f"{micrograph.source} and its odd half: "
                          f"the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
                          f"{source}), checked on their sum,", rings_z)
