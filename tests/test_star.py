@@ -151,10 +151,11 @@ def test_read_star_of_relion_3_0_takes_the_optics_from_each_row(tmp_path: Path):
 
 
 @pytest.mark.slow  # 6–11 s: the 1024² simulation and two recorruption checks
-def test_a_known_defocus_replaces_the_fit_and_the_check_still_guards_it(tmp_path: Path):
-    """The STAR file's defocus goes into the CTF gain (no fit); the true one passes the
-    recorruption check and shapes the gain; one 40 % off fails it, and the radial gain is used
-    with a CTFFallbackWarning."""
+def test_a_known_defocus_replaces_the_fit_and_a_wrong_one_gives_way_to_the_fit(tmp_path: Path):
+    """The STAR file's defocus goes into the CTF gain (no fit) and its Thon rings' score is
+    recorded. One 40 % off, or with V 0.56 µm off U, fails the checks: the defocus fitted from
+    the spectrum passes them and is used, with one warning naming both. Where no fit can be
+    made (a micrograph under 512 px a side), the wrong one falls back to the radial gain."""
     import warnings
 
     from cryostream.config import DenoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
@@ -172,22 +173,41 @@ def test_a_known_defocus_replaces_the_fit_and_the_check_still_guards_it(tmp_path
     noisy = (sim.noisy / np.percentile(sim.noisy, 95)).astype(np.float32)
     record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
     config = DenoiseConfig.raw(ctf_gain=True)
-    noise = estimate_noise(noisy, 0.6575, tile=tile_for(noisy.shape))
     true = (sim.defocus_u_angstrom, sim.defocus_v_angstrom, sim.astigmatism_angle_deg % 180)
-    for scale, used in ((1.0, True), (1.4, False)):
-        defocus = Defocus(true[0] * scale, true[1] * scale, true[2])
+    wrong = [Defocus(true[0] * 1.4, true[1] * 1.4, true[2]),
+             Defocus(true[0], true[1] + 5600, true[2])]
+    for image, defocus in [(noisy, Defocus(*true))] + [(noisy, d) for d in wrong] \
+            + [(noisy[:480, :480].copy(), wrong[0])]:
         micrograph = InputMicrograph("m.mrc", 0.6575, "STAR file", config.optics, defocus)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got, found = micrograph.pipeline(config).run(
-                Micrograph(noisy, 0.6575, record), lambda image: image)
-        assert found["ctf_used"] is used
-        assert found["ctf"]["defocus_u_angstrom"] == defocus.defocus_u_angstrom
-        assert found["ctf"]["defocus_from"] == "STAR file" and found["ctf"]["score"] is None
-        assert any(issubclass(w.category, CTFFallbackWarning) for w in caught) is not used
-        fit = CTFFit(*dataclasses.astuple(defocus), 0.0, 0.6575)
-        expected = match_wiener_gain(noisy, noisy, noise, ctf=fit if used else None)
-        np.testing.assert_array_equal(got, expected)
+                Micrograph(image, 0.6575, record), lambda image: image)
+        fallbacks = [str(w.message) for w in caught if issubclass(w.category, CTFFallbackWarning)]
+        ctf = found["ctf"]
+        if defocus == Defocus(*true):  # used as given, its rings found
+            assert found["ctf_used"] and ctf["defocus_from"] == "STAR file" and not fallbacks
+            assert ctf["defocus_u_angstrom"] == defocus.defocus_u_angstrom
+            assert found["given_defocus_rings_z"] >= 3.5 and ctf["score"] is None
+            fit = CTFFit(*dataclasses.astuple(defocus), 0.0, 0.6575)
+        elif image is noisy:  # the fit is used in its place
+            assert found["ctf_used"] and ctf["defocus_from"] == "spectrum", found
+            assert abs(ctf["defocus_u_angstrom"] - true[0]) < 300
+            assert abs(ctf["defocus_v_angstrom"] - true[1]) < 300
+            assert len(fallbacks) == 1 and "is not used" in fallbacks[0]
+            assert f"{defocus.defocus_v_angstrom:.0f} Å" in fallbacks[0]
+            assert f"{ctf['defocus_v_angstrom']:.0f} Å" in fallbacks[0]
+            assert "rlnDefocusU" in fallbacks[0]
+            fit = CTFFit(ctf["defocus_u_angstrom"], ctf["defocus_v_angstrom"],
+                         ctf["astigmatism_angle_deg"], 0.0, 0.6575)
+        else:  # nothing to fit: the radial gain, the given defocus named
+            assert not found["ctf_used"] and ctf["defocus_from"] == "STAR file"
+            assert len(fallbacks) == 1 and "radial Wiener gain" in fallbacks[0]
+            fit = None
+        noise = estimate_noise(image, 0.6575, tile=tile_for(image.shape))
+        if fit is None or image is not noisy or defocus == Defocus(*true):
+            expected = match_wiener_gain(image, image, noise, ctf=fit)
+            np.testing.assert_array_equal(got, expected)
 
 
 # --- not a list of micrographs: a particles STAR file, a micrograph on two rows ---------------

@@ -111,10 +111,12 @@ class DenoiseInputs:
 class KnownDefocusGain(WienerGain):
     """The CTF-shaped Wiener gain (:class:`~cryostream.denoise.steps.WienerGain`) with a
     defocus already measured (``defocus``: U, V in Å and the angle in degrees; e.g. CTFFIND's
-    in a STAR file) instead of one fitted from the spectrum. The recorruption check
-    (:func:`~cryostream.denoise.scores.ctf_gain_check`) still guards it: a defocus that does
-    not lower the error falls back (as :class:`~cryostream.denoise.steps.WienerGain` says)
-    with a :class:`~cryostream.ctf.CTFFallbackWarning`."""
+    in a STAR file) instead of one fitted from the spectrum. One that fails the recorruption
+    check (:func:`~cryostream.denoise.scores.ctf_gain_check`), or whose Thon rings are not in
+    the spectrum (:func:`~cryostream.ctf.thon_ring_z`, recorded as ``given_defocus_rings_z``;
+    V 0.56 µm off U passed the check and cost 0.37 dB), gives way to the defocus fitted here
+    if that one passes both, with a :class:`~cryostream.ctf.CTFFallbackWarning` naming both;
+    else it is kept as checked (a right one's rings can score under the bar at 10 e/Å²)."""
 
     defocus: tuple = ()
     source: str = "STAR file"
@@ -132,12 +134,43 @@ class KnownDefocusGain(WienerGain):
         u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
         image = micrograph.image
-        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)  # once, for both
-        found = {**self.weights_state(micrograph, spectrum),
-                 **({} if self.rings_z is None else {"rings_z": self.rings_z})}
-        return {**self.checked(micrograph, fit, f"{micrograph.source}: the defocus of its "
-                                             f"{self.source} ({u:.0f}/{v:.0f} Å)",
-                               self.rings_z, spectrum=spectrum, check=self.check), **found}
+        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)  # once, for all
+        if self.check is not None or self.rings_z is not None:  # fitted on even/odd halves
+            return self.given_state(micrograph, fit, spectrum)
+        from cryostream.ctf import THON_RING_Z, CTFFallbackWarning, thon_ring_z
+
+        z = thon_ring_z(spectrum, image.shape, fit)  # measured elsewhere: are its rings here?
+        with warnings.catch_warnings(record=True) as given_warnings:
+            warnings.simplefilter("always")
+            state = {**self.given_state(micrograph, fit, spectrum), "given_rings_z": z}
+        fitted = {}
+        if no_rings(z) or not state["used"]:  # the defocus fitted here, checked as always
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                fitted = super().init(micrograph)
+        if fitted.get("used"):
+            f, why = fitted["fit"], (f"its Thon rings are not in its spectrum (score z {z:.2f}, "
+                                     f"under {THON_RING_Z})" if no_rings(z) else
+                                     "it does not lower the error by recorruption")
+            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
+                          f"{v:.0f} Å, {angle:.0f}°) is not used: {why}. The defocus fitted "
+                          f"from its spectrum ({f.defocus_u_angstrom:.0f}/"
+                          f"{f.defocus_v_angstrom:.0f} Å, rings z {fitted['rings_z']:.2f}) "
+                          f"passes both checks and is used. Check the {self.source}'s row "
+                          "(rlnDefocusU, rlnDefocusV, rlnDefocusAngle: another micrograph's?)",
+                          CTFFallbackWarning, stacklevel=2)
+            return {**fitted, "given_rings_z": z, "refitted": True}
+        for caught in given_warnings:
+            warnings.warn(caught.message, stacklevel=2)
+        return state
+
+    def given_state(self, micrograph, fit, spectrum) -> dict:
+        """The state of the gain with the known defocus (``fit``), checked."""
+        what = (f"{micrograph.source}: the defocus of its {self.source} "
+                f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å)")
+        return {**self.checked(micrograph, fit, what, self.rings_z, spectrum=spectrum,
+                               check=self.check), **self.weights_state(micrograph, spectrum),
+                **({} if self.rings_z is None else {"rings_z": self.rings_z})}
 
     def fit(self, pixel_size_angstrom: float):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
@@ -148,7 +181,10 @@ class KnownDefocusGain(WienerGain):
 
     def describe(self, state):
         found = super().describe(state)
-        found["ctf"].update(score=None, defocus_from=self.source)
+        if "given_rings_z" in state:  # the known defocus's rings, where they were scored here
+            found["given_defocus_rings_z"] = round(state["given_rings_z"], 2)
+        found["ctf"].update(**({"defocus_from": "spectrum"} if state.get("refitted") else
+                               {"score": None, "defocus_from": self.source}))
         return found
 
 
