@@ -612,7 +612,14 @@ def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(t
     mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)
                     + np.eye(256, dtype=np.float32))
     assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--tile", "70"]) == 2
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert ("--tile 70, --halo 256: both must be multiples of 32 for this model; give a "
-            "multiple of 32, e.g. 64 (or leave --tile out") in err
-    assert not (tmp_path / "out" / "a.mrc").exists()
+    err = capsys.readouterr().err.splitlines()
+    # one line, before the notes of a run under way
+    assert err == ["cryostream denoise: error: --tile 70: must be a multiple of 32 for this "
+                   "model; give one, e.g. 64 (or leave it out: the default is chosen for the "
+                   "micrograph and the device)"]
+    assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--halo", "40"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "cryostream denoise: error: --halo 40: must be a multiple of 32 for this model; give "
+        "one, e.g. 32 (or leave it out: the default is chosen for the micrograph and the "
+        "device)"]
+    assert not (tmp_path / "out").exists()

@@ -30,7 +30,7 @@ from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.star_out import star_tables, warn_unlisted
-from cryostream.denoise.tiling import reused_windows
+from cryostream.denoise.tiling import check_tile, reused_windows
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
@@ -229,6 +229,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                           "output=DIR)")
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
+    check_tile(run, config.tile, config.halo)  # before any note or input is read
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:
         if output is not None or scheduler is not None or cluster_workers is not None \

@@ -24,7 +24,7 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "denoise_array", "network_pass", "to_device", "to_host", "reused_windows"]
+           "check_tile", "denoise_array", "network_pass", "to_device", "to_host", "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
 #: 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
@@ -342,28 +342,42 @@ def _place(slabs: list, index: int, chunk: list, result) -> None:
         _copy(out[y0:y1, x0:x1], result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx])
 
 
+def check_tile(run, tile: int | None, halo: int | None) -> None:
+    """Refuse a ``tile`` or ``halo`` that no micrograph could take with the model of ``run``
+    (None: the default), before any micrograph is read: what :func:`denoise_array` checks
+    that does not depend on the micrograph's size."""
+    config = load_network(str(run)).config
+    _check(config, tile, default_halo(config) if halo is None else halo)
+
+
+def _check(config, tile: int | None, halo: int) -> None:
+    m = config.multiple  # a tile of None is chosen later, for the micrograph: nothing to check
+    bad = [(f"{name}={v} (--{name})", v) for name, v in (("tile", tile), ("halo", halo))
+           if v is not None and v % m]
+    if bad:
+        raise ConfigError(f"{', '.join(b for b, _ in bad)}: must be a multiple of {m} for this "
+                          f"model; give one, e.g. {max(m, round(bad[0][1] / m) * m)} (or leave "
+                          "it out: the default is chosen for the micrograph and the device)")
+    if halo < receptive_radius(config):
+        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
+                          f"{receptive_radius(config)}")
+    if tile is not None and halo > tile:
+        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile (Python: "
+                          "the DenoiseConfig's tile)")
+
+
 def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
     """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape``: the defaults
     filled in and checked (:func:`denoise_array`)."""
     config = load_network(run).config
-    m = config.multiple
     halo = default_halo(config) if halo is None else halo
     if tile is None:
         tile = auto_tile(shape, config, halo)
-    if tile % m or halo % m:
-        raise ConfigError(f"tile={tile} (--tile), halo={halo} (--halo): both must be multiples "
-                          f"of {m} for this model; give a multiple of {m}, e.g. "
-                          f"{max(m, round(tile / m) * m)} (or leave --tile out: it is chosen "
-                          "for the micrograph and the device)")
-    if halo < receptive_radius(config):
-        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
-                          f"{receptive_radius(config)}")
+    _check(config, tile, halo)
+    m = config.multiple
     ny, nx = shape
     if min(ny, nx) < tile:
         raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
-    if halo > tile:
-        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile (Python: "
-                          "the DenoiseConfig's tile)")
     heights = band_heights(ny, tile)
     per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
     return tile, halo, device_batch(batch_size, per_band, tile + 2 * halo), heights
