@@ -72,6 +72,13 @@ class CTFFit:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
 
+    def in_words(self) -> str:
+        """The defocus in words that do not hang on which axis is U: the mean, the
+        astigmatism and the angle of the larger defocus, e.g. for a warning."""
+        u, v = self.defocus_u_angstrom, self.defocus_v_angstrom
+        return (f"mean {(u + v) / 2:.0f} Å, astigmatism {abs(u - v):.0f} Å, the larger at "
+                f"{(self.astigmatism_angle_deg + (0 if u >= v else 90)) % 180:.0f}°")
+
 
 def _grid(shape: tuple[int, int], pixel_size: float, row_step: int = 1):
     """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape`` (of every
@@ -277,6 +284,8 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step)
     ring = np.sqrt(k2) * (fit.pixel_size_angstrom * min(shape))  # in px of the shorter side
     use = k2 >= (1 / low_angstrom) ** 2
+    if not use.any():  # pixels so coarse that nothing is finer than low_angstrom
+        return 0.0
     c2 = ctf_squared(shape, fit, row_step=step)[use]
     rows = spectrum[::step][use]
     power = rows.real.astype(np.float64) ** 2 + rows.imag.astype(np.float64) ** 2

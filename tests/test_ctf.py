@@ -499,3 +499,16 @@ def test_a_known_defocus_on_a_small_micrograph_passes_the_check_with_the_noise_a
         warnings.simplefilter("error", CTFFallbackWarning)
         state = gain.init(Micrograph(noisy, PIXEL, record, source="small.mrc"))
     assert state["used"] and state["check"] < 0
+
+
+def test_the_ring_score_of_pixels_too_coarse_for_any_ring_is_zero():
+    """At 16 Å per pixel nothing is finer than 20 Å: no rings to find (it raised ValueError
+    on an empty band, which a STAR file's defocus on a binned micrograph reached)."""
+    import scipy.fft
+
+    from cryostream.ctf import thon_ring_z
+
+    image = np.random.default_rng(0).normal(size=(600, 600)).astype(np.float32)
+    spectrum = scipy.fft.rfft2(image - image.mean())
+    assert thon_ring_z(spectrum, image.shape, CTFFit(20000.0, 19000.0, 0.0, math.nan, 16.0)) == 0.0
+    assert thon_ring_z(spectrum, image.shape, CTFFit(20000.0, 19000.0, 0.0, math.nan, 12.0)) >= 0.0

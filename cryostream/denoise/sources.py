@@ -131,45 +131,43 @@ class KnownDefocusGain(WienerGain):
     def init(self, micrograph):
         import scipy.fft
 
-        u, v, angle = self.defocus
         fit = self.fit(micrograph.pixel_size_angstrom)
         image = micrograph.image
         spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)  # once, for all
         if self.check is not None or self.rings_z is not None:  # fitted on even/odd halves
             return self.given_state(micrograph, fit, spectrum)
         from cryostream.ctf import THON_RING_Z, CTFFallbackWarning, thon_ring_z
+        from cryostream.denoise.steps import GIVEN_ADVICE, warn_fallback
 
         z = thon_ring_z(spectrum, image.shape, fit)  # measured elsewhere: are its rings here?
-        with warnings.catch_warnings(record=True) as given_warnings:
-            warnings.simplefilter("always")
-            state = {**self.given_state(micrograph, fit, spectrum), "given_rings_z": z}
-        fitted = {}
-        if no_rings(z) or not state["used"]:  # the defocus fitted here, checked as always
-            with warnings.catch_warnings(record=True):
-                warnings.simplefilter("always")
-                fitted = super().init(micrograph)
+        state = {**self.given_state(micrograph, fit, spectrum, quiet=True), "given_rings_z": z}
+        # where it fails, the defocus fitted here, checked as always, may take its place
+        fitted = self.fitted(micrograph, spectrum, quiet=True) if no_rings(z) or not \
+            state["used"] else {}
         if fitted.get("used"):
-            f, why = fitted["fit"], (f"its Thon rings are not in its spectrum (score z {z:.2f}, "
-                                     f"under {THON_RING_Z})" if no_rings(z) else
-                                     "it does not lower the error by recorruption")
-            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} ({u:.0f}/"
-                          f"{v:.0f} Å, {angle:.0f}°) is not used: {why}. The defocus fitted "
-                          f"from its spectrum ({f.defocus_u_angstrom:.0f}/"
-                          f"{f.defocus_v_angstrom:.0f} Å, rings z {fitted['rings_z']:.2f}) "
-                          f"passes both checks and is used. Check the {self.source}'s row "
-                          "(rlnDefocusU, rlnDefocusV, rlnDefocusAngle: another micrograph's?)",
-                          CTFFallbackWarning, stacklevel=2)
-            return {**fitted, "given_rings_z": z, "refitted": True}
-        for caught in given_warnings:
-            warnings.warn(caught.message, stacklevel=2)
+            why = (f"its Thon rings are not in the spectrum (score z {z:.2f}, under "
+                   f"{THON_RING_Z})" if no_rings(z) else "it does not lower the error by "
+                   "recorruption")
+            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} "
+                          f"({fit.in_words()}) is not used: {why}. The defocus fitted from its "
+                          f"spectrum ({fitted['fit'].in_words()}; rings z "
+                          f"{fitted['rings_z']:.2f}) passes both checks and is used. Check "
+                          f"the {self.source}'s row (rlnDefocusU, rlnDefocusV, "
+                          "rlnDefocusAngle: another micrograph's?)", CTFFallbackWarning,
+                          stacklevel=2)
+            return {**state, **fitted, "refitted": True}
+        if not state["used"]:
+            warn_fallback(self.what(micrograph, fit), None, GIVEN_ADVICE)
         return state
 
-    def given_state(self, micrograph, fit, spectrum) -> dict:
+    def what(self, micrograph, fit) -> str:
+        return f"{micrograph.source}: the defocus of its {self.source} ({fit.in_words()})"
+
+    def given_state(self, micrograph, fit, spectrum, quiet: bool = False) -> dict:
         """The state of the gain with the known defocus (``fit``), checked."""
-        what = (f"{micrograph.source}: the defocus of its {self.source} "
-                f"({fit.defocus_u_angstrom:.0f}/{fit.defocus_v_angstrom:.0f} Å)")
-        return {**self.checked(micrograph, fit, what, self.rings_z, spectrum=spectrum,
-                               check=self.check), **self.weights_state(micrograph, spectrum),
+        return {**self.weights_state(micrograph, spectrum),
+                **self.checked(micrograph, fit, self.what(micrograph, fit), self.rings_z,
+                               spectrum=spectrum, check=self.check, quiet=quiet),
                 **({} if self.rings_z is None else {"rings_z": self.rings_z})}
 
     def fit(self, pixel_size_angstrom: float):

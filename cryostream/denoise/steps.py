@@ -184,27 +184,33 @@ def no_rings(rings_z) -> bool:
 
 
 def checked_gain(image, noise, fit, what: str, rings_z=None, *,
-                 advice: str = GIVEN_ADVICE) -> float:
+                 advice: str = GIVEN_ADVICE, quiet: bool = False) -> float:
     """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
     :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
-    not help; NaN, unchecked, when ``rings_z`` (the fit's :func:`~cryostream.ctf.thon_ring_z`)
-    says the rings are not there (:func:`no_rings`)."""
+    not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
+    fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`)."""
+    check = math.nan if no_rings(rings_z) else ctf_gain_check(image, noise, fit)
+    if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
+        warn_fallback(what, rings_z, advice, stacklevel=4)
+    return check
+
+
+def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> None:
+    """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
+    named by ``what``, that :func:`checked_gain` did not keep."""
     from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
         # as the record rounds it (2 decimals), with more only where that reads as the bar
         shown = next((f"{rings_z:.{d}f}" for d in (2, 3, 4) if round(rings_z, d) < THON_RING_Z),
                      f"{rings_z:.6f}")
-        check, why = math.nan, ("has no Thon rings in the spectrum (their score z is "
-                                f"{shown}, under the {THON_RING_Z} needed)")
+        why = f"has no Thon rings in the spectrum (their score z is {shown}, under the " \
+              f"{THON_RING_Z} needed)"
     else:
-        check = ctf_gain_check(image, noise, fit)
         why = "does not lower the error by recorruption (ctf_gain_check)"
-    if not check < 0:  # NaN too: a check that cannot be made keeps the fallback
-        warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
-                      f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
-                      stacklevel=3)
-    return check
+    warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
+                  f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
+                  stacklevel=stacklevel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,20 +273,25 @@ class WienerGain(Step):
         state = self.weights_state(micrograph, spectrum)
         if not self.ctf:
             return state
+        return {**state, **self.fitted(micrograph, spectrum)}
+
+    def fitted(self, micrograph, spectrum, quiet: bool = False) -> dict:
+        """The state of the CTF fitted from the micrograph's ``spectrum`` (its mean-removed
+        ``rfft2``): the fit, its rings' score and its check (:meth:`checked`)."""
         from cryostream.ctf import thon_ring_z
 
+        image = micrograph.image
         fit = fit_for_gain(image, micrograph.pixel_size_angstrom, dict(self.optics))
         if fit is None:  # recorded: found["ctf"] is None
-            return {**state, "fit": None, "check": None, "used": False}
+            return {"fit": None, "check": None, "used": False}
         rings = thon_ring_z(spectrum, image.shape, fit)
-        return {**state, **self.checked(micrograph, fit, f"{micrograph.source}: the CTF fitted "
-                                        f"from its spectrum ({fit.defocus_u_angstrom:.0f}/"
-                                        f"{fit.defocus_v_angstrom:.0f} Å, score "
-                                        f"{fit.score:.4f})", rings, FIT_ADVICE, spectrum),
-                "rings_z": rings}
+        return {**self.checked(micrograph, fit, f"{micrograph.source}: the CTF fitted from its "
+                               f"spectrum ({fit.defocus_u_angstrom:.0f}/"
+                               f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", rings,
+                               FIT_ADVICE, spectrum, quiet=quiet), "rings_z": rings}
 
     def checked(self, micrograph, fit, what: str, rings_z=None, advice: str = GIVEN_ADVICE,
-                spectrum=None, check: float | None = None) -> dict:
+                spectrum=None, check: float | None = None, quiet: bool = False) -> dict:
         """The state of a CTF-shaped gain with ``fit``: the check (:func:`checked_gain`;
         ``check``: made already) with the noise at the fit's zeros (:func:`zeros_noise`)
         unless its rings are not found, and whether the fit is used. (The gain itself needs
@@ -291,7 +302,8 @@ class WienerGain(Step):
                                                            fit, spectrum)
         if check is None:
             check = checked_gain(micrograph.image, micrograph.noise() if noise is None
-                                 else noise[0], fit, what, rings_z, advice=advice)
+                                 else noise[0], fit, what, rings_z, advice=advice,
+                                 quiet=quiet)
         used = check < 0
         return {"fit": fit, "check": check, "used": used,
                 **({"zeros_scale": noise[1]} if used and noise is not None else {})}
