@@ -98,8 +98,8 @@ def _ctf2(k2, theta, mean, ax, ay, optics):
 
 
 def _band_regression(power, c2, band, bands):
-    """Per band: ``A, B`` of ``power ≈ A·c2 + B`` (A ≥ 0), the power the ``c2`` term explains
-    and the band's detrended power."""
+    """Per band: ``A, B`` of ``power ≈ A·c2 + B`` (A ≥ 0), the power the ``c2`` term explains,
+    the band's detrended power and ``A``'s squared standard error (residual over spread)."""
     count = np.maximum(np.bincount(band, minlength=bands), 1)
     mean_c = np.bincount(band, c2, minlength=bands) / count
     mean_p = np.bincount(band, power, minlength=bands) / count
@@ -108,7 +108,8 @@ def _band_regression(power, c2, band, bands):
     var_p = np.bincount(band, power * power, minlength=bands) / count - mean_p**2
     a = np.maximum(cov, 0) / np.maximum(var_c, 1e-30)
     explained = np.maximum(cov, 0) ** 2 / np.maximum(var_c, 1e-30) * count
-    return a, mean_p - a * mean_c, explained, var_p * count
+    se2 = np.maximum(var_p * count - explained, 0) / count / np.maximum(var_c * count, 1e-30)
+    return a, mean_p - a * mean_c, explained, var_p * count, se2
 
 
 def ctf_squared(shape: tuple[int, int], fit: CTFFit, *, row_step: int = 1) -> np.ndarray:
@@ -252,12 +253,7 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
                                                   band_width=band_width)
     power = (spectrum.real**2 + spectrum.imag**2).ravel()
     c2f = c2.ravel().astype(np.float64)
-    a, b, explained, total = _band_regression(power, c2f, band, bands)
-    # A's standard error: the regression's residual over the spread of CTF²
-    count = np.maximum(np.bincount(band, minlength=bands), 1)
-    spread = np.bincount(band, c2f * c2f, minlength=bands) \
-        - np.bincount(band, c2f, minlength=bands) ** 2 / count
-    se2 = np.maximum(total - explained, 0) / count / np.maximum(spread, 1e-30)
+    a, b, _, _, se2 = _band_regression(power, c2f, band, bands)
     a = a * (a * a / np.maximum(a * a + se2, 1e-300))
     signal = a[band].reshape(c2.shape) * c2
     gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
