@@ -142,6 +142,76 @@ def test_a_table_round_trips_and_bad_tables_are_refused():
         LearnedWeights.from_dict({**table.to_dict(), "snr": 3.0})
 
 
+def test_a_table_by_pixel_size_looks_up_both_axes_exactly():
+    # pixel size 0.5 Å: two rows by ratio; 1.5 Å: one row at a ratio between them
+    table = LearnedWeights(snr=(0.1, 1.0, 0.5), linear=_rows(0.0) + _rows(1.0, n=1),
+                           rest=_rows(0.25) + _rows(0.75, n=1), micrographs=6,
+                           pixel_size=(0.5, 0.5, 1.5))
+    small = LearnedWeights(snr=(0.1, 1.0), linear=_rows(0.0), rest=_rows(0.25))
+    for snr in np.geomspace(0.01, 100, 25):
+        for size, w in ((0.3, 0.0), (0.5, 0.0), (0.75**0.5, 0.5), (1.5, 1.0), (4.0, 1.0)):
+            linear, rest = table.at(snr, size)
+            want = [(1 - w) * s + w * v for s, v in zip(small.at(snr), (1.0, 0.75), strict=True)]
+            assert np.allclose(linear, want[0]) and np.allclose(rest, want[1])
+    assert small.for_pixel_size(0.8) is small  # a table by ratio alone is itself
+    assert LearnedWeights.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    assert "pixel_size" not in small.to_dict()
+    with pytest.raises(ConfigError, match="by pixel size"):
+        table.at(0.5)
+    with pytest.raises(ConfigError, match="pixel_size=0"):
+        table.for_pixel_size(0)
+    rows = dict(linear=_rows(0.3, n=3), rest=_rows(0.1, n=3))
+    for bad in [dict(snr=(0.1, 1.0, 0.5), pixel_size=(1.5, 0.5, 0.5)),
+                dict(snr=(0.1, 1.0, 0.5), pixel_size=(0.5, 1.5)),
+                dict(snr=(0.1, 1.0, 0.5), pixel_size=(-0.5, 0.5, 1.5)),
+                dict(snr=(1.0, 0.1, 0.5), pixel_size=(0.5, 0.5, 1.5))]:
+        with pytest.raises(ConfigError, match="learned weights"):
+            LearnedWeights(**rows, **bad)
+
+
+def test_a_fit_by_pixel_size_keeps_each_sizes_weights():
+    from cryostream.denoise.weights import WeightSums
+
+    def sums(b):  # ⟨L,L⟩ = ⟨R,R⟩ = 1, ⟨L,R⟩ = 0: a = ⟨X,L⟩ = 1, b = ⟨X,R⟩
+        s = np.zeros((5, BANDS + 1))
+        s[0], s[1], s[2], s[3] = 1.0, b, 1.0, 1.0
+        return s
+
+    # two sizes whose rest weighs 0.2 and 0.8 at the same ratios
+    made = [WeightSums(r, sums(b), size) for size, b in ((0.5, 0.2), (1.5, 0.8))
+            for r in (0.5, 2.0)]
+    table = fit_learned_weights(made, rows=2, pixel_groups=2)
+    assert table.pixel_size == (0.5, 0.5, 1.5, 1.5) and table.micrographs == 4
+    for size, b in ((0.5, 0.2), (1.5, 0.8)):
+        assert np.allclose(table.at(1.0, size)[1], b) and np.allclose(table.at(1.0, size)[0], 1)
+    assert np.allclose(table.at(1.0, 0.75**0.5)[1], 0.5)
+    assert np.allclose(fit_learned_weights(made, rows=1).rest[0], 0.5)  # by ratio alone: pooled
+    with pytest.raises(ConfigError, match="pixel_size"):
+        fit_learned_weights([WeightSums(1.0, sums(0.5))] * 2, pixel_groups=2)
+
+
+def test_a_scale_by_pixel_size_keeps_the_tables_mix():
+    from cryostream.denoise.weights import MAX_LINEAR, WeightSums, scale_by_pixel_size
+
+    table = LearnedWeights(snr=(1.0,), linear=_rows(1.0, n=1), rest=_rows(0.5, n=1))
+
+    def sums(scale):  # the truth is scale·(L + R/2); ⟨L,L⟩ = ⟨R,R⟩ = 1, ⟨L,R⟩ = 0
+        s = np.zeros((5, BANDS + 1))
+        s[0], s[1], s[2], s[3] = scale, scale / 2, 1.0, 1.0
+        return s
+
+    made = [WeightSums(1.0, sums(k), size) for size, k in ((0.5, 0.5), (0.5, 0.5), (1.5, 2.0))]
+    scaled = scale_by_pixel_size(table, made, pixel_groups=2)
+    assert scaled.pixel_size == (0.5, 1.5)
+    for size, linear in ((0.5, 0.5), (1.5, MAX_LINEAR)):  # 2 would pass the linear bound
+        a, b = scaled.at(1.0, size)
+        assert np.allclose(a, linear) and np.allclose(b, linear / 2)  # the mix stays 2 : 1
+    with pytest.raises(ConfigError, match="by pixel size already"):
+        scale_by_pixel_size(scaled, made, 2)
+    with pytest.raises(ConfigError, match="pixel_size"):
+        scale_by_pixel_size(table, [WeightSums(1.0, sums(1.0))] * 2, 2)
+
+
 def test_fits_pool_equal_ratios_and_leave_a_rest_that_adds_nothing_out():
     from cryostream.denoise.weights import WeightSums
 
@@ -230,6 +300,26 @@ def test_a_run_uses_its_table_by_default_and_records_the_ratio(tiny_run, tmp_pat
                                         - mrcfile.read(t)) ** 2))
                           for m, t in zip(mics, truths, strict=True)))
     assert errors[1] < errors[0]
+
+
+def test_a_run_takes_the_rows_of_its_micrographs_pixel_size(tiny_run, tmp_path):
+    from cryostream.denoise import denoise
+
+    mics = tiny_run.sim.micrographs[:1]
+    with mrcfile.open(mics[0], permissive=True) as mrc:
+        size = float(mrc.voxel_size.x)
+    one = {b: LearnedWeights(snr=(1.0,), linear=_rows(1.0, n=1), rest=_rows(b, n=1)).to_dict()
+           for b in (0.0, 1.0)}
+    # the micrograph's size keeps none of the rest; ten times its size keeps all of it
+    by_size = LearnedWeights(snr=(1.0, 1.0), linear=_rows(1.0, step=0), rest=_rows(0.0, step=1),
+                             pixel_size=(size, 10 * size)).to_dict()
+    outputs = {}
+    for name, table in (("none", one[0.0]), ("all", one[1.0]), ("by_size", by_size)):
+        run = _with_table(tiny_run, tmp_path / name, {"single": table})
+        denoise(run, mics, tmp_path / name / "out", config=DenoiseConfig(ensemble=False))
+        outputs[name] = mrcfile.read(tmp_path / name / "out" / mics[0].name)
+    assert np.abs(outputs["none"] - outputs["all"]).max() > 1e-3 * np.ptp(outputs["all"])
+    assert np.allclose(outputs["by_size"], outputs["none"], rtol=0, atol=1e-6 * np.ptp(outputs["none"]))
 
 
 def test_old_records_load_and_bad_tables_name_the_record(tiny_run, tmp_path):

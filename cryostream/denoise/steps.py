@@ -233,8 +233,8 @@ class WienerGain(Step):
     ``learned`` (``"ensemble"`` or ``"single"``): the run's table of learned weights for its
     network run as the ensemble or once (:mod:`cryostream.denoise.weights`) weighs the gain's
     linear response and the estimate's rest per band of frequency, by the micrograph's
-    measured signal-to-noise ratio (recorded as ``learned_weights_snr``; its recorrupted
-    copies take the same row).
+    pixel size where the table has it and its measured signal-to-noise ratio (recorded as
+    ``learned_weights_snr``; its recorrupted copies take the same row).
     """
 
     ctf: bool = False
@@ -261,7 +261,8 @@ class WienerGain(Step):
             import scipy.fft
 
             spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
-        return {"table": table, "snr": measured_snr(spectrum, image.shape, micrograph.noise())}
+        return {"table": table.for_pixel_size(micrograph.pixel_size_angstrom),
+                "snr": measured_snr(spectrum, image.shape, micrograph.noise())}
 
     def init(self, micrograph):
         import scipy.fft

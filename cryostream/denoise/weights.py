@@ -11,13 +11,13 @@ above 0.01 cycles/px at 10 e/Å² for the general model, and no measurement on t
 alone can find it (``R`` holds about 0.1 % of a ring's noise power, far under the noise
 estimate's error). It can be learned instead: on simulated micrographs with their truth, the
 least-squares weights ``(a, b)`` of ``a·g·Y + b·R`` per band of frequency, pooled over the
-micrographs of similar signal-to-noise ratio, form a table (:class:`LearnedWeights`,
-:func:`fit_learned_weights`; ``g·Y`` is then the gain's linear response ``w·Y``, CTF-shaped or
-radial). A model ships it in its record; the Wiener gain
+micrographs of similar pixel size and signal-to-noise ratio, form a table
+(:class:`LearnedWeights`, :func:`fit_learned_weights`; ``g·Y`` is then the gain's linear
+response ``w·Y``, CTF-shaped or radial). A model ships it in its record; the Wiener gain
 (:func:`~cryostream.denoise.corrections.match_wiener_gain` with ``weights``) looks up the rows
-for a micrograph's own measured ratio (:func:`measured_snr`: the signal over the noise between
-0.004 and 0.03 cycles/px, where it is well above the noise estimate's error, and
-:func:`band_weights`) and gives ``a·w·Y + b·R``.
+for a micrograph's pixel size (:meth:`LearnedWeights.for_pixel_size`) and its own measured
+ratio (:func:`measured_snr`: the signal over the noise between 0.004 and 0.03 cycles/px, where
+it is well above the noise estimate's error, and :func:`band_weights`) and gives ``a·w·Y + b·R``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import numpy as np
 from cryostream.errors import ConfigError
 
 __all__ = ["BANDS", "SNR_BAND", "LearnedWeights", "WeightSums", "frequency_bands",
-           "measured_snr", "band_weights", "weight_sums", "fit_learned_weights", "weights_for"]
+           "measured_snr", "band_weights", "weight_sums", "fit_learned_weights",
+           "scale_by_pixel_size", "weights_for"]
 
 #: Equal bands of spatial frequency from 0 to 0.5 cycles/px; one more holds the corners.
 BANDS = 32
@@ -101,29 +102,46 @@ def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int,
 @dataclasses.dataclass(frozen=True)
 class LearnedWeights:
     """A table of weights per band of frequency (:data:`BANDS` + 1 each), one row per
-    signal-to-noise ratio.
+    signal-to-noise ratio, or per pixel size and signal-to-noise ratio.
 
     Parameters
     ----------
     snr : tuple of float
-        The measured ratio (:func:`measured_snr`) of each row, increasing.
+        The measured ratio (:func:`measured_snr`) of each row, increasing (within each pixel
+        size).
     linear, rest : tuple of tuples of float
         Per row, the weight of the linear part and of the rest, per band.
     micrographs : int
         How many simulated micrographs the table was fitted on.
+    pixel_size : tuple of float or None
+        The pixel size (Å) of each row: rows of one pixel size form a group, groups in
+        increasing pixel size. The weights of a band of frequency in cycles/px follow the
+        pixel size more than the measured ratio (on the general model's calibration
+        micrographs, a table by pixel size and ratio halves the error a table by ratio alone
+        leaves over each micrograph's own best weights). None: rows by ratio alone.
     """
 
     snr: tuple
     linear: tuple
     rest: tuple
     micrographs: int = 0
+    pixel_size: tuple | None = None
 
     def __post_init__(self) -> None:
         snr = np.asarray(self.snr, np.float64)
         rows = [np.asarray(t, np.float64) for t in (self.linear, self.rest)]
-        if snr.ndim != 1 or snr.size < 1 or not np.all(snr > 0) or np.any(np.diff(snr) <= 0):
-            raise ConfigError(f"learned weights: snr={self.snr!r} must be positive and "
-                              "increasing, one per row")
+        if snr.ndim != 1 or snr.size < 1 or not np.all(snr > 0):
+            raise ConfigError(f"learned weights: snr={self.snr!r} must be positive, one per row")
+        pixel = np.zeros(snr.size) if self.pixel_size is None else \
+            np.asarray(self.pixel_size, np.float64)
+        if pixel.shape != snr.shape or not np.all(np.isfinite(pixel)) or \
+                (self.pixel_size is not None and not np.all(pixel > 0)) or np.any(np.diff(pixel) < 0):
+            raise ConfigError(f"learned weights: pixel_size={self.pixel_size!r} must be positive "
+                              "and non-decreasing, one per row")
+        if np.any((np.diff(snr) <= 0) & (np.diff(pixel) == 0)):
+            raise ConfigError(f"learned weights: snr={self.snr!r} must increase "
+                              + ("within each pixel size" if self.pixel_size is not None
+                                 else "from row to row"))
         for name, table, top in zip(("linear", "rest"), rows, (MAX_LINEAR, 1.0), strict=True):
             if table.shape != (snr.size, BANDS + 1) or not np.all(np.isfinite(table)):
                 raise ConfigError(f"learned weights: {name} must hold {snr.size} rows of "
@@ -136,12 +154,47 @@ class LearnedWeights:
             raise ConfigError(f"learned weights: micrographs={self.micrographs!r} must be a "
                               "count")
         object.__setattr__(self, "snr", tuple(float(s) for s in snr))
+        if self.pixel_size is not None:
+            object.__setattr__(self, "pixel_size", tuple(float(p) for p in pixel))
         for name, table in zip(("linear", "rest"), rows, strict=True):
             object.__setattr__(self, name, tuple(tuple(float(v) for v in row) for row in table))
 
-    def at(self, snr: float) -> tuple[np.ndarray, np.ndarray]:
+    def for_pixel_size(self, pixel_size: float) -> LearnedWeights:
+        """The table by ratio alone for micrographs of ``pixel_size`` Å: each pixel size's rows
+        looked up as :meth:`at` does and interpolated in ``log`` pixel size between the two
+        nearest (the end groups beyond them), on all the groups' ratios, so that its
+        :meth:`at` gives exactly that. A table by ratio alone is itself."""
+        if self.pixel_size is None:
+            return self
+        if not (isinstance(pixel_size, (int, float)) and math.isfinite(pixel_size)
+                and pixel_size > 0):
+            raise ConfigError(f"learned weights: pixel_size={pixel_size!r} must be a positive "
+                              "number of Å")
+        sizes = sorted(set(self.pixel_size))
+        groups = [LearnedWeights(*(tuple(v for v, p in zip(column, self.pixel_size, strict=True)
+                                         if p == size)
+                                   for column in (self.snr, self.linear, self.rest)))
+                  for size in sizes]
+        t = float(np.interp(math.log(pixel_size), np.log(sizes), np.arange(len(sizes))))
+        lo = int(math.floor(t))
+        hi = min(lo + 1, len(sizes) - 1)
+        w = t - lo
+        snr = sorted({s for g in (groups[lo], groups[hi]) for s in g.snr})
+        looked = [[np.asarray(g.at(s)) for s in snr] for g in (groups[lo], groups[hi])]
+        mixed = [(1 - w) * a + w * b for a, b in zip(*looked, strict=True)]
+        return LearnedWeights(tuple(snr), tuple(m[0] for m in mixed), tuple(m[1] for m in mixed),
+                              self.micrographs)
+
+    def at(self, snr: float, pixel_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The weights of the linear part and of the rest for a micrograph of measured ratio
-        ``snr``: the rows interpolated in ``log snr``, the end rows beyond them."""
+        ``snr`` (and ``pixel_size``, which a table by pixel size needs:
+        :meth:`for_pixel_size`): the rows interpolated in ``log snr``, the end rows beyond
+        them."""
+        if self.pixel_size is not None:
+            if pixel_size is None:
+                raise ConfigError("learned weights: this table is by pixel size: pass the "
+                                  "micrograph's")
+            return self.for_pixel_size(pixel_size).at(snr)
         grid = np.log(self.snr)
         t = float(np.interp(math.log(max(snr, 1e-3)), grid, np.arange(grid.size)))
         lo = int(math.floor(t))
@@ -153,17 +206,22 @@ class LearnedWeights:
     def to_dict(self) -> dict:
         """JSON values (a run record's ``learned_weights`` entries)."""
         return {"snr": list(self.snr), "linear": [list(r) for r in self.linear],
-                "rest": [list(r) for r in self.rest], "micrographs": self.micrographs}
+                "rest": [list(r) for r in self.rest], "micrographs": self.micrographs,
+                **({} if self.pixel_size is None else {"pixel_size": list(self.pixel_size)})}
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnedWeights:
         """The table of :meth:`to_dict`'s values; a :class:`ConfigError` for anything else."""
-        if not isinstance(data, dict) or set(data) != {"snr", "linear", "rest", "micrographs"}:
+        keys = {"snr", "linear", "rest", "micrographs"}
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"pixel_size"}:
             raise ConfigError("learned weights: need the keys snr, linear, rest and "
-                              f"micrographs, not {sorted(data) if isinstance(data, dict) else data!r}")
+                              "micrographs (and optionally pixel_size), not "
+                              f"{sorted(data) if isinstance(data, dict) else data!r}")
         try:
+            pixel = data.get("pixel_size")
             return cls(tuple(data["snr"]), tuple(map(tuple, data["linear"])),
-                       tuple(map(tuple, data["rest"])), data["micrographs"])
+                       tuple(map(tuple, data["rest"])), data["micrographs"],
+                       None if pixel is None else tuple(pixel))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"learned weights: not a table of numbers ({exc})") from None
 
@@ -179,10 +237,12 @@ def weights_for(record, ensemble: bool) -> LearnedWeights | None:
 @dataclasses.dataclass(frozen=True)
 class WeightSums:
     """What one simulated micrograph adds to a fit: its measured ratio and, per band, the sums
-    ``⟨X, L⟩, ⟨X, R⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨L, R⟩`` (truth ``X``, linear part ``L``, rest ``R``)."""
+    ``⟨X, L⟩, ⟨X, R⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨L, R⟩`` (truth ``X``, linear part ``L``, rest ``R``),
+    and its pixel size in Å (None if not known)."""
 
     snr: float
     sums: np.ndarray  # (5, BANDS + 1)
+    pixel_size: float | None = None
 
 
 def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth: np.ndarray,
@@ -214,15 +274,25 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     return WeightSums(measured_snr(y, noisy.shape, noise), sums)
 
 
-def fit_learned_weights(sums: list[WeightSums], rows: int = 6) -> LearnedWeights:
+def fit_learned_weights(sums: list[WeightSums], rows: int = 6,
+                        pixel_groups: int = 1) -> LearnedWeights:
     """The table of least-squares weights from simulated micrographs' :class:`WeightSums`:
     the micrographs sorted by measured ratio and cut into ``rows`` groups of near-equal size,
     each group's sums pooled, per band ``(a, b)`` minimising ``‖X − a·L − b·R‖²``
     (then ``a`` clipped to [0, :data:`MAX_LINEAR`] and ``b`` to [0, 1]; where ``R`` is empty
     or a multiple of ``L``, ``b`` = 0). Each row's ratio is its group's geometric mean; groups
-    of one ratio pool into one row."""
+    of one ratio pool into one row.
+
+    With ``pixel_groups`` > 1 the micrographs (each with its ``pixel_size``) are first sorted
+    by pixel size and cut into that many groups of near-equal size, each fitted so, with the
+    group's geometric mean pixel size (groups of one pixel size pool): a table by pixel size
+    and ratio."""
     if not sums:
         raise ConfigError("fit_learned_weights: no micrographs to fit on")
+    if pixel_groups > 1:
+        return _by_size([(fit_learned_weights(part, rows), _mean_size(part))
+                         for part in _size_groups(sums, pixel_groups, "fit_learned_weights")],
+                        len(sums))
     order = sorted(sums, key=lambda s: s.snr)
     groups = [list(g) for g in np.array_split(np.arange(len(order)), min(rows, len(order)))
               if g.size]
@@ -239,6 +309,64 @@ def fit_learned_weights(sums: list[WeightSums], rows: int = 6) -> LearnedWeights
         linear.append(a)
         rest.append(b)
     return LearnedWeights(tuple(snr), tuple(linear), tuple(rest), micrographs=len(sums))
+
+
+def scale_by_pixel_size(table: LearnedWeights, sums: list[WeightSums],
+                        pixel_groups: int) -> LearnedWeights:
+    """``table`` (by ratio alone) with one scale per band of frequency and group of pixel
+    size: the micrographs (each with its ``pixel_size``) sorted by pixel size and cut into
+    ``pixel_groups`` groups of near-equal size as :func:`fit_learned_weights` cuts them, and
+    per band the ``s`` minimising ``‖X − s·(a·L + b·R)‖²`` over the group, ``(a, b)`` the
+    table's weights at each micrograph's ratio (then ``s`` clipped so that ``s·a`` stays
+    within [0, :data:`MAX_LINEAR`] and ``s·b`` within [0, 1]). The table's mix of the linear
+    part and the rest in each band stays as it is, so each ring's correlation with the truth
+    (its FRC) does too: only the amplitude follows the pixel size."""
+    if table.pixel_size is not None:
+        raise ConfigError("scale_by_pixel_size: the table is by pixel size already")
+    linear_rows, rest_rows = (np.asarray(t) for t in (table.linear, table.rest))
+    scaled = []
+    for part in _size_groups(sums, pixel_groups, "scale_by_pixel_size"):
+        num = den = 0.0
+        for one in part:
+            a, b = table.at(one.snr)
+            xl, xr, ll, rr, lr = one.sums
+            num = num + a * xl + b * xr
+            den = den + a * a * ll + 2 * a * b * lr + b * b * rr
+        top = np.minimum(MAX_LINEAR / np.maximum(linear_rows.max(0), 1e-12),
+                         1 / np.maximum(rest_rows.max(0), 1e-12))
+        scale = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0), 0, top)
+        linear, rest = (np.minimum(rows * scale, top_value)  # the bound, not a rounding above it
+                        for rows, top_value in ((linear_rows, MAX_LINEAR), (rest_rows, 1.0)))
+        scaled.append((LearnedWeights(table.snr, tuple(map(tuple, linear)),
+                                      tuple(map(tuple, rest))), _mean_size(part)))
+    return _by_size(scaled, table.micrographs)
+
+
+def _size_groups(sums: list[WeightSums], groups: int, caller: str) -> list[list[WeightSums]]:
+    """``sums`` sorted by pixel size, cut into ``groups`` of near-equal size (groups of one
+    pixel size pooled)."""
+    if any(s.pixel_size is None or not s.pixel_size > 0 for s in sums):
+        raise ConfigError(f"{caller}: groups by pixel size need each micrograph's pixel_size")
+    by_size = sorted(sums, key=lambda s: s.pixel_size)
+    parts: list[list[WeightSums]] = []
+    for index in np.array_split(np.arange(len(by_size)), min(groups, len(by_size))):
+        part = [by_size[i] for i in index]
+        if parts and _mean_size(part) <= _mean_size(parts[-1]) * (1 + 1e-9):
+            parts[-1] = parts[-1] + part
+        elif part:
+            parts.append(part)
+    return parts
+
+
+def _by_size(tables: list[tuple[LearnedWeights, float]], micrographs: int) -> LearnedWeights:
+    """One table by pixel size from tables by ratio alone, each with its pixel size."""
+    return LearnedWeights(*(tuple(v for t, _ in tables for v in getattr(t, name))
+                            for name in ("snr", "linear", "rest")), micrographs=micrographs,
+                          pixel_size=tuple(size for t, size in tables for _ in t.snr))
+
+
+def _mean_size(part: list[WeightSums]) -> float:
+    return math.exp(np.mean([math.log(s.pixel_size) for s in part]))
 
 
 def _mean_snr(order: list[WeightSums], group: list[int]) -> float:
