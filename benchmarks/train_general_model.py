@@ -329,11 +329,12 @@ def stage_score(args, work: Path, results: dict) -> None:
 
 def stage_weights(args, work: Path, results: dict) -> None:
     """The run's table of learned weights (``fit_learned_weights.py``), into its record."""
-    from fit_learned_weights import fit, write_tables
+    from fit_learned_weights import PIXEL_GROUPS, fit, write_tables
 
     use_compilation_cache(work)
     options = argparse.Namespace(model=str(work / args.run), work=work / "weights",
                                  count=args.weights_count, shape=args.shape, rows=8,
+                                 by_size="scale", pixel_groups=PIXEL_GROUPS,
                                  seed=args.seed + 2, workers=args.workers,
                                  high_signal_share=args.high_signal_share)
     fitted = fit(options)
@@ -493,6 +494,8 @@ def main(argv=None) -> int:
     results["machine"] = (f"{platform.node()}: {os.cpu_count()} cores, "
                           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
     results["arguments"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for stage in args.stages:  # a stage cut short leaves no figures of an earlier run under these arguments
+        results.pop(stage, None)
     for stage in args.stages:
         t = time.perf_counter()
         log(f"stage {stage}")
