@@ -154,12 +154,14 @@ def test_a_table_by_pixel_size_looks_up_both_axes_exactly():
             want = [(1 - w) * s + w * v for s, v in zip(small.at(snr), (1.0, 0.75), strict=True)]
             assert np.allclose(linear, want[0]) and np.allclose(rest, want[1])
     assert small.for_pixel_size(0.8) is small  # a table by ratio alone is itself
+    assert table.for_pixel_size(np.float32(1.5)) == table.for_pixel_size(1.5)  # a header's type
     assert LearnedWeights.from_dict(json.loads(json.dumps(table.to_dict()))) == table
     assert "pixel_size" not in small.to_dict()
     with pytest.raises(ConfigError, match="by pixel size"):
         table.at(0.5)
-    with pytest.raises(ConfigError, match="pixel_size=0"):
-        table.for_pixel_size(0)
+    for bad in (0, -1.0, np.nan, "1.0 Å", True):
+        with pytest.raises(ConfigError, match="pixel_size="):
+            table.for_pixel_size(bad)
     rows = dict(linear=_rows(0.3, n=3), rest=_rows(0.1, n=3))
     for bad in [dict(snr=(0.1, 1.0, 0.5), pixel_size=(1.5, 0.5, 0.5)),
                 dict(snr=(0.1, 1.0, 0.5), pixel_size=(0.5, 1.5)),
