@@ -46,9 +46,9 @@ FLAGS = {
     "learned_weights": ("--learned-weights", "with the Wiener gain, weigh its linear response "
                         "and what the network adds beyond a linear filter, per band of "
                         "frequency, by the table the model ships (fitted on simulated "
-                        "micrographs with their truth, looked up by each micrograph's measured "
-                        "signal-to-noise ratio; default: on for models that ship one, like the "
-                        "general model)"),
+                        "micrographs with their truth, looked up by each micrograph's pixel "
+                        "size and measured signal-to-noise ratio; default: on for models that "
+                        "ship one, like the general model)"),
     "voltage_kv": ("--voltage", "accelerating voltage in kV, for --ctf-gain (a STAR file's "
                    "optics table wins)", {"metavar": "KV"}),
     "cs_mm": ("--cs", "spherical aberration in mm, for --ctf-gain (a STAR file's optics wins)",
