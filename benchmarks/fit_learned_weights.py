@@ -26,7 +26,10 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
 
 CPU smoke run: ``--count 4 --shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a
 results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
-OUT2/general_model.npz``.
+OUT2/general_model.npz``. The shipped table is ``--by-size scale`` of the model before it
+(``git show 0128b9f:cryostream/data/general_model.npz``) with ``--from`` the two files
+``docs/results/general_model/h200_learned_weights_fit_ctf_edge.json`` and
+``h200_learned_weights_fit_seed3.json``.
 """
 
 from __future__ import annotations
@@ -224,9 +227,13 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
             table = fit_learned_weights(sums, args.rows)
         else:
             own = None if record is None else weights_for(record, kind == "ensemble")
-            bases[kind] = "the model's table" if own is not None and own.pixel_size is None \
+            if own is not None and own.pixel_size is not None:
+                raise SystemExit(f"--by-size scale: the model's {kind} table is by pixel size "
+                                 "already; pass the model it was scaled from (its table by "
+                                 "ratio), or --by-size fit or none")
+            base = own if own is not None else fit_learned_weights(sums, args.rows)
+            bases[kind] = "the model's table" if own is not None \
                 else f"a table of {args.rows} rows by ratio fitted on the sums"
-            base = own if bases[kind] == "the model's table" else fit_learned_weights(sums, args.rows)
             table = scale_by_pixel_size(base, sums, args.pixel_groups)
         tables[kind] = table.to_dict()
     return tables, bases

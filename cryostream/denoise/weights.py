@@ -327,6 +327,8 @@ def scale_by_pixel_size(table: LearnedWeights, sums: list[WeightSums],
     if table.pixel_size is not None:
         raise ConfigError("scale_by_pixel_size: the table is by pixel size already")
     linear_rows, rest_rows = (np.asarray(t) for t in (table.linear, table.rest))
+    top = np.minimum(MAX_LINEAR / np.maximum(linear_rows.max(0), 1e-12),
+                     1 / np.maximum(rest_rows.max(0), 1e-12))
     scaled = []
     for part in _size_groups(sums, pixel_groups, "scale_by_pixel_size"):
         num = den = 0.0
@@ -335,8 +337,6 @@ def scale_by_pixel_size(table: LearnedWeights, sums: list[WeightSums],
             xl, xr, ll, rr, lr = one.sums
             num = num + a * xl + b * xr
             den = den + a * a * ll + 2 * a * b * lr + b * b * rr
-        top = np.minimum(MAX_LINEAR / np.maximum(linear_rows.max(0), 1e-12),
-                         1 / np.maximum(rest_rows.max(0), 1e-12))
         scale = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0), 0, top)
         linear, rest = (np.minimum(rows * scale, top_value)  # the bound, not a rounding above it
                         for rows, top_value in ((linear_rows, MAX_LINEAR), (rest_rows, 1.0)))
