@@ -12,8 +12,10 @@ from cryostream.denoise.outputs import history_label, recipe_steps
 @pytest.mark.parametrize("options, steps", [
     ({"n2n_correction": False, "ctf_gain": True, "ensemble": True}, ["ensemble", "ctf_gain"]),
     # the general model: its learned weights after the gain
-    ({"n2n_correction": False, "ctf_gain": True, "ensemble": True, "learned_weights": True},
-     ["ensemble", "ctf_gain", "learned_weights"]),
+    ({"n2n_correction": False, "ctf_gain": True, "ensemble": True, "learned_weights": True,
+      "binned_pass": True}, ["ensemble", "ctf_gain", "learned_weights", "binned_pass"]),
+    ({"n2n_correction": False, "ctf_gain": True, "ensemble": True, "learned_weights": True,
+      "binned_pass": False}, ["ensemble", "ctf_gain", "learned_weights"]),
     # a fit's run: the correction (which keeps the input's mean) and the CTF-shaped gain
     ({"n2n_correction": True, "ctf_gain": True, "ensemble": False},
      ["n2n_correction", "ctf_gain"]),

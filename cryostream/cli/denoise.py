@@ -49,6 +49,11 @@ FLAGS = {
                         "micrographs with their truth, looked up by each micrograph's pixel "
                         "size and measured signal-to-noise ratio; default: on for models that "
                         "ship one, like the general model)"),
+    "binned_pass": ("--binned-pass", "run the network on each micrograph binned by 2 as well "
+                    "(a quarter of the passes' cost) and mix it in per band of frequency by the "
+                    "learned weights: on twice the context it keeps more of the structure above "
+                    "30 Å (default: on where the model's learned weights weigh it, like the "
+                    "general model's)"),
     "voltage_kv": ("--voltage", "accelerating voltage in kV, for --ctf-gain (a STAR file's "
                    "optics table wins)", {"metavar": "KV"}),
     "cs_mm": ("--cs", "spherical aberration in mm, for --ctf-gain (a STAR file's optics wins)",

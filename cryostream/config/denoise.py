@@ -10,7 +10,7 @@ from cryostream.errors import ConfigError
 __all__ = ["DenoiseConfig", "FROM_THE_RUN"]
 
 #: The options that ``None`` leaves to the run (:meth:`DenoiseConfig.for_run`).
-FROM_THE_RUN = ("n2n_correction", "ctf_gain", "ensemble", "learned_weights")
+FROM_THE_RUN = ("n2n_correction", "ctf_gain", "ensemble", "learned_weights", "binned_pass")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,12 @@ class DenoiseConfig:
         micrographs with their truth and looked up by the micrograph's measured
         signal-to-noise ratio (:mod:`cryostream.denoise.weights`). ``None``: on for models
         that ship one (the general model) whenever a gain is on.
+    binned_pass : bool or None
+        Run the network on each micrograph binned by 2 as well (as the ensemble where
+        ``ensemble`` is on; a quarter of the passes' cost) and mix its output in per band of
+        frequency by the learned weights (:mod:`cryostream.denoise.binned`): on twice the
+        context it keeps more of the structure above 30 Å. ``None``: on where the model's
+        table of learned weights weighs it (the general model).
     calibrate : int
         Recorrupted passes that fit, per ring, the weight of the output's part beyond a linear
         filter; 0 for none.
@@ -79,6 +85,7 @@ class DenoiseConfig:
     ctf_gain: bool | None = None
     ensemble: bool | None = None
     learned_weights: bool | None = None
+    binned_pass: bool | None = None
     calibrate: int = 0
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
@@ -93,7 +100,7 @@ class DenoiseConfig:
     def __post_init__(self) -> None:
         store_floats(self, "voltage_kv", "cs_mm", "amplitude_contrast")
         for name in ("n2n_correction", "n2n_clamp", "wiener_gain", "ctf_gain", "ensemble",
-                     "learned_weights", "keep_extended_header"):
+                     "learned_weights", "binned_pass", "keep_extended_header"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or value is None and name in FROM_THE_RUN):
                 raise ConfigError(f"{name}={value!r}: must be True or False"
@@ -103,6 +110,9 @@ class DenoiseConfig:
             raise ConfigError("learned_weights (--learned-weights) weighs the Wiener gain's "
                               "output: keep ctf_gain (--ctf-gain) or pass wiener_gain "
                               "(--wiener-gain)")
+        if self.binned_pass and self.learned_weights is False:
+            raise ConfigError("binned_pass (--binned-pass) is mixed in by the learned weights: "
+                              "keep learned_weights (--learned-weights)")
         if self.n2n_clamp and self.n2n_correction is False:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; "
                               "pass n2n_correction too (--n2n-correction)")
@@ -142,24 +152,33 @@ class DenoiseConfig:
     def raw(cls, **options) -> DenoiseConfig:
         """The network's output as it is: every step off (``options`` set the others)."""
         return cls(**{"n2n_correction": False, "ctf_gain": False, "ensemble": False,
-                      "learned_weights": False, **options})
+                      "learned_weights": False, "binned_pass": False, **options})
 
     @property
     def resolved(self) -> bool:
-        """Whether every option is decided (none left to the run)."""
-        return all(getattr(self, name) is not None for name in FROM_THE_RUN)
+        """Whether every option is decided (none left to the run; without the learned weights
+        there is no binned pass to decide)."""
+        return not self.undecided
+
+    @property
+    def undecided(self) -> list[str]:
+        """The options still left to the run."""
+        return [name for name in FROM_THE_RUN if getattr(self, name) is None
+                and not (name == "binned_pass" and self.learned_weights is False)]
 
     def for_run(self, record) -> DenoiseConfig:
         """This config with the options left to the run decided for ``record`` (a
         :class:`~cryostream.runs.RunRecord`): the Noisier2Noise correction for runs trained on
         noisy micrographs with added noise (not on recorrupted or separate targets), the
         CTF-shaped Wiener gain and the ensemble on, and the learned weights where the run ships
-        a table for that pipeline.
+        a table for that pipeline, with the binned pass where that table weighs it.
 
         Raises
         ------
         ConfigError
-            If ``learned_weights`` is asked for and the run has no table for it.
+            If ``learned_weights`` is asked for and the run has no table for it, or
+            ``binned_pass`` is asked for (or turned off) and the table does not weigh it (or
+            does).
         """
         from cryostream.denoise.weights import weights_for
 
@@ -182,6 +201,7 @@ class DenoiseConfig:
             raise ConfigError(f"learned_weights (--learned-weights): the model {record.path} has "
                               "no table of learned weights for "
                               f"{'the ensemble' if config.ensemble else 'one network pass'}{fix}")
+        config = _binned_for_run(config, record)
         if config.n2n_clamp and not config.n2n_correction:
             raise ConfigError("n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction, "
                               f"which does not apply to the run {record.path}; drop --n2n-clamp")
@@ -198,7 +218,28 @@ class DenoiseConfig:
         from cryostream.denoise.steps import pipeline_for
 
         if not self.resolved:
-            undecided = [n for n in FROM_THE_RUN if getattr(self, n) is None]
-            raise ConfigError(f"{', '.join(undecided)} left to the run: build the pipeline of "
+            raise ConfigError(f"{', '.join(self.undecided)} left to the run: build the pipeline of "
                               "config.for_run(record)")
         return pipeline_for(self)
+
+
+def _binned_for_run(config: DenoiseConfig, record) -> DenoiseConfig:
+    """``config`` with ``binned_pass`` decided: on exactly where the table of learned weights
+    it uses weighs the binned pass (a table fitted with it needs it, one fitted without it
+    cannot use it)."""
+    from cryostream.denoise.weights import weights_for
+
+    table = weights_for(record, config.ensemble) if config.learned_weights else None
+    weighs = table is not None and table.binned is not None
+    if config.binned_pass is None:
+        return dataclasses.replace(config, binned_pass=weighs)
+    if config.binned_pass and not weighs:
+        raise ConfigError(f"binned_pass (--binned-pass): the model {record.path} has no "
+                          "learned weights for the binned pass"
+                          + ("" if config.learned_weights else " (and the learned weights are "
+                             "off)") + "; drop the option")
+    if not config.binned_pass and weighs:
+        raise ConfigError(f"binned_pass=False (--no-binned-pass): the learned weights of the "
+                          f"model {record.path} mix in the binned pass; keep it, or pass "
+                          "--no-learned-weights as well (the weights' other parts then go too)")
+    return config

@@ -259,12 +259,14 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             "" if len(todo) == 1 else "s", model_name(run),
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
         if config.ensemble and jax.default_backend() == "cpu":
+            binned = bool(config.binned_pass)  # 8 more passes, each a quarter of the pixels
             logging.getLogger("cryostream").info(
-                "the ensemble runs the network 8 times per micrograph: about 2 minutes per "
-                "megapixel on 2 CPU cores (about 2 hours for a 7676 × 7420 micrograph); for a "
-                "first look "
-                "pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) for one pass, "
-                "or use a GPU")
+                "the ensemble runs the network 8 times per micrograph%s: about %s minutes per "
+                "megapixel on 2 CPU cores (about %s hours for a 7676 × 7420 micrograph); for a "
+                "first look pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) "
+                "for one pass, or use a GPU",
+                " (and 8 times binned by 2, the binned pass)" if binned else "",
+                "2.5" if binned else "2", "2.5" if binned else "2")
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \

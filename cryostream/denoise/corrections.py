@@ -121,7 +121,7 @@ def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 
 def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
                       min_coefficients: int = 128, ctf=None, weights=None,
-                      snr: float | None = None) -> np.ndarray:
+                      snr: float | None = None, binned: np.ndarray | None = None) -> np.ndarray:
     """Give a denoised image the Wiener filter's linear response; keep everything else.
 
     Per ring of spatial frequency (merged rings, :func:`cryostream.spectral.merge_rings`), the
@@ -146,22 +146,24 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     (``w·Y``; with a :class:`NetworkAbove`, the estimate's own ``g·Y`` above 20 Å) and
     ``(a, b)`` the table's weights for the signal-to-noise ratio ``snr`` (None: measured on
     ``noisy``; a pipeline passes the micrograph's, so that its recorrupted copies take the
-    same row).
+    same row). A table that weighs the binned pass gives ``a·L + b·R + c·B``, ``B`` its output
+    (``binned``, :func:`~cryostream.denoise.binned.binned_estimate`).
     """
     return wiener_gain_outputs(estimate, noisy, noise, [ctf], min_coefficients=min_coefficients,
-                               weights=weights, snr=snr)[0]
+                               weights=weights, snr=snr, binned=binned)[0]
 
 
 def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: list, *,
                         min_coefficients: int = 128, weights=None,
-                        snr: float | None = None) -> list[np.ndarray]:
+                        snr: float | None = None,
+                        binned: np.ndarray | None = None) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once;
     or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
     bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
     ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``,
-    ``snr``: as :func:`match_wiener_gain`'s, for every output."""
+    ``snr``, ``binned``: as :func:`match_wiener_gain`'s, for every output."""
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression, wiener_gain
@@ -187,8 +189,13 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     if weights is not None:  # a·(the gain's linear response) + b·(the estimate's rest)
         from cryostream.denoise.weights import band_weights
 
-        a, b = band_weights(weights, y, (ny, nx), noise, ring, weight, snr)
+        a, b, *c = band_weights(weights, y, (ny, nx), noise, ring, weight, snr)
         rest = e - own * y
+        if c and binned is None:
+            raise ValueError("these learned weights weigh the binned pass: pass its output")
+        # the binned pass's share, the same for every output
+        shared = c[0] * scipy.fft.rfft2(np.asarray(binned, np.float32) - np.float32(
+            np.mean(binned)), workers=-1) if c else np.float32(0)
     outs = []
     for ctf in ctfs:
         change = radial
@@ -207,7 +214,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             change = np.where(above, shaped - own, radial)
         spectrum = e + change * y
         if weights is not None:
-            spectrum = a * (spectrum - rest) + b * rest
+            spectrum = a * (spectrum - rest) + b * rest + shared
         out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
         outs.append((out + np.float32(noisy.mean())).astype(np.float32))
     return outs

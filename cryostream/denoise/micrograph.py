@@ -74,14 +74,17 @@ NOTE_EVERY_S = 30.0
 
 
 def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
-    """The network pass the steps call (once, 8 times for the ensemble, more to calibrate);
+    """The network pass the steps call (once, 8 times for the ensemble, more to calibrate, as
+    many again on the image binned by 2 for the binned pass);
     with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
-    expected = (8 if config.ensemble else 1) * (1 + config.calibrate)
+    passes = (8 if config.ensemble else 1) * (1 + config.calibrate)
+    expected = passes * (2 if config.binned_pass else 1)  # the binned pass: as many, smaller
     start = time.perf_counter()
     clock = {"last": start, "passes": 0}
 
     def network(image):
-        out = network_pass(run, image, tile=config.tile, halo=config.halo,
+        tile = config.tile if config.tile is None or min(image.shape) >= config.tile else None
+        out = network_pass(run, image, tile=tile, halo=config.halo,  # the binned pass: smaller
                            batch_size=config.batch_size)
         clock["passes"] += 1
         now = time.perf_counter()

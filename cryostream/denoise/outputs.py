@@ -285,8 +285,8 @@ def recipe_steps(config) -> list[str]:
     """The steps a resolved :class:`~cryostream.config.DenoiseConfig` applies, in order, by
     the name of the option that turns each on (the names ``NAME.json`` records under
     ``config``): ``ensemble`` first, ``n2n_correction`` (which also keeps the input's mean),
-    ``n2n_clamp``, ``ctf_gain`` or ``wiener_gain`` (the radial gain), ``learned_weights``,
-    and ``calibrate=N`` last."""
+    ``n2n_clamp``, ``ctf_gain`` or ``wiener_gain`` (the radial gain), ``learned_weights``
+    (with ``binned_pass``), and ``calibrate=N`` last."""
     names = ["ensemble"] * bool(config.ensemble)
     for step in config.pipeline().steps:
         name = _OPTION_OF_STEP.get(step.name, step.name)
@@ -296,6 +296,7 @@ def recipe_steps(config) -> list[str]:
             names.append(name)
         if getattr(step, "learned", None):  # the learned weights, part of the gain
             names.append("learned_weights")
+            names += ["binned_pass"] * bool(config.binned_pass)
     return names + [f"calibrate={config.calibrate}"] * bool(config.calibrate)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from cryostream.denoise.binned import binned_estimate
 from cryostream.denoise.corrections import (
     NetworkAbove,
     clamp_negative_rings,
@@ -28,14 +28,23 @@ from cryostream.denoise.corrections import (
     n2n_alpha2,
     n2n_correct,
 )
-from cryostream.denoise.scores import calibrate_rings, ctf_gain_check
-
-#: The smallest side (pixels) whose CTF :class:`WienerGain` fits (``fit_ctf``'s Welch tile).
-CTF_FIT_SIDE = 512
+from cryostream.denoise.fallback import (
+    CTF_FIT_SIDE,
+    FIT_ADVICE,
+    GIVEN_ADVICE,
+    checked_gain,
+    fallback_words,
+    fit_for_gain,
+    no_rings,
+    warn_fallback,
+    zeros_noise,
+)
+from cryostream.denoise.scores import calibrate_rings
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
            "WienerGain", "fit_for_gain", "zeros_noise", "no_rings", "fallback_words",
-           "checked_gain", "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
+           "checked_gain", "warn_fallback", "FIT_ADVICE", "GIVEN_ADVICE", "Pipeline",
+           "BoundPipeline", "chain", "pipeline_for"]
 
 
 @dataclasses.dataclass
@@ -82,8 +91,10 @@ class Step:
         return None
 
     def apply(self, estimate: np.ndarray, image: np.ndarray, state: Any,
-              micrograph: Micrograph) -> np.ndarray:
-        """The next estimate of ``image`` (the micrograph or a recorrupted copy of it)."""
+              micrograph: Micrograph, binned: np.ndarray | None = None) -> np.ndarray:
+        """The next estimate of ``image`` (the micrograph or a recorrupted copy of it);
+        ``binned``: the network's output on ``image`` binned by 2, where the pipeline makes it
+        (:mod:`cryostream.denoise.binned`)."""
         raise NotImplementedError
 
     def describe(self, state: Any) -> dict:
@@ -102,7 +113,7 @@ class N2NCorrection(Step):
     def init(self, micrograph):
         return n2n_alpha2(micrograph.record, micrograph.image)
 
-    def apply(self, estimate, image, state, micrograph):
+    def apply(self, estimate, image, state, micrograph, binned=None):
         return n2n_correct(estimate, image, state)
 
     def describe(self, state):
@@ -116,7 +127,7 @@ class RingClamp(Step):
 
     name = "ring_clamp"
 
-    def apply(self, estimate, image, state, micrograph):
+    def apply(self, estimate, image, state, micrograph, binned=None):
         return clamp_negative_rings(estimate, image)
 
 
@@ -127,90 +138,8 @@ class KeepInputMean(Step):
 
     name = "keep_input_mean"
 
-    def apply(self, estimate, image, state, micrograph):
+    def apply(self, estimate, image, state, micrograph, binned=None):
         return keep_input_mean(estimate, image)
-
-
-def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
-    """The CTF fit the CTF-shaped gain uses (:func:`cryostream.ctf.fit_ctf`, the Thon rings out
-    to 3 Å or just inside Nyquist for coarser pixels), or None for a micrograph too small to
-    fit (under ``CTF_FIT_SIDE`` px a side) or binned so far (pixels of 8 Å or more) that no
-    Thon ring finer than the fit's 20 Å is left: the gain is then the radial one."""
-    from cryostream.ctf import fit_ctf
-
-    high = max(3.0, 2.5 * pixel_size_angstrom)
-    if min(image.shape) < CTF_FIT_SIDE or high >= 20.0:
-        return None
-    return fit_ctf(image, pixel_size_angstrom, high_angstrom=high, **optics)
-
-
-def fallback_words(keep_network: bool) -> str:
-    """What a micrograph whose CTF is not used gets, in words."""
-    return ("the radial Wiener gain below 20 Å and the network's own response above"
-            if keep_network else "the radial Wiener gain")
-
-
-#: What a fallback warning advises for a fitted CTF, and for a defocus given with the inputs.
-FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
-              "this, check --voltage, --cs and --amplitude-contrast (Python: DenoiseConfig "
-              "voltage_kv, cs_mm, amplitude_contrast)")
-GIVEN_ADVICE = ("Check the defocus and the optics: --voltage, --cs, --amplitude-contrast "
-                "(Python: DenoiseConfig voltage_kv, cs_mm, amplitude_contrast)")
-
-
-def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
-    """The noise the CTF-shaped gain's check draws and scores with: ``noise`` (the measured
-    :class:`~cryostream.matched.NoiseEstimate` of ``image``) brought down to the power where
-    ``fit``'s CTF is zero (:func:`cryostream.ctf.noise_at_zeros`), and the mean factor it was
-    scaled by above 20 Å, for the record. ``spectrum``: the image's mean-removed ``rfft2``,
-    if made already."""
-    import scipy.fft
-
-    from cryostream.ctf import noise_at_zeros
-
-    if spectrum is None:
-        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
-    scaled, ratio = noise_at_zeros(spectrum, image.shape, fit, noise)
-    above = np.arange(ratio.size) / min(image.shape) >= fit.pixel_size_angstrom / 20.0
-    return scaled, round(float(ratio[above].mean()), 3) if above.any() else 1.0
-
-
-def no_rings(rings_z) -> bool:
-    """Whether a fit's Thon-ring score (:func:`~cryostream.ctf.thon_ring_z`; None: not
-    measured) says its rings are not in the micrograph."""
-    from cryostream.ctf import THON_RING_Z
-
-    return rings_z is not None and rings_z < THON_RING_Z
-
-
-def checked_gain(image, noise, fit, what: str, rings_z=None, *,
-                 advice: str = GIVEN_ADVICE, quiet: bool = False) -> float:
-    """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
-    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
-    not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
-    fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`)."""
-    check = math.nan if no_rings(rings_z) else ctf_gain_check(image, noise, fit)
-    if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
-        warn_fallback(what, rings_z, advice, stacklevel=4)
-    return check
-
-
-def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> None:
-    """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
-    named by ``what``, that :func:`checked_gain` did not keep."""
-    from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
-
-    if no_rings(rings_z):
-        # as the record rounds it (2 decimals), with more only where that reads as the bar
-        shown = next((f"{rings_z:.{d}f}" for d in (2, 3, 4) if round(rings_z, d) < THON_RING_Z),
-                     f"{rings_z:.6f}")
-        why = f"has no Thon rings in the spectrum (their score z is {shown}, under the " \
-              f"{THON_RING_Z} needed)"
-    else:
-        why = "does not lower the error by recorruption (ctf_gain_check)"
-    warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
-                  f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
-                  stacklevel=stacklevel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +238,7 @@ class WienerGain(Step):
         return {"fit": fit, "check": check, "used": used,
                 **({"zeros_scale": noise[1]} if used and noise is not None else {})}
 
-    def apply(self, estimate, image, state, micrograph):
+    def apply(self, estimate, image, state, micrograph, binned=None):
         if state is not None and state.get("used"):
             shape = state["fit"]
         elif state is not None and no_rings(state.get("rings_z")):
@@ -318,7 +247,8 @@ class WienerGain(Step):
             shape = None
         table = None if state is None else state["table"]
         return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
-                                 weights=table, snr=None if table is None else state["snr"])
+                                 weights=table, snr=None if table is None else state["snr"],
+                                 binned=binned)
 
     def describe(self, state):
         if state is None:
@@ -353,13 +283,17 @@ class BoundPipeline:
     network: Callable[[np.ndarray], np.ndarray]
     states: tuple
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, binned: np.ndarray | None = None) -> np.ndarray:
+        """The denoised ``image``; ``binned``: the binned pass's output on it, if computed
+        already (:func:`~cryostream.denoise.binned.binned_estimate`)."""
         if self.pipeline.ensemble:
             out = dihedral_mean(self.network, image)
         else:
             out = self.network(image)
+        if self.pipeline.binned and binned is None:
+            binned = binned_estimate(self.network, image, self.pipeline.ensemble)
         for step, state in zip(self.pipeline.steps, self.states, strict=True):
-            out = step.apply(out, image, state, self.micrograph)
+            out = step.apply(out, image, state, self.micrograph, binned=binned)
         return out
 
     def describe(self) -> dict:
@@ -373,32 +307,37 @@ class BoundPipeline:
 
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
-    """Steps in order, how the network runs (``ensemble``) and the recorruption calibration
+    """Steps in order, how the network runs (``ensemble``; ``binned``: also on the image
+    binned by 2, :mod:`cryostream.denoise.binned`) and the recorruption calibration
     (``calibrate`` passes, :func:`~cryostream.denoise.scores.calibrate_rings`; 0 for none)."""
 
     steps: tuple[Step, ...] = ()
     ensemble: bool = False
     calibrate: int = 0
+    binned: bool = False
 
     def bind(self, micrograph: Micrograph, network: Callable) -> BoundPipeline:
         """Measure what the steps need on ``micrograph`` (once) and return the denoiser."""
         return BoundPipeline(self, micrograph, network,
                              tuple(step.init(micrograph) for step in self.steps))
 
-    def run(self, micrograph: Micrograph, network: Callable) -> tuple[np.ndarray, dict]:
-        """The denoised micrograph (normalised units) and what the steps found on it."""
+    def run(self, micrograph: Micrograph, network: Callable,
+            binned: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """The denoised micrograph (normalised units) and what the steps found on it;
+        ``binned``: the binned pass's output on it, if computed already."""
         bound = self.bind(micrograph, network)
         if self.calibrate:
             estimate = calibrate_rings(bound, micrograph.image, micrograph.noise(),
                                        draws=self.calibrate)[0]
         else:
-            estimate = bound(micrograph.image)
+            estimate = bound(micrograph.image, binned)
         return estimate, bound.describe()
 
 
-def chain(*steps: Step, ensemble: bool = False, calibrate: int = 0) -> Pipeline:
+def chain(*steps: Step, ensemble: bool = False, calibrate: int = 0,
+          binned: bool = False) -> Pipeline:
     """A :class:`Pipeline` of ``steps``, applied in the order given."""
-    return Pipeline(tuple(steps), ensemble=ensemble, calibrate=calibrate)
+    return Pipeline(tuple(steps), ensemble=ensemble, calibrate=calibrate, binned=binned)
 
 
 def pipeline_for(config) -> Pipeline:
@@ -415,4 +354,5 @@ def pipeline_for(config) -> Pipeline:
         learned = ("ensemble" if config.ensemble else "single") if config.learned_weights else None
         steps.append(WienerGain(ctf=config.ctf_gain, optics=tuple(config.optics.items()),
                                 learned=learned))
-    return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate)
+    return chain(*steps, ensemble=config.ensemble, calibrate=config.calibrate,
+                 binned=bool(config.binned_pass))

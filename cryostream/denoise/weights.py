@@ -18,6 +18,12 @@ response ``w·Y``, CTF-shaped or radial). A model ships it in its record; the Wi
 for a micrograph's pixel size (:meth:`LearnedWeights.for_pixel_size`) and its own measured
 ratio (:func:`measured_snr`: the signal over the noise between 0.004 and 0.03 cycles/px, where
 it is well above the noise estimate's error, and :func:`band_weights`) and gives ``a·w·Y + b·R``.
+
+A table may weigh a third part: ``B``, the network's output on the micrograph binned by 2,
+brought back to full size (:mod:`cryostream.denoise.binned`), which sees twice the context at a
+quarter of the noise per pixel and so holds more of the structure above 30 Å than the
+full-size pass; the result is then ``a·w·Y + b·R + c·B``. The fit
+(:func:`fit_learned_weights`, :func:`weight_sums`) lives in :mod:`cryostream.denoise.weights_fit`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from cryostream.errors import ConfigError
 
 __all__ = ["BANDS", "SNR_BAND", "LearnedWeights", "WeightSums", "frequency_bands",
            "measured_snr", "band_weights", "weight_sums", "fit_learned_weights",
-           "scale_by_pixel_size", "weights_for"]
+           "scale_by_pixel_size", "weights_for", "PARTS"]
 
 #: Equal bands of spatial frequency from 0 to 0.5 cycles/px; one more holds the corners.
 BANDS = 32
@@ -39,6 +45,8 @@ BANDS = 32
 SNR_BAND = (0.004, 0.03)
 #: The largest weight of the linear part a table may give (its fit is clipped to it).
 MAX_LINEAR = 1.25
+#: The parts a table weighs, in order, and the largest weight of each.
+PARTS = {"linear": MAX_LINEAR, "rest": 1.0, "binned": MAX_LINEAR}
 
 
 def frequency_bands(shape: tuple[int, int], ring: np.ndarray | None = None) -> np.ndarray:
@@ -87,16 +95,16 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise,
 
 def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int, int],
                  noise, ring: np.ndarray | None = None, weight: np.ndarray | None = None,
-                 snr: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The weights ``(a, b)`` of each ``rfft2`` coefficient of an image of ``shape``: the
-    table's rows for the measured ratio ``snr`` (None: :func:`measured_snr` of ``image_f``,
-    its mean-removed ``rfft2``, and its ``noise``), spread over the bands (float32). ``ring``,
-    ``weight``: as :func:`measured_snr`'s."""
+                 snr: float | None = None) -> tuple[np.ndarray, ...]:
+    """The weights ``(a, b)`` (``(a, b, c)`` for a table with the binned pass) of each
+    ``rfft2`` coefficient of an image of ``shape``: the table's rows for the measured ratio
+    ``snr`` (None: :func:`measured_snr` of ``image_f``, its mean-removed ``rfft2``, and its
+    ``noise``), spread over the bands (float32). ``ring``, ``weight``: as
+    :func:`measured_snr`'s."""
     if snr is None:
         snr = measured_snr(image_f, shape, noise, ring, weight)
-    a, b = weights.at(snr)
     band = frequency_bands(shape, ring)
-    return a.astype(np.float32)[band], b.astype(np.float32)[band]
+    return tuple(w.astype(np.float32)[band] for w in weights.at(snr))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +127,9 @@ class LearnedWeights:
         the general model's 192 calibration micrographs, leave-one-out, a table fitted per
         pixel-size group left 0.64 of the error over each micrograph's own best weights that
         a table by ratio alone left). None: rows by ratio alone.
+    binned : tuple of tuples of float or None
+        Per row, the weight of the binned pass's output per band (:mod:`cryostream.denoise.binned`);
+        None: a table of the linear part and the rest alone.
     """
 
     snr: tuple
@@ -126,10 +137,11 @@ class LearnedWeights:
     rest: tuple
     micrographs: int = 0
     pixel_size: tuple | None = None
+    binned: tuple | None = None
 
     def __post_init__(self) -> None:
         snr = np.asarray(self.snr, np.float64)
-        rows = [np.asarray(t, np.float64) for t in (self.linear, self.rest)]
+        rows = [np.asarray(getattr(self, name), np.float64) for name in self.parts]
         if snr.ndim != 1 or snr.size < 1 or not np.all(snr > 0):
             raise ConfigError(f"learned weights: snr={self.snr!r} must be positive, one per row")
         pixel = np.zeros(snr.size) if self.pixel_size is None else \
@@ -142,7 +154,8 @@ class LearnedWeights:
             raise ConfigError(f"learned weights: snr={self.snr!r} must increase "
                               + ("within each pixel size" if self.pixel_size is not None
                                  else "from row to row"))
-        for name, table, top in zip(("linear", "rest"), rows, (MAX_LINEAR, 1.0), strict=True):
+        for name, table in zip(self.parts, rows, strict=True):
+            top = PARTS[name]
             if table.shape != (snr.size, BANDS + 1) or not np.all(np.isfinite(table)):
                 raise ConfigError(f"learned weights: {name} must hold {snr.size} rows of "
                                   f"{BANDS + 1} finite weights, not shape {table.shape}")
@@ -156,8 +169,13 @@ class LearnedWeights:
         object.__setattr__(self, "snr", tuple(float(s) for s in snr))
         if self.pixel_size is not None:
             object.__setattr__(self, "pixel_size", tuple(float(p) for p in pixel))
-        for name, table in zip(("linear", "rest"), rows, strict=True):
+        for name, table in zip(self.parts, rows, strict=True):
             object.__setattr__(self, name, tuple(tuple(float(v) for v in row) for row in table))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts the table weighs, in the order :meth:`at` gives their weights."""
+        return tuple(PARTS)[: 2 if self.binned is None else 3]
 
     def for_pixel_size(self, pixel_size: float) -> LearnedWeights:
         """The table by ratio alone for micrographs of ``pixel_size`` Å: each pixel size's rows
@@ -174,22 +192,28 @@ class LearnedWeights:
             raise ConfigError(f"learned weights: pixel_size={pixel_size!r} must be a positive "
                               "number of Å")
         sizes = sorted(set(self.pixel_size))
-        groups = [LearnedWeights(*(tuple(v for v, p in zip(column, self.pixel_size, strict=True)
-                                         if p == size)
-                                   for column in (self.snr, self.linear, self.rest)))
-                  for size in sizes]
+        groups = [self._rows([p == size for p in self.pixel_size]) for size in sizes]
         t = float(np.interp(math.log(size), np.log(sizes), np.arange(len(sizes))))
         lo = int(math.floor(t))
         hi = min(lo + 1, len(sizes) - 1)
         w = t - lo
         snr = sorted({s for g in (groups[lo], groups[hi]) for s in g.snr})
         looked = [[np.asarray(g.at(s)) for s in snr] for g in (groups[lo], groups[hi])]
-        mixed = [(1 - w) * a + w * b for a, b in zip(*looked, strict=True)]
-        return LearnedWeights(tuple(snr), tuple(m[0] for m in mixed), tuple(m[1] for m in mixed),
-                              self.micrographs)
+        mixed = [[(1 - w) * a + w * b for a, b in zip(lo_row, hi_row, strict=True)]
+                 for lo_row, hi_row in zip(*looked, strict=True)]
+        return LearnedWeights(tuple(snr), **{name: tuple(m[i] for m in mixed)
+                                             for i, name in enumerate(self.parts)},
+                              micrographs=self.micrographs)
 
-    def at(self, snr: float, pixel_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The weights of the linear part and of the rest for a micrograph of measured ratio
+    def _rows(self, keep: list[bool]) -> LearnedWeights:
+        """The table by ratio alone of the rows ``keep`` marks."""
+        return LearnedWeights(tuple(v for v, k in zip(self.snr, keep, strict=True) if k),
+                              **{name: tuple(v for v, k in zip(getattr(self, name), keep,
+                                                               strict=True) if k)
+                                 for name in self.parts})
+
+    def at(self, snr: float, pixel_size: float | None = None) -> tuple[np.ndarray, ...]:
+        """The weights of each part (:attr:`parts`) for a micrograph of measured ratio
         ``snr`` (and ``pixel_size``, which a table by pixel size needs:
         :meth:`for_pixel_size`): the rows interpolated in ``log snr``, the end rows beyond
         them."""
@@ -203,28 +227,30 @@ class LearnedWeights:
         lo = int(math.floor(t))
         hi = min(lo + 1, grid.size - 1)
         w = t - lo
-        linear, rest = (np.asarray(table) for table in (self.linear, self.rest))
-        return ((1 - w) * linear[lo] + w * linear[hi], (1 - w) * rest[lo] + w * rest[hi])
+        return tuple((1 - w) * table[lo] + w * table[hi]
+                     for table in (np.asarray(getattr(self, name)) for name in self.parts))
 
     def to_dict(self) -> dict:
         """JSON values (a run record's ``learned_weights`` entries)."""
         return {"snr": list(self.snr), "linear": [list(r) for r in self.linear],
                 "rest": [list(r) for r in self.rest], "micrographs": self.micrographs,
-                **({} if self.pixel_size is None else {"pixel_size": list(self.pixel_size)})}
+                **({} if self.pixel_size is None else {"pixel_size": list(self.pixel_size)}),
+                **({} if self.binned is None else {"binned": [list(r) for r in self.binned]})}
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnedWeights:
         """The table of :meth:`to_dict`'s values; a :class:`ConfigError` for anything else."""
         keys = {"snr", "linear", "rest", "micrographs"}
-        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"pixel_size"}:
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"pixel_size", "binned"}:
             raise ConfigError("learned weights: need the keys snr, linear, rest and "
-                              "micrographs (and optionally pixel_size), not "
+                              "micrographs (and optionally pixel_size and binned), not "
                               f"{sorted(data) if isinstance(data, dict) else data!r}")
         try:
-            pixel = data.get("pixel_size")
+            pixel, binned = data.get("pixel_size"), data.get("binned")
             return cls(tuple(data["snr"]), tuple(map(tuple, data["linear"])),
                        tuple(map(tuple, data["rest"])), data["micrographs"],
-                       None if pixel is None else tuple(pixel))
+                       None if pixel is None else tuple(pixel),
+                       None if binned is None else tuple(map(tuple, binned)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"learned weights: not a table of numbers ({exc})") from None
 
@@ -237,157 +263,9 @@ def weights_for(record, ensemble: bool) -> LearnedWeights | None:
     return None if entry is None else LearnedWeights.from_dict(entry)
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightSums:
-    """What one simulated micrograph adds to a fit: its measured ratio and, per band, the sums
-    ``⟨X, L⟩, ⟨X, R⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨L, R⟩`` (truth ``X``, linear part ``L``, rest ``R``),
-    and its pixel size in Å (None if not known)."""
-
-    snr: float
-    sums: np.ndarray  # (5, BANDS + 1)
-    pixel_size: float | None = None
-
-
-def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth: np.ndarray,
-                noise) -> WeightSums:
-    """:class:`WeightSums` of one simulated micrograph: ``before`` is the estimate the Wiener
-    gain took (the network's output), ``after`` what it gave (without weights), ``truth`` the
-    clean image, all in the units of ``noisy``; ``noise`` its
-    :class:`~cryostream.matched.NoiseEstimate`. The rest ``R`` is ``before``'s part
-    uncorrelated with ``noisy`` per merged ring (:func:`~cryostream.spectral.ring_regression`,
-    as the gain splits it), the linear part ``after − R``."""
-    import scipy.fft
-
-    from cryostream.spectral import merge_rings, ring_regression
-
-    before, after, noisy, truth = (np.asarray(a, np.float32) for a in (before, after, noisy, truth))
-    rings = merge_rings(noisy.shape)
-    y, e, d, x = (scipy.fft.rfft2(a - a.mean(), workers=-1) for a in (noisy, before, after, truth))
-    gain, _ = ring_regression(e, y, rings.bins, rings.weight)
-    rest = e - gain.astype(np.float32)[rings.bins] * y
-    linear = d - rest
-    band = frequency_bands(noisy.shape).ravel()
-
-    def total(p, q):
-        return np.bincount(band, (rings.weight * (p * np.conj(q)).real).ravel(),
-                           minlength=BANDS + 1)
-
-    sums = np.stack([total(x, linear), total(x, rest), total(linear, linear), total(rest, rest),
-                     total(linear, rest)])
-    return WeightSums(measured_snr(y, noisy.shape, noise), sums)
-
-
-def fit_learned_weights(sums: list[WeightSums], rows: int = 6,
-                        pixel_groups: int = 1) -> LearnedWeights:
-    """The table of least-squares weights from simulated micrographs' :class:`WeightSums`:
-    the micrographs sorted by measured ratio and cut into ``rows`` groups of near-equal size,
-    each group's sums pooled, per band ``(a, b)`` minimising ``‖X − a·L − b·R‖²``
-    (then ``a`` clipped to [0, :data:`MAX_LINEAR`] and ``b`` to [0, 1]; where ``R`` is empty
-    or a multiple of ``L``, ``b`` = 0). Each row's ratio is its group's geometric mean; groups
-    of one ratio pool into one row.
-
-    With ``pixel_groups`` > 1 the micrographs (each with its ``pixel_size``) are first sorted
-    by pixel size and cut into that many groups of near-equal size, each fitted so, with the
-    group's geometric mean pixel size (groups of one pixel size pool): a table by pixel size
-    and ratio."""
-    if not sums:
-        raise ConfigError("fit_learned_weights: no micrographs to fit on")
-    if pixel_groups > 1:
-        return _by_size([(fit_learned_weights(part, rows), _mean_size(part))
-                         for part in _size_groups(sums, pixel_groups, "fit_learned_weights")],
-                        len(sums))
-    order = sorted(sums, key=lambda s: s.snr)
-    groups = [list(g) for g in np.array_split(np.arange(len(order)), min(rows, len(order)))
-              if g.size]
-    merged = [groups[0]]  # groups of one ratio (repeated micrographs) pool: the grid increases
-    for group in groups[1:]:
-        if _mean_snr(order, group) <= _mean_snr(order, merged[-1]) * (1 + 1e-9):
-            merged[-1] = merged[-1] + group
-        else:
-            merged.append(group)
-    snr, linear, rest = [], [], []
-    for group in merged:
-        a, b = _least_squares(*sum(order[i].sums for i in group))
-        snr.append(_mean_snr(order, group))
-        linear.append(a)
-        rest.append(b)
-    return LearnedWeights(tuple(snr), tuple(linear), tuple(rest), micrographs=len(sums))
-
-
-def scale_by_pixel_size(table: LearnedWeights, sums: list[WeightSums],
-                        pixel_groups: int) -> LearnedWeights:
-    """``table`` (by ratio alone) with one scale per band of frequency and group of pixel
-    size: the micrographs (each with its ``pixel_size``) sorted by pixel size and cut into
-    ``pixel_groups`` groups of near-equal size as :func:`fit_learned_weights` cuts them, and
-    per band the ``s`` minimising ``‖X − s·(a·L + b·R)‖²`` over the group, ``(a, b)`` the
-    table's weights at each micrograph's ratio (then ``s`` clipped so that ``s·a`` stays
-    within [0, :data:`MAX_LINEAR`] and ``s·b`` within [0, 1]). The table's mix of the linear
-    part and the rest in each band stays as it is, so each ring's correlation with the truth
-    (its FRC) does too: only the amplitude follows the pixel size."""
-    if table.pixel_size is not None:
-        raise ConfigError("scale_by_pixel_size: the table is by pixel size already")
-    linear_rows, rest_rows = (np.asarray(t) for t in (table.linear, table.rest))
-    top = np.minimum(MAX_LINEAR / np.maximum(linear_rows.max(0), 1e-12),
-                     1 / np.maximum(rest_rows.max(0), 1e-12))
-    scaled = []
-    for part in _size_groups(sums, pixel_groups, "scale_by_pixel_size"):
-        num = den = 0.0
-        for one in part:
-            a, b = table.at(one.snr)
-            xl, xr, ll, rr, lr = one.sums
-            num = num + a * xl + b * xr
-            den = den + a * a * ll + 2 * a * b * lr + b * b * rr
-        scale = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0), 0, top)
-        linear, rest = (np.minimum(rows * scale, top_value)  # the bound, not a rounding above it
-                        for rows, top_value in ((linear_rows, MAX_LINEAR), (rest_rows, 1.0)))
-        scaled.append((LearnedWeights(table.snr, tuple(map(tuple, linear)),
-                                      tuple(map(tuple, rest))), _mean_size(part)))
-    return _by_size(scaled, table.micrographs)
-
-
-def _size_groups(sums: list[WeightSums], groups: int, caller: str) -> list[list[WeightSums]]:
-    """``sums`` sorted by pixel size, cut into ``groups`` of near-equal size (groups of one
-    pixel size pooled)."""
-    if any(s.pixel_size is None or not s.pixel_size > 0 for s in sums):
-        raise ConfigError(f"{caller}: groups by pixel size need each micrograph's pixel_size")
-    by_size = sorted(sums, key=lambda s: s.pixel_size)
-    parts: list[list[WeightSums]] = []
-    for index in np.array_split(np.arange(len(by_size)), min(groups, len(by_size))):
-        part = [by_size[i] for i in index]
-        if parts and _mean_size(part) <= _mean_size(parts[-1]) * (1 + 1e-9):
-            parts[-1] = parts[-1] + part
-        elif part:
-            parts.append(part)
-    return parts
-
-
-def _by_size(tables: list[tuple[LearnedWeights, float]], micrographs: int) -> LearnedWeights:
-    """One table by pixel size from tables by ratio alone, each with its pixel size."""
-    return LearnedWeights(*(tuple(v for t, _ in tables for v in getattr(t, name))
-                            for name in ("snr", "linear", "rest")), micrographs=micrographs,
-                          pixel_size=tuple(size for t, size in tables for _ in t.snr))
-
-
-def _mean_size(part: list[WeightSums]) -> float:
-    return math.exp(np.mean([math.log(s.pixel_size) for s in part]))
-
-
-def _mean_snr(order: list[WeightSums], group: list[int]) -> float:
-    return math.exp(np.mean([math.log(order[i].snr) for i in group]))
-
-
-def _least_squares(xl, xr, ll, rr, lr) -> tuple[np.ndarray, np.ndarray]:
-    """Per band, ``(a, b)`` minimising ``‖X − a·L − b·R‖²`` from the sums, then clipped:
-    ``a`` to [0, :data:`MAX_LINEAR`], ``b`` to [0, 1]. Where ``R`` is empty or a multiple of
-    ``L``, ``L`` alone: ``b`` = 0; where ``L`` is empty, ``R`` alone; with no power at all,
-    1 and 1."""
-    det = ll * rr - lr**2
-    solvable = (rr > 1e-12 * np.maximum(ll, 1e-300)) & (det > 1e-9 * ll * rr)
-    safe = np.where(solvable, det, 1.0)
-    a = np.where(solvable, (xl * rr - xr * lr) / safe, xl / np.maximum(ll, 1e-300))
-    alone = (ll <= 0) & (rr > 0)  # no linear part: the rest's own least squares
-    b = np.where(solvable, (xr * ll - xl * lr) / safe,
-                 np.where(alone, xr / np.where(alone, rr, 1.0), 0.0))
-    a = np.clip(np.where(ll > 0, a, 1.0), 0, MAX_LINEAR)
-    b = np.where((ll > 0) | (rr > 0), np.clip(b, 0, 1), 1.0)
-    return a, b
+from cryostream.denoise.weights_fit import (  # noqa: E402  (the fit needs the table above)
+    WeightSums,
+    fit_learned_weights,
+    scale_by_pixel_size,
+    weight_sums,
+)

@@ -166,7 +166,9 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
 
     def network(image):  # the micrograph's own pass is done; others (the ensemble) run here
-        return den if image is noisy_n else network_pass(str(run), image, tile=tile)
+        small = tile is not None and min(image.shape) < tile  # the binned pass
+        return den if image is noisy_n else network_pass(str(run), image,
+                                                         tile=None if small else tile)
 
     if default_output is not None:
         methods[DEFAULT_RECIPE], found = default_output, dict(default_found or {})

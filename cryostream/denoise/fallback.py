@@ -1,0 +1,101 @@
+"""What the CTF-shaped Wiener gain (:class:`~cryostream.denoise.steps.WienerGain`) falls back
+to when a micrograph's CTF cannot be trusted: the fit it uses, the check that keeps it or not,
+the noise that check draws with, and the warning that names the micrograph and the fallback."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from cryostream.denoise.scores import ctf_gain_check
+
+__all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "fit_for_gain", "fallback_words",
+           "zeros_noise", "no_rings", "checked_gain", "warn_fallback"]
+
+#: The smallest side (pixels) whose CTF :class:`~cryostream.denoise.steps.WienerGain` fits
+#: (``fit_ctf``'s Welch tile).
+CTF_FIT_SIDE = 512
+
+
+def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
+    """The CTF fit the CTF-shaped gain uses (:func:`cryostream.ctf.fit_ctf`, the Thon rings out
+    to 3 Å or just inside Nyquist for coarser pixels), or None for a micrograph too small to
+    fit (under ``CTF_FIT_SIDE`` px a side) or binned so far (pixels of 8 Å or more) that no
+    Thon ring finer than the fit's 20 Å is left: the gain is then the radial one."""
+    from cryostream.ctf import fit_ctf
+
+    high = max(3.0, 2.5 * pixel_size_angstrom)
+    if min(image.shape) < CTF_FIT_SIDE or high >= 20.0:
+        return None
+    return fit_ctf(image, pixel_size_angstrom, high_angstrom=high, **optics)
+
+
+def fallback_words(keep_network: bool) -> str:
+    """What a micrograph whose CTF is not used gets, in words."""
+    return ("the radial Wiener gain below 20 Å and the network's own response above"
+            if keep_network else "the radial Wiener gain")
+
+
+#: What a fallback warning advises for a fitted CTF, and for a defocus given with the inputs.
+FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
+              "this, check --voltage, --cs and --amplitude-contrast (Python: DenoiseConfig "
+              "voltage_kv, cs_mm, amplitude_contrast)")
+GIVEN_ADVICE = ("Check the defocus and the optics: --voltage, --cs, --amplitude-contrast "
+                "(Python: DenoiseConfig voltage_kv, cs_mm, amplitude_contrast)")
+
+
+def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
+    """The noise the CTF-shaped gain's check draws and scores with: ``noise`` (the measured
+    :class:`~cryostream.matched.NoiseEstimate` of ``image``) brought down to the power where
+    ``fit``'s CTF is zero (:func:`cryostream.ctf.noise_at_zeros`), and the mean factor it was
+    scaled by above 20 Å, for the record. ``spectrum``: the image's mean-removed ``rfft2``,
+    if made already."""
+    import scipy.fft
+
+    from cryostream.ctf import noise_at_zeros
+
+    if spectrum is None:
+        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
+    scaled, ratio = noise_at_zeros(spectrum, image.shape, fit, noise)
+    above = np.arange(ratio.size) / min(image.shape) >= fit.pixel_size_angstrom / 20.0
+    return scaled, round(float(ratio[above].mean()), 3) if above.any() else 1.0
+
+
+def no_rings(rings_z) -> bool:
+    """Whether a fit's Thon-ring score (:func:`~cryostream.ctf.thon_ring_z`; None: not
+    measured) says its rings are not in the micrograph."""
+    from cryostream.ctf import THON_RING_Z
+
+    return rings_z is not None and rings_z < THON_RING_Z
+
+
+def checked_gain(image, noise, fit, what: str, rings_z=None, *,
+                 advice: str = GIVEN_ADVICE, quiet: bool = False) -> float:
+    """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
+    :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
+    not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
+    fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`)."""
+    check = math.nan if no_rings(rings_z) else ctf_gain_check(image, noise, fit)
+    if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
+        warn_fallback(what, rings_z, advice, stacklevel=4)
+    return check
+
+
+def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> None:
+    """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
+    named by ``what``, that :func:`checked_gain` did not keep."""
+    from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
+
+    if no_rings(rings_z):
+        # as the record rounds it (2 decimals), with more only where that reads as the bar
+        shown = next((f"{rings_z:.{d}f}" for d in (2, 3, 4) if round(rings_z, d) < THON_RING_Z),
+                     f"{rings_z:.6f}")
+        why = f"has no Thon rings in the spectrum (their score z is {shown}, under the " \
+              f"{THON_RING_Z} needed)"
+    else:
+        why = "does not lower the error by recorruption (ctf_gain_check)"
+    warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
+                  f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
+                  stacklevel=stacklevel)
