@@ -24,12 +24,18 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
     python benchmarks/fit_learned_weights.py --model cryostream/data/general_model.npz \\
         --work /tmp/lw --out OUT --export OUT/general_model.npz
 
-CPU smoke run: ``--count 4 --shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a
+``--binned-pass`` fits the weight of the binned pass as well (the network on each micrograph
+binned by 2, :mod:`cryostream.denoise.binned`; a table of three parts, scaled per pixel-size
+group from one fitted on the sums). CPU smoke run: ``--count 4 --shape 512 512 --rows 1
+--pixel-groups 2``. Fit again from a
 results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
-OUT2/general_model.npz``. The shipped table is ``--by-size scale`` of the model before it
-(``git show 0128b9f:cryostream/data/general_model.npz``) with ``--from`` the two files
-``docs/results/general_model/h200_learned_weights_fit_ctf_edge.json`` and
-``h200_learned_weights_fit_seed3.json``.
+OUT2/general_model.npz``. The shipped table (with the binned pass) is ``--from
+docs/results/general_model/h200_learned_weights_fit_binned.json`` on the model before it
+(``git show f76b2ea:cryostream/data/general_model.npz``; ``--by-size scale``, the default,
+scales a table by ratio fitted on the sums, since that model's has two parts): the same
+weights to 1e-13 (the order of the solver's sums on another machine). The table before it,
+of two parts, was ``--by-size scale`` of the model at 0128b9f with ``--from``
+``h200_learned_weights_fit_ctf_edge.json`` and ``h200_learned_weights_fit_seed3.json``.
 """
 
 from __future__ import annotations
@@ -95,9 +101,11 @@ def _calibration_micrograph(task: dict, record):
     return y, x, Micrograph(y, task["pixel_size"], record, source=task["noisy"])
 
 
-def _default_output(config, micrograph, out: np.ndarray) -> np.ndarray:
-    """``config``'s pipeline on the network's output ``out`` (computed already), warnings
-    quiet; the radial gain where no CTF can be fitted (Nyquist coarser than 3 Å)."""
+def _default_output(config, micrograph, out: np.ndarray,
+                    binned: np.ndarray | None = None) -> np.ndarray:
+    """``config``'s pipeline on the network's output ``out`` (and the binned pass's, ``binned``;
+    computed already), warnings quiet; the radial gain where no CTF can be fitted (Nyquist
+    coarser than 3 Å)."""
     import warnings
 
     from quality_common import known_output
@@ -108,11 +116,11 @@ def _default_output(config, micrograph, out: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore")
         try:
             pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-            return pipeline.run(micrograph, known_output(micrograph.image, out))[0]
+            return pipeline.run(micrograph, known_output(micrograph.image, out), binned)[0]
         except CryostreamError:
             config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
             pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
-            return pipeline.run(micrograph, known_output(micrograph.image, out))[0]
+            return pipeline.run(micrograph, known_output(micrograph.image, out), binned)[0]
 
 
 def sums_one(task: dict) -> dict:
@@ -130,9 +138,10 @@ def sums_one(task: dict) -> dict:
     row = {"index": task["index"], "psnr": {}}
     for kind in ("single", "ensemble"):
         out = np.load(task[kind])
+        binned = np.load(task[f"binned_{kind}"]) if task.get(f"binned_{kind}") else None
         config = DenoiseConfig(learned_weights=False, ensemble=kind == "ensemble").for_run(record)
         estimate = _default_output(config, micrograph, out)
-        sums = weight_sums(out, estimate, y, x, micrograph.noise())
+        sums = weight_sums(out, estimate, y, x, micrograph.noise(), binned)
         row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
         row["psnr"][kind] = round(psnr(estimate, x), 4)
     row["truth"], row["noisy"], row["pixel_size"] = task["truth"], task["noisy"], task["pixel_size"]
@@ -153,10 +162,12 @@ def _model_key(model: str) -> str:
 
 def fit(args) -> dict:
     from cryostream.denoise import dihedral_mean
+    from cryostream.denoise.binned import binned_estimate
     from cryostream.denoise.network import model_path, model_record
     from cryostream.denoise.tiling import network_pass
 
     model = model_path(args.model)
+    with_binned = getattr(args, "binned_pass", False)  # stage_weights' options leave it out
     work = args.work
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
@@ -176,16 +187,23 @@ def fit(args) -> dict:
     t0 = time.perf_counter()
     jobs = []
     for t in tasks:
-        outs = {k: str(outputs / f"cal_{t['index']:04d}_{k}.npy")
-                for k in ("single", "ensemble")}
+        kinds = ("single", "ensemble") + (("binned_single", "binned_ensemble")
+                                          if with_binned else ())
+        outs = {k: str(outputs / f"cal_{t['index']:04d}_{k}.npy") for k in kinds}
         if not all(Path(v).exists() for v in outs.values()):
             noisy = mrcfile.read(t["noisy"])
             y = noisy / np.float32(np.percentile(noisy, 95))
-            np.save(outs["single"], network_pass(model, y))
-            np.save(outs["ensemble"], dihedral_mean(lambda im: network_pass(model, im), y))
+            net = lambda im: network_pass(model, im)  # noqa: E731
+            np.save(outs["single"], net(y))
+            np.save(outs["ensemble"], dihedral_mean(net, y))
+            if with_binned:
+                np.save(outs["binned_single"], binned_estimate(net, y))
+                np.save(outs["binned_ensemble"], binned_estimate(net, y, ensemble=True))
         jobs.append({**t, **outs, "record": record, "pixel_size": t["config"]["pixel_size_angstrom"]})
     network_seconds = time.perf_counter() - t0
-    log(f"network (9 passes each) in {network_seconds:.0f} s; the pipeline and sums on "
+    passes = "9 passes and 9 binned" if with_binned else "9 passes"
+    log(f"network ({passes} each) in "
+        f"{network_seconds:.0f} s; the pipeline and sums on "
         f"{args.workers} processes")
     with pool(args.workers) as ex:
         rows = list(ex.map(sums_one, jobs))
@@ -195,6 +213,7 @@ def fit(args) -> dict:
                          ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             "rows": args.rows, "by_size": args.by_size, "pixel_groups": args.pixel_groups,
+            "binned_pass": with_binned,
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
             "seconds": round(time.perf_counter() - start, 1), "tables": tables,
@@ -227,6 +246,8 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
             table = fit_learned_weights(sums, args.rows)
         else:
             own = None if record is None else weights_for(record, kind == "ensemble")
+            if own is not None and len(own.parts) != sums[0].parts:
+                own = None  # a table of other parts (with or without the binned pass)
             if own is not None and own.pixel_size is not None:
                 raise SystemExit(f"--by-size scale: the model's {kind} table is by pixel size "
                                  "already; pass the model it was scaled from (its table by "
@@ -256,6 +277,7 @@ def refit(args) -> dict:
     return {"count": len(micrographs), "shape": stored[0]["shape"],
             "seed": [s["seed"] for s in stored], "model": model,
             "refitted_from": [str(p) for p in args.source], "rows": args.rows,
+            "binned_pass": any(s.get("binned_pass", False) for s in stored),
             "by_size": args.by_size, "pixel_groups": args.pixel_groups, "scaled_from": bases,
             "seconds": 0.0, "tables": tables,
             "micrographs": micrographs}
@@ -270,8 +292,10 @@ def after_one(job: tuple[dict, dict]) -> dict:
     task, tables = job
     record = dataclasses.replace(task["record"], learned_weights=tables)
     _, x, micrograph = _calibration_micrograph(task, record)
-    return {kind: round(psnr(_default_output(DenoiseConfig(ensemble=kind == "ensemble").for_run(
-        record), micrograph, np.load(task[kind])), x), 4) for kind in ("single", "ensemble")}
+    return {kind: round(psnr(_default_output(
+        DenoiseConfig(ensemble=kind == "ensemble").for_run(record), micrograph, np.load(task[kind]),
+        np.load(task[f"binned_{kind}"]) if task.get(f"binned_{kind}") else None), x), 4)
+        for kind in ("single", "ensemble")}
 
 
 def write_tables(model: str, tables: dict, export: Path | None, result: dict) -> str:
@@ -292,7 +316,8 @@ def write_tables(model: str, tables: dict, export: Path | None, result: dict) ->
     net, record = load_exported(model)
     metadata = export_metadata(model).get("metadata", {})
     metadata["learned_weights"] = {k: result[k] for k in ("count", "shape", "seed", "rows",
-                                                           "by_size", "pixel_groups")
+                                                           "by_size", "pixel_groups",
+                                                           "binned_pass")
                                    if k in result} \
         | {"fitted_by": "benchmarks/fit_learned_weights.py"}
     export_params(net, dataclasses.replace(record, learned_weights=tables), export,
@@ -319,6 +344,9 @@ def parse_args(argv=None):
     ap.add_argument("--from", dest="source", type=Path, nargs="+", help="learned_weights.json "
                     "files (of one model, different --seed) to fit again from their sums "
                     "together (no GPU; --work is not used)")
+    ap.add_argument("--binned-pass", action="store_true", help="fit the binned pass's weight "
+                    "as well (cryostream.denoise.binned: the network on each micrograph binned "
+                    "by 2; 9 more passes of a quarter the size each)")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)

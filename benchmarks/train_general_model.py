@@ -210,9 +210,12 @@ def _post_process(config, y: np.ndarray, images: dict, task: dict, record):
     from cryostream.denoise import Micrograph
 
     network_out = images["ensemble"] if config.ensemble else images["raw"]
+    binned = None
+    if config.binned_pass:
+        binned = np.load(task["binned_ensemble"] if config.ensemble else task["binned_raw"])
     pipeline = dataclasses.replace(config.pipeline(), ensemble=False)
     micrograph = Micrograph(y, task["pixel_size"], record, source=task["name"])
-    return pipeline.run(micrograph, known_output(y, network_out))
+    return pipeline.run(micrograph, known_output(y, network_out), binned)
 
 
 def score_one(task: dict) -> dict:
@@ -245,8 +248,8 @@ def score_one(task: dict) -> dict:
             config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
             images["default"], found = _post_process(config, y, images, task, record)
         if config.learned_weights:
-            images["unweighted"], _ = _post_process(
-                dataclasses.replace(config, learned_weights=False), y, images, task, record)
+            images["unweighted"], _ = _post_process(dataclasses.replace(
+                config, learned_weights=False, binned_pass=False), y, images, task, record)
     row = {"condition": task["condition"], "name": task["name"], "gaussian_sigma": sigma,
            "default_steps": [type(s).__name__ for s in config.pipeline().steps],
            "default_ensemble": config.ensemble, "default_error": error,
@@ -265,8 +268,10 @@ def stage_score(args, work: Path, results: dict) -> None:
     import mrcfile
 
     from cryostream.denoise import dihedral_mean
+    from cryostream.denoise.binned import binned_estimate
     from cryostream.denoise.network import model_record
     from cryostream.denoise.tiling import network_pass
+    from cryostream.denoise.weights import weights_for
     from cryostream.runs import checkpoint_steps
 
     device = use_compilation_cache(work)
@@ -284,27 +289,34 @@ def stage_score(args, work: Path, results: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tasks, timings, topaz_timings = [], [], []
+    tables = [weights_for(record, ensemble) for ensemble in (True, False)]
+    binned = any(t is not None and t.binned is not None for t in tables)  # its weights need it
+    kinds = ("raw", "ensemble") + (("binned_raw", "binned_ensemble") if binned else ())
     for t in test:
         name = f"{t['condition']}_{Path(t['noisy']).stem.split('_')[1]}"
-        paths = {k: folder / f"{name}_{k}.npy" for k in ("raw", "ensemble", "topaz")}
-        if not (paths["raw"].exists() and paths["ensemble"].exists()
+        paths = {k: folder / f"{name}_{k}.npy" for k in (*kinds, "topaz")}
+        if not (all(paths[k].exists() for k in kinds)
                 and (topaz is None or paths["topaz"].exists())):
             noisy = mrcfile.read(t["noisy"])
             y = noisy / np.float32(np.percentile(noisy, 95))
             t0 = time.perf_counter()
-            np.save(paths["raw"], network_pass(run, y))
-            np.save(paths["ensemble"], dihedral_mean(lambda im: network_pass(run, im), y))
+            net = lambda im: network_pass(run, im)  # noqa: E731
+            np.save(paths["raw"], net(y))
+            np.save(paths["ensemble"], dihedral_mean(net, y))
+            if binned:  # the binned pass, once and as the ensemble
+                np.save(paths["binned_raw"], binned_estimate(net, y))
+                np.save(paths["binned_ensemble"], binned_estimate(net, y, ensemble=True))
             timings.append(round(time.perf_counter() - t0, 2))
             if topaz is not None:
                 t0 = time.perf_counter()
                 np.save(paths["topaz"], topaz(y))
                 topaz_timings.append(round(time.perf_counter() - t0, 2))
-            log(f"  {name}: network (9 passes) {timings[-1]} s"
+            log(f"  {name}: network (9 passes{' and 9 binned' if binned else ''}) {timings[-1]} s"
                 + (f", Topaz {topaz_timings[-1]} s" if topaz is not None else ""))
         tasks.append({"condition": t["condition"], "name": name, "noisy": t["noisy"],
                       "truth": t["truth"], "run": run, "record": record,
                       "pixel_size": t["config"]["pixel_size_angstrom"],
-                      "raw": str(paths["raw"]), "ensemble": str(paths["ensemble"]),
+                      **{k: str(paths[k]) for k in kinds},
                       "topaz": str(paths["topaz"]) if topaz is not None else None})
     network_seconds = time.perf_counter() - start
     log(f"scoring {len(tasks)} micrographs on {args.workers} processes")
