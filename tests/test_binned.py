@@ -135,6 +135,8 @@ def test_the_run_decides_the_binned_pass_from_its_table(tiny_run, tmp_path):
     assert DenoiseConfig(ensemble=False).for_run(with_pass).binned_pass
     assert not DenoiseConfig(ensemble=False).for_run(without).binned_pass
     assert not DenoiseConfig.raw().for_run(with_pass).binned_pass
+    # --raw with the weights turned back on takes the pass with them
+    assert DenoiseConfig.raw(wiener_gain=True, learned_weights=True).for_run(with_pass).binned_pass
     assert not DenoiseConfig(ensemble=False, learned_weights=False).for_run(with_pass).binned_pass
     with pytest.raises(ConfigError, match="--no-binned-pass.*--no-learned-weights"):
         DenoiseConfig(ensemble=False, binned_pass=False).for_run(with_pass)
@@ -150,6 +152,24 @@ def test_the_run_decides_the_binned_pass_from_its_table(tiny_run, tmp_path):
     with pytest.raises(ConfigError, match="binned_pass left to the run"):
         decided.pipeline()
     assert decided.for_run(with_pass).pipeline().binned
+
+
+def test_small_images_and_large_tiles_go_through_the_network_mirrored():
+    """The binned pass of a micrograph not much larger than the network's context (or under a
+    --tile chosen for the full size) is smaller than both: it is mirrored out and cut back."""
+    from cryostream.denoise.network import load_network, model_path
+    from cryostream.denoise.tiling import auto_tile, default_halo, network_pass
+
+    run = str(model_path("general"))
+    config = load_network(run).config
+    halo = default_halo(config)
+    # a micrograph of 300² takes a tile no smaller than the halo
+    assert auto_tile((300, 300), config) >= halo
+    image = np.random.default_rng(1).random((150, 170), dtype=np.float32)  # 300² binned
+    out = network_pass(run, image)
+    padded = np.pad(image, ((0, halo - 150), (0, halo - 170)), mode="symmetric")
+    np.testing.assert_array_equal(out, network_pass(run, padded)[:150, :170])
+    assert network_pass(run, image, tile=288).shape == image.shape
 
 
 def test_denoise_mixes_the_binned_pass_in_by_the_table(tiny_run, tmp_path):
@@ -178,3 +198,16 @@ def test_denoise_mixes_the_binned_pass_in_by_the_table(tiny_run, tmp_path):
     expected = binned_estimate(lambda im: network_pass(str(tiny_run.run), im), y / p)
     expected = 0.5 * (expected - expected.mean()) * p
     np.testing.assert_allclose(change, expected, atol=1e-4 * float(np.ptp(expected)))
+
+
+def test_an_output_made_before_the_binned_pass_is_still_finished(tmp_path):
+    """A ``NAME.json`` written before the option existed has no ``binned_pass``: it reads as
+    made without it, so a run again resumes instead of asking for --overwrite."""
+    from cryostream.denoise.outputs import same_record
+
+    record = {"run": "r", "input": "i.mrc", "given": None,
+              "config": {"ensemble": True, "binned_pass": False}}
+    (tmp_path / "old.json").write_text(json.dumps({**record, "config": {"ensemble": True}}))
+    assert same_record(tmp_path / "old.json", record)
+    assert not same_record(tmp_path / "old.json",
+                           {**record, "config": {"ensemble": True, "binned_pass": True}})

@@ -177,7 +177,7 @@ def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
         np.testing.assert_allclose(m.data, normalised * np.float32(p95), rtol=1e-5)  # own scale
     record = json.loads((tmp_path / "den" / "sim_0000.json").read_text())
     assert record["config"] == {**{f: getattr(DenoiseConfig.raw(), f) for f in record["config"]},
-                                "tile": 64}
+                                "tile": 64, "binned_pass": False}  # decided for the run: off
     assert record["run"] == str(run.absolute()) and record["input"] == str(sim.micrographs[0])
     # no files; the same result
     again = denoise(run, sim.micrographs, config=DenoiseConfig.raw(tile=64), workers=1)

@@ -152,7 +152,7 @@ class DenoiseConfig:
     def raw(cls, **options) -> DenoiseConfig:
         """The network's output as it is: every step off (``options`` set the others)."""
         return cls(**{"n2n_correction": False, "ctf_gain": False, "ensemble": False,
-                      "learned_weights": False, "binned_pass": False, **options})
+                      "learned_weights": False, **options})  # no weights: no binned pass
 
     @property
     def resolved(self) -> bool:

@@ -83,8 +83,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
     clock = {"last": start, "passes": 0}
 
     def network(image):
-        tile = config.tile if config.tile is None or min(image.shape) >= config.tile else None
-        out = network_pass(run, image, tile=tile, halo=config.halo,  # the binned pass: smaller
+        out = network_pass(run, image, tile=config.tile, halo=config.halo,
                            batch_size=config.batch_size)
         clock["passes"] += 1
         now = time.perf_counter()

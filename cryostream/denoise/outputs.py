@@ -43,8 +43,9 @@ def same_record(sidecar: Path, record: dict) -> bool:
         found = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    keys = ("run", "input", "config", "given")
-    if not (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)):
+    keys = ("run", "input", "given")
+    if not (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+            and _config(found) == _config(record)):
         return False
     # an output made before inputs or models were stamped (no "input_files", "model_files")
     # is taken as it is
@@ -61,10 +62,17 @@ def input_changed(sidecar: Path, record: dict) -> bool:
     except (OSError, ValueError):
         return False
     # what came with the input (a STAR file's defocus, say) may change with it: not compared
-    keys = ("run", "input", "config")
+    keys = ("run", "input")
     return (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+            and _config(found) == _config(record)
             and any(k in found and found[k] != record.get(k)
                     for k in ("input_files", "model_files")))
+
+
+def _config(record: dict):
+    """A record's config, as one written before the binned pass existed reads: without it."""
+    config = record.get("config")
+    return {"binned_pass": False, **config} if isinstance(config, dict) else config
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,

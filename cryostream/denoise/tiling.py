@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from cryostream.denoise.network import load_network
+from cryostream.denoise.network import backend, load_network, to_device, to_host
 from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
@@ -77,13 +77,6 @@ def count_windows(shape: tuple[int, int], tile: int, multiple: int) -> int:
     return sum(len(tile_cores(h, tile, multiple)) for h in band_heights(shape[0], tile)) * across
 
 
-def backend() -> str:
-    """``"gpu"`` or ``"cpu"``: the kind of JAX's default backend."""
-    import jax
-
-    return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
-
-
 def device_batch(batch_size: int, windows: int, side: int) -> int:
     """Windows per device call: at most ``batch_size``, ``windows`` (no empty padding windows)
     and the backend's pixel cap (:data:`MAX_BATCH_PIXELS`) for windows of ``side``²."""
@@ -104,11 +97,12 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
     if max_window is None:
         max_window = MAX_WINDOW[backend()]
     ny, nx = shape
+    low = max(m, -(-halo // m) * m)  # a tile under the halo is refused (_check)
     top = min(ny, nx, max_window - 2 * halo) // m * m
-    if top < m:
+    if top < low:
         raise ConfigError(f"micrographs of {ny} × {nx} with a {halo}-px halo leave no room for a "
                           f"window of at most {max_window}²; pass tile= (--tile)")
-    return min(range(m, top + 1, m),
+    return min(range(low, top + 1, m),
                key=lambda t: (count_windows(shape, t, m) * (t + 2 * halo) ** 2, -t))
 
 
@@ -265,8 +259,6 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
         _place(slabs, *pending)
 
 
-
-
 def _windows(shape: tuple, parity: int) -> np.ndarray:
     """A float32 host buffer for a batch of windows: fresh, or inside :func:`reused_windows`
     one of two kept per thread (``parity`` alternates between batches). Two suffice: the
@@ -300,37 +292,6 @@ def reused_windows():
             _reuse["depth"] -= 1
             if not _reuse["depth"]:
                 _reuse["buffers"].clear()
-
-
-def to_device(array: np.ndarray):
-    """``array`` on JAX's default device, copied explicitly: a NumPy argument of a compiled
-    function is copied too, but 5.5× slower on an H200 (1.3 against 7.2 GB/s)."""
-    import jax
-
-    return jax.device_put(array)
-
-
-def to_host(array) -> np.ndarray:
-    """A device array as NumPy. On a GPU it goes through pinned (page-locked) host memory,
-    which the GPU copies to at full speed: 303 MB of windows came back in 7 ms that way on an
-    H200 against 175 ms for the plain copy. Where the JAX in use has no pinned host memory,
-    the plain copy."""
-    if backend() == "gpu" and not _no_pinned:
-        import jax
-
-        try:
-            pinned = array.sharding.with_memory_kind("pinned_host")
-            return np.asarray(jax.device_put(array, pinned))
-        except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError) as exc:
-            import logging
-
-            _no_pinned.append(exc)  # not tried again in this process
-            logging.getLogger("cryostream").debug("copies back from the GPU go the plain way "
-                                                  "(no pinned host memory: %s)", exc)
-    return np.asarray(array)
-
-
-_no_pinned: list = []  # why the pinned copy back failed, once it has
 
 
 def _place(slabs: list, index: int, chunk: list, result) -> None:
@@ -406,7 +367,14 @@ def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: 
                  batch_size: int = 8) -> np.ndarray:
     """The network's output for one normalised 2-D micrograph, computed here (float32): the
     same bands, windows and batches as :func:`denoise_array`, without a task graph, every
-    band's windows in one stream to the device."""
+    band's windows in one stream to the device. An image smaller than ``tile`` or the halo
+    (the binned pass of a small micrograph) is mirrored out to that size and cut back."""
+    need = max(tile or 0, default_halo(load_network(run).config) if halo is None else halo)
+    if min(image.shape) < need:
+        out = network_pass(run, np.pad(np.asarray(image, np.float32), [(0, max(need - n, 0)) for n
+                           in image.shape], mode="symmetric"), tile=tile, halo=halo,
+                           batch_size=batch_size)
+        return np.ascontiguousarray(out[: image.shape[0], : image.shape[1]])
     tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size)
     image = np.asarray(image, dtype=np.float32)
     out = np.empty(image.shape, dtype=np.float32)

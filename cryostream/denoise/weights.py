@@ -35,9 +35,8 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["BANDS", "SNR_BAND", "LearnedWeights", "WeightSums", "frequency_bands",
-           "measured_snr", "band_weights", "weight_sums", "fit_learned_weights",
-           "scale_by_pixel_size", "weights_for", "PARTS"]
+__all__ = ["BANDS", "SNR_BAND", "PARTS", "LearnedWeights", "frequency_bands", "measured_snr",
+           "band_weights", "weights_for"]  # the fit's names come from weights_fit (__getattr__)
 
 #: Equal bands of spatial frequency from 0 to 0.5 cycles/px; one more holds the corners.
 BANDS = 32
@@ -263,9 +262,10 @@ def weights_for(record, ensemble: bool) -> LearnedWeights | None:
     return None if entry is None else LearnedWeights.from_dict(entry)
 
 
-from cryostream.denoise.weights_fit import (  # noqa: E402  (the fit needs the table above)
-    WeightSums,
-    fit_learned_weights,
-    scale_by_pixel_size,
-    weight_sums,
-)
+def __getattr__(name: str):
+    """The fit's names (:mod:`cryostream.denoise.weights_fit`), importable from here too."""
+    if name in ("WeightSums", "weight_sums", "fit_learned_weights", "scale_by_pixel_size"):
+        from cryostream.denoise import weights_fit
+
+        return getattr(weights_fit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

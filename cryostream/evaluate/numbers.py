@@ -166,9 +166,7 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
 
     def network(image):  # the micrograph's own pass is done; others (the ensemble) run here
-        small = tile is not None and min(image.shape) < tile  # the binned pass
-        return den if image is noisy_n else network_pass(str(run), image,
-                                                         tile=None if small else tile)
+        return den if image is noisy_n else network_pass(str(run), image, tile=tile)
 
     if default_output is not None:
         methods[DEFAULT_RECIPE], found = default_output, dict(default_found or {})
