@@ -529,6 +529,8 @@ def test_keyword_forms_become_flags_on_the_command_line(tmp_path, capsys):
 
     assert for_the_command_line("budget='0' (--budget): must be") == "--budget '0': must be"
     assert for_the_command_line("stride=512 is larger (--stride)") == "stride=512 is larger (--stride)"
+    assert for_the_command_line("binned_pass=False (--no-binned-pass): keep it") \
+        == "--no-binned-pass: keep it"
     (tmp_path / "x.h5").write_bytes(b"")
     image = np.ones((96, 96), np.float32) + np.eye(96, dtype=np.float32)
     a = write_mrc(tmp_path / "a.mrc", image)

@@ -302,11 +302,13 @@ def run_command(args: argparse.Namespace) -> int:
 def for_the_command_line(message: object) -> str:
     """An error or warning as the command line shows it: without the Python forms of the
     options it names, which mean something only in a script: `` (Python: permissive=True)``
-    goes, ``overwrite=True (--overwrite)`` becomes ``--overwrite`` and ``patches=0
+    goes, ``overwrite=True (--overwrite)`` becomes ``--overwrite`` (``ensemble=False
+    (--no-ensemble)`` ``--no-ensemble``) and ``patches=0
     (--patches)`` becomes ``--patches 0``."""
     import re
 
     text = re.sub(r" \(Python: [^()]*\)", "", str(message))
     text = re.sub(r"\b[a-z_]+=True \((--[a-z][a-z-]*)\)", r"\1", text)
+    text = re.sub(r"\b[a-z_]+=False \((--no-[a-z][a-z-]*)\)", r"\1", text)
     value = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'"]+)"""  # a repr, whole
     return re.sub(r"(?<![\w/=.-])[a-z_]+=" + value + r" \((--[a-z][a-z-]*)\)", r"\2 \1", text)
