@@ -48,7 +48,8 @@ FLAGS = {
                         "frequency, by the table the model ships (fitted on simulated "
                         "micrographs with their truth, looked up by each micrograph's pixel "
                         "size and measured signal-to-noise ratio; default: on for models that "
-                        "ship one, like the general model)"),
+                        "ship one, like the general model; --no-learned-weights also drops the "
+                        "binned pass the table weighs)"),
     "binned_pass": ("--binned-pass", "run the network on each micrograph binned by 2 as well "
                     "(a quarter of the passes' cost) and mix it in per band of frequency by the "
                     "learned weights: on twice the context it keeps more of the structure above "
