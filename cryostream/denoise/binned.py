@@ -61,15 +61,16 @@ def upsample2(binned: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def binned_estimate(network: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
-                    ensemble: bool = False) -> np.ndarray:
+                    ensemble: bool = False, percentile: float = 95.0) -> np.ndarray:
     """The ``network``'s output on ``image`` binned by 2 (:func:`bin2`), as one pass or the
     8-fold ensemble, at ``image``'s size (:func:`upsample2`), in its units. The binned image
-    goes in over its own 95th percentile, as a micrograph of that pixel size would."""
+    goes in over its own ``percentile`` (the run's normalising one), as a micrograph of that
+    pixel size would."""
     from cryostream.denoise.corrections import dihedral_mean
-    from cryostream.preprocess import percentile
+    from cryostream.preprocess import percentile as sampled_percentile
 
     small = bin2(image)
-    scale = np.float32(percentile(small, 95))  # NumPy's, bit for bit, from a sample
+    scale = np.float32(sampled_percentile(small, percentile))  # NumPy's, from a sample
     if not (np.isfinite(scale) and scale > 0):
         scale = np.float32(1)
     small = small / scale

@@ -291,7 +291,8 @@ class BoundPipeline:
         else:
             out = self.network(image)
         if self.pipeline.binned and binned is None:
-            binned = binned_estimate(self.network, image, self.pipeline.ensemble)
+            binned = binned_estimate(self.network, image, self.pipeline.ensemble,
+                                     self.micrograph.record.percentile)
         for step, state in zip(self.pipeline.steps, self.states, strict=True):
             out = step.apply(out, image, state, self.micrograph, binned=binned)
         return out
