@@ -26,7 +26,8 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
 
 ``--binned-pass`` fits the weight of the binned pass as well (the network on each micrograph
 binned by 2, :mod:`cryostream.denoise.binned`; a table of three parts, scaled per pixel-size
-group from one fitted on the sums). CPU smoke run: ``--count 4 --shape 512 512 --rows 1
+group from one fitted on the sums); its sums hold what the gain dropped too, which
+``--dropped`` weighs as a fourth part. CPU smoke run: ``--count 4 --shape 512 512 --rows 1
 --pixel-groups 2``. Fit again from a
 results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
 OUT2/general_model.npz``. The shipped table (with the binned pass) is ``--from
@@ -141,7 +142,8 @@ def sums_one(task: dict) -> dict:
         binned = np.load(task[f"binned_{kind}"]) if task.get(f"binned_{kind}") else None
         config = DenoiseConfig(learned_weights=False, ensemble=kind == "ensemble").for_run(record)
         estimate = _default_output(config, micrograph, out)
-        sums = weight_sums(out, estimate, y, x, micrograph.noise(), binned)
+        sums = weight_sums(out, estimate, y, x, micrograph.noise(), binned,
+                           dropped=binned is not None)  # a table of 3 or 4 parts from them
         row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
         row["psnr"][kind] = round(psnr(estimate, x), 4)
     row["truth"], row["noisy"], row["pixel_size"] = task["truth"], task["noisy"], task["pixel_size"]
@@ -213,7 +215,7 @@ def fit(args) -> dict:
                          ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             "rows": args.rows, "by_size": args.by_size, "pixel_groups": args.pixel_groups,
-            "binned_pass": with_binned,
+            "binned_pass": with_binned, "dropped": getattr(args, "dropped", False),
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
             "seconds": round(time.perf_counter() - start, 1), "tables": tables,
@@ -240,6 +242,11 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
     for kind in ("ensemble", "single"):
         sums = [WeightSums(r[kind]["snr"], np.asarray(r[kind]["sums"]), r["pixel_size"])
                 for r in rows]
+        parts = 4 if getattr(args, "dropped", False) else min(sums[0].parts, 3)
+        if sums[0].parts < parts:
+            raise SystemExit("--dropped: these sums are not of what the gain dropped (fitted "
+                             "without --binned-pass, or before the part was summed)")
+        sums = [s.first(parts) for s in sums]
         if args.by_size == "fit":
             table = fit_learned_weights(sums, args.rows, args.pixel_groups)
         elif args.by_size == "none":
@@ -278,6 +285,7 @@ def refit(args) -> dict:
             "seed": [s["seed"] for s in stored], "model": model,
             "refitted_from": [str(p) for p in args.source], "rows": args.rows,
             "binned_pass": any(s.get("binned_pass", False) for s in stored),
+            "dropped": args.dropped,
             "by_size": args.by_size, "pixel_groups": args.pixel_groups, "scaled_from": bases,
             "seconds": 0.0, "tables": tables,
             "micrographs": micrographs}
@@ -317,7 +325,7 @@ def write_tables(model: str, tables: dict, export: Path | None, result: dict) ->
     metadata = export_metadata(model).get("metadata", {})
     metadata["learned_weights"] = {k: result[k] for k in ("count", "shape", "seed", "rows",
                                                            "by_size", "pixel_groups",
-                                                           "binned_pass")
+                                                           "binned_pass", "dropped")
                                    if k in result} \
         | {"fitted_by": "benchmarks/fit_learned_weights.py"}
     export_params(net, dataclasses.replace(record, learned_weights=tables), export,
@@ -347,10 +355,15 @@ def parse_args(argv=None):
     ap.add_argument("--binned-pass", action="store_true", help="fit the binned pass's weight "
                     "as well (cryostream.denoise.binned: the network on each micrograph binned "
                     "by 2; 9 more passes of a quarter the size each)")
+    ap.add_argument("--dropped", action="store_true", help="with --binned-pass (or --from its "
+                    "sums): weigh what the gain took out of the micrograph as well (a table of "
+                    "four parts)")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
     args.shape = tuple(args.shape)
+    if args.dropped and not args.binned_pass and args.source is None:
+        ap.error("--dropped is weighed with the binned pass: add --binned-pass")
     if args.work is None and args.source is None:
         ap.error("--work is needed (or --from to fit again from stored sums)")
     return args

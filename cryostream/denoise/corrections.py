@@ -147,7 +147,8 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     ``(a, b)`` the table's weights for the signal-to-noise ratio ``snr`` (None: measured on
     ``noisy``; a pipeline passes the micrograph's, so that its recorrupted copies take the
     same row). A table that weighs the binned pass gives ``a·L + b·R + c·B``, ``B`` its output
-    (``binned``, :func:`~cryostream.denoise.binned.binned_estimate`).
+    (``binned``, :func:`~cryostream.denoise.binned.binned_estimate`); one that weighs what the
+    gain dropped adds ``d·(Y − L)``.
     """
     return wiener_gain_outputs(estimate, noisy, noise, [ctf], min_coefficients=min_coefficients,
                                weights=weights, snr=snr, binned=binned)[0]
@@ -190,12 +191,15 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
         from cryostream.denoise.weights import band_weights
 
         a, b, *c = band_weights(weights, y, (ny, nx), noise, ring, weight, snr)
+        d = c[1] if len(c) > 1 else None  # what the gain dropped: d·(Y − L)
         rest = e - own * y
         if c and binned is None:
             raise ValueError("these learned weights weigh the binned pass: pass its output")
         # the binned pass's share, the same for every output
         shared = c[0] * scipy.fft.rfft2(np.asarray(binned, np.float32) - np.float32(
             np.mean(binned)), workers=-1) if c else np.float32(0)
+        if d is not None:
+            shared = shared + d * y
     outs = []
     for ctf in ctfs:
         change = radial
@@ -214,7 +218,8 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             change = np.where(above, shaped - own, radial)
         spectrum = e + change * y
         if weights is not None:
-            spectrum = a * (spectrum - rest) + b * rest + shared
+            linear = spectrum - rest
+            spectrum = (a if d is None else a - d) * linear + b * rest + shared
         out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
         outs.append((out + np.float32(noisy.mean())).astype(np.float32))
     return outs

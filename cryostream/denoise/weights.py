@@ -22,8 +22,14 @@ it is well above the noise estimate's error, and :func:`band_weights`) and gives
 A table may weigh a third part: ``B``, the network's output on the micrograph binned by 2,
 brought back to full size (:mod:`cryostream.denoise.binned`), which sees twice the context at a
 quarter of the noise per pixel and so holds more of the structure above 30 Å than the
-full-size pass; the result is then ``a·w·Y + b·R + c·B``. The fit
-(:func:`fit_learned_weights`, :func:`weight_sums`) lives in :mod:`cryostream.denoise.weights_fit`.
+full-size pass; the result is then ``a·w·Y + b·R + c·B``. And a fourth: ``D = Y − w·Y``, what
+the gain took out of the micrograph. Where the measured power falls under the noise the gain is
+0 and the ring keeps nothing of the micrograph, so its correlation with the truth (its FRC) is
+only what the network's rest holds, under the micrograph's own; the weight ``d`` of ``D`` puts
+back the share of it the truth asks for (the gain's response becomes ``(a − d)·w + d``), and
+the least-squares mix of the parts correlates with the truth at least as well as any one of
+them, the micrograph included. The fit (:func:`fit_learned_weights`, :func:`weight_sums`) lives
+in :mod:`cryostream.denoise.weights_fit`.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ SNR_BAND = (0.004, 0.03)
 #: The largest weight of the linear part a table may give (its fit is clipped to it).
 MAX_LINEAR = 1.25
 #: The parts a table weighs, in order, and the largest weight of each.
-PARTS = {"linear": MAX_LINEAR, "rest": 1.0, "binned": MAX_LINEAR}
+PARTS = {"linear": MAX_LINEAR, "rest": 1.0, "binned": MAX_LINEAR, "dropped": 1.0}
 
 
 def frequency_bands(shape: tuple[int, int], ring: np.ndarray | None = None) -> np.ndarray:
@@ -95,7 +101,8 @@ def measured_snr(image_f: np.ndarray, shape: tuple[int, int], noise,
 def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int, int],
                  noise, ring: np.ndarray | None = None, weight: np.ndarray | None = None,
                  snr: float | None = None) -> tuple[np.ndarray, ...]:
-    """The weights ``(a, b)`` (``(a, b, c)`` for a table with the binned pass) of each
+    """The weights of each part (:attr:`LearnedWeights.parts`: ``(a, b)``, ``(a, b, c)``
+    with the binned pass, ``(a, b, c, d)`` with what the gain dropped as well) of each
     ``rfft2`` coefficient of an image of ``shape``: the table's rows for the measured ratio
     ``snr`` (None: :func:`measured_snr` of ``image_f``, its mean-removed ``rfft2``, and its
     ``noise``), spread over the bands (float32). ``ring``, ``weight``: as
@@ -129,6 +136,9 @@ class LearnedWeights:
     binned : tuple of tuples of float or None
         Per row, the weight of the binned pass's output per band (:mod:`cryostream.denoise.binned`);
         None: a table of the linear part and the rest alone.
+    dropped : tuple of tuples of float or None
+        Per row, the weight per band of what the gain took out of the micrograph,
+        ``Y − w·Y``; None: not weighed (a table with it weighs the binned pass too).
     """
 
     snr: tuple
@@ -137,8 +147,12 @@ class LearnedWeights:
     micrographs: int = 0
     pixel_size: tuple | None = None
     binned: tuple | None = None
+    dropped: tuple | None = None
 
     def __post_init__(self) -> None:
+        if self.dropped is not None and self.binned is None:
+            raise ConfigError("learned weights: a table that weighs what the gain dropped "
+                              "weighs the binned pass too (binned)")
         snr = np.asarray(self.snr, np.float64)
         rows = [np.asarray(getattr(self, name), np.float64) for name in self.parts]
         if snr.ndim != 1 or snr.size < 1 or not np.all(snr > 0):
@@ -174,7 +188,7 @@ class LearnedWeights:
     @property
     def parts(self) -> tuple[str, ...]:
         """The parts the table weighs, in the order :meth:`at` gives their weights."""
-        return tuple(PARTS)[: 2 if self.binned is None else 3]
+        return tuple(PARTS)[: 2 if self.binned is None else 3 if self.dropped is None else 4]
 
     def for_pixel_size(self, pixel_size: float) -> LearnedWeights:
         """The table by ratio alone for micrographs of ``pixel_size`` Å: each pixel size's rows
@@ -234,22 +248,24 @@ class LearnedWeights:
         return {"snr": list(self.snr), "linear": [list(r) for r in self.linear],
                 "rest": [list(r) for r in self.rest], "micrographs": self.micrographs,
                 **({} if self.pixel_size is None else {"pixel_size": list(self.pixel_size)}),
-                **({} if self.binned is None else {"binned": [list(r) for r in self.binned]})}
+                **{name: [list(r) for r in getattr(self, name)] for name in self.parts[2:]}}
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnedWeights:
         """The table of :meth:`to_dict`'s values; a :class:`ConfigError` for anything else."""
         keys = {"snr", "linear", "rest", "micrographs"}
-        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"pixel_size", "binned"}:
+        extra = {"pixel_size", "binned", "dropped"}
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | extra:
             raise ConfigError("learned weights: need the keys snr, linear, rest and "
-                              "micrographs (and optionally pixel_size and binned), not "
+                              "micrographs (and optionally pixel_size, binned and dropped), not "
                               f"{sorted(data) if isinstance(data, dict) else data!r}")
         try:
-            pixel, binned = data.get("pixel_size"), data.get("binned")
+            pixel, binned, dropped = (data.get(k) for k in ("pixel_size", "binned", "dropped"))
             return cls(tuple(data["snr"]), tuple(map(tuple, data["linear"])),
                        tuple(map(tuple, data["rest"])), data["micrographs"],
                        None if pixel is None else tuple(pixel),
-                       None if binned is None else tuple(map(tuple, binned)))
+                       None if binned is None else tuple(map(tuple, binned)),
+                       None if dropped is None else tuple(map(tuple, dropped)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"learned weights: not a table of numbers ({exc})") from None
 

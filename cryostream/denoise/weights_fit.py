@@ -31,16 +31,27 @@ class WeightSums:
     of its parts' products with the truth ``X`` and with each other, and its pixel size in Å
     (None if not known). With the linear part ``L`` and the rest ``R``, ``sums`` holds
     ``⟨X, L⟩, ⟨X, R⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨L, R⟩``; with the binned pass's ``B`` as well,
-    ``⟨X, L⟩, ⟨X, R⟩, ⟨X, B⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨B, B⟩, ⟨L, R⟩, ⟨L, B⟩, ⟨R, B⟩``."""
+    ``⟨X, L⟩, ⟨X, R⟩, ⟨X, B⟩, ⟨L, L⟩, ⟨R, R⟩, ⟨B, B⟩, ⟨L, R⟩, ⟨L, B⟩, ⟨R, B⟩``; with what the
+    gain dropped, ``D``, as well, the same order over four parts (14 rows: the products with
+    the truth, the squares, then the pairs ``LR, LB, LD, RB, RD, BD``)."""
 
     snr: float
-    sums: np.ndarray  # (5 or 9, BANDS + 1)
+    sums: np.ndarray  # (5, 9 or 14, BANDS + 1)
     pixel_size: float | None = None
 
     @property
     def parts(self) -> int:
-        """How many parts the sums are of (2 or 3)."""
-        return {5: 2, 9: 3}[len(self.sums)]
+        """How many parts the sums are of (2, 3 or 4: :data:`PARTS` in order)."""
+        return {5: 2, 9: 3, 14: 4}[len(self.sums)]
+
+    def first(self, parts: int) -> WeightSums:
+        """The sums of the first ``parts`` parts alone (a fit without the later ones)."""
+        if not 2 <= parts <= self.parts:
+            raise ValueError(f"WeightSums.first: {parts} parts of {self.parts}")
+        h, g = self.gram()
+        pairs = [g[i, j] for i, j in itertools.combinations(range(parts), 2)]
+        rows = [*h[:parts], *(g[i, i] for i in range(parts)), *pairs]
+        return WeightSums(self.snr, np.stack(rows), self.pixel_size)
 
     def gram(self) -> tuple[np.ndarray, np.ndarray]:
         """``(h, G)``: per band, the parts' products with the truth (``(k, BANDS + 1)``) and
@@ -56,7 +67,7 @@ class WeightSums:
 
 
 def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth: np.ndarray,
-                noise, binned: np.ndarray | None = None) -> WeightSums:
+                noise, binned: np.ndarray | None = None, dropped: bool = False) -> WeightSums:
     """:class:`WeightSums` of one simulated micrograph: ``before`` is the estimate the Wiener
     gain took (the network's output), ``after`` what it gave (without weights), ``truth`` the
     clean image, all in the units of ``noisy``; ``noise`` its
@@ -64,7 +75,10 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     (:func:`~cryostream.denoise.binned.binned_estimate`), or None. The rest ``R`` is
     ``before``'s part uncorrelated with ``noisy`` per merged ring
     (:func:`~cryostream.spectral.ring_regression`, as the gain splits it), the linear part
-    ``after − R``."""
+    ``after − R``. ``dropped``: what the gain took out of ``noisy``, ``noisy − L``, is a fourth
+    part (with ``binned`` only)."""
+    if dropped and binned is None:
+        raise ValueError("weight_sums: the dropped part is weighed with the binned pass")
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression
@@ -77,6 +91,8 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     gain, _ = ring_regression(e, y, rings.bins, rings.weight)
     rest = e - gain.astype(np.float32)[rings.bins] * y
     parts = [d - rest, rest, *extra]
+    if dropped:
+        parts.append(y - parts[0])
     band = frequency_bands(arrays[2].shape).ravel()
 
     def total(p, q):
@@ -134,7 +150,7 @@ def least_squares(sums: WeightSums) -> tuple[np.ndarray, ...]:
     their bounds (:data:`~cryostream.denoise.weights.PARTS`). Two parts ``(a, b)``: solved,
     then clipped (``a`` to [0, :data:`MAX_LINEAR`], ``b`` to [0, 1]); where ``R`` is empty or
     a multiple of ``L``, ``L`` alone: ``b`` = 0; where ``L`` is empty, ``R`` alone; with no
-    power at all, 1 and 1. Three parts: the least error within the bounds (each part free or
+    power at all, 1 and 1. Three or four parts: the least error within the bounds (each part free or
     at a bound, the best of those that keep the free ones within theirs), so that two parts
     as alike as the linear part and the binned pass are not clipped one against the other."""
     if sums.parts == 2:
@@ -226,11 +242,9 @@ def _size_groups(sums: list[WeightSums], groups: int, caller: str) -> list[list[
 def _by_size(tables: list[tuple[LearnedWeights, float]], micrographs: int) -> LearnedWeights:
     """One table by pixel size from tables by ratio alone, each with its pixel size."""
     names = tables[0][0].parts
-    return LearnedWeights(*(tuple(v for t, _ in tables for v in getattr(t, name))
-                            for name in ("snr", "linear", "rest")), micrographs=micrographs,
-                          pixel_size=tuple(size for t, size in tables for _ in t.snr),
-                          binned=tuple(v for t, _ in tables for v in t.binned)
-                          if "binned" in names else None)
+    return LearnedWeights(**{name: tuple(v for t, _ in tables for v in getattr(t, name))
+                             for name in ("snr", *names)}, micrographs=micrographs,
+                          pixel_size=tuple(size for t, size in tables for _ in t.snr))
 
 
 def _mean_size(part: list[WeightSums]) -> float:
