@@ -171,6 +171,20 @@ def test_a_table_by_pixel_size_looks_up_both_axes_exactly():
             LearnedWeights(**rows, **bad)
 
 
+def test_a_table_at_its_bounds_looks_up_every_pixel_size_between():
+    # two pixel sizes with the linear part at its top: the mix between them is the top, not a
+    # rounding past it that the table's own check refuses (at 0.594 Å, (1 − w)·1.25 + w·1.25
+    # is 1.2500000000000002)
+    from cryostream.denoise.weights import MAX_LINEAR
+
+    table = LearnedWeights(snr=(1.0, 1.0), linear=_rows(MAX_LINEAR, n=1) * 2,
+                           rest=_rows(1.0, n=1) * 2, pixel_size=(0.5, 1.5))
+    for size in np.linspace(0.5, 1.5, 201):
+        linear, rest = table.at(1.0, size)
+        assert np.allclose(linear, MAX_LINEAR) and linear.max() <= MAX_LINEAR
+        assert np.allclose(rest, 1.0) and rest.max() <= 1.0
+
+
 def test_a_fit_by_pixel_size_keeps_each_sizes_weights():
     from cryostream.denoise.weights import WeightSums
 

@@ -212,7 +212,9 @@ class LearnedWeights:
         w = t - lo
         snr = sorted({s for g in (groups[lo], groups[hi]) for s in g.snr})
         looked = [[np.asarray(g.at(s)) for s in snr] for g in (groups[lo], groups[hi])]
-        mixed = [[(1 - w) * a + w * b for a, b in zip(lo_row, hi_row, strict=True)]
+        tops = [PARTS[name] for name in self.parts]  # a mix of two bounds can round past one
+        mixed = [[np.clip((1 - w) * a + w * b, 0, top)
+                  for a, b, top in zip(lo_row, hi_row, tops, strict=True)]
                  for lo_row, hi_row in zip(*looked, strict=True)]
         return LearnedWeights(tuple(snr), **{name: tuple(m[i] for m in mixed)
                                              for i, name in enumerate(self.parts)},
