@@ -143,7 +143,8 @@ def sums_one(task: dict) -> dict:
         config = DenoiseConfig(learned_weights=False, ensemble=kind == "ensemble").for_run(record)
         estimate = _default_output(config, micrograph, out)
         sums = weight_sums(out, estimate, y, x, micrograph.noise(), binned,
-                           dropped=binned is not None)  # a table of 3 or 4 parts from them
+                           dropped=binned is not None,  # a table of 3 or 4 parts from them
+                           taper=task.get("taper") or None)
         row[kind] = {"snr": sums.snr, "sums": sums.sums.tolist()}
         row["psnr"][kind] = round(psnr(estimate, x), 4)
     row["truth"], row["noisy"], row["pixel_size"] = task["truth"], task["noisy"], task["pixel_size"]
@@ -201,7 +202,8 @@ def fit(args) -> dict:
             if with_binned:
                 np.save(outs["binned_single"], binned_estimate(net, y))
                 np.save(outs["binned_ensemble"], binned_estimate(net, y, ensemble=True))
-        jobs.append({**t, **outs, "record": record, "pixel_size": t["config"]["pixel_size_angstrom"]})
+        jobs.append({**t, **outs, "record": record, "taper": getattr(args, "taper", 0.0),
+                     "pixel_size": t["config"]["pixel_size_angstrom"]})
     network_seconds = time.perf_counter() - t0
     passes = "9 passes and 9 binned" if with_binned else "9 passes"
     log(f"network ({passes} each) in "
@@ -210,19 +212,22 @@ def fit(args) -> dict:
     with pool(args.workers) as ex:
         rows = list(ex.map(sums_one, jobs))
     tables, bases = fit_tables(rows, args, record)
-    with pool(args.workers) as ex:
-        after = dict(zip([r["index"] for r in rows],
-                         ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
+    after = {}
+    if not getattr(args, "no_in_sample", False):
+        with pool(args.workers) as ex:
+            after = dict(zip([r["index"] for r in rows],
+                             ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             "rows": args.rows, "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": getattr(args, "dropped", False),
+            "taper": getattr(args, "taper", 0.0),
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
             "seconds": round(time.perf_counter() - start, 1), "tables": tables,
             "micrographs": [{**r, "condition": {k: tasks[r["index"]]["config"][k] for k in (
                 "dose_e_per_angstrom2", "pixel_size_angstrom", "detector_nps_nyquist",
-                "particle", "ice_thickness_relative")}, "psnr_after": after[r["index"]]}
-                for r in rows]}
+                "particle", "ice_thickness_relative")}}
+                | ({"psnr_after": after[r["index"]]} if after else {}) for r in rows]}
 
 
 def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
@@ -277,6 +282,8 @@ def refit(args) -> dict:
     if len({(tuple(s["shape"]), s["seed"]) for s in stored}) < len(stored) \
             or len({tuple(s["shape"]) for s in stored}) > 1:
         raise SystemExit("--from: the files must share one shape and differ in --seed")
+    if len({s.get("taper", 0.0) for s in stored}) > 1:
+        raise SystemExit("--from: the files' sums were taken with different --taper")
     micrographs = [{k: v for k, v in m.items() if k != "psnr_after"} | {"seed": s["seed"]}
                    for s in stored for m in s["micrographs"]]
     model = model_path(args.model)
@@ -285,7 +292,7 @@ def refit(args) -> dict:
             "seed": [s["seed"] for s in stored], "model": model,
             "refitted_from": [str(p) for p in args.source], "rows": args.rows,
             "binned_pass": any(s.get("binned_pass", False) for s in stored),
-            "dropped": args.dropped,
+            "dropped": args.dropped, "taper": stored[0].get("taper", 0.0),
             "by_size": args.by_size, "pixel_groups": args.pixel_groups, "scaled_from": bases,
             "seconds": 0.0, "tables": tables,
             "micrographs": micrographs}
@@ -325,7 +332,7 @@ def write_tables(model: str, tables: dict, export: Path | None, result: dict) ->
     metadata = export_metadata(model).get("metadata", {})
     metadata["learned_weights"] = {k: result[k] for k in ("count", "shape", "seed", "rows",
                                                            "by_size", "pixel_groups",
-                                                           "binned_pass", "dropped")
+                                                           "binned_pass", "dropped", "taper")
                                    if k in result} \
         | {"fitted_by": "benchmarks/fit_learned_weights.py"}
     export_params(net, dataclasses.replace(record, learned_weights=tables), export,
@@ -334,6 +341,8 @@ def write_tables(model: str, tables: dict, export: Path | None, result: dict) ->
 
 
 def parse_args(argv=None):
+    from cryostream.metrics import FRC_TAPER
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="general", help="a run folder, an exported .npz or a "
                     "shipped model's name (general)")
@@ -358,6 +367,11 @@ def parse_args(argv=None):
     ap.add_argument("--dropped", action="store_true", help="with --binned-pass (or --from its "
                     "sums): weigh what the gain took out of the micrograph as well (a table of "
                     "four parts)")
+    ap.add_argument("--taper", type=float, default=FRC_TAPER, help="compare the parts with the "
+                    f"truth inside cryostream.metrics.edge_taper's window of this margin "
+                    f"({FRC_TAPER}, as the FRC; 0: the whole image, as the tables before it)")
+    ap.add_argument("--no-in-sample", action="store_true", help="skip the calibration "
+                    "micrographs' PSNR with the new tables (half the time)")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)

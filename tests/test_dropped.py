@@ -125,3 +125,28 @@ def test_a_dropped_part_needs_the_binned_pass():
     truth, noisy, estimate, _ = _scene(np.random.default_rng(3))
     with pytest.raises(ValueError, match="with the binned pass"):
         weight_sums(estimate, estimate, noisy, truth, _noise(noisy), dropped=True)
+
+
+def test_tapered_sums_leave_out_the_jump_between_opposite_edges():
+    """An "estimate" that holds the truth's smooth ramp and none of its fine detail: over the
+    whole image, the jump between the ramp's opposite edges puts a cross of power at every
+    frequency, the same in the truth, and the estimate's rest seems to correlate with the
+    truth at the finest scales more than the micrograph does; inside the window it does not
+    (what is left of it is minus the share of the micrograph that the ring's regression, raised
+    by the jump, took out)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:256, :256].astype(np.float32)
+    ramp = 10 * xx / 256 + 5 * yy / 256
+    truth = (ramp + 0.3 * rng.normal(size=ramp.shape)).astype(np.float32)
+    noisy = (truth + rng.normal(size=ramp.shape)).astype(np.float32)
+    fine = slice(16, 32)  # the bands of 0.25–0.5 cycles/px
+
+    def rest_over_input(taper):
+        s = weight_sums(ramp, ramp, noisy, truth, _noise(noisy), ramp, dropped=True, taper=taper)
+        h, g = s.gram()
+        rest = h[1, fine].sum() / np.sqrt(g[1, 1, fine].sum())
+        micrograph = (h[0] + h[3])[fine].sum() / np.sqrt((g[0, 0] + g[3, 3] + 2 * g[0, 3])[fine].sum())
+        return rest / micrograph
+
+    assert rest_over_input(None) > 0.5
+    assert rest_over_input(0.2) < 0

@@ -67,7 +67,8 @@ class WeightSums:
 
 
 def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth: np.ndarray,
-                noise, binned: np.ndarray | None = None, dropped: bool = False) -> WeightSums:
+                noise, binned: np.ndarray | None = None, dropped: bool = False,
+                taper: float | None = None) -> WeightSums:
     """:class:`WeightSums` of one simulated micrograph: ``before`` is the estimate the Wiener
     gain took (the network's output), ``after`` what it gave (without weights), ``truth`` the
     clean image, all in the units of ``noisy``; ``noise`` its
@@ -76,7 +77,14 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     ``before``'s part uncorrelated with ``noisy`` per merged ring
     (:func:`~cryostream.spectral.ring_regression`, as the gain splits it), the linear part
     ``after − R``. ``dropped``: what the gain took out of ``noisy``, ``noisy − L``, is a fourth
-    part (with ``binned`` only)."""
+    part (with ``binned`` only).
+
+    ``taper`` (a margin, as :func:`~cryostream.metrics.edge_taper`'s): the parts, split as
+    ``denoise`` splits them, and the truth are compared inside the window, as the FRC compares
+    them. Without it, the jump between an image's opposite edges, the same in the truth and in
+    every part, adds a cross of power at every frequency; where the signal is weak (the finest
+    detail at a fine pixel size) the sums then reward the parts that keep the jump, not the
+    detail."""
     if dropped and binned is None:
         raise ValueError("weight_sums: the dropped part is weighed with the binned pass")
     import scipy.fft
@@ -93,6 +101,14 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     parts = [d - rest, rest, *extra]
     if dropped:
         parts.append(y - parts[0])
+    if taper is not None:
+        from cryostream.metrics import edge_taper
+
+        shape = arrays[2].shape
+        window = edge_taper(shape, taper).astype(np.float32)
+        x = scipy.fft.rfft2((arrays[3] - arrays[3].mean()) * window, workers=-1)
+        parts = [scipy.fft.rfft2(scipy.fft.irfft2(p, s=shape, workers=-1) * window, workers=-1)
+                 for p in parts]
     band = frequency_bands(arrays[2].shape).ravel()
 
     def total(p, q):
