@@ -27,7 +27,9 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
 ``--binned-pass`` fits the weight of the binned pass as well (the network on each micrograph
 binned by 2, :mod:`cryostream.denoise.binned`; a table of three parts, scaled per pixel-size
 group from one fitted on the sums); its sums hold what the gain dropped too, which
-``--dropped`` weighs as a fourth part. CPU smoke run: ``--count 4 --shape 512 512 --rows 1
+``--dropped`` weighs as a fourth part (the shipped table: ``--binned-pass --dropped``, seed 2,
+``h200_learned_weights_fit_dropped.json``). ``--taper 0.2`` takes the sums inside the FRC's
+edge window (not yet scored held out on the GPU). CPU smoke run: ``--count 4 --shape 512 512 --rows 1
 --pixel-groups 2``. Fit again from a
 results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
 OUT2/general_model.npz``. The shipped table (with the binned pass) is ``--from
@@ -367,9 +369,10 @@ def parse_args(argv=None):
     ap.add_argument("--dropped", action="store_true", help="with --binned-pass (or --from its "
                     "sums): weigh what the gain took out of the micrograph as well (a table of "
                     "four parts)")
-    ap.add_argument("--taper", type=float, default=FRC_TAPER, help="compare the parts with the "
-                    f"truth inside cryostream.metrics.edge_taper's window of this margin "
-                    f"({FRC_TAPER}, as the FRC; 0: the whole image, as the tables before it)")
+    ap.add_argument("--taper", type=float, default=0.0, help="compare the parts with the "
+                    "truth inside cryostream.metrics.edge_taper's window of this margin (0, the "
+                    f"whole image, as the shipped table; {FRC_TAPER}: as the FRC, which leaves "
+                    "out the jump between opposite edges: docs/research.md)")
     ap.add_argument("--no-in-sample", action="store_true", help="skip the calibration "
                     "micrographs' PSNR with the new tables (half the time)")
     ap.add_argument("--seed", type=int, default=2)
