@@ -32,12 +32,13 @@ group from one fitted on the sums); its sums hold what the gain dropped too, whi
 edge window (not yet scored held out on the GPU). CPU smoke run: ``--count 4 --shape 512 512 --rows 1
 --pixel-groups 2``. Fit again from a
 results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
-OUT2/general_model.npz``. The shipped table (with the binned pass) is ``--from
-docs/results/general_model/h200_learned_weights_fit_binned.json`` on the model before it
-(``git show f76b2ea:cryostream/data/general_model.npz``; ``--by-size scale``, the default,
-scales a table by ratio fitted on the sums, since that model's has two parts): the same
-weights to 1e-13 (the order of the solver's sums on another machine). The table before it,
-of two parts, was ``--by-size scale`` of the model at 0128b9f with ``--from``
+OUT2/general_model.npz``. The shipped table (four parts) is ``--from
+docs/results/general_model/h200_learned_weights_fit_dropped.json --dropped`` on the model
+before it (``git show 7a254bc:cryostream/data/general_model.npz``; ``--by-size scale``, the
+default, scales a table by ratio fitted on the sums, since that model's has three parts): the
+same weights to 1e-13 (the order of the solver's sums on another machine). The one before, of
+three parts, was ``--from h200_learned_weights_fit_binned.json`` on the model at f76b2ea; the
+one before that, of two parts, was ``--by-size scale`` of the model at 0128b9f with ``--from``
 ``h200_learned_weights_fit_ctf_edge.json`` and ``h200_learned_weights_fit_seed3.json``.
 """
 
@@ -249,10 +250,14 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
     for kind in ("ensemble", "single"):
         sums = [WeightSums(r[kind]["snr"], np.asarray(r[kind]["sums"]), r["pixel_size"])
                 for r in rows]
-        parts = 4 if getattr(args, "dropped", False) else min(sums[0].parts, 3)
-        if sums[0].parts < parts:
-            raise SystemExit("--dropped: these sums are not of what the gain dropped (fitted "
-                             "without --binned-pass, or before the part was summed)")
+        held = min(s.parts for s in sums)  # files of several runs may hold different parts
+        parts = 4 if getattr(args, "dropped", False) else min(held, 3)
+        if held < parts or (len({s.parts for s in sums}) > 1 and min(held, 3) < min(
+                max(s.parts for s in sums), 3)):
+            raise SystemExit("the sums do not all hold the parts to fit (" + (
+                "--dropped: some were taken without --binned-pass, or before the part was "
+                "summed" if held < parts else "some with the binned pass, some without")
+                + "); fit them apart")
         sums = [s.first(parts) for s in sums]
         if args.by_size == "fit":
             table = fit_learned_weights(sums, args.rows, args.pixel_groups)
@@ -293,8 +298,8 @@ def refit(args) -> dict:
     return {"count": len(micrographs), "shape": stored[0]["shape"],
             "seed": [s["seed"] for s in stored], "model": model,
             "refitted_from": [str(p) for p in args.source], "rows": args.rows,
-            "binned_pass": any(s.get("binned_pass", False) for s in stored),
-            "dropped": args.dropped, "taper": stored[0].get("taper", 0.0),
+            "binned_pass": "binned" in tables["ensemble"], "dropped": "dropped" in tables["ensemble"],
+            "taper": stored[0].get("taper", 0.0),
             "by_size": args.by_size, "pixel_groups": args.pixel_groups, "scaled_from": bases,
             "seconds": 0.0, "tables": tables,
             "micrographs": micrographs}
@@ -381,6 +386,11 @@ def parse_args(argv=None):
     args.shape = tuple(args.shape)
     if args.dropped and not args.binned_pass and args.source is None:
         ap.error("--dropped is weighed with the binned pass: add --binned-pass")
+    if not 0 <= args.taper <= 0.5:
+        ap.error(f"--taper {args.taper}: a margin in [0, 0.5] of each side (0: none)")
+    if args.source is not None and (args.taper or args.no_in_sample):
+        ap.error("--taper and --no-in-sample apply to new sums, not to --from (its files' "
+                 "sums were taken with their own --taper)")
     if args.work is None and args.source is None:
         ap.error("--work is needed (or --from to fit again from stored sums)")
     return args

@@ -79,6 +79,20 @@ def test_the_dropped_part_is_what_the_gain_took_out_of_the_micrograph():
     # the linear part alone and the dropped part alone add up to the micrograph
     np.testing.assert_allclose(out(1, 0, 0, 0) + out(0, 0, 0, 1) - noisy.mean(), noisy,
                                atol=1e-4)
+    # the fit's parts are those denoise applies: against a "truth" that is denoise's own
+    # dropped part (or linear part, or rest), the sums' least squares explain it whole, and
+    # weigh that part alone wherever the others are not empty or alike
+    gained = match_wiener_gain(estimate, noisy, noise)
+    for weights in ((0, 0, 0, 1), (1, 0, 0, 0), (0, 1, 0, 0)):
+        sums = weight_sums(estimate, gained, noisy, out(*weights), noise, binned, dropped=True)
+        h, g = sums.gram()
+        fitted = np.asarray(least_squares(sums))
+        exact = np.repeat(np.asarray(weights, float)[:, None], BANDS + 1, axis=1)
+        power = np.einsum("ib,ijb,jb->b", exact, g, exact)  # the truth's, per band
+        left = np.einsum("ib,ijb,jb->b", fitted, g, fitted) \
+            - 2 * np.einsum("ib,ib->b", fitted, h) + power
+        assert np.all(left[1:BANDS] <= 1e-4 * power[1:BANDS])
+        assert np.median(np.abs(fitted - exact)[:, 1:BANDS]) < 1e-4
     # d = 0: the table of three parts, bit for bit
     three = LearnedWeights(snr=(1.0,), linear=_rows(0.9), rest=_rows(0.4), binned=_rows(0.3))
     np.testing.assert_array_equal(

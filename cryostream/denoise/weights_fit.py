@@ -36,7 +36,7 @@ class WeightSums:
     the truth, the squares, then the pairs ``LR, LB, LD, RB, RD, BD``)."""
 
     snr: float
-    sums: np.ndarray  # (5, 9 or 14, BANDS + 1)
+    sums: np.ndarray  # shape (rows, BANDS + 1): 5, 9 or 14 rows for 2, 3 or 4 parts
     pixel_size: float | None = None
 
     @property
@@ -137,7 +137,7 @@ def fit_learned_weights(sums: list[WeightSums], rows: int = 6,
         raise ConfigError("fit_learned_weights: no micrographs to fit on")
     if len({s.parts for s in sums}) > 1:
         raise ConfigError("fit_learned_weights: the micrographs' sums are of different parts "
-                          "(some with the binned pass, some without)")
+                          "(of 2, 3 or 4 parts: with or without the binned pass and what the gain dropped)")
     if pixel_groups > 1:
         return _by_size([(fit_learned_weights(part, rows), _mean_size(part))
                          for part in _size_groups(sums, pixel_groups, "fit_learned_weights")],
