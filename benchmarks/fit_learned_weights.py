@@ -252,12 +252,12 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
                 for r in rows]
         held = min(s.parts for s in sums)  # files of several runs may hold different parts
         parts = 4 if getattr(args, "dropped", False) else min(held, 3)
-        if held < parts or (len({s.parts for s in sums}) > 1 and min(held, 3) < min(
-                max(s.parts for s in sums), 3)):
-            raise SystemExit("the sums do not all hold the parts to fit (" + (
-                "--dropped: some were taken without --binned-pass, or before the part was "
-                "summed" if held < parts else "some with the binned pass, some without")
-                + "); fit them apart")
+        if held < parts:
+            raise SystemExit("--dropped: some sums were taken without --binned-pass, or before "
+                             "the part was summed; fit them apart")
+        if len({min(s.parts, 3) for s in sums}) > 1:
+            raise SystemExit("the sums are some with the binned pass, some without; fit them "
+                             "apart")
         sums = [s.first(parts) for s in sums]
         if args.by_size == "fit":
             table = fit_learned_weights(sums, args.rows, args.pixel_groups)

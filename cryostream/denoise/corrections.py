@@ -198,8 +198,9 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
         # the binned pass's share, the same for every output
         shared = c[0] * scipy.fft.rfft2(np.asarray(binned, np.float32) - np.float32(
             np.mean(binned)), workers=-1) if c else np.float32(0)
-        if d is not None:
+        if d is not None:  # a·L + d·(Y − L) = (a − d)·L + d·Y
             shared = shared + d * y
+            a = a - d
     outs = []
     for ctf in ctfs:
         change = radial
@@ -218,8 +219,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             change = np.where(above, shaped - own, radial)
         spectrum = e + change * y
         if weights is not None:
-            linear = spectrum - rest
-            spectrum = (a if d is None else a - d) * linear + b * rest + shared
+            spectrum = a * (spectrum - rest) + b * rest + shared
         out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
         outs.append((out + np.float32(noisy.mean())).astype(np.float32))
     return outs

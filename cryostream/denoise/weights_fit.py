@@ -94,21 +94,23 @@ def weight_sums(before: np.ndarray, after: np.ndarray, noisy: np.ndarray, truth:
     arrays = [np.asarray(a, np.float32) for a in (before, after, noisy, truth)
               + (() if binned is None else (binned,))]
     rings = merge_rings(arrays[2].shape)
-    y, e, d, x, *extra = (scipy.fft.rfft2(a - a.mean(), workers=-1)
-                          for a in (arrays[2], arrays[0], arrays[1], arrays[3], *arrays[4:]))
+    y, e, d, *extra = (scipy.fft.rfft2(a - a.mean(), workers=-1)
+                       for a in (arrays[2], arrays[0], arrays[1], *arrays[4:]))
     gain, _ = ring_regression(e, y, rings.bins, rings.weight)
     rest = e - gain.astype(np.float32)[rings.bins] * y
     parts = [d - rest, rest, *extra]
     if dropped:
         parts.append(y - parts[0])
+    x = arrays[3] - arrays[3].mean()
     if taper is not None:
         from cryostream.metrics import edge_taper
 
         shape = arrays[2].shape
         window = edge_taper(shape, taper).astype(np.float32)
-        x = scipy.fft.rfft2((arrays[3] - arrays[3].mean()) * window, workers=-1)
+        x = x * window
         parts = [scipy.fft.rfft2(scipy.fft.irfft2(p, s=shape, workers=-1) * window, workers=-1)
                  for p in parts]
+    x = scipy.fft.rfft2(x, workers=-1)
     band = frequency_bands(arrays[2].shape).ravel()
 
     def total(p, q):
