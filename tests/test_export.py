@@ -84,8 +84,8 @@ def test_the_file_is_a_plain_archive_named_by_parameter(tmp_path):
 
 def test_without_a_record(tmp_path):
     model = _random_model(PRESETS["unet-small"])
-    loaded, record = load_exported(export_params(model, None, tmp_path / "bare.npz"))
-    assert record is None
+    loaded, record = load_exported(export_params(model, None, tmp_path / "new" / "bare.npz"))
+    assert record is None  # and the missing folder was made
     assert all(np.array_equal(a, b) for a, b in zip(_arrays(model), _arrays(loaded), strict=True))
 
 

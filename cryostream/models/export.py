@@ -107,6 +107,7 @@ def export_params(model, record, path: str | os.PathLike, *,
     arrays = {name: np.asarray(leaf, dtype=np.float32) for name, leaf in named}
     arrays[_META] = np.array(text)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with open(tmp, "wb") as fh:
