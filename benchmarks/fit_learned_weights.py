@@ -25,20 +25,19 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
         --work /tmp/lw --out OUT --export OUT/general_model.npz
 
 ``--binned-pass`` fits the weight of the binned pass as well (the network on each micrograph
-binned by 2, :mod:`cryostream.denoise.binned`; a table of three parts, scaled per pixel-size
-group from one fitted on the sums); its sums hold what the gain dropped too, which
-``--dropped`` weighs as a fourth part (the shipped table: ``--binned-pass --dropped``, seed 2,
-``h200_learned_weights_fit_dropped.json``). ``--taper 0.2`` takes the sums inside the FRC's
-edge window (not yet scored held out on the GPU). CPU smoke run: ``--count 4 --shape 512 512 --rows 1
---pixel-groups 2``. Fit again from a
-results file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
-OUT2/general_model.npz``. The shipped table (four parts) is ``--from
-docs/results/general_model/h200_learned_weights_fit_dropped.json --dropped`` on the model
-before it (``git show 7a254bc:cryostream/data/general_model.npz``; ``--by-size scale``, the
-default, scales a table by ratio fitted on the sums, since that model's has three parts): the
-same weights to 1e-13 (the order of the solver's sums on another machine). The one before, of
-three parts, was ``--from h200_learned_weights_fit_binned.json`` on the model at f76b2ea; the
-one before that, of two parts, was ``--by-size scale`` of the model at 0128b9f with ``--from``
+binned by 2, :mod:`cryostream.denoise.binned`); its sums hold what the gain dropped too, which
+``--dropped`` weighs as a fourth part. ``--taper 0.2`` takes the sums inside the FRC's edge
+window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
+instead of scaling one. The shipped table is all of these (:data:`SHIPPED_RECIPE`, seed 2, 96
+micrographs; ``h200_learned_weights_fit_dropped_taper.json``). CPU smoke run: ``--count 4
+--shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a results file's sums, without the
+GPU: ``--from OUT/learned_weights.json --out OUT2 --export OUT2/general_model.npz``. The shipped
+table is ``--from docs/results/general_model/h200_learned_weights_fit_dropped_taper.json
+--dropped --by-size fit --rows 2`` on the model before the table of four parts (``git show
+7a254bc:cryostream/data/general_model.npz``), bit for bit. The ones before: four parts scaled
+per group from whole-image sums, ``--from h200_learned_weights_fit_dropped.json --dropped`` on
+the same model; three parts, ``--from h200_learned_weights_fit_binned.json`` on the model at
+f76b2ea; two parts, ``--by-size scale`` of the model at 0128b9f with ``--from``
 ``h200_learned_weights_fit_ctf_edge.json`` and ``h200_learned_weights_fit_seed3.json``.
 """
 
@@ -59,14 +58,19 @@ from general_model_spread import simulate_one, training_condition
 
 #: How the tables follow the pixel size. On the general model's calibration micrographs
 #: (leave-one-out), a fit per group of pixel size left 0.64 of the error over each
-#: micrograph's own best weights that a table by ratio alone left, one scale per group 0.79;
-#: held out on the H200 the fit per group gained 0.06 dB at T20S 10 e/Å² but lowered the FRC
-#: there at 0.03–0.5 cycles/px by 6–20 % (it mixes in more of the network's rest), which the
-#: scale cannot do.
+#: micrograph's own best weights that a table by ratio alone left, one scale per group 0.79.
+#: On sums over the whole image, held out on the H200, the fit per group gained 0.06 dB at
+#: T20S 10 e/Å² but lowered the FRC there at 0.03–0.5 cycles/px by 6–20 % (the edge jump made
+#: the network's rest look correlated with the truth at fine scales); on sums inside the FRC's
+#: window (``--taper 0.2``) it kept the FRC at or above the input's and Topaz's in 48 of 60
+#: held-out band cells against 45 for the scale, at the same PSNR: the shipped recipe.
 BY_SIZE = {"scale": "the model's table by ratio (or one fitted), one scale per band and "
                     "pixel-size group (each ring's FRC stays the table's)",
            "fit": "a table by ratio fitted in each pixel-size group",
            "none": "the table by ratio alone"}
+#: The shipped general model's recipe, ``--binned-pass --dropped --taper 0.2 --by-size fit
+#: --rows 2``: what ``train_general_model.py``'s weights stage fits.
+SHIPPED_RECIPE = {"rows": 2, "by_size": "fit", "binned_pass": True, "dropped": True, "taper": 0.2}
 #: Groups of calibration micrographs by pixel size.
 PIXEL_GROUPS = 4
 
@@ -173,7 +177,7 @@ def fit(args) -> dict:
     from cryostream.denoise.tiling import network_pass
 
     model = model_path(args.model)
-    with_binned = getattr(args, "binned_pass", False)  # stage_weights' options leave it out
+    with_binned = args.binned_pass
     work = args.work
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
@@ -205,7 +209,7 @@ def fit(args) -> dict:
             if with_binned:
                 np.save(outs["binned_single"], binned_estimate(net, y))
                 np.save(outs["binned_ensemble"], binned_estimate(net, y, ensemble=True))
-        jobs.append({**t, **outs, "record": record, "taper": getattr(args, "taper", 0.0),
+        jobs.append({**t, **outs, "record": record, "taper": args.taper,
                      "pixel_size": t["config"]["pixel_size_angstrom"]})
     network_seconds = time.perf_counter() - t0
     passes = "9 passes and 9 binned" if with_binned else "9 passes"
@@ -222,8 +226,7 @@ def fit(args) -> dict:
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             "rows": args.rows, "by_size": args.by_size, "pixel_groups": args.pixel_groups,
-            "binned_pass": with_binned, "dropped": getattr(args, "dropped", False),
-            "taper": getattr(args, "taper", 0.0),
+            "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
             "seconds": round(time.perf_counter() - start, 1), "tables": tables,

@@ -15,8 +15,10 @@ Five stages, each resumable (a rerun skips what is done), run in order:
 ``weights`` The run's table of learned weights (``fit_learned_weights.py``: ``--weights-count``
             calibration micrographs drawn from the spread with their own seed, the network
             once and as the ensemble, the default pipeline, least-squares weights per band of
-            frequency against the truth), written into the run's record: ``default`` below
-            and the exported model use it.
+            frequency against the truth; the shipped recipe, ``SHIPPED_RECIPE``: the binned
+            pass and what the gain dropped as parts, sums inside the FRC's edge window, a table
+            per pixel-size group), written into the run's record: ``default`` below and the
+            exported model use it.
 ``score``   Each held-out micrograph, divided by its 95th percentile (the store's
             normalisation; PSNR peak 1): the noisy input, the best Gaussian (σ chosen with the
             truth), the oracle Wiener filter (``cryostream.metrics.wiener_oracle``), Topaz's
@@ -341,14 +343,15 @@ def stage_score(args, work: Path, results: dict) -> None:
 
 def stage_weights(args, work: Path, results: dict) -> None:
     """The run's table of learned weights (``fit_learned_weights.py``), into its record."""
-    from fit_learned_weights import PIXEL_GROUPS, fit, write_tables
+    from fit_learned_weights import PIXEL_GROUPS, SHIPPED_RECIPE, fit, write_tables
 
     use_compilation_cache(work)
+    recipe = SHIPPED_RECIPE | ({"rows": 1} if args.smoke else {})  # a smoke run's 4 micrographs
     options = argparse.Namespace(model=str(work / args.run), work=work / "weights",
-                                 count=args.weights_count, shape=args.shape, rows=8,
-                                 by_size="scale", pixel_groups=PIXEL_GROUPS,
+                                 count=args.weights_count, shape=args.shape, **recipe,
+                                 pixel_groups=2 if args.smoke else PIXEL_GROUPS,
                                  seed=args.seed + 2, workers=args.workers,
-                                 high_signal_share=args.high_signal_share)
+                                 high_signal_share=args.high_signal_share, no_in_sample=False)
     fitted = fit(options)
     write_tables(fitted["model"], fitted["tables"], None, fitted)
     results["weights"] = {k: v for k, v in fitted.items() if k != "micrographs"}
