@@ -1,6 +1,7 @@
 """``cryostream fit`` from the shipped general model against from scratch.
 
-Simulated micrographs (the default simulator: 50 e/Å², EMPIAR-10025-like optics), ``--count``
+Simulated micrographs (the default simulator, EMPIAR-10025-like optics, at ``--dose``: 50 e/Å²
+by default), ``--count``
 of them, the last ``--held-out`` kept aside with their truth. Both runs fit the same store
 (``cryostream.fit``: matched noise α 1 measured on the micrographs, the residual ``unet``,
 ``TrainConfig``'s defaults but ``--batch`` patches of ``--patch`` px) over one schedule of
@@ -18,6 +19,10 @@ micrograph's 95th percentile (the store's normalisation), peak 1. Beside them th
 the oracle Wiener filter and the shipped general model itself (``cryostream denoise`` with no
 ``--model``). The answer: the fewest general-start steps whose PSNR reaches the
 from-scratch final PSNR, and their share of the from-scratch steps (the issue asks ≤ 1/3).
+
+``--inherit`` scores the general-start run's last checkpoint again with the general model's
+table of learned weights in its record (what a fit would get if it inherited the table), and
+the default less the weights; these and the baselines with their FRC by band.
 
 Prints one JSON object and writes it to ``OUT/bench_fit.json`` (rewritten after each stage, so
 a cut-off run leaves what it measured). The work folder (``--work``, outside OUT) keeps the
@@ -67,28 +72,71 @@ def use_compilation_cache(folder: Path) -> str:
 def simulated(work: Path, args) -> tuple[list[Path], list[Path]]:
     """The micrographs and their truths (simulated once, reused by a rerun)."""
     import cryostream
+    from cryostream.config import SimulateConfig
 
-    root = work / "sim"
+    root = work / f"sim_{args.dose:g}e"
     if not (root / "simulate.json").exists():
         shutil.rmtree(root, ignore_errors=True)
-        cryostream.simulate(root, args.count, shape=(args.size, args.size), seed=args.seed)
+        cryostream.simulate(root, args.count, config=SimulateConfig(
+            shape=(args.size, args.size), seed=args.seed, dose_e_per_angstrom2=args.dose))
     mics = sorted((root / "micrographs").glob("*.mrc"))
     return mics, [root / "truth" / m.name for m in mics]
 
 
-def scores(model: str, held_out: list[Path], truths: list[Path]) -> list[float]:
-    """PSNR against the truth of the default recipe's output, per held-out micrograph."""
+def scores(model: str, held_out: list[Path], truths: list[Path], config=None,
+           bands: list | None = None) -> list[float]:
+    """PSNR against the truth of the default recipe's output (or ``config``'s), per held-out
+    micrograph; with ``bands`` (a list), each micrograph's FRC by band appended to it."""
     import mrcfile
+    from quality_common import summarise_frc
 
     import cryostream
-    from cryostream.metrics import psnr
+    from cryostream.metrics import frc, psnr
 
-    out = cryostream.denoise(model, held_out)
+    out = cryostream.denoise(model, held_out, config=config)
     values = []
     for i, (noisy, truth) in enumerate(zip(held_out, truths, strict=True)):
         scale = np.float32(np.percentile(mrcfile.read(noisy), 95))
-        values.append(round(psnr(np.asarray(out[i]) / scale, mrcfile.read(truth) / scale), 3))
+        image, x = np.asarray(out[i]) / scale, mrcfile.read(truth) / scale
+        values.append(round(psnr(image, x), 3))
+        if bands is not None:
+            bands.append(summarise_frc(*frc(image, x))["bands"])
     return values
+
+
+def frc_bands(held_out: list[Path], truths: list[Path]) -> list:
+    """The noisy input's FRC with the truth by band, per held-out micrograph."""
+    import mrcfile
+    from quality_common import summarise_frc
+
+    from cryostream.metrics import frc
+
+    return [summarise_frc(*frc(mrcfile.read(n), mrcfile.read(t)))["bands"]
+            for n, t in zip(held_out, truths, strict=True)]
+
+
+def with_table(run: Path, step: int, table_from: str, exports: Path, held_out, truths) -> dict:
+    """A run's checkpoint scored as it is and with ``table_from``'s learned weights in its
+    record (what a fit from that model would inherit): PSNR and FRC by band, the default
+    recipe, and the default less the learned weights."""
+    from cryostream import DenoiseConfig, load_model
+    from cryostream.denoise.network import model_record
+    from cryostream.models.export import export_params
+
+    model, record = load_model(run, step=step)
+    table = model_record(table_from).learned_weights
+    found = {}
+    for label, rec in (("own", record), ("inherited", dataclasses.replace(record, learned_weights=table))):
+        path = export_params(model, rec, exports / f"{label}_{step}.npz")
+        for name, config in (("default", None), ("unweighted", DenoiseConfig(learned_weights=False))):
+            if label == "own" and name == "unweighted":
+                continue  # a run with no table: the same as its default
+            bands: list = []
+            values = scores(str(path), held_out, truths, config, bands)
+            found[f"{label}_{name}"] = {"psnr": round(float(np.mean(values)), 3), "each": values,
+                                        "frc_bands": np.round(np.mean(bands, 0), 4).tolist()}
+            log(f"{label} table, {name}: {found[f'{label}_{name}']}")
+    return found
 
 
 def baselines(held_out: list[Path], truths: list[Path]) -> dict:
@@ -140,6 +188,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scratch-at", type=int, nargs="+")
     ap.add_argument("--general-at", type=int, nargs="+")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dose", type=float, default=50.0, help="e/Å² of the simulated micrographs")
+    ap.add_argument("--inherit", action="store_true", help="also score the general-start run's "
+                    "last checkpoint with the general model's learned weights (and FRC by band)")
     args = ap.parse_args(argv)
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
@@ -175,8 +226,11 @@ def main(argv=None) -> int:
     held_truths = truths[-args.held_out:]
     results["baselines"] = {k: round(float(np.mean(v)), 3)
                             for k, v in baselines(held_out, held_truths).items()}
-    results["baselines"]["general_model_unfitted"] = round(float(np.mean(
-        scores("general", held_out, held_truths))), 3)  # cryostream denoise with no --model
+    unfitted_bands: list = []
+    results["baselines"]["general_model_unfitted"] = round(float(np.mean(scores(
+        "general", held_out, held_truths, bands=unfitted_bands))), 3)  # denoise, no --model
+    results["frc_bands"] = {"noisy": np.round(np.mean(frc_bands(held_out, held_truths), 0), 4).tolist(),
+                            "general_model_unfitted": np.round(np.mean(unfitted_bands, 0), 4).tolist()}
     log(f"{len(train_mics)} micrographs to fit, {len(held_out)} held out; "
         f"baselines {results['baselines']}")
     save("simulate", t0)
@@ -227,8 +281,13 @@ def main(argv=None) -> int:
         "share_of_scratch_steps": None if steps is None else round(steps / max(args.scratch_at), 3),
         "at_most_a_third": steps is not None and 3 * steps <= max(args.scratch_at)}
     save("score_general", t0)
-    print(json.dumps({k: results[k] for k in ("device", "baselines", "scratch", "general",
-                                              "answer", "seconds")}, indent=1))
+    if args.inherit:
+        t0 = time.perf_counter()
+        results["tables"] = with_table(runs["general"], max(args.general_at), "general", exports,
+                                       held_out, held_truths)
+        save("score_tables", t0)
+    print(json.dumps({k: results.get(k) for k in ("device", "baselines", "frc_bands", "scratch",
+                                                  "general", "answer", "tables", "seconds")}, indent=1))
     return 0
 
 
