@@ -25,8 +25,8 @@ table of learned weights in its record (what a fit would get if it inherited the
 the default less the weights; these and the baselines with their FRC by band.
 
 Prints one JSON object and writes it to ``OUT/bench_fit.json`` (rewritten after each stage, so
-a cut-off run leaves what it measured). The work folder (``--work``, outside OUT) keeps the
-micrographs, the store, the runs and the compilation cache.
+a cut-off run leaves what it measured). The work folder (``--work``, outside OUT; a folder per
+``--dose`` in it) keeps the micrographs, the store, the runs and the compilation cache.
 
 One H200 (≤ 8 min: the full-size step compiles once, ≈135 s)::
 
@@ -74,7 +74,7 @@ def simulated(work: Path, args) -> tuple[list[Path], list[Path]]:
     import cryostream
     from cryostream.config import SimulateConfig
 
-    root = work / f"sim_{args.dose:g}e"
+    root = work / "sim"
     if not (root / "simulate.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         cryostream.simulate(root, args.count, config=SimulateConfig(
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    work = Path(args.work or f"/tmp/cryostream-bench-fit{'-tiny' if args.tiny else ''}")
+    work = Path(args.work or f"/tmp/cryostream-bench-fit{'-tiny' if args.tiny else ''}") / f"{args.dose:g}e"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

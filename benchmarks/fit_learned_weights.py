@@ -29,7 +29,8 @@ binned by 2, :mod:`cryostream.denoise.binned`); its sums hold what the gain drop
 ``--dropped`` weighs as a fourth part. ``--taper 0.2`` takes the sums inside the FRC's edge
 window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
 instead of scaling one. The shipped table is all of these (:data:`SHIPPED_RECIPE`, seed 2, 96
-micrographs; ``h200_learned_weights_fit_dropped_taper.json``). CPU smoke run: ``--count 4
+micrographs), fitted from the sums of ``h200_learned_weights_fit_dropped_taper.json`` (whose
+own table, from that call, was scaled; see below). CPU smoke run: ``--count 4
 --shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a results file's sums, without the
 GPU: ``--from OUT/learned_weights.json --out OUT2 --export OUT2/general_model.npz``. The shipped
 table is ``--from docs/results/general_model/h200_learned_weights_fit_dropped_taper.json
@@ -379,7 +380,7 @@ def parse_args(argv=None):
                     "four parts)")
     ap.add_argument("--taper", type=float, default=0.0, help="compare the parts with the "
                     "truth inside cryostream.metrics.edge_taper's window of this margin (0, the "
-                    f"whole image, as the shipped table; {FRC_TAPER}: as the FRC, which leaves "
+                    f"whole image; {FRC_TAPER}: as the FRC and the shipped table, which leaves "
                     "out the jump between opposite edges: docs/research.md)")
     ap.add_argument("--no-in-sample", action="store_true", help="skip the calibration "
                     "micrographs' PSNR with the new tables (half the time)")
@@ -396,6 +397,8 @@ def parse_args(argv=None):
                  "sums were taken with their own --taper)")
     if args.work is None and args.source is None:
         ap.error("--work is needed (or --from to fit again from stored sums)")
+    if args.export is not None and args.export.parent.exists() and not args.export.parent.is_dir():
+        ap.error(f"--export {args.export}: {args.export.parent} is a file, not a folder")
     return args
 
 
@@ -403,8 +406,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     result = fit(args) if args.source is None else refit(args)
+    sums = args.out / "learned_weights.json"
+    sums.write_text(json.dumps(result, indent=1, default=str))  # the sums kept if the export fails
     result["written"] = write_tables(result["model"], result["tables"], args.export, result)
-    (args.out / "learned_weights.json").write_text(json.dumps(result, indent=1, default=str))
+    sums.write_text(json.dumps(result, indent=1, default=str))
     before = {k: np.mean([m["psnr"][k] for m in result["micrographs"]]) for k in ("single", "ensemble")}
     measured = all("psnr_after" in m for m in result["micrographs"])
     after = {k: np.mean([m["psnr_after"][k] for m in result["micrographs"]]) if measured
