@@ -102,7 +102,7 @@ def read_micrograph(path) -> tuple[np.ndarray, float]:
     return read_rows(header, 0, header.shape[0]), header.pixel_size_angstrom or 1.0
 
 
-def network_output(run, image: np.ndarray, percentile: float, tile: int) -> np.ndarray:
+def network_output(run, image: np.ndarray, percentile: float, tile: int | None) -> np.ndarray:
     """The run's network on a whole micrograph, in units of ``percentile`` (as in training)."""
     import dask.array as da
 

@@ -47,7 +47,7 @@ def test_split_section(a: dict) -> list[str]:
     return lines + [""]
 
 
-def truth_section(run, record, selection: TruthSelection, out: Path, tile: int, report: dict,
+def truth_section(run, record, selection: TruthSelection, out: Path, tile: int | None, report: dict,
                   denoised=None) -> list[str]:
     """Score whole simulated micrographs against their ground truth; figures and markdown.
 
@@ -150,7 +150,7 @@ def _written_default(denoised, noisy_path: Path, run: str, record,
     return read_micrograph(path)[0] / scale, found
 
 
-def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> list[str]:
+def residual_section(run, record, paths, out: Path, report: dict, tile: int | None) -> list[str]:
     """The residual of each micrograph in ``paths`` (Noisier2Noise-corrected for runs trained
     on noisy micrographs): numbers, figures and markdown."""
     from cryostream.config import DenoiseConfig
@@ -194,7 +194,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int) -> 
 
 
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
-             tile: int = 512, residual=None, denoised=None) -> dict:
+             tile: int | None = None, residual=None, denoised=None) -> dict:
     """Write an evaluation report (``report.md``, ``report.json``, figures) to ``output``.
 
     ``run`` is a run folder, an exported ``.npz`` or a shipped model's name (``"general"``).
@@ -214,7 +214,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     (Noisier2Noise-corrected for runs trained on noisy micrographs) and the residual checked
     with :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this
     model's default outputs from :func:`cryostream.denoise` (with their records), scored as
-    the default recipe instead of denoising the truth section's micrographs again.
+    the default recipe instead of denoising the truth section's micrographs again. ``tile``:
+    the denoising window's core, px (None: chosen for the micrograph and the device, as
+    :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
 
     Progress goes to the ``cryostream`` logger: the test split's time, and one note per
     micrograph (its seconds, the fitted defocus and whether the CTF check passed where the
@@ -273,7 +275,7 @@ def staged_report(out: Path):
 
 
 def _write_report(run, record, store, out: Path, selection: TruthSelection | None,
-                  residual: list, *, patches: int, tile: int, denoised) -> dict:
+                  residual: list, *, patches: int, tile: int | None, denoised) -> dict:
     """The sections of :func:`evaluate`'s report, written into ``out``; the report's values."""
     from cryostream.baselines import topaz_available
 
