@@ -27,8 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_library_flag(p, "--patches", EVALUATE, "patches", "test patches scored", type=int)
     add_library_flag(p, "--micrographs", EVALUATE, "micrographs", "simulated micrographs scored",
                      type=int)
-    p.add_argument("--tile", type=int, metavar="PX", help="denoising window core, px (default: "
-                   "chosen for the micrograph and the device, as denoise does)")
+    add_library_flag(p, "--tile", EVALUATE, "tile", "denoising window core, px; None: chosen for "
+                     "the micrograph and the device, as denoise does", type=int)
     p.add_argument("--residual", nargs="+", metavar="MRC",
                    help="micrographs (real ones too) whose residual input − output is checked "
                    "against their measured noise")
