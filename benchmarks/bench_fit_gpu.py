@@ -21,8 +21,9 @@ the oracle Wiener filter and the shipped general model itself (``cryostream deno
 from-scratch final PSNR, and their share of the from-scratch steps (the issue asks ≤ 1/3).
 
 ``--inherit`` scores the general-start run's last checkpoint again with the general model's
-table of learned weights in its record (what a fit would get if it inherited the table), and
-the default less the weights; these and the baselines with their FRC by band.
+table of learned weights in its record (what a fit would get if it inherited the table); these
+and the baselines with their FRC by band. (The results of 2026-12-03 also hold
+``inherited_unweighted``, the same as ``own_default`` to the digit: no longer scored twice.)
 
 Prints one JSON object and writes it to ``OUT/bench_fit.json`` (rewritten after each stage, so
 a cut-off run leaves what it measured). The work folder (``--work``, outside OUT; a folder per
@@ -83,17 +84,17 @@ def simulated(work: Path, args) -> tuple[list[Path], list[Path]]:
     return mics, [root / "truth" / m.name for m in mics]
 
 
-def scores(model: str, held_out: list[Path], truths: list[Path], config=None,
+def scores(model: str, held_out: list[Path], truths: list[Path],
            bands: list | None = None) -> list[float]:
-    """PSNR against the truth of the default recipe's output (or ``config``'s), per held-out
-    micrograph; with ``bands`` (a list), each micrograph's FRC by band appended to it."""
+    """PSNR against the truth of the default recipe's output, per held-out micrograph; with
+    ``bands`` (a list), each micrograph's FRC by band appended to it."""
     import mrcfile
     from quality_common import summarise_frc
 
     import cryostream
     from cryostream.metrics import frc, psnr
 
-    out = cryostream.denoise(model, held_out, config=config)
+    out = cryostream.denoise(model, held_out)
     values = []
     for i, (noisy, truth) in enumerate(zip(held_out, truths, strict=True)):
         scale = np.float32(np.percentile(mrcfile.read(noisy), 95))
@@ -117,9 +118,10 @@ def frc_bands(held_out: list[Path], truths: list[Path]) -> list:
 
 def with_table(run: Path, step: int, table_from: str, exports: Path, held_out, truths) -> dict:
     """A run's checkpoint scored as it is and with ``table_from``'s learned weights in its
-    record (what a fit from that model would inherit): PSNR and FRC by band, the default
-    recipe, and the default less the learned weights."""
-    from cryostream import DenoiseConfig, load_model
+    record (what a fit from that model would inherit): PSNR and FRC by band of the default
+    recipe. (The default less the weights is the run's own default: a fitted run has no
+    table.)"""
+    from cryostream import load_model
     from cryostream.denoise.network import model_record
     from cryostream.models.export import export_params
 
@@ -128,14 +130,11 @@ def with_table(run: Path, step: int, table_from: str, exports: Path, held_out, t
     found = {}
     for label, rec in (("own", record), ("inherited", dataclasses.replace(record, learned_weights=table))):
         path = export_params(model, rec, exports / f"{label}_{step}.npz")
-        for name, config in (("default", None), ("unweighted", DenoiseConfig(learned_weights=False))):
-            if label == "own" and name == "unweighted":
-                continue  # a run with no table: the same as its default
-            bands: list = []
-            values = scores(str(path), held_out, truths, config, bands)
-            found[f"{label}_{name}"] = {"psnr": round(float(np.mean(values)), 3), "each": values,
-                                        "frc_bands": np.round(np.mean(bands, 0), 4).tolist()}
-            log(f"{label} table, {name}: {found[f'{label}_{name}']}")
+        bands: list = []
+        values = scores(str(path), held_out, truths, bands)
+        found[f"{label}_default"] = {"psnr": round(float(np.mean(values)), 3), "each": values,
+                                     "frc_bands": np.round(np.mean(bands, 0), 4).tolist()}
+        log(f"{label} table: {found[f'{label}_default']}")
     return found
 
 

@@ -221,7 +221,7 @@ def fit(args) -> dict:
         rows = list(ex.map(sums_one, jobs))
     tables, bases = fit_tables(rows, args, record)
     after = {}
-    if not getattr(args, "no_in_sample", False):
+    if not args.no_in_sample:
         with pool(args.workers) as ex:
             after = dict(zip([r["index"] for r in rows],
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
@@ -255,7 +255,7 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
         sums = [WeightSums(r[kind]["snr"], np.asarray(r[kind]["sums"]), r["pixel_size"])
                 for r in rows]
         held = min(s.parts for s in sums)  # files of several runs may hold different parts
-        parts = 4 if getattr(args, "dropped", False) else min(held, 3)
+        parts = 4 if args.dropped else min(held, 3)
         if held < parts:
             raise SystemExit("--dropped: some sums were taken without --binned-pass, or before "
                              "the part was summed; fit them apart")
