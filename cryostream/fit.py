@@ -14,7 +14,6 @@ its progress through :mod:`logging` (the ``cryostream`` logger).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -27,14 +26,14 @@ from pathlib import Path
 from cryostream._version import __version__
 from cryostream.budget import Budget
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
-from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
-from cryostream.io.mrc import file_changes, same_paths, warn_mixed_pixel_sizes
+from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.fit_run import FIT_RECORD, STORE_RECORD, check_run, clear_run, make_store, write_json
+from cryostream.io.mrc import warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, read_headers
 from cryostream.patches import patch_to_fit
 from cryostream.prepare import MODEL_MULTIPLE
-from cryostream.prepare import prepare as prepare_store
-from cryostream.prepare_output import check_patch_size, fingerprint
-from cryostream.progress import PrepareProgress, TrainProgress
+from cryostream.prepare_output import check_patch_size
+from cryostream.progress import TrainProgress
 from cryostream.runs import checkpoint_steps
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
@@ -50,14 +49,8 @@ RECIPE_NOISE = NoiseConfig(model="matched", alpha=1.0, mode="on-device")
 #: The training of the validated recipe (``train --model unet --residual``), the rest
 #: :class:`~cryostream.config.TrainConfig`'s defaults. The shipped general model has this shape.
 RECIPE_TRAIN = TrainConfig(model="unet", residual=True)
-#: What a fit was asked for, in its run folder: a different request is refused.
-FIT_RECORD = "fit.json"
-#: In the work folder: the fingerprint of the complete store (its inputs, their sizes and times).
-STORE_RECORD = "store.json"
 #: The store's file name in the work folder.
 STORE_NAME = "data.h5"
-#: What a run folder holds that ``overwrite`` replaces (other files are left alone).
-_RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
 
 
 def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareConfig:
@@ -225,7 +218,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     request = {"kind": "FitRecord", "cryostream_version": __version__,
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config)}
-    fresh = _check_run(run, request, overwrite)
+    fresh = check_run(run, request, overwrite)
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
                          f"from {init}" if init else "from scratch")
@@ -254,14 +247,14 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     run.mkdir(parents=True, exist_ok=True)
     _log.info("work folder: %s (the store, kept for resuming)", work)
     try:
-        _make_store(paths, store, prep, headers, overwrite, permissive)
+        make_store(paths, store, prep, headers, overwrite, permissive)
     except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind
         for path in created:
             shutil.rmtree(path, ignore_errors=True)
         raise
     if fresh:  # an earlier run in the folder goes only once the new store is made
-        _clear(run)
-    _write_json(run / FIT_RECORD, request)
+        clear_run(run)
+    write_json(run / FIT_RECORD, request)
 
     result = None
     remaining = None if parsed is None or parsed.minutes is None else \
@@ -332,87 +325,3 @@ def _start_label(start, run: Path) -> str:
         raise ConfigError(f"start={str(start)!r} (--from): that is the output run itself; to "
                           "continue it, run the same command without --from changes")
     return str(path)
-
-
-def _check_run(run: Path, request: dict, overwrite: bool) -> bool:
-    """Whether ``run`` starts afresh (True) or continues the same fit (False); refuses a run
-    folder of another request unless ``overwrite``, naming what differs."""
-    if run.exists() and not run.is_dir():
-        raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
-    if not run.is_dir() or not any(run.iterdir()):
-        return True
-    record = run / FIT_RECORD
-    if not record.is_file():
-        if overwrite or [p.name for p in run.iterdir()] == ["work"]:
-            return True  # (a first fit stopped while its store was made: start it again)
-        raise StoreError(f"{run}: holds files but no {FIT_RECORD} (not a fit's run folder); "
-                         "choose another folder (-o), or pass overwrite=True (--overwrite) to "
-                         "replace its run")
-    try:
-        old = json.loads(record.read_text())
-    except (OSError, ValueError) as exc:
-        if overwrite:
-            return True
-        raise StoreError(f"{record}: damaged ({exc}); pass overwrite=True (--overwrite) to "
-                         "start again") from None
-    changes = _differences(old, request)
-    if changes and not overwrite:
-        raise ConfigError(f"{run}: holds a fit of other inputs or options (changed: "
-                          f"{'; '.join(changes)}); to continue that fit give it the inputs and "
-                          "options it was made with, choose another folder (-o) for this one, "
-                          "or pass overwrite=True (--overwrite) to train this one there from "
-                          "the start (the run in it is replaced)")
-    return bool(changes) or overwrite
-
-
-def _differences(old, new: dict) -> list[str]:
-    """What ``new`` changes of the fit ``old`` (a longer or shorter training may continue)."""
-    if not isinstance(old, dict):
-        return ["the record is not a JSON object"]
-    changes = [f"inputs: {file_changes(old.get('inputs'), new['inputs'])}"] * (
-        not same_paths(old.get("inputs"), new["inputs"]))  # .. or a link: the same files
-    changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
-    changes += [key for key in ("prepare",) if old.get(key) != new[key]]
-    before = old.get("train") if isinstance(old.get("train"), dict) else {}
-    changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
-                if k != "steps" and before.get(k) != v]
-    return changes
-
-
-def _clear(run: Path) -> None:
-    """Remove a run's own files (``overwrite``); anything else in the folder stays."""
-    for name in _RUN_FILES:
-        path = run / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _write_json(path: Path, value: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=2, sort_keys=True))
-    os.replace(partial, path)
-
-
-def _make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
-                permissive: bool) -> None:
-    """Prepare the store, or keep it when it is complete and made from these very inputs."""
-    stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
-    record = store.parent / STORE_RECORD
-    if store.is_file() and record.is_file():
-        try:
-            if json.loads(record.read_text()) == stamp:
-                _log.info("the store %s is complete and its micrographs unchanged: kept", store)
-                return
-        except (OSError, ValueError):
-            pass
-    if store.exists():
-        _log.info("the store %s was made from other micrographs or options: preparing it again",
-                  store)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    record.unlink(missing_ok=True)
-    with PrepareProgress(len(paths)):
-        prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
-                      permissive=permissive, progress=False, log=_log.info)
-    _write_json(record, stamp)

@@ -1,0 +1,114 @@
+"""A fit's run folder and work folder: whether a call continues the fit in them or starts
+afresh (``fit.json``, the request), and the store kept between calls (``store.json``, its
+fingerprint)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from cryostream.config import PrepareConfig
+from cryostream.errors import ConfigError, StoreError
+from cryostream.io.mrc import file_changes, same_paths
+from cryostream.prepare import prepare as prepare_store
+from cryostream.prepare_output import fingerprint
+from cryostream.progress import PrepareProgress
+
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "clear_run", "write_json",
+           "make_store"]
+
+#: What a fit was asked for, in its run folder: a different request is refused.
+FIT_RECORD = "fit.json"
+#: In the work folder: the fingerprint of the complete store (its inputs, their sizes and times).
+STORE_RECORD = "store.json"
+#: What a run folder holds that ``overwrite`` replaces (other files are left alone).
+RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
+
+_log = logging.getLogger("cryostream")
+
+
+def check_run(run: Path, request: dict, overwrite: bool) -> bool:
+    """Whether ``run`` starts afresh (True) or continues the same fit (False); refuses a run
+    folder of another request unless ``overwrite``, naming what differs."""
+    if run.exists() and not run.is_dir():
+        raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
+    if not run.is_dir() or not any(run.iterdir()):
+        return True
+    record = run / FIT_RECORD
+    if not record.is_file():
+        if overwrite or [p.name for p in run.iterdir()] == ["work"]:
+            return True  # (a first fit stopped while its store was made: start it again)
+        raise StoreError(f"{run}: holds files but no {FIT_RECORD} (not a fit's run folder); "
+                         "choose another folder (-o), or pass overwrite=True (--overwrite) to "
+                         "replace its run")
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        if overwrite:
+            return True
+        raise StoreError(f"{record}: damaged ({exc}); pass overwrite=True (--overwrite) to "
+                         "start again") from None
+    changes = _differences(old, request)
+    if changes and not overwrite:
+        raise ConfigError(f"{run}: holds a fit of other inputs or options (changed: "
+                          f"{'; '.join(changes)}); to continue that fit give it the inputs and "
+                          "options it was made with, choose another folder (-o) for this one, "
+                          "or pass overwrite=True (--overwrite) to train this one there from "
+                          "the start (the run in it is replaced)")
+    return bool(changes) or overwrite
+
+
+def _differences(old, new: dict) -> list[str]:
+    """What ``new`` changes of the fit ``old`` (a longer or shorter training may continue)."""
+    if not isinstance(old, dict):
+        return ["the record is not a JSON object"]
+    changes = [f"inputs: {file_changes(old.get('inputs'), new['inputs'])}"] * (
+        not same_paths(old.get("inputs"), new["inputs"]))  # .. or a link: the same files
+    changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
+    changes += [key for key in ("prepare",) if old.get(key) != new[key]]
+    before = old.get("train") if isinstance(old.get("train"), dict) else {}
+    changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
+                if k != "steps" and before.get(k) != v]
+    return changes
+
+
+def clear_run(run: Path) -> None:
+    """Remove a run's own files (``overwrite``); anything else in the folder stays."""
+    for name in RUN_FILES:
+        path = run / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def write_json(path: Path, value: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=2, sort_keys=True))
+    os.replace(partial, path)
+
+
+def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
+                permissive: bool) -> None:
+    """Prepare the store, or keep it when it is complete and made from these very inputs."""
+    stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
+    record = store.parent / STORE_RECORD
+    if store.is_file() and record.is_file():
+        try:
+            if json.loads(record.read_text()) == stamp:
+                _log.info("the store %s is complete and its micrographs unchanged: kept", store)
+                return
+        except (OSError, ValueError):
+            pass
+    if store.exists():
+        _log.info("the store %s was made from other micrographs or options: preparing it again",
+                  store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)
+    with PrepareProgress(len(paths)):
+        prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
+                      permissive=permissive, progress=False, log=_log.info)
+    write_json(record, stamp)
