@@ -79,7 +79,8 @@ def simulated(work: Path, args) -> tuple[list[Path], list[Path]]:
     if not (root / "simulate.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         cryostream.simulate(root, args.count, config=SimulateConfig(
-            shape=(args.size, args.size), seed=args.seed, dose_e_per_angstrom2=args.dose))
+            shape=(args.size, args.size), seed=args.seed, dose_e_per_angstrom2=args.dose,
+            **({"pixel_size_angstrom": args.pixel} if getattr(args, "pixel", None) else {})))
     mics = sorted((root / "micrographs").glob("*.mrc"))
     return mics, [root / "truth" / m.name for m in mics]
 
