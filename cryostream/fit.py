@@ -26,8 +26,16 @@ from pathlib import Path
 from cryostream._version import __version__
 from cryostream.budget import Budget
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
-from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.fit_run import FIT_RECORD, STORE_RECORD, check_run, clear_run, make_store, write_json
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.fit_run import (
+    FIT_RECORD,
+    STORE_RECORD,
+    check_run,
+    clear_run,
+    made_from_scratch,
+    make_store,
+    write_json,
+)
 from cryostream.io.mrc import warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, read_headers
 from cryostream.patches import patch_to_fit
@@ -38,8 +46,8 @@ from cryostream.runs import checkpoint_steps
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
-__all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget", "FitResult",
-           "recipe", "fit", "given_inputs"]
+__all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "FIT_RECORD", "STORE_RECORD",
+           "Budget", "FitResult", "recipe", "fit", "given_inputs"]
 
 _log = logging.getLogger("cryostream")
 
@@ -49,6 +57,14 @@ RECIPE_NOISE = NoiseConfig(model="matched", alpha=1.0, mode="on-device")
 #: The training of the validated recipe (``train --model unet --residual``), the rest
 #: :class:`~cryostream.config.TrainConfig`'s defaults. The shipped general model has this shape.
 RECIPE_TRAIN = TrainConfig(model="unet", residual=True)
+#: How a fit trains from the general model (the default): gently (a tenth of the recipe's
+#: learning rate, 600 steps) on recorrupted targets (``y − m/α`` against ``y + α·m``, ``m`` the
+#: store's matched noise; Pang et al., CVPR 2021), so the network's output still estimates the
+#: clean micrograph, as the general model's does, and the general model's table of learned
+#: weights still applies (:func:`~cryostream.warm_start.inherited_weights`).
+FINETUNE_TRAIN = dataclasses.replace(RECIPE_TRAIN, recorrupt=True, learning_rate=1e-4, steps=600)
+#: Where a fit starts when ``start`` and ``train`` are not given.
+DEFAULT_START = "general"
 #: The store's file name in the work folder.
 STORE_NAME = "data.h5"
 
@@ -101,6 +117,9 @@ class FitResult:
     kept : str or None
         Why nothing was trained though steps were asked for: the run already had more than
         them (and what to do instead); ``None`` otherwise.
+    recorrupt : bool
+        Whether the run trains on recorrupted targets (its output estimates the clean
+        micrograph, so its test PSNR against a noisy target is under the input's by design).
     """
 
     run: Path
@@ -115,6 +134,7 @@ class FitResult:
     next_command: str
     resumed_at: int = 0
     kept: str | None = None
+    recorrupt: bool = False
 
     @property
     def finished(self) -> bool:
@@ -124,8 +144,10 @@ class FitResult:
     @property
     def under_input(self) -> bool:
         """Whether the network still scores under the noisy input on the held-out patches
-        (against the noisy target of self-supervision it starts there, and should end above)."""
-        return self.eval.get("psnr", math.inf) < self.eval.get("noisy_psnr", -math.inf)
+        (against the noisy target of Noisier2Noise it starts there, and should end above; not
+        asked of recorrupted training, whose output is compared with a noisy target)."""
+        return not self.recorrupt and \
+            self.eval.get("psnr", math.inf) < self.eval.get("noisy_psnr", -math.inf)
 
     def summary(self) -> str:
         """The lines the command prints (the test PSNR only for a network still under the
@@ -134,7 +156,8 @@ class FitResult:
         at = f"step {self.steps} of {self.target_steps}"
         if self.steps > self.resumed_at:
             what = (f"continued {self.run} from step {self.resumed_at}" if self.resumed_at
-                    else f"fitted {self.run} from {self.start or 'scratch'}")
+                    else f"fitted {self.run} from " + ("the general model" if self.start ==
+                                                         DEFAULT_START else self.start or "scratch"))
             head = f"{what}: {at}{loss}, {self.seconds:.0f} s"
         else:
             head = "nothing trained: " + (self.kept or f"{self.run} is at {at}" + (
@@ -143,7 +166,9 @@ class FitResult:
                  "continue")
         under = (f"\nthe network still scores under the noisy input on held-out patches (test "
                  f"PSNR {self.eval['psnr']:.2f} against {self.eval['noisy_psnr']:.2f} dB): train "
-                 "it further (a larger --budget, or --from general)" if self.under_input else "")
+                 "it further (a larger --budget)" + (", or fit the general model (the default: no "
+                                                     "--from scratch, no --model)" * (not self.start))
+                 if self.under_input else "")
         return (f"{head}{state}{under}\nthe store in {self.store.parent} "
                 f"({format_bytes(self.store_bytes)}) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
@@ -163,16 +188,22 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     run : path-like
         The run folder: what ``cryostream train`` writes, and ``fit.json`` (this request).
     start : str or path-like, optional
-        Start from ``"general"`` (the shipped model), a run folder or an exported ``.npz``
-        instead of random parameters; its network must be this run's. Recorded as
-        ``TrainConfig.init`` in the run's ``config.json``.
+        ``"general"`` (the shipped model; the default), a run folder or an exported ``.npz``
+        (its network must be this run's), or ``"scratch"`` (random parameters). Recorded as
+        ``TrainConfig.init`` in the run's ``config.json``. Without ``start`` and ``train``, the
+        fit fine-tunes the general model (:data:`FINETUNE_TRAIN`) and keeps its learned
+        weights; a run folder that holds a fit made from scratch before that was the default
+        continues as it was made.
     budget : str or Budget, optional
         ``"30m"``, ``"1.5h"`` or ``"2000steps"`` (:class:`Budget`); without it, ``train``'s
         ``steps`` and no time limit.
     work : path-like, optional
         Where the store goes (``WORK/data.h5``); ``RUN/work`` by default.
     train : TrainConfig, optional
-        The training; :data:`RECIPE_TRAIN` by default.
+        The training, as given (from ``start`` if given, else from ``train.init``). Without
+        it: :data:`FINETUNE_TRAIN` from the general model or from another model whose output
+        estimates the clean micrograph; :data:`RECIPE_TRAIN` from scratch or from a model
+        trained for Noisier2Noise.
     prepare : PrepareConfig, optional
         The store; :func:`recipe` for the micrographs' shape by default.
     overwrite : bool
@@ -205,23 +236,29 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     paths = [Path(h.path) for h in headers]
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
-    config = train or RECIPE_TRAIN
+    config = _training(start, train, run)
+    if start is None and train is None and not overwrite and made_from_scratch(run, RECIPE_TRAIN):
+        config = RECIPE_TRAIN  # a fit made when scratch was the default: continued as it was
     multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
     prep = prepare or recipe(headers[0].shape, multiple)
     check_patch_size(prep, multiple)
     if min(headers[0].shape) < prep.patch_size:
         raise ConfigError(f"patch_size={prep.patch_size}: larger than the micrographs "
                           f"({headers[0].shape[0]} × {headers[0].shape[1]}); use a smaller patch")
-    init = _start_label(start, run) if start is not None else config.init
-    config = dataclasses.replace(config, init=init,
-                                 steps=parsed.steps if parsed and parsed.steps else config.steps)
+    if config.recorrupt and prep.noise.model != "matched":
+        raise ConfigError(f"prepare.noise={prep.noise.model!r}: the training on recorrupted "
+                          "targets needs the micrographs' own (matched) noise; prepare with "
+                          "noise='matched' (the recipe's), or pass start='scratch'")
+    init = config.init
+    config = dataclasses.replace(config, steps=parsed.steps if parsed and parsed.steps else
+                                 config.steps)
     request = {"kind": "FitRecord", "cryostream_version": __version__,
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = check_run(run, request, overwrite)
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
-                         f"from {init}" if init else "from scratch")
+                         _start_words(config))
     if done >= config.steps:
         state = f"nothing to train: already at step {done} of {config.steps}"
     if done > config.steps:  # a smaller budget than before: the run keeps what it trained
@@ -284,7 +321,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                     final_loss=result.final_loss if result is not None else math.nan,
                     eval=result.eval if result is not None else {},
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
-                    resumed_at=done, kept=kept)
+                    resumed_at=done, kept=kept, recorrupt=config.recorrupt)
     _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
@@ -312,6 +349,33 @@ def _slow_note(config: TrainConfig) -> str | None:
         return "the full unet on a CPU takes {estimate}; a GPU is much faster"
     return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
             "arithmetic) or a GPU is much faster")
+
+
+def _training(start, train: TrainConfig | None, run: Path) -> TrainConfig:
+    """The training of a fit (see :func:`fit`'s ``start`` and ``train``), ``init`` set."""
+    from cryostream.denoise.network import model_record
+
+    if str(start) == "scratch":
+        return dataclasses.replace(train or RECIPE_TRAIN, init=None)
+    if train is not None:
+        return train if start is None else dataclasses.replace(train, init=_start_label(start, run))
+    init = _start_label(DEFAULT_START if start is None else start, run)
+    try:
+        clean = model_record(init).estimates_clean
+    except StoreError:  # no such model, or no record: start_params names what is wrong
+        clean = False
+    return dataclasses.replace(FINETUNE_TRAIN if clean else RECIPE_TRAIN, init=init)
+
+
+def _start_words(config: TrainConfig) -> str:
+    """Where a new fit starts and how it trains, in words."""
+    if config.init is None:
+        return "from scratch"
+    what = "the general model" if config.init == DEFAULT_START else config.init
+    if not config.recorrupt:
+        return f"from {what}"
+    return (f"from {what}, fine-tuned gently (recorrupted targets, learning rate "
+            f"{config.learning_rate:g}; its learned weights kept where it has them)")
 
 
 def _start_label(start, run: Path) -> str:

@@ -17,8 +17,8 @@ from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "clear_run", "write_json",
-           "make_store"]
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "made_from_scratch", "clear_run",
+           "write_json", "make_store"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
 FIT_RECORD = "fit.json"
@@ -73,6 +73,19 @@ def _differences(old, new: dict) -> list[str]:
     changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
                 if k != "steps" and before.get(k) != v]
     return changes
+
+
+def made_from_scratch(run: Path, recipe) -> bool:
+    """Whether ``run`` holds a fit of ``recipe`` (a :class:`~cryostream.config.TrainConfig`)
+    from scratch, its steps aside: the default before fits started from the general model."""
+    try:
+        old = json.loads((run / FIT_RECORD).read_text())["train"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    from cryostream.config import to_dict
+
+    want = {k: v for k, v in to_dict(recipe).items() if k != "steps"}
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "steps"} == want
 
 
 def clear_run(run: Path) -> None:

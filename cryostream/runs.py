@@ -132,6 +132,13 @@ class RunRecord:
         """Whether the run trained on recorrupted targets (no Noisier2Noise correction)."""
         return self.train.recorrupt
 
+    @property
+    def estimates_clean(self) -> bool:
+        """Whether the network's output estimates the clean micrograph: trained on targets
+        without added noise, or on recorrupted ones. (Trained on micrographs with added noise,
+        it estimates the micrograph, and denoising corrects it: Noisier2Noise.)"""
+        return self.noise.model == "none" or self.recorrupt
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of ``config.json`` (``path`` is not written)."""
         out = {"cryostream_version": self.version, "train": to_dict(self.train),

@@ -34,7 +34,7 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
-from cryostream.warm_start import matching_params, start_params
+from cryostream.warm_start import inherited_weights, matching_params, start_params
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
            "model_input", "make_train_step", "make_eval_step", "train"]
@@ -291,6 +291,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     graphdef, state = create_train_state(  # checked before anything is written
         model, tx, None if resuming else init_params,
         where=f"init={config.init!r}" if config.init else "init_params")
+    record = dataclasses.replace(record, learned_weights=load_record(run).learned_weights
+                                 if resuming else inherited_weights(record))
     manager = checkpoint_manager(run, config.keep_checkpoints, create=True)
     save_record(run, record)
     batch_sharding, replicated = _mesh_sharding()

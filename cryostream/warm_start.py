@@ -4,7 +4,8 @@ run, checked against the network they initialise.
 :func:`start_params` loads them (``TrainConfig.init``, ``cryostream fit --from``) and refuses a
 network of another shape; :func:`matching_params` puts any parameter tree into the tree of the
 network being trained, or names the first parameter that does not fit. The optimizer always
-starts fresh: only the parameters carry over.
+starts fresh: only the parameters carry over, and (:func:`inherited_weights`) the start's table
+of learned weights where the run's output keeps its meaning.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
-__all__ = ["describe_network", "same_network", "start_params", "matching_params"]
+__all__ = ["describe_network", "same_network", "start_params", "inherited_weights",
+           "matching_params"]
 
 
 def _bare(config):
@@ -79,6 +81,25 @@ def start_params(init: str, model_config):
                           f", this run's is {describe_network(model_config)}; start from a model "
                           "of the same shape (--model), or from scratch (no --from)")
     return nnx.split(model, nnx.Param)[1]
+
+
+def inherited_weights(record) -> dict | None:
+    """The table of learned weights a run of ``record`` (a
+    :class:`~cryostream.runs.RunRecord`) carries from the model it starts from
+    (``record.train.init``), or ``None``.
+
+    The table weighs the network's output as an estimate of the clean micrograph, against the
+    truth (:mod:`cryostream.denoise.weights`); a run that starts from a model with a table and
+    still estimates the clean micrograph (recorrupted targets, :attr:`RunRecord.estimates_clean
+    <cryostream.runs.RunRecord.estimates_clean>`) keeps it: a gentle fine-tuning from the
+    general model (``cryostream fit``'s default) denoises with the general model's recipe. A
+    run trained for Noisier2Noise estimates the noisy micrograph instead and has none.
+    """
+    from cryostream.denoise.network import model_record
+
+    if record.train.init is None or not record.estimates_clean:
+        return None
+    return model_record(record.train.init).learned_weights
 
 
 def matching_params(own, given, where: str = "the given parameters"):

@@ -13,9 +13,9 @@ import pytest
 
 import cryostream
 from cryostream.cli import main
-from cryostream.config import PrepareConfig, TrainConfig
+from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
-from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, Budget, given_inputs, recipe
+from cryostream.fit import FINETUNE_TRAIN, FIT_RECORD, RECIPE_TRAIN, Budget, given_inputs, recipe
 
 #: unet-small on the CPU: 4 steps of 4 patches, checkpoints at 2 and 4.
 SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=2,
@@ -79,6 +79,53 @@ def test_the_recipe_trains_the_residual_unet_with_the_defaults():
     assert RECIPE_TRAIN == TrainConfig(model="unet", residual=True)
     with pytest.raises(ConfigError, match="too small to train on"):
         recipe((20, 300))
+
+
+def _requested_training(run: Path) -> dict:
+    return json.loads((run / FIT_RECORD).read_text())["train"]
+
+
+def test_by_default_a_fit_fine_tunes_the_general_model_gently(mics, tmp_path, notes):
+    """No start and no training given: the general model, recorrupted targets (its output still
+    estimates the clean micrograph), a tenth of the recipe's learning rate, 600 steps."""
+    assert FINETUNE_TRAIN == dataclasses.replace(RECIPE_TRAIN, recorrupt=True,
+                                                 learning_rate=1e-4, steps=600)
+    result = cryostream.fit(mics, tmp_path / "run", budget=SPENT)
+    assert (result.start, result.target_steps, result.recorrupt) == ("general", 600, True)
+    assert _requested_training(tmp_path / "run") == to_dict(
+        dataclasses.replace(FINETUNE_TRAIN, init="general"))
+    assert any(n.endswith("from the general model, fine-tuned gently (recorrupted targets, "
+                          "learning rate 0.0001; its learned weights kept where it has them)")
+               for n in notes)
+    scratch = cryostream.fit(mics, tmp_path / "scratch", start="scratch", budget=SPENT)
+    assert (scratch.start, scratch.target_steps, scratch.recorrupt) == (None, 1000, False)
+    assert _requested_training(tmp_path / "scratch") == to_dict(RECIPE_TRAIN)
+
+
+def test_a_fit_made_from_scratch_when_that_was_the_default_continues_as_it_was_made(mics,
+                                                                                    tmp_path):
+    """The same command (no --from) on a run folder that holds a fit of the recipe from scratch
+    continues it; asking for the general model says what changes; --overwrite fits anew."""
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, start="scratch", budget=SPENT)
+    before = _requested_training(run)
+    again = cryostream.fit(mics, run, budget=SPENT)
+    assert again.start is None and _requested_training(run) == before
+    with pytest.raises(ConfigError, match=r"changed: recorrupt: False → True; learning_rate: "
+                       r"0.001 → 0.0001; init: None → 'general'\)"):
+        cryostream.fit(mics, run, start="general", budget=SPENT)
+    cryostream.fit(mics, run, budget=SPENT, overwrite=True)
+    assert _requested_training(run)["init"] == "general"
+
+
+def test_recorrupted_targets_without_matched_noise_are_refused_before_anything_is_written(
+        mics, tmp_path):
+    prepare = dataclasses.replace(recipe((128, 160)), noise=NoiseConfig(model="gaussian"))
+    with pytest.raises(ConfigError, match=r"prepare.noise='gaussian': the training on recorrupted "
+                       r"targets needs the micrographs' own \(matched\) noise; .* or pass "
+                       r"start='scratch'"):
+        cryostream.fit(mics, tmp_path / "run", prepare=prepare)
+    assert _tree(tmp_path) == []
 
 
 # --- the suggested denoise command ---------------------------------------------------------------
@@ -285,9 +332,14 @@ def test_the_summary_flags_a_network_still_under_the_noisy_input(tmp_path):
                          store_bytes=10**7, next_command="cryostream denoise x -o y").summary()
 
     assert ("the network still scores under the noisy input on held-out patches (test PSNR "
-            "15.47 against 16.17 dB): train it further (a larger --budget, or --from general)"
-            in summary(15.47))
+            "15.47 against 16.17 dB): train it further (a larger --budget), or fit the general "
+            "model (the default: no --from scratch, no --model)" in summary(15.47))
     assert "PSNR" not in summary(17.0) and "PSNR" not in summary(None)
+    recorrupted = FitResult(run=tmp_path / "run", store=tmp_path / "run/work/data.h5",
+                            start="general", steps=20, target_steps=20, final_loss=0.1,
+                            eval={"psnr": 15.47, "noisy_psnr": 16.17}, seconds=9.0,
+                            store_bytes=10**7, next_command="x", recorrupt=True)
+    assert not recorrupted.under_input and "PSNR" not in recorrupted.summary()  # by design
 
 
 def test_the_summary_says_a_run_continued_and_sizes_a_small_store_in_mb(tmp_path):
@@ -406,6 +458,34 @@ def test_micrographs_of_several_pixel_sizes_are_fitted_with_a_warning(mics, tmp_
 
 
 # --- real training ---------------------------------------------------------------------------------
+
+def test_a_fit_that_still_estimates_the_clean_micrograph_keeps_its_starts_table(mics, tmp_path,
+                                                                                 tiny_run):
+    """From a run whose record holds a table of learned weights (the shared run, copied, with
+    the general model's table): recorrupted training keeps the table (and resuming keeps it),
+    so the run denoises with it by default; Noisier2Noise training has none."""
+    import shutil
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.network import model_record
+    from cryostream.runs import load_record, save_record
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_run.run, start)
+    table = model_record("general").learned_weights
+    save_record(start, dataclasses.replace(load_record(start), learned_weights=table))
+    clean = dataclasses.replace(SMALL, recorrupt=True)
+    kept = cryostream.fit(mics, tmp_path / "kept", start=start, train=clean, budget="2steps")
+    assert kept.steps == 2 and load_record(kept.run).learned_weights == table
+    resumed = cryostream.fit(mics, tmp_path / "kept", start=start, train=clean)
+    assert resumed.steps == 4 and load_record(kept.run).learned_weights == table
+    config = DenoiseConfig().for_run(load_record(kept.run))
+    assert config.learned_weights and config.binned_pass and not config.n2n_correction
+    n2n = cryostream.fit(mics, tmp_path / "n2n", start=start, train=SMALL, budget="2steps")
+    assert load_record(n2n.run).learned_weights is None
+    out = cryostream.denoise(kept.run, mics[:1], tmp_path / "denoised")
+    assert np.isfinite(out.values).all()
+
 
 @pytest.mark.slow
 def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):

@@ -6,7 +6,7 @@ import argparse
 
 from cryostream.cli.common import add_config_flags, config_from_args
 from cryostream.config import MODEL_PRESETS
-from cryostream.fit import RECIPE_TRAIN
+from cryostream.fit import FINETUNE_TRAIN, RECIPE_TRAIN
 
 __all__ = ["FLAGS", "add_parser", "run"]
 
@@ -21,19 +21,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``fit`` to the subcommands."""
     p = subparsers.add_parser(
         "fit", help="train a denoiser on your own micrographs, in one command",
-        description="Measure each micrograph's noise, prepare a store in a work folder and train "
-        "the validated recipe (matched noise α 1, residual U-Net) on the micrographs themselves; "
-        "run the same command again to continue. Then: cryostream denoise INPUTS -o OUT "
-        "--model RUN.")
+        description="Measure each micrograph's noise, prepare a store in a work folder and "
+        "fine-tune the shipped general model on the micrographs themselves (their own noise "
+        "added, α 1; recorrupted targets, a gentle learning rate; the general model's learned "
+        "weights kept); --from scratch trains the recipe from random parameters instead. Run "
+        "the same command again to continue. Then: cryostream denoise INPUTS -o OUT --model RUN.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
     p.add_argument("-o", "--output", required=True, help="the run folder")
-    p.add_argument("--from", dest="start", metavar="general|RUN",
-                   help="start from the shipped general model, a run folder or an exported .npz "
-                   "(same network) instead of random parameters")
+    p.add_argument("--from", dest="start", metavar="general|scratch|RUN",
+                   help="where the network starts: the shipped general model (the default for "
+                   "the unet), scratch (random parameters, Noisier2Noise; the default for other "
+                   "--model presets), or a run folder or an exported .npz of the same network")
     p.add_argument("--budget", metavar="30m|2000steps",
                    help="how long to train: minutes of wall clock from the start of the command "
                    "('30m', '1.5h'; training stops with a checkpoint when they are up) or steps "
-                   f"('2000steps'); without it, the recipe's {RECIPE_TRAIN.steps} steps")
+                   f"('2000steps'); without it, {FINETUNE_TRAIN.steps} steps from the general "
+                   f"model, {RECIPE_TRAIN.steps} from scratch")
     p.add_argument("--work", metavar="FOLDER",
                    help="where the store goes, kept for resuming (RUN/work without it)")
     add_config_flags(p, RECIPE_TRAIN, FLAGS)
@@ -49,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     """Fit, then print what was done and the command that denoises with the run."""
     from cryostream.fit import fit
 
+    train = config_from_args(RECIPE_TRAIN, args, FLAGS)  # the recipe's: fit chooses by --from
     result = fit(args.inputs, args.output, start=args.start, budget=args.budget, work=args.work,
-                 train=config_from_args(RECIPE_TRAIN, args, FLAGS), overwrite=args.overwrite,
+                 train=None if train == RECIPE_TRAIN else train, overwrite=args.overwrite,
                  permissive=args.permissive)
     print(result.summary())
     return 0

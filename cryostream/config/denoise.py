@@ -182,8 +182,7 @@ class DenoiseConfig:
         """
         from cryostream.denoise.weights import weights_for
 
-        trained_on_noisy = record.noise.model != "none" and not record.recorrupt
-        decided = {"n2n_correction": trained_on_noisy, "ctf_gain": True, "ensemble": True}
+        decided = {"n2n_correction": not record.estimates_clean, "ctf_gain": True, "ensemble": True}
         config = dataclasses.replace(self, **{name: decided[name] for name in FROM_THE_RUN
                                               if name in decided and getattr(self, name) is None})
         table = weights_for(record, config.ensemble) is not None

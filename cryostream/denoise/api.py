@@ -55,20 +55,23 @@ class ModelWarning(UserWarning):
 def warn_if_under_input(run: str) -> None:
     """A warning if the run's network scored under the noisy input when its training last
     evaluated it (:func:`~cryostream.runs.last_evaluation`): its outputs may be worse than the
-    micrographs (a ``fit`` stopped after a few steps)."""
-    from cryostream.runs import last_evaluation
+    micrographs (a ``fit`` stopped after a few steps). Not for a run trained on recorrupted
+    targets: its output estimates the clean micrograph, compared there with a noisy target, so
+    it scores under the noisy input by design."""
+    from cryostream.runs import last_evaluation, load_record
 
     ev = last_evaluation(run)
-    if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")):
+    if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
+            not load_record(run).recorrupt:
         import warnings
 
         warnings.warn(
             f"{model_name(run)}: its network scored under the noisy input when its training "
             f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
             f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; train it "
-            "further: cryostream fit with a larger --budget (Python: budget=), or --from general "
-            "(Python: start='general'); or leave out -m (Python: pass 'general' as the run) to "
-            "use the shipped general model", ModelWarning, stacklevel=3)
+            "further: cryostream fit with a larger --budget (Python: budget=), or fit the "
+            "general model (cryostream fit's default); or leave out -m (Python: pass 'general' "
+            "as the run) to use the shipped general model", ModelWarning, stacklevel=3)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
