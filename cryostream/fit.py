@@ -2,13 +2,15 @@
 
 :func:`fit` chains what ``prepare`` and ``train`` do with the best validated recipe: each
 micrograph's noise is measured and matched noise (``α`` = 1, drawn on the device) is added to
-it (:data:`RECIPE_NOISE`, docs/guide/noise.md); the store goes to a work folder; the residual
-``unet`` trains with :class:`~cryostream.config.TrainConfig`'s defaults (:data:`RECIPE_TRAIN`),
-from scratch or from the shipped general model or another run (``start``), for a budget of
-minutes or steps. The run folder then denoises like any other (``cryostream denoise ...
---model RUN``). Calling it again with the same arguments continues: a complete store whose
-inputs have not changed is kept, training resumes from its last checkpoint. Every stage notes
-its progress through :mod:`logging` (the ``cryostream`` logger).
+it (:data:`RECIPE_NOISE`, docs/guide/noise.md); the store goes to a work folder; by default the
+shipped general model is fine-tuned gently on recorrupted targets and keeps its learned weights
+(:data:`FINETUNE_TRAIN`), or the residual ``unet`` trains from scratch with
+:class:`~cryostream.config.TrainConfig`'s defaults (:data:`RECIPE_TRAIN`, ``start="scratch"``),
+or from another run (``start``), for a budget of minutes or steps. The run folder then
+denoises like any other (``cryostream denoise ... --model RUN``). Calling it again with the
+same arguments continues: a complete store whose inputs have not changed is kept, training
+resumes from its last checkpoint. Every stage notes its progress through :mod:`logging` (the
+``cryostream`` logger).
 """
 
 from __future__ import annotations
