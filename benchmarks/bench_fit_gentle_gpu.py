@@ -5,8 +5,8 @@ Simulated micrographs as :mod:`bench_fit_gpu` makes them (``--count`` at ``--dos
 ``--held-out`` kept aside with their truth). For each ``--lr``, ``cryostream.fit`` from the
 general model (``start="general"``, the recipe's training with that peak learning rate,
 ``--steps`` steps) and the run's last checkpoint scored on the held-out micrographs with the
-default recipe as it is (a fitted run has no table) and with the general model's table in its
-record (what a fit would get if it kept the table): PSNR against the truth (both divided by the
+default recipe without a table of learned weights and with the general model's table in its
+record (what a recorrupted fit keeps): PSNR against the truth (both divided by the
 noisy micrograph's 95th percentile, peak 1) and FRC by band. Beside them the noisy input, the
 oracle Wiener filter and the unfitted general model (``cryostream denoise`` with no
 ``--model``).

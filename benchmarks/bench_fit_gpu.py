@@ -118,10 +118,9 @@ def frc_bands(held_out: list[Path], truths: list[Path]) -> list:
 
 
 def with_table(run: Path, step: int, table_from: str, exports: Path, held_out, truths) -> dict:
-    """A run's checkpoint scored as it is and with ``table_from``'s learned weights in its
-    record (what a fit from that model would inherit): PSNR and FRC by band of the default
-    recipe. (The default less the weights is the run's own default: a fitted run has no
-    table.)"""
+    """A run's checkpoint scored without a table of learned weights (``own``: a Noisier2Noise
+    fit has none) and with ``table_from``'s in its record (``inherited``: what a fit on
+    recorrupted targets keeps): PSNR and FRC by band of the default recipe."""
     from cryostream import load_model
     from cryostream.denoise.network import model_record
     from cryostream.models.export import export_params
@@ -129,7 +128,8 @@ def with_table(run: Path, step: int, table_from: str, exports: Path, held_out, t
     model, record = load_model(run, step=step)
     table = model_record(table_from).learned_weights
     found = {}
-    for label, rec in (("own", record), ("inherited", dataclasses.replace(record, learned_weights=table))):
+    for label, rec in (("own", dataclasses.replace(record, learned_weights=None)),
+                       ("inherited", dataclasses.replace(record, learned_weights=table))):
         path = export_params(model, rec, exports / f"{label}_{step}.npz")
         bands: list = []
         values = scores(str(path), held_out, truths, bands)

@@ -34,7 +34,7 @@ from cryostream.fit_run import (
     STORE_RECORD,
     check_run,
     clear_run,
-    made_from_scratch,
+    made_before,
     make_store,
     write_json,
 )
@@ -64,7 +64,8 @@ RECIPE_TRAIN = TrainConfig(model="unet", residual=True)
 #: store's matched noise; Pang et al., CVPR 2021), so the network's output still estimates the
 #: clean micrograph, as the general model's does, and the general model's table of learned
 #: weights still applies (:func:`~cryostream.warm_start.inherited_weights`).
-FINETUNE_TRAIN = dataclasses.replace(RECIPE_TRAIN, recorrupt=True, learning_rate=1e-4, steps=600)
+FINETUNE_TRAIN = dataclasses.replace(RECIPE_TRAIN, recorrupt=True, learning_rate=1e-4, steps=600,
+                                     init="general")
 #: Where a fit starts when ``start`` and ``train`` are not given.
 DEFAULT_START = "general"
 #: The store's file name in the work folder.
@@ -168,8 +169,9 @@ class FitResult:
                  "continue")
         under = (f"\nthe network still scores under the noisy input on held-out patches (test "
                  f"PSNR {self.eval['psnr']:.2f} against {self.eval['noisy_psnr']:.2f} dB): train "
-                 "it further (a larger --budget)" + (", or fit the general model (the default: no "
-                                                     "--from scratch, no --model)" * (not self.start))
+                 "it further (a larger --budget)" + (", or fit the general model instead (no --from "
+                                                     "scratch or --model; --overwrite or another -o)"
+                                                     * (not self.start))
                  if self.under_input else "")
         return (f"{head}{state}{under}\nthe store in {self.store.parent} "
                 f"({format_bytes(self.store_bytes)}) is kept for resuming; remove it when done\n"
@@ -239,8 +241,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
     config = _training(start, train, run)
-    if start is None and train is None and not overwrite and made_from_scratch(run, RECIPE_TRAIN):
-        config = RECIPE_TRAIN  # a fit made when scratch was the default: continued as it was
+    if train is None and not overwrite:
+        config = _as_made_before(run, start, config)
     multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
     prep = prepare or recipe(headers[0].shape, multiple)
     check_patch_size(prep, multiple)
@@ -254,7 +256,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     init = config.init
     config = dataclasses.replace(config, steps=parsed.steps if parsed and parsed.steps else
                                  config.steps)
-    request = {"kind": "FitRecord", "cryostream_version": __version__,
+    request = {"kind": "FitRecord", "cryostream_version": __version__, "start": config.init,
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = check_run(run, request, overwrite)
@@ -347,26 +349,58 @@ def _slow_note(config: TrainConfig) -> str | None:
 
     if config.model != "unet" or jax.default_backend() != "cpu":
         return None
-    if config.init is not None:  # a start from a unet needs a unet: only the GPU helps
-        return "the full unet on a CPU takes {estimate}; a GPU is much faster"
+    if config.init is not None:  # a start from a unet needs a unet
+        return ("the full unet on a CPU takes {estimate}; a GPU is much faster (or --from "
+                "scratch --model unet-small: a twelfth of the arithmetic, at a cost in quality)")
     return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
             "arithmetic) or a GPU is much faster")
 
 
-def _training(start, train: TrainConfig | None, run: Path) -> TrainConfig:
-    """The training of a fit (see :func:`fit`'s ``start`` and ``train``), ``init`` set."""
+def training_for(start, run: Path) -> TrainConfig:
+    """The training a fit from ``start`` (``"scratch"``, ``"general"``, a run folder or an
+    ``.npz``) gets when none is given: :data:`FINETUNE_TRAIN` from a model whose output
+    estimates the clean micrograph, :data:`RECIPE_TRAIN` from scratch or from a model trained
+    for Noisier2Noise (or without a record); ``init`` set. ``run``: the absolute run folder."""
     from cryostream.denoise.network import model_record
 
     if str(start) == "scratch":
-        return dataclasses.replace(train or RECIPE_TRAIN, init=None)
-    if train is not None:
-        return train if start is None else dataclasses.replace(train, init=_start_label(start, run))
-    init = _start_label(DEFAULT_START if start is None else start, run)
+        return RECIPE_TRAIN
+    init = _start_label(start, run)
     try:
         clean = model_record(init).estimates_clean
-    except StoreError:  # no such model, or no record: start_params names what is wrong
+    except StoreError:  # no such model (start_params names it), or an export without a record
         clean = False
+        if Path(init).is_file():
+            _log.info("%s has no run record to say what its output estimates: it trains on as "
+                      "from scratch (Noisier2Noise, learning rate %g)", init,
+                      RECIPE_TRAIN.learning_rate)
     return dataclasses.replace(FINETUNE_TRAIN if clean else RECIPE_TRAIN, init=init)
+
+
+def _training(start, train: TrainConfig | None, run: Path) -> TrainConfig:
+    """The training of a fit (see :func:`fit`'s ``start`` and ``train``), ``init`` set."""
+    if train is None:
+        return training_for(DEFAULT_START if start is None else start, run)
+    if start is None:
+        return train
+    return dataclasses.replace(train, init=None if str(start) == "scratch" else
+                               _start_label(start, run))
+
+
+def _as_made_before(run: Path, start, config: TrainConfig) -> TrainConfig:
+    """``config``, or the training of a fit in ``run`` that an earlier version made with the
+    recipe it used for this ``start`` (Noisier2Noise, :data:`RECIPE_TRAIN`, from scratch when
+    no start was given): the same command continues it as it was made."""
+    if str(start) == "scratch":
+        return config
+    earlier = dataclasses.replace(RECIPE_TRAIN, init=None if start is None else
+                                  _start_label(start, run))
+    if earlier == config or not made_before(run, earlier):
+        return config
+    _log.info("%s holds a fit that an earlier version made %s, its default then: continued as it "
+              "was made (--overwrite fits it anew %s)", run, _start_words(earlier),
+              _start_words(config))
+    return earlier
 
 
 def _start_words(config: TrainConfig) -> str:

@@ -17,7 +17,7 @@ from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "made_from_scratch", "clear_run",
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "made_before", "clear_run",
            "write_json", "make_store"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
@@ -70,16 +70,19 @@ def _differences(old, new: dict) -> list[str]:
     changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
     changes += [key for key in ("prepare",) if old.get(key) != new[key]]
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
-    changes += [f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
+    changes += [f"--from: {before.get(k) or 'scratch'} → {v or 'scratch'}" if k == "init" else
+                f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
                 if k != "steps" and before.get(k) != v]
     return changes
 
 
-def made_from_scratch(run: Path, recipe) -> bool:
-    """Whether ``run`` holds a fit of ``recipe`` (a :class:`~cryostream.config.TrainConfig`)
-    from scratch, its steps aside: the default before fits started from the general model."""
+def made_before(run: Path, recipe) -> bool:
+    """Whether ``run`` holds a fit of ``recipe`` (a :class:`~cryostream.config.TrainConfig`),
+    its steps aside, made by a version that did not record the start (before fits started
+    from the general model by default)."""
     try:
-        old = json.loads((run / FIT_RECORD).read_text())["train"]
+        request = json.loads((run / FIT_RECORD).read_text())
+        old = request["train"] if "start" not in request else None
     except (OSError, ValueError, TypeError, KeyError):
         return False
     from cryostream.config import to_dict

@@ -74,12 +74,12 @@ def start_params(init: str, model_config):
     if init not in SHIPPED and not path.exists():
         raise ConfigError(f"init={init!r} (--from): no such run folder or file; pass 'general' "
                           f"({', '.join(sorted(SHIPPED))}), a run folder that cryostream train "
-                          "or fit wrote, or an exported .npz")
+                          "or fit wrote, an exported .npz, or 'scratch' (fit) for none")
     model, _ = load_model_file(str(path))
     if not same_network(model.config, model_config):
         raise ConfigError(f"init={init!r} (--from): its network is {describe_network(model.config)}"
                           f", this run's is {describe_network(model_config)}; start from a model "
-                          "of the same shape (--model), or from scratch (no --from)")
+                          "of the same shape (--model), or from scratch (--from scratch)")
     return nnx.split(model, nnx.Param)[1]
 
 
@@ -96,10 +96,14 @@ def inherited_weights(record) -> dict | None:
     run trained for Noisier2Noise estimates the noisy micrograph instead and has none.
     """
     from cryostream.denoise.network import model_record
+    from cryostream.errors import StoreError
 
     if record.train.init is None or not record.estimates_clean:
         return None
-    return model_record(record.train.init).learned_weights
+    try:
+        return model_record(record.train.init).learned_weights
+    except StoreError:  # an export without its record: it has no table to pass on
+        return None
 
 
 def matching_params(own, given, where: str = "the given parameters"):

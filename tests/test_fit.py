@@ -89,7 +89,7 @@ def test_by_default_a_fit_fine_tunes_the_general_model_gently(mics, tmp_path, no
     """No start and no training given: the general model, recorrupted targets (its output still
     estimates the clean micrograph), a tenth of the recipe's learning rate, 600 steps."""
     assert FINETUNE_TRAIN == dataclasses.replace(RECIPE_TRAIN, recorrupt=True,
-                                                 learning_rate=1e-4, steps=600)
+                                                 learning_rate=1e-4, steps=600, init="general")
     result = cryostream.fit(mics, tmp_path / "run", budget=SPENT)
     assert (result.start, result.target_steps, result.recorrupt) == ("general", 600, True)
     assert _requested_training(tmp_path / "run") == to_dict(
@@ -102,20 +102,89 @@ def test_by_default_a_fit_fine_tunes_the_general_model_gently(mics, tmp_path, no
     assert _requested_training(tmp_path / "scratch") == to_dict(RECIPE_TRAIN)
 
 
-def test_a_fit_made_from_scratch_when_that_was_the_default_continues_as_it_was_made(mics,
-                                                                                    tmp_path):
-    """The same command (no --from) on a run folder that holds a fit of the recipe from scratch
-    continues it; asking for the general model says what changes; --overwrite fits anew."""
+def _as_an_earlier_version_wrote_it(run: Path) -> None:
+    """``run``'s fit.json without the start, as versions before the fine-tuning default wrote."""
+    request = json.loads((run / FIT_RECORD).read_text())
+    del request["start"]
+    (run / FIT_RECORD).write_text(json.dumps(request))
+
+
+def test_a_fit_an_earlier_version_made_continues_as_it_was_made(mics, tmp_path, notes):
+    """The same command on a run folder that an earlier version fitted with the recipe it then
+    used (Noisier2Noise: from scratch with no --from, or from the general model with
+    --from general) continues it, and says so; --overwrite fits anew. A fit made from scratch
+    now (its start recorded) is not continued by a command without --from scratch: refused,
+    naming the start."""
     run = tmp_path / "run"
     cryostream.fit(mics, run, start="scratch", budget=SPENT)
     before = _requested_training(run)
+    with pytest.raises(ConfigError, match=r"changed: recorrupt: False → True; learning_rate: "
+                       r"0.001 → 0.0001; --from: scratch → general\)"):
+        cryostream.fit(mics, run, budget=SPENT)
+    _as_an_earlier_version_wrote_it(run)
+    notes.clear()
     again = cryostream.fit(mics, run, budget=SPENT)
     assert again.start is None and _requested_training(run) == before
-    with pytest.raises(ConfigError, match=r"changed: recorrupt: False → True; learning_rate: "
-                       r"0.001 → 0.0001; init: None → 'general'\)"):
-        cryostream.fit(mics, run, start="general", budget=SPENT)
+    assert any(n == f"{run} holds a fit that an earlier version made from scratch, its default "
+               "then: continued as it was made (--overwrite fits it anew from the general model, "
+               "fine-tuned gently (recorrupted targets, learning rate 0.0001; its learned weights "
+               "kept where it has them))" for n in notes)
     cryostream.fit(mics, run, budget=SPENT, overwrite=True)
     assert _requested_training(run)["init"] == "general"
+
+    earlier_general = tmp_path / "general"  # the quick start's `fit ... --from general` before
+    cryostream.fit(mics, earlier_general, start="general", budget=SPENT,
+                   train=dataclasses.replace(RECIPE_TRAIN, init="general"))
+    _as_an_earlier_version_wrote_it(earlier_general)
+    kept = cryostream.fit(mics, earlier_general, start="general", budget=SPENT)
+    assert (kept.start, kept.recorrupt) == ("general", False)
+    assert _requested_training(earlier_general) == to_dict(
+        dataclasses.replace(RECIPE_TRAIN, init="general"))
+
+
+def test_the_training_follows_what_the_starts_output_estimates(mics, tmp_path, notes):
+    """Without ``train``: from a model whose output estimates the clean micrograph (the general
+    model), the gentle fine-tuning; from one trained for Noisier2Noise, or an export without a
+    record (said in a note), the recipe from scratch's training. A record starting from an
+    export without a record inherits no table."""
+    from cryostream.denoise.network import load_model_file
+    from cryostream.fit import training_for
+    from cryostream.models.export import export_params
+    from cryostream.warm_start import inherited_weights
+
+    model, record = load_model_file(str(GENERAL))
+    n2n = export_params(model, dataclasses.replace(record, prepare=dataclasses.replace(
+        record.prepare, noise=NoiseConfig(model="matched", alpha=1.0, mode="on-device"))),
+        tmp_path / "n2n.npz")
+    bare = export_params(model, None, tmp_path / "bare.npz")
+    run = tmp_path / "run"
+    assert training_for("general", run) == FINETUNE_TRAIN
+    assert training_for(n2n, run) == dataclasses.replace(RECIPE_TRAIN, init=str(n2n))
+    assert training_for(bare, run) == dataclasses.replace(RECIPE_TRAIN, init=str(bare))
+    assert any(n.startswith(f"{bare} has no run record to say what its output estimates")
+               for n in notes)
+    assert training_for("scratch", run) == RECIPE_TRAIN
+    cryostream.fit(mics, run, start=n2n, budget=SPENT)
+    assert _requested_training(run) == to_dict(dataclasses.replace(RECIPE_TRAIN, init=str(n2n)))
+    def starting(init):
+        return dataclasses.replace(record, train=dataclasses.replace(record.train, init=init,
+                                                                     recorrupt=True))
+
+    assert inherited_weights(starting("general")) == record.learned_weights is not None
+    assert inherited_weights(starting(str(bare))) is None
+
+
+def test_the_cli_fits_the_general_model_by_default_and_other_presets_from_scratch(mics, tmp_path):
+    budget = ["--budget", "0.000001m"]
+    assert main(["fit", *map(str, mics), "-o", str(tmp_path / "a"), *budget]) == 0
+    assert _requested_training(tmp_path / "a") == to_dict(FINETUNE_TRAIN)
+    assert main(["fit", *map(str, mics), "-o", str(tmp_path / "b"), "--model", "unet", *budget,
+                 "--from", "scratch"]) == 0
+    assert _requested_training(tmp_path / "b") == to_dict(RECIPE_TRAIN)
+    assert main(["fit", *map(str, mics), "-o", str(tmp_path / "c"), "--model", "unet-small",
+                 *budget]) == 0
+    assert _requested_training(tmp_path / "c") == to_dict(dataclasses.replace(
+        RECIPE_TRAIN, model="unet-small"))
 
 
 def test_recorrupted_targets_without_matched_noise_are_refused_before_anything_is_written(
@@ -183,7 +252,8 @@ def test_a_start_of_another_shape_is_refused_before_anything_is_written(mics, tm
         cryostream.fit(mics, tmp_path / "run", start="general", train=SMALL)
     assert str(info.value) == (
         "init='general' (--from): its network is unet, residual, this run's is unet-small, not "
-        "residual; start from a model of the same shape (--model), or from scratch (no --from)")
+        "residual; start from a model of the same shape (--model), or from scratch (--from "
+        "scratch)")
     assert _tree(tmp_path) == []
     with pytest.raises(ConfigError, match=r"init='.*nowhere' \(--from\): no such run folder"):
         cryostream.fit(mics, tmp_path / "run", start=tmp_path / "nowhere", train=SMALL)
@@ -333,7 +403,8 @@ def test_the_summary_flags_a_network_still_under_the_noisy_input(tmp_path):
 
     assert ("the network still scores under the noisy input on held-out patches (test PSNR "
             "15.47 against 16.17 dB): train it further (a larger --budget), or fit the general "
-            "model (the default: no --from scratch, no --model)" in summary(15.47))
+            "model instead (no --from scratch or --model; --overwrite or another -o)"
+            in summary(15.47))
     assert "PSNR" not in summary(17.0) and "PSNR" not in summary(None)
     recorrupted = FitResult(run=tmp_path / "run", store=tmp_path / "run/work/data.h5",
                             start="general", steps=20, target_steps=20, final_loss=0.1,

@@ -30,8 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the run folder")
     p.add_argument("--from", dest="start", metavar="general|scratch|RUN",
                    help="where the network starts: the shipped general model (the default for "
-                   "the unet), scratch (random parameters, Noisier2Noise; the default for other "
-                   "--model presets), or a run folder or an exported .npz of the same network")
+                   "the unet: fine-tuned gently, its learned weights kept), scratch (random "
+                   "parameters, Noisier2Noise; the default for other --model presets), or a run "
+                   "folder or an exported .npz of the same network (fine-tuned gently if its "
+                   "output estimates the clean micrograph, else trained on as from scratch)")
     p.add_argument("--budget", metavar="30m|2000steps",
                    help="how long to train: minutes of wall clock from the start of the command "
                    "('30m', '1.5h'; training stops with a checkpoint when they are up) or steps "
@@ -50,11 +52,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Fit, then print what was done and the command that denoises with the run."""
-    from cryostream.fit import fit
+    from pathlib import Path
 
-    train = config_from_args(RECIPE_TRAIN, args, FLAGS)  # the recipe's: fit chooses by --from
+    from cryostream.fit import fit, training_for
+
+    train = None  # the unet: fit chooses the training by --from
+    if config_from_args(RECIPE_TRAIN, args, FLAGS) != RECIPE_TRAIN:  # another preset, which the
+        start = args.start or "scratch"  # general model (a unet) cannot start; --from's training
+        train = config_from_args(training_for(start, Path(args.output).absolute()), args, FLAGS)
     result = fit(args.inputs, args.output, start=args.start, budget=args.budget, work=args.work,
-                 train=None if train == RECIPE_TRAIN else train, overwrite=args.overwrite,
-                 permissive=args.permissive)
+                 train=train, overwrite=args.overwrite, permissive=args.permissive)
     print(result.summary())
     return 0
