@@ -27,20 +27,29 @@ from pathlib import Path
 
 from cryostream._version import __version__
 from cryostream.budget import Budget
-from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
-from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.config import PrepareConfig, TrainConfig, to_dict
+from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.fit_recipe import (
+    DEFAULT_START,
+    FINETUNE_TRAIN,
+    RECIPE_NOISE,
+    RECIPE_TRAIN,
+    as_made_before,
+    recipe,
+    start_words,
+    training,
+    training_for,
+)
 from cryostream.fit_run import (
     FIT_RECORD,
     STORE_RECORD,
     check_run,
     clear_run,
-    made_before,
     make_store,
     write_json,
 )
 from cryostream.io.mrc import warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, read_headers
-from cryostream.patches import patch_to_fit
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
 from cryostream.progress import TrainProgress
@@ -49,46 +58,13 @@ from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "FIT_RECORD", "STORE_RECORD",
+           "training_for",
            "Budget", "FitResult", "recipe", "fit", "given_inputs"]
 
 _log = logging.getLogger("cryostream")
 
-#: The added noise of the validated recipe: each micrograph's own measured noise, as strong
-#: (``α`` = 1), drawn fresh on the device every step (``prepare --noise matched --alpha 1``).
-RECIPE_NOISE = NoiseConfig(model="matched", alpha=1.0, mode="on-device")
-#: The training of the validated recipe (``train --model unet --residual``), the rest
-#: :class:`~cryostream.config.TrainConfig`'s defaults. The shipped general model has this shape.
-RECIPE_TRAIN = TrainConfig(model="unet", residual=True)
-#: How a fit trains from the general model (the default): gently (a tenth of the recipe's
-#: learning rate, 600 steps) on recorrupted targets (``y − m/α`` against ``y + α·m``, ``m`` the
-#: store's matched noise; Pang et al., CVPR 2021), so the network's output still estimates the
-#: clean micrograph, as the general model's does, and the general model's table of learned
-#: weights still applies (:func:`~cryostream.warm_start.inherited_weights`).
-FINETUNE_TRAIN = dataclasses.replace(RECIPE_TRAIN, recorrupt=True, learning_rate=1e-4, steps=600,
-                                     init="general")
-#: Where a fit starts when ``start`` and ``train`` are not given.
-DEFAULT_START = "general"
 #: The store's file name in the work folder.
 STORE_NAME = "data.h5"
-
-
-def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareConfig:
-    """The store of the validated recipe for micrographs of ``shape`` (rows, columns).
-
-    :class:`~cryostream.config.PrepareConfig`'s defaults with :data:`RECIPE_NOISE`; the patch
-    is its default (1024 px, stride half of it) on micrographs at least twice as large, and
-    halved until two fit along the shorter side on smaller ones (never under the network's
-    ``multiple``: 32 px, 64 for ``unet-deep``; :func:`~cryostream.patches.patch_to_fit`).
-
-    Raises
-    ------
-    ConfigError
-        If the micrographs are smaller than one patch of ``multiple`` px.
-    """
-    default = PrepareConfig()
-    patch = patch_to_fit(shape, default.patch_size, multiple)
-    stride = patch * default.stride // default.patch_size
-    return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +96,9 @@ class FitResult:
     kept : str or None
         Why nothing was trained though steps were asked for: the run already had more than
         them (and what to do instead); ``None`` otherwise.
+    skipped : tuple of str
+        The micrographs left out (``permissive``: unreadable, another shape), also listed with
+        why in ``fit.json``.
     recorrupt : bool
         Whether the run trains on recorrupted targets (its output estimates the clean
         micrograph, so its test PSNR against a noisy target is under the input's by design).
@@ -138,6 +117,7 @@ class FitResult:
     resumed_at: int = 0
     kept: str | None = None
     recorrupt: bool = False
+    skipped: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -173,6 +153,10 @@ class FitResult:
                                                      "scratch or --model; --overwrite or another -o)"
                                                      * (not self.start))
                  if self.under_input else "")
+        if self.skipped:
+            names = ", ".join(Path(p).name for p in self.skipped[:3]) + " …" * (len(self.skipped) > 3)
+            under += (f"\n{len(self.skipped)} micrograph{'s' * (len(self.skipped) > 1)} left out "
+                      f"(named with why in {self.run / FIT_RECORD}): {names}")
         return (f"{head}{state}{under}\nthe store in {self.store.parent} "
                 f"({format_bytes(self.store_bytes)}) is kept for resuming; remove it when done\n"
                 f"denoise with: {self.next_command}")
@@ -235,14 +219,15 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     work = Path(work).absolute() if work is not None else run / "work"
     store = work / STORE_NAME
     given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    headers, _ = read_headers([p.absolute() for p in expand_inputs(given, permissive=permissive)],
-                              permissive=permissive)
+    headers, skipped = read_headers([p.absolute() for p in expand_inputs(given,
+                                                                         permissive=permissive)],
+                                    permissive=permissive)
     paths = [Path(h.path) for h in headers]
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
-    config = _training(start, train, run)
+    config = training(start, train, run)
     if train is None and not overwrite:
-        config = _as_made_before(run, start, config)
+        config = as_made_before(run, start, config)
     multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
     prep = prepare or recipe(headers[0].shape, multiple)
     check_patch_size(prep, multiple)
@@ -256,13 +241,14 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     init = config.init
     config = dataclasses.replace(config, steps=parsed.steps if parsed and parsed.steps else
                                  config.steps)
-    request = {"kind": "FitRecord", "cryostream_version": __version__, "start": config.init,
+    request = {"kind": "FitRecord", "cryostream_version": __version__,
+               "start": config.init or "scratch", "skipped": skipped,
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config)}
     fresh = check_run(run, request, overwrite)
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
-                         _start_words(config))
+                         start_words(config))
     if done >= config.steps:
         state = f"nothing to train: already at step {done} of {config.steps}"
     if done > config.steps:  # a smaller budget than before: the run keeps what it trained
@@ -319,13 +305,14 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                            on_step=notes.step)
     steps = result.steps if result is not None else done
     command = shlex.join(["cryostream", "denoise", *given_inputs(given), "-o", "denoised",
-                          "--model", str(run)])
+                          "--model", str(run), *["--permissive"] * permissive])
     size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
                     final_loss=result.final_loss if result is not None else math.nan,
                     eval=result.eval if result is not None else {},
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
-                    resumed_at=done, kept=kept, recorrupt=config.recorrupt)
+                    resumed_at=done, kept=kept, recorrupt=config.recorrupt,
+                    skipped=tuple(s["path"] for s in skipped))
     _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
@@ -354,74 +341,3 @@ def _slow_note(config: TrainConfig) -> str | None:
                 "scratch --model unet-small: a twelfth of the arithmetic, at a cost in quality)")
     return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
             "arithmetic) or a GPU is much faster")
-
-
-def training_for(start, run: Path) -> TrainConfig:
-    """The training a fit from ``start`` (``"scratch"``, ``"general"``, a run folder or an
-    ``.npz``) gets when none is given: :data:`FINETUNE_TRAIN` from a model whose output
-    estimates the clean micrograph, :data:`RECIPE_TRAIN` from scratch or from a model trained
-    for Noisier2Noise (or without a record); ``init`` set. ``run``: the absolute run folder."""
-    from cryostream.denoise.network import model_record
-
-    if str(start) == "scratch":
-        return RECIPE_TRAIN
-    init = _start_label(start, run)
-    try:
-        clean = model_record(init).estimates_clean
-    except StoreError:  # no such model (start_params names it), or an export without a record
-        clean = False
-        if Path(init).is_file():
-            _log.info("%s has no run record to say what its output estimates: it trains on as "
-                      "from scratch (Noisier2Noise, learning rate %g)", init,
-                      RECIPE_TRAIN.learning_rate)
-    return dataclasses.replace(FINETUNE_TRAIN if clean else RECIPE_TRAIN, init=init)
-
-
-def _training(start, train: TrainConfig | None, run: Path) -> TrainConfig:
-    """The training of a fit (see :func:`fit`'s ``start`` and ``train``), ``init`` set."""
-    if train is None:
-        return training_for(DEFAULT_START if start is None else start, run)
-    if start is None:
-        return train
-    return dataclasses.replace(train, init=None if str(start) == "scratch" else
-                               _start_label(start, run))
-
-
-def _as_made_before(run: Path, start, config: TrainConfig) -> TrainConfig:
-    """``config``, or the training of a fit in ``run`` that an earlier version made with the
-    recipe it used for this ``start`` (Noisier2Noise, :data:`RECIPE_TRAIN`, from scratch when
-    no start was given): the same command continues it as it was made."""
-    if str(start) == "scratch":
-        return config
-    earlier = dataclasses.replace(RECIPE_TRAIN, init=None if start is None else
-                                  _start_label(start, run))
-    if earlier == config or not made_before(run, earlier):
-        return config
-    _log.info("%s holds a fit that an earlier version made %s, its default then: continued as it "
-              "was made (--overwrite fits it anew %s)", run, _start_words(earlier),
-              _start_words(config))
-    return earlier
-
-
-def _start_words(config: TrainConfig) -> str:
-    """Where a new fit starts and how it trains, in words."""
-    if config.init is None:
-        return "from scratch"
-    what = "the general model" if config.init == DEFAULT_START else config.init
-    if not config.recorrupt:
-        return f"from {what}"
-    return (f"from {what}, fine-tuned gently (recorrupted targets, learning rate "
-            f"{config.learning_rate:g}; its learned weights kept where it has them)")
-
-
-def _start_label(start, run: Path) -> str:
-    """``start`` as recorded: a shipped model's name, or an absolute path."""
-    from cryostream.denoise.network import SHIPPED
-
-    if str(start) in SHIPPED:
-        return str(start)
-    path = Path(start).absolute()
-    if path == run:
-        raise ConfigError(f"start={str(start)!r} (--from): that is the output run itself; to "
-                          "continue it, run the same command without --from changes")
-    return str(path)

@@ -71,7 +71,8 @@ def _differences(old, new: dict) -> list[str]:
     changes += [key for key in ("prepare",) if old.get(key) != new[key]]
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
     changes += [f"--from: {before.get(k) or 'scratch'} → {v or 'scratch'}" if k == "init" else
-                f"{k}: {before.get(k)!r} → {v!r}" for k, v in new["train"].items()
+                f"{k}: {before.get(k)!r} → {v!r}"  # the start first: the rest follows from it
+                for k, v in sorted(new["train"].items(), key=lambda kv: kv[0] != "init")
                 if k != "steps" and before.get(k) != v]
     return changes
 

@@ -72,9 +72,10 @@ def start_params(init: str, model_config):
 
     path = Path(model_path(init))
     if init not in SHIPPED and not path.exists():
-        raise ConfigError(f"init={init!r} (--from): no such run folder or file; pass 'general' "
-                          f"({', '.join(sorted(SHIPPED))}), a run folder that cryostream train "
-                          "or fit wrote, an exported .npz, or 'scratch' (fit) for none")
+        raise ConfigError(f"init={init!r} (--from): no such run folder or file; pass a shipped "
+                          f"model ({', '.join(map(repr, sorted(SHIPPED)))}), a run folder that "
+                          "cryostream train or fit wrote or an exported .npz (with fit, "
+                          "'scratch' starts from random parameters)")
     model, _ = load_model_file(str(path))
     if not same_network(model.config, model_config):
         raise ConfigError(f"init={init!r} (--from): its network is {describe_network(model.config)}"

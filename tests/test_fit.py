@@ -118,8 +118,9 @@ def test_a_fit_an_earlier_version_made_continues_as_it_was_made(mics, tmp_path, 
     run = tmp_path / "run"
     cryostream.fit(mics, run, start="scratch", budget=SPENT)
     before = _requested_training(run)
-    with pytest.raises(ConfigError, match=r"changed: recorrupt: False → True; learning_rate: "
-                       r"0.001 → 0.0001; --from: scratch → general\)"):
+    assert json.loads((run / FIT_RECORD).read_text())["start"] == "scratch"
+    with pytest.raises(ConfigError, match=r"changed: --from: scratch → general; recorrupt: False "
+                       r"→ True; learning_rate: 0.001 → 0.0001\)"):
         cryostream.fit(mics, run, budget=SPENT)
     _as_an_earlier_version_wrote_it(run)
     notes.clear()
@@ -482,6 +483,34 @@ def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, 
     said = list(notes)
     assert "measuring the noise: 3/3 micrographs" in said
     assert "preparing the store: 2/2 micrographs" in said
+
+
+def test_a_micrograph_left_out_is_named_and_the_next_command_leaves_it_out_too(mics, tmp_path,
+                                                                               tiny_run):
+    """A truncated micrograph under ``permissive``: the summary names it, ``fit.json`` says
+    why, and the printed denoise command is permissive as well (else it stops on that file)."""
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for m in mics:
+        (folder / m.name).write_bytes(m.read_bytes())
+    (folder / "cut.mrc").write_bytes(mics[0].read_bytes()[:3000])
+    with pytest.warns(MicrographSkippedWarning, match="cut.mrc"):
+        result = cryostream.fit(folder, tmp_path / "run", train=SMALL, budget=SPENT,
+                                permissive=True)
+    assert result.skipped == (str(folder / "cut.mrc"),)
+    assert f"1 micrograph left out (named with why in {tmp_path / 'run' / FIT_RECORD}): cut.mrc" \
+        in result.summary()
+    (left,) = json.loads((tmp_path / "run" / FIT_RECORD).read_text())["skipped"]
+    assert left["path"] == str(folder / "cut.mrc") and "truncated" in left["reason"]
+    args = result.next_command.split()[1:]
+    assert args[-1] == "--permissive"  # the run (untrained here) swapped for a trained one
+    args[args.index("--model") + 1] = str(tiny_run.run)
+    args[args.index("-o") + 1] = str(tmp_path / "d")
+    with pytest.warns(MicrographSkippedWarning, match="cut.mrc"):
+        assert main([*args, "--raw", "--tile", "64"]) == 0
+    assert sorted(p.name for p in (tmp_path / "d").glob("*.mrc")) == sorted(m.name for m in mics)
 
 
 def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, notes):
