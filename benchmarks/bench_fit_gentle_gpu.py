@@ -36,12 +36,10 @@ import numpy as np
 from bench_fit_gpu import (
     FULL,
     TINY,
-    baselines,
-    frc_bands,
+    held_out_baselines,
     log,
+    recorder,
     scores,
-    simulated,
-    use_compilation_cache,
     with_table,
 )
 
@@ -82,27 +80,11 @@ def main(argv=None) -> int:
     import cryostream
     from cryostream.fit import RECIPE_TRAIN, recipe
 
-    results: dict = {"args": vars(args), "seconds": {}, "fits": {}}
-    start = time.perf_counter()
-
-    def save(stage: str, t0: float) -> None:
-        results["seconds"][stage] = round(time.perf_counter() - t0, 1)
-        results["seconds"]["total"] = round(time.perf_counter() - start, 1)
-        (out / "bench_fit_gentle.json").write_text(json.dumps(results, indent=1))
+    results, save = recorder(out / "bench_fit_gentle.json", args)
+    results["fits"] = {}
 
     t0 = time.perf_counter()
-    results["device"] = use_compilation_cache(work / "jax-cache")
-    mics, truths = simulated(work, args)
-    train_mics, held_out = mics[: -args.held_out], mics[-args.held_out:]
-    held_truths = truths[-args.held_out:]
-    results["baselines"] = {k: round(float(np.mean(v)), 3)
-                            for k, v in baselines(held_out, held_truths).items()}
-    unfitted: list = []
-    results["baselines"]["general_model_unfitted"] = round(float(np.mean(scores(
-        "general", held_out, held_truths, bands=unfitted))), 3)
-    results["frc_bands"] = {"noisy": np.round(np.mean(frc_bands(held_out, held_truths), 0), 4).tolist(),
-                            "general_model_unfitted": np.round(np.mean(unfitted, 0), 4).tolist()}
-    log(f"{len(train_mics)} micrographs to fit, {len(held_out)} held out; {results['baselines']}")
+    train_mics, held_out, held_truths = held_out_baselines(work, args, results)
     save("simulate", t0)
 
     prepare = dataclasses.replace(recipe((args.size, args.size)), patch_size=args.patch,

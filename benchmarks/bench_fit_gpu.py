@@ -154,6 +154,41 @@ def baselines(held_out: list[Path], truths: list[Path]) -> dict:
     return rows
 
 
+def recorder(path: Path, args):
+    """``(results, save)``: the JSON object to fill and ``save(stage, t0)``, which records the
+    stage's seconds since ``t0`` and the total, and rewrites ``path`` (a cut-off run leaves
+    what it measured)."""
+    results: dict = {"args": vars(args), "seconds": {}}
+    start = time.perf_counter()
+
+    def save(stage: str, t0: float) -> None:
+        results["seconds"][stage] = round(time.perf_counter() - t0, 1)
+        results["seconds"]["total"] = round(time.perf_counter() - start, 1)
+        path.write_text(json.dumps(results, indent=1))
+
+    return results, save
+
+
+def held_out_baselines(work: Path, args, results: dict) -> tuple[list, list, list]:
+    """Simulate (once) and split the micrographs; into ``results``: the device, the held-out
+    baselines (noisy input, oracle Wiener filter, the unfitted general model) and their FRC by
+    band. Returns the micrographs to fit, the held-out ones and their truths."""
+    results["device"] = use_compilation_cache(work / "jax-cache")
+    mics, truths = simulated(work, args)
+    train_mics, held_out = mics[: -args.held_out], mics[-args.held_out:]
+    held_truths = truths[-args.held_out:]
+    results["baselines"] = {k: round(float(np.mean(v)), 3)
+                            for k, v in baselines(held_out, held_truths).items()}
+    unfitted_bands: list = []
+    results["baselines"]["general_model_unfitted"] = round(float(np.mean(scores(
+        "general", held_out, held_truths, bands=unfitted_bands))), 3)  # denoise, no --model
+    results["frc_bands"] = {"noisy": np.round(np.mean(frc_bands(held_out, held_truths), 0), 4).tolist(),
+                            "general_model_unfitted": np.round(np.mean(unfitted_bands, 0), 4).tolist()}
+    log(f"{len(train_mics)} micrographs to fit, {len(held_out)} held out; "
+        f"baselines {results['baselines']}")
+    return train_mics, held_out, held_truths
+
+
 def curve(run: Path, steps: list[int], label: str, exports: Path, held_out, truths) -> dict:
     """``{step: mean PSNR}`` of a run's checkpoints, each exported and denoising the held-out."""
     from cryostream import load_model
@@ -211,28 +246,10 @@ def main(argv=None) -> int:
     from cryostream.progress import TrainProgress
     from cryostream.training import train
 
-    results: dict = {"args": vars(args), "seconds": {}}
-    start = time.perf_counter()
-
-    def save(stage: str, t0: float) -> None:
-        results["seconds"][stage] = round(time.perf_counter() - t0, 1)
-        results["seconds"]["total"] = round(time.perf_counter() - start, 1)
-        (out / "bench_fit.json").write_text(json.dumps(results, indent=1))
+    results, save = recorder(out / "bench_fit.json", args)
 
     t0 = time.perf_counter()
-    results["device"] = use_compilation_cache(work / "jax-cache")
-    mics, truths = simulated(work, args)
-    train_mics, held_out = mics[: -args.held_out], mics[-args.held_out:]
-    held_truths = truths[-args.held_out:]
-    results["baselines"] = {k: round(float(np.mean(v)), 3)
-                            for k, v in baselines(held_out, held_truths).items()}
-    unfitted_bands: list = []
-    results["baselines"]["general_model_unfitted"] = round(float(np.mean(scores(
-        "general", held_out, held_truths, bands=unfitted_bands))), 3)  # denoise, no --model
-    results["frc_bands"] = {"noisy": np.round(np.mean(frc_bands(held_out, held_truths), 0), 4).tolist(),
-                            "general_model_unfitted": np.round(np.mean(unfitted_bands, 0), 4).tolist()}
-    log(f"{len(train_mics)} micrographs to fit, {len(held_out)} held out; "
-        f"baselines {results['baselines']}")
+    train_mics, held_out, held_truths = held_out_baselines(work, args, results)
     save("simulate", t0)
 
     last = max(args.scratch_at + args.general_at)
