@@ -57,9 +57,8 @@ from cryostream.runs import checkpoint_steps
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
-__all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "FIT_RECORD", "STORE_RECORD",
-           "training_for",
-           "Budget", "FitResult", "recipe", "fit", "given_inputs"]
+__all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "FIT_RECORD", "STORE_RECORD", "Budget",
+           "FitResult", "recipe", "training_for", "fit", "given_inputs"]
 
 _log = logging.getLogger("cryostream")
 
