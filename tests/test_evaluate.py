@@ -267,3 +267,32 @@ def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
                  "--truth", str(tiny_run.sim.root), "--tile", "64"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out.startswith(f"wrote {tmp_path / 'rep'}/report.md")
+
+
+def test_a_run_is_scored_on_a_store_whose_matched_noise_is_drawn_on_the_device(tiny_run, tmp_path):
+    """The store `cryostream fit` makes (matched noise drawn on the device): its test split is
+    scored with each micrograph's own noise (this crashed with a traceback)."""
+    import numpy as np
+
+    from cryostream import NoiseConfig
+    from cryostream.evaluate.numbers import compare_on_store
+
+    store = prepare(tiny_run.sim.micrographs, tmp_path / "matched.h5", PrepareConfig(
+        patch_size=32, stride=32, test_fraction=0.34,
+        noise=NoiseConfig(model="matched", alpha=1.0, mode="on-device"))).output
+    scores = compare_on_store(tiny_run.run, store, patches=8)
+    assert scores["patches"] == 8
+    assert all(np.isfinite(scores[k]) for k in ("noisy_psnr", "gaussian_psnr", "model_psnr"))
+    assert scores["noisy_psnr"] < scores["gaussian_psnr"]  # noise was added: a filter helps
+
+
+def test_a_recorrupted_run_under_its_noisy_input_on_the_test_split_is_explained():
+    """A run that estimates the clean micrograph scores under the noisy input against the
+    micrograph itself; the report says why (and how to judge it) under the table."""
+    from cryostream.evaluate.report import test_split_section
+
+    numbers = {"patches": 9, "noisy_psnr": 16.26, "gaussian_psnr": 18.58, "gaussian_sigma": 0.5,
+               "model_psnr": 16.15}
+    said = "\n".join(test_split_section(numbers, recorrupt=True))
+    assert "scores under the noisy input by design" in said and "`--residual`" in said
+    assert "by design" not in "\n".join(test_split_section(numbers))

@@ -33,14 +33,15 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
 
     With ``topaz=True`` and Topaz-Denoise installed, its pretrained U-Net too (``topaz_psnr``).
 
-    Inputs of on-device-noise stores are synthesised with the store's noise model (seeded).
+    Inputs of on-device-noise stores are synthesised with the store's noise model (seeded), as
+    training synthesises them (:func:`~cryostream.training.model_input`: matched noise from
+    each micrograph's own measured statistics).
     """
     import jax
-    import jax.numpy as jnp
 
     from cryostream.loader import PatchLoader
-    from cryostream.noise import add_noise_jax
     from cryostream.runs import load_model
+    from cryostream.training import model_input
 
     log = logging.getLogger("cryostream")
     log.info("test split of %s: up to %d patches", Path(store).name, patches)
@@ -52,12 +53,9 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     noisy, clean, denoised = [], [], []
     for number, batch in enumerate(loader):
         target = batch["target"].astype(np.float32)
-        if "input" in batch:
-            inp = batch["input"].astype(np.float32)
-        else:
-            key = jax.random.fold_in(jax.random.key(12345), number)
-            inp = np.asarray(add_noise_jax(target, loader.noise, key))
-        out = np.asarray(apply(jnp.asarray(inp)[..., None]))[..., 0]
+        model_in, _ = model_input(batch, loader.noise, 12345, number, loader.noise_table)
+        inp = np.asarray(model_in)[..., 0]
+        out = np.asarray(apply(model_in))[..., 0]
         noisy.append(inp)
         clean.append(target)
         denoised.append(out)
