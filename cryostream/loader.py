@@ -25,7 +25,7 @@ from cryostream.config import NoiseConfig, from_dict
 from cryostream.errors import ConfigError, StoreError
 from cryostream.store import damaged_shard, fletcher32, open_dataset
 
-__all__ = ["PatchLoader", "LoaderState"]
+__all__ = ["PatchLoader", "LoaderState", "model_input"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,3 +302,48 @@ class PatchLoader:
         if ahead is not None:
             self.position = ahead[1]
             yield ahead[0]
+
+
+def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
+                recorrupt_alpha2: float | None = None):
+    """The network's input and target for a batch, noise synthesised on the device if needed.
+
+    Parameters
+    ----------
+    batch : dict of arrays
+        ``"target"`` (B, P, P), and ``"input"`` (B, P, P) for stores with stored noise, or
+        ``"micrograph"`` (B,) indices for matched on-device noise.
+    noise : NoiseConfig or None
+        The store's noise model, for stores without ``"input"``.
+    seed : int
+        Random seed of the on-device noise; the key is ``fold_in(key(seed), counter)``.
+    counter : int or jax.Array
+        The step (training) or batch number (evaluation).
+    table : dict of arrays, optional
+        The store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
+    recorrupt_alpha2 : float, optional
+        The store's ``α²``: the target ``y`` becomes ``y − (z − y) / α²`` (``z − y = α·m``,
+        so ``y − m / α``), recorrupted with the same draw as the input.
+
+    Returns
+    -------
+    (input, target)
+        float32 (B, P, P, 1) each.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from cryostream.noise import add_noise_jax
+
+    target = batch["target"].astype(jnp.float32)
+    if "input" in batch:
+        inp = batch["input"].astype(jnp.float32)
+    else:
+        matched = None
+        if table is not None:
+            matched = {k: jnp.asarray(v)[batch["micrograph"]] for k, v in table.items()}
+        inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter),
+                            matched)
+    if recorrupt_alpha2 is not None:
+        target = target - (inp - target) * (1 / recorrupt_alpha2)
+    return inp[..., None], target[..., None]

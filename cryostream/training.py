@@ -22,7 +22,7 @@ from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
-from cryostream.loader import PatchLoader
+from cryostream.loader import PatchLoader, model_input
 from cryostream.progress import plot_curve
 from cryostream.runs import (
     RunRecord,
@@ -84,51 +84,6 @@ def create_train_state(model, tx, params=None, *, where: str = "the given parame
     graphdef, own = nnx.split(model, nnx.Param)
     own = own if params is None else matching_params(own, params, where)
     return graphdef, {"params": own, "opt_state": tx.init(own), "step": jnp.zeros((), jnp.int32)}
-
-
-def model_input(batch, noise: NoiseConfig | None, seed: int, counter, table=None,
-                recorrupt_alpha2: float | None = None):
-    """The network's input and target for a batch, noise synthesised on the device if needed.
-
-    Parameters
-    ----------
-    batch : dict of arrays
-        ``"target"`` (B, P, P), and ``"input"`` (B, P, P) for stores with stored noise, or
-        ``"micrograph"`` (B,) indices for matched on-device noise.
-    noise : NoiseConfig or None
-        The store's noise model, for stores without ``"input"``.
-    seed : int
-        Random seed of the on-device noise; the key is ``fold_in(key(seed), counter)``.
-    counter : int or jax.Array
-        The step (training) or batch number (evaluation).
-    table : dict of arrays, optional
-        The store's per-micrograph matched-noise statistics (``PatchLoader.noise_table``).
-    recorrupt_alpha2 : float, optional
-        The store's ``α²``: the target ``y`` becomes ``y − (z − y) / α²`` (``z − y = α·m``,
-        so ``y − m / α``), recorrupted with the same draw as the input.
-
-    Returns
-    -------
-    (input, target)
-        float32 (B, P, P, 1) each.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from cryostream.noise import add_noise_jax
-
-    target = batch["target"].astype(jnp.float32)
-    if "input" in batch:
-        inp = batch["input"].astype(jnp.float32)
-    else:
-        matched = None
-        if table is not None:
-            matched = {k: jnp.asarray(v)[batch["micrograph"]] for k, v in table.items()}
-        inp = add_noise_jax(target, noise, jax.random.fold_in(jax.random.key(seed), counter),
-                            matched)
-    if recorrupt_alpha2 is not None:
-        target = target - (inp - target) * (1 / recorrupt_alpha2)
-    return inp[..., None], target[..., None]
 
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,

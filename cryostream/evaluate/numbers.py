@@ -34,14 +34,13 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     With ``topaz=True`` and Topaz-Denoise installed, its pretrained U-Net too (``topaz_psnr``).
 
     Inputs of on-device-noise stores are synthesised with the store's noise model (seeded), as
-    training synthesises them (:func:`~cryostream.training.model_input`: matched noise from
+    training synthesises them (:func:`~cryostream.loader.model_input`: matched noise from
     each micrograph's own measured statistics).
     """
     import jax
 
-    from cryostream.loader import PatchLoader
+    from cryostream.loader import PatchLoader, model_input
     from cryostream.runs import load_model
-    from cryostream.training import model_input
 
     log = logging.getLogger("cryostream")
     log.info("test split of %s: up to %d patches", Path(store).name, patches)
