@@ -205,6 +205,11 @@ def test_every_bad_file_is_named_at_once(small_mrcs, tmp_path):
     with pytest.raises(InvalidMicrographError) as info:  # one bad file: its own message
         open_micrographs([*small_mrcs, cut[0]])
     assert str(info.value).startswith(f"{cut[0].resolve()}: truncated")
+    assert str(info.value).endswith("copy or download it again; or pass --permissive (Python: "
+                                    "permissive=True) to skip it")  # the others are good
+    with pytest.raises(InvalidMicrographError) as info:  # the only input: nothing to skip to
+        open_micrographs([cut[0]])
+    assert str(info.value).endswith("copy or download it again")
 
 
 def test_a_compressed_mrc_is_named_with_the_command_that_undoes_it(small_mrcs, tmp_path):

@@ -241,6 +241,9 @@ def read_headers(
                 continue
             skip(h.path, f"{exc.path}: {exc.problem}")
         headers = kept
+    if len(bad) == 1 and len(paths) > 1 and "--permissive" not in bad[0].fix:  # one of many
+        raise InvalidMicrographError(bad[0].path, bad[0].problem, f"{bad[0].fix}; or pass "
+                                     "--permissive (Python: permissive=True) to skip it")
     if bad:
         raise one_error(bad, len(paths), "repair them or remove them from the inputs, or pass "
                         "--permissive (Python: permissive=True) to skip them")
