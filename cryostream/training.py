@@ -229,16 +229,18 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         if test_size >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
     record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
+    stored = None
     if checkpoint_steps(run):
         if not resume:
             raise StoreError(f"{run} already holds checkpoints; pass resume=True (--resume) to "
                              "continue, or choose another run folder")
-        changes = resume_differences(load_record(run), record)  # before anything is written
+        stored = load_record(run)
+        changes = resume_differences(stored, record)  # before anything is written
         if changes:
             raise ConfigError(f"{run}: resuming needs the options it was trained with; changed: "
                               f"{'; '.join(changes)}. Pass the same options, or train into a "
                               "new folder")
-    resuming = resume and bool(checkpoint_steps(run))
+    resuming = stored is not None
     model = create_model(config.model_config(), config.seed)
     if init_params is None and config.init is not None and not resuming:
         init_params = start_params(config.init, model.config)
@@ -246,8 +248,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     graphdef, state = create_train_state(  # checked before anything is written
         model, tx, None if resuming else init_params,
         where=f"init={config.init!r}" if config.init else "init_params")
-    record = dataclasses.replace(record, learned_weights=load_record(run).learned_weights
-                                 if resuming else inherited_weights(record))
+    record = dataclasses.replace(record, learned_weights=stored.learned_weights if resuming
+                                 else inherited_weights(record))
     manager = checkpoint_manager(run, config.keep_checkpoints, create=True)
     save_record(run, record)
     batch_sharding, replicated = _mesh_sharding()

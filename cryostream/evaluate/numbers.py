@@ -158,7 +158,7 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
                ORACLE_WIENER: wiener_oracle(noisy_n, clean_n),
                "Wiener, measured noise": wiener_measured(noisy_n, micrograph.noise()),
                "model": den}
-    if record.noise.model != "none" and not record.recorrupt:  # the others estimate the truth
+    if not record.estimates_clean:  # the others need no Noisier2Noise correction
         for name, config in TRUTH_PIPELINES.items():
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
 

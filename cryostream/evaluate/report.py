@@ -165,7 +165,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     from cryostream.denoise.steps import Micrograph
     from cryostream.io.stack import expand_inputs
 
-    noisy_trained = record.noise.model != "none" and not record.recorrupt
+    noisy_trained = not record.estimates_clean
     correction = DenoiseConfig.raw(n2n_correction=noisy_trained).pipeline()
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
              "Micrograph − output" + (" (Noisier2Noise-corrected)" if noisy_trained else "") +
