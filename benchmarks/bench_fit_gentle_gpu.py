@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dose", type=float, default=20.0, help="e/Å² of the simulated micrographs")
     ap.add_argument("--pixel", type=float, help="Å per pixel of the simulated micrographs "
                     "(the simulator's default: EMPIAR-10025's 0.6575)")
+    ap.add_argument("--nps", type=float, help="the detector's noise power at Nyquist over at 0 "
+                    "(white: 1, the simulator's default; the general model was trained on "
+                    "0.1–1)")
     args = ap.parse_args(argv)
     defaults = dict(TINY if args.tiny else FULL, steps=4 if args.tiny else 600,
                     **({} if args.tiny else {"count": 12, "held_out": 4}))
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     work = Path(args.work or f"/tmp/cryostream-bench-gentle{'-tiny' if args.tiny else ''}")
-    work = work / (f"{args.dose:g}e" + (f"_{args.pixel:g}A" if args.pixel else ""))
+    work = work / (f"{args.dose:g}e" + (f"_{args.pixel:g}A" if args.pixel else "")
+                   + (f"_nps{args.nps:g}" if args.nps else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,8 @@ def simulated(work: Path, args) -> tuple[list[Path], list[Path]]:
         shutil.rmtree(root, ignore_errors=True)
         cryostream.simulate(root, args.count, config=SimulateConfig(
             shape=(args.size, args.size), seed=args.seed, dose_e_per_angstrom2=args.dose,
-            **({"pixel_size_angstrom": args.pixel} if getattr(args, "pixel", None) else {})))
+            **({"pixel_size_angstrom": args.pixel} if getattr(args, "pixel", None) else {}),
+            **({"detector_nps_nyquist": args.nps} if getattr(args, "nps", None) else {})))
     mics = sorted((root / "micrographs").glob("*.mrc"))
     return mics, [root / "truth" / m.name for m in mics]
 

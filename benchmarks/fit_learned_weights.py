@@ -91,8 +91,9 @@ def pool(workers: int):
 
 
 def calibration_tasks(count: int, shape, seed: int, work: Path,
-                      high_signal_share: float | None = None) -> list[dict]:
-    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share),
+                      high_signal_share: float | None = None,
+                      dose: tuple[float, float] | None = None) -> list[dict]:
+    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share, dose),
              "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
              "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
 
@@ -183,7 +184,7 @@ def fit(args) -> dict:
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
     tasks = calibration_tasks(args.count, args.shape, args.seed, work,
-                              getattr(args, "high_signal_share", None))
+                              getattr(args, "high_signal_share", None), getattr(args, "dose", None))
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +227,8 @@ def fit(args) -> dict:
             after = dict(zip([r["index"] for r in rows],
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
-            "rows": args.rows, "by_size": args.by_size, "pixel_groups": args.pixel_groups,
+            **({"dose": list(args.dose)} if args.dose else {}), "rows": args.rows,
+            "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
@@ -385,6 +387,10 @@ def parse_args(argv=None):
     ap.add_argument("--no-in-sample", action="store_true", help="skip the calibration "
                     "micrographs' PSNR with the new tables (half the time)")
     ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--dose", type=float, nargs=2, metavar=("LOW", "HIGH"), help="calibration "
+                    "micrographs at a dose drawn from this range (e/Å², log-uniform) instead of "
+                    "the spread's, the rest of each as it would be: sums for a table that "
+                    "reaches under the spread's dose, fitted with --from beside the spread's")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
     args.shape = tuple(args.shape)

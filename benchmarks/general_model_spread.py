@@ -48,6 +48,8 @@ CONDITIONS = {
                                   defocus=(1.0, 2.0), ice=0.7),
     "mixed-25e-1.2A-thin-ice": dict(particle="mixed", dose=25, pixel=1.2, nps=1.0,
                                     defocus=(1.5, 3.0), ice=0.5),
+    # under the training spread's dose (10–80 e/Å²): each half of a 10 e/Å² even/odd pair
+    "t20s-5e-white": dict(particle="t20s", dose=5, pixel=0.6575, nps=1.0),
 }
 TEST_AREA_FRACTION = 0.15
 
@@ -63,9 +65,11 @@ def particles_for(particle: str, fraction: float, shape, pixel: float) -> int:
     return max(1, math.ceil(count * FULL_AREA / (shape[0] * shape[1])))
 
 
-def training_condition(seed: int, index: int, shape, high_signal_share: float | None = None) -> dict:
+def training_condition(seed: int, index: int, shape, high_signal_share: float | None = None,
+                       dose: tuple[float, float] | None = None) -> dict:
     """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD;
-    ``high_signal_share`` of them, default SPREAD's, from its high-signal corner)."""
+    ``high_signal_share`` of them, default SPREAD's, from its high-signal corner). ``dose``:
+    the dose drawn from this range (e/Å², log-uniform) instead, the rest as it would be."""
     rng = np.random.default_rng([seed, 17, index])
     if high_signal_share is None:
         high_signal_share = SPREAD["high_signal"]["share"]
@@ -92,6 +96,10 @@ def training_condition(seed: int, index: int, shape, high_signal_share: float | 
         corner = SPREAD["high_signal"]
         kw["dose_e_per_angstrom2"] = draw(corner["dose_e_per_angstrom2"])
         kw["pixel_size_angstrom"] = draw(corner["pixel_size_angstrom"])
+    if dose is not None:  # its own draw: the other keywords stay what they would be
+        low, high = np.log(dose)
+        kw["dose_e_per_angstrom2"] = float(np.exp(np.random.default_rng([seed, 19, index])
+                                                  .uniform(low, high)))
     kw["particles_per_micrograph"] = particles_for(kw["particle"], fraction,
                                                    shape, kw["pixel_size_angstrom"])
     return kw

@@ -339,6 +339,37 @@ def test_network_above_keeps_the_estimate_above_20_angstrom(simulated):
                            atol=1e-2 * scale)
 
 
+def test_network_above_never_keeps_a_response_that_inverts_the_contrast(simulated):
+    """Under the dose the network was trained for (the general model at 5 e/Å²) its output
+    can run against the micrograph in some rings. The best weight of a ring of the micrograph
+    alone, ⟨X, Y⟩ / ⟨Y, Y⟩, is never under 0, so where the estimate's own response is
+    negative the fallback takes the radial Wiener gain; where it is not, it stays."""
+    from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
+    from cryostream.spectral import frequencies
+
+    noisy, truth, _ = simulated[0]
+    noise = estimate_noise(noisy, PIXEL)
+    ky, kx = frequencies(noisy.shape, "rfft", pixel_size_angstrom=PIXEL)
+    k2 = ky * ky + kx * kx
+    above, inverted = k2 >= 1 / 20**2, (k2 >= 1 / 10**2) & (k2 < 1 / 5**2)  # 5–10 Å inverted
+    y = np.fft.rfft2(noisy - noisy.mean())
+    estimate = np.fft.irfft2(np.where(inverted, -0.5, 0.6) * y, s=noisy.shape).astype(np.float32)
+    kept, radial = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL), None])
+    spectrum = {name: np.fft.rfft2(image - image.mean())
+                for name, image in (("kept", kept), ("radial", radial), ("estimate", estimate))}
+    scale = np.abs(spectrum["estimate"]).max()
+    inner = inverted & (k2 >= 1 / 9.5**2) & (k2 < 1 / 5.5**2)  # rings wholly inverted
+    np.testing.assert_allclose(spectrum["kept"][inner], spectrum["radial"][inner],
+                               atol=1e-4 * scale)
+    kept_as_is = above & ~inverted & (k2 < 1 / 10.5**2)
+    np.testing.assert_allclose(spectrum["kept"][kept_as_is], spectrum["estimate"][kept_as_is],
+                               atol=1e-4 * scale)
+    f, inverted_frc = frc(estimate, truth)
+    f, kept_frc = frc(kept, truth)
+    band = (f > 0.66 / 9) & (f < 0.66 / 6)  # cycles/px of 6–9 Å
+    assert inverted_frc[band].mean() < 0 < kept_frc[band].mean()
+
+
 def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_path):
     """A micrograph with no Thon rings (noise and a smooth blob): the fit is not used, a
     warning names the micrograph and why, and the output keeps the network's own response
