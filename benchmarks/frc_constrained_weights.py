@@ -25,13 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.denoise.weights import BANDS, PARTS, LearnedWeights, WeightSums
-from cryostream.denoise.weights_fit import (
-    _by_size,
-    _mean_size,
-    _size_groups,
-    fit_learned_weights,
-    least_squares,
-)
+from cryostream.denoise.weights_fit import fit_learned_weights, least_squares
 from cryostream.metrics import edge_taper
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results" / "general_model"
@@ -102,20 +96,23 @@ def kept_mix(members: list[WeightSums], share: float, first_band: int,
 
 def kept_table(sums: list[WeightSums], share: float, first_band: int, rows: int = 2,
                groups: int = 4) -> LearnedWeights:
-    """:func:`fit_learned_weights`'s table by pixel size, each row's mix from :func:`kept_mix`."""
+    """A table by pixel size cut as :func:`fit_learned_weights` cuts it (``groups`` groups of
+    near-equal size by pixel size, ``rows`` rows by ratio in each; the micrographs' pixel sizes
+    all differ), each row's mix from :func:`kept_mix`."""
     rng = np.random.default_rng(0)
-    tables = []
-    for part in _size_groups(sums, groups, "kept_table"):
-        order = sorted(part, key=lambda s: s.snr)
-        snr, weights = [], []
+    by_size = sorted(sums, key=lambda s: s.pixel_size)
+    snr, sizes, weights = [], [], []
+    for part in np.array_split(np.arange(len(by_size)), groups):
+        order = sorted((by_size[i] for i in part), key=lambda s: s.snr)
+        size = math.exp(np.mean([math.log(s.pixel_size) for s in order]))
         for index in np.array_split(np.arange(len(order)), rows):
             members = [order[i] for i in index]
             weights.append(kept_mix(members, share, first_band, rng))
             snr.append(math.exp(np.mean([math.log(m.snr) for m in members])))
-        tables.append((LearnedWeights(tuple(snr), **{n: tuple(w[i] for w in weights)
-                                                     for i, n in enumerate(PARTS)}),
-                       _mean_size(part)))
-    return _by_size(tables, len(sums))
+            sizes.append(size)
+    return LearnedWeights(tuple(snr), **{n: tuple(w[i] for w in weights)
+                                         for i, n in enumerate(PARTS)},
+                          micrographs=len(sums), pixel_size=tuple(sizes))
 
 
 def score(table: LearnedWeights, base: LearnedWeights, test: list[WeightSums],
@@ -144,6 +141,8 @@ def main(argv=None) -> int:
         test, psnrs = load(test_on)
         base = fit_learned_weights(train, 2, 4)
         table = kept_table(train, args.share, args.from_band)
+        same = kept_table(train, 2.0, BANDS + 1)  # held to nothing: the least-squares table
+        assert np.allclose(np.asarray(same.rest), np.asarray(base.rest)), "grouping differs"
         print(json.dumps({"fitted_on_seed": fit_on, "tested_on_seed": test_on,
                           "least_squares": score(base, base, test, psnrs),
                           "kept": score(table, base, test, psnrs)}), flush=True)
