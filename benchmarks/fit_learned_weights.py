@@ -227,7 +227,8 @@ def fit(args) -> dict:
             after = dict(zip([r["index"] for r in rows],
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
-            **({"dose": list(args.dose)} if args.dose else {}), "rows": args.rows,
+            **({"dose": list(args.dose)} if getattr(args, "dose", None) else {}),
+            "rows": args.rows,
             "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),

@@ -24,10 +24,11 @@ class NetworkAbove:
     swamped by the noise estimate's own error: at 10 e/Å² on simulated 2048² micrographs it
     cost 0.5 dB against the network's own response for a Noisier2Noise run (H200), and
     0.1–0.15 dB for the general model (two cores), while discarding the structure the
-    network had kept in those rings (the FRC). A ring where that response is negative (the
-    estimate runs against the micrograph: the general model under the dose it was trained
-    for, 5 e/Å²) takes the radial gain instead: a ring's best weight of the micrograph alone is
-    never under 0, and the inverted ring would turn the contrast of that detail over."""
+    network had kept in those rings (the FRC). A ring within Nyquist where that response is
+    negative (the estimate runs against the micrograph: the general model below the doses it
+    was trained on, at 5 e/Å²) takes the radial gain instead: a ring's best weight of the
+    micrograph alone is never under 0, and the inverted ring would turn the contrast of that
+    detail over; the radial gain, unreliable as it is there, keeps the ring's correlation."""
 
     pixel_size_angstrom: float
     low_angstrom: float = 20.0
@@ -214,8 +215,10 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
                                  dtype=np.float32)
             above = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2
             # a response under 0 is never right: a ring's best weight of Y, <X, Y> / <Y, Y>,
-            # is >= 0 (the noise is independent of the specimen); there the radial gain
-            under = (gain < 0)[bins]
+            # is >= 0 (the noise is independent of the specimen); there the radial gain. Not
+            # in the corners past Nyquist, where nothing is left to invert and a gain a hair
+            # under 0 is chance (seen on micrographs at 10 e/Å²)
+            under = (gain < 0)[bins] & (ring <= min(ny, nx) // 2)
             change = np.where(above & ~under, np.float32(0), radial)
         elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain
