@@ -28,10 +28,15 @@ class NetworkAbove:
     negative (the estimate runs against the micrograph: the general model below the doses it
     was trained on, at 5 e/Å²) takes the radial gain instead: a ring's best weight of the
     micrograph alone is never under 0, and the inverted ring would turn the contrast of that
-    detail over; the radial gain, unreliable as it is there, keeps the ring's correlation."""
+    detail over; the radial gain, unreliable as it is there, keeps the ring's correlation.
+    Only for a model whose output estimates the clean image (``inverted``; ``denoise`` passes
+    :attr:`~cryostream.runs.RunRecord.estimates_clean`): after the Noisier2Noise correction a
+    ring's response sits at 0 give or take the correction's error where the noise dominates,
+    and the measurement above (0.5 dB for the network's own response) was of that case."""
 
     pixel_size_angstrom: float
     low_angstrom: float = 20.0
+    inverted: bool = True
 
 
 def check_correctable(record) -> None:
@@ -143,7 +148,8 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     response is the CTF-shaped Wiener gain of each coefficient
     (:func:`~cryostream.ctf.ctf_wiener_gain`), which follows the Thon rings and their
     astigmatism instead of averaging over each ring. A :class:`NetworkAbove` keeps the
-    estimate's own response above 20 Å instead (the fallback when no fit can be trusted).
+    estimate's own response above 20 Å instead (the fallback when no fit can be trusted; its
+    rings of negative response excepted).
 
     ``weights`` (a :class:`~cryostream.denoise.weights.LearnedWeights`): per band of
     frequency, the result is ``a·L + b·R`` instead, ``L`` the linear response just described
@@ -218,7 +224,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             # is >= 0 (the noise is independent of the specimen); there the radial gain. Not
             # in the corners past Nyquist, where nothing is left to invert and a gain a hair
             # under 0 is chance (seen on micrographs at 10 e/Å²)
-            under = (gain < 0)[bins] & (ring <= min(ny, nx) // 2)
+            under = (gain < 0)[bins] & (ring <= min(ny, nx) // 2) & ctf.inverted
             change = np.where(above & ~under, np.float32(0), radial)
         elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain
