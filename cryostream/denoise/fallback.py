@@ -34,8 +34,9 @@ def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
 
 def fallback_words(keep_network: bool) -> str:
     """What a micrograph whose CTF is not used gets, in words."""
-    return ("the radial Wiener gain below 20 Å and the network's own response above (the "
-            "radial gain in any ring where that response runs against the micrograph)"
+    return ("the radial Wiener gain below 20 Å and the network's own response above (for a "
+            "model that estimates the clean image, the radial gain in any ring where that "
+            "response runs against the micrograph)"
             if keep_network else "the radial Wiener gain")
 
 
