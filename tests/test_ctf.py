@@ -344,7 +344,7 @@ def test_network_above_never_keeps_a_response_that_inverts_the_contrast(simulate
     can run against the micrograph in some rings. The best weight of a ring of the micrograph
     alone, ⟨X, Y⟩ / ⟨Y, Y⟩, is never under 0, so where the estimate's own response is
     negative (within Nyquist) the fallback takes the radial Wiener gain; where it is not, and
-    for a Noisier2Noise run's corrected estimate (``inverted=False``), it stays."""
+    for a Noisier2Noise run's corrected estimate (``mend_inverted=False``), it stays."""
     from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
     from cryostream.spectral import frequencies
 
@@ -368,7 +368,7 @@ def test_network_above_never_keeps_a_response_that_inverts_the_contrast(simulate
     kept_as_is = (above & ~inverted & (k2 < 1 / 10.5**2)) | (k2 > 1.15 * nyquist)
     np.testing.assert_allclose(spectrum["kept"][kept_as_is], spectrum["estimate"][kept_as_is],
                                atol=1e-4 * scale)
-    as_made, = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL, inverted=False)])
+    as_made, = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL, mend_inverted=False)])
     np.testing.assert_allclose(np.fft.rfft2(as_made - as_made.mean())[above],  # Noisier2Noise
                                spectrum["estimate"][above], atol=1e-4 * scale)
     f, inverted_frc = frc(estimate, truth)

@@ -29,14 +29,14 @@ class NetworkAbove:
     was trained on, at 5 e/Å²) takes the radial gain instead: a ring's best weight of the
     micrograph alone is never under 0, and the inverted ring would turn the contrast of that
     detail over; the radial gain, unreliable as it is there, keeps the ring's correlation.
-    Only for a model whose output estimates the clean image (``inverted``; ``denoise`` passes
+    Only for a model whose output estimates the clean image (``mend_inverted``; ``denoise`` passes
     :attr:`~cryostream.runs.RunRecord.estimates_clean`): after the Noisier2Noise correction a
     ring's response sits at 0 give or take the correction's error where the noise dominates,
     and the measurement above (0.5 dB for the network's own response) was of that case."""
 
     pixel_size_angstrom: float
     low_angstrom: float = 20.0
-    inverted: bool = True
+    mend_inverted: bool = True
 
 
 def check_correctable(record) -> None:
@@ -219,13 +219,14 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
 
             ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ctf.pixel_size_angstrom,
                                  dtype=np.float32)
-            above = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2
+            keep = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2  # the network's, above
             # a response under 0 is never right: a ring's best weight of Y, <X, Y> / <Y, Y>,
             # is >= 0 (the noise is independent of the specimen); there the radial gain. Not
             # in the corners past Nyquist, where nothing is left to invert and a gain a hair
             # under 0 is chance (seen on micrographs at 10 e/Å²)
-            under = (gain < 0)[bins] & (ring <= min(ny, nx) // 2) & ctf.inverted
-            change = np.where(above & ~under, np.float32(0), radial)
+            if ctf.mend_inverted:
+                keep &= ~((gain < 0)[bins] & (ring <= min(ny, nx) // 2))
+            change = np.where(keep, np.float32(0), radial)
         elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain
 

@@ -157,8 +157,9 @@ class WienerGain(Step):
     Where the rings are not found, the micrograph's signal is too weak for its measured noise
     to set a gain above 20 Å either: the radial gain below 20 Å and the network's own linear
     response above (:class:`~cryostream.denoise.corrections.NetworkAbove`; for a model that
-    estimates the clean image, the radial gain in a ring where that response is negative). Where they are
-    found but the error check fails, or the micrograph is too small to fit, the radial gain.
+    estimates the clean image, the radial gain in a ring where that response is negative).
+    Where they are found but the error check fails, or the micrograph is too small to fit, the
+    radial gain.
 
     ``learned`` (``"ensemble"`` or ``"single"``): the run's table of learned weights for its
     network run as the ensemble or once (:mod:`cryostream.denoise.weights`) weighs the gain's
@@ -244,7 +245,7 @@ class WienerGain(Step):
             shape = state["fit"]
         elif state is not None and no_rings(state.get("rings_z")):
             shape = NetworkAbove(micrograph.pixel_size_angstrom,
-                                 inverted=micrograph.record.estimates_clean)
+                                 mend_inverted=micrograph.record.estimates_clean)
         else:
             shape = None
         table = None if state is None else state["table"]
