@@ -92,8 +92,10 @@ def pool(workers: int):
 
 def calibration_tasks(count: int, shape, seed: int, work: Path,
                       high_signal_share: float | None = None,
-                      dose: tuple[float, float] | None = None) -> list[dict]:
-    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share, dose),
+                      dose: tuple[float, float] | None = None,
+                      low_dose_share: float | None = None) -> list[dict]:
+    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share, dose,
+                                                      low_dose_share),
              "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
              "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
 
@@ -184,7 +186,8 @@ def fit(args) -> dict:
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
     tasks = calibration_tasks(args.count, args.shape, args.seed, work,
-                              getattr(args, "high_signal_share", None), getattr(args, "dose", None))
+                              getattr(args, "high_signal_share", None), getattr(args, "dose", None),
+                              getattr(args, "low_dose_share", None))
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +231,8 @@ def fit(args) -> dict:
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
             **({"dose": list(args.dose)} if getattr(args, "dose", None) else {}),
+            **({"low_dose_share": args.low_dose_share}
+               if getattr(args, "low_dose_share", None) else {}),
             "rows": args.rows,
             "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,
@@ -392,6 +397,10 @@ def parse_args(argv=None):
                     "micrographs at a dose drawn from this range (e/Å², log-uniform) instead of "
                     "the spread's, the rest of each as it would be: sums for a table that "
                     "reaches under the spread's dose, fitted with --from beside the spread's")
+    ap.add_argument("--low-dose-share", type=float, help="share of calibration micrographs with "
+                    "the dose drawn from under the spread's floor (default SPREAD['low_dose']'s, "
+                    "0.2, what the shipped model was trained and fitted with; 0 for the spread "
+                    "before it)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
     args.shape = tuple(args.shape)

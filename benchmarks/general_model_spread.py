@@ -29,6 +29,10 @@ SPREAD = {
     # electrons per pixel): ``--high-signal-share`` of train_general_model.py
     "high_signal": {"share": 0.0, "dose_e_per_angstrom2": {"log": [40.0, 80.0]},
                     "pixel_size_angstrom": {"uniform": [1.0, 1.5]}},
+    # the share of micrographs whose dose is drawn instead from under the spread's floor (each
+    # half of an even/odd pair at 10 e/Å² holds 5): ``--low-dose-share`` of train_general_model.py;
+    # the shipped model's 0.2 (before it, 0: calibration sets drawn then had none)
+    "low_dose": {"share": 0.2, "dose_e_per_angstrom2": {"log": [4.0, 10.0]}},
 }
 
 #: Held-out conditions: the issue-20 grid (T20S at 0.6575 Å/px, EMPIAR-10025's defocus, white
@@ -48,7 +52,7 @@ CONDITIONS = {
                                   defocus=(1.0, 2.0), ice=0.7),
     "mixed-25e-1.2A-thin-ice": dict(particle="mixed", dose=25, pixel=1.2, nps=1.0,
                                     defocus=(1.5, 3.0), ice=0.5),
-    # under the training spread's dose (10–80 e/Å²): each half of a 10 e/Å² even/odd pair
+    # under the spread's floor (10 e/Å²; SPREAD["low_dose"]): each half of a 10 e/Å² even/odd pair
     "t20s-5e-white": dict(particle="t20s", dose=5, pixel=0.6575, nps=1.0),
 }
 TEST_AREA_FRACTION = 0.15
@@ -66,9 +70,11 @@ def particles_for(particle: str, fraction: float, shape, pixel: float) -> int:
 
 
 def training_condition(seed: int, index: int, shape, high_signal_share: float | None = None,
-                       dose: tuple[float, float] | None = None) -> dict:
+                       dose: tuple[float, float] | None = None,
+                       low_dose_share: float | None = None) -> dict:
     """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD;
-    ``high_signal_share`` of them, default SPREAD's, from its high-signal corner). ``dose``:
+    ``high_signal_share`` of them, default SPREAD's, from its high-signal corner;
+    ``low_dose_share`` of them, default SPREAD's, with the dose from under its floor). ``dose``:
     the dose drawn from this range (e/Å², log-uniform) instead, the rest as it would be."""
     rng = np.random.default_rng([seed, 17, index])
     if high_signal_share is None:
@@ -96,6 +102,13 @@ def training_condition(seed: int, index: int, shape, high_signal_share: float | 
         corner = SPREAD["high_signal"]
         kw["dose_e_per_angstrom2"] = draw(corner["dose_e_per_angstrom2"])
         kw["pixel_size_angstrom"] = draw(corner["pixel_size_angstrom"])
+    if low_dose_share is None:
+        low_dose_share = SPREAD["low_dose"]["share"]
+    if low_dose_share > 0:  # its own draws: every other micrograph stays what it would be
+        pick = np.random.default_rng([seed, 23, index])
+        if pick.uniform() < low_dose_share:
+            low, high = np.log(SPREAD["low_dose"]["dose_e_per_angstrom2"]["log"])
+            kw["dose_e_per_angstrom2"] = float(np.exp(pick.uniform(low, high)))
     if dose is not None:  # its own draw: the other keywords stay what they would be
         low, high = np.log(dose)
         kw["dose_e_per_angstrom2"] = float(np.exp(np.random.default_rng([seed, 19, index])
@@ -142,7 +155,8 @@ def simulate_one(task: dict) -> dict:
 
 def data_tasks(args, work: Path) -> tuple[list[dict], list[dict]]:
     train = [{"index": i, "config": training_condition(args.seed, i, args.shape,
-                                                       args.high_signal_share),
+                                                       args.high_signal_share,
+                                                       low_dose_share=args.low_dose_share),
               "noisy": str(work / "train" / "micrographs" / f"sim_{i:04d}.mrc"),
               "truth": str(work / "train" / "truth" / f"sim_{i:04d}.mrc")}
              for i in range(args.count)]
