@@ -1,18 +1,35 @@
 """Progress notes through :mod:`logging` (the ``cryostream`` logger) for work a user waits
 on: the passes of a Dask computation counted in micrographs, and a training's steps, loss,
-speed and time left; and a training's curve (``loss.png``). The command line shows the notes
-on stderr (``--quiet`` hides them)."""
+speed and time left; a training's curve (``loss.png``), and the check of that curve for a loss
+that spiked and came back (:func:`loss_spike`). The command line shows the notes on stderr
+(``--quiet`` hides them)."""
 
 from __future__ import annotations
 
 import collections
 import logging
 import math
+import statistics
 import time
+import warnings
 
 from dask.callbacks import Callback
 
-__all__ = ["PrepareProgress", "TrainProgress", "plot_curve"]
+__all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "loss_spike", "plot_curve",
+           "warn_loss_spike"]
+
+#: A logged training loss this many times the median of the :data:`SPIKE_WINDOW` logged before
+#: it is a spike: the run diverged for a while and came back (an infinite loss stops training
+#: instead). Undisturbed trainings of the general model stay under 5 times; one that diverged
+#: for 100 steps reached 680 000 times and came out 0.2–2.3 dB worse (docs/benchmarks.md,
+#: "Trained at low dose too").
+SPIKE_FACTOR = 50.0
+#: Logged rows (one every 10 steps) whose median is the loss's level before a row.
+SPIKE_WINDOW = 20
+
+
+class LossSpikeWarning(UserWarning):
+    """A training's loss spiked and came back: the network may be worse than it looks."""
 
 _log = logging.getLogger("cryostream")
 
@@ -177,3 +194,33 @@ def plot_curve(path, rows: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def loss_spike(rows: list[dict]) -> dict | None:
+    """The largest spike of a training's logged losses (``metrics.jsonl`` rows), or None:
+    ``{"step", "loss", "level", "final"}``, ``level`` the median of the :data:`SPIKE_WINDOW`
+    losses logged before that row, ``final`` the last logged loss."""
+    logged = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
+    worst = None
+    for i in range(SPIKE_WINDOW, len(logged)):
+        level = statistics.median(loss for _, loss in logged[i - SPIKE_WINDOW:i])
+        step, loss = logged[i]
+        if level > 0 and loss > SPIKE_FACTOR * level and (
+                worst is None or loss / level > worst["loss"] / worst["level"]):
+            worst = {"step": step, "loss": loss, "level": level}
+    return None if worst is None else worst | {"final": logged[-1][1]}
+
+
+def warn_loss_spike(run, spike: dict | None) -> None:
+    """Warn (:class:`LossSpikeWarning`) of :func:`loss_spike`'s spike, naming the run and what
+    to do; nothing when there is none."""
+    if spike is None:
+        return
+    warnings.warn(
+        f"{run}: the training loss spiked to {spike['loss']:.3g} at step {spike['step']}, "
+        f"{spike['loss'] / spike['level']:,.0f} times its level before ({spike['level']:.3g}), "
+        f"and ended at {spike['final']:.3g}: the training diverged for a while and came back, "
+        "and such a network can be much worse than its final loss suggests (loss.png shows "
+        "it). Compare it with another model on your micrographs (`cryostream rank`): after "
+        "`train`, one trained with another --seed or a lower --lr; after `fit`, the general "
+        "model", LossSpikeWarning, stacklevel=3)

@@ -23,7 +23,7 @@ from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
-from cryostream.progress import plot_curve
+from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
     checkpoint_manager,
@@ -50,6 +50,8 @@ class TrainResult:
     eval: dict
     seconds: float
     patches_per_second: float
+    #: :func:`~cryostream.progress.loss_spike`: the loss spiked and came back (warned), or None
+    loss_spike: dict | None = None
 
 
 def create_model(config, seed: int = 0):
@@ -363,9 +365,12 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if bar is not None:
         bar.close()
     plot_curve(run / "loss.png", rows)
+    spike = loss_spike(rows)
+    warn_loss_spike(run, spike)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})
     rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else float("nan")
     return TrainResult(run=run, steps=step, final_loss=last.get("loss", math.nan),
                        eval={k[5:]: v for k, v in final_eval.items() if k.startswith("eval_")},
-                       seconds=time.perf_counter() - start_time, patches_per_second=rate)
+                       seconds=time.perf_counter() - start_time, patches_per_second=rate,
+                       loss_spike=spike)
 

@@ -1,15 +1,26 @@
 """Training notes (``cryostream.progress.TrainProgress``): the first step with the time
 compiling took, then by the clock with the speed and the time left, each evaluation beside the
-noisy input's PSNR, and once the advice when the steps left are long."""
+noisy input's PSNR, and once the advice when the steps left are long; and the check of a
+finished curve for a loss that spiked and came back (``cryostream.progress.loss_spike``)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 
 import jax.numpy as jnp
+import pytest
 
-from cryostream.progress import TrainProgress
+from cryostream.progress import (
+    SPIKE_FACTOR,
+    SPIKE_WINDOW,
+    LossSpikeWarning,
+    TrainProgress,
+    loss_spike,
+    warn_loss_spike,
+)
 
 NUMBER = r"[0-9.e+-]+"
 
@@ -61,3 +72,38 @@ def test_a_time_budget_says_where_it_stops(notes):
     progress.step(2, _loss(0.5))
     assert re.fullmatch(rf"training: step 2/1000, loss 0\.5, {NUMBER} steps/s \({NUMBER} "
                         r"patches/s\), the time budget ends in 0 s, near step 2", notes[1])
+
+
+def _curve(name: str) -> list[dict]:
+    path = Path(__file__).parent.parent / "docs" / "results" / "general_model" / name
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_loss_that_spiked_and_came_back_is_found_and_named():
+    """Two real H200 trainings of the general model's recipe (4000 steps, a row every 10):
+    one undisturbed, one that diverged at step 1550 and came back to a loss that looks fine
+    (0.0008 against 0.00057) with a network 0.2–2.3 dB worse. Only the second is flagged, at
+    its worst row, and the warning names the run, the step and what to do."""
+    assert loss_spike(_curve("h200_low_dose_share_4000steps_metrics.jsonl")) is None
+    diverged = _curve("h200_low_dose_share_seed1_diverged_metrics.jsonl")
+    spike = loss_spike(diverged)
+    assert spike["step"] == 1560 and spike["loss"] > 500 and spike["level"] < 1e-3
+    assert spike["final"] == diverged[-1]["loss"] < 1e-3
+    assert loss_spike(diverged[:150]) is None  # the rows before step 1510: nothing yet
+    with pytest.warns(LossSpikeWarning, match=r"^runs/seed1: the training loss spiked to 506 at "
+                      r"step 1560, [0-9,]+ times its level before \(0\.000[0-9]+\), and ended at "
+                      r"0\.000[0-9]+: .*cryostream rank.*another --seed or a lower --lr.*the general model$"):
+        warn_loss_spike("runs/seed1", spike)
+
+
+def test_a_short_or_steady_curve_has_no_spike():
+    """Fewer rows than the window, a falling curve, and steps twenty times the level are
+    no spike; fifty-one times is, and a non-finite row (training stops there) is skipped."""
+    rows = [{"step": 10 * (i + 1), "loss": 1.0 / (i + 1)} for i in range(SPIKE_WINDOW)]
+    assert loss_spike(rows) is None
+    flat = [{"step": 10 * (i + 1), "loss": 0.01} for i in range(2 * SPIKE_WINDOW)]
+    assert loss_spike(flat[:25] + [{"step": 260, "loss": 0.2}] + flat[26:]) is None
+    high = flat[:25] + [{"step": 260, "loss": 0.01 * (SPIKE_FACTOR + 1)}] + flat[26:]
+    assert loss_spike(high) == {"step": 260, "loss": 0.01 * (SPIKE_FACTOR + 1), "level": 0.01,
+                                "final": 0.01}
+    assert loss_spike(flat[:25] + [{"step": 260, "loss": float("inf")}] + flat[26:]) is None
