@@ -377,6 +377,39 @@ def test_network_above_never_keeps_a_response_that_inverts_the_contrast(simulate
     assert inverted_frc[band].mean() < 0 < kept_frc[band].mean()
 
 
+def test_the_mended_rings_go_through_the_learned_weights_as_the_radial_gain_does(simulated):
+    """With a table (``a·L + b·R``, the default of the general model) the inverted rings are
+    mended before the weights: there ``L`` is the radial Wiener gain's linear response, so the
+    output equals the radial gain's under the same table; elsewhere above 20 Å it is the
+    network's own response, weighted by ``a``."""
+    from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
+    from cryostream.denoise.weights import BANDS, LearnedWeights
+    from cryostream.spectral import frequencies
+
+    noisy, _, _ = simulated[0]
+    noise = estimate_noise(noisy, PIXEL)
+    ky, kx = frequencies(noisy.shape, "rfft", pixel_size_angstrom=PIXEL)
+    k2 = ky * ky + kx * kx
+    inverted = (k2 >= 1 / 10**2) & (k2 < 1 / 5**2)
+    y = np.fft.rfft2(noisy - noisy.mean())
+    rest = np.fft.irfft2(np.random.default_rng(3).normal(size=y.shape) * np.abs(y) * 0.1,
+                         s=noisy.shape)  # a part the linear response does not hold
+    estimate = (np.fft.irfft2(np.where(inverted, -0.5, 0.6) * y, s=noisy.shape)
+                + rest).astype(np.float32)
+    table = LearnedWeights(snr=(1.0,), linear=((0.5,) * (BANDS + 1),), rest=((0.0,) * (BANDS + 1),))
+    kept, radial = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL), None],
+                                       weights=table)
+    plain, = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL)])
+    spectrum = {name: np.fft.rfft2(image - image.mean())
+                for name, image in (("kept", kept), ("radial", radial), ("plain", plain))}
+    scale = np.abs(spectrum["radial"]).max()
+    inner = (k2 >= 1 / 9.5**2) & (k2 < 1 / 5.5**2)
+    np.testing.assert_allclose(spectrum["kept"][inner], spectrum["radial"][inner], atol=1e-4 * scale)
+    own = (k2 >= 1 / 19**2) & (k2 < 1 / 10.5**2)  # the network's response, halved by the table
+    np.testing.assert_allclose(spectrum["kept"][own], 0.3 * y[own], rtol=0.05, atol=2e-3 * scale)
+    assert not np.allclose(spectrum["kept"][inner], spectrum["plain"][inner], atol=1e-2 * scale)
+
+
 def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_path):
     """A micrograph with no Thon rings (noise and a smooth blob): the fit is not used, a
     warning names the micrograph and why, and the output keeps the network's own response
