@@ -64,12 +64,13 @@ def crop_micrograph(path: Path, size: int, work: Path) -> tuple[Path, list[int],
     return out, [y0, x0, size], pixel
 
 
-def denoise_variant(crop: Path, name: str, work: Path) -> dict:
-    """``cryostream denoise CROP -o WORK/NAME [options]``, timed once; its JSON record."""
+def denoise_variant(crop: Path, name: str, work: Path, model: str = "general") -> dict:
+    """``cryostream denoise CROP -o WORK/NAME [options]`` (with ``--model`` unless the shipped
+    general model), timed once; its JSON record."""
     folder = work / name
     timing = folder / "timing.json"
     command = [sys.executable, "-m", "cryostream", "denoise", str(crop), "-o", str(folder),
-               *VARIANTS[name]]
+               *VARIANTS[name], *(["--model", model] if model != "general" else [])]
     if not timing.is_file():
         load = os.getloadavg()[0]
         start = time.perf_counter()
@@ -146,6 +147,8 @@ def main(argv=None) -> None:
     p.add_argument("--work", type=Path, default=Path(".dev/residual_real"),
                    help="crop and denoised micrographs (not for the repository)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--model", default="general", help="the model denoise uses (default: the "
+                   "shipped general model; an exported .npz or a run folder to compare another)")
     args = p.parse_args(argv)
 
     from cryostream.denoise.network import model_record
@@ -161,7 +164,7 @@ def main(argv=None) -> None:
     with mrcfile.open(crop) as mrc:
         raw = np.asarray(mrc.data, np.float32)
     # evaluate --residual's units: the micrograph over the run's normalising percentile
-    scale = np.float32(np.percentile(raw, model_record("general").prepare.percentile))
+    scale = np.float32(np.percentile(raw, model_record(args.model).prepare.percentile))
     image = raw / scale
     tile = tile_for(image.shape)
     noise = estimate_noise(image, pixel, tile=tile)
@@ -172,7 +175,7 @@ def main(argv=None) -> None:
               "spectrum_tile": tile, "variants": {}}
     checks = {}
     for name in args.variants:
-        run = denoise_variant(crop, name, args.work)
+        run = denoise_variant(crop, name, args.work, args.model)
         with mrcfile.open(run["output"]) as mrc:
             den = np.asarray(mrc.data, np.float32) / scale
         check = method_noise(image, den, pixel, noise=noise)
