@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from general_model_spread import simulate_one, training_condition
+from general_model_spread import SPREAD, simulate_one, training_condition
 
 #: How the tables follow the pixel size. On the general model's calibration micrographs
 #: (leave-one-out), a fit per group of pixel size left 0.64 of the error over each
@@ -174,6 +174,21 @@ def _model_key(model: str) -> str:
     return f"{path.parent.name}_{path.stem}_{path.stat().st_size if path.exists() else 0}"
 
 
+def calibration_draws(args) -> dict:
+    """How the calibration micrographs are drawn (the shares used, SPREAD's where ``args``
+    has none, and the dose range) and the work folder's subfolder that holds them."""
+    drawn = {"high_signal_share": getattr(args, "high_signal_share", None),
+             "low_dose_share": getattr(args, "low_dose_share", None),
+             "dose": list(args.dose) if getattr(args, "dose", None) else None}
+    for corner in ("high_signal", "low_dose"):
+        if drawn[f"{corner}_share"] is None:
+            drawn[f"{corner}_share"] = SPREAD[corner]["share"]
+    folder = (f"seed{args.seed}_{args.shape[0]}x{args.shape[1]}"
+              f"_high{drawn['high_signal_share']:g}_low{drawn['low_dose_share']:g}"
+              + (f"_dose{drawn['dose'][0]:g}-{drawn['dose'][1]:g}" if drawn["dose"] else ""))
+    return drawn | {"folder": folder}
+
+
 def fit(args) -> dict:
     from cryostream.denoise import dihedral_mean
     from cryostream.denoise.binned import binned_estimate
@@ -182,12 +197,12 @@ def fit(args) -> dict:
 
     model = model_path(args.model)
     with_binned = args.binned_pass
-    work = args.work
+    drawn = calibration_draws(args)
+    work = args.work / drawn["folder"]  # each set of draws its own micrographs and outputs
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
-    tasks = calibration_tasks(args.count, args.shape, args.seed, work,
-                              getattr(args, "high_signal_share", None), getattr(args, "dose", None),
-                              getattr(args, "low_dose_share", None))
+    tasks = calibration_tasks(args.count, args.shape, args.seed, work, drawn["high_signal_share"],
+                              drawn["dose"], drawn["low_dose_share"])
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
@@ -230,9 +245,7 @@ def fit(args) -> dict:
             after = dict(zip([r["index"] for r in rows],
                              ex.map(after_one, [(j, tables) for j in jobs]), strict=True))
     return {"model": model, "count": args.count, "shape": list(args.shape), "seed": args.seed,
-            **({"dose": list(args.dose)} if getattr(args, "dose", None) else {}),
-            **({"low_dose_share": args.low_dose_share}
-               if getattr(args, "low_dose_share", None) else {}),
+            **{k: v for k, v in drawn.items() if k != "folder" and v is not None},
             "rows": args.rows,
             "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,

@@ -51,7 +51,7 @@ folder kept between them (a cut-off stage resumes where it stopped)::
 
 The shipped model is this with ``--low-dose-share 0.2`` (the default; a model trained without
 it, on 10–80 e/Å² alone, ran against the truth at 5 e/Å²). Its second training seed
-(``--train-seed 1``) diverged at step 1550 and came out 0.2–2.3 dB worse: train again when
+(``--train-seed 1``) diverged at step 1550 and came out 0.2–3.3 dB worse: train again when
 ``train`` warns of a loss spike, and score before shipping.
 
 Tried and not shipped (benchmarks page, "The shipped general model"): 9000 steps; 640

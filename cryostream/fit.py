@@ -101,6 +101,8 @@ class FitResult:
     recorrupt : bool
         Whether the run trains on recorrupted targets (its output estimates the clean
         micrograph, so its test PSNR against a noisy target is under the input's by design).
+    loss_spike : dict or None
+        The training's loss spiked and came back (warned; :func:`cryostream.progress.loss_spike`).
     """
 
     run: Path
@@ -117,6 +119,7 @@ class FitResult:
     kept: str | None = None
     recorrupt: bool = False
     skipped: tuple[str, ...] = ()
+    loss_spike: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -311,7 +314,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                     eval=result.eval if result is not None else {},
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
                     resumed_at=done, kept=kept, recorrupt=config.recorrupt,
-                    skipped=tuple(s["path"] for s in skipped))
+                    skipped=tuple(s["path"] for s in skipped),
+                    loss_spike=result.loss_spike if result is not None else None)
     _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)

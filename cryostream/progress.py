@@ -21,7 +21,7 @@ __all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "loss_spike",
 #: A logged training loss this many times the median of the :data:`SPIKE_WINDOW` logged before
 #: it is a spike: the run diverged for a while and came back (an infinite loss stops training
 #: instead). Undisturbed trainings of the general model stay under 5 times; one that diverged
-#: for 100 steps reached 680 000 times and came out 0.2–2.3 dB worse (docs/benchmarks.md,
+#: for 100 steps reached 680 000 times and came out 0.2–3.3 dB worse (docs/benchmarks.md,
 #: "Trained at low dose too").
 SPIKE_FACTOR = 50.0
 #: Logged rows (one every 10 steps) whose median is the loss's level before a row.
@@ -199,7 +199,8 @@ def plot_curve(path, rows: list[dict]) -> None:
 def loss_spike(rows: list[dict]) -> dict | None:
     """The largest spike of a training's logged losses (``metrics.jsonl`` rows), or None:
     ``{"step", "loss", "level", "final"}``, ``level`` the median of the :data:`SPIKE_WINDOW`
-    losses logged before that row, ``final`` the last logged loss."""
+    losses logged before that row, ``final`` the last logged loss. The first
+    :data:`SPIKE_WINDOW` rows (200 steps) have no level yet and are not looked at."""
     logged = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
     worst = None
     for i in range(SPIKE_WINDOW, len(logged)):
@@ -216,11 +217,13 @@ def warn_loss_spike(run, spike: dict | None) -> None:
     to do; nothing when there is none."""
     if spike is None:
         return
+    back = spike["final"] < 10 * spike["level"]
     warnings.warn(
         f"{run}: the training loss spiked to {spike['loss']:.3g} at step {spike['step']}, "
         f"{spike['loss'] / spike['level']:,.0f} times its level before ({spike['level']:.3g}), "
-        f"and ended at {spike['final']:.3g}: the training diverged for a while and came back, "
-        "and such a network can be much worse than its final loss suggests (loss.png shows "
-        "it). Compare it with another model on your micrographs (`cryostream rank`): after "
-        "`train`, one trained with another --seed or a lower --lr; after `fit`, the general "
-        "model", LossSpikeWarning, stacklevel=3)
+        f"and ended at {spike['final']:.3g}: the training diverged "
+        + ("for a while and came back, and such a network can be much worse than its final "
+           "loss suggests" if back else "and did not come back")
+        + " (loss.png shows it). Compare it with another model on your micrographs (`cryostream "
+        "rank`): after `train`, one trained with another --seed or a lower --lr; after `fit`, "
+        "the general model", LossSpikeWarning, stacklevel=3)

@@ -82,8 +82,9 @@ def _curve(name: str) -> list[dict]:
 def test_a_loss_that_spiked_and_came_back_is_found_and_named():
     """Three real H200 trainings of the general model's recipe (4000 steps, a row every 10):
     two undisturbed, one that diverged at step 1550 and came back to a loss that looks fine
-    (0.0008 against 0.00057) with a network 0.2–2.3 dB worse. Only the second is flagged, at
-    its worst row, and the warning names the run, the step and what to do."""
+    (0.0008 against 0.00057) with a network 0.2–3.3 dB worse. Only the second is flagged, at
+    its worst row, and the warning names the run, the step and what to do (and says so when
+    the loss did not come back)."""
     for undisturbed in ("h200_low_dose_share_4000steps_metrics.jsonl",
                         "h200_low_dose_share_seed2_metrics.jsonl"):
         assert loss_spike(_curve(undisturbed)) is None
@@ -96,6 +97,9 @@ def test_a_loss_that_spiked_and_came_back_is_found_and_named():
                       r"step 1560, [0-9,]+ times its level before \(0\.000[0-9]+\), and ended at "
                       r"0\.000[0-9]+: .*cryostream rank.*another --seed or a lower --lr.*the general model$"):
         warn_loss_spike("runs/seed1", spike)
+    with pytest.warns(LossSpikeWarning, match=r"at step 1560.*ended at 3\.9: the training diverged "
+                      r"and did not come back \(loss\.png"):  # a spike that lasted to the end
+        warn_loss_spike("runs/seed1", spike | {"final": 3.9})
 
 
 def test_a_short_or_steady_curve_has_no_spike():
