@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
 #: The command-line variants: name → options after ``cryostream denoise CROP -o OUT``.
-VARIANTS = {"default": [], "no-ctf-gain": ["--no-ctf-gain"], "raw": ["--raw"]}
+VARIANTS = {"default": [], "no-ctf-gain": ["--no-ctf-gain"], "raw": ["--raw"],
+            "no-learned-weights": ["--no-learned-weights"]}
 
 #: Bands of the spectrum ratio reported besides the check's own 0.05–0.5 cycles/px, in
 #: cycles/px. Below 0.05 cycles/px (13 Å at 0.667 Å/px) lie the particle scales; the measured
