@@ -19,6 +19,7 @@ from cryostream.denoise import ctf_gain_check, match_wiener_gain
 from cryostream.errors import ConfigError
 from cryostream.matched import estimate_noise
 from cryostream.metrics import frc, psnr, wiener_oracle
+from cryostream.runs import RunRecord
 from cryostream.simulate.micrograph import simulate_micrograph
 
 PIXEL = 0.6575
@@ -444,6 +445,51 @@ def test_without_thon_rings_the_gain_keeps_the_network_above_20_angstrom(tmp_pat
         if not correction:
             np.testing.assert_array_equal(got, match_wiener_gain(network(image), image, noise,
                                                                  ctf=NetworkAbove(PIXEL)))
+
+
+def test_the_record_names_the_rings_whose_inverted_response_was_mended(tmp_path):
+    """A micrograph with no Thon rings and a network whose response is negative at 5–10 Å:
+    for a model that estimates the clean image the record says how many rings took the radial
+    gain for it and their span in Å; a Noisier2Noise run keeps them, and its record says
+    nothing of them."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.denoise.micrograph import describe_found
+    from cryostream.denoise.steps import Micrograph
+    from cryostream.spectral import frequencies
+
+    rng = np.random.default_rng(1)
+    image = (1 + gaussian_filter(rng.normal(size=(1024, 1024)), 40) * 20
+             + rng.normal(0, 0.3, (1024, 1024))).astype(np.float32)
+    ky, kx = frequencies(image.shape, "rfft", pixel_size_angstrom=PIXEL)
+    inverted = (ky * ky + kx * kx >= 1 / 10**2) & (ky * ky + kx * kx < 1 / 5**2)
+
+    def network(y):  # a response that turns 5–10 Å over
+        spectrum = np.fft.rfft2(y - y.mean())
+        return (np.fft.irfft2(np.where(inverted, -0.5, 0.6) * spectrum, s=y.shape)
+                + y.mean()).astype(np.float32)
+
+    for noise_model, correction in (("none", False), ("poisson-gaussian", True)):
+        record = RunRecord(path=tmp_path, train=TrainConfig(), store="s.h5", prepare=PrepareConfig(
+            noise=NoiseConfig(model=noise_model)))
+        micrograph = Micrograph(image, PIXEL, record, source="blob.mrc")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CTFFallbackWarning)
+            _, found = DenoiseConfig.raw(ctf_gain=True, n2n_correction=correction).pipeline(
+                ).run(micrograph, network)
+        assert found["fallback"] == "network_above_20A"
+        if correction:  # Noisier2Noise: the rings are kept, nothing recorded
+            assert "inverted_rings" not in found
+            continue
+        mended = found["inverted_rings"]
+        assert mended["count"] >= 10
+        low, high = mended["angstrom"]
+        assert 4.9 <= low < 5.5 and 9.5 < high <= 10.1, mended
+        assert json.loads(json.dumps(found)) == found  # JSON values, as NAME.json holds them
+        assert describe_found(found).endswith(
+            f"Thon rings not found: radial gain below 20 Å, network above (radial at {low:.1f}–"
+            f"{high:.1f} Å too, where its response was inverted)")
 
 
 def test_the_ring_score_in_the_fallback_warning_reads_as_the_record_and_under_the_bar():

@@ -130,7 +130,8 @@ def clamp_negative_rings(estimate: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 
 def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
                       min_coefficients: int = 128, ctf=None, weights=None,
-                      snr: float | None = None, binned: np.ndarray | None = None) -> np.ndarray:
+                      snr: float | None = None, binned: np.ndarray | None = None,
+                      found: dict | None = None) -> np.ndarray:
     """Give a denoised image the Wiener filter's linear response; keep everything else.
 
     Per ring of spatial frequency (merged rings, :func:`cryostream.spectral.merge_rings`), the
@@ -159,22 +160,26 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     same row). A table that weighs the binned pass gives ``a·L + b·R + c·B``, ``B`` its output
     (``binned``, :func:`~cryostream.denoise.binned.binned_estimate`); one that weighs what the
     gain dropped adds ``d·(Y − L)``.
+
+    ``found`` (a dict): with a :class:`NetworkAbove` that mended rings of negative response,
+    ``found["inverted_rings"]`` says how many (merged rings) and their span in Å.
     """
     return wiener_gain_outputs(estimate, noisy, noise, [ctf], min_coefficients=min_coefficients,
-                               weights=weights, snr=snr, binned=binned)[0]
+                               weights=weights, snr=snr, binned=binned, found=found)[0]
 
 
 def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: list, *,
                         min_coefficients: int = 128, weights=None,
                         snr: float | None = None,
-                        binned: np.ndarray | None = None) -> list[np.ndarray]:
+                        binned: np.ndarray | None = None,
+                        found: dict | None = None) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once;
     or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
     bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
     ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``,
-    ``snr``, ``binned``: as :func:`match_wiener_gain`'s, for every output."""
+    ``snr``, ``binned``, ``found``: as :func:`match_wiener_gain`'s, for every output."""
     import scipy.fft
 
     from cryostream.spectral import merge_rings, ring_regression, wiener_gain
@@ -225,7 +230,13 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             # in the corners past Nyquist, where nothing is left to invert and a gain a hair
             # under 0 is chance (seen on micrographs at 10 e/Å²)
             if ctf.mend_inverted:
-                keep &= ~((gain < 0)[bins] & (ring <= min(ny, nx) // 2))
+                inverted = keep & (gain < 0)[bins] & (ring <= min(ny, nx) // 2)
+                keep &= ~inverted
+                if found is not None and inverted.any():
+                    k = np.sqrt(ky * ky + kx * kx)[inverted]
+                    found["inverted_rings"] = {
+                        "count": int(np.unique(bins[inverted]).size),
+                        "angstrom": [round(float(1 / k.max()), 2), round(float(1 / k.min()), 2)]}
             change = np.where(keep, np.float32(0), radial)
         elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain

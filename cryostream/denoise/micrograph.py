@@ -150,6 +150,10 @@ def describe_found(found: dict) -> str:
         return ""
     fallback = ("radial gain below 20 Å, network above"
                 if found.get("fallback") == "network_above_20A" else "radial Wiener gain")
+    mended = found.get("inverted_rings")
+    if mended:  # rings where the network's response was negative took the radial gain
+        low, high = mended["angstrom"]
+        fallback += f" (radial at {low:.1f}–{high:.1f} Å too, where its response was inverted)"
     fit = found.get("ctf")
     if fit is None:
         return f"; too small for a CTF fit: {fallback}"

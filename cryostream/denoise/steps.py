@@ -249,9 +249,14 @@ class WienerGain(Step):
         else:
             shape = None
         table = None if state is None else state["table"]
-        return match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
-                                 weights=table, snr=None if table is None else state["snr"],
-                                 binned=binned)
+        # what the fallback mended, recorded for the micrograph itself (not a recorrupted copy)
+        found = {} if isinstance(shape, NetworkAbove) and image is micrograph.image else None
+        out = match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
+                                weights=table, snr=None if table is None else state["snr"],
+                                binned=binned, found=found)
+        if found is not None:
+            state["inverted_rings"] = found.get("inverted_rings")
+        return out
 
     def describe(self, state):
         if state is None:
@@ -262,6 +267,8 @@ class WienerGain(Step):
             return learned
         fallback = {} if state["used"] else {
             "fallback": "network_above_20A" if no_rings(state.get("rings_z")) else "radial"}
+        if state.get("inverted_rings"):  # rings of negative response given the radial gain
+            fallback["inverted_rings"] = state["inverted_rings"]
         if state["fit"] is None:
             return {"ctf": None, "ctf_used": False, **fallback, **learned}
         fit = state["fit"]
