@@ -31,6 +31,7 @@ SPIKE_WINDOW = 20
 class LossSpikeWarning(UserWarning):
     """A training's loss spiked and came back: the network may be worse than it looks."""
 
+
 _log = logging.getLogger("cryostream")
 
 

@@ -224,7 +224,8 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
 
             ky, kx = frequencies((ny, nx), "rfft", pixel_size_angstrom=ctf.pixel_size_angstrom,
                                  dtype=np.float32)
-            keep = ky * ky + kx * kx >= (1 / ctf.low_angstrom) ** 2  # the network's, above
+            k2 = ky * ky + kx * kx
+            keep = k2 >= (1 / ctf.low_angstrom) ** 2  # the network's, above
             # a response under 0 is never right: a ring's best weight of Y, <X, Y> / <Y, Y>,
             # is >= 0 (the noise is independent of the specimen); there the radial gain. Not
             # in the corners past Nyquist, where nothing is left to invert and a gain a hair
@@ -233,10 +234,11 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
                 inverted = keep & (gain < 0)[bins] & (ring <= min(ny, nx) // 2)
                 keep &= ~inverted
                 if found is not None and inverted.any():
-                    k = np.sqrt(ky * ky + kx * kx)[inverted]
+                    k2 = k2[inverted]
                     found["inverted_rings"] = {
                         "count": int(np.unique(bins[inverted]).size),
-                        "angstrom": [round(float(1 / k.max()), 2), round(float(1 / k.min()), 2)]}
+                        "angstrom": [round(float(k2.max() ** -0.5), 2),
+                                     round(float(k2.min() ** -0.5), 2)]}
             change = np.where(keep, np.float32(0), radial)
         elif ctf is not None:
             from cryostream.ctf import ctf_wiener_gain
