@@ -99,6 +99,14 @@ def patch_to_fit(shape: tuple[int, int], patch_size: int, multiple: int) -> int:
     return patch
 
 
+def _square_symmetry(a, k: int, axes: tuple[int, int]):
+    """``a`` turned a quarter ``k % 4`` times in the plane of ``axes``, then mirrored if ``k >= 4``."""
+    import jax.numpy as jnp
+
+    turned = jnp.rot90(a, k % 4, axes=axes)
+    return jnp.flip(turned, axis=axes[1]) if k >= 4 else turned
+
+
 def dihedral(key, *batches):
     """The batches (B, P, P, ...) under one random symmetry of the square, the same for all.
 
@@ -106,16 +114,38 @@ def dihedral(key, *batches):
     arrays in and out (it runs inside a jit-compiled step); the patches must be square.
     """
     import jax
-    import jax.numpy as jnp
 
     def view(k: int):
-        def apply(arrays):
-            turned = [jnp.rot90(a, k % 4, axes=(1, 2)) for a in arrays]
-            return tuple(jnp.flip(a, axis=2) if k >= 4 else a for a in turned)
-        return apply
+        return lambda arrays: tuple(_square_symmetry(a, k, (1, 2)) for a in arrays)
 
     if any(b.shape[1] != b.shape[2] for b in batches):
         raise ConfigError(f"augment: patches of {[b.shape[1:3] for b in batches]} px are not "
                           "square; the symmetries of the square need square patches")
     index = jax.random.randint(key, (), 0, 8)
     return jax.lax.switch(index, [view(k) for k in range(8)], tuple(batches))
+
+
+def moved_noise(key, inp, target):
+    """``target`` plus the noise of ``inp`` (``inp − target``), moved in each patch by its own
+    random circular shift and symmetry of the square (:class:`TrainConfig` ``fresh_noise``).
+
+    JAX arrays (B, P, P, ...) in and out, inside a jit-compiled step; the patches must be
+    square. Each patch's noise keeps its values (so its histogram) and, for noise that looks
+    the same in every direction, its spectrum; its place against the structure is new.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if inp.shape[1] != inp.shape[2]:
+        raise ConfigError(f"fresh_noise: patches of {inp.shape[1:3]} px are not square; moving "
+                          "the noise by the symmetries of the square needs square patches")
+    shift_key, view_key = jax.random.split(key)
+    shifts = jax.random.randint(shift_key, (inp.shape[0], 2), 0, inp.shape[1])
+    views = jax.random.randint(view_key, (inp.shape[0],), 0, 8)
+
+    def one(noise, shift, index):
+        rolled = jnp.roll(noise, (shift[0], shift[1]), axis=(0, 1))
+        views = [lambda a, k=k: _square_symmetry(a, k, (0, 1)) for k in range(8)]
+        return jax.lax.switch(index, views, rolled)
+
+    return target + jax.vmap(one)(inp - target, shifts, views)

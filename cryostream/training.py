@@ -90,18 +90,20 @@ def create_train_state(model, tx, params=None, *, where: str = "the given parame
 
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
                     seed: int = 0, noise_table: dict | None = None,
-                    recorrupt_alpha2: float | None = None, augment: bool = False):
+                    recorrupt_alpha2: float | None = None, augment: bool = False,
+                    fresh_noise: bool = False):
     """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated.
 
     ``recorrupt_alpha2``: train on recorrupted targets (:class:`TrainConfig` ``recorrupt``);
-    ``augment``: one random symmetry of the square per step (:class:`TrainConfig` ``augment``).
+    ``augment``: one random symmetry of the square per step (:class:`TrainConfig` ``augment``);
+    ``fresh_noise``: each patch's stored noise moved per step (:class:`TrainConfig` ``fresh_noise``).
     """
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    from cryostream.patches import dihedral
+    from cryostream.patches import dihedral, moved_noise
 
     def loss_fn(params, inp, target):
         model = nnx.merge(graphdef, params)
@@ -112,6 +114,9 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
     def step(state, batch):
         inp, target = model_input(batch, noise, seed, state["step"], noise_table,
                                   recorrupt_alpha2)
+        if fresh_noise:  # its own stream, apart from the noise's and the views'
+            moves = jax.random.fold_in(jax.random.key(seed), 2**32 - 2)
+            inp = moved_noise(jax.random.fold_in(moves, state["step"]), inp, target)
         if augment:
             views = jax.random.fold_in(jax.random.key(seed), 2**32 - 1)  # not the noise's stream
             inp, target = dihedral(jax.random.fold_in(views, state["step"]), inp, target)
@@ -230,6 +235,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                        threads=config.threads, prefetch=2, drop_remainder=True) \
         if test_size >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
+    if config.fresh_noise and "input" not in loader.kinds:
+        for opened in (loader, test):
+            if opened is not None:
+                opened.close()
+        raise ConfigError(f"fresh_noise: {store} holds no stored noisy input to move (its noise "
+                          "is made on the device at every step already); leave fresh_noise off "
+                          "for this store, or prepare one with targets")
     record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
     stored = None
     if checkpoint_steps(run):
@@ -270,7 +282,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
 
     step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
                               noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
-                              augment=config.augment)
+                              augment=config.augment, fresh_noise=config.fresh_noise)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     step = int(state["step"])
     if progress:

@@ -148,7 +148,8 @@ DOCUMENTED_FLAGS = {
                 "--dtype", "--compression", "--test-fraction", "--seed", "--permissive",
                 "--scheduler", "--workers", "--memory-limit", "--dashboard", "--report",
                 "--overwrite", "--quiet"},
-    "train": {"-o", "--model", "--precision", "--residual", "--recorrupt", "--augment", "--steps",
+    "train": {"-o", "--model", "--precision", "--residual", "--recorrupt", "--augment",
+              "--fresh-noise", "--steps",
               "--batch-size", "--lr", "--loss", "--eval-every", "--checkpoint-every", "--keep",
               "--seed", "--resume", "--quiet"},
     "fit": {"-o", "--from", "--budget", "--work", "--model", "--overwrite"},
@@ -301,11 +302,11 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
     args = parse(["train", "d.h5", "-o", "run", "--model", "unet-small", "--precision", "fp32",
                   "--residual", "--recorrupt", "--steps", "5", "--batch-size", "2", "--lr", "0.01",
                   "--loss", "l1", "--eval-every", "3", "--checkpoint-every", "4", "--keep", "1",
-                  "--seed", "9", "--augment"])
+                  "--seed", "9", "--augment", "--fresh-noise"])
     assert cli_train.train_config(args) == TrainConfig(
         model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
         learning_rate=0.01, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9,
-        augment=True)
+        augment=True, fresh_noise=True)
     args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
                   "--detector-nps", "0.1", "--dose", "12.5"])
     assert cli_simulate.simulate_config(args) == SimulateConfig(

@@ -58,6 +58,14 @@ class TrainConfig:
         turn together. Off by default: the noise turns with the patch (the micrograph's own
         and any added), so use it only for detectors whose noise looks the same in every
         direction.
+    fresh_noise : bool
+        For paired stores (each noisy patch stored with its truth, ``prepare(targets=...)``):
+        at every step each patch's stored noise (its input less its target) is moved before it
+        is added back to the target, by a random circular shift and one of the square's eight
+        symmetries, drawn per patch on the device. The noise keeps its values and, for a
+        detector whose noise looks the same in every direction, its spectrum, but never sits on
+        the same structure twice, so the network cannot learn the store's noise by heart.
+        The held-out figures are on the stored noise.
     """
 
     model: str = "unet"
@@ -80,6 +88,7 @@ class TrainConfig:
     prefetch: int = 4
     init: str | None = None
     augment: bool = False
+    fresh_noise: bool = False
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_PRESETS)
