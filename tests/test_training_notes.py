@@ -102,6 +102,18 @@ def test_a_loss_that_spiked_and_came_back_is_found_and_named():
         warn_loss_spike("runs/seed1", spike | {"final": 3.9})
 
 
+def test_the_shipped_recipes_long_trainings_are_told_apart_by_the_spike():
+    """The shipped general model's training (9000 steps with fresh noise, H200) is not
+    flagged; the same recipe with another seed, which spiked to 2.2e7 at step 3060 and ended
+    at the shipped one's loss (0.00049 against 0.00048) with a network up to 2.6 dB worse, is
+    flagged there."""
+    assert loss_spike(_curve("h200_fresh_noise_9000steps_metrics.jsonl")) is None
+    diverged = _curve("h200_fresh_noise_seed1_diverged_metrics.jsonl")
+    spike = loss_spike(diverged)
+    assert spike["step"] == 3060 and spike["loss"] > 1e7 and spike["level"] < 1e-3
+    assert spike["final"] == diverged[-1]["loss"] < 5e-4
+
+
 def test_a_short_or_steady_curve_has_no_spike():
     """Fewer rows than the window, a falling curve, and steps twenty times the level are
     no spike; fifty-one times is, and a non-finite row (training stops there) is skipped."""
