@@ -145,7 +145,7 @@ def moved_noise(key, inp, target):
 
     def one(noise, shift, index):
         rolled = jnp.roll(noise, (shift[0], shift[1]), axis=(0, 1))
-        views = [lambda a, k=k: _square_symmetry(a, k, (0, 1)) for k in range(8)]
-        return jax.lax.switch(index, views, rolled)
+        symmetries = [lambda a, k=k: _square_symmetry(a, k, (0, 1)) for k in range(8)]
+        return jax.lax.switch(index, symmetries, rolled)
 
     return target + jax.vmap(one)(inp - target, shifts, views)

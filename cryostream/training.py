@@ -180,6 +180,27 @@ def _mesh_sharding():
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
+def check_fresh_noise(store, prepared) -> None:
+    """A :class:`ConfigError` unless the store's noise can be moved (:class:`TrainConfig`
+    ``fresh_noise``): only where ``input − target`` is noise alone and the target has none of
+    its own, a store of noisy micrographs paired with clean targets (``prepare(targets=...)``,
+    noise ``none``), not even/odd halves."""
+    where = f"fresh_noise=True (--fresh-noise): {store}"
+    if prepared.noise.mode == "on-device":
+        raise ConfigError(f"{where} holds no stored noisy input to move: its noise is drawn on "
+                          "the device at every step already; leave --fresh-noise off")
+    if prepared.noise.model != "none":
+        raise ConfigError(f"{where} stores the micrographs with {prepared.noise.model} noise "
+                          "added, whose target keeps the micrograph's own noise; prepare it with "
+                          "--noise-mode on-device for a fresh draw at every step instead")
+    with stores.open_dataset(store) as f:
+        sources, targets = (set(json.loads(f.attrs.get(k, "[]"))) for k in ("sources", "targets"))
+    if sources & targets:
+        raise ConfigError(f"{where} pairs even/odd halves, whose targets carry noise of their "
+                          "own: moving input − target would put the target's noise into the "
+                          "input; leave --fresh-noise off for such a store")
+
+
 def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
           progress: bool = False, stop_at: int | None = None, time_limit_s: float | None = None,
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
@@ -229,19 +250,14 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                           f"of {multiple}; {store} holds patches of {prepared.patch_size}: choose "
                           f"another preset, or prepare a store with --patch {multiple * 8}")
     alpha2 = stores.recorrupt_alpha2(store, prepared) if config.recorrupt else None
+    if config.fresh_noise:
+        check_fresh_noise(store, prepared)
     loader = PatchLoader(store, "train", config.batch_size, seed=config.seed,
                          threads=config.threads, prefetch=config.prefetch)
     test = PatchLoader(store, "test", config.batch_size, shuffle=False, repeat=False,
                        threads=config.threads, prefetch=2, drop_remainder=True) \
         if test_size >= config.batch_size else None
     noise = loader.noise if "input" not in loader.kinds else None
-    if config.fresh_noise and "input" not in loader.kinds:
-        for opened in (loader, test):
-            if opened is not None:
-                opened.close()
-        raise ConfigError(f"fresh_noise: {store} holds no stored noisy input to move (its noise "
-                          "is made on the device at every step already); leave fresh_noise off "
-                          "for this store, or prepare one with targets")
     record = RunRecord(path=run, train=config, prepare=prepared, store=Path(store).absolute())
     stored = None
     if checkpoint_steps(run):

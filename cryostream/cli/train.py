@@ -18,10 +18,10 @@ FLAGS = {
     "augment": ("--augment", "show each batch turned or mirrored (one of the square's eight "
                 "symmetries per step), against overfitting a small store; only for "
                 "detectors whose noise looks the same in every direction"),
-    "fresh_noise": ("--fresh-noise", "stores whose noisy inputs are stored (paired stores, "
-                    "--noise-mode stored): move each patch's noise by a random shift and symmetry "
-                    "at every step, so the network never sees the same noise on the same "
-                    "structure twice"),
+    "fresh_noise": ("--fresh-noise", "stores of noisy micrographs paired with clean "
+                    "targets (--targets, --noise none): move each patch's noise by a random shift "
+                    "and symmetry at every step, so that a long training cannot learn it by "
+                    "heart; only for noise that looks the same in every direction"),
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
     "learning_rate": ("--lr", "peak learning rate"),

@@ -59,12 +59,15 @@ class TrainConfig:
         and any added), so use it only for detectors whose noise looks the same in every
         direction.
     fresh_noise : bool
-        For paired stores (each noisy patch stored with its truth, ``prepare(targets=...)``):
+        For stores of noisy micrographs paired with clean targets (``prepare(targets=...)``,
+        noise ``none``; refused for even/odd halves and for stores with added noise, whose
+        targets carry noise of their own):
         at every step each patch's stored noise (its input less its target) is moved before it
         is added back to the target, by a random circular shift and one of the square's eight
         symmetries, drawn per patch on the device. The noise keeps its values and, for a
-        detector whose noise looks the same in every direction, its spectrum, but never sits on
-        the same structure twice, so the network cannot learn the store's noise by heart.
+        detector whose noise looks the same in every direction, its spectrum, but almost never
+        sits on the same structure twice, so a long training cannot learn the store's noise by
+        heart.
         The held-out figures are on the stored noise.
     """
 
