@@ -5,8 +5,8 @@ pass (no ensemble, gain or table) is compared with the truth: per band of cycles
 power over the truth's power. Under 1 the output holds more of the band's signal than it adds
 error; over 1 it would do better to leave the band out (a zero there has an error equal to the
 truth's power): noise passed through or structure made up. The mean-square-error estimate a
-network is trained towards never goes over 1 in a band, so a ratio over 1 is the network's own
-error (too few steps, or noise learned by heart), not the data's.
+network is trained towards should not go over 1 in a band, so a ratio well over 1 is the
+network's own error (too few steps, or noise learned by heart), not the data's.
 
 Usage (2 cores, about a minute per model and micrograph of 1024²)::
 

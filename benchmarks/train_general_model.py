@@ -205,7 +205,8 @@ def stage_train(args, work: Path, out: Path, results: dict) -> None:
         "device": device, "config": dataclasses.asdict(cfg), "steps": result.steps,
         "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
         "patches_per_second": round(rate, 1),
-        "setup_and_compile_seconds": round(result.seconds - timed, 1), "memory": peak_memory_mb()}
+        "setup_and_compile_seconds": round(result.seconds - timed, 1), "memory": peak_memory_mb(),
+        "loss_spike": result.loss_spike}  # train warned: a training to run again, not to ship
     log(f"trained: {result.steps} steps, {result.seconds:.0f} s "
         f"({results['train']['setup_and_compile_seconds']} s before the second step), "
         f"{rate:.0f} patches/s, loss {result.final_loss:.3g}")
