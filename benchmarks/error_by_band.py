@@ -34,15 +34,15 @@ from general_model_spread import CONDITIONS, held_out_condition
 EDGES = (0.0, 0.005, 0.01, 0.03, 0.06, 0.125, 0.25, 0.5)
 
 
-def band_power(error: np.ndarray) -> list[float]:
-    """Mean squared error split over the radial bands of ``EDGES``, then all at or beyond 0.5
-    cycles/px (Parseval: the entries sum to ``mean(error²)``)."""
+def band_power(error: np.ndarray, edges: tuple[float, ...] = EDGES) -> list[float]:
+    """Mean squared error split over the radial bands of ``edges``, then all at or beyond the
+    last edge (Parseval: the entries sum to ``mean(error²)``)."""
     power = np.abs(np.fft.fft2(error)) ** 2 / error.size**2
     fy, fx = np.fft.fftfreq(error.shape[0]), np.fft.fftfreq(error.shape[1])
     radius = np.hypot(fy[:, None], fx[None, :])
     bands = [float(power[(radius >= a) & (radius < b)].sum())
-             for a, b in zip(EDGES[:-1], EDGES[1:], strict=True)]
-    return bands + [float(power[radius >= EDGES[-1]].sum())]
+             for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return bands + [float(power[radius >= edges[-1]].sum())]
 
 
 def summary(output: np.ndarray, truth: np.ndarray) -> dict:

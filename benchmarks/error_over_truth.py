@@ -27,17 +27,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # noqa: E402
+from error_by_band import band_power  # noqa: E402
 from general_model_spread import CONDITIONS, held_out_condition  # noqa: E402
+from quality_common import FRC_BANDS  # noqa: E402
 
 #: Band edges, cycles/px: the FRC's six bands.
-EDGES = (0.0, 0.01, 0.03, 0.06, 0.125, 0.25, 0.5)
+EDGES = tuple(a for a, _ in FRC_BANDS) + (FRC_BANDS[-1][1],)
 
 
 def band_powers(image: np.ndarray) -> list[float]:
-    """The image's power (mean removed) summed in each band of :data:`EDGES`."""
-    f = np.abs(np.fft.rfft2(image - image.mean())) ** 2
-    k = np.hypot(np.fft.fftfreq(image.shape[0])[:, None], np.fft.rfftfreq(image.shape[1])[None])
-    return [float(f[(k >= a) & (k < b)].sum()) for a, b in zip(EDGES[:-1], EDGES[1:], strict=True)]
+    """The image's power (mean removed) in each band of :data:`EDGES`."""
+    return band_power(image - image.mean(), EDGES)[:-1]  # not what lies beyond Nyquist
 
 
 def main(argv=None) -> int:

@@ -143,9 +143,10 @@ def moved_noise(key, inp, target):
     shifts = jax.random.randint(shift_key, (inp.shape[0], 2), 0, inp.shape[1])
     views = jax.random.randint(view_key, (inp.shape[0],), 0, 8)
 
+    symmetries = [lambda a, k=k: _square_symmetry(a, k, (0, 1)) for k in range(8)]
+
     def one(noise, shift, index):
         rolled = jnp.roll(noise, (shift[0], shift[1]), axis=(0, 1))
-        symmetries = [lambda a, k=k: _square_symmetry(a, k, (0, 1)) for k in range(8)]
         return jax.lax.switch(index, symmetries, rolled)
 
     return target + jax.vmap(one)(inp - target, shifts, views)
