@@ -73,7 +73,8 @@ def make_optimizer(config: TrainConfig):
         end_value=config.learning_rate * 0.01,
     )
     return optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                       optax.adamw(schedule, weight_decay=config.weight_decay))
+                       optax.adamw(schedule, b2=config.beta2,
+                                   weight_decay=config.weight_decay))
 
 
 def create_train_state(model, tx, params=None, *, where: str = "the given parameters"):

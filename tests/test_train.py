@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -60,6 +61,19 @@ def test_the_step_compiles_once(store):
     assert int(state["step"]) == 4
     assert losses[0] == pytest.approx(first, rel=1e-5)
     assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.99])
+def test_the_optimizer_takes_beta2(beta2):
+    """AdamW's running mean of squared gradients after one (unclipped) step is (1 − β2)·g²."""
+    import optax
+
+    tx = make_optimizer(dataclasses.replace(CONFIG, beta2=beta2))
+    params = {"w": np.zeros(2, np.float32)}
+    grads = {"w": np.array([0.5, -0.25], np.float32)}
+    _, state = tx.update(grads, tx.init(params), params)
+    nu = optax.tree_utils.tree_get(state, "nu")["w"]
+    np.testing.assert_allclose(np.asarray(nu), (1 - beta2) * grads["w"] ** 2, rtol=1e-6)
 
 
 @pytest.mark.slow
