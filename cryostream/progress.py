@@ -226,5 +226,5 @@ def warn_loss_spike(run, spike: dict | None) -> None:
         + ("for a while and came back, and such a network can be much worse than its final "
            "loss suggests" if back else "and did not come back")
         + " (loss.png shows it). Compare it with another model on your micrographs (`cryostream "
-        "rank`): after `train`, one trained with another --seed or a lower --lr; after `fit`, "
-        "the general model", LossSpikeWarning, stacklevel=3)
+        "rank`): after `train`, one trained with another --seed, a lower --lr or --beta2 0.99; "
+        "after `fit`, the general model", LossSpikeWarning, stacklevel=3)

@@ -150,8 +150,8 @@ DOCUMENTED_FLAGS = {
                 "--overwrite", "--quiet"},
     "train": {"-o", "--model", "--precision", "--residual", "--recorrupt", "--augment",
               "--fresh-noise", "--steps",
-              "--batch-size", "--lr", "--loss", "--eval-every", "--checkpoint-every", "--keep",
-              "--seed", "--resume", "--quiet"},
+              "--batch-size", "--lr", "--beta2", "--loss", "--eval-every", "--checkpoint-every",
+              "--keep", "--seed", "--resume", "--quiet"},
     "fit": {"-o", "--from", "--budget", "--work", "--model", "--overwrite"},
     "denoise": {"-o", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
                 "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
@@ -302,10 +302,10 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
     args = parse(["train", "d.h5", "-o", "run", "--model", "unet-small", "--precision", "fp32",
                   "--residual", "--recorrupt", "--steps", "5", "--batch-size", "2", "--lr", "0.01",
                   "--loss", "l1", "--eval-every", "3", "--checkpoint-every", "4", "--keep", "1",
-                  "--seed", "9", "--augment", "--fresh-noise"])
+                  "--seed", "9", "--augment", "--fresh-noise", "--beta2", "0.99"])
     assert cli_train.train_config(args) == TrainConfig(
         model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
-        learning_rate=0.01, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9,
+        learning_rate=0.01, beta2=0.99, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9,
         augment=True, fresh_noise=True)
     args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
                   "--detector-nps", "0.1", "--dose", "12.5"])

@@ -95,7 +95,8 @@ def test_a_loss_that_spiked_and_came_back_is_found_and_named():
     assert loss_spike(diverged[:150]) is None  # the rows before step 1510: nothing yet
     with pytest.warns(LossSpikeWarning, match=r"^runs/seed1: the training loss spiked to 506 at "
                       r"step 1560, [0-9,]+ times its level before \(0\.000[0-9]+\), and ended at "
-                      r"0\.000[0-9]+: .*cryostream rank.*another --seed or a lower --lr.*the general model$"):
+                      r"0\.000[0-9]+: .*cryostream rank.*another --seed, a lower --lr or --beta2 "
+                      r"0\.99.*the general model$"):
         warn_loss_spike("runs/seed1", spike)
     with pytest.warns(LossSpikeWarning, match=r"at step 1560.*ended at 3\.9: the training diverged "
                       r"and did not come back \(loss\.png"):  # a spike that lasted to the end

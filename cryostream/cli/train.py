@@ -25,6 +25,8 @@ FLAGS = {
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
     "learning_rate": ("--lr", "peak learning rate"),
+    "beta2": ("--beta2", "AdamW's decay of its mean of squared gradients; 0.99 is one more thing "
+              "to try when the loss spiked (train warns)"),
     "loss": ("--loss", "training loss", {"choices": LOSSES}),
     "eval_every": ("--eval-every", "steps between evaluations on the test split"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints"),
