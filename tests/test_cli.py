@@ -305,8 +305,8 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
                   "--seed", "9", "--augment", "--fresh-noise", "--beta2", "0.99"])
     assert cli_train.train_config(args) == TrainConfig(
         model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
-        learning_rate=0.01, beta2=0.99, loss="l1", eval_every=3, checkpoint_every=4, keep_checkpoints=1, seed=9,
-        augment=True, fresh_noise=True)
+        learning_rate=0.01, beta2=0.99, loss="l1", eval_every=3, checkpoint_every=4,
+        keep_checkpoints=1, seed=9, augment=True, fresh_noise=True)
     args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
                   "--detector-nps", "0.1", "--dose", "12.5"])
     assert cli_simulate.simulate_config(args) == SimulateConfig(

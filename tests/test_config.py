@@ -41,8 +41,8 @@ def test_configs_are_frozen():
         (lambda: PrepareConfig(patch_size=10.5), "patch_size=10.5: must be an integer"),
         (lambda: SimulateConfig(shape=(10, 10)), "shape=\\(10, 10\\)"),
         (lambda: SimulateConfig(defocus_um=(2.0, 1.0)), "defocus_um"),
-        (lambda: TrainConfig(beta2=1.0), "beta2=1.0: must be between 0 and 1"),
-        (lambda: TrainConfig(beta2=0), "beta2=0: must be between 0 and 1"),
+        (lambda: TrainConfig(beta2=1.0), "beta2=1.0: must be in \\(0, 1\\)"),
+        (lambda: TrainConfig(beta2=0), "beta2=0: must be in \\(0, 1\\)"),
     ],
 )
 def test_bad_values_raise_config_error(make, message):

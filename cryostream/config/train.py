@@ -113,7 +113,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
         check_positive("learning_rate", self.learning_rate)
         if not 0.0 < self.beta2 < 1.0:
-            raise ConfigError(f"beta2={self.beta2}: must be between 0 and 1 (AdamW's default 0.999)")
+            raise ConfigError(f"beta2={self.beta2!r}: must be in (0, 1) (AdamW's default 0.999)")
         if self.init is not None and not (isinstance(self.init, str) and self.init.strip()):
             raise ConfigError(f"init={self.init!r}: must be a shipped model's name ('general'), "
                               "an exported .npz or a run folder, or None to start from the seed")
