@@ -185,6 +185,7 @@ def stage_train(args, work: Path, out: Path, results: dict) -> None:
     run = work / args.run
     cfg = TrainConfig(model=args.model, precision=args.precision, residual=args.residual,
                       steps=args.steps, batch_size=args.batch, learning_rate=args.lr, beta2=args.beta2,
+                      loss=args.loss,
                       warmup_steps=max(1, min(200, args.steps // 10)), eval_every=args.steps,
                       checkpoint_every=args.checkpoint_every, keep_checkpoints=2,
                       seed=args.seed if args.train_seed is None else args.train_seed,
@@ -482,6 +483,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, help="training steps (9000)")
     ap.add_argument("--batch", type=int, help="patches per step (16)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--loss", default="mse", choices=("mse", "l1", "bands"),
+                    help="training loss (TrainConfig.loss; bands: cryostream.losses)")
     ap.add_argument("--beta2", type=float, default=0.999, help="AdamW's beta2 (TrainConfig.beta2)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
     ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,

@@ -23,6 +23,7 @@ from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
+from cryostream.losses import training_loss
 from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
@@ -100,17 +101,13 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
     ``fresh_noise``: each patch's stored noise moved per step (:class:`TrainConfig` ``fresh_noise``).
     """
     import jax
-    import jax.numpy as jnp
     import optax
     from flax import nnx
 
     from cryostream.patches import dihedral, moved_noise
 
     def loss_fn(params, inp, target):
-        model = nnx.merge(graphdef, params)
-        pred = model(inp)
-        err = pred - target
-        return jnp.mean(err**2) if loss == "mse" else jnp.mean(jnp.abs(err))
+        return training_loss(loss, nnx.merge(graphdef, params)(inp), target)
 
     def step(state, batch):
         inp, target = model_input(batch, noise, seed, state["step"], noise_table,

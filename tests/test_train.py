@@ -63,6 +63,31 @@ def test_the_step_compiles_once(store):
     assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
 
 
+def test_the_bands_loss_is_what_the_step_minimises(store):
+    """``loss="bands"``: the step's first loss is :func:`training_loss` of the untrained network,
+    and a few steps lower it."""
+    from cryostream.losses import training_loss
+
+    config = dataclasses.replace(CONFIG, loss="bands")
+    model = create_model(config.model_config())
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, loss="bands")
+    loader = PatchLoader(store, batch_size=4)
+    losses = []
+    for i, batch in enumerate(loader.device_batches()):
+        if i == 0:
+            out = nnx.jit(lambda m, x: m(x))(model, np.asarray(batch["input"], np.float32)[..., None])
+            first = float(training_loss("bands", out, np.asarray(batch["target"])[..., None]))
+        state, out = step(state, batch)
+        losses.append(float(out["loss"]))
+        if i == 5:
+            break
+    loader.close()
+    assert losses[0] == pytest.approx(first, rel=1e-4)
+    assert min(losses[3:]) < 0.8 * losses[0]
+
+
 @pytest.mark.parametrize("beta2", [0.999, 0.99])
 def test_the_optimizer_takes_beta2(beta2):
     """AdamW's running mean of squared gradients after one (unclipped) step is (1 − β2)·g²."""

@@ -11,7 +11,7 @@ __all__ = ["MODEL_PRESETS", "PRECISIONS", "LOSSES", "TrainConfig"]
 
 MODEL_PRESETS = ("unet-small", "unet", "unet-large", "unet-deep")
 PRECISIONS = ("bf16", "fp32")
-LOSSES = ("mse", "l1")
+LOSSES = ("mse", "l1", "bands")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,10 @@ class TrainConfig:
         quiet stretch faster. The default is 0.999: on the general model's recipe 0.99 turned
         one seed's divergence into a small spike but spiked another seed that was smooth at
         0.999 (docs, benchmarks).
-    loss : {"mse", "l1"}
+    loss : {"mse", "l1", "bands"}
+        The squared or absolute error per pixel, or ``bands``: half the squared error, half
+        the error in each band of spatial frequency over the target's power there
+        (:mod:`cryostream.losses`), so that the bands where the signal is weak count too.
     eval_every, eval_batches : int
         Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
     checkpoint_every, keep_checkpoints : int
