@@ -307,6 +307,7 @@ def test_prepare_train_and_simulate_flags_make_their_configs():
         model="unet-small", precision="fp32", residual=True, recorrupt=True, steps=5, batch_size=2,
         learning_rate=0.01, beta2=0.99, loss="l1", eval_every=3, checkpoint_every=4,
         keep_checkpoints=1, seed=9, augment=True, fresh_noise=True)
+    assert cli_train.train_config(parse(["train", "d.h5", "-o", "run", "--loss", "bands"])).loss == "bands"
     args = parse(["simulate", "out", "--count", "2", "--shape", "64", "80", "--seed", "2",
                   "--detector-nps", "0.1", "--dose", "12.5"])
     assert cli_simulate.simulate_config(args) == SimulateConfig(
