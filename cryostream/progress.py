@@ -185,7 +185,7 @@ def plot_curve(path, rows: list[dict]) -> None:
     a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
     ev = [r for r in rows if "eval_loss" in r]
     if ev:
-        a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test loss")
+        a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test MSE")
         b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
         b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
         b.legend()
