@@ -27,8 +27,8 @@ FLAGS = {
     "learning_rate": ("--lr", "peak learning rate"),
     "beta2": ("--beta2", "AdamW's decay of its mean of squared gradients; 0.99 is one more thing "
               "to try when the loss spiked (train warns)"),
-    "loss": ("--loss", "training loss: mse, l1, or bands (the error in each band of "
-                      "spatial frequency counts by the signal there; the training guide)",
+    "loss": ("--loss", "training loss: mse, l1, or bands (experimental: the error in each "
+                      "band of spatial frequency over the target's power there; training guide)",
              {"choices": LOSSES}),
     "eval_every": ("--eval-every", "steps between evaluations on the test split"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints"),

@@ -46,12 +46,11 @@ class TrainConfig:
         one seed's divergence into a small spike but spiked another seed that was smooth at
         0.999 (docs, benchmarks).
     loss : {"mse", "l1", "bands"}
-        The squared or absolute error per pixel, or ``bands``: half the squared error, half
-        the error in each band of spatial frequency over the target's power there
-        (:mod:`cryostream.losses`), so that the bands where the signal is weak count too.
-        ``mse`` stays the default: on the general model's recipe ``bands`` lifted the FRC at
-        0.01–0.125 cycles/px by at most 0.008 after the ensemble and cost 0.16–0.32 dB of PSNR
-        (docs, benchmarks).
+        The squared or absolute error per pixel, or ``bands`` (experimental): half the squared
+        error, half the error in each band of spatial frequency over the target's power there,
+        the mean level left out (:mod:`cryostream.losses`). ``mse`` stays the default: an
+        earlier form of ``bands`` left the general model's FRC at 0.01–0.125 cycles/px within
+        ±0.001 after the ensemble and cost 0.16–0.38 dB of PSNR, 1.1 dB at 5 e/Å² (docs, benchmarks).
     eval_every, eval_batches : int
         Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
     checkpoint_every, keep_checkpoints : int
