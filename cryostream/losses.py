@@ -1,9 +1,9 @@
 """Training losses: per pixel (``mse``, ``l1``) and per band of spatial frequency (``bands``).
 
-At low dose the bands from 0.03 to 0.25 cycles/px, where particles' shapes are, hold 22 to
-213 times more noise than signal: even the best linear filter removes only 0.5–4 % of the error
-there, so what a network could still win in them is a small share of the squared error per
-pixel, next to what no network can remove. ``bands``
+At low dose the bands from 0.03 to 0.25 cycles/px, where particles' shapes are, hold far more
+noise than signal (22 to 213 times on a simulated T20S micrograph at 10 e/Å², where the best
+gain per band removes 0.5–4 % of the error there), so what a network could still win in them
+is a small share of the squared error per pixel, next to what no network can remove. ``bands``
 divides the error in each of the six bands of the FRC (:data:`LOSS_BANDS`) by the target's
 power in that band, so that an error of a tenth of a band's signal costs as much in a weak
 band as in a strong one; half of the loss stays the squared error per pixel over the target's
@@ -12,9 +12,11 @@ contrast, and in a patch under 100 px band 0 holds nothing else) and of the targ
 the loss does not depend on a micrograph's brightness; an error in the mean level counts in the
 per-pixel half. The weights follow each batch's targets, so the loss's minimum is a
 weighted conditional mean rather than exactly the per-pixel loss's; what the weighting mostly
-changes is where a network of finite size, trained for finite steps, spends its effort. On a
-clean simulated micrograph the weighting is mild (0.3–3.4 times the per-pixel half's, 13–22 at
-0.25–0.5 cycles/px); experimental, not the default (training guide).
+changes is where a network of finite size, trained for finite steps, spends its effort. On 512²
+patches of a clean simulated micrograph it weighs an error at 0.01–0.06 cycles/px about twice,
+and at 0.25–0.5 about ten times, as much as the per-pixel loss does, relative to the bands
+between. Experimental: not the default, and not yet trained on the general model (training
+guide).
 """
 
 from __future__ import annotations
