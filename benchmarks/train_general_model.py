@@ -91,6 +91,8 @@ import numpy as np
 from general_model_spread import CONDITIONS, SPREAD, data_tasks, held_out_condition, simulate_one
 from quality_common import FRC_BANDS, SIGMAS, affine_fit, known_output, summarise_frc
 
+from cryostream.config import LOSSES
+
 #: ``SimulateConfig.particles_per_micrograph`` counts particles per full-size micrograph.
 METHODS = ("noisy", "gaussian", "wiener", "topaz", "raw", "ensemble", "unweighted", "default")
 LABELS = {"noisy": "noisy", "gaussian": "best Gaussian", "wiener": "oracle Wiener",
@@ -484,7 +486,7 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, help="training steps (9000)")
     ap.add_argument("--batch", type=int, help="patches per step (16)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--loss", default="mse", choices=("mse", "l1", "bands"),
+    ap.add_argument("--loss", default="mse", choices=LOSSES,
                     help="training loss (TrainConfig.loss; bands: cryostream.losses)")
     ap.add_argument("--beta2", type=float, default=0.999, help="AdamW's beta2 (TrainConfig.beta2)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")

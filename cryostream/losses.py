@@ -25,6 +25,8 @@ import functools
 
 import numpy as np
 
+from cryostream.config import LOSSES
+
 __all__ = ["LOSS_BANDS", "band_index", "band_power", "training_loss"]
 
 #: Band edges in cycles per pixel: the FRC's six bands, the last one taking the corners.
@@ -49,17 +51,16 @@ def band_index(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return band.astype(np.int32), np.broadcast_to(twice, band.shape).astype(np.float32)
 
 
-def band_power(x, *, mean_level: bool = True):
+def band_power(x):
     """The power of ``x`` (batch, height, width, channels) in each band of :data:`LOSS_BANDS`,
-    summed over the batch; ``mean_level=False`` leaves each image's mean out of band 0."""
+    summed over the batch, each image's mean level left out of band 0."""
     import jax
     import jax.numpy as jnp
 
     band, mult = band_index(*x.shape[1:3])
     f = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2))
     power = jnp.sum(jnp.real(f) ** 2 + jnp.imag(f) ** 2, axis=(0, 3)) * mult
-    if not mean_level:
-        power = power.at[0, 0].set(0.0)
+    power = power.at[0, 0].set(0.0)
     return jax.ops.segment_sum(power.ravel(), jnp.asarray(band.ravel()),
                                num_segments=len(LOSS_BANDS))
 
@@ -75,9 +76,9 @@ def training_loss(name: str, pred, target):
     if name == "l1":
         return jnp.mean(jnp.abs(err))
     if name != "bands":
-        raise ValueError(f"loss={name!r}: must be 'mse', 'l1' or 'bands'")
-    err_b = band_power(err, mean_level=False)
-    target_b = band_power(target, mean_level=False)
+        raise ValueError(f"loss={name!r}: must be one of {', '.join(LOSSES)}")
+    err_b = band_power(err)
+    target_b = band_power(target)
     total = jnp.sum(target_b) + 1e-20
     per_pixel = err.shape[1] * err.shape[2] * jnp.sum(err**2)  # with the mean level's error
     return 0.5 * per_pixel / total + 0.5 * jnp.mean(err_b / (target_b + FLOOR * total))
