@@ -174,24 +174,27 @@ def _duration(seconds: float) -> str:
 
 def plot_curve(path, rows: list[dict]) -> None:
     """Draw a training's curve as a PNG: the train and test loss (log scale) beside the test
-    PSNR of the model and of the noisy input, from ``metrics.jsonl`` rows."""
+    PSNR of the model and of the noisy input, from ``metrics.jsonl`` rows. A training without a
+    test split (nothing evaluated) gets the loss panel alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows if "loss" in r]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
     ev = [r for r in rows if "eval_loss" in r]
+    fig, axes = plt.subplots(1, 2 if ev else 1, figsize=(10 if ev else 5, 4), squeeze=False)
+    a = axes[0, 0]
+    a.semilogy(steps, [r["loss"] for r in rows if "loss" in r], lw=0.8, label="train loss")
     if ev:
+        b = axes[0, 1]
         a.semilogy([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="test MSE")
         b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="model")
         b.plot([r["step"] for r in ev], [r["eval_noisy_psnr"] for r in ev], "--", label="noisy input")
         b.legend()
+        b.set(xlabel="step", ylabel="test PSNR (dB)")
     a.set_xlabel("step")
     a.legend()
-    b.set(xlabel="step", ylabel="test PSNR (dB)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

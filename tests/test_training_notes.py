@@ -19,6 +19,7 @@ from cryostream.progress import (
     LossSpikeWarning,
     TrainProgress,
     loss_spike,
+    plot_curve,
     warn_loss_spike,
 )
 
@@ -113,6 +114,28 @@ def test_the_shipped_recipes_long_trainings_are_told_apart_by_the_spike():
     spike = loss_spike(diverged)
     assert spike["step"] == 3060 and spike["loss"] > 1e7 and spike["level"] < 1e-3
     assert spike["final"] == diverged[-1]["loss"] < 5e-4
+
+
+def test_a_longer_training_at_the_shipped_rate_is_flagged_and_the_lower_rate_is_not():
+    """18000 steps of that recipe (H200): seed 0, smooth for 9000 steps, spiked to 6.2e7 at
+    step 3320 at the peak rate 1e-3 and ended up to 0.86 dB worse; at 5e-4 it ran smoothly."""
+    spike = loss_spike(_curve("h200_18000steps_seed0_diverged_metrics.jsonl"))
+    assert spike["step"] == 3320 and spike["loss"] > 1e7 and spike["level"] < 1e-3
+    assert loss_spike(_curve("h200_18000steps_lr5e-4_metrics.jsonl")) is None
+
+
+def test_the_curve_has_a_psnr_panel_only_when_the_training_was_evaluated(tmp_path):
+    """A store without a test split evaluates nothing: loss.png is the loss panel alone
+    (400 px wide at 80 dpi) rather than a blank PSNR panel beside it (800 px)."""
+    rows = [{"step": s, "loss": 1.0 / s, "grad_norm": 1.0} for s in range(10, 210, 10)]
+    evaluated = rows + [{"step": 200, "eval_loss": 0.004, "eval_psnr": 30.0, "eval_noisy_psnr": 20.0}]
+
+    def width(path: Path) -> int:
+        return int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's IHDR width
+
+    plot_curve(tmp_path / "train_only.png", rows)
+    plot_curve(tmp_path / "evaluated.png", evaluated)
+    assert width(tmp_path / "train_only.png") == 400 and width(tmp_path / "evaluated.png") == 800
 
 
 def test_a_short_or_steady_curve_has_no_spike():
