@@ -24,7 +24,7 @@ from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
 from cryostream.losses import training_loss
-from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
+from cryostream.progress import DIVERGED_FACTOR, far_above_start, loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
     checkpoint_manager,
@@ -204,7 +204,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
     """Train a denoiser on a store's train split; evaluate on its test split. A Ctrl-C
     finishes the step under way, checkpoints it (if its loss is finite) and raises
-    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues.
+    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. A loss
+    that ends far above the starting network's raises :class:`TrainingDivergedError`.
 
     Parameters
     ----------
@@ -284,11 +285,12 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if replicated is not None:
         state = jax.device_put(state, replicated)
     metrics_path = run / "metrics.jsonl"
-    rows = []
+    rows, start_loss = [], None  # the starting network's loss (step 1)
     if resuming:
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
+        start_loss = meta.get("start_loss")
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
         log(f"resumed from step {step0}")
@@ -317,10 +319,15 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                else "no checkpoint was written")
             + ": lower the learning rate (--lr) or check the store")
 
-    def save(at: int) -> None:
-        """Checkpoint step ``at``; a failed save (a full disk) stops training with one
+    def save(at: int, loss: float) -> None:
+        """Checkpoint step ``at`` unless its loss says the network diverged (not finite: stop;
+        far above the start: skip); a failed save (a full disk) stops training with one
         StoreError, and the checkpoints written before it stay."""
-        meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict()}
+        check_loss(at, loss)
+        if far_above_start(loss, start_loss):
+            return
+        meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict(),
+                "start_loss": start_loss}
         try:
             save_checkpoint(manager, at, state, meta)
         except StoreError:
@@ -340,6 +347,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                 batch = next(batches)
                 state, out = step_fn(state, batch)
                 step = done = step + 1
+                if start_loss is None:
+                    start_loss = float(out["loss"])
                 if step == 2:  # the first step compiled; time from here
                     jax.block_until_ready(out)
                     t_mark = time.perf_counter()
@@ -367,15 +376,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                     on_step(step, out)
                 late = deadline is not None and time.perf_counter() > deadline
                 if step % config.checkpoint_every == 0 or step == end or late:
-                    check_loss(step, float(out["loss"]))  # never checkpoint a diverged state
-                    save(step)
+                    save(step, float(out["loss"]))  # never a diverged state
                 if late:
                     break
             interrupt.check()
         except KeyboardInterrupt:
             if done is not None and not interrupt.forced and done not in manager.all_steps():
-                check_loss(done, float(out["loss"]))  # never checkpoint a diverged state
-                save(done)
+                save(done, float(out["loss"]))  # never a diverged state
             loader.close()
             kept = max(manager.all_steps(), default=None)
             manager.close()
@@ -391,6 +398,15 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if bar is not None:
         bar.close()
     plot_curve(run / "loss.png", rows)
+    if rows and far_above_start(rows[-1]["loss"], start_loss):
+        kept = max(checkpoint_steps(run), default=None)
+        raise TrainingDivergedError(
+            f"{run}: the training diverged and did not come back: its loss ended at "
+            f"{rows[-1]['loss']:.3g}, over {DIVERGED_FACTOR:.0f} times the starting network's "
+            f"({start_loss:.3g} at step 1), and such states were not checkpointed"
+            + (f" (the last checkpoint kept is step {kept})" if kept else " (none was kept)")
+            + ": train again with a lower learning rate (--lr, half or less) or another --seed; "
+            "loss.png shows the curve")
     spike = loss_spike(rows)
     warn_loss_spike(run, spike)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})

@@ -116,3 +116,34 @@ def test_fit_interrupted_exits_130_and_the_same_command_continues(tmp_path, caps
     err = capsys.readouterr().err
     assert "cryostream: resumed from step 1\n" in err
     assert checkpoint_steps(tmp_path / "run") == [1, 3]
+
+
+def test_a_training_that_diverges_and_stays_there_keeps_its_last_good_checkpoint(tiny_run, tmp_path):
+    """A peak rate of 0.03 on the tiny store: the loss climbs past ten times the starting
+    network's during the warm-up (0.3 at step 30, 5 × 10³ at step 40) and stays finite, so
+    no non-finite check stops it. The checkpoints of the diverged states (30, 40) are not
+    written, the two before stay, and the training ends with an error naming them."""
+    config = dataclasses.replace(TINY_TRAIN, learning_rate=0.03, steps=40, warmup_steps=30,
+                                 checkpoint_every=10, eval_every=40)  # keeps two checkpoints
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match=r"diverged and did not come back: its loss "
+                       r"ended at .*times the starting network's .*at step 1.*the last checkpoint "
+                       r"kept is step 20.*--lr"):
+        train(tiny_run.store, run, config, log=lambda *_: None)
+    assert checkpoint_steps(run) == [10, 20]
+    assert all(np.isfinite(p).all() for p in _params(run))
+    assert (run / "loss.png").exists()  # the curve that shows it
+
+
+def test_the_command_exits_with_one_line_when_the_training_diverged(tiny_run, tmp_path, capsys):
+    """`cryostream train --lr 0.1`: diverged from the first steps on, exit 2 with one line
+    that says what to change, and no checkpoint (none held a trained network)."""
+    from tests.faults_support import assert_user_error, cli
+
+    run = tmp_path / "run"
+    result = cli(capsys, "train", tiny_run.store, "-o", run, "--model", "unet-small",
+                 "--precision", "fp32", "--steps", "40", "--batch-size", "4", "--checkpoint-every",
+                 "10", "--eval-every", "40", "--lr", "0.1", "--quiet")
+    line = assert_user_error(result, "--lr")
+    assert "did not come back" in line and "none was kept" in line
+    assert checkpoint_steps(run) == []
