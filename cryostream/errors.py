@@ -39,8 +39,8 @@ class StoreError(CryostreamError, OSError):
 
 
 class TrainingDivergedError(CryostreamError, ArithmeticError):
-    """Training reached a non-finite loss, or ended far above the starting network's loss
-    (:data:`cryostream.progress.DIVERGED_FACTOR`); the checkpoints written before are kept."""
+    """Training reached a non-finite loss, or ended on a network that diverged
+    (:class:`cryostream.divergence.DivergenceGuard`); the checkpoints written before are kept."""
 
 
 def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,

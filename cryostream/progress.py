@@ -15,8 +15,8 @@ import warnings
 
 from dask.callbacks import Callback
 
-__all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "far_above_start", "loss_spike",
-           "plot_curve", "warn_loss_spike"]
+__all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "loss_spike", "plot_curve",
+           "warn_loss_spike"]
 
 #: A logged training loss this many times the median of the :data:`SPIKE_WINDOW` logged before
 #: it is a spike: the run diverged for a while and came back (an infinite loss stops training
@@ -26,18 +26,6 @@ __all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "far_above_st
 SPIKE_FACTOR = 50.0
 #: Logged rows (one every 10 steps) whose median is the loss's level before a row.
 SPIKE_WINDOW = 20
-#: A training loss this many times the starting network's (its loss at step 1) is a diverged
-#: network: never checkpointed, and a training that ends there stops with an error. Trained
-#: networks of the general model's recipe sit 40-100 times under their start, diverged ones
-#: reached 10**4 to 10**9 times over it (docs/benchmarks.md, "Twice the steps").
-DIVERGED_FACTOR = 10.0
-
-
-def far_above_start(loss: float, start: float | None) -> bool:
-    """Whether ``loss`` is :data:`DIVERGED_FACTOR` times the starting loss or more (or not a
-    number); False while no starting loss is known."""
-    return start is not None and not loss < DIVERGED_FACTOR * start
-
 
 class LossSpikeWarning(UserWarning):
     """A training's loss spiked and came back: the network may be worse than it looks."""

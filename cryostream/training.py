@@ -20,11 +20,12 @@ import numpy as np
 from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
+from cryostream.divergence import DivergenceGuard, diverged_message
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
 from cryostream.losses import training_loss
-from cryostream.progress import DIVERGED_FACTOR, far_above_start, loss_spike, plot_curve, warn_loss_spike
+from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
     checkpoint_manager,
@@ -204,8 +205,9 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
     """Train a denoiser on a store's train split; evaluate on its test split. A Ctrl-C
     finishes the step under way, checkpoints it (if its loss is finite) and raises
-    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. A loss
-    that ends far above the starting network's raises :class:`TrainingDivergedError`.
+    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. No
+    diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
+    training that ends on one raises :class:`TrainingDivergedError`.
 
     Parameters
     ----------
@@ -285,12 +287,12 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if replicated is not None:
         state = jax.device_put(state, replicated)
     metrics_path = run / "metrics.jsonl"
-    rows, start_loss = [], None  # the starting network's loss (step 1)
+    rows, start = [], None  # the starting network's squared error (a checkpoint's start_error)
     if resuming:
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
-        start_loss = meta.get("start_loss")
+        start = meta.get("start_error")
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
         log(f"resumed from step {step0}")
@@ -300,6 +302,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                               noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
                               augment=config.augment, fresh_noise=config.fresh_noise)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
+    guard, refused = DivergenceGuard(eval_fn, start), None  # refused: a step not saved, diverged
     step = int(state["step"])
     if progress:
         from tqdm.auto import tqdm
@@ -319,15 +322,18 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                else "no checkpoint was written")
             + ": lower the learning rate (--lr) or check the store")
 
-    def save(at: int, loss: float) -> None:
-        """Checkpoint step ``at`` unless its loss says the network diverged (not finite: stop;
-        far above the start: skip); a failed save (a full disk) stops training with one
-        StoreError, and the checkpoints written before it stay."""
+    def save(at: int, loss: float, batch) -> None:
+        """Checkpoint step ``at`` unless the network diverged (a loss not finite: stop; its
+        error on ``batch`` far above the references, :class:`DivergenceGuard`: skip); a failed
+        save (a full disk) stops training with one StoreError, the checkpoints before stay."""
+        nonlocal refused
         check_loss(at, loss)
-        if far_above_start(loss, start_loss):
+        ratio = guard.ratio(state["params"], batch)
+        if ratio is not None:
+            refused = (at, ratio)
             return
         meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict(),
-                "start_loss": start_loss}
+                "start_error": guard.start}
         try:
             save_checkpoint(manager, at, state, meta)
         except StoreError:
@@ -345,10 +351,10 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             while step < end and not interrupt.requested:
                 done = None
                 batch = next(batches)
+                if step == 0:  # before the first update (the state is donated to the step)
+                    guard.begin(state["params"], batch)
                 state, out = step_fn(state, batch)
                 step = done = step + 1
-                if start_loss is None:
-                    start_loss = float(out["loss"])
                 if step == 2:  # the first step compiled; time from here
                     jax.block_until_ready(out)
                     t_mark = time.perf_counter()
@@ -376,13 +382,13 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                     on_step(step, out)
                 late = deadline is not None and time.perf_counter() > deadline
                 if step % config.checkpoint_every == 0 or step == end or late:
-                    save(step, float(out["loss"]))  # never a diverged state
+                    save(step, float(out["loss"]), batch)  # never a diverged network
                 if late:
                     break
             interrupt.check()
         except KeyboardInterrupt:
             if done is not None and not interrupt.forced and done not in manager.all_steps():
-                save(done, float(out["loss"]))  # never a diverged state
+                save(done, float(out["loss"]), batch)  # never a diverged network
             loader.close()
             kept = max(manager.all_steps(), default=None)
             manager.close()
@@ -398,15 +404,11 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if bar is not None:
         bar.close()
     plot_curve(run / "loss.png", rows)
-    if rows and far_above_start(rows[-1]["loss"], start_loss):
-        kept = max(checkpoint_steps(run), default=None)
-        raise TrainingDivergedError(
-            f"{run}: the training diverged and did not come back: its loss ended at "
-            f"{rows[-1]['loss']:.3g}, over {DIVERGED_FACTOR:.0f} times the starting network's "
-            f"({start_loss:.3g} at step 1), and such states were not checkpointed"
-            + (f" (the last checkpoint kept is step {kept})" if kept else " (none was kept)")
-            + ": train again with a lower learning rate (--lr, half or less) or another --seed; "
-            "loss.png shows the curve")
+    kept = max(checkpoint_steps(run), default=None)
+    if refused is not None and refused[0] == config.steps:
+        raise TrainingDivergedError(diverged_message(run, *refused, kept))
+    if refused is not None and refused[0] == step:  # paused there: the next call resumes
+        log(f"step {step} was not saved (its network had diverged); a resume starts at {kept}")
     spike = loss_spike(rows)
     warn_loss_spike(run, spike)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})
