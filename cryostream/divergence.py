@@ -1,13 +1,14 @@
-"""Telling a diverged network from a training one, by the parameters about to be saved.
+"""Telling a diverged network from a training one, by the network about to be saved.
 
 A training can diverge to a loss that stays finite (10⁷ on the general model's recipe, 10²⁵ at
 too high a learning rate) and either come back or not. :class:`DivergenceGuard` judges the
 network itself, not the logged loss (the loss of the parameters before the step's update, on
 one batch, which swings by orders of magnitude while a training diverges): one forward pass of
-the evaluation step on the step's batch, whose squared error is set against the noisy input's
-on the same batch (the error of leaving the micrograph as it is) and against the starting
-network's. :func:`cryostream.training.train` writes no checkpoint of a diverged network and
-stops with :class:`~cryostream.errors.TrainingDivergedError` when its last step is one.
+the evaluation step on the step's batch, whose squared error is set against two errors on the
+same batch that any network short of a blown-up one beats: the noisy input's (leaving the
+micrograph as it is) and the target's own power (an output of zero).
+:func:`cryostream.training.train` writes no checkpoint of a diverged network and stops with
+:class:`~cryostream.errors.TrainingDivergedError` when its last step is one.
 """
 
 from __future__ import annotations
@@ -16,56 +17,59 @@ import math
 
 import numpy as np
 
-__all__ = ["DIVERGED_FACTOR", "DivergenceGuard", "diverged_message"]
+from cryostream.errors import TrainingDivergedError
 
-#: A network whose squared error on a training batch is this many times both the noisy
-#: input's on that batch and the starting network's has diverged. A trained network is under
-#: the noisy input's error (about half of it with noisy targets); the general model's diverged
+__all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "DivergenceGuard"]
+
+#: A network whose squared error on a training batch is this many times the noisy input's on
+#: that batch, and :data:`ZERO_FACTOR` times the error of an output of zero, has diverged. A
+#: trained network is under the noisy input's error (about half of it with noisy targets), an
+#: untrained one near it (residual) or near zero's (not residual); the general model's diverged
 #: trainings reached 10⁴ to 10¹⁰ times their level (docs/benchmarks.md, "Twice the steps").
 DIVERGED_FACTOR = 10.0
+#: How many times the error of an output of zero (the target's mean power) a network that far
+#: above the noisy input must be: worse than no answer at all.
+ZERO_FACTOR = 3.0
 
 
 class DivergenceGuard:
-    """Judges parameters with the evaluation step ``(params, batch, number) -> {"mse",
-    "noisy_mse"}`` (:func:`cryostream.training.make_eval_step`; per patch).
-
-    ``start``: the starting network's squared error on the first batch (a checkpoint's
-    ``start_error``), or None until :meth:`begin` measures it; a run resumed from a
-    checkpoint written without it is judged against the noisy input alone.
+    """Judges networks with the evaluation step ``(params, batch, number) -> {"mse",
+    "noisy_mse", "target_power"}`` (:func:`cryostream.training.make_eval_step`; per patch).
+    ``refused``: ``(step, ratio)`` of the last network judged diverged, or None.
     """
 
-    def __init__(self, eval_step, start: float | None = None):
-        self.eval_step = eval_step
-        self.start = start
+    def __init__(self, eval_step, log=print):
+        self.eval_step, self.log = eval_step, log
+        self.refused: tuple[int, float] | None = None
 
-    def errors(self, params, batch) -> tuple[float, float]:
-        """The network's and the noisy input's mean squared error on ``batch``."""
+    def diverged(self, params, batch, step: int) -> bool:
+        """Whether the network has diverged on ``batch`` (noted, and kept in :attr:`refused`)."""
         out = self.eval_step(params, batch, 0)
-        return float(np.mean(out["mse"])), float(np.mean(out["noisy_mse"]))
+        error, noisy, zero = (float(np.mean(out[k])) for k in ("mse", "noisy_mse", "target_power"))
+        if math.isfinite(error) and (error < DIVERGED_FACTOR * noisy or error < ZERO_FACTOR * zero):
+            return False
+        self.refused = (step, error / noisy if noisy > 0 else math.inf)
+        self.log(f"step {step} not checkpointed: its network has diverged (its squared error on "
+                 f"the step's batch is {self.refused[1]:.3g} times the noisy input's, "
+                 f"{error / zero if zero > 0 else math.inf:.3g} times an output of zero's)")
+        return True
 
-    def begin(self, params, batch) -> None:
-        """Measure the starting network on the first batch (before any update)."""
-        self.start = self.errors(params, batch)[0]
-
-    def ratio(self, params, batch) -> float | None:
-        """How many times its references the network's error is, when that is
-        :data:`DIVERGED_FACTOR` or more (or not a number); None for a network that has not
-        diverged."""
-        error, noisy = self.errors(params, batch)
-        reference = max(noisy, self.start or 0.0)
-        if reference <= 0 and math.isfinite(error):
-            return None  # nothing to judge against (an input equal to its target)
-        if error < DIVERGED_FACTOR * reference:
-            return None
-        return error / reference if reference > 0 else math.inf
-
-
-def diverged_message(run, step: int, ratio: float, kept: int | None) -> str:
-    """The error of a training whose last step is a diverged network."""
-    return (f"{run}: the training diverged and did not come back: at step {step} the network's "
-            f"squared error on a training batch is {ratio:.3g} times that of the noisy input left "
-            "as it is (or of the starting network), and no checkpoint of such a network was "
-            "written" + (f"; the last one kept, step {kept}, is a network trained only that far "
-                         "(`denoise --model` would use it)" if kept else "; none was kept")
-            + ". Train again into a new run folder (-o) with a lower learning rate (--lr, half "
-            "or less) or another seed; loss.png shows the curve")
+    def finish(self, run, step: int, steps: int, kept: int | None) -> int:
+        """After training stopped at ``step`` of ``steps`` with checkpoint ``kept`` last: raise
+        when the last step is a diverged network; paused on one, note it and return the step a
+        resume starts from (else ``step``)."""
+        if self.refused is None or self.refused[0] != step:
+            return step
+        if step == steps:
+            raise TrainingDivergedError(
+                f"{run}: the training diverged and did not come back: at its last step the "
+                f"network's squared error on a training batch is {self.refused[1]:.3g} times the "
+                "noisy input's and three times or more that of an output of zero, and no "
+                "checkpoint of such a network was written" + (
+                    f"; the last one kept, step {kept}, is a network trained only that far "
+                    "(`denoise --model` would use it)" if kept else "; none was kept")
+                + ". Train again into a new run folder (-o), with `cryostream train` at a lower "
+                "learning rate (--lr, half or less) or another --seed; loss.png shows the curve")
+        self.log(f"step {step} was not saved (its network had diverged); "
+                 + (f"a resume starts from step {kept}" if kept else "no checkpoint yet"))
+        return kept or 0

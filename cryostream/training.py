@@ -20,7 +20,7 @@ import numpy as np
 from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
-from cryostream.divergence import DivergenceGuard, diverged_message
+from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
@@ -132,7 +132,8 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
                    noise_table: dict | None = None):
     """The jit-compiled ``(params, batch, batch_number) -> metrics`` on held-out patches.
 
-    Per patch: squared error of the model and of the noisy input, so PSNR can be averaged.
+    Per patch: squared error of the model and of the noisy input, so PSNR can be averaged, and
+    the target's mean power (the error of an output of zero).
     The reference is the stored target, also for recorrupted training (``TrainConfig.recorrupt``).
     """
     import jax
@@ -144,7 +145,7 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
         pred = nnx.merge(graphdef, params)(inp)
         mse = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
         noisy = jnp.mean((inp - target) ** 2, axis=(1, 2, 3))
-        return {"mse": mse, "noisy_mse": noisy}
+        return {"mse": mse, "noisy_mse": noisy, "target_power": jnp.mean(target**2, axis=(1, 2, 3))}
 
     return jax.jit(evaluate)
 
@@ -287,12 +288,11 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if replicated is not None:
         state = jax.device_put(state, replicated)
     metrics_path = run / "metrics.jsonl"
-    rows, start = [], None  # the starting network's squared error (a checkpoint's start_error)
+    rows = []
     if resuming:
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
-        start = meta.get("start_error")
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
         log(f"resumed from step {step0}")
@@ -302,7 +302,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
                               noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
                               augment=config.augment, fresh_noise=config.fresh_noise)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
-    guard, refused = DivergenceGuard(eval_fn, start), None  # refused: a step not saved, diverged
+    guard = DivergenceGuard(eval_fn, log)
     step = int(state["step"])
     if progress:
         from tqdm.auto import tqdm
@@ -326,14 +326,10 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         """Checkpoint step ``at`` unless the network diverged (a loss not finite: stop; its
         error on ``batch`` far above the references, :class:`DivergenceGuard`: skip); a failed
         save (a full disk) stops training with one StoreError, the checkpoints before stay."""
-        nonlocal refused
         check_loss(at, loss)
-        ratio = guard.ratio(state["params"], batch)
-        if ratio is not None:
-            refused = (at, ratio)
+        if guard.diverged(state["params"], batch, at):
             return
-        meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict(),
-                "start_error": guard.start}
+        meta = {"loader": dataclasses.asdict(loader.position), "config": record.to_dict()}
         try:
             save_checkpoint(manager, at, state, meta)
         except StoreError:
@@ -351,8 +347,6 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
             while step < end and not interrupt.requested:
                 done = None
                 batch = next(batches)
-                if step == 0:  # before the first update (the state is donated to the step)
-                    guard.begin(state["params"], batch)
                 state, out = step_fn(state, batch)
                 step = done = step + 1
                 if step == 2:  # the first step compiled; time from here
@@ -404,11 +398,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     if bar is not None:
         bar.close()
     plot_curve(run / "loss.png", rows)
-    kept = max(checkpoint_steps(run), default=None)
-    if refused is not None and refused[0] == config.steps:
-        raise TrainingDivergedError(diverged_message(run, *refused, kept))
-    if refused is not None and refused[0] == step:  # paused there: the next call resumes
-        log(f"step {step} was not saved (its network had diverged); a resume starts at {kept}")
+    step = guard.finish(run, step, config.steps, max(checkpoint_steps(run), default=None))
     spike = loss_spike(rows)
     warn_loss_spike(run, spike)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})

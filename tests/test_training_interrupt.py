@@ -137,16 +137,18 @@ def test_no_diverged_network_is_checkpointed_and_a_training_that_ends_diverged_s
     non-finite check never stops it. Judged by its logged loss (the loss before the step's
     update, on one batch), step 30 looked fine and was once checkpointed, holding a network 370
     times the starting one's error over the split. Judged by the network itself, no diverged
-    one is written: what is kept scores under ten times the noisy input's error over the
-    whole split, and the training ends with an error naming the last checkpoint."""
+    one is written (each refusal noted): what is kept scores under ten times the noisy input's
+    error over the whole split, and the training ends with an error naming the last checkpoint."""
     config = dataclasses.replace(TINY_TRAIN, learning_rate=0.03, steps=40, warmup_steps=39,
                                  checkpoint_every=10, eval_every=40)  # keeps two checkpoints
     run = tmp_path / "run"
-    with pytest.raises(TrainingDivergedError, match=r"diverged and did not come back: at step 40 "
-                       r"the network's squared error .* times that of the noisy input.*the last "
+    logged = []
+    with pytest.raises(TrainingDivergedError, match=r"diverged and did not come back: at its last "
+                       r"step the network's squared error .* times the noisy input's.*the last "
                        r"one kept, step 20, is a network trained only that far.*new run folder.*--lr"):
-        train(tiny_run.store, run, config, log=lambda *_: None)
+        train(tiny_run.store, run, config, log=logged.append)
     assert checkpoint_steps(run) == [10, 20]
+    assert [m.split(" not")[0] for m in logged if "not checkpointed" in m] == ["step 30", "step 40"]
     for step in (10, 20):
         error, noisy = _split_error(run, step, tiny_run.store)
         assert error < 10 * noisy, (step, error, noisy)
