@@ -64,7 +64,7 @@ class DivergenceGuard:
             raise TrainingDivergedError(
                 f"{run}: the training diverged and did not come back: at its last step the "
                 f"network's squared error on a training batch is {self.refused[1]:.3g} times the "
-                "noisy input's and three times or more that of an output of zero, and no "
+                f"noisy input's and {ZERO_FACTOR:g} times or more that of an output of zero, and no "
                 "checkpoint of such a network was written" + (
                     f"; the last one kept, step {kept}, is a network trained only that far "
                     "(`denoise --model` would use it)" if kept else "; none was kept")

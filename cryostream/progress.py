@@ -27,6 +27,7 @@ SPIKE_FACTOR = 50.0
 #: Logged rows (one every 10 steps) whose median is the loss's level before a row.
 SPIKE_WINDOW = 20
 
+
 class LossSpikeWarning(UserWarning):
     """A training's loss spiked and came back: the network may be worse than it looks."""
 

@@ -48,11 +48,10 @@ class TrainConfig:
     loss : {"mse", "l1", "bands"}
         The squared or absolute error per pixel, or ``bands`` (experimental): half the squared
         error, half the error in each band of spatial frequency over the target's power there,
-        the mean level left out (:mod:`cryostream.losses`); not yet trained on the general
-        model. ``mse`` stays the default: an earlier form of ``bands`` (at a peak learning rate
-        of 5e-4, after the ensemble) left the general model's FRC at 0.01–0.125 cycles/px
-        within ±0.001 and cost 0.16–0.38 dB of PSNR, 1.1 dB at 5 e/Å²; at 1e-3 it spiked and
-        cost up to 2 dB (docs, benchmarks).
+        the mean level left out (:mod:`cryostream.losses`). ``mse`` stays the default: on the
+        general model's recipe at a peak learning rate of 5e-4, ``bands`` gained 0–0.4 dB over
+        ``mse`` at that rate, which brought it level with ``mse`` at the default 1e-3, and no
+        FRC where Topaz leads (docs, benchmarks, "Twice the steps").
     eval_every, eval_batches : int
         Evaluate on the test split every ``eval_every`` steps over ``eval_batches`` batches.
     checkpoint_every, keep_checkpoints : int
