@@ -10,6 +10,9 @@ network once per micrograph (``DenoiseConfig.raw``: no ensemble, no post-process
 with ``--recipes raw default``, with denoise's default steps (8-fold ensemble, CTF-shaped gain).
 
 Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles auto 2048]
+[--compute fp32|bf16] (what the network computes in; one process per precision, as the peak
+device memory it records is the process's: after the single-micrograph passes, and after the
+end-to-end runs, which keep several micrographs in flight)
 (On a CPU: --shape 2048 --count 2 --tiles 1024 --precision fp32 --batch 1; a smoke run:
 --shape 512 --count 2 --tiles 256 --precision fp32 --batch 1 --model unet-small --workers 1.)
 """
@@ -42,6 +45,15 @@ def make_run(run: Path, model: str, precision: str) -> None:
     manager.close()
 
 
+def peak_device_gb() -> float | None:
+    """The most memory the device has held for this process so far, GB (None on a CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return round(peak / 1e9, 2) if peak is not None else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -50,7 +62,9 @@ def main() -> None:
     ap.add_argument("--tiles", nargs="+", default=["auto"],
                     help="window cores to time; 'auto' is what cryostream.denoise picks")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--precision", default="bf16", help="the run's training precision")
+    ap.add_argument("--compute", default="fp32", choices=("fp32", "bf16"),
+                    help="what the network computes in (DenoiseConfig.precision)")
     ap.add_argument("--model", default="unet", help="the preset (unet-small for a CPU smoke run)")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--shape", type=int, help="simulate micrographs of SHAPE² instead of full size")
@@ -89,7 +103,7 @@ def main() -> None:
     else:
         paths = make_full_size_set(work / "full", args.count)
     log("device", jax.devices()[0].device_kind, f"{len(paths)} micrographs ready")
-    network = load_network(str(run))
+    network = load_network(str(run), args.compute)
     apply, params, model_config = network.apply, network.params, network.config
     halo = default_halo(model_config)
     import mrcfile
@@ -105,7 +119,7 @@ def main() -> None:
                    for wy, _, _ in tile_cores(image.shape[0], tile, model_config.multiple)
                    for wx, _, _ in tile_cores(image.shape[1], tile, model_config.multiple)]
         n = len(windows)
-        batch = device_batch(args.batch, n, side)  # as denoise
+        batch = device_batch(args.batch, n, side, network.compute_dtype)  # as denoise
         batches = [np.stack(windows[i : i + batch] + [windows[0]] * max(0, i + batch - n))
                    [..., None] for i in range(0, n, batch)]
         t = time.perf_counter()
@@ -127,15 +141,17 @@ def main() -> None:
                 for _ in range(5):
                     t = time.perf_counter()
                     network_pass(str(run), image, tile=None if choice == "auto" else tile,
-                                 batch_size=args.batch)
+                                 batch_size=args.batch, precision=args.compute)
                     times.append(time.perf_counter() - t)
             passes[buffers] = float(np.median(times[1:]))
         pass_s = passes["reused"]
+        pass_peak = peak_device_gb()  # one micrograph at a time, before the stack's workers
         log(f"tile {tile}: denoise's network pass over one micrograph in memory {pass_s:.3f} s "
             f"({passes['fresh']:.3f} s with fresh batch buffers)")
         ends = {}
         for recipe in args.recipes:
-            options = {"tile": None if choice == "auto" else tile, "batch_size": args.batch}
+            options = {"tile": None if choice == "auto" else tile, "batch_size": args.batch,
+                       "precision": args.compute}
             config = (DenoiseConfig.raw(**options) if recipe == "raw"
                       else DenoiseConfig(n2n_correction=False, **options))
             some = paths[: args.default_count] if recipe == "default" else paths
@@ -156,7 +172,9 @@ def main() -> None:
                      "end_to_end_by_recipe": {r: {"seconds": v, "micrographs": k,
                                                   "micrographs_per_second": k / v}
                                               for r, (v, k) in ends.items()},
-                     "precision": args.precision, "model": args.model})
+                     "precision": args.precision, "compute": args.compute, "model": args.model,
+                     "peak_device_gb_one_micrograph": pass_peak,
+                     "peak_device_gb": peak_device_gb()})
     (out / "denoise_gpu.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=1))
 

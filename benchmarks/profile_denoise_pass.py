@@ -59,7 +59,7 @@ def main() -> None:
     m, halo = net.config.multiple, default_halo(net.config)
     tile = auto_tile(shape, net.config, halo)
     side = tile + 2 * halo
-    batch = device_batch(8, count_windows(shape, tile, m), side)
+    batch = device_batch(8, count_windows(shape, tile, m), side, net.compute_dtype)
     windows = np.random.default_rng(1).normal(size=(batch, side, side, 1)).astype(np.float32)
     on_device = to_device(windows)
     print(f"tile {tile}, batch {batch} windows of {side}²")

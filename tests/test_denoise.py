@@ -29,10 +29,13 @@ from cryostream.denoise.corrections import (
 from cryostream.denoise.network import load_network
 from cryostream.denoise.scores import calibrate_rings, recorruption_score
 from cryostream.denoise.tiling import (
+    MAX_BATCH_PIXELS,
     auto_tile,
+    backend,
     count_windows,
     default_halo,
     denoise_array,
+    device_batch,
     network_pass,
     receptive_radius,
     reused_windows,
@@ -364,6 +367,41 @@ def test_cli_denoise(trained, tmp_path, capsys):
                  "--calibrate", "1"]) == 0
     assert "denoised 1 micrograph into" in capsys.readouterr().out
     assert (tmp_path / "d" / "sim_0000.mrc").exists()
+
+
+def test_the_network_computes_in_float32_unless_bf16_is_asked(trained, tmp_path, capsys):
+    """``--precision bf16`` is recorded in each output's NAME.json; a CPU computes it in
+    float32 (no bfloat16 arithmetic), so the output is the default's. A precision that is
+    neither is refused before anything is written, naming the flag."""
+    run, sim = trained
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(out), "--tile",
+                     "64", "--raw", "--precision", precision]) == 0
+        record = json.loads((out / "sim_0000.json").read_text())
+        assert record["config"]["precision"] == precision
+        assert record["computed"] == {"backend": "cpu", "dtype": "float32"}
+        outputs[precision] = mrcfile.read(out / "sim_0000.mrc")
+    np.testing.assert_array_equal(outputs["fp32"], outputs["bf16"])
+    with pytest.raises(SystemExit, match="2"):
+        main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "x"),
+              "--precision", "fp16"])
+    assert "--precision" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(cryostream.ConfigError, match=r"precision='fp16' \(--precision\): "
+                       "must be fp32 or bf16"):
+        DenoiseConfig(precision="fp16")
+    with pytest.raises(cryostream.ConfigError, match="precision='fp16': one of bf16, fp32"):
+        load_network(str(run), "fp16")
+
+
+def test_a_bfloat16_network_takes_twice_the_pixels_per_device_call():
+    """The memory cap per device call counts float32 activations; bfloat16's take half the
+    bytes, so twice the windows fit (2 × 4352² on a GPU, the measured peak of either: 12 GB)."""
+    side = 1536
+    assert device_batch(64, 64, side) == MAX_BATCH_PIXELS[backend()] // side**2
+    assert device_batch(64, 64, side, "bfloat16") == 2 * device_batch(64, 64, side)
+    assert device_batch(64, 3, side, "bfloat16") == 3  # never more windows than there are
 
 
 def test_dihedral_mean_is_the_mean_of_the_eight_passes():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from cryostream.config.checks import check_positive, store_floats
+from cryostream.config.train import PRECISIONS
 from cryostream.errors import ConfigError
 
 __all__ = ["DenoiseConfig", "FROM_THE_RUN"]
@@ -70,6 +71,9 @@ class DenoiseConfig:
         backend, and the model's receptive field rounded up).
     batch_size : int
         The most windows per device call.
+    precision : {"fp32", "bf16"}
+        What the network computes in: float32, or bfloat16 on a GPU (faster; its rounding
+        loses a little of the finest detail). A CPU computes in float32 either way.
     output_dtype : {"float32", "float16"}
         The pixel type of the denoised MRC files (mode 2 or 12).
     output_suffix : str
@@ -93,6 +97,7 @@ class DenoiseConfig:
     tile: int | None = None
     halo: int | None = None
     batch_size: int = 8
+    precision: str = "fp32"
     output_dtype: str = "float32"
     output_suffix: str = ""
     keep_extended_header: bool = False
@@ -128,6 +133,8 @@ class DenoiseConfig:
                                       or value < 1):
                 raise ConfigError(f"{name}={value!r}: must be a positive integer (pixels), or "
                                   "None for the default")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} (--precision): must be fp32 or bf16")
         if self.output_dtype not in ("float32", "float16"):
             raise ConfigError(f"output_dtype={self.output_dtype!r} (--dtype): must be float32 or "
                               "float16")

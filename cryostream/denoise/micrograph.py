@@ -84,7 +84,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
 
     def network(image):
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
-                           batch_size=config.batch_size)
+                           batch_size=config.batch_size, precision=config.precision)
         clock["passes"] += 1
         now = time.perf_counter()
         if source is not None and now - clock["last"] >= NOTE_EVERY_S:
@@ -188,14 +188,16 @@ def _record(run: str):
     return load_network(run).record
 
 
-def _computed_on(run: str) -> dict:
-    """Where the network runs and in what precision, for the output's record: a bf16 run
-    computes in float32 on a CPU, so its outputs differ from a GPU's in the last digits."""
+def _computed_on(run: str, precision: str) -> dict:
+    """Where the network runs and in what precision, for the output's record: bf16 is computed
+    in float32 on a CPU, and a GPU's float32 convolutions round differently from a CPU's, so
+    outputs differ between machines in the last digits."""
     import jax
 
     from cryostream.denoise.network import load_network
 
-    return {"backend": jax.default_backend(), "dtype": load_network(run).compute_dtype}
+    return {"backend": jax.default_backend(),
+            "dtype": load_network(run, precision).compute_dtype}
 
 
 def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> list | None:
@@ -260,7 +262,8 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
         estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
                                 history_label(run, config, found),
                                 output_record(run, config, micrograph.source, found,
-                                              micrograph.given(), _computed_on(run), stamps,
+                                              micrograph.given(),
+                                              _computed_on(run, config.precision), stamps,
                                               load_network(run).state),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:

@@ -26,10 +26,12 @@ __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
            "check_tile", "denoise_array", "network_pass", "to_device", "to_host", "reused_windows"]
 
-#: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses:
-#: 4352² windows, two per call, were measured on an 80 GB H100; CPUs keep windows small.
+#: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
+#: for a network computing in float32; in bfloat16 (half the bytes) a call takes twice the
+#: pixels. 4352² windows, two per call in bfloat16 (24 GB at the peak on an H200) or one in
+#: float32, were measured on an 80 GB H100 and an H200; CPUs keep windows small.
 MAX_WINDOW = {"gpu": 4352, "cpu": 1536}
-MAX_BATCH_PIXELS = {"gpu": 2 * 4352**2, "cpu": 8 * 1536**2}
+MAX_BATCH_PIXELS = {"gpu": 4352**2, "cpu": 8 * 1536**2}
 
 
 def receptive_radius(config) -> int:
@@ -77,10 +79,13 @@ def count_windows(shape: tuple[int, int], tile: int, multiple: int) -> int:
     return sum(len(tile_cores(h, tile, multiple)) for h in band_heights(shape[0], tile)) * across
 
 
-def device_batch(batch_size: int, windows: int, side: int) -> int:
+def device_batch(batch_size: int, windows: int, side: int,
+                 compute_dtype: str = "float32") -> int:
     """Windows per device call: at most ``batch_size``, ``windows`` (no empty padding windows)
-    and the backend's pixel cap (:data:`MAX_BATCH_PIXELS`) for windows of ``side``²."""
-    return max(1, min(batch_size, windows, MAX_BATCH_PIXELS[backend()] // side**2))
+    and the backend's pixel cap (:data:`MAX_BATCH_PIXELS`; twice it for a network computing
+    in ``"bfloat16"``) for windows of ``side``²."""
+    cap = MAX_BATCH_PIXELS[backend()] * (2 if compute_dtype == "bfloat16" else 1)
+    return max(1, min(batch_size, windows, cap // side**2))
 
 
 def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
@@ -106,7 +111,8 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
                key=lambda t: (count_windows(shape, t, m) * (t + 2 * halo) ** 2, -t))
 
 
-def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles):
+def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles,
+                  precision):
     m, _, _ = block_info[0]["chunk-location"]
     slab = block[0] * np.float32(1.0 / percentiles[m])
     side = tile + 2 * halo
@@ -115,7 +121,7 @@ def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percen
     def cut(wy, wx, dst):  # the band comes with its halo (map_overlap)
         _copy(dst, slab[wy : wy + side, wx : wx + side])
 
-    _through_network(load_network(run), [(cut, out)], tile, halo, batch_size)
+    _through_network(load_network(run, precision), [(cut, out)], tile, halo, batch_size)
     return out[None]
 
 
@@ -327,10 +333,11 @@ def _check(config, tile: int | None, halo: int) -> None:
                           "the DenoiseConfig's tile)")
 
 
-def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
+def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int, precision: str):
     """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape``: the defaults
     filled in and checked (:func:`denoise_array`)."""
-    config = load_network(run).config
+    network = load_network(run, precision)
+    config = network.config
     halo = default_halo(config) if halo is None else halo
     if tile is None:
         tile = auto_tile(shape, config, halo)
@@ -341,41 +348,46 @@ def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int):
         raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
     heights = band_heights(ny, tile)
     per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
-    return tile, halo, device_batch(batch_size, per_band, tile + 2 * halo), heights
+    return (tile, halo, device_batch(batch_size, per_band, tile + 2 * halo, network.compute_dtype),
+            heights)
 
 
 def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int | None = None,
-                  batch_size: int = 8):
+                  batch_size: int = 8, precision: str = "fp32"):
     """Lazy denoised stack (micrograph, y, x) in normalised units (divided by ``percentiles``).
 
     ``stack`` is a Dask array (micrograph, y, x); ``run`` a trained run folder. ``tile=None``
     picks the cheapest tile for the backend (:func:`auto_tile`). Windows per device call are
-    at most ``batch_size``, the windows of one band and a memory cap for the backend.
+    at most ``batch_size``, the windows of one band and a memory cap for the backend. The
+    network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`).
     """
-    tile, halo, batch_size, heights = _layout(str(run), stack.shape[1:], tile, halo, batch_size)
+    tile, halo, batch_size, heights = _layout(str(run), stack.shape[1:], tile, halo, batch_size,
+                                              precision)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
                                                                  2: "reflect"},
         trim=False, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
         run=str(run), tile=tile, halo=halo, batch_size=batch_size,
-        percentiles=np.asarray(percentiles, dtype=np.float64),
+        percentiles=np.asarray(percentiles, dtype=np.float64), precision=precision,
     )
 
 
 def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: int | None = None,
-                 batch_size: int = 8) -> np.ndarray:
-    """The network's output for one normalised 2-D micrograph, computed here (float32): the
+                 batch_size: int = 8, precision: str = "fp32") -> np.ndarray:
+    """The network's output for one normalised 2-D micrograph, computed here: the
     same bands, windows and batches as :func:`denoise_array`, without a task graph, every
     band's windows in one stream to the device. An image smaller than ``tile`` or the halo
-    (the binned pass of a small micrograph) is mirrored out to that size and cut back."""
+    (the binned pass of a small micrograph) is mirrored out to that size and cut back. The
+    network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`); the
+    output is float32."""
     need = max(tile or 0, default_halo(load_network(run).config) if halo is None else halo)
     if min(image.shape) < need:
         out = network_pass(run, np.pad(np.asarray(image, np.float32), [(0, max(need - n, 0)) for n
                            in image.shape], mode="symmetric"), tile=tile, halo=halo,
-                           batch_size=batch_size)
+                           batch_size=batch_size, precision=precision)
         return np.ascontiguousarray(out[: image.shape[0], : image.shape[1]])
-    tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size)
+    tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size, precision)
     image = np.asarray(image, dtype=np.float32)
     out = np.empty(image.shape, dtype=np.float32)
     slabs = []
@@ -384,5 +396,5 @@ def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: 
             _cut_mirrored(image, start + wy - halo, wx - halo, dst)
 
         slabs.append((cut, out[start : start + height]))
-    _through_network(load_network(run), slabs, tile, halo, batch_size)
+    _through_network(load_network(run, precision), slabs, tile, halo, batch_size)
     return out
