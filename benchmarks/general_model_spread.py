@@ -71,11 +71,13 @@ def particles_for(particle: str, fraction: float, shape, pixel: float) -> int:
 
 def training_condition(seed: int, index: int, shape, high_signal_share: float | None = None,
                        dose: tuple[float, float] | None = None,
-                       low_dose_share: float | None = None) -> dict:
+                       low_dose_share: float | None = None,
+                       particles: tuple[str, ...] | None = None) -> dict:
     """The :class:`SimulateConfig` keywords of training micrograph ``index`` (from SPREAD;
     ``high_signal_share`` of them, default SPREAD's, from its high-signal corner;
     ``low_dose_share`` of them, default SPREAD's, with the dose from under its floor). ``dose``:
-    the dose drawn from this range (e/Å², log-uniform) instead, the rest as it would be."""
+    the dose drawn from this range (e/Å², log-uniform) instead, the rest as it would be.
+    ``particles``: the specimens drawn from instead of SPREAD's (a specialist's training set)."""
     rng = np.random.default_rng([seed, 17, index])
     if high_signal_share is None:
         high_signal_share = SPREAD["high_signal"]["share"]
@@ -95,7 +97,7 @@ def training_condition(seed: int, index: int, shape, high_signal_share: float | 
               ice_thickness_relative=draw(SPREAD["ice_thickness_relative"]),
               ice_contrast=draw(SPREAD["ice_contrast"]),
               b_factor_angstrom2=draw(SPREAD["b_factor_angstrom2"]),
-              particle=str(rng.choice(SPREAD["particle"])))
+              particle=str(rng.choice(particles or SPREAD["particle"])))
     fraction = draw(SPREAD["area_fraction"])
     # drawn after the rest, so that the other micrographs are the same whatever the share
     if high_signal_share > 0 and rng.uniform() < high_signal_share:
@@ -156,7 +158,8 @@ def simulate_one(task: dict) -> dict:
 def data_tasks(args, work: Path) -> tuple[list[dict], list[dict]]:
     train = [{"index": i, "config": training_condition(args.seed, i, args.shape,
                                                        args.high_signal_share,
-                                                       low_dose_share=args.low_dose_share),
+                                                       low_dose_share=args.low_dose_share,
+                                                       particles=getattr(args, "particles", None)),
               "noisy": str(work / "train" / "micrographs" / f"sim_{i:04d}.mrc"),
               "truth": str(work / "train" / "truth" / f"sim_{i:04d}.mrc")}
              for i in range(args.count)]

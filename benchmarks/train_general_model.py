@@ -28,7 +28,9 @@ Five stages, each resumable (a rerun skips what is done), run in order:
             what ``cryostream denoise`` applies to this run with no option
             (``DenoiseConfig().for_run(record)``: the ensemble and the CTF-shaped Wiener gain
             with its check). PSNR and FRC by band (cycles/px, ``quality_common.FRC_BANDS``).
-            The network runs in this process (the GPU); the scores in a pool of processes.
+            The network runs in this process (the GPU), in float32 as ``denoise`` computes
+            it by default (``--inference-precision bf16``: in bfloat16, as tables before
+            2026-12-04 were scored); the scores in a pool of processes.
 ``export``  The parameters and record as one compressed ``.npz`` (≤ 20 MB;
             :func:`cryostream.models.export.export_params`), read back and checked equal.
 
@@ -67,8 +69,10 @@ micrographs at stride 512 with ``--augment`` for 5000 steps; ``--no-residual``; 
 unet-deep``; ``--model unet-large``; ``--beta2 0.99``; ``--lr 5e-4``; ``--loss bands`` in its
 first form (FRC up in the raw network, PSNR down; "A loss that weighs each band") and as on main
 (level with the shipped model at ``--lr 5e-4``); ``--steps 18000`` (diverged at 10⁻³, level with the
-shipped model at 5 × 10⁻⁴; "Twice the steps"), and ``--train-seed 1``, the spread between trainings
-(``--run NAME`` keeps several runs on one store).
+shipped model at 5 × 10⁻⁴; "Twice the steps"), ``--particles t20s`` (a specialist: +0.001–0.008
+FRC on T20S; "Float32 at denoising, and a specialist"; its micrographs differ, so give it its
+own ``--work``), and ``--train-seed 1``, the spread between trainings (``--run NAME`` keeps
+several runs on one store).
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
 """
@@ -310,6 +314,7 @@ def stage_score(args, work: Path, results: dict) -> None:
         if not steps:
             raise SystemExit(f"{run} has no checkpoint: run the train stage first (--stages train)")
         folder = work / "outputs" / f"{args.run}_step{steps[-1]}"  # a retrained run: new outputs
+    folder = folder.with_name(f"{folder.name}_{args.inference_precision}")
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tasks, timings, topaz_timings = [], [], []
@@ -324,7 +329,7 @@ def stage_score(args, work: Path, results: dict) -> None:
             noisy = mrcfile.read(t["noisy"])
             y = noisy / np.float32(np.percentile(noisy, 95))
             t0 = time.perf_counter()
-            net = lambda im: network_pass(run, im)  # noqa: E731
+            net = lambda im: network_pass(run, im, precision=args.inference_precision)  # noqa: E731
             np.save(paths["raw"], net(y))
             np.save(paths["ensemble"], dihedral_mean(net, y))
             if binned:  # the binned pass, once and as the ensemble
@@ -357,6 +362,7 @@ def stage_score(args, work: Path, results: dict) -> None:
                           for m in methods},
             "frc_mean": {m: round(float(np.mean([r["frc_mean"][m] for r in mine])), 4) for m in methods}}
     results["score"] = {"device": device, "topaz": topaz is not None,
+                        "network_precision": args.inference_precision,
                         "network_and_topaz_seconds": round(network_seconds, 1),
                         "network_seconds_each": timings, "topaz_seconds_each": topaz_timings,
                         "seconds": round(time.perf_counter() - start, 1),
@@ -492,6 +498,11 @@ def parse_args(argv=None):
                     help="training loss (TrainConfig.loss; bands: cryostream.losses)")
     ap.add_argument("--beta2", type=float, default=0.999, help="AdamW's beta2 (TrainConfig.beta2)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
+    ap.add_argument("--particles", nargs="+", choices=SPREAD["particle"],
+                    help="train on these specimens only (default: SPREAD's five)")
+    ap.add_argument("--inference-precision", choices=("fp32", "bf16"), default="fp32",
+                    help="what the network computes in when scored (DenoiseConfig.precision; "
+                    "default fp32, as denoise)")
     ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
                     help="predict a correction added to the input (default on)")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,

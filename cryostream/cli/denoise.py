@@ -28,7 +28,7 @@ FLAGS = {
     "halo": ("--halo", "pixels of context around it on every side, computed and dropped "
              "(default: the network's receptive field)", {"metavar": "PX"}),
     "batch_size": ("--batch-size", "windows per device call"),
-    "precision": ("--precision", "what the network computes in: fp32 (default), or bf16 on a GPU, "
+    "precision": ("--precision", "what the network computes in: fp32, or bf16 on a GPU, "
                   "faster but its rounding loses a little of the finest detail (a CPU computes "
                   "in fp32 either way)", {"choices": ("fp32", "bf16")}),
     "n2n_correction": ("--n2n-correction", "Noisier2Noise correction (default: on for runs "
