@@ -69,10 +69,10 @@ micrographs at stride 512 with ``--augment`` for 5000 steps; ``--no-residual``; 
 unet-deep``; ``--model unet-large``; ``--beta2 0.99``; ``--lr 5e-4``; ``--loss bands`` in its
 first form (FRC up in the raw network, PSNR down; "A loss that weighs each band") and as on main
 (level with the shipped model at ``--lr 5e-4``); ``--steps 18000`` (diverged at 10⁻³, level with the
-shipped model at 5 × 10⁻⁴; "Twice the steps"), ``--particles t20s`` (a specialist: +0.001–0.008
-FRC on T20S; "Float32 at denoising, and a specialist"; its micrographs differ, so give it its
-own ``--work``), and ``--train-seed 1``, the spread between trainings (``--run NAME`` keeps
-several runs on one store).
+shipped model at 5 × 10⁻⁴; "Twice the steps"), ``--particles t20s`` (a specialist: up to
++0.008 FRC on T20S, at 0–0.06 cycles/px; "Float32 at denoising, and a specialist"; its
+micrographs differ, so give it its own ``--work``), and ``--train-seed 1``, the spread between
+trainings (``--run NAME`` keeps several runs on one store).
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
 """

@@ -223,6 +223,11 @@ def test_a_rerun_keeps_finished_outputs_and_remakes_one_whose_input_changed(trai
     del record["input_files"]
     sidecar.write_text(json.dumps(record))
     assert denoise(run, inputs, out, config=config, workers=1).attrs["kept"] == 2
+    # and one written before the precision was an option: computed in float32, as its
+    # record says, it is the default's output
+    del record["config"]["precision"]
+    sidecar.write_text(json.dumps(record))
+    assert denoise(run, inputs, out, config=config, workers=1).attrs["kept"] == 2
 
 
 def test_a_rerun_after_the_run_was_trained_further_denoises_again(trained, tmp_path, caplog):
@@ -371,8 +376,8 @@ def test_cli_denoise(trained, tmp_path, capsys):
 
 def test_the_network_computes_in_float32_unless_bf16_is_asked(trained, tmp_path, capsys):
     """``--precision bf16`` is recorded in each output's NAME.json; a CPU computes it in
-    float32 (no bfloat16 arithmetic), so the output is the default's. A precision that is
-    neither is refused before anything is written, naming the flag."""
+    float32 (no bfloat16 arithmetic), so the output is the default's, and one model read
+    serves both. A precision that is neither is refused before anything is written."""
     run, sim = trained
     outputs = {}
     for precision in ("fp32", "bf16"):
@@ -384,6 +389,7 @@ def test_the_network_computes_in_float32_unless_bf16_is_asked(trained, tmp_path,
         assert record["computed"] == {"backend": "cpu", "dtype": "float32"}
         outputs[precision] = mrcfile.read(out / "sim_0000.mrc")
     np.testing.assert_array_equal(outputs["fp32"], outputs["bf16"])
+    assert load_network(str(run), "bf16") is load_network(str(run))
     with pytest.raises(SystemExit, match="2"):
         main(["denoise", str(run), str(sim.micrographs[0]), "-o", str(tmp_path / "x"),
               "--precision", "fp16"])
@@ -395,9 +401,41 @@ def test_the_network_computes_in_float32_unless_bf16_is_asked(trained, tmp_path,
         load_network(str(run), "fp16")
 
 
+def test_bf16_reaches_the_network_where_a_gpu_computes_it(trained, monkeypatch):
+    """Where JAX runs on a GPU (its backend faked here: XLA on the CPU computes bfloat16 too,
+    slowly), ``precision="bf16"`` computes every pass of ``denoise``'s pipeline in bfloat16
+    and takes twice the windows per device call; the default stays float32, as on a CPU."""
+    import jax
+
+    from cryostream.denoise.micrograph import network_fn
+    from cryostream.denoise.tiling import window_layout
+
+    run, sim = trained
+    image = np.asarray(mrcfile.read(sim.micrographs[0]), np.float32)[:128, :128]
+    image /= np.percentile(image, 95)
+    plain = network_fn(str(run), DenoiseConfig.raw(tile=64))(image)
+    load_network.cache_clear()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    try:
+        assert load_network(str(run)).compute_dtype == "float32"
+        assert load_network(str(run), "bf16").compute_dtype == "bfloat16"
+        out = {p: network_fn(str(run), DenoiseConfig.raw(tile=64, precision=p))(image)
+               for p in ("fp32", "bf16")}
+        np.testing.assert_allclose(out["fp32"], plain, rtol=1e-5, atol=1e-6)
+        assert 1e-4 < np.abs(out["bf16"] - out["fp32"]).max() < 0.05 * np.abs(plain).max()
+        side = 64 + 2 * default_halo(load_network(str(run)).config)
+        monkeypatch.setitem(MAX_BATCH_PIXELS, "gpu", side**2)  # one float32 window per call
+        batch = {p: window_layout(str(run), (512, 512), 64, None, 8, p)[2]
+                 for p in ("fp32", "bf16")}
+        assert batch == {"fp32": 1, "bf16": 2}
+    finally:
+        load_network.cache_clear()  # no network built for the fake GPU outlives the test
+
+
 def test_a_bfloat16_network_takes_twice_the_pixels_per_device_call():
     """The memory cap per device call counts float32 activations; bfloat16's take half the
-    bytes, so twice the windows fit (2 × 4352² on a GPU, the measured peak of either: 12 GB)."""
+    bytes, so twice the windows fit (on a GPU 4352² in float32, two in bfloat16: about 12 GB
+    at the peak per micrograph either way)."""
     side = 1536
     assert device_batch(64, 64, side) == MAX_BATCH_PIXELS[backend()] // side**2
     assert device_batch(64, 64, side, "bfloat16") == 2 * device_batch(64, 64, side)

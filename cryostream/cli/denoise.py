@@ -29,8 +29,8 @@ FLAGS = {
              "(default: the network's receptive field)", {"metavar": "PX"}),
     "batch_size": ("--batch-size", "windows per device call"),
     "precision": ("--precision", "what the network computes in: fp32, or bf16 on a GPU, "
-                  "faster but its rounding loses a little of the finest detail (a CPU computes "
-                  "in fp32 either way)", {"choices": ("fp32", "bf16")}),
+                  "faster but its rounding loses a little of the finest detail; a CPU computes "
+                  "in fp32 either way", {"choices": ("fp32", "bf16")}),
     "n2n_correction": ("--n2n-correction", "Noisier2Noise correction (default: on for runs "
                        "trained on noisy micrographs with added noise)"),
     "n2n_clamp": ("--n2n-clamp", "with the correction, zero the spatial-frequency rings where it "

@@ -25,7 +25,7 @@ from cryostream.denoise.micrograph import (
     normalised,
     read_micrograph,
 )
-from cryostream.denoise.network import model_name, model_path, model_record
+from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
@@ -233,6 +233,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     check_tile(run, config.tile, config.halo)  # before any note or input is read
+    load_network(str(run), config.precision)  # built here once, not by each worker at once
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:
         if output is not None or scheduler is not None or cluster_workers is not None \

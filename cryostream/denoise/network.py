@@ -156,27 +156,38 @@ def load_model_file(path: str):
 
 def load_network(run: str, precision: str = "fp32") -> Network:
     """The :class:`Network` of a run folder (its last checkpoint) or an exported ``.npz`` (an
-    absolute path, :func:`model_path`), cached per process, computing in ``precision``
-    (:data:`~cryostream.config.PRECISIONS`): ``"fp32"``, float32 (the default); ``"bf16"``, bfloat16 on a GPU,
-    about a tenth faster there but its rounding costs a little of the finest detail (float32
-    on a CPU, which has no bfloat16 arithmetic). The parameters are float32 either way."""
+    absolute path, :func:`model_path`), computing in ``precision``
+    (:data:`~cryostream.config.PRECISIONS`): ``"fp32"``, float32 (the default); ``"bf16"``,
+    bfloat16 on a GPU, where a pass takes about a third less time but its rounding costs a
+    little of the finest detail (float32 on a CPU, which has no bfloat16 arithmetic). The
+    parameters are float32 either way. The model is read once per process and shared by both
+    precisions; the compiled function is kept per precision computed."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: one of {', '.join(PRECISIONS)}")
-    return _load_network(run, precision)
+    import jax
+
+    dtype = "bfloat16" if precision == "bf16" and jax.default_backend() != "cpu" else "float32"
+    return _network(run, dtype)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_network(run: str, precision: str) -> Network:
-    import jax
-    from flax import nnx
-
+def _read(run: str) -> tuple:
+    """A run's model, record and the state of its files (taken before they were read)."""
     from cryostream.compile_cache import enable_compile_cache
 
     enable_compile_cache()
     state = model_state(run)  # before reading: a run trained meanwhile shows as changed
     model, record = load_model_file(run)
+    return model, record, state
+
+
+@functools.lru_cache(maxsize=8)
+def _network(run: str, dtype: str) -> Network:
+    import jax
+    from flax import nnx
+
+    model, record, state = _read(run)
     graphdef, params = nnx.split(model)
-    dtype = "bfloat16" if precision == "bf16" and jax.default_backend() != "cpu" else "float32"
     if dtype != model.config.compute_dtype:  # the same function of the same parameters
         from cryostream.models.unet import UNet
 
@@ -187,7 +198,13 @@ def _load_network(run: str, precision: str) -> Network:
                    compute_dtype=dtype, state=state)
 
 
-load_network.cache_clear = _load_network.cache_clear
+def _clear_caches() -> None:
+    """Forget every model read and network built (a run trained further is read again)."""
+    _network.cache_clear()
+    _read.cache_clear()
+
+
+load_network.cache_clear = _clear_caches
 
 
 def backend() -> str:

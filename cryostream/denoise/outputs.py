@@ -70,9 +70,15 @@ def input_changed(sidecar: Path, record: dict) -> bool:
 
 
 def _config(record: dict):
-    """A record's config, as one written before the binned pass existed reads: without it."""
+    """A record's config, as one written before the binned pass existed reads (without it),
+    and before the precision was an option: computed in what its ``computed`` says (float32
+    where it says nothing)."""
     config = record.get("config")
-    return {"binned_pass": False, **config} if isinstance(config, dict) else config
+    if not isinstance(config, dict):
+        return config
+    computed = record.get("computed")
+    bf16 = isinstance(computed, dict) and computed.get("dtype") == "bfloat16"
+    return {"binned_pass": False, "precision": "bf16" if bf16 else "fp32", **config}
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,

@@ -24,12 +24,14 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "check_tile", "denoise_array", "network_pass", "to_device", "to_host", "reused_windows"]
+           "check_tile", "window_layout", "denoise_array", "network_pass", "to_device", "to_host",
+           "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
 #: for a network computing in float32; in bfloat16 (half the bytes) a call takes twice the
-#: pixels. 4352² windows, two per call in bfloat16 (24 GB at the peak on an H200) or one in
-#: float32, were measured on an 80 GB H100 and an H200; CPUs keep windows small.
+#: pixels. 4352² windows, two per call in bfloat16 or one in float32 (about 12 GB of GPU
+#: memory at the peak per micrograph in flight on an H200 either way), were measured on an
+#: 80 GB H100 and an H200; CPUs keep windows small.
 MAX_WINDOW = {"gpu": 4352, "cpu": 1536}
 MAX_BATCH_PIXELS = {"gpu": 4352**2, "cpu": 8 * 1536**2}
 
@@ -333,9 +335,10 @@ def _check(config, tile: int | None, halo: int) -> None:
                           "the DenoiseConfig's tile)")
 
 
-def _layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int, precision: str):
-    """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape``: the defaults
-    filled in and checked (:func:`denoise_array`)."""
+def window_layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int,
+                  precision: str):
+    """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape`` and the network
+    computing in ``precision``: the defaults filled in and checked (:func:`denoise_array`)."""
     network = load_network(run, precision)
     config = network.config
     halo = default_halo(config) if halo is None else halo
@@ -361,8 +364,8 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
     at most ``batch_size``, the windows of one band and a memory cap for the backend. The
     network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`).
     """
-    tile, halo, batch_size, heights = _layout(str(run), stack.shape[1:], tile, halo, batch_size,
-                                              precision)
+    tile, halo, batch_size, heights = window_layout(str(run), stack.shape[1:], tile, halo,
+                                                    batch_size, precision)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
@@ -387,7 +390,8 @@ def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: 
                            in image.shape], mode="symmetric"), tile=tile, halo=halo,
                            batch_size=batch_size, precision=precision)
         return np.ascontiguousarray(out[: image.shape[0], : image.shape[1]])
-    tile, halo, batch_size, heights = _layout(run, image.shape, tile, halo, batch_size, precision)
+    tile, halo, batch_size, heights = window_layout(run, image.shape, tile, halo, batch_size,
+                                                    precision)
     image = np.asarray(image, dtype=np.float32)
     out = np.empty(image.shape, dtype=np.float32)
     slabs = []
