@@ -45,15 +45,6 @@ def make_run(run: Path, model: str, precision: str) -> None:
     manager.close()
 
 
-def peak_device_gb() -> float | None:
-    """The most memory the device has held for this process so far, GB (None on a CPU)."""
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return round(peak / 1e9, 2) if peak is not None else None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -77,7 +68,7 @@ def main() -> None:
 
     import jax
     import numpy as np
-    from common import make_full_size_set, stamped_log
+    from common import make_full_size_set, peak_memory, stamped_log
 
     from cryostream.config import DenoiseConfig
     from cryostream.denoise import auto_tile, default_halo, denoise, load_network, tile_cores
@@ -145,7 +136,7 @@ def main() -> None:
                     times.append(time.perf_counter() - t)
             passes[buffers] = float(np.median(times[1:]))
         pass_s = passes["reused"]
-        pass_peak = peak_device_gb()  # one micrograph at a time, before the stack's workers
+        pass_peak = peak_memory()["device_peak_gb"]  # one micrograph at a time, before the workers
         log(f"tile {tile}: denoise's network pass over one micrograph in memory {pass_s:.3f} s "
             f"({passes['fresh']:.3f} s with fresh batch buffers)")
         ends = {}
@@ -174,7 +165,7 @@ def main() -> None:
                                               for r, (v, k) in ends.items()},
                      "precision": args.precision, "compute": args.compute, "model": args.model,
                      "peak_device_gb_one_micrograph": pass_peak,
-                     "peak_device_gb": peak_device_gb()})
+                     "peak_device_gb": peak_memory()["device_peak_gb"]})
     (out / "denoise_gpu.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=1))
 

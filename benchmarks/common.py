@@ -153,3 +153,17 @@ def counting_compiles(fn):
         yield seen
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def peak_memory() -> dict:
+    """Peak device memory so far (GB; None where the backend does not say) and the process's
+    peak resident memory (GB). Both are maxima over the process: for one measurement's own
+    figure, make one measurement per process."""
+    import resource
+
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {"device_peak_gb": round(peak / 1e9, 2) if peak else None,
+            "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}

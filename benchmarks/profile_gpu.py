@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import stamped_log  # noqa: E402
+from common import peak_memory, stamped_log  # noqa: E402
 
 WAYS = {"plain": (False, False), "head": (False, True), "phases": (True, True)}
 
@@ -70,20 +70,6 @@ def profile_ops(trace_dir: Path, hlo_text: str, steps: int) -> list[dict]:
     rows = [{"op": name, "ms_per_step": ns / 1e6 / steps, "calls_per_step": count[name] / steps,
              "hlo": lines_of.get(name, "")} for name, ns in total.items()]
     return sorted(rows, key=lambda r: -r["ms_per_step"])
-
-
-def peak_memory() -> dict:
-    """Peak device memory so far (GB; None where the backend does not say) and the process's
-    peak resident memory (GB). Both are maxima over the process: for one way's own figure,
-    run one way per process."""
-    import resource
-
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return {"device_peak_gb": round(peak / 1e9, 2) if peak else None,
-            "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
 
 
 def main() -> None:
