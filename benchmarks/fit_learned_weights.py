@@ -28,17 +28,27 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
 binned by 2, :mod:`cryostream.denoise.binned`); its sums hold what the gain dropped too, which
 ``--dropped`` weighs as a fourth part. ``--taper 0.2`` takes the sums inside the FRC's edge
 window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
-instead of scaling one. The shipped table is all of these (:data:`SHIPPED_RECIPE`, seed 2, 96
-micrographs), fitted from the sums of ``h200_learned_weights_fit_dropped_taper.json`` (whose
-own table, from that call, was scaled; see below). CPU smoke run: ``--count 4
---shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a results file's sums, without the
-GPU: ``--from OUT/learned_weights.json --out OUT2 --export OUT2/general_model.npz``. The shipped
-table is ``--from docs/results/general_model/h200_learned_weights_fit_dropped_taper.json
---dropped --by-size fit --rows 2`` on the model before the table of four parts (``git show
-7a254bc:cryostream/data/general_model.npz``), bit for bit. The ones before: four parts scaled
-per group from whole-image sums, ``--from h200_learned_weights_fit_dropped.json --dropped`` on
-the same model; three parts, ``--from h200_learned_weights_fit_binned.json`` on the model at
-f76b2ea; two parts, ``--by-size scale`` of the model at 0128b9f with ``--from``
+instead of scaling one. ``--keep-input-frc 0.005`` holds, in each row, the bands where the
+least-squares mix leaves a calibration micrograph under its input's FRC to a mix that keeps
+every one at or above it (``frc_constrained_weights.py``), cheapest bands first, while the row
+loses at most 0.005 dB of PSNR on average. The shipped table is all of these
+(:data:`SHIPPED_RECIPE`, seed 2, 96 micrographs, the network computed in float32 as
+``denoise`` computes it), fitted from the sums of ``h200_learned_weights_fp32.json``. CPU
+smoke run: ``--count 4 --shape 512 512 --rows 1 --pixel-groups 2``. Fit again from a results
+file's sums, without the GPU: ``--from OUT/learned_weights.json --out OUT2 --export
+OUT2/general_model.npz``. The shipped table is, bit for bit
+(``tests/test_shipped_table.py``)::
+
+    python benchmarks/fit_learned_weights.py --model cryostream/data/general_model.npz \
+        --from docs/results/general_model/h200_learned_weights_fp32.json --dropped \
+        --by-size fit --rows 2 --keep-input-frc 0.005 --out OUT --export OUT/general_model.npz
+
+The ones before: least squares alone, on the network's bfloat16 outputs, ``--from
+h200_learned_weights_fit_dropped_taper.json --dropped --by-size fit --rows 2`` on the model
+before the table of four parts (``git show 7a254bc:cryostream/data/general_model.npz``); four
+parts scaled per group from whole-image sums, ``--from h200_learned_weights_fit_dropped.json
+--dropped`` on the same model; three parts, ``--from h200_learned_weights_fit_binned.json`` on
+the model at f76b2ea; two parts, ``--by-size scale`` of the model at 0128b9f with ``--from``
 ``h200_learned_weights_fit_ctf_edge.json`` and ``h200_learned_weights_fit_seed3.json``.
 """
 
@@ -71,7 +81,8 @@ BY_SIZE = {"scale": "the model's table by ratio (or one fitted), one scale per b
            "none": "the table by ratio alone"}
 #: The shipped general model's recipe, ``--binned-pass --dropped --taper 0.2 --by-size fit
 #: --rows 2``: what ``train_general_model.py``'s weights stage fits.
-SHIPPED_RECIPE = {"rows": 2, "by_size": "fit", "binned_pass": True, "dropped": True, "taper": 0.2}
+SHIPPED_RECIPE = {"rows": 2, "by_size": "fit", "binned_pass": True, "dropped": True, "taper": 0.2,
+                  "keep_input_frc": 0.005}
 #: Groups of calibration micrographs by pixel size.
 PIXEL_GROUPS = 4
 
@@ -249,6 +260,7 @@ def fit(args) -> dict:
             "rows": args.rows,
             "by_size": args.by_size, "pixel_groups": args.pixel_groups,
             "binned_pass": with_binned, "dropped": args.dropped, "taper": args.taper,
+            "keep_input_frc": args.keep_input_frc,
             "scaled_from": bases, "simulate_seconds": round(simulated, 1),
             "network_seconds": round(network_seconds, 1),
             "seconds": round(time.perf_counter() - start, 1), "tables": tables,
@@ -284,7 +296,13 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
             raise SystemExit("the sums are some with the binned pass, some without; fit them "
                              "apart")
         sums = [s.first(parts) for s in sums]
-        if args.by_size == "fit":
+        if args.by_size == "fit" and getattr(args, "keep_input_frc", None) is not None:
+            from frc_constrained_weights import kept_table
+
+            table = kept_table(sums, 1.0, 0, args.rows, args.pixel_groups,
+                               budget_db=args.keep_input_frc,
+                               psnrs=[r["psnr"][kind] for r in rows])
+        elif args.by_size == "fit":
             table = fit_learned_weights(sums, args.rows, args.pixel_groups)
         elif args.by_size == "none":
             table = fit_learned_weights(sums, args.rows)
@@ -326,7 +344,7 @@ def refit(args) -> dict:
             "binned_pass": "binned" in tables["ensemble"], "dropped": "dropped" in tables["ensemble"],
             "taper": stored[0].get("taper", 0.0),
             "by_size": args.by_size, "pixel_groups": args.pixel_groups, "scaled_from": bases,
-            "seconds": 0.0, "tables": tables,
+            "keep_input_frc": args.keep_input_frc, "seconds": 0.0, "tables": tables,
             "micrographs": micrographs}
 
 
@@ -364,7 +382,8 @@ def write_tables(model: str, tables: dict, export: Path | None, result: dict) ->
     metadata = export_metadata(model).get("metadata", {})
     metadata["learned_weights"] = {k: result[k] for k in ("count", "shape", "seed", "rows",
                                                            "by_size", "pixel_groups",
-                                                           "binned_pass", "dropped", "taper")
+                                                           "binned_pass", "dropped", "taper",
+                                                           "keep_input_frc")
                                    if k in result} \
         | {"fitted_by": "benchmarks/fit_learned_weights.py"}
     export_params(net, dataclasses.replace(record, learned_weights=tables), export,
@@ -403,6 +422,12 @@ def parse_args(argv=None):
                     "truth inside cryostream.metrics.edge_taper's window of this margin (0, the "
                     f"whole image; {FRC_TAPER}: as the FRC and the shipped table, which leaves "
                     "out the jump between opposite edges: docs/research.md)")
+    ap.add_argument("--keep-input-frc", type=float, metavar="DB", help="with --by-size fit "
+                    "and --dropped: in each row, hold the bands where the least-squares mix "
+                    "leaves a calibration micrograph under its input's FRC to a mix that keeps "
+                    "every one at or above it, cheapest bands first, while the row's mean "
+                    "in-sample PSNR falls by at most DB (frc_constrained_weights.py; the shipped "
+                    "table: 0.005)")
     ap.add_argument("--no-in-sample", action="store_true", help="skip the calibration "
                     "micrographs' PSNR with the new tables (half the time)")
     ap.add_argument("--seed", type=int, default=2)
@@ -417,6 +442,9 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
     args.shape = tuple(args.shape)
+    if args.keep_input_frc is not None and (args.by_size != "fit" or not args.dropped):
+        ap.error("--keep-input-frc fits a table of four parts by pixel size: add --by-size fit "
+                 "--dropped")
     if args.dropped and not args.binned_pass and args.source is None:
         ap.error("--dropped is weighed with the binned pass: add --binned-pass")
     if not 0 <= args.taper <= 0.5:

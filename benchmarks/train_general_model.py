@@ -18,8 +18,8 @@ Five stages, each resumable (a rerun skips what is done), run in order:
             once and as the ensemble, the default pipeline, least-squares weights per band of
             frequency against the truth; the shipped recipe, ``SHIPPED_RECIPE``: the binned
             pass and what the gain dropped as parts, sums inside the FRC's edge window, a table
-            per pixel-size group), written into the run's record: ``default`` below and the
-            exported model use it.
+            per pixel-size group, each row held to its micrographs' input FRC within 0.005 dB),
+            written into the run's record: ``default`` below and the exported model use it.
 ``score``   Each held-out micrograph, divided by its 95th percentile (the store's
             normalisation; PSNR peak 1): the noisy input, the best Gaussian (σ chosen with the
             truth), the oracle Wiener filter (``cryostream.metrics.wiener_oracle``), Topaz's
@@ -45,8 +45,8 @@ with the micrographs), 11 conditions × 4 held-out micrographs, ``unet`` (bf16, 
 9000 steps of 16 patches of 512² (144k patches, 15 passes over the store) with
 ``--fresh-noise`` (each patch's stored noise moved at every step), no augmentation.
 Measured there: data 67–76 s, train 243–250 s (a ≈60–70 s compile, then ≈805 patches/s),
-weights 250 s with ``--no-in-sample`` (432 s without), score 97 s (128 s with Topaz), export
-seconds. Two calls of under 10 minutes each, with the work folder kept between them (a cut-off
+weights 250 s with ``--no-in-sample`` (432 s without; holding the table to the input's FRC
+adds ≈30 s of CPU), score 97 s (128 s with Topaz), export seconds. Two calls of under 10 minutes each, with the work folder kept between them (a cut-off
 stage resumes where it stopped)::
 
     python benchmarks/train_general_model.py --out $OUT --stages data train score export
@@ -56,7 +56,9 @@ stage resumes where it stopped)::
 The shipped model was made so, its second call as ``fit_learned_weights.py --model
 general_model.npz --export NEW.npz`` with the weights stage's recipe (``SHIPPED_RECIPE``,
 ``--no-in-sample``), then ``--stages data score --count 0 --model-file NEW.npz --topaz DIR``:
-the first call's work folder was gone. ``--low-dose-share 0.2`` (the default) draws a fifth of
+the first call's work folder was gone. Its table was fitted again on 2026-12-04 from the
+network's float32 outputs, held to the input's FRC (``SHIPPED_RECIPE``'s ``keep_input_frc``;
+``fit_learned_weights.py``'s docstring has the command). ``--low-dose-share 0.2`` (the default) draws a fifth of
 the micrographs at 4–10 e/Å² (a model trained on 10–80 e/Å² alone ran against the truth at 5
 e/Å²). The recipe's second training seed (``--train-seed 1``) diverged both times: at step
 1550 of 4000 without fresh noise (its default 0.2–3.3 dB worse) and at step 3060 of 9000 with
