@@ -249,7 +249,7 @@ def fit(args) -> dict:
         f"{args.workers} processes")
     with pool(args.workers) as ex:
         rows = list(ex.map(sums_one, jobs))
-    tables, bases = fit_tables(rows, args, record)
+    tables, bases = fit_tables(rows, args, record, shape=args.shape, taper=args.taper)
     after = {}
     if not args.no_in_sample:
         with pool(args.workers) as ex:
@@ -270,12 +270,14 @@ def fit(args) -> dict:
                 | ({"psnr_after": after[r["index"]]} if after else {}) for r in rows]}
 
 
-def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
+def fit_tables(rows: list[dict], args, record=None, *, shape=(2048, 2048),
+               taper: float = 0.0) -> tuple[dict, dict]:
     """The two tables (ensemble, single pass) from the calibration micrographs' sums, by
     ``args.by_size`` (:data:`BY_SIZE`), and what each scaled table was scaled from: with
     ``scale``, the model's own table (``record``'s) where it is by ratio alone, so that the
     mix in each band, and each ring's FRC, stay what the model gave; else a table by ratio
-    fitted on the sums."""
+    fitted on the sums. ``shape`` and ``taper``: the micrographs' and the sums' window
+    (``--keep-input-frc`` turns its budget in dB into squared error with them)."""
     from cryostream.denoise.weights import (
         WeightSums,
         fit_learned_weights,
@@ -301,7 +303,8 @@ def fit_tables(rows: list[dict], args, record=None) -> tuple[dict, dict]:
 
             table = kept_table(sums, 1.0, 0, args.rows, args.pixel_groups,
                                budget_db=args.keep_input_frc,
-                               psnrs=[r["psnr"][kind] for r in rows])
+                               psnrs=[r["psnr"][kind] for r in rows], shape=tuple(shape),
+                               taper=taper)
         elif args.by_size == "fit":
             table = fit_learned_weights(sums, args.rows, args.pixel_groups)
         elif args.by_size == "none":
@@ -337,7 +340,8 @@ def refit(args) -> dict:
     micrographs = [{k: v for k, v in m.items() if k != "psnr_after"} | {"seed": s["seed"]}
                    for s in stored for m in s["micrographs"]]
     model = model_path(args.model)
-    tables, bases = fit_tables(micrographs, args, model_record(model))
+    tables, bases = fit_tables(micrographs, args, model_record(model),
+                               shape=tuple(stored[0]["shape"]), taper=stored[0].get("taper", 0.0))
     return {"count": len(micrographs), "shape": stored[0]["shape"],
             "seed": [s["seed"] for s in stored], "model": model,
             "refitted_from": [str(p) for p in args.source], "rows": args.rows,
@@ -442,6 +446,8 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
     args.shape = tuple(args.shape)
+    if args.keep_input_frc is not None and not args.keep_input_frc >= 0:
+        ap.error(f"--keep-input-frc {args.keep_input_frc}: a PSNR budget in dB, 0 or more")
     if args.keep_input_frc is not None and (args.by_size != "fit" or not args.dropped):
         ap.error("--keep-input-frc fits a table of four parts by pixel size: add --by-size fit "
                  "--dropped")

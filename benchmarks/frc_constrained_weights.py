@@ -10,7 +10,7 @@ calibration set (fitted on seed 2, tested on seed 3, and the other way): how man
 micrographs fall under their input's correlation in each FRC band, and what the change costs
 in PSNR (each micrograph's error taken from its recorded PSNR).
 
-Held in every band, the table costs 0.07-0.08 dB on average (up to 1.3 dB on one
+Held in every band, the table costs 0.075-0.085 dB on average (up to 1.3 dB on one
 micrograph). ``--budget-db`` holds a row's bands cheapest first only while the row's
 micrographs lose at most that much PSNR on average (in-sample): the shipped table is
 ``--budget-db 0.005`` (``fit_learned_weights.py --keep-input-frc 0.005``, which calls
@@ -80,9 +80,10 @@ def kept_mix(members: list[WeightSums], share: float, first_band: int,
              errors: list[float] | None = None) -> np.ndarray:
     """Per band, the least-squares mix where it keeps ``share`` of ``members`` at or above
     their input's correlation; else the best such direction found by search, scaled. With
-    ``budget_db`` (and each member's total squared error under the least-squares mix,
-    ``errors``), the held bands are taken cheapest first while the members' mean PSNR cost
-    stays within it; the others keep the least-squares mix."""
+    ``budget_db`` (and each member's total squared error, ``errors``: from its recorded PSNR,
+    the default pipeline less any table, a hair above the least-squares mix's), the held
+    bands are taken cheapest first while the members' mean PSNR cost stays within it; the
+    others keep the least-squares mix."""
     pooled = WeightSums(0.0, sum(m.sums for m in members))
     w = np.asarray(least_squares(pooled))
     if budget_db is not None:
@@ -125,22 +126,28 @@ def kept_mix(members: list[WeightSums], share: float, first_band: int,
     return w
 
 
-def total_error(psnr: float, shape=(2048, 2048)) -> float:
-    """A calibration micrograph's squared error summed as its sums are (inside the FRC's edge
-    window), from its recorded PSNR (peak 1)."""
-    window = float((edge_taper(shape, 0.2).astype(np.float64) ** 2).mean())
+def total_error(psnr: float, shape=(2048, 2048), taper: float = 0.2) -> float:
+    """A calibration micrograph of ``shape``'s squared error summed as its sums are (``rfft2``
+    coefficients, inside the edge window of margin ``taper``; 0: none), from its recorded PSNR
+    (peak 1)."""
+    window = float((edge_taper(shape, taper).astype(np.float64) ** 2).mean()) if taper else 1.0
     return 10 ** (-psnr / 10) * float(shape[0] * shape[1]) ** 2 * window
 
 
 def kept_table(sums: list[WeightSums], share: float, first_band: int, rows: int = 2,
                groups: int = 4, budget_db: float | None = None,
-               psnrs: list[float] | None = None) -> LearnedWeights:
+               psnrs: list[float] | None = None, shape=(2048, 2048),
+               taper: float = 0.2) -> LearnedWeights:
     """A table by pixel size cut as :func:`fit_learned_weights` cuts it (``groups`` groups of
     near-equal size by pixel size, ``rows`` rows by ratio in each; the micrographs' pixel sizes
     all differ), each row's mix from :func:`kept_mix` (within ``budget_db`` of each row's
-    in-sample PSNR, the micrographs' recorded ``psnrs`` under the least-squares table)."""
+    in-sample PSNR: the micrographs' recorded ``psnrs``, the default pipeline less any table,
+    their sums taken on ``shape`` inside the window of margin ``taper``)."""
+    if budget_db is not None and (psnrs is None or len(psnrs) != len(sums)):
+        raise ValueError("kept_table: a budget needs each micrograph's recorded PSNR")
     rng = np.random.default_rng(0)
-    errors = {id(s): total_error(p) for s, p in zip(sums, psnrs or [], strict=False)}
+    errors = {id(s): total_error(p, shape, taper)
+              for s, p in zip(sums, psnrs or [None] * len(sums), strict=True) if p is not None}
     by_size = sorted(sums, key=lambda s: s.pixel_size)
     snr, sizes, weights = [], [], []
     for part in np.array_split(np.arange(len(by_size)), groups):
@@ -179,6 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-db", type=float, help="hold a row's bands, cheapest first, only "
                     "while its micrographs' mean PSNR cost stays within this (dB)")
     args = ap.parse_args(argv)
+    if args.budget_db is not None and not args.budget_db >= 0:
+        ap.error(f"--budget-db {args.budget_db}: a PSNR budget in dB, 0 or more")
     for fit_on, test_on in ((2, 3), (3, 2)):
         train, train_psnrs = load(json.loads((RESULTS / SETS[fit_on]).read_text()))
         test, psnrs = load(json.loads((RESULTS / SETS[test_on]).read_text()))

@@ -46,8 +46,9 @@ with the micrographs), 11 conditions × 4 held-out micrographs, ``unet`` (bf16, 
 ``--fresh-noise`` (each patch's stored noise moved at every step), no augmentation.
 Measured there: data 67–76 s, train 243–250 s (a ≈60–70 s compile, then ≈805 patches/s),
 weights 250 s with ``--no-in-sample`` (432 s without; holding the table to the input's FRC
-adds ≈30 s of CPU), score 97 s (128 s with Topaz), export seconds. Two calls of under 10 minutes each, with the work folder kept between them (a cut-off
-stage resumes where it stopped)::
+adds ≈30 s of CPU), score 97 s (128 s with Topaz), export seconds. Two calls of under 10
+minutes each, with the work folder kept between them (a cut-off stage resumes where it
+stopped)::
 
     python benchmarks/train_general_model.py --out $OUT --stages data train score export
     python benchmarks/train_general_model.py --out $OUT --stages weights score export \\
@@ -58,11 +59,11 @@ general_model.npz --export NEW.npz`` with the weights stage's recipe (``SHIPPED_
 ``--no-in-sample``), then ``--stages data score --count 0 --model-file NEW.npz --topaz DIR``:
 the first call's work folder was gone. Its table was fitted again on 2026-12-04 from the
 network's float32 outputs, held to the input's FRC (``SHIPPED_RECIPE``'s ``keep_input_frc``;
-``fit_learned_weights.py``'s docstring has the command). ``--low-dose-share 0.2`` (the default) draws a fifth of
-the micrographs at 4–10 e/Å² (a model trained on 10–80 e/Å² alone ran against the truth at 5
-e/Å²). The recipe's second training seed (``--train-seed 1``) diverged both times: at step
-1550 of 4000 without fresh noise (its default 0.2–3.3 dB worse) and at step 3060 of 9000 with
-it (0.06–0.64 dB worse; the raw network up to 2.6 dB):
+``fit_learned_weights.py``'s docstring has the command). ``--low-dose-share 0.2`` (the
+default) draws a fifth of the micrographs at 4–10 e/Å² (a model trained on 10–80 e/Å² alone
+ran against the truth at 5 e/Å²). The recipe's second training seed (``--train-seed 1``)
+diverged both times: at step 1550 of 4000 without fresh noise (its default 0.2–3.3 dB worse)
+and at step 3060 of 9000 with it (0.06–0.64 dB worse; the raw network up to 2.6 dB):
 train again when ``train`` warns of a loss spike, and score before shipping.
 
 Tried and not shipped (benchmarks page, "The shipped general model" and "Fresh noise"): 9000
