@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--compute", default="fp32", choices=("fp32", "bf16"),
                     help="what the network computes in (DenoiseConfig.precision)")
     ap.add_argument("--model", default="unet", help="the preset (unet-small for a CPU smoke run)")
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, help="micrographs in flight (default: denoise's own "
+                    "choice, cryostream.denoise.workers.default_workers)")
     ap.add_argument("--shape", type=int, help="simulate micrographs of SHAPE² instead of full size")
     ap.add_argument("--recipes", nargs="+", default=["raw"], choices=("raw", "default"),
                     help="end to end with the network alone (raw) and/or with denoise's "
@@ -79,6 +80,7 @@ def main() -> None:
         to_device,
         to_host,
     )
+    from cryostream.denoise.workers import default_workers
 
     log = stamped_log()
     out, work = Path(args.out), Path(args.work)
@@ -165,7 +167,11 @@ def main() -> None:
                                               for r, (v, k) in ends.items()},
                      "precision": args.precision, "compute": args.compute, "model": args.model,
                      "peak_device_gb_one_micrograph": pass_peak,
-                     "peak_device_gb": peak_memory()["device_peak_gb"]})
+                     "workers": args.workers if args.workers is not None else default_workers(
+                         image.size, jax.default_backend()),
+                     "workers_given": args.workers is not None,
+                     "peak_device_gb": peak_memory()["device_peak_gb"],
+                     "peak_host_gb": peak_memory()["host_peak_gb"]})
     (out / "denoise_gpu.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=1))
 

@@ -140,7 +140,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs")
     add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
-                     "micrographs in flight", type=int)
+                     "micrographs in flight; None: half the CPU cores on a GPU (2 to 8), 2 on a "
+                     "CPU, as many as half the free memory holds", type=int)
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
     g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true",

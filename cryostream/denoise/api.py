@@ -142,7 +142,8 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
 
 
 def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike | None = None, *,
-            config: DenoiseConfig | None = None, overwrite: bool = False, workers: int = 2,
+            config: DenoiseConfig | None = None, overwrite: bool = False,
+            workers: int | None = None,
             scheduler: str | None = None, cluster_workers: int | None = None,
             permissive: bool = False, pixel_size_angstrom: float | None = None, odd=None):
     """Denoise micrographs with a trained run.
@@ -189,9 +190,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     overwrite : bool
         Replace outputs made otherwise, and recompute finished ones; each is replaced only by
         a complete new one.
-    workers : int
-        Micrographs in flight at once in this process (their reading and writing overlap the
-        device work).
+    workers : int, optional
+        Micrographs in flight at once in this process (their reading, steps and writing overlap
+        the device work). None: half the CPU cores on a GPU (2 to 8), 2 on a CPU, and no more
+        than half the available memory holds (:func:`~cryostream.denoise.workers.default_workers`).
     scheduler, cluster_workers : str, int, optional
         Run on an existing Dask scheduler, or on a LocalCluster of that many worker processes
         (as :func:`cryostream.prepare` does); each worker loads the model once.
@@ -258,10 +260,18 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if todo:  # the first note comes when a micrograph is done: say what is under way now
         import jax
 
+        here = scheduler is None and cluster_workers is None
+        if workers is None and here:
+            from cryostream.denoise.workers import default_workers
+            from cryostream.io.mrc import read_header
+
+            pixels = max(int(np.prod(read_header(m.source).shape)) for m, _ in todo[:16])
+            workers = default_workers(pixels, jax.default_backend())
         logging.getLogger("cryostream").info(
-            "denoising %d micrograph%s with %s (%s) on the %s; a note as each is done", len(todo),
-            "" if len(todo) == 1 else "s", model_name(run),
-            " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper())
+            "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
+            len(todo), "" if len(todo) == 1 else "s", model_name(run),
+            " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
+            f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
             binned = bool(config.binned_pass)  # 8 more passes, each a quarter of the pixels
             logging.getLogger("cryostream").info(
