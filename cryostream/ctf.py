@@ -24,8 +24,10 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 from cryostream.spectral import (
+    CTF_ROWS_PER_BLOCK,
     astigmatic_defocus,
     contrast_transfer,
+    ctf_squared_grid,
     frequencies,
     ring_index,
     welch_spectrum,
@@ -80,12 +82,12 @@ class CTFFit:
                 f"{(self.astigmatism_angle_deg + (0 if u >= v else 90)) % 180:.0f}°")
 
 
-def _grid(shape: tuple[int, int], pixel_size: float, row_step: int = 1):
-    """``k²`` (Å⁻²) and the angle of every ``rfft2`` coefficient of ``shape`` (of every
-    ``row_step``-th row)."""
+def _grid(shape: tuple[int, int], pixel_size: float, row_step: int = 1, angles: bool = True):
+    """``k²`` (Å⁻²) and (with ``angles``; else None) the angle of every ``rfft2`` coefficient
+    of ``shape`` (of every ``row_step``-th row)."""
     ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=pixel_size)
     ky = ky[::row_step]
-    return ky * ky + kx * kx, np.arctan2(ky, kx)
+    return ky * ky + kx * kx, np.arctan2(ky, kx) if angles else None
 
 
 def _ctf2(k2, theta, mean, ax, ay, optics):
@@ -116,14 +118,12 @@ def ctf_squared(shape: tuple[int, int], fit: CTFFit, *, row_step: int = 1) -> np
     """``CTF² = (√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``:
     ``(ny, nx // 2 + 1)`` float32 (:func:`cryostream.spectral.contrast_transfer` at
     :func:`cryostream.spectral.astigmatic_defocus`); with ``row_step``, of every
-    ``row_step``-th row of it."""
-    k2, theta = _grid(shape, fit.pixel_size_angstrom, row_step)
-    defocus = astigmatic_defocus(theta, (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2,
-                                 fit.defocus_u_angstrom - fit.defocus_v_angstrom,
-                                 fit.astigmatism_angle_deg)
-    c = contrast_transfer(k2, defocus, voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm,
-                          amplitude_contrast=fit.amplitude_contrast)
-    return (c * c).astype(np.float32)
+    ``row_step``-th row of it (:func:`cryostream.spectral.ctf_squared_grid`: a few rows at a
+    time)."""
+    return ctf_squared_grid(shape, fit.pixel_size_angstrom, fit.defocus_u_angstrom,
+                            fit.defocus_v_angstrom, fit.astigmatism_angle_deg,
+                            voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm,
+                            amplitude_contrast=fit.amplitude_contrast, row_step=row_step)
 
 
 def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width, optics):
@@ -255,9 +255,13 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     c2f = c2.ravel().astype(np.float64)
     a, b, _, _, se2 = _band_regression(power, c2f, band, bands)
     a = a * (a * a / np.maximum(a * a + se2, 1e-300))
-    signal = a[band].reshape(c2.shape) * c2
-    gain = signal / np.maximum(signal + np.maximum(b[band].reshape(c2.shape), 0), 1e-30)
-    return np.where(mask, gain, 0).astype(np.float32), mask
+    gain, band = np.empty(c2.shape, np.float32), band.reshape(c2.shape)
+    for start in range(0, c2.shape[0], CTF_ROWS_PER_BLOCK):  # float64 work arrays of a few rows
+        rows = slice(start, start + CTF_ROWS_PER_BLOCK)
+        signal = a[band[rows]] * c2[rows]
+        shaped = signal / np.maximum(signal + np.maximum(b[band[rows]], 0), 1e-30)
+        gain[rows] = np.where(mask[rows], shaped, 0)
+    return gain, mask
 
 
 #: :func:`thon_ring_z` reads at most about this many coefficients (every few rows of a large
@@ -285,7 +289,7 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     cores.
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
-    k2, _ = _grid(shape, fit.pixel_size_angstrom, step)
+    k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
     ring = np.sqrt(k2) * (fit.pixel_size_angstrom * min(shape))  # in px of the shorter side
     use = k2 >= (1 / low_angstrom) ** 2
     if not use.any():  # pixels so coarse that nothing is finer than low_angstrom
@@ -329,7 +333,7 @@ def ctf_gain_grid(shape: tuple[int, int], fit: CTFFit, *, low_angstrom: float = 
     right one on simulated 0.5 Å/px micrographs close to focus: 0.03–0.04 dB lost). Those
     below ``low_angstrom`` form the last band, whose gain is not used."""
     ring = ring_index(shape, "rfft", dtype=np.float32)
-    k2, _ = _grid(shape, fit.pixel_size_angstrom)
+    k2, _ = _grid(shape, fit.pixel_size_angstrom, angles=False)
     mask = k2 >= (1 / low_angstrom) ** 2
     mask[0, 0] = False
     c2 = ctf_squared(shape, fit)
@@ -378,7 +382,7 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     from scipy.ndimage import uniform_filter1d
 
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
-    k2, _ = _grid(shape, fit.pixel_size_angstrom, step)
+    k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
     side = min(shape)
     rings = side // 2 + 1
     ring = np.rint(np.sqrt(k2) * (fit.pixel_size_angstrom * side))

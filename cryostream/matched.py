@@ -264,9 +264,12 @@ def matched_noise(padded_target: np.ndarray, driver: np.ndarray, kernel: np.ndar
     """
     from scipy.signal import fftconvolve
 
-    g = modulation(padded_target.astype(np.float32), np.float32(shot_fraction), np.float32(mean))
-    out = fftconvolve(g * driver, kernel, mode="valid")
-    return (np.float32(alpha) * out).astype(np.float32)
+    g = modulation(padded_target.astype(np.float32, copy=False), np.float32(shot_fraction),
+                   np.float32(mean))
+    g *= driver  # in place: on a whole micrograph each temporary is hundreds of MB
+    out = fftconvolve(g, kernel, mode="valid")
+    out *= np.float32(alpha)
+    return out.astype(np.float32, copy=False)
 
 
 def matched_noise_image(image: np.ndarray, estimate: NoiseEstimate, *, alpha: float = 1.0,

@@ -104,6 +104,29 @@ def test_ctf_squared_is_the_simulators_transfer():
         assert value == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("row_step", [1, 3])
+def test_ctf_squared_made_a_few_rows_at_a_time_is_the_whole_grids_bit_for_bit(row_step):
+    """A grid of more rows than a block and not a multiple of it (a whole micrograph's float64
+    work arrays took 2.3 GB at once): each value as computed on the whole grid."""
+    from cryostream.spectral import (
+        CTF_ROWS_PER_BLOCK,
+        astigmatic_defocus,
+        contrast_transfer,
+        frequencies,
+    )
+
+    shape = (2 * CTF_ROWS_PER_BLOCK + 37, 301)
+    fit = CTFFit(15321.5, 14012.25, 31.7, 0.1, PIXEL, voltage_kv=200.0, cs_mm=2.0,
+                 amplitude_contrast=0.07)
+    ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=PIXEL)
+    ky = ky[::row_step]
+    defocus = astigmatic_defocus(np.arctan2(ky, kx), 14666.875, 1309.25, 31.7)
+    whole = contrast_transfer(ky * ky + kx * kx, defocus, voltage_kv=200.0, cs_mm=2.0,
+                              amplitude_contrast=0.07)
+    np.testing.assert_array_equal(ctf_squared(shape, fit, row_step=row_step),
+                                  (whole * whole).astype(np.float32))
+
+
 @pytest.mark.parametrize("index", INDICES)
 def test_ctf_gain_beats_the_radial_gain(simulated, index):
     """The linear filter follows the Thon rings: above the radial Wiener filter built from the

@@ -246,11 +246,13 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
             fit, grid = ctf if isinstance(ctf, tuple) else (ctf, None)
             shaped, above = ctf_wiener_gain(y, (ny, nx), fit, grid=grid)
             change = np.where(above, shaped - own, radial)
-        spectrum = e + change * y
+        spectrum = change * y  # in place from here: each whole-image temporary is 230 MB
+        spectrum += e
         if weights is not None:
             spectrum = a * (spectrum - rest) + b * rest + shared
-        out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
-        outs.append((out + np.float32(noisy.mean())).astype(np.float32))
+        out = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1, overwrite_x=True)
+        out += np.float32(noisy.mean())
+        outs.append(out.astype(np.float32, copy=False))
     return outs
 
 

@@ -7,12 +7,19 @@ other.
 * :mod:`~cryostream.spectral.rings`: which ring of spatial frequency each Fourier coefficient
   lies on (:func:`ring_index`), radial means, the merged rings of the denoising steps.
 * :mod:`~cryostream.spectral.welch`: the Welch spectrum of a micrograph (:func:`welch_spectrum`).
-* :mod:`~cryostream.spectral.optics`: electron wavelength, astigmatic defocus, the CTF.
+* :mod:`~cryostream.spectral.optics`: electron wavelength, astigmatic defocus, the CTF and
+  ``CTF²`` on a whole ``rfft2`` grid.
 * :mod:`~cryostream.spectral.wiener`: the Wiener gain ``clip(1 − N / P, 0, 1)`` and the
   per-ring regression gain.
 """
 
-from cryostream.spectral.optics import astigmatic_defocus, contrast_transfer, electron_wavelength
+from cryostream.spectral.optics import (
+    CTF_ROWS_PER_BLOCK,
+    astigmatic_defocus,
+    contrast_transfer,
+    ctf_squared_grid,
+    electron_wavelength,
+)
 from cryostream.spectral.rings import (
     LAYOUTS,
     MergedRings,
@@ -28,10 +35,12 @@ from cryostream.spectral.welch import hann_window, tile_starts, welch_spectrum
 from cryostream.spectral.wiener import ring_regression, wiener_gain
 
 __all__ = [
+    "CTF_ROWS_PER_BLOCK",
     "LAYOUTS",
     "MergedRings",
     "astigmatic_defocus",
     "contrast_transfer",
+    "ctf_squared_grid",
     "electron_wavelength",
     "frequencies",
     "hann_window",
