@@ -524,12 +524,15 @@ def test_evaluation_report(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_denoise_on_a_local_cluster(trained, tmp_path):
+def test_denoise_on_a_local_cluster(trained, tmp_path, notes):
     run, sim = trained
     tiled = DenoiseConfig.raw(tile=64)
     here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
+    notes.clear()
     there = denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled, cluster_workers=2)
     np.testing.assert_allclose(there.values, here.values, rtol=1e-5)
+    said = next(n for n in notes if n.startswith("denoising 2 micrographs"))
+    assert "in flight" not in said  # the cluster's workers, not threads here
     # a bad micrograph does not stop the others on the cluster either: all of them named last
     bad = tmp_path / "nan.mrc"
     with mrcfile.new(bad) as f:

@@ -7,7 +7,13 @@ import logging
 import pytest
 
 import cryostream
-from cryostream.denoise.workers import BYTES_PER_PIXEL, MAX_IN_FLIGHT, default_workers
+from cryostream.denoise.workers import (
+    BYTES_PER_PIXEL,
+    MAX_IN_FLIGHT,
+    cgroup_headroom,
+    default_workers,
+    largest_pixels,
+)
 
 FULL = 7676 * 7420  # an EMPIAR-10025 micrograph
 PLENTY = 10**12
@@ -31,6 +37,50 @@ def test_no_more_than_half_the_available_memory_holds(caplog):
     with caplog.at_level(logging.INFO, logger="cryostream"):
         assert default_workers(4096 * 4096, "gpu", available_bytes=int(20 * each), cores=16) == 8
     assert "in flight, not" not in caplog.text  # the cores set it: no note
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):  # two micrographs: two, no note
+        assert default_workers(FULL, "gpu", count=2, available_bytes=int(4.5 * each), cores=16) == 2
+    assert "in flight, not" not in caplog.text
+
+
+def _cgroup(root, lines: str, files: dict):
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(lines)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_a_container_or_batch_job_memory_limit_caps_the_memory_counted(tmp_path):
+    """cgroup v2 (``0::/path``) and v1 (a ``memory`` controller line): the limit less what is
+    used; no limit ("max", or v1's huge number) or no memory controller: None."""
+    v2 = _cgroup(tmp_path / "v2", "0::/slurm/job_7\n", {
+        "sys/fs/cgroup/slurm/job_7/memory.max": "34359738368\n",
+        "sys/fs/cgroup/slurm/job_7/memory.current": "4294967296\n"})
+    assert cgroup_headroom(v2) == 32 * 2**30 - 4 * 2**30
+    v1 = _cgroup(tmp_path / "v1", "12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n", {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "8589934592\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": "9000000000\n"})
+    assert cgroup_headroom(v1) == 0  # over its limit already: nothing left
+    free = _cgroup(tmp_path / "free", "0::/\n", {"sys/fs/cgroup/memory.max": "max\n",
+                                                  "sys/fs/cgroup/memory.current": "1\n"})
+    assert cgroup_headroom(free) is None
+    unlimited = _cgroup(tmp_path / "huge", "3:memory:/\n", {
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+        "sys/fs/cgroup/memory/memory.usage_in_bytes": "1\n"})
+    assert cgroup_headroom(unlimited) is None
+    assert cgroup_headroom(tmp_path / "nothing") is None  # no /proc: not Linux
+    assert cgroup_headroom(_cgroup(tmp_path / "cpu", "5:cpu:/x\n", {})) is None
+
+
+def test_the_largest_micrograph_counts(tmp_path):
+    import numpy as np
+    from conftest import write_mrc
+
+    small = write_mrc(tmp_path / "a.mrc", np.zeros((64, 64), np.float32))
+    large = write_mrc(tmp_path / "b.mrc", np.zeros((128, 96), np.float32))
+    assert largest_pixels([str(small), str(large), str(tmp_path / "gone.mrc")]) == 128 * 96
 
 
 def test_denoise_says_how_many_are_in_flight_and_a_given_number_is_kept(tiny_run, tmp_path, notes):
@@ -42,4 +92,19 @@ def test_denoise_says_how_many_are_in_flight_and_a_given_number_is_kept(tiny_run
     notes.clear()
     cryostream.denoise(tiny_run.run, paths, tmp_path / "one", config=cryostream.DenoiseConfig.raw(),
                        workers=1)
+    assert ", 1 in flight;" in next(n for n in notes if n.startswith("denoising 3 micrographs"))
+
+
+def test_denoise_keeps_fewer_in_flight_when_memory_is_short(tiny_run, tmp_path, notes,
+                                                           monkeypatch):
+    """The host's memory as psutil reports it (faked short here: a host of 2 kB free)."""
+    import collections
+
+    import psutil
+
+    memory = collections.namedtuple("Memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(2048))
+    cryostream.denoise(tiny_run.run, tiny_run.sim.micrographs, tmp_path / "short",
+                       config=cryostream.DenoiseConfig.raw())
+    assert any(n.startswith("1 micrograph in flight, not 2") for n in notes)
     assert ", 1 in flight;" in next(n for n in notes if n.startswith("denoising 3 micrographs"))

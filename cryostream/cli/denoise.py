@@ -11,8 +11,8 @@ import argparse
 import time
 
 from cryostream.cli.common import (
+    LibraryDefault,
     add_config_flags,
-    add_library_flag,
     config_from_args,
     given,
     peak_rss_mb,
@@ -139,9 +139,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      DenoiseConfig, OUTPUT_FLAGS)
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs")
-    add_library_flag(g, "--workers", "cryostream.denoise:denoise", "workers",
-                     "micrographs in flight; None: half the CPU cores on a GPU (2 to 8), 2 on a "
-                     "CPU, as many as half the free memory holds", type=int)
+    g.add_argument("--workers", type=int, metavar="N",
+                   default=LibraryDefault("cryostream.denoise:denoise", "workers"),
+                   help="micrographs in flight (default: half the CPU cores on a GPU, 2 to 8; 2 "
+                   "on a CPU; fewer where memory is short)")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
     g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true",

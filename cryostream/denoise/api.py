@@ -262,11 +262,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
         here = scheduler is None and cluster_workers is None
         if workers is None and here:
-            from cryostream.denoise.workers import default_workers
-            from cryostream.io.mrc import read_header
+            from cryostream.denoise.workers import default_workers, largest_pixels
 
-            pixels = max(int(np.prod(read_header(m.source).shape)) for m, _ in todo[:16])
-            workers = default_workers(pixels, jax.default_backend())
+            workers = default_workers(largest_pixels(m.source for m, _ in todo),
+                                      jax.default_backend(), count=len(todo))
         logging.getLogger("cryostream").info(
             "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
             len(todo), "" if len(todo) == 1 else "s", model_name(run),

@@ -1,48 +1,109 @@
 """How many micrographs :func:`~cryostream.denoise.denoise` keeps in flight when ``workers``
-is not given: the cores and the host memory decide.
+is not given: the cores and the memory decide.
 
 On a GPU the network's passes take a second or so per full-size micrograph and the steps after
 it (the CTF fit and its check, the gain, the learned weights) tens of seconds on the CPU, so
 the CPU's cores are what limits: with the default recipe on a 16-core host, eight micrographs
-in flight finished 2.2 times as many per second as two (``docs/benchmarks.md``). On a CPU the
-network's passes already take every core, and two in flight only overlap reading and writing.
-Each micrograph in flight holds its steps' arrays: 5.2 GB at the peak for a 7676 × 7420
-micrograph on two cores (``benchmarks/profile_default_steps.py``), about 91 bytes a pixel.
+in flight finished 2.2–2.5 times as many per second as two (``docs/benchmarks.md``; the
+device's peak memory did not grow with them). On a CPU the network's passes already take every
+core, and two in flight only overlap reading and writing. Each micrograph in flight holds its
+steps' arrays: the process peaked at 4.1 GB for the steps on a 7676 × 7420 micrograph on two
+cores (``benchmarks/profile_default_steps.py``), about 72 bytes a pixel.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-__all__ = ["default_workers", "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
+__all__ = ["default_workers", "available_memory", "cgroup_headroom", "largest_pixels",
+           "cpu_cores", "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
 
-#: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (91 bytes
-#: a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned pass's).
+#: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
+#: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
+#: pass's), with room to spare.
 BYTES_PER_PIXEL = 110
 #: The most micrographs in flight chosen for a GPU (measured up to eight).
 MAX_IN_FLIGHT = 8
 
 
 def cpu_cores() -> int:
-    """The CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
+    """The CPU cores this process may run on (its affinity: a batch system's or container's
+    share)."""
+    try:
         return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def default_workers(pixels: int, backend: str, *, available_bytes: int | None = None,
-                    cores: int | None = None) -> int:
-    """Micrographs in flight for micrographs of ``pixels`` pixels when the network runs on
-    ``backend`` (``jax.default_backend()``): on a GPU half the CPU cores, at least 2 and at most
-    :data:`MAX_IN_FLIGHT`; on a CPU 2; in either case no more than half the host's available
-    memory (``available_bytes``, else measured) holds at :data:`BYTES_PER_PIXEL`, and at
-    least 1. A note says when the memory set the number."""
+def cgroup_headroom(root: Path = Path("/")) -> int | None:
+    """Bytes this process's memory cgroup may still take (a container's or a batch job's
+    allocation: cgroup v2's ``memory.max`` less ``memory.current``, v1's
+    ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``); None where none caps it.
+    ``root``: the file system's root (a test's folder)."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0":
+            base, files = root / "sys/fs/cgroup" / path.lstrip("/"), ("memory.max",
+                                                                   "memory.current")
+        elif "memory" in controllers.split(","):
+            base = root / "sys/fs/cgroup/memory" / path.lstrip("/")
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit, used = ((base / name).read_text().strip() for name in files)
+            if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)
+                return None
+            return max(int(limit) - int(used), 0)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still take: the host's available memory, or the
+    cgroup's headroom where it is less (:func:`cgroup_headroom`)."""
     import psutil
 
+    free = psutil.virtual_memory().available
+    headroom = cgroup_headroom()
+    return free if headroom is None else min(free, headroom)
+
+
+def largest_pixels(paths) -> int:
+    """The pixels of the largest micrograph among ``paths`` (from their headers; one that can
+    no longer be read is left out, and is reported where it is denoised)."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.mrc import read_header
+
+    sizes = []
+    for path in paths:
+        try:
+            ny, nx = read_header(path).shape
+        except (InvalidMicrographError, OSError):
+            continue
+        sizes.append(ny * nx)
+    return max(sizes, default=1)
+
+
+def default_workers(pixels: int, backend: str, *, count: int | None = None,
+                    available_bytes: int | None = None, cores: int | None = None) -> int:
+    """Micrographs in flight for ``count`` micrographs (None: many) of up to ``pixels`` pixels
+    when the network runs on ``backend`` (``jax.default_backend()``): on a GPU half the CPU
+    cores, at least 2 and at most :data:`MAX_IN_FLIGHT`; on a CPU 2; never more than
+    ``count``, nor than half the memory available (``available_bytes``, else
+    :func:`available_memory`) holds at :data:`BYTES_PER_PIXEL`; at least 1. A note says when
+    the memory set the number."""
     cores = cpu_cores() if cores is None else cores
-    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    available = available_memory() if available_bytes is None else available_bytes
     wanted = 2 if backend == "cpu" else min(MAX_IN_FLIGHT, max(2, cores // 2))
+    wanted = min(wanted, count) if count else wanted
     held = max(1, int(available // 2 // max(pixels * BYTES_PER_PIXEL, 1)))
     if held < wanted:
         logging.getLogger("cryostream").info(
