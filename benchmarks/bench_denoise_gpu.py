@@ -168,7 +168,8 @@ def main() -> None:
                      "precision": args.precision, "compute": args.compute, "model": args.model,
                      "peak_device_gb_one_micrograph": pass_peak,
                      "workers": args.workers if args.workers is not None else default_workers(
-                         image.size, jax.default_backend()),
+                         image.size, jax.default_backend(),
+                         count=len(paths[: args.default_count or None])),
                      "workers_given": args.workers is not None,
                      "peak_device_gb": peak_memory()["device_peak_gb"],
                      "peak_host_gb": peak_memory()["host_peak_gb"]})
