@@ -64,15 +64,15 @@ def correlation(w: np.ndarray, s: WeightSums) -> np.ndarray:
                      for f in range(len(EDGES) - 1)])
 
 
-def error(w: np.ndarray, s: WeightSums) -> float:
-    h, g = s.gram()
-    return float((np.einsum("ib,ijb,jb->b", w, g, w) - 2 * np.einsum("ib,ib->b", w, h))[:BANDS].sum())
-
-
 def band_errors(w: np.ndarray, s: WeightSums) -> np.ndarray:
-    """Per table band, the mix ``w``'s squared error less the truth's power (as :func:`error`)."""
+    """Per table band, the mix ``w``'s squared error less the truth's power."""
     h, g = s.gram()
     return np.einsum("ib,ijb,jb->b", w, g, w) - 2 * np.einsum("ib,ib->b", w, h)
+
+
+def error(w: np.ndarray, s: WeightSums) -> float:
+    """:func:`band_errors` summed within Nyquist."""
+    return float(band_errors(w, s)[:BANDS].sum())
 
 
 def kept_mix(members: list[WeightSums], share: float, first_band: int,
