@@ -12,7 +12,6 @@ from cryostream.denoise.workers import (
     MAX_IN_FLIGHT,
     cgroup_headroom,
     default_workers,
-    largest_pixels,
 )
 
 FULL = 7676 * 7420  # an EMPIAR-10025 micrograph
@@ -74,13 +73,24 @@ def test_a_container_or_batch_job_memory_limit_caps_the_memory_counted(tmp_path)
     assert cgroup_headroom(_cgroup(tmp_path / "cpu", "5:cpu:/x\n", {})) is None
 
 
-def test_the_largest_micrograph_counts(tmp_path):
+def test_the_largest_micrograph_counts(tiny_run, tmp_path, notes, monkeypatch):
+    """Two micrographs, one small and one of 1024²: the memory short for two of the large one
+    (as psutil reports it, faked) keeps one in flight, whichever comes first."""
+    import collections
+
     import numpy as np
+    import psutil
     from conftest import write_mrc
 
-    small = write_mrc(tmp_path / "a.mrc", np.zeros((64, 64), np.float32))
-    large = write_mrc(tmp_path / "b.mrc", np.zeros((128, 96), np.float32))
-    assert largest_pixels([str(small), str(large), str(tmp_path / "gone.mrc")]) == 128 * 96
+    rng = np.random.default_rng(0)
+    small = write_mrc(tmp_path / "a.mrc", rng.normal(size=(160, 128)).astype(np.float32))
+    large = write_mrc(tmp_path / "b.mrc", rng.normal(size=(1024, 1024)).astype(np.float32))
+    each = 1024 * 1024 * BYTES_PER_PIXEL
+    memory = collections.namedtuple("Memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(3 * each))
+    cryostream.denoise(tiny_run.run, [small, large], tmp_path / "out",
+                       config=cryostream.DenoiseConfig.raw())
+    assert any(n.startswith("1 micrograph in flight, not 2") for n in notes)
 
 
 def test_denoise_says_how_many_are_in_flight_and_a_given_number_is_kept(tiny_run, tmp_path, notes):

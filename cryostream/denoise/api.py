@@ -262,10 +262,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
         here = scheduler is None and cluster_workers is None
         if workers is None and here:
-            from cryostream.denoise.workers import default_workers, largest_pixels
+            from cryostream.denoise.workers import default_workers
 
-            workers = default_workers(largest_pixels(m.source for m, _ in todo),
-                                      jax.default_backend(), count=len(todo))
+            largest = max(m.shape[0] * m.shape[1] for m, _ in todo)  # from the headers read
+            workers = default_workers(largest, jax.default_backend(), count=len(todo))
         logging.getLogger("cryostream").info(
             "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
             len(todo), "" if len(todo) == 1 else "s", model_name(run),

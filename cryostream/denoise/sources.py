@@ -49,6 +49,8 @@ class InputMicrograph:
         The odd half-sum (the output is the sum of the two halves' outputs).
     star_row : int or None
         Its row in the STAR file's micrographs block.
+    shape : (int, int) or None
+        Its size in pixels, from its header.
     """
 
     source: str
@@ -58,6 +60,7 @@ class InputMicrograph:
     defocus: Defocus | None = None
     odd: str | None = None
     star_row: int | None = None
+    shape: tuple[int, int] | None = None
 
     def given(self) -> dict | None:
         """What the output owes to elsewhere than its file and the config (JSON values), for
@@ -198,6 +201,7 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
     if len(halves) < 2 or not config.ctf_gain:
         return micrograph.pipeline(config)
     import numpy as np
+    import scipy.fft
 
     from cryostream.matched import estimate_noise, tile_for
     from cryostream.preprocess import image_statistics
@@ -220,8 +224,6 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
         source = "sum of the even and odd halves"
     d = micrograph.defocus
     gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
-    import scipy.fft
-
     spectrum = scipy.fft.rfft2(total - total.mean(), workers=-1)  # once, for both
     rings_z = None
     if fitted:  # a fit must show its rings, as on one micrograph
@@ -407,7 +409,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             optics = {**optics, **entry.optics.ctf_keywords()}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
-            odds.get(h.path), entry.row if entry is not None else None))
+            odds.get(h.path), entry.row if entry is not None else None, h.shape))
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
     if off:

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from cryostream.denoise.network import backend, load_network, to_device, to_host
+from cryostream.denoise.workers import cpu_cores
 from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
@@ -127,16 +128,8 @@ def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percen
     return out[None]
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity: a batch system's or container's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 #: Threads that copy windows to and from the device's batches (NumPy copies release the GIL).
-COPY_THREADS = min(8, _usable_cpus())
+COPY_THREADS = min(8, cpu_cores())
 #: Copies smaller than this many pixels are made on the calling thread.
 _COPY_MIN = 2 * 1024 * 1024
 _POOL_NAME = "cryostream-copy"

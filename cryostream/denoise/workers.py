@@ -17,8 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["default_workers", "available_memory", "cgroup_headroom", "largest_pixels",
-           "cpu_cores", "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
+__all__ = ["default_workers", "available_memory", "cgroup_headroom", "cpu_cores",
+           "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
 #: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
@@ -74,22 +74,6 @@ def available_memory() -> int:
     free = psutil.virtual_memory().available
     headroom = cgroup_headroom()
     return free if headroom is None else min(free, headroom)
-
-
-def largest_pixels(paths) -> int:
-    """The pixels of the largest micrograph among ``paths`` (from their headers; one that can
-    no longer be read is left out, and is reported where it is denoised)."""
-    from cryostream.errors import InvalidMicrographError
-    from cryostream.io.mrc import read_header
-
-    sizes = []
-    for path in paths:
-        try:
-            ny, nx = read_header(path).shape
-        except (InvalidMicrographError, OSError):
-            continue
-        sizes.append(ny * nx)
-    return max(sizes, default=1)
 
 
 def default_workers(pixels: int, backend: str, *, count: int | None = None,
