@@ -16,6 +16,7 @@ from cryostream.denoise.corrections import match_wiener_gain
 from cryostream.denoise.weights import (
     BANDS,
     LearnedWeights,
+    band_weights,
     fit_learned_weights,
     measured_snr,
     weight_sums,
@@ -123,6 +124,32 @@ def test_the_table_interpolates_in_log_snr_and_holds_its_end_rows():
         linear, rest = table.at(snr)
         assert linear.shape == (BANDS + 1,)
         assert np.allclose(linear, expected) and np.allclose(rest, expected + 0.25)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 256)])
+def test_the_weights_change_from_ring_to_ring_between_band_centres(shape):
+    from cryostream.spectral import ring_index
+
+    steps = np.arange(BANDS + 1, dtype=np.float64) / BANDS  # a step at every band's edge
+    steps[BANDS] = 1.25  # the corners past Nyquist
+    table = LearnedWeights(snr=(1.0,), linear=(tuple(steps),), rest=(tuple(steps / 2),))
+    linear, rest = band_weights(table, None, shape, None, snr=1.0)
+    linear = linear * BANDS  # band b's value is b
+    ring = ring_index(shape, "rfft", dtype=np.float32)
+    assert linear.dtype == np.float32 and linear.shape == ring.shape
+    assert np.allclose(rest * 2 * BANDS, linear)
+    per_band = 2 * BANDS / min(shape)  # bands per ring
+    position = ring * per_band - 0.5  # each band's centre at an integer
+    within = (position >= 0) & (position <= BANDS - 1)
+    # the table's value at each band's centre, a straight line between: no step at an edge
+    assert np.allclose(linear[within], position[within], atol=1e-5)
+    assert np.allclose(linear[(position < 0)], 0.0)
+    beyond = (position > BANDS - 1) & (position + 0.5 < BANDS)
+    assert beyond.any() and np.allclose(linear[beyond], BANDS - 1)
+    assert np.allclose(linear[position + 0.5 >= BANDS], 1.25 * BANDS)
+    # so neighbouring rings within Nyquist differ by one ring's share of a band, never a step
+    inside = ring[0, :] <= min(shape) // 2 - 1
+    assert np.max(np.abs(np.diff(linear[0, inside]))) <= per_band + 1e-4
 
 
 def test_a_table_round_trips_and_bad_tables_are_refused():

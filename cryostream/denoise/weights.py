@@ -105,12 +105,23 @@ def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int,
     with the binned pass, ``(a, b, c, d)`` with what the gain dropped as well) of each
     ``rfft2`` coefficient of an image of ``shape``: the table's rows for the measured ratio
     ``snr`` (None: :func:`measured_snr` of ``image_f``, its mean-removed ``rfft2``, and its
-    ``noise``), spread over the bands (float32). ``ring``, ``weight``: as
-    :func:`measured_snr`'s."""
+    ``noise``), spread over the coefficients (float32): each band's weight at its centre and
+    linear between centres, so that a weight changes from ring to ring instead of stepping
+    at a band's edge (a step makes the output's rings on either side of it differ in scale,
+    which costs a little PSNR and, through the edge taper, a little FRC); the corners past
+    Nyquist take the table's last entry. ``ring``, ``weight``: as :func:`measured_snr`'s."""
+    from cryostream.spectral import ring_index
+
     if snr is None:
         snr = measured_snr(image_f, shape, noise, ring, weight)
-    band = frequency_bands(shape, ring)
-    return tuple(w.astype(np.float32)[band] for w in weights.at(snr))
+    if ring is None:
+        ring = ring_index(shape, "rfft", dtype=np.float32)
+    rings = np.arange(int(ring.max()) + 1)
+    position = rings * (2 * BANDS / min(shape)) - 0.5  # in bands, from the first's centre
+    corner = position + 0.5 >= BANDS
+    index = ring.astype(np.int32)
+    return tuple(np.where(corner, w[BANDS], np.interp(position, np.arange(BANDS), w[:BANDS]))
+                 .astype(np.float32)[index] for w in map(np.asarray, weights.at(snr)))
 
 
 @dataclasses.dataclass(frozen=True)
