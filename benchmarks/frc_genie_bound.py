@@ -13,14 +13,22 @@ the conditions it names, a Wiener gain that varies over the image (each band's s
 measured locally; :func:`local_wiener`) and the same with the truth's local power (a genie):
 whether a spatially varying linear filter could keep the particles' share.
 
+The same genie bounds the PSNR: each micrograph's PSNR (peak its 95th percentile, as the
+scoring) for the input, the oracle Wiener filter and the genie, each also with 2-D spectra
+smoothed over 2 Fourier px instead of radial ones (``bound_sim_quality.wiener_2d``: they
+follow an astigmatic CTF's elliptical rings). The genie over the oracle Wiener filter is the
+most PSNR any denoiser could add to the linear filter here.
+
 The held-out micrographs are those of ``train_general_model.py`` (same conditions, indices and
 seed); ``--results`` adds the noisy input, Topaz and the default from a scoring run to the
 tables (their FRC on the same micrographs, the genie's computed here).
 
-CPU only (2 cores: about 10 s per micrograph of 2048²). Usage::
+CPU only (2 cores: about 13 s per micrograph of 2048² in each of 2 processes; the 44 in 9
+minutes). Usage::
 
-    python benchmarks/frc_genie_bound.py --out docs/results/general_model/frc_genie_bound.json \\
-        --results docs/results/general_model/h200_fresh_noise_9000steps_scores.json
+    python benchmarks/frc_genie_bound.py --out docs/results/general_model/genie_bound_psnr_2core.json \\
+        --results docs/results/general_model/h200_table_kept_0.005db_scores.json \\
+        --local-wiener t20s-10e-white
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # noqa: E402
+from bound_sim_quality import wiener_2d  # noqa: E402
 from error_by_band import band_power  # noqa: E402
 from general_model_spread import CONDITIONS, held_out_condition  # noqa: E402
 from quality_common import FRC_BANDS, summarise_frc  # noqa: E402
@@ -72,7 +81,7 @@ def local_wiener(y: np.ndarray, x: np.ndarray, sigma: float, known_power: bool,
 def one(task: tuple[str, int, int, int, bool]) -> dict:
     """The genie's, the oracle Wiener filter's and the input's FRC bands on one micrograph."""
     from cryostream import SimulateConfig
-    from cryostream.metrics import frc, wiener_oracle
+    from cryostream.metrics import frc, psnr, wiener_oracle
     from cryostream.simulate import simulate_micrograph
 
     name, j, shape, seed, local = task
@@ -84,7 +93,8 @@ def one(task: tuple[str, int, int, int, bool]) -> dict:
     y, x, ice = sim.noisy / p, sim.truth / p, sim.ice / p
     known = x - ice  # the particles and the background: what the genie is told
     images = {"noisy": y, "wiener": wiener_oracle(y, x),
-              "genie": wiener_oracle(y - known, ice) + known}
+              "genie": wiener_oracle(y - known, ice) + known,
+              "wiener_2d": wiener_2d(y, x), "genie_2d": wiener_2d(y - known, ice) + known}
     if local:
         images["local_wiener_40px"] = local_wiener(y, x, 40.0, known_power=False)
         images["local_genie_20px"] = local_wiener(y, x, 20.0, known_power=True)
@@ -92,6 +102,7 @@ def one(task: tuple[str, int, int, int, bool]) -> dict:
     ice_power = band_power(ice - ice.mean(), EDGES)[:-1]
     return {"condition": name, "micrograph": j,
             "frc_bands": {k: summarise_frc(*frc(v, x))["bands"] for k, v in images.items()},
+            "psnr": {k: round(float(psnr(v, x)), 3) for k, v in images.items()},
             "texture_share": [round(float(i / t), 4) for i, t in zip(ice_power, truth_power,
                                                                       strict=True)],
             "seconds": round(time.perf_counter() - start, 1)}
@@ -126,10 +137,14 @@ def main(argv=None) -> int:
         bands = {k: np.round(np.mean([r["frc_bands"][k] for r in mine], axis=0), 4).tolist()
                  for k in mine[0]["frc_bands"]}
         entry = {"micrographs": len(mine), "frc_bands": bands,
+                 "psnr": {k: round(float(np.mean([r["psnr"][k] for r in mine])), 3)
+                          for k in mine[0]["psnr"]},
                  "texture_share": np.round(np.mean([r["texture_share"] for r in mine], axis=0),
                                            3).tolist()}
         if name in scored:
             s = scored[name]["frc_bands"]
+            entry["scored_psnr"] = {k: scored[name]["psnr"][k] for k in ("noisy", "wiener",
+                                                                          "default")}
             entry["scored"] = {"noisy": s["noisy"], "default": s["default"],
                                "topaz": s.get("topaz", topaz.get(name, {}).get("frc_bands", {})
                                               .get("topaz"))}
