@@ -23,8 +23,8 @@ The held-out micrographs are those of ``train_general_model.py`` (same condition
 seed); ``--results`` adds the noisy input, Topaz and the default from a scoring run to the
 tables (their FRC on the same micrographs, the genie's computed here).
 
-CPU only (2 cores: about 13 s per micrograph of 2048² in each of 2 processes; the 44 in 9
-minutes). Usage::
+CPU only (2 cores: 6–11 s per micrograph of 2048² in each of 2 processes, about a minute with
+``--local-wiener``; the 44 in under 10 minutes). Usage::
 
     python benchmarks/frc_genie_bound.py --out docs/results/general_model/genie_bound_psnr_2core.json \\
         --results docs/results/general_model/h200_table_kept_0.005db_scores.json \\

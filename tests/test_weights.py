@@ -126,8 +126,9 @@ def test_the_table_interpolates_in_log_snr_and_holds_its_end_rows():
         assert np.allclose(linear, expected) and np.allclose(rest, expected + 0.25)
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (300, 256)])
+@pytest.mark.parametrize("shape", [(256, 256), (300, 256), (256, 300), (100, 100), (1900, 2000)])
 def test_the_weights_change_from_ring_to_ring_between_band_centres(shape):
+    from cryostream.denoise.weights import frequency_bands
     from cryostream.spectral import ring_index
 
     steps = np.arange(BANDS + 1, dtype=np.float64) / BANDS  # a step at every band's edge
@@ -140,13 +141,14 @@ def test_the_weights_change_from_ring_to_ring_between_band_centres(shape):
     assert np.allclose(rest * 2 * BANDS, linear)
     per_band = 2 * BANDS / min(shape)  # bands per ring
     position = ring * per_band - 0.5  # each band's centre at an integer
+    corner = frequency_bands(shape, ring) == BANDS  # the last entry's rings, as the fit's sums
     within = (position >= 0) & (position <= BANDS - 1)
     # the table's value at each band's centre, a straight line between: no step at an edge
     assert np.allclose(linear[within], position[within], atol=1e-5)
     assert np.allclose(linear[(position < 0)], 0.0)
-    beyond = (position > BANDS - 1) & (position + 0.5 < BANDS)
+    beyond = (position > BANDS - 1) & ~corner
     assert beyond.any() and np.allclose(linear[beyond], BANDS - 1)
-    assert np.allclose(linear[position + 0.5 >= BANDS], 1.25 * BANDS)
+    assert np.allclose(linear[corner], 1.25 * BANDS)
     # so neighbouring rings within Nyquist differ by one ring's share of a band, never a step
     inside = ring[0, :] <= min(shape) // 2 - 1
     assert np.max(np.abs(np.diff(linear[0, inside]))) <= per_band + 1e-4

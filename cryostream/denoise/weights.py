@@ -108,8 +108,9 @@ def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int,
     ``noise``), spread over the coefficients (float32): each band's weight at its centre and
     linear between centres, so that a weight changes from ring to ring instead of stepping
     at a band's edge (a step makes the output's rings on either side of it differ in scale,
-    which costs a little PSNR and, through the edge taper, a little FRC); the corners past
-    Nyquist take the table's last entry. ``ring``, ``weight``: as :func:`measured_snr`'s."""
+    which costs a little PSNR and, through the edge taper, a little FRC); the rings of the
+    table's last entry (:func:`frequency_bands`: Nyquist and the corners past it) take it.
+    ``ring``, ``weight``: as :func:`measured_snr`'s."""
     from cryostream.spectral import ring_index
 
     if snr is None:
@@ -118,7 +119,7 @@ def band_weights(weights: LearnedWeights, image_f: np.ndarray, shape: tuple[int,
         ring = ring_index(shape, "rfft", dtype=np.float32)
     rings = np.arange(int(ring.max()) + 1)
     position = rings * (2 * BANDS / min(shape)) - 0.5  # in bands, from the first's centre
-    corner = position + 0.5 >= BANDS
+    corner = frequency_bands(shape, rings.astype(ring.dtype)) == BANDS  # as the fit's sums
     index = ring.astype(np.int32)
     return tuple(np.where(corner, w[BANDS], np.interp(position, np.arange(BANDS), w[:BANDS]))
                  .astype(np.float32)[index] for w in map(np.asarray, weights.at(snr)))
