@@ -25,6 +25,7 @@ import numpy as np
 from cryostream.errors import ConfigError
 from cryostream.spectral import (
     CTF_ROWS_PER_BLOCK,
+    GAIN_FLOOR,
     astigmatic_defocus,
     contrast_transfer,
     ctf_squared_grid,
@@ -115,11 +116,9 @@ def _band_regression(power, c2, band, bands):
 
 
 def ctf_squared(shape: tuple[int, int], fit: CTFFit, *, row_step: int = 1) -> np.ndarray:
-    """``CTF² = (√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``:
-    ``(ny, nx // 2 + 1)`` float32 (:func:`cryostream.spectral.contrast_transfer` at
-    :func:`cryostream.spectral.astigmatic_defocus`); with ``row_step``, of every
-    ``row_step``-th row of it (:func:`cryostream.spectral.ctf_squared_grid`: a few rows at a
-    time)."""
+    """``CTF² = (√(1−Q²)·sin χ + Q·cos χ)²`` of ``fit`` on the ``rfft2`` grid of ``shape``,
+    ``(ny, nx // 2 + 1)`` float32, or of every ``row_step``-th row of it
+    (:func:`cryostream.spectral.ctf_squared_grid`, a few rows at a time)."""
     return ctf_squared_grid(shape, fit.pixel_size_angstrom, fit.defocus_u_angstrom,
                             fit.defocus_v_angstrom, fit.astigmatism_angle_deg,
                             voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm,
@@ -244,7 +243,8 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     ``A ≥ 0``): the signal is ``A·CTF²``, and ``B`` holds the noise and whatever does not
     follow the CTF. (Narrower bands follow the envelope closer but fit ``A`` and ``B`` on
     fewer coefficients: on simulated 2048² micrographs 1/64 beat 1/128 and 1/256.) ``A`` is
-    shrunk to ``A³ / (A² + se²)``: a chance ``A`` of a band without signal passes little noise.
+    shrunk to ``A³ / (A² + se²)``, so that a chance ``A`` passes little noise, but kept at
+    ``GAIN_FLOOR·B`` at least (:data:`~cryostream.spectral.GAIN_FLOOR`: 1 % at the CTF's peaks).
     ``grid``: :func:`ctf_gain_grid` of the same ``shape``, ``fit`` and bands, made once for
     several spectra. Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the
     boolean mask of the coefficients they hold for (the rest: below ``low_angstrom``).
@@ -254,7 +254,7 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     power = (spectrum.real**2 + spectrum.imag**2).ravel()
     c2f = c2.ravel().astype(np.float64)
     a, b, _, _, se2 = _band_regression(power, c2f, band, bands)
-    a = a * (a * a / np.maximum(a * a + se2, 1e-300))
+    a = np.maximum(a * (a * a / np.maximum(a * a + se2, 1e-300)), GAIN_FLOOR * np.maximum(b, 0))
     gain, band = np.empty(c2.shape, np.float32), band.reshape(c2.shape)
     for start in range(0, c2.shape[0], CTF_ROWS_PER_BLOCK):  # float64 work arrays of a few rows
         rows = slice(start, start + CTF_ROWS_PER_BLOCK)

@@ -101,9 +101,9 @@ def test_the_dropped_part_is_what_the_gain_took_out_of_the_micrograph():
 
 
 def test_weighing_what_the_gain_dropped_keeps_the_micrographs_correlation():
-    """Where the gain is 0 (the fine detail, under the measured noise), the table of three
-    parts correlates with the truth less than the micrograph does; with the dropped part
-    fitted as well, at least as much, on a new image."""
+    """Where the gain is at its floor (the fine detail, under the measured noise: 1 % of the
+    micrograph), the table of three parts correlates with the truth less than the micrograph
+    does; with the dropped part fitted as well, at least as much, on a new image."""
     rng = np.random.default_rng(2)
     sums = []
     for _ in range(3):
@@ -125,7 +125,7 @@ def test_weighing_what_the_gain_dropped_keeps_the_micrographs_correlation():
 
     outs = {n: match_wiener_gain(estimate, noisy, noise, weights=t, binned=binned)
             for n, t in (("three", three), ("four", four))}
-    assert fine_frc(outs["three"]) < fine_frc(noisy) - 0.02
+    assert fine_frc(outs["three"]) < fine_frc(noisy) - 0.003
     assert fine_frc(outs["four"]) >= fine_frc(noisy) - 0.005
     mse = {n: float(np.mean((o - truth) ** 2)) for n, o in outs.items()}
     assert mse["four"] <= mse["three"] * 1.001

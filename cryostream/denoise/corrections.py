@@ -141,9 +141,10 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     whatever ``R`` is (``R ⟂ Y``): the Wiener gain. It needs no truth: ``1 − N / P`` with
     ``P`` the micrograph's power over the ring and ``N`` the measured noise power (``noise``,
     a :class:`~cryostream.matched.NoiseEstimate` in the units of ``noisy``), clipped to
-    [0, 1]. The result is ``w·Y + R``: the network keeps what it found beyond a linear filter
-    (particle shapes), and its linear response, which a U-Net's receptive field cannot make
-    follow the Thon rings, becomes the Wiener filter's. The mean is the micrograph's.
+    [:data:`~cryostream.spectral.GAIN_FLOOR`, 1]. The result is ``w·Y + R``: the network keeps what it found
+    beyond a linear filter (particle shapes), and its linear response, which a U-Net's
+    receptive field cannot make follow the Thon rings, becomes the Wiener filter's. The mean
+    is the micrograph's.
 
     ``ctf`` (a :class:`~cryostream.ctf.CTFFit` of the micrograph): above 20 Å the linear
     response is the CTF-shaped Wiener gain of each coefficient
@@ -182,7 +183,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     ``snr``, ``binned``, ``found``: as :func:`match_wiener_gain`'s, for every output."""
     import scipy.fft
 
-    from cryostream.spectral import merge_rings, ring_regression, wiener_gain
+    from cryostream.spectral import GAIN_FLOOR, merge_rings, ring_regression, wiener_gain
 
     same = estimate is noisy
     noisy = np.asarray(noisy, np.float32)
@@ -196,7 +197,7 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     # the measured noise of each ring, summed per bin with the same coefficient weights
     ring_weight = np.bincount(ring.ravel(), weight.ravel(), minlength=merged.size)
     noise_power = np.bincount(merged, ring_weight * noise.ring_power((ny, nx), merged.size))
-    radial = wiener_gain(power, noise_power) - gain
+    radial = np.maximum(wiener_gain(power, noise_power), GAIN_FLOOR) - gain
     radial[0] = 0.0
     radial = radial.astype(np.float32)[bins]
     shaped_gain = any(c is not None and not isinstance(c, NetworkAbove) for c in ctfs)

@@ -32,10 +32,11 @@ from cryostream.spectral.rings import (
     ring_index,
 )
 from cryostream.spectral.welch import hann_window, tile_starts, welch_spectrum
-from cryostream.spectral.wiener import ring_regression, wiener_gain
+from cryostream.spectral.wiener import GAIN_FLOOR, ring_regression, wiener_gain
 
 __all__ = [
     "CTF_ROWS_PER_BLOCK",
+    "GAIN_FLOOR",
     "LAYOUTS",
     "MergedRings",
     "astigmatic_defocus",

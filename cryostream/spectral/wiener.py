@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["wiener_gain", "ring_regression"]
+__all__ = ["wiener_gain", "ring_regression", "GAIN_FLOOR"]
+
+#: The least gain ``denoise`` gives a ring of the micrograph (the radial Wiener gain), or a
+#: band at the CTF's peaks (the CTF-shaped gain, :func:`cryostream.ctf.ctf_wiener_gain`):
+#: where the measured power falls under the noise, 1 % of the micrograph instead of nothing.
+#: Scaled to 0, a ring keeps none of the micrograph's correlation with the specimen (its FRC
+#: falls to 0); at 1 % it keeps it, for 10⁻⁴ of that ring's noise power in error.
+GAIN_FLOOR = 0.01
 
 
 def wiener_gain(power, noise_power):
