@@ -24,8 +24,8 @@ brought back to full size (:mod:`cryostream.denoise.binned`), which sees twice t
 quarter of the noise per pixel and so holds more of the structure above 30 Å than the
 full-size pass; the result is then ``a·w·Y + b·R + c·B``. And a fourth: ``D = Y − w·Y``, what
 the gain took out of the micrograph. Where the measured power falls under the noise the gain is
-0 and the ring keeps nothing of the micrograph, so its correlation with the truth (its FRC) is
-only what the network's rest holds, under the micrograph's own; the weight ``d`` of ``D`` puts
+at its floor and the ring keeps 1 % of the micrograph, so its correlation with the truth (its
+FRC) is mostly what the network's rest holds, under the micrograph's own; the weight ``d`` of ``D`` puts
 back the share of it the truth asks for (the gain's response becomes ``(a − d)·w + d``), and
 the least-squares mix of the parts correlates with the truth at least as well as any one of
 them, the micrograph included. The fit (:func:`fit_learned_weights`, :func:`weight_sums`) lives

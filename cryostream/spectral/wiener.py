@@ -12,6 +12,8 @@ __all__ = ["wiener_gain", "ring_regression", "GAIN_FLOOR"]
 #: where the measured power falls under the noise, 1 % of the micrograph instead of nothing.
 #: Scaled to 0, a ring keeps none of the micrograph's correlation with the specimen (its FRC
 #: falls to 0); at 1 % it keeps it, for 10⁻⁴ of that ring's noise power in error.
+#: (:func:`wiener_gain` itself, and the baseline ``cryostream.baselines.wiener_measured``,
+#: keep the textbook clip at 0.)
 GAIN_FLOOR = 0.01
 
 
