@@ -141,10 +141,10 @@ def match_wiener_gain(estimate: np.ndarray, noisy: np.ndarray, noise, *,
     whatever ``R`` is (``R ⟂ Y``): the Wiener gain. It needs no truth: ``1 − N / P`` with
     ``P`` the micrograph's power over the ring and ``N`` the measured noise power (``noise``,
     a :class:`~cryostream.matched.NoiseEstimate` in the units of ``noisy``), clipped to
-    [:data:`~cryostream.spectral.GAIN_FLOOR`, 1]. The result is ``w·Y + R``: the network keeps what it found
-    beyond a linear filter (particle shapes), and its linear response, which a U-Net's
-    receptive field cannot make follow the Thon rings, becomes the Wiener filter's. The mean
-    is the micrograph's.
+    [:data:`~cryostream.spectral.GAIN_FLOOR`, 1]. The result is ``w·Y + R``: the network
+    keeps what it found beyond a linear filter (particle shapes), and its linear response,
+    which a U-Net's receptive field cannot make follow the Thon rings, becomes the Wiener
+    filter's. The mean is the micrograph's.
 
     ``ctf`` (a :class:`~cryostream.ctf.CTFFit` of the micrograph): above 20 Å the linear
     response is the CTF-shaped Wiener gain of each coefficient

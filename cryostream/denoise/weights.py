@@ -25,11 +25,11 @@ quarter of the noise per pixel and so holds more of the structure above 30 Å th
 full-size pass; the result is then ``a·w·Y + b·R + c·B``. And a fourth: ``D = Y − w·Y``, what
 the gain took out of the micrograph. Where the measured power falls under the noise the gain is
 at its floor and the ring keeps 1 % of the micrograph, so its correlation with the truth (its
-FRC) is mostly what the network's rest holds, under the micrograph's own; the weight ``d`` of ``D`` puts
-back the share of it the truth asks for (the gain's response becomes ``(a − d)·w + d``), and
-the least-squares mix of the parts correlates with the truth at least as well as any one of
-them, the micrograph included. The fit (:func:`fit_learned_weights`, :func:`weight_sums`) lives
-in :mod:`cryostream.denoise.weights_fit`.
+FRC) is mostly what the network's rest holds, under the micrograph's own; the weight ``d`` of
+``D`` puts back the share of it the truth asks for (the gain's response becomes
+``(a − d)·w + d``), and the least-squares mix of the parts correlates with the truth at least
+as well as any one of them, the micrograph included. The fit (:func:`fit_learned_weights`,
+:func:`weight_sums`) lives in :mod:`cryostream.denoise.weights_fit`.
 """
 
 from __future__ import annotations
