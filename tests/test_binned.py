@@ -12,7 +12,7 @@ import pytest
 
 from cryostream import ConfigError
 from cryostream.config import DenoiseConfig
-from cryostream.denoise.binned import bin2, binned_estimate, upsample2
+from cryostream.denoise.binned import OFFSETS, bin2, binned_estimate, upsample2
 from cryostream.denoise.weights import BANDS, LearnedWeights, WeightSums, fit_learned_weights
 from cryostream.denoise.weights_fit import least_squares, scale_by_pixel_size
 from cryostream.runs import RECORD_FILE, load_record
@@ -37,6 +37,47 @@ def test_binning_and_back_keeps_smooth_detail_in_place():
     assert upsample2(bin2(odd), odd.shape).shape == odd.shape
     with pytest.raises(ValueError, match="larger than twice"):
         upsample2(bin2(image), (130, 64))
+
+
+def test_each_start_of_the_blocks_keeps_smooth_detail_in_place():
+    """Binned from any of the four starts, and brought back each to its own blocks' centres,
+    the image is the same (the 2×2 mean's attenuation alone), and so is the mean of the four;
+    a start put back at another's place is half a pixel off."""
+    image = _waves((64, 64))
+    y, x = np.mgrid[:64, :64].astype(np.float32)
+    expected = np.cos(np.pi / 16) * np.sin(2 * np.pi * x / 16 + 0.4) \
+        + np.cos(np.pi / 32) * np.cos(2 * np.pi * y / 32)
+    binned = [bin2(image, offset) for offset in OFFSETS]
+    for offset, small in zip(OFFSETS, binned, strict=True):
+        assert small.shape == (32, 32)
+        np.testing.assert_allclose(upsample2(small, image.shape, [offset]), expected, atol=1e-5)
+    np.testing.assert_allclose(upsample2(binned, image.shape, OFFSETS), expected, atol=1e-5)
+    assert np.abs(upsample2(binned[1], image.shape) - expected).max() > 0.1  # at (0, 0)'s
+    # an odd size: ⌈n / 2⌉ blocks from either start
+    assert bin2(np.ones((65, 67), np.float32), (1, 1)).shape == (33, 34)
+    with pytest.raises(ValueError, match="one offset per binned image"):
+        upsample2(binned, image.shape, OFFSETS[:2])
+
+
+def test_the_binned_pass_at_four_starts_is_their_mean():
+    image = (_waves((64, 48)) + 3).astype(np.float32)
+    seen = []
+
+    def network(x):
+        seen.append(x)
+        return x * x
+
+    out = binned_estimate(network, image, offsets=4)
+    assert len(seen) == 4 and all(x.shape == (32, 24) for x in seen)
+    scale = np.float32(np.percentile(bin2(image), 95))  # the first start's, for all four
+    expected = upsample2([(bin2(image, o) / scale) ** 2 * scale for o in OFFSETS], image.shape,
+                         OFFSETS)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    seen.clear()
+    binned_estimate(network, image, ensemble=True, offsets=4)
+    assert len(seen) == 32  # the 8-fold ensemble at each start
+    with pytest.raises(ValueError, match="1 or 4"):
+        binned_estimate(network, image, offsets=2)
 
 
 def test_the_binned_pass_runs_the_network_on_the_binned_image():
@@ -112,19 +153,30 @@ def test_a_table_with_the_binned_pass_fits_scales_and_round_trips():
     with pytest.raises(ConfigError, match="binned"):
         LearnedWeights(snr=(1.0,), linear=((1.0,) * 33,), rest=((1.0,) * 33,),
                        binned=((2.0,) * 33,))
+    # which binned pass the table was fitted with: kept through its record, checked
+    four = dataclasses.replace(table, binned_offsets=4)
+    assert four.to_dict()["binned_offsets"] == 4 and "binned_offsets" not in table.to_dict()
+    assert LearnedWeights.from_dict(json.loads(json.dumps(four.to_dict()))) == four
+    assert four.for_pixel_size(1.0).binned_offsets == 4
+    for bad, kind in ((2, None), (4, "no binned part"), (True, None)):
+        with pytest.raises(ConfigError, match="binned_offsets"):
+            LearnedWeights(snr=(1.0,), linear=_ones(1.0), rest=_ones(1.0),
+                           binned=None if kind else _ones(0.5), binned_offsets=bad)
 
 
 def _ones(value):
     return ((float(value),) * (BANDS + 1),)
 
 
-def _run_with(tiny_run, tmp_path, binned):
+def _run_with(tiny_run, tmp_path, binned, offsets=1):
     """A copy of the shared run whose record holds a one-row table for one pass: all of the
-    linear part and the rest, and ``binned`` of the binned pass (None: no such part)."""
-    run = tmp_path / ("r" if binned is None else f"r{binned:g}")
+    linear part and the rest, and ``binned`` of the binned pass (None: no such part), at
+    ``offsets`` starts of its blocks."""
+    run = tmp_path / ("r" if binned is None else f"r{binned:g}_{offsets}")
     shutil.copytree(tiny_run.run, run)
     table = LearnedWeights(snr=(1.0,), linear=_ones(1.0), rest=_ones(1.0),
-                           binned=None if binned is None else _ones(binned))
+                           binned=None if binned is None else _ones(binned),
+                           binned_offsets=offsets)
     record = dataclasses.replace(load_record(run), learned_weights={"single": table.to_dict()})
     (run / RECORD_FILE).write_text(json.dumps(record.to_dict()))
     return run
@@ -198,6 +250,14 @@ def test_denoise_mixes_the_binned_pass_in_by_the_table(tiny_run, tmp_path):
     expected = binned_estimate(lambda im: network_pass(str(tiny_run.run), im), y / p)
     expected = 0.5 * (expected - expected.mean()) * p
     np.testing.assert_allclose(change, expected, atol=1e-4 * float(np.ptp(expected)))
+    # a table fitted with the pass at the blocks' four starts gets that pass
+    denoise(_run_with(tiny_run, tmp_path, 0.5, offsets=4), [mic], tmp_path / "out_4",
+            config=DenoiseConfig(ensemble=False, ctf_gain=False, wiener_gain=True))
+    change = mrcfile.read(tmp_path / "out_4" / mic.name) - outputs[None]
+    four = binned_estimate(lambda im: network_pass(str(tiny_run.run), im), y / p, offsets=4)
+    four = 0.5 * (four - four.mean()) * p
+    np.testing.assert_allclose(change, four, atol=1e-4 * float(np.ptp(four)))
+    assert np.abs(four - expected).max() > 0.01 * float(np.ptp(expected))
 
 
 def test_an_output_made_before_the_binned_pass_is_still_finished(tmp_path):

@@ -31,6 +31,7 @@ from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.star_out import star_tables, warn_unlisted
 from cryostream.denoise.tiling import check_tile, reused_windows
+from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
@@ -126,7 +127,8 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
                                                 source)
-            bound = configs[run].pipeline().bind(micrograph, network_fn(run, configs[run]))
+            bound = configs[run].pipeline().bind(micrograph, network_fn(
+                run, configs[run], offsets=binned_offsets(records[run], configs[run].ensemble)))
             score = recorruption_score(bound, micrograph.image, micrograph.noise(), draws=draws,
                                        beta=beta, seed=seed)
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
@@ -272,14 +274,16 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
-            binned = bool(config.binned_pass)  # 8 more passes, each a quarter of the pixels
+            # the binned pass: 8 more passes at each offset, each a quarter of the pixels
+            offsets = binned_offsets(model_record(run), True) if config.binned_pass else 0
+            minutes = f"{2 + 0.5 * offsets:g}"  # about as many hours for 7676 × 7420
             logging.getLogger("cryostream").info(
                 "the ensemble runs the network 8 times per micrograph%s: about %s minutes per "
                 "megapixel on 2 CPU cores (about %s hours for a 7676 × 7420 micrograph); for a "
                 "first look pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) "
                 "for one pass, or use a GPU",
-                " (and 8 times binned by 2, the binned pass)" if binned else "",
-                "2.5" if binned else "2", "2.5" if binned else "2")
+                f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
+                minutes, minutes)
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \

@@ -23,6 +23,7 @@ from cryostream.denoise.outputs import (
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
+from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import InvalidMicrographError
 
 __all__ = ["NOTE_EVERY_S", "read_micrograph", "check_micrograph", "normalised", "network_fn",
@@ -73,12 +74,13 @@ def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
 NOTE_EVERY_S = 30.0
 
 
-def network_fn(run: str, config: DenoiseConfig, source: str | None = None):
+def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offsets: int = 1):
     """The network pass the steps call (once, 8 times for the ensemble, more to calibrate, as
-    many again on the image binned by 2 for the binned pass);
+    many again on the image binned by 2 for the binned pass, at each of its ``offsets``);
     with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
     passes = (8 if config.ensemble else 1) * (1 + config.calibrate)
-    expected = passes * (2 if config.binned_pass else 1)  # the binned pass: as many, smaller
+    # the binned pass: as many at each offset, each a quarter of the pixels
+    expected = passes * (1 + (offsets if config.binned_pass else 0))
     start = time.perf_counter()
     clock = {"last": start, "passes": 0}
 
@@ -126,8 +128,9 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
         return None, {}
     micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source,
                                         value)
-    estimate, found = (pipeline or config.pipeline()).run(micrograph,
-                                                              network_fn(run, config, source))
+    offsets = binned_offsets(network.record, config.ensemble) if config.binned_pass else 1
+    estimate, found = (pipeline or config.pipeline()).run(
+        micrograph, network_fn(run, config, source, offsets))
     estimate *= np.float32(percentile)
     return estimate, found
 

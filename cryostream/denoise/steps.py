@@ -40,6 +40,7 @@ from cryostream.denoise.fallback import (
     zeros_noise,
 )
 from cryostream.denoise.scores import calibrate_rings
+from cryostream.denoise.weights import binned_offsets
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
            "WienerGain", "fit_for_gain", "zeros_noise", "no_rings", "fallback_words",
@@ -292,6 +293,7 @@ class BoundPipeline:
     micrograph: Micrograph
     network: Callable[[np.ndarray], np.ndarray]
     states: tuple
+    binned_offsets: int = 1
 
     def __call__(self, image: np.ndarray, binned: np.ndarray | None = None) -> np.ndarray:
         """The denoised ``image``; ``binned``: the binned pass's output on it, if computed
@@ -302,7 +304,7 @@ class BoundPipeline:
             out = self.network(image)
         if self.pipeline.binned and binned is None:
             binned = binned_estimate(self.network, image, self.pipeline.ensemble,
-                                     self.micrograph.record.percentile)
+                                     self.micrograph.record.percentile, self.binned_offsets)
         for step, state in zip(self.pipeline.steps, self.states, strict=True):
             out = step.apply(out, image, state, self.micrograph, binned=binned)
         return out
@@ -328,9 +330,11 @@ class Pipeline:
     binned: bool = False
 
     def bind(self, micrograph: Micrograph, network: Callable) -> BoundPipeline:
-        """Measure what the steps need on ``micrograph`` (once) and return the denoiser."""
+        """Measure what the steps need on ``micrograph`` (once) and return the denoiser (its
+        binned pass as the run's table of learned weights was fitted with)."""
+        offsets = binned_offsets(micrograph.record, self.ensemble) if self.binned else 1
         return BoundPipeline(self, micrograph, network,
-                             tuple(step.init(micrograph) for step in self.steps))
+                             tuple(step.init(micrograph) for step in self.steps), offsets)
 
     def run(self, micrograph: Micrograph, network: Callable,
             binned: np.ndarray | None = None) -> tuple[np.ndarray, dict]:

@@ -41,8 +41,9 @@ import numpy as np
 
 from cryostream.errors import ConfigError
 
+# the fit's names come from weights_fit (__getattr__)
 __all__ = ["BANDS", "SNR_BAND", "PARTS", "LearnedWeights", "frequency_bands", "measured_snr",
-           "band_weights", "weights_for"]  # the fit's names come from weights_fit (__getattr__)
+           "band_weights", "weights_for", "binned_offsets"]
 
 #: Equal bands of spatial frequency from 0 to 0.5 cycles/px; one more holds the corners.
 BANDS = 32
@@ -151,6 +152,11 @@ class LearnedWeights:
     dropped : tuple of tuples of float or None
         Per row, the weight per band of what the gain took out of the micrograph,
         ``Y − w·Y``; None: not weighed (a table with it weighs the binned pass too).
+    binned_offsets : int
+        The binned pass the table was fitted with: the 2×2 blocks starting at one pixel (1,
+        as every table before this field) or the mean over their four starts (4;
+        :func:`~cryostream.denoise.binned.binned_estimate`). ``denoise`` runs the pass the
+        table's way.
     """
 
     snr: tuple
@@ -160,6 +166,7 @@ class LearnedWeights:
     pixel_size: tuple | None = None
     binned: tuple | None = None
     dropped: tuple | None = None
+    binned_offsets: int = 1
 
     def __post_init__(self) -> None:
         if self.dropped is not None and self.binned is None:
@@ -187,6 +194,10 @@ class LearnedWeights:
             if table.min() < 0 or table.max() > top:
                 raise ConfigError(f"learned weights: {name} weights must lie in [0, {top}], "
                                   f"not [{table.min():.3g}, {table.max():.3g}]")
+        if isinstance(self.binned_offsets, bool) or self.binned_offsets not in (1, 4) or \
+                (self.binned is None and self.binned_offsets != 1):
+            raise ConfigError(f"learned weights: binned_offsets={self.binned_offsets!r} must be "
+                              "1 or 4 (4 only for a table that weighs the binned pass)")
         if isinstance(self.micrographs, bool) or not isinstance(self.micrographs, int) \
                 or self.micrographs < 0:
             raise ConfigError(f"learned weights: micrographs={self.micrographs!r} must be a "
@@ -230,14 +241,14 @@ class LearnedWeights:
                  for lo_row, hi_row in zip(*looked, strict=True)]
         return LearnedWeights(tuple(snr), **{name: tuple(m[i] for m in mixed)
                                              for i, name in enumerate(self.parts)},
-                              micrographs=self.micrographs)
+                              micrographs=self.micrographs, binned_offsets=self.binned_offsets)
 
     def _rows(self, keep: list[bool]) -> LearnedWeights:
         """The table by ratio alone of the rows ``keep`` marks."""
         return LearnedWeights(tuple(v for v, k in zip(self.snr, keep, strict=True) if k),
                               **{name: tuple(v for v, k in zip(getattr(self, name), keep,
                                                                strict=True) if k)
-                                 for name in self.parts})
+                                 for name in self.parts}, binned_offsets=self.binned_offsets)
 
     def at(self, snr: float, pixel_size: float | None = None) -> tuple[np.ndarray, ...]:
         """The weights of each part (:attr:`parts`) for a micrograph of measured ratio
@@ -262,16 +273,18 @@ class LearnedWeights:
         return {"snr": list(self.snr), "linear": [list(r) for r in self.linear],
                 "rest": [list(r) for r in self.rest], "micrographs": self.micrographs,
                 **({} if self.pixel_size is None else {"pixel_size": list(self.pixel_size)}),
-                **{name: [list(r) for r in getattr(self, name)] for name in self.parts[2:]}}
+                **{name: [list(r) for r in getattr(self, name)] for name in self.parts[2:]},
+                **({} if self.binned_offsets == 1 else {"binned_offsets": self.binned_offsets})}
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnedWeights:
         """The table of :meth:`to_dict`'s values; a :class:`ConfigError` for anything else."""
         keys = {"snr", "linear", "rest", "micrographs"}
-        extra = {"pixel_size", "binned", "dropped"}
+        extra = {"pixel_size", "binned", "dropped", "binned_offsets"}
         if not isinstance(data, dict) or not keys <= set(data) <= keys | extra:
             raise ConfigError("learned weights: need the keys snr, linear, rest and "
-                              "micrographs (and optionally pixel_size, binned and dropped), not "
+                              "micrographs (and optionally pixel_size, binned, dropped and "
+                              "binned_offsets), not "
                               f"{sorted(data) if isinstance(data, dict) else data!r}")
         try:
             pixel, binned, dropped = (data.get(k) for k in ("pixel_size", "binned", "dropped"))
@@ -279,7 +292,8 @@ class LearnedWeights:
                        tuple(map(tuple, data["rest"])), data["micrographs"],
                        None if pixel is None else tuple(pixel),
                        None if binned is None else tuple(map(tuple, binned)),
-                       None if dropped is None else tuple(map(tuple, dropped)))
+                       None if dropped is None else tuple(map(tuple, dropped)),
+                       data.get("binned_offsets", 1))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"learned weights: not a table of numbers ({exc})") from None
 
@@ -290,6 +304,13 @@ def weights_for(record, ensemble: bool) -> LearnedWeights | None:
     tables = getattr(record, "learned_weights", None) or {}
     entry = tables.get("ensemble" if ensemble else "single")
     return None if entry is None else LearnedWeights.from_dict(entry)
+
+
+def binned_offsets(record, ensemble: bool) -> int:
+    """How many starts of the 2×2 blocks the binned pass averages for the table of
+    :func:`weights_for` (:attr:`LearnedWeights.binned_offsets`; 1 without a table)."""
+    table = weights_for(record, ensemble)
+    return 1 if table is None else table.binned_offsets
 
 
 def __getattr__(name: str):
