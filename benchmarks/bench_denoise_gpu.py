@@ -7,7 +7,8 @@ included, after a warm-up, and denoise's own pass over a micrograph in memory (w
 it and their cores placed back, :func:`cryostream.denoise.tiling.network_pass`);
 (b) end to end over the stack: read MRC → denoise → write MRC, the
 network once per micrograph (``DenoiseConfig.raw``: no ensemble, no post-processing) and,
-with ``--recipes raw default``, with denoise's default steps (8-fold ensemble, CTF-shaped gain).
+with ``--recipes raw default``, with denoise's default steps (8-fold ensemble, CTF-shaped gain;
+with ``--model-file`` a model's own table of learned weights and its binned pass as well).
 
 Usage: python benchmarks/bench_denoise_gpu.py --out DIR [--count 20] [--tiles auto 2048]
 [--compute fp32|bf16] (what the network computes in; one process per precision, as the peak
@@ -57,6 +58,10 @@ def main() -> None:
     ap.add_argument("--compute", default="fp32", choices=("fp32", "bf16"),
                     help="what the network computes in (DenoiseConfig.precision)")
     ap.add_argument("--model", default="unet", help="the preset (unet-small for a CPU smoke run)")
+    ap.add_argument("--model-file", type=Path, help="an exported model instead (e.g. "
+                    "cryostream/data/general_model.npz): its table of learned weights, and so "
+                    "its binned pass, go into the default recipe, which an initialised run has "
+                    "not")
     ap.add_argument("--workers", type=int, help="micrographs in flight (default: denoise's own "
                     "choice, cryostream.denoise.workers.default_workers)")
     ap.add_argument("--shape", type=int, help="simulate micrographs of SHAPE² instead of full size")
@@ -85,7 +90,7 @@ def main() -> None:
     log = stamped_log()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
-    run = work / "run"
+    run = args.model_file.absolute() if args.model_file else work / "run"
     if not run.exists():
         make_run(run, args.model, args.precision)
     if args.shape:
@@ -165,7 +170,8 @@ def main() -> None:
                      "end_to_end_by_recipe": {r: {"seconds": v, "micrographs": k,
                                                   "micrographs_per_second": k / v}
                                               for r, (v, k) in ends.items()},
-                     "precision": args.precision, "compute": args.compute, "model": args.model,
+                     "precision": args.precision, "compute": args.compute,
+                     "model": str(args.model_file) if args.model_file else args.model,
                      "peak_device_gb_one_micrograph": pass_peak,
                      "workers": args.workers if args.workers is not None else default_workers(
                          image.size, jax.default_backend(),
