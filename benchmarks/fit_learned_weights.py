@@ -28,9 +28,10 @@ Usage (one H200, about 3 minutes for 96 micrographs of 2048²)::
 binned by 2, :mod:`cryostream.denoise.binned`); its sums hold what the gain dropped too, which
 ``--dropped`` weighs as a fourth part. ``--binned-offsets 4`` takes the binned pass as the mean
 over the four starts of its 2×2 blocks (the table records it, and ``denoise`` runs the pass so
-for it; held out it moved the FRC by −0.0012 to +0.0035 and the PSNR by −0.014 to +0.006 dB for
-2.5 times the network's time: ``h200_binned_offsets4_*``, not the shipped recipe). ``--taper 0.2`` takes the sums inside the FRC's edge
-window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
+for it; held out it moved the FRC by −0.0012 to +0.0035 and the PSNR by −0.014 to +0.006 dB,
+for 1.6 times the network passes' pixels and 2.5 times their time in the H200 scoring loop:
+``h200_binned_offsets4_*``, not the shipped recipe). ``--taper 0.2`` takes the sums inside
+the FRC's edge window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
 instead of scaling one. ``--keep-input-frc 0.005`` holds, in each row, the bands where the
 least-squares mix leaves a calibration micrograph under its input's FRC to a mix that keeps
 every one at or above it (``frc_constrained_weights.py``), cheapest bands first, while the row
@@ -318,8 +319,10 @@ def fit_tables(rows: list[dict], args, record=None, *, shape=(2048, 2048),
             table = fit_learned_weights(sums, args.rows)
         else:
             own = None if record is None else weights_for(record, kind == "ensemble")
-            if own is not None and len(own.parts) != sums[0].parts:
-                own = None  # a table of other parts (with or without the binned pass)
+            if own is not None and (len(own.parts) != sums[0].parts or (
+                    own.binned is not None
+                    and own.binned_offsets != getattr(args, "binned_offsets", 1))):
+                own = None  # a table of other parts, or of another binned pass
             if own is not None and own.pixel_size is not None:
                 raise SystemExit(f"--by-size scale: the model's {kind} table is by pixel size "
                                  "already; pass the model it was scaled from (its table by "

@@ -324,11 +324,14 @@ def stage_score(args, work: Path, results: dict) -> None:
     tasks, timings, topaz_timings = [], [], []
     tables = [weights_for(record, ensemble) for ensemble in (True, False)]
     binned = any(t is not None and t.binned is not None for t in tables)  # its weights need it
-    offsets = max((t.binned_offsets for t in tables if t is not None), default=1)
+    # each table's binned pass (ensemble, single pass)
+    offsets = {f"binned_{k}": 1 if t is None else t.binned_offsets
+               for k, t in zip(("ensemble", "raw"), tables, strict=True)}
     kinds = ("raw", "ensemble") + (("binned_raw", "binned_ensemble") if binned else ())
     for t in test:
         name = f"{t['condition']}_{Path(t['noisy']).stem.split('_')[1]}"
-        paths = {k: folder / f"{name}_{file_kind(k, offsets)}.npy" for k in (*kinds, "topaz")}
+        paths = {k: folder / f"{name}_{file_kind(k, offsets.get(k, 1))}.npy"
+                 for k in (*kinds, "topaz")}
         if not (all(paths[k].exists() for k in kinds)
                 and (topaz is None or paths["topaz"].exists())):
             noisy = mrcfile.read(t["noisy"])
@@ -338,15 +341,17 @@ def stage_score(args, work: Path, results: dict) -> None:
             np.save(paths["raw"], net(y))
             np.save(paths["ensemble"], dihedral_mean(net, y))
             if binned:  # the binned pass, once and as the ensemble
-                np.save(paths["binned_raw"], binned_estimate(net, y, offsets=offsets))
-                np.save(paths["binned_ensemble"], binned_estimate(net, y, ensemble=True,
-                                                                  offsets=offsets))
+                np.save(paths["binned_raw"], binned_estimate(net, y,
+                                                             offsets=offsets["binned_raw"]))
+                np.save(paths["binned_ensemble"], binned_estimate(
+                    net, y, ensemble=True, offsets=offsets["binned_ensemble"]))
             timings.append(round(time.perf_counter() - t0, 2))
             if topaz is not None:
                 t0 = time.perf_counter()
                 np.save(paths["topaz"], topaz(y))
                 topaz_timings.append(round(time.perf_counter() - t0, 2))
-            log(f"  {name}: network (9 passes{f' and {9 * offsets} binned' if binned else ''}) "
+            binned_passes = offsets["binned_raw"] + 8 * offsets["binned_ensemble"]
+            log(f"  {name}: network (9 passes{f' and {binned_passes} binned' if binned else ''}) "
                 f"{timings[-1]} s"
                 + (f", Topaz {topaz_timings[-1]} s" if topaz is not None else ""))
         tasks.append({"condition": t["condition"], "name": name, "noisy": t["noisy"],

@@ -50,13 +50,15 @@ def test_each_start_of_the_blocks_keeps_smooth_detail_in_place():
     binned = [bin2(image, offset) for offset in OFFSETS]
     for offset, small in zip(OFFSETS, binned, strict=True):
         assert small.shape == (32, 32)
-        np.testing.assert_allclose(upsample2(small, image.shape, [offset]), expected, atol=1e-5)
+        np.testing.assert_allclose(upsample2([small], image.shape, [offset]), expected, atol=1e-5)
     np.testing.assert_allclose(upsample2(binned, image.shape, OFFSETS), expected, atol=1e-5)
     assert np.abs(upsample2(binned[1], image.shape) - expected).max() > 0.1  # at (0, 0)'s
     # an odd size: ⌈n / 2⌉ blocks from either start
     assert bin2(np.ones((65, 67), np.float32), (1, 1)).shape == (33, 34)
     with pytest.raises(ValueError, match="one offset per binned image"):
         upsample2(binned, image.shape, OFFSETS[:2])
+    with pytest.raises(ValueError, match="offset"):
+        bin2(image, (2, 0))
 
 
 def test_the_binned_pass_at_four_starts_is_their_mean():
@@ -158,7 +160,9 @@ def test_a_table_with_the_binned_pass_fits_scales_and_round_trips():
     assert four.to_dict()["binned_offsets"] == 4 and "binned_offsets" not in table.to_dict()
     assert LearnedWeights.from_dict(json.loads(json.dumps(four.to_dict()))) == four
     assert four.for_pixel_size(1.0).binned_offsets == 4
-    for bad, kind in ((2, None), (4, "no binned part"), (True, None)):
+    # … and through a table scaled per pixel-size group
+    assert scale_by_pixel_size(four, sums, 2).binned_offsets == 4
+    for bad, kind in ((2, None), (4, "no binned part"), (True, None), (4.0, None)):
         with pytest.raises(ConfigError, match="binned_offsets"):
             LearnedWeights(snr=(1.0,), linear=_ones(1.0), rest=_ones(1.0),
                            binned=None if kind else _ones(0.5), binned_offsets=bad)

@@ -15,8 +15,8 @@ specimen they show is the same, half a full-size pixel apart: their mean, each b
 to its own place, holds more of the specimen than one of them (on a held-out T20S micrograph
 at 10 e/Å², with the 8-fold ensemble, a truth-fitted mix's FRC at 0.03–0.06 cycles/px rose
 from 0.199 to 0.208). Held out with a table fitted for it, the default gained far less (0.002
-there, PSNR −0.014 to +0.006 dB) for 2.5 times the network's time, so the shipped table uses
-one start; a table says which it was fitted with
+there, PSNR −0.014 to +0.006 dB) for 1.6 times the network passes' pixels (2.5 times their
+time on an H200), so the shipped table uses one start; a table says which it was fitted with
 (:attr:`~cryostream.denoise.weights.LearnedWeights.binned_offsets`).
 """
 
@@ -36,8 +36,11 @@ OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
 def bin2(image: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The mean of each 2×2 block of a 2-D ``image`` (float32), the blocks starting at
     ``offset`` (row, column: 0 or 1 each), ``⌈n / 2⌉`` of them along each axis: past the
-    image's end the first rows and columns come again (wrapped around, as :func:`upsample2`'s
-    Fourier interpolation takes the image to be)."""
+    image's end the first rows and columns come again (wrapped around: for an even size as
+    :func:`upsample2`'s Fourier interpolation takes the image to be; an odd size's period
+    there is one pixel longer)."""
+    if tuple(offset) not in OFFSETS:
+        raise ValueError(f"bin2: offset {offset!r} must be one of {OFFSETS}")
     image = np.asarray(image, np.float32)
     ny, nx = image.shape
     if offset != (0, 0) or ny % 2 or nx % 2:
@@ -55,14 +58,15 @@ def upsample2(binned, shape: tuple[int, int], offsets=None) -> np.ndarray:
     """A :func:`bin2` image back at full size ``shape`` (float32): interpolated in Fourier
     space (its spectrum zero-padded, its Nyquist row and column dropped), each value at the
     centre of the 2×2 block it came from (half a full-size pixel on from the block's first
-    pixel). ``binned`` may be several images binned at ``offsets`` (one per image; None: all
-    at (0, 0)): the result is their mean, each at its own blocks' centres (one inverse
-    transform for all)."""
+    pixel). With ``offsets``, ``binned`` is a sequence of images, each binned from the start
+    of the same place in ``offsets``: the result is their mean, each at its own blocks'
+    centres (one inverse transform for all)."""
     import scipy.fft
 
-    images = [np.asarray(b, np.float32) for b in
-              (binned if isinstance(binned, (list, tuple)) else [binned])]
-    offsets = [(0, 0)] * len(images) if offsets is None else list(offsets)
+    if offsets is None:
+        images, offsets = [np.asarray(binned, np.float32)], [(0, 0)]
+    else:
+        images, offsets = [np.asarray(b, np.float32) for b in binned], list(offsets)
     by, bx = images[0].shape
     if shape[0] > 2 * by or shape[1] > 2 * bx:
         raise ValueError(f"upsample2: shape {shape} is larger than twice {images[0].shape}")

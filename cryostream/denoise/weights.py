@@ -194,10 +194,12 @@ class LearnedWeights:
             if table.min() < 0 or table.max() > top:
                 raise ConfigError(f"learned weights: {name} weights must lie in [0, {top}], "
                                   f"not [{table.min():.3g}, {table.max():.3g}]")
-        if isinstance(self.binned_offsets, bool) or self.binned_offsets not in (1, 4) or \
-                (self.binned is None and self.binned_offsets != 1):
+        if type(self.binned_offsets) is not int or self.binned_offsets not in (1, 4):
             raise ConfigError(f"learned weights: binned_offsets={self.binned_offsets!r} must be "
-                              "1 or 4 (4 only for a table that weighs the binned pass)")
+                              "the whole number 1 or 4 (starts of the binned pass's blocks)")
+        if self.binned is None and self.binned_offsets != 1:
+            raise ConfigError(f"learned weights: binned_offsets={self.binned_offsets} is for a "
+                              "table that weighs the binned pass (binned); without it, 1")
         if isinstance(self.micrographs, bool) or not isinstance(self.micrographs, int) \
                 or self.micrographs < 0:
             raise ConfigError(f"learned weights: micrographs={self.micrographs!r} must be a "

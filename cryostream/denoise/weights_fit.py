@@ -237,7 +237,8 @@ def scale_by_pixel_size(table: LearnedWeights, sums: list[WeightSums],
         scale = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0), 0, top)
         weighted = {name: tuple(map(tuple, np.minimum(rows * scale, bound)))  # the bound, not
                     for name, rows, bound in zip(table.parts, tables, bounds, strict=True)}
-        scaled.append((LearnedWeights(table.snr, **weighted), _mean_size(part)))  # above it
+        scaled.append((LearnedWeights(table.snr, **weighted,  # above it
+                                      binned_offsets=table.binned_offsets), _mean_size(part)))
     return _by_size(scaled, table.micrographs)
 
 
@@ -262,7 +263,8 @@ def _by_size(tables: list[tuple[LearnedWeights, float]], micrographs: int) -> Le
     names = tables[0][0].parts
     return LearnedWeights(**{name: tuple(v for t, _ in tables for v in getattr(t, name))
                              for name in ("snr", *names)}, micrographs=micrographs,
-                          pixel_size=tuple(size for t, size in tables for _ in t.snr))
+                          pixel_size=tuple(size for t, size in tables for _ in t.snr),
+                          binned_offsets=tables[0][0].binned_offsets)
 
 
 def _mean_size(part: list[WeightSums]) -> float:
