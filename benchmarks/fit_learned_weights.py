@@ -29,7 +29,7 @@ binned by 2, :mod:`cryostream.denoise.binned`); its sums hold what the gain drop
 ``--dropped`` weighs as a fourth part. ``--binned-offsets 4`` takes the binned pass as the mean
 over the four starts of its 2×2 blocks (the table records it, and ``denoise`` runs the pass so
 for it; held out it moved the FRC by −0.0012 to +0.0035 and the PSNR by −0.014 to +0.006 dB,
-for 1.6 times the network passes' pixels and 2.5 times their time in the H200 scoring loop:
+for about 1.7 times the network's work and 2.5 times its time in the H200 scoring loop:
 ``h200_binned_offsets4_*``, not the shipped recipe). ``--taper 0.2`` takes the sums inside
 the FRC's edge window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
 instead of scaling one. ``--keep-input-frc 0.005`` holds, in each row, the bands where the

@@ -7,7 +7,8 @@ larger than about 30 Å (particles' outlines, the ice) than the full-size pass: 
 model's held-out simulated micrographs, a truth-fitted mix with it raised the FRC at 0–0.03
 cycles/px from 0.61 to 0.69 (T20S, 10 e/Å²; docs/research.md). A model's table of learned
 weights (:mod:`cryostream.denoise.weights`) weighs it per band of frequency beside the gain's
-linear response and the network's rest; the pass costs a quarter of a full one.
+linear response and the network's rest; the binned image has a quarter of the pixels (its
+windows, with their halos, about a third of a full pass's).
 
 The 2×2 blocks can start on any of four pixels (:data:`OFFSETS`). Each start sums the noise
 into other blocks, so the network's errors on the four binned images differ while the
@@ -15,8 +16,8 @@ specimen they show is the same, half a full-size pixel apart: their mean, each b
 to its own place, holds more of the specimen than one of them (on a held-out T20S micrograph
 at 10 e/Å², with the 8-fold ensemble, a truth-fitted mix's FRC at 0.03–0.06 cycles/px rose
 from 0.199 to 0.208). Held out with a table fitted for it, the default gained far less (0.002
-there, PSNR −0.014 to +0.006 dB) for 1.6 times the network passes' pixels (2.5 times their
-time on an H200), so the shipped table uses one start; a table says which it was fitted with
+there, PSNR −0.014 to +0.006 dB) for about 1.7 times the network's work (2.5 times its time
+on an H200), so the shipped table uses one start; a table says which it was fitted with
 (:attr:`~cryostream.denoise.weights.LearnedWeights.binned_offsets`).
 """
 
