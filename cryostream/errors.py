@@ -12,6 +12,7 @@ __all__ = [
     "InvalidMicrographError",
     "StoreError",
     "TrainingDivergedError",
+    "DeviceMemoryError",
     "one_error",
 ]
 
@@ -41,6 +42,11 @@ class StoreError(CryostreamError, OSError):
 class TrainingDivergedError(CryostreamError, ArithmeticError):
     """Training reached a non-finite loss, or ended on a network that diverged
     (:class:`cryostream.divergence.DivergenceGuard`); the checkpoints written before are kept."""
+
+
+class DeviceMemoryError(CryostreamError, MemoryError):
+    """The network's calls ran out of the device's memory (another job on the GPU, or more
+    micrographs in flight than it holds); finished outputs are kept."""
 
 
 def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,

@@ -415,6 +415,15 @@ def test_denoise_zero_workers(run, sim, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_denoise_with_a_bad_network_memory_setting(run, sim, tmp_path, capsys, monkeypatch):
+    """CRYOSTREAM_NETWORK_MEMORY_GB that is no size: one line naming it, no output folder."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("CRYOSTREAM_NETWORK_MEMORY_GB", "8GB")
+    result = cli(capsys, "denoise", run, sim.micrographs[0], "-o", out)
+    assert_user_error(result, "CRYOSTREAM_NETWORK_MEMORY_GB='8GB'")
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------ train
 
 

@@ -138,7 +138,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                           "and denoised_micrographs.star for RELION/cryoSPARC)"),
                      DenoiseConfig, OUTPUT_FLAGS)
     add_pipeline_options(p)
-    g = p.add_argument_group("where it runs")
+    g = p.add_argument_group("where it runs", "the network's windows, and its calls at once, "
+                             "are fitted to the memory there is for it: 80% of what JAX holds "
+                             "on a GPU, a quarter of the machine's on a CPU; the environment "
+                             "variable CRYOSTREAM_NETWORK_MEMORY_GB=N sets it")
     g.add_argument("--workers", type=int, metavar="N",
                    default=LibraryDefault("cryostream.denoise:denoise", "workers"),
                    help="micrographs in flight (default: half the CPU cores on a GPU, 2 to 8; 2 "

@@ -14,6 +14,7 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
+from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
     Progress,
     check_micrograph,
@@ -237,6 +238,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     check_tile(run, config.tile, config.halo)  # before any note or input is read
+    network_memory()  # a bad CRYOSTREAM_NETWORK_MEMORY_GB, before any output is made
     load_network(str(run), config.precision)  # built here once, not by each worker at once
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:

@@ -12,29 +12,32 @@ network at once. One window shape means one compiled program for every micrograp
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
-import os
-import threading
+from typing import NamedTuple
 
 import numpy as np
 
+from cryostream.denoise import memory
+from cryostream.denoise.copies import batch_buffer, copy_rows, cut_mirrored, reused_windows
 from cryostream.denoise.network import backend, load_network, to_device, to_host
-from cryostream.denoise.workers import cpu_cores
 from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "check_tile", "window_layout", "denoise_array", "network_pass", "to_device", "to_host",
-           "reused_windows"]
+           "check_tile", "Layout", "window_layout", "denoise_array", "network_pass", "to_device",
+           "to_host", "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
 #: for a network computing in float32; in bfloat16 (half the bytes) a call takes twice the
 #: pixels. 4352² windows, two per call in bfloat16 or one in float32 (about 12 GB of GPU
 #: memory at the peak per micrograph in flight on an H200 either way), were measured on an
-#: 80 GB H100 and an H200; CPUs keep windows small.
+#: 80 GB H100 and an H200. CPUs keep windows small and send one per call: on two cores a
+#: 1088² window took 3.3 s alone and 3.9 s in a call of four, which took 3.7 GB against 1.3
+#: (``docs/benchmarks.md``). A device with less memory gets smaller pieces
+#: (:mod:`cryostream.denoise.memory`).
 MAX_WINDOW = {"gpu": 4352, "cpu": 1536}
-MAX_BATCH_PIXELS = {"gpu": 4352**2, "cpu": 8 * 1536**2}
+MAX_BATCH_PIXELS = {"gpu": 4352**2, "cpu": 1536**2}
 
 
 def receptive_radius(config) -> int:
@@ -115,121 +118,31 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
 
 
 def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles,
-                  precision):
+                  precision, calls=None):
     m, _, _ = block_info[0]["chunk-location"]
     slab = block[0] * np.float32(1.0 / percentiles[m])
     side = tile + 2 * halo
     out = np.empty((slab.shape[0] - 2 * halo, slab.shape[1] - 2 * halo), dtype=np.float32)
 
     def cut(wy, wx, dst):  # the band comes with its halo (map_overlap)
-        _copy(dst, slab[wy : wy + side, wx : wx + side])
+        copy_rows(dst, slab[wy : wy + side, wx : wx + side])
 
-    _through_network(load_network(run, precision), [(cut, out)], tile, halo, batch_size)
+    _through_network(load_network(run, precision), [(cut, out)], tile, halo, batch_size, calls)
     return out[None]
 
 
-#: Threads that copy windows to and from the device's batches (NumPy copies release the GIL).
-COPY_THREADS = min(8, cpu_cores())
-#: Copies smaller than this many pixels are made on the calling thread.
-_COPY_MIN = 2 * 1024 * 1024
-_POOL_NAME = "cryostream-copy"
-_pool_lock = threading.Lock()
-_pool: list = []  # the copy pool, made on first use (and again in a forked child)
-_reuse_lock = threading.Lock()
-_reuse = {"depth": 0, "buffers": {}}  # (thread, parity) → the batch buffer it fills
-
-
-def _copy_pool():
-    import concurrent.futures
-
-    with _pool_lock:
-        if not _pool:
-            _pool.append(concurrent.futures.ThreadPoolExecutor(COPY_THREADS,
-                                                               thread_name_prefix=_POOL_NAME))
-        return _pool[0]
-
-
-def _after_fork() -> None:  # a forked child has none of the parent's threads or scopes
-    global _reuse_lock
-    _pool.clear()
-    _reuse_lock = threading.Lock()
-    _reuse.update(depth=0, buffers={})
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-
-
-def _copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` for 2-D arrays of one shape, in blocks of rows on
-    :data:`COPY_THREADS` threads when large (a full-size micrograph's windows are hundreds of
-    MB). On one thread when small, when called from a copy thread itself, or when the
-    interpreter is shutting down (no new threads then)."""
-    if dst.shape != src.shape:
-        raise ValueError(f"copy of {src.shape} into {dst.shape}")
-    rows = dst.shape[0]
-    threads = min(COPY_THREADS, rows)
-    if threads <= 1 or dst.size < _COPY_MIN \
-            or threading.current_thread().name.startswith(_POOL_NAME):
-        dst[...] = src
-        return
-    step = -(-rows // threads)
-
-    def part(first):
-        dst[first : first + step] = src[first : first + step]
-
-    try:
-        futures = [_copy_pool().submit(part, first) for first in range(0, rows, step)]
-    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
-        dst[...] = src
-        return
-    for future in futures:
-        future.result()
-
-
-def _mirrored(start: int, length: int, n: int) -> list[tuple[slice, slice]]:
-    """Pieces of the index range ``[start, start + length)`` of an axis of ``n`` pixels
-    mirror-padded as NumPy's ``"symmetric"`` (Dask's ``"reflect"``: ``-1 → 0``, ``n → n − 1``),
-    as ``(destination, source)`` slices; a source piece outside ``[0, n)`` runs backwards.
-    The padding must be at most ``n`` on each side."""
-    stop = start + length
-    if length <= 0:
-        return []
-    if start < -n or stop > 2 * n:
-        raise ValueError(f"pixels {start}..{stop} of an axis of {n}: more than one reflection")
-    pieces = []
-    if start < 0:  # i → −i − 1
-        end = min(stop, 0)
-        low = -end - 1
-        pieces.append((slice(0, end - start), slice(-start - 1, low if low >= 0 else None, -1)))
-    if start < n and stop > 0:
-        a, b = max(start, 0), min(stop, n)
-        pieces.append((slice(a - start, b - start), slice(a, b)))
-    if stop > n:  # i → 2n − 1 − i
-        a = max(start, n)
-        low = 2 * n - 1 - stop
-        pieces.append((slice(a - start, length), slice(2 * n - 1 - a, low if low >= 0 else None,
-                                                        -1)))
-    return pieces
-
-
-def _cut_mirrored(image: np.ndarray, row: int, col: int, dst: np.ndarray) -> None:
-    """Fill ``dst`` with ``image`` from ``(row, col)`` on, mirror-padded where it reaches past
-    an edge (:func:`_mirrored`): the window of a padded image, without padding the image."""
-    for rows_to, rows_from in _mirrored(row, dst.shape[0], image.shape[0]):
-        for cols_to, cols_from in _mirrored(col, dst.shape[1], image.shape[1]):
-            _copy(dst[rows_to, cols_to], image[rows_from, cols_from])
-
-
-def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int) -> None:
+def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int,
+                     calls: tuple | None = None) -> None:
     """The network's output over the core of each slab, into its output array. ``slabs`` are
     ``(cut, out)``: ``out`` the slab's core (a band of the micrograph), ``cut(wy, wx, dst)``
     fills ``dst`` with the window of ``(tile + 2·halo)²`` whose core starts at ``(wy, wx)`` in
     ``out`` (the slab with its ``halo`` on every side). Windows go to the device
     ``batch_size`` at a time within a slab. The next batch is sent while the device computes
     the last one (JAX dispatches asynchronously), so host-to-device copies, compute and
-    copies back overlap. Only the part of each window that can hold its core,
-    ``(tile + multiple)²`` from the halo on, comes back: a core is at most
+    copies back overlap; ``calls``, ``(bytes per call, limit)``, holds a call's bytes in
+    :data:`~cryostream.denoise.memory.CALLS` from its sending to its result's return, so the
+    calls of all threads fit in the limit (None: no limit). Only the part of each window
+    that can hold its core, ``(tile + multiple)²`` from the halo on, comes back: a core is at most
     ``tile + multiple − 1`` wide (the last window along an axis starts at a multiple of the
     pooling factor, :func:`tile_cores`), and ``halo ≥ multiple``."""
     side = tile + 2 * halo
@@ -244,64 +157,49 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
                     for first in range(0, len(jobs), batch_size)]
 
     def send(index, chunk, parity):
-        windows = _windows((batch_size, side, side, 1), parity)
+        windows = batch_buffer((batch_size, side, side, 1), parity)
         windows[len(chunk) :] = 0  # a short last batch keeps the compiled shape
         for i, ((wy, _, _), (wx, _, _)) in enumerate(chunk):
             slabs[index][0](wy, wx, windows[i, ..., 0])
         return network.apply(network.params, to_device(windows))[:, kept, kept, 0]
 
-    pending = None
-    for number, (index, chunk) in enumerate(batches):
-        sent = (index, chunk, send(index, chunk, number % 2))  # dispatched before the last one is fetched
-        if pending is not None:
-            _place(slabs, *pending)
-        pending = sent
-    if pending is not None:
-        _place(slabs, *pending)
-
-
-def _windows(shape: tuple, parity: int) -> np.ndarray:
-    """A float32 host buffer for a batch of windows: fresh, or inside :func:`reused_windows`
-    one of two kept per thread (``parity`` alternates between batches). Two suffice: the
-    buffer of batch k is filled again for batch k + 2 only after batch k's result has come
-    back, so its copy to the device is over."""
-    with _reuse_lock:
-        if not _reuse["depth"]:
-            return np.empty(shape, dtype=np.float32)
-        key = (threading.get_ident(), parity)
-        buffer = _reuse["buffers"].get(key)
-        if buffer is None or buffer.shape != shape:
-            buffer = _reuse["buffers"][key] = np.empty(shape, dtype=np.float32)
-        return buffer
-
-
-@contextlib.contextmanager
-def reused_windows():
-    """Within it, the batches of windows sent to the device reuse two host buffers per thread
-    instead of fresh ones (released when the outermost one ends). A fresh 150 MB buffer costs
-    its page faults on every batch: a full-size micrograph's network pass took 0.196 s with
-    fresh buffers and 0.187 s with reused ones on an H200. Outputs are the same bit for bit.
-    The scope is the process's: while it lasts, every thread of this process that sends
-    windows keeps its two buffers (a ``denoise`` call's pool threads; also any other thread
-    denoising meanwhile). Dask workers in other processes allocate afresh."""
-    with _reuse_lock:
-        _reuse["depth"] += 1
+    need, limit = calls if calls and None not in calls else (0, 0)
+    held = []  # calls sent and not yet placed, oldest first
     try:
-        yield
+        for number, (index, chunk) in enumerate(batches):
+            # a thread waits for room only while it holds no call: no two wait on each other
+            if not memory.CALLS.take(need, limit, wait=not held):
+                _place(slabs, *held.pop(0), need)
+                memory.CALLS.take(need, limit)
+            try:
+                held.append((index, chunk, send(index, chunk, number % 2)))
+            except BaseException:
+                memory.CALLS.give(need)
+                raise
+            if len(held) > 1:  # the next batch was sent before the last one is fetched
+                _place(slabs, *held.pop(0), need)
+        while held:
+            _place(slabs, *held.pop(0), need)
+    except RuntimeError as error:  # XLA's out of memory, said as what to change
+        found = memory.out_of_memory(error, side, batch_size, need or None, limit or None)
+        if found is None:
+            raise
+        raise found from error
     finally:
-        with _reuse_lock:
-            _reuse["depth"] -= 1
-            if not _reuse["depth"]:
-                _reuse["buffers"].clear()
+        for _ in held:  # an error with calls under way: their bytes go back
+            memory.CALLS.give(need)
 
 
-def _place(slabs: list, index: int, chunk: list, result) -> None:
+def _place(slabs: list, index: int, chunk: list, result, need: int = 0) -> None:
     """Copy a batch's window cores (``result``: each window from its halo on) back into slab
-    ``index``'s output."""
-    result = to_host(result)
+    ``index``'s output, giving back the call's ``need`` bytes once it is on the host."""
+    try:
+        result = to_host(result)
+    finally:
+        memory.CALLS.give(need)
     out = slabs[index][1]
     for i, ((wy, y0, y1), (wx, x0, x1)) in enumerate(chunk):
-        _copy(out[y0:y1, x0:x1], result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx])
+        copy_rows(out[y0:y1, x0:x1], result[i, y0 - wy : y1 - wy, x0 - wx : x1 - wx])
 
 
 def check_tile(run, tile: int | None, halo: int | None) -> None:
@@ -328,24 +226,49 @@ def _check(config, tile: int | None, halo: int) -> None:
                           "the DenoiseConfig's tile)")
 
 
+class Layout(NamedTuple):
+    """How micrographs of one shape go through the network (:func:`window_layout`)."""
+
+    tile: int
+    halo: int
+    batch: int
+    heights: tuple
+    need: int | None  # bytes one call takes (None: unknown)
+    limit: int | None  # bytes the calls may take together (memory.network_memory)
+
+
 def window_layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int,
-                  precision: str):
-    """``(tile, halo, batch_size, band heights)`` for micrographs of ``shape`` and the network
-    computing in ``precision``: the defaults filled in and checked (:func:`denoise_array`)."""
+                  precision: str) -> Layout:
+    """The :class:`Layout` for micrographs of ``shape`` and the network computing in
+    ``precision``: the defaults filled in and checked (:func:`denoise_array`), and fitted to
+    the memory the network's calls may take (:func:`~cryostream.denoise.memory.fit_layout`)."""
+    return _layout(run, tuple(shape), tile, halo, batch_size, precision,
+                   memory.network_memory())
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(run, shape, tile, halo, batch_size, precision, budget) -> Layout:
     network = load_network(run, precision)
     config = network.config
     halo = default_halo(config) if halo is None else halo
-    if tile is None:
-        tile = auto_tile(shape, config, halo)
+    given = tile is not None
+    tile = tile if given else auto_tile(shape, config, halo)
     _check(config, tile, halo)
     m = config.multiple
     ny, nx = shape
     if min(ny, nx) < tile:
         raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
-    heights = band_heights(ny, tile)
-    per_band = max(len(tile_cores(h, tile, m)) for h in heights) * len(tile_cores(nx, tile, m))
-    return (tile, halo, device_batch(batch_size, per_band, tile + 2 * halo, network.compute_dtype),
-            heights)
+
+    def batch_for(tile, wanted):
+        per_band = max(len(tile_cores(h, tile, m)) for h in band_heights(ny, tile)) \
+            * len(tile_cores(nx, tile, m))
+        return device_batch(wanted, per_band, tile + 2 * halo, network.compute_dtype)
+
+    tile, batch, need = memory.fit_layout(
+        run, precision, tile, halo, batch_for(tile, batch_size), memory=budget,
+        tile_given=given, batch_for=batch_for,
+        choose_tile=lambda side: auto_tile(shape, config, halo, max_window=side))
+    return Layout(tile, halo, batch, band_heights(ny, tile), need, budget[0])
 
 
 def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int | None = None,
@@ -357,8 +280,8 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
     at most ``batch_size``, the windows of one band and a memory cap for the backend. The
     network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`).
     """
-    tile, halo, batch_size, heights = window_layout(str(run), stack.shape[1:], tile, halo,
-                                                    batch_size, precision)
+    tile, halo, batch_size, heights, need, limit = window_layout(
+        str(run), stack.shape[1:], tile, halo, batch_size, precision)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
@@ -366,6 +289,7 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
         trim=False, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
         run=str(run), tile=tile, halo=halo, batch_size=batch_size,
         percentiles=np.asarray(percentiles, dtype=np.float64), precision=precision,
+        calls=(need, limit),
     )
 
 
@@ -383,15 +307,15 @@ def network_pass(run: str, image: np.ndarray, *, tile: int | None = None, halo: 
                            in image.shape], mode="symmetric"), tile=tile, halo=halo,
                            batch_size=batch_size, precision=precision)
         return np.ascontiguousarray(out[: image.shape[0], : image.shape[1]])
-    tile, halo, batch_size, heights = window_layout(run, image.shape, tile, halo, batch_size,
-                                                    precision)
+    tile, halo, batch_size, heights, need, limit = window_layout(run, image.shape, tile, halo,
+                                                                batch_size, precision)
     image = np.asarray(image, dtype=np.float32)
     out = np.empty(image.shape, dtype=np.float32)
     slabs = []
     for start, height in zip(np.cumsum((0, *heights[:-1])).tolist(), heights, strict=True):
         def cut(wy, wx, dst, start=start):  # the image mirror-padded by the halo, not copied
-            _cut_mirrored(image, start + wy - halo, wx - halo, dst)
+            cut_mirrored(image, start + wy - halo, wx - halo, dst)
 
         slabs.append((cut, out[start : start + height]))
-    _through_network(load_network(run, precision), slabs, tile, halo, batch_size)
+    _through_network(load_network(run, precision), slabs, tile, halo, batch_size, (need, limit))
     return out

@@ -1,0 +1,197 @@
+"""The network's calls fitted to the memory there is for them (cryostream.denoise.memory): fewer
+windows per call, then smaller windows, and no more calls at once than fit; the output stays
+the network's."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mrcfile
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream.config import DenoiseConfig
+from cryostream.denoise import memory, tiling
+from cryostream.denoise.memory import ENV, CallBudget, call_bytes, network_memory
+from cryostream.denoise.tiling import default_halo, load_network, network_pass, window_layout
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    return str(tiny_run.run)
+
+
+@pytest.fixture(scope="module")
+def image(tiny_run):
+    """One of the tiny run's micrographs, normalised, tiled 2 × 4 (320 × 512)."""
+    one = np.asarray(mrcfile.read(tiny_run.sim.micrographs[0]), np.float32)
+    one /= np.percentile(one, 95)
+    return np.ascontiguousarray(np.tile(one, (2, 4)))
+
+
+def side_of(run, tile):
+    return tile + 2 * default_halo(load_network(run).config)
+
+
+def test_a_call_takes_what_xla_plans_for_it_about_in_proportion_to_its_pixels(run):
+    one, four = call_bytes(run, "fp32", 1, side_of(run, 64)), call_bytes(run, "fp32", 4,
+                                                                         side_of(run, 64))
+    assert one > side_of(run, 64) ** 2 * 4 * 2  # more than its input and output
+    assert 3.5 * one < four < 4.0 * one
+
+
+def test_the_memory_for_the_network_is_a_quarter_of_the_machine_on_a_cpu(monkeypatch):
+    import psutil
+
+    monkeypatch.delenv(ENV, raising=False)
+    limit, source = network_memory()
+    assert 0 < limit <= psutil.virtual_memory().total * memory.HOST_SHARE and "quarter" in source
+    monkeypatch.setenv(ENV, "2.5")
+    assert network_memory() == (2_500_000_000, f"{ENV}=2.5")
+    for bad in ("0", "-1", "lots", "nan"):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(cryostream.ConfigError, match=f"{ENV}={bad!r}: must be a number"):
+            network_memory()
+
+
+def test_less_memory_means_fewer_windows_per_call_and_the_same_output(run, image, monkeypatch,
+                                                                      notes):
+    side = side_of(run, 64)
+    free = network_pass(run, image, tile=64, batch_size=8)
+    assert window_layout(run, image.shape, 64, None, 8, "fp32").batch == 8
+    two = call_bytes(run, "fp32", 2, side)
+    monkeypatch.setenv(ENV, f"{two * 1.2 / 1e9}")  # two windows fit, three do not
+    layout = window_layout(run, image.shape, 64, None, 8, "fp32")
+    assert (layout.tile, layout.batch, layout.need) == (64, 2, two)
+    assert any(f"windows of {side}² pixels, 2 per network call" in n
+               and f"not 8 of {side}²" in n for n in notes)
+    np.testing.assert_allclose(network_pass(run, image, tile=64, batch_size=8), free,
+                               rtol=1e-5, atol=1e-5 * np.abs(free).max())
+
+
+def test_a_window_too_large_for_the_memory_is_made_smaller_unless_its_tile_was_given(
+        run, image, monkeypatch, notes):
+    chosen = window_layout(run, image.shape, None, None, 1, "fp32")
+    free = network_pass(run, image, batch_size=1)
+    small = side_of(run, 64)
+    monkeypatch.setenv(ENV, f"{call_bytes(run, 'fp32', 1, small) * 1.05 / 1e9}")
+    layout = window_layout(run, image.shape, None, None, 1, "fp32")
+    assert chosen.tile > 64 and layout.tile <= 64 and layout.batch == 1
+    assert layout.need <= layout.limit
+    assert any("to fit the" in n and f"{ENV}=" in n for n in notes)
+    np.testing.assert_allclose(network_pass(run, image, batch_size=1), free, rtol=1e-5,
+                               atol=1e-5 * np.abs(free).max())
+    with pytest.raises(cryostream.ConfigError, match=r"tile=128: one window of \d+² takes .* GB "
+                       r"in the network and .* GB is there for it \(CRYOSTREAM_NETWORK_MEMORY_GB"
+                       r"=.*\); pass a smaller --tile"):
+        window_layout(run, image.shape, 128, None, 1, "fp32")
+
+
+def test_calls_at_once_stay_within_the_memory_and_never_wait_on_each_other(run, image,
+                                                                          monkeypatch):
+    """Four threads denoise at once, each sending several calls with the next sent before the
+    last comes back; there is room for one and a half calls: never more than one is under
+    way, and all finish."""
+    want = network_pass(run, image, tile=64, batch_size=2)
+    need = call_bytes(run, "fp32", 2, side_of(run, 64))
+    monkeypatch.setenv(ENV, f"{need * 1.5 / 1e9}")
+    seen, running = [], True
+
+    def watch():
+        while running:
+            seen.append(memory.CALLS.used)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    outs = [None] * 4
+
+    def work(i):
+        outs[i] = network_pass(run, image, tile=64, batch_size=2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    running = False
+    watcher.join()
+    assert not any(t.is_alive() for t in threads)
+    assert max(seen) == need and memory.CALLS.used == 0
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+
+
+def test_a_call_that_fails_gives_its_memory_back(run, monkeypatch):
+    """A window that cannot be cut (an error while the batch is made) with calls under way:
+    the error comes through and the calls' bytes are free again."""
+    network = load_network(run)
+    halo = default_halo(network.config)
+    out = np.zeros((128, 512), np.float32)
+    cuts = []
+
+    def cut(wy, wx, dst):
+        cuts.append((wy, wx))
+        if len(cuts) == 5:
+            raise OSError("the micrograph's file went away")
+        dst[...] = 0
+
+    need = call_bytes(run, "fp32", 1, 64 + 2 * halo)
+    with pytest.raises(OSError, match="went away"):
+        tiling._through_network(network, [(cut, out)], 64, halo, 1, (need, 10 * need))
+    assert memory.CALLS.used == 0
+
+
+def test_the_budget_lets_one_call_through_whatever_its_size_and_waits_for_room():
+    budget = CallBudget()
+    assert budget.take(10, 5)  # alone, a call larger than the limit still runs
+    assert not budget.take(1, 5, wait=False)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(budget.take(3, 5)))
+    waiter.start()
+    time.sleep(0.05)
+    assert not got
+    budget.give(10)
+    waiter.join(timeout=5)
+    assert got == [True] and budget.used == 3
+    assert budget.take(0, 0, wait=False) and budget.used == 3  # nothing is always taken
+
+
+def test_denoise_on_a_small_memory_gives_the_same_micrographs(tiny_run, tmp_path, monkeypatch,
+                                                            notes):
+    """``denoise`` as a user runs it, with the network's memory set small: the same outputs
+    as with the machine's memory, and a note on the windows it chose."""
+    config = DenoiseConfig.raw(batch_size=8)
+    free = cryostream.denoise(tiny_run.run, tiny_run.sim.micrographs[:2], tmp_path / "a",
+                              config=config)
+    run = str(tiny_run.run)
+    shape = free.shape[1:]
+    chosen = window_layout(run, shape, None, None, 8, "fp32")
+    monkeypatch.setenv(ENV, f"{call_bytes(run, 'fp32', 1, side_of(run, 64)) * 1.05 / 1e9}")
+    small = cryostream.denoise(tiny_run.run, tiny_run.sim.micrographs[:2], tmp_path / "b",
+                               config=config)
+    assert window_layout(run, shape, None, None, 8, "fp32").tile < chosen.tile
+    assert any("to fit the" in n for n in notes)
+    np.testing.assert_allclose(small.values, free.values, rtol=1e-5,
+                               atol=1e-5 * np.abs(free.values).max())
+
+
+def test_xla_running_out_of_memory_is_said_as_what_to_change():
+    """XLA's own RESOURCE_EXHAUSTED (a real allocation too large for this machine) becomes a
+    DeviceMemoryError naming the windows, the setting and --workers; other errors pass."""
+    import jax
+    import jax.numpy as jnp
+
+    from cryostream.errors import DeviceMemoryError
+
+    with pytest.raises(jax.errors.JaxRuntimeError) as raised:
+        jnp.zeros((1 << 43,), jnp.float32).block_until_ready()
+    found = memory.out_of_memory(raised.value, 1472, 2, int(2.6e9), int(5e9))
+    assert isinstance(found, DeviceMemoryError) and isinstance(found, cryostream.CryostreamError)
+    assert str(found).startswith("the network ran out of memory on the CPU with windows of "
+                                 "1472² pixels, 2 per call, 2.6 GB each (RESOURCE_EXHAUSTED")
+    assert f"set {ENV} below 5.0" in str(found) and "--workers 1" in str(found)
+    assert memory.out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"), 1472, 2, None, None) is None
+    assert memory.out_of_memory(raised.value, 1472, 2, None, None) is not None
