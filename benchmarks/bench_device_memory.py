@@ -1,0 +1,154 @@
+"""Denoising on GPUs of less memory: the default recipe with the shipped model, as a user runs
+it, on a GPU whose memory is capped to that of a smaller card.
+
+Each cap is one process with ``XLA_PYTHON_CLIENT_MEM_FRACTION`` set (JAX's allocator then
+holds that fraction of the GPU's memory and no more; the CUDA context and libraries sit
+outside it, as on a smaller card) and its own compile cache (the programs are compiled and
+their convolution algorithms chosen under the cap). Each denoises the same full-size 7676 ×
+7420 micrographs with ``cryostream.denoise("general", ...)`` and nothing else given, and
+records whether it finished, what it raised, its time, the number in flight, the window
+layout chosen, and the peak device and host memory. One process without a cap also records
+the device memory that XLA's compiled network asks for per call (``memory_analysis``) for
+windows of several sides, which is what a window choice under a cap must fit.
+
+Usage: python benchmarks/bench_device_memory.py --out DIR [--count 4] [--caps-gb 11 24 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def analyse(sides: list[int], batches: list[int]) -> list[dict]:
+    """The compiled network's own account of its device memory per call, for windows of each
+    side and batch (fp32, the default)."""
+    import jax
+    import jax.numpy as jnp
+
+    from cryostream.denoise.network import load_network, model_path
+
+    network = load_network(model_path("general"))
+    rows = []
+    for side in sides:
+        for batch in batches:
+            t = time.perf_counter()
+            shape = jax.ShapeDtypeStruct((batch, side, side, 1), jnp.float32)
+            memory = network.apply.lower(network.params, shape).compile().memory_analysis()
+            rows.append({"side": side, "batch": batch, "compile_s": time.perf_counter() - t,
+                         "temp_gb": memory.temp_size_in_bytes / 1e9,
+                         "argument_gb": memory.argument_size_in_bytes / 1e9,
+                         "output_gb": memory.output_size_in_bytes / 1e9,
+                         "temp_bytes_per_pixel": memory.temp_size_in_bytes / (batch * side**2)})
+    return rows
+
+
+def child(args) -> dict:
+    """One capped (or uncapped) process: denoise the set as a user would."""
+    import jax
+    from common import peak_memory
+
+    import cryostream
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.tiling import window_layout
+    from cryostream.denoise.workers import default_workers
+
+    paths = sorted(Path(args.inputs).glob("*.mrc"))[: args.count]
+    stats = jax.devices()[0].memory_stats() or {}
+    row = {"cap_gb": args.cap_gb, "device": jax.devices()[0].device_kind,
+           "bytes_limit_gb": stats.get("bytes_limit", 0) / 1e9, "micrographs": len(paths),
+           "workers": default_workers(7676 * 7420, jax.default_backend(), count=len(paths))}
+    try:
+        for name, shape in (("full", (7676, 7420)), ("binned", (3838, 3710))):
+            layout = window_layout(model_path("general"), shape, None, None, 8, "fp32")
+            row[f"layout_{name}"] = {"tile": layout.tile, "halo": layout.halo,
+                                     "batch": layout.batch, "side": layout.tile + 2 * layout.halo,
+                                     "call_gb": (layout.need or 0) / 1e9,
+                                     "limit_gb": (layout.limit or 0) / 1e9}
+        t = time.perf_counter()
+        cryostream.denoise("general", paths, Path(args.work) / f"out-{args.cap_gb}",
+                           overwrite=True)
+        row.update(ok=True, seconds=time.perf_counter() - t)
+    except BaseException as e:  # noqa: BLE001 - what a user would see is the measurement
+        row.update(ok=False, seconds=time.perf_counter() - t if "t" in locals() else None,
+                   error=f"{type(e).__module__}.{type(e).__name__}",
+                   message=str(e)[:600], trace=traceback.format_exc()[-1500:])
+    out = Path(args.work) / f"out-{args.cap_gb}"
+    row["outputs_written"] = len(list(out.glob("*.mrc"))) if out.exists() else 0
+    row.update(peak_memory())
+    if args.analyse:
+        row["analysis"] = analyse(args.analyse, [1, 2])
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/cryostream-device-memory")
+    ap.add_argument("--count", type=int, default=4)
+    ap.add_argument("--caps-gb", type=float, nargs="+", default=[11, 24, 48],
+                    help="device memory caps to emulate (GB); an uncapped run comes first")
+    ap.add_argument("--analyse", type=int, nargs="*",
+                    help="window sides whose compiled memory the uncapped run reports "
+                         "(default: 1024 2048 2432 3072 4352)")
+    ap.add_argument("--shape", type=int, help="a CPU smoke run: simulated SHAPE² micrographs")
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--cap-gb", type=float)
+    ap.add_argument("--inputs")
+    args = ap.parse_args()
+    if args.child:
+        print("ROW " + json.dumps(child(args)), flush=True)
+        return
+
+    os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
+    from common import make_full_size_set, stamped_log
+
+    log = stamped_log()
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.shape:
+        import cryostream
+
+        cryostream.simulate(work / "full", args.count, shape=(args.shape, args.shape),
+                            overwrite=True)
+        inputs = work / "full" / "micrographs"
+    else:
+        make_full_size_set(work / "full", args.count)
+        inputs = work / "full"
+    log(f"{args.count} micrographs ready")
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"
+                          "nounits"], capture_output=True, text=True) if not args.shape else None
+    total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
+    rows = []
+    for cap in [None, *args.caps_gb]:
+        env = dict(os.environ, CRYOSTREAM_COMPILE_CACHE=str(work / f"cache-{cap}"))
+        env.pop("JAX_PLATFORMS")
+        if cap is not None and total:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{cap * 1e9 / total:.4f}"
+        command = [sys.executable, __file__, "--child", "--out", str(out), "--cap-gb",
+                   str(cap or 0), "--count", str(args.count), "--inputs", str(inputs), "--work",
+                   str(work)]
+        if cap is None:
+            sides = [1024, 2048, 2432, 3072, 4352] if args.analyse is None else args.analyse
+            command += ["--analyse", *map(str, sides)] if sides else []
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
+        row = json.loads(found[0]) if found else {"cap_gb": cap, "ok": False,
+                                                  "error": f"exit {done.returncode}",
+                                                  "trace": done.stderr[-1500:]}
+        row["stderr_tail"] = done.stderr[-1200:]
+        rows.append(row)
+        log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
+        (out / "device_memory.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
