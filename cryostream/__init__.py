@@ -11,7 +11,13 @@ own micrographs in one call (:func:`fit`), truth-free ranking of runs
 from cryostream._version import __version__
 from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
 from cryostream.denoise import denoise, rank_runs
-from cryostream.errors import ConfigError, CryostreamError, InvalidMicrographError, StoreError
+from cryostream.errors import (
+    ConfigError,
+    CryostreamError,
+    DeviceMemoryError,
+    InvalidMicrographError,
+    StoreError,
+)
 from cryostream.evaluate import evaluate
 from cryostream.fit import FitResult, fit
 from cryostream.io.stack import MicrographSkippedWarning, open_micrographs
@@ -39,6 +45,7 @@ __all__ = [
     "SimulatedSet",
     "TrainConfig",
     "StoreError",
+    "DeviceMemoryError",
     "denoise",
     "evaluate",
     "fit",

@@ -18,6 +18,15 @@ from cryostream.denoise.memory import ENV, CallBudget, call_bytes, network_memor
 from cryostream.denoise.tiling import default_halo, load_network, network_pass, window_layout
 
 
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    """Each test fits its layouts afresh and counts its own calls."""
+    tiling.clear_layouts()
+    monkeypatch.setattr(memory, "CALLS", CallBudget())
+    yield
+    tiling.clear_layouts()
+
+
 @pytest.fixture(scope="module")
 def run(tiny_run):
     return str(tiny_run.run)
@@ -83,10 +92,17 @@ def test_a_window_too_large_for_the_memory_is_made_smaller_unless_its_tile_was_g
     assert any("to fit the" in n and f"{ENV}=" in n for n in notes)
     np.testing.assert_allclose(network_pass(run, image, batch_size=1), free, rtol=1e-5,
                                atol=1e-5 * np.abs(free).max())
-    with pytest.raises(cryostream.ConfigError, match=r"tile=128: one window of \d+² takes .* GB "
-                       r"in the network and .* GB is there for it \(CRYOSTREAM_NETWORK_MEMORY_GB"
-                       r"=.*\); pass a smaller --tile"):
+    with pytest.raises(cryostream.ConfigError, match=r"tile=128: one window of \d+² takes .* MB "
+                       r"in the network and .* MB is there for it \(CRYOSTREAM_NETWORK_MEMORY_GB"
+                       r"=.*\); if the device has more free, set the environment variable "
+                       r"CRYOSTREAM_NETWORK_MEMORY_GB higher .*; or pass --tile (64|72) or less"):
         window_layout(run, image.shape, 128, None, 1, "fp32")
+    monkeypatch.setenv(ENV, "0.001")  # 1 MB: no window of this model fits
+    with pytest.raises(cryostream.ConfigError, match=r"^the memory there is for the network "
+                       r"holds no window this model can take .*: 1 MB is there for it "
+                       r"\(CRYOSTREAM_NETWORK_MEMORY_GB=0.001\); if the device has more free, "
+                       r"set the environment variable CRYOSTREAM_NETWORK_MEMORY_GB higher"):
+        window_layout(run, image.shape, None, None, 1, "fp32")
 
 
 def test_calls_at_once_stay_within_the_memory_and_never_wait_on_each_other(run, image,
@@ -104,14 +120,14 @@ def test_calls_at_once_stay_within_the_memory_and_never_wait_on_each_other(run, 
             seen.append(memory.CALLS.used)
             time.sleep(0.0005)
 
-    watcher = threading.Thread(target=watch)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     outs = [None] * 4
 
     def work(i):
         outs[i] = network_pass(run, image, tile=64, batch_size=2)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -149,7 +165,7 @@ def test_the_budget_lets_one_call_through_whatever_its_size_and_waits_for_room()
     assert budget.take(10, 5)  # alone, a call larger than the limit still runs
     assert not budget.take(1, 5, wait=False)
     got = []
-    waiter = threading.Thread(target=lambda: got.append(budget.take(3, 5)))
+    waiter = threading.Thread(target=lambda: got.append(budget.take(3, 5)), daemon=True)
     waiter.start()
     time.sleep(0.05)
     assert not got
@@ -178,20 +194,82 @@ def test_denoise_on_a_small_memory_gives_the_same_micrographs(tiny_run, tmp_path
                                atol=1e-5 * np.abs(free.values).max())
 
 
-def test_xla_running_out_of_memory_is_said_as_what_to_change():
-    """XLA's own RESOURCE_EXHAUSTED (a real allocation too large for this machine) becomes a
-    DeviceMemoryError naming the windows, the setting and --workers; other errors pass."""
+def test_xla_running_out_of_memory_is_said_as_what_to_change(run):
+    """XLA's own RESOURCE_EXHAUSTED (a real allocation larger than any machine's address space)
+    in a call becomes a DeviceMemoryError naming the windows, the setting and --workers, and
+    the calls' bytes are free again; other errors pass."""
     import jax
     import jax.numpy as jnp
 
+    from cryostream.denoise.network import Network
     from cryostream.errors import DeviceMemoryError
 
     with pytest.raises(jax.errors.JaxRuntimeError) as raised:
-        jnp.zeros((1 << 43,), jnp.float32).block_until_ready()
+        jnp.zeros((1 << 46,), jnp.float32).block_until_ready()
     found = memory.out_of_memory(raised.value, 1472, 2, int(2.6e9), int(5e9))
     assert isinstance(found, DeviceMemoryError) and isinstance(found, cryostream.CryostreamError)
     assert str(found).startswith("the network ran out of memory on the CPU with windows of "
                                  "1472² pixels, 2 per call, 2.6 GB each (RESOURCE_EXHAUSTED")
-    assert f"set {ENV} below 5.0" in str(found) and "--workers 1" in str(found)
+    assert f"environment variable {ENV}, e.g. {ENV}=2.5 cryostream denoise" in str(found)
+    assert "--workers 1 (Python: workers=1)" in str(found)
     assert memory.out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"), 1472, 2, None, None) is None
-    assert memory.out_of_memory(raised.value, 1472, 2, None, None) is not None
+
+    config = load_network(run).config  # a network whose every call asks for 256 TiB
+    greedy = Network(apply=lambda params, x: jnp.zeros((1 << 46,) + x.shape[1:], jnp.float32),
+                     params=None, config=config, record=None)
+    halo = default_halo(config)
+    out = np.zeros((64, 256), np.float32)
+    with pytest.raises(DeviceMemoryError, match=rf"windows of {64 + 2 * halo}² pixels, 1 per "
+                       r"call, .* each \(RESOURCE_EXHAUSTED"):
+        tiling._through_network(greedy, [(lambda wy, wx, dst: dst.fill(0), out)], 64, halo, 1,
+                                (1000, 10_000))
+    assert memory.CALLS.used == 0
+
+
+def test_a_large_call_is_not_passed_over_by_small_ones():
+    """Calls that wait start in the order they came: one that needs the whole limit gets it
+    while three threads keep taking and giving small calls."""
+    budget = CallBudget()
+    stop, got = threading.Event(), []
+
+    def small():
+        while not stop.is_set():
+            budget.take(1, 10)
+            time.sleep(0.001)
+            budget.give(1)
+
+    threads = [threading.Thread(target=small, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    large = threading.Thread(target=lambda: got.append(budget.take(10, 10)), daemon=True)
+    large.start()
+    large.join(timeout=5)
+    assert got == [True]
+    budget.give(10)
+    stop.set()
+    for t in threads:
+        t.join(timeout=5)
+    assert budget.used == 0
+
+
+def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
+    """denoise's pool: a DeviceMemoryError on the first micrograph (one in flight) stops the
+    run; the others are not started (a bad micrograph's error does not stop the others)."""
+    import concurrent.futures
+
+    from cryostream.denoise import api
+    from cryostream.errors import DeviceMemoryError
+
+    started = []
+
+    def job(item):
+        started.append(item)
+        if item == 0:
+            raise DeviceMemoryError("out of memory")
+        return item
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(DeviceMemoryError):
+            api._finish(pool, job, list(range(5)), 5)
+    assert started == [0]

@@ -310,15 +310,19 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
 
 def _finish(pool, job, todo, total: int) -> list:
-    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C the micrographs not yet
-    started are dropped and those in progress finish (their outputs are whole); if every one
-    had finished by then, the run completes (its STAR file is written), else the interrupt
-    goes on."""
+    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C, or an error that stops
+    the run (not a bad micrograph's), the micrographs not yet started are dropped and those in
+    progress finish (their outputs are whole); after Ctrl-C, if every one had finished by then,
+    the run completes (its STAR file is written), else the interrupt goes on."""
     import concurrent.futures
 
     futures = [pool.submit(job, item) for item in todo]
     try:
         return _gather(futures, total)
+    except Exception:  # one that stops the run: the micrographs not started are not
+        for f in futures:
+            f.cancel()
+        raise
     except KeyboardInterrupt:
         for f in futures:
             f.cancel()

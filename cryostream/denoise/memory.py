@@ -2,21 +2,24 @@
 recipe in smaller pieces instead of running out of it.
 
 One call of the compiled network on a batch of windows takes the memory XLA plans for it: its
-temporary buffers (the activations), its inputs and its outputs, about 610 bytes a window
-pixel for the ``unet`` in float32 (XLA's ``memory_analysis``: 11.5 GB for one 4352² window,
-a GPU's largest; 1.3 GB for a 1472² window, a CPU's). The micrographs in flight each send
-their calls, so several can hold their memory at once.
+temporary buffers (the activations), its inputs and outputs and the parameters, about 620
+bytes a window pixel for the ``unet`` in float32 as the CPU's compiler plans it
+(``memory_analysis``: 11.7 GB for one 4352² window, a GPU's largest; 1.3 GB for a 1472²
+window, a CPU's). The micrographs in flight each send their calls, so several can hold their
+memory at once.
 
-:func:`network_memory` is what the calls may take together: on a GPU a share of the device
-memory JAX holds (its ``bytes_limit``: 75 % of the card, or what
+:func:`network_memory` is what the calls of this process may take together: on a GPU a share
+of the device memory JAX holds (its ``bytes_limit``: 75 % of the card, or what
 ``XLA_PYTHON_CLIENT_MEM_FRACTION`` sets); on a CPU a quarter of the host's memory (or of its
-container's), as the micrographs' steps take their own. ``CRYOSTREAM_NETWORK_MEMORY_GB`` sets
-it (a GPU shared with another job). It depends on the machine, not on the moment, so a
-micrograph is cut into the same windows every time it is denoised there.
+container's or batch job's), as the micrographs' steps take their own.
+``CRYOSTREAM_NETWORK_MEMORY_GB`` sets it (a GPU shared with another job, or with other
+processes of a cluster). It depends on the machine, not on the moment, so a micrograph is cut
+into the same windows every time it is denoised there.
 
 :func:`fit_layout` fits a window layout to it: fewer windows per call, then smaller windows
 (a tile left to ``denoise``), until one call fits; a note says so. :data:`CALLS` then starts a
-call only while those under way leave it room (one call always may start).
+call only while those under way leave it room, first come first served (one call always may
+start).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import threading
 
 from cryostream.errors import ConfigError, DeviceMemoryError
 
-__all__ = ["ENV", "GPU_SHARE", "HOST_SHARE", "network_memory", "call_bytes", "fit_layout",
-           "out_of_memory", "CallBudget", "CALLS"]
+__all__ = ["ENV", "GPU_SHARE", "HOST_SHARE", "network_memory", "call_bytes", "clear_plans",
+           "fit_layout", "out_of_memory", "CallBudget", "CALLS"]
 
 #: The environment variable that sets the memory the network's calls may take together (GB).
 ENV = "CRYOSTREAM_NETWORK_MEMORY_GB"
@@ -42,18 +45,17 @@ HOST_SHARE = 0.25
 
 
 def _host_memory() -> int:
-    """The host's memory, or its container's limit where that is less (cgroup v2 or v1)."""
-    from pathlib import Path
+    """The host's memory, or its memory cgroup's limit (a container's or a batch job's) where
+    that is less."""
+    from cryostream.denoise.workers import cgroup_memory
 
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            limit = Path(name).read_text().strip()
-        except OSError:
-            continue
-        if limit.isdigit() and int(limit) < total:
-            return int(limit)
-    return total
+    found = cgroup_memory()
+    return total if found is None else min(total, found[0])
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def network_memory() -> tuple[int | None, str]:
@@ -83,12 +85,24 @@ def network_memory() -> tuple[int | None, str]:
         "on the GPU"
 
 
-@functools.lru_cache(maxsize=32)
 def call_bytes(run: str, precision: str, batch: int, side: int) -> int | None:
     """Bytes one call of the network of ``run`` (computing in ``precision``) takes for
     ``batch`` windows of ``side``²: XLA's plan for the compiled program (its temporary
-    buffers, inputs and outputs); None where the backend does not say. The program compiled
-    here is the one the calls run (JAX keeps it)."""
+    buffers, inputs and outputs); None where the backend does not say, or the compile failed
+    (tried again next time). The program compiled here is the one the calls run (JAX keeps
+    it)."""
+    import jax
+
+    try:
+        return _planned(run, precision, batch, side)
+    except (NotImplementedError, jax.errors.JaxRuntimeError) as exc:
+        logging.getLogger("cryostream").debug("no memory plan for %d windows of %d²: %s",
+                                              batch, side, exc)
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _planned(run: str, precision: str, batch: int, side: int) -> int | None:
     import jax
     import jax.numpy as jnp
 
@@ -96,49 +110,70 @@ def call_bytes(run: str, precision: str, batch: int, side: int) -> int | None:
 
     network = load_network(run, precision)
     windows = jax.ShapeDtypeStruct((batch, side, side, 1), jnp.float32)
-    try:
-        plan = network.apply.lower(network.params, windows).compile().memory_analysis()
-    except (NotImplementedError, jax.errors.JaxRuntimeError):
-        return None
+    plan = network.apply.lower(network.params, windows).compile().memory_analysis()
     if plan is None:
         return None
     return int(plan.temp_size_in_bytes + plan.argument_size_in_bytes
                + plan.output_size_in_bytes)
 
 
+def clear_plans() -> None:
+    """Forget the plans :func:`call_bytes` made (a model read again)."""
+    _planned.cache_clear()
+
+
+def _more_memory(limit: int, source: str) -> str:
+    """How to give the network more memory, for an error."""
+    return (f"{_size(limit)} is there for it ({source}); if the device has more free, set the "
+            f"environment variable {ENV} higher (e.g. {ENV}={2 * limit / 1e9:.2g} cryostream "
+            "denoise ...), or denoise on a machine with more memory")
+
+
 def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
-               memory: tuple[int | None, str], tile_given: bool, choose_tile,
-               batch_for) -> tuple[int, int, int | None]:
+               memory: tuple[int | None, str], tile_given: bool, choose_tile, batch_for,
+               multiple: int) -> tuple[int, int, int | None]:
     """``(tile, batch, bytes per call)``: the layout given, or one with fewer windows per
     call, then smaller windows, so that one call fits in ``memory`` (:func:`network_memory`:
-    bytes and where the figure comes from). ``choose_tile(max_window)`` picks the tile for
-    windows of at most that side (:func:`~cryostream.denoise.tiling.auto_tile`);
-    ``batch_for(tile, batch)`` the windows per call for a tile. A tile given (``tile_given``)
-    that cannot fit is a :class:`~cryostream.errors.ConfigError`. Bytes per call are None
+    bytes and where the figure comes from), each step measured (:func:`call_bytes`).
+    ``choose_tile(max_window)`` picks the tile for windows of at most that side
+    (:func:`~cryostream.denoise.tiling.auto_tile`; a ConfigError where none is left);
+    ``batch_for(tile, batch)`` the windows per call for a tile; tiles are multiples of
+    ``multiple``. A tile given (``tile_given``) that cannot fit, or memory that holds no
+    window at all, is a :class:`~cryostream.errors.ConfigError`. Bytes per call are None
     where unknown."""
     limit, source = memory
+    if limit is None:  # nothing to fit to: no plan needed
+        return tile, batch, None
     side = tile + 2 * halo
     need = call_bytes(run, precision, batch, side)
-    if limit is None or need is None or need <= limit:
+    if need is None or need <= limit:
         return tile, batch, need
-    per_pixel = need / (batch * side**2)
     before = (side, batch, need)
-    fits = int(limit // (per_pixel * side**2))
-    if fits >= 1:
-        batch = fits
-    elif tile_given:
-        raise ConfigError(
-            f"tile={tile}: one window of {side}² takes {per_pixel * side**2 / 1e9:.1f} GB in "
-            f"the network and {limit / 1e9:.1f} GB is there for it ({source}); pass a smaller "
-            "--tile (Python: the DenoiseConfig's tile) or leave it out to have one chosen")
-    else:
-        tile = choose_tile(int(math.sqrt(limit / per_pixel)))
+    while need is not None and need > limit and batch > 1:  # fewer windows per call
+        batch = max(1, min(batch - 1, int(limit // (need / batch))))
+        need = call_bytes(run, precision, batch, side)
+    if need is not None and need > limit and tile_given:
+        largest = int((math.sqrt(limit / (need / side**2)) - 2 * halo) // multiple * multiple)
+        fix = (f"pass --tile {largest} or less (Python: the DenoiseConfig's tile), or leave it "
+               "out to have one chosen" if largest >= max(halo, multiple) else "")
+        raise ConfigError(f"tile={tile}: one window of {side}² takes {_size(need)} in the "
+                          f"network and {_more_memory(limit, source)}"
+                          + (f"; or {fix}" if fix else ""))
+    while need is not None and need > limit:  # smaller windows
+        window = min(side - multiple, int(math.sqrt(limit / (need / side**2))))
+        try:
+            tile = choose_tile(window)
+        except ConfigError:
+            raise ConfigError(
+                f"the memory there is for the network holds no window this model can take "
+                f"(with its {halo}-px context on every side, at least about {3 * halo}²): "
+                f"{_more_memory(limit, source)}") from None
         side, batch = tile + 2 * halo, batch_for(tile, 1)
-    need = call_bytes(run, precision, batch, side)
+        need = call_bytes(run, precision, batch, side)
     logging.getLogger("cryostream").info(
-        "windows of %d² pixels, %d per network call (%.1f GB each) to fit the %.1f GB there is "
-        "for the network (%s), not %d of %d² (%.1f GB)", side, batch, (need or 0) / 1e9,
-        limit / 1e9, source, before[1], before[0], before[2] / 1e9)
+        "windows of %d² pixels, %d per network call (%s each) to fit the %s there is for the "
+        "network (%s), not %d of %d² (%s)", side, batch, _size(need or 0), _size(limit), source,
+        before[1], before[0], _size(before[2]))
     return tile, batch, need
 
 
@@ -153,35 +188,50 @@ def out_of_memory(error: BaseException, side: int, batch: int, need: int | None,
             error):
         return None
     xla = str(error).strip().splitlines()[0][:200]
-    each = f", {need / 1e9:.1f} GB each" if need else ""
-    below = f" below {limit / 1e9:.1f}" if limit else ""
+    where = jax.default_backend().upper()
+    each = f", {_size(need)} each" if need else ""
+    other = "another program may hold GPU memory (nvidia-smi lists them); " if where != "CPU" \
+        else "other programs may hold the memory; "
+    less = (f"e.g. {ENV}={limit / 2e9:.2g} cryostream denoise ... (it has {_size(limit)} now)"
+            if limit else "e.g. half the device's memory in GB")
     return DeviceMemoryError(
-        f"the network ran out of memory on the {jax.default_backend().upper()} with windows of "
-        f"{side}² pixels, {batch} per call{each} ({xla}); set {ENV}{below} (the GB the "
-        "network's calls may take together: the windows and the calls at once are fitted to "
-        "it), or denoise fewer micrographs at once (--workers 1); finished outputs are kept "
-        "and a rerun resumes")
+        f"the network ran out of memory on the {where} with windows of {side}² pixels, {batch} "
+        f"per call{each} ({xla}): {other}give the network less with the environment variable "
+        f"{ENV}, {less}; or denoise fewer micrographs at once (--workers 1 (Python: "
+        "workers=1)); finished outputs are kept and a rerun resumes")
 
 
 class CallBudget:
     """Bytes of network calls under way in this process: a call starts while those under way
-    and it fit in a limit, or when none is under way."""
+    and it fit in a limit, or when none is under way; calls that wait start in the order they
+    came (a large one is not passed over by small ones for ever)."""
 
     def __init__(self) -> None:
         self._done = threading.Condition()
+        self._queue: list = []
         self.used = 0
 
     def take(self, need: int, limit: int, *, wait: bool = True) -> bool:
-        """Hold ``need`` bytes once they fit under ``limit`` (or nothing else is held);
-        without ``wait``, False at once where they do not fit now. Nothing (0 bytes) is always
-        taken at once."""
+        """Hold ``need`` bytes once they fit under ``limit`` (or nothing else is held) and no
+        call that came earlier is waiting; without ``wait``, False at once where they cannot
+        be held now (a thread that holds a call must not wait: it lets one go first). Nothing
+        (0 bytes) is always taken at once."""
         if not need:
             return True
         with self._done:
-            while self.used and self.used + need > limit:
-                if not wait:
-                    return False
-                self._done.wait()
+            if not self._queue and (not self.used or self.used + need <= limit):
+                self.used += need
+                return True
+            if not wait:
+                return False
+            me = object()
+            self._queue.append(me)
+            try:
+                while self._queue[0] is not me or (self.used and self.used + need > limit):
+                    self._done.wait()
+            finally:
+                self._queue.remove(me)
+                self._done.notify_all()
             self.used += need
             return True
 

@@ -199,9 +199,14 @@ def _network(run: str, dtype: str) -> Network:
 
 
 def _clear_caches() -> None:
-    """Forget every model read and network built (a run trained further is read again)."""
+    """Forget every model read and network built (a run trained further is read again), and
+    the window layouts and memory plans made for them."""
+    from cryostream.denoise import memory, tiling
+
     _network.cache_clear()
     _read.cache_clear()
+    memory.clear_plans()
+    tiling.clear_layouts()
 
 
 load_network.cache_clear = _clear_caches
@@ -236,6 +241,8 @@ def to_host(array):
             pinned = array.sharding.with_memory_kind("pinned_host")
             return np.asarray(jax.device_put(array, pinned))
         except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError) as exc:
+            if "RESOURCE_EXHAUSTED" in str(exc):  # the call ran out of memory: said by the caller
+                raise
             import logging
 
             _no_pinned.append(exc)  # not tried again in this process

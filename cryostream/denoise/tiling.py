@@ -25,8 +25,8 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "check_tile", "Layout", "window_layout", "denoise_array", "network_pass", "to_device",
-           "to_host", "reused_windows"]
+           "check_tile", "Layout", "window_layout", "clear_layouts", "denoise_array",
+           "network_pass", "to_device", "to_host", "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
 #: for a network computing in float32; in bfloat16 (half the bytes) a call takes twice the
@@ -118,7 +118,7 @@ def auto_tile(shape: tuple[int, int], config, halo: int | None = None,
 
 
 def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percentiles,
-                  precision, calls=None):
+                  precision):
     m, _, _ = block_info[0]["chunk-location"]
     slab = block[0] * np.float32(1.0 / percentiles[m])
     side = tile + 2 * halo
@@ -127,6 +127,8 @@ def _denoise_band(block, block_info=None, *, run, tile, halo, batch_size, percen
     def cut(wy, wx, dst):  # the band comes with its halo (map_overlap)
         copy_rows(dst, slab[wy : wy + side, wx : wx + side])
 
+    calls = (memory.call_bytes(run, precision, batch_size, side),  # this worker's own
+             memory.network_memory()[0])
     _through_network(load_network(run, precision), [(cut, out)], tile, halo, batch_size, calls)
     return out[None]
 
@@ -246,6 +248,11 @@ def window_layout(run: str, shape: tuple[int, int], tile, halo, batch_size: int,
                    memory.network_memory())
 
 
+def clear_layouts() -> None:
+    """Forget the layouts :func:`window_layout` made (a model read again)."""
+    _layout.cache_clear()
+
+
 @functools.lru_cache(maxsize=64)
 def _layout(run, shape, tile, halo, batch_size, precision, budget) -> Layout:
     network = load_network(run, precision)
@@ -266,7 +273,7 @@ def _layout(run, shape, tile, halo, batch_size, precision, budget) -> Layout:
 
     tile, batch, need = memory.fit_layout(
         run, precision, tile, halo, batch_for(tile, batch_size), memory=budget,
-        tile_given=given, batch_for=batch_for,
+        tile_given=given, batch_for=batch_for, multiple=m,
         choose_tile=lambda side: auto_tile(shape, config, halo, max_window=side))
     return Layout(tile, halo, batch, band_heights(ny, tile), need, budget[0])
 
@@ -280,8 +287,8 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
     at most ``batch_size``, the windows of one band and a memory cap for the backend. The
     network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`).
     """
-    tile, halo, batch_size, heights, need, limit = window_layout(
-        str(run), stack.shape[1:], tile, halo, batch_size, precision)
+    tile, halo, batch_size, heights, _, _ = window_layout(str(run), stack.shape[1:], tile, halo,
+                                                          batch_size, precision)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
     return banded.map_overlap(
         _denoise_band, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: "reflect",
@@ -289,7 +296,6 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
         trim=False, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
         run=str(run), tile=tile, halo=halo, batch_size=batch_size,
         percentiles=np.asarray(percentiles, dtype=np.float64), precision=precision,
-        calls=(need, limit),
     )
 
 

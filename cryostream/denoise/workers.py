@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["default_workers", "available_memory", "cgroup_headroom", "cpu_cores",
+__all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
            "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
@@ -37,10 +37,10 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cgroup_headroom(root: Path = Path("/")) -> int | None:
-    """Bytes this process's memory cgroup may still take (a container's or a batch job's
-    allocation: cgroup v2's ``memory.max`` less ``memory.current``, v1's
-    ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``); None where none caps it.
+def cgroup_memory(root: Path = Path("/")) -> tuple[int, int] | None:
+    """``(limit, used)`` bytes of this process's memory cgroup (a container's or a batch
+    job's allocation: cgroup v2's ``memory.max`` and ``memory.current``, v1's
+    ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``); None where none caps it.
     ``root``: the file system's root (a test's folder)."""
     try:
         lines = (root / "proc/self/cgroup").read_text().splitlines()
@@ -60,10 +60,17 @@ def cgroup_headroom(root: Path = Path("/")) -> int | None:
             limit, used = ((base / name).read_text().strip() for name in files)
             if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)
                 return None
-            return max(int(limit) - int(used), 0)
+            return int(limit), int(used)
         except (OSError, ValueError):
             continue
     return None
+
+
+def cgroup_headroom(root: Path = Path("/")) -> int | None:
+    """Bytes this process's memory cgroup may still take (:func:`cgroup_memory`: its limit
+    less its use); None where none caps it."""
+    found = cgroup_memory(root)
+    return None if found is None else max(found[0] - found[1], 0)
 
 
 def available_memory() -> int:
