@@ -12,6 +12,8 @@ the device memory that XLA's compiled network asks for per call (``memory_analys
 windows of several sides, which is what a window choice under a cap must fit.
 
 Usage: python benchmarks/bench_device_memory.py --out DIR [--count 4] [--caps-gb 11 24 48]
+[--unbounded] (on an H200: --count 8 --unbounded --caps-gb 24 times the default with and
+without its calls held in the memory, then a 24 GB card's run, in about ten minutes)
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ def main() -> None:
     ap.add_argument("--analyse", type=int, nargs="*",
                     help="window sides whose compiled memory the uncapped run reports "
                          "(default: 1024 2048 2432 3072 4352)")
+    ap.add_argument("--unbounded", action="store_true",
+                    help="also an uncapped run with the calls at once not held within the "
+                         "memory (CRYOSTREAM_NETWORK_MEMORY_GB=1000000): the same call's "
+                         "throughput without the budget")
     ap.add_argument("--shape", type=int, help="a CPU smoke run: simulated SHAPE² micrographs")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--cap-gb", type=float)
@@ -128,15 +134,20 @@ def main() -> None:
                           "nounits"], capture_output=True, text=True) if not args.shape else None
     total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
     rows = []
-    for cap in [None, *args.caps_gb]:
-        env = dict(os.environ, CRYOSTREAM_COMPILE_CACHE=str(work / f"cache-{cap}"))
+    runs = [(None, False), *([(None, True)] if args.unbounded else []),
+            *((cap, False) for cap in args.caps_gb)]
+    for cap, unbounded in runs:
+        env = dict(os.environ, CRYOSTREAM_COMPILE_CACHE=str(work / f"cache-{cap}-{unbounded}"))
         env.pop("JAX_PLATFORMS")
+        env.pop("CRYOSTREAM_NETWORK_MEMORY_GB", None)
+        if unbounded:  # the calls at once not held in: as before the memory was fitted
+            env["CRYOSTREAM_NETWORK_MEMORY_GB"] = "1000000"
         if cap is not None and total:
             env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{cap * 1e9 / total:.4f}"
         command = [sys.executable, __file__, "--child", "--out", str(out), "--cap-gb",
                    str(cap or 0), "--count", str(args.count), "--inputs", str(inputs), "--work",
                    str(work)]
-        if cap is None:
+        if cap is None and not unbounded:
             sides = [1024, 2048, 2432, 3072, 4352] if args.analyse is None else args.analyse
             command += ["--analyse", *map(str, sides)] if sides else []
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -145,6 +156,7 @@ def main() -> None:
                                                   "error": f"exit {done.returncode}",
                                                   "trace": done.stderr[-1500:]}
         row["stderr_tail"] = done.stderr[-1200:]
+        row["unbounded"] = unbounded
         rows.append(row)
         log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
         (out / "device_memory.json").write_text(json.dumps(rows, indent=1))
