@@ -122,11 +122,12 @@ def clear_plans() -> None:
     _planned.cache_clear()
 
 
-def _more_memory(limit: int, source: str) -> str:
-    """How to give the network more memory, for an error."""
+def _more_memory(limit: int, source: str, wanted: float) -> str:
+    """How to give the network more memory (``wanted`` bytes at least), for an error."""
+    value = max(2 * limit, 1.1 * wanted) / 1e9
     return (f"{_size(limit)} is there for it ({source}); if the device has more free, set the "
-            f"environment variable {ENV} higher (e.g. {ENV}={2 * limit / 1e9:.2g} cryostream "
-            "denoise ...), or denoise on a machine with more memory")
+            f"environment variable {ENV} higher (e.g. {ENV}={value:.2g} cryostream denoise "
+            "...), or denoise on a machine with more memory")
 
 
 def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
@@ -157,7 +158,7 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         fix = (f"pass --tile {largest} or less (Python: the DenoiseConfig's tile), or leave it "
                "out to have one chosen" if largest >= max(halo, multiple) else "")
         raise ConfigError(f"tile={tile}: one window of {side}² takes {_size(need)} in the "
-                          f"network and {_more_memory(limit, source)}"
+                          f"network and {_more_memory(limit, source, need)}"
                           + (f"; or {fix}" if fix else ""))
     while need is not None and need > limit:  # smaller windows
         window = min(side - multiple, int(math.sqrt(limit / (need / side**2))))
@@ -166,8 +167,9 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         except ConfigError:
             raise ConfigError(
                 f"the memory there is for the network holds no window this model can take "
-                f"(with its {halo}-px context on every side, at least about {3 * halo}²): "
-                f"{_more_memory(limit, source)}") from None
+                f"(with its {halo}-px context on every side, at least about {3 * halo}², "
+                f"{_size(need / side**2 * (3 * halo) ** 2)}): "
+                f"{_more_memory(limit, source, need / side**2 * (3 * halo) ** 2)}") from None
         side, batch = tile + 2 * halo, batch_for(tile, 1)
         need = call_bytes(run, precision, batch, side)
     logging.getLogger("cryostream").info(
