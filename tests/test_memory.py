@@ -273,3 +273,35 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
         with pytest.raises(DeviceMemoryError):
             api._finish(pool, job, list(range(5)), 5)
     assert started == [0]
+
+
+def test_the_program_planned_is_the_one_the_calls_run(run):
+    """Planning a call compiles the network for its shape once: the calls of that shape then
+    compile nothing more (a GPU's full-size compile takes seconds), a new shape does."""
+    import logging
+
+    import jax
+
+    from cryostream.denoise.network import to_device
+
+    network = load_network(run)
+    compiled = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Compiling jit(<lambda>)"):
+                compiled.append(record.getMessage())
+
+    logger, keep = logging.getLogger("jax"), Keep(logging.DEBUG)
+    logger.addHandler(keep)
+    try:
+        with jax.log_compiles(True):
+            assert call_bytes(run, "fp32", 3, 200) > 0
+            assert len(compiled) == 1
+            windows = np.zeros((3, 200, 200, 1), np.float32)
+            jax.block_until_ready(network.apply(network.params, to_device(windows)))
+            assert len(compiled) == 1
+            jax.block_until_ready(network.apply(network.params, to_device(windows[:2])))
+            assert len(compiled) == 2
+    finally:
+        logger.removeHandler(keep)
