@@ -305,3 +305,23 @@ def test_the_program_planned_is_the_one_the_calls_run(run):
             assert len(compiled) == 2
     finally:
         logger.removeHandler(keep)
+
+
+def test_the_cpu_note_counts_the_windows_of_the_micrographs_at_hand(notes):
+    """On a CPU the ensemble's note gives the time from the windows of the micrographs' size
+    at the measured 6.38 s per 1472² window (two cores): a full-size micrograph's pass is 64
+    windows of 1472², its binned pass 16; a 512² micrograph's one window of 1024²."""
+    from cryostream.denoise import api
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.tiling import cpu_pass_seconds
+
+    shipped = model_path("general")
+    assert cpu_pass_seconds(shipped, (7676, 7420)) == pytest.approx(64 * 6.38)
+    assert cpu_pass_seconds(shipped, (3838, 3710)) == pytest.approx(16 * 6.38)
+    assert cpu_pass_seconds(shipped, (512, 512)) == pytest.approx(6.38 * 1024**2 / 1472**2)
+    config = api.config_for(shipped, None)  # the shipped model's default: its binned pass too
+    api._cpu_note(shipped, config, (7676, 7420))
+    api._cpu_note(shipped, config, (512, 512))
+    assert "8 times binned by 2" in notes[0] and "about 68 minutes for one of 7676 × 7420 on " \
+        "2 CPU cores" in notes[0] and "for one pass (about 8.5 minutes)" in notes[0]
+    assert "about 39 seconds for one of 512 × 512" in notes[1] and "(about 5 seconds)" in notes[1]

@@ -276,16 +276,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
-            # the binned pass: 8 more passes at each offset, each a quarter of the pixels
-            offsets = binned_offsets(model_record(run), True) if config.binned_pass else 0
-            minutes = f"{2 + 0.5 * offsets:g}"  # about as many hours for 7676 × 7420
-            logging.getLogger("cryostream").info(
-                "the ensemble runs the network 8 times per micrograph%s: about %s minutes per "
-                "megapixel on 2 CPU cores (about %s hours for a 7676 × 7420 micrograph); for a "
-                "first look pass --no-ensemble (Python: ensemble=False in the DenoiseConfig) "
-                "for one pass, or use a GPU",
-                f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
-                minutes, minutes)
+            _cpu_note(run, config, max((m.shape for m, _ in todo), key=lambda s: s[0] * s[1]))
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
@@ -307,6 +298,26 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             made.rmdir()  # the folder this call made holds nothing: leave no trace
         raise
     return _result(micrographs, plans, todo, results, gathered, output)
+
+
+def _cpu_note(run: str, config: DenoiseConfig, shape: tuple[int, int]) -> None:
+    """A note on the ensemble's time on a CPU for micrographs of ``shape`` and one pass's."""
+    from cryostream.denoise.tiling import cpu_pass_seconds
+    from cryostream.denoise.workers import cpu_cores
+
+    offsets = binned_offsets(model_record(run), True) if config.binned_pass else 0
+    one = cpu_pass_seconds(run, shape, config.tile, config.halo, config.precision)
+    binned = cpu_pass_seconds(run, tuple((n + 1) // 2 for n in shape), config.tile,
+                              config.halo, config.precision) if offsets else 0.0
+    first = one + offsets * binned  # --no-ensemble: one pass, and the binned pass's once
+    minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
+               else f"{t / 3600:.2g} hours" for t in (8 * first, first)]
+    logging.getLogger("cryostream").info(
+        "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
+        "on 2 CPU cores (this machine has %d); for a first look pass --no-ensemble (Python: "
+        "ensemble=False in the DenoiseConfig) for one pass (about %s), or use a GPU",
+        f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
+        minutes[0], *shape, cpu_cores(), minutes[1])
 
 
 def _finish(pool, job, todo, total: int) -> list:

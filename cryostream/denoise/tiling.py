@@ -25,7 +25,8 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "check_tile", "Layout", "window_layout", "clear_layouts", "denoise_array",
+           "check_tile", "Layout", "window_layout", "clear_layouts", "cpu_pass_seconds",
+           "CPU_SECONDS_PER_PIXEL", "denoise_array",
            "network_pass", "to_device", "to_host", "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
@@ -276,6 +277,24 @@ def _layout(run, shape, tile, halo, batch_size, precision, budget) -> Layout:
         tile_given=given, batch_for=batch_for, multiple=m,
         choose_tile=lambda side: auto_tile(shape, config, halo, max_window=side))
     return Layout(tile, halo, batch, band_heights(ny, tile), need, budget[0])
+
+
+#: Seconds per window pixel of one pass of the shipped model (float32) on two CPU cores: one
+#: 1472² window took 6.38 s (``benchmarks/bench_network_calls.py``, docs/benchmarks.md).
+CPU_SECONDS_PER_PIXEL = 6.38 / 1472**2
+
+
+def cpu_pass_seconds(run: str, shape: tuple[int, int], tile: int | None = None,
+                     halo: int | None = None, precision: str = "fp32") -> float:
+    """About how long one network pass over a micrograph of ``shape`` takes on two CPU cores
+    (its windows' pixels at :data:`CPU_SECONDS_PER_PIXEL`; an image smaller than the tile or
+    the halo is mirrored out first, as :func:`network_pass` does)."""
+    config = load_network(run, precision).config
+    need = max(tile or 0, default_halo(config) if halo is None else halo)
+    shape = tuple(max(n, need) for n in shape)
+    layout = window_layout(run, shape, tile, halo, 1, precision)
+    side = layout.tile + 2 * layout.halo
+    return count_windows(shape, layout.tile, config.multiple) * side**2 * CPU_SECONDS_PER_PIXEL
 
 
 def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int | None = None,
