@@ -9,7 +9,7 @@ outputs: :func:`cryostream.denoise.memory.call_bytes`). On a CPU this is what ch
 per call; on a GPU it shows the plan against the device's peak.
 
 Usage: python benchmarks/bench_network_calls.py --out DIR [--sides 1088 1472]
-[--batches 1 2 4] [--rounds 2]
+[--batches 1 2 4] [--rounds 2]; --plans for XLA's plans alone
 """
 
 from __future__ import annotations
@@ -57,7 +57,25 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--one", type=int, nargs=2, metavar=("SIDE", "BATCH"))
+    ap.add_argument("--plans", action="store_true",
+                    help="only XLA's plan per call for windows of 256² to 4352² (batch 1, and "
+                         "eight 1472²), into plans.json: no timing")
     args = ap.parse_args()
+    if args.plans:
+        import jax
+
+        from cryostream.denoise.memory import call_bytes
+        from cryostream.denoise.network import model_path
+
+        rows = [{"device": jax.devices()[0].device_kind, "side": side, "batch": batch,
+                 "planned_bytes": (b := call_bytes(model_path("general"), "fp32", batch, side)),
+                 "bytes_per_pixel": b / (batch * side**2)}
+                for side, batch in [(s, 1) for s in (256, 512, 768, 1024, 1472, 2432, 3072,
+                                                     4352)] + [(1472, 8)]]
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "plans.json").write_text(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1))
+        return
     if args.one:
         print("ROW " + json.dumps(one(*args.one, args.rounds)), flush=True)
         return

@@ -166,4 +166,5 @@ def peak_memory() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return {"device_peak_gb": round(peak / 1e9, 2) if peak else None,
-            "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
+            "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                                  / 1e9, 2)}  # the kernel counts KiB

@@ -92,16 +92,21 @@ def test_a_window_too_large_for_the_memory_is_made_smaller_unless_its_tile_was_g
     assert any("to fit the" in n and f"{ENV}=" in n for n in notes)
     np.testing.assert_allclose(network_pass(run, image, batch_size=1), free, rtol=1e-5,
                                atol=1e-5 * np.abs(free).max())
-    with pytest.raises(cryostream.ConfigError, match=r"tile=128: one window of \d+² takes .* MB "
-                       r"in the network and .* MB is there for it \(CRYOSTREAM_NETWORK_MEMORY_GB"
-                       r"=.*\); if the device has more free, set the environment variable "
-                       r"CRYOSTREAM_NETWORK_MEMORY_GB higher .*; or pass --tile (64|72) or less"):
+    with pytest.raises(cryostream.ConfigError, match=r"tile=128 \(--tile\): one window of \d+² "
+                       r"\(the tile and \d+ px of context on every side\) takes .* MB in the "
+                       r"network and .* MB is there for it \(CRYOSTREAM_NETWORK_MEMORY_GB=.*\); "
+                       r"if this machine \(or its GPU\) has more free memory, set the "
+                       r"environment variable CRYOSTREAM_NETWORK_MEMORY_GB higher .*; or pass "
+                       r"--tile \d+ or less") as refused:
         window_layout(run, image.shape, 128, None, 1, "fp32")
+    named = int(str(refused.value).split("pass --tile ")[1].split()[0])
+    assert named < 128 and window_layout(run, image.shape, named, None, 1, "fp32").tile == named
     monkeypatch.setenv(ENV, "0.001")  # 1 MB: no window of this model fits
     with pytest.raises(cryostream.ConfigError, match=r"^the memory there is for the network "
                        r"holds no window this model can take .*: 1 MB is there for it "
-                       r"\(CRYOSTREAM_NETWORK_MEMORY_GB=0.001\); if the device has more free, "
-                       r"set the environment variable CRYOSTREAM_NETWORK_MEMORY_GB higher"):
+                       r"\(CRYOSTREAM_NETWORK_MEMORY_GB=0.001\); if this machine \(or its GPU\) "
+                       r"has more free memory, set the environment variable "
+                       r"CRYOSTREAM_NETWORK_MEMORY_GB higher"):
         window_layout(run, image.shape, None, None, 1, "fp32")
 
 
@@ -274,6 +279,33 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
             api._finish(pool, job, list(range(5)), 5)
     assert started == [0]
 
+    def odd(item):  # an error of one micrograph's own: the others are still denoised
+        started.append(item)
+        if item == 0:
+            raise RuntimeError("one micrograph's trouble")
+        return item
+
+    started.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(RuntimeError):
+            api._finish(pool, odd, list(range(5)), 5)
+    assert started == [0, 1, 2, 3, 4]
+
+
+def test_memory_too_small_is_refused_before_anything_is_read_or_written(tiny_run, tmp_path,
+                                                                       monkeypatch, capsys):
+    """denoise as a user runs it, with the network's memory too small for any window: one
+    line naming the setting, exit 2, no output folder (the layouts are fitted up front)."""
+    from cryostream.cli import main
+
+    monkeypatch.setenv(ENV, "0.0001")
+    out = tmp_path / "out"
+    assert main(["denoise", str(tiny_run.run), str(tiny_run.sim.micrographs[0]), "-o",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no window this model can take" in err and f"{ENV}=" in err
+    assert not out.exists()
+
 
 def test_the_program_planned_is_the_one_the_calls_run(run):
     """Planning a call compiles the network for its shape once: the calls of that shape then
@@ -307,21 +339,23 @@ def test_the_program_planned_is_the_one_the_calls_run(run):
         logger.removeHandler(keep)
 
 
-def test_the_cpu_note_counts_the_windows_of_the_micrographs_at_hand(notes):
+def test_the_cpu_note_counts_the_windows_of_the_micrographs_at_hand(notes, monkeypatch):
     """On a CPU the ensemble's note gives the time from the windows of the micrographs' size
     at the measured 6.38 s per 1472² window (two cores): a full-size micrograph's pass is 64
     windows of 1472², its binned pass 16; a 512² micrograph's one window of 1024²."""
     from cryostream.denoise import api
     from cryostream.denoise.network import model_path
     from cryostream.denoise.tiling import cpu_pass_seconds
+    from cryostream.denoise.workers import cpu_time_note
 
+    monkeypatch.setenv(ENV, "100")  # the windows of a machine with memory enough for them
     shipped = model_path("general")
     assert cpu_pass_seconds(shipped, (7676, 7420)) == pytest.approx(64 * 6.38)
     assert cpu_pass_seconds(shipped, (3838, 3710)) == pytest.approx(16 * 6.38)
     assert cpu_pass_seconds(shipped, (512, 512)) == pytest.approx(6.38 * 1024**2 / 1472**2)
     config = api.config_for(shipped, None)  # the shipped model's default: its binned pass too
-    api._cpu_note(shipped, config, (7676, 7420))
-    api._cpu_note(shipped, config, (512, 512))
+    cpu_time_note(shipped, config, (7676, 7420))
+    cpu_time_note(shipped, config, (512, 512))
     assert "8 times binned by 2" in notes[0] and "about 68 minutes for one of 7676 × 7420 on " \
         "2 CPU cores" in notes[0] and "for one pass (about 8.5 minutes)" in notes[0]
     assert "about 39 seconds for one of 512 × 512" in notes[1] and "(about 5 seconds)" in notes[1]

@@ -193,12 +193,13 @@ def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process or its largest child, MB."""
+    """Peak resident memory of this process or its largest child, MB (10⁶ bytes; the kernel
+    counts KiB)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
+    return max(own, children) * 1024 / 1e6
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,9 +31,10 @@ from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.star_out import star_tables, warn_unlisted
-from cryostream.denoise.tiling import check_tile, reused_windows
+from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
-from cryostream.errors import ConfigError, InvalidMicrographError, one_error
+from cryostream.denoise.workers import cpu_time_note
+from cryostream.errors import ConfigError, DeviceMemoryError, InvalidMicrographError, one_error
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -255,6 +256,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                              one_shape=output is None)
     warn_if_under_input(run)
     micrographs = gathered.micrographs
+    if scheduler is None and cluster_workers is None:  # a cluster's workers fit their own
+        check_layouts(run, config, {m.shape for m in micrographs})  # before any output
     plans: list = [None] * len(micrographs)
     made = None
     if output is not None:
@@ -276,7 +279,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
-            _cpu_note(run, config, max((m.shape for m, _ in todo), key=lambda s: s[0] * s[1]))
+            cpu_time_note(run, config, max((m.shape for m, _ in todo), key=lambda s: s[0] * s[1]))
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
@@ -300,37 +303,17 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     return _result(micrographs, plans, todo, results, gathered, output)
 
 
-def _cpu_note(run: str, config: DenoiseConfig, shape: tuple[int, int]) -> None:
-    """A note on the ensemble's time on a CPU for micrographs of ``shape`` and one pass's."""
-    from cryostream.denoise.tiling import cpu_pass_seconds
-    from cryostream.denoise.workers import cpu_cores
-
-    offsets = binned_offsets(model_record(run), True) if config.binned_pass else 0
-    one = cpu_pass_seconds(run, shape, config.tile, config.halo, config.precision)
-    binned = cpu_pass_seconds(run, tuple((n + 1) // 2 for n in shape), config.tile,
-                              config.halo, config.precision) if offsets else 0.0
-    first = one + offsets * binned  # --no-ensemble: one pass, and the binned pass's once
-    minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
-               else f"{t / 3600:.2g} hours" for t in (8 * first, first)]
-    logging.getLogger("cryostream").info(
-        "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
-        "on 2 CPU cores (this machine has %d); for a first look pass --no-ensemble (Python: "
-        "ensemble=False in the DenoiseConfig) for one pass (about %s), or use a GPU",
-        f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
-        minutes[0], *shape, cpu_cores(), minutes[1])
-
-
 def _finish(pool, job, todo, total: int) -> list:
-    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C, or an error that stops
-    the run (not a bad micrograph's), the micrographs not yet started are dropped and those in
-    progress finish (their outputs are whole); after Ctrl-C, if every one had finished by then,
-    the run completes (its STAR file is written), else the interrupt goes on."""
+    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
+    micrograph would meet (memory, a setting) those not started are dropped and those in
+    progress finish (their outputs whole); after Ctrl-C, if every one had finished, the run
+    completes (its STAR file is written), else the interrupt goes on."""
     import concurrent.futures
 
     futures = [pool.submit(job, item) for item in todo]
     try:
         return _gather(futures, total)
-    except Exception:  # one that stops the run: the micrographs not started are not
+    except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
         for f in futures:
             f.cancel()
         raise

@@ -125,9 +125,9 @@ def clear_plans() -> None:
 def _more_memory(limit: int, source: str, wanted: float) -> str:
     """How to give the network more memory (``wanted`` bytes at least), for an error."""
     value = max(2 * limit, 1.1 * wanted) / 1e9
-    return (f"{_size(limit)} is there for it ({source}); if the device has more free, set the "
-            f"environment variable {ENV} higher (e.g. {ENV}={value:.2g} cryostream denoise "
-            "...), or denoise on a machine with more memory")
+    return (f"{_size(limit)} is there for it ({source}); if this machine (or its GPU) has more "
+            f"free memory, set the environment variable {ENV} higher (e.g. {ENV}={value:.2g} "
+            "cryostream denoise ...), or denoise on a machine with more memory")
 
 
 def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
@@ -155,9 +155,13 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         need = call_bytes(run, precision, batch, side)
     if need is not None and need > limit and tile_given:
         largest = int((math.sqrt(limit / (need / side**2)) - 2 * halo) // multiple * multiple)
+        while largest >= max(halo, multiple) and (call_bytes(
+                run, precision, 1, largest + 2 * halo) or 0) > limit:  # measured, not scaled
+            largest -= multiple
         fix = (f"pass --tile {largest} or less (Python: the DenoiseConfig's tile), or leave it "
                "out to have one chosen" if largest >= max(halo, multiple) else "")
-        raise ConfigError(f"tile={tile}: one window of {side}² takes {_size(need)} in the "
+        raise ConfigError(f"tile={tile} (--tile): one window of {side}² (the tile and "
+                          f"{halo} px of context on every side) takes {_size(need)} in the "
                           f"network and {_more_memory(limit, source, need)}"
                           + (f"; or {fix}" if fix else ""))
     while need is not None and need > limit:  # smaller windows
@@ -174,7 +178,8 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         need = call_bytes(run, precision, batch, side)
     logging.getLogger("cryostream").info(
         "windows of %d² pixels, %d per network call (%s each) to fit the %s there is for the "
-        "network (%s), not %d of %d² (%s)", side, batch, _size(need or 0), _size(limit), source,
+        "network (%s), not %d of %d² (%s)", side, batch,
+        _size(need) if need else "size unknown", _size(limit), source,
         before[1], before[0], _size(before[2]))
     return tile, batch, need
 

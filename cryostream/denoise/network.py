@@ -237,15 +237,15 @@ def to_host(array):
     if backend() == "gpu" and not _no_pinned:
         import jax
 
+        array.block_until_ready()  # the call's own errors come through as they are
         try:
             pinned = array.sharding.with_memory_kind("pinned_host")
             return np.asarray(jax.device_put(array, pinned))
         except (ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError) as exc:
-            if "RESOURCE_EXHAUSTED" in str(exc):  # the call ran out of memory: said by the caller
-                raise
             import logging
 
-            _no_pinned.append(exc)  # not tried again in this process
+            if "RESOURCE_EXHAUSTED" not in str(exc):  # pinned memory short now, not for good
+                _no_pinned.append(exc)  # not tried again in this process
             logging.getLogger("cryostream").debug("copies back from the GPU go the plain way "
                                                   "(no pinned host memory: %s)", exc)
     return np.asarray(array)

@@ -25,7 +25,8 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
-           "check_tile", "Layout", "window_layout", "clear_layouts", "cpu_pass_seconds",
+           "check_tile", "check_layouts", "Layout", "window_layout", "clear_layouts",
+           "cpu_pass_seconds",
            "CPU_SECONDS_PER_PIXEL", "denoise_array",
            "network_pass", "to_device", "to_host", "reused_windows"]
 
@@ -34,7 +35,7 @@ __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo",
 #: pixels. 4352² windows, two per call in bfloat16 or one in float32 (about 12 GB of GPU
 #: memory at the peak per micrograph in flight on an H200 either way), were measured on an
 #: 80 GB H100 and an H200. CPUs keep windows small and send one per call: on two cores a
-#: 1088² window took 3.3 s alone and 3.9 s in a call of four, which took 3.7 GB against 1.3
+#: 1088² window took 3.3 s alone and 3.8 s in a call of four, which took 3.7 GB against 1.3
 #: (``docs/benchmarks.md``). A device with less memory gets smaller pieces
 #: (:mod:`cryostream.denoise.memory`).
 MAX_WINDOW = {"gpu": 4352, "cpu": 1536}
@@ -285,16 +286,35 @@ CPU_SECONDS_PER_PIXEL = 6.38 / 1472**2
 
 
 def cpu_pass_seconds(run: str, shape: tuple[int, int], tile: int | None = None,
-                     halo: int | None = None, precision: str = "fp32") -> float:
+                     halo: int | None = None, precision: str = "fp32",
+                     batch_size: int = 8) -> float:
     """About how long one network pass over a micrograph of ``shape`` takes on two CPU cores
     (its windows' pixels at :data:`CPU_SECONDS_PER_PIXEL`; an image smaller than the tile or
     the halo is mirrored out first, as :func:`network_pass` does)."""
-    config = load_network(run, precision).config
-    need = max(tile or 0, default_halo(config) if halo is None else halo)
-    shape = tuple(max(n, need) for n in shape)
-    layout = window_layout(run, shape, tile, halo, 1, precision)
+    shape = _mirrored_out(run, shape, tile, halo)
+    layout = window_layout(run, shape, tile, halo, batch_size, precision)
     side = layout.tile + 2 * layout.halo
-    return count_windows(shape, layout.tile, config.multiple) * side**2 * CPU_SECONDS_PER_PIXEL
+    return count_windows(shape, layout.tile, load_network(run).config.multiple) * side**2 \
+        * CPU_SECONDS_PER_PIXEL
+
+
+def _mirrored_out(run: str, shape: tuple[int, int], tile, halo) -> tuple[int, int]:
+    """The shape :func:`network_pass` takes an image of ``shape`` to: mirrored out to the tile
+    or the halo where smaller."""
+    need = max(tile or 0, default_halo(load_network(run).config) if halo is None else halo)
+    return tuple(max(n, need) for n in shape)
+
+
+def check_layouts(run: str, config, shapes) -> None:
+    """Fit the windows of the passes ``denoise`` runs over micrographs of ``shapes`` (each
+    size and, with the binned pass, half of it) before anything is written: a tile or memory
+    that cannot take them is refused up front, and notes on fitting come first. ``config``:
+    the DenoiseConfig, decided for the run."""
+    for shape in shapes:
+        for size in (shape, *([tuple((n + 1) // 2 for n in shape)] if config.binned_pass
+                              else [])):
+            window_layout(run, _mirrored_out(run, size, config.tile, config.halo), config.tile,
+                          config.halo, config.batch_size, config.precision)
 
 
 def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int | None = None,

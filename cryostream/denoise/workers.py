@@ -9,6 +9,8 @@ device's peak memory did not grow with them). On a CPU the network's passes alre
 core, and two in flight only overlap reading and writing. Each micrograph in flight holds its
 steps' arrays: the process peaked at 4.1 GB for the steps on a 7676 × 7420 micrograph on two
 cores (``benchmarks/profile_default_steps.py``), about 72 bytes a pixel.
+
+On a CPU, :func:`cpu_time_note` says before the ensemble runs about how long it will take.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 from pathlib import Path
 
 __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
-           "BYTES_PER_PIXEL", "MAX_IN_FLIGHT"]
+           "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "cpu_time_note"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
 #: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
@@ -102,3 +104,28 @@ def default_workers(pixels: int, backend: str, *, count: int | None = None,
             "available (--workers sets the number)", held, "" if held == 1 else "s", wanted,
             pixels * BYTES_PER_PIXEL / 1e9, available / 1e9)
     return min(wanted, held)
+
+
+def cpu_time_note(run: str, config, shape: tuple[int, int]) -> None:
+    """A note before the ensemble runs on a CPU: about how long it takes for a micrograph of
+    ``shape`` (its windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), and
+    one pass (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+    from cryostream.denoise.network import model_record
+    from cryostream.denoise.tiling import cpu_pass_seconds
+    from cryostream.denoise.weights import binned_offsets
+
+    offsets, alone = (binned_offsets(model_record(run), e) if config.binned_pass else 0
+                      for e in (True, False))
+    one = cpu_pass_seconds(run, shape, config.tile, config.halo, config.precision,
+                           config.batch_size)
+    binned = cpu_pass_seconds(run, tuple((n + 1) // 2 for n in shape), config.tile,
+                              config.halo, config.precision, config.batch_size)
+    first = one + alone * binned  # --no-ensemble: one pass and its binned pass
+    minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
+               else f"{t / 3600:.3g} hours" for t in (8 * (one + offsets * binned), first)]
+    logging.getLogger("cryostream").info(
+        "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
+        "on 2 CPU cores (this machine has %d); for a first look pass --no-ensemble (Python: "
+        "ensemble=False in the DenoiseConfig) for one pass (about %s), or use a GPU",
+        f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
+        minutes[0], *shape, cpu_cores(), minutes[1])
