@@ -11,6 +11,7 @@ from cryostream.denoise.workers import (
     BYTES_PER_PIXEL,
     MAX_IN_FLIGHT,
     cgroup_headroom,
+    cgroup_memory,
     default_workers,
 )
 
@@ -69,6 +70,15 @@ def test_a_container_or_batch_job_memory_limit_caps_the_memory_counted(tmp_path)
         "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
         "sys/fs/cgroup/memory/memory.usage_in_bytes": "1\n"})
     assert cgroup_headroom(unlimited) is None
+    slurm = _cgroup(tmp_path / "slurm", "0::/system.slice/slurmstepd.scope/job_9/step_0/task_1\n",
+                    {"sys/fs/cgroup/system.slice/slurmstepd.scope/job_9/memory.max": "8000\n",
+                     "sys/fs/cgroup/system.slice/slurmstepd.scope/job_9/memory.current": "3000\n",
+                     "sys/fs/cgroup/system.slice/slurmstepd.scope/job_9/step_0/task_1/"
+                     "memory.max": "max\n",
+                     "sys/fs/cgroup/system.slice/slurmstepd.scope/job_9/step_0/task_1/"
+                     "memory.current": "1000\n"})
+    assert cgroup_memory(slurm) == (8000, 3000)  # the job's limit, above the task's cgroup
+    assert cgroup_headroom(slurm) == 5000
     assert cgroup_headroom(tmp_path / "nothing") is None  # no /proc: not Linux
     assert cgroup_headroom(_cgroup(tmp_path / "cpu", "5:cpu:/x\n", {})) is None
 

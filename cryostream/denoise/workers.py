@@ -40,32 +40,35 @@ def cpu_cores() -> int:
 
 
 def cgroup_memory(root: Path = Path("/")) -> tuple[int, int] | None:
-    """``(limit, used)`` bytes of this process's memory cgroup (a container's or a batch
-    job's allocation: cgroup v2's ``memory.max`` and ``memory.current``, v1's
-    ``memory.limit_in_bytes`` and ``memory.usage_in_bytes``); None where none caps it.
-    ``root``: the file system's root (a test's folder)."""
+    """``(limit, used)`` bytes of the tightest memory cgroup over this process: its own or any
+    above it (a container's, a batch job's: SLURM sets the job's limit above the task's
+    cgroup). cgroup v2's ``memory.max`` and ``memory.current``, v1's ``memory.limit_in_bytes``
+    and ``memory.usage_in_bytes``; the one with the least left counts. None where none caps
+    it. ``root``: the file system's root (a test's folder)."""
     try:
         lines = (root / "proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
+    found = []
     for line in lines:
         hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if hierarchy == "0":
-            base, files = root / "sys/fs/cgroup" / path.lstrip("/"), ("memory.max",
-                                                                   "memory.current")
+            base, files = root / "sys/fs/cgroup", ("memory.max", "memory.current")
         elif "memory" in controllers.split(","):
-            base = root / "sys/fs/cgroup/memory" / path.lstrip("/")
+            base = root / "sys/fs/cgroup/memory"
             files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
         else:
             continue
-        try:
-            limit, used = ((base / name).read_text().strip() for name in files)
-            if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)
-                return None
-            return int(limit), int(used)
-        except (OSError, ValueError):
-            continue
-    return None
+        parts = [p for p in path.strip("/").split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the process's cgroup, then each above it
+            try:
+                limit, used = ((base.joinpath(*parts[:depth]) / name).read_text().strip()
+                               for name in files)
+                if limit != "max" and int(limit) < 1 << 60:  # v1 writes a huge number for none
+                    found.append((int(limit), int(used)))
+            except (OSError, ValueError):
+                continue
+    return min(found, key=lambda f: f[0] - f[1]) if found else None
 
 
 def cgroup_headroom(root: Path = Path("/")) -> int | None:
