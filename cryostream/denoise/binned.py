@@ -27,11 +27,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["OFFSETS", "bin2", "upsample2", "binned_estimate"]
+__all__ = ["OFFSETS", "bin2", "binned_shape", "upsample2", "binned_estimate"]
 
 #: Where the 2×2 blocks start (row, column): the binned pass at 1 offset uses the first, at
 #: 4 all of them.
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def binned_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """The shape :func:`bin2` gives an image of ``shape``: ``⌈n / 2⌉`` along each axis."""
+    return tuple((n + 1) // 2 for n in shape)
 
 
 def bin2(image: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:

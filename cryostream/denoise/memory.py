@@ -75,7 +75,16 @@ def network_memory() -> tuple[int | None, str]:
         return int(value * 1e9), f"{ENV}={given}"
     import jax
 
-    if jax.default_backend() == "cpu":
+    return _machine_memory(jax.default_backend())
+
+
+@functools.lru_cache(maxsize=4)
+def _machine_memory(backend: str) -> tuple[int | None, str]:
+    """:func:`network_memory` without the setting: the machine's, read once per process (each
+    network pass asks)."""
+    import jax
+
+    if backend == "cpu":
         return int(_host_memory() * HOST_SHARE), "a quarter of this machine's memory"
     stats = jax.devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")

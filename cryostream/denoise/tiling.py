@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cryostream.denoise import memory
+from cryostream.denoise.binned import binned_shape
 from cryostream.denoise.copies import batch_buffer, copy_rows, cut_mirrored, reused_windows
 from cryostream.denoise.network import backend, load_network, to_device, to_host
 from cryostream.errors import ConfigError
@@ -26,9 +27,8 @@ from cryostream.errors import ConfigError
 __all__ = ["MAX_WINDOW", "MAX_BATCH_PIXELS", "receptive_radius", "default_halo", "tile_cores",
            "band_heights", "count_windows", "device_batch", "auto_tile", "backend",
            "check_tile", "check_layouts", "Layout", "window_layout", "clear_layouts",
-           "cpu_pass_seconds",
-           "CPU_SECONDS_PER_PIXEL", "denoise_array",
-           "network_pass", "to_device", "to_host", "reused_windows"]
+           "cpu_pass_seconds", "CPU_SECONDS_PER_PIXEL", "denoise_array", "network_pass",
+           "to_device", "to_host", "reused_windows"]
 
 #: Largest window side (tile + 2·halo) and pixels per device call that ``tile=None`` chooses,
 #: for a network computing in float32; in bfloat16 (half the bytes) a call takes twice the
@@ -311,8 +311,7 @@ def check_layouts(run: str, config, shapes) -> None:
     that cannot take them is refused up front, and notes on fitting come first. ``config``:
     the DenoiseConfig, decided for the run."""
     for shape in shapes:
-        for size in (shape, *([tuple((n + 1) // 2 for n in shape)] if config.binned_pass
-                              else [])):
+        for size in (shape, *([binned_shape(shape)] if config.binned_pass else [])):
             window_layout(run, _mirrored_out(run, size, config.tile, config.halo), config.tile,
                           config.halo, config.batch_size, config.precision)
 

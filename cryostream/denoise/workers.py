@@ -113,6 +113,7 @@ def cpu_time_note(run: str, config, shape: tuple[int, int]) -> None:
     """A note before the ensemble runs on a CPU: about how long it takes for a micrograph of
     ``shape`` (its windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), and
     one pass (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+    from cryostream.denoise.binned import binned_shape
     from cryostream.denoise.network import model_record
     from cryostream.denoise.tiling import cpu_pass_seconds
     from cryostream.denoise.weights import binned_offsets
@@ -121,7 +122,7 @@ def cpu_time_note(run: str, config, shape: tuple[int, int]) -> None:
                       for e in (True, False))
     one = cpu_pass_seconds(run, shape, config.tile, config.halo, config.precision,
                            config.batch_size)
-    binned = cpu_pass_seconds(run, tuple((n + 1) // 2 for n in shape), config.tile,
+    binned = cpu_pass_seconds(run, binned_shape(shape), config.tile,
                               config.halo, config.precision, config.batch_size)
     first = one + alone * binned  # --no-ensemble: one pass and its binned pass
     minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
