@@ -524,7 +524,7 @@ def test_evaluation_report(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_denoise_on_a_local_cluster(trained, tmp_path, notes):
+def test_denoise_on_a_local_cluster(trained, tmp_path, notes, monkeypatch):
     run, sim = trained
     tiled = DenoiseConfig.raw(tile=64)
     here = denoise(run, sim.micrographs[:2], tmp_path / "a", config=tiled)
@@ -541,6 +541,13 @@ def test_denoise_on_a_local_cluster(trained, tmp_path, notes):
     with pytest.raises(cryostream.InvalidMicrographError, match=r"1 of 2 micrographs.*nan\.mrc"):
         denoise(run, [bad, sim.micrographs[2]], tmp_path / "c", config=tiled, cluster_workers=2)
     assert (tmp_path / "c" / sim.micrographs[2].name).is_file()
+    # memory that holds no window, in the workers: one error, the queue dropped, no folder
+    from cryostream.denoise.memory import ENV
+
+    monkeypatch.setenv(ENV, "0.001")  # the workers started now inherit it
+    with pytest.raises(cryostream.ConfigError, match=f"set the environment variable {ENV} higher"):
+        denoise(run, sim.micrographs[:3], tmp_path / "d", config=tiled, cluster_workers=1)
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_cluster_needs_an_output_folder(trained):

@@ -89,7 +89,10 @@ def test_a_window_too_large_for_the_memory_is_made_smaller_unless_its_tile_was_g
     layout = window_layout(run, image.shape, None, None, 1, "fp32")
     assert chosen.tile > 64 and layout.tile <= 64 and layout.batch == 1
     assert layout.need <= layout.limit
-    assert any("to fit the" in n and f"{ENV}=" in n for n in notes)
+    fitted = next(n for n in notes if "to fit the" in n and f"{ENV}=" in n)
+    work = (layout.tile + 2 * layout.halo) ** 2 / layout.tile**2 \
+        / ((chosen.tile + 2 * chosen.halo) ** 2 / chosen.tile**2)  # what the note says it costs
+    assert f"about {work:.2g} times the network's work" in fitted
     np.testing.assert_allclose(network_pass(run, image, batch_size=1), free, rtol=1e-5,
                                atol=1e-5 * np.abs(free).max())
     with pytest.raises(cryostream.ConfigError, match=r"tile=128 \(--tile\): one window of \d+² "
@@ -162,6 +165,32 @@ def test_a_call_that_fails_gives_its_memory_back(run, monkeypatch):
     need = call_bytes(run, "fp32", 1, 64 + 2 * halo)
     with pytest.raises(OSError, match="went away"):
         tiling._through_network(network, [(cut, out)], 64, halo, 1, (need, 10 * need))
+    assert memory.CALLS.used == 0
+
+
+def test_ctrl_c_between_calls_gives_back_this_passs_memory_only(run, monkeypatch):
+    """Ctrl-C as a result is taken to be placed (off the list of calls under way, its bytes
+    not yet given back), with a second call under way: the pass gives back every byte it
+    took, and what the thread held before the pass is still held."""
+    network = load_network(run)
+    halo = default_halo(network.config)
+    need = call_bytes(run, "fp32", 1, 64 + 2 * halo)
+    placed, place = [], tiling._place
+
+    def interrupted(*args):
+        placed.append(args[1])
+        if len(placed) == 2:
+            raise KeyboardInterrupt
+        return place(*args)
+
+    monkeypatch.setattr(tiling, "_place", interrupted)
+    assert memory.CALLS.take(7, 10 * need)  # held before the pass (a pass within a pass)
+    with pytest.raises(KeyboardInterrupt):
+        tiling._through_network(network, [(lambda wy, wx, dst: dst.fill(0),
+                                           np.zeros((128, 512), np.float32))], 64, halo, 1,
+                                (need, 10 * need))
+    assert len(placed) == 2 and memory.CALLS.holding() == memory.CALLS.used == 7
+    memory.CALLS.give(7)
     assert memory.CALLS.used == 0
 
 
@@ -310,8 +339,6 @@ def test_memory_too_small_is_refused_before_anything_is_read_or_written(tiny_run
 def test_the_program_planned_is_the_one_the_calls_run(run):
     """Planning a call compiles the network for its shape once: the calls of that shape then
     compile nothing more (a GPU's full-size compile takes seconds), a new shape does."""
-    import logging
-
     import jax
 
     from cryostream.denoise.network import to_device
@@ -319,24 +346,21 @@ def test_the_program_planned_is_the_one_the_calls_run(run):
     network = load_network(run)
     compiled = []
 
-    class Keep(logging.Handler):
-        def emit(self, record):
-            if record.getMessage().startswith("Compiling jit(<lambda>)"):
-                compiled.append(record.getMessage())
+    def keep(event, seconds, **_):
+        if event == "/jax/core/compile/backend_compile_duration":  # each XLA compile's
+            compiled.append(seconds)
 
-    logger, keep = logging.getLogger("jax"), Keep(logging.DEBUG)
-    logger.addHandler(keep)
+    jax.monitoring.register_event_duration_secs_listener(keep)
     try:
-        with jax.log_compiles(True):
-            assert call_bytes(run, "fp32", 3, 200) > 0
-            assert len(compiled) == 1
-            windows = np.zeros((3, 200, 200, 1), np.float32)
-            jax.block_until_ready(network.apply(network.params, to_device(windows)))
-            assert len(compiled) == 1
-            jax.block_until_ready(network.apply(network.params, to_device(windows[:2])))
-            assert len(compiled) == 2
+        assert call_bytes(run, "fp32", 3, 200) > 0
+        assert len(compiled) == 1
+        windows = np.zeros((3, 200, 200, 1), np.float32)
+        jax.block_until_ready(network.apply(network.params, to_device(windows)))
+        assert len(compiled) == 1
+        jax.block_until_ready(network.apply(network.params, to_device(windows[:2])))
+        assert len(compiled) == 2
     finally:
-        logger.removeHandler(keep)
+        jax.monitoring.unregister_event_duration_listener(keep)
 
 
 def test_the_cpu_note_counts_the_windows_of_the_micrographs_at_hand(notes, monkeypatch):
@@ -354,8 +378,12 @@ def test_the_cpu_note_counts_the_windows_of_the_micrographs_at_hand(notes, monke
     assert cpu_pass_seconds(shipped, (3838, 3710)) == pytest.approx(16 * 6.38)
     assert cpu_pass_seconds(shipped, (512, 512)) == pytest.approx(6.38 * 1024**2 / 1472**2)
     config = api.config_for(shipped, None)  # the shipped model's default: its binned pass too
-    cpu_time_note(shipped, config, (7676, 7420))
-    cpu_time_note(shipped, config, (512, 512))
+    cpu_time_note(shipped, config, [(7676, 7420)])
+    cpu_time_note(shipped, config, [(512, 512)])
+    cpu_time_note(shipped, config, [(512, 512)] * 9 + [(7676, 7420)])  # a set: its total too
     assert "8 times binned by 2" in notes[0] and "about 68 minutes for one of 7676 × 7420 on " \
         "2 CPU cores" in notes[0] and "for one pass (about 8.5 minutes)" in notes[0]
     assert "about 39 seconds for one of 512 × 512" in notes[1] and "(about 5 seconds)" in notes[1]
+    assert " here" not in notes[1] and "for all" not in notes[1]  # one micrograph: no total
+    assert "about 68 minutes for one of 7676 × 7420" in notes[2]  # the largest, and the total:
+    assert "74 minutes for the 10 here" in notes[2] and "9.2 minutes for all" in notes[2]

@@ -279,7 +279,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
-            cpu_time_note(run, config, max((m.shape for m, _ in todo), key=lambda s: s[0] * s[1]))
+            cpu_time_note(run, config, [m.shape for m, _ in todo])
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
@@ -287,7 +287,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:
-                results = _gather(client.map(job, todo), len(micrographs))
+                results = _gather_cluster(client, client.map(job, todo), len(micrographs))
             else:
                 job = functools.partial(job, progress=Progress(len(micrographs),
                                                                 len(micrographs) - len(todo)))
@@ -324,6 +324,19 @@ def _finish(pool, job, todo, total: int) -> list:
         if any(f.cancelled() for f in futures):
             raise
         return _gather(futures, total)  # all done: the run completes, or names its bad ones
+
+
+def _gather_cluster(client, futures, total: int) -> list:
+    """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
+    (memory, a setting) drops those not started as soon as it comes, as :func:`_finish`."""
+    from distributed import as_completed
+
+    for future in as_completed(futures):
+        error = future.exception() if future.status == "error" else None
+        if isinstance(error, DeviceMemoryError | ConfigError):
+            client.cancel(futures)
+            raise error
+    return _gather(futures, total)
 
 
 def _gather(futures, total: int) -> list:

@@ -158,7 +158,7 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
     need = call_bytes(run, precision, batch, side)
     if need is None or need <= limit:
         return tile, batch, need
-    before = (side, batch, need)
+    before = (side, batch, need, side**2 / tile**2)
     while need is not None and need > limit and batch > 1:  # fewer windows per call
         batch = max(1, min(batch - 1, int(limit // (need / batch))))
         need = call_bytes(run, precision, batch, side)
@@ -185,11 +185,14 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
                 f"{_more_memory(limit, source, need / side**2 * (3 * halo) ** 2)}") from None
         side, batch = tile + 2 * halo, batch_for(tile, 1)
         need = call_bytes(run, precision, batch, side)
+    work = side**2 / tile**2 / before[3]  # pixels through the network per pixel kept
     logging.getLogger("cryostream").info(
         "windows of %d² pixels, %d per network call (%s each) to fit the %s there is for the "
-        "network (%s), not %d of %d² (%s)", side, batch,
+        "network (%s), not %d of %d² (%s)%s", side, batch,
         _size(need) if need else "size unknown", _size(limit), source,
-        before[1], before[0], _size(before[2]))
+        before[1], before[0], _size(before[2]),
+        f"; smaller windows repeat more context: about {work:.2g} times the network's work"
+        if work > 1.05 else "")
     return tile, batch, need
 
 
@@ -220,12 +223,33 @@ def out_of_memory(error: BaseException, side: int, batch: int, need: int | None,
 class CallBudget:
     """Bytes of network calls under way in this process: a call starts while those under way
     and it fit in a limit, or when none is under way; calls that wait start in the order they
-    came (a large one is not passed over by small ones for ever)."""
+    came (a large one is not passed over by small ones for ever). Each thread's bytes are
+    kept apart (:meth:`holding`), so that a thread can give back all it took since a point
+    whatever stopped it there (Ctrl-C between two calls included)."""
 
     def __init__(self) -> None:
         self._done = threading.Condition()
         self._queue: list = []
-        self.used = 0
+        self._held: dict[int, int] = {}  # bytes by thread: one store takes or gives them
+
+    @property
+    def used(self) -> int:
+        """The bytes of all calls under way."""
+        with self._done:
+            return sum(self._held.values())
+
+    def holding(self) -> int:
+        """The bytes the calling thread holds."""
+        with self._done:
+            return self._held.get(threading.get_ident(), 0)
+
+    def _add(self, need: int) -> None:  # under the lock
+        me = threading.get_ident()
+        held = self._held.get(me, 0) + need
+        if held:
+            self._held[me] = held
+        else:
+            self._held.pop(me, None)
 
     def take(self, need: int, limit: int, *, wait: bool = True) -> bool:
         """Hold ``need`` bytes once they fit under ``limit`` (or nothing else is held) and no
@@ -235,28 +259,30 @@ class CallBudget:
         if not need:
             return True
         with self._done:
-            if not self._queue and (not self.used or self.used + need <= limit):
-                self.used += need
+            used = sum(self._held.values())
+            if not self._queue and (not used or used + need <= limit):
+                self._add(need)
                 return True
             if not wait:
                 return False
             me = object()
             self._queue.append(me)
             try:
-                while self._queue[0] is not me or (self.used and self.used + need > limit):
+                while self._queue[0] is not me or (
+                        (used := sum(self._held.values())) and used + need > limit):
                     self._done.wait()
             finally:
                 self._queue.remove(me)
                 self._done.notify_all()
-            self.used += need
+            self._add(need)
             return True
 
     def give(self, need: int) -> None:
-        """Let go of ``need`` bytes taken with :meth:`take`."""
+        """Let go of ``need`` bytes taken with :meth:`take` by this thread."""
         if not need:
             return
         with self._done:
-            self.used -= need
+            self._add(-need)
             self._done.notify_all()
 
 

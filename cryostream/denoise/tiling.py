@@ -169,17 +169,14 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
 
     need, limit = calls if calls and None not in calls else (0, 0)
     held = []  # calls sent and not yet placed, oldest first
+    before = memory.CALLS.holding()  # what this thread held already (none, unless nested)
     try:
         for number, (index, chunk) in enumerate(batches):
             # a thread waits for room only while it holds no call: no two wait on each other
             if not memory.CALLS.take(need, limit, wait=not held):
                 _place(slabs, *held.pop(0), need)
                 memory.CALLS.take(need, limit)
-            try:
-                held.append((index, chunk, send(index, chunk, number % 2)))
-            except BaseException:
-                memory.CALLS.give(need)
-                raise
+            held.append((index, chunk, send(index, chunk, number % 2)))
             if len(held) > 1:  # the next batch was sent before the last one is fetched
                 _place(slabs, *held.pop(0), need)
         while held:
@@ -189,9 +186,8 @@ def _through_network(network, slabs: list, tile: int, halo: int, batch_size: int
         if found is None:
             raise
         raise found from error
-    finally:
-        for _ in held:  # an error with calls under way: their bytes go back
-            memory.CALLS.give(need)
+    finally:  # an error or Ctrl-C with calls under way: their bytes go back
+        memory.CALLS.give(memory.CALLS.holding() - before)
 
 
 def _place(slabs: list, index: int, chunk: list, result, need: int = 0) -> None:

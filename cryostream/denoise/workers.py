@@ -109,10 +109,13 @@ def default_workers(pixels: int, backend: str, *, count: int | None = None,
     return min(wanted, held)
 
 
-def cpu_time_note(run: str, config, shape: tuple[int, int]) -> None:
-    """A note before the ensemble runs on a CPU: about how long it takes for a micrograph of
-    ``shape`` (its windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), and
-    one pass (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+def cpu_time_note(run: str, config, shapes) -> None:
+    """A note before the ensemble runs on a CPU: about how long it takes for the largest of
+    the micrographs of ``shapes`` (one per micrograph to denoise; their windows at
+    :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one pass
+    (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+    from collections import Counter
+
     from cryostream.denoise.binned import binned_shape
     from cryostream.denoise.network import model_record
     from cryostream.denoise.tiling import cpu_pass_seconds
@@ -120,16 +123,24 @@ def cpu_time_note(run: str, config, shape: tuple[int, int]) -> None:
 
     offsets, alone = (binned_offsets(model_record(run), e) if config.binned_pass else 0
                       for e in (True, False))
-    one = cpu_pass_seconds(run, shape, config.tile, config.halo, config.precision,
-                           config.batch_size)
-    binned = cpu_pass_seconds(run, binned_shape(shape), config.tile,
-                              config.halo, config.precision, config.batch_size)
-    first = one + alone * binned  # --no-ensemble: one pass and its binned pass
+
+    def seconds(shape):  # (the ensemble, --no-ensemble: one pass and its binned pass)
+        one, binned = (cpu_pass_seconds(run, s, config.tile, config.halo, config.precision,
+                                        config.batch_size) for s in (shape, binned_shape(shape)))
+        return 8 * (one + offsets * binned), one + alone * binned
+
+    counts = Counter(tuple(s) for s in shapes)
+    each = {s: seconds(s) for s in counts}
+    shape = max(counts, key=lambda s: s[0] * s[1])
+    total = [sum(n * each[s][i] for s, n in counts.items()) for i in (0, 1)]
     minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
-               else f"{t / 3600:.3g} hours" for t in (8 * (one + offsets * binned), first)]
+               else f"{t / 3600:.3g} hours" for t in (*each[shape], *total)]
+    many = len(shapes) > 1
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
-        "on 2 CPU cores (this machine has %d); for a first look pass --no-ensemble (Python: "
-        "ensemble=False in the DenoiseConfig) for one pass (about %s), or use a GPU",
+        "on 2 CPU cores (this machine has %d)%s; for a first look pass --no-ensemble (Python: "
+        "ensemble=False in the DenoiseConfig) for one pass (about %s%s), or use a GPU",
         f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
-        minutes[0], *shape, cpu_cores(), minutes[1])
+        minutes[0], *shape, cpu_cores(),
+        f", {minutes[2]} for the {len(shapes)} here" if many else "", minutes[1],
+        f", {minutes[3]} for all" if many else "")
