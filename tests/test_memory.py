@@ -308,6 +308,19 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
             api._finish(pool, job, list(range(5)), 5)
     assert started == [0]
 
+    def late(item):  # the error on the second while the first is still under way
+        started.append(item)
+        time.sleep(1.0 if item == 0 else 0.2)
+        if item == 1:
+            raise DeviceMemoryError("out of memory")
+        return item
+
+    started.clear()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with pytest.raises(DeviceMemoryError):
+            api._finish(pool, late, list(range(6)), 6)
+    assert sorted(started) == [0, 1, 2]  # the error stops the run as it comes, not in order
+
     def odd(item):  # an error of one micrograph's own: the others are still denoised
         started.append(item)
         if item == 0:

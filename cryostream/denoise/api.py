@@ -312,6 +312,7 @@ def _finish(pool, job, todo, total: int) -> list:
 
     futures = [pool.submit(job, item) for item in todo]
     try:
+        _stop_on_first(concurrent.futures.as_completed(futures))
         return _gather(futures, total)
     except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
         for f in futures:
@@ -331,12 +332,21 @@ def _gather_cluster(client, futures, total: int) -> list:
     (memory, a setting) drops those not started as soon as it comes, as :func:`_finish`."""
     from distributed import as_completed
 
-    for future in as_completed(futures):
-        error = future.exception() if future.status == "error" else None
-        if isinstance(error, DeviceMemoryError | ConfigError):
-            client.cancel(futures)
-            raise error
+    try:
+        _stop_on_first(as_completed(futures))
+    except (DeviceMemoryError, ConfigError):
+        client.cancel(futures)
+        raise
     return _gather(futures, total)
+
+
+def _stop_on_first(completed) -> None:
+    """Raise the first error every micrograph would meet (memory, a setting) among the futures
+    as they complete, not in their order (one late in the list stops the run at once)."""
+    for future in completed:
+        error = future.exception()
+        if isinstance(error, DeviceMemoryError | ConfigError):
+            raise error
 
 
 def _gather(futures, total: int) -> list:
