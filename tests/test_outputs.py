@@ -50,7 +50,7 @@ def test_the_label_names_the_radial_gain_where_the_ctf_check_failed():
 def test_an_output_made_otherwise_is_refused_in_the_caller_s_own_words(tiny_run, tmp_path, capsys):
     """Denoising into a folder that holds an output made with other options: a Python caller is
     told ``overwrite=True`` and ``output=``, the command line ``--overwrite`` and ``-o`` alone;
-    a rerun's note says ``--overwrite`` recomputes the finished ones, without the Python form."""
+    a rerun's note says how to have the finished ones made again."""
     import shutil
 
     import cryostream
@@ -78,4 +78,70 @@ def test_an_output_made_otherwise_is_refused_in_the_caller_s_own_words(tiny_run,
         "folder: -o DIR\n")
     assert main(argv) == 0
     assert (f"cryostream: 1 of 1 micrographs already denoised in {out} with this run and these "
-            "options; kept (--overwrite recomputes them)\n") in capsys.readouterr().err
+            "options; kept (delete them to make them again)\n") in capsys.readouterr().err
+
+
+def test_overwrite_keeps_this_runs_finished_outputs_so_the_same_command_resumes(tiny_run,
+                                                                                tmp_path):
+    """A folder half made with other options and half by this run (an ``--overwrite`` run
+    interrupted): the same call again replaces the others and keeps this run's, unless an
+    earlier cryostream version made them. An output damaged since is made again without
+    ``--overwrite``."""
+    import json
+    import os
+
+    import cryostream
+
+    a, b = tiny_run.sim.micrographs[:2]
+    out = tmp_path / "out"
+    before, now = (DenoiseConfig.raw(tile=64, output_dtype=d) for d in ("float16", "float32"))
+    cryostream.denoise(tiny_run.run, [a], out, config=before, workers=1)
+    cryostream.denoise(tiny_run.run, [b], out, config=now, workers=1)
+    kept = out / b.name
+    os.utime(kept, ns=(1, 1))  # a mark: an output made again has the time of now
+    cryostream.denoise(tiny_run.run, [a, b], out, config=now, overwrite=True, workers=1)
+    assert kept.stat().st_mtime_ns == 1  # this run's: kept
+    assert json.loads((out / a.with_suffix(".json").name).read_text())["config"][
+        "output_dtype"] == "float32"  # the other options': replaced
+    record = kept.with_suffix(".json")
+    older = json.loads(record.read_text()) | {"cryostream_version": "0.0.1"}
+    record.write_text(json.dumps(older))
+    cryostream.denoise(tiny_run.run, [a, b], out, config=now, workers=1)
+    assert kept.stat().st_mtime_ns == 1  # without --overwrite an earlier version's is kept
+    cryostream.denoise(tiny_run.run, [a, b], out, config=now, overwrite=True, workers=1)
+    assert kept.stat().st_mtime_ns > 1  # with it, made again by this version
+    whole = kept.read_bytes()
+    kept.write_bytes(whole[: len(whole) // 2])  # damaged (a disk error, a copy cut short)
+    cryostream.denoise(tiny_run.run, [a, b], out, config=now, workers=1)
+    assert kept.read_bytes() == whole  # made again, the same
+
+
+def test_no_star_file_lists_outputs_made_again_by_a_run_not_finished(tiny_run, tmp_path):
+    """A run that makes a finished folder's outputs again with other options and fails (a bad
+    micrograph): the earlier STAR file, which described the outputs as they were, is gone, so
+    none in the folder lists outputs of two recipes; the run that finishes writes it again. A
+    run that only adds to the folder leaves it until then."""
+    import mrcfile
+    import numpy as np
+
+    import cryostream
+    from cryostream.denoise.outputs import STAR_NAME
+
+    a, b = tiny_run.sim.micrographs[:2]
+    out, raw = tmp_path / "out", DenoiseConfig.raw(tile=64)
+    cryostream.denoise(tiny_run.run, [a], out, config=raw, workers=1)
+    listing = (out / STAR_NAME).read_text()
+    bad = tmp_path / "bad.mrc"
+    with mrcfile.new(bad) as f:
+        f.set_data(np.full((160, 128), np.nan, np.float32))
+        f.voxel_size = 0.66
+    with pytest.raises(cryostream.InvalidMicrographError):  # adds b, keeps a: listing stays
+        cryostream.denoise(tiny_run.run, [a, b, bad], out, config=raw, workers=1)
+    assert (out / STAR_NAME).read_text() == listing
+    other = DenoiseConfig.raw(tile=64, output_dtype="float16")
+    with pytest.raises(cryostream.InvalidMicrographError):  # makes a and b again: gone
+        cryostream.denoise(tiny_run.run, [a, b, bad], out, config=other, overwrite=True,
+                           workers=1)
+    assert (out / b.name).is_file() and not (out / STAR_NAME).exists()
+    cryostream.denoise(tiny_run.run, [a, b], out, config=other, workers=1)
+    assert "sim_0001" in (out / STAR_NAME).read_text()

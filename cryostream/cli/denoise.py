@@ -149,9 +149,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")
     g.add_argument("--cluster-workers", type=int, help="start a LocalCluster of N workers")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace outputs in the folder that another model or other options "
-                   "made, and recompute finished ones (each only by a complete new one); "
-                   "without it, finished outputs are kept and the rest made")
+                   help="replace outputs in the folder that another model, other options or "
+                   "another cryostream version made (each only by a complete new one); "
+                   "finished outputs of this run are kept either way, so the same command "
+                   "resumes after an interruption (delete outputs to make them again)")
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
                    "small; with --odd, halves that do not match) with a warning each and end "

@@ -20,7 +20,7 @@ STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
            "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
-           "output_record", "recipe_steps", "history_label", "made_by_denoise"]
+           "output_record", "recipe_steps", "history_label", "made_by_denoise", "same_version"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,28 @@ def _config(record: dict):
     return {"binned_pass": False, "precision": "bf16" if bf16 else "fp32", **config}
 
 
+def same_version(sidecar: Path) -> bool:
+    """Whether the record ``sidecar`` was written by this cryostream version."""
+    from cryostream._version import __version__
+
+    try:
+        return json.loads(sidecar.read_text()).get("cryostream_version") == __version__
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _whole(path: Path) -> bool:
+    """Whether an output's MRC file is readable and as long as its header promises."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.mrc import read_header
+
+    try:
+        read_header(path)
+    except InvalidMicrographError:
+        return False
+    return True
+
+
 def plan_outputs(sources: list[str], output, records: list[dict], *,
                  overwrite: bool, suffix: str = "",
                  names: list[str] | None = None) -> list[OutputPlan]:
@@ -91,8 +113,11 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     Refused: two inputs with one file name (their outputs would collide), an output that is
     an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
     config and input (unless ``overwrite``), and a folder that cannot be written. A
-    ``NAME.mrc`` written by ``denoise`` without its ``NAME.json`` (interrupted between the two)
-    is made again.
+    ``NAME.mrc`` written by ``denoise`` without its ``NAME.json`` (interrupted between the two),
+    or one damaged since (shorter than its header promises), is made again. With
+    ``overwrite``, a finished output of the same run, config and input is kept where this
+    cryostream version made it (a new one would be the same), so that an interrupted
+    ``--overwrite`` run resumes when run again; one of another version is made again.
     """
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -115,21 +140,26 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                               "itself; choose another output folder: -o DIR (Python: output=DIR)")
         sidecar = path.with_suffix(".json")
         done = path.is_file() and same_record(sidecar, record)
+        damaged = done and not _whole(path)
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
         stale = path.is_file() and input_changed(sidecar, record)
-        if stale:
+        if stale or damaged:
             import logging
 
-            logging.getLogger("cryostream").info(
-                "%s: the input or the model changed since %s was made (a file's size or time "
-                "of modification, or the run's last checkpoint); denoising it again", source,
-                path)
-        if path.exists() and not done and not unfinished and not stale and not overwrite:
+            logging.getLogger("cryostream").log(
+                logging.WARNING if damaged else logging.INFO,
+                "%s: %s; denoising it again", source,
+                f"its output {path} is damaged (shorter than its header promises)" if damaged
+                else f"the input or the model changed since {path} was made (a file's size or "
+                "time of modification, or the run's last checkpoint)")
+        done = done and not damaged and (not overwrite or same_version(sidecar))
+        if path.exists() and not done and not unfinished and not stale and not damaged \
+                and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
                               "these options; pass --overwrite (Python: overwrite=True) to "
                               "replace it, or choose another output folder: -o DIR (Python: "
                               "output=DIR)")
-        plans.append(OutputPlan(source, name, path, sidecar, done and not overwrite))
+        plans.append(OutputPlan(source, name, path, sidecar, done))
     return plans
 
 
@@ -170,11 +200,17 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     made = None if output.exists() else output
     check_writable(output)
     finished = sum(p.done for p in plans)
+    replaced = [p.path.name for p in plans if not p.done and p.path.exists()]
+    if replaced and star.is_file():  # it would list outputs made otherwise than these
+        star.unlink()
+        logging.getLogger("cryostream").info(
+            "%s: the earlier %s is removed, as outputs it may list are made again (%s); it is "
+            "written again, listing every micrograph, when all are denoised", output,
+            STAR_NAME, ", ".join(replaced[:3]) + (", ..." if len(replaced) > 3 else ""))
     if finished:
         logging.getLogger("cryostream").info(
             "%d of %d micrographs already denoised in %s with this run and these options; "
-            "kept (--overwrite (Python: overwrite=True) recomputes them)", finished, len(plans),
-            output)
+            "kept (delete them to make them again)", finished, len(plans), output)
     return plans, made
 
 
