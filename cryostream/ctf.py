@@ -142,6 +142,8 @@ def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
     total = _band_regression(pu, np.zeros_like(pu), band, bands)[3].sum()
 
     def explained(mean, ax=0.0, ay=0.0):
+        if not total > 0:  # no power to explain (a flat image): nothing is explained
+            return 0.0
         c2 = _ctf2(k2u, thetau, mean, ax, ay, optics)
         return _band_regression(pu, c2, band, bands)[2].sum() / total
 

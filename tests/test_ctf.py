@@ -88,6 +88,14 @@ def test_noise_alone_gives_a_low_score():
     assert fit.score < 0.003  # the simulated 1024² micrographs score 0.0066–0.0073
 
 
+def test_an_image_with_no_power_to_explain_scores_zero():
+    """A flat image but for one band of rows (a blank micrograph): no Thon ring explains any
+    of its power, so the fit scores 0 (it raised IndexError: every score was 0/0)."""
+    flat = np.full((1024, 1024), 100, np.float32)
+    flat[100:110] = 101
+    assert fit_ctf(flat, PIXEL).score == 0.0
+
+
 def test_ctf_squared_is_the_simulators_transfer():
     """Zeros of ``CTF²`` where the simulator's transfer (before the envelope) is zero."""
     fit = CTFFit(16000.0, 15000.0, 30.0, 1.0, PIXEL)
