@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.config import DenoiseConfig
+from cryostream.denoise.defects import DefectWarning, find_defects, mend, restore
 from cryostream.denoise.outputs import (
     OutputPlan,
     history_label,
@@ -126,12 +127,19 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
         warnings.warn(f"skipping {exc.path}: {exc.problem}", MicrographSkippedWarning,
                       stacklevel=2)
         return None, {}
+    defects = find_defects(image)
+    if defects:  # mended for the network and the steps, and said
+        warnings.warn(f"{source}: {defects.describe()}", DefectWarning, stacklevel=2)
+        raw, image, value = image, mend(image, defects), None
     micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source,
                                         value)
     offsets = binned_offsets(network.record, config.ensemble) if config.binned_pass else 1
     estimate, found = (pipeline or config.pipeline()).run(
         micrograph, network_fn(run, config, source, offsets))
     estimate *= np.float32(percentile)
+    if defects:
+        restore(estimate, raw, defects)
+        found = {**found, "defects": defects.record()}
     return estimate, found
 
 

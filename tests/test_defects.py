@@ -1,0 +1,83 @@
+"""Detector defects mended before the network (cryostream.denoise.defects): a hot pixel or a
+blank border does not spoil the rest of the micrograph, a micrograph without them is left as it
+is, and the output says what was mended."""
+
+from __future__ import annotations
+
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+
+import cryostream
+from cryostream.config import DenoiseConfig, SimulateConfig
+from cryostream.denoise.defects import DefectWarning, find_defects, mend, restore
+
+
+def test_a_shot_noise_micrograph_has_no_defects(tmp_path):
+    """Shot noise of a full-size micrograph at 0.4, 4.4 and 22 electrons a pixel (1, 10 and 50
+    e/Å² at 0.66 Å), and a simulated micrograph: no pixel is taken for hot, no line for
+    blank."""
+    rng = np.random.default_rng(0)
+    for electrons in (0.4, 4.4, 22.0):
+        assert not find_defects(rng.poisson(electrons, (7676, 7420)).astype(np.float32))
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(512, 512), seed=3,
+                              config=SimulateConfig(dose_e_per_angstrom2=10.0))
+    assert not find_defects(mrcfile.read(sim.micrographs[0]).astype(np.float32))
+
+
+def test_hot_pixels_and_blank_lines_are_found_and_mended():
+    rng = np.random.default_rng(0)
+    image = rng.poisson(20, (300, 400)).astype(np.float32)
+    image[0:8, :] = 0  # a border
+    image[:, 100:104] = 7  # a dead stripe
+    image[150, 200], image[40, 300] = 1e6, 250  # hot pixels
+    found = find_defects(image)
+    assert found.rows.tolist() == list(range(8))
+    assert found.columns.tolist() == [100, 101, 102, 103]
+    assert sorted(found.hot.tolist()) == [40 * 400 + 300, 150 * 400 + 200]
+    assert found.record() == {"hot_pixels": 2, "threshold": found.threshold,
+                              "blank_rows": ["0-7"], "blank_columns": ["100-103"]}
+    mended = mend(image, found)
+    assert mended[150, 200] == mended[40, 300] == found.median
+    assert abs(mended[:8].mean() - 20) < 0.5 and abs(mended[:8].std() - np.sqrt(20)) < 0.3
+    np.testing.assert_array_equal(mended, mend(image, found))  # the same fill every time
+    assert not find_defects(mended)
+    out = restore(mended.copy(), image, found)
+    np.testing.assert_array_equal(out[:8], image[:8])
+    np.testing.assert_array_equal(out[:, 100:104], image[:, 100:104])
+    assert (out[8:, :100] == mended[8:, :100]).all()
+
+
+def test_denoise_mends_a_hot_pixel_and_a_blank_border_and_says_so(tiny_run, tmp_path):
+    """A micrograph with a hot pixel a million times its mean and a border of zeros: outside
+    the border the output is the clean micrograph's (but near the hot pixel, as mended), the
+    border stays zero, a warning names the file, and NAME.json records what was mended."""
+    clean = mrcfile.read(tiny_run.sim.micrographs[0]).astype(np.float32)
+    bad = clean.copy()
+    bad[60, 70] = 1e6 * clean.mean()
+    bad[:, :12] = 0
+    path = tmp_path / "bad.mrc"
+    with mrcfile.new(path) as f:
+        f.set_data(bad)
+        f.voxel_size = 0.66
+    raw = DenoiseConfig.raw(tile=64)
+    want = cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], tmp_path / "a",
+                              config=raw, workers=1).values[0]
+    with pytest.warns(DefectWarning, match=r"bad\.mrc: 1 hot pixel .* set to the median; 12 "
+                      r"blank columns \(0-11\) filled with noise"):
+        got = cryostream.denoise(tiny_run.run, [path], tmp_path / "b", config=raw,
+                                 workers=1).values[0]
+    assert np.isfinite(got).all() and (got[:, :12] == 0).all()
+    far = np.ones(got.shape, bool)
+    far[:, :40] = False  # the filled border's reach
+    far[30:90, 40:100] = False  # the mended pixel's
+    scale = np.abs(want).max()
+    assert np.abs(got - want)[far].max() < 0.05 * scale
+    assert np.corrcoef(got[:, 12:].ravel(), want[:, 12:].ravel())[0, 1] > 0.9
+    record = json.loads((tmp_path / "b" / "bad.json").read_text())
+    assert record["found"]["defects"]["hot_pixels"] == 1
+    assert record["found"]["defects"]["blank_columns"] == ["0-11"]
+    clean_record = json.loads((tmp_path / "a" / "sim_0000.json").read_text())
+    assert "defects" not in clean_record["found"]
