@@ -934,3 +934,26 @@ def test_denoise_refusals_give_the_python_spelling_beside_the_flag():
         tile_cores(100, 128, 32)
     assert str(info.value).endswith("use a smaller --tile (Python: the DenoiseConfig's tile)")
     assert for_the_command_line(info.value).endswith("use a smaller --tile")
+
+
+def test_outputs_written_beside_their_inputs_are_left_out_of_the_folder(trained, tmp_path,
+                                                                      notes):
+    """Denoising a folder into itself (``-o`` the same folder, ``--suffix``), then the folder
+    again: the outputs are left out with a note, and only the micrographs are denoised."""
+    import shutil
+
+    run, sim = trained
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for path in sim.micrographs[:2]:
+        shutil.copy(path, folder)
+    raw = DenoiseConfig.raw(tile=64, output_suffix="_dn")
+    denoise(run, folder, folder, config=raw, workers=1)
+    notes.clear()
+    again = denoise(run, folder, folder, config=DenoiseConfig.raw(tile=64, output_suffix="_v2"),
+                    workers=1)
+    assert sorted(p.name for p in folder.glob("*_v2.mrc")) == ["sim_0000_v2.mrc",
+                                                                "sim_0001_v2.mrc"]
+    assert len(again.attrs["sources"]) == 2
+    assert any("left out 2 outputs of cryostream denoise (sim_0000_dn.mrc, sim_0001_dn.mrc"
+               in n for n in notes)

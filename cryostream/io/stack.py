@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import glob
 import hashlib
-import logging
 import os
 import warnings
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
+from cryostream.io.folders import folder_micrographs
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.star import read_micrograph_star
 
@@ -63,10 +63,11 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
 
     Folders contribute their ``*.mrc`` files in name order, with one note (logging, INFO) for
-    the other files left out (:func:`_folder_micrographs`); a glob that matches nothing, a
-    folder without ``.mrc`` files, an empty list or a symbolic link that cannot be followed (a
-    loop) is an :class:`InvalidMicrographError`. Repeated paths are kept once. ``permissive``:
-    STAR rows whose file is missing are left out with a :class:`MicrographSkippedWarning`.
+    the other files left out (:func:`~cryostream.io.folders.folder_micrographs`); a glob that
+    matches nothing, a folder without ``.mrc`` files, an empty list or a symbolic link that
+    cannot be followed (a loop) is an :class:`InvalidMicrographError`. Repeated paths are kept
+    once. ``permissive``: STAR rows whose file is missing are left out with a
+    :class:`MicrographSkippedWarning`.
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -80,7 +81,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
         text = os.fspath(item)
         p = Path(text)
         if p.is_dir():
-            paths += _folder_micrographs(p)
+            paths += folder_micrographs(p)
         elif p.suffix.lower() == ".star" and p.is_file():
             paths += read_micrograph_star(p, permissive=permissive)
         elif any(ch in text for ch in "*?["):
@@ -105,50 +106,6 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
             seen.add(key)
             unique.append(p)
     return unique
-
-
-#: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
-#: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames).
-MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
-_MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
-
-
-def _folder_micrographs(folder: Path) -> list[Path]:
-    """A folder's ``.mrc`` files in name order, with one note that counts the other files left
-    out and names the first three, movies apart (they need motion correction first). Hidden
-    files (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise``
-    writes beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star``)
-    go without a word; a folder without ``.mrc`` files is an :class:`InvalidMicrographError`
-    (saying so when it holds movies)."""
-    def names(files: list[Path]) -> str:
-        return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
-
-    files = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
-    found = [q for q in files if q.suffix.lower() == ".mrc"]
-    stems, kept = {q.stem for q in found}, set(found)
-    other = [q for q in files if q not in kept and q.name != "denoised_micrographs.star"
-             and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
-    movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
-    rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
-    if not found:
-        if movies:
-            raise InvalidMicrographError(
-                folder, f"folder holds no .mrc files, but {len(movies)} movie"
-                f"{'s' * (len(movies) > 1)} ({names(movies)})", f"motion-correct them first "
-                f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)")
-        raise InvalidMicrographError(folder, "folder holds no .mrc files", "check the folder")
-    said = []
-    if movies:
-        said.append(f"{len(movies)} movie{'s' * (len(movies) > 1)} ({names(movies)}), which "
-                    f"need{'s' * (len(movies) == 1)} motion correction first ({_MOTION_TOOLS}): "
-                    "give the motion-corrected micrographs (.mrc)")
-    if rest:
-        said.append(f"{len(rest)} file{'s that are' if len(rest) > 1 else ' that is'} not "
-                    f"{'MRC micrographs' if len(rest) > 1 else 'an MRC micrograph'} (.mrc): "
-                    f"{names(rest)}")
-    if said:
-        logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
-    return found
 
 
 def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:

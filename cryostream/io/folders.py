@@ -1,0 +1,78 @@
+"""The micrographs of a folder: its ``.mrc`` files, with a note on what is left out (movies,
+outputs of ``cryostream denoise``, other files)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cryostream.errors import InvalidMicrographError
+
+__all__ = ["MOVIE_SUFFIXES", "folder_micrographs"]
+
+#: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
+#: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames).
+MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
+_MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
+
+
+def folder_micrographs(folder: Path) -> list[Path]:
+    """A folder's ``.mrc`` files in name order, with one note that counts the other files left
+    out and names the first three, movies and outputs of ``cryostream denoise`` beside the
+    micrographs they were made from (a ``NAME.json`` of kind ``DenoiseOutput`` beside
+    ``NAME.mrc``) apart. Hidden files (left out as ``FOLDER/*.mrc`` would), sub-folders and
+    what ``cryostream denoise`` writes beside its outputs (``NAME.json`` beside ``NAME.mrc``,
+    ``denoised_micrographs.star``) go without a word; a folder without ``.mrc`` files is an
+    :class:`InvalidMicrographError` (saying so when it holds movies)."""
+    def names(files: list[Path]) -> str:
+        return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
+
+    files = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
+    found = [q for q in files if q.suffix.lower() == ".mrc"]
+    stems = {q.stem for q in found}
+    # outputs written into the folder of their inputs are left out; a folder of outputs alone
+    # is denoised again as asked (with a DenoisedInputWarning)
+    denoised = [q for q in found if _denoise_output(q)]
+    if len(denoised) < len(found):
+        found = [q for q in found if q not in denoised]
+    else:
+        denoised = []
+    kept = set(found) | set(denoised)
+    other = [q for q in files if q not in kept and q.name != "denoised_micrographs.star"
+             and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
+    movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
+    rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
+    if not found:
+        if movies:
+            raise InvalidMicrographError(
+                folder, f"folder holds no .mrc files, but {len(movies)} movie"
+                f"{'s' * (len(movies) > 1)} ({names(movies)})", f"motion-correct them first "
+                f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)")
+        raise InvalidMicrographError(folder, "folder holds no .mrc files", "check the folder")
+    said = []
+    if denoised:
+        said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
+                    f"({names(denoised)}; each with its NAME.json), not micrographs to denoise")
+    if movies:
+        said.append(f"{len(movies)} movie{'s' * (len(movies) > 1)} ({names(movies)}), which "
+                    f"need{'s' * (len(movies) == 1)} motion correction first ({_MOTION_TOOLS}): "
+                    "give the motion-corrected micrographs (.mrc)")
+    if rest:
+        said.append(f"{len(rest)} file{'s that are' if len(rest) > 1 else ' that is'} not "
+                    f"{'MRC micrographs' if len(rest) > 1 else 'an MRC micrograph'} (.mrc): "
+                    f"{names(rest)}")
+    if said:
+        logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
+    return found
+
+
+def _denoise_output(path: Path) -> bool:
+    """Whether ``path`` is an output of ``cryostream denoise``: its ``NAME.json`` beside it
+    says so."""
+    import json
+
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("kind") == "DenoiseOutput"
