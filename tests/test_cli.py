@@ -376,7 +376,7 @@ def test_a_bad_option_is_one_line(capsys):
 
 # --- Ctrl-C: acknowledged at once, then what is kept and how to go on -------------------------
 
-def _denoise_like(seconds: float, interrupts: int):
+def _denoise_like(seconds: float, interrupts: int, signum=None):
     """A command that works like ``denoise``: a job in a thread pool, Ctrl-C pressed
     ``interrupts`` times (a real SIGINT to this process) while the job runs."""
     import concurrent.futures
@@ -392,7 +392,7 @@ def _denoise_like(seconds: float, interrupts: int):
             started.set()
             for _ in range(interrupts):
                 time.sleep(0.2)
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum or signal.SIGINT)
             time.sleep(seconds)
             print("the micrograph in progress is finished", file=sys.stderr, flush=True)
 
@@ -422,6 +422,25 @@ def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys
         "run the same command again to denoise the rest (it skips the finished ones) and write "
         "denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_stops_denoise_as_ctrl_c_does_with_status_143(capsys):
+    """A batch system's time limit (SIGTERM): the micrograph in progress is finished, the
+    last line says what is kept and how to go on, status 143; SIGTERM's handler is put back."""
+    import re
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    args = argparse.Namespace(command="denoise", output="den5",
+                              func=_denoise_like(0.3, 1, signal.SIGTERM))
+    assert cli_common.run_command(args) == 143
+    err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
+    assert err.splitlines() == [
+        "the micrograph in progress is finished",
+        "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
+        "in den5: run the same command again to denoise the rest (it skips the finished ones) "
+        "and write denoised_micrographs.star"]
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsys):

@@ -261,11 +261,21 @@ class _StopSoftly:
         os._exit(130)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``): stops a command as a first Ctrl-C
+    does, and it ends with status 143."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; user mistakes print one line and return 2, never a traceback.
 
     Returns the exit status: the command's, 2 for a :class:`~cryostream.errors.CryostreamError`,
-    130 when interrupted (Ctrl-C), after a line saying what is kept and how to go on
+    130 when interrupted (Ctrl-C) or 143 when terminated (SIGTERM, as a batch system's time
+    limit sends it), after a line saying what is kept and how to go on
     (:data:`INTERRUPTIONS`).
     """
     import signal
@@ -278,6 +288,8 @@ def run_command(args: argparse.Namespace) -> int:
         and threading.current_thread() is threading.main_thread()
     handler = signal.signal(signal.SIGINT, _StopSoftly(args.command, interruption.first)) \
         if soft else None
+    main = threading.current_thread() is threading.main_thread()
+    term = signal.signal(signal.SIGTERM, _terminated) if main else None
     start = time.perf_counter()
     try:
         return int(args.func(args) or 0)
@@ -289,12 +301,15 @@ def run_command(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"cryostream {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         then = f"; {interruption.then.format_map(vars(args))}" if interruption else ""
-        print(f"cryostream {args.command}: interrupted after {time.perf_counter() - start:.0f} s"
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
               f"{then}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
         if soft:
             signal.signal(signal.SIGINT, signal.default_int_handler if handler is None
                           else handler)
