@@ -407,12 +407,41 @@ def test_a_pixel_size_argument_far_from_the_headers_is_used_with_one_warning(tmp
     assert [str(w.message) for w in caught] == [
         "--pixel-size 6.575 Å is 10× the 0.6575 Å in the MRC header of a.mrc and 2 more; it is "
         "used as given: check it (a wrong pixel size misplaces the CTF fit; nothing to do if "
-        "the headers are wrong)"]
+        "the micrographs' own are wrong)"]
     assert {m.pixel_size_angstrom for m in got.micrographs} == {6.575}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gather_inputs(paths, config=DenoiseConfig(), pixel_size_angstrom=0.66)
         gather_inputs(paths, config=DenoiseConfig(), pixel_size_angstrom=1.0)
+    # a STAR file's pixel size replaced by one 1 % or more off: said, whatever the headers say
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"], "rlnOpticsGroup": [1, 1]})
+    with pytest.warns(PixelSizeWarning) as caught:
+        gather_inputs([star], config=DenoiseConfig(), pixel_size_angstrom=1.5)
+    assert [str(w.message) for w in caught][0].startswith(
+        "--pixel-size 1.5 Å is 1.5× the 1 Å in its STAR file of a.mrc and 1 more; it is used "
+        "as given")
+
+
+def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes):
+    """Micrographs without a STAR file's optics, and no --voltage, --cs or
+    --amplitude-contrast: one note says the defaults the CTF fit and the output STAR file
+    take, and how to give others; with a STAR file's optics, or given, none."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    paths = [write_mrc(tmp_path / f"{n}.mrc", _image(), pixel_size=0.6575) for n in "ab"]
+    gather_inputs(paths, config=DenoiseConfig())
+    assert [n for n in notes if "optics" in n] == [
+        "2 micrographs have no microscope optics from a STAR file or an option: the CTF fit and "
+        "the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude contrast 0.1 "
+        "(a Krios); for another microscope pass --voltage, --cs and --amplitude-contrast "
+        "(Python: the DenoiseConfig's voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage "
+        "200 for a Glacios or a Talos Arctica"]
+    notes.clear()
+    gather_inputs(paths, config=DenoiseConfig(voltage_kv=200.0))
+    gather_inputs([_star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"],
+                                    "rlnOpticsGroup": [1, 2]})], config=DenoiseConfig())
+    assert not [n for n in notes if "optics" in n]
 
 
 # --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------
@@ -479,7 +508,7 @@ def test_pixel_size_option_reaches_the_output_star_optics(tiny_run, tmp_path):
     out = root / "den"
     from cryostream.denoise.pixels import PixelSizeWarning
 
-    with pytest.warns(PixelSizeWarning, match="1.5 Å is 2.28× the 0.6575 Å in the MRC header"):
+    with pytest.warns(PixelSizeWarning, match="1.5 Å is 1.5× the 1 Å in its STAR file of a.mrc"):
         assert main(["denoise", str(tiny_run.run), str(star), "-o", str(out), "--raw", "--tile",
                      "64", "--workers", "1", "--pixel-size", "1.5"]) == 0  # the headers say 0.6575
     with mrcfile.open(out / "a.mrc") as m:

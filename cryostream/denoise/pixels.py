@@ -1,23 +1,25 @@
 """Each input micrograph's pixel size: from ``--pixel-size``, its STAR file's optics group or
-its MRC header, in that order, checked against the range a micrograph can have; and the
-warnings where the sources disagree."""
+its MRC header, in that order, checked against the range a micrograph can have; the warnings
+where the sources disagree; and a note where the microscope's optics are assumed."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "far_from_header",
-           "warn_header_pixel_sizes", "warn_pixel_size_argument"]
+           "argument_disagrees", "warn_header_pixel_sizes", "warn_pixel_size_argument",
+           "note_assumed_optics"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
 
 
 class PixelSizeWarning(UserWarning):
-    """``--pixel-size`` (used) far from the MRC headers' pixel size."""
+    """``--pixel-size`` (used) other than the STAR file's, or far from the MRC headers'."""
 
 
 def pixel_size_for(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
@@ -43,6 +45,23 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom) -> tuple[float, str]
                                      "pass the right --pixel-size Å (Python: "
                                      "pixel_size_angstrom=), or correct the source")
     return value, source
+
+
+def argument_disagrees(value: float, header, star_entry) -> tuple | None:
+    """Where a given pixel size ``value`` disagrees with the micrograph's own: ``("its STAR
+    file", Å, file name)`` where its STAR file gives another (1 % or more off), ``("the MRC
+    header", Å, file name)`` where the header is twice or half of it or further off
+    (:func:`far_from_header`); else None."""
+    from pathlib import Path
+
+    optics = star_entry.optics if star_entry is not None else None
+    name = Path(header.path).name
+    if optics is not None and optics.pixel_size_angstrom and not math.isclose(
+            value, optics.pixel_size_angstrom, rel_tol=0.01):
+        return "its STAR file", optics.pixel_size_angstrom, name
+    if far_from_header(value, header, star_entry):
+        return "the MRC header", header.pixel_size_angstrom, name
+    return None
 
 
 def far_from_header(value: float, header, star_entry) -> bool:
@@ -71,11 +90,33 @@ def warn_header_pixel_sizes(star, differ: list[tuple]) -> None:
 
 
 def warn_pixel_size_argument(value: float, off: list[tuple]) -> None:
-    """One :class:`PixelSizeWarning` for ``--pixel-size`` (``value``, used) far from the
-    headers of micrographs (``off``: header value, file name; :func:`far_from_header`)."""
-    header, name = off[0]
+    """One :class:`PixelSizeWarning` for ``--pixel-size`` (``value``, used) where it disagrees
+    with micrographs' own (``off``: :func:`argument_disagrees` of each)."""
+    where, other, name = off[0]
     more = f" and {len(off) - 1} more" if len(off) > 1 else ""
-    warnings.warn(f"--pixel-size {value:g} Å is {value / header:.3g}× the {header:g} Å in the "
-                  f"MRC header of {name}{more}; it is used as given: check it (a wrong pixel "
-                  "size misplaces the CTF fit; nothing to do if the headers are wrong)",
+    warnings.warn(f"--pixel-size {value:g} Å is {value / other:.3g}× the {other:g} Å in {where} "
+                  f"of {name}{more}; it is used as given: check it (a wrong pixel size "
+                  "misplaces the CTF fit; nothing to do if the micrographs' own are wrong)",
                   PixelSizeWarning, stacklevel=4)
+
+
+def note_assumed_optics(config, entries: list) -> None:
+    """A note where micrographs' optics come from no STAR file (``entries``: each
+    micrograph's :class:`~cryostream.io.star.StarMicrograph` or None) and no option: the CTF
+    fit and the output STAR file's optics table then take cryostream's defaults."""
+    import logging
+
+    from cryostream.config import DenoiseConfig
+
+    if config.optics != DenoiseConfig().optics:  # given
+        return
+    count = sum(e is None or e.optics is None or len(e.optics.ctf_keywords()) < 3
+                for e in entries)
+    if count:
+        logging.getLogger("cryostream").info(
+            "%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
+            "and the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude "
+            "contrast 0.1 (a Krios); for another microscope pass --voltage, --cs and "
+            "--amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
+            "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica", count,
+            " has" if count == 1 else "s have")

@@ -2,8 +2,7 @@
 before anything is computed: its file (and its odd half), its pixel size, the optics of its
 CTF gain and a defocus already measured, from a RELION STAR file, the MRC header or the
 arguments; the CTF gain step that takes that defocus instead of fitting one; the STAR file
-written beside the outputs (:data:`~cryostream.denoise.outputs.STAR_NAME`).
-"""
+written beside the outputs (:data:`~cryostream.denoise.outputs.STAR_NAME`)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,8 @@ import warnings
 from pathlib import Path
 
 from cryostream.denoise.pixels import (
-    far_from_header,
+    argument_disagrees,
+    note_assumed_optics,
     pixel_size_for,
     warn_header_pixel_sizes,
     warn_pixel_size_argument,
@@ -353,10 +353,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             twice.append((Path(path).name, first[1].path.name, star.path.name))
     if twice:
         warnings.warn(f"{len(twice)} micrograph{'s are' if len(twice) > 1 else ' is'} listed by "
-                      f"two STAR files ({twice[0][0]} in "
-                      f"{twice[0][1]} and {twice[0][2]}{', …' if len(twice) > 1 else ''}): each "
-                      "is denoised once, with the first STAR file's values", StarFileWarning,
-                      stacklevel=3)
+                      f"two STAR files ({twice[0][0]} in {twice[0][1]} and {twice[0][2]}"
+                      f"{', …' if len(twice) > 1 else ''}): each is denoised once, with the first "
+                      "STAR file's values", StarFileWarning, stacklevel=3)
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
                                     one_shape=one_shape)
     warn_if_denoised(headers)
@@ -398,8 +397,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom)
-        if origin == "argument" and far_from_header(ps, h, entry):
-            off.append((h.pixel_size_angstrom, Path(h.path).name))
+        if origin == "argument" and (disagree := argument_disagrees(ps, h, entry)):
+            off.append(disagree)
         if origin == "STAR file" and h.pixel_size_angstrom > 0 and not math.isclose(
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
@@ -414,6 +413,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         warn_header_pixel_sizes(star, pairs)
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
+    note_assumed_optics(config, [entry for *_, entry in found.values()])
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
