@@ -165,8 +165,9 @@ def noise_measurable(header: MicrographHeader, stats) -> bool:
 
 
 def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, float],
-                     percentile: float) -> None:
-    """Raise :class:`InvalidMicrographError` for NaN/Inf pixels or a blank micrograph."""
+                     percentile: float, fix: str = "choose another --percentile") -> None:
+    """Raise :class:`InvalidMicrographError` for NaN/Inf pixels, a blank micrograph or one
+    whose ``percentile`` cannot normalise it (``fix``: what else to do then)."""
     value, finite, lo, hi = stats
     if not finite:
         raise InvalidMicrographError(
@@ -180,7 +181,7 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
         raise InvalidMicrographError(
             header.path,
             f"its {percentile:g}th percentile is {value:g}, so it cannot be normalised",
-            "exclude it (--permissive skips it) or choose another --percentile",
+            f"exclude it (--permissive skips it) or {fix}",
         )
 
 

@@ -138,6 +138,8 @@ def _variant(source: Path, path: Path, kind: str) -> Path:
         data[:] = 0
     elif kind == "constant":
         data[:] = 5.0
+    elif kind == "negative":  # its 95th percentile under 0: nothing to normalise by
+        data = -data
     elif kind == "small":
         data = np.ascontiguousarray(data[:4, :4])
     elif kind != "copy":
@@ -681,11 +683,12 @@ def _bad_input_refused(capsys, run, sim, tmp_path, kind: str, *, alone: bool = F
     before = snapshot(tmp_path)
     inputs = [bad] if alone else [sim.micrographs[1], bad]
     result = cli(capsys, "denoise", run, *inputs, "-o", out)
-    assert_user_error(result, bad.name)
+    line = assert_user_error(result, bad.name)
     assert not any(p.stem == kind for p in _outputs(out))
     _finite_outputs(out)
     assert not leftovers(out)
     assert not _outside(before, snapshot(tmp_path), out)
+    return line
 
 
 def test_denoise_refuses_a_nan_micrograph(run, sim, tmp_path, capsys):
@@ -706,6 +709,13 @@ def test_denoise_refuses_an_all_zero_micrograph(run, sim, tmp_path, capsys):
 def test_denoise_refuses_a_constant_micrograph(run, sim, tmp_path, capsys):
     """denoise of a constant micrograph: one line naming it."""
     _bad_input_refused(capsys, run, sim, tmp_path, "constant")
+
+
+def test_denoise_refuses_a_negative_micrograph_naming_what_it_needs(run, sim, tmp_path, capsys):
+    """denoise of a micrograph of negated counts: one line naming it and what a micrograph
+    needs (no --percentile: denoise has none)."""
+    line = _bad_input_refused(capsys, run, sim, tmp_path, "negative", alone=True)
+    assert "95th percentile" in line and "counts" in line and "--percentile" not in line
 
 
 def test_denoise_refuses_a_micrograph_too_small(run, sim, tmp_path, capsys):

@@ -157,7 +157,8 @@ def test_unknown_or_unsupported_mode(tmp_path, mode):
 
 def test_a_stack_is_not_a_micrograph(tmp_path):
     path = write_mrc(tmp_path / "stack.mrc", np.zeros((3, *SHAPE), np.float32))
-    with pytest.raises(InvalidMicrographError, match="holds 3 sections"):
+    with pytest.raises(InvalidMicrographError, match=r"holds 3 sections .*if it is a movie .*"
+                       r"motion-correct it first .*if a stack of micrographs, split it"):
         read_header(path)
 
 

@@ -49,7 +49,9 @@ def check_micrograph(image: np.ndarray, source: str, record, network_config,
     from cryostream.preprocess import check_statistics, image_statistics
 
     statistics = image_statistics(image, record.percentile)
-    check_statistics(types.SimpleNamespace(path=str(source)), statistics, record.percentile)
+    check_statistics(types.SimpleNamespace(path=str(source)), statistics, record.percentile,
+                     "give it as counts, positive as a detector's are (the network normalises "
+                     "by this percentile, as in its training)")
     smallest = max(64, config.halo or default_halo(network_config))
     if min(image.shape) < smallest:
         raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "

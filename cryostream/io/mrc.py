@@ -152,7 +152,9 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(
             path,
             f"holds {nz} sections (nz={nz}), not one micrograph",
-            "split the stack into one file per micrograph",
+            "if it is a movie (frames of one exposure), motion-correct it first (MotionCor2 or "
+            "RELION's own, for example) and give the summed micrograph; if a stack of "
+            "micrographs, split it into one file per micrograph",
         )
     if nx < 1 or ny < 1:
         raise InvalidMicrographError(path, f"empty image nx={nx}, ny={ny}", "re-export the file")
