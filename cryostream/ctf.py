@@ -141,11 +141,9 @@ def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
     k2u, thetau, pu = k2[use], theta[use], power[use]
     total = _band_regression(pu, np.zeros_like(pu), band, bands)[3].sum()
 
-    def explained(mean, ax=0.0, ay=0.0):
-        if not total > 0:  # no power to explain (a flat image): nothing is explained
-            return 0.0
+    def explained(mean, ax=0.0, ay=0.0):  # 0 where there is no power to explain (flat)
         c2 = _ctf2(k2u, thetau, mean, ax, ay, optics)
-        return _band_regression(pu, c2, band, bands)[2].sum() / total
+        return _band_regression(pu, c2, band, bands)[2].sum() / total if total > 0 else 0.0
 
     return explained
 

@@ -292,7 +292,7 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
     run; the others are not started (a bad micrograph's error does not stop the others)."""
     import concurrent.futures
 
-    from cryostream.denoise import api
+    from cryostream.denoise import pool as pool_module
     from cryostream.errors import DeviceMemoryError
 
     started = []
@@ -305,7 +305,7 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with pytest.raises(DeviceMemoryError):
-            api._finish(pool, job, list(range(5)), 5)
+            pool_module.finish(pool, job, list(range(5)), 5)
     assert started == [0]
 
     def late(item):  # the error on the second while the first is still under way
@@ -318,7 +318,7 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
     started.clear()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         with pytest.raises(DeviceMemoryError):
-            api._finish(pool, late, list(range(6)), 6)
+            pool_module.finish(pool, late, list(range(6)), 6)
     assert sorted(started) == [0, 1, 2]  # the error stops the run as it comes, not in order
 
     def odd(item):  # an error of one micrograph's own: the others are still denoised
@@ -330,7 +330,7 @@ def test_an_error_that_stops_the_run_drops_the_micrographs_not_started():
     started.clear()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with pytest.raises(RuntimeError):
-            api._finish(pool, odd, list(range(5)), 5)
+            pool_module.finish(pool, odd, list(range(5)), 5)
     assert started == [0, 1, 2, 3, 4]
 
 

@@ -730,3 +730,28 @@ def test_prepare_permissive_skips_a_star_row_whose_file_is_missing(tmp_path, mon
     with pytest.warns(MicrographSkippedWarning, match="row 2"):
         result = cryostream.prepare(star, tmp_path / "lenient.h5", config, permissive=True)
     assert result.micrographs == 1
+
+
+def test_a_pixel_size_outside_the_models_range_is_said(tmp_path: Path):
+    """A micrograph at 6.575 Å (an nm/Å mix-up) for the general model, fitted on 0.58–1.35 Å:
+    one warning naming it, its pixel size and where it came from; one inside the range, none."""
+    import types
+    import warnings
+
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.pixels import PixelSizeWarning, warn_outside_model
+
+    general = str(model_path("general"))
+
+    def micrograph(name, size):
+        return types.SimpleNamespace(source=str(tmp_path / name), pixel_size_angstrom=size,
+                                     pixel_size_from="header")
+
+    with pytest.warns(PixelSizeWarning, match=r"^1 micrograph has a pixel size outside the "
+                      r"0\.47–1\.62 Å that the model \(general\) was trained and calibrated on \(6\.575 "
+                      r"Å, from "
+                      r"header, for b\.mrc\).*--pixel-size Å corrects it"):
+        warn_outside_model(general, [micrograph("a.mrc", 0.66), micrograph("b.mrc", 6.575)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_outside_model(general, [micrograph("a.mrc", 0.5), micrograph("c.mrc", 1.5)])

@@ -28,13 +28,15 @@ from cryostream.denoise.micrograph import (
 )
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
+from cryostream.denoise.pixels import warn_outside_model
+from cryostream.denoise.pool import finish, gather_cluster
 from cryostream.denoise.scores import recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.star_out import star_tables, warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
-from cryostream.errors import ConfigError, DeviceMemoryError, InvalidMicrographError, one_error
+from cryostream.errors import ConfigError, InvalidMicrographError
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -257,6 +259,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                              one_shape=output is None)
     warn_if_under_input(run)
     micrographs = gathered.micrographs
+    warn_outside_model(run, micrographs)
     if scheduler is None and cluster_workers is None:  # a cluster's workers fit their own
         check_layouts(run, config, {m.shape for m in micrographs})  # before any output
     plans: list = [None] * len(micrographs)
@@ -288,12 +291,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:
-                results = _gather_cluster(client, client.map(job, todo), len(micrographs))
+                results = gather_cluster(client, client.map(job, todo), len(micrographs))
             else:
                 job = functools.partial(job, progress=Progress(len(micrographs),
                                                                 len(micrographs) - len(todo)))
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
-                    results = _finish(pool, job, todo, len(micrographs))
+                    results = finish(pool, job, todo, len(micrographs))
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")
@@ -302,82 +305,6 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             made.rmdir()  # the folder this call made holds nothing: leave no trace
         raise
     return _result(micrographs, plans, todo, results, gathered, output)
-
-
-def _finish(pool, job, todo, total: int) -> list:
-    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
-    micrograph would meet (memory, a setting) those not started are dropped and those in
-    progress finish (their outputs whole); after Ctrl-C, if every one had finished, the run
-    completes (its STAR file is written), else the interrupt goes on."""
-    import concurrent.futures
-
-    futures = [pool.submit(job, item) for item in todo]
-    try:
-        _stop_on_first(concurrent.futures.as_completed(futures))
-        return _gather(futures, total)
-    except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
-        for f in futures:
-            f.cancel()
-        raise
-    except KeyboardInterrupt:
-        for f in futures:
-            f.cancel()
-        concurrent.futures.wait(futures)
-        if any(f.cancelled() for f in futures):
-            raise
-        return _gather(futures, total)  # all done: the run completes, or names its bad ones
-
-
-def _gather_cluster(client, futures, total: int) -> list:
-    """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
-    (memory, a setting) drops those not started as soon as it comes, as :func:`_finish`."""
-    from distributed import as_completed
-
-    try:
-        _stop_on_first(as_completed(futures))
-    except (DeviceMemoryError, ConfigError):
-        client.cancel(futures)
-        raise
-    return _gather(futures, total)
-
-
-def _stop_on_first(completed) -> None:
-    """Raise the first error every micrograph would meet (memory, a setting) among the futures
-    as they complete, not in their order (one late in the list stops the run at once)."""
-    for future in completed:
-        error = future.exception()
-        if isinstance(error, DeviceMemoryError | ConfigError):
-            raise error
-
-
-def _gather(futures, total: int) -> list:
-    """The futures' results in order. A micrograph that fails its checks does not stop the
-    others: each is denoised, then one error names every failed micrograph and its problem
-    (the STAR file, written last, is not; a rerun keeps the finished outputs)."""
-    if len(futures) > 1:
-        for future in futures:  # a warning when each fails, not in the order of the inputs
-            future.add_done_callback(_warn_if_bad)
-    results, failed = [], []
-    for future in futures:
-        try:
-            results.append(future.result())
-        except InvalidMicrographError as exc:
-            failed.append(exc)
-            results.append(None)
-    if failed:  # one micrograph alone: its own error
-        raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
-                        "(Python: permissive=True) skips them); the others are denoised, and a "
-                        "rerun keeps them",
-                        single=len(futures) == 1)
-    return results
-
-
-def _warn_if_bad(future) -> None:
-    """A warning for a micrograph that failed its checks (a done future's callback)."""
-    exc = None if future.cancelled() else future.exception()
-    if isinstance(exc, InvalidMicrographError):
-        logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the others",
-                                                exc.path, exc.problem)
 
 
 def _count_skipped(skipped: list[dict]) -> int:

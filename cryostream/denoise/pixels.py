@@ -12,7 +12,7 @@ from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "far_from_header",
            "argument_disagrees", "warn_header_pixel_sizes", "warn_pixel_size_argument",
-           "note_assumed_optics"]
+           "note_assumed_optics", "warn_outside_model"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
@@ -120,3 +120,29 @@ def note_assumed_optics(config, entries: list) -> None:
             "--amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
             "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica", count,
             " has" if count == 1 else "s have")
+
+
+def warn_outside_model(run: str, micrographs: list) -> None:
+    """One :class:`PixelSizeWarning` where micrographs (``InputMicrograph``) have a pixel size
+    well outside those the model's learned weights were fitted on (the general model's 0.5–1.5
+    Å): its network sees the particles at a scale it was not trained on."""
+    from pathlib import Path
+
+    from cryostream.denoise.network import model_name, model_record
+
+    table = (model_record(run).learned_weights or {}).get("ensemble") or {}
+    sizes = [p for p in table.get("pixel_size") or () if p]
+    if not sizes:
+        return
+    low, high = 0.8 * min(sizes), 1.2 * max(sizes)
+    off = [m for m in micrographs if not low <= m.pixel_size_angstrom <= high]
+    if off:
+        first = off[0]
+        warnings.warn(
+            f"{len(off)} micrograph{'s have' if len(off) > 1 else ' has'} a pixel size outside "
+            f"the {low:.2f}–{high:.2f} Å that the model ({model_name(run)}) was trained and "
+            "calibrated on "
+            f"({first.pixel_size_angstrom:g} Å, from {first.pixel_size_from}, for "
+            f"{Path(first.source).name}): its network sees the particles at another scale; check "
+            "the pixel size (--pixel-size Å corrects it), or fit a model on these micrographs "
+            "(cryostream fit)", PixelSizeWarning, stacklevel=3)

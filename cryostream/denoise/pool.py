@@ -1,0 +1,88 @@
+"""The micrographs of one ``denoise`` call, run in a thread pool here or on a Dask cluster:
+their results in order, every bad micrograph named at the end (the others are denoised), an
+error every micrograph would meet (the device's memory, a setting) or Ctrl-C stopping the run
+as it comes."""
+
+from __future__ import annotations
+
+import logging
+
+from cryostream.errors import ConfigError, DeviceMemoryError, InvalidMicrographError, one_error
+
+__all__ = ["finish", "gather_cluster"]
+
+
+def finish(pool, job, todo, total: int) -> list:
+    """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
+    micrograph would meet (memory, a setting) those not started are dropped and those in
+    progress finish (their outputs whole); after Ctrl-C, if every one had finished, the run
+    completes (its STAR file is written), else the interrupt goes on."""
+    import concurrent.futures
+
+    futures = [pool.submit(job, item) for item in todo]
+    try:
+        _stop_on_first(concurrent.futures.as_completed(futures))
+        return _gather(futures, total)
+    except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
+        for f in futures:
+            f.cancel()
+        raise
+    except KeyboardInterrupt:
+        for f in futures:
+            f.cancel()
+        concurrent.futures.wait(futures)
+        if any(f.cancelled() for f in futures):
+            raise
+        return _gather(futures, total)  # all done: the run completes, or names its bad ones
+
+
+def gather_cluster(client, futures, total: int) -> list:
+    """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
+    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`."""
+    from distributed import as_completed
+
+    try:
+        _stop_on_first(as_completed(futures))
+    except (DeviceMemoryError, ConfigError):
+        client.cancel(futures)
+        raise
+    return _gather(futures, total)
+
+
+def _stop_on_first(completed) -> None:
+    """Raise the first error every micrograph would meet (memory, a setting) among the futures
+    as they complete, not in their order (one late in the list stops the run at once)."""
+    for future in completed:
+        error = future.exception()
+        if isinstance(error, DeviceMemoryError | ConfigError):
+            raise error
+
+
+def _gather(futures, total: int) -> list:
+    """The futures' results in order. A micrograph that fails its checks does not stop the
+    others: each is denoised, then one error names every failed micrograph and its problem
+    (the STAR file, written last, is not; a rerun keeps the finished outputs)."""
+    if len(futures) > 1:
+        for future in futures:  # a warning when each fails, not in the order of the inputs
+            future.add_done_callback(_warn_if_bad)
+    results, failed = [], []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except InvalidMicrographError as exc:
+            failed.append(exc)
+            results.append(None)
+    if failed:  # one micrograph alone: its own error
+        raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
+                        "(Python: permissive=True) skips them); the others are denoised, and a "
+                        "rerun keeps them",
+                        single=len(futures) == 1)
+    return results
+
+
+def _warn_if_bad(future) -> None:
+    """A warning for a micrograph that failed its checks (a done future's callback)."""
+    exc = None if future.cancelled() else future.exception()
+    if isinstance(exc, InvalidMicrographError):
+        logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the others",
+                                                exc.path, exc.problem)
