@@ -72,10 +72,10 @@ def test_an_output_made_otherwise_is_refused_in_the_caller_s_own_words(tiny_run,
             "--workers", "1"]
     capsys.readouterr()
     assert main([*argv, "--dtype", "float16"]) == 2
-    assert capsys.readouterr().err == (
+    assert capsys.readouterr().err.splitlines()[-1] == (
         f"cryostream denoise: error: {out / 'a.mrc'} exists and is not this run's output for "
         f"{source} with these options; pass --overwrite to replace it, or choose another output "
-        "folder: -o DIR\n")
+        "folder: -o DIR")
     assert main(argv) == 0
     assert (f"cryostream: 1 of 1 micrographs already denoised in {out} with this run and these "
             "options; kept (delete them to make them again)\n") in capsys.readouterr().err
