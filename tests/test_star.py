@@ -755,3 +755,25 @@ def test_a_pixel_size_outside_the_models_range_is_said(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_outside_model(general, [micrograph("a.mrc", 0.5), micrograph("c.mrc", 1.5)])
+
+
+def test_a_column_one_letter_off_one_that_is_read_is_said(tmp_path: Path):
+    """_rlnVoltag in data_optics (rlnVoltage missing): one warning naming it and the column
+    it nearly spells; RELION's own neighbours (rlnMicrographOriginalPixelSize, rlnOpticsGroupName)
+    and a correct file give none."""
+    import warnings
+
+    from cryostream.io.star import read_star
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    rows = {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1]}
+    typo = OPTICS.rename(columns={"rlnVoltage": "rlnVoltag"})
+    with pytest.warns(StarFileWarning, match=r"_rlnVoltag \(_rlnVoltage\?\) is not a column "
+                      "cryostream reads"):
+        got = read_star(_star(tmp_path, rows, optics=typo))
+    assert got.micrographs[0].optics.voltage_kv is None  # the default stands in, as said
+    named = OPTICS.assign(rlnMicrographOriginalPixelSize=OPTICS["rlnMicrographPixelSize"],
+                          rlnOpticsGroupName=["opticsGroup1", "opticsGroup2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_star(_star(tmp_path, rows, optics=named, name="named.star"))

@@ -5,8 +5,7 @@ the pixel size, voltage, spherical aberration and amplitude contrast) and a micr
 (``data_micrographs``: one row per micrograph, its ``rlnOpticsGroup``, and after CTFFIND its
 ``rlnDefocusU``/``rlnDefocusV``/``rlnDefocusAngle``). :func:`read_star` gives each micrograph
 with its optics and defocus, checked; :func:`write_micrograph_star` writes such a file.
-Files of RELION 3.0 and earlier (no optics table; the optics in each row) are read too.
-"""
+Files of RELION 3.0 and earlier (no optics table; the optics in each row) are read too."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ import pandas as pd
 import starfile
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.star_columns import warn_near_columns
 
 __all__ = ["Optics", "Defocus", "StarMicrograph", "MicrographStar", "MAX_DEFOCUS_ANGSTROM",
            "StarFileWarning", "read_star", "read_micrograph_star", "write_micrograph_star"]
@@ -244,6 +244,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
         raise _fail(path, f"not a readable STAR file ({exc})",
                     "check it was written by RELION") from None
     tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
+    warn_near_columns(path, tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
     particles = [k for k, b in tables.items()
                  if _COLUMN in b.columns and not set(_PARTICLE).isdisjoint(b.columns)]
     name = next((k for k, b in tables.items() if column in b.columns and k not in particles), None)
@@ -254,10 +255,9 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     "give the micrographs STAR file instead (e.g. CtfFind/job003/"
                     "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)")
     if name is None:
-        raise _fail(path, f"no block has a {column} column",
-                    "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
-                    + ("" if column == _COLUMN else " that motion correction wrote with its "
-                       "even- and odd-frame sums"))
+        raise _fail(path, f"no block has a {column} column", "pass a micrographs STAR file (e.g. "
+                    "from MotionCorr or CtfFind)" + ("" if column == _COLUMN else " that motion "
+                                                    "correction wrote with its even/odd sums"))
     table = tables[name].reset_index(drop=True)
     if table.empty:
         raise _fail(path, f"data_{name} lists no micrographs (a {column} column, no rows)",
