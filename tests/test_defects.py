@@ -5,6 +5,7 @@ is, and the output says what was mended."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import mrcfile
 import numpy as np
@@ -81,3 +82,59 @@ def test_denoise_mends_a_hot_pixel_and_a_blank_border_and_says_so(tiny_run, tmp_
     assert record["found"]["defects"]["blank_columns"] == ["0-11"]
     clean_record = json.loads((tmp_path / "a" / "sim_0000.json").read_text())
     assert "defects" not in clean_record["found"]
+
+
+def test_a_mostly_blank_micrograph_is_refused_naming_it(tiny_run, tmp_path):
+    """Flat but for a band of rows (every row one value), or blank in most columns: refused
+    with one error naming the file (it crashed in the percentile of no pixels); skipped under
+    permissive."""
+    flat = np.full((256, 256), 100, np.float32)
+    flat[100:110] = 101
+    ok = mrcfile.read(tiny_run.sim.micrographs[0]).astype(np.float32)
+    sparse = ok.copy()
+    sparse[:, : int(0.8 * ok.shape[1])] = ok.mean()
+    raw = DenoiseConfig.raw(tile=64)
+    for name, image, what in (("flat.mrc", flat, "256 of its 256 rows are blank"),
+                              ("sparse.mrc", sparse, "102 of its 128 columns are blank")):
+        path = tmp_path / name
+        with mrcfile.new(path) as f:
+            f.set_data(image)
+            f.voxel_size = 0.66
+        with pytest.raises(cryostream.InvalidMicrographError, match=f"{name}: {what}"):
+            cryostream.denoise(tiny_run.run, [path], tmp_path / name.replace(".", "_"),
+                               config=raw, workers=1)
+    with pytest.warns(cryostream.MicrographSkippedWarning, match="sparse.mrc"):
+        got = cryostream.denoise(tiny_run.run, [tmp_path / "sparse.mrc",
+                                                tiny_run.sim.micrographs[0]],
+                                 tmp_path / "both", config=raw, workers=1, permissive=True)
+    assert got.sizes["micrograph"] == 1
+
+
+def test_a_pairs_halves_are_mended_before_their_ctf_is_fitted(tiny_run, tmp_path):
+    """An even/odd pair with a hot pixel in its even half: the defocus fitted on the halves'
+    sum is the clean pair's (the hot pixel had taken the fit elsewhere), and the record says
+    what was mended in that half."""
+    sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
+        shape=(1024, 1024), seed=5, even_odd=True))
+    even, odd = sim.evens[0], sim.odds[0]
+    hot = tmp_path / "hot" / even.name
+    hot.parent.mkdir()
+    image = mrcfile.read(even).astype(np.float32)
+    image[300, 400] = 1e6 * image.mean()
+    with mrcfile.new(hot) as f:
+        f.set_data(image)
+        f.voxel_size = 0.6575
+    config = DenoiseConfig(ensemble=False, ctf_gain=True, learned_weights=False, tile=256,
+                           binned_pass=False)
+    found = []
+    for name, first in (("clean", even), ("hot", hot)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DefectWarning)  # said; the record is checked
+            cryostream.denoise(tiny_run.run, [first], tmp_path / f"out_{name}", config=config,
+                               odd=[odd], workers=1)
+        record = next((tmp_path / f"out_{name}").glob("*.json"))
+        found.append(json.loads(record.read_text())["found"])
+    clean, mended = found
+    assert mended["defects"]["hot_pixels"] == 1 and "defects" not in clean
+    assert mended["ctf"]["defocus_u_angstrom"] == pytest.approx(
+        clean["ctf"]["defocus_u_angstrom"], rel=0.01)

@@ -24,10 +24,12 @@ Nothing is mended where nothing is found; what was found is recorded in ``NAME.j
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-__all__ = ["HOT_FACTOR", "BLANK_SHARE", "DefectWarning", "Defects", "find_defects", "mend", "restore"]
+__all__ = ["HOT_FACTOR", "BLANK_SHARE", "DefectWarning", "Defects", "find_defects",
+           "mostly_blank", "mend", "restore"]
 
 #: A pixel brighter than ``p50 + HOT_FACTOR · (p99.9 − p50)`` is a hot pixel.
 HOT_FACTOR = 5.0
@@ -98,6 +100,9 @@ def find_defects(image: np.ndarray) -> Defects:
     live = image
     if rows.size or columns.size:  # the spread of the pixels that are not blank
         live = np.delete(np.delete(image, rows, axis=0), columns, axis=1)
+    if not live.size:  # every line blank: nothing else to measure (mostly_blank says so)
+        return Defects(hot=np.empty(0, np.int64), rows=rows, columns=columns,
+                       threshold=math.inf, median=0.0, mean=0.0, spread=0.0)
     step = max(1, int(np.sqrt(live.size / 4e6)))  # a few million pixels give the figures
     sample = live[::step, ::step]
     p50, p999 = np.percentile(sample, [50, 99.9])
@@ -107,6 +112,16 @@ def find_defects(image: np.ndarray) -> Defects:
     return Defects(hot=hot, rows=rows, columns=columns, threshold=threshold, median=float(p50),
                    mean=float(normal.mean(dtype=np.float64)),
                    spread=float(normal.std(dtype=np.float64)))
+
+
+def mostly_blank(image: np.ndarray, defects: Defects) -> str | None:
+    """What is blank where more than half of a micrograph's rows or columns are (nothing left
+    to denoise, or a micrograph too sparse to tell from a blank one); None otherwise."""
+    for lines, size, what in ((defects.rows, image.shape[0], "rows"),
+                              (defects.columns, image.shape[1], "columns")):
+        if 2 * lines.size > size:
+            return f"{lines.size} of its {size} {what} are blank (one value along each)"
+    return None
 
 
 def mend(image: np.ndarray, defects: Defects) -> np.ndarray:

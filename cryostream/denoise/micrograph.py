@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.config import DenoiseConfig
-from cryostream.denoise.defects import DefectWarning, find_defects, mend, restore
+from cryostream.denoise.defects import DefectWarning, find_defects, mend, mostly_blank, restore
 from cryostream.denoise.outputs import (
     OutputPlan,
     history_label,
@@ -27,8 +27,9 @@ from cryostream.denoise.tiling import network_pass
 from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["NOTE_EVERY_S", "read_micrograph", "check_micrograph", "normalised", "network_fn",
-           "denoise_image", "denoise_micrograph", "describe_found", "Progress", "denoise_item"]
+__all__ = ["NOTE_EVERY_S", "read_micrograph", "check_micrograph", "checked_micrograph",
+           "normalised", "network_fn", "denoise_image", "denoise_micrograph", "describe_found",
+           "Progress", "denoise_item"]
 
 
 def read_micrograph(source: str):
@@ -58,6 +59,27 @@ def check_micrograph(image: np.ndarray, source: str, record, network_config,
                                      f"this run's network needs at least {smallest} on each side",
                                      "exclude it, or skip it with --permissive (Python: permissive=True)")
     return statistics[0]
+
+
+def checked_micrograph(image: np.ndarray, source: str, record, network_config,
+                       config: DenoiseConfig) -> tuple[float | None, np.ndarray, object]:
+    """:func:`check_micrograph`, then its detector defects found and mended
+    (:mod:`~cryostream.denoise.defects`, with a :class:`DefectWarning`): ``(percentile, image,
+    defects)``, the image mended (the percentile None: it is the mended image's) and the
+    defects found, or the image as it is and None. A micrograph mostly blank is an
+    :class:`~cryostream.errors.InvalidMicrographError`."""
+    import warnings
+
+    value = check_micrograph(image, source, record, network_config, config)
+    defects = find_defects(image)
+    blank = mostly_blank(image, defects)
+    if blank:
+        raise InvalidMicrographError(source, blank, "exclude it, or skip it with --permissive "
+                                     "(Python: permissive=True)")
+    if not defects:
+        return value, image, None
+    warnings.warn(f"{source}: {defects.describe()}", DefectWarning, stacklevel=3)
+    return None, mend(image, defects), defects
 
 
 def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
@@ -105,42 +127,38 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
 
 def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
                   config: DenoiseConfig, *, permissive: bool = False, pipeline=None,
-                  checked: float | None = None):
-    """One 2-D micrograph in memory through the whole pipeline: checks, percentile, network,
-    steps. Returns ``(estimate, found)``: the denoised image in the micrograph's units and what
-    the steps found on it; ``(None, {})`` when ``permissive`` skips a micrograph that fails the
-    checks (:func:`check_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
+                  checked: tuple | None = None):
+    """One 2-D micrograph in memory through the whole pipeline: checks, detector defects,
+    percentile, network, steps. Returns ``(estimate, found)``: the denoised image in the
+    micrograph's units and what the steps found on it (``found["defects"]``: what was
+    mended); ``(None, {})`` when ``permissive`` skips a micrograph that fails the checks
+    (:func:`checked_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
     ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
-    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: the percentile
-    :func:`check_micrograph` already returned for this image (its checks are not made again)."""
+    :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: what
+    :func:`checked_micrograph` already returned for this image (not made again)."""
     import warnings
 
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 
     network = load_network(run)
-    value = checked
     try:
-        if value is None:
-            value = check_micrograph(image, source, network.record, network.config, config)
+        value, mended, defects = checked or checked_micrograph(
+            image, source, network.record, network.config, config)
     except InvalidMicrographError as exc:
         if not permissive:
             raise
         warnings.warn(f"skipping {exc.path}: {exc.problem}", MicrographSkippedWarning,
                       stacklevel=2)
         return None, {}
-    defects = find_defects(image)
-    if defects:  # mended for the network and the steps, and said
-        warnings.warn(f"{source}: {defects.describe()}", DefectWarning, stacklevel=2)
-        raw, image, value = image, mend(image, defects), None
-    micrograph, percentile = normalised(image, pixel_size_angstrom, network.record, source,
+    micrograph, percentile = normalised(mended, pixel_size_angstrom, network.record, source,
                                         value)
     offsets = binned_offsets(network.record, config.ensemble) if config.binned_pass else 1
     estimate, found = (pipeline or config.pipeline()).run(
         micrograph, network_fn(run, config, source, offsets))
     estimate *= np.float32(percentile)
-    if defects:
-        restore(estimate, raw, defects)
+    if defects:  # the blank lines as they were
+        restore(estimate, image, defects)
         found = {**found, "defects": defects.record()}
     return estimate, found
 
@@ -214,9 +232,9 @@ def _computed_on(run: str, precision: str) -> dict:
 
 
 def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> list | None:
-    """Every half of a micrograph passes :func:`check_micrograph` before any work on either:
-    the percentile of each; with ``permissive`` a bad half of a pair skips the pair with a
-    warning naming both (None)."""
+    """Every half of a micrograph passes :func:`checked_micrograph` before any work on either
+    (its defects mended before the pair's CTF is fitted): what it returned for each; with
+    ``permissive`` a bad half of a pair skips the pair with a warning naming both (None)."""
     import warnings
 
     from cryostream.denoise.network import load_network
@@ -226,7 +244,8 @@ def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) ->
     values = []
     for (half, image), (other, _) in zip(halves, halves[::-1], strict=True):
         try:
-            values.append(check_micrograph(image, half, network.record, network.config, config))
+            values.append(checked_micrograph(image, half, network.record, network.config,
+                                             config))
         except InvalidMicrographError as exc:
             if not permissive:
                 raise
@@ -251,8 +270,9 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
               if half is not None]
     # a single micrograph is checked by denoise_image, which skips it under permissive
     checked = [None] if len(halves) == 1 else _checked(halves, run, config, permissive)
-    pipeline = (halves_pipeline(micrograph, config, halves, _record(run))
-                if checked is not None else None)
+    pipeline = (halves_pipeline(micrograph, config, [  # the halves mended, where they were
+        (half, c[1] if c else image) for (half, image), c in zip(halves, checked, strict=True)],
+        _record(run)) if checked is not None else None)
     found = {}
     estimate = None
     for (half, image), value in zip(halves, checked, strict=True) if checked is not None else ():
