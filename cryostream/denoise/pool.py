@@ -20,8 +20,9 @@ def finish(pool, job, todo, total: int) -> list:
     import concurrent.futures
 
     futures = [pool.submit(job, item) for item in todo]
+    warned: set = set()
     try:
-        _stop_on_first(concurrent.futures.as_completed(futures))
+        _stop_on_first(concurrent.futures.as_completed(futures), len(futures) > 1, warned)
         return _gather(futures, total)
     except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
         for f in futures:
@@ -31,6 +32,7 @@ def finish(pool, job, todo, total: int) -> list:
         for f in futures:
             f.cancel()
         concurrent.futures.wait(futures)
+        _stop_on_first([f for f in futures if not f.cancelled()], len(futures) > 1, warned)
         if any(f.cancelled() for f in futures):
             raise
         return _gather(futures, total)  # all done: the run completes, or names its bad ones
@@ -42,29 +44,32 @@ def gather_cluster(client, futures, total: int) -> list:
     from distributed import as_completed
 
     try:
-        _stop_on_first(as_completed(futures))
+        _stop_on_first(as_completed(futures), len(futures) > 1, set())
     except (DeviceMemoryError, ConfigError):
         client.cancel(futures)
         raise
     return _gather(futures, total)
 
 
-def _stop_on_first(completed) -> None:
+def _stop_on_first(completed, warn: bool, warned: set) -> None:
     """Raise the first error every micrograph would meet (memory, a setting) among the futures
-    as they complete, not in their order (one late in the list stops the run at once)."""
+    as they complete, not in their order (one late in the list stops the run at once); with
+    ``warn``, a warning for each micrograph that fails its checks as it does (each once:
+    ``warned`` holds those said)."""
     for future in completed:
         error = future.exception()
         if isinstance(error, DeviceMemoryError | ConfigError):
             raise error
+        if warn and isinstance(error, InvalidMicrographError) and id(future) not in warned:
+            warned.add(id(future))
+            logging.getLogger("cryostream").warning(
+                "%s: not denoised: %s; going on with the others", error.path, error.problem)
 
 
 def _gather(futures, total: int) -> list:
     """The futures' results in order. A micrograph that fails its checks does not stop the
     others: each is denoised, then one error names every failed micrograph and its problem
     (the STAR file, written last, is not; a rerun keeps the finished outputs)."""
-    if len(futures) > 1:
-        for future in futures:  # a warning when each fails, not in the order of the inputs
-            future.add_done_callback(_warn_if_bad)
     results, failed = [], []
     for future in futures:
         try:
@@ -78,11 +83,3 @@ def _gather(futures, total: int) -> list:
                         "rerun keeps them",
                         single=len(futures) == 1)
     return results
-
-
-def _warn_if_bad(future) -> None:
-    """A warning for a micrograph that failed its checks (a done future's callback)."""
-    exc = None if future.cancelled() else future.exception()
-    if isinstance(exc, InvalidMicrographError):
-        logging.getLogger("cryostream").warning("%s: not denoised: %s; going on with the others",
-                                                exc.path, exc.problem)
