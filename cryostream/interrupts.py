@@ -10,7 +10,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["Interrupt", "held_interrupt"]
+__all__ = ["Interrupt", "Terminated", "held_interrupt"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``), where the command line turns it into an
+    exception: it stops work as a first Ctrl-C does, and the command ends with status 143."""
 
 
 class Interrupt:
@@ -27,16 +32,18 @@ class Interrupt:
     def __init__(self) -> None:
         self.requested = False
         self.forced = False
+        self.terminated = False  # the request was SIGTERM's
 
     def check(self) -> None:
-        """Raise :class:`KeyboardInterrupt` if a Ctrl-C came; call it where stopping is safe."""
+        """Raise :class:`KeyboardInterrupt` (:class:`Terminated` for SIGTERM) if one came;
+        call it where stopping is safe."""
         if self.requested:
-            raise KeyboardInterrupt
+            raise Terminated if self.terminated else KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
-    """Hold Ctrl-C (SIGINT) back while the block runs: the first sets
+    """Hold Ctrl-C (SIGINT) and SIGTERM back while the block runs: the first sets
     :attr:`Interrupt.requested` and logs ``note`` (say what happens next), a second raises
     :class:`KeyboardInterrupt` where the program is. The handler before is put back after.
 
@@ -57,14 +64,17 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
         return
 
     def handler(signum, frame) -> None:
+        term = signum == signal.SIGTERM
         if interrupt.requested:
             interrupt.forced = True
-            raise KeyboardInterrupt
-        interrupt.requested = True
+            raise Terminated if term else KeyboardInterrupt
+        interrupt.requested, interrupt.terminated = True, term
         log(note)
 
     signal.signal(signal.SIGINT, handler)
+    term = signal.signal(signal.SIGTERM, handler)  # held the same way (a time limit)
     try:
         yield interrupt
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)

@@ -436,7 +436,9 @@ def test_sigterm_stops_denoise_as_ctrl_c_does_with_status_143(capsys):
     assert cli_common.run_command(args) == 143
     err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
     assert err.splitlines() == [
-        "the micrograph in progress is finished",
+        "cryostream denoise: terminated (SIGTERM): stopping after the micrographs in progress "
+        "(each is written whole or not at all); SIGTERM again to stop at once",
+        "the micrograph in progress is finished",  # after the first line, not before it
         "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
         "in den5: run the same command again to denoise the rest (it skips the finished ones) "
         "and write denoised_micrographs.star"]

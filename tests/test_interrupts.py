@@ -30,6 +30,32 @@ def test_the_first_ctrl_c_is_noted_and_the_second_stops():
         signal.raise_signal(signal.SIGINT)
 
 
+def test_sigterm_is_held_to_the_safe_point_too():
+    """A batch system's time limit (SIGTERM) inside the block: noted, the work goes on to the
+    safe point, which stops it with Terminated (status 143 on the command line); a second
+    SIGTERM stops at once; the handler before is put back."""
+    from cryostream.interrupts import Terminated
+
+    said = []
+
+    def before(signum, frame):
+        raise AssertionError("the handler before the block: not called within it")
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with held_interrupt("stopping after this step", said.append) as interrupt:
+            signal.raise_signal(signal.SIGTERM)
+            assert interrupt.requested and interrupt.terminated and said
+            with pytest.raises(Terminated):
+                interrupt.check()
+            with pytest.raises(Terminated):
+                signal.raise_signal(signal.SIGTERM)
+            assert interrupt.forced
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_program_that_handles_sigint_keeps_its_way():
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryostream.errors import CryostreamError
+from cryostream.interrupts import Terminated
 
 __all__ = [
     "INTERRUPTIONS",
@@ -261,13 +262,27 @@ class _StopSoftly:
         os._exit(130)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch system's time limit, ``kill``): stops a command as a first Ctrl-C
-    does, and it ends with status 143."""
+class _TerminateSoftly:
+    """The SIGTERM handler of the command line: the first raises :class:`Terminated` (printing
+    ``first``, where the command finishes its work in progress, as for Ctrl-C); the second ends
+    the process at once, status 143."""
 
+    def __init__(self, command: str, first: str | None):
+        self.command, self.first, self.count = command, first, 0
 
-def _terminated(signum, frame):
-    raise Terminated
+    def __call__(self, signum, frame):
+        import os
+
+        self.count += 1
+        if self.count > 1:
+            print(f"cryostream {self.command}: terminated at once (SIGTERM again); what was in "
+                  "progress is not written", file=sys.stderr, flush=True)
+            os._exit(143)
+        if self.first:
+            first = self.first.replace("Ctrl-C again", "SIGTERM again")
+            print(f"cryostream {self.command}: terminated (SIGTERM): {first}", file=sys.stderr,
+                  flush=True)
+        raise Terminated
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -289,7 +304,8 @@ def run_command(args: argparse.Namespace) -> int:
     handler = signal.signal(signal.SIGINT, _StopSoftly(args.command, interruption.first)) \
         if soft else None
     main = threading.current_thread() is threading.main_thread()
-    term = signal.signal(signal.SIGTERM, _terminated) if main else None
+    term = signal.signal(signal.SIGTERM, _TerminateSoftly(
+        args.command, interruption.first if soft else None)) if main else None
     start = time.perf_counter()
     try:
         return int(args.func(args) or 0)
