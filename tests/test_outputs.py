@@ -139,6 +139,12 @@ def test_no_star_file_lists_outputs_made_again_by_a_run_not_finished(tiny_run, t
         cryostream.denoise(tiny_run.run, [a, b, bad], out, config=raw, workers=1)
     assert (out / STAR_NAME).read_text() == listing
     other = DenoiseConfig.raw(tile=64, output_dtype="float16")
+    with pytest.MonkeyPatch.context() as patch:  # a run stopped before it replaced any: kept
+        patch.setenv("CRYOSTREAM_NETWORK_MEMORY_GB", "0.001")
+        with pytest.raises(cryostream.ConfigError):
+            cryostream.denoise(tiny_run.run, [a, b], out, config=other, overwrite=True,
+                               workers=1)
+    assert (out / STAR_NAME).read_text() == listing
     with pytest.raises(cryostream.InvalidMicrographError):  # makes a and b again: gone
         cryostream.denoise(tiny_run.run, [a, b, bad], out, config=other, overwrite=True,
                            workers=1)

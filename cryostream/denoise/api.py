@@ -195,8 +195,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         validated recipe. ``DenoiseConfig.raw()`` gives the network's output as it is.
     overwrite : bool
         Replace outputs made otherwise (another model, other options or another cryostream
-        version); each is replaced only by a complete new one. Finished outputs of this run
-        are kept either way, so the same call resumes after an interruption.
+        version); each is replaced only by a complete new one. Outputs this same call would
+        make again the same are kept either way, so it resumes after an interruption.
     workers : int, optional
         Micrographs in flight at once in this process (their reading, steps and writing overlap
         the device work). None: half the CPU cores on a GPU (2 to 8), 2 on a CPU, and no more

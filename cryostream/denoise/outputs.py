@@ -200,13 +200,6 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     made = None if output.exists() else output
     check_writable(output)
     finished = sum(p.done for p in plans)
-    replaced = [p.path.name for p in plans if not p.done and p.path.exists()]
-    if replaced and star.is_file():  # it would list outputs made otherwise than these
-        star.unlink()
-        logging.getLogger("cryostream").info(
-            "%s: the earlier %s is removed, as outputs it may list are made again (%s); it is "
-            "written again, listing every micrograph, when all are denoised", output,
-            STAR_NAME, ", ".join(replaced[:3]) + (", ..." if len(replaced) > 3 else ""))
     if finished:
         logging.getLogger("cryostream").info(
             "%d of %d micrographs already denoised in %s with this run and these options; "
@@ -263,6 +256,7 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                           f"float16's {float(np.finfo(np.float16).max):g}, so nothing was "
                           "written; drop --dtype float16 (Python: output_dtype='float32' in "
                           "the DenoiseConfig): float32 holds them")
+    _unlist(plan)
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
     try:
         partial.write_text(json.dumps(record, indent=1))
@@ -275,6 +269,21 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                          "space or choose another output folder, then run the same command "
                          "again (finished micrographs are kept)") from None
     return str(plan.path)
+
+
+def _unlist(plan: OutputPlan) -> None:
+    """Before an output is made again, remove the folder's :data:`STAR_NAME`, which may list it
+    as it was: the run writes a new one last, listing every micrograph, so no STAR file lists
+    outputs of two recipes if it stops early."""
+    star = plan.path.parent / STAR_NAME
+    if plan.path.exists() and star.is_file():
+        import logging
+
+        star.unlink(missing_ok=True)
+        logging.getLogger("cryostream").info(
+            "%s: the earlier %s is removed, as an output it may list is made again (%s); a new "
+            "one, listing every micrograph, is written when all are denoised", plan.path.parent,
+            STAR_NAME, plan.path.name)
 
 
 def output_identity(run, config, source: str, given: dict | None = None,
