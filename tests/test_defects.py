@@ -138,3 +138,20 @@ def test_a_pairs_halves_are_mended_before_their_ctf_is_fitted(tiny_run, tmp_path
     assert mended["defects"]["hot_pixels"] == 1 and "defects" not in clean
     assert mended["ctf"]["defocus_u_angstrom"] == pytest.approx(
         clean["ctf"]["defocus_u_angstrom"], rel=0.01)
+
+
+def test_rank_scores_a_micrograph_as_denoise_mends_it(tiny_run, tmp_path):
+    """rank_runs on a micrograph with a hot pixel scores it about as the clean one (the pixel
+    mended as denoise mends it), not by the pixel."""
+    clean = tiny_run.sim.micrographs[0]
+    image = mrcfile.read(clean).astype(np.float32)
+    image[60, 70] = 1e6 * image.mean()
+    hot = tmp_path / "hot" / clean.name
+    hot.parent.mkdir()
+    with mrcfile.new(hot) as f:
+        f.set_data(image)
+        f.voxel_size = 0.6575
+    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
+    want, got = (cryostream.rank_runs([tiny_run.run], [p], config=config)[0]["score"]
+                 for p in (clean, hot))
+    assert got == pytest.approx(want, rel=0.1)

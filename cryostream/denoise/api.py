@@ -14,6 +14,7 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
+from cryostream.denoise.defects import find_defects, mend
 from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
     Progress,
@@ -127,6 +128,8 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
                                                 strict=True), 1):
         start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run
+        defects = find_defects(image)  # as denoise mends them: a hot pixel would rule scores
+        image = mend(image, defects) if defects else image
         found = ""  # the fitted defocus and the CTF check, as the first run's steps found them
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
