@@ -434,9 +434,9 @@ def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes
     assert [n for n in notes if "optics" in n] == [
         "2 micrographs have no microscope optics from a STAR file or an option: the CTF fit and "
         "the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude contrast 0.1 "
-        "(a Krios); for another microscope pass --voltage, --cs and --amplitude-contrast "
-        "(Python: the DenoiseConfig's voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage "
-        "200 for a Glacios or a Talos Arctica"]
+        "(a Krios; nothing to do if they are your microscope's); for another pass --voltage, "
+        "--cs and --amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
+        "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]
     notes.clear()
     gather_inputs(paths, config=DenoiseConfig(voltage_kv=200.0))
     gather_inputs([_star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"],
@@ -750,7 +750,7 @@ def test_a_pixel_size_outside_the_models_range_is_said(tmp_path: Path):
     with pytest.warns(PixelSizeWarning, match=r"^1 micrograph has a pixel size outside the "
                       r"0\.47–1\.62 Å that the model \(general\) was trained and calibrated on \(6\.575 "
                       r"Å, from "
-                      r"header, for b\.mrc\).*--pixel-size Å corrects it"):
+                      r"header, for b\.mrc\).*--pixel-size Å corrects a wrong one"):
         warn_outside_model(general, [micrograph("a.mrc", 0.66), micrograph("b.mrc", 6.575)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -286,7 +286,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
         if config.ensemble and jax.default_backend() == "cpu":
-            cpu_time_note(run, config, [m.shape for m, _ in todo])
+            cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \

@@ -191,7 +191,8 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         "network (%s), not %d of %d² (%s)%s", side, batch,
         _size(need) if need else "size unknown", _size(limit), source,
         before[1], before[0], _size(before[2]),
-        f"; smaller windows repeat more context: about {work:.2g} times the network's work"
+        f"; smaller windows repeat more context: about {work:.2g} times the network's work "
+        "of the larger ones"
         if work > 1.05 else "")
     return tile, batch, need
 

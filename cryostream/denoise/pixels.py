@@ -116,16 +116,18 @@ def note_assumed_optics(config, entries: list) -> None:
         logging.getLogger("cryostream").info(
             "%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
             "and the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude "
-            "contrast 0.1 (a Krios); for another microscope pass --voltage, --cs and "
-            "--amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
-            "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica", count,
+            "contrast 0.1 (a Krios; nothing to do if they are your microscope's); for another "
+            "pass --voltage, --cs and --amplitude-contrast (Python: the DenoiseConfig's "
+            "voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 for a Glacios or a "
+            "Talos Arctica", count,
             " has" if count == 1 else "s have")
 
 
 def warn_outside_model(run: str, micrographs: list) -> None:
     """One :class:`PixelSizeWarning` where micrographs (``InputMicrograph``) have a pixel size
-    well outside those the model's learned weights were fitted on (the general model's 0.5–1.5
-    Å): its network sees the particles at a scale it was not trained on."""
+    well outside those the model's learned weights were fitted on (from 0.8 times the smallest
+    to 1.2 times the largest: 0.47–1.62 Å for the general model, trained on 0.5–1.5 Å): its
+    network sees the particles at a scale it was not trained on."""
     from pathlib import Path
 
     from cryostream.denoise.network import model_name, model_record
@@ -138,11 +140,13 @@ def warn_outside_model(run: str, micrographs: list) -> None:
     off = [m for m in micrographs if not low <= m.pixel_size_angstrom <= high]
     if off:
         first = off[0]
+        given = first.pixel_size_from == "argument"
+        where = "--pixel-size" if given else first.pixel_size_from
+        fix = "" if given else " (--pixel-size Å corrects a wrong one)"
         warnings.warn(
             f"{len(off)} micrograph{'s have' if len(off) > 1 else ' has'} a pixel size outside "
             f"the {low:.2f}–{high:.2f} Å that the model ({model_name(run)}) was trained and "
             "calibrated on "
-            f"({first.pixel_size_angstrom:g} Å, from {first.pixel_size_from}, for "
-            f"{Path(first.source).name}): its network sees the particles at another scale; check "
-            "the pixel size (--pixel-size Å corrects it), or fit a model on these micrographs "
-            "(cryostream fit)", PixelSizeWarning, stacklevel=3)
+            f"({first.pixel_size_angstrom:g} Å, from {where}, for {Path(first.source).name}): "
+            f"its network sees the particles at another scale; check the pixel size{fix}, or "
+            "fit a model on these micrographs (cryostream fit)", PixelSizeWarning, stacklevel=3)

@@ -111,9 +111,9 @@ def default_workers(pixels: int, backend: str, *, count: int | None = None,
 
 def cpu_time_note(run: str, config, shapes) -> None:
     """A note before the ensemble runs on a CPU: about how long it takes for the largest of
-    the micrographs of ``shapes`` (one per micrograph to denoise; their windows at
-    :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one pass
-    (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+    the micrographs of ``shapes`` (one per image to denoise, two for an even/odd pair; their
+    windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one
+    pass (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
     from collections import Counter
 
     from cryostream.denoise.binned import binned_shape
@@ -142,5 +142,5 @@ def cpu_time_note(run: str, config, shapes) -> None:
         "ensemble=False in the DenoiseConfig) for one pass (about %s%s), or use a GPU",
         f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
         minutes[0], *shape, cpu_cores(),
-        f", {minutes[2]} for the {len(shapes)} here" if many else "", minutes[1],
+        f", {minutes[2]} for all here" if many else "", minutes[1],
         f", {minutes[3]} for all" if many else "")
