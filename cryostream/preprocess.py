@@ -155,6 +155,8 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     stats = image_statistics(image, percentile)
     if not noise_measurable(header, stats):
         return stats, None
+    if stats[0] > 0 and stats[3] > HOT_CLIP * stats[0]:  # hot pixels: as the store holds them
+        image = mend_hot(image / np.float32(stats[0])) * np.float32(stats[0])
     return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0,
                                  tile=tile_for(image.shape))
 
@@ -232,6 +234,21 @@ def matched_noise_rows(padded: np.ndarray, row_start: int, uid: int, config: Pre
     return out
 
 
+#: A pixel brighter than this many times its micrograph's percentile is a detector defect (a
+#: hot pixel; shot noise stays under ten times the 95th percentile down to 0.1 electrons a
+#: pixel): the store holds the percentile in its place, and the noise is estimated without it.
+HOT_CLIP = 20.0
+
+
+def mend_hot(normalised: np.ndarray) -> np.ndarray:
+    """``normalised`` (a micrograph divided by its percentile) with its pixels over
+    :data:`HOT_CLIP` set to 1, the percentile; in place, and returned."""
+    hot = normalised > HOT_CLIP
+    if hot.any():
+        normalised[hot] = 1.0
+    return normalised
+
+
 def _normalise_and_noise(block, target_block=None, block_info=None, *, layout, config, percentiles,
                          uids, matched=None):
     m, band, _ = block_info[0]["chunk-location"]
@@ -241,11 +258,12 @@ def _normalise_and_noise(block, target_block=None, block_info=None, *, layout, c
     above = min(extra, config.noise.radius) if band > 0 else 0
     out = np.empty((1, 2 if stored else 1, height, block.shape[2]), dtype=np.float32)
     scale = np.float32(1.0 / percentiles[m])
-    np.multiply(block[0, above : above + height], scale, out=out[0, -1])
+    mend_hot(np.multiply(block[0, above : above + height], scale, out=out[0, -1]))
     if stored and matched is not None:
         r = config.noise.radius
         below = block.shape[1] - height - above
-        padded = np.pad(block[0] * scale, ((r - above, r - below), (r, r)), mode="reflect")
+        padded = np.pad(mend_hot(block[0] * scale), ((r - above, r - below), (r, r)),
+                        mode="reflect")
         out[0, 0] = out[0, -1] + matched_noise_rows(
             padded, layout.starts[band], uids[m], config, matched["kernel"][m],
             float(matched["shot_fraction"][m]), float(matched["mean"][m]))
