@@ -39,6 +39,7 @@ from cryostream.io.stack import (
     stack_from_headers,
     warn_if_denoised,
 )
+from cryostream.prepare_checks import check_counts, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
@@ -194,7 +195,7 @@ def prepare(
             usable = _usable(headers, statistics, config, permissive, skipped, halves)
             write_statistics(folder, statistics)
             kept = _keep(usable, headers, target_headers, statistics, config, halves)
-            _warn_hot(kept.headers, statistics, config.percentile)
+            warn_hot(kept.headers, statistics, config.percentile)
             noises = noise_table(folder, kept.headers, kept.percentiles, config)
             _write_shards(compute, folder, kept, layout, noises, config)
 
@@ -275,6 +276,7 @@ def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
     for i, h in enumerate(headers):
         try:
             check_statistics(h, tuple(statistics[h.path]), config.percentile)
+            check_counts(h, statistics[h.path], config)
             usable.append(i)
         except InvalidMicrographError as exc:
             if not permissive:
@@ -288,25 +290,6 @@ def _usable(headers, statistics: dict, config: PrepareConfig, permissive: bool,
                             f"{headers[halves.partner(i)].path} was skipped"})
         usable = [i for i in usable if halves.partner(i) in usable]
     return usable
-
-
-def _warn_hot(headers, statistics: dict, percentile: float) -> None:
-    """One :class:`~cryostream.denoise.defects.DefectWarning` for micrographs with pixels over
-    :data:`~cryostream.preprocess.HOT_CLIP` times their percentile (hot pixels), which the
-    store holds at the percentile."""
-    from cryostream.denoise.defects import DefectWarning
-    from cryostream.preprocess import HOT_CLIP
-
-    hot = [(statistics[h.path][3] / statistics[h.path][0], h) for h in headers
-           if statistics[h.path][3] > HOT_CLIP * statistics[h.path][0]]
-    if hot:
-        worst, header = max(hot, key=lambda pair: pair[0])
-        warnings.warn(f"{len(hot)} micrograph{'s hold' if len(hot) > 1 else ' holds'} pixels "
-                      f"over {HOT_CLIP:g} times {'their' if len(hot) > 1 else 'its'} "
-                      f"{percentile:g}th percentile (hot pixels; up to {worst:.3g} times in "
-                      f"{Path(header.path).name}): the store holds the percentile in their "
-                      "place, so that no one pixel rules the training", DefectWarning,
-                      stacklevel=3)
 
 
 def _keep(usable: list[int], headers, target_headers, statistics: dict,

@@ -39,6 +39,8 @@ __all__ = [
     "statistics_and_noise",
     "noise_measurable",
     "check_statistics",
+    "HOT_CLIP",
+    "mend_hot",
     "noise_rows",
     "matched_noise_rows",
     "band_patch_views",

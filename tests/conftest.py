@@ -47,11 +47,11 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def small_mrcs(tmp_path: Path, rng: np.random.Generator) -> list[Path]:
-    """Three float32 micrographs of 96 × 80 px with distinct contents."""
+    """Three float32 micrographs of 96 × 80 px with distinct contents, positive as counts are."""
     folder = tmp_path / "mics"
     folder.mkdir()
     return [
-        write_mrc(folder / f"m{i}.mrc", rng.normal(i, 1, size=(96, 80)).astype(np.float32))
+        write_mrc(folder / f"m{i}.mrc", rng.normal(10 + i, 1, size=(96, 80)).astype(np.float32))
         for i in range(3)
     ]
 

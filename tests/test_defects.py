@@ -189,3 +189,27 @@ def test_prepare_holds_a_hot_pixel_at_the_percentile_and_says_so(tmp_path):
         for key in ("noise_shot_fraction", "noise_mean"):
             np.testing.assert_allclose(f["micrographs"][key][...], g["micrographs"][key][...],
                                        rtol=0.05)
+
+
+def test_prepare_refuses_micrographs_not_in_counts_for_shot_noise(tmp_path):
+    """Micrographs normalised to mean 0 by another program: refused for the noise models that
+    follow counts (shot noise had clipped every negative pixel, and fit's loss went NaN),
+    naming the file and both ways out; gaussian noise takes them."""
+    from cryostream import NoiseConfig, PrepareConfig
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(256, 256), seed=7)
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    for path in sim.micrographs:
+        image = mrcfile.read(path).astype(np.float32)
+        with mrcfile.new(zero / path.name) as f:
+            f.set_data((image - image.mean()) / image.std())
+            f.voxel_size = 0.6575
+    inputs = sorted(zero.glob("*.mrc"))
+    base = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0)
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"sim_0000\.mrc: holds pixels "
+                       r"far below zero .*not in electron counts.*--noise gaussian"):
+        cryostream.prepare(inputs[:1], tmp_path / "a.h5", base)
+    gaussian = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0,
+                             noise=NoiseConfig(model="gaussian"))
+    assert cryostream.prepare(inputs, tmp_path / "b.h5", gaussian).output.is_file()

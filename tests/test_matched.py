@@ -258,7 +258,8 @@ RECORRUPT = TrainConfig(model="unet-small", precision="fp32", steps=2, batch_siz
 
 def test_recorrupted_training_needs_matched_noise(small_mrcs, tmp_path):
     white = prepare(small_mrcs[:2], tmp_path / "w.h5",
-                    PrepareConfig(patch_size=64, stride=64, test_fraction=0.0)).output
+                    PrepareConfig(patch_size=64, stride=64, test_fraction=0.0,
+                                  noise=NoiseConfig(model="gaussian"))).output
     with pytest.raises(ConfigError, match="recorrupt.*noise='matched'"):
         train(white, tmp_path / "white_run", RECORRUPT, log=lambda *_: None)
     assert not (tmp_path / "white_run").exists()
@@ -294,8 +295,8 @@ def test_matched_config_errors(small_mrcs, tmp_path):
     with pytest.raises(ConfigError, match="alpha"):
         NoiseConfig(model="matched", alpha=0)
     cfg = PrepareConfig(patch_size=32, stride=16, noise=NoiseConfig(model="matched", radius=40))
-    with pytest.raises(ConfigError, match="noise-radius"):
-        prepare(small_mrcs, tmp_path / "x.h5", cfg)
+    with pytest.raises(ConfigError, match="noise-radius"):  # micrographs of positive values
+        prepare(small_mrcs[2:], tmp_path / "x.h5", cfg)
     assert not (tmp_path / "x.h5").exists()
 
 

@@ -1,0 +1,47 @@
+"""The checks ``prepare`` makes on each micrograph's pass-1 statistics beyond those every
+command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
+counts, for the noise models that follow counts, and hot pixels, which the store holds at the
+percentile (:func:`~cryostream.preprocess.mend_hot`)."""
+
+from __future__ import annotations
+
+import os
+
+from cryostream.config import PrepareConfig
+from cryostream.errors import InvalidMicrographError
+from cryostream.preprocess import HOT_CLIP
+
+__all__ = ["check_counts", "warn_hot"]
+
+
+def check_counts(header, stats, config: PrepareConfig) -> None:
+    """A micrograph far below zero (normalised to mean 0 by another program) is not in counts,
+    which shot noise follows: an :class:`InvalidMicrographError` for the noise models that
+    add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN)."""
+    value, _, lo, _ = stats
+    if config.noise.model in ("poisson", "poisson-gaussian", "matched") and lo < -value:
+        raise InvalidMicrographError(
+            header.path, f"holds pixels far below zero (as low as {lo:.4g}; its "
+            f"{config.percentile:g}th percentile {value:.4g}), so it is not in electron counts, "
+            f"which the {config.noise.model} noise follows", "give the micrographs as motion "
+            "correction wrote them (counts, not normalised), or prepare with --noise gaussian")
+
+
+def warn_hot(headers, statistics: dict, percentile: float) -> None:
+    """One :class:`~cryostream.denoise.defects.DefectWarning` for micrographs with pixels over
+    :data:`~cryostream.preprocess.HOT_CLIP` times their percentile (hot pixels), which the
+    store holds at the percentile."""
+    import warnings
+
+    from cryostream.denoise.defects import DefectWarning
+
+    hot = [(statistics[h.path][3] / statistics[h.path][0], h) for h in headers
+           if statistics[h.path][3] > HOT_CLIP * statistics[h.path][0]]
+    if hot:
+        worst, header = max(hot, key=lambda pair: pair[0])
+        warnings.warn(f"{len(hot)} micrograph{'s hold' if len(hot) > 1 else ' holds'} pixels "
+                      f"over {HOT_CLIP:g} times {'their' if len(hot) > 1 else 'its'} "
+                      f"{percentile:g}th percentile (hot pixels; up to {worst:.3g} times in "
+                      f"{os.path.basename(header.path)}): the store holds the percentile in their "
+                      "place, so that no one pixel rules the training", DefectWarning,
+                      stacklevel=4)
