@@ -166,6 +166,11 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
         tmp = None
         for partial, path in done:
             os.replace(partial, path)
+        written = {path.name for _, path in done}
+        for split in ("train", "test"):  # an earlier export's files this one does not replace
+            for kind in ("input", "target"):
+                if f"{split}_{kind}.bin" not in written:
+                    (outdir / f"{split}_{kind}.bin").unlink(missing_ok=True)
     finally:
         for partial in [tmp, *(t for t, _ in done)]:
             if partial is not None:

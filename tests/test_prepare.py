@@ -112,6 +112,12 @@ def test_on_device_float16_and_compression(micrographs, tmp_path):
             got = f["train/target"][...]
         ref = np.frombuffer(base["train/target"], np.float32).reshape(got.shape)
         np.testing.assert_array_equal(got, ref.astype(np.float16))
+    # exported over a stored-noise export: the earlier inputs do not stay beside the targets
+    export_bin(tmp_path / "f32.h5", tmp_path / "bin")
+    assert (tmp_path / "bin" / "train_input.bin").exists()
+    written = export_bin(out, tmp_path / "bin")
+    assert sorted(p.name for p in (tmp_path / "bin").glob("*.bin")) == sorted(
+        p.name for p in written) == ["test_target.bin", "train_target.bin"]
 
 
 def test_corruption_is_detected(micrographs, tmp_path):
