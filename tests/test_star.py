@@ -434,7 +434,7 @@ def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes
     assert [n for n in notes if "optics" in n] == [
         "2 micrographs have no microscope optics from a STAR file or an option: the CTF fit and "
         "the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude contrast 0.1 "
-        "(a Krios; nothing to do if they are your microscope's); for another pass --voltage, "
+        "(a Krios; nothing to do if they are your microscope's); for another, pass --voltage, "
         "--cs and --amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
         "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]
     notes.clear()

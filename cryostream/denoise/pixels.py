@@ -116,7 +116,7 @@ def note_assumed_optics(config, entries: list) -> None:
         logging.getLogger("cryostream").info(
             "%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
             "and the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude "
-            "contrast 0.1 (a Krios; nothing to do if they are your microscope's); for another "
+            "contrast 0.1 (a Krios; nothing to do if they are your microscope's); for another, "
             "pass --voltage, --cs and --amplitude-contrast (Python: the DenoiseConfig's "
             "voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 for a Glacios or a "
             "Talos Arctica", count,
