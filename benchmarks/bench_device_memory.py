@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,9 @@ def child(args) -> dict:
     from cryostream.denoise.workers import default_workers
 
     paths = sorted(Path(args.inputs).glob("*.mrc"))[: args.count]
+    held = "unbounded" if os.environ.get("CRYOSTREAM_NETWORK_MEMORY_GB") else "held"
+    out = Path(args.work) / f"out-{args.cap_gb}-{held}"  # one per run, made afresh
+    shutil.rmtree(out, ignore_errors=True)
     stats = jax.devices()[0].memory_stats() or {}
     row = {"cap_gb": args.cap_gb, "device": jax.devices()[0].device_kind,
            "bytes_limit_gb": stats.get("bytes_limit", 0) / 1e9, "micrographs": len(paths),
@@ -76,14 +80,12 @@ def child(args) -> dict:
                                      "call_gb": (layout.need or 0) / 1e9,
                                      "limit_gb": (layout.limit or 0) / 1e9}
         t = time.perf_counter()
-        cryostream.denoise("general", paths, Path(args.work) / f"out-{args.cap_gb}",
-                           overwrite=True)
+        cryostream.denoise("general", paths, out)  # a fresh folder: every micrograph made
         row.update(ok=True, seconds=time.perf_counter() - t)
     except BaseException as e:  # noqa: BLE001 - what a user would see is the measurement
         row.update(ok=False, seconds=time.perf_counter() - t if "t" in locals() else None,
                    error=f"{type(e).__module__}.{type(e).__name__}",
                    message=str(e)[:600], trace=traceback.format_exc()[-1500:])
-    out = Path(args.work) / f"out-{args.cap_gb}"
     row["outputs_written"] = len(list(out.glob("*.mrc"))) if out.exists() else 0
     row.update(peak_memory())
     if args.analyse:
