@@ -20,7 +20,8 @@ STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
            "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
-           "output_record", "recipe_steps", "history_label", "made_by_denoise", "same_version"]
+           "output_record", "recipe_steps", "history_label", "made_by_denoise", "same_version",
+           "read_record"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +37,24 @@ class OutputPlan:
     done: bool
 
 
-def same_record(sidecar: Path, record: dict) -> bool:
-    """Whether ``sidecar`` holds ``record`` (the version aside): a finished output of the same
-    run, config and input."""
+def read_record(sidecar: Path | dict | None) -> dict | None:
+    """The record ``NAME.json`` holds (a dict given is taken as read); None where it is
+    missing, unreadable or not a record."""
+    if isinstance(sidecar, dict) or sidecar is None:
+        return sidecar
     try:
         found = json.loads(sidecar.read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def same_record(sidecar: Path | dict, record: dict) -> bool:
+    """Whether ``sidecar`` (:func:`read_record`) holds ``record`` (the version aside): a
+    finished output of the same run, config and input."""
+    found = read_record(sidecar)
     keys = ("run", "input", "given")
-    if not (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+    if not (found is not None and all(found.get(k) == record.get(k) for k in keys)
             and _config(found) == _config(record)):
         return False
     # an output made before inputs or models were stamped (no "input_files", "model_files")
@@ -52,18 +62,15 @@ def same_record(sidecar: Path, record: dict) -> bool:
     return all(found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
 
 
-def input_changed(sidecar: Path, record: dict) -> bool:
-    """Whether ``sidecar`` is the record of an output of the same run, config and input
-    whose input file has changed since (its size or time of modification; what came with it,
-    such as a STAR file's defocus, may have changed too), or whose model has (a run trained
-    further): the output is stale, and denoise makes it again."""
-    try:
-        found = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return False
+def input_changed(sidecar: Path | dict, record: dict) -> bool:
+    """Whether ``sidecar`` (:func:`read_record`) is the record of an output of the same run,
+    config and input whose input file has changed since (its size or time of modification;
+    what came with it, such as a STAR file's defocus, may have changed too), or whose model has
+    (a run trained further): the output is stale, and denoise makes it again."""
+    found = read_record(sidecar)
     # what came with the input (a STAR file's defocus, say) may change with it: not compared
     keys = ("run", "input")
-    return (isinstance(found, dict) and all(found.get(k) == record.get(k) for k in keys)
+    return (found is not None and all(found.get(k) == record.get(k) for k in keys)
             and _config(found) == _config(record)
             and any(k in found and found[k] != record.get(k)
                     for k in ("input_files", "model_files")))
@@ -81,14 +88,13 @@ def _config(record: dict):
     return {"binned_pass": False, "precision": "bf16" if bf16 else "fp32", **config}
 
 
-def same_version(sidecar: Path) -> bool:
-    """Whether the record ``sidecar`` was written by this cryostream version."""
+def same_version(sidecar: Path | dict) -> bool:
+    """Whether the record ``sidecar`` (:func:`read_record`) was written by this cryostream
+    version."""
     from cryostream._version import __version__
 
-    try:
-        return json.loads(sidecar.read_text()).get("cryostream_version") == __version__
-    except (OSError, ValueError, AttributeError):
-        return False
+    found = read_record(sidecar)
+    return found is not None and found.get("cryostream_version") == __version__
 
 
 def _whole(path: Path) -> bool:
@@ -139,10 +145,11 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
             raise ConfigError(f"{out}: the output {path} would replace the input micrograph "
                               "itself; choose another output folder: -o DIR (Python: output=DIR)")
         sidecar = path.with_suffix(".json")
-        done = path.is_file() and same_record(sidecar, record)
+        found = read_record(sidecar) if path.is_file() else None  # read once
+        done = found is not None and same_record(found, record)
         damaged = done and not _whole(path)
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
-        stale = path.is_file() and input_changed(sidecar, record)
+        stale = found is not None and input_changed(found, record)
         if stale or damaged:
             import logging
 
@@ -152,7 +159,7 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                 f"its output {path} is damaged (shorter than its header promises)" if damaged
                 else f"the input or the model changed since {path} was made (a file's size or "
                 "time of modification, or the run's last checkpoint)")
-        done = done and not damaged and (not overwrite or same_version(sidecar))
+        done = done and not damaged and (not overwrite or same_version(found))
         if path.exists() and not done and not unfinished and not stale and not damaged \
                 and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
