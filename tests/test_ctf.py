@@ -254,7 +254,7 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
-    from cryostream.denoise.steps import Micrograph, zeros_noise
+    from cryostream.denoise.steps import Micrograph, noise_below, zeros_noise
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
 
@@ -271,8 +271,11 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     assert found["ctf_used"] is True and found["ctf_check"] < 0
     assert found["ctf"]["defocus_u_angstrom"] == fit.defocus_u_angstrom
     noise = estimate_noise(noisy, PIXEL, tile=tile_for(noisy.shape))
-    assert found["noise_scale_at_ctf_zeros"] == zeros_noise(noisy, noise, fit)[1]
-    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, noise, ctf=fit))
+    _, zeros, below = zeros_noise(noisy, noise, fit)
+    assert found["noise_scale_at_ctf_zeros"] == zeros
+    assert found["noise_scale_below_20A"] == round(min(below, 1.0), 3)
+    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy,
+                                                         noise_below(noise, below), ctf=fit))
     radial = match_wiener_gain(network(noisy), noisy, noise)
     assert np.mean((got - truth) ** 2) < np.mean((radial - truth) ** 2)
 
@@ -353,26 +356,101 @@ def test_a_falling_spectrum_without_rings_is_not_taken_for_thon_rings():
 
 
 def test_network_above_keeps_the_estimate_above_20_angstrom(simulated):
-    """The fallback where no Thon rings are found: the radial Wiener gain's
-    coefficients below 20 Å, the estimate's own above."""
+    """The fallback where no Thon rings are found: the estimate's own coefficients above
+    20 Å; below, the radial Wiener gain as the CTF-shaped gain has it there (its ring power
+    summed over neighbouring rings)."""
     from cryostream.denoise.corrections import NetworkAbove, wiener_gain_outputs
     from cryostream.spectral import frequencies
 
     noisy = simulated[0][0]
     noise = estimate_noise(noisy, PIXEL)
     estimate = noisy * np.float32(0.6) + np.float32(0.05)
-    kept, radial = wiener_gain_outputs(estimate, noisy, noise, [NetworkAbove(PIXEL), None])
+    kept, shaped, radial = wiener_gain_outputs(estimate, noisy, noise,
+                                               [NetworkAbove(PIXEL), simulated.fit(0), None])
     ky, kx = frequencies(noisy.shape, "rfft", pixel_size_angstrom=PIXEL)
     above = ky * ky + kx * kx >= 1 / 20**2
     spectrum = {name: np.fft.rfft2(image - image.mean())
-                for name, image in (("kept", kept), ("radial", radial), ("estimate", estimate))}
+                for name, image in (("kept", kept), ("shaped", shaped), ("radial", radial),
+                                    ("estimate", estimate))}
     scale = np.abs(spectrum["estimate"]).max()
     np.testing.assert_allclose(spectrum["kept"][above], spectrum["estimate"][above],
                                atol=1e-4 * scale)
-    np.testing.assert_allclose(spectrum["kept"][~above], spectrum["radial"][~above],
+    np.testing.assert_allclose(spectrum["kept"][~above], spectrum["shaped"][~above],
                                atol=1e-4 * scale)
     assert not np.allclose(spectrum["radial"][above], spectrum["estimate"][above],
                            atol=1e-2 * scale)
+
+
+def test_ring_sums_sum_neighbouring_rings_and_fewer_near_the_centre():
+    """Each bin summed with SMOOTH_RINGS bins on either side, no more than its index over
+    SMOOTH_FROM near the centre and fewer at the end; bin 0 (the mean) alone."""
+    from cryostream.denoise.corrections import SMOOTH_FROM, SMOOTH_RINGS, ring_sums
+
+    values = np.arange(1.0, 101.0) ** 2
+    (summed,) = ring_sums((values,))
+    assert summed[0] == values[0]
+    for i in (1, SMOOTH_FROM, 2 * SMOOTH_FROM + 1, 60, 99):
+        half = min(SMOOTH_RINGS, i // SMOOTH_FROM)
+        assert summed[i] == pytest.approx(values[max(1, i - half):i + half + 1].sum())
+    assert summed[1] == values[1]  # the first rings alone
+    (wide,) = ring_sums((values,), rings=10)
+    assert wide[99] == pytest.approx(values[89:].sum())
+
+
+def _frc_bands(image, truth):
+    """The FRC with ``truth`` averaged over the benchmarks' bands (0–0.01, 0.01–0.03,
+    0.03–0.06, 0.06–0.125 cycles/px)."""
+    f, c = frc(image, truth)
+    return [float(c[(f >= a) & (f < b)].mean())
+            for a, b in ((0, 0.01), (0.01, 0.03), (0.03, 0.06), (0.06, 0.125))]
+
+
+def _low_dose_linear_parts(monkeypatch, **simulate):
+    """A 1024² micrograph (divided by its 95th percentile), its truth, and the CTF-shaped
+    linear part: with each ring's power of the radial gain below 20 Å alone, summed with its
+    neighbours (as denoise has it) and with the noise below 20 Å at the CTF's zeros too."""
+    from cryostream.denoise import corrections
+    from cryostream.denoise.fallback import fit_for_gain, noise_below, zeros_noise
+
+    config = SimulateConfig(shape=(1024, 1024), seed=1, **simulate)
+    sim = simulate_micrograph(config, 0)
+    p = np.float32(np.percentile(sim.noisy, 95))
+    noisy, truth = sim.noisy / p, sim.truth / p
+    noise = estimate_noise(noisy, config.pixel_size_angstrom)
+    fit = fit_for_gain(noisy, config.pixel_size_angstrom, {})
+    with monkeypatch.context() as m:
+        m.setattr(corrections, "SMOOTH_RINGS", 0)
+        alone = match_wiener_gain(noisy, noisy, noise, ctf=fit)
+    summed = match_wiener_gain(noisy, noisy, noise, ctf=fit)
+    factor = zeros_noise(noisy, noise, fit)[2]
+    at_zeros = match_wiener_gain(noisy, noisy, noise_below(noise, factor), ctf=fit)
+    return noisy, truth, alone, summed, at_zeros, factor
+
+
+def test_radial_gain_below_20_angstrom_sums_neighbouring_rings(monkeypatch):
+    """At 10 e/Å² each ring's power is measured to about the signal's share of it: the gain
+    from each ring alone jumps from ring to ring. Summed over its neighbours the linear part
+    keeps more of each ring's correlation with the truth at 0.01–0.06 cycles/px (0.321 ->
+    0.330, 0.135 -> 0.137 here) and loses no PSNR."""
+    noisy, truth, alone, summed, _, _ = _low_dose_linear_parts(
+        monkeypatch, dose_e_per_angstrom2=10.0, detector_nps_nyquist=1.0)
+    before, after = _frc_bands(alone, truth), _frc_bands(summed, truth)
+    assert after[1] > before[1] + 0.005 and after[2] > before[2]
+    assert psnr(summed, truth) >= psnr(alone, truth)
+
+
+def test_radial_gain_below_20_angstrom_takes_the_noise_at_the_ctf_zeros(monkeypatch):
+    """A filament keeps contrast out to fine scales, which the measured noise counts in: at the
+    CTF's zeros just above 20 Å the micrograph shows 0.88 of it. The radial gain below 20 Å
+    with the noise brought down by that factor keeps more of the filament at 0.03–0.06
+    cycles/px (0.472 -> 0.483 here, the micrograph 0.447) and gains PSNR."""
+    noisy, truth, _, summed, at_zeros, factor = _low_dose_linear_parts(
+        monkeypatch, particle="filament", dose_e_per_angstrom2=40.0, pixel_size_angstrom=1.0,
+        defocus_um=(2.5, 3.5), detector_nps_nyquist=0.5)
+    assert factor < 0.95
+    before, after = _frc_bands(summed, truth), _frc_bands(at_zeros, truth)
+    assert after[2] > before[2] + 0.005 and after[2] > _frc_bands(noisy, truth)[2]
+    assert psnr(at_zeros, truth) > psnr(summed, truth)
 
 
 def test_network_above_never_keeps_a_response_that_inverts_the_contrast(simulated):
@@ -619,6 +697,7 @@ def test_the_ctf_gain_step_checks_with_the_noise_at_the_zeros_and_records_it(tmp
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
+    from cryostream.denoise.fallback import noise_below, zeros_noise
     from cryostream.denoise.steps import Micrograph
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
@@ -639,7 +718,11 @@ def test_the_ctf_gain_step_checks_with_the_noise_at_the_zeros_and_records_it(tmp
     fit = CTFFit(found["ctf"]["defocus_u_angstrom"], found["ctf"]["defocus_v_angstrom"],
                  found["ctf"]["astigmatism_angle_deg"], found["ctf"]["score"], 1.0)
     noise = estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape))
-    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy, noise, ctf=fit))
+    # below 20 Å the radial gain takes the noise as the zeros show it just above 20 Å
+    below = zeros_noise(noisy, noise, fit)[2]
+    assert found["noise_scale_below_20A"] == round(below, 3) < 0.9
+    np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy,
+                                                         noise_below(noise, below), ctf=fit))
     assert np.mean((got - truth) ** 2) < np.mean((network(noisy) - truth) ** 2)
 
 

@@ -36,6 +36,7 @@ from cryostream.denoise.fallback import (
     fallback_words,
     fit_for_gain,
     no_rings,
+    noise_below,
     warn_fallback,
     zeros_noise,
 )
@@ -239,7 +240,8 @@ class WienerGain(Step):
                                  quiet=quiet)
         used = check < 0
         return {"fit": fit, "check": check, "used": used,
-                **({"zeros_scale": noise[1]} if used and noise is not None else {})}
+                **({"zeros_scale": noise[1], "below_scale": noise[2]}
+                   if used and noise is not None else {})}
 
     def apply(self, estimate, image, state, micrograph, binned=None):
         if state is not None and state.get("used"):
@@ -252,7 +254,10 @@ class WienerGain(Step):
         table = None if state is None else state["table"]
         # what the fallback mended, recorded for the micrograph itself (not a recorrupted copy)
         found = {} if isinstance(shape, NetworkAbove) and image is micrograph.image else None
-        out = match_wiener_gain(estimate, image, micrograph.noise(image), ctf=shape,
+        noise = micrograph.noise(image)
+        if state is not None and "below_scale" in state:  # the radial gain's, below 20 Å
+            noise = noise_below(noise, state["below_scale"])
+        out = match_wiener_gain(estimate, image, noise, ctf=shape,
                                 weights=table, snr=None if table is None else state["snr"],
                                 binned=binned, found=found)
         if found is not None:
@@ -280,7 +285,8 @@ class WienerGain(Step):
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,
-                **({"noise_scale_at_ctf_zeros": state["zeros_scale"]}
+                **({"noise_scale_at_ctf_zeros": state["zeros_scale"],
+                    "noise_scale_below_20A": round(min(state["below_scale"], 1.0), 3)}
                    if "zeros_scale" in state else {})}
 
 
