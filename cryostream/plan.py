@@ -20,7 +20,7 @@ from cryostream.errors import ConfigError
 from cryostream.io.stack import expand_inputs, micrograph_names, read_headers, warn_if_denoised
 from cryostream.patches import patch_grid_shape, patch_to_fit, uncovered_pixels
 from cryostream.prepare import MODEL_MULTIPLE
-from cryostream.prepare_output import check_stride
+from cryostream.prepare_output import check_patch_size
 from cryostream.split import held_out_count, split_micrographs
 from cryostream.units import format_bytes, format_duration
 
@@ -242,7 +242,7 @@ def plan(
     ((13, 13), (14, 14))
     """
     config = config or PrepareConfig()
-    check_stride(config)
+    check_patch_size(config, MODEL_MULTIPLE)  # as prepare refuses it
     asked = None
     if inputs is not None:
         if shape is not None or count is not None:

@@ -3,6 +3,7 @@ import pytest
 
 import cryostream
 from cryostream import NoiseConfig, PrepareConfig, plan
+from cryostream.errors import ConfigError
 from cryostream.split import held_out_count, split_micrographs
 from tests.conftest import write_mrc
 
@@ -92,6 +93,17 @@ def test_a_patch_larger_than_the_micrographs_becomes_the_one_fit_chooses(tmp_pat
         "chooses for them; prepare them with --patch 256)"]
     assert main(["plan", str(folder), "--patch", "1024", "--stride", "256"]) == 0
     assert "prepare them with --patch 256 --stride 64)" in capsys.readouterr().out
+
+
+def test_plan_refuses_a_patch_prepare_refuses(capsys):
+    """A patch side the networks cannot take is refused by plan as by prepare, with the same
+    fix (plan had planned a store prepare would then refuse)."""
+    from cryostream.cli import main
+
+    with pytest.raises(ConfigError, match=r"--patch 96"):
+        plan(shape=(1024, 1024), count=3, config=PrepareConfig(patch_size=100))
+    assert main(["plan", "--shape", "1024", "1024", "--count", "3", "--patch", "100"]) == 2
+    assert "use --patch 96" in capsys.readouterr().err
 
 
 def test_split_is_by_name_and_seed_not_order():
