@@ -107,7 +107,7 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path, capsys, real):
     code, _, err = _cli(capsys, real, "plan", "--shape", "7676", "7420", "--count", "3",
                         "--stride", "0")
     assert code == 2 and "Traceback" not in err
-    assert err.strip() == "cryostream plan: error: stride=0: must be a finite number > 0"
+    assert err.strip() == "cryostream plan: error: --stride 0: must be a finite number > 0"
 
 
 def test_simulate_then_plan(tmp_path, capsys):
@@ -330,10 +330,10 @@ BAD_VALUES = [
      "n2n_clamp (--n2n-clamp) refines the Noisier2Noise correction; pass n2n_correction too "
      "(--n2n-correction)"),
     (["denoise", "RUN", "a.mrc", "-o", "OUT", "--calibrate", "-1"],
-     "calibrate=-1: must be an integer ≥ 0 (recorrupted passes; 0 for none)"),
+     "--calibrate -1: must be an integer ≥ 0 (recorrupted passes; 0 for none)"),
     (["rank", "RUN", "-i", "a.mrc", "--amplitude-contrast", "1.5"],
-     "amplitude_contrast=1.5: must be in [0, 1) (--amplitude-contrast)"),
-    (["train", "STORE", "-o", "OUT", "--steps", "0"], "steps=0: must be ≥ 1"),
+     "--amplitude-contrast 1.5: must be in [0, 1)"),
+    (["train", "STORE", "-o", "OUT", "--steps", "0"], "--steps 0: must be ≥ 1"),
     (["simulate", "OUT", "--count", "1", "--shape", "10", "10"],
      "shape=(10, 10): must be (rows, columns), each ≥ 64 px"),
 ]
@@ -567,6 +567,28 @@ def test_keyword_forms_become_flags_on_the_command_line(tmp_path, capsys):
     assert main(["prepare", str(a), "-o", str(tmp_path / "x.h5"), "--patch", "64"]) == 2
     err = capsys.readouterr().err
     assert "pass --overwrite or" in err and "overwrite=True" not in err
+
+
+def test_errors_naming_a_python_keyword_name_the_option_on_the_command_line(tmp_path, capsys):
+    """``count=0: must be ...`` from the library reads ``--count 0: must be ...`` on the
+    command line (the option of the command's own parser with that name); a name the command
+    has no option for, a True or False, and a path holding ``=`` are left alone."""
+    from cryostream.cli.common import for_the_command_line
+
+    options = {"count": "--count", "batch_size": "--batch-size", "split": "--split"}
+    assert for_the_command_line("count=0: must be an integer", options) == \
+        "--count 0: must be an integer"
+    assert for_the_command_line("batch_size=64 is not divisible by 3", options) == \
+        "--batch-size 64 is not divisible by 3"
+    assert for_the_command_line("split='tests': must be", options) == "--split tests: must be"
+    assert for_the_command_line("seed=-1: must be", options) == "seed=-1: must be"
+    assert for_the_command_line("count=True: no", options) == "count=True: no"
+    assert for_the_command_line("/data/a=count=3.mrc: bad", options) == "/data/a=count=3.mrc: bad"
+    assert main(["plan", "--shape", "512", "512", "--count", "0"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "cryostream plan: error: --count 0: must be an integer ≥ 1"
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "0"]) == 2
+    assert "error: --count 0: must be" in capsys.readouterr().err
 
 
 def test_an_unknown_option_is_named_by_its_command_with_the_closest_one(capsys):

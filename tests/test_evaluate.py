@@ -179,7 +179,7 @@ def test_evaluate_refuses_a_truth_set_it_trained_on_before_writing(tiny_run, tmp
     out = tmp_path / "rep"
     assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--truth", str(copy)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"cryostream evaluate: error: truth={copy}: all 2")
+    assert len(err) == 1 and err[0].startswith(f"cryostream evaluate: error: --truth {copy}: all 2")
     assert not out.exists()
 
 

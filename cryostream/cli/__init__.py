@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="no progress notes, only warnings and errors")
         except argparse.ArgumentError:  # the command has its own --quiet (progress bars)
             pass
+        # each option's name in Python, for errors that name it so (for_the_command_line)
+        command.set_defaults(option_names={a.dest: a.option_strings[-1] for a in command._actions
+                                           if a.option_strings and a.dest != "help"})
     return parser
 
 

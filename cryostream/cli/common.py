@@ -310,7 +310,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except CryostreamError as exc:
-        print(f"cryostream {args.command}: error: {for_the_command_line(exc)}",
+        print(f"cryostream {args.command}: error: "
+              f"{for_the_command_line(exc, getattr(args, 'option_names', None))}",
               file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a folder that cannot be written, a file that vanished
@@ -331,16 +332,35 @@ def run_command(args: argparse.Namespace) -> int:
                           else handler)
 
 
-def for_the_command_line(message: object) -> str:
+def for_the_command_line(message: object, options: dict[str, str] | None = None) -> str:
     """An error or warning as the command line shows it: without the Python forms of the
     options it names, which mean something only in a script: `` (Python: permissive=True)``
     goes, ``overwrite=True (--overwrite)`` becomes ``--overwrite`` (``ensemble=False
     (--no-ensemble)`` ``--no-ensemble``) and ``patches=0
-    (--patches)`` becomes ``--patches 0``."""
+    (--patches)`` becomes ``--patches 0``. ``options``: the command's options by their
+    Python names (``{"count": "--count"}``), so that ``count=0: must be ...`` becomes
+    ``--count 0: must be ...`` where the message gives no option (a True or False stays)."""
     import re
 
     text = re.sub(r" \(Python: [^()]*\)", "", str(message))
     text = re.sub(r"\b[a-z_]+=True \((--[a-z][a-z-]*)\)", r"\1", text)
     text = re.sub(r"\b[a-z_]+=False \((--no-[a-z][a-z-]*)\)", r"\1", text)
     value = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'"]+)"""  # a repr, whole
-    return re.sub(r"(?<![\w/=.-])[a-z_]+=" + value + r" \((--[a-z][a-z-]*)\)", r"\2 \1", text)
+    text = re.sub(r"(?<![\w/=.-])[a-z_]+=" + value + r" \((--[a-z][a-z-]*)\)", r"\2 \1", text)
+    if not options:
+        return text
+
+    used = []
+
+    def named(match):
+        name, given = match.group(1), match.group(2)
+        if name not in options or given in ("True", "False"):
+            return match.group(0)
+        used.append(options[name])
+        return f"{options[name]} {given.strip(chr(39))}"
+
+    plain = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'",;:]+)"""  # no end punctuation
+    text = re.sub(r"(?<![\w/=.-])([a-z_]+)=" + plain + r"(?! \(--)", named, text)
+    for option in used:  # named once is enough: "--x 1.5: must be ... (--x)"
+        text = text.replace(f" ({option})", "")
+    return text
