@@ -224,6 +224,15 @@ def test_a_failed_report_keeps_what_another_command_wrote_beside_its_folder(tmp_
         for name in ("report.md", "a.png", "report.json"):
             (staging / name).write_text(name)
     assert _tree(parent / "run3") == ["a.png", "report.json", "report.md"]
+    # again with fewer sections: the earlier report's figures it does not make go, others stay
+    for name in ("frc.png", "crops.png", "residual_0.png", "residual_12.png", "mine.png"):
+        (parent / "run3" / name).write_text("earlier")
+    with staged_report(parent / "run3") as staging:
+        for name in ("report.md", "report.json", "residual_0.png"):
+            (staging / name).write_text("new")
+    assert _tree(parent / "run3") == ["a.png", "mine.png", "report.json", "report.md",
+                                      "residual_0.png"]
+    assert (parent / "run3" / "residual_0.png").read_text() == "new"
 
 
 def test_a_report_goes_into_a_folder_the_user_had_beside_its_files(tiny_run, tmp_path):

@@ -261,14 +261,21 @@ def staged_report(out: Path):
     error part-way, Ctrl-C) nothing this call made is left: the staging folder goes, and
     ``out`` and the folders above it that this call created go while they are empty (another
     command may have written beside them meanwhile: that stays); a folder the user had, and an
-    earlier report in it, stay as they were."""
+    earlier report in it, stay as they were. Once written, an earlier report's files that this
+    one does not have (a figure of a section not asked for this time, :data:`REPORT_FILES`)
+    are removed; other files in ``out`` stay."""
     out = out.absolute()
     created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".partial", dir=out))
     try:
         yield staging
+        made = {p.name for p in staging.iterdir()}
         for path in sorted(staging.iterdir(), key=lambda p: (p.name == "report.md", p.name)):
+            if path.name == "report.md":  # an earlier report's files this one has not
+                for stale in out.iterdir():
+                    if stale.name not in made and _report_file(stale.name):
+                        stale.unlink(missing_ok=True)
             os.replace(path, out / path.name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -280,6 +287,18 @@ def staged_report(out: Path):
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: The files a report is made of (with ``residual_N.png``): an earlier report's that a new
+#: one in the same folder does not write are removed, so that none is taken for the new one's.
+REPORT_FILES = ("report.md", "report.json", "training.png", "crops.png", "spectra.png",
+                "frc.png")
+
+
+def _report_file(name: str) -> bool:
+    import re
+
+    return name in REPORT_FILES or re.fullmatch(r"residual_\d+\.png", name) is not None
 
 
 def _write_report(run, record, store, out: Path, selection: TruthSelection | None,
