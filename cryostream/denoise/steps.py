@@ -230,8 +230,8 @@ class WienerGain(Step):
         ``check``: made already) with the noise at the fit's zeros (:func:`zeros_noise`)
         unless its rings are not found, and whether the fit is used. (The gain itself needs
         no noise above 20 Å, where it measures each band's noise from the micrograph's own
-        spectrum, :func:`~cryostream.ctf.ctf_wiener_gain`; below, the zeros' noise is the
-        measured one.)"""
+        spectrum, :func:`~cryostream.ctf.ctf_wiener_gain`; below, the radial gain takes the
+        measured noise times the zeros' factor just above 20 Å, :func:`noise_below`.)"""
         noise = None if no_rings(rings_z) else zeros_noise(micrograph.image, micrograph.noise(),
                                                            fit, spectrum)
         if check is None:
