@@ -264,6 +264,29 @@ def test_progress_of_rank(tiny_run, capsys):
     assert err[1].endswith("s; too small for a CTF fit: radial Wiener gain")
 
 
+def test_rank_and_the_residual_check_refuse_nan_pixels_naming_the_file(tiny_run, tmp_path,
+                                                                         capsys):
+    """A micrograph with NaN pixels: rank and evaluate --residual say which file, as denoise
+    does (they had said only 'alpha2=nan', or scored NaN), and evaluate writes no report."""
+    import mrcfile
+    import numpy as np
+
+    from tests.conftest import write_mrc
+
+    image = mrcfile.read(tiny_run.sim.micrographs[0]).copy()
+    image[5, 7] = np.nan
+    bad = write_mrc(tmp_path / "holey.mrc", image)
+    assert main(["rank", str(tiny_run.run), "-i", str(bad), "--draws", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holey.mrc" in err[0] and "NaN" in err[0], err
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(bad),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holey.mrc" in err[0] and "NaN" in err[0], err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
     """-v adds each run's findings to rank's notes; --quiet leaves stderr empty."""

@@ -14,11 +14,11 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.corrections import check_correctable
-from cryostream.denoise.defects import find_defects, mend
 from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
     Progress,
     check_micrograph,
+    checked_micrograph,
     denoise_image,
     denoise_item,
     denoise_micrograph,
@@ -128,8 +128,10 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
                                                 strict=True), 1):
         start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run
-        defects = find_defects(image)  # as denoise mends them: a hot pixel would rule scores
-        image = mend(image, defects) if defects else image
+        # checked and mended as denoise does (NaN pixels named with the file; a hot pixel
+        # would rule the scores)
+        first = load_network(runs[0])
+        image = checked_micrograph(image, source, first.record, first.config, configs[runs[0]])[1]
         found = ""  # the fitted defocus and the CTF check, as the first run's steps found them
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],

@@ -162,9 +162,12 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     """The residual of each micrograph in ``paths`` (Noisier2Noise-corrected for runs trained
     on noisy micrographs): numbers, figures and markdown."""
     from cryostream.config import DenoiseConfig
+    from cryostream.denoise.micrograph import checked_micrograph
+    from cryostream.denoise.network import load_network
     from cryostream.denoise.steps import Micrograph
     from cryostream.io.stack import expand_inputs
 
+    network_config = load_network(run).config
     noisy_trained = not record.estimates_clean
     correction = DenoiseConfig.raw(n2n_correction=noisy_trained).pipeline()
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
@@ -179,6 +182,8 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     for i, path in enumerate(paths):
         start = time.perf_counter()
         raw, pixel = read_micrograph(path)
+        # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
+        raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
         raw_output = network_output(run, raw, scale, tile)
