@@ -397,6 +397,26 @@ def test_ring_sums_sum_neighbouring_rings_and_fewer_near_the_centre():
     assert wide[99] == pytest.approx(values[89:].sum())
 
 
+def test_the_ctf_check_compares_the_gains_above_20_angstrom_only(simulated, monkeypatch):
+    """The CTF check scores the CTF-shaped gain against the radial one with the same radial
+    gain below 20 Å on both sides: the ring sums denoise applies there do not move it (on the
+    CTF-shaped side alone they had turned a right fit of a held-out shell down)."""
+    from cryostream.denoise import corrections
+
+    noisy = simulated[0][0]
+    noise = estimate_noise(noisy, PIXEL)
+    fit = simulated.fit(0)
+    score = ctf_gain_check(noisy, noise, fit)
+    monkeypatch.setattr(corrections, "SMOOTH_RINGS", 0)
+    assert ctf_gain_check(noisy, noise, fit) == score
+    monkeypatch.setattr(corrections, "SMOOTH_RINGS", 12)
+    assert ctf_gain_check(noisy, noise, fit) == score
+    # while what denoise applies below 20 Å does sum the rings
+    summed = match_wiener_gain(noisy, noisy, noise, ctf=fit)
+    monkeypatch.setattr(corrections, "SMOOTH_RINGS", 0)
+    assert not np.array_equal(match_wiener_gain(noisy, noisy, noise, ctf=fit), summed)
+
+
 def _frc_bands(image, truth):
     """The FRC with ``truth`` averaged over the benchmarks' bands (0–0.01, 0.01–0.03,
     0.03–0.06, 0.06–0.125 cycles/px)."""

@@ -173,14 +173,18 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
                         min_coefficients: int = 128, weights=None,
                         snr: float | None = None,
                         binned: np.ndarray | None = None,
-                        found: dict | None = None) -> list[np.ndarray]:
+                        found: dict | None = None,
+                        sum_rings: bool = True) -> list[np.ndarray]:
     """:func:`match_wiener_gain` of one estimate with each of ``ctfs`` (``None``: the radial
     gain; a :class:`~cryostream.ctf.CTFFit`; or ``(fit, grid)`` with
     :func:`~cryostream.ctf.ctf_gain_grid` made once;
     or a :class:`NetworkAbove`), from one set of Fourier transforms: each output is bit for
     bit what :func:`match_wiener_gain` gives. An ``estimate`` that is
     ``noisy`` itself (the Wiener filter of the micrograph) is transformed once. ``weights``,
-    ``snr``, ``binned``, ``found``: as :func:`match_wiener_gain`'s, for every output."""
+    ``snr``, ``binned``, ``found``: as :func:`match_wiener_gain`'s, for every output.
+    ``sum_rings=False``: below 20 Å each ring's own radial gain, as the radial output has it
+    (:func:`~cryostream.denoise.scores.ctf_gain_check` compares the two gains above 20 Å
+    only)."""
     import scipy.fft
 
     from cryostream.spectral import GAIN_FLOOR, merge_rings, ring_regression, wiener_gain
@@ -200,7 +204,8 @@ def wiener_gain_outputs(estimate: np.ndarray, noisy: np.ndarray, noise, ctfs: li
     radial = np.maximum(wiener_gain(power, noise_power), GAIN_FLOOR) - gain
     radial[0] = 0.0
     radial = radial.astype(np.float32)[bins]
-    if any(c is not None for c in ctfs):  # the radial gain below 20 Å only: smoothed
+    smooth = radial
+    if sum_rings and any(c is not None for c in ctfs):  # the radial gain below 20 Å: summed
         smooth = np.maximum(wiener_gain(*ring_sums((power, noise_power))), GAIN_FLOOR) - gain
         smooth[0] = 0.0
         smooth = smooth.astype(np.float32)[bins]
