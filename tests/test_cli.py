@@ -575,12 +575,18 @@ def test_errors_naming_a_python_keyword_name_the_option_on_the_command_line(tmp_
     has no option for, a True or False, and a path holding ``=`` are left alone."""
     from cryostream.cli.common import for_the_command_line
 
-    options = {"count": "--count", "batch_size": "--batch-size", "split": "--split"}
+    options = {"count": "--count", "batch_size": "--batch-size", "split": "--split",
+               "beta2": "--beta2", "output": "--output"}
     assert for_the_command_line("count=0: must be an integer", options) == \
         "--count 0: must be an integer"
     assert for_the_command_line("batch_size=64 is not divisible by 3", options) == \
         "--batch-size 64 is not divisible by 3"
-    assert for_the_command_line("split='tests': must be", options) == "--split tests: must be"
+    assert for_the_command_line("split='tests': must be", options) == "--split 'tests': must be"
+    assert for_the_command_line("output='/data/my run': a file", options) == \
+        "--output '/data/my run': a file"  # quoted as the shell needs it
+    assert for_the_command_line("beta2=1.5: must be in (0, 1)", options) == \
+        "--beta2 1.5: must be in (0, 1)"
+    assert for_the_command_line("count=10 (--count 10)", options) == "count=10 (--count 10)"
     assert for_the_command_line("seed=-1: must be", options) == "seed=-1: must be"
     assert for_the_command_line("count=True: no", options) == "count=True: no"
     assert for_the_command_line("/data/a=count=3.mrc: bad", options) == "/data/a=count=3.mrc: bad"

@@ -357,10 +357,11 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
         if name not in options or given in ("True", "False"):
             return match.group(0)
         used.append(options[name])
-        return f"{options[name]} {given.strip(chr(39))}"
+        return f"{options[name]} {given}"
 
-    plain = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'",;:]+)"""  # no end punctuation
-    text = re.sub(r"(?<![\w/=.-])([a-z_]+)=" + plain + r"(?! \(--)", named, text)
+    # a repr whole, or a plain value without its end punctuation, never cut short (possessive)
+    plain = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'",;:]++)"""
+    text = re.sub(r"(?<![\w/=.-])([a-z_][a-z0-9_]*)=" + plain + r"(?! \(--)", named, text)
     for option in used:  # named once is enough: "--x 1.5: must be ... (--x)"
         text = text.replace(f" ({option})", "")
     return text

@@ -123,14 +123,14 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     records = {run: model_record(run) for run in runs}
     stack = open_micrographs(inputs, chunks=-1)
     scores = {r: {} for r in runs}
+    first = load_network(runs[0])
     log = logging.getLogger("cryostream")
     for number, (source, name) in enumerate(zip(stack.source.values, stack.micrograph.values,
                                                 strict=True), 1):
         start = time.perf_counter()
         header, image = read_micrograph(source)  # once, for every run
         # checked and mended as denoise does (NaN pixels named with the file; a hot pixel
-        # would rule the scores)
-        first = load_network(runs[0])
+        # would rule the scores), for the first run's network
         image = checked_micrograph(image, source, first.record, first.config, configs[runs[0]])[1]
         found = ""  # the fitted defocus and the CTF check, as the first run's steps found them
         for run in runs:

@@ -82,7 +82,7 @@ def noise_below(noise, factor: float):
     true noise at 0.01–0.03, 0.03–0.06 and 0.06–0.125 cycles/px; on a shell at 1.5 Å/px, the
     factor at the zeros 0.69–0.77). The radial gain below 20 Å built on it smoothed too much:
     on two such filaments the default's linear part kept 0.440 of the truth's FRC at 0.03–0.06
-    cycles/px, the micrograph 0.440, and with the factor 0.454 (the oracle Wiener filter's)."""
+    cycles/px, the micrograph 0.440, and with the factor 0.453 (the oracle Wiener filter 0.454)."""
     if factor >= 1.0:
         return noise
     return dataclasses.replace(noise, psd=noise.psd * np.float32(factor),

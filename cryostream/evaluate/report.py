@@ -251,6 +251,15 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     # every input checked before anything is written
     selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
     residual = expand_inputs(residual) if residual else []
+    if residual:  # each as denoise checks it (NaN pixels, a constant image), before any work
+        from cryostream.config import DenoiseConfig
+        from cryostream.denoise.micrograph import check_micrograph
+        from cryostream.denoise.network import load_network
+
+        network_config = load_network(run).config
+        for path in residual:
+            check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
+                             DenoiseConfig())
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
@@ -277,11 +286,10 @@ def staged_report(out: Path):
         yield staging
         made = {p.name for p in staging.iterdir()}
         for path in sorted(staging.iterdir(), key=lambda p: (p.name == "report.md", p.name)):
-            if path.name == "report.md":  # an earlier report's files this one has not
-                for stale in out.iterdir():
-                    if stale.name not in made and _report_file(stale.name):
-                        stale.unlink(missing_ok=True)
             os.replace(path, out / path.name)
+        for stale in out.iterdir():  # an earlier report's files this one has not
+            if stale.name not in made and _report_file(stale.name):
+                stale.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:
