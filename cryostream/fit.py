@@ -268,7 +268,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     if init is not None and done == 0:
         from cryostream.warm_start import start_params
 
-        params = start_params(init, config.model_config())  # checked before anything is written
+        # checked before anything is written; fit trains the recipe's network, it has no --model
+        params = start_params(init, config.model_config(),
+                              instead="a run of fit, or the general model (--from general)")
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", state)

@@ -42,7 +42,8 @@ def describe_network(config) -> str:
     return f"{name}, {'residual' if config.residual else 'not residual'}"
 
 
-def start_params(init: str, model_config):
+def start_params(init: str, model_config, instead: str = "a model of the same shape, or "
+                 "give this run the other's network (--model)"):
     """The parameters a run starts from, for a network of ``model_config``.
 
     Parameters
@@ -79,8 +80,8 @@ def start_params(init: str, model_config):
     model, _ = load_model_file(str(path))
     if not same_network(model.config, model_config):
         raise ConfigError(f"init={init!r} (--from): its network is {describe_network(model.config)}"
-                          f", this run's is {describe_network(model_config)}; start from a model "
-                          "of the same shape (--model), or from scratch (--from scratch)")
+                          f", this run's is {describe_network(model_config)}; start from "
+                          f"{instead}, or from scratch (--from scratch)")
     return nnx.split(model, nnx.Param)[1]
 
 
