@@ -42,6 +42,23 @@ def test_modes_and_byte_orders_read_as_float32(tmp_path, rng, dtype, mode, byte_
     np.testing.assert_array_equal(read_rows(header, 5, 17), expected[5:17])
 
 
+def test_mode_0_bytes_are_unsigned_where_imod_says_so(tmp_path, rng):
+    """IMOD writes mode 0 as unsigned bytes and marks the signed ones (its stamp in header word
+    39, flag bit 0 in word 40): with the stamp and the bit clear, 200 reads as 200, not −56;
+    with the bit set, or without the stamp (MRC2014), the bytes are signed."""
+    data = rng.integers(0, 255, size=SHAPE, endpoint=True).astype(np.uint8)
+    path = write_mrc(tmp_path / "imod.mrc", data.view(np.int8))
+    signed = data.view(np.int8).astype(np.float32)
+    assert signed.min() < 0 and np.array_equal(read_rows(read_header(path), 0, SHAPE[0]), signed)
+    with mrcfile.open(path, header_only=True) as m:
+        order = m.header.mode.dtype.byteorder
+    for flags, expected in ((0, data.astype(np.float32)), (1, signed)):
+        with open(path, "r+b") as f:
+            f.seek(152)
+            f.write(np.array([1146047817, flags], np.dtype("i4").newbyteorder(order)).tobytes())
+        np.testing.assert_array_equal(read_rows(read_header(path), 0, SHAPE[0]), expected)
+
+
 def test_single_section_volume_header_is_one_micrograph(tmp_path, rng):
     data = rng.normal(size=(1, *SHAPE)).astype(np.float32)
     path = write_mrc(tmp_path / "v.mrc", data)

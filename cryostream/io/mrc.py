@@ -36,7 +36,8 @@ __all__ = [
     "write_micrograph",
 ]
 
-#: MRC modes read into float32: int8, int16, float32, uint16, float16.
+#: MRC modes read into float32: int8 (unsigned where IMOD's header says so), int16, float32,
+#: uint16, float16.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 
 #: The pixel types :func:`write_micrograph` writes: MRC mode 2 and mode 12.
@@ -159,6 +160,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     if nx < 1 or ny < 1:
         raise InvalidMicrographError(path, f"empty image nx={nx}, ny={ny}", "re-export the file")
     dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(byte_order)
+    if mode == 0 and _imod_unsigned(path, byte_order):
+        dtype = np.dtype(np.uint8)
     result = MicrographHeader(
         path=str(path.resolve()),
         shape=(ny, nx),
@@ -253,6 +256,16 @@ def read_header_copy(path: str | os.PathLike, *, extended_header: bool = False) 
             f.seek(_HEADER_BYTES)
             copy = dataclasses.replace(copy, extended_header=f.read(nsymbt))
     return copy
+
+
+def _imod_unsigned(path: Path, byte_order: str) -> bool:
+    """Whether a mode-0 file's bytes are unsigned, as IMOD marks them: its stamp (header word
+    39) present and flag bit 0 (word 40: signed bytes) clear. MRC2014 reads mode 0 as signed
+    (IMOD's unsigned 128–255 had come out as −128 to −1)."""
+    with open(path, "rb") as f:
+        f.seek(152)
+        words = np.frombuffer(f.read(8).ljust(8, b"\0"), np.dtype("i4").newbyteorder(byte_order))
+    return int(words[0]) == 1146047817 and not int(words[1]) & 1
 
 
 def read_rows(header: MicrographHeader, row_start: int, row_stop: int) -> np.ndarray:
