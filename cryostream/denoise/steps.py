@@ -286,7 +286,7 @@ class WienerGain(Step):
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,
                 **({"noise_scale_at_ctf_zeros": state["zeros_scale"],
-                    "noise_scale_below_20A": round(min(state["below_scale"], 1.0), 3)}
+                    "noise_scale_below_20A": round(state["below_scale"], 3)}
                    if "zeros_scale" in state else {})}
 
 
