@@ -124,6 +124,13 @@ def main(argv=None) -> int:
         for index in range(args.count):
             rows.append(one(name, index, args.network))
             print(json.dumps({k: rows[-1][k] for k in ("condition", "index", "psnr")}), flush=True)
+    write_summary(args, rows)
+    return 0
+
+
+def write_summary(args, rows: list) -> None:
+    """Per condition of ``args.conditions``: the mean PSNR and FRC by band of each image of
+    ``rows`` (one dict a micrograph), printed, and written to ``args.out`` with the rows."""
     summary = {}
     for name in args.conditions:
         mine = [r for r in rows if r["condition"] == name]
@@ -141,7 +148,6 @@ def main(argv=None) -> int:
                                                 "python": platform.python_version()},
                                     "arguments": {k: str(v) for k, v in vars(args).items()},
                                     "summary": summary, "micrographs": rows}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

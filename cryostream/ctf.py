@@ -10,9 +10,8 @@ can follow them coefficient by coefficient (:func:`ctf_wiener_gain`).
 of :func:`cryostream.spectral.contrast_transfer` as in the simulator) that best explains the
 micrograph's power: in each band of a few rings the power is modelled as ``A·CTF² + B``, so
 neither the envelope nor the noise level need be known, and the parameters maximise the power
-the bands' ``CTF²`` terms explain. A coarse search over the mean defocus on an unwindowed
-Welch spectrum (:func:`cryostream.spectral.welch_spectrum`) is refined in 2-D (Nelder–Mead
-over the mean and the two components of the astigmatism).
+the bands' ``CTF²`` terms explain: a coarse search over the mean defocus on an unwindowed
+Welch spectrum, refined by Nelder–Mead over the mean and the astigmatism's two components.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from cryostream.spectral import (
     astigmatic_defocus,
     contrast_transfer,
     ctf_squared_grid,
+    faded_ctf_squared,
     frequencies,
     ring_index,
     welch_spectrum,
@@ -64,6 +64,8 @@ class CTFFit:
         1024² micrographs 0.007, 2048² ones 0.015–0.018, a real 4096² micrograph 0.09.
     pixel_size_angstrom, voltage_kv, cs_mm, amplitude_contrast : float
         The optics the fit assumed.
+    defocus_error_angstrom : float
+        How far off the defocus may be (σ, Å; 0: exact): the gain's rings fade where it blurs them.
     """
 
     defocus_u_angstrom: float
@@ -74,6 +76,7 @@ class CTFFit:
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
+    defocus_error_angstrom: float = 0.0
 
     def in_words(self) -> str:
         """The defocus in words that do not hang on which axis is U: the mean, the
@@ -180,9 +183,7 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     ``tile``'s side (or the finer spectrum's, if smaller), and of the
     :data:`SEARCH_PEAKS` highest peaks of either search the one the finest spectrum explains
     best starts the refinement: at low dose the coarse tiles blur the fast rings of a large
-    defocus into false peaks (on six held-out simulated 2048² micrographs at 10–20 e/Å² the
-    search on 512² tiles alone landed 1.3–3.2 µm off, the finest spectrum's choice within
-    100 Å).
+    defocus into false peaks (research notes: 1.3–3.2 µm off at 10–20 e/Å² without it).
     ``voltage_kv``, ``cs_mm`` and ``amplitude_contrast`` are the microscope's (defaults: 300 kV,
     2.7 mm, 0.1).
     """
@@ -245,6 +246,7 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     fewer coefficients: on simulated 2048² micrographs 1/64 beat 1/128 and 1/256.) ``A`` is
     shrunk to ``A³ / (A² + se²)``, so that a chance ``A`` passes little noise, but kept at
     ``GAIN_FLOOR·B`` at least (:data:`~cryostream.spectral.GAIN_FLOOR`: 1 % at the CTF's peaks).
+    The signal takes the mean ``CTF²`` over the fit's ``defocus_error_angstrom``.
     ``grid``: :func:`ctf_gain_grid` of the same ``shape``, ``fit`` and bands, made once for
     several spectra. Returns ``(gain, mask)``: float32 gains on the ``rfft2`` grid and the
     boolean mask of the coefficients they hold for (the rest: below ``low_angstrom``).
@@ -256,9 +258,12 @@ def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *
     a, b, _, _, se2 = _band_regression(power, c2f, band, bands)
     a = np.maximum(a * (a * a / np.maximum(a * a + se2, 1e-300)), GAIN_FLOOR * np.maximum(b, 0))
     gain, band = np.empty(c2.shape, np.float32), band.reshape(c2.shape)
+    ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=fit.pixel_size_angstrom)
     for start in range(0, c2.shape[0], CTF_ROWS_PER_BLOCK):  # float64 work arrays of a few rows
         rows = slice(start, start + CTF_ROWS_PER_BLOCK)
-        signal = a[band[rows]] * c2[rows]
+        signal = a[band[rows]] * (c2[rows] if not fit.defocus_error_angstrom else
+                                  faded_ctf_squared(c2[rows], ky[rows] ** 2 + kx ** 2,
+                                                    fit.defocus_error_angstrom, fit.voltage_kv))
         shaped = signal / np.maximum(signal + np.maximum(b[band[rows]], 0), 1e-30)
         gain[rows] = np.where(mask[rows], shaped, 0)
     return gain, mask
@@ -281,12 +286,9 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     :data:`THON_RING_COEFFICIENTS` coefficients), which keeps the score a z-score.
 
     At low dose a fit can land far from the true defocus and still pass a check of the error
-    (a gain with the wrong rings costs little error where it is small anyway, but it discards
-    the structure between the true rings). On simulated 2048² micrographs at 10 e/Å², fits
-    within a few hundred Å of the truth scored 3.3–4.8 and fits 10 000–20 000 Å off 2.2–2.5;
-    at 20 e/Å² 5.4–6.8 (one 40 000 Å off: 2.1), at 50 e/Å² 9.6–12.5; the real 4096²
-    micrograph in the test data 18. A full-size micrograph's score takes about 0.8 s on two
-    cores.
+    (wrong rings cost little error where the gain is small, but discard the structure between
+    the true rings). On simulated 2048² micrographs right fits score 3.3–4.8 at 10 e/Å², 9.6–12.5
+    at 50, fits 10 000–20 000 Å off 2.1–2.5; the real 4096² micrograph in the test data 18.
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
@@ -368,10 +370,8 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     the factor at Nyquist). It is 1 below ``low_angstrom``, where fewer than ``min_count``
     coefficients are zeros, and where the pooled ratio is within two standard errors of 1 or
     above it: the measured noise stays an upper bound, and a fit whose zeros are not the
-    micrograph's finds signal there (≥ 1) and changes little. On simulated 2048²
-    micrographs the power at the zeros was the true noise within 4 % in every band, where
-    the measured noise was up to 2.1× it (a shell-shaped specimen at 80 e/Å²); T20S at 10–50
-    e/Å²: 0–4 % over.
+    micrograph's finds signal there (≥ 1) and changes little. (Simulated 2048² micrographs:
+    the true noise within 4 % in every band, where the measured noise was up to 2.1× it.)
 
     ``spectrum`` is the ``rfft2`` of the mean-subtracted micrograph of ``shape``, read every
     few rows as :func:`thon_ring_z` does; ``noise`` its

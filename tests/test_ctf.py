@@ -251,10 +251,12 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     """``ctf_gain``: the pipeline fits the micrograph's CTF (to 3 Å at this pixel size), keeps
     it when the check finds that it lowers the error (it does here, as the truth says) and
     applies the CTF-shaped Wiener gain to the network's output; the output's record says so."""
+    import scipy.fft
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
-    from cryostream.denoise.steps import Micrograph, noise_below, zeros_noise
+    from cryostream.ctf import thon_ring_z
+    from cryostream.denoise.steps import Micrograph, fit_with_error, noise_below, zeros_noise
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
 
@@ -267,9 +269,12 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     record = RunRecord(path=tmp_path, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
     got, found = DenoiseConfig.raw(ctf_gain=True).pipeline().run(Micrograph(noisy, PIXEL, record),
                                                                  network)
-    fit = simulated.fit(0)
+    fit = fit_with_error(simulated.fit(0), found["ctf_rings_z"])  # rounded as recorded
     assert found["ctf_used"] is True and found["ctf_check"] < 0
     assert found["ctf"]["defocus_u_angstrom"] == fit.defocus_u_angstrom
+    assert found["ctf"]["defocus_error_angstrom"] == round(fit.defocus_error_angstrom, 1) > 0
+    fit = fit_with_error(simulated.fit(0), thon_ring_z(scipy.fft.rfft2(noisy - noisy.mean()),
+                                                       noisy.shape, simulated.fit(0)))
     noise = estimate_noise(noisy, PIXEL, tile=tile_for(noisy.shape))
     _, zeros, below = zeros_noise(noisy, noise, fit)
     assert found["noise_scale_at_ctf_zeros"] == zeros
@@ -714,10 +719,12 @@ def test_the_ctf_gain_step_checks_with_the_noise_at_the_zeros_and_records_it(tmp
     (:func:`~cryostream.denoise.steps.zeros_noise`), keeps the fit the measured noise would
     have rejected, and records the factor; the gain is the CTF-shaped one (its noise above
     20 Å measured per band on the micrograph itself)."""
+    import scipy.fft
     from scipy.ndimage import gaussian_filter
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
-    from cryostream.denoise.fallback import noise_below, zeros_noise
+    from cryostream.ctf import thon_ring_z
+    from cryostream.denoise.fallback import fit_with_error, noise_below, zeros_noise
     from cryostream.denoise.steps import Micrograph
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
@@ -737,6 +744,9 @@ def test_the_ctf_gain_step_checks_with_the_noise_at_the_zeros_and_records_it(tmp
     assert found["pixel_size_angstrom"] == 1.0  # the record says what the fit assumed
     fit = CTFFit(found["ctf"]["defocus_u_angstrom"], found["ctf"]["defocus_v_angstrom"],
                  found["ctf"]["astigmatism_angle_deg"], found["ctf"]["score"], 1.0)
+    # the gain fades the rings by the error the fit's ring score gives it, recorded rounded
+    fit = fit_with_error(fit, thon_ring_z(scipy.fft.rfft2(noisy - noisy.mean()), noisy.shape, fit))
+    assert found["ctf"]["defocus_error_angstrom"] == round(fit.defocus_error_angstrom, 1)
     noise = estimate_noise(noisy, 1.0, tile=tile_for(noisy.shape))
     # below 20 Å the radial gain takes the noise as the zeros show it just above 20 Å
     below = zeros_noise(noisy, noise, fit)[2]

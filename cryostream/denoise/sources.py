@@ -19,7 +19,7 @@ from cryostream.denoise.pixels import (
     warn_header_pixel_sizes,
     warn_pixel_size_argument,
 )
-from cryostream.denoise.steps import WienerGain, checked_gain, no_rings, zeros_noise
+from cryostream.denoise.steps import WienerGain, checked_gain, fit_with_error, no_rings, zeros_noise
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, read_star
 
@@ -177,8 +177,8 @@ class KnownDefocusGain(WienerGain):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
         from cryostream.ctf import CTFFit
 
-        u, v, angle = self.defocus
-        return CTFFit(u, v, angle, math.nan, pixel_size_angstrom, **dict(self.optics))
+        fit = CTFFit(*self.defocus, math.nan, pixel_size_angstrom, **dict(self.optics))
+        return fit_with_error(fit, self.rings_z)  # one fitted here (on halves): with its error
 
     def describe(self, state):
         found = super().describe(state)
@@ -233,9 +233,9 @@ def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
     noise = estimate_noise(total, ps, tile=tile_for(total.shape))
     if not no_rings(rings_z):  # the check with the noise at the CTF's zeros, as on one
         noise = zeros_noise(total, noise, gain.fit(ps), spectrum)[0]
-    check = checked_gain(total, noise, gain.fit(ps), f"{micrograph.source} and its odd half: "
-                         f"the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} Å, from the "
-                         f"{source}), checked on their sum,", rings_z)
+    check = checked_gain(total, noise, fit_with_error(gain.fit(ps), rings_z), f"{micrograph.source} and "
+                         f"its odd half: the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} "
+                         f"Å, from the {source}), checked on their sum,", rings_z)
     return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
 
 

@@ -35,6 +35,7 @@ from cryostream.denoise.fallback import (
     checked_gain,
     fallback_words,
     fit_for_gain,
+    fit_with_error,
     no_rings,
     noise_below,
     warn_fallback,
@@ -44,7 +45,8 @@ from cryostream.denoise.scores import calibrate_rings
 from cryostream.denoise.weights import binned_offsets
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
-           "WienerGain", "fit_for_gain", "zeros_noise", "no_rings", "fallback_words",
+           "WienerGain", "fit_for_gain", "fit_with_error", "zeros_noise", "no_rings",
+           "fallback_words",
            "checked_gain", "warn_fallback", "FIT_ADVICE", "GIVEN_ADVICE", "Pipeline",
            "BoundPipeline", "chain", "pipeline_for"]
 
@@ -219,6 +221,7 @@ class WienerGain(Step):
         if fit is None:  # recorded: found["ctf"] is None
             return {"fit": None, "check": None, "used": False}
         rings = thon_ring_z(spectrum, image.shape, fit)
+        fit = fit_with_error(fit, rings)  # the gain fades the rings it cannot place
         return {**self.checked(micrograph, fit, f"{micrograph.source}: the CTF fitted from its "
                                f"spectrum ({fit.defocus_u_angstrom:.0f}/"
                                f"{fit.defocus_v_angstrom:.0f} Å, score {fit.score:.4f})", rings,
@@ -281,7 +284,8 @@ class WienerGain(Step):
         return {"ctf": {"defocus_u_angstrom": fit.defocus_u_angstrom,
                         "defocus_v_angstrom": fit.defocus_v_angstrom,
                         "astigmatism_angle_deg": fit.astigmatism_angle_deg,
-                        "score": fit.score},
+                        "score": fit.score,
+                        "defocus_error_angstrom": round(fit.defocus_error_angstrom, 1)},
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,

@@ -19,6 +19,7 @@ from cryostream.spectral.optics import (
     contrast_transfer,
     ctf_squared_grid,
     electron_wavelength,
+    faded_ctf_squared,
 )
 from cryostream.spectral.rings import (
     LAYOUTS,
@@ -43,6 +44,7 @@ __all__ = [
     "contrast_transfer",
     "ctf_squared_grid",
     "electron_wavelength",
+    "faded_ctf_squared",
     "frequencies",
     "hann_window",
     "merge_rings",

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["electron_wavelength", "astigmatic_defocus", "contrast_transfer", "ctf_squared_grid",
-           "CTF_ROWS_PER_BLOCK"]
+           "faded_ctf_squared", "CTF_ROWS_PER_BLOCK"]
 
 #: Rows of an ``rfft2`` grid :func:`ctf_squared_grid` computes at a time: its float64 work
 #: arrays stay tens of MB (a whole 7676 × 7420 micrograph's took 2.3 GB at once).
@@ -123,3 +123,13 @@ def ctf_squared_grid(shape: tuple[int, int], pixel_size_angstrom: float,
                               amplitude_contrast=amplitude_contrast)
         out[start : start + CTF_ROWS_PER_BLOCK] = c * c
     return out
+
+
+def faded_ctf_squared(c2, k2, defocus_error_angstrom: float, voltage_kv: float = 300.0):
+    """The mean of ``CTF²`` over a Gaussian error of ``defocus_error_angstrom`` (σ) in the
+    defocus: ``½ − (½ − CTF²)·exp(−2(πλσk²)²)``, exact for ``CTF = sin(χ + φ)`` (the
+    amplitude contrast is the phase ``φ``; the defocus error moves ``χ`` by ``πλk²·δ``). The
+    rings fade to ½ where the error reaches a quarter period of the phase. ``c2``: ``CTF²`` at
+    spatial frequencies ``k2`` (Å⁻², broadcastable); float32 out."""
+    s = np.pi * electron_wavelength(voltage_kv) * defocus_error_angstrom * k2
+    return (0.5 - (0.5 - c2) * np.exp(-2 * s * s)).astype(np.float32)

@@ -1,0 +1,200 @@
+"""The CTF-shaped gain with the defocus error its fit may have: each fit's rings fade where
+σ = scale / z^1.5 Å of defocus error (z: the fit's Thon-ring score) blurs them
+(:func:`cryostream.denoise.fallback.fit_with_error`), against the sharp rings of the fit as
+``denoise`` had them before 2026-12-05.
+
+- ``--calibrate N``: the choice of the scale, on the first N micrographs of a calibration
+  spread (``training_condition`` seed 3: neither training, held out nor the learned weights'
+  seed 2): the default's linear part (its gain applied to the micrograph; no network) at
+  scales 0, 600, 1200, 1800 and 2400 Å, its PSNR against the truth and its FRC at
+  0.125–0.25 cycles/px, per micrograph, with the mean and the worst change.
+- otherwise, held-out micrographs of the general model (``train_general_model.py``'s
+  conditions, seed 0, the first ``--count`` of each): PSNR and FRC by band of the linear part
+  before and now, the micrograph and the oracle Wiener filter; with ``--network``, of the
+  default with one network pass (the shipped model's single-pass table and binned pass)
+  before and now, from one network output.
+
+Usage (2-core machine: about 10 s a micrograph for the linear parts, a minute with
+``--network``)::
+
+    python benchmarks/ctf_defocus_error.py --calibrate 40 \\
+        --out docs/results/general_model/defocus_error_calibration_2core.json
+    python benchmarks/ctf_defocus_error.py --count 2 --out docs/results/general_model/defocus_error_2core.json
+    python benchmarks/ctf_defocus_error.py --count 2 --network --conditions t20s-10e-white \\
+        t20s-20e-white t20s-50e-white --out OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from gain_below_20a import LINEAR_CONDITIONS, write_summary
+from general_model_spread import CONDITIONS, held_out_condition, training_condition
+from quality_common import frc_profile, known_output
+
+SCALES = [0.0, 600.0, 1200.0, 1800.0, 2400.0]
+
+
+@contextlib.contextmanager
+def scale(value: float):
+    """``denoise`` with the scale of the defocus error set to ``value`` (0: sharp rings, as
+    before)."""
+    fallback = importlib.import_module("cryostream.denoise.fallback")
+    kept = fallback.DEFOCUS_ERROR_SCALE
+    fallback.DEFOCUS_ERROR_SCALE = value
+    try:
+        yield
+    finally:
+        fallback.DEFOCUS_ERROR_SCALE = kept
+
+
+def micrograph(config: dict, index: int):
+    """The normalised micrograph and truth of ``config`` (its 95th percentile as 1), the
+    pixel size, its noise as ``denoise`` uses it below 20 Å and its fit with the ring score."""
+    import scipy.fft
+
+    from cryostream import SimulateConfig
+    from cryostream.ctf import thon_ring_z
+    from cryostream.denoise.fallback import fit_for_gain, noise_below, zeros_noise
+    from cryostream.matched import estimate_noise, tile_for
+    from cryostream.simulate import simulate_micrograph
+
+    cfg = SimulateConfig(**config)
+    sim = simulate_micrograph(cfg, index)
+    p = np.float32(np.percentile(sim.noisy, 95))
+    y, x = (sim.noisy / p).astype(np.float32), (sim.truth / p).astype(np.float32)
+    pixel = cfg.pixel_size_angstrom
+    noise = estimate_noise(y, pixel, tile=tile_for(y.shape))
+    fit = fit_for_gain(y, pixel, {})
+    if fit is None:
+        return y, x, pixel, noise, None, None
+    z = thon_ring_z(scipy.fft.rfft2(y - y.mean(), workers=-1), y.shape, fit)
+    return y, x, pixel, noise_below(noise, zeros_noise(y, noise, fit)[2]), fit, z
+
+
+def linear(y, noise, fit, z, value: float):
+    """The default's linear part with the scale ``value``."""
+    from cryostream.denoise import match_wiener_gain
+    from cryostream.denoise.fallback import fit_with_error
+
+    with scale(value):
+        return match_wiener_gain(y, y, noise, ctf=fit_with_error(fit, z))
+
+
+def calibrate(count: int) -> dict:
+    from cryostream.metrics import psnr
+
+    rows = []
+    for i in range(count):
+        config = training_condition(3, i, (2048, 2048))
+        y, x, pixel, noise, fit, z = micrograph(config, i)
+        if fit is None:
+            continue
+        out = {v: linear(y, noise, fit, z, v) for v in SCALES}
+        rows.append({"index": i, "particle": config["particle"],
+                     "dose": round(config["dose_e_per_angstrom2"], 1), "pixel": round(pixel, 3),
+                     "rings_z": round(z, 2),
+                     "psnr": {str(v): round(float(psnr(o, x)), 4) for v, o in out.items()},
+                     "frc_0.125_0.25": {str(v): round(frc_profile(o, x)["bands"][4], 4)
+                                        for v, o in out.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    summary = calibration_summary(rows)
+    print(json.dumps(summary, indent=1))
+    return {"summary": summary, "micrographs": rows}
+
+
+def calibration_summary(rows: list) -> dict:
+    """Per scale: the mean and the worst change of the linear part's PSNR (dB) and FRC at
+    0.125–0.25 cycles/px against sharp rings, over every micrograph and over those whose
+    rings are found (``denoise`` uses the fit only there: z ≥ ``THON_RING_Z``)."""
+    from cryostream.ctf import THON_RING_Z
+
+    out = {}
+    for which, mine in (("all", rows), ("rings_found", [r for r in rows
+                                                        if r["rings_z"] >= THON_RING_Z])):
+        out[which] = {"micrographs": len(mine)}
+        for v in SCALES[1:]:
+            db = [r["psnr"][str(v)] - r["psnr"]["0.0"] for r in mine]
+            frc = [r["frc_0.125_0.25"][str(v)] - r["frc_0.125_0.25"]["0.0"] for r in mine]
+            out[which][str(v)] = {"mean_db": round(float(np.mean(db)), 4),
+                                  "worst_db": round(float(np.min(db)), 4),
+                                  "mean_frc": round(float(np.mean(frc)), 4),
+                                  "worst_frc": round(float(np.min(frc)), 4)}
+    return out
+
+
+def one(name: str, index: int, network: bool) -> dict:
+    from cryostream.denoise.fallback import DEFOCUS_ERROR_SCALE, fit_with_error
+    from cryostream.metrics import psnr, wiener_oracle
+
+    config = held_out_condition(name, 0, (2048, 2048))
+    y, x, pixel, noise, fit, z = micrograph(config, 1000 * list(CONDITIONS).index(name) + index)
+    images = {"noisy": y, "oracle Wiener": wiener_oracle(y, x),
+              "linear part, before": linear(y, noise, fit, z, 0.0),
+              "linear part, now": linear(y, noise, fit, z, DEFOCUS_ERROR_SCALE)}
+    seconds = {}
+    if network:
+        from cryostream.config import DenoiseConfig
+        from cryostream.denoise import Micrograph
+        from cryostream.denoise.binned import binned_estimate
+        from cryostream.denoise.network import model_path, model_record
+        from cryostream.denoise.tiling import network_pass
+
+        run = str(model_path("general"))
+        record = model_record(run)
+        pipeline = dataclasses.replace(DenoiseConfig(ensemble=False).for_run(record).pipeline(),
+                                       ensemble=False)
+        t = time.perf_counter()
+        raw = network_pass(run, y)
+        binned = binned_estimate(lambda im: network_pass(run, im), y)
+        seconds["network"] = round(time.perf_counter() - t, 1)
+        for label, value in (("before", 0.0), ("now", DEFOCUS_ERROR_SCALE)):
+            with scale(value):
+                images[f"default, one pass, {label}"] = pipeline.run(
+                    Micrograph(y, pixel, record, source=f"{name}_{index}"),
+                    known_output(y, raw), binned)[0]
+    return {"condition": name, "index": index, "rings_z": round(z, 2),
+            "defocus_error_angstrom": round(fit_with_error(fit, z).defocus_error_angstrom, 1),
+            "seconds": seconds,
+            "psnr": {k: round(float(psnr(v, x)), 4) for k, v in images.items()},
+            "frc_bands": {k: frc_profile(v, x)["bands"] for k, v in images.items()}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="choose the scale on N calibration micrographs instead")
+    ap.add_argument("--conditions", nargs="+", default=LINEAR_CONDITIONS, choices=list(CONDITIONS))
+    ap.add_argument("--count", type=int, default=2, help="micrographs per condition (2)")
+    ap.add_argument("--network", action="store_true", help="the default with one network "
+                    "pass as well, before and now (the shipped model, on this machine's device)")
+    args = ap.parse_args(argv)
+    if args.calibrate:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(
+            {"machine": {"processor": platform.processor() or platform.machine(),
+                         "python": platform.python_version()},
+             "arguments": {k: str(v) for k, v in vars(args).items()},
+             **calibrate(args.calibrate)}, indent=1))
+        return 0
+    rows = []
+    for name in args.conditions:
+        for index in range(args.count):
+            rows.append(one(name, index, args.network))
+            print(json.dumps({k: rows[-1][k] for k in ("condition", "index", "rings_z", "psnr")}),
+                  flush=True)
+    write_summary(args, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
