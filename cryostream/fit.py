@@ -46,6 +46,7 @@ from cryostream.fit_run import (
     check_run,
     clear_run,
     make_store,
+    run_lock,
     write_json,
 )
 from cryostream.io.mrc import warn_mixed_pixel_sizes
@@ -214,11 +215,21 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         ``overwrite``; before anything is written.
     InvalidMicrographError
         No micrographs, one unreadable, blank or with NaN pixels; nothing is left written.
+    StoreError
+        Another fit is running in ``run`` (or ``work``): one fit at a time in a folder.
     """
-    t0 = time.perf_counter()
-    parsed = Budget.parse(budget)
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
+    created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
+    with run_lock(run, *[work] * (not work.is_relative_to(run))):  # one fit at a time in them
+        return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
+                    prepare=prepare, overwrite=overwrite, permissive=permissive)
+
+
+def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, prepare,
+         overwrite: bool, permissive: bool) -> FitResult:
+    t0 = time.perf_counter()
+    parsed = Budget.parse(budget)
     store = work / STORE_NAME
     given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     headers, skipped = read_headers([p.absolute() for p in expand_inputs(given,
@@ -274,7 +285,6 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", state)
-    created = [p for p in (run, work) if not p.exists()]
     run.mkdir(parents=True, exist_ok=True)
     _log.info("work folder: %s (the store, kept for resuming)", work)
     try:

@@ -4,10 +4,13 @@ fingerprint)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
@@ -17,8 +20,8 @@ from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "made_before", "clear_run",
-           "write_json", "make_store"]
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "LOCK_NAME", "run_lock", "check_run",
+           "made_before", "clear_run", "write_json", "make_store"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
 FIT_RECORD = "fit.json"
@@ -27,7 +30,90 @@ STORE_RECORD = "store.json"
 #: What a run folder holds that ``overwrite`` replaces (other files are left alone).
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
 
+#: In a run folder (and a work folder outside it) while a fit uses it: which process holds it.
+LOCK_NAME = ".fit.lock"
+
 _log = logging.getLogger("cryostream")
+
+
+@contextlib.contextmanager
+def run_lock(*folders: Path):
+    """Hold ``folders`` (a fit's run folder, and its work folder if elsewhere) while the fit
+    runs: a second fit on them (another terminal, a job sent twice) is refused, naming the
+    process that holds them, instead of both writing one store and one run. A lock whose
+    process is gone (on this machine: killed, or the machine restarted) is taken over with a
+    warning. A folder made here is removed again if the fit leaves nothing in it."""
+    held, made = [], []
+    try:
+        for folder in folders:
+            if not folder.exists():
+                made.append(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            held.append(_acquire(folder / LOCK_NAME))
+        yield
+    finally:
+        for path in held:
+            path.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: the fit failed before writing anything
+
+
+def _acquire(path: Path) -> Path:
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is None or not _gone(holder):
+                who = ("another fit (its lock is being written)" if holder is None else
+                       f"another fit (process {holder.get('pid')} on {holder.get('host')}, "
+                       f"since {holder.get('started')})")
+                raise StoreError(f"{path.parent}: in use by {who}; wait for it to finish or "
+                                 "stop it, or give this fit another folder (-o, --work). If "
+                                 f"no fit is running there, delete {path} and run again") from None
+            _log.warning("%s: taking over the lock of process %s, which is gone (a fit "
+                         "stopped without releasing it)", path.parent, holder.get("pid"))
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path
+    raise StoreError(f"{path}: another fit took this folder at the same moment; run again")
+
+
+def _holder(path: Path) -> dict | None:
+    """The lock's record; {} for one left damaged a while ago (taken over), None for one just
+    being written."""
+    try:
+        value = json.loads(path.read_text())
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        try:
+            return {} if time.time() - path.stat().st_mtime > 60 else None
+        except OSError:
+            return {}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the process that wrote a lock has ended: only a process of this machine can
+    be asked; one on another machine (a shared file system) is taken to be running."""
+    if not holder:
+        return True
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return False  # this process: a fit inside a fit
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # another user's process
+    return False
 
 
 def check_run(run: Path, request: dict, overwrite: bool) -> bool:
@@ -35,11 +121,12 @@ def check_run(run: Path, request: dict, overwrite: bool) -> bool:
     folder of another request unless ``overwrite``, naming what differs."""
     if run.exists() and not run.is_dir():
         raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
-    if not run.is_dir() or not any(run.iterdir()):
+    names = [p.name for p in run.iterdir() if p.name != LOCK_NAME] if run.is_dir() else []
+    if not names:
         return True
     record = run / FIT_RECORD
     if not record.is_file():
-        if overwrite or [p.name for p in run.iterdir()] == ["work"]:
+        if overwrite or names == ["work"]:
             return True  # (a first fit stopped while its store was made: start it again)
         raise StoreError(f"{run}: holds files but no {FIT_RECORD} (not a fit's run folder); "
                          "choose another folder (-o), or pass overwrite=True (--overwrite) to "

@@ -661,3 +661,62 @@ def test_from_a_run_and_a_time_limit(mics, tmp_path, tiny_run):
     result = train(tiny_run.store, tmp_path / "timed", dataclasses.replace(SMALL, steps=50),
                    time_limit_s=0, log=lambda *_: None)
     assert result.steps == 1 and checkpoint_steps(tmp_path / "timed") == [1]
+
+
+# --- one fit at a time in a folder --------------------------------------------------------------
+
+def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_first(mics, tmp_path):
+    """Two fits on one run folder (another terminal, a job sent twice) would write one store
+    and one run at once: while a real ``cryostream fit`` runs there, a second is refused,
+    naming the process, and writes nothing; the first goes on and releases the folder."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from cryostream.fit_run import LOCK_NAME
+
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "cryostream", "fit", *map(str, mics), "-o",
+                              str(run), "--from", "scratch", "--model", "unet-small",
+                              "--budget", "3steps"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the lock comes first, before the store
+            if (run / LOCK_NAME).is_file() and (run / LOCK_NAME).stat().st_size:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, "the first fit ended before the test could meet it"
+        before = _tree(tmp_path)
+        with pytest.raises(StoreError) as info:
+            cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+        assert str(info.value).startswith(f"{run}: in use by another fit (process {first.pid}")
+        assert f"delete {run / LOCK_NAME}" in str(info.value)
+        assert set(_tree(tmp_path)) >= set(before) - {"run/work/.data.h5.partial"}
+    finally:
+        assert first.wait(timeout=600) == 0
+    assert not (run / LOCK_NAME).exists() and (run / FIT_RECORD).is_file()
+    assert os.listdir(run)  # the first fit's run, whole
+
+
+def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(mics, tmp_path, caplog):
+    """A fit killed outright (out of memory, a node lost) leaves its lock: the next fit finds
+    its process gone, says so, and runs."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from cryostream.fit_run import LOCK_NAME
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).write_text(json.dumps({"pid": int(ended.stdout), "started": "earlier",
+                                             "host": socket.gethostname()}))
+    with caplog.at_level("WARNING", logger="cryostream"):
+        result = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    assert result.store.is_file() and (run / FIT_RECORD).is_file()
+    assert f"taking over the lock of process {int(ended.stdout)}" in caplog.text
+    assert not (run / LOCK_NAME).exists()
