@@ -59,6 +59,7 @@ from quality_common import (
     assemble,
     device,
     figure_frc,
+    fit_scored,
     known_output,
     network_fn,
     plain,
@@ -283,7 +284,7 @@ def part_sim(args, out):
                "ctf_true": [truth_ctf.defocus_u_angstrom, truth_ctf.defocus_v_angstrom,
                             truth_ctf.astigmatism_angle_deg]}
         scored = functools.partial(score, row, curves, x)
-        scored("wiener_measured_ctf", match_wiener_gain(y, y, est, ctf=fit))
+        scored("wiener_measured_ctf", match_wiener_gain(y, y, est, ctf=fit_scored(y, fit)))
         scored("noisy", y)
         scored("wiener_oracle", wien)  # a radial filter: nearly the noisy input's FRC
         if topaz:

@@ -8,6 +8,9 @@
   seed 2): the default's linear part (its gain applied to the micrograph; no network) at
   scales 0, 600, 1200, 1800 and 2400 Å, its PSNR against the truth and its FRC at
   0.125–0.25 cycles/px, per micrograph, with the mean and the worst change.
+- ``--fit-error N``: the law the scale rests on, on the first N micrographs of the same
+  spread: each fit's defocus error (rms over directions, against the simulator's) and its
+  Thon-ring score z, and the spread of error · z^1.5 over the fits within 1500 Å.
 - otherwise, held-out micrographs of the general model (``train_general_model.py``'s
   conditions, seed 0, the first ``--count`` of each): PSNR and FRC by band of the linear part
   before and now, the micrograph and the oracle Wiener filter; with ``--network``, of the
@@ -19,9 +22,12 @@ Usage (2-core machine: about 10 s a micrograph for the linear parts, a minute wi
 
     python benchmarks/ctf_defocus_error.py --calibrate 40 \\
         --out docs/results/general_model/defocus_error_calibration_2core.json
+    python benchmarks/ctf_defocus_error.py --fit-error 60 \\
+        --out docs/results/general_model/defocus_error_fits_2core.json
     python benchmarks/ctf_defocus_error.py --count 2 --out docs/results/general_model/defocus_error_2core.json
     python benchmarks/ctf_defocus_error.py --count 2 --network --conditions t20s-10e-white \\
-        t20s-20e-white t20s-50e-white --out OUT.json
+        t20s-20e-white t20s-50e-white globular-30e-0.5A-thick-ice \\
+        --out docs/results/general_model/defocus_error_network_2core.json
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ def scale(value: float):
 
 def micrograph(config: dict, index: int):
     """The normalised micrograph and truth of ``config`` (its 95th percentile as 1), the
-    pixel size, its noise as ``denoise`` uses it below 20 Å and its fit with the ring score."""
+    pixel size, its noise as ``denoise`` uses it below 20 Å, its fit with the ring score and
+    the simulation (its defocus)."""
     import scipy.fft
 
     from cryostream import SimulateConfig
@@ -75,9 +82,9 @@ def micrograph(config: dict, index: int):
     noise = estimate_noise(y, pixel, tile=tile_for(y.shape))
     fit = fit_for_gain(y, pixel, {})
     if fit is None:
-        return y, x, pixel, noise, None, None
+        return y, x, pixel, noise, None, None, sim
     z = thon_ring_z(scipy.fft.rfft2(y - y.mean(), workers=-1), y.shape, fit)
-    return y, x, pixel, noise_below(noise, zeros_noise(y, noise, fit)[2]), fit, z
+    return y, x, pixel, noise_below(noise, zeros_noise(y, noise, fit)[2]), fit, z, sim
 
 
 def linear(y, noise, fit, z, value: float):
@@ -95,7 +102,7 @@ def calibrate(count: int) -> dict:
     rows = []
     for i in range(count):
         config = training_condition(3, i, (2048, 2048))
-        y, x, pixel, noise, fit, z = micrograph(config, i)
+        y, x, pixel, noise, fit, z, _ = micrograph(config, i)
         if fit is None:
             continue
         out = {v: linear(y, noise, fit, z, v) for v in SCALES}
@@ -131,12 +138,41 @@ def calibration_summary(rows: list) -> dict:
     return out
 
 
+def fit_errors(count: int) -> dict:
+    from cryostream.spectral import astigmatic_defocus
+
+    theta = np.linspace(0, np.pi, 180, endpoint=False)
+    rows = []
+    for i in range(count):
+        config = training_condition(3, i, (2048, 2048))
+        _, _, pixel, _, fit, z, sim = micrograph(config, i)
+        if fit is None:
+            continue
+        true, fitted = (astigmatic_defocus(theta, (u + v) / 2, u - v, a) for u, v, a in (
+            (sim.defocus_u_angstrom, sim.defocus_v_angstrom, sim.astigmatism_angle_deg),
+            (fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg)))
+        rows.append({"index": i, "particle": config["particle"], "pixel": round(pixel, 3),
+                     "dose": round(config["dose_e_per_angstrom2"], 1), "rings_z": round(z, 2),
+                     "error_angstrom": round(float(np.sqrt(np.mean((fitted - true) ** 2))), 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    near = [r for r in rows if r["error_angstrom"] < 1500]
+    scaled = np.array([r["error_angstrom"] * r["rings_z"] ** 1.5 for r in near])
+    summary = {"fits": len(rows), "within_1500": len(near),
+               "off_z": [min((r["rings_z"] for r in rows if r not in near), default=None),
+                         max((r["rings_z"] for r in rows if r not in near), default=None)],
+               "error_z1.5_median": round(float(np.median(scaled)), 1),
+               "error_z1.5_rms": round(float(np.sqrt(np.mean(scaled**2))), 1),
+               "log_spread": round(float(np.std(np.log(scaled))), 3)}
+    print(json.dumps(summary, indent=1))
+    return {"summary": summary, "micrographs": rows}
+
+
 def one(name: str, index: int, network: bool) -> dict:
     from cryostream.denoise.fallback import DEFOCUS_ERROR_SCALE, fit_with_error
     from cryostream.metrics import psnr, wiener_oracle
 
     config = held_out_condition(name, 0, (2048, 2048))
-    y, x, pixel, noise, fit, z = micrograph(config, 1000 * list(CONDITIONS).index(name) + index)
+    y, x, pixel, noise, fit, z, _ = micrograph(config, 1000 * list(CONDITIONS).index(name) + index)
     images = {"noisy": y, "oracle Wiener": wiener_oracle(y, x),
               "linear part, before": linear(y, noise, fit, z, 0.0),
               "linear part, now": linear(y, noise, fit, z, DEFOCUS_ERROR_SCALE)}
@@ -173,18 +209,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--calibrate", type=int, default=0, metavar="N",
                     help="choose the scale on N calibration micrographs instead")
+    ap.add_argument("--fit-error", type=int, default=0, metavar="N",
+                    help="the fits' defocus error against their ring score on N calibration "
+                    "micrographs instead")
     ap.add_argument("--conditions", nargs="+", default=LINEAR_CONDITIONS, choices=list(CONDITIONS))
     ap.add_argument("--count", type=int, default=2, help="micrographs per condition (2)")
     ap.add_argument("--network", action="store_true", help="the default with one network "
                     "pass as well, before and now (the shipped model, on this machine's device)")
     args = ap.parse_args(argv)
-    if args.calibrate:
+    if args.calibrate or args.fit_error:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(
             {"machine": {"processor": platform.processor() or platform.machine(),
                          "python": platform.python_version()},
              "arguments": {k: str(v) for k, v in vars(args).items()},
-             **calibrate(args.calibrate)}, indent=1))
+             **(calibrate(args.calibrate) if args.calibrate else fit_errors(args.fit_error))},
+            indent=1))
         return 0
     rows = []
     for name in args.conditions:

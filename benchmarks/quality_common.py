@@ -104,12 +104,26 @@ class KnownAlpha2(N2NCorrection):
 
 @dataclasses.dataclass(frozen=True)
 class FittedCTFGain(WienerGain):
-    """The CTF-shaped Wiener gain with a given fit, used whatever its recorruption check says."""
+    """The CTF-shaped Wiener gain with a given fit, used whatever its recorruption check says,
+    with the defocus error its Thon-ring score gives it, as ``denoise`` has it."""
 
     fit: Any = None
 
     def init(self, micrograph):
-        return {"fit": self.fit, "check": float("nan"), "used": True}
+        return {"fit": fit_scored(micrograph.image, self.fit), "check": float("nan"),
+                "used": True}
+
+
+def fit_scored(image: np.ndarray, fit):
+    """``fit`` with the defocus error its Thon-ring score on ``image`` gives it
+    (:func:`cryostream.denoise.fallback.fit_with_error`)."""
+    import scipy.fft
+
+    from cryostream.ctf import thon_ring_z
+    from cryostream.denoise.fallback import fit_with_error
+
+    spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
+    return fit_with_error(fit, thon_ring_z(spectrum, image.shape, fit))
 
 
 @dataclasses.dataclass

@@ -288,7 +288,7 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     At low dose a fit can land far from the true defocus and still pass a check of the error
     (wrong rings cost little error where the gain is small, but discard the structure between
     the true rings). On simulated 2048² micrographs right fits score 3.3–4.8 at 10 e/Å², 9.6–12.5
-    at 50, fits 10 000–20 000 Å off 2.1–2.5; the real 4096² micrograph in the test data 18.
+    at 50, fits 10 000–40 000 Å off 2.1–2.5; the real 4096² micrograph in the test data 18.
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)

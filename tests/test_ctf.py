@@ -279,6 +279,8 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     _, zeros, below = zeros_noise(noisy, noise, fit)
     assert found["noise_scale_at_ctf_zeros"] == zeros
     assert found["noise_scale_below_20A"] == round(min(below, 1.0), 3)
+    # the check scored the gain it keeps: with the rings faded by the fit's defocus error
+    assert found["ctf_check"] == ctf_gain_check(noisy, zeros_noise(noisy, noise, fit)[0], fit)
     np.testing.assert_array_equal(got, match_wiener_gain(network(noisy), noisy,
                                                          noise_below(noise, below), ctf=fit))
     radial = match_wiener_gain(network(noisy), noisy, noise)

@@ -28,9 +28,12 @@ def test_faded_ctf_squared_is_the_mean_of_ctf_squared_over_the_defocus_error():
     rng = np.random.default_rng(0)
     sigma, defocus = 150.0, 15000.0
     draws = defocus + rng.normal(0, sigma, 20000)
-    mean = np.mean([contrast_transfer(k2, d, amplitude_contrast=0.07) ** 2 for d in draws], 0)
-    c2 = contrast_transfer(k2, defocus, amplitude_contrast=0.07) ** 2
-    np.testing.assert_allclose(faded_ctf_squared(c2, k2, sigma), mean, atol=0.01)
+    for kv in (300.0, 200.0):  # the wavelength of the fit's voltage
+        optics = dict(voltage_kv=kv, amplitude_contrast=0.07)
+        mean = np.mean([contrast_transfer(k2, d, **optics) ** 2 for d in draws], 0)
+        c2 = contrast_transfer(k2, defocus, **optics) ** 2
+        np.testing.assert_allclose(faded_ctf_squared(c2, k2, sigma, kv), mean, atol=0.01)
+        assert abs(faded_ctf_squared(c2, k2, sigma, 500.0 - kv) - mean).max() > 0.05
     np.testing.assert_array_equal(faded_ctf_squared(c2, k2, 0.0), c2.astype(np.float32))
     assert abs(faded_ctf_squared(c2, k2, 2000.0)[-50:] - 0.5).max() < 1e-3  # rings gone
 

@@ -162,12 +162,21 @@ def test_odd_alone_reads_the_odd_halves_from_the_input_star_file(tiny_run, tmp_p
     assert not (tmp_path / "bad").exists()
 
 
-def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
+def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path, monkeypatch):
     """With the CTF gain, one defocus fitted on the sum of the halves shapes the gain of both
-    (each half alone has half the signal, and the two outputs are summed)."""
+    (each half alone has half the signal, and the two outputs are summed), with the defocus
+    error its ring score gives it, in the gain and in the check alike."""
     import cryostream
     from cryostream.config import SimulateConfig
+    from cryostream.denoise import fallback
 
+    checked, check = [], fallback.ctf_gain_check
+
+    def spy(noisy, noise, fit, **kw):  # the real check, noting the defocus error it was given
+        checked.append(fit.defocus_error_angstrom)
+        return check(noisy, noise, fit, **kw)
+
+    monkeypatch.setattr(fallback, "ctf_gain_check", spy)
     sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
         shape=(512, 512), seed=3, even_odd=True))
     assert _denoise(tiny_run, sim.evens, tmp_path / "out", "--odd", *sim.odds, "--ctf-gain") == 0
@@ -179,7 +188,11 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path):
     # one Thon-ring score and one recorruption check, on the sum, decide the gain of both
     assert found["ctf_rings_z"] == found["odd_half"]["ctf_rings_z"]
     assert found["ctf_check"] == found["odd_half"]["ctf_check"]
-    assert found["ctf_used"] == found["odd_half"]["ctf_used"]
+    assert found["ctf_used"] == found["odd_half"]["ctf_used"] is True
+    sigma = even_ctf["defocus_error_angstrom"]  # from the ring score, as recorded (rounded)
+    assert sigma == odd_ctf["defocus_error_angstrom"] == pytest.approx(
+        fallback.DEFOCUS_ERROR_SCALE / found["ctf_rings_z"] ** 1.5, rel=1e-2)
+    assert checked == [pytest.approx(sigma, abs=0.05)]  # one check, on the sum, faded
 
 
 def test_halves_whose_sum_has_no_thon_rings_fall_back_together(tiny_run, tmp_path):
@@ -230,6 +243,8 @@ def test_even_and_odd_halves_with_a_known_defocus_take_one_decision(tiny_run, tm
         assert half["ctf"]["defocus_u_angstrom"] == 18000.0
     assert found["ctf_check"] == found["odd_half"]["ctf_check"]
     assert found["ctf_used"] == found["odd_half"]["ctf_used"]
+    for half in (found, found["odd_half"]):  # a STAR file's defocus is taken as exact
+        assert half["ctf"]["defocus_error_angstrom"] == (0.0 if half["ctf_used"] else None)
 
 
 def test_a_pair_never_replaces_the_full_sum_beside_its_halves(tiny_run, tmp_path, capsys):

@@ -285,7 +285,9 @@ class WienerGain(Step):
                         "defocus_v_angstrom": fit.defocus_v_angstrom,
                         "astigmatism_angle_deg": fit.astigmatism_angle_deg,
                         "score": fit.score,
-                        "defocus_error_angstrom": round(fit.defocus_error_angstrom, 1)},
+                        # the error its rings' score gave it, where the gain used it
+                        "defocus_error_angstrom": round(fit.defocus_error_angstrom, 1)
+                        if state["used"] else None},
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,
