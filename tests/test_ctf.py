@@ -256,6 +256,7 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
 
     from cryostream.config import DenoiseConfig, PrepareConfig, TrainConfig
     from cryostream.ctf import thon_ring_z
+    from cryostream.denoise.micrograph import describe_found
     from cryostream.denoise.steps import Micrograph, fit_with_error, noise_below, zeros_noise
     from cryostream.matched import tile_for
     from cryostream.runs import RunRecord
@@ -273,6 +274,9 @@ def test_the_ctf_gain_step_fits_checks_and_shapes_the_gain(simulated, tmp_path):
     assert found["ctf_used"] is True and found["ctf_check"] < 0
     assert found["ctf"]["defocus_u_angstrom"] == fit.defocus_u_angstrom
     assert found["ctf"]["defocus_error_angstrom"] == round(fit.defocus_error_angstrom, 1) > 0
+    assert describe_found(found) == (  # the progress note says how sure the defocus is
+        f"; defocus {fit.defocus_u_angstrom / 1e4:.2f}/{fit.defocus_v_angstrom / 1e4:.2f} µm "
+        f"±{fit.defocus_error_angstrom:.0f} Å, CTF check passed: CTF-shaped gain")
     fit = fit_with_error(simulated.fit(0), thon_ring_z(scipy.fft.rfft2(noisy - noisy.mean()),
                                                        noisy.shape, simulated.fit(0)))
     noise = estimate_noise(noisy, PIXEL, tile=tile_for(noisy.shape))

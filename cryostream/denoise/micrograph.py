@@ -189,8 +189,10 @@ def describe_found(found: dict) -> str:
     if fit is None:
         return f"; too small for a CTF fit: {fallback}"
     defocus = f"defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/{fit['defocus_v_angstrom'] / 1e4:.2f} µm"
-    if found["ctf_used"]:
-        return f"; {defocus}, CTF check passed: CTF-shaped gain"
+    if found["ctf_used"]:  # with how far off the fit may be (its rings fade past that)
+        error = fit.get("defocus_error_angstrom")
+        return f"; {defocus}{f' ±{error:.0f} Å' if error else ''}, CTF check passed: " \
+               "CTF-shaped gain"
     why = "Thon rings not found" if no_rings(found.get("ctf_rings_z")) else "CTF check failed"
     return f"; {defocus}, {why}: {fallback}"
 
