@@ -34,17 +34,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import functools
 import importlib
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
-from gain_below_20a import LINEAR_CONDITIONS, write_summary
+from gain_below_20a import LINEAR_CONDITIONS, default_one_pass, write_summary
 from general_model_spread import CONDITIONS, held_out_condition, training_condition
-from quality_common import frc_profile, known_output
+from quality_common import frc_profile
 
 SCALES = [0.0, 600.0, 1200.0, 1800.0, 2400.0]
 
@@ -96,19 +95,26 @@ def linear(y, noise, fit, z, value: float):
         return match_wiener_gain(y, y, noise, ctf=fit_with_error(fit, z))
 
 
+def calibration_micrographs(count: int):
+    """Of the first ``count`` micrographs of the calibration spread, those whose CTF could be
+    fitted: ``(row, micrograph(...))``, the row naming it (index, specimen, dose, pixel size,
+    ring score)."""
+    for i in range(count):
+        config = training_condition(3, i, (2048, 2048))
+        made = micrograph(config, i)
+        if made[4] is not None:
+            yield {"index": i, "particle": config["particle"],
+                   "dose": round(config["dose_e_per_angstrom2"], 1), "pixel": round(made[2], 3),
+                   "rings_z": round(made[5], 2)}, made
+
+
 def calibrate(count: int) -> dict:
     from cryostream.metrics import psnr
 
     rows = []
-    for i in range(count):
-        config = training_condition(3, i, (2048, 2048))
-        y, x, pixel, noise, fit, z, _ = micrograph(config, i)
-        if fit is None:
-            continue
+    for row, (y, x, _, noise, fit, z, _) in calibration_micrographs(count):
         out = {v: linear(y, noise, fit, z, v) for v in SCALES}
-        rows.append({"index": i, "particle": config["particle"],
-                     "dose": round(config["dose_e_per_angstrom2"], 1), "pixel": round(pixel, 3),
-                     "rings_z": round(z, 2),
+        rows.append({**row,
                      "psnr": {str(v): round(float(psnr(o, x)), 4) for v, o in out.items()},
                      "frc_0.125_0.25": {str(v): round(frc_profile(o, x)["bands"][4], 4)
                                         for v, o in out.items()}})
@@ -143,17 +149,11 @@ def fit_errors(count: int) -> dict:
 
     theta = np.linspace(0, np.pi, 180, endpoint=False)
     rows = []
-    for i in range(count):
-        config = training_condition(3, i, (2048, 2048))
-        _, _, pixel, _, fit, z, sim = micrograph(config, i)
-        if fit is None:
-            continue
+    for row, (_, _, _, _, fit, _, sim) in calibration_micrographs(count):
         true, fitted = (astigmatic_defocus(theta, (u + v) / 2, u - v, a) for u, v, a in (
             (sim.defocus_u_angstrom, sim.defocus_v_angstrom, sim.astigmatism_angle_deg),
             (fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg)))
-        rows.append({"index": i, "particle": config["particle"], "pixel": round(pixel, 3),
-                     "dose": round(config["dose_e_per_angstrom2"], 1), "rings_z": round(z, 2),
-                     "error_angstrom": round(float(np.sqrt(np.mean((fitted - true) ** 2))), 1)})
+        rows.append({**row, "error_angstrom": round(float(np.sqrt(np.mean((fitted - true) ** 2))), 1)})
         print(json.dumps(rows[-1]), flush=True)
     near = [r for r in rows if r["error_angstrom"] < 1500]
     scaled = np.array([r["error_angstrom"] * r["rings_z"] ** 1.5 for r in near])
@@ -178,25 +178,10 @@ def one(name: str, index: int, network: bool) -> dict:
               "linear part, now": linear(y, noise, fit, z, DEFOCUS_ERROR_SCALE)}
     seconds = {}
     if network:
-        from cryostream.config import DenoiseConfig
-        from cryostream.denoise import Micrograph
-        from cryostream.denoise.binned import binned_estimate
-        from cryostream.denoise.network import model_path, model_record
-        from cryostream.denoise.tiling import network_pass
-
-        run = str(model_path("general"))
-        record = model_record(run)
-        pipeline = dataclasses.replace(DenoiseConfig(ensemble=False).for_run(record).pipeline(),
-                                       ensemble=False)
-        t = time.perf_counter()
-        raw = network_pass(run, y)
-        binned = binned_estimate(lambda im: network_pass(run, im), y)
-        seconds["network"] = round(time.perf_counter() - t, 1)
-        for label, value in (("before", 0.0), ("now", DEFOCUS_ERROR_SCALE)):
-            with scale(value):
-                images[f"default, one pass, {label}"] = pipeline.run(
-                    Micrograph(y, pixel, record, source=f"{name}_{index}"),
-                    known_output(y, raw), binned)[0]
+        defaults, seconds["network"] = default_one_pass(
+            y, pixel, f"{name}_{index}", {"before": functools.partial(scale, 0.0),
+                                          "now": functools.partial(scale, DEFOCUS_ERROR_SCALE)})
+        images.update(defaults)
     return {"condition": name, "index": index, "rings_z": round(z, 2),
             "defocus_error_angstrom": round(fit_with_error(fit, z).defocus_error_angstrom, 1),
             "seconds": seconds,

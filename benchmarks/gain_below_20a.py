@@ -83,25 +83,9 @@ def one(name: str, index: int, network: bool) -> dict:
               "linear part, now, true defocus": match_wiener_gain(y, y, now, ctf=true)}
     seconds = {}
     if network:
-        from cryostream.config import DenoiseConfig
-        from cryostream.denoise import Micrograph
-        from cryostream.denoise.binned import binned_estimate
-        from cryostream.denoise.network import model_path, model_record
-        from cryostream.denoise.tiling import network_pass
-
-        run = str(model_path("general"))
-        record = model_record(run)
-        pipeline = dataclasses.replace(DenoiseConfig(ensemble=False).for_run(record).pipeline(),
-                                       ensemble=False)
-        t = time.perf_counter()
-        raw = network_pass(run, y)
-        binned = binned_estimate(lambda im: network_pass(run, im), y)
-        seconds["network"] = round(time.perf_counter() - t, 1)
-        for label, context in (("before", before()), ("now", contextlib.nullcontext())):
-            with context:
-                micrograph = Micrograph(y, pixel, record, source=f"{name}_{index}")
-                images[f"default, one pass, {label}"] = pipeline.run(
-                    micrograph, known_output(y, raw), binned)[0]
+        defaults, seconds["network"] = default_one_pass(
+            y, pixel, f"{name}_{index}", {"before": before, "now": contextlib.nullcontext})
+        images.update(defaults)
     return {"condition": name, "index": index, "noise_below_20A_factor": round(factor, 3),
             "defocus_fit_error_angstrom": round(abs(
                 (fit.defocus_u_angstrom + fit.defocus_v_angstrom)
@@ -109,6 +93,33 @@ def one(name: str, index: int, network: bool) -> dict:
             "seconds": seconds,
             "psnr": {k: round(float(psnr(v, x)), 4) for k, v in images.items()},
             "frc_bands": {k: frc_profile(v, x)["bands"] for k, v in images.items()}}
+
+
+def default_one_pass(y: np.ndarray, pixel: float, source: str, contexts: dict) -> tuple:
+    """The default with one pass of the shipped model (``DenoiseConfig(ensemble=False)``: its
+    single-pass table and binned pass) on ``y``, once in each of ``contexts`` (label: a
+    context manager to enter), from one network output: ``({"default, one pass, LABEL":
+    output}, the network's seconds)``."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import Micrograph
+    from cryostream.denoise.binned import binned_estimate
+    from cryostream.denoise.network import model_path, model_record
+    from cryostream.denoise.tiling import network_pass
+
+    run = str(model_path("general"))
+    record = model_record(run)
+    pipeline = dataclasses.replace(DenoiseConfig(ensemble=False).for_run(record).pipeline(),
+                                   ensemble=False)
+    t = time.perf_counter()
+    raw = network_pass(run, y)
+    binned = binned_estimate(lambda im: network_pass(run, im), y)
+    seconds = round(time.perf_counter() - t, 1)
+    images = {}
+    for label, context in contexts.items():
+        with context():
+            images[f"default, one pass, {label}"] = pipeline.run(
+                Micrograph(y, pixel, record, source=source), known_output(y, raw), binned)[0]
+    return images, seconds
 
 
 def main(argv=None) -> int:
