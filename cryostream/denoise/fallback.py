@@ -12,8 +12,9 @@ import numpy as np
 
 from cryostream.denoise.scores import ctf_gain_check
 
-__all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "fit_for_gain", "fallback_words",
-           "zeros_noise", "noise_below", "fit_with_error", "no_rings", "checked_gain", "warn_fallback"]
+__all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "DEFOCUS_ERROR_SCALE", "fit_for_gain",
+           "fallback_words", "zeros_noise", "noise_below", "fit_with_error", "no_rings",
+           "checked_gain", "warn_fallback"]
 
 #: The smallest side (pixels) whose CTF :class:`~cryostream.denoise.steps.WienerGain` fits
 #: (``fit_ctf``'s Welch tile).
@@ -101,12 +102,12 @@ def fit_with_error(fit, rings_z):
     13 at 20), so that the CTF-shaped gain fades the rings it cannot place: its signal is the
     mean ``CTF²`` over the defocus the fit may have. The fit's error (rms over directions) on
     53 simulated calibration micrographs goes as z^-1.5 (error·z^1.5: median 592 Å, rms
-    1012 Å, spread a factor of 2); the scale was chosen by the error of the linear part on the 34 of 40 whose
-    rings are found (benchmarks page, "The CTF fit's error"): 600, 1200, 1800 and 2400 gained
-    0.0016, 0.0019, 0.0019 and 0.0016 dB on average and lost at most 0.0000, 0.0003, 0.0034
-    and 0.0071 on one micrograph. Calibrated on 2048² micrographs: on larger ones z grows
-    with the coefficients it reads faster than the fit's error falls, so σ errs small
-    (towards the sharp rings of a fit taken as exact)."""
+    1012 Å, spread a factor of 2); the scale was chosen by the error of the linear part on
+    the 34 of 40 whose rings are found (benchmarks page, "The CTF fit's error"): 600, 1200,
+    1800 and 2400 gained 0.0016, 0.0019, 0.0019 and 0.0016 dB on average and lost at most
+    0.0000, 0.0003, 0.0034 and 0.0071 on one micrograph. Calibrated on 2048² micrographs: on
+    larger ones z grows with the coefficients it reads faster than the fit's error falls, so
+    σ errs small (towards the sharp rings of a fit taken as exact)."""
     if rings_z is None or not rings_z > 0:
         return fit
     return dataclasses.replace(fit, defocus_error_angstrom=DEFOCUS_ERROR_SCALE / rings_z ** 1.5)

@@ -46,9 +46,8 @@ from cryostream.denoise.weights import binned_offsets
 
 __all__ = ["CTF_FIT_SIDE", "Micrograph", "Step", "N2NCorrection", "RingClamp", "KeepInputMean",
            "WienerGain", "fit_for_gain", "fit_with_error", "zeros_noise", "no_rings",
-           "fallback_words",
-           "checked_gain", "warn_fallback", "FIT_ADVICE", "GIVEN_ADVICE", "Pipeline",
-           "BoundPipeline", "chain", "pipeline_for"]
+           "fallback_words", "checked_gain", "warn_fallback", "FIT_ADVICE", "GIVEN_ADVICE",
+           "Pipeline", "BoundPipeline", "chain", "pipeline_for"]
 
 
 @dataclasses.dataclass
