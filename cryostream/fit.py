@@ -216,12 +216,13 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     InvalidMicrographError
         No micrographs, one unreadable, blank or with NaN pixels; nothing is left written.
     StoreError
-        Another fit is running in ``run`` (or ``work``): one fit at a time in a folder.
+        ``run`` or ``work`` is a file, or another fit is running in either: one fit at a
+        time in a folder.
     """
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
     created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
-    with run_lock(run, *[work] * (not work.is_relative_to(run))):  # one fit at a time in them
+    with run_lock(run, work):  # one fit at a time in either
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
                     prepare=prepare, overwrite=overwrite, permissive=permissive)
 

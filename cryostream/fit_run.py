@@ -38,82 +38,93 @@ _log = logging.getLogger("cryostream")
 
 @contextlib.contextmanager
 def run_lock(*folders: Path):
-    """Hold ``folders`` (a fit's run folder, and its work folder if elsewhere) while the fit
-    runs: a second fit on them (another terminal, a job sent twice) is refused, naming the
-    process that holds them, instead of both writing one store and one run. A lock whose
-    process is gone (on this machine: killed, or the machine restarted) is taken over with a
-    warning. A folder made here is removed again if the fit leaves nothing in it."""
+    """Hold ``folders`` (a fit's run folder and its work folder) while the fit runs: a second
+    fit on either (another terminal, a job sent twice) is refused, naming the process that
+    holds it, instead of both writing one store and one run. Each holds an exclusive
+    ``flock`` on ``LOCK_NAME`` in the folder, which the system releases when the process ends
+    however it ends, so a lock file left by a fit that was killed is simply taken over (with a
+    warning). Folders made here (and their missing parents) are removed again if the fit
+    leaves nothing in them."""
     held, made = [], []
     try:
-        for folder in folders:
+        for folder in dict.fromkeys(f.resolve() for f in folders):  # once each
+            if folder.exists() and not folder.is_dir():
+                raise StoreError(f"{folder}: is a file; give a folder for the run (-o) and "
+                                 "the work (--work)")
+            top = folder
+            while not top.parent.exists():
+                top = top.parent
             if not folder.exists():
-                made.append(folder)
+                made.append((folder, top))
             folder.mkdir(parents=True, exist_ok=True)
             held.append(_acquire(folder / LOCK_NAME))
         yield
     finally:
-        for path in held:
-            path.unlink(missing_ok=True)
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty: the fit failed before writing anything
+        for path, fd in held:
+            path.unlink(missing_ok=True)  # still ours: we hold its flock
+            if fd is not None:
+                os.close(fd)
+        for folder, top in reversed(made):  # empty: the fit failed before writing anything
+            path = folder
+            while True:
+                if path.exists():
+                    try:
+                        path.rmdir()  # only if empty
+                    except OSError:
+                        break
+                if path == top:
+                    break
+                path = path.parent
 
 
-def _acquire(path: Path) -> Path:
-    me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
+def _acquire(path: Path) -> tuple[Path, int | None]:
+    """``flock`` the lock file ``path`` (made if missing) and write who holds it; a
+    :class:`StoreError` naming the holder if another process holds it."""
+    import fcntl
+
+    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(path)
-            if holder is None or not _gone(holder):
-                who = ("another fit (its lock is being written)" if holder is None else
-                       f"another fit (process {holder.get('pid')} on {holder.get('host')}, "
-                       f"since {holder.get('started')})")
-                raise StoreError(f"{path.parent}: in use by {who}; wait for it to finish or "
-                                 "stop it, or give this fit another folder (-o, --work). If "
-                                 f"no fit is running there, delete {path} and run again") from None
-            _log.warning("%s: taking over the lock of process %s, which is gone (a fit "
-                         "stopped without releasing it)", path.parent, holder.get("pid"))
-            path.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{path.parent}: in use by another fit: {_holder(path)}; wait "
+                             "for it to finish or stop it, or give this fit another folder "
+                             "(-o, --work)") from None
+        except OSError as exc:  # a file system without locks: say so, and go on
+            _log.warning("%s: cannot be locked here (%s); make sure no other fit uses it",
+                         path.parent, exc.strerror)
+            os.close(fd)
+            return path, None
+        try:  # the file we locked may have been released and removed meanwhile: lock anew
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path
-    raise StoreError(f"{path}: another fit took this folder at the same moment; run again")
+        left = os.pread(fd, 4096, 0)
+        if left.strip():
+            _log.warning("%s: taking over the lock of %s, which ended without releasing it "
+                         "(killed?)", path.parent, _holder(path))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
+        return path, fd
+    raise StoreError(f"{path.parent}: another fit took this folder at the same moment; run "
+                     "again")
 
 
-def _holder(path: Path) -> dict | None:
-    """The lock's record; {} for one left damaged a while ago (taken over), None for one just
-    being written."""
+def _holder(path: Path) -> str:
+    """Who a lock file says holds it, in words."""
+    text = ""
     try:
-        value = json.loads(path.read_text())
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        try:
-            return {} if time.time() - path.stat().st_mtime > 60 else None
-        except OSError:
-            return {}
-
-
-def _gone(holder: dict) -> bool:
-    """Whether the process that wrote a lock has ended: only a process of this machine can
-    be asked; one on another machine (a shared file system) is taken to be running."""
-    if not holder:
-        return True
-    pid = holder.get("pid")
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return False  # this process: a fit inside a fit
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # another user's process
-    return False
+        text = path.read_text()
+        who = json.loads(text)
+        return f"process {who['pid']} on {who['host']}, since {who['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "one just starting" if not text.strip() else "its lock file is damaged"
 
 
 def check_run(run: Path, request: dict, overwrite: bool) -> bool:

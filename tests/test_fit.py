@@ -527,7 +527,8 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
     assert any("time budget ran out before training began" in n for n in said)
     assert said[-1].endswith(f"denoise with: cryostream denoise {mics[0]} {mics[1]} -o denoised "
                               f"--model {run}")
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    # its files untouched (the folders' times move with the lock the refused fit took and let go)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError) as info:
         cryostream.fit(mics[:1], run, train=dataclasses.replace(SMALL, seed=1), budget=SPENT)
     assert str(info.value) == (
@@ -535,7 +536,7 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
         f"({mics[1].name}); seed: 0 → 1); to continue that fit give it the inputs and options "
         "it was made with, choose another folder (-o) for this one, or pass overwrite=True "
         "(--overwrite) to train this one there from the start (the run in it is replaced)")
-    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
     notes.clear()
     # the same request, the run folder reached by another path: the store kept
     cryostream.fit(mics, run.parent / ".." / run.parent.name / run.name, train=SMALL,
@@ -687,21 +688,25 @@ def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_first(mics, tmp_p
                 break
             time.sleep(0.1)
         assert first.poll() is None, "the first fit ended before the test could meet it"
-        before = _tree(tmp_path)
         with pytest.raises(StoreError) as info:
             cryostream.fit(mics, run, train=SMALL, budget=SPENT)
-        assert str(info.value).startswith(f"{run}: in use by another fit (process {first.pid}")
-        assert f"delete {run / LOCK_NAME}" in str(info.value)
-        assert set(_tree(tmp_path)) >= set(before) - {"run/work/.data.h5.partial"}
+        assert str(info.value).startswith(f"{run}: in use by another fit: process {first.pid} ")
+        assert str(info.value).endswith("wait for it to finish or stop it, or give this fit "
+                                        "another folder (-o, --work)")
+        # another run folder, but the running fit's store: refused as well, and nothing made
+        with pytest.raises(StoreError, match=f"^{run / 'work'}: in use by another fit"):
+            cryostream.fit(mics, tmp_path / "other", work=run / "work", train=SMALL,
+                           budget=SPENT)
+        assert not (tmp_path / "other").exists()
     finally:
         assert first.wait(timeout=600) == 0
     assert not (run / LOCK_NAME).exists() and (run / FIT_RECORD).is_file()
-    assert os.listdir(run)  # the first fit's run, whole
+    assert not (run / "work" / LOCK_NAME).exists() and os.listdir(run / "checkpoints")
 
 
 def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(mics, tmp_path, caplog):
-    """A fit killed outright (out of memory, a node lost) leaves its lock: the next fit finds
-    its process gone, says so, and runs."""
+    """A fit killed outright (out of memory, a node lost) leaves its lock file, but no process
+    holds it any more: the next fit says whose it was, takes it over and runs."""
     import json
     import socket
     import subprocess
@@ -720,3 +725,17 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(mics, tmp_path, cap
     assert result.store.is_file() and (run / FIT_RECORD).is_file()
     assert f"taking over the lock of process {int(ended.stdout)}" in caplog.text
     assert not (run / LOCK_NAME).exists()
+
+
+def test_a_refused_fit_leaves_no_folders_and_a_file_for_the_run_is_named(mics, tmp_path):
+    """The lock makes the run and work folders first: a fit refused afterwards (a micrograph
+    that is not there) leaves none of them, nor the parents it made; a file where the run
+    folder should be is named as such."""
+    with pytest.raises(InvalidMicrographError):
+        cryostream.fit([*mics, tmp_path / "gone.mrc"], tmp_path / "results" / "a" / "run",
+                       work=tmp_path / "scratch" / "work", train=SMALL, budget=SPENT)
+    assert _tree(tmp_path) == []
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(StoreError, match="run: is a file; give a folder for the run"):
+        cryostream.fit(mics, tmp_path / "run", train=SMALL, budget=SPENT)
+    assert _tree(tmp_path) == ["run"]
