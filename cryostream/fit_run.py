@@ -80,8 +80,12 @@ def run_lock(*folders: Path):
 def _acquire(path: Path) -> tuple[Path, int | None]:
     """``flock`` the lock file ``path`` (made if missing) and write who holds it; a
     :class:`StoreError` naming the holder if another process holds it."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): say so, and go on
+        _log.warning("%s: cannot be locked on this system; make sure no other fit uses it",
+                     path.parent)
+        return path, None
     me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     for _ in range(5):
