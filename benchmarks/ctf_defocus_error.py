@@ -15,7 +15,8 @@
   conditions, seed 0, the first ``--count`` of each): PSNR and FRC by band of the linear part
   before and now, the micrograph and the oracle Wiener filter; with ``--network``, of the
   default with one network pass (the shipped model's single-pass table and binned pass)
-  before and now, from one network output.
+  before and now, from one network output; with ``--ensemble`` too, of the default itself
+  (the 8-fold ensemble, its table and binned pass).
 
 Usage (2-core machine: about 10 s a micrograph for the linear parts, a minute with
 ``--network``)::
@@ -167,7 +168,7 @@ def fit_errors(count: int) -> dict:
     return {"summary": summary, "micrographs": rows}
 
 
-def one(name: str, index: int, network: bool) -> dict:
+def one(name: str, index: int, network: bool, ensemble: bool = False) -> dict:
     from cryostream.denoise.fallback import DEFOCUS_ERROR_SCALE, fit_with_error
     from cryostream.metrics import psnr, wiener_oracle
 
@@ -180,7 +181,8 @@ def one(name: str, index: int, network: bool) -> dict:
     if network:
         defaults, seconds["network"] = default_one_pass(
             y, pixel, f"{name}_{index}", {"before": functools.partial(scale, 0.0),
-                                          "now": functools.partial(scale, DEFOCUS_ERROR_SCALE)})
+                                          "now": functools.partial(scale, DEFOCUS_ERROR_SCALE)},
+            ensemble)
         images.update(defaults)
     return {"condition": name, "index": index, "rings_z": round(z, 2),
             "defocus_error_angstrom": round(fit_with_error(fit, z).defocus_error_angstrom, 1),
@@ -201,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=2, help="micrographs per condition (2)")
     ap.add_argument("--network", action="store_true", help="the default with one network "
                     "pass as well, before and now (the shipped model, on this machine's device)")
+    ap.add_argument("--ensemble", action="store_true", help="with --network: the default "
+                    "itself (the 8-fold ensemble and its table) instead of one pass")
     args = ap.parse_args(argv)
     if args.calibrate or args.fit_error:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +218,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.conditions:
         for index in range(args.count):
-            rows.append(one(name, index, args.network))
+            rows.append(one(name, index, args.network, args.ensemble))
             print(json.dumps({k: rows[-1][k] for k in ("condition", "index", "rings_z", "psnr")}),
                   flush=True)
     write_summary(args, rows)

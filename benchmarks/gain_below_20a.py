@@ -95,29 +95,39 @@ def one(name: str, index: int, network: bool) -> dict:
             "frc_bands": {k: frc_profile(v, x)["bands"] for k, v in images.items()}}
 
 
-def default_one_pass(y: np.ndarray, pixel: float, source: str, contexts: dict) -> tuple:
+def default_one_pass(y: np.ndarray, pixel: float, source: str, contexts: dict,
+                     ensemble: bool = False) -> tuple:
     """The default with one pass of the shipped model (``DenoiseConfig(ensemble=False)``: its
-    single-pass table and binned pass) on ``y``, once in each of ``contexts`` (label: a
-    context manager to enter), from one network output: ``({"default, one pass, LABEL":
-    output}, the network's seconds)``."""
+    single-pass table and binned pass; with ``ensemble``, the default itself: the 8-fold
+    ensemble, its table and binned pass) on ``y``, once in each of ``contexts`` (label: a
+    context manager to enter), from one network output: ``({"default, one pass, LABEL"
+    (or "default, ensemble, LABEL"): output}, the network's seconds)``."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise import Micrograph
     from cryostream.denoise.binned import binned_estimate
+    from cryostream.denoise.corrections import dihedral_mean
     from cryostream.denoise.network import model_path, model_record
     from cryostream.denoise.tiling import network_pass
+    from cryostream.denoise.weights import binned_offsets
 
     run = str(model_path("general"))
     record = model_record(run)
-    pipeline = dataclasses.replace(DenoiseConfig(ensemble=False).for_run(record).pipeline(),
+    # the network's output made once here, for every context (the ensemble's mean included)
+    pipeline = dataclasses.replace(DenoiseConfig(ensemble=ensemble).for_run(record).pipeline(),
                                    ensemble=False)
     t = time.perf_counter()
-    raw = network_pass(run, y)
-    binned = binned_estimate(lambda im: network_pass(run, im), y)
+    if ensemble:
+        raw = dihedral_mean(lambda im: network_pass(run, im), y)
+        binned = binned_estimate(lambda im: network_pass(run, im), y, True, record.percentile,
+                                 binned_offsets(record, True))
+    else:
+        raw = network_pass(run, y)
+        binned = binned_estimate(lambda im: network_pass(run, im), y)
     seconds = round(time.perf_counter() - t, 1)
     images = {}
     for label, context in contexts.items():
         with context():
-            images[f"default, one pass, {label}"] = pipeline.run(
+            images[f"default, {'ensemble' if ensemble else 'one pass'}, {label}"] = pipeline.run(
                 Micrograph(y, pixel, record, source=source), known_output(y, raw), binned)[0]
     return images, seconds
 
