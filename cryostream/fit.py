@@ -286,8 +286,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", state)
-    run.mkdir(parents=True, exist_ok=True)
-    _log.info("work folder: %s (the store, kept for resuming)", work)
+    _log.info("work folder: %s (the store, kept for resuming)", work)  # run_lock made both
     try:
         make_store(paths, store, prep, headers, overwrite, permissive)
     except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind
