@@ -46,11 +46,11 @@ from cryostream.fit_run import (
     check_run,
     clear_run,
     make_store,
-    run_lock,
     write_json,
 )
 from cryostream.io.mrc import warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, read_headers
+from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
 from cryostream.progress import TrainProgress
@@ -216,13 +216,14 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     InvalidMicrographError
         No micrographs, one unreadable, blank or with NaN pixels; nothing is left written.
     StoreError
-        ``run`` or ``work`` is a file, or another fit is running in either: one fit at a
-        time in a folder.
+        ``run`` or ``work`` is a file, or another fit (or a training) is running in either:
+        one command at a time in a folder.
     """
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
     created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
-    with run_lock(run, work):  # one fit at a time in either
+    with folder_lock(run, work, command="fit", fix="give this fit another folder (-o, --work)",
+                     what="the run (-o) and the work (--work)"):  # one command at a time
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
                     prepare=prepare, overwrite=overwrite, permissive=permissive)
 
@@ -286,7 +287,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", state)
-    _log.info("work folder: %s (the store, kept for resuming)", work)  # run_lock made both
+    _log.info("work folder: %s (the store, kept for resuming)", work)  # folder_lock made both
     try:
         make_store(paths, store, prep, headers, overwrite, permissive)
     except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind

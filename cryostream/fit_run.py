@@ -4,23 +4,21 @@ fingerprint)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import socket
-import time
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import file_changes, same_paths
+from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "LOCK_NAME", "run_lock", "check_run",
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run",
            "made_before", "clear_run", "write_json", "make_store"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
@@ -30,105 +28,7 @@ STORE_RECORD = "store.json"
 #: What a run folder holds that ``overwrite`` replaces (other files are left alone).
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "checkpoints", FIT_RECORD)
 
-#: In a run folder (and a work folder outside it) while a fit uses it: which process holds it.
-LOCK_NAME = ".fit.lock"
-
 _log = logging.getLogger("cryostream")
-
-
-@contextlib.contextmanager
-def run_lock(*folders: Path):
-    """Hold ``folders`` (a fit's run folder and its work folder) while the fit runs: a second
-    fit on either (another terminal, a job sent twice) is refused, naming the process that
-    holds it, instead of both writing one store and one run. Each holds an exclusive
-    ``flock`` on ``LOCK_NAME`` in the folder, which the system releases when the process ends
-    however it ends, so a lock file left by a fit that was killed is simply taken over (with a
-    warning). Folders made here (and their missing parents) are removed again if the fit
-    leaves nothing in them."""
-    held, made = [], []
-    try:
-        for folder in dict.fromkeys(f.resolve() for f in folders):  # once each
-            if folder.exists() and not folder.is_dir():
-                raise StoreError(f"{folder}: is a file; give a folder for the run (-o) and "
-                                 "the work (--work)")
-            top = folder
-            while not top.parent.exists():
-                top = top.parent
-            if not folder.exists():
-                made.append((folder, top))
-            folder.mkdir(parents=True, exist_ok=True)
-            held.append(_acquire(folder / LOCK_NAME))
-        yield
-    finally:
-        for path, fd in held:
-            path.unlink(missing_ok=True)  # still ours: we hold its flock
-            if fd is not None:
-                os.close(fd)
-        for folder, top in reversed(made):  # empty: the fit failed before writing anything
-            path = folder
-            while True:
-                if path.exists():
-                    try:
-                        path.rmdir()  # only if empty
-                    except OSError:
-                        break
-                if path == top:
-                    break
-                path = path.parent
-
-
-def _acquire(path: Path) -> tuple[Path, int | None]:
-    """``flock`` the lock file ``path`` (made if missing) and write who holds it; a
-    :class:`StoreError` naming the holder if another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks (Windows): say so, and go on
-        _log.warning("%s: cannot be locked on this system; make sure no other fit uses it",
-                     path.parent)
-        return path, None
-    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-    for _ in range(5):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{path.parent}: in use by another fit: {_holder(path)}; wait "
-                             "for it to finish or stop it, or give this fit another folder "
-                             "(-o, --work)") from None
-        except OSError as exc:  # a file system without locks: say so, and go on
-            _log.warning("%s: cannot be locked here (%s); make sure no other fit uses it",
-                         path.parent, exc.strerror)
-            os.close(fd)
-            return path, None
-        try:  # the file we locked may have been released and removed meanwhile: lock anew
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            os.close(fd)
-            continue
-        left = os.pread(fd, 4096, 0)
-        if left.strip():
-            _log.warning("%s: taking over the lock of %s, which ended without releasing it "
-                         "(killed?)", path.parent, _holder(path))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, me.encode(), 0)
-        return path, fd
-    raise StoreError(f"{path.parent}: another fit took this folder at the same moment; run "
-                     "again")
-
-
-def _holder(path: Path) -> str:
-    """Who a lock file says holds it, in words."""
-    text = ""
-    try:
-        text = path.read_text()
-        who = json.loads(text)
-        return f"process {who['pid']} on {who['host']}, since {who['started']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "one just starting" if not text.strip() else "its lock file is damaged"
 
 
 def check_run(run: Path, request: dict, overwrite: bool) -> bool:

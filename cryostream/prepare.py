@@ -39,6 +39,7 @@ from cryostream.io.stack import (
     stack_from_headers,
     warn_if_denoised,
 )
+from cryostream.locks import store_lock
 from cryostream.prepare_checks import check_counts, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
@@ -153,6 +154,11 @@ def prepare(
     Returns
     -------
     PrepareResult
+
+    Raises
+    ------
+    StoreError
+        Another ``prepare`` (or ``fit``) is writing the store ``output``: one at a time.
     """
     start = time.perf_counter()
     halves = None
@@ -175,40 +181,41 @@ def prepare(
         paths = expand_inputs(given, permissive=permissive and targets is None)
         target_paths = expand_inputs(given_targets) if targets is not None else None
     check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
-    headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
-    stamp = fingerprint(config, headers, target_headers)
-    if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
-        return keep_finished(output, stamp, halves=odd is not None, start=start)
-    if scheduler is not None:  # before anything is written
-        check_scheduler_reachable(scheduler)
-    work = open_workspace(output, overwrite, stamp)
-    folder = work.folder
-    layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
+    with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
+        headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
+        stamp = fingerprint(config, headers, target_headers)
+        if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
+            return keep_finished(output, stamp, halves=odd is not None, start=start)
+        if scheduler is not None:  # before anything is written
+            check_scheduler_reachable(scheduler)
+        work = open_workspace(output, overwrite, stamp)
+        folder = work.folder
+        layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
 
-    try:
-        with PeakMemory() as peak, compute_context(
-            scheduler=scheduler, workers=workers, memory_limit=memory_limit,
-            dashboard_address=dashboard_address, report=report, log=log,
-        ) as client:
-            compute = computer(client, progress)
-            statistics = _measure(folder, headers, config, compute)
-            usable = _usable(headers, statistics, config, permissive, skipped, halves)
-            write_statistics(folder, statistics)
-            kept = _keep(usable, headers, target_headers, statistics, config, halves)
-            warn_hot(kept.headers, statistics, config.percentile)
-            noises = noise_table(folder, kept.headers, kept.percentiles, config)
-            _write_shards(compute, folder, kept, layout, noises, config)
+        try:
+            with PeakMemory() as peak, compute_context(
+                scheduler=scheduler, workers=workers, memory_limit=memory_limit,
+                dashboard_address=dashboard_address, report=report, log=log,
+            ) as client:
+                compute = computer(client, progress)
+                statistics = _measure(folder, headers, config, compute)
+                usable = _usable(headers, statistics, config, permissive, skipped, halves)
+                write_statistics(folder, statistics)
+                kept = _keep(usable, headers, target_headers, statistics, config, halves)
+                warn_hot(kept.headers, statistics, config.percentile)
+                noises = noise_table(folder, kept.headers, kept.percentiles, config)
+                _write_shards(compute, folder, kept, layout, noises, config)
 
-        counts = _write_master(work.output, folder, kept, layout, noises, config, skipped)
-        work.finish()
-    except Exception:
-        work.abandon()  # a replacement being built is removed; the old store stays
-        raise
-    folder = shard_folder(output)
-    nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
-    return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
-                         time.perf_counter() - start, peak.peak, tuple(skipped),
-                         halves=odd is not None)
+            counts = _write_master(work.output, folder, kept, layout, noises, config, skipped)
+            work.finish()
+        except Exception:
+            work.abandon()  # a replacement being built is removed; the old store stays
+            raise
+        folder = shard_folder(output)
+        nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
+        return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
+                             time.perf_counter() - start, peak.peak, tuple(skipped),
+                             halves=odd is not None)
 
 
 @dataclasses.dataclass(frozen=True)

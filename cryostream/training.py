@@ -24,6 +24,7 @@ from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
 from cryostream.loader import PatchLoader, model_input
+from cryostream.locks import folder_lock
 from cryostream.losses import training_loss
 from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
@@ -208,7 +209,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     finishes the step under way, checkpoints it (if its loss is finite) and raises
     :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. No
     diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
-    training that ends on one raises :class:`TrainingDivergedError`.
+    training that ends on one raises :class:`TrainingDivergedError`. A run folder in use by
+    another training (or fit) is refused with a :class:`StoreError` naming it.
 
     Parameters
     ----------
@@ -239,6 +241,14 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     -------
     TrainResult
     """
+    with folder_lock(run, command="train", fix="give this training another run folder (-o)",
+                     what="the run (-o)"):  # one command at a time in a run folder
+        return _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params,
+                      on_metrics, on_step, log)
+
+
+def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params, on_metrics,
+           on_step, log) -> TrainResult:
     import jax
 
     enable_compile_cache()  # a second run of these shapes loads its compiled step from disk

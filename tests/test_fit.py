@@ -675,7 +675,7 @@ def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_first(mics, tmp_p
     import sys
     import time
 
-    from cryostream.fit_run import LOCK_NAME
+    from cryostream.locks import LOCK_NAME
 
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "cryostream", "fit", *map(str, mics), "-o",
@@ -690,11 +690,11 @@ def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_first(mics, tmp_p
         assert first.poll() is None, "the first fit ended before the test could meet it"
         with pytest.raises(StoreError) as info:
             cryostream.fit(mics, run, train=SMALL, budget=SPENT)
-        assert str(info.value).startswith(f"{run}: in use by another fit: process {first.pid} ")
+        assert str(info.value).startswith(f"{run}: in use by cryostream fit: process {first.pid} ")
         assert str(info.value).endswith("wait for it to finish or stop it, or give this fit "
                                         "another folder (-o, --work)")
         # another run folder, but the running fit's store: refused as well, and nothing made
-        with pytest.raises(StoreError, match=f"^{run / 'work'}: in use by another fit"):
+        with pytest.raises(StoreError, match=f"^{run / 'work'}: in use by cryostream fit"):
             cryostream.fit(mics, tmp_path / "other", work=run / "work", train=SMALL,
                            budget=SPENT)
         assert not (tmp_path / "other").exists()
@@ -712,7 +712,7 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(mics, tmp_path, cap
     import subprocess
     import sys
 
-    from cryostream.fit_run import LOCK_NAME
+    from cryostream.locks import LOCK_NAME
 
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)
@@ -723,7 +723,7 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(mics, tmp_path, cap
     with caplog.at_level("WARNING", logger="cryostream"):
         result = cryostream.fit(mics, run, train=SMALL, budget=SPENT)
     assert result.store.is_file() and (run / FIT_RECORD).is_file()
-    assert f"taking over the lock of process {int(ended.stdout)}" in caplog.text
+    assert f"taking over the lock of cryostream fit: process {int(ended.stdout)}" in caplog.text
     assert not (run / LOCK_NAME).exists()
 
 

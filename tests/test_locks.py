@@ -1,0 +1,130 @@
+"""One command at a time in a run folder or a store: a second ``train`` or ``prepare`` on what
+a running one writes is refused, naming it, and a lock left by a killed one is taken over."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+import cryostream
+from cryostream import PrepareConfig, TrainConfig
+from cryostream.errors import ConfigError, StoreError
+from cryostream.locks import LOCK_NAME, folder_lock, store_lock
+from cryostream.prepare import prepare
+from cryostream.runs import checkpoint_steps
+from cryostream.training import train
+
+SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=2,
+                    eval_batches=1, checkpoint_every=2, warmup_steps=1, threads=1)
+STORE = PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)
+
+
+def _wait_for_lock(path: Path, process: subprocess.Popen) -> dict:
+    """What the lock file ``path`` says once ``process`` has written it."""
+    for _ in range(6000):
+        if path.is_file() and path.stat().st_size:
+            return json.loads(path.read_text())
+        assert process.poll() is None, "the command ended before the test could meet it"
+        time.sleep(0.005)
+    raise AssertionError(f"{path} was not written")
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_second_training_into_a_run_in_use_is_refused_and_a_killed_ones_lock_taken_over(
+        tiny_run, tmp_path, caplog):
+    """Two trainings into one run folder would interleave their checkpoints and metrics: while
+    a real ``cryostream train`` runs there, a second (here or on the command line) is refused
+    with one line naming it, and so is a fit into that folder. Killed outright, it leaves only
+    the lock file, which the next training takes over with a warning, and trains."""
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "cryostream", "train", str(tiny_run.store),
+                              "-o", str(run), "--model", "unet-small", "--precision", "fp32",
+                              "--steps", "100000", "--batch-size", "4", "--quiet"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        held = _wait_for_lock(run / LOCK_NAME, first)
+        assert held["command"] == "train" and held["pid"] == first.pid
+        with pytest.raises(StoreError) as info:
+            train(tiny_run.store, run, SMALL, log=lambda *_: None)
+        assert str(info.value).startswith(f"{run.resolve()}: in use by cryostream train: "
+                                          f"process {first.pid} on ")
+        assert str(info.value).endswith("wait for it to finish or stop it, or give this "
+                                        "training another run folder (-o)")
+        with pytest.raises(StoreError, match="in use by cryostream train: process"):
+            cryostream.fit(tiny_run.sim.micrographs, run, train=SMALL)
+        cli = subprocess.run([sys.executable, "-m", "cryostream", "train", str(tiny_run.store),
+                              "-o", str(run), "--resume"], capture_output=True, text=True)
+        assert cli.returncode == 2, cli.stderr
+        assert f"in use by cryostream train: process {first.pid} on " in cli.stderr
+        assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert (run / LOCK_NAME).is_file()  # killed: the file stays, nobody holds it
+    with caplog.at_level("WARNING", logger="cryostream"):
+        result = train(tiny_run.store, run, SMALL, log=lambda *_: None)
+    assert f"taking over the lock of cryostream train: process {first.pid} on " in caplog.text
+    assert result.steps == SMALL.steps and checkpoint_steps(run)[-1] == SMALL.steps
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_a_second_prepare_of_a_store_being_written_is_refused(tmp_path):
+    """A real ``cryostream prepare``, frozen while it writes its store: a second prepare of the
+    same store is refused naming it and changes nothing; another store in the same folder is
+    free. Let go, the first finishes its store and leaves no lock file."""
+    sim = cryostream.simulate(tmp_path / "sim", 3, shape=(256, 256), seed=4)
+    out = tmp_path / "stores" / "data.h5"
+    first = subprocess.Popen([sys.executable, "-m", "cryostream", "prepare",
+                              *map(str, sim.micrographs), "-o", str(out), "--patch", "32",
+                              "--stride", "32"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    lock = out.parent / ".data.h5.lock"
+    try:
+        held = _wait_for_lock(lock, first)
+        os.kill(first.pid, signal.SIGSTOP)
+        assert held["command"] == "prepare" and lock.is_file(), "prepare ended too soon"
+        before = _tree(tmp_path / "stores")
+        with pytest.raises(StoreError) as info:
+            prepare(sim.micrographs, out, STORE, overwrite=True)
+        assert str(info.value).startswith(f"{out.resolve()}: in use by cryostream prepare: "
+                                          f"process {first.pid} on ")
+        assert str(info.value).endswith("or give this store another file name (-o)")
+        assert _tree(tmp_path / "stores") == before
+        other = prepare(sim.micrographs, out.with_name("other.h5"), STORE)
+        assert other.output.is_file() and not out.with_name(".other.h5.lock").exists()
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=300) == 0
+    assert not lock.exists()
+    with h5py.File(out) as store:
+        assert store["train/input"].shape[0] > 0
+
+
+def test_a_command_holds_a_place_once_and_leaves_no_folders_when_refused(tiny_run, tmp_path):
+    """``fit`` trains in the run folder it holds: a process's own lock is held again, not
+    refused, and released only by its first holder. A training refused before it writes (a
+    network its store's patches do not fit) leaves none of the folders it would have made."""
+    run = tmp_path / "a" / "run"
+    with folder_lock(run, command="fit", fix="", what=""):
+        with folder_lock(run, command="train", fix="", what=""), store_lock(run / "s.h5", fix=""):
+            assert json.loads((run / LOCK_NAME).read_text())["command"] == "fit"
+        assert (run / LOCK_NAME).is_file() and not (run / ".s.h5.lock").exists()
+    assert _tree(tmp_path) == []  # released, and the folders it made removed again
+    with pytest.raises(ConfigError, match="needs patch sides that are multiples of"):
+        train(tiny_run.store, run, dataclasses.replace(SMALL, model="unet-deep"))
+    assert _tree(tmp_path) == []
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match="file: is a file; give a folder for the run"):
+        train(tiny_run.store, tmp_path / "file", SMALL)
