@@ -40,7 +40,7 @@ from cryostream.io.stack import (
     warn_if_denoised,
 )
 from cryostream.locks import store_lock
-from cryostream.prepare_checks import check_counts, warn_hot
+from cryostream.prepare_checks import check_counts, warn_blank, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
@@ -268,10 +268,11 @@ def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str,
     results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
                        for h in todo], label=f"pass 1 of 2: percentile and noise of {len(todo)} "
                       "micrographs") if todo else []
-    for h, (stats, estimate) in zip(todo, results, strict=True):
+    for h, (stats, estimate, _) in zip(todo, results, strict=True):
         cached[h.path] = list(stats)
         if estimate is not None:
             save_estimate(noise_file(folder, h.path), estimate)
+    warn_blank({h.path: found for h, (_, _, found) in zip(todo, results, strict=True) if found})
     return {h.path: cached[h.path] for h in headers}
 
 

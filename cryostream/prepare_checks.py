@@ -1,7 +1,8 @@
 """The checks ``prepare`` makes on each micrograph's pass-1 statistics beyond those every
 command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
-counts, for the noise models that follow counts, and hot pixels, which the store holds at the
-percentile (:func:`~cryostream.preprocess.mend_hot`)."""
+counts, for the noise models that follow counts, hot pixels, which the store holds at the
+percentile (:func:`~cryostream.preprocess.mend_hot`), and blank rows and columns, which the
+noise is measured without."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cryostream.config import PrepareConfig
 from cryostream.errors import InvalidMicrographError
 from cryostream.preprocess import HOT_CLIP
 
-__all__ = ["check_counts", "warn_hot"]
+__all__ = ["check_counts", "warn_hot", "warn_blank"]
 
 
 def check_counts(header, stats, config: PrepareConfig) -> None:
@@ -45,3 +46,26 @@ def warn_hot(headers, statistics: dict, percentile: float) -> None:
                       f"{os.path.basename(header.path)}): the store holds the percentile in their "
                       "place, so that no one pixel rules the training", DefectWarning,
                       stacklevel=4)
+
+
+def warn_blank(found: dict[str, dict]) -> None:
+    """One :class:`~cryostream.denoise.defects.DefectWarning` for the micrographs in ``found``
+    (path: the record of their :class:`~cryostream.denoise.defects.Defects`) with blank rows
+    or columns (a border left by motion correction, a dead line): their noise is measured
+    without them, and the store's patches hold them as they are."""
+    import warnings
+
+    from cryostream.denoise.defects import DefectWarning
+
+    blank = {path: record for path, record in found.items()
+             if record["blank_rows"] or record["blank_columns"]}
+    if not blank:
+        return
+    path, record = next(iter(blank.items()))
+    lines = " and ".join(f"{what} {', '.join(record[key])}" for key, what in (
+        ("blank_rows", "rows"), ("blank_columns", "columns")) if record[key])
+    n = len(blank)
+    warnings.warn(f"{n} micrograph{'s hold' if n > 1 else ' holds'} blank rows or columns (one "
+                  f"value along each: a border left by motion correction, a dead line; "
+                  f"{os.path.basename(path)}: {lines}): the noise is measured without them, and "
+                  "patches that cross them are stored as they are", DefectWarning, stacklevel=4)

@@ -147,20 +147,28 @@ def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[
 
 
 def statistics_and_noise(header: MicrographHeader, percentile: float):
-    """:func:`micrograph_statistics` and the noise estimate (raw units; ``None`` if not finite,
-    constant or under 32 px) from one read of the micrograph.
-
-    The estimate uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller
+    """:func:`micrograph_statistics`, the noise estimate (raw units; ``None`` if not finite,
+    constant or under 32 px) and the detector defects found (the record of
+    :class:`~cryostream.denoise.defects.Defects`; ``None`` if none) from one read of the
     micrograph.
+
+    The noise is measured as ``denoise`` measures it: with hot pixels at the median and blank
+    rows and columns (a border left by motion correction, a dead line) filled with noise of the
+    rest's spread (:func:`~cryostream.denoise.defects.mend`), so that neither counts as noise
+    (a blank border over two fifths of a micrograph took 43 % off the estimate). The estimate
+    uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller micrograph.
     """
+    from cryostream.denoise.defects import find_defects, mend
+
     image = read_rows(header, 0, header.shape[0])
     stats = image_statistics(image, percentile)
     if not noise_measurable(header, stats):
-        return stats, None
-    if stats[0] > 0 and stats[3] > HOT_CLIP * stats[0]:  # hot pixels: as the store holds them
-        image = mend_hot(image / np.float32(stats[0])) * np.float32(stats[0])
+        return stats, None, None
+    defects = find_defects(image)
+    if defects:
+        image = mend(image, defects)
     return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0,
-                                 tile=tile_for(image.shape))
+                                 tile=tile_for(image.shape)), defects.record() if defects else None
 
 
 def noise_measurable(header: MicrographHeader, stats) -> bool:
