@@ -57,13 +57,13 @@ def warn_blank(found: dict[str, dict]) -> None:
 
     from cryostream.denoise.defects import DefectWarning
 
-    blank = {path: record for path, record in found.items()
-             if record["blank_rows"] or record["blank_columns"]}
+    blank = {path: lines for path, lines in found.items()
+             if lines["blank_rows"] or lines["blank_columns"]}
     if not blank:
         return
-    path, record = next(iter(blank.items()))
-    lines = " and ".join(f"{what} {', '.join(record[key])}" for key, what in (
-        ("blank_rows", "rows"), ("blank_columns", "columns")) if record[key])
+    path, first = next(iter(blank.items()))
+    lines = " and ".join(f"{what} {', '.join(first[key])}" for key, what in (
+        ("blank_rows", "rows"), ("blank_columns", "columns")) if first[key])
     n = len(blank)
     warnings.warn(f"{n} micrograph{'s hold' if n > 1 else ' holds'} blank rows or columns (one "
                   f"value along each: a border left by motion correction, a dead line; "
