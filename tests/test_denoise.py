@@ -854,6 +854,23 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
     assert all(m.startswith("sim_0000.mrc: ") for m in passes)
 
 
+def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, caplog):
+    """A run of many micrographs says after each one about how long those left take at its
+    pace so far (the ones finished earlier, kept, do not count); the last says nothing more."""
+    import logging
+    import re
+
+    run, sim = trained
+    config = DenoiseConfig.raw(tile=64)
+    denoise(run, sim.micrographs[:1], tmp_path / "den", config=config, workers=1)
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        denoise(run, sim.micrographs, tmp_path / "den", config=config, workers=1)
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denoised ")]
+    assert [n.split(" ")[1] for n in notes] == ["2/3", "3/3"]
+    assert re.search(r"^denoised 2/3 sim_0001\.mrc: .*; about (\d+ s|under 1 s) left$", notes[0])
+    assert "left" not in notes[1]
+
+
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):
     """A real SIGINT once the first micrograph is done: the micrographs not yet started are
     dropped (not all denoised before the interrupt goes on), whole outputs stay, and the same

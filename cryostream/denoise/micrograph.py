@@ -198,19 +198,29 @@ def describe_found(found: dict) -> str:
 
 
 class Progress:
-    """One note per finished micrograph: its number, name, seconds and what the steps found."""
+    """One note per finished micrograph: its number, name, seconds and what the steps found,
+    and while some are left, about how long they take at this call's pace so far (micrographs
+    in parallel included)."""
 
     def __init__(self, total: int, already: int):
         import threading
+        import time
 
         self.total, self.count, self.lock = total, already, threading.Lock()
+        self.first, self.started = already, time.perf_counter()
 
     def note(self, source: str, seconds: float, found: dict | None) -> None:
         import logging
+        import time
+
+        from cryostream.units import format_duration
 
         with self.lock:
             self.count += 1
             what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
+            if self.count < self.total:
+                pace = (time.perf_counter() - self.started) / (self.count - self.first)
+                what += f"; about {format_duration((self.total - self.count) * pace)} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
                                                  Path(source).name, what)
 
