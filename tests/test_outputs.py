@@ -65,20 +65,48 @@ def test_an_output_made_otherwise_is_refused_in_the_caller_s_own_words(tiny_run,
     with pytest.raises(ConfigError) as refused:
         cryostream.denoise(tiny_run.run, [source], out, config=other, workers=1)
     assert str(refused.value) == (
-        f"{out / 'a.mrc'} exists and is not this run's output for {source} with these options; "
-        "pass --overwrite (Python: overwrite=True) to replace it, or choose another output "
-        "folder: -o DIR (Python: output=DIR)")
+        f"{out / 'a.mrc'} exists and is not this run's output for {source} with these options "
+        "(made with output_dtype='float32', not 'float16'); pass --overwrite (Python: "
+        "overwrite=True) to replace it, or choose another output folder: -o DIR (Python: "
+        "output=DIR)")
     argv = ["denoise", str(tiny_run.run), str(source), "-o", str(out), "--raw", "--tile", "64",
             "--workers", "1"]
     capsys.readouterr()
     assert main([*argv, "--dtype", "float16"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"cryostream denoise: error: {out / 'a.mrc'} exists and is not this run's output for "
-        f"{source} with these options; pass --overwrite to replace it, or choose another output "
-        "folder: -o DIR")
+        f"{source} with these options (made with --dtype 'float32', not 'float16'); pass "
+        "--overwrite to replace it, or choose another output folder: -o DIR")
     assert main(argv) == 0
     assert (f"cryostream: 1 of 1 micrographs already denoised in {out} with this run and these "
             "options; kept (delete them to make them again)\n") in capsys.readouterr().err
+
+
+def test_a_file_denoise_did_not_make_is_never_replaced_even_with_overwrite(tiny_run, tmp_path,
+                                                                           capsys):
+    """An output folder that holds files of the same names that cryostream did not write (the
+    originals, another program's): --overwrite replaced one before, silently. Now it is
+    refused, --overwrite or not, naming it, and the file is left byte for byte."""
+    import shutil
+
+    from cryostream.cli import main
+
+    source = tmp_path / "a.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], source)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(tiny_run.sim.micrographs[1], out / "a.mrc")  # someone else's a.mrc
+    before = (out / "a.mrc").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert main(["denoise", str(tiny_run.run), str(source), "-o", str(out), "--raw",
+                     "--tile", "64", "--workers", "1", *extra]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"cryostream denoise: error: {out / 'a.mrc'} exists and cryostream denoise did not "
+            "make it (no a.json record, no cryostream label): it is never replaced, --overwrite "
+            "or not; move it away, or choose another output folder: -o DIR")
+    assert (out / "a.mrc").read_bytes() == before and sorted(p.name for p in out.iterdir()) == [
+        "a.mrc"]
 
 
 def test_overwrite_keeps_this_runs_finished_outputs_so_the_same_command_resumes(tiny_run,

@@ -109,6 +109,23 @@ def _whole(path: Path) -> bool:
     return True
 
 
+def _what_differs(found: dict | None, record: dict) -> str:
+    """What made an earlier output other than this call's, in a few words for the refusal:
+    `` (made with ensemble=False, not True)``; nothing without its record."""
+    if found is None:
+        return ""
+    said = [f"{what} {found.get(key)}" for key, what in (("run", "the model"),
+                                                          ("input", "the input"))
+            if found.get(key) != record.get(key)]
+    old, new = _config(found), _config(record)
+    if isinstance(old, dict) and isinstance(new, dict):
+        said += [f"{k}={old.get(k)!r}, not {new.get(k)!r}" for k in sorted({*old, *new})
+                 if old.get(k) != new.get(k)][:4]
+    if found.get("given") != record.get("given"):
+        said.append("another pixel size, defocus or odd half")
+    return f" (made with {'; '.join(said)})" if said else ""
+
+
 def plan_outputs(sources: list[str], output, records: list[dict], *,
                  overwrite: bool, suffix: str = "",
                  names: list[str] | None = None) -> list[OutputPlan]:
@@ -118,7 +135,9 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
 
     Refused: two inputs with one file name (their outputs would collide), an output that is
     an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
-    config and input (unless ``overwrite``), and a folder that cannot be written. A
+    config and input (unless ``overwrite``; saying what differs), one that ``denoise`` did not
+    make (neither a record nor a label says so: never replaced), and a folder that cannot be
+    written. A
     ``NAME.mrc`` written by ``denoise`` without its ``NAME.json`` (interrupted between the two),
     or one damaged since (shorter than its header promises), is made again. With
     ``overwrite``, a finished output of the same run, config and input is kept where this
@@ -160,12 +179,17 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                 else f"the input or the model changed since {path} was made (a file's size or "
                 "time of modification, or the run's last checkpoint)")
         done = done and not damaged and (not overwrite or same_version(found))
+        if path.exists() and found is None and not made_by_denoise(path):
+            raise ConfigError(f"{path} exists and cryostream denoise did not make it (no "
+                              f"{sidecar.name} record, no cryostream label): it is never "
+                              "replaced, --overwrite or not; move it away, or choose another "
+                              "output folder: -o DIR (Python: output=DIR)")
         if path.exists() and not done and not unfinished and not stale and not damaged \
                 and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
-                              "these options; pass --overwrite (Python: overwrite=True) to "
-                              "replace it, or choose another output folder: -o DIR (Python: "
-                              "output=DIR)")
+                              f"these options{_what_differs(found, record)}; pass --overwrite "
+                              "(Python: overwrite=True) to replace it, or choose another output "
+                              "folder: -o DIR (Python: output=DIR)")
         plans.append(OutputPlan(source, name, path, sidecar, done))
     return plans
 
