@@ -119,6 +119,33 @@ def test_write_micrograph_gives_the_same_bytes_at_another_time(tmp_path):
         assert m.get_labels()[0].startswith("Created by cryostream")
 
 
+def test_a_long_history_goes_on_in_the_next_labels_and_the_inputs_labels_make_room(tmp_path):
+    """A history longer than one label's 80 characters (the steps of a recipe) goes on in the
+    next label, from a "+", not cut; an input's labels are kept before it, the last of them
+    giving way when the ten are taken."""
+    from cryostream.io.mrc import read_header_copy
+
+    history = "cryostream denoise general ensemble+wiener_gain_below_20A+learned_weights+binned_pass"
+    write_micrograph(tmp_path / "a.mrc", np.ones(SHAPE), 0.66, history=history)
+    with mrcfile.open(tmp_path / "a.mrc") as m:
+        labels = m.get_labels()
+    assert labels[1:] == ["cryostream denoise general ensemble+wiener_gain_below_20A+"
+                          "learned_weights", "+binned_pass"]
+    with mrcfile.new(tmp_path / "full.mrc") as m:
+        m.set_data(np.ones(SHAPE, np.float32))
+        for i in range(10):
+            m.header.label[i] = f"input label {i}".encode()
+        m.header.nlabl = 10
+    write_micrograph(tmp_path / "b.mrc", np.ones(SHAPE), 0.66, history=history,
+                     like=read_header_copy(tmp_path / "full.mrc"))
+    with mrcfile.open(tmp_path / "b.mrc") as m:
+        labels = m.get_labels()
+    assert labels == [f"input label {i}" for i in range(8)] + [
+        "cryostream denoise general ensemble+wiener_gain_below_20A+learned_weights",
+        "+binned_pass"]
+    assert read_header(tmp_path / "b.mrc").denoised_by == labels[8]
+
+
 # --- bad files: each gives an InvalidMicrographError naming the file, problem and fix -------
 
 

@@ -6,7 +6,7 @@ contiguous range, so it is one ``os.preadv`` straight into the output buffer (na
 or into a scratch buffer converted to float32 (other modes, big-endian files).
 
 An output written from an input (:func:`write_micrograph` with ``like=``,
-:func:`read_header_copy`) keeps the input's origin, voxel size and labels, adds one history
+:func:`read_header_copy`) keeps the input's origin, voxel size and labels, adds its history
 label, and keeps the extended header on request.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -303,16 +304,9 @@ def read_rows(header: MicrographHeader, row_start: int, row_stop: int) -> np.nda
     return out
 
 
-def write_micrograph(
-    path: str | os.PathLike,
-    data: np.ndarray,
-    pixel_size_angstrom: float,
-    *,
-    history: str | None = None,
-    overwrite: bool = False,
-    dtype: str = "float32",
-    like: HeaderCopy | None = None,
-) -> None:
+def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_angstrom: float, *,
+                     history: str | None = None, overwrite: bool = False, dtype: str = "float32",
+                     like: HeaderCopy | None = None) -> None:
     """Write a 2-D micrograph as MRC (mode 2, or 12 for float16), atomically (temporary name,
     rename; the temporary file is removed if writing fails).
 
@@ -326,16 +320,17 @@ def write_micrograph(
         Written to the header's voxel size (``like``'s cell and sampling are kept as they are
         when they give this pixel size).
     history : str, optional
-        A label line recorded in the header (at most 80 characters). No label holds the time:
-        the same data and history give the same bytes.
+        Recorded in the header's labels, 80 characters each (a longer one goes on in the
+        next, from a ``+`` or a space). No label holds the time: the same data and history
+        give the same bytes.
     overwrite : bool
         Replace an existing file.
     dtype : {"float32", "float16"}
         The pixel type written (:data:`OUTPUT_DTYPES`).
     like : HeaderCopy, optional
         The input's header (:func:`read_header_copy`): its origin, start, voxel size and
-        labels are kept, ``history`` added as one more label (the last of 10 replaced when all
-        are taken), and its extended header kept when the copy holds one. Without it the
+        labels are kept, ``history`` added after them (the input's last ones replaced when all
+        10 are taken), and its extended header kept when the copy holds one. Without it the
         labels are ``Created by cryostream VERSION`` and ``history``.
     """
     if dtype not in OUTPUT_DTYPES:
@@ -351,13 +346,14 @@ def write_micrograph(
             # mrcfile's own label holds the clock; without it the same data gives the same bytes
             mrc.header.label[:] = b""
             mrc.header.nlabl = 0
+            # 80 characters a label: a longer history goes on, from a "+" or a space, below
+            lines = [s.strip() for s in re.findall(r".{1,80}(?=[+ ]|$)|.{1,80}", history or "")]
             if like is None:
                 labels = [f"Created by cryostream {__version__}".encode()]
             else:
                 _copy_header(mrc, like, pixel_size_angstrom)
-                labels = list(like.labels[:9] if history else like.labels)
-            if history:
-                labels.append(history[:80].encode("ascii", "replace"))
+                labels = list(like.labels[:10 - len(lines)])
+            labels += [line.encode("ascii", "replace") for line in lines]
             for i, label in enumerate(labels[:10]):
                 mrc.header.label[i] = label[:80]
             mrc.header.nlabl = min(len(labels), 10)
