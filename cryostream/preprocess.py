@@ -192,8 +192,9 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
     if not value > 0:
         raise InvalidMicrographError(
             header.path,
-            f"its {percentile:g}th percentile is {value:g}, so it cannot be normalised",
-            f"exclude it (--permissive skips it) or {fix}",
+            f"its {percentile:g}th percentile is {value:g}, so it cannot be normalised (a "
+            "micrograph in electron counts is positive: is it inverted, or offset?)",
+            f"give it as motion correction wrote it, exclude it (--permissive skips it) or {fix}",
         )
 
 

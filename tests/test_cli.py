@@ -376,9 +376,10 @@ def test_a_bad_option_is_one_line(capsys):
 
 # --- Ctrl-C: acknowledged at once, then what is kept and how to go on -------------------------
 
-def _denoise_like(seconds: float, interrupts: int, signum=None):
+def _denoise_like(seconds: float, interrupts: int, signum=None, gap: float = 0.2):
     """A command that works like ``denoise``: a job in a thread pool, Ctrl-C pressed
-    ``interrupts`` times (a real SIGINT to this process) while the job runs."""
+    ``interrupts`` times (a real SIGINT to this process), ``gap`` seconds apart, while the job
+    runs."""
     import concurrent.futures
     import os
     import signal
@@ -390,9 +391,15 @@ def _denoise_like(seconds: float, interrupts: int, signum=None):
 
         def job():
             started.set()
-            for _ in range(interrupts):
-                time.sleep(0.2)
-                os.kill(os.getpid(), signum or signal.SIGINT)
+            time.sleep(0.2)
+            name, pid = signal.Signals(signum or signal.SIGINT).name[3:], os.getpid()
+            if gap < 0.1:  # from another process, ms apart, as timeout sends one signal twice
+                # (to the process, then to its group); not from this thread, which holds the GIL
+                subprocess.run(["sh", "-c", f"kill -s {name} {pid}; sleep {gap}; "
+                                f"kill -s {name} {pid}"], check=True)
+            for i in range(interrupts if gap >= 0.1 else 0):
+                time.sleep(gap * bool(i))
+                os.kill(pid, signum or signal.SIGINT)
             time.sleep(seconds)
             print("the micrograph in progress is finished", file=sys.stderr, flush=True)
 
@@ -422,6 +429,22 @@ def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys
         "run the same command again to denoise the rest (it skips the finished ones) and write "
         "denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("signum, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_one_signal_delivered_twice_at_once_is_one(signum, status):
+    """``timeout -s INT`` sends its signal to the process and again to its process group,
+    milliseconds apart: one Ctrl-C (the micrograph in progress is finished), not the second
+    that stops at once. In a child process: a second would end it."""
+    script = ("import argparse, signal, sys\nfrom cryostream.cli.common import run_command\n"
+              "from tests.test_cli import _denoise_like\n"
+              "sys.exit(run_command(argparse.Namespace(command='denoise', output='den', "
+              f"func=_denoise_like(0.5, 2, signal.{signum}, gap=0.01))))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).parents[1])
+    err = result.stderr.splitlines()
+    assert result.returncode == status, result.stderr
+    assert err[1] == "the micrograph in progress is finished" and len(err) == 3, err
 
 
 def test_sigterm_stops_denoise_as_ctrl_c_does_with_status_143(capsys):

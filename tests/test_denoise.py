@@ -857,18 +857,29 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
 def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, caplog):
     """A run of many micrographs says after each one about how long those left take at its
     pace so far (the ones finished earlier, kept, do not count); the last says nothing more."""
+    import importlib
     import logging
     import re
 
     run, sim = trained
     config = DenoiseConfig.raw(tile=64)
     denoise(run, sim.micrographs[:1], tmp_path / "den", config=config, workers=1)
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="cryostream"):
         denoise(run, sim.micrographs, tmp_path / "den", config=config, workers=1)
     notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denoised ")]
     assert [n.split(" ")[1] for n in notes] == ["2/3", "3/3"]
-    assert re.search(r"^denoised 2/3 sim_0001\.mrc: .*; about (\d+ s|under 1 s) left$", notes[0])
+    assert re.search(r"^denoised 2/3 sim_0001\.mrc: .*; (about \d+ s|under 1 s) left$", notes[0])
     assert "left" not in notes[1]
+    # after Ctrl-C those in progress finish and no more start: no time left is said
+    progress = importlib.import_module("cryostream.denoise.micrograph").Progress(3, 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        progress.note("a.mrc", 1.0, None)
+        progress.stop()
+        progress.note("b.mrc", 1.0, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "denoised 1/3 a.mrc: skipped; under 1 s left", "denoised 2/3 b.mrc: skipped"]
 
 
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
+from cryostream.config.checks import check_config
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
@@ -116,6 +117,9 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
+    check_config("config", config, DenoiseConfig)
+    if isinstance(runs, str | os.PathLike):  # one run
+        runs = [runs]
     runs = list(dict.fromkeys(model_path(r) for r in runs))  # each run once
     if not runs:
         raise ConfigError("rank_runs needs at least one run folder")
@@ -237,6 +241,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     from cryostream.cluster import compute_context
 
+    check_config("config", config, DenoiseConfig)
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
@@ -298,10 +303,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             elif client is not None:
                 results = gather_cluster(client, client.map(job, todo), len(micrographs))
             else:
-                job = functools.partial(job, progress=Progress(len(micrographs),
-                                                                len(micrographs) - len(todo)))
+                progress = Progress(len(micrographs), len(micrographs) - len(todo))
+                job = functools.partial(job, progress=progress)
                 with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
-                    results = finish(pool, job, todo, len(micrographs))
+                    results = finish(pool, job, todo, len(micrographs), progress.stop)
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")
@@ -340,7 +345,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
     if output is None:
         stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
         return stack.copy(data=np.stack([done[m.source] for m in kept]))
-    star = Path(output) / STAR_NAME
+    star = Path(output).absolute() / STAR_NAME
     write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
     paths = [done[m.source] for m in kept]
     warn_unlisted(star, paths)  # earlier outputs of other inputs in the folder: said

@@ -207,7 +207,11 @@ class Progress:
         import time
 
         self.total, self.count, self.lock = total, already, threading.Lock()
-        self.first, self.started = already, time.perf_counter()
+        self.first, self.started, self.stopping = already, time.perf_counter(), False
+
+    def stop(self) -> None:
+        """Ctrl-C came: those in progress finish, no more start (no time left is said)."""
+        self.stopping = True
 
     def note(self, source: str, seconds: float, found: dict | None) -> None:
         import logging
@@ -218,9 +222,10 @@ class Progress:
         with self.lock:
             self.count += 1
             what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
-            if self.count < self.total:
+            if self.count < self.total and not self.stopping:
                 pace = (time.perf_counter() - self.started) / (self.count - self.first)
-                what += f"; about {format_duration((self.total - self.count) * pace)} left"
+                left = format_duration((self.total - self.count) * pace)
+                what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
                                                  Path(source).name, what)
 

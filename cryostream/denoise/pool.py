@@ -12,11 +12,12 @@ from cryostream.errors import ConfigError, DeviceMemoryError, InvalidMicrographE
 __all__ = ["finish", "gather_cluster"]
 
 
-def finish(pool, job, todo, total: int) -> list:
+def finish(pool, job, todo, total: int, on_stop=None) -> list:
     """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
     micrograph would meet (memory, a setting) those not started are dropped and those in
-    progress finish (their outputs whole); after Ctrl-C, if every one had finished, the run
-    completes (its STAR file is written), else the interrupt goes on."""
+    progress finish (their outputs whole); after Ctrl-C (``on_stop`` called first), if every
+    one had finished, the run completes (its STAR file is written), else the interrupt goes
+    on."""
     import concurrent.futures
 
     futures = [pool.submit(job, item) for item in todo]
@@ -29,6 +30,8 @@ def finish(pool, job, todo, total: int) -> list:
             f.cancel()
         raise
     except KeyboardInterrupt:
+        if on_stop is not None:
+            on_stop()
         for f in futures:
             f.cancel()
         concurrent.futures.wait(futures)
