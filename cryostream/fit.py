@@ -28,6 +28,7 @@ from pathlib import Path
 from cryostream._version import __version__
 from cryostream.budget import Budget
 from cryostream.config import PrepareConfig, TrainConfig, to_dict
+from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.fit_recipe import (
     DEFAULT_START,
@@ -219,6 +220,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         ``run`` or ``work`` is a file, or another fit (or a training) is running in either:
         one command at a time in a folder.
     """
+    check_config("train", train, TrainConfig)
+    check_config("prepare", prepare, PrepareConfig)
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
     created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
@@ -281,9 +284,9 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if init is not None and done == 0:
         from cryostream.warm_start import start_params
 
-        # checked before anything is written; fit trains the recipe's network, it has no --model
+        # checked before anything is written; fit's command line has --model, no --residual
         params = start_params(init, config.model_config(),
-                              instead="a run of fit, or the general model (--from general)")
+                              instead="a run of fit with this network", residual_flag=False)
     _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
               len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
               " (residual)" if config.residual else "", state)

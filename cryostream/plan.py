@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 
 from cryostream.config import PrepareConfig
+from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError
 from cryostream.io.stack import expand_inputs, micrograph_names, read_headers, warn_if_denoised
 from cryostream.patches import patch_grid_shape, patch_to_fit, uncovered_pixels
@@ -177,7 +178,8 @@ class Plan:
             )
         size = self.store_bytes()
         disk = (
-            "not checked (give -o/--output, the store's place, to check its free space)"
+            "not checked (give -o/--output, the store's place, to check its free space; "
+            "Python: output=)"
             if self.disk_free_bytes is None
             else f"{format_bytes(self.disk_free_bytes)} free: "
             + ("fits" if self.fits_on_disk else "TOO SMALL")
@@ -202,7 +204,7 @@ class Plan:
                                               else "")
         return [f"(patch {self.asked_patch_size} is larger than the micrographs: planned with "
                 f"{c.patch_size}, the patch cryostream fit chooses for them; prepare them with "
-                f"{flags})"]
+                f"{flags}; Python: PrepareConfig(patch_size={c.patch_size}, stride={c.stride}))"]
 
 
 def plan(
@@ -241,6 +243,7 @@ def plan(
     >>> p.grid["drop"], p.grid["cover"]
     ((13, 13), (14, 14))
     """
+    check_config("config", config, PrepareConfig)
     config = config or PrepareConfig()
     check_patch_size(config, MODEL_MULTIPLE)  # as prepare refuses it
     asked = None

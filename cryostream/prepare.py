@@ -29,6 +29,7 @@ from cryostream.cluster import (
     computer,
 )
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
+from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.stack import (
     MicrographSkippedWarning,
@@ -161,6 +162,7 @@ def prepare(
         Another ``prepare`` (or ``fit``) is writing the store ``output``: one at a time.
     """
     start = time.perf_counter()
+    check_config("config", config, PrepareConfig)
     halves = None
     if odd is not None:
         if targets is not None:
@@ -246,11 +248,11 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     if min(ny, nx) < config.patch_size:
         from cryostream.patches import patch_to_fit
 
+        fits = patch_to_fit((ny, nx), config.patch_size, MODEL_MULTIPLE)
         raise ConfigError(
             f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
-            f"{headers[0].path}); use a smaller --patch (e.g. --patch "
-            f"{patch_to_fit((ny, nx), config.patch_size, MODEL_MULTIPLE)}, as cryostream fit "
-            "would)"
+            f"{headers[0].path}); use a smaller --patch (e.g. --patch {fits}, as cryostream fit "
+            f"would; Python: PrepareConfig(patch_size={fits}, stride={fits // 2}))"
         )
     return headers, skipped, target_headers
 

@@ -20,6 +20,7 @@ import numpy as np
 from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
+from cryostream.config.checks import check_config
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
@@ -151,12 +152,11 @@ def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
     return jax.jit(evaluate)
 
 
-def _psnr_db(mse: np.ndarray) -> float:
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
-
-
 def evaluate_split(eval_step, params, loader: PatchLoader, batches: int, sharding=None) -> dict:
     """Mean loss and PSNR (dB, peak 1.0) of the model and of the noisy input over ``batches``."""
+    def _psnr_db(mse: np.ndarray) -> float:
+        return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+
     mses, noisy = [], []
     loader.restore({"epoch": 0, "batch": 0})
     for number, batch in zip(range(batches), loader.device_batches(sharding), strict=False):
@@ -209,8 +209,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     finishes the step under way, checkpoints it (if its loss is finite) and raises
     :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. No
     diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
-    training that ends on one raises :class:`TrainingDivergedError`. A run folder in use by
-    another training (or fit) is refused with a :class:`StoreError` naming it.
+    training that ends on one raises :class:`TrainingDivergedError`; a run folder another
+    training (or fit) uses, a :class:`StoreError` naming it.
 
     Parameters
     ----------
@@ -241,6 +241,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     -------
     TrainResult
     """
+    run = Path(run).absolute()
     with folder_lock(run, command="train", fix="give this training another run folder (-o)",
                      what="the run (-o)"):  # one command at a time in a run folder
         return _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params,
@@ -252,8 +253,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
     import jax
 
     enable_compile_cache()  # a second run of these shapes loads its compiled step from disk
-    config = config or TrainConfig()
-    run = Path(run)
+    config = check_config("config", config, TrainConfig) or TrainConfig()
     start_time = time.perf_counter()
     prepared, test_size = stores.store_facts(store)
     multiple = config.model_config().multiple  # unet-deep's sixth level needs multiples of 64

@@ -42,8 +42,8 @@ def describe_network(config) -> str:
     return f"{name}, {'residual' if config.residual else 'not residual'}"
 
 
-def start_params(init: str, model_config, instead: str = "a model of the same shape, or "
-                 "give this run the other's network (--model)"):
+def start_params(init: str, model_config, instead: str = "a model of the same shape",
+                 residual_flag: bool = True):
     """The parameters a run starts from, for a network of ``model_config``.
 
     Parameters
@@ -80,9 +80,28 @@ def start_params(init: str, model_config, instead: str = "a model of the same sh
     model, _ = load_model_file(str(path))
     if not same_network(model.config, model_config):
         raise ConfigError(f"init={init!r} (--from): its network is {describe_network(model.config)}"
-                          f", this run's is {describe_network(model_config)}; start from "
-                          f"{instead}, or from scratch (--from scratch)")
+                          f", this run's is {describe_network(model_config)}; give this run "
+                          f"its network{_options_for(model.config, residual_flag)}, start from {instead}, or "
+                          "from scratch (--from scratch)")
     return nnx.split(model, nnx.Param)[1]
+
+
+def _options_for(config, residual_flag: bool) -> str:
+    """The options that train a network of ``config``, where it is a preset: `` (--model unet
+    --residual; Python: TrainConfig(model='unet', residual=True))`` (no ``--residual`` without
+    ``residual_flag``: fit's command line trains residual networks); else nothing."""
+    from cryostream.models.unet import PRESETS
+
+    plain = dataclasses.replace(_bare(config), residual=False)
+    name = next((n for n, p in PRESETS.items() if _bare(p) == plain), None)
+    if name is None:
+        return ""
+    flags, fields = f"--model {name}", f"model={name!r}"
+    if config.residual:
+        fields += ", residual=True"
+        if residual_flag:
+            flags += " --residual"
+    return f" ({flags}; Python: TrainConfig({fields}))"
 
 
 def inherited_weights(record) -> dict | None:

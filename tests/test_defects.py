@@ -23,8 +23,8 @@ def test_a_shot_noise_micrograph_has_no_defects(tmp_path):
     rng = np.random.default_rng(0)
     for electrons in (0.4, 4.4, 22.0):
         assert not find_defects(rng.poisson(electrons, (7676, 7420)).astype(np.float32))
-    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(512, 512), seed=3,
-                              config=SimulateConfig(dose_e_per_angstrom2=10.0))
+    sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
+        shape=(512, 512), seed=3, dose_e_per_angstrom2=10.0))
     assert not find_defects(mrcfile.read(sim.micrographs[0]).astype(np.float32))
 
 

@@ -253,8 +253,9 @@ def test_a_start_of_another_shape_is_refused_before_anything_is_written(mics, tm
         cryostream.fit(mics, tmp_path / "run", start="general", train=SMALL)
     assert str(info.value) == (
         "init='general' (--from): its network is unet, residual, this run's is unet-small, not "
-        "residual; start from a run of fit, or the general model (--from general), or from "
-        "scratch (--from scratch)")  # fit has no --model: it trains the recipe's network
+        "residual; give this run its network (--model unet; Python: TrainConfig(model='unet', "
+        "residual=True)), start from a run of fit with this network, or from scratch (--from "
+        "scratch)")  # fit's command line has no --residual: its networks are residual
     assert _tree(tmp_path) == []
     with pytest.raises(ConfigError, match=r"init='.*nowhere' \(--from\): no such run folder"):
         cryostream.fit(mics, tmp_path / "run", start=tmp_path / "nowhere", train=SMALL)

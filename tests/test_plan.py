@@ -90,9 +90,11 @@ def test_a_patch_larger_than_the_micrographs_becomes_the_one_fit_chooses(tmp_pat
     assert lines[:2] == [
         "3 micrographs of 512 × 512 px (3.1 MB to read), patch 256, stride 128",
         "(patch 1024 is larger than the micrographs: planned with 256, the patch cryostream fit "
-        "chooses for them; prepare them with --patch 256)"]
+        "chooses for them; prepare them with --patch 256; Python: PrepareConfig(patch_size=256, "
+        "stride=128))"]
     assert main(["plan", str(folder), "--patch", "1024", "--stride", "256"]) == 0
-    assert "prepare them with --patch 256 --stride 64)" in capsys.readouterr().out
+    assert "prepare them with --patch 256 --stride 64; Python: PrepareConfig(patch_size=256, " \
+        "stride=64))" in capsys.readouterr().out
 
 
 def test_plan_refuses_a_patch_prepare_refuses(capsys):

@@ -206,7 +206,8 @@ def test_bad_pixels_are_named(micrographs, tmp_path, kind):
 def test_micrographs_smaller_than_a_patch(micrographs, tmp_path):
     with pytest.raises(cryostream.ConfigError, match=r"patch_size=512: larger than the "
                        r"micrographs \(200 × 170, .*\); use a smaller --patch \(e.g. --patch 64, "
-                       r"as cryostream fit would\)"):
+                       r"as cryostream fit would; Python: PrepareConfig\(patch_size=64, "
+                       r"stride=32\)\)"):
         prepare(micrographs, tmp_path / "x.h5", PrepareConfig(patch_size=512, stride=256))
 
 

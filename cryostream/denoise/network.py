@@ -35,8 +35,14 @@ def model_name(path) -> str:
 def model_path(model) -> str:
     """The absolute path of a model: a shipped name (:data:`SHIPPED`), an exported ``.npz`` or
     a run folder."""
+    import os
     from pathlib import Path
 
+    if not isinstance(model, str | os.PathLike):
+        from cryostream.errors import ConfigError
+
+        raise ConfigError(f"{model!r} is not a model: give a run folder, an exported .npz or "
+                          f"the name of a shipped model ({', '.join(repr(n) for n in SHIPPED)})")
     if str(model) in SHIPPED:
         from importlib.resources import files
 

@@ -331,13 +331,13 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         and not its STAR file's.
     """
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
-    from cryostream.io.stack import MicrographSkippedWarning, read_headers, warn_if_denoised
+    from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
                                                 and pixel_size_angstrom > 0):
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
                           "a pixel size > 0 Å")
-    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    items = listed_inputs(inputs)
     if not items:
         raise InvalidMicrographError("<inputs>", "no micrographs were given",
                                      "pass MRC files, globs, folders or a STAR file")

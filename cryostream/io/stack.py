@@ -32,6 +32,7 @@ __all__ = [
     "DenoisedInputWarning",
     "MicrographSkippedWarning",
     "expand_inputs",
+    "listed_inputs",
     "given_inputs",
     "read_headers",
     "warn_if_denoised",
@@ -58,6 +59,19 @@ def micrograph_uid(name: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def listed_inputs(inputs) -> list:
+    """``inputs`` (one path or an iterable of them) as a list, or a :class:`ConfigError` for
+    anything that is not a path (a number, None), which had failed deep inside."""
+    if isinstance(inputs, str | os.PathLike):
+        return [inputs]
+    items = list(inputs) if isinstance(inputs, Iterable) else [inputs]
+    wrong = [i for i in items if not isinstance(i, str | os.PathLike)]
+    if wrong:
+        raise ConfigError(f"inputs={inputs!r}: {wrong[0]!r} is not a path; give micrograph files, "
+                          "globs, folders or a STAR file (one, or a list of them)")
+    return items
+
+
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
                   permissive: bool = False) -> list[Path]:
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
@@ -69,9 +83,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
     once. ``permissive``: STAR rows whose file is missing are left out with a
     :class:`MicrographSkippedWarning`.
     """
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    items = list(inputs)
+    items = listed_inputs(inputs)
     if not items:
         raise InvalidMicrographError(
             "<inputs>", "no micrographs were given", "pass MRC files, globs, folders or a STAR file"
@@ -349,8 +361,9 @@ def open_micrographs(
                 "or from Python pass pixel_size_angstrom=",
             )
     else:
-        if not pixel_size_angstrom > 0:
-            raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r}: must be > 0")
+        if not (isinstance(pixel_size_angstrom, int | float) and pixel_size_angstrom > 0):
+            raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r}: must be a pixel "
+                              "size > 0 Å")
         ps = float(pixel_size_angstrom)
     data = stack_from_headers(headers, band_rows)
     axis_attrs = {"units": "Å"}

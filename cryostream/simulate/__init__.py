@@ -27,6 +27,7 @@ import starfile
 from tqdm.auto import tqdm
 
 from cryostream.config import SimulateConfig, to_json
+from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import write_micrograph
@@ -59,8 +60,8 @@ def simulate(
     out: str | os.PathLike,
     count: int,
     *,
-    shape: tuple[int, int] = (7676, 7420),
-    seed: int = 0,
+    shape: tuple[int, int] | None = None,
+    seed: int | None = None,
     config: SimulateConfig | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -73,12 +74,13 @@ def simulate(
         Output folder (created).
     count : int
         Number of micrographs.
-    shape : (int, int)
-        (rows, columns) in pixels; EMPIAR-10025 size by default. Ignored when ``config`` is given.
-    seed : int
-        Seed; the same seed gives byte-identical files. Ignored when ``config`` is given.
+    shape : (int, int), optional
+        (rows, columns) in pixels; EMPIAR-10025's size (7676, 7420) by default.
+    seed : int, optional
+        Seed (0 by default); the same seed gives byte-identical files.
     config : SimulateConfig, optional
-        Full control of optics, dose and particles.
+        Full control of optics, dose and particles; it holds the shape and the seed too, so
+        ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
         Replace files of an earlier simulation in ``out``.
     progress : bool
@@ -90,7 +92,17 @@ def simulate(
     """
     if not isinstance(count, int) or count < 1:
         raise ConfigError(f"count={count!r}: must be an integer ≥ 1")
-    config = config or SimulateConfig(shape=tuple(shape), seed=seed)
+    check_config("config", config, SimulateConfig)
+    if config is not None and (shape is not None or seed is not None):
+        given = ", ".join(f"{k}={v!r}" for k, v in (("shape", shape), ("seed", seed))
+                          if v is not None)
+        raise ConfigError(f"{given} beside config=: the config holds them; give "
+                          f"SimulateConfig({given}, ...) alone")
+    if shape is not None and (isinstance(shape, str) or not hasattr(shape, "__len__")):
+        raise ConfigError(f"shape={shape!r}: give (rows, columns), e.g. shape=(1024, 1024)")
+    if config is None:
+        config = SimulateConfig(**({"shape": tuple(shape)} if shape is not None else {}),
+                                seed=0 if seed is None else seed)
     root = Path(out)
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()

@@ -1,0 +1,90 @@
+"""Arguments of the wrong kind given from Python: each is a ConfigError naming the argument and
+what to give instead, before anything is read or written (a dict for a config, a number for the
+inputs, None for the model had failed deep inside with an AttributeError or a TypeError)."""
+
+from __future__ import annotations
+
+import pytest
+
+import cryostream
+from cryostream import ConfigError
+
+
+@pytest.fixture(scope="module")
+def mics(tmp_path_factory):
+    return cryostream.simulate(tmp_path_factory.mktemp("args") / "sim", 2, shape=(64, 64),
+                               seed=1).micrographs
+
+
+CASES = {
+    "denoise's config as a dict": (
+        lambda m, o: cryostream.denoise("general", m, o / "out", config={"ensemble": False}),
+        r"^config=\{'ensemble': False\}: a dict, not a DenoiseConfig; give "
+        r"cryostream\.DenoiseConfig\(ensemble=False\)$"),
+    "prepare's config as a dict": (
+        lambda m, o: cryostream.prepare(m, o / "x.h5", {"patch_size": 256}),
+        r"^config=.*: a dict, not a PrepareConfig; give cryostream\.PrepareConfig\(patch_size=256\)"),
+    "train's config as a dict": (
+        lambda m, o: cryostream.train(o / "x.h5", o / "run", {"model": "unet-small"}),
+        r"^config=.*: a dict, not a TrainConfig; give cryostream\.TrainConfig\(model='unet-small'\)"),
+    "fit's training as a string": (
+        lambda m, o: cryostream.fit(m, o / "run", train="unet-small"),
+        r"^train='unet-small': a str, not a TrainConfig; give cryostream\.TrainConfig\(\.\.\.\)"),
+    "plan's config as a dict": (
+        lambda m, o: cryostream.plan(m, config={"patch_size": 32}),
+        r"a dict, not a PrepareConfig"),
+    "a number for the inputs": (
+        lambda m, o: cryostream.denoise("general", 5, o / "out"),
+        r"^inputs=5: 5 is not a path; give micrograph files, globs, folders or a STAR file"),
+    "None among the inputs": (
+        lambda m, o: cryostream.open_micrographs([*m, None]),
+        r"None is not a path"),
+    "None for the model": (
+        lambda m, o: cryostream.denoise(None, m, o / "out"),
+        r"^None is not a model: give a run folder, an exported \.npz or the name of a shipped "
+        r"model \('general'"),
+    "a pixel size in words": (
+        lambda m, o: cryostream.open_micrographs(m, pixel_size_angstrom="abc"),
+        r"^pixel_size_angstrom='abc': must be a pixel size > 0 Å$"),
+    "a number for the simulated shape": (
+        lambda m, o: cryostream.simulate(o / "sim", 1, shape=512),
+        r"^shape=512: give \(rows, columns\), e\.g\. shape=\(1024, 1024\)$"),
+    "a shape beside a simulation config": (
+        lambda m, o: cryostream.simulate(o / "sim", 1, shape=(64, 64),
+                                         config=cryostream.SimulateConfig()),
+        r"^shape=\(64, 64\) beside config=: the config holds them; give "
+        r"SimulateConfig\(shape=\(64, 64\), \.\.\.\) alone$"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_argument_of_the_wrong_kind_is_named_and_nothing_is_written(case, mics, tmp_path):
+    call, message = CASES[case]
+    with pytest.raises(ConfigError, match=message):
+        call(mics, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rank_runs_takes_one_run_as_well_as_a_list(tiny_run):
+    """A run folder given alone is one run, not the letters of its path."""
+    config = cryostream.DenoiseConfig.raw(tile=64)
+    micrograph = tiny_run.sim.micrographs[:1]
+    one = cryostream.rank_runs(str(tiny_run.run), micrograph, config=config, draws=1)
+    listed = cryostream.rank_runs([tiny_run.run], micrograph, config=config, draws=1)
+    assert [r["run"] for r in one] == [r["run"] for r in listed] == [str(tiny_run.run)]
+    assert one[0]["score"] == listed[0]["score"]
+
+
+def test_a_start_of_another_network_names_the_options_that_train_it(tiny_run, tmp_path):
+    """``TrainConfig(init="general")`` on a network that is not the general model's: the error
+    gives the options that make it so (the general model is a residual unet), not a preset
+    alone, and leaves no run folder."""
+    with pytest.raises(ConfigError) as info:
+        cryostream.train(tiny_run.store, tmp_path / "run",
+                         cryostream.TrainConfig(init="general", model="unet", steps=1))
+    assert str(info.value) == (
+        "init='general' (--from): its network is unet, residual, this run's is unet, not "
+        "residual; give this run its network (--model unet --residual; Python: "
+        "TrainConfig(model='unet', residual=True)), start from a model of the same shape, or "
+        "from scratch (--from scratch)")
+    assert list(tmp_path.iterdir()) == []
