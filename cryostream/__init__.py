@@ -17,6 +17,7 @@ from cryostream.errors import (
     DeviceMemoryError,
     InvalidMicrographError,
     StoreError,
+    TrainingDivergedError,
 )
 from cryostream.evaluate import evaluate
 from cryostream.fit import FitResult, fit
@@ -45,6 +46,7 @@ __all__ = [
     "SimulatedSet",
     "TrainConfig",
     "StoreError",
+    "TrainingDivergedError",
     "DeviceMemoryError",
     "denoise",
     "evaluate",
@@ -59,8 +61,15 @@ __all__ = [
 ]
 
 
-def train(*args, **kwargs):
-    """Train a denoiser on a store (:func:`cryostream.training.train`; imports JAX on first use)."""
-    from cryostream.training import train as _train
+def __getattr__(name: str):
+    """``cryostream.train`` is :func:`cryostream.training.train` itself, imported (with JAX) on
+    first use, so that ``import cryostream`` stays light."""
+    if name == "train":
+        from cryostream.training import train
 
-    return _train(*args, **kwargs)
+        return train
+    raise AttributeError(f"module 'cryostream' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "train"})

@@ -97,6 +97,10 @@ class PatchLoader:
         Batches held ready in the queue.
     verify : bool
         Check each chunk's Fletcher-32 checksum.
+    drop_remainder : bool
+        Serve only full batches (the default, as a jit-compiled step needs one shape): the
+        last ``n % batch_size`` patches of an epoch are left out. ``False`` serves them as a
+        last, smaller batch (to go over a split once, every patch: ``repeat=False``).
 
     Yields
     ------
@@ -143,6 +147,14 @@ class PatchLoader:
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
+
+    def __repr__(self) -> str:
+        left = self.n % self.batch_size if self.drop_remainder else 0
+        return (f"PatchLoader({str(self.path)!r}, {self.split!r}: {self.n} patches of "
+                f"{self.patch_size}², {self.batches_per_epoch} batches of {self.batch_size} an "
+                f"epoch{f' ({left} left out)' if left else ''}, "
+                f"{'shuffled' if self.shuffle else 'in order'}, "
+                f"{'repeating' if self.repeat else 'once'})")
 
     # -- order ------------------------------------------------------------------------------
     @property

@@ -72,6 +72,13 @@ def test_one_pass_for_evaluation(store):
     seen = np.concatenate([b["index"] for b in loader])
     assert np.array_equal(seen, np.arange(loader.batches_per_epoch * 4))
     assert loader.position == LoaderState(1, 0)
+    left = loader.n % 4
+    assert repr(loader).endswith(f"batches of 4 an epoch{f' ({left} left out)' if left else ''}, "
+                                 "in order, once)")
+    every = PatchLoader(store, "test", batch_size=4, shuffle=False, repeat=False,
+                        drop_remainder=False)
+    assert np.array_equal(np.concatenate([b["index"] for b in every]), np.arange(every.n))
+    assert "left out" not in repr(every)
 
 
 def test_corrupted_chunk_is_refused(store, tmp_path):
