@@ -48,6 +48,9 @@ def test_names_are_relative_to_the_project_folder_wherever_the_command_runs(
     assert _denoise(tiny_run, "sim/micrographs.star", "-o", "outside") == 0
     assert _denoise(tiny_run, "sim/micrographs", "-o", "from_folder") == 0
     inside, outside = _rows(tmp_path / "sim/Denoise/job001"), _rows(tmp_path / "outside")
+    text = (tmp_path / "sim/Denoise/job001/denoised_micrographs.star").read_text()
+    assert "# version 30001\n\ndata_optics\n" in text  # as RELION writes each block
+    assert "# version 30001\n\ndata_micrographs\n" in text
     assert list(inside["rlnMicrographName"]) == [f"Denoise/job001/{n}.mrc" for n in names]
     assert list(outside["rlnMicrographName"]) == [(tmp_path / f"outside/{n}.mrc").as_posix()
                                                   for n in names]

@@ -391,10 +391,10 @@ def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN, *,
 
 
 def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
-    """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``)
-    atomically: through a temporary name and a rename, nothing partial left on error. The same
-    tables give the same bytes (no clock in the file), and a file already holding them is left
-    untouched.
+    """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``, each
+    after RELION's ``# version 30001``) atomically: through a temporary name and a rename,
+    nothing partial left on error. The same tables give the same bytes (no clock in the
+    file), and a file already holding them is left untouched.
 
     Parameters
     ----------
@@ -408,8 +408,8 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
     try:
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True)
-        lines = tmp.read_text().splitlines(keepends=True)
-        text = "".join(line for line in lines if not line.startswith("# Created by the starfile"))
+        text = "".join(f"# version 30001\n\n{ln}" if ln.startswith("data_") else ln  # as RELION's
+                       for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created by"))
         if path.is_file() and path.read_text() == text:
             tmp.unlink()
             return
