@@ -153,3 +153,34 @@ def test_several_outputs_left_out_are_named_in_one_warning(tiny_run, tmp_path):
         f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 2 earlier "
         f"outputs in {out} are not listed (m0.mrc, m2.mrc): give their inputs again with these "
         "to list them too (finished outputs are kept, not made again)"]
+
+
+def test_micrographs_of_one_name_in_two_folders_keep_their_folders(tiny_run, tmp_path,
+                                                                     monkeypatch):
+    """Sessions merged in one STAR file (``Movies/GridA/mic_000.mrc`` and
+    ``Movies/GridB/mic_000.mrc``): the outputs keep the folders below the ones the inputs
+    share, as RELION does, instead of refusing the call; the STAR file names them, and the same
+    command again keeps them."""
+    project = tmp_path / "project"
+    movies = project / "MotionCorr/job002/Movies"
+    for grid, i in (("GridA", 0), ("GridB", 1)):
+        (movies / grid).mkdir(parents=True)
+        shutil.copy(tiny_run.sim.micrographs[i], movies / grid / "mic_000.mrc")
+    (project / "CtfFind/job003").mkdir(parents=True)
+    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                           "rlnMicrographPixelSize": [0.6575], "rlnVoltage": [300.0],
+                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})
+    rows = pd.DataFrame({"rlnMicrographName": [f"MotionCorr/job002/Movies/{g}/mic_000.mrc"
+                                               for g in ("GridA", "GridB")],
+                         "rlnOpticsGroup": [1, 1]})
+    starfile.write({"optics": optics, "micrographs": rows},
+                   project / "CtfFind/job003/micrographs_ctf.star")
+    monkeypatch.chdir(project)
+    assert _denoise(tiny_run, "CtfFind/job003/micrographs_ctf.star", "-o", "External/job010") == 0
+    out = project / "External/job010"
+    assert list(_rows(out)["rlnMicrographName"]) == ["External/job010/GridA/mic_000.mrc",
+                                                     "External/job010/GridB/mic_000.mrc"]
+    made = {grid: (out / grid / "mic_000.mrc").stat().st_mtime_ns for grid in ("GridA", "GridB")}
+    assert all((out / grid / "mic_000.json").is_file() for grid in made)
+    assert _denoise(tiny_run, "CtfFind/job003/micrographs_ctf.star", "-o", "External/job010") == 0
+    assert made == {grid: (out / grid / "mic_000.mrc").stat().st_mtime_ns for grid in made}

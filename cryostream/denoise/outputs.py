@@ -206,13 +206,14 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     import logging
 
     from cryostream.io.halves import EVEN_SUFFIXES, half_key
+    from cryostream.io.paths import kept_folders
 
     sources = [m.source for m in micrographs]
     identities = [output_identity(run, m.config(config), m.source, m.given())
                   for m in micrographs]
     # a pair of half-sums is one micrograph: its output is named after the micrograph
-    names = [half_key(m.source, EVEN_SUFFIXES) if m.odd is not None else Path(m.source).stem
-             for m in micrographs]
+    names = kept_folders(sources, [half_key(m.source, EVEN_SUFFIXES) if m.odd is not None
+                                   else Path(m.source).stem for m in micrographs])
     plans = plan_outputs(sources, output, identities, overwrite=overwrite,
                          suffix=config.output_suffix, names=names)
     odd_halves = {Path(m.odd).resolve() for m in micrographs if m.odd is not None}
@@ -290,6 +291,7 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     _unlist(plan)
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
     try:
+        plan.path.parent.mkdir(parents=True, exist_ok=True)  # a name with its folder: GridA/x
         partial.write_text(json.dumps(record, indent=1))
         write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label, overwrite=True,
                          dtype=dtype, like=like)

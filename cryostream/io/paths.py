@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file"]
+__all__ = ["output_file", "kept_folders"]
 
 
 def output_file(path: str | os.PathLike, option: str, example: str) -> Path:
@@ -28,3 +28,25 @@ def output_file(path: str | os.PathLike, option: str, example: str) -> Path:
         raise StoreError(f"{option} {text}: the folder {folder} is not writable; give another "
                          "path")
     return path
+
+
+def kept_folders(sources: list[str], names: list[str]) -> list[str]:
+    """The output names of inputs ``sources`` (``names``: each one's own, such as its file's
+    stem): as they are, or, where inputs in different folders share a name (sessions merged in
+    one RELION STAR file: ``Movies/GridA/mic_000.mrc`` and ``Movies/GridB/mic_000.mrc``), every
+    name with its input's folders below the folder the inputs share (``GridA/mic_000``), as
+    RELION keeps them.
+
+    Examples
+    --------
+    >>> kept_folders(["m/A/x.mrc", "m/B/x.mrc"], ["x", "x"])
+    ['A/x', 'B/x']
+    >>> kept_folders(["m/A/x.mrc", "m/B/y.mrc"], ["x", "y"])
+    ['x', 'y']
+    """
+    if len(set(names)) == len(names):
+        return list(names)
+    folders = [Path(os.path.abspath(s)).parent for s in sources]
+    common = Path(os.path.commonpath(folders))
+    return [(folder.relative_to(common) / name).as_posix()
+            for folder, name in zip(folders, names, strict=True)]
