@@ -871,15 +871,20 @@ def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, ca
     assert [n.split(" ")[1] for n in notes] == ["2/3", "3/3"]
     assert re.search(r"^denoised 2/3 sim_0001\.mrc: .*; (about \d+ s|under 1 s) left$", notes[0])
     assert "left" not in notes[1]
-    # after Ctrl-C those in progress finish and no more start: no time left is said
-    progress = importlib.import_module("cryostream.denoise.micrograph").Progress(3, 0)
+    # two at once, 177 s each: the first's note counts what is left of the second, which began
+    # with it, and those not started, over the two; after Ctrl-C no time left is said
+    progress = importlib.import_module("cryostream.denoise.micrograph").Progress(5, 0, workers=2)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cryostream"):
-        progress.note("a.mrc", 1.0, None)
+        for key in ("a", "b"):
+            progress.begin(key)
+        progress.running["b"] -= 177.0  # it began with a, 177 s ago
+        progress.note("a.mrc", 177.0, None, key="a")
         progress.stop()
-        progress.note("b.mrc", 1.0, None)
+        progress.note("b.mrc", 177.0, None, key="b")
     assert [r.getMessage() for r in caplog.records] == [
-        "denoised 1/3 a.mrc: skipped; under 1 s left", "denoised 2/3 b.mrc: skipped"]
+        "denoised 1/5 a.mrc: skipped; about 4 min left",  # 3 not started × 177 s / 2
+        "denoised 2/5 b.mrc: skipped"]
 
 
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):

@@ -303,9 +303,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             elif client is not None:
                 results = gather_cluster(client, client.map(job, todo), len(micrographs))
             else:
-                progress = Progress(len(micrographs), len(micrographs) - len(todo))
+                at_once = min(workers, len(todo))
+                progress = Progress(len(micrographs), len(micrographs) - len(todo), at_once)
                 job = functools.partial(job, progress=progress)
-                with concurrent.futures.ThreadPoolExecutor(min(workers, len(todo))) as pool:
+                with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
                     results = finish(pool, job, todo, len(micrographs), progress.stop)
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",

@@ -199,21 +199,30 @@ def describe_found(found: dict) -> str:
 
 class Progress:
     """One note per finished micrograph: its number, name, seconds and what the steps found,
-    and while some are left, about how long they take at this call's pace so far (micrographs
-    in parallel included)."""
+    and while some are left, about how long they take: the mean time of those finished, for
+    the ones not started and for what is left of those in progress, over the ``workers`` that
+    run at once."""
 
-    def __init__(self, total: int, already: int):
+    def __init__(self, total: int, already: int, workers: int = 1):
         import threading
-        import time
 
         self.total, self.count, self.lock = total, already, threading.Lock()
-        self.first, self.started, self.stopping = already, time.perf_counter(), False
+        self.first, self.workers, self.stopping = already, max(1, workers), False
+        self.spent, self.running = 0.0, {}  # seconds of those finished; starts of those running
+
+    def begin(self, key: str) -> None:
+        """A micrograph starts."""
+        import time
+
+        with self.lock:
+            self.running[key] = time.perf_counter()
 
     def stop(self) -> None:
         """Ctrl-C came: those in progress finish, no more start (no time left is said)."""
         self.stopping = True
 
-    def note(self, source: str, seconds: float, found: dict | None) -> None:
+    def note(self, source: str, seconds: float, found: dict | None, key: str | None = None) -> None:
+        """A micrograph (started as ``key``) is done in ``seconds``: its note."""
         import logging
         import time
 
@@ -221,10 +230,14 @@ class Progress:
 
         with self.lock:
             self.count += 1
+            self.spent += seconds
+            self.running.pop(key, None)
             what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
             if self.count < self.total and not self.stopping:
-                pace = (time.perf_counter() - self.started) / (self.count - self.first)
-                left = format_duration((self.total - self.count) * pace)
+                mean, now = self.spent / (self.count - self.first), time.perf_counter()
+                queued = self.total - self.count - len(self.running)
+                work = queued * mean + sum(max(0.0, mean - (now - t)) for t in self.running.values())
+                left = format_duration(work / self.workers)
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
                                                  Path(source).name, what)
@@ -281,6 +294,8 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
 
     micrograph, plan = item
     start = time.perf_counter()
+    if progress is not None:
+        progress.begin(micrograph.source)
     stamps = input_stamps(micrograph.source, micrograph.given())  # before any pixel is read
     config = micrograph.config(config)
     halves = [(half, read_micrograph(half)[1]) for half in (micrograph.source, micrograph.odd)
@@ -318,5 +333,6 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
         named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph
-        progress.note(named, time.perf_counter() - start, found if estimate is not None else None)
+        progress.note(named, time.perf_counter() - start, found if estimate is not None else None,
+                      key=micrograph.source)
     return estimate
