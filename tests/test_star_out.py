@@ -184,3 +184,18 @@ def test_micrographs_of_one_name_in_two_folders_keep_their_folders(tiny_run, tmp
     assert all((out / grid / "mic_000.json").is_file() for grid in made)
     assert _denoise(tiny_run, "CtfFind/job003/micrographs_ctf.star", "-o", "External/job010") == 0
     assert made == {grid: (out / grid / "mic_000.mrc").stat().st_mtime_ns for grid in made}
+
+
+def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_run, tmp_path,
+                                                                         monkeypatch):
+    """An output folder named ``data_den`` under the working directory: its rows would start
+    with ``data_``, which RELION and starfile read as a new block (the file could not be read
+    back); written as ``./data_den/…``, the same files, and only the blocks carry RELION's
+    version line."""
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(tiny_run, tiny_run.sim.micrographs[0], "-o", "data_den") == 0
+    star = tmp_path / "data_den/denoised_micrographs.star"
+    assert list(_rows(tmp_path / "data_den")["rlnMicrographName"]) == ["./data_den/sim_0000.mrc"]
+    assert [p.resolve() for p in read_micrograph_star(star)] == [
+        (tmp_path / "data_den/sim_0000.mrc").resolve()]
+    assert star.read_text().count("# version 30001") == 2

@@ -50,7 +50,11 @@ def star_name(path: str | os.PathLike, project: str | os.PathLike | None = None,
     full = Path(os.path.abspath(Path(base if base is not None else Path.cwd()) / path))
     for inside, folder in ((full, root), (full.resolve(), root.resolve())):
         if inside.is_relative_to(folder):
-            return inside.relative_to(folder).as_posix()
+            name = inside.relative_to(folder).as_posix()
+            # a value that starts as a STAR keyword would read as one (data_den/a.mrc ends
+            # the loop, in RELION and starfile alike): ./data_den/a.mrc is the same file
+            return f"./{name}" if name.startswith(("data_", "loop_", "save_", "global_",
+                                                   "stop_", "_", "#")) else name
     return full.as_posix()
 
 

@@ -408,8 +408,8 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
     try:
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True)
-        text = "".join(f"# version 30001\n\n{ln}" if ln.startswith("data_") else ln  # as RELION's
-                       for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created by"))
+        text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
+                       else ln for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
         if path.is_file() and path.read_text() == text:
             tmp.unlink()
             return
