@@ -10,7 +10,30 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["Interrupt", "Terminated", "held_interrupt"]
+__all__ = ["Interrupt", "Terminated", "held_interrupt", "DUPLICATE_S", "Arrivals"]
+
+#: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
+#: it to the process and again to its process group), not a second Ctrl-C.
+DUPLICATE_S = 0.1
+
+
+class Arrivals:
+    """The signals a handler has met, a repeat of the first within :data:`DUPLICATE_S` not
+    counted."""
+
+    def __init__(self) -> None:
+        self.count, self.first_at = 0, 0.0
+
+    def new(self) -> bool:
+        """Count a signal that just came; False (not counted) for the first's repeat."""
+        import time
+
+        now = time.monotonic()
+        if self.count and now - self.first_at < DUPLICATE_S:
+            return False
+        self.count += 1
+        self.first_at = now if self.count == 1 else self.first_at
+        return True
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,7 +68,8 @@ class Interrupt:
 def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
     """Hold Ctrl-C (SIGINT) and SIGTERM back while the block runs: the first sets
     :attr:`Interrupt.requested` and logs ``note`` (say what happens next), a second raises
-    :class:`KeyboardInterrupt` where the program is. The handler before is put back after.
+    :class:`KeyboardInterrupt` where the program is (the first delivered twice at once is one:
+    :data:`DUPLICATE_S`). The handler before is put back after.
 
     Only in the main thread and when SIGINT has Python's default handler (a program that
     handles SIGINT itself, or ignores it, keeps its own way); otherwise the block runs as it
@@ -57,7 +81,7 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
     ...     for step in range(3):
     ...         interrupt.check()  # a safe point: the work so far is whole
     """
-    interrupt = Interrupt()
+    interrupt, arrivals = Interrupt(), Arrivals()
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield interrupt
@@ -65,6 +89,8 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
 
     def handler(signum, frame) -> None:
         term = signum == signal.SIGTERM
+        if not arrivals.new():  # the first, delivered twice
+            return
         if interrupt.requested:
             interrupt.forced = True
             raise Terminated if term else KeyboardInterrupt

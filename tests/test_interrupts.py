@@ -5,11 +5,14 @@ program handles it itself."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
-from cryostream.interrupts import held_interrupt
+from cryostream.interrupts import DUPLICATE_S, held_interrupt
 
 
 def test_the_first_ctrl_c_is_noted_and_the_second_stops():
@@ -21,6 +24,7 @@ def test_the_first_ctrl_c_is_noted_and_the_second_stops():
         with pytest.raises(KeyboardInterrupt):
             interrupt.check()
         assert not interrupt.forced  # the first: stop at a safe point, saving the work
+        time.sleep(DUPLICATE_S)  # a second press, not the first delivered twice
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
         assert interrupt.forced  # the second: stop at once, save nothing more
@@ -28,6 +32,23 @@ def test_the_first_ctrl_c_is_noted_and_the_second_stops():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):  # Python's own again
         signal.raise_signal(signal.SIGINT)
+
+
+def test_the_first_ctrl_c_delivered_twice_at_once_is_one():
+    """``timeout -s INT 2h cryostream train …`` sends its signal to the process and again to
+    its group, milliseconds apart, from another process: one Ctrl-C (the step under way is
+    saved), not a second that stops at once. In a child process, which a second would end."""
+    script = ("import os, subprocess, sys, time\n"
+              "from cryostream.interrupts import held_interrupt\n"
+              "with held_interrupt('stopping', print) as interrupt:\n"
+              "    pid = os.getpid()\n"
+              "    subprocess.run(['sh', '-c', f'kill -s INT {pid}; sleep 0.01; kill -s INT {pid}'])\n"
+              "    time.sleep(0.3)\n"
+              "    print(interrupt.requested, interrupt.forced)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["stopping", "True False"]
 
 
 def test_sigterm_is_held_to_the_safe_point_too():
@@ -48,6 +69,7 @@ def test_sigterm_is_held_to_the_safe_point_too():
             assert interrupt.requested and interrupt.terminated and said
             with pytest.raises(Terminated):
                 interrupt.check()
+            time.sleep(DUPLICATE_S)
             with pytest.raises(Terminated):
                 signal.raise_signal(signal.SIGTERM)
             assert interrupt.forced

@@ -242,24 +242,6 @@ INTERRUPTIONS = {
 }
 
 
-#: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
-#: it to the process and again to its process group), not a second Ctrl-C.
-DUPLICATE_S = 0.1
-
-
-def _repeated(handler) -> bool:
-    """Count a signal for ``handler`` (its ``count`` and ``first_at``); True for one that
-    repeats the first within :data:`DUPLICATE_S`, which is not counted."""
-    import time
-
-    now = time.monotonic()
-    if handler.count and now - handler.first_at < DUPLICATE_S:
-        return True
-    handler.count += 1
-    handler.first_at = handler.first_at if handler.count > 1 else now
-    return False
-
-
 class _StopSoftly:
     """The SIGINT handler of a command that finishes its work in progress: the first Ctrl-C
     prints ``first`` and raises :class:`KeyboardInterrupt` (the work in progress finishes, the
@@ -267,14 +249,16 @@ class _StopSoftly:
     twice at once is one)."""
 
     def __init__(self, command: str, first: str):
-        self.command, self.first, self.count, self.first_at = command, first, 0, 0.0
+        from cryostream.interrupts import Arrivals
+
+        self.command, self.first, self.arrivals = command, first, Arrivals()
 
     def __call__(self, signum, frame):
         import os
 
-        if _repeated(self):
+        if not self.arrivals.new():  # the first, delivered twice
             return
-        if self.count == 1:
+        if self.arrivals.count == 1:
             print(f"cryostream {self.command}: {self.first}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
         print(f"cryostream {self.command}: stopped at once; what was in progress is not written "
@@ -288,14 +272,16 @@ class _TerminateSoftly:
     the process at once, status 143."""
 
     def __init__(self, command: str, first: str | None):
-        self.command, self.first, self.count, self.first_at = command, first, 0, 0.0
+        from cryostream.interrupts import Arrivals
+
+        self.command, self.first, self.arrivals = command, first, Arrivals()
 
     def __call__(self, signum, frame):
         import os
 
-        if _repeated(self):
+        if not self.arrivals.new():  # the first, delivered twice
             return
-        if self.count > 1:
+        if self.arrivals.count > 1:
             print(f"cryostream {self.command}: terminated at once (SIGTERM again); what was in "
                   "progress is not written", file=sys.stderr, flush=True)
             os._exit(143)
