@@ -36,7 +36,9 @@ def check_run(run: Path, request: dict, overwrite: bool) -> bool:
     folder of another request unless ``overwrite``, naming what differs."""
     if run.exists() and not run.is_dir():
         raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
-    names = [p.name for p in run.iterdir() if p.name != LOCK_NAME] if run.is_dir() else []
+    # the lock, and an earlier version's (.fit.lock), are no run's files
+    names = [p.name for p in run.iterdir() if p.name not in (LOCK_NAME, ".fit.lock")] \
+        if run.is_dir() else []
     if not names:
         return True
     record = run / FIT_RECORD

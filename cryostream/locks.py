@@ -9,16 +9,19 @@ command and its process. A second command on the same place is refused at once, 
 first; the first goes on. The system releases the lock when the process ends, however it
 ends, so a lock file left by a command that was killed is taken over, with a warning. A
 command that calls another on the same place (``fit`` calls ``train`` on its run folder)
-holds it once: the process's own locks are counted, not taken twice.
+holds it once: a thread's own locks are counted, not taken twice (another thread of the process
+is refused, as another process is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +33,8 @@ __all__ = ["LOCK_NAME", "folder_lock", "store_lock"]
 LOCK_NAME = ".cryostream.lock"
 
 _log = logging.getLogger("cryostream")
-_held: dict[Path, int] = {}  # this process's lock files, and how many holders each has
+_held: dict[tuple[Path, int], int] = {}  # (lock file, thread): how many holders it has
+_guard = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -65,35 +69,44 @@ def _holding(places, command: str, fix: str):
     held, made = [], []
     try:
         for subject, path, folder in places:
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                           None)
+            if blocker is not None:
+                raise StoreError(f"{subject}: not writable ({blocker} is a file, not a folder); "
+                                 f"{fix}")
             top = folder
             while not top.parent.exists():
                 top = top.parent
             if not folder.exists():
                 made.append((folder, top))
-            if _held.get(path):  # this process holds it already (fit, then its training)
-                _held[path] += 1
-                held.append((path, None, True))
+            key = (path, threading.get_ident())
+            with _guard:
+                nested = bool(_held.get(key))  # this thread holds it (fit, then its training)
+                if nested:
+                    _held[key] += 1
+            if nested:
+                held.append((key, None, True))
                 continue
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd = _acquire(subject, path, command, fix)
-            except StoreError:
-                raise
-            except OSError as exc:  # a folder that cannot be made or written
+            except OSError as exc:  # a folder that cannot be made (StoreError: in use)
+                if isinstance(exc, StoreError):
+                    raise
                 raise StoreError(f"{subject}: not writable ({exc.strerror}: {exc.filename}); "
                                  f"{fix}") from None
-            _held[path] = 1
-            held.append((path, fd, False))
+            with _guard:
+                _held[key] = 1
+            held.append((key, fd, False))
         yield
     finally:
-        for path, fd, nested in reversed(held):
-            _held[path] -= 1
-            if nested:
-                continue
-            del _held[path]
-            path.unlink(missing_ok=True)  # still ours: we hold its flock
-            if fd is not None:
-                os.close(fd)
+        for key, fd, nested in reversed(held):
+            with _guard:
+                _held[key] -= 1
+                if not nested:
+                    del _held[key]
+            if not nested:
+                _release(key[0], fd)
         for folder, top in reversed(made):  # empty: the command failed before writing anything
             path = folder
             while True:
@@ -105,6 +118,19 @@ def _holding(places, command: str, fix: str):
                 if path == top:
                     break
                 path = path.parent
+
+
+def _release(path: Path, fd: int | None) -> None:
+    """Let go of the lock file ``path`` (``fd`` None: not locked, nothing to let go): removed
+    if it is still the file we locked (not one another command made since), then closed."""
+    if fd is None:
+        return
+    try:
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 def _acquire(subject: Path, path: Path, command: str, fix: str) -> int | None:
@@ -119,7 +145,15 @@ def _acquire(subject: Path, path: Path, command: str, fix: str) -> int | None:
     me = json.dumps({"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     for _ in range(5):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # a folder it may not write (a finished store read again): nothing to guard here
+            _log.warning("%s: cannot be locked here (%s); make sure no other cryostream "
+                         "command writes it", subject, exc.strerror)
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -128,3 +128,57 @@ def test_a_command_holds_a_place_once_and_leaves_no_folders_when_refused(tiny_ru
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(StoreError, match="file: is a file; give a folder for the run"):
         train(tiny_run.store, tmp_path / "file", SMALL)
+
+
+def test_another_thread_is_refused_as_another_process_is(tmp_path):
+    """Two trainings in threads of one process (a notebook, a thread pool): the second is
+    refused, not taken for the first's own nested call, and the first's release is whole."""
+    import threading
+
+    run = tmp_path / "run"
+    seen = []
+
+    def second():
+        try:
+            with folder_lock(run, command="train", fix="give another", what="the run"):
+                seen.append("entered")
+        except StoreError as exc:
+            seen.append(str(exc))
+
+    with folder_lock(run, command="train", fix="give another", what="the run"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(seen) == 1 and seen[0].startswith(
+        f"{run.resolve()}: in use by cryostream train: process {os.getpid()} on ")
+    assert seen[0].endswith("wait for it to finish or stop it, or give another")
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_a_place_under_a_file_or_one_that_cannot_be_locked(tmp_path, monkeypatch, caplog):
+    """A run folder under a file is named as such; a lock file the system will not let us make
+    (a finished store read again from a read-only folder) is said in a warning, and the
+    command goes on: the store is kept as it is."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=r"sub: not writable \(.*/file is a file, not a folder\); "
+                       "give another"):
+        with folder_lock(tmp_path / "file" / "sub", command="fit", fix="give another",
+                         what="the run"):
+            pass
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 128), seed=4)
+    store = prepare(sim.micrographs, tmp_path / "data.h5", STORE).output
+    before = store.read_bytes()
+    import cryostream.locks as locks
+
+    real = os.open
+
+    def refused(path, *args, **kwargs):  # as a read-only folder refuses a new file
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(locks.os, "open", refused)
+    with caplog.at_level("WARNING", logger="cryostream"):
+        again = prepare(sim.micrographs, store, STORE)
+    assert again.output == store and store.read_bytes() == before
+    assert "data.h5: cannot be locked here (Permission denied)" in caplog.text
