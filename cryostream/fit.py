@@ -50,7 +50,7 @@ from cryostream.fit_run import (
     write_json,
 )
 from cryostream.io.mrc import warn_mixed_pixel_sizes
-from cryostream.io.stack import expand_inputs, given_inputs, read_headers
+from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read_headers
 from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
@@ -236,7 +236,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     t0 = time.perf_counter()
     parsed = Budget.parse(budget)
     store = work / STORE_NAME
-    given = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    given = listed_inputs(inputs)
     headers, skipped = read_headers([p.absolute() for p in expand_inputs(given,
                                                                          permissive=permissive)],
                                     permissive=permissive)

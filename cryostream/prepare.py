@@ -233,10 +233,11 @@ class _Kept:
 
 
 def _listed(inputs) -> list:
-    """``inputs`` (one path or an iterable of them, or None) as a list."""
-    if inputs is None:
-        return []
-    return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    """``inputs`` (one path or an iterable of them, or None) as a list (anything else: a
+    :class:`ConfigError`, :func:`~cryostream.io.stack.listed_inputs`)."""
+    from cryostream.io.stack import listed_inputs
+
+    return [] if inputs is None else listed_inputs(inputs)
 
 
 def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):

@@ -241,7 +241,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     -------
     TrainResult
     """
-    run = Path(run).absolute()
+    config, run = check_config("config", config, TrainConfig) or TrainConfig(), Path(run).absolute()
     with folder_lock(run, command="train", fix="give this training another run folder (-o)",
                      what="the run (-o)"):  # one command at a time in a run folder
         return _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params,
@@ -253,7 +253,6 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
     import jax
 
     enable_compile_cache()  # a second run of these shapes loads its compiled step from disk
-    config = check_config("config", config, TrainConfig) or TrainConfig()
     start_time = time.perf_counter()
     prepared, test_size = stores.store_facts(store)
     multiple = config.model_config().multiple  # unet-deep's sixth level needs multiples of 64

@@ -101,6 +101,8 @@ def _options_for(config, residual_flag: bool) -> str:
         fields += ", residual=True"
         if residual_flag:
             flags += " --residual"
+    elif not residual_flag:  # fit's command line trains residual networks only
+        return f" (Python: TrainConfig({fields}); fit's command line trains residual ones only)"
     return f" ({flags}; Python: TrainConfig({fields}))"
 
 

@@ -36,6 +36,12 @@ CASES = {
     "a number for the inputs": (
         lambda m, o: cryostream.denoise("general", 5, o / "out"),
         r"^inputs=5: 5 is not a path; give micrograph files, globs, folders or a STAR file"),
+    "a number for prepare's inputs": (
+        lambda m, o: cryostream.prepare(5, o / "x.h5"),
+        r"^inputs=5: 5 is not a path"),
+    "a number for fit's inputs": (
+        lambda m, o: cryostream.fit(5, o / "run"),
+        r"^inputs=5: 5 is not a path"),
     "None among the inputs": (
         lambda m, o: cryostream.open_micrographs([*m, None]),
         r"None is not a path"),

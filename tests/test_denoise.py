@@ -885,6 +885,14 @@ def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, ca
     assert [r.getMessage() for r in caplog.records] == [
         "denoised 1/5 a.mrc: skipped; about 4 min left",  # 3 not started × 177 s / 2
         "denoised 2/5 b.mrc: skipped"]
+    # a micrograph that fails (its error says why) is done: the last note promises nothing
+    progress = importlib.import_module("cryostream.denoise.micrograph").Progress(2, 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        progress.begin("bad")
+        progress.failed("bad")
+        progress.note("good.mrc", 3.0, None, key="good")
+    assert [r.getMessage() for r in caplog.records] == ["denoised 2/2 good.mrc: skipped"]
 
 
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):

@@ -209,6 +209,13 @@ class Progress:
         self.total, self.count, self.lock = total, already, threading.Lock()
         self.first, self.workers, self.stopping = already, max(1, workers), False
         self.spent, self.running = 0.0, {}  # seconds of those finished; starts of those running
+        self.failures = 0
+
+    def failed(self, key: str) -> None:
+        """A micrograph (started as ``key``) failed: done, without a note."""
+        with self.lock:
+            self.count, self.failures = self.count + 1, self.failures + 1
+            self.running.pop(key, None)
 
     def begin(self, key: str) -> None:
         """A micrograph starts."""
@@ -234,7 +241,8 @@ class Progress:
             self.running.pop(key, None)
             what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
             if self.count < self.total and not self.stopping:
-                mean, now = self.spent / (self.count - self.first), time.perf_counter()
+                mean = self.spent / (self.count - self.first - self.failures)
+                now = time.perf_counter()
                 queued = self.total - self.count - len(self.running)
                 work = queued * mean + sum(max(0.0, mean - (now - t)) for t in self.running.values())
                 left = format_duration(work / self.workers)
@@ -286,6 +294,19 @@ def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) ->
 
 
 def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
+                 progress: Progress | None = None):
+    """Denoise one micrograph of a call (``item``: it and its output's plan), noted in
+    ``progress``; one that fails is counted there as done (its error says why)."""
+    try:
+        return _denoise_item(item, run=run, config=config, permissive=permissive,
+                             progress=progress)
+    except BaseException:
+        if progress is not None:
+            progress.failed(item[0].source)
+        raise
+
+
+def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
                   progress: Progress | None = None):
     import time
 

@@ -352,7 +352,7 @@ def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_angst
                 labels = [f"Created by cryostream {__version__}".encode()]
             else:
                 _copy_header(mrc, like, pixel_size_angstrom)
-                labels = list(like.labels[:10 - len(lines)])
+                labels = list(like.labels[:max(0, 10 - len(lines))])
             labels += [line.encode("ascii", "replace") for line in lines]
             for i, label in enumerate(labels[:10]):
                 mrc.header.label[i] = label[:80]
