@@ -10,6 +10,7 @@ import warnings
 import mrcfile
 import numpy as np
 import pytest
+from conftest import write_mrc
 
 import cryostream
 from cryostream.config import DenoiseConfig, SimulateConfig
@@ -173,9 +174,7 @@ def test_prepare_holds_a_hot_pixel_at_the_percentile_and_says_so(tmp_path):
         image = mrcfile.read(path).astype(np.float32)
         if i == 0:
             image[200, 300] = 1e6 * image.mean()
-        with mrcfile.new(hot / path.name) as f:
-            f.set_data(image)
-            f.voxel_size = 0.6575
+        write_mrc(hot / path.name, image, pixel_size=0.6575)
     config = PrepareConfig(patch_size=128, stride=128, test_fraction=0.0,
                            noise=NoiseConfig(model="matched"))
     clean = cryostream.prepare(sim.micrographs, tmp_path / "clean.h5", config).output
@@ -229,10 +228,7 @@ def test_prepare_measures_the_noise_without_a_blank_border_and_says_so(tmp_path)
     image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
     image[:256, :] = 0
     image[:, :192] = 0
-    bordered = tmp_path / "bordered.mrc"
-    with mrcfile.new(bordered) as f:
-        f.set_data(image)
-        f.voxel_size = 0.6575
+    bordered = write_mrc(tmp_path / "bordered.mrc", image, pixel_size=0.6575)
     config = PrepareConfig(patch_size=128, stride=128, test_fraction=0.0,
                            noise=NoiseConfig(model="matched"))
     clean = cryostream.prepare(sim.micrographs, tmp_path / "clean.h5", config).output
