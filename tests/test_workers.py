@@ -93,8 +93,8 @@ def test_the_largest_micrograph_counts(tiny_run, tmp_path, notes, monkeypatch):
     from conftest import write_mrc
 
     rng = np.random.default_rng(0)
-    small = write_mrc(tmp_path / "a.mrc", rng.normal(size=(160, 128)).astype(np.float32))
-    large = write_mrc(tmp_path / "b.mrc", rng.normal(size=(1024, 1024)).astype(np.float32))
+    small = write_mrc(tmp_path / "a.mrc", rng.poisson(4.0, (160, 128)).astype(np.float32))
+    large = write_mrc(tmp_path / "b.mrc", rng.poisson(4.0, (1024, 1024)).astype(np.float32))
     each = 1024 * 1024 * BYTES_PER_PIXEL
     memory = collections.namedtuple("Memory", "available")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(3 * each))

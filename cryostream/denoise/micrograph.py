@@ -27,9 +27,14 @@ from cryostream.denoise.tiling import network_pass
 from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["NOTE_EVERY_S", "read_micrograph", "check_micrograph", "checked_micrograph",
+__all__ = ["NOTE_EVERY_S", "CountsWarning", "read_micrograph", "check_micrograph", "checked_micrograph",
            "normalised", "network_fn", "denoise_image", "denoise_micrograph", "describe_found",
            "Progress", "denoise_item"]
+
+
+class CountsWarning(UserWarning):
+    """A micrograph is not in electron counts (normalised to mean 0 by another program): the
+    network, trained on counts, denoises it less well."""
 
 
 def read_micrograph(source: str):
@@ -53,6 +58,15 @@ def check_micrograph(image: np.ndarray, source: str, record, network_config,
     check_statistics(types.SimpleNamespace(path=str(source)), statistics, record.percentile,
                      "give it as counts, positive as a detector's are (the network normalises "
                      "by this percentile, as in its training)")
+    value, _, lo, _ = statistics
+    if lo < -value:  # far below zero: normalised by another program (mean 0), not counts
+        import warnings
+
+        warnings.warn(f"{source}: holds pixels far below zero (as low as {lo:.4g}; its "
+                      f"{record.percentile:g}th percentile {value:.4g}), so it is not in "
+                      "electron counts (normalised by another program?); the network learned "
+                      "counts and denoises it less well: give the micrographs as motion "
+                      "correction wrote them", CountsWarning, stacklevel=3)
     smallest = max(64, config.halo or default_halo(network_config))
     if min(image.shape) < smallest:
         raise InvalidMicrographError(source, f"is {image.shape[0]} × {image.shape[1]} pixels; "
