@@ -19,7 +19,7 @@ def check_counts(header, stats, config: PrepareConfig) -> None:
     """A micrograph far below zero (normalised to mean 0 by another program) is not in counts,
     which shot noise follows: an :class:`InvalidMicrographError` for the noise models that
     add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN)."""
-    value, _, lo, _ = stats
+    value, _, lo, _ = stats[:4]
     if config.noise.model in ("poisson", "poisson-gaussian", "matched") and lo < -value:
         raise InvalidMicrographError(
             header.path, f"holds pixels far below zero (as low as {lo:.4g}; its "

@@ -147,8 +147,10 @@ def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[
 
 
 def statistics_and_noise(header: MicrographHeader, percentile: float):
-    """:func:`micrograph_statistics`, the noise estimate (raw units; ``None`` if not finite,
-    constant or under 32 px) and the detector defects found (the record of
+    """:func:`micrograph_statistics` with what is blank where most of the micrograph is
+    (:func:`~cryostream.denoise.defects.mostly_blank`, refused by :func:`check_statistics`;
+    else None), the noise estimate (raw units; ``None`` if not finite, constant, mostly blank
+    or under 32 px) and the detector defects found (the record of
     :class:`~cryostream.denoise.defects.Defects`; ``None`` if none) from one read of the
     micrograph.
 
@@ -158,17 +160,19 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     (a blank border over two fifths of a micrograph took 43 % off the estimate). The estimate
     uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller micrograph.
     """
-    from cryostream.denoise.defects import find_defects, mend
+    from cryostream.denoise.defects import find_defects, mend, mostly_blank
 
     image = read_rows(header, 0, header.shape[0])
     stats = image_statistics(image, percentile)
     if not noise_measurable(header, stats):
-        return stats, None, None
+        return (*stats, None), None, None
     defects = find_defects(image)
-    if defects:
-        image = mend(image, defects)
-    return stats, estimate_noise(image, header.pixel_size_angstrom or 1.0,
-                                 tile=tile_for(image.shape)), defects.record() if defects else None
+    blank = mostly_blank(image, defects)  # nothing to measure or train on: refused after
+    if blank or not defects:
+        return (*stats, blank), None if blank else estimate_noise(
+            image, header.pixel_size_angstrom or 1.0, tile=tile_for(image.shape)), None
+    return (*stats, None), estimate_noise(mend(image, defects), header.pixel_size_angstrom or 1.0,
+                                          tile=tile_for(image.shape)), defects.record()
 
 
 def noise_measurable(header: MicrographHeader, stats) -> bool:
@@ -178,9 +182,10 @@ def noise_measurable(header: MicrographHeader, stats) -> bool:
 
 def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, float],
                      percentile: float, fix: str = "choose another --percentile") -> None:
-    """Raise :class:`InvalidMicrographError` for NaN/Inf pixels, a blank micrograph or one
-    whose ``percentile`` cannot normalise it (``fix``: what else to do then)."""
-    value, finite, lo, hi = stats
+    """Raise :class:`InvalidMicrographError` for NaN/Inf pixels, a blank micrograph, one
+    mostly blank (``stats[4]``, where given) or one whose ``percentile`` cannot normalise it
+    (``fix``: what else to do then)."""
+    value, finite, lo, hi = stats[:4]
     if not finite:
         raise InvalidMicrographError(
             header.path, "holds NaN or Inf pixels", "repair or exclude it (--permissive skips it)"
@@ -189,6 +194,8 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
         raise InvalidMicrographError(
             header.path, f"is constant ({lo:g} everywhere)", "exclude it (--permissive skips it)"
         )
+    if len(stats) > 4 and stats[4]:  # what is blank, where most of it is (prepare's pass 1)
+        raise InvalidMicrographError(header.path, stats[4], "exclude it (--permissive skips it)")
     if not value > 0:
         raise InvalidMicrographError(
             header.path,

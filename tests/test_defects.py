@@ -242,3 +242,25 @@ def test_prepare_measures_the_noise_without_a_blank_border_and_says_so(tmp_path)
     band = slice(len(want) // 8, len(want) - 2)  # above 20 Å
     assert np.median(unmended[band] / want[band]) < 0.9  # what the border did
     np.testing.assert_allclose(np.median(got[band] / want[band]), 1.0, atol=0.04)
+
+
+def test_prepare_refuses_a_micrograph_mostly_blank_as_denoise_does(tmp_path):
+    """A micrograph whose rows are nearly all one value each (nothing recorded): its noise
+    estimate was near zero and it went into the store; now it is named and refused, or
+    skipped with --permissive, as denoise does."""
+    from cryostream import PrepareConfig
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(256, 256), seed=8)
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    image[:200] = image[:200, :1]  # 200 of 256 rows one value each
+    blank = write_mrc(tmp_path / "blank.mrc", image, pixel_size=0.6575)
+    config = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0)
+    with pytest.raises(cryostream.InvalidMicrographError,
+                       match=r"blank\.mrc: 200 of its 256 rows are blank \(one value along each\)"
+                             r"; exclude it \(--permissive skips it\)"):
+        cryostream.prepare([blank, sim.micrographs[1]], tmp_path / "a.h5", config)
+    assert not (tmp_path / "a.h5").exists()
+    with pytest.warns(cryostream.MicrographSkippedWarning, match=r"skipping .*blank\.mrc: 200"):
+        kept = cryostream.prepare([blank, sim.micrographs[1]], tmp_path / "b.h5", config,
+                                  permissive=True)
+    assert kept.micrographs == 1
