@@ -92,7 +92,7 @@ def patch_to_fit(shape: tuple[int, int], patch_size: int, multiple: int) -> int:
     """
     patch, side = patch_size, min(shape)
     while patch > multiple and 2 * patch > side:
-        patch //= 2
+        patch = max(multiple, patch // 2 // multiple * multiple)  # a side the networks take
     if patch > side:
         raise ConfigError(f"micrographs of {shape[0]} × {shape[1]} px: too small to train on "
                           f"(at least {multiple} px a side); give larger micrographs")

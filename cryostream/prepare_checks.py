@@ -25,7 +25,8 @@ def check_counts(header, stats, config: PrepareConfig) -> None:
             header.path, f"holds pixels far below zero (as low as {lo:.4g}; its "
             f"{config.percentile:g}th percentile {value:.4g}), so it is not in electron counts, "
             f"which the {config.noise.model} noise follows", "give the micrographs as motion "
-            "correction wrote them (counts, not normalised), or prepare with --noise gaussian")
+            "correction wrote them (counts, not normalised), or (cryostream prepare) add Gaussian "
+            "noise instead: --noise gaussian")
 
 
 def warn_hot(headers, statistics: dict, percentile: float) -> None:

@@ -358,7 +358,7 @@ def check_patch_size(config: PrepareConfig, multiple: int) -> None:
     stride above the patch (:func:`check_stride`)."""
     check_stride(config)
     if config.patch_size % multiple:
-        fix = max(multiple, round(config.patch_size / multiple) * multiple)
+        fix = max(multiple, config.patch_size // multiple * multiple)  # down: it still fits
         raise ConfigError(f"patch_size={config.patch_size} (--patch): the U-Net presets need "
                           f"patch sides that are multiples of {multiple}; use --patch {fix}")
 

@@ -102,7 +102,7 @@ def _options_for(config, residual_flag: bool) -> str:
         if residual_flag:
             flags += " --residual"
     elif not residual_flag:  # fit's command line trains residual networks only
-        return f" (Python: TrainConfig({fields}); fit's command line trains residual ones only)"
+        return f" (fit's command line trains residual networks only; Python: TrainConfig({fields}))"
     return f" ({flags}; Python: TrainConfig({fields}))"
 
 

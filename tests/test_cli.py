@@ -584,6 +584,14 @@ def test_keyword_forms_become_flags_on_the_command_line(tmp_path, capsys):
     assert for_the_command_line("stride=512 is larger (--stride)") == "stride=512 is larger (--stride)"
     assert for_the_command_line("binned_pass=False (--no-binned-pass): keep it") \
         == "--no-binned-pass: keep it"
+    # a Python form holding a call goes whole, alone or after the flags it stands for
+    assert for_the_command_line(
+        "use a smaller --patch (e.g. --patch 128; Python: PrepareConfig(patch_size=128, "
+        "stride=64)), or this", {"patch_size": "--patch"}) == \
+        "use a smaller --patch (e.g. --patch 128), or this"
+    assert for_the_command_line(
+        "give it (--model unet --residual; Python: TrainConfig(model='unet', residual=True)) "
+        "(Python: fit(train=TrainConfig()))") == "give it (--model unet --residual)"
     (tmp_path / "x.h5").write_bytes(b"")
     image = np.ones((96, 96), np.float32) + np.eye(96, dtype=np.float32)
     a = write_mrc(tmp_path / "a.mrc", image)
@@ -706,3 +714,20 @@ def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(t
         "one, e.g. 32 (or leave it out: the default is chosen for the micrograph and the "
         "device)"]
     assert not (tmp_path / "out").exists()
+
+
+def test_train_resumed_says_what_it_trained_and_a_finished_run_says_nothing_was(tiny_run,
+                                                                                 tmp_path, capsys):
+    """``train --resume`` of a finished run had said 'trained ... for 4 steps: loss nan' when
+    nothing was trained; now it says so, and a longer run resumed says from which step."""
+    run = tmp_path / "run"
+    argv = ["train", str(tiny_run.store), "-o", str(run), "--model", "unet-small", "--precision",
+            "fp32", "--batch-size", "4", "--quiet"]
+    assert main([*argv, "--steps", "4"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--steps", "4", "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"nothing to train: {run} is already at step 4 of 4; give more --steps to train it on")
+    assert main([*argv, "--steps", "6", "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"trained unet-small from step 4 to 6 into {run}: loss ")

@@ -349,7 +349,9 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
     ``--count 0: must be ...`` where the message gives no option (a True or False stays)."""
     import re
 
-    text = re.sub(r" \(Python: [^()]*\)", "", str(message))
+    python = r"Python: (?:[^()]|\((?:[^()]|\([^()]*\))*\))*"  # calls two deep: fit(train=X())
+    text = re.sub(r" \(" + python + r"\)", "", str(message))
+    text = re.sub(r"; " + python + r"(?=\))", "", text)  # (--model unet; Python: ...)
     text = re.sub(r"\b[a-z_]+=True \((--[a-z][a-z-]*)\)", r"\1", text)
     text = re.sub(r"\b[a-z_]+=False \((--no-[a-z][a-z-]*)\)", r"\1", text)
     value = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'"]+)"""  # a repr, whole

@@ -376,6 +376,10 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
         h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]
 
 
+class PixelSizeWarning(UserWarning):
+    """Micrographs of pixel sizes more than 1 % apart, where one was expected."""
+
+
 def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
     """A warning when micrographs' headers give pixel sizes more than 1 % apart (seldom meant:
     one magnification per data set), naming one file of each size."""
@@ -387,7 +391,7 @@ def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
         listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
         warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
                       f"{consequence}. If they come from one data set, check the headers; "
-                      f"otherwise {otherwise}", UserWarning, stacklevel=3)
+                      f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
 
 
 def same_paths(a, b) -> bool:
