@@ -243,6 +243,11 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     paths = [Path(h.path) for h in headers]
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
+    unset = [h for h in headers if not h.pixel_size_angstrom]
+    if unset:  # training does without it; the denoise printed at the end does not
+        _log.warning("%s%s: the header leaves the pixel size unset (0 Å); the fit goes on, but "
+                     "denoising needs it: set it in the headers, or give denoise --pixel-size Å",
+                     unset[0].path, f" and {len(unset) - 1} more" if len(unset) > 1 else "")
     config = training(start, train, run)
     if train is None and not overwrite:
         config = as_made_before(run, start, config)

@@ -10,7 +10,7 @@ import mrcfile
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import write_mrc
+from conftest import TINY_TRAIN, write_mrc
 
 import cryostream
 from cryostream import PrepareConfig
@@ -784,6 +784,26 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
             assert "larger --budget" in warned[0] and "leave out -m" in warned[0]
         else:
             assert warned == []
+
+
+def test_a_run_stopped_before_it_was_ever_evaluated_is_named_when_it_denoises(tiny_run,
+                                                                               tmp_path):
+    """A fit whose budget ran out at step 1 of 1000 (or a Ctrl-C) was never evaluated, so
+    nothing warned, and a newcomer's output correlated with the truth at 0.074 against the
+    micrograph's 0.150: denoising with it now says it stopped short, and how to go on."""
+    import dataclasses
+
+    from cryostream.denoise.api import ModelWarning
+    from cryostream.training import train
+
+    config = dataclasses.replace(TINY_TRAIN, steps=50, eval_every=100)
+    run = tmp_path / "short"
+    train(tiny_run.store, run, config, stop_at=2, log=lambda *_: None)
+    with pytest.warns(ModelWarning, match=r"short: its training stopped at step 2 of 50 \(its "
+                      r"budget ran out, or Ctrl-C\) before it was ever evaluated: .*larger "
+                      r"--budget"):
+        denoise(run, tiny_run.sim.micrographs[:1], tmp_path / "out",
+                config=DenoiseConfig.raw(tile=64), workers=1)
 
 
 def test_an_output_given_again_as_input_is_named(trained, tmp_path, capsys):

@@ -740,3 +740,19 @@ def test_a_refused_fit_leaves_no_folders_and_a_file_for_the_run_is_named(mics, t
     with pytest.raises(StoreError, match="run: is a file; give a folder for the run"):
         cryostream.fit(mics, tmp_path / "run", train=SMALL, budget=SPENT)
     assert _tree(tmp_path) == ["run"]
+
+
+def test_a_micrograph_without_a_pixel_size_is_fitted_with_a_warning(mics, tmp_path, caplog):
+    """A header whose pixel size is unset (0 Å): the fit goes on (training does without it)
+    but says that the denoise it prints will need one (it had ended with a command that
+    failed)."""
+    import mrcfile
+    from conftest import write_mrc
+
+    unset = [write_mrc(tmp_path / p.name, mrcfile.read(p).astype(np.float32), pixel_size=0.0)
+             for p in mics]
+    with caplog.at_level("WARNING", logger="cryostream"):
+        result = cryostream.fit(unset, tmp_path / "run", train=SMALL, budget=SPENT)
+    assert result.store.is_file()
+    assert (f"{unset[0]} and 1 more: the header leaves the pixel size unset (0 Å); the fit goes "
+            "on, but denoising needs it") in caplog.text

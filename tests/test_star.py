@@ -589,7 +589,8 @@ def _relion_layout(root: Path, names: list[str]) -> Path:
     relative to the project folder ``root``; only ``a.mrc`` is there."""
     folder = root / "MotionCorr" / "job002" / "Micrographs"
     folder.mkdir(parents=True)
-    write_mrc(folder / "a.mrc", _image())
+    # a ramp in both directions: no row or column of one value (prepare refuses those)
+    write_mrc(folder / "a.mrc", _image() + 0.5 * np.arange(64, dtype=np.float32)[:, None])
     (root / "CtfFind" / "job003").mkdir(parents=True)
     return _star(root / "CtfFind" / "job003", {
         "rlnMicrographName": [f"MotionCorr/job002/Micrographs/{n}" for n in names],

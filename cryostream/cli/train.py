@@ -61,9 +61,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     """Train, then print the loss, the test PSNR, the speed and the peak memory."""
     config = train_config(args)
+    from cryostream.runs import checkpoint_steps
     from cryostream.training import train
 
+    done = checkpoint_steps(args.output)[-1:] if args.resume else []
     r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet)
+    if done and r.steps <= done[0]:  # a finished run resumed: nothing was trained
+        print(f"nothing to train: {r.run} is already at step {r.steps} of {config.steps}; give "
+              "more --steps to train it on")
+        return 0
     ev = r.eval
     test = (f"test PSNR {ev['psnr']:.2f} dB (noisy input {ev['noisy_psnr']:.2f} dB)"
             if ev else "no test split")
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     speed = (f"{r.patches_per_second:.1f} patches/s, " if math.isfinite(r.patches_per_second)
              else "")  # too few steps to time
-    print(f"trained {config.model} for {r.steps} steps into {r.run}: loss {r.final_loss:.4g}, "
+    steps = f"from step {done[0]} to {r.steps}" if done else f"for {r.steps} steps"
+    print(f"trained {config.model} {steps} into {r.run}: loss {r.final_loss:.4g}, "
           f"{test}, {speed}{r.seconds:.0f} s, peak memory {peak_rss_mb():,.0f} MB")
     return 0

@@ -65,20 +65,29 @@ def warn_if_under_input(run: str) -> None:
     micrographs (a ``fit`` stopped after a few steps). Not for a run trained on recorrupted
     targets: its output estimates the clean micrograph, compared there with a noisy target, so
     it scores under the noisy input by design."""
+    import warnings
+
+    from cryostream.checkpoints import checkpoint_steps
     from cryostream.runs import last_evaluation, load_record
 
     ev = last_evaluation(run)
+    further = ("train it further: cryostream fit with a larger --budget (Python: budget=), or fit "
+               "the general model (cryostream fit's default); or leave out -m (Python: pass "
+               "'general' as the run) to use the shipped general model")
     if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
             not load_record(run).recorrupt:
-        import warnings
-
         warnings.warn(
             f"{model_name(run)}: its network scored under the noisy input when its training "
             f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
-            f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; train it "
-            "further: cryostream fit with a larger --budget (Python: budget=), or fit the "
-            "general model (cryostream fit's default); or leave out -m (Python: pass 'general' "
-            "as the run) to use the shipped general model", ModelWarning, stacklevel=3)
+            f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; {further}",
+            ModelWarning, stacklevel=3)
+    elif not ev and Path(run).is_dir():  # stopped before any evaluation, short of its steps
+        step, target = (checkpoint_steps(run) or [0])[-1], load_record(run).train.steps
+        if step < target:
+            warnings.warn(
+                f"{model_name(run)}: its training stopped at step {step} of {target} (its budget "
+                "ran out, or Ctrl-C) before it was ever evaluated: its outputs may be worse than "
+                f"the micrographs; {further}", ModelWarning, stacklevel=3)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
