@@ -40,7 +40,8 @@ _guard = threading.Lock()
 @contextlib.contextmanager
 def folder_lock(*folders: Path, command: str, fix: str, what: str):
     """Hold ``folders`` (made if missing) for ``command`` (``"fit"``, ``"train"``) while it
-    runs: a :class:`StoreError` naming the holder if another process holds one of them, with
+    runs: a :class:`StoreError` naming the holder if another process (or another thread of
+    this one) holds one of them, with
     ``fix`` (what to do instead) after it; a folder that is a file is named, with ``what``
     (the options that give the folders). Folders made here (and their missing parents) are
     removed again if the command leaves nothing in them."""
