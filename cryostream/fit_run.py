@@ -117,16 +117,24 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
     """Prepare the store, or keep it when it is complete and made from these very inputs."""
     stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
     record = store.parent / STORE_RECORD
+    old = None
     if store.is_file() and record.is_file():
         try:
-            if json.loads(record.read_text()) == stamp:
-                _log.info("the store %s is complete and its micrographs unchanged: kept", store)
-                return
+            old = json.loads(record.read_text())
         except (OSError, ValueError):
             pass
+        if old == stamp:
+            _log.info("the store %s is complete and its micrographs unchanged: kept", store)
+            return
+    if isinstance(old, dict) and not overwrite and any(
+            old.get(k) != stamp[k] for k in ("sources", "config")):  # not the same micrographs
+        raise StoreError(f"{store.parent}: holds the store of other micrographs or options "
+                         "(another fit's --work?); give this fit its own work folder (--work), "
+                         "or pass --overwrite to prepare it again there")
     if store.exists():
-        _log.info("the store %s was made from other micrographs or options: preparing it again",
-                  store)
+        _log.info("the store %s was made from %s: preparing it again", store,
+                  "micrographs changed since" if isinstance(old, dict)
+                  else "other micrographs or options")
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     with PrepareProgress(len(paths)):

@@ -756,3 +756,23 @@ def test_a_micrograph_without_a_pixel_size_is_fitted_with_a_warning(mics, tmp_pa
     assert result.store.is_file()
     assert (f"{unset[0]} and 1 more: the header leaves the pixel size unset (0 Å); the fit goes "
             "on, but denoising needs it") in caplog.text
+
+
+def test_another_fits_work_folder_is_refused_not_prepared_again(mics, tmp_path):
+    """Two fits pointed at one --work, one after the other: the second had prepared the
+    first's store again from its own micrographs (rc 0, one note), leaving the first pointing
+    at a store of other micrographs. Now it is refused naming the folder, and --overwrite
+    prepares it there on purpose; the same fit again keeps its store."""
+    others = cryostream.simulate(tmp_path / "others", 2, shape=(128, 160), seed=9).micrographs
+    work = tmp_path / "shared"
+    first = cryostream.fit(mics, tmp_path / "a", work=work, train=SMALL, budget=SPENT)
+    made = first.store.stat().st_mtime_ns
+    with pytest.raises(StoreError, match=rf"^{work}: holds the store of other micrographs or "
+                       r"options \(another fit's --work\?\); give this fit its own work folder"):
+        cryostream.fit(others, tmp_path / "b", work=work, train=SMALL, budget=SPENT)
+    assert first.store.stat().st_mtime_ns == made and not (tmp_path / "b").exists()
+    again = cryostream.fit(mics, tmp_path / "a", work=work, train=SMALL, budget=SPENT)
+    assert again.store.stat().st_mtime_ns == made  # its own: kept
+    replaced = cryostream.fit(others, tmp_path / "b", work=work, train=SMALL, budget=SPENT,
+                              overwrite=True)
+    assert replaced.store.is_file()
