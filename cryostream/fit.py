@@ -292,9 +292,10 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
         # checked before anything is written; fit's command line has --model, no --residual
         params = start_params(init, config.model_config(),
                               instead="a run of fit with this network", residual_flag=False)
-    _log.info("fit: %d micrographs of %d × %d px, patches of %d px (stride %d), %s%s, %s",
-              len(paths), *headers[0].shape, prep.patch_size, prep.stride, config.model,
-              " (residual)" if config.residual else "", state)
+    _log.info("fit: %d micrograph%s of %d × %d px, patches of %d px (stride %d), %s%s, %s%s",
+              len(paths), "s" * (len(paths) != 1), *headers[0].shape, prep.patch_size,
+              prep.stride, config.model, " (residual)" if config.residual else "", state,
+              "; one micrograph: none held out, so no test PSNR" if len(paths) == 1 else "")
     _log.info("work folder: %s (the store, kept for resuming)", work)  # folder_lock made both
     try:
         make_store(paths, store, prep, headers, overwrite, permissive)

@@ -776,3 +776,12 @@ def test_another_fits_work_folder_is_refused_not_prepared_again(mics, tmp_path):
     replaced = cryostream.fit(others, tmp_path / "b", work=work, train=SMALL, budget=SPENT,
                               overwrite=True)
     assert replaced.store.is_file()
+
+
+def test_a_fit_of_one_micrograph_says_none_is_held_out(mics, tmp_path, notes):
+    """One micrograph: no test split, so no test PSNR; the note says so (it said '1
+    micrographs' and nothing else)."""
+    cryostream.fit(mics[:1], tmp_path / "run", train=SMALL, budget=SPENT)
+    (said,) = [n for n in notes if n.startswith("fit: ")]
+    assert said.startswith("fit: 1 micrograph of 128 × 160 px")
+    assert said.endswith("; one micrograph: none held out, so no test PSNR")
