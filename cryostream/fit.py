@@ -16,6 +16,7 @@ resumes from its last checkpoint. Every stage notes its progress through :mod:`l
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -231,6 +232,15 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                     prepare=prepare, overwrite=overwrite, permissive=permissive)
 
 
+def _fit_steps(run: Path) -> int | None:
+    """The steps an earlier fit in ``run`` trains for (its ``fit.json``), or None."""
+    try:
+        steps = json.loads((run / FIT_RECORD).read_text())["train"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
 def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, prepare,
          overwrite: bool, permissive: bool) -> FitResult:
     t0 = time.perf_counter()
@@ -262,8 +272,10 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                           "targets needs the micrographs' own (matched) noise; prepare with "
                           "noise='matched' (the recipe's), or pass start='scratch'")
     init = config.init
-    config = dataclasses.replace(config, steps=parsed.steps if parsed and parsed.steps else
-                                 config.steps)
+    steps = parsed.steps if parsed and parsed.steps else None
+    if parsed is not None and steps is None and not overwrite:  # a time budget goes on with
+        steps = _fit_steps(run)  # the run's own schedule (a budget in steps had set it)
+    config = dataclasses.replace(config, steps=steps or config.steps)
     request = {"kind": "FitRecord", "cryostream_version": __version__,
                "start": config.init or "scratch", "skipped": skipped,
                "inputs": [str(p) for p in paths], "store": str(store),

@@ -785,3 +785,15 @@ def test_a_fit_of_one_micrograph_says_none_is_held_out(mics, tmp_path, notes):
     (said,) = [n for n in notes if n.startswith("fit: ")]
     assert said.startswith("fit: 1 micrograph of 128 × 160 px")
     assert said.endswith("; one micrograph: none held out, so no test PSNR")
+
+
+def test_a_time_budget_goes_on_with_the_schedule_a_budget_in_steps_set(mics, tmp_path, notes):
+    """A fit made with a budget in steps and continued with a time budget kept the recipe's
+    steps instead (its schedule changed silently: 'resuming at step 30 of 1000' after
+    200steps); now the run's own steps stay."""
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, train=SMALL, budget="2steps")
+    notes.clear()
+    cryostream.fit(mics, run, train=SMALL, budget="30m")
+    (said,) = [n for n in notes if n.startswith("fit: ")]
+    assert said.endswith("nothing to train: already at step 2 of 2")
