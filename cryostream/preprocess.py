@@ -168,11 +168,11 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
         return (*stats, None), None, None
     defects = find_defects(image)
     blank = mostly_blank(image, defects)  # nothing to measure or train on: refused after
-    if blank or not defects:
-        return (*stats, blank), None if blank else estimate_noise(
-            image, header.pixel_size_angstrom or 1.0, tile=tile_for(image.shape)), None
-    return (*stats, None), estimate_noise(mend(image, defects), header.pixel_size_angstrom or 1.0,
-                                          tile=tile_for(image.shape)), defects.record()
+    if blank:
+        return (*stats, blank), None, None
+    measured = mend(image, defects) if defects else image
+    return (*stats, None), estimate_noise(measured, header.pixel_size_angstrom or 1.0,
+                                          tile=tile_for(image.shape)), defects.record() if defects else None
 
 
 def noise_measurable(header: MicrographHeader, stats) -> bool:
