@@ -176,7 +176,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
 
     Parameters
     ----------
-    inputs : paths, globs, folders or a RELION STAR file
+    inputs : paths, globs, folders, a RELION STAR file or a cryoSPARC exposures .cs file
         The micrographs (all one shape).
     run : path-like
         The run folder: what ``cryostream train`` writes, and ``fit.json`` (this request).

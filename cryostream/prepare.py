@@ -109,7 +109,7 @@ def prepare(
 
     Parameters
     ----------
-    inputs : paths, globs, folders or a RELION STAR file
+    inputs : paths, globs, folders, a RELION STAR file or a cryoSPARC exposures .cs file
         The micrographs.
     output : path-like
         The store's master file (``DATA.h5``); shards go to ``DATA.h5.shards/``.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
+from cryostream.io.cryosparc import is_micrograph_list
 from cryostream.io.halves import EVEN_SUFFIXES, half_key, pair_halves
 from cryostream.io.star import read_micrograph_star
 from cryostream.split import split_micrographs
@@ -83,7 +84,7 @@ def _star_column(items: Iterable[str | os.PathLike], column: str) -> list:
     out: list = []
     for item in items:
         path = Path(item)
-        if path.suffix.lower() == ".star" and path.is_file():
+        if is_micrograph_list(path):
             out += read_micrograph_star(path, column=column)
         else:
             out.append(item)

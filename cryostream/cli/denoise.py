@@ -115,9 +115,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               "general model or your own run",
                               description="Tiled whole-micrograph denoising; writes MRC files "
                               "(float32 unless --dtype) and a STAR file listing them.")
-    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file "
-                   "(its optics set each micrograph's pixel size and CTF optics; CTFFIND's "
-                   "defocus columns are used instead of a fit)")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders, a RELION STAR file or a "
+                   "cryoSPARC exposures .cs file (their optics set each micrograph's pixel size "
+                   "and CTF optics; their defocus is used instead of a fit)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", metavar="RUN|NAME",
                    help="the model: a run folder from cryostream train, an exported .npz, or a "

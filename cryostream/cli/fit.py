@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "added, α 1; recorrupted targets, a gentle learning rate; the general model's learned "
         "weights kept); --from scratch trains the recipe from random parameters instead. Run "
         "the same command again to continue. Then: cryostream denoise INPUTS -o OUT --model RUN.")
-    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders, a RELION STAR file or a "
+                   "cryoSPARC exposures .cs file")
     p.add_argument("-o", "--output", required=True, help="the run folder")
     p.add_argument("--from", dest="start", metavar="general|scratch|RUN",
                    help="where the network starts: the shipped general model (the default for "

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Plan a preprocessing run: patch grid for both edge "
                               "policies, split, store size per dtype and noise mode, RAM, disk, "
                               "time.")
-    p.add_argument("inputs", nargs="*", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("inputs", nargs="*", help="MRC files, globs, folders, a RELION STAR file or a "
+                   "cryoSPARC exposures .cs file")
     p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
                    help="plan for hypothetical micrographs of this size")
     p.add_argument("--count", type=int, help="number of hypothetical micrographs")

@@ -67,7 +67,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``prepare`` to the subcommands."""
     p = subparsers.add_parser("prepare", help="normalise, patch and noise micrographs into HDF5",
                               description="Build an HDF5 training store from micrographs with Dask.")
-    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders or a RELION STAR file")
+    p.add_argument("inputs", nargs="+", help="MRC files, globs, folders, a RELION STAR file or a "
+                   "cryoSPARC exposures .cs file")
     p.add_argument("-o", "--output", required=True, help="the store (DATA.h5)")
     p.add_argument("--targets", nargs="+", metavar="TARGET",
                    help="one target per micrograph (e.g. a simulation's truth/ folder): pair "

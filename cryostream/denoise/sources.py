@@ -21,7 +21,7 @@ from cryostream.denoise.pixels import (
 )
 from cryostream.denoise.steps import WienerGain, checked_gain, fit_with_error, no_rings, zeros_noise
 from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, read_star
+from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, is_micrograph_list, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
            "gather_inputs", "array_stack"]
@@ -270,7 +270,7 @@ def _star_items(items: list, column: str,
     entries, stars, read = [], [], set()
     for item in items:
         p = Path(os.fspath(item))
-        if p.suffix.lower() == ".star" and p.is_file():
+        if is_micrograph_list(p):
             if p.resolve() in read:  # the same STAR file given twice: read once
                 continue
             read.add(p.resolve())

@@ -24,6 +24,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
+from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
 from cryostream.io.folders import folder_micrographs
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.star import read_micrograph_star
@@ -86,7 +87,8 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
     items = listed_inputs(inputs)
     if not items:
         raise InvalidMicrographError(
-            "<inputs>", "no micrographs were given", "pass MRC files, globs, folders or a STAR file"
+            "<inputs>", "no micrographs were given",
+            "pass MRC files, globs, folders, a STAR file or a .cs file"
         )
     paths: list[Path] = []
     for item in items:
@@ -94,7 +96,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
         p = Path(text)
         if p.is_dir():
             paths += folder_micrographs(p)
-        elif p.suffix.lower() == ".star" and p.is_file():
+        elif is_micrograph_list(p):
             paths += read_micrograph_star(p, permissive=permissive)
         elif any(ch in text for ch in "*?["):
             found = sorted(Path(m) for m in glob.glob(text))
@@ -135,7 +137,7 @@ def given_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
     groups: dict[tuple[str, str], list[str]] = {}
     for item in map(os.fspath, inputs):
         path = Path(item)
-        if not path.is_file() or path.suffix.lower() == ".star" or glob.escape(item) != item:
+        if not path.is_file() or path.suffix.lower() in LIST_SUFFIXES or glob.escape(item) != item:
             words.append(item)
             continue
         key = (os.path.dirname(item), path.suffix)

@@ -19,10 +19,13 @@ import pandas as pd
 import starfile
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.cryosparc import is_micrograph_list, star_tables
 from cryostream.io.star_columns import warn_near_columns
+from cryostream.io.star_write import write_micrograph_star
 
 __all__ = ["Optics", "Defocus", "StarMicrograph", "MicrographStar", "MAX_DEFOCUS_ANGSTROM",
-           "StarFileWarning", "read_star", "read_micrograph_star", "write_micrograph_star"]
+           "StarFileWarning", "read_star", "read_micrograph_star", "write_micrograph_star",
+           "is_micrograph_list"]
 
 _COLUMN = "rlnMicrographName"
 _GROUP = "rlnOpticsGroup"
@@ -210,7 +213,8 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
 
     Relative names are resolved as RELION does, against the project folder: the working
     directory first (RELION runs there), then the STAR file's folder and up to three folders
-    above it (for a STAR file given from elsewhere).
+    above it (for a STAR file given from elsewhere). A cryoSPARC exposures ``.cs`` file is
+    read as the STAR file it stands for (:func:`cryostream.io.cryosparc.star_tables`).
 
     Parameters
     ----------
@@ -237,14 +241,17 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     StarFileWarning
         A micrograph listed on two rows alike (it is used once).
     """
-    path = Path(path)
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises many kinds on malformed text
-        raise _fail(path, f"not a readable STAR file ({exc})",
-                    "check it was written by RELION") from None
-    tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
-    warn_near_columns(path, tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
+    path, skipped = Path(path), []
+    if path.suffix.lower() == ".cs":  # cryoSPARC's exposures, as the STAR file they stand for
+        tables, skipped = star_tables(path, column, permissive)
+    else:
+        try:
+            blocks = starfile.read(path, always_dict=True)
+        except Exception as exc:  # starfile raises many kinds on malformed text
+            raise _fail(path, f"not a readable STAR file ({exc})",
+                        "check it was written by RELION") from None
+        tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
+        warn_near_columns(path, tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
     particles = [k for k, b in tables.items()
                  if _COLUMN in b.columns and not set(_PARTICLE).isdisjoint(b.columns)]
     name = next((k for k, b in tables.items() if column in b.columns and k not in particles), None)
@@ -276,7 +283,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
                                 *list(path.parent.resolve().parents)[:3]]))
     project = None
-    micrographs, skipped, bad, seen = [], [], [], {}
+    micrographs, bad, seen = [], [], {}
     for i, row in table.iterrows():
         text = str(row[column])
         where = f"row {i + 1} ({text})"
@@ -388,33 +395,3 @@ def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN, *,
     :func:`read_star` does (``permissive``: rows whose file is missing left out with a
     warning), its optics and defocus checked."""
     return [m.path for m in read_star(path, column, permissive=permissive).micrographs]
-
-
-def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
-    """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``, each
-    after RELION's ``# version 30001``) atomically: through a temporary name and a rename,
-    nothing partial left on error. The same tables give the same bytes (no clock in the
-    file), and a file already holding them is left untouched.
-
-    Parameters
-    ----------
-    path : path-like
-        The ``.star`` file.
-    optics_table, micrographs_table : pandas.DataFrame
-        The blocks, columns named as RELION names them (``rlnOpticsGroup`` …).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
-                       overwrite=True)
-        text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
-                       else ln for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
-        if path.is_file() and path.read_text() == text:
-            tmp.unlink()
-            return
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

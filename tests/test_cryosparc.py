@@ -1,0 +1,175 @@
+"""cryoSPARC exposure files (``.cs``) given where a STAR file goes (cryostream.io.cryosparc):
+real NumPy tables laid out as a cryoSPARC project lays them out, real micrographs, the real
+command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import starfile
+
+from cryostream.errors import InvalidMicrographError
+
+_MOTION = "J3/motioncorrected"
+
+
+def _exposures(path: Path, names: list[str], *, ctf: bool = True, particles: bool = False,
+               defocus=(19000.0, 18800.0, 0.5)) -> Path:
+    """A ``.cs`` table as a cryoSPARC job writes it: fixed-width byte strings, float32 values,
+    ``ctf/*`` fields after CTF estimation (all zero where it was not run)."""
+    width = max(len(n) for n in names)
+    blob = "blob" if particles else "micrograph_blob"
+    fields = [("uid", "<u8"), (f"{blob}/path", f"S{width}"), (f"{blob}/psize_A", "<f4"),
+              (f"{blob}/shape", "<u4", (2,)), ("mscope_params/accel_kv", "<f4"),
+              ("mscope_params/cs_mm", "<f4")]
+    if ctf:
+        fields += [(f, "<f4") for f in ("ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast",
+                                        "ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad")]
+    table = np.zeros(len(names), dtype=fields)
+    table["uid"] = np.arange(len(names)) + 10**17
+    table[f"{blob}/path"] = [n.encode() for n in names]
+    table[f"{blob}/psize_A"] = 0.6575
+    table["mscope_params/accel_kv"], table["mscope_params/cs_mm"] = 300, 2.7
+    if ctf:
+        table["ctf/accel_kv"], table["ctf/cs_mm"], table["ctf/amp_contrast"] = 300, 2.7, 0.07
+        table["ctf/df1_A"], table["ctf/df2_A"], table["ctf/df_angle_rad"] = defocus
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # np.save would add .npy to a name without it
+        np.save(f, table)
+    return path
+
+
+def _project(tiny_run, root: Path, count: int = 2) -> list[str]:
+    """Micrographs where cryoSPARC's Patch Motion Correction puts them, named as it names
+    them (the project folder ``root``); their names relative to it."""
+    (root / _MOTION).mkdir(parents=True)
+    names = []
+    for i in range(count):
+        name = f"{_MOTION}/{10**17 + i}_m{i}_patch_aligned_doseweighted.mrc"
+        shutil.copy(tiny_run.sim.micrographs[i], root / name)
+        names.append(name)
+    return names
+
+
+def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
+        tiny_run, tmp_path, monkeypatch):
+    """``denoise`` given a Patch CTF job's exposures file from outside the project: each
+    micrograph is found through the project folder and takes the table's pixel size, optics
+    and defocus (the CTF is not fitted again), and the STAR file written lists the outputs."""
+    from cryostream.cli import main
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    truth = starfile.read(tiny_run.sim.micrographs_star).iloc[:2]  # the simulated defocus
+    defocus = (truth["rlnDefocusU"], truth["rlnDefocusV"], np.radians(truth["rlnDefocusAngle"]))
+    cs = _exposures(root / "J5" / "J5_exposures_ctf_estimated.cs", names, defocus=defocus)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(cs), "-o", str(out), "--raw", "--tile",
+                 "64", "--workers", "1"]) == 0  # raw: 160 × 128 px hold too few Thon rings
+    stems = [Path(n).stem for n in names]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(f"{s}.mrc" for s in stems), *(f"{s}.json" for s in stems), "denoised_micrographs.star"])
+    record = json.loads((out / f"{stems[0]}.json").read_text())
+    assert record["input"] == str((root / names[0]).resolve())
+    assert record["given"]["pixel_size_angstrom"] == pytest.approx(0.6575)
+    given = record["given"]["defocus"]
+    assert (given["defocus_u_angstrom"], given["defocus_v_angstrom"]) == pytest.approx(
+        (truth["rlnDefocusU"][0], truth["rlnDefocusV"][0]), abs=0.01)
+    assert given["angle_deg"] == pytest.approx(truth["rlnDefocusAngle"][0] % 180, abs=1e-3)
+    assert record["config"]["amplitude_contrast"] == 0.07  # the table's, not the default 0.1
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    optics = written["optics"].iloc[0]
+    assert (optics["rlnVoltage"], optics["rlnSphericalAberration"],
+            optics["rlnAmplitudeContrast"], optics["rlnMicrographPixelSize"]) == (
+        300.0, 2.7, 0.07, 0.6575)
+    rows = written["micrographs"]
+    assert [Path(n).name for n in rows["rlnMicrographName"]] == [f"{s}.mrc" for s in stems]
+    assert list(rows["rlnDefocusU"]) == pytest.approx(list(truth["rlnDefocusU"]), abs=0.01)
+
+
+def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
+    """``read_star`` on a ``.cs`` file: optics groups from the distinct optics, defocus only
+    where a CTF was estimated (cryoSPARC leaves zeros), names found from the job folder, an
+    export folder further down, or the working directory; a leading '>' is not a name's."""
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    star = read_star(_exposures(root / "J5" / "e.cs", names))
+    assert [m.path for m in star.micrographs] == [root / n for n in names]
+    assert {m.optics.group for m in star.micrographs} == {1}
+    assert star.micrographs[1].optics.amplitude_contrast == 0.07
+    assert star.micrographs[1].defocus.defocus_u_angstrom == 19000.0
+    plain = read_star(_exposures(root / "J4" / "e.cs", names, ctf=False))
+    assert all(m.defocus is None for m in plain.micrographs)  # no CTF fields: fitted later
+    assert plain.micrographs[0].optics.voltage_kv == 300.0  # the microscope's, not the CTF's
+    assert plain.micrographs[0].optics.amplitude_contrast is None
+    zeros = read_star(_exposures(root / "J6" / "e.cs", names, defocus=(0.0, 0.0, 0.0)))
+    assert all(m.defocus is None for m in zeros.micrographs)
+    export = _exposures(root / "exports" / "groups" / "P7_J5_exposures" / "e.cs",
+                        [">" + n for n in names])
+    assert [m.path for m in read_star(export).micrographs] == [root / n for n in names]
+    monkeypatch.chdir(root)
+    away = _exposures(tmp_path / "elsewhere" / "e.cs", names)
+    assert [m.path for m in read_star(away).micrographs] == [Path.cwd() / n for n in names]
+
+
+def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypatch, capsys):
+    """A particles table, a table of other things, a file that is not NumPy's, micrographs
+    that cannot be found: one line each naming the file and what to do, nothing written;
+    ``--permissive`` leaves out the missing micrographs with a warning."""
+    from cryostream.cli import main
+    from cryostream.io.stack import MicrographSkippedWarning
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    particles = _exposures(root / "J9" / "J9_particles.cs", names, particles=True)
+    with pytest.raises(InvalidMicrographError, match="a particles .cs file .* give the "
+                       "micrographs' .cs file"):
+        read_star(particles)
+    text = root / "J9" / "notes.cs"
+    text.write_text("not a table\n")
+    with pytest.raises(InvalidMicrographError, match="not a cryoSPARC .cs table NumPy can read"):
+        read_star(text)
+    other = root / "J9" / "other.cs"
+    with open(other, "wb") as f:
+        np.save(f, np.zeros(3, dtype=[("uid", "<u8"), ("location/center_x_frac", "<f4")]))
+    with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path"):
+        read_star(other)
+    gone = _exposures(root / "J5" / "e.cs", [*names, f"{_MOTION}/gone.mrc"])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(out), "--raw", "--tile",
+                 "64", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "1 of the 3 micrographs are not found (row 3:" in err
+    assert "--permissive" in err and not out.exists()
+    with pytest.warns(MicrographSkippedWarning, match="row 3's micrograph is not found"):
+        assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(out), "--raw", "--tile",
+                     "64", "--workers", "1", "--permissive"]) == 0
+    assert len(starfile.read(out / "denoised_micrographs.star", always_dict=True)[
+        "micrographs"]) == 2
+    lost = _exposures(tmp_path / "moved" / "e.cs", names)  # the project is not where it says
+    with pytest.raises(InvalidMicrographError, match="row 1's micrograph .* is in none of the "
+                       "folders it could be relative to"):
+        read_star(lost)
+
+
+def test_prepare_takes_an_exposures_file(tiny_run, tmp_path):
+    """``prepare`` (and ``fit`` and ``plan``, which read their inputs alike) take the ``.cs``
+    file's micrographs."""
+    import cryostream
+    from cryostream import PrepareConfig
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root, count=3)
+    cs = _exposures(root / "J5" / "e.cs", names)
+    result = cryostream.prepare(cs, tmp_path / "data.h5",
+                                PrepareConfig(patch_size=32, stride=32, test_fraction=0.34))
+    assert result.micrographs == 3
