@@ -310,13 +310,14 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
               "; one micrograph: none held out, so no test PSNR" if len(paths) == 1 else "")
     _log.info("work folder: %s (the store, kept for resuming)", work)  # folder_lock made both
     try:
-        make_store(paths, store, prep, headers, overwrite, permissive)
+        dropped = make_store(paths, store, prep, headers, overwrite, permissive)
     except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind
         for path in created:
             shutil.rmtree(path, ignore_errors=True)
         raise
     if fresh:  # an earlier run in the folder goes only once the new store is made
         clear_run(run)
+    skipped += [s for s in dropped if s["path"] not in {k["path"] for k in skipped}]  # NaN …
     write_json(run / FIT_RECORD, request)
 
     result = None

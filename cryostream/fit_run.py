@@ -113,8 +113,10 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
-                permissive: bool) -> None:
-    """Prepare the store, or keep it when it is complete and made from these very inputs."""
+                permissive: bool) -> list[dict]:
+    """Prepare the store, or keep it when it is complete and made from these very inputs; the
+    micrographs ``permissive`` left out for their pixels (NaN, blank) with why, as the store
+    records them."""
     stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
     record = store.parent / STORE_RECORD
     old = None
@@ -125,7 +127,7 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
             pass
         if old == stamp:
             _log.info("the store %s is complete and its micrographs unchanged: kept", store)
-            return
+            return _skipped(store)
     if isinstance(old, dict) and not overwrite and any(
             old.get(k) != stamp[k] for k in ("sources", "config")):  # not the same micrographs
         raise StoreError(f"{store.parent}: holds the store of other micrographs or options "
@@ -141,3 +143,11 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
         prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
                       permissive=permissive, progress=False, log=_log.info)
     write_json(record, stamp)
+    return _skipped(store)
+
+
+def _skipped(store: Path) -> list[dict]:
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        return json.loads(f.attrs.get("skipped", "[]"))

@@ -469,7 +469,7 @@ def test_a_fit_run_again_says_what_it_does_with_the_steps_it_has(tiny_run, tmp_p
 
 def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, notes):
     """A micrograph skipped under ``permissive`` (NaN pixels) is measured with the others but
-    not counted among those the store is prepared from."""
+    not counted among those the store is prepared from, and is named as left out."""
     from cryostream.io.stack import MicrographSkippedWarning
 
     bad = tmp_path / "nan.mrc"
@@ -479,11 +479,18 @@ def test_permissive_notes_count_the_micrographs_the_store_holds(mics, tmp_path, 
         mrc.set_data(data)
         mrc.voxel_size = 0.6575
     with pytest.warns(MicrographSkippedWarning, match="nan.mrc"):
-        cryostream.fit([*mics, bad], tmp_path / "run", train=SMALL, budget=SPENT,
-                       permissive=True)
+        result = cryostream.fit([*mics, bad], tmp_path / "run", train=SMALL, budget=SPENT,
+                                permissive=True)
     said = list(notes)
     assert "measuring the noise: 3/3 micrographs" in said
     assert "preparing the store: 2/2 micrographs" in said
+    # named as a file left unread is: in the result, its summary and fit.json, with why
+    assert result.skipped == (str(bad),) and "1 micrograph left out" in result.summary()
+    (left,) = json.loads((tmp_path / "run" / FIT_RECORD).read_text())["skipped"]
+    assert left["path"] == str(bad) and "NaN" in left["reason"]
+    again = cryostream.fit([*mics, bad], tmp_path / "run", train=SMALL, budget=SPENT,
+                           permissive=True)  # the store kept, not measured again: still named
+    assert again.skipped == (str(bad),) and "1 micrograph left out" in again.summary()
 
 
 def test_a_micrograph_left_out_is_named_and_the_next_command_leaves_it_out_too(mics, tmp_path,
