@@ -13,6 +13,7 @@ import pytest
 import starfile
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.star import StarFileWarning
 
 _MOTION = "J3/motioncorrected"
 
@@ -109,14 +110,36 @@ def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
     assert all(m.defocus is None for m in plain.micrographs)  # no CTF fields: fitted later
     assert plain.micrographs[0].optics.voltage_kv == 300.0  # the microscope's, not the CTF's
     assert plain.micrographs[0].optics.amplitude_contrast is None
-    zeros = read_star(_exposures(root / "J6" / "e.cs", names, defocus=(0.0, 0.0, 0.0)))
-    assert all(m.defocus is None for m in zeros.micrographs)
+    zeros = _exposures(root / "J6" / "e.cs", names, defocus=(0.0, 0.0, 0.0))
+    assert all(m.defocus is None for m in read_star(zeros).micrographs)
+    table = np.load(zeros)
+    table["ctf/accel_kv"] = table["ctf/cs_mm"] = table["ctf/amp_contrast"] = 0  # not estimated
+    np.save(open(zeros, "wb"), table)
+    (first, _) = read_star(zeros).micrographs
+    assert (first.optics.voltage_kv, first.optics.cs_mm) == (300.0, 2.7)  # mscope_params'
+    assert first.optics.amplitude_contrast is None  # the option or its default stands in
+    table["ctf/amp_contrast"][0] = 0.07  # one row's: used for none, said
+    np.save(open(zeros, "wb"), table)
+    with pytest.warns(StarFileWarning, match=r"ctf/amp_contrast on 1 of 2 rows; not used"):
+        assert {m.optics.amplitude_contrast for m in read_star(zeros).micrographs} == {None}
+    table["ctf/df1_A"][0], table["ctf/df2_A"][0] = 19000, 18800  # one row's defocus only
+    np.save(open(zeros, "wb"), table)
+    with pytest.warns(StarFileWarning), pytest.raises(
+            InvalidMicrographError, match=r"1 of its 2 micrographs have no defocus .*rows 2\)"):
+        read_star(zeros)
     export = _exposures(root / "exports" / "groups" / "P7_J5_exposures" / "e.cs",
                         [">" + n for n in names])
     assert [m.path for m in read_star(export).micrographs] == [root / n for n in names]
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "J5").symlink_to(root / "J5")  # the job folder through a link
+    linked = read_star(tmp_path / "links" / "J5" / "e.cs")
+    assert [m.path for m in linked.micrographs] == [root / n for n in names]
+    assert linked.project == root  # output STAR names are relative to it, as RELION's
     monkeypatch.chdir(root)
     away = _exposures(tmp_path / "elsewhere" / "e.cs", names)
     assert [m.path for m in read_star(away).micrographs] == [Path.cwd() / n for n in names]
+    odd = read_star(away, "rlnMicrographNameOdd")  # given as --odd: the odd halves' table
+    assert [m.path for m in odd.micrographs] == [Path.cwd() / n for n in names]
 
 
 def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypatch, capsys):
@@ -131,24 +154,39 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
     names = _project(tiny_run, root)
     particles = _exposures(root / "J9" / "J9_particles.cs", names, particles=True)
     with pytest.raises(InvalidMicrographError, match="a particles .cs file .* give the "
-                       "micrographs' .cs file"):
+                       "exposures .cs file of a cryoSPARC job"):
         read_star(particles)
     text = root / "J9" / "notes.cs"
     text.write_text("not a table\n")
-    with pytest.raises(InvalidMicrographError, match="not a cryoSPARC .cs table NumPy can read"):
+    with pytest.raises(InvalidMicrographError, match="not a cryoSPARC .cs table .*NumPy's "
+                       "format, which this file does not start as"):
         read_star(text)
+    cut = root / "J9" / "cut.cs"
+    cut.write_bytes(particles.read_bytes()[:200])
+    with pytest.raises(InvalidMicrographError, match="a NumPy file that cannot be read"):
+        read_star(cut)
+    wide = root / "J9" / "wide.cs"  # hundreds of fields: a header over NumPy's 10 kB default
+    many = np.zeros(2, dtype=[("micrograph_blob/path", "S128"),
+                              *((f"field_with_a_long_name/{i}", "<f4") for i in range(400))])
+    many["micrograph_blob/path"] = [n.encode() for n in names]
+    np.save(open(wide, "wb"), many)
+    assert len(read_star(wide).micrographs) == 2
     other = root / "J9" / "other.cs"
     with open(other, "wb") as f:
         np.save(f, np.zeros(3, dtype=[("uid", "<u8"), ("location/center_x_frac", "<f4")]))
     with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path"):
         read_star(other)
+    first = _exposures(root / "J4" / "e.cs", [f"{_MOTION}/gone.mrc", *names])
+    with pytest.warns(MicrographSkippedWarning, match="row 1's micrograph is not found"):
+        assert [m.path for m in read_star(first, permissive=True).micrographs] == [
+            root / n for n in names]  # the project found from the others
     gone = _exposures(root / "J5" / "e.cs", [*names, f"{_MOTION}/gone.mrc"])
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "den"
     assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(out), "--raw", "--tile",
                  "64", "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "1 of the 3 micrographs are not found (row 3:" in err
+    assert err.count("\n") == 0 and "1 of its 3 micrographs are not found (row 3:" in err
     assert "--permissive" in err and not out.exists()
     with pytest.warns(MicrographSkippedWarning, match="row 3's micrograph is not found"):
         assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(out), "--raw", "--tile",
@@ -156,8 +194,8 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
     assert len(starfile.read(out / "denoised_micrographs.star", always_dict=True)[
         "micrographs"]) == 2
     lost = _exposures(tmp_path / "moved" / "e.cs", names)  # the project is not where it says
-    with pytest.raises(InvalidMicrographError, match="row 1's micrograph .* is in none of the "
-                       "folders it could be relative to"):
+    with pytest.raises(InvalidMicrographError, match="none of its 2 micrographs .* is in the "
+                       "folders they could be relative to"):
         read_star(lost)
 
 

@@ -5,13 +5,15 @@ per micrograph, with the micrograph's path relative to the project folder
 (``micrograph_blob/path``, e.g. ``J12/motioncorrected/..._patch_aligned_doseweighted.mrc``),
 its pixel size (``micrograph_blob/psize_A``) and, after Patch CTF Estimation or CTFFIND, its
 defocus and optics (``ctf/df1_A``, ``ctf/df2_A``, ``ctf/df_angle_rad``, ``ctf/accel_kv``,
-``ctf/cs_mm``, ``ctf/amp_contrast``). :func:`star_tables` turns it into the two tables of a
-RELION micrographs STAR file, names resolved, so that :func:`cryostream.io.star.read_star`
-checks it as any STAR file and ``denoise`` writes the same ``denoised_micrographs.star``.
+``ctf/cs_mm``, ``ctf/amp_contrast``; before it, the microscope's ``mscope_params``).
+:func:`star_tables` turns it into the two tables of a RELION micrographs STAR file, names
+resolved, so that :func:`cryostream.io.star.read_star` checks it as any STAR file and
+``denoise`` writes the same ``denoised_micrographs.star``.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -27,12 +29,14 @@ LIST_SUFFIXES = (".star", ".cs")
 
 _PATH = "micrograph_blob/path"
 _PIXEL = "micrograph_blob/psize_A"
-#: RELION's optics columns and the cryoSPARC fields that give them, the first present used.
+#: RELION's optics columns and the cryoSPARC fields that give them, the first with a value used.
 _OPTICS = {"rlnVoltage": ("ctf/accel_kv", "mscope_params/accel_kv"),
            "rlnSphericalAberration": ("ctf/cs_mm", "mscope_params/cs_mm"),
            "rlnAmplitudeContrast": ("ctf/amp_contrast",)}
+_FIELDS = {**_OPTICS, "rlnMicrographPixelSize": (_PIXEL,)}
 _DEFOCUS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad")
-_EXAMPLE = "J5/J5_exposures_ctf_estimated.cs, or a Curate Exposures job's exposures_accepted.cs"
+_GIVE = ("give the exposures .cs file of a cryoSPARC job (a Patch CTF Estimation's or a Curate "
+         "Exposures job's, in the job's folder), or the micrographs' folder")
 
 
 def is_micrograph_list(path: Path) -> bool:
@@ -45,15 +49,19 @@ def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
 
 
 def _table(path: Path) -> np.ndarray:
-    try:
-        table = np.load(path, allow_pickle=False)
-    except Exception as exc:  # not NumPy, cut short, or object fields (pickled)
-        raise _fail(path, f"not a cryoSPARC .cs table NumPy can read ({exc})",
-                    "give the .cs file cryoSPARC wrote in the job's folder, or export the "
-                    "micrographs as a STAR file (or give their folder)") from None
+    with open(path, "rb") as f:
+        start = f.read(6)
+    if start != b"\x93NUMPY":
+        raise _fail(path, "not a cryoSPARC .cs table (cryoSPARC writes them in NumPy's format, "
+                    f"which this file does not start as: {start!r})", _GIVE)
+    try:  # cryoSPARC's tables have hundreds of fields: a header over NumPy's 10 kB default
+        table = np.load(path, allow_pickle=False, max_header_size=1 << 30)
+    except Exception as exc:  # cut short, or object fields (pickled)
+        raise _fail(path, f"a NumPy file that cannot be read as a cryoSPARC .cs table ({exc})",
+                    _GIVE) from None
     if not isinstance(table, np.ndarray) or table.dtype.names is None:
         raise _fail(path, "not a cryoSPARC .cs table (a NumPy array without named fields)",
-                    "give the exposures .cs file of a cryoSPARC job")
+                    _GIVE)
     return table.reshape(-1)
 
 
@@ -63,35 +71,89 @@ def _numbers(values) -> np.ndarray:
 
 
 def _text(value) -> str:
-    text = value.decode() if isinstance(value, bytes) else str(value)
+    text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
     return text.lstrip(">")  # cryoSPARC marks some paths with a leading '>'
 
 
-def _project(path: Path, first: str) -> Path:
-    """The folder the table's names are relative to: cryoSPARC's project folder, which holds
-    the job folder the ``.cs`` file is in (or, for an export, is further up)."""
-    here = path.parent.absolute()
-    tried = [here.parent, here, *here.parents[1:4], Path.cwd()]
-    found = next((b for b in dict.fromkeys(tried) if (b / first).exists()), None)
-    if found is None:
-        shown = ", ".join(str(b) for b in dict.fromkeys(tried))
-        raise _fail(path, f"row 1's micrograph {first} is in none of the folders it could be "
-                    f"relative to ({shown})", "give the .cs file in its place in the cryoSPARC "
-                    "project (its job folder), or run cryostream from the project folder")
-    return found
+def _project(path: Path, names: list[str]) -> Path:
+    """The folder the table's relative names are in: cryoSPARC's project folder, which holds
+    the job folder the ``.cs`` file is in (or, for an export, is further up; the file or its
+    folder may be a link), or the working directory; of these, the one holding most of them."""
+    tried: list[Path] = []
+    for here in (path.parent.absolute(), path.resolve().parent):
+        tried += [here.parent, here, *here.parents[1:4]]
+    tried = list(dict.fromkeys([*tried, Path.cwd()]))
+    found = [sum((b / n).exists() for n in names) for b in tried]
+    if max(found) == 0:
+        shown = ", ".join(str(b) for b in tried)
+        raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
+                    f"folders they could be relative to ({shown})", "give the .cs file in its "
+                    "place in the cryoSPARC project (its job folder), or run cryostream from "
+                    "the project folder")
+    return tried[found.index(max(found))]
 
 
-def star_tables(path: Path, column: str = "rlnMicrographName",
-                permissive: bool = False) -> tuple[dict, list[dict]]:
+def _usable(table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray | None:
+    """Per row, the first of ``fields`` that has a value (above 0 and finite: cryoSPARC
+    leaves zeros where a job did not measure it); NaN where none has; None where no row has."""
+    out = np.full(len(table), np.nan)
+    for field in reversed([f for f in fields if f in table.dtype.names]):
+        values = _numbers(table[field])
+        good = np.isfinite(values) & (values > 0)
+        out[good] = values[good]
+    return None if np.isnan(out).all() else out
+
+
+def _optics(path: Path, table: np.ndarray) -> tuple[dict[str, np.ndarray], list[int]]:
+    """RELION's optics columns per row, and each row's optics group (numbered from 1). A value
+    some rows lack (0 or missing) is not used for any, with a warning: the option or default
+    stands in."""
+    from cryostream.io.star import StarFileWarning
+
+    columns = {c: _usable(table, fields) for c, fields in _FIELDS.items()}
+    partial = {c: v for c, v in columns.items() if v is not None and np.isnan(v).any()}
+    if partial:
+        shown = ", ".join(f"{' or '.join(_FIELDS[c])} on {int(np.isnan(v).sum())} of {len(v)} rows"
+                          for c, v in partial.items())
+        warnings.warn(f"{path}: no value (0 or missing) for {shown}; not used for any micrograph "
+                      "(the micrograph's header, the options or their defaults stand in)",
+                      StarFileWarning, stacklevel=5)
+    given = {c: v for c, v in columns.items() if v is not None and c not in partial}
+    keys = list(zip(*given.values(), strict=True)) if given else [()] * len(table)
+    groups = {k: n + 1 for n, k in enumerate(dict.fromkeys(keys))}
+    optics = pd.DataFrame([{"rlnOpticsGroupName": f"opticsGroup{n}", "rlnOpticsGroup": n,
+                            **dict(zip(given, k, strict=True))} for k, n in groups.items()])
+    return optics, [groups[k] for k in keys]
+
+
+def _defocus(path: Path, table: np.ndarray, rows: pd.DataFrame) -> None:
+    """The defocus columns of ``rows`` from the table's CTF, where it has one: every row
+    estimated, or none (zeros: a motion correction's exposures), else refused."""
+    fields = table.dtype.names
+    if not set(_DEFOCUS[:2]) <= set(fields):
+        return
+    u, v = (_numbers(table[f]) for f in _DEFOCUS[:2])
+    unset = ~(np.isfinite(u) & np.isfinite(v) & (u > 0) & (v > 0))
+    if unset.all():
+        return  # the CTF was never estimated: fitted by denoise
+    if unset.any():
+        where = ", ".join(str(i + 1) for i in np.flatnonzero(unset)[:5])
+        raise _fail(path, f"{int(unset.sum())} of its {len(u)} micrographs have no defocus "
+                    f"(ctf/df1_A or ctf/df2_A 0 or NaN: rows {where}"
+                    + (" …)" if unset.sum() > 5 else ")"), "give the exposures of a CTF "
+                    "estimation that measured every one, or leave those out (Curate Exposures)")
+    rows["rlnDefocusU"], rows["rlnDefocusV"] = u, v
+    rows["rlnDefocusAngle"] = np.degrees(_numbers(table[_DEFOCUS[2]])) \
+        if _DEFOCUS[2] in fields else 0.0
+
+
+def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict], Path | None]:
     """The ``.cs`` file at ``path`` as the tables of a RELION micrographs STAR file.
 
     Parameters
     ----------
     path : Path
         A cryoSPARC exposures ``.cs`` file.
-    column : str
-        The STAR column asked for; only ``rlnMicrographName`` is read from a ``.cs`` file
-        (odd-frame sums are given as files).
     permissive : bool
         Leave out rows whose micrograph is missing, with a warning, instead of raising.
 
@@ -102,58 +164,50 @@ def star_tables(path: Path, column: str = "rlnMicrographName",
         ``rlnMicrographName`` an absolute path; defocus columns where the table has a CTF.
     skipped : list of dict
         The rows ``permissive`` left out: ``{"path", "reason"}``.
+    project : Path or None
+        The cryoSPARC project folder the names are relative to (None: all absolute).
 
     Raises
     ------
     InvalidMicrographError
         Naming the file: not a ``.cs`` table, a particles one, no micrograph paths, no rows,
-        another column asked for, or micrographs not found (every missing one counted).
+        some micrographs with a defocus and some without, or micrographs not found (every
+        missing one counted).
+
+    Warns
+    -----
+    StarFileWarning
+        An optics value that some rows have and others lack (0 or missing): used for none.
     """
     table = _table(path)
     fields = set(table.dtype.names)
     if _PATH not in fields:
         kind = ("a particles .cs file (blob/path: one row per particle)" if "blob/path" in fields
                 else f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …)")
-        raise _fail(path, f"{kind}, not an exposures one", f"give the micrographs' .cs file "
-                    f"(e.g. {_EXAMPLE})")
-    if column != "rlnMicrographName":
-        raise _fail(path, f"a cryoSPARC .cs file has no {column} column",
-                    "give the odd-frame sums as files or a folder (--odd ODD...)")
+        raise _fail(path, f"{kind}, not an exposures one", _GIVE)
     if len(table) == 0:
-        raise _fail(path, "lists no micrographs (no rows)", f"give the .cs file of a job that "
-                    f"kept micrographs (e.g. {_EXAMPLE})")
+        raise _fail(path, "lists no micrographs (no rows)", _GIVE)
     names = [_text(v) for v in table[_PATH]]
-    project = None if all(Path(n).is_absolute() for n in names) else _project(
-        path, next(n for n in names if not Path(n).is_absolute()))
+    relative = [n for n in names if not Path(n).is_absolute()]
+    project = _project(path, relative) if relative else None
     files = [Path(n) if Path(n).is_absolute() else project / n for n in names]
     missing = [i for i, f in enumerate(files) if not f.exists()]
-    skipped = []
     if missing and not permissive:
-        raise _fail(path, f"{len(missing)} of the {len(files)} micrographs are not found "
+        raise _fail(path, f"{len(missing)} of its {len(files)} micrographs are not found "
                     f"(row {missing[0] + 1}: {files[missing[0]]})",
                     "restore them, or pass --permissive to leave them out")
+    skipped = []
     for i in missing:
         from cryostream.io.stack import MicrographSkippedWarning
 
         reason = f"{path}: row {i + 1}'s micrograph is not found"
-        warnings.warn(f"skipping {files[i]}: {reason}", MicrographSkippedWarning, stacklevel=3)
+        warnings.warn(f"skipping {files[i]}: {reason}", MicrographSkippedWarning, stacklevel=4)
         skipped.append({"path": str(files[i]), "reason": reason})
     keep = np.ones(len(files), dtype=bool)
     keep[missing] = False
-    rows = pd.DataFrame({"rlnMicrographName": [str(f) for f, k in zip(files, keep, strict=True) if k]})
-    optics = {c: next((table[f][keep] for f in cs if f in fields), None)
-              for c, cs in _OPTICS.items()}
-    optics["rlnMicrographPixelSize"] = table[_PIXEL][keep] if _PIXEL in fields else None
-    given = {c: _numbers(v) for c, v in optics.items() if v is not None}
-    keys = list(zip(*given.values(), strict=True)) if given else [()] * len(rows)
-    groups = {k: i + 1 for i, k in enumerate(dict.fromkeys(keys))}
-    rows["rlnOpticsGroup"] = [groups[k] for k in keys]
-    optics_table = pd.DataFrame([{"rlnOpticsGroupName": f"opticsGroup{n}", "rlnOpticsGroup": n,
-                                  **dict(zip(given, k, strict=True))} for k, n in groups.items()])
-    if set(_DEFOCUS[:2]) <= fields:
-        u, v = (_numbers(table[f][keep]) for f in _DEFOCUS[:2])
-        if np.any(u != 0) or np.any(v != 0):  # all zero: the CTF was never estimated
-            rows["rlnDefocusU"], rows["rlnDefocusV"] = u, v
-            rows["rlnDefocusAngle"] = np.degrees(_numbers(table[_DEFOCUS[2]][keep])) \
-                if _DEFOCUS[2] in fields else 0.0
-    return {"optics": optics_table, "micrographs": rows}, skipped
+    table = table[keep]
+    rows = pd.DataFrame({"rlnMicrographName": [str(f) for f, k in zip(files, keep, strict=True)
+                                               if k]})
+    optics, rows["rlnOpticsGroup"] = _optics(path, table)
+    _defocus(path, table, rows)
+    return {"optics": optics, "micrographs": rows}, skipped, project

@@ -241,9 +241,10 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     StarFileWarning
         A micrograph listed on two rows alike (it is used once).
     """
-    path, skipped = Path(path), []
+    path, skipped, project = Path(path), [], None
     if path.suffix.lower() == ".cs":  # cryoSPARC's exposures, as the STAR file they stand for
-        tables, skipped = star_tables(path, column, permissive)
+        tables, skipped, project = star_tables(path, permissive)  # one half's for any column
+        column = _COLUMN
     else:
         try:
             blocks = starfile.read(path, always_dict=True)
@@ -282,7 +283,6 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             groups[number] = _optics(path, row, f"data_optics group {number}", number)
     bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
                                 *list(path.parent.resolve().parents)[:3]]))
-    project = None
     micrographs, bad, seen = [], [], {}
     for i, row in table.iterrows():
         text = str(row[column])
