@@ -180,6 +180,14 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
     with pytest.warns(MicrographSkippedWarning, match="row 1's micrograph is not found"):
         assert [m.path for m in read_star(first, permissive=True).micrographs] == [
             root / n for n in names]  # the project found from the others
+    table = np.load(gone := _exposures(root / "J2" / "e.cs", names))
+    table["micrograph_blob/psize_A"] = 1.1  # the headers say 0.6575 Å
+    np.save(open(gone, "wb"), table)
+    with pytest.warns(StarFileWarning, match=r"1.1 Å in the .cs file, 0.6575 Å in the header .*"
+                      r"the .cs file's is used \(cryoSPARC's jobs use it\)"):
+        assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(tmp_path / "d2"),
+                     "--raw", "--tile", "64", "--workers", "1"]) == 0
+    capsys.readouterr()
     gone = _exposures(root / "J5" / "e.cs", [*names, f"{_MOTION}/gone.mrc"])
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "den"

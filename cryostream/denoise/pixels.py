@@ -80,11 +80,13 @@ def warn_header_pixel_sizes(star, differ: list[tuple]) -> None:
     pairs: dict[tuple, list[str]] = {}
     for star_value, header_value, name in differ:
         pairs.setdefault((star_value, header_value), []).append(name)
-    listed = "; ".join(f"{s:g} Å in the STAR file, {h:g} Å in the header of {names[0]}"
+    kind, why = (".cs file", "cryoSPARC's jobs use it") if str(star.path).lower().endswith(
+        ".cs") else ("STAR file", "RELION's headers are often wrong")
+    listed = "; ".join(f"{s:g} Å in the {kind}, {h:g} Å in the header of {names[0]}"
                        + (f" and {len(names) - 1} more" if len(names) > 1 else "")
                        for (s, h), names in list(pairs.items())[:4])
     warnings.warn(f"{star.path}: its pixel size differs from the MRC headers' ({listed}); the "
-                  "STAR file's is used (RELION's headers are often wrong): pass --pixel-size Å "
+                  f"{kind}'s is used ({why}): pass --pixel-size Å "
                   "(Python: pixel_size_angstrom=) if it is not right", StarFileWarning,
                   stacklevel=4)
 
