@@ -118,6 +118,10 @@ def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
     (first, _) = read_star(zeros).micrographs
     assert (first.optics.voltage_kv, first.optics.cs_mm) == (300.0, 2.7)  # mscope_params'
     assert first.optics.amplitude_contrast is None  # the option or its default stands in
+    table["mscope_params/cs_mm"] = 0  # a Cs-corrected microscope, as entered at import
+    np.save(open(zeros, "wb"), table)
+    assert read_star(zeros).micrographs[0].optics.cs_mm == 0.0
+    table["mscope_params/cs_mm"] = 2.7
     table["ctf/amp_contrast"][0] = 0.07  # one row's: used for none, said
     np.save(open(zeros, "wb"), table)
     with pytest.warns(StarFileWarning, match=r"ctf/amp_contrast on 1 of 2 rows; not used"):

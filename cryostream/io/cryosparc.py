@@ -33,6 +33,7 @@ _PIXEL = "micrograph_blob/psize_A"
 _OPTICS = {"rlnVoltage": ("ctf/accel_kv", "mscope_params/accel_kv"),
            "rlnSphericalAberration": ("ctf/cs_mm", "mscope_params/cs_mm"),
            "rlnAmplitudeContrast": ("ctf/amp_contrast",)}
+_ZERO_OK = ("mscope_params/cs_mm",)
 _FIELDS = {**_OPTICS, "rlnMicrographPixelSize": (_PIXEL,)}
 _DEFOCUS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad")
 _GIVE = ("give the exposures .cs file of a cryoSPARC job (a Patch CTF Estimation's or a Curate "
@@ -99,12 +100,13 @@ def _usable(table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray | None:
     out = np.full(len(table), np.nan)
     for field in reversed([f for f in fields if f in table.dtype.names]):
         values = _numbers(table[field])
-        good = np.isfinite(values) & (values > 0)
+        # a Cs of 0 entered at import is a corrected microscope's
+        good = np.isfinite(values) & ((values >= 0) if field in _ZERO_OK else (values > 0))
         out[good] = values[good]
     return None if np.isnan(out).all() else out
 
 
-def _optics(path: Path, table: np.ndarray) -> tuple[dict[str, np.ndarray], list[int]]:
+def _optics(path: Path, table: np.ndarray) -> tuple[pd.DataFrame, list[int]]:
     """RELION's optics columns per row, and each row's optics group (numbered from 1). A value
     some rows lack (0 or missing) is not used for any, with a warning: the option or default
     stands in."""
