@@ -53,7 +53,7 @@ def _build_index(path: Path, group: h5py.Group, kind: str) -> _Index:
     offset = np.full(n, -1, dtype=np.int64)
     for source in dset.virtual_sources():
         start = source.vspace.get_select_bounds()[0][0]
-        shard = path.parent / source.file_name
+        shard = path.absolute().parent / source.file_name  # named whatever the working folder
         fid = len(files)
         files.append(str(shard))
         starts.append(int(start))

@@ -500,6 +500,22 @@ def test_train_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert finished_steps(tmp_path / "run") == []
 
 
+def test_a_damaged_shard_of_a_store_named_from_another_folder_is_the_file_to_delete(
+        store, tmp_path, capsys, monkeypatch):
+    """A store given by a relative path (``train bad/data.h5``): the message names the shard
+    where it is (not under the store's folder twice) and says to delete it with the store, so
+    that the same prepare makes it again (deleting the store alone keeps the damaged shard)."""
+    copy = copy_store(store, tmp_path / "bad")
+    shard = sorted(copy.with_name(copy.name + ".shards").glob("*.h5"))[0]
+    truncate(shard)
+    monkeypatch.chdir(tmp_path)
+    result = cli(capsys, "train", Path("bad") / copy.name, "-o", "run", *TRAIN)
+    assert_user_error(result, "shard")
+    named = result.err.split(": a damaged shard")[0].split("error: ")[-1]
+    assert Path(named).resolve() == shard.resolve()
+    assert f"delete {shard.name} and {copy.name}, then run the same" in result.err
+
+
 def test_train_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """train on a zstd store with bytes flipped in every chunk: one line naming the store or
     a shard, no checkpoint written."""
