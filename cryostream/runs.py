@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RECORD_FILE", "CHECKPOINTS", "RunRecord", "check_run", "load_record", "save_record",
            "checkpoint_manager", "checkpoint_steps", "save_checkpoint", "restore_state",
-           "load_params", "load_model", "tree_checksum", "resume_differences", "last_evaluation"]
+           "load_params", "load_model", "tree_checksum", "resume_differences", "last_evaluation",
+           "check_run_folder", "check_fresh_noise"]
 
 #: The record's file name inside a run folder.
 RECORD_FILE = "config.json"
@@ -251,6 +252,53 @@ def last_evaluation(run) -> dict:
             return {"step": row.get("step")} | {k[5:]: v for k, v in row.items()
                                                  if k.startswith("eval_")}
     return {}
+
+
+def check_fresh_noise(store, prepared) -> None:
+    """A :class:`ConfigError` unless the store's noise can be moved (:class:`TrainConfig`
+    ``fresh_noise``): only where ``input − target`` is noise alone and the target has none of
+    its own, a store of noisy micrographs paired with clean targets (``prepare(targets=...)``,
+    noise ``none``), not even/odd halves."""
+    where = f"fresh_noise=True (--fresh-noise): {store}"
+    if prepared.noise.mode == "on-device":
+        raise ConfigError(f"{where} holds no stored noisy input to move: its noise is drawn on "
+                          "the device at every step already; leave --fresh-noise off")
+    if prepared.noise.model != "none":
+        raise ConfigError(f"{where} stores the micrographs with {prepared.noise.model} noise "
+                          "added, whose target keeps the micrograph's own noise; prepare it with "
+                          "--noise-mode on-device for a fresh draw at every step instead")
+    from cryostream.store import open_dataset
+
+    with open_dataset(store) as f:
+        sources, targets = (set(json.loads(f.attrs.get(k, "[]"))) for k in ("sources", "targets"))
+    if sources & targets:
+        raise ConfigError(f"{where} pairs even/odd halves, whose targets carry noise of their "
+                          "own: moving input − target would put the target's noise into the "
+                          "input; leave --fresh-noise off for such a store")
+
+
+def check_run_folder(run, resume: bool) -> None:
+    """Refuse, before anything is written, a folder that holds no run where one is expected:
+    ``resume`` with no run there (a mistyped name would start a new training silently), or a
+    folder of other files (a simulation, micrographs) to train into. A fit's folder (its
+    record and work folder, before its first training) and hidden files (the lock) are no
+    obstacle."""
+    from cryostream.locks import LOCK_NAME
+
+    run = Path(run)
+    if (run / RECORD_FILE).is_file():
+        return
+    if resume and not (run / LOCK_NAME).exists():  # (a run being begun: the lock says whose)
+        raise StoreError(f"{run}: resume=True (--resume), but no run is there (no {RECORD_FILE}); "
+                         "check the folder's name, or leave out --resume to start a run")
+    if run.is_file():
+        raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
+    other = sorted(p.name for p in run.iterdir() if not p.name.startswith(".")
+                   and p.name not in ("fit.json", "work")) if run.is_dir() else []
+    if other:
+        shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
+        raise StoreError(f"{run}: holds other files ({shown}), not a run; train into a new or "
+                         "empty folder (-o)")
 
 
 def save_record(run, record: RunRecord) -> None:

@@ -30,6 +30,8 @@ from cryostream.losses import training_loss
 from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
+    check_fresh_noise,
+    check_run_folder,
     checkpoint_manager,
     checkpoint_steps,
     load_record,
@@ -181,27 +183,6 @@ def _mesh_sharding():
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
-def check_fresh_noise(store, prepared) -> None:
-    """A :class:`ConfigError` unless the store's noise can be moved (:class:`TrainConfig`
-    ``fresh_noise``): only where ``input − target`` is noise alone and the target has none of
-    its own, a store of noisy micrographs paired with clean targets (``prepare(targets=...)``,
-    noise ``none``), not even/odd halves."""
-    where = f"fresh_noise=True (--fresh-noise): {store}"
-    if prepared.noise.mode == "on-device":
-        raise ConfigError(f"{where} holds no stored noisy input to move: its noise is drawn on "
-                          "the device at every step already; leave --fresh-noise off")
-    if prepared.noise.model != "none":
-        raise ConfigError(f"{where} stores the micrographs with {prepared.noise.model} noise "
-                          "added, whose target keeps the micrograph's own noise; prepare it with "
-                          "--noise-mode on-device for a fresh draw at every step instead")
-    with stores.open_dataset(store) as f:
-        sources, targets = (set(json.loads(f.attrs.get(k, "[]"))) for k in ("sources", "targets"))
-    if sources & targets:
-        raise ConfigError(f"{where} pairs even/odd halves, whose targets carry noise of their "
-                          "own: moving input − target would put the target's noise into the "
-                          "input; leave --fresh-noise off for such a store")
-
-
 def train(store, run, config: TrainConfig | None = None, *, resume: bool = False,
           progress: bool = False, stop_at: int | None = None, time_limit_s: float | None = None,
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
@@ -210,7 +191,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. No
     diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
     training that ends on one raises :class:`TrainingDivergedError`; a run folder another
-    training (or fit) uses, a :class:`StoreError` naming it.
+    training (or fit) uses, ``resume`` where no run is, or a folder of other files, a
+    :class:`StoreError` naming it.
 
     Parameters
     ----------
@@ -242,6 +224,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     TrainResult
     """
     config, run = check_config("config", config, TrainConfig) or TrainConfig(), Path(run).absolute()
+    check_run_folder(run, resume)  # before the lock makes the folder
     with folder_lock(run, command="train", fix="give this training another run folder (-o)",
                      what="the run (-o)"):  # one command at a time in a run folder
         return _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params,

@@ -516,6 +516,22 @@ def test_a_damaged_shard_of_a_store_named_from_another_folder_is_the_file_to_del
     assert f"delete {shard.name} and {copy.name}, then run the same" in result.err
 
 
+def test_train_refuses_a_resume_with_no_run_and_a_folder_of_other_files(store, tmp_path, capsys):
+    """``--resume`` into a mistyped folder had started a new training silently, and a folder
+    of micrographs took checkpoints among them: one line each, nothing written."""
+    result = cli(capsys, "train", store, "-o", tmp_path / "rnu", *TRAIN, "--resume")
+    line = assert_user_error(result, "rnu")
+    assert "--resume, but no run is there" in line and "leave out --resume" in line
+    assert not (tmp_path / "rnu").exists()
+    sim = tmp_path / "sim"
+    (sim / "micrographs").mkdir(parents=True)
+    (sim / "micrographs.star").write_text("data_\n")
+    result = cli(capsys, "train", store, "-o", sim, *TRAIN)
+    assert "holds other files (micrographs, micrographs.star), not a run" in assert_user_error(
+        result, "sim")
+    assert sorted(p.name for p in sim.iterdir()) == ["micrographs", "micrographs.star"]
+
+
 def test_train_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """train on a zstd store with bytes flipped in every chunk: one line naming the store or
     a shard, no checkpoint written."""
