@@ -41,7 +41,7 @@ from cryostream.io.stack import (
     warn_if_denoised,
 )
 from cryostream.locks import store_lock
-from cryostream.prepare_checks import check_counts, warn_blank, warn_hot
+from cryostream.prepare_checks import check_counts, check_pairs, warn_blank, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
@@ -404,6 +404,7 @@ def _target_headers(target_paths, headers, skipped, config: PrepareConfig):
     if len(found) != len(headers):
         raise ConfigError(f"targets: {len(found)} images for {len(headers)} micrographs; give one "
                           "target per micrograph, in the same order")
+    check_pairs([h.path for h in headers], [t.path for t in found])
     for h, t in zip(headers, found, strict=True):
         if t.shape != h.shape:
             raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "

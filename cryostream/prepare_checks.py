@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 
 from cryostream.config import PrepareConfig
-from cryostream.errors import InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.preprocess import HOT_CLIP
 
-__all__ = ["check_counts", "warn_hot", "warn_blank"]
+__all__ = ["check_counts", "warn_hot", "warn_blank", "check_pairs"]
 
 
 def check_counts(header, stats, config: PrepareConfig) -> None:
@@ -70,3 +70,24 @@ def warn_blank(found: dict[str, dict]) -> None:
                   f"value along each: a border left by motion correction, a dead line; "
                   f"{os.path.basename(path)}: {lines}): the noise is measured without them, and "
                   "patches that cross them are stored as they are", DefectWarning, stacklevel=4)
+
+
+def check_pairs(inputs: list[str], targets: list[str], what: str = "targets (--targets)") -> None:
+    """A :class:`ConfigError` for pairs that teach nothing or the wrong thing: a micrograph that
+    is its own target (inputs equal to targets), or targets of the micrographs' names in
+    another order (pairs are taken in order, so each micrograph would learn another's)."""
+    same = [i for i, t in zip(inputs, targets, strict=True) if os.path.realpath(i) ==
+            os.path.realpath(t)]
+    if same:
+        raise ConfigError(f"{what}: {same[0]} is its own target ({len(same)} of {len(inputs)} "
+                          "pairs are one file twice): the network would learn to change nothing; "
+                          "give the separate images (the truth, or the other half)")
+    if {os.path.realpath(p) for p in inputs} == {os.path.realpath(p) for p in targets}:
+        return  # even/odd halves: each half is the other's target, both ways
+    stem = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
+    names = [os.path.splitext(os.path.basename(p))[0] for p in targets]
+    if sorted(stem) == sorted(names) and len(set(stem)) == len(stem) and stem != names:
+        i = next(k for k, (a, b) in enumerate(zip(stem, names, strict=True)) if a != b)
+        raise ConfigError(f"{what}: the micrographs' names in another order, so {stem[i]} would "
+                          f"be paired with {names[i]} (pairs are taken in order); give the "
+                          "targets in the micrographs' order (a folder of each: both sorted)")

@@ -334,7 +334,17 @@ def test_paired_targets_errors(tmp_path):
         prepare(sim.micrographs, tmp_path / "c.h5", none, targets=sim.truths[:1])
     with pytest.raises(ConfigError, match="noise_mode='stored'"):
         NoiseConfig(model="none", mode="on-device")
-    for name in "abc":
+    with pytest.raises(ConfigError, match=r"sim_0000 would be paired with sim_0001 \(pairs are "
+                       "taken in order\); give the targets in the micrographs' order"):
+        prepare(sim.micrographs, tmp_path / "d.h5", none, targets=sim.truths[::-1])
+    with pytest.raises(ConfigError, match="sim_0000.mrc is its own target .*2 of 2 pairs"):
+        prepare(sim.micrographs, tmp_path / "e.h5", none, targets=sim.micrographs)
+    with pytest.raises(ConfigError, match="is given as both its even and its odd half"):
+        prepare(sim.micrographs, tmp_path / "f.h5", none,
+                odd=sim.root / "micrographs")
+    with pytest.raises(ConfigError, match=r"sigma=0 \(--sigma\) with noise='gaussian' .*adds no"):
+        NoiseConfig(model="gaussian", sigma=0.0)
+    for name in "abcdef":
         assert not (tmp_path / f"{name}.h5").exists()
     from cryostream.runs import RunRecord
 

@@ -60,6 +60,9 @@ class NoiseConfig:
         if self.model == "none" and self.mode != "stored":
             raise ConfigError("noise=none stores its inputs: use noise_mode='stored'")
         check_positive("sigma", self.sigma, allow_zero=True)
+        if self.model == "gaussian" and self.sigma == 0:
+            raise ConfigError("sigma=0 (--sigma) with noise='gaussian' (--noise gaussian) adds no "
+                              "noise: each input would be its target; give sigma > 0")
         check_positive("dose", self.dose)
         check_positive("alpha", self.alpha)
         if self.shot is not None and not (isinstance(self.shot, float) and 0 <= self.shot <= 1):

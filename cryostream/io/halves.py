@@ -102,6 +102,9 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     pairs = []
     for key, e in evens.items():
         o = odds[key]
+        if os.path.realpath(e) == os.path.realpath(o):
+            raise ConfigError(f"{e} is given as both its even and its odd half (the same file): "
+                              "give the odd-frame sums' own files or folder (--odd)")
         mismatch = halves_mismatch(e, read_header(e), o, read_header(o))
         if mismatch:
             raise ConfigError(mismatch)
