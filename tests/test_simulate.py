@@ -154,6 +154,32 @@ def test_refuses_to_overwrite(tmp_path):
     cryostream.simulate(tmp_path, 1, shape=(128, 128), overwrite=True)
 
 
+def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_others(tmp_path):
+    """--overwrite with fewer micrographs (or a rerun after a stop) keeps none of the earlier
+    ones, which ``prepare folder/micrographs`` would take; a folder holding micrographs of the
+    user's own is refused, untouched."""
+    from cryostream.config import SimulateConfig
+
+    cryostream.simulate(tmp_path / "s", 3, config=SimulateConfig(shape=(64, 64), even_odd=True))
+    made = cryostream.simulate(tmp_path / "s", 2, shape=(96, 96), overwrite=True)
+    for folder in ("micrographs", "truth"):
+        assert sorted(p.name for p in (tmp_path / "s" / folder).iterdir()) == [
+            "sim_0000.mrc", "sim_0001.mrc"]
+    assert not list((tmp_path / "s" / "even").iterdir())  # this set has no halves
+    (tmp_path / "s" / "simulate.json").unlink()  # a run stopped short: replaced without asking
+    cryostream.simulate(tmp_path / "s", 1, shape=(96, 96))
+    assert [p.name for p in (tmp_path / "s" / "micrographs").iterdir()] == ["sim_0000.mrc"]
+    assert len(made.micrographs) == 2
+    own = tmp_path / "own" / "micrographs"
+    own.mkdir(parents=True)
+    (own / "my_real.mrc").write_bytes(b"mine")
+    with pytest.raises(cryostream.StoreError, match=r"holds files simulate did not make "
+                       r"\(micrographs/my_real.mrc\); simulate into another folder"):
+        cryostream.simulate(tmp_path / "own", 1, shape=(64, 64), overwrite=True)
+    assert [p.name for p in own.iterdir()] == ["my_real.mrc"]
+    assert not (tmp_path / "own" / "truth").exists()
+
+
 def test_bad_count():
     with pytest.raises(cryostream.ConfigError, match="count=0"):
         cryostream.simulate("/nonexistent", 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def simulate(
         Full control of optics, dose and particles; it holds the shape and the seed too, so
         ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
-        Replace files of an earlier simulation in ``out``.
+        Replace an earlier simulation in ``out`` (its micrographs of another count go too).
+        A simulation stopped short is replaced without it; folders holding other files
+        (micrographs of your own) are refused, never mixed with simulated ones.
     progress : bool
         Show a progress bar.
 
@@ -111,9 +114,13 @@ def simulate(
             f"{root} already holds a simulated set; pass overwrite=True (--overwrite) "
             "or choose another folder"
         )
+    ours = _earlier_files(root)
     try:
         for folder in (mic_dir, truth_dir, *half_dirs):
             folder.mkdir(parents=True, exist_ok=True)
+        (root / "simulate.json").unlink(missing_ok=True)  # complete again only at the end
+        for path in ours:  # an earlier set's, of another count or shape: none is left among these
+            path.unlink()
     except OSError as exc:
         raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
     start = time.perf_counter()
@@ -180,3 +187,21 @@ def simulate(
         evens=tuple(halves["Even"]),
         odds=tuple(halves["Odd"]),
     )
+
+
+_OURS = re.compile(r"sim_\d{4,}(_EVN|_ODD)?\.mrc")
+
+
+def _earlier_files(root: Path) -> list[Path]:
+    """The files an earlier simulation wrote in ``root``'s image folders, to be replaced; a
+    :class:`StoreError` where those folders hold any other file (never mixed in, never
+    deleted)."""
+    found = [p for name in ("micrographs", "truth", "even", "odd") if (root / name).is_dir()
+             for p in sorted((root / name).iterdir()) if not p.name.startswith(".")]
+    other = [p for p in found if not (p.is_file() and _OURS.fullmatch(p.name))]
+    if other:
+        shown = ", ".join(f"{p.parent.name}/{p.name}" for p in other[:3])
+        raise StoreError(f"{root}: holds files simulate did not make ({shown}"
+                         f"{' …' if len(other) > 3 else ''}); simulate into another folder, so "
+                         "that simulated and other micrographs are not mixed")
+    return found
