@@ -165,8 +165,8 @@ class Plan:
             )
         lines += [
             "",
-            f"split by micrograph: {self.n_train_micrographs} train ({self.train_patches} "
-            f"patches), {self.n_test_micrographs} test ({self.test_patches} patches)",
+            f"split by micrograph: {self.n_train_micrographs} train ({_patches(self.train_patches)}"
+            f"), {self.n_test_micrographs} test ({_patches(self.test_patches)})",
             "",
             f"store size (compression {c.compression})    stored noise   on-device noise",
         ]
@@ -297,3 +297,7 @@ def plan(
         cores=os.cpu_count() or 1,
         asked_patch_size=asked,
     )
+
+
+def _patches(n: int) -> str:
+    return f"{n} patch{'es' * (n != 1)}"

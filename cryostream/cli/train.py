@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     speed = (f"{r.patches_per_second:.1f} patches/s, " if math.isfinite(r.patches_per_second)
              else "")  # too few steps to time
-    steps = f"from step {done[0]} to {r.steps}" if done else f"for {r.steps} steps"
+    steps = f"from step {done[0]} to {r.steps}" if done else f"for {r.steps} step{'s' * (r.steps != 1)}"
     print(f"trained {config.model} {steps} into {r.run}: loss {r.final_loss:.4g}, "
           f"{test}, {speed}{r.seconds:.0f} s, peak memory {peak_rss_mb():,.0f} MB")
     return 0
