@@ -47,7 +47,7 @@ HOST_SHARE = 0.25
 def _host_memory() -> int:
     """The host's memory, or its memory cgroup's limit (a container's or a batch job's) where
     that is less."""
-    from cryostream.denoise.workers import cgroup_memory
+    from cryostream.host import cgroup_memory
 
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     found = cgroup_memory()
