@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.config.checks import check_seed
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import output_file
 from cryostream.store import open_dataset, read_patch
@@ -36,6 +37,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
                           "≥ 1")
     if split not in ("train", "test"):
         raise ConfigError(f"split={split!r} (--split): must be 'train' or 'test'")
+    check_seed("seed", seed)
     import matplotlib
 
     matplotlib.use("Agg")

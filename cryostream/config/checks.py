@@ -7,7 +7,11 @@ import math
 
 from cryostream.errors import ConfigError
 
-__all__ = ["check_positive", "store_floats", "check_choice", "check_config"]
+__all__ = ["SEED_MAX", "check_positive", "check_seed", "store_floats", "check_choice", "check_config"]
+
+#: The largest seed: JAX's random keys (training's initialisation, shuffling and on-device noise)
+#: take 32 bits of it, so 2**32 and 0 would draw the same numbers.
+SEED_MAX = 2**32 - 1
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -16,6 +20,14 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not (isinstance(value, int | float) and math.isfinite(value) and ok):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r}: must be a finite number {bound}")
+
+
+def check_seed(name: str, value) -> None:
+    """A whole number from 0 to :data:`SEED_MAX` (NumPy refuses a negative seed, JAX one of
+    64 bits or more, and keeps only the low 32 bits of the rest)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name}={value!r}: must be a whole number from 0 to {SEED_MAX} "
+                          "(2**32 - 1); give another seed")
 
 
 def store_floats(config, *names: str) -> None:

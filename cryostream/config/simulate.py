@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cryostream.config.checks import check_choice, check_positive, store_floats
+from cryostream.config.checks import check_choice, check_positive, check_seed, store_floats
 from cryostream.errors import ConfigError
 
 __all__ = ["PARTICLE_SHAPES", "PARTICLES", "SimulateConfig"]
@@ -112,5 +112,4 @@ class SimulateConfig:
             raise ConfigError(f"detector_nps_nyquist={self.detector_nps_nyquist!r}: must be in (0, 1]")
         if not isinstance(self.even_odd, bool):
             raise ConfigError(f"even_odd={self.even_odd!r}: must be True or False")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r}: must be an integer ≥ 0")
+        check_seed("seed", self.seed)

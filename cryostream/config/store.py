@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cryostream.config.checks import check_choice, check_positive, store_floats
+from cryostream.config.checks import check_choice, check_positive, check_seed, store_floats
 from cryostream.errors import ConfigError
 from cryostream.patches import EDGE_POLICIES
 
@@ -117,8 +117,7 @@ class PrepareConfig:
                 raise ConfigError(f"{name}={value!r}: must be an integer")
         check_positive("patch_size", self.patch_size)
         check_positive("stride", self.stride)
-        if self.seed < 0:
-            raise ConfigError(f"seed={self.seed}: must be ≥ 0")
+        check_seed("seed", self.seed)
         check_choice("edge", self.edge, EDGE_POLICIES)
         check_choice("dtype", self.dtype, STORE_DTYPES)
         check_choice("compression", self.compression, COMPRESSIONS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cryostream.config.checks import check_choice, check_positive
+from cryostream.config.checks import check_choice, check_positive, check_seed
 from cryostream.errors import ConfigError
 
 __all__ = ["MODEL_PRESETS", "PRECISIONS", "LOSSES", "TrainConfig"]
@@ -118,6 +118,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be ≥ 1")
         check_positive("learning_rate", self.learning_rate)
+        check_seed("seed", self.seed)
         if not 0.0 < self.beta2 < 1.0:
             raise ConfigError(f"beta2={self.beta2!r}: must be in (0, 1) (AdamW's default 0.999)")
         if self.init is not None and not (isinstance(self.init, str) and self.init.strip()):

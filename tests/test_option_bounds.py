@@ -1,0 +1,60 @@
+"""Numbers a command cannot use are refused up front: one line naming the option and the fix,
+status 2, nothing written (each had been a traceback, a hang or a nonsense result)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cryostream.cli import main
+from cryostream.config import PrepareConfig, SimulateConfig, TrainConfig
+from cryostream.config.checks import SEED_MAX
+from cryostream.errors import ConfigError
+
+
+def _error(capsys) -> str:
+    """The one line a refused command printed on stderr."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.fixture
+def store(tmp_path: Path, small_mrcs) -> Path:
+    """A tiny store of the three small micrographs (32² patches)."""
+    out = tmp_path / "data.h5"
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(out), "--patch", "32", "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999999"])
+def test_a_seed_outside_0_to_2_32_is_refused_by_every_command(tmp_path, capsys, small_mrcs,
+                                                                store, seed):
+    """``--seed -1`` had been a NumPy traceback (train also left a run folder with config.json
+    and an empty checkpoints/), a seed of 2**64 or more JAX's OverflowError, and one from 2**32
+    trained as its low 32 bits (2**32 as 0)."""
+    fix = f"--seed {seed}: must be a whole number from 0 to {SEED_MAX} (2**32 - 1)"
+    run = tmp_path / "run"
+    assert main(["train", str(store), "-o", str(run), "--model", "unet-small", "--steps", "2",
+                 "--seed", seed]) == 2
+    assert fix in _error(capsys)
+    assert not run.exists()
+    sim = tmp_path / "sim"
+    assert main(["simulate", str(sim), "--count", "1", "--shape", "64", "64", "--seed", seed]) == 2
+    assert fix in _error(capsys)
+    assert not sim.exists()
+    out = tmp_path / "other.h5"
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(out), "--patch", "32",
+                 "--seed", seed]) == 2
+    assert fix in _error(capsys)
+    assert not out.exists() and not Path(f"{out}.shards").exists()
+
+
+def test_the_configs_take_seeds_from_0_to_2_32_minus_1():
+    for config in (SimulateConfig, PrepareConfig, TrainConfig):
+        assert config(seed=0).seed == 0 and config(seed=SEED_MAX).seed == SEED_MAX
+        for seed in (-1, SEED_MAX + 1, 1.5, True, "3"):
+            with pytest.raises(ConfigError, match="seed="):
+                config(seed=seed)
