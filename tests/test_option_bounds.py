@@ -50,6 +50,8 @@ def test_a_seed_outside_0_to_2_32_is_refused_by_every_command(tmp_path, capsys, 
                  "--seed", seed]) == 2
     assert fix in _error(capsys)
     assert not out.exists() and not Path(f"{out}.shards").exists()
+    assert main(["rank", "general", "-i", str(small_mrcs[0]), "--raw", "--quiet", "--seed", seed]) == 2
+    assert fix in _error(capsys)
 
 
 def test_the_configs_take_seeds_from_0_to_2_32_minus_1():
@@ -58,3 +60,23 @@ def test_the_configs_take_seeds_from_0_to_2_32_minus_1():
         for seed in (-1, SEED_MAX + 1, 1.5, True, "3"):
             with pytest.raises(ConfigError, match="seed="):
                 config(seed=seed)
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--beta", "inf", "--beta inf: must be a finite number from 0.01 to 100"),
+    ("--beta", "nan", "--beta nan: must be a finite number from 0.01 to 100"),
+    ("--beta", "0", "--beta 0.0: must be a finite number from 0.01 to 100"),
+    ("--beta", "-0.5", "--beta -0.5: must be a finite number from 0.01 to 100"),
+    ("--beta", "1e9", "--beta 1000000000.0: must be a finite number from 0.01 to 100"),
+    ("--draws", "0", "--draws 0: must be a whole number ≥ 1"),
+])
+def test_rank_refuses_a_recorruption_it_cannot_score(tmp_path, capsys, small_mrcs, option, value,
+                                                     said):
+    """``--beta inf`` had ranked every run ``nan +nan``: the recorrupted input is then all
+    infinities. The range names what beta does to the input's and the target's noise."""
+    scores = tmp_path / "ranking.json"
+    assert main(["rank", "general", "-i", str(small_mrcs[0]), "--raw", "--quiet",
+                 "--json", str(scores), option, value]) == 2
+    line = _error(capsys)
+    assert line.startswith("cryostream rank: error: ") and said in line
+    assert not scores.exists()

@@ -29,8 +29,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("scoring")
     add_library_flag(g, "--draws", RANK, "draws", "recorrupted passes per run and micrograph",
                      type=int)
-    add_library_flag(g, "--beta", RANK, "beta", "recorruption strength", type=float)
-    add_library_flag(g, "--seed", RANK, "seed", "seed of the noise draws", type=int)
+    add_library_flag(g, "--beta", RANK, "beta", "recorruption strength, from 0.01 to 100: the "
+                     "scored input carries 1 + β² times the micrograph's noise power, the target "
+                     "it is compared with 1 + 1/β² times", type=float)
+    add_library_flag(g, "--seed", RANK, "seed", "seed of the noise draws, 0 to 2**32 - 1",
+                     type=int)
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.set_defaults(func=run)
     return p

@@ -32,7 +32,7 @@ from cryostream.denoise.network import load_network, model_name, model_path, mod
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import warn_outside_model
 from cryostream.denoise.pool import finish, gather_cluster
-from cryostream.denoise.scores import recorruption_score
+from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
 from cryostream.denoise.star_out import star_tables, warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
@@ -122,11 +122,16 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     score put both behind the other four on every micrograph (docs/guide/noise.md). Costs
     ``draws`` network passes per run and micrograph.
 
+    ``draws`` (≥ 1), ``beta`` (from 0.01 to 100,
+    :data:`~cryostream.denoise.scores.BETA_RANGE`) and ``seed`` (0 to 2**32 - 1) are checked
+    before any network is loaded.
+
     Returns one dict per run, best (lowest mean score) first: ``run``, ``score`` (mean over
     the micrographs) and ``scores`` (per micrograph name).
     """
     from cryostream.io.stack import open_micrographs
     check_config("config", config, DenoiseConfig)
+    check_scoring(draws, beta, seed)  # before any network is loaded or micrograph read
     if isinstance(runs, str | os.PathLike):  # one run
         runs = [runs]
     runs = list(dict.fromkeys(model_path(r) for r in runs))  # each run once

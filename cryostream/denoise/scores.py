@@ -12,15 +12,41 @@ import math
 
 import numpy as np
 
+from cryostream.config.checks import check_seed
 from cryostream.denoise.corrections import wiener_gain_outputs
 from cryostream.errors import ConfigError
 
-__all__ = ["recorruption_score", "recorruption_scores", "ctf_gain_check", "calibrate_rings"]
+__all__ = ["BETA_RANGE", "check_scoring", "recorruption_score", "recorruption_scores", "ctf_gain_check",
+           "calibrate_rings"]
 
 
-def _check_draws(draws: int, beta: float) -> None:
-    if draws < 1 or not beta > 0:
-        raise ConfigError(f"draws={draws}, beta={beta}: need at least one draw and beta > 0")
+#: The recorruption strengths :func:`check_scoring` takes: the input carries ``(1 + β²)``
+#: times the micrograph's noise power and the target ``(1 + 1/β²)`` times, so outside these
+#: one of them is over 10⁴ times the noise and the score measures little else.
+BETA_RANGE = (0.01, 100.0)
+
+
+def check_scoring(draws: int, beta: float, seed: int = 0) -> None:
+    """Check the recorruption's options before any work: ``draws`` a whole number ≥ 1,
+    ``beta`` a finite number in :data:`BETA_RANGE` (inf had scored every run NaN), ``seed``
+    as every seed (:func:`~cryostream.config.checks.check_seed`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the option, its value and the range.
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"draws={draws!r}: must be a whole number ≥ 1 (recorrupted passes "
+                          "per run and micrograph)")
+    lo, hi = BETA_RANGE
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not lo <= beta <= hi:
+        raise ConfigError(f"beta={beta!r}: must be a finite number from {lo:g} to {hi:g} (the "
+                          "recorrupted input carries 1 + beta² times the micrograph's noise "
+                          "power and the target 1 + 1/beta² times: beyond these one of them "
+                          "is over 10⁴ times the noise and the score measures little else); "
+                          "0.5 by default")
+    check_seed("seed", seed)
 
 
 def recorruption_scores(pipelines, noisy: np.ndarray, noise, *, draws: int = 2, beta: float = 0.5,
@@ -37,7 +63,7 @@ def _paired_scores(outputs, count: int, noisy: np.ndarray, noise, *, draws: int,
     (a list of their estimates), on the same draws."""
     from cryostream.matched import matched_noise_image
 
-    _check_draws(draws, beta)
+    check_scoring(draws, beta, seed)
     noisy = np.asarray(noisy, np.float32)
     totals = [0.0] * count
     for k in range(draws):
@@ -126,7 +152,7 @@ def calibrate_rings(pipeline, noisy: np.ndarray, noise, *, draws: int = 4, beta:
     from cryostream.matched import matched_noise_image
     from cryostream.spectral import merge_rings, ring_regression
 
-    _check_draws(draws, beta)
+    check_scoring(draws, beta, seed)
     noisy = np.asarray(noisy, np.float32)
     ny, nx = noisy.shape
     rings = merge_rings((ny, nx), min_coefficients)
