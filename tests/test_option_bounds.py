@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cryostream.cli import main
-from cryostream.config import PrepareConfig, SimulateConfig, TrainConfig
+from cryostream.config import NoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
 from cryostream.config.checks import SEED_MAX
 from cryostream.errors import ConfigError
 
@@ -80,3 +80,28 @@ def test_rank_refuses_a_recorruption_it_cannot_score(tmp_path, capsys, small_mrc
     line = _error(capsys)
     assert line.startswith("cryostream rank: error: ") and said in line
     assert not scores.exists()
+
+
+@pytest.mark.parametrize("model", ["poisson", "poisson-gaussian"])
+@pytest.mark.parametrize(("dose", "said"), [
+    ("1e30", "--dose 1e+30: at most 1e6 counts per unit intensity for Poisson noise"),
+    ("1e-30", "--dose 1e-30: at least 0.01 counts per unit intensity for Poisson noise"),
+])
+def test_prepare_refuses_a_poisson_dose_it_cannot_draw_or_that_leaves_the_inputs_empty(
+        tmp_path, capsys, small_mrcs, model, dose, said):
+    """1e30 had been NumPy's "lam value too large" traceback with a .shards folder left behind;
+    1e-30 a store of all-zero inputs without a word."""
+    out = tmp_path / "data.h5"
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(out), "--patch", "32",
+                 "--noise", model, "--dose", dose]) == 2
+    assert said in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mics"]
+    assert main(["plan", *map(str, small_mrcs), "--patch", "32", "--noise", model,
+                 "--dose", dose]) == 2
+    assert said in _error(capsys)
+
+
+def test_the_poisson_dose_is_checked_only_where_it_is_used():
+    assert NoiseConfig(model="poisson", dose=0.01).dose == 0.01
+    assert NoiseConfig(model="poisson-gaussian", dose=1e6).dose == 1e6
+    assert NoiseConfig(model="gaussian", dose=1e-30).dose == 1e-30  # no Poisson part

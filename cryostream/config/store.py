@@ -8,12 +8,17 @@ from cryostream.config.checks import check_choice, check_positive, check_seed, s
 from cryostream.errors import ConfigError
 from cryostream.patches import EDGE_POLICIES
 
-__all__ = ["NOISE_MODELS", "NOISE_MODES", "STORE_DTYPES", "COMPRESSIONS", "NoiseConfig", "PrepareConfig"]
+__all__ = ["NOISE_MODELS", "NOISE_MODES", "STORE_DTYPES", "COMPRESSIONS", "POISSON_DOSES", "NoiseConfig",
+           "PrepareConfig"]
 
 NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian", "matched", "none")
 NOISE_MODES = ("stored", "on-device")
 STORE_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "lz4", "zstd")
+#: The doses the Poisson noise models take, counts per unit of normalised intensity: below the
+#: first over 99 % of the pixels at intensity 1 draw no count (``e^-0.01``), at the last the
+#: shot noise is 0.1 % of the signal (and NumPy draws no Poisson count above 9.2e18).
+POISSON_DOSES = (0.01, 1e6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +36,8 @@ class NoiseConfig:
     sigma : float
         Standard deviation of the Gaussian part, in normalised intensity units.
     dose : float
-        Counts per unit of normalised intensity for the Poisson part.
+        Counts per unit of normalised intensity for the Poisson part, from 0.01 to 1e6
+        (:data:`POISSON_DOSES`; checked for the Poisson models only).
     mode : {"stored", "on-device"}
         ``stored`` writes noisy inputs next to the targets; ``on-device`` stores targets only
         and the training loader synthesises fresh noise on the device every epoch.
@@ -64,6 +70,19 @@ class NoiseConfig:
             raise ConfigError("sigma=0 (--sigma) with noise='gaussian' (--noise gaussian) adds no "
                               "noise: each input would be its target; give sigma > 0")
         check_positive("dose", self.dose)
+        low, high = POISSON_DOSES
+        if self.model in ("poisson", "poisson-gaussian") and self.dose < low:
+            raise ConfigError(
+                f"dose={self.dose!r} (--dose): at least {low:g} counts per unit intensity for "
+                "Poisson noise: below it over 99 % of the pixels at intensity 1 (the "
+                "--percentile's level) draw no count (e^-dose of them) and the noisy inputs are "
+                "all but empty; give a dose such as 10 (the default)")
+        if self.model in ("poisson", "poisson-gaussian") and self.dose > high:
+            raise ConfigError(
+                f"dose={self.dose!r} (--dose): at most 1e6 counts per unit intensity for "
+                "Poisson noise (its shot noise is then 0.1 % of the signal, nothing to denoise; "
+                "NumPy draws no count above 9.2e18); for little noise give a dose such as 100, "
+                "or --noise gaussian with a small --sigma")
         check_positive("alpha", self.alpha)
         if self.shot is not None and not (isinstance(self.shot, float) and 0 <= self.shot <= 1):
             raise ConfigError(f"shot={self.shot!r}: must be in [0, 1], or None to use the estimate")
