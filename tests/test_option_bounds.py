@@ -82,6 +82,28 @@ def test_rank_refuses_a_recorruption_it_cannot_score(tmp_path, capsys, small_mrc
     assert not scores.exists()
 
 
+@pytest.mark.parametrize(("dose", "said"), [
+    ("1e30", "--dose 1e+30: at most 1e6 e/Å²"),  # had been NumPy's "lam value too large"
+    ("1e-30", "--dose 1e-30: 4.3e-31 electrons per 0.6575 Å pixel; at least 0.01 are needed"),
+    ("0.02", "give at least 0.024 e/Å²"),  # 0.0086 per pixel: 99.1 % of the pixels 0
+])
+def test_simulate_refuses_a_dose_it_cannot_draw_or_that_leaves_the_pixels_empty(tmp_path, capsys,
+                                                                               dose, said):
+    out = tmp_path / "sim"
+    assert main(["simulate", str(out), "--count", "1", "--shape", "64", "64", "--dose", dose]) == 2
+    assert said in _error(capsys)
+    assert not out.exists()  # it had left empty micrographs/ and truth/ folders
+
+
+def test_simulate_takes_the_doses_at_the_bounds(tmp_path, capsys):
+    for dose in ("1e6", "0.024"):
+        assert main(["simulate", str(tmp_path / dose), "--count", "1", "--shape", "64", "64",
+                     "--dose", dose, "--quiet"]) == 0
+    assert SimulateConfig(dose_e_per_angstrom2=10.0, pixel_size_angstrom=1e3)  # 1e7 per pixel
+    with pytest.raises(ConfigError, match="at most 1e12"):  # beyond float32's resolution
+        SimulateConfig(dose_e_per_angstrom2=1e5, pixel_size_angstrom=1e4)
+
+
 @pytest.mark.parametrize("model", ["poisson", "poisson-gaussian"])
 @pytest.mark.parametrize(("dose", "said"), [
     ("1e30", "--dose 1e+30: at most 1e6 counts per unit intensity for Poisson noise"),

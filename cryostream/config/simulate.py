@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from cryostream.config.checks import check_choice, check_positive, check_seed, store_floats
 from cryostream.errors import ConfigError
 
-__all__ = ["PARTICLE_SHAPES", "PARTICLES", "SimulateConfig"]
+__all__ = ["PARTICLE_SHAPES", "PARTICLES", "MAX_DOSE", "COUNTS_PER_PIXEL", "SimulateConfig"]
 
 #: The particle shapes the simulator draws (:mod:`cryostream.simulate.particles`).
 PARTICLE_SHAPES = ("t20s", "globular", "filament", "shell")
 #: The values of :attr:`SimulateConfig.particle`: one shape, or ``"mixed"`` (each particle's
 #: shape drawn from all of them).
 PARTICLES = (*PARTICLE_SHAPES, "mixed")
+#: The largest total dose, e/Å²: cryo-EM exposures are 10–100 e/Å², a million burns any specimen.
+MAX_DOSE = 1e6
+#: The electrons per pixel (dose × pixel size²) a micrograph may expect: below the first over
+#: 99 % of its pixels would count none (``e^-0.01``); above the last float32 pixels no longer
+#: resolve the shot noise well (its relative size, ``1/√N``, nears their rounding) and NumPy's
+#: Poisson draws stop at 9.2e18.
+COUNTS_PER_PIXEL = (0.01, 1e12)
 
 @dataclasses.dataclass(frozen=True)
 class SimulateConfig:
@@ -30,7 +38,8 @@ class SimulateConfig:
     pixel_size_angstrom : float
         Pixel size in Å.
     dose_e_per_angstrom2 : float
-        Total electron dose; 50 e⁻/Å² is ≈22 e⁻ per 0.6575 Å pixel.
+        Total electron dose; 50 e⁻/Å² is ≈22 e⁻ per 0.6575 Å pixel. At most :data:`MAX_DOSE`,
+        and the electrons per pixel it gives within :data:`COUNTS_PER_PIXEL`.
     particles_per_micrograph : int
         Particles placed per full-size micrograph (scaled with area for smaller shapes); fewer
         when they do not fit without overlapping.
@@ -93,6 +102,7 @@ class SimulateConfig:
             raise ConfigError(f"shape={self.shape}: must be (rows, columns), each ≥ 64 px")
         check_positive("pixel_size_angstrom", self.pixel_size_angstrom)
         check_positive("dose_e_per_angstrom2", self.dose_e_per_angstrom2)
+        self._check_dose()
         check_positive("particles_per_micrograph", self.particles_per_micrograph, allow_zero=True)
         check_choice("particle", self.particle, PARTICLES)
         lo, hi = self.defocus_um
@@ -113,3 +123,31 @@ class SimulateConfig:
         if not isinstance(self.even_odd, bool):
             raise ConfigError(f"even_odd={self.even_odd!r}: must be True or False")
         check_seed("seed", self.seed)
+
+    def _check_dose(self) -> None:
+        """The dose within :data:`MAX_DOSE`, and the electrons it gives a pixel within
+        :data:`COUNTS_PER_PIXEL`."""
+        dose, ps = self.dose_e_per_angstrom2, self.pixel_size_angstrom
+        if dose > MAX_DOSE:
+            raise ConfigError(f"dose_e_per_angstrom2={dose!r}: at most 1e6 e/Å² (cryo-EM exposures "
+                              "are 10–100 e/Å², a million burns any specimen; NumPy draws no "
+                              "Poisson count above 9.2e18); give a dose such as 50 (the default)")
+        per_pixel = dose * ps * ps
+        low, high = COUNTS_PER_PIXEL
+        if per_pixel < low:
+            raise ConfigError(
+                f"dose_e_per_angstrom2={dose!r}: {per_pixel:.2g} electrons per {ps:g} Å pixel; at "
+                f"least {low:g} are needed (below, over 99 % of the pixels count no electron, "
+                f"and the micrographs are all but empty): give at least "
+                f"{_two_digits_up(low / (ps * ps))} e/Å² (10–100 is a cryo-EM exposure)")
+        if per_pixel > high:
+            raise ConfigError(
+                f"dose_e_per_angstrom2={dose!r}: {per_pixel:.2g} electrons per {ps:g} Å pixel; at "
+                "most 1e12 (float32 pixels no longer resolve the shot noise above, and NumPy "
+                "draws no Poisson count above 9.2e18): give a smaller dose or pixel size")
+
+
+def _two_digits_up(x: float) -> str:
+    """``x`` rounded up to two significant digits (a least dose that is enough)."""
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return f"{math.ceil(x / step * (1 - 1e-12)) * step:.2g}"
