@@ -127,3 +127,27 @@ def test_the_poisson_dose_is_checked_only_where_it_is_used():
     assert NoiseConfig(model="poisson", dose=0.01).dose == 0.01
     assert NoiseConfig(model="poisson-gaussian", dose=1e6).dose == 1e6
     assert NoiseConfig(model="gaussian", dose=1e-30).dose == 1e-30  # no Poisson part
+
+
+def test_simulate_refuses_a_shape_wider_than_any_detector(tmp_path, capsys):
+    """``--shape 200000 200000`` had been NumPy's _ArrayMemoryError (298 GiB) with empty
+    micrographs/ and truth/ folders left."""
+    out = tmp_path / "sim"
+    assert main(["simulate", str(out), "--count", "1", "--shape", "200000", "200000"]) == 2
+    assert "shape=(200000, 200000): each side must be at most 32768 px" in _error(capsys)
+    assert not out.exists()
+
+
+def test_simulate_refuses_a_micrograph_the_memory_cannot_hold(tmp_path, capsys):
+    from cryostream.config.simulate import MAX_SIDE
+    from cryostream.host import available_memory
+    from cryostream.simulate.micrograph import BYTES_PER_PIXEL
+
+    if MAX_SIDE**2 * BYTES_PER_PIXEL <= available_memory():
+        pytest.skip("this machine could simulate the widest micrograph")
+    out = tmp_path / "sim"
+    assert main(["simulate", str(out), "--count", "1", "--shape", str(MAX_SIDE), str(MAX_SIDE)]) == 2
+    line = _error(capsys)
+    assert f"one micrograph of {MAX_SIDE} × {MAX_SIDE} px takes about" in line
+    assert "is available; give a smaller shape (--shape)" in line
+    assert not out.exists()

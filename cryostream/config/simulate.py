@@ -8,7 +8,7 @@ import math
 from cryostream.config.checks import check_choice, check_positive, check_seed, store_floats
 from cryostream.errors import ConfigError
 
-__all__ = ["PARTICLE_SHAPES", "PARTICLES", "MAX_DOSE", "COUNTS_PER_PIXEL", "SimulateConfig"]
+__all__ = ["PARTICLE_SHAPES", "PARTICLES", "MAX_DOSE", "COUNTS_PER_PIXEL", "MAX_SIDE", "SimulateConfig"]
 
 #: The particle shapes the simulator draws (:mod:`cryostream.simulate.particles`).
 PARTICLE_SHAPES = ("t20s", "globular", "filament", "shell")
@@ -22,6 +22,8 @@ MAX_DOSE = 1e6
 #: resolve the shot noise well (its relative size, ``1/√N``, nears their rounding) and NumPy's
 #: Poisson draws stop at 9.2e18.
 COUNTS_PER_PIXEL = (0.01, 1e12)
+#: The largest side of a simulated micrograph, px (no detector's frame is wider).
+MAX_SIDE = 32768
 
 @dataclasses.dataclass(frozen=True)
 class SimulateConfig:
@@ -34,7 +36,9 @@ class SimulateConfig:
     Parameters
     ----------
     shape : (int, int)
-        Micrograph size (rows, columns) in pixels; EMPIAR-10025 is 7676 × 7420.
+        Micrograph size (rows, columns) in pixels, each 64 to :data:`MAX_SIDE`; EMPIAR-10025 is
+        7676 × 7420. :func:`cryostream.simulate` also refuses one whose arrays the memory
+        cannot hold.
     pixel_size_angstrom : float
         Pixel size in Å.
     dose_e_per_angstrom2 : float
@@ -100,6 +104,9 @@ class SimulateConfig:
         object.__setattr__(self, "defocus_um", tuple(float(d) for d in self.defocus_um))
         if len(self.shape) != 2 or min(self.shape) < 64:
             raise ConfigError(f"shape={self.shape}: must be (rows, columns), each ≥ 64 px")
+        if max(self.shape) > MAX_SIDE:
+            raise ConfigError(f"shape={self.shape}: each side must be at most {MAX_SIDE} px (no "
+                              "detector's frame is wider; EMPIAR-10025's are 7676 × 7420)")
         check_positive("pixel_size_angstrom", self.pixel_size_angstrom)
         check_positive("dose_e_per_angstrom2", self.dose_e_per_angstrom2)
         self._check_dose()

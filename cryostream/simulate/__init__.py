@@ -32,7 +32,7 @@ from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import write_micrograph
-from cryostream.simulate.micrograph import SimulatedMicrograph, simulate_micrograph
+from cryostream.simulate.micrograph import SimulatedMicrograph, check_memory, simulate_micrograph
 from cryostream.simulate.particles import ParticleModel, particle_model
 
 __all__ = ["SimulatedSet", "simulate", "simulate_micrograph", "SimulatedMicrograph",
@@ -106,6 +106,7 @@ def simulate(
     if config is None:
         config = SimulateConfig(**({"shape": tuple(shape)} if shape is not None else {}),
                                 seed=0 if seed is None else seed)
+    check_memory(config)  # before any folder is made
     root = Path(out)
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()

@@ -38,6 +38,8 @@ import scipy.fft
 
 from cryostream.config import SimulateConfig
 from cryostream.config.simulate import PARTICLE_SHAPES
+from cryostream.errors import ConfigError
+from cryostream.host import available_memory
 from cryostream.simulate.particles import (
     ANGSTROM3_PER_DALTON,
     T20S_DALTON,
@@ -46,8 +48,15 @@ from cryostream.simulate.particles import (
 )
 from cryostream.simulate.t20s import load_t20s
 from cryostream.spectral import astigmatic_defocus, contrast_transfer, frequencies
+from cryostream.units import format_bytes
 
-__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "place_centres", "detector_nps"]
+__all__ = ["Particle", "SimulatedMicrograph", "simulate_micrograph", "place_centres", "detector_nps",
+           "BYTES_PER_PIXEL", "check_memory"]
+
+#: Memory one micrograph takes while it is simulated, per pixel: its arrays peaked at 28
+#: bytes a pixel (1024² to 4096²), 38 with the even/odd halves and the detector's response;
+#: with room to spare.
+BYTES_PER_PIXEL = 48
 
 
 def detector_nps(freq, nyquist_ratio: float):
@@ -220,6 +229,26 @@ def _shaped_particles(rng: np.random.Generator, config: SimulateConfig, count: i
         _splat(phase, pts, weights[model.name])
         particles.append(Particle(cx, cy, *_zyz_euler_deg(rot), shape=model.name))
     return particles
+
+
+def check_memory(config: SimulateConfig, available: int | None = None) -> None:
+    """Check that one micrograph of ``config.shape`` can be simulated in the memory this
+    process may take (``available`` bytes, else :func:`~cryostream.host.available_memory`),
+    at :data:`BYTES_PER_PIXEL`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the shape, the memory it needs and the memory available.
+    """
+    rows, cols = config.shape
+    need = rows * cols * BYTES_PER_PIXEL
+    available = available_memory() if available is None else available
+    if need > available:
+        raise ConfigError(f"shape={config.shape}: one micrograph of {rows} × {cols} px takes about "
+                          f"{format_bytes(need)} of memory as it is simulated ({BYTES_PER_PIXEL} "
+                          f"bytes a pixel), and {format_bytes(available)} is available; give a "
+                          "smaller shape (--shape), or simulate on a machine with more memory")
 
 
 def simulate_micrograph(config: SimulateConfig, index: int, *,
