@@ -17,13 +17,18 @@ import psutil
 
 from cryostream.errors import ConfigError
 
-__all__ = ["check_cluster_options", "check_scheduler_reachable", "compute_context", "computer",
-           "PeakMemory"]
+__all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
+           "check_scheduler_reachable", "compute_context", "computer", "PeakMemory"]
 
 #: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
 CONNECT_TIMEOUT = 5.0
 
 _NETWORK_PROTOCOLS = ("tcp", "tls", "ws", "wss")
+
+#: The most LocalCluster worker processes per CPU core this process may use: each is a Python
+#: process of its own, and far more than the cores only wait on each other (1000 on two cores
+#: had failed to start, with FileNotFoundError tracebacks, then hung).
+WORKERS_PER_CORE = 4
 
 
 def check_cluster_options(*, scheduler: str | None = None, workers: int | None = None,
@@ -35,7 +40,8 @@ def check_cluster_options(*, scheduler: str | None = None, workers: int | None =
     scheduler : str, optional
         A Dask scheduler address (``tcp://HOST:PORT``, or ``HOST:PORT``).
     workers : int, optional
-        The number of LocalCluster workers: at least 1.
+        The number of LocalCluster workers: at least 1, and without a ``scheduler`` at most
+        :data:`WORKERS_PER_CORE` times the cores (:func:`check_local_workers`).
     memory_limit : str, int or float, optional
         Memory per worker: ``"auto"``, bytes (``"4GiB"``, ``4e9``), a fraction of the memory
         (≤ 1) or 0 (no limit).
@@ -49,10 +55,34 @@ def check_cluster_options(*, scheduler: str | None = None, workers: int | None =
                                 or workers < 1):
         raise ConfigError(f"workers={workers!r} (--workers): must be a whole number ≥ 1; leave it "
                           "out to compute on threads in this process")
+    if workers is not None and scheduler is None:  # a scheduler's workers are its own
+        check_local_workers(workers)
     if memory_limit is not None and memory_limit != "auto":
         _check_memory_limit(memory_limit)
     if scheduler is not None:
         _scheduler_host_port(scheduler)
+
+
+def check_local_workers(workers: int, name: str = "workers") -> None:
+    """Check that a LocalCluster of ``workers`` processes fits the CPU cores this process may
+    use (:func:`~cryostream.host.cpu_cores`, a batch job's share): at most
+    :data:`WORKERS_PER_CORE` times as many. ``name``: the keyword, whose flag the error names.
+
+    Raises
+    ------
+    ConfigError
+        Naming the workers, the cores and the fix.
+    """
+    from cryostream.host import cpu_cores
+
+    cores = cpu_cores()
+    if workers > WORKERS_PER_CORE * cores:
+        flag = f"--{name.replace('_', '-')}"
+        raise ConfigError(f"{name}={workers!r} ({flag}): more than {WORKERS_PER_CORE} times the "
+                          f"{cores} CPU core{'' if cores == 1 else 's'} this process may use (each "
+                          f"worker is a process of its own); give at most {WORKERS_PER_CORE * cores}"
+                          f", e.g. {flag} {cores}, or connect to a cluster's scheduler with "
+                          "--scheduler")
 
 
 def _check_memory_limit(memory_limit) -> None:

@@ -151,3 +151,31 @@ def test_simulate_refuses_a_micrograph_the_memory_cannot_hold(tmp_path, capsys):
     assert f"one micrograph of {MAX_SIDE} × {MAX_SIDE} px takes about" in line
     assert "is available; give a smaller shape (--shape)" in line
     assert not out.exists()
+
+
+def test_prepare_refuses_far_more_local_workers_than_cores(tmp_path, capsys, small_mrcs):
+    """``--workers 1000`` on two cores had failed to start its workers (FileNotFoundError
+    tracebacks) and then hung. A scheduler's workers are not counted: they are its own."""
+    from cryostream.cluster import WORKERS_PER_CORE, check_local_workers
+    from cryostream.host import cpu_cores
+
+    cores = cpu_cores()
+    too_many = str(WORKERS_PER_CORE * cores + 1)
+    out = tmp_path / "data.h5"
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(out), "--patch", "32",
+                 "--workers", too_many]) == 2
+    line = _error(capsys)
+    assert line.startswith(f"cryostream prepare: error: --workers {too_many}: more than "
+                           f"{WORKERS_PER_CORE} times the {cores} CPU core")
+    assert f"give at most {WORKERS_PER_CORE * cores}, e.g. --workers {cores}" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mics"]
+    check_local_workers(WORKERS_PER_CORE * cores)  # as many as that is fine
+    # with a scheduler the count is not checked against this machine's cores (the address is:
+    # nothing listens on port 1)
+    assert main(["prepare", *map(str, small_mrcs), "-o", str(out), "--patch", "32",
+                 "--workers", too_many, "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "no scheduler reachable at 127.0.0.1:1" in _error(capsys)
+    assert main(["denoise", "-m", "general", str(small_mrcs[0]), "-o", str(tmp_path / "den"),
+                 "--cluster-workers", too_many]) == 2
+    assert f"--cluster-workers {too_many}: more than" in _error(capsys)
+    assert not (tmp_path / "den").exists()

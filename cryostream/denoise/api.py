@@ -254,13 +254,15 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     import concurrent.futures
     import functools
 
-    from cryostream.cluster import compute_context
+    from cryostream.cluster import check_local_workers, compute_context
 
     check_config("config", config, DenoiseConfig)
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
                               "≥ 1")
+    if scheduler is None and cluster_workers is not None:
+        check_local_workers(cluster_workers, "cluster_workers")
     if output is None and (scheduler is not None or cluster_workers is not None):
         raise ConfigError("denoising on a cluster needs an output folder: -o DIR (Python: "
                           "output=DIR)")
