@@ -379,6 +379,23 @@ def test_prepare_bad_memory_limit(sim, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_prepare_refuses_options_it_would_not_use(sim, tmp_path, capsys):
+    """--memory-limit without --workers, and a noise option the chosen noise does not use
+    (--sigma with --noise none), had been ignored without a word: one line each, no store."""
+    out = tmp_path / "s.h5"
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", out, *PATCH, "--memory-limit",
+                 "4GiB", "--quiet")
+    assert "prepare runs in threads without --workers: add --workers N" in assert_user_error(
+        result, "--memory-limit 4GiB")
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", out, *PATCH, "--noise", "none",
+                 "--targets", *sim.truths, "--sigma", "0.3", "--quiet")
+    assert "with --noise none it is not used: leave it out" in assert_user_error(
+        result, "--sigma 0.3 is for gaussian and poisson-gaussian noise")
+    result = cli(capsys, "plan", *sim.micrographs, *PATCH, "--noise", "gaussian", "--alpha", "2")
+    assert_user_error(result, "--alpha 2.0 is for matched noise")
+    assert not out.exists()
+
+
 def test_prepare_malformed_scheduler(sim, tmp_path, capsys):
     """prepare --scheduler 'notanaddress:::': one line naming --scheduler, no store."""
     out = tmp_path / "s.h5"

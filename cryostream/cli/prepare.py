@@ -58,9 +58,23 @@ def add_prepare_options(parser: argparse.ArgumentParser) -> None:
                        help="skip bad micrographs with a warning")
 
 
+#: The noise options and the models that use them: given with another, they are refused.
+_NOISE_USES = {"sigma": ("gaussian", "poisson-gaussian"), "dose": ("poisson", "poisson-gaussian"),
+               "alpha": ("matched",), "shot": ("matched",), "radius": ("matched",)}
+
+
 def prepare_config(args: argparse.Namespace) -> PrepareConfig:
-    """The :class:`~cryostream.config.PrepareConfig` the preprocessing flags describe."""
-    return config_from_args(PrepareConfig, args, FLAGS)
+    """The :class:`~cryostream.config.PrepareConfig` the preprocessing flags describe; a noise
+    option the chosen model does not use (``--sigma`` with ``--noise none``) is refused, not
+    ignored."""
+    config = config_from_args(PrepareConfig, args, FLAGS)
+    noise, default = config.noise, NoiseConfig()
+    for name, models in _NOISE_USES.items():
+        if noise.model not in models and getattr(noise, name) != getattr(default, name):
+            raise ConfigError(f"{FLAGS['noise.' + name][0]} {getattr(noise, name)} is for "
+                              f"{' and '.join(models)} noise; with --noise {noise.model} it is not "
+                              "used: leave it out, or choose a noise that uses it")
+    return config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -97,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.prepare import prepare
 
     config, odd = prepare_config(args), odd_inputs(args.odd, args.inputs)
+    if args.memory_limit and not args.workers:
+        raise ConfigError(f"--memory-limit {args.memory_limit} is each --workers process's limit "
+                          + ("(a --scheduler's workers have their own)" if args.scheduler else
+                             "and prepare runs in threads without --workers")
+                          + ": add --workers N, or leave it out")
     if odd is not None and config.noise == NoiseConfig():  # no noise option given
         config = dataclasses.replace(config, noise=NoiseConfig(model="none"))
     result = prepare(
