@@ -184,6 +184,22 @@ class PeakMemory:
         self._thread.join()
 
 
+def _check_report(report) -> None:
+    """A :class:`ConfigError` where the performance report could not be written at the end
+    (after all the work): a folder, or a folder that is missing or cannot be written."""
+    import os
+    from pathlib import Path
+
+    path = Path(report)
+    folder = path.absolute().parent
+    problem = ("is a folder; give a file, e.g. " + str(path / "report.html")) if path.is_dir() \
+        else f"its folder {folder} does not exist" if not folder.is_dir() \
+        else f"its folder {folder} cannot be written" if not os.access(folder, os.W_OK) else None
+    if problem:
+        raise ConfigError(f"report={str(report)!r} (--report): {problem}; the report is written "
+                          "at the end, so give a path that can be written")
+
+
 @contextlib.contextmanager
 def compute_context(
     *,
@@ -204,6 +220,8 @@ def compute_context(
     :class:`~cryostream.errors.ConfigError`, never a hang.
     """
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
+    if report is not None:
+        _check_report(report)
     if scheduler is None and workers is None and report is None:
         yield None
         return

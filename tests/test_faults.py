@@ -396,6 +396,16 @@ def test_prepare_refuses_options_it_would_not_use(sim, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_prepare_report_into_a_missing_folder_fails_before_the_work(sim, tmp_path, capsys):
+    """--report is written after all the work: a path that cannot be written is one line at
+    the start (it had failed at the end and left no store)."""
+    out = tmp_path / "s.h5"
+    result = cli(capsys, "prepare", *sim.micrographs, "-o", out, *PATCH, "--report",
+                 tmp_path / "no" / "r.html", "--quiet")
+    assert f"its folder {tmp_path / 'no'} does not exist" in assert_user_error(result, "--report")
+    assert "pass 1" not in result.err and not out.exists()
+
+
 def test_prepare_malformed_scheduler(sim, tmp_path, capsys):
     """prepare --scheduler 'notanaddress:::': one line naming --scheduler, no store."""
     out = tmp_path / "s.h5"
