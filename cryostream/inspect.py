@@ -47,7 +47,12 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
         group = f[split]
         n = group["target"].shape[0]
         if n == 0:
-            raise StoreError(f"{store}: the {split} split is empty; try split='test'")
+            other = "test" if split == "train" else "train"
+            if f[other]["target"].shape[0]:
+                raise StoreError(f"{store}: the {split} split is empty; draw from the "
+                                 f"{other} split: split={other!r} (--split)")
+            raise StoreError(f"{store}: both splits are empty (no patches); prepare the store "
+                             "again from micrographs at least one patch in size")
         picks = sorted(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
         kinds = [k for k in ("input", "target") if k in group]
         fig, axes = plt.subplots(len(picks), len(kinds), figsize=(4 * len(kinds), 4 * len(picks)),

@@ -1060,6 +1060,19 @@ def test_show_with_a_wrong_figure_or_count(store, tmp_path, capsys, monkeypatch,
     assert not changed(before, snapshot(tmp_path))
 
 
+def test_show_on_an_empty_split_suggests_the_split_with_patches(sim, tmp_path, capsys):
+    """show --split test on a store without a test split suggested --split 'test', the option
+    that had just failed; it suggests the train split, and that suggestion works."""
+    out = tmp_path / "data.h5"
+    assert main(["prepare", *map(str, sim.micrographs), "-o", str(out), "--patch", "64",
+                 "--test-fraction", "0", "--quiet"]) == 0
+    line = assert_user_error(cli(capsys, "show", out, "-o", tmp_path / "s.png", "--split",
+                                 "test"), "--split")
+    assert line.endswith("the test split is empty; draw from the train split: --split 'train'")
+    assert not (tmp_path / "s.png").exists()
+    assert main(["show", str(out), "-o", str(tmp_path / "s.png"), "--split", "train"]) == 0
+
+
 def test_show_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """show on a store whose shards were cut in half: one line naming the store or a shard,
     no PNG."""
