@@ -14,6 +14,7 @@ __all__ = [
     "TrainingDivergedError",
     "DeviceMemoryError",
     "one_error",
+    "without_skipping",
 ]
 
 
@@ -60,3 +61,17 @@ def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,
     more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
     return InvalidMicrographError(f"{len(errors)} of {total} micrographs", f"bad ({shown}{more})",
                                   fix)
+
+
+def without_skipping(error: InvalidMicrographError, why: str) -> InvalidMicrographError:
+    """``error`` as a command without ``--permissive`` says it: its fix without the advice to
+    skip the micrograph with ``--permissive``, followed by ``why`` in brackets (why the command
+    skips none, and what it can do instead); an error without that advice as it is."""
+    import re
+
+    if "--permissive" not in error.fix:
+        return error
+    fix = re.sub(r"[,;]? or (?:pass |skip (?:it|them) with )?--permissive"
+                 r"(?: \(Python: permissive=True\))?(?: to (?:skip|leave) (?:it|them)(?: out)?)?",
+                 "", error.fix).strip(" ;,")
+    return InvalidMicrographError(error.path, error.problem, f"{fix} ({why})" if fix else why)

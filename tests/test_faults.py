@@ -1166,6 +1166,25 @@ def test_rank_with_the_runs_after_the_micrographs_says_to_name_them_first(run, s
     assert str(sim.micrographs[0]) + " looks" not in line
 
 
+def test_rank_on_micrographs_of_two_shapes_says_what_rank_can_do(run, sim, tmp_path, capsys):
+    """rank -i on micrographs of two shapes (or with a missing one) suggested --permissive,
+    which rank does not have; it says rank skips none and to leave the odd one out, which
+    works. prepare, which has --permissive, still suggests it."""
+    odd = write_mrc(tmp_path / "odd.mrc", np.ones((128, 128), np.float32))
+    for bad in (odd, tmp_path / "missing.mrc"):
+        line = assert_user_error(cli(capsys, "rank", run, "-i", *sim.micrographs[:2], bad),
+                                 bad.name)
+        assert "--permissive" not in line and "rank skips none" in line
+    shape = assert_user_error(cli(capsys, "rank", run, "-i", *sim.micrographs[:2], odd), "odd")
+    assert shape.endswith("; remove it from the inputs (rank skips none: every run is scored on "
+                          "the same micrographs, all of one shape; rank those of another "
+                          "shape apart)")
+    assert cli(capsys, "rank", run, "-i", *sim.micrographs[:2], "--quiet").rc == 0
+    line = assert_user_error(cli(capsys, "prepare", *sim.micrographs[:2], odd, "-o",
+                                 tmp_path / "d.h5", "--quiet"), "odd")
+    assert "--permissive to skip it" in line
+
+
 def test_a_store_moved_without_its_shards_says_to_move_both(store, tmp_path, capsys):
     """show on a store file copied without its folder of shards: one line saying a store is
     the file and its folder (not to delete it and prepare again)."""

@@ -38,7 +38,7 @@ from cryostream.denoise.star_out import star_tables, warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -139,7 +139,12 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
         raise ConfigError("rank_runs needs at least one run folder")
     configs = {run: config_for(run, config) for run in runs}
     records = {run: model_record(run) for run in runs}
-    stack = open_micrographs(inputs, chunks=-1)
+    try:
+        stack = open_micrographs(inputs, chunks=-1)
+    except InvalidMicrographError as exc:  # rank skips none: every run on the same micrographs
+        raise without_skipping(exc, "rank skips none: every run is scored on the same "
+                               "micrographs, all of one shape; rank those of another shape "
+                               "apart") from None
     scores = {r: {} for r in runs}
     first = load_network(runs[0])
     log = logging.getLogger("cryostream")
