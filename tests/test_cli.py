@@ -706,14 +706,19 @@ def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(t
     err = capsys.readouterr().err.splitlines()
     # one line, before the notes of a run under way
     assert err == ["cryostream denoise: error: --tile 70: must be a multiple of 32 for this "
-                   "model; give one, e.g. 64 (or leave it out: the default is chosen for the "
+                   "model; give one, e.g. 256 (or leave it out: the default is chosen for the "
                    "micrograph and the device)"]
     assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--halo", "40"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "cryostream denoise: error: --halo 40: must be a multiple of 32 for this model; give "
-        "one, e.g. 32 (or leave it out: the default is chosen for the micrograph and the "
+        "one, e.g. 224 (or leave it out: the default is chosen for the micrograph and the "
         "device)"]
     assert not (tmp_path / "out").exists()
+    # the values suggested work (64, a multiple, had been suggested: smaller than the halo)
+    noisy = write_mrc(tmp_path / "b.mrc", np.random.default_rng(0).normal(
+        10, 1, (256, 256)).astype(np.float32))
+    assert main(["denoise", str(noisy), "-o", str(tmp_path / "out"), "--tile", "256", "--halo",
+                 "224", "--no-ensemble", "--quiet"]) == 0
 
 
 def test_train_resumed_says_what_it_trained_and_a_finished_run_says_nothing_was(tiny_run,

@@ -207,6 +207,34 @@ def test_a_failed_evaluation_leaves_nothing_it_made(tiny_run, tmp_path, capsys):
     assert _tree(had) == ["report.md"] and (had / "report.md").read_text() == "an earlier report\n"
 
 
+@pytest.mark.parametrize("tile, said", [
+    ("7", "--tile 7: must be a multiple of 8 for this model; give one, e.g. 56"),
+    ("8", "--tile 8: smaller than the 56-px halo around it (the network's context on each "
+          "side); give one of at least 56"),
+    ("0", "--tile 0: must be a whole number of pixels, a multiple of 8 for this model and at "
+          "least its 56-px halo; give one, e.g. 56"),
+    ("-32", "--tile -32: must be a whole number of pixels, a multiple of 8 for this model and "
+            "at least its 56-px halo; give one, e.g. 56"),
+])
+def test_a_tile_the_run_cannot_take_is_refused_up_front_with_one_that_works(tiny_run, tmp_path,
+                                                                            capsys, tile, said):
+    """evaluate --tile 7 suggested --tile 8, which failed on evaluate's halo (an option it does
+    not have), as 0 and -32 did; without --truth they were taken silently. Each is refused
+    before any work with every section, naming a tile that works with the run's 56-px halo."""
+    mic = str(tiny_run.sim.micrographs[0])
+    for section in (["--truth", str(tiny_run.sim.root)], [str(tiny_run.store)],
+                    ["--residual", mic]):
+        out = tmp_path / "rep"
+        assert main(["evaluate", str(tiny_run.run), *section, "-o", str(out), "--tile", tile]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"cryostream evaluate: error: {said} (or leave it out: the default is "
+                       "chosen for the micrograph and the device)"]
+        assert not out.exists()
+    if tile == "7":  # the tile suggested works
+        assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--tile", "56",
+                     "--residual", mic, "--quiet"]) == 0
+
+
 def test_a_failed_report_keeps_what_another_command_wrote_beside_its_folder(tmp_path):
     """The report's staging (cryostream.evaluate.report): two reports into new folders under
     one new parent, the second stopped (Ctrl-C) after the first finished: the parent and the

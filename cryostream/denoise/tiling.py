@@ -205,25 +205,45 @@ def _place(slabs: list, index: int, chunk: list, result, need: int = 0) -> None:
 def check_tile(run, tile: int | None, halo: int | None) -> None:
     """Refuse a ``tile`` or ``halo`` that no micrograph could take with the model of ``run``
     (None: the default), before any micrograph is read: what :func:`denoise_array` checks
-    that does not depend on the micrograph's size."""
+    that does not depend on the micrograph's size. Each message gives a value that works."""
     config = load_network(str(run)).config
-    _check(config, tile, default_halo(config) if halo is None else halo)
+    halo = default_halo(config) if halo is None else halo
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise ConfigError(f"tile={tile!r} (--tile): must be a whole number of pixels, a multiple "
+                          f"of {config.multiple} for this model and at least its {halo}-px halo; "
+                          f"give one, e.g. {_least(config, halo)}{_OR_DEFAULT}")
+    _check(config, tile, halo)
+
+
+_OR_DEFAULT = " (or leave it out: the default is chosen for the micrograph and the device)"
+
+
+def _least(config, halo: int) -> int:
+    """The smallest tile that works with ``halo`` (a multiple of the pooling factor)."""
+    m = config.multiple
+    return max(m, -(-halo // m) * m)
 
 
 def _check(config, tile: int | None, halo: int) -> None:
-    m = config.multiple  # a tile of None is chosen later, for the micrograph: nothing to check
-    bad = [(f"{name}={v} (--{name})", v) for name, v in (("tile", tile), ("halo", halo))
-           if v is not None and v % m]
+    m, radius = config.multiple, receptive_radius(config)
+    least_halo = max(m, -(-radius // m) * m)
+    good_halo = halo if halo % m == 0 and halo >= radius else max(least_halo, round(halo / m) * m)
+    examples = {"tile": max(_least(config, good_halo), round((tile or 0) / m) * m),
+                "halo": good_halo}
+    # a tile of None is chosen later, for the micrograph: nothing to check
+    bad = [name for name, v in (("tile", tile), ("halo", halo)) if v is not None and v % m]
     if bad:
-        raise ConfigError(f"{', '.join(b for b, _ in bad)}: must be a multiple of {m} for this "
-                          f"model; give one, e.g. {max(m, round(bad[0][1] / m) * m)} (or leave "
-                          "it out: the default is chosen for the micrograph and the device)")
-    if halo < receptive_radius(config):
-        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius "
-                          f"{receptive_radius(config)}")
+        values = {"tile": tile, "halo": halo}
+        raise ConfigError(f"{', '.join(f'{n}={values[n]} (--{n})' for n in bad)}: must be a "
+                          f"multiple of {m} for this model; give one, e.g. {examples[bad[0]]}"
+                          + _OR_DEFAULT)
+    if halo < radius:
+        raise ConfigError(f"halo={halo}: smaller than the model's receptive radius {radius}; "
+                          f"give one of at least {least_halo}{_OR_DEFAULT}")
     if tile is not None and halo > tile:
-        raise ConfigError(f"halo={halo} is larger than tile={tile}; use a larger --tile (Python: "
-                          "the DenoiseConfig's tile)")
+        raise ConfigError(f"tile={tile} (--tile): smaller than the {halo}-px halo around it (the "
+                          f"network's context on each side); give one of at least "
+                          f"{_least(config, halo)}{_OR_DEFAULT}")
 
 
 class Layout(NamedTuple):
@@ -262,7 +282,10 @@ def _layout(run, shape, tile, halo, batch_size, precision, budget) -> Layout:
     m = config.multiple
     ny, nx = shape
     if min(ny, nx) < tile:
-        raise ConfigError(f"tile={tile}: larger than the micrographs ({ny} × {nx})")
+        most = min(ny, nx) // m * m
+        raise ConfigError(f"tile={tile} (--tile): larger than the micrographs ({ny} × {nx}); "
+                          + (f"give one of at most {most}{_OR_DEFAULT}" if most >= _least(config, halo)
+                             else "leave it out: the default is chosen for the micrograph"))
 
     def batch_for(tile, wanted):
         per_band = max(len(tile_cores(h, tile, m)) for h in band_heights(ny, tile)) \

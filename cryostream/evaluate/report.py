@@ -248,6 +248,10 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
     if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
         raise ConfigError(f"patches={patches!r} (--patches): must be an integer ≥ 1")
+    if tile is not None:  # every section's tile, whichever uses it, checked before any work
+        from cryostream.denoise.tiling import check_tile
+
+        check_tile(run, tile, None)
     # every input checked before anything is written
     selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
     residual = expand_inputs(residual) if residual else []
