@@ -280,6 +280,47 @@ def test_a_report_goes_into_a_folder_the_user_had_beside_its_files(tiny_run, tmp
     assert (had / "notes.txt").read_text() == "mine\n"
 
 
+def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
+    """evaluate on a run whose training diverged (at --lr 0.1 every checkpoint is refused, so
+    none is kept) advised `train --resume`, which diverges again. Its record (the loss it
+    logged growing past a checkpoint that was due) says it diverged: train again at a lower
+    --lr, as train said when it ended; denoise and rank say the same. A run stopped before
+    its first checkpoint with nothing logged may have been interrupted or have diverged: the
+    line says what to do for each."""
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_run.store), "-o", str(run), "--model", "unet-small",
+                 "--precision", "fp32", "--steps", "20", "--batch-size", "4", "--checkpoint-every",
+                 "10", "--eval-every", "20", "--lr", "0.1", "--quiet"]) == 2
+    trained = capsys.readouterr().err
+    assert "lower learning rate (--lr, half or less)" in trained
+    assert not list((run / "checkpoints").iterdir())
+    diverged = (f"{run}: no checkpoint in {run / 'checkpoints'}: its training diverged "
+                "(metrics.jsonl logs its loss growing to step 20, past the checkpoint due at "
+                "step 10, and no checkpoint of a diverged network is written), so resuming it is "
+                "no use; train again into a new run folder (-o), with `cryostream train` at a "
+                "lower learning rate (--lr, half or less of its 0.1) or another --seed; loss.png "
+                "shows the curve")
+    mic = str(tiny_run.sim.micrographs[0])
+    for command in (["evaluate", str(run), str(tiny_run.store), "-o", str(tmp_path / "rep")],
+                    ["denoise", str(run), mic, "-o", str(tmp_path / "out")],
+                    ["rank", str(run), "-i", mic]):
+        assert main([*command, "--quiet"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"cryostream {command[0]}: error: {diverged}"]
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "out").exists()
+
+    early = tmp_path / "early"  # what a training killed before its first checkpoint leaves
+    (early / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "config.json", early)
+    assert main(["evaluate", str(early), str(tiny_run.store), "-o", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream evaluate: error: {early}: no checkpoint in {early / 'checkpoints'}: its "
+        "training stopped before its first checkpoint (step 10 of 20). If it was interrupted, "
+        "continue it with cryostream train --resume; if it ended diverged (train said so), "
+        "resuming it is no use: train again into a new run folder (-o), with `cryostream "
+        "train` at a lower learning rate (--lr, half or less of its 0.1) or another --seed"]
+
+
 def test_progress_of_rank(tiny_run, capsys):
     """``rank``: one note per micrograph on stderr, with what the steps found (these 160 × 128
     micrographs are too small for a CTF fit); with one run, first a note that a score alone

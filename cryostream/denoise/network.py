@@ -13,7 +13,7 @@ from cryostream.config.train import PRECISIONS
 from cryostream.errors import ConfigError
 
 __all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_name", "check_model",
-           "model_record", "model_state",
+           "model_record", "model_state", "check_trained",
            "load_model_file", "load_network", "backend", "to_device", "to_host"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
@@ -90,7 +90,9 @@ def model_record(model):
                              "(it does not say how micrographs were normalised); export it "
                              "with its record")
         return record
-    return load_record(path)
+    record = load_record(path)
+    check_trained(path, record)
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,9 +157,51 @@ def load_model_file(path: str):
         from cryostream.models.export import load_exported
 
         return load_exported(path)
-    from cryostream.runs import load_model
+    from cryostream.runs import load_model, load_record
 
+    check_trained(path, load_record(path))
     return load_model(path)
+
+
+def check_trained(run, record) -> None:
+    """A :class:`~cryostream.errors.StoreError` if the run folder ``run`` has no checkpoint,
+    saying what its record tells: a training that diverged (a checkpoint was due, none was
+    kept and the logged loss grew: no diverged network is checkpointed) is to be trained
+    again at a lower learning rate, not resumed; one that stopped before its first checkpoint
+    is resumed, or trained again if it diverged."""
+    import json
+
+    from cryostream.checkpoints import checkpoint_steps
+    from cryostream.errors import StoreError
+    from cryostream.runs import CHECKPOINTS
+
+    run = Path(str(run))
+    if checkpoint_steps(run):
+        return
+    try:
+        rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if isinstance(r, dict) and isinstance(r.get("step"), int)]
+    except (OSError, ValueError):
+        rows = []
+    train = record.train
+    due = min(train.checkpoint_every, train.steps)
+    losses = [float(r.get("loss", "nan")) for r in rows]
+    last = max((r["step"] for r in rows), default=0)
+    grew = any(not v == v or abs(v) == float("inf") for v in losses) or (
+        losses and min(losses) > 0 and max(losses) >= 10 * min(losses))
+    again = ("train again into a new run folder (-o), with `cryostream train` at a lower "
+             f"learning rate (--lr, half or less of its {train.learning_rate:g}) or another --seed")
+    where = f"{run}: no checkpoint in {run / CHECKPOINTS}"
+    if last >= due and grew:
+        raise StoreError(f"{where}: its training diverged (metrics.jsonl logs its loss growing to "
+                         f"step {last}, past the checkpoint due at step {due}, and no checkpoint "
+                         f"of a diverged network is written), so resuming it is no use; {again}"
+                         + ("; loss.png shows the curve" if (run / "loss.png").is_file() else ""))
+    fit = ("run the same cryostream fit command again" if (run / "fit.json").is_file() else
+           "continue it with cryostream train --resume (Python: train(..., resume=True))")
+    raise StoreError(f"{where}: its training stopped before its first checkpoint (step {due} of "
+                     f"{train.steps}). If it was interrupted, {fit}; if it ended diverged (train "
+                     f"said so), resuming it is no use: {again}")
 
 
 def load_network(run: str, precision: str = "fp32") -> Network:
