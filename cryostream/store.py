@@ -262,6 +262,12 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
     """
     path = Path(path)
     if not path.exists():
+        left = [p for p in (shard_folder(path), path.with_name(f".{path.name}.partial")) if p.exists()]
+        if left:  # what a prepare that stopped before writing the master leaves
+            raise StoreError(f"{path}: the store was not finished (its cryostream prepare stopped "
+                             f"before writing it: {left[0].name} is there without {path.name}); "
+                             "run the same cryostream prepare command again: it goes on from the "
+                             "finished shards and writes the store")
         raise StoreError(f"{path}: no such store; create it with cryostream prepare")
     if path.is_dir():  # a run or fit folder given for its store
         stores = sorted(str(p) for p in path.glob("*.h5")) + sorted(

@@ -314,7 +314,7 @@ def test_prepare_full_disk_with_overwrite_keeps_the_old_store(store, sim, tmp_pa
 
 
 @pytest.mark.slow
-def test_prepare_sigkill_then_rerun_is_byte_identical(tmp_path):
+def test_prepare_sigkill_then_rerun_is_byte_identical(tmp_path, capsys):
     """prepare killed (SIGKILL) after its first shard, then run again: shards byte-identical
     to an uninterrupted run's, the master file the same dataset by dataset and attribute by
     attribute, no partial file left."""
@@ -333,6 +333,8 @@ def test_prepare_sigkill_then_rerun_is_byte_identical(tmp_path):
         proc.communicate()
     if killed.exists():
         pytest.fail("prepare finished before the kill: make the data larger")
+    line = assert_user_error(cli(capsys, "show", killed, "-o", tmp_path / "s.png"), "s.h5")
+    assert "not finished" in line and "run the same cryostream prepare command again" in line
     assert main(["prepare", *map(str, sim.micrographs), "-o", str(killed), *options]) == 0
     whole = tmp_path / "whole" / "s.h5"
     assert main(["prepare", *map(str, sim.micrographs), "-o", str(whole), *options]) == 0
@@ -1071,6 +1073,27 @@ def test_show_on_an_empty_split_suggests_the_split_with_patches(sim, tmp_path, c
     assert line.endswith("the test split is empty; draw from the train split: --split 'train'")
     assert not (tmp_path / "s.png").exists()
     assert main(["show", str(out), "-o", str(tmp_path / "s.png"), "--split", "train"]) == 0
+
+
+def test_a_store_whose_prepare_stopped_says_to_run_it_again(sim, run, tmp_path, capsys):
+    """A store whose prepare was interrupted before writing its master file (its folder of
+    shards without it, the master half-written as .NAME.partial) was 'no such store; create it
+    with cryostream prepare' for show, train, evaluate and export-bin: each says the store was
+    not finished and to run the same prepare command again, which finishes it."""
+    out = tmp_path / "data.h5"
+    command = ["prepare", *map(str, sim.micrographs), "-o", str(out), *PATCH, "--quiet"]
+    assert main(command) == 0
+    out.rename(tmp_path / ".data.h5.partial")
+    said = (f"{out}: the store was not finished (its cryostream prepare stopped before writing "
+            "it: data.h5.shards is there without data.h5); run the same cryostream prepare "
+            "command again: it goes on from the finished shards and writes the store")
+    for command_line in (["show", out, "-o", tmp_path / "s.png"], ["train", out, "-o",
+                         tmp_path / "run", *TRAIN], ["evaluate", run, out, "-o",
+                         tmp_path / "rep", "--quiet"], ["export-bin", out, tmp_path / "bin"]):
+        line = assert_user_error(cli(capsys, *command_line), "data.h5")
+        assert line == f"cryostream {command_line[0]}: error: {said}"
+    assert main(command) == 0
+    assert main(["show", str(out), "-o", str(tmp_path / "s.png")]) == 0
 
 
 def test_show_on_a_store_with_truncated_shards(store, tmp_path, capsys):
