@@ -108,6 +108,31 @@ def test_plan_refuses_a_patch_prepare_refuses(capsys):
     assert "use --patch 96" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["plan", "prepare"])
+@pytest.mark.parametrize("options, said", [
+    (["--sigma", "-1"], "--sigma -1.0: must be a finite number ≥ 0"),
+    (["--noise", "matched", "--noise-radius", "0"], "--noise-radius 0: must be an integer in "
+                                                    "[1, 64]"),
+    (["--noise", "matched", "--shot", "2"], "--shot 2.0: must be in [0, 1], or left out to use "
+                                            "each micrograph's estimate"),
+    (["--noise", "matched", "--alpha", "-1"], "--alpha -1.0: must be a finite number > 0"),
+    (["--noise", "none", "--noise-mode", "on-device"], "--noise 'none' stores its inputs: use "
+                                                       "--noise-mode 'stored'"),
+])
+def test_noise_options_are_named_as_the_command_line_gives_them(command, options, said, tmp_path,
+                                                                 capsys):
+    """plan (and prepare) named the noise options by their Python names (sigma=, radius=,
+    shot=; None for no --shot): the options and values given are named instead."""
+    from cryostream.cli import main
+
+    where = ["--shape", "1024", "1024", "--count", "3"] if command == "plan" else [
+        str(write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))), "-o",
+        str(tmp_path / "d.h5")]
+    assert main([command, *where, *options]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"cryostream {command}: error: {said}"]
+    assert not (tmp_path / "d.h5").exists()
+
+
 def test_split_is_by_name_and_seed_not_order():
     names = [f"mic_{i:03d}" for i in range(50)]
     a = split_micrographs(names, 0.1, seed=0)

@@ -123,9 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
         except argparse.ArgumentError:  # the command has its own --quiet (progress bars)
             pass
         # each option's name in Python, for errors that name it so (for_the_command_line)
-        command.set_defaults(option_names={a.dest: a.option_strings[-1] for a in command._actions
-                                           if a.option_strings and a.dest != "help"})
+        command.set_defaults(option_names=_option_names(command))
     return parser
+
+
+def _option_names(command: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option of ``command`` by the names Python gives it: its ``dest``, and for a field
+    of a nested config (``noise.sigma``) also the field's own name (``sigma=``, as the config
+    says it) and the flat keyword (``noise_sigma``), where no other option has that name."""
+    names = {a.dest: a.option_strings[-1] for a in command._actions
+             if a.option_strings and a.dest != "help"}
+    for dest, option in list(names.items()):
+        if "." in dest:
+            head, field = dest.rsplit(".", 1)
+            names.setdefault(field, option)
+            names.setdefault(f"{head.replace('.', '_')}_{field}", option)
+    return names
 
 
 class _Stderr(logging.StreamHandler):

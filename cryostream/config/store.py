@@ -64,7 +64,8 @@ class NoiseConfig:
         check_choice("noise", self.model, NOISE_MODELS)
         check_choice("noise_mode", self.mode, NOISE_MODES)
         if self.model == "none" and self.mode != "stored":
-            raise ConfigError("noise=none stores its inputs: use noise_mode='stored'")
+            raise ConfigError("model='none' (--noise) stores its inputs: use mode='stored' "
+                              "(--noise-mode)")
         check_positive("sigma", self.sigma, allow_zero=True)
         if self.model == "gaussian" and self.sigma == 0:
             raise ConfigError("sigma=0 (--sigma) with noise='gaussian' (--noise gaussian) adds no "
@@ -85,7 +86,8 @@ class NoiseConfig:
                 "or --noise gaussian with a small --sigma")
         check_positive("alpha", self.alpha)
         if self.shot is not None and not (isinstance(self.shot, float) and 0 <= self.shot <= 1):
-            raise ConfigError(f"shot={self.shot!r}: must be in [0, 1], or None to use the estimate")
+            raise ConfigError(f"shot={self.shot!r}: must be in [0, 1], or left out to use each "
+                              "micrograph's estimate (Python: None)")
         if not isinstance(self.radius, int) or isinstance(self.radius, bool) or not 1 <= self.radius <= 64:
             raise ConfigError(f"radius={self.radius!r}: must be an integer in [1, 64]")
 
