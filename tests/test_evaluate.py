@@ -280,6 +280,28 @@ def test_a_report_goes_into_a_folder_the_user_had_beside_its_files(tiny_run, tmp
     assert (had / "notes.txt").read_text() == "mine\n"
 
 
+def test_a_store_with_an_empty_test_split_says_how_to_get_one(tiny_run, tmp_path, capsys):
+    """evaluate RUN STORE on a store prepared with no test fraction said only "the test split
+    is empty"; it says how to get something to score, before anything is written, and the
+    store prepared again as it says is scored."""
+    store = tmp_path / "data.h5"
+    prepare_store = ["prepare", *map(str, tiny_run.sim.micrographs), "-o", str(store), "--patch",
+                     "32", "--quiet"]
+    assert main([*prepare_store, "--test-fraction", "0"]) == 0
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), str(store), "-o", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream evaluate: error: {store}: the test split is empty (prepared with "
+        "--test-fraction 0 from 3 micrographs), and evaluate scores a store on its test split: "
+        "prepare the store again holding some out, e.g. --test-fraction 0.1, or leave the "
+        "store out and score simulated micrographs with --truth FOLDER or any micrographs' "
+        "residual with --residual MRC"]
+    assert not out.exists()
+    assert main([*prepare_store, "--test-fraction", "0.1", "--overwrite"]) == 0
+    assert main(["evaluate", str(tiny_run.run), str(store), "-o", str(out), "--patches", "4",
+                 "--quiet"]) == 0
+
+
 def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
     """evaluate on a run whose training diverged (at --lr 0.1 every checkpoint is refused, so
     none is kept) advised `train --resume`, which diverges again. Its record (the loss it

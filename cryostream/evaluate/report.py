@@ -246,6 +246,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                           "a folder from cryostream simulate) or residual= (--residual MRC...)")
     if not isinstance(micrographs, int) or micrographs < 1:
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
+    if store is not None:
+        check_test_split(store)
     if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
         raise ConfigError(f"patches={patches!r} (--patches): must be an integer ≥ 1")
     if tile is not None:  # every section's tile, whichever uses it, checked before any work
@@ -270,6 +272,28 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     with staged_report(out) as staging:
         return _write_report(run, record, store, staging, selection, residual, patches=patches,
                              tile=tile, denoised=denoised)
+
+
+def check_test_split(store) -> None:
+    """A :class:`~cryostream.errors.StoreError` saying how to get something to score if the
+    store's test split is empty (a store prepared with no test fraction, or of one micrograph)."""
+    from cryostream.errors import StoreError
+    from cryostream.store import open_dataset
+
+    with open_dataset(store) as f:
+        if f["test"]["target"].shape[0]:
+            return
+        fraction = f"{json.loads(f.attrs['config'])['config'].get('test_fraction', 0):g}"
+        count = f["micrographs/name"].shape[0]
+    again = ("prepare the store again from two or more micrographs, with a test fraction (e.g. "
+             "test_fraction=0.1 (--test-fraction): whole micrographs are held out)" if count < 2
+             else "prepare the store again holding some out, e.g. test_fraction=0.1 "
+             "(--test-fraction)")
+    raise StoreError(f"{store}: the test split is empty (prepared with test_fraction={fraction} "
+                     f"(--test-fraction) from {count} micrograph{'s' * (count != 1)}), and "
+                     f"evaluate scores a store on its test split: {again}, or leave the store out "
+                     "and score simulated micrographs with truth=FOLDER (--truth) or any "
+                     "micrographs' residual with residual=MRC (--residual)")
 
 
 @contextlib.contextmanager
