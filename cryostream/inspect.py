@@ -3,6 +3,7 @@ noise of every micrograph) and ``export_bin`` (raw files)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -136,7 +137,8 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
     The files are byte-exact copies of the store's datasets, streamed one patch at a time.
     Every file is written under a temporary name (``*.partial``) and moved into place once
     all are complete, ``bin.json`` last; on any failure (a damaged shard, a full disk) the
-    temporaries are removed and an earlier export in ``outdir`` is left as it was.
+    temporaries are removed, the folders this call made go and an earlier export in ``outdir``
+    is left as it was. The store is checked before anything is made.
 
     Raises
     ------
@@ -144,7 +146,23 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
         If the store is incomplete or one of its shards cannot be read (naming the shard).
     """
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    open_dataset(store).close()  # a store that is not there, or unfinished: nothing made
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError(f"{outdir}: a file, not a folder; give a folder for the .bin files "
+                          f"(made if needed), e.g. {outdir.with_suffix('')}_bin")
+    made = [p for p in [outdir, *outdir.absolute().parents] if not p.exists()]
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        (outdir / ".write-probe").write_bytes(b"")
+        (outdir / ".write-probe").unlink()
+    except OSError as exc:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        in_the_way = isinstance(exc, NotADirectoryError | FileExistsError)
+        raise StoreError(f"{outdir}: cannot be written ({exc.strerror or exc}); "
+                         + ("a file stands in its path: give another folder" if in_the_way
+                            else "give a folder you can write to (not on a read-only disk)")) from None
     sidecar: dict = {"order": "C", "files": {}}
     done: list[tuple[Path, Path]] = []  # (temporary, final) of each finished file
     tmp = None
@@ -178,8 +196,12 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
             for kind in ("input", "target"):
                 if f"{split}_{kind}.bin" not in written:
                     (outdir / f"{split}_{kind}.bin").unlink(missing_ok=True)
+        made = []  # written: the folders stay
     finally:
         for partial in [tmp, *(t for t, _ in done)]:
             if partial is not None:
                 partial.unlink(missing_ok=True)
+        for folder in made:  # a failure: the folders this call made go, while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return [path for _, path in done if path.suffix == ".bin"]

@@ -1124,6 +1124,37 @@ def test_export_bin_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "bin")
 
 
+def test_writers_into_a_read_only_folder_say_the_path_and_what_to_do(store, run, tmp_path,
+                                                                      capsys):
+    """export-bin, show, evaluate and rank --json into a folder that cannot be written printed
+    the bare errno text (Read-only file system, Permission denied); each names the path and
+    says to give one that can be written."""
+    with read_only_folder(tmp_path) as folder:
+        for args in (["export-bin", store, folder / "bin"], ["show", store, "-o", folder / "s.png"],
+                     ["evaluate", run, store, "-o", folder / "rep", "--quiet"]):
+            line = assert_user_error(cli(capsys, *args), folder.name)
+            assert "you can write to" in line or "give another path" in line, line
+
+
+def test_export_bin_checks_the_store_and_its_folder_before_making_anything(store, tmp_path,
+                                                                           capsys, monkeypatch):
+    """export-bin nonexist.h5 b3 made b3/ before saying there was no store; export-bin
+    data.h5 samples.png (a file) said only 'File exists'. Nothing is made, the line says what
+    to give, and the folder it suggests works."""
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli(capsys, "export-bin", "nonexist.h5", "b3"), "nonexist.h5")
+    assert not (tmp_path / "b3").exists()
+    (tmp_path / "samples.png").write_bytes(b"a figure")
+    line = assert_user_error(cli(capsys, "export-bin", store, "samples.png"), "samples.png")
+    assert line.endswith("samples.png: a file, not a folder; give a folder for the .bin files "
+                         "(made if needed), e.g. samples_bin")
+    line = assert_user_error(cli(capsys, "export-bin", store, "samples.png/bin"), "samples.png")
+    assert "a file stands in its path: give another folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.png"]
+    assert cli(capsys, "export-bin", store, "samples_bin").rc == 0
+    assert (tmp_path / "samples_bin" / "bin.json").is_file()
+
+
 def test_export_bin_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     """export-bin on a store whose shards were cut in half: one line, no partial file and no
     bin.json (an export that looks complete)."""

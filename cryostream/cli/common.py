@@ -322,8 +322,7 @@ def run_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a folder that cannot be written, a file that vanished
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"cryostream {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"cryostream {args.command}: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         then = f"; {interruption.then.format_map(vars(args))}" if interruption else ""
@@ -337,6 +336,24 @@ def run_command(args: argparse.Namespace) -> int:
         if soft:
             signal.signal(signal.SIGINT, signal.default_int_handler if handler is None
                           else handler)
+
+
+def os_error(exc: OSError) -> str:
+    """An error of the operating system as one line: the path, what went wrong and what to do
+    (``/x/out: Read-only file system; give a path on a file system you can write to``)."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    cannot = "give a path you can write to, or change its permissions"
+    fix = {errno.EROFS: "give a path on a file system you can write to",
+           errno.EACCES: cannot, errno.EPERM: cannot,
+           errno.EEXIST: "a file is in the way where a folder of that name is needed: give "
+           "another name, or move the file away",
+           errno.ENOTDIR: "a file stands where the path needs a folder: give another path",
+           errno.EISDIR: "a folder, where a file is needed: give a file's name",
+           errno.ENOSPC: "free some space, then run the same command again",
+           errno.ENOENT: "check the path"}.get(exc.errno)
+    return f"{where}{exc.strerror or exc}" + (f"; {fix}" if fix else "")
 
 
 def for_the_command_line(message: object, options: dict[str, str] | None = None) -> str:
