@@ -332,7 +332,7 @@ def test_paired_targets_errors(tmp_path):
                 targets=sim.truths)
     with pytest.raises(ConfigError, match="1 images for 2 micrographs"):
         prepare(sim.micrographs, tmp_path / "c.h5", none, targets=sim.truths[:1])
-    with pytest.raises(ConfigError, match="noise_mode='stored'"):
+    with pytest.raises(ConfigError, match=r"use mode='stored' \(--noise-mode\)"):
         NoiseConfig(model="none", mode="on-device")
     with pytest.raises(ConfigError, match=r"sim_0000 would be paired with sim_0001 \(pairs are "
                        r"taken in order\); give the targets in the micrographs' order"):
