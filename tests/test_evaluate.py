@@ -409,6 +409,19 @@ def test_a_run_is_scored_on_a_store_whose_matched_noise_is_drawn_on_the_device(t
     assert scores["noisy_psnr"] < scores["gaussian_psnr"]  # noise was added: a filter helps
 
 
+def test_an_exported_model_is_scored_on_a_store_as_its_run_is(tiny_run, tmp_path):
+    """``evaluate MODEL.npz STORE`` (and ``evaluate general STORE``) had refused the model as
+    'not a run folder'; an exported run scores as the run does."""
+    from cryostream.evaluate.numbers import compare_on_store
+    from cryostream.models.export import export_params
+    from cryostream.runs import load_model
+
+    model, record = load_model(tiny_run.run)
+    npz = export_params(model, record, tmp_path / "tiny.npz")
+    assert compare_on_store(npz, tiny_run.store, patches=8) == pytest.approx(
+        compare_on_store(tiny_run.run, tiny_run.store, patches=8), abs=1e-4)
+
+
 def test_a_recorrupted_run_under_its_noisy_input_on_the_test_split_is_explained():
     """A run that estimates the clean micrograph scores under the noisy input against the
     micrograph itself; the report says why (and how to judge it) under the table."""

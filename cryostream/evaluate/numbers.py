@@ -39,13 +39,13 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
     """
     import jax
 
+    from cryostream.denoise.network import load_model_file
     from cryostream.loader import PatchLoader, model_input
-    from cryostream.runs import load_model
 
     log = logging.getLogger("cryostream")
     log.info("test split of %s: up to %d patches", Path(store).name, patches)
     start = time.perf_counter()
-    model, _ = load_model(run)
+    model, _ = load_model_file(str(run))  # a run folder, an exported .npz or a shipped model
     apply = jax.jit(lambda x: model(x))
     loader = PatchLoader(store, "test", batch_size, shuffle=False, repeat=False,
                          drop_remainder=False)
