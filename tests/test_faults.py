@@ -1189,6 +1189,18 @@ def test_export_bin_of_a_good_store_is_byte_exact(store, tmp_path, capsys):
                 data = (tmp_path / "bin" / f"{split}_{kind}.bin").read_bytes()
                 assert data == f[split][kind][...].tobytes()
     assert not leftovers(tmp_path / "bin")
+    assert "note" not in result.err
+
+
+def test_export_bin_of_a_store_without_noisy_inputs_says_so(sim, tmp_path, capsys):
+    """A store whose noise is drawn as it trains holds targets only: export-bin writes those
+    and says why there are no input files (it had said nothing)."""
+    store = _prepare(tmp_path, sim.micrographs, "--noise-mode", "on-device")
+    result = cli(capsys, "export-bin", store, tmp_path / "bin")
+    assert result.rc == 0, result.describe()
+    assert sorted(p.name for p in (tmp_path / "bin").glob("*.bin")) == ["test_target.bin",
+                                                                        "train_target.bin"]
+    assert "holds no noisy inputs" in result.err and "--noise-mode stored" in result.err
 
 
 

@@ -31,4 +31,11 @@ def run(args: argparse.Namespace) -> int:
     paths = export_bin(args.store, args.outdir)
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({format_bytes(total)})")
+    if not any(p.name.endswith("_input.bin") for p in paths):
+        import sys
+
+        print(f"cryostream export-bin: note: {args.store} holds no noisy inputs (its noise is drawn "
+              "as it trains: --noise-mode on-device), so only the targets are written; draw the "
+              "noise in your own training, or prepare a store with --noise-mode stored",
+              file=sys.stderr)
     return 0
