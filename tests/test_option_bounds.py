@@ -179,3 +179,19 @@ def test_prepare_refuses_far_more_local_workers_than_cores(tmp_path, capsys, sma
                  "--cluster-workers", too_many]) == 2
     assert f"--cluster-workers {too_many}: more than" in _error(capsys)
     assert not (tmp_path / "den").exists()
+
+
+def test_stores_and_runs_made_before_the_bounds_still_load():
+    """The bounds apply to configs made now: a store or run recorded with a seed over 2**32 or
+    a Poisson dose outside the range (made before the bounds) is read back as it was made."""
+    from cryostream.config.serial import from_dict, to_dict
+
+    recorded = to_dict(PrepareConfig()) | {"seed": 2**40}
+    recorded["noise"] = to_dict(NoiseConfig()) | {"dose": 1e-3}
+    loaded = from_dict(PrepareConfig, recorded)
+    assert (loaded.seed, loaded.noise.dose) == (2**40, 1e-3)
+    assert from_dict(TrainConfig, to_dict(TrainConfig()) | {"seed": 2**40}).seed == 2**40
+    with pytest.raises(ConfigError, match="seed="):  # made now: refused
+        PrepareConfig(seed=2**40)
+    with pytest.raises(ConfigError, match="dose="):
+        NoiseConfig(dose=1e-3)

@@ -3,11 +3,33 @@ field, the value and what it must be."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 from cryostream.errors import ConfigError
 
-__all__ = ["SEED_MAX", "check_positive", "check_seed", "store_floats", "check_choice", "check_config"]
+__all__ = ["SEED_MAX", "check_positive", "check_seed", "store_floats", "check_choice", "check_config",
+           "loading", "made_now"]
+
+_LOADING = contextvars.ContextVar("cryostream_config_loading", default=False)
+
+
+@contextlib.contextmanager
+def loading():
+    """Configs read back from a store or a run (:func:`~cryostream.config.serial.from_dict`)
+    are taken as they were made: bounds added since (a seed's, a Poisson dose's) are not
+    applied to them, so stores and runs made before stay usable."""
+    token = _LOADING.set(True)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
+def made_now() -> bool:
+    """Whether the config being checked is made now (not read back: :func:`loading`)."""
+    return not _LOADING.get()
 
 #: The largest seed: JAX's random keys (training's initialisation, shuffling and on-device noise)
 #: take 32 bits of it, so 2**32 and 0 would draw the same numbers.
@@ -24,8 +46,9 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
 
 def check_seed(name: str, value) -> None:
     """A whole number from 0 to :data:`SEED_MAX` (NumPy refuses a negative seed, JAX one of
-    64 bits or more, and keeps only the low 32 bits of the rest)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+    64 bits or more, and keeps only the low 32 bits of the rest); any whole number in a config
+    read back (:func:`loading`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or made_now() and not 0 <= value <= SEED_MAX:
         raise ConfigError(f"{name}={value!r}: must be a whole number from 0 to {SEED_MAX} "
                           "(2**32 - 1); give another seed")
 

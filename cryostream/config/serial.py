@@ -9,6 +9,7 @@ import typing
 from typing import Any, TypeVar
 
 from cryostream._version import __version__
+from cryostream.config.checks import loading
 from cryostream.errors import ConfigError
 
 __all__ = ["to_dict", "from_dict", "to_json"]
@@ -86,7 +87,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
                 value = tuple(value)
         kwargs[name] = value
     try:
-        return cls(**kwargs)
+        with loading():  # as it was made: bounds added since are not applied
+            return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a check the kinds above do not cover
         if isinstance(exc, ConfigError):
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cryostream.config.checks import check_choice, check_positive, check_seed, store_floats
+from cryostream.config.checks import check_choice, check_positive, check_seed, made_now, store_floats
 from cryostream.errors import ConfigError
 from cryostream.patches import EDGE_POLICIES
 
@@ -67,18 +67,18 @@ class NoiseConfig:
             raise ConfigError("model='none' (--noise) stores its inputs: use mode='stored' "
                               "(--noise-mode)")
         check_positive("sigma", self.sigma, allow_zero=True)
-        if self.model == "gaussian" and self.sigma == 0:
+        if made_now() and self.model == "gaussian" and self.sigma == 0:
             raise ConfigError("sigma=0 (--sigma) with noise='gaussian' (--noise gaussian) adds no "
                               "noise: each input would be its target; give sigma > 0")
         check_positive("dose", self.dose)
         low, high = POISSON_DOSES
-        if self.model in ("poisson", "poisson-gaussian") and self.dose < low:
+        if made_now() and self.model in ("poisson", "poisson-gaussian") and self.dose < low:
             raise ConfigError(
                 f"dose={self.dose!r} (--dose): at least {low:g} counts per unit intensity for "
                 "Poisson noise: below it over 99 % of the pixels at intensity 1 (the "
                 "--percentile's level) draw no count (e^-dose of them) and the noisy inputs are "
                 "all but empty; give a dose such as 10 (the default)")
-        if self.model in ("poisson", "poisson-gaussian") and self.dose > high:
+        if made_now() and self.model in ("poisson", "poisson-gaussian") and self.dose > high:
             raise ConfigError(
                 f"dose={self.dose!r} (--dose): at most 1e6 counts per unit intensity for "
                 "Poisson noise (its shot noise is then 0.1 % of the signal, nothing to denoise; "
