@@ -277,24 +277,28 @@ def check_fresh_noise(store, prepared) -> None:
                           "input; leave --fresh-noise off for such a store")
 
 
+#: Files of data a run folder is not: micrographs, movies, stores, lists, arrays.
+_DATA = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".h5", ".hdf5", ".star", ".cs", ".npz", ".npy")
+
+
 def check_run_folder(run, resume: bool) -> None:
     """Refuse, before anything is written, a folder that holds no run where one is expected:
     ``resume`` with no run there (a mistyped name would start a new training silently), or a
-    folder of other files (a simulation, micrographs) to train into. A fit's folder (its
-    record and work folder, before its first training) and hidden files (the lock) are no
+    folder of data (a simulation's folders, micrographs, stores) to train into. A fit's folder
+    (fit checks it), hidden files (the lock) and notes or logs (``train.log``) are no
     obstacle."""
     from cryostream.locks import LOCK_NAME
 
     run = Path(run)
-    if (run / RECORD_FILE).is_file():
+    if (run / RECORD_FILE).is_file() or (run / "fit.json").is_file():  # fit checks its own
         return
     if resume and not (run / LOCK_NAME).exists():  # (a run being begun: the lock says whose)
         raise StoreError(f"{run}: resume=True (--resume), but no run is there (no {RECORD_FILE}); "
                          "check the folder's name, or leave out --resume to start a run")
     if run.is_file():
         raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
-    other = sorted(p.name for p in run.iterdir() if not p.name.startswith(".")
-                   and p.name not in ("fit.json", "work")) if run.is_dir() else []
+    other = sorted(p.name for p in run.iterdir() if not p.name.startswith(".") and (
+        p.is_dir() or p.suffix.lower() in _DATA)) if run.is_dir() else []  # a log is no obstacle
     if other:
         shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
         raise StoreError(f"{run}: holds other files ({shown}), not a run; train into a new or "

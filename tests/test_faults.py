@@ -559,6 +559,17 @@ def test_train_refuses_a_resume_with_no_run_and_a_folder_of_other_files(store, t
     assert "holds other files (micrographs, micrographs.star), not a run" in assert_user_error(
         result, "sim")
     assert sorted(p.name for p in sim.iterdir()) == ["micrographs", "micrographs.star"]
+    logged = tmp_path / "logged"  # a batch system's log in the run folder is no obstacle
+    logged.mkdir()
+    (logged / "slurm-1.out").write_text("started\n")
+    result = cli(capsys, "train", store, "-o", logged, *TRAIN)
+    assert result.rc == 0, result.describe()
+    from cryostream.runs import check_run_folder
+
+    fitted = tmp_path / "fitted"  # a fit's run with its outputs denoised into it: fit's to judge
+    (fitted / "denoised").mkdir(parents=True)
+    (fitted / "fit.json").write_text("{}")
+    check_run_folder(fitted, resume=False)
 
 
 def test_train_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
