@@ -297,8 +297,8 @@ def check_run_folder(run, resume: bool) -> None:
                          "check the folder's name, or leave out --resume to start a run")
     if run.is_file():
         raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
-    other = sorted(p.name for p in run.iterdir() if not p.name.startswith(".") and (
-        p.is_dir() or p.suffix.lower() in _DATA)) if run.is_dir() else []  # a log is no obstacle
+    other = sorted(p.name for p in run.iterdir() if not p.name.startswith(".") and p.name != CHECKPOINTS
+                   and (p.is_dir() or p.suffix.lower() in _DATA)) if run.is_dir() else []  # a log: fine
     if other:
         shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
         raise StoreError(f"{run}: holds other files ({shown}), not a run; train into a new or "
