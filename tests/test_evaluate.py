@@ -341,6 +341,12 @@ def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
         "continue it with cryostream train --resume; if it ended diverged (train said so), "
         "resuming it is no use: train again into a new run folder (-o), with `cryostream "
         "train` at a lower learning rate (--lr, half or less of its 0.1) or another --seed"]
+    falling = tmp_path / "falling"  # a healthy loss falling tenfold, killed at its checkpoint
+    shutil.copytree(early, falling)
+    (falling / "metrics.jsonl").write_text("".join(
+        f'{{"step": {s}, "loss": {v}}}\n' for s, v in ((5, 1.0), (10, 0.3), (15, 0.04))))
+    assert main(["evaluate", str(falling), str(tiny_run.store), "-o", str(tmp_path / "rep")]) == 2
+    assert "its training stopped before its first checkpoint" in capsys.readouterr().err
 
 
 def test_progress_of_rank(tiny_run, capsys):

@@ -187,8 +187,8 @@ def check_trained(run, record) -> None:
     due = min(train.checkpoint_every, train.steps)
     losses = [float(r.get("loss", "nan")) for r in rows]
     last = max((r["step"] for r in rows), default=0)
-    grew = any(not v == v or abs(v) == float("inf") for v in losses) or (
-        losses and min(losses) > 0 and max(losses) >= 10 * min(losses))
+    grew = any(not v == v or abs(v) == float("inf") for v in losses) or (  # after its lowest:
+        losses and min(losses) > 0 and losses[-1] >= 10 * min(losses))  # a fall is no divergence
     again = ("train again into a new run folder (-o), with `cryostream train` at a lower "
              f"learning rate (--lr, half or less of its {train.learning_rate:g}) or another --seed")
     where = f"{run}: no checkpoint in {run / CHECKPOINTS}"
