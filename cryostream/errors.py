@@ -73,5 +73,6 @@ def without_skipping(error: InvalidMicrographError, why: str) -> InvalidMicrogra
         return error
     fix = re.sub(r"[,;]? or (?:pass |skip (?:it|them) with )?--permissive"
                  r"(?: \(Python: permissive=True\))?(?: to (?:skip|leave) (?:it|them)(?: out)?)?",
-                 "", error.fix).strip(" ;,")
+                 "", error.fix)
+    fix = re.sub(r" \(--permissive skips (?:it|them)\)", "", fix).strip(" ;,")
     return InvalidMicrographError(error.path, error.problem, f"{fix} ({why})" if fix else why)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import warnings
 from pathlib import Path
 
 import h5py
@@ -1256,6 +1257,14 @@ def test_rank_on_micrographs_of_two_shapes_says_what_rank_can_do(run, sim, tmp_p
     assert shape.endswith("; remove it from the inputs (rank skips none: every run is scored on "
                           "the same micrographs, all of one shape; rank those of another "
                           "shape apart)")
+    nan = np.ones((256, 256), np.float32)
+    nan[3, 3] = np.nan  # found as it is read, after the headers: said the same way
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's about the NaN
+        bad = write_mrc(tmp_path / "nan.mrc", nan, pixel_size=float(
+            mrcfile.open(sim.micrographs[0], header_only=True).voxel_size.x))
+    line = assert_user_error(cli(capsys, "rank", run, "-i", sim.micrographs[0], bad), "nan.mrc")
+    assert "--permissive" not in line and "rank skips none" in line
     assert cli(capsys, "rank", run, "-i", *sim.micrographs[:2], "--quiet").rc == 0
     line = assert_user_error(cli(capsys, "prepare", *sim.micrographs[:2], odd, "-o",
                                  tmp_path / "d.h5", "--quiet"), "odd")

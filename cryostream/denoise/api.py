@@ -110,6 +110,10 @@ def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, tw
     return out[0] if two_d else out
 
 
+_RANK_SKIPS_NONE = ("rank skips none: every run is scored on the same micrographs, all of one "
+                    "shape; rank those of another shape apart")
+
+
 def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, draws: int = 2,
               beta: float = 0.5, seed: int = 0) -> list[dict]:
     """Rank trained runs by their denoising error on micrographs, without ground truth.
@@ -142,9 +146,7 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
     try:
         stack = open_micrographs(inputs, chunks=-1)
     except InvalidMicrographError as exc:  # rank skips none: every run on the same micrographs
-        raise without_skipping(exc, "rank skips none: every run is scored on the same "
-                               "micrographs, all of one shape; rank those of another shape "
-                               "apart") from None
+        raise without_skipping(exc, _RANK_SKIPS_NONE) from None
     scores = {r: {} for r in runs}
     first = load_network(runs[0])
     log = logging.getLogger("cryostream")
@@ -154,7 +156,11 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
         header, image = read_micrograph(source)  # once, for every run
         # checked and mended as denoise does (NaN pixels named with the file; a hot pixel
         # would rule the scores), for the first run's network
-        image = checked_micrograph(image, source, first.record, first.config, configs[runs[0]])[1]
+        try:
+            image = checked_micrograph(image, source, first.record, first.config,
+                                       configs[runs[0]])[1]
+        except InvalidMicrographError as exc:
+            raise without_skipping(exc, _RANK_SKIPS_NONE) from None
         found = ""  # the fitted defocus and the CTF check, as the first run's steps found them
         for run in runs:
             micrograph, percentile = normalised(image, header.pixel_size_angstrom, records[run],
