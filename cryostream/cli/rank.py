@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="run folders from cryostream train or fit, exported .npz files or "
                    "shipped models' names")
     p.add_argument("-i", "--inputs", nargs="+",
-                   help="MRC files, globs, folders or a RELION STAR file to score on (required)")
+                   help="MRC files, globs, folders, a RELION STAR file or a cryoSPARC "
+                   "exposures .cs file to score on (required)")
     add_pipeline_options(p)
     g = p.add_argument_group("scoring")
     add_library_flag(g, "--draws", RANK, "draws", "recorrupted passes per run and micrograph",
