@@ -82,8 +82,12 @@ def check_pairs(inputs: list[str], targets: list[str], what: str = "targets (--t
         raise ConfigError(f"{what}: {same[0]} is its own target ({len(same)} of {len(inputs)} "
                           "pairs are one file twice): the network would learn to change nothing; "
                           "give the separate images (the truth, or the other half)")
-    if {os.path.realpath(p) for p in inputs} == {os.path.realpath(p) for p in targets}:
-        return  # even/odd halves: each half is the other's target, both ways
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    suffixes = (*EVEN_SUFFIXES, *ODD_SUFFIXES)
+    if all(half_key(i, suffixes) == half_key(t, suffixes) for i, t in zip(inputs, targets,
+                                                                           strict=True)):
+        return  # even/odd halves (each the other's target): one micrograph's both halves
     stem = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
     names = [os.path.splitext(os.path.basename(p))[0] for p in targets]
     if sorted(stem) == sorted(names) and len(set(stem)) == len(stem) and stem != names:

@@ -337,6 +337,8 @@ def test_paired_targets_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"sim_0000 would be paired with sim_0001 \(pairs are "
                        r"taken in order\); give the targets in the micrographs' order"):
         prepare(sim.micrographs, tmp_path / "d.h5", none, targets=sim.truths[::-1])
+    with pytest.raises(ConfigError, match="sim_0000 would be paired with sim_0001"):  # swapped
+        prepare(sim.micrographs, tmp_path / "d.h5", none, targets=sim.micrographs[::-1])
     with pytest.raises(ConfigError, match="sim_0000.mrc is its own target .*2 of 2 pairs"):
         prepare(sim.micrographs, tmp_path / "e.h5", none, targets=sim.micrographs)
     with pytest.raises(ConfigError, match="is given as both its even and its odd half"):
