@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     paths = export_bin(args.store, args.outdir)
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({format_bytes(total)})")
-    if not any(p.name.endswith("_input.bin") for p in paths):
+    from cryostream.store import store_facts
+
+    if store_facts(args.store)[0].noise.mode == "on-device":
         import sys
 
         print(f"cryostream export-bin: note: {args.store} holds no noisy inputs (its noise is drawn "
