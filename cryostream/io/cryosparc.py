@@ -84,7 +84,11 @@ def _project(path: Path, names: list[str]) -> Path:
     for here in (path.parent.absolute(), path.resolve().parent):
         tried += [here.parent, here, *here.parents[1:4]]
     tried = list(dict.fromkeys([*tried, Path.cwd()]))
-    found = [sum((b / n).exists() for n in names) for b in tried]
+    found: list[int] = []
+    for base in tried:  # the first holding them all ends the search (one pass, as a rule)
+        found.append(sum((base / n).exists() for n in names))
+        if found[-1] == len(names):
+            break
     if max(found) == 0:
         shown = ", ".join(str(b) for b in tried)
         raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
@@ -198,10 +202,10 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
         raise _fail(path, f"{len(missing)} of its {len(files)} micrographs are not found "
                     f"(row {missing[0] + 1}: {files[missing[0]]})",
                     "restore them, or pass --permissive to leave them out")
+    from cryostream.io.stack import MicrographSkippedWarning  # stack reads this module
+
     skipped = []
     for i in missing:
-        from cryostream.io.stack import MicrographSkippedWarning
-
         reason = f"{path}: row {i + 1}'s micrograph is not found"
         warnings.warn(f"skipping {files[i]}: {reason}", MicrographSkippedWarning, stacklevel=4)
         skipped.append({"path": str(files[i]), "reason": reason})
