@@ -78,6 +78,7 @@ def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
     record = json.loads((out / f"{stems[0]}.json").read_text())
     assert record["input"] == str((root / names[0]).resolve())
     assert record["given"]["pixel_size_angstrom"] == pytest.approx(0.6575)
+    assert record["given"]["pixel_size_from"] == "cryoSPARC .cs file"  # said as it is
     given = record["given"]["defocus"]
     assert (given["defocus_u_angstrom"], given["defocus_v_angstrom"]) == pytest.approx(
         (truth["rlnDefocusU"][0], truth["rlnDefocusV"][0]), abs=0.01)
@@ -187,8 +188,8 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
     table = np.load(gone := _exposures(root / "J2" / "e.cs", names))
     table["micrograph_blob/psize_A"] = 1.1  # the headers say 0.6575 Å
     np.save(open(gone, "wb"), table)
-    with pytest.warns(StarFileWarning, match=r"1.1 Å in the .cs file, 0.6575 Å in the header .*"
-                      r"the .cs file's is used \(cryoSPARC's jobs use it\)"):
+    with pytest.warns(StarFileWarning, match=r"1.1 Å in the cryoSPARC .cs file, 0.6575 Å in the "
+                      r"header .*the cryoSPARC .cs file's is used \(cryoSPARC's jobs use it\)"):
         assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(tmp_path / "d2"),
                      "--raw", "--tile", "64", "--workers", "1"]) == 0
     capsys.readouterr()

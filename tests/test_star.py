@@ -178,7 +178,8 @@ def test_a_known_defocus_replaces_the_fit_and_a_wrong_one_gives_way_to_the_fit(t
              Defocus(true[0], true[1] + 5600, true[2])]
     for image, defocus in [(noisy, Defocus(*true))] + [(noisy, d) for d in wrong] \
             + [(noisy[:480, :480].copy(), wrong[0])]:
-        micrograph = InputMicrograph("m.mrc", 0.6575, "STAR file", config.optics, defocus)
+        kind = "cryoSPARC .cs file" if defocus is wrong[1] else "STAR file"  # a table's fields
+        micrograph = InputMicrograph("m.mrc", 0.6575, kind, config.optics, defocus, listed_in=kind)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got, found = micrograph.pipeline(config).run(
@@ -199,9 +200,11 @@ def test_a_known_defocus_replaces_the_fit_and_a_wrong_one_gives_way_to_the_fit(t
                          ctf["astigmatism_angle_deg"], 0.0, 0.6575)
             given = CTFFit(*dataclasses.astuple(defocus), 0.0, 0.6575)
             assert given.in_words() in fallbacks[0] and fit.in_words() in fallbacks[0]
-            assert "rlnDefocusU" in fallbacks[0]
+            assert ("ctf/df1_A" if kind != "STAR file" else "rlnDefocusU") in fallbacks[0]
+            assert f"of its {kind}" in fallbacks[0]
+            assert kind == "STAR file" or "STAR" not in fallbacks[0]
         else:  # nothing to fit: the radial gain, the given defocus named
-            assert not found["ctf_used"] and ctf["defocus_from"] == "STAR file"
+            assert not found["ctf_used"] and ctf["defocus_from"] == kind
             assert len(fallbacks) == 1 and "radial Wiener gain" in fallbacks[0]
             fit = None
         noise = estimate_noise(image, 0.6575, tile=tile_for(image.shape))

@@ -8,6 +8,7 @@ import math
 import warnings
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.cryosparc import list_kind
 from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "far_from_header",
@@ -80,8 +81,8 @@ def warn_header_pixel_sizes(star, differ: list[tuple]) -> None:
     pairs: dict[tuple, list[str]] = {}
     for star_value, header_value, name in differ:
         pairs.setdefault((star_value, header_value), []).append(name)
-    kind, why = (".cs file", "cryoSPARC's jobs use it") if str(star.path).lower().endswith(
-        ".cs") else ("STAR file", "RELION's headers are often wrong")
+    kind = list_kind(star.path)
+    why = "RELION's headers are often wrong" if kind == "STAR file" else "cryoSPARC's jobs use it"
     listed = "; ".join(f"{s:g} Å in the {kind}, {h:g} Å in the header of {names[0]}"
                        + (f" and {len(names) - 1} more" if len(names) > 1 else "")
                        for (s, h), names in list(pairs.items())[:4])

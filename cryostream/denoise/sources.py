@@ -1,8 +1,8 @@
 """What each micrograph brings to :func:`~cryostream.denoise.denoise`, gathered and checked
 before anything is computed: its file (and its odd half), its pixel size, the optics of its
-CTF gain and a defocus already measured, from a RELION STAR file, the MRC header or the
-arguments; the CTF gain step that takes that defocus instead of fitting one; the STAR file
-written beside the outputs (:data:`~cryostream.denoise.outputs.STAR_NAME`)."""
+CTF gain and a defocus already measured, from a RELION STAR file or a cryoSPARC table, the MRC
+header or the arguments (the CTF gain step that takes that defocus instead of fitting one is
+in :mod:`~cryostream.denoise.known_defocus`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
+from cryostream.denoise.known_defocus import KnownDefocusGain, halves_pipeline
 from cryostream.denoise.pixels import (
     argument_disagrees,
     note_assumed_optics,
@@ -19,8 +20,9 @@ from cryostream.denoise.pixels import (
     warn_header_pixel_sizes,
     warn_pixel_size_argument,
 )
-from cryostream.denoise.steps import WienerGain, checked_gain, fit_with_error, no_rings, zeros_noise
+from cryostream.denoise.steps import WienerGain
 from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.cryosparc import list_kind
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, is_micrograph_list, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
@@ -39,7 +41,7 @@ class InputMicrograph:
     pixel_size_angstrom : float
         Å: ``--pixel-size``, else its STAR file's optics group, else its header.
     pixel_size_from : str
-        ``"argument"``, ``"STAR file"`` or ``"header"``.
+        ``"argument"``, ``"header"`` or its list's kind (``"STAR file"``, ``"cryoSPARC .cs file"``).
     optics : dict
         ``voltage_kv``, ``cs_mm``, ``amplitude_contrast`` of its CTF gain: its optics group's
         where the STAR file gives them, the config's otherwise.
@@ -51,6 +53,8 @@ class InputMicrograph:
         Its row in the STAR file's micrographs block.
     shape : (int, int) or None
         Its size in pixels, from its header.
+    listed_in : str
+        The kind of list that gave its defocus, for its record and messages.
     """
 
     source: str
@@ -61,6 +65,7 @@ class InputMicrograph:
     odd: str | None = None
     star_row: int | None = None
     shape: tuple[int, int] | None = None
+    listed_in: str = "STAR file"
 
     def given(self) -> dict | None:
         """What the output owes to elsewhere than its file and the config (JSON values), for
@@ -79,7 +84,7 @@ class InputMicrograph:
         """``config`` with this micrograph's optics (:class:`~cryostream.config.DenoiseConfig`)."""
         return dataclasses.replace(config, **self.optics)
 
-    def pipeline(self, config, *, defocus_from: str = "STAR file", check: float | None = None,
+    def pipeline(self, config, *, defocus_from: str | None = None, check: float | None = None,
                  rings_z: float | None = None):
         """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
         taking the known defocus (:class:`KnownDefocusGain`, ``defocus_from`` saying where it
@@ -90,7 +95,7 @@ class InputMicrograph:
             return pipeline
         d = self.defocus
         steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, learned=s.learned, defocus=(
-            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from,
+            d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from or self.listed_in,
             check=check, rings_z=rings_z)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
         return dataclasses.replace(pipeline, steps=steps)
@@ -108,135 +113,6 @@ class DenoiseInputs:
     micrographs: list[InputMicrograph]
     star: MicrographStar | None
     skipped: list[dict]
-
-
-@dataclasses.dataclass(frozen=True)
-class KnownDefocusGain(WienerGain):
-    """The CTF-shaped Wiener gain (:class:`~cryostream.denoise.steps.WienerGain`) with a
-    defocus already measured (``defocus``: U, V in Å and the angle in degrees; e.g. CTFFIND's
-    in a STAR file) instead of one fitted from the spectrum. One that fails the recorruption
-    check (:func:`~cryostream.denoise.scores.ctf_gain_check`), or whose Thon rings are not in
-    the spectrum (:func:`~cryostream.ctf.thon_ring_z`, recorded as ``given_defocus_rings_z``;
-    V 0.56 µm off U passed the check and cost 0.37 dB), gives way to the defocus fitted here
-    if that one passes both, with a :class:`~cryostream.ctf.CTFFallbackWarning` naming both;
-    else it is kept as checked (a right one's rings can score under the bar at 10 e/Å²)."""
-
-    defocus: tuple = ()
-    source: str = "STAR file"
-    #: The check's score measured already (on the sum of even/odd halves, so that both halves
-    #: take one decision); None measures it on the micrograph.
-    check: float | None = None
-    #: The Thon rings' score (:func:`~cryostream.ctf.thon_ring_z`) of a defocus fitted here
-    #: (on the sum of even/odd halves); None for one measured elsewhere (a STAR file's).
-    rings_z: float | None = None
-    name = "wiener_gain"
-
-    def init(self, micrograph):
-        import scipy.fft
-
-        fit = self.fit(micrograph.pixel_size_angstrom)
-        image = micrograph.image
-        spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)  # once, for all
-        if self.check is not None or self.rings_z is not None:  # fitted on even/odd halves
-            return self.given_state(micrograph, fit, spectrum)
-        from cryostream.ctf import THON_RING_Z, CTFFallbackWarning, thon_ring_z
-        from cryostream.denoise.steps import GIVEN_ADVICE, warn_fallback
-
-        z = thon_ring_z(spectrum, image.shape, fit)  # measured elsewhere: are its rings here?
-        state = {**self.given_state(micrograph, fit, spectrum, quiet=True), "given_rings_z": z}
-        # where it fails, the defocus fitted here, checked as always, may take its place
-        fitted = self.fitted(micrograph, spectrum, quiet=True) if no_rings(z) or not \
-            state["used"] else {}
-        if fitted.get("used"):
-            why = (f"its Thon rings are not in the spectrum (score z {z:.2f}, under "
-                   f"{THON_RING_Z})" if no_rings(z) else "it does not lower the error by "
-                   "recorruption")
-            warnings.warn(f"{micrograph.source}: the defocus of its {self.source} "
-                          f"({fit.in_words()}) is not used: {why}. The defocus fitted from its "
-                          f"spectrum ({fitted['fit'].in_words()}; rings z "
-                          f"{fitted['rings_z']:.2f}) passes both checks and is used. Check "
-                          f"the {self.source}'s row (rlnDefocusU, rlnDefocusV, "
-                          "rlnDefocusAngle: another micrograph's?)", CTFFallbackWarning,
-                          stacklevel=2)
-            return {**state, **fitted, "refitted": True}
-        if not state["used"]:
-            warn_fallback(self.what(micrograph, fit), None, GIVEN_ADVICE)
-        return state
-
-    def what(self, micrograph, fit) -> str:
-        return f"{micrograph.source}: the defocus of its {self.source} ({fit.in_words()})"
-
-    def given_state(self, micrograph, fit, spectrum, quiet: bool = False) -> dict:
-        """The state of the gain with the known defocus (``fit``), checked."""
-        return {**self.weights_state(micrograph, spectrum),
-                **self.checked(micrograph, fit, self.what(micrograph, fit), self.rings_z,
-                               spectrum=spectrum, check=self.check, quiet=quiet),
-                **({} if self.rings_z is None else {"rings_z": self.rings_z})}
-
-    def fit(self, pixel_size_angstrom: float):
-        """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
-        from cryostream.ctf import CTFFit
-
-        fit = CTFFit(*self.defocus, math.nan, pixel_size_angstrom, **dict(self.optics))
-        return fit_with_error(fit, self.rings_z)  # one fitted here (on halves): with its error
-
-    def describe(self, state):
-        found = super().describe(state)
-        if "given_rings_z" in state:  # the known defocus's rings, where they were scored here
-            found["given_defocus_rings_z"] = round(state["given_rings_z"], 2)
-        found["ctf"].update(**({"defocus_from": "spectrum"} if state.get("refitted") else
-                               {"score": None, "defocus_from": self.source}))
-        return found
-
-
-def halves_pipeline(micrograph: InputMicrograph, config, halves: list, record):
-    """The micrograph's pipeline (:meth:`InputMicrograph.pipeline`); for even/odd halves
-    (``halves``: ``(path, image)`` pairs, each checked already) the CTF gain of both takes one
-    defocus (fitted on their sum, or the known one) and one recorruption check on their sum:
-    twice the signal of either, and one filter for the two outputs that are summed. The sum is
-    normalised by the run's percentile (``record``: the run's
-    :class:`~cryostream.runs.RunRecord`); a sum that cannot be leaves each half its own fit and
-    check. A defocus fitted on the sum must show its Thon rings there
-    (:func:`~cryostream.ctf.thon_ring_z`), as a single micrograph's must."""
-    if len(halves) < 2 or not config.ctf_gain:
-        return micrograph.pipeline(config)
-    import numpy as np
-    import scipy.fft
-
-    from cryostream.matched import estimate_noise, tile_for
-    from cryostream.preprocess import image_statistics
-
-    total = halves[0][1] + halves[1][1]
-    scale = image_statistics(total, record.percentile)[0]
-    if not (np.isfinite(scale) and scale > 0 and total.max() > total.min()):
-        return micrograph.pipeline(config)
-    total = total / np.float32(scale)
-    ps = micrograph.pixel_size_angstrom
-    source, fitted = "STAR file", micrograph.defocus is None
-    if fitted:
-        from cryostream.denoise.steps import fit_for_gain
-
-        fit = fit_for_gain(total, ps, config.optics)
-        if fit is None:
-            return micrograph.pipeline(config)
-        micrograph = dataclasses.replace(micrograph, defocus=Defocus(
-            fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg))
-        source = "sum of the even and odd halves"
-    d = micrograph.defocus
-    gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
-    spectrum = scipy.fft.rfft2(total - total.mean(), workers=-1)  # once, for both
-    rings_z = None
-    if fitted:  # a fit must show its rings, as on one micrograph
-        from cryostream.ctf import thon_ring_z
-
-        rings_z = thon_ring_z(spectrum, total.shape, gain.fit(ps))
-    noise = estimate_noise(total, ps, tile=tile_for(total.shape))
-    if not no_rings(rings_z):  # the check with the noise at the CTF's zeros, as on one
-        noise = zeros_noise(total, noise, gain.fit(ps), spectrum)[0]
-    check = checked_gain(total, noise, fit_with_error(gain.fit(ps), rings_z), f"{micrograph.source} and "
-                         f"its odd half: the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} "
-                         f"Å, from the {source}), checked on their sum,", rings_z)
-    return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -397,9 +273,11 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom)
+        kind = list_kind(star.path) if star is not None else "STAR file"
+        origin = kind if origin == "STAR file" else origin
         if origin == "argument" and (disagree := argument_disagrees(ps, h, entry)):
             off.append(disagree)
-        if origin == "STAR file" and h.pixel_size_angstrom > 0 and not math.isclose(
+        if origin == kind and h.pixel_size_angstrom > 0 and not math.isclose(
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
                 (ps, h.pixel_size_angstrom, Path(h.path).name))
@@ -408,7 +286,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             optics = {**optics, **entry.optics.ctf_keywords()}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
-            odds.get(h.path), entry.row if entry is not None else None, h.shape))
+            odds.get(h.path), entry.row if entry is not None else None, h.shape, kind))
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
     if off:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["LIST_SUFFIXES", "is_micrograph_list", "star_tables"]
+__all__ = ["LIST_SUFFIXES", "is_micrograph_list", "list_kind", "star_tables"]
 
 #: Files that list micrographs rather than hold one: RELION's STAR files, cryoSPARC's tables.
 LIST_SUFFIXES = (".star", ".cs")
@@ -43,6 +43,12 @@ _GIVE = ("give the exposures .cs file of a cryoSPARC job (a Patch CTF Estimation
 def is_micrograph_list(path: Path) -> bool:
     """Whether ``path`` is a file that lists micrographs (a STAR file or a cryoSPARC table)."""
     return path.suffix.lower() in LIST_SUFFIXES and path.is_file()
+
+
+def list_kind(path) -> str:
+    """What records and messages call a micrographs list: ``"STAR file"`` or ``"cryoSPARC .cs
+    file"``."""
+    return "cryoSPARC .cs file" if str(path).lower().endswith(".cs") else "STAR file"
 
 
 def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
