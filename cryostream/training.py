@@ -305,6 +305,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
         """Stop with a clear message at a non-finite loss; the checkpoints so far stay."""
         if math.isfinite(loss):
             return
+        with open(metrics_path, "a") as log_file:  # the log says so (check_trained reads it)
+            log_file.write(json.dumps({"step": at, "diverged": True}) + "\n")
         loader.close()
         manager.wait_until_finished()
         kept = manager.all_steps()

@@ -347,6 +347,10 @@ def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
         f'{{"step": {s}, "loss": {v}}}\n' for s, v in ((5, 1.0), (10, 0.3), (15, 0.04))))
     assert main(["evaluate", str(falling), str(tiny_run.store), "-o", str(tmp_path / "rep")]) == 2
     assert "its training stopped before its first checkpoint" in capsys.readouterr().err
+    (falling / "metrics.jsonl").write_text('{"step": 3, "diverged": true}\n')  # train stopped it
+    assert main(["evaluate", str(falling), str(tiny_run.store), "-o", str(tmp_path / "rep")]) == 2
+    assert "its training diverged (metrics.jsonl logs its loss not finite at step 3, and no " \
+        "checkpoint of a diverged network is written), so resuming it is no use" in capsys.readouterr().err
 
 
 def test_progress_of_rank(tiny_run, capsys):

@@ -14,8 +14,9 @@ import pytest
 from flax import nnx
 
 from cryostream.cli import main
-from cryostream.errors import TrainingDivergedError
-from cryostream.runs import checkpoint_steps, load_model
+from cryostream.denoise.network import check_trained
+from cryostream.errors import StoreError, TrainingDivergedError
+from cryostream.runs import checkpoint_steps, load_model, load_record
 from cryostream.training import train
 from tests.conftest import TINY_TRAIN  # 8 steps, checkpoints at 4 and 8
 
@@ -80,6 +81,11 @@ def test_a_diverged_step_is_not_saved_on_interrupt(tiny_run, tmp_path):
         train(tiny_run.store, tmp_path / "run", config, on_step=_stop_at(3, _raise),
               log=lambda *_: None)
     assert checkpoint_steps(tmp_path / "run") == []
+    # before its first logged row (every 10 steps): the log says where, and so does denoise
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 3, "diverged": true}\n'
+    with pytest.raises(StoreError, match=r"its training diverged \(metrics.jsonl logs its loss "
+                       "not finite at step 3, .*lower learning rate"):
+        check_trained(tmp_path / "run", load_record(tmp_path / "run"))
 
 
 class _CtrlCAt(logging.Handler):

@@ -185,17 +185,19 @@ def check_trained(run, record) -> None:
         rows = []
     train = record.train
     due = min(train.checkpoint_every, train.steps)
-    losses = [float(r.get("loss", "nan")) for r in rows]
+    losses = [float(r["loss"]) for r in rows if "loss" in r]
     last = max((r["step"] for r in rows), default=0)
-    grew = any(not v == v or abs(v) == float("inf") for v in losses) or (  # after its lowest:
-        losses and min(losses) > 0 and losses[-1] >= 10 * min(losses))  # a fall is no divergence
+    stopped = any(r.get("diverged") for r in rows)  # train stopped it at a loss not finite
+    grew = stopped or any(not v == v or abs(v) == float("inf") for v in losses) or (  # after
+        losses and min(losses) > 0 and losses[-1] >= 10 * min(losses))  # its lowest: a fall is none
     again = ("train again into a new run folder (-o), with `cryostream train` at a lower "
              f"learning rate (--lr, half or less of its {train.learning_rate:g}) or another --seed")
     where = f"{run}: no checkpoint in {run / CHECKPOINTS}"
-    if last >= due and grew:
-        raise StoreError(f"{where}: its training diverged (metrics.jsonl logs its loss growing to "
-                         f"step {last}, past the checkpoint due at step {due}, and no checkpoint "
-                         f"of a diverged network is written), so resuming it is no use; {again}"
+    if (last >= due or stopped) and grew:
+        logs = (f"its loss not finite at step {last}" if stopped else f"its loss growing to step "
+                f"{last}, past the checkpoint due at step {due}")
+        raise StoreError(f"{where}: its training diverged (metrics.jsonl logs {logs}, and no "
+                         f"checkpoint of a diverged network is written), so resuming it is no use; {again}"
                          + ("; loss.png shows the curve" if (run / "loss.png").is_file() else ""))
     fit = ("run the same cryostream fit command again" if (run / "fit.json").is_file() else
            "continue it with cryostream train --resume (Python: train(..., resume=True))")
