@@ -442,3 +442,35 @@ def test_a_recorrupted_run_under_its_noisy_input_on_the_test_split_is_explained(
     said = "\n".join(test_split_section(numbers, recorrupt=True))
     assert "scores under the noisy input by design" in said and "`--residual`" in said
     assert "by design" not in "\n".join(test_split_section(numbers))
+
+
+def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
+    """The residual check, offered as the test of what `denoise` removed, had denoised with the
+    network alone (and the correction). It checks `denoise`'s default output now: the same
+    computed there as read from where `denoise` wrote it (--denoised), which is what it reads."""
+    import mrcfile
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.outputs import recipe_steps
+    from cryostream.runs import load_record
+
+    mic = tiny_run.sim.micrographs[0]
+    den = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--tile", "56",
+                 "--quiet"]) == 0
+    steps = " + ".join(recipe_steps(DenoiseConfig(tile=56).for_run(load_record(tiny_run.run))))
+    assert "ensemble" in steps
+    rows = []
+    for extra in ([], ["--denoised", str(den)], ["--denoised", str(den)]):
+        if len(rows) == 2:  # what denoise wrote, emptied: the residual is the micrograph
+            with mrcfile.open(den / mic.name, "r+") as f:
+                f.data[:] = 0
+        out = tmp_path / f"rep{len(rows)}"
+        assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--tile", "56", "--residual",
+                     str(mic), "--quiet", *extra]) == 0
+        assert f"what `denoise` writes by default ({steps})" in (out / "report.md").read_text()
+        rows.append(json.loads((out / "report.json").read_text())["residual"][0])
+    numbers = [{k: v for k, v in row.items() if isinstance(v, float)} for row in rows]
+    assert numbers[1] == pytest.approx(numbers[0], rel=1e-4)
+    assert rows[2]["correlation_with_lowpass"] == pytest.approx(rows[2]["correlation_if_everything"])
+    assert rows[2]["correlation_with_lowpass"] > 2 * rows[0]["correlation_with_lowpass"]

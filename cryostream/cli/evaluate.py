@@ -30,8 +30,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_library_flag(p, "--tile", EVALUATE, "tile", "denoising window core, px; None: chosen for "
                      "the micrograph and the device, as denoise does", type=int)
     p.add_argument("--residual", nargs="+", metavar="MRC",
-                   help="micrographs (real ones too) whose residual input − output is checked "
-                   "against their measured noise")
+                   help="micrographs (real ones too) whose residual, input − what denoise gives "
+                   "by default, is checked against their measured noise")
+    p.add_argument("--denoised", metavar="FOLDER",
+                   help="a folder where `cryostream denoise` wrote this model's default outputs: "
+                   "those found there are checked (--residual) and scored (--truth) as they are, "
+                   "not denoised again")
     p.set_defaults(func=run)
     return p
 
@@ -43,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(args.run)  # named as given, before the report folder is made
     report = evaluate(args.run, args.store, args.output, truth=args.truth, residual=args.residual,
-                      **given(args, "patches", "micrographs", "tile"))
+                      denoised=args.denoised, **given(args, "patches", "micrographs", "tile"))
     print("\n".join(summary_lines(report, args.output)))
     return 0

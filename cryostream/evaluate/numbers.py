@@ -134,6 +134,18 @@ class TruthMethods:
     found: dict
 
 
+def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None):
+    """``recipe`` (a resolved :class:`~cryostream.config.DenoiseConfig`) run on ``micrograph``
+    (a :class:`~cryostream.denoise.steps.Micrograph`) as ``denoise`` runs it: ``(output,
+    found)``. The network's pass on the micrograph itself is ``own``, done already; the others
+    (the ensemble's) are made here."""
+    from cryostream.denoise.tiling import network_pass
+
+    image = micrograph.image
+    return recipe.pipeline().run(micrograph, lambda x: own if x is image else network_pass(
+        str(run), x, tile=tile))
+
+
 def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,
                   pixel_size_angstrom: float, source: str, tile: int | None = None,
                   default_output: np.ndarray | None = None,
@@ -149,7 +161,6 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
 
     from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
     from cryostream.denoise.steps import Micrograph
-    from cryostream.denoise.tiling import network_pass
 
     _, sigma = best_gaussian(noisy_n, clean_n)
     micrograph = Micrograph(noisy_n, pixel_size_angstrom, record, source=source)
@@ -162,14 +173,11 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
         for name, config in TRUTH_PIPELINES.items():
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
 
-    def network(image):  # the micrograph's own pass is done; others (the ensemble) run here
-        return den if image is noisy_n else network_pass(str(run), image, tile=tile)
-
     if default_output is not None:
         methods[DEFAULT_RECIPE], found = default_output, dict(default_found or {})
     else:
-        default = DenoiseConfig(tile=tile).for_run(record)
-        methods[DEFAULT_RECIPE], found = default.pipeline().run(micrograph, network)
+        methods[DEFAULT_RECIPE], found = recipe_output(run, DenoiseConfig(tile=tile).for_run(
+            record), micrograph, den, tile)
     if topaz_available():
         methods["Topaz-Denoise"] = topaz_denoise(noisy_n)
     return TruthMethods(methods, float(sigma), found)

@@ -24,6 +24,7 @@ from cryostream.evaluate.numbers import (
     method_noise,
     network_output,
     read_micrograph,
+    recipe_output,
     score_methods,
     truth_methods,
 )
@@ -76,7 +77,7 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
         den = network_output(run, noisy, scale, tile)
-        written, written_found = _written_default(denoised, noisy_path, run, record, scale)
+        written, written_found = _written_default(denoised, noisy_path, run, record, scale, tile)
         result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
                                tile=tile, default_output=written, default_found=written_found)
         scores, frcs = score_methods(result.images, clean_n, pixel)
@@ -139,11 +140,11 @@ def summary_lines(report: dict, output) -> list[str]:
     return lines
 
 
-def _written_default(denoised, noisy_path: Path, run: str, record,
-                     scale) -> tuple[np.ndarray | None, dict | None]:
+def _written_default(denoised, noisy_path: Path, run: str, record, scale,
+                     tile: int | None) -> tuple[np.ndarray | None, dict | None]:
     """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe
-    (checked through its NAME.json), normalised by ``scale``, and what its steps found;
-    ``(None, None)`` when there is none."""
+    and ``tile`` (checked through its NAME.json), normalised by ``scale``, and what its steps
+    found; ``(None, None)``, with a note, when there is none."""
     if denoised is None:
         return None, None
     from cryostream.config import DenoiseConfig
@@ -151,30 +152,36 @@ def _written_default(denoised, noisy_path: Path, run: str, record,
 
     path = Path(denoised) / noisy_path.name
     record_path = path.with_suffix(".json")
-    identity = output_identity(run, DenoiseConfig().for_run(record), str(noisy_path.resolve()))
+    identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),
+                               str(noisy_path.resolve()))
     if not (path.is_file() and same_record(record_path, identity)):
+        _log.info("%s: not this model's default output of %s%s (its NAME.json says how it was "
+                  "made): denoised here", path, noisy_path, f" with --tile {tile}" if tile else "")
         return None, None
     found = json.loads(record_path.read_text()).get("found") or {}
     return read_micrograph(path)[0] / scale, found
 
 
-def residual_section(run, record, paths, out: Path, report: dict, tile: int | None) -> list[str]:
-    """The residual of each micrograph in ``paths`` (Noisier2Noise-corrected for runs trained
-    on noisy micrographs): numbers, figures and markdown."""
+def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
+                     denoised=None) -> list[str]:
+    """The residual of what ``denoise`` gives each micrograph in ``paths`` by default (its
+    recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`; read from
+    ``denoised`` where ``denoise`` wrote it there): numbers, figures and markdown."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.micrograph import checked_micrograph
     from cryostream.denoise.network import load_network
+    from cryostream.denoise.outputs import recipe_steps
     from cryostream.denoise.steps import Micrograph
     from cryostream.io.stack import expand_inputs
 
     network_config = load_network(run).config
-    noisy_trained = not record.estimates_clean
-    correction = DenoiseConfig.raw(n2n_correction=noisy_trained).pipeline()
+    recipe = DenoiseConfig(tile=tile).for_run(record)
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
-             "Micrograph − output" + (" (Noisier2Noise-corrected)" if noisy_trained else "") +
-             ": its spectrum over the measured noise spectrum (0.05–0.5 cycles/px; 1 is "
-             "right) and its correlation with the 20 Å low-pass micrograph (pure noise "
-             "gives the value in brackets; the whole micrograph the last column).", "",
+             "Micrograph − what `denoise` writes by default ("
+             f"{' + '.join(recipe_steps(recipe))}): its spectrum over the measured noise spectrum "
+             "(0.05–0.5 cycles/px; 1 is right) and its correlation with the 20 Å low-pass "
+             "micrograph (pure noise gives the value in brackets; the whole micrograph the last "
+             "column).", "",
              "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
              "whole micrograph |", "|---|---|---|---|---|"]
     rows = []
@@ -186,9 +193,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
-        raw_output = network_output(run, raw, scale, tile)
-        den = correction.run(Micrograph(image, pixel, record, str(path)),
-                             lambda _, out=raw_output: out)[0]
+        den = _written_default(denoised, Path(path), run, record, scale, tile)[0]
+        if den is None:  # denoised here as denoise does it: the micrograph's pass, then others
+            den = recipe_output(run, recipe, Micrograph(image, pixel, record, str(path)),
+                                network_output(run, raw, scale, tile), tile)[0]
         check = method_noise(image, den, pixel)
         _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
                   "low-pass %.3f (pure noise %.3f)", i + 1, len(paths), Path(path).name,
@@ -224,10 +232,10 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     :class:`~cryostream.errors.ConfigError` before anything is written when it trained on all
     of them); the report names them. Topaz-Denoise's pretrained U-Net joins both when
     ``topaz-em`` is installed. (c) With ``residual`` (MRC paths, e.g. real micrographs): each is denoised
-    (Noisier2Noise-corrected for runs trained on noisy micrographs) and the residual checked
-    with :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this
-    model's default outputs from :func:`cryostream.denoise` (with their records), scored as
-    the default recipe instead of denoising the truth section's micrographs again. ``tile``:
+    as :func:`cryostream.denoise` does by default and the residual checked with
+    :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this model's
+    default outputs from :func:`cryostream.denoise` (with their records), scored and checked as
+    the default recipe instead of denoising those micrographs again. ``tile``:
     the denoising window's core, px (None: chosen for the micrograph and the device, as
     :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
 
@@ -359,7 +367,7 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
     if selection is not None:
         lines += truth_section(run, record, selection, out, tile, report, denoised)
     if residual:
-        lines += residual_section(run, record, residual, out, report, tile)
+        lines += residual_section(run, record, residual, out, report, tile, denoised)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
