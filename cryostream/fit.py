@@ -56,7 +56,7 @@ from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
 from cryostream.progress import TrainProgress
-from cryostream.runs import checkpoint_steps
+from cryostream.runs import checkpoint_steps, last_evaluation, logged_rows
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
@@ -341,12 +341,12 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                            time_limit_s=remaining, log=_log.info, on_metrics=notes,
                            on_step=notes.step)
     steps = result.steps if result is not None else done
-    command = shlex.join(["cryostream", "denoise", *given_inputs(given), "-o", "denoised",
-                          "--model", str(run), *["--permissive"] * permissive])
+    command = shlex.join(["cryostream", "denoise", *given_inputs(given), "-o",
+                          f"denoised_{run.name}", "--model", str(run), *["--permissive"] * permissive])
     size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
-                    final_loss=result.final_loss if result is not None else math.nan,
-                    eval=result.eval if result is not None else {},
+                    final_loss=result.final_loss if result is not None else _logged_loss(run),
+                    eval=result.eval if result is not None else last_evaluation(run),
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
                     resumed_at=done, kept=kept, recorrupt=config.recorrupt,
                     skipped=tuple(s["path"] for s in skipped),
@@ -355,6 +355,12 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
     return out
+
+
+def _logged_loss(run: Path) -> float:
+    """The last training loss a run logged (a run trained before this call), NaN if none."""
+    return next((float(r["loss"]) for r in reversed(logged_rows(run / "metrics.jsonl"))
+                 if "loss" in r), math.nan)
 
 
 def _record_steps(run: Path, steps: int) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import file_changes, same_paths
+from cryostream.io.paths import write_whole
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
@@ -37,8 +37,9 @@ def check_run(run: Path, request: dict, overwrite: bool) -> bool:
     if run.exists() and not run.is_dir():
         raise StoreError(f"{run}: is a file; give a folder for the run (-o)")
     # the lock, and an earlier version's (.fit.lock), are no run's files
-    names = [p.name for p in run.iterdir() if p.name not in (LOCK_NAME, ".fit.lock")] \
-        if run.is_dir() else []
+    names = [p.name for p in run.iterdir() if p.name not in (LOCK_NAME, ".fit.lock")
+             and not (p.name.startswith(".") and p.name.endswith(".partial"))] \
+        if run.is_dir() else []  # (nor a file a kill left half-written: never read)
     if not names:
         return True
     record = run / FIT_RECORD
@@ -107,9 +108,8 @@ def clear_run(run: Path) -> None:
 
 
 def write_json(path: Path, value: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=2, sort_keys=True))
-    os.replace(partial, path)
+    """``value`` as ``path``, whole or not at all (:func:`~cryostream.io.paths.write_whole`)."""
+    write_whole(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,

@@ -30,6 +30,7 @@ from cryostream.checkpoints import (
 )
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, from_dict, to_dict
 from cryostream.errors import ConfigError, StoreError
+from cryostream.io.paths import write_whole
 
 if TYPE_CHECKING:
     from cryostream.models.unet import ModelConfig, UNet
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["RECORD_FILE", "CHECKPOINTS", "RunRecord", "check_run", "load_record", "save_record",
            "checkpoint_manager", "checkpoint_steps", "save_checkpoint", "restore_state",
            "load_params", "load_model", "tree_checksum", "resume_differences", "last_evaluation",
-           "check_run_folder", "check_fresh_noise"]
+           "logged_rows", "check_run_folder", "check_fresh_noise"]
 
 #: The record's file name inside a run folder.
 RECORD_FILE = "config.json"
@@ -234,23 +235,32 @@ def load_record(run) -> RunRecord:
                           f"damaged: {fix}") from None
 
 
+def logged_rows(path) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` (each a dict with a whole-number ``step``), in order; a
+    line cut short (a full disk, a kill while it was written) or not a row is left out, and no
+    file gives ``[]``."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
 def last_evaluation(run) -> dict:
     """The last evaluation on a run folder's test split, from its ``metrics.jsonl``: ``step``,
     ``psnr`` and ``noisy_psnr`` (the network's output and the noisy input against the
     target), …; ``{}`` if it has none (no test split, not evaluated yet, an exported model)."""
-    path = Path(run) / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "eval_psnr" in row:
-            return {"step": row.get("step")} | {k[5:]: v for k, v in row.items()
-                                                 if k.startswith("eval_")}
+    for row in reversed(logged_rows(Path(run) / "metrics.jsonl")):
+        if "eval_psnr" in row:
+            return {"step": row["step"]} | {k[5:]: v for k, v in row.items() if k.startswith("eval_")}
     return {}
 
 
@@ -309,7 +319,7 @@ def save_record(run, record: RunRecord) -> None:
     """Write ``record`` as ``run/config.json``, creating the folder if needed."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    (run / RECORD_FILE).write_text(json.dumps(record.to_dict(), indent=2))
+    write_whole(run / RECORD_FILE, json.dumps(record.to_dict(), indent=2))  # kept if it fails
 
 
 def load_model(run, step: int | None = None) -> tuple[UNet, RunRecord]:

@@ -24,6 +24,7 @@ from cryostream.config.checks import check_config
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.interrupts import held_interrupt
+from cryostream.io.paths import write_whole
 from cryostream.loader import PatchLoader, model_input
 from cryostream.locks import folder_lock
 from cryostream.losses import training_loss
@@ -35,6 +36,7 @@ from cryostream.runs import (
     checkpoint_manager,
     checkpoint_steps,
     load_record,
+    logged_rows,
     restore_state,
     resume_differences,
     save_checkpoint,
@@ -285,10 +287,9 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
-                if json.loads(line)["step"] <= step0] if metrics_path.exists() else []
+        rows = [r for r in logged_rows(metrics_path) if r["step"] <= step0]
         log(f"resumed from step {step0}")
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_whole(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
                               noise_table=loader.noise_table, recorrupt_alpha2=alpha2,

@@ -533,8 +533,8 @@ def test_a_spent_budget_prepares_and_another_fit_is_refused(mics, tmp_path, note
     assert "measuring the noise: 2/2 micrographs" in said
     assert "preparing the store: 2/2 micrographs" in said
     assert any("time budget ran out before training began" in n for n in said)
-    assert said[-1].endswith(f"denoise with: cryostream denoise {mics[0]} {mics[1]} -o denoised "
-                              f"--model {run}")
+    assert said[-1].endswith(f"denoise with: cryostream denoise {mics[0]} {mics[1]} -o "
+                              f"denoised_run --model {run}")  # a folder of its own
     # its files untouched (the folders' times move with the lock the refused fit took and let go)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError) as info:

@@ -169,20 +169,15 @@ def check_trained(run, record) -> None:
     kept and the logged loss grew: no diverged network is checkpointed) is to be trained
     again at a lower learning rate, not resumed; one that stopped before its first checkpoint
     is resumed, or trained again if it diverged."""
-    import json
 
     from cryostream.checkpoints import checkpoint_steps
     from cryostream.errors import StoreError
-    from cryostream.runs import CHECKPOINTS
+    from cryostream.runs import CHECKPOINTS, logged_rows
 
     run = Path(str(run))
     if checkpoint_steps(run):
         return
-    try:
-        rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                if isinstance(r, dict) and isinstance(r.get("step"), int)]
-    except (OSError, ValueError):
-        rows = []
+    rows = logged_rows(run / "metrics.jsonl")
     train = record.train
     due = min(train.checkpoint_every, train.steps)
     losses = [float(r["loss"]) for r in rows if "loss" in r]

@@ -7,7 +7,31 @@ from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file", "kept_folders"]
+__all__ = ["output_file", "kept_folders", "write_whole", "partial_path"]
+
+
+def partial_path(path: Path) -> Path:
+    """Where :func:`write_whole` writes ``path`` first: ``.NAME.partial`` beside it (hidden,
+    so a folder's listing leaves it out)."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def write_whole(path: Path, text: str, fix: str = "free some space, then run the same command "
+                "again") -> None:
+    """Write ``text`` to ``path`` whole or not at all: to :func:`partial_path` first, then
+    renamed over it, so a full disk, a file-size limit or a kill leaves the file before as it
+    was. On an ``OSError`` the partial file is removed and a :class:`StoreError` names
+    ``path`` and ``fix``."""
+    partial = partial_path(path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); {fix}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def output_file(path: str | os.PathLike, option: str, example: str) -> Path:

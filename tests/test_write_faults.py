@@ -1,0 +1,114 @@
+"""Records written whole or not at all: a run's ``config.json`` and ``metrics.jsonl``, a fit's
+``fit.json`` and a denoised micrograph's MRC and ``NAME.json``, under a real file-size limit
+(``ulimit -f`` in a child process: Python ignores SIGXFSZ, so a write past it fails with
+EFBIG as on a full disk), and what a kill mid-write leaves read back as nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryostream.errors import StoreError
+from cryostream.fit_run import check_run
+from cryostream.runs import logged_rows
+
+
+def _limited(kib: int, code: str) -> subprocess.CompletedProcess:
+    """``code`` run by this Python under a file-size limit of ``kib`` KiB."""
+    script = textwrap.dedent(code)
+    return subprocess.run(["bash", "-c", f'ulimit -f {kib} && exec "$0" -c "$1"', sys.executable,
+                           script], capture_output=True, text=True, timeout=120)
+
+
+def test_a_record_that_cannot_be_written_leaves_the_one_before(tmp_path):
+    """train --resume rewrote config.json in place, so a full disk cut it to its first KiB and
+    every command then refused the run as damaged. Now it is written aside and renamed: the
+    run's record stays whole, the error names the file, nothing half-written is left."""
+    from cryostream.config import PrepareConfig, TrainConfig
+    from cryostream.runs import RunRecord, load_record, save_record
+
+    run = tmp_path / "run"
+    record = RunRecord(path=run, train=TrainConfig(), prepare=PrepareConfig(), store="s.h5")
+    save_record(run, record)
+    before = (run / "config.json").read_bytes()
+    assert len(before) > 1024
+    done = _limited(1, f"""
+        import dataclasses, pathlib
+        from cryostream.errors import StoreError
+        from cryostream.runs import load_record, save_record
+        run = pathlib.Path({str(run)!r})
+        record = load_record(run)
+        try:
+            save_record(run, dataclasses.replace(record, train=dataclasses.replace(
+                record.train, steps=record.train.steps + 1, learning_rate=0.000123456789)))
+        except StoreError as exc:
+            print(exc)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{run / 'config.json'}: could not write it (File too large); "
+                                  "free some space")
+    assert (run / "config.json").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert load_record(run).train == record.train
+
+
+def test_a_log_line_cut_short_is_left_out(tmp_path):
+    """A metrics.jsonl whose last line a full disk cut short made train --resume stop with a
+    JSONDecodeError traceback; the rows before it are read, the cut one left out."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "loss": 0.5}\n{"step": 20, "loss": 0.25, "eval_psnr": 20.5}\n'
+                    '{"step": 30, "lo')
+    assert logged_rows(path) == [{"step": 10, "loss": 0.5},
+                                 {"step": 20, "loss": 0.25, "eval_psnr": 20.5}]
+    assert logged_rows(tmp_path / "none.jsonl") == []
+
+
+def test_a_fit_record_left_half_written_does_not_block_the_same_fit(tmp_path):
+    """A fit killed (or out of space) while writing fit.json left ``.fit.json.partial`` beside
+    its finished store, and the same command then refused the folder as not a fit's."""
+    run = tmp_path / "fit"
+    (run / "work").mkdir(parents=True)
+    (run / ".fit.json.partial").write_text('{"inpu')
+    assert check_run(run, {"inputs": []}, overwrite=False) is True
+    (run / "notes.txt").write_text("mine")  # a file of the user's is still no run's
+    with pytest.raises(StoreError, match="holds files but no fit.json"):
+        check_run(run, {"inputs": []}, overwrite=False)
+
+
+def test_an_output_made_again_is_never_left_with_the_record_before(tmp_path):
+    """denoise renamed a new NAME.mrc into place before its NAME.json: killed between, another
+    model's output kept the record of the one before, and the next run kept it as finished.
+    The record before is set aside first, and put back where the new output cannot be written
+    (here: a file-size limit the record fits under and the MRC does not)."""
+    from cryostream.denoise.outputs import OutputPlan, read_record, write_output
+
+    path, sidecar = tmp_path / "m.mrc", tmp_path / "m.json"
+    plan = OutputPlan(source="in.mrc", name="m", path=path, sidecar=sidecar, done=False)
+    write_output(plan, np.ones((64, 64), np.float32), 1.0, "first", {"run": "first"})
+    write_output(plan, np.full((64, 64), 2, np.float32), 1.0, "second", {"run": "second"})
+    assert read_record(sidecar) == {"run": "second"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.mrc"]  # nothing aside
+    done = _limited(16, f"""
+        import pathlib, numpy as np
+        from cryostream.errors import StoreError
+        from cryostream.denoise.outputs import OutputPlan, write_output
+        plan = OutputPlan(source="in.mrc", name="m", path=pathlib.Path({str(path)!r}),
+                          sidecar=pathlib.Path({str(sidecar)!r}), done=False)
+        try:
+            write_output(plan, np.full((256, 256), 3, np.float32), 1.0, "third", {{"run": "third"}})
+        except StoreError as exc:
+            print(exc)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{path}: could not be written (File too large)")
+    assert read_record(sidecar) == {"run": "second"}  # the pair before, whole
+    with mrcfile.open(path) as f:
+        assert float(f.data.mean()) == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.mrc"]
+    assert json.loads(sidecar.read_text()) == {"run": "second"}
