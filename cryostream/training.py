@@ -381,6 +381,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
             loader.close()
             kept = max(manager.all_steps(), default=None)
             manager.close()
+            if rows:  # the curve so far, as a finished training draws it
+                plot_curve(run / "loss.png", rows)
             log(f"interrupted: the checkpoint of step {kept} of {config.steps} is kept" if kept
                 else "interrupted before the first checkpoint")
             raise

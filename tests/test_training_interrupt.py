@@ -58,6 +58,17 @@ def test_an_interrupt_keeps_the_step_and_resume_continues(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_interrupted_training_draws_its_curve_so_far(tiny_run, tmp_path):
+    """loss.png, listed among a run's files, was drawn only by a training that finished."""
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run.store, run, dataclasses.replace(TINY_TRAIN, steps=12), log=lambda *_: None,
+              on_step=_stop_at(11, _raise))  # a row is logged at step 10
+    assert checkpoint_steps(run)[-1] == 11
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_then_saves_it(tiny_run, tmp_path):
     """A real SIGINT during step 2 is held back: the step finishes, is saved, and then
     KeyboardInterrupt stops the training; Python's own handler is back afterwards."""
