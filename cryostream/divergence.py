@@ -38,9 +38,13 @@ class DivergenceGuard:
     ``refused``: ``(step, ratio)`` of the last network judged diverged, or None.
     """
 
-    def __init__(self, eval_step, log=print):
+    def __init__(self, eval_step, log=print, warmup: int = 0):
         self.eval_step, self.log = eval_step, log
         self.refused: tuple[int, float] | None = None
+        #: A training no longer than its learning rate's warm-up (``warmup`` steps) may end on
+        #: a network that has only just started (one step at the full rate moves every weight
+        #: at once): told as too short, not as diverged.
+        self.warmup = warmup
 
     def diverged(self, params, batch, step: int) -> bool:
         """Whether the network has diverged on ``batch`` (noted, and kept in :attr:`refused`)."""
@@ -49,7 +53,8 @@ class DivergenceGuard:
         if math.isfinite(error) and (error < DIVERGED_FACTOR * noisy or error < ZERO_FACTOR * zero):
             return False
         self.refused = (step, error / noisy if noisy > 0 else math.inf)
-        self.log(f"step {step} not checkpointed: its network has diverged (its squared error on "
+        self.log(f"step {step} not checkpointed: its network " + ("has diverged" if step > self.warmup
+                 else "is far off (within the learning rate's warm-up)") + " (its squared error on "
                  f"the step's batch is {self.refused[1]:.3g} times the noisy input's, "
                  f"{error / zero if zero > 0 else math.inf:.3g} times an output of zero's)")
         return True
@@ -60,6 +65,14 @@ class DivergenceGuard:
         resume starts from (else ``step``)."""
         if self.refused is None or self.refused[0] != step:
             return step
+        if step == steps and steps <= self.warmup:
+            raise TrainingDivergedError(
+                f"{run}: after {steps} step{'s' * (steps > 1)} the network is not trained yet (its "
+                f"squared error on a training batch is {self.refused[1]:.3g} times the noisy "
+                "input's, and more than an output of zero's), so no checkpoint was written: a "
+                f"training this short, within the learning rate's warm-up ({self.warmup} steps), "
+                "cannot be told from one that diverged. Train for more steps (--steps, a few "
+                "hundred or more); if a longer training ends so too, lower the learning rate (--lr)")
         if step == steps:
             raise TrainingDivergedError(
                 f"{run}: the training diverged and did not come back: at its last step the "

@@ -295,7 +295,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                               noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
                               augment=config.augment, fresh_noise=config.fresh_noise)
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
-    guard = DivergenceGuard(eval_fn, log)
+    guard = DivergenceGuard(eval_fn, log, warmup=config.warmup_steps)
     step = int(state["step"])
     if progress:
         from tqdm.auto import tqdm

@@ -315,3 +315,18 @@ def test_a_preset_that_cannot_take_the_stores_patches_is_refused_before_anything
     with pytest.raises(cryostream.ConfigError, match=r"unet-deep.*--model.*multiples of 64.*--patch"):
         train(store, tmp_path / "run", dataclasses.replace(CONFIG, model="unet-deep"), log=lambda *_: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_training_within_its_warm_up_is_told_too_short_not_diverged(tiny_run, tmp_path):
+    """`train --steps 2` (a newcomer's smoke test) took its second step at the full learning
+    rate (the warm-up shortened to one step) and ended "diverged: lower the learning rate",
+    though nothing diverged: the network had barely started. It says so, and to train longer."""
+    from cryostream.errors import TrainingDivergedError
+
+    config = dataclasses.replace(TINY_TRAIN, steps=2, warmup_steps=100, learning_rate=0.03)
+    said = []
+    with pytest.raises(TrainingDivergedError, match=r"after 2 steps the network is not trained "
+                       r"yet .*within the learning rate's warm-up \(100 steps\).*Train for more "
+                       "steps"):
+        cryostream.train(tiny_run.store, tmp_path / "run", config, log=said.append)
+    assert said == [s for s in said if "diverged" not in s] and any("is far off" in s for s in said)
