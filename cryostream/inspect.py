@@ -138,7 +138,8 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
     Every file is written under a temporary name (``*.partial``) and moved into place once
     all are complete, ``bin.json`` last; on any failure (a damaged shard, a full disk) the
     temporaries are removed, the folders this call made go and an earlier export in ``outdir``
-    is left as it was. The store is checked before anything is made.
+    is left as it was. An earlier ``bin.json`` goes before the first file is moved, so a folder
+    with a ``bin.json`` holds one export whole. The store is checked before anything is made.
 
     Raises
     ------
@@ -189,6 +190,9 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
         tmp.write_text(json.dumps(sidecar))
         done.append((tmp, outdir / "bin.json"))
         tmp = None
+        # an earlier export's bin.json goes first and the new one lands last: stopped between
+        # (a kill), the folder holds no bin.json, never one describing files of two stores
+        (outdir / "bin.json").unlink(missing_ok=True)
         for partial, path in done:
             os.replace(partial, path)
         written = {path.name for _, path in done}

@@ -1204,6 +1204,23 @@ def test_export_bin_of_a_good_store_is_byte_exact(store, tmp_path, capsys):
     assert "note" not in result.err
 
 
+def test_export_bin_stopped_while_moving_its_files_leaves_no_bin_json(store, tmp_path, capsys):
+    """export-bin over an earlier export moved its files into place one by one, bin.json last:
+    killed between, the earlier bin.json described a mix of both stores' files. It goes first
+    now; here the last move fails (a folder stands where test_target.bin goes), which stops the
+    export at the same point a kill would."""
+    out = tmp_path / "bin"
+    assert cli(capsys, "export-bin", store, out).rc == 0
+    (out / "test_target.bin").unlink()
+    (out / "test_target.bin").mkdir()  # the last .bin cannot be moved into place
+    result = cli(capsys, "export-bin", store, out)
+    assert result.rc == 2, result.describe()
+    assert not (out / "bin.json").exists()  # no description of a mixed folder
+    assert not leftovers(out)
+    (out / "test_target.bin").rmdir()
+    assert cli(capsys, "export-bin", store, out).rc == 0 and (out / "bin.json").is_file()
+
+
 def test_export_bin_of_a_store_without_noisy_inputs_says_so(sim, tmp_path, capsys):
     """A store whose noise is drawn as it trains holds targets only: export-bin writes those
     and says why there are no input files (it had said nothing)."""
