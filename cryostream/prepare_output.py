@@ -38,6 +38,7 @@ __all__ = [
     "check_patch_size",
     "check_stride",
     "staging_folder",
+    "settle_replacement",
     "fingerprint",
     "open_workspace",
     "noise_file",
@@ -72,6 +73,27 @@ def staging_folder(output: Path) -> Path:
     return output.with_name(f".{output.name}.new")
 
 
+def settle_replacement(output: Path) -> None:
+    """Finish the bookkeeping of a replacement (:meth:`Workspace.finish`) that a kill stopped:
+    where the old store was set aside and the new master had not landed, the old store goes
+    back in place (the new shards back to the staging folder, where ``--overwrite`` resumes
+    them); where the new master landed, the set-aside old store is removed."""
+    staging = staging_folder(output)
+    aside, shards = staging / "replaced", shard_folder(output)
+    if not aside.is_dir():
+        return
+    if output.exists():  # the new store is whole in place: only the old one's copy is left
+        if not (staging / output.name).exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    if shards.exists() and (aside / shards.name).exists():  # the new shards had moved in
+        os.replace(shards, staging / shards.name)
+    for path in (output, shards):
+        if (aside / path.name).exists():
+            os.replace(aside / path.name, path)
+    aside.rmdir()
+
+
 def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: bool) -> None:
     """Refuse an output that cannot be a store, before anything is read or written.
 
@@ -86,6 +108,7 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
     StoreError
         Naming the output and the fix.
     """
+    settle_replacement(output)
     if output.is_dir():
         raise StoreError(f"{output}: is a folder, not a store file; give the store's file name, "
                          f"e.g. -o {output / 'data.h5'}")

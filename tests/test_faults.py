@@ -1129,6 +1129,39 @@ def test_show_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, ca
     assert not (tmp_path / "s.png").exists()
 
 
+@pytest.mark.parametrize("stopped", ["old store aside", "new shards in", "new master in"])
+def test_a_replacement_killed_while_moving_the_stores_is_settled_by_the_next_prepare(
+        store, other_store, tmp_path, stopped):
+    """prepare --overwrite killed between the moves that swap the new store in left no
+    data.h5 (show: "no such store"), both stores in .data.h5.new/, and a rerun without
+    --overwrite built a third beside them. The next prepare puts the old store back whole
+    (the new one stays staged for --overwrite), or, where the new master had landed, clears
+    the old one's copy; the store in place is then a whole one."""
+    from cryostream.prepare_output import settle_replacement, staging_folder
+
+    old = copy_store(store, tmp_path)  # tmp_path/data.h5: the store being replaced
+    before = snapshot(old, old.with_name("data.h5.shards"))
+    new = copy_store(other_store, tmp_path / "new")
+    staging = staging_folder(old)
+    (staging / "replaced").mkdir(parents=True)
+    os.replace(new, staging / "data.h5")  # as Workspace.finish stages and moves them
+    os.replace(new.with_name("data.h5.shards"), staging / "data.h5.shards")
+    os.replace(old, staging / "replaced" / "data.h5")
+    os.replace(old.with_name("data.h5.shards"), staging / "replaced" / "data.h5.shards")
+    if stopped != "old store aside":
+        os.replace(staging / "data.h5.shards", old.with_name("data.h5.shards"))
+    if stopped == "new master in":
+        os.replace(staging / "data.h5", old)
+        after = snapshot(old, old.with_name("data.h5.shards"))
+    settle_replacement(old)
+    if stopped == "new master in":
+        assert not staging.exists() and snapshot(old, old.with_name("data.h5.shards")) == after
+    else:
+        assert snapshot(old, old.with_name("data.h5.shards")) == before  # the old store, whole
+        assert sorted(p.name for p in staging.iterdir()) == ["data.h5", "data.h5.shards"]
+    assert store_contents(old)  # reads as a store
+
+
 def test_export_bin_into_a_read_only_folder(store, tmp_path, capsys):
     """export-bin <inside a read-only folder>: one line naming the folder."""
     with read_only_folder(tmp_path) as folder:
