@@ -201,6 +201,11 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
                 if f"{split}_{kind}.bin" not in written:
                     (outdir / f"{split}_{kind}.bin").unlink(missing_ok=True)
         made = []  # written: the folders stay
+    except OSError as exc:  # a full disk, a file-size limit: the file it stopped at, named
+        where = tmp.with_name(tmp.name.removesuffix(".partial")) if tmp is not None else outdir
+        raise StoreError(f"{where}: could not be written ({exc.strerror or exc}); free some space "
+                         "or give another folder, then run the same command again (an earlier "
+                         "export there is kept whole unless its bin.json is gone)") from None
     finally:
         for partial in [tmp, *(t for t, _ in done)]:
             if partial is not None:

@@ -1254,6 +1254,15 @@ def test_export_bin_stopped_while_moving_its_files_leaves_no_bin_json(store, tmp
     assert cli(capsys, "export-bin", store, out).rc == 0 and (out / "bin.json").is_file()
 
 
+def test_export_bin_out_of_space_names_the_file_it_stopped_at(store, tmp_path):
+    """export-bin on a full disk (a file-size limit in the child) said only "File too large";
+    the line names the file and the fix, and nothing half-written is left."""
+    result = cli_process("export-bin", store, tmp_path / "bin", cwd=tmp_path, file_size_limit=4096)
+    line = assert_user_error(result, "train_input.bin")
+    assert "could not be written (File too large); free some space" in line
+    assert not leftovers(tmp_path / "bin") and not (tmp_path / "bin" / "bin.json").exists()
+
+
 def test_export_bin_of_a_store_without_noisy_inputs_says_so(sim, tmp_path, capsys):
     """A store whose noise is drawn as it trains holds targets only: export-bin writes those
     and says why there are no input files (it had said nothing)."""
