@@ -19,7 +19,7 @@ import numpy as np
 
 from cryostream.errors import TrainingDivergedError
 
-__all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "DivergenceGuard"]
+__all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "SHORT_STEPS", "DivergenceGuard"]
 
 #: A network whose squared error on a training batch is this many times the noisy input's on
 #: that batch, and :data:`ZERO_FACTOR` times the error of an output of zero, has diverged. A
@@ -27,6 +27,9 @@ __all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "DivergenceGuard"]
 #: untrained one near it (residual) or near zero's (not residual); the general model's diverged
 #: trainings reached 10⁴ to 10¹⁰ times their level (docs/benchmarks.md, "Twice the steps").
 DIVERGED_FACTOR = 10.0
+#: A training of this many steps or fewer that ends on a network far off is told as too
+#: short to judge (a smoke test, `train --steps 2`), not as diverged.
+SHORT_STEPS = 10
 #: How many times the error of an output of zero (the target's mean power) a network that far
 #: above the noisy input must be: worse than no answer at all.
 ZERO_FACTOR = 3.0
@@ -41,10 +44,11 @@ class DivergenceGuard:
     def __init__(self, eval_step, log=print, warmup: int = 0):
         self.eval_step, self.log = eval_step, log
         self.refused: tuple[int, float] | None = None
-        #: A training no longer than its learning rate's warm-up (``warmup`` steps) may end on
-        #: a network that has only just started (one step at the full rate moves every weight
-        #: at once): told as too short, not as diverged.
-        self.warmup = warmup
+        #: A training of a few steps (:data:`SHORT_STEPS` or fewer, and within its learning
+        #: rate's warm-up of ``warmup`` steps, which is then cut to fit it) may end on a
+        #: network that has only just started (one step at the full rate moves every weight at
+        #: once): told as too short, not as diverged.
+        self.warmup = min(warmup, SHORT_STEPS)
 
     def diverged(self, params, batch, step: int) -> bool:
         """Whether the network has diverged on ``batch`` (noted, and kept in :attr:`refused`)."""
@@ -70,7 +74,7 @@ class DivergenceGuard:
                 f"{run}: after {steps} step{'s' * (steps > 1)} the network is not trained yet (its "
                 f"squared error on a training batch is {self.refused[1]:.3g} times the noisy "
                 "input's, and more than an output of zero's), so no checkpoint was written: a "
-                f"training this short, within the learning rate's warm-up ({self.warmup} steps), "
+                "training this short, within its learning rate's warm-up, "
                 "cannot be told from one that diverged. Train for more steps (--steps, a few "
                 "hundred or more); if a longer training ends so too, lower the learning rate (--lr)")
         if step == steps:

@@ -326,7 +326,6 @@ def test_a_training_within_its_warm_up_is_told_too_short_not_diverged(tiny_run, 
     config = dataclasses.replace(TINY_TRAIN, steps=2, warmup_steps=100, learning_rate=0.03)
     said = []
     with pytest.raises(TrainingDivergedError, match=r"after 2 steps the network is not trained "
-                       r"yet .*within the learning rate's warm-up \(100 steps\).*Train for more "
-                       "steps"):
+                       r"yet .*within its learning rate's warm-up.*Train for more steps"):
         cryostream.train(tiny_run.store, tmp_path / "run", config, log=said.append)
     assert said == [s for s in said if "diverged" not in s] and any("is far off" in s for s in said)
