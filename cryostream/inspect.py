@@ -12,7 +12,7 @@ import numpy as np
 
 from cryostream.config.checks import check_seed
 from cryostream.errors import ConfigError, StoreError
-from cryostream.io.paths import output_file
+from cryostream.io.paths import os_fix, output_file
 from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
@@ -202,10 +202,11 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
                     (outdir / f"{split}_{kind}.bin").unlink(missing_ok=True)
         made = []  # written: the folders stay
     except OSError as exc:  # a full disk, a file-size limit: the file it stopped at, named
-        where = tmp.with_name(tmp.name.removesuffix(".partial")) if tmp is not None else outdir
-        raise StoreError(f"{where}: could not be written ({exc.strerror or exc}); free some space "
-                         "or give another folder, then run the same command again (an earlier "
-                         "export there is kept whole unless its bin.json is gone)") from None
+        where = tmp.with_name(tmp.name.removesuffix(".partial")) if tmp is not None else \
+            Path(exc.filename2 or exc.filename or outdir)  # a move: where it went
+        raise StoreError(f"{where}: could not be written ({exc.strerror or exc}); "
+                         + os_fix(exc, "give another folder, then run the same command again")
+                         + " (an export there is whole only with its bin.json)") from None
     finally:
         for partial in [tmp, *(t for t, _ in done)]:
             if partial is not None:

@@ -5,7 +5,6 @@ EFBIG as on a full disk), and what a kill mid-write leaves read back as nothing.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -81,11 +80,30 @@ def test_a_fit_record_left_half_written_does_not_block_the_same_fit(tmp_path):
         check_run(run, {"inputs": []}, overwrite=False)
 
 
+def _write_limited(path, sidecar, value: float, kib: int = 16) -> str:
+    """write_output of a 256² output (256 KiB) at ``path`` in a child whose files may not grow
+    past ``kib`` KiB (the record fits, the MRC does not); the error it printed."""
+    done = _limited(kib, f"""
+        import pathlib, numpy as np
+        from cryostream.errors import StoreError
+        from cryostream.denoise.outputs import OutputPlan, write_output
+        plan = OutputPlan(source="in.mrc", name="m", path=pathlib.Path({str(path)!r}),
+                          sidecar=pathlib.Path({str(sidecar)!r}), done=False)
+        try:
+            write_output(plan, np.full((256, 256), {value}, np.float32), 1.0, "x", {{"run": "x"}})
+        except StoreError as exc:
+            print(exc)
+        """)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_an_output_made_again_is_never_left_with_the_record_before(tmp_path):
     """denoise renamed a new NAME.mrc into place before its NAME.json: killed between, another
     model's output kept the record of the one before, and the next run kept it as finished.
-    The record before is set aside first, and put back where the new output cannot be written
-    (here: a file-size limit the record fits under and the MRC does not)."""
+    The record before is set aside (``.NAME.json.before``) while the MRC is replaced: put back
+    where the new MRC could not be written, dropped once it is, and one a killed run left
+    aside is never put back beside another output."""
     from cryostream.denoise.outputs import OutputPlan, read_record, write_output
 
     path, sidecar = tmp_path / "m.mrc", tmp_path / "m.json"
@@ -94,21 +112,15 @@ def test_an_output_made_again_is_never_left_with_the_record_before(tmp_path):
     write_output(plan, np.full((64, 64), 2, np.float32), 1.0, "second", {"run": "second"})
     assert read_record(sidecar) == {"run": "second"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.mrc"]  # nothing aside
-    done = _limited(16, f"""
-        import pathlib, numpy as np
-        from cryostream.errors import StoreError
-        from cryostream.denoise.outputs import OutputPlan, write_output
-        plan = OutputPlan(source="in.mrc", name="m", path=pathlib.Path({str(path)!r}),
-                          sidecar=pathlib.Path({str(sidecar)!r}), done=False)
-        try:
-            write_output(plan, np.full((256, 256), 3, np.float32), 1.0, "third", {{"run": "third"}})
-        except StoreError as exc:
-            print(exc)
-        """)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"{path}: could not be written (File too large)")
-    assert read_record(sidecar) == {"run": "second"}  # the pair before, whole
+    said = _write_limited(path, sidecar, 3)  # the MRC cannot be written: the pair before stays
+    assert said.startswith(f"{path}: could not be written (File too large); free some space")
+    assert read_record(sidecar) == {"run": "second"}
     with mrcfile.open(path) as f:
         assert float(f.data.mean()) == 2.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.mrc"]
-    assert json.loads(sidecar.read_text()) == {"run": "second"}
+    # what a kill after the new MRC landed leaves: the MRC, the old record aside, no record
+    sidecar.rename(tmp_path / ".m.json.before")
+    said = _write_limited(path, sidecar, 4)  # then a run that cannot write its own
+    assert said.startswith(f"{path}: could not be written")
+    assert not sidecar.exists()  # the stale record is not put back beside another MRC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mrc"]

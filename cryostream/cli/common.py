@@ -341,18 +341,10 @@ def run_command(args: argparse.Namespace) -> int:
 def os_error(exc: OSError) -> str:
     """An error of the operating system as one line: the path, what went wrong and what to do
     (``/x/out: Read-only file system; give a path on a file system you can write to``)."""
-    import errno
+    from cryostream.io.paths import os_fix
 
     where = f"{exc.filename}: " if exc.filename else ""
-    cannot = "give a path you can write to, or change its permissions"
-    fix = {errno.EROFS: "give a path on a file system you can write to",
-           errno.EACCES: cannot, errno.EPERM: cannot,
-           errno.EEXIST: "a file is in the way where a folder of that name is needed: give "
-           "another name, or move the file away",
-           errno.ENOTDIR: "a file stands where the path needs a folder: give another path",
-           errno.EISDIR: "a folder, where a file is needed: give a file's name",
-           errno.ENOSPC: "free some space, then run the same command again",
-           errno.ENOENT: "check the path"}.get(exc.errno)
+    fix = os_fix(exc)
     return f"{where}{exc.strerror or exc}" + (f"; {fix}" if fix else "")
 
 

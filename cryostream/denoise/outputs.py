@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.errors import ConfigError, StoreError
+from cryostream.io.paths import os_fix, record_aside
 
 #: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION or cryoSPARC.
 STAR_NAME = "denoised_micrographs.star"
@@ -290,23 +291,17 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                           "the DenoiseConfig): float32 holds them")
     _unlist(plan)
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
-    aside = plan.sidecar.with_name(f".{plan.sidecar.name}.before")  # an earlier output's record
     try:
         plan.path.parent.mkdir(parents=True, exist_ok=True)  # a name with its folder: GridA/x
         partial.write_text(json.dumps(record, indent=1))
-        if plan.sidecar.is_file():  # a kill after the new MRC lands leaves it with no record
-            os.replace(plan.sidecar, aside)  # (redone on the next run), never with the old one
-        write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label, overwrite=True,
-                         dtype=dtype, like=like)
-        os.replace(partial, plan.sidecar)
-        aside.unlink(missing_ok=True)
+        with record_aside(plan.sidecar, plan.path):  # never the new MRC with the old record
+            write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label,
+                             overwrite=True, dtype=dtype, like=like)
+            os.replace(partial, plan.sidecar)
     except OSError as exc:
         partial.unlink(missing_ok=True)  # an earlier output of this name stays as it was
-        if aside.is_file() and not plan.sidecar.exists():
-            os.replace(aside, plan.sidecar)
-        raise StoreError(f"{plan.path}: could not be written ({exc.strerror or exc}); free some "
-                         "space or choose another output folder, then run the same command "
-                         "again (finished micrographs are kept)") from None
+        raise StoreError(f"{plan.path}: could not be written ({exc.strerror or exc}); " + os_fix(
+            exc, "choose another output folder") + " (finished micrographs are kept)") from None
     return str(plan.path)
 
 

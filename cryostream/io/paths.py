@@ -1,13 +1,56 @@
-"""Where a single output file may go: checked before any work, so nothing computed is lost."""
+"""Where output files go and how they are written: checked before any work, so nothing computed
+is lost, and written whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file", "kept_folders", "write_whole", "partial_path"]
+__all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside"]
+
+
+def os_fix(exc: OSError, default: str | None = None) -> str | None:
+    """What to do about an error of the operating system, by its kind (a full disk: free some
+    space; a read-only one: another path; …), else ``default``."""
+    import errno
+
+    cannot = "give a path you can write to, or change its permissions"
+    space = "free some space, then run the same command again"
+    return {errno.EROFS: "give a path on a file system you can write to",
+            errno.EACCES: cannot, errno.EPERM: cannot,
+            errno.EEXIST: "a file is in the way where a folder of that name is needed: give "
+            "another name, or move the file away",
+            errno.ENOTDIR: "a file stands where the path needs a folder: give another path",
+            errno.EISDIR: "a folder, where a file is needed: give a file's name",
+            errno.ENOSPC: space, errno.EFBIG: space, errno.EDQUOT: space,
+            errno.ENOENT: "check the path"}.get(exc.errno, default)
+
+
+@contextlib.contextmanager
+def record_aside(record: Path, data: Path) -> Iterator[None]:
+    """While ``data`` is replaced (the block), keep its earlier ``record`` aside
+    (``.NAME.before``), so that a kill once the new ``data`` has landed leaves it with no
+    record (made again on the next run), never with the earlier one. If the block fails
+    before ``data`` is replaced (the same file still there), the record goes back; once it
+    succeeds, the earlier one is dropped. One a killed run left aside is dropped first."""
+    aside = record.with_name(f".{record.name}.before")
+    aside.unlink(missing_ok=True)
+    moved = record.is_file()
+    before = os.stat(data).st_ino if moved and data.exists() else None
+    if moved:
+        os.replace(record, aside)
+    try:
+        yield
+    except BaseException:
+        same = before is not None and data.exists() and os.stat(data).st_ino == before
+        if moved and same and not record.exists():
+            os.replace(aside, record)
+        raise
+    aside.unlink(missing_ok=True)
 
 
 def partial_path(path: Path) -> Path:
@@ -16,19 +59,19 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def write_whole(path: Path, text: str, fix: str = "free some space, then run the same command "
-                "again") -> None:
+def write_whole(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all: to :func:`partial_path` first, then
     renamed over it, so a full disk, a file-size limit or a kill leaves the file before as it
     was. On an ``OSError`` the partial file is removed and a :class:`StoreError` names
-    ``path`` and ``fix``."""
+    ``path`` and the fix (:func:`os_fix`)."""
     partial = partial_path(path)
     try:
         partial.write_text(text)
         os.replace(partial, path)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); {fix}") from None
+        raise StoreError(f"{path}: could not write it ({exc.strerror or exc})"
+                         + (f"; {fix}" if (fix := os_fix(exc)) else "")) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

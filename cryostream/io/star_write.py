@@ -8,6 +8,7 @@ from pathlib import Path
 import starfile
 
 from cryostream.errors import StoreError
+from cryostream.io.paths import os_fix
 
 __all__ = ["write_micrograph_star"]
 
@@ -39,8 +40,9 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: the STAR file named (the outputs it lists are kept)
         tmp.unlink(missing_ok=True)
-        raise StoreError(f"{path}: could not be written ({exc.strerror or exc}); free some space, "
-                         "then run the same command again (finished outputs are kept)") from None
+        raise StoreError(f"{path}: could not be written ({exc.strerror or exc}); "
+                         + os_fix(exc, "run the same command again") + " (finished outputs are "
+                         "kept)") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
