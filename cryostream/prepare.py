@@ -53,6 +53,7 @@ from cryostream.prepare_output import (
     open_workspace,
     read_statistics,
     save_estimate,
+    settle_replacement,
     write_statistics,
 )
 from cryostream.prepare_result import PrepareResult, keep_finished
@@ -184,6 +185,7 @@ def prepare(
         target_paths = expand_inputs(given_targets) if targets is not None else None
     check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
     with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
+        settle_replacement(output)  # a replacement a kill stopped, put right under the lock
         headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
         stamp = fingerprint(config, headers, target_headers)
         if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused

@@ -86,7 +86,7 @@ def settle_replacement(output: Path) -> None:
         if not (staging / output.name).exists():
             shutil.rmtree(staging, ignore_errors=True)
         return
-    if shards.exists() and (aside / shards.name).exists():  # the new shards had moved in
+    if shards.exists() and not (staging / shards.name).exists():  # the new shards moved in
         os.replace(shards, staging / shards.name)
     for path in (output, shards):
         if (aside / path.name).exists():
@@ -108,7 +108,6 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
     StoreError
         Naming the output and the fix.
     """
-    settle_replacement(output)
     if output.is_dir():
         raise StoreError(f"{output}: is a folder, not a store file; give the store's file name, "
                          f"e.g. -o {output / 'data.h5'}")
