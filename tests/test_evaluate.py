@@ -470,6 +470,9 @@ def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
                      str(mic), "--quiet", *extra]) == 0
         assert f"what `denoise` writes by default ({steps})" in (out / "report.md").read_text()
         rows.append(json.loads((out / "report.json").read_text())["residual"][0])
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep9"), "--residual",
+                 str(mic), "--denoised", str(tmp_path / "no_such")]) == 2  # a typo: said, not
+    assert not (tmp_path / "rep9").exists()  # quietly denoised again
     numbers = [{k: v for k, v in row.items() if isinstance(v, float)} for row in rows]
     assert numbers[1] == pytest.approx(numbers[0], rel=1e-4)
     assert rows[2]["correlation_with_lowpass"] == pytest.approx(rows[2]["correlation_if_everything"])

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "the micrograph and the device, as denoise does", type=int)
     p.add_argument("--residual", nargs="+", metavar="MRC",
                    help="micrographs (real ones too) whose residual, input − what denoise gives "
-                   "by default, is checked against their measured noise")
+                   "by default, is checked against their measured noise (each takes as long as "
+                   "denoise does: give --denoised where denoise wrote them)")
     p.add_argument("--denoised", metavar="FOLDER",
                    help="a folder where `cryostream denoise` wrote this model's default outputs: "
                    "those found there are checked (--residual) and scored (--truth) as they are, "

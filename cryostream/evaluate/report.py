@@ -155,8 +155,10 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
     identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),
                                str(noisy_path.resolve()))
     if not (path.is_file() and same_record(record_path, identity)):
-        _log.info("%s: not this model's default output of %s%s (its NAME.json says how it was "
-                  "made): denoised here", path, noisy_path, f" with --tile {tile}" if tile else "")
+        _log.info("%s: %s: denoised here", path, (
+            f"not this model's default output of {noisy_path}" + (f" with --tile {tile}" if tile
+                                                                   else "") + " (its NAME.json "
+            "says how it was made)") if path.is_file() else "not found")
         return None, None
     found = json.loads(record_path.read_text()).get("found") or {}
     return read_micrograph(path)[0] / scale, found
@@ -254,6 +256,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                           "a folder from cryostream simulate) or residual= (--residual MRC...)")
     if not isinstance(micrographs, int) or micrographs < 1:
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
+    if denoised is not None and not Path(denoised).is_dir():
+        raise ConfigError(f"denoised={str(denoised)!r} (--denoised): no such folder; give the "
+                          "folder cryostream denoise wrote this model's outputs to (its -o)")
     if store is not None:
         check_test_split(store)
     if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
