@@ -9,6 +9,7 @@ records and checkpoints are :mod:`cryostream.runs`'s.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -306,8 +307,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
         """Stop with a clear message at a non-finite loss; the checkpoints so far stay."""
         if math.isfinite(loss):
             return
-        with open(metrics_path, "a") as log_file:  # the log says so (check_trained reads it)
-            log_file.write(json.dumps({"step": at, "diverged": True}) + "\n")
+        with contextlib.suppress(OSError), open(metrics_path, "a") as log_file:  # the log says
+            log_file.write(json.dumps({"step": at, "diverged": True}) + "\n")  # so (check_trained)
         loader.close()
         manager.wait_until_finished()
         kept = manager.all_steps()
@@ -381,8 +382,9 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
             loader.close()
             kept = max(manager.all_steps(), default=None)
             manager.close()
-            if rows:  # the curve so far, as a finished training draws it
-                plot_curve(run / "loss.png", rows)
+            if rows and not interrupt.forced:  # the curve so far, as a finished one draws it
+                with contextlib.suppress(Exception):  # (never in the way of the interrupt)
+                    plot_curve(run / "loss.png", rows)
             log(f"interrupted: the checkpoint of step {kept} of {config.steps} is kept" if kept
                 else "interrupted before the first checkpoint")
             raise
