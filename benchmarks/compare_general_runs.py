@@ -20,6 +20,7 @@ import numpy as np
 from quality_common import FRC_BANDS
 
 from cryostream.progress import loss_spike
+from cryostream.runs import logged_rows
 
 
 def load(spec: str) -> tuple[str, dict, dict | None]:
@@ -31,7 +32,7 @@ def load(spec: str) -> tuple[str, dict, dict | None]:
     spike = train.get("loss_spike")
     metrics = path.with_name(f"{path.stem}_metrics.jsonl")
     if spike is None and metrics.exists():
-        spike = loss_spike([json.loads(line) for line in metrics.read_text().splitlines() if line])
+        spike = loss_spike(logged_rows(metrics))
     return label, results, spike
 
 

@@ -346,7 +346,8 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
                     final_loss=result.final_loss if result is not None else _logged_loss(run),
-                    eval=result.eval if result is not None else last_evaluation(run),
+                    eval=result.eval if result is not None else {
+                        k: v for k, v in last_evaluation(run).items() if k != "step"},
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
                     resumed_at=done, kept=kept, recorrupt=config.recorrupt,
                     skipped=tuple(s["path"] for s in skipped),

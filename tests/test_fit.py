@@ -626,6 +626,9 @@ def test_a_fit_resumes_from_its_checkpoint(mics, tmp_path, notes):
     notes.clear()
     again = cryostream.fit(mics, run, train=SMALL)
     assert again.steps == 4 and "already trained: step 4 of 4" in notes
+    # its result reads the loss and evaluation the run logged (they were NaN and {})
+    assert again.final_loss == rows[-1]["loss"] == result.final_loss
+    assert again.eval == result.eval and "psnr" in again.eval
     notes.clear()  # a smaller budget keeps the run, and its record says the steps it has
     fewer = cryostream.fit(mics, run, train=SMALL, budget="2steps")
     assert (fewer.steps, fewer.target_steps, fewer.finished) == (4, 4, True)
