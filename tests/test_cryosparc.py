@@ -193,6 +193,10 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
         assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(tmp_path / "d2"),
                      "--raw", "--tile", "64", "--workers", "1"]) == 0
     capsys.readouterr()
+    table["micrograph_blob/psize_A"] = 500  # named as the table it came from
+    np.save(open(gone, "wb"), table)
+    assert main(["denoise", str(tiny_run.run), str(gone), "-o", str(tmp_path / "d3"), "--raw"]) == 2
+    assert "a pixel size of 500 Å (from its cryoSPARC .cs file) is outside" in capsys.readouterr().err
     gone = _exposures(root / "J5" / "e.cs", [*names, f"{_MOTION}/gone.mrc"])
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "den"

@@ -23,22 +23,23 @@ class PixelSizeWarning(UserWarning):
     """``--pixel-size`` (used) other than the STAR file's, or far from the MRC headers'."""
 
 
-def pixel_size_for(header, star_entry, pixel_size_angstrom) -> tuple[float, str]:
+def pixel_size_for(header, star_entry, pixel_size_angstrom,
+                   kind: str = "STAR file") -> tuple[float, str]:
     """``(Å, source)`` of a micrograph (its :class:`~cryostream.io.mrc.MicrographHeader` and
     :class:`~cryostream.io.star.StarMicrograph` or None): ``pixel_size_angstrom`` if given
-    (``"argument"``), else its STAR file's (``"STAR file"``), else its header's
-    (``"header"``); an :class:`InvalidMicrographError` where none is set or it is outside
-    :data:`PIXEL_RANGE`."""
+    (``"argument"``), else its STAR file's (``kind``: ``"STAR file"``, or a cryoSPARC table's),
+    else its header's (``"header"``); an :class:`InvalidMicrographError` where none is set or
+    it is outside :data:`PIXEL_RANGE`."""
     optics = star_entry.optics if star_entry is not None else None
     if pixel_size_angstrom is not None:
         value, source, given = float(pixel_size_angstrom), "argument", "--pixel-size"
     elif optics is not None and optics.pixel_size_angstrom:
-        value, source, given = optics.pixel_size_angstrom, "STAR file", "its STAR file"
+        value, source, given = optics.pixel_size_angstrom, kind, f"its {kind}"
     elif header.pixel_size_angstrom > 0:
         value, source, given = header.pixel_size_angstrom, "header", "its header"
     else:
         raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
-                                     + (" and its STAR file gives none" if star_entry else ""),
+                                     + (f" and its {kind} gives none" if star_entry else ""),
                                      "pass --pixel-size Å (Python: pixel_size_angstrom=)")
     if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too
         raise InvalidMicrographError(header.path, f"a pixel size of {value:g} Å (from {given}) "
@@ -48,7 +49,7 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom) -> tuple[float, str]
     return value, source
 
 
-def argument_disagrees(value: float, header, star_entry) -> tuple | None:
+def argument_disagrees(value: float, header, star_entry, kind: str = "STAR file") -> tuple | None:
     """Where a given pixel size ``value`` disagrees with the micrograph's own: ``("its STAR
     file", Å, file name)`` where its STAR file gives another (1 % or more off), ``("the MRC
     header", Å, file name)`` where the header is twice or half of it or further off
@@ -59,7 +60,7 @@ def argument_disagrees(value: float, header, star_entry) -> tuple | None:
     name = Path(header.path).name
     if optics is not None and optics.pixel_size_angstrom and not math.isclose(
             value, optics.pixel_size_angstrom, rel_tol=0.01):
-        return "its STAR file", optics.pixel_size_angstrom, name
+        return f"its {kind}", optics.pixel_size_angstrom, name
     if far_from_header(value, header, star_entry):
         return "the MRC header", header.pixel_size_angstrom, name
     return None

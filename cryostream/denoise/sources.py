@@ -272,10 +272,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     micrographs, differ, off = [], {}, []
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
-        ps, origin = pixel_size_for(h, entry, pixel_size_angstrom)
         kind = list_kind(star.path) if star is not None else "STAR file"
-        origin = kind if origin == "STAR file" else origin
-        if origin == "argument" and (disagree := argument_disagrees(ps, h, entry)):
+        ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
+        if origin == "argument" and (disagree := argument_disagrees(ps, h, entry, kind)):
             off.append(disagree)
         if origin == kind and h.pixel_size_angstrom > 0 and not math.isclose(
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
