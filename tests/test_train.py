@@ -329,3 +329,10 @@ def test_a_training_within_its_warm_up_is_told_too_short_not_diverged(tiny_run, 
                        r"yet .*within its learning rate's warm-up.*Train for more steps"):
         cryostream.train(tiny_run.store, tmp_path / "run", config, log=said.append)
     assert said == [s for s in said if "diverged" not in s] and any("is far off" in s for s in said)
+    from cryostream.denoise.network import check_trained
+    from cryostream.errors import StoreError
+    from cryostream.runs import load_record
+
+    with pytest.raises(StoreError, match="a training of 2 steps keeps no network still far from "
+                       r"trained .*train for more steps"):  # what denoise and evaluate then say
+        check_trained(tmp_path / "run", load_record(tmp_path / "run"))
