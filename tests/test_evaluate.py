@@ -477,3 +477,17 @@ def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
     assert numbers[1] == pytest.approx(numbers[0], rel=1e-4)
     assert rows[2]["correlation_with_lowpass"] == pytest.approx(rows[2]["correlation_if_everything"])
     assert rows[2]["correlation_with_lowpass"] > 2 * rows[0]["correlation_with_lowpass"]
+    # outputs denoised from a STAR file (its pixel size and defocus in their records) are read
+    star = tmp_path / "den_star"
+    from cryostream.ctf import CTFFallbackWarning
+
+    with pytest.warns(CTFFallbackWarning):  # 160 × 128 px: too few rings for its defocus
+        assert main(["denoise", str(tiny_run.run), str(tiny_run.sim.micrographs_star), "-o",
+                     str(star), "--tile", "56", "--quiet"]) == 0
+    assert json.loads((star / f"{mic.stem}.json").read_text())["given"]["defocus"]
+    with mrcfile.open(star / mic.name, "r+") as f:
+        f.data[:] = 0
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep3"), "--tile", "56",
+                 "--residual", str(mic), "--quiet", "--denoised", str(star)]) == 0
+    read = json.loads((tmp_path / "rep3" / "report.json").read_text())["residual"][0]
+    assert read["correlation_with_lowpass"] == pytest.approx(read["correlation_if_everything"])

@@ -148,12 +148,15 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
     if denoised is None:
         return None, None
     from cryostream.config import DenoiseConfig
-    from cryostream.denoise.outputs import output_identity, same_record
+    from cryostream.denoise.outputs import output_identity, read_record, same_record
 
     path = Path(denoised) / noisy_path.name
     record_path = path.with_suffix(".json")
-    identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),
-                               str(noisy_path.resolve()))
+    given = (read_record(record_path) or {}).get("given") or {}  # a STAR file's pixel size or
+    identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),  # defocus: its
+                               str(noisy_path.resolve()), given)  # output all the same
+    if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
+        identity["given"] = None
     if not (path.is_file() and same_record(record_path, identity)):
         _log.info("%s: %s: denoised here", path, (
             f"not this model's default output of {noisy_path}" + (f" with --tile {tile}" if tile
