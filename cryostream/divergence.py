@@ -19,7 +19,7 @@ import numpy as np
 
 from cryostream.errors import TrainingDivergedError
 
-__all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "SHORT_STEPS", "DivergenceGuard"]
+__all__ = ["DIVERGED_FACTOR", "ZERO_FACTOR", "SHORT_STEPS", "too_short", "DivergenceGuard"]
 
 #: A network whose squared error on a training batch is this many times the noisy input's on
 #: that batch, and :data:`ZERO_FACTOR` times the error of an output of zero, has diverged. A
@@ -30,6 +30,15 @@ DIVERGED_FACTOR = 10.0
 #: A training of this many steps or fewer that ends on a network far off is told as too
 #: short to judge (a smoke test, `train --steps 2`), not as diverged.
 SHORT_STEPS = 10
+
+
+def too_short(steps: int, warmup: int) -> bool:
+    """Whether a training of ``steps`` with a learning-rate warm-up of ``warmup`` steps is a
+    smoke test too short to tell a diverged network from one that has only just started (one
+    step at the full rate, the warm-up cut to fit, moves every weight at once)."""
+    return steps <= min(warmup, SHORT_STEPS)
+
+
 #: How many times the error of an output of zero (the target's mean power) a network that far
 #: above the noisy input must be: worse than no answer at all.
 ZERO_FACTOR = 3.0
@@ -44,11 +53,9 @@ class DivergenceGuard:
     def __init__(self, eval_step, log=print, warmup: int = 0):
         self.eval_step, self.log = eval_step, log
         self.refused: tuple[int, float] | None = None
-        #: A training of a few steps (:data:`SHORT_STEPS` or fewer, and within its learning
-        #: rate's warm-up of ``warmup`` steps, which is then cut to fit it) may end on a
-        #: network that has only just started (one step at the full rate moves every weight at
-        #: once): told as too short, not as diverged.
-        self.warmup = min(warmup, SHORT_STEPS)
+        #: The learning rate's warm-up (steps): within a smoke test (:func:`too_short`) a
+        #: network far off is told as not trained yet, not as diverged.
+        self.warmup = warmup
 
     def diverged(self, params, batch, step: int) -> bool:
         """Whether the network has diverged on ``batch`` (noted, and kept in :attr:`refused`)."""
@@ -57,8 +64,9 @@ class DivergenceGuard:
         if math.isfinite(error) and (error < DIVERGED_FACTOR * noisy or error < ZERO_FACTOR * zero):
             return False
         self.refused = (step, error / noisy if noisy > 0 else math.inf)
-        self.log(f"step {step} not checkpointed: its network " + ("has diverged" if step > self.warmup
-                 else "is far off (within the learning rate's warm-up)") + " (its squared error on "
+        state = ("is far off (within the learning rate's warm-up)" if too_short(step, self.warmup)
+                 else "has diverged")
+        self.log(f"step {step} not checkpointed: its network {state} (its squared error on "
                  f"the step's batch is {self.refused[1]:.3g} times the noisy input's, "
                  f"{error / zero if zero > 0 else math.inf:.3g} times an output of zero's)")
         return True
@@ -69,7 +77,7 @@ class DivergenceGuard:
         resume starts from (else ``step``)."""
         if self.refused is None or self.refused[0] != step:
             return step
-        if step == steps and steps <= self.warmup:
+        if step == steps and too_short(steps, self.warmup):
             raise TrainingDivergedError(
                 f"{run}: after {steps} step{'s' * (steps > 1)} the network is not trained yet (its "
                 f"squared error on a training batch is {self.refused[1]:.3g} times the noisy "

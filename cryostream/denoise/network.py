@@ -194,9 +194,9 @@ def check_trained(run, record) -> None:
         raise StoreError(f"{where}: its training diverged (metrics.jsonl logs {logs}, and no "
                          f"checkpoint of a diverged network is written), so resuming it is no use; {again}"
                          + ("; loss.png shows the curve" if (run / "loss.png").is_file() else ""))
-    from cryostream.divergence import SHORT_STEPS
+    from cryostream.divergence import too_short
 
-    if not stopped and train.steps <= min(SHORT_STEPS, train.warmup_steps):  # a smoke test
+    if not stopped and too_short(train.steps, train.warmup_steps):  # a smoke test
         raise StoreError(f"{where}: a training of {train.steps} step{'s' * (train.steps > 1)} "
                          "keeps no network still far from trained (train said so); train for "
                          "more steps (--steps, a few hundred or more) into a new run folder (-o)")

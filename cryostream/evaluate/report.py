@@ -152,7 +152,8 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
 
     path = Path(denoised) / noisy_path.name
     record_path = path.with_suffix(".json")
-    given = (read_record(record_path) or {}).get("given") or {}  # a STAR file's pixel size or
+    written = read_record(record_path) or {}
+    given = written.get("given") or {}  # a STAR file's pixel size or
     identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),  # defocus: its
                                str(noisy_path.resolve()), given)  # output all the same
     if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
@@ -163,8 +164,7 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
                                                                    else "") + " (its NAME.json "
             "says how it was made)") if path.is_file() else "not found")
         return None, None
-    found = json.loads(record_path.read_text()).get("found") or {}
-    return read_micrograph(path)[0] / scale, found
+    return read_micrograph(path)[0] / scale, written.get("found") or {}
 
 
 def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
