@@ -191,6 +191,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
              "whole micrograph |", "|---|---|---|---|---|"]
     rows = []
     paths = expand_inputs(paths)
+    if denoised is None:  # the wait, said before it
+        _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
+                  "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
+                  len(paths), "s" * (len(paths) != 1), " + ".join(recipe_steps(recipe)))
     for i, path in enumerate(paths):
         start = time.perf_counter()
         raw, pixel = read_micrograph(path)
