@@ -24,9 +24,10 @@ FLAGS = {
                     "heart; only for noise that looks the same in every direction"),
     "steps": ("--steps", "optimisation steps"),
     "batch_size": ("--batch-size", "patches per step"),
-    "learning_rate": ("--lr", "peak learning rate"),
+    "learning_rate": ("--lr", "peak learning rate; half of it is the first thing to try when "
+                      "the loss spiked (train warns)"),
     "beta2": ("--beta2", "AdamW's decay of its mean of squared gradients; 0.99 is one more thing "
-              "to try when the loss spiked (train warns)"),
+              "to try when the loss spiked"),
     "loss": ("--loss", "training loss: mse, l1, or bands (experimental: the error in each "
                       "band of spatial frequency over the target's power there; training guide)",
              {"choices": LOSSES}),
@@ -53,6 +54,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
+    """An ``on_step`` that times ``after`` steps past the first (compiled) one and, where the
+    full ``unet`` trains on a CPU and the steps left would take over ``over_s``, says once what
+    is faster (as ``fit`` does); None where there is nothing to say."""
+    import sys
+    import time
+
+    from cryostream.fit import _slow_note
+    from cryostream.progress import _duration
+
+    note = _slow_note(config)
+    if note is None:
+        return None
+    marks: list[tuple[int, float]] = []
+
+    def on_step(step: int, metrics: dict) -> None:
+        if len(marks) == 2 or (marks and step < marks[0][0] + after):
+            return
+        metrics["loss"].block_until_ready()
+        marks.append((step, time.perf_counter()))
+        if len(marks) == 2:
+            per_step = (marks[1][1] - marks[0][1]) / (marks[1][0] - marks[0][0])
+            left = (config.steps - step) * per_step
+            if left > over_s:
+                from tqdm.auto import tqdm
+
+                tqdm.write("train: " + note.format(estimate=f"about {_duration(left)} for the "
+                           f"{config.steps - step} steps left ({_duration(per_step)} a step)"),
+                           file=sys.stderr)
+
+    return on_step
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`~cryostream.config.TrainConfig` the flags describe."""
     return config_from_args(TrainConfig, args, FLAGS)
@@ -65,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.training import train
 
     done = checkpoint_steps(args.output)[-1:] if args.resume else []
-    r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet)
+    r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet,
+              on_step=_slow_advice(config))
     if done and r.steps <= done[0]:  # a finished run resumed: nothing was trained
         print(f"nothing to train: {r.run} is already at step {r.steps} of {config.steps}; give "
               "more --steps to train it on")
