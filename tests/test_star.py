@@ -603,8 +603,9 @@ def _relion_layout(root: Path, names: list[str]) -> Path:
 def test_a_missing_row_names_the_star_file_the_row_and_where_it_was_looked_for(
         tmp_path, monkeypatch):
     """RELION's names are relative to the project folder (where RELION runs): the message
-    names the STAR file, the row and its name, the folders tried (the working directory
-    first) and the fix; ``permissive`` leaves the row out with that message as a warning."""
+    names the STAR file, the row and its name, where it was looked for and the fix (the row,
+    where earlier rows were found; else the folder cryostream runs from: a moved project, below);
+    ``permissive`` leaves the row out with that message as a warning."""
     from cryostream.errors import InvalidMicrographError
     from cryostream.io.stack import MicrographSkippedWarning
     from cryostream.io.star import read_star
@@ -613,13 +614,11 @@ def test_a_missing_row_names_the_star_file_the_row_and_where_it_was_looked_for(
     star = _relion_layout(root, ["a.mrc", "sim_0009.mrc"])
     monkeypatch.chdir(root)
     relative = Path("CtfFind/job003/micrographs_ctf.star")
-    # row 1 was found in the working directory: the project folder of every row
+    # row 1 was found in the working directory: the project folder of every row, so the
+    # row is what is wrong, not where cryostream runs
     problem = (f"{relative}: row 2 (MotionCorr/job002/Micrographs/sim_0009.mrc): no such file "
-               "in the RELION project folder or near the STAR file (looked in "
-               f"{root} (the working directory)); run cryostream from the RELION project "
-               "folder (the one "
-               "MotionCorr/job002/Micrographs/sim_0009.mrc is relative to), or correct the "
-               "row's rlnMicrographName")
+               f"in the RELION project folder {root}, where the rows before it were found; "
+               "correct the row's rlnMicrographName, or pass --permissive to skip it")
     with pytest.raises(InvalidMicrographError) as err:
         read_star(relative)
     assert str(err.value) == problem
@@ -759,6 +758,21 @@ def test_a_pixel_size_outside_the_models_range_is_said(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_outside_model(general, [micrograph("a.mrc", 0.5), micrograph("c.mrc", 1.5)])
+
+
+def test_a_defocus_column_one_letter_off_is_named_in_the_error(tmp_path: Path):
+    """rlnDefocusV typed _rlnDefocusVV: the file is refused (half a defocus is none), and the
+    error names the column it nearly spells rather than only the one missing."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    rows = {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1], "rlnDefocusU": [15000.0],
+            "rlnDefocusVV": [14000.0], "rlnDefocusAngle": [30.0]}
+    with pytest.raises(InvalidMicrographError, match=r"has rlnDefocusU, rlnDefocusAngle but not "
+                       r"both rlnDefocusU and rlnDefocusV; _rlnDefocusVV \(_rlnDefocusV\?\) "
+                       r"nearly spells it; correct the column's name$"):
+        read_star(_star(tmp_path, rows))
 
 
 def test_a_column_one_letter_off_one_that_is_read_is_said(tmp_path: Path):

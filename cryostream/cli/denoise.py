@@ -45,7 +45,8 @@ FLAGS = {
                  "above 20 Å (fitted from its power spectrum, or a STAR file's defocus), where "
                  "its Thon rings are found and a check without ground truth finds it lowers the "
                  "error; else the radial Wiener gain (below 20 Å only, where no rings are "
-                 "found) (default: on)"),
+                 "found) (default: on). --no-ctf-gain keeps the network's output as it is: "
+                 "no gain, learned weights or binned pass, unless --wiener-gain"),
     "learned_weights": ("--learned-weights", "with the Wiener gain, weigh its linear response "
                         "and what the network adds beyond a linear filter, per band of "
                         "frequency, by the table the model ships (fitted on simulated "

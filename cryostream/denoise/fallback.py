@@ -46,8 +46,10 @@ def fallback_words(keep_network: bool) -> str:
 FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
               "this, check --voltage, --cs and --amplitude-contrast (Python: DenoiseConfig "
               "voltage_kv, cs_mm, amplitude_contrast)")
-GIVEN_ADVICE = ("Check the defocus and the optics: --voltage, --cs, --amplitude-contrast "
-                "(Python: DenoiseConfig voltage_kv, cs_mm, amplitude_contrast)")
+GIVEN_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
+                "this, check the defocus, the pixel size and the optics: --voltage, --cs, "
+                "--amplitude-contrast (Python: DenoiseConfig voltage_kv, cs_mm, "
+                "amplitude_contrast)")
 
 
 def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:

@@ -63,7 +63,9 @@ class KnownDefocusGain(WienerGain):
                           f"spectrum ({fitted['fit'].in_words()}; rings z "
                           f"{fitted['rings_z']:.2f}) passes both checks and is used. Check "
                           f"the {self.source}'s row ({_DEFOCUS_FIELDS[self.source == 'STAR file']}: "
-                          "another micrograph's?)", CTFFallbackWarning,
+                          "another micrograph's?) and the pixel size "
+                          f"({micrograph.pixel_size_angstrom:g} Å used: at a wrong one the rings "
+                          "fall elsewhere)", CTFFallbackWarning,
                           stacklevel=2)
             return {**state, **fitted, "refitted": True}
         if not state["used"]:

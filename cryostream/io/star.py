@@ -272,8 +272,15 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     "pass the STAR file of a job that wrote micrographs")
     present = [c for c in _DEFOCUS if c in table.columns]
     if present and ("rlnDefocusU" not in present or "rlnDefocusV" not in present):
+        import difflib
+
+        absent = [c for c in _DEFOCUS[:2] if c not in present]
+        typos = [f"_{c} (_{m[0]}?)" for c in table.columns if c not in _DEFOCUS
+                 for m in [difflib.get_close_matches(c, absent, n=1, cutoff=0.9)] if m]
         raise _fail(path, f"data_{name} has {', '.join(present)} but not both rlnDefocusU and "
-                    "rlnDefocusV", "pass the STAR file CTFFIND wrote, or drop the columns")
+                    "rlnDefocusV" + (f"; {', '.join(typos)} nearly spells it" if typos else ""),
+                    "correct the column's name" if typos else
+                    "pass the STAR file CTFFIND wrote, or drop the columns")
     optics_table = next((b for k, b in tables.items() if k != name and _GROUP in b.columns),
                         None)
     groups = {}
@@ -313,7 +320,8 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                             "run cryostream from the RELION project folder the STAR file "
                             "belongs to, or give absolute names")
             if not found:
-                problem = _not_found(path, where, column, text, [project] if project else bases)
+                problem = _not_found(path, where, column, text, [project] if project else bases,
+                                     settled=project is not None)
                 if not permissive:
                     missing = _missing_rows(table[column], [project] if project else bases)
                     if missing > 1:  # a moved project: say so, not one row at a time
@@ -369,12 +377,17 @@ def _missing_rows(names, bases: list[Path]) -> int:
                for n in names)
 
 
-def _not_found(path: Path, where: str, column: str, text: str,
-               bases: list[Path]) -> InvalidMicrographError:
+def _not_found(path: Path, where: str, column: str, text: str, bases: list[Path],
+               settled: bool = False) -> InvalidMicrographError:
     """The error of a row whose relative name is in none of ``bases`` (the first: the working
-    directory, RELION's project folder)."""
+    directory, RELION's project folder); ``settled``: earlier rows were found in ``bases[0]``,
+    so the project folder is right and the row is what is wrong."""
     tried = ", ".join(f"{b}{' (the working directory)' if b == Path.cwd() else ''}"
                       for b in bases)
+    if settled:
+        return _fail(path, f"{where}: no such file in the RELION project folder {bases[0]}, "
+                     "where the rows before it were found",
+                     f"correct the row's {column}, or pass --permissive to skip it")
     return _fail(path, f"{where}: no such file in the RELION project folder or near the STAR "
                  f"file (looked in {tried})",
                  f"run cryostream from the RELION project folder (the one {text} is relative "
