@@ -12,6 +12,7 @@ from cryostream._version import __version__
 from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
 from cryostream.denoise import denoise, rank_runs
 from cryostream.errors import (
+    ClusterError,
     ConfigError,
     CryostreamError,
     DeviceMemoryError,
@@ -47,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "StoreError",
     "TrainingDivergedError",
+    "ClusterError",
     "DeviceMemoryError",
     "denoise",
     "evaluate",

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import psutil
 
-from cryostream.errors import ConfigError
+from cryostream.errors import ClusterError, ConfigError
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
-           "check_scheduler_reachable", "compute_context", "computer", "PeakMemory"]
+           "check_scheduler_reachable", "compute_context", "computer", "on_workers",
+           "PeakMemory"]
 
 #: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
 CONNECT_TIMEOUT = 5.0
@@ -225,7 +226,10 @@ def compute_context(
     if scheduler is None and workers is None and report is None:
         yield None
         return
+    import concurrent.futures
+
     from distributed import Client, LocalCluster, performance_report
+    from distributed.comm.core import CommClosedError
 
     if scheduler is not None:
         check_scheduler_reachable(scheduler)
@@ -253,7 +257,65 @@ def compute_context(
             log(f"Dask dashboard: {client.dashboard_link}")
         if report is not None:
             stack.enter_context(performance_report(filename=report))
-        yield client
+        try:
+            yield client
+        except (concurrent.futures.CancelledError, CommClosedError) as exc:
+            # distributed's FutureCancelledError: the scheduler went away with the work on it
+            where = f"at {scheduler}" if scheduler is not None else "started here"
+            why = getattr(exc, "reason", None) or type(exc).__name__
+            raise ClusterError(
+                f"the Dask cluster {where} went away during the run ({why}): run the same "
+                "command again once it is back (or without --scheduler); what was finished "
+                "is kept (denoise: each micrograph written)") from None
+
+
+def on_workers(function):
+    """``function`` for ``client.map``: on a Dask worker, cryostream's warnings reach the
+    client that asked and are shown there as they would be here; elsewhere ``function``
+    itself."""
+    import functools
+
+    return functools.partial(_forwarding_warnings, function)
+
+
+def _forwarding_warnings(function, *args, **kwargs):
+    _forward_warnings()
+    return function(*args, **kwargs)
+
+
+_forwarding = threading.Lock()
+_forwarded: list = []  # the worker whose warnings go to its clients (once per process)
+
+
+def _forward_warnings() -> None:
+    """On a Dask worker, have each warning a cryostream module raises go to the clients as a
+    ``warn`` event (:func:`distributed.warn`'s), which they re-emit, rather than only to the
+    worker's own stderr."""
+    import pickle
+    import warnings
+    from pathlib import Path
+
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker: warnings are shown here
+        return
+    with _forwarding:
+        if worker in _forwarded:
+            return
+        _forwarded[:] = [worker]
+        package = str(Path(__file__).parent)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not (str(filename).startswith(package)
+                    or getattr(category, "__module__", "").startswith("cryostream")):
+                return shown(message, category, filename, lineno, file, line)
+            worker.log_event("warn", {"message": pickle.dumps(str(message)),
+                                      "category": pickle.dumps(category)})
+
+        warnings.showwarning = show
 
 
 def computer(client, progress: bool):

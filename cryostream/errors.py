@@ -13,6 +13,7 @@ __all__ = [
     "StoreError",
     "TrainingDivergedError",
     "DeviceMemoryError",
+    "ClusterError",
     "one_error",
     "without_skipping",
 ]
@@ -48,6 +49,11 @@ class TrainingDivergedError(CryostreamError, ArithmeticError):
 class DeviceMemoryError(CryostreamError, MemoryError):
     """The network's calls ran out of the device's memory (another job on the GPU, or more
     micrographs in flight than it holds); finished outputs are kept."""
+
+
+class ClusterError(CryostreamError, ConnectionError):
+    """The Dask cluster a computation ran on went away during it (its scheduler stopped or the
+    connection to it was lost); what the command had finished is kept."""
 
 
 def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,

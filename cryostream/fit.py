@@ -55,7 +55,7 @@ from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read
 from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
-from cryostream.progress import TrainProgress
+from cryostream.progress import TrainProgress, slow_note
 from cryostream.runs import checkpoint_steps, last_evaluation, logged_rows
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
@@ -336,7 +336,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                   f", resuming at step {done}" if done else "")
         deadline = None if remaining is None else time.perf_counter() + remaining
         notes = TrainProgress(config.steps, config.batch_size, deadline=deadline,
-                              slow=_slow_note(config))
+                              slow=slow_note(config))
         result = train_run(store, run, config, resume=bool(done), init_params=params,
                            time_limit_s=remaining, log=_log.info, on_metrics=notes,
                            on_step=notes.step)
@@ -375,14 +375,3 @@ def _record_steps(run: Path, steps: int) -> None:
                                                                                steps=steps)))
 
 
-def _slow_note(config: TrainConfig) -> str | None:
-    """The advice noted when the full ``unet`` trains on a CPU for long."""
-    import jax
-
-    if config.model != "unet" or jax.default_backend() != "cpu":
-        return None
-    if config.init is not None:  # a start from a unet needs a unet
-        return ("the full unet on a CPU takes {estimate}; a GPU is much faster (or --from "
-                "scratch --model unet-small: a twelfth of the arithmetic, at a cost in quality)")
-    return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
-            "arithmetic) or a GPU is much faster")

@@ -15,8 +15,8 @@ import warnings
 
 from dask.callbacks import Callback
 
-__all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "loss_spike", "plot_curve",
-           "warn_loss_spike"]
+__all__ = ["LossSpikeWarning", "PrepareProgress", "TrainProgress", "duration", "loss_spike",
+           "plot_curve", "slow_note", "warn_loss_spike"]
 
 #: A logged training loss this many times the median of the :data:`SPIKE_WINDOW` logged before
 #: it is a spike: the run diverged for a while and came back (an infinite loss stops training
@@ -137,17 +137,17 @@ class TrainProgress:
         slow, tail = None, ""
         if self.first is None:
             self.first = (step, now)
-            tail = f" ({_duration(now - self.created)} since the start, compiling included)"
+            tail = f" ({duration(now - self.created)} since the start, compiling included)"
         elif step > self.first[0]:
             per_step = (now - self.first[1]) / (step - self.first[0])
             speed = f"{1 / per_step:.3g} steps/s" if per_step < 1 else \
-                f"{_duration(per_step)} a step"
+                f"{duration(per_step)} a step"
             tail = f", {speed} ({self.batch_size / per_step:.3g} patches/s)" + \
                 (f", {self._left(step, per_step, now)}" if step < self.steps else "")
             left = (self.steps - step) * per_step
             if self.slow is not None and left > self.slow_s:
-                slow = self.slow.format(estimate=f"about {_duration(left)} for the "
-                                        f"{self.steps - step} steps left ({_duration(per_step)} "
+                slow = self.slow.format(estimate=f"about {duration(left)} for the "
+                                        f"{self.steps - step} steps left ({duration(per_step)} "
                                         "a step)")
             self.slow = None  # judged once, at the first speed
         _log.info("training: step %d/%d, loss %.4g%s%s", step, self.steps, loss, test, tail)
@@ -159,13 +159,13 @@ class TrainProgress:
         """The time left, and where a time budget stops the training first."""
         left = (self.steps - step) * per_step
         if self.deadline is None or now + left <= self.deadline:
-            return f"about {_duration(left)} left"
+            return f"about {duration(left)} left"
         stop = step + max(0, math.ceil((self.deadline - now) / per_step))
-        return (f"the time budget ends in {_duration(max(self.deadline - now, 0))}, near step "
+        return (f"the time budget ends in {duration(max(self.deadline - now, 0))}, near step "
                 f"{min(stop, self.steps)}")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``"40 s"``, ``"12 min"``, ``"3.5 h"``."""
     if seconds < 90:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
@@ -232,3 +232,17 @@ def warn_loss_spike(run, spike: dict | None) -> None:
         "rank`): after `train`, one trained at half the learning rate (--lr; on the general "
         "model's recipe no training at 5e-4 spiked, half of those at the default 1e-3 did) or "
         "with another --seed; after `fit`, the general model", LossSpikeWarning, stacklevel=3)
+
+
+def slow_note(config) -> str | None:
+    """The advice noted when the full ``unet`` trains on a CPU for long (``config``: a
+    :class:`~cryostream.config.TrainConfig`; ``{estimate}`` in it becomes the time), or None."""
+    import jax
+
+    if config.model != "unet" or jax.default_backend() != "cpu":
+        return None
+    if config.init is not None:  # a start from a unet needs a unet
+        return ("the full unet on a CPU takes {estimate}; a GPU is much faster (or --from "
+                "scratch --model unet-small: a twelfth of the arithmetic, at a cost in quality)")
+    return ("the full unet on a CPU takes {estimate}; --model unet-small (a twelfth of the "
+            "arithmetic) or a GPU is much faster")

@@ -568,6 +568,44 @@ def test_denoise_on_a_local_cluster(trained, tmp_path, notes, monkeypatch):
     assert not (tmp_path / "d").exists()
 
 
+def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error(
+        trained, tmp_path, notes):
+    """A scheduler given by address: a micrograph skipped on a worker (its warning raised in
+    the worker's process) is warned of here, as without the cluster, and each micrograph done
+    is noted; a scheduler that goes away mid-run is one ClusterError saying what to do, not
+    distributed's FutureCancelledError."""
+    import threading
+    import time
+
+    import dask
+    from distributed import LocalCluster
+
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    run, sim = trained
+    bad = tmp_path / "nan.mrc"
+    with mrcfile.new(bad) as f:
+        f.set_data(np.full((160, 128), np.nan, np.float32))
+        f.voxel_size = 0.66
+    tiled = DenoiseConfig.raw(tile=64)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        with pytest.warns(MicrographSkippedWarning, match=r"skipping .*nan\.mrc: holds NaN"):
+            denoise(run, [sim.micrographs[0], bad], tmp_path / "a", config=tiled,
+                    scheduler=cluster.scheduler_address, permissive=True)
+            for _ in range(50):  # the worker's event comes beside the result, not before it
+                time.sleep(0.1)
+    assert any(n.startswith("denoised 1/2 on the cluster: ") for n in notes)
+    assert (tmp_path / "a" / sim.micrographs[0].name).is_file()
+    empty = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")  # never runs
+    threading.Timer(2.0, empty.close).start()
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), pytest.raises(
+            cryostream.ClusterError, match=r"the Dask cluster at tcp://127\.0\.0\.1:[0-9]+ went "
+            r"away during the run \(scheduler-connection-lost\): run the same command again"):
+        denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled,
+                scheduler=empty.scheduler_address)
+
+
 def test_a_cluster_needs_an_output_folder(trained):
     run, sim = trained
     with pytest.raises(cryostream.ConfigError, match="needs an output folder"):

@@ -171,10 +171,10 @@ def test_train_on_a_cpu_says_once_what_is_faster_when_the_full_unet_would_take_l
     """`cryostream train` shows a progress bar, not fit's notes; on a CPU, after timing a few
     steps past the compiled first one, it says once that the full unet would take long and what
     is faster. Not for unet-small, nor when the steps left are quick."""
-    from cryostream.cli.train import _slow_advice
+    from cryostream.cli.train import slow_advice
     from cryostream.config import TrainConfig
 
-    long = _slow_advice(TrainConfig(model="unet", steps=10**6), after=2, over_s=60.0)
+    long = slow_advice(TrainConfig(model="unet", steps=10**6), after=2, over_s=60.0)
     for step in range(1, 8):
         long(step, _loss(0.1))
         time.sleep(0.01)
@@ -183,8 +183,8 @@ def test_train_on_a_cpu_says_once_what_is_faster_when_the_full_unet_would_take_l
         r"train: the full unet on a CPU takes about [0-9.]+ (min|h) for the 999997 steps left "
         r"\([0-9.]+ s a step\); --model unet-small \(a twelfth of the arithmetic\) or a GPU is "
         r"much faster", said[0]), said
-    quick = _slow_advice(TrainConfig(model="unet", steps=5), after=2, over_s=60.0)
+    quick = slow_advice(TrainConfig(model="unet", steps=5), after=2, over_s=60.0)
     for step in range(1, 5):
         quick(step, _loss(0.1))
     assert capsys.readouterr().err == ""
-    assert _slow_advice(TrainConfig(model="unet-small", steps=10**6)) is None
+    assert slow_advice(TrainConfig(model="unet-small", steps=10**6)) is None

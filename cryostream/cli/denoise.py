@@ -206,5 +206,6 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({kept} finished earlier, kept)" if kept else "")
           + (f" ({skipped} skipped: see the warnings)" if skipped else "")
           + f", listed in {result.attrs['star']}: {seconds:.1f} s, {rate}peak memory "
-          f"{peak_rss_mb():,.0f} MB")
+          f"{peak_rss_mb():,.0f} MB" + (" here (the workers': see the dashboard)"
+                                        if args.scheduler else ""))
     return 0

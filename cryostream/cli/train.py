@@ -7,7 +7,7 @@ import argparse
 from cryostream.cli.common import add_config_flags, config_from_args, peak_rss_mb
 from cryostream.config import LOSSES, MODEL_PRESETS, PRECISIONS, TrainConfig
 
-__all__ = ["FLAGS", "add_parser", "run", "train_config"]
+__all__ = ["FLAGS", "add_parser", "run", "slow_advice", "train_config"]
 
 FLAGS = {
     "model": ("--model", "network preset", {"choices": MODEL_PRESETS}),
@@ -54,17 +54,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
+def slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
     """An ``on_step`` that times ``after`` steps past the first (compiled) one and, where the
     full ``unet`` trains on a CPU and the steps left would take over ``over_s``, says once what
     is faster (as ``fit`` does); None where there is nothing to say."""
     import sys
     import time
 
-    from cryostream.fit import _slow_note
-    from cryostream.progress import _duration
+    from cryostream.progress import duration, slow_note
 
-    note = _slow_note(config)
+    note = slow_note(config)
     if note is None:
         return None
     marks: list[tuple[int, float]] = []
@@ -80,8 +79,8 @@ def _slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
             if left > over_s:
                 from tqdm.auto import tqdm
 
-                tqdm.write("train: " + note.format(estimate=f"about {_duration(left)} for the "
-                           f"{config.steps - step} steps left ({_duration(per_step)} a step)"),
+                tqdm.write("train: " + note.format(estimate=f"about {duration(left)} for the "
+                           f"{config.steps - step} steps left ({duration(per_step)} a step)"),
                            file=sys.stderr)
 
     return on_step
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = checkpoint_steps(args.output)[-1:] if args.resume else []
     r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet,
-              on_step=_slow_advice(config))
+              on_step=slow_advice(config))
     if done and r.steps <= done[0]:  # a finished run resumed: nothing was trained
         print(f"nothing to train: {r.run} is already at step {r.steps} of {config.steps}; give "
               "more --steps to train it on")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.cluster import on_workers
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.config.checks import check_config
 from cryostream.denoise.corrections import check_correctable
@@ -329,7 +330,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:
-                results = gather_cluster(client, client.map(job, todo), len(micrographs))
+                results = gather_cluster(client, client.map(on_workers(job), todo),
+                                         len(micrographs), [m.source for m, _ in todo])
             else:
                 at_once = min(workers, len(todo))
                 progress = Progress(len(micrographs), len(micrographs) - len(todo), at_once)

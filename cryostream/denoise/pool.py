@@ -41,13 +41,22 @@ def finish(pool, job, todo, total: int, on_stop=None) -> list:
         return _gather(futures, total)  # all done: the run completes, or names its bad ones
 
 
-def gather_cluster(client, futures, total: int) -> list:
+def gather_cluster(client, futures, total: int, names: list[str] | None = None) -> list:
     """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
-    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`."""
+    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`. With
+    ``names`` (each future's micrograph), a note as each is done."""
     from distributed import as_completed
 
+    def noted(completed):
+        for done, future in enumerate(completed, 1):
+            if names is not None and future.status == "finished":
+                logging.getLogger("cryostream").info(
+                    "denoised %d/%d on the cluster: %s", done + total - len(futures),
+                    total, names[futures.index(future)])
+            yield future
+
     try:
-        _stop_on_first(as_completed(futures), len(futures) > 1, set())
+        _stop_on_first(noted(as_completed(futures)), len(futures) > 1, set())
     except (DeviceMemoryError, ConfigError):
         client.cancel(futures)
         raise
