@@ -350,7 +350,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     t_mark = time.perf_counter()
                 elif t_mark is not None:
                     timed_steps += 1
-                if step % 10 == 0 or step == config.steps:
+                late = deadline is not None and time.perf_counter() > deadline
+                if step % 10 == 0 or step in (config.steps, end) or late:  # a row where it stops
                     last = {k: float(v) for k, v in out.items()}
                     check_loss(step, last["loss"])
                     row = {"step": step, **last}
@@ -370,7 +371,6 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     bar.update(1)
                 if on_step is not None:
                     on_step(step, out)
-                late = deadline is not None and time.perf_counter() > deadline
                 if step % config.checkpoint_every == 0 or step == end or late:
                     save(step, float(out["loss"]), batch)  # never a diverged network
                 if late:

@@ -626,6 +626,33 @@ def test_errors_naming_a_python_keyword_name_the_option_on_the_command_line(tmp_
         "cryostream plan: error: --count 0: must be an integer ≥ 1"
     assert main(["simulate", str(tmp_path / "sim"), "--count", "0"]) == 2
     assert "error: --count 0: must be" in capsys.readouterr().err
+    # an option of two values: the tuple the library names becomes the values as typed
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "1", "--defocus", "2", "1"]) == 2
+    assert capsys.readouterr().err.strip() == ("cryostream simulate: error: --defocus 2.0 1.0: "
+                                               "must be (low, high) with 0 < low ≤ high")
+    assert for_the_command_line("shape=(10, 10): must be", {"shape": "--shape"}) == \
+        "--shape 10 10: must be"
+
+
+def test_simulate_takes_the_pixel_size_and_defocus_range(tmp_path, capsys):
+    """A scientist's own pixel size and defocus range, from the command line: the headers and
+    the simulation's record carry them, and micrographs.star's defocus is in range."""
+    import json
+
+    import mrcfile
+    import starfile
+
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "2", "--shape", "256", "256",
+                 "--pixel-size", "1.06", "--defocus", "1.0", "1.5", "--quiet"]) == 0
+    for path in sorted((tmp_path / "sim" / "micrographs").glob("*.mrc")):
+        with mrcfile.open(path) as mrc:
+            assert np.isclose(float(mrc.voxel_size.x), 1.06)
+    config = json.loads((tmp_path / "sim" / "simulate.json").read_text())["config"]
+    assert config["pixel_size_angstrom"] == 1.06 and config["defocus_um"] == [1.0, 1.5]
+    table = starfile.read(tmp_path / "sim" / "micrographs.star", always_dict=True)
+    rows = next(b for b in table.values() if "rlnDefocusU" in getattr(b, "columns", ()))
+    mean = (rows["rlnDefocusU"] + rows["rlnDefocusV"]) / 2
+    assert ((mean >= 9000) & (mean <= 15000)).all(), mean.tolist()
 
 
 def test_an_unknown_option_is_named_by_its_command_with_the_closest_one(capsys):

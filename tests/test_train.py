@@ -336,3 +336,18 @@ def test_a_training_within_its_warm_up_is_told_too_short_not_diverged(tiny_run, 
     with pytest.raises(StoreError, match="a training of 2 steps keeps no network still far from "
                        r"trained .*train for more steps"):  # what denoise and evaluate then say
         check_trained(tmp_path / "run", load_record(tmp_path / "run"))
+
+
+def test_a_training_stopped_between_rows_logs_the_step_it_stopped_at(store, tmp_path):
+    """Rows are logged every 10 steps; a training stopped at step 13 (a time budget or
+    ``stop_at``, as fit's budget stops it) logs that step too, so that its metrics.jsonl is
+    never empty after a short budget and holds the checkpointed step's loss."""
+    import json
+
+    config = dataclasses.replace(CONFIG, steps=30, eval_every=30, checkpoint_every=30)
+    train(store, tmp_path / "run", config, stop_at=13, log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 13] and all(np.isfinite(r["loss"]) for r in rows)
+    train(store, tmp_path / "budget", config, stop_at=5, log=lambda *_: None)
+    rows = (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [5]

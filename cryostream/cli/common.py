@@ -370,8 +370,8 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
 
     used = []
 
-    def named(match):
-        name, given = match.group(1), match.group(2)
+    def named(match, given=None):
+        name, given = match.group(1), match.group(2) if given is None else given
         if name not in options or given in ("True", "False"):
             return match.group(0)
         used.append(options[name])
@@ -379,6 +379,9 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
 
     # a repr whole, or a plain value without its end punctuation, never cut short (possessive)
     plain = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'",;:]++)"""
+    pair = r"\(([^()'\"]*)\)"  # a tuple of numbers, as an option of two values takes them
+    text = re.sub(r"(?<![\w/=.-])([a-z_][a-z0-9_]*)=" + pair + r"(?! \(--)", lambda m: named(
+        m, " ".join(m.group(2).replace(",", " ").split())), text)
     text = re.sub(r"(?<![\w/=.-])([a-z_][a-z0-9_]*)=" + plain + r"(?! \(--)", named, text)
     for option in used:  # named once is enough: "--x 1.5: must be ... (--x)"
         text = text.replace(f" ({option})", "")

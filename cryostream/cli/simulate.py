@@ -12,6 +12,10 @@ __all__ = ["FLAGS", "add_parser", "run", "simulate_config"]
 FLAGS = {
     "shape": ("--shape", "rows and columns", {"metavar": ("H", "W")}),
     "seed": ("--seed", "seed of the simulation"),
+    "pixel_size_angstrom": ("--pixel-size", "pixel size in Å (EMPIAR-10025's 0.6575 by default)",
+                            {"metavar": "Å"}),
+    "defocus_um": ("--defocus", "range of each micrograph's mean defocus in µm (underfocus "
+                   "positive)", {"metavar": ("LOW", "HIGH")}),
     "dose_e_per_angstrom2": ("--dose", "electron dose in e/Å² (the shot noise; 10–20 is low "
                              "dose, where CTF fits and denoisers struggle)", {"metavar": "E"}),
     "detector_nps_nyquist": ("--detector-nps", "detector noise power at Nyquist relative to zero "
