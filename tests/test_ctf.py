@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import warnings
 
 import mrcfile
@@ -631,8 +632,11 @@ def test_the_record_names_the_rings_whose_inverted_response_was_mended(tmp_path)
         low, high = mended["angstrom"]
         assert 4.9 <= low < 5.5 and 9.5 < high <= 10.1, mended
         assert json.loads(json.dumps(found)) == found  # JSON values, as NAME.json holds them
-        assert describe_found(found).endswith(
-            f"Thon rings not found: radial gain below 20 Å, network above (radial at {low:.1f}–"
+        said = describe_found(found)
+        assert re.search(r"; Thon rings not found \(the fit's best guess, defocus [0-9.]+/[0-9.]+ "
+                         r"µm, not used\): ", said), said  # a guess, not read as a result
+        assert said.endswith(
+            f"not used): radial gain below 20 Å, network above (radial at {low:.1f}–"
             f"{high:.1f} Å too, where its response was inverted)")
 
 

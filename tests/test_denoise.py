@@ -800,13 +800,15 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
     from cryostream.runs import load_record, save_record
 
     run, sim = trained
-    for name, psnr in (("under", 15.93), ("above", 17.2), ("recorrupted", 15.93)):
+    for name, psnr in (("under", 15.93), ("above", 17.2), ("recorrupted", 15.93),
+                       ("fitted", 15.93)):
         copy = tmp_path / name
         shutil.copytree(run, copy)
-        if name == "recorrupted":
+        if name in ("recorrupted", "fitted"):  # fitted: started from the general model
             record = load_record(copy)
             save_record(copy, dataclasses.replace(record, train=dataclasses.replace(
-                record.train, recorrupt=True)))
+                record.train, **({"recorrupt": True} if name == "recorrupted" else
+                                 {"init": "general"}))))
         with open(copy / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": 20, "loss": 0.1, "eval_psnr": psnr,
                                 "eval_noisy_psnr": 16.20}) + "\n")
@@ -820,6 +822,10 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
                 "under: its network scored under the noisy input when its training stopped "
                 "(test PSNR 15.93 against 16.20 dB, step 20)")
             assert "larger --budget" in warned[0] and "leave out -m" in warned[0]
+            assert "or fit the general model (cryostream fit's default)" in warned[0]
+        elif name == "fitted":  # fitted from the general model already: not told to do so
+            assert len(warned) == 1 and "larger --budget" in warned[0]
+            assert "fit the general model" not in warned[0]
         else:
             assert warned == []
 

@@ -72,9 +72,12 @@ def warn_if_under_input(run: str) -> None:
     from cryostream.runs import last_evaluation, load_record
 
     ev = last_evaluation(run)
-    further = ("train it further: cryostream fit with a larger --budget (Python: budget=), or fit "
-               "the general model (cryostream fit's default); or leave out -m (Python: pass "
-               "'general' as the run) to use the shipped general model")
+    record = load_record(run) if Path(run).is_dir() else None
+    started = record is not None and record.train.init is not None  # fitted from a model
+    further = ("train it further: cryostream fit with a larger --budget (Python: budget=)"
+               + ("" if started else ", or fit the general model (cryostream fit's default)")
+               + "; or leave out -m (Python: pass 'general' as the run) to use the shipped "
+               "general model")
     if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
             not load_record(run).recorrupt:
         warnings.warn(
@@ -83,7 +86,7 @@ def warn_if_under_input(run: str) -> None:
             f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; {further}",
             ModelWarning, stacklevel=3)
     elif not ev and Path(run).is_dir():  # stopped before any evaluation, short of its steps
-        step, target = (checkpoint_steps(run) or [0])[-1], load_record(run).train.steps
+        step, target = (checkpoint_steps(run) or [0])[-1], record.train.steps
         if step < target:
             warnings.warn(
                 f"{model_name(run)}: its training stopped at step {step} of {target} (its budget "

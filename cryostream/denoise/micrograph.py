@@ -207,8 +207,9 @@ def describe_found(found: dict) -> str:
         error = fit.get("defocus_error_angstrom")
         return f"; {defocus}{f' ±{error:.0f} Å' if error else ''}, CTF check passed: " \
                "CTF-shaped gain"
-    why = "Thon rings not found" if no_rings(found.get("ctf_rings_z")) else "CTF check failed"
-    return f"; {defocus}, {why}: {fallback}"
+    if no_rings(found.get("ctf_rings_z")):  # the fit's best guess: no result to read
+        return f"; Thon rings not found (the fit's best guess, {defocus}, not used): {fallback}"
+    return f"; {defocus}, CTF check failed: {fallback}"
 
 
 class Progress:
