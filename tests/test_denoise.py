@@ -711,9 +711,26 @@ def test_rank_runs_orders_differently_trained_runs(trained, tmp_path, capsys):
     assert main(["rank", str(run), str(other), "-i", str(sim.micrographs[0]), "--tile", "64",
                  "--raw", "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("run") and len(lines) == 3
+    assert lines[0].startswith("run") and lines[0].endswith("behind it on") and len(lines) == 4
+    assert lines[1].endswith("(+0 %)  —") and lines[2].endswith("1 of 1 micrograph")
+    assert lines[3].startswith("(one micrograph: give several")
     assert {r["run"] for r in json.loads(out.read_text())} == {str(run.absolute()),
                                                              str(other.absolute())}
+
+
+def test_rank_says_on_how_many_micrographs_each_run_is_behind_the_best():
+    """The order of the mean alone hides a near-tie: each line says how far above the best a
+    run is, relative too, and on how many micrographs it scored above the best's."""
+    from cryostream.cli.rank import ranking_lines
+
+    ranked = [{"run": "a", "score": 1.0, "scores": {"x": 1.0, "y": 1.0, "z": 1.0}},
+              {"run": "runs/b", "score": 1.1, "scores": {"x": 1.1, "y": 0.9, "z": 1.3}},
+              {"run": "c", "score": 1.5, "scores": {"x": 1.5, "y": 1.5, "z": 1.5}}]
+    assert ranking_lines(ranked) == [
+        "run     score (lower is better)  above the best  behind it on",
+        "a       1  +0 (+0 %)  —",
+        "runs/b  1.1  +0.1 (+10 %)  2 of 3 micrographs",
+        "c       1.5  +0.5 (+50 %)  3 of 3 micrographs"]
 
 
 def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys):

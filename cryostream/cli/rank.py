@@ -9,7 +9,7 @@ from cryostream.cli.common import add_library_flag, given
 from cryostream.cli.denoise import add_pipeline_options, denoise_config
 from cryostream.errors import ConfigError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "ranking_lines", "run"]
 
 RANK = "cryostream.denoise:rank_runs"
 
@@ -71,15 +71,31 @@ def run(args: argparse.Namespace) -> int:
         output_file(args.json, "--json", "ranking.json")
 
     ranked = rank_runs(args.runs, args.inputs, config=config, **given(args, "draws", "beta", "seed"))
-    best = ranked[0]["score"]
-    width = max(len(r["run"]) for r in ranked)
-    print(f"{'run':<{width}}  score (lower is better)  above the best")
-    for r in ranked:
-        print(f"{r['run']:<{width}}  {r['score']:.6g}  {r['score'] - best:+.3g}")
+    print("\n".join(ranking_lines(ranked)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(ranked, f, indent=1)
     return 0
+
+
+def ranking_lines(ranked: list[dict]) -> list[str]:
+    """The table ``rank`` prints: each run (best first), its score, how far above the best's,
+    relative too, and on how many of the micrographs it scored above the best (behind on every
+    one: worse; on some only: a near-tie, which the mean orders loosely)."""
+    best, count = ranked[0], len(ranked[0]["scores"])
+    width = max(len(r["run"]) for r in ranked)
+    lines = [f"{'run':<{width}}  score (lower is better)  above the best  behind it on"]
+    for r in ranked:
+        above = r["score"] - best["score"]
+        behind = sum(r["scores"][k] > best["scores"][k] for k in best["scores"])
+        lines.append(f"{r['run']:<{width}}  {r['score']:.6g}  {above:+.3g} "
+                     f"({100 * above / abs(best['score']):+.2g} %)  "
+                     + ("—" if r is best else f"{behind} of {count} micrograph"
+                        + "s" * (count != 1)))
+    if len(ranked) > 1 and count == 1:
+        lines.append("(one micrograph: give several, so that a run behind on every one can be "
+                     "told from a near-tie whose order changes from micrograph to micrograph)")
+    return lines
 
 
 def _looks_like_run(name: str) -> bool:
