@@ -27,7 +27,7 @@ H100)::
     python benchmarks/two_networks.py --work W --second W/run --name seed1 --out OUT \\
         --topaz TOPAZ --conditions C...
     python benchmarks/two_networks.py --summarise OUT/shipped OUT/seed1 OUT/seed1_mean \\
-        --json docs/results/general_model/RESULTS.json
+        --train seed1=OUT/train/general_model.json --json docs/results/general_model/RESULTS.json
 """
 
 from __future__ import annotations
@@ -96,15 +96,24 @@ def score(args) -> None:
         train_general_model.main(argv)
 
 
-def summarise(folders: list[Path], path: Path) -> None:
-    """The score stage's results of each folder (a ``general_model.json``) in one file, and the
+def summarise(folders: list[Path], path: Path, trainings: list[str] = ()) -> None:
+    """The score stage's results of each folder (a ``general_model.json``) in one file, with
+    the trainings' records (``LABEL=RESULTS.json`` of each ``--stages train`` call: a scoring
+    call's own ``train`` entry is the work folder's last training, not its model's), and the
     default's PSNR and FRC by band per condition as a table."""
     runs = {f.name: json.loads((f / "general_model.json").read_text()) for f in folders}
     first = next(iter(runs.values()))["score"]["conditions"]
+    trained = {}
+    for spec in trainings:
+        label, _, source = spec.partition("=")
+        record = json.loads(Path(source).read_text())
+        trained[label] = {"arguments": record["arguments"], "train": record["train"],
+                          "stage_seconds": {k: v for k, v in (record.get("stage_seconds") or {})
+                                            .items() if k in record["arguments"]["stages"]}}
     summary = {"machine": next(iter(runs.values()))["machine"],
-               "device": next(iter(runs.values()))["score"]["device"],
-               "runs": {k: {"arguments": v["arguments"], "train": v.get("train"),
-                            "conditions": v["score"]["conditions"]} for k, v in runs.items()}}
+               "device": next(iter(runs.values()))["score"]["device"], "trainings": trained,
+               "runs": {k: {"arguments": v["arguments"], "conditions": v["score"]["conditions"]}
+                        for k, v in runs.items()}}
     path.write_text(json.dumps(summary, indent=1))
     lines = ["| condition | output | PSNR (dB) | " + " | ".join(
         ["0–0.01", "0.01–0.03", "0.03–0.06", "0.06–0.125", "0.125–0.25", "0.25–0.5"]) + " |",
@@ -135,10 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="FOLDER",
                     help="results folders to set side by side (no network): with --json")
     ap.add_argument("--json", type=Path, help="the summary file (a .md table beside it)")
+    ap.add_argument("--train", nargs="*", default=[], metavar="LABEL=RESULTS",
+                    help="with --summarise: the second networks' training records")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.summarise:
-        summarise(args.summarise, args.json or Path("two_networks.json"))
+        summarise(args.summarise, args.json or Path("two_networks.json"), args.train)
         return 0
     if not (args.work and args.second and args.out and args.conditions):
         ap.error("--work, --second, --out and --conditions are needed (or --summarise)")

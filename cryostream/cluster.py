@@ -8,6 +8,7 @@ interface would let anyone on the network watch and steer it); the real link com
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 import socket
 import threading
@@ -18,8 +19,8 @@ import psutil
 from cryostream.errors import ClusterError, ConfigError
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
-           "check_scheduler_reachable", "compute_context", "computer", "on_workers",
-           "PeakMemory"]
+           "check_scheduler_reachable", "compute_context", "computer", "forwarded",
+           "on_workers", "Forwarded", "PeakMemory"]
 
 #: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
 CONNECT_TIMEOUT = 5.0
@@ -235,86 +236,113 @@ def compute_context(
         check_scheduler_reachable(scheduler)
 
     stack = contextlib.ExitStack()
-    with stack:
-        if scheduler is not None:
-            client = stack.enter_context(Client(scheduler))
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers or 1,
-                    threads_per_worker=1 if workers else 2,
-                    processes=bool(workers),
-                    memory_limit=memory_limit or "auto",
-                    dashboard_address=dashboard_address,
-                    host="127.0.0.1",
-                    # in-process workers default to the inproc transport, where "127.0.0.1"
-                    # is no valid address ("Cluster failed to start"): listen on TCP, locally
-                    protocol="tcp://",
+    client_log = logging.getLogger("distributed.client")
+    quiet = client_log.disabled
+    try:
+        with stack:
+            if scheduler is not None:
+                client = stack.enter_context(Client(scheduler))
+            else:
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=workers or 1,
+                        threads_per_worker=1 if workers else 2,
+                        processes=bool(workers),
+                        memory_limit=memory_limit or "auto",
+                        dashboard_address=dashboard_address,
+                        host="127.0.0.1",
+                        # in-process workers default to the inproc transport, where "127.0.0.1"
+                        # is no valid address ("Cluster failed to start"): listen on TCP, locally
+                        protocol="tcp://",
+                    )
                 )
-            )
-            client = stack.enter_context(Client(cluster))
-        if client.dashboard_link:
-            log(f"Dask dashboard: {client.dashboard_link}")
-        if report is not None:
-            stack.enter_context(performance_report(filename=report))
-        try:
-            yield client
-        except (concurrent.futures.CancelledError, CommClosedError) as exc:
-            # distributed's FutureCancelledError: the scheduler went away with the work on it
-            where = f"at {scheduler}" if scheduler is not None else "started here"
-            why = getattr(exc, "reason", None) or type(exc).__name__
-            raise ClusterError(
-                f"the Dask cluster {where} went away during the run ({why}): run the same "
-                "command again once it is back (or without --scheduler); what was finished "
-                "is kept (denoise: each micrograph written)") from None
+                client = stack.enter_context(Client(cluster))
+            if client.dashboard_link:
+                log(f"Dask dashboard: {client.dashboard_link}")
+            if report is not None:
+                stack.enter_context(performance_report(filename=report))
+            try:
+                yield client
+            except (concurrent.futures.CancelledError, CommClosedError) as exc:
+                # distributed's FutureCancelledError: the work was dropped on the cluster
+                client_log.disabled = True
+                raise _cluster_lost(exc, scheduler) from None
+    finally:  # the client's close after a lost scheduler logs its tracebacks: said in one line
+        client_log.disabled = quiet
+
+
+def _cluster_lost(exc, scheduler: str | None) -> ClusterError:
+    """The :class:`ClusterError` of work the cluster dropped: its scheduler went away (the
+    connection lost) or the work was cancelled there (from the dashboard, another client)."""
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    where = f"at {scheduler}" if scheduler is not None else "started here"
+    lost = reason in ("scheduler-connection-lost", "CommClosedError")
+    what = "went away during the run" if lost else "cancelled this command's work"
+    again = ("run the same command again once the scheduler is back (or without --scheduler)"
+             if scheduler is not None and lost else "run the same command again")
+    return ClusterError(f"the Dask cluster {where} {what} ({reason}): {again}; denoise keeps "
+                        "the micrographs it wrote and makes only the rest")
 
 
 def on_workers(function):
-    """``function`` for ``client.map``: on a Dask worker, cryostream's warnings reach the
-    client that asked and are shown there as they would be here; elsewhere ``function``
-    itself."""
+    """``function`` for ``client.map``: its result comes back as :class:`Forwarded`, with the
+    warnings raised in the task's thread on the worker (a skipped micrograph, a CTF fallback),
+    which :func:`forwarded` shows here; only the client that asked sees them."""
     import functools
 
-    return functools.partial(_forwarding_warnings, function)
+    return functools.partial(_with_warnings, function)
 
 
-def _forwarding_warnings(function, *args, **kwargs):
-    _forward_warnings()
-    return function(*args, **kwargs)
+class Forwarded:
+    """A task's result and the warnings its thread raised on a worker, ``(category, text)``."""
+
+    def __init__(self, value, warned: list):
+        self.value, self.warned = value, warned
 
 
-_forwarding = threading.Lock()
-_forwarded: list = []  # the worker whose warnings go to its clients (once per process)
-
-
-def _forward_warnings() -> None:
-    """On a Dask worker, have each warning a cryostream module raises go to the clients as a
-    ``warn`` event (:func:`distributed.warn`'s), which they re-emit, rather than only to the
-    worker's own stderr."""
-    import pickle
+def forwarded(value, show: bool = True):
+    """The result inside a :class:`Forwarded` (anything else as it is), its warnings shown here
+    first with ``show``."""
     import warnings
-    from pathlib import Path
 
-    from distributed import get_worker
+    if not isinstance(value, Forwarded):
+        return value
+    for category, text in value.warned if show else ():
+        warnings.warn(text, category, stacklevel=2)
+    return value.value
 
+
+_sinks = threading.local()  # the warnings of the task running in this thread, or None
+_capturing = threading.Lock()
+
+
+def _with_warnings(function, *args, **kwargs) -> Forwarded:
+    _capture_warnings()
+    _sinks.warned = warned = []
     try:
-        worker = get_worker()
-    except ValueError:  # not on a worker: warnings are shown here
-        return
-    with _forwarding:
-        if worker in _forwarded:
+        return Forwarded(function(*args, **kwargs), warned)
+    finally:
+        _sinks.warned = None
+
+
+def _capture_warnings() -> None:
+    """Route warnings shown in a thread running a task (:func:`_with_warnings`) to that task's
+    list instead of the worker's stderr; other threads' are shown as before. Installed once in
+    a process, and again if something replaced it since."""
+    import warnings
+
+    with _capturing:
+        if getattr(warnings.showwarning, "_cryostream_capture", False):
             return
-        _forwarded[:] = [worker]
-        package = str(Path(__file__).parent)
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if not (str(filename).startswith(package)
-                    or getattr(category, "__module__", "").startswith("cryostream")):
+            warned = getattr(_sinks, "warned", None)
+            if warned is None:
                 return shown(message, category, filename, lineno, file, line)
-            worker.log_event("warn", {"message": pickle.dumps(str(message)),
-                                      "category": pickle.dumps(category)})
+            warned.append((category, str(message)))
 
+        show._cryostream_capture = True
         warnings.showwarning = show
 
 

@@ -288,7 +288,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
         step0 = manager.latest_step()
         state, meta = restore_state(manager, step0, state)
         loader.restore(meta["loader"])
-        rows = [r for r in logged_rows(metrics_path) if r["step"] <= step0]
+        rows = [r for r in logged_rows(metrics_path) if r["step"] <= step0
+                and not r.get("stopped")]
         log(f"resumed from step {step0}")
     write_whole(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -355,6 +356,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     last = {k: float(v) for k, v in out.items()}
                     check_loss(step, last["loss"])
                     row = {"step": step, **last}
+                    if step % 10 and step != config.steps:  # logged as it stops: a resume
+                        row["stopped"] = True  # drops it, as an uninterrupted run has none
                     if step % config.eval_every == 0 or step == config.steps:
                         if test is not None:
                             ev = evaluate_split(eval_fn, state["params"], test,

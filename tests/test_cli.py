@@ -335,7 +335,7 @@ BAD_VALUES = [
      "--amplitude-contrast 1.5: must be in [0, 1)"),
     (["train", "STORE", "-o", "OUT", "--steps", "0"], "--steps 0: must be ≥ 1"),
     (["simulate", "OUT", "--count", "1", "--shape", "10", "10"],
-     "shape=(10, 10): must be (rows, columns), each ≥ 64 px"),
+     "--shape 10 10: must be (rows, columns), each ≥ 64 px"),
 ]
 
 
@@ -629,9 +629,13 @@ def test_errors_naming_a_python_keyword_name_the_option_on_the_command_line(tmp_
     # an option of two values: the tuple the library names becomes the values as typed
     assert main(["simulate", str(tmp_path / "sim"), "--count", "1", "--defocus", "2", "1"]) == 2
     assert capsys.readouterr().err.strip() == ("cryostream simulate: error: --defocus 2.0 1.0: "
-                                               "must be (low, high) with 0 < low ≤ high")
+                                               "must be (low, high) with 0 < low ≤ high, finite")
     assert for_the_command_line("shape=(10, 10): must be", {"shape": "--shape"}) == \
         "--shape 10 10: must be"
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "1", "--defocus", "1", "inf"]) == 2
+    assert "error: --defocus 1.0 inf: must be" in capsys.readouterr().err
+    for text in ("give shape=(rows, columns)", "shape=(): x", "seed=(see above)"):  # no values
+        assert for_the_command_line(text, {"shape": "--shape", "seed": "--seed"}) == text
 
 
 def test_simulate_takes_the_pixel_size_and_defocus_range(tmp_path, capsys):

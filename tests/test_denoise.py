@@ -577,7 +577,6 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
     import threading
     import time
 
-    import dask
     from distributed import LocalCluster
 
     from cryostream.io.stack import MicrographSkippedWarning
@@ -599,9 +598,9 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
     assert (tmp_path / "a" / sim.micrographs[0].name).is_file()
     empty = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")  # never runs
     threading.Timer(2.0, empty.close).start()
-    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), pytest.raises(
-            cryostream.ClusterError, match=r"the Dask cluster at tcp://127\.0\.0\.1:[0-9]+ went "
-            r"away during the run \(scheduler-connection-lost\): run the same command again"):
+    with pytest.raises(cryostream.ClusterError, match=r"the Dask cluster at tcp://127\.0\.0\.1:"
+                       r"[0-9]+ went away during the run \(scheduler-connection-lost\): run the "
+                       r"same command again once the scheduler is back"):
         denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled,
                 scheduler=empty.scheduler_address)
 
@@ -712,7 +711,7 @@ def test_rank_runs_orders_differently_trained_runs(trained, tmp_path, capsys):
                  "--raw", "--n2n-correction", "--draws", "1", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("run") and lines[0].endswith("behind it on") and len(lines) == 4
-    assert lines[1].endswith("(+0 %)  —") and lines[2].endswith("1 of 1 micrograph")
+    assert lines[1].endswith("+0  —") and lines[2].endswith("1 of 1 micrograph")
     assert lines[3].startswith("(one micrograph: give several")
     assert {r["run"] for r in json.loads(out.read_text())} == {str(run.absolute()),
                                                              str(other.absolute())}
@@ -720,7 +719,7 @@ def test_rank_runs_orders_differently_trained_runs(trained, tmp_path, capsys):
 
 def test_rank_says_on_how_many_micrographs_each_run_is_behind_the_best():
     """The order of the mean alone hides a near-tie: each line says how far above the best a
-    run is, relative too, and on how many micrographs it scored above the best's."""
+    run is and on how many micrographs it scored above the best's."""
     from cryostream.cli.rank import ranking_lines
 
     ranked = [{"run": "a", "score": 1.0, "scores": {"x": 1.0, "y": 1.0, "z": 1.0}},
@@ -728,9 +727,9 @@ def test_rank_says_on_how_many_micrographs_each_run_is_behind_the_best():
               {"run": "c", "score": 1.5, "scores": {"x": 1.5, "y": 1.5, "z": 1.5}}]
     assert ranking_lines(ranked) == [
         "run     score (lower is better)  above the best  behind it on",
-        "a       1  +0 (+0 %)  —",
-        "runs/b  1.1  +0.1 (+10 %)  2 of 3 micrographs",
-        "c       1.5  +0.5 (+50 %)  3 of 3 micrographs"]
+        "a       1  +0  —",
+        "runs/b  1.1  +0.1  2 of 3 micrographs",
+        "c       1.5  +0.5  3 of 3 micrographs"]
 
 
 def test_a_folder_that_is_not_a_run_gets_a_clear_error(trained, tmp_path, capsys):

@@ -134,7 +134,7 @@ def test_simulate_refuses_a_shape_wider_than_any_detector(tmp_path, capsys):
     micrographs/ and truth/ folders left."""
     out = tmp_path / "sim"
     assert main(["simulate", str(out), "--count", "1", "--shape", "200000", "200000"]) == 2
-    assert "shape=(200000, 200000): each side must be at most 32768 px" in _error(capsys)
+    assert "--shape 200000 200000: each side must be at most 32768 px" in _error(capsys)
     assert not out.exists()
 
 
@@ -149,7 +149,8 @@ def test_simulate_refuses_a_micrograph_the_memory_cannot_hold(tmp_path, capsys):
     assert main(["simulate", str(out), "--count", "1", "--shape", str(MAX_SIDE), str(MAX_SIDE)]) == 2
     line = _error(capsys)
     assert f"one micrograph of {MAX_SIDE} × {MAX_SIDE} px takes about" in line
-    assert "is available; give a smaller shape (--shape)" in line
+    assert line.startswith(f"cryostream simulate: error: --shape {MAX_SIDE} {MAX_SIDE}: ")
+    assert "is available; give a smaller shape, or simulate on a machine" in line
     assert not out.exists()
 
 

@@ -351,3 +351,9 @@ def test_a_training_stopped_between_rows_logs_the_step_it_stopped_at(store, tmp_
     train(store, tmp_path / "budget", config, stop_at=5, log=lambda *_: None)
     rows = (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [5]
+    # resumed, the run's log is the uninterrupted one's: the row of the stop is dropped
+    train(store, tmp_path / "run", config, resume=True, log=lambda *_: None)
+    train(store, tmp_path / "whole", config, log=lambda *_: None)
+    assert [json.loads(r)["step"] for r in (tmp_path / "run" / "metrics.jsonl").read_text(
+        ).splitlines()] == [json.loads(r)["step"] for r in (tmp_path / "whole" / "metrics.jsonl"
+                                                              ).read_text().splitlines()] == [10, 20, 30]

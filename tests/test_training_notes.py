@@ -119,7 +119,7 @@ def test_the_shipped_recipes_long_trainings_are_told_apart_by_the_spike():
 def test_another_seed_at_the_shipped_rate_is_flagged_and_the_seed_that_diverged_is_not_at_half():
     """Two more trainings of that recipe (H100, 9000 steps): seed 2 at the peak rate 1e-3
     spiked to 4.8e5 at step 2040 and ended with a network 0.27–0.50 dB worse after the
-    default; seed 1, which had diverged at 1e-3, ran smoothly at 5e-4. Going back 20–30 steps
+    default; seed 1, which had diverged at 1e-3, ran smoothly at 5e-4. Going back 20–60 steps
     over each spike (a scratch rule, not shipped) did not save seed 2 at 1e-3 (H200): it
     spiked again from step 2610, and after five such rollbacks its curve, the rolled-back rows
     left out, is flagged at step 2760."""

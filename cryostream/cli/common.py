@@ -379,7 +379,8 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
 
     # a repr whole, or a plain value without its end punctuation, never cut short (possessive)
     plain = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s()'",;:]++)"""
-    pair = r"\(([^()'\"]*)\)"  # a tuple of numbers, as an option of two values takes them
+    number = r"-?(?:[0-9][0-9.e+-]*|inf|nan)"
+    pair = rf"\(\s*({number}(?:\s*,\s*{number})+)\s*\)"  # numbers, as an option of two takes them
     text = re.sub(r"(?<![\w/=.-])([a-z_][a-z0-9_]*)=" + pair + r"(?! \(--)", lambda m: named(
         m, " ".join(m.group(2).replace(",", " ").split())), text)
     text = re.sub(r"(?<![\w/=.-])([a-z_][a-z0-9_]*)=" + plain + r"(?! \(--)", named, text)

@@ -80,16 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
 def ranking_lines(ranked: list[dict]) -> list[str]:
     """The table ``rank`` prints: each run (best first), its score, how far above the best's,
-    relative too, and on how many of the micrographs it scored above the best (behind on every
-    one: worse; on some only: a near-tie, which the mean orders loosely)."""
+    and on how many of the micrographs it scored above the best (behind on every one: worse; on
+    some only: a near-tie, which the mean orders loosely)."""
     best, count = ranked[0], len(ranked[0]["scores"])
     width = max(len(r["run"]) for r in ranked)
     lines = [f"{'run':<{width}}  score (lower is better)  above the best  behind it on"]
     for r in ranked:
-        above = r["score"] - best["score"]
-        behind = sum(r["scores"][k] > best["scores"][k] for k in best["scores"])
-        lines.append(f"{r['run']:<{width}}  {r['score']:.6g}  {above:+.3g} "
-                     f"({100 * above / abs(best['score']):+.2g} %)  "
+        behind = sum(r["scores"].get(k, score) > score for k, score in best["scores"].items())
+        lines.append(f"{r['run']:<{width}}  {r['score']:.6g}  {r['score'] - best['score']:+.3g}  "
                      + ("—" if r is best else f"{behind} of {count} micrograph"
                         + "s" * (count != 1)))
     if len(ranked) > 1 and count == 1:

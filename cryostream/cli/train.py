@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = checkpoint_steps(args.output)[-1:] if args.resume else []
     r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet,
-              on_step=slow_advice(config))
+              on_step=None if args.quiet else slow_advice(config))
     if done and r.steps <= done[0]:  # a finished run resumed: nothing was trained
         print(f"nothing to train: {r.run} is already at step {r.steps} of {config.steps}; give "
               "more --steps to train it on")

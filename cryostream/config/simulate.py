@@ -113,8 +113,9 @@ class SimulateConfig:
         check_positive("particles_per_micrograph", self.particles_per_micrograph, allow_zero=True)
         check_choice("particle", self.particle, PARTICLES)
         lo, hi = self.defocus_um
-        if not (0 < lo <= hi):
-            raise ConfigError(f"defocus_um={self.defocus_um}: must be (low, high) with 0 < low ≤ high")
+        if not (0 < lo <= hi < float("inf")):
+            raise ConfigError(f"defocus_um={self.defocus_um}: must be (low, high) with "
+                              "0 < low ≤ high, finite")
         check_positive("astigmatism_angstrom", self.astigmatism_angstrom, allow_zero=True)
         check_positive("voltage_kv", self.voltage_kv)
         check_positive("cs_mm", self.cs_mm, allow_zero=True)

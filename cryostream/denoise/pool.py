@@ -43,13 +43,17 @@ def finish(pool, job, todo, total: int, on_stop=None) -> list:
 
 def gather_cluster(client, futures, total: int, names: list[str] | None = None) -> list:
     """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
-    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`. With
-    ``names`` (each future's micrograph), a note as each is done."""
+    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`. The
+    futures' results are :func:`cryostream.cluster.on_workers`'s: each one's warnings are
+    shown as it is done, and with ``names`` (each future's micrograph) a note."""
     from distributed import as_completed
 
-    def noted(completed):
+    from cryostream.cluster import forwarded
+
+    def noted(completed):  # the worker's warnings and a note as each is done, as here
         for done, future in enumerate(completed, 1):
-            if names is not None and future.status == "finished":
+            if future.status == "finished" and forwarded(future.result()) is not None \
+                    and names is not None:  # (None: skipped, with its warning)
                 logging.getLogger("cryostream").info(
                     "denoised %d/%d on the cluster: %s", done + total - len(futures),
                     total, names[futures.index(future)])
@@ -60,7 +64,7 @@ def gather_cluster(client, futures, total: int, names: list[str] | None = None) 
     except (DeviceMemoryError, ConfigError):
         client.cancel(futures)
         raise
-    return _gather(futures, total)
+    return [forwarded(r, show=False) for r in _gather(futures, total)]
 
 
 def _stop_on_first(completed, warn: bool, warned: set) -> None:
