@@ -173,8 +173,10 @@ def test_sigkill_leaves_nothing_complete_and_resumes_identically(micrographs, tm
     finished = len(list(folder.glob("*.h5")))
     assert 3 <= finished < 3 * 6  # 6 bands per micrograph
     assert not out.exists()
-    with pytest.raises(StoreError, match="no such store"):
-        open_dataset(out)
+    with pytest.raises(StoreError, match=r"the store was not finished \(its cryostream prepare "
+                       r"stopped before writing it: killed\.h5\.shards is there without "
+                       r"killed\.h5\); run the same cryostream prepare command again"):
+        open_dataset(out)  # says what happened and what to do, not only that it is missing
     prepare(micrographs, out, CONFIG)
     reference = prepare(micrographs, tmp_path / "whole.h5", CONFIG).output
     assert _datasets(out) == _datasets(reference)
