@@ -167,6 +167,7 @@ class Plan:
             "",
             f"split by micrograph: {self.n_train_micrographs} train ({_patches(self.train_patches)}"
             f"), {self.n_test_micrographs} test ({_patches(self.test_patches)})",
+            *self._split_note(),
             "",
             f"store size (compression {c.compression})    stored noise   on-device noise",
         ]
@@ -194,6 +195,18 @@ class Plan:
             f"estimated time on {self.cores} cores: {format_duration(self.seconds())}",
         ]
         return "\n".join(lines)
+
+    def _split_note(self) -> list[str]:
+        """What a split too small to train on or to evaluate means (a line each), or nothing."""
+        notes = []
+        if self.test_patches == 0:
+            notes.append("  no test split: training reports no test PSNR (more micrographs, or "
+                         "--test-fraction, set one aside)")
+        if 0 < self.train_patches < 50:
+            notes.append(f"  only {_patches(self.train_patches)} to train on: a network "
+                         "learns so few by heart; a smaller --patch or more micrographs give "
+                         "more")
+        return notes
 
     def _patch_note(self) -> list[str]:
         """Why the patch is not the one asked for (a line), or nothing."""

@@ -721,14 +721,6 @@ def test_an_option_is_given_once_and_whole(argv, said, tmp_path, capsys, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
 
 
-def test_show_on_an_mrc_file_says_what_to_give(tmp_path, capsys):
-    mic = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
-    assert main(["show", str(mic), "-o", str(tmp_path / "s.png")]) == 2
-    err = capsys.readouterr().err
-    assert "not a readable HDF5 store" in err and "give a store that cryostream prepare" in err
-    assert not (tmp_path / "s.png").exists()
-
-
 def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(tmp_path,
                                                                                 capsys):
     mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)
@@ -767,3 +759,28 @@ def test_train_resumed_says_what_it_trained_and_a_finished_run_says_nothing_was(
     assert main([*argv, "--steps", "6", "--resume"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         f"trained unet-small from step 4 to 6 into {run}: loss ")
+
+
+def test_show_given_a_micrograph_says_what_it_draws_and_how_to_look_at_one(tmp_path, capsys):
+    """A newcomer gave `show` a denoised MRC: one line says show draws a store's patches and
+    where to look at a micrograph instead; nothing is written."""
+    mic = write_mrc(tmp_path / "sim_0000.mrc", np.ones((64, 64), np.float32))
+    assert main(["show", str(mic), "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cryostream show: error: {mic}: show draws a "
+                                               "store's patches (a .h5 from cryostream prepare)")
+    assert "3dmod" in err[0] and "quick start" in err[0] and not (tmp_path / "x.png").exists()
+
+
+def test_plan_says_when_a_split_is_empty_or_too_small(capsys):
+    """One full-size micrograph leaves no test split; one small micrograph at the default
+    patch leaves one patch to train on: the plan says what each means and what to change."""
+    assert main(["plan", "--shape", "7676", "7420", "--count", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "  no test split: training reports no test PSNR" in out and "to train on" not in out
+    assert main(["plan", "--shape", "1024", "1024", "--count", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "  only 1 patch to train on: a network learns so few by heart" in out
+    assert main(["plan", "--shape", "7676", "7420", "--count", "196"]) == 0
+    out = capsys.readouterr().out
+    assert "no test split" not in out and "to train on" not in out

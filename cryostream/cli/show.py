@@ -28,7 +28,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figure and print where it went."""
+    from cryostream.errors import ConfigError
     from cryostream.inspect import show, show_noise
+
+    if str(args.store).lower().endswith((".mrc", ".mrcs", ".map")):  # a micrograph, not a store
+        raise ConfigError(f"{args.store}: show draws a store's patches (a .h5 from cryostream "
+                          "prepare), not a micrograph; to look at a micrograph or a denoised "
+                          "output, open it in 3dmod or relion_display, or see the quick "
+                          "start's matplotlib lines (docs/quickstart.md, \"Look at the result\")")
 
     if args.noise:
         print(f"wrote {show_noise(args.store, args.output)}")

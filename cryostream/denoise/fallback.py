@@ -149,5 +149,5 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> No
     else:
         why = "does not lower the error by recorruption (ctf_gain_check)"
     warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
-                  f"(NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
+                  f"(a denoise output's NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                   stacklevel=stacklevel)

@@ -40,7 +40,10 @@ def test_split_section(a: dict, recorrupt: bool = False) -> list[str]:
     the run trained on recorrupted targets (said under the table: its output estimates the
     clean micrograph, which a store of noisy micrographs cannot score)."""
     lines = ["## Test split, the reference plan's noise", "",
-             f"{a['patches']} held-out patches; PSNR with the normalising percentile as 1.0.", "",
+             f"{a['patches']} held-out patches; PSNR with the normalising percentile as 1.0, "
+             "against the store's target, which is itself a noisy micrograph (the reference "
+             "plan's synthetic noise is added to the input only): these numbers compare methods "
+             "with each other, and are no distance to a clean image (`--truth` gives those).", "",
              "| method | PSNR (dB) |", "|---|---|",
              f"| noisy input | {a['noisy_psnr']:.2f} |",
              f"| best Gaussian low-pass (σ {a['gaussian_sigma']} px) | {a['gaussian_psnr']:.2f} |",
