@@ -186,6 +186,7 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
                                                    "dataset": f"{split}/{kind}"}
                 sidecar["files"][f"{split}_index"] = f[split]["index"][:].tolist()
             sidecar["config"] = json.loads(f.attrs["config"])
+            sidecar["micrographs"] = _micrograph_rows(f)  # what an index's first column means
         tmp = outdir / "bin.json.partial"
         tmp.write_text(json.dumps(sidecar))
         done.append((tmp, outdir / "bin.json"))
@@ -215,3 +216,16 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
             with contextlib.suppress(OSError):
                 folder.rmdir()
     return [path for _, path in done if path.suffix == ".bin"]
+
+
+def _micrograph_rows(f) -> list[dict]:
+    """The store's micrographs in row order (the first column of ``{split}_index``, beside each
+    patch's top-left corner): name, source file, split and normalising percentile."""
+    group = f["micrographs"]
+
+    def text(value) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return [{"row": i, "name": text(group["name"][i]), "source": text(group["source"][i]),
+             "split": text(group["split"][i]), "percentile": float(group["percentile"][i])}
+            for i in range(len(group["name"]))]

@@ -91,6 +91,14 @@ def test_sizes_are_printed_in_a_unit_that_suits_them(small_mrcs, tmp_path, capsy
     assert main(["export-bin", str(store), str(tmp_path / "bin")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("wrote 4 .bin files and bin.json to ") and out.endswith(" kB)\n"), out
+    import json
+
+    sidecar = json.loads((tmp_path / "bin" / "bin.json").read_text())  # the index's rows named
+    assert [(m["row"], m["source"]) for m in sidecar["micrographs"]] == [
+        (i, str(p.absolute())) for i, p in enumerate(small_mrcs)]
+    rows = {r[0] for r in sidecar["files"]["train_index"] + sidecar["files"]["test_index"]}
+    assert rows <= {m["row"] for m in sidecar["micrographs"]}
+    assert all(m["split"] in ("train", "test") and m["percentile"] > 0 for m in sidecar["micrographs"])
     assert main(["simulate", str(tmp_path / "sim"), "--count", "1", "--shape", "64", "64",
                  "--quiet"]) == 0
     out = capsys.readouterr().out
