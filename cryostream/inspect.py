@@ -222,10 +222,7 @@ def _micrograph_rows(f) -> list[dict]:
     """The store's micrographs in row order (the first column of ``{split}_index``, beside each
     patch's top-left corner): name, source file, split and normalising percentile."""
     group = f["micrographs"]
-
-    def text(value) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    return [{"row": i, "name": text(group["name"][i]), "source": text(group["source"][i]),
-             "split": text(group["split"][i]), "percentile": float(group["percentile"][i])}
-            for i in range(len(group["name"]))]
+    names, sources, splits = ([v.decode() for v in group[k][:]] for k in ("name", "source", "split"))
+    return [{"row": i, "name": n, "source": s, "split": t, "percentile": float(p)}
+            for i, (n, s, t, p) in enumerate(zip(names, sources, splits, group["percentile"][:],
+                                                 strict=True))]

@@ -61,7 +61,7 @@ def slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
     import sys
     import time
 
-    from cryostream.progress import duration, slow_note
+    from cryostream.progress import slow_note, steps_left
 
     note = slow_note(config)
     if note is None:
@@ -75,13 +75,11 @@ def slow_advice(config: TrainConfig, after: int = 10, over_s: float = 600.0):
         marks.append((step, time.perf_counter()))
         if len(marks) == 2:
             per_step = (marks[1][1] - marks[0][1]) / (marks[1][0] - marks[0][0])
-            left = (config.steps - step) * per_step
-            if left > over_s:
+            if (config.steps - step) * per_step > over_s:
                 from tqdm.auto import tqdm
 
-                tqdm.write("train: " + note.format(estimate=f"about {duration(left)} for the "
-                           f"{config.steps - step} steps left ({duration(per_step)} a step)"),
-                           file=sys.stderr)
+                tqdm.write("train: " + note.format(estimate=steps_left(config.steps - step,
+                                                                       per_step)), file=sys.stderr)
 
     return on_step
 

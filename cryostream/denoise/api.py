@@ -79,13 +79,13 @@ def warn_if_under_input(run: str) -> None:
                + "; or leave out -m (Python: pass 'general' as the run) to use the shipped "
                "general model")
     if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
-            not load_record(run).recorrupt:
+            record is not None and not record.recorrupt:  # (an evaluation: a run folder)
         warnings.warn(
             f"{model_name(run)}: its network scored under the noisy input when its training "
             f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
             f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; {further}",
             ModelWarning, stacklevel=3)
-    elif not ev and Path(run).is_dir():  # stopped before any evaluation, short of its steps
+    elif not ev and record is not None:  # stopped before any evaluation, short of its steps
         step, target = (checkpoint_steps(run) or [0])[-1], record.train.steps
         if step < target:
             warnings.warn(

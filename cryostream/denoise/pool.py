@@ -50,13 +50,15 @@ def gather_cluster(client, futures, total: int, names: list[str] | None = None) 
 
     from cryostream.cluster import forwarded
 
+    named = dict(zip(futures, names or (), strict=False))
+
     def noted(completed):  # the worker's warnings and a note as each is done, as here
         for done, future in enumerate(completed, 1):
             if future.status == "finished" and forwarded(future.result()) is not None \
-                    and names is not None:  # (None: skipped, with its warning)
+                    and future in named:  # (None: skipped, with its warning)
                 logging.getLogger("cryostream").info(
                     "denoised %d/%d on the cluster: %s", done + total - len(futures),
-                    total, names[futures.index(future)])
+                    total, named[future])
             yield future
 
     try:
