@@ -178,9 +178,17 @@ def test_a_wrong_cs_file_is_named_with_what_to_give(tiny_run, tmp_path, monkeypa
     assert len(read_star(wide).micrographs) == 2
     other = root / "J9" / "other.cs"
     with open(other, "wb") as f:
-        np.save(f, np.zeros(3, dtype=[("uid", "<u8"), ("location/center_x_frac", "<f4")]))
-    with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path"):
+        np.save(f, np.zeros(3, dtype=[("uid", "<u8"), ("ctf_stats/cross_corr", "<f4")]))
+    with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path .*nor a .cs "
+                       "file beside it that gives it .*Jn_passthrough_exposures"):
         read_star(other)
+    picks = root / "J10" / "J10_picked_particles.cs"  # a picker's: locations, no images
+    picks.parent.mkdir()
+    with open(picks, "wb") as f:
+        np.save(f, np.zeros(3, dtype=[("uid", "<u8"), ("location/micrograph_path", "S8"),
+                                      ("location/center_x_frac", "<f4")]))
+    with pytest.raises(InvalidMicrographError, match="a particles .cs file"):
+        read_star(picks)
     first = _exposures(root / "J4" / "e.cs", [f"{_MOTION}/gone.mrc", *names])
     with pytest.warns(MicrographSkippedWarning, match="row 1's micrograph is not found"):
         assert [m.path for m in read_star(first, permissive=True).micrographs] == [
@@ -228,3 +236,69 @@ def test_prepare_takes_an_exposures_file(tiny_run, tmp_path):
     result = cryostream.prepare(cs, tmp_path / "data.h5",
                                 PrepareConfig(patch_size=32, stride=32, test_fraction=0.34))
     assert result.micrographs == 3
+
+
+def test_a_jobs_main_file_and_its_passthrough_are_joined_whichever_is_given(tiny_run, tmp_path):
+    """A Patch CTF Estimation keeps ``ctf/*`` in its main file and passes ``micrograph_blob/*``
+    and ``mscope_params/*`` through in ``Jn_passthrough_exposures.cs`` beside it, rows in any
+    order: given either, the micrographs come with their defocus. A Curate Exposures job's
+    rejected set, beside the accepted one, is not joined to it."""
+    from numpy.lib.recfunctions import repack_fields
+
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root, count=3)
+    whole = np.load(_exposures(tmp_path / "whole.cs", names, defocus=(21000.0, 20500.0, 0.25)))
+    ctf = [f for f in whole.dtype.names if f.startswith("ctf/")]
+    passed = [f for f in whole.dtype.names if not f.startswith("ctf/")]
+    job = root / "J5"
+    job.mkdir()
+    main_file, passthrough = job / "J5_exposures_ctf_estimated.cs", job / "J5_passthrough_exposures.cs"
+    with open(main_file, "wb") as f:
+        np.save(f, repack_fields(whole[["uid", *ctf]][::-1]))  # rows in another order
+    with open(passthrough, "wb") as f:
+        np.save(f, repack_fields(whole[passed]))
+    for given in (main_file, passthrough):
+        star = read_star(given)
+        assert [m.path for m in star.micrographs] == (
+            [root / n for n in names[::-1]] if given == main_file else [root / n for n in names])
+        assert {m.defocus.defocus_u_angstrom for m in star.micrographs} == {21000.0}
+        assert {m.optics.amplitude_contrast for m in star.micrographs} == {0.07}
+    curated = root / "J6"
+    curated.mkdir()
+    for kind, rows in (("accepted", whole[:2]), ("rejected", whole[2:])):
+        with open(curated / f"J6_exposures_{kind}.cs", "wb") as f:
+            np.save(f, repack_fields(rows[["uid", *ctf]]))
+        with open(curated / f"J6_passthrough_exposures_{kind}.cs", "wb") as f:
+            np.save(f, repack_fields(rows[passed]))
+    accepted = read_star(curated / "J6_exposures_accepted.cs")
+    assert [m.path for m in accepted.micrographs] == [root / n for n in names[:2]]
+    assert all(m.defocus is not None for m in accepted.micrographs)
+
+
+def test_another_copy_of_the_project_does_not_stand_in_for_missing_micrographs(
+        tiny_run, tmp_path, monkeypatch):
+    """A ``.cs`` file whose own project lacks a micrograph, run from another copy of the
+    project that has them all, is refused naming both files, not read from the copy (whose
+    micrographs may differ); a micrograph that is a link to a file gone is named as one."""
+    from cryostream.io.star import read_star
+
+    full, partial = tmp_path / "P7", tmp_path / "P8"
+    names = _project(tiny_run, full, count=3)
+    shutil.copytree(full, partial)
+    (partial / names[1]).unlink()
+    cs = _exposures(partial / "J5" / "e.cs", names)
+    monkeypatch.chdir(full)
+    with pytest.raises(InvalidMicrographError, match=r"two different files have the name "
+                       rf"{names[0]}: .*P7/{names[0]} and .*P8/{names[0]}"):
+        read_star(cs)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidMicrographError, match=r"1 of its 3 micrographs are not found "
+                       rf"\(row 2: .*P8/{names[1]}\)"):
+        read_star(cs)
+    moved = tmp_path / "raw.mrc"
+    (partial / names[1]).symlink_to(moved)  # as J1/imported links to raw data moved away
+    with pytest.raises(InvalidMicrographError, match=rf"row 2: .*P8/{names[1]}, a link to "
+                       rf"{moved}, which is not there\)"):
+        read_star(cs)

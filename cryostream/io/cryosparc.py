@@ -6,6 +6,8 @@ per micrograph, with the micrograph's path relative to the project folder
 its pixel size (``micrograph_blob/psize_A``) and, after Patch CTF Estimation or CTFFIND, its
 defocus and optics (``ctf/df1_A``, ``ctf/df2_A``, ``ctf/df_angle_rad``, ``ctf/accel_kv``,
 ``ctf/cs_mm``, ``ctf/amp_contrast``; before it, the microscope's ``mscope_params``).
+A job keeps the fields it made in one file and those it was given in a passthrough file beside
+it (``Jn_passthrough_exposures*.cs``); either may be given, and the other is joined by ``uid``.
 :func:`star_tables` turns it into the two tables of a RELION micrographs STAR file, names
 resolved, so that :func:`cryostream.io.star.read_star` checks it as any STAR file and
 ``denoise`` writes the same ``denoised_micrographs.star``.
@@ -85,23 +87,74 @@ def _text(value) -> str:
 def _project(path: Path, names: list[str]) -> Path:
     """The folder the table's relative names are in: cryoSPARC's project folder, which holds
     the job folder the ``.cs`` file is in (or, for an export, is further up; the file or its
-    folder may be a link), or the working directory; of these, the one holding most of them."""
+    folder may be a link), or the working directory; of these, the one holding most of them
+    (a link counts, even one whose target is gone: said as such later). A name that is two
+    different files in two of these folders is refused, naming both: another copy of the
+    project must not stand in for this one's missing micrographs."""
     tried: list[Path] = []
     for here in (path.parent.absolute(), path.resolve().parent):
         tried += [here.parent, here, *here.parents[1:4]]
     tried = list(dict.fromkeys([*tried, Path.cwd()]))
-    found: list[int] = []
-    for base in tried:  # the first holding them all ends the search (one pass, as a rule)
-        found.append(sum((base / n).exists() for n in names))
-        if found[-1] == len(names):
-            break
-    if max(found) == 0:
+    held = [[os.path.lexists(base / n) for n in names] for base in tried]
+    counts = [sum(h) for h in held]
+    if max(counts) == 0:
         shown = ", ".join(str(b) for b in tried)
         raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
                     f"folders they could be relative to ({shown})", "give the .cs file in its "
                     "place in the cryoSPARC project (its job folder), or run cryostream from "
                     "the project folder")
-    return tried[found.index(max(found))]
+    best = counts.index(max(counts))
+    for other, has in zip(tried, held, strict=True):
+        twice = next((n for n, h, b in zip(names, has, held[best], strict=True)
+                      if h and b and (other / n).resolve() != (tried[best] / n).resolve()), None)
+        if twice is not None:
+            raise _fail(path, f"two different files have the name {twice}: "
+                        f"{tried[best] / twice} and {other / twice} (its micrographs are in "
+                        "more than one folder they could be relative to)", "give the .cs file "
+                        "in its place in its own cryoSPARC project, restore the micrographs "
+                        "missing there, or run cryostream from the project folder")
+    return tried[best]
+
+
+def _joined(path: Path, table: np.ndarray) -> np.ndarray:
+    """``table`` with the fields its job keeps in the other ``.cs`` files beside it, rows
+    joined by ``uid``. A cryoSPARC job writes the fields it made in one file (a CTF
+    estimation's ``ctf/*``) and passes the fields it was given through in another
+    (``Jn_passthrough_exposures*.cs``: ``micrograph_blob/*``, ``mscope_params/*``); either may
+    be given. A file beside it is joined only where it holds every one of the table's rows
+    (an accepted set's passthrough, not the rejected one's), and only for fields the table
+    lacks."""
+    import logging
+
+    if "uid" not in table.dtype.names:
+        return table
+    uids = table["uid"].tolist()
+    passthrough = "passthrough" in path.name
+    for other in sorted(path.parent.glob("*.cs")):
+        if other.name == path.name or ("passthrough" in other.name) == passthrough:
+            continue
+        try:
+            extra = _table(other)
+        except (InvalidMicrographError, OSError):
+            continue
+        new = [f for f in (extra.dtype.names or ()) if f not in table.dtype.names]
+        index = {u: i for i, u in enumerate(extra["uid"].tolist())} \
+            if "uid" in extra.dtype.names and new else {}
+        if not index or not all(u in index for u in uids):
+            continue
+        rows = [index[u] for u in uids]
+        out = np.zeros(len(table), dtype=[*((f, table.dtype[f]) for f in table.dtype.names),
+                                          *((f, extra.dtype[f]) for f in new)])
+        for f in table.dtype.names:
+            out[f] = table[f]
+        for f in new:
+            out[f] = extra[f][rows]
+        table = out
+        logging.getLogger("cryostream").info(
+            "%s: joined with %s beside it, which holds %s for its rows (cryoSPARC keeps a "
+            "job's fields in two files)", path, other.name, ", ".join(sorted({f.split("/")[0] + "/*"
+                                                                               for f in new})))
+    return table
 
 
 def _usable(table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray | None:
@@ -165,7 +218,8 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
     Parameters
     ----------
     path : Path
-        A cryoSPARC exposures ``.cs`` file.
+        A cryoSPARC exposures ``.cs`` file: a job's main file or its passthrough file, the
+        other one beside it joined by ``uid`` (:func:`_joined`).
     permissive : bool
         Leave out rows whose micrograph is missing, with a warning, instead of raising.
 
@@ -183,8 +237,9 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
     ------
     InvalidMicrographError
         Naming the file: not a ``.cs`` table, a particles one, no micrograph paths, no rows,
-        some micrographs with a defocus and some without, or micrographs not found (every
-        missing one counted).
+        some micrographs with a defocus and some without, micrographs not found (every
+        missing one counted; a link whose target is gone named so), or a name that is two
+        different files in two folders the names could be relative to.
 
     Warns
     -----
@@ -192,10 +247,15 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
         An optics value that some rows have and others lack (0 or missing): used for none.
     """
     table = _table(path)
+    table = _joined(path, table) if len(table) else table
     fields = set(table.dtype.names)
     if _PATH not in fields:
-        kind = ("a particles .cs file (blob/path: one row per particle)" if "blob/path" in fields
-                else f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …)")
+        if "blob/path" in fields or any(f.startswith("location/") for f in fields):
+            kind = "a particles .cs file (blob/path or location/*: one row per particle)"
+        else:
+            kind = (f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …), "
+                    "nor a .cs file beside it that gives it for its rows (cryoSPARC keeps the "
+                    "micrographs' paths of a CTF estimation in its Jn_passthrough_exposures*.cs)")
         raise _fail(path, f"{kind}, not an exposures one", _GIVE)
     if len(table) == 0:
         raise _fail(path, "lists no micrographs (no rows)", _GIVE)
@@ -205,8 +265,10 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
     files = [Path(n) if Path(n).is_absolute() else project / n for n in names]
     missing = [i for i, f in enumerate(files) if not f.exists()]
     if missing and not permissive:
+        first = files[missing[0]]
+        link = f", a link to {os.readlink(first)}, which is not there" if first.is_symlink() else ""
         raise _fail(path, f"{len(missing)} of its {len(files)} micrographs are not found "
-                    f"(row {missing[0] + 1}: {files[missing[0]]})",
+                    f"(row {missing[0] + 1}: {first}{link})",
                     "restore them, or pass --permissive to leave them out")
     from cryostream.io.stack import MicrographSkippedWarning  # stack reads this module
 
