@@ -1,8 +1,10 @@
 """The STAR file ``denoise`` writes beside its outputs (cryostream.denoise.star_out): every file
 name in it relative to the project folder (the input STAR file's, or the working directory for
-other inputs; absolute outside it), read back from that folder as RELION reads it, wherever the
-command ran; finished outputs of other inputs in the folder that it leaves out, named. Real MRC
-and STAR files, written by ``simulate``, mrcfile and starfile."""
+other inputs; absolute outside it, and where the input STAR file's names are absolute), read
+back from that folder as RELION reads it, wherever the command ran; the rows of the file it
+replaces kept where their outputs are still in the folder (or that file kept as ``.bak``);
+finished outputs in the folder that it leaves out, named. Real MRC and STAR files, written by
+``simulate``, mrcfile and starfile."""
 
 from __future__ import annotations
 
@@ -111,48 +113,176 @@ def test_a_relion_project_s_names_stay_relative_to_it_run_from_elsewhere(
             == [(project / v).resolve() for v in rows[column]]
 
 
-def test_a_call_of_fewer_inputs_names_the_outputs_its_star_file_leaves_out(tiny_run, tmp_path):
-    """A and B denoised into one folder, then A alone: the STAR file lists A, as the call's
-    inputs say (a selection that dropped B keeps it out), and one warning names B, still in
-    the folder; A and B again list both, without a word."""
+OPTICS = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                       "rlnMicrographPixelSize": [0.6575], "rlnVoltage": [300.0],
+                       "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})
+
+
+def _ctffind_project(tiny_run, project: Path, names=("a", "b", "c"), absolute=False) -> Path:
+    """A RELION project: micrographs in MotionCorr/job002/Micrographs, CTFFIND's files and its
+    STAR file (the CTF columns, rlnCtfImage) in CtfFind/job003; names relative to the project,
+    or absolute."""
+    mics, ctf = project / "MotionCorr/job002/Micrographs", project / "CtfFind/job003/Micrographs"
+    mics.mkdir(parents=True)
+    ctf.mkdir(parents=True)
+    for i, name in enumerate(names):
+        shutil.copy(tiny_run.sim.micrographs[i % 3], mics / f"{name}.mrc")
+        (ctf / f"{name}.ctf").write_bytes(b"")
+    root = f"{project.as_posix()}/" if absolute else ""
+    star = project / "CtfFind/job003/micrographs_ctf.star"
+    starfile.write({"optics": OPTICS, "micrographs": pd.DataFrame({
+        "rlnMicrographName": [f"{root}MotionCorr/job002/Micrographs/{n}.mrc" for n in names],
+        "rlnOpticsGroup": [1] * len(names),
+        "rlnCtfImage": [f"{root}CtfFind/job003/Micrographs/{n}.ctf:mrc" for n in names],
+        "rlnCtfMaxResolution": [4.0 + i for i in range(len(names))]})}, star)
+    return star
+
+
+def _subset(star: Path, rows: list[int], name: str, **changed) -> Path:
+    """A Subset selection of ``star``'s rows beside it (its columns ``changed``)."""
+    blocks = starfile.read(star, always_dict=True)
+    blocks["micrographs"] = blocks["micrographs"].iloc[rows].assign(**changed)
+    starfile.write(blocks, star.parent / name)
+    return star.parent / name
+
+
+def test_a_subset_denoised_again_into_the_folder_keeps_the_rows_it_does_not_list(
+        tiny_run, tmp_path, monkeypatch):
+    """A whole CtfFind STAR file denoised into External/job010, then a Subset of its row b
+    (its CTF refined) into the same folder: the STAR file still lists a, b and c, in their
+    order, b's row updated, a's and c's as they were, without a warning; a micrograph given
+    as an MRC file then (no CTF columns: its rows cannot join the others) gets a STAR file of
+    its own, the earlier one kept as ``denoised_micrographs.star.bak``, and one warning names
+    the outputs now unlisted and the backup."""
+    project = tmp_path / "project"
+    star = _ctffind_project(tiny_run, project)
+    monkeypatch.chdir(project)
+    out = project / "External/job010"
+    assert _denoise(tiny_run, star, "-o", "External/job010") == 0
+    first = _rows(out)
+    subset = _subset(star, [1], "subset.star", rlnCtfMaxResolution=[3.5])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _denoise(tiny_run, subset, "-o", "External/job010") == 0
+    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+    rows = _rows(out)
+    assert list(rows["rlnMicrographName"]) == [f"External/job010/{n}.mrc" for n in "abc"]
+    assert list(rows["rlnCtfMaxResolution"]) == [4.0, 3.5, 6.0]
+    pd.testing.assert_frame_equal(rows.drop(index=1), first.drop(index=1))
+    assert not list(out.glob("*.bak*"))
+    mrc = Path(shutil.copy(tiny_run.sim.micrographs[0], project / "d.mrc"))
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        assert _denoise(tiny_run, mrc, "-o", "External/job010") == 0
+    bak = out / "denoised_micrographs.star.bak"
+    assert [str(w.message) for w in caught] == [
+        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 3 earlier "
+        f"outputs in {out} are not listed (a.mrc, b.mrc, c.mrc): give their inputs again with "
+        "these to list them too (finished outputs are kept, not made again); the STAR file it "
+        f"replaces is kept as {bak}: its rows cannot join this call's (other columns: "
+        "rlnCtfImage, rlnCtfMaxResolution only in it)"]
+    assert list(_rows(out)["rlnMicrographName"]) == ["External/job010/d.mrc"]
+    pd.testing.assert_frame_equal(starfile.read(bak, always_dict=True)["micrographs"], rows)
+
+
+def test_a_call_of_fewer_inputs_keeps_the_earlier_rows_and_names_what_no_row_lists(
+        tiny_run, tmp_path):
+    """MRC files: A (0.6575 Å) and B (1 Å) denoised into one folder, then B alone: the STAR
+    file lists A and B, in their order, each with its optics group (A's group added back
+    under a free number), without a word; its outputs removed, A's row goes too. With the STAR
+    file removed by hand, C alone lists C, and one warning names A and B, unlisted; A again
+    lists C and A, and names B. A STAR file there that cannot be read is kept as ``.bak``,
+    with the warning saying so."""
+    import mrcfile
+
     mics = tmp_path / "mics"
     mics.mkdir()
-    a, b = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
-            for i, n in enumerate("ab"))
+    a, b, c = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
+               for i, n in enumerate("abc"))
+    with mrcfile.open(b, "r+") as m:
+        m.voxel_size = 1.0
     out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
-    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
-    with pytest.warns(UnlistedOutputWarning) as caught:
-        result = cryostream.denoise(tiny_run.run, [a], out, config=config, workers=1)
-    assert [str(w.message) for w in caught] == [
-        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 1 earlier "
-        f"output in {out} is not listed (b.mrc): give its input again with these to list it too "
-        "(finished outputs are kept, not made again)"]
-    assert result.attrs["kept"] == 1 and (out / "b.mrc").is_file()
-    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
-    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
-    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc", "b.mrc"]
+
+    def denoise(*inputs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = cryostream.denoise(tiny_run.run, list(inputs), out, config=config, workers=1)
+        return result, [str(w.message) for w in caught
+                        if issubclass(w.category, UnlistedOutputWarning)]
+
+    assert denoise(a, b)[1] == []
+    result, said = denoise(b)
+    assert said == [] and result.attrs["kept"] == 1
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    rows, optics = written["micrographs"], written["optics"].set_index("rlnOpticsGroup")
+    assert [Path(n).name for n in rows["rlnMicrographName"]] == ["a.mrc", "b.mrc"]
+    assert [optics.loc[g, "rlnMicrographPixelSize"] for g in rows["rlnOpticsGroup"]] == [
+        pytest.approx(0.6575), pytest.approx(1.0)]
+    assert sorted(optics["rlnOpticsGroupName"]) == ["opticsGroup1", "opticsGroup2"]
+    for gone in ("a.mrc", "a.json"):
+        (out / gone).unlink()
+    denoise(b)
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["b.mrc"]
+    denoise(a)
+    (out / "denoised_micrographs.star").unlink()
+    assert denoise(c)[1] == [
+        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 2 earlier "
+        f"outputs in {out} are not listed (a.mrc, b.mrc): give their inputs again with these to "
+        "list them too (finished outputs are kept, not made again)"]
+    assert denoise(a)[1] == [
+        f"{out / 'denoised_micrographs.star'} lists this call's 1 micrograph and 1 of its earlier "
+        f"rows; 1 earlier output in {out} is not listed (b.mrc): give its input again with these "
+        "to list it too (finished outputs are kept, not made again)"]
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["c.mrc", "a.mrc"]
+    assert not list(out.glob("*.bak*"))
+    (out / "denoised_micrographs.star").write_text("not a STAR file\n")
+    said = denoise(a)[1]
+    assert len(said) == 1 and said[0].startswith(
+        f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 2 earlier "
+        f"outputs in {out} are not listed (b.mrc, c.mrc)")
+    assert (f"; the STAR file it replaces is kept as {out / 'denoised_micrographs.star.bak'}: its "
+            "rows cannot join this call's (it could not be read as a micrographs STAR file: ") \
+        in said[0]
+    assert (out / "denoised_micrographs.star.bak").read_text() == "not a STAR file\n"
 
 
 def test_several_outputs_left_out_are_named_in_one_warning(tiny_run, tmp_path):
-    """Three denoised by the command, then one: one warning names the two left out."""
+    """Three denoised by the command, their STAR file removed, then one: one warning names the
+    two left out."""
     mics = tmp_path / "mics"
     mics.mkdir()
     for i in range(3):
         shutil.copy(tiny_run.sim.micrographs[i], mics / f"m{i}.mrc")
     out = tmp_path / "out"
     assert _denoise(tiny_run, mics, "-o", out) == 0
+    (out / "denoised_micrographs.star").unlink()
     with pytest.warns(UnlistedOutputWarning) as caught:
         assert _denoise(tiny_run, mics / "m1.mrc", "-o", out) == 0
     assert [str(w.message) for w in caught] == [
         f"{out / 'denoised_micrographs.star'} lists only this call's 1 micrograph; 2 earlier "
         f"outputs in {out} are not listed (m0.mrc, m2.mrc): give their inputs again with these "
         "to list them too (finished outputs are kept, not made again)"]
+
+
+def test_a_star_file_of_absolute_names_is_listed_by_absolute_names(tiny_run, tmp_path,
+                                                                    monkeypatch):
+    """A CtfFind STAR file naming its micrographs and CTF images by absolute paths, denoised
+    from the project folder into External/job010: the outputs are named by absolute paths and
+    rlnCtfImage stays absolute (it had been made relative to the STAR file's folder, a file
+    RELION would look for in the project folder); a Subset denoised again keeps the other rows,
+    absolute too, and every name reads back to its file."""
+    project = tmp_path / "project"
+    star = _ctffind_project(tiny_run, project, names=("a", "b"), absolute=True)
+    monkeypatch.chdir(project)
+    out = project / "External/job010"
+    for given in (star, _subset(star, [1], "subset.star")):
+        assert _denoise(tiny_run, given, "-o", "External/job010") == 0
+        rows = _rows(out)
+        assert list(rows["rlnMicrographName"]) == [(out / f"{n}.mrc").as_posix() for n in "ab"]
+        assert list(rows["rlnCtfImage"]) == [
+            f"{project.as_posix()}/CtfFind/job003/Micrographs/{n}.ctf:mrc" for n in "ab"]
+        assert [p.resolve() for p in read_micrograph_star(out / "denoised_micrographs.star")] \
+            == [(out / f"{n}.mrc").resolve() for n in "ab"]
+        assert all(Path(v.removesuffix(":mrc")).is_file() for v in rows["rlnCtfImage"])
 
 
 def test_micrographs_of_one_name_in_two_folders_keep_their_folders(tiny_run, tmp_path,

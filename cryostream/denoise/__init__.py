@@ -13,7 +13,8 @@
 - :mod:`~cryostream.denoise.outputs`: where outputs go, checked before any computing, each
   written whole or not at all.
 - :mod:`~cryostream.denoise.star_out`: the STAR file listing them, every name relative to the
-  working directory (absolute outside it).
+  project folder (absolute outside it); :mod:`~cryostream.denoise.star_keep`: the rows of an
+  earlier one in the folder kept when it is written again.
 - :mod:`~cryostream.denoise.api`: :func:`denoise` and :func:`rank_runs`.
 """
 

@@ -35,7 +35,8 @@ from cryostream.denoise.pixels import warn_outside_model
 from cryostream.denoise.pool import finish, gather_cluster
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import array_stack, gather_inputs
-from cryostream.denoise.star_out import star_tables, warn_unlisted
+from cryostream.denoise.star_keep import write_listing
+from cryostream.denoise.star_out import warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
@@ -220,10 +221,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         (the run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the
         CTF). Last, ``denoised_micrographs.star`` lists the outputs for RELION or cryoSPARC
         (the input STAR file's optics table and columns, or an optics table from the pixel
-        size and the config's optics; every file name relative to the working directory when
-        inside it, absolute otherwise: :func:`~cryostream.denoise.star_out.star_name`). It
-        lists this call's micrographs: finished outputs of other inputs already in the folder
-        are named by one :class:`~cryostream.denoise.star_out.UnlistedOutputWarning`.
+        size and the config's optics; every file name relative to the project folder when
+        inside it, absolute otherwise: :func:`~cryostream.denoise.star_out.listing_name`). It
+        lists this call's micrographs and keeps the rows of the file it replaces whose outputs
+        are still in the folder (:func:`~cryostream.denoise.star_keep.write_listing`; where
+        they cannot join, that file is kept as ``.bak``); finished outputs left unlisted are
+        named by one :class:`~cryostream.denoise.star_out.UnlistedOutputWarning`.
         Checked before any computing: two inputs of one name, an output that would replace an
         input, or a ``NAME.mrc`` there that is not this run's output with these options are
         refused. Finished outputs of the same run, options and input are found and skipped,
@@ -368,7 +371,6 @@ def _result(micrographs, plans, todo, results, gathered, output):
     """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file."""
     from cryostream.io.mrc import read_header
     from cryostream.io.stack import open_micrographs
-    from cryostream.io.star import write_micrograph_star
 
     done = {m.source: r for (m, _), r in zip(todo, results, strict=True) if r is not None}
     if output is not None:
@@ -380,9 +382,9 @@ def _result(micrographs, plans, todo, results, gathered, output):
         stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
         return stack.copy(data=np.stack([done[m.source] for m in kept]))
     star = Path(output).absolute() / STAR_NAME
-    write_micrograph_star(star, *star_tables(gathered, done))  # last: after every output
     paths = [done[m.source] for m in kept]
-    warn_unlisted(star, paths)  # earlier outputs of other inputs in the folder: said
+    listing = write_listing(star, gathered, done, paths)  # last: after every output
+    warn_unlisted(star, paths, *listing)  # earlier outputs it leaves out: said
     if len({read_header(p).shape for p in paths}) == 1:
         result = open_micrographs(paths, chunks=-1, pixel_size_angstrom=one_size)
     else:  # micrographs of several shapes: no stack holds them, the result lists the files

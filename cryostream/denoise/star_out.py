@@ -2,8 +2,8 @@
 (:data:`~cryostream.denoise.outputs.STAR_NAME`): its optics and micrographs tables, with every
 file name in them written one way, as RELION reads them from its project folder (relative to
 the input STAR file's project folder, or the working directory for other inputs, when the file
-is inside it, absolute otherwise), and a warning for the finished outputs in the folder that it
-does not list."""
+is inside it, absolute otherwise; absolute where the input STAR file names its micrographs by
+absolute paths), and a warning for the finished outputs in the folder that it does not list."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import re
 import warnings
 from pathlib import Path
 
-__all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "star_tables",
-           "warn_unlisted"]
+__all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
+           "listing_name", "rebase_paths", "star_tables", "warn_unlisted"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
 #: they live in its optics table.
@@ -36,7 +36,8 @@ _TYPED = re.compile(r"(.+?)(:[A-Za-z]\w*)?")
 
 class UnlistedOutputWarning(UserWarning):
     """Finished outputs in the output folder that its STAR file does not list: denoised by
-    another call, of other inputs."""
+    another call, of other inputs, and not kept from the STAR file it replaced (that file kept
+    as ``.bak`` where its rows could not join this call's)."""
 
 
 def star_name(path: str | os.PathLike, project: str | os.PathLike | None = None,
@@ -58,29 +59,58 @@ def star_name(path: str | os.PathLike, project: str | os.PathLike | None = None,
     return full.as_posix()
 
 
-def _rebased(value, project: Path):
-    """A carried STAR value naming a file relative to the input's ``project`` folder, named
-    as :func:`star_name` says (a type suffix such as ``:mrc`` kept); other values as they are."""
+def listing_project(gathered) -> Path | None:
+    """The folder the names of the STAR file written for ``gathered``
+    (:class:`~cryostream.denoise.sources.DenoiseInputs`) are relative to: the input STAR file's
+    project folder, or the working directory for other inputs; None where the input STAR file
+    names every micrograph by an absolute path (it has no project folder of its own, and
+    RELION reads such names from wherever it runs): the names written are absolute too."""
+    star = gathered.star
+    if star is None:
+        return Path.cwd()
+    if star.micrographs and all(os.path.isabs(m.name) for m in star.micrographs):
+        return None
+    return star.project
+
+
+def listing_name(path: str | os.PathLike, project: Path | None) -> str:
+    """``path`` as :func:`star_name` names it for the ``project`` of :func:`listing_project`;
+    absolute where that is None."""
+    if project is None:
+        return Path(os.path.abspath(path)).as_posix()
+    return star_name(path, project)
+
+
+def _rebased(value, project: Path | None, base: Path | None):
+    """A carried STAR value naming a file relative to ``base`` (the folder the STAR file it
+    came from resolves names against), named as :func:`listing_name` says (a type suffix such
+    as ``:mrc`` kept); other values, and relative names where ``base`` is None, as they are."""
     if not isinstance(value, str) or not value.strip():
         return value
     name, typed = _TYPED.fullmatch(value).groups()
-    return star_name(name, project, base=project) + (typed or "")
+    if base is None and not os.path.isabs(name):
+        return value
+    full = Path(os.path.abspath(Path(base or Path.cwd()) / name))
+    return listing_name(full, project) + (typed or "")
 
 
-def _rebase_paths(table, project: Path):
+def rebase_paths(table, project: Path | None, base: Path | None = None):
     """``table`` (a copy) with the file names of its path columns (:data:`PATH_COLUMNS`, and
-    any other column whose every value names a file in ``project``) named by
-    :func:`star_name`."""
+    any other column whose every value names a file in ``base``), read relative to ``base``
+    (default: ``project``; None: relative names are left as they are), named by
+    :func:`listing_name` for ``project``."""
+    base = base if base is not None else project
+
     def names_files(column) -> bool:
         values = table[column]
-        return values.dtype == object and len(values) > 0 and all(
-            isinstance(v, str) and v.strip() and (project / _TYPED.fullmatch(v).group(1)).is_file()
+        return base is not None and values.dtype == object and len(values) > 0 and all(
+            isinstance(v, str) and v.strip() and (base / _TYPED.fullmatch(v).group(1)).is_file()
             for v in values)
 
     table = table.copy()
     for column in table.columns:
         if column in PATH_COLUMNS or (column != "rlnOpticsGroupName" and names_files(column)):
-            table[column] = [_rebased(v, project) for v in table[column]]
+            table[column] = [_rebased(v, project, base) for v in table[column]]
     return table
 
 
@@ -95,23 +125,25 @@ def star_tables(gathered, outputs: dict[str, str]):
     the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
     other columns but the per-row optics (:data:`ROW_OPTICS`). Every file name, the outputs'
     and those carried over (:data:`PATH_COLUMNS`, resolved against the input STAR file's
-    project folder), is named by :func:`star_name`: relative to the project folder (the input
-    STAR file's; the working directory for other inputs) when the file is inside it, absolute
-    otherwise.
+    project folder), is named by :func:`listing_name`: relative to the project folder (the
+    input STAR file's; the working directory for other inputs) when the file is inside it,
+    absolute otherwise. Where the input STAR file names its micrographs by absolute paths (no
+    project folder: :func:`listing_project`), the outputs are named by absolute paths too and
+    the carried names are kept as they are (absolute ones normalised).
     """
     import pandas as pd
 
     kept = [m for m in gathered.micrographs if m.source in outputs]
     star = gathered.star
+    project = listing_project(gathered)
     if star is not None and star.optics_table is not None:
-        rows = _rebase_paths(star.table.iloc[[m.star_row for m in kept]], star.project)
-        rows["rlnMicrographName"] = [star_name(outputs[m.source], star.project) for m in kept]
-        optics = _rebase_paths(star.optics_table, star.project)
+        rows = rebase_paths(star.table.iloc[[m.star_row for m in kept]], project)
+        rows["rlnMicrographName"] = [listing_name(outputs[m.source], project) for m in kept]
+        optics = rebase_paths(star.optics_table, project)
         given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
         if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
             optics["rlnMicrographPixelSize"] = given.pop()
         return optics, rows.reset_index(drop=True)
-    project = star.project if star is not None else Path.cwd()
     groups: dict[tuple, int] = {}
     for m in kept:
         groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
@@ -122,7 +154,7 @@ def star_tables(gathered, outputs: dict[str, str]):
                             "rlnMicrographPixelSize": ps}
                            for (ps, kv, cs, ac), n in groups.items()])
     rows = pd.DataFrame({
-        "rlnMicrographName": [star_name(outputs[m.source], project) for m in kept],
+        "rlnMicrographName": [listing_name(outputs[m.source], project) for m in kept],
         "rlnOpticsGroup": [groups[(m.pixel_size_angstrom, m.optics["voltage_kv"],
                                    m.optics["cs_mm"], m.optics["amplitude_contrast"])]
                            for m in kept]})
@@ -131,21 +163,23 @@ def star_tables(gathered, outputs: dict[str, str]):
         rows["rlnDefocusV"] = [m.defocus.defocus_v_angstrom for m in kept]
         rows["rlnDefocusAngle"] = [m.defocus.angle_deg for m in kept]
     if star is not None and kept:  # a STAR file without an optics table: its other columns too
-        carried = _rebase_paths(star.table.iloc[[m.star_row for m in kept]].reset_index(drop=True),
-                                star.project)
+        carried = rebase_paths(star.table.iloc[[m.star_row for m in kept]].reset_index(drop=True),
+                               project)
         for column in carried.columns:
             if column not in rows.columns and column not in ROW_OPTICS:
                 rows[column] = carried[column].to_numpy()
     return optics, rows
 
 
-def warn_unlisted(star: Path, listed: list[str]) -> None:
+def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None) -> None:
     """One :class:`UnlistedOutputWarning` when the folder of the STAR file ``star``, which
-    lists the outputs ``listed``, holds finished outputs it does not list (``NAME.mrc`` with
-    its ``NAME.json`` record, made by an earlier call of other inputs): the STAR file, like
-    RELION's, lists this call's micrographs, so that those left out of a selection stay out."""
+    lists this call's outputs ``listed`` and those ``kept`` from the file it replaced
+    (:func:`~cryostream.denoise.star_keep.write_listing`), holds finished outputs it does not
+    list (``NAME.mrc`` with its ``NAME.json`` record, made by an earlier call of other inputs),
+    or where that file's rows could not be kept (``backup``: the ``.bak`` copy, why, and the
+    outputs only it lists)."""
     folder = Path(star).parent
-    listed_files = {Path(p).resolve() for p in listed}
+    listed_files = {Path(p).resolve() for p in [*listed, *kept]}
     left = []
     for sidecar in sorted(folder.glob("*.json")):
         image = sidecar.with_suffix(".mrc")
@@ -157,13 +191,21 @@ def warn_unlisted(star: Path, listed: list[str]) -> None:
             continue
         if kind == "DenoiseOutput":
             left.append(image.name)
-    if not left:
+    if backup is not None:  # its outputs in sub-folders too (GridA/a.mrc)
+        left += [n for n in (Path(f).relative_to(folder.absolute()).as_posix()
+                             for f in backup[2] or []) if n not in left]
+    if not left and backup is None:
         return
-    n, one = len(listed), len(left) == 1
-    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
-    warnings.warn(f"{star} lists only this call's {n} micrograph{'' if n == 1 else 's'}; "
-                  f"{len(left)} earlier output{'' if one else 's'} in {folder} "
-                  f"{'is' if one else 'are'} not listed ({shown}): give {'its' if one else 'their'}"
-                  f" input{'' if one else 's'} again with these to list {'it' if one else 'them'}"
-                  " too (finished outputs are kept, not made again)", UnlistedOutputWarning,
-                  stacklevel=4)
+    n, k, one = len(listed), len(kept), len(left) == 1
+    said = (f"{star} lists {'' if k else 'only '}this call's {n} micrograph{'' if n == 1 else 's'}"
+            + (f" and {k} of its earlier rows" if k else ""))
+    if left:
+        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        said += (f"; {len(left)} earlier output{'' if one else 's'} in {folder} "
+                 f"{'is' if one else 'are'} not listed ({shown}): give {'its' if one else 'their'}"
+                 f" input{'' if one else 's'} again with these to list {'it' if one else 'them'}"
+                 " too (finished outputs are kept, not made again)")
+    if backup is not None:
+        said += (f"; the STAR file it replaces is kept as {backup[0]}: its rows cannot join this "
+                 f"call's ({backup[1]})")
+    warnings.warn(said, UnlistedOutputWarning, stacklevel=4)
