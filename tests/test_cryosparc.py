@@ -57,7 +57,7 @@ def _project(tiny_run, root: Path, count: int = 2) -> list[str]:
 
 
 def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
-        tiny_run, tmp_path, monkeypatch):
+        tiny_run, tmp_path, monkeypatch, notes):
     """``denoise`` given a Patch CTF job's exposures file from outside the project: each
     micrograph is found through the project folder and takes the table's pixel size, optics
     and defocus (the CTF is not fitted again), and the STAR file written lists the outputs."""
@@ -92,6 +92,20 @@ def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
     rows = written["micrographs"]
     assert [Path(n).name for n in rows["rlnMicrographName"]] == [f"{s}.mrc" for s in stems]
     assert list(rows["rlnDefocusU"]) == pytest.approx(list(truth["rlnDefocusU"]), abs=0.01)
+    table = np.load(cs)
+    table["ctf/amp_contrast"] = 0  # not measured: the default stands in, and is said and written
+    np.save(open(cs, "wb"), table)
+    notes.clear()
+    assert main(["denoise", str(tiny_run.run), str(cs), "-o", str(tmp_path / "den2"), "--raw",
+                 "--tile", "64", "--workers", "1"]) == 0
+    assert [n for n in notes if "optics" in n] == [
+        "2 micrographs have no amplitude contrast from a STAR file or an option (the rest of "
+        "their optics given): the CTF fit and the output STAR file's optics table take "
+        "amplitude contrast 0.1 (nothing to do if that is your microscope's); for another, pass "
+        "--amplitude-contrast (Python: the DenoiseConfig's amplitude_contrast)"]
+    optics = starfile.read(tmp_path / "den2" / "denoised_micrographs.star", always_dict=True)[
+        "optics"].iloc[0]
+    assert (optics["rlnVoltage"], optics["rlnAmplitudeContrast"]) == (300.0, 0.1)
 
 
 def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):

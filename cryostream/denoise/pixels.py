@@ -107,24 +107,41 @@ def warn_pixel_size_argument(value: float, off: list[tuple]) -> None:
 def note_assumed_optics(config, entries: list) -> None:
     """A note where micrographs' optics come from no STAR file (``entries``: each
     micrograph's :class:`~cryostream.io.star.StarMicrograph` or None) and no option: the CTF
-    fit and the output STAR file's optics table then take cryostream's defaults."""
+    fit and the output STAR file's optics table then take cryostream's defaults. Where only
+    some of the voltage, Cs and amplitude contrast are missing, the note names those."""
     import logging
 
     from cryostream.config import DenoiseConfig
 
     if config.optics != DenoiseConfig().optics:  # given
         return
-    count = sum(e is None or e.optics is None or len(e.optics.ctf_keywords()) < 3
-                for e in entries)
-    if count:
-        logging.getLogger("cryostream").info(
-            "%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
+    keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
+    lacking = [[k for k in keys if e is None or e.optics is None or k not in e.optics.ctf_keywords()]
+               for e in entries]
+    count = sum(bool(lack) for lack in lacking)
+    if not count:
+        return
+    which = [k for k in keys if any(k in lack for lack in lacking)]
+    log = logging.getLogger("cryostream").info
+    has = " has" if count == 1 else "s have"
+    if len(which) == len(keys):
+        log("%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
             "and the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude "
             "contrast 0.1 (a Krios; nothing to do if they are your microscope's); for another, "
             "pass --voltage, --cs and --amplitude-contrast (Python: the DenoiseConfig's "
             "voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 for a Glacios or a "
-            "Talos Arctica", count,
-            " has" if count == 1 else "s have")
+            "Talos Arctica", count, has)
+        return
+    named = {"voltage_kv": ("voltage", f"{config.voltage_kv:g} kV", "--voltage"),
+             "cs_mm": ("Cs", f"Cs {config.cs_mm:g} mm", "--cs"),
+             "amplitude_contrast": ("amplitude contrast",
+                                    f"amplitude contrast {config.amplitude_contrast:g}",
+                                    "--amplitude-contrast")}
+    log("%d micrograph%s no %s from a STAR file or an option (the rest of their optics given): "
+        "the CTF fit and the output STAR file's optics table take %s (nothing to do if that is "
+        "your microscope's); for another, pass %s (Python: the DenoiseConfig's %s)", count, has,
+        " or ".join(named[k][0] for k in which), " and ".join(named[k][1] for k in which),
+        " and ".join(named[k][2] for k in which), " and ".join(which))
 
 
 def warn_outside_model(run: str, micrographs: list) -> None:

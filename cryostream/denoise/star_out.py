@@ -114,12 +114,18 @@ def rebase_paths(table, project: Path | None, base: Path | None = None):
     return table
 
 
+#: The optics table's columns and the keys of the values each micrograph was denoised with.
+_USED_OPTICS = {"rlnVoltage": "voltage_kv", "rlnSphericalAberration": "cs_mm",
+                "rlnAmplitudeContrast": "amplitude_contrast"}
+
+
 def star_tables(gathered, outputs: dict[str, str]):
     """The optics and micrographs blocks of the output's STAR file, as pandas.DataFrames, for
     the micrographs ``gathered`` (:class:`~cryostream.denoise.sources.DenoiseInputs`).
 
     ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
-    left out). From one STAR file: its optics table as it was, its rows with
+    left out). From one STAR file: its optics table as it was (with the voltage, Cs or amplitude
+contrast it lacked, as the CTF fit took them from an option or its default), its rows with
     ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
     optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
     the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
@@ -143,6 +149,10 @@ def star_tables(gathered, outputs: dict[str, str]):
         given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
         if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
             optics["rlnMicrographPixelSize"] = given.pop()
+        for column, key in _USED_OPTICS.items():  # one the file lacks: what the CTF fit used
+            used = {m.optics[key] for m in kept}
+            if column not in optics.columns and len(used) == 1:
+                optics[column] = used.pop()
         return optics, rows.reset_index(drop=True)
     groups: dict[tuple, int] = {}
     for m in kept:
