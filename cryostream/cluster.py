@@ -20,7 +20,7 @@ from cryostream.errors import ClusterError, ConfigError
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
            "check_scheduler_reachable", "compute_context", "computer", "forwarded",
-           "on_workers", "Forwarded", "PeakMemory"]
+           "on_workers", "task_function", "Forwarded", "PeakMemory"]
 
 #: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
 CONNECT_TIMEOUT = 5.0
@@ -285,12 +285,34 @@ def _cluster_lost(exc, scheduler: str | None) -> ClusterError:
 
 
 def on_workers(function):
-    """``function`` for ``client.map``: its result comes back as :class:`Forwarded`, with the
-    warnings raised in the task's thread on the worker (a skipped micrograph, a CTF fallback),
-    which :func:`forwarded` shows here; only the client that asked sees them."""
-    import functools
+    """``function`` for ``client.map`` or a dask graph: its result comes back as
+    :class:`Forwarded`, with the warnings raised in the task's thread on the worker (a skipped
+    micrograph, a CTF fallback, NumPy's overflow), which :func:`forwarded` shows here; only the
+    client that asked sees them. Named and signed as ``function``: dask names the tasks (and
+    progress bars) after it and gives it ``block_info`` where it takes one."""
+    return _OnWorkers(function)
 
-    return functools.partial(_with_warnings, function)
+
+class _OnWorkers:
+    def __init__(self, function):
+        from dask.utils import funcname
+
+        self.__wrapped__, self.__name__ = function, funcname(function)
+
+    def __call__(self, *args, **kwargs) -> Forwarded:
+        return _with_warnings(self.__wrapped__, *args, **kwargs)
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return "on_workers", tokenize(self.__wrapped__)
+
+
+def task_function(function, client):
+    """``function`` for the tasks of a graph :func:`computer`'s ``compute`` runs on ``client``:
+    :func:`on_workers`'s on a cluster, whose warnings ``compute`` shows here; on the threaded
+    scheduler (``client`` None) ``function`` itself, whose warnings are raised here already."""
+    return function if client is None else on_workers(function)
 
 
 class Forwarded:
@@ -347,17 +369,21 @@ def _capture_warnings() -> None:
 
 
 def computer(client, progress: bool):
-    """A function ``compute(objs, label=None)`` computing a list of dask objects on ``client``
-    (a ``distributed.Client``), or on the threaded scheduler when it is None; with
+    """A function ``compute(objs, label=None, values=True)`` computing a list of dask objects on
+    ``client`` (a ``distributed.Client``), or on the threaded scheduler when it is None; with
     ``progress``, the label is noted (``logging``) and a progress bar shown on stderr (stdout
-    stays for what a command prints as its result)."""
+    stays for what a command prints as its result). On a cluster, a :class:`Forwarded` result
+    (:func:`task_function`) comes back as its value, its workers' warnings shown here.
+    ``values=False``: the objects are computed for what their tasks do (write files); on a
+    cluster each block of an array then comes back on its own (blocks of Forwarded results
+    cannot be joined into an array) and None is returned."""
     import contextlib
     import logging
     import sys
 
     import dask
 
-    def compute(objs, label: str | None = None):
+    def compute(objs, label: str | None = None, values: bool = True):
         if progress and label:
             logging.getLogger("cryostream").info(label)
         if client is None:
@@ -367,12 +393,15 @@ def computer(client, progress: bool):
                 with ProgressBar(out=sys.stderr):
                     return list(dask.compute(*objs, scheduler="threads"))
             return list(dask.compute(*objs, scheduler="threads"))
-        futures = client.compute(objs)
+        from distributed import futures_of
+
+        futures = client.compute(objs) if values else futures_of(client.persist(objs))
         if progress:
             from distributed import progress as show_progress
 
             with contextlib.redirect_stdout(sys.stderr):  # its bar writes to sys.stdout
                 show_progress(futures)
-        return client.gather(futures)
+        results = [forwarded(r) for r in client.gather(futures)]
+        return results if values else None
 
     return compute

@@ -27,6 +27,7 @@ from cryostream.cluster import (
     check_scheduler_reachable,
     compute_context,
     computer,
+    task_function,
 )
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
@@ -202,13 +203,13 @@ def prepare(
                 dashboard_address=dashboard_address, report=report, log=log,
             ) as client:
                 compute = computer(client, progress)
-                statistics = _measure(folder, headers, config, compute)
+                statistics = _measure(folder, headers, config, compute, client)
                 usable = _usable(headers, statistics, config, permissive, skipped, halves)
                 write_statistics(folder, statistics)
                 kept = _keep(usable, headers, target_headers, statistics, config, halves)
                 warn_hot(kept.headers, statistics, config.percentile)
                 noises = noise_table(folder, kept.headers, kept.percentiles, config)
-                _write_shards(compute, folder, kept, layout, noises, config)
+                _write_shards(compute, folder, kept, layout, noises, config, client)
 
             counts = _write_master(work.output, folder, kept, layout, noises, config, skipped)
             work.finish()
@@ -260,8 +261,9 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     return headers, skipped, target_headers
 
 
-def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str, list]:
-    """Pass 1: exact percentiles and noise estimates, one read per micrograph.
+def _measure(folder: Path, headers, config: PrepareConfig, compute, client=None) -> dict[str, list]:
+    """Pass 1: exact percentiles and noise estimates, one read per micrograph (on a cluster,
+    ``client``, the tasks' warnings come back and are shown here).
 
     Returns each source's statistics; the noise estimates go next to the shards, and both are
     reused by a resumed run.
@@ -270,7 +272,7 @@ def _measure(folder: Path, headers, config: PrepareConfig, compute) -> dict[str,
     todo = [h for h in headers if h.path not in cached or (
         noise_measurable(h, cached[h.path])
         and load_estimate(noise_file(folder, h.path)) is None)]
-    results = compute([dask.delayed(statistics_and_noise)(h, config.percentile)
+    results = compute([dask.delayed(task_function(statistics_and_noise, client))(h, config.percentile)
                        for h in todo], label=f"pass 1 of 2: percentile and noise of {len(todo)} "
                       "micrographs") if todo else []
     for h, (stats, estimate, _) in zip(todo, results, strict=True):
@@ -326,9 +328,10 @@ def _keep(usable: list[int], headers, target_headers, statistics: dict,
 
 
 def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,
-                  config: PrepareConfig) -> None:
+                  config: PrepareConfig, client=None) -> None:
     """Pass 2: normalise and noise each band once (``map_blocks``), then ``map_overlap`` over
-    the bands; each task cuts its patches and writes its own shard (finished ones are kept)."""
+    the bands; each task cuts its patches and writes its own shard (finished ones are kept). On
+    a cluster (``client``) the tasks' warnings come back and are shown here."""
     matched = {k: noise_table[k] for k in ("kernel", "shot_fraction", "mean")} \
         if config.noise.model == "matched" else None
     stack = stack_from_headers(kept.headers, layout.heights)
@@ -338,13 +341,13 @@ def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,
                                        target_stack)
     shard_attrs = {"cryostream_version": __version__, "config": to_json(config)}
     written = overlap_bands(
-        prepared, layout, _write_band_block,
+        prepared, layout, task_function(_write_band_block, client),
         chunks=((1,) * len(kept.headers), (1,), (1,) * len(layout.heights), (1,)),
         dtype=np.int64, meta=np.empty((0, 0, 0, 0), dtype=np.int64),
         config=config, uids=kept.uids, folder=str(folder), shard_attrs=shard_attrs,
     )
     compute([written], label=f"pass 2 of 2: normalise, patch, noise and write "
-            f"{len(kept.headers)} micrographs")
+            f"{len(kept.headers)} micrographs", values=False)
 
 
 def _write_master(output: Path, folder: Path, kept: _Kept, layout, noise_table: dict,
