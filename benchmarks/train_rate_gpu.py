@@ -70,6 +70,7 @@ def one_training(work: Path, out: Path, rate: str, seed: int, a) -> dict:
     if kept.is_file():
         (out / kept.name).write_text(kept.read_text())
         return json.loads(kept.read_text())
+    resumed = run.is_dir()  # trained by an earlier call that stopped before its record
     seconds = cryostream("train", work / "store.h5", "-o", run, "--model", a.model, "--residual",
                          "--steps", a.steps, "--batch-size", a.batch, "--lr", rate,
                          "--seed", seed, "--quiet", *(["--resume"] if run.is_dir() else []))
@@ -79,7 +80,7 @@ def one_training(work: Path, out: Path, rate: str, seed: int, a) -> dict:
     rows = logged_rows(run / "metrics.jsonl")
     record = {
         "rate": float(rate), "seed": seed, "steps": a.steps, "batch": a.batch, "model": a.model,
-        "train_seconds": seconds, "spike": loss_spike(rows),
+        "train_seconds": seconds, "resumed": resumed, "spike": loss_spike(rows),
         "final_loss": rows[-1]["loss"], "test": last_evaluation(run),
         "held_out": {name: report["truth_mean"][name]["psnr"] for name in SCORED},
         "held_out_micrographs": [m["micrograph"] for m in report["simulated"]],

@@ -5,6 +5,7 @@ command line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -96,16 +97,18 @@ def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
     table["ctf/amp_contrast"] = 0  # not measured: the default stands in, and is said and written
     np.save(open(cs, "wb"), table)
     notes.clear()
-    assert main(["denoise", str(tiny_run.run), str(cs), "-o", str(tmp_path / "den2"), "--raw",
+    inside = root / "denoised"  # an output folder in the cryoSPARC project: named from it
+    assert main(["denoise", str(tiny_run.run), str(cs), "-o", str(inside), "--raw",
                  "--tile", "64", "--workers", "1"]) == 0
     assert [n for n in notes if "optics" in n] == [
         "2 micrographs have no amplitude contrast from a STAR file or an option (the rest of "
         "their optics given): the CTF fit and the output STAR file's optics table take "
         "amplitude contrast 0.1 (nothing to do if that is your microscope's); for another, pass "
         "--amplitude-contrast (Python: the DenoiseConfig's amplitude_contrast)"]
-    optics = starfile.read(tmp_path / "den2" / "denoised_micrographs.star", always_dict=True)[
-        "optics"].iloc[0]
+    written = starfile.read(inside / "denoised_micrographs.star", always_dict=True)
+    optics = written["optics"].iloc[0]
     assert (optics["rlnVoltage"], optics["rlnAmplitudeContrast"]) == (300.0, 0.1)
+    assert list(written["micrographs"]["rlnMicrographName"]) == [f"denoised/{s}.mrc" for s in stems]
 
 
 def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
@@ -289,6 +292,9 @@ def test_a_jobs_main_file_and_its_passthrough_are_joined_whichever_is_given(tiny
     accepted = read_star(curated / "J6_exposures_accepted.cs")
     assert [m.path for m in accepted.micrographs] == [root / n for n in names[:2]]
     assert all(m.defocus is not None for m in accepted.micrographs)
+    (curated / "J6_passthrough_exposures_accepted.cs").unlink()  # the rejected one's alone
+    with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path"):
+        read_star(curated / "J6_exposures_accepted.cs")
 
 
 def test_another_copy_of_the_project_does_not_stand_in_for_missing_micrographs(
@@ -311,6 +317,16 @@ def test_another_copy_of_the_project_does_not_stand_in_for_missing_micrographs(
     with pytest.raises(InvalidMicrographError, match=r"1 of its 3 micrographs are not found "
                        rf"\(row 2: .*P8/{names[1]}\)"):
         read_star(cs)
+    copy = tmp_path / "P7_linked"  # the same files through hard links: no conflict
+    shutil.copytree(full, copy, copy_function=os.link)
+    monkeypatch.chdir(copy)
+    assert [m.path for m in read_star(_exposures(full / "J5" / "e.cs", names)).micrographs] == [
+        full / n for n in names]
+    shutil.copytree(partial, tmp_path / "P8_linked", copy_function=os.link)
+    (tmp_path / "P8_linked" / names[1]).symlink_to(full / names[1])  # P8's own, where P7's are
+    monkeypatch.chdir(tmp_path / "P8_linked")
+    assert len(read_star(cs).micrographs) == 3  # P8's two and the link: one file, no conflict
+    monkeypatch.chdir(tmp_path)
     moved = tmp_path / "raw.mrc"
     (partial / names[1]).symlink_to(moved)  # as J1/imported links to raw data moved away
     with pytest.raises(InvalidMicrographError, match=rf"row 2: .*P8/{names[1]}, a link to "

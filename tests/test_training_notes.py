@@ -140,15 +140,19 @@ def test_a_longer_training_at_the_shipped_rate_is_flagged_and_the_lower_rate_is_
     assert loss_spike(_curve("h200_18000steps_lr5e-4_metrics.jsonl")) is None
 
 
-def test_the_matched_noise_recipe_at_the_default_rate_is_not_flagged_where_gradients_pass_the_clip():
+def test_a_smooth_training_of_the_matched_noise_recipe_at_the_default_rate_is_not_flagged():
     """The recipe a user trains from scratch (matched noise, 3000 steps, H100): seed 4 at the
-    default peak rate 1e-3 did not spike, though its gradient norm passed the clip (1.0) up to
-    9.5; the warning is for the loss, and stays quiet."""
+    default peak rate 1e-3 trained smoothly (no logged loss over 1.01 times the median of the
+    20 before it, its gradient norm under 0.23 after the warm-up), though it scored 0.10 dB under
+    seed 0; no spike is found in it. A rule that took such a curve's ordinary steps for a spike
+    (a factor of 2, say, or the gradient norm's warm-up peak of 9.5) would."""
     path = (Path(__file__).parent.parent / "docs" / "results" / "train_rate"
             / "h100_train_rate_1e-3_seed4_metrics.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows[-1]["step"] == 3000 and max(r["grad_norm"] for r in rows) > 9
     assert loss_spike(rows) is None
+    doubled = [r | {"loss": 2.5 * r["loss"]} if r["step"] == 2000 else r for r in rows]
+    assert loss_spike(doubled) is None  # a step 2.5 times its level is no spike
 
 
 def test_the_curve_has_a_psnr_panel_only_when_the_training_was_evaluated(tmp_path):

@@ -64,10 +64,13 @@ def listing_project(gathered) -> Path | None:
     (:class:`~cryostream.denoise.sources.DenoiseInputs`) are relative to: the input STAR file's
     project folder, or the working directory for other inputs; None where the input STAR file
     names every micrograph by an absolute path (it has no project folder of its own, and
-    RELION reads such names from wherever it runs): the names written are absolute too."""
+    RELION reads such names from wherever it runs): the names written are absolute too. A
+    cryoSPARC ``.cs`` file's names are relative to its project folder, which is used."""
     star = gathered.star
     if star is None:
         return Path.cwd()
+    if star.path.suffix.lower() == ".cs":  # its rows are made absolute: the cryoSPARC project's
+        return star.project
     if star.micrographs and all(os.path.isabs(m.name) for m in star.micrographs):
         return None
     return star.project
@@ -125,7 +128,7 @@ def star_tables(gathered, outputs: dict[str, str]):
 
     ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
     left out). From one STAR file: its optics table as it was (with the voltage, Cs or amplitude
-contrast it lacked, as the CTF fit took them from an option or its default), its rows with
+    contrast it lacked, as the CTF fit took them from an option or its default), its rows with
     ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
     optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
     the defocus where known), and from a STAR file without an optics table (RELION 3.0) its

@@ -84,36 +84,72 @@ def _text(value) -> str:
     return text.lstrip(">")  # cryoSPARC marks some paths with a leading '>'
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file (hard links and bind mounts too; a link whose target is
+    gone by where it points)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def _project(path: Path, names: list[str]) -> Path:
     """The folder the table's relative names are in: cryoSPARC's project folder, which holds
     the job folder the ``.cs`` file is in (or, for an export, is further up; the file or its
-    folder may be a link), or the working directory; of these, the one holding most of them
-    (a link counts, even one whose target is gone: said as such later). A name that is two
-    different files in two of these folders is refused, naming both: another copy of the
-    project must not stand in for this one's missing micrographs."""
+    folder may be a link), or the working directory; the first holding them all, else the one
+    holding most (a link counts, even one whose target is gone: said as such later). Where
+    the project folder holds some of them and another folder more, a name that is two
+    different files in the two is refused, naming both: another copy of the project must not
+    stand in for this one's missing micrographs."""
     tried: list[Path] = []
     for here in (path.parent.absolute(), path.resolve().parent):
         tried += [here.parent, here, *here.parents[1:4]]
     tried = list(dict.fromkeys([*tried, Path.cwd()]))
-    held = [[os.path.lexists(base / n) for n in names] for base in tried]
-    counts = [sum(h) for h in held]
+    counts: list[int] = []
+    for base in tried:  # the first holding them all ends the search
+        counts.append(sum(os.path.lexists(base / n) for n in names))
+        if counts[-1] == len(names):
+            break
     if max(counts) == 0:
         shown = ", ".join(str(b) for b in tried)
         raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
                     f"folders they could be relative to ({shown})", "give the .cs file in its "
                     "place in the cryoSPARC project (its job folder), or run cryostream from "
                     "the project folder")
-    best = counts.index(max(counts))
-    for other, has in zip(tried, held, strict=True):
-        twice = next((n for n, h, b in zip(names, has, held[best], strict=True)
-                      if h and b and (other / n).resolve() != (tried[best] / n).resolve()), None)
+    best, own = tried[counts.index(max(counts))], tried[0]
+    if best != own and counts[0]:
+        twice = next((n for n in names if os.path.lexists(own / n) and os.path.lexists(best / n)
+                      and not _same_file(own / n, best / n)), None)
         if twice is not None:
-            raise _fail(path, f"two different files have the name {twice}: "
-                        f"{tried[best] / twice} and {other / twice} (its micrographs are in "
-                        "more than one folder they could be relative to)", "give the .cs file "
-                        "in its place in its own cryoSPARC project, restore the micrographs "
-                        "missing there, or run cryostream from the project folder")
-    return tried[best]
+            raise _fail(path, f"two different files have the name {twice}: {best / twice} and "
+                        f"{own / twice} (its project folder {own} holds {counts[0]} of its "
+                        f"{len(names)} micrographs, {best} more)", "give the .cs file in its "
+                        "place in its own cryoSPARC project and restore the micrographs missing "
+                        "there, or run cryostream from the project folder that holds them all")
+    return best
+
+
+def _sibling(path: Path, table: np.ndarray, other: Path) -> tuple[np.ndarray, list[str]] | None:
+    """``other``'s rows for ``table``'s (by ``uid``) and the fields it adds, or None where it is
+    not a table of the same exposures: no ``uid``, a particles table, no field the table
+    lacks, or not every row there. Mapped, not read whole: only its header and the fields
+    used are read."""
+    try:
+        extra = np.load(other, mmap_mode="r", allow_pickle=False, max_header_size=1 << 30)
+    except Exception:  # not NumPy's, cut short: not a table of this job
+        return None
+    names = extra.dtype.names or ()
+    new = [f for f in names if f not in table.dtype.names]
+    if "uid" not in names or not new or _particles(names) or extra.ndim != 1 \
+            or len(extra) < len(table):
+        return None
+    known = np.asarray(extra["uid"])
+    order = np.argsort(known, kind="stable")
+    at = np.searchsorted(known, table["uid"], sorter=order).clip(0, len(known) - 1)
+    rows = order[at]
+    if not np.array_equal(known[rows], table["uid"]):
+        return None
+    return extra[rows], new
 
 
 def _joined(path: Path, table: np.ndarray) -> np.ndarray:
@@ -128,33 +164,32 @@ def _joined(path: Path, table: np.ndarray) -> np.ndarray:
 
     if "uid" not in table.dtype.names:
         return table
-    uids = table["uid"].tolist()
     passthrough = "passthrough" in path.name
-    for other in sorted(path.parent.glob("*.cs")):
+    folders = dict.fromkeys([path.parent.absolute(), path.resolve().parent])
+    for other in sorted({o for folder in folders for o in folder.glob("*.cs")}):
         if other.name == path.name or ("passthrough" in other.name) == passthrough:
             continue
-        try:
-            extra = _table(other)
-        except (InvalidMicrographError, OSError):
+        found = _sibling(path, table, other)
+        if found is None:
             continue
-        new = [f for f in (extra.dtype.names or ()) if f not in table.dtype.names]
-        index = {u: i for i, u in enumerate(extra["uid"].tolist())} \
-            if "uid" in extra.dtype.names and new else {}
-        if not index or not all(u in index for u in uids):
-            continue
-        rows = [index[u] for u in uids]
+        extra, new = found
         out = np.zeros(len(table), dtype=[*((f, table.dtype[f]) for f in table.dtype.names),
                                           *((f, extra.dtype[f]) for f in new)])
         for f in table.dtype.names:
             out[f] = table[f]
         for f in new:
-            out[f] = extra[f][rows]
+            out[f] = extra[f]
         table = out
         logging.getLogger("cryostream").info(
             "%s: joined with %s beside it, which holds %s for its rows (cryoSPARC keeps a "
-            "job's fields in two files)", path, other.name, ", ".join(sorted({f.split("/")[0] + "/*"
-                                                                               for f in new})))
+            "job's fields in two files)", path, other.name,
+            ", ".join(sorted({f.split("/")[0] + "/*" for f in new})))
     return table
+
+
+def _particles(fields) -> bool:
+    """Whether a table's fields are a particles table's (one row per particle)."""
+    return "blob/path" in fields or any(f.startswith("location/") for f in fields)
 
 
 def _usable(table: np.ndarray, fields: tuple[str, ...]) -> np.ndarray | None:
@@ -247,16 +282,16 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
         An optics value that some rows have and others lack (0 or missing): used for none.
     """
     table = _table(path)
+    if _PATH not in table.dtype.names and _particles(table.dtype.names):
+        raise _fail(path, "a particles .cs file (blob/path or location/*: one row per particle), "
+                    "not an exposures one", _GIVE)
     table = _joined(path, table) if len(table) else table
     fields = set(table.dtype.names)
     if _PATH not in fields:
-        if "blob/path" in fields or any(f.startswith("location/") for f in fields):
-            kind = "a particles .cs file (blob/path or location/*: one row per particle)"
-        else:
-            kind = (f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …), "
+        raise _fail(path, f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …), "
                     "nor a .cs file beside it that gives it for its rows (cryoSPARC keeps the "
-                    "micrographs' paths of a CTF estimation in its Jn_passthrough_exposures*.cs)")
-        raise _fail(path, f"{kind}, not an exposures one", _GIVE)
+                    "micrographs' paths of a CTF estimation in its Jn_passthrough_exposures*.cs), "
+                    "not an exposures one", _GIVE)
     if len(table) == 0:
         raise _fail(path, "lists no micrographs (no rows)", _GIVE)
     names = [_text(v) for v in table[_PATH]]
