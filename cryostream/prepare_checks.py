@@ -1,8 +1,8 @@
 """The checks ``prepare`` makes on each micrograph's pass-1 statistics beyond those every
 command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
 counts, for the noise models that follow counts, hot pixels, which the store holds at the
-percentile (:func:`~cryostream.preprocess.mend_hot`), and blank rows and columns, which the
-noise is measured without."""
+percentile (:func:`~cryostream.preprocess.mend_hot`), cold pixels beyond what a float16 store
+holds, and blank rows and columns, which the noise is measured without."""
 
 from __future__ import annotations
 
@@ -14,12 +14,24 @@ from cryostream.preprocess import HOT_CLIP
 
 __all__ = ["check_counts", "warn_hot", "warn_blank", "check_pairs"]
 
+#: The most a normalised pixel may fall below zero in a float16 store (its largest value is
+#: 65504), with room for the noise added to it.
+FLOAT16_SAFE = 60000.0
+
 
 def check_counts(header, stats, config: PrepareConfig) -> None:
     """A micrograph far below zero (normalised to mean 0 by another program) is not in counts,
     which shot noise follows: an :class:`InvalidMicrographError` for the noise models that
-    add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN)."""
+    add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN). For a
+    float16 store, also one whose pixels divided by its percentile fall below what float16
+    holds (hot pixels above are held at the percentile; cold ones are not)."""
     value, _, lo, _ = stats[:4]
+    if config.dtype == "float16" and value > 0 and lo / value < -FLOAT16_SAFE:
+        raise InvalidMicrographError(
+            header.path, f"holds pixels down to {lo / value:.3g} times its {config.percentile:g}th "
+            f"percentile, beyond what a float16 store holds (±65504: they would be stored as "
+            "−inf, and a training on them diverges)", "store float32 (--dtype float32), or "
+            "leave the micrograph out")
     if config.noise.model in ("poisson", "poisson-gaussian", "matched") and lo < -value:
         raise InvalidMicrographError(
             header.path, f"holds pixels far below zero (as low as {lo:.4g}; its "

@@ -4,6 +4,7 @@ is, and the output says what was mended."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -212,6 +213,30 @@ def test_prepare_refuses_micrographs_not_in_counts_for_shot_noise(tmp_path):
     gaussian = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0,
                              noise=NoiseConfig(model="gaussian"))
     assert cryostream.prepare(inputs, tmp_path / "b.h5", gaussian).output.is_file()
+
+
+def test_a_float16_store_refuses_pixels_it_cannot_hold_and_writes_nothing(tmp_path):
+    """A micrograph with a corner far below zero (a dead area written as -1e7): divided by its
+    percentile it falls beyond float16's ±65504, which the store had held as -inf (numpy's
+    overflow warning the only sign) and a training on it diverges. Refused naming the file and
+    --dtype float32, with no store written; float32 takes it."""
+    from cryostream import NoiseConfig, PrepareConfig
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=7)
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    image[:16, :16] = -1e7
+    cold = tmp_path / "cold.mrc"
+    with mrcfile.new(cold) as f:
+        f.set_data(image)
+        f.voxel_size = 0.6575
+    config = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0, dtype="float16",
+                           noise=NoiseConfig(model="gaussian"))
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"cold\.mrc: holds pixels down to "
+                       r"-\d.*float16 store holds .*--dtype float32"):
+        cryostream.prepare([cold], tmp_path / "a.h5", config)
+    assert not (tmp_path / "a.h5").exists()
+    wide = dataclasses.replace(config, dtype="float32")
+    assert cryostream.prepare([cold], tmp_path / "b.h5", wide).output.is_file()
 
 
 def test_prepare_measures_the_noise_without_a_blank_border_and_says_so(tmp_path):
