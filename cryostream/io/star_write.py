@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import starfile
@@ -15,9 +16,10 @@ __all__ = ["write_micrograph_star"]
 
 def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
     """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``, each
-    after RELION's ``# version 30001``) atomically: through a temporary name and a rename,
-    nothing partial left on error. The same tables give the same bytes (no clock in the
-    file), and a file already holding them is left untouched.
+    after RELION's ``# version 30001``) atomically: through a temporary file of its own beside
+    it (two writers never share one) and a rename, nothing partial left on error. The same
+    tables give the same bytes (no clock in the file), and a file already holding them is left
+    untouched.
 
     Parameters
     ----------
@@ -27,8 +29,12 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         The blocks, columns named as RELION names them (``rlnOpticsGroup`` …).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, _mode(path))  # mkstemp's 0600: as a file written there would be
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True)
         text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
@@ -39,10 +45,26 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: the STAR file named (the outputs it lists are kept)
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise StoreError(f"{path}: could not be written ({exc.strerror or exc}); "
                          + os_fix(exc, "run the same command again") + " (finished outputs are "
                          "kept)") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _mode(path: Path) -> int:
+    """The permissions of the file ``path`` replaces, or of a new file under the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    try:  # the umask, read without setting it (os.umask would, for every thread)
+        status = Path("/proc/self/status").read_text()
+        umask = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = 0o022
+    return 0o666 & ~umask
