@@ -329,3 +329,210 @@ def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_r
     assert [p.resolve() for p in read_micrograph_star(star)] == [
         (tmp_path / "data_den/sim_0000.mrc").resolve()]
     assert star.read_text().count("# version 30001") == 2
+
+
+def _grid_project(tiny_run, project: Path) -> Path:
+    """Sessions merged in one CtfFind STAR file: GridA/mic_000.mrc and GridB/mic_000.mrc."""
+    movies = project / "MotionCorr/job002/Movies"
+    for grid, i in (("GridA", 0), ("GridB", 1)):
+        (movies / grid).mkdir(parents=True)
+        shutil.copy(tiny_run.sim.micrographs[i], movies / grid / "mic_000.mrc")
+    (project / "CtfFind/job003").mkdir(parents=True)
+    star = project / "CtfFind/job003/micrographs_ctf.star"
+    starfile.write({"optics": OPTICS, "micrographs": pd.DataFrame({
+        "rlnMicrographName": [f"MotionCorr/job002/Movies/{g}/mic_000.mrc" for g in ("GridA", "GridB")],
+        "rlnOpticsGroup": [1, 1], "rlnDefocusU": [20000.0, 15000.0],
+        "rlnDefocusV": [19000.0, 14000.0], "rlnDefocusAngle": [0.0, 0.0]})}, star)
+    return star
+
+
+def test_a_subset_of_one_grid_replaces_the_row_of_its_input(tiny_run, tmp_path, monkeypatch):
+    """GridA/mic_000 and GridB/mic_000 denoised into External/job010 (GridA/mic_000.mrc …),
+    then a Subset of GridA's alone (its output is mic_000.mrc: no other input shares its
+    name): the earlier row of GridA, made from the same input, is replaced by this call's in
+    its place, not kept beside it; the STAR file lists each micrograph once."""
+    project = tmp_path / "project"
+    star = _grid_project(tiny_run, project)
+    monkeypatch.chdir(project)
+    assert _denoise(tiny_run, star, "-o", "External/job010") == 0
+    assert _denoise(tiny_run, _subset(star, [0], "subset.star"), "-o", "External/job010") == 0
+    rows = _rows(project / "External/job010")
+    assert list(rows["rlnMicrographName"]) == ["External/job010/mic_000.mrc",
+                                               "External/job010/GridB/mic_000.mrc"]
+    assert list(rows["rlnDefocusU"]) == [20000.0, 15000.0]
+
+
+def _levels(monkeypatch) -> list[tuple[str, str]]:
+    """The cryostream logger's records (level name, message), as they come."""
+    import logging
+
+    said: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append((record.levelname, record.getMessage()))
+
+    logger = logging.getLogger("cryostream")
+    handler = Keep(logging.INFO)
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    return said
+
+
+def test_an_output_made_again_keeps_the_other_rows(tiny_run, tmp_path, monkeypatch):
+    """a, b and c denoised, then b alone once its input is remade (a new time of
+    modification), then once its output is damaged (cut short): each time b's output is made
+    again, and the STAR
+    file (set aside meanwhile, under a hidden name that is no listing's) still lists a, b and
+    c, in their order; nothing is left aside, no .bak is made, and one WARNING line says the
+    STAR file brings back 2 rows from outside this call's inputs, and that a folder of its own
+    lists only the selection."""
+    import logging
+    import os
+    import time
+
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    a, b, c = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
+               for i, n in enumerate("abc"))
+    out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
+    cryostream.denoise(tiny_run.run, [a, b, c], out, config=config, workers=1)
+    said = _levels(monkeypatch)
+    try:
+        for how in ("touched", "damaged"):
+            made = (out / "b.mrc").stat().st_mtime_ns
+            if how == "touched":
+                os.utime(b, (time.time() + 100, time.time() + 100))
+            else:
+                os.truncate(out / "b.mrc", (out / "b.mrc").stat().st_size - 100)
+            said.clear()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
+            assert result.attrs["kept"] == 0 and (out / "b.mrc").stat().st_mtime_ns != made
+            assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+            assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == [
+                "a.mrc", "b.mrc", "c.mrc"]
+            assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+            assert not list(out.glob("*.bak*"))
+            star = out / "denoised_micrographs.star"
+            assert [m for level, m in said if level == "WARNING" and "star" in m] == [
+                f"{star} lists this call's 1 micrograph and 2 earlier rows from outside this "
+                "call's inputs (their outputs are in the folder); a folder of its own (-o) lists "
+                "only the selection"]
+    finally:
+        logging.getLogger("cryostream").handlers[:] = [
+            h for h in logging.getLogger("cryostream").handlers if type(h).__name__ != "Keep"]
+
+
+def test_outputs_of_other_options_are_not_listed_with_this_call_s(tiny_run, tmp_path):
+    """a and b denoised with --tile 64, then c with --tile 128 into the same folder: a STAR
+    file lists outputs of one recipe, so it lists c alone; the earlier file is kept as
+    ``.bak``, and the warning names a and b as unlisted and says why (other options). The
+    same with another run (another model)."""
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    a, b, c = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
+               for i, n in enumerate("abc"))
+    out = tmp_path / "out"
+    cryostream.denoise(tiny_run.run, [a, b], out, config=DenoiseConfig.raw(tile=64), workers=1)
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        cryostream.denoise(tiny_run.run, [c], out, config=DenoiseConfig.raw(tile=128), workers=1)
+    star, bak = out / "denoised_micrographs.star", out / "denoised_micrographs.star.bak"
+    assert [str(w.message) for w in caught] == [
+        f"{star} lists only this call's 1 micrograph; 2 earlier outputs in {out} are not listed "
+        "(a.mrc, b.mrc): give their inputs again with these to list them too (finished outputs "
+        f"are kept, not made again); the STAR file it replaces is kept as {bak}: its rows cannot "
+        "join this call's (a.mrc, b.mrc made with other options)"]
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["c.mrc"]
+    assert [Path(n).name for n in starfile.read(bak, always_dict=True)["micrographs"][
+        "rlnMicrographName"]] == ["a.mrc", "b.mrc"]
+    other = tmp_path / "other_run"
+    shutil.copytree(tiny_run.run, other)
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        cryostream.denoise(other, [a], out, config=DenoiseConfig.raw(tile=64), workers=1,
+                           overwrite=True)
+    assert str(caught[0].message).endswith("(c.mrc made with another model)")
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc"]
+
+
+def test_rows_that_cannot_be_merged_are_kept_as_bak_not_a_crash(tiny_run, tmp_path):
+    """A STAR file there whose kept row names its optics group by a word (no number): the
+    call does not fail after denoising; its STAR file lists its own micrograph and the earlier
+    file is kept as ``.bak``, the warning saying why."""
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    a, b = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc")) for i, n in
+            enumerate("ab"))
+    out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
+    cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
+    star = out / "denoised_micrographs.star"
+    text = star.read_text()
+    name = [ln for ln in text.splitlines() if "a.mrc" in ln][0]
+    edited = text.replace(name, name.rsplit(None, 1)[0] + " first")
+    star.write_text(edited)
+    with pytest.warns(UnlistedOutputWarning) as caught:
+        cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
+    assert "its rows could not be merged: ValueError" in str(caught[0].message)
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["b.mrc"]
+    assert (out / "denoised_micrographs.star.bak").read_text() == edited
+
+
+def test_afis_groups_of_the_same_optics_stay_apart(tiny_run, tmp_path, monkeypatch):
+    """Two AFIS optics groups of the same values, told apart by their names (a in afis_1, b
+    in afis_2), denoised; then a Subset of a whose optics table holds afis_1 alone: b's row
+    keeps afis_2 (added back), not folded into afis_1."""
+    project = tmp_path / "project"
+    star = _ctffind_project(tiny_run, project, names=("a", "b"))
+    blocks = starfile.read(star, always_dict=True)
+    blocks["optics"] = pd.concat([OPTICS.assign(rlnOpticsGroupName="afis_1"),
+                                  OPTICS.assign(rlnOpticsGroupName="afis_2", rlnOpticsGroup=2)],
+                                 ignore_index=True)
+    blocks["micrographs"]["rlnOpticsGroup"] = [1, 2]
+    starfile.write(blocks, star)
+    subset = project / "CtfFind/job003/subset.star"
+    starfile.write({"optics": blocks["optics"].iloc[[0]],
+                    "micrographs": blocks["micrographs"].iloc[[0]]}, subset)
+    monkeypatch.chdir(project)
+    out = project / "External/job010"
+    for given in (star, subset):
+        assert _denoise(tiny_run, given, "-o", "External/job010") == 0
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    names = written["optics"].set_index("rlnOpticsGroup")["rlnOpticsGroupName"]
+    assert [(Path(n).name, names[g]) for n, g in zip(written["micrographs"]["rlnMicrographName"],
+                                                     written["micrographs"]["rlnOpticsGroup"],
+                                                     strict=True)] == [("a.mrc", "afis_1"),
+                                                                       ("b.mrc", "afis_2")]
+
+
+def test_the_listing_waits_for_another_call_s_and_shares_no_temporary_file(tiny_run, tmp_path):
+    """While another call holds the output folder (its own listing, here held for a second by
+    another thread), the listing waits for it, then is written; a temporary file of the fixed
+    name another writer would use is left alone (each writer has one of its own)."""
+    import threading
+    import time
+
+    from cryostream.locks import folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / ".denoised_micrographs.star.partial"
+    other.write_text("another writer's\n")
+    held, released = threading.Event(), []
+
+    def hold():
+        with folder_lock(out, command="denoise", fix="-", what="-o"):
+            held.set()
+            time.sleep(1.5)
+            released.append(time.time())
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    try:
+        cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], out,
+                           config=DenoiseConfig.raw(tile=64), workers=1)
+    finally:
+        thread.join()
+    assert (out / "denoised_micrographs.star").stat().st_mtime >= released[0] - 0.05
+    assert other.read_text() == "another writer's\n"

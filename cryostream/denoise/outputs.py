@@ -306,18 +306,14 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
 
 
 def _unlist(plan: OutputPlan) -> None:
-    """Before an output is made again, remove the folder's :data:`STAR_NAME`, which may list it
-    as it was: the run writes a new one last, listing every micrograph, so no STAR file lists
-    outputs of two recipes if it stops early."""
-    star = plan.path.parent / STAR_NAME
-    if plan.path.exists() and star.is_file():
-        import logging
+    """Before an output is made again, set the folder's :data:`STAR_NAME`, which may list it as
+    it was, aside (:func:`~cryostream.denoise.star_keep.set_aside`): the run writes a new one
+    last, keeping its other rows, so no STAR file lists outputs of two recipes if it stops."""
+    if plan.path.exists():
+        from cryostream.denoise.star_keep import set_aside
 
-        star.unlink(missing_ok=True)
-        logging.getLogger("cryostream").info(
-            "%s: the earlier %s is removed, as an output it may list is made again (%s); a new "
-            "one, listing every micrograph, is written when all are denoised", plan.path.parent,
-            STAR_NAME, plan.path.name)
+        folder = plan.path.parents[plan.name.count("/")]  # GridA/x.mrc: the folder above GridA
+        set_aside(folder, plan.path.relative_to(folder).as_posix())
 
 
 def output_identity(run, config, source: str, given: dict | None = None,

@@ -1,23 +1,36 @@
 """The output folder's STAR file written again by a later call (:func:`write_listing`): the
-rows of the earlier one whose outputs are still in the folder and that this call did not
-denoise are kept, in their order, beside this call's (a subset denoised again into a folder
-loses none of the micrographs it listed); where the two cannot be one table (other columns,
-optics that disagree, a file that cannot be read), the earlier file is kept beside it as
-``denoised_micrographs.star.bak``."""
+rows of the earlier one whose outputs are still in the folder and whose inputs this call did
+not denoise are kept, in their order, beside this call's (a subset denoised again into a folder
+loses none of the micrographs it listed); an earlier optics group this call's table lacks is
+added (a group is its values and its name). Where the two cannot be one table (other columns,
+optics tables of other columns, outputs of another model or other options, a file that cannot
+be read or merged), the earlier file is kept beside it as ``denoised_micrographs.star.bak``.
+An output made again moves the listing aside first (:func:`set_aside`), so that no STAR file
+lists it as it was; its rows are merged from there."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import numbers
 import os
 import shutil
+import time
 from pathlib import Path, PurePosixPath
 
+from cryostream.denoise.outputs import STAR_NAME, read_record, same_record
 from cryostream.denoise.star_out import listing_name, listing_project, rebase_paths, star_tables
+from cryostream.errors import StoreError
+from cryostream.locks import folder_lock
 
-__all__ = ["write_listing"]
+__all__ = ["write_listing", "set_aside", "ASIDE_NAME"]
+
+#: The folder's :data:`STAR_NAME` moved aside while an output it may list is made again: hidden,
+#: and not a listing's name, so nothing takes it for one; merged from, then removed, when the
+#: new listing is written.
+ASIDE_NAME = f".{STAR_NAME}.aside"
 
 _GROUP, _GROUP_NAME = "rlnOpticsGroup", "rlnOpticsGroupName"
 
@@ -35,8 +48,10 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     """Write the STAR file ``star`` for the micrographs ``gathered`` (see
     :func:`~cryostream.denoise.star_out.star_tables`; ``outputs``: each denoised micrograph's
     source to its output, ``paths``: those outputs in the order of its rows), keeping the
-    rows of the file it replaces whose outputs are still in the folder and not among
-    ``paths``.
+    rows of the file it replaces (or of the one :func:`set_aside` moved aside) whose outputs
+    are still in the folder, made with this call's model and options, and whose inputs this
+    call did not denoise. The folder is held (:func:`~cryostream.locks.folder_lock`) from the
+    reading to the writing, so two calls into one folder each merge the other's rows.
 
     Returns
     -------
@@ -49,23 +64,64 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     """
     from cryostream.io.star import write_micrograph_star
 
+    star = Path(star)
     optics, rows = star_tables(gathered, outputs)
     kept, backup = [], None
-    if Path(star).is_file():
-        try:
-            merged = _merged(Path(star), optics, rows, paths, listing_project(gathered))
-        except _Unkept as exc:
-            backup = (_backup(Path(star)), str(exc), exc.left)
-        else:
-            if merged is not None:
-                optics, rows, kept = merged
-    write_micrograph_star(star, optics, rows)
+    with _held(star.parent):
+        aside = star.with_name(ASIDE_NAME)
+        earlier = star if star.is_file() else aside if aside.is_file() else None
+        if earlier is not None:
+            try:
+                merged = _merged(earlier, optics, rows, outputs, paths, listing_project(gathered),
+                                 {k for m in gathered.micrographs for k in m.optics})
+            except _Unkept as exc:
+                backup = (_backup(earlier, star), str(exc), exc.left)
+            else:
+                if merged is not None:
+                    optics, rows, kept = merged
+        write_micrograph_star(star, optics, rows)
+        aside.unlink(missing_ok=True)
     if kept:
-        logging.getLogger("cryostream").info(
-            "%s lists this call's %d micrograph%s and %d of its earlier rows, whose outputs are in "
-            "the folder and were not denoised again (a folder of its own lists this call's alone)",
-            star, len(paths), "" if len(paths) == 1 else "s", len(kept))
+        n = len(paths)
+        logging.getLogger("cryostream").warning(
+            "%s lists this call's %d micrograph%s and %d earlier row%s from outside this call's "
+            "inputs (their outputs are in the folder); a folder of its own (-o) lists only the "
+            "selection", star, n, "" if n == 1 else "s", len(kept), "" if len(kept) == 1 else "s")
     return kept, backup
+
+
+def set_aside(folder: Path, made: str) -> None:
+    """Before the output ``made`` of ``folder`` is made again, move the folder's
+    :data:`~cryostream.denoise.outputs.STAR_NAME`, which may list it as it was, to
+    :data:`ASIDE_NAME`: no STAR file lists outputs of two recipes if the run stops early, and
+    :func:`write_listing` merges the rows of the other outputs from there when all are
+    denoised."""
+    star = Path(folder) / STAR_NAME
+    if star.is_file():
+        os.replace(star, star.with_name(ASIDE_NAME))
+        logging.getLogger("cryostream").info(
+            "%s: the earlier %s is set aside, as an output it may list is made again (%s); a new "
+            "one, keeping its other rows, is written when all are denoised", folder, STAR_NAME,
+            made)
+
+
+@contextlib.contextmanager
+def _held(folder: Path, wait_s: float = 60.0):
+    """Hold ``folder`` for the listing, waiting up to ``wait_s`` while another call holds it
+    (for a moment: its own listing)."""
+    until = time.monotonic() + wait_s
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(folder_lock(
+                    folder, command="denoise", what="-o",
+                    fix="run the same command again when the other call has finished"))
+                break
+            except StoreError as exc:
+                if "in use by" not in str(exc) or time.monotonic() > until:
+                    raise
+                time.sleep(0.2)
+        yield
 
 
 def _output_file(name, folder: Path) -> Path | None:
@@ -101,8 +157,9 @@ def _same(a, b) -> bool:
 
 def _optics_merged(earlier, optics, used):
     """This call's optics table with the earlier groups ``used`` by the rows kept, and the map
-    from their earlier numbers to those of the table: a group of the same values is the same
-    group; one this table lacks is added with the next free number."""
+    from their earlier numbers to those of the table: a group of the same values and name is
+    the same group (AFIS groups differ by their names alone); one this table lacks is added
+    with the next free number, renamed where its name is taken."""
     import pandas as pd
 
     if set(earlier.columns) != set(optics.columns):
@@ -113,25 +170,45 @@ def _optics_merged(earlier, optics, used):
         if found.empty:
             raise _Unkept(f"its optics group {number} is not in its data_optics")
         row = found.iloc[0]
-        values = [c for c in table.columns if c not in (_GROUP, _GROUP_NAME)]
+        values = [c for c in table.columns if c != _GROUP]
         same = [i for i in range(len(table)) if all(_same(row[c], table[c].iloc[i]) for c in values)]
-        exact = [i for i in same if all(_same(row[c], table[c].iloc[i]) for c in table.columns)]
+        exact = [i for i in same if _GROUP not in table or _same(row[_GROUP], table[_GROUP].iloc[i])]
         if exact or same:
             numbers_of[number] = int(table[_GROUP].iloc[(exact or same)[0]])
             continue
         new = int(table[_GROUP].max()) + 1 if len(table) else 1
         added = {c: row[c] for c in table.columns} | {_GROUP: new}
-        if _GROUP_NAME in table.columns and row[_GROUP_NAME] in set(table[_GROUP_NAME]):
-            added[_GROUP_NAME] = f"opticsGroup{new}"
+        if _GROUP_NAME in table.columns:
+            taken, k = {str(n) for n in table[_GROUP_NAME]}, new
+            while str(added[_GROUP_NAME]) in taken:
+                added[_GROUP_NAME], k = f"opticsGroup{k}", k + 1
         table = pd.concat([table, pd.DataFrame([added])], ignore_index=True)
         numbers_of[number] = new
     return table, numbers_of
 
 
-def _merged(star: Path, optics, rows, paths: list[str], project: Path | None):
+def _recipe(found: dict | None, mine: dict | None, optic_keys: set) -> str | None:
+    """What an earlier output's record ``found`` was made with that this call's ``mine`` was
+    not (``"another model"``, ``"other options"``), by :func:`same_record` with the input and
+    each micrograph's own optics (``optic_keys``) aside; None where the recipe is the same."""
+    if found is None or mine is None:
+        return None
+    config, theirs = mine.get("config"), found.get("config")
+    if isinstance(config, dict) and isinstance(theirs, dict):
+        config = config | {k: theirs[k] for k in optic_keys if k in theirs}
+    like = mine | {"config": config} | {k: found.get(k) for k in ("input", "given", "input_files")}
+    if same_record(found, like):
+        return None
+    other_model = found.get("run") != mine.get("run") or \
+        found.get("model_files", mine.get("model_files")) != mine.get("model_files")
+    return "another model" if other_model else "other options"
+
+
+def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
+            project: Path | None, optic_keys: set):
     """This call's tables with the earlier file's rows kept (see :func:`write_listing`), and
-    those rows' outputs; None where no earlier row is to be kept."""
-    import pandas as pd
+    those rows' outputs; None where no earlier row is to be kept. Any failure is an
+    :class:`_Unkept` (the earlier file is kept as ``.bak``, never lost to a crash)."""
     import starfile
 
     folder = star.parent.absolute()
@@ -139,51 +216,77 @@ def _merged(star: Path, optics, rows, paths: list[str], project: Path | None):
         blocks = starfile.read(star, always_dict=True)
         earlier, earlier_optics = blocks["micrographs"], blocks["optics"]
         names = list(earlier["rlnMicrographName"])
+        files = [_output_file(n, folder) for n in names]
     except Exception as exc:  # any file that is not such a listing: kept as a .bak
         raise _Unkept(f"it could not be read as a micrographs STAR file: {type(exc).__name__}: "
                       f"{exc}") from None
-    files = [_output_file(n, folder) for n in names]
     now = {os.path.realpath(p): i for i, p in enumerate(paths)}
-    order, keep, placed = [], [], set()
+    by_input = {os.path.realpath(s): now[os.path.realpath(o)] for s, o in outputs.items()
+                if os.path.realpath(o) in now}
+    mine = next((r for p in paths if (r := read_record(Path(p).with_suffix(".json")))), None)
+    order, keep, seen, placed, other = [], [], set(), set(), {}
     for j, file in enumerate(files):
         key = os.path.realpath(file) if file is not None else None
-        if key is None or key in placed:  # its output is gone, or named twice: nothing to list
+        record = read_record(file.with_suffix(".json")) if file is not None else None
+        if key is None or key in seen or record is None:  # gone, named twice or unfinished
             continue
-        placed.add(key)
-        if key in now:  # denoised again by this call: its new row, in the earlier row's place
-            order.append(now[key])
-        else:
-            order.append(len(rows) + len(keep))
-            keep.append(j)
+        seen.add(key)
+        made_from = record.get("input")
+        i = now.get(key, by_input.get(os.path.realpath(made_from)) if isinstance(made_from, str)
+                    else None)
+        if i is not None:  # its input denoised by this call: its new row, in this row's place
+            if i not in placed:
+                order.append(i)
+                placed.add(i)
+            continue
+        if (why := _recipe(record, mine, optic_keys)) is not None:
+            other.setdefault(why, []).append(file.name)
+        order.append(len(rows) + len(keep))
+        keep.append(j)
     if not keep:
         return None
     left = [files[j] for j in keep]
+    try:
+        return _joined(earlier, earlier_optics, names, left, keep, order, other, optics, rows,
+                       paths, placed, project)
+    except _Unkept as exc:
+        raise _Unkept(str(exc), left) from None
+    except Exception as exc:  # odd values (a group that is not a number …): kept as a .bak
+        raise _Unkept(f"its rows could not be merged: {type(exc).__name__}: {exc}", left) from None
+
+
+def _joined(earlier, earlier_optics, names, left, keep, order, other, optics, rows, paths,
+            placed, project):
+    """The tables :func:`_merged` returns, from the rows it keeps; an :class:`_Unkept` where
+    they cannot join this call's."""
+    import pandas as pd
+
+    if other:
+        raise _Unkept("; ".join(f"{', '.join(files[:3])}{' …' if len(files) > 3 else ''} made "
+                                f"with {why}" for why, files in other.items()))
     only_earlier = sorted(set(earlier.columns) - set(rows.columns))
     only_now = sorted(set(rows.columns) - set(earlier.columns))
     if only_earlier or only_now:
         raise _Unkept("other columns: " + "; ".join(
             f"{', '.join(cols)} only in {where}" for cols, where in
-            ((only_earlier, "it"), (only_now, "this call's")) if cols), left)
-    try:
-        used = sorted({int(g) for g in earlier[_GROUP].iloc[keep]}) if _GROUP in earlier else []
-        optics, numbers_of = _optics_merged(earlier_optics, optics, used)
-    except _Unkept as exc:
-        raise _Unkept(str(exc), left) from None
+            ((only_earlier, "it"), (only_now, "this call's")) if cols))
+    used = sorted({int(g) for g in earlier[_GROUP].iloc[keep]}) if _GROUP in earlier else []
+    optics, numbers_of = _optics_merged(earlier_optics, optics, used)
     base = _earlier_project([names[j] for j in keep], left) or project
     old = rebase_paths(earlier.iloc[keep].reset_index(drop=True), project, base)
     old["rlnMicrographName"] = [listing_name(f, project) for f in left]
     if used:
         old[_GROUP] = [numbers_of[int(g)] for g in old[_GROUP]]
-    order += [i for i, p in enumerate(paths) if os.path.realpath(p) not in placed]
+    order = order + [i for i in range(len(paths)) if i not in placed]
     table = pd.concat([rows, old[list(rows.columns)]], ignore_index=True)
     return optics, table.iloc[order].reset_index(drop=True), left
 
 
-def _backup(star: Path) -> Path:
-    """A copy of ``star`` beside it, ``NAME.bak`` (``NAME.bak2`` … where an earlier one of
-    other content is there)."""
+def _backup(earlier: Path, star: Path) -> Path:
+    """A copy of ``earlier`` (the listing, or the one set aside) beside ``star``,
+    ``NAME.bak`` (``NAME.bak2`` … where an earlier one of other content is there)."""
     for n in itertools.count(1):
         bak = star.with_name(f"{star.name}.bak{n if n > 1 else ''}")
-        if not bak.exists() or bak.read_bytes() == star.read_bytes():
-            shutil.copyfile(star, bak)
+        if not bak.exists() or bak.read_bytes() == earlier.read_bytes():
+            shutil.copyfile(earlier, bak)
             return bak
