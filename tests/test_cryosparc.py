@@ -313,6 +313,9 @@ def test_another_copy_of_the_project_does_not_stand_in_for_missing_micrographs(
     with pytest.raises(InvalidMicrographError, match=r"two different files have the name "
                        rf"{names[0]}: .*P7/{names[0]} and .*P8/{names[0]}"):
         read_star(cs)
+    export = _exposures(partial / "exports" / "groups" / "P8_J5_exposures" / "e.cs", names)
+    with pytest.raises(InvalidMicrographError, match=r"two different files"):
+        read_star(export)  # an export of the project lacking one: not read from the copy either
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidMicrographError, match=r"1 of its 3 micrographs are not found "
                        rf"\(row 2: .*P8/{names[1]}\)"):

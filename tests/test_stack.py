@@ -134,14 +134,16 @@ def test_movies_in_a_folder_are_said_to_need_motion_correction(small_mrcs, tmp_p
 
 
 def test_a_folder_of_denoised_outputs_opens_without_a_note(small_mrcs, notes):
-    """What cryostream denoise writes beside its outputs (NAME.json, its STAR file), hidden
-    files and sub-folders are left out without a word."""
+    """What cryostream denoise writes beside its outputs (NAME.json, its STAR file and the
+    .bak copies of earlier ones), hidden files and sub-folders are left out without a word."""
     from cryostream.denoise.outputs import STAR_NAME
 
     folder = small_mrcs[0].parent
     for m in small_mrcs:
         m.with_suffix(".json").write_text("{}\n")
     (folder / STAR_NAME).write_text("data_optics\n")
+    for bak in (".bak", ".bak2"):  # an earlier listing kept by a later call
+        (folder / f"{STAR_NAME}{bak}").write_text("data_optics\n")
     (folder / ".m0.mrc.partial").write_bytes(b"")
     (folder / "thumbnails").mkdir()
     assert open_micrographs(folder).sizes["micrograph"] == 3

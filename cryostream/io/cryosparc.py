@@ -97,10 +97,10 @@ def _project(path: Path, names: list[str]) -> Path:
     """The folder the table's relative names are in: cryoSPARC's project folder, which holds
     the job folder the ``.cs`` file is in (or, for an export, is further up; the file or its
     folder may be a link), or the working directory; the first holding them all, else the one
-    holding most (a link counts, even one whose target is gone: said as such later). Where
-    the project folder holds some of them and another folder more, a name that is two
-    different files in the two is refused, naming both: another copy of the project must not
-    stand in for this one's missing micrographs."""
+    holding most (a link counts, even one whose target is gone: said as such later). Where a
+    folder searched before it holds some of them, a name that is two different files in the
+    two is refused, naming both: another copy of the project (the working directory, say) must
+    not stand in for this one's missing micrographs."""
     tried: list[Path] = []
     for here in (path.parent.absolute(), path.resolve().parent):
         tried += [here.parent, here, *here.parents[1:4]]
@@ -116,16 +116,17 @@ def _project(path: Path, names: list[str]) -> Path:
                     f"folders they could be relative to ({shown})", "give the .cs file in its "
                     "place in the cryoSPARC project (its job folder), or run cryostream from "
                     "the project folder")
-    best, own = tried[counts.index(max(counts))], tried[0]
-    if best != own and counts[0]:
-        twice = next((n for n in names if os.path.lexists(own / n) and os.path.lexists(best / n)
-                      and not _same_file(own / n, best / n)), None)
+    best = tried[counts.index(max(counts))]
+    for other, count in zip(tried, counts, strict=False):  # the folders searched
+        twice = next((n for n in names if os.path.lexists(other / n)
+                      and os.path.lexists(best / n) and not _same_file(other / n, best / n)),
+                     None) if count and other != best else None
         if twice is not None:
             raise _fail(path, f"two different files have the name {twice}: {best / twice} and "
-                        f"{own / twice} (its project folder {own} holds {counts[0]} of its "
-                        f"{len(names)} micrographs, {best} more)", "give the .cs file in its "
-                        "place in its own cryoSPARC project and restore the micrographs missing "
-                        "there, or run cryostream from the project folder that holds them all")
+                        f"{other / twice} ({other} holds {count} of its {len(names)} "
+                        f"micrographs, {best} more)", "give the .cs file in its place in its own "
+                        "cryoSPARC project and restore the micrographs missing there, or run "
+                        "cryostream from the project folder that holds them all")
     return best
 
 

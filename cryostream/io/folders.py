@@ -4,6 +4,7 @@ outputs of ``cryostream denoise``, other files)."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from cryostream.errors import InvalidMicrographError
@@ -22,8 +23,8 @@ def folder_micrographs(folder: Path) -> list[Path]:
     micrographs they were made from (a ``NAME.json`` of kind ``DenoiseOutput`` beside
     ``NAME.mrc``) apart. Hidden files (left out as ``FOLDER/*.mrc`` would), sub-folders and
     what ``cryostream denoise`` writes beside its outputs (``NAME.json`` beside ``NAME.mrc``,
-    ``denoised_micrographs.star``) go without a word; a folder without ``.mrc`` files is an
-    :class:`InvalidMicrographError` (saying so when it holds movies)."""
+    ``denoised_micrographs.star`` and its ``.bak`` copies) go without a word; a folder without
+    ``.mrc`` files is an :class:`InvalidMicrographError` (saying so when it holds movies)."""
     def names(files: list[Path]) -> str:
         return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
 
@@ -38,7 +39,8 @@ def folder_micrographs(folder: Path) -> list[Path]:
     else:
         denoised = []
     kept = set(found) | set(denoised)
-    other = [q for q in files if q not in kept and q.name != "denoised_micrographs.star"
+    other = [q for q in files if q not in kept and not re.fullmatch(
+             r"denoised_micrographs\.star(\.bak\d*)?", q.name)
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
     movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
     rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
