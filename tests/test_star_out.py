@@ -8,6 +8,7 @@ finished outputs in the folder that it leaves out, named. Real MRC and STAR file
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -536,3 +537,23 @@ def test_the_listing_waits_for_another_call_s_and_shares_no_temporary_file(tiny_
         thread.join()
     assert (out / "denoised_micrographs.star").stat().st_mtime >= released[0] - 0.05
     assert other.read_text() == "another writer's\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes a read-only file: the permission is never in the way")
+def test_a_read_only_earlier_star_file_is_replaced_keeping_its_permissions(tmp_path):
+    """An earlier STAR file made read-only (0444) is replaced (a new file renamed over it, as
+    its folder allows), the new one read-only too: its permissions are given to the temporary
+    file once written, not before (a read-only temporary file could not be written)."""
+    from cryostream.io.star_write import write_micrograph_star
+
+    star = tmp_path / "denoised_micrographs.star"
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnMicrographPixelSize": [1.0]})
+    write_micrograph_star(star, optics, pd.DataFrame({"rlnMicrographName": ["a.mrc"],
+                                                      "rlnOpticsGroup": [1]}))
+    star.chmod(0o444)
+    write_micrograph_star(star, optics, pd.DataFrame({"rlnMicrographName": ["b.mrc"],
+                                                      "rlnOpticsGroup": [1]}))
+    assert list(_rows(tmp_path)["rlnMicrographName"]) == ["b.mrc"]
+    assert star.stat().st_mode & 0o777 == 0o444
+    assert not list(tmp_path.glob("*.partial"))

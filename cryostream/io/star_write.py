@@ -34,7 +34,6 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, _mode(path))  # mkstemp's 0600: as a file written there would be
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True)
         text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
@@ -43,6 +42,9 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
             tmp.unlink()
             return
         tmp.write_text(text)
+        # mkstemp's 0600 to the permissions of the file it replaces (or a new file's), after the
+        # writing: a read-only earlier file (0444) must not make its replacement unwritable
+        os.chmod(tmp, _mode(path))
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: the STAR file named (the outputs it lists are kept)
         if tmp is not None:
