@@ -557,3 +557,73 @@ def test_a_read_only_earlier_star_file_is_replaced_keeping_its_permissions(tmp_p
     assert list(_rows(tmp_path)["rlnMicrographName"]) == ["b.mrc"]
     assert star.stat().st_mode & 0o777 == 0o444
     assert not list(tmp_path.glob("*.partial"))
+
+
+def _abc(tiny_run, tmp_path):
+    """a, b and c (MRC files) denoised into ``out``: the inputs, the folder and the config."""
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    a, b, c = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
+               for i, n in enumerate("abc"))
+    out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
+    cryostream.denoise(tiny_run.run, [a, b, c], out, config=config, workers=1)
+    return (a, b, c), out, config
+
+
+def test_a_listing_moved_aside_while_it_is_read_is_merged_from_the_aside_file(
+        tiny_run, tmp_path, monkeypatch):
+    """Another call remaking an output sets the STAR file aside without waiting for the folder:
+    moved just as this call's listing goes to read it, its rows are read from the aside file
+    (no crash after the outputs are computed, no .bak), and nothing is left aside; a folder
+    without a STAR file has nothing to set aside."""
+    import os
+
+    from cryostream.denoise import star_keep
+
+    (a, b, c), out, config = _abc(tiny_run, tmp_path)
+    star, aside = out / "denoised_micrographs.star", out / star_keep.ASIDE_NAME
+    real, moved = star_keep._merged, []
+
+    def merged(earlier, *args):
+        if not moved:  # set aside by the other call, between choosing the file and reading it
+            os.replace(star, aside)
+            moved.append(earlier.name)
+        return real(earlier, *args)
+
+    monkeypatch.setattr(star_keep, "_merged", merged)
+    cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
+    assert moved == ["denoised_micrographs.star"]
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc", "b.mrc", "c.mrc"]
+    assert not aside.exists() and not list(out.glob("*.bak*"))
+    star.unlink()
+    star_keep.set_aside(out, "b.mrc")  # nothing there (or moved by another call meanwhile)
+    assert not aside.exists() and not star.exists()
+
+
+def test_a_run_stopped_after_remaking_an_output_leaves_the_listing_aside_and_the_next_writes_it(
+        tiny_run, tmp_path, monkeypatch):
+    """a, b and c denoised; b's input remade, and the call that makes b again stopped before
+    its listing is written (Ctrl-C): the STAR file, which listed b as it was, is set aside
+    (hidden, under a name that is no listing's), and there is no STAR file; the same command
+    again lists a, b and c and leaves nothing aside."""
+    import os
+    import time
+
+    from cryostream.denoise import api, star_keep
+
+    (a, b, c), out, config = _abc(tiny_run, tmp_path)
+    star, aside = out / "denoised_micrographs.star", out / star_keep.ASIDE_NAME
+    listed = star.read_text()
+    os.utime(b, (time.time() + 100, time.time() + 100))
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "write_listing", stop)
+        with pytest.raises(KeyboardInterrupt):
+            cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
+    assert aside.read_text() == listed and not star.exists()
+    cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
+    assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc", "b.mrc", "c.mrc"]
+    assert not aside.exists() and not list(out.glob(".denoised_micrographs.star*"))

@@ -16,7 +16,6 @@ import logging
 import math
 import numbers
 import os
-import shutil
 import time
 from pathlib import Path, PurePosixPath
 
@@ -39,9 +38,9 @@ class _Unkept(Exception):
     """The earlier STAR file's rows cannot join this call's: why (the message) and the outputs
     of the rows left out (None where the file could not be read)."""
 
-    def __init__(self, why: str, left: list[Path] | None = None):
+    def __init__(self, why: str, left: list[Path] | None = None, text: bytes | None = None):
         super().__init__(why)
-        self.left = left
+        self.left, self.text = left, text
 
 
 def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str]):
@@ -69,16 +68,20 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     kept, backup = [], None
     with _held(star.parent):
         aside = star.with_name(ASIDE_NAME)
-        earlier = star if star.is_file() else aside if aside.is_file() else None
-        if earlier is not None:
+        # set_aside (another call remaking an output) does not wait for the folder: the listing
+        # may move to the aside file at any moment; whichever is there is read, none is no file
+        for earlier in (star, aside, star):
             try:
                 merged = _merged(earlier, optics, rows, outputs, paths, listing_project(gathered),
                                  {k for m in gathered.micrographs for k in m.optics})
+            except FileNotFoundError:
+                continue
             except _Unkept as exc:
-                backup = (_backup(earlier, star), str(exc), exc.left)
+                backup = (_backup(exc.text, star), str(exc), exc.left)
             else:
                 if merged is not None:
                     optics, rows, kept = merged
+            break
         write_micrograph_star(star, optics, rows)
         aside.unlink(missing_ok=True)
     if kept:
@@ -97,8 +100,11 @@ def set_aside(folder: Path, made: str) -> None:
     :func:`write_listing` merges the rows of the other outputs from there when all are
     denoised."""
     star = Path(folder) / STAR_NAME
-    if star.is_file():
+    try:  # no is_file() first: another call may move or replace it meanwhile
         os.replace(star, star.with_name(ASIDE_NAME))
+    except FileNotFoundError:
+        return
+    else:
         logging.getLogger("cryostream").info(
             "%s: the earlier %s is set aside, as an output it may list is made again (%s); a new "
             "one, keeping its other rows, is written when all are denoised", folder, STAR_NAME,
@@ -209,17 +215,21 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
     """This call's tables with the earlier file's rows kept (see :func:`write_listing`), and
     those rows' outputs; None where no earlier row is to be kept. Any failure is an
     :class:`_Unkept` (the earlier file is kept as ``.bak``, never lost to a crash)."""
-    import starfile
-
     folder = star.parent.absolute()
     try:
-        blocks = starfile.read(star, always_dict=True)
+        text = star.read_bytes()
+    except FileNotFoundError:  # moved aside (or removed) meanwhile: for the caller
+        raise
+    except OSError as exc:  # unreadable: not merged, and nothing to copy as .bak
+        raise _Unkept(f"it could not be read ({exc.strerror or exc})") from None
+    try:
+        blocks = _read(text, star)
         earlier, earlier_optics = blocks["micrographs"], blocks["optics"]
         names = list(earlier["rlnMicrographName"])
         files = [_output_file(n, folder) for n in names]
     except Exception as exc:  # any file that is not such a listing: kept as a .bak
         raise _Unkept(f"it could not be read as a micrographs STAR file: {type(exc).__name__}: "
-                      f"{exc}") from None
+                      f"{exc}", text=text) from None
     now = {os.path.realpath(p): i for i, p in enumerate(paths)}
     by_input = {os.path.realpath(s): now[os.path.realpath(o)] for s, o in outputs.items()
                 if os.path.realpath(o) in now}
@@ -250,9 +260,10 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
         return _joined(earlier, earlier_optics, names, left, keep, order, other, optics, rows,
                        paths, placed, project)
     except _Unkept as exc:
-        raise _Unkept(str(exc), left) from None
+        raise _Unkept(str(exc), left, text) from None
     except Exception as exc:  # odd values (a group that is not a number …): kept as a .bak
-        raise _Unkept(f"its rows could not be merged: {type(exc).__name__}: {exc}", left) from None
+        raise _Unkept(f"its rows could not be merged: {type(exc).__name__}: {exc}", left,
+                      text) from None
 
 
 def _joined(earlier, earlier_optics, names, left, keep, order, other, optics, rows, paths,
@@ -282,11 +293,34 @@ def _joined(earlier, earlier_optics, names, left, keep, order, other, optics, ro
     return optics, table.iloc[order].reset_index(drop=True), left
 
 
-def _backup(earlier: Path, star: Path) -> Path:
-    """A copy of ``earlier`` (the listing, or the one set aside) beside ``star``,
-    ``NAME.bak`` (``NAME.bak2`` … where an earlier one of other content is there)."""
+def _read(text: bytes, star: Path) -> dict:
+    """The blocks of the STAR file ``star`` read as ``text`` (its bytes, read once: the file
+    itself may be moved aside meanwhile), parsed from a private copy (starfile reads files)."""
+    import tempfile
+
+    import starfile
+
+    fd, name = tempfile.mkstemp(prefix="cryostream-", suffix=".star")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        return starfile.read(name, always_dict=True)
+    finally:
+        os.unlink(name)
+
+
+def _backup(text: bytes | None, star: Path) -> Path | None:
+    """The earlier listing's bytes ``text`` (the listing, or the one set aside, as read) kept
+    beside ``star`` as ``NAME.bak`` (``NAME.bak2`` … where an earlier one of other content is
+    there); None where there is nothing to keep."""
+    if text is None:
+        return None
     for n in itertools.count(1):
         bak = star.with_name(f"{star.name}.bak{n if n > 1 else ''}")
-        if not bak.exists() or bak.read_bytes() == earlier.read_bytes():
-            shutil.copyfile(earlier, bak)
+        try:
+            same = bak.read_bytes() == text
+        except FileNotFoundError:
+            same = True
+        if same:
+            bak.write_bytes(text)
             return bak

@@ -220,5 +220,6 @@ def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple 
                  " too (finished outputs are kept, not made again)")
     if backup is not None:
         said += (f"; the STAR file it replaces is kept as {backup[0]}: its rows cannot join this "
-                 f"call's ({backup[1]})")
+                 f"call's ({backup[1]})" if backup[0] is not None else
+                 f"; the rows of the STAR file it replaces are not kept ({backup[1]})")
     warnings.warn(said, UnlistedOutputWarning, stacklevel=4)
