@@ -363,6 +363,40 @@ def test_a_subset_of_one_grid_replaces_the_row_of_its_input(tiny_run, tmp_path, 
     assert list(rows["rlnDefocusU"]) == [20000.0, 15000.0]
 
 
+def test_a_subset_then_the_whole_file_names_the_subset_s_output_as_a_duplicate(
+        tiny_run, tmp_path, monkeypatch):
+    """A Subset of GridA's mic_000 denoised into External/job010 (mic_000.mrc), then the whole
+    file (GridA/mic_000.mrc, GridB/mic_000.mrc): mic_000.mrc, made from an input this call
+    gave again, is no missing row: no warning asks to give its input again; an INFO note names
+    it as an earlier output of an input denoised under another name, which can be deleted."""
+    project = tmp_path / "project"
+    star = _grid_project(tiny_run, project)
+    monkeypatch.chdir(project)
+    out = project / "External/job010"
+    assert _denoise(tiny_run, _subset(star, [0], "subset.star"), "-o", "External/job010") == 0
+    said = _levels(monkeypatch)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert _denoise(tiny_run, star, "-o", "External/job010") == 0
+    finally:
+        _unhook()
+    assert [str(w.message) for w in caught if issubclass(w.category, UnlistedOutputWarning)] == []
+    assert list(_rows(out)["rlnMicrographName"]) == ["External/job010/GridA/mic_000.mrc",
+                                                     "External/job010/GridB/mic_000.mrc"]
+    assert ("INFO", f"{out}: mic_000.mrc is an earlier output of an input this call denoised, "
+            "under another name: it is listed by its new name; the earlier file can be deleted") \
+        in said
+
+
+def _unhook() -> None:
+    """The handler of :func:`_levels` taken off the cryostream logger."""
+    import logging
+
+    logger = logging.getLogger("cryostream")
+    logger.handlers[:] = [h for h in logger.handlers if type(h).__name__ != "Keep"]
+
+
 def _levels(monkeypatch) -> list[tuple[str, str]]:
     """The cryostream logger's records (level name, message), as they come."""
     import logging

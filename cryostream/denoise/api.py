@@ -384,7 +384,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
     star = Path(output).absolute() / STAR_NAME
     paths = [done[m.source] for m in kept]
     listing = write_listing(star, gathered, done, paths)  # last: after every output
-    warn_unlisted(star, paths, *listing)  # earlier outputs it leaves out: said
+    warn_unlisted(star, paths, *listing, inputs=[m.source for m in kept])  # those left out: said
     if len({read_header(p).shape for p in paths}) == 1:
         result = open_micrographs(paths, chunks=-1, pixel_size_angstrom=one_size)
     else:  # micrographs of several shapes: no stack holds them, the result lists the files

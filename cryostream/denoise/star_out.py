@@ -8,6 +8,7 @@ absolute paths), and a warning for the finished outputs in the folder that it do
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -184,26 +185,42 @@ def star_tables(gathered, outputs: dict[str, str]):
     return optics, rows
 
 
-def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None) -> None:
+def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None,
+                  inputs: list = ()) -> None:
     """One :class:`UnlistedOutputWarning` when the folder of the STAR file ``star``, which
     lists this call's outputs ``listed`` and those ``kept`` from the file it replaced
     (:func:`~cryostream.denoise.star_keep.write_listing`), holds finished outputs it does not
     list (``NAME.mrc`` with its ``NAME.json`` record, made by an earlier call of other inputs),
     or where that file's rows could not be kept (``backup``: the ``.bak`` copy, why, and the
-    outputs only it lists)."""
+    outputs only it lists). An unlisted output made from one of this call's ``inputs`` under
+    another name (a Subset's ``a.mrc`` beside the full file's ``GridA/a.mrc``) is no missing
+    row but a duplicate of a listed one: named in an INFO note as one that can be deleted."""
     folder = Path(star).parent
     listed_files = {Path(p).resolve() for p in [*listed, *kept]}
-    left = []
+    given = {os.path.realpath(p) for p in inputs}
+    left, duplicates = [], []
     for sidecar in sorted(folder.glob("*.json")):
         image = sidecar.with_suffix(".mrc")
         if image.resolve() in listed_files or not image.is_file():
             continue
         try:
-            kind = json.loads(sidecar.read_text()).get("kind")
+            record = json.loads(sidecar.read_text())
+            kind, made_from = record.get("kind"), record.get("input")
         except (OSError, ValueError, AttributeError):
             continue
-        if kind == "DenoiseOutput":
+        if kind != "DenoiseOutput":
+            continue
+        if isinstance(made_from, str) and os.path.realpath(made_from) in given:
+            duplicates.append(image.name)
+        else:
             left.append(image.name)
+    if duplicates:
+        one = len(duplicates) == 1
+        logging.getLogger("cryostream").info(
+            "%s: %s %s an earlier output of %s this call denoised, under another name: "
+            "%s listed by its new name; the earlier file%s can be deleted", folder,
+            ", ".join(duplicates), "is" if one else "are", "an input" if one else "inputs",
+            "it is" if one else "they are", "" if one else "s")
     if backup is not None:  # its outputs in sub-folders too (GridA/a.mrc)
         left += [n for n in (Path(f).relative_to(folder.absolute()).as_posix()
                              for f in backup[2] or []) if n not in left]
