@@ -38,19 +38,21 @@ _guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def folder_lock(*folders: Path, command: str, fix: str, what: str):
+def folder_lock(*folders: Path, command: str, fix: str, what: str, unlockable: int = logging.WARNING):
     """Hold ``folders`` (made if missing) for ``command`` (``"fit"``, ``"train"``) while it
     runs: a :class:`StoreError` naming the holder if another process (or another thread of
     this one) holds one of them, with
     ``fix`` (what to do instead) after it; a folder that is a file is named, with ``what``
     (the options that give the folders). Folders made here (and their missing parents) are
-    removed again if the command leaves nothing in them."""
+    removed again if the command leaves nothing in them. A folder that cannot be locked (a
+    file system without ``flock``) is said at the level ``unlockable`` (``logging.INFO`` for
+    a short hold that would otherwise warn on every run there), and not held."""
     places = []
     for folder in dict.fromkeys(Path(f).resolve() for f in folders):  # once each
         if folder.exists() and not folder.is_dir():
             raise StoreError(f"{folder}: is a file; give a folder for {what}")
         places.append((folder, folder / LOCK_NAME, folder))
-    with _holding(places, command, fix):
+    with _holding(places, command, fix, unlockable):
         yield
 
 
@@ -64,7 +66,7 @@ def store_lock(store: Path, *, command: str = "prepare", fix: str):
 
 
 @contextlib.contextmanager
-def _holding(places, command: str, fix: str):
+def _holding(places, command: str, fix: str, unlockable: int = logging.WARNING):
     """Lock each ``(subject, lock file, folder)`` of ``places``, making the folder if
     missing; release them (and remove the folders made, if empty) however the block ends."""
     held, made = [], []
@@ -90,7 +92,7 @@ def _holding(places, command: str, fix: str):
                 continue
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                fd = _acquire(subject, path, command, fix)
+                fd = _acquire(subject, path, command, fix, unlockable)
             except OSError as exc:  # a folder that cannot be made (StoreError: in use)
                 if isinstance(exc, StoreError):
                     raise
@@ -134,13 +136,15 @@ def _release(path: Path, fd: int | None) -> None:
     os.close(fd)
 
 
-def _acquire(subject: Path, path: Path, command: str, fix: str) -> int | None:
+def _acquire(subject: Path, path: Path, command: str, fix: str,
+             unlockable: int = logging.WARNING) -> int | None:
     """``flock`` the lock file ``path`` (made if missing) and write who holds it; a
-    :class:`StoreError` naming ``subject`` and the holder if another process holds it."""
+    :class:`StoreError` naming ``subject`` and the holder if another process holds it; where
+    it cannot be locked, said at the level ``unlockable`` and None."""
     try:
         import fcntl
     except ImportError:  # no POSIX locks (Windows): say so, and go on
-        _log.warning("%s: cannot be locked on this system; make sure no other cryostream "
+        _log.log(unlockable, "%s: cannot be locked on this system; make sure no other cryostream "
                      "command writes it", subject)
         return None
     me = json.dumps({"command": command, "pid": os.getpid(), "host": socket.gethostname(),
@@ -152,7 +156,7 @@ def _acquire(subject: Path, path: Path, command: str, fix: str) -> int | None:
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             # a folder it may not write (a finished store read again): nothing to guard here
-            _log.warning("%s: cannot be locked here (%s); make sure no other cryostream "
+            _log.log(unlockable, "%s: cannot be locked here (%s); make sure no other cryostream "
                          "command writes it", subject, exc.strerror)
             return None
         try:
@@ -162,7 +166,7 @@ def _acquire(subject: Path, path: Path, command: str, fix: str) -> int | None:
             raise StoreError(f"{subject}: in use by {_holder(path)}; wait for it to finish or "
                              f"stop it, or {fix}") from None
         except OSError as exc:  # a file system without locks: say so, and go on
-            _log.warning("%s: cannot be locked here (%s); make sure no other cryostream "
+            _log.log(unlockable, "%s: cannot be locked here (%s); make sure no other cryostream "
                          "command writes it", subject, exc.strerror)
             os.close(fd)
             return None

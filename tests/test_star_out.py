@@ -411,6 +411,7 @@ def _levels(monkeypatch) -> list[tuple[str, str]]:
     handler = Keep(logging.INFO)
     logger.addHandler(handler)
     monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.setattr(logger, "_cache", {})  # isEnabledFor's answers for the earlier level
     return said
 
 
@@ -661,3 +662,28 @@ def test_a_run_stopped_after_remaking_an_output_leaves_the_listing_aside_and_the
     cryostream.denoise(tiny_run.run, [b], out, config=config, workers=1)
     assert [Path(n).name for n in _rows(out)["rlnMicrographName"]] == ["a.mrc", "b.mrc", "c.mrc"]
     assert not aside.exists() and not list(out.glob(".denoised_micrographs.star*"))
+
+
+def test_a_folder_that_cannot_be_locked_gets_a_note_not_a_warning_for_the_listing(
+        tmp_path, monkeypatch):
+    """On a file system without ``flock`` (Lustre without ``-o flock``, some NFS) the
+    listing's short hold of the folder is said in an INFO note, not a warning on every run;
+    the listing waits up to 120 s (longer than an NFS lock's lease) for another call's."""
+    import errno
+    import fcntl
+    import inspect
+
+    from cryostream.denoise import star_keep
+
+    def no_flock(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    said = _levels(monkeypatch)
+    try:
+        with star_keep._held(tmp_path):
+            pass
+    finally:
+        _unhook()
+    assert [level for level, m in said if "cannot be locked" in m] == ["INFO"]
+    assert inspect.signature(star_keep._held).parameters["wait_s"].default == 120.0

@@ -112,16 +112,19 @@ def set_aside(folder: Path, made: str) -> None:
 
 
 @contextlib.contextmanager
-def _held(folder: Path, wait_s: float = 60.0):
+def _held(folder: Path, wait_s: float = 120.0):
     """Hold ``folder`` for the listing, waiting up to ``wait_s`` while another call holds it
-    (for a moment: its own listing)."""
+    (for a moment: its own listing; the wait outlasts an NFS lock's lease, that of a call
+    killed on another host). A folder that cannot be locked (a file system without ``flock``:
+    Lustre without ``-o flock``, some NFS) is said in an INFO note, not a warning on every run."""
     until = time.monotonic() + wait_s
     with contextlib.ExitStack() as stack:
         while True:
             try:
                 stack.enter_context(folder_lock(
                     folder, command="denoise", what="-o",
-                    fix="run the same command again when the other call has finished"))
+                    fix="run the same command again when the other call has finished",
+                    unlockable=logging.INFO))
                 break
             except StoreError as exc:
                 if "in use by" not in str(exc) or time.monotonic() > until:
