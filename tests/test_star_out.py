@@ -687,3 +687,45 @@ def test_a_folder_that_cannot_be_locked_gets_a_note_not_a_warning_for_the_listin
         _unhook()
     assert [level for level, m in said if "cannot be locked" in m] == ["INFO"]
     assert inspect.signature(star_keep._held).parameters["wait_s"].default == 120.0
+
+
+def test_set_aside_says_where_and_a_run_trained_further_is_an_earlier_checkpoint(
+        tmp_path, monkeypatch):
+    """set_aside's note names the aside file and says that the same command again writes the
+    STAR file if this run stops first; an earlier output made by the same run folder with
+    other model files is of an earlier checkpoint of this run, not of another model."""
+    from cryostream.denoise import star_keep
+
+    (tmp_path / "denoised_micrographs.star").write_text("listing\n")
+    said = _levels(monkeypatch)
+    try:
+        star_keep.set_aside(tmp_path, "b.mrc")
+    finally:
+        _unhook()
+    assert [level for level, m in said] == ["INFO"]
+    assert ".denoised_micrographs.star.aside" in said[0][1]
+    assert "running the same command again writes it" in said[0][1]
+    mine = {"kind": "DenoiseOutput", "run": "/runs/r1", "model_files": {"last.pt": "2"},
+            "config": {"tile": 64}}
+    assert star_keep._recipe(mine | {"model_files": {"last.pt": "1"}}, mine, set()) == \
+        "an earlier checkpoint of this run"
+    assert star_keep._recipe(mine | {"run": "/runs/r2"}, mine, set()) == "another model"
+
+
+def test_temporary_files_of_killed_writes_are_removed_when_stale(tiny_run, tmp_path):
+    """A ``.denoised_micrographs.star.*.partial`` left by a write killed over an hour ago is
+    removed when the listing is next written; a recent one (a write maybe in progress) is
+    left."""
+    import os
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old, new = (out / ".denoised_micrographs.star.old1.partial",
+                out / ".denoised_micrographs.star.new1.partial")
+    for f in (old, new):
+        f.write_text("half\n")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], out,
+                       config=DenoiseConfig.raw(tile=64), workers=1)
+    assert not old.exists() and new.exists()

@@ -67,6 +67,7 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     optics, rows = star_tables(gathered, outputs)
     kept, backup = [], None
     with _held(star.parent):
+        _sweep(star)
         aside = star.with_name(ASIDE_NAME)
         # set_aside (another call remaking an output) does not wait for the folder: the listing
         # may move to the aside file at any moment; whichever is there is read, none is no file
@@ -106,9 +107,21 @@ def set_aside(folder: Path, made: str) -> None:
         return
     else:
         logging.getLogger("cryostream").info(
-            "%s: the earlier %s is set aside, as an output it may list is made again (%s); a new "
-            "one, keeping its other rows, is written when all are denoised", folder, STAR_NAME,
-            made)
+            "%s: the earlier %s is set aside as %s, as an output it may list is made again (%s); "
+            "a new one, keeping its other rows, is written when all are denoised (if this run "
+            "stops first, running the same command again writes it)", folder, STAR_NAME,
+            ASIDE_NAME, made)
+
+
+def _sweep(star: Path, stale_s: float = 3600.0) -> None:
+    """Remove the temporary files of writes of ``star`` killed midway
+    (``.NAME.*.partial``, see :func:`~cryostream.io.star.write_micrograph_star`) older than
+    ``stale_s``: no write lasts that long."""
+    now = time.time()
+    for partial in star.parent.glob(f".{star.name}.*.partial"):
+        with contextlib.suppress(OSError):
+            if now - partial.stat().st_mtime > stale_s:
+                partial.unlink()
 
 
 @contextlib.contextmanager
@@ -208,9 +221,11 @@ def _recipe(found: dict | None, mine: dict | None, optic_keys: set) -> str | Non
     like = mine | {"config": config} | {k: found.get(k) for k in ("input", "given", "input_files")}
     if same_record(found, like):
         return None
-    other_model = found.get("run") != mine.get("run") or \
-        found.get("model_files", mine.get("model_files")) != mine.get("model_files")
-    return "another model" if other_model else "other options"
+    if found.get("run") != mine.get("run"):
+        return "another model"
+    if found.get("model_files", mine.get("model_files")) != mine.get("model_files"):
+        return "an earlier checkpoint of this run"  # the same run folder, trained further since
+    return "other options"
 
 
 def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
