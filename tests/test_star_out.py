@@ -151,7 +151,8 @@ def test_a_subset_denoised_again_into_the_folder_keeps_the_rows_it_does_not_list
         tiny_run, tmp_path, monkeypatch):
     """A whole CtfFind STAR file denoised into External/job010, then a Subset of its row b
     (its CTF refined) into the same folder: the STAR file still lists a, b and c, in their
-    order, b's row updated, a's and c's as they were, without a warning; a micrograph given
+    order, b's row updated, a's and c's as they were, with no UnlistedOutputWarning (one
+    WARNING line says 2 earlier rows come from outside this call's inputs); a micrograph given
     as an MRC file then (no CTF columns: its rows cannot join the others) gets a STAR file of
     its own, the earlier one kept as ``denoised_micrographs.star.bak``, and one warning names
     the outputs now unlisted and the backup."""
@@ -162,10 +163,18 @@ def test_a_subset_denoised_again_into_the_folder_keeps_the_rows_it_does_not_list
     assert _denoise(tiny_run, star, "-o", "External/job010") == 0
     first = _rows(out)
     subset = _subset(star, [1], "subset.star", rlnCtfMaxResolution=[3.5])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert _denoise(tiny_run, subset, "-o", "External/job010") == 0
+    said = _levels(monkeypatch)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert _denoise(tiny_run, subset, "-o", "External/job010") == 0
+    finally:
+        _unhook()
     assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+    assert [m for level, m in said if level == "WARNING"] == [
+        f"{out / 'denoised_micrographs.star'} lists this call's 1 micrograph and 2 earlier rows "
+        "from outside this call's inputs (their outputs are in the folder); a folder of its own "
+        "(-o) lists only the selection"]
     rows = _rows(out)
     assert list(rows["rlnMicrographName"]) == [f"External/job010/{n}.mrc" for n in "abc"]
     assert list(rows["rlnCtfMaxResolution"]) == [4.0, 3.5, 6.0]
@@ -186,10 +195,11 @@ def test_a_subset_denoised_again_into_the_folder_keeps_the_rows_it_does_not_list
 
 
 def test_a_call_of_fewer_inputs_keeps_the_earlier_rows_and_names_what_no_row_lists(
-        tiny_run, tmp_path):
+        tiny_run, tmp_path, monkeypatch):
     """MRC files: A (0.6575 Å) and B (1 Å) denoised into one folder, then B alone: the STAR
     file lists A and B, in their order, each with its optics group (A's group added back
-    under a free number), without a word; its outputs removed, A's row goes too. With the STAR
+    under a free number), with no UnlistedOutputWarning, only the WARNING line that 1 earlier
+    row is kept from outside this call's inputs; its outputs removed, A's row goes too. With the STAR
     file removed by hand, C alone lists C, and one warning names A and B, unlisted; A again
     lists C and A, and names B. A STAR file there that cannot be read is kept as ``.bak``,
     with the warning saying so."""
@@ -211,8 +221,16 @@ def test_a_call_of_fewer_inputs_keeps_the_earlier_rows_and_names_what_no_row_lis
                         if issubclass(w.category, UnlistedOutputWarning)]
 
     assert denoise(a, b)[1] == []
-    result, said = denoise(b)
+    logged = _levels(monkeypatch)
+    try:
+        result, said = denoise(b)
+    finally:
+        _unhook()
     assert said == [] and result.attrs["kept"] == 1
+    assert [m for level, m in logged if level == "WARNING"] == [
+        f"{out / 'denoised_micrographs.star'} lists this call's 1 micrograph and 1 earlier row "
+        "from outside this call's inputs (their outputs are in the folder); a folder of its own "
+        "(-o) lists only the selection"]
     written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
     rows, optics = written["micrographs"], written["optics"].set_index("rlnOpticsGroup")
     assert [Path(n).name for n in rows["rlnMicrographName"]] == ["a.mrc", "b.mrc"]
