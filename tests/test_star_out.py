@@ -163,13 +163,7 @@ def test_a_subset_denoised_again_into_the_folder_keeps_the_rows_it_does_not_list
     assert _denoise(tiny_run, star, "-o", "External/job010") == 0
     first = _rows(out)
     subset = _subset(star, [1], "subset.star", rlnCtfMaxResolution=[3.5])
-    said = _levels(monkeypatch)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert _denoise(tiny_run, subset, "-o", "External/job010") == 0
-    finally:
-        _unhook()
+    said, caught = _denoise_heard(monkeypatch, tiny_run, subset, "-o", "External/job010")
     assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
     assert [m for level, m in said if level == "WARNING"] == [
         f"{out / 'denoised_micrographs.star'} lists this call's 1 micrograph and 2 earlier rows "
@@ -392,19 +386,26 @@ def test_a_subset_then_the_whole_file_names_the_subset_s_output_as_a_duplicate(
     monkeypatch.chdir(project)
     out = project / "External/job010"
     assert _denoise(tiny_run, _subset(star, [0], "subset.star"), "-o", "External/job010") == 0
-    said = _levels(monkeypatch)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert _denoise(tiny_run, star, "-o", "External/job010") == 0
-    finally:
-        _unhook()
+    said, caught = _denoise_heard(monkeypatch, tiny_run, star, "-o", "External/job010")
     assert [str(w.message) for w in caught if issubclass(w.category, UnlistedOutputWarning)] == []
     assert list(_rows(out)["rlnMicrographName"]) == ["External/job010/GridA/mic_000.mrc",
                                                      "External/job010/GridB/mic_000.mrc"]
     assert ("INFO", f"{out}: mic_000.mrc is an earlier output of an input this call denoised, "
             "under another name: it is listed by its new name; the earlier file can be deleted") \
         in said
+
+
+def _denoise_heard(monkeypatch, tiny_run, *args) -> tuple[list, list]:
+    """:func:`_denoise` (which must succeed) with the logger's records (:func:`_levels`) and
+    the warnings raised."""
+    said = _levels(monkeypatch)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert _denoise(tiny_run, *args) == 0
+    finally:
+        _unhook()
+    return said, caught
 
 
 def _unhook() -> None:
