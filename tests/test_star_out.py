@@ -446,12 +446,7 @@ def test_an_output_made_again_keeps_the_other_rows(tiny_run, tmp_path, monkeypat
     import os
     import time
 
-    mics = tmp_path / "mics"
-    mics.mkdir()
-    a, b, c = (Path(shutil.copy(tiny_run.sim.micrographs[i], mics / f"{n}.mrc"))
-               for i, n in enumerate("abc"))
-    out, config = tmp_path / "out", DenoiseConfig.raw(tile=64)
-    cryostream.denoise(tiny_run.run, [a, b, c], out, config=config, workers=1)
+    (a, b, c), out, config = _abc(tiny_run, tmp_path)
     said = _levels(monkeypatch)
     try:
         for how in ("touched", "damaged"):
