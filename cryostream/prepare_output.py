@@ -26,6 +26,7 @@ import numpy as np
 
 from cryostream.config import PrepareConfig, to_dict
 from cryostream.errors import ConfigError, StoreError
+from cryostream.io.paths import same_file
 from cryostream.io.stack import micrograph_uid
 from cryostream.matched import NoiseEstimate, noise_kernel
 from cryostream.prepare_result import STAMP_NAME, differences
@@ -52,13 +53,6 @@ __all__ = [
 _log = logging.getLogger("cryostream")
 _STAMP = STAMP_NAME
 _STATISTICS = "statistics.json"
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except (OSError, RuntimeError):
-        return False
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -113,7 +107,7 @@ def check_output(output: Path, inputs: Iterable[str | os.PathLike], overwrite: b
                          f"e.g. -o {output / 'data.h5'}")
     for item in inputs:
         path = Path(item)
-        if _same(path, output):
+        if same_file(path, output):
             raise StoreError(f"{output}: the output (-o) is one of the input micrographs; give "
                              "the store another name, e.g. -o data.h5")
         for folder in (shard_folder(output), staging_folder(output)):

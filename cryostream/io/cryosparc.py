@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.paths import same_file
 
 __all__ = ["LIST_SUFFIXES", "is_micrograph_list", "list_kind", "star_tables"]
 
@@ -84,15 +85,6 @@ def _text(value) -> str:
     return text.lstrip(">")  # cryoSPARC marks some paths with a leading '>'
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two names are one file (hard links and bind mounts too; a link whose target is
-    gone by where it points)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
-
-
 def _project(path: Path, names: list[str]) -> Path:
     """The folder the table's relative names are in: cryoSPARC's project folder, which holds
     the job folder the ``.cs`` file is in (or, for an export, is further up; the file or its
@@ -119,7 +111,7 @@ def _project(path: Path, names: list[str]) -> Path:
     best = tried[counts.index(max(counts))]
     for other, count in zip(tried, counts, strict=False):  # the folders searched
         twice = next((n for n in names if os.path.lexists(other / n)
-                      and os.path.lexists(best / n) and not _same_file(other / n, best / n)),
+                      and os.path.lexists(best / n) and not same_file(other / n, best / n)),
                      None) if count and other != best else None
         if twice is not None:
             raise _fail(path, f"two different files have the name {twice}: {best / twice} and "

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside"]
+__all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
+           "same_file"]
 
 
 def os_fix(exc: OSError, default: str | None = None) -> str | None:
@@ -117,3 +118,14 @@ def kept_folders(sources: list[str], names: list[str]) -> list[str]:
     common = Path(os.path.commonpath(folders))
     return [(folder.relative_to(common) / name).as_posix()
             for folder, name in zip(folders, names, strict=True)]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file: the same path once links are followed (a link whose
+    target is gone by where it points), or one file under two names (hard links, bind
+    mounts); False where neither can be told."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except (OSError, RuntimeError):
+        return False

@@ -20,6 +20,7 @@ import starfile
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import is_micrograph_list, star_tables
+from cryostream.io.paths import same_file
 from cryostream.io.star_columns import warn_near_columns
 from cryostream.io.star_write import write_micrograph_star
 
@@ -314,9 +315,11 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
         if not candidate.is_absolute():
             # one project folder for the whole file, as RELION has: the first row's decides
             found = [b for b in ([project] if project else bases) if (b / candidate).exists()]
-            if project is None and len({(b / candidate).resolve() for b in found}) > 1:
+            other = next((b for b in found[1:] if not same_file(b / candidate, found[0] / candidate)),
+                         None) if project is None else None
+            if other is not None:
                 raise _fail(path, f"{where}: two different files have this name, "
-                            f"{found[0] / candidate} and {found[1] / candidate}",
+                            f"{found[0] / candidate} and {other / candidate}",
                             "run cryostream from the RELION project folder the STAR file "
                             "belongs to, or give absolute names")
             if not found:
