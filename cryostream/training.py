@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import time
 from pathlib import Path
-
-import numpy as np
 
 from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
@@ -24,6 +23,7 @@ from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.config.checks import check_config
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
+from cryostream.held_out import evaluate_split, make_eval_step
 from cryostream.interrupts import held_interrupt
 from cryostream.io.paths import write_whole
 from cryostream.loader import PatchLoader, model_input
@@ -43,10 +43,11 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
+from cryostream.step_memory import MicroBatchedStep, fitted_step
 from cryostream.warm_start import inherited_weights, matching_params, start_params
 
 __all__ = ["TrainConfig", "TrainResult", "create_model", "create_train_state", "make_optimizer",
-           "model_input", "make_train_step", "make_eval_step", "train"]
+           "model_input", "make_train_step", "make_eval_step", "evaluate_split", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +102,14 @@ def create_train_state(model, tx, params=None, *, where: str = "the given parame
 def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | None = None,
                     seed: int = 0, noise_table: dict | None = None,
                     recorrupt_alpha2: float | None = None, augment: bool = False,
-                    fresh_noise: bool = False):
+                    fresh_noise: bool = False, micro_batches: int = 1):
     """The jit-compiled step ``(state, batch) -> (state, metrics)``; the state is donated.
 
     ``recorrupt_alpha2``: train on recorrupted targets (:class:`TrainConfig` ``recorrupt``);
     ``augment``: one random symmetry of the square per step (:class:`TrainConfig` ``augment``);
-    ``fresh_noise``: each patch's stored noise moved per step (:class:`TrainConfig` ``fresh_noise``).
+    ``fresh_noise``: each patch's stored noise moved per step (:class:`TrainConfig` ``fresh_noise``);
+    ``micro_batches``: the gradient summed over that many parts of the batch, one call each
+    (:class:`cryostream.step_memory.MicroBatchedStep`; less memory, the same update).
     """
     import jax
     import optax
@@ -117,61 +120,30 @@ def make_train_step(graphdef, tx, *, loss: str = "mse", noise: NoiseConfig | Non
     def loss_fn(params, inp, target):
         return training_loss(loss, nnx.merge(graphdef, params)(inp), target)
 
-    def step(state, batch):
-        inp, target = model_input(batch, noise, seed, state["step"], noise_table,
-                                  recorrupt_alpha2)
+    def inputs(count, batch):
+        inp, target = model_input(batch, noise, seed, count, noise_table, recorrupt_alpha2)
         if fresh_noise:  # its own stream, apart from the noise's and the views'
             moves = jax.random.fold_in(jax.random.key(seed), 2**32 - 2)
-            inp = moved_noise(jax.random.fold_in(moves, state["step"]), inp, target)
+            inp = moved_noise(jax.random.fold_in(moves, count), inp, target)
         if augment:
             views = jax.random.fold_in(jax.random.key(seed), 2**32 - 1)  # not the noise's stream
-            inp, target = dihedral(jax.random.fold_in(views, state["step"]), inp, target)
-        value, grads = jax.value_and_grad(loss_fn)(state["params"], inp, target)
+            inp, target = dihedral(jax.random.fold_in(views, count), inp, target)
+        return inp, target
+
+    def update(state, value, grads):
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
         return new, {"loss": value, "grad_norm": optax.tree.norm(grads)}
 
+    def step(state, batch):
+        value, grads = jax.value_and_grad(loss_fn)(state["params"],
+                                                   *inputs(state["step"], batch))
+        return update(state, value, grads)
+
+    if micro_batches > 1:
+        return MicroBatchedStep(inputs, loss_fn, update, micro_batches)
     return jax.jit(step, donate_argnums=0)
-
-
-def make_eval_step(graphdef, *, noise: NoiseConfig | None = None, seed: int = 0,
-                   noise_table: dict | None = None):
-    """The jit-compiled ``(params, batch, batch_number) -> metrics`` on held-out patches.
-
-    Per patch: squared error of the model and of the noisy input, so PSNR can be averaged, and
-    the target's mean power (the error of an output of zero).
-    The reference is the stored target, also for recorrupted training (``TrainConfig.recorrupt``).
-    """
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    def evaluate(params, batch, number):
-        inp, target = model_input(batch, noise, seed + 1, number, noise_table)
-        pred = nnx.merge(graphdef, params)(inp)
-        mse = jnp.mean((pred - target) ** 2, axis=(1, 2, 3))
-        noisy = jnp.mean((inp - target) ** 2, axis=(1, 2, 3))
-        return {"mse": mse, "noisy_mse": noisy, "target_power": jnp.mean(target**2, axis=(1, 2, 3))}
-
-    return jax.jit(evaluate)
-
-
-def evaluate_split(eval_step, params, loader: PatchLoader, batches: int, sharding=None) -> dict:
-    """Mean loss and PSNR (dB, peak 1.0) of the model and of the noisy input over ``batches``."""
-    def _psnr_db(mse: np.ndarray) -> float:
-        return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
-
-    mses, noisy = [], []
-    loader.restore({"epoch": 0, "batch": 0})
-    for number, batch in zip(range(batches), loader.device_batches(sharding), strict=False):
-        out = eval_step(params, batch, number)
-        mses.append(np.asarray(out["mse"]))
-        noisy.append(np.asarray(out["noisy_mse"]))
-    loader.close()
-    mse, nmse = np.concatenate(mses), np.concatenate(noisy)
-    return {"loss": float(mse.mean()), "psnr": _psnr_db(mse), "noisy_psnr": _psnr_db(nmse),
-            "patches": int(mse.size)}
 
 
 def _mesh_sharding():
@@ -293,9 +265,11 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
         log(f"resumed from step {step0}")
     write_whole(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
-    step_fn = make_train_step(graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
-                              noise_table=loader.noise_table, recorrupt_alpha2=alpha2,
-                              augment=config.augment, fresh_noise=config.fresh_noise)
+    make_step = functools.partial(  # in micro-batches where the memory is short (fitted_step)
+        make_train_step, graphdef, tx, loss=config.loss, noise=noise, seed=config.seed,
+        noise_table=loader.noise_table, recorrupt_alpha2=alpha2, augment=config.augment,
+        fresh_noise=config.fresh_noise)
+    step_fn = None
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     guard = DivergenceGuard(eval_fn, log, warmup=config.warmup_steps)
     step = int(state["step"])
@@ -344,6 +318,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
             while step < end and not interrupt.requested:
                 done = None
                 batch = next(batches)
+                step_fn = step_fn or fitted_step(make_step, state, batch, config.batch_size,
+                                                 prepared.patch_size)
                 state, out = step_fn(state, batch)
                 step = done = step + 1
                 if step == 2:  # the first step compiled; time from here

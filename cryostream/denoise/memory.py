@@ -33,7 +33,7 @@ import threading
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["ENV", "GPU_SHARE", "HOST_SHARE", "network_memory", "call_bytes", "clear_plans",
-           "fit_layout", "out_of_memory", "CallBudget", "CALLS"]
+           "fit_layout", "exhausted", "less_memory", "out_of_memory", "CallBudget", "CALLS"]
 
 #: The environment variable that sets the memory the network's calls may take together (GB).
 ENV = "CRYOSTREAM_NETWORK_MEMORY_GB"
@@ -197,28 +197,42 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
     return tile, batch, need
 
 
-def out_of_memory(error: BaseException, side: int, batch: int, need: int | None,
-                  limit: int | None) -> DeviceMemoryError | None:
-    """A :class:`~cryostream.errors.DeviceMemoryError` for XLA's ``RESOURCE_EXHAUSTED`` in a
-    call on ``batch`` windows of ``side``² (``need`` bytes each, ``limit`` for the calls
-    together), saying what to change; None for any other error."""
+def exhausted(error: BaseException) -> tuple[str, str, str] | None:
+    """For XLA's ``RESOURCE_EXHAUSTED``: the backend ("GPU"), the error's first line and what
+    may also hold the memory there (the start of a message's fix); None for any other
+    error."""
     import jax
 
     if not isinstance(error, jax.errors.JaxRuntimeError) or "RESOURCE_EXHAUSTED" not in str(
             error):
         return None
-    xla = str(error).strip().splitlines()[0][:200]
     where = jax.default_backend().upper()
+    return (where, str(error).strip().splitlines()[0][:200],
+            "another program may hold GPU memory (nvidia-smi lists them); " if where != "CPU"
+            else "other programs may hold the memory; ")
+
+
+def less_memory(limit: int | None, command: str = "") -> str:
+    """An example of a lower :data:`ENV` for a message, from the ``limit`` in use."""
+    return (f"e.g. {ENV}={limit / 2e9:.2g}{command} (it has {_size(limit)} now)" if limit
+            else "e.g. half the device's memory in GB")
+
+
+def out_of_memory(error: BaseException, side: int, batch: int, need: int | None,
+                  limit: int | None) -> DeviceMemoryError | None:
+    """A :class:`~cryostream.errors.DeviceMemoryError` for XLA's ``RESOURCE_EXHAUSTED`` in a
+    call on ``batch`` windows of ``side``² (``need`` bytes each, ``limit`` for the calls
+    together), saying what to change; None for any other error."""
+    found = exhausted(error)
+    if found is None:
+        return None
+    where, xla, other = found
     each = f", {_size(need)} each" if need else ""
-    other = "another program may hold GPU memory (nvidia-smi lists them); " if where != "CPU" \
-        else "other programs may hold the memory; "
-    less = (f"e.g. {ENV}={limit / 2e9:.2g} cryostream denoise ... (it has {_size(limit)} now)"
-            if limit else "e.g. half the device's memory in GB")
     return DeviceMemoryError(
         f"the network ran out of memory on the {where} with windows of {side}² pixels, {batch} "
-        f"per call{each} ({xla}): {other}give the network less with the environment variable "
-        f"{ENV}, {less}; or denoise fewer micrographs at once (--workers 1 (Python: "
-        "workers=1)); finished outputs are kept and a rerun resumes")
+        f"per call{each} ({xla}): {other}give the network less with the environment variable {ENV}, "
+        f"{less_memory(limit, ' cryostream denoise ...')}; or denoise fewer micrographs at once "
+        "(--workers 1 (Python: workers=1)); finished outputs are kept and a rerun resumes")
 
 
 class CallBudget:

@@ -1,0 +1,149 @@
+"""Training on GPUs of less memory: ``fit``'s training, as a user runs it, on a GPU whose memory
+is capped to that of a smaller card.
+
+``fit`` trains the ``unet`` on batches of 8 patches of 1024² (bfloat16), one step of which XLA
+plans at about 15.7 GB: more than an 11 or 12 GB card holds. Each cap is one process with
+``XLA_PYTHON_CLIENT_MEM_FRACTION`` set (JAX's allocator then holds that fraction of the GPU's
+memory and no more; the CUDA context and libraries sit outside it, as on a smaller card) and
+its own compile cache. Each trains fit's default (the shipped general model fine-tuned on
+recorrupted targets, ``cryostream.fit_recipe.FINETUNE_TRAIN``) for ``--steps`` steps on the same
+store (fit's recipe on simulated 2048² micrographs), and records whether it finished, what it
+raised, the micro-batches it took, the step's planned memory, the patches per second after the
+first step, the final loss, and the peak device and host memory. ``--tree DIR`` runs the
+children on another checkout's ``cryostream`` (the code before a change) as well.
+
+Usage: python benchmarks/bench_train_memory.py --out DIR [--caps-gb 24 16 11 8] [--steps 60]
+[--tree OLD_CHECKOUT [--tree-caps 11]] (a CPU smoke run: --shape 512 --steps 4 --caps-gb 0.05
+--model unet-small)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def child(args) -> dict:
+    """One capped (or uncapped) process: fit's training on the store."""
+    import jax
+    from common import peak_memory
+
+    from cryostream.fit_recipe import FINETUNE_TRAIN
+    from cryostream.training import train
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("cryostream")
+    logger.addHandler(Keep(logging.INFO))
+    logger.setLevel(logging.INFO)
+    config = dataclasses.replace(FINETUNE_TRAIN, steps=args.steps, eval_every=args.steps,
+                                 checkpoint_every=args.steps, model=args.model,
+                                 init="general" if args.model == "unet" else None)
+    stats = jax.devices()[0].memory_stats() or {}
+    row = {"cap_gb": args.cap_gb, "tree": args.label, "device": jax.devices()[0].device_kind,
+           "bytes_limit_gb": stats.get("bytes_limit", 0) / 1e9, "batch": config.batch_size,
+           "steps": config.steps}
+    run = Path(args.work) / f"run-{args.cap_gb}-{args.label}"
+    shutil.rmtree(run, ignore_errors=True)  # trained afresh every time
+    t = time.perf_counter()
+    try:
+        result = train(args.store, run, config, log=lambda *_: None)
+        row.update(ok=True, seconds=time.perf_counter() - t, final_loss=result.final_loss,
+                   patches_per_second=result.patches_per_second)
+    except BaseException as e:  # noqa: BLE001 - what a user would see is the measurement
+        row.update(ok=False, seconds=time.perf_counter() - t,
+                   error=f"{type(e).__module__}.{type(e).__name__}", message=str(e)[:700],
+                   trace=traceback.format_exc()[-1500:])
+    row["notes"] = [n for n in said if "micro-batch" in n or "memory" in n][:4]
+    row.update(peak_memory())
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/cryostream-train-memory")
+    ap.add_argument("--count", type=int, default=4, help="simulated micrographs (4)")
+    ap.add_argument("--shape", type=int, default=2048, help="their side (2048)")
+    ap.add_argument("--caps-gb", type=float, nargs="+", default=[24, 16, 11, 8],
+                    help="device memory caps to emulate (GB); an uncapped run comes first")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--model", default="unet")
+    ap.add_argument("--tree", help="another checkout whose cryostream the children also run")
+    ap.add_argument("--tree-caps", type=float, nargs="*",
+                    help="the caps at which --tree runs (default: every one, and uncapped)")
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--cap-gb", type=float)
+    ap.add_argument("--store")
+    ap.add_argument("--label", default="this")
+    args = ap.parse_args()
+    if args.child:
+        print("ROW " + json.dumps(child(args)), flush=True)
+        return
+
+    os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
+    from common import stamped_log
+
+    import cryostream
+    from cryostream.fit_recipe import recipe
+
+    log = stamped_log()
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    store = work / "data.h5"
+    if not store.exists():
+        sim = cryostream.simulate(work / "sim", args.count, shape=(args.shape, args.shape),
+                                  seed=0, overwrite=True)
+        config = recipe((args.shape, args.shape))
+        log("store:", cryostream.prepare(sim.micrographs, store, config, overwrite=True,
+                                         log=lambda *_: None).summary())
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"
+                          "nounits"], capture_output=True, text=True) if args.shape >= 2048 \
+        else None
+    total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
+    trees = [("this", None), *([("before", args.tree)] if args.tree else [])]
+    rows = []
+    for cap in (None, *args.caps_gb):
+        for label, tree in trees:
+            if tree and args.tree_caps is not None and (cap or 0) not in args.tree_caps:
+                continue
+            env = dict(os.environ, CRYOSTREAM_COMPILE_CACHE=str(work / f"cache-{cap}-{label}"))
+            env.pop("JAX_PLATFORMS")
+            env.pop("CRYOSTREAM_NETWORK_MEMORY_GB", None)
+            if tree:
+                env["PYTHONPATH"] = str(Path(tree).resolve())
+            if cap is not None and total:
+                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{cap * 1e9 / total:.4f}"
+            elif cap is not None:  # a CPU smoke run: the setting stands in for the card
+                env["CRYOSTREAM_NETWORK_MEMORY_GB"] = str(cap)
+            command = [sys.executable, __file__, "--child", "--cap-gb", str(cap or 0),
+                       "--store", str(store), "--work", str(work), "--steps", str(args.steps),
+                       "--model", args.model, "--label", label, "--out", str(out)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
+            row = json.loads(found[0]) if found else {"cap_gb": cap, "tree": label, "ok": False,
+                                                      "error": f"exit {done.returncode}",
+                                                      "trace": done.stderr[-1500:]}
+            row["stderr_tail"] = done.stderr[-800:]
+            rows.append(row)
+            log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
+            (out / "train_memory.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Memory for a training step, so that a GPU or a laptop with less memory trains the same
+recipe in micro-batches instead of running out of it.
+
+One training step takes the memory XLA plans for it: mostly the activations the backward
+pass keeps, about 1.9 KB a patch pixel for the ``unet`` in bfloat16 as the CPU's compiler plans
+it (``memory_analysis``): 15.7 GB for ``fit``'s batch of 8 patches of 1024², 7.8 GB for 16
+of 512², more than an 11 or 12 GB GPU holds. :func:`fitted_step` measures the step compiled
+for the whole batch against what the network may take
+(:func:`cryostream.denoise.memory.network_memory`: 80 % of the device memory JAX holds, a
+quarter of the host's on a CPU, or ``CRYOSTREAM_NETWORK_MEMORY_GB``) and, where it does not
+fit, splits each batch into micro-batches whose gradients are summed before the one update
+(:class:`MicroBatchedStep`): the same batch, learning rate and steps, in a few more passes.
+The losses ``mse`` and ``l1`` are means over the batch, so the summed gradient is the whole
+batch's up to rounding; ``bands`` normalises by the power of each micro-batch. A note says so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cryostream.denoise import memory
+from cryostream.errors import ConfigError, DeviceMemoryError
+
+__all__ = ["MicroBatchedStep", "step_bytes", "fitted_step", "training_out_of_memory"]
+
+_log = logging.getLogger("cryostream")
+
+
+class MicroBatchedStep:
+    """A training step ``(state, batch) -> (state, metrics)`` in ``parts`` micro-batches, as
+    :func:`cryostream.training.make_train_step` builds it from its pieces: ``inputs(count,
+    batch)`` (the network's input and target for the whole batch, noise drawn as for one
+    step), ``loss_fn(params, inp, target)`` and ``update(state, loss, gradients)``. Each
+    micro-batch is one call of its own compiled program (patches ``j, j + parts, …``, so that
+    each spans every device of a sharded batch), whose gradient is added to the sum; the mean
+    is the one update. Separate calls, not a loop in one program: XLA runs the
+    convolutions of a loop's body many times slower on a CPU, and a plain sequence of the
+    parts in one program kept every part's memory in its plan."""
+
+    def __init__(self, inputs, loss_fn, update, parts: int) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        def add(params, inp, target, j, total):
+            def part(x):
+                return jnp.take(x.reshape(x.shape[0] // parts, parts, *x.shape[1:]), j, axis=1)
+
+            return jax.tree.map(jnp.add, total,
+                                jax.value_and_grad(loss_fn)(params, part(inp), part(target)))
+
+        def zero(params):
+            return jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params)
+
+        def mean_update(state, total):
+            value, grads = jax.tree.map(lambda x: x / parts, total)
+            return update(state, value, grads)
+
+        self.parts = parts
+        self.inputs = jax.jit(inputs)
+        self.zero = jax.jit(zero)
+        self.add = jax.jit(add, donate_argnums=4)
+        self.update = jax.jit(mean_update, donate_argnums=0)
+
+    def __call__(self, state, batch):
+        inp, target = self.inputs(state["step"], batch)
+        total = self.zero(state["params"])
+        for j in range(self.parts):
+            total = self.add(state["params"], inp, target, j, total)
+        return self.update(state, total)
+
+    def lowered(self, state, batch) -> list:
+        """Its programs lowered for ``state`` and ``batch`` (for their memory plans)."""
+        import jax
+
+        inp, target = jax.eval_shape(self.inputs, state["step"], batch)
+        total = jax.eval_shape(self.zero, state["params"])
+        return [self.inputs.lower(state["step"], batch), self.zero.lower(state["params"]),
+                self.add.lower(state["params"], inp, target, 0, total),
+                self.update.lower(state, total)]
+
+
+def step_bytes(step, state, batch) -> int | None:
+    """Bytes XLA plans for one call of the training ``step`` on ``state`` and ``batch`` (its
+    temporary buffers, inputs and outputs; a :class:`MicroBatchedStep`'s largest program);
+    None where the backend does not say. The programs compiled here are those the calls run
+    (JAX keeps them)."""
+    import jax
+
+    try:
+        lowered = step.lowered(state, batch) if isinstance(step, MicroBatchedStep) \
+            else [step.lower(state, batch)]
+        plans = [program.compile().memory_analysis() for program in lowered]
+    except (NotImplementedError, jax.errors.JaxRuntimeError) as exc:
+        _log.debug("no memory plan for the training step: %s", exc)
+        return None
+    if any(plan is None for plan in plans):
+        return None
+    return max(int(plan.temp_size_in_bytes + plan.argument_size_in_bytes
+                   + plan.output_size_in_bytes) for plan in plans)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def fitted_step(make_step, state, batch, batch_size: int, patch: int):
+    """The training step for ``batch`` (``batch_size`` patches of ``patch``²), as
+    ``make_step(micro_batches=parts)`` builds it: in one part where XLA's plan fits the memory there is
+    for the network, else in the fewest micro-batches (a divisor of the batch) that fit, with
+    a note. The step returned turns the device running out of memory after all into a
+    :class:`~cryostream.errors.DeviceMemoryError` saying what to change. A batch whose one
+    patch does not fit is a :class:`~cryostream.errors.ConfigError`."""
+    limit, source = memory.network_memory()
+    parts, step = 1, make_step(micro_batches=1)
+    need = step_bytes(step, state, batch) if limit is not None else None
+    first = need
+    while need is not None and need > limit and parts < batch_size:
+        guess = max(parts + 1, int(-(-need * parts // int(limit * 0.9))))  # ∝ 1/parts, roughly
+        parts = next((p for p in range(guess, batch_size + 1) if batch_size % p == 0), batch_size)
+        step = make_step(micro_batches=parts)
+        need = step_bytes(step, state, batch)
+    if need is not None and need > limit:
+        raise ConfigError(
+            f"one training step on a patch of {patch}² takes {_size(need)} and {_size(limit)} is "
+            f"there for the network ({source}): train on smaller patches (prepare --patch "
+            f"{patch // 2}), or, if this machine (or its GPU) has more free memory, set the "
+            f"environment variable {memory.ENV} higher (e.g. {memory.ENV}={1.1 * need / 1e9:.2g})")
+    if parts > 1:
+        _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s a "
+                  "step, not %s at once) to fit the %s there is for the network (%s); the "
+                  "update is the whole batch's", batch_size, patch, parts, batch_size // parts,
+                  _size(need) if need else "size unknown", _size(first), _size(limit), source)
+    return _Guarded(step, parts, need, limit, batch_size, patch)
+
+
+class _Guarded:
+    """A training step whose running out of device memory is said as what to change."""
+
+    def __init__(self, step, parts: int, need, limit, batch_size: int, patch: int) -> None:
+        self.step, self.parts, self.need, self.limit = step, parts, need, limit
+        self.batch_size, self.patch = batch_size, patch
+
+    def __call__(self, state, batch):
+        try:
+            return self.step(state, batch)
+        except Exception as error:
+            found = training_out_of_memory(error, self.batch_size // self.parts, self.patch,
+                                           self.need, self.limit)
+            if found is None:
+                raise
+            raise found from error
+
+
+def training_out_of_memory(error: BaseException, patches: int, patch: int, need: int | None,
+                           limit: int | None) -> DeviceMemoryError | None:
+    """A :class:`~cryostream.errors.DeviceMemoryError` for XLA's ``RESOURCE_EXHAUSTED`` in a
+    training step on ``patches`` patches of ``patch``² at once (``need`` bytes planned,
+    ``limit`` there for the network), saying what to change; None for any other error."""
+    found = memory.exhausted(error)
+    if found is None:
+        return None
+    where, xla, other = found
+    return DeviceMemoryError(
+        f"the training step ran out of memory on the {where} with {patches} patches of "
+        f"{patch}² at once{f', {_size(need)} planned' if need else ''} ({xla}): {other}give "
+        f"the network less with the environment variable {memory.ENV}, "
+        f"{memory.less_memory(limit)}, and each batch is trained in smaller micro-batches; "
+        "the checkpoints so far are kept and a rerun resumes (train: --resume)")

@@ -1,0 +1,105 @@
+"""A training step fitted to the memory there is: micro-batches where the whole batch does not
+fit, the same update, a note; an error naming the fix where one patch does not fit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import cryostream
+from cryostream.denoise.memory import ENV
+from cryostream.loader import PatchLoader
+from cryostream.runs import load_model
+from cryostream.step_memory import MicroBatchedStep, step_bytes, training_out_of_memory
+from cryostream.training import (
+    create_model,
+    create_train_state,
+    make_optimizer,
+    make_train_step,
+    train,
+)
+from tests.conftest import TINY_TRAIN
+
+
+def _first_batch(store, size: int = 4) -> dict:
+    loader = PatchLoader(store, batch_size=size)
+    batch = next(loader.device_batches())
+    loader.close()
+    return batch
+
+
+def _whole_step_bytes(store) -> int:
+    """XLA's plan for :data:`TINY_TRAIN`'s step on the whole batch (4 patches of 32²)."""
+    model = create_model(TINY_TRAIN.model_config())
+    tx = make_optimizer(TINY_TRAIN)
+    graphdef, state = create_train_state(model, tx)
+    return step_bytes(make_train_step(graphdef, tx), state, _first_batch(store))
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+def test_micro_batches_give_the_whole_batchs_step(tiny_run, parts):
+    """One step in 2 or 4 micro-batches: the whole batch's loss, gradient norm and update."""
+    model = create_model(TINY_TRAIN.model_config())
+    tx = make_optimizer(TINY_TRAIN)
+    graphdef, state = create_train_state(model, tx)
+    batch = _first_batch(tiny_run.store)
+    whole, said = make_train_step(graphdef, tx)(jax.tree.map(jnp.copy, state), batch)
+    step = make_train_step(graphdef, tx, micro_batches=parts)
+    assert isinstance(step, MicroBatchedStep)
+    split, told = step(state, batch)
+    assert int(split["step"]) == int(whole["step"]) == 1
+    for name in ("loss", "grad_norm"):
+        assert float(told[name]) == pytest.approx(float(said[name]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(whole["params"]), jax.tree.leaves(split["params"]),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert step_bytes(step, split, batch) < step_bytes(make_train_step(graphdef, tx), split,
+                                                       batch)
+
+
+def test_training_where_the_batch_does_not_fit_takes_micro_batches_and_the_same_steps(
+        tiny_run, tmp_path, monkeypatch, notes):
+    """The shared run trained again with the network's memory set under the whole batch's
+    step: two micro-batches of 2, said in a note, and the network the whole batch trains."""
+    whole = _whole_step_bytes(tiny_run.store)
+    monkeypatch.setenv(ENV, f"{whole * 0.8 / 1e9}")
+    result = train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
+    assert result.steps == TINY_TRAIN.steps
+    said = next(n for n in notes if "micro-batches" in n)
+    assert "each batch of 4 patches of 32² is trained in 2 micro-batches of 2" in said
+    assert f"{ENV}=" in said and "the update is the whole batch's" in said
+    ours = jax.tree.leaves(nnx.state(load_model(tmp_path / "run"), nnx.Param))
+    shared = jax.tree.leaves(nnx.state(load_model(tiny_run.run), nnx.Param))
+    for a, b in zip(shared, ours, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3,
+                                   atol=1e-3 * float(np.abs(np.asarray(a)).max()))
+
+
+def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV, "0.00001")  # 10 kB
+    with pytest.raises(cryostream.ConfigError) as raised:
+        train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
+    said = str(raised.value)
+    assert said.startswith("one training step on a patch of 32² takes ")
+    assert "prepare --patch 16" in said and f"{ENV}=0.00001" in said
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
+
+
+def test_xla_running_out_of_memory_in_a_step_is_said_as_what_to_change():
+    """XLA's own RESOURCE_EXHAUSTED (a real allocation larger than any machine's address space)
+    becomes a DeviceMemoryError naming the patches, the setting and how to resume; other
+    errors pass."""
+    import jax.numpy as jnp
+
+    with pytest.raises(jax.errors.JaxRuntimeError) as raised:
+        jnp.zeros((1 << 46,), jnp.float32).block_until_ready()
+    found = training_out_of_memory(raised.value, 8, 1024, int(15.7e9), int(8.8e9))
+    assert isinstance(found, cryostream.DeviceMemoryError)
+    assert str(found).startswith("the training step ran out of memory on the CPU with 8 patches "
+                                 "of 1024² at once, 15.7 GB planned (RESOURCE_EXHAUSTED")
+    assert f"environment variable {ENV}, e.g. {ENV}=4.4 (it has 8.8 GB now)" in str(found)
+    assert "a rerun resumes (train: --resume)" in str(found)
+    assert training_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"), 8, 1024, None, None) is None
