@@ -1,19 +1,21 @@
-"""Training on GPUs of less memory: ``fit``'s training, as a user runs it, on a GPU whose memory
-is capped to that of a smaller card.
+"""Training on GPUs of less memory: ``fit``'s training, as a user runs it, on a GPU whose memory is
+capped to that of a smaller card.
 
 ``fit`` trains the ``unet`` on batches of 8 patches of 1024² (bfloat16), one step of which XLA
-plans at about 15.7 GB: more than an 11 or 12 GB card holds. Each cap is one process with
-``XLA_PYTHON_CLIENT_MEM_FRACTION`` set (JAX's allocator then holds that fraction of the GPU's
-memory and no more; the CUDA context and libraries sit outside it, as on a smaller card) and
-its own compile cache. Each trains fit's default (the shipped general model fine-tuned on
-recorrupted targets, ``cryostream.fit_recipe.FINETUNE_TRAIN``) for ``--steps`` steps on the same
-store (fit's recipe on simulated 2048² micrographs), and records whether it finished, what it
-raised, the micro-batches it took, the step's planned memory, the patches per second after the
-first step, the final loss, and the peak device and host memory. ``--tree DIR`` runs the
-children on another checkout's ``cryostream`` (the code before a change) as well.
+plans at about 8.9 GB on an H100 (15.7 GB as the CPU's compiler plans it), and JAX takes 75 % of
+a card by default: 8.25 GB of an 11 GB card. Each card is one process with
+``XLA_PYTHON_CLIENT_MEM_FRACTION`` set so that JAX's allocator holds what it holds on that card
+by default, 75 % of the card's memory, and no more (the CUDA context and libraries sit outside
+it, as on a smaller card), and its own compile cache. Each trains fit's default (the shipped
+general model fine-tuned on recorrupted targets, ``cryostream.fit_recipe.FINETUNE_TRAIN``) for
+``--steps`` steps on the same store (fit's recipe on simulated 2048² micrographs), and records
+whether it finished, what it raised, the micro-batches it took, the step's planned memory, the
+patches per second after the first step, the final loss, and the peak device and host memory.
+``--tree DIR`` runs the children on another checkout's ``cryostream`` (the code before a change)
+as well.
 
-Usage: python benchmarks/bench_train_memory.py --out DIR [--caps-gb 24 16 11 8] [--steps 60]
-[--tree OLD_CHECKOUT [--tree-caps 11]] (a CPU smoke run: --shape 512 --steps 4 --caps-gb 0.05
+Usage: python benchmarks/bench_train_memory.py --out DIR [--cards-gb 12 11 8] [--steps 60]
+[--tree OLD_CHECKOUT [--tree-cards 11]] (a CPU smoke run: --shape 512 --steps 4 --cards-gb 0.05
 --model unet-small)
 """
 
@@ -55,7 +57,7 @@ def child(args) -> dict:
                                  checkpoint_every=args.steps, model=args.model,
                                  init="general" if args.model == "unet" else None)
     stats = jax.devices()[0].memory_stats() or {}
-    row = {"cap_gb": args.cap_gb, "tree": args.label, "device": jax.devices()[0].device_kind,
+    row = {"card_gb": args.cap_gb, "tree": args.label, "device": jax.devices()[0].device_kind,
            "bytes_limit_gb": stats.get("bytes_limit", 0) / 1e9, "batch": config.batch_size,
            "steps": config.steps}
     run = Path(args.work) / f"run-{args.cap_gb}-{args.label}"
@@ -80,13 +82,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/cryostream-train-memory")
     ap.add_argument("--count", type=int, default=4, help="simulated micrographs (4)")
     ap.add_argument("--shape", type=int, default=2048, help="their side (2048)")
-    ap.add_argument("--caps-gb", type=float, nargs="+", default=[24, 16, 11, 8],
-                    help="device memory caps to emulate (GB); an uncapped run comes first")
+    ap.add_argument("--cards-gb", type=float, nargs="+", default=[12, 11, 8],
+                    help="the GPUs to emulate, by their memory (GB; JAX holds 75 %% of it); an "
+                    "uncapped run comes first")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--model", default="unet")
     ap.add_argument("--tree", help="another checkout whose cryostream the children also run")
-    ap.add_argument("--tree-caps", type=float, nargs="*",
-                    help="the caps at which --tree runs (default: every one, and uncapped)")
+    ap.add_argument("--tree-cards", type=float, nargs="*",
+                    help="the cards on which --tree runs (default: every one, and uncapped)")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--cap-gb", type=float)
     ap.add_argument("--store")
@@ -118,9 +121,9 @@ def main() -> None:
     total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
     trees = [("this", None), *([("before", args.tree)] if args.tree else [])]
     rows = []
-    for cap in (None, *args.caps_gb):
+    for cap in (None, *args.cards_gb):
         for label, tree in trees:
-            if tree and args.tree_caps is not None and (cap or 0) not in args.tree_caps:
+            if tree and args.tree_cards is not None and (cap or 0) not in args.tree_cards:
                 continue
             env = dict(os.environ, CRYOSTREAM_COMPILE_CACHE=str(work / f"cache-{cap}-{label}"))
             env.pop("JAX_PLATFORMS")
@@ -128,15 +131,15 @@ def main() -> None:
             if tree:
                 env["PYTHONPATH"] = str(Path(tree).resolve())
             if cap is not None and total:
-                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{cap * 1e9 / total:.4f}"
+                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.75 * cap * 1e9 / total:.4f}"
             elif cap is not None:  # a CPU smoke run: the setting stands in for the card
-                env["CRYOSTREAM_NETWORK_MEMORY_GB"] = str(cap)
+                env["CRYOSTREAM_NETWORK_MEMORY_GB"] = str(0.6 * cap)
             command = [sys.executable, __file__, "--child", "--cap-gb", str(cap or 0),
                        "--store", str(store), "--work", str(work), "--steps", str(args.steps),
                        "--model", args.model, "--label", label, "--out", str(out)]
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
-            row = json.loads(found[0]) if found else {"cap_gb": cap, "tree": label, "ok": False,
+            row = json.loads(found[0]) if found else {"card_gb": cap, "tree": label, "ok": False,
                                                       "error": f"exit {done.returncode}",
                                                       "trace": done.stderr[-1500:]}
             row["stderr_tail"] = done.stderr[-800:]

@@ -21,9 +21,28 @@ import logging
 from cryostream.denoise import memory
 from cryostream.errors import ConfigError, DeviceMemoryError
 
-__all__ = ["MicroBatchedStep", "step_bytes", "fitted_step", "training_out_of_memory"]
+__all__ = ["micro_batch", "whole_batch", "MicroBatchedStep", "step_bytes", "fitted_step",
+           "training_out_of_memory"]
 
 _log = logging.getLogger("cryostream")
+
+
+def micro_batch(x, parts: int, j):
+    """Micro-batch ``j`` of ``parts`` of the batch ``x`` (patches ``j, j + parts, …``, so that
+    each spans every device of a sharded batch); ``j`` may be traced."""
+    import jax.numpy as jnp
+
+    if x.shape[0] % parts:
+        raise ValueError(f"micro_batches={parts} must divide the batch of {x.shape[0]} patches")
+    return jnp.take(x.reshape(x.shape[0] // parts, parts, *x.shape[1:]), j, axis=1)
+
+
+def whole_batch(parts_out: list):
+    """The per-patch figures of each micro-batch (:func:`micro_batch`), a list of dicts, put
+    back in the batch's order."""
+    import jax.numpy as jnp
+
+    return {k: jnp.stack([o[k] for o in parts_out], axis=1).reshape(-1) for k in parts_out[0]}
 
 
 class MicroBatchedStep:
@@ -42,11 +61,8 @@ class MicroBatchedStep:
         import jax.numpy as jnp
 
         def add(params, inp, target, j, total):
-            def part(x):
-                return jnp.take(x.reshape(x.shape[0] // parts, parts, *x.shape[1:]), j, axis=1)
-
-            return jax.tree.map(jnp.add, total,
-                                jax.value_and_grad(loss_fn)(params, part(inp), part(target)))
+            return jax.tree.map(jnp.add, total, jax.value_and_grad(loss_fn)(
+                params, micro_batch(inp, parts, j), micro_batch(target, parts, j)))
 
         def zero(params):
             return jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params)
@@ -69,11 +85,10 @@ class MicroBatchedStep:
         return self.update(state, total)
 
     def lowered(self, state, batch) -> list:
-        """Its programs lowered for ``state`` and ``batch`` (for their memory plans)."""
-        import jax
-
-        inp, target = jax.eval_shape(self.inputs, state["step"], batch)
-        total = jax.eval_shape(self.zero, state["params"])
+        """Its programs lowered for ``state`` and ``batch`` (for their memory plans), on the
+        arrays (and shardings) the calls will see."""
+        inp, target = self.inputs(state["step"], batch)
+        total = self.zero(state["params"])
         return [self.inputs.lower(state["step"], batch), self.zero.lower(state["params"]),
                 self.add.lower(state["params"], inp, target, 0, total),
                 self.update.lower(state, total)]
@@ -100,37 +115,44 @@ def step_bytes(step, state, batch) -> int | None:
 
 
 def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else \
+        f"{n / 1e3:.0f} kB"
 
 
-def fitted_step(make_step, state, batch, batch_size: int, patch: int):
-    """The training step for ``batch`` (``batch_size`` patches of ``patch``²), as
-    ``make_step(micro_batches=parts)`` builds it: in one part where XLA's plan fits the memory there is
-    for the network, else in the fewest micro-batches (a divisor of the batch) that fit, with
-    a note. The step returned turns the device running out of memory after all into a
-    :class:`~cryostream.errors.DeviceMemoryError` saying what to change. A batch whose one
-    patch does not fit is a :class:`~cryostream.errors.ConfigError`."""
+def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
+    """The training step for ``batch`` (``config.batch_size`` patches of ``patch``²), as
+    ``make_step(micro_batches=parts)`` builds it: in one part where XLA's plan fits the memory
+    there is for the network, else in the fewest micro-batches (a divisor of the batch) that
+    fit, with a note. The step returned turns the device running out of memory after all into
+    a :class:`~cryostream.errors.DeviceMemoryError` saying what to change. A batch whose one
+    patch does not fit is a :class:`~cryostream.errors.ConfigError` (``multiple``: the side
+    the network's patches must be a multiple of, for the smaller patch it names)."""
     limit, source = memory.network_memory()
+    size = config.batch_size
     parts, step = 1, make_step(micro_batches=1)
     need = step_bytes(step, state, batch) if limit is not None else None
     first = need
-    while need is not None and need > limit and parts < batch_size:
-        guess = max(parts + 1, int(-(-need * parts // int(limit * 0.9))))  # ∝ 1/parts, roughly
-        parts = next((p for p in range(guess, batch_size + 1) if batch_size % p == 0), batch_size)
+    while need is not None and need > limit and parts < size:
+        guess = min(size, max(parts + 1, -(-need * parts // limit)))  # about ∝ 1/parts
+        parts = next(p for p in range(guess, size + 1) if size % p == 0 or p == size)
         step = make_step(micro_batches=parts)
         need = step_bytes(step, state, batch)
     if need is not None and need > limit:
+        smaller = max(multiple, patch // 2 // multiple * multiple)
         raise ConfigError(
-            f"one training step on a patch of {patch}² takes {_size(need)} and {_size(limit)} is "
-            f"there for the network ({source}): train on smaller patches (prepare --patch "
-            f"{patch // 2}), or, if this machine (or its GPU) has more free memory, set the "
+            f"one training step on a single patch of {patch}² takes {_size(need)}, and "
+            f"{_size(limit)} is there for the network ({source}): train on smaller patches "
+            f"(cryostream prepare --patch {smaller}, then train) or a smaller network (--model "
+            f"unet-small); or, if this machine (or its GPU) has more free memory, set the "
             f"environment variable {memory.ENV} higher (e.g. {memory.ENV}={1.1 * need / 1e9:.2g})")
     if parts > 1:
-        _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s a "
-                  "step, not %s at once) to fit the %s there is for the network (%s); the "
-                  "update is the whole batch's", batch_size, patch, parts, batch_size // parts,
-                  _size(need) if need else "size unknown", _size(first), _size(limit), source)
-    return _Guarded(step, parts, need, limit, batch_size, patch)
+        whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
+                 f"the {config.loss} loss is weighed within each micro-batch")
+        _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s per "
+                  "micro-batch, not %s at once) to fit the %s there is for the network (%s); %s",
+                  size, patch, parts, size // parts, _size(need) if need else "size unknown",
+                  _size(first), _size(limit), source, whole)
+    return _Guarded(step, parts, need, limit, size, patch)
 
 
 class _Guarded:
@@ -165,4 +187,5 @@ def training_out_of_memory(error: BaseException, patches: int, patch: int, need:
         f"{patch}² at once{f', {_size(need)} planned' if need else ''} ({xla}): {other}give "
         f"the network less with the environment variable {memory.ENV}, "
         f"{memory.less_memory(limit)}, and each batch is trained in smaller micro-batches; "
-        "the checkpoints so far are kept and a rerun resumes (train: --resume)")
+        "the checkpoints so far are kept, and a rerun resumes (train: --resume; fit: the same "
+        "command)")

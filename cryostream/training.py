@@ -318,8 +318,10 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
             while step < end and not interrupt.requested:
                 done = None
                 batch = next(batches)
-                step_fn = step_fn or fitted_step(make_step, state, batch, config.batch_size,
-                                                 prepared.patch_size)
+                if step_fn is None:  # the held-out figures in the same micro-batches
+                    step_fn = fitted_step(make_step, state, batch, config,
+                                          prepared.patch_size, multiple)
+                    eval_fn.parts = step_fn.parts
                 state, out = step_fn(state, batch)
                 step = done = step + 1
                 if step == 2:  # the first step compiled; time from here

@@ -78,13 +78,41 @@ def test_training_where_the_batch_does_not_fit_takes_micro_batches_and_the_same_
                                    atol=1e-3 * float(np.abs(np.asarray(a)).max()))
 
 
+def test_held_out_figures_in_micro_batches_are_the_whole_batchs(tiny_run):
+    """The evaluation step in the training's micro-batches: each patch's figures, in order."""
+    from cryostream.held_out import make_eval_step
+
+    model = create_model(TINY_TRAIN.model_config())
+    graphdef, params = nnx.split(model, nnx.Param)
+    batch = _first_batch(tiny_run.store)
+    step = make_eval_step(graphdef)
+    whole = step(params, batch, 3)
+    step.parts = 2
+    split = step(params, batch, 3)
+    for name in ("mse", "noisy_mse", "target_power"):
+        np.testing.assert_allclose(np.asarray(split[name]), np.asarray(whole[name]), rtol=1e-5)
+
+
+def test_the_bands_loss_in_micro_batches_is_said_to_be_weighed_within_each(
+        tiny_run, tmp_path, monkeypatch, notes):
+    import dataclasses
+
+    config = dataclasses.replace(TINY_TRAIN, loss="bands", steps=2, eval_every=2,
+                                 checkpoint_every=2)
+    monkeypatch.setenv(ENV, f"{_whole_step_bytes(tiny_run.store) * 0.8 / 1e9}")
+    train(tiny_run.store, tmp_path / "run", config, log=lambda *_: None)
+    said = next(n for n in notes if "micro-batches" in n)
+    assert said.endswith("the bands loss is weighed within each micro-batch")
+
+
 def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "0.00001")  # 10 kB
     with pytest.raises(cryostream.ConfigError) as raised:
         train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
     said = str(raised.value)
-    assert said.startswith("one training step on a patch of 32² takes ")
-    assert "prepare --patch 16" in said and f"{ENV}=0.00001" in said
+    assert said.startswith("one training step on a single patch of 32² takes ")
+    assert "cryostream prepare --patch 16" in said and "--model unet-small" in said
+    assert f"{ENV}=0.00001" in said
     assert not list((tmp_path / "run").glob("checkpoints/*"))
 
 
@@ -101,5 +129,5 @@ def test_xla_running_out_of_memory_in_a_step_is_said_as_what_to_change():
     assert str(found).startswith("the training step ran out of memory on the CPU with 8 patches "
                                  "of 1024² at once, 15.7 GB planned (RESOURCE_EXHAUSTED")
     assert f"environment variable {ENV}, e.g. {ENV}=4.4 (it has 8.8 GB now)" in str(found)
-    assert "a rerun resumes (train: --resume)" in str(found)
+    assert "a rerun resumes (train: --resume; fit: the same command)" in str(found)
     assert training_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"), 8, 1024, None, None) is None
