@@ -94,11 +94,16 @@ class MicroBatchedStep:
                 self.update.lower(state, total)]
 
 
+#: What :func:`step_bytes` says of a step whose compiling ran out of device memory.
+OVER = 1 << 62
+
+
 def step_bytes(step, state, batch) -> int | None:
     """Bytes XLA plans for one call of the training ``step`` on ``state`` and ``batch`` (its
     temporary buffers, inputs and outputs; a :class:`MicroBatchedStep`'s largest program);
-    None where the backend does not say. The programs compiled here are those the calls run
-    (JAX keeps them)."""
+    None where the backend does not say; :data:`OVER` where compiling it ran out of device
+    memory (XLA tunes each convolution on the device). The programs compiled here are those
+    the calls run (JAX keeps them)."""
     import jax
 
     try:
@@ -107,7 +112,7 @@ def step_bytes(step, state, batch) -> int | None:
         plans = [program.compile().memory_analysis() for program in lowered]
     except (NotImplementedError, jax.errors.JaxRuntimeError) as exc:
         _log.debug("no memory plan for the training step: %s", exc)
-        return None
+        return OVER if memory.exhausted(exc) else None
     if any(plan is None for plan in plans):
         return None
     return max(int(plan.temp_size_in_bytes + plan.argument_size_in_bytes
@@ -133,25 +138,29 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     need = step_bytes(step, state, batch) if limit is not None else None
     first = need
     while need is not None and need > limit and parts < size:
-        guess = min(size, max(parts + 1, -(-need * parts // limit)))  # about ∝ 1/parts
+        guess = min(size, parts * 2 if need >= OVER  # else the plan goes about as 1/parts
+                    else max(parts + 1, -(-need * parts // limit)))
         parts = next(p for p in range(guess, size + 1) if size % p == 0 or p == size)
         step = make_step(micro_batches=parts)
         need = step_bytes(step, state, batch)
     if need is not None and need > limit:
+        taken, wanted = (f"more than {_size(limit)}", 2 * limit) if need >= OVER \
+            else (_size(need), 1.1 * need)
         smaller = max(multiple, patch // 2 // multiple * multiple)
         raise ConfigError(
-            f"one training step on a single patch of {patch}² takes {_size(need)}, and "
+            f"one training step on a single patch of {patch}² takes {taken}, and "
             f"{_size(limit)} is there for the network ({source}): train on smaller patches "
             f"(cryostream prepare --patch {smaller}, then train) or a smaller network (--model "
             f"unet-small); or, if this machine (or its GPU) has more free memory, set the "
-            f"environment variable {memory.ENV} higher (e.g. {memory.ENV}={1.1 * need / 1e9:.2g})")
+            f"environment variable {memory.ENV} higher (e.g. {memory.ENV}={wanted / 1e9:.2g})")
     if parts > 1:
         whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
                  f"the {config.loss} loss is weighed within each micro-batch")
         _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s per "
                   "micro-batch, not %s at once) to fit the %s there is for the network (%s); %s",
                   size, patch, parts, size // parts, _size(need) if need else "size unknown",
-                  _size(first), _size(limit), source, whole)
+                  "more than fits" if first >= OVER else _size(first), _size(limit), source,
+                  whole)
     return _Guarded(step, parts, need, limit, size, patch)
 
 
