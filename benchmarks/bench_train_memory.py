@@ -86,6 +86,7 @@ def main() -> None:
                     help="the GPUs to emulate, by their memory (GB; JAX holds 75 %% of it); an "
                     "uncapped run comes first")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--no-uncapped", action="store_true", help="the capped cards only")
     ap.add_argument("--model", default="unet")
     ap.add_argument("--tree", help="another checkout whose cryostream the children also run")
     ap.add_argument("--tree-cards", type=float, nargs="*",
@@ -121,7 +122,7 @@ def main() -> None:
     total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
     trees = [("this", None), *([("before", args.tree)] if args.tree else [])]
     rows = []
-    for cap in (None, *args.cards_gb):
+    for cap in (*([] if args.no_uncapped else [None]), *args.cards_gb):
         for label, tree in trees:
             if tree and args.tree_cards is not None and (cap or 0) not in args.tree_cards:
                 continue
