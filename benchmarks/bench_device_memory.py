@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -117,7 +116,7 @@ def main() -> None:
         return
 
     os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
-    from common import make_full_size_set, stamped_log
+    from common import capped_child, gpu_memory_bytes, make_full_size_set, stamped_log
 
     log = stamped_log()
     out, work = Path(args.out), Path(args.work)
@@ -132,9 +131,7 @@ def main() -> None:
         make_full_size_set(work / "full", args.count)
         inputs = work / "full"
     log(f"{args.count} micrographs ready")
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"
-                          "nounits"], capture_output=True, text=True) if not args.shape else None
-    total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
+    total = None if args.shape else gpu_memory_bytes()
     rows = []
     runs = [(None, False), *([(None, True)] if args.unbounded else []),
             *((cap, False) for cap in args.caps_gb)]
@@ -152,15 +149,9 @@ def main() -> None:
         if cap is None and not unbounded:
             sides = [1024, 2048, 2432, 3072, 4352] if args.analyse is None else args.analyse
             command += ["--analyse", *map(str, sides)] if sides else []
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
-        row = json.loads(found[0]) if found else {"cap_gb": cap, "ok": False,
-                                                  "error": f"exit {done.returncode}",
-                                                  "trace": done.stderr[-1500:]}
-        row["stderr_tail"] = done.stderr[-1200:]
+        row = capped_child(command, env, {"cap_gb": cap, "unbounded": unbounded}, log)
         row["unbounded"] = unbounded
         rows.append(row)
-        log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
         (out / "device_memory.json").write_text(json.dumps(rows, indent=1))
 
 

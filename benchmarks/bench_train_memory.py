@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -101,7 +100,7 @@ def main() -> None:
         return
 
     os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
-    from common import stamped_log
+    from common import capped_child, gpu_memory_bytes, stamped_log
 
     import cryostream
     from cryostream.fit_recipe import recipe
@@ -116,10 +115,7 @@ def main() -> None:
         config = recipe((args.shape, args.shape))
         log("store:", cryostream.prepare(sim.micrographs, store, config, overwrite=True,
                                          log=lambda *_: None).summary())
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"
-                          "nounits"], capture_output=True, text=True) if args.shape >= 2048 \
-        else None
-    total = float(smi.stdout.split()[0]) * 2**20 if smi and smi.returncode == 0 else None
+    total = gpu_memory_bytes() if args.shape >= 2048 else None
     trees = [("this", None), *([("before", args.tree)] if args.tree else [])]
     rows = []
     for cap in (*([] if args.no_uncapped else [None]), *args.cards_gb):
@@ -138,14 +134,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--child", "--cap-gb", str(cap or 0),
                        "--store", str(store), "--work", str(work), "--steps", str(args.steps),
                        "--model", args.model, "--label", label, "--out", str(out)]
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
-            row = json.loads(found[0]) if found else {"card_gb": cap, "tree": label, "ok": False,
-                                                      "error": f"exit {done.returncode}",
-                                                      "trace": done.stderr[-1500:]}
-            row["stderr_tail"] = done.stderr[-800:]
-            rows.append(row)
-            log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
+            rows.append(capped_child(command, env, {"card_gb": cap, "tree": label}, log, 800))
             (out / "train_memory.json").write_text(json.dumps(rows, indent=1))
 
 

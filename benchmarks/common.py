@@ -168,3 +168,27 @@ def peak_memory() -> dict:
     return {"device_peak_gb": round(peak / 1e9, 2) if peak else None,
             "host_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
                                   / 1e9, 2)}  # the kernel counts KiB
+
+
+def gpu_memory_bytes() -> float | None:
+    """The first GPU's memory in bytes, as ``nvidia-smi`` says; None without one."""
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    except FileNotFoundError:
+        return None
+    return float(smi.stdout.split()[0]) * 2**20 if smi.returncode == 0 else None
+
+
+def capped_child(command: list[str], env: dict, failed: dict, log, keep_stderr: int = 1200) -> dict:
+    """Run one capped benchmark process and return the row it prints (``ROW {json}``), or
+    ``failed`` with its exit status and the end of its stderr; the row is logged."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
+    row = json.loads(found[0]) if found else {**failed, "ok": False,
+                                              "error": f"exit {done.returncode}",
+                                              "trace": done.stderr[-1500:]}
+    row["stderr_tail"] = done.stderr[-keep_stderr:]
+    log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
+    return row
+
