@@ -1,10 +1,10 @@
 """Memory for a training step, so that a GPU or a laptop with less memory trains the same
 recipe in micro-batches instead of running out of it.
 
-One training step takes the memory XLA plans for it: mostly the activations the backward
-pass keeps, about 1.9 KB a patch pixel for the ``unet`` in bfloat16 as the CPU's compiler plans
-it (``memory_analysis``): 15.7 GB for ``fit``'s batch of 8 patches of 1024², 7.8 GB for 16
-of 512², more than an 11 or 12 GB GPU holds. :func:`fitted_step` measures the step compiled
+One training step takes the memory XLA plans for it (``memory_analysis``): mostly the
+activations the backward pass keeps. For ``fit``'s batch of 8 patches of 1024² (the ``unet``
+in bfloat16) that is 7.9–8.9 GB on an H100 (15.7 GB as the CPU's compiler plans it), more than
+the 6.6 GB an 11 GB card has for it (JAX holds 75 % of a card). :func:`fitted_step` measures the step compiled
 for the whole batch against what the network may take
 (:func:`cryostream.denoise.memory.network_memory`: 80 % of the device memory JAX holds, a
 quarter of the host's on a CPU, or ``CRYOSTREAM_NETWORK_MEMORY_GB``) and, where it does not
