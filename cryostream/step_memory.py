@@ -149,10 +149,12 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
         smaller = max(multiple, patch // 2 // multiple * multiple)
         raise ConfigError(
             f"one training step on a single patch of {patch}² takes {taken}, and "
-            f"{_size(limit)} is there for the network ({source}): train on smaller patches "
-            f"(cryostream prepare --patch {smaller}, then train) or a smaller network (--model "
-            f"unet-small); or, if this machine (or its GPU) has more free memory, set the "
-            f"environment variable {memory.ENV} higher (e.g. {memory.ENV}={wanted / 1e9:.2g})")
+            f"{_size(limit)} is there for the network ({source}): train a smaller network "
+            f"(--model unet-small, in train or fit) or on smaller patches (train: cryostream "
+            f"prepare --patch {smaller}, then train again; fit from Python: "
+            f"prepare=PrepareConfig(patch_size={smaller})); or, if this machine (or its GPU) has "
+            f"more free memory, set the environment variable {memory.ENV} higher (e.g. "
+            f"{memory.ENV}={wanted / 1e9:.2g})")
     if parts > 1:
         whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
                  f"the {config.loss} loss is weighed within each micro-batch")
@@ -195,6 +197,6 @@ def training_out_of_memory(error: BaseException, patches: int, patch: int, need:
         f"the training step ran out of memory on the {where} with {patches} patches of "
         f"{patch}² at once{f', {_size(need)} planned' if need else ''} ({xla}): {other}give "
         f"the network less with the environment variable {memory.ENV}, "
-        f"{memory.less_memory(limit)}, and each batch is trained in smaller micro-batches; "
-        "the checkpoints so far are kept, and a rerun resumes (train: --resume; fit: the same "
-        "command)")
+        f"{memory.less_memory(limit)} before the command, so that each batch is trained in "
+        "smaller micro-batches; the checkpoints so far are kept, and a rerun resumes (train: add "
+        "--resume; fit: the same command)")

@@ -129,5 +129,6 @@ def test_xla_running_out_of_memory_in_a_step_is_said_as_what_to_change():
     assert str(found).startswith("the training step ran out of memory on the CPU with 8 patches "
                                  "of 1024² at once, 15.7 GB planned (RESOURCE_EXHAUSTED")
     assert f"environment variable {ENV}, e.g. {ENV}=4.4 (it has 8.8 GB now)" in str(found)
-    assert "a rerun resumes (train: --resume; fit: the same command)" in str(found)
+    assert "before the command" in str(found)
+    assert "a rerun resumes (train: add --resume; fit: the same command)" in str(found)
     assert training_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED"), 8, 1024, None, None) is None
