@@ -30,6 +30,7 @@ from cryostream._version import __version__
 from cryostream.budget import Budget
 from cryostream.config import PrepareConfig, TrainConfig, to_dict
 from cryostream.config.checks import check_config
+from cryostream.denoise.memory import network_memory
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.fit_recipe import (
     DEFAULT_START,
@@ -223,6 +224,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     """
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
+    network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
     created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them

@@ -149,8 +149,10 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
         smaller = max(multiple, patch // 2 // multiple * multiple)
         raise ConfigError(
             f"one training step on a single patch of {patch}² takes {taken}, and "
-            f"{_size(limit)} is there for the network ({source}): train a smaller network "
-            f"(--model unet-small, in train or fit) or on smaller patches (train: cryostream "
+            f"{_size(limit)} is there for the network ({source}): "
+            + ("" if config.model == "unet-small" else "train a smaller network (--model "
+               "unet-small, in train or fit: from scratch, at some cost in quality) or ")
+            + f"train on smaller patches (train: cryostream "
             f"prepare --patch {smaller}, then train again; fit from Python: "
             f"prepare=PrepareConfig(patch_size={smaller})); or, if this machine (or its GPU) has "
             f"more free memory, set the environment variable {memory.ENV} higher (e.g. "

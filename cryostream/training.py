@@ -21,6 +21,7 @@ from cryostream import store as stores
 from cryostream.compile_cache import enable_compile_cache
 from cryostream.config import NoiseConfig, TrainConfig
 from cryostream.config.checks import check_config
+from cryostream.denoise.memory import network_memory
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.held_out import evaluate_split, make_eval_step
@@ -200,6 +201,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     """
     config, run = check_config("config", config, TrainConfig) or TrainConfig(), Path(run).absolute()
     check_run_folder(run, resume)  # before the lock makes the folder
+    network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     with folder_lock(run, command="train", fix="give this training another run folder (-o)",
                      what="the run (-o)"):  # one command at a time in a run folder
         return _train(store, run, config, resume, progress, stop_at, time_limit_s, init_params,

@@ -337,8 +337,9 @@ def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(early), str(tiny_run.store), "-o", str(tmp_path / "rep")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"cryostream evaluate: error: {early}: no checkpoint in {early / 'checkpoints'}: its "
-        "training stopped before its first checkpoint (step 10 of 20). If it was interrupted, "
-        "continue it with cryostream train --resume; if it ended diverged (train said so), "
+        "training stopped before its first checkpoint (step 10 of 20). If it was interrupted "
+        "or stopped on an error (out of memory, a full disk), continue it with cryostream train "
+        "--resume once that is mended; if it ended diverged (train said so), "
         "resuming it is no use: train again into a new run folder (-o), with `cryostream "
         "train` at a lower learning rate (--lr, half or less of its 0.1) or another --seed"]
     falling = tmp_path / "falling"  # a healthy loss falling tenfold, killed at its checkpoint

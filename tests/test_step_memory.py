@@ -111,9 +111,27 @@ def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, 
         train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
     said = str(raised.value)
     assert said.startswith("one training step on a single patch of 32² takes ")
-    assert "cryostream prepare --patch 16" in said and "--model unet-small" in said
+    assert "cryostream prepare --patch 16" in said
+    assert "--model unet-small" not in said  # the smallest network is the one trained
     assert f"{ENV}=0.00001" in said
     assert not list((tmp_path / "run").glob("checkpoints/*"))
+    from cryostream.denoise.network import check_trained
+    from cryostream.runs import load_record
+
+    with pytest.raises(cryostream.StoreError, match="its training stopped before its first "
+                       "checkpoint .*continue it with cryostream train --resume"):
+        check_trained(tmp_path / "run", load_record(tmp_path / "run"))  # what denoise says
+
+
+def test_a_memory_setting_that_is_no_number_is_refused_before_any_work(tiny_run, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv(ENV, "abc")
+    with pytest.raises(cryostream.ConfigError, match=f"{ENV}='abc': must be a number"):
+        train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(cryostream.ConfigError, match=f"{ENV}='abc': must be a number"):
+        cryostream.fit(tiny_run.sim.micrographs, tmp_path / "fit")
+    assert not (tmp_path / "fit").exists()
 
 
 def test_xla_running_out_of_memory_in_a_step_is_said_as_what_to_change():

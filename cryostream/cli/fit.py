@@ -25,7 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "fine-tune the shipped general model on the micrographs themselves (their own noise "
         "added, α 1; recorrupted targets, a gentle learning rate; the general model's learned "
         "weights kept); --from scratch trains the recipe from random parameters instead. Run "
-        "the same command again to continue. Then: cryostream denoise INPUTS -o OUT --model RUN.")
+        "the same command again to continue. Then: cryostream denoise INPUTS -o OUT --model RUN. "
+        "Memory: where one training step does not fit the memory there is for the network (80% "
+        "of what JAX holds on a GPU, a quarter of the machine's on a CPU; the environment "
+        "variable CRYOSTREAM_NETWORK_MEMORY_GB=N sets it), each batch is trained in "
+        "micro-batches, with a note.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders, a RELION STAR file or a "
                    "cryoSPARC exposures .cs file")
     p.add_argument("-o", "--output", required=True, help="the run folder")

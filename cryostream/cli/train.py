@@ -44,7 +44,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train a U-Net denoiser on a store",
                               description="Train with jit-compiled steps fed by the prefetching "
                               "loader; checkpoints, metrics.jsonl and loss.png go to the run "
-                              "folder.")
+                              "folder. Where one step does not fit the memory there is for "
+                              "the network (80% of what JAX holds on a GPU, a quarter of the "
+                              "machine's on a CPU; the environment variable "
+                              "CRYOSTREAM_NETWORK_MEMORY_GB=N sets it), each batch is trained "
+                              "in micro-batches, with a note.")
     p.add_argument("store")
     p.add_argument("-o", "--output", required=True, help="run folder")
     add_config_flags(p, TrainConfig, FLAGS)

@@ -196,14 +196,16 @@ def check_trained(run, record) -> None:
                          + ("; loss.png shows the curve" if (run / "loss.png").is_file() else ""))
     from cryostream.divergence import too_short
 
-    if not stopped and too_short(train.steps, train.warmup_steps):  # a smoke test
+    fit = ("run the same cryostream fit command again" if (run / "fit.json").is_file() else
+           "continue it with cryostream train --resume (Python: train(..., resume=True))")
+    if not stopped and too_short(train.steps, train.warmup_steps) and last >= train.steps:
+        # a smoke test that ran to its end (one stopped earlier, by an error, is said below)
         raise StoreError(f"{where}: a training of {train.steps} step{'s' * (train.steps > 1)} "
                          "keeps no network still far from trained (train said so); train for "
                          "more steps (--steps, a few hundred or more) into a new run folder (-o)")
-    fit = ("run the same cryostream fit command again" if (run / "fit.json").is_file() else
-           "continue it with cryostream train --resume (Python: train(..., resume=True))")
     raise StoreError(f"{where}: its training stopped before its first checkpoint (step {due} of "
-                     f"{train.steps}). If it was interrupted, {fit}; if it ended diverged (train "
+                     f"{train.steps}). If it was interrupted or stopped on an error (out of memory, a "
+                     f"full disk), {fit} once that is mended; if it ended diverged (train "
                      f"said so), resuming it is no use: {again}")
 
 
