@@ -111,16 +111,12 @@ def main() -> None:
     ap.add_argument("--cap-gb", type=float)
     ap.add_argument("--inputs")
     args = ap.parse_args()
-    if args.child:
-        print("ROW " + json.dumps(child(args)), flush=True)
+    from common import capped_child, capped_parent, gpu_memory_bytes, make_full_size_set
+
+    started = capped_parent(args, child)
+    if started is None:
         return
-
-    os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
-    from common import capped_child, gpu_memory_bytes, make_full_size_set, stamped_log
-
-    log = stamped_log()
-    out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
+    log, out, work = started
     if args.shape:
         import cryostream
 

@@ -95,19 +95,15 @@ def main() -> None:
     ap.add_argument("--store")
     ap.add_argument("--label", default="this")
     args = ap.parse_args()
-    if args.child:
-        print("ROW " + json.dumps(child(args)), flush=True)
+    from common import capped_child, capped_parent, gpu_memory_bytes
+
+    started = capped_parent(args, child)
+    if started is None:
         return
-
-    os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
-    from common import capped_child, gpu_memory_bytes, stamped_log
-
+    log, out, work = started
     import cryostream
     from cryostream.fit_recipe import recipe
 
-    log = stamped_log()
-    out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
     store = work / "data.h5"
     if not store.exists():
         sim = cryostream.simulate(work / "sim", args.count, shape=(args.shape, args.shape),

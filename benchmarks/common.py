@@ -192,3 +192,17 @@ def capped_child(command: list[str], env: dict, failed: dict, log, keep_stderr: 
     log(json.dumps({k: v for k, v in row.items() if k not in ("trace", "stderr_tail")}))
     return row
 
+
+def capped_parent(args, child) -> tuple | None:
+    """The start of a capped-GPU benchmark (``--child``, ``--out``, ``--work``): as its child
+    (``args.child``), print ``child(args)``'s row for :func:`capped_child` and return None;
+    as the parent, leave the GPU to the children and return ``(log, out, work)``, the output
+    folder made."""
+    if args.child:
+        print("ROW " + json.dumps(child(args)), flush=True)
+        return None
+    os.environ["JAX_PLATFORMS"] = "cpu"  # this process leaves the GPU to its children
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    return stamped_log(), out, work
+

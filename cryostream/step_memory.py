@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from cryostream.denoise import memory
+from cryostream.denoise.memory import memory_size
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["micro_batch", "whole_batch", "MicroBatchedStep", "step_bytes", "fitted_step",
@@ -119,11 +120,6 @@ def step_bytes(step, state, batch) -> int | None:
                    + plan.output_size_in_bytes) for plan in plans)
 
 
-def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else \
-        f"{n / 1e3:.0f} kB"
-
-
 def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     """The training step for ``batch`` (``config.batch_size`` patches of ``patch``²), as
     ``make_step(micro_batches=parts)`` builds it: in one part where XLA's plan fits the memory
@@ -144,12 +140,12 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
         step = make_step(micro_batches=parts)
         need = step_bytes(step, state, batch)
     if need is not None and need > limit:
-        taken, wanted = (f"more than {_size(limit)}", 2 * limit) if need >= OVER \
-            else (_size(need), 1.1 * need)
+        taken, wanted = (f"more than {memory_size(limit)}", 2 * limit) if need >= OVER \
+            else (memory_size(need), 1.1 * need)
         smaller = max(multiple, patch // 2 // multiple * multiple)
         raise ConfigError(
             f"one training step on a single patch of {patch}² takes {taken}, and "
-            f"{_size(limit)} is there for the network ({source}): "
+            f"{memory_size(limit)} is there for the network ({source}): "
             + ("" if config.model == "unet-small" else "train a smaller network (--model "
                "unet-small, in train or fit: from scratch, at some cost in quality) or ")
             + f"train on smaller patches (train: cryostream "
@@ -162,8 +158,8 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
                  f"the {config.loss} loss is weighed within each micro-batch")
         _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s per "
                   "micro-batch, not %s at once) to fit the %s there is for the network (%s); %s",
-                  size, patch, parts, size // parts, _size(need) if need else "size unknown",
-                  "more than fits" if first >= OVER else _size(first), _size(limit), source,
+                  size, patch, parts, size // parts, memory_size(need) if need else "size unknown",
+                  "more than fits" if first >= OVER else memory_size(first), memory_size(limit), source,
                   whole)
     return _Guarded(step, parts, need, limit, size, patch)
 
@@ -197,7 +193,7 @@ def training_out_of_memory(error: BaseException, patches: int, patch: int, need:
     where, xla, other = found
     return DeviceMemoryError(
         f"the training step ran out of memory on the {where} with {patches} patches of "
-        f"{patch}² at once{f', {_size(need)} planned' if need else ''} ({xla}): {other}give "
+        f"{patch}² at once{f', {memory_size(need)} planned' if need else ''} ({xla}): {other}give "
         f"the network less with the environment variable {memory.ENV}, "
         f"{memory.less_memory(limit)} before the command, so that each batch is trained in "
         "smaller micro-batches; the checkpoints so far are kept, and a rerun resumes (train: add "

@@ -33,7 +33,8 @@ import threading
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["ENV", "GPU_SHARE", "HOST_SHARE", "network_memory", "call_bytes", "clear_plans",
-           "fit_layout", "exhausted", "less_memory", "out_of_memory", "CallBudget", "CALLS"]
+           "fit_layout", "memory_size", "exhausted", "less_memory", "out_of_memory", "CallBudget",
+           "CALLS"]
 
 #: The environment variable that sets the memory the network's calls may take together (GB).
 ENV = "CRYOSTREAM_NETWORK_MEMORY_GB"
@@ -54,8 +55,10 @@ def _host_memory() -> int:
     return total if found is None else min(total, found[0])
 
 
-def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+def memory_size(n: float) -> str:
+    """``n`` bytes as the memory notes say them: GB to a tenth, MB whole, kB under 1 MB."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else \
+        f"{n / 1e3:.0f} kB"
 
 
 def network_memory() -> tuple[int | None, str]:
@@ -134,7 +137,7 @@ def clear_plans() -> None:
 def _more_memory(limit: int, source: str, wanted: float) -> str:
     """How to give the network more memory (``wanted`` bytes at least), for an error."""
     value = max(2 * limit, 1.1 * wanted) / 1e9
-    return (f"{_size(limit)} is there for it ({source}); if this machine (or its GPU) has more "
+    return (f"{memory_size(limit)} is there for it ({source}); if this machine (or its GPU) has more "
             f"free memory, set the environment variable {ENV} higher (e.g. {ENV}={value:.2g} "
             "cryostream denoise ...), or denoise on a machine with more memory")
 
@@ -170,7 +173,7 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
         fix = (f"pass --tile {largest} or less (Python: the DenoiseConfig's tile), or leave it "
                "out to have one chosen" if largest >= max(halo, multiple) else "")
         raise ConfigError(f"tile={tile} (--tile): one window of {side}² (the tile and "
-                          f"{halo} px of context on every side) takes {_size(need)} in the "
+                          f"{halo} px of context on every side) takes {memory_size(need)} in the "
                           f"network and {_more_memory(limit, source, need)}"
                           + (f"; or {fix}" if fix else ""))
     while need is not None and need > limit:  # smaller windows
@@ -181,7 +184,7 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
             raise ConfigError(
                 f"the memory there is for the network holds no window this model can take "
                 f"(with its {halo}-px context on every side, at least about {3 * halo}², "
-                f"{_size(need / side**2 * (3 * halo) ** 2)}): "
+                f"{memory_size(need / side**2 * (3 * halo) ** 2)}): "
                 f"{_more_memory(limit, source, need / side**2 * (3 * halo) ** 2)}") from None
         side, batch = tile + 2 * halo, batch_for(tile, 1)
         need = call_bytes(run, precision, batch, side)
@@ -189,8 +192,8 @@ def fit_layout(run: str, precision: str, tile: int, halo: int, batch: int, *,
     logging.getLogger("cryostream").info(
         "windows of %d² pixels, %d per network call (%s each) to fit the %s there is for the "
         "network (%s), not %d of %d² (%s)%s", side, batch,
-        _size(need) if need else "size unknown", _size(limit), source,
-        before[1], before[0], _size(before[2]),
+        memory_size(need) if need else "size unknown", memory_size(limit), source,
+        before[1], before[0], memory_size(before[2]),
         f"; smaller windows repeat more context: about {work:.2g} times the network's work "
         "of the larger ones"
         if work > 1.05 else "")
@@ -214,7 +217,7 @@ def exhausted(error: BaseException) -> tuple[str, str, str] | None:
 
 def less_memory(limit: int | None, command: str = "") -> str:
     """An example of a lower :data:`ENV` for a message, from the ``limit`` in use."""
-    return (f"e.g. {ENV}={limit / 2e9:.2g}{command} (it has {_size(limit)} now)" if limit
+    return (f"e.g. {ENV}={limit / 2e9:.2g}{command} (it has {memory_size(limit)} now)" if limit
             else "e.g. half the device's memory in GB")
 
 
@@ -227,7 +230,7 @@ def out_of_memory(error: BaseException, side: int, batch: int, need: int | None,
     if found is None:
         return None
     where, xla, other = found
-    each = f", {_size(need)} each" if need else ""
+    each = f", {memory_size(need)} each" if need else ""
     return DeviceMemoryError(
         f"the network ran out of memory on the {where} with windows of {side}² pixels, {batch} "
         f"per call{each} ({xla}): {other}give the network less with the environment variable {ENV}, "
