@@ -156,10 +156,14 @@ def simulate_one(task: dict) -> dict:
 
 
 def data_tasks(args, work: Path) -> tuple[list[dict], list[dict]]:
-    train = [{"index": i, "config": training_condition(args.seed, i, args.shape,
-                                                       args.high_signal_share,
-                                                       low_dose_share=args.low_dose_share,
-                                                       particles=getattr(args, "particles", None)),
+    def condition(i: int) -> dict:
+        if getattr(args, "train_condition", None):  # the held-out condition's draws, other seeds
+            return held_out_condition(args.train_condition, args.seed + 100, args.shape)
+        return training_condition(args.seed, i, args.shape, args.high_signal_share,
+                                  low_dose_share=args.low_dose_share,
+                                  particles=getattr(args, "particles", None))
+
+    train = [{"index": i, "config": condition(i),
               "noisy": str(work / "train" / "micrographs" / f"sim_{i:04d}.mrc"),
               "truth": str(work / "train" / "truth" / f"sim_{i:04d}.mrc")}
              for i in range(args.count)]

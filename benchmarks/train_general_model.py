@@ -512,6 +512,11 @@ def parse_args(argv=None):
     ap.add_argument("--precision", choices=("bf16", "fp32"), help="(bf16)")
     ap.add_argument("--particles", nargs="+", choices=SPREAD["particle"],
                     help="train on these specimens only (default: SPREAD's five)")
+    ap.add_argument("--train-condition", choices=list(CONDITIONS),
+                    help="draw every training micrograph as this held-out condition draws its "
+                         "own, from other seeds (a specialist for one condition: the most a "
+                         "network could gain from knowing the dose, pixel size, specimen and "
+                         "defocus range)")
     ap.add_argument("--inference-precision", choices=("fp32", "bf16"), default="fp32",
                     help="what the network computes in when scored (DenoiseConfig.precision; "
                     "default fp32, as denoise)")
