@@ -170,9 +170,9 @@ class FitResult:
 
 def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.PathLike, *,
         start: str | os.PathLike | None = None, budget: str | Budget | None = None,
-        work: str | os.PathLike | None = None, train: TrainConfig | None = None,
-        prepare: PrepareConfig | None = None, overwrite: bool = False,
-        permissive: bool = False) -> FitResult:
+        work: str | os.PathLike | None = None, patch_size: int | None = None,
+        train: TrainConfig | None = None, prepare: PrepareConfig | None = None,
+        overwrite: bool = False, permissive: bool = False) -> FitResult:
     """Train a denoiser on the micrographs themselves (self-supervised), in one call.
 
     Parameters
@@ -193,13 +193,19 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         ``steps`` and no time limit.
     work : path-like, optional
         Where the store goes (``WORK/data.h5``); ``RUN/work`` by default.
+    patch_size : int, optional
+        The side of the store's patches in px (``--patch``), the stride half of it as in
+        :func:`recipe`: a multiple of the network's (32 px, 64 for ``unet-deep``), at most the
+        micrographs' shorter side. Smaller patches take less memory in a training step. Without
+        it, :func:`recipe` picks it for the micrographs' shape; not beside ``prepare``, which
+        holds its own. A fit continued in ``run`` must have the patch it was made with.
     train : TrainConfig, optional
         The training, as given (from ``start`` if given, else from ``train.init``). Without
         it: :data:`FINETUNE_TRAIN` from the general model or from another model whose output
         estimates the clean micrograph; :data:`RECIPE_TRAIN` from scratch or from a model
         trained for Noisier2Noise.
     prepare : PrepareConfig, optional
-        The store; :func:`recipe` for the micrographs' shape by default.
+        The store; :func:`recipe` for the micrographs' shape (and ``patch_size``) by default.
     overwrite : bool
         Replace a run folder that holds another fit (or a ``train`` run) and train from the
         start; a complete store of the same inputs and options is still kept.
@@ -214,7 +220,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     Raises
     ------
     ConfigError
-        A budget, start or option that cannot be, a different fit in ``run`` without
+        A budget, start or option that cannot be (a patch the network cannot take, or larger
+        than the micrographs), a different fit in ``run`` (another patch, say) without
         ``overwrite``; before anything is written.
     InvalidMicrographError
         No micrographs, one unreadable, blank or with NaN pixels; nothing is left written.
@@ -224,6 +231,12 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     """
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
+    if patch_size is not None:
+        if prepare is not None:
+            raise ConfigError(f"patch_size={patch_size!r} beside prepare=: the PrepareConfig holds "
+                              f"the patch; give PrepareConfig(patch_size={patch_size!r}, ...) alone, "
+                              "or patch_size alone for the recipe's store")
+        PrepareConfig(patch_size=patch_size)  # a whole number > 0, or said by name
     network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
@@ -231,7 +244,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     with folder_lock(run, work, command="fit", fix="give this fit another folder (-o, --work)",
                      what="the run (-o) and the work (--work)"):  # one command at a time
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
-                    prepare=prepare, overwrite=overwrite, permissive=permissive)
+                    patch_size=patch_size, prepare=prepare, overwrite=overwrite,
+                    permissive=permissive)
 
 
 def _fit_steps(run: Path) -> int | None:
@@ -243,8 +257,8 @@ def _fit_steps(run: Path) -> int | None:
     return steps if isinstance(steps, int) and steps > 0 else None
 
 
-def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, prepare,
-         overwrite: bool, permissive: bool) -> FitResult:
+def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, patch_size,
+         prepare, overwrite: bool, permissive: bool) -> FitResult:
     t0 = time.perf_counter()
     parsed = Budget.parse(budget)
     store = work / STORE_NAME
@@ -264,11 +278,14 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if train is None and not overwrite:
         config = as_made_before(run, start, config)
     multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
-    prep = prepare or recipe(headers[0].shape, multiple)
+    prep = prepare or recipe(headers[0].shape, multiple, patch_size)
+    if min(headers[0].shape) < prep.patch_size:  # first: its fix is a patch the network takes
+        (ny, nx), most = headers[0].shape, min(headers[0].shape) // multiple * multiple
+        picked = recipe((ny, nx), multiple).patch_size  # (micrographs under one: said there)
+        raise ConfigError(f"patch_size={prep.patch_size} (--patch): larger than the micrographs "
+                          f"({ny} × {nx}); give at most {most} (--patch {most}; Python: "
+                          f"patch_size={most}), or leave it out: fit picks {picked} px for them")
     check_patch_size(prep, multiple)
-    if min(headers[0].shape) < prep.patch_size:
-        raise ConfigError(f"patch_size={prep.patch_size}: larger than the micrographs "
-                          f"({headers[0].shape[0]} × {headers[0].shape[1]}); use a smaller patch")
     if config.recorrupt and prep.noise.model != "matched":
         raise ConfigError(f"prepare.noise={prep.noise.model!r}: the training on recorrupted "
                           "targets needs the micrographs' own (matched) noise; prepare with "

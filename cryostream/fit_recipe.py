@@ -37,22 +37,27 @@ FINETUNE_TRAIN = dataclasses.replace(RECIPE_TRAIN, recorrupt=True, learning_rate
 DEFAULT_START = "general"
 
 
-def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE) -> PrepareConfig:
+def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE,
+           patch_size: int | None = None) -> PrepareConfig:
     """The store of the validated recipe for micrographs of ``shape`` (rows, columns).
 
     :class:`~cryostream.config.PrepareConfig`'s defaults with :data:`RECIPE_NOISE`; the patch
     is its default (1024 px, stride half of it) on micrographs at least twice as large, and
     halved until two fit along the shorter side on smaller ones (never under the network's
     ``multiple``: 32 px, 64 for ``unet-deep``; :func:`~cryostream.patches.patch_to_fit`).
+    ``patch_size`` (``fit --patch``) is the patch instead, the stride in the same ratio to it
+    (half); ``fit`` checks that the network takes it and that the micrographs hold it.
 
     Raises
     ------
     ConfigError
-        If the micrographs are smaller than one patch of ``multiple`` px.
+        Without ``patch_size``, if the micrographs are smaller than one patch of ``multiple``
+        px; a ``patch_size`` that is no whole number > 0.
     """
     default = PrepareConfig()
-    patch = patch_to_fit(shape, default.patch_size, multiple)
-    stride = patch * default.stride // default.patch_size
+    patch = patch_to_fit(shape, default.patch_size, multiple) if patch_size is None else \
+        PrepareConfig(patch_size=patch_size).patch_size  # a whole number > 0, or said by name
+    stride = max(1, patch * default.stride // default.patch_size)
     return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
 
 

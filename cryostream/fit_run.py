@@ -16,6 +16,7 @@ from cryostream.io.paths import write_whole
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
+from cryostream.prepare_result import differences
 from cryostream.progress import PrepareProgress
 
 __all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run",
@@ -73,13 +74,30 @@ def _differences(old, new: dict) -> list[str]:
     changes = [f"inputs: {file_changes(old.get('inputs'), new['inputs'])}"] * (
         not same_paths(old.get("inputs"), new["inputs"]))  # .. or a link: the same files
     changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
-    changes += [key for key in ("prepare",) if old.get(key) != new[key]]
+    changes += _store_changes(old.get("prepare"), new["prepare"])
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
     changes += [f"--from: {before.get(k) or 'scratch'} → {v or 'scratch'}" if k == "init" else
                 f"{k}: {before.get(k)!r} → {v!r}"  # the start first: the rest follows from it
                 for k, v in sorted(new["train"].items(), key=lambda kv: kv[0] != "init")
                 if k != "steps" and before.get(k) != v]
     return changes
+
+
+def _store_changes(old, new: dict) -> list[str]:
+    """What the store options ``new`` change of ``old`` (``fit.json``'s ``prepare``): the patch
+    by its option, ``--patch`` (with the stride that follows it, unsaid), the rest by name."""
+    if old == new:
+        return []
+    if not isinstance(old, dict):
+        return ["prepare"]
+    said = [f"--patch: {old.get('patch_size')} → {new['patch_size']}"] * (
+        old.get("patch_size") != new["patch_size"])
+    ratio = [old.get("stride"), old.get("patch_size")]
+    follows = bool(said) and all(isinstance(v, int) for v in ratio) and \
+        ratio[0] * new["patch_size"] == new["stride"] * ratio[1]  # the same ratio: the recipe's
+    rest = [k for k, v in new.items() if old.get(k) != v and k != "patch_size"
+            and not (k == "stride" and follows)]
+    return said + [f"prepare: {', '.join(rest)}"] * bool(rest)
 
 
 def made_before(run: Path, recipe) -> bool:
@@ -134,9 +152,9 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
                          "(another fit's --work?); give this fit its own work folder (--work), "
                          "or pass --overwrite to prepare it again there")
     if store.exists():
-        _log.info("the store %s was made from %s: preparing it again", store,
-                  "micrographs changed since" if isinstance(old, dict)
-                  else "other micrographs or options")
+        _log.info("the store %s %s: preparing it again", store,
+                  f"differs from this fit's ({'; '.join(differences(old, stamp))})"
+                  if isinstance(old, dict) else "was made from other micrographs or options")
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     with PrepareProgress(len(paths)):

@@ -127,7 +127,8 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     fit, with a note. The step returned turns the device running out of memory after all into
     a :class:`~cryostream.errors.DeviceMemoryError` saying what to change. A batch whose one
     patch does not fit is a :class:`~cryostream.errors.ConfigError` (``multiple``: the side
-    the network's patches must be a multiple of, for the smaller patch it names)."""
+    the network's patches must be a multiple of, for the smaller patch it names, one that
+    ``prepare --patch`` and ``fit --patch`` take)."""
     limit, source = memory.network_memory()
     size = config.batch_size
     parts, step = 1, make_step(micro_batches=1)
@@ -140,19 +141,7 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
         step = make_step(micro_batches=parts)
         need = step_bytes(step, state, batch)
     if need is not None and need > limit:
-        taken, wanted = (f"more than {memory_size(limit)}", 2 * limit) if need >= OVER \
-            else (memory_size(need), 1.1 * need)
-        smaller = max(multiple, patch // 2 // multiple * multiple)
-        raise ConfigError(
-            f"one training step on a single patch of {patch}² takes {taken}, and "
-            f"{memory_size(limit)} is there for the network ({source}): "
-            + ("" if config.model == "unet-small" else "train a smaller network (--model "
-               "unet-small, in train or fit: from scratch, at some cost in quality) or ")
-            + f"train on smaller patches (train: cryostream "
-            f"prepare --patch {smaller}, then train again; fit from Python: "
-            f"prepare=PrepareConfig(patch_size={smaller})); or, if this machine (or its GPU) has "
-            f"more free memory, set the environment variable {memory.ENV} higher (e.g. "
-            f"{memory.ENV}={wanted / 1e9:.2g})")
+        raise _no_patch_fits(need, limit, source, config, patch, multiple)
     if parts > 1:
         whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
                  f"the {config.loss} loss is weighed within each micro-batch")
@@ -162,6 +151,32 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
                   "more than fits" if first >= OVER else memory_size(first), memory_size(limit), source,
                   whole)
     return _Guarded(step, parts, need, limit, size, patch)
+
+
+def _no_patch_fits(need: int, limit: int, source: str, config, patch: int,
+                   multiple: int) -> ConfigError:
+    """The error of a training step whose one patch takes more than the ``limit``: a smaller
+    network, smaller patches (as ``prepare`` and ``fit`` take them: ``--patch``) or more
+    memory, as they apply."""
+    from cryostream.prepare import MODEL_MULTIPLE  # (the sides prepare and fit take)
+
+    taken, wanted = (f"more than {memory_size(limit)}", 2 * limit) if need >= OVER \
+        else (memory_size(need), 1.1 * need)
+    side = max(multiple, MODEL_MULTIPLE)
+    smaller = max(side, patch // 2 // side * side)
+    fixes = ([] if config.model == "unet-small" else [
+        "train a smaller network (--model unet-small, in train or fit: from scratch, at some cost "
+        "in quality)"]) + ([] if smaller >= patch else [
+            f"train on smaller patches (train: cryostream prepare --patch {smaller}, then train "
+            f"again; fit: the same command with --patch {smaller} --overwrite, which prepares its "
+            f"store again; Python: fit(..., patch_size={smaller}, overwrite=True))"])
+    said = " or ".join(fixes)
+    return ConfigError(
+        f"one training step on a single patch of {patch}² takes {taken}, and "
+        f"{memory_size(limit)} is there for the network ({source}): "
+        + (f"{said}; or, if" if said else "if") + " this machine (or its GPU) has more free "
+        f"memory, set the environment variable {memory.ENV} higher (e.g. "
+        f"{memory.ENV}={wanted / 1e9:.2g})")
 
 
 class _Guarded:

@@ -160,7 +160,7 @@ DOCUMENTED_FLAGS = {
               "--fresh-noise", "--steps",
               "--batch-size", "--lr", "--beta2", "--loss", "--eval-every", "--checkpoint-every",
               "--keep", "--seed", "--resume", "--quiet"},
-    "fit": {"-o", "--from", "--budget", "--work", "--model", "--overwrite"},
+    "fit": {"-o", "--from", "--budget", "--work", "--patch", "--model", "--overwrite"},
     "denoise": {"-o", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
                 "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
                 "--amplitude-contrast", "--calibrate", "--workers", "--scheduler",

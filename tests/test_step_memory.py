@@ -111,8 +111,11 @@ def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, 
         train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
     said = str(raised.value)
     assert said.startswith("one training step on a single patch of 32² takes ")
-    assert "cryostream prepare --patch 16" in said
+    # 32 px is the smallest patch prepare and fit take (it had said prepare --patch 16, refused)
+    assert "--patch" not in said and "PrepareConfig" not in said
     assert "--model unet-small" not in said  # the smallest network is the one trained
+    assert "is there for the network (" in said and "): if this machine (or its GPU) has more " \
+        "free memory, set the environment variable" in said
     assert f"{ENV}=0.00001" in said
     assert not list((tmp_path / "run").glob("checkpoints/*"))
     from cryostream.denoise.network import check_trained

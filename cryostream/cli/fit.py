@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Memory: where one training step does not fit the memory there is for the network (80% "
         "of what JAX holds on a GPU, a quarter of the machine's on a CPU; the environment "
         "variable CRYOSTREAM_NETWORK_MEMORY_GB=N sets it), each batch is trained in "
-        "micro-batches, with a note.")
+        "micro-batches, with a note; where not even one patch fits, --patch N trains on "
+        "smaller patches.")
     p.add_argument("inputs", nargs="+", help="MRC files, globs, folders, a RELION STAR file or a "
                    "cryoSPARC exposures .cs file")
     p.add_argument("-o", "--output", required=True, help="the run folder")
@@ -46,6 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    f"model, {RECIPE_TRAIN.steps} from scratch")
     p.add_argument("--work", metavar="FOLDER",
                    help="where the store goes, kept for resuming (RUN/work without it)")
+    p.add_argument("--patch", dest="patch_size", type=int, metavar="N",
+                   help="the side of the training patches in px (the stride half of it): a "
+                   "multiple of 32 (64 for --model unet-deep), at most the micrographs' shorter "
+                   "side. Smaller patches take less memory per training step, for a GPU where "
+                   "one patch does not fit. Without it: 1024, halved until two fit across the "
+                   "micrographs. A fit continued keeps the patch it was made with")
     add_config_flags(p, RECIPE_TRAIN, FLAGS)
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN, blank) with a warning")
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         start = args.start or "scratch"  # general model (a unet) cannot start; --from's training
         train = config_from_args(training_for(start, Path(args.output).absolute()), args, FLAGS)
     result = fit(args.inputs, args.output, start=args.start, budget=args.budget, work=args.work,
-                 train=train, overwrite=args.overwrite, permissive=args.permissive)
+                 patch_size=args.patch_size, train=train, overwrite=args.overwrite,
+                 permissive=args.permissive)
     print(result.summary())
     return 0

@@ -1,0 +1,152 @@
+"""``cryostream fit --patch N``: the store's patch chosen by the user (the stride in the recipe's
+ratio to it), checked as ``prepare`` checks it before anything is written, kept by a fit that
+continues, and named by the error of a GPU where not even one patch fits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import cryostream
+from cryostream.cli import main
+from cryostream.config import PrepareConfig, TrainConfig, to_dict
+from cryostream.denoise.memory import ENV
+from cryostream.errors import ConfigError
+from cryostream.fit import FIT_RECORD, recipe
+from cryostream.store import store_facts
+
+#: A time budget spent before training starts: the store is made, nothing trained.
+SPENT = ["--budget", "0.000001m"]
+#: unet-small from scratch: the cheapest fit on the CPU.
+SMALL = ["--model", "unet-small"]
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _error(capsys) -> str:
+    """The one line a refused command printed on stderr."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def mics(tmp_path_factory) -> list[str]:
+    """Two simulated micrographs of 128 × 160 px (the recipe cuts them into 64 px patches)."""
+    sim = cryostream.simulate(tmp_path_factory.mktemp("fitpatch") / "sim", 2, shape=(128, 160),
+                              seed=3)
+    return [str(p) for p in sim.micrographs]
+
+
+def test_the_patch_is_the_stores_and_the_stride_keeps_the_recipes_ratio(mics, tmp_path, notes,
+                                                                          capsys):
+    assert recipe((128, 160)).patch_size == 64  # what fit picks without --patch
+    assert recipe((128, 160), patch_size=32) == dataclasses.replace(recipe((128, 160)),
+                                                                    patch_size=32, stride=16)
+    run = tmp_path / "run"
+    assert main(["fit", *mics, "-o", str(run), *SMALL, *SPENT, "--patch", "32"]) == 0
+    assert json.loads((run / FIT_RECORD).read_text())["prepare"] == to_dict(
+        recipe((128, 160), patch_size=32))
+    prepared, _ = store_facts(run / "work" / "data.h5")
+    assert (prepared.patch_size, prepared.stride, prepared.noise.model) == (32, 16, "matched")
+    assert any(n.startswith("fit: 2 micrographs of 128 × 160 px, patches of 32 px (stride 16)")
+               for n in notes)
+    result = cryostream.fit(mics, tmp_path / "py", start="scratch", budget="0.000001m",
+                            patch_size=32)  # the same from Python
+    assert store_facts(result.store)[0] == prepared
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--patch N the side of the training patches in px (the stride half of it)" in shown
+    assert "Smaller patches take less memory per training step" in shown
+
+
+@pytest.mark.parametrize("given, said", [
+    (["--patch", "48"], "--patch 48: the U-Net presets need patch sides that are multiples of 32; "
+     "use --patch 32"),
+    (["--patch", "256"], "--patch 256: larger than the micrographs (128 × 160); give at most 128 "
+     "(--patch 128), or leave it out: fit picks 64 px for them"),
+    (["--patch", "200"], "--patch 200: larger than the micrographs (128 × 160); give at most 128 "
+     "(--patch 128), or leave it out: fit picks 64 px for them"),  # the fix: one the network takes
+    (["--patch", "0"], "--patch 0: must be a finite number > 0"),
+    (["--patch", "32", "--model", "unet-deep"], "--patch 32: the U-Net presets need patch sides "
+     "that are multiples of 64; use --patch 64"),
+])
+def test_a_patch_the_network_or_the_micrographs_cannot_take_is_refused_before_anything_is_written(
+        mics, tmp_path, capsys, given, said):
+    assert main(["fit", *mics, "-o", str(tmp_path / "run"), *SPENT, *given]) == 2
+    assert _error(capsys) == f"cryostream fit: error: {said}"
+    assert _tree(tmp_path) == []
+
+
+def test_from_python_the_patch_is_patch_size_and_not_beside_a_store_config(mics, tmp_path):
+    with pytest.raises(ConfigError, match=r"^patch_size=32 beside prepare=: the PrepareConfig "
+                       r"holds the patch; give PrepareConfig\(patch_size=32, \.\.\.\) alone"):
+        cryostream.fit(mics, tmp_path / "run", patch_size=32, prepare=PrepareConfig())
+    with pytest.raises(ConfigError, match=r"^patch_size='64': must be an integer"):
+        cryostream.fit(mics, tmp_path / "run", patch_size="64")
+    with pytest.raises(ConfigError, match=r"; give at most 128 \(--patch 128; Python: "
+                       r"patch_size=128\), or leave it out"):
+        cryostream.fit(mics, tmp_path / "run", start="scratch", patch_size=1024)
+    assert _tree(tmp_path) == []
+
+
+def test_a_fit_continued_with_another_patch_is_refused_and_overwrite_prepares_it_again(
+        mics, tmp_path, capsys, notes):
+    """A fit's checkpoints were trained on its store's patches: a continuation given another
+    --patch (or none, where the recipe picks another) would train them on others. It is refused
+    naming the patch, the run and its store untouched, as prepare refuses a store of other
+    options; the same command continues; --overwrite prepares the store again and starts over."""
+    run = tmp_path / "run"
+    fit = ["fit", *mics, "-o", str(run), *SMALL, *SPENT]
+    assert main([*fit, "--patch", "32"]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    for other, now in ((["--patch", "64"], 64), ([], 64)):  # without --patch: the recipe's 64
+        assert main([*fit, *other]) == 2
+        assert _error(capsys) == (
+            f"cryostream fit: error: {run}: holds a fit of other inputs or options (changed: "
+            f"--patch: 32 → {now}); to continue that fit give it the inputs and options it was "
+            "made with, choose another folder (-o) for this one, or pass --overwrite to train "
+            "this one there from the start (the run in it is replaced)")
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    notes.clear()
+    assert main([*fit, "--patch", "32"]) == 0  # the same command: its store kept
+    assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+    notes.clear()
+    assert main([*fit, "--patch", "64", "--overwrite"]) == 0
+    assert any("differs from this fit's (options differ: patch_size 32 in the store, 64 now; "
+               "stride 16 in the store, 32 now): preparing it again" in n for n in notes)
+    assert store_facts(run / "work" / "data.h5")[0].patch_size == 64
+    assert json.loads((run / FIT_RECORD).read_text())["prepare"]["patch_size"] == 64
+    notes.clear()
+    assert main(fit) == 0  # without --patch, the size fit picks is 64 too: the same fit goes on
+    assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+
+
+def test_where_one_patch_does_not_fit_the_error_names_fits_patch(mics, tmp_path, monkeypatch):
+    """The one-patch error had told fit users to set patch_size from Python (through a
+    PrepareConfig that left the recipe's noise); now it names --patch, and --overwrite, which
+    the changed patch needs; the command line shows it without the Python form. (One patch a
+    batch: one step compiled, not one for each micro-batch tried.)"""
+    from cryostream.cli.common import for_the_command_line
+
+    monkeypatch.setenv(ENV, "0.00001")  # 10 kB: not even one patch of 64² fits
+    one = TrainConfig(model="unet-small", precision="fp32", steps=1, batch_size=1, eval_batches=1,
+                      warmup_steps=1, threads=1)
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError) as raised:
+        cryostream.fit(mics, run, train=one, patch_size=64)
+    said = str(raised.value)
+    assert said.startswith("one training step on a single patch of 64² takes ")
+    fix = ("train on smaller patches (train: cryostream prepare --patch 32, then train again; "
+           "fit: the same command with --patch 32 --overwrite, which prepares its store again")
+    assert f"{fix}; Python: fit(..., patch_size=32, overwrite=True)); or, if this machine" in said
+    assert "--model unet-small" not in said  # the smallest network is the one trained
+    assert f"{fix}); or, if this machine" in for_the_command_line(said)
+    assert not list(run.glob("checkpoints/*"))
