@@ -3,7 +3,7 @@ hundred kB is not "0.00 GB")."""
 
 from __future__ import annotations
 
-__all__ = ["format_bytes", "format_duration"]
+__all__ = ["format_bytes", "format_duration", "spoken_duration"]
 
 
 def format_bytes(n: float) -> str:
@@ -38,3 +38,22 @@ def format_duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def spoken_duration(seconds: float) -> str:
+    """``seconds`` in words, for an estimate said in a sentence ("about 1 second"): seconds
+    whole (at least 1) under 90, minutes to two figures under 90 min, else hours.
+
+    Examples
+    --------
+    >>> spoken_duration(0.3), spoken_duration(1.2), spoken_duration(39), spoken_duration(150)
+    ('1 second', '1 second', '39 seconds', '2.5 minutes')
+    >>> spoken_duration(9000)
+    '2.5 hours'
+    """
+    if seconds < 90:
+        whole = max(1, round(seconds))
+        return f"{whole} second{'s' * (whole != 1)}"
+    if seconds < 5400:
+        return f"{seconds / 60:.2g} minutes"
+    return f"{seconds / 3600:.3g} hours"

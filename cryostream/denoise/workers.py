@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from cryostream.host import available_memory, cgroup_headroom, cgroup_memory, cpu_cores
+from cryostream.units import spoken_duration
 
 __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
            "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "cpu_time_note"]
@@ -75,8 +76,7 @@ def cpu_time_note(run: str, config, shapes) -> None:
     each = {s: seconds(s) for s in counts}
     shape = max(counts, key=lambda s: s[0] * s[1])
     total = [sum(n * each[s][i] for s, n in counts.items()) for i in (0, 1)]
-    minutes = [f"{t:.0f} seconds" if t < 90 else f"{t / 60:.2g} minutes" if t < 5400
-               else f"{t / 3600:.3g} hours" for t in (*each[shape], *total)]
+    minutes = [spoken_duration(t) for t in (*each[shape], *total)]
     many = len(shapes) > 1
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
