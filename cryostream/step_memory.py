@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from cryostream.denoise import memory
-from cryostream.denoise.memory import memory_size
+from cryostream.denoise.memory import memory_size, sizes_apart
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["micro_batch", "whole_batch", "MicroBatchedStep", "step_bytes", "fitted_step",
@@ -145,11 +145,12 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     if parts > 1:
         whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
                  f"the {config.loss} loss is weighed within each micro-batch")
+        at_once, there = ("more than fits", memory_size(limit)) if first >= OVER \
+            else sizes_apart(first, limit)  # (never the same figure twice: 1.04 GB, 1.00 GB)
         _log.info("each batch of %d patches of %d² is trained in %d micro-batches of %d (%s per "
                   "micro-batch, not %s at once) to fit the %s there is for the network (%s); %s",
                   size, patch, parts, size // parts, memory_size(need) if need else "size unknown",
-                  "more than fits" if first >= OVER else memory_size(first), memory_size(limit), source,
-                  whole)
+                  at_once, there, source, whole)
     return _Guarded(step, parts, need, limit, size, patch)
 
 

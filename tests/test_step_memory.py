@@ -126,6 +126,30 @@ def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, 
         check_trained(tmp_path / "run", load_record(tmp_path / "run"))  # what denoise says
 
 
+def test_the_micro_batch_note_never_gives_the_step_and_the_memory_the_same_figure(
+        tiny_run, monkeypatch, notes):
+    """Where the whole batch's step and the memory there is round to the same figure, the note
+    gives them enough digits to differ (it had said "not 1.0 GB at once) to fit the 1.0 GB")."""
+    from cryostream.denoise.memory import memory_size, sizes_apart
+    from cryostream.step_memory import fitted_step
+
+    whole = _whole_step_bytes(tiny_run.store)
+    limit = next(int(whole * f) for f in (0.99, 0.995, 0.999)
+                 if memory_size(int(whole * f)) == memory_size(whole))
+    monkeypatch.setenv(ENV, f"{limit / 1e9!r}")
+    tx = make_optimizer(TINY_TRAIN)
+    graphdef, state = create_train_state(create_model(TINY_TRAIN.model_config()), tx)
+    step = fitted_step(lambda micro_batches: make_train_step(graphdef, tx, micro_batches=micro_batches),
+                       state, _first_batch(tiny_run.store), TINY_TRAIN, 32, 8)
+    assert step.parts == 2
+    at_once, there = sizes_apart(whole, limit)
+    assert at_once != there
+    said = next(n for n in notes if "micro-batches" in n)
+    assert f"per micro-batch, not {at_once} at once) to fit the {there} there is" in said
+    assert sizes_apart(1.04e9, 1.0e9) == ("1.04 GB", "1.00 GB")
+    assert sizes_apart(5.08e8, 1.0e9) == ("508 MB", "1.0 GB")  # different already: as they were
+
+
 def test_a_memory_setting_that_is_no_number_is_refused_before_any_work(tiny_run, tmp_path,
                                                                        monkeypatch):
     monkeypatch.setenv(ENV, "abc")

@@ -33,8 +33,8 @@ import threading
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["ENV", "GPU_SHARE", "HOST_SHARE", "network_memory", "call_bytes", "clear_plans",
-           "fit_layout", "memory_size", "exhausted", "less_memory", "out_of_memory", "CallBudget",
-           "CALLS"]
+           "fit_layout", "memory_size", "sizes_apart", "exhausted", "less_memory", "out_of_memory",
+           "CallBudget", "CALLS"]
 
 #: The environment variable that sets the memory the network's calls may take together (GB).
 ENV = "CRYOSTREAM_NETWORK_MEMORY_GB"
@@ -55,10 +55,24 @@ def _host_memory() -> int:
     return total if found is None else min(total, found[0])
 
 
-def memory_size(n: float) -> str:
-    """``n`` bytes as the memory notes say them: GB to a tenth, MB whole, kB under 1 MB."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else \
-        f"{n / 1e3:.0f} kB"
+def memory_size(n: float, digits: int = 0) -> str:
+    """``n`` bytes as the memory notes say them: GB to a tenth, MB whole, kB under 1 MB;
+    ``digits`` more decimals where two figures must not read the same (:func:`sizes_apart`)."""
+    return f"{n / 1e9:.{1 + digits}f} GB" if n >= 1e9 else f"{n / 1e6:.{digits}f} MB" \
+        if n >= 1e6 else f"{n / 1e3:.{digits}f} kB"
+
+
+def sizes_apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` bytes as :func:`memory_size` says them, with as many more decimals
+    (up to 3) as it takes for two different figures not to read the same.
+
+    >>> sizes_apart(1.04e9, 1.0e9), sizes_apart(5.08e8, 1.0e9)
+    (('1.04 GB', '1.00 GB'), ('508 MB', '1.0 GB'))
+    """
+    digits = 0
+    while memory_size(a, digits) == memory_size(b, digits) and a != b and digits < 3:
+        digits += 1
+    return memory_size(a, digits), memory_size(b, digits)
 
 
 def network_memory() -> tuple[int | None, str]:
