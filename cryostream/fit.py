@@ -38,6 +38,7 @@ from cryostream.fit_recipe import (
     RECIPE_NOISE,
     RECIPE_TRAIN,
     as_made_before,
+    check_fit_patch,
     recipe,
     start_words,
     training,
@@ -49,6 +50,7 @@ from cryostream.fit_run import (
     check_run,
     clear_run,
     make_store,
+    run_patch,
     write_json,
 )
 from cryostream.io.mrc import warn_mixed_pixel_sizes
@@ -197,8 +199,10 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         The side of the store's patches in px (``--patch``), the stride half of it as in
         :func:`recipe`: a multiple of the network's (32 px, 64 for ``unet-deep``), at most the
         micrographs' shorter side. Smaller patches take less memory in a training step. Without
-        it, :func:`recipe` picks it for the micrographs' shape; not beside ``prepare``, which
-        holds its own. A fit continued in ``run`` must have the patch it was made with.
+        it, a fit continued in ``run`` keeps the patch it was made with, and :func:`recipe`
+        picks it for the micrographs' shape otherwise (``overwrite`` too); not beside
+        ``prepare``, which holds its own. Another patch than a fit's is refused without
+        ``overwrite``.
     train : TrainConfig, optional
         The training, as given (from ``start`` if given, else from ``train.init``). Without
         it: :data:`FINETUNE_TRAIN` from the general model or from another model whose output
@@ -236,7 +240,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
             raise ConfigError(f"patch_size={patch_size!r} beside prepare=: the PrepareConfig holds "
                               f"the patch; give PrepareConfig(patch_size={patch_size!r}, ...) alone, "
                               "or patch_size alone for the recipe's store")
-        PrepareConfig(patch_size=patch_size)  # a whole number > 0, or said by name
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int):
+            PrepareConfig(patch_size=patch_size)  # a whole number, or said by name (the rest: _fit)
     network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
@@ -278,14 +283,13 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if train is None and not overwrite:
         config = as_made_before(run, start, config)
     multiple = max(MODEL_MULTIPLE, config.model_config().multiple)  # unet-deep: 64
+    if patch_size is None and prepare is None and not overwrite:  # a fit continued keeps its
+        patch_size = run_patch(run, headers[0].shape, multiple)  # patch, as it keeps its steps
+    if patch_size is not None:
+        check_fit_patch(patch_size, headers[0].shape, multiple)  # > 0, within the micrographs
     prep = prepare or recipe(headers[0].shape, multiple, patch_size)
-    if min(headers[0].shape) < prep.patch_size:  # first: its fix is a patch the network takes
-        (ny, nx), most = headers[0].shape, min(headers[0].shape) // multiple * multiple
-        picked = recipe((ny, nx), multiple).patch_size  # (micrographs under one: said there)
-        raise ConfigError(f"patch_size={prep.patch_size} (--patch): larger than the micrographs "
-                          f"({ny} × {nx}); give at most {most} (--patch {most}; Python: "
-                          f"patch_size={most}), or leave it out: fit picks {picked} px for them")
-    check_patch_size(prep, multiple)
+    check_fit_patch(prep.patch_size, headers[0].shape, multiple)  # (a PrepareConfig's too)
+    check_patch_size(prep, multiple, config.model if multiple > MODEL_MULTIPLE else None)
     if config.recorrupt and prep.noise.model != "matched":
         raise ConfigError(f"prepare.noise={prep.noise.model!r}: the training on recorrupted "
                           "targets needs the micrographs' own (matched) noise; prepare with "

@@ -16,7 +16,7 @@ from cryostream.patches import patch_to_fit
 from cryostream.prepare import MODEL_MULTIPLE
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "DEFAULT_START", "recipe",
-           "training_for", "training", "as_made_before", "start_words", "start_label"]
+           "check_fit_patch", "training_for", "training", "as_made_before", "start_words", "start_label"]
 
 _log = logging.getLogger("cryostream")
 
@@ -59,6 +59,23 @@ def recipe(shape: tuple[int, int], multiple: int = MODEL_MULTIPLE,
         PrepareConfig(patch_size=patch_size).patch_size  # a whole number > 0, or said by name
     stride = max(1, patch * default.stride // default.patch_size)
     return dataclasses.replace(default, patch_size=patch, stride=stride, noise=RECIPE_NOISE)
+
+
+def check_fit_patch(patch: int, shape: tuple[int, int], multiple: int) -> None:
+    """Refuse a patch side (``fit --patch``) of 0 px or less, or larger than micrographs of
+    ``shape``, saying what a patch side is and naming one that would do (a multiple of the
+    network's ``multiple``, at most the micrographs' side), or none: the size :func:`recipe`
+    picks. (A ConfigError of its own where the micrographs hold no patch at all.)"""
+    (ny, nx), most = shape, min(shape) // multiple * multiple
+    picked = recipe(shape, multiple).patch_size  # (micrographs under one patch: said there)
+    if patch <= 0:
+        raise ConfigError(f"patch_size={patch} (--patch): a patch side is a positive multiple of "
+                          f"{multiple} px, at most {most} for these micrographs (e.g. --patch "
+                          f"{picked}; Python: patch_size={picked}), or leave it out")
+    if patch > min(shape):  # the fix: a patch the network takes
+        raise ConfigError(f"patch_size={patch} (--patch): larger than the micrographs ({ny} × "
+                          f"{nx}); give at most {most} (--patch {most}; Python: patch_size={most}), "
+                          f"or leave it out: fit picks {picked} px for them")
 
 
 def training_for(start, run: Path) -> TrainConfig:

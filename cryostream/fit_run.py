@@ -19,7 +19,7 @@ from cryostream.prepare_output import fingerprint
 from cryostream.prepare_result import differences
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run",
+__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "run_patch",
            "made_before", "clear_run", "write_json", "make_store"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
@@ -58,6 +58,15 @@ def check_run(run: Path, request: dict, overwrite: bool) -> bool:
         raise StoreError(f"{record}: damaged ({exc}); pass overwrite=True (--overwrite) to "
                          "start again") from None
     changes = _differences(old, request)
+    before = old.get("prepare") if isinstance(old, dict) else None
+    was, now = before.get("patch_size") if isinstance(before, dict) else None, \
+        request["prepare"]["patch_size"]
+    if changes == [f"--patch: {was} → {now}"] and not overwrite:  # the patch alone: how to go on
+        raise ConfigError(f"{run}: holds a fit made with patches of {was} px (changed: "
+                          f"{changes[0]}); to continue it, give --patch {was} or leave --patch out "
+                          f"(Python: patch_size={was} or None); to start again there with patches "
+                          f"of {now}, pass overwrite=True (--overwrite) (the run in it is "
+                          "replaced); or choose another folder (-o) for this one")
     if changes and not overwrite:
         raise ConfigError(f"{run}: holds a fit of other inputs or options (changed: "
                           f"{'; '.join(changes)}); to continue that fit give it the inputs and "
@@ -98,6 +107,19 @@ def _store_changes(old, new: dict) -> list[str]:
     rest = [k for k, v in new.items() if old.get(k) != v and k != "patch_size"
             and not (k == "stride" and follows)]
     return said + [f"prepare: {', '.join(rest)}"] * bool(rest)
+
+
+def run_patch(run: Path, shape: tuple[int, int], multiple: int) -> int | None:
+    """The patch side of the fit in ``run`` (its ``fit.json``), which a fit continued there
+    keeps when no ``--patch`` is given; None where there is none, or where micrographs of
+    ``shape`` or a network of patches of ``multiple`` px could not take it (a fit of other
+    inputs or options: refused by :func:`check_run`, naming them)."""
+    try:
+        patch = json.loads((run / FIT_RECORD).read_text())["prepare"]["patch_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fits = isinstance(patch, int) and not isinstance(patch, bool) and 0 < patch <= min(shape)
+    return patch if fits and patch % multiple == 0 else None
 
 
 def made_before(run: Path, recipe) -> bool:

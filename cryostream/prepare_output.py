@@ -369,14 +369,16 @@ def check_stride(config: PrepareConfig) -> None:
                           f"most {config.patch_size} (--stride), or leave it out for half the patch")
 
 
-def check_patch_size(config: PrepareConfig, multiple: int) -> None:
+def check_patch_size(config: PrepareConfig, multiple: int, model: str | None = None) -> None:
     """Refuse a patch side the networks cannot take (not a multiple of ``multiple``), and a
-    stride above the patch (:func:`check_stride`)."""
+    stride above the patch (:func:`check_stride`). ``model``: the preset that needs
+    ``multiple`` where the others need less (``unet-deep``), for the message."""
     check_stride(config)
     if config.patch_size % multiple:
         fix = max(multiple, config.patch_size // multiple * multiple)  # down: it still fits
-        raise ConfigError(f"patch_size={config.patch_size} (--patch): the U-Net presets need "
-                          f"patch sides that are multiples of {multiple}; use --patch {fix}")
+        who = f"{model} (--model) needs" if model else "the U-Net presets need"
+        raise ConfigError(f"patch_size={config.patch_size} (--patch): {who} patch sides that are "
+                          f"multiples of {multiple}; use --patch {fix}")
 
 
 def noise_table(folder: Path, headers, percentiles: np.ndarray, config: PrepareConfig) -> dict:

@@ -15,7 +15,7 @@ from cryostream.cli import main
 from cryostream.config import PrepareConfig, TrainConfig, to_dict
 from cryostream.denoise.memory import ENV
 from cryostream.errors import ConfigError
-from cryostream.fit import FIT_RECORD, recipe
+from cryostream.fit import FIT_RECORD, RECIPE_TRAIN, recipe
 from cryostream.store import store_facts
 
 #: A time budget spent before training starts: the store is made, nothing trained.
@@ -73,9 +73,14 @@ def test_the_patch_is_the_stores_and_the_stride_keeps_the_recipes_ratio(mics, tm
      "(--patch 128), or leave it out: fit picks 64 px for them"),
     (["--patch", "200"], "--patch 200: larger than the micrographs (128 × 160); give at most 128 "
      "(--patch 128), or leave it out: fit picks 64 px for them"),  # the fix: one the network takes
-    (["--patch", "0"], "--patch 0: must be a finite number > 0"),
-    (["--patch", "32", "--model", "unet-deep"], "--patch 32: the U-Net presets need patch sides "
-     "that are multiples of 64; use --patch 64"),
+    (["--patch", "0"], "--patch 0: a patch side is a positive multiple of 32 px, at most 128 for "
+     "these micrographs (e.g. --patch 64), or leave it out"),
+    (["--patch", "-64"], "--patch -64: a patch side is a positive multiple of 32 px, at most 128 "
+     "for these micrographs (e.g. --patch 64), or leave it out"),
+    (["--patch", "0", "--model", "unet-deep"], "--patch 0: a patch side is a positive multiple of "
+     "64 px, at most 128 for these micrographs (e.g. --patch 64), or leave it out"),
+    (["--patch", "32", "--model", "unet-deep"], "--patch 32: unet-deep (--model) needs patch sides "
+     "that are multiples of 64; use --patch 64"),  # the preset that needs 64 (the others: 32)
 ])
 def test_a_patch_the_network_or_the_micrographs_cannot_take_is_refused_before_anything_is_written(
         mics, tmp_path, capsys, given, said):
@@ -90,43 +95,57 @@ def test_from_python_the_patch_is_patch_size_and_not_beside_a_store_config(mics,
         cryostream.fit(mics, tmp_path / "run", patch_size=32, prepare=PrepareConfig())
     with pytest.raises(ConfigError, match=r"^patch_size='64': must be an integer"):
         cryostream.fit(mics, tmp_path / "run", patch_size="64")
+    with pytest.raises(ConfigError, match=r"^patch_size=0 \(--patch\): a patch side is a positive "
+                       r"multiple of 32 px, at most 128 for these micrographs \(e\.g\. --patch 64; "
+                       r"Python: patch_size=64\), or leave it out$"):
+        cryostream.fit(mics, tmp_path / "run", start="scratch", patch_size=0)
     with pytest.raises(ConfigError, match=r"; give at most 128 \(--patch 128; Python: "
                        r"patch_size=128\), or leave it out"):
         cryostream.fit(mics, tmp_path / "run", start="scratch", patch_size=1024)
     assert _tree(tmp_path) == []
 
 
-def test_a_fit_continued_with_another_patch_is_refused_and_overwrite_prepares_it_again(
+def test_a_fit_continued_keeps_its_patch_another_is_refused_and_overwrite_prepares_it_again(
         mics, tmp_path, capsys, notes):
-    """A fit's checkpoints were trained on its store's patches: a continuation given another
-    --patch (or none, where the recipe picks another) would train them on others. It is refused
-    naming the patch, the run and its store untouched, as prepare refuses a store of other
-    options; the same command continues; --overwrite prepares the store again and starts over."""
+    """A fit's checkpoints were trained on its store's patches. Continued without --patch, a fit
+    keeps its own (as fit --help says), as a time budget keeps its steps: the recipe would pick
+    another (64 here), a number the user never typed. Another --patch is refused naming the
+    patch and how to go on, the run and its store untouched, as prepare refuses a store of other
+    options; --overwrite prepares the store again and starts over; with --overwrite and no
+    --patch, the recipe picks."""
     run = tmp_path / "run"
     fit = ["fit", *mics, "-o", str(run), *SMALL, *SPENT]
     assert main([*fit, "--patch", "32"]) == 0
     capsys.readouterr()
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    for other, now in ((["--patch", "64"], 64), ([], 64)):  # without --patch: the recipe's 64
-        assert main([*fit, *other]) == 2
-        assert _error(capsys) == (
-            f"cryostream fit: error: {run}: holds a fit of other inputs or options (changed: "
-            f"--patch: 32 → {now}); to continue that fit give it the inputs and options it was "
-            "made with, choose another folder (-o) for this one, or pass --overwrite to train "
-            "this one there from the start (the run in it is replaced)")
-        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
-    notes.clear()
-    assert main([*fit, "--patch", "32"]) == 0  # the same command: its store kept
-    assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+    assert main([*fit, "--patch", "64"]) == 2
+    assert _error(capsys) == (
+        f"cryostream fit: error: {run}: holds a fit made with patches of 32 px (changed: --patch: "
+        "32 → 64); to continue it, give --patch 32 or leave --patch out; to start again there "
+        "with patches of 64, pass --overwrite (the run in it is replaced); or choose another "
+        "folder (-o) for this one")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(ConfigError, match=r"\(Python: patch_size=32 or None\); to start again "
+                       r"there with patches of 64, pass overwrite=True \(--overwrite\)"):
+        cryostream.fit(mics, run, train=dataclasses.replace(RECIPE_TRAIN, model="unet-small"),
+                       budget="0.000001m", patch_size=64)  # (--model unet-small, from Python)
+    for again in ([*fit, "--patch", "32"], fit):  # the same command; without --patch: its own
+        notes.clear()
+        assert main(again) == 0
+        assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+        assert any("patches of 32 px (stride 16)" in n for n in notes)
+    assert json.loads((run / FIT_RECORD).read_text())["prepare"]["patch_size"] == 32
     notes.clear()
     assert main([*fit, "--patch", "64", "--overwrite"]) == 0
     assert any("differs from this fit's (options differ: patch_size 32 in the store, 64 now; "
                "stride 16 in the store, 32 now): preparing it again" in n for n in notes)
     assert store_facts(run / "work" / "data.h5")[0].patch_size == 64
     assert json.loads((run / FIT_RECORD).read_text())["prepare"]["patch_size"] == 64
+    assert main([*fit, "--patch", "32", "--overwrite"]) == 0
     notes.clear()
-    assert main(fit) == 0  # without --patch, the size fit picks is 64 too: the same fit goes on
-    assert any("is complete and its micrographs unchanged: kept" in n for n in notes)
+    assert main([*fit, "--overwrite"]) == 0  # no --patch with --overwrite: the recipe's 64
+    assert json.loads((run / FIT_RECORD).read_text())["prepare"]["patch_size"] == 64
+    assert any("patches of 64 px (stride 32)" in n for n in notes)
 
 
 def test_where_one_patch_does_not_fit_the_error_names_fits_patch(mics, tmp_path, monkeypatch):

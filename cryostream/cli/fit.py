@@ -52,7 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "multiple of 32 (64 for --model unet-deep), at most the micrographs' shorter "
                    "side. Smaller patches take less memory per training step, for a GPU where "
                    "one patch does not fit. Without it: 1024, halved until two fit across the "
-                   "micrographs. A fit continued keeps the patch it was made with")
+                   "micrographs. A fit continued without it keeps the patch it was made with "
+                   "(another needs --overwrite, which prepares the store again and starts over)")
     add_config_flags(p, RECIPE_TRAIN, FLAGS)
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN, blank) with a warning")
