@@ -23,7 +23,7 @@ from cryostream.denoise.memory import memory_size, sizes_apart
 from cryostream.errors import ConfigError, DeviceMemoryError
 
 __all__ = ["micro_batch", "whole_batch", "MicroBatchedStep", "step_bytes", "fitted_step",
-           "training_out_of_memory"]
+           "smaller_patch", "training_out_of_memory"]
 
 _log = logging.getLogger("cryostream")
 
@@ -126,9 +126,9 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     there is for the network, else in the fewest micro-batches (a divisor of the batch) that
     fit, with a note. The step returned turns the device running out of memory after all into
     a :class:`~cryostream.errors.DeviceMemoryError` saying what to change. A batch whose one
-    patch does not fit is a :class:`~cryostream.errors.ConfigError` (``multiple``: the side
-    the network's patches must be a multiple of, for the smaller patch it names, one that
-    ``prepare --patch`` and ``fit --patch`` take)."""
+    patch does not fit is a :class:`~cryostream.errors.ConfigError` naming the largest smaller
+    patch that does, measured (:func:`smaller_patch`; ``multiple``: the side the network's
+    patches must be a multiple of), or saying that none does."""
     limit, source = memory.network_memory()
     size = config.batch_size
     parts, step = 1, make_step(micro_batches=1)
@@ -140,8 +140,10 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
         parts = next(p for p in range(guess, size + 1) if size % p == 0 or p == size)
         step = make_step(micro_batches=parts)
         need = step_bytes(step, state, batch)
-    if need is not None and need > limit:
-        raise _no_patch_fits(need, limit, source, config, patch, multiple)
+    if need is not None and need > limit:  # one patch a micro-batch: ``step`` is that step
+        side = _smallest_side(multiple)
+        raise _no_patch_fits(need, limit, source, config, patch,
+                             smaller_patch(step, state, batch, patch, side, limit))
     if parts > 1:
         whole = ("the update is the whole batch's" if config.loss in ("mse", "l1") else
                  f"the {config.loss} loss is weighed within each micro-batch")
@@ -154,29 +156,79 @@ def fitted_step(make_step, state, batch, config, patch: int, multiple: int):
     return _Guarded(step, parts, need, limit, size, patch)
 
 
-def _no_patch_fits(need: int, limit: int, source: str, config, patch: int,
-                   multiple: int) -> ConfigError:
-    """The error of a training step whose one patch takes more than the ``limit``: a smaller
-    network, smaller patches (as ``prepare`` and ``fit`` take them: ``--patch``) or more
-    memory, as they apply."""
-    from cryostream.prepare import MODEL_MULTIPLE  # (the sides prepare and fit take)
+def _smallest_side(multiple: int) -> int:
+    """The smallest patch side ``prepare --patch`` and ``fit --patch`` take for a network whose
+    patches are multiples of ``multiple``."""
+    from cryostream.prepare import MODEL_MULTIPLE
 
-    taken, wanted = (f"more than {memory_size(limit)}", 2 * limit) if need >= OVER \
-        else (memory_size(need), 1.1 * need)
-    side = max(multiple, MODEL_MULTIPLE)
-    smaller = max(side, patch // 2 // side * side)
-    fixes = ([] if config.model == "unet-small" else [
-        "train a smaller network (--model unet-small, in train or fit: from scratch, at some cost "
-        "in quality)"]) + ([] if smaller >= patch else [
-            f"train on smaller patches (train: cryostream prepare --patch {smaller}, then train "
-            f"again; fit: the same command with --patch {smaller} --overwrite, which prepares its "
-            f"store again; Python: fit(..., patch_size={smaller}, overwrite=True))"])
-    said = " or ".join(fixes)
+    return max(multiple, MODEL_MULTIPLE)
+
+
+def smaller_patch(step, state, batch, patch: int, side: int, limit: int) -> tuple[int, int | None]:
+    """``(side, bytes)``: the largest of the sides ``patch`` halves to (multiples of ``side``,
+    down to it) on which the training ``step`` fits ``limit`` bytes in XLA's plan
+    (:func:`step_bytes`), measured on ``batch``'s patches cut to that side (a jit-compiled step
+    is compiled again for the new shape: seconds each, so only for the error of a patch that
+    does not fit). Where none fits, the smallest side and its bytes; where XLA gives no plan,
+    the side and None; ``(patch, None)`` where ``patch`` is the smallest already."""
+    at, need = patch, None
+    while at > side:
+        at = max(side, at // 2 // side * side)
+        cut = {k: v[:, :at, :at] if getattr(v, "ndim", 0) == 3 else v for k, v in batch.items()}
+        need = step_bytes(step, state, cut)
+        if need is None or need <= limit:
+            break
+    return at, need
+
+
+def _no_patch_fits(need: int, limit: int, source: str, config, patch: int,
+                   smaller: tuple[int, int | None]) -> ConfigError:
+    """The error of a training step whose one patch of ``patch``² takes more than the
+    ``limit``: the largest smaller patch that fits (``smaller``: :func:`smaller_patch`, on
+    sides ``prepare --patch`` and ``fit --patch`` take), else a smaller network (with smaller
+    patches if need be: it cannot be measured here, being another model), or more memory, as
+    they apply."""
+    taken, there = (f"more than {memory_size(limit)}", memory_size(limit)) if need >= OVER \
+        else sizes_apart(need, limit)
+    wanted = 2 * limit if need >= OVER else 1.1 * need
+    at, fits = smaller
+    small = config.model == "unet-small"
+
+    # a failed fit leaves its run record: another network's fit is refused without --overwrite
+    def network(and_patch: bool = False) -> str:
+        train = "--model unet-small" + (
+            ", on a store of smaller patches if need be (cryostream prepare --patch N)"
+            if and_patch else "")
+        fit = ("the same command with --model unet-small --overwrite, which replaces this fit's run"
+               + (", and --patch N if need be" if and_patch else ""))
+        return f"from scratch, at some cost in quality; train: {train}; fit: {fit}"
+
+    def patch_fix(figure: str = "") -> str:
+        return (f"({figure}train: cryostream prepare --patch {at}, then train again; fit: the same "
+                f"command with --patch {at} --overwrite, which prepares its store again; Python: "
+                f"fit(..., patch_size={at}, overwrite=True))")
+
+    said = f"one training step on a single patch of {patch}²"
+    if at == patch:  # the smallest patch there is
+        said += f" (the smallest the {config.model} takes)"
+    said += f" takes {taken}, and {there} is there for the network ({source})"
+    other = [] if small else [f"a smaller network ({network()})"]
+    if at == patch:
+        fixes = [] if small else [f"train a smaller network ({network()})"]
+    elif fits is None:  # XLA gives no plan: the next patch down, unmeasured
+        fixes = [f"train on smaller patches {patch_fix()}", *other]
+    elif fits <= limit:
+        fixes = [f"train on patches of {at}² {patch_fix(f'a step on one takes {memory_size(fits)}; ')}",
+                 *other]
+    else:
+        said += (f"; no patch fits the {config.model} in {there} ("
+                 f"{'more than that' if fits >= OVER else memory_size(fits)} even at {at}²)")
+        fixes = [] if small else [
+            f"train a smaller network, with smaller patches if need be ({network(and_patch=True)})"]
+    fix = " or ".join(fixes)
     return ConfigError(
-        f"one training step on a single patch of {patch}² takes {taken}, and "
-        f"{memory_size(limit)} is there for the network ({source}): "
-        + (f"{said}; or, if" if said else "if") + " this machine (or its GPU) has more free "
-        f"memory, set the environment variable {memory.ENV} higher (e.g. "
+        f"{said}: " + (f"{fix}; or, if" if fix else "if") + " this machine (or its GPU) has more "
+        f"free memory, set the environment variable {memory.ENV} higher (e.g. "
         f"{memory.ENV}={wanted / 1e9:.2g})")
 
 

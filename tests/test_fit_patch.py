@@ -148,24 +148,86 @@ def test_a_fit_continued_keeps_its_patch_another_is_refused_and_overwrite_prepar
     assert any("patches of 64 px (stride 32)" in n for n in notes)
 
 
-def test_where_one_patch_does_not_fit_the_error_names_fits_patch(mics, tmp_path, monkeypatch):
-    """The one-patch error had told fit users to set patch_size from Python (through a
-    PrepareConfig that left the recipe's noise); now it names --patch, and --overwrite, which
-    the changed patch needs; the command line shows it without the Python form. (One patch a
-    batch: one step compiled, not one for each micro-batch tried.)"""
-    from cryostream.cli.common import for_the_command_line
+#: One step of one patch: a training whose one-patch step is the step itself (one compile a side).
+ONE = TrainConfig(model="unet-small", precision="fp32", steps=1, batch_size=1, eval_batches=1,
+                  warmup_steps=1, threads=1)
 
-    monkeypatch.setenv(ENV, "0.00001")  # 10 kB: not even one patch of 64² fits
-    one = TrainConfig(model="unet-small", precision="fp32", steps=1, batch_size=1, eval_batches=1,
-                      warmup_steps=1, threads=1)
+
+def _one_patch_plans(store, config: TrainConfig, sides) -> dict[int, int]:
+    """XLA's plan of ``config``'s training step on one patch of the store, cut to each side,
+    built as train builds it."""
+    from cryostream.loader import PatchLoader
+    from cryostream.step_memory import step_bytes
+    from cryostream.training import create_model, create_train_state, make_optimizer, make_train_step
+
+    loader = PatchLoader(store, batch_size=1, threads=1)
+    batch = next(loader.device_batches())
+    loader.close()
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(create_model(config.model_config()), tx)
+    step = make_train_step(graphdef, tx, loss=config.loss, noise=loader.noise, seed=config.seed,
+                           noise_table=loader.noise_table)
+    return {s: step_bytes(step, state, {k: v[:, :s, :s] if v.ndim == 3 else v
+                                        for k, v in batch.items()}) for s in sides}
+
+
+def test_where_one_patch_does_not_fit_the_error_names_the_largest_patch_that_does(
+        mics, tmp_path, monkeypatch):
+    """The one-patch error had named half the patch, whatever it took: a ladder of retries
+    (each preparing the store again) down to a patch that could not fit either. It measures
+    XLA's plan of the one-patch step on smaller patches now, and names the largest that fits,
+    as --patch N --overwrite (the changed patch needs it); following it trains. Where none
+    fits, it says so, with the figure at the smallest patch, and names no --patch."""
+    from cryostream.cli.common import for_the_command_line
+    from cryostream.denoise.memory import memory_size
+
     run = tmp_path / "run"
+    monkeypatch.setenv(ENV, "0.00001")  # 10 kB: no patch fits
     with pytest.raises(ConfigError) as raised:
-        cryostream.fit(mics, run, train=one, patch_size=64)
+        cryostream.fit(mics, run, train=ONE, patch_size=64)
     said = str(raised.value)
-    assert said.startswith("one training step on a single patch of 64² takes ")
-    fix = ("train on smaller patches (train: cryostream prepare --patch 32, then train again; "
-           "fit: the same command with --patch 32 --overwrite, which prepares its store again")
+    plans = _one_patch_plans(run / "work" / "data.h5", ONE, (32, 64))
+    assert said.startswith(f"one training step on a single patch of 64² takes {memory_size(plans[64])}"
+                           f", and 10 kB is there for the network ({ENV}=0.00001); no patch fits "
+                           f"the unet-small in 10 kB ({memory_size(plans[32])} even at 32²): if "
+                           "this machine (or its GPU) has more free memory, set the environment "
+                           f"variable {ENV} higher")
+    assert "--patch" not in said and "--model" not in said  # the smallest network is the one trained
+
+    assert plans[32] < plans[64]
+    monkeypatch.setenv(ENV, f"{(plans[32] + plans[64]) / 2e9:.6f}")  # 32² fits, 64² not
+    with pytest.raises(ConfigError) as raised:
+        cryostream.fit(mics, run, train=ONE, patch_size=64)  # the same command: the error again
+    said = str(raised.value)
+    fix = (f"train on patches of 32² (a step on one takes {memory_size(plans[32])}; train: "
+           "cryostream prepare --patch 32, then train again; fit: the same command with --patch 32 "
+           "--overwrite, which prepares its store again")
     assert f"{fix}; Python: fit(..., patch_size=32, overwrite=True)); or, if this machine" in said
-    assert "--model unet-small" not in said  # the smallest network is the one trained
     assert f"{fix}); or, if this machine" in for_the_command_line(said)
+    assert "--model unet-small" not in said and "no patch fits" not in said
     assert not list(run.glob("checkpoints/*"))
+    result = cryostream.fit(mics, run, train=ONE, patch_size=32, overwrite=True)  # as advised
+    assert result.steps == 1 and list(run.glob("checkpoints/*"))
+
+
+def test_where_no_patch_fits_the_unet_the_error_names_a_smaller_network_and_overwrite(
+        mics, tmp_path, monkeypatch, capsys):
+    """Where not even the smallest patch fits (most of the unet's step is its parameters and
+    their optimizer state, whatever the patch), the error says so and names unet-small, with a
+    smaller patch if need be (another network, not measured), and --overwrite for fit: a
+    failed fit leaves its run record, and the advised command without it is refused."""
+    run = tmp_path / "run"
+    monkeypatch.setenv(ENV, "0.00001")
+    with pytest.raises(ConfigError) as raised:
+        cryostream.fit(mics, run, train=dataclasses.replace(ONE, model="unet"), patch_size=64)
+    said = str(raised.value)
+    assert "; no patch fits the unet in 10 kB (" in said and " even at 32²): train a smaller " \
+        "network, with smaller patches if need be (from scratch, at some cost in quality; train: " \
+        "--model unet-small, on a store of smaller patches if need be (cryostream prepare --patch " \
+        "N); fit: the same command with --model unet-small --overwrite, which replaces this fit's " \
+        "run, and --patch N if need be); or, if this machine" in said
+    fit = ["fit", *mics, "-o", str(run), "--patch", "64", *SMALL, *SPENT]
+    capsys.readouterr()
+    assert main(fit) == 2  # without --overwrite: the failed fit's record is another fit's
+    assert f"{run}: holds a fit of other inputs or options" in _error(capsys)
+    assert main([*fit, "--overwrite"]) == 0

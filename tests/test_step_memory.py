@@ -110,9 +110,10 @@ def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, 
     with pytest.raises(cryostream.ConfigError) as raised:
         train(tiny_run.store, tmp_path / "run", TINY_TRAIN, log=lambda *_: None)
     said = str(raised.value)
-    assert said.startswith("one training step on a single patch of 32² takes ")
+    assert said.startswith("one training step on a single patch of 32² (the smallest the "
+                           "unet-small takes) takes ")
     # 32 px is the smallest patch prepare and fit take (it had said prepare --patch 16, refused)
-    assert "--patch" not in said and "PrepareConfig" not in said
+    assert "--patch" not in said and "PrepareConfig" not in said and "no patch fits" not in said
     assert "--model unet-small" not in said  # the smallest network is the one trained
     assert "is there for the network (" in said and "): if this machine (or its GPU) has more " \
         "free memory, set the environment variable" in said
@@ -124,6 +125,29 @@ def test_memory_that_holds_no_patch_is_refused_with_the_fix(tiny_run, tmp_path, 
     with pytest.raises(cryostream.StoreError, match="its training stopped before its first "
                        "checkpoint .*continue it with cryostream train --resume"):
         check_trained(tmp_path / "run", load_record(tmp_path / "run"))  # what denoise says
+
+
+def test_at_the_smallest_patch_a_larger_network_is_told_to_take_a_smaller_one(tiny_run,
+                                                                            monkeypatch):
+    """The unet on the smallest patch there is (32²): nothing smaller to measure, so the
+    error names the smaller network alone, with --overwrite for fit (its failed run's record
+    is kept)."""
+    from cryostream.config import TrainConfig
+    from cryostream.step_memory import fitted_step
+
+    monkeypatch.setenv(ENV, "0.00001")
+    config = TrainConfig(model="unet", precision="fp32", batch_size=1)
+    tx = make_optimizer(config)
+    graphdef, state = create_train_state(create_model(config.model_config()), tx)
+    with pytest.raises(cryostream.ConfigError) as raised:
+        fitted_step(lambda micro_batches: make_train_step(graphdef, tx), state,
+                    _first_batch(tiny_run.store, 1), config, 32, 8)
+    assert str(raised.value).startswith(
+        "one training step on a single patch of 32² (the smallest the unet takes) takes ")
+    assert "10 kB is there for the network (" in str(raised.value)
+    assert ("): train a smaller network (from scratch, at some cost in quality; train: --model "
+            "unet-small; fit: the same command with --model unet-small --overwrite, which replaces "
+            "this fit's run); or, if this machine") in str(raised.value)
 
 
 def test_the_micro_batch_note_never_gives_the_step_and_the_memory_the_same_figure(
