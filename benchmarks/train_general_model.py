@@ -74,7 +74,9 @@ first form (FRC up in the raw network, PSNR down; "A loss that weighs each band"
 (level with the shipped model at ``--lr 5e-4``); ``--steps 18000`` (diverged at 10⁻³, level with the
 shipped model at 5 × 10⁻⁴; "Twice the steps"), ``--particles t20s`` (a specialist: up to
 +0.008 FRC on T20S, at 0–0.06 cycles/px; "Float32 at denoising, and a specialist"; its
-micrographs differ, so give it its own ``--work``), and ``--train-seed 1``, the spread between
+micrographs differ, so give it its own ``--work``), ``--train-condition t20s-10e-white`` (a
+specialist for one held-out condition, 6000 steps: +0.015 FRC at 0.03–0.06 cycles/px, still under
+Topaz; "A specialist for one condition"; its own ``--work`` too), and ``--train-seed 1``, the spread between
 trainings (``--run NAME`` keeps several runs on one store).
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.
