@@ -822,3 +822,26 @@ def test_the_ring_score_of_pixels_too_coarse_for_any_ring_is_zero():
     spectrum = scipy.fft.rfft2(image - image.mean())
     assert thon_ring_z(spectrum, image.shape, CTFFit(20000.0, 19000.0, 0.0, math.nan, 16.0)) == 0.0
     assert thon_ring_z(spectrum, image.shape, CTFFit(20000.0, 19000.0, 0.0, math.nan, 12.0)) >= 0.0
+
+
+def test_a_micrograph_under_1024_px_gets_no_ctf_fit_where_one_tile_passes_false_rings():
+    """On one 512-px tile the fit has no finer spectrum to judge its peaks on: this simulated
+    512² micrograph's fit lands 4200 Å from the truth yet passes the ring score, so `denoise`
+    fits no CTF under 1024 px a side (the radial gain instead); at 1024² the same micrograph's
+    fit, judged again on finer tiles, is within a few hundred Å."""
+    from cryostream.denoise.fallback import CTF_FIT_SIDE, fit_for_gain
+
+    optics = dict(voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1)
+    assert CTF_FIT_SIDE == 1024
+    for side, off in ((512, None), (1024, 1000.0)):
+        sim = simulate_micrograph(SimulateConfig(shape=(side, side), seed=0), 1)
+        image = sim.noisy / np.percentile(sim.noisy, 95)
+        fit = fit_for_gain(image, 0.6575, optics)
+        if off is None:
+            assert fit is None
+            one_tile = fit_ctf(image, 0.6575, high_angstrom=3.0, **optics)  # what it would be
+            true = (sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2
+            assert abs((one_tile.defocus_u_angstrom + one_tile.defocus_v_angstrom) / 2 - true) > 2000
+        else:
+            true = (sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2
+            assert abs((fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2 - true) < off

@@ -178,7 +178,7 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path, 
 
     monkeypatch.setattr(fallback, "ctf_gain_check", spy)
     sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
-        shape=(512, 512), seed=3, even_odd=True))
+        shape=(1024, 1024), seed=3, even_odd=True))
     assert _denoise(tiny_run, sim.evens, tmp_path / "out", "--odd", *sim.odds, "--ctf-gain") == 0
     found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
     even_ctf, odd_ctf = found["ctf"], found["odd_half"]["ctf"]
@@ -204,7 +204,7 @@ def test_halves_whose_sum_has_no_thon_rings_fall_back_together(tiny_run, tmp_pat
     from cryostream.ctf import CTFFallbackWarning
 
     rng = np.random.default_rng(1)
-    blob = 1 + gaussian_filter(rng.normal(size=(512, 512)), 30) * 20
+    blob = 1 + gaussian_filter(rng.normal(size=(1024, 1024)), 30) * 20
     halves = [write_mrc(tmp_path / f"mic_{h}.mrc", (blob + rng.normal(0, 0.3, blob.shape))
                         .astype(np.float32)) for h in ("EVN", "ODD")]
     with pytest.warns(CTFFallbackWarning, match=r"mic_EVN.mrc and its odd half: .* has no Thon "
