@@ -288,7 +288,8 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if patch_size is not None:
         check_fit_patch(patch_size, headers[0].shape, multiple)  # > 0, within the micrographs
     prep = prepare or recipe(headers[0].shape, multiple, patch_size)
-    check_fit_patch(prep.patch_size, headers[0].shape, multiple)  # (a PrepareConfig's too)
+    if prepare is not None:  # a PrepareConfig's patch, checked as --patch is
+        check_fit_patch(prep.patch_size, headers[0].shape, multiple)
     check_patch_size(prep, multiple, config.model if multiple > MODEL_MULTIPLE else None)
     if config.recorrupt and prep.noise.model != "matched":
         raise ConfigError(f"prepare.noise={prep.noise.model!r}: the training on recorrupted "

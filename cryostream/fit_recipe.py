@@ -66,16 +66,17 @@ def check_fit_patch(patch: int, shape: tuple[int, int], multiple: int) -> None:
     ``shape``, saying what a patch side is and naming one that would do (a multiple of the
     network's ``multiple``, at most the micrographs' side), or none: the size :func:`recipe`
     picks. (A ConfigError of its own where the micrographs hold no patch at all.)"""
+    if 0 < patch <= min(shape):
+        return
     (ny, nx), most = shape, min(shape) // multiple * multiple
     picked = recipe(shape, multiple).patch_size  # (micrographs under one patch: said there)
     if patch <= 0:
         raise ConfigError(f"patch_size={patch} (--patch): a patch side is a positive multiple of "
                           f"{multiple} px, at most {most} for these micrographs (e.g. --patch "
                           f"{picked}; Python: patch_size={picked}), or leave it out")
-    if patch > min(shape):  # the fix: a patch the network takes
-        raise ConfigError(f"patch_size={patch} (--patch): larger than the micrographs ({ny} × "
-                          f"{nx}); give at most {most} (--patch {most}; Python: patch_size={most}), "
-                          f"or leave it out: fit picks {picked} px for them")
+    raise ConfigError(f"patch_size={patch} (--patch): larger than the micrographs ({ny} × {nx}); "
+                      f"give at most {most} (--patch {most}; Python: patch_size={most}), or leave "
+                      f"it out: fit picks {picked} px for them")
 
 
 def training_for(start, run: Path) -> TrainConfig:
