@@ -69,7 +69,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from general_model_spread import SPREAD, simulate_one, training_condition
+from general_model_spread import CONDITIONS, SPREAD, held_out_condition, simulate_one, training_condition
 
 #: How the tables follow the pixel size. On the general model's calibration micrographs
 #: (leave-one-out), a fit per group of pixel size left 0.64 of the error over each
@@ -108,9 +108,17 @@ def pool(workers: int):
 def calibration_tasks(count: int, shape, seed: int, work: Path,
                       high_signal_share: float | None = None,
                       dose: tuple[float, float] | None = None,
-                      low_dose_share: float | None = None) -> list[dict]:
-    return [{"index": i, "config": training_condition(seed, i, shape, high_signal_share, dose,
-                                                      low_dose_share),
+                      low_dose_share: float | None = None,
+                      condition: str | None = None) -> list[dict]:
+    """The calibration micrographs: drawn from the training spread, or with ``condition`` as
+    the held-out condition of that name draws its own, with another seed than its test
+    micrographs' (``--seed`` 2 draws with 4, the test set with 1)."""
+    def config(i: int) -> dict:
+        if condition is not None:
+            return held_out_condition(condition, seed + 1, shape)
+        return training_condition(seed, i, shape, high_signal_share, dose, low_dose_share)
+
+    return [{"index": i, "config": config(i),
              "noisy": str(work / "micrographs" / f"cal_{i:04d}.mrc"),
              "truth": str(work / "truth" / f"cal_{i:04d}.mrc")} for i in range(count)]
 
@@ -194,13 +202,15 @@ def calibration_draws(args) -> dict:
     has none, and the dose range) and the work folder's subfolder that holds them."""
     drawn = {"high_signal_share": getattr(args, "high_signal_share", None),
              "low_dose_share": getattr(args, "low_dose_share", None),
-             "dose": list(args.dose) if getattr(args, "dose", None) else None}
+             "dose": list(args.dose) if getattr(args, "dose", None) else None,
+             "condition": getattr(args, "condition", None)}
     for corner in ("high_signal", "low_dose"):
         if drawn[f"{corner}_share"] is None:
             drawn[f"{corner}_share"] = SPREAD[corner]["share"]
     folder = (f"seed{args.seed}_{args.shape[0]}x{args.shape[1]}"
               f"_high{drawn['high_signal_share']:g}_low{drawn['low_dose_share']:g}"
-              + (f"_dose{drawn['dose'][0]:g}-{drawn['dose'][1]:g}" if drawn["dose"] else ""))
+              + (f"_dose{drawn['dose'][0]:g}-{drawn['dose'][1]:g}" if drawn["dose"] else "")
+              + (f"_{drawn['condition']}" if drawn["condition"] else ""))
     return drawn | {"folder": folder}
 
 
@@ -218,7 +228,7 @@ def fit(args) -> dict:
     outputs = work / "outputs" / _model_key(model)  # each model its own network outputs
     outputs.mkdir(parents=True, exist_ok=True)
     tasks = calibration_tasks(args.count, args.shape, args.seed, work, drawn["high_signal_share"],
-                              drawn["dose"], drawn["low_dose_share"])
+                              drawn["dose"], drawn["low_dose_share"], drawn["condition"])
     for t in tasks:
         Path(t["noisy"]).parent.mkdir(parents=True, exist_ok=True)
         Path(t["truth"]).parent.mkdir(parents=True, exist_ok=True)
@@ -469,8 +479,13 @@ def parse_args(argv=None):
                     "the dose drawn from under the spread's floor (default SPREAD['low_dose']'s, "
                     "0.2, what the shipped model was trained and fitted with; 0 for the spread "
                     "before it)")
+    ap.add_argument("--condition", choices=tuple(CONDITIONS), help="calibration micrographs "
+                    "drawn as this held-out condition draws its own (other seeds): a table for "
+                    "one kind of micrograph, to measure what the spread's table costs there")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)
+    if args.condition is not None and args.dose is not None:
+        ap.error("--condition sets the dose; leave --dose out")
     args.shape = tuple(args.shape)
     if args.keep_input_frc is not None and not args.keep_input_frc >= 0:
         ap.error(f"--keep-input-frc {args.keep_input_frc}: a PSNR budget in dB, 0 or more")
