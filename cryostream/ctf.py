@@ -31,6 +31,7 @@ from cryostream.spectral import (
     faded_ctf_squared,
     frequencies,
     ring_index,
+    ring_spacing,
     welch_spectrum,
 )
 
@@ -226,8 +227,7 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
                                  "maxiter": 400})
         x0 = [float(v) for v in best.x]
     mean, ax, ay = x0
-    half = math.hypot(ax, ay)
-    angle = math.degrees(0.5 * math.atan2(ay, ax)) % 180.0
+    half, angle = math.hypot(ax, ay), math.degrees(0.5 * math.atan2(ay, ax)) % 180.0
     return CTFFit(defocus_u_angstrom=mean + half, defocus_v_angstrom=mean - half,
                   astigmatism_angle_deg=angle, score=float(explained(mean, ax, ay)),
                   pixel_size_angstrom=float(pixel_size_angstrom), voltage_kv=voltage_kv,
@@ -289,38 +289,40 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
     (wrong rings cost little error where the gain is small, but discard the structure between
     the true rings). On simulated 2048² micrographs right fits score 3.3–4.8 at 10 e/Å², 9.6–12.5
     at 50, fits 10 000–40 000 Å off 2.1–2.5; the real 4096² micrograph in the test data 18.
+    Bands where the fit's rings (of its larger defocus) are under 2 px apart count 0: the grid
+    aliases them, and a wrong fit's ``CTF²`` can follow the power there by chance (simulated 1024²:
+    the 2 fits used 43 900 and 6 900 Å off scored 3.88 and 3.69 there, 1.63 and 2.58 without).
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
-    ring = np.sqrt(k2) * (fit.pixel_size_angstrom * min(shape))  # in px of the shorter side
+    side = fit.pixel_size_angstrom * min(shape)  # k·side: the radius in px of the shorter side
     use = k2 >= (1 / low_angstrom) ** 2
     if not use.any():  # pixels so coarse that nothing is finer than low_angstrom
         return 0.0
-    c2 = ctf_squared(shape, fit, row_step=step)[use]
     rows = spectrum[::step][use]
     power = rows.real.astype(np.float64) ** 2 + rows.imag.astype(np.float64) ** 2
-    radius = ring[use]
+    radius = np.sqrt(k2[use]) * side
     band = (radius // max(1, round(band_width * min(shape)))).astype(np.int64)
     band -= band.min()
     bands = int(band.max()) + 1
     count = np.bincount(band, minlength=bands)
     n = np.maximum(count, 1)
-    centre = radius - (np.bincount(band, radius, minlength=bands) / n)[band]
+    middle = np.bincount(band, radius, minlength=bands) / n  # each band's mean radius (px)
+    centre = radius - middle[band]
     spread = np.maximum(np.bincount(band, centre * centre, minlength=bands) / n, 1e-12)
     t = centre / np.sqrt(spread)[band]  # the frequency within its band, standardised
-    variables = [power, c2.astype(np.float64), t, t * t]
+    variables = [power, ctf_squared(shape, fit, row_step=step)[use].astype(np.float64), t, t * t]
     means = [np.bincount(band, v, minlength=bands) / n for v in variables]
     cov = np.empty((bands, 4, 4))
-    for i in range(4):
-        for j in range(i, 4):
-            cov[:, i, j] = cov[:, j, i] = (np.bincount(band, variables[i] * variables[j],
-                                                       minlength=bands) / n
-                                           - means[i] * means[j])
-    trend = cov[:, 2:, 2:] + 1e-12 * np.eye(2)
-    explained = cov[:, :2, 2:] @ np.linalg.solve(trend, cov[:, 2:, :2])
+    for i, j in zip(*np.triu_indices(4), strict=True):
+        products = np.bincount(band, variables[i] * variables[j], minlength=bands) / n
+        cov[:, i, j] = cov[:, j, i] = products - means[i] * means[j]
+    explained = cov[:, :2, 2:] @ np.linalg.solve(cov[:, 2:, 2:] + 1e-12 * np.eye(2), cov[:, 2:, :2])
     partial = cov[:, :2, :2] - explained  # of (power, CTF²) with the trend taken out
     r = partial[:, 0, 1] / np.sqrt(np.maximum(partial[:, 0, 0] * partial[:, 1, 1], 1e-300))
-    z = np.maximum(r, 0) * np.sqrt(np.maximum(count - 3, 0))
+    gap = side * ring_spacing((middle / side) ** 2, max(fit.defocus_u_angstrom, fit.defocus_v_angstrom),
+                              voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm)  # between the fit's rings, px
+    z = np.maximum(r, 0) * np.sqrt(np.maximum(count - 3, 0)) * (gap >= 2)  # 0 where they alias
     return float(z[count > 16].max()) if (count > 16).any() else 0.0
 
 
@@ -411,10 +413,8 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     centred = np.fft.fftshift(np.fft.fftfreq(tile))
     psd = (noise.psd * np.interp(np.hypot(centred[:, None], centred[None, :]), grid, ratio)
            ).astype(np.float32)
-    scaled = dataclasses.replace(
-        noise, psd=psd, variance=noise.variance * float(psd.mean(dtype=np.float64)
-                                                        / max(noise.psd.mean(dtype=np.float64),
-                                                              1e-30)),
-        radial=(noise.radial * np.interp(np.arange(noise.radial.size) / tile, grid, ratio)
-                ).astype(np.float32))
+    variance = noise.variance * float(psd.mean(dtype=np.float64)
+                                      / max(noise.psd.mean(dtype=np.float64), 1e-30))
+    radial = noise.radial * np.interp(np.arange(noise.radial.size) / tile, grid, ratio)
+    scaled = dataclasses.replace(noise, psd=psd, variance=variance, radial=radial.astype(np.float32))
     return scaled, ratio

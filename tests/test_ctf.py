@@ -845,3 +845,30 @@ def test_a_micrograph_under_1024_px_gets_no_ctf_fit_where_one_tile_passes_false_
         else:
             true = (sim.defocus_u_angstrom + sim.defocus_v_angstrom) / 2
             assert abs((fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2 - true) < off
+
+
+def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used():
+    """Micrograph 118 of the 1024² fit-error run (``ctf_defocus_error.py --fit-error 150
+    --shape 1024 1024 --dose 10 20``; 10.3 e/Å², 0.579 Å/px): its fit lands at 59 200 Å (true
+    15 400 Å) and its rings scored 3.88, in a band where they are 0.9 px apart, finer than the
+    spectrum's grid can show, so `denoise` used it (stated ±157 Å). Counted only where they
+    are 2 px apart or more, they score under the bar and the fit is not used."""
+    import scipy.fft
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.ctf import THON_RING_Z
+    from cryostream.denoise.steps import Micrograph, WienerGain
+
+    config = SimulateConfig(  # training_condition(3, 118, (1024, 1024), dose=(10.0, 20.0))
+        shape=(1024, 1024), seed=3, defocus_um=(0.5, 3.5), astigmatism_angstrom=500.0,
+        dose_e_per_angstrom2=10.325511995186337, pixel_size_angstrom=0.5792392672853788,
+        detector_nps_nyquist=0.720488547317376, ice_thickness_relative=0.6504029367365481,
+        ice_contrast=0.00990651628524229, b_factor_angstrom2=68.10314729500479,
+        particle="globular", particles_per_micrograph=807)
+    sim = simulate_micrograph(config, 118)
+    noisy = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
+    gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
+    state = gain.fitted(Micrograph(noisy, config.pixel_size_angstrom, None, "simulated 118"),
+                        scipy.fft.rfft2(noisy - noisy.mean()), quiet=True)
+    off = abs(_defocus(state["fit"])[0] - _defocus(sim)[0])  # 43 900 Å
+    assert off < 1000 or (not state["used"] and state["rings_z"] < THON_RING_Z)  # z 1.63

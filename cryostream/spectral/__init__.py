@@ -7,8 +7,8 @@ other.
 * :mod:`~cryostream.spectral.rings`: which ring of spatial frequency each Fourier coefficient
   lies on (:func:`ring_index`), radial means, the merged rings of the denoising steps.
 * :mod:`~cryostream.spectral.welch`: the Welch spectrum of a micrograph (:func:`welch_spectrum`).
-* :mod:`~cryostream.spectral.optics`: electron wavelength, astigmatic defocus, the CTF and
-  ``CTF²`` on a whole ``rfft2`` grid.
+* :mod:`~cryostream.spectral.optics`: electron wavelength, astigmatic defocus, the CTF, the
+  Thon rings' spacing and ``CTF²`` on a whole ``rfft2`` grid.
 * :mod:`~cryostream.spectral.wiener`: the Wiener gain ``clip(1 − N / P, 0, 1)`` and the
   per-ring regression gain.
 """
@@ -20,6 +20,7 @@ from cryostream.spectral.optics import (
     ctf_squared_grid,
     electron_wavelength,
     faded_ctf_squared,
+    ring_spacing,
 )
 from cryostream.spectral.rings import (
     LAYOUTS,
@@ -54,6 +55,7 @@ __all__ = [
     "ring_frequencies",
     "ring_index",
     "ring_regression",
+    "ring_spacing",
     "tile_starts",
     "welch_spectrum",
     "wiener_gain",

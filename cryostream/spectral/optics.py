@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-__all__ = ["electron_wavelength", "astigmatic_defocus", "contrast_transfer", "ctf_squared_grid",
-           "faded_ctf_squared", "CTF_ROWS_PER_BLOCK"]
+__all__ = ["electron_wavelength", "astigmatic_defocus", "contrast_transfer", "ring_spacing",
+           "ctf_squared_grid", "faded_ctf_squared", "CTF_ROWS_PER_BLOCK"]
 
 #: Rows of an ``rfft2`` grid :func:`ctf_squared_grid` computes at a time: its float64 work
 #: arrays stay tens of MB (a whole 7676 × 7420 micrograph's took 2.3 GB at once).
@@ -97,6 +97,22 @@ def contrast_transfer(k2, defocus_angstrom, *, voltage_kv: float = 300.0, cs_mm:
            - real(0.5 * np.pi * cs_angstrom * wavelength**3) * k2 * k2)
     q = amplitude_contrast
     return -(real(math.sqrt(1 - q * q)) * np.sin(chi) + real(q) * np.cos(chi))
+
+
+def ring_spacing(k2, defocus_angstrom, *, voltage_kv: float = 300.0, cs_mm: float = 2.7):
+    """How far apart the CTF's zeros (the Thon rings) are at squared spatial frequency ``k2``
+    (Å⁻²): ``1 / (2λ|Δf·k − Cs·λ²·k³|)`` cycles/Å, where ``χ`` moves by π (inf where it stands).
+
+    Examples
+    --------
+    >>> round(float(ring_spacing(0.01, 20000.0)), 5)  # at 10 Å, 2 µm underfocus
+    0.01277
+    """
+    k = np.sqrt(np.asarray(k2, np.float64))
+    wavelength = electron_wavelength(voltage_kv)
+    slope = 2 * wavelength * np.abs(defocus_angstrom * k - cs_mm * 1e7 * wavelength**2 * k**3)
+    with np.errstate(divide="ignore"):
+        return 1 / slope
 
 
 def ctf_squared_grid(shape: tuple[int, int], pixel_size_angstrom: float,
