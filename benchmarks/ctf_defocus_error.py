@@ -36,6 +36,9 @@ Usage (2-core machine: about 10 s a micrograph for the linear parts, a minute wi
         --dose 10 80 --out wide.json
     python benchmarks/ctf_defocus_error.py --merge low.json wide.json \\
         --out docs/results/general_model/ctf_fit_1024_2core.json
+    # the same two runs once thon_ring_z left out the bands whose rings alias:
+    #   ctf_fit_1024_resolved_2core.json; 40 at 2048² (--fit-error 20, and 20 --first 20,
+    #   merged): defocus_error_fits_resolved_2core.json
     python benchmarks/ctf_defocus_error.py --count 2 --out docs/results/general_model/defocus_error_2core.json
     python benchmarks/ctf_defocus_error.py --count 2 --network --conditions t20s-10e-white \\
         t20s-20e-white t20s-50e-white globular-30e-0.5A-thick-ice \\
