@@ -6,12 +6,12 @@ vanish, and elliptical when the defocus is astigmatic. A radial filter averages 
 spatial frequency over those zeros and ellipses; knowing the CTF, the linear part of a denoiser
 can follow them coefficient by coefficient (:func:`ctf_wiener_gain`).
 
-:func:`fit_ctf` finds the defocus (mean, astigmatism, angle; RELION's convention, the formula
-of :func:`cryostream.spectral.contrast_transfer` as in the simulator) that best explains the
-micrograph's power: in each band of a few rings the power is modelled as ``A·CTF² + B``, so
-neither the envelope nor the noise level need be known, and the parameters maximise the power
-the bands' ``CTF²`` terms explain: a coarse search over the mean defocus on an unwindowed
-Welch spectrum, refined by Nelder–Mead over the mean and the astigmatism's two components.
+:func:`fit_ctf` finds the defocus (mean, astigmatism, angle; RELION's convention, the formula of
+:func:`cryostream.spectral.contrast_transfer` as in the simulator) that best explains the
+micrograph's power: in each band of a few rings the power is modelled as ``A·CTF² + B``, so neither
+the envelope nor the noise level need be known, and the parameters maximise the power the bands'
+``CTF²`` terms explain: a coarse search over the mean defocus on an unwindowed Welch spectrum,
+refined by Nelder–Mead over the mean and the astigmatism's two components.
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener
            "ctf_gain_grid", "thon_ring_z", "noise_at_zeros", "THON_RING_Z",
            "THON_RING_COEFFICIENTS", "ZERO_CTF2"]
 
-#: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å,
-#: its power follows the fit's ``CTF²`` this many standard errors above chance
-#: (:func:`thon_ring_z`). Of ~44 bands of noise, one passes 3.5 about 1 % of the time
-#: (one-sided: 2.3e-4 a band).
+#: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å, its power
+#: follows the fit's ``CTF²`` this many standard errors above chance (:func:`thon_ring_z`). Of ~44
+#: bands of noise, one passes 3.5 about 1 % of the time (one-sided: 2.3e-4 a band).
 THON_RING_Z = 3.5
 
 
@@ -278,20 +277,20 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
                 low_angstrom: float = 20.0, band_width: float = 1 / 64) -> float:
     """How clearly the micrograph's power follows the Thon rings of ``fit``: the largest, over
     bands ``band_width`` cycles/px wide above ``low_angstrom``, of the partial correlation of
-    each coefficient's power with ``CTF²`` (both detrended by a quadratic in the frequency
-    within the band, so that a spectrum's fall-off and the envelope do not count), times
-    ``√(n − 3)`` for the band's ``n`` coefficients: a z-score, ``max(N(0, 1), 0)`` per band
-    where the rings are not there. ``spectrum`` is the ``rfft2`` of the mean-subtracted
-    micrograph of ``shape``; of a large one, every few rows are read (at most about
-    :data:`THON_RING_COEFFICIENTS` coefficients), which keeps the score a z-score.
+    each coefficient's power with ``CTF²`` (both detrended by a quadratic in the frequency within the
+    band, so that a spectrum's fall-off and the envelope do not count), times ``√(n − 3)`` for the
+    band's ``n`` coefficients: a z-score, ``max(N(0, 1), 0)`` per band where the rings are not there.
+    ``spectrum`` is the ``rfft2`` of the mean-subtracted micrograph of ``shape``; of a large one, every
+    few rows are read (at most about :data:`THON_RING_COEFFICIENTS` coefficients): still a z-score.
 
     At low dose a fit can land far from the true defocus and still pass a check of the error
     (wrong rings cost little error where the gain is small, but discard the structure between
     the true rings). On simulated 2048² micrographs right fits score 3.3–4.8 at 10 e/Å², 9.6–12.5
     at 50, fits 10 000–40 000 Å off 2.1–2.5; the real 4096² micrograph in the test data 18.
-    Bands where the fit's rings (of its larger defocus) are under 2 px apart count 0: the grid
-    aliases them, and a wrong fit's ``CTF²`` can follow the power there by chance (simulated 1024²:
-    the 2 fits used 43 900 and 6 900 Å off scored 3.88 and 3.69 there, 1.63 and 2.58 without).
+    Bands where the fit's rings (of its larger defocus) are under 2 px apart count 0: the grid aliases
+    them, and a wrong fit's ``CTF²`` can follow the power there by chance (simulated 1024²: the 2 fits
+    used 43 900 and 6 900 Å off scored 3.88 and 3.69 there, 1.63 and 2.58 without); so do bands where
+    ``CTF²`` is all trend (no astigmatism, slow rings: a fit with none once scored 10¹⁴⁶ there).
     """
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
     k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
@@ -319,7 +318,8 @@ def thon_ring_z(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
         cov[:, i, j] = cov[:, j, i] = products - means[i] * means[j]
     explained = cov[:, :2, 2:] @ np.linalg.solve(cov[:, 2:, 2:] + 1e-12 * np.eye(2), cov[:, 2:, :2])
     partial = cov[:, :2, :2] - explained  # of (power, CTF²) with the trend taken out
-    r = partial[:, 0, 1] / np.sqrt(np.maximum(partial[:, 0, 0] * partial[:, 1, 1], 1e-300))
+    rings = (partial[:, 1, 1] > 1e-6 * cov[:, 1, 1]) & (partial[:, 0, 0] > 0)  # else r = 0
+    r = np.where(rings, partial[:, 0, 1] / np.sqrt(np.abs(partial[:, 0, 0] * partial[:, 1, 1]) + 1e-300), 0)
     gap = side * ring_spacing((middle / side) ** 2, max(fit.defocus_u_angstrom, fit.defocus_v_angstrom),
                               voltage_kv=fit.voltage_kv, cs_mm=fit.cs_mm)  # between the fit's rings, px
     z = np.maximum(r, 0) * np.sqrt(np.maximum(count - 3, 0)) * (gap >= 2)  # 0 where they alias

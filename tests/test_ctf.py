@@ -872,3 +872,27 @@ def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used():
                         scipy.fft.rfft2(noisy - noisy.mean()), quiet=True)
     off = abs(_defocus(state["fit"])[0] - _defocus(sim)[0])  # 43 900 Å
     assert off < 1000 or (not state["used"] and state["rings_z"] < THON_RING_Z)  # z 1.63
+
+
+def test_a_fit_without_astigmatism_scores_as_one_with_a_little():
+    """A defocus without astigmatism (as a user may give it) makes ``CTF²`` a function of the
+    radius alone; where its rings are slow, the band's quadratic trend explains all of it, and
+    the partial correlation was a covariance over a variance of 0: 3·10¹⁴⁶ on micrograph 6 of
+    the 1024² fit-error run (10.9 e/Å², 1.24 Å/px) at 3000 Å, which would pass any bar. Such
+    a band has no rings to test; the score is now what 1 Å of astigmatism gives."""
+    import scipy.fft
+
+    from cryostream.ctf import CTFFit, thon_ring_z
+
+    config = SimulateConfig(  # training_condition(3, 6, (1024, 1024), dose=(10.0, 20.0))
+        shape=(1024, 1024), seed=3, defocus_um=(0.5, 3.5), astigmatism_angstrom=500.0,
+        dose_e_per_angstrom2=10.938815676108783, pixel_size_angstrom=1.2367122283406111,
+        detector_nps_nyquist=1.0, ice_thickness_relative=0.8646992053194769,
+        ice_contrast=0.021029322933631314, b_factor_angstrom2=34.710173387984604,
+        particle="globular", particles_per_micrograph=2228)
+    noisy = simulate_micrograph(config, 6).noisy
+    spectrum = scipy.fft.rfft2(noisy - noisy.mean())
+    for defocus in (3000.0, 12000.0):
+        flat, tilted = (thon_ring_z(spectrum, noisy.shape, CTFFit(
+            defocus + extra, defocus, 0.0, 0.0, config.pixel_size_angstrom)) for extra in (0, 1))
+        assert abs(flat - tilted) < 0.05 and flat < 20  # 5.06 and 5.06 at 3000 Å
