@@ -103,3 +103,19 @@ def notes():
     yield said
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def benchmark_modules():
+    """``benchmark_modules("fit_learned_weights", ...)``: those scripts of ``benchmarks/``
+    imported as modules (the folder is on the path for the test module's life)."""
+    import importlib
+    import sys
+
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield lambda *names: tuple(importlib.import_module(n) for n in names)
+    finally:
+        sys.path.remove(folder)
+

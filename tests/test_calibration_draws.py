@@ -4,24 +4,13 @@ are never the held-out micrographs the table is scored on."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def benchmarks():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import fit_learned_weights
-        import general_model_spread
-
-        yield fit_learned_weights, general_model_spread
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def benchmarks(benchmark_modules):
+    return benchmark_modules("fit_learned_weights", "general_model_spread")
 
 
 def test_a_conditions_calibration_micrographs_are_drawn_as_it_but_are_not_its_test_set(

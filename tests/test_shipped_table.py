@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,8 @@ SUMS = ROOT / "docs" / "results" / "general_model" / "h200_learned_weights_fp32.
 
 
 @pytest.fixture(scope="module")
-def benchmarks():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import fit_learned_weights
-        import frc_constrained_weights
-
-        yield fit_learned_weights, frc_constrained_weights
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def benchmarks(benchmark_modules):
+    return benchmark_modules("fit_learned_weights", "frc_constrained_weights")
 
 
 def test_the_shipped_table_is_refitted_bit_for_bit_from_its_sums(benchmarks):
