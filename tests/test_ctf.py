@@ -847,7 +847,14 @@ def test_a_micrograph_under_1024_px_gets_no_ctf_fit_where_one_tile_passes_false_
             assert abs((fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2 - true) < off
 
 
-def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used():
+def _fit_error_micrograph(benchmark_modules, index: int) -> SimulateConfig:
+    """Micrograph ``index`` of the 1024² fit-error run at 10–20 e/Å² (``ctf_defocus_error.py
+    --fit-error 150 --shape 1024 1024 --dose 10 20``): the spread's draw, seed 3."""
+    (spread,) = benchmark_modules("general_model_spread")
+    return SimulateConfig(**spread.training_condition(3, index, (1024, 1024), dose=(10.0, 20.0)))
+
+
+def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used(benchmark_modules):
     """Micrograph 118 of the 1024² fit-error run (``ctf_defocus_error.py --fit-error 150
     --shape 1024 1024 --dose 10 20``; 10.3 e/Å², 0.579 Å/px): its fit lands at 59 200 Å (true
     15 400 Å) and its rings scored 3.88, in a band where they are 0.9 px apart, finer than the
@@ -859,12 +866,7 @@ def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used():
     from cryostream.ctf import THON_RING_Z
     from cryostream.denoise.steps import Micrograph, WienerGain
 
-    config = SimulateConfig(  # training_condition(3, 118, (1024, 1024), dose=(10.0, 20.0))
-        shape=(1024, 1024), seed=3, defocus_um=(0.5, 3.5), astigmatism_angstrom=500.0,
-        dose_e_per_angstrom2=10.325511995186337, pixel_size_angstrom=0.5792392672853788,
-        detector_nps_nyquist=0.720488547317376, ice_thickness_relative=0.6504029367365481,
-        ice_contrast=0.00990651628524229, b_factor_angstrom2=68.10314729500479,
-        particle="globular", particles_per_micrograph=807)
+    config = _fit_error_micrograph(benchmark_modules, 118)
     sim = simulate_micrograph(config, 118)
     noisy = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
     gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
@@ -874,7 +876,7 @@ def test_a_wrong_fit_whose_rings_only_the_grid_aliases_is_not_used():
     assert off < 1000 or (not state["used"] and state["rings_z"] < THON_RING_Z)  # z 1.63
 
 
-def test_a_fit_without_astigmatism_scores_as_one_with_a_little():
+def test_a_fit_without_astigmatism_scores_as_one_with_a_little(benchmark_modules):
     """A defocus without astigmatism (as a user may give it) makes ``CTF²`` a function of the
     radius alone; where its rings are slow, the band's quadratic trend explains all of it, and
     the partial correlation was a covariance over a variance of 0: 3·10¹⁴⁶ on micrograph 6 of
@@ -884,12 +886,7 @@ def test_a_fit_without_astigmatism_scores_as_one_with_a_little():
 
     from cryostream.ctf import CTFFit, thon_ring_z
 
-    config = SimulateConfig(  # training_condition(3, 6, (1024, 1024), dose=(10.0, 20.0))
-        shape=(1024, 1024), seed=3, defocus_um=(0.5, 3.5), astigmatism_angstrom=500.0,
-        dose_e_per_angstrom2=10.938815676108783, pixel_size_angstrom=1.2367122283406111,
-        detector_nps_nyquist=1.0, ice_thickness_relative=0.8646992053194769,
-        ice_contrast=0.021029322933631314, b_factor_angstrom2=34.710173387984604,
-        particle="globular", particles_per_micrograph=2228)
+    config = _fit_error_micrograph(benchmark_modules, 6)
     noisy = simulate_micrograph(config, 6).noisy
     spectrum = scipy.fft.rfft2(noisy - noisy.mean())
     for defocus in (3000.0, 12000.0):
