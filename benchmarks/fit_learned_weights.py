@@ -31,7 +31,10 @@ over the four starts of its 2×2 blocks (the table records it, and ``denoise`` r
 for it; held out it moved the FRC by −0.0012 to +0.0035 and the PSNR by −0.014 to +0.006 dB,
 for about 1.7 times the network's work and 2.5 times its time in the H200 scoring loop:
 ``h200_binned_offsets4_*``, not the shipped recipe). ``--taper 0.2`` takes the sums inside
-the FRC's edge window. ``--by-size fit --rows 2`` fits a table of 2 rows by ratio in each pixel-size group
+the FRC's edge window. ``--condition NAME`` draws the calibration micrographs as that held-out
+condition draws its own, another seed than its test set's (a table for one kind of micrograph:
+docs/benchmarks.md, "Tables fitted for one condition"). ``--by-size fit --rows 2`` fits a table of
+2 rows by ratio in each pixel-size group
 instead of scaling one. ``--keep-input-frc 0.005`` holds, in each row, the bands where the
 least-squares mix leaves a calibration micrograph under its input's FRC to a mix that keeps
 every one at or above it (``frc_constrained_weights.py``), cheapest bands first, while the row
