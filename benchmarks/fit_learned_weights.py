@@ -34,8 +34,8 @@ for about 1.7 times the network's work and 2.5 times its time in the H200 scorin
 the FRC's edge window. ``--condition NAME`` draws the calibration micrographs as that held-out
 condition draws its own, another seed than its test set's (a table for one kind of micrograph:
 docs/benchmarks.md, "Tables fitted for one condition"). ``--by-size fit --rows 2`` fits a table of
-2 rows by ratio in each pixel-size group
-instead of scaling one. ``--keep-input-frc 0.005`` holds, in each row, the bands where the
+2 rows by ratio in each pixel-size group instead of scaling one. ``--keep-input-frc 0.005``
+holds, in each row, the bands where the
 least-squares mix leaves a calibration micrograph under its input's FRC to a mix that keeps
 every one at or above it (``frc_constrained_weights.py``), cheapest bands first, while the row
 loses at most 0.005 dB of PSNR on average. The shipped table is all of these
