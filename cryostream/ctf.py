@@ -36,8 +36,7 @@ from cryostream.spectral import (
 )
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain",
-           "ctf_gain_grid", "thon_ring_z", "noise_at_zeros", "THON_RING_Z",
-           "THON_RING_COEFFICIENTS", "ZERO_CTF2"]
+           "ctf_gain_grid", "thon_ring_z", "THON_RING_Z", "THON_RING_COEFFICIENTS"]
 
 #: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å, its power
 #: follows the fit's ``CTF²`` this many standard errors above chance (:func:`thon_ring_z`). Of ~44
@@ -187,8 +186,6 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     ``voltage_kv``, ``cs_mm`` and ``amplitude_contrast`` are the microscope's (defaults: 300 kV,
     2.7 mm, 0.1).
     """
-    from scipy.optimize import minimize
-
     image = np.asarray(image, np.float32)
     if image.ndim != 2 or min(image.shape) < tile:
         raise ConfigError(f"fit_ctf needs a 2-D image of at least {tile}² pixels; got shape "
@@ -201,24 +198,41 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
                           f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
                           "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
     optics = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
-    explained = _objective(image, tile, pixel_size_angstrom, low_angstrom, high_angstrom,
-                           band_width, optics)
+    candidates, stages = _search(image, pixel_size_angstrom, defocus_um, low_angstrom,
+                                 high_angstrom, tile, refine_tile, band_width, optics)
+    return _refined(float(candidates[0]), stages, pixel_size_angstrom, optics)
+
+
+def _search(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, refine_tile,
+            band_width, optics) -> tuple[list[float], list]:
+    """:func:`fit_ctf`'s search: the candidate mean defoci (Å), the one the finest spectrum
+    explains best first, and the refinement's stages, ``(objective, simplex step)`` each, the
+    first the ``tile``² spectrum's."""
+    explained = _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
+                           optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
     candidates = _peaks([explained(d) for d in grid], grid)
     stages = [(explained, 150.0)]
     if refine_tile is not None:
         fine = min(refine_tile, 2 ** int(math.log2(min(image.shape))))
-        finer = _objective(image, fine, pixel_size_angstrom, low_angstrom, high_angstrom,
-                           band_width, optics)
+        finer = _objective(image, fine, pixel_size, low_angstrom, high_angstrom, band_width,
+                           optics)
         stages.append((finer, 40.0))
         if fine > tile:  # the search again on tiles twice as fine, every peak judged finest
             middle = 2 * tile
             between = finer if middle >= fine else _objective(
-                image, middle, pixel_size_angstrom, low_angstrom, high_angstrom, band_width,
-                optics)
+                image, middle, pixel_size, low_angstrom, high_angstrom, band_width, optics)
             candidates = sorted({*candidates, *_peaks([between(d) for d in grid], grid)},
                                 key=finer, reverse=True)
-    x0 = [float(candidates[0]), 0.0, 0.0]
+    return candidates, stages
+
+
+def _refined(start: float, stages: list, pixel_size: float, optics: dict) -> CTFFit:
+    """The fit refined from the mean defocus ``start`` (Å, no astigmatism) by Nelder–Mead on
+    each of :func:`_search`'s ``stages`` in turn, scored on the first."""
+    from scipy.optimize import minimize
+
+    x0 = [start, 0.0, 0.0]
     for objective, step in stages:
         simplex = [x0] + [list(np.add(x0, np.eye(3)[i] * step)) for i in range(3)]
         best = minimize(lambda p, f=objective: -f(*p), x0=x0, method="Nelder-Mead",
@@ -228,9 +242,8 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     mean, ax, ay = x0
     half, angle = math.hypot(ax, ay), math.degrees(0.5 * math.atan2(ay, ax)) % 180.0
     return CTFFit(defocus_u_angstrom=mean + half, defocus_v_angstrom=mean - half,
-                  astigmatism_angle_deg=angle, score=float(explained(mean, ax, ay)),
-                  pixel_size_angstrom=float(pixel_size_angstrom), voltage_kv=voltage_kv,
-                  cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
+                  astigmatism_angle_deg=angle, score=float(stages[0][0](mean, ax, ay)),
+                  pixel_size_angstrom=float(pixel_size), **optics)
 
 
 def ctf_wiener_gain(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, *,
@@ -349,72 +362,3 @@ def ctf_gain_grid(shape: tuple[int, int], fit: CTFFit, *, low_angstrom: float = 
     band = np.maximum(ring // width, first).astype(np.int64)
     below = int(band.max()) + 1
     return mask, c2, np.where(mask, band, below).ravel(), below + 1
-
-
-#: Where a fit's ``CTF²`` is under this, a coefficient of the micrograph holds (almost) only
-#: noise: :func:`noise_at_zeros` reads the noise there.
-ZERO_CTF2 = 0.02
-
-
-def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, noise, *,
-                   low_angstrom: float = 20.0, pool: float = 1 / 32, min_count: int = 200):
-    """The measured noise ``noise`` brought down, ring by ring, to the power the micrograph
-    shows where ``fit``'s CTF is zero, and that ratio.
-
-    :func:`cryostream.matched.estimate_noise` takes a micrograph's finest scales to be noise.
-    Where the signal reaches them (a specimen that keeps contrast out to Nyquist, a micrograph
-    at high dose and a fine pixel) it counts that signal in, and every gain built on it
-    smooths too much. Where the CTF is zero (``CTF² <`` :data:`ZERO_CTF2`) the micrograph
-    holds no signal whatever its specimen, so the power there is the noise. Per ring above
-    ``low_angstrom`` and out to the shorter side's Nyquist, the power of those coefficients
-    over the measured noise, pooled over ``pool`` cycles/px (a few zeros are too few), is the
-    factor the measured noise's radial profile and 2-D spectrum are scaled by (past Nyquist,
-    the factor at Nyquist). It is 1 below ``low_angstrom``, where fewer than ``min_count``
-    coefficients are zeros, and where the pooled ratio is within two standard errors of 1 or
-    above it: the measured noise stays an upper bound, and a fit whose zeros are not the
-    micrograph's finds signal there (≥ 1) and changes little. (Simulated 2048² micrographs:
-    the true noise within 4 % in every band, where the measured noise was up to 2.1× it.)
-
-    ``spectrum`` is the ``rfft2`` of the mean-subtracted micrograph of ``shape``, read every
-    few rows as :func:`thon_ring_z` does; ``noise`` its
-    :class:`~cryostream.matched.NoiseEstimate` in the same units. Returns ``(estimate,
-    ratio)``: the scaled estimate and the factor per ring of ``shape`` (ring ``r`` at
-    ``r / min(shape)`` cycles/px).
-    """
-    from scipy.ndimage import uniform_filter1d
-
-    step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
-    k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
-    side = min(shape)
-    rings = side // 2 + 1
-    ring = np.rint(np.sqrt(k2) * (fit.pixel_size_angstrom * side))
-    # the corners past the shorter side's Nyquist are left out: the noise measured at
-    # Nyquist is not theirs (it falls further there on real detectors)
-    zero = ((ctf_squared(shape, fit, row_step=step) < ZERO_CTF2) & (k2 >= low_angstrom ** -2)
-            & (ring < rings))
-    ring = ring[zero].astype(np.int64)
-    values = spectrum[::step][zero]
-    power = values.real.astype(np.float64) ** 2 + values.imag.astype(np.float64) ** 2
-    measured = noise.ring_power(shape, rings)
-    relative = power / np.maximum(measured[ring], 1e-30)
-    width = max(1, round(pool * side)) | 1  # odd: centred on its ring
-    summed = uniform_filter1d(np.bincount(ring, relative, rings), width, mode="constant")
-    count = uniform_filter1d(np.bincount(ring, minlength=rings).astype(np.float64), width,
-                             mode="constant") * width
-    pooled = summed * width / np.maximum(count, 1)
-    # a ratio is taken only where it is clearly under 1: noise alone reads 1 ± 1/√count (the
-    # power of one coefficient over its mean is exponential), and clipping that at 1 would
-    # lower the noise of every micrograph a little
-    below = (count >= min_count) & (pooled < 1 - 2 / np.sqrt(np.maximum(count, 1)))
-    ratio = np.where(below, pooled, 1.0)
-    ratio[:math.ceil(side * fit.pixel_size_angstrom / low_angstrom)] = 1.0  # below low_angstrom
-    grid = np.arange(rings) / side  # cycles/px of each ring
-    tile = 2 * noise.radial.size
-    centred = np.fft.fftshift(np.fft.fftfreq(tile))
-    psd = (noise.psd * np.interp(np.hypot(centred[:, None], centred[None, :]), grid, ratio)
-           ).astype(np.float32)
-    variance = noise.variance * float(psd.mean(dtype=np.float64)
-                                      / max(noise.psd.mean(dtype=np.float64), 1e-30))
-    radial = noise.radial * np.interp(np.arange(noise.radial.size) / tile, grid, ratio)
-    scaled = dataclasses.replace(noise, psd=psd, variance=variance, radial=radial.astype(np.float32))
-    return scaled, ratio

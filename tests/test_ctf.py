@@ -671,7 +671,7 @@ def test_the_noise_at_the_ctf_zeros_is_the_noise_where_the_measured_noise_holds_
     gain although it lowers the error by far. The power at the CTF's zeros is the noise
     (within 5 %); with it the check passes, as the truth says; the factor is never above 1,
     and a fit whose zeros are not the micrograph's leaves the noise nearly as measured."""
-    from cryostream.ctf import noise_at_zeros
+    from cryostream.ctf_zeros import noise_at_zeros
     from cryostream.matched import tile_for
 
     noisy, truth, fit = _strong_signal()
@@ -702,7 +702,7 @@ def test_noise_alone_is_left_as_measured_even_where_it_falls_past_nyquist():
     ring, on a square and on an oblong image, also where the noise keeps falling past
     Nyquist as on real detectors (the corners past Nyquist once counted in the Nyquist ring
     and pulled the factor there to 0.7)."""
-    from cryostream.ctf import noise_at_zeros
+    from cryostream.ctf_zeros import noise_at_zeros
     from cryostream.matched import tile_for
 
     rng = np.random.default_rng(3)

@@ -59,13 +59,13 @@ GIVEN_ADVICE = ("Common for small or low-dose micrographs; if most full-size mic
 def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
     """The noise the CTF-shaped gain's check draws and scores with: ``noise`` (the measured
     :class:`~cryostream.matched.NoiseEstimate` of ``image``) brought down to the power where
-    ``fit``'s CTF is zero (:func:`cryostream.ctf.noise_at_zeros`); the mean factor it was
+    ``fit``'s CTF is zero (:func:`cryostream.ctf_zeros.noise_at_zeros`); the mean factor it was
     scaled by above 20 Å, for the record; and the factor just above 20 Å (its mean over
     1/32 cycles/px), which the radial gain below 20 Å takes (:func:`noise_below`).
     ``spectrum``: the image's mean-removed ``rfft2``, if made already."""
     import scipy.fft
 
-    from cryostream.ctf import noise_at_zeros
+    from cryostream.ctf_zeros import noise_at_zeros
 
     if spectrum is None:
         spectrum = scipy.fft.rfft2(image - image.mean(), workers=-1)
