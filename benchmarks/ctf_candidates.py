@@ -166,6 +166,15 @@ def _rival_margin(row: dict) -> float:
     return max(far, default=-np.inf) - chosen["rings_z"]
 
 
+def _disagree(row: dict) -> bool:
+    """Whether the 1024² spectrum's best candidate is over :data:`WRONG` Å from the chosen fit
+    (as ``CTFFit.rival_defocus_angstrom``; at 1024² the finest spectrum is the 1024² one)."""
+    if row["shape"][0] <= 1024 or row["shape"][1] <= 1024:
+        return False
+    best = row["candidates"][int(np.argmax(row["scores"]["1024"]))]
+    return abs(best - row["refined"][0]["mean"]) > WRONG
+
+
 def rules() -> dict:
     """Choices of the fit to use, each ``row -> refined fit or None``."""
     def best_of(key):
@@ -178,6 +187,10 @@ def rules() -> dict:
                r for r in row["refined"] if r["candidate"] == int(np.argmax(row["scores"]["1024"]))
                ) if any(r["candidate"] == int(np.argmax(row["scores"]["1024"]))
                         for r in row["refined"]) else row["refined"][0]}
+    out["shipped, not used if the 1024² spectrum's best candidate is over 1000 Å from it "
+        "and its ring score under 4.3 (SETTLED_Z)"] = (
+        lambda row: None if _disagree(row) and row["refined"][0]["rings_z"] < 4.3
+        else row["refined"][0])
     for margin in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5):
         out[f"shipped, not used if a far candidate's ring score is over its own + {margin}"] = (
             lambda row, m=margin: None if _rival_margin(row) > m else row["refined"][0])

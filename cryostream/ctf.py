@@ -36,12 +36,22 @@ from cryostream.spectral import (
 )
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain",
-           "ctf_gain_grid", "thon_ring_z", "THON_RING_Z", "THON_RING_COEFFICIENTS"]
+           "ctf_gain_grid", "thon_ring_z", "THON_RING_Z", "SETTLED_Z", "RIVAL_APART",
+           "THON_RING_COEFFICIENTS"]
 
 #: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å, its power
 #: follows the fit's ``CTF²`` this many standard errors above chance (:func:`thon_ring_z`). Of ~44
 #: bands of noise, one passes 3.5 about 1 % of the time (one-sided: 2.3e-4 a band).
 THON_RING_Z = 3.5
+
+#: A fit whose finest spectrum and whose 1024² one (tiles twice the search's) peak more than
+#: :data:`RIVAL_APART` Å of mean defocus apart (:attr:`CTFFit.rival_defocus_angstrom`) is used
+#: only if its rings score at least this. On 800 simulated 2048² micrographs (4–80 e/Å²), where
+#: the finest spectrum is a single 2048² tile, 7 fits used were 8 460–24 560 Å off, all with
+#: ``z`` 3.5–4.3; the spectra disagreed on 6 of them and on 10 of the 621 right fits used, 6
+#: of those 10 under 4.3 (benchmarks page, "When the CTF fit's spectra disagree").
+SETTLED_Z = 4.3
+RIVAL_APART = 1000.0
 
 
 class CTFFallbackWarning(UserWarning):
@@ -65,6 +75,10 @@ class CTFFit:
         The optics the fit assumed.
     defocus_error_angstrom : float
         How far off the defocus may be (σ, Å; 0: exact): the gain's rings fade where it blurs them.
+    rival_defocus_angstrom : float or None
+        Where the fit's spectra disagree: the mean defocus the 1024² spectrum explains best, more
+        than :data:`RIVAL_APART` Å from the fit's (None where they agree, or where the finest
+        spectrum is the 1024² one).
     """
 
     defocus_u_angstrom: float
@@ -76,6 +90,7 @@ class CTFFit:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
     defocus_error_angstrom: float = 0.0
+    rival_defocus_angstrom: float | None = None
 
     def in_words(self) -> str:
         """The defocus in words that do not hang on which axis is U: the mean, the
@@ -182,7 +197,9 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
     ``tile``'s side (or the finer spectrum's, if smaller), and of the
     :data:`SEARCH_PEAKS` highest peaks of either search the one the finest spectrum explains
     best starts the refinement: at low dose the coarse tiles blur the fast rings of a large
-    defocus into false peaks (research notes: 1.3–3.2 µm off at 10–20 e/Å² without it).
+    defocus into false peaks (research notes: 1.3–3.2 µm off at 10–20 e/Å² without it). Where
+    the 1024² search's best peak lies over :data:`RIVAL_APART` Å from the fit, the fit records
+    it (``rival_defocus_angstrom``): ``denoise`` then needs :data:`SETTLED_Z` of its rings.
     ``voltage_kv``, ``cs_mm`` and ``amplitude_contrast`` are the microscope's (defaults: 300 kV,
     2.7 mm, 0.1).
     """
@@ -198,21 +215,26 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
                           f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
                           "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
     optics = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
-    candidates, stages = _search(image, pixel_size_angstrom, defocus_um, low_angstrom,
-                                 high_angstrom, tile, refine_tile, band_width, optics)
-    return _refined(float(candidates[0]), stages, pixel_size_angstrom, optics)
+    candidates, stages, rival = _search(image, pixel_size_angstrom, defocus_um, low_angstrom,
+                                        high_angstrom, tile, refine_tile, band_width, optics)
+    fit = _refined(float(candidates[0]), stages, pixel_size_angstrom, optics)
+    mean = (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2
+    if rival is not None and abs(rival - mean) > RIVAL_APART:
+        fit = dataclasses.replace(fit, rival_defocus_angstrom=rival)
+    return fit
 
 
 def _search(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, refine_tile,
-            band_width, optics) -> tuple[list[float], list]:
+            band_width, optics) -> tuple[list[float], list, float | None]:
     """:func:`fit_ctf`'s search: the candidate mean defoci (Å), the one the finest spectrum
-    explains best first, and the refinement's stages, ``(objective, simplex step)`` each, the
-    first the ``tile``² spectrum's."""
+    explains best first; the refinement's stages, ``(objective, simplex step)`` each, the
+    first the ``tile``² spectrum's; and the defocus the search on tiles twice ``tile``'s side
+    found best, where that spectrum is not the finest (else None)."""
     explained = _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
                            optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
     candidates = _peaks([explained(d) for d in grid], grid)
-    stages = [(explained, 150.0)]
+    stages, rival = [(explained, 150.0)], None
     if refine_tile is not None:
         fine = min(refine_tile, 2 ** int(math.log2(min(image.shape))))
         finer = _objective(image, fine, pixel_size, low_angstrom, high_angstrom, band_width,
@@ -222,9 +244,10 @@ def _search(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, re
             middle = 2 * tile
             between = finer if middle >= fine else _objective(
                 image, middle, pixel_size, low_angstrom, high_angstrom, band_width, optics)
-            candidates = sorted({*candidates, *_peaks([between(d) for d in grid], grid)},
-                                key=finer, reverse=True)
-    return candidates, stages
+            peaks = _peaks([between(d) for d in grid], grid)
+            rival = peaks[0] if middle < fine else None
+            candidates = sorted({*candidates, *peaks}, key=finer, reverse=True)
+    return candidates, stages, rival
 
 
 def _refined(start: float, stages: list, pixel_size: float, optics: dict) -> CTFFit:

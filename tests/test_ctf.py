@@ -893,3 +893,37 @@ def test_a_fit_without_astigmatism_scores_as_one_with_a_little(benchmark_modules
         flat, tilted = (thon_ring_z(spectrum, noisy.shape, CTFFit(
             defocus + extra, defocus, 0.0, 0.0, config.pixel_size_angstrom)) for extra in (0, 1))
         assert abs(flat - tilted) < 0.05 and flat < 20  # 5.06 and 5.06 at 3000 Å
+
+
+def test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings(benchmark_modules):
+    """Micrograph 32 of the 2048² candidates run (``ctf_candidates.py``; globular, 23 e/Å²,
+    0.80 Å/px, true defocus 13 850 Å): its finest spectrum, a single 2048² tile, peaks at
+    38 200 Å and its 1024² one at 14 000 Å. The fit lands 24 300 Å off with rings z 4.21, over
+    the 3.5 bar, and `denoise` used it. The fit now records the 1024² spectrum's defocus, the
+    rings must score ``SETTLED_Z`` to settle it, and the warning, the record and the progress
+    note say so."""
+    import scipy.fft
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.ctf import SETTLED_Z, THON_RING_Z
+    from cryostream.denoise.micrograph import describe_found
+    from cryostream.denoise.steps import Micrograph, WienerGain, no_rings
+
+    (spread,) = benchmark_modules("general_model_spread")
+    config = SimulateConfig(**spread.training_condition(3, 32, (2048, 2048)))
+    sim = simulate_micrograph(config, 32)
+    noisy = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
+    gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
+    with pytest.warns(CTFFallbackWarning, match=r"not settled: its 1024-px spectrum puts the "
+                      r"defocus at 1\.40 µm instead, and its rings score z 4\.21"):
+        state = gain.fitted(Micrograph(noisy, config.pixel_size_angstrom, None, "simulated 32"),
+                            scipy.fft.rfft2(noisy - noisy.mean()))
+    fit = state["fit"]
+    assert abs(fit.rival_defocus_angstrom - _defocus(sim)[0]) < 1000  # the 1024² peak is right
+    assert THON_RING_Z <= state["rings_z"] < SETTLED_Z and not state["used"]
+    found = gain.describe({"table": None, **state})
+    assert found["fallback"] == "network_above_20A" and found["ctf"]["rival_defocus_angstrom"] == 14000
+    assert "or 1.40 µm, rings too faint to choose (z 4.21), not used" in describe_found(found)
+    # the same rings without a rival pass the usual bar; a rival with clear rings is used
+    assert not no_rings(state["rings_z"], dataclasses.replace(fit, rival_defocus_angstrom=None))
+    assert not no_rings(SETTLED_Z, fit)

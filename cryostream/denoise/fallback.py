@@ -13,7 +13,7 @@ import numpy as np
 from cryostream.denoise.scores import ctf_gain_check
 
 __all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "DEFOCUS_ERROR_SCALE", "fit_for_gain",
-           "fallback_words", "zeros_noise", "noise_below", "fit_with_error", "no_rings",
+           "fallback_words", "zeros_noise", "noise_below", "fit_with_error", "no_rings", "unsettled",
            "checked_gain", "warn_fallback"]
 
 #: The smallest side (pixels) whose CTF :class:`~cryostream.denoise.steps.WienerGain` fits:
@@ -119,12 +119,24 @@ def fit_with_error(fit, rings_z):
     return dataclasses.replace(fit, defocus_error_angstrom=DEFOCUS_ERROR_SCALE / rings_z ** 1.5)
 
 
-def no_rings(rings_z) -> bool:
+def no_rings(rings_z, fit=None) -> bool:
     """Whether a fit's Thon-ring score (:func:`~cryostream.ctf.thon_ring_z`; None: not
-    measured) says its rings are not in the micrograph."""
-    from cryostream.ctf import THON_RING_Z
+    measured) says its rings are not in the micrograph, or, for a ``fit`` whose spectra
+    disagree on the defocus (:attr:`~cryostream.ctf.CTFFit.rival_defocus_angstrom`), not
+    clearly enough to say which defocus they are (under :data:`~cryostream.ctf.SETTLED_Z`)."""
+    from cryostream.ctf import SETTLED_Z, THON_RING_Z
 
-    return rings_z is not None and rings_z < THON_RING_Z
+    if rings_z is None:
+        return False
+    return rings_z < (SETTLED_Z if unsettled(fit) else THON_RING_Z)
+
+
+def unsettled(fit) -> bool:
+    """Whether ``fit`` (a :class:`~cryostream.ctf.CTFFit`, or its record's dict) has a rival
+    defocus, so that its rings must score :data:`~cryostream.ctf.SETTLED_Z`."""
+    rival = fit.get("rival_defocus_angstrom") if isinstance(fit, dict) else getattr(
+        fit, "rival_defocus_angstrom", None)
+    return rival is not None
 
 
 def checked_gain(image, noise, fit, what: str, rings_z=None, *,
@@ -133,16 +145,16 @@ def checked_gain(image, noise, fit, what: str, rings_z=None, *,
     :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
     not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
     fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`)."""
-    check = math.nan if no_rings(rings_z) else ctf_gain_check(image, noise, fit)
+    check = math.nan if no_rings(rings_z, fit) else ctf_gain_check(image, noise, fit)
     if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
-        warn_fallback(what, rings_z, advice, stacklevel=4)
+        warn_fallback(what, rings_z, advice, stacklevel=4, fit=fit)
     return check
 
 
-def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> None:
+def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=None) -> None:
     """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
     named by ``what``, that :func:`checked_gain` did not keep."""
-    from cryostream.ctf import THON_RING_Z, CTFFallbackWarning
+    from cryostream.ctf import SETTLED_Z, THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
         # as the record rounds it (2 decimals), with more only where that reads as the bar
@@ -150,8 +162,12 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2) -> No
                      f"{rings_z:.6f}")
         why = f"has no Thon rings in the spectrum (their score z is {shown}, under the " \
               f"{THON_RING_Z} needed)"
+    elif no_rings(rings_z, fit):
+        why = (f"is not settled: its 1024-px spectrum puts the defocus at "
+               f"{fit.rival_defocus_angstrom / 1e4:.2f} µm instead, and its rings score z "
+               f"{rings_z:.2f}, under the {SETTLED_Z} needed to choose")
     else:
         why = "does not lower the error by recorruption (ctf_gain_check)"
-    warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z))} "
+    warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z, fit))} "
                   f"(a denoise output's NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                   stacklevel=stacklevel)

@@ -209,6 +209,9 @@ def describe_found(found: dict) -> str:
                "CTF-shaped gain"
     if no_rings(found.get("ctf_rings_z")):  # the fit's best guess: no result to read
         return f"; Thon rings not found (the fit's best guess, {defocus}, not used): {fallback}"
+    if no_rings(found.get("ctf_rings_z"), fit):  # two defoci, neither clearly
+        return (f"; {defocus} or {fit['rival_defocus_angstrom'] / 1e4:.2f} µm, rings too faint "
+                f"to choose (z {found['ctf_rings_z']:.2f}), not used: {fallback}")
     return f"; {defocus}, CTF check failed: {fallback}"
 
 

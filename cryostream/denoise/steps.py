@@ -234,8 +234,8 @@ class WienerGain(Step):
         no noise above 20 Å, where it measures each band's noise from the micrograph's own
         spectrum, :func:`~cryostream.ctf.ctf_wiener_gain`; below, the radial gain takes the
         measured noise times the zeros' factor just above 20 Å, :func:`noise_below`.)"""
-        noise = None if no_rings(rings_z) else zeros_noise(micrograph.image, micrograph.noise(),
-                                                           fit, spectrum)
+        noise = None if no_rings(rings_z, fit) else zeros_noise(micrograph.image,
+                                                                micrograph.noise(), fit, spectrum)
         if check is None:
             check = checked_gain(micrograph.image, micrograph.noise() if noise is None
                                  else noise[0], fit, what, rings_z, advice=advice,
@@ -248,7 +248,7 @@ class WienerGain(Step):
     def apply(self, estimate, image, state, micrograph, binned=None):
         if state is not None and state.get("used"):
             shape = state["fit"]
-        elif state is not None and no_rings(state.get("rings_z")):
+        elif state is not None and no_rings(state.get("rings_z"), state.get("fit")):
             shape = NetworkAbove(micrograph.pixel_size_angstrom,
                                  mend_inverted=micrograph.record.estimates_clean)
         else:
@@ -274,7 +274,8 @@ class WienerGain(Step):
         if "fit" not in state:  # the radial gain
             return learned
         fallback = {} if state["used"] else {
-            "fallback": "network_above_20A" if no_rings(state.get("rings_z")) else "radial"}
+            "fallback": "network_above_20A" if no_rings(state.get("rings_z"), state["fit"])
+            else "radial"}
         if state.get("inverted_rings"):  # rings of negative response given the radial gain
             fallback["inverted_rings"] = state["inverted_rings"]
         if state["fit"] is None:
@@ -286,7 +287,9 @@ class WienerGain(Step):
                         "score": fit.score,
                         # the error its rings' score gave it, where the gain used it
                         "defocus_error_angstrom": round(fit.defocus_error_angstrom, 1)
-                        if state["used"] else None},
+                        if state["used"] else None,
+                        **({"rival_defocus_angstrom": round(fit.rival_defocus_angstrom)}
+                           if fit.rival_defocus_angstrom is not None else {})},
                 **({"ctf_rings_z": round(state["rings_z"], 2)} if "rings_z" in state else {}),
                 "ctf_check": float(state["check"]) if math.isfinite(state["check"]) else None,
                 "ctf_used": bool(state["used"]), **fallback, **learned,
