@@ -20,12 +20,13 @@ them and autotunes once, then finds its own choices in the cache.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from pathlib import Path
 
 __all__ = ["ENV", "AUTOTUNE_FOLDER", "cache_folder", "enable_compile_cache",
-           "install_autotune_results"]
+           "install_autotune_results", "drop_broken_entries"]
 
 #: The environment variable that names the cache folder, or ``off``.
 ENV = "CRYOSTREAM_COMPILE_CACHE"
@@ -73,11 +74,51 @@ def enable_compile_cache() -> str | None:
             "compilation cache off: cannot make %s (%s); set %s to a writable folder", folder,
             exc.strerror or exc, ENV)
         return None
+    drop_broken_entries(folder)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     _enabled = str(folder)
     _install_on_gpu(folder)
     return _enabled
+
+
+#: The file whose time says when :func:`drop_broken_entries` last looked at the cache folder.
+CHECKED_STAMP = ".cryostream-checked"
+
+
+def drop_broken_entries(folder: Path) -> list[Path]:
+    """Remove the compiled programs in the cache ``folder`` that JAX wrote only in part, and
+    return them. JAX writes an entry in place and never replaces one, so an entry cut short (a
+    run killed while writing it, a full disk) would be read, fail with a warning and be
+    compiled again on every run after. Only entries written since the last look (the time of
+    :data:`CHECKED_STAMP`) are read, so a run looks at what the runs before it wrote; an entry
+    that another process is still writing may be removed too, and is compiled again later."""
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:  # another JAX: its entries are left as they are
+        return []
+    stamp = Path(folder) / CHECKED_STAMP
+    since = stamp.stat().st_mtime - 2 if stamp.exists() else -math.inf
+    dropped = []
+    for path in Path(folder).glob("*-cache"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            decompress_executable(path.read_bytes())
+        except FileNotFoundError:  # removed meanwhile, by JAX's eviction or another run
+            continue
+        except Exception:  # noqa: BLE001 — zlib's or zstandard's error for a stream cut short
+            path.unlink(missing_ok=True)
+            dropped.append(path)
+    try:
+        stamp.touch()
+    except OSError:
+        pass
+    if dropped:
+        logging.getLogger("cryostream").info(
+            "compilation cache: %d entr%s written only in part removed from %s (compiled again "
+            "when next needed)", len(dropped), "y" if len(dropped) == 1 else "ies", folder)
+    return dropped
 
 
 _installed: set[str] = set()

@@ -84,3 +84,39 @@ def test_threads_unpacking_together_each_file_once_and_quietly(tmp_path, caplog)
     install_autotune_results(alone)
     for f in whole:
         assert f.read_bytes() == (alone / f.relative_to(tmp_path)).read_bytes()
+
+
+_COMPILE_ONE = """
+import jax, jax.numpy as jnp
+from cryostream.compile_cache import enable_compile_cache
+enable_compile_cache()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+print(float(jax.jit(lambda x: jnp.sin(x) @ x.T + 3)(jnp.ones((64, 64))).sum()))
+"""
+
+
+def test_an_entry_written_in_part_is_removed_and_written_again(tmp_path):
+    """JAX writes a compiled program in place and never replaces an entry: one cut short (a
+    run killed while writing it) failed to load, with a warning, and was compiled again on
+    every run after. The next run now removes it, and the one after loads it whole."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update({ENV: str(folder), "JAX_PLATFORMS": "cpu"})
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _COMPILE_ONE], env=env, capture_output=True,
+                              text=True, check=True, timeout=300)
+
+    first = run()
+    (entry,) = folder.glob("jit__lambda-*-cache")
+    entry.write_bytes(entry.read_bytes()[:100])  # as a run killed while JAX wrote it
+    second = run()
+    assert "Error reading persistent compilation cache entry" not in second.stderr
+    assert entry.stat().st_size > 100 and second.stdout == first.stdout  # written again
+    third = run()
+    assert "Error reading persistent" not in third.stderr and third.stdout == first.stdout
