@@ -47,6 +47,12 @@ def test_hot_pixels_and_blank_lines_are_found_and_mended():
     assert abs(mended[:8].mean() - 20) < 0.5 and abs(mended[:8].std() - np.sqrt(20)) < 0.3
     np.testing.assert_array_equal(mended, mend(image, found))  # the same fill every time
     assert not find_defects(mended)
+    cold = image.copy()
+    cold[10, 10], cold[200, 300] = -1e6, -3e38  # dead pixels far below zero
+    found_cold = find_defects(cold)
+    assert sorted(found_cold.cold.tolist()) == [10 * 400 + 10, 200 * 400 + 300]
+    assert found_cold.record()["cold_pixels"] == 2 and "cold_pixels" not in found.record()
+    assert mend(cold, found_cold)[10, 10] == found_cold.median
     out = restore(mended.copy(), image, found)
     np.testing.assert_array_equal(out[:8], image[:8])
     np.testing.assert_array_equal(out[:, 100:104], image[:, 100:104])
@@ -84,6 +90,33 @@ def test_denoise_mends_a_hot_pixel_and_a_blank_border_and_says_so(tiny_run, tmp_
     assert record["found"]["defects"]["blank_columns"] == ["0-11"]
     clean_record = json.loads((tmp_path / "a" / "sim_0000.json").read_text())
     assert "defects" not in clean_record["found"]
+
+
+def test_denoise_mends_cold_pixels_and_says_so(tiny_run, tmp_path):
+    """A micrograph with dead pixels written far below zero (-1e6 times its mean, as a bad
+    gain correction leaves; one at -3e38): they are set to the median as hot pixels are, so
+    that the Wiener gain does not spread them over the whole output (or overflow into NaN and
+    a traceback), a warning names the file and NAME.json records them."""
+    clean = mrcfile.read(tiny_run.sim.micrographs[0]).astype(np.float32)
+    bad = clean.copy()
+    bad[60, 70] = -1e6 * clean.mean()
+    bad[100, 20] = -3e38
+    with np.errstate(over="ignore"):  # mrcfile's header statistics
+        path = write_mrc(tmp_path / "cold.mrc", bad)
+    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
+    want = cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], tmp_path / "a",
+                              config=config, workers=1).values[0]
+    with pytest.warns(DefectWarning, match=r"cold\.mrc: 2 cold pixels \(under -?\d.*\) set to "
+                      r"the median"):
+        got = cryostream.denoise(tiny_run.run, [path], tmp_path / "b", config=config,
+                                 workers=1).values[0]
+    assert np.isfinite(got).all()
+    far = np.ones(got.shape, bool)
+    far[30:90, 40:100] = False  # the mended pixels' reach
+    far[70:130, 0:50] = False
+    assert np.abs(got - want)[far].max() < 0.05 * np.abs(want).max()
+    found = json.loads((tmp_path / "b" / "cold.json").read_text())["found"]["defects"]
+    assert found["cold_pixels"] == 2 and found["hot_pixels"] == 0
 
 
 def test_a_mostly_blank_micrograph_is_refused_naming_it(tiny_run, tmp_path):

@@ -4,13 +4,17 @@ blank border does not spoil the rest of it.
 A convolutional network spreads what it sees over its receptive field, and the steps after it
 work on the whole spectrum: one hot pixel a thousand times the mean rang over the whole
 output, and a border of zeros (left by some motion correction) or a dead column put a grid of
-streaks across the micrograph. Two kinds are found here, both impossible in a micrograph's
+streaks across the micrograph. Three kinds are found here, each impossible in a micrograph's
 own counts:
 
 - *hot pixels*: brighter than the median by more than :data:`HOT_FACTOR` times the spread of
   the brightest 0.1 % (``p99.9 − p50``; about 15 σ for Gaussian noise, past any count a
   shot-noise micrograph of 57 million pixels reaches, and about 2 times that spread is the
   brightest pixel of a real one). Each is set to the median before the network;
+- *cold pixels*: as far below the median, by the spread of the darkest 0.1 % (``p50 − p0.1``;
+  a dead pixel written as a large negative number by a gain correction): set to the median
+  too (left as they were, one such pixel spread over the whole output by the spectral
+  steps, or overflowed them into NaN);
 - *blank rows and columns*: rows or columns of one value (a border, a dead line; at least
   :data:`BLANK_SHARE` of each line's pixels equal to their neighbour along it). They
   are filled with white noise of the rest's mean and spread before the network (a flat fill
@@ -31,7 +35,8 @@ import numpy as np
 __all__ = ["HOT_FACTOR", "BLANK_SHARE", "DefectWarning", "Defects", "find_defects",
            "mostly_blank", "mend", "restore"]
 
-#: A pixel brighter than ``p50 + HOT_FACTOR · (p99.9 − p50)`` is a hot pixel.
+#: A pixel brighter than ``p50 + HOT_FACTOR · (p99.9 − p50)`` is a hot pixel; one darker than
+#: ``p50 − HOT_FACTOR · (p50 − p0.1)`` a cold one.
 HOT_FACTOR = 5.0
 #: A row or column is blank where this share of its pixels equal their neighbour along it.
 BLANK_SHARE = 0.95
@@ -54,13 +59,17 @@ class Defects:
     median: float
     mean: float
     spread: float
+    cold: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    floor: float = -math.inf
 
     def __bool__(self) -> bool:
-        return bool(self.hot.size or self.rows.size or self.columns.size)
+        return bool(self.hot.size or self.cold.size or self.rows.size or self.columns.size)
 
     def record(self) -> dict:
-        """For ``NAME.json``: counts, the blank lines and the threshold."""
-        return {"hot_pixels": int(self.hot.size), "threshold": self.threshold,
+        """For ``NAME.json``: counts, the blank lines and the thresholds (the cold pixels'
+        only where some were found)."""
+        cold = {"cold_pixels": int(self.cold.size), "floor": self.floor} if self.cold.size else {}
+        return {"hot_pixels": int(self.hot.size), "threshold": self.threshold, **cold,
                 "blank_rows": _runs(self.rows), "blank_columns": _runs(self.columns)}
 
     def describe(self) -> str:
@@ -69,6 +78,9 @@ class Defects:
         if self.hot.size:
             said.append(f"{self.hot.size} hot pixel{'s' * (self.hot.size > 1)} (over "
                         f"{self.threshold:.4g}) set to the median")
+        if self.cold.size:
+            said.append(f"{self.cold.size} cold pixel{'s' * (self.cold.size > 1)} (under "
+                        f"{self.floor:.4g}) set to the median")
         lines = [f"{n.size} blank {what}{'s' * (n.size > 1)} ({', '.join(_runs(n))})"
                  for n, what in ((self.rows, "row"), (self.columns, "column")) if n.size]
         if lines:
@@ -105,13 +117,16 @@ def find_defects(image: np.ndarray) -> Defects:
                        threshold=math.inf, median=0.0, mean=0.0, spread=0.0)
     step = max(1, int(np.sqrt(live.size / 4e6)))  # a few million pixels give the figures
     sample = live[::step, ::step]
-    p50, p999 = np.percentile(sample, [50, 99.9])
+    p001, p50, p999 = np.percentile(sample, [0.1, 50, 99.9])
     threshold = float(p50 + HOT_FACTOR * (p999 - p50))
+    floor = float(p50 - HOT_FACTOR * (p50 - p001))
     hot = np.flatnonzero(image > threshold) if p999 > p50 else np.empty(0, np.int64)
-    normal = sample[sample <= threshold] if hot.size else sample
+    cold = np.flatnonzero(image < floor) if p001 < p50 else np.empty(0, np.int64)
+    normal = sample[(sample <= threshold) & (sample >= floor)] if hot.size or cold.size \
+        else sample
     return Defects(hot=hot, rows=rows, columns=columns, threshold=threshold, median=float(p50),
                    mean=float(normal.mean(dtype=np.float64)),
-                   spread=float(normal.std(dtype=np.float64)))
+                   spread=float(normal.std(dtype=np.float64)), cold=cold, floor=floor)
 
 
 def mostly_blank(image: np.ndarray, defects: Defects) -> str | None:
@@ -125,11 +140,12 @@ def mostly_blank(image: np.ndarray, defects: Defects) -> str | None:
 
 
 def mend(image: np.ndarray, defects: Defects) -> np.ndarray:
-    """A copy of ``image`` with hot pixels at the median and blank rows and columns filled
+    """A copy of ``image`` with hot and cold pixels at the median and blank rows and columns filled
     with white noise of the other pixels' mean and spread (a fixed seed: the same every
     time)."""
     out = np.array(image, dtype=np.float32, copy=True)
     out.reshape(-1)[defects.hot] = np.float32(defects.median)
+    out.reshape(-1)[defects.cold] = np.float32(defects.median)
     rng = np.random.default_rng(0)
     height, width = out.shape
     for lines, shape in ((defects.rows, (defects.rows.size, width)),
