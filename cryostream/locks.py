@@ -93,11 +93,15 @@ def _holding(places, command: str, fix: str, unlockable: int = logging.WARNING):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd = _acquire(subject, path, command, fix, unlockable)
-            except OSError as exc:  # a folder that cannot be made (StoreError: in use)
-                if isinstance(exc, StoreError):
+            except OSError as exc:  # a folder that cannot be made, a full disk (StoreError:
+                if isinstance(exc, StoreError):  # in use)
                     raise
-                raise StoreError(f"{subject}: not writable ({exc.strerror}: {exc.filename}); "
-                                 f"{fix}") from None
+                from cryostream.io.paths import os_fix
+
+                where = f": {exc.filename}" if exc.filename else ""
+                space = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                raise StoreError(f"{subject}: not writable ({exc.strerror or exc}{where}); "
+                                 f"{os_fix(exc) if space else fix}") from None
             with _guard:
                 _held[key] = 1
             held.append((key, fd, False))
@@ -180,8 +184,12 @@ def _acquire(subject: Path, path: Path, command: str, fix: str,
         if os.pread(fd, 4096, 0).strip():
             _log.warning("%s: taking over the lock of %s, which ended without releasing it "
                          "(killed?)", subject, _holder(path))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, me.encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode(), 0)
+        except OSError:  # a full disk: no lock file left behind
+            _release(path, fd)
+            raise
         return fd
     raise StoreError(f"{subject}: another cryostream command took it at the same moment; run "
                      "again")

@@ -182,3 +182,29 @@ def test_a_place_under_a_file_or_one_that_cannot_be_locked(tmp_path, monkeypatch
         again = prepare(sim.micrographs, store, STORE)
     assert again.output == store and store.read_bytes() == before
     assert "data.h5: cannot be locked here (Permission denied)" in caplog.text
+
+
+_NO_SPACE = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # as a full disk: no byte can be written
+from cryostream.cli import main
+sys.exit(main(["prepare", sys.argv[2], "-o", sys.argv[1], "--patch", "32", "--stride", "32"]))
+"""
+
+
+def test_a_lock_that_cannot_be_written_says_the_disk_is_full_and_leaves_no_lock_file(tmp_path):
+    """A full disk met when the lock file is written (the first byte a command writes; the
+    last one of denoise, for its STAR file) is said as one: no ``filename: None``, no advice
+    meant for a folder in use, and no empty lock file left behind."""
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(128, 128), seed=4)
+    out = tmp_path / "store" / "data.h5"
+    out.parent.mkdir()
+    result = subprocess.run([sys.executable, "-c", _NO_SPACE, str(out), str(sim.micrographs[0])],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "data.h5: not writable (File too large); free some space, then run the same " \
+        "command again" in error, error
+    assert "None" not in error and "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == []
