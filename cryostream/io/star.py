@@ -400,7 +400,9 @@ def _not_found(path: Path, where: str, column: str, text: str, bases: list[Path]
 def _skip(problem: InvalidMicrographError) -> None:
     from cryostream.io.stack import MicrographSkippedWarning  # stack imports this module
 
-    warnings.warn(f"skipping {problem}", MicrographSkippedWarning, stacklevel=3)
+    # its fix without the advice to pass --permissive, which this call was given
+    said = problem if "--permissive" not in problem.fix else f"{problem.path}: {problem.problem}"
+    warnings.warn(f"skipping {said}", MicrographSkippedWarning, stacklevel=3)
 
 
 def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN, *,
