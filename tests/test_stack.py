@@ -133,6 +133,30 @@ def test_movies_in_a_folder_are_said_to_need_motion_correction(small_mrcs, tmp_p
         open_micrographs(movies)
 
 
+def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, tmp_path,
+                                                                   notes):
+    """A motion correction folder as MotionCor2 -SplitSum writes it (NAME.mrc, NAME_EVN.mrc and
+    NAME_ODD.mrc side by side): the full sums are the micrographs, and the halves are left out
+    with a note that says how to denoise them in pairs (each micrograph was opened three times,
+    denoised three times and listed three times in the STAR file). Halves without a full sum
+    beside them stay micrographs."""
+    import shutil
+
+    folder = tmp_path / "mc"
+    folder.mkdir()
+    for m in small_mrcs:
+        for suffix in ("", "_EVN", "_ODD"):
+            shutil.copy(m, folder / f"{m.stem}{suffix}.mrc")
+    stack = open_micrographs(folder)
+    assert stack.sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 6 even/odd half-sums beside their full sums (m0_EVN.mrc, "
+                     f"m0_ODD.mrc, m1_EVN.mrc, …): the full sums are the micrographs; to denoise "
+                     f"the halves in pairs, give '{folder}/*_EVN.mrc' --odd '{folder}/*_ODD.mrc'"]
+    for m in small_mrcs:
+        (folder / m.name).unlink()
+    assert open_micrographs(folder).sizes["micrograph"] == 6  # halves alone: as they are
+
+
 def test_a_folder_of_denoised_outputs_opens_without_a_note(small_mrcs, notes):
     """What cryostream denoise writes beside its outputs (NAME.json, its STAR file and the
     .bak copies of earlier ones), hidden files and sub-folders are left out without a word."""

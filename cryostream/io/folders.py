@@ -1,5 +1,5 @@
 """The micrographs of a folder: its ``.mrc`` files, with a note on what is left out (movies,
-outputs of ``cryostream denoise``, other files)."""
+outputs of ``cryostream denoise``, even/odd half-sums beside their full sums, other files)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
 
 def folder_micrographs(folder: Path) -> list[Path]:
     """A folder's ``.mrc`` files in name order, with one note that counts the other files left
-    out and names the first three, movies and outputs of ``cryostream denoise`` beside the
-    micrographs they were made from (a ``NAME.json`` of kind ``DenoiseOutput`` beside
-    ``NAME.mrc``) apart. Hidden files (left out as ``FOLDER/*.mrc`` would), sub-folders and
-    what ``cryostream denoise`` writes beside its outputs (``NAME.json`` beside ``NAME.mrc``,
-    ``denoised_micrographs.star`` and its ``.bak`` copies) go without a word; a folder without
-    ``.mrc`` files is an :class:`InvalidMicrographError` (saying so when it holds movies)."""
+    out and names the first three, movies, even/odd half-sums beside their full sums
+    (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as MotionCor2 ``-SplitSum``
+    writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
+    from (a ``NAME.json`` of kind ``DenoiseOutput`` beside ``NAME.mrc``) apart. Hidden files
+    (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise`` writes
+    beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star`` and
+    its ``.bak`` copies) go without a word; a folder without ``.mrc`` files is an
+    :class:`InvalidMicrographError` (saying so when it holds movies)."""
     def names(files: list[Path]) -> str:
         return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
 
@@ -38,7 +40,11 @@ def folder_micrographs(folder: Path) -> list[Path]:
         found = [q for q in found if q not in denoised]
     else:
         denoised = []
-    kept = set(found) | set(denoised)
+    # MotionCor2 -SplitSum writes NAME_EVN.mrc and NAME_ODD.mrc beside NAME.mrc: the full sum
+    # is the micrograph (the halves as micrographs too would be denoised, and listed, twice)
+    halves = [q for q in found if _beside_full_sum(q, stems)]
+    found = [q for q in found if q not in halves]
+    kept = set(found) | set(denoised) | set(halves)
     other = [q for q in files if q not in kept and not re.fullmatch(
              r"denoised_micrographs\.star(\.bak\d*)?", q.name)
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
@@ -55,6 +61,11 @@ def folder_micrographs(folder: Path) -> list[Path]:
     if denoised:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
                     f"({names(denoised)}; each with its NAME.json), not micrographs to denoise")
+    if halves:
+        said.append(f"{len(halves)} even/odd half-sum{'s' * (len(halves) > 1)} beside "
+                    f"{'their full sums' if len(halves) > 1 else 'its full sum'} ({names(halves)}): the "
+                    f"full sums are the micrographs; to denoise the halves in pairs, give "
+                    f"'{folder / '*_EVN.mrc'}' --odd '{folder / '*_ODD.mrc'}'")
     if movies:
         said.append(f"{len(movies)} movie{'s' * (len(movies) > 1)} ({names(movies)}), which "
                     f"need{'s' * (len(movies) == 1)} motion correction first ({_MOTION_TOOLS}): "
@@ -78,3 +89,12 @@ def _denoise_output(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("kind") == "DenoiseOutput"
+
+
+def _beside_full_sum(path: Path, stems: set[str]) -> bool:
+    """Whether ``path`` is an even- or odd-frame sum (``NAME_EVN.mrc``, ``NAME_ODD.mrc``, …)
+    whose full sum ``NAME.mrc`` is among ``stems``."""
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    return any((key := half_key(path, suffixes)) != path.stem and key in stems
+               for suffixes in (EVEN_SUFFIXES, ODD_SUFFIXES))
