@@ -445,6 +445,14 @@ def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes
     gather_inputs([_star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"],
                                     "rlnOpticsGroup": [1, 2]})], config=DenoiseConfig())
     assert not [n for n in notes if "optics" in n]
+    # micrographs skipped under permissive are not counted (it said 3 for the 2 denoised)
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    (tmp_path / "empty.mrc").write_bytes(b"")
+    with pytest.warns(MicrographSkippedWarning, match="empty.mrc"):
+        gather_inputs([*paths, tmp_path / "empty.mrc"], config=DenoiseConfig(), permissive=True)
+    assert [n.split(":")[0] for n in notes if "optics" in n] == [
+        "2 micrographs have no microscope optics from a STAR file or an option"]
 
 
 # --- STAR out: denoised_micrographs.star, read back with starfile -----------------------------

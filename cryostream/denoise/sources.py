@@ -269,9 +269,10 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
-    micrographs, differ, off = [], {}, []
+    micrographs, differ, off, entries = [], {}, [], []
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
+        entries.append(entry)
         kind = list_kind(star.path) if star is not None else "STAR file"
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
         if origin == "argument" and (disagree := argument_disagrees(ps, h, entry, kind)):
@@ -290,7 +291,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         warn_header_pixel_sizes(star, pairs)
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
-    note_assumed_optics(config, [entry for *_, entry in found.values()])
+    note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
