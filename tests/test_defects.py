@@ -119,6 +119,27 @@ def test_denoise_mends_cold_pixels_and_says_so(tiny_run, tmp_path):
     assert found["cold_pixels"] == 2 and found["hot_pixels"] == 0
 
 
+def test_a_micrograph_with_too_many_huge_pixels_to_mend_is_refused_naming_it(tiny_run,
+                                                                           tmp_path):
+    """One pixel in a hundred at 1e20 (more than the 0.1 % mended as hot pixels): the Wiener
+    gain's spectra overflowed into NaN and the command ended in a ValueError traceback. Refused
+    with one error naming the file; skipped under permissive."""
+    clean = mrcfile.read(tiny_run.sim.micrographs[0]).astype(np.float32)
+    bad = clean.copy()
+    bad[np.random.default_rng(0).random(bad.shape) < 0.01] = 1e20
+    with np.errstate(over="ignore"):  # mrcfile's header statistics
+        path = write_mrc(tmp_path / "huge.mrc", bad)
+    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"huge\.mrc: holds pixels of "
+                       r"1e\+20 in size, .* times its 95th percentile: too many to be hot or "
+                       r"cold pixels"):
+        cryostream.denoise(tiny_run.run, [path], tmp_path / "a", config=config, workers=1)
+    with pytest.warns(cryostream.MicrographSkippedWarning, match="huge.mrc"):
+        got = cryostream.denoise(tiny_run.run, [path, tiny_run.sim.micrographs[0]],
+                                 tmp_path / "b", config=config, workers=1, permissive=True)
+    assert got.sizes["micrograph"] == 1
+
+
 def test_a_mostly_blank_micrograph_is_refused_naming_it(tiny_run, tmp_path):
     """Flat but for a band of rows (every row one value), or blank in most columns: refused
     with one error naming the file (it crashed in the percentile of no pixels); skipped under

@@ -120,8 +120,9 @@ def find_defects(image: np.ndarray) -> Defects:
     p001, p50, p999 = np.percentile(sample, [0.1, 50, 99.9])
     threshold = float(p50 + HOT_FACTOR * (p999 - p50))
     floor = float(p50 - HOT_FACTOR * (p50 - p001))
-    hot = np.flatnonzero(image > threshold) if p999 > p50 else np.empty(0, np.int64)
-    cold = np.flatnonzero(image < floor) if p001 < p50 else np.empty(0, np.int64)
+    with np.errstate(over="ignore"):  # a threshold beyond float32 (pixels near its limit)
+        hot = np.flatnonzero(image > threshold) if p999 > p50 else np.empty(0, np.int64)
+        cold = np.flatnonzero(image < floor) if p001 < p50 else np.empty(0, np.int64)
     normal = sample[(sample <= threshold) & (sample >= floor)] if hot.size or cold.size \
         else sample
     return Defects(hot=hot, rows=rows, columns=columns, threshold=threshold, median=float(p50),

@@ -93,10 +93,31 @@ def checked_micrograph(image: np.ndarray, source: str, record, network_config,
     if blank:
         raise InvalidMicrographError(source, blank, "exclude it, or skip it with --permissive "
                                      "(Python: permissive=True)")
+    mended = mend(image, defects) if defects else image
+    _check_extremes(mended, value, source, record.percentile)
     if not defects:
         return value, image, None
     warnings.warn(f"{source}: {defects.describe()}", DefectWarning, stacklevel=3)
-    return None, mend(image, defects), defects
+    return None, mended, defects
+
+
+#: Pixels beyond this many times a micrograph's percentile once its defects are mended are not
+#: counts (shot noise stays under ten times the 95th percentile) and overflow the spectra.
+EXTREME = 1e4
+
+
+def _check_extremes(image: np.ndarray, value: float, source: str, percentile: float) -> None:
+    """An :class:`~cryostream.errors.InvalidMicrographError` where pixels left after the
+    defects are mended (more than the darkest and brightest 0.1 %, too many to be hot or cold
+    pixels) lie beyond :data:`EXTREME` times the percentile ``value``: the steps' spectra
+    overflowed into NaN on them, a traceback."""
+    worst = max(float(image.max()), -float(image.min()))
+    if worst > EXTREME * value:
+        raise InvalidMicrographError(
+            source, f"holds pixels of {worst:.3g} in size, {worst / value:.3g} times its "
+            f"{percentile:g}th percentile: too many to be hot or cold pixels (those are mended), "
+            "and beyond any count", "repair it (was it scaled or written by another program?) "
+            "or exclude it, or skip it with --permissive (Python: permissive=True)")
 
 
 def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
