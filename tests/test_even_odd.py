@@ -175,6 +175,10 @@ def test_bad_halves_are_refused_before_anything_is_written(tmp_path, capsys):
     _refused(capsys, tmp_path, [str(even), "--odd", str(odd), "--noise", "gaussian"],
              "noise='gaussian'", "--noise none")
     _refused(capsys, tmp_path, [str(even), "--odd"], f"{even} is not a STAR file", "--odd ODD")
+    # the halves given the wrong way round: said so (it named every half as lacking its partner)
+    _refused(capsys, tmp_path, [str(odd), "--odd", str(even)],
+             f"the inputs are odd halves ({odd / 'a_ODD.mrc'}, …) and --odd gives even halves "
+             f"({even / 'a_EVN.mrc'}, …): swap them")
     with pytest.raises(ConfigError, match="--noise none"):
         prepare(even, tmp_path / "py.h5", PrepareConfig(patch_size=64), odd=odd)
     assert not (tmp_path / "py.h5").exists()

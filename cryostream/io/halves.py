@@ -90,6 +90,7 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     lonely_even = [k for k in evens if k not in odds]
     lonely_odd = [k for k in odds if k not in evens]
     if lonely_even or lonely_odd:
+        _check_swapped(evens, odds)
         parts = []
         if lonely_even:
             parts.append(f"no odd half for {_listing(lonely_even, evens)}")
@@ -110,6 +111,19 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
             raise ConfigError(mismatch)
         pairs.append((e, o))
     return pairs
+
+
+def _check_swapped(evens: dict[str, Path], odds: dict[str, Path]) -> None:
+    """A :class:`ConfigError` saying so where the even halves were given as the odd ones and
+    the odd as the even (every one named so): they pair by name once swapped."""
+    def named(paths, suffixes) -> bool:
+        return bool(paths) and all(half_key(p, suffixes) != Path(p).stem for p in paths)
+
+    if named(evens.values(), ODD_SUFFIXES) and named(odds.values(), EVEN_SUFFIXES):
+        first_even, first_odd = next(iter(evens.values())), next(iter(odds.values()))
+        raise ConfigError(f"the inputs are odd halves ({first_even}, …) and --odd gives even "
+                          f"halves ({first_odd}, …): swap them, the even-frame sums (NAME_EVN.mrc) "
+                          "as the inputs and the odd-frame sums (NAME_ODD.mrc) as --odd")
 
 
 def halves_mismatch(even, header_even, odd, header_odd) -> str | None:
