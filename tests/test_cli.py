@@ -129,6 +129,22 @@ def test_simulate_then_plan(tmp_path, capsys):
     assert "*drop" in out and "split by micrograph: 1 train" in out
 
 
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    """A path the shell left with its ``~`` (quoted, or from a script or a RELION External
+    job's parameters): ``~`` is the home folder, as the shell would have made it; it made a
+    folder named ``~`` in the working directory (which ``rm -rf ~`` then takes for home)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["simulate", "~/sim", "--count", "1", "--shape", "64", "64", "--quiet"]) == 0
+    assert main(["plan", "~/sim/micrographs", "--patch", "32", "--stride", "32"]) == 0
+    capsys.readouterr()
+    assert (home / "sim" / "micrographs.star").is_file()
+    assert not (work / "~").exists()
+
+
 def test_plan_of_the_full_data_set(capsys):
     assert main(["plan", "--shape", "7676", "7420", "--count", "196"]) == 0
     out = capsys.readouterr().out

@@ -190,9 +190,30 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = formatwarning
 
 
+#: The arguments that name files or folders, where a ``~`` the shell left (quoted, or from a
+#: script or a RELION External job's parameters) is the home folder, not a folder named ``~``.
+_PATHS = ("output", "inputs", "odd", "out", "outdir", "store", "run", "runs", "model", "work",
+          "truth", "targets", "report")
+
+
+def _expand_home(args: argparse.Namespace) -> None:
+    """A leading ``~`` of the path arguments expanded to the home folder, as the shell would
+    have: ``-o '~/denoised'`` made a folder named ``~`` in the working directory."""
+    import os
+
+    for name in _PATHS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(args, name, [os.path.expanduser(v) if isinstance(v, str) else v
+                                 for v in value])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cryostream`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _expand_home(args)
     _log_to_stderr(logging.WARNING if args.quiet else logging.DEBUG if args.verbose
                    else logging.INFO)
     _one_line_warnings()
