@@ -80,9 +80,9 @@ def one(index: int, shape: tuple[int, int], dose) -> dict | None:
         return None
     optics = dict(DenoiseConfig().optics)
     low, tile, band_width = 20.0, 512, 1 / 256
-    candidates, stages = ctf._search(y, pixel, (0.3, 6.0), low, high, tile, 2048, band_width,
+    candidates, stages = ctf.search_defocus(y, pixel, (0.3, 6.0), low, high, tile, 2048, band_width,
                                      optics)
-    middle = ctf._objective(y, 2 * tile, pixel, low, high, band_width, optics)
+    middle = ctf.explained_power(y, 2 * tile, pixel, low, high, band_width, optics)
     scores = {"512": [stages[0][0](d) for d in candidates], "1024": [middle(d) for d in candidates],
               "finest": [stages[-1][0](d) for d in candidates]}
     order = [*range(min(3, len(candidates))), int(np.argmax(scores["1024"])),
@@ -97,7 +97,7 @@ def one(index: int, shape: tuple[int, int], dose) -> dict | None:
     gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
     refined = []
     for i in starts:
-        fit = ctf._refined(candidates[i], stages, pixel, optics)
+        fit = ctf.refine_defocus(candidates[i], stages, pixel, optics)
         z = ctf.thon_ring_z(spectrum, y.shape, fit)
         fit = fit_with_error(fit, z)
         state = gain.checked(micrograph, fit, "candidate", z, FIT_ADVICE, spectrum, quiet=True)
@@ -119,7 +119,8 @@ def one(index: int, shape: tuple[int, int], dose) -> dict | None:
 
 
 def _components(fit) -> tuple[float, float]:
-    """The fit's astigmatism as the search's coordinates ``(ax, ay)`` (``ctf._ctf2``)."""
+    """The fit's astigmatism as the coordinates ``(ax, ay)`` that
+    :func:`cryostream.ctf.refine_defocus` refines."""
     half = (fit.defocus_u_angstrom - fit.defocus_v_angstrom) / 2
     angle = np.radians(2 * fit.astigmatism_angle_deg)
     return half * np.cos(angle), half * np.sin(angle)

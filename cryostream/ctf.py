@@ -36,8 +36,8 @@ from cryostream.spectral import (
 )
 
 __all__ = ["CTFFit", "CTFFallbackWarning", "fit_ctf", "ctf_squared", "ctf_wiener_gain",
-           "ctf_gain_grid", "thon_ring_z", "THON_RING_Z", "SETTLED_Z", "RIVAL_APART",
-           "THON_RING_COEFFICIENTS"]
+           "ctf_gain_grid", "thon_ring_z", "search_defocus", "refine_defocus",
+           "explained_power", "THON_RING_Z", "SETTLED_Z", "RIVAL_APART", "THON_RING_COEFFICIENTS"]
 
 #: The Thon rings of a fit are found in a micrograph when, in at least one band above 20 Å, its power
 #: follows the fit's ``CTF²`` this many standard errors above chance (:func:`thon_ring_z`). Of ~44
@@ -142,7 +142,7 @@ def ctf_squared(shape: tuple[int, int], fit: CTFFit, *, row_step: int = 1) -> np
                             amplitude_contrast=fit.amplitude_contrast, row_step=row_step)
 
 
-def _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width, optics):
+def explained_power(image, tile, pixel_size, low_angstrom, high_angstrom, band_width, optics):
     """``explained(mean, ax, ay)``: the share of the band-detrended Welch power of ``image``
     (``tile``² tiles) that ``CTF²`` explains, between ``low_angstrom`` and ``high_angstrom``."""
     power = welch_spectrum(image, tile, window=False, layout="rfft")
@@ -215,34 +215,34 @@ def fit_ctf(image: np.ndarray, pixel_size_angstrom: float, *, voltage_kv: float 
                           f"{amplitude_contrast}: need a voltage > 0 kV, Cs ≥ 0 mm and an "
                           "amplitude contrast in [0, 1) (--voltage, --cs, --amplitude-contrast)")
     optics = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast)
-    candidates, stages, rival = _search(image, pixel_size_angstrom, defocus_um, low_angstrom,
+    candidates, stages, rival = search_defocus(image, pixel_size_angstrom, defocus_um, low_angstrom,
                                         high_angstrom, tile, refine_tile, band_width, optics)
-    fit = _refined(float(candidates[0]), stages, pixel_size_angstrom, optics)
+    fit = refine_defocus(float(candidates[0]), stages, pixel_size_angstrom, optics)
     mean = (fit.defocus_u_angstrom + fit.defocus_v_angstrom) / 2
     if rival is not None and abs(rival - mean) > RIVAL_APART:
         fit = dataclasses.replace(fit, rival_defocus_angstrom=rival)
     return fit
 
 
-def _search(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, refine_tile,
-            band_width, optics) -> tuple[list[float], list, float | None]:
+def search_defocus(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, refine_tile,
+                   band_width, optics) -> tuple[list[float], list, float | None]:
     """:func:`fit_ctf`'s search: the candidate mean defoci (Å), the one the finest spectrum
     explains best first; the refinement's stages, ``(objective, simplex step)`` each, the
     first the ``tile``² spectrum's; and the defocus the search on tiles twice ``tile``'s side
     found best, where that spectrum is not the finest (else None)."""
-    explained = _objective(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
+    explained = explained_power(image, tile, pixel_size, low_angstrom, high_angstrom, band_width,
                            optics)
     grid = np.arange(defocus_um[0] * 1e4, defocus_um[1] * 1e4 + 1, 200.0)
     candidates = _peaks([explained(d) for d in grid], grid)
     stages, rival = [(explained, 150.0)], None
     if refine_tile is not None:
         fine = min(refine_tile, 2 ** int(math.log2(min(image.shape))))
-        finer = _objective(image, fine, pixel_size, low_angstrom, high_angstrom, band_width,
+        finer = explained_power(image, fine, pixel_size, low_angstrom, high_angstrom, band_width,
                            optics)
         stages.append((finer, 40.0))
         if fine > tile:  # the search again on tiles twice as fine, every peak judged finest
             middle = 2 * tile
-            between = finer if middle >= fine else _objective(
+            between = finer if middle >= fine else explained_power(
                 image, middle, pixel_size, low_angstrom, high_angstrom, band_width, optics)
             peaks = _peaks([between(d) for d in grid], grid)
             rival = peaks[0] if middle < fine else None
@@ -250,9 +250,9 @@ def _search(image, pixel_size, defocus_um, low_angstrom, high_angstrom, tile, re
     return candidates, stages, rival
 
 
-def _refined(start: float, stages: list, pixel_size: float, optics: dict) -> CTFFit:
+def refine_defocus(start: float, stages: list, pixel_size: float, optics: dict) -> CTFFit:
     """The fit refined from the mean defocus ``start`` (Å, no astigmatism) by Nelder–Mead on
-    each of :func:`_search`'s ``stages`` in turn, scored on the first."""
+    each of :func:`search_defocus`'s ``stages`` in turn, scored on the first."""
     from scipy.optimize import minimize
 
     x0 = [start, 0.0, 0.0]

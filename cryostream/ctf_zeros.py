@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from cryostream.ctf import THON_RING_COEFFICIENTS, CTFFit, _grid, ctf_squared
+from cryostream.ctf import THON_RING_COEFFICIENTS, CTFFit, ctf_squared
+from cryostream.spectral import frequencies
 
 __all__ = ["noise_at_zeros", "ZERO_CTF2"]
 
@@ -46,7 +47,8 @@ def noise_at_zeros(spectrum: np.ndarray, shape: tuple[int, int], fit: CTFFit, no
     from scipy.ndimage import uniform_filter1d
 
     step = max(1, math.ceil(spectrum.size / THON_RING_COEFFICIENTS))
-    k2, _ = _grid(shape, fit.pixel_size_angstrom, step, angles=False)
+    ky, kx = frequencies(shape, "rfft", pixel_size_angstrom=fit.pixel_size_angstrom)
+    k2 = ky[::step] ** 2 + kx**2
     side = min(shape)
     rings = side // 2 + 1
     ring = np.rint(np.sqrt(k2) * (fit.pixel_size_angstrom * side))

@@ -16,6 +16,7 @@ import pytest
 from mrcfile.dtypes import get_ext_header_dtype
 
 from cryostream.cli import main
+from cryostream.ctf import CTFFallbackWarning
 from cryostream.io.stack import MicrographSkippedWarning
 
 LABELS = ["EPU 3.2 acquisition", "MotionCor2 1.6.4 dose-weighted"]
@@ -447,3 +448,31 @@ def test_even_odd_pairs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsy
                         "--odd", *odds, mismatched, "--permissive") == 0
     assert sorted(p.name for p in (tmp_path / "some").glob("*.mrc")) == ["large.mrc", "small.mrc"]
     assert any("m_ODD.mrc" in str(w.message) and "one shape" in str(w.message) for w in seen)
+
+
+def test_halves_whose_sum_fits_an_unsettled_defocus_fall_back_together(tiny_run, tmp_path,
+                                                                       benchmark_modules):
+    """The defocus fitted on the sum of two halves carries its rival as a micrograph's own fit
+    does (``tests/test_ctf.py::test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings``:
+    the same micrograph, here split into two equal halves): its spectra disagree and its rings
+    are too faint to choose, so neither half uses it, and both records name the rival."""
+    from cryostream.config import SimulateConfig
+    from cryostream.simulate.micrograph import simulate_micrograph
+
+    (spread,) = benchmark_modules("general_model_spread")
+    config = SimulateConfig(**spread.training_condition(3, 32, (2048, 2048)))
+    half = (simulate_micrograph(config, 32).noisy / 2).astype(np.float32)  # the sum: exact
+    paths = [tmp_path / name / "mic.mrc" for name in ("even", "odd")]
+    for path in paths:
+        path.parent.mkdir()
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(half)
+            mrc.voxel_size = config.pixel_size_angstrom
+    with pytest.warns(CTFFallbackWarning, match="not settled: its 1024-px spectrum puts the "
+                      r"defocus at 1\.40 µm"):
+        assert main(["denoise", str(tiny_run.run), str(paths[0]), "-o", str(tmp_path / "out"),
+                     "--raw", "--tile", "512", "--odd", str(paths[1]), "--ctf-gain"]) == 0
+    found = json.loads((tmp_path / "out" / "mic.json").read_text())["found"]
+    for part in (found, found["odd_half"]):
+        assert part["ctf_used"] is False and part["fallback"] == "network_above_20A"
+        assert part["ctf"]["rival_defocus_angstrom"] == 14000

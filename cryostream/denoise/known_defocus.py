@@ -36,6 +36,8 @@ class KnownDefocusGain(WienerGain):
     #: The Thon rings' score (:func:`~cryostream.ctf.thon_ring_z`) of a defocus fitted here
     #: (on the sum of even/odd halves); None for one measured elsewhere (a STAR file's).
     rings_z: float | None = None
+    #: Where a defocus fitted here has a rival (:attr:`~cryostream.ctf.CTFFit.rival_defocus_angstrom`).
+    rival: float | None = None
     name = "wiener_gain"
 
     def init(self, micrograph):
@@ -86,7 +88,8 @@ class KnownDefocusGain(WienerGain):
         """The known defocus as a :class:`~cryostream.ctf.CTFFit` (no score)."""
         from cryostream.ctf import CTFFit
 
-        fit = CTFFit(*self.defocus, math.nan, pixel_size_angstrom, **dict(self.optics))
+        fit = CTFFit(*self.defocus, math.nan, pixel_size_angstrom, **dict(self.optics),
+                     rival_defocus_angstrom=self.rival)
         return fit_with_error(fit, self.rings_z)  # one fitted here (on halves): with its error
 
     def describe(self, state):
@@ -122,7 +125,7 @@ def halves_pipeline(micrograph, config, halves: list, record):
         return micrograph.pipeline(config)
     total = total / np.float32(scale)
     ps = micrograph.pixel_size_angstrom
-    source, fitted = micrograph.listed_in, micrograph.defocus is None
+    source, fitted, rival = micrograph.listed_in, micrograph.defocus is None, None
     if fitted:
         from cryostream.denoise.steps import fit_for_gain
 
@@ -131,9 +134,10 @@ def halves_pipeline(micrograph, config, halves: list, record):
             return micrograph.pipeline(config)
         micrograph = dataclasses.replace(micrograph, defocus=Defocus(
             fit.defocus_u_angstrom, fit.defocus_v_angstrom, fit.astigmatism_angle_deg))
-        source = "sum of the even and odd halves"
+        source, rival = "sum of the even and odd halves", fit.rival_defocus_angstrom
     d = micrograph.defocus
-    gain = next(s for s in micrograph.pipeline(config).steps if isinstance(s, KnownDefocusGain))
+    gain = next(s for s in micrograph.pipeline(config, rival=rival).steps
+                if isinstance(s, KnownDefocusGain))
     spectrum = scipy.fft.rfft2(total - total.mean(), workers=-1)  # once, for both
     rings_z = None
     if fitted:  # a fit must show its rings, as on one micrograph
@@ -141,9 +145,10 @@ def halves_pipeline(micrograph, config, halves: list, record):
 
         rings_z = thon_ring_z(spectrum, total.shape, gain.fit(ps))
     noise = estimate_noise(total, ps, tile=tile_for(total.shape))
-    if not no_rings(rings_z):  # the check with the noise at the CTF's zeros, as on one
+    if not no_rings(rings_z, gain.fit(ps)):  # the check with the noise at the CTF's zeros, as on one
         noise = zeros_noise(total, noise, gain.fit(ps), spectrum)[0]
     check = checked_gain(total, noise, fit_with_error(gain.fit(ps), rings_z), f"{micrograph.source} and "
                          f"its odd half: the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} "
                          f"Å, from the {source}), checked on their sum,", rings_z)
-    return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z)
+    return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z,
+                               rival=rival)

@@ -85,18 +85,19 @@ class InputMicrograph:
         return dataclasses.replace(config, **self.optics)
 
     def pipeline(self, config, *, defocus_from: str | None = None, check: float | None = None,
-                 rings_z: float | None = None):
+                 rings_z: float | None = None, rival: float | None = None):
         """The post-processing steps for this micrograph: ``config``'s, with the CTF gain
         taking the known defocus (:class:`KnownDefocusGain`, ``defocus_from`` saying where it
         was measured, ``check`` its recorruption check if already measured, ``rings_z`` its
-        Thon rings' score where it was fitted) when there is one."""
+        Thon rings' score and ``rival`` its rival defocus where it was fitted) when there is
+        one."""
         pipeline = config.pipeline()
         if self.defocus is None:
             return pipeline
         d = self.defocus
         steps = tuple(KnownDefocusGain(ctf=True, optics=s.optics, learned=s.learned, defocus=(
             d.defocus_u_angstrom, d.defocus_v_angstrom, d.angle_deg), source=defocus_from or self.listed_in,
-            check=check, rings_z=rings_z)
+            check=check, rings_z=rings_z, rival=rival)
             if isinstance(s, WienerGain) and s.ctf else s for s in pipeline.steps)
         return dataclasses.replace(pipeline, steps=steps)
 
