@@ -42,7 +42,7 @@ from cryostream.io.stack import (
     warn_if_denoised,
 )
 from cryostream.locks import store_lock
-from cryostream.prepare_checks import check_counts, check_pairs, warn_blank, warn_hot
+from cryostream.prepare_checks import check_counts, check_pairs, check_targets, warn_blank, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
@@ -207,6 +207,7 @@ def prepare(
                 usable = _usable(headers, statistics, config, permissive, skipped, halves)
                 write_statistics(folder, statistics)
                 kept = _keep(usable, headers, target_headers, statistics, config, halves)
+                check_targets(kept, statistics, config, compute, client)  # before any shard
                 warn_hot(kept.headers, statistics, config.percentile)
                 noises = noise_table(folder, kept.headers, kept.percentiles, config)
                 _write_shards(compute, folder, kept, layout, noises, config, client)

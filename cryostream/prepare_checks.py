@@ -2,17 +2,19 @@
 command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
 counts, for the noise models that follow counts, hot pixels, which the store holds at the
 percentile (:func:`~cryostream.preprocess.mend_hot`), cold pixels beyond what a float16 store
-holds, and blank rows and columns, which the noise is measured without."""
+holds, and blank rows and columns, which the noise is measured without; and the separate
+targets' range (:func:`check_targets`)."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.preprocess import HOT_CLIP
 
-__all__ = ["check_counts", "warn_hot", "warn_blank", "check_pairs"]
+__all__ = ["check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs"]
 
 #: The most a normalised pixel may fall below zero in a float16 store (its largest value is
 #: 65504), with room for the noise added to it.
@@ -39,6 +41,47 @@ def check_counts(header, stats, config: PrepareConfig) -> None:
             f"which the {config.noise.model} noise follows", "give the micrographs as motion "
             "correction wrote them (counts, not normalised), or (cryostream prepare) add Gaussian "
             "noise instead: --noise gaussian")
+
+
+def target_range(header) -> tuple[float, float]:
+    """Min and max of one target image, from one read (NaN and ±Inf show in one of them)."""
+    from cryostream.io.mrc import read_rows
+
+    image = read_rows(header, 0, header.shape[0])
+    return float(image.min()), float(image.max())
+
+
+def check_targets(kept, statistics: dict, config: PrepareConfig, compute, client=None) -> None:
+    """The separate targets of the kept micrographs (``kept.target_headers``: ``--targets``, or
+    the other halves), checked before any shard is written: an :class:`InvalidMicrographError`
+    naming the target for NaN or Inf pixels and, for a float16 store, for pixels that, divided
+    by its micrograph's percentile as the store divides them, fall beyond what float16 holds
+    (a target in other units than its micrograph's: they had been stored as ±inf). The range
+    of a target measured in pass 1 (a half that is also an input, in ``statistics``) is reused;
+    the others are read once more (``compute``, on ``client`` if given)."""
+    if not kept.target_headers:
+        return
+    from dask import delayed
+
+    from cryostream.cluster import task_function
+
+    todo = [t for t in kept.target_headers if t.path not in statistics]
+    read = compute([delayed(task_function(target_range, client))(t) for t in todo],
+                   label=f"pass 1 of 2: range of {len(todo)} targets") if todo else []
+    ranges = {t.path: r for t, r in zip(todo, read, strict=True)}
+    for h, t, p in zip(kept.headers, kept.target_headers, kept.percentiles, strict=True):
+        lo, hi = ranges[t.path] if t.path in ranges else statistics[t.path][2:4]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InvalidMicrographError(t.path, f"holds NaN or Inf pixels (the target of {h.path})",
+                                         "repair or replace the target")
+        far = max(-lo, hi) / p
+        if config.dtype == "float16" and far > FLOAT16_SAFE:
+            raise InvalidMicrographError(
+                t.path, f"holds pixels of {far:.3g} times its micrograph's {config.percentile:g}th "
+                f"percentile ({h.path}; the store divides both by it), beyond what a float16 store "
+                "holds (±65504: they would be stored as ±inf, and a training on them diverges)",
+                "give the target on its micrograph's scale (the same units), or store float32 "
+                "(--dtype float32)")
 
 
 def warn_hot(headers, statistics: dict, percentile: float) -> None:

@@ -205,6 +205,51 @@ def test_bad_pixels_are_named(micrographs, tmp_path, kind):
         assert "bad.mrc" in f.attrs["skipped"]
 
 
+def test_targets_a_float16_store_cannot_hold_or_with_nan_are_refused_before_any_shard(tmp_path):
+    """A ``--targets`` image in other units than its micrograph's (here 10⁵ times) is divided by
+    the micrograph's percentile like it, and a float16 store had held it as inf (numpy's
+    overflow warning the only sign; a training on it diverges); a target with a NaN pixel went
+    into any store as NaN. Both are refused naming the target and the fix, before any shard is
+    written; float32 takes the large one. Half-sums (``odd``): a hot pixel in a half, stored
+    unmended as the other half's target, is refused from pass 1's statistics."""
+    import mrcfile
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, config=cryostream.SimulateConfig(
+        shape=(96, 96), seed=6, even_odd=True))
+    truths = [mrcfile.read(p).astype(np.float32) for p in sim.truths]
+    (tmp_path / "big").mkdir()
+    big = [write_mrc(tmp_path / "big" / p.name, t * 1e5)
+           for p, t in zip(sim.truths, truths, strict=True)]
+    (tmp_path / "nan").mkdir()
+    truths[1][5, 5] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile warns about NaN
+        nan = [write_mrc(tmp_path / "nan" / p.name, t)
+               for p, t in zip(sim.truths, truths, strict=True)]
+    half = PrepareConfig(patch_size=32, stride=32, test_fraction=0.0, dtype="float16",
+                         noise=NoiseConfig(model="none"))
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"big/sim_0000\.mrc: holds pixels "
+                       r"of \d.* times its micrograph's 95th percentile .*sim_0000\.mrc; .*float16 "
+                       r"store holds .*on its micrograph's scale .*--dtype float32\)$"):
+        prepare(sim.micrographs, tmp_path / "a.h5", half, targets=big)
+    full = PrepareConfig(**{**half.__dict__, "dtype": "float32"})
+    for config, name in ((half, "b.h5"), (full, "c.h5")):
+        with pytest.raises(cryostream.InvalidMicrographError, match=r"nan/sim_0001\.mrc: holds NaN "
+                           r"or Inf pixels \(the target of .*sim_0001\.mrc\); repair or replace"):
+            prepare(sim.micrographs, tmp_path / name, config, targets=nan)
+    for out in (tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "c.h5"):
+        assert not out.exists() and not list(shard_folder(out).glob("*.h5"))
+    with h5py.File(prepare(sim.micrographs, tmp_path / "d.h5", full, targets=big).output) as f:
+        assert np.isfinite(f["train/target"][:]).all() and f["train/target"].dtype == np.float32
+    hot = mrcfile.read(sim.odds[1]).astype(np.float32)
+    hot[7, 7] = 1e9
+    (tmp_path / "hot").mkdir()
+    odd = [sim.odds[0], write_mrc(tmp_path / "hot" / sim.odds[1].name, hot, 0.6575)]
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"hot/sim_0001_ODD\.mrc: holds "
+                       r"pixels of .* times its micrograph's .*sim_0001_EVN\.mrc"):
+        prepare(sim.evens, tmp_path / "e.h5", half, odd=odd)
+
+
 def test_micrographs_smaller_than_a_patch(micrographs, tmp_path):
     with pytest.raises(cryostream.ConfigError, match=r"patch_size=512: larger than the "
                        r"micrographs \(200 × 170, .*\); use a smaller --patch \(e.g. --patch 64, "
