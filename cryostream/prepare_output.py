@@ -203,9 +203,11 @@ def open_workspace(output: Path, overwrite: bool, stamp: dict) -> Workspace:
     """Prepare the shard folder of a run with fingerprint ``stamp`` (see :func:`fingerprint`).
 
     Without ``overwrite`` the store's own shard folder is used: a folder of another run's
-    options or inputs is refused, inputs changed since the interrupted run lose their cached
-    statistics, noise estimates and shards. With ``overwrite`` the new store goes to a staging
-    folder beside the old one (an interrupted replacement with the same fingerprint resumes).
+    options or inputs is refused if it holds shards, and cleared if it holds only caches (a run
+    refused after pass 1, whose fix is other options); inputs changed since the interrupted run
+    lose their cached statistics, noise estimates and shards. With ``overwrite`` the new store
+    goes to a staging folder beside the old one (an interrupted replacement with the same
+    fingerprint resumes).
 
     Raises
     ------
@@ -220,8 +222,9 @@ def open_workspace(output: Path, overwrite: bool, stamp: dict) -> Workspace:
             shutil.rmtree(staging)
     else:
         work = Workspace(output, output, shard_folder(output), None)
-        if (work.folder / _STAMP).exists():
-            _resumable(work.folder, stamp, refuse=True)
+        if (work.folder / _STAMP).exists() and not _resumable(
+                work.folder, stamp, refuse=any(work.folder.glob("*.h5"))):
+            shutil.rmtree(work.folder)  # no shards: a refused run's caches, nothing to keep
     try:
         work.folder.mkdir(parents=True, exist_ok=True)
         probe = work.folder / ".write-probe"

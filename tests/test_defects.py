@@ -273,7 +273,8 @@ def test_a_float16_store_refuses_pixels_it_cannot_hold_and_writes_nothing(tmp_pa
     """A micrograph with a corner far below zero (a dead area written as -1e7): divided by its
     percentile it falls beyond float16's ±65504, which the store had held as -inf (numpy's
     overflow warning the only sign) and a training on it diverges. Refused naming the file and
-    --dtype float32, with no store written; float32 takes it."""
+    --dtype float32, with no store written; float32 takes it, into the same store (the refused
+    run's shard folder, caches only, had refused other options)."""
     from cryostream import NoiseConfig, PrepareConfig
 
     sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=7)
@@ -290,7 +291,7 @@ def test_a_float16_store_refuses_pixels_it_cannot_hold_and_writes_nothing(tmp_pa
         cryostream.prepare([cold], tmp_path / "a.h5", config)
     assert not (tmp_path / "a.h5").exists()
     wide = dataclasses.replace(config, dtype="float32")
-    assert cryostream.prepare([cold], tmp_path / "b.h5", wide).output.is_file()
+    assert cryostream.prepare([cold], tmp_path / "a.h5", wide).output.is_file()  # the same -o
 
 
 def test_prepare_measures_the_noise_without_a_blank_border_and_says_so(tmp_path):

@@ -210,8 +210,10 @@ def test_targets_a_float16_store_cannot_hold_or_with_nan_are_refused_before_any_
     the micrograph's percentile like it, and a float16 store had held it as inf (numpy's
     overflow warning the only sign; a training on it diverges); a target with a NaN pixel went
     into any store as NaN. Both are refused naming the target and the fix, before any shard is
-    written; float32 takes the large one. Half-sums (``odd``): a hot pixel in a half, stored
-    unmended as the other half's target, is refused from pass 1's statistics."""
+    written; float32 takes the large one, into the same store the refused run was to write (its
+    shard folder, caches only, had refused other options: --overwrite). Half-sums (``odd``): a
+    hot pixel in a half, stored unmended as the other half's target, is refused from pass 1's
+    statistics."""
     import mrcfile
 
     sim = cryostream.simulate(tmp_path / "sim", 2, config=cryostream.SimulateConfig(
@@ -239,7 +241,7 @@ def test_targets_a_float16_store_cannot_hold_or_with_nan_are_refused_before_any_
             prepare(sim.micrographs, tmp_path / name, config, targets=nan)
     for out in (tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "c.h5"):
         assert not out.exists() and not list(shard_folder(out).glob("*.h5"))
-    with h5py.File(prepare(sim.micrographs, tmp_path / "d.h5", full, targets=big).output) as f:
+    with h5py.File(prepare(sim.micrographs, tmp_path / "a.h5", full, targets=big).output) as f:
         assert np.isfinite(f["train/target"][:]).all() and f["train/target"].dtype == np.float32
     hot = mrcfile.read(sim.odds[1]).astype(np.float32)
     hot[7, 7] = 1e9
