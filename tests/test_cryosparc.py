@@ -147,7 +147,7 @@ def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
     table["ctf/df1_A"][0], table["ctf/df2_A"][0] = 19000, 18800  # one row's defocus only
     np.save(open(zeros, "wb"), table)
     with pytest.warns(StarFileWarning), pytest.raises(
-            InvalidMicrographError, match=r"1 of its 2 micrographs have no defocus .*rows 2\)"):
+            InvalidMicrographError, match=r"1 of its 2 micrographs has no defocus .*rows 2\)"):
         read_star(zeros)
     export = _exposures(root / "exports" / "groups" / "P7_J5_exposures" / "e.cs",
                         [">" + n for n in names])

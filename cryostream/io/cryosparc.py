@@ -231,8 +231,9 @@ def _defocus(path: Path, table: np.ndarray, rows: pd.DataFrame) -> None:
         return  # the CTF was never estimated: fitted by denoise
     if unset.any():
         where = ", ".join(str(i + 1) for i in np.flatnonzero(unset)[:5])
-        raise _fail(path, f"{int(unset.sum())} of its {len(u)} micrographs have no defocus "
-                    f"(ctf/df1_A or ctf/df2_A 0 or NaN: rows {where}"
+        count = int(unset.sum())
+        raise _fail(path, f"{count} of its {len(u)} micrographs {'has' if count == 1 else 'have'} "
+                    f"no defocus (ctf/df1_A or ctf/df2_A 0, negative or NaN: rows {where}"
                     + (" …)" if unset.sum() > 5 else ")"), "give the exposures of a CTF "
                     "estimation that measured every one, or leave those out (Curate Exposures)")
     rows["rlnDefocusU"], rows["rlnDefocusV"] = u, v
