@@ -114,6 +114,41 @@ def test_a_relion_project_s_names_stay_relative_to_it_run_from_elsewhere(
             == [(project / v).resolve() for v in rows[column]]
 
 
+def test_a_relion_3_0_star_file_s_path_columns_share_its_project_folder_run_from_elsewhere(
+        tiny_run, tmp_path, monkeypatch):
+    """A STAR file without an optics table (RELION 3.0, as ``simulate`` writes) in its project
+    folder, naming micrographs and ``rlnCtfImage`` files relative to it, denoised from a
+    sibling folder into the project and outside it: ``rlnMicrographName`` and ``rlnCtfImage``
+    are both named from the project folder (relative inside it, absolute outside), never one
+    from the working directory, and every name reads back from the project as RELION reads
+    it."""
+    project = tmp_path / "project"
+    cryostream.simulate(project, 2, config=SimulateConfig(shape=(160, 128), seed=3))
+    (project / "CtfFind").mkdir()
+    names = ["sim_0000", "sim_0001"]
+    for n in names:
+        (project / "CtfFind" / f"{n}.ctf").write_bytes(b"")
+    rows = starfile.read(project / "micrographs.star", always_dict=True)["micrographs"]
+    rows["rlnCtfImage"] = [f"CtfFind/{n}.ctf:mrc" for n in names]
+    starfile.write({"micrographs": rows}, project / "micrographs_ctf.star")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    star = Path("../project/micrographs_ctf.star")
+    assert _denoise(tiny_run, star, "-o", "../project/Denoise/job001") == 0
+    assert _denoise(tiny_run, star, "-o", "den") == 0
+    inside, outside = _rows(project / "Denoise/job001"), _rows(tmp_path / "elsewhere/den")
+    assert list(inside["rlnMicrographName"]) == [f"Denoise/job001/{n}.mrc" for n in names]
+    assert list(outside["rlnMicrographName"]) == [
+        (tmp_path / f"elsewhere/den/{n}.mrc").as_posix() for n in names]
+    for written in (inside, outside):
+        assert list(written["rlnCtfImage"]) == [f"CtfFind/{n}.ctf:mrc" for n in names]
+    monkeypatch.chdir(project)  # RELION reads every name from its project folder
+    for written in (project / "Denoise/job001", tmp_path / "elsewhere/den"):
+        listed = _rows(written)
+        assert all((project / v).is_file() for v in listed["rlnMicrographName"])
+        assert all((project / v.removesuffix(":mrc")).is_file() for v in listed["rlnCtfImage"])
+
+
 OPTICS = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
                        "rlnMicrographPixelSize": [0.6575], "rlnVoltage": [300.0],
                        "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})

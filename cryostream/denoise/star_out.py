@@ -61,12 +61,16 @@ def star_name(path: str | os.PathLike, project: str | os.PathLike | None = None,
 
 
 def listing_project(gathered) -> Path | None:
-    """The folder the names of the STAR file written for ``gathered``
-    (:class:`~cryostream.denoise.sources.DenoiseInputs`) are relative to: the input STAR file's
-    project folder, or the working directory for other inputs; None where the input STAR file
-    names every micrograph by an absolute path (it has no project folder of its own, and
-    RELION reads such names from wherever it runs): the names written are absolute too. A
-    cryoSPARC ``.cs`` file's names are relative to its project folder, which is used."""
+    """The one folder every file name of the STAR file written for ``gathered``
+    (:class:`~cryostream.denoise.sources.DenoiseInputs`) is relative to, ``rlnMicrographName``
+    and the columns carried over (``rlnCtfImage``, the halves …) alike: the input STAR file's
+    project folder (where :func:`~cryostream.io.star.read_star` found its relative names),
+    whatever the working directory of the call, since RELION resolves every name against the
+    folder it runs in, its project; the working directory for other inputs. None where the
+    input STAR file names every micrograph by an absolute path (it has no project folder of
+    its own, and RELION reads such names from wherever it runs): the names written are
+    absolute too. A cryoSPARC ``.cs`` file's names are relative to its project folder, which
+    is used."""
     star = gathered.star
     if star is None:
         return Path.cwd()
