@@ -157,6 +157,36 @@ def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, t
     assert open_micrographs(folder).sizes["micrograph"] == 6  # halves alone: as they are
 
 
+def test_half_sums_without_full_sums_stay_micrographs_with_a_note(small_mrcs, tmp_path, notes):
+    """A folder of even/odd half-sums alone (NAME_EVN.mrc and NAME_ODD.mrc, no NAME.mrc): each
+    half is still a micrograph of its own, and one note says they look like halves and gives
+    the --odd globs that take them in pairs (they had been taken one by one without a word);
+    the endings the files use (_even/_odd) are the globs'."""
+    import shutil
+
+    folder = tmp_path / "halves"
+    folder.mkdir()
+    for m in small_mrcs:
+        for suffix in ("_EVN", "_ODD"):
+            shutil.copy(m, folder / f"{m.stem}{suffix}.mrc")
+    assert open_micrographs(folder).sizes["micrograph"] == 6
+    assert notes == [f"{folder}: 6 files look like even/odd half-sums without their full sums "
+                     "(m0_EVN.mrc, m0_ODD.mrc, m1_EVN.mrc, …): each is taken as a micrograph of "
+                     "its own; to take them in pairs (the two halves of each micrograph), give "
+                     f"'{folder}/*_EVN.mrc' --odd '{folder}/*_ODD.mrc'"]
+    other = tmp_path / "lower"
+    other.mkdir()
+    for suffix in ("_even", "_odd"):
+        shutil.copy(small_mrcs[0], other / f"m0{suffix}.mrc")
+    shutil.copy(small_mrcs[1], other / "m1_even.mrc")  # no odd half: not said to be a pair
+    notes.clear()
+    assert open_micrographs(other).sizes["micrograph"] == 3
+    assert notes == [f"{other}: 2 files look like even/odd half-sums without their full sums "
+                     "(m0_even.mrc, m0_odd.mrc): each is taken as a micrograph of its own; to "
+                     "take them in pairs (the two halves of each micrograph), give "
+                     f"'{other}/*_even.mrc' --odd '{other}/*_odd.mrc'"]
+
+
 def test_a_folder_of_denoised_outputs_opens_without_a_note(small_mrcs, notes):
     """What cryostream denoise writes beside its outputs (NAME.json, its STAR file and the
     .bak copies of earlier ones), hidden files and sub-folders are left out without a word."""

@@ -1,5 +1,6 @@
 """The micrographs of a folder: its ``.mrc`` files, with a note on what is left out (movies,
-outputs of ``cryostream denoise``, even/odd half-sums beside their full sums, other files)."""
+outputs of ``cryostream denoise``, even/odd half-sums beside their full sums, other files) and
+one on even/odd half-sums without full sums, which are kept as micrographs of their own."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def folder_micrographs(folder: Path) -> list[Path]:
     (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise`` writes
     beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star`` and
     its ``.bak`` copies) go without a word; a folder without ``.mrc`` files is an
-    :class:`InvalidMicrographError` (saying so when it holds movies)."""
+    :class:`InvalidMicrographError` (saying so when it holds movies). Pairs of even/odd
+    half-sums without their full sum (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``, no ``NAME.mrc``)
+    stay micrographs, each taken on its own, with a second note that names them and gives the
+    ``--odd`` globs that take them in pairs."""
     def names(files: list[Path]) -> str:
         return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
 
@@ -76,7 +80,29 @@ def folder_micrographs(folder: Path) -> list[Path]:
                     f"{names(rest)}")
     if said:
         logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
+    _note_lone_halves(folder, found)
     return found
+
+
+def _note_lone_halves(folder: Path, found: list[Path]) -> None:
+    """One note when ``found`` (a folder's micrographs) holds even and odd half-sums of one
+    name (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``) with no full sum ``NAME.mrc``: each is taken as
+    a micrograph of its own, and the note gives the ``--odd`` globs that pair them."""
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    evens = {k: q for q in found if (k := half_key(q, EVEN_SUFFIXES)) != q.stem}
+    odds = {k: q for q in found if (k := half_key(q, ODD_SUFFIXES)) != q.stem}
+    paired = sorted(k for k in evens if k in odds)
+    if not paired:
+        return
+    halves = sorted([evens[k] for k in paired] + [odds[k] for k in paired])
+    first = paired[0]  # the globs of the endings the first pair uses (_EVN/_ODD, _even/_odd …)
+    even, odd = (f"*{q.name[len(first):]}" for q in (evens[first], odds[first]))
+    shown = ", ".join(q.name for q in halves[:3]) + (", …" if len(halves) > 3 else "")
+    logging.getLogger("cryostream").info(
+        "%s: %d files look like even/odd half-sums without their full sums (%s): each is taken "
+        "as a micrograph of its own; to take them in pairs (the two halves of each micrograph), "
+        "give '%s' --odd '%s'", folder, len(halves), shown, folder / even, folder / odd)
 
 
 def _denoise_output(path: Path) -> bool:
