@@ -808,3 +808,41 @@ def test_plan_says_when_a_split_is_empty_or_too_small(capsys):
     assert main(["plan", "--shape", "7676", "7420", "--count", "196"]) == 0
     out = capsys.readouterr().out
     assert "no test split" not in out and "to train on" not in out
+
+
+def test_permissive_s_help_says_what_happens_without_it(tiny_run, tmp_path, capsys):
+    """Without --permissive, an unreadable file (empty, a broken link) stops denoise before any
+    micrograph is denoised, naming both, while NaN pixels found while denoising leave the good
+    micrograph denoised and end with status 2 and no STAR file; the help says both (it had said
+    the good ones are still denoised, whatever was bad)."""
+    import warnings
+
+    import mrcfile
+
+    good = Path(tiny_run.sim.micrographs[0])
+    empty = tmp_path / "empty.mrc"
+    empty.write_bytes(b"")
+    broken = tmp_path / "broken.mrc"
+    broken.symlink_to(tmp_path / "nowhere.mrc")
+    image = mrcfile.read(good).astype(np.float32)
+    image[5, 5] = np.nan
+    with warnings.catch_warnings():  # mrcfile warns of the NaN it is given
+        warnings.simplefilter("ignore", RuntimeWarning)
+        nan = write_mrc(tmp_path / "nan.mrc", image, pixel_size=0.6575)
+    fast = ["--raw", "--tile", "64", "--workers", "1"]
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), str(good), str(empty), str(broken),
+                 "-o", str(tmp_path / "stopped"), *fast]) == 2
+    err = capsys.readouterr().err
+    assert "empty.mrc" in err and "broken.mrc" in err and "--permissive" in err
+    assert not (tmp_path / "stopped").exists()
+    assert main(["denoise", str(tiny_run.run), str(good), str(nan), "-o", str(tmp_path / "went"),
+                 *fast]) == 2
+    assert (tmp_path / "went" / good.name).is_file()
+    assert not (tmp_path / "went" / "denoised_micrographs.star").exists()
+    said = " ".join(_flags(_subparsers()["denoise"])["--permissive"].help.split())
+    assert ("without it, a file that cannot be read (missing, empty or not MRC, a broken link; "
+            "with --odd, halves that do not match) stops the command before any micrograph is "
+            "denoised, with an error naming every such file, while pixels found bad while "
+            "denoising (NaN or Inf, constant, too small) leave the good micrographs denoised and "
+            "end the command with an error naming the bad ones (status 2, no STAR file)") in said

@@ -158,8 +158,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
                    "small; with --odd, halves that do not match) with a warning each and end "
                    "with status 0 and the STAR file of the rest (2 if none is left); without "
-                   "it, the good ones are still denoised, but the command ends with an error "
-                   "naming the bad ones")
+                   "it, a file that cannot be read (missing, empty or not MRC, a broken link; "
+                   "with --odd, halves that do not match) stops the command before any "
+                   "micrograph is denoised, with an error naming every such file, while pixels "
+                   "found bad while denoising (NaN or Inf, constant, too small) leave the good "
+                   "micrographs denoised and end the command with an error naming the bad ones "
+                   "(status 2, no STAR file)")
     p.set_defaults(func=run)
     return p
 
