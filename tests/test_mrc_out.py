@@ -99,6 +99,34 @@ def test_pixel_size_option_for_headers_without_one(tiny_run, tmp_path, capsys):
     assert record["given"] == {"pixel_size_angstrom": 0.9, "pixel_size_from": "argument"}
 
 
+def test_a_header_of_two_pixel_sizes_is_used_along_x_with_a_warning(tiny_run, tmp_path):
+    """A header whose x and y pixel sizes differ (0.6575 and 1.2 Å): x's is used, with one
+    PixelSizeWarning naming the file, both values, the one used and --pixel-size (it had been
+    used without a word), and the output's header gives x's along both; a micrograph of square
+    pixels beside it says nothing, and with --pixel-size there is nothing to say."""
+    from cryostream.denoise.pixels import PixelSizeWarning
+
+    image = mrcfile.read(tiny_run.sim.micrographs[0])
+    _rich_mrc(tmp_path / "wide.mrc", image, voxel_size=(0.6575, 1.2, 1.0))
+    _rich_mrc(tmp_path / "square.mrc", image)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _denoise(tiny_run, [tmp_path / "wide.mrc", tmp_path / "square.mrc"],
+                        tmp_path / "out") == 0
+    said = [str(w.message) for w in caught if issubclass(w.category, PixelSizeWarning)]
+    assert said == [f"{tmp_path / 'wide.mrc'}: the MRC header gives two pixel sizes, 0.6575 Å "
+                    "along x and 1.2 Å along y; x's, 0.6575 Å, is used (pixels are taken as "
+                    "square): pass --pixel-size Å (Python: pixel_size_angstrom=) if it is not "
+                    "right"]
+    with mrcfile.open(tmp_path / "out" / "wide.mrc") as m:  # square, as it was denoised
+        assert (m.voxel_size.x, m.voxel_size.y) == pytest.approx((0.6575, 0.6575))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _denoise(tiny_run, [tmp_path / "wide.mrc"], tmp_path / "given",
+                        "--pixel-size", "1.2") == 0
+    assert not [w for w in caught if issubclass(w.category, PixelSizeWarning)]
+
+
 def test_even_and_odd_halves_give_the_sum_of_their_outputs(tiny_run, tmp_path, capsys):
     """``denoise EVEN --odd ODD``: the output, named after the micrograph (``m.mrc`` for
     ``m_EVN.mrc``), is the sum of what the pipeline makes of each half (the full sum's scale);

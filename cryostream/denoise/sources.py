@@ -19,6 +19,7 @@ from cryostream.denoise.pixels import (
     pixel_size_for,
     warn_header_pixel_sizes,
     warn_pixel_size_argument,
+    warn_unequal_axes,
 )
 from cryostream.denoise.steps import WienerGain
 from cryostream.errors import ConfigError, InvalidMicrographError
@@ -276,6 +277,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         entries.append(entry)
         kind = list_kind(star.path) if star is not None else "STAR file"
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
+        if origin == "header":  # once per file, where the header's own is used
+            warn_unequal_axes(h)
         if origin == "argument" and (disagree := argument_disagrees(ps, h, entry, kind)):
             off.append(disagree)
         if origin == kind and h.pixel_size_angstrom > 0 and not math.isclose(

@@ -65,6 +65,8 @@ class MicrographHeader:
         Byte offset of the first pixel (1024 + extended header size).
     pixel_size_angstrom : float
         Pixel size along x from the header, Å (0.0 when the header leaves it unset).
+    pixel_size_y_angstrom : float
+        Pixel size along y, Å (0.0 unset): where it differs from x's, x's is used.
     extended_header_type : str
         ``exttyp`` of the header (``"FEI1"``, ``"FEI2"`` …) or ``""``.
     extended_header_bytes : int
@@ -83,6 +85,7 @@ class MicrographHeader:
     extended_header_type: str
     extended_header_bytes: int
     denoised_by: str = ""
+    pixel_size_y_angstrom: float = 0.0
 
     @property
     def data_bytes(self) -> int:
@@ -129,6 +132,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
             # not voxel_size, which divides by a zero sampling
             pixel_size = round(_pixel_size(float(header.cella.x), int(header.mx)), 6)
+            pixel_size_y = round(_pixel_size(float(header.cella.y), int(header.my)), 6)
             mode = int(header.mode)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
             byte_order = header.mode.dtype.byteorder
@@ -145,11 +149,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, f"a {compressed[0]}-compressed MRC file",
                                      f"decompress it first ({undo}), then pass the .mrc")
     if mode not in SUPPORTED_MODES:
-        raise InvalidMicrographError(
-            path,
-            f"MRC mode {mode} is not supported",
-            f"convert it to one of modes {sorted(SUPPORTED_MODES)} (e.g. float32, mode 2)",
-        )
+        raise InvalidMicrographError(path, f"MRC mode {mode} is not supported", f"convert it to one "
+                                     f"of modes {sorted(SUPPORTED_MODES)} (e.g. float32, mode 2)")
     if nz != 1:
         raise InvalidMicrographError(
             path,
@@ -173,15 +174,13 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         extended_header_type=exttyp,
         extended_header_bytes=nsymbt,
         denoised_by=denoised_by,
+        pixel_size_y_angstrom=pixel_size_y,
     )
     size = path.stat().st_size
     if size < result.data_offset + result.data_bytes:
-        raise InvalidMicrographError(
-            path,
-            f"truncated: {size} bytes, but its header promises "
-            f"{result.data_offset + result.data_bytes} ({ny} × {nx} {dtype.name})",
-            "copy or download it again",
-        )
+        raise InvalidMicrographError(path, f"truncated: {size} bytes, but its header promises "
+                                     f"{result.data_offset + result.data_bytes} ({ny} × {nx} "
+                                     f"{dtype.name})", "copy or download it again")
     return result
 
 
@@ -367,8 +366,8 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
     h = mrc.header
     h.origin.x, h.origin.y, h.origin.z = like.origin
     h.nxstart, h.nystart, h.nzstart = like.start
-    if like.pixel_size_angstrom and math.isclose(like.pixel_size_angstrom, pixel_size_angstrom,
-                                                 rel_tol=1e-5):
+    if all(math.isclose(_pixel_size(cell, m), pixel_size_angstrom, rel_tol=1e-5)  # x and y
+           for cell, m in zip(like.cell[:2], like.sampling[:2], strict=True)):
         h.mx, h.my, h.mz = like.sampling
         h.cella.x, h.cella.y, h.cella.z = like.cell
     if like.extended_header:
