@@ -179,3 +179,80 @@ def test_no_star_file_lists_outputs_made_again_by_a_run_not_finished(tiny_run, t
     assert (out / b.name).is_file() and not (out / STAR_NAME).exists()
     cryostream.denoise(tiny_run.run, [a, b], out, config=other, workers=1)
     assert "sim_0001" in (out / STAR_NAME).read_text()
+
+
+def _meanwhile(tiny_run, out, others, other_config):
+    """A logging handler that, at the note this call gives once its outputs are checked (before
+    any computing), denoises ``others`` into ``out`` with ``other_config`` in another thread (a
+    real second call) and lets this call go on when that one is done: the second call's output
+    lands between this call's checks and its writing, every time. The bytes of the second
+    call's MRC files and records, as it left them, go into the dict returned with it."""
+    import logging
+    import threading
+
+    import cryostream
+
+    main_thread, left = threading.get_ident(), {}
+
+    def second():
+        cryostream.denoise(tiny_run.run, others, out, config=other_config, workers=1)
+        left.update({p.name: (p.read_bytes(), p.stat().st_ino) for p in out.glob("*.*")})
+
+    class Meanwhile(logging.Handler):
+        def handle(self, record):  # not emit: the handler's lock would hold the second call's notes
+            if record.thread == main_thread and record.getMessage().startswith("denoising ") \
+                    and not left:
+                thread = threading.Thread(target=second)
+                thread.start()
+                thread.join()
+            return True
+
+    return Meanwhile(logging.INFO), left
+
+
+@pytest.mark.parametrize("other_dtype", ["float16", "float32"])
+def test_an_output_another_call_made_meanwhile_with_other_options_is_not_replaced(
+        tiny_run, tmp_path, other_dtype):
+    """Two calls into one folder at once, of other options: the check for outputs made
+    otherwise ran only before any computing, so the call finishing last replaced the other's
+    output (its MRC, its record, or one of each) silently, both saying they had denoised it.
+    Now each output is checked again as it is written, the folder held: the other call's is
+    kept, MRC and record as it left them, that micrograph fails naming it and the fix, and the
+    others are written. One made again the same (the same options) is replaced as before."""
+    import json
+    import logging
+
+    import cryostream
+    from cryostream.errors import CryostreamError
+
+    a, b = tiny_run.sim.micrographs[:2]
+    out = tmp_path / "out"
+    config = DenoiseConfig.raw(tile=64)  # float32
+    handler, left = _meanwhile(tiny_run, out, [a], DenoiseConfig.raw(tile=64,
+                                                                     output_dtype=other_dtype))
+    logger = logging.getLogger("cryostream")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        if other_dtype == "float32":  # the same options: replaced, as a rerun would
+            cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
+        else:
+            with pytest.raises(CryostreamError) as refused:
+                cryostream.denoise(tiny_run.run, [a, b], out, config=config, workers=1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    mrc, record = out / a.name, out / a.with_suffix(".json").name
+    assert mrc.name in left and record.name in left  # the second call finished in between
+    if other_dtype == "float32":
+        assert json.loads(record.read_text())["config"]["output_dtype"] == "float32"
+        assert mrc.stat().st_ino != left[mrc.name][1]  # made again by this call
+        return
+    assert str(refused.value).startswith(
+        f"1 of 2 micrographs: bad ({mrc}: made meanwhile by another call, not as this run's "
+        f"output for {a} with these options (made with output_dtype='float16', not 'float32'): "
+        "not replaced (--overwrite (Python: overwrite=True) replaces it)); ")
+    assert (mrc.read_bytes(), record.read_bytes()) == (left[mrc.name][0], left[record.name][0])
+    assert json.loads((out / b.with_suffix(".json").name).read_text())["config"][
+        "output_dtype"] == "float32"  # the other micrograph: denoised and written

@@ -88,9 +88,10 @@ def _write_limited(path, sidecar, value: float, kib: int = 16) -> str:
         from cryostream.errors import StoreError
         from cryostream.denoise.outputs import OutputPlan, write_output
         plan = OutputPlan(source="in.mrc", name="m", path=pathlib.Path({str(path)!r}),
-                          sidecar=pathlib.Path({str(sidecar)!r}), done=False)
+                          sidecar=pathlib.Path({str(sidecar)!r}), done=False, overwrite=True)
         try:
-            write_output(plan, np.full((256, 256), {value}, np.float32), 1.0, "x", {{"run": "x"}})
+            write_output(plan, np.full((256, 256), {value}, np.float32), 1.0,
+                         "cryostream denoise x", {{"run": "x"}})
         except StoreError as exc:
             print(exc)
         """)
@@ -107,9 +108,13 @@ def test_an_output_made_again_is_never_left_with_the_record_before(tmp_path):
     from cryostream.denoise.outputs import OutputPlan, read_record, write_output
 
     path, sidecar = tmp_path / "m.mrc", tmp_path / "m.json"
-    plan = OutputPlan(source="in.mrc", name="m", path=path, sidecar=sidecar, done=False)
-    write_output(plan, np.ones((64, 64), np.float32), 1.0, "first", {"run": "first"})
-    write_output(plan, np.full((64, 64), 2, np.float32), 1.0, "second", {"run": "second"})
+    # another model's output made again: an --overwrite run's
+    plan = OutputPlan(source="in.mrc", name="m", path=path, sidecar=sidecar, done=False,
+                      overwrite=True)
+    write_output(plan, np.ones((64, 64), np.float32), 1.0, "cryostream denoise first",
+                 {"run": "first"})
+    write_output(plan, np.full((64, 64), 2, np.float32), 1.0, "cryostream denoise second",
+                 {"run": "second"})
     assert read_record(sidecar) == {"run": "second"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.mrc"]  # nothing aside
     said = _write_limited(path, sidecar, 3)  # the MRC cannot be written: the pair before stays

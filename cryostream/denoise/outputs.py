@@ -22,20 +22,22 @@ STAR_NAME = "denoised_micrographs.star"
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
            "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
            "output_record", "recipe_steps", "history_label", "made_by_denoise", "same_version",
-           "read_record"]
+           "read_record", "what_differs"]
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputPlan:
     """One input's output: ``path`` (``OUT/NAME.mrc``, or ``OUT/NAME{suffix}.mrc``), its record
-    ``sidecar`` (the same name, ``.json``) and whether a finished output of the same run,
-    config and input is already there."""
+    ``sidecar`` (the same name, ``.json``), whether a finished output of the same run,
+    config and input is already there, and whether outputs made otherwise may be replaced
+    (``overwrite``: checked again as it is written, :func:`write_output`)."""
 
     source: str
     name: str
     path: Path
     sidecar: Path
     done: bool
+    overwrite: bool = False
 
 
 def read_record(sidecar: Path | dict | None) -> dict | None:
@@ -110,7 +112,7 @@ def _whole(path: Path) -> bool:
     return True
 
 
-def _what_differs(found: dict | None, record: dict) -> str:
+def what_differs(found: dict | None, record: dict) -> str:
     """What made an earlier output other than this call's, in a few words for the refusal:
     `` (made with ensemble=False, not True)``; nothing without its record."""
     if found is None:
@@ -188,10 +190,10 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
         if path.exists() and not done and not unfinished and not stale and not damaged \
                 and not overwrite:
             raise ConfigError(f"{path} exists and is not this run's output for {source} with "
-                              f"these options{_what_differs(found, record)}; pass --overwrite "
+                              f"these options{what_differs(found, record)}; pass --overwrite "
                               "(Python: overwrite=True) to replace it, or choose another output "
                               "folder: -o DIR (Python: output=DIR)")
-        plans.append(OutputPlan(source, name, path, sidecar, done))
+        plans.append(OutputPlan(source, name, path, sidecar, done, overwrite))
     return plans
 
 
@@ -266,7 +268,9 @@ def check_writable(folder: Path) -> None:
 def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: float,
                  label: str, record: dict, *, dtype: str = "float32", like=None) -> str:
     """Write ``NAME.mrc`` and its record ``NAME.json``, each through a temporary name and a
-    rename, the record last: a finished output is the pair.
+    rename, the record last: a finished output is the pair. The output folder is held while
+    they are written (:func:`~cryostream.denoise.star_keep.held_output`): an output another call
+    made there meanwhile with other options is not replaced unless the plan's ``overwrite``.
 
     ``dtype`` is the pixel type written (float32 or float16); ``like`` the input's
     :class:`~cryostream.io.mrc.HeaderCopy`, whose origin, voxel size, labels (plus ``label``)
@@ -289,19 +293,23 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                           f"float16's {float(np.finfo(np.float16).max):g}, so nothing was "
                           "written; drop --dtype float16 (Python: output_dtype='float32' in "
                           "the DenoiseConfig): float32 holds them")
-    _unlist(plan)
+    from cryostream.denoise.star_keep import held_output
+
     partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
-    try:
-        plan.path.parent.mkdir(parents=True, exist_ok=True)  # a name with its folder: GridA/x
-        partial.write_text(json.dumps(record, indent=1))
-        with record_aside(plan.sidecar, plan.path):  # never the new MRC with the old record
-            write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label,
-                             overwrite=True, dtype=dtype, like=like)
-            os.replace(partial, plan.sidecar)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)  # an earlier output of this name stays as it was
-        raise StoreError(f"{plan.path}: could not be written ({exc.strerror or exc}); " + os_fix(
-            exc, "choose another output folder") + " (finished micrographs are kept)") from None
+    with held_output(plan, record):  # no other call's output made meanwhile is written over
+        _unlist(plan)
+        try:
+            plan.path.parent.mkdir(parents=True, exist_ok=True)  # a name with its folder: GridA/x
+            partial.write_text(json.dumps(record, indent=1))
+            with record_aside(plan.sidecar, plan.path):  # never the new MRC with the old record
+                write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label,
+                                 overwrite=True, dtype=dtype, like=like)
+                os.replace(partial, plan.sidecar)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)  # an earlier output of this name stays as it was
+            raise StoreError(f"{plan.path}: could not be written ({exc.strerror or exc}); "
+                             + os_fix(exc, "choose another output folder")
+                             + " (finished micrographs are kept)") from None
     return str(plan.path)
 
 

@@ -6,7 +6,9 @@ added (a group is its values and its name). Where the two cannot be one table (o
 optics tables of other columns, outputs of another model or other options, a file that cannot
 be read or merged), the earlier file is kept beside it as ``denoised_micrographs.star.bak``.
 An output made again moves the listing aside first (:func:`set_aside`), so that no STAR file
-lists it as it was; its rows are merged from there."""
+lists it as it was; its rows are merged from there. Each output is written with the folder
+held (:func:`held_output`), so that one another call made meanwhile with other options is
+kept."""
 
 from __future__ import annotations
 
@@ -19,12 +21,18 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
-from cryostream.denoise.outputs import STAR_NAME, read_record, same_record
+from cryostream.denoise.outputs import (
+    STAR_NAME,
+    made_by_denoise,
+    read_record,
+    same_record,
+    what_differs,
+)
 from cryostream.denoise.star_out import listing_name, listing_project, rebase_paths, star_tables
-from cryostream.errors import StoreError
+from cryostream.errors import InvalidMicrographError, StoreError
 from cryostream.locks import folder_lock
 
-__all__ = ["write_listing", "set_aside", "ASIDE_NAME"]
+__all__ = ["write_listing", "set_aside", "held_output", "ASIDE_NAME"]
 
 #: The folder's :data:`STAR_NAME` moved aside while an output it may list is made again: hidden,
 #: and not a listing's name, so nothing takes it for one; merged from, then removed, when the
@@ -125,11 +133,44 @@ def _sweep(star: Path, stale_s: float = 3600.0) -> None:
 
 
 @contextlib.contextmanager
-def _held(folder: Path, wait_s: float = 120.0):
+def held_output(plan, record: dict):
+    """Hold the output folder of ``plan`` (an :class:`~cryostream.denoise.outputs.OutputPlan`)
+    while its output, of ``record``, is written: where another call made that output meanwhile
+    (its checks, before any computing, found none there, or one it may replace) with another
+    model or other options, or wrote a file there that denoise did not make, it is kept unless
+    the plan's ``overwrite``, and this micrograph fails with an
+    :class:`~cryostream.errors.InvalidMicrographError` naming it and the fix (the others go on).
+    One made again the same (the same run, input and options), or cut between its image and its
+    record, is replaced. A folder that cannot be locked is said at DEBUG level only (once per
+    output)."""
+    with _held(plan.path.parents[plan.name.count("/")], unlockable=logging.DEBUG):
+        if plan.path.exists():
+            found = read_record(plan.sidecar)
+            ours = found is not None and same_record(  # its input's stamps and model aside
+                {k: v for k, v in found.items() if k not in ("input_files", "model_files")},
+                record)
+            made = found is not None or made_by_denoise(plan.path)
+            cut = made and found is None and not plan.sidecar.exists()
+            if not (ours or cut or (made and plan.overwrite)):
+                # the fix in the problem too: the line naming several bad micrographs gives
+                # their problems alone
+                keep = ("--overwrite (Python: overwrite=True) replaces it" if made
+                        else "never replaced: move it away")
+                raise InvalidMicrographError(
+                    plan.path, "made meanwhile by another call, not as this run's output for "
+                    f"{plan.source} with these options{what_differs(found, record)}: not "
+                    f"replaced ({keep})",
+                    "or choose another output folder: -o DIR (Python: output=DIR)")
+        yield
+
+
+@contextlib.contextmanager
+def _held(folder: Path, wait_s: float = 120.0, unlockable: int = logging.INFO):
     """Hold ``folder`` for the listing, waiting up to ``wait_s`` while another call holds it
-    (for a moment: its own listing; the wait outlasts an NFS lock's lease, that of a call
-    killed on another host). A folder that cannot be locked (a file system without ``flock``:
-    Lustre without ``-o flock``, some NFS) is said in an INFO note, not a warning on every run."""
+    (for a moment: its own listing or an output it writes; the wait outlasts an NFS lock's
+    lease, that of a call killed on another host). A folder that cannot be locked (a file system
+    without ``flock``: Lustre without ``-o flock``, some NFS) is said at the level ``unlockable``
+    (an INFO note for the listing), not a warning on every run."""
     until = time.monotonic() + wait_s
     with contextlib.ExitStack() as stack:
         while True:
@@ -137,7 +178,7 @@ def _held(folder: Path, wait_s: float = 120.0):
                 stack.enter_context(folder_lock(
                     folder, command="denoise", what="-o",
                     fix="run the same command again when the other call has finished",
-                    unlockable=logging.INFO))
+                    unlockable=unlockable))
                 break
             except StoreError as exc:
                 if "in use by" not in str(exc) or time.monotonic() > until:
