@@ -57,11 +57,14 @@ def folder_lock(*folders: Path, command: str, fix: str, what: str, unlockable: i
 
 
 @contextlib.contextmanager
-def store_lock(store: Path, *, command: str = "prepare", fix: str):
-    """Hold the store file ``store`` for ``command`` while it is written: a lock file
-    ``.NAME.lock`` beside it (its folder made if missing, and removed again if left empty)."""
+def store_lock(store: Path, *, command: str = "prepare", fix: str,
+               unlockable: int = logging.WARNING):
+    """Hold the store file ``store`` (or any one file) for ``command`` while it is written: a
+    lock file ``.NAME.lock`` beside it (its folder made if missing, and removed again if left
+    empty); where it cannot be locked, said at the level ``unlockable``."""
     store = Path(store).resolve()
-    with _holding([(store, store.with_name(f".{store.name}.lock"), store.parent)], command, fix):
+    with _holding([(store, store.with_name(f".{store.name}.lock"), store.parent)], command, fix,
+                  unlockable):
         yield
 
 

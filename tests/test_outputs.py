@@ -245,6 +245,7 @@ def test_an_output_another_call_made_meanwhile_with_other_options_is_not_replace
         logger.setLevel(level)
     mrc, record = out / a.name, out / a.with_suffix(".json").name
     assert mrc.name in left and record.name in left  # the second call finished in between
+    assert not list(out.glob(".*.lock"))  # each output's lock file goes with its lock
     if other_dtype == "float32":
         assert json.loads(record.read_text())["config"]["output_dtype"] == "float32"
         assert mrc.stat().st_ino != left[mrc.name][1]  # made again by this call

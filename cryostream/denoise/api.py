@@ -229,7 +229,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         named by one :class:`~cryostream.denoise.star_out.UnlistedOutputWarning`.
         Checked before any computing: two inputs of one name, an output that would replace an
         input, or a ``NAME.mrc`` there that is not this run's output with these options are
-        refused; so is, as each is written (the folder held), one another call made there
+        refused; so is, as each is written (the output held), one another call made there
         meanwhile with other options: that micrograph fails, the others go on (as for a bad
         one). Finished outputs of the same run, options and input are found and skipped,
         so an interrupted run resumes. Required on a cluster.

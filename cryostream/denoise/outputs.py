@@ -268,7 +268,7 @@ def check_writable(folder: Path) -> None:
 def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: float,
                  label: str, record: dict, *, dtype: str = "float32", like=None) -> str:
     """Write ``NAME.mrc`` and its record ``NAME.json``, each through a temporary name and a
-    rename, the record last: a finished output is the pair. The output folder is held while
+    rename, the record last: a finished output is the pair. The output is held while
     they are written (:func:`~cryostream.denoise.star_keep.held_output`): an output another call
     made there meanwhile with other options is not replaced unless the plan's ``overwrite``.
 

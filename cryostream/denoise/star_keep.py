@@ -30,7 +30,7 @@ from cryostream.denoise.outputs import (
 )
 from cryostream.denoise.star_out import listing_name, listing_project, rebase_paths, star_tables
 from cryostream.errors import InvalidMicrographError, StoreError
-from cryostream.locks import folder_lock
+from cryostream.locks import folder_lock, store_lock
 
 __all__ = ["write_listing", "set_aside", "held_output", "ASIDE_NAME"]
 
@@ -134,16 +134,16 @@ def _sweep(star: Path, stale_s: float = 3600.0) -> None:
 
 @contextlib.contextmanager
 def held_output(plan, record: dict):
-    """Hold the output folder of ``plan`` (an :class:`~cryostream.denoise.outputs.OutputPlan`)
-    while its output, of ``record``, is written: where another call made that output meanwhile
-    (its checks, before any computing, found none there, or one it may replace) with another
-    model or other options, or wrote a file there that denoise did not make, it is kept unless
-    the plan's ``overwrite``, and this micrograph fails with an
+    """Hold the output of ``plan`` (an :class:`~cryostream.denoise.outputs.OutputPlan`; that
+    file alone, by a lock file ``.NAME.mrc.lock`` beside it, so that the outputs of one call's
+    workers are written at once) while it is written, of ``record``: where another call made
+    that output meanwhile (its checks, before any computing, found none there, or one it may
+    replace) with another model or other options, or wrote a file there that denoise did not
+    make, it is kept unless the plan's ``overwrite``, and this micrograph fails with an
     :class:`~cryostream.errors.InvalidMicrographError` naming it and the fix (the others go on).
     One made again the same (the same run, input and options), or cut between its image and its
-    record, is replaced. A folder that cannot be locked is said at DEBUG level only (once per
-    output)."""
-    with _held(plan.path.parents[plan.name.count("/")], unlockable=logging.DEBUG):
+    record, is replaced. An output that cannot be locked is said at DEBUG level only."""
+    with _held(plan.path, unlockable=logging.DEBUG, one_file=True):
         if plan.path.exists():
             found = read_record(plan.sidecar)
             ours = found is not None and same_record(  # its input's stamps and model aside
@@ -165,20 +165,24 @@ def held_output(plan, record: dict):
 
 
 @contextlib.contextmanager
-def _held(folder: Path, wait_s: float = 120.0, unlockable: int = logging.INFO):
-    """Hold ``folder`` for the listing, waiting up to ``wait_s`` while another call holds it
-    (for a moment: its own listing or an output it writes; the wait outlasts an NFS lock's
-    lease, that of a call killed on another host). A folder that cannot be locked (a file system
-    without ``flock``: Lustre without ``-o flock``, some NFS) is said at the level ``unlockable``
-    (an INFO note for the listing), not a warning on every run."""
+def _held(place: Path, wait_s: float = 120.0, unlockable: int = logging.INFO,
+          one_file: bool = False):
+    """Hold the folder ``place`` for the listing (``one_file``: the output file ``place``
+    alone, so that the outputs of one call, written by its workers at once, do not wait on
+    each other), waiting up to ``wait_s`` while another call holds it (for a moment: its own
+    listing or that output; the wait outlasts an NFS lock's lease, that of a call killed on
+    another host). A place that cannot be locked (a file system without ``flock``: Lustre
+    without ``-o flock``, some NFS) is said at the level ``unlockable`` (an INFO note for the
+    listing), not a warning on every run."""
     until = time.monotonic() + wait_s
+    fix = "run the same command again when the other call has finished"
     with contextlib.ExitStack() as stack:
         while True:
             try:
-                stack.enter_context(folder_lock(
-                    folder, command="denoise", what="-o",
-                    fix="run the same command again when the other call has finished",
-                    unlockable=unlockable))
+                stack.enter_context(
+                    store_lock(place, command="denoise", fix=fix, unlockable=unlockable)
+                    if one_file else folder_lock(place, command="denoise", what="-o", fix=fix,
+                                                 unlockable=unlockable))
                 break
             except StoreError as exc:
                 if "in use by" not in str(exc) or time.monotonic() > until:
