@@ -284,9 +284,9 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
     from cryostream.io.mrc import write_micrograph
 
     if not np.isfinite(estimate).all():
-        raise StoreError(f"{plan.source}: denoising gave non-finite pixels, so nothing was "
-                         "written; the run's checkpoint may be damaged (train it again, or "
-                         "pass another model: -m RUN (Python: the run argument))")
+        raise StoreError(f"{plan.source}: denoising gave non-finite pixels, so nothing was written; if "
+                         "others denoise well, look at this one (pixels far beyond the rest?), else "
+                         "the run's checkpoint may be damaged (train it again, or -m another)")
     largest = float(np.abs(estimate).max()) if estimate.size else 0.0
     if np.dtype(dtype) == np.float16 and largest > float(np.finfo(np.float16).max):
         raise ConfigError(f"{plan.source}: its denoised pixels reach {largest:.4g}, beyond "
