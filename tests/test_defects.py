@@ -59,6 +59,18 @@ def test_hot_pixels_and_blank_lines_are_found_and_mended():
     assert (out[8:, :100] == mended[8:, :100]).all()
 
 
+def _clean_and_mended(tiny_run, tmp_path, path, config, warned: str):
+    """The shared run's first micrograph denoised (into ``a``) and ``path``, a copy of it with
+    defects, denoised with the warning ``warned`` (into ``b``): both outputs, the second finite."""
+    want = cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], tmp_path / "a",
+                              config=config, workers=1).values[0]
+    with pytest.warns(DefectWarning, match=warned):
+        got = cryostream.denoise(tiny_run.run, [path], tmp_path / "b", config=config,
+                                 workers=1).values[0]
+    assert np.isfinite(got).all()
+    return want, got
+
+
 def test_denoise_mends_a_hot_pixel_and_a_blank_border_and_says_so(tiny_run, tmp_path):
     """A micrograph with a hot pixel a million times its mean and a border of zeros: outside
     the border the output is the clean micrograph's (but near the hot pixel, as mended), the
@@ -71,14 +83,10 @@ def test_denoise_mends_a_hot_pixel_and_a_blank_border_and_says_so(tiny_run, tmp_
     with mrcfile.new(path) as f:
         f.set_data(bad)
         f.voxel_size = 0.66
-    raw = DenoiseConfig.raw(tile=64)
-    want = cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], tmp_path / "a",
-                              config=raw, workers=1).values[0]
-    with pytest.warns(DefectWarning, match=r"bad\.mrc: 1 hot pixel .* set to the median; 12 "
-                      r"blank columns \(0-11\) filled with noise"):
-        got = cryostream.denoise(tiny_run.run, [path], tmp_path / "b", config=raw,
-                                 workers=1).values[0]
-    assert np.isfinite(got).all() and (got[:, :12] == 0).all()
+    want, got = _clean_and_mended(tiny_run, tmp_path, path, DenoiseConfig.raw(tile=64),
+                                  r"bad\.mrc: 1 hot pixel .* set to the median; 12 "
+                                  r"blank columns \(0-11\) filled with noise")
+    assert (got[:, :12] == 0).all()
     far = np.ones(got.shape, bool)
     far[:, :40] = False  # the filled border's reach
     far[30:90, 40:100] = False  # the mended pixel's
@@ -103,14 +111,9 @@ def test_denoise_mends_cold_pixels_and_says_so(tiny_run, tmp_path):
     bad[100, 20] = -3e38
     with np.errstate(over="ignore"):  # mrcfile's header statistics
         path = write_mrc(tmp_path / "cold.mrc", bad)
-    config = DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True)
-    want = cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], tmp_path / "a",
-                              config=config, workers=1).values[0]
-    with pytest.warns(DefectWarning, match=r"cold\.mrc: 2 cold pixels \(under -?\d.*\) set to "
-                      r"the median"):
-        got = cryostream.denoise(tiny_run.run, [path], tmp_path / "b", config=config,
-                                 workers=1).values[0]
-    assert np.isfinite(got).all()
+    want, got = _clean_and_mended(
+        tiny_run, tmp_path, path, DenoiseConfig.raw(tile=64, n2n_correction=True, wiener_gain=True),
+        r"cold\.mrc: 2 cold pixels \(under -?\d.*\) set to the median")
     far = np.ones(got.shape, bool)
     far[30:90, 40:100] = False  # the mended pixels' reach
     far[70:130, 0:50] = False
