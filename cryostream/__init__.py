@@ -17,6 +17,7 @@ from cryostream.errors import (
     CryostreamError,
     DeviceMemoryError,
     InvalidMicrographError,
+    OutputTakenError,
     StoreError,
     TrainingDivergedError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "CryostreamError",
     "FitResult",
     "InvalidMicrographError",
+    "OutputTakenError",
     "MicrographSkippedWarning",
     "NoiseConfig",
     "PatchLoader",

@@ -10,6 +10,7 @@ __all__ = [
     "CryostreamError",
     "ConfigError",
     "InvalidMicrographError",
+    "OutputTakenError",
     "StoreError",
     "TrainingDivergedError",
     "DeviceMemoryError",
@@ -35,6 +36,11 @@ class InvalidMicrographError(CryostreamError, ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path}: {problem}; {fix}")
+
+
+class OutputTakenError(InvalidMicrographError):
+    """A micrograph's output was made meanwhile by another call, with another model or other
+    options, and is kept: that micrograph is not written (``--overwrite`` replaces it)."""
 
 
 class StoreError(CryostreamError, OSError):

@@ -253,7 +253,9 @@ def test_an_output_another_call_made_meanwhile_with_other_options_is_not_replace
     assert str(refused.value).startswith(
         f"1 of 2 micrographs: bad ({mrc}: made meanwhile by another call, not as this run's "
         f"output for {a} with these options (made with output_dtype='float16', not 'float32'): "
-        "not replaced (--overwrite (Python: overwrite=True) replaces it)); ")
+        "not replaced (--overwrite (Python: overwrite=True) replaces it)); not written: their "
+        "outputs were made meanwhile by another call (--overwrite replaces them, or choose "
+        "another -o)")  # not the advice for bad micrographs (--permissive does not apply)
     assert (mrc.read_bytes(), record.read_bytes()) == (left[mrc.name][0], left[record.name][0])
     assert json.loads((out / b.with_suffix(".json").name).read_text())["config"][
         "output_dtype"] == "float32"  # the other micrograph: denoised and written

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import logging
 
-from cryostream.errors import ConfigError, DeviceMemoryError, InvalidMicrographError, one_error
+from cryostream.errors import (
+    ConfigError,
+    DeviceMemoryError,
+    InvalidMicrographError,
+    OutputTakenError,
+    one_error,
+)
 
 __all__ = ["finish", "gather_cluster"]
 
@@ -96,8 +102,10 @@ def _gather(futures, total: int) -> list:
             failed.append(exc)
             results.append(None)
     if failed:  # one micrograph alone: its own error
-        raise one_error(failed, total, "not denoised: repair or exclude them (--permissive "
-                        "(Python: permissive=True) skips them); the others are denoised, and a "
-                        "rerun keeps them",
-                        single=len(futures) == 1)
+        taken = all(isinstance(e, OutputTakenError) for e in failed)  # made meanwhile elsewhere
+        raise one_error(failed, total, "not written: their outputs were made meanwhile by another "
+                        "call (--overwrite replaces them, or choose another -o); the others are "
+                        "denoised" if taken else "not denoised: repair or exclude them "
+                        "(--permissive (Python: permissive=True) skips them); the others are "
+                        "denoised, and a rerun keeps them", single=len(futures) == 1)
     return results

@@ -29,7 +29,7 @@ from cryostream.denoise.outputs import (
     what_differs,
 )
 from cryostream.denoise.star_out import listing_name, listing_project, rebase_paths, star_tables
-from cryostream.errors import InvalidMicrographError, StoreError
+from cryostream.errors import OutputTakenError, StoreError
 from cryostream.locks import folder_lock, store_lock
 
 __all__ = ["write_listing", "set_aside", "held_output", "ASIDE_NAME"]
@@ -140,7 +140,7 @@ def held_output(plan, record: dict):
     that output meanwhile (its checks, before any computing, found none there, or one it may
     replace) with another model or other options, or wrote a file there that denoise did not
     make, it is kept unless the plan's ``overwrite``, and this micrograph fails with an
-    :class:`~cryostream.errors.InvalidMicrographError` naming it and the fix (the others go on).
+    :class:`~cryostream.errors.OutputTakenError` naming it and the fix (the others go on).
     One made again the same (the same run, input and options), or cut between its image and its
     record, is replaced. An output that cannot be locked is said at DEBUG level only."""
     with _held(plan.path, unlockable=logging.DEBUG, one_file=True):
@@ -156,7 +156,7 @@ def held_output(plan, record: dict):
                 # their problems alone
                 keep = ("--overwrite (Python: overwrite=True) replaces it" if made
                         else "never replaced: move it away")
-                raise InvalidMicrographError(
+                raise OutputTakenError(
                     plan.path, "made meanwhile by another call, not as this run's output for "
                     f"{plan.source} with these options{what_differs(found, record)}: not "
                     f"replaced ({keep})",
