@@ -1,9 +1,8 @@
 """The checks ``prepare`` makes on each micrograph's pass-1 statistics beyond those every
 command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
-counts, for the noise models that follow counts, hot pixels, which the store holds at the
-percentile (:func:`~cryostream.preprocess.mend_hot`), cold pixels beyond what a float16 store
-holds, and blank rows and columns, which the noise is measured without; and the separate
-targets' range (:func:`check_targets`)."""
+counts, for the noise models that follow counts, hot and cold pixels, which the store holds at
+the percentile (:func:`~cryostream.preprocess.mend_hot`), and blank rows and columns, which
+the noise is measured without; and the separate targets' range (:func:`check_targets`)."""
 
 from __future__ import annotations
 
@@ -14,33 +13,54 @@ from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.preprocess import HOT_CLIP
 
-__all__ = ["check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs"]
+__all__ = ["cold_statistics", "check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs"]
 
-#: The most a normalised pixel may fall below zero in a float16 store (its largest value is
-#: 65504), with room for the noise added to it.
+#: The farthest a normalised target pixel may fall from zero in a float16 store (its largest
+#: value is 65504), with room for the noise added to it.
 FLOAT16_SAFE = 60000.0
+
+#: The most of a micrograph's pixels that may be cold (under −HOT_CLIP times its percentile,
+#: held at the percentile in the store) for the noise models that follow counts: a few dead
+#: pixels of a gain correction, not a dead area (``denoise`` finds cold pixels by the darkest
+#: 0.1 %, so it mends no more either).
+COLD_SHARE = 1e-3
+
+
+def cold_statistics(image, stats) -> tuple[int, float]:
+    """How many pixels of a micrograph in memory (pass-1 ``stats``: percentile, finite, min,
+    max) are cold, under −:data:`~cryostream.preprocess.HOT_CLIP` times its percentile (the
+    store holds the percentile in their place, :func:`~cryostream.preprocess.mend_hot`), and the
+    lowest pixel the store keeps. Only a micrograph whose minimum is that low is looked at again
+    (in memory: nothing more is read); for the others, ``(0, min)``."""
+    value, finite, lo = stats[:3]
+    if not (finite and value > 0 and lo < -HOT_CLIP * value):
+        return 0, lo
+    kept = image[image >= -HOT_CLIP * value]
+    return int(image.size - kept.size), float(kept.min()) if kept.size else lo
 
 
 def check_counts(header, stats, config: PrepareConfig) -> None:
     """A micrograph far below zero (normalised to mean 0 by another program) is not in counts,
     which shot noise follows: an :class:`InvalidMicrographError` for the noise models that
-    add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN). For a
-    float16 store, also one whose pixels divided by its percentile fall below what float16
-    holds (hot pixels above are held at the percentile; cold ones are not)."""
+    add or measure it (shot noise clipped every negative pixel, and fit's loss was NaN). Cold
+    pixels (``stats[5]``, the lowest pixel kept ``stats[6]``: :func:`cold_statistics`) are held
+    at the percentile in the store as hot ones are, and refuse it only where they are more
+    than :data:`COLD_SHARE` of its pixels (a dead area, not a few dead pixels); nor do they
+    overflow a float16 store any more."""
     value, _, lo, _ = stats[:4]
-    if config.dtype == "float16" and value > 0 and lo / value < -FLOAT16_SAFE:
+    cold, kept = stats[5:7]
+    if config.noise.model not in ("poisson", "poisson-gaussian", "matched"):
+        return
+    share = cold / math.prod(header.shape)
+    if kept < -value or share > COLD_SHARE:
+        many = f"{cold} of them, {100 * share:.2g} %: not a few dead pixels; " if kept >= -value \
+            else ""
         raise InvalidMicrographError(
-            header.path, f"holds pixels down to {lo / value:.3g} times its {config.percentile:g}th "
-            f"percentile, beyond what a float16 store holds (±65504: they would be stored as "
-            "−inf, and a training on them diverges)", "store float32 (--dtype float32), or "
-            "leave the micrograph out")
-    if config.noise.model in ("poisson", "poisson-gaussian", "matched") and lo < -value:
-        raise InvalidMicrographError(
-            header.path, f"holds pixels far below zero (as low as {lo:.4g}; its "
-            f"{config.percentile:g}th percentile {value:.4g}), so it is not in electron counts, "
-            f"which the {config.noise.model} noise follows", "give the micrographs as motion "
-            "correction wrote them (counts, not normalised), or (cryostream prepare) add Gaussian "
-            "noise instead: --noise gaussian")
+            header.path, f"holds pixels far below zero ({many}as low as "
+            f"{kept if kept < -value else lo:.4g}; its {config.percentile:g}th percentile "
+            f"{value:.4g}), so it is not in electron counts, which the {config.noise.model} "
+            "noise follows", "give the micrographs as motion correction wrote them (counts, not "
+            "normalised), or (cryostream prepare) add Gaussian noise instead: --noise gaussian")
 
 
 def target_range(header) -> tuple[float, float]:
@@ -86,22 +106,30 @@ def check_targets(kept, statistics: dict, config: PrepareConfig, compute, client
 
 def warn_hot(headers, statistics: dict, percentile: float) -> None:
     """One :class:`~cryostream.denoise.defects.DefectWarning` for micrographs with pixels over
-    :data:`~cryostream.preprocess.HOT_CLIP` times their percentile (hot pixels), which the
-    store holds at the percentile."""
+    :data:`~cryostream.preprocess.HOT_CLIP` times their percentile (hot pixels), and one for
+    those with pixels under −HOT_CLIP times it (cold pixels), which the store holds at the
+    percentile."""
+    hot = [(statistics[h.path][3] / statistics[h.path][0], h) for h in headers
+           if statistics[h.path][3] > HOT_CLIP * statistics[h.path][0]]
+    _warn_held(hot, f"over {HOT_CLIP:g}", percentile, "hot pixels; up to {:.3g} times")
+    cold = [(statistics[h.path][5], h) for h in headers if statistics[h.path][5]]
+    _warn_held(cold, f"under −{HOT_CLIP:g}", percentile, "cold pixels, written far below zero; "
+               "{:d}")
+
+
+def _warn_held(held: list, where: str, percentile: float, what: str) -> None:
     import warnings
 
     from cryostream.denoise.defects import DefectWarning
 
-    hot = [(statistics[h.path][3] / statistics[h.path][0], h) for h in headers
-           if statistics[h.path][3] > HOT_CLIP * statistics[h.path][0]]
-    if hot:
-        worst, header = max(hot, key=lambda pair: pair[0])
-        warnings.warn(f"{len(hot)} micrograph{'s hold' if len(hot) > 1 else ' holds'} pixels "
-                      f"over {HOT_CLIP:g} times {'their' if len(hot) > 1 else 'its'} "
-                      f"{percentile:g}th percentile (hot pixels; up to {worst:.3g} times in "
-                      f"{os.path.basename(header.path)}): the store holds the percentile in their "
-                      "place, so that no one pixel rules the training", DefectWarning,
-                      stacklevel=4)
+    if held:
+        worst, header = max(held, key=lambda pair: pair[0])
+        n = len(held)
+        warnings.warn(f"{n} micrograph{'s hold' if n > 1 else ' holds'} pixels {where} times "
+                      f"{'their' if n > 1 else 'its'} {percentile:g}th percentile "
+                      f"({what.format(worst)} in {os.path.basename(header.path)}): the store "
+                      "holds the percentile in their place, so that no one pixel rules the "
+                      "training", DefectWarning, stacklevel=5)
 
 
 def warn_blank(found: dict[str, dict]) -> None:

@@ -328,8 +328,9 @@ def load_estimate(path: Path) -> NoiseEstimate | None:
 
 
 def _valid_statistics(value) -> bool:
-    return (isinstance(value, list) and len(value) == 5 and isinstance(value[1], bool)
+    return (isinstance(value, list) and len(value) == 7 and isinstance(value[1], bool)
             and (value[4] is None or isinstance(value[4], str))  # mostly blank: what is
+            and type(value[5]) is int and isinstance(value[6], int | float)  # cold pixels
             and all(isinstance(v, int | float) and not isinstance(v, bool)
                     for v in (value[0], value[2], value[3]))
             and (not value[1] or all(math.isfinite(v) for v in (value[0], value[2], value[3]))))

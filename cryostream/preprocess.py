@@ -149,29 +149,32 @@ def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[
 def statistics_and_noise(header: MicrographHeader, percentile: float):
     """:func:`micrograph_statistics` with what is blank where most of the micrograph is
     (:func:`~cryostream.denoise.defects.mostly_blank`, refused by :func:`check_statistics`;
-    else None), the noise estimate (raw units; ``None`` if not finite, constant, mostly blank
-    or under 32 px) and the detector defects found (the record of
-    :class:`~cryostream.denoise.defects.Defects`; ``None`` if none) from one read of the
-    micrograph.
+    else None) and its cold pixels (:func:`~cryostream.prepare_checks.cold_statistics`), the
+    noise estimate (raw units; ``None`` if not finite, constant, mostly blank or under 32 px)
+    and the detector defects found (the record of :class:`~cryostream.denoise.defects.Defects`;
+    ``None`` if none) from one read of the micrograph.
 
-    The noise is measured as ``denoise`` measures it: with hot pixels at the median and blank
-    rows and columns (a border left by motion correction, a dead line) filled with noise of the
-    rest's spread (:func:`~cryostream.denoise.defects.mend`), so that neither counts as noise
-    (a blank border over two fifths of a micrograph took 43 % off the estimate). The estimate
-    uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller micrograph.
+    The noise is measured as ``denoise`` measures it: with hot and cold pixels at the median and
+    blank rows and columns (a border left by motion correction, a dead line) filled with noise
+    of the rest's spread (:func:`~cryostream.denoise.defects.mend`), so that neither counts as
+    noise (a blank border over two fifths of a micrograph took 43 % off the estimate). The
+    estimate uses ``TILE``-pixel tiles, or the largest power of two that fits a smaller
+    micrograph.
     """
     from cryostream.denoise.defects import find_defects, mend, mostly_blank
+    from cryostream.prepare_checks import cold_statistics
 
     image = read_rows(header, 0, header.shape[0])
     stats = image_statistics(image, percentile)
+    cold = cold_statistics(image, stats)
     if not noise_measurable(header, stats):
-        return (*stats, None), None, None
+        return (*stats, None, *cold), None, None
     defects = find_defects(image)
     blank = mostly_blank(image, defects)  # nothing to measure or train on: refused after
     if blank:
-        return (*stats, blank), None, None
+        return (*stats, blank, *cold), None, None
     measured = mend(image, defects) if defects else image
-    return (*stats, None), estimate_noise(measured, header.pixel_size_angstrom or 1.0,
+    return (*stats, None, *cold), estimate_noise(measured, header.pixel_size_angstrom or 1.0,
                                           tile=tile_for(image.shape)), defects.record() if defects else None
 
 
@@ -254,14 +257,18 @@ def matched_noise_rows(padded: np.ndarray, row_start: int, uid: int, config: Pre
 
 #: A pixel brighter than this many times its micrograph's percentile is a detector defect (a
 #: hot pixel; shot noise stays under ten times the 95th percentile down to 0.1 electrons a
-#: pixel): the store holds the percentile in its place, and the noise is estimated without it.
+#: pixel), and so is one darker than minus this many times (a cold pixel: a dead pixel written
+#: far below zero by a gain correction): the store holds the percentile in its place, and the
+#: noise is estimated without it.
 HOT_CLIP = 20.0
 
 
 def mend_hot(normalised: np.ndarray) -> np.ndarray:
     """``normalised`` (a micrograph divided by its percentile) with its pixels over
-    :data:`HOT_CLIP` set to 1, the percentile; in place, and returned."""
+    :data:`HOT_CLIP` or under −:data:`HOT_CLIP` set to 1, the percentile; in place, and
+    returned."""
     hot = normalised > HOT_CLIP
+    hot |= normalised < -HOT_CLIP
     if hot.any():
         normalised[hot] = 1.0
     return normalised

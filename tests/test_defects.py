@@ -272,29 +272,61 @@ def test_prepare_refuses_micrographs_not_in_counts_for_shot_noise(tmp_path):
     assert cryostream.prepare(inputs, tmp_path / "b.h5", gaussian).output.is_file()
 
 
-def test_a_float16_store_refuses_pixels_it_cannot_hold_and_writes_nothing(tmp_path):
-    """A micrograph with a corner far below zero (a dead area written as -1e7): divided by its
-    percentile it falls beyond float16's ±65504, which the store had held as -inf (numpy's
-    overflow warning the only sign) and a training on it diverges. Refused naming the file and
-    --dtype float32, with no store written; float32 takes it, into the same store (the refused
-    run's shard folder, caches only, had refused other options)."""
-    from cryostream import NoiseConfig, PrepareConfig
+def test_prepare_holds_cold_pixels_at_the_percentile_and_says_so(tmp_path):
+    """Dead pixels written far below zero by a gain correction (-1e5, -3e38), which denoise
+    mends: prepare had refused the micrograph as not in counts (and, for a float16 store, as
+    beyond float16). Now the store holds them at the percentile as it holds hot pixels, the
+    matched-noise estimate is the clean micrograph's, and a warning names them; a dead area
+    (more than 0.1 % of the pixels) is still refused for shot noise, writing nothing, and
+    gaussian noise takes it into the same store, the area held (a float16 store had held -1e7
+    as -inf)."""
+    import h5py
 
-    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=7)
-    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
-    image[:16, :16] = -1e7
-    cold = tmp_path / "cold.mrc"
-    with mrcfile.new(cold) as f:
-        f.set_data(image)
-        f.voxel_size = 0.6575
-    config = PrepareConfig(patch_size=64, stride=64, test_fraction=0.0, dtype="float16",
-                           noise=NoiseConfig(model="gaussian"))
-    with pytest.raises(cryostream.InvalidMicrographError, match=r"cold\.mrc: holds pixels down to "
-                       r"-\d.*float16 store holds .*--dtype float32"):
-        cryostream.prepare([cold], tmp_path / "a.h5", config)
+    from cryostream import NoiseConfig, PrepareConfig
+    from cryostream.preprocess import HOT_CLIP
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(512, 512), seed=6)
+    cold, area = tmp_path / "cold", tmp_path / "area"
+    cold.mkdir()
+    area.mkdir()
+    for i, path in enumerate(sim.micrographs):
+        image = mrcfile.read(path).astype(np.float32)
+        if i == 0:
+            image[200, 300] = image[10, 20] = -1e5
+            image[400, 100] = -3e38
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's rms of -3e38 overflows
+            write_mrc(cold / path.name, image, pixel_size=0.6575)
+            image[:32, :32] = -1e7  # 0.39 % of the pixels
+            write_mrc(area / path.name, image, pixel_size=0.6575)
+    config = PrepareConfig(patch_size=128, stride=128, test_fraction=0.0, dtype="float16",
+                           noise=NoiseConfig(model="matched"))
+    clean = cryostream.prepare(sim.micrographs, tmp_path / "clean.h5", config).output
+    with pytest.warns(DefectWarning, match=r"1 micrograph holds pixels under −20 times its 95th "
+                      r"percentile \(cold pixels, written far below zero; 3 in sim_0000\.mrc\)"
+                      r": the store holds the percentile in their place"):
+        mended = cryostream.prepare(sorted(cold.glob("*.mrc")), tmp_path / "cold.h5",
+                                    config).output
+    with h5py.File(mended) as f, h5py.File(clean) as g:
+        assert float(f["train/target"][...].min()) >= 0.0
+        assert np.isfinite(f["train/input"][...]).all()
+        assert float(f["train/input"][...].min()) > -HOT_CLIP
+        for key in ("noise_shot_fraction", "noise_mean"):
+            np.testing.assert_allclose(f["micrographs"][key][...], g["micrographs"][key][...],
+                                       rtol=0.05)
+    dead = sorted(area.glob("*.mrc"))
+    with pytest.raises(cryostream.InvalidMicrographError, match=r"sim_0000\.mrc: holds pixels "
+                       r"far below zero \(1026 of them, 0\.39 %: not a few dead pixels; as low as "
+                       r"-3e\+38.*not in electron counts.*--noise gaussian"):
+        cryostream.prepare(dead, tmp_path / "a.h5", config)
+    gaussian = dataclasses.replace(config, noise=NoiseConfig(model="gaussian"))
     assert not (tmp_path / "a.h5").exists()
-    wide = dataclasses.replace(config, dtype="float32")
-    assert cryostream.prepare([cold], tmp_path / "a.h5", wide).output.is_file()  # the same -o
+    with pytest.warns(DefectWarning, match=r"2 micrographs hold pixels under −20 times their .*"
+                      r"1026 in sim_0000\.mrc"):
+        out = cryostream.prepare(dead, tmp_path / "a.h5", gaussian).output  # the same -o
+    with h5py.File(out) as f:
+        assert np.isfinite(f["train/input"][...]).all()
+        assert float(f["train/target"][...].min()) >= 0.0
 
 
 def test_prepare_measures_the_noise_without_a_blank_border_and_says_so(tmp_path):
