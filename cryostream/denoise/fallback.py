@@ -13,8 +13,8 @@ import numpy as np
 from cryostream.denoise.scores import ctf_gain_check
 
 __all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "DEFOCUS_ERROR_SCALE", "fit_for_gain",
-           "fallback_words", "zeros_noise", "noise_below", "fit_with_error", "no_rings", "unsettled",
-           "checked_gain", "warn_fallback"]
+           "fit_high_angstrom", "fallback_words", "zeros_noise", "noise_below", "fit_with_error",
+           "no_rings", "unsettled", "checked_gain", "warn_fallback"]
 
 #: The smallest side (pixels) whose CTF :class:`~cryostream.denoise.steps.WienerGain` fits:
 #: twice ``fit_ctf``'s Welch tile, so that its search runs again on finer tiles and judges every
@@ -32,10 +32,16 @@ def fit_for_gain(image: np.ndarray, pixel_size_angstrom: float, optics: dict):
     Thon ring finer than the fit's 20 Å is left: the gain is then the radial one."""
     from cryostream.ctf import fit_ctf
 
+    high = fit_high_angstrom(image.shape, pixel_size_angstrom)
+    return None if high is None else fit_ctf(image, pixel_size_angstrom, high_angstrom=high,
+                                             **optics)
+
+
+def fit_high_angstrom(shape: tuple[int, int], pixel_size_angstrom: float) -> float | None:
+    """The finest resolution (Å) :func:`fit_for_gain` fits the Thon rings to (3 Å, or just
+    inside Nyquist for coarser pixels), or None where it makes no fit (see there)."""
     high = max(3.0, 2.5 * pixel_size_angstrom)
-    if min(image.shape) < CTF_FIT_SIDE or high >= 20.0:
-        return None
-    return fit_ctf(image, pixel_size_angstrom, high_angstrom=high, **optics)
+    return None if min(shape) < CTF_FIT_SIDE or high >= 20.0 else high
 
 
 def fallback_words(keep_network: bool) -> str:

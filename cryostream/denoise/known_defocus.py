@@ -139,15 +139,15 @@ def halves_pipeline(micrograph, config, halves: list, record):
     gain = next(s for s in micrograph.pipeline(config, rival=rival).steps
                 if isinstance(s, KnownDefocusGain))
     spectrum = scipy.fft.rfft2(total - total.mean(), workers=-1)  # once, for both
-    rings_z = None
+    known, rings_z = gain.fit(ps), None  # the defocus (and its rival), no error yet
     if fitted:  # a fit must show its rings, as on one micrograph
         from cryostream.ctf import thon_ring_z
 
-        rings_z = thon_ring_z(spectrum, total.shape, gain.fit(ps))
+        rings_z = thon_ring_z(spectrum, total.shape, known)
     noise = estimate_noise(total, ps, tile=tile_for(total.shape))
-    if not no_rings(rings_z, gain.fit(ps)):  # the check with the noise at the CTF's zeros, as on one
-        noise = zeros_noise(total, noise, gain.fit(ps), spectrum)[0]
-    check = checked_gain(total, noise, fit_with_error(gain.fit(ps), rings_z), f"{micrograph.source} and "
+    if not no_rings(rings_z, known):  # the check with the noise at the CTF's zeros, as on one
+        noise = zeros_noise(total, noise, known, spectrum)[0]
+    check = checked_gain(total, noise, fit_with_error(known, rings_z), f"{micrograph.source} and "
                          f"its odd half: the defocus ({d.defocus_u_angstrom:.0f}/{d.defocus_v_angstrom:.0f} "
                          f"Å, from the {source}), checked on their sum,", rings_z)
     return micrograph.pipeline(config, defocus_from=source, check=check, rings_z=rings_z,
