@@ -17,9 +17,11 @@ fit's error at low dose": one fit used 24 330 Å off in 31). For each simulated 
   score ``z`` (:func:`~cryostream.ctf.thon_ring_z`) and whether ``denoise`` would use it (the
   fit with its error, :meth:`WienerGain.checked <cryostream.denoise.steps.WienerGain.checked>`).
 
-The first refined fit is the shipped fit; ``--evaluate`` scores rules on the records: how many
-wrong fits (over 1000 Å off) each would use and how many right ones (within 500 Å) it would
-lose or gain, against the shipped choice.
+The first refined fit is the fit :func:`~cryostream.ctf.fit_ctf` makes, its ``used`` judged
+without the rival rule (the refined fits carry no rival): "shipped" in the rules' names is the
+choice before that rule, which the rule ending "(SETTLED_Z)" adds. ``--evaluate`` scores rules
+on the records: how many wrong fits (over 1000 Å off) each would use and how many right ones
+(within 500 Å) it would lose or gain.
 
 Usage (one process per core; on 2 cores about 15 s a 2048² micrograph)::
 
@@ -65,7 +67,7 @@ def one(index: int, shape: tuple[int, int], dose) -> dict | None:
 
     from cryostream import ctf
     from cryostream.config import DenoiseConfig, SimulateConfig
-    from cryostream.denoise.fallback import FIT_ADVICE, fit_with_error
+    from cryostream.denoise.fallback import FIT_ADVICE, fit_high_angstrom, fit_with_error
     from cryostream.denoise.steps import Micrograph, WienerGain
     from cryostream.simulate import simulate_micrograph
 
@@ -75,13 +77,13 @@ def one(index: int, shape: tuple[int, int], dose) -> dict | None:
     sim = simulate_micrograph(cfg, index)
     y = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
     pixel = cfg.pixel_size_angstrom
-    high = max(3.0, 2.5 * pixel)  # as fit_for_gain
-    if min(y.shape) < 1024 or high >= 20.0:
+    high = fit_high_angstrom(y.shape, pixel)  # as denoise fits it
+    if high is None:
         return None
     optics = dict(DenoiseConfig().optics)
     low, tile, band_width = 20.0, 512, 1 / 256
-    candidates, stages = ctf.search_defocus(y, pixel, (0.3, 6.0), low, high, tile, 2048, band_width,
-                                     optics)
+    candidates, stages, _ = ctf.search_defocus(y, pixel, (0.3, 6.0), low, high, tile, 2048,
+                                               band_width, optics)
     middle = ctf.explained_power(y, 2 * tile, pixel, low, high, band_width, optics)
     scores = {"512": [stages[0][0](d) for d in candidates], "1024": [middle(d) for d in candidates],
               "finest": [stages[-1][0](d) for d in candidates]}

@@ -927,3 +927,25 @@ def test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings(benchmark_mo
     # the same rings without a rival pass the usual bar; a rival with clear rings is used
     assert not no_rings(state["rings_z"], dataclasses.replace(fit, rival_defocus_angstrom=None))
     assert not no_rings(SETTLED_Z, fit)
+
+
+def test_the_candidates_benchmark_records_a_micrograph_and_scores_its_rules(benchmark_modules,
+                                                                            tmp_path):
+    """``benchmarks/ctf_candidates.py`` on one 1024² micrograph of the calibration spread: its
+    candidates scored on each spectrum, the first refined fit the one ``fit_ctf`` makes, and
+    every rule scored on the record (the benchmark the rival rule was chosen with)."""
+    (bench,) = benchmark_modules("ctf_candidates")
+    row = bench.one(31, (1024, 1024), None)
+    config = SimulateConfig(**benchmark_modules("general_model_spread")[0].training_condition(
+        3, 31, (1024, 1024)))
+    sim = simulate_micrograph(config, 31)
+    noisy = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
+    fit = fit_ctf(noisy, config.pixel_size_angstrom,
+                  high_angstrom=max(3.0, 2.5 * config.pixel_size_angstrom))
+    assert row["refined"][0]["defocus"][:2] == [round(fit.defocus_u_angstrom),
+                                                round(fit.defocus_v_angstrom)]
+    assert set(row["scores"]) == {"512", "1024", "finest"}
+    records = tmp_path / "one.jsonl"
+    records.write_text(json.dumps(row) + "\n")
+    summary = bench.evaluate([records], None)["groups"]["1024x1024"]
+    assert summary["micrographs"] == 1 and len(summary["rules"]) == len(bench.rules())
