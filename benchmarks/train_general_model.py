@@ -76,7 +76,10 @@ shipped model at 5 × 10⁻⁴; "Twice the steps"), ``--particles t20s`` (a spec
 +0.008 FRC on T20S, at 0–0.06 cycles/px; "Float32 at denoising, and a specialist"; its
 micrographs differ, so give it its own ``--work``), ``--train-condition t20s-10e-white`` (a
 specialist for one held-out condition, 6000 steps: +0.015 FRC at 0.03–0.06 cycles/px, still under
-Topaz; "A specialist for one condition"; its own ``--work`` too), and ``--train-seed 1``, the spread between
+Topaz; "A specialist for one condition"; its own ``--work`` too), ``--patch 1024 --stride 512
+--batch 4`` (each pixel's whole context in training: level at 0.03–0.06 cycles/px, 0.02–0.04 FRC
+under at 0–0.01 at 5 × 10⁻⁴; spiked at 10⁻³; "Whole-context patches"; its own ``--work``), and
+``--train-seed 1``, the spread between
 trainings (``--run NAME`` keeps several runs on one store).
 
 CPU smoke run (tiny sizes, a few minutes on 2 cores): ``--smoke --out OUT``.

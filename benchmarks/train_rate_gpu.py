@@ -1,8 +1,8 @@
 """The user's training recipe at two peak learning rates: how often a training spikes, and what
 the lower rate costs.
 
-On the general model's recipe (paired store, 4000–18000 steps) four trainings of nine at the
-default peak ``--lr`` of 1e-3 spiked and came back worse, and none of four at 5e-4 did. Whether
+On the general model's recipe (paired store, 4000–18000 steps) five trainings of ten at the
+default peak ``--lr`` of 1e-3 spiked and came back worse, and none of five at 5e-4 did. Whether
 the default itself should be lower depends on the recipe a user trains from scratch: a
 matched-noise store of their own micrographs and 3000 steps (the matched-noise page's recipe).
 This runs it, as a user types it, at each rate and seed:

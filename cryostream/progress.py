@@ -228,7 +228,7 @@ def warn_loss_spike(run, spike: dict | None) -> None:
            "loss suggests" if back else "and did not come back")
         + " (loss.png shows it). Compare it with another model on your micrographs (`cryostream "
         "rank`): after `train`, one trained at half the learning rate (--lr; on the general "
-        "model's recipe no training at 5e-4 spiked, four of nine at the default 1e-3 did) or "
+        "model's recipe no training at 5e-4 spiked, five of ten at the default 1e-3 did) or "
         "with another --seed; after `fit`, the general model", LossSpikeWarning, stacklevel=3)
 
 
