@@ -53,7 +53,7 @@ from cryostream.fit_run import (
     run_patch,
     write_json,
 )
-from cryostream.io.mrc import warn_mixed_pixel_sizes
+from cryostream.io.pixel_sizes import warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read_headers
 from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE

@@ -41,6 +41,7 @@ from cryostream.io.stack import (
     stack_from_headers,
     warn_if_denoised,
 )
+from cryostream.io.pixel_sizes import warn_unequal_axes
 from cryostream.locks import store_lock
 from cryostream.prepare_checks import check_counts, check_pairs, check_targets, warn_blank, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
@@ -248,6 +249,7 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
     headers, skipped = read_headers(paths, permissive=permissive)
     warn_if_denoised(headers)
+    warn_unequal_axes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
     target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:

@@ -505,6 +505,37 @@ def test_denoised_micrographs_given_to_prepare_or_plan_are_named(micrographs, tm
     cryostream.plan(micrographs, config=CONFIG)  # an error if it warned
 
 
+def test_headers_of_two_pixel_sizes_are_said_once_and_their_warning_is_denoises(micrographs,
+                                                                               tmp_path):
+    """Micrographs whose MRC headers give x and y pixel sizes apart (0.6575 and 1.2 Å): prepare
+    uses x's, as denoise does, with one warning for all of them that names the first, counts
+    the rest and says to correct the headers (it used x's without a word); the warning is the
+    one class denoise and fit use, so one filter silences it everywhere."""
+    import mrcfile
+
+    from cryostream.denoise.pixels import PixelSizeWarning
+    from cryostream.io.mrc import write_micrograph
+    from cryostream.io.pixel_sizes import PixelSizeWarning as io_warning
+
+    wide = [tmp_path / Path(m).name for m in micrographs]
+    for m, out in zip(micrographs, wide, strict=True):
+        write_micrograph(out, mrcfile.read(m), 0.6575)
+        with mrcfile.open(out, "r+") as f:
+            f.voxel_size = (0.6575, 1.2, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare(wide, tmp_path / "data.h5", CONFIG)
+    said = [str(w.message) for w in caught if issubclass(w.category, PixelSizeWarning)]
+    assert said == [f"{wide[0]} and {len(wide) - 1} more: the MRC header gives two pixel sizes, "
+                    "0.6575 Å along x and 1.2 Å along y; x's, 0.6575 Å, is used (pixels are "
+                    "taken as square): correct the header (e.g. IMOD's alterheader) if it is "
+                    "not right"]
+    assert PixelSizeWarning is io_warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelSizeWarning)
+        prepare(micrographs, tmp_path / "square.h5", CONFIG)  # square pixels: nothing to say
+
+
 def test_a_folder_with_other_files_is_prepared_with_one_note_naming_them(micrographs, tmp_path,
                                                                          capsys):
     """prepare FOLDER where the folder holds notes and pictures beside the micrographs: the

@@ -9,6 +9,7 @@ import warnings
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import list_kind
+from cryostream.io.pixel_sizes import PixelSizeWarning, warn_unequal_axes
 from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes", "far_from_header",
@@ -17,11 +18,6 @@ __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_ax
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
-
-
-class PixelSizeWarning(UserWarning):
-    """``--pixel-size`` (used) other than the STAR file's, or far from the MRC headers'; an
-    MRC header whose x and y pixel sizes differ."""
 
 
 def pixel_size_for(header, star_entry, pixel_size_angstrom,
@@ -48,18 +44,6 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom,
                                      "pass the right --pixel-size Å (Python: "
                                      "pixel_size_angstrom=), or correct the source")
     return value, source
-
-
-def warn_unequal_axes(header) -> None:
-    """One :class:`PixelSizeWarning` for a micrograph whose pixel size is its MRC header's
-    (:func:`pixel_size_for`) where the header gives x and y pixel sizes 0.1 % or more apart:
-    x's is used (pixels are taken as square), and ``--pixel-size`` sets the right one."""
-    x, y = header.pixel_size_angstrom, header.pixel_size_y_angstrom
-    if x > 0 and y > 0 and not math.isclose(x, y, rel_tol=1e-3):
-        warnings.warn(f"{header.path}: the MRC header gives two pixel sizes, {x:g} Å along x and "
-                      f"{y:g} Å along y; x's, {x:g} Å, is used (pixels are taken as square): "
-                      "pass --pixel-size Å (Python: pixel_size_angstrom=) if it is not right",
-                      PixelSizeWarning, stacklevel=4)
 
 
 def argument_disagrees(value: float, header, star_entry, kind: str = "STAR file") -> tuple | None:

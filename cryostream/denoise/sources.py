@@ -271,14 +271,14 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
-    micrographs, differ, off, entries = [], {}, [], []
+    micrographs, differ, off, entries, own = [], {}, [], [], []
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         entries.append(entry)
         kind = list_kind(star.path) if star is not None else "STAR file"
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
-        if origin == "header":  # once per file, where the header's own is used
-            warn_unequal_axes(h)
+        if origin == "header":  # said once below, where the header's own is used
+            own.append(h)
         if origin == "argument" and (disagree := argument_disagrees(ps, h, entry, kind)):
             off.append(disagree)
         if origin == kind and h.pixel_size_angstrom > 0 and not math.isclose(
@@ -291,6 +291,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None, h.shape, kind))
+    warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
     if off:

@@ -16,7 +16,6 @@ import dataclasses
 import math
 import os
 import re
-import warnings
 from pathlib import Path
 
 import mrcfile
@@ -373,24 +372,6 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
     if like.extended_header:
         mrc.set_extended_header(np.frombuffer(like.extended_header, dtype=np.uint8).copy())
         h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]
-
-
-class PixelSizeWarning(UserWarning):
-    """Micrographs of pixel sizes more than 1 % apart, where one was expected."""
-
-
-def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
-    """A warning when micrographs' headers give pixel sizes more than 1 % apart (seldom meant:
-    one magnification per data set), naming one file of each size."""
-    by_size: dict = {}
-    for h in headers:
-        by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
-    sizes = [s for s in by_size if s]
-    if sizes and max(sizes) > 1.01 * min(sizes):
-        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
-        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
-                      f"{consequence}. If they come from one data set, check the headers; "
-                      f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
 
 
 def same_paths(a, b) -> bool:

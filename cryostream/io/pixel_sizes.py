@@ -1,0 +1,51 @@
+"""Warnings about the pixel sizes micrographs' MRC headers give: one class for all of them.
+
+A header can give x and y pixel sizes that differ (pixels are taken as square, at x's size),
+and micrographs meant to be one data set can give sizes far apart. Each is said once per
+command, naming one file, since a data set written by one program repeats the same header.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+__all__ = ["PixelSizeWarning", "warn_mixed_pixel_sizes", "warn_unequal_axes"]
+
+
+class PixelSizeWarning(UserWarning):
+    """A pixel size that may be wrong: micrographs of pixel sizes more than 1 % apart where one
+    was expected, an MRC header whose x and y pixel sizes differ, or ``--pixel-size`` (used)
+    other than a STAR file's or far from the MRC headers'."""
+
+
+def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
+    """A warning when micrographs' headers give pixel sizes more than 1 % apart (seldom meant:
+    one magnification per data set), naming one file of each size."""
+    by_size: dict = {}
+    for h in headers:
+        by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
+    sizes = [s for s in by_size if s]
+    if sizes and max(sizes) > 1.01 * min(sizes):
+        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
+        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
+                      f"{consequence}. If they come from one data set, check the headers; "
+                      f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
+
+
+def warn_unequal_axes(headers, fix: str = "pass --pixel-size Å (Python: pixel_size_angstrom=)",
+                      *, stacklevel: int = 4) -> None:
+    """One :class:`PixelSizeWarning` for the micrographs (their
+    :class:`~cryostream.io.mrc.MicrographHeader`) whose headers give x and y pixel sizes 0.1 %
+    or more apart, naming the first and how many more: x's is used (pixels are taken as
+    square), and ``fix`` says how to set the right one."""
+    unequal = [h for h in headers if h.pixel_size_angstrom > 0 and h.pixel_size_y_angstrom > 0
+               and not math.isclose(h.pixel_size_angstrom, h.pixel_size_y_angstrom, rel_tol=1e-3)]
+    if unequal:
+        h, more = unequal[0], len(unequal) - 1
+        x, y = h.pixel_size_angstrom, h.pixel_size_y_angstrom
+        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the MRC header gives two "
+                      f"pixel sizes, {x:g} Å along x and {y:g} Å along y; x's, {x:g} Å, is used "
+                      f"(pixels are taken as square): {fix} if it is not right",
+                      PixelSizeWarning, stacklevel=stacklevel)
