@@ -32,6 +32,7 @@ from cryostream.cluster import (
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.pixel_sizes import warn_unequal_axes
 from cryostream.io.stack import (
     MicrographSkippedWarning,
     expand_inputs,
@@ -41,7 +42,6 @@ from cryostream.io.stack import (
     stack_from_headers,
     warn_if_denoised,
 )
-from cryostream.io.pixel_sizes import warn_unequal_axes
 from cryostream.locks import store_lock
 from cryostream.prepare_checks import check_counts, check_pairs, check_targets, warn_blank, warn_hot
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
