@@ -804,3 +804,36 @@ def test_a_column_one_letter_off_one_that_is_read_is_said(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_star(_star(tmp_path, rows, optics=named, name="named.star"))
+
+
+def test_micrographs_of_two_star_files_warn_of_the_columns_the_output_star_file_drops(tmp_path: Path):
+    """Two CtfFind STAR files (two sessions), or a STAR file and MRC files, given at once: the
+    STAR file written lists the micrographs' names and optics only, so one warning names the
+    columns it drops (rlnCtfImage, rlnMtfFileName …; the defocus too where an MRC file has
+    none) and says how to keep them; one STAR file gives none."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    for name in ("a", "b", "c"):
+        write_mrc(tmp_path / f"{name}.mrc", _image(), pixel_size=1.0)
+    optics = OPTICS.assign(rlnMtfFileName=["mtf.star", "mtf.star"])
+    rows = {"rlnOpticsGroup": [1], "rlnDefocusU": [15000.0], "rlnDefocusV": [14000.0],
+            "rlnDefocusAngle": [10.0], "rlnCtfImage": ["a.ctf:mrc"], "rlnCtfMaxResolution": [3.5]}
+    first = _star(tmp_path, {"rlnMicrographName": ["a.mrc"], **rows}, optics)
+    second = _star(tmp_path, {"rlnMicrographName": ["b.mrc"], **rows}, optics, name="job007.star")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gather_inputs(first, config=DenoiseConfig()).star is not None
+    with pytest.warns(StarFileWarning) as caught:
+        gather_inputs([first, second], config=DenoiseConfig())
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("the micrographs come from 2 STAR files (") and (
+        "lists their names and optics and defocus only, without their columns rlnCtfImage, "
+        "rlnCtfMaxResolution, rlnMtfFileName; to keep them, give one STAR file") in message
+    with pytest.warns(StarFileWarning) as caught:
+        gather_inputs([first, tmp_path / "c.mrc"], config=DenoiseConfig())
+    (message,) = [str(w.message) for w in caught]
+    assert "come from a STAR file and other files" in message and (
+        "without their columns rlnDefocusU, rlnDefocusV, rlnDefocusAngle, rlnCtfImage") in message

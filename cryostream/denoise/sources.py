@@ -299,5 +299,45 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
+    if single is None and stars:
+        _warn_columns_not_carried(stars, micrographs)
     rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
     return DenoiseInputs(micrographs, single, rows + skipped)
+
+
+#: What the STAR file written for micrographs of several STAR files (or of a STAR file and
+#: other files) holds of theirs: the names, optics groups (a new optics table) and defocus.
+_CARRIED = {"rlnMicrographName", "rlnOpticsGroup", "rlnOpticsGroupName",
+            "rlnMicrographPixelSize", "rlnVoltage", "rlnSphericalAberration",
+            "rlnAmplitudeContrast", "rlnMicrographOriginalPixelSize"}
+
+
+def _warn_columns_not_carried(stars: list[MicrographStar], micrographs: list) -> None:
+    """One warning where the micrographs come from several STAR files, or from a STAR file and
+    other files: the output's STAR file then carries only their names, optics and defocus (the
+    defocus only where every micrograph has one), so the columns the inputs' STAR files hold
+    beyond those (``rlnCtfImage``, ``rlnCtfMaxResolution``, an optics table's
+    ``rlnMtfFileName`` …) are named, with the fix."""
+    from cryostream.denoise.star_out import ROW_OPTICS
+
+    carried = _CARRIED | ROW_OPTICS
+    defocus = bool(micrographs) and all(m.defocus is not None for m in micrographs)
+    if defocus:
+        carried |= {"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
+    lost = {}
+    for star in stars:
+        for table in (star.table, star.optics_table):
+            if table is not None:
+                lost.update(dict.fromkeys(c for c in table.columns if c not in carried))
+    if not lost:
+        return
+    given = f"{len(stars)} STAR files" if len(stars) > 1 \
+        else f"a {list_kind(stars[0].path)} and other files"
+    shown = ", ".join(list(lost)[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
+    warnings.warn(f"the micrographs come from {given} ({', '.join(str(s.path) for s in stars)}): "
+                  f"the STAR file written lists their names and optics{' and defocus' if defocus else ''} "
+                  "only, without "
+                  f"their columns {shown}; to keep them, give one STAR file listing every "
+                  "micrograph (join them first, e.g. with RELION's Join star files job), or "
+                  "denoise each STAR file into an -o folder of its own", StarFileWarning,
+                  stacklevel=3)
