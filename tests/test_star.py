@@ -806,15 +806,17 @@ def test_a_column_one_letter_off_one_that_is_read_is_said(tmp_path: Path):
         read_star(_star(tmp_path, rows, optics=named, name="named.star"))
 
 
-def test_micrographs_of_two_star_files_warn_of_the_columns_the_output_star_file_drops(tmp_path: Path):
-    """Two CtfFind STAR files (two sessions), or a STAR file and MRC files, given at once: the
-    STAR file written lists the micrographs' names and optics only, so one warning names the
-    columns it drops (rlnCtfImage, rlnMtfFileName …; the defocus too where an MRC file has
-    none) and says how to keep them; one STAR file gives none."""
+def test_micrographs_of_a_star_file_and_mrc_files_warn_of_the_columns_the_output_drops(
+        tmp_path: Path):
+    """A STAR file and MRC files given at once: the STAR file written lists the micrographs'
+    names and optics only, so one warning names the columns it drops (rlnCtfImage,
+    rlnMtfFileName …; the defocus too where an MRC file has none) and says how to keep them;
+    two STAR files of the same columns are joined whole, and one STAR file gives none."""
     import warnings
 
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.sources import gather_inputs
+    from cryostream.denoise.star_out import star_tables
 
     for name in ("a", "b", "c"):
         write_mrc(tmp_path / f"{name}.mrc", _image(), pixel_size=1.0)
@@ -826,14 +828,62 @@ def test_micrographs_of_two_star_files_warn_of_the_columns_the_output_star_file_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert gather_inputs(first, config=DenoiseConfig()).star is not None
-    with pytest.warns(StarFileWarning) as caught:
-        gather_inputs([first, second], config=DenoiseConfig())
-    (message,) = [str(w.message) for w in caught]
-    assert message.startswith("the micrographs come from 2 STAR files (") and (
-        "lists their names and optics and defocus only, without their columns rlnCtfImage, "
-        "rlnCtfMaxResolution, rlnMtfFileName; to keep them, give one STAR file") in message
+        joined = gather_inputs([first, second], config=DenoiseConfig())
+    optics_out, rows_out = star_tables(joined, {m.source: str(tmp_path / "den" / Path(m.source).name)
+                                                for m in joined.micrographs})
+    pd.testing.assert_frame_equal(optics_out, optics)  # one group of the same values and name
+    assert list(rows_out["rlnCtfImage"]) == ["a.ctf:mrc", "a.ctf:mrc"]
     with pytest.warns(StarFileWarning) as caught:
         gather_inputs([first, tmp_path / "c.mrc"], config=DenoiseConfig())
     (message,) = [str(w.message) for w in caught]
     assert "come from a STAR file and other files" in message and (
-        "without their columns rlnDefocusU, rlnDefocusV, rlnDefocusAngle, rlnCtfImage") in message
+        "lists their names and optics only, without their columns rlnDefocusU, rlnDefocusV, "
+        "rlnDefocusAngle, rlnCtfImage, rlnCtfMaxResolution, rlnMtfFileName; to keep them, give "
+        "one STAR file listing every micrograph") in message
+
+
+def test_micrographs_of_two_star_files_keep_their_rows_and_optics_groups(tiny_run, tmp_path,
+                                                                          monkeypatch):
+    """Two CtfFind jobs of one RELION project (two sessions), denoised at once: the STAR file
+    written joins their rows, every column carried (it had listed names, optics and defocus
+    only), and their optics tables: job007's group 1, of another pixel size, becomes group 2
+    under a name of its own, so each micrograph keeps its optics; a column only job007 has is
+    left out, with one warning naming it and the fix."""
+    from cryostream.cli import main
+
+    root = tmp_path / "project"
+    first = _project(tiny_run, root)
+    (root / "CtfFind" / "job007").mkdir()
+    import shutil
+
+    shutil.copy(tiny_run.sim.micrographs[2], root / "Micrographs" / "c.mrc")
+    second = _star(root / "CtfFind" / "job007", {
+        "rlnMicrographName": ["Micrographs/c.mrc"], "rlnOpticsGroup": [1],
+        "rlnCtfImage": ["CtfFind/job007/Micrographs/c.ctf:mrc"], "rlnDefocusU": [15000.0],
+        "rlnDefocusV": [14500.0], "rlnDefocusAngle": [30.0], "rlnCtfMaxResolution": [3.7],
+        "rlnCtfIceRingDensity": [0.02]}, OPTICS.iloc[[1]].assign(rlnOpticsGroup=[1],
+                                                                  rlnOpticsGroupName=["opticsGroup1"]))
+    out = root / "External" / "job010"
+    monkeypatch.chdir(root)
+    with pytest.warns(StarFileWarning) as caught:
+        assert main(["denoise", str(tiny_run.run), str(first), str(second), "-o", str(out),
+                     "--raw", "--tile", "64", "--workers", "1"]) == 0
+    said = [str(w.message) for w in caught if "come from" in str(w.message)]
+    assert said == [f"the micrographs come from 2 STAR files ({first}, {second}): the STAR file "
+                    "written joins their rows and optics groups, without the columns only some of "
+                    "them have (rlnCtfIceRingDensity); to keep those, denoise each STAR file into "
+                    "an -o folder of its own"]
+    written = starfile.read(out / "denoised_micrographs.star", always_dict=True)
+    expected = pd.concat([OPTICS, OPTICS.iloc[[1]].assign(rlnOpticsGroup=[3],
+                                                          rlnOpticsGroupName=["opticsGroup3"])],
+                         ignore_index=True)  # job007's group 1: job003's 2nd in all but its name
+    pd.testing.assert_frame_equal(written["optics"], expected)
+    rows = written["micrographs"]
+    assert list(rows["rlnMicrographName"]) == ["External/job010/a.mrc", "External/job010/b.mrc",
+                                               "External/job010/c.mrc"]
+    assert list(rows["rlnOpticsGroup"]) == [1, 2, 3]
+    assert list(rows["rlnCtfImage"]) == ["CtfFind/job003/Micrographs/a.ctf:mrc",
+                                         "CtfFind/job003/Micrographs/b.ctf:mrc",
+                                         "CtfFind/job007/Micrographs/c.ctf:mrc"]
+    assert list(rows["rlnDefocusU"]) == [19000.0, 21000.0, 15000.0]
+    assert "rlnCtfIceRingDensity" not in rows.columns

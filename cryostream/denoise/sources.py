@@ -115,6 +115,8 @@ class DenoiseInputs:
     micrographs: list[InputMicrograph]
     star: MicrographStar | None
     skipped: list[dict]
+    #: each micrograph's STAR file (by its source), where one lists it
+    listed: dict = dataclasses.field(default_factory=dict)
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -271,10 +273,12 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
                 for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
-    micrographs, differ, off, entries, own = [], {}, [], [], []
+    micrographs, differ, off, entries, own, listed = [], {}, [], [], [], {}
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         entries.append(entry)
+        if star is not None:
+            listed[h.path] = star
         kind = list_kind(star.path) if star is not None else "STAR file"
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
         if origin == "header":  # said once below, where the header's own is used
@@ -299,10 +303,11 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
+    gathered = DenoiseInputs(micrographs, single, [row for star in stars for row in star.skipped]
+                             + skipped, listed)  # STAR rows whose file is missing, and the bad files
     if single is None and stars:
-        _warn_columns_not_carried(stars, micrographs)
-    rows = [row for star in stars for row in star.skipped]  # STAR rows whose file is missing
-    return DenoiseInputs(micrographs, single, rows + skipped)
+        _warn_columns_not_carried(gathered)
+    return gathered
 
 
 #: What the STAR file written for micrographs of several STAR files (or of a STAR file and
@@ -312,32 +317,40 @@ _CARRIED = {"rlnMicrographName", "rlnOpticsGroup", "rlnOpticsGroupName",
             "rlnAmplitudeContrast", "rlnMicrographOriginalPixelSize"}
 
 
-def _warn_columns_not_carried(stars: list[MicrographStar], micrographs: list) -> None:
-    """One warning where the micrographs come from several STAR files, or from a STAR file and
-    other files: the output's STAR file then carries only their names, optics and defocus (the
-    defocus only where every micrograph has one), so the columns the inputs' STAR files hold
-    beyond those (``rlnCtfImage``, ``rlnCtfMaxResolution``, an optics table's
-    ``rlnMtfFileName`` …) are named, with the fix."""
-    from cryostream.denoise.star_out import ROW_OPTICS
+def _warn_columns_not_carried(gathered: DenoiseInputs) -> None:
+    """One warning naming the columns of the inputs' STAR files that the output's STAR file
+    leaves out, with the fix, where the micrographs come from several STAR files or from a
+    STAR file and other files. Of several STAR files with optics tables, the rows and optics
+    groups are joined, and only the columns some of the files lack are left out
+    (:func:`~cryostream.denoise.star_out.joined_columns`). Otherwise the output's STAR file
+    carries only their names, optics and defocus (the defocus only where every micrograph has
+    one), and the rest (``rlnCtfImage``, ``rlnCtfMaxResolution``, an optics table's
+    ``rlnMtfFileName`` …) is named."""
+    from cryostream.denoise.star_out import ROW_OPTICS, joined_columns, joined_stars
 
-    carried = _CARRIED | ROW_OPTICS
-    defocus = bool(micrographs) and all(m.defocus is not None for m in micrographs)
-    if defocus:
-        carried |= {"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
-    lost = {}
-    for star in stars:
-        for table in (star.table, star.optics_table):
-            if table is not None:
-                lost.update(dict.fromkeys(c for c in table.columns if c not in carried))
-    if not lost:
+    stars = list({id(s): s for s in gathered.listed.values()}.values())
+    if not stars:
         return
-    given = f"{len(stars)} STAR files" if len(stars) > 1 \
-        else f"a {list_kind(stars[0].path)} and other files"
-    shown = ", ".join(list(lost)[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
-    warnings.warn(f"the micrographs come from {given} ({', '.join(str(s.path) for s in stars)}): "
-                  f"the STAR file written lists their names and optics{' and defocus' if defocus else ''} "
-                  "only, without "
-                  f"their columns {shown}; to keep them, give one STAR file listing every "
-                  "micrograph (join them first, e.g. with RELION's Join star files job), or "
-                  "denoise each STAR file into an -o folder of its own", StarFileWarning,
-                  stacklevel=3)
+    named = ", ".join(str(s.path) for s in stars)
+    if joined := joined_stars(gathered):
+        lost = joined_columns(joined)
+        said = (f"the micrographs come from {len(stars)} STAR files ({named}): the STAR file "
+                "written joins their rows and optics groups, without the columns only some of "
+                "them have ({}); to keep those, denoise each STAR file into an -o folder of "
+                "its own")
+    else:
+        defocus = all(m.defocus is not None for m in gathered.micrographs)
+        carried = _CARRIED | ROW_OPTICS | ({"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
+                                           if defocus else set())
+        lost = list(dict.fromkeys(c for s in stars for table in (s.table, s.optics_table)
+                                  if table is not None for c in table.columns if c not in carried))
+        given = f"{len(stars)} STAR files" if len(stars) > 1 \
+            else f"a {list_kind(stars[0].path)} and other files"
+        said = (f"the micrographs come from {given} ({named}): the STAR file written lists "
+                f"their names and optics{' and defocus' if defocus else ''} only, without their "
+                "columns {}; to keep them, give one STAR file listing every micrograph (join "
+                "them first, e.g. with RELION's Join star files job), or denoise each STAR file "
+                "into an -o folder of its own")
+    if lost:
+        shown = ", ".join(lost[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
+        warnings.warn(said.format(shown), StarFileWarning, stacklevel=4)

@@ -15,7 +15,9 @@ import warnings
 from pathlib import Path
 
 __all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
-           "listing_name", "rebase_paths", "star_tables", "warn_unlisted"]
+           "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
+           "joined_columns",
+           "warn_unlisted"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
 #: they live in its optics table.
@@ -33,6 +35,8 @@ PATH_COLUMNS = frozenset({"rlnMicrographName", "rlnMicrographNameEven", "rlnMicr
 
 #: A name and RELION's type suffix, as in ``CtfFind/job003/a.ctf:mrc``.
 _TYPED = re.compile(r"(.+?)(:[A-Za-z]\w*)?")
+
+_GROUP, _GROUP_NAME = "rlnOpticsGroup", "rlnOpticsGroupName"
 
 
 class UnlistedOutputWarning(UserWarning):
@@ -70,10 +74,30 @@ def listing_project(gathered) -> Path | None:
     input STAR file names every micrograph by an absolute path (it has no project folder of
     its own, and RELION reads such names from wherever it runs): the names written are
     absolute too. A cryoSPARC ``.cs`` file's names are relative to its project folder, which
-    is used."""
-    star = gathered.star
-    if star is None:
-        return Path.cwd()
+    is used. For micrographs of several STAR files with optics tables (:func:`joined_stars`),
+    the folder they share, or None (absolute names) where they do not share one."""
+    if gathered.star is not None:
+        return star_project(gathered.star)
+    if stars := joined_stars(gathered):
+        projects = {star_project(s) for s in stars}
+        return projects.pop() if len(projects) == 1 else None
+    return Path.cwd()
+
+
+def joined_stars(gathered) -> list:
+    """The STAR files of ``gathered``'s micrographs where there are several and each with an
+    optics table, every micrograph listed in one (their rows and optics are joined in the STAR
+    file written: :func:`star_tables`); else an empty list."""
+    listed = [gathered.listed.get(m.source) for m in gathered.micrographs]
+    if gathered.star is not None or not listed or not all(
+            s is not None and s.optics_table is not None for s in listed):
+        return []
+    return list({id(s): s for s in listed}.values())
+
+
+def star_project(star) -> Path | None:
+    """The folder the names of the STAR file written for the micrographs of ``star`` (a
+    :class:`~cryostream.io.star.MicrographStar`) are relative to (:func:`listing_project`)."""
     if star.path.suffix.lower() == ".cs":  # its rows are made absolute: the cryoSPARC project's
         return star.project
     if star.micrographs and all(os.path.isabs(m.name) for m in star.micrographs):
@@ -134,7 +158,9 @@ def star_tables(gathered, outputs: dict[str, str]):
     ``outputs`` maps each denoised micrograph's source to its output file (those skipped are
     left out). From one STAR file: its optics table as it was (with the voltage, Cs or amplitude
     contrast it lacked, as the CTF fit took them from an option or its default), its rows with
-    ``rlnMicrographName`` pointing at the outputs and every other column kept. Otherwise: one
+    ``rlnMicrographName`` pointing at the outputs and every other column kept. From several
+    STAR files with optics tables: their rows and optics groups joined (:func:`joined_columns`
+    says which columns only some of them have, which are left out). Otherwise: one
     optics group per pixel size and optics, and ``rlnMicrographName``, ``rlnOpticsGroup`` (and
     the defocus where known), and from a STAR file without an optics table (RELION 3.0) its
     other columns but the per-row optics (:data:`ROW_OPTICS`). Every file name, the outputs'
@@ -151,17 +177,9 @@ def star_tables(gathered, outputs: dict[str, str]):
     star = gathered.star
     project = listing_project(gathered)
     if star is not None and star.optics_table is not None:
-        rows = rebase_paths(star.table.iloc[[m.star_row for m in kept]], project)
-        rows["rlnMicrographName"] = [listing_name(outputs[m.source], project) for m in kept]
-        optics = rebase_paths(star.optics_table, project)
-        given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
-        if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
-            optics["rlnMicrographPixelSize"] = given.pop()
-        for column, key in _USED_OPTICS.items():  # one the file lacks: what the CTF fit used
-            used = {m.optics[key] for m in kept}
-            if column not in optics.columns and len(used) == 1:
-                optics[column] = used.pop()
-        return optics, rows.reset_index(drop=True)
+        return _one_star(star, kept, outputs, project)
+    if kept and joined_stars(gathered):
+        return _joined(gathered, kept, outputs, project)
     groups: dict[tuple, int] = {}
     for m in kept:
         groups.setdefault((m.pixel_size_angstrom, m.optics["voltage_kv"], m.optics["cs_mm"],
@@ -187,6 +205,75 @@ def star_tables(gathered, outputs: dict[str, str]):
             if column not in rows.columns and column not in ROW_OPTICS:
                 rows[column] = carried[column].to_numpy()
     return optics, rows
+
+
+def _one_star(star, kept: list, outputs: dict[str, str], project: Path | None,
+              base: Path | None = None):
+    """The optics table and rows of one STAR file with an optics table, for its micrographs
+    ``kept``: its own, names rebased (read against ``base``, default ``project``), with
+    ``rlnMicrographName`` pointing at the outputs."""
+    rows = rebase_paths(star.table.iloc[[m.star_row for m in kept]], project, base)
+    rows["rlnMicrographName"] = [listing_name(outputs[m.source], project) for m in kept]
+    optics = rebase_paths(star.optics_table, project, base)
+    given = {m.pixel_size_angstrom for m in kept if m.pixel_size_from == "argument"}
+    if given:  # --pixel-size corrects the file: the outputs' headers and optics agree
+        optics["rlnMicrographPixelSize"] = given.pop()
+    for column, key in _USED_OPTICS.items():  # one the file lacks: what the CTF fit used
+        used = {m.optics[key] for m in kept}
+        if column not in optics.columns and len(used) == 1:
+            optics[column] = used.pop()
+    return optics, rows.reset_index(drop=True)
+
+
+def joined_columns(stars: list) -> list[str]:
+    """The columns of the STAR files ``stars`` (their micrographs and optics blocks) that not
+    every one of them has: the STAR file written for their micrographs together leaves them
+    out, since RELION reads no empty value (the optics values the CTF fit used are added where
+    a file lacks them, so they are not among these)."""
+    lost: dict[str, None] = {}
+    for block in ("table", "optics_table"):
+        tables = [getattr(s, block) for s in stars]
+        shared = set.intersection(*(set(tb.columns) for tb in tables))
+        lost.update(dict.fromkeys(c for tb in tables for c in tb.columns
+                                  if c not in shared and c not in _USED_OPTICS))
+    return list(lost)
+
+
+def _joined(gathered, kept: list, outputs: dict[str, str], project: Path | None):
+    """One optics table and one micrographs block for micrographs of several STAR files with
+    optics tables: each file's own (:func:`_one_star`), their columns that every file has
+    (:func:`joined_columns`), an optics group of the same values and name in two files made
+    one, and groups numbered anew (a name taken twice made ``opticsGroupN``); the rows in the
+    order of ``kept``. Names are as :func:`listing_project` says (``project``)."""
+    import pandas as pd
+
+    stars = list({id(gathered.listed[m.source]): gathered.listed[m.source] for m in kept}.values())
+    mine = [[i for i, m in enumerate(kept) if gathered.listed[m.source] is s] for s in stars]
+    parts = [_one_star(s, [kept[i] for i in each], outputs, project, star_project(s) or Path.cwd())
+             for s, each in zip(stars, mine, strict=True)]
+    optics_columns = [c for c in parts[0][0].columns if all(c in o.columns for o, _ in parts)]
+    row_columns = [c for c in parts[0][1].columns if all(c in r.columns for _, r in parts)]
+    groups, rows = [], []
+    for optics, part in parts:
+        numbers = {}
+        for _, row in optics[optics_columns].iterrows():
+            values = {c: row[c] for c in optics_columns if c != _GROUP}
+            same = [g for g in groups if all(str(g[c]) == str(v) for c, v in values.items())]
+            if same:
+                numbers[row[_GROUP]] = same[0][_GROUP]
+                continue
+            new = len(groups) + 1
+            if _GROUP_NAME in values and any(str(g[_GROUP_NAME]) == str(values[_GROUP_NAME])
+                                              for g in groups):
+                values[_GROUP_NAME] = f"opticsGroup{new}"
+            groups.append({_GROUP: new, **values})
+            numbers[row[_GROUP]] = new
+        part = part[row_columns].copy()
+        part[_GROUP] = [numbers[g] for g in part[_GROUP]]
+        rows.append(part)
+    joined = pd.concat(rows, ignore_index=True)  # back in the order of kept
+    joined = joined.iloc[sorted(range(len(joined)), key=[i for each in mine for i in each].__getitem__)]
+    return pd.DataFrame(groups)[optics_columns], joined.reset_index(drop=True)
 
 
 def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None,
