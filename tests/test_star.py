@@ -833,6 +833,18 @@ def test_micrographs_of_a_star_file_and_mrc_files_warn_of_the_columns_the_output
                                                 for m in joined.micrographs})
     pd.testing.assert_frame_equal(optics_out, optics)  # one group of the same values and name
     assert list(rows_out["rlnCtfImage"]) == ["a.ctf:mrc", "a.ctf:mrc"]
+    third = _star(tmp_path, {"rlnMicrographName": ["c.mrc"], "rlnDefocusU": [15000.0],
+                             "rlnDefocusV": [14000.0], "rlnDefocusAngle": [10.0]},
+                  OPTICS.iloc[[0]], name="job009.star")  # one group: rows need not name it
+    with pytest.warns(StarFileWarning, match="without the columns only some of them have "
+                      r"\(rlnCtfImage, rlnCtfMaxResolution, rlnMtfFileName\)"):
+        joined = gather_inputs([first, third], config=DenoiseConfig())
+    optics_out, rows_out = star_tables(joined, {m.source: str(tmp_path / "den" / Path(m.source).name)
+                                                for m in joined.micrographs})
+    pd.testing.assert_frame_equal(optics_out, OPTICS)
+    assert list(rows_out.columns) == ["rlnMicrographName", "rlnOpticsGroup", "rlnDefocusU",
+                                      "rlnDefocusV", "rlnDefocusAngle"]
+    assert list(rows_out["rlnOpticsGroup"]) == [1, 1]
     with pytest.warns(StarFileWarning) as caught:
         gather_inputs([first, tmp_path / "c.mrc"], config=DenoiseConfig())
     (message,) = [str(w.message) for w in caught]

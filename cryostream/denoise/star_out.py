@@ -16,8 +16,7 @@ from pathlib import Path
 
 __all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
            "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
-           "joined_columns",
-           "warn_unlisted"]
+           "joined_columns", "warn_unlisted"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
 #: they live in its optics table.
@@ -235,7 +234,7 @@ def joined_columns(stars: list) -> list[str]:
         tables = [getattr(s, block) for s in stars]
         shared = set.intersection(*(set(tb.columns) for tb in tables))
         lost.update(dict.fromkeys(c for tb in tables for c in tb.columns
-                                  if c not in shared and c not in _USED_OPTICS))
+                                  if c not in shared and c not in (*_USED_OPTICS, _GROUP)))
     return list(lost)
 
 
@@ -249,8 +248,11 @@ def _joined(gathered, kept: list, outputs: dict[str, str], project: Path | None)
 
     stars = list({id(gathered.listed[m.source]): gathered.listed[m.source] for m in kept}.values())
     mine = [[i for i, m in enumerate(kept) if gathered.listed[m.source] is s] for s in stars]
-    parts = [_one_star(s, [kept[i] for i in each], outputs, project, star_project(s) or Path.cwd())
+    parts = [_one_star(s, [kept[i] for i in each], outputs, project, star_project(s) or s.project)
              for s, each in zip(stars, mine, strict=True)]
+    for optics, part in parts:  # rows without the column: the file's one optics group
+        if _GROUP not in part.columns:
+            part[_GROUP] = optics[_GROUP].iloc[0]
     optics_columns = [c for c in parts[0][0].columns if all(c in o.columns for o, _ in parts)]
     row_columns = [c for c in parts[0][1].columns if all(c in r.columns for _, r in parts)]
     groups, rows = [], []
