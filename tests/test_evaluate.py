@@ -389,6 +389,27 @@ def test_rank_and_the_residual_check_refuse_nan_pixels_naming_the_file(tiny_run,
     assert not out.exists()
 
 
+
+def test_a_bad_residual_micrograph_is_not_sent_to_a_missing_permissive(tiny_run, tmp_path, capsys):
+    """evaluate has no --permissive: a constant or NaN micrograph given to --residual is
+    refused with the advice to leave it out, not to pass an option evaluate rejects."""
+    import numpy as np
+
+    from tests.conftest import write_mrc
+
+    holey = np.random.default_rng(0).poisson(20, (160, 128)).astype(np.float32)
+    holey[5, 7] = np.nan
+    for name, image in (("blank.mrc", np.zeros((160, 128), np.float32)), ("holey.mrc", holey)):
+        bad = write_mrc(tmp_path / name, image)
+        out = tmp_path / f"rep_{name}"
+        assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(bad),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0], err
+        assert "--permissive" not in err[0] and "leave it out of --residual" in err[0], err
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
     """-v adds each run's findings to rank's notes; --quiet leaves stderr empty."""

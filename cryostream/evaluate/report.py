@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.errors import InvalidMicrographError, without_skipping
 from cryostream.evaluate.figures import plot_crops, plot_frc, plot_method_noise, plot_spectra
 from cryostream.evaluate.held_out import TruthSelection, select_held_out
 from cryostream.evaluate.numbers import (
@@ -287,8 +288,11 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
         network_config = load_network(run).config
         for path in residual:
-            check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
-                             DenoiseConfig())
+            try:
+                check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
+                                 DenoiseConfig())
+            except InvalidMicrographError as exc:  # evaluate has no --permissive to skip it
+                raise without_skipping(exc, "leave it out of --residual") from None
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
