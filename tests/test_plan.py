@@ -140,3 +140,20 @@ def test_split_is_by_name_and_seed_not_order():
     assert a == b and a.count("test") == 5
     assert split_micrographs(names, 0.1, seed=1) != a
     assert held_out_count(1, 0.1) == 0 and held_out_count(2, 0.1) == 1 and held_out_count(10, 0) == 0
+
+
+def test_count_with_inputs_is_refused_not_ignored(tmp_path, capsys):
+    """``plan FOLDER --count 3000`` had planned the folder's 3 micrographs, exit 0, with
+    --count dropped unsaid; it is refused like --shape with inputs."""
+    from cryostream.cli import main
+
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for i in range(3):
+        write_mrc(folder / f"m{i}.mrc", np.zeros((256, 256), np.float32))
+    for extra in (["--count", "3000"], ["--shape", "256", "256"]):
+        assert main(["plan", str(folder), *extra]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and extra[0] in err[0] and "not both" in err[0], err
+        assert captured.out == ""

@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.plan import plan
 
     config = prepare_config(args)
-    if args.inputs and args.shape:
-        raise CryostreamError("plan: give INPUTS or --shape H W --count N, not both")
+    if args.inputs and (args.shape or args.count is not None):
+        given = "--shape" if args.shape else "--count"
+        raise CryostreamError(f"plan: {given} is for hypothetical micrographs, and INPUTS were given: "
+                              "give INPUTS (planned as they are), or --shape H W --count N, not both")
     if args.inputs:
         p = plan(args.inputs, config=config, output=args.output, permissive=args.permissive)
     else:
