@@ -100,19 +100,22 @@ def show_noise(store: str | os.PathLike, out: str | os.PathLike) -> Path:
         shot, dose = table["noise_shot_fraction"][:], table["noise_equivalent_dose"][:]
         fitted = table["noise_shot_fitted"][:].astype(bool)
         names = [n.decode() for n in table["name"][:]]
-        pixel = float(f.attrs.get("pixel_size_angstrom", 0) or 1.0)
-    freq = np.arange(radial.shape[1]) / (2 * radial.shape[1]) / pixel
+        pixel = float(f.attrs.get("pixel_size_angstrom", 0) or 0)
+    # no pixel size in the headers: frequencies in cycles/px, not Å⁻¹ of a made-up 1 Å pixel
+    unit = "1/Å" if pixel > 0 else "cycles/px; the headers give no pixel size"
+    freq = np.arange(radial.shape[1]) / (2 * radial.shape[1]) / (pixel if pixel > 0 else 1.0)
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
     ax[0].semilogy(freq, total[0], color="C1", label=f"{names[0]}: micrograph (signal + noise)")
     for r in radial:
         ax[0].semilogy(freq, r, "--", color="C0", lw=0.8, alpha=0.7)
     ax[0].semilogy([], [], "--", color="C0", label=f"noise, {len(radial)} micrograph(s)")
-    ax[0].set_xlabel("spatial frequency (1/Å)")
+    ax[0].set_xlabel(f"spatial frequency ({unit})")
     ax[0].set_ylabel("power (variance per frequency bin)")
     ax[0].legend(fontsize=8)
     at = min(int(np.searchsorted(freq, 0.2)), len(freq) - 1)  # 0.2 Å⁻¹, where signal fades
     fall = np.median(radial[:, at] / np.maximum(radial[:, -1], 1e-30))
-    ax[0].set_title(f"noise power at {freq[at]:.2f} / Å over Nyquist: {fall:.0f}× (median)")
+    ax[0].set_title(f"noise power at {freq[at]:.2f} {'/ Å' if pixel > 0 else 'cycles/px'} over "
+                    f"Nyquist: {fall:.0f}× (median)")
     im = ax[1].imshow(np.log10(psd), cmap="viridis")
     fig.colorbar(im, ax=ax[1], label="log10 power")
     ax[1].set_title(f"2-D noise spectrum, {names[0]}")

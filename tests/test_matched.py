@@ -308,6 +308,30 @@ def test_noise_figure(matched_store, tmp_path):
     assert (tmp_path / "n.png").stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("pixel", [0.0, 1.3])
+def test_noise_figure_of_micrographs_without_a_pixel_size_is_in_cycles_per_pixel(pixel, tmp_path):
+    """Headers with pixel size 0: the noise figure had labelled its frequencies 1/Å as if the
+    pixels were 1 Å; it labels them cycles/px and says the pixel size is missing."""
+    import matplotlib
+
+    from cryostream.cli import main
+    from tests.conftest import write_mrc
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_mrc(tmp_path / f"m{i}.mrc", rng.poisson(20, (128, 128)).astype(np.float32), pixel)
+    store = prepare([str(tmp_path / "m0.mrc"), str(tmp_path / "m1.mrc")], tmp_path / "s.h5",
+                    PrepareConfig(patch_size=64)).output
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # the labels as text in the SVG
+        assert main(["show", str(store), "--noise", "-o", str(tmp_path / "n.svg")]) == 0
+    text = (tmp_path / "n.svg").read_text()
+    if pixel:
+        assert "spatial frequency (1/Å)" in text and "cycles/px" not in text
+    else:
+        assert "1/Å" not in text and "/ Å" not in text
+        assert "cycles/px; the headers give no pixel size" in text
+
+
 def test_paired_targets_store_the_truth(tmp_path):
     sim = cryostream.simulate(tmp_path / "sim", 2, config=SimulateConfig(shape=(160, 128), seed=6))
     cfg = PrepareConfig(patch_size=32, stride=32, test_fraction=0.0, noise=NoiseConfig(model="none"))
