@@ -205,6 +205,8 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
                 if f"{split}_{kind}.bin" not in written:
                     (outdir / f"{split}_{kind}.bin").unlink(missing_ok=True)
         made = []  # written: the folders stay
+    except StoreError:  # the store's fault (a damaged shard, named with its fix), not the folder's
+        raise
     except OSError as exc:  # a full disk, a file-size limit: the file it stopped at, named
         where = tmp.with_name(tmp.name.removesuffix(".partial")) if tmp is not None else \
             Path(exc.filename2 or exc.filename or outdir)  # a move: where it went

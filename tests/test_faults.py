@@ -1212,6 +1212,18 @@ def test_export_bin_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert not (tmp_path / "bin" / "bin.json").exists()
 
 
+def test_export_bin_on_a_damaged_shard_names_the_shard_not_the_output_folder(store, tmp_path,
+                                                                              capsys):
+    """A damaged shard is the store's fault: export-bin says to prepare it again, as train and
+    show do; it had wrapped that in '.bin: could not be written (...); give another folder'."""
+    copy = copy_store(store, tmp_path / "bad")
+    for shard in copy.with_name(copy.name + ".shards").glob("*.h5"):
+        truncate(shard)
+    line = assert_user_error(cli(capsys, "export-bin", copy, tmp_path / "bin"), "shard")
+    assert "damaged shard" in line and "cryostream prepare" in line, line
+    assert "could not be written" not in line and "give another folder" not in line, line
+
+
 def test_export_bin_on_a_store_with_corrupt_compressed_chunks(zstd_store, tmp_path, capsys):
     """export-bin on a zstd store with bytes flipped in every chunk: one line, no partial
     file and no bin.json."""
