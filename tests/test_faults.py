@@ -1056,6 +1056,16 @@ def test_show_into_a_read_only_folder(store, tmp_path, capsys):
         assert_user_error(result, folder.name, "s.png")
 
 
+def test_show_into_a_path_through_a_file_says_it_is_a_file(store, tmp_path, capsys):
+    """show -o notes.txt/pairs.png, where notes.txt is a file: said to be a file, not (as it
+    had been) 'the folder notes.txt does not exist; create it', which cannot be done."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt" / "pairs.png", tmp_path / "notes.txt" / "a" / "pairs.png"):
+        line = assert_user_error(cli(capsys, "show", store, "-o", out), "notes.txt")
+        assert "is a file, not a folder" in line and "does not exist" not in line, line
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("args, names", [
     (["-o", "pairs.txt"], (".png",)),
     (["-o", "pairs.png", "--count", "0"], ("--count",)),

@@ -90,6 +90,9 @@ def output_file(path: str | os.PathLike, option: str, example: str) -> Path:
                           f"{option} {path / example}")
     folder = path.absolute().parent
     if not folder.is_dir():
+        there = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if there is not None and not there.is_dir():  # a file where a folder of the path goes
+            raise StoreError(f"{option} {text}: {there} is a file, not a folder; give another path")
         raise StoreError(f"{option} {text}: the folder {folder} does not exist; create it or "
                          "give another path")
     if not os.access(folder, os.W_OK):
