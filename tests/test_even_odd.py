@@ -184,6 +184,21 @@ def test_bad_halves_are_refused_before_anything_is_written(tmp_path, capsys):
     assert not (tmp_path / "py.h5").exists()
 
 
+def test_the_even_folder_given_as_odd_too_is_said_to_be_the_same_files(tmp_path, capsys):
+    """prepare EVEN --odd EVEN (NAME_EVN.mrc files both times) had said 'no odd half for' and
+    'no even half for' every file; it says they are the same files."""
+    rng = np.random.default_rng(0)
+    even = tmp_path / "even"
+    even.mkdir()
+    for name in ("a", "b"):
+        write_mrc(even / f"{name}_EVN.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+    _refused(capsys, tmp_path, [str(even), "--odd", str(even)],
+             f"{even / 'a_EVN.mrc'} is given as both its even and its odd half (the same file; "
+             "2 of the 2 even halves are)", "--odd")
+    _refused(capsys, tmp_path, [str(even), "--odd", str(even / "b_EVN.mrc")],
+             f"{even / 'b_EVN.mrc'} is given as both its even and its odd half (the same file)")
+
+
 def test_a_run_on_halves_gets_no_noisier2noise_correction(paired_store, tmp_path):
     """The record a run on the store carries (the store's own config) decides plain
     Noise2Noise: the default denoising recipe applies no Noisier2Noise correction."""

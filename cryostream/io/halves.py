@@ -87,6 +87,12 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
 
     evens = _keyed(expand_inputs(even), EVEN_SUFFIXES, "even")
     odds = _keyed(expand_inputs(odd), ODD_SUFFIXES, "odd")
+    both = {os.path.realpath(p) for p in evens.values()} & {os.path.realpath(p) for p in odds.values()}
+    if both:  # one folder given as both halves: said so, before its names fail to pair
+        e = next(p for p in evens.values() if os.path.realpath(p) in both)
+        more = f"; {len(both)} of the {len(evens)} even halves are" if len(both) > 1 else ""
+        raise ConfigError(f"{e} is given as both its even and its odd half (the same file{more}): "
+                          "give the odd-frame sums' own files or folder (--odd)")
     lonely_even = [k for k in evens if k not in odds]
     lonely_odd = [k for k in odds if k not in evens]
     if lonely_even or lonely_odd:
@@ -103,9 +109,6 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     pairs = []
     for key, e in evens.items():
         o = odds[key]
-        if os.path.realpath(e) == os.path.realpath(o):
-            raise ConfigError(f"{e} is given as both its even and its odd half (the same file): "
-                              "give the odd-frame sums' own files or folder (--odd)")
         mismatch = halves_mismatch(e, read_header(e), o, read_header(o))
         if mismatch:
             raise ConfigError(mismatch)
