@@ -145,6 +145,28 @@ def test_a_quoted_tilde_is_the_home_folder(tmp_path, capsys, monkeypatch):
     assert not (work / "~").exists()
 
 
+
+def test_a_quoted_tilde_is_the_home_folder_in_rank_and_evaluate_paths(tiny_run, tmp_path, capsys,
+                                                                       monkeypatch):
+    """rank --json '~/r.json' had been refused ('the folder WORK/~ does not exist'), and
+    evaluate --residual/--denoised took '~' as a folder of the working directory."""
+    import json
+    import shutil
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    shutil.copy(tiny_run.sim.micrographs[0], home / "m.mrc")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["rank", str(tiny_run.run), "-i", "~/m.mrc", "--draws", "1", "--no-ensemble",
+                 "--quiet", "--json", "~/r.json"]) == 0
+    assert json.loads((home / "r.json").read_text())
+    assert main(["evaluate", str(tiny_run.run), "-o", "~/rep", "--residual", "~/m.mrc",
+                 "--denoised", "~", "--quiet"]) == 0
+    capsys.readouterr()
+    assert (home / "rep" / "report.md").is_file() and not (work / "~").exists()
+
 def test_plan_of_the_full_data_set(capsys):
     assert main(["plan", "--shape", "7676", "7420", "--count", "196"]) == 0
     out = capsys.readouterr().out

@@ -193,7 +193,7 @@ def _one_line_warnings() -> None:
 #: The arguments that name files or folders, where a ``~`` the shell left (quoted, or from a
 #: script or a RELION External job's parameters) is the home folder, not a folder named ``~``.
 _PATHS = ("output", "inputs", "odd", "out", "outdir", "store", "run", "runs", "model", "work",
-          "truth", "targets", "report")
+          "truth", "targets", "report", "json", "residual", "denoised", "start")
 
 
 def _expand_home(args: argparse.Namespace) -> None:
