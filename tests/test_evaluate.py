@@ -410,6 +410,27 @@ def test_a_bad_residual_micrograph_is_not_sent_to_a_missing_permissive(tiny_run,
         assert not out.exists()
 
 
+
+def test_a_store_whose_test_split_the_run_trained_on_is_refused(tiny_run, tmp_path, capsys):
+    """Another store of the run's micrographs, split by another seed: its test split held a
+    micrograph the run trained on, and evaluate scored it as 'held-out patches' (exit 0, a
+    flattering PSNR); it is refused, nothing written. The run's own store is scored."""
+    from cryostream.split import split_micrographs
+
+    names = [Path(m).stem for m in tiny_run.sim.micrographs]
+    trained = {n for n, s in _split_of(tiny_run.store).items() if s == "train"}
+    seed = next(s for s in range(1, 100) if any(n in trained for n, t in zip(
+        names, split_micrographs(names, 0.34, s), strict=True) if t == "test"))
+    other = prepare(tiny_run.sim.micrographs, tmp_path / "other.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.34, seed=seed)).output
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), str(other), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other.h5" in err[0] and "the run's training micrographs" in err[0]
+    assert not out.exists()
+    assert main(["evaluate", str(tiny_run.run), str(tiny_run.store), "-o", str(out), "--quiet",
+                 "--patches", "2"]) == 0
+
 @pytest.mark.slow
 def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
     """-v adds each run's findings to rank's notes; --quiet leaves stderr empty."""

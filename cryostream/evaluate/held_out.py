@@ -12,7 +12,7 @@ from cryostream.errors import ConfigError
 from cryostream.evaluate.numbers import simulated_pairs
 
 __all__ = ["HALF_SUFFIXES", "TrainingMicrograph", "training_micrographs", "TruthSelection",
-           "select_held_out"]
+           "select_held_out", "check_store_held_out"]
 
 
 #: File-name endings of even- and odd-frame half-sums (MotionCor2, RELION, Warp): a store's
@@ -52,6 +52,11 @@ class TrainingMicrograph:
 def training_micrographs(store) -> list[TrainingMicrograph] | None:
     """The micrographs of ``store``'s training split (its ``micrographs/split`` table), or
     ``None`` when the store cannot be read here (moved, deleted, or a shipped model's)."""
+    return training_micrographs_of_split(store, "train")
+
+
+def training_micrographs_of_split(store, which: str) -> list[TrainingMicrograph] | None:
+    """:func:`training_micrographs` of the split ``which`` ("train" or "test")."""
     import h5py
 
     try:
@@ -65,7 +70,7 @@ def training_micrographs(store) -> list[TrainingMicrograph] | None:
     if len(targets) != len(names):
         targets = [None] * len(names)
     return [TrainingMicrograph(str(n), str(s), t) for n, s, t, split
-            in zip(names, sources, targets, splits, strict=True) if split == "train"]
+            in zip(names, sources, targets, splits, strict=True) if split == which]
 
 
 def _same_bytes(a: Path, b: Path, block: int = 1 << 20) -> bool:
@@ -168,3 +173,28 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
             + "; simulate a new set to score (cryostream simulate with another --seed) or "
             "prepare the store with a test split (--test-fraction) and train again")
     return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True)
+
+
+def check_store_held_out(store, training_store) -> None:
+    """A :class:`ConfigError` when a micrograph of ``store``'s test split is in the training
+    split of ``training_store`` (the run's, from its record): the same source file, or one of
+    its name with the same bytes. Its test patches would flatter the run (another store of the
+    same micrographs splits them by its own seed and fraction). Nothing is said when either
+    store cannot be read here, or when they are one file."""
+    if os.path.realpath(store) == os.path.realpath(training_store):
+        return
+    training = training_micrographs(training_store)
+    scored = training_micrographs_of_split(store, "test")
+    if not training or not scored:
+        return
+    sources = {os.path.realpath(t.source): t for t in training}
+    seen = [m.name for m in scored if os.path.realpath(m.source) in sources
+            or any(t.micrograph == m.micrograph and _same_bytes(Path(t.source), Path(m.source))
+                   for t in training)]
+    if seen:
+        names = ", ".join(seen[:3]) + (", …" if len(seen) > 3 else "")
+        raise ConfigError(
+            f"{store}: its test split holds {len(seen)} of the run's training micrographs "
+            f"({names}; in the training split of {training_store}), so its test patches would "
+            "flatter the run; score the run's own store, or a store of micrographs it never "
+            "trained on")

@@ -16,7 +16,7 @@ import numpy as np
 
 from cryostream.errors import InvalidMicrographError, without_skipping
 from cryostream.evaluate.figures import plot_crops, plot_frc, plot_method_noise, plot_spectra
-from cryostream.evaluate.held_out import TruthSelection, select_held_out
+from cryostream.evaluate.held_out import TruthSelection, check_store_held_out, select_held_out
 from cryostream.evaluate.numbers import (
     DEFAULT_RECIPE,
     GAUSSIAN,
@@ -272,6 +272,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                           "folder cryostream denoise wrote this model's outputs to (its -o)")
     if store is not None:
         check_test_split(store)
+        check_store_held_out(store, record.store)
     if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
         raise ConfigError(f"patches={patches!r} (--patches): must be an integer ≥ 1")
     if tile is not None:  # every section's tile, whichever uses it, checked before any work
