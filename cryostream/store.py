@@ -296,11 +296,11 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
                 shard = path.parent / source.file_name
                 if not shard.exists():
                     f.close()
-                    if not shard.parent.is_dir():  # moved or copied without its folder
+                    if not shard.parent.is_dir():  # moved or copied without its folder, or renamed
                         raise StoreError(
-                            f"{path}: its folder of shards {shard.parent.name}/ is not beside "
-                            "it; a store is the file and that folder: copy or move both "
-                            "together (or prepare the store again here)")
+                            f"{path}: its folder of shards {shard.parent.name}/ is not beside it; a "
+                            "store is the file and that folder, by the names prepare gave them: copy "
+                            "or move both together, renaming neither (or prepare the store again here)")
                     raise StoreError(f"{path}: its shard {source.file_name} is missing; "
                                      f"{repair_hint(path, shard)}")
     return f

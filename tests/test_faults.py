@@ -1362,6 +1362,17 @@ def test_a_store_moved_without_its_shards_says_to_move_both(store, tmp_path, cap
     assert "shards" in line and "together" in line and "delete" not in line
 
 
+def test_a_store_renamed_with_its_shards_says_to_keep_the_names(store, tmp_path, capsys):
+    """A store and its folder of shards both renamed (data.h5 → mine.h5, data.h5.shards →
+    mine.h5.shards): it had said 'copy or move both together', which the user had done; it
+    says to rename neither."""
+    moved = tmp_path / "mine.h5"
+    shutil.copy(store, moved)
+    shutil.copytree(store.with_name(store.name + ".shards"), tmp_path / "mine.h5.shards")
+    line = assert_user_error(cli(capsys, "show", moved, "-o", tmp_path / "s.png"), "mine.h5")
+    assert f"{store.name}.shards/" in line and "renaming neither" in line, line
+
+
 def test_prepare_overwrite_replaces_a_store_whose_master_is_damaged(sim, tmp_path, capsys):
     """A store whose master lost its first bytes (a crash leftover) beside its shards folder is
     still replaced by --overwrite; a FIFO at -o is refused without hanging."""
