@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
-from cryostream.errors import ConfigError, StoreError
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.mrc import file_changes, same_paths
 from cryostream.io.paths import write_whole
 from cryostream.locks import LOCK_NAME
@@ -179,9 +179,15 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
                   if isinstance(old, dict) else "was made from other micrographs or options")
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
-    with PrepareProgress(len(paths)):
-        prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
-                      permissive=permissive, progress=False, log=_log.info)
+    try:
+        with PrepareProgress(len(paths)):
+            prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
+                          permissive=permissive, progress=False, log=_log.info)
+    except InvalidMicrographError as exc:  # fit takes no --percentile: prepare's fix, less it
+        if not exc.fix.endswith(" or choose another --percentile"):
+            raise
+        raise InvalidMicrographError(exc.path, exc.problem, "give it as motion correction wrote "
+                                     "it, or exclude it (--permissive skips it)") from None
     write_json(record, stamp)
     return _skipped(store)
 

@@ -351,6 +351,22 @@ def test_a_blank_micrograph_leaves_nothing(mics, tmp_path):
     assert _tree(tmp_path) == ["mics", "mics/blank.mrc"]
 
 
+
+def test_an_inverted_micrograph_is_not_sent_to_a_percentile_fit_does_not_take(mics, tmp_path,
+                                                                             capsys):
+    """A micrograph whose 95th percentile is negative (inverted): fit had advised 'choose
+    another --percentile', an option fit does not take; it advises what fit can do."""
+    from tests.conftest import write_mrc
+
+    (tmp_path / "mics").mkdir()
+    inverted = write_mrc(tmp_path / "mics" / "inverted.mrc", -mrcfile.read(mics[0]))
+    assert main(["fit", *map(str, mics), str(inverted), "-o", str(tmp_path / "run"),
+                 "--model", "unet-small", "--budget", "1steps", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "inverted.mrc" in err[0] and "cannot be normalised" in err[0], err
+    assert "--percentile" not in err[0] and "--permissive skips it" in err[0], err
+    assert _tree(tmp_path) == ["mics", "mics/inverted.mrc"]
+
 def test_overwrite_keeps_the_earlier_run_when_the_new_micrographs_are_bad(mics, tmp_path):
     """``overwrite`` replaces an earlier fit only once the new store is made: a micrograph bad
     in its pixels leaves the earlier run's files as they were."""
