@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.mrc import file_changes, same_paths
+from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.io.paths import write_whole
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
@@ -180,7 +182,9 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     try:
-        with PrepareProgress(len(paths)):
+        with PrepareProgress(len(paths)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "the micrographs' headers give", PixelSizeWarning)  # fit
+            # said it, in its own words (a header of two pixel sizes is prepare's to say)
             prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
                           permissive=permissive, progress=False, log=_log.info)
     except InvalidMicrographError as exc:  # fit takes no --percentile: prepare's fix, less it

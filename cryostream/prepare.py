@@ -32,10 +32,11 @@ from cryostream.cluster import (
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.io.pixel_sizes import warn_unequal_axes
+from cryostream.io.pixel_sizes import warn_mixed_pixel_sizes, warn_unequal_axes
 from cryostream.io.stack import (
     MicrographSkippedWarning,
     expand_inputs,
+    listed_inputs,
     micrograph_names,
     micrograph_uid,
     read_headers,
@@ -240,8 +241,6 @@ class _Kept:
 def _listed(inputs) -> list:
     """``inputs`` (one path or an iterable of them, or None) as a list (anything else: a
     :class:`ConfigError`, :func:`~cryostream.io.stack.listed_inputs`)."""
-    from cryostream.io.stack import listed_inputs
-
     return [] if inputs is None else listed_inputs(inputs)
 
 
@@ -250,6 +249,7 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     headers, skipped = read_headers(paths, permissive=permissive)
     warn_if_denoised(headers)
     warn_unequal_axes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
+    warn_mixed_pixel_sizes(headers, "one store holds them all", "prepare each magnification on its own")
     target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:

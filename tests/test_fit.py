@@ -578,8 +578,10 @@ def test_micrographs_of_several_pixel_sizes_are_fitted_with_a_warning(mics, tmp_
     shutil.copy(mics[1], other)
     with mrcfile.open(other, mode="r+") as mrc:
         mrc.voxel_size = 1.0
-    with pytest.warns(UserWarning, match=r"2 pixel sizes \(0.6575 Å \(.*\), 1 Å \(other.mrc\)\)"):
+    with pytest.warns(UserWarning, match=r"2 pixel sizes \(0.6575 Å \(.*\), 1 Å \(other.mrc\)\)") as caught:
         cryostream.fit([mics[0], other], tmp_path / "run", train=SMALL, budget=SPENT)
+    said = [str(w.message) for w in caught if "pixel sizes" in str(w.message)]
+    assert len(said) == 1 and "fit each magnification on its own" in said[0], said  # not prepare's too
 
 
 # --- real training ---------------------------------------------------------------------------------

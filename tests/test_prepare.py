@@ -553,3 +553,21 @@ def test_a_folder_with_other_files_is_prepared_with_one_note_naming_them(microgr
     notes = [line for line in captured.err.splitlines() if "left out" in line]
     assert notes == [f"cryostream: {folder}: left out 2 files that are not MRC micrographs "
                      "(.mrc): img.jpg, notes.txt"]
+
+
+def test_micrographs_of_several_pixel_sizes_are_prepared_with_a_warning(tmp_path):
+    """prepare had said nothing of micrographs 0.66 Å and 1.3 Å a pixel in one store (fit
+    warns); it warns as fit does, once, and prepares them."""
+    from cryostream.io.mrc import PixelSizeWarning
+    from tests.conftest import write_mrc
+
+    rng = np.random.default_rng(0)
+    paths = [write_mrc(tmp_path / f"m{i}.mrc", rng.poisson(20, (128, 128)).astype(np.float32),
+                       pixel) for i, pixel in enumerate((0.66, 1.3))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cryostream.prepare(paths, tmp_path / "data.h5", PrepareConfig(patch_size=64))
+    said = [str(w.message) for w in caught if issubclass(w.category, PixelSizeWarning)]
+    assert len(said) == 1 and "2 pixel sizes (0.66 Å (m0.mrc), 1.3 Å (m1.mrc))" in said[0], said
+    assert "prepare each magnification on its own" in said[0]
+    assert (tmp_path / "data.h5").is_file()
