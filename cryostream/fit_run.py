@@ -13,8 +13,8 @@ from pathlib import Path
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.io.mrc import file_changes, same_paths
-from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.io.paths import write_whole
+from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint

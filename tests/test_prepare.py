@@ -558,7 +558,7 @@ def test_a_folder_with_other_files_is_prepared_with_one_note_naming_them(microgr
 def test_micrographs_of_several_pixel_sizes_are_prepared_with_a_warning(tmp_path):
     """prepare had said nothing of micrographs 0.66 Å and 1.3 Å a pixel in one store (fit
     warns); it warns as fit does, once, and prepares them."""
-    from cryostream.io.mrc import PixelSizeWarning
+    from cryostream.io.pixel_sizes import PixelSizeWarning
     from tests.conftest import write_mrc
 
     rng = np.random.default_rng(0)
