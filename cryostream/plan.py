@@ -149,7 +149,7 @@ class Plan:
         c = self.config
         ny, nx = self.shape
         lines = [
-            f"{self.n_micrographs} micrographs of {ny} × {nx} px "
+            f"{self.n_micrographs} micrograph{'s' * (self.n_micrographs != 1)} of {ny} × {nx} px "
             f"({format_bytes(self.input_bytes)} to read), patch {c.patch_size}, stride {c.stride}",
             *self._patch_note(),
             "",

@@ -44,7 +44,7 @@ class PrepareResult:
     def summary(self) -> str:
         """The one-line summary the command prints."""
         what = (f"{self.micrographs // 2} even/odd pairs (both directions)" if self.halves
-                else f"{self.micrographs} micrographs")
+                else f"{self.micrographs} micrograph{'s' * (self.micrographs != 1)}")
         patches = f"{self.train_patches} train + {self.test_patches} test patches"
         if self.kept:
             return (f"{self.output} is already complete: {what}, {patches}, prepared from these "

@@ -157,3 +157,10 @@ def test_count_with_inputs_is_refused_not_ignored(tmp_path, capsys):
         err = captured.err.strip().splitlines()
         assert len(err) == 1 and extra[0] in err[0] and "not both" in err[0], err
         assert captured.out == ""
+
+
+def test_one_micrograph_is_counted_in_the_singular():
+    """The plan of one micrograph reads '1 micrograph of …', not '1 micrographs'; two, plural."""
+    config = PrepareConfig(patch_size=256, stride=128)
+    assert plan(shape=(512, 512), count=1, config=config).table().startswith("1 micrograph of 512")
+    assert plan(shape=(512, 512), count=2, config=config).table().startswith("2 micrographs of")

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               "machine's on a CPU; the environment variable "
                               "CRYOSTREAM_NETWORK_MEMORY_GB=N sets it), each batch is trained "
                               "in micro-batches, with a note.")
-    p.add_argument("store")
+    p.add_argument("store", help="a store written by cryostream prepare (its .h5 file)")
     p.add_argument("-o", "--output", required=True, help="run folder")
     add_config_flags(p, TrainConfig, FLAGS)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
