@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ def show(store: str | os.PathLike, out: str | os.PathLike, *, count: int = 4, sp
                                  f"{other} split: split={other!r} (--split)")
             raise StoreError(f"{store}: both splits are empty (no patches); prepare the store "
                              "again from micrographs at least one patch in size")
+        if count > n:  # all of them, said: the figure has fewer pairs than asked for
+            warnings.warn(f"{store}: its {split} split holds {n} patch{'es' * (n != 1)}: all "
+                          f"are drawn, not {count}", UserWarning, stacklevel=2)
         picks = sorted(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
         kinds = [k for k in ("input", "target") if k in group]
         fig, axes = plt.subplots(len(picks), len(kinds), figsize=(4 * len(kinds), 4 * len(picks)),

@@ -1066,6 +1066,21 @@ def test_show_into_a_path_through_a_file_says_it_is_a_file(store, tmp_path, caps
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_show_asked_for_more_pairs_than_the_split_holds_says_it_draws_them_all(store, tmp_path):
+    """show --count 1000 of a split of fewer patches: every patch is drawn, as before, and one
+    warning says how many (it had drawn them without a word)."""
+    import h5py
+
+    from cryostream.inspect import show
+
+    with h5py.File(store) as f:
+        n = f["test"]["target"].shape[0]
+    with pytest.warns(UserWarning, match=f"its test split holds {n} patches: all are drawn, "
+                      "not 1000"):
+        show(store, tmp_path / "all.png", count=1000, split="test")
+    assert (tmp_path / "all.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("args, names", [
     (["-o", "pairs.txt"], (".png",)),
     (["-o", "pairs.png", "--count", "0"], ("--count",)),
