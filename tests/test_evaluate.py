@@ -487,6 +487,19 @@ def test_a_recorrupted_run_under_its_noisy_input_on_the_test_split_is_explained(
     assert "by design" not in "\n".join(test_split_section(numbers))
 
 
+def test_the_test_split_section_speaks_of_the_store_not_of_a_plan_users_never_saw():
+    """The report's heading for a store's test split spoke of 'the reference plan's noise', a
+    term no user guide or help text defines; it names the store's added noise instead."""
+    from cryostream.evaluate.report import test_split_section
+
+    numbers = {"patches": 9, "noisy_psnr": 16.26, "gaussian_psnr": 18.58, "gaussian_sigma": 0.5,
+               "model_psnr": 16.15}
+    for recorrupt in (False, True):
+        said = " ".join("\n".join(test_split_section(numbers, recorrupt=recorrupt)).split())
+        assert "reference plan" not in said
+        assert said.startswith("## Test split, with the store's added noise")
+
+
 def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
     """The residual check, offered as the test of what `denoise` removed, had denoised with the
     network alone (and the correction). It checks `denoise`'s default output now: the same

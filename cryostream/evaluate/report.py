@@ -40,10 +40,10 @@ def test_split_section(a: dict, recorrupt: bool = False) -> list[str]:
     """Markdown for the store's test split (:func:`compare_on_store`'s numbers); ``recorrupt``:
     the run trained on recorrupted targets (said under the table: its output estimates the
     clean micrograph, which a store of noisy micrographs cannot score)."""
-    lines = ["## Test split, the reference plan's noise", "",
+    lines = ["## Test split, with the store's added noise", "",
              f"{a['patches']} held-out patches; PSNR with the normalising percentile as 1.0, "
-             "against the store's target, which is itself a noisy micrograph (the reference "
-             "plan's synthetic noise is added to the input only): these numbers compare methods "
+             "against the store's target, which is itself a noisy micrograph (the store's "
+             "synthetic noise is added to the input only): these numbers compare methods "
              "with each other, and are no distance to a clean image (`--truth` gives those).", "",
              "| method | PSNR (dB) |", "|---|---|",
              f"| noisy input | {a['noisy_psnr']:.2f} |",
@@ -232,7 +232,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     """Write an evaluation report (``report.md``, ``report.json``, figures) to ``output``.
 
     ``run`` is a run folder, an exported ``.npz`` or a shipped model's name (``"general"``).
-    (a) With a ``store``: its test split under the reference plan's noise: PSNR of the noisy
+    (a) With a ``store``: its test split with the store's added noise: PSNR of the noisy
     input, the best Gaussian low-pass and the model. (b) With ``truth`` (a folder written by
     :func:`cryostream.simulate`): whole simulated micrographs against their ground truth, with
     the 95th percentile of the noisy micrograph as 1.0: noisy, best Gaussian, the oracle Wiener
