@@ -825,6 +825,8 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
             save_record(copy, dataclasses.replace(record, train=dataclasses.replace(
                 record.train, **({"recorrupt": True} if name == "recorrupted" else
                                  {"init": "general"}))))
+        if name == "fitted":  # a fit's run folder holds its request beside the run
+            (copy / "fit.json").write_text(json.dumps({"kind": "FitRecord"}))
         with open(copy / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": 20, "loss": 0.1, "eval_psnr": psnr,
                                 "eval_noisy_psnr": 16.20}) + "\n")
@@ -837,8 +839,12 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
             assert len(warned) == 1 and warned[0].startswith(
                 "under: its network scored under the noisy input when its training stopped "
                 "(test PSNR 15.93 against 16.20 dB, step 20)")
-            assert "larger --budget" in warned[0] and "leave out -m" in warned[0]
+            assert "leave out -m" in warned[0]
             assert "or fit the general model (cryostream fit's default)" in warned[0]
+            # a run of cryostream train, whose folder fit refuses: train goes on with it
+            assert "its cryostream train command again with --resume and more --steps than " \
+                   f"its {load_record(copy).train.steps} (Python: resume=True)" in warned[0]
+            assert "--budget" not in warned[0]
         elif name == "fitted":  # fitted from the general model already: not told to do so
             assert len(warned) == 1 and "larger --budget" in warned[0]
             assert "fit the general model" not in warned[0]
@@ -860,8 +866,8 @@ def test_a_run_stopped_before_it_was_ever_evaluated_is_named_when_it_denoises(ti
     run = tmp_path / "short"
     train(tiny_run.store, run, config, stop_at=2, log=lambda *_: None)
     with pytest.warns(ModelWarning, match=r"short: its training stopped at step 2 of 50 \(its "
-                      r"budget ran out, or Ctrl-C\) before it was ever evaluated: .*larger "
-                      r"--budget"):
+                      r"budget ran out, or Ctrl-C\) before it was ever evaluated: .*its "
+                      r"cryostream train command again with --resume \(Python: resume=True\)"):
         denoise(run, tiny_run.sim.micrographs[:1], tmp_path / "out",
                 config=DenoiseConfig.raw(tile=64), workers=1)
 

@@ -70,21 +70,31 @@ def warn_if_under_input(run: str) -> None:
     import warnings
 
     from cryostream.checkpoints import checkpoint_steps
+    from cryostream.fit_run import FIT_RECORD
     from cryostream.runs import last_evaluation, load_record
 
     ev = last_evaluation(run)
     record = load_record(run) if Path(run).is_dir() else None
     started = record is not None and record.train.init is not None  # fitted from a model
-    further = ("train it further: cryostream fit with a larger --budget (Python: budget=)"
-               + ("" if started else ", or fit the general model (cryostream fit's default)")
-               + "; or leave out -m (Python: pass 'general' as the run) to use the shipped "
-               "general model")
+
+    def further(more_steps: bool) -> str:
+        if Path(run, FIT_RECORD).is_file():  # a fit's run folder: fit goes on in it
+            how = "train it further: cryostream fit with a larger --budget (Python: budget=)"
+        else:  # a run of cryostream train, whose folder fit refuses
+            how = ("train it further: its cryostream train command again with --resume"
+                   + (f" and more --steps than its {record.train.steps}" if more_steps else "")
+                   + " (Python: resume=True)")
+        return (how + ("" if started else ", or fit the general model (cryostream fit's default)")
+                + "; or leave out -m (Python: pass 'general' as the run) to use the shipped "
+                "general model")
+
     if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
             record is not None and not record.recorrupt:  # (an evaluation: a run folder)
         warnings.warn(
             f"{model_name(run)}: its network scored under the noisy input when its training "
             f"stopped (test PSNR {ev['psnr']:.2f} against {ev['noisy_psnr']:.2f} dB, step "
-            f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; {further}",
+            f"{ev.get('step', '?')}): its outputs may be worse than the micrographs; "
+            f"{further(True)}",
             ModelWarning, stacklevel=3)
     elif not ev and record is not None:  # stopped before any evaluation, short of its steps
         step, target = (checkpoint_steps(run) or [0])[-1], record.train.steps
@@ -92,7 +102,7 @@ def warn_if_under_input(run: str) -> None:
             warnings.warn(
                 f"{model_name(run)}: its training stopped at step {step} of {target} (its budget "
                 "ran out, or Ctrl-C) before it was ever evaluated: its outputs may be worse than "
-                f"the micrographs; {further}", ModelWarning, stacklevel=3)
+                f"the micrographs; {further(False)}", ModelWarning, stacklevel=3)
 
 
 def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
