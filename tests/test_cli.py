@@ -129,6 +129,15 @@ def test_simulate_then_plan(tmp_path, capsys):
     assert "*drop" in out and "split by micrograph: 1 train" in out
 
 
+def test_simulate_says_its_or_their_halves_by_the_count(tmp_path, capsys):
+    """One micrograph simulated with --even-odd was said to come 'with their even/odd halves'."""
+    for count, said in (("1", "simulated 1 micrograph of 64 × 64 px with its even/odd halves"),
+                        ("2", "simulated 2 micrographs of 64 × 64 px with their even/odd halves")):
+        assert main(["simulate", str(tmp_path / count), "--count", count, "--shape", "64", "64",
+                     "--even-odd", "--quiet"]) == 0
+        assert capsys.readouterr().out.startswith(said)
+
+
 def test_a_quoted_tilde_is_the_home_folder(tmp_path, capsys, monkeypatch):
     """A path the shell left with its ``~`` (quoted, or from a script or a RELION External
     job's parameters): ``~`` is the home folder, as the shell would have made it; it made a

@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     written = result.micrographs + result.truths + result.evens + result.odds
     nbytes = sum(p.stat().st_size for p in written)
     rows, cols = config.shape
+    one = len(result.micrographs) == 1
     print(
-        f"simulated {len(result.micrographs)} micrograph{'' if len(result.micrographs) == 1 else 's'}"
+        f"simulated {len(result.micrographs)} micrograph{'' if one else 's'}"
         f" of {rows} × {cols} px "
-        f"{'with their even/odd halves ' if config.even_odd else ''}"
+        f"{('with its' if one else 'with their') + ' even/odd halves ' if config.even_odd else ''}"
         f"into {result.root} ({format_bytes(nbytes)}, {result.seconds:.1f} s, "
         f"peak memory {peak_rss_mb():,.0f} MB)"
     )
