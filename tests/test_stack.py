@@ -239,6 +239,23 @@ def test_a_different_shape_is_named(small_mrcs):
                               f"{len(small_mrcs)} other micrographs")
 
 
+def test_micrographs_of_two_sizes_of_one_name_are_told_apart_and_given_the_fix(small_mrcs,
+                                                                               tmp_path):
+    """Two folders of one file names but two sizes: each odd one is named with a micrograph of
+    the common size by its whole path (a bare name, the same in both folders, had said
+    nothing), and the fix is to give one size at a time, not to 'repair' files that are fine."""
+    other = tmp_path / "other"
+    other.mkdir()
+    odd = [write_mrc(other / m.name, np.zeros((64, 80), np.float32)) for m in small_mrcs[:2]]
+    with pytest.raises(InvalidMicrographError) as info:
+        open_micrographs([*small_mrcs, *odd])
+    message = str(info.value)
+    assert (f"{odd[0].resolve()}: shape 64 × 80 differs from the 96 × 80 of {len(small_mrcs)} "
+            f"other micrographs ({small_mrcs[0].resolve()}, …)") in message
+    assert message.endswith("give micrographs of one size together (each size on its own), or "
+                            "pass --permissive (Python: permissive=True) to skip them")
+
+
 def test_every_bad_file_is_named_at_once(small_mrcs, tmp_path):
     """Two cut-short files and one of another shape among good ones: one error names all
     three with their problems, before any pixel is read (it named only the first, so a user

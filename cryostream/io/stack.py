@@ -177,7 +177,7 @@ def read_headers(
     return value. The most common shape is the reference (a tie: the first file's), so the
     micrograph of an odd shape is the one named or skipped.
     """
-    headers, skipped, bad = [], [], []
+    headers, skipped, bad, shaped = [], [], [], []
 
     def skip(path: object, reason: str) -> None:
         skipped.append({"path": str(path), "reason": reason})
@@ -204,11 +204,12 @@ def read_headers(
             exc = InvalidMicrographError(
                 h.path,
                 f"shape {h.shape[0]} × {h.shape[1]} differs from the {shape[0]} × {shape[1]} "
-                f"of {example if count == 1 else f'{count} other micrographs ({Path(example).name}, …)'}",
+                f"of {example if count == 1 else f'{count} other micrographs ({example}, …)'}",
                 "remove it from the inputs, or pass --permissive (Python: permissive=True) to skip it",
             )
             if not permissive:
                 bad.append(exc)
+                shaped.append(exc)
                 continue
             skip(h.path, f"{exc.path}: {exc.problem}")
         headers = kept
@@ -216,8 +217,10 @@ def read_headers(
         raise InvalidMicrographError(bad[0].path, bad[0].problem, f"{bad[0].fix}; or pass "
                                      "--permissive (Python: permissive=True) to skip it")
     if bad:
-        raise one_error(bad, len(paths), "repair them or remove them from the inputs, or pass "
-                        "--permissive (Python: permissive=True) to skip them")
+        fix = "give micrographs of one size together (each size on its own)" \
+            if len(shaped) == len(bad) else "repair them or remove them from the inputs"
+        raise one_error(bad, len(paths), f"{fix}, or pass --permissive (Python: permissive=True) "
+                        "to skip them")
     if not headers:
         raise InvalidMicrographError(
             "<inputs>",
