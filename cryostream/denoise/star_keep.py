@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
-import numbers
 import os
 import time
 from pathlib import Path, PurePosixPath
@@ -28,7 +26,13 @@ from cryostream.denoise.outputs import (
     same_record,
     what_differs,
 )
-from cryostream.denoise.star_out import listing_name, listing_project, rebase_paths, star_tables
+from cryostream.denoise.star_out import (
+    listing_name,
+    listing_project,
+    optics_merged,
+    rebase_paths,
+    star_tables,
+)
 from cryostream.errors import OutputTakenError, StoreError
 from cryostream.locks import folder_lock, store_lock
 
@@ -215,45 +219,6 @@ def _earlier_project(names, files: list[Path]) -> Path | None:
     return None
 
 
-def _same(a, b) -> bool:
-    """Two STAR values alike: numbers to the precision the file holds, others as text."""
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-    return str(a) == str(b)
-
-
-def _optics_merged(earlier, optics, used):
-    """This call's optics table with the earlier groups ``used`` by the rows kept, and the map
-    from their earlier numbers to those of the table: a group of the same values and name is
-    the same group (AFIS groups differ by their names alone); one this table lacks is added
-    with the next free number, renamed where its name is taken."""
-    import pandas as pd
-
-    if set(earlier.columns) != set(optics.columns):
-        raise _Unkept("other optics columns")
-    table, numbers_of = optics.copy(), {}
-    for number in used:
-        found = earlier[earlier[_GROUP] == number] if _GROUP in earlier.columns else earlier
-        if found.empty:
-            raise _Unkept(f"its optics group {number} is not in its data_optics")
-        row = found.iloc[0]
-        values = [c for c in table.columns if c != _GROUP]
-        same = [i for i in range(len(table)) if all(_same(row[c], table[c].iloc[i]) for c in values)]
-        exact = [i for i in same if _GROUP not in table or _same(row[_GROUP], table[_GROUP].iloc[i])]
-        if exact or same:
-            numbers_of[number] = int(table[_GROUP].iloc[(exact or same)[0]])
-            continue
-        new = int(table[_GROUP].max()) + 1 if len(table) else 1
-        added = {c: row[c] for c in table.columns} | {_GROUP: new}
-        if _GROUP_NAME in table.columns:
-            taken, k = {str(n) for n in table[_GROUP_NAME]}, new
-            while str(added[_GROUP_NAME]) in taken:
-                added[_GROUP_NAME], k = f"opticsGroup{k}", k + 1
-        table = pd.concat([table, pd.DataFrame([added])], ignore_index=True)
-        numbers_of[number] = new
-    return table, numbers_of
-
-
 def _recipe(found: dict | None, mine: dict | None, optic_keys: set) -> str | None:
     """What an earlier output's record ``found`` was made with that this call's ``mine`` was
     not (``"another model"``, ``"other options"``), by :func:`same_record` with the input and
@@ -345,7 +310,10 @@ def _joined(earlier, earlier_optics, names, left, keep, order, other, optics, ro
             f"{', '.join(cols)} only in {where}" for cols, where in
             ((only_earlier, "it"), (only_now, "this call's")) if cols))
     used = sorted({int(g) for g in earlier[_GROUP].iloc[keep]}) if _GROUP in earlier else []
-    optics, numbers_of = _optics_merged(earlier_optics, optics, used)
+    try:
+        optics, numbers_of = optics_merged(earlier_optics, optics, used)
+    except ValueError as exc:
+        raise _Unkept(str(exc)) from None
     base = _earlier_project([names[j] for j in keep], left) or project
     old = rebase_paths(earlier.iloc[keep].reset_index(drop=True), project, base)
     old["rlnMicrographName"] = [listing_name(f, project) for f in left]

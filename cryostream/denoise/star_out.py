@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import os
 import re
 import warnings
@@ -16,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
            "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
-           "joined_columns", "warn_unlisted"]
+           "joined_columns", "same_value", "optics_merged", "warn_unlisted"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
 #: they live in its optics table.
@@ -241,9 +243,10 @@ def joined_columns(stars: list) -> list[str]:
 def _joined(gathered, kept: list, outputs: dict[str, str], project: Path | None):
     """One optics table and one micrographs block for micrographs of several STAR files with
     optics tables: each file's own (:func:`_one_star`), their columns that every file has
-    (:func:`joined_columns`), an optics group of the same values and name in two files made
-    one, and groups numbered anew (a name taken twice made ``opticsGroupN``); the rows in the
-    order of ``kept``. Names are as :func:`listing_project` says (``project``)."""
+    (:func:`joined_columns`), the first file's optics groups as they are and the others merged
+    in by :func:`optics_merged` (a group of the same values and name is one; others take the
+    next number, renamed ``opticsGroupN`` where a name is taken); the rows in the order of
+    ``kept``. Names are as :func:`listing_project` says (``project``)."""
     import pandas as pd
 
     stars = list({id(gathered.listed[m.source]): gathered.listed[m.source] for m in kept}.values())
@@ -255,27 +258,55 @@ def _joined(gathered, kept: list, outputs: dict[str, str], project: Path | None)
             part[_GROUP] = optics[_GROUP].iloc[0]
     optics_columns = [c for c in parts[0][0].columns if all(c in o.columns for o, _ in parts)]
     row_columns = [c for c in parts[0][1].columns if all(c in r.columns for _, r in parts)]
-    groups, rows = [], []
-    for optics, part in parts:
-        numbers = {}
-        for _, row in optics[optics_columns].iterrows():
-            values = {c: row[c] for c in optics_columns if c != _GROUP}
-            same = [g for g in groups if all(str(g[c]) == str(v) for c, v in values.items())]
-            if same:
-                numbers[row[_GROUP]] = same[0][_GROUP]
-                continue
-            new = len(groups) + 1
-            if _GROUP_NAME in values and any(str(g[_GROUP_NAME]) == str(values[_GROUP_NAME])
-                                              for g in groups):
-                values[_GROUP_NAME] = f"opticsGroup{new}"
-            groups.append({_GROUP: new, **values})
-            numbers[row[_GROUP]] = new
+    table, rows = parts[0][0][optics_columns], []
+    for optics, part in parts:  # the first file's groups as they are, the others merged in
+        table, numbers_of = optics_merged(optics[optics_columns], table, list(optics[_GROUP]))
         part = part[row_columns].copy()
-        part[_GROUP] = [numbers[g] for g in part[_GROUP]]
+        part[_GROUP] = [numbers_of[g] for g in part[_GROUP]]
         rows.append(part)
     joined = pd.concat(rows, ignore_index=True)  # back in the order of kept
     joined = joined.iloc[sorted(range(len(joined)), key=[i for each in mine for i in each].__getitem__)]
-    return pd.DataFrame(groups)[optics_columns], joined.reset_index(drop=True)
+    return table.reset_index(drop=True), joined.reset_index(drop=True)
+
+
+def same_value(a, b) -> bool:
+    """Two STAR values alike: numbers to the precision the file holds, others as text."""
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+    return str(a) == str(b)
+
+
+def optics_merged(earlier, optics, used):
+    """This call's optics table with the earlier groups ``used`` by the rows kept, and the map
+    from their earlier numbers to those of the table: a group of the same values and name is
+    the same group (AFIS groups differ by their names alone); one this table lacks is added
+    with the next free number, renamed where its name is taken. A ValueError where the tables'
+    columns differ or a group used is not in ``earlier``."""
+    import pandas as pd
+
+    if set(earlier.columns) != set(optics.columns):
+        raise ValueError("other optics columns")
+    table, numbers_of = optics.copy(), {}
+    for number in used:
+        found = earlier[earlier[_GROUP] == number] if _GROUP in earlier.columns else earlier
+        if found.empty:
+            raise ValueError(f"its optics group {number} is not in its data_optics")
+        row = found.iloc[0]
+        values = [c for c in table.columns if c != _GROUP]
+        same = [i for i in range(len(table)) if all(same_value(row[c], table[c].iloc[i]) for c in values)]
+        exact = [i for i in same if _GROUP not in table or same_value(row[_GROUP], table[_GROUP].iloc[i])]
+        if exact or same:
+            numbers_of[number] = int(table[_GROUP].iloc[(exact or same)[0]])
+            continue
+        new = int(table[_GROUP].max()) + 1 if len(table) else 1
+        added = {c: row[c] for c in table.columns} | {_GROUP: new}
+        if _GROUP_NAME in table.columns:
+            taken, k = {str(n) for n in table[_GROUP_NAME]}, new
+            while str(added[_GROUP_NAME]) in taken:
+                added[_GROUP_NAME], k = f"opticsGroup{k}", k + 1
+        table = pd.concat([table, pd.DataFrame([added])], ignore_index=True)
+        numbers_of[number] = new
+    return table, numbers_of
 
 
 def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None,
