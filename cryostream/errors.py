@@ -17,6 +17,7 @@ __all__ = [
     "ClusterError",
     "one_error",
     "without_skipping",
+    "unnormalisable_fix",
 ]
 
 
@@ -88,3 +89,12 @@ def without_skipping(error: InvalidMicrographError, why: str) -> InvalidMicrogra
                  "", error.fix)
     fix = re.sub(r" \(--permissive skips (?:it|them)\)", "", fix).strip(" ;,")
     return InvalidMicrographError(error.path, error.problem, f"{fix} ({why})" if fix else why)
+
+
+def unnormalisable_fix(fix: str | None = "choose another --percentile") -> str:
+    """What to do with a micrograph whose percentile is not positive
+    (:func:`~cryostream.preprocess.check_statistics`): the two things every command can do, and
+    ``fix`` (None: those two only)."""
+    done = "give it as motion correction wrote it"
+    return f"{done}, exclude it (--permissive skips it) or {fix}" if fix else \
+        f"{done}, or exclude it (--permissive skips it)"

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
-from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
+from cryostream.errors import ConfigError, InvalidMicrographError, StoreError, unnormalisable_fix
 from cryostream.io.mrc import file_changes, same_paths
 from cryostream.io.paths import write_whole
 from cryostream.io.pixel_sizes import PixelSizeWarning
@@ -188,10 +188,9 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
             prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
                           permissive=permissive, progress=False, log=_log.info)
     except InvalidMicrographError as exc:  # fit takes no --percentile: prepare's fix, less it
-        if not exc.fix.endswith(" or choose another --percentile"):
+        if exc.fix != unnormalisable_fix():
             raise
-        raise InvalidMicrographError(exc.path, exc.problem, "give it as motion correction wrote "
-                                     "it, or exclude it (--permissive skips it)") from None
+        raise InvalidMicrographError(exc.path, exc.problem, unnormalisable_fix(None)) from None
     write_json(record, stamp)
     return _skipped(store)
 

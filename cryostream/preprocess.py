@@ -21,7 +21,7 @@ import dask.array as da
 import numpy as np
 
 from cryostream.config import PrepareConfig
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import ConfigError, InvalidMicrographError, unnormalisable_fix
 from cryostream.io.mrc import MicrographHeader, read_rows
 from cryostream.matched import estimate_noise, matched_noise, tile_for
 from cryostream.noise import add_noise, noise_cell_rng
@@ -204,7 +204,7 @@ def check_statistics(header: MicrographHeader, stats: tuple[float, bool, float, 
             header.path,
             f"its {percentile:g}th percentile is {value:g}, so it cannot be normalised (a "
             "micrograph in electron counts is positive: is it inverted, or offset?)",
-            f"give it as motion correction wrote it, exclude it (--permissive skips it) or {fix}",
+            unnormalisable_fix(fix),
         )
 
 
