@@ -241,7 +241,7 @@ def topaz_function(args):
     return topaz_denoise if topaz_available() else None
 
 
-def _post_process(config, y: np.ndarray, images: dict, task: dict, record):
+def post_process(config, y: np.ndarray, images: dict, task: dict, record):
     """``config``'s pipeline on the network output computed once (the ensemble's if it asks)."""
     from cryostream.denoise import Micrograph
 
@@ -278,13 +278,13 @@ def score_one(task: dict) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            images["default"], found = _post_process(config, y, images, task, record)
+            images["default"], found = post_process(config, y, images, task, record)
         except CryostreamError as exc:  # e.g. no CTF fit where Nyquist is coarser than 3 Å
             error = str(exc)
             config = dataclasses.replace(config, ctf_gain=False, wiener_gain=True)
-            images["default"], found = _post_process(config, y, images, task, record)
+            images["default"], found = post_process(config, y, images, task, record)
         if config.learned_weights:
-            images["unweighted"], _ = _post_process(dataclasses.replace(
+            images["unweighted"], _ = post_process(dataclasses.replace(
                 config, learned_weights=False, binned_pass=False), y, images, task, record)
     row = {"condition": task["condition"], "name": task["name"], "gaussian_sigma": sigma,
            "default_steps": [type(s).__name__ for s in config.pipeline().steps],
