@@ -364,6 +364,41 @@ def test_micrographs_of_one_name_in_two_folders_keep_their_folders(tiny_run, tmp
     assert made == {grid: (out / grid / "mic_000.mrc").stat().st_mtime_ns for grid in made}
 
 
+def test_halves_from_a_star_file_are_named_after_its_micrograph_name(tiny_run, tmp_path,
+                                                                      monkeypatch, capsys):
+    """``denoise STAR --odd`` on halves whose names are not the micrograph's (MotionCor2's
+    ``NAME_EVN.mrc``/``NAME_ODD.mrc`` beside its dose-weighted ``NAME_DW.mrc``): each output is
+    named after the row's rlnMicrographName, not after its even half, and so is the written
+    STAR file's name; two rows of one rlnMicrographName are still refused before anything is
+    written."""
+    project = tmp_path / "project"
+    movies = project / "MotionCorr/job002/Movies"
+    movies.mkdir(parents=True)
+    names = ["mic001", "mic002"]
+    for i, name in enumerate(names):
+        for ending in ("_DW", "_EVN", "_ODD"):
+            shutil.copy(tiny_run.sim.micrographs[i], movies / f"{name}{ending}.mrc")
+    rows = pd.DataFrame({
+        "rlnMicrographName": [f"MotionCorr/job002/Movies/{n}_DW.mrc" for n in names],
+        "rlnMicrographNameEven": [f"MotionCorr/job002/Movies/{n}_EVN.mrc" for n in names],
+        "rlnMicrographNameOdd": [f"MotionCorr/job002/Movies/{n}_ODD.mrc" for n in names],
+        "rlnOpticsGroup": [1, 1]})
+    starfile.write({"optics": OPTICS, "micrographs": rows}, project / "corrected.star")
+    monkeypatch.chdir(project)
+    assert _denoise(tiny_run, "corrected.star", "--odd", "-o", "External/job010") == 0
+    out = project / "External/job010"
+    assert sorted(p.name for p in out.glob("*.mrc")) == [f"{n}_DW.mrc" for n in names]
+    written = _rows(out)
+    assert list(written["rlnMicrographName"]) == [f"External/job010/{n}_DW.mrc" for n in names]
+    assert list(written["rlnMicrographNameEven"]) == list(rows["rlnMicrographNameEven"])
+    rows["rlnMicrographName"] = ["MotionCorr/job002/Movies/mic001_DW.mrc"] * 2
+    starfile.write({"optics": OPTICS, "micrographs": rows}, project / "twice.star")
+    capsys.readouterr()
+    assert _denoise(tiny_run, "twice.star", "--odd", "-o", "External/job011") == 2
+    assert "share the name 'mic001_DW'" in capsys.readouterr().err
+    assert not (project / "External/job011").exists()
+
+
 def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_run, tmp_path,
                                                                          monkeypatch):
     """An output folder named ``data_den`` under the working directory: its rows would start

@@ -269,7 +269,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         file's ``rlnMicrographNameEven`` and ``rlnMicrographNameOdd``), paired by name
         (:func:`~cryostream.io.halves.pair_halves`). Each output is the sum of the
         pipeline's outputs on the two halves (as cryoCARE predicts; the full sum's scale),
-        named after the micrograph (``NAME.mrc`` for ``NAME_EVN.mrc``); its record says so.
+        named after the micrograph (``NAME.mrc`` for ``NAME_EVN.mrc``; a STAR file's row: its
+        ``rlnMicrographName``); its record says so.
 
     Returns
     -------

@@ -208,15 +208,14 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     """
     import logging
 
-    from cryostream.io.halves import EVEN_SUFFIXES, half_key
     from cryostream.io.paths import kept_folders
 
     sources = [m.source for m in micrographs]
     identities = [output_identity(run, m.config(config), m.source, m.given())
                   for m in micrographs]
     # a pair of half-sums is one micrograph: its output is named after the micrograph
-    names = kept_folders(sources, [half_key(m.source, EVEN_SUFFIXES) if m.odd is not None
-                                   else Path(m.source).stem for m in micrographs])
+    after = [m.named_after() for m in micrographs]
+    names = kept_folders([file for file, _ in after], [name for _, name in after])
     plans = plan_outputs(sources, output, identities, overwrite=overwrite,
                          suffix=config.output_suffix, names=names)
     odd_halves = {Path(m.odd).resolve() for m in micrographs if m.odd is not None}

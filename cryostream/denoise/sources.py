@@ -38,7 +38,7 @@ class InputMicrograph:
     ----------
     source : str
         Its file (absolute); for even/odd pairs, the even half (the output is named after the
-        micrograph: ``NAME.mrc`` for ``NAME_EVN.mrc``).
+        micrograph: :meth:`named_after`).
     pixel_size_angstrom : float
         Å: ``--pixel-size``, else its STAR file's optics group, else its header.
     pixel_size_from : str
@@ -56,6 +56,9 @@ class InputMicrograph:
         Its size in pixels, from its header.
     listed_in : str
         The kind of list that gave its defocus, for its record and messages.
+    micrograph : str or None
+        For even/odd pairs of a RELION STAR file's row, the micrograph they stand for: its
+        ``rlnMicrographName``, resolved against the project folder (the file need not exist).
     """
 
     source: str
@@ -67,6 +70,18 @@ class InputMicrograph:
     star_row: int | None = None
     shape: tuple[int, int] | None = None
     listed_in: str = "STAR file"
+    micrograph: str | None = None
+
+    def named_after(self) -> tuple[str, str]:
+        """The file its output is named after and the name (``NAME`` of ``NAME.mrc``): the
+        micrograph a STAR file's pair of halves stands for (:attr:`micrograph`), else its own
+        file, a pair's even half without its ending (``NAME`` for ``NAME_EVN.mrc``)."""
+        from cryostream.io.halves import EVEN_SUFFIXES, half_key
+
+        if self.micrograph is not None:
+            return self.micrograph, Path(self.micrograph).stem
+        stem = half_key(self.source, EVEN_SUFFIXES) if self.odd is not None else Path(self.source).stem
+        return self.source, stem
 
     def given(self) -> dict | None:
         """What the output owes to elsewhere than its file and the config (JSON values), for
@@ -294,7 +309,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             optics = {**optics, **entry.optics.ctf_keywords()}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
-            odds.get(h.path), entry.row if entry is not None else None, h.shape, kind))
+            odds.get(h.path), entry.row if entry is not None else None, h.shape, kind,
+            _micrograph_name(star, entry) if h.path in odds else None))
     warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
@@ -308,6 +324,20 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     if single is None and stars:
         _warn_columns_not_carried(gathered)
     return gathered
+
+
+def _micrograph_name(star: MicrographStar | None, entry) -> str | None:
+    """The ``rlnMicrographName`` of a RELION STAR file's row of halves (``entry``), resolved as
+    its halves' names are; None for a cryoSPARC .cs file (its names are the halves') and a row
+    without one."""
+    if star is None or list_kind(star.path) != "STAR file" \
+            or "rlnMicrographName" not in star.table.columns:
+        return None
+    value = star.table["rlnMicrographName"].iloc[entry.row]
+    text = "" if isinstance(value, float) and math.isnan(value) else str(value).strip()
+    if not text:
+        return None
+    return str(Path(text) if Path(text).is_absolute() else star.project / text)
 
 
 #: What the STAR file written for micrographs of several STAR files (or of a STAR file and
