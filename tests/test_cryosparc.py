@@ -111,6 +111,31 @@ def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
     assert list(written["micrographs"]["rlnMicrographName"]) == [f"denoised/{s}.mrc" for s in stems]
 
 
+def test_a_float32_astigmatism_angle_is_written_with_the_digits_it_holds(tiny_run, tmp_path):
+    """cryoSPARC keeps the astigmatism angle as float32 radians: the STAR file written gives it
+    in degrees as the shortest decimal those radians hold (144.2°, written 144.200000 as
+    RELION writes numbers, not 144.200007), one that reads back to the same float32, as the
+    float32 defocus values are."""
+    from cryostream.cli import main
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    cs = _exposures(root / "J5" / "e.cs", names, defocus=(19123.4, 18800.7, np.radians(144.2)))
+    table = np.load(cs)
+    table["ctf/df_angle_rad"][1] = 0.61234567  # float32 0.6123457: no round number of degrees
+    np.save(open(cs, "wb"), table)
+    out = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(cs), "-o", str(out), "--raw", "--tile", "64",
+                 "--workers", "1"]) == 0
+    text = (out / "denoised_micrographs.star").read_text()
+    assert "\t19123.400000\t18800.700000\t144.200000\n" in text
+    angles = starfile.read(out / "denoised_micrographs.star", always_dict=True)[
+        "micrographs"]["rlnDefocusAngle"]
+    assert angles[0] == 144.2
+    assert np.float32(np.radians(angles[1])) == table["ctf/df_angle_rad"][1]  # read back alike
+    assert f"\t{angles[1]:.6f}\n" in text and f"{angles[1]:.6f}" == "35.084824"
+
+
 def test_the_tables_of_an_exposures_file(tiny_run, tmp_path, monkeypatch):
     """``read_star`` on a ``.cs`` file: optics groups from the distinct optics, defocus only
     where a CTF was estimated (cryoSPARC leaves zeros), names found from the job folder, an

@@ -15,6 +15,7 @@ resolved, so that :func:`cryostream.io.star.read_star` checks it as any STAR fil
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -78,6 +79,20 @@ def _table(path: Path) -> np.ndarray:
 def _numbers(values) -> np.ndarray:
     """Float32 fields as the decimals they were written as (``2.7``, not 2.700000047683716)."""
     return np.array([float(str(v)) for v in np.asarray(values).reshape(-1)], dtype=float)
+
+
+def _degrees(values) -> np.ndarray:
+    """Radians of a float field in degrees, each the shortest decimal whose radians read back
+    as the same value of the field's type: ``144.2`` for float32 ``radians(144.2)``, not
+    144.200007 (the decimal digits its radians hold, as :func:`_numbers` gives the others)."""
+    values = np.asarray(values).reshape(-1)
+    kind = values.dtype.type if values.dtype.kind == "f" else np.float64
+    out = []
+    for value in values.astype(kind):
+        exact = math.degrees(float(value))
+        shortest = (round(exact, digits) for digits in range(17))
+        out.append(next((d for d in shortest if kind(math.radians(d)) == value), exact))
+    return np.array(out, dtype=float)
 
 
 def _text(value) -> str:
@@ -237,8 +252,7 @@ def _defocus(path: Path, table: np.ndarray, rows: pd.DataFrame) -> None:
                     + (" …)" if unset.sum() > 5 else ")"), "give the exposures of a CTF "
                     "estimation that measured every one, or leave those out (Curate Exposures)")
     rows["rlnDefocusU"], rows["rlnDefocusV"] = u, v
-    rows["rlnDefocusAngle"] = np.degrees(_numbers(table[_DEFOCUS[2]])) \
-        if _DEFOCUS[2] in fields else 0.0
+    rows["rlnDefocusAngle"] = _degrees(table[_DEFOCUS[2]]) if _DEFOCUS[2] in fields else 0.0
 
 
 def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict], Path | None]:
