@@ -79,6 +79,31 @@ def test_copies_of_training_micrographs_are_refused(half_held, tmp_path):
         select_held_out(copy, 4, store)
 
 
+def test_renamed_copies_of_training_micrographs_count_as_trained(half_held, tmp_path):
+    """Training micrographs copied under other names (a set renamed for a new project) are
+    what was trained on, as a simulated set to score and as another store's test split: the
+    set is refused, and so is the store (both passed as held out before)."""
+    from cryostream.evaluate.held_out import check_store_held_out
+
+    sim, store = half_held
+    copy = tmp_path / "renamed"
+    for sub in ("micrographs", "truth"):
+        (copy / sub).mkdir(parents=True)
+    trained = [n for n, s in _split_of(store).items() if s == "train"]
+    for i, name in enumerate(trained):
+        for sub in ("micrographs", "truth"):
+            shutil.copy(sim.root / sub / f"{name}.mrc", copy / sub / f"session2_{i:03d}.mrc")
+    with pytest.raises(ConfigError, match=rf"truth={copy}: all 2 micrographs are in the "
+                       r"training split"):
+        select_held_out(copy, 4, store)
+    other = prepare(sorted((copy / "micrographs").glob("*.mrc")), tmp_path / "other.h5",
+                    PrepareConfig(patch_size=32, stride=32, test_fraction=0.5)).output
+    assert "test" in _split_of(other).values()
+    with pytest.raises(ConfigError, match=r"other.h5: its test split holds 1 of the run's "
+                       r"training micrographs \(session2_"):
+        check_store_held_out(other, store)
+
+
 def test_half_sums_of_the_same_set_count_as_trained(tmp_path):
     """A store of even/odd half-sums (``prepare --odd``) trained on the micrographs whose
     halves are in its training split, though not on the full sums' files: only the others

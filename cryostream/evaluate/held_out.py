@@ -73,23 +73,33 @@ def training_micrographs_of_split(store, which: str) -> list[TrainingMicrograph]
             in zip(names, sources, targets, splits, strict=True) if split == which]
 
 
-def _same_bytes(a: Path, b: Path, block: int = 1 << 20) -> bool:
-    """Whether two files have one size and the same first ``block`` bytes after the header."""
+def _fingerprint(path, block: int = 1 << 20) -> tuple[int, str] | None:
+    """A file's size and a hash of its first ``block`` bytes after the MRC header: one for
+    copies of a micrograph under any name (None where it cannot be read)."""
+    import hashlib
+
     try:
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            fa.seek(1024)
-            fb.seek(1024)
-            return fa.read(block) == fb.read(block)
+        with open(path, "rb") as f:
+            f.seek(1024)
+            return os.fstat(f.fileno()).st_size, hashlib.sha256(f.read(block)).hexdigest()
     except OSError:
-        return False
+        return None
 
 
-def _trained_on(noisy: Path, truth: Path, training: list[TrainingMicrograph]) -> bool:
-    """Whether a simulated micrograph (or its truth) is among ``training``: the same file, or
-    the same micrograph name and either the same simulated set (its half-sums beside it), a
-    file no longer where it was prepared from (moved: assumed the same), or the same bytes."""
+def _copies_of(training: list[TrainingMicrograph]) -> set:
+    """The fingerprints of ``training``'s sources that can be read here."""
+    return {fp for fp in map(_fingerprint, dict.fromkeys(t.source for t in training))
+            if fp is not None}
+
+
+def _trained_on(noisy: Path, truth: Path, training: list[TrainingMicrograph],
+                copies: set) -> bool:
+    """Whether a simulated micrograph (or its truth) is among ``training``: the same file, a
+    copy of one under any name (its fingerprint among ``copies``), or the same micrograph name
+    and either the same simulated set (its half-sums beside it) or a file no longer where it
+    was prepared from (moved: assumed the same)."""
+    if _fingerprint(noisy) in copies:
+        return True
     here = {str(noisy.resolve()), str(truth.resolve())}
     root = noisy.resolve().parent.parent
     for t in training:
@@ -99,7 +109,7 @@ def _trained_on(noisy: Path, truth: Path, training: list[TrainingMicrograph]) ->
         if t.micrograph != noisy.stem:
             continue
         source = Path(t.source)
-        if source.parent.parent == root or not source.exists() or _same_bytes(source, noisy):
+        if source.parent.parent == root or not source.exists():
             return True
     return False
 
@@ -149,19 +159,19 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
 
     A micrograph counts as trained on when its file or its truth is a source or target of the
     store's training split (:func:`training_micrographs`), or a training micrograph has its
-    name and is from the same simulated set (its even/odd halves), no longer where it was
-    prepared from, or a copy (the same bytes). Raises :class:`ConfigError` naming the folder
-    and the fix when every micrograph was trained on; when the store cannot be read, all are
-    scored and ``checked`` is False.
+    name and is from the same simulated set (its even/odd halves) or no longer where it was
+    prepared from, or it is a copy of a training micrograph under any name (the same bytes).
+    Raises :class:`ConfigError` naming the folder and the fix when every micrograph was trained
+    on; when the store cannot be read, all are scored and ``checked`` is False.
     """
     pairs = simulated_pairs(Path(truth_root))
     store = str(training_store)
     training = training_micrographs(store)
     if training is None:
         return TruthSelection(tuple(pairs[:limit]), (), store, False)
-    held, trained = [], []
+    held, trained, copies = [], [], _copies_of(training)
     for noisy, truth in pairs:
-        (trained if _trained_on(noisy, truth, training) else held).append((noisy, truth))
+        (trained if _trained_on(noisy, truth, training, copies) else held).append((noisy, truth))
     if not held:
         gone = any(not Path(t.source).exists() for t in training)
         raise ConfigError(
@@ -177,8 +187,8 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
 
 def check_store_held_out(store, training_store) -> None:
     """A :class:`ConfigError` when a micrograph of ``store``'s test split is in the training
-    split of ``training_store`` (the run's, from its record): the same source file, or one of
-    its name with the same bytes. Its test patches would flatter the run (another store of the
+    split of ``training_store`` (the run's, from its record): the same source file, or a copy
+    of one under any name (the same bytes). Its test patches would flatter the run (another store of the
     same micrographs splits them by its own seed and fraction). Nothing is said when either
     store cannot be read here, or when they are one file."""
     if os.path.realpath(store) == os.path.realpath(training_store):
@@ -187,10 +197,9 @@ def check_store_held_out(store, training_store) -> None:
     scored = training_micrographs_of_split(store, "test")
     if not training or not scored:
         return
-    sources = {os.path.realpath(t.source): t for t in training}
+    sources, copies = {os.path.realpath(t.source) for t in training}, _copies_of(training)
     seen = [m.name for m in scored if os.path.realpath(m.source) in sources
-            or any(t.micrograph == m.micrograph and _same_bytes(Path(t.source), Path(m.source))
-                   for t in training)]
+            or _fingerprint(m.source) in copies]
     if seen:
         names = ", ".join(seen[:3]) + (", …" if len(seen) > 3 else "")
         raise ConfigError(
