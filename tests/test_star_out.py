@@ -8,11 +8,13 @@ finished outputs in the folder that it leaves out, named. Real MRC and STAR file
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
 from pathlib import Path
 
+import mrcfile
 import pandas as pd
 import pytest
 import starfile
@@ -397,6 +399,64 @@ def test_halves_from_a_star_file_are_named_after_its_micrograph_name(tiny_run, t
     assert _denoise(tiny_run, "twice.star", "--odd", "-o", "External/job011") == 2
     assert "share the name 'mic001_DW'" in capsys.readouterr().err
     assert not (project / "External/job011").exists()
+
+
+def test_a_star_row_pairs_its_own_halves_whatever_their_names(tiny_run, tmp_path, monkeypatch,
+                                                              capsys):
+    """``denoise STAR --odd`` on rows whose halves do not pair by name (``mic001_even_sum.mrc``
+    with ``mic001_odd_sum.mrc``, ``a.mrc`` with ``b.mrc``): each row's two halves are one
+    micrograph's, as the row says (they had been refused with 'no odd half for'). The checks
+    stay: a row whose halves differ in shape is refused before anything is written, and with
+    --permissive skipped with a warning, the other rows denoised."""
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    project = tmp_path / "project"
+    movies = project / "MotionCorr/job002/Movies"
+    movies.mkdir(parents=True)
+    halves = [("mic001_even_sum.mrc", "mic001_odd_sum.mrc"), ("a.mrc", "b.mrc")]
+    for i, pair in enumerate(halves):
+        for name in pair:
+            shutil.copy(tiny_run.sim.micrographs[i], movies / name)
+    rows = pd.DataFrame({
+        "rlnMicrographName": ["MotionCorr/job002/Movies/mic001.mrc",
+                              "MotionCorr/job002/Movies/mic002.mrc"],
+        "rlnMicrographNameEven": [f"MotionCorr/job002/Movies/{e}" for e, _ in halves],
+        "rlnMicrographNameOdd": [f"MotionCorr/job002/Movies/{o}" for _, o in halves],
+        "rlnOpticsGroup": [1, 1]})
+    starfile.write({"optics": OPTICS, "micrographs": rows}, project / "corrected.star")
+    monkeypatch.chdir(project)
+    assert _denoise(tiny_run, "corrected.star", "--odd", "-o", "External/job010") == 0
+    out = project / "External/job010"
+    assert sorted(p.name for p in out.glob("*.mrc")) == ["mic001.mrc", "mic002.mrc"]
+    for name, (_, odd) in zip(("mic001", "mic002"), halves, strict=True):
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["given"]["odd"] == str((movies / odd).resolve())
+    assert list(_rows(out)["rlnMicrographNameOdd"]) == list(rows["rlnMicrographNameOdd"])
+    # a third row whose odd half is another shape: refused, nothing written; --permissive skips it
+    shutil.copy(tiny_run.sim.micrographs[2], movies / "c.mrc")
+    image = mrcfile.read(tiny_run.sim.micrographs[2])
+    with mrcfile.new(movies / "d.mrc") as m:
+        m.set_data(image[:, :96].copy())
+        m.voxel_size = mrcfile.open(tiny_run.sim.micrographs[2]).voxel_size
+    rows.loc[2] = ["MotionCorr/job002/Movies/mic003.mrc", "MotionCorr/job002/Movies/c.mrc",
+                   "MotionCorr/job002/Movies/d.mrc", 1]
+    starfile.write({"optics": OPTICS, "micrographs": rows}, project / "three.star")
+    capsys.readouterr()
+    assert _denoise(tiny_run, "three.star", "--odd", "-o", "External/job011") == 2
+    err = capsys.readouterr().err
+    assert f"{movies / 'c.mrc'} is 160 × 128 px but its odd half {movies / 'd.mrc'} is 160 × 96" \
+        in err, err
+    assert not (project / "External/job011").exists()
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        assert _denoise(tiny_run, "three.star", "--odd", "-o", "External/job012",
+                        "--permissive") == 0
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        f"skipping {movies / 'c.mrc'} is 160 × 128 px but its odd half {movies / 'd.mrc'} is 160 × 96",
+        f"skipping {movies / 'c.mrc'}"]
+    assert "denoised 2 micrographs" in (said := capsys.readouterr().out), said
+    assert "(1 skipped: see the warnings)" in said, said  # its two halves: one micrograph
+    assert sorted(p.name for p in (project / "External/job012").glob("*.mrc")) == [
+        "mic001.mrc", "mic002.mrc"]
 
 
 def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_run, tmp_path,

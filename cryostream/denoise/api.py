@@ -369,7 +369,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
 def _count_skipped(skipped: list[dict]) -> int:
     """Micrographs among the skipped files: a pair's two halves (each may be named) count
-    once."""
+    once, an odd half by its even half's path where its record has it (``"even"``), else by
+    name."""
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
 
     def micrograph(path: str) -> str:
@@ -377,7 +378,7 @@ def _count_skipped(skipped: list[dict]) -> int:
         stem = half_key(half_key(str(p), EVEN_SUFFIXES), ODD_SUFFIXES)
         return str(p.parent.resolve() / Path(stem).name)
 
-    return len({micrograph(s["path"]) for s in skipped})
+    return len({micrograph(s.get("even", s["path"])) for s in skipped})
 
 
 def _result(micrographs, plans, todo, results, gathered, output):

@@ -124,7 +124,8 @@ class DenoiseInputs:
 
     ``star`` is the STAR file when one STAR file gave every micrograph (its optics table and
     columns are carried into the output's STAR file), else None; ``skipped`` the bad files
-    ``permissive`` skipped.
+    ``permissive`` skipped (``{"path", "reason"}``; an odd half's also ``"even"``, its even
+    half's path, where that half is skipped with it).
     """
 
     micrographs: list[InputMicrograph]
@@ -179,6 +180,13 @@ def _star_items(items: list, column: str,
     return entries, stars
 
 
+def _rows(entries) -> list[tuple]:
+    """``(path, STAR file, row)`` of each ``(path, star, entry)`` (None, None for a file not
+    listed by a STAR file), for :meth:`~cryostream.io.halves.HalfKeys.from_rows`."""
+    return [(p, None if star is None else star.path, None if entry is None else entry.row)
+            for p, star, entry in entries]
+
+
 def _key(path: Path) -> str:
     try:
         return str(path.resolve())
@@ -199,7 +207,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     config : DenoiseConfig
         Its voltage, Cs and amplitude contrast apply where no STAR file gives them.
     odd : paths, globs, folders or STAR files, optional
-        The odd halves (a STAR file's ``rlnMicrographNameOdd``), paired by name
+        The odd halves (a STAR file's ``rlnMicrographNameOdd``): a STAR file given as both
+        halves pairs each row's two, whatever their names; other halves pair by name
         (:func:`~cryostream.io.halves.pair_halves`).
     pixel_size_angstrom : float, optional
         Overrides the STAR files and headers.
@@ -225,7 +234,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once where ``pixel_size_angstrom`` (used) is twice or half the headers' or further off,
         and not its STAR file's.
     """
-    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key, halves_mismatch, pair_halves
+    from cryostream.io.halves import HalfKeys, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
@@ -258,36 +267,41 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),
                                      "rlnMicrographNameOdd", permissive)
-        gone = {half_key(s["path"], EVEN_SUFFIXES) for s in skipped}
-        odd_paths = [p for p, _, _ in odd_entries if half_key(p, ODD_SUFFIXES) not in gone]
+        keys = HalfKeys.from_rows(_rows(found.values()), _rows(odd_entries))  # a row pairs its own
+        gone = {keys.even(s["path"]) for s in skipped}
+        odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
             odd_headers, odd_skipped = read_headers(odd_paths, permissive=True,
                                                     one_shape=one_shape)
-            by_key = {half_key(o.path, ODD_SUFFIXES): o for o in odd_headers}
+            by_key = {keys.odd(o.path): o for o in odd_headers}
             for h in headers:
-                o = by_key.get(half_key(h.path, EVEN_SUFFIXES))
+                o = by_key.get(keys.even(h.path))
                 mismatch = o is not None and halves_mismatch(h.path, h, o.path, o)
                 if mismatch:
                     warnings.warn(f"skipping {mismatch}", MicrographSkippedWarning, stacklevel=2)
                     odd_skipped.append({"path": o.path, "reason": mismatch})
-            lost = {half_key(s["path"], ODD_SUFFIXES) for s in odd_skipped}
-            odd_paths = [p for p in odd_paths if half_key(p, ODD_SUFFIXES) not in lost]
+            even_of = {keys.even(h.path): h.path for h in headers}
+            for lost_odd in odd_skipped:  # its even half's path: the two count as one skipped
+                if (even := even_of.get(keys.odd(lost_odd["path"]))) is not None:
+                    lost_odd["even"] = even
+            lost = {keys.odd(s["path"]) for s in odd_skipped}
+            odd_paths = [p for p in odd_paths if keys.odd(p) not in lost]
             for h in headers:
-                if half_key(h.path, EVEN_SUFFIXES) in lost:
+                if keys.even(h.path) in lost:
                     reason = (f"{h.path}: its odd half cannot be read or does not match it "
                               "(see the warning above)")
                     warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                     odd_skipped.append({"path": h.path, "reason": reason})
-            headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in lost]
+            headers = [h for h in headers if keys.even(h.path) not in lost]
             skipped = skipped + odd_skipped
-            paired = {half_key(p, ODD_SUFFIXES) for p in odd_paths}
-            for h in [h for h in headers if half_key(h.path, EVEN_SUFFIXES) not in paired]:
+            paired = {keys.odd(p) for p in odd_paths}
+            for h in [h for h in headers if keys.even(h.path) not in paired]:
                 reason = f"{h.path}: no odd half among the inputs"
                 warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                 skipped.append({"path": h.path, "reason": reason})
-            headers = [h for h in headers if half_key(h.path, EVEN_SUFFIXES) in paired]
+            headers = [h for h in headers if keys.even(h.path) in paired]
         odds = {_key(Path(e)): str(Path(o).resolve())
-                for e, o in pair_halves([Path(h.path) for h in headers], odd_paths)}
+                for e, o in pair_halves([Path(h.path) for h in headers], odd_paths, keys)}
     micrographs, differ, off, entries, own, listed = [], {}, [], [], [], {}
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]

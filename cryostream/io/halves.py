@@ -3,21 +3,25 @@
 Motion correction can write, beside each full sum, the sums of its even and of its odd frames
 (MotionCor2 ``-SplitSum 1``: ``NAME_EVN.mrc`` / ``NAME_ODD.mrc``; RELION's
 ``rlnMicrographNameEven`` / ``rlnMicrographNameOdd``; Warp's ``even/`` and ``odd/`` folders):
-two images of the same specimen with independent noise. :func:`pair_halves` matches them by
-name and checks them before anything is computed or written.
+two images of the same specimen with independent noise. :func:`pair_halves` matches them, by
+the STAR row that lists both where one STAR file gives both halves (:class:`HalfKeys`), else by
+name, and checks them before anything is computed or written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from cryostream.errors import ConfigError
 from cryostream.io.mrc import read_header
 
-__all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "pair_halves", "halves_mismatch"]
+__all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "RowKey", "HalfKeys", "pair_halves",
+           "halves_mismatch"]
 
 #: Name endings of even-frame sums (case-insensitive), stripped to find the micrograph's name.
 EVEN_SUFFIXES = ("_EVN", "_even", "-even", ".even")
@@ -42,13 +46,66 @@ def half_key(path: str | os.PathLike, suffixes: Iterable[str]) -> str:
     return re.sub(pattern, "", stem, count=1, flags=re.IGNORECASE) or stem
 
 
-def _keyed(paths: list[Path], suffixes: tuple[str, ...], which: str) -> dict[str, Path]:
-    keyed: dict[str, Path] = {}
+class RowKey(NamedTuple):
+    """The micrograph of a STAR file's row that lists both its halves: the STAR file (its real
+    path) and the row (0-based)."""
+
+    star: str
+    row: int
+
+    def __str__(self) -> str:
+        return f"row {self.row + 1} of {self.star}"
+
+
+@dataclasses.dataclass(frozen=True)
+class HalfKeys:
+    """Which micrograph each half-sum is (:meth:`even`, :meth:`odd`): its STAR row where one
+    row of one STAR file lists both halves, else its name (:func:`half_key`).
+
+    Attributes
+    ----------
+    even_rows, odd_rows : dict
+        A half's real path → its :class:`RowKey`, for halves listed by a STAR file that gives
+        both halves (:meth:`from_rows`).
+    """
+
+    even_rows: dict = dataclasses.field(default_factory=dict)
+    odd_rows: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, even: Iterable[tuple], odd: Iterable[tuple]) -> HalfKeys:
+        """The keys of halves given as ``(path, STAR file or None, row or None)``: those of a
+        STAR file among both ``even`` and ``odd`` are keyed by their row, the rest by name."""
+        even, odd = list(even), list(odd)
+
+        def stars(entries) -> set[str]:
+            return {os.path.realpath(s) for _, s, _ in entries if s is not None}
+
+        both = stars(even) & stars(odd)
+
+        def rows(entries) -> dict:
+            return {os.path.realpath(p): RowKey(star, r) for p, s, r in entries
+                    if s is not None and (star := os.path.realpath(s)) in both}
+
+        return cls(rows(even), rows(odd))
+
+    def even(self, path: str | os.PathLike) -> str | RowKey:
+        """The micrograph the even half ``path`` stands for."""
+        return self.even_rows.get(os.path.realpath(path)) or half_key(path, EVEN_SUFFIXES)
+
+    def odd(self, path: str | os.PathLike) -> str | RowKey:
+        """The micrograph the odd half ``path`` stands for."""
+        return self.odd_rows.get(os.path.realpath(path)) or half_key(path, ODD_SUFFIXES)
+
+
+def _keyed(paths: list[Path], key_of, which: str) -> dict:
+    keyed: dict = {}
     for p in paths:
-        key = half_key(p, suffixes)
+        key = key_of(p)
         if key in keyed:
+            named = repr(key) if isinstance(key, str) else f"of {key}"
             raise ConfigError(f"{keyed[key]} and {p}: two {which} half-sums of the micrograph "
-                              f"{key!r}; pass each micrograph's {which} sum once")
+                              f"{named}; pass each micrograph's {which} sum once")
         keyed[key] = p
     return keyed
 
@@ -58,8 +115,9 @@ def _listing(names: list[str], keyed: dict[str, Path]) -> str:
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def pair_halves(even, odd) -> list[tuple[Path, Path]]:
-    """Pair even- and odd-frame sums of the same micrographs by name.
+def pair_halves(even, odd, keys: HalfKeys | None = None) -> list[tuple[Path, Path]]:
+    """Pair even- and odd-frame sums of the same micrographs: by the STAR row that lists both
+    (``keys``), else by name.
 
     A name is the file stem without ``_EVN``/``_even`` (even) or ``_ODD``/``_odd`` (odd),
     case-insensitive (:func:`half_key`); halves in separate folders may share one stem.
@@ -69,6 +127,9 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     ----------
     even, odd : paths, globs or folders (one or a list)
         The even- and odd-frame sums (:func:`cryostream.io.stack.expand_inputs`).
+    keys : HalfKeys, optional
+        The halves that a row of a STAR file pairs, whatever their names
+        (:meth:`HalfKeys.from_rows`); without it, every half pairs by name.
 
     Returns
     -------
@@ -79,14 +140,15 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
     ------
     ConfigError
         The counts differ, a half has no partner (the unmatched files are named), a name
-        appears twice, or the two halves of a micrograph differ in shape or pixel size.
+        (or a STAR row) appears twice, or the two halves of a micrograph differ in shape or pixel size.
     InvalidMicrographError
         A half is missing or not a readable MRC micrograph.
     """
     from cryostream.io.stack import expand_inputs
 
-    evens = _keyed(expand_inputs(even), EVEN_SUFFIXES, "even")
-    odds = _keyed(expand_inputs(odd), ODD_SUFFIXES, "odd")
+    keys = keys or HalfKeys()
+    evens = _keyed(expand_inputs(even), keys.even, "even")
+    odds = _keyed(expand_inputs(odd), keys.odd, "odd")
     both = {os.path.realpath(p) for p in evens.values()} & {os.path.realpath(p) for p in odds.values()}
     if both:  # one folder given as both halves: said so, before its names fail to pair
         e = next(p for p in evens.values() if os.path.realpath(p) in both)
@@ -104,8 +166,8 @@ def pair_halves(even, odd) -> list[tuple[Path, Path]]:
             parts.append(f"no even half for {_listing(lonely_odd, odds)}")
         raise ConfigError(f"{len(evens)} even and {len(odds)} odd half-sums: "
                           f"{'; '.join(parts)}. Halves pair by name (NAME_EVN.mrc with "
-                          "NAME_ODD.mrc, or one name in two folders): pass both halves of every "
-                          "micrograph")
+                          "NAME_ODD.mrc, or one name in two folders), or by the row of a STAR "
+                          "file given as both halves: pass both halves of every micrograph")
     pairs = []
     for key, e in evens.items():
         o = odds[key]
