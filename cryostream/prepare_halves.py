@@ -2,9 +2,9 @@
 
 Motion correction can write the sums of a movie's even and odd frames beside the full sum
 (docs/guide/even_odd.md): two images of one specimen whose noise is independent, which is what
-Noise2Noise trains on. :func:`half_directions` pairs them (by name, or from a RELION STAR
-file's ``rlnMicrographNameEven``/``rlnMicrographNameOdd`` columns) and lists both directions,
-even→odd and odd→even, as the (input, target) rows of a paired store
+Noise2Noise trains on. :func:`half_directions` pairs them (by name, or by the row of a RELION
+STAR file that lists both in its ``rlnMicrographNameEven``/``rlnMicrographNameOdd`` columns) and
+lists both directions, even→odd and odd→even, as the (input, target) rows of a paired store
 (:func:`cryostream.prepare.prepare` with ``odd=``). Both directions of a micrograph carry its
 name, so the train/test split keeps them together.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError
 from cryostream.io.cryosparc import is_micrograph_list
-from cryostream.io.halves import EVEN_SUFFIXES, half_key, pair_halves
-from cryostream.io.star import read_micrograph_star
+from cryostream.io.halves import EVEN_SUFFIXES, HalfKeys, half_key, pair_halves
+from cryostream.io.star import read_star
 from cryostream.split import split_micrographs
 
 __all__ = ["EVEN_COLUMN", "ODD_COLUMN", "HalfDirections", "check_halves_config", "half_directions"]
@@ -79,15 +79,16 @@ def check_halves_config(config: PrepareConfig) -> None:
                           "use noise model 'none' (--noise none, or leave --noise out with --odd)")
 
 
-def _star_column(items: Iterable[str | os.PathLike], column: str) -> list:
-    """``items`` with each STAR file replaced by the paths of its ``column``."""
+def _star_column(items: Iterable[str | os.PathLike], column: str) -> list[tuple]:
+    """``items`` as ``(path, STAR file, row)``, each STAR file replaced by the halves of its
+    ``column`` with their rows, other items given as they are (``(item, None, None)``)."""
     out: list = []
     for item in items:
         path = Path(item)
         if is_micrograph_list(path):
-            out += read_micrograph_star(path, column=column)
+            out += [(m.path, path, m.row) for m in read_star(path, column).micrographs]
         else:
-            out.append(item)
+            out.append((item, None, None))
     return out
 
 
@@ -103,9 +104,9 @@ def half_directions(even, odd) -> HalfDirections:
     even, odd : paths, globs, folders or RELION STAR files (one or a list)
         The even- and the odd-frame sums. A STAR file among ``even`` contributes its
         ``rlnMicrographNameEven`` column, among ``odd`` its ``rlnMicrographNameOdd`` column, so
-        one STAR file may be given as both. Files pair by name
-        (:func:`cryostream.io.halves.pair_halves`: ``NAME_EVN.mrc`` with ``NAME_ODD.mrc``, or one
-        name in two folders).
+        one STAR file may be given as both: then each row pairs its own two halves, whatever
+        their names. Other files pair by name (:func:`cryostream.io.halves.pair_halves`:
+        ``NAME_EVN.mrc`` with ``NAME_ODD.mrc``, or one name in two folders).
 
     Returns
     -------
@@ -118,11 +119,14 @@ def half_directions(even, odd) -> HalfDirections:
     InvalidMicrographError
         A missing or unreadable half, or a STAR file without the column.
     """
-    pairs = pair_halves(_star_column(_listed(even), EVEN_COLUMN),
-                        _star_column(_listed(odd), ODD_COLUMN))
+    given_even, given_odd = _star_column(_listed(even), EVEN_COLUMN), _star_column(_listed(odd), ODD_COLUMN)
+    pairs = pair_halves([p for p, _, _ in given_even], [p for p, _, _ in given_odd],
+                        HalfKeys.from_rows(given_even, given_odd))
     evens = tuple(Path(e) for e, _ in pairs)
     odds = tuple(Path(o) for _, o in pairs)
     keys = tuple(half_key(e, EVEN_SUFFIXES) for e in evens)
+    if len(set(keys)) < len(keys):  # rows' halves of one name in two folders: their paths
+        keys = tuple(str(e.with_name(k)) for e, k in zip(evens, keys, strict=True))
     return HalfDirections(
         inputs=evens + odds,
         targets=odds + evens,

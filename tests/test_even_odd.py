@@ -184,6 +184,44 @@ def test_bad_halves_are_refused_before_anything_is_written(tmp_path, capsys):
     assert not (tmp_path / "py.h5").exists()
 
 
+def test_prepare_pairs_each_star_row_s_own_halves_whatever_their_names(tmp_path, capsys):
+    """``prepare STAR --odd`` on rows whose halves do not pair by name (``mic001_even_sum.mrc``
+    with ``mic001_odd_sum.mrc``; ``a.mrc`` with ``b.mrc`` in two grids' folders): each row's two
+    halves are one micrograph's (they had been refused with 'no odd half for'), the store's
+    names unique; a row whose halves differ in shape is still refused before anything is
+    written."""
+    import pandas as pd
+    import starfile
+
+    rng = np.random.default_rng(2)
+    halves = [("mic001_even_sum.mrc", "mic001_odd_sum.mrc"), ("GridA/a.mrc", "GridA/b.mrc"),
+              ("GridB/a.mrc", "GridB/b.mrc")]
+    for pair in halves:
+        for name in pair:
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            write_mrc(tmp_path / name, rng.poisson(10, (96, 128)).astype(np.float32))
+    star = tmp_path / "corrected.star"
+    starfile.write({"micrographs": pd.DataFrame({
+        "rlnMicrographName": ["mic001.mrc", "GridA/mic002.mrc", "GridB/mic002.mrc"],
+        "rlnMicrographNameEven": [e for e, _ in halves],
+        "rlnMicrographNameOdd": [o for _, o in halves]})}, star)
+    out = tmp_path / "good" / "pairs.h5"
+    out.parent.mkdir()
+    assert main(["prepare", str(star), "--odd", "-o", str(out), "--patch", "64", "--stride", "64",
+                 "--quiet"]) == 0
+    assert "prepared 3 even/odd pairs (both directions)" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        sources = [Path(s.decode()).resolve() for s in f["micrographs/source"][:]]
+        names = [n.decode() for n in f["micrographs/name"][:]]
+        splits = [s.decode() for s in f["micrographs/split"][:]]
+    assert sources == [(tmp_path / e).resolve() for e, _ in halves] + [
+        (tmp_path / o).resolve() for _, o in halves]
+    assert len(set(names)) == 6 and splits[:3] == splits[3:]
+    write_mrc(tmp_path / "GridB/b.mrc", rng.poisson(10, (128, 96)).astype(np.float32))
+    _refused(capsys, tmp_path, [str(star), "--odd"], str(tmp_path / "GridB/a.mrc"),
+             str(tmp_path / "GridB/b.mrc"), "96 × 128", "128 × 96")
+
+
 def test_the_even_folder_given_as_odd_too_is_said_to_be_the_same_files(tmp_path, capsys):
     """prepare EVEN --odd EVEN (NAME_EVN.mrc files both times) had said 'no odd half for' and
     'no even half for' every file; it says they are the same files."""
