@@ -146,9 +146,9 @@ def prepare(
         (needs ``noise.model == "none"``).
     odd : paths, globs, folders or RELION STAR files, optional
         The odd-frame sums of the micrographs whose even-frame sums are ``inputs``
-        (docs/guide/even_odd.md): the halves pair by name (``NAME_EVN.mrc`` with
-        ``NAME_ODD.mrc``, or one name in two folders; a STAR file contributes its
-        ``rlnMicrographNameEven`` column among ``inputs`` and ``rlnMicrographNameOdd`` here) and
+        (docs/guide/even_odd.md): the halves pair by name (``NAME_EVN.mrc`` with ``NAME_ODD.mrc``,
+        or one name in two folders; a STAR file gives its ``rlnMicrographNameEven`` among
+        ``inputs``, ``rlnMicrographNameOdd`` here, and given as both, pairs each row's two) and
         the store holds both directions, even→odd and odd→even, as (input, target) pairs named
         ``NAME_EVN`` and ``NAME_ODD``, each divided by its input half's percentile, with no added
         noise: ``config`` defaults to noise model ``none`` and must keep it. Both directions of

@@ -128,8 +128,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--odd", nargs="*", metavar="ODD",
                    help="odd-frame sums of the micrographs whose even-frame sums are the inputs "
                    "(paired by name: NAME_EVN.mrc with NAME_ODD.mrc, or one name in two "
-                   "folders; a STAR file's rlnMicrographNameEven/Odd); each output, NAME.mrc, is "
-                   "the sum of the two halves' denoised images (the full sum's scale); with no "
+                   "folders; a STAR file's rlnMicrographNameEven/Odd, each row's two halves "
+                   "paired by the row); each output, NAME.mrc, is the sum of the two halves' "
+                   "denoised images (the full sum's scale); with no "
                    "value, the inputs are STAR files and their rlnMicrographNameEven/Odd columns "
                    "are used")
     p.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",

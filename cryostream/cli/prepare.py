@@ -91,7 +91,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the odd-frame sums of the even-frame sums given as inputs (NAME_EVN.mrc "
                    "with NAME_ODD.mrc, or one name in two folders): train Noise2Noise on both "
                    "directions, no noise added (--noise none is implied); with no value, the "
-                   "inputs are STAR files and their rlnMicrographNameEven/Odd columns are used")
+                   "inputs are STAR files and their rlnMicrographNameEven/Odd columns are used, "
+                   "each row's two halves paired by the row")
     add_prepare_options(p)
     g = p.add_argument_group("where it runs")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler")

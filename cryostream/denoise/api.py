@@ -266,11 +266,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         arrays, over an xarray's ``pixel_size_angstrom`` attribute.
     odd : paths, globs, folders or a STAR file, optional
         The odd-frame sums of the micrographs, whose even-frame sums are ``inputs`` (a STAR
-        file's ``rlnMicrographNameEven`` and ``rlnMicrographNameOdd``), paired by name
-        (:func:`~cryostream.io.halves.pair_halves`). Each output is the sum of the
-        pipeline's outputs on the two halves (as cryoCARE predicts; the full sum's scale),
-        named after the micrograph (``NAME.mrc`` for ``NAME_EVN.mrc``; a STAR file's row: its
-        ``rlnMicrographName``); its record says so.
+        file's ``rlnMicrographNameEven`` and ``rlnMicrographNameOdd``). A STAR file given as
+        both pairs each row's own two halves, whatever their names; halves given as files,
+        folders or globs pair by name (:func:`~cryostream.io.halves.pair_halves`). Each output
+        is the sum of the pipeline's outputs on the two halves (as cryoCARE predicts; the full
+        sum's scale), named after the micrograph (``NAME.mrc`` for ``NAME_EVN.mrc``; a STAR
+        file's row: its ``rlnMicrographName``); its record says so.
 
     Returns
     -------

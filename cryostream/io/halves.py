@@ -140,7 +140,8 @@ def pair_halves(even, odd, keys: HalfKeys | None = None) -> list[tuple[Path, Pat
     ------
     ConfigError
         The counts differ, a half has no partner (the unmatched files are named), a name
-        (or a STAR row) appears twice, or the two halves of a micrograph differ in shape or pixel size.
+        (or a STAR row) appears twice, or the two halves of a micrograph differ in shape or
+        pixel size.
     InvalidMicrographError
         A half is missing or not a readable MRC micrograph.
     """
