@@ -459,6 +459,47 @@ def test_a_star_row_pairs_its_own_halves_whatever_their_names(tiny_run, tmp_path
         "mic001.mrc", "mic002.mrc"]
 
 
+def test_permissive_skips_a_micrograph_whose_even_half_is_missing(tiny_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """--permissive with a STAR row whose even half is gone: the row is skipped (its warning
+    names it) and the others denoised, as for any bad micrograph; its odd half, left without a
+    partner, had made the whole call fail with 'no even half for'. An odd half given as a file
+    with no even half among the inputs is skipped the same way, with a warning of its own."""
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    project = tmp_path / "project"
+    movies = project / "MotionCorr/job002/Movies"
+    movies.mkdir(parents=True)
+    for i, pair in enumerate([("a1.mrc", "a2.mrc"), ("b1.mrc", "b2.mrc")]):
+        for name in pair:
+            shutil.copy(tiny_run.sim.micrographs[i], movies / name)
+    rows = pd.DataFrame({
+        "rlnMicrographName": ["MotionCorr/job002/Movies/a.mrc", "MotionCorr/job002/Movies/b.mrc"],
+        "rlnMicrographNameEven": ["MotionCorr/job002/Movies/a1.mrc", "MotionCorr/job002/Movies/b1.mrc"],
+        "rlnMicrographNameOdd": ["MotionCorr/job002/Movies/a2.mrc", "MotionCorr/job002/Movies/b2.mrc"],
+        "rlnOpticsGroup": [1, 1]})
+    starfile.write({"optics": OPTICS, "micrographs": rows}, project / "corrected.star")
+    (movies / "b1.mrc").unlink()
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    with pytest.warns(MicrographSkippedWarning, match="row 2 .*b1.mrc"):
+        assert _denoise(tiny_run, "corrected.star", "--odd", "-o", "out", "--permissive") == 0
+    said = capsys.readouterr().out
+    assert "denoised 1 micrograph" in said and "(1 skipped" in said, said
+    assert sorted(p.name for p in (project / "out").glob("*.mrc")) == ["a.mrc"]
+    # halves paired by name: an odd half with no even half among the inputs
+    for sub in ("even", "odd"):
+        (project / sub).mkdir()
+    shutil.copy(tiny_run.sim.micrographs[0], project / "even" / "m1.mrc")
+    for name in ("m1.mrc", "m2.mrc"):
+        shutil.copy(tiny_run.sim.micrographs[0], project / "odd" / name)
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        assert _denoise(tiny_run, "even", "--odd", "odd", "-o", "out2", "--permissive") == 0
+    assert [str(w.message) for w in caught] == [
+        f"skipping {Path('odd') / 'm2.mrc'}: no even half among the inputs"]
+    assert sorted(p.name for p in (project / "out2").glob("*.mrc")) == ["m1.mrc"]
+
+
 def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_run, tmp_path,
                                                                          monkeypatch):
     """An output folder named ``data_den`` under the working directory: its rows would start

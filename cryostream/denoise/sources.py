@@ -234,7 +234,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once where ``pixel_size_angstrom`` (used) is twice or half the headers' or further off,
         and not its STAR file's.
     """
-    from cryostream.io.halves import HalfKeys, halves_mismatch, pair_halves
+    from cryostream.io.halves import HalfKeys, RowKey, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
@@ -271,6 +271,13 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         gone = {keys.even(s["path"]) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
+            listed = {keys.even(p) for p, _, _ in found.values()}
+            for p in [p for p in odd_paths if keys.odd(p) not in listed]:
+                if not isinstance(keys.odd(p), RowKey):  # a row's: its skipped even was said
+                    reason = f"{p}: no even half among the inputs"
+                    warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
+                    skipped.append({"path": str(p), "reason": reason})
+            odd_paths = [p for p in odd_paths if keys.odd(p) in listed]
             odd_headers, odd_skipped = read_headers(odd_paths, permissive=True,
                                                     one_shape=one_shape)
             by_key = {keys.odd(o.path): o for o in odd_headers}
