@@ -108,6 +108,19 @@ def test_plan_refuses_a_patch_prepare_refuses(capsys):
     assert "use --patch 96" in capsys.readouterr().err
 
 
+def test_plan_refuses_an_output_prepare_refuses(tmp_path, capsys):
+    """``plan -o FOLDER`` planned a store that ``prepare -o FOLDER`` then refused: plan now
+    refuses it the same way, with the file name to give; a store's file name is planned."""
+    from cryostream.cli import main
+
+    args = ["plan", "--shape", "1024", "1024", "--count", "3", "-o"]
+    assert main([*args, str(tmp_path)]) == 2
+    assert f"is a folder, not a store file; give the store's file name, e.g. -o " \
+        f"{tmp_path / 'data.h5'}" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "data.h5")]) == 0
+    assert "disk at the output" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["plan", "prepare"])
 @pytest.mark.parametrize("options, said", [
     (["--sigma", "-1"], "--sigma -1.0: must be a finite number ≥ 0"),

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"),
                    help="plan for hypothetical micrographs of this size")
     p.add_argument("--count", type=int, help="number of hypothetical micrographs")
-    p.add_argument("-o", "--output", help="where the store would go (checks free disk)")
+    p.add_argument("-o", "--output", help="the store prepare would write (DATA.h5; checks the "
+                   "free disk there)")
     add_prepare_options(p)
     p.set_defaults(func=run)
     return p
@@ -32,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from cryostream.plan import plan
 
     config = prepare_config(args)
+    if args.output:  # refused where prepare -o would refuse it (a folder: give the file's name)
+        from pathlib import Path
+
+        from cryostream.prepare_output import check_output
+
+        check_output(Path(args.output).expanduser().absolute(), args.inputs, overwrite=True)
     if args.inputs and (args.shape or args.count is not None):
         given = "--shape" if args.shape else "--count"
         raise CryostreamError(f"plan: {given} is for hypothetical micrographs, and INPUTS were given: "
