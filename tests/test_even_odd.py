@@ -222,6 +222,46 @@ def test_prepare_pairs_each_star_row_s_own_halves_whatever_their_names(tmp_path,
              str(tmp_path / "GridB/b.mrc"), "96 × 128", "128 × 96")
 
 
+def test_a_micrograph_two_star_files_list_pairs_by_its_rows(tmp_path):
+    """Two STAR files given as both halves that both list one micrograph (the first file's row
+    used): its halves pair, in denoise (any order of the odd STAR files, --permissive or not)
+    and in prepare, as they did by name; its odd half had been keyed by the second file's row
+    and its even by the first's, so the call was refused ('no odd half for'), and with
+    --permissive the micrograph dropped."""
+    import pandas as pd
+    import starfile
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.prepare_halves import half_directions
+
+    rng = np.random.default_rng(3)
+    halves = [(f"even/m{i}.mrc", f"odd/m{i}_other.mrc") for i in range(3)]
+    for pair in halves:
+        for name in pair:
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            write_mrc(tmp_path / name, rng.poisson(10, (96, 128)).astype(np.float32))
+    stars = []
+    for name, rows in (("a.star", halves[:2]), ("b.star", halves[1:])):
+        stars.append(str(tmp_path / name))
+        starfile.write({"micrographs": pd.DataFrame({
+            "rlnMicrographName": [f"m{e[-5]}.mrc" for e, _ in rows],
+            "rlnMicrographNameEven": [e for e, _ in rows],
+            "rlnMicrographNameOdd": [o for _, o in rows]})}, stars[-1])
+    expected = [(str((tmp_path / e).resolve()), str((tmp_path / o).resolve())) for e, o in halves]
+    for odd in (stars, stars[::-1]):
+        for permissive in (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = gather_inputs(stars, config=DenoiseConfig(), odd=odd,
+                                    pixel_size_angstrom=1.0, permissive=permissive)
+            assert [(m.source, m.odd) for m in got.micrographs] == expected, (odd, permissive)
+            assert got.skipped == []
+        directions = half_directions(stars, odd)
+        assert [(str(e.resolve()), str(o.resolve())) for e, o in
+                zip(directions.inputs[:3], directions.targets[:3], strict=True)] == expected
+
+
 def test_the_even_folder_given_as_odd_too_is_said_to_be_the_same_files(tmp_path, capsys):
     """prepare EVEN --odd EVEN (NAME_EVN.mrc files both times) had said 'no odd half for' and
     'no even half for' every file; it says they are the same files."""

@@ -77,25 +77,43 @@ class HalfKeys:
         """The keys of halves given as ``(path, STAR file or None, row or None)``: those of a
         STAR file among both ``even`` and ``odd`` are keyed by their row, the rest by name."""
         even, odd = list(even), list(odd)
+        real = {s: os.path.realpath(s) for _, s, _ in even + odd if s is not None}  # once each
+        both = {real[s] for _, s, _ in even if s is not None} \
+            & {real[s] for _, s, _ in odd if s is not None}
 
-        def stars(entries) -> set[str]:
-            return {os.path.realpath(s) for _, s, _ in entries if s is not None}
+        def rows(entries) -> dict[str, list[RowKey]]:  # a half's path → the rows listing it
+            found: dict[str, list[RowKey]] = {}
+            for p, s, r in entries:
+                if s is not None and real[s] in both:
+                    found.setdefault(os.path.realpath(p), []).append(RowKey(real[s], r))
+            return found
 
-        both = stars(even) & stars(odd)
+        # a half that several rows list (a micrograph in two STAR files): its first row, and an
+        # odd half the row of its even half's, whichever STAR file came first among the odd
+        even_rows = {p: keys[0] for p, keys in rows(even).items()}
+        wanted = set(even_rows.values())
+        odd_rows = {p: next((k for k in keys if k in wanted), keys[0])
+                    for p, keys in rows(odd).items()}
+        return cls(even_rows, odd_rows)
 
-        def rows(entries) -> dict:
-            return {os.path.realpath(p): RowKey(star, r) for p, s, r in entries
-                    if s is not None and (star := os.path.realpath(s)) in both}
+    #: each path's real path, found once (the keys are asked many times of many files)
+    _real: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
-        return cls(rows(even), rows(odd))
+    def _row(self, rows: dict, path: str | os.PathLike) -> RowKey | None:
+        if not rows:  # no STAR file gives both halves: nothing to resolve
+            return None
+        given = os.fspath(path)
+        if (real := self._real.get(given)) is None:
+            real = self._real[given] = os.path.realpath(given)
+        return rows.get(real)
 
     def even(self, path: str | os.PathLike) -> str | RowKey:
         """The micrograph the even half ``path`` stands for."""
-        return self.even_rows.get(os.path.realpath(path)) or half_key(path, EVEN_SUFFIXES)
+        return self._row(self.even_rows, path) or half_key(path, EVEN_SUFFIXES)
 
     def odd(self, path: str | os.PathLike) -> str | RowKey:
         """The micrograph the odd half ``path`` stands for."""
-        return self.odd_rows.get(os.path.realpath(path)) or half_key(path, ODD_SUFFIXES)
+        return self._row(self.odd_rows, path) or half_key(path, ODD_SUFFIXES)
 
 
 def _keyed(paths: list[Path], key_of, which: str) -> dict:
