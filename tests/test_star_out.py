@@ -464,7 +464,9 @@ def test_permissive_skips_a_micrograph_whose_even_half_is_missing(tiny_run, tmp_
     """--permissive with a STAR row whose even half is gone: the row is skipped (its warning
     names it) and the others denoised, as for any bad micrograph; its odd half, left without a
     partner, had made the whole call fail with 'no even half for'. An odd half given as a file
-    with no even half among the inputs is skipped the same way, with a warning of its own."""
+    with no even half among the inputs is skipped the same way, with a warning of its own; one
+    whose even half was a skipped row of the STAR file is that row's micrograph, said and
+    counted once."""
     from cryostream.io.stack import MicrographSkippedWarning
 
     project = tmp_path / "project"
@@ -498,6 +500,17 @@ def test_permissive_skips_a_micrograph_whose_even_half_is_missing(tiny_run, tmp_
     assert [str(w.message) for w in caught] == [
         f"skipping {Path('odd') / 'm2.mrc'}: no even half among the inputs"]
     assert sorted(p.name for p in (project / "out2").glob("*.mrc")) == ["m1.mrc"]
+    # the even halves from the STAR file, the odd ones a folder: the row's warning alone, one
+    # micrograph skipped (its odd half had been warned of and counted as a second)
+    (project / "odd3").mkdir()
+    for name, odd in (("a1.mrc", "a2.mrc"), ("b1.mrc", "b2.mrc")):
+        shutil.copy(movies / odd, project / "odd3" / name)  # one name in two folders
+    capsys.readouterr()
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        assert _denoise(tiny_run, "corrected.star", "--odd", "odd3", "-o", "out3",
+                        "--permissive") == 0
+    assert len(caught) == 1 and "b1.mrc" in str(caught[0].message), [str(w.message) for w in caught]
+    assert "(1 skipped" in capsys.readouterr().out
 
 
 def test_a_name_that_starts_as_a_star_keyword_is_written_so_it_reads_back(tiny_run, tmp_path,

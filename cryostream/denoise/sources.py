@@ -272,8 +272,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
             listed = {keys.even(p) for p, _, _ in found.values()}
+            said = {keys.even(r["path"]) for star in stars for r in star.skipped}  # rows skipped
             for p in [p for p in odd_paths if keys.odd(p) not in listed]:
-                if not isinstance(keys.odd(p), RowKey):  # a row's: its skipped even was said
+                if not (isinstance(keys.odd(p), RowKey) or keys.odd(p) in said):  # else said
                     reason = f"{p}: no even half among the inputs"
                     warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                     skipped.append({"path": str(p), "reason": reason})
