@@ -4,6 +4,7 @@ the ground truth is scored only on those."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -73,17 +74,30 @@ def training_micrographs_of_split(store, which: str) -> list[TrainingMicrograph]
             in zip(names, sources, targets, splits, strict=True) if split == which]
 
 
-def _fingerprint(path, block: int = 1 << 20) -> tuple[int, str] | None:
-    """A file's size and a hash of its first ``block`` bytes after the MRC header: one for
-    copies of a micrograph under any name (None where it cannot be read)."""
-    import hashlib
-
+def _fingerprint(path, block: int = 1 << 15) -> tuple[int, str] | None:
+    """A file's size and a hash of ``block`` bytes after the MRC header and ``block`` at its
+    middle: one for copies of a micrograph under any name, read once per file and change in a
+    process (None where it cannot be read)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(1024)
-            return os.fstat(f.fileno()).st_size, hashlib.sha256(f.read(block)).hexdigest()
+        stat = os.stat(path)
     except OSError:
         return None
+    return _fingerprint_of(os.path.realpath(path), stat.st_size, stat.st_mtime_ns, block)
+
+
+@functools.lru_cache(maxsize=65536)
+def _fingerprint_of(path: str, size: int, mtime_ns: int, block: int) -> tuple[int, str] | None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for offset in (1024, max(1024, size // 2)):
+                f.seek(offset)
+                digest.update(f.read(block))
+    except OSError:
+        return None
+    return size, digest.hexdigest()
 
 
 def _copies_of(training: list[TrainingMicrograph]) -> set:
