@@ -262,6 +262,31 @@ def test_a_micrograph_two_star_files_list_pairs_by_its_rows(tmp_path):
                 zip(directions.inputs[:3], directions.targets[:3], strict=True)] == expected
 
 
+def test_halves_in_folders_of_links_pair_by_the_links_names(tmp_path):
+    """Warp's layout made of symbolic links (``even/m0.mrc`` → ``…/exposure0_EVN.mrc``,
+    ``odd/m0.mrc`` → ``…/exposure0_ODD.mrc``, as a project that links its raw data has): the
+    halves pair by the names they were given, --permissive or not; the even half had been
+    paired by its target's name and the call refused ('no odd half for')."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "raw").mkdir()
+    for half in ("even", "odd"):
+        (tmp_path / half).mkdir()
+        for i in range(2):
+            target = tmp_path / "raw" / f"exposure{i}_{'EVN' if half == 'even' else 'ODD'}.mrc"
+            write_mrc(target, rng.poisson(10, (96, 128)).astype(np.float32))
+            (tmp_path / half / f"m{i}.mrc").symlink_to(target)
+    for permissive in (False, True):
+        got = gather_inputs([tmp_path / "even"], config=DenoiseConfig(), odd=[tmp_path / "odd"],
+                            pixel_size_angstrom=1.0, permissive=permissive)
+        assert [(Path(m.source).name, Path(m.odd).name) for m in got.micrographs] == [
+            ("exposure0_EVN.mrc", "exposure0_ODD.mrc"), ("exposure1_EVN.mrc", "exposure1_ODD.mrc")
+        ], permissive
+        assert got.skipped == []
+
+
 def test_the_even_folder_given_as_odd_too_is_said_to_be_the_same_files(tmp_path, capsys):
     """prepare EVEN --odd EVEN (NAME_EVN.mrc files both times) had said 'no odd half for' and
     'no even half for' every file; it says they are the same files."""

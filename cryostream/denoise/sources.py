@@ -268,6 +268,15 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),
                                      "rlnMicrographNameOdd", permissive)
         keys = HalfKeys.from_rows(_rows(found.values()), _rows(odd_entries))  # a row pairs its own
+        # halves pair by the names given (a header's path is resolved: a link's target's name)
+        given = {_key(Path(p)): p for p, _, _ in [*odd_entries, *found.values()]}
+
+        def even(path):
+            return keys.even(given.get(str(path), path))
+
+        def odd_key(path):
+            return keys.odd(given.get(str(path), path))
+
         gone = {keys.even(s["path"]) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
@@ -281,35 +290,35 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             odd_paths = [p for p in odd_paths if keys.odd(p) in listed]
             odd_headers, odd_skipped = read_headers(odd_paths, permissive=True,
                                                     one_shape=one_shape)
-            by_key = {keys.odd(o.path): o for o in odd_headers}
+            by_key = {odd_key(o.path): o for o in odd_headers}
             for h in headers:
-                o = by_key.get(keys.even(h.path))
+                o = by_key.get(even(h.path))
                 mismatch = o is not None and halves_mismatch(h.path, h, o.path, o)
                 if mismatch:
                     warnings.warn(f"skipping {mismatch}", MicrographSkippedWarning, stacklevel=2)
                     odd_skipped.append({"path": o.path, "reason": mismatch})
-            even_of = {keys.even(h.path): h.path for h in headers}
+            even_of = {even(h.path): h.path for h in headers}
             for lost_odd in odd_skipped:  # its even half's path: the two count as one skipped
-                if (even := even_of.get(keys.odd(lost_odd["path"]))) is not None:
-                    lost_odd["even"] = even
-            lost = {keys.odd(s["path"]) for s in odd_skipped}
+                if (partner := even_of.get(odd_key(lost_odd["path"]))) is not None:
+                    lost_odd["even"] = partner
+            lost = {odd_key(s["path"]) for s in odd_skipped}
             odd_paths = [p for p in odd_paths if keys.odd(p) not in lost]
             for h in headers:
-                if keys.even(h.path) in lost:
+                if even(h.path) in lost:
                     reason = (f"{h.path}: its odd half cannot be read or does not match it "
                               "(see the warning above)")
                     warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                     odd_skipped.append({"path": h.path, "reason": reason})
-            headers = [h for h in headers if keys.even(h.path) not in lost]
+            headers = [h for h in headers if even(h.path) not in lost]
             skipped = skipped + odd_skipped
             paired = {keys.odd(p) for p in odd_paths}
-            for h in [h for h in headers if keys.even(h.path) not in paired]:
+            for h in [h for h in headers if even(h.path) not in paired]:
                 reason = f"{h.path}: no odd half among the inputs"
                 warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                 skipped.append({"path": h.path, "reason": reason})
-            headers = [h for h in headers if keys.even(h.path) in paired]
-        odds = {_key(Path(e)): str(Path(o).resolve())
-                for e, o in pair_halves([Path(h.path) for h in headers], odd_paths, keys)}
+            headers = [h for h in headers if even(h.path) in paired]
+        pairs = pair_halves([Path(given.get(h.path, h.path)) for h in headers], odd_paths, keys)
+        odds = {_key(Path(e)): str(Path(o).resolve()) for e, o in pairs}
     micrographs, differ, off, entries, own, listed = [], {}, [], [], [], {}
     for h in headers:
         _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
