@@ -179,6 +179,14 @@ def test_bad_halves_are_refused_before_anything_is_written(tmp_path, capsys):
     _refused(capsys, tmp_path, [str(odd), "--odd", str(even)],
              f"the inputs are odd halves ({odd / 'a_ODD.mrc'}, …) and --odd gives even halves "
              f"({even / 'a_EVN.mrc'}, …): swap them")
+    # so with denoise --permissive too (it had skipped every half as unpaired, then said there
+    # was no micrograph to denoise)
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    with pytest.raises(ConfigError, match=r"the inputs are odd halves .*: swap them"):
+        gather_inputs([odd], config=DenoiseConfig(), odd=[even], pixel_size_angstrom=1.0,
+                      permissive=True)
     with pytest.raises(ConfigError, match="--noise none"):
         prepare(even, tmp_path / "py.h5", PrepareConfig(patch_size=64), odd=odd)
     assert not (tmp_path / "py.h5").exists()

@@ -234,7 +234,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once where ``pixel_size_angstrom`` (used) is twice or half the headers' or further off,
         and not its STAR file's.
     """
-    from cryostream.io.halves import HalfKeys, RowKey, halves_mismatch, pair_halves
+    from cryostream.io.halves import HalfKeys, RowKey, check_swapped, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
 
     if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
@@ -280,6 +280,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         gone = {keys.even(s["path"]) for s in skipped}
         odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
+            check_swapped([p for p, _, _ in found.values()], [p for p, _, _ in odd_entries])
             listed = {keys.even(p) for p, _, _ in found.values()}
             said = {keys.even(r["path"]) for star in stars for r in star.skipped}  # rows skipped
             for p in [p for p in odd_paths if keys.odd(p) not in listed]:

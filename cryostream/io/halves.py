@@ -21,7 +21,7 @@ from cryostream.errors import ConfigError
 from cryostream.io.mrc import read_header
 
 __all__ = ["EVEN_SUFFIXES", "ODD_SUFFIXES", "half_key", "RowKey", "HalfKeys", "pair_halves",
-           "halves_mismatch"]
+           "check_swapped", "halves_mismatch"]
 
 #: Name endings of even-frame sums (case-insensitive), stripped to find the micrograph's name.
 EVEN_SUFFIXES = ("_EVN", "_even", "-even", ".even")
@@ -177,7 +177,7 @@ def pair_halves(even, odd, keys: HalfKeys | None = None) -> list[tuple[Path, Pat
     lonely_even = [k for k in evens if k not in odds]
     lonely_odd = [k for k in odds if k not in evens]
     if lonely_even or lonely_odd:
-        _check_swapped(evens, odds)
+        check_swapped(evens.values(), odds.values())
         parts = []
         if lonely_even:
             parts.append(f"no odd half for {_listing(lonely_even, evens)}")
@@ -197,14 +197,16 @@ def pair_halves(even, odd, keys: HalfKeys | None = None) -> list[tuple[Path, Pat
     return pairs
 
 
-def _check_swapped(evens: dict[str, Path], odds: dict[str, Path]) -> None:
-    """A :class:`ConfigError` saying so where the even halves were given as the odd ones and
-    the odd as the even (every one named so): they pair by name once swapped."""
+def check_swapped(evens: Iterable, odds: Iterable) -> None:
+    """A :class:`ConfigError` saying so where the even halves (paths) were given as the odd
+    ones and the odd as the even (every one named so): they pair by name once swapped."""
+    evens, odds = list(evens), list(odds)
+
     def named(paths, suffixes) -> bool:
         return bool(paths) and all(half_key(p, suffixes) != Path(p).stem for p in paths)
 
-    if named(evens.values(), ODD_SUFFIXES) and named(odds.values(), EVEN_SUFFIXES):
-        first_even, first_odd = next(iter(evens.values())), next(iter(odds.values()))
+    if named(evens, ODD_SUFFIXES) and named(odds, EVEN_SUFFIXES):
+        first_even, first_odd = evens[0], odds[0]
         raise ConfigError(f"the inputs are odd halves ({first_even}, …) and --odd gives even "
                           f"halves ({first_odd}, …): swap them, the even-frame sums (NAME_EVN.mrc) "
                           "as the inputs and the odd-frame sums (NAME_ODD.mrc) as --odd")
