@@ -269,7 +269,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                                      "rlnMicrographNameOdd", permissive)
         keys = HalfKeys.from_rows(_rows(found.values()), _rows(odd_entries))  # a row pairs its own
         # halves pair by the names given (a header's path is resolved: a link's target's name)
-        given = {_key(Path(p)): p for p, _, _ in [*odd_entries, *found.values()]}
+        given = {**{_key(Path(p)): p for p, _, _ in odd_entries},
+                 **{k: p for k, (p, _, _) in found.items()}}  # found's keys: resolved already
 
         def even(path):
             return keys.even(given.get(str(path), path))
@@ -277,18 +278,18 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         def odd_key(path):
             return keys.odd(given.get(str(path), path))
 
-        gone = {keys.even(s["path"]) for s in skipped}
-        odd_paths = [p for p, _, _ in odd_entries if keys.odd(p) not in gone]
+        gone = {even(s["path"]) for s in skipped}
+        odd_paths = [p for p, _, _ in odd_entries if odd_key(p) not in gone]
         if permissive:  # an unreadable or unmatched odd half skips its micrograph
             check_swapped([p for p, _, _ in found.values()], [p for p, _, _ in odd_entries])
-            listed = {keys.even(p) for p, _, _ in found.values()}
-            said = {keys.even(r["path"]) for star in stars for r in star.skipped}  # rows skipped
-            for p in [p for p in odd_paths if keys.odd(p) not in listed]:
-                if not (isinstance(keys.odd(p), RowKey) or keys.odd(p) in said):  # else said
+            listed = {even(p) for p, _, _ in found.values()}
+            said = {even(r["path"]) for star in stars for r in star.skipped}  # rows skipped
+            for p in [p for p in odd_paths if odd_key(p) not in listed]:
+                if not (isinstance(odd_key(p), RowKey) or odd_key(p) in said):  # else said
                     reason = f"{p}: no even half among the inputs"
                     warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
                     skipped.append({"path": str(p), "reason": reason})
-            odd_paths = [p for p in odd_paths if keys.odd(p) in listed]
+            odd_paths = [p for p in odd_paths if odd_key(p) in listed]
             odd_headers, odd_skipped = read_headers(odd_paths, permissive=True,
                                                     one_shape=one_shape)
             by_key = {odd_key(o.path): o for o in odd_headers}
@@ -303,7 +304,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                 if (partner := even_of.get(odd_key(lost_odd["path"]))) is not None:
                     lost_odd["even"] = partner
             lost = {odd_key(s["path"]) for s in odd_skipped}
-            odd_paths = [p for p in odd_paths if keys.odd(p) not in lost]
+            odd_paths = [p for p in odd_paths if odd_key(p) not in lost]
             for h in headers:
                 if even(h.path) in lost:
                     reason = (f"{h.path}: its odd half cannot be read or does not match it "
@@ -312,7 +313,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                     odd_skipped.append({"path": h.path, "reason": reason})
             headers = [h for h in headers if even(h.path) not in lost]
             skipped = skipped + odd_skipped
-            paired = {keys.odd(p) for p in odd_paths}
+            paired = {odd_key(p) for p in odd_paths}
             for h in [h for h in headers if even(h.path) not in paired]:
                 reason = f"{h.path}: no odd half among the inputs"
                 warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=2)
