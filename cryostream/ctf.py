@@ -111,23 +111,41 @@ def _grid(shape: tuple[int, int], pixel_size: float, row_step: int = 1, angles: 
 def _ctf2(k2, theta, mean, ax, ay, optics):
     """``CTF²`` for mean defocus ``mean`` and astigmatism components ``(ax, ay)`` (Å): the
     fit's coordinates, ``U − V = 2·|(ax, ay)|`` at the angle ``atan2(ay, ax) / 2``."""
-    defocus = astigmatic_defocus(theta, mean, 2 * math.hypot(ax, ay),
-                                 math.degrees(math.atan2(ay, ax)) / 2)
+    # without astigmatism the defocus is ``mean`` everywhere (as astigmatic_defocus gives it,
+    # ``mean + 0·cos``, bit for bit): the search over the mean defocus skips the cosines
+    defocus = mean if ax == 0 and ay == 0 else astigmatic_defocus(
+        theta, mean, 2 * math.hypot(ax, ay), math.degrees(math.atan2(ay, ax)) / 2)
     c = contrast_transfer(k2, defocus, **optics)
     return c * c
 
 
-def _band_regression(power, c2, band, bands):
-    """Per band: ``A, B`` of ``power ≈ A·c2 + B`` (A ≥ 0), the power the ``c2`` term explains,
-    the band's detrended power and ``A``'s squared standard error (residual over spread)."""
+def _band_power(power, band, bands):
+    """Per band: the number of coefficients (at least 1), the mean power and its variance: what
+    :func:`_band_regression` needs of ``power`` alone, made once for every ``c2`` tried."""
     count = np.maximum(np.bincount(band, minlength=bands), 1)
-    mean_c = np.bincount(band, c2, minlength=bands) / count
     mean_p = np.bincount(band, power, minlength=bands) / count
+    return count, mean_p, np.bincount(band, power * power, minlength=bands) / count - mean_p**2
+
+
+def _band_explained(power, c2, band, bands, counted):
+    """Per band: ``A``, ``c2``'s mean, the covariance and ``c2``'s variance of
+    :func:`_band_regression`, and the power the ``c2`` term explains; ``counted``:
+    :func:`_band_power` of ``power``."""
+    count, mean_p, _ = counted
+    mean_c = np.bincount(band, c2, minlength=bands) / count
     cov = np.bincount(band, c2 * power, minlength=bands) / count - mean_c * mean_p
     var_c = np.bincount(band, c2 * c2, minlength=bands) / count - mean_c**2
-    var_p = np.bincount(band, power * power, minlength=bands) / count - mean_p**2
     a = np.maximum(cov, 0) / np.maximum(var_c, 1e-30)
-    explained = np.maximum(cov, 0) ** 2 / np.maximum(var_c, 1e-30) * count
+    return a, mean_c, var_c, np.maximum(cov, 0) ** 2 / np.maximum(var_c, 1e-30) * count
+
+
+def _band_regression(power, c2, band, bands, counted=None):
+    """Per band: ``A, B`` of ``power ≈ A·c2 + B`` (A ≥ 0), the power the ``c2`` term explains,
+    the band's detrended power and ``A``'s squared standard error (residual over spread);
+    ``counted``: :func:`_band_power` of ``power``, if made already."""
+    counted = counted or _band_power(power, band, bands)
+    count, mean_p, var_p = counted
+    a, mean_c, var_c, explained = _band_explained(power, c2, band, bands, counted)
     se2 = np.maximum(var_p * count - explained, 0) / count / np.maximum(var_c * count, 1e-30)
     return a, mean_p - a * mean_c, explained, var_p * count, se2
 
@@ -156,11 +174,12 @@ def explained_power(image, tile, pixel_size, low_angstrom, high_angstrom, band_w
     band -= band.min()
     bands = int(band.max()) + 1
     k2u, thetau, pu = k2[use], theta[use], power[use]
-    total = _band_regression(pu, np.zeros_like(pu), band, bands)[3].sum()
+    counted = _band_power(pu, band, bands)  # the power's own sums, once for every defocus
+    total = (counted[2] * counted[0]).sum()
 
     def explained(mean, ax=0.0, ay=0.0):  # 0 where there is no power to explain (flat)
         c2 = _ctf2(k2u, thetau, mean, ax, ay, optics)
-        return _band_regression(pu, c2, band, bands)[2].sum() / total if total > 0 else 0.0
+        return _band_explained(pu, c2, band, bands, counted)[3].sum() / total if total > 0 else 0.0
 
     return explained
 
