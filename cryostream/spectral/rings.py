@@ -17,6 +17,7 @@ comes in one of three layouts:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -79,7 +80,8 @@ def ring_index(shape: tuple[int, int], layout: str = "rfft", *, dtype=np.float64
     Returns
     -------
     ndarray of int64
-        Shape ``(ny, nx // 2 + 1)`` for ``"rfft"``, else ``(ny, nx)``.
+        Shape ``(ny, nx // 2 + 1)`` for ``"rfft"``, else ``(ny, nx)``; read-only, shared by
+        the calls for the same grid (copy it to change it).
 
     Examples
     --------
@@ -89,10 +91,24 @@ def ring_index(shape: tuple[int, int], layout: str = "rfft", *, dtype=np.float64
            [2, 1, 0, 1],
            [2, 1, 1, 1]])
     """
+    return _ring_index(_check(shape, layout), layout, np.dtype(dtype))
+
+
+#: Grids :func:`ring_index` and :func:`merge_rings` keep (the last few shapes asked for): the
+#: denoising steps ask for the same whole-micrograph grid about ten times per micrograph, and
+#: the micrographs in flight share one.
+KEPT_GRIDS = 4
+
+
+@functools.lru_cache(maxsize=KEPT_GRIDS)
+def _ring_index(shape: tuple[int, int], layout: str, dtype: np.dtype) -> np.ndarray:
+    """:func:`ring_index`, made once per shape, layout and type and shared (read-only)."""
     fy, fx = frequencies(shape, layout, dtype=dtype)
     radius = np.sqrt(fy.astype(np.float64) ** 2 + fx.astype(np.float64) ** 2).astype(dtype)
-    radius *= np.dtype(dtype).type(min(shape))
-    return np.rint(radius).astype(np.int64)
+    radius *= dtype.type(min(shape))
+    ring = np.rint(radius).astype(np.int64)
+    ring.flags.writeable = False
+    return ring
 
 
 def ring_frequencies(shape: tuple[int, int], rings: int, pixel_size_angstrom: float = 1.0) -> np.ndarray:
@@ -216,6 +232,12 @@ def merge_rings(shape: tuple[int, int], min_coefficients: int = 128) -> MergedRi
     MergedRings
         ``(ring, merged, weight)``; ``.bins`` is the bin of each coefficient.
     """
+    return _merge_rings(_check(shape, "rfft"), int(min_coefficients))
+
+
+@functools.lru_cache(maxsize=KEPT_GRIDS)
+def _merge_rings(shape: tuple[int, int], min_coefficients: int) -> MergedRings:
+    """:func:`merge_rings`, made once per shape and bin size and shared (read-only)."""
     ring = ring_index(shape, "rfft", dtype=np.float32)
     sizes = np.bincount(ring.ravel())
     merged = np.zeros(sizes.size, np.int64)
@@ -225,7 +247,9 @@ def merge_rings(shape: tuple[int, int], min_coefficients: int = 128) -> MergedRi
         held += sizes[r]
         if held >= min_coefficients:
             current, held = current + 1, 0
-    return MergedRings(ring, merged, rfft_weight(shape))
+    weight = rfft_weight(shape)
+    merged.flags.writeable = weight.flags.writeable = False
+    return MergedRings(ring, merged, weight)
 
 
 def _check(shape, layout) -> tuple[int, int]:
