@@ -225,6 +225,25 @@ def test_shared_transforms_give_each_gain_bit_for_bit(simulated):
     assert ctf_gain_check(noisy, noise, fit) == separate[0] - separate[1]
 
 
+def test_a_large_micrograph_is_checked_on_one_draw(simulated):
+    """The check averages at least two draws of a 2048² micrograph's pixels: one draw where
+    the micrograph holds that many (a full-size one), two below; and a larger micrograph reads
+    the fit as a smaller one does."""
+    from cryostream.denoise.scores import CHECK_PIXELS, check_draws, ctf_gain_check
+
+    assert check_draws((2048, 2048)) == 2 and check_draws((1024, 1024)) == 2
+    assert check_draws((7676, 7420)) == 1 and check_draws((2048, 4096)) == 1
+    assert math.prod((2048, 4096)) == CHECK_PIXELS
+    sim = simulate_micrograph(dataclasses.replace(CONFIG, shape=(2048, 4096)), 0)
+    large = (sim.noisy / np.percentile(sim.noisy, 95)).astype(np.float32)
+    noise = estimate_noise(large, PIXEL)
+    fit = fit_ctf(large, PIXEL)
+    check = ctf_gain_check(large, noise, fit)
+    assert check == ctf_gain_check(large, noise, fit, draws=1) < 0
+    small = large[:1024, :1024]  # two draws, the same answer
+    assert ctf_gain_check(small, estimate_noise(small, PIXEL), fit) < 0
+
+
 def test_fit_errors():
     with pytest.raises(ConfigError, match="512"):
         fit_ctf(np.zeros((256, 256), np.float32), PIXEL)
