@@ -293,6 +293,33 @@ def test_halves_in_folders_of_links_pair_by_the_links_names(tmp_path):
             ("exposure0_EVN.mrc", "exposure0_ODD.mrc"), ("exposure1_EVN.mrc", "exposure1_ODD.mrc")
         ], permissive
         assert got.skipped == []
+        # and each output is named after the link, not its target (out/m0.mrc)
+        assert [m.named_after() for m in got.micrographs] == [
+            (str(tmp_path / "even" / f"m{i}.mrc"), f"m{i}") for i in range(2)]
+
+
+def test_a_micrograph_given_as_a_link_is_named_after_the_link(tmp_path, monkeypatch):
+    """A folder of symbolic links (RELION's Import job, a project linking its raw data): each
+    output is named after the link as given (``links/mic_A.mrc`` → ``out/mic_A.mrc``), as RELION
+    names it; the target's name (``sim_0000.mrc``) had been used. A link given by a relative
+    path, and a file given both as itself and through a link, are named as given first."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "links").mkdir()
+    for i in range(2):
+        write_mrc(tmp_path / "raw" / f"sim_000{i}.mrc", rng.poisson(10, (96, 128)).astype(np.float32))
+        (tmp_path / "links" / f"mic_{'AB'[i]}.mrc").symlink_to(tmp_path / "raw" / f"sim_000{i}.mrc")
+    monkeypatch.chdir(tmp_path)
+    got = gather_inputs(["links", "raw/sim_0000.mrc"], config=DenoiseConfig(), pixel_size_angstrom=1.0)
+    assert [(Path(m.source).name, m.named_after()) for m in got.micrographs] == [
+        ("sim_0000.mrc", (str(tmp_path / "links" / "mic_A.mrc"), "mic_A")),
+        ("sim_0001.mrc", (str(tmp_path / "links" / "mic_B.mrc"), "mic_B"))]
+    plain = gather_inputs(["raw"], config=DenoiseConfig(), pixel_size_angstrom=1.0)
+    assert [m.named_after()[1] for m in plain.micrographs] == ["sim_0000", "sim_0001"]
+    assert all(m.given_as is None for m in plain.micrographs)
 
 
 def test_the_even_folder_given_as_odd_too_is_said_to_be_the_same_files(tmp_path, capsys):

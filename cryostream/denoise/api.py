@@ -15,6 +15,7 @@ import numpy as np
 from cryostream.cluster import on_workers
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.config.checks import check_config
+from cryostream.denoise.arrays import array_stack
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
@@ -34,7 +35,7 @@ from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import warn_outside_model
 from cryostream.denoise.pool import finish, gather_cluster
 from cryostream.denoise.scores import check_scoring, recorruption_score
-from cryostream.denoise.sources import array_stack, gather_inputs
+from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
 from cryostream.denoise.star_out import warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows

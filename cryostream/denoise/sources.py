@@ -27,7 +27,7 @@ from cryostream.io.cryosparc import list_kind
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, is_micrograph_list, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
-           "gather_inputs", "array_stack"]
+           "gather_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,9 @@ class InputMicrograph:
     micrograph : str or None
         For even/odd pairs of a RELION STAR file's row, the micrograph they stand for: its
         ``rlnMicrographName``, resolved against the project folder (the file need not exist).
+    given_as : str or None
+        Its file as given (absolute, symbolic links not followed), where that differs from
+        :attr:`source`: a link's output is named after the link, as RELION names it.
     """
 
     source: str
@@ -71,17 +74,20 @@ class InputMicrograph:
     shape: tuple[int, int] | None = None
     listed_in: str = "STAR file"
     micrograph: str | None = None
+    given_as: str | None = None
 
     def named_after(self) -> tuple[str, str]:
         """The file its output is named after and the name (``NAME`` of ``NAME.mrc``): the
         micrograph a STAR file's pair of halves stands for (:attr:`micrograph`), else its own
-        file, a pair's even half without its ending (``NAME`` for ``NAME_EVN.mrc``)."""
+        file as given (a link, not its target), a pair's even half without its ending
+        (``NAME`` for ``NAME_EVN.mrc``)."""
         from cryostream.io.halves import EVEN_SUFFIXES, half_key
 
         if self.micrograph is not None:
             return self.micrograph, Path(self.micrograph).stem
-        stem = half_key(self.source, EVEN_SUFFIXES) if self.odd is not None else Path(self.source).stem
-        return self.source, stem
+        source = self.given_as or self.source
+        stem = half_key(source, EVEN_SUFFIXES) if self.odd is not None else Path(source).stem
+        return source, stem
 
     def given(self) -> dict | None:
         """What the output owes to elsewhere than its file and the config (JSON values), for
@@ -133,32 +139,6 @@ class DenoiseInputs:
     skipped: list[dict]
     #: each micrograph's STAR file (by its source), where one lists it
     listed: dict = dataclasses.field(default_factory=dict)
-
-
-def array_stack(inputs, pixel_size_angstrom: float | None):
-    """``inputs`` as an xarray (micrograph, y, x) when it is an array (NumPy, Dask or
-    xarray; 2-D or 3-D), else None. The pixel size is ``pixel_size_angstrom`` or the xarray's
-    ``pixel_size_angstrom`` attribute."""
-    import numpy as np
-    import xarray as xr
-
-    if isinstance(inputs, xr.DataArray):
-        stack = inputs
-    elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):
-        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
-    else:
-        return None
-    if stack.ndim not in (2, 3):
-        raise ConfigError(f"an array of shape {stack.shape}: pass one micrograph (y, x) or a "
-                          "stack (micrograph, y, x)")
-    if stack.ndim == 2:
-        stack = stack.expand_dims("micrograph")
-    stack = stack.transpose("micrograph", ...)
-    pixel = pixel_size_angstrom or stack.attrs.get("pixel_size_angstrom")
-    if not pixel or not pixel > 0:
-        raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
-                          "xarray with a pixel_size_angstrom attribute")
-    return stack.assign_attrs(pixel_size_angstrom=float(pixel))
 
 
 def _star_items(items: list, column: str,
@@ -323,7 +303,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         odds = {_key(Path(e)): str(Path(o).resolve()) for e, o in pairs}
     micrographs, differ, off, entries, own, listed = [], {}, [], [], [], {}
     for h in headers:
-        _, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
+        given_path, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
+        given_path = os.path.abspath(given_path)  # links kept: the output is named after it
         entries.append(entry)
         if star is not None:
             listed[h.path] = star
@@ -343,7 +324,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None, h.shape, kind,
-            _micrograph_name(star, entry) if h.path in odds else None))
+            _micrograph_name(star, entry) if h.path in odds else None,
+            given_path if given_path != h.path else None))
     warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
