@@ -104,9 +104,10 @@ def check_draws(shape: tuple[int, int]) -> int:
     one where that one holds :data:`CHECK_PIXELS` pixels, else two.
 
     A draw's reading of the error difference varies with the noise drawn, less the more
-    pixels it averages: on a full-size 7676 × 7420 micrograph (50 e/Å²) three draws of the
-    fit read −4.5, −4.2 and −4.0 × 10⁻⁶ and of a fit 400 Å off +2.2, +2.3 and +2.4 × 10⁻⁶, so
-    a second draw, 8 s of the CPU there, would not change what the check says."""
+    pixels it averages. On simulated full-size 7676 × 7420 micrographs (``check_draws.py``,
+    benchmarks page) three single draws of the fit read −5.1 ± 0.02, −10.1 ± 0.1 and
+    −7.0 ± 0.7 × 10⁻⁶ at 50, 20 and 10 e/Å², the spread a tenth of the reading or less, so
+    a second draw, 8–10 s of the CPU there, would not change what the check says."""
     return 1 if math.prod(shape) >= CHECK_PIXELS else 2
 
 
