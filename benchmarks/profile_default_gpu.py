@@ -1,0 +1,114 @@
+"""Where ``denoise``'s default recipe spends a full-size micrograph's time on a GPU machine.
+
+Two measurements with the shipped general model (its 8-fold ensemble, its binned pass, the
+CTF fit and check, the gains), after one micrograph has compiled the network:
+
+1. one micrograph alone through :func:`cryostream.denoise.micrograph.denoise_image` under
+   ``cProfile`` (the main thread, so the network's passes and the steps after them are both
+   seen): wall time, the process's CPU time, and the functions by cumulative and own time
+   (``network_pass``'s cumulative time is the network's share);
+2. ``--in-flight`` micrographs through :func:`cryostream.denoise.denoise` as a user runs it:
+   wall time per micrograph and the CPU time the process used per micrograph (how many cores
+   the steps keep busy, against the machine's).
+
+Usage: python benchmarks/profile_default_gpu.py --out OUT [--in-flight 8] [--work /tmp/full]
+[--in-flight-only] (with ``PYTHONPATH`` naming another checkout, the same for its code)
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/full"))
+    ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--in-flight-only", action="store_true",
+                    help="the second measurement alone (to set one version beside another)")
+    args = ap.parse_args(argv)
+
+    import jax
+    import mrcfile
+    from common import make_full_size_set
+
+    import cryostream.denoise.micrograph as dm
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.network import model_path
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = str(model_path("general"))
+    paths = make_full_size_set(args.work, max(2, args.in_flight))
+    config = DenoiseConfig()
+    images = [np.asarray(mrcfile.read(p), np.float32) for p in paths[:2]]
+    result = {"device": jax.devices()[0].device_kind, "cores": os.cpu_count(),
+              "shape": list(images[0].shape)}
+
+    start = time.perf_counter()
+    dm.denoise_image(images[0], 0.6575, str(paths[0]), run, config)
+    result["first_micrograph_s"] = round(time.perf_counter() - start, 2)  # compiles included
+    print("first micrograph (compiling):", result["first_micrograph_s"], "s", flush=True)
+    if args.in_flight_only:
+        return in_flight(args, paths, run, config, result)
+
+    profile = cProfile.Profile()
+    start, cpu = time.perf_counter(), cpu_seconds()
+    profile.enable()
+    dm.denoise_image(images[1], 0.6575, str(paths[1]), run, config)
+    profile.disable()
+    result["profiled_s"] = round(time.perf_counter() - start, 2)
+    result["profiled_cpu_s"] = round(cpu_seconds() - cpu, 2)
+    text = io.StringIO()
+    for key in ("cumulative", "tottime"):
+        pstats.Stats(profile, stream=text).sort_stats(key).print_stats(args.top)
+    (args.out / "profile_default_gpu.txt").write_text(text.getvalue())
+    print(f"one micrograph under cProfile: {result['profiled_s']} s wall, "
+          f"{result['profiled_cpu_s']} s CPU", flush=True)
+
+    return in_flight(args, paths, run, config, result)
+
+
+def in_flight(args, paths, run, config, result) -> int:
+    """The second measurement, written with the others to ``OUT/profile_default_gpu.json``."""
+    from common import peak_memory
+
+    from cryostream.denoise import denoise
+
+    some = paths[: args.in_flight]
+    start, cpu = time.perf_counter(), cpu_seconds()
+    denoise(run, some, args.work / "out", config=config, overwrite=True, workers=args.in_flight)
+    wall = time.perf_counter() - start
+    used = cpu_seconds() - cpu
+    result["in_flight"] = {"micrographs": len(some), "workers": args.in_flight,
+                           "wall_s": round(wall, 1), "per_micrograph_s": round(wall / len(some), 2),
+                           "cpu_s_per_micrograph": round(used / len(some), 1),
+                           "mean_busy_cores": round(used / wall, 1), **peak_memory()}
+    print("in flight:", result["in_flight"], flush=True)
+    name = "in_flight" if args.in_flight_only else "profile_default_gpu"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
