@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import io
 import json
 import os
@@ -53,14 +54,14 @@ def main(argv=None) -> int:
     import mrcfile
     from common import make_full_size_set
 
-    import cryostream.denoise.micrograph as dm
+    dm = importlib.import_module("cryostream.denoise.micrograph")  # the module, not the function
     from cryostream.config import DenoiseConfig
-    from cryostream.denoise.network import model_path
+    from cryostream.denoise.network import model_path, model_record
 
     args.out.mkdir(parents=True, exist_ok=True)
     run = str(model_path("general"))
     paths = make_full_size_set(args.work, max(2, args.in_flight))
-    config = DenoiseConfig()
+    config = DenoiseConfig().for_run(model_record(run))  # as denoise decides it for the run
     images = [np.asarray(mrcfile.read(p), np.float32) for p in paths[:2]]
     result = {"device": jax.devices()[0].device_kind, "cores": os.cpu_count(),
               "shape": list(images[0].shape)}
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     result["first_micrograph_s"] = round(time.perf_counter() - start, 2)  # compiles included
     print("first micrograph (compiling):", result["first_micrograph_s"], "s", flush=True)
     if args.in_flight_only:
-        return in_flight(args, paths, run, config, result)
+        return in_flight(args, paths, run, result)
 
     profile = cProfile.Profile()
     start, cpu = time.perf_counter(), cpu_seconds()
@@ -86,10 +87,10 @@ def main(argv=None) -> int:
     print(f"one micrograph under cProfile: {result['profiled_s']} s wall, "
           f"{result['profiled_cpu_s']} s CPU", flush=True)
 
-    return in_flight(args, paths, run, config, result)
+    return in_flight(args, paths, run, result)
 
 
-def in_flight(args, paths, run, config, result) -> int:
+def in_flight(args, paths, run, result) -> int:
     """The second measurement, written with the others to ``OUT/profile_default_gpu.json``."""
     from common import peak_memory
 
@@ -97,7 +98,7 @@ def in_flight(args, paths, run, config, result) -> int:
 
     some = paths[: args.in_flight]
     start, cpu = time.perf_counter(), cpu_seconds()
-    denoise(run, some, args.work / "out", config=config, overwrite=True, workers=args.in_flight)
+    denoise(run, some, args.work / "out", overwrite=True, workers=args.in_flight)
     wall = time.perf_counter() - start
     used = cpu_seconds() - cpu
     result["in_flight"] = {"micrographs": len(some), "workers": args.in_flight,
