@@ -187,6 +187,22 @@ def test_denoise_writes_mrc_and_restores_scale(trained, tmp_path):
     np.testing.assert_allclose(again.values, out.values, rtol=1e-5)
 
 
+def test_micrographs_given_as_links_are_named_after_the_links_in_memory_too(trained, tmp_path):
+    """A folder of symbolic links denoised without an output folder: the stack's micrographs
+    are named as the files written would be (``mic_A``, after the link; not ``sim_0000``,
+    its target's name)."""
+    run, sim = trained
+    (tmp_path / "links").mkdir()
+    for i, name in enumerate(("mic_A", "mic_B")):
+        (tmp_path / "links" / f"{name}.mrc").symlink_to(sim.micrographs[i])
+    config = DenoiseConfig.raw(tile=64)
+    written = denoise(run, tmp_path / "links", tmp_path / "den", config=config)
+    in_memory = denoise(run, tmp_path / "links", config=config)
+    assert list(written.micrograph.values) == ["mic_A", "mic_B"]
+    assert list(in_memory.micrograph.values) == ["mic_A", "mic_B"]
+    np.testing.assert_allclose(in_memory.values, written.values, rtol=1e-5)
+
+
 def test_a_micrograph_not_in_counts_is_denoised_with_a_warning(trained, tmp_path):
     """A micrograph normalised to mean 0 by another program: the network learned counts, and a
     newcomer measured it denoised less well (correlation with the truth 0.720 against 0.739),

@@ -396,7 +396,9 @@ def _result(micrographs, plans, todo, results, gathered, output):
     one_size = None if len(sizes) == 1 and output is not None else kept[0].pixel_size_angstrom
     if output is None:
         stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
-        return stack.copy(data=np.stack([done[m.source] for m in kept]))
+        names = [m.named_after() for m in kept]  # as files would be: a link's, a pair's micrograph's
+        names = [n for _, n in names] if len({n for _, n in names}) == len(names) else [f for f, _ in names]
+        return stack.copy(data=np.stack([done[m.source] for m in kept])).assign_coords(micrograph=names)
     star = Path(output).absolute() / STAR_NAME
     paths = [done[m.source] for m in kept]
     listing = write_listing(star, gathered, done, paths)  # last: after every output
