@@ -360,3 +360,29 @@ def test_another_copy_of_the_project_does_not_stand_in_for_missing_micrographs(
     with pytest.raises(InvalidMicrographError, match=rf"row 2: .*P8/{names[1]}, a link to "
                        rf"{moved}, which is not there\)"):
         read_star(cs)
+
+
+def test_imported_micrographs_are_named_after_the_files_their_links_lead_to(tmp_path,
+                                                                           monkeypatch):
+    """cryoSPARC's Import Micrographs job links each file as ``J1/imported/UID_NAME.mrc``: its
+    output is ``NAME.mrc``, the original's name (a link given as a file or by a RELION STAR
+    file keeps its own name instead)."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.mrc import write_micrograph
+
+    raw, imported = tmp_path / "raw", tmp_path / "P7" / "J1" / "imported"
+    raw.mkdir()
+    imported.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    names = []
+    for i in range(2):
+        write_micrograph(raw / f"mic_{i}.mrc", rng.poisson(10, (96, 128)).astype(np.float32), 1.0)
+        (imported / f"{10**17 + i}_mic_{i}.mrc").symlink_to(raw / f"mic_{i}.mrc")
+        names.append(f"J1/imported/{10**17 + i}_mic_{i}.mrc")
+    cs = _exposures(tmp_path / "P7" / "J2" / "exposures.cs", names, ctf=False)
+    monkeypatch.chdir(tmp_path)
+    got = gather_inputs([cs], config=DenoiseConfig())
+    assert [m.named_after()[1] for m in got.micrographs] == ["mic_0", "mic_1"]
+    linked = gather_inputs([imported], config=DenoiseConfig())
+    assert [m.named_after()[1] for m in linked.micrographs] == [Path(n).stem for n in names]

@@ -61,7 +61,8 @@ class InputMicrograph:
         ``rlnMicrographName``, resolved against the project folder (the file need not exist).
     given_as : str or None
         Its file as given (absolute, symbolic links not followed), where that differs from
-        :attr:`source`: a link's output is named after the link, as RELION names it.
+        :attr:`source`: a link's output is named after the link, as RELION names it (not for
+        a cryoSPARC ``.cs`` file, whose imported links are named ``UID_NAME.mrc``).
     """
 
     source: str
@@ -325,7 +326,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None, h.shape, kind,
             _micrograph_name(star, entry) if h.path in odds else None,
-            given_path if given_path != h.path else None))
+            # cryoSPARC's imported files are links named UID_NAME.mrc: named NAME, its target
+            given_path if given_path != h.path and kind != "cryoSPARC .cs file" else None))
     warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
