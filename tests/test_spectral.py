@@ -251,3 +251,21 @@ def test_ring_regression_against_sums_over_the_full_spectrum():
                                         rel=1e-4, abs=1e-6)
     third = ring_regression(0.3 * np.fft.rfft2(y), np.fft.rfft2(y), merged.bins, merged.weight)[0]
     np.testing.assert_allclose(third[1:], 0.3, rtol=1e-5)
+
+
+def test_the_kept_grids_are_shared_read_only_and_can_be_let_go():
+    """ring_index and merge_rings keep their grids (the denoising steps ask for one grid about
+    ten times per micrograph): the same read-only arrays for the same grid, an error on a write
+    instead of a grid changed under every later caller, and new ones after forget_grids."""
+    from cryostream.spectral import forget_grids, merge_rings, ring_index
+
+    ring = ring_index((64, 48), "rfft", dtype=np.float32)
+    merged = merge_rings((64, 48))
+    assert ring_index((64, 48), "rfft", dtype=np.float32) is ring and merged.ring is ring
+    assert merge_rings((64, 48)) is merged
+    for array in (ring, merged.merged, merged.weight):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1
+    forget_grids()
+    again = ring_index((64, 48), "rfft", dtype=np.float32)
+    assert again is not ring and np.array_equal(again, ring)

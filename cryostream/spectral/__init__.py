@@ -25,6 +25,7 @@ from cryostream.spectral.optics import (
 from cryostream.spectral.rings import (
     LAYOUTS,
     MergedRings,
+    forget_grids,
     frequencies,
     merge_rings,
     radial_average,
@@ -48,6 +49,7 @@ __all__ = [
     "faded_ctf_squared",
     "frequencies",
     "hann_window",
+    "forget_grids",
     "merge_rings",
     "radial_average",
     "radial_mean",

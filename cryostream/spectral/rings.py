@@ -23,7 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["LAYOUTS", "frequencies", "ring_index", "ring_frequencies", "radial_mean",
-           "radial_average", "rfft_weight", "MergedRings", "merge_rings"]
+           "radial_average", "rfft_weight", "MergedRings", "merge_rings", "KEPT_GRIDS",
+           "forget_grids"]
 
 LAYOUTS = ("rfft", "fft", "centred")
 
@@ -98,6 +99,14 @@ def ring_index(shape: tuple[int, int], layout: str = "rfft", *, dtype=np.float64
 #: denoising steps ask for the same whole-micrograph grid about ten times per micrograph, and
 #: the micrographs in flight share one.
 KEPT_GRIDS = 4
+
+
+def forget_grids() -> None:
+    """Let go of the grids :func:`ring_index` and :func:`merge_rings` keep (the last
+    :data:`KEPT_GRIDS` of each; a full-size micrograph's hold about 340 MB), in a long-lived
+    process done with micrographs of those sizes."""
+    _ring_index.cache_clear()
+    _merge_rings.cache_clear()
 
 
 @functools.lru_cache(maxsize=KEPT_GRIDS)
