@@ -7,12 +7,16 @@ CTF fit and check, the gains), after one micrograph has compiled the network:
    ``cProfile`` (the main thread, so the network's passes and the steps after them are both
    seen): wall time, the process's CPU time, and the functions by cumulative and own time
    (``network_pass``'s cumulative time is the network's share);
-2. ``--in-flight`` micrographs through :func:`cryostream.denoise.denoise` as a user runs it:
-   wall time per micrograph and the CPU time the process used per micrograph (how many cores
-   the steps keep busy, against the machine's).
+2. ``--in-flight`` micrographs through :func:`cryostream.denoise.denoise` as a user runs it
+   (several numbers in flight: one measurement each, in this process; ``--micrographs`` more
+   than in flight shows the steady state of a data set, where one micrograph's steps on the
+   CPU overlap another's passes on the GPU): wall time per
+   micrograph, the CPU time the process used per micrograph (how many cores the steps keep
+   busy, against the machine's) and how busy the GPU was (``nvidia-smi``'s utilisation,
+   sampled every 0.2 s, where there is one).
 
-Usage: python benchmarks/profile_default_gpu.py --out OUT [--in-flight 8] [--work /tmp/full]
-[--in-flight-only] (with ``PYTHONPATH`` naming another checkout, the same for its code)
+Usage: python benchmarks/profile_default_gpu.py --out OUT [--in-flight 8 [12 …]] [--work /tmp/full]
+[--micrographs 24] [--in-flight-only] (with ``PYTHONPATH`` naming another checkout, the same for its code)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,7 +49,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=Path("/tmp/full"))
-    ap.add_argument("--in-flight", type=int, default=8)
+    ap.add_argument("--in-flight", type=int, nargs="+", default=[8])
+    ap.add_argument("--micrographs", type=int, help="micrographs per measurement (default: as "
+                    "many as in flight)")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--in-flight-only", action="store_true",
                     help="the second measurement alone (to set one version beside another)")
@@ -60,7 +67,7 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     run = str(model_path("general"))
-    paths = make_full_size_set(args.work, max(2, args.in_flight))
+    paths = make_full_size_set(args.work, max(2, args.micrographs or 0, *args.in_flight))
     config = DenoiseConfig().for_run(model_record(run))  # as denoise decides it for the run
     images = [np.asarray(mrcfile.read(p), np.float32) for p in paths[:2]]
     result = {"device": jax.devices()[0].device_kind, "cores": os.cpu_count(),
@@ -90,22 +97,52 @@ def main(argv=None) -> int:
     return in_flight(args, paths, run, result)
 
 
+class GpuBusy:
+    """``nvidia-smi``'s GPU utilisation (%), sampled every 0.2 s while in a ``with`` block:
+    ``mean`` after it (None without ``nvidia-smi``)."""
+
+    def __enter__(self):
+        import subprocess
+
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.mean = None
+        if self.proc is not None:
+            self.proc.terminate()
+            out, _ = self.proc.communicate()
+            values = [float(v) for v in out.split() if v.strip().replace(".", "").isdigit()]
+            self.mean = round(sum(values) / len(values), 1) if values else None
+
+
 def in_flight(args, paths, run, result) -> int:
-    """The second measurement, written with the others to ``OUT/profile_default_gpu.json``."""
+    """The second measurement, for each number in flight, written with the others to
+    ``OUT/profile_default_gpu.json``."""
     from common import peak_memory
 
     from cryostream.denoise import denoise
 
-    some = paths[: args.in_flight]
-    start, cpu = time.perf_counter(), cpu_seconds()
-    denoise(run, some, args.work / "out", overwrite=True, workers=args.in_flight)
-    wall = time.perf_counter() - start
-    used = cpu_seconds() - cpu
-    result["in_flight"] = {"micrographs": len(some), "workers": args.in_flight,
-                           "wall_s": round(wall, 1), "per_micrograph_s": round(wall / len(some), 2),
-                           "cpu_s_per_micrograph": round(used / len(some), 1),
-                           "mean_busy_cores": round(used / wall, 1), **peak_memory()}
-    print("in flight:", result["in_flight"], flush=True)
+    result["in_flight"] = []
+    for workers in args.in_flight:
+        some = paths[: args.micrographs or workers]
+        start, cpu = time.perf_counter(), cpu_seconds()
+        shutil.rmtree(args.work / "out", ignore_errors=True)  # or the last row's are kept
+        with GpuBusy() as gpu:
+            denoise(run, some, args.work / "out", workers=workers)
+        wall = time.perf_counter() - start
+        used = cpu_seconds() - cpu
+        row = {"micrographs": len(some), "workers": workers, "wall_s": round(wall, 1),
+               "per_micrograph_s": round(wall / len(some), 2),
+               "cpu_s_per_micrograph": round(used / len(some), 1),
+               "mean_busy_cores": round(used / wall, 1), "gpu_busy_percent": gpu.mean,
+               **peak_memory()}
+        result["in_flight"].append(row)
+        print("in flight:", row, flush=True)
     name = "in_flight" if args.in_flight_only else "profile_default_gpu"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     return 0
