@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("--in-flight", type=int, nargs="+", default=[8])
     ap.add_argument("--micrographs", type=int, help="micrographs per measurement (default: as "
                     "many as in flight)")
+    ap.add_argument("--copy-back", nargs="+", choices=("pinned", "plain"), default=["pinned"],
+                    help="how the network's outputs come back from the GPU, one row each in this "
+                    "order: through pinned host memory (as denoise does) or the plain copy")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--in-flight-only", action="store_true",
                     help="the second measurement alone (to set one version beside another)")
@@ -127,16 +130,19 @@ def in_flight(args, paths, run, result) -> int:
 
     from cryostream.denoise import denoise
 
+    network = importlib.import_module("cryostream.denoise.network")  # the module itself
     result["in_flight"] = []
-    for workers in args.in_flight:
+    for workers, copy_back in [(w, c) for w in args.in_flight for c in args.copy_back]:
+        network._no_pinned[:] = ["plain copies asked for"] if copy_back == "plain" else []
         some = paths[: args.micrographs or workers]
-        start, cpu = time.perf_counter(), cpu_seconds()
         shutil.rmtree(args.work / "out", ignore_errors=True)  # or the last row's are kept
+        start, cpu = time.perf_counter(), cpu_seconds()
         with GpuBusy() as gpu:
             denoise(run, some, args.work / "out", workers=workers)
         wall = time.perf_counter() - start
         used = cpu_seconds() - cpu
-        row = {"micrographs": len(some), "workers": workers, "wall_s": round(wall, 1),
+        row = {"micrographs": len(some), "workers": workers, "copy_back": copy_back,
+               "wall_s": round(wall, 1),
                "per_micrograph_s": round(wall / len(some), 2),
                "cpu_s_per_micrograph": round(used / len(some), 1),
                "mean_busy_cores": round(used / wall, 1), "gpu_busy_percent": gpu.mean,
