@@ -968,3 +968,33 @@ def test_the_candidates_benchmark_records_a_micrograph_and_scores_its_rules(benc
     records.write_text(json.dumps(row) + "\n")
     summary = bench.evaluate([records], None)["groups"]["1024x1024"]
     assert summary["micrographs"] == 1 and len(summary["rules"]) == len(bench.rules())
+
+
+def test_the_gain_after_a_passed_check_takes_its_grid(simulated):
+    """A passed check keeps its ``ctf_gain_grid`` in the step's state, and the gain takes it:
+    the same output bit for bit as a gain that makes its own (one grid of a micrograph's
+    two: 2.5 s of a full-size micrograph's CPU time); a failed check keeps none."""
+    import scipy.fft
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import Micrograph
+    from cryostream.denoise.steps import WienerGain
+
+    noisy = simulated[0][0]
+    micrograph = Micrograph(noisy, PIXEL, None, "simulated 0")
+    gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
+    state = {"table": None, **gain.fitted(micrograph, scipy.fft.rfft2(noisy - noisy.mean()),
+                                          quiet=True)}
+    assert state["used"]
+    mask, c2, band, bands = state["grid"]
+    assert mask.shape == c2.shape == (noisy.shape[0], noisy.shape[1] // 2 + 1)
+    estimate = (0.5 * noisy).astype(np.float32)
+    kept = gain.apply(estimate, noisy, state, micrograph)
+    own = gain.apply(estimate, noisy, {k: v for k, v in state.items() if k != "grid"}, micrograph)
+    assert np.array_equal(kept, own)
+    fit = state["fit"]
+    wrong = dataclasses.replace(fit, defocus_u_angstrom=fit.defocus_u_angstrom + 1500,
+                                defocus_v_angstrom=fit.defocus_v_angstrom + 1500)
+    failed = gain.checked(micrograph, wrong, "simulated 0, 1500 Å off", state["rings_z"],
+                          quiet=True)  # the check runs and does not pass
+    assert failed["check"] > 0 and not failed["used"] and "grid" not in failed

@@ -146,12 +146,13 @@ def unsettled(fit) -> bool:
 
 
 def checked_gain(image, noise, fit, what: str, rings_z=None, *,
-                 advice: str = GIVEN_ADVICE, quiet: bool = False) -> float:
+                 advice: str = GIVEN_ADVICE, quiet: bool = False, grid=None) -> float:
     """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
     :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
     not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
-    fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`)."""
-    check = math.nan if no_rings(rings_z, fit) else ctf_gain_check(image, noise, fit)
+    fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`).
+    ``grid``: the fit's :func:`~cryostream.ctf.ctf_gain_grid` for ``image``, if made already."""
+    check = math.nan if no_rings(rings_z, fit) else ctf_gain_check(image, noise, fit, grid=grid)
     if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
         warn_fallback(what, rings_z, advice, stacklevel=4, fit=fit)
     return check

@@ -112,7 +112,7 @@ def check_draws(shape: tuple[int, int]) -> int:
 
 
 def ctf_gain_check(noisy: np.ndarray, noise, fit, *, draws: int | None = None,
-                   beta: float = 0.5, seed: int = 0) -> float:
+                   beta: float = 0.5, seed: int = 0, grid=None) -> float:
     """Does the CTF-shaped Wiener gain beat the radial one on this micrograph? No truth needed.
 
     The recorruption score of the CTF-shaped Wiener filter (:func:`match_wiener_gain` with
@@ -131,7 +131,9 @@ def ctf_gain_check(noisy: np.ndarray, noise, fit, *, draws: int | None = None,
     (:func:`~cryostream.denoise.corrections.ring_sums`) on the CTF-shaped side only had moved
     the score of a held-out shell from −1.6e-7 to +5.4e-7 and turned a right fit down (−1.4 dB).
     ``draws``: recorrupted draws averaged (default: :func:`check_draws` of the micrograph's
-    shape, two up to 2048², one for larger micrographs).
+    shape, two up to 2048², one for larger micrographs). ``grid``: the
+    :func:`~cryostream.ctf.ctf_gain_grid` of ``noisy``'s shape and ``fit``, if made already
+    (the gain that follows a passed check takes the same one).
     """
     from cryostream.ctf import ctf_gain_grid
 
@@ -139,7 +141,8 @@ def ctf_gain_check(noisy: np.ndarray, noise, fit, *, draws: int | None = None,
         draws = check_draws(np.shape(noisy))
 
     recorrupted = noise.scaled(math.sqrt(1 + beta**2))  # the noise of y + β·m
-    shaped = (fit, ctf_gain_grid(np.shape(noisy), fit))  # made once for every draw
+    # made once for every draw
+    shaped = (fit, ctf_gain_grid(np.shape(noisy), fit) if grid is None else grid)
 
     def both(image):  # the CTF-shaped and the radial Wiener filters, from one transform;
         # below 20 Å the same radial gain in both, so that the score is the CTF model's alone
