@@ -322,6 +322,8 @@ def test_library_defaults_are_shown_and_left_to_the_library(argv, flag, value, f
     if default is None and flag == "--workers":
         assert "micrographs in flight (default: half the CPU cores on a GPU, 2 to 8; 2 on a CPU" \
             in shown and "(None)" not in shown.split("--workers N", 2)[-1].split("--scheduler")[0]
+    elif default is None:
+        assert "(None)" not in shown and "(default: chosen for the micrograph" in shown
     else:
         assert f"({default})" in shown
     assert cli_common.given(build_parser().parse_args(argv), action.dest) == {}

@@ -84,7 +84,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any,
         ``(flag name, help text)`` or ``(flag name, help text, extra add_argument keywords)``.
         Booleans become switches; ``int | None`` an int flag defaulting to ``None``;
         ``tuple[int, int]`` two values. The metavar is the flag's name. A help text without
-        ``%(default)s`` gets the default appended unless it is ``None`` or a switch. The
+        ``%(default)s`` gets the default appended unless it is ``None`` or a switch (a tuple as
+        its values are typed, ``(7676 7420)``). The
         parsed value is stored under the field path; :func:`config_from_args` reads it back.
     """
     defaults = config() if isinstance(config, type) else config
@@ -95,7 +96,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any,
             default = None
         kwargs = _argument_kind(typing.get_type_hints(type(owner))[name], default)
         if "%(default)" not in help_text and default is not None and not isinstance(default, bool):
-            help_text += " (%(default)s)"
+            # a pair as it is typed (--shape 7676 7420), not as Python writes it
+            help_text += (f" ({' '.join(map(str, default))})" if isinstance(default, tuple)
+                          else " (%(default)s)")
         kwargs.update(extra[0] if extra else {})
         if "type" in kwargs and "choices" not in kwargs:
             kwargs.setdefault("metavar", _metavar(flag))
@@ -180,11 +183,13 @@ class LibraryDefault:
 def add_library_flag(parser: argparse.ArgumentParser, flag: str,
                      function: str, parameter: str, help_text: str, **kwargs: Any) -> None:
     """Add a flag for keyword ``parameter`` of ``function`` (``"module:function"``), showing the
-    function's default in the help; the value is stored under ``parameter``."""
+    function's default in the help unless ``help_text`` says it (``default:``); the value is
+    stored under ``parameter``."""
     if "choices" not in kwargs:
         kwargs.setdefault("metavar", _metavar(flag))
+    shown = help_text if "default:" in help_text else f"{help_text} (%(default)s)"
     parser.add_argument(flag, dest=parameter, default=LibraryDefault(function, parameter),
-                        help=f"{help_text} (%(default)s)", **kwargs)
+                        help=shown, **kwargs)
 
 
 def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -24,11 +24,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.add_argument("--truth", help="a folder written by cryostream simulate; only its "
                    "micrographs held out of the run's training are scored")
-    add_library_flag(p, "--patches", EVALUATE, "patches", "test patches scored", type=int)
+    add_library_flag(p, "--patches", EVALUATE, "patches", "test patches scored", type=int,
+                     metavar="N")
     add_library_flag(p, "--micrographs", EVALUATE, "micrographs", "simulated micrographs scored",
-                     type=int)
-    add_library_flag(p, "--tile", EVALUATE, "tile", "denoising window core, px; None: chosen for "
-                     "the micrograph and the device, as denoise does", type=int)
+                     type=int, metavar="N")
+    add_library_flag(p, "--tile", EVALUATE, "tile", "denoising window core, px (default: chosen "
+                     "for the micrograph and the device, as denoise does)", type=int, metavar="PX")
     p.add_argument("--residual", nargs="+", metavar="MRC",
                    help="micrographs (real ones too) whose residual, input − what denoise gives "
                    "by default, is checked against their measured noise (each takes as long as "

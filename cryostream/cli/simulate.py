@@ -12,7 +12,7 @@ __all__ = ["FLAGS", "add_parser", "run", "simulate_config"]
 FLAGS = {
     "shape": ("--shape", "rows and columns", {"metavar": ("H", "W")}),
     "seed": ("--seed", "seed of the simulation"),
-    "pixel_size_angstrom": ("--pixel-size", "pixel size in Å (EMPIAR-10025's 0.6575 by default)",
+    "pixel_size_angstrom": ("--pixel-size", "pixel size in Å; the default is EMPIAR-10025's",
                             {"metavar": "Å"}),
     "defocus_um": ("--defocus", "range of each micrograph's mean defocus in µm (underfocus "
                    "positive)", {"metavar": ("LOW", "HIGH")}),
