@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from cryostream.cli import build_parser
+from tests.conftest import write_mrc
 
 
 def _helps() -> dict[str, str]:
@@ -23,3 +29,42 @@ def test_help_shows_defaults_as_they_are_typed():
     assert "(1.47 1.99)" in helps["simulate"]
     assert helps["simulate"].count("0.6575") == 1
     assert "--tile PX denoising window core, px (default: chosen for the micrograph" in helps["evaluate"]
+
+
+def _relion_star(folder: Path) -> Path:
+    """Two real MRC micrographs and a RELION 3.1 micrographs STAR file at 200 kV listing them."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_mrc(folder / f"{name}.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    star = folder / "corrected_micrographs.star"
+    star.write_text(
+        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
+        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\nopticsGroup1 1 0.66 200 2.7 0.1\n\n"
+        "data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\na.mrc 1\nb.mrc 1\n")
+    return star
+
+
+def test_an_optics_option_a_star_file_overrides_is_said(tmp_path: Path):
+    """``--voltage 120`` with a STAR file whose optics table says 200 kV: the STAR file's wins
+    (as documented), and a warning says the option is not used rather than dropping it without
+    a word; an option the STAR file agrees with, or a STAR file without that column, warns of
+    nothing."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.star import StarFileWarning
+
+    star = _relion_star(tmp_path)
+    with pytest.warns(StarFileWarning) as caught:
+        gathered = gather_inputs([star], config=DenoiseConfig(voltage_kv=120.0, cs_mm=1.4))
+    assert [m.optics["voltage_kv"] for m in gathered.micrographs] == [200.0, 200.0]
+    assert [str(w.message) for w in caught] == [
+        "--voltage 120 kV is not used for 2 micrographs: their STAR file's optics table gives "
+        "200 kV (rlnVoltage), and a STAR file's optics win; if the STAR file is wrong, correct "
+        "its data_optics",
+        "--cs 1.4 mm is not used for 2 micrographs: their STAR file's optics table gives 2.7 mm "
+        "(rlnSphericalAberration), and a STAR file's optics win; if the STAR file is wrong, "
+        "correct its data_optics"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StarFileWarning)
+        gather_inputs([star], config=DenoiseConfig(voltage_kv=200.0))
+        gather_inputs([tmp_path / "a.mrc"], config=DenoiseConfig(voltage_kv=120.0))

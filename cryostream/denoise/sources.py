@@ -18,6 +18,7 @@ from cryostream.denoise.pixels import (
     note_assumed_optics,
     pixel_size_for,
     warn_header_pixel_sizes,
+    warn_overridden_optics,
     warn_pixel_size_argument,
     warn_unequal_axes,
 )
@@ -334,6 +335,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
     note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
+    warn_overridden_optics(config, entries)
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
     gathered = DenoiseInputs(micrographs, single, [row for star in stars for row in star.skipped]
