@@ -68,3 +68,30 @@ def test_an_optics_option_a_star_file_overrides_is_said(tmp_path: Path):
         warnings.simplefilter("error", StarFileWarning)
         gather_inputs([star], config=DenoiseConfig(voltage_kv=200.0))
         gather_inputs([tmp_path / "a.mrc"], config=DenoiseConfig(voltage_kv=120.0))
+
+
+def test_a_single_pass_on_a_cpu_says_how_long_it_takes(notes, monkeypatch, tmp_path: Path):
+    """``--raw`` (or ``--no-ensemble``) on a full-size micrograph on a CPU runs minutes with no
+    note of passes done (a single pass has none): a note before it gives the time, as the
+    ensemble's does; a micrograph that takes seconds gets none."""
+    import cryostream
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import workers
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.tiling import cpu_pass_seconds
+
+    shipped = model_path("general")
+    workers.cpu_time_note(shipped, DenoiseConfig.raw(), [(4096, 4096)])
+    workers.cpu_time_note(shipped, DenoiseConfig.raw(), [(512, 512)])
+    assert cpu_pass_seconds(shipped, (4096, 4096)) >= workers.SLOW_PASS_SECONDS
+    assert len(notes) == 1 and notes[0].startswith("one network pass per micrograph: about ")
+    assert "for one of 4096 × 4096 on 2 CPU cores" in notes[0] and "no note until each is done" \
+        in notes[0]
+    # denoise says it before it starts (with the threshold down to a 256² micrograph's time)
+    notes.clear()
+    monkeypatch.setattr(workers, "SLOW_PASS_SECONDS", 0.0)
+    rng = np.random.default_rng(1)
+    mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    cryostream.denoise("general", [mrc], tmp_path / "out", config=DenoiseConfig.raw())
+    assert [n for n in notes if n.startswith("one network pass per micrograph: about ")]
+    assert (tmp_path / "out" / "m.mrc").is_file()

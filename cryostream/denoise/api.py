@@ -342,7 +342,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             len(todo), "" if len(todo) == 1 else "s", model_name(run),
             " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
             f", {min(workers, len(todo))} in flight" if here else "")
-        if config.ensemble and jax.default_backend() == "cpu":
+        if jax.default_backend() == "cpu":
             cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
     try:

@@ -21,7 +21,8 @@ from cryostream.host import available_memory, cgroup_headroom, cgroup_memory, cp
 from cryostream.units import spoken_duration
 
 __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
-           "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "cpu_time_note"]
+           "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "SLOW_PASS_SECONDS",
+           "cpu_time_note"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
 #: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
@@ -29,6 +30,10 @@ __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headr
 BYTES_PER_PIXEL = 110
 #: The most micrographs in flight chosen for a GPU (measured up to eight).
 MAX_IN_FLIGHT = 8
+
+#: A single pass on a CPU this long or longer is announced with its time (the notes of passes
+#: done come only while a micrograph's several passes run longer than this).
+SLOW_PASS_SECONDS = 30.0
 
 
 def default_workers(pixels: int, backend: str, *, count: int | None = None,
@@ -56,7 +61,10 @@ def cpu_time_note(run: str, config, shapes) -> None:
     """A note before the ensemble runs on a CPU: about how long it takes for the largest of
     the micrographs of ``shapes`` (one per image to denoise, two for an even/odd pair; their
     windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one
-    pass (``--no-ensemble``) instead. ``config``: the DenoiseConfig, decided for the run."""
+    pass (``--no-ensemble``) instead. Without the ensemble (``--raw``, ``--no-ensemble``) the
+    note comes only where one micrograph takes :data:`SLOW_PASS_SECONDS` or more (a full-size
+    one, minutes), since a single pass gives no note of passes done while it runs.
+    ``config``: the DenoiseConfig, decided for the run."""
     from collections import Counter
 
     from cryostream.denoise.binned import binned_shape
@@ -78,6 +86,14 @@ def cpu_time_note(run: str, config, shapes) -> None:
     total = [sum(n * each[s][i] for s, n in counts.items()) for i in (0, 1)]
     minutes = [spoken_duration(t) for t in (*each[shape], *total)]
     many = len(shapes) > 1
+    if not config.ensemble:  # one pass: no note of passes done comes while it runs
+        if each[shape][1] >= SLOW_PASS_SECONDS:
+            logging.getLogger("cryostream").info(
+                "one network pass per micrograph%s: about %s for one of %d × %d on 2 CPU cores "
+                "(this machine has %d)%s, with no note until each is done; a GPU takes seconds",
+                " (and one binned by 2, the binned pass)" if alone else "", minutes[1], *shape,
+                cpu_cores(), f", {minutes[3]} for all here" if many else "")
+        return
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
         "on 2 CPU cores (this machine has %d)%s; for a first look pass --no-ensemble (Python: "
