@@ -95,3 +95,25 @@ def test_a_single_pass_on_a_cpu_says_how_long_it_takes(notes, monkeypatch, tmp_p
     cryostream.denoise("general", [mrc], tmp_path / "out", config=DenoiseConfig.raw())
     assert [n for n in notes if n.startswith("one network pass per micrograph: about ")]
     assert (tmp_path / "out" / "m.mrc").is_file()
+
+
+def test_a_broken_link_is_named_as_one(tmp_path: Path):
+    """A micrograph given as a link whose file was moved (a RELION Import's links after the
+    data went to the archive) is said to be a broken link to its target, not 'no such file',
+    which sent one looking for a typo in a path that is there; the command stops before any
+    output, status 2."""
+    from cryostream.cli import main
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.mrc import read_header
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "archive").mkdir()
+    target = write_mrc(tmp_path / "archive" / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    (tmp_path / "m.mrc").symlink_to(target)
+    target.unlink()
+    assert main(["denoise", str(tmp_path / "m.mrc"), "-o", str(tmp_path / "out"), "--raw"]) == 2
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InvalidMicrographError) as err:
+        read_header(tmp_path / "m.mrc")
+    assert str(err.value) == (f"{tmp_path / 'm.mrc'}: a broken link: {target} is not there; "
+                              "link the micrograph again, or give its new place")

@@ -120,6 +120,9 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():  # a link whose micrograph was moved or archived
+            raise InvalidMicrographError(path, f"a broken link: {os.readlink(path)} is not there",
+                                         "link the micrograph again, or give its new place")
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
