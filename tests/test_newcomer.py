@@ -117,3 +117,19 @@ def test_a_broken_link_is_named_as_one(tmp_path: Path):
         read_header(tmp_path / "m.mrc")
     assert str(err.value) == (f"{tmp_path / 'm.mrc'}: a broken link: {target} is not there; "
                               "link the micrograph again, or give its new place")
+
+
+def test_outputs_left_out_of_a_folder_are_not_called_micrographs_to_denoise(tmp_path: Path, notes):
+    """``prepare`` or ``fit`` on a folder holding denoise outputs beside the micrographs leaves
+    the outputs out with a note that fits every command: 'not raw micrographs' (it said 'not
+    micrographs to denoise' to a command that denoises nothing)."""
+    from cryostream.io.folders import folder_micrographs
+
+    rng = np.random.default_rng(3)
+    for name in ("a", "a_den"):
+        write_mrc(tmp_path / f"{name}.mrc", rng.poisson(20.0, (64, 64)).astype(np.float32))
+    (tmp_path / "a_den.json").write_text('{"kind": "DenoiseOutput"}')
+    assert folder_micrographs(tmp_path) == [tmp_path / "a.mrc"]
+    assert [n.split(": ", 1)[1] for n in notes] == [
+        "left out 1 output of cryostream denoise (a_den.mrc; each with its NAME.json), not raw "
+        "micrographs"]

@@ -64,7 +64,7 @@ def folder_micrographs(folder: Path) -> list[Path]:
     said = []
     if denoised:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
-                    f"({names(denoised)}; each with its NAME.json), not micrographs to denoise")
+                    f"({names(denoised)}; each with its NAME.json), not raw micrographs")
     if halves:
         said.append(f"{len(halves)} even/odd half-sum{'s' * (len(halves) > 1)} beside "
                     f"{'their full sums' if len(halves) > 1 else 'its full sum'} ({names(halves)}): the "
