@@ -200,6 +200,9 @@ def check_run(run) -> Path:
         A folder written by :func:`cryostream.training.train` (``cryostream train -o``).
     """
     run = Path(run)
+    if run.is_file():  # a micrograph or a store given as the model, say
+        raise StoreError(f"{run}: a file, not a model (a run folder or an exported .npz); pass "
+                         "the folder that cryostream train or fit wrote")
     if not (run / RECORD_FILE).is_file():
         raise StoreError(f"{run}: not a run folder (no {RECORD_FILE}); pass the folder that "
                          "cryostream train or fit wrote")

@@ -133,3 +133,18 @@ def test_outputs_left_out_of_a_folder_are_not_called_micrographs_to_denoise(tmp_
     assert [n.split(": ", 1)[1] for n in notes] == [
         "left out 1 output of cryostream denoise (a_den.mrc; each with its NAME.json), not raw "
         "micrographs"]
+
+
+def test_a_micrograph_given_as_the_model_is_called_a_file(tmp_path: Path, capsys):
+    """``denoise mics/ -o out -m mic.mrc`` (the micrograph where the model goes): the error says
+    the model is a file, not a model, rather than 'not a run folder (no config.json)' as if it
+    were a folder missing a file; nothing is written, status 2."""
+    from cryostream.cli import main
+
+    rng = np.random.default_rng(4)
+    mrc = write_mrc(tmp_path / "mic.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    assert main(["denoise", str(mrc), "-o", str(tmp_path / "out"), "-m", str(mrc)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cryostream denoise: error: {mrc}: a file, not a model (a run folder or an exported "
+        ".npz); pass the folder that cryostream train or fit wrote")
+    assert not (tmp_path / "out").exists()
