@@ -148,3 +148,21 @@ def test_a_micrograph_given_as_the_model_is_called_a_file(tmp_path: Path, capsys
         f"cryostream denoise: error: {mrc}: a file, not a model (a run folder or an exported "
         ".npz); pass the folder that cryostream train or fit wrote")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_single_pass_gets_no_note_of_passes_done(tmp_path: Path, notes, monkeypatch):
+    """``--raw`` on a micrograph that takes long: no 'network pass 1 of 1 done, 147 s so far'
+    just before 'denoised 1/1 ... 147.8 s' (the same news twice); with the ensemble's several
+    passes the notes of passes done still come."""
+    import cryostream
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import micrograph
+
+    monkeypatch.setattr(micrograph, "NOTE_EVERY_S", 0.0)  # a note after every pass, however quick
+    rng = np.random.default_rng(5)
+    mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    cryostream.denoise("general", [mrc], tmp_path / "raw", config=DenoiseConfig.raw())
+    assert not [n for n in notes if "network pass" in n]
+    assert [n for n in notes if n.startswith("denoised 1/1 m.mrc")]
+    cryostream.denoise("general", [mrc], tmp_path / "two", config=DenoiseConfig.raw(calibrate=1))
+    assert [n for n in notes if n.startswith("m.mrc: network pass 1 of 2 done")]

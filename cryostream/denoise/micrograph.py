@@ -152,7 +152,8 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
                            batch_size=config.batch_size, precision=config.precision)
         clock["passes"] += 1
         now = time.perf_counter()
-        if source is not None and now - clock["last"] >= NOTE_EVERY_S:
+        if source is not None and now - clock["last"] >= NOTE_EVERY_S and expected > 1:  # one
+            # pass alone: the note that the micrograph is done follows (cpu_time_note said its time)
             clock["last"] = now
             done = clock["passes"]
             logging.getLogger("cryostream").info(
