@@ -166,3 +166,20 @@ def test_a_single_pass_gets_no_note_of_passes_done(tmp_path: Path, notes, monkey
     assert [n for n in notes if n.startswith("denoised 1/1 m.mrc")]
     cryostream.denoise("general", [mrc], tmp_path / "two", config=DenoiseConfig.raw(calibrate=1))
     assert [n for n in notes if n.startswith("m.mrc: network pass 1 of 2 done")]
+
+
+def test_the_report_names_a_shipped_model_as_it_was_asked_for(tmp_path: Path):
+    """``evaluate general STORE -o REPORT``: the report's title names the shipped model
+    ``general``, not the path of the .npz inside the installed package."""
+    import cryostream
+    from cryostream.cli import main
+
+    rng = np.random.default_rng(6)
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", rng.poisson(20.0, (512, 512)).astype(np.float32))
+    store = cryostream.prepare([tmp_path / "a.mrc", tmp_path / "b.mrc"], tmp_path / "data.h5",
+                               cryostream.PrepareConfig(patch_size=256, stride=128)).output
+    assert main(["evaluate", "general", str(store), "-o", str(tmp_path / "report"),
+                 "--patches", "2", "--quiet"]) == 0
+    title = (tmp_path / "report" / "report.md").read_text().splitlines()[0]
+    assert title == "# Evaluation of the shipped model `general`"

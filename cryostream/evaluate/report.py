@@ -376,7 +376,11 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
     from cryostream.baselines import topaz_available
 
     report: dict = {"run": str(run), "store": None if store is None else str(store)}
-    lines = [f"# Evaluation of `{run}`", ""]
+    from cryostream.denoise.network import model_name
+
+    shipped = model_name(run) != Path(str(run)).name  # named as one asks for it: general
+    lines = [f"# Evaluation of the shipped model `{model_name(run)}`" if shipped
+             else f"# Evaluation of `{run}`", ""]
     if store is not None:
         a = compare_on_store(run, store, patches=patches, topaz=topaz_available())
         report["test_split"] = a
