@@ -183,3 +183,15 @@ def test_the_report_names_a_shipped_model_as_it_was_asked_for(tmp_path: Path):
                  "--patches", "2", "--quiet"]) == 0
     title = (tmp_path / "report" / "report.md").read_text().splitlines()[0]
     assert title == "# Evaluation of the shipped model `general`"
+
+
+def test_evaluate_with_nothing_to_score_names_the_options(tmp_path: Path, capsys):
+    """``evaluate general -o report`` alone: the one line names the command's options, not the
+    Python keywords (it said ``truth= (--truth, …) or residual= (--residual MRC...)``)."""
+    from cryostream.cli import main
+
+    assert main(["evaluate", "general", "-o", str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "cryostream evaluate: error: nothing to evaluate: give a store (its test split), --truth "
+        "FOLDER (a folder from cryostream simulate) or --residual MRC...")
+    assert not (tmp_path / "report").exists()

@@ -263,8 +263,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     run = model_path(run)
     record = model_record(run)
     if store is None and truth is None and not residual:
-        raise ConfigError("nothing to evaluate: give a store (its test split), truth= (--truth, "
-                          "a folder from cryostream simulate) or residual= (--residual MRC...)")
+        raise ConfigError("nothing to evaluate: give a store (its test split), --truth FOLDER (a "
+                          "folder from cryostream simulate; Python: truth=) or --residual MRC... "
+                          "(Python: residual=)")
     if not isinstance(micrographs, int) or micrographs < 1:
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
     if denoised is not None and not Path(denoised).is_dir():
