@@ -29,6 +29,9 @@ def test_help_shows_defaults_as_they_are_typed():
     assert "(1.47 1.99)" in helps["simulate"]
     assert helps["simulate"].count("0.6575") == 1
     assert "--tile PX denoising window core, px (default: chosen for the micrograph" in helps["evaluate"]
+    # the STAR file is RELION's; cryoSPARC's Import Micrographs takes the MRC files themselves
+    assert "RELION/cryoSPARC" not in helps["denoise"]
+    assert "denoised_micrographs.star for RELION; cryoSPARC imports the MRC files" in helps["denoise"]
 
 
 def _relion_star(folder: Path) -> Path:

@@ -137,7 +137,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="pixel size in Å, over the headers and the STAR file (for inputs that "
                    "lack one)")
     add_config_flags(p.add_argument_group("output files (besides them: a NAME.json record each "
-                                          "and denoised_micrographs.star for RELION/cryoSPARC)"),
+                                          "and denoised_micrographs.star for RELION; cryoSPARC "
+                                          "imports the MRC files)"),
                      DenoiseConfig, OUTPUT_FLAGS)
     add_pipeline_options(p)
     g = p.add_argument_group("where it runs", "the network's windows, and its calls at once, "

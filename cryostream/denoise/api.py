@@ -230,7 +230,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         origin, voxel size and labels plus one history label (and its extended header with
         ``config.keep_extended_header``), each with a ``NAME.json`` record of how it was made
         (the run, the :class:`~cryostream.config.DenoiseConfig`, the input, the version, the
-        CTF). Last, ``denoised_micrographs.star`` lists the outputs for RELION or cryoSPARC
+        CTF). Last, ``denoised_micrographs.star`` lists the outputs for RELION
         (the input STAR file's optics table and columns, or an optics table from the pixel
         size and the config's optics; every file name relative to the project folder when
         inside it, absolute otherwise: :func:`~cryostream.denoise.star_out.listing_name`). It

@@ -16,7 +16,7 @@ import numpy as np
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import os_fix, record_aside
 
-#: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION or cryoSPARC.
+#: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION.
 STAR_NAME = "denoised_micrographs.star"
 
 __all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
