@@ -198,3 +198,21 @@ def test_evaluate_with_nothing_to_score_names_the_options(tmp_path: Path, capsys
         "cryostream evaluate: error: nothing to evaluate: give a store (its test split), --truth "
         "FOLDER (a folder from cryostream simulate) or --residual MRC...")
     assert not (tmp_path / "report").exists()
+
+
+def test_an_empty_file_is_called_empty(tmp_path: Path, capsys):
+    """A 0-byte micrograph (a transfer that never wrote it) or STAR file: the one line says it
+    is empty and to copy it again, not 'Couldn't read enough bytes for MRC header' or 'no block
+    has a rlnMicrographName column'; nothing is written, status 2."""
+    from cryostream.cli import main
+
+    (tmp_path / "m.mrc").write_bytes(b"")
+    (tmp_path / "micrographs.star").write_bytes(b"")
+    assert main(["denoise", str(tmp_path / "m.mrc"), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cryostream denoise: error: {tmp_path / 'm.mrc'}: empty (0 bytes); copy or download it again")
+    assert main(["denoise", str(tmp_path / "micrographs.star"), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cryostream denoise: error: {tmp_path / 'micrographs.star'}: empty (0 bytes); pass a "
+        "micrographs STAR file (e.g. from MotionCorr or CtfFind)")
+    assert not (tmp_path / "out").exists()

@@ -126,6 +126,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():
         raise InvalidMicrographError(path, "not a regular file", "pass MRC files or a folder")
+    if path.stat().st_size == 0:  # a copy or transfer that never wrote it
+        raise InvalidMicrographError(path, "empty (0 bytes)", "copy or download it again")
     try:  # strict (not permissive): a bad header raises; no warnings filter, which is global
         with mrcfile.open(path, header_only=True) as mrc:  # state that threads would share
             compressed = _COMPRESSIONS.get(type(mrc).__name__)

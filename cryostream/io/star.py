@@ -264,7 +264,8 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     "give the micrographs STAR file instead (e.g. CtfFind/job003/"
                     "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)")
     if name is None:
-        raise _fail(path, f"no block has a {column} column", "pass a micrographs STAR file (e.g. "
+        raise _fail(path, "empty (0 bytes)" if path.stat().st_size == 0 else
+                    f"no block has a {column} column", "pass a micrographs STAR file (e.g. "
                     "from MotionCorr or CtfFind)" + ("" if column == _COLUMN else " that motion "
                                                     "correction wrote with its even/odd sums"))
     table = tables[name].reset_index(drop=True)
