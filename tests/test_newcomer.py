@@ -216,3 +216,24 @@ def test_an_empty_file_is_called_empty(tmp_path: Path, capsys):
         f"cryostream denoise: error: {tmp_path / 'micrographs.star'}: empty (0 bytes); pass a "
         "micrographs STAR file (e.g. from MotionCorr or CtfFind)")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tmp_path: Path, monkeypatch):
+    """``denoise 'MotionCorr/job00*/corrected_micrographs.star'`` (quoted, so cryostream expands
+    it) reads the STAR files it matches as STAR files, as the shell's expansion does: their
+    micrographs are denoised with their optics (it read each STAR file as an MRC file and
+    stopped: 'not a readable MRC file')."""
+    import json
+
+    from cryostream.cli import main
+
+    job = tmp_path / "MotionCorr" / "job002"
+    job.mkdir(parents=True)
+    _relion_star(job)
+    monkeypatch.chdir(tmp_path)
+    assert main(["denoise", "MotionCorr/job00*/corrected_micrographs.star", "-o", "External/job010",
+                 "--raw", "--quiet"]) == 0
+    for name in ("a", "b"):
+        record = json.loads((tmp_path / "External/job010" / f"{name}.json").read_text())
+        assert record["config"]["voltage_kv"] == 200.0  # the STAR file's optics
+    assert "External/job010/a.mrc" in (tmp_path / "External/job010/denoised_micrographs.star").read_text()

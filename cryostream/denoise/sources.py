@@ -145,8 +145,10 @@ class DenoiseInputs:
 
 def _star_items(items: list, column: str,
                 permissive: bool = False) -> tuple[list, list[MicrographStar]]:
+    from cryostream.io.stack import glob_matches
+
     entries, stars, read = [], [], set()
-    for item in items:
+    for item in glob_matches(items):  # a quoted glob of STAR files reads them as STAR files
         p = Path(os.fspath(item))
         if is_micrograph_list(p):
             if p.resolve() in read:  # the same STAR file given twice: read once

@@ -33,6 +33,7 @@ __all__ = [
     "DenoisedInputWarning",
     "MicrographSkippedWarning",
     "expand_inputs",
+    "glob_matches",
     "listed_inputs",
     "given_inputs",
     "read_headers",
@@ -73,6 +74,24 @@ def listed_inputs(inputs) -> list:
     return items
 
 
+def glob_matches(items: list) -> list:
+    """``items`` with each glob (a name with ``*``, ``?`` or ``[`` that is no file) replaced by
+    its matches in name order, as a shell expands it, so that a STAR file or a folder a quoted
+    glob matches is read as one given by name; a glob that matches nothing is an
+    :class:`InvalidMicrographError`."""
+    out = []
+    for item in items:
+        text = os.fspath(item)
+        if any(ch in text for ch in "*?[") and not os.path.lexists(text):
+            found = sorted(glob.glob(text))
+            if not found:
+                raise InvalidMicrographError(text, "the glob matched no files", "check the pattern")
+            out += found
+        else:
+            out.append(item)
+    return out
+
+
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
                   permissive: bool = False) -> list[Path]:
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
@@ -81,8 +100,9 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
     the other files left out (:func:`~cryostream.io.folders.folder_micrographs`); a glob that
     matches nothing, a folder without ``.mrc`` files, an empty list or a symbolic link that
     cannot be followed (a loop) is an :class:`InvalidMicrographError`. Repeated paths are kept
-    once. ``permissive``: STAR rows whose file is missing are left out with a
-    :class:`MicrographSkippedWarning`.
+    once. A glob's matches are taken as if given one by one (:func:`glob_matches`): a STAR
+    file or folder it matches is read as such. ``permissive``: STAR rows whose file is missing
+    are left out with a :class:`MicrographSkippedWarning`.
     """
     items = listed_inputs(inputs)
     if not items:
@@ -91,18 +111,12 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
             "pass MRC files, globs, folders, a STAR file or a .cs file"
         )
     paths: list[Path] = []
-    for item in items:
-        text = os.fspath(item)
-        p = Path(text)
+    for item in glob_matches(items):
+        p = Path(os.fspath(item))
         if p.is_dir():
             paths += folder_micrographs(p)
         elif is_micrograph_list(p):
             paths += read_micrograph_star(p, permissive=permissive)
-        elif any(ch in text for ch in "*?["):
-            found = sorted(Path(m) for m in glob.glob(text))
-            if not found:
-                raise InvalidMicrographError(text, "the glob matched no files", "check the pattern")
-            paths += found
         else:
             paths.append(p)
     seen: set[Path] = set()
