@@ -237,3 +237,22 @@ def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tmp_path: Path, mo
         record = json.loads((tmp_path / "External/job010" / f"{name}.json").read_text())
         assert record["config"]["voltage_kv"] == 200.0  # the STAR file's optics
     assert "External/job010/a.mrc" in (tmp_path / "External/job010/denoised_micrographs.star").read_text()
+
+
+def test_verbose_denoise_says_what_the_steps_found(tmp_path: Path, capsys):
+    """``denoise -v`` (help: 'more notes on stderr (each step's details)') says, per micrograph,
+    what the steps found, as its NAME.json records it; it had printed nothing more than without
+    -v. Without -v it stays quiet about it."""
+    import json
+
+    from cryostream.cli import main
+
+    rng = np.random.default_rng(7)
+    mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
+    assert main(["denoise", str(mrc), "-o", str(tmp_path / "a"), "--no-ensemble", "-v"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines()
+            if line.startswith("cryostream: m.mrc: what the steps found: ")]
+    found = json.loads((tmp_path / "a" / "m.json").read_text())["found"]
+    assert [json.loads(line.split("found: ", 1)[1]) for line in said] == [found]
+    assert main(["denoise", str(mrc), "-o", str(tmp_path / "b"), "--no-ensemble"]) == 0
+    assert "what the steps found" not in capsys.readouterr().err

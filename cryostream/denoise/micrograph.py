@@ -292,6 +292,12 @@ class Progress:
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
                                                  Path(source).name, what)
+            if found:  # -v: each step's details, as NAME.json records them
+                import json
+
+                logging.getLogger("cryostream").debug(
+                    "%s: what the steps found: %s", Path(source).name,
+                    json.dumps(found, default=str))
 
 
 def _record(run: str):
