@@ -83,7 +83,7 @@ def glob_matches(items: list) -> list:
     for item in items:
         text = os.fspath(item)
         if any(ch in text for ch in "*?[") and not os.path.lexists(text):
-            found = sorted(glob.glob(text))
+            found = sorted(glob.glob(text), key=Path)  # in the order Paths sort, as before
             if not found:
                 raise InvalidMicrographError(text, "the glob matched no files", "check the pattern")
             out += found
