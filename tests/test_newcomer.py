@@ -256,3 +256,27 @@ def test_verbose_denoise_says_what_the_steps_found(tmp_path: Path, capsys):
     assert [json.loads(line.split("found: ", 1)[1]) for line in said] == [found]
     assert main(["denoise", str(mrc), "-o", str(tmp_path / "b"), "--no-ensemble"]) == 0
     assert "what the steps found" not in capsys.readouterr().err
+
+
+def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny_run, tmp_path: Path,
+                                                                              notes):
+    """``denoise corrected_micrographs.star -o out`` then ``evaluate RUN --residual
+    corrected_micrographs.star --denoised out``, the STAR file's optics at 200 kV: the check
+    takes the outputs denoise wrote (made with the STAR file's optics), as it does for MRC
+    inputs; it took them for another recipe ('not this model's default output') and denoised
+    every micrograph again, at 300 kV."""
+    import cryostream
+
+    mic = Path(tiny_run.sim.micrographs[2])
+    star = tmp_path / "corrected_micrographs.star"
+    star.write_text(
+        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
+        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
+        "opticsGroup1 1 0.6575 200 2.7 0.1\n\n"
+        f"data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\n{mic} 1\n")
+    cryostream.denoise(tiny_run.run, star, tmp_path / "denoised")
+    notes.clear()
+    report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report", residual=[star],
+                                 denoised=tmp_path / "denoised")
+    assert not [n for n in notes if "denoised here" in n], notes
+    assert [r["micrograph"] for r in report["residual"]] == [mic.name]

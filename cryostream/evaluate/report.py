@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -144,11 +145,12 @@ def summary_lines(report: dict, output) -> list[str]:
     return lines
 
 
-def _written_default(denoised, noisy_path: Path, run: str, record, scale,
-                     tile: int | None) -> tuple[np.ndarray | None, dict | None]:
-    """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe
-    and ``tile`` (checked through its NAME.json), normalised by ``scale``, and what its steps
-    found; ``(None, None)``, with a note, when there is none."""
+def _written_default(denoised, noisy_path: Path, run: str, record, scale, tile: int | None,
+                     optics: dict | None = None) -> tuple[np.ndarray | None, dict | None]:
+    """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe,
+    ``tile`` and ``optics`` (a STAR file's, as denoise took them; checked through its
+    NAME.json), normalised by ``scale``, and what its steps found; ``(None, None)``, with a
+    note, when there is none."""
     if denoised is None:
         return None, None
     from cryostream.config import DenoiseConfig
@@ -158,8 +160,8 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
     record_path = path.with_suffix(".json")
     written = read_record(record_path) or {}
     given = written.get("given") or {}  # a STAR file's pixel size or
-    identity = output_identity(run, DenoiseConfig(tile=tile).for_run(record),  # defocus: its
-                               str(noisy_path.resolve()), given)  # output all the same
+    identity = output_identity(run, DenoiseConfig(tile=tile, **(optics or {})).for_run(record),
+                               str(noisy_path.resolve()), given)  # defocus: its output all the same
     if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
         identity["given"] = None
     if not (path.is_file() and same_record(record_path, identity)):
@@ -173,15 +175,15 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale,
 
 def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
                      denoised=None) -> list[str]:
-    """The residual of what ``denoise`` gives each micrograph in ``paths`` by default (its
-    recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`; read from
-    ``denoised`` where ``denoise`` wrote it there): numbers, figures and markdown."""
+    """The residual of what ``denoise`` gives each micrograph of ``paths`` (as
+    :func:`~cryostream.denoise.sources.gather_inputs` gives them: a STAR file's pixel size and
+    optics) by default (its recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`;
+    read from ``denoised`` where ``denoise`` wrote it there): numbers, figures and markdown."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.micrograph import checked_micrograph
     from cryostream.denoise.network import load_network
     from cryostream.denoise.outputs import recipe_steps
     from cryostream.denoise.steps import Micrograph
-    from cryostream.io.stack import expand_inputs
 
     network_config = load_network(run).config
     recipe = DenoiseConfig(tile=tile).for_run(record)
@@ -194,25 +196,26 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
              "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
              "whole micrograph |", "|---|---|---|---|---|"]
     rows = []
-    paths = expand_inputs(paths)
+    inputs = paths
     if denoised is None:  # the wait, said before it
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
                   "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
-                  len(paths), "s" * (len(paths) != 1), " + ".join(recipe_steps(recipe)))
-    for i, path in enumerate(paths):
-        start = time.perf_counter()
-        raw, pixel = read_micrograph(path)
+                  len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
+    for i, given in enumerate(inputs):
+        start, path, pixel = time.perf_counter(), Path(given.source), given.pixel_size_angstrom
+        raw = read_micrograph(path)[0]
         # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
-        den = _written_default(denoised, Path(path), run, record, scale, tile)[0]
+        den = _written_default(denoised, path, run, record, scale, tile, given.optics)[0]
         if den is None:  # denoised here as denoise does it: the micrograph's pass, then others
-            den = recipe_output(run, recipe, Micrograph(image, pixel, record, str(path)),
+            den = recipe_output(run, dataclasses.replace(recipe, **given.optics),
+                                Micrograph(image, pixel, record, str(path)),
                                 network_output(run, raw, scale, tile), tile)[0]
         check = method_noise(image, den, pixel)
         _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
-                  "low-pass %.3f (pure noise %.3f)", i + 1, len(paths), Path(path).name,
+                  "low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
                   time.perf_counter() - start, check["spectrum_ratio_mean"],
                   check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
         plot_method_noise(out / f"residual_{i}.png", check, image, den, title=Path(path).name)
@@ -258,7 +261,6 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     """
     from cryostream.denoise.network import model_path, model_record
     from cryostream.errors import ConfigError
-    from cryostream.io.stack import expand_inputs
 
     run = model_path(run)
     record = model_record(run)
@@ -282,14 +284,16 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         check_tile(run, tile, None)
     # every input checked before anything is written
     selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
-    residual = expand_inputs(residual) if residual else []
     if residual:  # each as denoise checks it (NaN pixels, a constant image), before any work
         from cryostream.config import DenoiseConfig
         from cryostream.denoise.micrograph import check_micrograph
         from cryostream.denoise.network import load_network
+        from cryostream.denoise.sources import gather_inputs
 
+        # as denoise takes them: a STAR file's pixel size and optics (its outputs then match)
+        residual = gather_inputs(residual, config=DenoiseConfig(), one_shape=False).micrographs
         network_config = load_network(run).config
-        for path in residual:
+        for path in [m.source for m in residual]:
             try:
                 check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
                                  DenoiseConfig())
