@@ -280,3 +280,9 @@ def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny
                                  denoised=tmp_path / "denoised")
     assert not [n for n in notes if "denoised here" in n], notes
     assert [r["micrograph"] for r in report["residual"]] == [mic.name]
+    # a micrograph whose header has no pixel size is still checked (taken as 1 Å, as before)
+    import mrcfile
+
+    nopix = write_mrc(tmp_path / "nopix.mrc", mrcfile.read(mic), pixel_size=0.0)
+    report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report_nopix", residual=[nopix])
+    assert [r["micrograph"] for r in report["residual"]] == ["nopix.mrc"]

@@ -201,16 +201,17 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
                   "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
                   len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
-    for i, given in enumerate(inputs):
-        start, path, pixel = time.perf_counter(), Path(given.source), given.pixel_size_angstrom
-        raw = read_micrograph(path)[0]
+    for i, (source, given_pixel, optics) in enumerate(inputs):
+        start, path = time.perf_counter(), Path(source)
+        raw, pixel = read_micrograph(path)
+        pixel = given_pixel or pixel
         # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
-        den = _written_default(denoised, path, run, record, scale, tile, given.optics)[0]
+        den = _written_default(denoised, path, run, record, scale, tile, optics)[0]
         if den is None:  # denoised here as denoise does it: the micrograph's pass, then others
-            den = recipe_output(run, dataclasses.replace(recipe, **given.optics),
+            den = recipe_output(run, dataclasses.replace(recipe, **optics),
                                 Micrograph(image, pixel, record, str(path)),
                                 network_output(run, raw, scale, tile), tile)[0]
         check = method_noise(image, den, pixel)
@@ -289,11 +290,15 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         from cryostream.denoise.micrograph import check_micrograph
         from cryostream.denoise.network import load_network
         from cryostream.denoise.sources import gather_inputs
+        from cryostream.io.stack import expand_inputs
 
-        # as denoise takes them: a STAR file's pixel size and optics (its outputs then match)
-        residual = gather_inputs(residual, config=DenoiseConfig(), one_shape=False).micrographs
+        try:  # as denoise takes them: a STAR file's pixel size and optics (its outputs match)
+            residual = [(m.source, m.pixel_size_angstrom, m.optics) for m in
+                        gather_inputs(residual, config=DenoiseConfig(), one_shape=False).micrographs]
+        except InvalidMicrographError:  # no pixel size (taken as 1 Å), …: as before, the files
+            residual = [(str(p), None, {}) for p in expand_inputs(residual)]
         network_config = load_network(run).config
-        for path in [m.source for m in residual]:
+        for path, _, _ in residual:
             try:
                 check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
                                  DenoiseConfig())
