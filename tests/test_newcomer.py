@@ -286,3 +286,18 @@ def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny
     nopix = write_mrc(tmp_path / "nopix.mrc", mrcfile.read(mic), pixel_size=0.0)
     report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report_nopix", residual=[nopix])
     assert [r["micrograph"] for r in report["residual"]] == ["nopix.mrc"]
+
+
+def test_a_micrograph_not_found_in_denoised_is_said_to_be_denoised_here(tiny_run, tmp_path: Path,
+                                                                         notes):
+    """``evaluate RUN --residual m.mrc --denoised FOLDER`` where FOLDER holds no output of it:
+    the note says the output is not there and that the micrograph is denoised here instead
+    (it read 'FOLDER/m.mrc: not found: denoised here')."""
+    import cryostream
+
+    mic = Path(tiny_run.sim.micrographs[2])
+    (tmp_path / "empty").mkdir()
+    cryostream.evaluate(tiny_run.run, None, tmp_path / "report", residual=[mic],
+                        denoised=tmp_path / "empty")
+    assert f"{tmp_path / 'empty' / mic.name}: not found; {mic.name} is denoised here instead, as " \
+        "denoise does by default" in notes

@@ -165,10 +165,10 @@ def _written_default(denoised, noisy_path: Path, run: str, record, scale, tile: 
     if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
         identity["given"] = None
     if not (path.is_file() and same_record(record_path, identity)):
-        _log.info("%s: %s: denoised here", path, (
+        _log.info("%s: %s; %s is denoised here instead, as denoise does by default", path, (
             f"not this model's default output of {noisy_path}" + (f" with --tile {tile}" if tile
                                                                    else "") + " (its NAME.json "
-            "says how it was made)") if path.is_file() else "not found")
+            "says how it was made)") if path.is_file() else "not found", noisy_path.name)
         return None, None
     return read_micrograph(path)[0] / scale, written.get("found") or {}
 
