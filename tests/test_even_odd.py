@@ -386,3 +386,38 @@ def test_permissive_drops_both_directions_of_a_bad_half(tmp_path):
         splits = [s.decode() for s in f["micrographs/split"][:]]
     assert names == ["a_EVN", "c_EVN", "a_ODD", "c_ODD"]
     assert splits[:2] == splits[2:]
+
+
+
+def test_halves_given_by_name_are_said_to_pair_with_odd(tmp_path, caplog):
+    """NAME_EVN.mrc and NAME_ODD.mrc given by name or by a glob, without --odd, are denoised
+    as micrographs of their own: a note says so and gives the --odd globs that pair them, as
+    a folder's note does (once, for a folder); with --odd, or with no such pair, none."""
+    import logging
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for name in ("mic_a_EVN", "mic_a_ODD", "mic_b_EVN", "mic_b_ODD", "other"):
+        write_mrc(tmp_path / "in" / f"{name}.mrc", rng.normal(size=(64, 64)).astype(np.float32))
+
+    def notes(inputs, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cryostream"):
+            found = gather_inputs(inputs, config=DenoiseConfig(), **kw)
+        return found, [r.getMessage() for r in caplog.records if "half-sums" in r.getMessage()]
+
+    found, said = notes([str(tmp_path / "in" / "*.mrc")])
+    assert len(found.micrographs) == 5  # as given: each on its own
+    assert said == [f"{tmp_path / 'in'}: 4 files look like even/odd half-sums without their full "
+                    "sums (mic_a_EVN.mrc, mic_a_ODD.mrc, mic_b_EVN.mrc, …): each is taken as a "
+                    "micrograph of its own; to take them in pairs (the two halves of each "
+                    f"micrograph), give '{tmp_path / 'in' / '*_EVN.mrc'}' --odd "
+                    f"'{tmp_path / 'in' / '*_ODD.mrc'}'"]
+    assert len(notes([tmp_path / "in"])[1]) == 1  # the folder's note alone
+    paired, said = notes([str(tmp_path / "in" / "*_EVN.mrc")],
+                         odd=[str(tmp_path / "in" / "*_ODD.mrc")])
+    assert len(paired.micrographs) == 2 and not said
+    assert not notes([tmp_path / "in" / "mic_a_EVN.mrc", tmp_path / "in" / "other.mrc"])[1]

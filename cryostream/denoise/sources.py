@@ -247,6 +247,10 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
                                     one_shape=one_shape)
     warn_if_denoised(headers)
+    if odd is None and not any(os.path.isdir(i) for i in items):  # a folder's own note says it
+        from cryostream.io.folders import note_lone_halves
+
+        note_lone_halves([p for p, _, _ in found.values()])  # NAME_EVN and NAME_ODD as two
     odds: dict[str, str] = {}
     if odd is not None:
         odd_entries, _ = _star_items([odd] if isinstance(odd, str | os.PathLike) else list(odd),

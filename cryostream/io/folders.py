@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["MOVIE_SUFFIXES", "folder_micrographs"]
+__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "note_lone_halves"]
 
 #: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
 #: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames).
@@ -80,16 +80,18 @@ def folder_micrographs(folder: Path) -> list[Path]:
                     f"{names(rest)}")
     if said:
         logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
-    _note_lone_halves(folder, found)
+    note_lone_halves(found, folder)
     return found
 
 
-def _note_lone_halves(folder: Path, found: list[Path]) -> None:
-    """One note when ``found`` (a folder's micrographs) holds even and odd half-sums of one
-    name (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``) with no full sum ``NAME.mrc``: each is taken as
-    a micrograph of its own, and the note gives the ``--odd`` globs that pair them."""
+def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
+    """One note when ``found`` (a folder's micrographs, or micrographs given by name) holds even
+    and odd half-sums of one name (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``) with no full sum
+    ``NAME.mrc``: each is taken as a micrograph of its own, and the note gives the ``--odd``
+    globs that pair them (in ``folder``; None: the first even half's)."""
     from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
 
+    found = [Path(q) for q in found]
     evens = {k: q for q in found if (k := half_key(q, EVEN_SUFFIXES)) != q.stem}
     odds = {k: q for q in found if (k := half_key(q, ODD_SUFFIXES)) != q.stem}
     paired = sorted(k for k in evens if k in odds)
@@ -99,6 +101,7 @@ def _note_lone_halves(folder: Path, found: list[Path]) -> None:
     first = paired[0]  # the globs of the endings the first pair uses (_EVN/_ODD, _even/_odd …)
     even, odd = (f"*{q.name[len(first):]}" for q in (evens[first], odds[first]))
     shown = ", ".join(q.name for q in halves[:3]) + (", …" if len(halves) > 3 else "")
+    folder = evens[first].parent if folder is None else folder
     logging.getLogger("cryostream").info(
         "%s: %d files look like even/odd half-sums without their full sums (%s): each is taken "
         "as a micrograph of its own; to take them in pairs (the two halves of each micrograph), "
