@@ -386,3 +386,25 @@ def test_imported_micrographs_are_named_after_the_files_their_links_lead_to(tmp_
     assert [m.named_after()[1] for m in got.micrographs] == ["mic_0", "mic_1"]
     linked = gather_inputs([imported], config=DenoiseConfig())
     assert [m.named_after()[1] for m in linked.micrographs] == [Path(n).stem for n in names]
+
+
+def test_an_optics_option_a_cs_file_overrides_names_the_cs_file(tmp_path):
+    """``--voltage 200`` with a cryoSPARC exposures file at 300 kV: the warning that the option
+    is not used names the .cs file and its field, not a STAR file's rlnVoltage and data_optics
+    (which a cryoSPARC user has none of)."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from tests.conftest import write_mrc
+
+    root, rng, names = tmp_path / "P7", np.random.default_rng(0), []
+    for i in range(2):
+        names.append(f"{_MOTION}/{10**17 + i}_m{i}_patch_aligned_doseweighted.mrc")
+        (root / names[-1]).parent.mkdir(parents=True, exist_ok=True)
+        write_mrc(root / names[-1], rng.poisson(20.0, (256, 256)).astype(np.float32))
+    cs = _exposures(root / "J5" / "e.cs", names)
+    with pytest.warns(StarFileWarning) as caught:
+        gather_inputs([cs], config=DenoiseConfig(voltage_kv=200.0))
+    assert [str(w.message) for w in caught] == [
+        "--voltage 200 kV is not used for 2 micrographs: their cryoSPARC .cs file gives 300 kV "
+        "(ctf/accel_kv), and a cryoSPARC .cs file's optics win; if the cryoSPARC .cs file is "
+        "wrong, correct it in cryoSPARC"]

@@ -141,29 +141,40 @@ def note_assumed_optics(config, entries: list) -> None:
         " and ".join(named[k][2] for k in which), " and ".join(which))
 
 
-def warn_overridden_optics(config, entries: list) -> None:
+def warn_overridden_optics(config, entries: list, kinds: list | None = None) -> None:
     """One :class:`~cryostream.io.star.StarFileWarning` per option among ``--voltage``,
     ``--cs`` and ``--amplitude-contrast`` given (other than cryostream's default) where a STAR
     file's optics give micrographs (``entries``: each one's
     :class:`~cryostream.io.star.StarMicrograph` or None) another value: the STAR file's win, so
-    the option is not used for them, which would otherwise pass without a word."""
+    the option is not used for them, which would otherwise pass without a word. ``kinds``: what
+    lists each one (:func:`~cryostream.io.cryosparc.list_kind`; default: STAR files), named
+    with its own field and fix."""
     from cryostream.config import DenoiseConfig
 
-    named = {"voltage_kv": ("--voltage", " kV", "rlnVoltage"),
-             "cs_mm": ("--cs", " mm", "rlnSphericalAberration"),
-             "amplitude_contrast": ("--amplitude-contrast", "", "rlnAmplitudeContrast")}
+    named = {"voltage_kv": ("--voltage", " kV", "rlnVoltage", "ctf/accel_kv"),
+             "cs_mm": ("--cs", " mm", "rlnSphericalAberration", "ctf/cs_mm"),
+             "amplitude_contrast": ("--amplitude-contrast", "", "rlnAmplitudeContrast",
+                                    "ctf/amp_contrast")}
+    kinds = kinds or ["STAR file"] * len(entries)
     given = {k: v for k, v in config.optics.items() if v != DenoiseConfig().optics[k]}
     for key, value in given.items():
-        theirs = [e.optics.ctf_keywords()[key] for e in entries if e is not None
-                  and e.optics is not None and e.optics.ctf_keywords().get(key, value) != value]
-        if theirs:
-            flag, unit, column = named[key]
+        for kind in dict.fromkeys(kinds):
+            theirs = [e.optics.ctf_keywords()[key] for e, k in zip(entries, kinds, strict=True)
+                      if k == kind and e is not None and e.optics is not None
+                      and e.optics.ctf_keywords().get(key, value) != value]
+            if not theirs:
+                continue
+            flag, unit, column, field = named[key]
+            star = kind == "STAR file"
+            table = "'s optics table" if star else ""
             many = len(theirs) > 1
             warnings.warn(
                 f"{flag} {value:g}{unit} is not used for {len(theirs)} micrograph"
-                f"{'s' if many else ''}: {'their' if many else 'its'} STAR file's optics table "
-                f"gives {theirs[0]:g}{unit} ({column}), and a STAR file's optics win; if the STAR "
-                "file is wrong, correct its data_optics", StarFileWarning, stacklevel=4)
+                f"{'s' if many else ''}: {'their' if many else 'its'} "
+                f"{kind}{table} gives {theirs[0]:g}{unit} "
+                f"({column if star else field}), and a {kind}'s optics win; if the {kind} is "
+                "wrong, correct " + ("its data_optics" if star else "it in cryoSPARC"),
+                StarFileWarning, stacklevel=4)
 
 
 def warn_outside_model(run: str, micrographs: list) -> None:

@@ -309,7 +309,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             headers = [h for h in headers if even(h.path) in paired]
         pairs = pair_halves([Path(given.get(h.path, h.path)) for h in headers], odd_paths, keys)
         odds = {_key(Path(e)): str(Path(o).resolve()) for e, o in pairs}
-    micrographs, differ, off, entries, own, listed = [], {}, [], [], [], {}
+    micrographs, differ, off, entries, own, listed, kinds = [], {}, [], [], [], {}, []
     for h in headers:
         given_path, star, entry = found[h.path] if h.path in found else found[_key(Path(h.path))]
         given_path = os.path.abspath(given_path)  # links kept: the output is named after it
@@ -317,6 +317,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         if star is not None:
             listed[h.path] = star
         kind = list_kind(star.path) if star is not None else "STAR file"
+        kinds.append(kind)
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
         if origin == "header":  # said once below, where the header's own is used
             own.append(h)
@@ -341,7 +342,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
     note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
-    warn_overridden_optics(config, entries)
+    warn_overridden_optics(config, entries, kinds)
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
     gathered = DenoiseInputs(micrographs, single, [row for star in stars for row in star.skipped]
