@@ -301,3 +301,23 @@ def test_a_micrograph_not_found_in_denoised_is_said_to_be_denoised_here(tiny_run
                         denoised=tmp_path / "empty")
     assert f"{tmp_path / 'empty' / mic.name}: not found; {mic.name} is denoised here instead, as " \
         "denoise does by default" in notes
+
+
+def test_no_ensemble_with_its_binned_pass_does_not_promise_silence(notes):
+    """``--no-ensemble`` keeps the run's binned pass: two network calls per micrograph, so the
+    notes of passes done do come while a full-size one runs ('network pass 1 of 2 done'); the
+    note before it gives the time and the binned pass, without 'no note until each is done'
+    (which only ``--raw``'s lone pass earns)."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import workers
+    from cryostream.denoise.network import model_path, model_record
+
+    shipped = model_path("general")
+    config = DenoiseConfig(ensemble=False).for_run(model_record(shipped))
+    assert config.binned_pass
+    workers.cpu_time_note(shipped, config, [(4096, 4096)])
+    workers.cpu_time_note(shipped, DenoiseConfig.raw(), [(4096, 4096)])
+    assert len(notes) == 2
+    assert notes[0].startswith("one network pass per micrograph (and one binned by 2, the binned "
+                               "pass): about ") and "no note until" not in notes[0]
+    assert "no note until each is done" in notes[1]

@@ -90,9 +90,10 @@ def cpu_time_note(run: str, config, shapes) -> None:
         if each[shape][1] >= SLOW_PASS_SECONDS:
             logging.getLogger("cryostream").info(
                 "one network pass per micrograph%s: about %s for one of %d × %d on 2 CPU cores "
-                "(this machine has %d)%s, with no note until each is done; a GPU takes seconds",
-                " (and one binned by 2, the binned pass)" if alone else "", minutes[1], *shape,
-                cpu_cores(), f", {minutes[3]} for all here" if many else "")
+                "(this machine has %d)%s%s; a GPU takes seconds",
+                f" (and {'one' if alone == 1 else alone} binned by 2, the binned pass)" if alone
+                else "", minutes[1], *shape, cpu_cores(), f", {minutes[3]} for all here" if many
+                else "", "" if alone or config.calibrate else ", with no note until each is done")
         return
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
