@@ -321,3 +321,24 @@ def test_no_ensemble_with_its_binned_pass_does_not_promise_silence(notes):
     assert notes[0].startswith("one network pass per micrograph (and one binned by 2, the binned "
                                "pass): about ") and "no note until" not in notes[0]
     assert "no note until each is done" in notes[1]
+
+
+def test_a_star_file_of_broken_links_names_them(tmp_path: Path, monkeypatch, capsys):
+    """A STAR file whose rows are links to micrographs since moved (a RELION Import job's, the
+    data archived): the error says the row's file is a broken link to its target, not 'no such
+    file in the RELION project folder', which sent one to look for another project folder."""
+    from cryostream.cli import main
+
+    star = _relion_star(tmp_path)
+    (tmp_path / "archive").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mrc").rename(tmp_path / "archive" / f"{name}.mrc")
+        (tmp_path / f"{name}.mrc").symlink_to(tmp_path / "archive" / f"{name}.mrc")
+    (tmp_path / "archive" / "a.mrc").unlink()
+    monkeypatch.chdir(tmp_path)
+    assert main(["denoise", str(star), "-o", str(tmp_path / "out"), "--raw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cryostream denoise: error: {star}: row 1 (a.mrc): {tmp_path / 'a.mrc'} is a "
+                          f"broken link ({tmp_path / 'archive' / 'a.mrc'} is not there)"), err
+    assert err.endswith("; link the micrographs again, or give their new place"), err
+    assert not (tmp_path / "out").exists()

@@ -386,6 +386,10 @@ def _not_found(path: Path, where: str, column: str, text: str, bases: list[Path]
     """The error of a row whose relative name is in none of ``bases`` (the first: the working
     directory, RELION's project folder); ``settled``: earlier rows were found in ``bases[0]``,
     so the project folder is right and the row is what is wrong."""
+    broken = next((b / text for b in bases if (b / text).is_symlink()), None)
+    if broken is not None:  # a RELION Import's links, after the data went to the archive
+        return _fail(path, f"{where}: {broken} is a broken link ({os.readlink(broken)} is not there)",
+                     "link the micrographs again, or give their new place")
     tried = ", ".join(f"{b}{' (the working directory)' if b == Path.cwd() else ''}"
                       for b in bases)
     if settled:
