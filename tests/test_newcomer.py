@@ -286,6 +286,14 @@ def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny
     nopix = write_mrc(tmp_path / "nopix.mrc", mrcfile.read(mic), pixel_size=0.0)
     report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report_nopix", residual=[nopix])
     assert [r["micrograph"] for r in report["residual"]] == ["nopix.mrc"]
+    # beside it, the STAR file's micrographs are still taken with its optics: its outputs read
+    notes.clear()
+    report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report_both", residual=[star, nopix],
+                                 denoised=tmp_path / "denoised")
+    assert [n for n in notes if "denoised here" in n] == [
+        f"{tmp_path / 'denoised' / 'nopix.mrc'}: not found; nopix.mrc is denoised here instead, as "
+        "denoise does by default"]
+    assert [r["micrograph"] for r in report["residual"]] == [mic.name, "nopix.mrc"]
 
 
 def test_a_micrograph_not_found_in_denoised_is_said_to_be_denoised_here(tiny_run, tmp_path: Path,

@@ -289,14 +289,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         from cryostream.config import DenoiseConfig
         from cryostream.denoise.micrograph import check_micrograph
         from cryostream.denoise.network import load_network
-        from cryostream.denoise.sources import gather_inputs
-        from cryostream.io.stack import expand_inputs
+        from cryostream.io.stack import listed_inputs
 
-        try:  # as denoise takes them: a STAR file's pixel size and optics (its outputs match)
-            residual = [(m.source, m.pixel_size_angstrom, m.optics) for m in
-                        gather_inputs(residual, config=DenoiseConfig(), one_shape=False).micrographs]
-        except InvalidMicrographError:  # no pixel size (taken as 1 Å), …: as before, the files
-            residual = [(str(p), None, {}) for p in expand_inputs(residual)]
+        residual = _as_denoise_takes(listed_inputs(residual))
         network_config = load_network(run).config
         for path, _, _ in residual:
             try:
@@ -310,6 +305,24 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     with staged_report(out) as staging:
         return _write_report(run, record, store, staging, selection, residual, patches=patches,
                              tile=tile, denoised=denoised)
+
+
+def _as_denoise_takes(items: list) -> list[tuple]:
+    """``(file, pixel size or None, optics)`` of each micrograph of ``items`` as denoise takes
+    them (a STAR file's pixel size and optics: its outputs match); an input that cannot be
+    taken so (no pixel size: 1 Å, as before) as its files alone, the others still as denoise
+    takes them."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.stack import expand_inputs
+
+    try:
+        return [(m.source, m.pixel_size_angstrom, m.optics) for m in
+                gather_inputs(items, config=DenoiseConfig(), one_shape=False).micrographs]
+    except InvalidMicrographError:
+        if len(items) > 1:  # one input's failure leaves the others' STAR files their optics
+            return [row for item in items for row in _as_denoise_takes([item])]
+        return [(str(p), None, {}) for p in expand_inputs(items)]
 
 
 def check_test_split(store) -> None:
