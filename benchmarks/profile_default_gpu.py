@@ -13,7 +13,8 @@ CTF fit and check, the gains), after one micrograph has compiled the network:
    CPU overlap another's passes on the GPU): wall time per
    micrograph, the CPU time the process used per micrograph (how many cores the steps keep
    busy, against the machine's) and how busy the GPU was (``nvidia-smi``'s utilisation,
-   sampled every 0.2 s, where there is one).
+   sampled every 0.2 s, where there is one). A row's peak memory is the process's so far:
+   its own where it is above the rows before it (list the numbers in flight smallest first).
 
 Usage: python benchmarks/profile_default_gpu.py --out OUT [--in-flight 8 [12 …]] [--work /tmp/full]
 [--micrographs 24] [--in-flight-only] (with ``PYTHONPATH`` naming another checkout, the same for its code)
