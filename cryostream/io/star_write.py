@@ -14,10 +14,19 @@ from cryostream.io.paths import os_fix
 __all__ = ["write_micrograph_star"]
 
 
+def _relion_number(value: float) -> str:
+    """``value`` as RELION writes a number in a STAR file: six decimals, or six digits after
+    the point in scientific notation where it is below 0.001 and not zero (``4.567800e-05``,
+    whose digits six decimals would round away). Numbers above 100 000, which RELION also
+    writes so, keep six decimals: more digits, read back the same."""
+    return f"{value:.6e}" if 0 < abs(value) < 0.001 else f"{value:.6f}"
+
+
 def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
     """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``, each
-    after RELION's ``# version 30001``) atomically: through a temporary file of its own beside
-    it (two writers never share one) and a rename, nothing partial left on error. The same
+    after RELION's ``# version 30001``, numbers as :func:`_relion_number` writes them)
+    atomically: through a temporary file of its own beside it (two writers never share one)
+    and a rename, nothing partial left on error. The same
     tables give the same bytes (no clock in the file), and a file already holding them is left
     untouched.
 
@@ -35,7 +44,7 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         os.close(fd)
         tmp = Path(name)
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
-                       overwrite=True)
+                       overwrite=True, float_format=_relion_number)
         text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
                        else ln for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
         if path.is_file() and path.read_text() == text:

@@ -1,0 +1,87 @@
+"""A RELION project as RELION lays it out (``MotionCorr/job002/Movies``, a CtfFind job's
+``micrographs_ctf.star`` with its optics table), denoised into ``External/job010`` and read
+back as RELION's next jobs read ``denoised_micrographs.star``. Real MRC and STAR files, the
+real command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import starfile
+
+from cryostream.cli import main
+
+OPTICS = """
+# version 50001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnMtfFileName #3
+_rlnMicrographOriginalPixelSize #4
+_rlnVoltage #5
+_rlnSphericalAberration #6
+_rlnAmplitudeContrast #7
+_rlnMicrographPixelSize #8
+opticsGroup1            1 mtf_k3_300kV.star     0.330000   300.000000     2.700000     0.100000     0.660000
+"""
+
+MICROGRAPHS = """
+# version 50001
+
+data_micrographs
+
+loop_
+_rlnMicrographName #1
+_rlnOpticsGroup #2
+_rlnCtfImage #3
+_rlnDefocusU #4
+_rlnDefocusV #5
+_rlnDefocusAngle #6
+_rlnCtfFigureOfMerit #7
+_rlnCtfMaxResolution #8
+_rlnCtfIceRingDensity #9
+"""
+
+
+def _project(tiny_run, root: Path) -> Path:
+    """``root`` laid out as a RELION project: two motion-corrected micrographs and the CtfFind
+    job's STAR file naming them relative to ``root``; its CTF columns hold values RELION
+    writes in scientific notation (|v| < 0.001: a poor fit's figure of merit)."""
+    movies = root / "MotionCorr/job002/Movies"
+    movies.mkdir(parents=True)
+    (root / "CtfFind/job003/Movies").mkdir(parents=True)
+    (root / "mtf_k3_300kV.star").write_text("data_\nloop_\n_rlnResolutionInversePixel\n"
+                                             "_rlnMtfValue\n0 1\n0.5 0.5\n")
+    rows = []
+    for i, (merit, ice) in enumerate([("4.567800e-05", "1.234500e-04"), ("0.131144", "2.5")]):
+        shutil.copy(tiny_run.sim.micrographs[i], movies / f"mic{i}.mrc")
+        (root / f"CtfFind/job003/Movies/mic{i}.ctf").write_bytes(b"")
+        rows.append(f"MotionCorr/job002/Movies/mic{i}.mrc 1 CtfFind/job003/Movies/mic{i}.ctf:mrc "
+                    f"18052.670000 17971.730000 7.370000 {merit} 4.809192 {ice}\n")
+    star = root / "CtfFind/job003/micrographs_ctf.star"
+    star.write_text(OPTICS + "\n" + MICROGRAPHS + "".join(rows) + "\n")
+    return star
+
+
+def test_the_ctffind_columns_are_carried_with_the_digits_relion_wrote(tiny_run, tmp_path,
+                                                                      monkeypatch):
+    """Values RELION writes in scientific notation (a figure of merit of 4.5678e-05) come back
+    with their digits, as RELION writes them (``4.567800e-05``), not rounded to six decimals
+    (``0.000046``); values RELION writes fixed stay so (``18052.670000``)."""
+    project = tmp_path / "project"
+    star = _project(tiny_run, project)
+    monkeypatch.chdir(project)
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o",
+                 "External/job010", "--raw", "--tile", "64", "--workers", "1"]) == 0
+    written = project / "External/job010/denoised_micrographs.star"
+    rows = starfile.read(written, always_dict=True)["micrographs"]
+    assert list(rows["rlnCtfFigureOfMerit"]) == pytest.approx([4.5678e-05, 0.131144], rel=1e-6)
+    assert list(rows["rlnCtfIceRingDensity"]) == pytest.approx([1.2345e-04, 2.5], rel=1e-6)
+    text = written.read_text()
+    assert "4.567800e-05" in text and "1.234500e-04" in text
+    assert "18052.670000" in text and "0.131144" in text
