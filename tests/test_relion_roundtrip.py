@@ -48,10 +48,11 @@ _rlnCtfIceRingDensity #9
 """
 
 
-def _project(tiny_run, root: Path) -> Path:
+def _project(tiny_run, root: Path, extra: str | None = None) -> Path:
     """``root`` laid out as a RELION project: two motion-corrected micrographs and the CtfFind
     job's STAR file naming them relative to ``root``; its CTF columns hold values RELION
-    writes in scientific notation (|v| < 0.001: a poor fit's figure of merit)."""
+    writes in scientific notation (|v| < 0.001: a poor fit's figure of merit). ``extra``: a
+    column more, naming each micrograph's ``.star`` file beside it by its absolute path."""
     movies = root / "MotionCorr/job002/Movies"
     movies.mkdir(parents=True)
     (root / "CtfFind/job003/Movies").mkdir(parents=True)
@@ -61,10 +62,13 @@ def _project(tiny_run, root: Path) -> Path:
     for i, (merit, ice) in enumerate([("4.567800e-05", "1.234500e-04"), ("0.131144", "2.5")]):
         shutil.copy(tiny_run.sim.micrographs[i], movies / f"mic{i}.mrc")
         (root / f"CtfFind/job003/Movies/mic{i}.ctf").write_bytes(b"")
+        (movies / f"mic{i}.star").write_text("data_general\n")
         rows.append(f"MotionCorr/job002/Movies/mic{i}.mrc 1 CtfFind/job003/Movies/mic{i}.ctf:mrc "
-                    f"18052.670000 17971.730000 7.370000 {merit} 4.809192 {ice}\n")
+                    f"18052.670000 17971.730000 7.370000 {merit} 4.809192 {ice}"
+                    + (f" {(movies / f'mic{i}.star').as_posix()}" if extra else "") + "\n")
     star = root / "CtfFind/job003/micrographs_ctf.star"
-    star.write_text(OPTICS + "\n" + MICROGRAPHS + "".join(rows) + "\n")
+    star.write_text(OPTICS + "\n" + MICROGRAPHS + (f"_{extra} #10\n" if extra else "")
+                    + "".join(rows) + "\n")
     return star
 
 
@@ -85,3 +89,21 @@ def test_the_ctffind_columns_are_carried_with_the_digits_relion_wrote(tiny_run, 
     text = written.read_text()
     assert "4.567800e-05" in text and "1.234500e-04" in text
     assert "18052.670000" in text and "0.131144" in text
+
+
+def test_a_column_of_file_names_cryostream_does_not_know_is_named_from_the_project(
+        tiny_run, tmp_path, monkeypatch):
+    """A column RELION's list does not hold whose every value names a file in the project (a
+    third-party tool's, absolute paths) is named as ``rlnMicrographName`` is: relative to the
+    project folder, as the guide says of any such column (pandas 3 reads it as ``str``, not
+    ``object``: it was left absolute)."""
+    project = tmp_path / "project"
+    star = _project(tiny_run, project, extra="xyzMicrographThumbnail")
+    monkeypatch.chdir(project)
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o",
+                 "External/job010", "--raw", "--tile", "64", "--workers", "1"]) == 0
+    rows = starfile.read(project / "External/job010/denoised_micrographs.star",
+                         always_dict=True)["micrographs"]
+    assert list(rows["xyzMicrographThumbnail"]) == [f"MotionCorr/job002/Movies/mic{i}.star"
+                                                    for i in range(2)]
+    assert list(rows["rlnMicrographName"]) == [f"External/job010/mic{i}.mrc" for i in range(2)]

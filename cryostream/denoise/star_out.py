@@ -132,11 +132,13 @@ def rebase_paths(table, project: Path | None, base: Path | None = None):
     any other column whose every value names a file in ``base``), read relative to ``base``
     (default: ``project``; None: relative names are left as they are), named by
     :func:`listing_name` for ``project``."""
+    from pandas.api.types import is_string_dtype
+
     base = base if base is not None else project
 
     def names_files(column) -> bool:
-        values = table[column]
-        return base is not None and values.dtype == object and len(values) > 0 and all(
+        values = table[column]  # strings: object under pandas 2, str under pandas 3
+        return base is not None and is_string_dtype(values.dtype) and len(values) > 0 and all(
             isinstance(v, str) and v.strip() and (base / _TYPED.fullmatch(v).group(1)).is_file()
             for v in values)
 
