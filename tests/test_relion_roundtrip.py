@@ -107,3 +107,26 @@ def test_a_column_of_file_names_cryostream_does_not_know_is_named_from_the_proje
     assert list(rows["xyzMicrographThumbnail"]) == [f"MotionCorr/job002/Movies/mic{i}.star"
                                                     for i in range(2)]
     assert list(rows["rlnMicrographName"]) == [f"External/job010/mic{i}.mrc" for i in range(2)]
+
+
+def test_an_optics_table_without_the_pixel_size_gets_the_one_used(tiny_run, tmp_path,
+                                                                   monkeypatch):
+    """An optics table without ``rlnMicrographPixelSize`` (written by hand or by another tool;
+    RELION writes it) comes back with the pixel size the micrographs were denoised at, their
+    headers', per optics group: RELION's AutoPick and Extract read it there. The rest of the
+    table is as it was."""
+    from cryostream.io.mrc import read_header
+
+    project = tmp_path / "project"
+    star = _project(tiny_run, project)
+    text = star.read_text().replace("_rlnMicrographPixelSize #8\n", "")
+    star.write_text(text.replace("0.100000     0.660000", "0.100000"))
+    monkeypatch.chdir(project)
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o",
+                 "External/job010", "--raw", "--tile", "64", "--workers", "1"]) == 0
+    optics = starfile.read(project / "External/job010/denoised_micrographs.star",
+                           always_dict=True)["optics"]
+    header = read_header(project / "MotionCorr/job002/Movies/mic0.mrc").pixel_size_angstrom
+    assert list(optics["rlnMicrographPixelSize"]) == pytest.approx([header])
+    assert list(optics["rlnMicrographOriginalPixelSize"]) == pytest.approx([0.33])
+    assert list(optics["rlnMtfFileName"]) == ["mtf_k3_300kV.star"]

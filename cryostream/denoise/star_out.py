@@ -225,6 +225,15 @@ def _one_star(star, kept: list, outputs: dict[str, str], project: Path | None,
         used = {m.optics[key] for m in kept}
         if column not in optics.columns and len(used) == 1:
             optics[column] = used.pop()
+    if "rlnMicrographPixelSize" not in optics.columns and _GROUP in optics.columns:
+        # the headers' pixel size of each group's micrographs, which RELION's jobs read here
+        sizes: dict[str, set] = {}
+        for m, group in zip(kept, rows.get(_GROUP, [optics[_GROUP].iloc[0]] * len(kept)),
+                            strict=True):
+            sizes.setdefault(str(group), set()).add(m.pixel_size_angstrom)
+        each = [sizes.get(str(g), set()) for g in optics[_GROUP]]
+        if all(len(s) == 1 for s in each):
+            optics["rlnMicrographPixelSize"] = [s.pop() for s in each]
     return optics, rows.reset_index(drop=True)
 
 
