@@ -350,3 +350,31 @@ def test_a_star_file_of_broken_links_names_them(tmp_path: Path, monkeypatch, cap
                           f"broken link ({tmp_path / 'archive' / 'a.mrc'} is not there)"), err
     assert err.endswith("; link the micrographs again, or give their new place"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_residual_check_of_a_star_file_denoises_with_its_defocus(tiny_run, tmp_path: Path):
+    """``evaluate RUN --residual micrographs_ctf.star`` without ``--denoised`` denoises each
+    micrograph here as ``denoise`` does from that STAR file: with the row's defocus, not a fit
+    of its own, so its residual is the one of what ``denoise`` wrote (read back with
+    ``--denoised``)."""
+    import json
+
+    import cryostream
+
+    mic = Path(tiny_run.sim.micrographs[2])
+    star = tmp_path / "micrographs_ctf.star"
+    star.write_text(
+        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
+        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
+        "opticsGroup1 1 0.6575 300 2.7 0.1\n\n"
+        "data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\n_rlnDefocusU\n"
+        f"_rlnDefocusV\n_rlnDefocusAngle\n{mic} 1 9000 8000 30\n")
+    cryostream.denoise(tiny_run.run, star, tmp_path / "denoised")
+    written = json.loads((tmp_path / "denoised" / mic.with_suffix(".json").name).read_text())
+    assert written["found"]["ctf"]["defocus_u_angstrom"] == 9000  # the row's, as given
+    read, here = (cryostream.evaluate(tiny_run.run, None, tmp_path / name, residual=[star],
+                                      **kw)["residual"]
+                  for name, kw in (("read", {"denoised": tmp_path / "denoised"}), ("here", {})))
+    # the same output, up to the float32 rounding of the file written and read back
+    assert [r.pop("micrograph") for r in here] == [r.pop("micrograph") for r in read]
+    assert here == [pytest.approx(r, rel=1e-6) for r in read]

@@ -135,9 +135,10 @@ class TruthMethods:
 
 
 def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None):
-    """``recipe`` (a resolved :class:`~cryostream.config.DenoiseConfig`) run on ``micrograph``
-    (a :class:`~cryostream.denoise.steps.Micrograph`) as ``denoise`` runs it: ``(output,
-    found)``. The network's pass on the micrograph itself is ``own``, done already; the others
+    """``recipe`` (a resolved :class:`~cryostream.config.DenoiseConfig`, or its
+    :class:`~cryostream.denoise.steps.Pipeline` for one micrograph: a STAR row's defocus) run
+    on ``micrograph`` (a :class:`~cryostream.denoise.steps.Micrograph`) as ``denoise`` runs it:
+    ``(output, found)``. The network's pass on the micrograph itself is ``own``, done already; the others
     (the ensemble's) are made here."""
     from cryostream.denoise.tiling import network_pass
 
@@ -148,7 +149,7 @@ def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None):
                               and np.array_equal(x, image))
         return own if same else network_pass(str(run), x, tile=tile)
 
-    return recipe.pipeline().run(micrograph, network)
+    return (recipe.pipeline() if hasattr(recipe, "pipeline") else recipe).run(micrograph, network)
 
 
 def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,

@@ -201,7 +201,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
                   "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
                   len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
-    for i, (source, given_pixel, optics) in enumerate(inputs):
+    for i, (source, given_pixel, optics, taken) in enumerate(inputs):
         start, path = time.perf_counter(), Path(source)
         raw, pixel = read_micrograph(path)
         pixel = given_pixel or pixel
@@ -210,10 +210,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
         den = _written_default(denoised, path, run, record, scale, tile, optics)[0]
-        if den is None:  # denoised here as denoise does it: the micrograph's pass, then others
-            den = recipe_output(run, dataclasses.replace(recipe, **optics),
-                                Micrograph(image, pixel, record, str(path)),
-                                network_output(run, raw, scale, tile), tile)[0]
+        if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
+            mine = dataclasses.replace(recipe, **optics)
+            den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
+                image, pixel, record, str(path)), network_output(run, raw, scale, tile), tile)[0]
         check = method_noise(image, den, pixel)
         _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
                   "low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
@@ -293,7 +293,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
         residual = _as_denoise_takes(listed_inputs(residual))
         network_config = load_network(run).config
-        for path, _, _ in residual:
+        for path, *_ in residual:
             try:
                 check_micrograph(read_micrograph(path)[0], str(path), record, network_config,
                                  DenoiseConfig())
@@ -308,21 +308,21 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
 
 def _as_denoise_takes(items: list) -> list[tuple]:
-    """``(file, pixel size or None, optics)`` of each micrograph of ``items`` as denoise takes
-    them (a STAR file's pixel size and optics: its outputs match); an input that cannot be
-    taken so (no pixel size: 1 Å, as before) as its files alone, the others still as denoise
-    takes them."""
+    """``(file, pixel size or None, optics, InputMicrograph or None)`` of each micrograph of
+    ``items`` as denoise takes them (a STAR file's pixel size, optics and defocus: its outputs
+    match); an input that cannot be taken so (no pixel size: 1 Å, as before) as its files
+    alone, the others still as denoise takes them."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.sources import gather_inputs
     from cryostream.io.stack import expand_inputs
 
     try:
-        return [(m.source, m.pixel_size_angstrom, m.optics) for m in
+        return [(m.source, m.pixel_size_angstrom, m.optics, m) for m in
                 gather_inputs(items, config=DenoiseConfig(), one_shape=False).micrographs]
     except InvalidMicrographError:
         if len(items) > 1:  # one input's failure leaves the others' STAR files their optics
             return [row for item in items for row in _as_denoise_takes([item])]
-        return [(str(p), None, {}) for p in expand_inputs(items)]
+        return [(str(p), None, {}, None) for p in expand_inputs(items)]
 
 
 def check_test_split(store) -> None:
