@@ -258,6 +258,19 @@ def test_verbose_denoise_says_what_the_steps_found(tmp_path: Path, capsys):
     assert "what the steps found" not in capsys.readouterr().err
 
 
+def _one_row_star(star: Path, mic: Path, kv: int, defocus: tuple | None = None) -> Path:
+    """A RELION STAR file of one micrograph ``mic`` at 0.6575 Å and ``kv``, with ``defocus``
+    (U, V, angle) in its row where given."""
+    columns = "_rlnDefocusU\n_rlnDefocusV\n_rlnDefocusAngle\n" if defocus else ""
+    star.write_text(
+        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
+        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
+        f"opticsGroup1 1 0.6575 {kv} 2.7 0.1\n\n"
+        f"data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\n{columns}{mic} 1"
+        + "".join(f" {v}" for v in defocus or ()) + "\n")
+    return star
+
+
 def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny_run, tmp_path: Path,
                                                                               notes):
     """``denoise corrected_micrographs.star -o out`` then ``evaluate RUN --residual
@@ -268,12 +281,7 @@ def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny
     import cryostream
 
     mic = Path(tiny_run.sim.micrographs[2])
-    star = tmp_path / "corrected_micrographs.star"
-    star.write_text(
-        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
-        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
-        "opticsGroup1 1 0.6575 200 2.7 0.1\n\n"
-        f"data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\n{mic} 1\n")
+    star = _one_row_star(tmp_path / "corrected_micrographs.star", mic, 200)
     cryostream.denoise(tiny_run.run, star, tmp_path / "denoised")
     notes.clear()
     report = cryostream.evaluate(tiny_run.run, None, tmp_path / "report", residual=[star],
@@ -362,13 +370,7 @@ def test_the_residual_check_of_a_star_file_denoises_with_its_defocus(tiny_run, t
     import cryostream
 
     mic = Path(tiny_run.sim.micrographs[2])
-    star = tmp_path / "micrographs_ctf.star"
-    star.write_text(
-        "data_optics\nloop_\n_rlnOpticsGroupName\n_rlnOpticsGroup\n_rlnMicrographPixelSize\n"
-        "_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
-        "opticsGroup1 1 0.6575 300 2.7 0.1\n\n"
-        "data_micrographs\nloop_\n_rlnMicrographName\n_rlnOpticsGroup\n_rlnDefocusU\n"
-        f"_rlnDefocusV\n_rlnDefocusAngle\n{mic} 1 9000 8000 30\n")
+    star = _one_row_star(tmp_path / "micrographs_ctf.star", mic, 300, (9000, 8000, 30))
     cryostream.denoise(tiny_run.run, star, tmp_path / "denoised")
     written = json.loads((tmp_path / "denoised" / mic.with_suffix(".json").name).read_text())
     assert written["found"]["ctf"]["defocus_u_angstrom"] == 9000  # the row's, as given
