@@ -256,8 +256,7 @@ class WienerGain(Step):
     def apply(self, estimate, image, state, micrograph, binned=None):
         if state is not None and state.get("used"):
             shape = state["fit"]
-            mask = state["grid"][0] if "grid" in state else None  # the check's, if one ran
-            if mask is not None and mask.shape == (image.shape[0], image.shape[1] // 2 + 1):
+            if "grid" in state and image.shape == micrograph.image.shape:  # the check's grid
                 shape = (shape, state["grid"])
         elif state is not None and no_rings(state.get("rings_z"), state.get("fit")):
             shape = NetworkAbove(micrograph.pixel_size_angstrom,

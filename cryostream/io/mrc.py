@@ -24,6 +24,7 @@ from mrcfile import utils as mrc_utils
 
 from cryostream._version import __version__
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.paths import broken_link
 
 __all__ = [
     "SUPPORTED_MODES",
@@ -120,8 +121,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     """
     path = Path(path)
     if not path.exists():
-        if path.is_symlink():  # a link whose micrograph was moved or archived
-            raise InvalidMicrographError(path, f"a broken link: {os.readlink(path)} is not there",
+        if (target := broken_link(path)) is not None:  # its micrograph moved or archived
+            raise InvalidMicrographError(path, f"a broken link: {target} is not there",
                                          "link the micrograph again, or give its new place")
         raise InvalidMicrographError(path, "no such file", "check the path or the glob")
     if not path.is_file():

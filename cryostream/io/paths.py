@@ -11,7 +11,13 @@ from pathlib import Path
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
-           "same_file"]
+           "same_file", "broken_link"]
+
+
+def broken_link(path: Path) -> str | None:
+    """Where ``path`` leads, if it is a symbolic link whose file is gone (a RELION Import's
+    links after the data was moved or archived); else None."""
+    return os.readlink(path) if path.is_symlink() and not path.exists() else None
 
 
 def os_fix(exc: OSError, default: str | None = None) -> str | None:

@@ -20,7 +20,7 @@ import starfile
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import is_micrograph_list, star_tables
-from cryostream.io.paths import same_file
+from cryostream.io.paths import broken_link, same_file
 from cryostream.io.star_columns import warn_near_columns
 from cryostream.io.star_write import write_micrograph_star
 
@@ -386,9 +386,9 @@ def _not_found(path: Path, where: str, column: str, text: str, bases: list[Path]
     """The error of a row whose relative name is in none of ``bases`` (the first: the working
     directory, RELION's project folder); ``settled``: earlier rows were found in ``bases[0]``,
     so the project folder is right and the row is what is wrong."""
-    broken = next((b / text for b in bases if (b / text).is_symlink()), None)
+    broken = next((b / text for b in bases if broken_link(b / text)), None)
     if broken is not None:  # a RELION Import's links, after the data went to the archive
-        return _fail(path, f"{where}: {broken} is a broken link ({os.readlink(broken)} is not there)",
+        return _fail(path, f"{where}: {broken} is a broken link ({broken_link(broken)} is not there)",
                      "link the micrographs again, or give their new place")
     tried = ", ".join(f"{b}{' (the working directory)' if b == Path.cwd() else ''}"
                       for b in bases)
