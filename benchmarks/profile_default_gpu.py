@@ -17,7 +17,8 @@ CTF fit and check, the gains), after one micrograph has compiled the network:
    its own where it is above the rows before it (list the numbers in flight smallest first).
 
 Usage: python benchmarks/profile_default_gpu.py --out OUT [--in-flight 8 [12 …]] [--work /tmp/full]
-[--micrographs 24] [--in-flight-only] (with ``PYTHONPATH`` naming another checkout, the same for its code)
+[--micrographs 24] [--in-flight-only] [--copy-back plain pinned] [--trace 8]
+(with ``PYTHONPATH`` naming another checkout, the same for its code)
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-back", nargs="+", choices=("pinned", "plain"), default=["pinned"],
                     help="how the network's outputs come back from the GPU, one row each in this "
                     "order: through pinned host memory (as denoise does) or the plain copy")
+    ap.add_argument("--trace", type=int, default=0, metavar="N",
+                    help="then N micrographs at the first number in flight under jax.profiler, "
+                    "its device timeline summed by benchmarks/device_timeline.py into "
+                    "OUT/device_timeline.json (the trace itself in WORK/trace)")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--in-flight-only", action="store_true",
                     help="the second measurement alone (to set one version beside another)")
@@ -152,7 +157,29 @@ def in_flight(args, paths, run, result) -> int:
         print("in flight:", row, flush=True)
     name = "in_flight" if args.in_flight_only else "profile_default_gpu"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if args.trace:
+        traced(args, paths, run, denoise)
     return 0
+
+
+def traced(args, paths, run, denoise) -> None:
+    """``--trace N`` micrographs under ``jax.profiler.trace``, summed by
+    :mod:`device_timeline` into ``OUT/device_timeline.json``."""
+    import jax
+    from device_timeline import device_events, summarise
+
+    network = importlib.import_module("cryostream.denoise.network")
+    network._no_pinned[:] = []
+    shutil.rmtree(args.work / "out", ignore_errors=True)
+    start = time.perf_counter()
+    with jax.profiler.trace(str(args.work / "trace")):
+        denoise(run, paths[: args.trace], args.work / "out", workers=args.in_flight[0])
+    summary = {"micrographs": args.trace, "workers": args.in_flight[0],
+               "wall_s": round(time.perf_counter() - start, 1),
+               **summarise(device_events(args.work / "trace"), args.top)}
+    (args.out / "device_timeline.json").write_text(json.dumps(summary, indent=1))
+    print("device timeline:", json.dumps({k: summary[k] for k in
+                                          ("wall_s", "span_s", "busy_s", "by_kind")}), flush=True)
 
 
 if __name__ == "__main__":
