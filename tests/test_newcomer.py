@@ -73,6 +73,49 @@ def test_an_optics_option_a_star_file_overrides_is_said(tmp_path: Path):
         gather_inputs([tmp_path / "a.mrc"], config=DenoiseConfig(voltage_kv=120.0))
 
 
+def test_an_optics_option_typed_at_its_default_is_said_too(tmp_path: Path, notes):
+    """``--voltage 300`` typed with a STAR file at 200 kV: 300 is cryostream's default, and a
+    config cannot tell it typed, so the option was dropped without the warning a typed 120
+    gets. The command line now says which were typed; typed at their defaults, the optics
+    are given, so no note says they were assumed."""
+    from cryostream.cli import main
+    from cryostream.io.star import StarFileWarning
+
+    star = _relion_star(tmp_path)
+    with pytest.warns(StarFileWarning) as caught:
+        assert main(["denoise", str(star), "-o", str(tmp_path / "out"), "--raw",
+                     "--voltage", "300"]) == 0
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "--voltage 300 kV is not used for 2 micrographs"]
+    notes.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StarFileWarning)
+        assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out_a"), "--raw",
+                     "--voltage", "300", "--cs", "2.7", "--amplitude-contrast", "0.1"]) == 0
+    assert not [n for n in notes if "optics" in n]
+
+
+def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, notes):
+    """The note that a micrograph's optics are cryostream's defaults came on every run, even
+    one that kept every output from before and denoised nothing; it is now of those denoised
+    in the run."""
+    from cryostream.cli import main
+
+    _relion_star(tmp_path)
+    command = ["denoise", str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc"), "-o", str(tmp_path / "out"),
+               "--raw"]
+    assert main(command[:2] + command[3:]) == 0
+    assert [n.split(":")[0] for n in notes if "microscope optics" in n] == [
+        "1 micrograph has no microscope optics from a STAR file or an option"]
+    notes.clear()
+    assert main(command) == 0  # a.mrc kept, b.mrc denoised
+    assert [n.split(":")[0] for n in notes if "microscope optics" in n] == [
+        "1 micrograph has no microscope optics from a STAR file or an option"]
+    notes.clear()
+    assert main(command) == 0  # both kept
+    assert not [n for n in notes if "microscope optics" in n]
+
+
 def test_a_single_pass_on_a_cpu_says_how_long_it_takes(notes, monkeypatch, tmp_path: Path):
     """``--raw`` (or ``--no-ensemble``) on a full-size micrograph on a CPU runs minutes with no
     note of passes done (a single pass has none): a note before it gives the time, as the

@@ -21,6 +21,16 @@ from cryostream.config import DenoiseConfig
 
 __all__ = ["FLAGS", "OUTPUT_FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
 
+
+class Typed(argparse.Action):
+    """Stores an option's value and adds its name to ``args.typed``: typed at its default
+    (``--voltage 300``), it is given as much as at another value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.typed = {*getattr(namespace, "typed", ()), self.dest}
+
+
 FLAGS = {
     "tile": ("--tile", "side of the part of each window the output keeps, in pixels (default: "
              "the fewest pixels through the network; 3840 for full-size micrographs on a GPU)",
@@ -60,11 +70,12 @@ FLAGS = {
                     "30 Å (default: on where the model's learned weights weigh it, like the "
                     "general model's)"),
     "voltage_kv": ("--voltage", "accelerating voltage in kV, for --ctf-gain (a STAR file's "
-                   "optics table wins)", {"metavar": "KV"}),
+                   "optics table wins)", {"metavar": "KV", "action": Typed}),
     "cs_mm": ("--cs", "spherical aberration in mm, for --ctf-gain (a STAR file's optics wins)",
-              {"metavar": "MM"}),
+              {"metavar": "MM", "action": Typed}),
     "amplitude_contrast": ("--amplitude-contrast", "amplitude contrast, a fraction, for "
-                           "--ctf-gain (a STAR file's optics wins)", {"metavar": "FRACTION"}),
+                           "--ctf-gain (a STAR file's optics wins)",
+                           {"metavar": "FRACTION", "action": Typed}),
     "calibrate": ("--calibrate", "fit, per frequency ring, the weight of the output's part beyond "
                   "a linear filter from N recorrupted passes (no truth; N more network passes)",
                   {"metavar": "N"}),
@@ -197,11 +208,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(model)  # named as given
 
+    from cryostream.denoise.pixels import typed_optics
+
     start = time.perf_counter()
-    result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
-                     scheduler=args.scheduler, cluster_workers=args.cluster_workers,
-                     permissive=args.permissive, pixel_size_angstrom=args.pixel_size_angstrom,
-                     odd=odd, **given(args, "workers"))
+    with typed_optics(getattr(args, "typed", ())):  # --voltage 300 as much as --voltage 200
+        result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
+                         scheduler=args.scheduler, cluster_workers=args.cluster_workers,
+                         permissive=args.permissive, pixel_size_angstrom=args.pixel_size_angstrom,
+                         odd=odd, **given(args, "workers"))
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start

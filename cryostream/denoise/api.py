@@ -32,7 +32,7 @@ from cryostream.denoise.micrograph import (
 )
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
-from cryostream.denoise.pixels import warn_outside_model
+from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
 from cryostream.denoise.pool import finish, gather_cluster
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
@@ -316,7 +316,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                                    two_d=getattr(inputs, "ndim", 3) == 2)
     gathered = gather_inputs(inputs, config=config, odd=odd,
                              pixel_size_angstrom=pixel_size_angstrom, permissive=permissive,
-                             one_shape=output is None)
+                             one_shape=output is None, note_optics=False)
     warn_if_under_input(run)
     micrographs = gathered.micrographs
     warn_outside_model(run, micrographs)
@@ -331,6 +331,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if todo:  # the first note comes when a micrograph is done: say what is under way now
         import jax
 
+        note_assumed_optics(config, [m for m, _ in todo])  # not of outputs kept
         here = scheduler is None and cluster_workers is None
         if workers is None and here:
             from cryostream.denoise.workers import default_workers

@@ -4,6 +4,8 @@ where the sources disagree; and a note where the microscope's optics are assumed
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
 
@@ -14,7 +16,7 @@ from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes", "far_from_header",
            "argument_disagrees", "warn_header_pixel_sizes", "warn_pixel_size_argument",
-           "note_assumed_optics", "warn_outside_model"]
+           "note_assumed_optics", "typed_optics", "given_optics", "warn_outside_model"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
@@ -101,20 +103,42 @@ def warn_pixel_size_argument(value: float, off: list[tuple]) -> None:
                   PixelSizeWarning, stacklevel=4)
 
 
-def note_assumed_optics(config, entries: list) -> None:
-    """A note where micrographs' optics come from no STAR file (``entries``: each
-    micrograph's :class:`~cryostream.io.star.StarMicrograph` or None) and no option: the CTF
-    fit and the output STAR file's optics table then take cryostream's defaults. Where only
-    some of the voltage, Cs and amplitude contrast are missing, the note names those."""
-    import logging
+_TYPED = contextvars.ContextVar("typed_optics", default=frozenset())
 
+
+@contextlib.contextmanager
+def typed_optics(keys):
+    """Within it, the optics options in ``keys`` (``voltage_kv``, ``cs_mm``,
+    ``amplitude_contrast``) count as given even at cryostream's default value: the command
+    line knows ``--voltage 300`` was typed, which a config of 300 kV cannot tell."""
+    token = _TYPED.set(frozenset(keys))
+    try:
+        yield
+    finally:
+        _TYPED.reset(token)
+
+
+def given_optics(config) -> dict:
+    """The config's optics given by the user: those other than cryostream's defaults, and
+    those typed (:func:`typed_optics`)."""
     from cryostream.config import DenoiseConfig
 
-    if config.optics != DenoiseConfig().optics:  # given
+    default, typed = DenoiseConfig().optics, _TYPED.get()
+    return {k: v for k, v in config.optics.items() if v != default[k] or k in typed}
+
+
+def note_assumed_optics(config, micrographs: list) -> None:
+    """A note where micrographs (each an :class:`~cryostream.denoise.sources.InputMicrograph`,
+    those about to be denoised) take their optics from no STAR file (:attr:`optics_from`) and
+    no option: the CTF fit and the output STAR file's optics table then take cryostream's
+    defaults. Where only some of the voltage, Cs and amplitude contrast are missing, the note
+    names those."""
+    import logging
+
+    if given_optics(config):
         return
     keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
-    lacking = [[k for k in keys if e is None or e.optics is None or k not in e.optics.ctf_keywords()]
-               for e in entries]
+    lacking = [[k for k in keys if k not in m.optics_from] for m in micrographs]
     count = sum(bool(lack) for lack in lacking)
     if not count:
         return
@@ -143,21 +167,18 @@ def note_assumed_optics(config, entries: list) -> None:
 
 def warn_overridden_optics(config, entries: list, kinds: list | None = None) -> None:
     """One :class:`~cryostream.io.star.StarFileWarning` per option among ``--voltage``,
-    ``--cs`` and ``--amplitude-contrast`` given (other than cryostream's default) where a STAR
+    ``--cs`` and ``--amplitude-contrast`` given (:func:`given_optics`) where a STAR
     file's optics give micrographs (``entries``: each one's
     :class:`~cryostream.io.star.StarMicrograph` or None) another value: the STAR file's win, so
     the option is not used for them, which would otherwise pass without a word. ``kinds``: what
     lists each one (:func:`~cryostream.io.cryosparc.list_kind`; default: STAR files), named
     with its own field and fix."""
-    from cryostream.config import DenoiseConfig
-
     named = {"voltage_kv": ("--voltage", " kV", "rlnVoltage", "ctf/accel_kv"),
              "cs_mm": ("--cs", " mm", "rlnSphericalAberration", "ctf/cs_mm"),
              "amplitude_contrast": ("--amplitude-contrast", "", "rlnAmplitudeContrast",
                                     "ctf/amp_contrast")}
     kinds = kinds or ["STAR file"] * len(entries)
-    given = {k: v for k, v in config.optics.items() if v != DenoiseConfig().optics[k]}
-    for key, value in given.items():
+    for key, value in given_optics(config).items():
         for kind in dict.fromkeys(kinds):
             theirs = [e.optics.ctf_keywords()[key] for e, k in zip(entries, kinds, strict=True)
                       if k == kind and e is not None and e.optics is not None

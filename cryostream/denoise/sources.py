@@ -64,6 +64,9 @@ class InputMicrograph:
         Its file as given (absolute, symbolic links not followed), where that differs from
         :attr:`source`: a link's output is named after the link, as RELION names it (not for
         a cryoSPARC ``.cs`` file, whose imported links are named ``UID_NAME.mrc``).
+    optics_from : tuple of str
+        The keys of :attr:`optics` its STAR file or ``.cs`` file gave (the rest are the
+        config's).
     """
 
     source: str
@@ -77,6 +80,7 @@ class InputMicrograph:
     listed_in: str = "STAR file"
     micrograph: str | None = None
     given_as: str | None = None
+    optics_from: tuple[str, ...] = ()
 
     def named_after(self) -> tuple[str, str]:
         """The file its output is named after and the name (``NAME`` of ``NAME.mrc``): the
@@ -179,7 +183,8 @@ def _key(path: Path) -> str:
 
 
 def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None = None,
-                  permissive: bool = False, one_shape: bool = True) -> DenoiseInputs:
+                  permissive: bool = False, one_shape: bool = True,
+                  note_optics: bool = True) -> DenoiseInputs:
     """Every micrograph to denoise, with its pixel size, optics, defocus and odd half, checked
     before anything is written.
 
@@ -201,6 +206,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     one_shape : bool
         Whether every micrograph must have one shape (a stack); False where each is denoised
         into its own file.
+    note_optics : bool
+        Note micrographs of default optics here (False: the caller notes those it denoises).
 
     Raises
     ------
@@ -327,21 +334,22 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
                 (ps, h.pixel_size_angstrom, Path(h.path).name))
-        optics = config.optics
-        if entry is not None and entry.optics is not None:
-            optics = {**optics, **entry.optics.ctf_keywords()}
+        theirs = entry.optics.ctf_keywords() if entry is not None and entry.optics is not None else {}
+        optics = {**config.optics, **theirs}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None, h.shape, kind,
             _micrograph_name(star, entry) if h.path in odds else None,
             # cryoSPARC's imported files are links named UID_NAME.mrc: named NAME, its target
-            given_path if given_path != h.path and kind != "cryoSPARC .cs file" else None))
+            given_path if given_path != h.path and kind != "cryoSPARC .cs file" else None,
+            tuple(theirs)))
     warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
     if off:
         warn_pixel_size_argument(pixel_size_angstrom, off)
-    note_assumed_optics(config, entries)  # of the micrographs kept, not those skipped
+    if note_optics:
+        note_assumed_optics(config, micrographs)  # of the micrographs kept, not those skipped
     warn_overridden_optics(config, entries, kinds)
     single = stars[0] if len(stars) == 1 and all(s is stars[0] for _, s, _ in found.values()) \
         else None
