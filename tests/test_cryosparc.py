@@ -408,3 +408,68 @@ def test_an_optics_option_a_cs_file_overrides_names_the_cs_file(tmp_path):
         "--voltage 200 kV is not used for 2 micrographs: their cryoSPARC .cs file gives 300 kV "
         "(ctf/accel_kv), and a cryoSPARC .cs file's optics win; if the cryoSPARC .cs file is "
         "wrong, correct it in cryoSPARC"]
+
+
+def _with_object_fields(path: Path, fields: tuple[str, ...]) -> Path:
+    """The ``.cs`` table at ``path`` written again with ``fields`` as Python objects (``O``:
+    str for byte strings), as cryoSPARC's files can hold them: NumPy pickles such a table."""
+    table = np.load(path)
+    dtype = [(f, "O") if f in fields else (f, table.dtype[f]) for f in table.dtype.names]
+    out = np.zeros(len(table), dtype=dtype)
+    for f in table.dtype.names:
+        out[f] = [v.decode() for v in table[f]] if f in fields and table.dtype[f].kind == "S" \
+            else table[f]
+    with open(path, "wb") as f:
+        np.save(f, out, allow_pickle=True)
+    return path
+
+
+def test_a_cs_file_with_object_fields_is_read_without_running_its_pickle(tiny_run, tmp_path,
+                                                                         monkeypatch):
+    """A ``.cs`` table whose paths are Python strings (``O`` fields: NumPy pickles the table)
+    is read, the main file and its passthrough alike, through an unpickler that builds only
+    NumPy arrays and plain values; a pickle that would call anything else is refused naming
+    the file and the fix, and never runs."""
+    from numpy.lib.recfunctions import repack_fields
+
+    from cryostream.cli import main
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    job = root / "J5"
+    whole = np.load(_exposures(tmp_path / "whole.cs", names))
+    ctf = [f for f in whole.dtype.names if f.startswith("ctf/")]
+    passed = [f for f in whole.dtype.names if not f.startswith("ctf/")]
+    job.mkdir()
+    main_file, passthrough = job / "J5_exposures.cs", job / "J5_passthrough_exposures.cs"
+    with open(main_file, "wb") as f:
+        np.save(f, repack_fields(whole[["uid", *ctf]]))
+    with open(passthrough, "wb") as f:
+        np.save(f, repack_fields(whole[passed]))
+    _with_object_fields(passthrough, ("micrograph_blob/path",))
+    _with_object_fields(main_file, ("ctf/df1_A",))
+    for given in (main_file, passthrough):
+        star = read_star(given)
+        assert [m.path for m in star.micrographs] == [root / n for n in names]
+        assert {m.defocus.defocus_u_angstrom for m in star.micrographs} == {19000.0}
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(main_file), "-o", str(out), "--raw",
+                 "--tile", "64", "--workers", "1"]) == 0
+    assert sorted(p.name for p in out.glob("*.mrc")) == sorted(Path(n).name for n in names)
+
+    class Payload:  # what a crafted file could hold: a call on loading
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "ran"),))
+
+    crafted = job / "J5_crafted.cs"
+    table = np.zeros(2, dtype=[("uid", "<u8"), ("micrograph_blob/path", "O")])
+    table["micrograph_blob/path"] = [Payload(), names[1]]
+    with open(crafted, "wb") as f:
+        np.save(f, table, allow_pickle=True)
+    with pytest.raises(InvalidMicrographError, match=r"J5_crafted.cs: holds Python objects "
+                       r"other than NumPy's and plain values \(posix.mkdir\), which are not "
+                       r"read: cryoSPARC's tables hold none; give the .cs file cryoSPARC wrote"):
+        read_star(crafted)
+    assert not (tmp_path / "ran").exists()

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.numpy_tables import ForbiddenObjectError, load_table
 from cryostream.io.paths import same_file
 
 __all__ = ["LIST_SUFFIXES", "is_micrograph_list", "list_kind", "star_tables"]
@@ -65,9 +66,14 @@ def _table(path: Path) -> np.ndarray:
     if start != b"\x93NUMPY":
         raise _fail(path, "not a cryoSPARC .cs table (cryoSPARC writes them in NumPy's format, "
                     f"which this file does not start as: {start!r})", _GIVE)
-    try:  # cryoSPARC's tables have hundreds of fields: a header over NumPy's 10 kB default
-        table = np.load(path, allow_pickle=False, max_header_size=1 << 30)
-    except Exception as exc:  # cut short, or object fields (pickled)
+    try:  # object fields (Python strings) are read, no code of the file run
+        table = load_table(path)
+    except ForbiddenObjectError as exc:
+        raise _fail(path, f"holds Python objects other than NumPy's and plain values ({exc.name}), "
+                    "which are not read: cryoSPARC's tables hold none", "give the .cs file "
+                    "cryoSPARC wrote in the job's folder (or an Export job's), not one made "
+                    "or changed elsewhere") from None
+    except Exception as exc:  # cut short, a damaged pickle
         raise _fail(path, f"a NumPy file that cannot be read as a cryoSPARC .cs table ({exc})",
                     _GIVE) from None
     if not isinstance(table, np.ndarray) or table.dtype.names is None:
@@ -143,8 +149,8 @@ def _sibling(path: Path, table: np.ndarray, other: Path) -> tuple[np.ndarray, li
     lacks, or not every row there. Mapped, not read whole: only its header and the fields
     used are read."""
     try:
-        extra = np.load(other, mmap_mode="r", allow_pickle=False, max_header_size=1 << 30)
-    except Exception:  # not NumPy's, cut short: not a table of this job
+        extra = load_table(other, mmap=True)
+    except Exception:  # not NumPy's, cut short, objects refused: not a table of this job
         return None
     names = extra.dtype.names or ()
     new = [f for f in names if f not in table.dtype.names]
