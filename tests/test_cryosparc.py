@@ -473,3 +473,32 @@ def test_a_cs_file_with_object_fields_is_read_without_running_its_pickle(tiny_ru
                        r"read: cryoSPARC's tables hold none; give the .cs file cryoSPARC wrote"):
         read_star(crafted)
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_row_without_a_micrograph_path_is_named_as_such(tiny_run, tmp_path, monkeypatch, capsys):
+    """A row whose ``micrograph_blob/path`` is empty is a micrograph not found, named by its
+    row, not the project folder read as a micrograph ('not a regular file'); ``--permissive``
+    leaves that row out; a table of such rows alone says it names no micrograph."""
+    from cryostream.cli import main
+    from cryostream.io.stack import MicrographSkippedWarning
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    cs = _exposures(root / "J5" / "J5_exposures.cs", [names[0], "", names[1]])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "den"
+    args = ["denoise", str(tiny_run.run), str(cs), "-o", str(out), "--raw", "--tile", "64",
+            "--workers", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 of its 3 micrographs are not found (row 2: micrograph_blob/path empty); restore " \
+           "them, or pass --permissive" in err and not out.exists()
+    with pytest.warns(MicrographSkippedWarning, match=r"^skipping .*J5_exposures.cs: row 2 names "
+                      r"no micrograph \(micrograph_blob/path empty\)$"):
+        assert main([*args, "--permissive"]) == 0
+    assert sorted(p.name for p in out.glob("*.mrc")) == sorted(Path(n).name for n in names)
+    empty = _exposures(root / "J6" / "J6_exposures.cs", ["", ""])
+    with pytest.raises(InvalidMicrographError, match="none of its 2 rows names a micrograph "
+                       r"\(micrograph_blob/path empty\)"):
+        read_star(empty)

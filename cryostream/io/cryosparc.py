@@ -309,23 +309,32 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
     if len(table) == 0:
         raise _fail(path, "lists no micrographs (no rows)", _GIVE)
     names = [_text(v) for v in table[_PATH]]
-    relative = [n for n in names if not Path(n).is_absolute()]
+    blank = {i for i, n in enumerate(names) if not n.strip()}  # a row of no micrograph
+    if len(blank) == len(names):
+        raise _fail(path, f"none of its {len(names)} rows names a micrograph ({_PATH} empty)", _GIVE)
+    relative = [n for i, n in enumerate(names) if i not in blank and not Path(n).is_absolute()]
     project = _project(path, relative) if relative else None
     files = [Path(n) if Path(n).is_absolute() else project / n for n in names]
-    missing = [i for i, f in enumerate(files) if not f.exists()]
+    missing = [i for i, f in enumerate(files) if i in blank or not f.exists()]
     if missing and not permissive:
         first = files[missing[0]]
         link = f", a link to {os.readlink(first)}, which is not there" if first.is_symlink() else ""
+        shown = f"{_PATH} empty" if missing[0] in blank else f"{first}{link}"
         raise _fail(path, f"{len(missing)} of its {len(files)} micrographs are not found "
-                    f"(row {missing[0] + 1}: {first}{link})",
+                    f"(row {missing[0] + 1}: {shown})",
                     "restore them, or pass --permissive to leave them out")
     from cryostream.io.stack import MicrographSkippedWarning  # stack reads this module
 
     skipped = []
     for i in missing:
-        reason = f"{path}: row {i + 1}'s micrograph is not found"
-        warnings.warn(f"skipping {files[i]}: {reason}", MicrographSkippedWarning, stacklevel=4)
-        skipped.append({"path": str(files[i]), "reason": reason})
+        if i in blank:  # no file to name: the row is the entry
+            shown, reason = f"{path}, row {i + 1}", f"{path}: row {i + 1} names no micrograph ({_PATH} empty)"
+            said = reason
+        else:
+            shown, reason = str(files[i]), f"{path}: row {i + 1}'s micrograph is not found"
+            said = f"{shown}: {reason}"
+        warnings.warn(f"skipping {said}", MicrographSkippedWarning, stacklevel=4)
+        skipped.append({"path": shown, "reason": reason})
     keep = np.ones(len(files), dtype=bool)
     keep[missing] = False
     table = table[keep]
