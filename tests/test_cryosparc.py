@@ -502,3 +502,24 @@ def test_a_row_without_a_micrograph_path_is_named_as_such(tiny_run, tmp_path, mo
     with pytest.raises(InvalidMicrographError, match="none of its 2 rows names a micrograph "
                        r"\(micrograph_blob/path empty\)"):
         read_star(empty)
+
+
+def test_micrographs_cleared_from_their_project_are_said_so(tiny_run, tmp_path, monkeypatch, capsys):
+    """The Patch CTF job's ``.cs`` file in its place, given from the project folder, when the
+    Patch Motion job's micrographs are gone (its files cleared in cryoSPARC): the error says
+    the project holds that job's folder without them, not to give the file in its place or
+    run from the project folder, which the user did."""
+    from cryostream.cli import main
+
+    root = tmp_path / "P7"
+    names = _project(tiny_run, root)
+    cs = _exposures(root / "J5" / "J5_exposures.cs", names)
+    shutil.rmtree(root / _MOTION)
+    monkeypatch.chdir(root)
+    assert main(["denoise", str(tiny_run.run), str(cs.relative_to(root)), "-o", "den",
+                 "--raw"]) == 2
+    err = capsys.readouterr().err
+    assert f"J5/J5_exposures.cs: none of its 2 micrographs ({names[0]} …) is in the cryoSPARC " \
+           f"project {root}, which holds the job folder J3 they are in without them: the job's " \
+           "files were cleared or moved; restore them (or run J3 again in cryoSPARC)" in err
+    assert "run cryostream from the project folder" not in err and not (root / "den").exists()

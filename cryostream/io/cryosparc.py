@@ -124,6 +124,15 @@ def _project(path: Path, names: list[str]) -> Path:
         if counts[-1] == len(names):
             break
     if max(counts) == 0:
+        jobs = sorted({Path(n).parts[0] for n in names if len(Path(n).parts) > 1})
+        base = next((b for b in tried if any((b / j).is_dir() for j in jobs)), None)
+        if base is not None:  # the project is found, without the micrographs
+            there = [j for j in jobs if (base / j).is_dir()]
+            raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
+                        f"cryoSPARC project {base}, which holds the job folder {', '.join(there)} "
+                        "they are in without them: the job's files were cleared or moved",
+                        f"restore them (or run {there[0]} again in cryoSPARC), then give the .cs "
+                        "file again")
         shown = ", ".join(str(b) for b in tried)
         raise _fail(path, f"none of its {len(names)} micrographs ({names[0]} …) is in the "
                     f"folders they could be relative to ({shown})", "give the .cs file in its "
