@@ -523,3 +523,22 @@ def test_micrographs_cleared_from_their_project_are_said_so(tiny_run, tmp_path, 
            f"project {root}, which holds the job folder J3 they are in without them: the job's " \
            "files were cleared or moved; restore them (or run J3 again in cryoSPARC)" in err
     assert "run cryostream from the project folder" not in err and not (root / "den").exists()
+
+
+def test_a_movies_cs_file_says_to_motion_correct_first(tmp_path):
+    """An Import Movies job's ``.cs`` file (``movie_blob/path``, no micrographs yet) is named as
+    movies, with the job to run first, not listed as 'a .cs file without micrograph_blob/path'."""
+    from cryostream.io.star import read_star
+
+    movies = tmp_path / "P7" / "J1" / "J1_imported_movies.cs"
+    movies.parent.mkdir(parents=True)
+    table = np.zeros(2, dtype=[("uid", "<u8"), ("movie_blob/path", "S40"),
+                               ("movie_blob/shape", "<u4", (3,)), ("mscope_params/accel_kv", "<f4")])
+    table["movie_blob/path"] = [b"J1/imported/1_a.tif", b"J1/imported/2_b.tif"]
+    with open(movies, "wb") as f:
+        np.save(f, table)
+    with pytest.raises(InvalidMicrographError, match=r"J1_imported_movies.cs: a movies .cs file "
+                       r"\(movie_blob/path, and no micrograph_blob/path in it or in a .cs file "
+                       r"beside it: movies not motion-corrected yet, as an Import Movies job's\); "
+                       r"run Patch Motion Correction in cryoSPARC"):
+        read_star(movies)

@@ -310,6 +310,12 @@ def star_tables(path: Path, permissive: bool = False) -> tuple[dict, list[dict],
                     "not an exposures one", _GIVE)
     table = _joined(path, table) if len(table) else table
     fields = set(table.dtype.names)
+    if _PATH not in fields and "movie_blob/path" in fields:
+        raise _fail(path, "a movies .cs file (movie_blob/path, and no micrograph_blob/path in it or "
+                    "in a .cs file beside it: movies not motion-corrected yet, as an Import Movies "
+                    "job's)", "run Patch Motion Correction in "
+                    "cryoSPARC and give its micrographs' .cs file (or a Patch CTF Estimation's "
+                    "exposures after it)")
     if _PATH not in fields:
         raise _fail(path, f"a .cs file without {_PATH} (fields {', '.join(sorted(fields)[:6])} …), "
                     "nor a .cs file beside it that gives it for its rows (cryoSPARC keeps the "
