@@ -542,3 +542,28 @@ def test_a_movies_cs_file_says_to_motion_correct_first(tmp_path):
                        r"beside it: movies not motion-corrected yet, as an Import Movies job's\); "
                        r"run Patch Motion Correction in cryoSPARC"):
         read_star(movies)
+
+
+def test_a_cs_file_with_other_files_is_told_a_fix_for_cryosparc(tmp_path):
+    """A ``.cs`` file and an MRC file given at once: the warning that the STAR file written
+    leaves out the .cs file's defocus names the .cs file and says to denoise it into an -o
+    folder of its own, not to join STAR files with RELION's job (a .cs file is no STAR file)."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from tests.conftest import write_mrc
+
+    root, rng, names = tmp_path / "P7", np.random.default_rng(0), []
+    for i in range(2):
+        names.append(f"{_MOTION}/{10**17 + i}_m{i}_patch_aligned_doseweighted.mrc")
+        (root / names[-1]).parent.mkdir(parents=True, exist_ok=True)
+        write_mrc(root / names[-1], rng.poisson(20.0, (256, 256)).astype(np.float32), 0.6575)
+    cs = _exposures(root / "J5" / "J5_exposures.cs", names)
+    other = write_mrc(tmp_path / "other.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32),
+                      0.6575)
+    with pytest.warns(StarFileWarning) as caught:
+        gather_inputs([cs, other], config=DenoiseConfig())
+    said = [str(w.message) for w in caught if "come from" in str(w.message)]
+    assert said == [f"the micrographs come from a cryoSPARC .cs file and other files ({cs}): the "
+                    "STAR file written lists their names and optics only, without their columns "
+                    "rlnDefocusU, rlnDefocusV, rlnDefocusAngle; to keep them, denoise each "
+                    "cryoSPARC .cs file into an -o folder of its own"]

@@ -408,13 +408,14 @@ def _warn_columns_not_carried(gathered: DenoiseInputs) -> None:
                                            if defocus else set())
         lost = list(dict.fromkeys(c for s in stars for table in (s.table, s.optics_table)
                                   if table is not None for c in table.columns if c not in carried))
-        given = f"{len(stars)} STAR files" if len(stars) > 1 \
-            else f"a {list_kind(stars[0].path)} and other files"
+        kind = " or ".join(sorted({list_kind(s.path) for s in stars}))  # .cs files: cryoSPARC's
+        given = f"{len(stars)} {kind}s" if len(stars) > 1 else f"a {kind} and other files"
+        join = ("give one STAR file listing every micrograph (join them first, e.g. with RELION's "
+                "Join star files job), or " if kind == "STAR file" else "")  # none joins a .cs
         said = (f"the micrographs come from {given} ({named}): the STAR file written lists "
                 f"their names and optics{' and defocus' if defocus else ''} only, without their "
-                "columns {}; to keep them, give one STAR file listing every micrograph (join "
-                "them first, e.g. with RELION's Join star files job), or denoise each STAR file "
-                "into an -o folder of its own")
+                "columns {}; to keep them, " + join + f"denoise each {kind} into an -o folder of "
+                "its own")
     if lost:
         shown = ", ".join(lost[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
         warnings.warn(said.format(shown), StarFileWarning, stacklevel=4)
