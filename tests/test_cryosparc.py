@@ -474,6 +474,16 @@ def test_a_cs_file_with_object_fields_is_read_without_running_its_pickle(tiny_ru
         read_star(crafted)
     assert not (tmp_path / "ran").exists()
 
+    class RawObjects:  # NumPy's own class, called on bytes: an object array of raw pointers
+        def __reduce__(self):
+            return (np.ndarray, ((1,), np.dtype(object), b"\x41" * 8))
+
+    table["micrograph_blob/path"] = [RawObjects(), names[1]]
+    with open(crafted, "wb") as f:
+        np.save(f, table, allow_pickle=True)
+    with pytest.raises(InvalidMicrographError, match=r"\(numpy.ndarray called on its own\)"):
+        read_star(crafted)
+
 
 def test_a_row_without_a_micrograph_path_is_named_as_such(tiny_run, tmp_path, monkeypatch, capsys):
     """A row whose ``micrograph_blob/path`` is empty is a micrograph not found, named by its

@@ -31,14 +31,30 @@ class ForbiddenObjectError(pickle.UnpicklingError):
         self.name = name
 
 
+class _Ndarray:
+    """``numpy.ndarray`` as a pickle names it: the class :func:`_reconstruct` is given, never
+    called (``numpy.ndarray(shape, object, buffer)`` would take raw bytes for objects)."""
+
+    def __new__(cls, *args, **kwargs):
+        raise ForbiddenObjectError("numpy.ndarray called on its own")
+
+
+def _reconstruct(subtype, shape, dtype):
+    """NumPy's ``_reconstruct`` (an empty array that the pickle then fills), for ``ndarray``
+    alone."""
+    if subtype is not _Ndarray:
+        raise ForbiddenObjectError(f"numpy's _reconstruct of {subtype!r}")
+    return np.ndarray.__reduce__(np.zeros(1, dtype=object))[0](np.ndarray, shape, dtype)
+
+
 def _allowed(module: str, name: str):
     """What a pickled NumPy array may ask for, taken from NumPy itself (never imported by the
     name the file gives): None for anything else."""
     if module in _MULTIARRAY and name == "_reconstruct":
-        return np.ndarray.__reduce__(np.zeros(1, dtype=object))[0]
+        return _reconstruct
     if module in _MULTIARRAY and name == "scalar":  # a NumPy number held in an object field
         return np.float32(0).__reduce__()[0]
-    return {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    return {("numpy", "ndarray"): _Ndarray, ("numpy", "dtype"): np.dtype,
             ("_codecs", "encode"): _codecs.encode}.get((module, name))  # bytes, pickle protocol 2
 
 
