@@ -204,8 +204,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     permissive : bool
         Skip unreadable micrographs (and their odd halves) with a warning.
     one_shape : bool
-        Whether every micrograph must have one shape (a stack); False where each is denoised
-        into its own file.
+        Whether every micrograph must have one shape (a stack; False: each to its own file).
     note_optics : bool
         Note micrographs of default optics here (False: the caller notes those it denoises).
 
