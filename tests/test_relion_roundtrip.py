@@ -130,3 +130,27 @@ def test_an_optics_table_without_the_pixel_size_gets_the_one_used(tiny_run, tmp_
     assert list(optics["rlnMicrographPixelSize"]) == pytest.approx([header])
     assert list(optics["rlnMicrographOriginalPixelSize"]) == pytest.approx([0.33])
     assert list(optics["rlnMtfFileName"]) == ["mtf_k3_300kV.star"]
+
+
+def test_a_folder_takes_a_one_section_mrcs_file_as_a_micrograph(tiny_run, tmp_path, notes):
+    """RELION writes a micrograph as a one-section ``.mrcs`` stack at times: in a folder it is a
+    micrograph, denoised and listed as ``NAME.mrc`` (it was left out as a movie, without its
+    header read); an ``.mrcs`` of many sections is a movie's frames, left out with a note."""
+    import mrcfile
+
+    folder = tmp_path / "MotionCorr/job002/Movies"
+    folder.mkdir(parents=True)
+    shutil.copy(tiny_run.sim.micrographs[0], folder / "mic0.mrc")
+    image = mrcfile.read(tiny_run.sim.micrographs[1])
+    for name, data in (("mic1.mrcs", image[None]), ("movie.mrcs", image[None].repeat(4, 0))):
+        with mrcfile.new(folder / name) as mrc:
+            mrc.set_data(data)
+            mrc.voxel_size = 0.66
+    out = tmp_path / "External/job010"
+    assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(out), "--raw", "--tile",
+                 "64", "--workers", "1", "--pixel-size", "0.66"]) == 0
+    rows = starfile.read(out / "denoised_micrographs.star", always_dict=True)["micrographs"]
+    assert [Path(n).name for n in rows["rlnMicrographName"]] == ["mic0.mrc", "mic1.mrc"]
+    assert f"{folder}: left out 1 movie (movie.mrcs), which needs motion correction first " \
+           "(MotionCor2 or RELION's own, for example): give the motion-corrected micrographs " \
+           "(.mrc)" in notes

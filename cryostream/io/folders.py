@@ -1,4 +1,5 @@
-"""The micrographs of a folder: its ``.mrc`` files, with a note on what is left out (movies,
+"""The micrographs of a folder: its ``.mrc`` files and one-section ``.mrcs`` files, with a note
+on what is left out (movies,
 outputs of ``cryostream denoise``, even/odd half-sums beside their full sums, other files) and
 one on even/odd half-sums without full sums, which are kept as micrographs of their own."""
 
@@ -13,14 +14,16 @@ from cryostream.errors import InvalidMicrographError
 __all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "note_lone_halves"]
 
 #: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
-#: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames).
+#: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames; one of a single section is
+#: a micrograph, as RELION can write one, and is not left out).
 MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
 _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
 
 
 def folder_micrographs(folder: Path) -> list[Path]:
-    """A folder's ``.mrc`` files in name order, with one note that counts the other files left
-    out and names the first three, movies, even/odd half-sums beside their full sums
+    """A folder's ``.mrc`` files and one-section ``.mrcs`` files (RELION writes a micrograph so at
+    times; one of many sections is a movie's frames) in name order, with one note that counts
+    the other files left out and names the first three, movies, even/odd half-sums beside their full sums
     (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as MotionCor2 ``-SplitSum``
     writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
     from (a ``NAME.json`` of kind ``DenoiseOutput`` beside ``NAME.mrc``) apart. Hidden files
@@ -35,7 +38,8 @@ def folder_micrographs(folder: Path) -> list[Path]:
         return ", ".join(q.name for q in files[:3]) + (", …" if len(files) > 3 else "")
 
     files = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
-    found = [q for q in files if q.suffix.lower() == ".mrc"]
+    found = [q for q in files if q.suffix.lower() == ".mrc"
+             or (q.suffix.lower() == ".mrcs" and _one_section(q))]
     stems = {q.stem for q in found}
     # outputs written into the folder of their inputs are left out; a folder of outputs alone
     # is denoised again as asked (with a DenoisedInputWarning)
@@ -106,6 +110,19 @@ def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
         "%s: %d files look like even/odd half-sums without their full sums (%s): each is taken "
         "as a micrograph of its own; to take them in pairs (the two halves of each micrograph), "
         "give '%s' --odd '%s'", folder, len(halves), shown, folder / even, folder / odd)
+
+
+def _one_section(path: Path) -> bool:
+    """Whether the ``.mrcs`` file ``path`` holds one section (a micrograph RELION wrote as a stack
+    of one), read from its header; a movie's frames, or a file whose header cannot be read, is
+    not."""
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True) as mrc:
+            return int(mrc.header.nz) == 1
+    except (ValueError, OSError):
+        return False
 
 
 def _denoise_output(path: Path) -> bool:

@@ -96,12 +96,13 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], *,
                   permissive: bool = False) -> list[Path]:
     """Turn paths, globs, folders and RELION STAR files into a list of micrograph paths.
 
-    Folders contribute their ``*.mrc`` files in name order, with one note (logging, INFO) for
-    the other files left out (:func:`~cryostream.io.folders.folder_micrographs`); a glob that
-    matches nothing, a folder without ``.mrc`` files, an empty list or a symbolic link that
-    cannot be followed (a loop) is an :class:`InvalidMicrographError`. Repeated paths are kept
-    once. A glob's matches are taken as if given one by one (:func:`glob_matches`): a STAR
-    file or folder it matches is read as such. ``permissive``: STAR rows whose file is missing
+    Folders contribute their ``*.mrc`` files (and one-section ``*.mrcs`` files) in name order,
+    with one note (logging, INFO) for the other files left out
+    (:func:`~cryostream.io.folders.folder_micrographs`); a glob that matches nothing, a folder
+    without ``.mrc`` files, an empty list or a symbolic link that cannot be followed (a loop)
+    is an :class:`InvalidMicrographError`. Repeated paths are kept once. A glob's matches are
+    taken as if given one by one (:func:`glob_matches`): a STAR file or folder it matches is
+    read as such. ``permissive``: STAR rows whose file is missing
     are left out with a :class:`MicrographSkippedWarning`.
     """
     items = listed_inputs(inputs)
