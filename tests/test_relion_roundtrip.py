@@ -154,3 +154,23 @@ def test_a_folder_takes_a_one_section_mrcs_file_as_a_micrograph(tiny_run, tmp_pa
     assert f"{folder}: left out 1 movie (movie.mrcs), which needs motion correction first " \
            "(MotionCor2 or RELION's own, for example): give the motion-corrected micrographs " \
            "(.mrc)" in notes
+
+
+@pytest.mark.parametrize("version", ["50001", "30001", None])
+def test_the_star_file_written_keeps_the_version_line_of_the_input(tiny_run, tmp_path,
+                                                                   monkeypatch, version):
+    """A RELION 5 input (``# version 50001``) gives ``denoised_micrographs.star`` RELION 5's
+    version line, as RELION 5's own jobs write it (it said ``# version 30001``, RELION 3.1's,
+    whatever the input); a RELION 3.1 or 4 input keeps its ``30001``, and a file without a
+    version line (written by hand or by another tool) gets ``30001``, the form written."""
+    project = tmp_path / "project"
+    star = _project(tiny_run, project)
+    text = star.read_text().replace("# version 50001\n", "")
+    star.write_text(text if version is None else text.replace(
+        "data_", f"# version {version}\n\ndata_"))
+    monkeypatch.chdir(project)
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o",
+                 "External/job010", "--raw", "--tile", "64", "--workers", "1"]) == 0
+    written = (project / "External/job010/denoised_micrographs.star").read_text()
+    lines = [ln for ln in written.splitlines() if ln.startswith("# version")]
+    assert lines == [f"# version {version or '30001'}"] * 2

@@ -29,6 +29,7 @@ from cryostream.denoise.outputs import (
 from cryostream.denoise.star_out import (
     listing_name,
     listing_project,
+    listing_version,
     optics_merged,
     rebase_paths,
     star_tables,
@@ -61,8 +62,10 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     source to its output, ``paths``: those outputs in the order of its rows), keeping the
     rows of the file it replaces (or of the one :func:`set_aside` moved aside) whose outputs
     are still in the folder, made with this call's model and options, and whose inputs this
-    call did not denoise. The folder is held (:func:`~cryostream.locks.folder_lock`) from the
-    reading to the writing, so two calls into one folder each merge the other's rows.
+    call did not denoise, after the ``# version`` line of the input STAR files'
+    (:func:`~cryostream.denoise.star_out.listing_version`). The folder is held
+    (:func:`~cryostream.locks.folder_lock`) from the reading to the writing, so two calls into
+    one folder each merge the other's rows.
 
     Returns
     -------
@@ -95,7 +98,7 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
                 if merged is not None:
                     optics, rows, kept = merged
             break
-        write_micrograph_star(star, optics, rows)
+        write_micrograph_star(star, optics, rows, listing_version(gathered))
         aside.unlink(missing_ok=True)
     if kept:
         n = len(paths)

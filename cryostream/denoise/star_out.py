@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 __all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
-           "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
+           "listing_version", "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
            "joined_columns", "same_value", "optics_merged", "warn_unlisted"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
@@ -83,6 +83,18 @@ def listing_project(gathered) -> Path | None:
         projects = {star_project(s) for s in stars}
         return projects.pop() if len(projects) == 1 else None
     return Path.cwd()
+
+
+def listing_version(gathered) -> int:
+    """The number of the ``# version`` lines of the STAR file written for ``gathered``: the
+    highest its input STAR files have (50001 for a RELION 5 project's, whose jobs write it so),
+    RELION 3.1's 30001 where none has one (MRC files, a cryoSPARC ``.cs`` file, RELION 3.0's
+    files), the form the tables are written in."""
+    from cryostream.io.star_write import RELION_31_VERSION, star_version
+
+    stars = {s.path for s in [gathered.star, *gathered.listed.values()] if s is not None}
+    found = [v for p in stars if p.suffix.lower() != ".cs" and (v := star_version(p)) is not None]
+    return max([RELION_31_VERSION, *found])
 
 
 def joined_stars(gathered) -> list:

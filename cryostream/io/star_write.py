@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,27 @@ import starfile
 from cryostream.errors import StoreError
 from cryostream.io.paths import os_fix
 
-__all__ = ["write_micrograph_star"]
+__all__ = ["RELION_31_VERSION", "write_micrograph_star", "star_version"]
+
+#: The version line RELION 3.1 and 4 write before each block (``# version 30001``); RELION 5
+#: writes 50001. The tables written are of the form every one of them reads.
+RELION_31_VERSION = 30001
+
+_VERSION = re.compile(r"#\s*version\s+(\d+)\s*")
+
+
+def star_version(path: str | os.PathLike) -> int | None:
+    """The version of RELION that wrote the STAR file ``path``, as its first ``# version N``
+    line says (``50001`` for RELION 5, ``30001`` for 3.1 and 4); None where it has none (RELION
+    3.0, another program) or cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if found := _VERSION.fullmatch(line.strip()):
+                    return int(found.group(1))
+    except OSError:
+        return None
+    return None
 
 
 def _relion_number(value: float) -> str:
@@ -22,9 +43,11 @@ def _relion_number(value: float) -> str:
     return f"{value:.6e}" if 0 < abs(value) < 0.001 else f"{value:.6f}"
 
 
-def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table) -> None:
+def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_table,
+                          version: int = RELION_31_VERSION) -> None:
     """Write a RELION 3.1+ micrographs STAR file (``data_optics``, ``data_micrographs``, each
-    after RELION's ``# version 30001``, numbers as :func:`_relion_number` writes them)
+    after RELION's ``# version N`` line, ``version``: that of the input's RELION, as
+    :func:`star_version` reads it; numbers as :func:`_relion_number` writes them)
     atomically: through a temporary file of its own beside it (two writers never share one)
     and a rename, nothing partial left on error. The same
     tables give the same bytes (no clock in the file), and a file already holding them is left
@@ -36,6 +59,8 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         The ``.star`` file.
     optics_table, micrographs_table : pandas.DataFrame
         The blocks, columns named as RELION names them (``rlnOpticsGroup`` …).
+    version : int
+        The version line's number: 30001 (RELION 3.1 and 4, the default) or RELION 5's 50001.
     """
     path = Path(path)
     tmp = None
@@ -45,8 +70,9 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         tmp = Path(name)
         starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
                        overwrite=True, float_format=_relion_number)
-        text = "".join(f"# version 30001\n\n{ln}" if ln in ("data_optics\n", "data_micrographs\n")
-                       else ln for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
+        text = "".join(f"# version {int(version)}\n\n{ln}"
+                       if ln in ("data_optics\n", "data_micrographs\n") else ln
+                       for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
         if path.is_file() and path.read_text() == text:
             tmp.unlink()
             return
