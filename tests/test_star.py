@@ -652,6 +652,34 @@ def test_a_missing_row_through_the_command_is_one_line(tmp_path, monkeypatch, ca
         "(MotionCorr/job002/Micrographs/b.mrc): no such file in the RELION project folder")
 
 
+def test_a_missing_first_row_is_named_in_the_folder_where_the_others_are(tmp_path, monkeypatch):
+    """The first rows' micrographs gone, a later row's there (a few micrographs deleted from a
+    project): the project folder is the one the rows found are in, so the error names the rows
+    as what is wrong and says how to skip them; it said to run cryostream from the project
+    folder, where it was run, and named the folders above the STAR file it looked in."""
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.stack import MicrographSkippedWarning
+    from cryostream.io.star import read_star
+
+    root = (tmp_path / "project").resolve()
+    _relion_layout(root, ["gone.mrc", "lost.mrc", "a.mrc"])
+    monkeypatch.chdir(root)
+    relative = Path("CtfFind/job003/micrographs_ctf.star")
+    with pytest.raises(InvalidMicrographError) as err:
+        read_star(relative)
+    assert str(err.value) == (
+        f"{relative}: row 1 (MotionCorr/job002/Micrographs/gone.mrc): no such file in the RELION "
+        f"project folder {root}, where other rows are found; 2 of the 3 rows are not found there; "
+        "correct the row's rlnMicrographName, or pass --permissive to skip it")
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        kept = read_star(relative, permissive=True)
+    assert [str(w.message) for w in caught] == [
+        f"skipping {relative}: row {i} (MotionCorr/job002/Micrographs/{name}): no such file in "
+        f"the RELION project folder {root}, where other rows are found"
+        for i, name in ((1, "gone.mrc"), (2, "lost.mrc"))]
+    assert [m.row for m in kept.micrographs] == [2] and kept.project == root
+
+
 def test_a_moved_project_says_how_many_rows_are_missing(tmp_path, monkeypatch):
     """Every row's micrograph gone (a project moved without its MotionCorr folder): the error
     names the first row and says how many of the rows are not found, not one row a run."""

@@ -20,8 +20,9 @@ import starfile
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import is_micrograph_list, star_tables
-from cryostream.io.paths import broken_link, same_file
+from cryostream.io.paths import same_file
 from cryostream.io.star_columns import warn_near_columns
+from cryostream.io.star_rows import first_folder, missing_rows, row_not_found, skip_row
 from cryostream.io.star_write import write_micrograph_star
 
 __all__ = ["Optics", "Defocus", "StarMicrograph", "MicrographStar", "MAX_DEFOCUS_ANGSTROM",
@@ -292,7 +293,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             groups[number] = _optics(path, row, f"data_optics group {number}", number)
     bases = list(dict.fromkeys([Path.cwd(), path.parent.absolute(),
                                 *list(path.parent.resolve().parents)[:3]]))
-    micrographs, bad, seen = [], [], {}
+    micrographs, bad, seen, later = [], [], {}, {}
     for i, row in table.iterrows():
         text = str(row[column])
         where = f"row {i + 1} ({text})"
@@ -324,16 +325,21 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                             "run cryostream from the RELION project folder the STAR file "
                             "belongs to, or give absolute names")
             if not found:
-                problem = _not_found(path, where, column, text, [project] if project else bases,
-                                     settled=project is not None)
+                tried, settled = ([project], "the rows before it were found") if project else (
+                    bases, "")
+                if not project and "others" not in later:  # once: rows before are missing too
+                    later["others"] = first_folder(table[column], bases)
+                if not project and later["others"] is not None:  # later rows: the folder
+                    tried, settled = [later["others"]], "other rows are found"
+                problem = row_not_found(path, where, column, text, tried, settled)
                 if not permissive:
-                    missing = _missing_rows(table[column], [project] if project else bases)
+                    missing = missing_rows(table[column], tried)
                     if missing > 1:  # a moved project: say so, not one row at a time
                         problem = _fail(path, f"{problem.problem}; {missing} of the "
                                         f"{len(table)} rows are not found there", problem.fix)
                     raise problem
-                _skip(problem)
-                skipped.append({"path": str(project or bases[0]) + os.sep + text,
+                skip_row(problem)
+                skipped.append({"path": str(tried[0]) + os.sep + text,
                                 "reason": f"{problem.path}: {problem.problem}"})
                 continue
             project = project or found[0]
@@ -373,41 +379,6 @@ def _listed_twice(path: Path, table, column: str, first: int, second: int) -> No
                     "remove the wrong row (RELION lists each micrograph once)")
     warnings.warn(f"{path}: {where} with the same values; the micrograph is used once",
                   StarFileWarning, stacklevel=4)
-
-
-def _missing_rows(names, bases: list[Path]) -> int:
-    """How many relative ``names`` are in none of ``bases``."""
-    return sum(not Path(str(n)).is_absolute() and not any((b / str(n)).exists() for b in bases)
-               for n in names)
-
-
-def _not_found(path: Path, where: str, column: str, text: str, bases: list[Path],
-               settled: bool = False) -> InvalidMicrographError:
-    """The error of a row whose relative name is in none of ``bases`` (the first: the working
-    directory, RELION's project folder); ``settled``: earlier rows were found in ``bases[0]``,
-    so the project folder is right and the row is what is wrong."""
-    broken = next((b / text for b in bases if broken_link(b / text)), None)
-    if broken is not None:  # a RELION Import's links, after the data went to the archive
-        return _fail(path, f"{where}: {broken} is a broken link ({broken_link(broken)} is not there)",
-                     "link the micrographs again, or give their new place")
-    tried = ", ".join(f"{b}{' (the working directory)' if b == Path.cwd() else ''}"
-                      for b in bases)
-    if settled:
-        return _fail(path, f"{where}: no such file in the RELION project folder {bases[0]}, "
-                     "where the rows before it were found",
-                     f"correct the row's {column}, or pass --permissive to skip it")
-    return _fail(path, f"{where}: no such file in the RELION project folder or near the STAR "
-                 f"file (looked in {tried})",
-                 f"run cryostream from the RELION project folder (the one {text} is relative "
-                 f"to), or correct the row's {column}")
-
-
-def _skip(problem: InvalidMicrographError) -> None:
-    from cryostream.io.stack import MicrographSkippedWarning  # stack imports this module
-
-    # its fix without the advice to pass --permissive, which this call was given
-    said = problem if "--permissive" not in problem.fix else f"{problem.path}: {problem.problem}"
-    warnings.warn(f"skipping {said}", MicrographSkippedWarning, stacklevel=3)
 
 
 def read_micrograph_star(path: str | os.PathLike, column: str = _COLUMN, *,
