@@ -281,6 +281,29 @@ def test_a_particles_star_file_is_refused_before_anything_is_written(tiny_run, t
     assert capsys.readouterr().err.splitlines() == [f"cryostream plan: error: {problem}"]
 
 
+def test_a_movies_star_file_is_said_to_need_motion_correction(tmp_path, capsys):
+    """The movies STAR file of a RELION Import job (``data_movies`` with
+    ``rlnMicrographMovieName``) given where the micrographs belong: named as movies to
+    motion-correct, with the file to give after (it said only that no block has a
+    rlnMicrographName column)."""
+    from cryostream.cli import main
+
+    star = tmp_path / "Import/job001/movies.star"
+    star.parent.mkdir(parents=True)
+    optics = OPTICS.drop(columns="rlnMicrographPixelSize").assign(
+        rlnMicrographMoviePixelSize=[0.66, 0.66])
+    starfile.write({"optics": optics, "movies": pd.DataFrame({
+        "rlnMicrographMovieName": ["Movies/a.tiff", "Movies/b.tiff", "Movies/c.tiff"],
+        "rlnOpticsGroup": [1, 1, 2]})}, star)
+    assert main(["denoise", str(star), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream denoise: error: {star}: a movies STAR file (data_movies: 3 movies, in "
+        "rlnMicrographMovieName), not a micrographs one; motion-correct the movies first "
+        "(RELION's MotionCorr job) and give the micrographs STAR file it writes (e.g. "
+        "MotionCorr/job002/corrected_micrographs.star)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_micrograph_on_two_rows_that_disagree_is_refused_and_on_two_alike_rows_used_once(
         tmp_path: Path):
     """Two rows naming one micrograph with different values (here its defocus) are refused,

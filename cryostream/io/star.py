@@ -36,6 +36,8 @@ _OPTICS = {"voltage_kv": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
 #: The micrograph pixel size only: ``rlnImagePixelSize`` is the particle boxes' (often binned).
 _PIXEL = ("rlnMicrographPixelSize",)
 _DEFOCUS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+#: The movies of an Import job's STAR file, which motion correction makes micrographs of.
+_MOVIE = "rlnMicrographMovieName"
 #: Columns of a particles STAR file (one row per particle), never of a micrographs one.
 _PARTICLE = ("rlnCoordinateX", "rlnCoordinateY", "rlnImageName")
 
@@ -264,6 +266,12 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     f"on {rows[_COLUMN].nunique()} micrographs), not a micrographs one",
                     "give the micrographs STAR file instead (e.g. CtfFind/job003/"
                     "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)")
+    movies = next((k for k, b in tables.items() if _MOVIE in b.columns), None)
+    if name is None and movies is not None:  # an Import job's movies.star: motion correction's
+        raise _fail(path, f"a movies STAR file (data_{movies}: {len(tables[movies])} movies, in "
+                    f"{_MOVIE}), not a micrographs one", "motion-correct the movies first "
+                    "(RELION's MotionCorr job) and give the micrographs STAR file it writes "
+                    "(e.g. MotionCorr/job002/corrected_micrographs.star)")
     if name is None:
         raise _fail(path, "empty (0 bytes)" if path.stat().st_size == 0 else
                     f"no block has a {column} column", "pass a micrographs STAR file (e.g. "
