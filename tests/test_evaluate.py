@@ -208,6 +208,37 @@ def test_evaluate_refuses_a_truth_set_it_trained_on_before_writing(tiny_run, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("damage", ["truth of another shape", "truth with NaN",
+                                    "micrograph with NaN"])
+def test_a_damaged_pair_of_the_truth_set_is_named_before_any_work(tiny_run, tmp_path, capsys,
+                                                                   damage):
+    """A simulated set whose truth is of another shape than its micrograph had been a
+    traceback from the PSNR; a truth or micrograph with a NaN pixel a report of NaN scores,
+    status 0. Now one line names the file and the fix, and no report is written."""
+    import mrcfile
+    import numpy as np
+
+    from tests.conftest import write_mrc
+
+    sim = cryostream.simulate(tmp_path / "other", 1, shape=(160, 128), seed=9)
+    sub = "micrographs" if damage.startswith("micrograph") else "truth"
+    bad = sim.root / sub / "sim_0000.mrc"
+    image = mrcfile.read(bad).copy()
+    if damage == "truth of another shape":
+        image = image[:100]
+    else:
+        image[5, 7] = np.nan
+    write_mrc(bad, image)
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--truth", str(sim.root),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cryostream evaluate: error: {bad}: "), err
+    assert ("100 × 128 px" if "shape" in damage else "NaN") in err[0], err
+    assert "remove sim_0000.mrc from both" in err[0] and "--permissive" not in err[0], err
+    assert not out.exists()
+
+
 def test_evaluate_needs_something_to_score(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep")]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err

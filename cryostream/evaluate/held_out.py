@@ -13,7 +13,7 @@ from cryostream.errors import ConfigError
 from cryostream.evaluate.numbers import simulated_pairs
 
 __all__ = ["HALF_SUFFIXES", "TrainingMicrograph", "training_micrographs", "TruthSelection",
-           "select_held_out", "check_store_held_out"]
+           "select_held_out", "checked_truth", "check_store_held_out"]
 
 
 #: File-name endings of even- and odd-frame half-sums (MotionCor2, RELION, Warp): a store's
@@ -197,6 +197,39 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
             + "; simulate a new set to score (cryostream simulate with another --seed) or "
             "prepare the store with a test split (--test-fraction) and train again")
     return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True)
+
+
+def checked_truth(selection: TruthSelection, run, record) -> TruthSelection:
+    """``selection``, each of its ``(micrograph, truth)`` pairs checked before any is scored: the
+    micrograph as ``denoise`` checks it (NaN or Inf pixels, constant, too small), its truth of
+    the micrograph's shape with finite pixels; an
+    :class:`~cryostream.errors.InvalidMicrographError` naming the file and the fix otherwise
+    (a truth of another shape had been a traceback, one with NaN pixels a report of NaN scores)."""
+    import numpy as np
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.micrograph import check_micrograph
+    from cryostream.denoise.network import load_network
+    from cryostream.errors import InvalidMicrographError, without_skipping
+    from cryostream.evaluate.numbers import read_micrograph
+    from cryostream.io.mrc import read_header
+
+    for noisy, truth in selection.pairs:
+        fix = (f"remove {noisy.name} from both the set's micrographs and truth folders, or "
+               "simulate the set again (cryostream simulate)")
+        shape, truth_shape = read_header(noisy).shape, read_header(truth).shape
+        if shape != truth_shape:
+            raise InvalidMicrographError(truth, f"the truth is {truth_shape[0]} × {truth_shape[1]} "
+                                         f"px, its micrograph {noisy} {shape[0]} × {shape[1]} px",
+                                         fix)
+        try:
+            check_micrograph(read_micrograph(noisy)[0], str(noisy), record,
+                             load_network(run).config, DenoiseConfig())
+        except InvalidMicrographError as exc:  # evaluate has no --permissive to skip it
+            raise without_skipping(exc, fix) from None
+        if not np.isfinite(read_micrograph(truth)[0]).all():
+            raise InvalidMicrographError(truth, "the truth holds NaN or Inf pixels", fix)
+    return selection
 
 
 def check_store_held_out(store, training_store) -> None:

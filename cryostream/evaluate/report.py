@@ -195,8 +195,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
              "column).", "",
              "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
              "whole micrograph |", "|---|---|---|---|---|"]
-    rows = []
-    inputs = paths
+    rows, inputs = [], paths
     if denoised is None:  # the wait, said before it
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
                   "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
@@ -262,6 +261,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     """
     from cryostream.denoise.network import model_path, model_record
     from cryostream.errors import ConfigError
+    from cryostream.evaluate.held_out import checked_truth
 
     run = model_path(run)
     record = model_record(run)
@@ -284,7 +284,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
         check_tile(run, tile, None)
     # every input checked before anything is written
-    selection = select_held_out(truth, micrographs, record.store) if truth is not None else None
+    selection = None if truth is None else checked_truth(  # micrographs of the truth's shape
+        select_held_out(truth, micrographs, record.store), run, record)
     if residual:  # each as denoise checks it (NaN pixels, a constant image), before any work
         from cryostream.config import DenoiseConfig
         from cryostream.denoise.micrograph import check_micrograph
@@ -397,10 +398,9 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
                   residual: list, *, patches: int, tile: int | None, denoised) -> dict:
     """The sections of :func:`evaluate`'s report, written into ``out``; the report's values."""
     from cryostream.baselines import topaz_available
-
-    report: dict = {"run": str(run), "store": None if store is None else str(store)}
     from cryostream.denoise.network import model_name
 
+    report: dict = {"run": str(run), "store": None if store is None else str(store)}
     shipped = model_name(run) != Path(str(run)).name  # named as one asks for it: general
     lines = [f"# Evaluation of the shipped model `{model_name(run)}`" if shipped
              else f"# Evaluation of `{run}`", ""]
