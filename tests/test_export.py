@@ -178,3 +178,38 @@ def test_a_bfloat16_network_computes_in_float32_on_the_cpu(tmp_path):
     want = np.asarray(nnx.jit(lambda m, x: m(x))(exact, x))
     bf16 = np.asarray(nnx.jit(lambda m, x: m(x))(model, x))
     assert np.abs(got - want).max() < 1e-5 < np.abs(bf16 - want).max()
+
+
+@pytest.mark.parametrize("damage", ["bytes changed", "NaN parameters"])
+def test_denoise_with_a_damaged_export_is_one_line_naming_it(tmp_path, capsys, damage):
+    """An exported model whose bytes changed inside a parameter (a bad copy) had been a
+    traceback (``BadZipFile: Bad CRC-32``), read only as its parameters were; one holding NaN
+    parameters (a diverged network exported) loaded, and each micrograph was denoised before
+    its NaN output was refused. Now both are one line naming the file and the fix, before any
+    micrograph is read or output folder made."""
+    from cryostream.cli import main
+    from tests.conftest import write_mrc
+
+    model, record = _trained_like(tmp_path)
+    path = export_params(model, record, tmp_path / "model.npz")
+    if damage == "bytes changed":
+        with zipfile.ZipFile(path) as archive:
+            member = max(archive.infolist(), key=lambda i: i.compress_size)
+        data = bytearray(path.read_bytes())
+        start = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+        data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+        path.write_bytes(bytes(data))
+    else:
+        with np.load(path) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        arrays["encoder/0/kernel"] = np.full_like(arrays["encoder/0/kernel"], np.nan)
+        np.savez(path, **arrays)
+    mic = write_mrc(tmp_path / "a.mrc", np.random.default_rng(0).poisson(20, (256, 256))
+                    .astype(np.float32))
+    out = tmp_path / "out"
+    assert main(["denoise", str(mic), "-o", str(out), "-m", str(path), "--raw"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cryostream denoise: error: {path}: "), err
+    assert ("damaged" if damage == "bytes changed" else "encoder/0/kernel holds NaN") in err[0]
+    assert "pass another model" in err[0]
+    assert not out.exists()

@@ -16,9 +16,11 @@ network). The ``unet`` preset's 1.1 M parameters take ≈4 MB.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from cryostream._version import __version__
 from cryostream.config import from_dict, to_dict
-from cryostream.errors import ConfigError, StoreError
+from cryostream.errors import ConfigError, CryostreamError, StoreError
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_params", "load_exported", "export_metadata",
            "param_name"]
@@ -150,6 +152,18 @@ def _open(path: str | os.PathLike):
                          "another model") from None
 
 
+@contextlib.contextmanager
+def _damaged(path: Path):
+    """A member of the archive ``path`` that cannot be read (cut short or bytes changed: a bad
+    CRC, a broken compressed stream) as one :class:`StoreError` naming the file."""
+    try:
+        yield
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, CryostreamError):
+            raise
+        raise StoreError(f"{path}: damaged ({exc}); copy it again or pass another model") from None
+
+
 def export_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """What an exported file says about itself, without its parameters.
 
@@ -161,7 +175,7 @@ def export_metadata(path: str | os.PathLike) -> dict[str, Any]:
         (their number) and ``metadata`` (what the exporter added).
     """
     archive, path = _open(path)
-    with archive:
+    with archive, _damaged(path):
         return _read_meta(archive, path)
 
 
@@ -193,7 +207,7 @@ def load_exported(path: str | os.PathLike):
     from cryostream.runs import RunRecord
 
     archive, path = _open(path)
-    with archive:
+    with archive, _damaged(path):
         meta = _read_meta(archive, path)
         config = from_dict(ModelConfig, meta["model"])
         abstract = nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0)))
@@ -210,6 +224,10 @@ def load_exported(path: str | os.PathLike):
             if value.shape != tuple(shape.shape):
                 raise StoreError(f"{path}: parameter {name} has shape {value.shape}, the model "
                                  f"needs {tuple(shape.shape)}; the file is damaged")
+            if not np.isfinite(value).all():
+                raise StoreError(f"{path}: parameter {name} holds NaN or Inf values (exported "
+                                 "from a network that had diverged?); export a good checkpoint "
+                                 "again, or pass another model")
             leaves.append(jnp.asarray(value, dtype=shape.dtype))
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     run = meta["run"]
