@@ -210,14 +210,15 @@ def compute_context(
     memory_limit: str | None = None,
     dashboard_address: str = "127.0.0.1:0",
     report: str | None = None,
-    log=print,
+    log=None,
 ) -> Iterator[object | None]:
     """Yield a ``distributed.Client`` (or None for the threaded scheduler).
 
     ``scheduler`` connects to an existing scheduler by address; ``workers`` starts a
     LocalCluster of that many single-threaded worker processes. ``report`` saves a Dask
     performance report (needs a client; one in-process worker is started when neither is
-    given). The options are checked first (:func:`check_cluster_options`, and
+    given). ``log`` receives the dashboard link (None: a note of the ``cryostream`` logger, on
+    stderr from the command line). The options are checked first (:func:`check_cluster_options`, and
     :func:`check_scheduler_reachable` for a scheduler): a mistake is a
     :class:`~cryostream.errors.ConfigError`, never a hang.
     """
@@ -258,7 +259,7 @@ def compute_context(
                 )
                 client = stack.enter_context(Client(cluster))
             if client.dashboard_link:
-                log(f"Dask dashboard: {client.dashboard_link}")
+                (log or logging.getLogger("cryostream").info)(f"Dask dashboard: {client.dashboard_link}")
             if report is not None:
                 stack.enter_context(performance_report(filename=report))
             try:

@@ -107,7 +107,7 @@ def prepare(
     progress: bool = False,
     targets: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     odd: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
-    log=print,
+    log=None,
 ) -> PrepareResult:
     """Normalise, patch and noise micrographs into an HDF5 store (see docs/guide/preparing.md).
 
@@ -153,8 +153,8 @@ def prepare(
         ``NAME_EVN`` and ``NAME_ODD``, each divided by its input half's percentile, with no added
         noise: ``config`` defaults to noise model ``none`` and must keep it. Both directions of
         a micrograph fall in the same split.
-    log : callable
-        Receives the dashboard link and other notes.
+    log : callable, optional
+        Receives the dashboard link (None: a note of the ``cryostream`` logger).
 
     Returns
     -------

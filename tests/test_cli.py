@@ -573,10 +573,11 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
 @pytest.mark.parametrize("command, then", [
     ("fit", "; run the same command again to continue from where it stopped (its work folder "
             "is kept, and the last checkpoint once training has begun)"),
-    ("train", ""),  # cryostream train says itself whether a checkpoint was kept
+    # train: what it kept (its note of it is on stderr, none with --quiet) and how to go on
+    ("train", "; no checkpoint was written: run the same command again to start"),
     ("plan", ""),
 ])
-def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys):
+def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):
     import signal
 
     def interrupted(args):
@@ -584,7 +585,8 @@ def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         raise KeyboardInterrupt
 
-    assert cli_common.run_command(argparse.Namespace(command=command, func=interrupted)) == 130
+    assert cli_common.run_command(argparse.Namespace(command=command, func=interrupted,
+                                                     output=str(tmp_path / "run"))) == 130
     assert capsys.readouterr().err.splitlines() == [
         f"cryostream {command}: interrupted after 0 s{then}"]
 
@@ -879,3 +881,23 @@ def test_permissive_s_help_says_what_happens_without_it(tiny_run, tmp_path, caps
             "denoised, with an error naming every such file, while pixels found bad while "
             "denoising (NaN or Inf, constant, too small) leave the good micrographs denoised and "
             "end the command with an error naming the bad ones (status 2, no STAR file)") in said
+
+
+def test_quiet_means_the_same_for_every_command(tmp_path, capsys):
+    """`--quiet` had three meanings: 'no progress notes, only warnings and errors' for most
+    commands, 'no progress bar(s)' for simulate, prepare and train (which silenced their notes
+    all the same), while train's notes and prepare's dashboard link went to stdout whatever it
+    said. Now every command says one thing and does it: stderr has only warnings and errors,
+    stdout keeps the result (here, prepare on a LocalCluster: its summary line alone)."""
+    parser = build_parser()
+    for name, command in parser.commands.items():
+        (quiet,) = [a for a in command._actions if "--quiet" in a.option_strings]
+        assert quiet.help == cli_common.QUIET_HELP, name
+    rng = np.random.default_rng(0)
+    mics = [write_mrc(tmp_path / f"m{i}.mrc", rng.poisson(20, (128, 128)).astype(np.float32))
+            for i in range(2)]
+    assert main(["prepare", *map(str, mics), "-o", str(tmp_path / "s.h5"), "--patch", "64",
+                 "--workers", "1", "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert said.err == "", said.err
+    assert len(said.out.splitlines()) == 1 and said.out.startswith("prepared 2 micrographs")

@@ -320,9 +320,10 @@ def test_cli_prepare_report_show_export(micrographs, tmp_path, capsys):
     report = tmp_path / "report.html"
     assert main(["prepare", *map(str, micrographs), "-o", str(out), "--patch", "64", "--stride",
                  "32", "--workers", "1", "--report", str(report)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert not any("Completed" in line for line in lines)  # the cluster's bars are on stderr
-    assert lines[0].startswith("Dask dashboard: http://127.0.0.1:")
+    said = capsys.readouterr()
+    lines = said.out.strip().splitlines()  # the summary alone: notes and bars are on stderr
+    assert len(lines) == 1 and not any("Completed" in line for line in lines)
+    assert "cryostream: Dask dashboard: http://127.0.0.1:" in said.err
     assert lines[-1].startswith("prepared 3 micrographs into") and "peak memory" in lines[-1]
     assert report.stat().st_size > 10_000
     assert main(["show", str(out), "-o", str(tmp_path / "s.png")]) == 0

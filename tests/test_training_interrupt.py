@@ -187,3 +187,36 @@ def test_the_command_exits_with_one_line_when_the_training_ended_diverged(tiny_r
     line = assert_user_error(result, "--lr")
     assert "did not come back" in line and "step 30" in line
     assert checkpoint_steps(run) == [10, 20, 30]
+
+
+def test_train_interrupted_says_how_to_resume_and_its_notes_go_to_stderr(tiny_run, tmp_path,
+                                                                           capsys):
+    """`cryostream train` stopped by Ctrl-C had printed its notes (the step it kept) on stdout,
+    where the summary goes and --quiet did not reach, and ended with 'interrupted after N s'
+    alone: not how to go on. Now its notes are on stderr as fit's are (none with --quiet), and
+    the last line names the checkpoint kept and says to add --resume; that command continues."""
+    run = tmp_path / "run"
+    command = ["train", str(tiny_run.store), "-o", str(run), "--model", "unet-small",
+               "--precision", "fp32", "--batch-size", "4", "--checkpoint-every", "4",
+               "--eval-every", "4"]
+    assert main([*command, "--steps", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt("resumed from step")
+    logger.addHandler(ctrl_c)
+    try:
+        assert main([*command, "--steps", "8", "--resume"]) == 130
+    finally:
+        logger.removeHandler(ctrl_c)
+    said = capsys.readouterr()
+    assert said.out == ""
+    lines = said.err.splitlines()
+    assert "cryostream: resumed from step 4" in lines
+    assert lines[-1].startswith("cryostream train: interrupted after ")
+    assert lines[-1].endswith(f"; the checkpoint of step 4 is kept in {run}: the same command "
+                              "with --resume continues from it")
+    assert checkpoint_steps(run) == [4]
+    assert main([*command, "--steps", "8", "--resume", "--quiet"]) == 0
+    said = capsys.readouterr()
+    assert said.err == "" and said.out.startswith("trained unet-small from step 4 to 8 into ")
+    assert len(said.out.splitlines()) == 1
+    assert checkpoint_steps(run) == [4, 8]

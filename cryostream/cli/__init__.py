@@ -27,7 +27,7 @@ from cryostream.cli import (
     simulate,
     train,
 )
-from cryostream.cli.common import run_command
+from cryostream.cli.common import QUIET_HELP, run_command
 
 __all__ = ["SUBCOMMANDS", "OneLineErrors", "build_parser", "main"]
 
@@ -118,9 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("-v", "--verbose", action="store_true",
                              help="more notes on stderr (each step's details)")
         try:
-            command.add_argument("--quiet", action="store_true",
-                                 help="no progress notes, only warnings and errors")
-        except argparse.ArgumentError:  # the command has its own --quiet (progress bars)
+            command.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+        except argparse.ArgumentError:  # the command has its own --quiet (for its bars)
             pass
         # each option's name in Python, for errors that name it so (for_the_command_line)
         command.set_defaults(option_names=_option_names(command))

@@ -17,7 +17,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryostream.errors import CryostreamError
@@ -25,6 +25,7 @@ from cryostream.interrupts import Terminated
 
 __all__ = [
     "INTERRUPTIONS",
+    "QUIET_HELP",
     "FlagSpec",
     "Interruption",
     "LibraryDefault",
@@ -218,14 +219,19 @@ class Interruption:
         Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
         progress before it stops; a second Ctrl-C then stops the process at once. None: the
         first Ctrl-C stops the command as Python does.
-    then : str
+    then : str or callable
         Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
-        parsed command line fill ``{braces}`` (``{output}``).
+        parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
+        command line and returns the text (where it depends on what was kept).
     """
 
     first: str | None
-    then: str
+    then: str | Callable[[argparse.Namespace], str]
 
+
+#: Every command's ``--quiet``: stdout keeps its result (the one summary line, a table).
+QUIET_HELP = ("no progress notes or bars: stderr has only warnings and errors; stdout keeps "
+              "the result (the summary line)")
 
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
@@ -244,7 +250,19 @@ INTERRUPTIONS = {
                         "stopped (its work folder is kept, and the last checkpoint once training has begun)"),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
+    # training notes the step it keeps (not with --quiet): how to go on from it, in any case
+    "train": Interruption(first=None, then=lambda args: _train_kept(args.output)),
 }
+
+
+def _train_kept(run: str) -> str:
+    """What an interrupted ``train`` into ``run`` kept, and how to go on from it."""
+    from cryostream.runs import checkpoint_steps
+
+    steps = checkpoint_steps(run)
+    return (f"the checkpoint of step {steps[-1]} is kept in {run}: the same command with "
+            "--resume continues from it" if steps else "no checkpoint was written: run the "
+            "same command again to start")
 
 
 class _StopSoftly:
@@ -330,7 +348,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"cryostream {args.command}: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        then = f"; {interruption.then.format_map(vars(args))}" if interruption else ""
+        then = "" if interruption is None else f"; {interruption.then(args)}" if callable(
+            interruption.then) else f"; {interruption.then.format_map(vars(args))}"
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
               f"{then}", file=sys.stderr)

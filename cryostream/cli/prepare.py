@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 
 from cryostream.cli.common import (
+    QUIET_HELP,
     add_config_flags,
     add_library_flag,
     config_from_args,
@@ -102,7 +103,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "dashboard address of a started cluster")
     g.add_argument("--report", help="save a Dask performance report (HTML)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
     return p
 

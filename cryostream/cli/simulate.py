@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryostream.cli.common import add_config_flags, config_from_args, peak_rss_mb
+from cryostream.cli.common import QUIET_HELP, add_config_flags, config_from_args, peak_rss_mb
 from cryostream.config import SimulateConfig
 
 __all__ = ["FLAGS", "add_parser", "run", "simulate_config"]
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, required=True, help="number of micrographs")
     add_config_flags(p, SimulateConfig, FLAGS)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
     return p
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from cryostream.cli.common import add_config_flags, config_from_args, peak_rss_mb
+from cryostream.cli.common import QUIET_HELP, add_config_flags, config_from_args, peak_rss_mb
 from cryostream.config import LOSSES, MODEL_PRESETS, PRECISIONS, TrainConfig
 
 __all__ = ["FLAGS", "add_parser", "run", "slow_advice", "train_config"]
@@ -53,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="run folder")
     add_config_flags(p, TrainConfig, FLAGS)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
     return p
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     done = checkpoint_steps(args.output)[-1:] if args.resume else []
     r = train(args.store, args.output, config, resume=args.resume, progress=not args.quiet,
-              on_step=None if args.quiet else slow_advice(config))
+              on_step=None if args.quiet else slow_advice(config),
+              log=logging.getLogger("cryostream").info)  # notes on stderr, as fit's (--quiet: none)
     if done and r.steps <= done[0]:  # a finished run resumed: nothing was trained
         print(f"nothing to train: {r.run} is already at step {r.steps} of {config.steps}; give "
               "more --steps to train it on")
