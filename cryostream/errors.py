@@ -64,16 +64,15 @@ class ClusterError(CryostreamError, ConnectionError):
 
 
 def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,
-              single: bool = True) -> InvalidMicrographError:
+              single: bool = True, kind: type = InvalidMicrographError) -> InvalidMicrographError:
     """One error for the bad micrographs among ``total``: a single one as it is (unless
-    ``single`` is False), several as one line that names each with its problem (the first
-    five, then how many more) and ``fix``."""
+    ``single`` is False), several as one line of class ``kind`` that names each with its
+    problem (the first five, then how many more) and ``fix``."""
     if single and len(errors) == 1:
         return errors[0]
     shown = "; ".join(f"{e.path}: {e.problem}" for e in errors[:5])
     more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
-    return InvalidMicrographError(f"{len(errors)} of {total} micrographs", f"bad ({shown}{more})",
-                                  fix)
+    return kind(f"{len(errors)} of {total} micrographs", f"bad ({shown}{more})", fix)
 
 
 def without_skipping(error: InvalidMicrographError, why: str) -> InvalidMicrographError:

@@ -259,3 +259,33 @@ def test_an_output_another_call_made_meanwhile_with_other_options_is_not_replace
     assert (mrc.read_bytes(), record.read_bytes()) == (left[mrc.name][0], left[record.name][0])
     assert json.loads((out / b.with_suffix(".json").name).read_text())["config"][
         "output_dtype"] == "float32"  # the other micrograph: denoised and written
+
+
+def test_permissive_does_not_skip_an_output_another_call_made_meanwhile(tiny_run, tmp_path):
+    """--permissive skips bad micrographs and ends with status 0; an output another call made
+    meanwhile with other options is not a bad micrograph and is not written: the call still
+    fails naming it (status 2 from the command line), the others written, no STAR file of its
+    own, so a script never takes the folder for complete."""
+    import logging
+
+    import cryostream
+    from cryostream.errors import OutputTakenError
+
+    a, b = tiny_run.sim.micrographs[:2]
+    out = tmp_path / "out"
+    handler, left = _meanwhile(tiny_run, out, [a], DenoiseConfig.raw(tile=64,
+                                                                     output_dtype="float16"))
+    logger = logging.getLogger("cryostream")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(OutputTakenError, match="made meanwhile by another call"):
+            cryostream.denoise(tiny_run.run, [a, b], out, config=DenoiseConfig.raw(tile=64),
+                               workers=1, permissive=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert (out / b.name).exists() and (out / b.with_suffix(".json").name).exists()
+    star = out / "denoised_micrographs.star"  # the other call's listing, of its output alone
+    assert b.name not in star.read_text()

@@ -170,7 +170,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
                    "small; with --odd, halves that do not match) with a warning each and end "
-                   "with status 0 and the STAR file of the rest (2 if none is left); without "
+                   "with status 0 and the STAR file of the rest (2 if none is left; an output "
+                   "another call wrote meanwhile with other options is no bad micrograph: "
+                   "status 2 and no STAR file all the same, naming it); without "
                    "it, a file that cannot be read (missing, empty or not MRC, a broken link; "
                    "with --odd, halves that do not match) stops the command before any "
                    "micrograph is denoised, with an error naming every such file, while pixels "

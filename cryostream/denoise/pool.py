@@ -107,5 +107,6 @@ def _gather(futures, total: int) -> list:
                         "call (--overwrite replaces them, or choose another -o); the others are "
                         "denoised" if taken else "not denoised: repair or exclude them "
                         "(--permissive (Python: permissive=True) skips them); the others are "
-                        "denoised, and a rerun keeps them", single=len(futures) == 1)
+                        "denoised, and a rerun keeps them", single=len(futures) == 1,
+                        kind=OutputTakenError if taken else InvalidMicrographError)
     return results
