@@ -204,6 +204,10 @@ def check_run(run) -> Path:
         raise StoreError(f"{run}: a file, not a model (a run folder or an exported .npz); pass "
                          "the folder that cryostream train or fit wrote")
     if not (run / RECORD_FILE).is_file():
+        if (run / "fit.json").is_file():  # fit_run.FIT_RECORD: the fit stopped before training
+            raise StoreError(f"{run}: its cryostream fit stopped before training began (fit.json, "
+                             f"no {RECORD_FILE} or checkpoint yet); run the same fit command "
+                             "again: it goes on from its work folder and trains the model")
         raise StoreError(f"{run}: not a run folder (no {RECORD_FILE}); pass the folder that "
                          "cryostream train or fit wrote")
     return run

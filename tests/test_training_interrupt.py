@@ -220,3 +220,32 @@ def test_train_interrupted_says_how_to_resume_and_its_notes_go_to_stderr(tiny_ru
     assert said.err == "" and said.out.startswith("trained unet-small from step 4 to 8 into ")
     assert len(said.out.splitlines()) == 1
     assert checkpoint_steps(run) == [4, 8]
+
+
+def test_a_fit_stopped_before_training_is_named_so_where_a_model_is_wanted(tmp_path, capsys):
+    """A fit stopped by Ctrl-C before its training began leaves its run folder with fit.json and
+    the work folder alone: `denoise -m` it had said 'not a run folder; pass the folder that
+    cryostream train or fit wrote', which it is. Now it says the fit stopped before training
+    and to run the same fit command again."""
+    import cryostream
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 160), seed=3)
+    run = tmp_path / "run"
+    command = ["fit", str(sim.root / "micrographs"), "-o", str(run), "--model", "unet-small",
+               "--budget", "3steps"]
+    logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt("training unet-small for ")
+    logger.addHandler(ctrl_c)
+    try:
+        assert main(command) == 130
+    finally:
+        logger.removeHandler(ctrl_c)
+    assert (run / "fit.json").is_file() and not (run / "config.json").exists()
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["denoise", str(sim.micrographs[0]), "-o", str(out), "-m", str(run),
+                 "--raw"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream denoise: error: {run}: its cryostream fit stopped before training began "
+        "(fit.json, no config.json or checkpoint yet); run the same fit command again: it goes "
+        "on from its work folder and trains the model")
+    assert not out.exists()
