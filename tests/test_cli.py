@@ -576,6 +576,9 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
     # train: what it kept (its note of it is on stderr, none with --quiet) and how to go on
     ("train", "; no checkpoint was written: run the same command again to start"),
     ("plan", ""),
+    # simulate: its folder holds part of the set (it had said only how long it ran)
+    ("simulate", "; SIM holds the micrographs made so far and no simulate.json: the set is not "
+                 "finished; run the same command again to make it whole"),
 ])
 def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):
     import signal
@@ -586,7 +589,8 @@ def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):
         raise KeyboardInterrupt
 
     assert cli_common.run_command(argparse.Namespace(command=command, func=interrupted,
-                                                     output=str(tmp_path / "run"))) == 130
+                                                     output=str(tmp_path / "run"),
+                                                     out="SIM")) == 130
     assert capsys.readouterr().err.splitlines() == [
         f"cryostream {command}: interrupted after 0 s{then}"]
 
