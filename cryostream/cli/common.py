@@ -231,7 +231,7 @@ class Interruption:
 
 #: Every command's ``--quiet``: stdout keeps its result (the one summary line, a table).
 QUIET_HELP = ("no progress notes or bars: stderr has only warnings and errors; stdout keeps "
-              "the result (the summary line)")
+              "the result (its summary)")
 
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
