@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -483,6 +484,61 @@ def test_a_cs_file_with_object_fields_is_read_without_running_its_pickle(tiny_ru
         np.save(f, table, allow_pickle=True)
     with pytest.raises(InvalidMicrographError, match=r"\(numpy.ndarray called on its own\)"):
         read_star(crafted)
+
+
+def _pickled_table(path: Path, header: list, shape: tuple, values, dtype_state=None) -> Path:
+    """A ``.npy`` file whose header gives ``header`` and ``shape`` and whose pickle describes
+    an array of ``shape`` holding ``values`` (NumPy's own ``_reconstruct`` and state, as a
+    damaged or crafted file can give them: the state's length and dtype unchecked)."""
+    from numpy.lib import format as npy_format
+
+    class Dtype:  # numpy.dtype with the state a file gives: sizes, offsets and flags
+        def __reduce__(self):
+            return (np.dtype, ("V8", False, True), dtype_state)
+
+    class Array:
+        def __reduce__(self):
+            dtype = np.dtype(header) if dtype_state is None else Dtype()
+            return (np.ndarray.__reduce__(np.zeros(1))[0], (np.ndarray, (0,), b"b"),
+                    (1, shape, dtype, False, values))
+
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(f, {"descr": npy_format.dtype_to_descr(np.dtype(header)),
+                                             "fortran_order": False, "shape": shape})
+        pickle.dump(Array(), f, protocol=4)
+    return path
+
+
+def test_a_cs_file_whose_pickle_disagrees_with_itself_is_refused_not_a_crash(tmp_path):
+    """A ``.cs`` file whose pickle gives fewer values than its shape, a dtype whose field lies
+    past its item or whose object field is not flagged as one, or one small value to fill a
+    field of gigabytes, is one line naming the file (status 2), not Python killed by a
+    segmentation fault (NumPy's ``__setstate__`` takes a pickle's shape and dtype unchecked)
+    nor gigabytes of memory taken."""
+    from faults_support import cli_process
+
+    header = [("uid", "<u8"), ("micrograph_blob/path", "O")]
+    objects = np.dtype(object)
+    files = {
+        "short": _pickled_table(tmp_path / "short.cs", header, (100000,), [(1, "a.mrc")]),
+        "past": _pickled_table(tmp_path / "past.cs", header, (2,), [(1, "a.mrc"), (2, "b.mrc")],
+                               (3, "|", None, ("uid", "micrograph_blob/path"),
+                                {"uid": (np.dtype("<u8"), 0), "micrograph_blob/path": (objects, 4)},
+                                4, 1, 63)),
+        "unflagged": _pickled_table(tmp_path / "unflagged.cs", [("micrograph_blob/path", "O")], (1,),
+                                    b"A" * 8, (3, "|", None, ("micrograph_blob/path",),
+                                               {"micrograph_blob/path": (objects, 0)}, 8, 1, 0)),
+        "filled": _pickled_table(tmp_path / "filled.cs", [*header, ("pad", "u1", (2**30,))], (1,),
+                                 [(1, "a.mrc", 0)]),
+    }
+    for name, path in files.items():
+        result = cli_process("prepare", path, "-o", tmp_path / f"{name}.h5", cwd=tmp_path,
+                             timeout=120)
+        assert (name, result.rc) == (name, 2), result.err
+        said = "none of its 2 micrographs (a.mrc …)" if name == "past" else \
+            "a NumPy file that cannot be read as a cryoSPARC .cs table (its pickle "
+        assert f"{path}: {said}" in result.err, result.err  # past: its own dtype not taken
+        assert "Traceback" not in result.err
 
 
 def test_a_row_without_a_micrograph_path_is_named_as_such(tiny_run, tmp_path, monkeypatch, capsys):
