@@ -95,6 +95,21 @@ def test_an_optics_option_typed_at_its_default_is_said_too(tmp_path: Path, notes
     assert not [n for n in notes if "optics" in n]
 
 
+def test_an_optics_option_given_alone_leaves_the_note_of_the_others(tmp_path: Path, notes):
+    """``--cs 2.7`` alone on MRC files (a 200 kV microscope's Cs): the voltage and amplitude
+    contrast are still cryostream's defaults, which the note must say. Any optics option had
+    silenced it (and ``--cs 2.7``, typed at its default, counts as given), so 300 kV went
+    into the CTF gain and the output STAR file without a word."""
+    from cryostream.cli import main
+
+    _relion_star(tmp_path)
+    assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out"), "--raw",
+                 "--cs", "2.7"]) == 0
+    assert [n.split(" (")[0] for n in notes if "optics" in n] == [
+        "1 micrograph has no voltage or amplitude contrast from a STAR file or an option"]
+    assert "take 300 kV and amplitude contrast 0.1" in [n for n in notes if "optics" in n][0]
+
+
 def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, notes):
     """The note that a micrograph's optics are cryostream's defaults came on every run, even
     one that kept every output from before and denoised nothing; it is now of those denoised

@@ -131,14 +131,13 @@ def note_assumed_optics(config, micrographs: list) -> None:
     """A note where micrographs (each an :class:`~cryostream.denoise.sources.InputMicrograph`,
     those about to be denoised) take their optics from no STAR file (:attr:`optics_from`) and
     no option: the CTF fit and the output STAR file's optics table then take cryostream's
-    defaults. Where only some of the voltage, Cs and amplitude contrast are missing, the note
-    names those."""
+    defaults. Where only some of the voltage, Cs and amplitude contrast are missing (the rest
+    from the STAR file or an option), the note names those."""
     import logging
 
-    if given_optics(config):
-        return
+    given = given_optics(config)  # an option given is no default taken: the others still are
     keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
-    lacking = [[k for k in keys if k not in m.optics_from] for m in micrographs]
+    lacking = [[k for k in keys if k not in m.optics_from and k not in given] for m in micrographs]
     count = sum(bool(lack) for lack in lacking)
     if not count:
         return
