@@ -53,7 +53,7 @@ from cryostream.fit_run import (
     run_patch,
     write_json,
 )
-from cryostream.io.pixel_sizes import warn_mixed_pixel_sizes
+from cryostream.io.pixel_sizes import unset_pixel_size, warn_mixed_pixel_sizes
 from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read_headers
 from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
@@ -276,9 +276,10 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                            "magnification on its own")
     unset = [h for h in headers if not h.pixel_size_angstrom]
     if unset:  # training does without it; the denoise printed at the end does not
-        _log.warning("%s%s: the header leaves the pixel size unset (0 Å); the fit goes on, but "
+        _log.warning("%s%s: %s; the fit goes on, but "
                      "denoising needs it: set it in the headers, or give denoise --pixel-size Å",
-                     unset[0].path, f" and {len(unset) - 1} more" if len(unset) > 1 else "")
+                     unset[0].path, f" and {len(unset) - 1} more" if len(unset) > 1 else "",
+                     unset_pixel_size(unset[0]))
     config = training(start, train, run)
     if train is None and not overwrite:
         config = as_made_before(run, start, config)

@@ -11,7 +11,7 @@ import warnings
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import list_kind
-from cryostream.io.pixel_sizes import PixelSizeWarning, warn_unequal_axes
+from cryostream.io.pixel_sizes import PixelSizeWarning, unset_pixel_size, warn_unequal_axes
 from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes", "far_from_header",
@@ -37,7 +37,7 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom,
     elif header.pixel_size_angstrom > 0:
         value, source, given = header.pixel_size_angstrom, "header", "its header"
     else:
-        raise InvalidMicrographError(header.path, "the header leaves the pixel size unset (0 Å)"
+        raise InvalidMicrographError(header.path, unset_pixel_size(header)
                                      + (f" and its {kind} gives none" if star_entry else ""),
                                      "pass --pixel-size Å (Python: pixel_size_angstrom=)")
     if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # NaN and infinity too

@@ -67,6 +67,8 @@ class MicrographHeader:
         Pixel size along x from the header, Å (0.0 when the header leaves it unset).
     pixel_size_y_angstrom : float
         Pixel size along y, Å (0.0 unset): where it differs from x's, x's is used.
+    pixel_size_written : (float, int)
+        ``cella.x`` (Å) and ``mx`` as the header writes them, to name a value that is no pixel size.
     extended_header_type : str
         ``exttyp`` of the header (``"FEI1"``, ``"FEI2"`` …) or ``""``.
     extended_header_bytes : int
@@ -86,6 +88,7 @@ class MicrographHeader:
     extended_header_bytes: int
     denoised_by: str = ""
     pixel_size_y_angstrom: float = 0.0
+    pixel_size_written: tuple[float, int] = (0.0, 0)
 
     @property
     def data_bytes(self) -> int:
@@ -138,6 +141,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             # not voxel_size, which divides by a zero sampling
             pixel_size = round(_pixel_size(float(header.cella.x), int(header.mx)), 6)
             pixel_size_y = round(_pixel_size(float(header.cella.y), int(header.my)), 6)
+            written = (float(header.cella.x), int(header.mx))
             mode = int(header.mode)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
             byte_order = header.mode.dtype.byteorder
@@ -180,6 +184,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         extended_header_bytes=nsymbt,
         denoised_by=denoised_by,
         pixel_size_y_angstrom=pixel_size_y,
+        pixel_size_written=written,
     )
     size = path.stat().st_size
     if size < result.data_offset + result.data_bytes:

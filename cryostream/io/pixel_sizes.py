@@ -11,13 +11,25 @@ import math
 import warnings
 from pathlib import Path
 
-__all__ = ["PixelSizeWarning", "warn_mixed_pixel_sizes", "warn_unequal_axes"]
+__all__ = ["PixelSizeWarning", "unset_pixel_size", "warn_mixed_pixel_sizes", "warn_unequal_axes"]
 
 
 class PixelSizeWarning(UserWarning):
     """A pixel size that may be wrong: micrographs of pixel sizes more than 1 % apart where one
     was expected, an MRC header whose x and y pixel sizes differ, or ``--pixel-size`` (used)
     other than a STAR file's or far from the MRC headers'."""
+
+
+def unset_pixel_size(header) -> str:
+    """What a header (:class:`~cryostream.io.mrc.MicrographHeader`) whose pixel size cannot be
+    used gives instead: none (0 Å), or the value it writes (negative, not finite, or over a
+    sampling of 0), named with its ``cella.x`` and ``mx`` so that the user can find it."""
+    cell, sampling = header.pixel_size_written
+    if cell == 0:
+        return "the header leaves the pixel size unset (0 Å)"
+    value = f"{cell / sampling:g} Å " if sampling > 0 else ""
+    return (f"the header gives a pixel size of {value}(cella.x {cell:g} Å over mx {sampling}), "
+            "which no micrograph has")
 
 
 def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:

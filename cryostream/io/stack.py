@@ -27,6 +27,7 @@ from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
 from cryostream.io.folders import folder_micrographs
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
+from cryostream.io.pixel_sizes import unset_pixel_size
 from cryostream.io.star import read_micrograph_star
 
 __all__ = [
@@ -365,21 +366,21 @@ def open_micrographs(
     band_rows = _normalise_band_rows(chunks, ny)
     if pixel_size_angstrom is None:
         ps = headers[0].pixel_size_angstrom
-        for h in headers[1:]:
-            if abs(h.pixel_size_angstrom - ps) > 1e-3 * max(ps, 1e-6):
+        for h in headers:  # an unset one is named as such, not as one that differs
+            if h.pixel_size_angstrom <= 0:
+                raise InvalidMicrographError(
+                    h.path,
+                    unset_pixel_size(h),
+                    "write it into the header (e.g. IMOD's alterheader, or mrcfile's voxel_size), "
+                    "or from Python pass pixel_size_angstrom=",
+                )
+            if abs(h.pixel_size_angstrom - ps) > 1e-3 * ps:
                 raise InvalidMicrographError(
                     h.path,
                     f"pixel size {h.pixel_size_angstrom:g} Å differs from the {ps:g} Å of "
                     f"{headers[0].path}",
                     "process data of one pixel size together, or pass pixel_size_angstrom",
                 )
-        if ps <= 0:
-            raise InvalidMicrographError(
-                headers[0].path,
-                "the header leaves the pixel size unset (0 Å)",
-                "write it into the header (e.g. IMOD's alterheader, or mrcfile's voxel_size), "
-                "or from Python pass pixel_size_angstrom=",
-            )
     else:
         if not (isinstance(pixel_size_angstrom, int | float) and pixel_size_angstrom > 0):
             raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r}: must be a pixel "

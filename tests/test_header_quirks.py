@@ -1,0 +1,52 @@
+"""Header quirks that real micrographs carry, as a scientist meets them on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from tests.conftest import write_mrc
+
+
+def _negative_pixel_size(path: Path) -> Path:
+    """A micrograph whose header's cell lengths are negative: a pixel size of −0.66 Å."""
+    write_mrc(path, np.random.default_rng(0).poisson(20.0, (64, 64)).astype(np.float32))
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.header.cella.x, mrc.header.cella.y = -mrc.header.cella.x, -mrc.header.cella.y
+    return path
+
+
+def test_a_negative_header_pixel_size_is_named_not_called_unset(tmp_path: Path, capsys):
+    """A header whose pixel size is −0.66 Å is not one that 'leaves the pixel size unset (0 Å)'
+    (which sent the user looking for a zero that is not there): the error names the header's
+    value and where it comes from, with the fix; nothing is written, status 2."""
+    from cryostream.cli import main
+
+    source = _negative_pixel_size(tmp_path / "neg.mrc")
+    assert main(["denoise", str(source), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cryostream denoise: error: {source}: the header gives a pixel size of -0.66 Å "
+        "(cella.x -42.24 Å over mx 64), which no micrograph has; pass --pixel-size Å")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_negative_header_pixel_size_from_python(tmp_path: Path):
+    """``open_micrographs`` says the same of such a header, and still calls a zero unset;
+    ``pixel_size_angstrom=`` serves both."""
+    import cryostream
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.mrc import read_header
+    from cryostream.io.pixel_sizes import unset_pixel_size
+
+    source = _negative_pixel_size(tmp_path / "neg.mrc")
+    with pytest.raises(InvalidMicrographError, match=r"the header gives a pixel size of -0\.66 Å \(cella"):
+        cryostream.open_micrographs(source)
+    first = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    with pytest.raises(InvalidMicrographError, match=rf"^{source}: the header gives a pixel size of -0\.66"):
+        cryostream.open_micrographs([first, source])  # not 'pixel size 0 Å differs from the 0.66 Å'
+    zero = write_mrc(tmp_path / "zero.mrc", np.ones((8, 8), np.float32), pixel_size=0.0)
+    assert unset_pixel_size(read_header(zero)) == "the header leaves the pixel size unset (0 Å)"
+    assert float(cryostream.open_micrographs(source, pixel_size_angstrom=0.66).x[1]) == pytest.approx(0.66)
