@@ -50,3 +50,26 @@ def test_a_negative_header_pixel_size_from_python(tmp_path: Path):
     zero = write_mrc(tmp_path / "zero.mrc", np.ones((8, 8), np.float32), pixel_size=0.0)
     assert unset_pixel_size(read_header(zero)) == "the header leaves the pixel size unset (0 Å)"
     assert float(cryostream.open_micrographs(source, pixel_size_angstrom=0.66).x[1]) == pytest.approx(0.66)
+
+
+def test_the_residual_check_says_what_its_numbers_mean(tiny_run, tmp_path: Path, capsys):
+    """``evaluate RUN --residual MIC``: the report and the line printed had given a spectrum
+    ratio and a correlation beside pure noise's with no word of what they mean or which way is
+    bad; now each micrograph's reading says how far the correlation is from pure noise's
+    (nothing of the specimen removed) toward the whole micrograph's, and how much of the noise
+    the output keeps (or how much more than noise it took out)."""
+    import json
+
+    from cryostream.cli import main
+
+    mic = str(tiny_run.sim.micrographs[2])
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "report"), "--residual", mic,
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    row = json.loads((tmp_path / "report" / "report.json").read_text())["residual"][0]
+    way = 100 * (row["correlation_with_lowpass"] - row["correlation_if_pure_noise"]) / (
+        row["correlation_if_everything"] - row["correlation_if_pure_noise"])
+    assert f"{way:.1f} % of the way from pure noise's" in row["reading"]
+    assert ("of the noise there left in the output" in row["reading"]) == (row["spectrum_ratio_mean"] < 1)
+    assert f"  residual of {Path(mic).name}: {row['reading']}" in out
+    assert f"- {Path(mic).name}: {row['reading']}" in (tmp_path / "report" / "report.md").read_text()

@@ -15,8 +15,8 @@ from cryostream.errors import ConfigError
 from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
 
 __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
-           "TruthMethods", "truth_methods", "score_methods", "method_noise", "TRUTH_PIPELINES",
-           "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE"]
+           "TruthMethods", "truth_methods", "score_methods", "method_noise", "read_residual",
+           "TRUTH_PIPELINES", "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE"]
 
 #: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
 TRUTH_PIPELINES = {
@@ -249,3 +249,20 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
         "residual_radial": got, "noise_radial": noise.radial,
         "frequency": rings / pixel_size_angstrom,
     }
+
+
+def read_residual(check: dict) -> str:
+    """What :func:`method_noise`'s numbers mean, in one sentence for the report: how far the
+    residual's correlation with the particle-scale image is from pure noise's (nothing of the
+    specimen removed) toward the whole micrograph's (all of it), and how much of the noise at
+    0.05–0.5 cycles/px the output keeps, or how much more than noise it took out there."""
+    got, noise = check["correlation_with_lowpass"], check["correlation_if_pure_noise"]
+    way = 100 * (got - noise) / (check["correlation_if_everything"] - noise)
+    ratio = check["spectrum_ratio_mean"]
+    kept = (f"about {100 * (1 - ratio):.0f} % of the noise there left in the output" if ratio < 1
+            else f"{100 * (ratio - 1):.0f} % more than the noise taken out there, part of it signal")
+    return (f"the residual's correlation with the 20 Å low-pass micrograph, {got:.3f}, is "
+            f"{way:.1f} % of the way from pure noise's {noise:.3f} (nothing of the specimen "
+            f"removed) to the whole micrograph's {check['correlation_if_everything']:.3f} (all "
+            f"of it removed); its spectrum is {ratio:.3f} of the noise's at 0.05–0.5 cycles/px "
+            f"(1 is right): {kept}")

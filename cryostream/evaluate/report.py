@@ -26,6 +26,7 @@ from cryostream.evaluate.numbers import (
     method_noise,
     network_output,
     read_micrograph,
+    read_residual,
     recipe_output,
     score_methods,
     truth_methods,
@@ -138,10 +139,7 @@ def summary_lines(report: dict, output) -> list[str]:
                      f"{unchecked}, PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
                      + f" dB; best in the table: {best} {mean[best]['psnr']:.2f} dB")
     for row in report.get("residual", []):
-        lines.append(f"  residual of {row['micrograph']}: spectrum ratio "
-                     f"{row['spectrum_ratio_mean']:.3f} (1 is right), correlation with the "
-                     f"low-pass {row['correlation_with_lowpass']:.3f} "
-                     f"(pure noise {row['correlation_if_pure_noise']:.3f})")
+        lines.append(f"  residual of {row['micrograph']}: {row['reading']}")
     return lines
 
 
@@ -190,9 +188,9 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
              "Micrograph − what `denoise` writes by default ("
              f"{' + '.join(recipe_steps(recipe))}): its spectrum over the measured noise spectrum "
-             "(0.05–0.5 cycles/px; 1 is right) and its correlation with the 20 Å low-pass "
-             "micrograph (pure noise gives the value in brackets; the whole micrograph the last "
-             "column).", "",
+             "(0.05–0.5 cycles/px; 1 is right; max deviation: the ring furthest from 1) and its "
+             "correlation with the 20 Å low-pass micrograph (pure noise's in brackets; the whole "
+             "micrograph's last). What they mean is under the table.", "",
              "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
              "whole micrograph |", "|---|---|---|---|---|"]
     rows, inputs = [], paths
@@ -214,6 +212,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
             den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
                 image, pixel, record, str(path)), network_output(run, raw, scale, tile), tile)[0]
         check = method_noise(image, den, pixel)
+        check["reading"] = read_residual(check)
         _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
                   "low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
                   time.perf_counter() - start, check["spectrum_ratio_mean"],
@@ -227,7 +226,8 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                      f"({check['correlation_if_pure_noise']:.3f}) | "
                      f"{check['correlation_if_everything']:.3f} |")
     report["residual"] = rows
-    return lines + [""] + [f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
+    return lines + [""] + [f"- {r['micrograph']}: {r['reading']}" for r in rows] + [""] + [
+        f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
 
 
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
