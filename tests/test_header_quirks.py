@@ -73,3 +73,23 @@ def test_the_residual_check_says_what_its_numbers_mean(tiny_run, tmp_path: Path,
     assert ("of the noise there left in the output" in row["reading"]) == (row["spectrum_ratio_mean"] < 1)
     assert f"  residual of {Path(mic).name}: {row['reading']}" in out
     assert f"- {Path(mic).name}: {row['reading']}" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tmp_path: Path, notes):
+    """``denoise MIC --raw``: the note of assumed optics said 'the CTF fit and the output STAR
+    file's optics table take 300 kV …', though --raw fits no CTF; it now names only the STAR
+    file's optics table. The default, which fits one, still names the fit."""
+    from cryostream.cli import main
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import note_assumed_optics
+    from cryostream.denoise.sources import gather_inputs
+
+    mic = write_mrc(tmp_path / "a.mrc", np.random.default_rng(0).poisson(20.0, (256, 256)).astype(np.float32))
+    assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    said = [n for n in notes if "microscope optics" in n]
+    assert len(said) == 1 and "the CTF fit" not in said[0], said
+    assert "the output STAR file's optics table takes 300 kV, Cs 2.7 mm and amplitude contrast 0.1" in said[0]
+    notes.clear()
+    micrographs = gather_inputs([mic], config=DenoiseConfig(), note_optics=False).micrographs
+    note_assumed_optics(DenoiseConfig(ctf_gain=True), micrographs)
+    assert "the CTF fit and the output STAR file's optics table take 300 kV" in notes[0]

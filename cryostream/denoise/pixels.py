@@ -144,13 +144,15 @@ def note_assumed_optics(config, micrographs: list) -> None:
     which = [k for k in keys if any(k in lack for lack in lacking)]
     log = logging.getLogger("cryostream").info
     has = " has" if count == 1 else "s have"
+    # --raw (ctf_gain False) fits no CTF: only the STAR file's optics table takes them
+    take = ("the CTF fit and the output STAR file's optics table take" if config.ctf_gain is not False
+            else "the output STAR file's optics table takes")
     if len(which) == len(keys):
-        log("%d micrograph%s no microscope optics from a STAR file or an option: the CTF fit "
-            "and the output STAR file's optics table take 300 kV, Cs 2.7 mm and amplitude "
-            "contrast 0.1 (a Krios; nothing to do if they are your microscope's); for another, "
-            "pass --voltage, --cs and --amplitude-contrast (Python: the DenoiseConfig's "
-            "voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 for a Glacios or a "
-            "Talos Arctica", count, has)
+        log("%d micrograph%s no microscope optics from a STAR file or an option: %s 300 kV, Cs "
+            "2.7 mm and amplitude contrast 0.1 (a Krios; nothing to do if they are your "
+            "microscope's); for another, pass --voltage, --cs and --amplitude-contrast (Python: "
+            "the DenoiseConfig's voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 "
+            "for a Glacios or a Talos Arctica", count, has, take)
         return
     named = {"voltage_kv": ("voltage", f"{config.voltage_kv:g} kV", "--voltage"),
              "cs_mm": ("Cs", f"Cs {config.cs_mm:g} mm", "--cs"),
@@ -158,9 +160,9 @@ def note_assumed_optics(config, micrographs: list) -> None:
                                     f"amplitude contrast {config.amplitude_contrast:g}",
                                     "--amplitude-contrast")}
     log("%d micrograph%s no %s from a STAR file or an option (the rest of their optics given): "
-        "the CTF fit and the output STAR file's optics table take %s (nothing to do if that is "
-        "your microscope's); for another, pass %s (Python: the DenoiseConfig's %s)", count, has,
-        " or ".join(named[k][0] for k in which), " and ".join(named[k][1] for k in which),
+        "%s %s (nothing to do if that is your microscope's); for another, pass %s (Python: the "
+        "DenoiseConfig's %s)", count, has, " or ".join(named[k][0] for k in which), take,
+        " and ".join(named[k][1] for k in which),
         " and ".join(named[k][2] for k in which), " and ".join(which))
 
 
