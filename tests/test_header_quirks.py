@@ -93,3 +93,26 @@ def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tmp_path: Path, notes):
     micrographs = gather_inputs([mic], config=DenoiseConfig(), note_optics=False).micrographs
     note_assumed_optics(DenoiseConfig(ctf_gain=True), micrographs)
     assert "the CTF fit and the output STAR file's optics table take 300 kV" in notes[0]
+
+
+def test_the_cpu_time_estimate_says_when_other_work_keeps_the_cores_busy(notes, monkeypatch):
+    """On a machine whose two cores other work keeps busy (a test suite, another denoise), the
+    note 'about 80 seconds for one of 1024 × 1024 on 2 CPU cores (this machine has 2)' was
+    followed by 345 s for a 1024² crop of a real micrograph, with nothing said of why; the note
+    now names the load and about how much longer to expect. An idle machine's note is as before."""
+    import os
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise import workers
+    from cryostream.denoise.network import model_path
+
+    shipped = model_path("general")
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    workers.cpu_time_note(shipped, DenoiseConfig.raw(ensemble=True), [(1024, 1024)])
+    assert notes[0].endswith("; other work keeps this machine busy (load average 3.0 on its 2 cores): "
+                             "expect about 2.5× as long while it goes on"), notes
+    notes.clear()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    workers.cpu_time_note(shipped, DenoiseConfig.raw(ensemble=True), [(1024, 1024)])
+    assert notes[0].endswith("or use a GPU"), notes

@@ -16,6 +16,7 @@ On a CPU, :func:`cpu_time_note` says before the ensemble runs about how long it 
 from __future__ import annotations
 
 import logging
+import os
 
 from cryostream.host import available_memory, cgroup_headroom, cgroup_memory, cpu_cores
 from cryostream.units import spoken_duration
@@ -80,6 +81,7 @@ def cpu_time_note(run: str, config, shapes) -> None:
                                         config.batch_size) for s in (shape, binned_shape(shape)))
         return 8 * (one + offsets * binned), one + alone * binned
 
+    busy = _busy_note()
     counts = Counter(tuple(s) for s in shapes)
     each = {s: seconds(s) for s in counts}
     shape = max(counts, key=lambda s: s[0] * s[1])
@@ -90,16 +92,31 @@ def cpu_time_note(run: str, config, shapes) -> None:
         if each[shape][1] >= SLOW_PASS_SECONDS:
             logging.getLogger("cryostream").info(
                 "one network pass per micrograph%s: about %s for one of %d × %d on 2 CPU cores "
-                "(this machine has %d)%s%s; a GPU takes seconds",
+                "(this machine has %d)%s%s; a GPU takes seconds%s",
                 f" (and {'one' if alone == 1 else alone} binned by 2, the binned pass)" if alone
                 else "", minutes[1], *shape, cpu_cores(), f", {minutes[3]} for all here" if many
-                else "", "" if alone or config.calibrate else ", with no note until each is done")
+                else "", "" if alone or config.calibrate else ", with no note until each is done", busy)
         return
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
         "on 2 CPU cores (this machine has %d)%s; for a first look pass --no-ensemble (Python: "
-        "ensemble=False in the DenoiseConfig) for one pass (about %s%s), or use a GPU",
+        "ensemble=False in the DenoiseConfig) for one pass (about %s%s), or use a GPU%s",
         f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
         minutes[0], *shape, cpu_cores(),
         f", {minutes[2]} for all here" if many else "", minutes[1],
-        f", {minutes[3]} for all" if many else "")
+        f", {minutes[3]} for all" if many else "", busy)
+
+
+def _busy_note() -> str:
+    """The end of :func:`cpu_time_note` where other work keeps the cores busy (a 1-minute load
+    average of half the cores or more, this process's start-up included): the estimates are of
+    an idle machine, and sharing it with that load takes about ``1 + load / cores`` as long."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return ""
+    cores = cpu_cores()
+    if load < cores / 2:
+        return ""
+    return (f"; other work keeps this machine busy (load average {load:.1f} on its {cores} cores): "
+            f"expect about {1 + load / cores:.1f}× as long while it goes on")
