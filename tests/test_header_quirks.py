@@ -69,7 +69,8 @@ def test_the_residual_check_says_what_its_numbers_mean(tiny_run, tmp_path: Path,
     row = json.loads((tmp_path / "report" / "report.json").read_text())["residual"][0]
     way = 100 * (row["correlation_with_lowpass"] - row["correlation_if_pure_noise"]) / (
         row["correlation_if_everything"] - row["correlation_if_pure_noise"])
-    assert f"{way:.1f} % of the way from pure noise's" in row["reading"]
+    assert (f"{way:.1f} % of the way from pure noise's" if way > 0 else "at or under pure noise's") \
+        in row["reading"]
     assert ("of the noise there left in the output" in row["reading"]) == (row["spectrum_ratio_mean"] < 1)
     assert f"  residual of {Path(mic).name}: {row['reading']}" in out
     assert f"- {Path(mic).name}: {row['reading']}" in (tmp_path / "report" / "report.md").read_text()
@@ -116,3 +117,28 @@ def test_the_cpu_time_estimate_says_when_other_work_keeps_the_cores_busy(notes, 
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     workers.cpu_time_note(shipped, DenoiseConfig.raw(ensemble=True), [(1024, 1024)])
     assert notes[0].endswith("or use a GPU"), notes
+
+
+def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_run, tmp_path: Path):
+    """``evaluate RUN --residual MIC`` where MIC's header has no usable pixel size (0, or
+    negative): the check went on at 1 Å per pixel without a word, so its '20 Å low-pass' was
+    20 pixels and the CTF fit was made at the wrong scale (denoise refuses such a file). Now a
+    warning names the file, what its header gives and the 1 Å taken, and how to set it."""
+    from cryostream.cli import main
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    data = mrcfile.read(tiny_run.sim.micrographs[2])
+    for name, pixel in (("zero.mrc", 0.0), ("neg.mrc", -0.66)):
+        mic = tmp_path / name
+        write_mrc(mic, data, pixel_size=abs(pixel))
+        if pixel < 0:
+            with mrcfile.open(mic, "r+") as mrc:
+                mrc.header.cella.x = -mrc.header.cella.x
+        with pytest.warns(PixelSizeWarning) as caught:  # the command line prints it on stderr
+            assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / name[:-4]),
+                         "--residual", str(mic), "--quiet"]) == 0
+        said = "the header leaves the pixel size unset (0 Å)" if pixel == 0 else \
+            "the header gives a pixel size of -0.66 Å"
+        assert [str(w.message).startswith(f"{mic}: {said}") for w in caught] == [True]
+        assert ("; its residual is checked at 1 Å per pixel (its 20 Å low-pass is 20 pixels, its "
+                "CTF fit at that scale): write the pixel size into its header") in str(caught[0].message)

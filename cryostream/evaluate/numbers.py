@@ -91,11 +91,21 @@ def simulated_pairs(truth_root: Path, limit: int | None = None) -> list[tuple[Pa
     return pairs[:limit]
 
 
-def read_micrograph(path) -> tuple[np.ndarray, float]:
-    """A micrograph's pixels (float32) and pixel size in Å (1.0 where the header has none)."""
+def read_micrograph(path, *, residual: bool = False) -> tuple[np.ndarray, float]:
+    """A micrograph's pixels (float32) and pixel size in Å (1.0 where the header has none; with
+    ``residual``, the residual check's own reading with no other pixel size given, a
+    :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` names the file and what it gives)."""
+    import warnings
+
     from cryostream.io.mrc import read_header, read_rows
+    from cryostream.io.pixel_sizes import PixelSizeWarning, unset_pixel_size
 
     header = read_header(path)
+    if residual and header.pixel_size_angstrom <= 0:
+        warnings.warn(f"{header.path}: {unset_pixel_size(header)}; its residual is checked at 1 Å "
+                      "per pixel (its 20 Å low-pass is 20 pixels, its CTF fit at that scale): write "
+                      "the pixel size into its header (e.g. IMOD's alterheader), or give a STAR "
+                      "file whose optics table has it", PixelSizeWarning, stacklevel=3)
     return read_rows(header, 0, header.shape[0]), header.pixel_size_angstrom or 1.0
 
 
@@ -261,8 +271,11 @@ def read_residual(check: dict) -> str:
     ratio = check["spectrum_ratio_mean"]
     kept = (f"about {100 * (1 - ratio):.0f} % of the noise there left in the output" if ratio < 1
             else f"{100 * (ratio - 1):.0f} % more than the noise taken out there, part of it signal")
-    return (f"the residual's correlation with the 20 Å low-pass micrograph, {got:.3f}, is "
-            f"{way:.1f} % of the way from pure noise's {noise:.3f} (nothing of the specimen "
-            f"removed) to the whole micrograph's {check['correlation_if_everything']:.3f} (all "
-            f"of it removed); its spectrum is {ratio:.3f} of the noise's at 0.05–0.5 cycles/px "
+    whole = check["correlation_if_everything"]
+    where = (f"{way:.1f} % of the way from pure noise's {noise:.3f} (nothing of the specimen "
+             f"removed) to the whole micrograph's {whole:.3f} (all of it removed)") if way > 0 else (
+        f"at or under pure noise's {noise:.3f}: nothing of the specimen removed (the whole "
+        f"micrograph's {whole:.3f} would be all of it)")
+    return (f"the residual's correlation with the 20 Å low-pass micrograph, {got:.3f}, is {where}; "
+            f"its spectrum is {ratio:.3f} of the noise's at 0.05–0.5 cycles/px "
             f"(1 is right): {kept}")

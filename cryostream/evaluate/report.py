@@ -200,7 +200,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                   len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
     for i, (source, given_pixel, optics, taken) in enumerate(inputs):
         start, path = time.perf_counter(), Path(source)
-        raw, pixel = read_micrograph(path)
+        raw, pixel = read_micrograph(path, residual=given_pixel is None)  # no STAR file's size
         pixel = given_pixel or pixel
         # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
