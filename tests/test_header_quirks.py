@@ -142,3 +142,24 @@ def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_r
         assert [str(w.message).startswith(f"{mic}: {said}") for w in caught] == [True]
         assert ("; its residual is checked at 1 Å per pixel (its 20 Å low-pass is 20 pixels, its "
                 "CTF fit at that scale): write the pixel size into its header") in str(caught[0].message)
+
+
+def test_a_ctf_fallback_names_the_record_field_and_its_score(tmp_path: Path):
+    """The warning of a CTF fit whose gain does not lower the error named a Python function,
+    '(ctf_gain_check)', which NAME.json does not hold; it now gives the score and its field there
+    (``ctf_check``, used only below 0), as a scientist would look it up."""
+    import warnings
+
+    from cryostream.ctf import CTFFallbackWarning
+    from cryostream.denoise.fallback import FIT_ADVICE, warn_fallback
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_fallback("m.mrc: the CTF fitted from its spectrum", 8.51, FIT_ADVICE,
+                      fit={"rival_defocus_angstrom": None}, check=1.7985e-06)
+    assert [w.category for w in caught] == [CTFFallbackWarning]
+    text = str(caught[0].message)
+    assert "ctf_gain_check" not in text
+    assert text.startswith("m.mrc: the CTF fitted from its spectrum does not lower the error by "
+                           "recorruption (its check scored +1.8e-06, ctf_check in NAME.json; the "
+                           "CTF-shaped gain is used below 0); it is denoised with the radial"), text

@@ -154,13 +154,15 @@ def checked_gain(image, noise, fit, what: str, rings_z=None, *,
     ``grid``: the fit's :func:`~cryostream.ctf.ctf_gain_grid` for ``image``, if made already."""
     check = math.nan if no_rings(rings_z, fit) else ctf_gain_check(image, noise, fit, grid=grid)
     if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
-        warn_fallback(what, rings_z, advice, stacklevel=4, fit=fit)
+        warn_fallback(what, rings_z, advice, stacklevel=4, fit=fit, check=check)
     return check
 
 
-def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=None) -> None:
+def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=None,
+                  check: float | None = None) -> None:
     """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
-    named by ``what``, that :func:`checked_gain` did not keep."""
+    named by ``what``, that :func:`checked_gain` did not keep (``check``: its score, as
+    NAME.json's ``ctf_check`` records it)."""
     from cryostream.ctf import SETTLED_Z, THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
@@ -174,7 +176,9 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=N
                f"{fit.rival_defocus_angstrom / 1e4:.2f} µm instead, and its rings score z "
                f"{rings_z:.2f}, under the {SETTLED_Z} needed to choose")
     else:
-        why = "does not lower the error by recorruption (ctf_gain_check)"
+        why = "does not lower the error by recorruption" + (
+            f" (its check scored {check:+.2g}, ctf_check in NAME.json; the CTF-shaped gain is used "
+            "below 0)" if check is not None and math.isfinite(check) else "")
     warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z, fit))} "
                   f"(a denoise output's NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                   stacklevel=stacklevel)
