@@ -163,3 +163,27 @@ def test_a_ctf_fallback_names_the_record_field_and_its_score(tmp_path: Path):
     assert text.startswith("m.mrc: the CTF fitted from its spectrum does not lower the error by "
                            "recorruption (its check scored +1.8e-06, ctf_check in NAME.json; the "
                            "CTF-shaped gain is used below 0); it is denoised with the radial"), text
+
+
+def test_a_fallback_with_clear_rings_does_not_send_one_to_check_the_optics():
+    """A real 4096² micrograph at 41 e/Å² scored its rings z 18.2 and its check +1.4e-05: the
+    warning said the fallback was 'common for small or low-dose micrographs' and to check
+    --voltage, --cs and --amplitude-contrast, which were right. With rings that clear it says
+    the optics and defocus are not in doubt and that the radial gain is kept; rings near the
+    bar keep the advice."""
+    import warnings
+
+    from cryostream.denoise.fallback import FIT_ADVICE, warn_fallback
+
+    def said(z):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_fallback("m.mrc: the CTF fitted from its spectrum", z, FIT_ADVICE,
+                          fit={"rival_defocus_angstrom": None}, check=1.4e-05)
+        return str(caught[0].message)
+
+    assert said(18.2).endswith("(a denoise output's NAME.json records ctf_used false). Its Thon "
+                               "rings are clear (z 18.2), so the optics and the defocus are not in "
+                               "doubt: on this micrograph the check found the radial gain does as "
+                               "well, and it is kept; nothing to do")
+    assert said(5.1).endswith(FIT_ADVICE)

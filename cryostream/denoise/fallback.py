@@ -61,6 +61,11 @@ GIVEN_ADVICE = ("Common for small or low-dose micrographs; if most full-size mic
                 "--amplitude-contrast (Python: DenoiseConfig voltage_kv, cs_mm, "
                 "amplitude_contrast)")
 
+#: A Thon-ring score this high (about 3 times :data:`~cryostream.ctf.THON_RING_Z`; simulated
+#: micrographs at 50 e/Å² and up score 10–80) says the rings are found beyond doubt, so a check
+#: that keeps the radial gain there does not point at the optics.
+CLEAR_RINGS_Z = 10.0
+
 
 def zeros_noise(image: np.ndarray, noise, fit, spectrum=None) -> tuple:
     """The noise the CTF-shaped gain's check draws and scores with: ``noise`` (the measured
@@ -176,9 +181,14 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=N
                f"{fit.rival_defocus_angstrom / 1e4:.2f} µm instead, and its rings score z "
                f"{rings_z:.2f}, under the {SETTLED_Z} needed to choose")
     else:
+        checked = check is not None and math.isfinite(check)
         why = "does not lower the error by recorruption" + (
             f" (its check scored {check:+.2g}, ctf_check in NAME.json; the CTF-shaped gain is used "
-            "below 0)" if check is not None and math.isfinite(check) else "")
+            "below 0)" if checked else "")
+        if checked and rings_z is not None and rings_z >= CLEAR_RINGS_Z:
+            advice = (f"Its Thon rings are clear (z {rings_z:.1f}), so the optics and the defocus "
+                      "are not in doubt: on this micrograph the check found the radial gain does "
+                      "as well, and it is kept; nothing to do")
     warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z, fit))} "
                   f"(a denoise output's NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                   stacklevel=stacklevel)
