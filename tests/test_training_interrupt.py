@@ -112,18 +112,27 @@ class _CtrlCAt(logging.Handler):
 
 
 @pytest.mark.slow
-def test_fit_interrupted_exits_130_and_the_same_command_continues(tmp_path, capsys):
+def _fit_stopped_at(tmp_path, note: str):
+    """A ``fit`` of two simulated micrographs into ``tmp_path/run`` (``unet-small``, 3 steps),
+    stopped by Ctrl-C as the note starting with ``note`` is logged: its status is 130. Returns
+    the simulated set, the run folder and the command."""
     import cryostream
 
     sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 160), seed=3)
-    command = ["fit", str(sim.root / "micrographs"), "-o", str(tmp_path / "run"), "--model",
-               "unet-small", "--budget", "3steps"]
-    logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt("training: step 1/3")
+    run = tmp_path / "run"
+    command = ["fit", str(sim.root / "micrographs"), "-o", str(run), "--model", "unet-small",
+               "--budget", "3steps"]
+    logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt(note)
     logger.addHandler(ctrl_c)
     try:
         assert main(command) == 130
     finally:
         logger.removeHandler(ctrl_c)
+    return sim, run, command
+
+
+def test_fit_interrupted_exits_130_and_the_same_command_continues(tmp_path, capsys):
+    _, _, command = _fit_stopped_at(tmp_path, "training: step 1/3")
     assert checkpoint_steps(tmp_path / "run") == [1]
     lines = capsys.readouterr().err.splitlines()
     assert f"cryostream: {HELD}" in lines  # said while the logging handler ran: order may vary
@@ -227,18 +236,7 @@ def test_a_fit_stopped_before_training_is_named_so_where_a_model_is_wanted(tmp_p
     the work folder alone: `denoise -m` it had said 'not a run folder; pass the folder that
     cryostream train or fit wrote', which it is. Now it says the fit stopped before training
     and to run the same fit command again."""
-    import cryostream
-
-    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 160), seed=3)
-    run = tmp_path / "run"
-    command = ["fit", str(sim.root / "micrographs"), "-o", str(run), "--model", "unet-small",
-               "--budget", "3steps"]
-    logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt("training unet-small for ")
-    logger.addHandler(ctrl_c)
-    try:
-        assert main(command) == 130
-    finally:
-        logger.removeHandler(ctrl_c)
+    sim, run, _ = _fit_stopped_at(tmp_path, "training unet-small for ")
     assert (run / "fit.json").is_file() and not (run / "config.json").exists()
     capsys.readouterr()
     out = tmp_path / "out"
