@@ -1,7 +1,7 @@
 """The micrographs of a folder: its ``.mrc`` files and one-section ``.mrcs`` files, with a note
-on what is left out (movies,
-outputs of ``cryostream denoise``, even/odd half-sums beside their full sums, other files) and
-one on even/odd half-sums without full sums, which are kept as micrographs of their own."""
+on what is left out (movies, outputs of ``cryostream denoise``, even/odd half-sums beside their
+full sums, other files) and one on even/odd half-sums without full sums, which are kept as
+micrographs of their own."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
 
 
 def folder_micrographs(folder: Path) -> list[Path]:
-    """A folder's ``.mrc`` files and one-section ``.mrcs`` files (RELION writes a micrograph so at
-    times; one of many sections is a movie's frames) in name order, with one note that counts
-    the other files left out and names the first three, movies, even/odd half-sums beside their full sums
-    (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as MotionCor2 ``-SplitSum``
-    writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
+    """A folder's ``.mrc`` files and one-section ``.mrcs`` files (RELION writes a micrograph so
+    at times; one of many sections is a movie's frames) in name order, with one note that
+    counts the other files left out and names the first three, movies, even/odd half-sums
+    beside their full sums (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as
+    MotionCor2 ``-SplitSum`` writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
     from (a ``NAME.json`` of kind ``DenoiseOutput`` beside ``NAME.mrc``) apart. Hidden files
     (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise`` writes
     beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star`` and
