@@ -103,8 +103,8 @@ def test_denoise_reads_a_cryosparc_exposures_file_and_writes_a_star_file(
                  "--tile", "64", "--workers", "1"]) == 0
     assert [n for n in notes if "optics" in n] == [
         "2 micrographs have no amplitude contrast from a STAR file or an option (the rest of "
-        "their optics given): the CTF fit and the output STAR file's optics table take "
-        "amplitude contrast 0.1 (nothing to do if that is your microscope's); for another, pass "
+        "their optics given): the output STAR file's optics table takes amplitude contrast 0.1 "
+        "(nothing to do if that is your microscope's); for another, pass "
         "--amplitude-contrast (Python: the DenoiseConfig's amplitude_contrast)"]
     written = starfile.read(inside / "denoised_micrographs.star", always_dict=True)
     optics = written["optics"].iloc[0]
