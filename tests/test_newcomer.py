@@ -107,7 +107,7 @@ def test_an_optics_option_given_alone_leaves_the_note_of_the_others(tmp_path: Pa
                  "--cs", "2.7"]) == 0
     assert [n.split(" (")[0] for n in notes if "optics" in n] == [
         "1 micrograph has no voltage or amplitude contrast from a STAR file or an option"]
-    assert "take 300 kV and amplitude contrast 0.1" in [n for n in notes if "optics" in n][0]
+    assert "optics table takes 300 kV and amplitude contrast 0.1" in [n for n in notes if "optics" in n][0]
 
 
 def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, notes):
