@@ -451,7 +451,8 @@ def test_a_pixel_size_argument_far_from_the_headers_is_used_with_one_warning(tmp
 def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes):
     """Micrographs without a STAR file's optics, and no --voltage, --cs or
     --amplitude-contrast: one note says the defaults the CTF fit and the output STAR file
-    take, and how to give others; with a STAR file's optics, or given, none."""
+    take, and how to give others; with a STAR file's optics, or all given, none; with some
+    given, one of the others."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.sources import gather_inputs
 
@@ -464,7 +465,11 @@ def test_optics_taken_from_no_star_file_or_option_are_said(tmp_path: Path, notes
         "--cs and --amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
         "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]
     notes.clear()
-    gather_inputs(paths, config=DenoiseConfig(voltage_kv=200.0))
+    gather_inputs(paths, config=DenoiseConfig(voltage_kv=200.0))  # the others still assumed
+    assert [n.split(" (")[0] for n in notes if "optics" in n] == [
+        "2 micrographs have no Cs or amplitude contrast from a STAR file or an option"]
+    notes.clear()
+    gather_inputs(paths, config=DenoiseConfig(voltage_kv=200.0, cs_mm=1.4, amplitude_contrast=0.07))
     gather_inputs([_star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"],
                                     "rlnOpticsGroup": [1, 2]})], config=DenoiseConfig())
     assert not [n for n in notes if "optics" in n]
