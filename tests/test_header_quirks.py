@@ -187,3 +187,46 @@ def test_a_fallback_with_clear_rings_does_not_send_one_to_check_the_optics():
                                "doubt: on this micrograph the check found the radial gain does as "
                                "well, and it is kept; nothing to do")
     assert said(5.1).endswith(FIT_ADVICE)
+
+
+def _epu(path: Path, volts: float, ht_set: bool = True) -> Path:
+    """A micrograph with an FEI1 extended header, as EPU writes it, whose record gives ``volts``
+    (its bitmask marking HT set or not)."""
+    from mrcfile.dtypes import get_ext_header_dtype
+
+    write_mrc(path, np.random.default_rng(1).poisson(20.0, (256, 256)).astype(np.float32),
+              pixel_size=0.66)
+    record = np.zeros(1, get_ext_header_dtype(b"FEI1"))
+    record["Metadata size"], record["HT"] = record.dtype.itemsize, volts
+    record["Bitmask 1"] = (1 << 5) if ht_set else 0
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.set_extended_header(record)
+        mrc.header.exttyp = b"FEI1"
+    return path
+
+
+def test_an_epu_micrographs_voltage_comes_from_its_header(tmp_path: Path, notes):
+    """An EPU micrograph from a 200 kV microscope (a Glacios) carries its voltage in its FEI
+    extended header, yet the CTF gain and the output STAR file took 300 kV, with a note to pass
+    --voltage. The header's voltage is now used where no STAR file or option gives one, and the
+    note names only what is still assumed; a typed --voltage or a STAR file's wins over it, and
+    a record whose bitmask leaves HT unset gives none."""
+    import starfile
+
+    from cryostream.cli import main
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import typed_optics
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.mrc import read_header
+
+    glacios = _epu(tmp_path / "glacios.mrc", 200000.0)
+    assert read_header(glacios).voltage_kv == 200.0
+    assert read_header(_epu(tmp_path / "unset.mrc", 200000.0, ht_set=False)).voltage_kv == 0.0
+    assert main(["denoise", str(glacios), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    assert [n.split(" (")[0] for n in notes if "microscope" in n or "contrast from" in n] == [
+        "1 micrograph has no Cs or amplitude contrast from a STAR file or an option"]
+    optics = starfile.read(tmp_path / "out" / "denoised_micrographs.star", always_dict=True)["optics"]
+    assert optics["rlnVoltage"].tolist() == [200.0]
+    with typed_optics({"voltage_kv"}):
+        (typed,) = gather_inputs([glacios], config=DenoiseConfig(voltage_kv=300.0)).micrographs
+    assert typed.optics["voltage_kv"] == 300.0

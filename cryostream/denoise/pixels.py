@@ -16,7 +16,8 @@ from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes", "far_from_header",
            "argument_disagrees", "warn_header_pixel_sizes", "warn_pixel_size_argument",
-           "note_assumed_optics", "typed_optics", "given_optics", "warn_outside_model"]
+           "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
+           "warn_outside_model"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
@@ -125,6 +126,15 @@ def given_optics(config) -> dict:
 
     default, typed = DenoiseConfig().optics, _TYPED.get()
     return {k: v for k, v in config.optics.items() if v != default[k] or k in typed}
+
+
+def header_optics(header, config) -> dict:
+    """The optics a micrograph's MRC header gives where no option does (:func:`given_optics`):
+    the voltage of an EPU file's FEI extended header
+    (:attr:`~cryostream.io.mrc.MicrographHeader.voltage_kv`); a STAR file's win over them."""
+    if header.voltage_kv > 0 and "voltage_kv" not in given_optics(config):
+        return {"voltage_kv": header.voltage_kv}
+    return {}
 
 
 def note_assumed_optics(config, micrographs: list) -> None:

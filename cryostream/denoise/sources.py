@@ -15,6 +15,7 @@ from pathlib import Path
 from cryostream.denoise.known_defocus import KnownDefocusGain, halves_pipeline
 from cryostream.denoise.pixels import (
     argument_disagrees,
+    header_optics,
     note_assumed_optics,
     pixel_size_for,
     warn_header_pixel_sizes,
@@ -46,15 +47,14 @@ class InputMicrograph:
         ``"argument"``, ``"header"`` or its list's kind (``"STAR file"``, ``"cryoSPARC .cs file"``).
     optics : dict
         ``voltage_kv``, ``cs_mm``, ``amplitude_contrast`` of its CTF gain: its optics group's
-        where the STAR file gives them, the config's otherwise.
+        where the STAR file gives them, else the option's, else its header's (an EPU file's
+        voltage: :func:`~cryostream.denoise.pixels.header_optics`), else the config's.
     defocus : Defocus or None
         The STAR file's ``rlnDefocusU``/``V``/``Angle``, used instead of a fit.
     odd : str or None
         The odd half-sum (the output is the sum of the two halves' outputs).
-    star_row : int or None
-        Its row in the STAR file's micrographs block.
-    shape : (int, int) or None
-        Its size in pixels, from its header.
+    star_row, shape : int or None, (int, int) or None
+        Its row in the STAR file's micrographs block; its size in pixels, from its header.
     listed_in : str
         The kind of list that gave its defocus, for its record and messages.
     micrograph : str or None
@@ -65,8 +65,7 @@ class InputMicrograph:
         :attr:`source`: a link's output is named after the link, as RELION names it (not for
         a cryoSPARC ``.cs`` file, whose imported links are named ``UID_NAME.mrc``).
     optics_from : tuple of str
-        The keys of :attr:`optics` its STAR file or ``.cs`` file gave (the rest are the
-        config's).
+        The keys of :attr:`optics` its STAR file, ``.cs`` file or header gave.
     """
 
     source: str
@@ -333,7 +332,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
                 (ps, h.pixel_size_angstrom, Path(h.path).name))
-        theirs = entry.optics.ctf_keywords() if entry is not None and entry.optics is not None else {}
+        theirs = {**header_optics(h, config),  # an EPU header's voltage, under a STAR file's
+                  **(entry.optics.ctf_keywords() if getattr(entry, "optics", None) is not None else {})}
         optics = {**config.optics, **theirs}
         micrographs.append(InputMicrograph(
             h.path, ps, origin, optics, entry.defocus if entry is not None else None,

@@ -25,11 +25,12 @@ def folder_micrographs(folder: Path) -> list[Path]:
     at times; one of many sections is a movie's frames) in name order, with one note that
     counts the other files left out and names the first three, movies, even/odd half-sums
     beside their full sums (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as
-    MotionCor2 ``-SplitSum`` writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
-    from (a ``NAME.json`` of kind ``DenoiseOutput`` beside ``NAME.mrc``) apart. Hidden files
-    (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise`` writes
-    beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star`` and
-    its ``.bak`` copies) go without a word; a folder without ``.mrc`` files is an
+    MotionCor2 ``-SplitSum`` writes them) and outputs of ``cryostream denoise`` beside the
+    micrographs they were made from (a ``NAME.json`` of kind ``DenoiseOutput`` beside
+    ``NAME.mrc``) apart. Hidden files (left out as ``FOLDER/*.mrc`` would), sub-folders and
+    what ``cryostream denoise`` writes beside its outputs (``NAME.json`` beside ``NAME.mrc``,
+    ``denoised_micrographs.star`` and its ``.bak`` copies) go without a word; a folder without
+    ``.mrc`` files is an
     :class:`InvalidMicrographError` (saying so when it holds movies). Pairs of even/odd
     half-sums without their full sum (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``, no ``NAME.mrc``)
     stay micrographs, each taken on its own, with a second note that names them and gives the

@@ -24,6 +24,7 @@ from mrcfile import utils as mrc_utils
 
 from cryostream._version import __version__
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.fei import fei_voltage_kv
 from cryostream.io.paths import broken_link
 
 __all__ = [
@@ -69,6 +70,8 @@ class MicrographHeader:
         Pixel size along y, Å (0.0 unset): where it differs from x's, x's is used.
     pixel_size_written : (float, int)
         ``cella.x`` (Å) and ``mx`` as the header writes them, to name a value that is no pixel size.
+    voltage_kv : float
+        The accelerating voltage an FEI1/FEI2 extended header (EPU's) gives, kV; 0.0 if none.
     extended_header_type : str
         ``exttyp`` of the header (``"FEI1"``, ``"FEI2"`` …) or ``""``.
     extended_header_bytes : int
@@ -89,6 +92,7 @@ class MicrographHeader:
     denoised_by: str = ""
     pixel_size_y_angstrom: float = 0.0
     pixel_size_written: tuple[float, int] = (0.0, 0)
+    voltage_kv: float = 0.0
 
     @property
     def data_bytes(self) -> int:
@@ -185,6 +189,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         denoised_by=denoised_by,
         pixel_size_y_angstrom=pixel_size_y,
         pixel_size_written=written,
+        voltage_kv=fei_voltage_kv(path, exttyp, nsymbt, byte_order),
     )
     size = path.stat().st_size
     if size < result.data_offset + result.data_bytes:
