@@ -1309,6 +1309,9 @@ def test_export_bin_of_a_store_without_noisy_inputs_says_so(sim, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "bin").glob("*.bin")) == ["test_target.bin",
                                                                         "train_target.bin"]
     assert "holds no noisy inputs" in result.err and "--noise-mode stored" in result.err
+    assert result.err.startswith("cryostream: ")  # a note as every command's, which --quiet silences
+    quiet = cli(capsys, "export-bin", store, tmp_path / "bin_quiet", "--quiet")
+    assert quiet.rc == 0 and "holds no noisy inputs" not in quiet.err, quiet.describe()
 
 
 

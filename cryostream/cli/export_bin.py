@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} .bin files and bin.json to {args.outdir} ({format_bytes(total)})")
     from cryostream.store import store_facts
 
-    if store_facts(args.store)[0].noise.mode == "on-device":
-        import sys
+    if store_facts(args.store)[0].noise.mode == "on-device":  # a note, as every command's
+        import logging
 
-        print(f"cryostream export-bin: note: {args.store} holds no noisy inputs (its noise is drawn "
-              "as it trains: --noise-mode on-device), so only the targets are written; draw the "
-              "noise in your own training, or prepare a store with --noise-mode stored",
-              file=sys.stderr)
+        logging.getLogger("cryostream").info(
+            "%s holds no noisy inputs (its noise is drawn as it trains: --noise-mode on-device), "
+            "so only the targets are written; draw the noise in your own training, or prepare a "
+            "store with --noise-mode stored", args.store)
     return 0
