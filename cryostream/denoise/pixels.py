@@ -142,7 +142,7 @@ def note_assumed_optics(config, micrographs: list) -> None:
     those about to be denoised) take their optics from no STAR file (:attr:`optics_from`) and
     no option: the CTF fit and the output STAR file's optics table then take cryostream's
     defaults. Where only some of the voltage, Cs and amplitude contrast are missing (the rest
-    from the STAR file or an option), the note names those."""
+    from the STAR file, an option or the header), the note names those."""
     import logging
 
     given = given_optics(config)  # an option given is no default taken: the others still are
