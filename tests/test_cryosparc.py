@@ -486,6 +486,33 @@ def test_a_cs_file_with_object_fields_is_read_without_running_its_pickle(tiny_ru
         read_star(crafted)
 
 
+def test_a_passthrough_file_that_cannot_be_read_is_named_not_passed_over(tiny_run, tmp_path):
+    """A CTF job's main ``.cs`` file given, its passthrough beside it (which holds the
+    micrographs' paths) holding an object no cryoSPARC table holds: the passthrough is not
+    joined, with a warning that names it and why, before the error about the missing paths."""
+    from numpy.lib.recfunctions import repack_fields
+
+    from cryostream.io.star import StarFileWarning, read_star
+
+    root = tmp_path / "P8"
+    names = _project(tiny_run, root)
+    whole = np.load(_exposures(tmp_path / "whole.cs", names))
+    job = root / "J5"
+    job.mkdir()
+    main_file = job / "J5_exposures.cs"
+    with open(main_file, "wb") as f:
+        np.save(f, repack_fields(whole[["uid", *(n for n in whole.dtype.names if n.startswith("ctf/"))]]))
+    crafted = np.zeros(len(whole), dtype=[("uid", "<u8"), ("micrograph_blob/path", "O")])
+    crafted["uid"] = whole["uid"]
+    crafted["micrograph_blob/path"] = [bytearray(b"x")] * len(whole)  # pickled as builtins.bytearray
+    with open(job / "J5_passthrough_exposures.cs", "wb") as f:
+        np.save(f, crafted, allow_pickle=True)
+    with pytest.warns(StarFileWarning, match=r"J5_exposures.cs: J5_passthrough_exposures.cs beside "
+                      r"it is not joined .*holds Python objects other than NumPy's and plain values"):
+        with pytest.raises(InvalidMicrographError, match="without micrograph_blob/path"):
+            read_star(main_file)
+
+
 def _pickled_table(path: Path, header: list, shape: tuple, values, dtype_state=None) -> Path:
     """A ``.npy`` file whose header gives ``header`` and ``shape`` and whose pickle describes
     an array of ``shape`` holding ``values`` (NumPy's own ``_reconstruct`` and state, as a

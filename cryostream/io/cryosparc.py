@@ -60,14 +60,14 @@ def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
     return InvalidMicrographError(path, problem, fix)
 
 
-def _table(path: Path) -> np.ndarray:
+def _table(path: Path, mmap: bool = False) -> np.ndarray:
     with open(path, "rb") as f:
         start = f.read(6)
     if start != b"\x93NUMPY":
         raise _fail(path, "not a cryoSPARC .cs table (cryoSPARC writes them in NumPy's format, "
                     f"which this file does not start as: {start!r})", _GIVE)
     try:  # object fields (Python strings) are read, no code of the file run
-        table = load_table(path)
+        table = load_table(path, mmap=mmap)
     except ForbiddenObjectError as exc:
         raise _fail(path, f"holds Python objects other than NumPy's and plain values ({exc.name}), "
                     "which are not read: cryoSPARC's tables hold none", "give the .cs file "
@@ -155,11 +155,17 @@ def _project(path: Path, names: list[str]) -> Path:
 def _sibling(path: Path, table: np.ndarray, other: Path) -> tuple[np.ndarray, list[str]] | None:
     """``other``'s rows for ``table``'s (by ``uid``) and the fields it adds, or None where it is
     not a table of the same exposures: no ``uid``, a particles table, no field the table
-    lacks, or not every row there. Mapped, not read whole: only its header and the fields
-    used are read."""
+    lacks, or not every row there; or where it cannot be read (with a warning naming it).
+    Mapped, not read whole: only its header and the fields used are read."""
     try:
-        extra = load_table(other, mmap=True)
-    except Exception:  # not NumPy's, cut short, objects refused: not a table of this job
+        extra = _table(other, mmap=True)
+    except InvalidMicrographError as error:  # not NumPy's, cut short, objects refused
+        import warnings
+
+        from cryostream.io.star import StarFileWarning
+
+        warnings.warn(StarFileWarning(f"{path}: {other.name} beside it is not joined (none of its "
+                                      f"fields are used): {error}"), stacklevel=2)
         return None
     names = extra.dtype.names or ()
     new = [f for f in names if f not in table.dtype.names]
