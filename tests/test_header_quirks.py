@@ -230,3 +230,27 @@ def test_an_epu_micrographs_voltage_comes_from_its_header(tmp_path: Path, notes)
     with typed_optics({"voltage_kv"}):
         (typed,) = gather_inputs([glacios], config=DenoiseConfig(voltage_kv=300.0)).micrographs
     assert typed.optics["voltage_kv"] == 300.0
+
+
+def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tmp_path: Path, notes):
+    """``denoise`` of an EPU micrograph (300 kV in its FEI extended header) beside one without
+    such a header: the note counted both among the micrographs with no microscope optics and
+    said that both took 300 kV from cryostream's defaults, the EPU one's voltage its header's.
+    Each now has its own note, the EPU one's naming its header as the voltage's source."""
+    from cryostream.cli import main
+
+    krios = _epu(tmp_path / "krios.mrc", 300000.0)
+    plain = write_mrc(tmp_path / "plain.mrc",
+                      np.random.default_rng(2).poisson(20.0, (256, 256)).astype(np.float32))
+    assert main(["denoise", str(krios), str(plain), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    assert [n for n in notes if "optics" in n] == [
+        "1 micrograph has no Cs or amplitude contrast from a STAR file or an option (the rest of "
+        "its optics given; 300 kV from the micrograph's EPU header): the output STAR file's "
+        "optics table takes Cs 2.7 mm and amplitude contrast 0.1 (nothing to do if that is your "
+        "microscope's); for another, pass --cs and --amplitude-contrast (Python: the "
+        "DenoiseConfig's cs_mm and amplitude_contrast)",
+        "1 micrograph has no microscope optics from a STAR file or an option: the output STAR "
+        "file's optics table takes 300 kV, Cs 2.7 mm and amplitude contrast 0.1 (a Krios; "
+        "nothing to do if they are your microscope's); for another, pass --voltage, --cs and "
+        "--amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
+        "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]

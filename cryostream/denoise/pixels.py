@@ -142,22 +142,31 @@ def note_assumed_optics(config, micrographs: list) -> None:
     those about to be denoised) take their optics from no STAR file (:attr:`optics_from`) and
     no option: the CTF fit and the output STAR file's optics table then take cryostream's
     defaults. Where only some of the voltage, Cs and amplitude contrast are missing (the rest
-    from the STAR file, an option or the header), the note names those."""
-    import logging
-
+    from the STAR file, an option or the header), the note names those, and the voltages an EPU
+    header gave. One note for each set of missing ones, so that a micrograph whose header gave
+    its voltage is not counted among those that take 300 kV."""
     given = given_optics(config)  # an option given is no default taken: the others still are
     keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
-    lacking = [[k for k in keys if k not in m.optics_from and k not in given] for m in micrographs]
-    count = sum(bool(lack) for lack in lacking)
-    if not count:
-        return
-    which = [k for k in keys if any(k in lack for lack in lacking)]
+    groups: dict[tuple, list] = {}
+    for m in micrographs:
+        if lack := tuple(k for k in keys if k not in m.optics_from and k not in given):
+            groups.setdefault(lack, []).append(m)
+    for lack, group in groups.items():
+        _note_lacking(config, lack, group)
+
+
+def _note_lacking(config, which: tuple, micrographs: list) -> None:
+    """The note of :func:`note_assumed_optics` for ``micrographs`` that all lack the optics
+    ``which`` (keys of :attr:`~cryostream.config.DenoiseConfig.optics`)."""
+    import logging
+
+    count = len(micrographs)
     log = logging.getLogger("cryostream").info
     has = " has" if count == 1 else "s have"
     # --raw (ctf_gain False) fits no CTF: only the STAR file's optics table takes them
     take = ("the CTF fit and the output STAR file's optics table take" if config.ctf_gain is not False
             else "the output STAR file's optics table takes")
-    if len(which) == len(keys):
+    if len(which) == 3:
         log("%d micrograph%s no microscope optics from a STAR file or an option: %s 300 kV, Cs "
             "2.7 mm and amplitude contrast 0.1 (a Krios; nothing to do if they are your "
             "microscope's); for another, pass --voltage, --cs and --amplitude-contrast (Python: "
@@ -169,10 +178,14 @@ def note_assumed_optics(config, micrographs: list) -> None:
              "amplitude_contrast": ("amplitude contrast",
                                     f"amplitude contrast {config.amplitude_contrast:g}",
                                     "--amplitude-contrast")}
-    log("%d micrograph%s no %s from a STAR file or an option (the rest of their optics given): "
+    volts = sorted({m.optics["voltage_kv"] for m in micrographs
+                    if m.optics_from.get("voltage_kv") == "EPU header"})
+    headers = "the micrograph's EPU header" if count == 1 else "the micrographs' EPU headers"
+    epu = (f"; {' and '.join(f'{v:g}' for v in volts)} kV from {headers}" if volts else "")
+    log("%d micrograph%s no %s from a STAR file or an option (the rest of %s optics given%s): "
         "%s %s (nothing to do if that is your microscope's); for another, pass %s (Python: the "
-        "DenoiseConfig's %s)", count, has, " or ".join(named[k][0] for k in which), take,
-        " and ".join(named[k][1] for k in which),
+        "DenoiseConfig's %s)", count, has, " or ".join(named[k][0] for k in which),
+        "its" if count == 1 else "their", epu, take, " and ".join(named[k][1] for k in which),
         " and ".join(named[k][2] for k in which), " and ".join(which))
 
 

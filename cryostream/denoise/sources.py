@@ -64,8 +64,9 @@ class InputMicrograph:
         Its file as given (absolute, symbolic links not followed), where that differs from
         :attr:`source`: a link's output is named after the link, as RELION names it (not for
         a cryoSPARC ``.cs`` file, whose imported links are named ``UID_NAME.mrc``).
-    optics_from : tuple of str
-        The keys of :attr:`optics` its STAR file, ``.cs`` file or header gave.
+    optics_from : dict
+        The keys of :attr:`optics` its STAR file, ``.cs`` file or header gave, each with where
+        from: its list's kind, or ``"EPU header"``.
     """
 
     source: str
@@ -79,7 +80,7 @@ class InputMicrograph:
     listed_in: str = "STAR file"
     micrograph: str | None = None
     given_as: str | None = None
-    optics_from: tuple[str, ...] = ()
+    optics_from: dict = dataclasses.field(default_factory=dict)
 
     def named_after(self) -> tuple[str, str]:
         """The file its output is named after and the name (``NAME`` of ``NAME.mrc``): the
@@ -332,16 +333,15 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
                 (ps, h.pixel_size_angstrom, Path(h.path).name))
-        theirs = {**header_optics(h, config),  # an EPU header's voltage, under a STAR file's
-                  **(entry.optics.ctf_keywords() if getattr(entry, "optics", None) is not None else {})}
-        optics = {**config.optics, **theirs}
+        listed_optics = entry.optics.ctf_keywords() if getattr(entry, "optics", None) is not None else {}
+        theirs = {**header_optics(h, config), **listed_optics}  # an EPU header's, under a STAR file's
         micrographs.append(InputMicrograph(
-            h.path, ps, origin, optics, entry.defocus if entry is not None else None,
+            h.path, ps, origin, {**config.optics, **theirs}, entry.defocus if entry is not None else None,
             odds.get(h.path), entry.row if entry is not None else None, h.shape, kind,
             _micrograph_name(star, entry) if h.path in odds else None,
             # cryoSPARC's imported files are links named UID_NAME.mrc: named NAME, its target
             given_path if given_path != h.path and kind != "cryoSPARC .cs file" else None,
-            tuple(theirs)))
+            {k: kind if k in listed_optics else "EPU header" for k in theirs}))
     warn_unequal_axes(own)
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
