@@ -12,8 +12,7 @@ from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError, unnormalisable_fix
-from cryostream.io.mrc import file_changes, same_paths
-from cryostream.io.paths import write_whole
+from cryostream.io.paths import file_changes, same_paths, write_whole
 from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store

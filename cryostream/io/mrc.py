@@ -388,29 +388,3 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
     if like.extended_header:
         mrc.set_extended_header(np.frombuffer(like.extended_header, dtype=np.uint8).copy())
         h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]
-
-
-def same_paths(a, b) -> bool:
-    """Whether two paths, or two lists of paths, name the same files (``..`` and links
-    resolved)."""
-    def real(paths):
-        if isinstance(paths, str):
-            return os.path.realpath(paths)
-        return [os.path.realpath(p) for p in paths] if isinstance(paths, list) else paths
-
-    return real(a) == real(b)
-
-
-def file_changes(before, now: list) -> str:
-    """What changed from the files ``before`` to ``now``: those added and left out (by name,
-    the first three), or their order."""
-    old = {os.path.realpath(p) for p in before} if isinstance(before, list) else set()
-    new = {os.path.realpath(p) for p in now}
-
-    def some(paths):
-        names = [Path(p).name for p in sorted(paths)]
-        return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-
-    said = [f"{len(new - old)} added ({some(new - old)})"] * bool(new - old)
-    said += [f"{len(old - new)} left out ({some(old - new)})"] * bool(old - new)
-    return ", ".join(said) or "their order"

@@ -1,5 +1,5 @@
 """Where output files go and how they are written: checked before any work, so nothing computed
-is lost, and written whole or not at all."""
+is lost, and written whole or not at all; and whether paths given twice name the same files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
-           "same_file", "broken_link"]
+           "same_file", "same_paths", "file_changes", "broken_link"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -138,3 +138,29 @@ def same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or os.path.samefile(a, b)
     except (OSError, RuntimeError):
         return False
+
+
+def same_paths(a, b) -> bool:
+    """Whether two paths, or two lists of paths, name the same files (``..`` and links
+    resolved)."""
+    def real(paths):
+        if isinstance(paths, str):
+            return os.path.realpath(paths)
+        return [os.path.realpath(p) for p in paths] if isinstance(paths, list) else paths
+
+    return real(a) == real(b)
+
+
+def file_changes(before, now: list) -> str:
+    """What changed from the files ``before`` to ``now``: those added and left out (by name,
+    the first three), or their order."""
+    old = {os.path.realpath(p) for p in before} if isinstance(before, list) else set()
+    new = {os.path.realpath(p) for p in now}
+
+    def some(paths):
+        names = [Path(p).name for p in sorted(paths)]
+        return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+    said = [f"{len(new - old)} added ({some(new - old)})"] * bool(new - old)
+    said += [f"{len(old - new)} left out ({some(old - new)})"] * bool(old - new)
+    return ", ".join(said) or "their order"
