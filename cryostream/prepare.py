@@ -32,7 +32,7 @@ from cryostream.cluster import (
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.io.pixel_sizes import warn_mixed_pixel_sizes, warn_unequal_axes
+from cryostream.io.pixel_sizes import say_header_pixel_sizes, warn_mixed_pixel_sizes
 from cryostream.io.stack import (
     MicrographSkippedWarning,
     expand_inputs,
@@ -248,7 +248,7 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
     headers, skipped = read_headers(paths, permissive=permissive)
     warn_if_denoised(headers)
-    warn_unequal_axes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
+    say_header_pixel_sizes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
     warn_mixed_pixel_sizes(headers, "one store holds them all", "prepare each magnification on its own")
     target_headers = _target_headers(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape

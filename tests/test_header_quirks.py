@@ -189,16 +189,22 @@ def test_a_fallback_with_clear_rings_does_not_send_one_to_check_the_optics():
     assert said(5.1).endswith(FIT_ADVICE)
 
 
-def _epu(path: Path, volts: float, ht_set: bool = True) -> Path:
+def _epu(path: Path, volts: float, ht_set: bool = True, *, pixel_size: float = 0.66,
+         epu_pixel_size: float = 0.0, pixel_size_set: bool = True) -> Path:
     """A micrograph with an FEI1 extended header, as EPU writes it, whose record gives ``volts``
-    (its bitmask marking HT set or not)."""
+    (its bitmask marking HT set or not) and, where given, ``epu_pixel_size`` Å (in metres, as
+    the record holds it; its bitmask marking Pixel size X and Y set or not); ``pixel_size``: the
+    MRC header's (0: unset)."""
     from mrcfile.dtypes import get_ext_header_dtype
 
     write_mrc(path, np.random.default_rng(1).poisson(20.0, (256, 256)).astype(np.float32),
-              pixel_size=0.66)
+              pixel_size=pixel_size)
     record = np.zeros(1, get_ext_header_dtype(b"FEI1"))
     record["Metadata size"], record["HT"] = record.dtype.itemsize, volts
     record["Bitmask 1"] = (1 << 5) if ht_set else 0
+    if epu_pixel_size:
+        record["Pixel size X"] = record["Pixel size Y"] = epu_pixel_size * 1e-10
+        record["Bitmask 1"] |= ((1 << 14) | (1 << 15)) if pixel_size_set else 0
     with mrcfile.open(path, "r+") as mrc:
         mrc.set_extended_header(record)
         mrc.header.exttyp = b"FEI1"
@@ -254,3 +260,74 @@ def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tmp_path: Pa
         "nothing to do if they are your microscope's); for another, pass --voltage, --cs and "
         "--amplitude-contrast (Python: the DenoiseConfig's voltage_kv, cs_mm and "
         "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]
+
+
+def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_header_has_none(
+        tmp_path: Path, notes):
+    """An EPU micrograph whose MRC header leaves the pixel size unset (0 Å), or gives 1 Å (a
+    placeholder), carries its pixel size in its FEI extended header (in metres, with a bit of
+    its bitmask), yet ``denoise`` stopped with 'the header leaves the pixel size unset' (or took
+    1 Å). The EPU header's is now the micrograph's, written into the output and its STAR file,
+    with a note naming where it came from (and a --pixel-size far from it names the EPU header,
+    not the MRC header); a record whose bitmask leaves it unset gives none."""
+    import starfile
+
+    from cryostream.cli import main
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import PixelSizeWarning
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.mrc import read_header
+
+    unset = _epu(tmp_path / "unset.mrc", 300000.0, pixel_size=0.0, epu_pixel_size=0.83)
+    header = read_header(unset)
+    assert (header.pixel_size_angstrom, header.pixel_size_y_angstrom, header.pixel_size_from) == (
+        0.83, 0.83, "EPU header")
+    no_bit = _epu(tmp_path / "no_bit.mrc", 300000.0, pixel_size=0.0, epu_pixel_size=0.83,
+                  pixel_size_set=False)
+    assert (read_header(no_bit).pixel_size_angstrom, read_header(no_bit).epu_pixel_size_angstrom) == (0, 0)
+    out = tmp_path / "out"
+    assert main(["denoise", str(unset), "-o", str(out), "--raw"]) == 0
+    assert [n for n in notes if "pixel size" in n] == [
+        f"{header.path}: the pixel size 0.83 Å comes from the micrograph's EPU header (its MRC "
+        "header leaves it unset); pass --pixel-size Å (Python: pixel_size_angstrom=) if it is "
+        "not right"]
+    rows = starfile.read(out / "denoised_micrographs.star", always_dict=True)["optics"]
+    assert rows["rlnMicrographPixelSize"].tolist() == [0.83]
+    with mrcfile.open(out / "unset.mrc", header_only=True) as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(0.83)
+    notes.clear()
+    placeholder = _epu(tmp_path / "one.mrc", 300000.0, pixel_size=1.0, epu_pixel_size=0.83)
+    (got,) = gather_inputs([placeholder], config=DenoiseConfig()).micrographs
+    assert got.pixel_size_angstrom == 0.83
+    assert [n.split("; ")[0] for n in notes if "pixel size" in n] == [
+        f"{got.source}: the pixel size 0.83 Å comes from the micrograph's EPU header (its MRC "
+        "header gives 1 Å, taken as a placeholder)"]
+    with pytest.warns(PixelSizeWarning) as caught:  # a --pixel-size far off names that header
+        gather_inputs([unset], config=DenoiseConfig(), pixel_size_angstrom=8.3)
+    assert str(caught[0].message).startswith(
+        "--pixel-size 8.3 Å is 10× the 0.83 Å in the EPU header of unset.mrc; it is used as given")
+
+
+def test_an_mrc_header_pixel_size_its_epu_header_disagrees_with_is_kept_with_a_warning(
+        tmp_path: Path):
+    """EPU micrographs whose MRC header gives 0.66 Å and whose FEI extended header gives
+    0.83 Å keep the MRC header's, with one warning naming both values and the first file; an
+    EPU header within 1 % of the MRC header's says nothing."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import PixelSizeWarning
+    from cryostream.denoise.sources import gather_inputs
+
+    apart = [_epu(tmp_path / f"{n}.mrc", 300000.0, epu_pixel_size=0.83) for n in "ab"]
+    close = _epu(tmp_path / "c.mrc", 300000.0, epu_pixel_size=0.665)
+    with pytest.warns(PixelSizeWarning) as caught:
+        got = gather_inputs([*apart, close], config=DenoiseConfig())
+    assert [str(w.message) for w in caught] == [
+        f"{apart[0].resolve()} and 1 more: the MRC header gives a pixel size of 0.66 Å, the EPU "
+        "(FEI) extended header 0.83 Å; the MRC header's, 0.66 Å, is used: pass --pixel-size Å "
+        "(Python: pixel_size_angstrom=) if it is not right"]
+    assert [m.pixel_size_angstrom for m in got.micrographs] == [0.66] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gather_inputs([close], config=DenoiseConfig())

@@ -89,6 +89,9 @@ def test_real_epu_micrograph_when_present():
         pytest.skip("the real EPU micrograph is not beside this checkout")
     header = read_header(real)
     assert header.extended_header_type == "FEI2" and header.mode == 6
+    # its FEI2 record: 300 kV, and the MRC header's 0.6666 Å pixel (so no warning of two)
+    assert header.voltage_kv == 300.0 and header.pixel_size_from == "MRC header"
+    assert header.pixel_size_angstrom == header.epu_pixel_size_angstrom == pytest.approx(0.666551)
     with mrcfile.open(real) as m:
         expected = np.asarray(m.data[1000:1010], dtype=np.float32)
     np.testing.assert_array_equal(read_rows(header, 1000, 1010), expected)

@@ -572,3 +572,48 @@ def test_micrographs_of_several_pixel_sizes_are_prepared_with_a_warning(tmp_path
     assert len(said) == 1 and "2 pixel sizes (0.66 Å (m0.mrc), 1.3 Å (m1.mrc))" in said[0], said
     assert "prepare each magnification on its own" in said[0]
     assert (tmp_path / "data.h5").is_file()
+
+
+def _epu_copy(path: Path, pixel_size: float, epu_pixel_size: float) -> Path:
+    """A micrograph whose MRC header gives ``pixel_size`` (0: unset) and whose FEI1 extended
+    header, as EPU writes it, gives ``epu_pixel_size`` Å (in metres, its bitmask marking it)."""
+    import mrcfile
+    from mrcfile.dtypes import get_ext_header_dtype
+
+    from tests.conftest import write_mrc
+
+    write_mrc(path, np.random.default_rng(0).poisson(20, (128, 128)).astype(np.float32), pixel_size)
+    record = np.zeros(1, get_ext_header_dtype(b"FEI1"))
+    record["Metadata size"], record["Bitmask 1"] = record.dtype.itemsize, (1 << 14) | (1 << 15)
+    record["Pixel size X"] = record["Pixel size Y"] = epu_pixel_size * 1e-10
+    with mrcfile.open(path, "r+") as mrc:
+        mrc.set_extended_header(record)
+        mrc.header.exttyp = b"FEI1"
+    return path
+
+
+def test_an_epu_headers_pixel_size_is_the_stores_where_the_mrc_header_has_none(tmp_path, notes):
+    """prepare of EPU micrographs whose MRC header leaves the pixel size unset stored 0 Å; it
+    now stores their FEI extended header's, with a note naming where it came from. Where the
+    MRC header gives another, the MRC header's is stored, with one warning naming both."""
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    unset = [_epu_copy(tmp_path / f"u{i}.mrc", 0.0, 0.83) for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelSizeWarning)
+        cryostream.prepare(unset, tmp_path / "unset.h5", PrepareConfig(patch_size=64))
+    with h5py.File(tmp_path / "unset.h5") as f:
+        assert f.attrs["pixel_size_angstrom"] == 0.83
+    assert [n for n in notes if "pixel size" in n] == [
+        f"{unset[0]} and 1 more: the pixel size (0.83 Å for the first) comes from the "
+        "micrographs' EPU headers (the first's MRC header leaves it unset); correct the header "
+        "(e.g. IMOD's alterheader) if it is not right"]
+    apart = _epu_copy(tmp_path / "apart.mrc", 0.66, 0.83)
+    with pytest.warns(PixelSizeWarning) as caught:
+        cryostream.prepare([apart], tmp_path / "apart.h5", PrepareConfig(patch_size=64))
+    assert [str(w.message) for w in caught] == [
+        f"{apart}: the MRC header gives a pixel size of 0.66 Å, the EPU (FEI) extended header "
+        "0.83 Å; the MRC header's, 0.66 Å, is used: correct the header (e.g. IMOD's alterheader) "
+        "if it is not right"]
+    with h5py.File(tmp_path / "apart.h5") as f:
+        assert f.attrs["pixel_size_angstrom"] == 0.66

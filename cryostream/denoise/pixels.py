@@ -1,6 +1,7 @@
 """Each input micrograph's pixel size: from ``--pixel-size``, its STAR file's optics group or
-its MRC header, in that order, checked against the range a micrograph can have; the warnings
-where the sources disagree; and a note where the microscope's optics are assumed."""
+its header (an EPU file's FEI extended header where the MRC header leaves it unset), in that
+order, checked against the range a micrograph can have; the warnings where the sources
+disagree; and a note where the microscope's optics are assumed."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import warnings
 
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import list_kind
-from cryostream.io.pixel_sizes import PixelSizeWarning, unset_pixel_size, warn_unequal_axes
+from cryostream.io.pixel_sizes import (
+    PIXEL_RANGE,
+    PixelSizeWarning,
+    say_header_pixel_sizes,
+    unset_pixel_size,
+    warn_unequal_axes,
+)
 from cryostream.io.star import StarFileWarning
 
-__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes", "far_from_header",
-           "argument_disagrees", "warn_header_pixel_sizes", "warn_pixel_size_argument",
-           "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
+__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes",
+           "say_header_pixel_sizes", "far_from_header", "argument_disagrees", "warn_header_pixel_sizes",
+           "warn_pixel_size_argument", "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
            "warn_outside_model"]
-
-#: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
-PIXEL_RANGE = (0.05, 100.0)
 
 
 def pixel_size_for(header, star_entry, pixel_size_angstrom,
@@ -52,8 +56,8 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom,
 def argument_disagrees(value: float, header, star_entry, kind: str = "STAR file") -> tuple | None:
     """Where a given pixel size ``value`` disagrees with the micrograph's own: ``("its STAR
     file", Å, file name)`` where its STAR file gives another (1 % or more off), ``("the MRC
-    header", Å, file name)`` where the header is twice or half of it or further off
-    (:func:`far_from_header`); else None."""
+    header", Å, file name)`` (or the EPU header, where that gave it) where the header is twice or
+    half of it or further off (:func:`far_from_header`); else None."""
     from pathlib import Path
 
     optics = star_entry.optics if star_entry is not None else None
@@ -62,7 +66,7 @@ def argument_disagrees(value: float, header, star_entry, kind: str = "STAR file"
             value, optics.pixel_size_angstrom, rel_tol=0.01):
         return f"its {kind}", optics.pixel_size_angstrom, name
     if far_from_header(value, header, star_entry):
-        return "the MRC header", header.pixel_size_angstrom, name
+        return f"the {header.pixel_size_from}", header.pixel_size_angstrom, name
     return None
 
 

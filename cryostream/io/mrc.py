@@ -24,7 +24,7 @@ from mrcfile import utils as mrc_utils
 
 from cryostream._version import __version__
 from cryostream.errors import InvalidMicrographError
-from cryostream.io.fei import fei_voltage_kv
+from cryostream.io.fei import pixel_size_with_fei, read_fei_record
 from cryostream.io.paths import broken_link
 
 __all__ = [
@@ -65,9 +65,15 @@ class MicrographHeader:
     data_offset : int
         Byte offset of the first pixel (1024 + extended header size).
     pixel_size_angstrom : float
-        Pixel size along x from the header, Å (0.0 when the header leaves it unset).
+        Pixel size along x from the header, Å (0.0 when the header leaves it unset): the MRC
+        header's, or an FEI1/FEI2 extended header's (EPU's) where the MRC header leaves it
+        unset or gives a 1 Å placeholder (:func:`~cryostream.io.fei.pixel_size_with_fei`).
     pixel_size_y_angstrom : float
         Pixel size along y, Å (0.0 unset): where it differs from x's, x's is used.
+    pixel_size_from : str
+        Which header gave them: ``"MRC header"`` or ``"EPU header"``.
+    epu_pixel_size_angstrom : float
+        The pixel size along x an FEI1/FEI2 extended header gives, Å; 0.0 if none.
     pixel_size_written : (float, int)
         ``cella.x`` (Å) and ``mx`` as the header writes them, to name a value that is no pixel size.
     voltage_kv : float
@@ -93,6 +99,8 @@ class MicrographHeader:
     pixel_size_y_angstrom: float = 0.0
     pixel_size_written: tuple[float, int] = (0.0, 0)
     voltage_kv: float = 0.0
+    pixel_size_from: str = "MRC header"
+    epu_pixel_size_angstrom: float = 0.0
 
     @property
     def data_bytes(self) -> int:
@@ -177,6 +185,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(byte_order)
     if mode == 0 and _imod_unsigned(path, byte_order):
         dtype = np.dtype(np.uint8)
+    fei = read_fei_record(path, exttyp, nsymbt, byte_order)
+    pixel_size, pixel_size_y, pixel_size_from = pixel_size_with_fei(pixel_size, pixel_size_y, fei)
     result = MicrographHeader(
         path=str(path.resolve()),
         shape=(ny, nx),
@@ -189,7 +199,9 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         denoised_by=denoised_by,
         pixel_size_y_angstrom=pixel_size_y,
         pixel_size_written=written,
-        voltage_kv=fei_voltage_kv(path, exttyp, nsymbt, byte_order),
+        voltage_kv=fei.voltage_kv,
+        pixel_size_from=pixel_size_from,
+        epu_pixel_size_angstrom=fei.pixel_size_angstrom,
     )
     size = path.stat().st_size
     if size < result.data_offset + result.data_bytes:

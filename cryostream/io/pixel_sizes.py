@@ -1,8 +1,9 @@
 """Warnings about the pixel sizes micrographs' MRC headers give: one class for all of them.
 
 A header can give x and y pixel sizes that differ (pixels are taken as square, at x's size),
-and micrographs meant to be one data set can give sizes far apart. Each is said once per
-command, naming one file, since a data set written by one program repeats the same header.
+micrographs meant to be one data set can give sizes far apart, and an EPU micrograph's FEI
+extended header can give one that its MRC header leaves unset, or another. Each is said once
+per command, naming one file, since a data set written by one program repeats the same header.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import math
 import warnings
 from pathlib import Path
 
-__all__ = ["PixelSizeWarning", "unset_pixel_size", "warn_mixed_pixel_sizes", "warn_unequal_axes"]
+__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "unset_pixel_size", "warn_mixed_pixel_sizes",
+           "warn_unequal_axes", "say_epu_pixel_sizes", "say_header_pixel_sizes"]
+
+#: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
+PIXEL_RANGE = (0.05, 100.0)
 
 
 class PixelSizeWarning(UserWarning):
@@ -57,7 +62,51 @@ def warn_unequal_axes(headers, fix: str = "pass --pixel-size Å (Python: pixel_s
     if unequal:
         h, more = unequal[0], len(unequal) - 1
         x, y = h.pixel_size_angstrom, h.pixel_size_y_angstrom
-        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the MRC header gives two "
+        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the {h.pixel_size_from} gives two "
                       f"pixel sizes, {x:g} Å along x and {y:g} Å along y; x's, {x:g} Å, is used "
                       f"(pixels are taken as square): {fix} if it is not right",
                       PixelSizeWarning, stacklevel=stacklevel)
+
+
+def say_epu_pixel_sizes(headers, fix: str = "pass --pixel-size Å (Python: pixel_size_angstrom=)",
+                        *, stacklevel: int = 4) -> None:
+    """For the micrographs whose pixel size is their headers' (each a
+    :class:`~cryostream.io.mrc.MicrographHeader`): a note where it is an EPU header's (the MRC
+    header leaves it unset, or gives the 1 Å placeholder: :func:`~cryostream.io.fei.pixel_size_with_fei`),
+    and one :class:`PixelSizeWarning` where the MRC header and the EPU header give pixel sizes
+    more than 1 % apart (the MRC header's is used), each naming the first file, its values and
+    how many more; ``fix`` says how to set the right one."""
+    import logging
+
+    taken = [h for h in headers if h.pixel_size_from == "EPU header"]
+    if taken:
+        h, more = taken[0], len(taken) - 1
+        cell, sampling = h.pixel_size_written
+        own = ("gives 1 Å, taken as a placeholder" if sampling > 0 and 0 < cell < math.inf
+               else "leaves it unset" if cell == 0 else "gives none a micrograph has")
+        logging.getLogger("cryostream").info(
+            "%s: the pixel size %s from %s (%s MRC header %s); %s if it is not right",
+            h.path + (f" and {more} more" if more else ""),
+            f"({h.pixel_size_angstrom:g} Å for the first) comes" if more
+            else f"{h.pixel_size_angstrom:g} Å comes", "the micrographs' EPU headers" if more
+            else "the micrograph's EPU header", "the first's" if more else "its", own, fix)
+    apart = [h for h in headers if h.pixel_size_from == "MRC header" and h.pixel_size_angstrom > 0
+             and h.epu_pixel_size_angstrom > 0
+             and not math.isclose(h.pixel_size_angstrom, h.epu_pixel_size_angstrom, rel_tol=0.01)]
+    if apart:
+        h, more = apart[0], len(apart) - 1
+        ours, theirs = h.pixel_size_angstrom, h.epu_pixel_size_angstrom
+        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the MRC header gives a "
+                      f"pixel size of {ours:g} Å, the EPU (FEI) extended header {theirs:g} Å; the "
+                      f"MRC header's, {ours:g} Å, is used: {fix} if it is not right",
+                      PixelSizeWarning, stacklevel=stacklevel)
+
+
+def say_header_pixel_sizes(headers, fix: str = "pass --pixel-size Å (Python: pixel_size_angstrom=)",
+                           *, stacklevel: int = 4) -> None:
+    """For the micrographs whose pixel size is their headers' (``headers``), once each: a
+    warning where x's and y's differ (:func:`warn_unequal_axes`), and a note where an EPU header
+    gave it and a warning where the MRC header's and the EPU header's differ
+    (:func:`say_epu_pixel_sizes`)."""
+    warn_unequal_axes(headers, fix, stacklevel=stacklevel + 1)
+    say_epu_pixel_sizes(headers, fix, stacklevel=stacklevel + 1)
