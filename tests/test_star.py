@@ -818,7 +818,7 @@ def test_a_pixel_size_outside_the_models_range_is_said(tmp_path: Path):
     with pytest.warns(PixelSizeWarning, match=r"^1 micrograph has a pixel size outside the "
                       r"0\.47–1\.62 Å that the model \(general\) was trained and calibrated on \(6\.575 "
                       r"Å, from "
-                      r"header, for b\.mrc\).*--pixel-size Å corrects a wrong one"):
+                      r"its header, for b\.mrc\).*--pixel-size Å corrects a wrong one"):
         warn_outside_model(general, [micrograph("a.mrc", 0.66), micrograph("b.mrc", 6.575)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

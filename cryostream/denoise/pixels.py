@@ -244,7 +244,7 @@ def warn_outside_model(run: str, micrographs: list) -> None:
     if off:
         first = off[0]
         given = first.pixel_size_from == "argument"
-        where = "--pixel-size" if given else first.pixel_size_from
+        where = "--pixel-size" if given else f"its {first.pixel_size_from}"
         fix = "" if given else " (--pixel-size Å corrects a wrong one)"
         warnings.warn(
             f"{len(off)} micrograph{'s have' if len(off) > 1 else ' has'} a pixel size outside "
