@@ -958,9 +958,11 @@ def test_denoise_with_no_model_uses_the_general_model(tmp_path):
 def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_path,
                                                                    monkeypatch, caplog):
     """Minutes per micrograph on a CPU: a note at most every NOTE_EVERY_S seconds says which
-    network pass of how many is done (here every pass: the interval set to zero)."""
+    network pass of how many is done and about how long the micrograph's others take (here
+    every pass: the interval set to zero)."""
     import importlib
     import logging
+    import re
 
     api = importlib.import_module("cryostream.denoise.micrograph")
     run, sim = trained
@@ -972,6 +974,9 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
     assert [m.split(": ")[1].split(" done")[0] for m in passes] == [
         f"network pass {i} of 8" for i in range(1, 9)]
     assert all(m.startswith("sim_0000.mrc: ") for m in passes)
+    # the time left for the micrograph at its pace so far, on every note but the last
+    assert all(re.search(r" s so far, about \d+ seconds? left for it$", m) for m in passes[:-1])
+    assert passes[-1].endswith(" s so far")
 
 
 def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, caplog):

@@ -140,25 +140,34 @@ NOTE_EVERY_S = 30.0
 def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offsets: int = 1):
     """The network pass the steps call (once, 8 times for the ensemble, more to calibrate, as
     many again on the image binned by 2 for the binned pass, at each of its ``offsets``);
-    with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run."""
+    with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run, with
+    the time left for the micrograph at the pace so far (by pixels: a binned pass has a
+    quarter of a whole pass's)."""
+    from cryostream.units import spoken_duration
+
     passes = (8 if config.ensemble else 1) * (1 + config.calibrate)
     # the binned pass: as many at each offset, each a quarter of the pixels
     expected = passes * (1 + (offsets if config.binned_pass else 0))
     start = time.perf_counter()
-    clock = {"last": start, "passes": 0}
+    clock = {"last": start, "passes": 0, "pixels": 0, "whole": 0}
 
     def network(image):
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
                            batch_size=config.batch_size, precision=config.precision)
         clock["passes"] += 1
+        clock["pixels"] += image.size
+        clock["whole"] = clock["whole"] or image.size  # the first pass is on the whole micrograph
         now = time.perf_counter()
         if source is not None and now - clock["last"] >= NOTE_EVERY_S and expected > 1:  # one
             # pass alone: the note that the micrograph is done follows (cpu_time_note said its time)
             clock["last"] = now
             done = clock["passes"]
+            work = clock["whole"] * (passes + (expected - passes) / 4)
+            left = (now - start) * (work - clock["pixels"]) / clock["pixels"]
             logging.getLogger("cryostream").info(
-                "%s: network pass %d%s done, %.0f s so far", Path(source).name, done,
-                f" of {expected}" if done <= expected else "", now - start)
+                "%s: network pass %d%s done, %.0f s so far%s", Path(source).name, done,
+                f" of {expected}" if done <= expected else "", now - start,
+                f", about {spoken_duration(left)} left for it" if done < expected and left > 0 else "")
         return out
 
     return network
