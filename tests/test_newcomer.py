@@ -297,23 +297,80 @@ def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tmp_path: Path, mo
     assert "External/job010/a.mrc" in (tmp_path / "External/job010/denoised_micrographs.star").read_text()
 
 
-def test_verbose_denoise_says_what_the_steps_found(tmp_path: Path, capsys):
-    """``denoise -v`` (help: 'more notes on stderr (each step's details)') says, per micrograph,
-    what the steps found, as its NAME.json records it; it had printed nothing more than without
-    -v. Without -v it stays quiet about it."""
-    import json
+def _found_notes(err: str, name: str) -> list[str]:
+    """The notes of micrograph ``name`` that -v adds (not its progress notes)."""
+    return [line for line in err.splitlines() if line.startswith(f"cryostream: {name}: ")
+            and "network pass" not in line]
 
+
+def test_verbose_denoise_says_what_the_steps_found_in_words(tmp_path: Path, capsys):
+    """``denoise -v`` (help: 'more notes on stderr (each step's details)') printed NAME.json's
+    ``found`` block as raw JSON (``{"pixel_size_angstrom": 0.66, "ctf": null, …}``). It says,
+    per micrograph, its pixel size and optics with where each came from, then what the steps
+    found, in words. Without -v it stays quiet about it."""
     from cryostream.cli import main
 
     rng = np.random.default_rng(7)
     mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
-    assert main(["denoise", str(mrc), "-o", str(tmp_path / "a"), "--no-ensemble", "-v"]) == 0
-    said = [line for line in capsys.readouterr().err.splitlines()
-            if line.startswith("cryostream: m.mrc: what the steps found: ")]
-    found = json.loads((tmp_path / "a" / "m.json").read_text())["found"]
-    assert [json.loads(line.split("found: ", 1)[1]) for line in said] == [found]
+    assert main(["denoise", str(mrc), "-o", str(tmp_path / "a"), "--no-ensemble", "--cs", "2.7",
+                 "-v"]) == 0
+    err = capsys.readouterr().err
+    assert _found_notes(err, "m.mrc") == [
+        "cryostream: m.mrc: pixel size 0.66 Å from its header; Cs 2.7 mm from --cs; 300 kV and "
+        "amplitude contrast 0.1: cryostream's defaults (a Krios's; no STAR file, option or "
+        "header gave them)",
+        "cryostream: m.mrc: no CTF fit (under 1024 px a side); gain: the radial Wiener gain, "
+        "weighed by the learned weights at its measured signal-to-noise ratio "
+        + next(line for line in err.splitlines() if "signal-to-noise" in line).rsplit(" ", 1)[1]]
+    assert "{" not in err
     assert main(["denoise", str(mrc), "-o", str(tmp_path / "b"), "--no-ensemble"]) == 0
-    assert "what the steps found" not in capsys.readouterr().err
+    assert _found_notes(capsys.readouterr().err, "m.mrc") == []
+
+
+@pytest.mark.slow
+def test_verbose_denoise_says_the_ctf_and_where_each_optics_value_came_from(tmp_path: Path, capsys):
+    """``denoise -v`` of a full-size micrograph from a STAR file and one from its header: the
+    defocus (the STAR file's, or fitted) with its error, the CTF check's outcome and score and
+    the gain used, beside where the pixel size and each optics value came from, as NAME.json
+    records them."""
+    import json
+
+    from cryostream.cli import main
+
+    assert main(["simulate", str(tmp_path / "sim"), "--count", "2", "--shape", "1024",
+                 "1024", "--quiet"]) == 0
+    first, second = sorted((tmp_path / "sim" / "micrographs").glob("*.mrc"))
+    star = _one_row_star(tmp_path / "one.star", first, 300, (18000.0, 17900.0, 10.0))
+    out = tmp_path / "out"
+    from cryostream.io.star import StarFileWarning
+
+    with pytest.warns(StarFileWarning, match="without their columns rlnDefocusU"):  # one listed
+        assert main(["denoise", str(star), str(second), "-o", str(out), "--no-ensemble",
+                     "--voltage", "300", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "{" not in err
+    for mic, optics in (
+            (first, "pixel size 0.6575 Å from its STAR file; 300 kV, Cs 2.7 mm and amplitude "
+             "contrast 0.1 from its STAR file"),
+            (second, "pixel size 0.6575 Å from its header; 300 kV from --voltage; Cs 2.7 mm and "
+             "amplitude contrast 0.1: cryostream's defaults (a Krios's; no STAR file, option or "
+             "header gave them)")):
+        found = json.loads((out / f"{mic.stem}.json").read_text())["found"]
+        fit = found["ctf"]
+        notes = _found_notes(err, mic.name)
+        assert notes[0] == f"cryostream: {mic.name}: {optics}"
+        said = notes[1]
+        assert said.startswith(f"cryostream: {mic.name}: defocus U "
+                               f"{fit['defocus_u_angstrom'] / 1e4:.3f} µm, V "
+                               f"{fit['defocus_v_angstrom'] / 1e4:.3f} µm"), said
+        error = fit["defocus_error_angstrom"]
+        assert (f" ±{error:.0f} Å, " in said) == bool(error)
+        assert ("from its STAR file" if mic == first else "fitted from its power spectrum") in said
+        check = found["ctf_check"]
+        assert f"CTF check {'passed' if found['ctf_used'] else 'failed'} (score {check:+.2g}" in said
+        assert ("gain: the CTF-shaped Wiener gain" if found["ctf_used"]
+                else "gain: the radial Wiener gain") in said
+        assert len(notes) == 2
 
 
 def _one_row_star(star: Path, mic: Path, kv: int, defocus: tuple | None = None) -> Path:

@@ -356,7 +356,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                                          len(micrographs), [m.source for m, _ in todo])
             else:
                 at_once = min(workers, len(todo))
-                progress = Progress(len(micrographs), len(micrographs) - len(todo), at_once)
+                progress = Progress(len(micrographs), len(micrographs) - len(todo), at_once,
+                                    config, [m for m, _ in todo])  # -v's optics: typed options known here
                 job = functools.partial(job, progress=progress)
                 with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
                     results = finish(pool, job, todo, len(micrographs), progress.stop)

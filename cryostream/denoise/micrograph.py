@@ -253,12 +253,17 @@ class Progress:
     """One note per finished micrograph: its number, name, seconds and what the steps found,
     and while some are left, about how long they take: the mean time of those finished, for
     the ones not started and for what is left of those in progress, over the ``workers`` that
-    run at once."""
+    run at once. With ``-v`` (the debug level), each one's optics and findings in words
+    (:class:`~cryostream.denoise.verbose.MicrographNotes` of ``config`` and ``micrographs``,
+    the call's)."""
 
-    def __init__(self, total: int, already: int, workers: int = 1):
+    def __init__(self, total: int, already: int, workers: int = 1, config=None, micrographs=()):
         import threading
 
+        from cryostream.denoise.verbose import MicrographNotes
+
         self.total, self.count, self.lock = total, already, threading.Lock()
+        self.verbose = MicrographNotes(config, micrographs)  # -v: each one's optics and findings
         self.first, self.workers, self.stopping = already, max(1, workers), False
         self.spent, self.running = 0.0, {}  # seconds of those finished; starts of those running
         self.failures = 0
@@ -301,12 +306,8 @@ class Progress:
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
                                                  Path(source).name, what)
-            if found:  # -v: each step's details, as NAME.json records them
-                import json
-
-                logging.getLogger("cryostream").debug(
-                    "%s: what the steps found: %s", Path(source).name,
-                    json.dumps(found, default=str))
+            if found and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
+                self.verbose.say(Path(source).name, key, found)  # -v: in words, as NAME.json
 
 
 def _record(run: str):

@@ -363,8 +363,7 @@ def _micrograph_name(star: MicrographStar | None, entry) -> str | None:
     """The ``rlnMicrographName`` of a RELION STAR file's row of halves (``entry``), resolved as
     its halves' names are; None for a cryoSPARC .cs file (its names are the halves') and a row
     without one."""
-    if star is None or list_kind(star.path) != "STAR file" \
-            or "rlnMicrographName" not in star.table.columns:
+    if star is None or list_kind(star.path) != "STAR file" or "rlnMicrographName" not in star.table.columns:
         return None
     value = star.table["rlnMicrographName"].iloc[entry.row]
     text = "" if isinstance(value, float) and math.isnan(value) else str(value).strip()
