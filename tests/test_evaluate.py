@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 import cryostream
@@ -16,6 +17,7 @@ from cryostream.cli import main
 from cryostream.errors import ConfigError
 from cryostream.evaluate import select_held_out
 from cryostream.prepare import prepare
+from tests.conftest import write_mrc
 
 
 def _tree(folder: Path) -> list[str]:
@@ -603,3 +605,53 @@ def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
                  "--residual", str(mic), "--quiet", "--denoised", str(star)]) == 0
     read = json.loads((tmp_path / "rep3" / "report.json").read_text())["residual"][0]
     assert read["correlation_with_lowpass"] == pytest.approx(read["correlation_if_everything"])
+
+
+def test_the_residual_report_speaks_in_angstrom(tiny_run, tmp_path, capsys):
+    """``evaluate --residual``: the report gave the spectra's band as '0.05–0.5 cycles/px' beside
+    its '20 Å low-pass', and its figure in 1/Å. The band is now in Å by each micrograph's pixel
+    size, in the table (with the pixel size), the reading under it, the line printed, the
+    progress note and report.json (``band_angstrom``), and the figures' axes read resolution in
+    Å; cycles/px are left only for a micrograph whose pixel size nothing gives."""
+    import mrcfile
+
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    mic = tiny_run.sim.micrographs[2]
+    nopix = write_mrc(tmp_path / "nopix.mrc", mrcfile.read(mic), pixel_size=0.0)
+    out = tmp_path / "rep"
+    with pytest.warns(PixelSizeWarning, match="nopix.mrc"):
+        assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(mic),
+                     str(nopix)]) == 0
+    captured = capsys.readouterr()
+    known, unknown = json.loads((out / "report.json").read_text())["residual"]
+    assert known["pixel_size_angstrom"] == 0.6575 and known["band_angstrom"] == [13.15, 1.315]
+    assert known["lowpass_angstrom"] == 20 and "band_cycles_per_px" not in known
+    assert unknown["pixel_size_angstrom"] is None and unknown["band_cycles_per_px"] == [0.05, 0.5]
+    assert unknown["lowpass_px"] == 20 and "band_angstrom" not in unknown
+    assert "of the noise's at 13.2–1.31 Å (1 is right)" in known["reading"]
+    assert "cycles/px" not in known["reading"] and "20 Å low-pass" in known["reading"]
+    assert "at 0.05–0.5 cycles/px (1 is right)" in unknown["reading"]
+    assert "20-pixel low-pass" in unknown["reading"]
+    text = (out / "report.md").read_text()
+    assert f"| {mic.name} | 0.6575 | 13.2–1.31 Å | {known['spectrum_ratio_mean']:.3f} |" in text
+    assert f"| nopix.mrc | none known | 0.05–0.5 cycles/px | {unknown['spectrum_ratio_mean']:.3f} |" in text
+    assert "1/Å" not in text
+    assert f"  residual of {mic.name}: {known['reading']}" in captured.out
+    assert f"spectrum ratio {known['spectrum_ratio_mean']:.3f} at 13.2–1.31 Å" in captured.err
+    # the only report of known pixel sizes says no cycles/px at all
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep2"), "--residual",
+                 str(mic), "--quiet"]) == 0
+    assert "cycles/px" not in (tmp_path / "rep2" / "report.md").read_text()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cryostream.evaluate.figures import resolution_axis
+
+    fig, ax = plt.subplots()  # the figures' axes: resolution in Å
+    resolution_axis(ax, np.arange(257) / 512 / 0.6575)
+    assert ax.get_xlabel() == "resolution (Å)"
+    assert [t.get_text() for t in ax.get_xticklabels()][:3] == ["1.4", "1.6", "2"]
+    plt.close(fig)

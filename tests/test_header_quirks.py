@@ -8,6 +8,7 @@ import mrcfile
 import numpy as np
 import pytest
 
+from cryostream.cli.common import for_the_command_line
 from tests.conftest import write_mrc
 
 
@@ -140,8 +141,9 @@ def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_r
         said = "the header leaves the pixel size unset (0 Å)" if pixel == 0 else \
             "the header gives a pixel size of -0.66 Å"
         assert [str(w.message).startswith(f"{mic}: {said}") for w in caught] == [True]
-        assert ("; its residual is checked at 1 Å per pixel (its 20 Å low-pass is 20 pixels, its "
-                "CTF fit at that scale): write the pixel size into its header") in str(caught[0].message)
+        assert ("; its residual is checked at 1 Å per pixel and reported in pixels (its 20 Å "
+                "low-pass is 20 pixels, its CTF fit at that scale): write the pixel size into its "
+                "header") in for_the_command_line(caught[0].message)
 
 
 def test_a_ctf_fallback_names_the_record_field_and_its_score(tmp_path: Path):

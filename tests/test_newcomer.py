@@ -501,4 +501,5 @@ def test_the_residual_check_of_a_star_file_denoises_with_its_defocus(tiny_run, t
     assert [r.pop("micrograph") for r in here] == [r.pop("micrograph") for r in read]
     for r in here + read:  # the reading's words, from the numbers compared here
         r.pop("reading")
+    assert [r.pop("band_angstrom") for r in here] == [r.pop("band_angstrom") for r in read]
     assert here == [pytest.approx(r, rel=1e-6) for r in read]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_method_noise", "plot_crops", "plot_spectra", "plot_frc"]
+__all__ = ["plot_method_noise", "plot_crops", "plot_spectra", "plot_frc", "resolution_axis"]
 
 
 def _pyplot():
@@ -16,8 +16,31 @@ def _pyplot():
     return plt
 
 
+#: Resolutions (Å) that may label a frequency axis, finest first.
+_RESOLUTIONS = (0.8, 0.9, 1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2, 2.2, 2.5, 3, 3.5, 4, 5, 6, 8, 10,
+                12, 15, 20, 30, 50, 100, 200)
+
+
+def resolution_axis(ax, frequency: np.ndarray, known: bool = True) -> None:
+    """The x axis of a plot against ``frequency`` (1/Å) labelled as resolution in Å, as
+    cryo-EM reads it; ``known`` False: ``frequency`` is in cycles/px (no pixel size known) and
+    labelled so."""
+    if not known:
+        ax.set_xlabel("spatial frequency (cycles/px; no pixel size known)")
+        return
+    top = float(np.max(frequency))
+    shown: list[float] = []
+    for r in _RESOLUTIONS:  # from the finest inside the axis, about a ninth of it apart
+        if 1 / r <= top and (not shown or shown[-1] - 1 / r >= top / 9):
+            shown.append(1 / r)
+    ax.set_xticks(shown, [f"{1 / f:g}" for f in shown])
+    ax.set_xlim(0, top)
+    ax.set_xlabel("resolution (Å)")
+
+
 def plot_method_noise(path, check: dict, image: np.ndarray, denoised: np.ndarray, title: str = ""):
-    """The residual check as a figure: spectra, then micrograph, output and residual crops."""
+    """The residual check as a figure: spectra (against resolution in Å, cycles/px where no
+    pixel size is known), then micrograph, output and residual crops."""
     import scipy.ndimage
 
     plt = _pyplot()
@@ -25,7 +48,7 @@ def plot_method_noise(path, check: dict, image: np.ndarray, denoised: np.ndarray
     f = check["frequency"]
     ax[0].semilogy(f, check["noise_radial"], label="measured noise of the micrograph")
     ax[0].semilogy(f, check["residual_radial"], "--", label="residual: micrograph − output")
-    ax[0].set_xlabel("spatial frequency (1/Å)")
+    resolution_axis(ax[0], f, check.get("pixel_size_angstrom", 1.0) is not None)
     ax[0].set_ylabel("power (variance per bin)")
     ax[0].set_title(title or f"residual / noise {check['spectrum_ratio_mean']:.3f}, "
                     f"corr {check['correlation_with_lowpass']:.3f}", fontsize=9)
@@ -71,7 +94,7 @@ def plot_spectra(path, methods: dict[str, np.ndarray], clean: np.ndarray,
         side = min(512, 2 ** int(np.log2(min(image.shape))))
         f, pw = radial_average(welch_spectrum(image, side), pixel_size_angstrom)
         ax.semilogy(f[2:], pw[2:], lw=0.8, label=name)
-    ax.set_xlabel("spatial frequency (1/Å)")
+    resolution_axis(ax, f)
     ax.set_ylabel("power")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -85,7 +108,7 @@ def plot_frc(path, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> No
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pairs in curves.items():
         ax.plot(pairs[0][0], np.mean([c for _, c in pairs], axis=0), lw=0.8, label=name)
-    ax.set_xlabel("spatial frequency (1/Å)")
+    resolution_axis(ax, next(iter(curves.values()))[0][0])
     ax.set_ylabel("FRC with the ground truth")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -16,6 +16,7 @@ from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
 
 __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
            "TruthMethods", "truth_methods", "score_methods", "method_noise", "read_residual",
+           "RESIDUAL_BAND", "residual_band",
            "TRUTH_PIPELINES", "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE"]
 
 #: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
@@ -91,10 +92,11 @@ def simulated_pairs(truth_root: Path, limit: int | None = None) -> list[tuple[Pa
     return pairs[:limit]
 
 
-def read_micrograph(path, *, residual: bool = False) -> tuple[np.ndarray, float]:
+def read_micrograph(path, *, residual: bool = False) -> tuple[np.ndarray, float | None]:
     """A micrograph's pixels (float32) and pixel size in Å (1.0 where the header has none; with
-    ``residual``, the residual check's own reading with no other pixel size given, a
-    :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` names the file and what it gives)."""
+    ``residual``, the residual check's own reading with no other pixel size given, None there,
+    and a :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` names the file and what it
+    gives)."""
     import warnings
 
     from cryostream.io.mrc import read_header, read_rows
@@ -103,10 +105,12 @@ def read_micrograph(path, *, residual: bool = False) -> tuple[np.ndarray, float]
     header = read_header(path)
     if residual and header.pixel_size_angstrom <= 0:
         warnings.warn(f"{header.path}: {unset_pixel_size(header)}; its residual is checked at 1 Å "
-                      "per pixel (its 20 Å low-pass is 20 pixels, its CTF fit at that scale): write "
-                      "the pixel size into its header (e.g. IMOD's alterheader), or give a STAR "
-                      "file whose optics table has it", PixelSizeWarning, stacklevel=3)
-    return read_rows(header, 0, header.shape[0]), header.pixel_size_angstrom or 1.0
+                      "per pixel and reported in pixels (its 20 Å low-pass is 20 pixels, its CTF "
+                      "fit at that scale): write the pixel size into its header (e.g. IMOD's "
+                      "alterheader), or give a STAR file whose optics table has it",
+                      PixelSizeWarning, stacklevel=3)
+    pixels = read_rows(header, 0, header.shape[0])
+    return pixels, header.pixel_size_angstrom or (None if residual else 1.0)
 
 
 def network_output(run, image: np.ndarray, percentile: float, tile: int | None) -> np.ndarray:
@@ -210,13 +214,21 @@ def score_methods(methods: dict[str, np.ndarray], clean_n: np.ndarray,
     return scores, curves
 
 
-def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstrom: float, *,
-                 noise=None, lowpass_angstrom: float = 20.0) -> dict:
+#: The residual check's band of spatial frequency, cycles/px: from a period of 20 pixels out to
+#: Nyquist (13.2–1.32 Å at 0.66 Å/px).
+RESIDUAL_BAND = (0.05, 0.5)
+
+
+def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstrom: float | None,
+                 *, noise=None, lowpass_angstrom: float = 20.0) -> dict:
     """Is what a denoiser removed only noise? The residual check for micrographs without truth.
 
     The residual ``micrograph − denoised`` of a good denoiser is the micrograph's noise: its
     radial power spectrum matches the measured noise spectrum, and it carries no particles.
-    Returns, over 0.05–0.5 cycles/px:
+    ``pixel_size_angstrom`` None: not known, the micrograph is checked at 1 Å per pixel (its
+    low-pass is ``lowpass_angstrom`` pixels) and its band and frequencies are in cycles/px.
+    Returns, over :data:`RESIDUAL_BAND` (``band_angstrom``: that band as resolutions in Å,
+    coarse to fine; ``band_cycles_per_px`` instead where no pixel size is known):
 
     - ``spectrum_ratio_mean`` and ``spectrum_ratio_max_deviation``: the residual's radial
       power over the measured noise spectrum (``noise``, a :class:`~cryostream.matched.NoiseEstimate`
@@ -227,13 +239,17 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
       noise with the measured spectrum (noise is part of the low-passed image too), and
       ``correlation_if_everything``: when the residual is the whole micrograph.
 
-    Also ``residual_radial``, ``noise_radial`` and ``frequency`` (1/Å) for a figure.
+    Also ``pixel_size_angstrom`` (None: not known), ``lowpass_angstrom`` (``lowpass_px``
+    where no pixel size is known), and ``residual_radial``, ``noise_radial`` and ``frequency``
+    (1/Å; cycles/px where no pixel size is known) for a figure.
     """
     import scipy.ndimage
 
     from cryostream.matched import estimate_noise, tile_for
     from cryostream.spectral import frequencies
 
+    known = pixel_size_angstrom
+    pixel_size_angstrom = known or 1.0
     image = np.asarray(micrograph, np.float32)
     residual = image - np.asarray(denoised, np.float32)
     noise = noise if noise is not None else estimate_noise(image, pixel_size_angstrom,
@@ -242,7 +258,7 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
     got = estimate_noise(residual, pixel_size_angstrom, tile=tile).total_radial
     ratio = got / noise.radial
     rings = np.arange(len(ratio)) / tile
-    band = (rings >= 0.05) & (rings < 0.5)
+    band = (rings >= RESIDUAL_BAND[0]) & (rings < RESIDUAL_BAND[1])
     sigma = lowpass_angstrom / pixel_size_angstrom / 2.355
     lowpass = scipy.ndimage.gaussian_filter(image, sigma)
     # pure noise n with the measured spectrum: cov(n, lowpass) = cov(n, G∗n) = mean(G·N) over
@@ -256,16 +272,31 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
         "correlation_with_lowpass": float(np.corrcoef(residual.ravel(), lowpass.ravel())[0, 1]),
         "correlation_if_pure_noise": pure,
         "correlation_if_everything": float(np.corrcoef(image.ravel(), lowpass.ravel())[0, 1]),
+        "pixel_size_angstrom": known,
+        **({"band_angstrom": [round(known / f, 3) for f in RESIDUAL_BAND],
+            "lowpass_angstrom": lowpass_angstrom} if known else
+           {"band_cycles_per_px": list(RESIDUAL_BAND), "lowpass_px": lowpass_angstrom}),
         "residual_radial": got, "noise_radial": noise.radial,
         "frequency": rings / pixel_size_angstrom,
     }
 
 
+def residual_band(check: dict) -> str:
+    """The band :func:`method_noise` compared the spectra over, as a scientist reads it: in Å
+    (``13.2–1.32 Å``), in cycles/px where no pixel size is known."""
+    if "band_angstrom" in check:
+        coarse, fine = check["band_angstrom"]
+        return f"{coarse:.3g}–{fine:.3g} Å"
+    low, high = check["band_cycles_per_px"]
+    return f"{low:g}–{high:g} cycles/px"
+
+
 def read_residual(check: dict) -> str:
     """What :func:`method_noise`'s numbers mean, in one sentence for the report: how far the
     residual's correlation with the particle-scale image is from pure noise's (nothing of the
-    specimen removed) toward the whole micrograph's (all of it), and how much of the noise at
-    0.05–0.5 cycles/px the output keeps, or how much more than noise it took out there."""
+    specimen removed) toward the whole micrograph's (all of it), and how much of the noise over
+    its band (:func:`residual_band`, in Å) the output keeps, or how much more than noise it
+    took out there."""
     got, noise = check["correlation_with_lowpass"], check["correlation_if_pure_noise"]
     way = 100 * (got - noise) / (check["correlation_if_everything"] - noise)
     ratio = check["spectrum_ratio_mean"]
@@ -276,6 +307,8 @@ def read_residual(check: dict) -> str:
              f"removed) to the whole micrograph's {whole:.3f} (all of it removed)") if way > 0 else (
         f"at or under pure noise's {noise:.3f}: nothing of the specimen removed (the whole "
         f"micrograph's {whole:.3f} would be all of it)")
-    return (f"the residual's correlation with the 20 Å low-pass micrograph, {got:.3f}, is {where}; "
-            f"its spectrum is {ratio:.3f} of the noise's at 0.05–0.5 cycles/px "
+    lowpass = (f"{check['lowpass_angstrom']:g} Å" if "lowpass_angstrom" in check
+               else f"{check['lowpass_px']:g}-pixel")
+    return (f"the residual's correlation with the {lowpass} low-pass micrograph, {got:.3f}, is "
+            f"{where}; its spectrum is {ratio:.3f} of the noise's at {residual_band(check)} "
             f"(1 is right): {kept}")

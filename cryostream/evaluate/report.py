@@ -25,6 +25,7 @@ from cryostream.evaluate.numbers import (
     read_micrograph,
     read_residual,
     recipe_output,
+    residual_band,
     score_methods,
     truth_methods,
 )
@@ -186,11 +187,12 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
              "Micrograph − what `denoise` writes by default ("
              f"{' + '.join(recipe_steps(recipe))}): its spectrum over the measured noise spectrum "
-             "(0.05–0.5 cycles/px; 1 is right; max deviation: the ring furthest from 1) and its "
-             "correlation with the 20 Å low-pass micrograph (pure noise's in brackets; the whole "
-             "micrograph's last). What they mean is under the table.", "",
-             "| micrograph | spectrum ratio | max deviation | correlation (pure noise) | "
-             "whole micrograph |", "|---|---|---|---|---|"]
+             "from a period of 20 pixels out to Nyquist (the band, in Å by the micrograph's pixel "
+             "size; 1 is right; max deviation: the ring furthest from 1) and its correlation with "
+             "the 20 Å low-pass micrograph (pure noise's in brackets; the whole micrograph's "
+             "last). What they mean is under the table.", "",
+             "| micrograph | pixel size (Å) | band | spectrum ratio | max deviation | "
+             "correlation (pure noise) | whole micrograph |", "|---|---|---|---|---|---|---|"]
     rows, inputs = [], paths
     if denoised is None:  # the wait, said before it
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
@@ -198,7 +200,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                   len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
     for i, (source, given_pixel, optics, taken) in enumerate(inputs):
         start, path = time.perf_counter(), Path(source)
-        raw, pixel = read_micrograph(path, residual=given_pixel is None)  # no STAR file's size
+        raw, pixel = read_micrograph(path, residual=given_pixel is None)  # None: not known
         pixel = given_pixel or pixel
         # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
@@ -208,22 +210,28 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
             mine = dataclasses.replace(recipe, **optics)
             den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
-                image, pixel, record, str(path)), network_output(run, raw, scale, tile), tile)[0]
+                image, pixel or 1.0, record, str(path)), network_output(run, raw, scale, tile),
+                tile)[0]
         check = method_noise(image, den, pixel)
         check["reading"] = read_residual(check)
-        _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f, correlation with the "
-                  "low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
-                  time.perf_counter() - start, check["spectrum_ratio_mean"],
+        _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f at %s, correlation with "
+                  "the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
+                  time.perf_counter() - start, check["spectrum_ratio_mean"], residual_band(check),
                   check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
         plot_method_noise(out / f"residual_{i}.png", check, image, den, title=Path(path).name)
         rows.append({"micrograph": Path(path).name,
                      **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)}})
-        lines.append(f"| {Path(path).name} | {check['spectrum_ratio_mean']:.3f} | "
+        lines.append(f"| {Path(path).name} | {f'{pixel:g}' if pixel else 'none known'} | "
+                     f"{residual_band(check)} | {check['spectrum_ratio_mean']:.3f} | "
                      f"{check['spectrum_ratio_max_deviation']:.3f} | "
                      f"{check['correlation_with_lowpass']:.3f} "
                      f"({check['correlation_if_pure_noise']:.3f}) | "
                      f"{check['correlation_if_everything']:.3f} |")
     report["residual"] = rows
+    if any(r["pixel_size_angstrom"] is None for r in rows):  # said only where it is so
+        lines[2] = lines[2].replace(" What they mean", " A micrograph of no known pixel size is "
+                                    "checked at 1 Å per pixel: its band in cycles/px, its low-pass "
+                                    "20 pixels. What they mean")
     return lines + [""] + [f"- {r['micrograph']}: {r['reading']}" for r in rows] + [""] + [
         f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
 
@@ -309,8 +317,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 def _as_denoise_takes(items: list) -> list[tuple]:
     """``(file, pixel size or None, optics, InputMicrograph or None)`` of each micrograph of
     ``items`` as denoise takes them (a STAR file's pixel size, optics and defocus: its outputs
-    match); an input that cannot be taken so (no pixel size: 1 Å, as before) as its files
-    alone, the others still as denoise takes them."""
+    match); an input that cannot be taken so (no pixel size: its header's reading,
+    :func:`read_micrograph`) as its files alone, the others still as denoise takes them."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.sources import gather_inputs
     from cryostream.io.stack import expand_inputs
