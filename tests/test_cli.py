@@ -215,7 +215,8 @@ DOCUMENTED_FLAGS = {
     "rank": {"-i", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
              "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
              "--amplitude-contrast", "--draws", "--beta", "--seed", "--json"},
-    "evaluate": {"-o", "--truth", "--patches", "--micrographs", "--tile", "--residual", "--denoised"},
+    "evaluate": {"-o", "--truth", "--patches", "--micrographs", "--tile", "--residual", "--denoised",
+                 "--pixel-size"},
     "show": {"-o", "--count", "--split", "--noise"},
     "export-bin": set(),
 }

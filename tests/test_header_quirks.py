@@ -142,8 +142,52 @@ def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_r
             "the header gives a pixel size of -0.66 Å"
         assert [str(w.message).startswith(f"{mic}: {said}") for w in caught] == [True]
         assert ("; its residual is checked at 1 Å per pixel and reported in pixels (its 20 Å "
-                "low-pass is 20 pixels, its CTF fit at that scale): write the pixel size into its "
-                "header") in for_the_command_line(caught[0].message)
+                "low-pass is 20 pixels, its CTF fit at that scale): pass --pixel-size Å, write the "
+                "pixel size into its header") in for_the_command_line(caught[0].message)
+
+
+def test_evaluate_takes_the_pixel_size_as_denoise_does(tiny_run, tmp_path: Path, capsys):
+    """``evaluate RUN --residual MIC`` had no --pixel-size: a micrograph whose header has none
+    was checked at 1 Å per pixel, and nothing but editing its header changed that. It takes
+    --pixel-size as denoise does: over the header (no warning where the header has none, a
+    PixelSizeWarning where it is twice or half the header's), checked before any work, and
+    only with --residual."""
+    import json
+    import warnings
+
+    from cryostream.cli import main
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    data = mrcfile.read(tiny_run.sim.micrographs[2])
+    unset = write_mrc(tmp_path / "unset.mrc", data, pixel_size=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelSizeWarning)  # the header has none: nothing to say
+        assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "a"), "--residual",
+                     str(unset), "--pixel-size", "0.66", "--quiet"]) == 0
+    row = json.loads((tmp_path / "a" / "report.json").read_text())["residual"][0]
+    assert row["pixel_size_angstrom"] == 0.66 and row["band_angstrom"] == [13.2, 1.32]
+    assert "| unset.mrc | 0.66 | 13.2–1.32 Å |" in (tmp_path / "a" / "report.md").read_text()
+    # one that disagrees with the header is used as given, with denoise's warning
+    own = write_mrc(tmp_path / "own.mrc", data, pixel_size=0.66)
+    with pytest.warns(PixelSizeWarning) as caught:
+        assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "b"), "--residual",
+                     str(own), "--pixel-size", "1.5", "--quiet"]) == 0
+    assert [str(w.message) for w in caught] == [
+        "--pixel-size 1.5 Å is 2.27× the 0.66 Å in the MRC header of own.mrc; it is used as given: "
+        "check it (a wrong pixel size misplaces the CTF fit; nothing to do if the micrographs' own "
+        "are wrong)"]
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["residual"][0][
+        "pixel_size_angstrom"] == 1.5
+    capsys.readouterr()
+    for extra, said in ((["--residual", str(own), "--pixel-size", "1e6"],
+                         "--pixel-size 1000000.0: a pixel size of 1e+06 Å is outside 0.05–100 Å; "
+                         "pass the micrographs' pixel size in Å"),
+                        (["--truth", str(tiny_run.sim.root), "--pixel-size", "0.66"],
+                         "--pixel-size 0.66 is the pixel size of the micrographs checked with "
+                         "--residual; give those, or leave it out")):
+        assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "c"), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"cryostream evaluate: error: {said}"
+        assert not (tmp_path / "c").exists()
 
 
 def test_a_ctf_fallback_names_the_record_field_and_its_score(tmp_path: Path):

@@ -19,7 +19,8 @@ from cryostream.cli.common import (
 )
 from cryostream.config import DenoiseConfig
 
-__all__ = ["FLAGS", "OUTPUT_FLAGS", "add_parser", "add_pipeline_options", "denoise_config", "run"]
+__all__ = ["FLAGS", "OUTPUT_FLAGS", "add_parser", "add_pipeline_options", "add_pixel_size",
+           "denoise_config", "run"]
 
 
 class Typed(argparse.Action):
@@ -121,6 +122,15 @@ def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
                              if not (args.raw and getattr(args, path) is None)})
 
 
+def add_pixel_size(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--pixel-size Å`` (``pixel_size_angstrom``) of ``denoise`` and ``evaluate``: over the
+    headers and the STAR file, for ``what`` that lack one (checked by
+    :func:`~cryostream.denoise.pixels.check_pixel_size`)."""
+    parser.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
+                        help=f"pixel size in Å, over the headers and the STAR file (for {what} "
+                        "that lack one; one twice or half a header's is used with a warning)")
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``denoise`` to the subcommands."""
     p = subparsers.add_parser("denoise", help="denoise whole micrographs with the shipped "
@@ -144,9 +154,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "denoised images (the full sum's scale); with no "
                    "value, the inputs are STAR files and their rlnMicrographNameEven/Odd columns "
                    "are used")
-    p.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
-                   help="pixel size in Å, over the headers and the STAR file (for inputs that "
-                   "lack one)")
+    add_pixel_size(p, "inputs")
     add_config_flags(p.add_argument_group("output files (besides them: a NAME.json record each "
                                           "and denoised_micrographs.star for RELION; cryoSPARC "
                                           "imports the MRC files)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cryostream.cli.common import add_library_flag, given
+from cryostream.cli.denoise import add_pixel_size
 
 __all__ = ["add_parser", "run"]
 
@@ -34,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="micrographs (real ones too) whose residual, input − what denoise gives "
                    "by default, is checked against their measured noise (each takes as long as "
                    "denoise does: give --denoised where denoise wrote them)")
+    add_pixel_size(p, "--residual micrographs")
     p.add_argument("--denoised", metavar="FOLDER",
                    help="a folder where `cryostream denoise` wrote this model's default outputs: "
                    "those found there are checked (--residual) and scored (--truth) as they are, "
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(args.run)  # named as given, before the report folder is made
     report = evaluate(args.run, args.store, args.output, truth=args.truth, residual=args.residual,
-                      denoised=args.denoised, **given(args, "patches", "micrographs", "tile"))
+                      denoised=args.denoised, pixel_size_angstrom=args.pixel_size_angstrom,
+                      **given(args, "patches", "micrographs", "tile"))
     print("\n".join(summary_lines(report, args.output)))
     return 0

@@ -21,10 +21,27 @@ from cryostream.io.pixel_sizes import (
 )
 from cryostream.io.star import StarFileWarning
 
-__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_for", "warn_unequal_axes",
-           "say_header_pixel_sizes", "far_from_header", "argument_disagrees", "warn_header_pixel_sizes",
-           "warn_pixel_size_argument", "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
+__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "check_pixel_size", "pixel_size_for",
+           "warn_unequal_axes", "say_header_pixel_sizes", "far_from_header", "argument_disagrees",
+           "warn_header_pixel_sizes", "warn_pixel_size_argument",
+           "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
            "warn_outside_model"]
+
+
+def check_pixel_size(pixel_size_angstrom) -> None:
+    """A pixel size given as an argument (``--pixel-size``), checked before any file is read:
+    a :class:`~cryostream.errors.ConfigError` unless a number within :data:`PIXEL_RANGE` Å."""
+    from cryostream.errors import ConfigError
+
+    if pixel_size_angstrom is None:
+        return
+    if not (isinstance(pixel_size_angstrom, int | float) and pixel_size_angstrom > 0):
+        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
+                          "a pixel size > 0 Å")
+    if not PIXEL_RANGE[0] <= pixel_size_angstrom <= PIXEL_RANGE[1]:  # infinity too
+        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): a pixel "
+                          f"size of {pixel_size_angstrom:g} Å is outside {PIXEL_RANGE[0]:g}–"
+                          f"{PIXEL_RANGE[1]:g} Å; pass the micrographs' pixel size in Å")
 
 
 def pixel_size_for(header, star_entry, pixel_size_angstrom,

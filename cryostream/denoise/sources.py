@@ -15,6 +15,7 @@ from pathlib import Path
 from cryostream.denoise.known_defocus import KnownDefocusGain, halves_pipeline
 from cryostream.denoise.pixels import (
     argument_disagrees,
+    check_pixel_size,
     header_optics,
     note_assumed_optics,
     pixel_size_for,
@@ -24,7 +25,7 @@ from cryostream.denoise.pixels import (
     warn_pixel_size_argument,
 )
 from cryostream.denoise.steps import WienerGain
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import list_kind
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, is_micrograph_list, read_star
 
@@ -227,10 +228,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     from cryostream.io.halves import HalfKeys, RowKey, check_swapped, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
 
-    if pixel_size_angstrom is not None and not (isinstance(pixel_size_angstrom, int | float)
-                                                and pixel_size_angstrom > 0):
-        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
-                          "a pixel size > 0 Å")
+    check_pixel_size(pixel_size_angstrom)  # before any file is read
     items = listed_inputs(inputs)
     if not items:
         raise InvalidMicrographError("<inputs>", "no micrographs were given",

@@ -106,9 +106,9 @@ def read_micrograph(path, *, residual: bool = False) -> tuple[np.ndarray, float 
     if residual and header.pixel_size_angstrom <= 0:
         warnings.warn(f"{header.path}: {unset_pixel_size(header)}; its residual is checked at 1 Å "
                       "per pixel and reported in pixels (its 20 Å low-pass is 20 pixels, its CTF "
-                      "fit at that scale): write the pixel size into its header (e.g. IMOD's "
-                      "alterheader), or give a STAR file whose optics table has it",
-                      PixelSizeWarning, stacklevel=3)
+                      "fit at that scale): pass --pixel-size Å (Python: pixel_size_angstrom=), "
+                      "write the pixel size into its header (e.g. IMOD's alterheader), or give a "
+                      "STAR file whose optics table has it", PixelSizeWarning, stacklevel=3)
     pixels = read_rows(header, 0, header.shape[0])
     return pixels, header.pixel_size_angstrom or (None if residual else 1.0)
 

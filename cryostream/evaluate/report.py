@@ -237,7 +237,8 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
 
 
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
-             tile: int | None = None, residual=None, denoised=None) -> dict:
+             tile: int | None = None, residual=None, denoised=None,
+             pixel_size_angstrom: float | None = None) -> dict:
     """Write an evaluation report (``report.md``, ``report.json``, figures) to ``output``.
 
     ``run`` is a run folder, an exported ``.npz`` or a shipped model's name (``"general"``).
@@ -257,7 +258,11 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     as :func:`cryostream.denoise` does by default and the residual checked with
     :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this model's
     default outputs from :func:`cryostream.denoise` (with their records), scored and checked as
-    the default recipe instead of denoising those micrographs again. ``tile``:
+    the default recipe instead of denoising those micrographs again. ``pixel_size_angstrom``:
+    the ``residual`` micrographs' pixel size (Å), over their headers and STAR file, as
+    :func:`cryostream.denoise` takes it (for micrographs that lack one; a
+    :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` where it is twice or half a header's or
+    further off). ``tile``:
     the denoising window's core, px (None: chosen for the micrograph and the device, as
     :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
 
@@ -266,11 +271,17 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     default recipe fits one, the scores). :func:`summary_lines` sums the report up.
     """
     from cryostream.denoise.network import model_path, model_record
+    from cryostream.denoise.pixels import check_pixel_size
     from cryostream.errors import ConfigError
     from cryostream.evaluate.held_out import checked_truth
 
     run = model_path(run)
     record = model_record(run)
+    check_pixel_size(pixel_size_angstrom)  # as denoise checks it, before anything is read
+    if pixel_size_angstrom is not None and not residual:
+        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size) is the "
+                          "pixel size of the micrographs checked with --residual (Python: "
+                          "residual=); give those, or leave it out")
     if store is None and truth is None and not residual:
         raise ConfigError("nothing to evaluate: give a store (its test split), --truth FOLDER (a "
                           "folder from cryostream simulate; Python: truth=) or --residual MRC... "
@@ -298,7 +309,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         from cryostream.denoise.network import load_network
         from cryostream.io.stack import listed_inputs
 
-        residual = _as_denoise_takes(listed_inputs(residual))
+        residual = _as_denoise_takes(listed_inputs(residual), pixel_size_angstrom)
         network_config = load_network(run).config
         for path, *_ in residual:
             try:
@@ -314,22 +325,24 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                              tile=tile, denoised=denoised)
 
 
-def _as_denoise_takes(items: list) -> list[tuple]:
+def _as_denoise_takes(items: list, pixel_size_angstrom: float | None = None) -> list[tuple]:
     """``(file, pixel size or None, optics, InputMicrograph or None)`` of each micrograph of
     ``items`` as denoise takes them (a STAR file's pixel size, optics and defocus: its outputs
-    match); an input that cannot be taken so (no pixel size: its header's reading,
-    :func:`read_micrograph`) as its files alone, the others still as denoise takes them."""
+    match; ``pixel_size_angstrom``, given, over theirs); an input that cannot be taken so (no
+    pixel size anywhere: its header's reading, :func:`read_micrograph`) as its files alone, the
+    others still as denoise takes them."""
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.sources import gather_inputs
     from cryostream.io.stack import expand_inputs
 
     try:
         return [(m.source, m.pixel_size_angstrom, m.optics, m) for m in
-                gather_inputs(items, config=DenoiseConfig(), one_shape=False).micrographs]
+                gather_inputs(items, config=DenoiseConfig(), one_shape=False,
+                              pixel_size_angstrom=pixel_size_angstrom).micrographs]
     except InvalidMicrographError:
         if len(items) > 1:  # one input's failure leaves the others' STAR files their optics
-            return [row for item in items for row in _as_denoise_takes([item])]
-        return [(str(p), None, {}, None) for p in expand_inputs(items)]
+            return [row for item in items for row in _as_denoise_takes([item], pixel_size_angstrom)]
+        return [(str(p), pixel_size_angstrom, {}, None) for p in expand_inputs(items)]
 
 
 def check_test_split(store) -> None:
