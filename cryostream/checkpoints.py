@@ -22,8 +22,8 @@ from pathlib import Path
 
 from cryostream.errors import StoreError
 
-__all__ = ["CHECKPOINTS", "checkpoint_manager", "checkpoint_steps", "tree_checksum",
-           "save_checkpoint", "restore_state", "load_params"]
+__all__ = ["CHECKPOINTS", "checkpoint_manager", "checkpoint_steps", "finished_steps",
+           "tree_checksum", "save_checkpoint", "restore_state", "load_params"]
 
 #: The checkpoints' folder name inside a run folder.
 CHECKPOINTS = "checkpoints"
@@ -39,7 +39,9 @@ def checkpoint_manager(run, keep: int | None = None, *, create: bool = False):
     keep : int, optional
         Checkpoints kept when saving (the last ``keep``); ``None`` keeps all.
     create : bool
-        Create the folder (training); reading leaves the disk alone.
+        Create the folder (training), and remove the temporary folder of a save that a kill
+        or a second Ctrl-C cut short (``STEP.orbax-checkpoint-tmp``, never a checkpoint; the
+        run is held by one training at a time); reading leaves the disk alone.
     """
     import orbax.checkpoint as ocp
 
@@ -47,7 +49,8 @@ def checkpoint_manager(run, keep: int | None = None, *, create: bool = False):
     return ocp.CheckpointManager(
         (Path(run) / CHECKPOINTS).absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                             enable_async_checkpointing=False),
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=create),
     )
 
 
@@ -156,8 +159,11 @@ def save_checkpoint(manager, step: int, state: dict, meta: dict) -> None:
     restore_hook()
 
 
-def _finished(directory: Path) -> list[int]:
-    """The steps of the finished checkpoints in ``directory`` (folders named by the step)."""
+def finished_steps(directory: Path) -> list[int]:
+    """The steps of the finished checkpoints in ``directory`` (``RUN/checkpoints``), ascending:
+    the folders named by the step, which orbax names so once a save is complete (it writes
+    into ``STEP.orbax-checkpoint-tmp``, then renames it). Read from the folder alone, without
+    orbax: safe where a save may be in progress (a signal handler)."""
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
@@ -165,7 +171,7 @@ def _finished(directory: Path) -> list[int]:
 
 def _not_written(directory: Path, step: int, reason: str, fix: str = "free disk space") -> str:
     """The one-line message of a checkpoint that could not be written."""
-    kept = _finished(directory)
+    kept = finished_steps(directory)
     then = (f"the last good checkpoint, step {kept[-1]}, is kept: {fix}, then run the same "
             "command with --resume to continue from it" if kept else
             f"no earlier checkpoint was written: {fix}, then run the same command again")
@@ -189,7 +195,7 @@ def _check_room(directory: Path, step: int, state: dict) -> None:
     import jax
     import numpy as np
 
-    kept = _finished(directory)
+    kept = finished_steps(directory)
     sizes = [f.stat().st_size for f in (directory / str(kept[-1])).rglob("*")
              if f.is_file()] if kept else []
     if not sizes:  # the state, and the parameters again, each in one data file

@@ -10,7 +10,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["Interrupt", "Terminated", "held_interrupt", "DUPLICATE_S", "Arrivals"]
+__all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
+           "Arrivals"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -64,11 +65,31 @@ class Interrupt:
             raise Terminated if self.terminated else KeyboardInterrupt
 
 
+#: The functions :func:`ending_at_once` gave, innermost last.
+_ENDINGS: list[Callable[[int], object]] = []
+
+
+@contextlib.contextmanager
+def ending_at_once(end: Callable[[int], object]) -> Iterator[None]:
+    """While the block runs, the second signal that :func:`held_interrupt` meets calls
+    ``end(first)`` (``first``: the first signal's number, SIGINT or SIGTERM), which ends the
+    process (the command line: one line, then the first's status), instead of raising
+    :class:`KeyboardInterrupt` wherever the program is: in a checkpoint's save, whose writer
+    threads then print errors of their own and leave its temporary folder, or in a garbage
+    collector's callback, where Python prints a traceback and drops it."""
+    _ENDINGS.append(end)
+    try:
+        yield
+    finally:
+        _ENDINGS.remove(end)
+
+
 @contextlib.contextmanager
 def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
     """Hold Ctrl-C (SIGINT) and SIGTERM back while the block runs: the first sets
     :attr:`Interrupt.requested` and logs ``note`` (say what happens next), a second raises
-    :class:`KeyboardInterrupt` where the program is (the first delivered twice at once is one:
+    :class:`KeyboardInterrupt` where the program is, or ends the process where the program
+    said how (:func:`ending_at_once`; the first delivered twice at once is one:
     :data:`DUPLICATE_S`). The handler before is put back after.
 
     Only in the main thread and when SIGINT has Python's default handler (a program that
@@ -93,6 +114,8 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
             return
         if interrupt.requested:
             interrupt.forced = True
+            if _ENDINGS:
+                _ENDINGS[-1](signal.SIGTERM if interrupt.terminated else signal.SIGINT)
             raise Terminated if term else KeyboardInterrupt
         interrupt.requested, interrupt.terminated = True, term
         log(note)

@@ -174,7 +174,12 @@ def plot_curve(path, rows: list[dict]) -> None:
     """Draw a training's curve as a PNG: the train and test loss (log scale) beside the test
     PSNR of the model and of the noisy input, from ``metrics.jsonl`` rows. A training without a
     test split (nothing evaluated) gets the loss panel alone."""
+    import os
+    from pathlib import Path
+
     import matplotlib
+
+    from cryostream.io.paths import partial_path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -194,8 +199,13 @@ def plot_curve(path, rows: list[dict]) -> None:
     a.set_xlabel("step")
     a.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    partial = partial_path(Path(path))  # whole or not at all: a kill leaves no PNG cut short
+    try:
+        fig.savefig(partial, dpi=80, format="png")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def loss_spike(rows: list[dict]) -> dict | None:

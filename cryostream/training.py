@@ -360,6 +360,8 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     break
             interrupt.check()
         except KeyboardInterrupt:
+            if bar is not None:  # its last state, and the notes below it (not redrawn at exit)
+                bar.close()
             if done is not None and not interrupt.forced and done not in manager.all_steps():
                 save(done, float(out["loss"]), batch)  # never a diverged network
             loader.close()

@@ -247,3 +247,68 @@ def test_a_fit_stopped_before_training_is_named_so_where_a_model_is_wanted(tmp_p
         "(fit.json, no config.json or checkpoint yet); run the same fit command again: it goes "
         "on from its work folder and trains the model")
     assert not out.exists()
+
+
+def _train_ctrl_c_twice(store, run, second_after: str) -> tuple[int, str]:
+    """``cryostream train`` in a child process, given Ctrl-C once its first row is logged and
+    again 0.2 s (more than a repeat of the first, ``DUPLICATE_S``) after its stderr shows
+    ``second_after``: its status and stderr."""
+    import threading
+    import time
+
+    from tests.faults_support import start_cli, wait_until
+
+    proc = start_cli("train", store, "-o", run, "--model", "unet-small", "--precision", "fp32",
+                     "--steps", "1000", "--batch-size", "4", "--checkpoint-every", "1000",
+                     "--eval-every", "1000", cwd=run.parent)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        assert wait_until(proc, lambda: (run / "metrics.jsonl").is_file()
+                          and (run / "metrics.jsonl").read_text(), timeout=120), "".join(err)
+        proc.send_signal(signal.SIGINT)
+        assert wait_until(proc, lambda: second_after in "".join(err), timeout=60), "".join(err)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    return proc.returncode, "".join(err)
+
+
+@pytest.mark.parametrize("second_after", [HELD, "cryostream train: interrupted after "])
+def test_a_second_ctrl_c_ends_train_at_once_with_one_line_and_status_130(tiny_run, tmp_path,
+                                                                         second_after):
+    """Ctrl-C twice in `cryostream train`. Pressed again while the step under way was finished
+    and saved, the second had raised KeyboardInterrupt wherever the program was: in the save
+    (orbax's writer threads printed tracebacks, its temporary folder stayed), in a garbage
+    collector's callback (a traceback, and the training went on), or, pressed once the last line
+    was said, in the command line's own handling or the process's exit (a traceback, or death
+    by SIGINT). Now it ends the process at once: status 130, no traceback, the last line naming
+    the checkpoint kept; a save it cut short is no checkpoint (orbax's temporary folder, which
+    the next training removes) and the same command with --resume goes on."""
+    from tests.faults_support import finished_steps
+
+    run = tmp_path / "run"
+    status, err = _train_ctrl_c_twice(tiny_run.store, run, second_after)
+    assert status == 130 and "Traceback" not in err, err[-3000:]
+    last = err.splitlines()[-1]
+    kept = finished_steps(run)
+    assert last.startswith("cryostream train: stopped at once (Ctrl-C again) after "
+                           if second_after == HELD else "cryostream train: "), err[-3000:]
+    assert last.endswith(f"; the checkpoint of step {kept[-1]} is kept in {run}: the same "
+                         "command with --resume continues from it" if kept else
+                         "; no checkpoint was written: run the same command again to start")
+    for folder in (run / "checkpoints").iterdir():  # finished and whole, or named unfinished
+        assert folder.name.isdigit() or ".orbax-checkpoint-tmp" in folder.name, folder
+    if kept:
+        load_model(run, kept[-1])  # verified against the checksums saved with it
+    again = ["train", str(tiny_run.store), "-o", str(run), "--model", "unet-small", "--precision",
+             "fp32", "--steps", str(max(kept, default=0) + 1), "--batch-size", "4",
+             "--checkpoint-every", "1000", "--eval-every", "1000", "--quiet",
+             *(["--resume"] if kept else [])]
+    assert main(again) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        str(s) for s in [*kept, max(kept, default=0) + 1])

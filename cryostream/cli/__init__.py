@@ -210,10 +210,14 @@ def _expand_home(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``cryostream`` command; returns the exit status."""
+    """Entry point of the ``cryostream`` command; returns the exit status.
+
+    Without ``argv`` it is the program, reading ``sys.argv``: a command interrupted there keeps
+    its status through the process's exit, a further Ctrl-C ending it at once and in silence
+    (:func:`~cryostream.cli.common.run_command`'s ``process``)."""
     args = build_parser().parse_args(argv)
     _expand_home(args)
     _log_to_stderr(logging.WARNING if args.quiet else logging.DEBUG if args.verbose
                    else logging.INFO)
     _one_line_warnings()
-    return run_command(args)
+    return run_command(args, process=argv is None)

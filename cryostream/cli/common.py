@@ -259,89 +259,51 @@ INTERRUPTIONS = {
 
 
 def _train_kept(run: str) -> str:
-    """What an interrupted ``train`` into ``run`` kept, and how to go on from it."""
-    from cryostream.runs import checkpoint_steps
+    """What an interrupted ``train`` into ``run`` kept, and how to go on from it (read from the
+    folder alone: a second Ctrl-C may ask it during a save, :func:`_end_held`)."""
+    from pathlib import Path
 
-    steps = checkpoint_steps(run)
+    from cryostream.checkpoints import CHECKPOINTS, finished_steps
+
+    steps = finished_steps(Path(run) / CHECKPOINTS)
     return (f"the checkpoint of step {steps[-1]} is kept in {run}: the same command with "
             "--resume continues from it" if steps else "no checkpoint was written: run the "
             "same command again to start")
 
 
-class _StopSoftly:
-    """The SIGINT handler of a command that finishes its work in progress: the first Ctrl-C
-    prints ``first`` and raises :class:`KeyboardInterrupt` (the work in progress finishes, the
-    rest is not started); the second ends the process at once, status 130 (the first delivered
-    twice at once is one)."""
-
-    def __init__(self, command: str, first: str):
-        from cryostream.interrupts import Arrivals
-
-        self.command, self.first, self.arrivals = command, first, Arrivals()
-
-    def __call__(self, signum, frame):
-        import os
-
-        if not self.arrivals.new():  # the first, delivered twice
-            return
-        if self.arrivals.count == 1:
-            print(f"cryostream {self.command}: {self.first}", file=sys.stderr, flush=True)
-            raise KeyboardInterrupt
-        print(f"cryostream {self.command}: stopped at once; what was in progress is not written "
-              "(run the same command again to resume)", file=sys.stderr, flush=True)
-        os._exit(130)
-
-
-class _TerminateSoftly:
-    """The SIGTERM handler of the command line: the first raises :class:`Terminated` (printing
-    ``first``, where the command finishes its work in progress, as for Ctrl-C); the second ends
-    the process at once, status 143."""
-
-    def __init__(self, command: str, first: str | None):
-        from cryostream.interrupts import Arrivals
-
-        self.command, self.first, self.arrivals = command, first, Arrivals()
-
-    def __call__(self, signum, frame):
-        import os
-
-        if not self.arrivals.new():  # the first, delivered twice
-            return
-        if self.arrivals.count > 1:
-            print(f"cryostream {self.command}: terminated at once (SIGTERM again); what was in "
-                  "progress is not written", file=sys.stderr, flush=True)
-            os._exit(143)
-        if self.first:
-            first = self.first.replace("Ctrl-C again", "SIGTERM again")
-            print(f"cryostream {self.command}: terminated (SIGTERM): {first}", file=sys.stderr,
-                  flush=True)
-        raise Terminated
-
-
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     """Run the parsed subcommand; user mistakes print one line and return 2, never a traceback.
 
     Returns the exit status: the command's, 2 for a :class:`~cryostream.errors.CryostreamError`,
     130 when interrupted (Ctrl-C) or 143 when terminated (SIGTERM, as a batch system's time
     limit sends it), after a line saying what is kept and how to go on
-    (:data:`INTERRUPTIONS`).
+    (:data:`INTERRUPTIONS`). A second signal ends the process at once with the first's status
+    and one line, never a traceback: while the command finishes its work in progress (denoise;
+    train and fit, which finish the step and save it) or says how it stopped. ``process``: the
+    command is the process's (:func:`cryostream.cli.main` as the program): once interrupted,
+    that holds through the process's exit too (:meth:`~cryostream.cli.signals.EndAtOnce.through_the_exit`).
     """
     import signal
     import threading
 
+    from cryostream.cli.signals import EndAtOnce, StopSoftly, TerminateSoftly
+    from cryostream.interrupts import ending_at_once
+
     on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
     interruption = INTERRUPTIONS.get(f"{args.command} on a cluster" if on_cluster else None,
                                      INTERRUPTIONS.get(args.command))
-    soft = interruption is not None and interruption.first is not None \
-        and threading.current_thread() is threading.main_thread()
-    handler = signal.signal(signal.SIGINT, _StopSoftly(args.command, interruption.first)) \
-        if soft else None
     main = threading.current_thread() is threading.main_thread()
-    term = signal.signal(signal.SIGTERM, _TerminateSoftly(
+    soft = interruption is not None and interruption.first is not None and main
+    before = signal.getsignal(signal.SIGINT) if main else None
+    if soft:
+        signal.signal(signal.SIGINT, StopSoftly(args.command, interruption.first))
+    term = signal.signal(signal.SIGTERM, TerminateSoftly(
         args.command, interruption.first if soft else None)) if main else None
     start = time.perf_counter()
+    stopped = None  # once interrupted: a further signal ends the process at once
     try:
-        return int(args.func(args) or 0)
+        with ending_at_once(lambda first: _end_held(args, interruption, first, start)):
+            return int(args.func(args) or 0)
     except CryostreamError as exc:
         print(f"cryostream {args.command}: error: "
               f"{for_the_command_line(exc, getattr(args, 'option_names', None))}",
@@ -351,18 +313,53 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"cryostream {args.command}: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        then = "" if interruption is None else f"; {interruption.then(args)}" if callable(
-            interruption.then) else f"; {interruption.then.format_map(vars(args))}"
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
-              f"{then}", file=sys.stderr)
+        said = f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
+        if main:  # one while the line is made (the checkpoint kept looked up) says this much
+            stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said)
+            stopped.install()
+        print(said + _then(interruption, args), file=sys.stderr)
+        if stopped is not None:
+            stopped.line = None
         return 143 if isinstance(exc, Terminated) else 130
     finally:
-        if main:
+        if stopped is not None and process:
+            stopped.through_the_exit()
+        elif main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
-        if soft:
-            signal.signal(signal.SIGINT, signal.default_int_handler if handler is None
-                          else handler)
+            if soft or stopped is not None:
+                signal.signal(signal.SIGINT, signal.default_int_handler if before is None
+                              else before)
+
+
+def _then(interruption: Interruption | None, args: argparse.Namespace) -> str:
+    """What an interrupted command kept and how to go on (``; ...``), or nothing."""
+    if interruption is None:
+        return ""
+    if callable(interruption.then):
+        return f"; {interruption.then(args)}"
+    return f"; {interruption.then.format_map(vars(args))}"
+
+
+def _end_held(args: argparse.Namespace, interruption: Interruption | None, first: int,
+              start: float) -> None:
+    """A second signal where the command held the first back (train, fit: the step under way,
+    its checkpoint): end the process at once, with the first's status and one line."""
+    import signal
+
+    from cryostream.cli.signals import end_now
+
+    term = first == signal.SIGTERM
+    how = "terminated at once (SIGTERM again)" if term else "stopped at once (Ctrl-C again)"
+    try:
+        then = _then(interruption, args)
+    except Exception:  # (never in the way of stopping)
+        then = ""
+    from tqdm import tqdm
+
+    below = "\n" if getattr(tqdm, "_instances", None) else ""  # a line of its own, under the bar
+    end_now(143 if term else 130, f"{below}cryostream {args.command}: {how} after "
+            f"{time.perf_counter() - start:.0f} s{then}")
 
 
 def os_error(exc: OSError) -> str:
