@@ -54,6 +54,7 @@ from cryostream.fit_run import (
     write_json,
 )
 from cryostream.io.pixel_sizes import unset_pixel_size, warn_mixed_pixel_sizes
+from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read_headers
 from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
@@ -272,6 +273,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                                                                          permissive=permissive)],
                                     permissive=permissive)
     paths = [Path(h.path) for h in headers]
+    check_sets_finished([*given, *paths])  # before any note: no part of a set taken for the whole
     warn_mixed_pixel_sizes(headers, "one model is trained on all of them", "fit each "
                            "magnification on its own")
     unset = [h for h in headers if not h.pixel_size_angstrom]

@@ -1,10 +1,9 @@
 """``cryostream.prepare``: micrographs → normalised, patched, noised HDF5 store.
 
-Two passes over the lazy stack: exact per-micrograph percentiles (one task per micrograph),
-then ``map_overlap`` over row bands, each task cutting its patches, adding noise and writing
-its own shard. Finished shards survive an interrupted run and are skipped by the next one;
-the master file appears only when everything is written. The same run on a finished store
-keeps it (:mod:`cryostream.prepare_result`).
+Two passes over the lazy stack: exact per-micrograph percentiles, then ``map_overlap`` over row
+bands, each task cutting its patches, adding noise and writing its own shard. Finished shards
+survive an interrupted run and are skipped by the next one; the master file appears only when
+all is written. The same run on a finished store keeps it (:mod:`cryostream.prepare_result`).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.pixel_sizes import say_header_pixel_sizes, warn_mixed_pixel_sizes
+from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import (
     MicrographSkippedWarning,
     expand_inputs,
@@ -186,7 +186,9 @@ def prepare(
         # (with targets, a skipped row would unpair the two lists: those stay strict)
         paths = expand_inputs(given, permissive=permissive and targets is None)
         target_paths = expand_inputs(given_targets) if targets is not None else None
-    check_output(output, [*given, *paths, *given_targets, *(target_paths or ())], overwrite)
+    named = [*given, *paths, *given_targets, *(target_paths or ())]
+    check_sets_finished(named)  # never a part of a simulated set taken for the whole
+    check_output(output, named, overwrite)
     with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
         settle_replacement(output)  # a replacement a kill stopped, put right under the lock
         headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
@@ -239,8 +241,7 @@ class _Kept:
 
 
 def _listed(inputs) -> list:
-    """``inputs`` (one path or an iterable of them, or None) as a list (anything else: a
-    :class:`ConfigError`, :func:`~cryostream.io.stack.listed_inputs`)."""
+    """``inputs`` (a path, an iterable of them, or None) as a list (:func:`listed_inputs`)."""
     return [] if inputs is None else listed_inputs(inputs)
 
 
@@ -317,8 +318,7 @@ def _keep(usable: list[int], headers, target_headers, statistics: dict,
     if not usable:
         raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     headers = [headers[i] for i in usable]
-    if target_headers is not None:
-        target_headers = [target_headers[i] for i in usable]
+    target_headers = None if target_headers is None else [target_headers[i] for i in usable]
     names = micrograph_names(headers) if halves is None else [halves.names[i] for i in usable]
     uids = tuple(micrograph_uid(n) for n in names)
     if len(set(uids)) != len(uids):

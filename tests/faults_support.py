@@ -31,6 +31,7 @@ __all__ = [
     "cli_process",
     "start_cli",
     "wait_until",
+    "simulate_stopped",
     "error_lines",
     "assert_user_error",
     "snapshot",
@@ -141,6 +142,33 @@ def cli_process(*args, cwd: Path, timeout: float = 600,
         rc = "timeout"
         err += f"\n[killed by the test after {timeout:.0f} s]"
     return Result(rc, out, err, time.perf_counter() - start)
+
+
+def simulate_stopped(sim: Path, count: int = 500) -> list[str]:
+    """`cryostream simulate SIM --count COUNT` run here and stopped by a real Ctrl-C (SIGINT to
+    this process) once its third micrograph is written: status 130. Returns the command."""
+    import signal
+    import threading
+
+    from cryostream.cli import main
+
+    command = ["simulate", str(sim), "--count", str(count), "--shape", "64", "64", "--quiet"]
+    done = threading.Event()
+
+    def ctrl_c_at_the_third() -> None:
+        while not (sim / "micrographs" / "sim_0002.mrc").exists():
+            if done.wait(0.002):
+                return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=ctrl_c_at_the_third)
+    thread.start()
+    try:
+        assert main(command) == 130
+    finally:
+        done.set()
+        thread.join()
+    return command
 
 
 def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600,

@@ -579,7 +579,8 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
     ("plan", ""),
     # simulate: its folder holds part of the set (it had said only how long it ran)
     ("simulate", "; SIM holds the micrographs made so far and no simulate.json: the set is not "
-                 "finished; run the same command again to make it whole"),
+                 "finished (prepare, fit and evaluate --truth refuse it); run the same command "
+                 "again to make it whole"),
 ])
 def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):
     import signal

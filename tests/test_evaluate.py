@@ -655,3 +655,22 @@ def test_the_residual_report_speaks_in_angstrom(tiny_run, tmp_path, capsys):
     assert ax.get_xlabel() == "resolution (Å)"
     assert [t.get_text() for t in ax.get_xticklabels()][:3] == ["1.4", "1.6", "2"]
     plt.close(fig)
+
+
+def test_truth_from_a_simulation_stopped_short_is_refused(tiny_run, tmp_path, capsys):
+    """`evaluate --truth SIM` of a set whose simulate was stopped by Ctrl-C scored the
+    micrographs made so far as the set. Its simulate.unfinished now makes evaluate refuse it in
+    one line, saying to run the same simulate command again, before any report is written."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    sim, out = tmp_path / "sim", tmp_path / "report"
+    simulate_stopped(sim)
+    written = len(list((sim / "micrographs").glob("sim_*.mrc")))
+    line = assert_user_error(cli(capsys, "evaluate", tiny_run.run, "-o", out, "--truth", sim))
+    assert line == (
+        f"cryostream evaluate: error: --truth {sim}: cryostream simulate did not finish this set "
+        f"({written} of 500 micrographs written, no simulate.json; simulate.unfinished says so), "
+        "so it is only part of the set; run the same cryostream simulate command again, which "
+        "simulates the whole set into it (the same micrographs again for the same seed), then "
+        "give it again")
+    assert not out.exists()

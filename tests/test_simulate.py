@@ -304,3 +304,58 @@ def test_star_records_each_particles_shape(tmp_path):
     assert list(parts["rlnClassNumber"]) == expected and len(set(expected)) >= 2
     default = cryostream.simulate(tmp_path / "default", 1, shape=(256, 256))
     assert "rlnClassNumber" not in starfile.read(default.particles_star).columns
+
+
+def test_a_simulation_stopped_short_is_refused_by_prepare_until_simulate_finishes_it(tmp_path,
+                                                                                    capsys):
+    """simulate stopped by Ctrl-C left a folder of the micrographs made so far, which `prepare`
+    (and `fit`) took, as a folder, a glob or the micrographs' names, for a set of that many: a
+    store of part of the set, without a word. Its simulate.unfinished (written first, removed
+    once simulate.json is written last) now makes them refuse it in one line naming the set and
+    how much of it was written, and saying to run the same simulate command again; that command
+    makes the set whole (without --overwrite), and prepare takes it."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    sim = tmp_path / "sim"
+    command = simulate_stopped(sim)
+    assert (sim / "simulate.unfinished").is_file() and not (sim / "simulate.json").exists()
+    written = sorted((sim / "micrographs").glob("sim_*.mrc"))
+    store = tmp_path / "data.h5"
+    for given in ([sim / "micrographs"], [sim / "micrographs" / "*.mrc"], written[:2]):
+        line = assert_user_error(cli(capsys, "prepare", *given, "-o", store, "--patch", "32"))
+        assert line == (
+            f"cryostream prepare: error: {sim}: cryostream simulate did not finish this set "
+            f"({len(written)} of 500 micrographs written, no simulate.json; simulate.unfinished "
+            "says so), so it is only part of the set; run the same cryostream simulate command "
+            "again, which simulates the whole set into it (the same micrographs again for the "
+            "same seed), then give it again")
+        assert not store.exists() and not list(tmp_path.glob("*.h5*"))
+    fit = cli(capsys, "fit", sim / "micrographs", "-o", tmp_path / "run", "--budget", "2steps")
+    assert assert_user_error(fit).endswith(line.split(": error: ", 1)[1])  # before any note
+    assert not (tmp_path / "run").exists()
+    assert cli(capsys, *command).rc == 0  # the same command again: whole, no --overwrite
+    assert not (sim / "simulate.unfinished").exists() and (sim / "simulate.json").is_file()
+    assert len(list((sim / "micrographs").glob("sim_*.mrc"))) == 500
+    result = cli(capsys, "prepare", sim / "micrographs", "-o", store, "--patch", "32", "--quiet")
+    assert result.rc == 0, result.describe()
+
+
+def test_sets_without_the_note_are_taken_as_they_are(tmp_path, capsys):
+    """Only a set simulate marked unfinished is refused: one an earlier version wrote (its
+    simulate.json, no simulate.unfinished), its micrographs copied without simulate.json, and
+    a folder of one's own named like a set's are prepared as before."""
+    import shutil
+
+    from tests.faults_support import cli
+
+    made = cryostream.simulate(tmp_path / "old", 2, shape=(64, 64))
+    assert not (made.root / "simulate.unfinished").exists()
+    shutil.copytree(made.root / "micrographs", tmp_path / "copied" / "micrographs")
+    own = tmp_path / "own" / "micrographs"
+    own.mkdir(parents=True)
+    for path in made.micrographs:
+        shutil.copy(path, own / f"mine_{path.name}")
+    for i, given in enumerate((made.root / "micrographs", tmp_path / "copied" / "micrographs", own)):
+        result = cli(capsys, "prepare", given, "-o", tmp_path / f"s{i}.h5", "--patch", "32",
+                     "--quiet")
+        assert result.rc == 0, result.describe()

@@ -251,8 +251,8 @@ INTERRUPTIONS = {
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
     "simulate": Interruption(first=None, then="{out} holds the micrographs made so far and no "
-                             "simulate.json: the set is not finished; run the same command "
-                             "again to make it whole"),
+                             "simulate.json: the set is not finished (prepare, fit and evaluate "
+                             "--truth refuse it); run the same command again to make it whole"),
     # training notes the step it keeps (not with --quiet): how to go on from it, in any case
     "train": Interruption(first=None, then=lambda args: _train_kept(args.output)),
 }

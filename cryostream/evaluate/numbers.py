@@ -80,7 +80,11 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
 
 def simulated_pairs(truth_root: Path, limit: int | None = None) -> list[tuple[Path, Path]]:
     """Up to ``limit`` (all with ``None``) ``(micrographs/NAME.mrc, truth/NAME.mrc)`` pairs of
-    a simulated set, sorted by name."""
+    a simulated set, sorted by name; a set that ``simulate`` did not finish is refused
+    (:func:`~cryostream.io.simulated.check_sets_finished`): it would be scored as a whole."""
+    from cryostream.io.simulated import check_sets_finished
+
+    check_sets_finished([truth_root], "truth=")
     pairs = []
     for noisy in sorted((Path(truth_root) / "micrographs").glob("*.mrc")):
         truth = Path(truth_root) / "truth" / noisy.name

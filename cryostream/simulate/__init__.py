@@ -12,7 +12,10 @@ Layout of a simulated set ``OUT``::
                                       particle other than T20S (``SimulateConfig.particle``)
                                       also each particle's shape as ``rlnClassNumber``
                                       (1 + its index in ``PARTICLE_SHAPES``)
-    OUT/simulate.json                 the SimulateConfig and the cryostream version
+    OUT/simulate.json                 the SimulateConfig and the cryostream version, written
+                                      last: a set without it is not finished
+    OUT/simulate.unfinished           only while it is being made (or after a stop: run the
+                                      same command again), which prepare and evaluate refuse
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import write_micrograph
+from cryostream.io.simulated import FINISHED, mark_finished, mark_unfinished
 from cryostream.simulate.micrograph import SimulatedMicrograph, check_memory, simulate_micrograph
 from cryostream.simulate.particles import ParticleModel, particle_model
 
@@ -84,8 +88,10 @@ def simulate(
         ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
         Replace an earlier simulation in ``out`` (its micrographs of another count go too).
-        A simulation stopped short is replaced without it; folders holding other files
-        (micrographs of your own) are refused, never mixed with simulated ones.
+        A simulation stopped short (``simulate.unfinished`` in ``out``, which ``prepare``
+        and ``evaluate`` refuse) is replaced without it, the same call making it whole;
+        folders holding other files (micrographs of your own) are refused, never mixed with
+        simulated ones.
     progress : bool
         Show a progress bar.
 
@@ -110,7 +116,7 @@ def simulate(
     root = Path(out)
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
-    if not overwrite and (root / "simulate.json").exists():
+    if not overwrite and (root / FINISHED).exists():
         raise StoreError(
             f"{root} already holds a simulated set; pass overwrite=True (--overwrite) "
             "or choose another folder"
@@ -119,7 +125,8 @@ def simulate(
     try:
         for folder in (mic_dir, truth_dir, *half_dirs):
             folder.mkdir(parents=True, exist_ok=True)
-        (root / "simulate.json").unlink(missing_ok=True)  # complete again only at the end
+        mark_unfinished(root, count)  # until the end: prepare and evaluate refuse the set
+        (root / FINISHED).unlink(missing_ok=True)  # complete again only at the end
         for path in ours:  # an earlier set's, of another count or shape: none is left among these
             path.unlink()
     except OSError as exc:
@@ -177,7 +184,7 @@ def simulate(
         columns.append("rlnClassNumber")
     starfile.write({"particles": pd.DataFrame(particle_rows, columns=columns)}, particle_star,
                    overwrite=True)
-    (root / "simulate.json").write_text(to_json(config) + "\n")
+    mark_finished(root, to_json(config) + "\n")  # last
     return SimulatedSet(
         root=root,
         micrographs=tuple(mics),
