@@ -289,3 +289,77 @@ def test_permissive_does_not_skip_an_output_another_call_made_meanwhile(tiny_run
     assert (out / b.name).exists() and (out / b.with_suffix(".json").name).exists()
     star = out / "denoised_micrographs.star"  # the other call's listing, of its output alone
     assert b.name not in star.read_text()
+
+
+def _relion_job(folder, kind: str | int, *, finished: bool, outputs=()) -> None:
+    """A RELION job folder as RELION leaves it: job.star of ``kind`` (a label, or RELION 3.1's
+    number), note.txt, run.out, RELION_JOB_EXIT_SUCCESS where ``finished``, and ``outputs``."""
+    folder.mkdir(parents=True)
+    (folder / "job.star").write_text(
+        f"\n# version 30001\n\ndata_job\n\n_rlnJobType    {kind}\n_rlnJobIsContinue    0\n"
+        if isinstance(kind, int) else f"\n# version 50001\n\ndata_job\n\n_rlnJobTypeLabel    "
+        f"{kind}\n_rlnJobIsContinue    0\n_rlnJobIsTomo    0\n")
+    (folder / "note.txt").write_text(" ++++ Executing new job on Mon Jan 12 10:00:00 2026\n")
+    (folder / "run.out").write_text("")
+    for name in (*outputs, *(["RELION_JOB_EXIT_SUCCESS"] * finished)):
+        (folder / name).write_text("")
+
+
+def test_denoising_into_another_relion_job_s_folder_is_said_in_one_warning(tiny_run, tmp_path):
+    """`denoise -o MotionCorr/job002`, another RELION job's folder, wrote the outputs in among
+    that job's without a word, where RELION's clean-up, deletion or rerun of the job takes them.
+    Now one warning names the job, its kind and the fix, and denoising goes on (an output
+    folder is the user's to choose). A new External job RELION made for cryostream (job.star,
+    no outputs yet), that job run again once cryostream finished in it, and a folder of one's
+    own in the project get no warning."""
+    import shutil
+    import warnings
+
+    from cryostream.cli import main
+    from cryostream.io.relion_jobs import RelionJobWarning
+
+    def denoise(out) -> list[str]:
+        """The command into ``project/out``: its warnings of RELION jobs, as it says them."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RelionJobWarning)
+            assert main(["denoise", str(tiny_run.run), str(source), "-o", str(project / out),
+                         "--raw", "--tile", "64", "--workers", "1", "--quiet"]) == 0
+        assert (project / out / "a.mrc").is_file() and (project / out / "a.json").is_file()
+        return [warnings.formatwarning(w.message, w.category, w.filename, w.lineno).rstrip()
+                for w in caught if w.category is RelionJobWarning]
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "default_pipeline.star").write_text("data_pipeline_general\n")
+    source = project / "a.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], source)
+    _relion_job(project / "MotionCorr" / "job002", "relion.motioncorr.own", finished=True,
+                outputs=["corrected_micrographs.star", "logfile.pdf"])
+    _relion_job(project / "External" / "job007", "relion.external", finished=True,
+                outputs=["coords.star"])
+    _relion_job(project / "External" / "job010", "relion.external", finished=False)
+    _relion_job(project / "CtfFind" / "job003", 2, finished=True, outputs=["micrographs_ctf.star"])
+    said = {out: denoise(out) for out in ("MotionCorr/job002", "MotionCorr/job002/denoised",
+                                          "External/job007", "External/job010", "Denoised",
+                                          "CtfFind/job003")}
+    fix = ("the denoised micrographs go in among that job's files, which RELION takes for the "
+           "job's own (cleaning the job up, deleting it or running it again takes them too) and "
+           "its pipeline does not list as outputs; denoising goes on, but give the outputs a "
+           "folder of their own: a new External job's, or -o DIR outside the job folders")
+    assert said.pop("MotionCorr/job002") == [
+        f"cryostream: warning: {project / 'MotionCorr/job002'}: the folder of the RELION job "
+        f"MotionCorr/job002 (a relion.motioncorr.own job, finished): {fix}"]
+    assert said.pop("MotionCorr/job002/denoised") == [
+        f"cryostream: warning: {project / 'MotionCorr/job002/denoised'}: inside the folder of "
+        f"the RELION job MotionCorr/job002 (a relion.motioncorr.own job, finished): {fix}"]
+    assert said.pop("External/job007") == [
+        f"cryostream: warning: {project / 'External/job007'}: the folder of the RELION job "
+        "External/job007 (an External job that finished (RELION_JOB_EXIT_SUCCESS) with outputs "
+        f"of its own): {fix}"]
+    assert said.pop("CtfFind/job003") == [  # RELION 3.1: the kind by its number, named by its folder
+        f"cryostream: warning: {project / 'CtfFind/job003'}: the folder of the RELION job "
+        f"CtfFind/job003 (a CtfFind job, finished): {fix}"]
+    assert said == {"External/job010": [], "Denoised": []}
+    # RELION marks the External job finished; cryostream's rerun there (to resume) is its own
+    (project / "External" / "job010" / "RELION_JOB_EXIT_SUCCESS").write_text("")
+    assert denoise("External/job010") == []

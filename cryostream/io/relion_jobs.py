@@ -1,0 +1,101 @@
+"""RELION's job folders, for an output folder given inside a RELION project: the job a folder
+is (or is inside), its kind and whether it finished, and the warning that an output folder is
+another job's (RELION owns what is in it: cleaning the job up, deleting it or running it again
+takes the files with it).
+
+A job folder (``Project/MotionCorr/job002/``) holds ``job.star`` (``run.job`` before RELION
+3.1) with the job's kind (``_rlnJobTypeLabel relion.motioncorr.own``, RELION 3.1's
+``_rlnJobType 1``), ``note.txt`` and ``run.out``, and, once it has ended,
+``RELION_JOB_EXIT_SUCCESS`` (or ``_FAILURE``, ``_ABORTED``); the project folder above it
+holds ``default_pipeline.star``. A new External job made for cryostream holds the first few
+and no outputs yet: it is no other job's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from pathlib import Path
+
+__all__ = ["RelionJob", "RelionJobWarning", "relion_job", "warn_other_job"]
+
+#: Files only a RELION job folder holds.
+_JOB_FILES = ("job.star", "run.job", "RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE",
+              "RELION_JOB_EXIT_ABORTED")
+#: RELION 3.1's number of the External job kind (later versions: ``relion.external``).
+_EXTERNAL = 99
+
+
+class RelionJobWarning(UserWarning):
+    """The output folder is, or is inside, another RELION job's folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RelionJob:
+    """A RELION job folder: ``folder``, its ``name`` (``MotionCorr/job002``, relative to the
+    project folder where one is found), its ``kind`` (``job.star``'s label; for RELION 3.1's
+    number, the kind its folder is named by, ``MotionCorr``; None where unknown), whether it
+    is an External job (one that runs another program, as cryostream is run) and whether it
+    ``finished`` (``RELION_JOB_EXIT_SUCCESS``)."""
+
+    folder: Path
+    name: str
+    kind: str | None
+    external: bool
+    finished: bool
+
+
+def relion_job(folder: str | Path) -> RelionJob | None:
+    """The RELION job folder that ``folder`` is, or is inside (its parent or the one above),
+    below the project folder (the one holding ``default_pipeline.star``); None for any other
+    folder, one that does not exist yet included."""
+    folder = Path(folder).absolute()
+    for here in (folder, folder.parent, folder.parent.parent):
+        if (here / "default_pipeline.star").is_file():  # the project folder: no job above it
+            return None
+        if any((here / name).is_file() for name in _JOB_FILES):
+            project = next((p for p in here.parents if (p / "default_pipeline.star").is_file()),
+                           None)
+            kind, external = _kind(here)
+            return RelionJob(here, str(here.relative_to(project)) if project else str(here), kind,
+                             external, (here / "RELION_JOB_EXIT_SUCCESS").is_file())
+    return None
+
+
+def _kind(folder: Path) -> tuple[str | None, bool]:
+    """A job's kind as its ``job.star`` says it, and whether it is an External job (an unknown
+    kind is taken for one: nothing is said of it)."""
+    try:
+        text = (folder / "job.star").read_text(errors="replace")
+    except OSError:
+        return None, True
+    if found := re.search(r"^\s*_rlnJobTypeLabel\s+(\S+)", text, flags=re.M):
+        return found[1], found[1].startswith("relion.external")
+    if found := re.search(r"^\s*_rlnJobType\s+(-?\d+)", text, flags=re.M):  # its folder's kind
+        return folder.parent.name, int(found[1]) == _EXTERNAL
+    return None, True
+
+
+def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2) -> None:
+    """One :class:`RelionJobWarning` where ``output`` is, or is inside, the folder of another
+    RELION job: one of another kind than External (MotionCorr, CtfFind…: never a folder for
+    another program's outputs), or one that finished (``RELION_JOB_EXIT_SUCCESS``) with outputs
+    of its own (none of the files ``own`` that a finished call of this command leaves there:
+    a job that ran it and is being run again, to resume or add to it, is this command's own).
+    A new External job's folder, which RELION made for the command to write into, is no
+    other job's; nor is any folder outside a RELION job."""
+    job = relion_job(output)
+    if job is None or (job.external and not job.finished) or (
+            job.external and any((job.folder / name).exists() for name in own)):
+        return
+    what = ("an External job that finished (RELION_JOB_EXIT_SUCCESS) with outputs of its own"
+            if job.external else f"a {job.kind} job{', finished' if job.finished else ''}")
+    where = "" if job.folder == Path(output).absolute() else "inside "
+    warnings.warn(
+        f"{output}: {where}the folder of the RELION job {job.name} ({what}): the denoised micrographs go in "
+        "among that job's files, which RELION takes for the job's own (cleaning the job up, "
+        "deleting it or running it again takes them too) and its pipeline does not list as "
+        "outputs; denoising goes on, but give the outputs a folder of their own: a new "
+        "External job's, or -o DIR outside the job folders (Python: output=DIR)",
+        RelionJobWarning, stacklevel=stacklevel + 1)
