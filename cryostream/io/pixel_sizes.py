@@ -51,6 +51,12 @@ def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
                       f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
 
 
+def _first_of(headers) -> tuple:
+    """The first of ``headers`` and how a message names them: its path, and how many more."""
+    more = len(headers) - 1
+    return headers[0], f"{headers[0].path}{f' and {more} more' if more else ''}"
+
+
 def warn_unequal_axes(headers, fix: str = "pass --pixel-size Å (Python: pixel_size_angstrom=)",
                       *, stacklevel: int = 4) -> None:
     """One :class:`PixelSizeWarning` for the micrographs (their
@@ -60,9 +66,9 @@ def warn_unequal_axes(headers, fix: str = "pass --pixel-size Å (Python: pixel_s
     unequal = [h for h in headers if h.pixel_size_angstrom > 0 and h.pixel_size_y_angstrom > 0
                and not math.isclose(h.pixel_size_angstrom, h.pixel_size_y_angstrom, rel_tol=1e-3)]
     if unequal:
-        h, more = unequal[0], len(unequal) - 1
+        h, named = _first_of(unequal)
         x, y = h.pixel_size_angstrom, h.pixel_size_y_angstrom
-        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the {h.pixel_size_from} gives two "
+        warnings.warn(f"{named}: the {h.pixel_size_from} gives two "
                       f"pixel sizes, {x:g} Å along x and {y:g} Å along y; x's, {x:g} Å, is used "
                       f"(pixels are taken as square): {fix} if it is not right",
                       PixelSizeWarning, stacklevel=stacklevel)
@@ -94,9 +100,9 @@ def say_epu_pixel_sizes(headers, fix: str = "pass --pixel-size Å (Python: pixel
              and h.epu_pixel_size_angstrom > 0
              and not math.isclose(h.pixel_size_angstrom, h.epu_pixel_size_angstrom, rel_tol=0.01)]
     if apart:
-        h, more = apart[0], len(apart) - 1
+        h, named = _first_of(apart)
         ours, theirs = h.pixel_size_angstrom, h.epu_pixel_size_angstrom
-        warnings.warn(f"{h.path}{f' and {more} more' if more else ''}: the MRC header gives a "
+        warnings.warn(f"{named}: the MRC header gives a "
                       f"pixel size of {ours:g} Å, the EPU (FEI) extended header {theirs:g} Å; the "
                       f"MRC header's, {ours:g} Å, is used: {fix} if it is not right",
                       PixelSizeWarning, stacklevel=stacklevel)
