@@ -363,3 +363,37 @@ def test_denoising_into_another_relion_job_s_folder_is_said_in_one_warning(tiny_
     # RELION marks the External job finished; cryostream's rerun there (to resume) is its own
     (project / "External" / "job010" / "RELION_JOB_EXIT_SUCCESS").write_text("")
     assert denoise("External/job010") == []
+
+
+def test_a_finished_external_job_s_own_outputs_in_a_folder_inside_it_are_its_own(tmp_path):
+    """An External job that ran cryostream with ``-o External/job007/denoised`` (a folder
+    inside the job's) and finished: running the same command again, to resume or add to it,
+    was warned of as another job's folder 'with outputs of its own', since only the job's own
+    folder was looked in for cryostream's denoised_micrographs.star. The folders from ``-o``
+    up to the job's are looked in; a finished External job whose folder holds none of them is
+    still warned of, and the project folder never is."""
+    import warnings
+
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.io.relion_jobs import RelionJobWarning, warn_other_job
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "default_pipeline.star").write_text("data_pipeline_general\n")
+    job = project / "External" / "job007"
+    _relion_job(job, "relion.external", finished=True)
+    (job / "denoised").mkdir()
+    (job / "denoised" / STAR_NAME).write_text("")
+    (job / "other").mkdir()
+
+    def said(output) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_other_job(output, (STAR_NAME,))
+        return [str(w.message).split(" (")[0] for w in caught if w.category is RelionJobWarning]
+
+    assert said(job / "denoised") == []
+    assert said(job / "denoised" / "more") == []  # not made yet, inside that folder
+    assert said(project) == [] and said(project / "Denoised") == []
+    assert said(job / "other") == [f"{job / 'other'}: inside the folder of the RELION job "
+                                   "External/job007"]

@@ -82,12 +82,13 @@ def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2
     RELION job: one of another kind than External (MotionCorr, CtfFind…: never a folder for
     another program's outputs), or one that finished (``RELION_JOB_EXIT_SUCCESS``) with outputs
     of its own (none of the files ``own`` that a finished call of this command leaves there:
-    a job that ran it and is being run again, to resume or add to it, is this command's own).
+    a job that ran it and is being run again, to resume or add to it, is this command's own,
+    whether it wrote them in the job's folder or in a folder inside it, as ``output`` is).
     A new External job's folder, which RELION made for the command to write into, is no
     other job's; nor is any folder outside a RELION job."""
     job = relion_job(output)
     if job is None or (job.external and not job.finished) or (
-            job.external and any((job.folder / name).exists() for name in own)):
+            job.external and _holds_own(Path(output).absolute(), job.folder, own)):
         return
     what = ("an External job that finished (RELION_JOB_EXIT_SUCCESS) with outputs of its own"
             if job.external else f"a {job.kind} job{', finished' if job.finished else ''}")
@@ -99,3 +100,10 @@ def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2
         "outputs; denoising goes on, but give the outputs a folder of their own: a new "
         "External job's, or -o DIR outside the job folders (Python: output=DIR)",
         RelionJobWarning, stacklevel=stacklevel + 1)
+
+
+def _holds_own(output: Path, job_folder: Path, own: tuple[str, ...]) -> bool:
+    """Whether one of the files ``own`` is in ``output``, in ``job_folder`` (which holds it) or
+    in a folder between the two."""
+    folders = [p for p in (output, *output.parents) if p == job_folder or job_folder in p.parents]
+    return any((folder / name).exists() for folder in folders for name in own)
