@@ -660,3 +660,31 @@ def test_a_cs_file_with_other_files_is_told_a_fix_for_cryosparc(tmp_path):
                     "STAR file written lists their names and optics only, without their columns "
                     "rlnDefocusU, rlnDefocusV, rlnDefocusAngle; to keep them, denoise each "
                     "cryoSPARC .cs file into an -o folder of its own"]
+
+
+def test_a_file_beside_it_that_cannot_be_opened_is_named_not_an_error(tmp_path):
+    """A ``.cs`` file beside the one given that cannot even be opened (a link whose target is
+    gone, a folder named ``*.cs``) stopped the reading of the given one with the operating
+    system's error ('No such file or directory'), though the given one holds every field. It is
+    passed over with the warning naming it and why, as an unreadable table beside it is."""
+    from cryostream.io.star import read_star
+    from tests.conftest import write_mrc
+
+    root = tmp_path / "P9"
+    names = [f"{_MOTION}/{10**17 + i}_m{i}_patch_aligned_doseweighted.mrc" for i in range(2)]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_mrc(root / name, np.ones((64, 64), np.float32), pixel_size=0.6575)
+    given = _exposures(root / "J5" / "J5_exposures.cs", names)
+    gone = root / "J5" / "J5_passthrough_exposures.cs"
+    gone.symlink_to(tmp_path / "elsewhere" / "J5_passthrough_exposures.cs")
+    (root / "J5" / "J5_passthrough_exposures_rejected.cs").mkdir()
+    with pytest.warns(StarFileWarning) as caught:
+        star = read_star(given)
+    assert sorted(str(w.message) for w in caught) == [
+        f"{given}: {gone.name} beside it is not joined (none of its fields are used): {gone}: "
+        "cannot be read (No such file or directory)",
+        f"{given}: J5_passthrough_exposures_rejected.cs beside it is not joined (none of its "
+        f"fields are used): {gone.parent / 'J5_passthrough_exposures_rejected.cs'}: cannot be "
+        "read (Is a directory)"]
+    assert [Path(m.path).name for m in star.micrographs] == [Path(n).name for n in names]

@@ -159,13 +159,15 @@ def _sibling(path: Path, table: np.ndarray, other: Path) -> tuple[np.ndarray, li
     Mapped, not read whole: only its header and the fields used are read."""
     try:
         extra = _table(other, mmap=True)
-    except InvalidMicrographError as error:  # not NumPy's, cut short, objects refused
-        import warnings
+    except (InvalidMicrographError, OSError) as error:  # not NumPy's, cut short, objects
+        import warnings  # refused; a broken link, a folder, no permission to read it
 
         from cryostream.io.star import StarFileWarning
 
+        why = error if isinstance(error, InvalidMicrographError) else \
+            f"{other}: cannot be read ({error.strerror or error})"
         warnings.warn(StarFileWarning(f"{path}: {other.name} beside it is not joined (none of its "
-                                      f"fields are used): {error}"), stacklevel=2)
+                                      f"fields are used): {why}"), stacklevel=2)
         return None
     names = extra.dtype.names or ()
     new = [f for f in names if f not in table.dtype.names]
