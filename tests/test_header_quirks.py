@@ -377,3 +377,39 @@ def test_an_mrc_header_pixel_size_its_epu_header_disagrees_with_is_kept_with_a_w
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gather_inputs([close], config=DenoiseConfig())
+
+
+def test_a_star_file_s_pixel_size_against_an_epu_header_s_names_that_header(tmp_path: Path):
+    """A STAR file listing EPU micrographs whose MRC header leaves the pixel size unset and
+    whose FEI extended header gives 0.83 Å, the STAR file saying 0.66 Å: the warning said the
+    STAR file's 'differs from the MRC headers' (… 0.83 Å in the header of …)', a value no MRC
+    header holds (it leaves it unset). It names the EPU header that gives it; a STAR file
+    against MRC headers is said as before."""
+    import pandas as pd
+    import starfile
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.sources import gather_inputs
+    from cryostream.io.star import StarFileWarning
+
+    for name, mrc_pixel in (("epu", 0.0), ("plain", 0.83)):
+        folder = tmp_path / name
+        folder.mkdir()
+        _epu(folder / "a.mrc", 300000.0, pixel_size=mrc_pixel, epu_pixel_size=0.83)
+        starfile.write({"optics": pd.DataFrame({
+            "rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+            "rlnMicrographPixelSize": [0.66], "rlnVoltage": [300.0],
+            "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]}),
+            "micrographs": pd.DataFrame({"rlnMicrographName": ["a.mrc"], "rlnOpticsGroup": [1]})},
+            folder / "micrographs.star")
+    said = {}
+    for name in ("epu", "plain"):
+        with pytest.warns(StarFileWarning) as caught:
+            got = gather_inputs(tmp_path / name / "micrographs.star", config=DenoiseConfig())
+        assert [m.pixel_size_angstrom for m in got.micrographs] == [0.66]
+        said[name] = [str(w.message).split("; the STAR file's")[0] for w in caught]
+    assert said == {
+        "epu": [f"{tmp_path / 'epu' / 'micrographs.star'}: its pixel size differs from the "
+                "headers' (0.66 Å in the STAR file, 0.83 Å in the EPU header of a.mrc)"],
+        "plain": [f"{tmp_path / 'plain' / 'micrographs.star'}: its pixel size differs from the "
+                  "MRC headers' (0.66 Å in the STAR file, 0.83 Å in the header of a.mrc)"]}

@@ -99,16 +99,19 @@ def far_from_header(value: float, header, star_entry) -> bool:
 def warn_header_pixel_sizes(star, differ: list[tuple]) -> None:
     """One :class:`~cryostream.io.star.StarFileWarning` for a STAR file whose pixel size is
     used where its micrographs' headers give another (``differ``: STAR value, header value,
-    file name), each pair of values named with one of its files."""
+    file name and, optionally, the header that gave it, ``"MRC header"`` or ``"EPU header"``),
+    each pair of values named with one of its files and the header it is in."""
     pairs: dict[tuple, list[str]] = {}
-    for star_value, header_value, name in differ:
-        pairs.setdefault((star_value, header_value), []).append(name)
+    for star_value, header_value, name, *header in differ:
+        pairs.setdefault((star_value, header_value, *(header or ["MRC header"])), []).append(name)
     kind = list_kind(star.path)
     why = "RELION's headers are often wrong" if kind == "STAR file" else "cryoSPARC's jobs use it"
-    listed = "; ".join(f"{s:g} Å in the {kind}, {h:g} Å in the header of {names[0]}"
+    listed = "; ".join(f"{s:g} Å in the {kind}, {h:g} Å in the "
+                       f"{'header' if header == 'MRC header' else header} of {names[0]}"
                        + (f" and {len(names) - 1} more" if len(names) > 1 else "")
-                       for (s, h), names in list(pairs.items())[:4])
-    warnings.warn(f"{star.path}: its pixel size differs from the MRC headers' ({listed}); the "
+                       for (s, h, header), names in list(pairs.items())[:4])
+    headers = "MRC headers'" if all(h == "MRC header" for _, _, h in pairs) else "headers'"
+    warnings.warn(f"{star.path}: its pixel size differs from the {headers} ({listed}); the "
                   f"{kind}'s is used ({why}): pass --pixel-size Å "
                   "(Python: pixel_size_angstrom=) if it is not right", StarFileWarning,
                   stacklevel=4)

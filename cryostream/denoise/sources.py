@@ -330,7 +330,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         if origin == kind and h.pixel_size_angstrom > 0 and not math.isclose(
                 ps, h.pixel_size_angstrom, rel_tol=0.01):  # a header 1 % or more off
             differ.setdefault(id(star), (star, []))[1].append(
-                (ps, h.pixel_size_angstrom, Path(h.path).name))
+                (ps, h.pixel_size_angstrom, Path(h.path).name, h.pixel_size_from))
         listed_optics = entry.optics.ctf_keywords() if getattr(entry, "optics", None) is not None else {}
         theirs = {**header_optics(h, config), **listed_optics}  # an EPU header's, under a STAR file's
         micrographs.append(InputMicrograph(
