@@ -397,3 +397,39 @@ def test_a_finished_external_job_s_own_outputs_in_a_folder_inside_it_are_its_own
     assert said(project) == [] and said(project / "Denoised") == []
     assert said(job / "other") == [f"{job / 'other'}: inside the folder of the RELION job "
                                    "External/job007"]
+
+
+def test_a_relion_3_0_job_is_known_by_its_run_job(tmp_path):
+    """RELION 3.0's job folders hold ``run.job`` (``job_type == 1``), no job.star: a
+    MotionCorr job's was taken for an External job, said as 'an External job that finished …
+    with outputs of its own' once finished and not at all while it ran. Its kind is read from
+    run.job, named by its folder as RELION 3.1's number is; an External job's (99) is as any
+    External job's."""
+    import warnings
+
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.io.relion_jobs import RelionJobWarning, relion_job, warn_other_job
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "default_pipeline.star").write_text("data_pipeline_general\n")
+    for folder, number, finished in (("MotionCorr/job002", 1, True), ("MotionCorr/job003", 1, False),
+                                     ("External/job004", 99, False)):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "run.job").write_text(
+            f"job_type == {number}\nis_continue == false\nInput movies STAR file: == "
+            "Import/job001/movies.star\n")
+        if finished:
+            (project / folder / "RELION_JOB_EXIT_SUCCESS").write_text("")
+    assert [(j.kind, j.external, j.finished) for j in map(relion_job, (
+        project / "MotionCorr/job002", project / "MotionCorr/job003", project / "External/job004"))] \
+        == [("MotionCorr", False, True), ("MotionCorr", False, False), ("External", True, False)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for folder in ("MotionCorr/job002", "MotionCorr/job003", "External/job004"):
+            warn_other_job(project / folder, (STAR_NAME,))
+    assert [str(w.message).split("): ")[0] for w in caught if w.category is RelionJobWarning] == [
+        f"{project / 'MotionCorr/job002'}: the folder of the RELION job MotionCorr/job002 (a "
+        "MotionCorr job, finished",
+        f"{project / 'MotionCorr/job003'}: the folder of the RELION job MotionCorr/job003 (a "
+        "MotionCorr job"]

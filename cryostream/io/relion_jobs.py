@@ -35,9 +35,9 @@ class RelionJobWarning(UserWarning):
 class RelionJob:
     """A RELION job folder: ``folder``, its ``name`` (``MotionCorr/job002``, relative to the
     project folder where one is found), its ``kind`` (``job.star``'s label; for RELION 3.1's
-    number, the kind its folder is named by, ``MotionCorr``; None where unknown), whether it
-    is an External job (one that runs another program, as cryostream is run) and whether it
-    ``finished`` (``RELION_JOB_EXIT_SUCCESS``)."""
+    number or RELION 3.0's ``run.job``, the kind its folder is named by, ``MotionCorr``; None
+    where unknown), whether it is an External job (one that runs another program, as
+    cryostream is run) and whether it ``finished`` (``RELION_JOB_EXIT_SUCCESS``)."""
 
     folder: Path
     name: str
@@ -64,17 +64,23 @@ def relion_job(folder: str | Path) -> RelionJob | None:
 
 
 def _kind(folder: Path) -> tuple[str | None, bool]:
-    """A job's kind as its ``job.star`` says it, and whether it is an External job (an unknown
-    kind is taken for one: nothing is said of it)."""
-    try:
-        text = (folder / "job.star").read_text(errors="replace")
-    except OSError:
-        return None, True
+    """A job's kind as its ``job.star`` says it (RELION 3.0's ``run.job``: ``job_type == 1``),
+    and whether it is an External job (an unknown kind is taken for one)."""
+    text = _read(folder / "job.star")
     if found := re.search(r"^\s*_rlnJobTypeLabel\s+(\S+)", text, flags=re.M):
         return found[1], found[1].startswith("relion.external")
-    if found := re.search(r"^\s*_rlnJobType\s+(-?\d+)", text, flags=re.M):  # its folder's kind
-        return folder.parent.name, int(found[1]) == _EXTERNAL
+    if found := re.search(r"^\s*_rlnJobType\s+(-?\d+)", text, flags=re.M) or re.search(
+            r"^\s*job_type\s*==\s*(-?\d+)", _read(folder / "run.job"), flags=re.M):
+        return folder.parent.name, int(found[1]) == _EXTERNAL  # the kind its folder is named by
     return None, True
+
+
+def _read(path: Path) -> str:
+    """The text of ``path``; empty where it cannot be read."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2) -> None:
