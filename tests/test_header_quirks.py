@@ -358,7 +358,9 @@ def test_an_mrc_header_pixel_size_its_epu_header_disagrees_with_is_kept_with_a_w
         tmp_path: Path):
     """EPU micrographs whose MRC header gives 0.66 Å and whose FEI extended header gives
     0.83 Å keep the MRC header's, with one warning naming both values and the first file; an
-    EPU header within 1 % of the MRC header's says nothing."""
+    EPU header within 10 % of the MRC header's says nothing (EPU writes the nominal pixel size,
+    and a calibrated one a few % off it in the MRC header is routine: cryostream's own outputs
+    carry both)."""
     import warnings
 
     from cryostream.config import DenoiseConfig
@@ -366,7 +368,7 @@ def test_an_mrc_header_pixel_size_its_epu_header_disagrees_with_is_kept_with_a_w
     from cryostream.denoise.sources import gather_inputs
 
     apart = [_epu(tmp_path / f"{n}.mrc", 300000.0, epu_pixel_size=0.83) for n in "ab"]
-    close = _epu(tmp_path / "c.mrc", 300000.0, epu_pixel_size=0.665)
+    close = _epu(tmp_path / "c.mrc", 300000.0, epu_pixel_size=0.7)  # 6 % off: calibrated
     with pytest.warns(PixelSizeWarning) as caught:
         got = gather_inputs([*apart, close], config=DenoiseConfig())
     assert [str(w.message) for w in caught] == [

@@ -51,6 +51,12 @@ def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
                       f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
 
 
+#: How far apart (relative) an MRC header's pixel size and its EPU header's must be to be said:
+#: EPU writes the nominal size, and a calibrated one (a few % off) set in the MRC header, as
+#: cryostream's outputs and IMOD's alterheader do, is routine; 10 % or more is a wrong header.
+EPU_APART = 0.1
+
+
 def _first_of(headers) -> tuple:
     """The first of ``headers`` and how a message names them: its path, and how many more."""
     more = len(headers) - 1
@@ -80,7 +86,7 @@ def say_epu_pixel_sizes(headers, fix: str = "pass --pixel-size Å (Python: pixel
     :class:`~cryostream.io.mrc.MicrographHeader`): a note where it is an EPU header's (the MRC
     header leaves it unset, or gives the 1 Å placeholder: :func:`~cryostream.io.fei.pixel_size_with_fei`),
     and one :class:`PixelSizeWarning` where the MRC header and the EPU header give pixel sizes
-    more than 1 % apart (the MRC header's is used), each naming the first file, its values and
+    more than :data:`EPU_APART` apart (the MRC header's is used), each naming the first file, its values and
     how many more; ``fix`` says how to set the right one."""
     import logging
 
@@ -98,7 +104,8 @@ def say_epu_pixel_sizes(headers, fix: str = "pass --pixel-size Å (Python: pixel
             else "the micrograph's EPU header", "the first's" if more else "its", own, fix)
     apart = [h for h in headers if h.pixel_size_from == "MRC header" and h.pixel_size_angstrom > 0
              and h.epu_pixel_size_angstrom > 0
-             and not math.isclose(h.pixel_size_angstrom, h.epu_pixel_size_angstrom, rel_tol=0.01)]
+             and not math.isclose(h.pixel_size_angstrom, h.epu_pixel_size_angstrom,
+                                  rel_tol=EPU_APART)]
     if apart:
         h, named = _first_of(apart)
         ours, theirs = h.pixel_size_angstrom, h.epu_pixel_size_angstrom
