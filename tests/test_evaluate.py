@@ -496,7 +496,7 @@ def test_verbose_and_quiet(tiny_run, tmp_path, capsys):
     assert main(["rank", str(tiny_run.run), "-i", mic, "--draws", "1", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     assert main(["rank", str(tiny_run.run), "-i", mic, "--draws", "1", "-v"]) == 0
-    assert f"cryostream: run on {Path(mic).stem}: ; too small" in capsys.readouterr().err
+    assert f"cryostream: run on {Path(mic).stem}: too small for a CTF fit" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--quiet",
                  "--truth", str(tiny_run.sim.root), "--tile", "64"]) == 0
     captured = capsys.readouterr()

@@ -188,7 +188,7 @@ def rank_runs(runs: Iterable, inputs, *, config: DenoiseConfig | None = None, dr
             scores[run][str(name)] = score * percentile**2  # in the micrograph's units
             described = describe_found(bound.describe())
             found = found or described
-            log.debug("%s on %s: %s", model_name(run), name, described)
+            log.debug("%s on %s: %s", model_name(run), name, described.removeprefix("; "))
         log.info("scored %d/%d %s for %d run%s: %.1f s%s", number, stack.sizes["micrograph"],
                  name, len(runs), "" if len(runs) == 1 else "s", time.perf_counter() - start,
                  found)
