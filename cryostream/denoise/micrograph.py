@@ -149,9 +149,10 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
     # the binned pass: as many at each offset, each a quarter of the pixels
     expected = passes * (1 + (offsets if config.binned_pass else 0))
     start = time.perf_counter()
-    clock = {"last": start, "passes": 0, "pixels": 0, "whole": 0}
+    clock = {"last": start, "passes": 0, "pixels": 0, "whole": 0, "first": None}
 
     def network(image):
+        clock["first"] = clock["first"] or time.perf_counter()  # the pace: from the first pass on
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
                            batch_size=config.batch_size, precision=config.precision)
         clock["passes"] += 1
@@ -163,7 +164,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
             clock["last"] = now
             done = clock["passes"]
             work = clock["whole"] * (passes + (expected - passes) / 4)
-            left = (now - start) * (work - clock["pixels"]) / clock["pixels"]
+            left = (now - clock["first"]) * (work - clock["pixels"]) / clock["pixels"]
             logging.getLogger("cryostream").info(
                 "%s: network pass %d%s done, %.0f s so far%s", Path(source).name, done,
                 f" of {expected}" if done <= expected else "", now - start,
