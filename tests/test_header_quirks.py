@@ -322,6 +322,7 @@ def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_heade
     from cryostream.config import DenoiseConfig
     from cryostream.denoise.pixels import PixelSizeWarning
     from cryostream.denoise.sources import gather_inputs
+    from cryostream.denoise.verbose import optics_words
     from cryostream.io.mrc import read_header
 
     unset = _epu(tmp_path / "unset.mrc", 300000.0, pixel_size=0.0, epu_pixel_size=0.83)
@@ -345,6 +346,8 @@ def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_heade
     placeholder = _epu(tmp_path / "one.mrc", 300000.0, pixel_size=1.0, epu_pixel_size=0.83)
     (got,) = gather_inputs([placeholder], config=DenoiseConfig()).micrographs
     assert got.pixel_size_angstrom == 0.83
+    assert optics_words(got, DenoiseConfig()).startswith("pixel size 0.83 Å from its EPU header; ")
+    assert got.given() is None  # its file's own: not a value given from elsewhere
     assert [n.split("; ")[0] for n in notes if "pixel size" in n] == [
         f"{got.source}: the pixel size 0.83 Å comes from the micrograph's EPU header (its MRC "
         "header gives 1 Å, taken as a placeholder)"]

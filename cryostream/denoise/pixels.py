@@ -49,15 +49,18 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom,
     """``(Å, source)`` of a micrograph (its :class:`~cryostream.io.mrc.MicrographHeader` and
     :class:`~cryostream.io.star.StarMicrograph` or None): ``pixel_size_angstrom`` if given
     (``"argument"``), else its STAR file's (``kind``: ``"STAR file"``, or a cryoSPARC table's),
-    else its header's (``"header"``); an :class:`InvalidMicrographError` where none is set or
+    else its header's (``"header"``; ``"EPU header"`` where an EPU micrograph's FEI extended
+    header gave it, :func:`~cryostream.io.fei.pixel_size_with_fei`); an
+    :class:`InvalidMicrographError` where none is set or
     it is outside :data:`PIXEL_RANGE`."""
     optics = star_entry.optics if star_entry is not None else None
     if pixel_size_angstrom is not None:
         value, source, given = float(pixel_size_angstrom), "argument", "--pixel-size"
     elif optics is not None and optics.pixel_size_angstrom:
         value, source, given = optics.pixel_size_angstrom, kind, f"its {kind}"
-    elif header.pixel_size_angstrom > 0:
-        value, source, given = header.pixel_size_angstrom, "header", "its header"
+    elif header.pixel_size_angstrom > 0:  # the MRC header's, or an EPU header's in its place
+        source = "EPU header" if header.pixel_size_from == "EPU header" else "header"
+        value, given = header.pixel_size_angstrom, f"its {source}"
     else:
         raise InvalidMicrographError(header.path, unset_pixel_size(header)
                                      + (f" and its {kind} gives none" if star_entry else ""),

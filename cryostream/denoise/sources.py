@@ -45,7 +45,8 @@ class InputMicrograph:
     pixel_size_angstrom : float
         Å: ``--pixel-size``, else its STAR file's optics group, else its header.
     pixel_size_from : str
-        ``"argument"``, ``"header"`` or its list's kind (``"STAR file"``, ``"cryoSPARC .cs file"``).
+        ``"argument"``, ``"header"``, ``"EPU header"`` or its list's kind (``"STAR file"``,
+        ``"cryoSPARC .cs file"``).
     optics : dict
         ``voltage_kv``, ``cs_mm``, ``amplitude_contrast`` of its CTF gain: its optics group's
         where the STAR file gives them, else the option's, else its header's (an EPU file's
@@ -100,7 +101,7 @@ class InputMicrograph:
         """What the output owes to elsewhere than its file and the config (JSON values), for
         its record and identity; None when nothing."""
         given = {}
-        if self.pixel_size_from != "header":
+        if self.pixel_size_from not in ("header", "EPU header"):  # its file's own
             given["pixel_size_angstrom"] = self.pixel_size_angstrom
             given["pixel_size_from"] = self.pixel_size_from
         if self.defocus is not None:
@@ -323,7 +324,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         kind = list_kind(star.path) if star is not None else "STAR file"
         kinds.append(kind)
         ps, origin = pixel_size_for(h, entry, pixel_size_angstrom, kind)
-        if origin == "header":  # said once below, where the header's own is used
+        if origin in ("header", "EPU header"):  # said once below, where the header's is used
             own.append(h)
         if origin == "argument" and (disagree := argument_disagrees(ps, h, entry, kind)):
             off.append(disagree)
