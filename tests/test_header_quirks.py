@@ -308,6 +308,30 @@ def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tmp_path: Pa
         "amplitude_contrast), e.g. --voltage 200 for a Glacios or a Talos Arctica"]
 
 
+def test_the_optics_note_counts_the_epu_headers_of_a_group_that_took_its_voltage_elsewhere_too(notes):
+    """Micrographs lacking the same optics (Cs, amplitude contrast), one with its voltage from
+    its EPU header and one from its STAR file: the note said '200 kV from the micrographs' EPU
+    headers' of both; it now says how many of them the EPU headers gave it."""
+    import types
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import note_assumed_optics
+
+    def micrograph(source):
+        return types.SimpleNamespace(optics={"voltage_kv": 200.0, "cs_mm": 2.7,
+                                             "amplitude_contrast": 0.1},
+                                     optics_from={"voltage_kv": source})
+
+    note_assumed_optics(DenoiseConfig(), [micrograph("EPU header"), micrograph("STAR file")])
+    (said,) = [n for n in notes if "Cs or amplitude contrast" in n]
+    assert said.startswith("2 micrographs have no Cs or amplitude contrast from a STAR file or an "
+                           "option (the rest of their optics given; 200 kV from the EPU headers "
+                           "of 1 of them): ")
+    notes.clear()
+    note_assumed_optics(DenoiseConfig(), [micrograph("EPU header")] * 2)
+    assert "200 kV from the micrographs' EPU headers)" in notes[0]
+
+
 def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_header_has_none(
         tmp_path: Path, notes):
     """An EPU micrograph whose MRC header leaves the pixel size unset (0 Å), or gives 1 Å (a

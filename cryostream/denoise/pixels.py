@@ -205,9 +205,10 @@ def _note_lacking(config, which: tuple, micrographs: list) -> None:
              "amplitude_contrast": ("amplitude contrast",
                                     f"amplitude contrast {config.amplitude_contrast:g}",
                                     "--amplitude-contrast")}
-    volts = sorted({m.optics["voltage_kv"] for m in micrographs
-                    if m.optics_from.get("voltage_kv") == "EPU header"})
-    headers = "the micrograph's EPU header" if count == 1 else "the micrographs' EPU headers"
+    epus = [m for m in micrographs if m.optics_from.get("voltage_kv") == "EPU header"]
+    volts = sorted({m.optics["voltage_kv"] for m in epus})
+    headers = ("the micrograph's EPU header" if count == 1 else "the micrographs' EPU headers"
+               if len(epus) == count else f"the EPU headers of {len(epus)} of them")
     epu = (f"; {' and '.join(f'{v:g}' for v in volts)} kV from {headers}" if volts else "")
     log("%d micrograph%s no %s from a STAR file or an option (the rest of %s optics given%s): "
         "%s %s (nothing to do if that is your microscope's); for another, pass %s (Python: the "
