@@ -674,3 +674,38 @@ def test_truth_from_a_simulation_stopped_short_is_refused(tiny_run, tmp_path, ca
         "simulates the whole set into it (the same micrographs again for the same seed), then "
         "give it again")
     assert not out.exists()
+
+
+def test_truth_micrographs_of_no_pixel_size_are_scored_in_cycles_per_pixel(tiny_run, tmp_path,
+                                                                           capsys):
+    """``evaluate --truth`` of a set whose micrographs' headers give no pixel size scored them at
+    1 Å per pixel without a word, and its FRC and spectra read as Å. Now a PixelSizeWarning
+    names the file and --pixel-size, the report says cycles/px (``truth_pixel_size_angstrom``
+    null in report.json); --pixel-size gives the pixel size of those, and is refused (one line,
+    nothing written) where every header gives one and no --residual needs it."""
+    import mrcfile
+
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(160, 128), seed=11)
+    given = [str(tiny_run.run), "--truth", str(sim.root), "--tile", "56", "--quiet"]
+    assert main(["evaluate", *given, "-o", str(tmp_path / "refused"), "--pixel-size", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0.6575 Å in" in err[0] and err[0].endswith("leave it out"), err
+    assert not (tmp_path / "refused").exists()
+    mic = sim.micrographs[0]
+    write_mrc(mic, mrcfile.read(mic), pixel_size=0.0)
+    out = tmp_path / "rep"
+    with pytest.warns(PixelSizeWarning, match=f"{mic}: the header leaves the pixel size unset "
+                      r"\(0 Å\); it is scored at 1 Å per pixel, its FRC and power spectra in "
+                      r"cycles/px \(the report's figures\): pass --pixel-size Å"):
+        assert main(["evaluate", *given, "-o", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["truth_pixel_size_angstrom"] == {
+        mic.name: None}
+    assert "the FRC and power spectra are against cycles/px" in (out / "report.md").read_text()
+    out = tmp_path / "rep2"  # given: used for it, and nothing said (warnings are errors)
+    assert main(["evaluate", *given, "-o", str(out), "--pixel-size", "0.6575"]) == 0
+    assert json.loads((out / "report.json").read_text())["truth_pixel_size_angstrom"] == {
+        mic.name: 0.6575}
+    assert "cycles/px" not in (out / "report.md").read_text()
+

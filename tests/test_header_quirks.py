@@ -179,12 +179,20 @@ def test_evaluate_takes_the_pixel_size_as_denoise_does(tiny_run, tmp_path: Path,
     assert json.loads((tmp_path / "b" / "report.json").read_text())["residual"][0][
         "pixel_size_angstrom"] == 1.5
     capsys.readouterr()
+    from cryostream.evaluate import select_held_out
+    from cryostream.runs import load_record
+
+    held = select_held_out(tiny_run.sim.root, 2, load_record(tiny_run.run).store).pairs[0][0]
     for extra, said in ((["--residual", str(own), "--pixel-size", "1e6"],
                          "--pixel-size 1000000.0: a pixel size of 1e+06 Å is outside 0.05–100 Å; "
                          "pass the micrographs' pixel size in Å"),
                         (["--truth", str(tiny_run.sim.root), "--pixel-size", "0.66"],
-                         "--pixel-size 0.66 is the pixel size of the micrographs checked with "
-                         "--residual; give those, or leave it out")):
+                         "--pixel-size 0.66 is for the micrographs checked with --residual and "
+                         "the --truth micrographs whose headers have none, and these give theirs "
+                         f"(e.g. 0.6575 Å in {held}): leave it out"),
+                        (["--pixel-size", "0.66"], "--pixel-size 0.66 is the pixel size of the "
+                         "micrographs checked with --residual and of --truth "
+                         "micrographs whose headers have none; give those, or leave it out")):
         assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "c"), *extra]) == 2
         assert capsys.readouterr().err.strip() == f"cryostream evaluate: error: {said}"
         assert not (tmp_path / "c").exists()

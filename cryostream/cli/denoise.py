@@ -122,13 +122,14 @@ def denoise_config(args: argparse.Namespace) -> DenoiseConfig:
                              if not (args.raw and getattr(args, path) is None)})
 
 
-def add_pixel_size(parser: argparse.ArgumentParser, what: str) -> None:
+def add_pixel_size(parser: argparse.ArgumentParser, what: str) -> argparse.Action:
     """``--pixel-size Å`` (``pixel_size_angstrom``) of ``denoise`` and ``evaluate``: over the
     headers and the STAR file, for ``what`` that lack one (checked by
-    :func:`~cryostream.denoise.pixels.check_pixel_size`)."""
-    parser.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom", metavar="Å",
-                        help=f"pixel size in Å, over the headers and the STAR file (for {what} "
-                        "that lack one; one twice or half a header's is used with a warning)")
+    :func:`~cryostream.denoise.pixels.check_pixel_size`); the option added."""
+    return parser.add_argument("--pixel-size", type=float, dest="pixel_size_angstrom",
+                               metavar="Å", help=f"pixel size in Å, over the headers and the STAR "
+                               f"file (for {what} that lack one; one twice or half a header's is "
+                               "used with a warning)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

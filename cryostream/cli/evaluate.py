@@ -35,7 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="micrographs (real ones too) whose residual, input − what denoise gives "
                    "by default, is checked against their measured noise (each takes as long as "
                    "denoise does: give --denoised where denoise wrote them)")
-    add_pixel_size(p, "--residual micrographs")
+    add_pixel_size(p, "--residual micrographs").help += (
+        "; also the pixel size of --truth micrographs whose headers have none (without one, "
+        "they are scored at 1 Å per pixel, their FRC and spectra in cycles/px)")
     p.add_argument("--denoised", metavar="FOLDER",
                    help="a folder where `cryostream denoise` wrote this model's default outputs: "
                    "those found there are checked (--residual) and scored (--truth) as they are, "

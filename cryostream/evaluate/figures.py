@@ -84,17 +84,18 @@ def plot_crops(path, methods: dict[str, np.ndarray], clean: np.ndarray) -> None:
 
 
 def plot_spectra(path, methods: dict[str, np.ndarray], clean: np.ndarray,
-                 pixel_size_angstrom: float) -> None:
-    """Radially averaged Welch power spectra of every method and the truth."""
+                 pixel_size_angstrom: float | None) -> None:
+    """Radially averaged Welch power spectra of every method and the truth, against resolution
+    in Å (cycles/px where ``pixel_size_angstrom`` is None: not known)."""
     from cryostream.spectral import radial_average, welch_spectrum
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, image in [*methods.items(), ("truth", clean)]:
         side = min(512, 2 ** int(np.log2(min(image.shape))))
-        f, pw = radial_average(welch_spectrum(image, side), pixel_size_angstrom)
+        f, pw = radial_average(welch_spectrum(image, side), pixel_size_angstrom or 1.0)
         ax.semilogy(f[2:], pw[2:], lw=0.8, label=name)
-    resolution_axis(ax, f)
+    resolution_axis(ax, f, pixel_size_angstrom is not None)
     ax.set_ylabel("power")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -102,13 +103,15 @@ def plot_spectra(path, methods: dict[str, np.ndarray], clean: np.ndarray,
     plt.close(fig)
 
 
-def plot_frc(path, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> None:
-    """Each method's FRC with the truth, averaged over micrographs."""
+def plot_frc(path, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+             known: bool = True) -> None:
+    """Each method's FRC with the truth, averaged over micrographs, against resolution in Å
+    (``known`` False: the frequencies are in cycles/px, no pixel size known)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pairs in curves.items():
         ax.plot(pairs[0][0], np.mean([c for _, c in pairs], axis=0), lw=0.8, label=name)
-    resolution_axis(ax, next(iter(curves.values()))[0][0])
+    resolution_axis(ax, next(iter(curves.values()))[0][0], known)
     ax.set_ylabel("FRC with the ground truth")
     ax.legend(fontsize=7)
     fig.tight_layout()

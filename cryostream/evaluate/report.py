@@ -62,7 +62,7 @@ def test_split_section(a: dict, recorrupt: bool = False) -> list[str]:
 
 
 def truth_section(run, record, selection: TruthSelection, out: Path, tile: int | None, report: dict,
-                  denoised=None) -> list[str]:
+                  denoised=None, pixels=None) -> list[str]:
     """Score whole simulated micrographs against their ground truth; figures and markdown.
 
     ``selection`` (:func:`~cryostream.evaluate.held_out.select_held_out`): the micrographs,
@@ -70,43 +70,53 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
     each method's ``psnr`` and ``ssim``), ``report["truth_mean"]`` (their means, which the
     table's last column and :func:`summary_lines` both show) and ``report["truth_micrographs"]``.
     ``denoised``: a folder where ``denoise`` wrote this model's default outputs (NAME.mrc with
-    its NAME.json), scored as the default recipe instead of denoising again."""
+    its NAME.json), scored as the default recipe instead of denoising again. ``pixels``: each
+    pair's pixel size (:func:`~cryostream.evaluate.pixels.truth_pixel_sizes`; None: not known,
+    scored at 1 Å per pixel and, where any is so, every FRC and spectrum in cycles/px)."""
     from cryostream.denoise.api import describe_found
+    from cryostream.evaluate.denoised import DenoisedOutputs
+    from cryostream.evaluate.pixels import truth_pixel_sizes
 
-    rows, curves = [], {}
+    rows, curves, outputs = [], {}, DenoisedOutputs(denoised, run, record, tile)
     pairs = selection.pairs
+    pixels = pixels or truth_pixel_sizes(pairs, None, True)
+    known = all(p for p, _ in pixels)  # else the FRC curves (averaged) and spectra in cycles/px
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
-        start = time.perf_counter()
-        noisy, pixel = read_micrograph(noisy_path)
-        clean, _ = read_micrograph(truth_path)
+        start, (given, _) = time.perf_counter(), pixels[number - 1]
+        noisy, clean = read_micrograph(noisy_path)[0], read_micrograph(truth_path)[0]
+        pixel = given or 1.0
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
         den = network_output(run, noisy, scale, tile)
-        written, written_found = _written_default(denoised, noisy_path, run, record, scale, tile)
+        written, written_found = outputs.default_of(noisy_path, scale)
         result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
                                tile=tile, default_output=written, default_found=written_found)
-        scores, frcs = score_methods(result.images, clean_n, pixel)
+        scores, frcs = score_methods(result.images, clean_n, pixel if known else 1.0)
         scores[GAUSSIAN]["sigma_px"] = result.gaussian_sigma_px
         rows.append({"micrograph": noisy_path.name, **scores})
         for name, pair in frcs.items():
             curves.setdefault(name, []).append(pair)
         if len(rows) == 1:
             plot_crops(out / "crops.png", result.images, clean_n)
-            plot_spectra(out / "spectra.png", result.images, clean_n, pixel)
+            plot_spectra(out / "spectra.png", result.images, clean_n, pixel if known else None)
         _log.info("ground truth %d/%d %s (%s): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
                   number, len(pairs), noisy_path.name,
                   "held out" if selection.checked else "training set not checked",
                   time.perf_counter() - start,
                   describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
                   GAUSSIAN, scores[GAUSSIAN]["psnr"])
-    plot_frc(out / "frc.png", curves)
+    plot_frc(out / "frc.png", curves, known)
     names = [k for k in rows[0] if k != "micrograph"]
     mean = {n: {"psnr": float(np.mean([r[n]["psnr"] for r in rows])),
                 "ssim": float(np.mean([r[n]["ssim"] for r in rows]))} for n in names}
-    report.update(simulated=rows, truth_mean=mean, truth_micrographs=selection.as_dict())
+    report.update(simulated=rows, truth_mean=mean, truth_micrographs=selection.as_dict(),
+                  truth_pixel_size_angstrom={n.name: p for (n, _), (p, _)
+                                             in zip(pairs, pixels, strict=True)})
     lines = ["## Simulated micrographs against their ground truth", "", selection.note(), "",
              "PSNR (dB) / SSIM of whole micrographs, the noisy micrograph's percentile as 1.0; "
-             "FRC with an edge taper (cryostream.metrics.frc).", "",
+             "FRC with an edge taper (cryostream.metrics.frc)." + ("" if known else
+             " A micrograph of no known pixel size is scored at 1 Å per pixel: the FRC and "
+             "power spectra are against cycles/px."), "",
              "| method | " + " | ".join(r["micrograph"] for r in rows) + " | mean |",
              "|---|" + "---|" * (len(rows) + 1)]
     for n in names:
@@ -142,34 +152,6 @@ def summary_lines(report: dict, output) -> list[str]:
     return lines
 
 
-def _written_default(denoised, noisy_path: Path, run: str, record, scale, tile: int | None,
-                     optics: dict | None = None) -> tuple[np.ndarray | None, dict | None]:
-    """What ``denoise`` wrote in ``denoised`` for ``noisy_path`` with ``run``'s default recipe,
-    ``tile`` and ``optics`` (a STAR file's, as denoise took them; checked through its
-    NAME.json), normalised by ``scale``, and what its steps found; ``(None, None)``, with a
-    note, when there is none."""
-    if denoised is None:
-        return None, None
-    from cryostream.config import DenoiseConfig
-    from cryostream.denoise.outputs import output_identity, read_record, same_record
-
-    path = Path(denoised) / noisy_path.name
-    record_path = path.with_suffix(".json")
-    written = read_record(record_path) or {}
-    given = written.get("given") or {}  # a STAR file's pixel size or
-    identity = output_identity(run, DenoiseConfig(tile=tile, **(optics or {})).for_run(record),
-                               str(noisy_path.resolve()), given)  # defocus: its output all the same
-    if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
-        identity["given"] = None
-    if not (path.is_file() and same_record(record_path, identity)):
-        _log.info("%s: %s; %s is denoised here instead, as denoise does by default", path, (
-            f"not this model's default output of {noisy_path}" + (f" with --tile {tile}" if tile
-                                                                   else "") + " (its NAME.json "
-            "says how it was made)") if path.is_file() else "not found", noisy_path.name)
-        return None, None
-    return read_micrograph(path)[0] / scale, written.get("found") or {}
-
-
 def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
                      denoised=None) -> list[str]:
     """The residual of what ``denoise`` gives each micrograph of ``paths`` (as
@@ -181,6 +163,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     from cryostream.denoise.network import load_network
     from cryostream.denoise.outputs import recipe_steps
     from cryostream.denoise.steps import Micrograph
+    from cryostream.evaluate.denoised import DenoisedOutputs
 
     network_config = load_network(run).config
     recipe = DenoiseConfig(tile=tile).for_run(record)
@@ -193,7 +176,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
              "last). What they mean is under the table.", "",
              "| micrograph | pixel size (Å) | band | spectrum ratio | max deviation | "
              "correlation (pure noise) | whole micrograph |", "|---|---|---|---|---|---|---|"]
-    rows, inputs = [], paths
+    rows, inputs, outputs = [], paths, DenoisedOutputs(denoised, run, record, tile)
     if denoised is None:  # the wait, said before it
         _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
                   "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
@@ -206,7 +189,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
-        den = _written_default(denoised, path, run, record, scale, tile, optics)[0]
+        den = outputs.default_of(path, scale, optics)[0]
         if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
             mine = dataclasses.replace(recipe, **optics)
             den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
@@ -262,7 +245,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     the ``residual`` micrographs' pixel size (Å), over their headers and STAR file, as
     :func:`cryostream.denoise` takes it (for micrographs that lack one; a
     :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` where it is twice or half a header's or
-    further off). ``tile``:
+    further off), and of the ``truth`` micrographs whose headers give none (without it they are
+    scored at 1 Å per pixel, their FRC and spectra in cycles/px, with a ``PixelSizeWarning``
+    naming one; :func:`~cryostream.evaluate.pixels.truth_pixel_sizes`). ``tile``:
     the denoising window's core, px (None: chosen for the micrograph and the device, as
     :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
 
@@ -274,14 +259,16 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     from cryostream.denoise.pixels import check_pixel_size
     from cryostream.errors import ConfigError
     from cryostream.evaluate.held_out import checked_truth
+    from cryostream.evaluate.pixels import truth_pixel_sizes
 
     run = model_path(run)
     record = model_record(run)
     check_pixel_size(pixel_size_angstrom)  # as denoise checks it, before anything is read
-    if pixel_size_angstrom is not None and not residual:
+    if pixel_size_angstrom is not None and not residual and truth is None:
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size) is the "
                           "pixel size of the micrographs checked with --residual (Python: "
-                          "residual=); give those, or leave it out")
+                          "residual=) and of --truth micrographs whose headers have none; give "
+                          "those, or leave it out")
     if store is None and truth is None and not residual:
         raise ConfigError("nothing to evaluate: give a store (its test split), --truth FOLDER (a "
                           "folder from cryostream simulate; Python: truth=) or --residual MRC... "
@@ -303,6 +290,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     # every input checked before anything is written
     selection = None if truth is None else checked_truth(  # micrographs of the truth's shape
         select_held_out(truth, micrographs, record.store), run, record)
+    pixels = None if truth is None else truth_pixel_sizes(selection.pairs, pixel_size_angstrom,
+                                                          bool(residual))
     if residual:  # each as denoise checks it (NaN pixels, a constant image), before any work
         from cryostream.config import DenoiseConfig
         from cryostream.denoise.micrograph import check_micrograph
@@ -322,7 +311,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
     with staged_report(out) as staging:
         return _write_report(run, record, store, staging, selection, residual, patches=patches,
-                             tile=tile, denoised=denoised)
+                             tile=tile, denoised=denoised, pixels=pixels)
 
 
 def _as_denoise_takes(items: list, pixel_size_angstrom: float | None = None) -> list[tuple]:
@@ -368,7 +357,8 @@ def check_test_split(store) -> None:
 
 
 def _write_report(run, record, store, out: Path, selection: TruthSelection | None,
-                  residual: list, *, patches: int, tile: int | None, denoised) -> dict:
+                  residual: list, *, patches: int, tile: int | None, denoised,
+                  pixels=None) -> dict:
     """The sections of :func:`evaluate`'s report, written into ``out``; the report's values."""
     from cryostream.baselines import topaz_available
     from cryostream.denoise.network import model_name
@@ -385,7 +375,7 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
         shutil.copy(Path(run) / "loss.png", out / "training.png")
         lines += ["![training curve](training.png)", ""]
     if selection is not None:
-        lines += truth_section(run, record, selection, out, tile, report, denoised)
+        lines += truth_section(run, record, selection, out, tile, report, denoised, pixels)
     if residual:
         lines += residual_section(run, record, residual, out, report, tile, denoised)
     (out / "report.md").write_text("\n".join(lines) + "\n")
