@@ -709,3 +709,61 @@ def test_truth_micrographs_of_no_pixel_size_are_scored_in_cycles_per_pixel(tiny_
         mic.name: 0.6575}
     assert "cycles/px" not in (out / "report.md").read_text()
 
+
+def test_a_denoised_output_made_at_another_pixel_size_is_said(tiny_run, tmp_path):
+    """``evaluate --residual --denoised --pixel-size`` read an output that denoise made at
+    another pixel size (its header's) as this model's default, and checked it at the one typed
+    without a word. Now one PixelSizeWarning names the output, both values and the one used;
+    the same pixel size as the output's, or none typed over a header that agrees, says nothing."""
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    mic = tiny_run.sim.micrographs[0]
+    den = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--tile", "56",
+                 "--quiet"]) == 0  # at its header's 0.6575 Å
+    given = [str(tiny_run.run), "--tile", "56", "--residual", str(mic), "--denoised", str(den),
+             "--quiet"]
+    with pytest.warns(PixelSizeWarning) as said:
+        assert main(["evaluate", *given, "-o", str(tmp_path / "rep"), "--pixel-size", "1"]) == 0
+    ours = [str(w.message) for w in said if "denoise made it" in str(w.message)]
+    assert ours == [f"{den / mic.name}: its MRC header gives a pixel size of 0.6575 Å (denoise "
+                    "made it at that size), 1.52× the 1 Å from --pixel-size; 1 Å is used for the "
+                    "residual check (its band and low-pass), and the output is read as it is: "
+                    "check it (if 0.6575 Å is right, pass --pixel-size 0.6575; otherwise denoise "
+                    "again with the right pixel size, or leave out --denoised to have it "
+                    "denoised here)"], ours
+    row = json.loads((tmp_path / "rep" / "report.json").read_text())["residual"][0]
+    assert row["pixel_size_angstrom"] == 1.0
+    for extra in ([], ["--pixel-size", "0.6575"]):  # warnings are errors here
+        assert main(["evaluate", *given, "-o", str(tmp_path / "rep2"), *extra]) == 0
+
+
+def test_truth_scored_beside_outputs_or_truths_of_another_pixel_size_is_said(tiny_run, tmp_path):
+    """``evaluate --truth --denoised``: an output denoise made at another pixel size than its
+    micrograph's header, and a truth whose header gives another than its micrograph's, were
+    passed over. Each is now one PixelSizeWarning naming the file, both values and the one
+    used."""
+    import mrcfile
+
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(160, 128), seed=12)
+    mic, truth = sim.micrographs[0], sim.root / "truth" / sim.micrographs[0].name
+    write_mrc(truth, mrcfile.read(truth), pixel_size=1.0)
+    den = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--tile", "56",
+                 "--pixel-size", "1", "--quiet"]) == 0
+    with pytest.warns(PixelSizeWarning) as said:
+        assert main(["evaluate", str(tiny_run.run), "--truth", str(sim.root), "--tile", "56",
+                     "--denoised", str(den), "-o", str(tmp_path / "rep"), "--quiet"]) == 0
+    said = sorted(str(w.message) for w in said)
+    assert said == [
+        f"{den / mic.name}: its MRC header gives a pixel size of 1 Å (denoise made it at that "
+        f"size), 0.657× the 0.6575 Å from the MRC header of {mic.name}; 0.6575 Å is used for the "
+        "FRC and spectra (PSNR and SSIM need none), and the output is read as it is: check it "
+        f"(if 1 Å is right, correct the MRC header of {mic.name}; "
+        "otherwise denoise again with the right pixel size, or leave out --denoised to have it "
+        "denoised here)",
+        f"{truth}: the truth's header gives a pixel size of 1 Å, its micrograph's 0.6575 Å; the "
+        "micrograph's, 0.6575 Å, is used: check the set (the truth and its micrograph are one "
+        "sampling)"], said

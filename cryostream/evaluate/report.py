@@ -82,13 +82,13 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
     pixels = pixels or truth_pixel_sizes(pairs, None, True)
     known = all(p for p, _ in pixels)  # else the FRC curves (averaged) and spectra in cycles/px
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
-        start, (given, _) = time.perf_counter(), pixels[number - 1]
+        start, (given, where) = time.perf_counter(), pixels[number - 1]
         noisy, clean = read_micrograph(noisy_path)[0], read_micrograph(truth_path)[0]
         pixel = given or 1.0
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
         den = network_output(run, noisy, scale, tile)
-        written, written_found = outputs.default_of(noisy_path, scale)
+        written, written_found = outputs.default_of(noisy_path, scale, None, given, where)
         result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
                                tile=tile, default_output=written, default_found=written_found)
         scores, frcs = score_methods(result.images, clean_n, pixel if known else 1.0)
@@ -105,6 +105,7 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
                   time.perf_counter() - start,
                   describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
                   GAUSSIAN, scores[GAUSSIAN]["psnr"])
+    outputs.warn_pixel_sizes("the FRC and spectra (PSNR and SSIM need none)", overrides=False)
     plot_frc(out / "frc.png", curves, known)
     names = [k for k in rows[0] if k != "micrograph"]
     mean = {n: {"psnr": float(np.mean([r[n]["psnr"] for r in rows])),
@@ -164,6 +165,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
     from cryostream.denoise.outputs import recipe_steps
     from cryostream.denoise.steps import Micrograph
     from cryostream.evaluate.denoised import DenoisedOutputs
+    from cryostream.evaluate.pixels import pixel_size_source
 
     network_config = load_network(run).config
     recipe = DenoiseConfig(tile=tile).for_run(record)
@@ -189,7 +191,8 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
-        den = outputs.default_of(path, scale, optics)[0]
+        origin = taken.pixel_size_from if taken else "argument" if given_pixel else "header"
+        den = outputs.default_of(path, scale, optics, pixel, pixel_size_source(origin, path.name))[0]
         if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
             mine = dataclasses.replace(recipe, **optics)
             den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
@@ -210,6 +213,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                      f"{check['correlation_with_lowpass']:.3f} "
                      f"({check['correlation_if_pure_noise']:.3f}) | "
                      f"{check['correlation_if_everything']:.3f} |")
+    outputs.warn_pixel_sizes("the residual check (its band and low-pass)")
     report["residual"] = rows
     if any(r["pixel_size_angstrom"] is None for r in rows):  # said only where it is so
         lines[2] = lines[2].replace(" What they mean", " A micrograph of no known pixel size is "
@@ -247,7 +251,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` where it is twice or half a header's or
     further off), and of the ``truth`` micrographs whose headers give none (without it they are
     scored at 1 Å per pixel, their FRC and spectra in cycles/px, with a ``PixelSizeWarning``
-    naming one; :func:`~cryostream.evaluate.pixels.truth_pixel_sizes`). ``tile``:
+    naming one; :func:`~cryostream.evaluate.pixels.truth_pixel_sizes`). A ``denoised`` output
+    whose header gives another pixel size than its micrograph's here is read as it is, with a
+    ``PixelSizeWarning`` naming both. ``tile``:
     the denoising window's core, px (None: chosen for the micrograph and the device, as
     :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
 
