@@ -979,6 +979,35 @@ def test_a_slow_micrograph_gets_notes_while_its_network_passes_run(trained, tmp_
     assert passes[-1].endswith(" s so far")
 
 
+def test_a_pairs_pass_notes_say_the_half_and_the_time_left_for_both(trained, tmp_path,
+                                                                    monkeypatch, notes):
+    """An even/odd pair is one micrograph of two halves: each pass note says which half is
+    under way, and the time left counts the passes of both (it had counted the half under way
+    alone: '1 second left for it' at the end of the even half, then as long again for the odd
+    one, and no time left at all once the even half's passes were done)."""
+    import importlib
+    import re
+
+    monkeypatch.setattr(importlib.import_module("cryostream.denoise.micrograph"),
+                        "NOTE_EVERY_S", 0.0)
+    sim = cryostream.simulate(tmp_path / "sim", 1, config=cryostream.SimulateConfig(
+        shape=(160, 128), seed=7, even_odd=True))
+    denoise(trained[0], sim.evens, tmp_path / "den", odd=sim.odds, workers=1,
+            config=DenoiseConfig.raw(tile=64, calibrate=1))  # two passes a half
+    passes = [n for n in notes if "network pass" in n]
+    even, odd = sim.evens[0].name, sim.odds[0].name
+    assert [n.split(", ")[0] for n in passes] == [
+        f"{even}: network pass 1 of 2 done on half 1 of 2",
+        f"{even}: network pass 2 of 2 done on half 1 of 2",
+        f"{odd}: network pass 1 of 2 done on half 2 of 2",
+        f"{odd}: network pass 2 of 2 done on half 2 of 2"]
+    # the time left for the pair on every note but the last (the even half's last too)
+    assert all(re.search(r", \d+ s so far, about \d+ seconds? left for the pair$", n)
+               for n in passes[:-1])
+    assert re.search(r", \d+ s so far$", passes[-1])
+    assert [n for n in notes if n.startswith("denoised 1/1 ")]
+
+
 def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, caplog):
     """A run of many micrographs says after each one about how long those left take at its
     pace so far (the ones finished earlier, kept, do not count); the last says nothing more."""

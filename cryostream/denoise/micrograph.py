@@ -21,6 +21,7 @@ from cryostream.denoise.outputs import (
     output_record,
     write_output,
 )
+from cryostream.denoise.pace import PassNotes
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
@@ -137,38 +138,24 @@ def normalised(image: np.ndarray, pixel_size_angstrom: float, record,
 NOTE_EVERY_S = 30.0
 
 
-def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offsets: int = 1):
+def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offsets: int = 1,
+               notes: PassNotes | None = None):
     """The network pass the steps call (once, 8 times for the ensemble, more to calibrate, as
     many again on the image binned by 2 for the binned pass, at each of its ``offsets``);
     with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run, with
-    the time left for the micrograph at the pace so far (by pixels: a binned pass has a
-    quarter of a whole pass's)."""
-    from cryostream.units import spoken_duration
-
-    passes = (8 if config.ensemble else 1) * (1 + config.calibrate)
-    # the binned pass: as many at each offset, each a quarter of the pixels
-    expected = passes * (1 + (offsets if config.binned_pass else 0))
-    start = time.perf_counter()
-    clock = {"last": start, "passes": 0, "pixels": 0, "whole": 0, "first": None}
+    the time left for the micrograph at the pace so far (``notes``: a pair's, shared by its
+    halves, whose time left counts both; :class:`~cryostream.denoise.pace.PassNotes`)."""
+    if source is not None:
+        notes = notes or PassNotes()
+        notes.begin_half(source, config, offsets)
 
     def network(image):
-        clock["first"] = clock["first"] or time.perf_counter()  # the pace: from the first pass on
+        if source is not None:
+            notes.passing()
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
                            batch_size=config.batch_size, precision=config.precision)
-        clock["passes"] += 1
-        clock["pixels"] += image.size
-        clock["whole"] = clock["whole"] or image.size  # the first pass is on the whole micrograph
-        now = time.perf_counter()
-        if source is not None and now - clock["last"] >= NOTE_EVERY_S and expected > 1:  # one
-            # pass alone: the note that the micrograph is done follows (cpu_time_note said its time)
-            clock["last"] = now
-            done = clock["passes"]
-            work = clock["whole"] * (passes + (expected - passes) / 4)
-            left = (now - clock["first"]) * (work - clock["pixels"]) / clock["pixels"]
-            logging.getLogger("cryostream").info(
-                "%s: network pass %d%s done, %.0f s so far%s", Path(source).name, done,
-                f" of {expected}" if done <= expected else "", now - start,
-                f", about {spoken_duration(left)} left for it" if done < expected and left > 0 else "")
+        if source is not None:
+            notes.passed(image.size, NOTE_EVERY_S)
         return out
 
     return network
@@ -176,7 +163,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
 
 def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, run: str,
                   config: DenoiseConfig, *, permissive: bool = False, pipeline=None,
-                  checked: tuple | None = None):
+                  checked: tuple | None = None, notes: PassNotes | None = None):
     """One 2-D micrograph in memory through the whole pipeline: checks, detector defects,
     percentile, network, steps. Returns ``(estimate, found)``: the denoised image in the
     micrograph's units and what the steps found on it (``found["defects"]``: what was
@@ -184,7 +171,8 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
     (:func:`checked_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
     ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
     :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: what
-    :func:`checked_micrograph` already returned for this image (not made again)."""
+    :func:`checked_micrograph` already returned for this image (not made again). ``notes``:
+    the pass notes of a pair's halves, one for both (:func:`network_fn`)."""
     import warnings
 
     from cryostream.denoise.network import load_network
@@ -204,7 +192,7 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
                                         value)
     offsets = binned_offsets(network.record, config.ensemble) if config.binned_pass else 1
     estimate, found = (pipeline or config.pipeline()).run(
-        micrograph, network_fn(run, config, source, offsets))
+        micrograph, network_fn(run, config, source, offsets, notes))
     estimate *= np.float32(percentile)
     if defects:  # the blank lines as they were
         restore(estimate, image, defects)
@@ -277,7 +265,6 @@ class Progress:
 
     def begin(self, key: str) -> None:
         """A micrograph starts."""
-        import time
 
         with self.lock:
             self.running[key] = time.perf_counter()
@@ -288,7 +275,6 @@ class Progress:
 
     def note(self, source: str, seconds: float, found: dict | None, key: str | None = None) -> None:
         """A micrograph (started as ``key``) is done in ``seconds``: its note."""
-        import logging
         import time
 
         from cryostream.units import format_duration
@@ -368,7 +354,6 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
 
 def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
                   progress: Progress | None = None):
-    import time
 
     from cryostream.denoise.sources import halves_pipeline
     from cryostream.io.mrc import read_header_copy
@@ -386,11 +371,12 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
     pipeline = (halves_pipeline(micrograph, config, [  # the halves mended, where they were
         (half, c[1] if c else image) for (half, image), c in zip(halves, checked, strict=True)],
         _record(run)) if checked is not None else None)
-    found = {}
-    estimate = None
+    found, estimate = {}, None
+    notes = PassNotes(2) if len(halves) == 2 else None  # a pair's time left: both halves'
     for (half, image), value in zip(halves, checked, strict=True) if checked is not None else ():
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
-                                  permissive=permissive, pipeline=pipeline, checked=value)
+                                  permissive=permissive, pipeline=pipeline, checked=value,
+                                  notes=notes)
         if out is None:
             estimate = None
             break
