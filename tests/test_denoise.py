@@ -588,8 +588,9 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
         trained, tmp_path, notes):
     """A scheduler given by address: a micrograph skipped on a worker (its warning raised in
     the worker's process) is warned of here, as without the cluster, and each micrograph done
-    is noted; a scheduler that goes away mid-run is one ClusterError saying what to do, not
-    distributed's FutureCancelledError."""
+    is noted with its time on the worker; a scheduler that goes away mid-run is one
+    ClusterError saying what to do, not distributed's FutureCancelledError."""
+    import re
     import threading
     import time
 
@@ -610,7 +611,10 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
                     scheduler=cluster.scheduler_address, permissive=True)
             for _ in range(50):  # the worker's event comes beside the result, not before it
                 time.sleep(0.1)
-    assert any(n.startswith("denoised 1/2 on the cluster: ") for n in notes)
+    # each micrograph done is noted as here: its time on the worker, or skipped
+    done = sorted(n.split(" ", 2)[2] for n in notes if n.startswith("denoised "))
+    assert re.fullmatch(r"nan\.mrc: skipped(; .* left)?", done[0])
+    assert re.fullmatch(rf"{sim.micrographs[0].name}: \d+\.\d s(; .* left)?", done[1])
     assert (tmp_path / "a" / sim.micrographs[0].name).is_file()
     empty = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")  # never runs
     threading.Timer(2.0, empty.close).start()
@@ -619,6 +623,29 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
                        r"same command again once the scheduler is back"):
         denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled,
                 scheduler=empty.scheduler_address)
+
+
+def test_on_a_cluster_each_micrograph_done_is_noted_with_its_time_and_the_time_left(
+        trained, tmp_path, notes):
+    """On a Dask cluster the notes of a micrograph's network passes stay on its worker (the
+    dashboard shows the tasks under way), but each micrograph done is noted here as without
+    one (it had been 'denoised 1/3 on the cluster: /full/path/sim_0000.mrc' alone): its
+    number, its output's name, its seconds on the worker, and while some are left, about how
+    long they take over the cluster's threads."""
+    import re
+
+    from distributed import LocalCluster
+
+    run, sim = trained
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        denoise(run, sim.micrographs, tmp_path / "den", config=DenoiseConfig.raw(tile=64),
+                scheduler=cluster.scheduler_address)
+    done = [n for n in notes if n.startswith("denoised ")]
+    assert sorted(n.split(" ")[2] for n in done) == [f"{p.name}:" for p in sim.micrographs]
+    assert [n.split(" ")[1] for n in done] == ["1/3", "2/3", "3/3"]
+    assert all(re.search(r": \d+\.\d s; (about \d+ s|under 1 s) left$", n) for n in done[:2])
+    assert re.search(r": \d+\.\d s$", done[2])
 
 
 def test_a_cluster_needs_an_output_folder(trained):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.cluster import on_workers
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.config.checks import check_config
 from cryostream.denoise.arrays import array_stack
@@ -346,18 +345,19 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         if jax.default_backend() == "cpu":
             cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
     job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
+    progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
+                                 config=config, micrographs=[m for m, _ in todo])  # -v's optics
     try:
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
                 reused_windows():
             if not todo:
                 results = []
-            elif client is not None:
-                results = gather_cluster(client, client.map(on_workers(job), todo),
-                                         len(micrographs), [m.source for m, _ in todo])
+            elif client is not None:  # a note as each is done, paced over the cluster's threads
+                results = gather_cluster(client, job, todo, progress(
+                    sum(client.nthreads().values())))
             else:
                 at_once = min(workers, len(todo))
-                progress = Progress(len(micrographs), len(micrographs) - len(todo), at_once,
-                                    config, [m for m, _ in todo])  # -v's optics: typed options known here
+                progress = progress(at_once)
                 job = functools.partial(job, progress=progress)
                 with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
                     results = finish(pool, job, todo, len(micrographs), progress.stop)

@@ -6,6 +6,7 @@ as it comes."""
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from cryostream.errors import (
     ConfigError,
@@ -15,7 +16,7 @@ from cryostream.errors import (
     one_error,
 )
 
-__all__ = ["finish", "gather_cluster"]
+__all__ = ["finish", "Finished", "timed", "gather_cluster"]
 
 
 def finish(pool, job, todo, total: int, on_stop=None) -> list:
@@ -47,24 +48,65 @@ def finish(pool, job, todo, total: int, on_stop=None) -> list:
         return _gather(futures, total)  # all done: the run completes, or names its bad ones
 
 
-def gather_cluster(client, futures, total: int, names: list[str] | None = None) -> list:
-    """:func:`_gather` for a Dask cluster's futures; an error every micrograph would meet
-    (memory, a setting) drops those not started as soon as it comes, as :func:`finish`. The
-    futures' results are :func:`cryostream.cluster.on_workers`'s: each one's warnings are
-    shown as it is done, and with ``names`` (each future's micrograph) a note."""
+class Finished(NamedTuple):
+    """A micrograph denoised on a cluster's worker: its result, and for its note here the file
+    the note names (its output), its seconds on the worker and what the steps found (None:
+    skipped)."""
+
+    result: object
+    name: str
+    seconds: float
+    found: dict | None
+
+
+class _Timing:
+    """In place of a :class:`~cryostream.denoise.micrograph.Progress` on a worker: keeps the
+    note the micrograph is given, for :class:`Finished`."""
+
+    noted: tuple = ("", 0.0, None)
+
+    def begin(self, key: str) -> None:
+        pass
+
+    def failed(self, key: str) -> None:
+        pass
+
+    def note(self, source, seconds: float, found: dict | None, key: str | None = None) -> None:
+        self.noted = (str(source), seconds, found)
+
+
+def timed(job, item) -> Finished:
+    """``job(item)`` (:func:`~cryostream.denoise.micrograph.denoise_item`) on a worker, with
+    what its note needs."""
+    timing = _Timing()
+    result = job(item, progress=timing)
+    return Finished(result, *timing.noted)
+
+
+def gather_cluster(client, job, todo: list, progress) -> list:
+    """``job`` over ``todo`` (``(micrograph, plan)`` items) on a Dask cluster: :func:`_gather`
+    of its futures; an error every micrograph would meet (memory, a setting) drops those not
+    started as soon as it comes, as :func:`finish`. As each is done its warnings (raised on
+    the worker: :func:`cryostream.cluster.on_workers`) are shown here, and ``progress``
+    (a :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time on the worker,
+    what the steps found and about how long those left take over the cluster's threads."""
+    import functools
+
     from distributed import as_completed
 
-    from cryostream.cluster import forwarded
+    from cryostream.cluster import forwarded, on_workers
 
-    named = dict(zip(futures, names or (), strict=False))
+    futures = client.map(on_workers(functools.partial(timed, job)), todo)
+    keys = {f.key: m.source for f, (m, _) in zip(futures, todo, strict=True)}
 
     def noted(completed):  # the worker's warnings and a note as each is done, as here
-        for done, future in enumerate(completed, 1):
-            if future.status == "finished" and forwarded(future.result()) is not None \
-                    and future in named:  # (None: skipped, with its warning)
-                logging.getLogger("cryostream").info(
-                    "denoised %d/%d on the cluster: %s", done + total - len(futures),
-                    total, named[future])
+        for future in completed:
+            if future.status == "finished":
+                done = forwarded(future.result())
+                progress.note(done.name, done.seconds, done.found if done.result is not None
+                              else None, key=keys[future.key])
+            else:
+                progress.failed(keys[future.key])
             yield future
 
     try:
@@ -72,7 +114,8 @@ def gather_cluster(client, futures, total: int, names: list[str] | None = None) 
     except (DeviceMemoryError, ConfigError):
         client.cancel(futures)
         raise
-    return [forwarded(r, show=False) for r in _gather(futures, total)]
+    return [None if r is None else forwarded(r, show=False).result
+            for r in _gather(futures, progress.total)]
 
 
 def _stop_on_first(completed, warn: bool, warned: set) -> None:
