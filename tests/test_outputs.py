@@ -355,7 +355,7 @@ def test_denoising_into_another_relion_job_s_folder_is_said_in_one_warning(tiny_
     assert said.pop("External/job007") == [
         f"cryostream: warning: {project / 'External/job007'}: the folder of the RELION job "
         "External/job007 (an External job that finished (RELION_JOB_EXIT_SUCCESS) with outputs "
-        f"of its own): {fix}"]
+        f"of its own: coords.star): {fix}"]
     assert said.pop("CtfFind/job003") == [  # RELION 3.1: the kind by its number, named by its folder
         f"cryostream: warning: {project / 'CtfFind/job003'}: the folder of the RELION job "
         f"CtfFind/job003 (a CtfFind job, finished): {fix}"]
@@ -363,6 +363,54 @@ def test_denoising_into_another_relion_job_s_folder_is_said_in_one_warning(tiny_
     # RELION marks the External job finished; cryostream's rerun there (to resume) is its own
     (project / "External" / "job010" / "RELION_JOB_EXIT_SUCCESS").write_text("")
     assert denoise("External/job010") == []
+
+
+def test_a_finished_external_job_is_said_to_have_outputs_of_its_own_only_where_it_has(tiny_run,
+                                                                                     tmp_path):
+    """`denoise -o` a finished External job's folder was warned of as 'an External job that
+    finished (RELION_JOB_EXIT_SUCCESS) with outputs of its own' without a look for any: a job
+    folder of RELION's files alone was said to have some. Now the warning says so only where
+    the folder shows one, and names it: the job's RELION_OUTPUT_NODES.star first, else a STAR
+    or MRC file in it or a folder inside it that neither RELION's bookkeeping nor cryostream
+    wrote (cryostream's own outputs are not the job's)."""
+    import shutil
+    import warnings
+
+    import numpy as np
+
+    from cryostream.cli import main
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.io.relion_jobs import RelionJobWarning
+    from tests.conftest import write_mrc
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "default_pipeline.star").write_text("data_pipeline_general\n")
+    source = project / "a.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], source)
+    job = project / "External" / "job007"
+    _relion_job(job, "relion.external", finished=True)  # job.star, note.txt, run.out alone
+
+    def said() -> str:
+        """The command into the job's folder: the part of its warning that says the job."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RelionJobWarning)
+            assert main(["denoise", str(tiny_run.run), str(source), "-o", str(job), "--raw",
+                         "--tile", "64", "--workers", "1", "--quiet"]) == 0
+        (job / STAR_NAME).unlink()  # (its STAR file would make the folder cryostream's own)
+        [message] = [str(w.message) for w in caught if w.category is RelionJobWarning]
+        return message.split(": the denoised micrographs go in")[0]
+
+    head = f"{job}: the folder of the RELION job External/job007 (an External job that finished " \
+        "(RELION_JOB_EXIT_SUCCESS)"
+    assert said() == f"{head})"
+    # a.mrc, which cryostream wrote there, is none of the job's; an image of its own is
+    assert (job / "a.mrc").is_file() and said() == f"{head})"
+    (job / "Movies").mkdir()
+    write_mrc(job / "Movies" / "m.mrc", np.ones((8, 8), np.float32))
+    assert said() == f"{head} with outputs of its own: Movies/m.mrc)"
+    (job / "RELION_OUTPUT_NODES.star").write_text("data_output_nodes\n")  # its own listing
+    assert said() == f"{head} with outputs of its own: RELION_OUTPUT_NODES.star)"
 
 
 def test_a_finished_external_job_s_own_outputs_in_a_folder_inside_it_are_its_own(tmp_path):

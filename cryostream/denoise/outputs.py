@@ -232,7 +232,7 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     if input_star is not None and star.resolve() == input_star.path.resolve():
         raise ConfigError(f"{output}: the output's {STAR_NAME} would replace the input STAR "
                           "file; choose another output folder: -o DIR (Python: output=DIR)")
-    warn_other_job(output, (STAR_NAME,), stacklevel=3)  # another RELION job's folder: said
+    warn_other_job(output, (STAR_NAME,), 3, made_by_denoise)  # another RELION job's: said
     made = None if output.exists() else output
     check_writable(output)
     finished = sum(p.done for p in plans)

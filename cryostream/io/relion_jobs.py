@@ -14,17 +14,25 @@ and no outputs yet: it is no other job's.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["RelionJob", "RelionJobWarning", "relion_job", "warn_other_job"]
+__all__ = ["RelionJob", "RelionJobWarning", "relion_job", "warn_other_job", "job_output"]
 
 #: Files only a RELION job folder holds.
 _JOB_FILES = ("job.star", "run.job", "RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE",
               "RELION_JOB_EXIT_ABORTED")
 #: RELION 3.1's number of the External job kind (later versions: ``relion.external``).
 _EXTERNAL = 99
+#: Where an External job lists its outputs for RELION's pipeline.
+_OUTPUT_NODES = "RELION_OUTPUT_NODES.star"
+#: What a job's outputs are (RELION's nodes: STAR files and images), and the STAR files of
+#: RELION's own bookkeeping among them, which are none.
+_OUTPUT_SUFFIXES = (".star", ".mrc", ".mrcs")
+_BOOKKEEPING = ("job.star", "job_pipeline.star", "default_pipeline.star")
 
 
 class RelionJobWarning(UserWarning):
@@ -83,21 +91,25 @@ def _read(path: Path) -> str:
         return ""
 
 
-def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2) -> None:
+def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2,
+                   made_here: Callable[[Path], bool] | None = None) -> None:
     """One :class:`RelionJobWarning` where ``output`` is, or is inside, the folder of another
     RELION job: one of another kind than External (MotionCorr, CtfFind…: never a folder for
-    another program's outputs), or one that finished (``RELION_JOB_EXIT_SUCCESS``) with outputs
-    of its own (none of the files ``own`` that a finished call of this command leaves there:
-    a job that ran it and is being run again, to resume or add to it, is this command's own,
-    whether it wrote them in the job's folder or in a folder inside it, as ``output`` is).
-    A new External job's folder, which RELION made for the command to write into, is no
-    other job's; nor is any folder outside a RELION job."""
+    another program's outputs), or one that finished (``RELION_JOB_EXIT_SUCCESS``) without
+    the files ``own`` that a finished call of this command leaves there (a job that ran it and
+    is being run again, to resume or add to it, is this command's own, whether it wrote them in
+    the job's folder or in a folder inside it, as ``output`` is). Such a job is said to have
+    outputs of its own where its folder shows one, named (:func:`job_output`; ``made_here``:
+    whether an MRC file is this command's). A new External job's folder, which RELION made for
+    the command to write into, is no other job's; nor is any folder outside a RELION job."""
     job = relion_job(output)
     if job is None or (job.external and not job.finished) or (
             job.external and _holds_own(Path(output).absolute(), job.folder, own)):
         return
-    what = ("an External job that finished (RELION_JOB_EXIT_SUCCESS) with outputs of its own"
-            if job.external else f"a {job.kind} job{', finished' if job.finished else ''}")
+    found = job_output(job.folder, own, made_here) if job.external else None
+    what = ("an External job that finished (RELION_JOB_EXIT_SUCCESS)" + (
+        f" with outputs of its own: {found}" if found else "") if job.external else
+        f"a {job.kind} job{', finished' if job.finished else ''}")
     where = "" if job.folder == Path(output).absolute() else "inside "
     warnings.warn(
         f"{output}: {where}the folder of the RELION job {job.name} ({what}): the denoised micrographs go in "
@@ -106,6 +118,31 @@ def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2
         "outputs; denoising goes on, but give the outputs a folder of their own: a new "
         "External job's, or -o DIR outside the job folders (Python: output=DIR)",
         RelionJobWarning, stacklevel=stacklevel + 1)
+
+
+def job_output(job_folder: Path, own: tuple[str, ...] = (),
+               made_here: Callable[[Path], bool] | None = None) -> str | None:
+    """An output of the job's own in ``job_folder`` or a folder inside it, named relative to
+    it: its ``RELION_OUTPUT_NODES.star`` (where an External job lists its outputs), else the
+    first STAR or MRC file that is neither RELION's bookkeeping (``job.star``…), one of the
+    files ``own`` nor an MRC file ``made_here`` says this command wrote; None where there is
+    none (hidden files and folders are not looked in)."""
+    if (job_folder / _OUTPUT_NODES).is_file():
+        return _OUTPUT_NODES
+    for here, folders, files in os.walk(job_folder):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.endswith(_OUTPUT_SUFFIXES) or \
+                    name in _BOOKKEEPING or name in own:
+                continue
+            path = Path(here) / name
+            if made_here is not None and not name.endswith(".star"):
+                with warnings.catch_warnings():  # (a damaged header: not this command's)
+                    warnings.simplefilter("ignore")
+                    if made_here(path):
+                        continue
+            return str(path.relative_to(job_folder))
+    return None
 
 
 def _holds_own(output: Path, job_folder: Path, own: tuple[str, ...]) -> bool:
