@@ -572,8 +572,9 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
 
 
 @pytest.mark.parametrize("command, then", [
-    ("fit", "; run the same command again to continue from where it stopped (its work folder "
-            "is kept, and the last checkpoint once training has begun)"),
+    # fit: what it kept, read from its folders (here none), and what the same command does
+    ("fit", "; no checkpoint or shard of the store was written: run the same command again to "
+            "start"),
     # train: what it kept (its note of it is on stderr, none with --quiet) and how to go on
     ("train", "; no checkpoint was written: run the same command again to start"),
     ("plan", ""),

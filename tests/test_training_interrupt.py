@@ -122,13 +122,18 @@ def _fit_stopped_at(tmp_path, note: str):
     run = tmp_path / "run"
     command = ["fit", str(sim.root / "micrographs"), "-o", str(run), "--model", "unet-small",
                "--budget", "3steps"]
+    assert _main_stopped_at(command, note) == 130
+    return sim, run, command
+
+
+def _main_stopped_at(command: list[str], note: str) -> int:
+    """The command, given Ctrl-C as the note starting with ``note`` is logged: its status."""
     logger, ctrl_c = logging.getLogger("cryostream"), _CtrlCAt(note)
     logger.addHandler(ctrl_c)
     try:
-        assert main(command) == 130
+        return main(command)
     finally:
         logger.removeHandler(ctrl_c)
-    return sim, run, command
 
 
 def test_fit_interrupted_exits_130_and_the_same_command_continues(tmp_path, capsys):
@@ -138,10 +143,49 @@ def test_fit_interrupted_exits_130_and_the_same_command_continues(tmp_path, caps
     assert f"cryostream: {HELD}" in lines  # said while the logging handler ran: order may vary
     assert lines[-2] == "cryostream: interrupted: the checkpoint of step 1 of 3 is kept"
     assert lines[-1].startswith("cryostream fit: interrupted after ")
+    run = tmp_path / "run"  # the last line names what the same command goes on from
+    assert lines[-1].endswith(f"; the checkpoint of step 1 is kept in {run} and the store in "
+                              f"{run / 'work'}: run the same command again to continue from that "
+                              "step")
     assert main(command) == 0
     err = capsys.readouterr().err
     assert "cryostream: resumed from step 1\n" in err
     assert checkpoint_steps(tmp_path / "run") == [1, 3]
+
+
+def test_fit_interrupted_names_what_it_kept_and_what_the_same_command_goes_on_from(tmp_path,
+                                                                                    capsys):
+    """A fit's last line after Ctrl-C said 'run the same command again to continue from where it
+    stopped (its work folder is kept, and the last checkpoint once training has begun)' whatever
+    was kept, and of a fit with --overwrite too, which the same command trains again from the
+    start. Now it names what was kept (the store in the work folder, a checkpoint of this fit)
+    and what the same command does with it; each is checked by running it."""
+    sim, run, command = _fit_stopped_at(tmp_path, "training unet-small for ")
+    work = run / "work"
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"; no checkpoint was written; the store in {work} is kept: run the same command again "
+        "to train on it")
+    assert main(command) == 0  # trains on the store kept
+    assert f"the store {work / 'data.h5'} is complete and its micrographs unchanged: kept" in \
+        capsys.readouterr().err
+    old = checkpoint_steps(run)
+    assert old[-1] == 3
+
+    # --overwrite, stopped before the run is replaced: the checkpoints there are the earlier fit's
+    assert _main_stopped_at([*command, "--overwrite"], "fit: 2 micrographs") == 130
+    assert checkpoint_steps(run) == old
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"; no checkpoint was written; the store in {work} is kept: run the same command again "
+        "to train on it")
+    # stopped after a step of its own: the same command would start again; without --overwrite
+    assert _main_stopped_at([*command, "--overwrite"], "training: step 1/3") == 130
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"; the checkpoint of step 1 is kept in {run} and the store in {work}: the same command "
+        "without --overwrite continues from that step (with --overwrite it trains from the start "
+        "again)")
+    assert main(command) == 0
+    assert "cryostream: resumed from step 1\n" in capsys.readouterr().err
+    assert checkpoint_steps(run)[-1] == 3
 
 
 def _split_error(run, step: int, store) -> tuple[float, float]:

@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cryostream.cli.kept import fit_kept, train_kept
 from cryostream.errors import CryostreamError
 from cryostream.interrupts import Terminated
 
@@ -222,11 +223,12 @@ class Interruption:
     then : str or callable
         Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
         parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
-        command line and returns the text (where it depends on what was kept).
+        command line and when the command began (seconds since the epoch) and returns the text
+        (where it depends on what was kept: :mod:`cryostream.cli.kept`).
     """
 
     first: str | None
-    then: str | Callable[[argparse.Namespace], str]
+    then: str | Callable[[argparse.Namespace, float], str]
 
 
 #: Every command's ``--quiet``: stdout keeps its result (the one summary line, a table).
@@ -245,30 +247,16 @@ INTERRUPTIONS = {
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "
         "workers were denoising are not written: run the same command again to denoise the rest "
         "(it skips the finished ones) and write denoised_micrographs.star"),
-    # training notes the step it keeps itself (and train, how to resume from it)
-    "fit": Interruption(first=None, then="run the same command again to continue from where it "
-                        "stopped (its work folder is kept, and the last checkpoint once training has begun)"),
+    # training notes the step it keeps itself; the last line, what a rerun goes on from
+    "fit": Interruption(first=None, then=fit_kept),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
     "simulate": Interruption(first=None, then="{out} holds the micrographs made so far and no "
                              "simulate.json: the set is not finished (prepare, fit and evaluate "
                              "--truth refuse it); run the same command again to make it whole"),
     # training notes the step it keeps (not with --quiet): how to go on from it, in any case
-    "train": Interruption(first=None, then=lambda args: _train_kept(args.output)),
+    "train": Interruption(first=None, then=train_kept),
 }
-
-
-def _train_kept(run: str) -> str:
-    """What an interrupted ``train`` into ``run`` kept, and how to go on from it (read from the
-    folder alone: a second Ctrl-C may ask it during a save, :func:`_end_held`)."""
-    from pathlib import Path
-
-    from cryostream.checkpoints import CHECKPOINTS, finished_steps
-
-    steps = finished_steps(Path(run) / CHECKPOINTS)
-    return (f"the checkpoint of step {steps[-1]} is kept in {run}: the same command with "
-            "--resume continues from it" if steps else "no checkpoint was written: run the "
-            "same command again to start")
 
 
 def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
@@ -299,10 +287,10 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
         signal.signal(signal.SIGINT, StopSoftly(args.command, interruption.first))
     term = signal.signal(signal.SIGTERM, TerminateSoftly(
         args.command, interruption.first if soft else None)) if main else None
-    start = time.perf_counter()
+    start, began = time.perf_counter(), time.time()
     stopped = None  # once interrupted: a further signal ends the process at once
     try:
-        with ending_at_once(lambda first: _end_held(args, interruption, first, start)):
+        with ending_at_once(lambda first: _end_held(args, interruption, first, start, began)):
             return int(args.func(args) or 0)
     except CryostreamError as exc:
         print(f"cryostream {args.command}: error: "
@@ -318,7 +306,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
         if main:  # one while the line is made (the checkpoint kept looked up) says this much
             stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said)
             stopped.install()
-        print(said + _then(interruption, args), file=sys.stderr)
+        print(said + _then(interruption, args, began), file=sys.stderr)
         if stopped is not None:
             stopped.line = None
         return 143 if isinstance(exc, Terminated) else 130
@@ -332,17 +320,17 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
                               else before)
 
 
-def _then(interruption: Interruption | None, args: argparse.Namespace) -> str:
+def _then(interruption: Interruption | None, args: argparse.Namespace, began: float) -> str:
     """What an interrupted command kept and how to go on (``; ...``), or nothing."""
     if interruption is None:
         return ""
     if callable(interruption.then):
-        return f"; {interruption.then(args)}"
+        return f"; {interruption.then(args, began)}"
     return f"; {interruption.then.format_map(vars(args))}"
 
 
 def _end_held(args: argparse.Namespace, interruption: Interruption | None, first: int,
-              start: float) -> None:
+              start: float, began: float) -> None:
     """A second signal where the command held the first back (train, fit: the step under way,
     its checkpoint): end the process at once, with the first's status and one line."""
     import signal
@@ -352,7 +340,7 @@ def _end_held(args: argparse.Namespace, interruption: Interruption | None, first
     term = first == signal.SIGTERM
     how = "terminated at once (SIGTERM again)" if term else "stopped at once (Ctrl-C again)"
     try:
-        then = _then(interruption, args)
+        then = _then(interruption, args, began)
     except Exception:  # (never in the way of stopping)
         then = ""
     from tqdm import tqdm
