@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
-           "Arrivals"]
+           "Arrivals", "as_sigterm"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -20,21 +20,31 @@ DUPLICATE_S = 0.1
 
 class Arrivals:
     """The signals a handler has met, a repeat of the first within :data:`DUPLICATE_S` not
-    counted."""
+    counted (the same signal: a Ctrl-C just after SIGTERM is a second). ``first``: the first's
+    number (None where not given)."""
 
     def __init__(self) -> None:
-        self.count, self.first_at = 0, 0.0
+        self.count, self.first_at, self.first = 0, 0.0, None
 
-    def new(self) -> bool:
+    def new(self, signum: int | None = None) -> bool:
         """Count a signal that just came; False (not counted) for the first's repeat."""
         import time
 
         now = time.monotonic()
-        if self.count and now - self.first_at < DUPLICATE_S:
+        if self.count and signum == self.first and now - self.first_at < DUPLICATE_S:
             return False
         self.count += 1
-        self.first_at = now if self.count == 1 else self.first_at
+        if self.count == 1:
+            self.first_at, self.first = now, signum
         return True
+
+
+def as_sigterm(note: str) -> str:
+    """A note written for Ctrl-C, said of SIGTERM: ``interrupted: …`` becomes ``terminated
+    (SIGTERM): …``, and ``Ctrl-C again`` ``SIGTERM again``."""
+    if note.startswith("interrupted: "):
+        note = "terminated (SIGTERM): " + note.removeprefix("interrupted: ")
+    return note.replace("Ctrl-C again", "SIGTERM again")
 
 
 class Terminated(KeyboardInterrupt):
@@ -66,13 +76,13 @@ class Interrupt:
 
 
 #: The functions :func:`ending_at_once` gave, innermost last.
-_ENDINGS: list[Callable[[int], object]] = []
+_ENDINGS: list[Callable[[int, int], object]] = []
 
 
 @contextlib.contextmanager
-def ending_at_once(end: Callable[[int], object]) -> Iterator[None]:
+def ending_at_once(end: Callable[[int, int], object]) -> Iterator[None]:
     """While the block runs, the second signal that :func:`held_interrupt` meets calls
-    ``end(first)`` (``first``: the first signal's number, SIGINT or SIGTERM), which ends the
+    ``end(first, second)`` (the two signals' numbers, SIGINT or SIGTERM each), which ends the
     process (the command line: one line, then the first's status), instead of raising
     :class:`KeyboardInterrupt` wherever the program is: in a checkpoint's save, whose writer
     threads then print errors of their own and leave its temporary folder, or in a garbage
@@ -87,7 +97,8 @@ def ending_at_once(end: Callable[[int], object]) -> Iterator[None]:
 @contextlib.contextmanager
 def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
     """Hold Ctrl-C (SIGINT) and SIGTERM back while the block runs: the first sets
-    :attr:`Interrupt.requested` and logs ``note`` (say what happens next), a second raises
+    :attr:`Interrupt.requested` and logs ``note`` (say what happens next; of SIGTERM, in its
+    words: :func:`as_sigterm`), a second (either signal) raises
     :class:`KeyboardInterrupt` where the program is, or ends the process where the program
     said how (:func:`ending_at_once`; the first delivered twice at once is one:
     :data:`DUPLICATE_S`). The handler before is put back after.
@@ -110,15 +121,15 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
 
     def handler(signum, frame) -> None:
         term = signum == signal.SIGTERM
-        if not arrivals.new():  # the first, delivered twice
+        if not arrivals.new(signum):  # the first, delivered twice
             return
         if interrupt.requested:
             interrupt.forced = True
             if _ENDINGS:
-                _ENDINGS[-1](signal.SIGTERM if interrupt.terminated else signal.SIGINT)
+                _ENDINGS[-1](signal.SIGTERM if interrupt.terminated else signal.SIGINT, signum)
             raise Terminated if term else KeyboardInterrupt
         interrupt.requested, interrupt.terminated = True, term
-        log(note)
+        log(as_sigterm(note) if term else note)
 
     signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler)  # held the same way (a time limit)

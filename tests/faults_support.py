@@ -30,6 +30,7 @@ __all__ = [
     "cli",
     "cli_process",
     "start_cli",
+    "signalled_cli",
     "wait_until",
     "simulate_stopped",
     "error_lines",
@@ -182,6 +183,32 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
             return condition()
         time.sleep(interval)
     return False
+
+
+def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], bool]]],
+                  timeout: float = 120) -> tuple[int, str]:
+    """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`) and send it each
+    of ``signals`` (``(signum, ready)``: once ``ready`` holds of its stderr so far, and 0.2 s at
+    least after the signal before: more than a repeat of that one, ``DUPLICATE_S``). Returns
+    its exit status and its stderr."""
+    import threading
+
+    proc = start_cli(*args, cwd=cwd)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        for i, (signum, ready) in enumerate(signals):
+            assert wait_until(proc, lambda ready=ready: ready("".join(err)), timeout=timeout), \
+                "".join(err)
+            if i:
+                time.sleep(0.2)
+            proc.send_signal(signum)
+        proc.wait(timeout=timeout)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    return proc.returncode, "".join(err)
 
 
 _ERROR = re.compile(r"^cryostream( [\w-]+)?: error: ")

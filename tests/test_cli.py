@@ -567,8 +567,38 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
     assert result.stderr.splitlines() == [
         "cryostream denoise: stopping after the micrographs in progress (each is written whole "
         "or not at all); Ctrl-C again to stop at once",
-        "cryostream denoise: stopped at once; what was in progress is not written (run the same "
-        "command again to resume)"]
+        "cryostream denoise: stopped at once (Ctrl-C again); what was in progress is not written "
+        "(run the same command again to resume)"]
+
+
+def test_ctrl_c_after_sigterm_ends_denoise_at_once_and_says_it_was_ctrl_c(tiny_run, tmp_path):
+    """SIGTERM, then Ctrl-C while `cryostream denoise` finished its micrograph in progress: the
+    Ctrl-C was taken for a first one (its note again, 'Ctrl-C again to stop at once') and the
+    command went on finishing, then ended 'interrupted' with status 130, SIGTERM's lost. Now
+    the Ctrl-C is the second signal: the process ends at once, its line naming it ('Ctrl-C after
+    SIGTERM'), with SIGTERM's status 143; nothing is half-written."""
+    import signal
+
+    import cryostream
+    from tests.faults_support import signalled_cli
+
+    sim = cryostream.simulate(tmp_path / "sim", 3, shape=(1024, 1024), seed=5)
+    out = tmp_path / "out"  # one at a time; the second, of 1024² px, takes seconds on a CPU:
+    status, err = signalled_cli(  # in progress as the signals come
+        "denoise", *sim.micrographs, "-o", out, "-m", tiny_run.run, "--no-ensemble", "--workers",
+        "1", cwd=tmp_path,
+        signals=[(signal.SIGTERM, lambda err: "cryostream: denoised 1/3 " in err),
+                 (signal.SIGINT, lambda err: "cryostream denoise: terminated (SIGTERM)" in err)])
+    lines = err.splitlines()
+    assert status == 143 and "Traceback" not in err, err
+    assert lines[-2:] == [
+        "cryostream denoise: terminated (SIGTERM): stopping after the micrographs in progress "
+        "(each is written whole or not at all); SIGTERM again to stop at once",
+        "cryostream denoise: stopped at once (Ctrl-C after SIGTERM); what was in progress is not "
+        "written (run the same command again to resume)"], err
+    first = Path(sim.micrographs[0]).stem  # the one finished: the second was not written
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        f"{first}.json", f"{first}.mrc"]
 
 
 @pytest.mark.parametrize("command, then", [

@@ -293,33 +293,20 @@ def test_a_fit_stopped_before_training_is_named_so_where_a_model_is_wanted(tmp_p
     assert not out.exists()
 
 
-def _train_ctrl_c_twice(store, run, second_after: str) -> tuple[int, str]:
-    """``cryostream train`` in a child process, given Ctrl-C once its first row is logged and
-    again 0.2 s (more than a repeat of the first, ``DUPLICATE_S``) after its stderr shows
-    ``second_after``: its status and stderr."""
-    import threading
-    import time
+def _train_ctrl_c_twice(store, run, second_after: str,
+                        signals=(signal.SIGINT, signal.SIGINT)) -> tuple[int, str]:
+    """``cryostream train`` in a child process, given Ctrl-C (the first of ``signals``) once its
+    first row is logged and again (the second) 0.2 s (more than a repeat of the first,
+    ``DUPLICATE_S``) after its stderr shows ``second_after``: its status and stderr."""
+    from tests.faults_support import signalled_cli
 
-    from tests.faults_support import start_cli, wait_until
-
-    proc = start_cli("train", store, "-o", run, "--model", "unet-small", "--precision", "fp32",
-                     "--steps", "1000", "--batch-size", "4", "--checkpoint-every", "1000",
-                     "--eval-every", "1000", cwd=run.parent)
-    err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
-    reader.start()
-    try:
-        assert wait_until(proc, lambda: (run / "metrics.jsonl").is_file()
-                          and (run / "metrics.jsonl").read_text(), timeout=120), "".join(err)
-        proc.send_signal(signal.SIGINT)
-        assert wait_until(proc, lambda: second_after in "".join(err), timeout=60), "".join(err)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        reader.join(timeout=10)
-    return proc.returncode, "".join(err)
+    return signalled_cli(
+        "train", store, "-o", run, "--model", "unet-small", "--precision", "fp32", "--steps",
+        "1000", "--batch-size", "4", "--checkpoint-every", "1000", "--eval-every", "1000",
+        cwd=run.parent, signals=[
+            (signals[0], lambda err: (run / "metrics.jsonl").is_file()
+             and bool((run / "metrics.jsonl").read_text())),
+            (signals[1], lambda err: second_after in err)])
 
 
 @pytest.mark.parametrize("second_after", [HELD, "cryostream train: interrupted after "])
@@ -356,3 +343,31 @@ def test_a_second_ctrl_c_ends_train_at_once_with_one_line_and_status_130(tiny_ru
     assert main(again) == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
         str(s) for s in [*kept, max(kept, default=0) + 1])
+
+
+@pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGINT),
+                                           (signal.SIGINT, signal.SIGTERM)])
+def test_a_second_signal_of_the_other_kind_is_named_as_it_is(tiny_run, tmp_path, first, second):
+    """SIGTERM (a batch system's time limit) and then Ctrl-C while `cryostream train` finished
+    and saved its step: the line it ended with said 'terminated at once (SIGTERM again)', of a
+    SIGTERM never sent again. Now each line names the signal that came: the first's note says
+    SIGTERM in its words, the last line the second as it was ('Ctrl-C after SIGTERM', or
+    'SIGTERM after Ctrl-C'), the status the first's (143 for SIGTERM, 130 for Ctrl-C)."""
+    from tests.faults_support import finished_steps
+
+    run = tmp_path / "run"
+    note = f"cryostream: {HELD}" if first == signal.SIGINT else (
+        "cryostream: terminated (SIGTERM): finishing the step under way, then saving it (SIGTERM "
+        "again stops at once, without saving it)")
+    status, err = _train_ctrl_c_twice(tiny_run.store, run, note, (first, second))
+    assert status == (143 if first == signal.SIGTERM else 130) and "Traceback" not in err, \
+        err[-3000:]
+    lines = err.splitlines()
+    assert note in err and (first == signal.SIGINT or HELD not in err)  # (after the bar)
+    how = ("stopped at once (Ctrl-C after SIGTERM)" if second == signal.SIGINT else
+           "terminated at once (SIGTERM after Ctrl-C)")
+    assert lines[-1].startswith(f"cryostream train: {how} after "), err[-3000:]
+    kept = finished_steps(run)
+    assert lines[-1].endswith(f"; the checkpoint of step {kept[-1]} is kept in {run}: the same "
+                              "command with --resume continues from it" if kept else
+                              "; no checkpoint was written: run the same command again to start")

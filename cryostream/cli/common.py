@@ -274,7 +274,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     import signal
     import threading
 
-    from cryostream.cli.signals import EndAtOnce, StopSoftly, TerminateSoftly
+    from cryostream.cli.signals import EndAtOnce, StopSoftly
     from cryostream.interrupts import ending_at_once
 
     on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
@@ -283,14 +283,14 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     main = threading.current_thread() is threading.main_thread()
     soft = interruption is not None and interruption.first is not None and main
     before = signal.getsignal(signal.SIGINT) if main else None
-    if soft:
-        signal.signal(signal.SIGINT, StopSoftly(args.command, interruption.first))
-    term = signal.signal(signal.SIGTERM, TerminateSoftly(
-        args.command, interruption.first if soft else None)) if main else None
+    handler = StopSoftly(args.command, interruption.first if soft else None)
+    if soft:  # (the others keep Python's Ctrl-C, which training holds back itself, till SIGTERM)
+        signal.signal(signal.SIGINT, handler)
+    term = signal.signal(signal.SIGTERM, handler) if main else None
     start, began = time.perf_counter(), time.time()
     stopped = None  # once interrupted: a further signal ends the process at once
     try:
-        with ending_at_once(lambda first: _end_held(args, interruption, first, start, began)):
+        with ending_at_once(lambda *both: _end_held(args, interruption, both, start, began)):
             return int(args.func(args) or 0)
     except CryostreamError as exc:
         print(f"cryostream {args.command}: error: "
@@ -315,7 +315,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
             stopped.through_the_exit()
         elif main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
-            if soft or stopped is not None:
+            if soft or stopped is not None or signal.getsignal(signal.SIGINT) is handler:
                 signal.signal(signal.SIGINT, signal.default_int_handler if before is None
                               else before)
 
@@ -329,16 +329,13 @@ def _then(interruption: Interruption | None, args: argparse.Namespace, began: fl
     return f"; {interruption.then.format_map(vars(args))}"
 
 
-def _end_held(args: argparse.Namespace, interruption: Interruption | None, first: int,
-              start: float, began: float) -> None:
+def _end_held(args: argparse.Namespace, interruption: Interruption | None,
+              signals: tuple[int, int], start: float, began: float) -> None:
     """A second signal where the command held the first back (train, fit: the step under way,
-    its checkpoint): end the process at once, with the first's status and one line."""
-    import signal
+    its checkpoint): end the process at once, with the first's status and one line naming the
+    second (``signals``: the first's and the second's numbers)."""
+    from cryostream.cli.signals import at_once, end_now, status_of
 
-    from cryostream.cli.signals import end_now
-
-    term = first == signal.SIGTERM
-    how = "terminated at once (SIGTERM again)" if term else "stopped at once (Ctrl-C again)"
     try:
         then = _then(interruption, args, began)
     except Exception:  # (never in the way of stopping)
@@ -346,7 +343,7 @@ def _end_held(args: argparse.Namespace, interruption: Interruption | None, first
     from tqdm import tqdm
 
     below = "\n" if getattr(tqdm, "_instances", None) else ""  # a line of its own, under the bar
-    end_now(143 if term else 130, f"{below}cryostream {args.command}: {how} after "
+    end_now(status_of(signals[0]), f"{below}cryostream {args.command}: {at_once(*signals)} after "
             f"{time.perf_counter() - start:.0f} s{then}")
 
 

@@ -1,6 +1,6 @@
 """The command line's Ctrl-C and SIGTERM: the first acknowledged (the work in progress finished,
-where the command does so), a second ending the process at once, in one line and with the
-first's status (130 or 143), never a traceback."""
+where the command does so), a second (either signal) ending the process at once, in one line
+naming it and with the first's status (130 or 143), never a traceback."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import signal
 import sys
 from typing import NoReturn
 
-from cryostream.interrupts import Arrivals, Terminated
+from cryostream.interrupts import Arrivals, Terminated, as_sigterm
 
-__all__ = ["StopSoftly", "TerminateSoftly", "EndAtOnce", "end_now"]
+__all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of"]
 
 
 def end_now(status: int, line: str | None = None) -> NoReturn:
@@ -29,44 +29,51 @@ def end_now(status: int, line: str | None = None) -> NoReturn:
     os._exit(status)
 
 
+#: How each signal is named to the user.
+_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+def at_once(first: int, second: int) -> str:
+    """How a second signal ended the process, naming it (and the first, where another):
+    ``stopped at once (Ctrl-C again)``, ``terminated at once (SIGTERM again)``, ``stopped at
+    once (Ctrl-C after SIGTERM)`` or ``terminated at once (SIGTERM after Ctrl-C)``."""
+    how = "terminated at once" if second == signal.SIGTERM else "stopped at once"
+    name = _NAMES.get(second, f"signal {second}")
+    return f"{how} ({name} again)" if second == first else \
+        f"{how} ({name} after {_NAMES.get(first, f'signal {first}')})"
+
+
+def status_of(signum: int) -> int:
+    """The exit status of a command stopped by ``signum``: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if signum == signal.SIGTERM else 130
+
+
 class StopSoftly:
-    """The SIGINT handler of a command that finishes its work in progress: the first Ctrl-C
-    prints ``first`` and raises :class:`KeyboardInterrupt` (the work in progress finishes, the
-    rest is not started); the second ends the process at once, status 130 (the first delivered
-    twice at once is one)."""
-
-    def __init__(self, command: str, first: str):
-        self.command, self.first, self.arrivals = command, first, Arrivals()
-
-    def __call__(self, signum, frame):
-        if not self.arrivals.new():  # the first, delivered twice
-            return
-        if self.arrivals.count == 1:
-            print(f"cryostream {self.command}: {self.first}", file=sys.stderr, flush=True)
-            raise KeyboardInterrupt
-        end_now(130, f"cryostream {self.command}: stopped at once; what was in progress is not "
-                "written (run the same command again to resume)")
-
-
-class TerminateSoftly:
-    """The SIGTERM handler of the command line: the first raises :class:`Terminated` (printing
-    ``first``, where the command finishes its work in progress, as for Ctrl-C); the second ends
-    the process at once, status 143."""
+    """The SIGTERM handler of the command line, and the SIGINT handler of a command that
+    finishes its work in progress (``first``: what it says of the first Ctrl-C; None for the
+    others, whose SIGINT keeps Python's handler until a SIGTERM comes). The first signal raises
+    :class:`KeyboardInterrupt` (Ctrl-C) or :class:`Terminated` (SIGTERM), printing ``first``
+    (of SIGTERM in its words); the second, whichever it is, ends the process at once with the
+    first's status (130 or 143), in one line naming it. The first delivered twice at once is
+    one."""
 
     def __init__(self, command: str, first: str | None):
         self.command, self.first, self.arrivals = command, first, Arrivals()
 
     def __call__(self, signum, frame):
-        if not self.arrivals.new():  # the first, delivered twice
+        if not self.arrivals.new(signum):  # the first, delivered twice
             return
+        first = self.arrivals.first
         if self.arrivals.count > 1:
-            end_now(143, f"cryostream {self.command}: terminated at once (SIGTERM again); what "
-                    "was in progress is not written")
+            end_now(status_of(first), f"cryostream {self.command}: {at_once(first, signum)}; "
+                    "what was in progress is not written (run the same command again to resume)")
+        term = signum == signal.SIGTERM
+        if term:  # a Ctrl-C while the command stops is the second, not Python's interrupt
+            signal.signal(signal.SIGINT, self)
         if self.first:
-            first = self.first.replace("Ctrl-C again", "SIGTERM again")
-            print(f"cryostream {self.command}: terminated (SIGTERM): {first}", file=sys.stderr,
-                  flush=True)
-        raise Terminated
+            said = f"terminated (SIGTERM): {as_sigterm(self.first)}" if term else self.first
+            print(f"cryostream {self.command}: {said}", file=sys.stderr, flush=True)
+        raise Terminated if term else KeyboardInterrupt
 
 
 class EndAtOnce:
@@ -80,7 +87,7 @@ class EndAtOnce:
 
     def __init__(self, status: int, line: str | None = None):
         self.status, self.line, self.arrivals = status, line, Arrivals()
-        self.arrivals.new()  # the first, just handled
+        self.arrivals.new(signal.SIGTERM if status == 143 else signal.SIGINT)  # the first
 
     def install(self) -> None:
         """Make this the handler of SIGINT and SIGTERM (from the main thread)."""
@@ -99,5 +106,5 @@ class EndAtOnce:
                                  for s in (signal.SIGINT, signal.SIGTERM)])
 
     def __call__(self, signum, frame):
-        if self.arrivals.new():  # not the first, delivered twice
+        if self.arrivals.new(signum):  # not the first, delivered twice
             end_now(self.status, self.line)
