@@ -174,3 +174,40 @@ def test_the_star_file_written_keeps_the_version_line_of_the_input(tiny_run, tmp
     written = (project / "External/job010/denoised_micrographs.star").read_text()
     lines = [ln for ln in written.splitlines() if ln.startswith("# version")]
     assert lines == [f"# version {version or '30001'}"] * 2
+
+
+def test_the_closing_line_names_the_output_without_dot_dot(tiny_run, tmp_path, monkeypatch,
+                                                           capsys):
+    """``-o ../den1`` from the project folder: the closing line names the output folder and
+    its STAR file absolute and plain (``/…/den1/denoised_micrographs.star``, not
+    ``/…/project/../den1/…``); an output inside the working directory is named relative to it
+    (``External/job010/denoised_micrographs.star``, not the absolute path)."""
+    project = tmp_path / "project"
+    star = _project(tiny_run, project)
+    monkeypatch.chdir(project)
+    common = ["--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o", "../den1",
+                 *common]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"into {tmp_path / 'den1'}, listed in {tmp_path / 'den1/denoised_micrographs.star'}:" \
+        in line and ".." not in line
+    assert main(["denoise", str(tiny_run.run), str(star.relative_to(project)), "-o",
+                 "./External/../External/job010", *common]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "into External/job010, listed in External/job010/denoised_micrographs.star:" in line
+
+
+def test_a_shown_path_goes_where_the_path_does_through_a_link(tmp_path, monkeypatch):
+    """``..`` after a link is the link target's parent, as the system reads it: the plain path
+    of ``link/../den1`` is the target's ``den1``, not the working directory's, so a STAR file
+    written there lands beside its outputs."""
+    from cryostream.io.paths import plain_path, shown_path
+
+    (tmp_path / "data/deep").mkdir(parents=True)
+    (tmp_path / "data/den1").mkdir()
+    (tmp_path / "P1").mkdir()
+    (tmp_path / "P1/link").symlink_to(tmp_path / "data/deep")
+    monkeypatch.chdir(tmp_path / "P1")
+    assert plain_path("link/../den1") == tmp_path / "data/den1"
+    assert shown_path("link/../den1") == str(tmp_path / "data/den1")
+    assert shown_path("link/./x") == "link/x" and shown_path("../P1/a") == "a"

@@ -210,6 +210,7 @@ def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Denoise, then print the count, the speed and the peak memory."""
     from cryostream.cli.prepare import odd_inputs
+    from cryostream.io.paths import shown_path
 
     config = config_from_args(denoise_config(args), args, OUTPUT_FLAGS)
     model, inputs = model_and_inputs(args)
@@ -233,10 +234,10 @@ def run(args: argparse.Namespace) -> int:
     skipped = result.attrs.get("skipped", 0)
     rate = ("" if n == 0 else f"{n / seconds:.2f} micrographs/s, " if n >= seconds
             else f"{seconds / n:.1f} s per micrograph, ")
-    print(f"denoised {n} micrograph{'' if n == 1 else 's'} into {args.output}"
+    print(f"denoised {n} micrograph{'' if n == 1 else 's'} into {shown_path(args.output)}"
           + (f" ({kept} finished earlier, kept)" if kept else "")
           + (f" ({skipped} skipped: see the warnings)" if skipped else "")
-          + f", listed in {result.attrs['star']}: {seconds:.1f} s, {rate}peak memory "
+          + f", listed in {shown_path(result.attrs['star'])}: {seconds:.1f} s, {rate}peak memory "
           f"{peak_rss_mb():,.0f} MB" + (" here (the workers': see the dashboard)"
                                         if args.scheduler else ""))
     return 0

@@ -41,6 +41,7 @@ from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
+from cryostream.io.paths import plain_path
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -401,7 +402,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
         names = [m.named_after() for m in kept]  # as files would be: a link's, a pair's micrograph's
         names = [n for _, n in names] if len({n for _, n in names}) == len(names) else [f for f, _ in names]
         return stack.copy(data=np.stack([done[m.source] for m in kept])).assign_coords(micrograph=names)
-    star = Path(output).absolute() / STAR_NAME
+    star = plain_path(output) / STAR_NAME  # as messages name it: no P1/../den1
     paths = [done[m.source] for m in kept]
     listing = write_listing(star, gathered, done, paths)  # last: after every output
     warn_unlisted(star, paths, *listing, inputs=[m.source for m in kept])  # those left out: said

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
-           "same_file", "same_paths", "file_changes", "broken_link"]
+           "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -127,6 +127,23 @@ def kept_folders(sources: list[str], names: list[str]) -> list[str]:
     common = Path(os.path.commonpath(folders))
     return [(folder.relative_to(common) / name).as_posix()
             for folder, name in zip(folders, names, strict=True)]
+
+
+def plain_path(path: str | os.PathLike) -> Path:
+    """``path`` absolute, without ``.`` or ``..`` parts (``P1/../den1`` is ``den1`` of the
+    working directory's parent), links kept; resolved where a link before a ``..`` makes the
+    plain name another place."""
+    plain = Path(os.path.abspath(path))
+    if ".." in Path(path).parts and plain.resolve() != Path(path).resolve():
+        return Path(path).resolve()
+    return plain
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: relative to the working directory when inside it
+    (``External/job010``), else absolute (:func:`plain_path`), never with ``..`` in it."""
+    plain, here = plain_path(path), Path.cwd()
+    return str(plain.relative_to(here)) if plain.is_relative_to(here) else str(plain)
 
 
 def same_file(a: Path, b: Path) -> bool:
