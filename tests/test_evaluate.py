@@ -767,3 +767,20 @@ def test_truth_scored_beside_outputs_or_truths_of_another_pixel_size_is_said(tin
         f"{truth}: the truth's header gives a pixel size of 1 Å, its micrograph's 0.6575 Å; the "
         "micrograph's, 0.6575 Å, is used: check the set (the truth and its micrograph are one "
         "sampling)"], said
+
+
+def test_denoised_given_the_star_file_names_its_folder(tiny_run, tmp_path, capsys):
+    """``--denoised External/job010/denoised_micrographs.star`` (the STAR file a RELION user
+    has at hand) was refused as 'no such folder', though it is there: the line says it is a
+    file and gives the folder to pass instead; nothing is written."""
+    out = tmp_path / "External/job010"
+    out.mkdir(parents=True)
+    star = out / "denoised_micrographs.star"
+    star.write_text("data_micrographs\n\nloop_\n_rlnMicrographName #1\nmic0.mrc\n")
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--residual",
+                 str(tiny_run.sim.micrographs[0]), "--denoised", str(star)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cryostream evaluate: error: --denoised '{star}': a file, not a "
+                   f"folder; give the folder cryostream denoise wrote it in (its -o): "
+                   f"--denoised {out}")
+    assert not (tmp_path / "rep").exists()

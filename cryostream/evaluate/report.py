@@ -281,6 +281,10 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
                           "(Python: residual=)")
     if not isinstance(micrographs, int) or micrographs < 1:
         raise ConfigError(f"micrographs={micrographs!r} (--micrographs): must be an integer ≥ 1")
+    if denoised is not None and Path(denoised).is_file():  # its denoised_micrographs.star
+        raise ConfigError(f"denoised={str(denoised)!r} (--denoised): a file, not a folder; give "
+                          f"the folder cryostream denoise wrote it in (its -o): --denoised "
+                          f"{Path(denoised).parent}")
     if denoised is not None and not Path(denoised).is_dir():
         raise ConfigError(f"denoised={str(denoised)!r} (--denoised): no such folder; give the "
                           "folder cryostream denoise wrote this model's outputs to (its -o)")
