@@ -688,3 +688,38 @@ def test_a_file_beside_it_that_cannot_be_opened_is_named_not_an_error(tmp_path):
         f"fields are used): {gone.parent / 'J5_passthrough_exposures_rejected.cs'}: cannot be "
         "read (Is a directory)"]
     assert [Path(m.path).name for m in star.micrographs] == [Path(n).name for n in names]
+
+
+def test_a_star_file_and_a_cs_file_given_together_are_named_as_such(tiny_run, tmp_path,
+                                                                    monkeypatch):
+    """A RELION STAR file and a cryoSPARC exposures file in one call: the warning naming the
+    columns left out called them '2 STAR files' and told to denoise 'each STAR file' on its
+    own; it names the .cs file as cryoSPARC's. The STAR file written joins both."""
+    from cryostream.cli import main
+
+    root = tmp_path / "P7"
+    cs = _exposures(root / "J5" / "J5_exposures_ctf_estimated.cs", _project(tiny_run, root, 1))
+    relion = tmp_path / "relion"
+    (relion / "MotionCorr/job002").mkdir(parents=True)
+    shutil.copy(tiny_run.sim.micrographs[1], relion / "MotionCorr/job002/mic1.mrc")
+    star = relion / "MotionCorr/job002/corrected_micrographs.star"
+    star.write_text("# version 50001\n\ndata_optics\n\nloop_\n_rlnOpticsGroupName #1\n"
+                    "_rlnOpticsGroup #2\n_rlnVoltage #3\n_rlnSphericalAberration #4\n"
+                    "_rlnAmplitudeContrast #5\n_rlnMicrographPixelSize #6\n"
+                    "opticsGroup1 1 300.0 2.7 0.1 0.6575\n\n# version 50001\n\n"
+                    "data_micrographs\n\nloop_\n_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
+                    "_rlnAccumMotionTotal #3\nMotionCorr/job002/mic1.mrc 1 16.42\n")
+    monkeypatch.chdir(relion)
+    out = relion / "External/job010"
+    with pytest.warns(StarFileWarning) as caught:
+        assert main(["denoise", str(tiny_run.run), "MotionCorr/job002/corrected_micrographs.star",
+                     str(cs), "-o", str(out), "--raw", "--tile", "64", "--workers", "1"]) == 0
+    said = [str(w.message) for w in caught if "come from" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        "the micrographs come from 2 STAR and cryoSPARC .cs files (MotionCorr/job002/"
+        f"corrected_micrographs.star, {cs}): the STAR file written joins their rows")
+    assert said[0].endswith("denoise each STAR file or cryoSPARC .cs file into an -o folder of "
+                            "its own")
+    assert "rlnAccumMotionTotal" in said[0]
+    rows = starfile.read(out / "denoised_micrographs.star", always_dict=True)["micrographs"]
+    assert len(rows) == 2

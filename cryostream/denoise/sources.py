@@ -393,20 +393,20 @@ def _warn_columns_not_carried(gathered: DenoiseInputs) -> None:
     if not stars:
         return
     named = ", ".join(str(s.path) for s in stars)
+    kind = " or ".join(sorted({list_kind(s.path) for s in stars}))  # .cs files: cryoSPARC's
+    files = kind.replace(" file or", " and").replace("file", "files")  # STAR and cryoSPARC …
     if joined := joined_stars(gathered):
         lost = joined_columns(joined)
-        said = (f"the micrographs come from {len(stars)} STAR files ({named}): the STAR file "
-                "written joins their rows and optics groups, without the columns only some of "
-                "them have ({}); to keep those, denoise each STAR file into an -o folder of "
-                "its own")
+        said = (f"the micrographs come from {len(stars)} {files} ({named}): the STAR file written "
+                "joins their rows and optics groups, without the columns only some of them have "
+                f"({{}}); to keep those, denoise each {kind} into an -o folder of its own")
     else:
         defocus = all(m.defocus is not None for m in gathered.micrographs)
         carried = _CARRIED | ROW_OPTICS | ({"rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"}
                                            if defocus else set())
         lost = list(dict.fromkeys(c for s in stars for table in (s.table, s.optics_table)
                                   if table is not None for c in table.columns if c not in carried))
-        kind = " or ".join(sorted({list_kind(s.path) for s in stars}))  # .cs files: cryoSPARC's
-        given = f"{len(stars)} {kind}s" if len(stars) > 1 else f"a {kind} and other files"
+        given = f"{len(stars)} {files}" if len(stars) > 1 else f"a {kind} and other files"
         join = ("give one STAR file listing every micrograph (join them first, e.g. with RELION's "
                 "Join star files job), or " if kind == "STAR file" else "")  # none joins a .cs
         said = (f"the micrographs come from {given} ({named}): the STAR file written lists "
