@@ -1076,6 +1076,33 @@ def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, ca
     assert [r.getMessage() for r in caplog.records] == ["denoised 2/2 good.mrc: skipped"]
 
 
+def test_micrographs_of_one_name_in_two_folders_are_told_apart_in_the_notes(trained, tmp_path,
+                                                                           caplog):
+    """Two jobs' micrographs of one name (``job002/Movies/sim_0000.mrc``, ``job005/…``) were
+    both noted as 'denoised 1/2 sim_0000.mrc': each note now names as many of its folders as
+    tell them apart; a call whose names differ keeps the file names alone."""
+    import logging
+    import shutil
+
+    from cryostream.io.paths import name_depth, short_name
+
+    run, sim = trained
+    given = []
+    for job in ("job002", "job005"):
+        folder = tmp_path / "MotionCorr" / job / "Movies"
+        folder.mkdir(parents=True)
+        given.append(shutil.copy(sim.micrographs[0], folder / "sim_0000.mrc"))
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        denoise(run, given, tmp_path / "den", config=DenoiseConfig.raw(tile=64), workers=1)
+    notes = sorted(r.getMessage().split(":")[0] for r in caplog.records
+                   if r.getMessage().startswith("denoised "))
+    assert [n.split(" ", 2)[2] for n in notes] == sorted(
+        ["job002/Movies/sim_0000.mrc", "job005/Movies/sim_0000.mrc"]), notes
+    assert name_depth(["a/x.mrc", "b/y.mrc"]) == 1 and name_depth([]) == 1
+    assert name_depth(["p/a/x.mrc", "q/a/x.mrc", "q/b/x.mrc"]) == 3
+    assert short_name("/d/p/a/x.mrc", 2) == "a/x.mrc"
+
+
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):
     """A real SIGINT once the first micrograph is done: the micrographs not yet started are
     dropped (not all denoised before the interrupt goes on), whole outputs stay, and the same

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
 from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import InvalidMicrographError
+from cryostream.io.paths import name_depth, short_name
 
 __all__ = ["NOTE_EVERY_S", "CountsWarning", "read_micrograph", "check_micrograph", "checked_micrograph",
            "normalised", "network_fn", "denoise_image", "denoise_micrograph", "describe_found",
@@ -255,7 +255,7 @@ class Progress:
         self.verbose = MicrographNotes(config, micrographs)  # -v: each one's optics and findings
         self.first, self.workers, self.stopping = already, max(1, workers), False
         self.spent, self.running = 0.0, {}  # seconds of those finished; starts of those running
-        self.failures = 0
+        self.failures, self.depth = 0, name_depth([m.source for m in micrographs])
 
     def failed(self, key: str) -> None:
         """A micrograph (started as ``key``) failed: done, without a note."""
@@ -292,9 +292,9 @@ class Progress:
                 left = format_duration(work / self.workers)
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
-                                                 Path(source).name, what)
+                                                 short_name(source, self.depth), what)
             if found and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
-                self.verbose.say(Path(source).name, key, found)  # -v: in words, as NAME.json
+                self.verbose.say(short_name(source, self.depth), key, found)  # -v: as NAME.json
 
 
 def _record(run: str):

@@ -11,7 +11,8 @@ from pathlib import Path
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
-           "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path"]
+           "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path",
+           "name_depth", "short_name"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -181,3 +182,19 @@ def file_changes(before, now: list) -> str:
     said = [f"{len(new - old)} added ({some(new - old)})"] * bool(new - old)
     said += [f"{len(old - new)} left out ({some(old - new)})"] * bool(old - new)
     return ", ".join(said) or "their order"
+
+
+def name_depth(paths) -> int:
+    """How many of their last parts tell ``paths`` apart: 1 where their file names differ, more
+    where two folders hold the same name (``job002/Movies/a.mrc`` and ``job005/Movies/a.mrc``:
+    3), so that progress notes name each micrograph as itself."""
+    parts = [Path(p).parts for p in paths]
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        if len({p[-depth:] for p in parts}) == len(set(parts)):
+            return depth
+    return max((len(p) for p in parts), default=1)
+
+
+def short_name(path: str | os.PathLike, depth: int = 1) -> str:
+    """The last ``depth`` parts of ``path`` (:func:`name_depth`), as a note names it."""
+    return "/".join(Path(path).parts[-depth:])
