@@ -584,6 +584,36 @@ def test_denoise_on_a_local_cluster(trained, tmp_path, notes, monkeypatch):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
+def test_a_run_refused_on_a_scheduler_waits_for_the_micrographs_under_way(trained, tmp_path,
+                                                                          notes):
+    """An error every micrograph would meet, raised on a worker while another micrograph is
+    under way on another thread: denoise drops the queue and waits for that one, whose output
+    is whole when the error comes here, with no lock file or partial record left. Cancelling
+    alone had returned at once: the folder, empty, was removed, and the worker then made it
+    again and wrote its output after the call had failed."""
+    import os
+    import time
+
+    from distributed import LocalCluster
+
+    run, _ = trained
+    rng = np.random.default_rng(4)
+    big = write_mrc(tmp_path / "big.mrc", rng.normal(1, 0.1, (768, 768)).astype(np.float32))
+    loud = write_mrc(tmp_path / "loud.mrc", rng.normal(1e6, 1e5, (96, 96)).astype(np.float32))
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        with pytest.raises(cryostream.ConfigError, match=r"loud\.mrc: its denoised pixels reach"):
+            denoise(run, [big, loud], out, scheduler=cluster.scheduler_address,
+                    config=DenoiseConfig.raw(tile=64, output_dtype="float16"))
+        at_the_error = sorted(os.listdir(out)) if out.exists() else None
+        time.sleep(3)
+    assert at_the_error == ["big.json", "big.mrc"]  # whole, as it finished
+    assert sorted(os.listdir(out)) == at_the_error  # nothing written after the call failed
+    assert "stopping: waiting for 1 micrograph under way on the cluster to finish" in notes
+
+
 def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error(
         trained, tmp_path, notes):
     """A scheduler given by address: a micrograph skipped on a worker (its warning raised in

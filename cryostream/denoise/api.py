@@ -327,28 +327,28 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if output is not None:
         plans, made = plan_denoise(run, config, micrographs, gathered.star, Path(output),
                                    overwrite=overwrite)
-    todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
-    if todo:  # the first note comes when a micrograph is done: say what is under way now
-        import jax
+    try:  # from here on, an error leaves no empty output folder of this call behind
+        todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
+        if todo:  # the first note comes when a micrograph is done: say what is under way now
+            import jax
 
-        note_assumed_optics(config, [m for m, _ in todo])  # not of outputs kept
-        here = scheduler is None and cluster_workers is None
-        if workers is None and here:
-            from cryostream.denoise.workers import default_workers
+            note_assumed_optics(config, [m for m, _ in todo])  # not of outputs kept
+            here = scheduler is None and cluster_workers is None
+            if workers is None and here:
+                from cryostream.denoise.workers import default_workers
 
-            largest = max(m.shape[0] * m.shape[1] for m, _ in todo)  # from the headers read
-            workers = default_workers(largest, jax.default_backend(), count=len(todo))
-        logging.getLogger("cryostream").info(
-            "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
-            len(todo), "" if len(todo) == 1 else "s", model_name(run),
-            " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
-            f", {min(workers, len(todo))} in flight" if here else "")
-        if jax.default_backend() == "cpu":
-            cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
-    job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
-    progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
-                                 config=config, micrographs=[m for m, _ in todo])  # -v's optics
-    try:
+                largest = max(m.shape[0] * m.shape[1] for m, _ in todo)  # from the headers read
+                workers = default_workers(largest, jax.default_backend(), count=len(todo))
+            logging.getLogger("cryostream").info(
+                "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
+                len(todo), "" if len(todo) == 1 else "s", model_name(run),
+                " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
+                f", {min(workers, len(todo))} in flight" if here else "")
+            if jax.default_backend() == "cpu":
+                cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
+        job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
+        progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
+                                     config=config, micrographs=[m for m, _ in todo])  # -v's optics
         with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
                 reused_windows():
             if not todo:

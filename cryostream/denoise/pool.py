@@ -16,7 +16,7 @@ from cryostream.errors import (
     one_error,
 )
 
-__all__ = ["finish", "Finished", "timed", "gather_cluster"]
+__all__ = ["finish", "Finished", "timed", "gather_cluster", "let_go"]
 
 
 def finish(pool, job, todo, total: int, on_stop=None) -> list:
@@ -112,10 +112,42 @@ def gather_cluster(client, job, todo: list, progress) -> list:
     try:
         _stop_on_first(noted(as_completed(futures)), len(futures) > 1, set())
     except (DeviceMemoryError, ConfigError):
-        client.cancel(futures)
+        let_go(client, futures)
         raise
     return [None if r is None else forwarded(r, show=False).result
             for r in _gather(futures, progress.total)]
+
+
+def let_go(client, futures, poll_s: float = 0.2) -> None:
+    """Cancel ``futures`` on ``client``'s cluster and wait until no worker holds one: those
+    not started are dropped, those under way finish (a worker cannot stop a task's thread),
+    their outputs whole, as :func:`finish` lets them. Cancelling alone returns at once while
+    they go on: the call's cleanup (its output folder removed if empty) would race their
+    writing, which may make the folder again after the call has failed. Said in a note while
+    it waits; a scheduler or worker lost meanwhile ends the wait (nothing more runs there)."""
+    import time
+
+    keys = [f.key for f in futures]
+    client.cancel(futures)
+    said, quiet = False, 0
+    while quiet < 2:  # none twice in a row: a task on its way to a worker at the cancel is there
+        try:
+            held = sum(client.run(_held, keys).values())
+        except Exception:  # the cluster went away: nothing of this call runs on it
+            return
+        if held and not said:
+            said = True
+            logging.getLogger("cryostream").info(
+                "stopping: waiting for %d micrograph%s under way on the cluster to finish",
+                held, "" if held == 1 else "s")
+        quiet = 0 if held else quiet + 1
+        time.sleep(poll_s)
+
+
+def _held(keys, dask_worker=None) -> int:
+    """On a worker (``client.run``): how many of the tasks ``keys`` it still holds (running,
+    or waiting to)."""
+    return sum(key in dask_worker.state.tasks for key in keys)
 
 
 def _stop_on_first(completed, warn: bool, warned: set) -> None:

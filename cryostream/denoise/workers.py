@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 
+from cryostream.errors import ConfigError
 from cryostream.host import available_memory, cgroup_headroom, cgroup_memory, cpu_cores
 from cryostream.units import spoken_duration
 
@@ -64,8 +65,10 @@ def cpu_time_note(run: str, config, shapes) -> None:
     windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one
     pass (``--no-ensemble``) instead. Without the ensemble (``--raw``, ``--no-ensemble``) the
     note comes only where one micrograph takes :data:`SLOW_PASS_SECONDS` or more (a full-size
-    one, minutes), since a single pass gives no note of passes done while it runs.
-    ``config``: the DenoiseConfig, decided for the run."""
+    one, minutes), since a single pass gives no note of passes done while it runs. No note
+    where the windows cannot be laid out here (no window fits this process's memory, a tile
+    larger than a micrograph): the checks before any output refuse that, or on a cluster its
+    workers, with their own memory. ``config``: the DenoiseConfig, decided for the run."""
     from collections import Counter
 
     from cryostream.denoise.binned import binned_shape
@@ -83,7 +86,10 @@ def cpu_time_note(run: str, config, shapes) -> None:
 
     busy = _busy_note()
     counts = Counter(tuple(s) for s in shapes)
-    each = {s: seconds(s) for s in counts}
+    try:
+        each = {s: seconds(s) for s in counts}
+    except ConfigError:  # a note refuses nothing: the checks before any output do, or on a
+        return  # cluster its workers, with their own memory
     shape = max(counts, key=lambda s: s[0] * s[1])
     total = [sum(n * each[s][i] for s, n in counts.items()) for i in (0, 1)]
     minutes = [spoken_duration(t) for t in (*each[shape], *total)]
