@@ -2,7 +2,7 @@
 
 A LocalCluster started here serves its dashboard on 127.0.0.1 only (a dashboard on every
 interface would let anyone on the network watch and steer it); the real link comes from
-``client.dashboard_link``.
+``client.dashboard_link``, said only where that page is there (:mod:`cryostream.dashboard`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import psutil
 
+from cryostream.dashboard import note_dashboard
 from cryostream.errors import ClusterError, ConfigError
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
@@ -217,8 +218,9 @@ def compute_context(
     ``scheduler`` connects to an existing scheduler by address; ``workers`` starts a
     LocalCluster of that many single-threaded worker processes. ``report`` saves a Dask
     performance report (needs a client; one in-process worker is started when neither is
-    given). ``log`` receives the dashboard link (None: a note of the ``cryostream`` logger, on
-    stderr from the command line). The options are checked first (:func:`check_cluster_options`, and
+    given). ``log`` receives the dashboard link, or that the scheduler serves none
+    (:func:`~cryostream.dashboard.note_dashboard`; None: a note of the ``cryostream`` logger,
+    on stderr from the command line). The options are checked first (:func:`check_cluster_options`, and
     :func:`check_scheduler_reachable` for a scheduler): a mistake is a
     :class:`~cryostream.errors.ConfigError`, never a hang.
     """
@@ -258,8 +260,7 @@ def compute_context(
                     )
                 )
                 client = stack.enter_context(Client(cluster))
-            if client.dashboard_link:
-                (log or logging.getLogger("cryostream").info)(f"Dask dashboard: {client.dashboard_link}")
+            note_dashboard(client, log)  # only where the scheduler serves one
             if report is not None:
                 stack.enter_context(performance_report(filename=report))
             try:

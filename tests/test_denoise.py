@@ -655,6 +655,36 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
                 scheduler=empty.scheduler_address)
 
 
+def test_denoise_on_a_scheduler_gives_its_dashboard_link_only_where_it_serves_one(
+        trained, tmp_path, capsys):
+    """``cryostream denoise --scheduler``: a scheduler started without its dashboard still
+    serves HTTP on the dashboard's port, so ``client.dashboard_link`` named a /status page that
+    is not there ('Dask dashboard: http://127.0.0.1:8787/status'); now a note says it serves
+    none. A scheduler with a dashboard gets its link, a page that answers."""
+    import urllib.request
+
+    from distributed import LocalCluster
+
+    run, sim = trained
+    for served in (None, "127.0.0.1:0"):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                          host="127.0.0.1", dashboard_address=served) as cluster:
+            assert main(["denoise", str(sim.micrographs[0]), "-o", str(tmp_path / str(served)),
+                         "-m", str(run), "--raw", "--tile", "64",
+                         "--scheduler", cluster.scheduler_address]) == 0
+            err = capsys.readouterr().err
+            links = [line for line in err.splitlines() if "Dask dashboard" in line]
+            if served is None:
+                assert links == [f"cryostream: no Dask dashboard: the scheduler at "
+                                 f"{cluster.scheduler_address} serves none (a scheduler started "
+                                 "with --no-dashboard); without that flag it serves one, to "
+                                 "watch the tasks under way"]
+                assert "http://" not in err
+            else:
+                assert links == [f"cryostream: Dask dashboard: {cluster.dashboard_link}"]
+                assert urllib.request.urlopen(cluster.dashboard_link, timeout=30).status == 200
+
+
 def test_on_a_cluster_each_micrograph_done_is_noted_with_its_time_and_the_time_left(
         trained, tmp_path, notes):
     """On a Dask cluster the notes of a micrograph's network passes stay on its worker (the

@@ -1,0 +1,67 @@
+"""The Dask dashboard's link, said only where there is a dashboard to open.
+
+A scheduler started without its dashboard (``dask scheduler --no-dashboard``,
+``LocalCluster(dashboard_address=None)``) still serves HTTP on the dashboard's port (its
+health and metrics pages), so ``client.dashboard_link`` still names a ``/status`` page there,
+which does not exist. The page is asked for first (a HEAD request, :data:`PROBE_SECONDS` at
+most): one the server says it does not have (404) is no dashboard, and the note says so; any
+other answer is the dashboard (or distributed's page saying how to install bokeh for it); where
+the server does not answer from here (a firewall, a tunnel, a link through a proxy), the link
+is given as it is, with that said.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["PROBE_SECONDS", "dashboard_note", "has_page", "note_dashboard"]
+
+#: Seconds the dashboard's page is given to answer before its link is given unchecked.
+PROBE_SECONDS = 2.0
+
+
+def has_page(link: str, timeout: float = PROBE_SECONDS) -> bool | None:
+    """Whether the web page ``link`` exists: False where its server answers 404, True for any
+    other answer of the server (a page that only takes GET answers HEAD with 405), None where
+    no server answers in ``timeout`` seconds or ``link`` is no http(s) address."""
+    import urllib.error
+    import urllib.request
+
+    if not link.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(link, method="HEAD"),
+                                    timeout=timeout):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code != 404
+    except (OSError, ValueError):  # refused, timed out, a certificate not trusted here
+        return None
+
+
+def dashboard_note(client, timeout: float = PROBE_SECONDS) -> str | None:
+    """What to say of the dashboard of ``client`` (a ``distributed.Client``): ``"Dask
+    dashboard: LINK"`` where its page answers, with ``(no answer from it here: …)`` where
+    nothing answers, that its scheduler serves none where it is not there, and None where the
+    scheduler serves no HTTP at all (nothing to say)."""
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError, TypeError):  # no HTTP server: no "dashboard" service
+        return None
+    if not link:
+        return None
+    found = has_page(link, timeout)
+    if found is False:
+        return (f"no Dask dashboard: the scheduler at {client.scheduler.address} serves none (a "
+                "scheduler started with --no-dashboard); without that flag it serves one, to "
+                "watch the tasks under way")
+    return f"Dask dashboard: {link}" + ("" if found else " (no answer from it here: open it "
+                                        "where the scheduler's host can be reached)")
+
+
+def note_dashboard(client, log=None) -> None:
+    """Say :func:`dashboard_note` of ``client`` to ``log`` (None: a note of the ``cryostream``
+    logger), if there is anything to say."""
+    said = dashboard_note(client)
+    if said:
+        (log or logging.getLogger("cryostream").info)(said)

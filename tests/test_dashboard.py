@@ -1,0 +1,36 @@
+"""The Dask dashboard's link: said only where the scheduler serves that page."""
+
+from __future__ import annotations
+
+import socket
+
+from distributed import Client, LocalCluster
+
+from cryostream.dashboard import dashboard_note, has_page
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+def test_a_page_is_there_where_its_server_has_it():
+    """A scheduler without its dashboard still serves HTTP on the dashboard's port: its
+    /health page is there, its /status page is not (404); with the dashboard, /status is
+    (HEAD: 405, the page takes GET alone). No server, or no http address: cannot tell."""
+    for served in (None, "127.0.0.1:0"):
+        with LocalCluster(n_workers=0, dashboard_address=served, host="127.0.0.1") as cluster, \
+                Client(cluster.scheduler_address) as client:
+            link = client.dashboard_link
+            assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
+            assert has_page(link.replace("/status", "/health")) is True
+            assert has_page(link) is (served is not None)
+            note = dashboard_note(client)
+            if served is None:
+                assert note.startswith(f"no Dask dashboard: the scheduler at "
+                                       f"{cluster.scheduler_address} serves none")
+            else:
+                assert note == f"Dask dashboard: {link}"
+    assert has_page(f"http://127.0.0.1:{_closed_port()}/status", timeout=2) is None
+    assert has_page("/proxy/8787/status") is None  # a link template through a proxy
