@@ -784,3 +784,37 @@ def test_denoised_given_the_star_file_names_its_folder(tiny_run, tmp_path, capsy
                    f"folder; give the folder cryostream denoise wrote it in (its -o): "
                    f"--denoised {out}")
     assert not (tmp_path / "rep").exists()
+
+
+def test_frc_curves_of_several_pixel_sizes_are_averaged_by_their_frequency_in_angstrom(tmp_path):
+    """frc.png averages each method's FRC over the micrographs scored against their truth. A
+    micrograph at 1 Å per pixel and one at 2 Å have their rings at other frequencies (and
+    micrographs of other shapes other counts of rings): they are averaged by frequency in
+    1/Å, up to the coarser one's last ring. Ring by ring, on the first micrograph's axis, the
+    2 Å one's curve had been drawn at twice its frequencies, and curves of other lengths could
+    not be averaged at all (the figure failed)."""
+    from cryostream.evaluate.figures import mean_frc, plot_frc
+    from cryostream.evaluate.numbers import read_micrograph
+    from cryostream.metrics import frc
+
+    def physical(frequency):  # one FRC curve of the frequency in 1/Å, whatever the pixel size
+        return np.exp(-frequency / 0.05)
+
+    rng = np.random.default_rng(7)
+    pairs = []
+    for shape, pixel in (((256, 256), 1.0), ((160, 128), 2.0)):
+        path = write_mrc(tmp_path / f"{pixel:g}A.mrc", rng.normal(size=shape).astype(np.float32),
+                         pixel)
+        image, read = read_micrograph(path)
+        frequency, _ = frc(image, image + rng.normal(size=shape), read)
+        pairs.append((frequency, physical(frequency)))
+    axis, mean = mean_frc(pairs)
+    assert axis[0] == pytest.approx(pairs[1][0][0]) and axis[-1] == pytest.approx(pairs[1][0][-1])
+    assert len(axis) == np.count_nonzero((pairs[0][0] >= axis[0]) & (pairs[0][0] <= axis[-1]))
+    np.testing.assert_allclose(mean, physical(axis), atol=1e-3)  # linear interpolation's error
+    # curves on one axis: their plain mean, ring by ring
+    same_axis, same_mean = mean_frc([pairs[0], (pairs[0][0], 0.5 * pairs[0][1])])
+    np.testing.assert_array_equal(same_axis, pairs[0][0])
+    np.testing.assert_allclose(same_mean, 0.75 * pairs[0][1])
+    plot_frc(tmp_path / "frc.png", {"noisy": pairs, "model": pairs[::-1]})
+    assert (tmp_path / "frc.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_method_noise", "plot_crops", "plot_spectra", "plot_frc", "resolution_axis"]
+__all__ = ["plot_method_noise", "plot_crops", "plot_spectra", "plot_frc", "mean_frc",
+           "resolution_axis"]
 
 
 def _pyplot():
@@ -103,15 +104,43 @@ def plot_spectra(path, methods: dict[str, np.ndarray], clean: np.ndarray,
     plt.close(fig)
 
 
+def mean_frc(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of several micrographs' FRC curves, each ``(frequency, frc)`` (1/Å, or cycles/px
+    where no pixel size is known), on one frequency axis: their own where they all share it;
+    else from the highest of their lowest frequencies to the lowest of their highest (every
+    curve has a value there: up to the coarsest pixel size's Nyquist), at the finest ring
+    spacing among them, each curve interpolated onto it linearly. Micrographs of other pixel
+    sizes (or shapes) have their rings at other frequencies: ring by ring, a 1 Å micrograph's
+    ring at 0.25/Å would be averaged with a 2 Å one's at 0.125/Å.
+
+    Returns
+    -------
+    frequency, frc : numpy.ndarray (ring,), float64
+    """
+    freqs = [np.asarray(f, np.float64) for f, _ in pairs]
+    if all(f.shape == freqs[0].shape and np.array_equal(f, freqs[0]) for f in freqs):
+        return freqs[0], np.mean([np.asarray(c, np.float64) for _, c in pairs], axis=0)
+    lo, hi = max(f[0] for f in freqs), min(f[-1] for f in freqs)
+    count = max(int(np.count_nonzero((f >= lo) & (f <= hi))) for f in freqs)
+    axis = np.linspace(lo, hi, max(count, 2))
+    return axis, np.mean([np.interp(axis, f, c) for f, (_, c) in zip(freqs, pairs, strict=True)],
+                         axis=0)
+
+
 def plot_frc(path, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]],
              known: bool = True) -> None:
-    """Each method's FRC with the truth, averaged over micrographs, against resolution in Å
-    (``known`` False: the frequencies are in cycles/px, no pixel size known)."""
+    """Each method's FRC with the truth, averaged over micrographs on one frequency axis
+    (:func:`mean_frc`: micrographs of several pixel sizes by their frequency in 1/Å, not ring
+    by ring), against resolution in Å (``known`` False: the frequencies are in cycles/px, no
+    pixel size known)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    top = []
     for name, pairs in curves.items():
-        ax.plot(pairs[0][0], np.mean([c for _, c in pairs], axis=0), lw=0.8, label=name)
-    resolution_axis(ax, next(iter(curves.values()))[0][0], known)
+        frequency, mean = mean_frc(pairs)
+        ax.plot(frequency, mean, lw=0.8, label=name)
+        top.append(frequency[-1])
+    resolution_axis(ax, np.array(top), known)
     ax.set_ylabel("FRC with the ground truth")
     ax.legend(fontsize=7)
     fig.tight_layout()
