@@ -447,6 +447,40 @@ def test_a_finished_external_job_s_own_outputs_in_a_folder_inside_it_are_its_own
                                    "External/job007"]
 
 
+def test_a_finished_job_whose_nodes_file_lists_only_cryostream_s_star_file_is_its_own(tmp_path):
+    """A finished External job whose RELION_OUTPUT_NODES.star lists only
+    denoised_micrographs.star, as cryostream-relion leaves it, that STAR file gone (deleted, or
+    set aside by a run that failed): denoise -o into it was warned of as another job's folder
+    'with outputs of its own: RELION_OUTPUT_NODES.star'. The job is cryostream's own; a nodes
+    file listing another program's output is still warned of, naming it."""
+    import warnings
+
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.io.relion_jobs import RelionJobWarning, warn_other_job
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "default_pipeline.star").write_text("data_pipeline_general\n")
+    job = project / "External" / "job010"
+    _relion_job(job, "relion.external", finished=True)
+    nodes = ("\n# version 30001\n\ndata_output_nodes\n\nloop_\n_rlnPipeLineNodeName #1\n"
+             "_rlnPipeLineNodeTypeLabel #2\n{} MicrographGroupMetadata.star.relion\n\n")
+    (job / "RELION_OUTPUT_NODES.star").write_text(nodes.format(f"External/job010/{STAR_NAME}"))
+
+    def said() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_other_job(job, (STAR_NAME,))
+        return [str(w.message).split(": the denoised")[0] for w in caught
+                if w.category is RelionJobWarning]
+
+    assert said() == []
+    (job / "RELION_OUTPUT_NODES.star").write_text(nodes.format("External/job010/picks.star"))
+    assert said() == [f"{job}: the folder of the RELION job External/job010 (an External job "
+                      "that finished (RELION_JOB_EXIT_SUCCESS) with outputs of its own: "
+                      "RELION_OUTPUT_NODES.star)"]
+
+
 def test_a_relion_3_0_job_is_known_by_its_run_job(tmp_path):
     """RELION 3.0's job folders hold ``run.job`` (``job_type == 1``), no job.star: a
     MotionCorr job's was taken for an External job, said as 'an External job that finished …

@@ -98,13 +98,15 @@ def warn_other_job(output: str | Path, own: tuple[str, ...], stacklevel: int = 2
     another program's outputs), or one that finished (``RELION_JOB_EXIT_SUCCESS``) without
     the files ``own`` that a finished call of this command leaves there (a job that ran it and
     is being run again, to resume or add to it, is this command's own, whether it wrote them in
-    the job's folder or in a folder inside it, as ``output`` is). Such a job is said to have
-    outputs of its own where its folder shows one, named (:func:`job_output`; ``made_here``:
-    whether an MRC file is this command's). A new External job's folder, which RELION made for
-    the command to write into, is no other job's; nor is any folder outside a RELION job."""
+    the job's folder or in a folder inside it, as ``output`` is; so is one whose
+    ``RELION_OUTPUT_NODES.star`` lists only such files, as ``cryostream-relion`` leaves it).
+    Such a job is said to have outputs of its own where its folder shows one, named
+    (:func:`job_output`; ``made_here``: whether an MRC file is this command's). A new External
+    job's folder, which RELION made for the command to write into, is no other job's; nor is
+    any folder outside a RELION job."""
     job = relion_job(output)
-    if job is None or (job.external and not job.finished) or (
-            job.external and _holds_own(Path(output).absolute(), job.folder, own)):
+    if job is None or (job.external and not job.finished) or (job.external and (
+            _holds_own(Path(output).absolute(), job.folder, own) or _lists_own(job.folder, own))):
         return
     found = job_output(job.folder, own, made_here) if job.external else None
     what = ("an External job that finished (RELION_JOB_EXIT_SUCCESS)" + (
@@ -143,6 +145,14 @@ def job_output(job_folder: Path, own: tuple[str, ...] = (),
                         continue
             return str(path.relative_to(job_folder))
     return None
+
+
+def _lists_own(job_folder: Path, own: tuple[str, ...]) -> bool:
+    """Whether the job's ``RELION_OUTPUT_NODES.star`` lists outputs and only files ``own``
+    (the nodes an External job running this command lists: its own, not another program's)."""
+    nodes = [line.split()[0] for line in _read(job_folder / _OUTPUT_NODES).splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "_", "data_", "loop_"))]
+    return bool(nodes) and all(Path(node).name in own for node in nodes)
 
 
 def _holds_own(output: Path, job_folder: Path, own: tuple[str, ...]) -> bool:
