@@ -209,15 +209,18 @@ def _expand_home(args: argparse.Namespace) -> None:
                                  for v in value])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, process: bool | None = None) -> int:
     """Entry point of the ``cryostream`` command; returns the exit status.
 
     Without ``argv`` it is the program, reading ``sys.argv``: a command interrupted there keeps
     its status through the process's exit, a further Ctrl-C ending it at once and in silence
-    (:func:`~cryostream.cli.common.run_command`'s ``process``)."""
+    (:func:`~cryostream.cli.common.run_command`'s ``process``). ``process``: whether the command
+    is the process's all the same, for another program's entry point that gives ``argv``
+    (``cryostream-relion``); by default, whether ``argv`` is None."""
+    process = argv is None if process is None else process
     args = build_parser().parse_args(argv)
     _expand_home(args)
     _log_to_stderr(logging.WARNING if args.quiet else logging.DEBUG if args.verbose
                    else logging.INFO)
     _one_line_warnings()
-    return run_command(args, process=argv is None)
+    return run_command(args, process=process)

@@ -1,0 +1,223 @@
+"""``cryostream-relion``: ``cryostream denoise`` run as a RELION (4, 5) External job.
+
+RELION's External job runs the program typed in its *External executable* field from the
+project folder, as ``EXE --o External/job010/ --in_mics CtfFind/job003/micrographs_ctf.star
+--j 4 --pipeline_control External/job010/ --NAME VALUE ...`` (a ``--NAME VALUE`` pair for each
+row of the *Params* tab). This program turns that call into ``cryostream denoise
+CtfFind/job003/micrographs_ctf.star -o External/job010/ [--workers 4] [--NAME VALUE ...]`` and
+runs it through :func:`cryostream.cli.main`, so every check, note and error is denoise's own;
+then it leaves in the job's folder what RELION reads: ``RELION_OUTPUT_NODES.star`` listing
+``denoised_micrographs.star`` and ``RELION_JOB_EXIT_SUCCESS``, or ``RELION_JOB_EXIT_FAILURE``
+(and no nodes file) when denoising did not finish. Its exit status is denoise's.
+
+- ``--j N`` (the *Running* tab's threads): ``--workers N``, micrographs in flight, where N > 1;
+  RELION's default 1 leaves denoise's own choice (a Params row ``workers`` wins over it).
+- A Params row names a ``denoise`` option with or without its dashes, ``_`` for ``-``
+  (``model``, ``batch_size``, ``--no-ensemble``) and gives its value. An on/off option takes
+  ``yes``/``true``/``on``/``1`` or an empty value for on, ``no``/``false``/``off``/``0`` for off
+  (``ensemble no`` is ``--no-ensemble``); ``odd yes`` is ``--odd`` alone (the STAR file's
+  even/odd columns).
+- ``--in_movies``, ``--in_parts``, ``--in_coords``, ``--in_3dref`` and ``--in_mask`` are refused:
+  denoise reads micrographs (*Input micrographs*).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryostream.errors import ConfigError, CryostreamError
+
+__all__ = ["EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG", "denoise_argv", "main"]
+
+PROG = "cryostream-relion"
+#: Where an External job lists its outputs for RELION's pipeline, and the kind of node
+#: ``denoised_micrographs.star`` is there (a micrographs STAR file, as MotionCorr's).
+NODES_NAME = "RELION_OUTPUT_NODES.star"
+NODE_TYPE = "MicrographGroupMetadata.star.relion"
+#: The files by which RELION learns how a job ended.
+EXIT_FILES = ("RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE", "RELION_JOB_EXIT_ABORTED")
+#: RELION's own arguments: each takes one value.
+_RELION = ("--o", "--in_mics", "--j", "--pipeline_control")
+#: RELION's other inputs, which denoise does not read, by the Input tab's field that gives them.
+_NOT_READ = {"--in_movies": "Input movies", "--in_parts": "Input particles",
+             "--in_coords": "Input coordinates", "--in_3dref": "Input 3D reference",
+             "--in_mask": "Input 3D mask"}
+_ON = ("", "yes", "y", "true", "on", "1")
+_OFF = ("no", "n", "false", "off", "0")
+
+
+def _pairs(argv: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The call as ``(--NAME, [values])``: each ``--NAME`` with the words after it up to the
+    next ``--NAME`` (none for an empty Params value; several for one the shell split)."""
+    pairs: list[tuple[str, list[str]]] = []
+    for word in argv:
+        if word.startswith("--") and len(word) > 2:
+            pairs.append((word, []))
+        elif pairs:
+            pairs[-1][1].append(word)
+        else:
+            raise ConfigError(f"{word!r} before any --NAME: RELION's External job gives "
+                              "--o, --in_mics and the Params tab's --NAME VALUE pairs")
+    return pairs
+
+
+def _job_folders(argv: Sequence[str]) -> tuple[Path | None, Path | None]:
+    """The job's folder (``--o``) and where the EXIT files go (``--pipeline_control``, else
+    ``--o``), read leniently (None where not given), for a call refused as much as for one run."""
+    found = {}
+    for i, word in enumerate(argv[:-1]):
+        if word in ("--o", "--pipeline_control") and not argv[i + 1].startswith("--"):
+            found.setdefault(word, Path(argv[i + 1]))
+    output = found.get("--o")
+    return output, found.get("--pipeline_control", output)
+
+
+def denoise_argv(argv: Sequence[str]) -> list[str]:
+    """The ``cryostream`` arguments (``["denoise", STAR, "-o", FOLDER, ...]``) that RELION's
+    External job call ``argv`` stands for.
+
+    Raises
+    ------
+    ConfigError
+        For a call without ``--o`` or ``--in_mics``, one of RELION's arguments without its
+        value or given twice, an input denoise does not read (``--in_parts``…), or a Params row
+        that is no option of ``denoise`` or whose value it cannot take.
+    """
+    from cryostream.cli import build_parser
+
+    relion: dict[str, str] = {}
+    params: list[tuple[str, list[str]]] = []
+    for name, values in _pairs(argv):
+        if name in _NOT_READ:
+            raise ConfigError(f"{name} {' '.join(values)}: cryostream denoises micrographs; "
+                              f"leave the Input tab's '{_NOT_READ[name]}' empty and give the "
+                              "micrographs STAR file in 'Input micrographs'")
+        if name not in _RELION:
+            params.append((name, values))
+            continue
+        if len(values) != 1 or name in relion:
+            raise ConfigError(f"{name} {'given twice' if name in relion else 'needs one value'}"
+                              f" ({' '.join([relion.get(name, ''), *values]).strip() or 'none'}):"
+                              " RELION gives it once, with its value")
+        relion[name] = values[0]
+    if "--o" not in relion:
+        raise ConfigError("no --o: RELION's External job gives its folder as --o; run "
+                          f"{PROG} as the job's External executable, or give --o FOLDER")
+    if not relion.get("--in_mics"):
+        raise ConfigError("no --in_mics: give the micrographs STAR file (MotionCorr's "
+                          "corrected_micrographs.star or CtfFind's micrographs_ctf.star) in "
+                          "the Input tab's 'Input micrographs'")
+    command = build_parser().commands["denoise"]
+    options = {o: a for a in command._actions for o in a.option_strings}
+    translated = [word for name, values in params for word in _option(name, values, options)]
+    workers = []
+    if "--j" in relion:
+        threads = relion["--j"]
+        if not threads.isdigit() or int(threads) < 1:
+            raise ConfigError(f"--j {threads}: the Running tab's number of threads must be a "
+                              "whole number, 1 or more")
+        if int(threads) > 1 and "--workers" not in translated:
+            workers = ["--workers", threads]
+    return ["denoise", relion["--in_mics"], "-o", relion["--o"], *workers, *translated]
+
+
+def _option(label: str, values: list[str], options: dict) -> list[str]:
+    """The ``denoise`` words for the Params row ``label`` (``--model``, ``--batch_size``,
+    ``--raw``) with ``values``."""
+    import difflib
+
+    name = label.lstrip("-").replace("_", "-")
+    given = f"{label} {' '.join(values)}".strip()
+    if name in ("o", "output"):
+        raise ConfigError(f"Params: {given}: the output folder is the job's own (RELION gives "
+                          "it as --o); remove this row")
+    option = next((o for o in (f"--{name}", f"-{name}") if o in options
+                   and o not in ("-h", "--help")), None)
+    if option is None:
+        known = [o for o in options if o.startswith("--") and o not in ("--help", "--output")]
+        guess = difflib.get_close_matches(f"--{name}", known, n=1, cutoff=0.75)
+        raise ConfigError(f"Params: {label} is no option of cryostream denoise"
+                          + (f"; did you mean {guess[0][2:]}?" if guess else "")
+                          + " (see cryostream denoise --help)")
+    action = options[option]
+    value = " ".join(values).strip().lower()
+    if action.nargs == 0:  # on/off
+        if value in _ON:
+            return [option]
+        if value not in _OFF:
+            raise ConfigError(f"Params: {given}: {name} is on or off: give yes or no")
+        other = [o for o in action.option_strings if o.startswith("--") and o != option]
+        return other[:1] if len(action.option_strings) > 1 else []  # a store_true's off: as left
+    if action.nargs == "*":  # --odd: alone (yes), or the odd halves' files
+        return [option] if value in _ON else [] if value in _OFF else [option, *values]
+    if len(values) != 1:
+        raise ConfigError(f"Params: {given}: {name} takes one value, "
+                          + (f"not {len(values)} (a path with spaces: quote it)" if values
+                             else "and the row's value is empty"))
+    return [option, values[0]]
+
+
+def _clear(output: Path, control: Path) -> None:
+    """Remove an earlier run's EXIT files and nodes file, so that RELION reads this run's."""
+    for path in (*(control / name for name in EXIT_FILES), output / NODES_NAME):
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+
+
+def _mark(folder: Path, name: str) -> None:
+    """Leave the (empty) file ``name`` in ``folder``, where RELION made it for the job."""
+    if folder.is_dir():
+        (folder / name).write_bytes(b"")
+
+
+def _write_nodes(output: Path, star: Path) -> None:
+    """``RELION_OUTPUT_NODES.star`` listing ``star`` for RELION's pipeline, written whole."""
+    from cryostream.io.star_write import star_version
+
+    version = star_version(star) or 30001
+    text = (f"# version {version}\n\ndata_output_nodes\n\nloop_\n_rlnPipeLineNodeName #1\n"
+            f"_rlnPipeLineNodeTypeLabel #2\n{star.as_posix()} {NODE_TYPE}\n\n")
+    temporary = output / f".{NODES_NAME}.partial"
+    temporary.write_text(text)
+    os.replace(temporary, output / NODES_NAME)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cryostream-relion``; returns the exit status (denoise's; 2 for a call
+    refused before denoising), which the EXIT file it leaves agrees with."""
+    from cryostream import cli
+    from cryostream.denoise.outputs import STAR_NAME
+
+    given = list(sys.argv[1:] if argv is None else argv)
+    output, control = _job_folders(given)
+    if output is not None:
+        _clear(output, control)
+    try:
+        words = denoise_argv(given)
+    except CryostreamError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        if output is not None:
+            _mark(control, EXIT_FILES[1])
+        return 2
+    print(f"{PROG}: running cryostream {shlex.join(words)}", flush=True)
+    status = None
+    try:
+        status = cli.main(words, process=argv is None)
+    except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
+        status = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        star = Path(os.path.normpath(output / STAR_NAME))
+        if status == 0 and star.is_file():
+            _write_nodes(output, star)
+            _mark(control, EXIT_FILES[0])
+            print(f"{PROG}: {star.as_posix()} listed in {output / NODES_NAME} for the next job")
+        else:
+            _mark(control, EXIT_FILES[1])
+    if status == 0 and not star.is_file():
+        print(f"{PROG}: error: denoise wrote no {star}", file=sys.stderr)
+        return 2
+    return status

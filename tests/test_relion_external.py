@@ -1,0 +1,145 @@
+"""``cryostream-relion``, denoise as a RELION External job (cryostream.cli.relion_external): run
+as RELION runs it, from the project folder with ``--o External/job010/ --in_mics … --j N
+--pipeline_control External/job010/`` and the Params tab's pairs, it leaves the job's folder as
+RELION reads it. Real MRC and STAR files from ``simulate``, the real command in-process."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import starfile
+
+import cryostream
+from cryostream.cli.relion_external import denoise_argv, main
+from cryostream.config import SimulateConfig
+from cryostream.io.relion_jobs import RelionJobWarning
+
+JOB = "External/job010"
+NODES = f"""# version 30001
+
+data_output_nodes
+
+loop_
+_rlnPipeLineNodeName #1
+_rlnPipeLineNodeTypeLabel #2
+{JOB}/denoised_micrographs.star MicrographGroupMetadata.star.relion
+
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A RELION project, the working directory: two simulated micrographs listed by
+    ``CtfFind/job003/micrographs_ctf.star`` (names relative to the project), simulate's
+    particles STAR file, and the new External job RELION made (job.star, note.txt, run.out)."""
+    root = tmp_path / "project"
+    cryostream.simulate(root, 2, config=SimulateConfig(shape=(160, 128), seed=3))
+    (root / "default_pipeline.star").write_text("data_pipeline_general\n")
+    (root / "CtfFind/job003").mkdir(parents=True)
+    (root / "micrographs.star").rename(root / "CtfFind/job003/micrographs_ctf.star")
+    job = root / JOB
+    job.mkdir(parents=True)
+    (job / "job.star").write_text("\n# version 50001\n\ndata_job\n\n_rlnJobTypeLabel    "
+                                  "relion.external\n_rlnJobIsContinue    0\n_rlnJobIsTomo    0\n")
+    (job / "note.txt").write_text(" ++++ Executing new job on Sun Dec 6 10:00:00 2026\n")
+    (job / "run.out").write_text("")
+    monkeypatch.chdir(root)
+    return root
+
+
+def _relion(tiny_run, *params: str, mics: str = "CtfFind/job003/micrographs_ctf.star",
+            threads: str = "1") -> tuple[int, list[str]]:
+    """The External job's call, as RELION makes it, with the tiny run as the Params tab's
+    model: its status and the RELION job warnings it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RelionJobWarning)
+        status = main(["--o", f"{JOB}/", "--in_mics", mics, "--j", threads, "--pipeline_control",
+                       f"{JOB}/", "--model", str(tiny_run.run), "--raw", "yes", "--tile", "64",
+                       "--workers", "1", *params])
+    return status, [str(w.message) for w in caught if w.category is RelionJobWarning]
+
+
+def _exits(project: Path) -> list[str]:
+    return sorted(p.name for p in (project / JOB).glob("RELION_JOB_EXIT_*"))
+
+
+def test_the_job_lists_every_micrograph_and_tells_relion_it_succeeded(tiny_run, project):
+    """The job's folder gets the denoised micrographs, denoised_micrographs.star listing each
+    (named from the project), RELION_OUTPUT_NODES.star listing that STAR file as a micrographs
+    node, and RELION_JOB_EXIT_SUCCESS; an earlier run's RELION_JOB_EXIT_FAILURE is gone."""
+    (project / JOB / "RELION_JOB_EXIT_FAILURE").write_text("")  # an earlier run's
+    status, said = _relion(tiny_run)
+    assert status == 0 and said == []
+    job = project / JOB
+    assert (job / "RELION_OUTPUT_NODES.star").read_text() == NODES
+    assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]
+    rows = starfile.read(job / "denoised_micrographs.star", always_dict=True)["micrographs"]
+    assert list(rows["rlnMicrographName"]) == [f"{JOB}/sim_000{i}.mrc" for i in range(2)]
+    assert all((project / name).is_file() for name in rows["rlnMicrographName"])
+    assert sorted(p.name for p in job.glob(".*")) == []  # no temporary file left
+
+
+def test_a_refused_input_fails_the_job_with_one_line_and_no_nodes_file(tiny_run, project,
+                                                                        capsys):
+    """A refused call ends with status 2, RELION_JOB_EXIT_FAILURE, one error line on stderr
+    (RELION's run.err) and no RELION_OUTPUT_NODES.star, an earlier run's SUCCESS and nodes
+    file removed: denoise's own refusal (a particles STAR file as the micrographs), a Params
+    row that is no option of denoise, a value denoise's parser refuses, and RELION's particles
+    input."""
+    job = project / JOB
+    for call, error in (
+            ({"mics": "particles.star"}, "cryostream denoise: error: particles.star"),
+            ({"params": ("--tiles", "64")}, "cryostream-relion: error: Params: --tiles is no "
+             "option of cryostream denoise; did you mean tile? (see cryostream denoise --help)"),
+            ({"params": ("--calibrate", "many")}, "cryostream denoise: error: argument "
+             "--calibrate: invalid int value: 'many'"),
+            ({"params": ("--in_parts", "Extract/job007/particles.star")},
+             "cryostream-relion: error: --in_parts Extract/job007/particles.star: cryostream "
+             "denoises micrographs; leave the Input tab's 'Input particles' empty")):
+        (job / "RELION_JOB_EXIT_SUCCESS").write_text("")  # an earlier run's
+        (job / "RELION_OUTPUT_NODES.star").write_text(NODES)
+        capsys.readouterr()
+        status, _ = _relion(tiny_run, *call.get("params", ()),
+                            **{k: v for k, v in call.items() if k != "params"})
+        lines = capsys.readouterr().err.splitlines()
+        assert status == 2, call
+        assert [line for line in lines if "error" in line] == lines[-1:], lines
+        assert lines[-1].startswith(error), (lines[-1], error)
+        assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
+        assert not (job / "RELION_OUTPUT_NODES.star").exists()
+        assert not (job / "denoised_micrographs.star").exists()
+
+
+def test_running_the_job_again_keeps_its_outputs_and_warns_of_no_other_job(tiny_run, project,
+                                                                         capsys):
+    """RELION runs the finished job again (its SUCCESS, nodes file and outputs there): the
+    outputs are kept, no warning takes the job for another's, and the job succeeds again."""
+    assert _relion(tiny_run) == (0, [])
+    capsys.readouterr()
+    assert _relion(tiny_run) == (0, [])
+    assert "(2 finished earlier, kept)" in capsys.readouterr().out
+    assert (project / JOB / "RELION_OUTPUT_NODES.star").read_text() == NODES
+    assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]
+
+
+def test_params_rows_and_threads_reach_denoise_as_its_options(tiny_run, project):
+    """A Params row is denoise's option, named with or without dashes, ``_`` for ``-``: a
+    value option with its value, an on/off one on for yes (or an empty value) and off for no
+    (``ensemble no``: --no-ensemble), ``odd yes`` --odd alone; the Running tab's threads are
+    --workers where more than 1, unless a Params row gives --workers. Run, ``--suffix`` names
+    the outputs."""
+    base = ["--o", f"{JOB}/", "--in_mics", "in.star", "--pipeline_control", f"{JOB}/"]
+    head = ["denoise", "in.star", "-o", f"{JOB}/"]
+    assert denoise_argv([*base, "--j", "4", "--batch_size", "8", "--ensemble", "no", "--raw",
+                         "--odd", "yes", "--no-ctf-gain", "false", "--keep_extended_header",
+                         "no"]) == [*head, "--workers", "4", "--batch-size", "8",
+                                    "--no-ensemble", "--raw", "--odd", "--ctf-gain"]
+    assert denoise_argv([*base, "--j", "1"]) == head
+    assert denoise_argv([*base, "--j", "4", "--workers", "1"]) == [*head, "--workers", "1"]
+    status, said = _relion(tiny_run, "--suffix", "_den", threads="3")
+    assert status == 0 and said == []
+    rows = starfile.read(project / JOB / "denoised_micrographs.star",
+                         always_dict=True)["micrographs"]
+    assert list(rows["rlnMicrographName"]) == [f"{JOB}/sim_000{i}_den.mrc" for i in range(2)]
