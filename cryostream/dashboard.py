@@ -30,8 +30,10 @@ def has_page(link: str, timeout: float = PROBE_SECONDS) -> bool | None:
     if not link.startswith(("http://", "https://")):
         return None
     try:
-        with urllib.request.urlopen(urllib.request.Request(link, method="HEAD"),
-                                    timeout=timeout):
+        # straight to the scheduler: a proxy of the environment (http_proxy on a cluster's
+        # nodes) would answer for it, its 404 taken for the scheduler's
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(urllib.request.Request(link, method="HEAD"), timeout=timeout):
             return True
     except urllib.error.HTTPError as exc:
         return exc.code != 404

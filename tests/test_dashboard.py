@@ -34,3 +34,26 @@ def test_a_page_is_there_where_its_server_has_it():
                 assert note == f"Dask dashboard: {link}"
     assert has_page(f"http://127.0.0.1:{_closed_port()}/status", timeout=2) is None
     assert has_page("/proxy/8787/status") is None  # a link template through a proxy
+
+
+def test_the_page_is_asked_of_the_scheduler_not_of_a_proxy(tmp_path, monkeypatch):
+    """On a cluster's nodes ``http_proxy`` is often set: the page was asked of the proxy, whose
+    404 (here a plain file server's) said a scheduler with its dashboard served none."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proxy = f"http://127.0.0.1:{server.server_address[1]}"
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        with LocalCluster(n_workers=0, dashboard_address="127.0.0.1:0",
+                          host="127.0.0.1") as cluster, Client(cluster.scheduler_address) as client:
+            assert dashboard_note(client) == f"Dask dashboard: {client.dashboard_link}"
+    finally:
+        server.shutdown()
