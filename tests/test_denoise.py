@@ -1158,7 +1158,27 @@ def test_micrographs_of_one_name_in_two_folders_are_told_apart_in_the_notes(trai
                    if r.getMessage().startswith("denoised "))
     assert [n.split(" ", 2)[2] for n in notes] == sorted(
         ["job002/Movies/sim_0000.mrc", "job005/Movies/sim_0000.mrc"]), notes
+    # one in a folder inside the other's: their inputs' folders, not the output folder's name
+    inner = tmp_path / "MotionCorr/job002/Movies/B"
+    inner.mkdir()
+    given[1] = shutil.copy(sim.micrographs[0], inner / "sim_0000.mrc")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        denoise(run, given, tmp_path / "den2", config=DenoiseConfig.raw(tile=64), workers=1)
+    notes = sorted(r.getMessage().split(":")[0].split(" ", 2)[2] for r in caplog.records
+                   if r.getMessage().startswith("denoised "))
+    assert notes == ["B/sim_0000.mrc", "Movies/sim_0000.mrc"], notes
     assert name_depth(["a/x.mrc", "b/y.mrc"]) == 1 and name_depth([]) == 1
+    # the empty folder a failed call made goes; one gone already does not hide the call's error
+    from cryostream.io.paths import drop_empty
+
+    empty, kept = tmp_path / "empty", tmp_path / "den"
+    empty.mkdir()
+    drop_empty(empty)
+    drop_empty(empty)  # gone: let be (it raised FileNotFoundError over the call's own error)
+    drop_empty(kept)
+    drop_empty(None)
+    assert not empty.exists() and any(kept.iterdir())
     assert name_depth(["p/a/x.mrc", "q/a/x.mrc", "q/b/x.mrc"]) == 3
     assert short_name("/d/p/a/x.mrc", 2) == "a/x.mrc"
 

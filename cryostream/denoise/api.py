@@ -41,7 +41,7 @@ from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
-from cryostream.io.paths import plain_path
+from cryostream.io.paths import drop_empty, plain_path
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -366,8 +366,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")
     except BaseException:
-        if made is not None and not any(made.iterdir()):
-            made.rmdir()  # the folder this call made holds nothing: leave no trace
+        drop_empty(made)  # the folder this call made, where it holds nothing: leave no trace
         raise
     return _result(micrographs, plans, todo, results, gathered, output)
 

@@ -291,10 +291,12 @@ class Progress:
                 work = queued * mean + sum(max(0.0, mean - (now - t)) for t in self.running.values())
                 left = format_duration(work / self.workers)
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
+            # the output's name; where names repeat, the input's folders that tell them apart
+            name = short_name(source if self.depth == 1 else key or source, self.depth)
             logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
-                                                 short_name(source, self.depth), what)
+                                                 name, what)
             if found and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
-                self.verbose.say(short_name(source, self.depth), key, found)  # -v: as NAME.json
+                self.verbose.say(name, key, found)  # -v: in words, as NAME.json
 
 
 def _record(run: str):

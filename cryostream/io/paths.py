@@ -12,7 +12,7 @@ from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
            "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path",
-           "name_depth", "short_name"]
+           "name_depth", "short_name", "drop_empty"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -198,3 +198,12 @@ def name_depth(paths) -> int:
 def short_name(path: str | os.PathLike, depth: int = 1) -> str:
     """The last ``depth`` parts of ``path`` (:func:`name_depth`), as a note names it."""
     return "/".join(Path(path).parts[-depth:])
+
+
+def drop_empty(folder: Path | None) -> None:
+    """Remove ``folder`` where it is there and holds nothing (a folder a failed call made); a
+    folder gone already, or one that cannot be read, is let be, so the call's own error is
+    the one said."""
+    with contextlib.suppress(OSError):
+        if folder is not None and not any(folder.iterdir()):
+            folder.rmdir()
