@@ -12,7 +12,7 @@ import pytest
 import starfile
 
 import cryostream
-from cryostream.cli.relion_external import denoise_argv, main
+from cryostream.cli.relion_external import PROG, denoise_argv, main
 from cryostream.config import SimulateConfig
 from cryostream.io.relion_jobs import RelionJobWarning
 
@@ -143,3 +143,53 @@ def test_params_rows_and_threads_reach_denoise_as_its_options(tiny_run, project)
     rows = starfile.read(project / JOB / "denoised_micrographs.star",
                          always_dict=True)["micrographs"]
     assert list(rows["rlnMicrographName"]) == [f"{JOB}/sim_000{i}_den.mrc" for i in range(2)]
+
+
+def test_relion_abort_stops_after_the_micrograph_in_progress_and_marks_the_job_aborted(
+        tiny_run, project, capsys):
+    """RELION's *Abort running* makes RELION_JOB_ABORT_NOW in the job's folder (here once the
+    first micrograph's note is out): the job stops as at a first Ctrl-C, the micrograph in
+    progress finished whole and the last one never started; it leaves RELION_JOB_EXIT_ABORTED,
+    no SUCCESS, no nodes file and no STAR file, removes RELION_JOB_ABORT_NOW and ends with
+    status 130. One left by an earlier run is removed at the start, not taken as an abort."""
+    import logging
+
+    import mrcfile
+
+    job = project / JOB
+    (job / "RELION_JOB_ABORT_NOW").write_text("")  # an earlier run's
+    cryostream.simulate(project / "big", 3, config=SimulateConfig(shape=(768, 768), seed=4))
+    star = project / "big/micrographs.star"
+    star.write_text(star.read_text().replace("micrographs/sim_", "big/micrographs/sim_"))
+
+    class AbortAfterFirst(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("denoised 1/"):
+                (job / "RELION_JOB_ABORT_NOW").write_text("")  # as RELION's GUI does
+
+    handler, log = AbortAfterFirst(logging.INFO), logging.getLogger("cryostream")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        status, _ = _relion(tiny_run, mics="big/micrographs.star")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    err = capsys.readouterr().err
+    assert status == 130, err
+    assert _exits(project) == ["RELION_JOB_EXIT_ABORTED"]
+    assert not (job / "RELION_JOB_ABORT_NOW").exists()
+    assert not (job / "RELION_OUTPUT_NODES.star").exists()
+    assert not (job / "denoised_micrographs.star").exists()
+    written = sorted(p.name for p in job.glob("sim_*.mrc"))
+    assert written[0] == "sim_0000.mrc" and "sim_0002.mrc" not in written, written
+    for name in written:  # each finished whole
+        assert mrcfile.read(job / name).shape == (768, 768)
+        assert (job / name).with_suffix(".json").is_file()
+    assert sorted(p.name for p in job.glob(".*")) == []  # no temporary file left
+    lines = err.splitlines()
+    assert f"{PROG}: {JOB}/RELION_JOB_ABORT_NOW found (RELION's Abort running): stopping " \
+        "denoise after the micrographs in progress" in lines, err
+    assert lines[-1] == (f"{PROG}: aborted ({JOB}/RELION_JOB_EXIT_ABORTED); the finished "
+                         "micrographs are kept: run the job again to denoise the rest")

@@ -10,6 +10,13 @@ then it leaves in the job's folder what RELION reads: ``RELION_OUTPUT_NODES.star
 ``denoised_micrographs.star`` and ``RELION_JOB_EXIT_SUCCESS``, or ``RELION_JOB_EXIT_FAILURE``
 (and no nodes file) when denoising did not finish. Its exit status is denoise's.
 
+RELION's *Abort running* leaves ``RELION_JOB_ABORT_NOW`` in the job's folder: while denoise
+runs, a thread looks for it every :data:`ABORT_POLL_SECONDS` and, once it is there, stops
+denoise as a first Ctrl-C does (a SIGINT to the main thread): the micrographs in progress are
+finished whole, none more is started. The job then leaves ``RELION_JOB_EXIT_ABORTED`` (no nodes
+file), removes ``RELION_JOB_ABORT_NOW`` and ends with denoise's status (130). One left by an
+earlier run is removed at the start.
+
 - ``--j N`` (the *Running* tab's threads): ``--workers N``, micrographs in flight, where N > 1;
   RELION's default 1 leaves denoise's own choice (a Params row ``workers`` wins over it).
 - A Params row names a ``denoise`` option with or without its dashes, ``_`` for ``-``
@@ -23,15 +30,19 @@ then it leaves in the job's folder what RELION reads: ``RELION_OUTPUT_NODES.star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryostream.errors import ConfigError, CryostreamError
 
-__all__ = ["EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG", "denoise_argv", "main"]
+__all__ = ["ABORT_NAME", "ABORT_POLL_SECONDS", "EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG",
+           "denoise_argv", "main"]
 
 PROG = "cryostream-relion"
 #: Where an External job lists its outputs for RELION's pipeline, and the kind of node
@@ -40,6 +51,9 @@ NODES_NAME = "RELION_OUTPUT_NODES.star"
 NODE_TYPE = "MicrographGroupMetadata.star.relion"
 #: The files by which RELION learns how a job ended.
 EXIT_FILES = ("RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE", "RELION_JOB_EXIT_ABORTED")
+#: The file RELION's *Abort running* makes in the job's folder, and how often it is looked for.
+ABORT_NAME = "RELION_JOB_ABORT_NOW"
+ABORT_POLL_SECONDS = 1.0
 #: RELION's own arguments: each takes one value.
 _RELION = ("--o", "--in_mics", "--j", "--pipeline_control")
 #: RELION's other inputs, which denoise does not read, by the Input tab's field that gives them.
@@ -162,8 +176,9 @@ def _option(label: str, values: list[str], options: dict) -> list[str]:
 
 
 def _clear(output: Path, control: Path) -> None:
-    """Remove an earlier run's EXIT files and nodes file, so that RELION reads this run's."""
-    for path in (*(control / name for name in EXIT_FILES), output / NODES_NAME):
+    """Remove an earlier run's EXIT files, nodes file and abort request, so that RELION reads
+    this run's (and an old *Abort running* does not stop it)."""
+    for path in (*(control / name for name in (*EXIT_FILES, ABORT_NAME)), output / NODES_NAME):
         if path.is_file() or path.is_symlink():
             path.unlink()
 
@@ -172,6 +187,43 @@ def _mark(folder: Path, name: str) -> None:
     """Leave the (empty) file ``name`` in ``folder``, where RELION made it for the job."""
     if folder.is_dir():
         (folder / name).write_bytes(b"")
+
+
+class _AbortWatch:
+    """While the block runs, a daemon thread looks for ``RELION_JOB_ABORT_NOW`` in ``folder``
+    every :data:`ABORT_POLL_SECONDS`; once it is there, the thread says so and sends SIGINT to
+    the main thread, once: denoise stops as at a first Ctrl-C. ``seen``: whether it did. Only
+    where the block runs in the main thread (the one that handles signals)."""
+
+    def __init__(self, folder: Path):
+        self.path, self.seen = folder / ABORT_NAME, False
+        self._over, self._lock = threading.Event(), threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="relion-abort", daemon=True)
+
+    def __enter__(self) -> _AbortWatch:
+        if threading.current_thread() is threading.main_thread():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:  # no signal is sent once the command is over
+            self._over.set()
+
+    def _watch(self) -> None:
+        while not self._over.wait(ABORT_POLL_SECONDS):
+            try:
+                there = self.path.exists()
+            except OSError:
+                continue
+            if there:
+                with self._lock:
+                    if not self._over.is_set():
+                        self.seen = True
+                        print(f"{PROG}: {self.path} found (RELION's Abort running): stopping "
+                              "denoise after the micrographs in progress", file=sys.stderr,
+                              flush=True)
+                        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
 
 
 def _write_nodes(output: Path, star: Path) -> None:
@@ -184,6 +236,16 @@ def _write_nodes(output: Path, star: Path) -> None:
     temporary = output / f".{NODES_NAME}.partial"
     temporary.write_text(text)
     os.replace(temporary, output / NODES_NAME)
+
+
+def _aborted(control: Path, finished: bool) -> None:
+    """Remove RELION's abort request, once acted on, and say how the job ended."""
+    with contextlib.suppress(FileNotFoundError):
+        (control / ABORT_NAME).unlink()
+    print(f"{PROG}: " + ("every micrograph was denoised before the abort took hold: the job "
+                         "succeeded" if finished else
+                         f"aborted ({control / EXIT_FILES[2]}); the finished micrographs are "
+                         "kept: run the job again to denoise the rest"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,19 +266,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             _mark(control, EXIT_FILES[1])
         return 2
     print(f"{PROG}: running cryostream {shlex.join(words)}", flush=True)
-    status = None
+    status, watch = None, _AbortWatch(control)
     try:
-        status = cli.main(words, process=argv is None)
+        with watch:
+            status = cli.main(words, process=argv is None)
     except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
         status = exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:  # the abort's signal, come as denoise had just ended
+        status = 130 if status is None else status
     finally:
         star = Path(os.path.normpath(output / STAR_NAME))
-        if status == 0 and star.is_file():
+        done = status == 0 and star.is_file()
+        if done:
             _write_nodes(output, star)
             _mark(control, EXIT_FILES[0])
             print(f"{PROG}: {star.as_posix()} listed in {output / NODES_NAME} for the next job")
         else:
-            _mark(control, EXIT_FILES[1])
+            _mark(control, EXIT_FILES[2 if watch.seen else 1])
+        if watch.seen:
+            _aborted(control, done)
     if status == 0 and not star.is_file():
         print(f"{PROG}: error: denoise wrote no {star}", file=sys.stderr)
         return 2
