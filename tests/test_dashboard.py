@@ -6,7 +6,7 @@ import socket
 
 from distributed import Client, LocalCluster
 
-from cryostream.dashboard import dashboard_note, has_page
+from cryostream.dashboard import dashboard_note, dashboard_served, has_page
 
 
 def _closed_port() -> int:
@@ -18,7 +18,8 @@ def _closed_port() -> int:
 def test_a_page_is_there_where_its_server_has_it():
     """A scheduler without its dashboard still serves HTTP on the dashboard's port: its
     /health page is there, its /status page is not (404); with the dashboard, /status is
-    (HEAD: 405, the page takes GET alone). No server, or no http address: cannot tell."""
+    (HEAD: 405, the page takes GET alone). No server, or no http address: cannot tell. What
+    was found is kept by the scheduler's address, with or without tcp://."""
     for served in (None, "127.0.0.1:0"):
         with LocalCluster(n_workers=0, dashboard_address=served, host="127.0.0.1") as cluster, \
                 Client(cluster.scheduler_address) as client:
@@ -32,6 +33,10 @@ def test_a_page_is_there_where_its_server_has_it():
                                        f"{cluster.scheduler_address} serves none")
             else:
                 assert note == f"Dask dashboard: {link}"
+            for address in (cluster.scheduler_address,  # as given to --scheduler, either way
+                            cluster.scheduler_address.removeprefix("tcp://")):
+                assert dashboard_served(address) is (served is not None)
+    assert dashboard_served(f"127.0.0.1:{_closed_port()}") is None  # nothing asked of it
     assert has_page(f"http://127.0.0.1:{_closed_port()}/status", timeout=2) is None
     assert has_page("/proxy/8787/status") is None  # a link template through a proxy
 

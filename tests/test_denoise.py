@@ -660,7 +660,8 @@ def test_denoise_on_a_scheduler_gives_its_dashboard_link_only_where_it_serves_on
     """``cryostream denoise --scheduler``: a scheduler started without its dashboard still
     serves HTTP on the dashboard's port, so ``client.dashboard_link`` named a /status page that
     is not there ('Dask dashboard: http://127.0.0.1:8787/status'); now a note says it serves
-    none. A scheduler with a dashboard gets its link, a page that answers."""
+    none, and the last line no longer sends to the dashboard for the workers' peak memory. A
+    scheduler with a dashboard gets its link, a page that answers."""
     import urllib.request
 
     from distributed import LocalCluster
@@ -672,8 +673,13 @@ def test_denoise_on_a_scheduler_gives_its_dashboard_link_only_where_it_serves_on
             assert main(["denoise", str(sim.micrographs[0]), "-o", str(tmp_path / str(served)),
                          "-m", str(run), "--raw", "--tile", "64",
                          "--scheduler", cluster.scheduler_address]) == 0
-            err = capsys.readouterr().err
+            out, err = capsys.readouterr()
             links = [line for line in err.splitlines() if "Dask dashboard" in line]
+            last = out.splitlines()[-1]  # the peak memory: the workers' on the dashboard, if any
+            assert last.endswith(" here (the workers': see the dashboard)" if served else
+                                 " here (the workers' is not seen from here: the scheduler "
+                                 "serves no dashboard; without --no-dashboard it serves one "
+                                 "that shows it)"), last
             if served is None:
                 assert links == [f"cryostream: no Dask dashboard: the scheduler at "
                                  f"{cluster.scheduler_address} serves none (a scheduler started "

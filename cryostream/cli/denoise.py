@@ -238,6 +238,17 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({kept} finished earlier, kept)" if kept else "")
           + (f" ({skipped} skipped: see the warnings)" if skipped else "")
           + f", listed in {shown_path(result.attrs['star'])}: {seconds:.1f} s, {rate}peak memory "
-          f"{peak_rss_mb():,.0f} MB" + (" here (the workers': see the dashboard)"
-                                        if args.scheduler else ""))
+          f"{peak_rss_mb():,.0f} MB" + (_workers_memory(args.scheduler) if args.scheduler
+                                        else ""))
     return 0
+
+
+def _workers_memory(scheduler: str) -> str:
+    """Where the workers' peak memory is seen, after this process's: on the scheduler's
+    dashboard, where it serves one (not where it serves none)."""
+    from cryostream.dashboard import dashboard_served
+
+    if dashboard_served(scheduler) is False:
+        return (" here (the workers' is not seen from here: the scheduler serves no dashboard; "
+                "without --no-dashboard it serves one that shows it)")
+    return " here (the workers': see the dashboard)"
