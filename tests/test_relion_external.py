@@ -193,3 +193,66 @@ def test_relion_abort_stops_after_the_micrograph_in_progress_and_marks_the_job_a
         "denoise after the micrographs in progress" in lines, err
     assert lines[-1] == (f"{PROG}: aborted ({JOB}/RELION_JOB_EXIT_ABORTED); the finished "
                          "micrographs are kept: run the job again to denoise the rest")
+
+
+def test_notes_go_to_run_out_and_another_kind_of_job_is_left_as_it_was(tiny_run, project,
+                                                                       capsys):
+    """RELION shows run.err as errors: denoise's notes (one per micrograph) go to stdout, its
+    run.out, and only warnings and errors to stderr. An --o that is another kind of job's
+    folder (MotionCorr/job002/ typed by hand) is refused in one line before anything in it is
+    changed: its RELION_JOB_EXIT_SUCCESS stays, no EXIT file or nodes file of ours is left."""
+    status, _ = _relion(tiny_run)
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert "cryostream: denoised 1/2 sim_0000.mrc" in out and "denoised 1/2" not in err, err
+    motion = project / "MotionCorr/job002"
+    motion.mkdir(parents=True)
+    (motion / "job.star").write_text("data_job\n\n_rlnJobTypeLabel relion.motioncorr.own\n")
+    (motion / "RELION_JOB_EXIT_SUCCESS").write_text("")
+    status = main(["--o", "MotionCorr/job002/", "--in_mics", "CtfFind/job003/micrographs_ctf.star",
+                   "--j", "1", "--pipeline_control", "MotionCorr/job002/",
+                   "--model", str(tiny_run.run)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [
+        f"{PROG}: error: --o MotionCorr/job002: MotionCorr/job002 is a relion.motioncorr.own "
+        "job's folder, not an External job's; nothing was changed in it. Run cryostream-relion "
+        "as a RELION External job (RELION gives the job's own folder as --o), or give --o a "
+        "folder of its own"]
+    assert sorted(p.name for p in motion.iterdir()) == ["RELION_JOB_EXIT_SUCCESS", "job.star"]
+
+
+def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, project):
+    """A second signal ends the process at once (no cleanup of Python's runs after it): the
+    job's RELION_JOB_EXIT_FAILURE is written on the way out all the same, or RELION would show
+    the job running for ever. A child process, two real SIGTERMs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from faults_support import child_environment
+
+    cryostream.simulate(project / "big", 3, config=SimulateConfig(shape=(768, 768), seed=4))
+    star = project / "big/micrographs.star"
+    star.write_text(star.read_text().replace("micrographs/sim_", "big/micrographs/sim_"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cryostream.cli.relion_external import main; "
+         "raise SystemExit(main())", "--o", f"{JOB}/", "--in_mics", "big/micrographs.star",
+         "--j", "1", "--pipeline_control", f"{JOB}/", "--model", str(tiny_run.run), "--raw",
+         "yes", "--tile", "64", "--workers", "1"], cwd=project, env=child_environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the notes: run.out
+            if "denoised 1/3" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated at once (SIGTERM again)" in err, err
+    assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
+    assert not (project / JOB / "RELION_OUTPUT_NODES.star").exists()

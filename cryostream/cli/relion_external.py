@@ -183,6 +183,60 @@ def _clear(output: Path, control: Path) -> None:
             path.unlink()
 
 
+def _other_job(output: Path | None, control: Path | None) -> str | None:
+    """Why ``--o``/``--pipeline_control`` cannot be this job's: a folder of another kind of
+    RELION job (``MotionCorr/job002/`` typed by hand), whose EXIT files would be changed; None
+    for an External job's folder or one outside any job."""
+    from cryostream.io.relion_jobs import relion_job
+
+    for option, folder in (("--o", output), ("--pipeline_control", control)):
+        job = relion_job(folder) if folder is not None else None
+        if job is not None and not job.external:
+            return (f"{option} {folder}: {job.name} is a {job.kind} job's folder, not an "
+                    "External job's; nothing was changed in it. Run cryostream-relion as a "
+                    "RELION External job (RELION gives the job's own folder as --o), or give "
+                    "--o a folder of its own")
+    return None
+
+
+@contextlib.contextmanager
+def _notes_to_stdout():
+    """denoise's notes (one per micrograph) into ``run.out``, where RELION shows a job's
+    progress; its warnings and errors stay on stderr (``run.err``, shown as errors)."""
+    import logging
+
+    from cryostream.cli import _Notes, _Stderr
+
+    class Stdout(_Stderr):
+        @property
+        def stream(self):
+            return sys.stdout
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    notes, problems = Stdout(), _Stderr()
+    problems.setLevel(logging.WARNING)
+    notes.addFilter(lambda record: record.levelno < logging.WARNING)
+    log = logging.getLogger("cryostream")
+    before = [h for h in log.handlers if isinstance(h, _Stderr)], log.propagate
+    for handler in before[0]:  # an earlier command's in this process: these say it instead
+        log.removeHandler(handler)
+    for handler in (notes, problems):
+        handler.setFormatter(_Notes("cryostream: %(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        for handler in (notes, problems):
+            log.removeHandler(handler)
+        for handler in before[0]:
+            log.addHandler(handler)
+        log.propagate = before[1]
+
+
 def _mark(folder: Path, name: str) -> None:
     """Leave the (empty) file ``name`` in ``folder``, where RELION made it for the job."""
     if folder.is_dir():
@@ -252,10 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cryostream-relion``; returns the exit status (denoise's; 2 for a call
     refused before denoising), which the EXIT file it leaves agrees with."""
     from cryostream import cli
+    from cryostream.cli.signals import LAST_WORDS
     from cryostream.denoise.outputs import STAR_NAME
 
     given = list(sys.argv[1:] if argv is None else argv)
     output, control = _job_folders(given)
+    if (other := _other_job(output, control)) is not None:
+        print(f"{PROG}: error: {other}", file=sys.stderr)  # its EXIT files are its own
+        return 2
     if output is not None:
         _clear(output, control)
     try:
@@ -267,8 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"{PROG}: running cryostream {shlex.join(words)}", flush=True)
     status, watch = None, _AbortWatch(control)
+
+    def ended_at_once(_status: int) -> None:  # a second signal: no finally runs after it
+        _mark(control, EXIT_FILES[2 if watch.seen else 1])
+
+    LAST_WORDS.append(ended_at_once)
     try:
-        with watch:
+        with watch, _notes_to_stdout():
             status = cli.main(words, process=argv is None)
     except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
         status = exc.code if isinstance(exc.code, int) else 2
@@ -285,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _mark(control, EXIT_FILES[2 if watch.seen else 1])
         if watch.seen:
             _aborted(control, done)
+        LAST_WORDS.remove(ended_at_once)
     if status == 0 and not star.is_file():
         print(f"{PROG}: error: denoise wrote no {star}", file=sys.stderr)
         return 2

@@ -12,7 +12,11 @@ from typing import NoReturn
 
 from cryostream.interrupts import Arrivals, Terminated, as_sigterm
 
-__all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of"]
+__all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of", "LAST_WORDS"]
+
+#: What must still be done when the process ends at once (a RELION External job's EXIT file,
+#: which RELION waits for): each called with the status, its errors let be.
+LAST_WORDS: list = []
 
 
 def end_now(status: int, line: str | None = None) -> NoReturn:
@@ -26,6 +30,9 @@ def end_now(status: int, line: str | None = None) -> NoReturn:
     if line:
         with contextlib.suppress(OSError):
             os.write(2, f"{line}\n".encode())
+    for hook in LAST_WORDS:
+        with contextlib.suppress(Exception):
+            hook(status)
     os._exit(status)
 
 
