@@ -527,9 +527,9 @@ def test_sigterm_stops_denoise_as_ctrl_c_does_with_status_143(capsys):
 
 
 def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsys):
-    """On a cluster (--scheduler or --cluster-workers) a terminal's Ctrl-C stops the workers
-    too: no promise to finish the micrographs in progress; the last line says they are not
-    written and how to go on."""
+    """On a LocalCluster (--cluster-workers) a terminal's Ctrl-C stops the workers too: no
+    promise to finish the micrographs in progress; the last line says they are not written
+    and how to go on. (A scheduler's workers finish theirs: tests/test_denoise.py.)"""
     import re
     import signal
 
@@ -538,7 +538,7 @@ def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsy
     def interrupted(args):
         raise KeyboardInterrupt
 
-    for flags in ({"cluster_workers": 2, "scheduler": None}, {"scheduler": "tcp://h:8786"}):
+    for flags in ({"cluster_workers": 2, "scheduler": None},):
         args = argparse.Namespace(command="denoise", output="den5", func=interrupted, **flags)
         assert cli_common.run_command(args) == 130
         err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
@@ -599,6 +599,67 @@ def test_ctrl_c_after_sigterm_ends_denoise_at_once_and_says_it_was_ctrl_c(tiny_r
     first = Path(sim.micrographs[0]).stem  # the one finished: the second was not written
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         f"{first}.json", f"{first}.mrc"]
+
+
+def test_ctrl_c_in_denoise_on_a_scheduler_waits_for_the_micrographs_under_way(tiny_run,
+                                                                             tmp_path):
+    """A real Ctrl-C to `cryostream denoise --scheduler ADDRESS` (a LocalCluster of worker
+    processes not the command's): as without a cluster, those under way finish and none
+    starts; the last line says they are written, and after the command ends nothing more is.
+    The client had closed at once while the worker went on: the second micrograph's output
+    came after the command ended, whose last line said it was not written."""
+    import re
+    import signal
+    import time
+
+    from distributed import LocalCluster
+
+    import cryostream
+    from tests.faults_support import signalled_cli
+
+    sim = cryostream.simulate(tmp_path / "sim", 3, shape=(1024, 1024), seed=5)
+    out, out2 = tmp_path / "out", tmp_path / "out2"
+
+    def written(out=out) -> list[str]:
+        return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+    first = (signal.SIGINT, lambda err: "cryostream: denoised 1/3 " in err)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:  # one at a time: the second is under way
+        status, err = signalled_cli(
+            "denoise", *sim.micrographs, "-o", out, "-m", tiny_run.run, "--no-ensemble",
+            "--scheduler", cluster.scheduler_address, cwd=tmp_path, signals=[first])
+        at_the_end = written()
+        time.sleep(4)
+        later = written()
+        # a second Ctrl-C ends it at once; its line says the worker still writes its micrograph
+        status2, err2 = signalled_cli(
+            "denoise", *sim.micrographs, "-o", out2, "-m", tiny_run.run, "--no-ensemble",
+            "--scheduler", cluster.scheduler_address, cwd=tmp_path, signals=[
+                first, (signal.SIGINT, lambda err: "Ctrl-C again to stop at once" in err)])
+        deadline = time.monotonic() + 120
+        while len(written(out2)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        after_at_once = written(out2)
+    assert status2 == 130 and err2.splitlines()[-1] == (
+        "cryostream denoise: stopped at once (Ctrl-C again); the micrographs under way on the "
+        "cluster's workers are written all the same, each whole, as they finish there (run the "
+        "same command again to resume)"), err2
+    assert after_at_once == at_the_end  # the second, whole, as that line said
+    lines = re.sub(r"after \d+ s", "after N s", err).splitlines()
+    assert status == 130 and "Traceback" not in err, err
+    stems = [Path(m).stem for m in sim.micrographs]
+    assert at_the_end == sorted(f"{s}.{e}" for s in stems[:2] for e in ("json", "mrc")), err
+    assert later == at_the_end  # nothing written after the command ended
+    assert "cryostream denoise: stopping after the micrographs under way on the cluster's " \
+           "workers (each is written whole or not at all); Ctrl-C again to stop at once" in lines
+    assert any(re.fullmatch(r"cryostream: stopping: waiting for [12] micrographs? under way on "
+                            r"the cluster to finish", line) for line in lines), err
+    assert lines[-1] == (
+        "cryostream denoise: interrupted after N s; the finished micrographs are kept in "
+        f"{out}, those under way on the cluster's workers too: run the same command again to "
+        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star")
 
 
 @pytest.mark.parametrize("command, then", [

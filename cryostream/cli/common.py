@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryostream.cli.kept import fit_kept, train_kept
+from cryostream.cli.signals import AT_ONCE
 from cryostream.errors import CryostreamError
 from cryostream.interrupts import Terminated
 
@@ -225,10 +226,14 @@ class Interruption:
         parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
         command line and when the command began (seconds since the epoch) and returns the text
         (where it depends on what was kept: :mod:`cryostream.cli.kept`).
+    at_once : str
+        What the line of a second signal, which ends the process at once, says of the work in
+        progress.
     """
 
     first: str | None
     then: str | Callable[[argparse.Namespace, float], str]
+    at_once: str = AT_ONCE
 
 
 #: Every command's ``--quiet``: stdout keeps its result (the one summary line, a table).
@@ -247,6 +252,15 @@ INTERRUPTIONS = {
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "
         "workers were denoising are not written: run the same command again to denoise the rest "
         "(it skips the finished ones) and write denoised_micrographs.star"),
+    # a scheduler's workers are not this process's: those under way finish, as here
+    "denoise on a scheduler": Interruption(
+        first="stopping after the micrographs under way on the cluster's workers (each is "
+        "written whole or not at all); Ctrl-C again to stop at once",
+        then="the finished micrographs are kept in {output}, those under way on the cluster's "
+        "workers too: run the same command again to denoise the rest (it skips the finished "
+        "ones) and write denoised_micrographs.star",
+        at_once="the micrographs under way on the cluster's workers are written all the same, "
+        "each whole, as they finish there (run the same command again to resume)"),
     # training notes the step it keeps itself; the last line, what a rerun goes on from
     "fit": Interruption(first=None, then=fit_kept),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
@@ -280,10 +294,13 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
     interruption = INTERRUPTIONS.get(f"{args.command} on a cluster" if on_cluster else None,
                                      INTERRUPTIONS.get(args.command))
+    if getattr(args, "scheduler", None):  # a scheduler's own, where the command has one
+        interruption = INTERRUPTIONS.get(f"{args.command} on a scheduler", interruption)
     main = threading.current_thread() is threading.main_thread()
     soft = interruption is not None and interruption.first is not None and main
     before = signal.getsignal(signal.SIGINT) if main else None
-    handler = StopSoftly(args.command, interruption.first if soft else None)
+    handler = StopSoftly(args.command, interruption.first if soft else None,
+                         *([interruption.at_once] if interruption is not None else []))
     if soft:  # (the others keep Python's Ctrl-C, which training holds back itself, till SIGTERM)
         signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler) if main else None

@@ -36,6 +36,9 @@ def end_now(status: int, line: str | None = None) -> NoReturn:
     os._exit(status)
 
 
+#: What a second signal's line says of the work it stopped (:class:`StopSoftly`).
+AT_ONCE = "what was in progress is not written (run the same command again to resume)"
+
 #: How each signal is named to the user.
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
@@ -61,11 +64,12 @@ class StopSoftly:
     others, whose SIGINT keeps Python's handler until a SIGTERM comes). The first signal raises
     :class:`KeyboardInterrupt` (Ctrl-C) or :class:`Terminated` (SIGTERM), printing ``first``
     (of SIGTERM in its words); the second, whichever it is, ends the process at once with the
-    first's status (130 or 143), in one line naming it. The first delivered twice at once is
-    one."""
+    first's status (130 or 143), in one line naming it and saying ``at_once`` of the work in
+    progress. The first delivered twice at once is one."""
 
-    def __init__(self, command: str, first: str | None):
+    def __init__(self, command: str, first: str | None, at_once: str = AT_ONCE):
         self.command, self.first, self.arrivals = command, first, Arrivals()
+        self.at_once = at_once
 
     def __call__(self, signum, frame):
         if not self.arrivals.new(signum):  # the first, delivered twice
@@ -73,7 +77,7 @@ class StopSoftly:
         first = self.arrivals.first
         if self.arrivals.count > 1:
             end_now(status_of(first), f"cryostream {self.command}: {at_once(first, signum)}; "
-                    "what was in progress is not written (run the same command again to resume)")
+                    f"{self.at_once}")
         term = signum == signal.SIGTERM
         if term:  # a Ctrl-C while the command stops is the second, not Python's interrupt
             signal.signal(signal.SIGINT, self)

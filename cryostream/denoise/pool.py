@@ -85,10 +85,13 @@ def timed(job, item) -> Finished:
 
 def gather_cluster(client, job, todo: list, progress) -> list:
     """``job`` over ``todo`` (``(micrograph, plan)`` items) on a Dask cluster: :func:`_gather`
-    of its futures; an error every micrograph would meet (memory, a setting) drops those not
-    started as soon as it comes, as :func:`finish`. As each is done its warnings (raised on
-    the worker: :func:`cryostream.cluster.on_workers`) are shown here, and ``progress``
-    (a :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time on the worker,
+    of its futures. An error every micrograph would meet (memory, a setting), or Ctrl-C or
+    SIGTERM on a scheduler given by address (a LocalCluster's workers stop with the call),
+    drops those not started as soon as it comes and waits for those under way
+    (:func:`let_go`), as :func:`finish` lets them finish: nothing of the call is written after
+    it ends. As each is done its warnings (raised on the worker:
+    :func:`cryostream.cluster.on_workers`) are shown here, and ``progress`` (a
+    :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time on the worker,
     what the steps found and about how long those left take over the cluster's threads."""
     import functools
 
@@ -114,6 +117,11 @@ def gather_cluster(client, job, todo: list, progress) -> list:
     except (DeviceMemoryError, ConfigError):
         let_go(client, futures)
         raise
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: as here, those under way finish, none starts
+        if client.cluster is None:  # a scheduler's workers, not ours: they would go on after
+            progress.stop()         # the call (a LocalCluster's stop with it: nothing written)
+            let_go(client, futures)  # (a second signal ends the process at once)
+        raise
     return [None if r is None else forwarded(r, show=False).result
             for r in _gather(futures, progress.total)]
 
@@ -132,22 +140,27 @@ def let_go(client, futures, poll_s: float = 0.2) -> None:
     said, quiet = False, 0
     while quiet < 2:  # none twice in a row: a task on its way to a worker at the cancel is there
         try:
-            held = sum(client.run(_held, keys).values())
+            counts = client.run(_held, keys).values()
         except Exception:  # the cluster went away: nothing of this call runs on it
             return
-        if held and not said:
+        held, running = (sum(c[i] for c in counts) for i in (0, 1))
+        if running and not said:  # (not those done or queued there, which the cancel drops)
             said = True
             logging.getLogger("cryostream").info(
                 "stopping: waiting for %d micrograph%s under way on the cluster to finish",
-                held, "" if held == 1 else "s")
+                running, "" if running == 1 else "s")
         quiet = 0 if held else quiet + 1
         time.sleep(poll_s)
 
 
-def _held(keys, dask_worker=None) -> int:
+def _held(keys, dask_worker=None) -> tuple[int, int]:
     """On a worker (``client.run``): how many of the tasks ``keys`` it still holds (running,
-    or waiting to)."""
-    return sum(key in dask_worker.state.tasks for key in keys)
+    waiting to, or done), and how many of those run (a task cancelled while it runs is
+    ``cancelled`` there, its state before ``previous``)."""
+    running = ("executing", "long-running")
+    held = [dask_worker.state.tasks[k] for k in keys if k in dask_worker.state.tasks]
+    return len(held), sum(t.state in running or t.state == "cancelled" and t.previous in running
+                          for t in held)
 
 
 def _stop_on_first(completed, warn: bool, warned: set) -> None:
