@@ -10,6 +10,7 @@ never print a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from cryostream.cli import (
 )
 from cryostream.cli.common import QUIET_HELP, run_command
 
-__all__ = ["SUBCOMMANDS", "OneLineErrors", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "OneLineErrors", "build_parser", "main", "notes_on_stdout"]
 
 SUBCOMMANDS = (simulate, plan, prepare, train, fit, denoise, rank, evaluate, show, export_bin)
 """The subcommand modules, in the order ``--help`` lists them."""
@@ -171,6 +172,42 @@ def _log_to_stderr(level: int) -> None:
         logger.addHandler(handler)
         logger.propagate = False  # once, here, whatever the root logger does
     logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def notes_on_stdout():
+    """While the block runs, the library's notes go to stdout and only its warnings and errors
+    to stderr (``cryostream-relion``: RELION shows a job's ``run.err`` as its errors, its
+    ``run.out`` as its progress)."""
+
+    class Stdout(_Stderr):
+        @property
+        def stream(self):
+            return sys.stdout
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    notes, problems = Stdout(), _Stderr()
+    problems.setLevel(logging.WARNING)
+    notes.addFilter(lambda record: record.levelno < logging.WARNING)
+    log = logging.getLogger("cryostream")
+    before = [h for h in log.handlers if isinstance(h, _Stderr)], log.propagate
+    for handler in before[0]:  # an earlier command's in this process: these say it instead
+        log.removeHandler(handler)
+    for handler in (notes, problems):
+        handler.setFormatter(_Notes("cryostream: %(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        for handler in (notes, problems):
+            log.removeHandler(handler)
+        for handler in before[0]:
+            log.addHandler(handler)
+        log.propagate = before[1]
 
 
 def _one_line_warnings() -> None:

@@ -199,44 +199,6 @@ def _other_job(output: Path | None, control: Path | None) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _notes_to_stdout():
-    """denoise's notes (one per micrograph) into ``run.out``, where RELION shows a job's
-    progress; its warnings and errors stay on stderr (``run.err``, shown as errors)."""
-    import logging
-
-    from cryostream.cli import _Notes, _Stderr
-
-    class Stdout(_Stderr):
-        @property
-        def stream(self):
-            return sys.stdout
-
-        @stream.setter
-        def stream(self, value):
-            pass
-
-    notes, problems = Stdout(), _Stderr()
-    problems.setLevel(logging.WARNING)
-    notes.addFilter(lambda record: record.levelno < logging.WARNING)
-    log = logging.getLogger("cryostream")
-    before = [h for h in log.handlers if isinstance(h, _Stderr)], log.propagate
-    for handler in before[0]:  # an earlier command's in this process: these say it instead
-        log.removeHandler(handler)
-    for handler in (notes, problems):
-        handler.setFormatter(_Notes("cryostream: %(message)s"))
-        log.addHandler(handler)
-    log.propagate = False
-    try:
-        yield
-    finally:
-        for handler in (notes, problems):
-            log.removeHandler(handler)
-        for handler in before[0]:
-            log.addHandler(handler)
-        log.propagate = before[1]
-
-
 def _mark(folder: Path, name: str) -> None:
     """Leave the (empty) file ``name`` in ``folder``, where RELION made it for the job."""
     if folder.is_dir():
@@ -306,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cryostream-relion``; returns the exit status (denoise's; 2 for a call
     refused before denoising), which the EXIT file it leaves agrees with."""
     from cryostream import cli
+    from cryostream.cli import notes_on_stdout
     from cryostream.cli.signals import LAST_WORDS
     from cryostream.denoise.outputs import STAR_NAME
 
@@ -331,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     LAST_WORDS.append(ended_at_once)
     try:
-        with watch, _notes_to_stdout():
+        with watch, notes_on_stdout():
             status = cli.main(words, process=argv is None)
     except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
         status = exc.code if isinstance(exc.code, int) else 2
