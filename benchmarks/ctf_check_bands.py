@@ -74,6 +74,20 @@ def simulated(side: int, pixel: float, dose: float, nps: float, seed: int):
     return sim.noisy, sim.truth
 
 
+def scaled_input(args) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """The micrograph the options name (``--micrograph`` cropped, else one simulated), and its
+    truth where simulated, both divided by the micrograph's 95th percentile, as denoise does;
+    with the pixel size."""
+    truth = None
+    if args.micrograph:
+        image, pixel = read(args.micrograph, args.crop)
+    else:
+        pixel = args.pixel_size
+        image, truth = simulated(args.simulate, pixel, args.dose, args.detector_nps, args.seed)
+    scale = np.float32(np.percentile(image, 95))
+    return image / scale, None if truth is None else truth / scale, pixel
+
+
 def the_check(y: np.ndarray, pixel: float) -> dict:
     """The fit, its rings' score and the noise the check draws with, as ``denoise`` has them."""
     import scipy.fft
@@ -202,15 +216,7 @@ def main(argv=None) -> int:
     from cryostream.denoise.scores import ctf_gain_check
 
     start = time.perf_counter()
-    truth = None
-    if args.micrograph:
-        image, pixel = read(args.micrograph, args.crop)
-    else:
-        pixel = args.pixel_size
-        image, truth = simulated(args.simulate, pixel, args.dose, args.detector_nps, args.seed)
-    scale = np.float32(np.percentile(image, 95))
-    y = image / scale
-    truth = None if truth is None else truth / scale
+    y, truth, pixel = scaled_input(args)
     found = the_check(y, pixel)
     check = ctf_gain_check(y, found["scaled"], found["fit"])
     rows = bands_of(y, found, truth)

@@ -377,7 +377,7 @@ def one_fit(y, truth, pixel, spectrum, noise, fit, label) -> dict:
 
 def main(argv=None) -> int:
     global TOLERANCE
-    from ctf_check_bands import read, simulated
+    from ctf_check_bands import scaled_input
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = ap.add_mutually_exclusive_group(required=True)
@@ -401,15 +401,7 @@ def main(argv=None) -> int:
     from cryostream.matched import estimate_noise, tile_for
 
     start = time.perf_counter()
-    truth = None
-    if args.micrograph:
-        image, pixel = read(args.micrograph, args.crop)
-    else:
-        pixel = args.pixel_size
-        image, truth = simulated(args.simulate, pixel, args.dose, args.detector_nps, args.seed)
-    scale = np.float32(np.percentile(image, 95))
-    y = image / scale
-    truth = None if truth is None else truth / scale
+    y, truth, pixel = scaled_input(args)
     noise = estimate_noise(y, pixel, tile=tile_for(y.shape))
     spectrum = scipy.fft.rfft2(y - y.mean(), workers=-1)
     fit = fit_for_gain(y, pixel, {})
