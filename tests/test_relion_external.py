@@ -256,3 +256,40 @@ def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, p
     assert "terminated at once (SIGTERM again)" in err, err
     assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
     assert not (project / JOB / "RELION_OUTPUT_NODES.star").exists()
+
+
+def test_additional_arguments_another_programs_job_and_a_nodes_file_that_cannot_be_written(
+        tiny_run, project, capsys):
+    """The Running tab's *Additional arguments* come after --j's value: they go to denoise as
+    typed (they had made '--j needs one value (1 -v)'). An External job of another program
+    (its nodes file lists its own outputs) is refused before its SUCCESS and nodes file are
+    touched. And a nodes file that cannot be written leaves FAILURE and status 2, not a job
+    RELION shows running for ever."""
+    base = ["--o", f"{JOB}/", "--in_mics", "CtfFind/job003/micrographs_ctf.star"]
+    assert denoise_argv([*base, "--j", "1", "-v", "--pipeline_control", f"{JOB}/"]) == [
+        "denoise", "CtfFind/job003/micrographs_ctf.star", "-o", f"{JOB}/", "-v"]
+    # a long option among them is read as a Params row would be: the same option
+    assert sorted(denoise_argv([*base, "--j", "3", "-v", "--quiet"])[-4:]) == sorted([
+        "--workers", "3", "-v", "--quiet"])
+    cryolo = project / "External/job005"
+    cryolo.mkdir(parents=True)
+    (cryolo / "job.star").write_text("data_job\n\n_rlnJobTypeLabel relion.external\n")
+    nodes = "data_output_nodes\nloop_\n_rlnPipeLineNodeName #1\n_rlnPipeLineNodeTypeLabel #2\n" \
+        "External/job005/autopick.star MicrographsCoords.star.relion.autopick\n"
+    (cryolo / "RELION_OUTPUT_NODES.star").write_text(nodes)
+    (cryolo / "RELION_JOB_EXIT_SUCCESS").write_text("")
+    capsys.readouterr()
+    assert main(["--o", "External/job005/", "--in_mics", "CtfFind/job003/micrographs_ctf.star",
+                 "--j", "1", "--model", str(tiny_run.run)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{PROG}: error: --o External/job005: External/job005 is another program's External "
+        "job (its RELION_OUTPUT_NODES.star lists External/job005/autopick.star); nothing was "
+        "changed in it. Make a new External job for cryostream-relion"]
+    assert (cryolo / "RELION_OUTPUT_NODES.star").read_text() == nodes
+    assert (cryolo / "RELION_JOB_EXIT_SUCCESS").is_file()
+    (project / JOB / "RELION_OUTPUT_NODES.star").mkdir()  # in the way of the nodes file
+    status, _ = _relion(tiny_run)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
+    assert err.splitlines()[-1].startswith(f"{PROG}: error: the job's folder {JOB}"), err

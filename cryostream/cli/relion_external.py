@@ -105,6 +105,7 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
 
     relion: dict[str, str] = {}
     params: list[tuple[str, list[str]]] = []
+    extra: list[str] = []  # words RELION puts after --j: denoise's own options, as typed
     for name, values in _pairs(argv):
         if name in _NOT_READ:
             raise ConfigError(f"{name} {' '.join(values)}: cryostream denoises micrographs; "
@@ -113,6 +114,8 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
         if name not in _RELION:
             params.append((name, values))
             continue
+        if name == "--j" and len(values) > 1:  # the Running tab's Additional arguments
+            values, extra = values[:1], [*extra, *values[1:]]
         if len(values) != 1 or name in relion:
             raise ConfigError(f"{name} {'given twice' if name in relion else 'needs one value'}"
                               f" ({' '.join([relion.get(name, ''), *values]).strip() or 'none'}):"
@@ -136,7 +139,7 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
                               "whole number, 1 or more")
         if int(threads) > 1 and "--workers" not in translated:
             workers = ["--workers", threads]
-    return ["denoise", relion["--in_mics"], "-o", relion["--o"], *workers, *translated]
+    return ["denoise", relion["--in_mics"], "-o", relion["--o"], *workers, *translated, *extra]
 
 
 def _option(label: str, values: list[str], options: dict) -> list[str]:
@@ -187,7 +190,8 @@ def _other_job(output: Path | None, control: Path | None) -> str | None:
     """Why ``--o``/``--pipeline_control`` cannot be this job's: a folder of another kind of
     RELION job (``MotionCorr/job002/`` typed by hand), whose EXIT files would be changed; None
     for an External job's folder or one outside any job."""
-    from cryostream.io.relion_jobs import relion_job
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.io.relion_jobs import listed_outputs, relion_job
 
     for option, folder in (("--o", output), ("--pipeline_control", control)):
         job = relion_job(folder) if folder is not None else None
@@ -196,6 +200,12 @@ def _other_job(output: Path | None, control: Path | None) -> str | None:
                     "External job's; nothing was changed in it. Run cryostream-relion as a "
                     "RELION External job (RELION gives the job's own folder as --o), or give "
                     "--o a folder of its own")
+        theirs = [] if job is None else [n for n in listed_outputs(job.folder)
+                                         if Path(n).name != STAR_NAME]
+        if theirs:
+            return (f"{option} {folder}: {job.name} is another program's External job (its "
+                    f"{NODES_NAME} lists {theirs[0]}); nothing was changed in it. Make a new "
+                    "External job for cryostream-relion")
     return None
 
 
@@ -270,7 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cryostream import cli
     from cryostream.cli import notes_on_stdout
     from cryostream.cli.signals import LAST_WORDS
-    from cryostream.denoise.outputs import STAR_NAME
 
     given = list(sys.argv[1:] if argv is None else argv)
     output, control = _job_folders(given)
@@ -287,32 +296,65 @@ def main(argv: Sequence[str] | None = None) -> int:
             _mark(control, EXIT_FILES[1])
         return 2
     print(f"{PROG}: running cryostream {shlex.join(words)}", flush=True)
+    if argv is None and threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        # RELION starts a local job in the background of a shell, with SIGINT ignored: the
+        # abort's signal (and Ctrl-C) must reach the command whatever path it takes
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     status, watch = None, _AbortWatch(control)
 
     def ended_at_once(_status: int) -> None:  # a second signal: no finally runs after it
+        _unmark(output, control)
         _mark(control, EXIT_FILES[2 if watch.seen else 1])
 
     LAST_WORDS.append(ended_at_once)
     try:
-        with watch, notes_on_stdout():
+        with notes_on_stdout(), watch:  # the watch ends first: no signal after it
             status = cli.main(words, process=argv is None)
     except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
         status = exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:  # the abort's signal, come as denoise had just ended
         status = 130 if status is None else status
     finally:
-        star = Path(os.path.normpath(output / STAR_NAME))
-        done = status == 0 and star.is_file()
+        try:
+            status = _leave(output, control, status, watch.seen)
+        finally:
+            LAST_WORDS.remove(ended_at_once)
+    return status
+
+
+def _unmark(output: Path, control: Path) -> None:
+    """Remove a SUCCESS and a nodes file this run may have left (the job did not finish)."""
+    for path in (control / EXIT_FILES[0], output / NODES_NAME):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _leave(output: Path, control: Path, status: int | None, aborted: bool) -> int:
+    """Leave the job's folder as RELION reads it after denoise ended with ``status``: the nodes
+    file and SUCCESS where it finished and listed its outputs, else FAILURE (ABORTED after
+    *Abort running*); the exit status that agrees with it. Where the nodes or EXIT file cannot
+    be written (a full disk), FAILURE where it can be, and 2."""
+    from cryostream.denoise.outputs import STAR_NAME
+
+    star = Path(os.path.normpath(output / STAR_NAME))
+    done = status == 0 and star.is_file()
+    try:
         if done:
             _write_nodes(output, star)
             _mark(control, EXIT_FILES[0])
             print(f"{PROG}: {star.as_posix()} listed in {output / NODES_NAME} for the next job")
         else:
-            _mark(control, EXIT_FILES[2 if watch.seen else 1])
-        if watch.seen:
+            _mark(control, EXIT_FILES[2 if aborted else 1])
+        if aborted:
             _aborted(control, done)
-        LAST_WORDS.remove(ended_at_once)
+    except OSError as exc:
+        print(f"{PROG}: error: the job's folder {control}: {exc}", file=sys.stderr)
+        _unmark(output, control)
+        with contextlib.suppress(OSError):
+            _mark(control, EXIT_FILES[1])
+        return 2
     if status == 0 and not star.is_file():
         print(f"{PROG}: error: denoise wrote no {star}", file=sys.stderr)
         return 2
-    return status
+    return 2 if status is None else status

@@ -20,7 +20,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["RelionJob", "RelionJobWarning", "relion_job", "warn_other_job", "job_output"]
+__all__ = ["RelionJob", "RelionJobWarning", "relion_job", "warn_other_job", "job_output",
+           "listed_outputs"]
 
 #: Files only a RELION job folder holds.
 _JOB_FILES = ("job.star", "run.job", "RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE",
@@ -147,11 +148,16 @@ def job_output(job_folder: Path, own: tuple[str, ...] = (),
     return None
 
 
+def listed_outputs(job_folder: Path) -> list[str]:
+    """The outputs an External job's ``RELION_OUTPUT_NODES.star`` lists (none without one)."""
+    return [line.split()[0] for line in _read(job_folder / _OUTPUT_NODES).splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", "_", "data_", "loop_"))]
+
+
 def _lists_own(job_folder: Path, own: tuple[str, ...]) -> bool:
     """Whether the job's ``RELION_OUTPUT_NODES.star`` lists outputs and only files ``own``
     (the nodes an External job running this command lists: its own, not another program's)."""
-    nodes = [line.split()[0] for line in _read(job_folder / _OUTPUT_NODES).splitlines()
-             if line.strip() and not line.lstrip().startswith(("#", "_", "data_", "loop_"))]
+    nodes = listed_outputs(job_folder)
     return bool(nodes) and all(Path(node).name in own for node in nodes)
 
 
