@@ -142,11 +142,16 @@ def _option_names(command: argparse.ArgumentParser) -> dict[str, str]:
 
 
 class _Stderr(logging.StreamHandler):
-    """A handler writing to whatever ``sys.stderr`` is when a record comes."""
+    """A handler writing to whatever ``sys.stderr`` (``sys.stdout`` with ``to_stdout``) is when
+    a record comes."""
+
+    def __init__(self, to_stdout: bool = False):
+        super().__init__()
+        self.to_stdout = to_stdout
 
     @property
     def stream(self):
-        return sys.stderr
+        return sys.stdout if self.to_stdout else sys.stderr
 
     @stream.setter
     def stream(self, value):
@@ -179,17 +184,7 @@ def notes_on_stdout():
     """While the block runs, the library's notes go to stdout and only its warnings and errors
     to stderr (``cryostream-relion``: RELION shows a job's ``run.err`` as its errors, its
     ``run.out`` as its progress)."""
-
-    class Stdout(_Stderr):
-        @property
-        def stream(self):
-            return sys.stdout
-
-        @stream.setter
-        def stream(self, value):
-            pass
-
-    notes, problems = Stdout(), _Stderr()
+    notes, problems = _Stderr(to_stdout=True), _Stderr()
     problems.setLevel(logging.WARNING)
     notes.addFilter(lambda record: record.levelno < logging.WARNING)
     log = logging.getLogger("cryostream")
