@@ -67,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     """Fit, then print what was done and the command that denoises with the run."""
     from pathlib import Path
 
+    from cryostream.cli.kept import checkpoints_now
     from cryostream.fit import fit, training_for
 
+    # what an earlier fit left: an interruption's last line names this call's checkpoints alone
+    args.checkpoints_before = checkpoints_now(Path(args.output).absolute())
     train = None  # the unet: fit chooses the training by --from
     if config_from_args(RECIPE_TRAIN, args, FLAGS) != RECIPE_TRAIN:  # another preset, which the
         start = args.start or "scratch"  # general model (a unet) cannot start; --from's training

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["train_kept", "fit_kept"]
+__all__ = ["train_kept", "fit_kept", "checkpoints_now"]
 
 
 def train_kept(args: argparse.Namespace, began: float) -> str:
@@ -21,13 +21,29 @@ def train_kept(args: argparse.Namespace, began: float) -> str:
             "same command again to start")
 
 
+def checkpoints_now(run: Path) -> dict[int, tuple[int, int]]:
+    """Each finished checkpoint of ``run`` by step, with its folder's inode and modification
+    time (ns): one written later differs in one or both, whatever the clocks of this machine
+    and of the file server say."""
+    from cryostream.checkpoints import CHECKPOINTS, finished_steps
+
+    directory, found = Path(run) / CHECKPOINTS, {}
+    for step in finished_steps(directory):
+        try:
+            stat = (directory / str(step)).stat()
+        except OSError:
+            continue
+        found[step] = (stat.st_ino, stat.st_mtime_ns)
+    return found
+
+
 def fit_kept(args: argparse.Namespace, began: float) -> str:
     """What an interrupted ``fit`` kept, and what the same command does with it: the run's
     last checkpoint (continued; with ``--overwrite`` only one this call wrote is the fit's, and
     the same command trains from the start again), else its store in the work folder (kept
-    whole, or its finished shards, which preparing it again goes on from). ``began``: when the
-    command began (seconds since the epoch)."""
-    from cryostream.checkpoints import CHECKPOINTS
+    whole, or its finished shards, which preparing it again goes on from). This call's
+    checkpoints are told from an earlier fit's by ``args.checkpoints_before``
+    (:func:`checkpoints_now` as the command began; none is this call's without it)."""
     from cryostream.fit import STORE_NAME
     from cryostream.fit_run import STORE_RECORD
     from cryostream.prepare_output import staging_folder
@@ -36,7 +52,9 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
     run = Path(args.output).absolute()
     work = Path(args.work).absolute() if getattr(args, "work", None) else run / "work"
     overwrite = getattr(args, "overwrite", False)
-    steps = _finished(run / CHECKPOINTS, began if overwrite else None)
+    steps = sorted(step for step, seen in checkpoints_now(run).items() if not overwrite or (
+        getattr(args, "checkpoints_before", None) is not None
+        and args.checkpoints_before.get(step) != seen))
     whole = (work / STORE_RECORD).is_file() and (work / STORE_NAME).is_file()
     store = f"the store in {work}" if whole else f"the store's finished shards in {work}" if any(
         next((folder / shard_folder(Path(STORE_NAME)).name).glob("*.h5"), None)
@@ -52,21 +70,3 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
                 "to start")
     return f"no checkpoint was written; {store} {'is' if whole else 'are'} kept: run the same " \
         f"command again to {'train on it' if whole else 'go on from them'}"
-
-
-def _finished(directory: Path, since: float | None) -> list[int]:
-    """The steps of the finished checkpoints in ``directory``, those saved before ``since``
-    (seconds since the epoch; an earlier fit's, which ``--overwrite`` replaces) left out."""
-    from cryostream.checkpoints import finished_steps
-
-    steps = finished_steps(directory)
-    if since is None:
-        return steps
-    kept = []
-    for step in steps:
-        try:
-            if (directory / str(step)).stat().st_mtime >= since:
-                kept.append(step)
-        except OSError:
-            pass
-    return kept
