@@ -25,6 +25,25 @@ def test_unet_preset_is_topaz_sized():
     assert small < 1e5 < 1.1e6 < large
 
 
+def test_pyramid_preset_widens_the_coarse_levels_alone():
+    """``unet-pyramid`` keeps ``unet``'s full-resolution stem and head and doubles the channels
+    at each pooling up to 192, with two convolutions per encoder level; ``unet``'s parameters
+    are as they were (the shipped model loads into it)."""
+    config = PRESETS["unet-pyramid"]
+    assert config.channels() == ([48, 96, 192, 192, 192, 192], [192, 192, 192, 96])
+    model, plain = _abstract("unet-pyramid"), _abstract("unet")
+    assert model.encoder[0].kernel.shape == plain.encoder[0].kernel.shape == (11, 11, 1, 48)
+    assert [c.kernel.shape for c in model.head] == [c.kernel.shape for c in plain.head]
+    assert [c.kernel.shape[-1] for c in model.encoder] == [48, 96, 192, 192, 192, 192]
+    assert [len(more) for more in model.encoder_more] == [1] * 5
+    assert not hasattr(plain, "encoder_more")
+    assert count_parameters(model) == pytest.approx(5.94e6, rel=0.01)
+    # the multiply-adds counted from the layers: 1.5 × unet's, most of it at full resolution
+    assert macs_per_pixel(config) == pytest.approx(1.5 * macs_per_pixel(PRESETS["unet"]), rel=0.01)
+    x = jax.random.normal(jax.random.key(0), (1, 64, 64, 1))
+    assert nnx.eval_shape(lambda m, x: m(x), model, x).shape == x.shape
+
+
 def _random(config, seed: int) -> UNet:
     """A network of ``config`` with random parameters drawn by NumPy (no initialiser to
     compile: fast on two cores)."""
@@ -77,11 +96,12 @@ def test_config_knows_every_preset():
     assert tuple(PRESETS) == MODEL_PRESETS
 
 
-@pytest.mark.parametrize("preset", ["unet", "unet-deep"])
+@pytest.mark.parametrize("preset", ["unet", "unet-deep", "unet-pyramid"])
 def test_receptive_radius_bounds_what_one_pixel_changes(preset):
     """A change at one pixel moves outputs up to the receptive radius away and none beyond it
-    (the halo of tiled denoising rests on this), and the sixth level of ``unet-deep`` doubles
-    how far that reaches."""
+    (the halo of tiled denoising rests on this), the sixth level of ``unet-deep`` doubles
+    how far that reaches, and ``unet-pyramid``'s second convolution per encoder level adds
+    2 + 4 + … + 32 px."""
     from cryostream.denoise.tiling import receptive_radius
 
     config = dataclasses.replace(PRESETS[preset], compute_dtype="float32")
@@ -96,4 +116,4 @@ def test_receptive_radius_bounds_what_one_pixel_changes(preset):
     reached = np.flatnonzero(change > 1e-6 * change.max())
     assert reached.min() >= centre - radius and reached.max() <= centre + radius
     assert centre - reached.min() > radius // 2  # the bound is not loose by more than twice
-    assert {"unet": 194, "unet-deep": 386}[preset] == radius
+    assert {"unet": 194, "unet-deep": 386, "unet-pyramid": 256}[preset] == radius

@@ -9,7 +9,7 @@ from cryostream.errors import ConfigError
 
 __all__ = ["MODEL_PRESETS", "PRECISIONS", "LOSSES", "TrainConfig"]
 
-MODEL_PRESETS = ("unet-small", "unet", "unet-large", "unet-deep")
+MODEL_PRESETS = ("unet-small", "unet", "unet-large", "unet-deep", "unet-pyramid")
 PRECISIONS = ("bf16", "fp32")
 LOSSES = ("mse", "l1", "bands")
 

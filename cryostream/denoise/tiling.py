@@ -47,7 +47,7 @@ def receptive_radius(config) -> int:
     levels = config.levels
     radius = (config.first_kernel - 1) // 2
     radius += sum(2**level for level in range(levels))  # max pools
-    radius += sum(2**level for level in range(1, levels + 1))  # encoder 3x3
+    radius += config.encoder_convs * sum(2**level for level in range(1, levels + 1))  # encoder 3x3
     radius += sum(3 * 2**level for level in range(1, levels))  # decoder 2 x 3x3 + upsampling
     return radius + 3 * 2  # the 5x5 head
 

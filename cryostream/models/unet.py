@@ -42,6 +42,14 @@ class ModelConfig:
         Dtype of activations and convolutions; parameters are always float32.
     residual : bool
         Predict a correction added to the input.
+    growth : int
+        Channels multiply by this at each pooling (1: ``width`` at every level, as Topaz's
+        U-Net; 2: doubling, as the original U-Net), up to ``max_width``; the decoder block of a
+        level has twice the channels of that level's skip, up to ``max_width``.
+    max_width : int
+        Most channels of any encoder or decoder convolution below full resolution (0: no cap).
+    encoder_convs : int
+        3 × 3 convolutions per encoder level (Topaz's U-Net: 1).
     """
 
     width: int = 48
@@ -50,11 +58,17 @@ class ModelConfig:
     head: tuple[int, int] = (64, 32)
     compute_dtype: str = "bfloat16"
     residual: bool = False
+    growth: int = 1
+    max_width: int = 0
+    encoder_convs: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head", tuple(int(h) for h in self.head))
-        if self.width < 1 or self.levels < 1 or self.first_kernel < 1:
-            raise ConfigError(f"model {self}: width, levels and first_kernel must be ≥ 1")
+        if min(self.width, self.levels, self.first_kernel, self.growth, self.encoder_convs) < 1:
+            raise ConfigError(f"model {self}: width, levels, first_kernel, growth and "
+                              "encoder_convs must be ≥ 1")
+        if self.max_width < 0:
+            raise ConfigError(f"model {self}: max_width must be ≥ 0 (0: no cap)")
         if self.compute_dtype not in _DTYPES:
             raise ConfigError(f"compute_dtype={self.compute_dtype!r}: must be one of {_DTYPES}")
 
@@ -62,6 +76,21 @@ class ModelConfig:
     def multiple(self) -> int:
         """Input sides must be multiples of this."""
         return 2**self.levels
+
+    def channels(self) -> tuple[list[int], list[int]]:
+        """Channels out of the stem and each encoder level (``levels + 1``), and out of each
+        decoder block, deepest first (``levels - 1``)."""
+        cap = self.max_width or None
+
+        def capped(c: int) -> int:
+            return min(c, cap) if cap else c
+
+        encoder = [self.width] + [capped(self.width * self.growth**k)
+                                  for k in range(1, self.levels + 1)]
+        # the block at level L (deepest first: L = levels - 1 … 1) joins level L's skip, made by
+        # encoder convolution L - 1 (the stem for L = 1)
+        decoder = [capped(2 * encoder[level - 1]) for level in range(self.levels - 1, 0, -1)]
+        return encoder, decoder
 
 
 #: Named presets. ``unet`` ≈ Topaz-Denoise's U-Net (1.1 M parameters).
@@ -72,6 +101,10 @@ PRESETS = {
     # ``unet`` with a sixth level: twice the receptive radius (386 px against 194) for 1 % more
     # multiply-adds; input sides must be multiples of 64.
     "unet-deep": ModelConfig(levels=6),
+    # ``unet``'s full-resolution stem and head, with channels doubling at each pooling up to
+    # 192 and two 3 × 3 convolutions per encoder level, as the original U-Net (Ronneberger et
+    # al. 2015): more of the network where particles are seen, ≈1.5 × the multiply-adds.
+    "unet-pyramid": ModelConfig(growth=2, max_width=192, encoder_convs=2),
 }
 
 
@@ -107,16 +140,22 @@ class UNet(nnx.Module):
             return nnx.Conv(cin, cout, (k, k), padding="SAME", dtype=dtype,
                             param_dtype=jnp.float32, rngs=rngs)
 
-        w, levels = config.width, config.levels
-        self.encoder = nnx.List([conv(1, w, config.first_kernel)]
-                                + [conv(w, w, 3) for _ in range(levels)])
-        decoder = []
-        for i in range(levels - 1):
-            cin = 2 * w if i == 0 else 3 * w
-            decoder.append(nnx.List([conv(cin, 2 * w, 3), conv(2 * w, 2 * w, 3)]))
+        levels = config.levels
+        enc, dec = config.channels()
+        self.encoder = nnx.List([conv(1, enc[0], config.first_kernel)]
+                                + [conv(enc[k - 1], enc[k], 3) for k in range(1, levels + 1)])
+        if config.encoder_convs > 1:  # the further convolutions of each encoder level
+            self.encoder_more = nnx.List([
+                nnx.List([conv(enc[k], enc[k], 3) for _ in range(config.encoder_convs - 1)])
+                for k in range(1, levels + 1)])
+        decoder, below = [], enc[levels]
+        for i, cout in enumerate(dec):
+            cin = below + enc[levels - 2 - i]
+            decoder.append(nnx.List([conv(cin, cout, 3), conv(cout, cout, 3)]))
+            below = cout
         self.decoder = nnx.List(decoder)
         h1, h2 = config.head
-        top = 2 * w if levels > 1 else w
+        top = dec[-1] if dec else enc[levels]
         self.head = nnx.List([conv(top, h1, 5), conv(h1, h2, 5), conv(h2, 1, 5)])
         # The first head convolution sees [features, input]; it is split into a convolution of
         # the features and one of the input, summed: the same function and parameters, but the
@@ -143,11 +182,15 @@ class UNet(nnx.Module):
             h = _leaky(y.reshape(b, hh, ww, 4, -1).max(axis=3) + stem.bias[...].astype(dtype))
         else:
             h = _pool(_leaky(stem(inp)))
+        more = self.encoder_more if self.config.encoder_convs > 1 else [[]] * len(encoder)
         skips = [h]
-        for conv in encoder[:-1]:
-            h = _pool(_leaky(conv(h)))
-            skips.append(h)
-        h = _leaky(encoder[-1](h))
+        for k, (conv, further) in enumerate(zip(encoder, more, strict=True)):
+            h = _leaky(conv(h))
+            for extra in further:
+                h = _leaky(extra(h))
+            if k < len(encoder) - 1:
+                h = _pool(h)
+                skips.append(h)
         # decoder: from the second-deepest skip back up to the first pooled level
         for block, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
             h = jnp.concatenate([_up(h), skip], axis=-1)
@@ -177,14 +220,18 @@ def macs_per_pixel(config: ModelConfig) -> float:
     (XLA's ``cost_analysis`` under-counts convolutions on the GPU; a training step costs about
     three forward passes: forward, and the two halves of the backward pass.)
     """
-    w, levels = config.width, config.levels
-    total = config.first_kernel**2 * 1 * w  # full resolution
-    for level in range(1, levels + 1):  # encoder 3x3 convs at 1/4**level of the pixels
-        total += 9 * w * w / 4**level
-    for i in range(levels - 1):  # decoder blocks; block i runs at level (levels - 1 - i)
-        cin = 2 * w if i == 0 else 3 * w
-        total += (9 * cin * 2 * w + 9 * 2 * w * 2 * w) / 4 ** (levels - 1 - i)
+    levels = config.levels
+    enc, dec = config.channels()
+    # the stem at full resolution; encoder level k's 3x3 convolutions at 1/4**k of the pixels
+    total = config.first_kernel**2 * enc[0] + sum(
+        9 * enc[k] * (enc[k - 1] + (config.encoder_convs - 1) * enc[k]) / 4**k
+        for k in range(1, levels + 1))
+    below = enc[levels]
+    for i, cout in enumerate(dec):  # decoder blocks; block i runs at level (levels - 1 - i)
+        cin = below + enc[levels - 2 - i]
+        total += (9 * cin * cout + 9 * cout * cout) / 4 ** (levels - 1 - i)
+        below = cout
     h1, h2 = config.head
-    top = 2 * w if levels > 1 else w
+    top = dec[-1] if dec else enc[levels]
     total += 25 * ((top + 1) * h1 + h1 * h2 + h2 * 1)
     return float(total)
