@@ -229,9 +229,10 @@ def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, p
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
-    from faults_support import child_environment
+    from faults_support import child_environment, wait_until
 
     cryostream.simulate(project / "big", 3, config=SimulateConfig(shape=(768, 768), seed=4))
     star = project / "big/micrographs.star"
@@ -242,16 +243,24 @@ def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, p
          "--j", "1", "--pipeline_control", f"{JOB}/", "--model", str(tiny_run.run), "--raw",
          "yes", "--tile", "64", "--workers", "1"], cwd=project, env=child_environment(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []  # run.err, read as it comes
+    reader = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
     try:
         for line in proc.stdout:  # the notes: run.out
             if "denoised 1/3" in line:
                 break
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # the second once the first is taken (two handled together are one signal sent twice)
+        assert wait_until(proc, lambda: "SIGTERM again" in "".join(said), timeout=120), said
+        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=120)[1]
+        proc.stdout.read()  # to the end: the process has ended
+        proc.wait(timeout=120)
     finally:
         proc.kill()
+        reader.join(timeout=10)
+    err = "".join(said)
     assert proc.returncode == 143, err
     assert "terminated at once (SIGTERM again)" in err, err
     assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
