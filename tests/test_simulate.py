@@ -155,9 +155,9 @@ def test_refuses_to_overwrite(tmp_path):
 
 
 def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_others(tmp_path):
-    """--overwrite with fewer micrographs (or a rerun after a stop) keeps none of the earlier
-    ones, which ``prepare folder/micrographs`` would take; a folder holding micrographs of the
-    user's own is refused, untouched."""
+    """--overwrite with fewer micrographs keeps none of the earlier ones, which ``prepare
+    folder/micrographs`` would take; a folder holding micrographs of the user's own, or a set's
+    files without its simulate.json, is refused, untouched."""
     from cryostream.config import SimulateConfig
 
     cryostream.simulate(tmp_path / "s", 3, config=SimulateConfig(shape=(64, 64), even_odd=True))
@@ -166,10 +166,10 @@ def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_
         assert sorted(p.name for p in (tmp_path / "s" / folder).iterdir()) == [
             "sim_0000.mrc", "sim_0001.mrc"]
     assert not list((tmp_path / "s" / "even").iterdir())  # this set has no halves
-    (tmp_path / "s" / "simulate.json").unlink()  # a run stopped short: replaced without asking
-    cryostream.simulate(tmp_path / "s", 1, shape=(96, 96))
-    assert [p.name for p in (tmp_path / "s" / "micrographs").iterdir()] == ["sim_0000.mrc"]
     assert len(made.micrographs) == 2
+    (tmp_path / "s" / "simulate.json").unlink()  # no note says simulate made these: refused
+    with pytest.raises(cryostream.StoreError, match=r"micrographs/sim_0000.mrc: already there"):
+        cryostream.simulate(tmp_path / "s", 1, shape=(96, 96), overwrite=True)
     own = tmp_path / "own" / "micrographs"
     own.mkdir(parents=True)
     (own / "my_real.mrc").write_bytes(b"mine")
@@ -359,3 +359,94 @@ def test_sets_without_the_note_are_taken_as_they_are(tmp_path, capsys):
         result = cli(capsys, "prepare", given, "-o", tmp_path / f"s{i}.h5", "--patch", "32",
                      "--quiet")
         assert result.rc == 0, result.describe()
+
+
+def _tree(root, *, star_time: bool = True) -> dict:
+    """Every file under ``root`` (hidden ones too) with its bytes; without ``star_time``, a
+    STAR file's first line (starfile's note of the time it was written) left out."""
+    from pathlib import Path
+
+    def content(path: Path) -> bytes:
+        data = path.read_bytes()
+        return data if star_time or path.suffix != ".star" else data.split(b"\n", 1)[1]
+
+    return {str(p.relative_to(root)): content(p) for p in sorted(Path(root).rglob("*"))
+            if p.is_file()}
+
+
+def test_a_folder_of_ones_own_star_file_and_micrograph_is_refused_unchanged(tmp_path, capsys):
+    """`simulate proj --count 1 --shape 512 512` into a folder holding a scientist's own
+    micrographs.star and micrographs/sim_0000.mrc (a real micrograph, no simulate.json) replaced
+    both, status 0. Now it stops before writing anything, in one line naming the first file it
+    would replace and the fix, status 2, with --overwrite too; the folder byte for byte as it
+    was. Each other file simulate writes is refused alike."""
+    from tests.faults_support import assert_user_error, cli
+
+    proj = tmp_path / "proj"
+    (proj / "micrographs").mkdir(parents=True)
+    with mrcfile.new(proj / "micrographs" / "sim_0000.mrc") as mrc:
+        mrc.set_data(np.random.default_rng(0).normal(size=(96, 80)).astype(np.float32))
+        mrc.voxel_size = 1.06
+    starfile.write({"micrographs": __import__("pandas").DataFrame(
+        {"rlnMicrographName": ["micrographs/sim_0000.mrc"], "rlnDefocusU": [12000.0]})},
+        proj / "micrographs.star")
+    before = _tree(proj)
+    for extra in ([], ["--overwrite"]):
+        line = assert_user_error(cli(capsys, "simulate", proj, "--count", "1", "--shape", "512",
+                                     "512", "--quiet", *extra))
+        assert line == (
+            f"cryostream simulate: error: {proj}/micrographs/sim_0000.mrc: already there, and "
+            "not written by a cryostream simulate that this one could finish (no "
+            f"simulate.unfinished or simulate.json in {proj}); simulate into another folder, or "
+            "move the files simulate writes (micrographs/, truth/, even/, odd/, "
+            f"micrographs.star, particles.star, simulate.json) out of {proj} first")
+        assert _tree(proj) == before
+        assert sorted(p.name for p in proj.iterdir()) == ["micrographs", "micrographs.star"]
+    (proj / "micrographs" / "sim_0000.mrc").unlink()
+    (proj / "micrographs").rmdir()
+    for name in ("micrographs.star", "particles.star", "simulate.unfinished",
+                 "truth/sim_0000.mrc", "even/sim_0000_EVN.mrc"):
+        folder = tmp_path / name.replace("/", "_")
+        (folder / name).parent.mkdir(parents=True)
+        (folder / name).write_text("mine\n")
+        line = assert_user_error(cli(capsys, "simulate", folder, "--count", "1", "--shape", "64",
+                                     "64", "--even-odd", "--quiet"))
+        assert f"error: {folder}/{name}: already there" in line
+        assert _tree(folder) == {name: b"mine\n"}
+        assert not any(p.is_dir() for p in folder.iterdir() if p.name != name.split("/")[0])
+    assert cli(capsys, "simulate", tmp_path / "new", "--count", "1", "--shape", "64", "64",
+               "--quiet").rc == 0
+
+
+def test_a_stopped_simulation_is_made_whole_only_by_the_same_request(tmp_path, capsys):
+    """A set simulate left unfinished is made whole by the same command again (no
+    --overwrite); another count or config (another set, whose micrographs would be mixed in or
+    removed) is refused before anything is written, naming its simulate.unfinished and the fix,
+    unless --overwrite."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    sim = tmp_path / "sim"
+    command = simulate_stopped(sim, count=40)
+    before = _tree(sim)
+    assert "simulate.unfinished" in before and "simulate.json" not in before
+    assert command == ["simulate", str(sim), "--count", "40", "--shape", "64", "64", "--quiet"]
+    for other in (["--count", "3", "--shape", "64", "64"], ["--count", "40", "--shape", "64",
+                  "64", "--seed", "1"], ["--count", "40", "--shape", "64", "96"]):
+        line = assert_user_error(cli(capsys, "simulate", sim, *other), "simulate.unfinished")
+        assert line == (
+            f"cryostream simulate: error: {sim}/simulate.unfinished: a cryostream simulate of "
+            "other arguments (40 micrographs or another config) started this set and did not "
+            "finish it; run that command again to make it whole, pass --overwrite "
+            "(overwrite=True) to replace it, or simulate into another folder")
+        assert _tree(sim) == before
+    assert cli(capsys, *command).rc == 0  # the same command: whole, without --overwrite
+    made = _tree(sim, star_time=False)
+    assert "simulate.json" in made and "simulate.unfinished" not in made
+    assert len([n for n in made if n.startswith("micrographs/")]) == 40
+    fresh = cryostream.simulate(tmp_path / "fresh", 40, shape=(64, 64))
+    assert made == _tree(fresh.root, star_time=False)  # byte for byte the set an uninterrupted run makes
+    stopped = tmp_path / "stopped"
+    command = simulate_stopped(stopped, count=40)
+    assert cli(capsys, "simulate", stopped, "--count", "5", "--shape", "64", "64", "--quiet",
+               "--overwrite").rc == 0
+    assert len(list((stopped / "micrographs").iterdir())) == 5

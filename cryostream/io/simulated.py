@@ -17,7 +17,7 @@ from cryostream.errors import InvalidMicrographError
 from cryostream.io.paths import write_whole
 
 __all__ = ["FINISHED", "UNFINISHED", "SET_FOLDERS", "mark_unfinished", "mark_finished",
-           "unfinished_set", "check_sets_finished"]
+           "unfinished_set", "unfinished_request", "check_sets_finished"]
 
 #: The set's config and the cryostream version, written once every file of the set is.
 FINISHED = "simulate.json"
@@ -27,11 +27,26 @@ UNFINISHED = "simulate.unfinished"
 SET_FOLDERS = ("micrographs", "truth", "even", "odd")
 
 
-def mark_unfinished(root: Path, count: int) -> None:
-    """Say in ``root`` that a simulation of ``count`` micrographs is under way there."""
+def mark_unfinished(root: Path, count: int, config: dict | None = None) -> None:
+    """Say in ``root`` that a simulation of ``count`` micrographs with ``config`` (the
+    SimulateConfig as :func:`~cryostream.config.to_dict` gives it) is under way there."""
     write_whole(root / UNFINISHED, json.dumps({
-        "kind": "UnfinishedSimulation", "count": count,
+        "kind": "UnfinishedSimulation", "count": count, "config": config,
         "note": "cryostream simulate has not finished this set: run the same command again"}) + "\n")
+
+
+def unfinished_request(root: Path) -> dict | None:
+    """What the simulation that left ``root``'s :data:`UNFINISHED` was asked for: a dict of its
+    ``count`` and ``config`` (None where an earlier version wrote only the count); None where
+    ``root`` holds no such note, or one ``simulate`` did not write."""
+    try:
+        note = json.loads((root / UNFINISHED).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(note, dict) or note.get("kind") != "UnfinishedSimulation" \
+            or not isinstance(note.get("count"), int):
+        return None
+    return {"count": note["count"], "config": note.get("config")}
 
 
 def mark_finished(root: Path, config_json: str) -> None:

@@ -15,12 +15,19 @@ Layout of a simulated set ``OUT``::
     OUT/simulate.json                 the SimulateConfig and the cryostream version, written
                                       last: a set without it is not finished
     OUT/simulate.unfinished           only while it is being made (or after a stop: run the
-                                      same command again), which prepare and evaluate refuse
+                                      same command again), which prepare and evaluate refuse;
+                                      it holds the count and config, so only the same
+                                      request makes that set whole
+
+Files in ``OUT`` that simulate would write or remove and that no simulation of its own left
+there (no ``simulate.json`` or ``simulate.unfinished`` beside them) are refused before anything
+is written, ``overwrite`` or not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import time
@@ -35,7 +42,13 @@ from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import write_micrograph
-from cryostream.io.simulated import FINISHED, mark_finished, mark_unfinished
+from cryostream.io.simulated import (
+    FINISHED,
+    UNFINISHED,
+    mark_finished,
+    mark_unfinished,
+    unfinished_request,
+)
 from cryostream.simulate.micrograph import SimulatedMicrograph, check_memory, simulate_micrograph
 from cryostream.simulate.particles import ParticleModel, particle_model
 
@@ -89,9 +102,11 @@ def simulate(
     overwrite : bool
         Replace an earlier simulation in ``out`` (its micrographs of another count go too).
         A simulation stopped short (``simulate.unfinished`` in ``out``, which ``prepare``
-        and ``evaluate`` refuse) is replaced without it, the same call making it whole;
-        folders holding other files (micrographs of your own) are refused, never mixed with
-        simulated ones.
+        and ``evaluate`` refuse) is made whole without it by the same call (the same count
+        and config); one of other arguments needs it. Files simulate would write or replace
+        that no simulation of its own left (no ``simulate.json`` or ``simulate.unfinished``:
+        a ``micrographs.star`` or micrographs of your own) are refused even with it, before
+        anything is written, never replaced or mixed with simulated ones.
     progress : bool
         Show a progress bar.
 
@@ -122,10 +137,17 @@ def simulate(
             "or choose another folder"
         )
     ours = _earlier_files(root)
+    request = json.loads(to_json(config))["config"]  # as simulate.json and the note hold it
+    if not (root / FINISHED).exists():  # else an earlier set's files, replaced with overwrite
+        _check_earlier(root, count, request, overwrite, [
+            *(folder / _image_name(folder, index) for index in range(count)
+              for folder in (mic_dir, truth_dir, *half_dirs)),
+            root / "micrographs.star", root / "particles.star", root / FINISHED,
+            root / UNFINISHED, *ours])
     try:
         for folder in (mic_dir, truth_dir, *half_dirs):
             folder.mkdir(parents=True, exist_ok=True)
-        mark_unfinished(root, count)  # until the end: prepare and evaluate refuse the set
+        mark_unfinished(root, count, request)  # until the end: prepare and evaluate refuse the set
         (root / FINISHED).unlink(missing_ok=True)  # complete again only at the end
         for path in ours:  # an earlier set's, of another count or shape: none is left among these
             path.unlink()
@@ -137,16 +159,16 @@ def simulate(
     ps = config.pixel_size_angstrom
     for index in tqdm(range(count), desc="simulate", unit="mic", disable=not progress):
         sim = simulate_micrograph(config, index)
-        name = f"sim_{index:04d}.mrc"
+        name = _image_name(mic_dir, index)
         label = f"cryostream simulate seed={config.seed} index={index}"
         write_micrograph(mic_dir / name, sim.noisy, ps, history=label, overwrite=True)
         write_micrograph(truth_dir / name, sim.truth, ps, history=label + " truth", overwrite=True)
         mics.append(mic_dir / name)
         truths.append(truth_dir / name)
         half_names = {}
-        for which, folder, image, suffix in zip(("Even", "Odd"), half_dirs, (sim.even, sim.odd),
-                                                ("_EVN", "_ODD"), strict=False):
-            half = folder / f"{Path(name).stem}{suffix}.mrc"
+        for which, folder, image in zip(("Even", "Odd"), half_dirs, (sim.even, sim.odd),
+                                        strict=False):
+            half = folder / _image_name(folder, index)
             write_micrograph(half, image, ps, history=f"{label} {which.lower()} frames",
                              overwrite=True)
             halves[which].append(half)
@@ -195,6 +217,38 @@ def simulate(
         evens=tuple(halves["Even"]),
         odds=tuple(halves["Odd"]),
     )
+
+
+def _image_name(folder: Path, index: int) -> str:
+    """The name of micrograph ``index``'s image in ``folder`` (micrographs, truth, even, odd)."""
+    suffix = {"even": "_EVN", "odd": "_ODD"}.get(folder.name, "")
+    return f"sim_{index:04d}{suffix}.mrc"
+
+
+def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
+                   paths: list[Path]) -> None:
+    """Refuse, with a :class:`StoreError`, files among ``paths`` (those simulate would write or
+    remove in ``root``, in that order) that no simulation of its own left there: without
+    ``root``'s ``simulate.unfinished`` (or ``simulate.json``) the first of them there is named;
+    with a ``simulate.unfinished`` of another count or config (``request``, as
+    ``simulate.json`` holds it), that note unless ``overwrite``. A stopped simulation of this
+    count and config (an older note holds only the count) is made whole."""
+    note = unfinished_request(root)
+    if note is not None:
+        if overwrite or (note["count"] == count and note["config"] in (None, request)):
+            return
+        raise StoreError(
+            f"{root / UNFINISHED}: a cryostream simulate of other arguments ({note['count']} "
+            "micrographs or another config) started this set and did not finish it; run that "
+            "command again to make it whole, pass --overwrite (overwrite=True) to replace it, "
+            "or simulate into another folder")
+    taken = next((p for p in paths if os.path.lexists(p)), None)
+    if taken is not None:
+        raise StoreError(
+            f"{taken}: already there, and not written by a cryostream simulate that this one "
+            f"could finish (no {UNFINISHED} or {FINISHED} in {root}); simulate into another "
+            "folder, or move the files simulate writes (micrographs/, truth/, even/, odd/, "
+            f"micrographs.star, particles.star, {FINISHED}) out of {root} first")
 
 
 _OURS = re.compile(r"sim_\d{4,}(_EVN|_ODD)?\.mrc")
