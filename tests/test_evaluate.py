@@ -293,6 +293,14 @@ def test_a_tile_the_run_cannot_take_is_refused_up_front_with_one_that_works(tiny
                      "--residual", mic, "--quiet"]) == 0
 
 
+def _png(path: Path) -> Path:
+    """A small real PNG image at ``path`` (any program's)."""
+    import matplotlib.image
+
+    matplotlib.image.imsave(path, np.zeros((4, 4)))
+    return path
+
+
 def test_a_failed_report_keeps_what_another_command_wrote_beside_its_folder(tmp_path):
     """The report's staging (cryostream.evaluate.report): two reports into new folders under
     one new parent, the second stopped (Ctrl-C) after the first finished: the parent and the
@@ -306,29 +314,32 @@ def test_a_failed_report_keeps_what_another_command_wrote_beside_its_folder(tmp_
         (parent / "run1" / "report.md").write_text("run1's report\n")
         raise KeyboardInterrupt
     assert _tree(tmp_path) == ["reports", "reports/run1", "reports/run1/report.md"]
+    figures = ("frc.png", "crops.png", "residual_0.png", "residual_12.png")
     with staged_report(parent / "run3") as staging:  # a whole report lands, staging gone
-        for name in ("report.md", "a.png", "report.json"):
-            (staging / name).write_text(name)
-    assert _tree(parent / "run3") == ["a.png", "report.json", "report.md"]
-    # again with fewer sections: the earlier report's figures it does not make go, others stay
-    for name in ("frc.png", "crops.png", "residual_0.png", "residual_12.png", "mine.png"):
-        (parent / "run3" / name).write_text("earlier")
+        (staging / "report.md").write_text("# Evaluation of `run`\n")
+        (staging / "report.json").write_text("{}")
+        for name in ("a.png", *figures):
+            _png(staging / name)
+    assert _tree(parent / "run3") == sorted(["a.png", "report.json", "report.md", *figures])
+    # again with fewer sections: the earlier report's figures it does not make go; others stay,
+    # a figure's name that evaluate did not write too (put there since)
+    _png(parent / "run3" / "spectra.png")
+    (parent / "run3" / "mine.png").write_text("mine")
     with staged_report(parent / "run3") as staging:
-        for name in ("report.md", "report.json", "residual_0.png"):
-            (staging / name).write_text("new")
+        for name in ("report.md", "report.json"):
+            (staging / name).write_text("{}")
+        new = _png(staging / "residual_0.png").read_bytes()
     assert _tree(parent / "run3") == ["a.png", "mine.png", "report.json", "report.md",
-                                      "residual_0.png"]
-    assert (parent / "run3" / "residual_0.png").read_text() == "new"
+                                      "residual_0.png", "spectra.png"]
+    assert (parent / "run3" / "residual_0.png").read_bytes().endswith(new[-100:])
 
 
 def test_a_report_goes_into_a_folder_the_user_had_beside_its_files(tiny_run, tmp_path):
     """Written whole into a folder that holds other files (7 s: the residual check denoises a
-    micrograph): the report replaces an earlier one, the other files stay, nothing else. No
-    --tile: the window is chosen for micrographs smaller than any fixed tile (160 × 128), as
-    denoise chooses it."""
+    micrograph): the other files stay, nothing else. No --tile: the window is chosen for
+    micrographs smaller than any fixed tile (160 × 128), as denoise chooses it."""
     had = tmp_path / "had"
     had.mkdir()
-    (had / "report.md").write_text("an earlier report\n")
     (had / "notes.txt").write_text("mine\n")
     assert main(["evaluate", str(tiny_run.run), "-o", str(had), "--residual",
                  str(tiny_run.sim.micrographs[0]), "--quiet"]) == 0

@@ -29,7 +29,7 @@ from cryostream.evaluate.numbers import (
     score_methods,
     truth_methods,
 )
-from cryostream.evaluate.staging import staged_report
+from cryostream.evaluate.staging import check_report_folder, staged_report, writing
 
 __all__ = ["evaluate", "staged_report", "test_split_section", "truth_section", "residual_section",
            "summary_lines"]
@@ -97,8 +97,10 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
         for name, pair in frcs.items():
             curves.setdefault(name, []).append(pair)
         if len(rows) == 1:
-            plot_crops(out / "crops.png", result.images, clean_n)
-            plot_spectra(out / "spectra.png", result.images, clean_n, pixel if known else None)
+            with writing(out / "crops.png") as path:
+                plot_crops(path, result.images, clean_n)
+            with writing(out / "spectra.png") as path:
+                plot_spectra(path, result.images, clean_n, pixel if known else None)
         _log.info("ground truth %d/%d %s (%s): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
                   number, len(pairs), noisy_path.name,
                   "held out" if selection.checked else "training set not checked",
@@ -106,7 +108,8 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
                   describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
                   GAUSSIAN, scores[GAUSSIAN]["psnr"])
     outputs.warn_pixel_sizes("the FRC and spectra (PSNR and SSIM need none)", overrides=False)
-    plot_frc(out / "frc.png", curves, known)
+    with writing(out / "frc.png") as path:
+        plot_frc(path, curves, known)
     names = [k for k in rows[0] if k != "micrograph"]
     mean = {n: {"psnr": float(np.mean([r[n]["psnr"] for r in rows])),
                 "ssim": float(np.mean([r[n]["ssim"] for r in rows]))} for n in names}
@@ -204,7 +207,8 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                   "the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
                   time.perf_counter() - start, check["spectrum_ratio_mean"], residual_band(check),
                   check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
-        plot_method_noise(out / f"residual_{i}.png", check, image, den, title=Path(path).name)
+        with writing(out / f"residual_{i}.png") as figure:
+            plot_method_noise(figure, check, image, den, title=Path(path).name)
         rows.append({"micrograph": Path(path).name,
                      **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)}})
         lines.append(f"| {Path(path).name} | {f'{pixel:g}' if pixel else 'none known'} | "
@@ -256,6 +260,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     ``PixelSizeWarning`` naming both. ``tile``:
     the denoising window's core, px (None: chosen for the micrograph and the device, as
     :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
+    A file in ``output`` of a report's name that evaluate did not write (one's own notes named
+    ``report.md``) is refused before any work, never replaced
+    (:func:`~cryostream.evaluate.staging.check_report_folder`); an earlier report's are.
 
     Progress goes to the ``cryostream`` logger: the test split's time, and one note per
     micrograph (its seconds, the fitted defocus and whether the CTF check passed where the
@@ -317,8 +324,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
             except InvalidMicrographError as exc:  # evaluate has no --permissive to skip it
                 raise without_skipping(exc, "leave it out of --residual") from None
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{output}: is a file; give a folder for the report (-o)")
+    check_report_folder(out)  # a file, or one of a report's name evaluate did not write: refused
     with staged_report(out) as staging:
         return _write_report(run, record, store, staging, selection, residual, patches=patches,
                              tile=tile, denoised=denoised, pixels=pixels)
@@ -382,12 +388,15 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
         report["test_split"] = a
         lines += test_split_section(a, record.recorrupt)
     if (Path(run) / "loss.png").exists():
-        shutil.copy(Path(run) / "loss.png", out / "training.png")
+        with writing(out / "training.png") as path:
+            shutil.copy(Path(run) / "loss.png", path)
         lines += ["![training curve](training.png)", ""]
     if selection is not None:
         lines += truth_section(run, record, selection, out, tile, report, denoised, pixels)
     if residual:
         lines += residual_section(run, record, residual, out, report, tile, denoised)
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    with writing(out / "report.md") as path:
+        path.write_text("\n".join(lines) + "\n")
+    with writing(out / "report.json") as path:
+        path.write_text(json.dumps(report, indent=2))
     return report
