@@ -1,6 +1,7 @@
 """``cryostream evaluate``'s report folder: a file of a report's name that evaluate did not
 write is never replaced (refused before any work), an earlier report's files are; a report that
-cannot be written (a full disk) names the file and the fix and leaves nothing of itself."""
+cannot be written (a full disk) names the file and the fix and leaves nothing of itself; a
+--truth folder that is not there is named so."""
 
 from __future__ import annotations
 
@@ -134,3 +135,17 @@ def test_a_report_folder_under_a_file_is_refused_before_any_work(tiny_run, tmp_p
     assert err == [f"cryostream evaluate: error: {out}: {tmp_path / 'notes'} is a file, not a "
                    "folder; write the report elsewhere: -o DIR"]
     assert (tmp_path / "notes").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("what", ["no such folder", "is a file, not a folder"])
+def test_a_truth_folder_that_is_not_there_is_named_so(tiny_run, tmp_path, capsys, what):
+    """`--truth simm` (a typo) had said "no micrographs/NAME.mrc with truth/NAME.mrc"."""
+    typo = tmp_path / "simm"
+    if what.startswith("is a file"):
+        typo.write_text("")
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--truth",
+                 str(typo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cryostream evaluate: error: --truth {typo}: {what}; give the folder "
+                   "cryostream simulate wrote (its OUT: micrographs/ and truth/ are in it)"]
+    assert not (tmp_path / "rep").exists()

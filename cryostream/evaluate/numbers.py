@@ -81,9 +81,14 @@ def compare_on_store(run, store, *, patches: int = 64, batch_size: int = 8,
 def simulated_pairs(truth_root: Path, limit: int | None = None) -> list[tuple[Path, Path]]:
     """Up to ``limit`` (all with ``None``) ``(micrographs/NAME.mrc, truth/NAME.mrc)`` pairs of
     a simulated set, sorted by name; a set that ``simulate`` did not finish is refused
-    (:func:`~cryostream.io.simulated.check_sets_finished`): it would be scored as a whole."""
+    (:func:`~cryostream.io.simulated.check_sets_finished`): it would be scored as a whole, and a
+    ``truth_root`` that is no folder is named so (a mistyped name)."""
     from cryostream.io.simulated import check_sets_finished
 
+    if not Path(truth_root).is_dir():  # a mistyped name: said so, not that it lacks micrographs
+        what = "is a file, not a folder" if Path(truth_root).exists() else "no such folder"
+        raise ConfigError(f"truth={truth_root}: {what}; give the folder cryostream simulate "
+                          "wrote (its OUT: micrographs/ and truth/ are in it)")
     check_sets_finished([truth_root], "truth=")
     pairs = []
     for noisy in sorted((Path(truth_root) / "micrographs").glob("*.mrc")):
