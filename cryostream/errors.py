@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "InvalidMicrographError",
     "OutputTakenError",
+    "DenoisedInputError",
     "StoreError",
     "TrainingDivergedError",
     "DeviceMemoryError",
@@ -42,6 +43,11 @@ class InvalidMicrographError(CryostreamError, ValueError):
 class OutputTakenError(InvalidMicrographError):
     """A micrograph's output was made meanwhile by another call, with another model or other
     options, and is kept: that micrograph is not written (``--overwrite`` replaces it)."""
+
+
+class DenoisedInputError(InvalidMicrographError):
+    """An input is an output of ``cryostream denoise`` (its MRC labels say so): denoising it
+    again would take it for a raw micrograph, so it is refused before any work."""
 
 
 class StoreError(CryostreamError, OSError):

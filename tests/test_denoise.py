@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -984,23 +985,67 @@ def test_a_run_stopped_before_it_was_ever_evaluated_is_named_when_it_denoises(ti
                 config=DenoiseConfig.raw(tile=64), workers=1)
 
 
-def test_an_output_given_again_as_input_is_named(trained, tmp_path, capsys):
-    """Denoised micrographs given back to ``denoise`` are denoised (the user may mean it), with
-    one warning naming them and where the originals are; the originals get none."""
-    from cryostream.io.stack import DenoisedInputWarning
+def test_an_output_given_again_as_input_is_refused_naming_its_raw_micrograph(trained, tmp_path,
+                                                                            capsys):
+    """``cryostream denoise den1 -o den_again`` on outputs of an earlier denoise denoised them
+    again for minutes after one warning that scrolled away: it is refused before any work, in
+    one line naming the first output, how many, and the raw micrograph its NAME.json records;
+    --permissive skips none when all inputs are outputs. The originals are taken as before."""
+    run, sim = trained
+    args = ["--model", str(run), "--raw", "--tile", "64"]
+    den1, again = tmp_path / "den1", tmp_path / "den_again"
+    assert main(["denoise", *map(str, sim.micrographs[:2]), "-o", str(den1), *args]) == 0
+    assert "written by cryostream denoise" not in capsys.readouterr().err
+    for extra in ([], ["--permissive"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["denoise", str(den1), "-o", str(again), *args, *extra]) == 2
+        assert not [w for w in caught if "written by cryostream denoise" in str(w.message)]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith(f"cryostream denoise: error: {den1 / 'sim_0000.mrc'}: written by "
+                                 "cryostream denoise (its MRC label: 'cryostream denoise "), err
+        assert ", as were all 2 inputs, so it would be denoised as if it were a raw micrograph; " \
+            f"give the raw micrographs instead of them (this one's is " \
+            f"{Path(sim.micrographs[0]).absolute()}, as its record sim_0000.json says)" in err[0]
+        assert ("(--permissive skips them only beside raw micrographs)" in err[0]) == bool(extra)
+        assert not again.exists()  # nothing made, not even the folder
+
+
+def test_outputs_among_raw_micrographs_are_refused_or_skipped_with_permissive(trained, tmp_path,
+                                                                             capsys):
+    """An output of denoise among raw micrographs is refused with the way out: --permissive,
+    which skips it with a warning (it is not denoised) and denoises the raw ones. An output
+    without its record is still told by its MRC label."""
+    from cryostream.io.stack import MicrographSkippedWarning
 
     run, sim = trained
     args = ["--model", str(run), "--raw", "--tile", "64"]
-    assert main(["denoise", *map(str, sim.micrographs[:2]), "-o", str(tmp_path / "d"), *args]) == 0
-    assert "written by cryostream denoise" not in capsys.readouterr().err
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert main(["denoise", str(tmp_path / "d"), "-o", str(tmp_path / "again"), *args]) == 0
-    warned = [str(w.message) for w in caught if issubclass(w.category, DenoisedInputWarning)]
-    assert len(warned) == 1 and warned[0].startswith(
-        "2 of the 2 inputs were written by cryostream denoise (sim_0000.mrc, sim_0001.mrc; "
-        "their MRC labels say so: 'cryostream denoise ")
-    assert "give the original micrographs (each output's NAME.json names its input)" in warned[0]
+    den1, again = tmp_path / "den1", tmp_path / "again"
+    assert main(["denoise", *map(str, sim.micrographs[:2]), "-o", str(den1), *args]) == 0
+    (den1 / "sim_0001.json").unlink()  # an output without its record
+    given = [str(den1 / "sim_0000.mrc"), str(den1 / "sim_0001.mrc"), str(sim.micrographs[2])]
+    capsys.readouterr()
+    assert main(["denoise", *given, "-o", str(again), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"cryostream denoise: error: {den1 / 'sim_0000.mrc'}: written by cryostream denoise"), err
+    assert ", as were 2 of the 3 inputs, so it would be denoised" in err[0]
+    assert err[0].endswith("as its record sim_0000.json says), or pass --permissive to skip them")
+    assert not again.exists()
+    with pytest.warns(MicrographSkippedWarning) as caught:
+        assert main(["denoise", *given, "-o", str(again), *args, "--permissive"]) == 0
+    said = sorted(str(w.message) for w in caught if w.category is MicrographSkippedWarning)
+    assert said == [
+        f"skipping {den1 / 'sim_0000.mrc'}: written by cryostream denoise, not a raw micrograph "
+        f"(its raw micrograph, as its record says: {Path(sim.micrographs[0]).absolute()})",
+        f"skipping {den1 / 'sim_0001.mrc'}: written by cryostream denoise, not a raw micrograph"]
+    assert sorted(p.name for p in again.glob("*.mrc")) == ["sim_0002.mrc"]
+    assert "(2 skipped: see the warnings)" in capsys.readouterr().out
+    (den1 / "sim_0000.json").unlink()
+    assert main(["denoise", str(den1 / "sim_0000.mrc"), "-o", str(tmp_path / "x"), *args]) == 2
+    assert "give its raw micrograph instead (no sim_0000.json beside it names its own)" \
+        in capsys.readouterr().err
 
 
 def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):

@@ -459,6 +459,30 @@ def test_rank_and_the_residual_check_refuse_nan_pixels_naming_the_file(tiny_run,
 
 
 
+def test_an_output_of_denoise_given_to_residual_is_refused_as_denoise_refuses_it(tiny_run,
+                                                                                tmp_path, capsys):
+    """--residual is of what denoise gives: an output of denoise among its micrographs (its MRC
+    label says so) is refused, naming it, as denoise refuses it (it had been taken as a raw
+    micrograph, with no word), without the --permissive evaluate does not have."""
+    import mrcfile
+
+    from cryostream.io.mrc import write_micrograph
+
+    done = tmp_path / "den" / "sim_0000.mrc"
+    done.parent.mkdir()
+    write_micrograph(done, mrcfile.read(tiny_run.sim.micrographs[0]), 0.6575,
+                     history="cryostream denoise run")
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(done),
+                 str(tiny_run.sim.micrographs[1]), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{done}: written by cryostream denoise" in err[0], err
+    assert "--permissive" not in err[0] and err[0].endswith(
+        "give its raw micrograph instead (no sim_0000.json beside it names its own) (leave it "
+        "out of --residual)"), err
+    assert not out.exists()
+
+
 def test_a_bad_residual_micrograph_is_not_sent_to_a_missing_permissive(tiny_run, tmp_path, capsys):
     """evaluate has no --permissive: a constant or NaN micrograph given to --residual is
     refused with the advice to leave it out, not to pass an option evaluate rejects."""

@@ -204,7 +204,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     pixel_size_angstrom : float, optional
         Overrides the STAR files and headers.
     permissive : bool
-        Skip unreadable micrographs (and their odd halves) with a warning.
+        Skip unreadable micrographs (their odd halves too) and denoise's outputs, warning.
     one_shape : bool
         Whether every micrograph must have one shape (a stack; False: each to its own file).
     note_optics : bool
@@ -213,8 +213,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     Raises
     ------
     InvalidMicrographError, ConfigError
-        A bad file, a STAR file with a missing optics group or an impossible defocus, halves
-        that do not pair, a micrograph without a pixel size.
+        A bad file or an output of denoise (DenoisedInputError), a STAR file with a missing
+        optics group or an impossible defocus, halves that do not pair, no pixel size.
 
     Warns
     -----
@@ -226,8 +226,9 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
         Once where ``pixel_size_angstrom`` (used) is twice or half the headers' or further off,
         and not its STAR file's.
     """
+    from cryostream.denoise.denoised_inputs import refuse_denoised
     from cryostream.io.halves import HalfKeys, RowKey, check_swapped, halves_mismatch, pair_halves
-    from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers, warn_if_denoised
+    from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers
 
     check_pixel_size(pixel_size_angstrom)  # before any file is read
     items = listed_inputs(inputs)
@@ -251,7 +252,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
                       "STAR file's values", StarFileWarning, stacklevel=3)
     headers, skipped = read_headers([p for p, _, _ in found.values()], permissive=permissive,
                                     one_shape=one_shape)
-    warn_if_denoised(headers)
+    headers = refuse_denoised(headers, skipped, permissive)  # outputs of denoise: not raw
     if odd is None and not any(os.path.isdir(i) for i in items):  # a folder's own note says it
         from cryostream.io.folders import note_lone_halves
 

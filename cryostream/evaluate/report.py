@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.errors import InvalidMicrographError, without_skipping
+from cryostream.errors import DenoisedInputError, InvalidMicrographError, without_skipping
 from cryostream.evaluate.figures import plot_crops, plot_frc, plot_method_noise, plot_spectra
 from cryostream.evaluate.held_out import TruthSelection, check_store_held_out, select_held_out
 from cryostream.evaluate.numbers import (
@@ -344,6 +344,8 @@ def _as_denoise_takes(items: list, pixel_size_angstrom: float | None = None) -> 
         return [(m.source, m.pixel_size_angstrom, m.optics, m) for m in
                 gather_inputs(items, config=DenoiseConfig(), one_shape=False,
                               pixel_size_angstrom=pixel_size_angstrom).micrographs]
+    except DenoisedInputError as exc:  # refused as denoise refuses it, not taken as files
+        raise without_skipping(exc, "leave it out of --residual") from None
     except InvalidMicrographError:
         if len(items) > 1:  # one input's failure leaves the others' STAR files their optics
             return [row for item in items for row in _as_denoise_takes([item], pixel_size_angstrom)]

@@ -43,7 +43,7 @@ def folder_micrographs(folder: Path) -> list[Path]:
              or (q.suffix.lower() == ".mrcs" and _one_section(q))]
     stems = {q.stem for q in found}
     # outputs written into the folder of their inputs are left out; a folder of outputs alone
-    # is denoised again as asked (with a DenoisedInputWarning)
+    # is taken as asked (denoise refuses it, prepare and plan warn: a DenoisedInputWarning)
     denoised = [q for q in found if _denoise_output(q)]
     if len(denoised) < len(found):
         found = [q for q in found if q not in denoised]
