@@ -302,3 +302,39 @@ def test_additional_arguments_another_programs_job_and_a_nodes_file_that_cannot_
     assert status == 2, err
     assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
     assert err.splitlines()[-1].startswith(f"{PROG}: error: the job's folder {JOB}"), err
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its time of modification (ns)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_help_prints_a_usage_and_no_arguments_print_it_as_an_error(project, capsys):
+    """``cryostream-relion --help`` and ``-h`` had been refused ("'-h' before any --NAME",
+    status 2): they print what the program is, how RELION calls it and the options it takes,
+    with status 0, and touch no folder; run with no arguments it prints the same on stderr,
+    status 2. A real process for --help and no arguments, as a terminal runs them."""
+    import subprocess
+    import sys
+
+    from faults_support import child_environment
+
+    before = _tree(project)
+    call = [sys.executable, "-c", "from cryostream.cli.relion_external import main; "
+            "raise SystemExit(main())"]
+    shown = subprocess.run([*call, "--help"], cwd=project, env=child_environment(),
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    text = shown.stdout
+    assert text.startswith(f"usage: {PROG} --o JOB_FOLDER --in_mics MICROGRAPHS.star [--j N] "
+                           "[--NAME VALUE ...]\n"), text
+    assert "cryostream denoise as a RELION (4, 5) External job" in text
+    for option in ("--o FOLDER", "--in_mics STAR", "--j N", "--pipeline_control", "--NAME VALUE"):
+        assert f"\n  {option}" in text, option
+    assert "docs/guide/relion.md" in text and "cryostream denoise --help" in text
+    assert main(["-h"]) == 0
+    assert capsys.readouterr() == (text, "")
+    bare = subprocess.run(call, cwd=project, env=child_environment(), capture_output=True,
+                          text=True, timeout=120)
+    assert (bare.returncode, bare.stdout, bare.stderr) == (2, "", text)
+    assert _tree(project) == before  # no EXIT file, no folder made or changed

@@ -42,7 +42,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError, CryostreamError
 
 __all__ = ["ABORT_NAME", "ABORT_POLL_SECONDS", "EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG",
-           "denoise_argv", "main"]
+           "USAGE", "denoise_argv", "main"]
 
 PROG = "cryostream-relion"
 #: Where an External job lists its outputs for RELION's pipeline, and the kind of node
@@ -61,6 +61,29 @@ _NOT_READ = {"--in_movies": "Input movies", "--in_parts": "Input particles",
              "--in_coords": "Input coordinates", "--in_3dref": "Input 3D reference",
              "--in_mask": "Input 3D mask"}
 _ON = ("", "yes", "y", "true", "on", "1")
+#: What ``cryostream-relion --help`` (``-h``) prints, and, on stderr, a call with no arguments.
+USAGE = f"""\
+usage: {PROG} --o JOB_FOLDER --in_mics MICROGRAPHS.star [--j N] [--NAME VALUE ...]
+
+cryostream denoise as a RELION (4, 5) External job: give {PROG} as the job's External
+executable. RELION runs it from the project folder, e.g.
+  {PROG} --o External/job010/ --in_mics CtfFind/job003/micrographs_ctf.star --j 4 \\
+      --pipeline_control External/job010/ --model Runs/denoiser1
+which runs 'cryostream denoise CtfFind/job003/micrographs_ctf.star -o External/job010/
+--workers 4 --model Runs/denoiser1', then leaves RELION_OUTPUT_NODES.star and
+RELION_JOB_EXIT_SUCCESS in the job's folder (RELION_JOB_EXIT_FAILURE where it failed).
+
+options (RELION gives them):
+  --o FOLDER             the job's folder: denoise's output folder (-o)
+  --in_mics STAR         the Input tab's 'Input micrographs' (MotionCorr's or CtfFind's)
+  --j N                  the Running tab's threads: micrographs at once (--workers N), N > 1
+  --pipeline_control F   where the RELION_JOB_EXIT files go (default: --o)
+  --NAME VALUE           a Params tab row: the denoise option NAME ('batch_size' is
+                         --batch-size) with its value; yes or no for an on/off option
+Words after --j's value (the Running tab's Additional arguments) go to denoise as typed.
+
+See docs/guide/relion.md, and cryostream denoise --help for denoise's options.
+"""
 _OFF = ("no", "n", "false", "off", "0")
 
 
@@ -282,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cryostream.cli.signals import LAST_WORDS
 
     given = list(sys.argv[1:] if argv is None else argv)
+    if not given or given[0] in ("-h", "--help"):  # before any folder is looked at
+        print(USAGE, end="", file=sys.stdout if given else sys.stderr)
+        return 0 if given else 2
     output, control = _job_folders(given)
     if (other := _other_job(output, control)) is not None:
         print(f"{PROG}: error: {other}", file=sys.stderr)  # its EXIT files are its own
