@@ -645,10 +645,14 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
                     scheduler=cluster.scheduler_address, permissive=True)
             for _ in range(50):  # the worker's event comes beside the result, not before it
                 time.sleep(0.1)
-    # each micrograph done is noted as here: its time on the worker, or skipped
+    # each micrograph done is noted as here: its time on the worker, or skipped and why
     done = sorted(n.split(" ", 2)[2] for n in notes if n.startswith("denoised "))
-    assert re.fullmatch(r"nan\.mrc: skipped(; .* left)?", done[0])
-    assert re.fullmatch(rf"{sim.micrographs[0].name}: \d+\.\d s(; .* left)?", done[1])
+    assert len(done) == 1
+    assert re.fullmatch(rf"{sim.micrographs[0].name}: \d+\.\d s(; .* left)?", done[0])
+    skipped = [n for n in notes if "nan.mrc: skipped" in n]
+    assert len(skipped) == 1
+    assert re.fullmatch(r"[12]/2 nan\.mrc: skipped \(holds NaN or Inf pixels\)(; .* left)?",
+                        skipped[0])
     assert (tmp_path / "a" / sim.micrographs[0].name).is_file()
     empty = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")  # never runs
     threading.Timer(2.0, empty.close).start()
@@ -1178,16 +1182,16 @@ def test_each_micrograph_noted_says_how_long_the_rest_take(trained, tmp_path, ca
         progress.stop()
         progress.note("b.mrc", 177.0, None, key="b")
     assert [r.getMessage() for r in caplog.records] == [
-        "denoised 1/5 a.mrc: skipped; about 4 min left",  # 3 not started × 177 s / 2
-        "denoised 2/5 b.mrc: skipped"]
+        "1/5 a.mrc: skipped; about 4 min left",  # 3 not started × 177 s / 2
+        "2/5 b.mrc: skipped"]
     # a micrograph that fails (its error says why) is done: the last note promises nothing
     progress = importlib.import_module("cryostream.denoise.micrograph").Progress(2, 0)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cryostream"):
         progress.begin("bad")
         progress.failed("bad")
-        progress.note("good.mrc", 3.0, None, key="good")
-    assert [r.getMessage() for r in caplog.records] == ["denoised 2/2 good.mrc: skipped"]
+        progress.note("good.mrc", 3.0, {"skipped": "is constant"}, key="good")
+    assert [r.getMessage() for r in caplog.records] == ["2/2 good.mrc: skipped (is constant)"]
 
 
 def test_micrographs_of_one_name_in_two_folders_are_told_apart_in_the_notes(trained, tmp_path,

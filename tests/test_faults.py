@@ -807,6 +807,22 @@ def test_denoise_permissive_skips_a_bad_micrograph(run, sim, tmp_path, capsys):
     _finite_outputs(out)
 
 
+def test_a_skipped_micrograph_is_noted_as_skipped_with_why_not_as_denoised(run, sim, tmp_path,
+                                                                           capsys):
+    """denoise --permissive of a good and an Inf micrograph: the skipped one's progress note had
+    read 'denoised 2/2 inf.mrc: skipped'; it says it was skipped and why, not denoised."""
+    bad = _variant(sim.micrographs[0], tmp_path / "in" / "inf.mrc", "inf")
+    out = tmp_path / "out"
+    result = cli(capsys, "denoise", run, sim.micrographs[1], bad, "-o", out, "--permissive",
+                 "--workers", "1")
+    assert result.rc == 0, result.describe()
+    notes = [line for line in result.err.splitlines() if "/2 " in line]
+    assert len(notes) == 2, result.err
+    assert notes[0].startswith(f"cryostream: denoised 1/2 {sim.micrographs[1].name}: ")
+    assert notes[1] == "cryostream: 2/2 inf.mrc: skipped (holds NaN or Inf pixels)", notes
+    assert [p.stem for p in _outputs(out)] == [sim.micrographs[1].stem]
+
+
 def test_denoise_goes_on_past_bad_micrographs_and_names_them_all(run, sim, tmp_path, capsys):
     """denoise of a NaN, a good and an all-zero micrograph: the good one is denoised whole, then
     one line names both bad ones with their problems (status 2, no STAR file: the run is not

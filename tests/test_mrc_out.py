@@ -360,7 +360,8 @@ def test_permissive_skips_a_pair_whose_odd_half_is_unreadable(tiny_run, tmp_path
 def test_a_half_with_nan_pixels_stops_or_skips_its_pair_before_any_work(tiny_run, tmp_path,
                                                                          capsys):
     """Both halves are checked before either is denoised: NaN pixels in an odd half stop the
-    run with one line naming it, or with --permissive skip the pair (both halves named)."""
+    run with one line naming it, or with --permissive skip the pair (both halves named, and
+    its progress note says why)."""
     halves = tmp_path / "halves"
     halves.mkdir()
     shutil.copy(tiny_run.sim.micrographs[0], halves / "a_EVN.mrc")
@@ -384,6 +385,9 @@ def test_a_half_with_nan_pixels_stops_or_skips_its_pair_before_any_work(tiny_run
     assert not [w for w in seen if "--permissive" in str(w.message)]  # it was given
     err = capsys.readouterr().err
     assert "no usable micrograph left" in err
+    # its note says it was skipped and why (it had read 'denoised 1/1 a_EVN.mrc: skipped')
+    assert "cryostream: 1/1 a_EVN.mrc: skipped (a_ODD.mrc: holds NaN or Inf pixels)\n" in err
+    assert "denoised 1/1" not in err
     assert not (tmp_path / "lenient").exists()  # the folder this call made, empty: removed
 
 

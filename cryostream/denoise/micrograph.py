@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -167,8 +168,9 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
     """One 2-D micrograph in memory through the whole pipeline: checks, detector defects,
     percentile, network, steps. Returns ``(estimate, found)``: the denoised image in the
     micrograph's units and what the steps found on it (``found["defects"]``: what was
-    mended); ``(None, {})`` when ``permissive`` skips a micrograph that fails the checks
-    (:func:`checked_micrograph`, with a :class:`~cryostream.MicrographSkippedWarning`).
+    mended); ``(None, {"skipped": problem})`` when ``permissive`` skips a micrograph that
+    fails the checks (:func:`checked_micrograph`, with a
+    :class:`~cryostream.MicrographSkippedWarning`).
     ``pipeline`` replaces ``config.pipeline()`` (e.g. one taking a known defocus,
     :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: what
     :func:`checked_micrograph` already returned for this image (not made again). ``notes``:
@@ -187,7 +189,7 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
             raise
         warnings.warn(f"skipping {exc.path}: {exc.problem}", MicrographSkippedWarning,
                       stacklevel=2)
-        return None, {}
+        return None, {"skipped": exc.problem}
     micrograph, percentile = normalised(mended, pixel_size_angstrom, network.record, source,
                                         value)
     offsets = binned_offsets(network.record, config.ensemble) if config.binned_pass else 1
@@ -274,7 +276,8 @@ class Progress:
         self.stopping = True
 
     def note(self, source: str, seconds: float, found: dict | None, key: str | None = None) -> None:
-        """A micrograph (started as ``key``) is done in ``seconds``: its note."""
+        """A micrograph (started as ``key``) is done in ``seconds``: its note, which says why
+        where it was skipped (``found`` None, or ``{"skipped": why}``)."""
         import time
 
         from cryostream.units import format_duration
@@ -283,7 +286,9 @@ class Progress:
             self.count += 1
             self.spent += seconds
             self.running.pop(key, None)
-            what = "skipped" if found is None else f"{seconds:.1f} s{describe_found(found)}"
+            skipped, why = found is None or "skipped" in found, (found or {}).get("skipped")
+            what = (f"{seconds:.1f} s{describe_found(found)}" if not skipped
+                    else f"skipped ({why})" if why else "skipped")
             if self.count < self.total and not self.stopping:
                 mean = self.spent / (self.count - self.first - self.failures)
                 now = time.perf_counter()
@@ -293,9 +298,9 @@ class Progress:
                 what += f"; {left} left" if left == "under 1 s" else f"; about {left} left"
             # the output's name; where names repeat, the input's folders that tell them apart
             name = short_name(source if self.depth == 1 else key or source, self.depth)
-            logging.getLogger("cryostream").info("denoised %d/%d %s: %s", self.count, self.total,
-                                                 name, what)
-            if found and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
+            logging.getLogger("cryostream").info("%s%d/%d %s: %s", "" if skipped else "denoised ",
+                                                 self.count, self.total, name, what)
+            if found and not skipped and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
                 self.verbose.say(name, key, found)  # -v: in words, as NAME.json
 
 
@@ -317,10 +322,11 @@ def _computed_on(run: str, precision: str) -> dict:
             "dtype": load_network(run, precision).compute_dtype}
 
 
-def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> list | None:
+def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) -> list | str:
     """Every half of a micrograph passes :func:`checked_micrograph` before any work on either
     (its defects mended before the pair's CTF is fitted): what it returned for each; with
-    ``permissive`` a bad half of a pair skips the pair with a warning naming both (None)."""
+    ``permissive`` a bad half of a pair skips the pair with a warning naming both (instead,
+    why, for its note: the half and its problem)."""
     import warnings
 
     from cryostream.denoise.network import load_network
@@ -337,7 +343,7 @@ def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) ->
                 raise
             warnings.warn(f"skipping {exc.path}: {exc.problem} (and its other half {other})",
                           MicrographSkippedWarning, stacklevel=3)
-            return None
+            return f"{Path(exc.path).name}: {exc.problem}"
     return values
 
 
@@ -370,17 +376,21 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
               if half is not None]
     # a single micrograph is checked by denoise_image, which skips it under permissive
     checked = [None] if len(halves) == 1 else _checked(halves, run, config, permissive)
+    if isinstance(checked, str):  # a pair skipped: why
+        checked, found = None, {"skipped": checked}
+    else:
+        found = {}
     pipeline = (halves_pipeline(micrograph, config, [  # the halves mended, where they were
         (half, c[1] if c else image) for (half, image), c in zip(halves, checked, strict=True)],
         _record(run)) if checked is not None else None)
-    found, estimate = {}, None
+    estimate = None
     notes = PassNotes(2) if len(halves) == 2 else None  # a pair's time left: both halves'
     for (half, image), value in zip(halves, checked, strict=True) if checked is not None else ():
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
                                   permissive=permissive, pipeline=pipeline, checked=value,
                                   notes=notes)
         if out is None:
-            estimate = None
+            estimate, found = None, seen  # skipped: why
             break
         if estimate is None:
             estimate, found = out, seen
@@ -401,7 +411,7 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
                                               load_network(run).state),
                                 dtype=config.output_dtype, like=like)
     if progress is not None:
-        named = plan.path if plan is not None else micrograph.source  # a pair: the micrograph
-        progress.note(named, time.perf_counter() - start, found if estimate is not None else None,
-                      key=micrograph.source)
+        # its output; a pair: the micrograph; one skipped: its input
+        named = plan.path if plan is not None and estimate is not None else micrograph.source
+        progress.note(named, time.perf_counter() - start, found, key=micrograph.source)
     return estimate

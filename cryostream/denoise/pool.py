@@ -50,8 +50,8 @@ def finish(pool, job, todo, total: int, on_stop=None) -> list:
 
 class Finished(NamedTuple):
     """A micrograph denoised on a cluster's worker: its result, and for its note here the file
-    the note names (its output), its seconds on the worker and what the steps found (None:
-    skipped)."""
+    the note names (its output), its seconds on the worker and what the steps found
+    (``{"skipped": why}``: skipped)."""
 
     result: object
     name: str
@@ -106,8 +106,7 @@ def gather_cluster(client, job, todo: list, progress) -> list:
         for future in completed:
             if future.status == "finished":
                 done = forwarded(future.result())
-                progress.note(done.name, done.seconds, done.found if done.result is not None
-                              else None, key=keys[future.key])
+                progress.note(done.name, done.seconds, done.found, key=keys[future.key])
             else:
                 progress.failed(keys[future.key])
             yield future
