@@ -130,6 +130,10 @@ def test_a_store_that_is_not_here_is_said_unchecked(half_held, tmp_path):
     selection = select_held_out(sim.root, 3, tmp_path / "gone.h5")
     assert len(selection.pairs) == 3 and not selection.checked
     assert "cannot be read here" in selection.note() and "gone.h5" in selection.note()
+    # the shipped model's store was named on the machine that trained it: not said to a user
+    shipped = select_held_out(sim.root, 3, "/tmp/gm/pairs.h5", shipped=True)
+    assert not shipped.checked and "/tmp/gm" not in shipped.note()
+    assert "shipped model's training store does not come with it" in shipped.note()
 
 
 def _table_means(text: str) -> dict[str, float]:

@@ -143,16 +143,23 @@ class TruthSelection:
     checked : bool
         Whether that store could be read to check; ``False`` when it is not on this machine
         (e.g. a shipped model's), and every micrograph is scored.
+    shipped : bool
+        The model is one shipped with cryostream (its store, named where it was trained, does
+        not come with it).
     """
 
     pairs: tuple[tuple[Path, Path], ...]
     in_training: tuple[str, ...]
     store: str
     checked: bool
+    shipped: bool = False
 
     def note(self) -> str:
         """One sentence for the report: what was scored and why it is held out."""
         names = ", ".join(p[0].name for p in self.pairs)
+        if not self.checked and self.shipped:
+            return (f"Scored {names}. The shipped model's training store does not come with it, "
+                    "so whether it held these micrographs was not checked.")
         if not self.checked:
             return (f"Scored {names}. The run's training store ({self.store}) cannot be read "
                     "here, so whether it held these micrographs was not checked.")
@@ -167,9 +174,10 @@ class TruthSelection:
                 "store": self.store, "checked": self.checked}
 
 
-def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
+def select_held_out(truth_root, limit: int, training_store, shipped: bool = False) -> TruthSelection:
     """The first ``limit`` micrographs of the simulated set ``truth_root`` that a run trained
-    on ``training_store`` (its record's ``store``) never saw.
+    on ``training_store`` (its record's ``store``) never saw (``shipped``: the run is a model
+    shipped with cryostream, :attr:`TruthSelection.shipped`).
 
     A micrograph counts as trained on when its file or its truth is a source or target of the
     store's training split (:func:`training_micrographs`), or a training micrograph has its
@@ -182,7 +190,7 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
     store = str(training_store)
     training = training_micrographs(store)
     if training is None:
-        return TruthSelection(tuple(pairs[:limit]), (), store, False)
+        return TruthSelection(tuple(pairs[:limit]), (), store, False, shipped)
     held, trained, copies = [], [], _copies_of(training)
     for noisy, truth in pairs:
         (trained if _trained_on(noisy, truth, training, copies) else held).append((noisy, truth))
@@ -196,7 +204,8 @@ def select_held_out(truth_root, limit: int, training_store) -> TruthSelection:
                "from)" if gone else "")
             + "; simulate a new set to score (cryostream simulate with another --seed) or "
             "prepare the store with a test split (--test-fraction) and train again")
-    return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True)
+    return TruthSelection(tuple(held[:limit]), tuple(n.name for n, _ in trained), store, True,
+                          shipped)
 
 
 def checked_truth(selection: TruthSelection, run, record) -> TruthSelection:

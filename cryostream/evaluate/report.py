@@ -306,7 +306,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
         check_tile(run, tile, None)
     # every input checked before anything is written
     selection = None if truth is None else checked_truth(  # micrographs of the truth's shape
-        select_held_out(truth, micrographs, record.store), run, record)
+        select_held_out(truth, micrographs, record.store, _shipped(run)), run, record)
     pixels = None if truth is None else truth_pixel_sizes(selection.pairs, pixel_size_angstrom,
                                                           bool(residual))
     if residual:  # each as denoise checks it (NaN pixels, a constant image), before any work
@@ -382,7 +382,7 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
     from cryostream.denoise.network import model_name
 
     report: dict = {"run": str(run), "store": None if store is None else str(store)}
-    shipped = model_name(run) != Path(str(run)).name  # named as one asks for it: general
+    shipped = _shipped(run)
     lines = [f"# Evaluation of the shipped model `{model_name(run)}`" if shipped
              else f"# Evaluation of `{run}`", ""]
     if store is not None:
@@ -402,3 +402,10 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
     with writing(out / "report.json") as path:
         path.write_text(json.dumps(report, indent=2))
     return report
+
+
+def _shipped(run) -> bool:
+    """Whether ``run`` is a model shipped with cryostream (named as one asks for it: general)."""
+    from cryostream.denoise.network import model_name
+
+    return model_name(run) != Path(str(run)).name
