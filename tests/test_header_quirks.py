@@ -215,8 +215,9 @@ def test_a_ctf_fallback_names_the_record_field_and_its_score(tmp_path: Path):
     text = str(caught[0].message)
     assert "ctf_gain_check" not in text
     assert text.startswith("m.mrc: the CTF fitted from its spectrum does not lower the error by "
-                           "recorruption (its check scored +1.8e-06, ctf_check in NAME.json; the "
-                           "CTF-shaped gain is used below 0); it is denoised with the radial"), text
+                           "recorruption (its check scored +1.8e-06, recorded as ctf_check in "
+                           "NAME.json; the CTF-shaped gain is kept only where the check scores "
+                           "below 0); it is denoised with the radial"), text
 
 
 def test_a_fallback_with_clear_rings_does_not_send_one_to_check_the_optics():

@@ -183,8 +183,8 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=N
     else:
         checked = check is not None and math.isfinite(check)
         why = "does not lower the error by recorruption" + (
-            f" (its check scored {check:+.2g}, ctf_check in NAME.json; the CTF-shaped gain is used "
-            "below 0)" if checked else "")
+            f" (its check scored {check:+.2g}, recorded as ctf_check in NAME.json; the CTF-shaped "
+            "gain is kept only where the check scores below 0)" if checked else "")
         if checked and rings_z is not None and rings_z >= CLEAR_RINGS_Z:
             advice = (f"Its Thon rings are clear (z {rings_z:.1f}), so the optics and the defocus "
                       "are not in doubt: on this micrograph the check found the radial gain does "
