@@ -232,3 +232,18 @@ def test_a_zero_sampling_reads_as_an_unset_pixel_size(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_header(path).pixel_size_angstrom == 0.0
+
+
+def test_a_header_that_sizes_no_image_is_said_damaged_not_a_stack(tmp_path, rng):
+    """A header of 0 × 0 × 0 (a file cut off while it was written, then its header zeroed) had
+    been 'holds 0 sections (nz=0), not one micrograph' with advice about movies."""
+    path = tmp_path / "zero.mrc"
+    write_mrc(path, rng.normal(size=(64, 64)).astype(np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[0:12] = struct.pack("<3i", 0, 0, 0)  # nx, ny, nz
+    path.write_bytes(bytes(raw[:1024]))
+    with pytest.raises(InvalidMicrographError) as caught:
+        read_header(path)
+    text = str(caught.value)
+    assert "its header sizes an empty image (nx=0, ny=0, nz=0)" in text and "zero.mrc" in text
+    assert "movie" not in text and "sections" not in text

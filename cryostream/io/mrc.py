@@ -172,6 +172,10 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     if mode not in SUPPORTED_MODES:
         raise InvalidMicrographError(path, f"MRC mode {mode} is not supported", f"convert it to one "
                                      f"of modes {sorted(SUPPORTED_MODES)} (e.g. float32, mode 2)")
+    if min(nx, ny, nz) < 1:  # a header that sizes no image at all: not a stack of 0
+        raise InvalidMicrographError(path, f"its header sizes an empty image (nx={nx}, ny={ny}, "
+                                     f"nz={nz}): the file is damaged or was not written whole",
+                                     "export or copy the micrograph again")
     if nz != 1:
         raise InvalidMicrographError(
             path,
@@ -180,8 +184,6 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
             "RELION's own, for example) and give the summed micrograph; if a stack of "
             "micrographs, split it into one file per micrograph",
         )
-    if nx < 1 or ny < 1:
-        raise InvalidMicrographError(path, f"empty image nx={nx}, ny={ny}", "re-export the file")
     dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(byte_order)
     if mode == 0 and _imod_unsigned(path, byte_order):
         dtype = np.dtype(np.uint8)
