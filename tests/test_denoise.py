@@ -1052,6 +1052,31 @@ def test_outputs_among_raw_micrographs_are_refused_or_skipped_with_permissive(tr
         in capsys.readouterr().err
 
 
+def test_a_glob_of_a_folder_holding_outputs_beside_their_inputs_leaves_the_outputs_out(
+        trained, tmp_path, capsys):
+    """Outputs written beside their inputs (-o the input folder, --suffix) are left out of a
+    folder given again; the shell's glob of that folder (FOLDER/*.mrc) lists them too, each
+    with its raw micrograph, and had been refused: they are left out so, with a note."""
+    import shutil
+
+    run, sim = trained
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    for path in sim.micrographs[:2]:
+        shutil.copy(path, folder)
+    args = ["--model", str(run), "--raw", "--tile", "64", "--suffix", "_den"]
+    assert main(["denoise", str(folder), "-o", str(folder), *args]) == 0
+    capsys.readouterr()
+    given = sorted(str(p) for p in folder.glob("*.mrc"))
+    assert len(given) == 4
+    assert main(["denoise", *given, "-o", str(folder), *args]) == 0
+    err = capsys.readouterr().err
+    assert "left out 2 outputs of cryostream denoise among the inputs, each given with its raw " \
+        "micrograph (sim_0000_den.mrc, sim_0001_den.mrc)" in err, err
+    assert sorted(p.name for p in folder.glob("*.mrc")) == [
+        "sim_0000.mrc", "sim_0000_den.mrc", "sim_0001.mrc", "sim_0001_den.mrc"]
+
+
 def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):
     """A NumPy array, 2-D or a stack, gives an xarray with the pixel size; equal to the file's."""
     run, sim = trained

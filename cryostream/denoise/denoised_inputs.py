@@ -5,6 +5,7 @@ with ``permissive``, skipped where raw micrographs come with them. Each output's
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -31,12 +32,25 @@ def refuse_denoised(headers: list[MicrographHeader], skipped: list[dict],
     first, how many there are, and the raw micrograph its record names. With ``permissive``,
     each is skipped instead (a :class:`~cryostream.io.stack.MicrographSkippedWarning`, and a
     ``{"path", "reason"}`` added to ``skipped``), unless all of them are outputs: then they
-    are refused all the same.
+    are refused all the same. An output whose raw micrograph is among the inputs too (a glob
+    of a folder that holds both, ``FOLDER/*.mrc``) is left out with a note, as a folder's are.
     """
     denoised = [h for h in headers if h.denoised_by]
     kept = [h for h in headers if not h.denoised_by]
     if not denoised:
         return headers
+    given = {Path(h.path).resolve() for h in kept}
+    beside = [h for h in denoised if raw_micrograph(h) and
+              Path(raw_micrograph(h)).resolve() in given]
+    if beside:
+        logging.getLogger("cryostream").info(
+            "left out %d output%s of cryostream denoise among the inputs, each given with its "
+            "raw micrograph (%s%s)", len(beside), "s" * (len(beside) > 1),
+            ", ".join(Path(h.path).name for h in beside[:3]), ", …" * (len(beside) > 3))
+        denoised = [h for h in denoised if h not in beside]
+        headers = [h for h in headers if h not in beside]
+        if not denoised:
+            return kept
     if permissive and kept:
         for h in denoised:
             raw = raw_micrograph(h)
