@@ -450,3 +450,18 @@ def test_a_stopped_simulation_is_made_whole_only_by_the_same_request(tmp_path, c
     assert cli(capsys, "simulate", stopped, "--count", "5", "--shape", "64", "64", "--quiet",
                "--overwrite").rc == 0
     assert len(list((stopped / "micrographs").iterdir())) == 5
+    # a note cut short as it was written (a power cut: nothing fsynced) is named as damaged,
+    # not as missing; --overwrite makes the set again
+    damaged = tmp_path / "damaged"
+    command = simulate_stopped(damaged, count=40)
+    (damaged / "simulate.unfinished").write_bytes(b"")
+    before = _tree(damaged)
+    for extra in ([], ["--count", "3", "--shape", "64", "64"]):
+        line = assert_user_error(cli(capsys, *(command[:2] + extra if extra else command)),
+                                 "simulate.unfinished")
+        assert line.startswith(f"cryostream simulate: error: {damaged}/simulate.unfinished: the "
+                               "note of a cryostream simulate that did not finish this set, "
+                               "damaged (it cannot be read)"), line
+        assert _tree(damaged) == before
+    assert cli(capsys, *command, "--overwrite").rc == 0
+    assert len(list((damaged / "micrographs").iterdir())) == 40

@@ -232,7 +232,8 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
     ``root``'s ``simulate.unfinished`` (or ``simulate.json``) the first of them there is named;
     with a ``simulate.unfinished`` of another count or config (``request``, as
     ``simulate.json`` holds it), that note unless ``overwrite``. A stopped simulation of this
-    count and config (an older note holds only the count) is made whole."""
+    count and config (an older note holds only the count) is made whole; a note that cannot
+    be read is named, and replaced with ``overwrite``."""
     note = unfinished_request(root)
     if note is not None:
         if overwrite or (note["count"] == count and note["config"] in (None, request)):
@@ -242,6 +243,14 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
             "micrographs or another config) started this set and did not finish it; run that "
             "command again to make it whole, pass --overwrite (overwrite=True) to replace it, "
             "or simulate into another folder")
+    if os.path.lexists(root / UNFINISHED):  # there, but unreadable: cut short as it was written
+        if overwrite:
+            return
+        raise StoreError(
+            f"{root / UNFINISHED}: the note of a cryostream simulate that did not finish this "
+            "set, damaged (it cannot be read), so which command would finish the set is not "
+            "known; pass --overwrite (overwrite=True) to make it again from the start, or "
+            "simulate into another folder")
     taken = next((p for p in paths if os.path.lexists(p)), None)
     if taken is not None:
         raise StoreError(
