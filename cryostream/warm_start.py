@@ -36,9 +36,14 @@ def describe_network(config) -> str:
     from cryostream.models.unet import PRESETS
 
     plain = dataclasses.replace(_bare(config), residual=False)
+    default = type(config)()
+    shaped = "".join(words.format(getattr(config, field)) for field, words in (
+        ("growth", ", channels ×{} per level"), ("max_width", ", at most {} channels"),
+        ("encoder_convs", ", {} convolutions per encoder level"))
+        if getattr(config, field) != getattr(default, field))
     name = next((n for n, p in PRESETS.items() if _bare(p) == plain),
                 f"a U-Net of width {config.width}, {config.levels} levels, first kernel "
-                f"{config.first_kernel}, head {config.head}")
+                f"{config.first_kernel}, head {config.head}{shaped}")
     return f"{name}, {'residual' if config.residual else 'not residual'}"
 
 

@@ -42,6 +42,13 @@ def test_pyramid_preset_widens_the_coarse_levels_alone():
     assert macs_per_pixel(config) == pytest.approx(1.5 * macs_per_pixel(PRESETS["unet"]), rel=0.01)
     x = jax.random.normal(jax.random.key(0), (1, 64, 64, 1))
     assert nnx.eval_shape(lambda m, x: m(x), model, x).shape == x.shape
+    # a network of another shape is described by every field that sets it apart
+    from cryostream.warm_start import describe_network
+
+    assert describe_network(config) == "unet-pyramid, not residual"
+    assert describe_network(dataclasses.replace(config, max_width=128)) == (
+        "a U-Net of width 48, 5 levels, first kernel 11, head (64, 32), channels ×2 per level, "
+        "at most 128 channels, 2 convolutions per encoder level, not residual")
 
 
 def _random(config, seed: int) -> UNet:
