@@ -394,6 +394,17 @@ def test_a_known_defocus_keeps_the_learned_weights(tiny_run, tmp_path):
     state = gain.init(micrograph)
     assert state["table"] is not None and state["used"]
     assert gain.describe(state)["learned_weights_snr"] == pytest.approx(state["snr"], abs=1e-4)
+    # the rows the ratio lies among, and in words where it lies beyond them (the end row)
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.verbose import found_words
+
+    found = gain.describe(state)
+    assert found["learned_weights_rows"] == [1.0, 1.0]
+    words = found_words(found, DenoiseConfig())
+    assert f"signal-to-noise ratio {state['snr']:.3g} (the table's rows span 1–1: its " \
+        f"{'last' if state['snr'] > 1 else 'first'} row is used)" in words, words
+    assert "rows span" not in found_words({**found, "learned_weights_rows": [0.1, 1e3]},
+                                          DenoiseConfig())
     estimate = image * 0.5
     weighted = gain.apply(estimate, image, state, micrograph)
     plain = dataclasses.replace(gain, learned=None)

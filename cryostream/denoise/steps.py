@@ -280,7 +280,9 @@ class WienerGain(Step):
         if state is None:
             return {}
         learned = {} if state["table"] is None else {
-            "learned_weights_snr": round(float(state["snr"]), 4)}
+            "learned_weights_snr": round(float(state["snr"]), 4),  # and the rows it lies among
+            "learned_weights_rows": [round(min(state["table"].snr), 4),
+                                     round(max(state["table"].snr), 4)]}
         if "fit" not in state:  # the radial gain
             return learned
         fallback = {} if state["used"] else {

@@ -73,9 +73,12 @@ def _gain(found: dict, config) -> str:
     mended = found.get("inverted_rings")
     inverted = (f" (the radial gain at {mended['angstrom'][0]:.1f}–{mended['angstrom'][1]:.1f} Å "
                 "too, where the network's response was inverted)") if mended else ""
-    learned = found.get("learned_weights_snr")
+    learned, rows = found.get("learned_weights_snr"), found.get("learned_weights_rows")
+    beyond = "" if rows is None or rows[0] <= (learned or 0) <= rows[1] else (
+        f" (the table's rows span {rows[0]:.3g}–{rows[1]:.3g}: its "
+        f"{'last' if learned > rows[1] else 'first'} row is used)")
     weights = (f", weighed by the learned weights at its measured signal-to-noise ratio "
-               f"{learned:.3g}") if learned is not None else ""
+               f"{learned:.3g}{beyond}") if learned is not None else ""
     if found.get("ctf_used"):
         gain = "the CTF-shaped Wiener gain above 20 Å, the radial one below"
     elif found.get("fallback") == "network_above_20A":
