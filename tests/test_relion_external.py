@@ -193,6 +193,13 @@ def test_relion_abort_stops_after_the_micrograph_in_progress_and_marks_the_job_a
         "denoise after the micrographs in progress" in lines, err
     assert lines[-1] == (f"{PROG}: aborted ({JOB}/RELION_JOB_EXIT_ABORTED); the finished "
                          "micrographs are kept: run the job again to denoise the rest")
+    # denoise's own lines say it in RELION's terms: no Ctrl-C, no command typed again
+    assert "cryostream denoise: stopping after the micrographs in progress (each is written " \
+        "whole or not at all)" in lines, err
+    assert any(line.startswith("cryostream denoise: interrupted after ") and line.endswith(
+        "run the job again to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star") for line in lines), err
+    assert "Ctrl-C" not in err and "same command" not in err
 
 
 def test_notes_go_to_run_out_and_another_kind_of_job_is_left_as_it_was(tiny_run, project,

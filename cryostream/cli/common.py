@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryostream.cli.kept import fit_kept, train_kept
-from cryostream.cli.signals import AT_ONCE
+from cryostream.cli.signals import AT_ONCE, reworded
 from cryostream.errors import CryostreamError
 from cryostream.interrupts import Terminated
 
@@ -323,7 +323,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
         if main:  # one while the line is made (the checkpoint kept looked up) says this much
             stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said)
             stopped.install()
-        print(said + _then(interruption, args, began), file=sys.stderr)
+        print(reworded(said + _then(interruption, args, began)), file=sys.stderr)
         if stopped is not None:
             stopped.line = None
         return 143 if isinstance(exc, Terminated) else 130

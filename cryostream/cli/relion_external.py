@@ -42,7 +42,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError, CryostreamError
 
 __all__ = ["ABORT_NAME", "ABORT_POLL_SECONDS", "EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG",
-           "USAGE", "denoise_argv", "main"]
+           "RELION_WORDS", "USAGE", "denoise_argv", "main"]
 
 PROG = "cryostream-relion"
 #: Where an External job lists its outputs for RELION's pipeline, and the kind of node
@@ -54,6 +54,10 @@ EXIT_FILES = ("RELION_JOB_EXIT_SUCCESS", "RELION_JOB_EXIT_FAILURE", "RELION_JOB_
 #: The file RELION's *Abort running* makes in the job's folder, and how often it is looked for.
 ABORT_NAME = "RELION_JOB_ABORT_NOW"
 ABORT_POLL_SECONDS = 1.0
+#: How denoise's lines on an interruption are said in a RELION job: it is stopped by *Abort
+#: running* (once), and run again as a job.
+RELION_WORDS = [("; Ctrl-C again to stop at once", ""),
+                ("run the same command again", "run the job again")]
 #: RELION's own arguments: each takes one value.
 _RELION = ("--o", "--in_mics", "--j", "--pipeline_control")
 #: RELION's other inputs, which denoise does not read, by the Input tab's field that gives them.
@@ -302,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     refused before denoising), which the EXIT file it leaves agrees with."""
     from cryostream import cli
     from cryostream.cli import notes_on_stdout
-    from cryostream.cli.signals import LAST_WORDS
+    from cryostream.cli.signals import LAST_WORDS, REWORDED
 
     given = list(sys.argv[1:] if argv is None else argv)
     if not given or given[0] in ("-h", "--help"):  # before any folder is looked at
@@ -334,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _mark(control, EXIT_FILES[2 if watch.seen else 1])
 
     LAST_WORDS.append(ended_at_once)
+    REWORDED.extend(RELION_WORDS)
     try:
         with notes_on_stdout(), watch:  # the watch ends first: no signal after it
             status = cli.main(words, process=argv is None)
@@ -346,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _leave(output, control, status, watch.seen)
         finally:
             LAST_WORDS.remove(ended_at_once)
+            for pair in RELION_WORDS:
+                REWORDED.remove(pair)
     return status
 
 

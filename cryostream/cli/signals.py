@@ -12,11 +12,24 @@ from typing import NoReturn
 
 from cryostream.interrupts import Arrivals, Terminated, as_sigterm
 
-__all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of", "LAST_WORDS"]
+__all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of", "LAST_WORDS",
+           "REWORDED", "reworded"]
 
 #: What must still be done when the process ends at once (a RELION External job's EXIT file,
 #: which RELION waits for): each called with the status, its errors let be.
 LAST_WORDS: list = []
+
+#: ``(words, instead)`` pairs that the lines of an interruption say otherwise, for a program
+#: that runs a command for another one (``cryostream-relion``: RELION's user presses *Abort
+#: running* and runs the job again, not Ctrl-C and the same command).
+REWORDED: list[tuple[str, str]] = []
+
+
+def reworded(line: str) -> str:
+    """``line`` with :data:`REWORDED`'s words replaced."""
+    for words, instead in REWORDED:
+        line = line.replace(words, instead)
+    return line
 
 
 def end_now(status: int, line: str | None = None) -> NoReturn:
@@ -83,7 +96,7 @@ class StopSoftly:
             signal.signal(signal.SIGINT, self)
         if self.first:
             said = f"terminated (SIGTERM): {as_sigterm(self.first)}" if term else self.first
-            print(f"cryostream {self.command}: {said}", file=sys.stderr, flush=True)
+            print(reworded(f"cryostream {self.command}: {said}"), file=sys.stderr, flush=True)
         raise Terminated if term else KeyboardInterrupt
 
 
