@@ -247,3 +247,17 @@ def test_a_header_that_sizes_no_image_is_said_damaged_not_a_stack(tmp_path, rng)
     text = str(caught.value)
     assert "its header sizes an empty image (nx=0, ny=0, nz=0)" in text and "zero.mrc" in text
     assert "movie" not in text and "sections" not in text
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".eer"])
+def test_a_movie_named_as_a_micrograph_is_said_to_need_motion_correction(tmp_path, suffix):
+    """A STAR file's rlnMicrographName pointing at a movie (TIFF or EER frames) had been 'not a
+    readable MRC file (Map ID string not found …)', with the fix to repair it."""
+    path = tmp_path / f"movie{suffix}"
+    # a little-endian TIFF header, as EPU and SerialEM write movies (EER files are TIFFs too)
+    path.write_bytes(b"II*\x00\x08\x00\x00\x00" + bytes(2048))
+    with pytest.raises(InvalidMicrographError) as caught:
+        read_header(path)
+    text = str(caught.value)
+    assert f"movie{suffix}: a movie's frames ({suffix}), not an MRC micrograph" in text, text
+    assert "motion-correct the movies first" in text and "repair" not in text

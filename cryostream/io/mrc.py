@@ -161,6 +161,12 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
                       for i in range(min(max(int(header.nlabl), 0), 10)))
             denoised_by = next((lb for lb in labels if lb.startswith("cryostream denoise")), "")
     except (ValueError, OSError) as exc:
+        if path.suffix.lower() in (".tif", ".tiff", ".eer"):  # a movie's frames, not MRC
+            raise InvalidMicrographError(
+                path, f"a movie's frames ({path.suffix}), not an MRC micrograph",
+                "motion-correct the movies first (MotionCor2 or RELION's own, for example) and "
+                "give the motion-corrected micrographs (RELION: its MotionCorr job's "
+                "corrected_micrographs.star, or the CtfFind job's STAR file)") from None
         raise InvalidMicrographError(
             path, f"not a readable MRC file ({exc})", "check that it is an MRC2014 micrograph"
         ) from None
