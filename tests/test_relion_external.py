@@ -345,3 +345,30 @@ def test_help_prints_a_usage_and_no_arguments_print_it_as_an_error(project, caps
                           text=True, timeout=120)
     assert (bare.returncode, bare.stdout, bare.stderr) == (2, "", text)
     assert _tree(project) == before  # no EXIT file, no folder made or changed
+
+
+def test_denoise_by_hand_into_a_finished_jobs_folder_says_it_changed_that_job(tiny_run, project,
+                                                                                capsys):
+    """After the External job succeeded, ``cryostream denoise other.star -o External/job010``
+    typed by hand added the other micrographs to the job's denoised_micrographs.star, which
+    RELION had taken as the job's output, with only the note that earlier rows were kept: the
+    warning now says the job had finished and its outputs changed behind RELION's back."""
+    import shutil
+
+    from cryostream.cli import main as cryostream_main
+
+    assert _relion(tiny_run)[0] == 0
+    other = project / "Other"
+    cryostream.simulate(other, 1, config=SimulateConfig(shape=(160, 128), seed=9))
+    shutil.move(other / "micrographs/sim_0000.mrc", other / "micrographs/new_0000.mrc")
+    star = other / "micrographs.star"
+    star.write_text(star.read_text().replace("micrographs/sim_0000", "Other/micrographs/new_0000"))
+    capsys.readouterr()
+    assert cryostream_main(["denoise", str(star.relative_to(project)), "-o", JOB, "--model",
+                            str(tiny_run.run), "--raw", "--tile", "64", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"{JOB} is the RELION job {JOB}, which had finished (RELION_JOB_EXIT_SUCCESS): RELION " \
+        "took its outputs as they were, and this call changed them behind its back" in err, err
+    # the job run again from RELION (its EXIT files cleared first) is not warned of
+    assert _relion(tiny_run)[0] == 0
+    assert "behind its back" not in capsys.readouterr().err

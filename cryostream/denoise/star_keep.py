@@ -101,11 +101,19 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
         write_micrograph_star(star, optics, rows, listing_version(gathered))
         aside.unlink(missing_ok=True)
     if kept:
-        n = len(paths)
+        from cryostream.io.relion_jobs import relion_job
+
+        n, job = len(paths), relion_job(star.parent)
+        finished = "" if job is None or not job.finished else (
+            f"; {star.parent} is the RELION job {job.name}, which had finished "
+            "(RELION_JOB_EXIT_SUCCESS): RELION took its outputs as they were, and this call "
+            "changed them behind its back: denoise new micrographs as a new External job, or "
+            "run this one again from RELION")
         logging.getLogger("cryostream").warning(
             "%s lists this call's %d micrograph%s and %d earlier row%s from outside this call's "
             "inputs (their outputs are in the folder); a folder of its own (-o) lists only the "
-            "selection", star, n, "" if n == 1 else "s", len(kept), "" if len(kept) == 1 else "s")
+            "selection%s", star, n, "" if n == 1 else "s", len(kept), "" if len(kept) == 1 else
+            "s", finished)
     return kept, backup
 
 
