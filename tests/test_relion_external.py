@@ -372,3 +372,18 @@ def test_denoise_by_hand_into_a_finished_jobs_folder_says_it_changed_that_job(ti
     # the job run again from RELION (its EXIT files cleared first) is not warned of
     assert _relion(tiny_run)[0] == 0
     assert "behind its back" not in capsys.readouterr().err
+
+
+def test_run_outside_the_project_folder_says_where_to_run_it(tiny_run, project, monkeypatch,
+                                                             capsys):
+    """Run from another folder than the project's, the job's --in_mics (relative to the
+    project) had been 'no such file; check the path or the glob', with nothing on why."""
+    monkeypatch.chdir(project.parent)
+    status = main(["--o", f"{JOB}/", "--in_mics", "CtfFind/job003/micrographs_ctf.star", "--j",
+                   "1", "--pipeline_control", f"{JOB}/", "--model", str(tiny_run.run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [
+        f"{PROG}: error: --in_mics CtfFind/job003/micrographs_ctf.star: no such file in "
+        f"{project.parent}, which is no RELION project folder (no default_pipeline.star); RELION "
+        f"runs an External job from its project folder: run {PROG} from there"], err
+    assert not (project.parent / "External").exists()

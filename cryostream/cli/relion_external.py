@@ -155,6 +155,11 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
         raise ConfigError("no --in_mics: give the micrographs STAR file (MotionCorr's "
                           "corrected_micrographs.star or CtfFind's micrographs_ctf.star) in "
                           "the Input tab's 'Input micrographs'")
+    mics = Path(relion["--in_mics"])
+    if not mics.exists() and not Path("default_pipeline.star").is_file():
+        raise ConfigError(f"--in_mics {mics}: no such file in {Path.cwd()}, which is no RELION "
+                          "project folder (no default_pipeline.star); RELION runs an External "
+                          f"job from its project folder: run {PROG} from there")
     command = build_parser().commands["denoise"]
     options = {o: a for a in command._actions for o in a.option_strings}
     translated = [word for name, values in params for word in _option(name, values, options)]
