@@ -153,7 +153,8 @@ class FitResult:
             head = f"{what}: {at}{loss}, {self.seconds:.0f} s"
         else:
             head = "nothing trained: " + (self.kept or f"{self.run} is at {at}" + (
-                " (already trained; a larger --budget trains it further)" if self.finished else ""))
+                f" (already trained; a --budget of more than {self.target_steps} steps trains it "
+                "further: a time budget keeps the run's steps)" if self.finished else ""))
         state = ("" if self.finished else "; the budget ran out: run the same command again to "
                  "continue")
         under = (f"\nthe network still scores under the noisy input on held-out patches (test "

@@ -956,7 +956,7 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
             assert len(warned) == 1 and warned[0].startswith(
                 "under: its network scored under the noisy input when its training stopped "
                 "(test PSNR 15.93 against 16.20 dB, step 20)")
-            assert "leave out -m" in warned[0]
+            assert "leave out --model" in warned[0]
             assert "or fit the general model (cryostream fit's default)" in warned[0]
             # a run of cryostream train, whose folder fit refuses: train goes on with it
             assert "its cryostream train command again with --resume and more --steps than " \

@@ -474,8 +474,9 @@ def test_a_fit_run_again_says_what_it_does_with_the_steps_it_has(tiny_run, tmp_p
                                      "step 8 of 12; the budget ran out: run the same command "
                                      "again to continue")
     assert fitted("8steps") == ("nothing to train: already at step 8 of 8", f"nothing trained: "
-                                f"{run} is at step 8 of 8 (already trained; a larger --budget "
-                                "trains it further)")
+                                f"{run} is at step 8 of 8 (already trained; a --budget of more "
+                                "than 8 steps trains it further: a time budget keeps the run's "
+                                "steps)")
     assert fitted("4steps") == (
         "nothing to train: the run already has 8 steps, more than the budget's 4",
         f"nothing trained: {run} already has 8 steps, more than the budget's 4: it is kept as it "

@@ -86,7 +86,7 @@ def warn_if_under_input(run: str) -> None:
                    + (f" and more --steps than its {record.train.steps}" if more_steps else "")
                    + " (Python: resume=True)")
         return (how + ("" if started else ", or fit the general model (cryostream fit's default)")
-                + "; or leave out -m (Python: pass 'general' as the run) to use the shipped "
+                + "; or leave out --model (Python: pass 'general' as the run) to use the shipped "
                 "general model")
 
     if ev.get("psnr", float("inf")) < ev.get("noisy_psnr", float("-inf")) and \
