@@ -338,7 +338,9 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     row = {"step": step, **last}
                     if step % 10 and step != config.steps:  # logged as it stops: a resume
                         row["stopped"] = True  # drops it, as an uninterrupted run has none
-                    if step % config.eval_every == 0 or step == config.steps:
+                    # held-out figures where it stops too (a budget's end): a run stopped
+                    # before its first eval_every had none to be judged by
+                    if step % config.eval_every == 0 or step in (config.steps, end) or late:
                         if test is not None:
                             ev = evaluate_split(eval_fn, state["params"], test,
                                                 config.eval_batches, batch_sharding)

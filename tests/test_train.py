@@ -357,3 +357,17 @@ def test_a_training_stopped_between_rows_logs_the_step_it_stopped_at(store, tmp_
     assert [json.loads(r)["step"] for r in (tmp_path / "run" / "metrics.jsonl").read_text(
         ).splitlines()] == [json.loads(r)["step"] for r in (tmp_path / "whole" / "metrics.jsonl"
                                                               ).read_text().splitlines()] == [10, 20, 30]
+
+
+def test_a_training_stopped_by_its_time_limit_is_scored_where_it_stopped(tiny_run, tmp_path):
+    """A time budget that ran out before the first eval_every (a fit of half a minute) left no
+    held-out figure to judge the run by, nor to warn of one under its noisy input: the step it
+    stops at is scored too."""
+    from cryostream.training import train
+    from tests.conftest import TINY_TRAIN
+
+    config = dataclasses.replace(TINY_TRAIN, steps=50, eval_every=40)
+    result = train(tiny_run.store, tmp_path / "timed", config, time_limit_s=0, log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "timed/metrics.jsonl").read_text().splitlines()]
+    assert result.steps == 1 and rows[-1]["step"] == 1
+    assert np.isfinite(rows[-1]["eval_psnr"]) and np.isfinite(rows[-1]["eval_noisy_psnr"])
