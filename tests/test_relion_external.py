@@ -387,15 +387,3 @@ def test_run_outside_the_project_folder_says_where_to_run_it(tiny_run, project, 
         f"{project.parent}, which is no RELION project folder (no default_pipeline.star); RELION "
         f"runs an External job from its project folder: run {PROG} from there"], err
     assert not (project.parent / "External").exists()
-
-
-def test_a_call_denoise_refuses_says_how_its_options_are_params_rows(tiny_run, project, capsys):
-    """denoise's error names its own options (--pixel-size, --no-learned-weights); in the job
-    they are rows of the Params tab, which the line after it says."""
-    from cryostream.cli.relion_external import PARAMS_HINT
-
-    status, _ = _relion(tiny_run, "--pixel-size", "-1")
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
-    assert err[-2] == "cryostream denoise: error: --pixel-size -1.0: must be a pixel size > 0 Å"
-    assert err[-1] == f"{PROG}: {PARAMS_HINT}"

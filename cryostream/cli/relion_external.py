@@ -42,7 +42,7 @@ from pathlib import Path
 from cryostream.errors import ConfigError, CryostreamError
 
 __all__ = ["ABORT_NAME", "ABORT_POLL_SECONDS", "EXIT_FILES", "NODES_NAME", "NODE_TYPE", "PROG",
-           "PARAMS_HINT", "RELION_WORDS", "USAGE", "denoise_argv", "main"]
+           "RELION_WORDS", "USAGE", "denoise_argv", "main"]
 
 PROG = "cryostream-relion"
 #: Where an External job lists its outputs for RELION's pipeline, and the kind of node
@@ -56,9 +56,6 @@ ABORT_NAME = "RELION_JOB_ABORT_NOW"
 ABORT_POLL_SECONDS = 1.0
 #: How denoise's lines on an interruption are said in a RELION job: it is stopped by *Abort
 #: running* (once), and run again as a job.
-#: Said after denoise refused the job's call: its error names denoise's options.
-PARAMS_HINT = ("an option named above is set in the job's Params tab: --NAME VALUE as the row "
-               "NAME VALUE, a flag --NAME as NAME yes, --no-NAME as NAME no")
 RELION_WORDS = [("; Ctrl-C again to stop at once", ""),
                 ("run the same command again", "run the job again")]
 #: RELION's own arguments: each takes one value.
@@ -350,8 +347,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with notes_on_stdout(), watch:  # the watch ends first: no signal after it
             status = cli.main(words, process=argv is None)
-        if status == 2:  # denoise's error line speaks of its options, the job has Params rows
-            print(f"{PROG}: {PARAMS_HINT}", file=sys.stderr)
     except SystemExit as exc:  # denoise's parser refused a value (--tile abc): said in one line
         status = exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:  # the abort's signal, come as denoise had just ended
