@@ -971,10 +971,12 @@ def test_a_run_that_scored_under_its_noisy_input_is_named_when_it_denoises(train
 
 def test_a_run_stopped_before_it_was_ever_evaluated_is_named_when_it_denoises(tiny_run,
                                                                                tmp_path):
-    """A fit whose budget ran out at step 1 of 1000 (or a Ctrl-C) was never evaluated, so
+    """A fit stopped by Ctrl-C before its first evaluation (or, before the step a training
+    stops at was scored too, whose budget ran out at step 1 of 1000) was never evaluated, so
     nothing warned, and a newcomer's output correlated with the truth at 0.074 against the
     micrograph's 0.150: denoising with it now says it stopped short, and how to go on."""
     import dataclasses
+    import json
 
     from cryostream.denoise.api import ModelWarning
     from cryostream.training import train
@@ -982,6 +984,11 @@ def test_a_run_stopped_before_it_was_ever_evaluated_is_named_when_it_denoises(ti
     config = dataclasses.replace(TINY_TRAIN, steps=50, eval_every=100)
     run = tmp_path / "short"
     train(tiny_run.store, run, config, stop_at=2, log=lambda *_: None)
+    metrics = run / "metrics.jsonl"  # its rows as a Ctrl-C at step 2 leaves them: not scored
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert any("eval_psnr" in row for row in rows)  # (where it stopped, it is scored now)
+    metrics.write_text("".join(json.dumps({k: v for k, v in row.items()
+                                           if not k.startswith("eval_")}) + "\n" for row in rows))
     with pytest.warns(ModelWarning, match=r"short: its training stopped at step 2 of 50 \(its "
                       r"budget ran out, or Ctrl-C\) before it was ever evaluated: .*its "
                       r"cryostream train command again with --resume \(Python: resume=True\)"):

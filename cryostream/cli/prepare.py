@@ -120,15 +120,6 @@ def run(args: argparse.Namespace) -> int:
                           + ": add --workers N, or leave it out")
     if odd is not None and config.noise == NoiseConfig():  # no noise option given
         config = dataclasses.replace(config, noise=NoiseConfig(model="none"))
-    elif config.noise == NoiseConfig() and not args.targets:  # the made-up default noise
-        import logging
-
-        noise = config.noise
-        logging.getLogger("cryostream").info(
-            "adding the default noise, %s of dose %g and σ %g: made up, not measured from these "
-            "micrographs; a denoiser of them learns from noise like their own: --noise matched "
-            "(or cryostream fit, which prepares and trains so)", noise.model, noise.dose,
-            noise.sigma)
     result = prepare(
         args.inputs,
         args.output,
@@ -145,6 +136,15 @@ def run(args: argparse.Namespace) -> int:
         **given(args, "dashboard_address"),
     )
     print(result.summary())
+    if config.noise == NoiseConfig() and not args.targets:  # the made-up default noise
+        import logging
+
+        noise = config.noise
+        logging.getLogger("cryostream").info(
+            "the store's noise is the default, %s of dose %g and σ %g: made up, not measured "
+            "from these micrographs; a denoiser of them learns from noise like their own: "
+            "--noise matched (or cryostream fit, which prepares and trains so)", noise.model,
+            noise.dose, noise.sigma)
     return 0
 
 
