@@ -40,8 +40,8 @@ def refuse_denoised(headers: list[MicrographHeader], skipped: list[dict],
     if not denoised:
         return headers
     given = {Path(h.path).resolve() for h in kept}
-    beside = [h for h in denoised if raw_micrograph(h) and
-              Path(raw_micrograph(h)).resolve() in given]
+    raws = {h.path: raw_micrograph(h) for h in denoised}  # each record read once
+    beside = [h for h in denoised if raws[h.path] and Path(raws[h.path]).resolve() in given]
     if beside:
         logging.getLogger("cryostream").info(
             "left out %d output%s of cryostream denoise among the inputs, each given with its "
@@ -53,7 +53,7 @@ def refuse_denoised(headers: list[MicrographHeader], skipped: list[dict],
             return kept
     if permissive and kept:
         for h in denoised:
-            raw = raw_micrograph(h)
+            raw = raws[h.path]
             reason = (f"{h.path}: written by cryostream denoise, not a raw micrograph"
                       + (f" (its raw micrograph, as its record says: {raw})" if raw else ""))
             warnings.warn(f"skipping {reason}", MicrographSkippedWarning, stacklevel=3)
@@ -62,7 +62,7 @@ def refuse_denoised(headers: list[MicrographHeader], skipped: list[dict],
     first, n = denoised[0], len(denoised)
     others = "" if n == 1 else (f", as were all {n} inputs" if not kept
                                 else f", as were {n} of the {len(headers)} inputs")
-    raw = raw_micrograph(first)
+    raw = raws[first.path]
     record = Path(first.path).with_suffix(".json").name
     if not raw:
         where = f"no {record} beside it names its own"
