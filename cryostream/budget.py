@@ -11,7 +11,7 @@ from cryostream.errors import ConfigError
 
 __all__ = ["Budget"]
 
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|min|minutes?|h|hours?|steps?)\s*$", re.I)
+_BUDGET = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(m|min|minutes?|h|hours?|steps?)\s*$", re.I)
 
 
 #: The most steps a budget may ask for: 10 million, weeks on any GPU at the recipe's size (a
@@ -69,6 +69,6 @@ class Budget:
         if unit.startswith("step"):
             if "." in number:
                 raise ConfigError(f"budget={budget!r} (--budget): steps are whole, e.g. "
-                                  f"'{int(float(number))}steps'")
+                                  f"'{max(1, int(abs(float(number))))}steps'")
             return cls(steps=int(number))
         return cls(minutes=float(number) * (60 if unit.startswith("h") else 1))

@@ -893,6 +893,30 @@ def test_an_option_is_given_once_and_whole(argv, said, tmp_path, capsys, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["fit", "a.mrc", "-o", "out", "--budget", "-5m"],
+     "cryostream fit: error: budget (--budget): -5.0 minutes; give a time > 0, e.g. '30m'"),
+    (["fit", "a.mrc", "-o", "out", "--budget", "-100steps"],
+     "cryostream fit: error: budget (--budget): -100 steps; give a whole number ≥ 1, e.g. "
+     "'2000steps'"),
+    (["denoise", "a.mrc", "-o", "out", "--tile", "-512"],
+     "cryostream denoise: error: --tile -512: must be a positive integer (pixels); leave it "
+     "out for the default"),
+])
+def test_a_negative_value_is_refused_for_what_it_is(argv, said, tmp_path, capsys, monkeypatch):
+    """``--budget -5m`` was taken for an option and refused as a missing value ("expected one
+    argument"); the value's own check now says what is wrong with it. Nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32))
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse's errors exit; the values' checks return
+        status = stop.code
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [said]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
+
+
 def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(tmp_path,
                                                                                 capsys):
     mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)

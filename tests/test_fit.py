@@ -50,12 +50,14 @@ def test_a_budget_is_minutes_or_steps(text, budget):
 @pytest.mark.parametrize("text, message", [
     ("soon", "budget='soon' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
     ("30", "budget='30' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
-    ("-5m", "budget='-5m' (--budget): give minutes ('30m', '1.5h') or steps ('2000steps')"),
+    ("-5m", "budget (--budget): -5.0 minutes; give a time > 0, e.g. '30m'"),
+    ("-100steps", "budget (--budget): -100 steps; give a whole number ≥ 1, e.g. '2000steps'"),
     ("0m", "budget (--budget): 0.0 minutes; give a time > 0, e.g. '30m'"),
     ("0steps", "budget (--budget): 0 steps; give a whole number ≥ 1, e.g. '2000steps'"),
     ("999999999999999steps", "budget (--budget): 999999999999999 steps is more than 10,000,000 "
      "(weeks of training on any GPU); give fewer, e.g. '2000steps', or a time, e.g. '2h'"),
     ("2.5steps", "budget='2.5steps' (--budget): steps are whole, e.g. '2steps'"),
+    ("-1.5steps", "budget='-1.5steps' (--budget): steps are whole, e.g. '1steps'"),
 ])
 def test_budget_nonsense_is_refused_by_name(text, message):
     with pytest.raises(ConfigError) as info:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -52,7 +53,7 @@ class OneLineErrors(argparse.ArgumentParser):
         """As argparse's, but options no subcommand knows are named by the subcommand they
         were given to, with the closest option it has (``--angpix``: ``--pixel-size``), and
         an option of one value given twice is refused (argparse keeps the last silently)."""
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = _negative_values_joined(list(sys.argv[1:] if args is None else args), self)
         parsed, extras = self.parse_known_args(argv, namespace)
         command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
         if extras:
@@ -61,6 +62,28 @@ class OneLineErrors(argparse.ArgumentParser):
         if twice:
             command.error(twice)
         return parsed
+
+
+def _negative_values_joined(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``argv`` with an option of one value followed by a value with a minus sign and a digit
+    (``--budget -5m``) given as ``--budget=-5m``: argparse takes ``-5m`` for an option and says
+    the value is missing, where the value's own check says what is wrong with it."""
+    commands = getattr(parser, "commands", {})
+    command = next((commands[token] for token in argv if token in commands), parser)
+    one_value = {option for action in command._actions
+                 if type(action) is argparse._StoreAction and action.nargs is None
+                 for option in action.option_strings}
+    end = argv.index("--") if "--" in argv else len(argv)
+    joined = []
+    for i, token in enumerate(argv):
+        if 0 < i < end and argv[i - 1] in one_value and _NEGATIVE.match(token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+_NEGATIVE = re.compile(r"^-[\d.]")
 
 
 def _given_twice(argv: list[str], parser: argparse.ArgumentParser) -> str:

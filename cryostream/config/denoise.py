@@ -131,8 +131,8 @@ class DenoiseConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < 1):
-                raise ConfigError(f"{name}={value!r}: must be a positive integer (pixels), or "
-                                  "None for the default")
+                raise ConfigError(f"{name}={value!r}: must be a positive integer (pixels); "
+                                  "leave it out for the default")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} (--precision): must be fp32 or bf16")
         if self.output_dtype not in ("float32", "float16"):
