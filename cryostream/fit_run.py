@@ -83,7 +83,8 @@ def _differences(old, new: dict) -> list[str]:
         return ["the record is not a JSON object"]
     changes = [f"inputs: {file_changes(old.get('inputs'), new['inputs'])}"] * (
         not same_paths(old.get("inputs"), new["inputs"]))  # .. or a link: the same files
-    changes += ["store"] * (not same_paths(old.get("store"), new["store"]))
+    changes += [f"--work: {_folder(old.get('store'))} → {_folder(new['store'])}"] * (
+        not same_paths(old.get("store"), new["store"]))  # the store's folder, as it was given
     changes += _store_changes(old.get("prepare"), new["prepare"])
     before = old.get("train") if isinstance(old.get("train"), dict) else {}
     changes += [f"--from: {before.get(k) or 'scratch'} → {v or 'scratch'}" if k == "init" else
@@ -91,6 +92,11 @@ def _differences(old, new: dict) -> list[str]:
                 for k, v in sorted(new["train"].items(), key=lambda kv: kv[0] != "init")
                 if k != "steps" and before.get(k) != v]
     return changes
+
+
+def _folder(store) -> str:
+    """The work folder a fit's store lies in (``fit.json``'s ``store``), or ``?``."""
+    return str(Path(store).parent) if isinstance(store, str) and store else "?"
 
 
 def _store_changes(old, new: dict) -> list[str]:

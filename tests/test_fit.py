@@ -809,6 +809,22 @@ def test_another_fits_work_folder_is_refused_not_prepared_again(mics, tmp_path):
     assert replaced.store.is_file()
 
 
+def test_a_fit_continued_with_another_work_folder_names_both(mics, tmp_path):
+    """The same fit given another --work was refused as "(changed: store)", which named
+    neither folder; now both are named, as the option the scientist gave, and nothing of
+    the run or the new folder is made."""
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError) as info:
+        cryostream.fit(mics, run, work=tmp_path / "elsewhere", train=SMALL, budget=SPENT)
+    assert str(info.value).startswith(
+        f"{run}: holds a fit of other inputs or options (changed: --work: {run / 'work'} → "
+        f"{tmp_path / 'elsewhere'}); to continue that fit give it the inputs and options")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_a_fit_of_one_micrograph_says_none_is_held_out(mics, tmp_path, notes):
     """One micrograph: no test split, so no test PSNR; the note says so (it said '1
     micrographs' and nothing else)."""
