@@ -420,7 +420,7 @@ def test_the_residual_check_of_a_star_file_reads_what_denoise_wrote_from_it(tiny
                                      residual=[star, nopix], denoised=tmp_path / "denoised")
     assert [n for n in notes if "denoised here" in n] == [
         f"{tmp_path / 'denoised' / 'nopix.mrc'}: not found; nopix.mrc is denoised here instead, as "
-        "denoise does by default"]
+        "denoise does by default (the report scores the default)"]
     assert [r["micrograph"] for r in report["residual"]] == [mic.name, "nopix.mrc"]
 
 
@@ -436,7 +436,43 @@ def test_a_micrograph_not_found_in_denoised_is_said_to_be_denoised_here(tiny_run
     cryostream.evaluate(tiny_run.run, None, tmp_path / "report", residual=[mic],
                         denoised=tmp_path / "empty")
     assert f"{tmp_path / 'empty' / mic.name}: not found; {mic.name} is denoised here instead, as " \
-        "denoise does by default" in notes
+        "denoise does by default (the report scores the default)" in notes
+
+
+def test_outputs_made_otherwise_are_said_how_before_they_are_denoised_again(tiny_run, tmp_path,
+                                                                           notes):
+    """``evaluate --denoised`` of outputs made with other options (``denoise --no-ensemble``),
+    or of a micrograph changed since: each was denoised again after a note that said only
+    "its NAME.json says how it was made"; the note now says what differs."""
+    import os
+
+    import cryostream
+    from cryostream.config import DenoiseConfig
+
+    mic = Path(tiny_run.sim.micrographs[2])
+    cryostream.denoise(tiny_run.run, [mic], tmp_path / "single", config=DenoiseConfig(
+        ensemble=False))
+    notes.clear()
+    cryostream.evaluate(tiny_run.run, None, tmp_path / "report", residual=[mic],
+                        denoised=tmp_path / "single")
+    said = [n for n in notes if "denoised here" in n]
+    assert len(said) == 1 and said[0].startswith(
+        f"{tmp_path / 'single' / mic.name}: not this model's default output of {mic} (made with "), said
+    assert "ensemble=False, not True" in said[0]
+    # the default output, then its micrograph touched: the change is named
+    cryostream.denoise(tiny_run.run, [mic], tmp_path / "default")
+    stamp = mic.stat()
+    os.utime(mic, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    notes.clear()
+    try:
+        cryostream.evaluate(tiny_run.run, None, tmp_path / "report_touched", residual=[mic],
+                            denoised=tmp_path / "default")
+    finally:  # the micrograph is shared with other tests
+        os.utime(mic, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert [n for n in notes if "denoised here" in n] == [
+        f"{tmp_path / 'default' / mic.name}: not this model's default output of {mic} (its "
+        f"micrograph changed since it was made); {mic.name} is denoised here instead, as denoise "
+        "does by default (the report scores the default)"]
 
 
 def test_no_ensemble_with_its_binned_pass_does_not_promise_silence(notes):

@@ -53,10 +53,11 @@ class DenoisedOutputs:
         if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
             identity["given"] = None
         if not (path.is_file() and same_record(record_path, identity)):
-            _log.info("%s: %s; %s is denoised here instead, as denoise does by default", path, (
-                f"not this model's default output of {noisy_path}" + (
-                    f" with --tile {tile}" if tile else "") + " (its NAME.json says how it was "
-                "made)") if path.is_file() else "not found", noisy_path.name)
+            _log.info("%s: %s; %s is denoised here instead, as denoise does by default (the "
+                      "report scores the default)", path, (
+                          f"not this model's default output of {noisy_path}" + (
+                              f" with --tile {tile}" if tile else "") + _how(written, identity))
+                      if path.is_file() else "not found", noisy_path.name)
             return None, None
         theirs = read_header(path).pixel_size_angstrom
         if pixel_size_angstrom and theirs > 0 and not math.isclose(
@@ -84,3 +85,21 @@ class DenoisedOutputs:
             f"it (if {theirs:g} Å is right, {fix}; otherwise "
             "denoise again with the right pixel size, or leave out --denoised to have it "
             "denoised here)", PixelSizeWarning, stacklevel=3)
+
+
+def _how(written: dict, identity: dict) -> str:
+    """How an output in the folder differs from the default output evaluate would make: the
+    options, model or input its NAME.json names (``what_differs``), else a micrograph or model
+    changed since it was made, else that it has no NAME.json of denoise's."""
+    from cryostream.denoise.outputs import what_differs
+
+    if not written:
+        return " (no NAME.json of denoise's beside it says how it was made)"
+    said = what_differs(written, identity)
+    if said:
+        return said
+    changed = [what for key, what in (("input_files", "its micrograph"), ("model_files",
+                                                                            "the model"))
+               if key in written and written[key] != identity.get(key)]
+    return (f" ({' and '.join(changed)} changed since it was made)" if changed
+            else " (its NAME.json says how it was made)")
