@@ -468,3 +468,34 @@ def test_a_stopped_simulation_is_made_whole_only_by_the_same_request(tmp_path, c
         assert _tree(damaged) == before
     assert cli(capsys, *command, "--overwrite").rc == 0
     assert len(list((damaged / "micrographs").iterdir())) == 40
+
+
+def test_a_set_an_earlier_version_stopped_is_made_again_with_overwrite(tmp_path, capsys):
+    """A set stopped by a version that wrote no simulate.unfinished (its micrographs alone,
+    labelled by cryostream simulate) was refused with --overwrite too, as if the files were
+    the scientist's own. Without --overwrite the refusal now says they are simulate's and that
+    --overwrite makes the set again; with it, the set is made; a file of one's own among them
+    is still refused."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    old = tmp_path / "old"
+    command = simulate_stopped(old, count=40)
+    (old / "simulate.unfinished").unlink()  # as a version before the note left it
+    before = _tree(old)
+    first = next(iter(sorted((old / "micrographs").iterdir())))
+    line = assert_user_error(cli(capsys, *command))
+    assert line == (
+        f"cryostream simulate: error: {first}: written by a cryostream simulate that did not "
+        "finish its set and left no note of its arguments (an earlier version's: no "
+        f"simulate.unfinished or simulate.json in {old}); pass --overwrite (overwrite=True) to "
+        "make the set again from the start, or simulate into another folder")
+    assert _tree(old) == before
+    mine = old / "micrographs" / "sim_0039.mrc"  # the next file simulate would write: one's own
+    with mrcfile.new(mine) as mrc:
+        mrc.set_data(np.zeros((64, 64), np.float32))
+    line = assert_user_error(cli(capsys, *command, "--overwrite"))
+    assert f"{mine}: already there, and not written by a cryostream simulate" in line
+    mine.unlink()
+    assert cli(capsys, *command, "--overwrite").rc == 0
+    made = _tree(old, star_time=False)
+    assert "simulate.json" in made and len([n for n in made if n.startswith("micrographs/")]) == 40

@@ -246,13 +246,9 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
 def made_by_denoise(path: Path) -> bool:
     """Whether an MRC file's labels say ``cryostream denoise`` wrote it: without its record, it
     is an output interrupted between its image and its record, safe to make again."""
-    import mrcfile
+    from cryostream.io.mrc import labelled_by
 
-    try:
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            return any(label.startswith("cryostream denoise") for label in mrc.get_labels())
-    except (OSError, ValueError):
-        return False
+    return labelled_by(path, "cryostream denoise")
 
 
 def check_writable(folder: Path) -> None:

@@ -27,16 +27,8 @@ from cryostream.errors import InvalidMicrographError
 from cryostream.io.fei import pixel_size_with_fei, read_fei_record
 from cryostream.io.paths import broken_link
 
-__all__ = [
-    "SUPPORTED_MODES",
-    "OUTPUT_DTYPES",
-    "HeaderCopy",
-    "MicrographHeader",
-    "read_header",
-    "read_header_copy",
-    "read_rows",
-    "write_micrograph",
-]
+__all__ = ["SUPPORTED_MODES", "OUTPUT_DTYPES", "HeaderCopy", "MicrographHeader", "read_header",
+           "read_header_copy", "read_rows", "write_micrograph", "labelled_by"]
 
 #: MRC modes read into float32: int8 (unsigned where IMOD's header says so), int16, float32,
 #: uint16, float16.
@@ -408,3 +400,13 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
     if like.extended_header:
         mrc.set_extended_header(np.frombuffer(like.extended_header, dtype=np.uint8).copy())
         h.exttyp = like.extended_header_type.encode("ascii", "replace")[:4]
+
+
+def labelled_by(path, program: str) -> bool:
+    """Whether an MRC file's labels say ``program`` (``"cryostream denoise"``) wrote it; False
+    for a file that cannot be read as one."""
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            return any(label.startswith(program) for label in mrc.get_labels())
+    except (OSError, ValueError):
+        return False

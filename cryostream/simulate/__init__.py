@@ -41,7 +41,7 @@ from cryostream.config import SimulateConfig, to_json
 from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
-from cryostream.io.mrc import write_micrograph
+from cryostream.io.mrc import labelled_by, write_micrograph
 from cryostream.io.simulated import (
     FINISHED,
     UNFINISHED,
@@ -251,8 +251,15 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
             "set, damaged (it cannot be read), so which command would finish the set is not "
             "known; pass --overwrite (overwrite=True) to make it again from the start, or "
             "simulate into another folder")
-    taken = next((p for p in paths if os.path.lexists(p)), None)
-    if taken is not None:
+    taken = next((p for p in paths if os.path.lexists(p) and not (
+        overwrite and p.suffix == ".mrc" and labelled_by(p, "cryostream simulate"))), None)
+    if taken is not None and taken.suffix == ".mrc" and labelled_by(taken, "cryostream simulate"):
+        raise StoreError(
+            f"{taken}: written by a cryostream simulate that did not finish its set and left no "
+            f"note of its arguments (an earlier version's: no {UNFINISHED} or {FINISHED} in "
+            f"{root}); pass --overwrite (overwrite=True) to make the set again from the start, "
+            "or simulate into another folder")
+    if taken is not None:  # (with overwrite, a set a version before the note stopped is ours)
         raise StoreError(
             f"{taken}: already there, and not written by a cryostream simulate that this one "
             f"could finish (no {UNFINISHED} or {FINISHED} in {root}); simulate into another "
