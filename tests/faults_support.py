@@ -186,14 +186,18 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
 
 
 def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], bool]]],
-                  timeout: float = 120) -> tuple[int, str]:
+                  timeout: float = 120,
+                  started: Callable[[subprocess.Popen], object] | None = None) -> tuple[int, str]:
     """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`) and send it each
     of ``signals`` (``(signum, ready)``: once ``ready`` holds of its stderr so far, and 0.2 s at
     least after the signal before: more than a repeat of that one, ``DUPLICATE_S``). Returns
-    its exit status and its stderr."""
+    its exit status and its stderr. ``started``: called with the child process as soon as it
+    is started (to watch it, e.g. the processes it starts)."""
     import threading
 
     proc = start_cli(*args, cwd=cwd)
+    if started is not None:
+        started(proc)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
     reader.start()

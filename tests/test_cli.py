@@ -616,6 +616,87 @@ def test_ctrl_c_after_sigterm_ends_denoise_at_once_and_says_it_was_ctrl_c(tiny_r
         f"{first}.json", f"{first}.mrc"]
 
 
+def test_sigterm_to_denoise_on_a_local_cluster_leaves_no_worker_running(tiny_run, tmp_path):
+    """A batch system's kill (SIGTERM to the command's process alone, not to its group, as
+    `kill PID` sends it) while `cryostream denoise --cluster-workers 2` denoises: the worker
+    processes of the LocalCluster the command started get no signal of their own, yet none is
+    left running after it ends (they are the command's to close), and nothing is written after.
+    Status 143, no traceback, the last line says what is kept and how to go on; each output
+    written is whole, with its record, and no partial file is left."""
+    import io
+    import json
+    import re
+    import signal
+    import threading
+    import time
+
+    import mrcfile
+    import psutil
+
+    import cryostream
+    from tests.faults_support import leftovers, signalled_cli, snapshot
+
+    sim = cryostream.simulate(tmp_path / "sim", 3, shape=(1024, 1024), seed=5)
+    out = tmp_path / "out"
+    seen: dict[int, psutil.Process] = {}  # every process below the command's, as it runs
+
+    def watch(proc) -> None:
+        def sample():
+            while proc.poll() is None:
+                try:
+                    for p in psutil.Process(proc.pid).children(recursive=True):
+                        seen.setdefault(p.pid, p)
+                except psutil.Error:
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def alive() -> list[psutil.Process]:
+        def running(p):
+            try:
+                return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                return False
+        return [p for p in seen.values() if running(p)]
+
+    at_the_signal: list[int] = []
+
+    def first_done(err: str) -> bool:  # (the workers, seen before the signal)
+        ready = "cryostream: denoised 1/3 " in err
+        if ready:
+            at_the_signal.extend(p.pid for p in alive())
+        return ready
+
+    status, err = signalled_cli(
+        "denoise", *sim.micrographs, "-o", out, "-m", tiny_run.run, "--no-ensemble",
+        "--cluster-workers", "2", cwd=tmp_path, timeout=90, started=watch,
+        signals=[(signal.SIGTERM, first_done)])
+    written = snapshot(out)
+    deadline = time.monotonic() + 5  # closing the cluster is the command's: a few seconds
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {p.pid: p.name() for p in alive()}
+    for p in alive():  # (not left behind by the test either)
+        p.kill()
+    assert len(at_the_signal) >= 2, f"no worker processes seen under way: {seen}"
+    assert not left, f"still running after the command ended: {left}"
+    assert snapshot(out) == written  # nothing written after the command ended
+    assert status == 143 and "Traceback" not in err, err
+    assert re.sub(r"after \d+ s", "after N s", err.splitlines()[-1]) == (
+        "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
+        f"in {out}; those the cluster's workers were denoising are not written: run the same "
+        "command again to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star"), err
+    images = sorted(out.glob("*.mrc"))
+    assert images and not leftovers(out), sorted(p.name for p in out.iterdir())
+    for image in images:  # each whole, with its record
+        assert mrcfile.validate(str(image), print_file=io.StringIO()), image
+        with mrcfile.open(image, permissive=False) as mrc:
+            assert mrc.data.shape == (1024, 1024) and np.isfinite(mrc.data).all(), image
+        assert json.loads(image.with_suffix(".json").read_text()), image
+
+
 def test_ctrl_c_in_denoise_on_a_scheduler_waits_for_the_micrographs_under_way(tiny_run,
                                                                              tmp_path):
     """A real Ctrl-C to `cryostream denoise --scheduler ADDRESS` (a LocalCluster of worker
