@@ -30,7 +30,7 @@ from cryostream.io.paths import write_whole
 from cryostream.loader import PatchLoader, model_input
 from cryostream.locks import folder_lock
 from cryostream.losses import training_loss
-from cryostream.progress import loss_spike, plot_curve, warn_loss_spike
+from cryostream.progress import TrainProgress, loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
     RunRecord,
     check_fresh_noise,
@@ -181,7 +181,10 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
         Continue from the last checkpoint of ``run`` (same batches, same result as an
         uninterrupted run).
     progress : bool
-        Show a progress bar.
+        Show a progress bar. Without it, and without ``on_metrics`` and ``on_step`` of the
+        caller's, the training is noted on the ``cryostream`` logger at level INFO (after the
+        first step, then every 30 s and at each evaluation: the step, the loss, the speed and
+        the time left), as ``fit`` notes it; Python shows them once logging is set to INFO.
     stop_at : int, optional
         Stop (with a checkpoint) after this step, as if interrupted; ``resume`` continues.
     time_limit_s : float, optional
@@ -200,6 +203,9 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     TrainResult
     """
     config, run = check_config("config", config, TrainConfig) or TrainConfig(), Path(run).absolute()
+    if not progress and on_metrics is None and on_step is None:  # a script's call: notes
+        on_metrics = TrainProgress(config.steps, config.batch_size)
+        on_step = on_metrics.step
     check_run_folder(run, resume)  # before the lock makes the folder
     network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     with folder_lock(run, command="train", fix="give this training another run folder (-o)",

@@ -371,3 +371,21 @@ def test_a_training_stopped_by_its_time_limit_is_scored_where_it_stopped(tiny_ru
     rows = [json.loads(line) for line in (tmp_path / "timed/metrics.jsonl").read_text().splitlines()]
     assert result.steps == 1 and rows[-1]["step"] == 1
     assert np.isfinite(rows[-1]["eval_psnr"]) and np.isfinite(rows[-1]["eval_noisy_psnr"])
+
+
+def test_a_training_from_python_is_noted_on_the_cryostream_logger(store, tmp_path, notes):
+    """The quickstart's two logging lines, then ``cryostream.train(...)``: nothing was said
+    for the minutes it took (notes came only with ``progress=True``'s bar or a caller's own
+    ``on_step``). Now the steps are noted as ``fit`` notes them; with a progress bar, or the
+    caller's own ``on_metrics``, they are not."""
+    config = dataclasses.replace(CONFIG, steps=12, eval_every=12, checkpoint_every=12)
+    train(store, tmp_path / "run", config, log=lambda *_: None)
+    said = [n for n in notes if n.startswith("training: step ")]
+    assert said and said[0].startswith("training: step 1/12, loss ") and "compiling included" \
+        in said[0], notes
+    assert said[-1].startswith("training: step 12/12, loss ") and "test PSNR" in said[-1], said
+    notes.clear()
+    rows = []
+    train(store, tmp_path / "own", config, on_metrics=rows.append, log=lambda *_: None)
+    train(store, tmp_path / "bar", config, progress=True, log=lambda *_: None)
+    assert not [n for n in notes if n.startswith("training: step ")] and rows
