@@ -233,6 +233,8 @@ def compute_context(
     import concurrent.futures
 
     from distributed import Client, LocalCluster, performance_report
+
+    from cryostream.cluster_logs import quiet_distributed, quiet_workers
     from distributed.comm.core import CommClosedError
 
     if scheduler is not None:
@@ -245,7 +247,8 @@ def compute_context(
         with stack:
             if scheduler is not None:
                 client = stack.enter_context(Client(scheduler))
-            else:
+            else:  # (distributed's INFO records held back until it has closed)
+                stack.enter_context(quiet_distributed())
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=workers or 1,
@@ -260,6 +263,7 @@ def compute_context(
                     )
                 )
                 client = stack.enter_context(Client(cluster))
+                quiet_workers(client)
             note_dashboard(client, log)  # only where the scheduler serves one
             if report is not None:
                 stack.enter_context(performance_report(filename=report))

@@ -616,6 +616,37 @@ def test_ctrl_c_after_sigterm_ends_denoise_at_once_and_says_it_was_ctrl_c(tiny_r
         f"{first}.json", f"{first}.mrc"]
 
 
+def test_a_local_cluster_keeps_distributeds_info_lines_off_the_screen(tiny_run, tmp_path):
+    """`denoise --cluster-workers 2` with a run folder's model, and the same from a script
+    that set up logging as the quickstart does: 30–140 `INFO:distributed...` lines (workers
+    started, retired, closed) came around the notes, through a root logging handler (the
+    script's, or absl's once orbax read the checkpoint, in the command and on each worker).
+    Now none; the notes are there and the outputs written."""
+    import cryostream
+    from tests.faults_support import child_environment
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 160), seed=4)
+    command = [sys.executable, "-m", "cryostream", "denoise", *map(str, sim.micrographs), "-o",
+               str(tmp_path / "cli"), "-m", str(tiny_run.run), "--no-ensemble",
+               "--cluster-workers", "2"]
+    script = ("import logging, sys\nimport cryostream\n"
+              "logging.basicConfig(format='%(message)s')\n"
+              "logging.getLogger('cryostream').setLevel(logging.INFO)\n"
+              "cryostream.denoise(sys.argv[1], sys.argv[2:4], sys.argv[4], config=cryostream."
+              "DenoiseConfig(ensemble=False), cluster_workers=2)\n")
+    python = [sys.executable, "-c", script, str(tiny_run.run), *map(str, sim.micrographs),
+              str(tmp_path / "script")]
+    for argv, out in ((command, "cli"), (python, "script")):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env=child_environment())
+        assert done.returncode == 0, done.stderr
+        assert not [line for line in done.stderr.splitlines() if "distributed" in line], \
+            done.stderr
+        assert "denoising 2 micrographs with" in done.stderr
+        assert sorted(p.name for p in (tmp_path / out).glob("*.mrc")) == [
+            m.name for m in sim.micrographs]
+
+
 def test_sigterm_to_denoise_on_a_local_cluster_leaves_no_worker_running(tiny_run, tmp_path):
     """A batch system's kill (SIGTERM to the command's process alone, not to its group, as
     `kill PID` sends it) while `cryostream denoise --cluster-workers 2` denoises: the worker
