@@ -233,9 +233,9 @@ def compute_context(
     import concurrent.futures
 
     from distributed import Client, LocalCluster, performance_report
+    from distributed.comm.core import CommClosedError
 
     from cryostream.cluster_logs import quiet_distributed, quiet_workers
-    from distributed.comm.core import CommClosedError
 
     if scheduler is not None:
         check_scheduler_reachable(scheduler)
