@@ -128,6 +128,11 @@ class FitResult:
     skipped: tuple[str, ...] = ()
     loss_spike: dict | None = None
 
+    def __fspath__(self) -> str:
+        """The run folder, so that the result itself may be given as the model
+        (``denoise(fit(...), ...)``)."""
+        return str(self.run)
+
     @property
     def finished(self) -> bool:
         """Whether the run has trained all its steps."""

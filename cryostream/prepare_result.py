@@ -41,6 +41,10 @@ class PrepareResult:
     halves: bool = False  # even/odd pairs: each micrograph is two entries (both directions)
     kept: bool = False
 
+    def __fspath__(self) -> str:
+        """The store, so that the result itself may be given to :func:`cryostream.train`."""
+        return str(self.output)
+
     def summary(self) -> str:
         """The one-line summary the command prints."""
         what = (f"{self.micrographs // 2} even/odd pairs (both directions)" if self.halves

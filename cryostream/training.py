@@ -64,6 +64,11 @@ class TrainResult:
     #: :func:`~cryostream.progress.loss_spike`: the loss spiked and came back (warned), or None
     loss_spike: dict | None = None
 
+    def __fspath__(self) -> str:
+        """The run folder, so that the result itself may be given as the model
+        (``denoise(train(...), ...)``)."""
+        return str(self.run)
+
 
 def create_model(config, seed: int = 0):
     """A freshly initialised :class:`~cryostream.models.UNet`."""

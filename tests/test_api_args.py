@@ -4,6 +4,7 @@ inputs, None for the model had failed deep inside with an AttributeError or a Ty
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import cryostream
@@ -52,6 +53,18 @@ CASES = {
     "a pixel size in words": (
         lambda m, o: cryostream.open_micrographs(m, pixel_size_angstrom="abc"),
         r"^pixel_size_angstrom='abc': must be a pixel size > 0 Å$"),
+    "a pixel size as text for denoise": (  # it said "must be a pixel size > 0 Å" of 0.66
+        lambda m, o: cryostream.denoise("general", m, o / "out", pixel_size_angstrom="0.66"),
+        r"^pixel_size_angstrom='0\.66' \(--pixel-size\): must be a number of Å, e\.g\. 0\.66, "
+        r"not a str$"),
+    "an array for the inputs": (  # its whole printout, twice, in a 3 KB message
+        lambda m, o: cryostream.open_micrographs(np.zeros((64, 80), np.float32)),
+        r"^inputs: an array of shape \(64, 80\) \(float32\) is not a path; give micrograph "
+        r"files, globs, folders or a STAR file, or denoise an array in memory with "
+        r"cryostream\.denoise\.denoise_array$"),
+    "a number for the simulation config's shape": (  # a TypeError from inside
+        lambda m, o: cryostream.SimulateConfig(shape=512),
+        r"^shape=512: give two numbers, e\.g\. shape=\(1024, 1024\)$"),
     "a number for the simulated shape": (
         lambda m, o: cryostream.simulate(o / "sim", 1, shape=512),
         r"^shape=512: give \(rows, columns\), e\.g\. shape=\(1024, 1024\)$"),
@@ -94,3 +107,33 @@ def test_a_start_of_another_network_names_the_options_that_train_it(tiny_run, tm
         "TrainConfig(model='unet', residual=True)), start from a model of the same shape, or "
         "from scratch (--from scratch)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_steps_result_is_taken_where_its_path_is(tiny_run, tmp_path):
+    """A script that passes one step's result to the next (the quickstart teaches `.output`
+    and `.run`): `train(prepare(...))` was a TypeError from pathlib, `denoise(train(...))` and
+    `denoise(..., simulate(...))` errors that printed the whole object. The results of
+    prepare, train and fit are their store and run folder, a simulated set its folder (whose
+    error names its STAR file)."""
+    import dataclasses
+    import os
+
+    from tests.conftest import TINY_TRAIN
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(128, 160), seed=2)
+    prepared = cryostream.prepare(sim.micrographs, tmp_path / "data.h5",
+                                  cryostream.PrepareConfig(patch_size=32, stride=16))
+    assert os.fspath(prepared) == str(prepared.output)
+    trained = cryostream.train(prepared, tmp_path / "run", dataclasses.replace(
+        TINY_TRAIN, steps=2, eval_every=2, checkpoint_every=2), log=lambda *_: None)
+    assert os.fspath(trained) == str(trained.run)
+    out = cryostream.denoise(trained, sim.micrographs, tmp_path / "out",
+                             config=cryostream.DenoiseConfig.raw())
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mrc")) == [
+        p.name for p in sim.micrographs] and out.kept == 0
+    with pytest.raises(cryostream.CryostreamError) as info:
+        cryostream.denoise(trained, sim, tmp_path / "whole_set")
+    assert str(info.value) == (
+        f"{sim.root}: folder holds no .mrc files; it holds a set made by cryostream simulate: "
+        f"give {sim.micrographs_star} (or the folder {sim.root / 'micrographs'})")
+    assert not (tmp_path / "whole_set").exists()

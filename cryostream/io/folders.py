@@ -65,7 +65,7 @@ def folder_micrographs(folder: Path) -> list[Path]:
                 folder, f"folder holds no .mrc files, but {len(movies)} movie"
                 f"{'s' * (len(movies) > 1)} ({names(movies)})", f"motion-correct them first "
                 f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)")
-        raise InvalidMicrographError(folder, "folder holds no .mrc files", "check the folder")
+        raise InvalidMicrographError(folder, "folder holds no .mrc files", _elsewhere(folder))
     said = []
     if denoised:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
@@ -145,3 +145,19 @@ def _beside_full_sum(path: Path, stems: set[str]) -> bool:
 
     return any((key := half_key(path, suffixes)) != path.stem and key in stems
                for suffixes in (EVEN_SUFFIXES, ODD_SUFFIXES))
+
+
+def _elsewhere(folder: Path) -> str:
+    """Where a folder without micrographs has them: a set ``cryostream simulate`` made (its
+    STAR file, which carries each micrograph's pixel size and defocus), or sub-folders that
+    hold ``.mrc`` files; else "check the folder"."""
+    if (folder / "micrographs.star").is_file() and (folder / "micrographs").is_dir():
+        return (f"it holds a set made by cryostream simulate: give {folder / 'micrographs.star'} "
+                f"(or the folder {folder / 'micrographs'})")
+    subs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            and any(q.suffix.lower() == ".mrc" for q in d.iterdir())]
+    if subs:
+        shown = ", ".join(f"{d.name}/" for d in subs[:3]) + (", …" if len(subs) > 3 else "")
+        one = len(subs) == 1
+        return f"its sub-folder{'s' * (not one)} {shown} hold{'s' * one} .mrc files: give {subs[0]}"
+    return "check the folder"

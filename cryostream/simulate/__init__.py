@@ -73,6 +73,11 @@ class SimulatedSet:
     evens: tuple[Path, ...] = ()
     odds: tuple[Path, ...] = ()
 
+    def __fspath__(self) -> str:
+        """The set's folder, so that the set itself may be given where a path is taken
+        (``evaluate(truth=sim)``; a command given the folder names its STAR file)."""
+        return str(self.root)
+
 
 def simulate(
     out: str | os.PathLike,
