@@ -100,8 +100,14 @@ class SimulateConfig:
     even_odd: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "defocus_um", tuple(float(d) for d in self.defocus_um))
+        for name, example in (("shape", "(1024, 1024)"), ("defocus_um", "(1.0, 2.5)")):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, tuple((int if name == "shape" else float)(v)
+                                                     for v in value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}={value!r}: give two numbers, e.g. {name}={example}") \
+                    from None
         if len(self.shape) != 2 or min(self.shape) < 64:
             raise ConfigError(f"shape={self.shape}: must be (rows, columns), each ≥ 64 px")
         if max(self.shape) > MAX_SIDE:

@@ -35,7 +35,10 @@ def check_pixel_size(pixel_size_angstrom) -> None:
 
     if pixel_size_angstrom is None:
         return
-    if not (isinstance(pixel_size_angstrom, int | float) and pixel_size_angstrom > 0):
+    if not isinstance(pixel_size_angstrom, int | float) or isinstance(pixel_size_angstrom, bool):
+        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
+                          f"a number of Å, e.g. 0.66, not a {type(pixel_size_angstrom).__name__}")
+    if not pixel_size_angstrom > 0:
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
                           "a pixel size > 0 Å")
     if not PIXEL_RANGE[0] <= pixel_size_angstrom <= PIXEL_RANGE[1]:  # infinity too

@@ -67,11 +67,18 @@ def listed_inputs(inputs) -> list:
     anything that is not a path (a number, None), which had failed deep inside."""
     if isinstance(inputs, str | os.PathLike):
         return [inputs]
+    if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):  # an image in memory
+        raise ConfigError(f"inputs: an array of shape {tuple(inputs.shape)} ({inputs.dtype}) is "
+                          "not a path; give micrograph files, globs, folders or a STAR file, or "
+                          "denoise an array in memory with cryostream.denoise.denoise_array")
     items = list(inputs) if isinstance(inputs, Iterable) else [inputs]
     wrong = [i for i in items if not isinstance(i, str | os.PathLike)]
     if wrong:
-        raise ConfigError(f"inputs={inputs!r}: {wrong[0]!r} is not a path; give micrograph files, "
-                          "globs, folders or a STAR file (one, or a list of them)")
+        import reprlib
+
+        raise ConfigError(f"inputs={reprlib.repr(inputs)}: {reprlib.repr(wrong[0])} is not a "
+                          "path; give micrograph files, globs, folders or a STAR file (one, or a "
+                          "list of them)")
     return items
 
 
