@@ -44,7 +44,13 @@ from cryostream.io.stack import (
     warn_if_denoised,
 )
 from cryostream.locks import store_lock
-from cryostream.prepare_checks import check_counts, check_pairs, check_targets, warn_blank, warn_hot
+from cryostream.prepare_checks import (
+    check_counts,
+    check_targets,
+    separate_targets,
+    warn_blank,
+    warn_hot,
+)
 from cryostream.prepare_halves import HalfDirections, check_halves_config, half_directions
 from cryostream.prepare_output import (
     check_output,
@@ -251,7 +257,7 @@ def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
     warn_if_denoised(headers)
     say_header_pixel_sizes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
     warn_mixed_pixel_sizes(headers, "one store holds them all", "prepare each magnification on its own")
-    target_headers = _target_headers(target_paths, headers, skipped, config)
+    target_headers = separate_targets(target_paths, headers, skipped, config)
     ny, nx = headers[0].shape
     if min(ny, nx) < config.patch_size:
         from cryostream.patches import patch_to_fit
@@ -393,28 +399,3 @@ def _write_master(output: Path, folder: Path, kept: _Kept, layout, noise_table: 
         },
     )
     return {k: len(v) for k, v in index.items()}
-
-
-def _target_headers(target_paths, headers, skipped, config: PrepareConfig):
-    """Headers of the separate targets, one per micrograph, checked; ``None`` without targets."""
-    if target_paths is None:
-        if config.noise.model == "none":
-            raise ConfigError("noise=none adds no noise: give the targets (--targets) or choose "
-                              "a noise model")
-        return None
-    if config.noise.model != "none":
-        raise ConfigError(f"targets were given with noise={config.noise.model!r}: paired stores "
-                          "add no noise; use --noise none")
-    if skipped:
-        raise ConfigError("with separate targets every micrograph must be readable; fix or "
-                          f"remove {skipped[0]['path']}")
-    found, _ = read_headers(target_paths, permissive=False)
-    if len(found) != len(headers):
-        raise ConfigError(f"targets: {len(found)} images for {len(headers)} micrographs; give one "
-                          "target per micrograph, in the same order")
-    check_pairs([h.path for h in headers], [t.path for t in found])
-    for h, t in zip(headers, found, strict=True):
-        if t.shape != h.shape:
-            raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "
-                              f"micrograph {h.path} is {h.shape[0]} × {h.shape[1]}")
-    return found

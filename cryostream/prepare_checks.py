@@ -11,9 +11,11 @@ import os
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.stack import read_headers
 from cryostream.preprocess import HOT_CLIP
 
-__all__ = ["cold_statistics", "check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs"]
+__all__ = ["cold_statistics", "check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs",
+           "separate_targets"]
 
 #: The farthest a normalised target pixel may fall from zero in a float16 store (its largest
 #: value is 65504), with room for the noise added to it.
@@ -178,3 +180,28 @@ def check_pairs(inputs: list[str], targets: list[str], what: str = "targets (--t
         raise ConfigError(f"{what}: the micrographs' names in another order, so {stem[i]} would "
                           f"be paired with {names[i]} (pairs are taken in order); give the "
                           "targets in the micrographs' order (a folder of each: both sorted)")
+
+
+def separate_targets(target_paths, headers, skipped, config: PrepareConfig):
+    """Headers of the separate targets, one per micrograph, checked; ``None`` without targets."""
+    if target_paths is None:
+        if config.noise.model == "none":
+            raise ConfigError("noise=none adds no noise: give the targets (--targets) or choose "
+                              "a noise model")
+        return None
+    if config.noise.model != "none":
+        raise ConfigError(f"targets were given with noise={config.noise.model!r}: paired stores "
+                          "add no noise; use --noise none")
+    if skipped:
+        raise ConfigError("with separate targets every micrograph must be readable; fix or "
+                          f"remove {skipped[0]['path']}")
+    found, _ = read_headers(target_paths, permissive=False)
+    if len(found) != len(headers):
+        raise ConfigError(f"targets: {len(found)} images for {len(headers)} micrographs; give one "
+                          "target per micrograph, in the same order")
+    check_pairs([h.path for h in headers], [t.path for t in found])
+    for h, t in zip(headers, found, strict=True):
+        if t.shape != h.shape:
+            raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "
+                              f"micrograph {h.path} is {h.shape[0]} × {h.shape[1]}")
+    return found
