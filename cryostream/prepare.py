@@ -8,6 +8,7 @@ all is written. The same run on a finished store keeps it (:mod:`cryostream.prep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -75,6 +76,7 @@ from cryostream.preprocess import (
     overlap_bands,
     statistics_and_noise,
 )
+from cryostream.progress import PrepareProgress
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
 
@@ -110,7 +112,7 @@ def prepare(
     dashboard_address: str = "127.0.0.1:0",
     report: str | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
     targets: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     odd: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     log=None,
@@ -143,8 +145,11 @@ def prepare(
         the old store as it was. Without it, a finished store prepared from the same inputs
         (unchanged since) with the same config is kept as it is (``PrepareResult.kept``); one of
         other inputs or options is refused with what differs.
-    progress : bool
-        Show progress bars.
+    progress : bool, optional
+        True: progress bars; False: neither bars nor notes. Without it, the two passes are
+        noted on the ``cryostream`` logger every few seconds, in micrographs, where they run on
+        this process's threads (as ``fit`` notes them; Python shows them once logging is set
+        to INFO).
     targets : paths, globs or folders, optional
         One target image per micrograph, in the same order and of the same shape (e.g. the
         ``truth/`` folder of :func:`cryostream.simulate`): the store then pairs each micrograph
@@ -211,8 +216,9 @@ def prepare(
             with PeakMemory() as peak, compute_context(
                 scheduler=scheduler, workers=workers, memory_limit=memory_limit,
                 dashboard_address=dashboard_address, report=report, log=log,
-            ) as client:
-                compute = computer(client, progress)
+            ) as client, PrepareProgress(len(headers)) if progress is None and client is None \
+                    else contextlib.nullcontext():  # a script's call on threads: notes
+                compute = computer(client, bool(progress))
                 statistics = _measure(folder, headers, config, compute, client)
                 usable = _usable(headers, statistics, config, permissive, skipped, halves)
                 write_statistics(folder, statistics)

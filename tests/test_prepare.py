@@ -617,3 +617,18 @@ def test_an_epu_headers_pixel_size_is_the_stores_where_the_mrc_header_has_none(t
         "if it is not right"]
     with h5py.File(tmp_path / "apart.h5") as f:
         assert f.attrs["pixel_size_angstrom"] == 0.66
+
+
+def test_a_prepare_from_python_is_noted_on_the_cryostream_logger(micrographs, tmp_path, notes):
+    """The quickstart's logging lines, then ``cryostream.prepare(...)``: nothing was said while
+    it ran (notes came only from fit's own). Now its two passes are noted in micrographs, as
+    fit notes them; ``progress=False`` says nothing, ``progress=True`` draws bars instead."""
+    config = PrepareConfig(patch_size=64, stride=32)
+    cryostream.prepare(micrographs, tmp_path / "a.h5", config)
+    assert [n for n in notes if n.startswith(("measuring", "preparing"))] == [
+        "measuring the noise: 0/3 micrographs", "measuring the noise: 3/3 micrographs",
+        "preparing the store: 0/3 micrographs", "preparing the store: 3/3 micrographs"]
+    notes.clear()
+    cryostream.prepare(micrographs, tmp_path / "b.h5", config, progress=False)
+    cryostream.prepare(micrographs, tmp_path / "c.h5", config, progress=True)
+    assert not [n for n in notes if n.startswith(("measuring", "preparing"))], notes
