@@ -501,3 +501,22 @@ def test_a_set_an_earlier_version_stopped_is_made_again_with_overwrite(tmp_path,
     assert cli(capsys, *command, "--overwrite").rc == 0
     made = _tree(old, star_time=False)
     assert "simulate.json" in made and len([n for n in made if n.startswith("micrographs/")]) == 40
+
+
+def test_a_set_without_its_note_is_told_overwrite_only_where_overwrite_makes_it(tmp_path):
+    """A finished set whose simulate.json was removed (its micrographs labelled by simulate,
+    its micrographs.star beside them) was refused, without --overwrite, as one an earlier
+    version stopped, "pass --overwrite"; --overwrite was then refused too, naming its
+    micrographs.star. The refusal without --overwrite now names that file, as --overwrite's
+    does, and says what to do."""
+    cryostream.simulate(tmp_path / "s", 2, shape=(96, 96))
+    (tmp_path / "s" / "simulate.json").unlink()
+    before = _tree(tmp_path / "s")
+    for overwrite in (False, True):
+        with pytest.raises(cryostream.StoreError) as info:
+            cryostream.simulate(tmp_path / "s", 2, shape=(96, 96), overwrite=overwrite)
+        assert str(info.value).startswith(
+            f"{tmp_path / 's' / 'micrographs.star'}: already there, and not written by a "
+            "cryostream simulate that this one could finish"), (overwrite, str(info.value))
+        assert "pass --overwrite" not in str(info.value)
+    assert _tree(tmp_path / "s") == before

@@ -256,15 +256,18 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
             "set, damaged (it cannot be read), so which command would finish the set is not "
             "known; pass --overwrite (overwrite=True) to make it again from the start, or "
             "simulate into another folder")
+    # a set a version before the note stopped (its micrographs alone, labelled by simulate) is
+    # made again with overwrite; any other file there is refused, overwrite or not
     taken = next((p for p in paths if os.path.lexists(p) and not (
-        overwrite and p.suffix == ".mrc" and labelled_by(p, "cryostream simulate"))), None)
-    if taken is not None and taken.suffix == ".mrc" and labelled_by(taken, "cryostream simulate"):
+        p.suffix == ".mrc" and labelled_by(p, "cryostream simulate"))), None)
+    stopped = None if taken or overwrite else next((p for p in paths if os.path.lexists(p)), None)
+    if stopped is not None:
         raise StoreError(
-            f"{taken}: written by a cryostream simulate that did not finish its set and left no "
-            f"note of its arguments (an earlier version's: no {UNFINISHED} or {FINISHED} in "
+            f"{stopped}: written by a cryostream simulate that did not finish its set and left "
+            f"no note of its arguments (an earlier version's: no {UNFINISHED} or {FINISHED} in "
             f"{root}); pass --overwrite (overwrite=True) to make the set again from the start, "
             "or simulate into another folder")
-    if taken is not None:  # (with overwrite, a set a version before the note stopped is ours)
+    if taken is not None:
         raise StoreError(
             f"{taken}: already there, and not written by a cryostream simulate that this one "
             f"could finish (no {UNFINISHED} or {FINISHED} in {root}); simulate into another "
