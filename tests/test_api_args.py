@@ -137,3 +137,18 @@ def test_each_steps_result_is_taken_where_its_path_is(tiny_run, tmp_path):
         f"{sim.root}: folder holds no .mrc files; it holds a set made by cryostream simulate: "
         f"give {sim.micrographs_star} (or the folder {sim.root / 'micrographs'})")
     assert not (tmp_path / "whole_set").exists()
+
+
+def test_a_prepare_result_given_to_evaluate_is_recorded_as_its_store(tiny_run, tmp_path):
+    """``evaluate(train(...), prepare(...), ...)``: the report scored the store, but its
+    report.json named it as the whole result object (``"store": "PrepareResult(output=..."``),
+    which no later reading of the report could open. It names the store's path."""
+    import json
+
+    prepared = cryostream.prepare(tiny_run.sim.micrographs, tmp_path / "data.h5",
+                                  cryostream.PrepareConfig(patch_size=32, stride=32,
+                                                           test_fraction=0.34))
+    report = cryostream.evaluate(tiny_run.result, prepared, tmp_path / "report", patches=4)
+    assert report["run"] == str(tiny_run.run) and report["store"] == str(prepared.output)
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["store"] == str(
+        prepared.output)

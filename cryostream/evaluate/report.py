@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -276,6 +277,8 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
 
     run = model_path(run)
     record = model_record(run)
+    if isinstance(store, os.PathLike):  # (prepare's result): named by its path in the report
+        store = Path(os.fspath(store))
     check_pixel_size(pixel_size_angstrom)  # as denoise checks it, before anything is read
     if pixel_size_angstrom is not None and not residual and truth is None:
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size) is the "
