@@ -52,7 +52,7 @@ CASES = {
         r"model \('general'"),
     "a pixel size in words": (
         lambda m, o: cryostream.open_micrographs(m, pixel_size_angstrom="abc"),
-        r"^pixel_size_angstrom='abc': must be a pixel size > 0 Å$"),
+        r"^pixel_size_angstrom='abc': must be a number of Å, e\.g\. 0\.66, not a str$"),
     "a pixel size as text for denoise": (  # it said "must be a pixel size > 0 Å" of 0.66
         lambda m, o: cryostream.denoise("general", m, o / "out", pixel_size_angstrom="0.66"),
         r"^pixel_size_angstrom='0\.66' \(--pixel-size\): must be a number of Å, e\.g\. 0\.66, "
@@ -152,3 +152,28 @@ def test_a_prepare_result_given_to_evaluate_is_recorded_as_its_store(tiny_run, t
     assert report["run"] == str(tiny_run.run) and report["store"] == str(prepared.output)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["store"] == str(
         prepared.output)
+
+
+def test_a_pixel_size_read_with_numpy_is_taken_as_a_number(tiny_run, tmp_path):
+    """A pixel size as NumPy gives it (``mrc.voxel_size.x``: a float32, 0-d) was refused by
+    denoise and evaluate as "must be a number of Å, e.g. 0.66, not a ndarray", and by
+    open_micrographs as "must be a pixel size > 0 Å", while an array was denoised with it.
+    It is a number: taken, and recorded as one."""
+    import json
+
+    import mrcfile
+
+    mic = tiny_run.sim.micrographs[0]
+    with mrcfile.open(mic, header_only=True) as mrc:
+        pixel = mrc.voxel_size.x  # a NumPy float32, 0-d
+    assert pixel.dtype == np.float32 and not isinstance(pixel, float)
+    stack = cryostream.open_micrographs([mic], pixel_size_angstrom=pixel)
+    assert stack.attrs["pixel_size_angstrom"] == float(pixel)
+    cryostream.denoise(tiny_run.run, [mic], tmp_path / "out", pixel_size_angstrom=pixel,
+                       config=cryostream.DenoiseConfig.raw())
+    record = json.loads((tmp_path / "out" / mic.with_suffix(".json").name).read_text())
+    assert record["found"]["pixel_size_angstrom"] == pytest.approx(float(pixel))
+    with pytest.raises(cryostream.CryostreamError, match=r"^pixel_size_angstrom=True "
+                       r"\(--pixel-size\): must be a number of Å, e\.g\. 0\.66, not a bool$"):
+        cryostream.denoise(tiny_run.run, [mic], tmp_path / "bool", pixel_size_angstrom=True)
+    assert not (tmp_path / "bool").exists()

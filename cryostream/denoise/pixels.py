@@ -15,6 +15,7 @@ from cryostream.io.cryosparc import list_kind
 from cryostream.io.pixel_sizes import (
     PIXEL_RANGE,
     PixelSizeWarning,
+    pixel_size_number,
     say_header_pixel_sizes,
     unset_pixel_size,
     warn_unequal_axes,
@@ -28,23 +29,20 @@ __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "check_pixel_size", "pixel_size_fo
            "warn_outside_model"]
 
 
-def check_pixel_size(pixel_size_angstrom) -> None:
+def check_pixel_size(pixel_size_angstrom) -> float | None:
     """A pixel size given as an argument (``--pixel-size``), checked before any file is read:
+    as a float (NumPy's numbers too: :func:`~cryostream.io.pixel_sizes.pixel_size_number`), or
     a :class:`~cryostream.errors.ConfigError` unless a number within :data:`PIXEL_RANGE` Å."""
     from cryostream.errors import ConfigError
 
     if pixel_size_angstrom is None:
-        return
-    if not isinstance(pixel_size_angstrom, int | float) or isinstance(pixel_size_angstrom, bool):
-        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
-                          f"a number of Å, e.g. 0.66, not a {type(pixel_size_angstrom).__name__}")
-    if not pixel_size_angstrom > 0:
-        raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): must be "
-                          "a pixel size > 0 Å")
-    if not PIXEL_RANGE[0] <= pixel_size_angstrom <= PIXEL_RANGE[1]:  # infinity too
+        return None
+    value = pixel_size_number(pixel_size_angstrom, " (--pixel-size)")
+    if not PIXEL_RANGE[0] <= value <= PIXEL_RANGE[1]:  # infinity too
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size): a pixel "
-                          f"size of {pixel_size_angstrom:g} Å is outside {PIXEL_RANGE[0]:g}–"
+                          f"size of {value:g} Å is outside {PIXEL_RANGE[0]:g}–"
                           f"{PIXEL_RANGE[1]:g} Å; pass the micrographs' pixel size in Å")
+    return value
 
 
 def pixel_size_for(header, star_entry, pixel_size_angstrom,

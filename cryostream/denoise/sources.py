@@ -230,7 +230,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     from cryostream.io.halves import HalfKeys, RowKey, check_swapped, halves_mismatch, pair_halves
     from cryostream.io.stack import MicrographSkippedWarning, listed_inputs, read_headers
 
-    check_pixel_size(pixel_size_angstrom)  # before any file is read
+    pixel_size_angstrom = check_pixel_size(pixel_size_angstrom)  # before any file is read
     items = listed_inputs(inputs)
     if not items:
         raise InvalidMicrographError("<inputs>", "no micrographs were given",

@@ -279,7 +279,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     record = model_record(run)
     if isinstance(store, os.PathLike):  # (prepare's result): named by its path in the report
         store = Path(os.fspath(store))
-    check_pixel_size(pixel_size_angstrom)  # as denoise checks it, before anything is read
+    pixel_size_angstrom = check_pixel_size(pixel_size_angstrom)  # as denoise's, before any reading
     if pixel_size_angstrom is not None and not residual and truth is None:
         raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r} (--pixel-size) is the "
                           "pixel size of the micrographs checked with --residual (Python: "

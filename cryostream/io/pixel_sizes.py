@@ -12,8 +12,8 @@ import math
 import warnings
 from pathlib import Path
 
-__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "unset_pixel_size", "warn_mixed_pixel_sizes",
-           "warn_unequal_axes", "say_epu_pixel_sizes", "say_header_pixel_sizes"]
+__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_number", "unset_pixel_size",
+           "warn_mixed_pixel_sizes", "warn_unequal_axes", "say_epu_pixel_sizes", "say_header_pixel_sizes"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
@@ -23,6 +23,24 @@ class PixelSizeWarning(UserWarning):
     """A pixel size that may be wrong: micrographs of pixel sizes more than 1 % apart where one
     was expected, an MRC header whose x and y pixel sizes differ, or ``--pixel-size`` (used)
     other than a STAR file's or far from the MRC headers'."""
+
+
+def pixel_size_number(value, option: str = "") -> float:
+    """A pixel size given as an argument, as a float: any number, NumPy's too (an MRC file's
+    ``voxel_size.x`` is a 0-d float32), or a :class:`~cryostream.errors.ConfigError` for text,
+    True/False, an array of more than one value, or a number not > 0 Å. ``option``: how the
+    command line names it (``" (--pixel-size)"``)."""
+    import numpy as np
+
+    from cryostream.errors import ConfigError
+
+    given = np.asarray(value) if not isinstance(value, bool) else np.asarray("")
+    if given.shape != () or given.dtype.kind not in "iuf":
+        raise ConfigError(f"pixel_size_angstrom={value!r}{option}: must be a number of Å, e.g. "
+                          f"0.66, not a {type(value).__name__}")
+    if not float(given) > 0:
+        raise ConfigError(f"pixel_size_angstrom={value!r}{option}: must be a pixel size > 0 Å")
+    return float(given)
 
 
 def unset_pixel_size(header) -> str:

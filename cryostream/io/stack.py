@@ -27,7 +27,7 @@ from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
 from cryostream.io.folders import folder_micrographs
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
-from cryostream.io.pixel_sizes import unset_pixel_size
+from cryostream.io.pixel_sizes import pixel_size_number, unset_pixel_size
 from cryostream.io.star import read_micrograph_star
 
 __all__ = [
@@ -389,10 +389,7 @@ def open_micrographs(
                     "process data of one pixel size together, or pass pixel_size_angstrom",
                 )
     else:
-        if not (isinstance(pixel_size_angstrom, int | float) and pixel_size_angstrom > 0):
-            raise ConfigError(f"pixel_size_angstrom={pixel_size_angstrom!r}: must be a pixel "
-                              "size > 0 Å")
-        ps = float(pixel_size_angstrom)
+        ps = pixel_size_number(pixel_size_angstrom)
     data = stack_from_headers(headers, band_rows)
     axis_attrs = {"units": "Å"}
     return xr.DataArray(
