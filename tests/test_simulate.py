@@ -520,3 +520,22 @@ def test_a_set_without_its_note_is_told_overwrite_only_where_overwrite_makes_it(
             "cryostream simulate that this one could finish"), (overwrite, str(info.value))
         assert "pass --overwrite" not in str(info.value)
     assert _tree(tmp_path / "s") == before
+
+
+def test_a_file_of_ones_own_that_is_no_mrc_is_refused_in_one_line(tmp_path):
+    """A ``micrographs/sim_0000.mrc`` there that is no MRC file (bytes of one's own): reading
+    its labels (is it simulate's?) printed mrcfile's warnings ("Map ID string not found",
+    "Unrecognised machine stamp", an extended header of a billion bytes sought) above the
+    refusal. Now the refusal is the one line, with --overwrite or without; the file is kept."""
+    from tests.faults_support import assert_user_error, cli_process
+
+    junk = tmp_path / "set" / "micrographs" / "sim_0000.mrc"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    before = junk.read_bytes()
+    for overwrite in ([], ["--overwrite"]):
+        line = assert_user_error(cli_process("simulate", tmp_path / "set", "--count", "1",
+                                             "--shape", "64", "64", *overwrite, cwd=tmp_path))
+        assert line.startswith(f"cryostream simulate: error: {junk}: already there, and not "
+                               "written by a cryostream simulate"), line
+    assert junk.read_bytes() == before and not (tmp_path / "set" / "truth").exists()

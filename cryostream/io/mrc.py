@@ -404,9 +404,16 @@ def _copy_header(mrc, like: HeaderCopy, pixel_size_angstrom: float) -> None:
 
 def labelled_by(path, program: str) -> bool:
     """Whether an MRC file's labels say ``program`` (``"cryostream denoise"``) wrote it; False
-    for a file that cannot be read as one."""
+    for a file that is no MRC file (no ``MAP`` at byte 208). Only its 1024-byte header is read
+    (not an extended header that other bytes may say is gigabytes long), without warnings."""
     try:
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            return any(label.startswith(program) for label in mrc.get_labels())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            header = f.read(1024)
+    except OSError:
         return False
+    if len(header) < 1024 or header[208:212] != b"MAP ":
+        return False
+    order = "big" if header[212] == 0x11 else "little"  # the machine stamp's byte order
+    count = min(max(int.from_bytes(header[220:224], order, signed=True), 0), 10)
+    labels = (header[224 + 80 * i:304 + 80 * i].decode("latin-1") for i in range(count))
+    return any(label.startswith(program) for label in labels)
