@@ -41,5 +41,6 @@ def quiet_distributed():
 
 def quiet_workers(client) -> None:
     """The same on each worker of ``client``'s cluster (a LocalCluster of cryostream's own),
-    for the rest of its life."""
-    client.run(_quiet)
+    for the rest of its life; a worker that has just died (its nanny starts another, not
+    quieted) is passed over, not an error."""
+    client.run(_quiet, on_error="ignore")
