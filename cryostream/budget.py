@@ -69,6 +69,6 @@ class Budget:
         if unit.startswith("step"):
             if "." in number:
                 raise ConfigError(f"budget={budget!r} (--budget): steps are whole, e.g. "
-                                  f"'{max(1, int(abs(float(number))))}steps'")
+                                  f"'{max(2, int(abs(float(number))))}steps'")  # (a whole number, plural)
             return cls(steps=int(number))
         return cls(minutes=float(number) * (60 if unit.startswith("h") else 1))

@@ -145,6 +145,6 @@ def start_label(start, run: Path) -> str:
         return str(start)
     path = Path(start).absolute()
     if path == run:
-        raise ConfigError(f"start={str(start)!r} (--from): that is the output run itself; to "
+        raise ConfigError(f"start={str(Path(start))!r} (--from): that is the output run itself; to "
                           "continue it, run the same command without --from changes")
     return str(path)

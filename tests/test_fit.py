@@ -57,7 +57,8 @@ def test_a_budget_is_minutes_or_steps(text, budget):
     ("999999999999999steps", "budget (--budget): 999999999999999 steps is more than 10,000,000 "
      "(weeks of training on any GPU); give fewer, e.g. '2000steps', or a time, e.g. '2h'"),
     ("2.5steps", "budget='2.5steps' (--budget): steps are whole, e.g. '2steps'"),
-    ("-1.5steps", "budget='-1.5steps' (--budget): steps are whole, e.g. '1steps'"),
+    ("-1.5steps", "budget='-1.5steps' (--budget): steps are whole, e.g. '2steps'"),
+    ("0.5steps", "budget='0.5steps' (--budget): steps are whole, e.g. '2steps'"),
 ])
 def test_budget_nonsense_is_refused_by_name(text, message):
     with pytest.raises(ConfigError) as info:

@@ -216,6 +216,29 @@ def test_empty_inputs(tmp_path):
         open_micrographs(str(tmp_path / "*.mrc"))
 
 
+def test_a_folder_without_micrographs_names_the_sub_folders_that_hold_them(tmp_path):
+    """`denoise SESSION -o out` where SESSION holds GridSquare-like sub-folders of micrographs
+    said only "check the folder"; now the sub-folders are named, with a glob for all of
+    them; one unreadable is passed over."""
+    session = tmp_path / "session"
+    for name in ("s1", "s2"):
+        (session / name).mkdir(parents=True)
+        write_mrc(session / name / f"{name}.mrc", np.ones((64, 64), np.float32))
+    (session / "notes").mkdir()
+    with pytest.raises(InvalidMicrographError) as info:
+        open_micrographs(session)
+    assert str(info.value) == (
+        f"{session}: folder holds no .mrc files; its sub-folders s1/, s2/ hold .mrc files: give "
+        f"them ({session / 's1'} {session / 's2'}), or all at once as '{session}/*/*.mrc'")
+    assert len(open_micrographs(f"{session}/*/*.mrc").micrograph) == 2
+    one = tmp_path / "one"
+    (one / "a").mkdir(parents=True)
+    write_mrc(one / "a" / "m.mrc", np.ones((64, 64), np.float32))
+    with pytest.raises(InvalidMicrographError, match=rf"its sub-folder a/ holds \.mrc files: give "
+                       rf"{one / 'a'}$"):
+        open_micrographs(one)
+
+
 def test_star_without_micrograph_column(tmp_path):
     star = tmp_path / "p.star"
     starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0]})}, star)

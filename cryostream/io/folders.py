@@ -155,9 +155,20 @@ def _elsewhere(folder: Path) -> str:
         return (f"it holds a set made by cryostream simulate: give {folder / 'micrographs.star'} "
                 f"(or the folder {folder / 'micrographs'})")
     subs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            and any(q.suffix.lower() == ".mrc" for q in d.iterdir())]
+            and _holds_mrc(d)]
+    if len(subs) == 1:
+        return f"its sub-folder {subs[0].name}/ holds .mrc files: give {subs[0]}"
     if subs:
         shown = ", ".join(f"{d.name}/" for d in subs[:3]) + (", …" if len(subs) > 3 else "")
-        one = len(subs) == 1
-        return f"its sub-folder{'s' * (not one)} {shown} hold{'s' * one} .mrc files: give {subs[0]}"
+        named = " ".join(str(d) for d in subs[:3]) + (" …" if len(subs) > 3 else "")
+        return (f"its sub-folders {shown} hold .mrc files: give them ({named}), or all at once "
+                f"as '{folder / '*' / '*.mrc'}'")
     return "check the folder"
+
+
+def _holds_mrc(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``.mrc`` file (False where it cannot be read)."""
+    try:
+        return any(q.suffix.lower() == ".mrc" for q in folder.iterdir())
+    except OSError:
+        return False
