@@ -20,10 +20,12 @@ __all__ = ["quiet_distributed", "quiet_workers"]
 
 
 def _quiet() -> int:
-    """Raise the ``distributed`` logger to WARNING where it lets INFO through; its old level."""
+    """Raise the ``distributed`` logger to WARNING where it is at distributed's own INFO (or
+    unset, taking a lower level from above); its old level. A level set lower on purpose
+    (DEBUG, to look into the cluster) is left."""
     logger = logging.getLogger("distributed")
     old = logger.level
-    if logger.getEffectiveLevel() < logging.WARNING:
+    if old in (logging.NOTSET, logging.INFO) and logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
     return old
 

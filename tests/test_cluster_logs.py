@@ -30,3 +30,21 @@ def test_quieting_the_workers_of_a_cluster_whose_worker_just_died_goes_on():
         quiet_workers(client)  # (a worker the nanny started again is not quiet until then)
         levels = client.run(lambda: logging.getLogger("distributed").getEffectiveLevel())
         assert list(levels.values()) == [logging.WARNING] * 2, levels
+
+
+def test_a_level_set_on_purpose_is_left_and_the_old_one_put_back():
+    """distributed's own INFO is raised to WARNING while a LocalCluster runs and put back
+    after; a DEBUG level a scientist set to look into the cluster is left as it is."""
+    from cryostream.cluster_logs import quiet_distributed
+
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    try:
+        for level, during in ((logging.INFO, logging.WARNING), (logging.DEBUG, logging.DEBUG),
+                              (logging.ERROR, logging.ERROR)):
+            logger.setLevel(level)
+            with quiet_distributed():
+                assert logger.getEffectiveLevel() == during
+            assert logger.level == level
+    finally:
+        logger.setLevel(before)
