@@ -142,8 +142,9 @@ def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, t
     beside them stay micrographs."""
     import shutil
 
-    folder = tmp_path / "mc"
-    folder.mkdir()
+    session = tmp_path / "session"
+    folder = session / "mc"
+    folder.mkdir(parents=True)
     for m in small_mrcs:
         for suffix in ("", "_EVN", "_ODD"):
             shutil.copy(m, folder / f"{m.stem}{suffix}.mrc")
@@ -152,6 +153,25 @@ def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, t
     assert notes == [f"{folder}: left out 6 even/odd half-sums beside their full sums (m0_EVN.mrc, "
                      f"m0_ODD.mrc, m1_EVN.mrc, …): the full sums are the micrographs; to denoise "
                      f"the halves in pairs, give '{folder}/*_EVN.mrc' --odd '{folder}/*_ODD.mrc'"]
+    # a quoted glob of that folder (and ** through the folders above) leaves them out alike:
+    # it had taken all 9, with a note that called the halves "without their full sums"
+    for pattern in (f"{folder}/*.mrc", f"{session}/**/*.mrc"):
+        notes.clear()
+        assert open_micrographs(pattern).sizes["micrograph"] == 3
+        assert notes == [
+            f"{pattern}: left out 6 even/odd half-sums beside their full sums (m0_EVN.mrc, "
+            f"m0_ODD.mrc, m1_EVN.mrc, …): the full sums are the micrographs; to denoise the "
+            f"halves in pairs, give '{pattern[:-5]}*_EVN.mrc' --odd '{pattern[:-5]}*_ODD.mrc'"]
+    # named one by one (a shell's glob): all taken, as named, and not said to lack full sums
+    notes.clear()
+    assert open_micrographs(sorted(folder.glob("*.mrc"))).sizes["micrograph"] == 9
+    assert not [n for n in notes if "without their full sums" in n]
+    # the folder above: its own micrograph taken, the sub-folder that holds more named
+    shutil.copy(small_mrcs[0], session / "square.mrc")
+    notes.clear()
+    assert open_micrographs(session).sizes["micrograph"] == 1
+    assert notes == [f"{session}: left out 1 sub-folder that holds .mrc files (mc/), not "
+                     "searched: give it too if their micrographs are wanted"]
     for m in small_mrcs:
         (folder / m.name).unlink()
     assert open_micrographs(folder).sizes["micrograph"] == 6  # halves alone: as they are

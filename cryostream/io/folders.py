@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "note_lone_halves"]
+__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "note_lone_halves"]
 
 #: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
 #: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames; one of a single section is
@@ -71,10 +71,7 @@ def folder_micrographs(folder: Path) -> list[Path]:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
                     f"({names(denoised)}; each with its NAME.json), not raw micrographs")
     if halves:
-        said.append(f"{len(halves)} even/odd half-sum{'s' * (len(halves) > 1)} beside "
-                    f"{'their full sums' if len(halves) > 1 else 'its full sum'} ({names(halves)}): the "
-                    f"full sums are the micrographs; to denoise the halves in pairs, give "
-                    f"'{folder / '*_EVN.mrc'}' --odd '{folder / '*_ODD.mrc'}'")
+        said.append(_halves_said(halves, folder))
     if movies:
         said.append(f"{len(movies)} movie{'s' * (len(movies) > 1)} ({names(movies)}), which "
                     f"need{'s' * (len(movies) == 1)} motion correction first ({_MOTION_TOOLS}): "
@@ -83,10 +80,38 @@ def folder_micrographs(folder: Path) -> list[Path]:
         said.append(f"{len(rest)} file{'s that are' if len(rest) > 1 else ' that is'} not "
                     f"{'MRC micrographs' if len(rest) > 1 else 'an MRC micrograph'} (.mrc): "
                     f"{names(rest)}")
+    subs = [q for q in files if q.is_dir() and _holds_mrc(q)]  # (EPU: GridSquare_N/Data/)
+    if subs:
+        said.append(f"{len(subs)} sub-folder{'s' * (len(subs) > 1)} that hold{'s' * (len(subs) == 1)} "
+                    f".mrc files ({', '.join(q.name + '/' for q in subs[:3])}"
+                    f"{', …' if len(subs) > 3 else ''}), not searched: give "
+                    f"{'it' if len(subs) == 1 else 'them'} too if their micrographs are wanted")
     if said:
         logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
     note_lone_halves(found, folder)
     return found
+
+
+def _halves_said(halves: list[Path], folder: Path) -> str:
+    """What is said of even/odd half-sums left out beside their full sums."""
+    shown = ", ".join(q.name for q in halves[:3]) + (", …" if len(halves) > 3 else "")
+    return (f"{len(halves)} even/odd half-sum{'s' * (len(halves) > 1)} beside "
+            f"{'their full sums' if len(halves) > 1 else 'its full sum'} ({shown}): the full sums "
+            f"are the micrographs; to denoise the halves in pairs, give "
+            f"'{folder / '*_EVN.mrc'}' --odd '{folder / '*_ODD.mrc'}'")
+
+
+def halves_left_out(matches: list, glob: str) -> list:
+    """A glob's ``matches`` less the even/odd half-sums whose full sum it matched too
+    (``Movies/*.mrc`` over MotionCor2's ``NAME.mrc``, ``NAME_EVN.mrc``, ``NAME_ODD.mrc``), with
+    a note, as a folder given whole leaves them out."""
+    paths = [Path(q) for q in matches]
+    halves = [q for q in paths if _beside_full_sum(q, {p.stem for p in paths
+                                                       if p.parent == q.parent})]
+    if halves:
+        where = Path(glob).parent if Path(glob).name in ("*.mrc", "*") else halves[0].parent
+        logging.getLogger("cryostream").info("%s: left out %s", glob, _halves_said(halves, where))
+    return [m for m, q in zip(matches, paths, strict=True) if q not in halves]
 
 
 def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
@@ -99,7 +124,8 @@ def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
     found = [Path(q) for q in found]
     evens = {k: q for q in found if (k := half_key(q, EVEN_SUFFIXES)) != q.stem}
     odds = {k: q for q in found if (k := half_key(q, ODD_SUFFIXES)) != q.stem}
-    paired = sorted(k for k in evens if k in odds)
+    sums = {(q.parent, q.stem) for q in found}
+    paired = sorted(k for k in evens if k in odds and (evens[k].parent, k) not in sums)
     if not paired:
         return
     halves = sorted([evens[k] for k in paired] + [odds[k] for k in paired])

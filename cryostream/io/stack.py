@@ -25,7 +25,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
-from cryostream.io.folders import folder_micrographs
+from cryostream.io.folders import folder_micrographs, halves_left_out
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.pixel_sizes import pixel_size_number, unset_pixel_size
 from cryostream.io.star import read_micrograph_star
@@ -91,10 +91,10 @@ def glob_matches(items: list) -> list:
     for item in items:
         text = os.fspath(item)
         if any(ch in text for ch in "*?[") and not os.path.lexists(text):
-            found = sorted(glob.glob(text), key=Path)  # in the order Paths sort, as before
-            if not found:
+            found = sorted(glob.glob(text, recursive=True), key=Path)  # (** as a shell's
+            if not found:                                           # globstar), as Paths sort
                 raise InvalidMicrographError(text, "the glob matched no files", "check the pattern")
-            out += found
+            out += halves_left_out(found, text)  # as a folder leaves them out
         else:
             out.append(item)
     return out
