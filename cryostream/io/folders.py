@@ -59,13 +59,14 @@ def folder_micrographs(folder: Path) -> list[Path]:
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
     movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
     rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
+    subs = [q for q in files if q.is_dir() and _holds_mrc(q)]  # (EPU: GridSquare_N/Data/)
     if not found:
         if movies:
             raise InvalidMicrographError(
                 folder, f"folder holds no .mrc files, but {len(movies)} movie"
                 f"{'s' * (len(movies) > 1)} ({names(movies)})", f"motion-correct them first "
                 f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)")
-        raise InvalidMicrographError(folder, "folder holds no .mrc files", _elsewhere(folder))
+        raise InvalidMicrographError(folder, "folder holds no .mrc files", _elsewhere(folder, subs))
     said = []
     if denoised:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
@@ -80,7 +81,6 @@ def folder_micrographs(folder: Path) -> list[Path]:
         said.append(f"{len(rest)} file{'s that are' if len(rest) > 1 else ' that is'} not "
                     f"{'MRC micrographs' if len(rest) > 1 else 'an MRC micrograph'} (.mrc): "
                     f"{names(rest)}")
-    subs = [q for q in files if q.is_dir() and _holds_mrc(q)]  # (EPU: GridSquare_N/Data/)
     if subs:
         said.append(f"{len(subs)} sub-folder{'s' * (len(subs) > 1)} that hold{'s' * (len(subs) == 1)} "
                     f".mrc files ({', '.join(q.name + '/' for q in subs[:3])}"
@@ -106,8 +106,10 @@ def halves_left_out(matches: list, glob: str) -> list:
     (``Movies/*.mrc`` over MotionCor2's ``NAME.mrc``, ``NAME_EVN.mrc``, ``NAME_ODD.mrc``), with
     a note, as a folder given whole leaves them out."""
     paths = [Path(q) for q in matches]
-    halves = [q for q in paths if _beside_full_sum(q, {p.stem for p in paths
-                                                       if p.parent == q.parent})]
+    stems: dict[Path, set[str]] = {}
+    for q in paths:  # each folder's names, once (a glob may match thousands)
+        stems.setdefault(q.parent, set()).add(q.stem)
+    halves = [q for q in paths if _beside_full_sum(q, stems[q.parent])]
     if halves:
         where = Path(glob).parent if Path(glob).name in ("*.mrc", "*") else halves[0].parent
         logging.getLogger("cryostream").info("%s: left out %s", glob, _halves_said(halves, where))
@@ -173,15 +175,13 @@ def _beside_full_sum(path: Path, stems: set[str]) -> bool:
                for suffixes in (EVEN_SUFFIXES, ODD_SUFFIXES))
 
 
-def _elsewhere(folder: Path) -> str:
+def _elsewhere(folder: Path, subs: list[Path]) -> str:
     """Where a folder without micrographs has them: a set ``cryostream simulate`` made (its
-    STAR file, which carries each micrograph's pixel size and defocus), or sub-folders that
-    hold ``.mrc`` files; else "check the folder"."""
+    STAR file, which carries each micrograph's pixel size and defocus), or ``subs``, its
+    sub-folders that hold ``.mrc`` files; else "check the folder"."""
     if (folder / "micrographs.star").is_file() and (folder / "micrographs").is_dir():
         return (f"it holds a set made by cryostream simulate: give {folder / 'micrographs.star'} "
                 f"(or the folder {folder / 'micrographs'})")
-    subs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            and _holds_mrc(d)]
     if len(subs) == 1:
         return f"its sub-folder {subs[0].name}/ holds .mrc files: give {subs[0]}"
     if subs:
