@@ -6,6 +6,7 @@ micrographs of their own."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -18,6 +19,11 @@ __all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "note_lone
 #: a micrograph, as RELION can write one, and is not left out).
 MOVIE_SUFFIXES = (".tif", ".tiff", ".eer", ".mrcs")
 _MOTION_TOOLS = "MotionCor2 or RELION's own, for example"
+#: How far below a folder without micrographs they are looked for (EPU's
+#: ``Images-Disc1/GridSquare_N/Data/``; RELION's ``MotionCorr/jobNNN/Movies/``, below which
+#: the movies' own folders are mirrored): levels down, folders listed and names read, so that
+#: a huge tree does not stall the error.
+_LEVELS, _FOLDERS, _NAMES = 6, 1000, 100_000
 
 
 def folder_micrographs(folder: Path) -> list[Path]:
@@ -59,14 +65,16 @@ def folder_micrographs(folder: Path) -> list[Path]:
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
     movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
     rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
-    subs = [q for q in files if q.is_dir() and _holds_mrc(q)]  # (EPU: GridSquare_N/Data/)
     if not found:
         if movies:
+            hint = _found_below(folder)[0]
             raise InvalidMicrographError(
                 folder, f"folder holds no .mrc files, but {len(movies)} movie"
                 f"{'s' * (len(movies) > 1)} ({names(movies)})", f"motion-correct them first "
-                f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)")
-        raise InvalidMicrographError(folder, "folder holds no .mrc files", _elsewhere(folder, subs))
+                f"({_MOTION_TOOLS}) and give the motion-corrected micrographs (.mrc)"
+                + (f"; {hint}" if hint else ""))
+        raise InvalidMicrographError(folder, "folder holds no .mrc files", _elsewhere(folder))
+    subs = [q for q in files if q.is_dir() and _holds_mrc(q)]  # (EPU: GridSquare_N/Data/)
     said = []
     if denoised:
         said.append(f"{len(denoised)} output{'s' * (len(denoised) > 1)} of cryostream denoise "
@@ -175,21 +183,113 @@ def _beside_full_sum(path: Path, stems: set[str]) -> bool:
                for suffixes in (EVEN_SUFFIXES, ODD_SUFFIXES))
 
 
-def _elsewhere(folder: Path, subs: list[Path]) -> str:
+def _elsewhere(folder: Path) -> str:
     """Where a folder without micrographs has them: a set ``cryostream simulate`` made (its
-    STAR file, which carries each micrograph's pixel size and defocus), or ``subs``, its
-    sub-folders that hold ``.mrc`` files; else "check the folder"."""
+    STAR file, which carries each micrograph's pixel size and defocus), or the folders below it
+    that hold ``.mrc`` files (:func:`_found_below`), or movies to motion-correct first; else
+    "check the folder"."""
     if (folder / "micrographs.star").is_file() and (folder / "micrographs").is_dir():
         return (f"it holds a set made by cryostream simulate: give {folder / 'micrographs.star'} "
                 f"(or the folder {folder / 'micrographs'})")
-    if len(subs) == 1:
-        return f"its sub-folder {subs[0].name}/ holds .mrc files: give {subs[0]}"
-    if subs:
-        shown = ", ".join(f"{d.name}/" for d in subs[:3]) + (", …" if len(subs) > 3 else "")
-        named = " ".join(str(d) for d in subs[:3]) + (" …" if len(subs) > 3 else "")
-        return (f"its sub-folders {shown} hold .mrc files: give them ({named}), or all at once "
-                f"as '{folder / '*' / '*.mrc'}'")
+    hint, movies = _found_below(folder)
+    if hint:
+        return hint
+    if movies:
+        movies = sorted(movies)
+        shown = ", ".join(f"{d}/" for d in movies[:3]) + (", …" if len(movies) > 3 else "")
+        return (f"its sub-folder{'s' * (len(movies) > 1)} {shown} hold{'s' * (len(movies) == 1)} "
+                f"movies, not micrographs: motion-correct them first ({_MOTION_TOOLS}) and give "
+                "the motion-corrected micrographs (.mrc)")
     return "check the folder"
+
+
+def _found_below(folder: Path) -> tuple[str, list[str]]:
+    """What is said of the folders below ``folder`` (up to ``_LEVELS`` levels down, ``_FOLDERS``
+    folders listed and ``_NAMES`` names read at most; hidden ones and those that cannot be read
+    passed over) that hold ``.mrc`` files: where they are, and the folder or the quoted glob to
+    give ("" where none does, unless the search stopped before its end); and, where none does,
+    those that hold movies (paths relative to ``folder``).
+
+    The glob is of the folders that hold the most ``.mrc`` files among those of one depth and,
+    where several share one, one name (EPU's ``Data`` beside ``FoilHoles``, below squares of
+    their own images), a level's name kept where all of them agree (``Images-Disc1/*/Data/``);
+    the others are counted."""
+    found: dict[tuple[str, ...], int] = {}  # (relative parts): how many .mrc files
+    movies: list[str] = []
+    queue, listed, read, stopped = [()], 0, 0, False
+    try:
+        seen = {(folder.stat().st_dev, folder.stat().st_ino)}  # (a link back up: listed once)
+    except OSError:
+        seen = set()
+    while queue:
+        if listed == _FOLDERS or read >= _NAMES:
+            stopped = True
+            break
+        parts = queue.pop(0)
+        listed += 1
+        try:
+            with os.scandir(folder.joinpath(*parts)) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        read += len(entries)
+        mrc, frames = 0, []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir():
+                    key = (e.stat().st_dev, e.stat().st_ino)
+                    if len(parts) < _LEVELS and key not in seen:
+                        seen.add(key)
+                        queue.append((*parts, e.name))
+                    continue
+            except OSError:
+                continue
+            suffix = os.path.splitext(e.name)[1].lower()
+            mrc += suffix == ".mrc"
+            if suffix in MOVIE_SUFFIXES:
+                frames.append(Path(e.path))
+        if parts and mrc:
+            found[parts] = mrc
+        elif parts and frames and not (frames[0].suffix.lower() == ".mrcs"
+                                       and _one_section(frames[0])):
+            movies.append("/".join(parts))
+    more = f" ({len(found)} in the first {listed} folders looked in)" if stopped else ""
+    if not found:
+        return ("" if movies or not stopped else f"check the folder (none in the first {listed} "
+                f"folders below it, {_LEVELS} levels down at most)"), movies
+    return _found_said(folder, found, more), []
+
+
+def _found_said(folder: Path, found: dict[tuple[str, ...], int], more: str) -> str:
+    """What :func:`_found_below` says of ``found``, the folders below ``folder`` (as parts of
+    their paths relative to it) that hold ``.mrc`` files, with how many."""
+    import glob
+
+    subs = sorted(found)
+    if len(subs) == 1:
+        return f"its sub-folder {'/'.join(subs[0])}/ holds .mrc files: give " \
+               f"{folder.joinpath(*subs[0])}{more}"
+    groups: dict[tuple[int, str], list[tuple[str, ...]]] = {}
+    for q in subs:  # by depth, and by name where several of that depth share one
+        shared = sum(r[-1] == q[-1] for r in subs if len(r) == len(q)) > 1
+        groups.setdefault((len(q), q[-1] if shared else ""), []).append(q)
+    best = max(groups.values(), key=lambda g: (sum(found[q] for q in g), -len(g[0])))
+    pattern = [glob.escape(names[0]) if len(set(names)) == 1 else "*"
+               for names in zip(*best, strict=True)]
+    where = f"'{Path(glob.escape(str(folder))).joinpath(*pattern, '*.mrc')}'"
+    subs = best + [q for q in subs if q not in best]
+    shown = ", ".join(f"{'/'.join(q)}/" for q in subs[:3]) + (", …" if len(subs) > 3 else "")
+    said = f"its sub-folders {shown}{f' ({len(subs)} in all)' * (len(subs) > 3)} hold .mrc files"
+    if len(best) < len(subs):
+        total = sum(found.values())
+        return (f"{said}, {sum(found[q] for q in best)} of their {total} in {where}: give that "
+                f"glob, or the folders wanted{more}")
+    if len(subs) > 3:
+        return f"{said}: give them all at once as {where}{more}"
+    named = " ".join(str(folder.joinpath(*q)) for q in subs)
+    return f"{said}: give them ({named}), or all at once as {where}{more}"
 
 
 def _holds_mrc(folder: Path) -> bool:
