@@ -1094,6 +1094,43 @@ def test_plan_says_when_a_split_is_empty_or_too_small(capsys):
     assert "no test split" not in out and "to train on" not in out
 
 
+def test_denoise_of_a_glob_the_shell_expanded_leaves_out_the_half_sums_beside_full_sums(
+        tiny_run, tmp_path, capsys):
+    """``cryostream denoise Data/*.mrc -o OUT`` unquoted, over a motion correction folder: the
+    shell names NAME.mrc, NAME_EVN.mrc and NAME_ODD.mrc, and all three were denoised (three
+    outputs per micrograph, status 0). The halves beside their full sums are left out now, with
+    the note (and the --odd hint) the folder and the quoted glob give; a half named without its
+    full sum is denoised as given, and a pair of them is said to lack full sums."""
+    import shutil
+
+    data = tmp_path / "Data"
+    data.mkdir()
+    stems = [Path(m).stem for m in tiny_run.sim.micrographs[:2]]
+    for m in tiny_run.sim.micrographs[:2]:
+        for suffix in ("", "_EVN", "_ODD"):
+            shutil.copy(m, data / f"{Path(m).stem}{suffix}.mrc")
+    fast = ["--raw", "--tile", "64", "--workers", "1"]
+    named = [str(p) for p in sorted(data.glob("*.mrc"))]  # as the shell gives Data/*.mrc
+    assert len(named) == 6
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), *named, "-o", str(tmp_path / "out"), *fast]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mrc")) == [f"{s}.mrc" for s in stems]
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"{data}: left out 4 even/odd half-sums beside their full sums ({stems[0]}_EVN.mrc, "
+            f"{stems[0]}_ODD.mrc, {stems[1]}_EVN.mrc, …): the full sums are the micrographs; to "
+            f"denoise the halves in pairs, give '{data}/*_EVN.mrc' --odd '{data}/*_ODD.mrc'") in err
+    # a half alone, or both halves without their full sum: taken as given
+    lone = str(data / f"{stems[0]}_EVN.mrc")
+    assert main(["denoise", str(tiny_run.run), lone, "-o", str(tmp_path / "lone"), *fast]) == 0
+    assert [p.name for p in (tmp_path / "lone").glob("*.mrc")] == [f"{stems[0]}_EVN.mrc"]
+    assert "left out" not in capsys.readouterr().err
+    pair = [lone, str(data / f"{stems[0]}_ODD.mrc")]
+    assert main(["denoise", str(tiny_run.run), *pair, "-o", str(tmp_path / "pair"), *fast]) == 0
+    assert len(list((tmp_path / "pair").glob("*.mrc"))) == 2
+    assert "look like even/odd half-sums without their full sums" in " ".join(
+        capsys.readouterr().err.split())
+
+
 def test_permissive_s_help_says_what_happens_without_it(tiny_run, tmp_path, capsys):
     """Without --permissive, an unreadable file (empty, a broken link) stops denoise before any
     micrograph is denoised, naming both, while NaN pixels found while denoising leave the good

@@ -162,10 +162,13 @@ def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, t
             f"{pattern}: left out 6 even/odd half-sums beside their full sums (m0_EVN.mrc, "
             f"m0_ODD.mrc, m1_EVN.mrc, …): the full sums are the micrographs; to denoise the "
             f"halves in pairs, give '{pattern[:-5]}*_EVN.mrc' --odd '{pattern[:-5]}*_ODD.mrc'"]
-    # named one by one (a shell's glob): all taken, as named, and not said to lack full sums
+    # named one by one (a glob the shell expanded): left out alike, with the folder's note (all
+    # 9 had been taken: each micrograph three times)
     notes.clear()
-    assert open_micrographs(sorted(folder.glob("*.mrc"))).sizes["micrograph"] == 9
-    assert not [n for n in notes if "without their full sums" in n]
+    assert open_micrographs(sorted(folder.glob("*.mrc"))).sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 6 even/odd half-sums beside their full sums (m0_EVN.mrc, "
+                     f"m0_ODD.mrc, m1_EVN.mrc, …): the full sums are the micrographs; to denoise "
+                     f"the halves in pairs, give '{folder}/*_EVN.mrc' --odd '{folder}/*_ODD.mrc'"]
     # the folder above: its own micrograph taken, the sub-folder that holds more named
     shutil.copy(small_mrcs[0], session / "square.mrc")
     notes.clear()
@@ -175,6 +178,36 @@ def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, t
     for m in small_mrcs:
         (folder / m.name).unlink()
     assert open_micrographs(folder).sizes["micrograph"] == 6  # halves alone: as they are
+
+
+def test_half_sums_named_with_their_full_sums_are_left_out_and_one_alone_is_taken(
+        small_mrcs, tmp_path, monkeypatch, notes):
+    """Half-sums named one by one with their full sums (``Data/*.mrc`` unquoted: the shell
+    gives NAME.mrc, NAME_EVN.mrc and NAME_ODD.mrc) are left out as the folder leaves them out,
+    whatever their endings and however the folder is spelled; a half named without its full
+    sum is taken as given."""
+    import shutil
+
+    data = tmp_path / "Data"
+    data.mkdir()
+    for m in small_mrcs[:2]:
+        for suffix in ("", "_even", "_odd"):
+            shutil.copy(m, data / f"{m.stem}{suffix}.mrc")
+    monkeypatch.chdir(tmp_path)
+    named = ["Data/m0.mrc", str(data / "m0_even.mrc"), "Data/m0_odd.mrc", "Data/../Data/m1.mrc",
+             "Data/m1_even.mrc", "Data/m1_odd.mrc"]
+    stack = open_micrographs(named)
+    assert list(stack.micrograph.values) == ["m0", "m1"]
+    assert notes == [f"{data}: left out 4 even/odd half-sums beside their full sums "
+                     "(m0_even.mrc, m0_odd.mrc, m1_even.mrc, …): the full sums are the "
+                     f"micrographs; to denoise the halves in pairs, give '{data}/*_EVN.mrc' --odd "
+                     f"'{data}/*_ODD.mrc'"]
+    notes.clear()
+    assert list(open_micrographs(["Data/m0_even.mrc"]).micrograph.values) == ["m0_even"]
+    assert list(open_micrographs(["Data/m1.mrc", "Data/m0_even.mrc"]).micrograph.values) == [
+        "m1", "m0_even"]  # another micrograph's full sum leaves it be
+    assert notes == []
+    assert open_micrographs(["Data/m0_even.mrc", "Data/m0_odd.mrc"]).sizes["micrograph"] == 2
 
 
 def test_half_sums_without_full_sums_stay_micrographs_with_a_note(small_mrcs, tmp_path, notes):

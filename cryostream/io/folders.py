@@ -1,7 +1,8 @@
 """The micrographs of a folder: its ``.mrc`` files and one-section ``.mrcs`` files, with a note
 on what is left out (movies, outputs of ``cryostream denoise``, even/odd half-sums beside their
 full sums, other files) and one on even/odd half-sums without full sums, which are kept as
-micrographs of their own."""
+micrographs of their own; the half-sums beside their full sums that a glob matches, or that
+are named one by one with them (a glob the shell expanded), are left out alike."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "note_lone_halves"]
+__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "is_glob",
+           "named_halves_left_out", "note_lone_halves"]
 
 #: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
 #: and MRC stacks (``.mrcs``, as EPU and SerialEM can write frames; one of a single section is
@@ -112,7 +114,8 @@ def _halves_said(halves: list[Path], folder: Path) -> str:
 def halves_left_out(matches: list, glob: str) -> list:
     """A glob's ``matches`` less the even/odd half-sums whose full sum it matched too
     (``Movies/*.mrc`` over MotionCor2's ``NAME.mrc``, ``NAME_EVN.mrc``, ``NAME_ODD.mrc``), with
-    a note, as a folder given whole leaves them out."""
+    a note, as a folder given whole leaves them out (files named one by one:
+    :func:`named_halves_left_out`)."""
     paths = [Path(q) for q in matches]
     stems: dict[Path, set[str]] = {}
     for q in paths:  # each folder's names, once (a glob may match thousands)
@@ -122,6 +125,33 @@ def halves_left_out(matches: list, glob: str) -> list:
         where = Path(glob).parent if Path(glob).name in ("*.mrc", "*") else halves[0].parent
         logging.getLogger("cryostream").info("%s: left out %s", glob, _halves_said(halves, where))
     return [m for m, q in zip(matches, paths, strict=True) if q not in halves]
+
+
+def is_glob(item) -> bool:
+    """Whether the input ``item`` is a glob to expand: a name with ``*``, ``?`` or ``[`` that is
+    no file."""
+    return any(ch in os.fspath(item) for ch in "*?[") and not os.path.lexists(item)
+
+
+def named_halves_left_out(items: list, *, say: bool = True) -> list:
+    """``items`` (inputs named one by one, as a shell gives ``Movies/*.mrc`` once it has
+    expanded it) less the even/odd half-sums whose full sum they name too, with a note
+    (``say``), as a folder or a quoted glob leaves them out (:func:`halves_left_out`). A half
+    named without its full sum is taken as given; globs and folders are kept as they are."""
+    paths = [Path(q) if Path(q).suffix.lower() in (".mrc", ".mrcs") and not is_glob(q) else None
+             for q in items]
+    where = [None if q is None else os.path.abspath(q.parent) for q in paths]
+    stems: dict[str, set[str]] = {}  # Data/a.mrc and /session/Data/a_EVN.mrc: one folder
+    for q, folder in zip(paths, where, strict=True):
+        if q is not None:
+            stems.setdefault(folder, set()).add(q.stem)
+    halves = [q is not None and _beside_full_sum(q, stems[folder])
+              for q, folder in zip(paths, where, strict=True)]
+    if say and any(halves):
+        shown = list(dict.fromkeys(q for q, half in zip(paths, halves, strict=True) if half))
+        logging.getLogger("cryostream").info("%s: left out %s", shown[0].parent,
+                                             _halves_said(shown, shown[0].parent))
+    return [item for item, half in zip(items, halves, strict=True) if not half]
 
 
 def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:

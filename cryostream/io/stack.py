@@ -25,7 +25,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
-from cryostream.io.folders import folder_micrographs, halves_left_out
+from cryostream.io.folders import folder_micrographs, halves_left_out, named_halves_left_out
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.pixel_sizes import pixel_size_number, unset_pixel_size
 from cryostream.io.star import read_micrograph_star
@@ -86,9 +86,10 @@ def glob_matches(items: list) -> list:
     """``items`` with each glob (a name with ``*``, ``?`` or ``[`` that is no file) replaced by
     its matches in name order, as a shell expands it, so that a STAR file or a folder a quoted
     glob matches is read as one given by name; a glob that matches nothing is an
-    :class:`InvalidMicrographError`."""
+    :class:`InvalidMicrographError`. Even/odd half-sums beside their full sums are left out,
+    with a note, whether a glob matched them or they were named with their full sums."""
     out = []
-    for item in items:
+    for item in named_halves_left_out(items):  # named one by one (a glob the shell expanded)
         text = os.fspath(item)
         if any(ch in text for ch in "*?[") and not os.path.lexists(text):
             found = sorted(glob.glob(text, recursive=True), key=Path)  # (** as a shell's
