@@ -696,6 +696,34 @@ def test_the_residual_report_speaks_in_angstrom(tiny_run, tmp_path, capsys):
     plt.close(fig)
 
 
+def test_residual_micrographs_named_with_their_half_sums_are_checked_once(tiny_run, tmp_path,
+                                                                          notes):
+    """``evaluate --residual Data/*.mrc`` unquoted over a motion correction folder: the halves
+    beside their full sums are left out, as denoise leaves them out (each micrograph was checked
+    three times), also where a file without a pixel size has the inputs taken one by one."""
+    import mrcfile
+
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    data = tmp_path / "Data"
+    data.mkdir()
+    mic = tiny_run.sim.micrographs[2]
+    for suffix in ("", "_EVN", "_ODD"):
+        shutil.copy(mic, data / f"{mic.stem}{suffix}.mrc")
+    named = [str(p) for p in sorted(data.glob("*.mrc"))]
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", *named]) == 0
+    rows = json.loads((out / "report.json").read_text())["residual"]
+    assert [Path(r["micrograph"]).name for r in rows] == [mic.name]
+    assert [n for n in notes if "left out 2 even/odd half-sums beside their full sums" in n]
+    nopix = write_mrc(tmp_path / "nopix.mrc", mrcfile.read(mic), pixel_size=0.0)
+    with pytest.warns(PixelSizeWarning, match="nopix.mrc"):
+        assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep2"), "--residual",
+                     *named, str(nopix), "--quiet"]) == 0
+    rows = json.loads((tmp_path / "rep2" / "report.json").read_text())["residual"]
+    assert [Path(r["micrograph"]).name for r in rows] == [mic.name, "nopix.mrc"]
+
+
 def test_truth_from_a_simulation_stopped_short_is_refused(tiny_run, tmp_path, capsys):
     """`evaluate --truth SIM` of a set whose simulate was stopped by Ctrl-C scored the
     micrographs made so far as the set. Its simulate.unfinished now makes evaluate refuse it in

@@ -351,7 +351,10 @@ def _as_denoise_takes(items: list, pixel_size_angstrom: float | None = None) -> 
         raise without_skipping(exc, "leave it out of --residual") from None
     except InvalidMicrographError:
         if len(items) > 1:  # one input's failure leaves the others' STAR files their optics
-            return [row for item in items for row in _as_denoise_takes([item], pixel_size_angstrom)]
+            from cryostream.io.folders import named_halves_left_out
+
+            return [row for item in named_halves_left_out(items, say=False)  # (said above)
+                    for row in _as_denoise_takes([item], pixel_size_angstrom)]
         return [(str(p), pixel_size_angstrom, {}, None) for p in expand_inputs(items)]
 
 
