@@ -3,6 +3,7 @@ projects), or the movies there are, said in its error, with the folder or quoted
 
 from __future__ import annotations
 
+import os
 import re
 
 import mrcfile
@@ -148,3 +149,41 @@ def test_movies_below_or_alone_need_motion_correction_first(tmp_path):
         re.escape(f"{frames}: folder holds no .mrc files, but 2 movies (x.eer, y.mrcs); ")
         + r".*\(\.mrc\); " + re.escape(f"its sub-folder motioncorr/ holds .mrc files: give "
                                        f"{frames / 'motioncorr'}"), _error(frames))
+
+
+def _relion_star(path, names):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "data_optics\n\nloop_\n_rlnOpticsGroupName #1\n_rlnOpticsGroup #2\n"
+        "_rlnMicrographPixelSize #3\n_rlnVoltage #4\n_rlnSphericalAberration #5\n"
+        "_rlnAmplitudeContrast #6\nopticsGroup1 1 0.660000 300.000000 2.700000 0.100000\n\n\n"
+        "data_micrographs\n\nloop_\n_rlnMicrographName #1\n_rlnOpticsGroup #2\n"
+        + "".join(f"{n} 1\n" for n in names))
+
+
+def test_a_relion_project_or_job_names_its_star_file(tmp_path, monkeypatch):
+    """A RELION project (or its MotionCorr job) given as the folder: its STAR file is named, the
+    CtfFind job's where there is one (it adds the defocus), the latest job's where several are;
+    the STAR file named is read from wherever the command runs."""
+    project = tmp_path / "Project"
+    names = [f"MotionCorr/job002/Movies/m{k}.mrc" for k in range(2)]
+    for n in names:
+        _mrc(project / n)
+    corrected = project / "MotionCorr" / "job002" / "corrected_micrographs.star"
+    _relion_star(corrected, names)
+    assert _error(project) == (
+        f"{project}: folder holds no .mrc files; it is a RELION project or job: give its STAR "
+        f"file {corrected} (the micrographs with their pixel size and optics, read from the "
+        "project folder)")
+    assert _error(corrected.parent).endswith(f"give its STAR file {corrected} (the micrographs "
+                                             "with their pixel size and optics, read from the "
+                                             "project folder)")
+    ctf = project / "CtfFind" / "job004" / "micrographs_ctf.star"
+    _relion_star(ctf, names)
+    later = project / "CtfFind" / "job007" / "micrographs_ctf.star"
+    _relion_star(later, names)
+    os.utime(ctf, (1, 1))
+    assert f"give its STAR file {later} (" in _error(project)
+    monkeypatch.chdir(tmp_path)
+    stack = open_micrographs(later)
+    assert stack.shape[0] == 2

@@ -221,6 +221,10 @@ def _elsewhere(folder: Path) -> str:
     if (folder / "micrographs.star").is_file() and (folder / "micrographs").is_dir():
         return (f"it holds a set made by cryostream simulate: give {folder / 'micrographs.star'} "
                 f"(or the folder {folder / 'micrographs'})")
+    star = _relion_star(folder)
+    if star:
+        return (f"it is a RELION project or job: give its STAR file {star} (the micrographs with "
+                "their pixel size and optics, read from the project folder)")
     hint, movies = _found_below(folder)
     if hint:
         return hint
@@ -231,6 +235,21 @@ def _elsewhere(folder: Path) -> str:
                 f"movies, not micrographs: motion-correct them first ({_MOTION_TOOLS}) and give "
                 "the motion-corrected micrographs (.mrc)")
     return "check the folder"
+
+
+def _relion_star(folder: Path) -> Path | None:
+    """The STAR file of a RELION project's micrographs where ``folder`` is the project (the
+    latest CtfFind job's ``micrographs_ctf.star``, which adds each micrograph's defocus, else the
+    latest MotionCorr job's ``corrected_micrographs.star``) or one such job; None elsewhere."""
+    for pattern in ("micrographs_ctf.star", "corrected_micrographs.star",
+                    "CtfFind/job*/micrographs_ctf.star", "MotionCorr/job*/corrected_micrographs.star"):
+        try:
+            stars = [q for q in folder.glob(pattern) if q.is_file()]
+        except OSError:
+            continue
+        if stars:
+            return max(stars, key=lambda q: (q.stat().st_mtime, str(q)))
+    return None
 
 
 def _found_below(folder: Path) -> tuple[str, list[str]]:
