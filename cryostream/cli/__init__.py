@@ -269,10 +269,15 @@ def main(argv: Sequence[str] | None = None, *, process: bool | None = None) -> i
 
     Without ``argv`` it is the program, reading ``sys.argv``: a command interrupted there keeps
     its status through the process's exit, a further Ctrl-C ending it at once and in silence
-    (:func:`~cryostream.cli.common.run_command`'s ``process``). ``process``: whether the command
-    is the process's all the same, for another program's entry point that gives ``argv``
-    (``cryostream-relion``); by default, whether ``argv`` is None."""
+    (:func:`~cryostream.cli.common.run_command`'s ``process``), and its stdout and stderr go
+    silent where the pipe they write to closes (:mod:`cryostream.cli.streams`). ``process``:
+    whether the command is the process's all the same, for another program's entry point that
+    gives ``argv`` (``cryostream-relion``); by default, whether ``argv`` is None."""
     process = argv is None if process is None else process
+    if process:  # a pipe that closes (`| head`) silences the output, not the command
+        from cryostream.cli.streams import silenced_when_closed
+
+        silenced_when_closed()
     args = build_parser().parse_args(argv)
     _expand_home(args)
     _log_to_stderr(logging.WARNING if args.quiet else logging.DEBUG if args.verbose

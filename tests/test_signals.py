@@ -1,0 +1,94 @@
+"""Signals and closed pipes in real processes: the command piped into ``head`` (its stderr's
+pipe closed early) still stops on Ctrl-C, and still finishes its work without one; a script's
+training stopped by SIGTERM says in its traceback what it kept and how to go on."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+import cryostream
+from tests.faults_support import child_environment, leftovers, start_cli
+
+
+def _whole_outputs(out: Path, shape: tuple[int, int]) -> list[str]:
+    """The names of the outputs in ``out``, each checked whole (a valid MRC file of ``shape``
+    and finite pixels, with its record); no partial file is left."""
+    assert not leftovers(out), sorted(p.name for p in out.iterdir())
+    images = sorted(out.glob("*.mrc"))
+    for image in images:
+        assert mrcfile.validate(str(image), print_file=io.StringIO()), image
+        with mrcfile.open(image, permissive=False) as mrc:
+            assert mrc.data.shape == shape and np.isfinite(mrc.data).all(), image
+        assert json.loads(image.with_suffix(".json").read_text()), image
+    return [p.name for p in images]
+
+
+def test_ctrl_c_stops_denoise_whose_stderr_pipe_was_closed(tiny_run, tmp_path):
+    """`cryostream denoise ... 2>&1 | head -1`: once the reader of its stderr has gone, the
+    note of a Ctrl-C raised BrokenPipeError in its handler instead of KeyboardInterrupt, so the
+    Ctrl-C stopped nothing: the command went on to denoise every micrograph (and then ended
+    with a traceback no one saw, status 1). Now the closed pipe only silences it: the Ctrl-C
+    stops it after the micrograph in progress, with status 130, each output written whole and
+    none of those not started."""
+    sim = cryostream.simulate(tmp_path / "sim", 6, shape=(512, 512), seed=5)
+    out = tmp_path / "out"  # one at a time, each a second or so on a CPU: one in progress at
+    # the Ctrl-C, and more not started
+    proc = start_cli("denoise", *sim.micrographs, "-o", out, "-m", tiny_run.run,
+                     "--no-ensemble", "--workers", "1", cwd=tmp_path)
+    seen, first = [], threading.Event()
+
+    def read() -> None:  # until the first micrograph is done, as `head` reads its lines
+        for line in proc.stderr:
+            seen.append(line)
+            if "cryostream: denoised 1/6 " in line:
+                first.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert first.wait(timeout=120), "".join(seen)
+        reader.join(timeout=5)
+        proc.stderr.close()  # the reader has gone: the next note finds the pipe closed
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        status = proc.wait(timeout=60)
+        seconds = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+    assert status == 130 and seconds < 20, (status, seconds)
+    names = _whole_outputs(out, (512, 512))
+    assert 1 <= len(names) < 6, names  # the one done and the one in progress at most
+    assert not (out / "denoised_micrographs.star").exists()  # written by a complete run only
+
+
+def test_denoise_piped_into_head_finishes_its_work_with_status_0(tiny_run, tmp_path):
+    """`cryostream denoise ... 2>&1 | head -1` (stdout and stderr one pipe, closed once `head`
+    has its line): the micrographs were denoised, but the summary line written into the closed
+    pipe raised BrokenPipeError, and the command ended with a traceback and status 1. Now the
+    command goes on in silence: status 0, every output written and listed."""
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(256, 256), seed=6)
+    out = tmp_path / "out"
+    command = " ".join([sys.executable, "-m", "cryostream", "denoise",
+                        *map(str, sim.micrographs), "-o", str(out), "-m", str(tiny_run.run),
+                        "--no-ensemble"])
+    done = subprocess.run(["bash", "-c", f"{command} 2>&1 | head -1; "
+                           "echo status ${PIPESTATUS[0]}"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=child_environment())
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("cryostream: "), done.stdout
+    assert lines[1] == "status 0", done.stdout
+    assert _whole_outputs(out, (256, 256)) == [m.name for m in sim.micrographs]
+    assert (out / "denoised_micrographs.star").is_file()
