@@ -51,6 +51,7 @@ from cryostream.fit_run import (
     clear_run,
     make_store,
     run_patch,
+    say_fit_kept,
     write_json,
 )
 from cryostream.io.pixel_sizes import unset_pixel_size, warn_mixed_pixel_sizes
@@ -239,6 +240,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     StoreError
         ``run`` or ``work`` is a file, or another fit (or a training) is running in either:
         one command at a time in a folder.
+    KeyboardInterrupt
+        Ctrl-C (SIGTERM: :class:`~cryostream.interrupts.Terminated`) during the training, once
+        the step under way is saved; its message names what is kept and how to go on.
     """
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
@@ -370,9 +374,13 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
         deadline = None if remaining is None else time.perf_counter() + remaining
         notes = TrainProgress(config.steps, config.batch_size, deadline=deadline,
                               slow=slow_note(config))
-        result = train_run(store, run, config, resume=bool(done), init_params=params,
-                           time_limit_s=remaining, log=_log.info, on_metrics=notes,
-                           on_step=notes.step)
+        try:
+            result = train_run(store, run, config, resume=bool(done), init_params=params,
+                               time_limit_s=remaining, log=_log.info, on_metrics=notes,
+                               on_step=notes.step)
+        except KeyboardInterrupt as stop:  # its words: what is kept, how this call goes on
+            say_fit_kept(stop, run, work, config.steps, overwrite)
+            raise
     steps = result.steps if result is not None else done
     command = shlex.join(["cryostream", "denoise", *given_inputs(given), "-o",
                           f"denoised_{run.name}", "--model", str(run), *["--permissive"] * permissive])

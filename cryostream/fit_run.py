@@ -21,7 +21,7 @@ from cryostream.prepare_result import differences
 from cryostream.progress import PrepareProgress
 
 __all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "run_patch",
-           "made_before", "clear_run", "write_json", "make_store"]
+           "made_before", "clear_run", "write_json", "make_store", "say_fit_kept"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
 FIT_RECORD = "fit.json"
@@ -198,6 +198,28 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
         raise InvalidMicrographError(exc.path, exc.problem, unnormalisable_fix(None)) from None
     write_json(record, stamp)
     return _skipped(store)
+
+
+def say_fit_kept(stop: KeyboardInterrupt, run: Path, work: Path, steps: int,
+                 overwrite: bool) -> None:
+    """Give ``stop``, the interrupt (Ctrl-C) or :class:`~cryostream.interrupts.Terminated`
+    (SIGTERM) that ended a fit's training once it had kept its step, the fit's words: the
+    checkpoint kept in ``run`` (of ``steps``) and the store in ``work``, and how the same call
+    goes on from them (:func:`~cryostream.interrupts.say_kept`)."""
+    from cryostream.interrupts import say_kept
+    from cryostream.runs import CHECKPOINTS, checkpoint_steps
+
+    kept = max(checkpoint_steps(run), default=None)
+    again = "call fit again with the same arguments"
+    if kept is None:
+        say_kept(stop, f"no checkpoint was written; the store in {work} is kept",
+                 f"{again} to train on it", over=True)
+        return
+    say_kept(stop, f"the checkpoint of step {kept} of {steps} is kept in "
+             f"{run / CHECKPOINTS / str(kept)} and the store in {work}",
+             f"{again} but overwrite=False to continue from that step (with overwrite=True it "
+             "trains from the start again)" if overwrite else
+             f"{again} to continue from that step", over=True)
 
 
 def _skipped(store: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
-           "Arrivals", "as_sigterm"]
+           "Arrivals", "as_sigterm", "say_kept"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -50,6 +50,19 @@ def as_sigterm(note: str) -> str:
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a batch system's time limit, ``kill``), where the command line turns it into an
     exception: it stops work as a first Ctrl-C does, and the command ends with status 143."""
+
+
+def say_kept(stop: KeyboardInterrupt, kept: str, then: str, *, over: bool = False) -> None:
+    """Give ``stop``, the interrupt a training raises once it has kept its step, the words its
+    traceback ends with: how it stopped, what is ``kept`` (the checkpoint and its folder) and,
+    ``then``, how to go on: ``terminated (SIGTERM): the checkpoint of step 40 of 200 is kept in
+    RUN/checkpoints/40; train(..., resume=True) continues from it``. One with words of its own
+    (raised so by a caller's callback) keeps them, unless ``over`` (a call that knows better
+    how to go on: ``fit``)."""
+    if stop.args and not over:
+        return
+    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    stop.args = (f"{how}: {kept}; {then}",)
 
 
 class Interrupt:

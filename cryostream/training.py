@@ -25,13 +25,14 @@ from cryostream.denoise.memory import network_memory
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.held_out import evaluate_split, make_eval_step
-from cryostream.interrupts import held_interrupt
+from cryostream.interrupts import held_interrupt, say_kept
 from cryostream.io.paths import write_whole
 from cryostream.loader import PatchLoader, model_input
 from cryostream.locks import folder_lock
 from cryostream.losses import training_loss
 from cryostream.progress import TrainProgress, loss_spike, plot_curve, warn_loss_spike
 from cryostream.runs import (
+    CHECKPOINTS,
     RunRecord,
     check_fresh_noise,
     check_run_folder,
@@ -169,7 +170,9 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
           init_params=None, on_metrics=None, on_step=None, log=print) -> TrainResult:
     """Train a denoiser on a store's train split; evaluate on its test split. A Ctrl-C
     finishes the step under way, checkpoints it (if its loss is finite) and raises
-    :class:`KeyboardInterrupt`; a second Ctrl-C stops at once. ``resume`` continues. No
+    :class:`KeyboardInterrupt`, SIGTERM :class:`~cryostream.interrupts.Terminated`, whose
+    message names the checkpoint kept and how to go on (where Python's handler has Ctrl-C, in
+    the main thread); a second signal stops at once. ``resume`` continues. No
     diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
     training that ends on one raises :class:`TrainingDivergedError`; a run folder another
     training (or fit) uses, ``resume`` where no run is, or a folder of other files, a
@@ -372,7 +375,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                 if late:
                     break
             interrupt.check()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             if bar is not None:  # its last state, and the notes below it (not redrawn at exit)
                 bar.close()
             if done is not None and not interrupt.forced and done not in manager.all_steps():
@@ -385,6 +388,10 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     plot_curve(run / "loss.png", rows)
             log(f"interrupted: the checkpoint of step {kept} of {config.steps} is kept" if kept
                 else "interrupted before the first checkpoint")
+            say_kept(stop, f"the checkpoint of step {kept} of {config.steps} is kept in "
+                     f"{run / CHECKPOINTS / str(kept)}" if kept else "no checkpoint was written",
+                     "train(..., resume=True) with the same store, run and config continues "
+                     "from it" if kept else "call train again with the same arguments to start")
             raise
         loader.close()
     jax.block_until_ready(state)

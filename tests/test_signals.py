@@ -4,6 +4,7 @@ training stopped by SIGTERM says in its traceback what it kept and how to go on.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import signal
@@ -92,3 +93,79 @@ def test_denoise_piped_into_head_finishes_its_work_with_status_0(tiny_run, tmp_p
     assert lines[1] == "status 0", done.stdout
     assert _whole_outputs(out, (256, 256)) == [m.name for m in sim.micrographs]
     assert (out / "denoised_micrographs.star").is_file()
+
+
+
+#: A user's script as a batch job runs it: the shared run's training (``TINY_TRAIN``, for many
+#: steps) of its store into ``RUN``, or a fit of its micrographs from scratch.
+_SCRIPT = """
+import dataclasses, sys
+import cryostream
+from tests.conftest import TINY_TRAIN
+
+config = dataclasses.replace(TINY_TRAIN, steps=100_000, eval_every=100_000)
+what, run, *inputs = sys.argv[1:]
+if what == "train":
+    cryostream.train(inputs[0], run, config)
+else:
+    cryostream.fit(inputs, run, start="scratch", patch_size=32, train=config)
+"""
+
+
+def _terminated(what: str, run: Path, *inputs: Path) -> tuple[int, str]:
+    """Run :data:`_SCRIPT` (``what``: train or fit) and send it SIGTERM, as a batch system's
+    time limit does, once ``run`` holds a checkpoint: its exit status and stderr."""
+    from tests.faults_support import REPO, finished_steps, wait_until
+
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, what, str(run), *map(str, inputs)],
+                            cwd=REPO, env=child_environment(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(proc, lambda: bool(finished_steps(run)), timeout=120), \
+            proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, err
+
+
+def test_a_script_s_training_terminated_says_what_it_kept_and_how_to_go_on(tiny_run, tmp_path):
+    """`cryostream.train` in a script, and SIGTERM (a batch system's kill): training holds it
+    back as it holds Ctrl-C (the step under way finished and saved), then raises `Terminated`,
+    whose traceback ended `cryostream.interrupts.Terminated` and no more. Now its message names
+    the checkpoint kept, where, and how to go on; the call it names goes on from it."""
+    from tests.faults_support import finished_steps
+
+    run = tmp_path / "run"
+    status, err = _terminated("train", run, tiny_run.store)
+    kept = finished_steps(run)[-1]
+    assert status == 1, err  # Python's status for an exception not caught (130 is Ctrl-C's)
+    assert err.splitlines()[-1] == (
+        f"cryostream.interrupts.Terminated: terminated (SIGTERM): the checkpoint of step {kept} "
+        f"of 100000 is kept in {run / 'checkpoints' / str(kept)}; train(..., resume=True) with "
+        "the same store, run and config continues from it"), err
+    from cryostream.training import train
+    from tests.conftest import TINY_TRAIN
+
+    logged: list[str] = []  # the call it names, stopped a step on
+    train(tiny_run.store, run, dataclasses.replace(TINY_TRAIN, steps=100_000,
+                                                   eval_every=100_000),
+          resume=True, stop_at=kept + 1, log=logged.append)
+    assert logged[0] == f"resumed from step {kept}" and finished_steps(run)[-1] == kept + 1
+
+
+def test_a_script_s_fit_terminated_says_what_it_kept_and_how_to_go_on(tiny_run, tmp_path):
+    """`cryostream.fit` in a script, SIGTERM during its training: the `Terminated` it raises
+    names the checkpoint kept and the store, and says to call fit again (not train)."""
+    from tests.faults_support import finished_steps
+
+    run = tmp_path / "run"
+    status, err = _terminated("fit", run, *tiny_run.sim.micrographs)
+    kept = finished_steps(run)[-1]
+    assert status == 1, err
+    assert err.splitlines()[-1] == (
+        f"cryostream.interrupts.Terminated: terminated (SIGTERM): the checkpoint of step {kept} "
+        f"of 100000 is kept in {run / 'checkpoints' / str(kept)} and the store in "
+        f"{run / 'work'}; call fit again with the same arguments to continue from that step"), err
