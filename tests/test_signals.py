@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import pytest
 
 import cryostream
 from tests.faults_support import child_environment, leftovers, start_cli
@@ -131,6 +132,7 @@ def _terminated(what: str, run: Path, *inputs: Path) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_a_script_s_training_terminated_says_what_it_kept_and_how_to_go_on(tiny_run, tmp_path):
     """`cryostream.train` in a script, and SIGTERM (a batch system's kill): training holds it
     back as it holds Ctrl-C (the step under way finished and saved), then raises `Terminated`,
@@ -156,6 +158,7 @@ def test_a_script_s_training_terminated_says_what_it_kept_and_how_to_go_on(tiny_
     assert logged[0] == f"resumed from step {kept}" and finished_steps(run)[-1] == kept + 1
 
 
+@pytest.mark.slow
 def test_a_script_s_fit_terminated_says_what_it_kept_and_how_to_go_on(tiny_run, tmp_path):
     """`cryostream.fit` in a script, SIGTERM during its training: the `Terminated` it raises
     names the checkpoint kept and the store, and says to call fit again (not train)."""
