@@ -10,13 +10,15 @@ core, and two in flight only overlap reading and writing. Each micrograph in fli
 steps' arrays: the process peaked at 4.1 GB for the steps on a 7676 × 7420 micrograph on two
 cores (``benchmarks/profile_default_steps.py``), about 72 bytes a pixel.
 
-On a CPU, :func:`cpu_time_note` says before the ensemble runs about how long it will take.
+On a CPU, :func:`cpu_time_note` says before the ensemble runs about how long it will take
+(from :func:`cpu_times`, which ``evaluate --residual`` says in its own words).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 from cryostream.errors import ConfigError
 from cryostream.host import available_memory, cgroup_headroom, cgroup_memory, cpu_cores
@@ -24,7 +26,7 @@ from cryostream.units import spoken_duration
 
 __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
            "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "SLOW_PASS_SECONDS",
-           "cpu_time_note"]
+           "cpu_time_note", "cpu_times", "CpuTimes", "busy_note"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
 #: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
@@ -59,16 +61,39 @@ def default_workers(pixels: int, backend: str, *, count: int | None = None,
     return min(wanted, held)
 
 
-def cpu_time_note(run: str, config, shapes) -> None:
-    """A note before the ensemble runs on a CPU: about how long it takes for the largest of
-    the micrographs of ``shapes`` (one per image to denoise, two for an even/odd pair; their
-    windows at :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`), for them all, and one
-    pass (``--no-ensemble``) instead. Without the ensemble (``--raw``, ``--no-ensemble``) the
-    note comes only where one micrograph takes :data:`SLOW_PASS_SECONDS` or more (a full-size
-    one, minutes), since a single pass gives no note of passes done while it runs. No note
-    where the windows cannot be laid out here (no window fits this process's memory, a tile
-    larger than a micrograph): the checks before any output refuse that, or on a cluster its
-    workers, with their own memory. ``config``: the DenoiseConfig, decided for the run."""
+class CpuTimes(NamedTuple):
+    """About how long the network's passes over some micrographs take on two CPU cores
+    (:func:`cpu_times`), in seconds.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The largest micrograph's.
+    each, each_one_pass : float
+        One of that shape: with the config's passes (the ensemble's 8 and, with the binned
+        pass, its own), and with one pass (and its binned pass) instead.
+    total, total_one_pass : float
+        All of them, the same two ways.
+    offsets, alone : int
+        The binned passes per view with the ensemble and with one pass (0: no binned pass).
+    """
+
+    shape: tuple
+    each: float
+    each_one_pass: float
+    total: float
+    total_one_pass: float
+    offsets: int
+    alone: int
+
+
+def cpu_times(run: str, config, shapes) -> CpuTimes | None:
+    """About how long the network's passes of ``config`` (the DenoiseConfig, decided for the
+    run) take on two CPU cores over micrographs of ``shapes`` (one per image to denoise, two
+    for an even/odd pair), their windows at
+    :data:`~cryostream.denoise.tiling.CPU_SECONDS_PER_PIXEL`. None where the windows cannot be
+    laid out here (no window fits this process's memory, a tile larger than a micrograph): the
+    checks before any output refuse that, or on a cluster its workers, with their own memory."""
     from collections import Counter
 
     from cryostream.denoise.binned import binned_shape
@@ -78,45 +103,62 @@ def cpu_time_note(run: str, config, shapes) -> None:
 
     offsets, alone = (binned_offsets(model_record(run), e) if config.binned_pass else 0
                       for e in (True, False))
+    views = 8 if config.ensemble else 1
 
-    def seconds(shape):  # (the ensemble, --no-ensemble: one pass and its binned pass)
+    def seconds(shape):  # (the config's passes; one pass and its binned pass)
         one, binned = (cpu_pass_seconds(run, s, config.tile, config.halo, config.precision,
                                         config.batch_size) for s in (shape, binned_shape(shape)))
-        return 8 * (one + offsets * binned), one + alone * binned
+        return (views * (one + (offsets if config.ensemble else alone) * binned),
+                one + alone * binned)
 
-    busy = _busy_note()
     counts = Counter(tuple(s) for s in shapes)
     try:
         each = {s: seconds(s) for s in counts}
-    except ConfigError:  # a note refuses nothing: the checks before any output do, or on a
-        return  # cluster its workers, with their own memory
+    except ConfigError:  # an estimate refuses nothing: the checks before any output do
+        return None
     shape = max(counts, key=lambda s: s[0] * s[1])
     total = [sum(n * each[s][i] for s, n in counts.items()) for i in (0, 1)]
-    minutes = [spoken_duration(t) for t in (*each[shape], *total)]
-    many = len(shapes) > 1
+    return CpuTimes(shape, *each[shape], *total, offsets, alone)
+
+
+def cpu_time_note(run: str, config, shapes) -> None:
+    """A note before the ensemble runs on a CPU: about how long it takes for the largest of
+    the micrographs of ``shapes`` (:func:`cpu_times`), for them all, and one pass
+    (``--no-ensemble``) instead. Without the ensemble (``--raw``, ``--no-ensemble``) the
+    note comes only where one micrograph takes :data:`SLOW_PASS_SECONDS` or more (a full-size
+    one, minutes), since a single pass gives no note of passes done while it runs. No note
+    where the windows cannot be laid out here. ``config``: the DenoiseConfig, decided for the
+    run."""
+    times = cpu_times(run, config, shapes)
+    if times is None:
+        return
+    minutes = [spoken_duration(t) for t in times[1:5]]
+    offsets, alone, busy, many = times.offsets, times.alone, busy_note(), len(shapes) > 1
     if not config.ensemble:  # one pass: no note of passes done comes while it runs
-        if each[shape][1] >= SLOW_PASS_SECONDS:
+        if times.each_one_pass >= SLOW_PASS_SECONDS:
             logging.getLogger("cryostream").info(
                 "one network pass per micrograph%s: about %s for one of %d × %d on 2 CPU cores "
                 "(this machine has %d)%s%s; a GPU takes seconds%s",
                 f" (and {'one' if alone == 1 else alone} binned by 2, the binned pass)" if alone
-                else "", minutes[1], *shape, cpu_cores(), f", {minutes[3]} for all here" if many
-                else "", "" if alone or config.calibrate else ", with no note until each is done", busy)
+                else "", minutes[1], *times.shape, cpu_cores(), f", {minutes[3]} for all here"
+                if many else "", "" if alone or config.calibrate else ", with no note until each "
+                "is done", busy)
         return
     logging.getLogger("cryostream").info(
         "the ensemble runs the network 8 times per micrograph%s: about %s for one of %d × %d "
         "on 2 CPU cores (this machine has %d)%s; for a first look pass --no-ensemble (Python: "
         "ensemble=False in the DenoiseConfig) for one pass (about %s%s), or use a GPU%s",
         f" (and {8 * offsets} times binned by 2, the binned pass)" if offsets else "",
-        minutes[0], *shape, cpu_cores(),
+        minutes[0], *times.shape, cpu_cores(),
         f", {minutes[2]} for all here" if many else "", minutes[1],
         f", {minutes[3]} for all" if many else "", busy)
 
 
-def _busy_note() -> str:
-    """The end of :func:`cpu_time_note` where other work keeps the cores busy (a 1-minute load
-    average of half the cores or more, this process's start-up included): the estimates are of
-    an idle machine, and sharing it with that load takes about ``1 + load / cores`` as long."""
+def busy_note() -> str:
+    """The end of a note of :func:`cpu_times` (:func:`cpu_time_note`'s) where other work keeps
+    the cores busy (a 1-minute load average of half the cores or more, this process's start-up
+    included): the estimates are of an idle machine, and sharing it with that load takes about
+    ``1 + load / cores`` as long."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform
