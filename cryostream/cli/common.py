@@ -17,11 +17,11 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from cryostream.cli.kept import fit_kept, train_kept
-from cryostream.cli.signals import AT_ONCE, reworded
+from cryostream.cli.kept import INTERRUPTIONS, Interruption
+from cryostream.cli.signals import reworded
 from cryostream.errors import CryostreamError
 from cryostream.interrupts import Terminated
 
@@ -211,66 +211,9 @@ def peak_rss_mb() -> float:
     return max(own, children) * 1024 / 1e6
 
 
-@dataclasses.dataclass(frozen=True)
-class Interruption:
-    """What a command says when Ctrl-C stops it.
-
-    Attributes
-    ----------
-    first : str or None
-        Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
-        progress before it stops; a second Ctrl-C then stops the process at once. None: the
-        first Ctrl-C stops the command as Python does.
-    then : str or callable
-        Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
-        parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
-        command line and when the command began (seconds since the epoch) and returns the text
-        (where it depends on what was kept: :mod:`cryostream.cli.kept`).
-    at_once : str
-        What the line of a second signal, which ends the process at once, says of the work in
-        progress.
-    """
-
-    first: str | None
-    then: str | Callable[[argparse.Namespace, float], str]
-    at_once: str = AT_ONCE
-
-
 #: Every command's ``--quiet``: stdout keeps its result (the one summary line, a table).
 QUIET_HELP = ("no progress notes or bars: stderr has only warnings and errors; stdout keeps "
               "the result (its summary)")
-
-#: Each command's :class:`Interruption` (commands not listed say only how long they ran).
-INTERRUPTIONS = {
-    "denoise": Interruption(
-        first="stopping after the micrographs in progress (each is written whole or not at "
-        "all); Ctrl-C again to stop at once",
-        then="the finished micrographs are kept in {output}: run the same command again to "
-        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
-    # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
-    "denoise on a cluster": Interruption(
-        first=None, then="the finished micrographs are kept in {output}; those the cluster's "
-        "workers were denoising are not written: run the same command again to denoise the rest "
-        "(it skips the finished ones) and write denoised_micrographs.star"),
-    # a scheduler's workers are not this process's: those under way finish, as here
-    "denoise on a scheduler": Interruption(
-        first="stopping after the micrographs under way on the cluster's workers (each is "
-        "written whole or not at all); Ctrl-C again to stop at once",
-        then="the finished micrographs are kept in {output}, those under way on the cluster's "
-        "workers too: run the same command again to denoise the rest (it skips the finished "
-        "ones) and write denoised_micrographs.star",
-        at_once="the micrographs under way on the cluster's workers are written all the same, "
-        "each whole, as they finish there (run the same command again to resume)"),
-    # training notes the step it keeps itself; the last line, what a rerun goes on from
-    "fit": Interruption(first=None, then=fit_kept),
-    "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
-                            "command again to go on from them"),
-    "simulate": Interruption(first=None, then="{out} holds the micrographs made so far and no "
-                             "simulate.json: the set is not finished (prepare, fit and evaluate "
-                             "--truth refuse it); run the same command again to make it whole"),
-    # training notes the step it keeps (not with --quiet): how to go on from it, in any case
-    "train": Interruption(first=None, then=train_kept),
-}
 
 
 def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
@@ -283,7 +226,9 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     and one line, never a traceback: while the command finishes its work in progress (denoise;
     train and fit, which finish the step and save it) or says how it stopped. ``process``: the
     command is the process's (:func:`cryostream.cli.main` as the program): once interrupted,
-    that holds through the process's exit too (:meth:`~cryostream.cli.signals.EndAtOnce.through_the_exit`).
+    that holds through the process's exit too (:meth:`~cryostream.cli.signals.EndAtOnce.through_the_exit`),
+    or it ends at once after its line where the command's work goes on in a thread that no
+    signal stops (:attr:`~cryostream.cli.kept.Interruption.ends_process`: ``evaluate``).
     """
     import signal
     import threading
@@ -324,6 +269,10 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
             stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said)
             stopped.install()
         print(reworded(said + _then(interruption, args, began)), file=sys.stderr)
+        if process and interruption is not None and interruption.ends_process:
+            from cryostream.cli.signals import end_now
+
+            end_now(143 if isinstance(exc, Terminated) else 130)  # not Python's exit: it waits
         if stopped is not None:
             stopped.line = None
         return 143 if isinstance(exc, Terminated) else 130

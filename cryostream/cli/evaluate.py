@@ -19,7 +19,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               "and on simulated micrographs against their ground truth (only "
                               "those held out of the run's training), with figures, and the "
                               "residual check on any micrographs. Progress notes per micrograph "
-                              "on stderr (--quiet: none).")
+                              "on stderr (--quiet: none): on a CPU, about how long the residual "
+                              "check takes before it starts, and notes of its network passes "
+                              "while a micrograph takes minutes. Ctrl-C or SIGTERM stops it at "
+                              "once (status 130 or 143), leaving nothing half-written: the "
+                              "report is written whole at its end.")
     p.add_argument("run", help="a run folder, an exported .npz or a shipped model's name")
     p.add_argument("store", nargs="?", help="a store whose test split is scored (optional)")
     p.add_argument("-o", "--output", required=True, help="report folder")
@@ -47,13 +51,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report and print its headline numbers (from the report's own numbers)."""
+    """Write the report and print its headline numbers (from the report's own numbers).
+
+    The report is made in a thread of its own (:func:`~cryostream.cli.signals.waited_for`), so
+    that Ctrl-C and SIGTERM stop the command at once, not after the network pass under way: the
+    report is given up (:func:`~cryostream.evaluate.staging.give_up_reports`), nothing of it
+    left, and the command ends (:attr:`~cryostream.cli.kept.Interruption.ends_process`)."""
+    from cryostream.cli.signals import waited_for
     from cryostream.denoise.network import check_model
     from cryostream.evaluate import evaluate, summary_lines
+    from cryostream.evaluate.staging import give_up_reports
 
     check_model(args.run)  # named as given, before the report folder is made
-    report = evaluate(args.run, args.store, args.output, truth=args.truth, residual=args.residual,
-                      denoised=args.denoised, pixel_size_angstrom=args.pixel_size_angstrom,
-                      **given(args, "patches", "micrographs", "tile"))
+    report = waited_for(lambda: evaluate(
+        args.run, args.store, args.output, truth=args.truth, residual=args.residual,
+        denoised=args.denoised, pixel_size_angstrom=args.pixel_size_angstrom,
+        **given(args, "patches", "micrographs", "tile")), give_up_reports)
     print("\n".join(summary_lines(report, args.output)))
     return 0

@@ -1,13 +1,48 @@
-"""What an interrupted ``train`` or ``fit`` kept, and how to go on from it: the last line's
-words, read from the folders alone (a second signal may ask them during a checkpoint's save,
-:func:`cryostream.cli.common.run_command`)."""
+"""What each command keeps when Ctrl-C or SIGTERM stops it, and how to go on
+(:data:`INTERRUPTIONS`, said by :func:`cryostream.cli.common.run_command`); for an interrupted
+``train`` or ``fit``, the last line's words read from the folders alone (a second signal may
+ask them during a checkpoint's save)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["train_kept", "fit_kept", "checkpoints_now"]
+from cryostream.cli.signals import AT_ONCE
+
+__all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Interruption:
+    """What a command says when Ctrl-C stops it.
+
+    Attributes
+    ----------
+    first : str or None
+        Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
+        progress before it stops; a second Ctrl-C then stops the process at once. None: the
+        first Ctrl-C stops the command as Python does.
+    then : str or callable
+        Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
+        parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
+        command line and when the command began (seconds since the epoch) and returns the text
+        (where it depends on what was kept: :mod:`cryostream.cli.kept`).
+    at_once : str
+        What the line of a second signal, which ends the process at once, says of the work in
+        progress.
+    ends_process : bool
+        Where the command is the process's, it ends at once after its last line: its work goes
+        on in a thread that no signal stops (a network pass, up to a minute on a CPU), which
+        nothing of the command waits for any more, but Python's exit would.
+    """
+
+    first: str | None
+    then: str | Callable[[argparse.Namespace, float], str]
+    at_once: str = AT_ONCE
+    ends_process: bool = False
 
 
 def train_kept(args: argparse.Namespace, began: float) -> str:
@@ -70,3 +105,41 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
                 "to start")
     return f"no checkpoint was written; {store} {'is' if whole else 'are'} kept: run the same " \
         f"command again to {'train on it' if whole else 'go on from them'}"
+
+
+#: Each command's :class:`Interruption` (commands not listed say only how long they ran).
+INTERRUPTIONS = {
+    "denoise": Interruption(
+        first="stopping after the micrographs in progress (each is written whole or not at "
+        "all); Ctrl-C again to stop at once",
+        then="the finished micrographs are kept in {output}: run the same command again to "
+        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
+    # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
+    "denoise on a cluster": Interruption(
+        first=None, then="the finished micrographs are kept in {output}; those the cluster's "
+        "workers were denoising are not written: run the same command again to denoise the rest "
+        "(it skips the finished ones) and write denoised_micrographs.star"),
+    # a scheduler's workers are not this process's: those under way finish, as here
+    "denoise on a scheduler": Interruption(
+        first="stopping after the micrographs under way on the cluster's workers (each is "
+        "written whole or not at all); Ctrl-C again to stop at once",
+        then="the finished micrographs are kept in {output}, those under way on the cluster's "
+        "workers too: run the same command again to denoise the rest (it skips the finished "
+        "ones) and write denoised_micrographs.star",
+        at_once="the micrographs under way on the cluster's workers are written all the same, "
+        "each whole, as they finish there (run the same command again to resume)"),
+    # the report is written whole at its end: nothing of it to keep; its network passes are
+    # in a thread of their own (cryostream.cli.evaluate), whose pass under way is dropped
+    "evaluate": Interruption(first=None, then="nothing half-written is kept in {output}: the "
+                             "report is written whole at its end, or not at all; run the same "
+                             "command again to make it", ends_process=True),
+    # training notes the step it keeps itself; the last line, what a rerun goes on from
+    "fit": Interruption(first=None, then=fit_kept),
+    "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
+                            "command again to go on from them"),
+    "simulate": Interruption(first=None, then="{out} holds the micrographs made so far and no "
+                             "simulate.json: the set is not finished (prepare, fit and evaluate "
+                             "--truth refuse it); run the same command again to make it whole"),
+    # training notes the step it keeps (not with --quiet): how to go on from it, in any case
+    "train": Interruption(first=None, then=train_kept),
+}

@@ -13,7 +13,7 @@ from typing import NoReturn
 from cryostream.interrupts import Arrivals, Terminated, as_sigterm
 
 __all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of", "LAST_WORDS",
-           "REWORDED", "reworded"]
+           "REWORDED", "reworded", "waited_for"]
 
 #: What must still be done when the process ends at once (a RELION External job's EXIT file,
 #: which RELION waits for): each called with the status, its errors let be.
@@ -132,3 +132,37 @@ class EndAtOnce:
     def __call__(self, signum, frame):
         if self.arrivals.new(signum):  # not the first, delivered twice
             end_now(self.status, self.line)
+
+
+def waited_for(work, on_stop):
+    """``work()``'s result, computed in a thread of its own while this one, the main thread,
+    waits for it, so that Ctrl-C and SIGTERM stop the command at once: a signal's handler runs
+    in the main thread alone and only between Python's steps, and a network pass (XLA) or a
+    NumPy call holds the thread it runs in until it returns (up to a minute on a CPU). Where
+    the wait is interrupted (:class:`KeyboardInterrupt`, :class:`Terminated`), ``on_stop`` is
+    called with the thread, which is left to end by itself (a daemon: Python's exit does not
+    wait for it), and the interruption goes on. ``work``'s own errors are raised here. Outside
+    the main thread, ``work()`` runs in this one."""
+    import concurrent.futures
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run():
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # (a KeyboardInterrupt of a report given up: nobody waits)
+            future.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="cryostream-work", daemon=True)
+    thread.start()
+    try:
+        return future.result()  # a lock's wait, which a signal interrupts
+    except BaseException:
+        if not future.done():  # the wait interrupted, not the work's own error
+            on_stop(thread)
+        raise

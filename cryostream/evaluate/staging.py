@@ -2,7 +2,9 @@
 marked as evaluate's and moved in once all are written (``report.md`` last), nothing left of a
 failed one, and an earlier report's files that the new one does not have removed. A file of a
 report's name that ``evaluate`` did not write is never replaced nor removed
-(:func:`check_report_folder`)."""
+(:func:`check_report_folder`). A report given up from another thread (:func:`give_up_reports`:
+the command line's Ctrl-C or SIGTERM, while a network pass holds the thread that writes it) is
+removed at once, and that thread writes nothing more."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import weakref
 import zlib
 from pathlib import Path
 
 from cryostream.errors import ConfigError, CryostreamError, StoreError
 
 __all__ = ["staged_report", "check_report_folder", "made_by_evaluate", "writing", "REPORT_FILES",
-           "REPORT_KIND"]
+           "REPORT_KIND", "ReportGivenUp", "give_up_reports", "check_given_up"]
 
 #: The files a report is made of (with ``residual_N.png``): an earlier report's that a new
 #: one in the same folder does not write are removed, so that none is taken for the new one's.
@@ -31,6 +35,52 @@ REPORT_KIND = "EvaluationReport"
 _MARK = "cryostream evaluate"  # report.md's last line and the figures' PNG Software text say it
 _PNG = b"\x89PNG\r\n\x1a\n"
 _ELSEWHERE = "write the report elsewhere: -o DIR (Python: output=DIR)"
+
+#: The reports being written: each staging folder, with the folders its call created and the
+#: thread writing it. Changed, and a report's files written or moved in, under :data:`_GUARD`.
+_OPEN: dict[Path, tuple[list[Path], threading.Thread]] = {}
+_GUARD = threading.RLock()
+#: The threads whose reports were given up (:func:`give_up_reports`).
+_GIVEN_UP: weakref.WeakSet = weakref.WeakSet()
+
+
+class ReportGivenUp(KeyboardInterrupt):
+    """Raised in a thread whose report was given up (:func:`give_up_reports`) where it would
+    go on: it ends that thread's work, which nothing waits for any more."""
+
+
+def check_given_up() -> None:
+    """Raise :class:`ReportGivenUp` in a thread whose report was given up; call it between
+    long pieces of work (a network pass) so that such a thread ends soon."""
+    if threading.current_thread() in _GIVEN_UP:
+        raise ReportGivenUp
+
+
+def give_up_reports(thread: threading.Thread) -> None:
+    """Give up the report ``thread`` writes, from another thread (the one that waited for it,
+    stopped by Ctrl-C or SIGTERM while ``thread`` is held in a network pass that no signal
+    stops): its staging folder is removed at once, with the folders its call created while they
+    are empty, and ``thread`` writes nothing more (a file under way is finished first: at most
+    a figure; a report being moved in is moved in whole). ``thread`` raises
+    :class:`ReportGivenUp` where it goes on (:func:`check_given_up`, :func:`writing`)."""
+    with _GUARD:
+        _GIVEN_UP.add(thread)
+        for staging, (created, writer) in list(_OPEN.items()):
+            if writer is thread:
+                del _OPEN[staging]
+                _remove(staging, created)
+
+
+def _remove(staging: Path | None, created: list[Path]) -> None:
+    """Remove ``staging`` and, while they are empty, the folders of ``created`` (deepest
+    first): another command may have written beside them meanwhile, which stays."""
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    for folder in created:
+        try:
+            folder.rmdir()  # only while empty
+        except OSError:
+            break
 
 
 def check_report_folder(out: Path) -> None:
@@ -160,13 +210,16 @@ def _write_error(path: Path, exc: OSError) -> StoreError:
 def writing(path: Path):
     """While the file ``path`` of a staging folder (:func:`staged_report`) is written, an
     ``OSError`` (a full disk) becomes a :class:`StoreError` naming the report's file it was
-    to be (in the report folder) and the fix."""
-    try:
-        yield path
-    except CryostreamError:
-        raise
-    except OSError as exc:
-        raise _write_error(path.parent.parent / path.name, exc) from None
+    to be (in the report folder) and the fix. Written under :data:`_GUARD`, and not at all
+    where the report was given up (:func:`give_up_reports`): :class:`ReportGivenUp`."""
+    with _GUARD:
+        check_given_up()
+        try:
+            yield path
+        except CryostreamError:
+            raise
+        except OSError as exc:
+            raise _write_error(path.parent.parent / path.name, exc) from None
 
 
 @contextlib.contextmanager
@@ -181,44 +234,55 @@ def staged_report(out: Path):
     (a figure of a section not asked for this time, :data:`REPORT_FILES`) are removed; other
     files in ``out`` stay, and one of a report's name that evaluate did not write (put there
     while the report was made) is neither replaced nor removed: a :class:`ConfigError`."""
+    check_given_up()  # (nothing made for a report given up before it began)
     out = out.absolute()
     created = [p for p in [out, *out.parents] if not p.exists()]  # deepest first
     staging = None
     try:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".partial", dir=out))
-        except OSError as exc:
-            raise _write_error(out, exc) from None
-        yield staging
-        legacy = _legacy(out)  # before this report's report.json lands
-        files = sorted(staging.iterdir(), key=lambda p: (p.name == "report.md",
-                                                         p.name == "report.json", p.name))
-        for path in files:
-            with writing(path):
-                _mark(path)
-        for path in files:  # each checked again, all before any is moved in
-            _refuse_foreign(out / path.name, legacy)
-        for path in files:
-            with writing(path):
-                os.replace(path, out / path.name)
-        made = {p.name for p in files}
-        for stale in out.iterdir():  # an earlier report's files this one has not
-            if stale.name not in made and _report_file(stale.name) \
-                    and made_by_evaluate(stale, legacy):
-                stale.unlink(missing_ok=True)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:
+        with _GUARD:
+            check_given_up()
             try:
-                folder.rmdir()  # only while empty
-            except OSError:
-                break
+                out.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".report-", suffix=".partial", dir=out))
+            except OSError as exc:
+                raise _write_error(out, exc) from None
+            _OPEN[staging] = (created, threading.current_thread())
+        yield staging
+        with _GUARD:  # moved in whole, or not at all where given up meanwhile
+            check_given_up()
+            _move_in(staging, out)
+            _OPEN.pop(staging, None)  # (written: nothing to give up)
+    except BaseException:
+        with _GUARD:
+            if _OPEN.pop(staging, None) is not None or staging is None:  # not given up
+                _remove(staging, created)
         raise
     finally:
+        with _GUARD:
+            _OPEN.pop(staging, None)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_in(staging: Path, out: Path) -> None:
+    """The report's files in ``staging`` marked and moved into ``out`` (:func:`staged_report`),
+    an earlier report's that this one has not removed."""
+    legacy = _legacy(out)  # before this report's report.json lands
+    files = sorted(staging.iterdir(), key=lambda p: (p.name == "report.md",
+                                                     p.name == "report.json", p.name))
+    for path in files:
+        with writing(path):
+            _mark(path)
+    for path in files:  # each checked again, all before any is moved in
+        _refuse_foreign(out / path.name, legacy)
+    for path in files:
+        with writing(path):
+            os.replace(path, out / path.name)
+    made = {p.name for p in files}
+    for stale in out.iterdir():  # an earlier report's files this one has not
+        if stale.name not in made and _report_file(stale.name) \
+                and made_by_evaluate(stale, legacy):
+            stale.unlink(missing_ok=True)
 
 
 def _report_file(name: str) -> bool:
