@@ -157,12 +157,13 @@ class TruthMethods:
     found: dict
 
 
-def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None):
+def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None, passes=None):
     """``recipe`` (a resolved :class:`~cryostream.config.DenoiseConfig`, or its
     :class:`~cryostream.denoise.steps.Pipeline` for one micrograph: a STAR row's defocus) run
     on ``micrograph`` (a :class:`~cryostream.denoise.steps.Micrograph`) as ``denoise`` runs it:
     ``(output, found)``. The network's pass on the micrograph itself is ``own``, done already; the others
-    (the ensemble's) are made here."""
+    (the ensemble's, the binned pass's) are made here, by ``passes`` where given (a network
+    pass with notes: :func:`~cryostream.denoise.micrograph.network_fn`), else at ``tile``."""
     from cryostream.denoise.tiling import network_pass
 
     image = micrograph.image
@@ -170,7 +171,7 @@ def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None):
     def network(x):  # the ensemble's first view is the micrograph itself (a view of it)
         same = x is image or (x.shape == image.shape and np.shares_memory(x, image)
                               and np.array_equal(x, image))
-        return own if same else network_pass(str(run), x, tile=tile)
+        return own if same else passes(x) if passes else network_pass(str(run), x, tile=tile)
 
     return (recipe.pipeline() if hasattr(recipe, "pipeline") else recipe).run(micrograph, network)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -14,23 +13,20 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.errors import DenoisedInputError, InvalidMicrographError, without_skipping
-from cryostream.evaluate.figures import plot_crops, plot_frc, plot_method_noise, plot_spectra
+from cryostream.evaluate.figures import plot_crops, plot_frc, plot_spectra
 from cryostream.evaluate.held_out import TruthSelection, check_store_held_out, select_held_out
 from cryostream.evaluate.numbers import (
     DEFAULT_RECIPE,
     GAUSSIAN,
     ORACLE_WIENER,
     compare_on_store,
-    method_noise,
     network_output,
     read_micrograph,
-    read_residual,
-    recipe_output,
-    residual_band,
     score_methods,
     truth_methods,
 )
-from cryostream.evaluate.staging import check_report_folder, staged_report, writing
+from cryostream.evaluate.residual import residual_section
+from cryostream.evaluate.staging import check_given_up, check_report_folder, staged_report, writing
 
 __all__ = ["evaluate", "staged_report", "test_split_section", "truth_section", "residual_section",
            "summary_lines"]
@@ -83,6 +79,7 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
     pixels = pixels or truth_pixel_sizes(pairs, None, True)
     known = all(p for p, _ in pixels)  # else the FRC curves (averaged) and spectra in cycles/px
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
+        check_given_up()  # (Ctrl-C on the command line: the report was given up)
         start, (given, where) = time.perf_counter(), pixels[number - 1]
         noisy, clean = read_micrograph(noisy_path)[0], read_micrograph(truth_path)[0]
         pixel = given or 1.0
@@ -155,77 +152,6 @@ def summary_lines(report: dict, output) -> list[str]:
     for row in report.get("residual", []):
         lines.append(f"  residual of {row['micrograph']}: {row['reading']}")
     return lines
-
-
-def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
-                     denoised=None) -> list[str]:
-    """The residual of what ``denoise`` gives each micrograph of ``paths`` (as
-    :func:`~cryostream.denoise.sources.gather_inputs` gives them: a STAR file's pixel size and
-    optics) by default (its recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`;
-    read from ``denoised`` where ``denoise`` wrote it there): numbers, figures and markdown."""
-    from cryostream.config import DenoiseConfig
-    from cryostream.denoise.micrograph import checked_micrograph
-    from cryostream.denoise.network import load_network
-    from cryostream.denoise.outputs import recipe_steps
-    from cryostream.denoise.steps import Micrograph
-    from cryostream.evaluate.denoised import DenoisedOutputs
-    from cryostream.evaluate.pixels import pixel_size_source
-
-    network_config = load_network(run).config
-    recipe = DenoiseConfig(tile=tile).for_run(record)
-    lines = ["## Residual of the denoised micrographs (no ground truth needed)", "",
-             "Micrograph − what `denoise` writes by default ("
-             f"{' + '.join(recipe_steps(recipe))}): its spectrum over the measured noise spectrum "
-             "from a period of 20 pixels out to Nyquist (the band, in Å by the micrograph's pixel "
-             "size; 1 is right; max deviation: the ring furthest from 1) and its correlation with "
-             "the 20 Å low-pass micrograph (pure noise's in brackets; the whole micrograph's "
-             "last). What they mean is under the table.", "",
-             "| micrograph | pixel size (Å) | band | spectrum ratio | max deviation | "
-             "correlation (pure noise) | whole micrograph |", "|---|---|---|---|---|---|---|"]
-    rows, inputs, outputs = [], paths, DenoisedOutputs(denoised, run, record, tile)
-    if denoised is None:  # the wait, said before it
-        _log.info("residual check of %d micrograph%s: each denoised as denoise does (%s), as long "
-                  "as denoise takes; --denoised FOLDER checks what denoise wrote there instead",
-                  len(inputs), "s" * (len(inputs) != 1), " + ".join(recipe_steps(recipe)))
-    for i, (source, given_pixel, optics, taken) in enumerate(inputs):
-        start, path = time.perf_counter(), Path(source)
-        raw, pixel = read_micrograph(path, residual=given_pixel is None)  # None: not known
-        pixel = given_pixel or pixel
-        # as denoise checks and mends it: NaN pixels named with their file, a hot pixel mended
-        raw = checked_micrograph(raw, str(path), record, network_config, DenoiseConfig())[1]
-        scale = np.float32(np.percentile(raw, record.prepare.percentile))
-        image = raw / scale
-        origin = taken.pixel_size_from if taken else "argument" if given_pixel else "header"
-        den = outputs.default_of(path, scale, optics, pixel, pixel_size_source(origin, path.name))[0]
-        if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
-            mine = dataclasses.replace(recipe, **optics)
-            den = recipe_output(run, mine if taken is None else taken.pipeline(mine), Micrograph(
-                image, pixel or 1.0, record, str(path)), network_output(run, raw, scale, tile),
-                tile)[0]
-        check = method_noise(image, den, pixel)
-        check["reading"] = read_residual(check)
-        _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f at %s, correlation with "
-                  "the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
-                  time.perf_counter() - start, check["spectrum_ratio_mean"], residual_band(check),
-                  check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
-        with writing(out / f"residual_{i}.png") as figure:
-            plot_method_noise(figure, check, image, den, title=Path(path).name)
-        rows.append({"micrograph": Path(path).name,
-                     **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)}})
-        lines.append(f"| {Path(path).name} | {f'{pixel:g}' if pixel else 'none known'} | "
-                     f"{residual_band(check)} | {check['spectrum_ratio_mean']:.3f} | "
-                     f"{check['spectrum_ratio_max_deviation']:.3f} | "
-                     f"{check['correlation_with_lowpass']:.3f} "
-                     f"({check['correlation_if_pure_noise']:.3f}) | "
-                     f"{check['correlation_if_everything']:.3f} |")
-    outputs.warn_pixel_sizes("the residual check (its band and low-pass)")
-    report["residual"] = rows
-    if any(r["pixel_size_angstrom"] is None for r in rows):  # said only where it is so
-        lines[2] = lines[2].replace(" What they mean", " A micrograph of no known pixel size is "
-                                    "checked at 1 Å per pixel: its band in cycles/px, its low-pass "
-                                    "20 pixels. What they mean")
-    return lines + [""] + [f"- {r['micrograph']}: {r['reading']}" for r in rows] + [""] + [
-        f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
 
 
 def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: int = 2,
