@@ -47,13 +47,26 @@ class OneLineErrors(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{_dash_hint(message, self)} (see {self.prog} "
+                  "--help)\n")
+
+    def _parse_optional(self, arg_string):
+        """argparse's (None: a value, not an option), but a minus sign and a digit or point
+        begin a value, never an option (no option of cryostream's is so named): a negative
+        value (``--budget -5m``, ``--tile -512``), refused by its own check for what it is, or a
+        file whose name begins so (``--residual -1.mrc``). argparse took them for options and
+        said the value was missing ("expected one argument")."""
+        if _NEGATIVE.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but options no subcommand knows are named by the subcommand they
         were given to, with the closest option it has (``--angpix``: ``--pixel-size``), and
         an option of one value given twice is refused (argparse keeps the last silently)."""
-        argv = _negative_values_joined(list(sys.argv[1:] if args is None else args), self)
+        argv = list(sys.argv[1:] if args is None else args)
+        for parser in (self, *getattr(self, "commands", {}).values()):
+            parser.argv = argv  # (what an error's hint reads)
         parsed, extras = self.parse_known_args(argv, namespace)
         command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
         if extras:
@@ -64,26 +77,27 @@ class OneLineErrors(argparse.ArgumentParser):
         return parsed
 
 
-def _negative_values_joined(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``argv`` with an option of one value followed by a value with a minus sign and a digit
-    (``--budget -5m``) given as ``--budget=-5m``: argparse takes ``-5m`` for an option and says
-    the value is missing, where the value's own check says what is wrong with it."""
-    commands = getattr(parser, "commands", {})
-    command = next((commands[token] for token in argv if token in commands), parser)
-    one_value = {option for action in command._actions
-                 if type(action) is argparse._StoreAction and action.nargs is None
-                 for option in action.option_strings}
-    end = argv.index("--") if "--" in argv else len(argv)
-    joined = []
-    for i, token in enumerate(argv):
-        if 0 < i < end and argv[i - 1] in one_value and _NEGATIVE.match(token):
-            joined[-1] = f"{joined[-1]}={token}"
-        else:
-            joined.append(token)
-    return joined
-
-
+#: What begins a value, never an option: a minus sign and a digit or point.
 _NEGATIVE = re.compile(r"^-[\d.]")
+
+
+def _dash_hint(message: str, parser: argparse.ArgumentParser) -> str:
+    """For argparse's ``argument --residual: expected at least one argument`` where the word
+    after the option begins with ``-`` and is no option of ``parser`` (``--residual -a.mrc``):
+    ``"; -a.mrc was taken for an option: give a file or folder whose name begins with '-' as
+    ./-a.mrc"``; else ``""`` (a name of a minus sign and a digit, ``-1.mrc``, is taken as it
+    is: :meth:`OneLineErrors._parse_optional`)."""
+    found = re.match(r"argument (\S+): expected (?:one|at least one) argument", message)
+    argv = getattr(parser, "argv", [])
+    if found is None:
+        return ""
+    known = {o for action in parser._actions for o in action.option_strings}
+    after = [argv[i + 1] for i, token in enumerate(argv[:-1])
+             if token in found.group(1).split("/")]
+    word = next((w for w in after if w.startswith("-") and w != "--" and w.split("=")[0]
+                 not in known), None)
+    return "" if word is None else (f"; {word} was taken for an option: give a file or folder "
+                                    f"whose name begins with '-' as ./{word}")
 
 
 def _given_twice(argv: list[str], parser: argparse.ArgumentParser) -> str:
