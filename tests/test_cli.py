@@ -796,6 +796,9 @@ def test_ctrl_c_in_denoise_on_a_scheduler_waits_for_the_micrographs_under_way(ti
     # train: what it kept (its note of it is on stderr, none with --quiet) and how to go on
     ("train", "; no checkpoint was written: run the same command again to start"),
     ("plan", ""),
+    # evaluate: its report is written whole at the end (it had said only how long it ran)
+    ("evaluate", "; nothing half-written is kept in RUN: the report is written whole at its "
+                 "end, or not at all; run the same command again to make it"),
     # simulate: its folder holds part of the set (it had said only how long it ran)
     ("simulate", "; SIM holds the micrographs made so far and no simulate.json: the set is not "
                  "finished (prepare, fit and evaluate --truth refuse it); run the same command "
@@ -813,7 +816,7 @@ def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):
                                                      output=str(tmp_path / "run"),
                                                      out="SIM")) == 130
     assert capsys.readouterr().err.splitlines() == [
-        f"cryostream {command}: interrupted after 0 s{then}"]
+        f"cryostream {command}: interrupted after 0 s{then.replace('RUN', str(tmp_path / 'run'))}"]
 
 
 @pytest.mark.parametrize("command", [["denoise", "-m", "genral", "MIC", "-o", "OUT"],
