@@ -8,7 +8,8 @@ ground truth beside the noisy input, the best Gaussian and the oracle Wiener fil
 the store's noise figure.
 
 Usage: python examples/matched_noise.py [OUTDIR] [--gpu]
-On a CPU: unet-small, 256² patches, 300 steps (≈7 minutes on two cores; the corrected output
+On a CPU: unet-small, 256² patches, 300 steps (about 11 minutes of CPU time: ≈7 minutes on
+two idle cores, 18 minutes beside other jobs on a 2-core machine; the corrected output
 then scores 29.2 dB, 32.7 dB with the ring clamp, 33.3 dB with the clamp and the Wiener gain,
 and 35.3 dB calibrated by four recorrupted passes, against 35.4 for the oracle Wiener filter).
 With --gpu: the unet preset on 512² patches for 3000 steps, residual (≈3 minutes on an H100).
