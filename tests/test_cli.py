@@ -227,6 +227,7 @@ DOCUMENTED_FLAGS = {
                 "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
                 "--amplitude-contrast", "--calibrate", "--workers", "--scheduler",
                 "--cluster-workers", "--overwrite"},
+    "picks-to-originals": {"-o", "--originals", "--overwrite", "--permissive"},
     "rank": {"-i", "--tile", "--halo", "--batch-size", "--n2n-correction", "--n2n-clamp",
              "--wiener-gain", "--ensemble", "--ctf-gain", "--voltage", "--cs",
              "--amplitude-contrast", "--draws", "--beta", "--seed", "--json"},

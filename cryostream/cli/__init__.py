@@ -22,6 +22,7 @@ from cryostream.cli import (
     evaluate,
     export_bin,
     fit,
+    picks_to_originals,
     plan,
     prepare,
     rank,
@@ -33,7 +34,8 @@ from cryostream.cli.common import QUIET_HELP, run_command
 
 __all__ = ["SUBCOMMANDS", "OneLineErrors", "build_parser", "main", "notes_on_stdout"]
 
-SUBCOMMANDS = (simulate, plan, prepare, train, fit, denoise, rank, evaluate, show, export_bin)
+SUBCOMMANDS = (simulate, plan, prepare, train, fit, denoise, picks_to_originals, rank, evaluate,
+               show, export_bin)
 """The subcommand modules, in the order ``--help`` lists them."""
 
 
