@@ -840,6 +840,30 @@ def test_a_defocus_column_one_letter_off_is_named_in_the_error(tmp_path: Path):
         read_star(_star(tmp_path, rows))
 
 
+def test_a_required_column_misspelled_gives_the_error_alone(tmp_path: Path, monkeypatch, capsys):
+    """_rlnMicrographname for _rlnMicrographName: denoise had warned that "a default … stands
+    in" for it, then stopped on "no block has a rlnMicrographName column": it says one line,
+    the error, naming the column that nearly spells it and the fix; nothing is written. So
+    does a misspelled rlnOpticsGroup where data_optics has two groups."""
+    from cryostream.cli import main
+
+    write_mrc(tmp_path / "a.mrc", _image())
+    star = _star(tmp_path, {"rlnMicrographname": ["a.mrc"], "rlnOpticsGroup": [1]})
+    monkeypatch.chdir(tmp_path)
+    assert main(["denoise", star.name, "-o", "out"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cryostream denoise: error: micrographs_ctf.star: no block has a "
+                   "rlnMicrographName column; _rlnMicrographname (_rlnMicrographName?) nearly "
+                   "spells it; correct the column's name"], err
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc"], "rlnOpticsGroupp": [1]})
+    assert main(["denoise", star.name, "-o", "out"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cryostream denoise: error: micrographs_ctf.star: row 1 (a.mrc): no "
+                   "rlnOpticsGroup column, and data_optics has 2 groups; _rlnOpticsGroupp "
+                   "(_rlnOpticsGroup?) nearly spells it; correct the column's name"], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_column_one_letter_off_one_that_is_read_is_said(tmp_path: Path):
     """_rlnVoltag in data_optics (rlnVoltage missing): one warning naming it and the column
     it nearly spells; RELION's own neighbours (rlnMicrographOriginalPixelSize, rlnOpticsGroupName)

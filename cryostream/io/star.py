@@ -21,7 +21,7 @@ import starfile
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import is_micrograph_list, star_tables
 from cryostream.io.paths import same_file
-from cryostream.io.star_columns import warn_near_columns
+from cryostream.io.star_columns import near_columns, nearly_spelled, warn_near_columns
 from cryostream.io.star_rows import first_folder, missing_rows, row_not_found, skip_row
 from cryostream.io.star_write import write_micrograph_star
 
@@ -245,7 +245,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
     StarFileWarning
         A micrograph listed on two rows alike (it is used once).
     """
-    path, skipped, project = Path(path), [], None
+    path, skipped, project, near = Path(path), [], None, []
     if path.suffix.lower() == ".cs":  # cryoSPARC's exposures, as the STAR file they stand for
         tables, skipped, project = star_tables(path, permissive)  # one half's for any column
         column = _COLUMN
@@ -256,7 +256,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             raise _fail(path, f"not a readable STAR file ({exc})",
                         "check it was written by RELION") from None
         tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
-        warn_near_columns(path, tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
+        near = near_columns(tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
     particles = [k for k, b in tables.items()
                  if _COLUMN in b.columns and not set(_PARTICLE).isdisjoint(b.columns)]
     name = next((k for k, b in tables.items() if column in b.columns and k not in particles), None)
@@ -273,10 +273,12 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                     "(RELION's MotionCorr job) and give the micrographs STAR file it writes "
                     "(e.g. MotionCorr/job002/corrected_micrographs.star)")
     if name is None:
+        typo = nearly_spelled(near, column)  # the error names it (and no warning came before)
         raise _fail(path, "empty (0 bytes)" if path.stat().st_size == 0 else
-                    f"no block has a {column} column", "pass a micrographs STAR file (e.g. "
-                    "from MotionCorr or CtfFind)" + ("" if column == _COLUMN else " that motion "
-                                                    "correction wrote with its even/odd sums"))
+                    f"no block has a {column} column{typo}", "correct the column's name" if typo
+                    else "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
+                    + ("" if column == _COLUMN else " that motion correction wrote with its "
+                       "even/odd sums"))
     table = tables[name].reset_index(drop=True)
     if table.empty:
         raise _fail(path, f"data_{name} lists no micrographs (a {column} column, no rows)",
@@ -307,8 +309,10 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
         where = f"row {i + 1} ({text})"
         if groups:
             if _GROUP not in row and len(groups) > 1:
+                typo = nearly_spelled(near_columns({name: table}, {_GROUP}), _GROUP)
                 raise _fail(path, f"{where}: no {_GROUP} column, and data_optics has "
-                            f"{len(groups)} groups", f"add the {_GROUP} column")
+                            f"{len(groups)} groups{typo}", "correct the column's name" if typo
+                            else f"add the {_GROUP} column")
             number = int(_number(path, where, _GROUP, row[_GROUP])) if _GROUP in row \
                 else next(iter(groups))
             if number not in groups:
@@ -368,6 +372,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             path, f"{len(bad)} of the {len(table)} rows have a bad defocus ("
             + "; ".join(e.problem for e in bad[:5]) + f"{more})",
             "run the CTF estimation again, or remove those micrographs' rows")
+    warn_near_columns(path, near)  # once read: a file refused for a column gets the error alone
     return MicrographStar(path, project or path.parent, micrographs, optics_table, table,
                           skipped)
 
