@@ -387,3 +387,89 @@ def test_run_outside_the_project_folder_says_where_to_run_it(tiny_run, project, 
         f"{project.parent}, which is no RELION project folder (no default_pipeline.star); RELION "
         f"runs an External job from its project folder: run {PROG} from there"], err
     assert not (project.parent / "External").exists()
+
+
+def _row(line: str, label: str) -> list[str]:
+    """The Params row ``label`` that ``line`` advises (``a Params row `overwrite` `yes```), as
+    RELION passes it: ``["--overwrite", "yes"]``."""
+    import re
+
+    found = re.search(rf"a Params row `{label}` `([^`]*)`", line)
+    assert found, (label, line)
+    return [f"--{label}", found.group(1)]
+
+
+def test_the_job_s_errors_advise_params_rows_and_a_new_job_not_options(tiny_run, project,
+                                                                       capsys):
+    """run.err had said "pass --overwrite … or choose another output folder: -o DIR" and
+    "(--permissive skips them)", which a RELION user, who sets Params rows and types no
+    command, cannot follow. The job run again with another Params row (dtype float16) says to
+    add the row `overwrite` `yes` or make a new External job, and the row it names, added as
+    RELION passes it, lets the job succeed; a micrograph that cannot be denoised is said to be
+    skipped by the row `permissive` `yes`, which, added, does so. No option is named."""
+    import numpy as np
+    from conftest import write_mrc
+
+    from cryostream.io.stack import MicrographSkippedWarning
+
+    assert _relion(tiny_run)[0] == 0
+    capsys.readouterr()
+    status, _ = _relion(tiny_run, "--dtype", "float16")
+    out, err = capsys.readouterr()
+    last = err.splitlines()[-1]
+    assert status == 2 and _exits(project) == ["RELION_JOB_EXIT_FAILURE"], err
+    assert last.startswith(f"cryostream denoise: error: {JOB}/sim_0000.mrc exists and is not "
+                           "this run's output"), last
+    assert "(made with `dtype` `float32`, not 'float16')" in last, last
+    assert last.endswith("; add a Params row `overwrite` `yes` to replace it, or make a new "
+                         "External job"), last
+    assert "--" not in err and "-o DIR" not in err, err
+    assert _relion(tiny_run, "--dtype", "float16", *_row(last, "overwrite"))[0] == 0
+    assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]
+    write_mrc(project / "micrographs/sim_0001.mrc", np.zeros((160, 128), np.float32))
+    capsys.readouterr()
+    status, _ = _relion(tiny_run, "--dtype", "float16")
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert status == 2 and "is constant" in last, err
+    assert "a Params row `permissive` `yes`" in last and "--" not in err, err
+    with warnings.catch_warnings():  # the micrograph skipped, with a warning
+        warnings.simplefilter("always", MicrographSkippedWarning)
+        assert _relion(tiny_run, "--dtype", "float16", *_row(last, "permissive"))[0] == 0
+    assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]
+    assert "--" not in capsys.readouterr().err
+
+
+def test_every_option_an_error_names_is_said_as_the_params_row_that_gives_it(project):
+    """Each option of denoise that is a Params row, named in advice ("pass OPTION [VALUE]"),
+    is said as a row that cryostream-relion takes back as that option (the row's label and
+    value through denoise_argv); the output folder (-o DIR) is a new External job; options
+    that are no Params row (another command's --steps, --help) and a command in backticks
+    stay as they are."""
+    import re
+
+    from cryostream.cli import build_parser
+    from cryostream.cli.relion_words import InJobTerms
+
+    options = {o: a for a in build_parser().commands["denoise"]._actions
+               for o in a.option_strings}
+    said = InJobTerms(options)
+    base = ["--o", f"{JOB}/", "--in_mics", "CtfFind/job003/micrographs_ctf.star"]
+    head = ["denoise", "CtfFind/job003/micrographs_ctf.star", "-o", f"{JOB}/"]
+    rows = [o for o in options if o not in ("-h", "--help", "-o", "--output")]
+    assert "--overwrite" in rows and "--no-ensemble" in rows and "-m" in rows
+    for option in rows:
+        value = [] if options[option].nargs == 0 else ["512"]
+        line = said(f"x.mrc: bad; pass {' '.join([option, *value])} to go on")
+        assert option not in line.split() and line.startswith("x.mrc: bad; add a Params row `"), \
+            (option, line)
+        label, *given = re.search(r"a Params row `([^`]+)`(?: `([^`]+)`)? to go on$",
+                                  line).groups()
+        got = denoise_argv([*base, f"--{label}", *[g for g in given if g]])[len(head):]
+        long = options[option].option_strings[-1] if option in ("-m", "-v") else option
+        assert got == [long, *value], (option, got)
+    assert said("x: pass --overwrite to replace it, or choose another output folder: -o DIR") \
+        == "x: add a Params row `overwrite` `yes` to replace it, or make a new External job"
+    kept = "train again into a new run folder (-o), with `cryostream train --steps 500 -o r` " \
+        "(see cryostream denoise --help)"
+    assert said(kept) == kept

@@ -330,7 +330,14 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
     (--no-ensemble)`` ``--no-ensemble``) and ``patches=0
     (--patches)`` becomes ``--patches 0``. ``options``: the command's options by their
     Python names (``{"count": "--count"}``), so that ``count=0: must be ...`` becomes
-    ``--count 0: must be ...`` where the message gives no option (a True or False stays)."""
+    ``--count 0: must be ...`` where the message gives no option (a True or False stays).
+    Where another program runs the command (``cryostream-relion``), as that program says it
+    (:func:`~cryostream.cli.signals.reworded`)."""
+    return reworded(_without_python(message, options))
+
+
+def _without_python(message: object, options: dict[str, str] | None) -> str:
+    """:func:`for_the_command_line`'s text, before another program's words."""
     import re
 
     python = r"Python: (?:[^()]|\((?:[^()]|\([^()]*\))*\))*"  # calls two deep: fit(train=X())

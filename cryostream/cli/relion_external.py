@@ -26,6 +26,8 @@ earlier run is removed at the start.
   even/odd columns).
 - ``--in_movies``, ``--in_parts``, ``--in_coords``, ``--in_3dref`` and ``--in_mask`` are refused:
   denoise reads micrographs (*Input micrographs*).
+- What denoise says names Params rows, not its options (``add a Params row `overwrite` `yes```
+  for ``pass --overwrite``; :mod:`cryostream.cli.relion_words`).
 """
 
 from __future__ import annotations
@@ -128,8 +130,6 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
         value or given twice, an input denoise does not read (``--in_parts``…), or a Params row
         that is no option of ``denoise`` or whose value it cannot take.
     """
-    from cryostream.cli import build_parser
-
     relion: dict[str, str] = {}
     params: list[tuple[str, list[str]]] = []
     extra: list[str] = []  # words RELION puts after --j: denoise's own options, as typed
@@ -160,8 +160,7 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
         raise ConfigError(f"--in_mics {mics}: no such file in {Path.cwd()}, which is no RELION "
                           "project folder (no default_pipeline.star); RELION runs an External "
                           f"job from its project folder: run {PROG} from there")
-    command = build_parser().commands["denoise"]
-    options = {o: a for a in command._actions for o in a.option_strings}
+    options = _denoise_options()
     translated = [word for name, values in params for word in _option(name, values, options)]
     workers = []
     if "--j" in relion:
@@ -172,6 +171,13 @@ def denoise_argv(argv: Sequence[str]) -> list[str]:
         if int(threads) > 1 and "--workers" not in translated:
             workers = ["--workers", threads]
     return ["denoise", relion["--in_mics"], "-o", relion["--o"], *workers, *translated, *extra]
+
+
+def _denoise_options() -> dict:
+    """Each option string of ``cryostream denoise`` with its :class:`argparse.Action`."""
+    from cryostream.cli import build_parser
+
+    return {o: a for a in build_parser().commands["denoise"]._actions for o in a.option_strings}
 
 
 def _option(label: str, values: list[str], options: dict) -> list[str]:
@@ -311,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     refused before denoising), which the EXIT file it leaves agrees with."""
     from cryostream import cli
     from cryostream.cli import notes_on_stdout
+    from cryostream.cli.relion_words import InJobTerms
     from cryostream.cli.signals import LAST_WORDS, REWORDED
 
     given = list(sys.argv[1:] if argv is None else argv)
@@ -343,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _mark(control, EXIT_FILES[2 if watch.seen else 1])
 
     LAST_WORDS.append(ended_at_once)
-    REWORDED.extend(RELION_WORDS)
+    said = [*RELION_WORDS, InJobTerms(_denoise_options())]  # Params rows, not options
+    REWORDED.extend(said)
     try:
         with notes_on_stdout(), watch:  # the watch ends first: no signal after it
             status = cli.main(words, process=argv is None)
@@ -356,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _leave(output, control, status, watch.seen)
         finally:
             LAST_WORDS.remove(ended_at_once)
-            for pair in RELION_WORDS:
-                REWORDED.remove(pair)
+            for entry in said:
+                REWORDED.remove(entry)
     return status
 
 

@@ -19,16 +19,18 @@ __all__ = ["StopSoftly", "EndAtOnce", "end_now", "at_once", "status_of", "LAST_W
 #: which RELION waits for): each called with the status, its errors let be.
 LAST_WORDS: list = []
 
-#: ``(words, instead)`` pairs that the lines of an interruption say otherwise, for a program
-#: that runs a command for another one (``cryostream-relion``: RELION's user presses *Abort
-#: running* and runs the job again, not Ctrl-C and the same command).
-REWORDED: list[tuple[str, str]] = []
+#: How the command's lines (its errors, warnings and notes, and those of an interruption) are
+#: said otherwise, for a program that runs a command for another one (``cryostream-relion``:
+#: RELION's user presses *Abort running* and runs the job again, not Ctrl-C and the same
+#: command, and sets options as Params rows): ``(words, instead)`` pairs, or callables that
+#: give a line as it is said.
+REWORDED: list = []
 
 
 def reworded(line: str) -> str:
-    """``line`` with :data:`REWORDED`'s words replaced."""
-    for words, instead in REWORDED:
-        line = line.replace(words, instead)
+    """``line`` as :data:`REWORDED` says it: its pairs' words replaced, its callables applied."""
+    for entry in REWORDED:
+        line = entry(line) if callable(entry) else line.replace(*entry)
     return line
 
 
