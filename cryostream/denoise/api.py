@@ -32,7 +32,7 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import finish, gather_cluster
+from cryostream.denoise.pool import finish_here, gather_cluster
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -284,7 +284,6 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         holds them, so the result is then the written files' paths, dims ``(micrograph,)``.
         For a lazy result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
     """
-    import concurrent.futures
     import functools
 
     from cryostream.cluster import check_local_workers, compute_context
@@ -359,9 +358,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             else:
                 at_once = min(workers, len(todo))
                 progress = progress(at_once)
-                job = functools.partial(job, progress=progress)
-                with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
-                    results = finish(pool, job, todo, len(micrographs), progress.stop)
+                results = finish_here(functools.partial(job, progress=progress), todo,
+                                      len(micrographs), at_once, progress.stop)
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")

@@ -5,6 +5,7 @@ checked before any work on either. :func:`cryostream.denoise.denoise` runs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import types
@@ -348,12 +349,14 @@ def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) ->
 
 
 def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, gate=None):
     """Denoise one micrograph of a call (``item``: it and its output's plan), noted in
-    ``progress``; one that fails is counted there as done (its error says why)."""
+    ``progress``; one that fails is counted there as done (its error says why). Its output
+    and note go through ``gate`` (a :class:`~cryostream.denoise.pool.Gate`), where given:
+    closed (SIGTERM), nothing is written (:class:`~cryostream.denoise.pool.Abandoned`)."""
     try:
         return _denoise_item(item, run=run, config=config, permissive=permissive,
-                             progress=progress)
+                             progress=progress, gate=gate)
     except BaseException:
         if progress is not None:
             progress.failed(item[0].source)
@@ -361,7 +364,7 @@ def denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bo
 
 
 def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: bool,
-                  progress: Progress | None = None):
+                  progress: Progress | None = None, gate=None):
 
     from cryostream.denoise.sources import halves_pipeline
     from cryostream.io.mrc import read_header_copy
@@ -399,19 +402,19 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
             found = {**found, "odd_half": seen,
                      "halves": "the sum of the pipeline's outputs on the even and odd halves "
                      "(the full sum's scale)"}
-    if estimate is not None and plan is not None:
-        from cryostream.denoise.network import load_network
+    with gate.writing() if gate is not None else contextlib.nullcontext():  # none once given up
+        if estimate is not None and plan is not None:
+            from cryostream.denoise.network import load_network
 
-        like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
-        estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
-                                history_label(run, config, found),
-                                output_record(run, config, micrograph.source, found,
-                                              micrograph.given(),
-                                              _computed_on(run, config.precision), stamps,
-                                              load_network(run).state),
-                                dtype=config.output_dtype, like=like)
-    if progress is not None:
-        # its output; a pair: the micrograph; one skipped: its input
-        named = plan.path if plan is not None and estimate is not None else micrograph.source
-        progress.note(named, time.perf_counter() - start, found, key=micrograph.source)
+            like = read_header_copy(micrograph.source, extended_header=config.keep_extended_header)
+            estimate = write_output(plan, estimate, micrograph.pixel_size_angstrom,
+                                    history_label(run, config, found),
+                                    output_record(run, config, micrograph.source, found,
+                                                  micrograph.given(),
+                                                  _computed_on(run, config.precision), stamps,
+                                                  load_network(run).state),
+                                    dtype=config.output_dtype, like=like)
+        if progress is not None:  # its output; a pair: the micrograph; one skipped: its input
+            named = plan.path if plan is not None and estimate is not None else micrograph.source
+            progress.note(named, time.perf_counter() - start, found, key=micrograph.source)
     return estimate

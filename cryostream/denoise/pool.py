@@ -1,11 +1,16 @@
 """The micrographs of one ``denoise`` call, run in a thread pool here or on a Dask cluster:
 their results in order, every bad micrograph named at the end (the others are denoised), an
 error every micrograph would meet (the device's memory, a setting) or Ctrl-C stopping the run
-as it comes."""
+as it comes. SIGTERM (a batch system's time limit) gives up the micrographs in progress here
+at once: their threads cannot be stopped, so a :class:`Gate` lets none of them write its
+output after that."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from cryostream.errors import (
@@ -16,16 +21,73 @@ from cryostream.errors import (
     one_error,
 )
 
-__all__ = ["finish", "Finished", "timed", "gather_cluster", "let_go"]
+__all__ = ["finish", "finish_here", "Gate", "Abandoned", "Finished", "timed", "gather_cluster",
+           "let_go"]
 
 
-def finish(pool, job, todo, total: int, on_stop=None) -> list:
+class Abandoned(Exception):
+    """A micrograph whose output was not written: the call gave it up (SIGTERM) first."""
+
+
+class Gate:
+    """Whether the outputs of a call may still be written: :meth:`writing` holds one open
+    while it is written, :meth:`close` (SIGTERM) lets no more start and waits for those being
+    written, so that nothing of the call is written after it returns, and nothing in part."""
+
+    def __init__(self) -> None:
+        self.closed, self._writing, self._change = False, 0, threading.Condition()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around an output's writing (and its note): :class:`Abandoned` once closed."""
+        with self._change:
+            if self.closed:
+                raise Abandoned("given up before its output was written")
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._change:
+                self._writing -= 1
+                self._change.notify_all()
+
+    def close(self) -> None:
+        """No output starts being written from now on; those being written are finished."""
+        with self._change:
+            self.closed = True
+            self._change.wait_for(lambda: not self._writing)
+
+
+def finish_here(job, todo, total: int, workers: int, on_stop=None) -> list:
+    """:func:`finish` in a pool of ``workers`` threads here, ``job`` given a :class:`Gate`
+    (``gate=``). After SIGTERM the pool's threads are not waited for: their micrographs are
+    given up, and the gate keeps them from writing anything."""
+    import concurrent.futures
+    import functools
+
+    from cryostream.interrupts import Terminated
+
+    gate, pool = Gate(), concurrent.futures.ThreadPoolExecutor(workers)
+    try:
+        return finish(pool, functools.partial(job, gate=gate), todo, total, on_stop, gate)
+    except Terminated:  # (closed already where finish met it)
+        gate.close()
+        raise
+    finally:
+        pool.shutdown(wait=not gate.closed, cancel_futures=True)
+
+
+def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None) -> list:
     """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
     micrograph would meet (memory, a setting) those not started are dropped and those in
     progress finish (their outputs whole); after Ctrl-C (``on_stop`` called first), if every
     one had finished, the run completes (its STAR file is written), else the interrupt goes
-    on."""
+    on. SIGTERM (:class:`~cryostream.interrupts.Terminated`) with a ``gate`` (the one ``job``
+    writes through) does not wait for those in progress: the gate is closed (an output being
+    written is finished first) and the interrupt goes on at once."""
     import concurrent.futures
+
+    from cryostream.interrupts import Terminated
 
     futures = [pool.submit(job, item) for item in todo]
     warned: set = set()
@@ -36,11 +98,14 @@ def finish(pool, job, todo, total: int, on_stop=None) -> list:
         for f in futures:
             f.cancel()
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if on_stop is not None:
             on_stop()
         for f in futures:
             f.cancel()
+        if gate is not None and isinstance(stop, Terminated):  # those in progress given up
+            gate.close()
+            raise
         concurrent.futures.wait(futures)
         _stop_on_first([f for f in futures if not f.cancelled()], len(futures) > 1, warned)
         if any(f.cancelled() for f in futures):
