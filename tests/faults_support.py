@@ -32,6 +32,7 @@ __all__ = [
     "start_cli",
     "signalled_cli",
     "wait_until",
+    "small_then_large",
     "simulate_stopped",
     "error_lines",
     "assert_user_error",
@@ -216,6 +217,28 @@ def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], boo
 
 
 _ERROR = re.compile(r"^cryostream( [\w-]+)?: error: ")
+
+
+def small_then_large(folder: Path, large: int = 2048) -> tuple[list[Path], Path]:
+    """Micrographs that take long to denoise, after one that does not: ``a_small.mrc`` (512 ×
+    512), then ``b_large.mrc`` and ``c_large.mrc`` (``large`` px square) in ``folder``, and
+    ``micrographs.star`` beside it listing them with their optics and defocus (named from
+    ``folder``'s parent, a RELION project). With the general model and ``--no-ensemble`` on a
+    CPU of two cores, the first takes about 10 s, each large one of 2048² a minute or more."""
+    import starfile
+
+    tables = []
+    for name, shape, seed in (("a_small", 512, 5), ("b_large", large, 3), ("c_large", large, 4)):
+        sim = cryostream.simulate(folder / f".{name}", 1, shape=(shape, shape), seed=seed)
+        Path(sim.micrographs[0]).rename(folder / f"{name}.mrc")
+        table = starfile.read(folder / f".{name}" / "micrographs.star", always_dict=True)
+        tables.append(table["micrographs"].assign(rlnMicrographName=f"{folder.name}/{name}.mrc"))
+        shutil.rmtree(folder / f".{name}")
+    import pandas as pd
+
+    star = folder.parent / "micrographs.star"
+    starfile.write({"micrographs": pd.concat(tables, ignore_index=True)}, star)
+    return [folder / f"{n}.mrc" for n in ("a_small", "b_large", "c_large")], star
 
 
 def error_lines(stderr: str) -> tuple[list[str], list[str]]:

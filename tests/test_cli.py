@@ -521,24 +521,31 @@ def test_one_signal_delivered_twice_at_once_is_one(signum, status):
     assert err[1] == "the micrograph in progress is finished" and len(err) == 3, err
 
 
-def test_sigterm_stops_denoise_as_ctrl_c_does_with_status_143(capsys):
-    """A batch system's time limit (SIGTERM): the micrograph in progress is finished, the
-    last line says what is kept and how to go on, status 143; SIGTERM's handler is put back."""
+def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys):
+    """A batch system's time limit (SIGTERM): denoise said it would finish the micrographs in
+    progress (minutes on a CPU, past the SIGKILL that follows 30 s later). Now it says at once
+    that it stops now, those in progress dropped, and its last line what is kept and how to go
+    on; status 143, SIGTERM's handler put back. (The real command:
+    tests/test_signals.py::test_sigterm_stops_denoise_at_once_keeping_the_finished_micrographs.)"""
+    import os
     import re
     import signal
+    import time
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # (the handler raises here)
 
     before = signal.getsignal(signal.SIGTERM)
-    args = argparse.Namespace(command="denoise", output="den5",
-                              func=_denoise_like(0.3, 1, signal.SIGTERM))
+    args = argparse.Namespace(command="denoise", output="den5", func=terminated)
     assert cli_common.run_command(args) == 143
     err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
     assert err.splitlines() == [
-        "cryostream denoise: terminated (SIGTERM): stopping after the micrographs in progress "
-        "(each is written whole or not at all); SIGTERM again to stop at once",
-        "the micrograph in progress is finished",  # after the first line, not before it
+        "cryostream denoise: terminated (SIGTERM): stopping now: the micrographs in progress are "
+        "dropped, not written (an output being written is finished first)",
         "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
-        "in den5: run the same command again to denoise the rest (it skips the finished ones) "
-        "and write denoised_micrographs.star"]
+        "in den5; those in progress are not written: run the same command again to denoise the "
+        "rest (it skips the finished ones) and write denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -587,31 +594,38 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
         "(run the same command again to resume)"]
 
 
-def test_ctrl_c_after_sigterm_ends_denoise_at_once_and_says_it_was_ctrl_c(tiny_run, tmp_path):
-    """SIGTERM, then Ctrl-C while `cryostream denoise` finished its micrograph in progress: the
-    Ctrl-C was taken for a first one (its note again, 'Ctrl-C again to stop at once') and the
-    command went on finishing, then ended 'interrupted' with status 130, SIGTERM's lost. Now
-    the Ctrl-C is the second signal: the process ends at once, its line naming it ('Ctrl-C after
-    SIGTERM'), with SIGTERM's status 143; nothing is half-written."""
+def test_sigterm_after_ctrl_c_ends_denoise_at_once_and_says_it_was_sigterm(tiny_run, tmp_path):
+    """Ctrl-C, then SIGTERM while `cryostream denoise` finishes its micrograph in progress: the
+    SIGTERM is the second signal, which ends the process at once, its line naming it ('SIGTERM
+    after Ctrl-C'), with Ctrl-C's status 130; nothing is half-written. (SIGTERM first stops at
+    once by itself: tests/test_signals.py.)"""
     import signal
+    import time
 
     import cryostream
     from tests.faults_support import signalled_cli
+
+    seen: list[float] = []
+
+    def second_under_way(err: str) -> bool:  # (the first's note comes as its job ends)
+        if not seen and "cryostream: denoised 1/3 " in err:
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > 0.5
 
     sim = cryostream.simulate(tmp_path / "sim", 3, shape=(1024, 1024), seed=5)
     out = tmp_path / "out"  # one at a time; the second, of 1024² px, takes seconds on a CPU:
     status, err = signalled_cli(  # in progress as the signals come
         "denoise", *sim.micrographs, "-o", out, "-m", tiny_run.run, "--no-ensemble", "--workers",
         "1", cwd=tmp_path,
-        signals=[(signal.SIGTERM, lambda err: "cryostream: denoised 1/3 " in err),
-                 (signal.SIGINT, lambda err: "cryostream denoise: terminated (SIGTERM)" in err)])
+        signals=[(signal.SIGINT, second_under_way),
+                 (signal.SIGTERM, lambda err: "Ctrl-C again to stop at once" in err)])
     lines = err.splitlines()
-    assert status == 143 and "Traceback" not in err, err
+    assert status == 130 and "Traceback" not in err, err
     assert lines[-2:] == [
-        "cryostream denoise: terminated (SIGTERM): stopping after the micrographs in progress "
-        "(each is written whole or not at all); SIGTERM again to stop at once",
-        "cryostream denoise: stopped at once (Ctrl-C after SIGTERM); what was in progress is not "
-        "written (run the same command again to resume)"], err
+        "cryostream denoise: stopping after the micrographs in progress (each is written whole "
+        "or not at all); Ctrl-C again to stop at once",
+        "cryostream denoise: terminated at once (SIGTERM after Ctrl-C); what was in progress is "
+        "not written (run the same command again to resume)"], err
     first = Path(sim.micrographs[0]).stem  # the one finished: the second was not written
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         f"{first}.json", f"{first}.mrc"]

@@ -5,6 +5,10 @@ RELION reads it. Real MRC and STAR files from ``simulate``, the real command in-
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -232,24 +236,17 @@ def test_notes_go_to_run_out_and_another_kind_of_job_is_left_as_it_was(tiny_run,
 def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, project):
     """A second signal ends the process at once (no cleanup of Python's runs after it): the
     job's RELION_JOB_EXIT_FAILURE is written on the way out all the same, or RELION would show
-    the job running for ever. A child process, two real SIGTERMs."""
+    the job running for ever. A child process, a real SIGINT (as the abort sends it), then a
+    SIGTERM while the micrograph in progress is finished."""
     import signal
-    import subprocess
-    import sys
-    import threading
-    import time
 
-    from faults_support import child_environment, wait_until
+    from faults_support import wait_until
 
-    cryostream.simulate(project / "big", 3, config=SimulateConfig(shape=(768, 768), seed=4))
+    cryostream.simulate(project / "big", 3, config=SimulateConfig(shape=(1024, 1024), seed=4))
     star = project / "big/micrographs.star"
     star.write_text(star.read_text().replace("micrographs/sim_", "big/micrographs/sim_"))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from cryostream.cli.relion_external import main; "
-         "raise SystemExit(main())", "--o", f"{JOB}/", "--in_mics", "big/micrographs.star",
-         "--j", "1", "--pipeline_control", f"{JOB}/", "--model", str(tiny_run.run), "--raw",
-         "yes", "--tile", "64", "--workers", "1"], cwd=project, env=child_environment(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _job_process("big/micrographs.star", "--model", str(tiny_run.run), "--raw", "yes",
+                        "--tile", "64", "--workers", "1")
     said: list[str] = []  # run.err, read as it comes
     reader = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read(1), "")))
     reader.start()
@@ -257,9 +254,10 @@ def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, p
         for line in proc.stdout:  # the notes: run.out
             if "denoised 1/3" in line:
                 break
-        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the second under way (its note came as the first's job ended)
+        proc.send_signal(signal.SIGINT)
         # the second once the first is taken (two handled together are one signal sent twice)
-        assert wait_until(proc, lambda: "SIGTERM again" in "".join(said), timeout=120), said
+        assert wait_until(proc, lambda: "stopping after" in "".join(said), timeout=120), said
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         proc.stdout.read()  # to the end: the process has ended
@@ -268,10 +266,67 @@ def test_a_second_signal_still_leaves_the_exit_file_relion_waits_for(tiny_run, p
         proc.kill()
         reader.join(timeout=10)
     err = "".join(said)
-    assert proc.returncode == 143, err
-    assert "terminated at once (SIGTERM again)" in err, err
+    assert proc.returncode == 130, err
+    assert "terminated at once (SIGTERM after Ctrl-C)" in err, err
     assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
     assert not (project / JOB / "RELION_OUTPUT_NODES.star").exists()
+
+
+def test_sigterm_ends_the_job_at_once_and_leaves_its_exit_file(project):
+    """A queue's time limit or `scancel` (SIGTERM) while the job denoises two micrographs of
+    2048² on a CPU (a minute or more each): it waited for them to finish, and Slurm's SIGKILL
+    30 s after its SIGTERM then left no RELION_JOB_EXIT file (RELION shows such a job running
+    for ever) and no line saying what was kept. Now the job ends within seconds with status
+    143 and RELION_JOB_EXIT_FAILURE: those in progress are given up (no output, no partial
+    file), the one finished kept whole with its record, no STAR or nodes file written."""
+    import re
+    import signal
+
+    import mrcfile
+    from faults_support import small_then_large
+
+    small_then_large(project / "mix")
+    proc = _job_process("micrographs.star", "--ensemble", "no", j="2")
+    said: list[str] = []  # run.err, read as it comes
+    reader = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        for line in proc.stdout:  # the notes: run.out
+            if "denoised 1/3 a_small.mrc" in line:
+                break
+        time.sleep(1)  # both large ones under way
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        seconds = time.monotonic() - sent
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    err = "".join(said)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert seconds < 8, (seconds, err)
+    assert _exits(project) == ["RELION_JOB_EXIT_FAILURE"]
+    job = project / JOB
+    assert sorted(p.name for p in job.iterdir()) == [
+        "RELION_JOB_EXIT_FAILURE", "a_small.json", "a_small.mrc", "job.star", "note.txt",
+        "run.out"]
+    assert mrcfile.read(job / "a_small.mrc").shape == (512, 512)
+    assert re.sub(r"after \d+ s", "after N s", err.splitlines()[-1]) == (
+        f"cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
+        f"in {JOB}/; those in progress are not written: run the job again to denoise the rest "
+        "(it skips the finished ones) and write denoised_micrographs.star"), err
+
+
+def _job_process(mics: str, *params: str, j: str = "1") -> subprocess.Popen:
+    """``cryostream-relion`` as RELION starts it, in a child process run from the project
+    folder (the working directory), its stdout (run.out) and stderr (run.err) as pipes."""
+    from faults_support import child_environment
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "from cryostream.cli.relion_external import main; "
+         "raise SystemExit(main())", "--o", f"{JOB}/", "--in_mics", mics, "--j", j,
+         "--pipeline_control", f"{JOB}/", *params], env=child_environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_additional_arguments_another_programs_job_and_a_nodes_file_that_cannot_be_written(

@@ -1,12 +1,15 @@
 """Signals and closed pipes in real processes: the command piped into ``head`` (its stderr's
-pipe closed early) still stops on Ctrl-C, and still finishes its work without one; a script's
-training stopped by SIGTERM says in its traceback what it kept and how to go on."""
+pipe closed early) still stops on Ctrl-C, and still finishes its work without one; denoise
+stops at once on SIGTERM, giving up the micrographs in progress; a script's training stopped by
+SIGTERM says in its traceback what it kept and how to go on."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +22,12 @@ import numpy as np
 import pytest
 
 import cryostream
-from tests.faults_support import child_environment, leftovers, start_cli
+from tests.faults_support import child_environment, leftovers, small_then_large, start_cli
+
+#: The last line of a denoise that SIGTERM stopped (``{out}``: its output folder).
+TERMINATED = ("cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are "
+              "kept in {out}; those in progress are not written: run the same command again to "
+              "denoise the rest (it skips the finished ones) and write denoised_micrographs.star")
 
 
 def _whole_outputs(out: Path, shape: tuple[int, int]) -> list[str]:
@@ -95,6 +103,106 @@ def test_denoise_piped_into_head_finishes_its_work_with_status_0(tiny_run, tmp_p
     assert _whole_outputs(out, (256, 256)) == [m.name for m in sim.micrographs]
     assert (out / "denoised_micrographs.star").is_file()
 
+
+
+def test_sigterm_stops_denoise_at_once_keeping_the_finished_micrographs(tmp_path):
+    """SIGTERM (Slurm's scancel, a queue's time limit) while `cryostream denoise` has two
+    micrographs of 2048² in progress on a CPU (a minute or more each): it waited for them to
+    finish (43 s and more were measured), past Slurm's 30 s before its SIGKILL. Now it ends
+    within seconds with status 143: those in progress are given up (no output, no partial
+    file), the one finished is kept whole with its record, no STAR file is written, and the
+    last line says what is kept and how to go on."""
+    micrographs, _ = small_then_large(tmp_path / "mics")
+    out = tmp_path / "out"  # two at once: the small one, done in seconds, then the large ones
+    proc = start_cli("denoise", *micrographs, "-o", out, "--no-ensemble", "--workers", "2",
+                     cwd=tmp_path)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        from tests.faults_support import wait_until
+
+        assert wait_until(proc, lambda: "cryostream: denoised 1/3 a_small.mrc" in "".join(err),
+                          timeout=240), "".join(err)
+        time.sleep(1)  # both large ones under way
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=120)
+        seconds = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=10)
+    text = "".join(err)
+    assert status == 143 and "Traceback" not in text, text
+    assert seconds < 8, (seconds, text)
+    lines = text.splitlines()
+    assert lines[-2] == ("cryostream denoise: terminated (SIGTERM): stopping now: the "
+                         "micrographs in progress are dropped, not written (an output being "
+                         "written is finished first)"), text
+    assert re.sub(r"after \d+ s", "after N s", lines[-1]) == TERMINATED.format(out=out), text
+    assert _whole_outputs(out, (512, 512)) == ["a_small.mrc"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_small.json", "a_small.mrc"]
+
+
+def test_a_micrograph_given_up_on_sigterm_writes_nothing_after_the_command_ends(tmp_path,
+                                                                               capsys):
+    """SIGTERM to `cryostream denoise` run in this process, whose thread denoising a micrograph
+    cannot be stopped: the command ends at once (status 143), and that thread, left to finish
+    its work, writes no output, partial file or note after the command's last line."""
+    from cryostream.cli import main
+
+    micrographs, _ = small_then_large(tmp_path / "mics", large=1024)  # some seconds each
+    out = tmp_path / "out"
+    before = set(threading.enumerate())
+
+    def signal_once_the_small_one_is_done() -> None:
+        while not (out / "a_small.json").is_file():
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_the_small_one_is_done, daemon=True).start()
+    status = main(["denoise", *map(str, micrographs), "-o", str(out), "--raw", "--workers",
+                   "2"])
+    ended = capsys.readouterr().err.splitlines()
+    left = [t for t in threading.enumerate()  # the pool's threads, still denoising
+            if t not in before and t.name.startswith("ThreadPoolExecutor") and t.is_alive()]
+    assert status == 143 and left, (status, left)
+    for thread in left:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in left)
+    assert re.sub(r"after \d+ s", "after N s", ended[-1]) == TERMINATED.format(out=out), ended
+    assert capsys.readouterr().err == ""  # nothing more said once it had ended
+    assert sorted(p.name for p in out.iterdir()) == ["a_small.json", "a_small.mrc"]
+
+
+def test_an_output_being_written_at_sigterm_is_finished_and_none_starts_after():
+    """The gate SIGTERM closes: an output being written as it comes (here a thread holding it
+    open) is waited for, so it is whole before the command ends; one that comes to be written
+    after it is refused (Abandoned), its micrograph given up."""
+    from cryostream.denoise.pool import Abandoned, Gate
+
+    gate, inside, release, closed = Gate(), threading.Event(), threading.Event(), []
+
+    def write() -> None:
+        with gate.writing():
+            inside.set()
+            release.wait(timeout=30)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert inside.wait(timeout=30)
+    closer = threading.Thread(target=lambda: closed.append(gate.close()))
+    closer.start()
+    time.sleep(0.3)
+    assert closer.is_alive() and not closed  # waiting for the write under way
+    release.set()
+    closer.join(timeout=30)
+    writer.join(timeout=30)
+    assert closed == [None] and gate.closed
+    with pytest.raises(Abandoned), gate.writing():
+        pytest.fail("written after the gate closed")
 
 
 #: A user's script as a batch job runs it: the shared run's training (``TINY_TRAIN``, for many

@@ -228,7 +228,8 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     command is the process's (:func:`cryostream.cli.main` as the program): once interrupted,
     that holds through the process's exit too (:meth:`~cryostream.cli.signals.EndAtOnce.through_the_exit`),
     or it ends at once after its line where the command's work goes on in a thread that no
-    signal stops (:attr:`~cryostream.cli.kept.Interruption.ends_process`: ``evaluate``).
+    signal stops (:attr:`~cryostream.cli.kept.Interruption.ends_process`: ``evaluate``, and
+    ``denoise`` on SIGTERM, which gives up the micrographs in progress: ``denoise on SIGTERM``).
     """
     import signal
     import threading
@@ -241,11 +242,14 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
                                      INTERRUPTIONS.get(args.command))
     if getattr(args, "scheduler", None):  # a scheduler's own, where the command has one
         interruption = INTERRUPTIONS.get(f"{args.command} on a scheduler", interruption)
+    # SIGTERM's own way, where the command has one (denoise here: at once)
+    on_term = None if on_cluster else INTERRUPTIONS.get(f"{args.command} on SIGTERM")
     main = threading.current_thread() is threading.main_thread()
     soft = interruption is not None and interruption.first is not None and main
     before = signal.getsignal(signal.SIGINT) if main else None
     handler = StopSoftly(args.command, interruption.first if soft else None,
-                         *([interruption.at_once] if interruption is not None else []))
+                         *([interruption.at_once] if interruption is not None else []),
+                         term=on_term.first if on_term is not None else None)
     if soft:  # (the others keep Python's Ctrl-C, which training holds back itself, till SIGTERM)
         signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler) if main else None
@@ -263,6 +267,8 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
         print(f"cryostream {args.command}: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        if on_term is not None and isinstance(exc, Terminated):
+            interruption = on_term
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         said = f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
         if main:  # one while the line is made (the checkpoint kept looked up) says this much

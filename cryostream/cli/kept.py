@@ -24,7 +24,8 @@ class Interruption:
     first : str or None
         Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
         progress before it stops; a second Ctrl-C then stops the process at once. None: the
-        first Ctrl-C stops the command as Python does.
+        first Ctrl-C stops the command as Python does. Of an entry ``COMMAND on SIGTERM``
+        (SIGTERM's own way, where it differs from Ctrl-C's), what the first SIGTERM prints.
     then : str or callable
         Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
         parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
@@ -114,6 +115,15 @@ INTERRUPTIONS = {
         "all); Ctrl-C again to stop at once",
         then="the finished micrographs are kept in {output}: run the same command again to "
         "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
+    # SIGTERM (a batch system's time limit, whose SIGKILL follows in 30 s): those in progress
+    # are given up at once (cryostream.denoise.pool.Gate: none of them writes anything more),
+    # and the process ends after its last line, not waiting for their threads
+    "denoise on SIGTERM": Interruption(
+        first="stopping now: the micrographs in progress are dropped, not written (an output "
+        "being written is finished first)",
+        then="the finished micrographs are kept in {output}; those in progress are not "
+        "written: run the same command again to denoise the rest (it skips the finished ones) "
+        "and write denoised_micrographs.star", ends_process=True),
     # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
     "denoise on a cluster": Interruption(
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "

@@ -15,7 +15,10 @@ runs, a thread looks for it every :data:`ABORT_POLL_SECONDS` and, once it is the
 denoise as a first Ctrl-C does (a SIGINT to the main thread): the micrographs in progress are
 finished whole, none more is started. The job then leaves ``RELION_JOB_EXIT_ABORTED`` (no nodes
 file), removes ``RELION_JOB_ABORT_NOW`` and ends with denoise's status (130). One left by an
-earlier run is removed at the start.
+earlier run is removed at the start. SIGTERM (a queue's time limit, ``scancel``) stops denoise
+at once, the micrographs in progress dropped (:mod:`cryostream.denoise.pool`): the process
+ends within seconds, leaving ``RELION_JOB_EXIT_FAILURE`` on its way out
+(:data:`~cryostream.cli.signals.LAST_WORDS`), before the queue's SIGKILL would leave none.
 
 - ``--j N`` (the *Running* tab's threads): ``--workers N``, micrographs in flight, where N > 1;
   RELION's default 1 leaves denoise's own choice (a Params row ``workers`` wins over it).

@@ -80,11 +80,13 @@ class StopSoftly:
     :class:`KeyboardInterrupt` (Ctrl-C) or :class:`Terminated` (SIGTERM), printing ``first``
     (of SIGTERM in its words); the second, whichever it is, ends the process at once with the
     first's status (130 or 143), in one line naming it and saying ``at_once`` of the work in
-    progress. The first delivered twice at once is one."""
+    progress. The first delivered twice at once is one. ``term``: what a first SIGTERM prints
+    instead, where the command stops otherwise on it (denoise: at once)."""
 
-    def __init__(self, command: str, first: str | None, at_once: str = AT_ONCE):
+    def __init__(self, command: str, first: str | None, at_once: str = AT_ONCE,
+                 term: str | None = None):
         self.command, self.first, self.arrivals = command, first, Arrivals()
-        self.at_once = at_once
+        self.at_once, self.term = at_once, term
 
     def __call__(self, signum, frame):
         if not self.arrivals.new(signum):  # the first, delivered twice
@@ -97,7 +99,8 @@ class StopSoftly:
         if term:  # a Ctrl-C while the command stops is the second, not Python's interrupt
             signal.signal(signal.SIGINT, self)
         if self.first:
-            said = f"terminated (SIGTERM): {as_sigterm(self.first)}" if term else self.first
+            said = self.first if not term else \
+                f"terminated (SIGTERM): {self.term or as_sigterm(self.first)}"
             print(reworded(f"cryostream {self.command}: {said}"), file=sys.stderr, flush=True)
         raise Terminated if term else KeyboardInterrupt
 
