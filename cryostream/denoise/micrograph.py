@@ -149,7 +149,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
     halves, whose time left counts both; :class:`~cryostream.denoise.pace.PassNotes`)."""
     if source is not None:
         notes = notes or PassNotes()
-        notes.begin_half(source, config, offsets)
+        notes.begin_half(source, config, offsets, run)
 
     def network(image):
         if source is not None:
@@ -157,7 +157,7 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
                            batch_size=config.batch_size, precision=config.precision)
         if source is not None:
-            notes.passed(image.size, NOTE_EVERY_S)
+            notes.passed(image.shape, NOTE_EVERY_S)
         return out
 
     return network

@@ -1,15 +1,53 @@
 """The notes while one micrograph's network passes run (minutes on a CPU): which pass is done
 and about how long the micrograph's others take at the pace so far. A pair of even/odd halves
 is one micrograph: the time left counts both halves' passes, and the note says which half is
-under way."""
+under way.
+
+The passes are of two kinds, the whole micrograph's and, with the binned pass, the micrograph
+binned by 2's; they are run in that order, and the binned ones cost more than their quarter of
+the pixels (a small image's windows carry as wide a margin: on two cores a 1024² micrograph's
+binned pass took about half its whole pass's time). The time left counts each kind's passes
+left at what that kind took so far (:func:`time_left`); a kind not yet run is counted from the
+windows' estimate of it (:func:`~cryostream.denoise.tiling.cpu_pass_seconds`) at the pace of
+the passes run."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
-__all__ = ["PassNotes"]
+__all__ = ["PassNotes", "time_left"]
+
+
+def time_left(spent: dict, done: dict, todo: dict, estimate: dict) -> float:
+    """About how many seconds the passes left take at the pace so far.
+
+    Parameters
+    ----------
+    spent, done : dict
+        Per kind of pass (any key: the passes' pixels, say), the seconds the passes done took
+        and how many they are.
+    todo : dict
+        Per kind, the passes left.
+    estimate : dict
+        Per kind, an estimate of one pass's cost in any unit (seconds on an idle machine, or
+        pixels): only the ratio between kinds counts, for a kind with no pass done yet.
+
+    Returns
+    -------
+    float
+        Each kind's passes left at that kind's mean so far; a kind with none done yet at its
+        ``estimate`` times the pace of the kinds done (their seconds over their estimates).
+        Nothing done: NaN.
+    """
+    ran = [kind for kind, n in done.items() if n > 0]
+    if not ran:
+        return math.nan
+    pace = sum(spent[k] for k in ran) / sum(done[k] * estimate[k] for k in ran)
+    return sum(n * (spent[k] / done[k] if done.get(k) else pace * estimate[k])
+               for k, n in todo.items() if n > 0)
 
 
 class PassNotes:
@@ -17,48 +55,84 @@ class PassNotes:
     pair, the same shape each: :func:`~cryostream.io.halves.halves_mismatch`).
 
     :meth:`begin_half` starts each half's passes; :meth:`passing` and :meth:`passed` go round
-    each network pass. The pace is measured from the micrograph's first network pass (the CTF
-    fit before it is no network time), by pixels: a binned pass has a quarter of a whole
-    pass's. Seconds "so far" count from this object's making: the micrograph's first half.
+    each network pass. Each pass is timed and counted by its kind (the whole micrograph's, or
+    the binned pass's: its pixels tell them apart); the time left is :func:`time_left`'s, over
+    the passes' own seconds, stretched by the time between them (the wall time since the first
+    pass began over the passes' seconds). The CTF fit before the first pass is no network time
+    and the steps after the last are not counted (seconds where the passes take minutes).
+    Seconds "so far" count from this object's making: the micrograph's first half.
     """
 
     def __init__(self, halves: int = 1):
         self.halves, self.half = halves, 0
         self.start = self.last = time.perf_counter()
-        self.first = None  # the first pass's start
-        self.pixels = self.whole = 0  # pixels through the network; a whole pass's
+        self.first = self.began = None  # the first pass's start; the pass under way's
+        # per kind of pass (its pixels): seconds spent, passes done and in all, estimated cost
+        self.spent, self.done_kind, self.total, self.estimate = {}, {}, {}, {}
+        self.run = self.config = None
         self.source, self.passes, self.per_half, self.done = None, 1, 1, 0
 
-    def begin_half(self, source: str, config, offsets: int = 1) -> None:
+    def begin_half(self, source: str, config, offsets: int = 1, run: str | None = None) -> None:
         """The next half's passes begin (the only one's, for a micrograph alone): ``source``
         its file, ``config`` its :class:`~cryostream.config.DenoiseConfig` (once, 8 times for
         the ensemble, more to calibrate, as many again on the image binned by 2 for the binned
-        pass, at each of its ``offsets``)."""
+        pass, at each of its ``offsets``); ``run`` the model, whose windows estimate the binned
+        pass before one is run (without it, its pixels do)."""
         self.half += 1
-        self.source, self.done = source, 0
+        self.source, self.done, self.run, self.config = source, 0, run, config
         self.passes = (8 if config.ensemble else 1) * (1 + config.calibrate)
         self.per_half = self.passes * (1 + (offsets if config.binned_pass else 0))
 
     def passing(self) -> None:
         """A network pass starts."""
-        self.first = self.first or time.perf_counter()
+        self.began = time.perf_counter()
+        self.first = self.first or self.began
 
-    def passed(self, pixels: int, every_s: float) -> None:
-        """A network pass of ``pixels`` is done: a note if ``every_s`` seconds went by since the
-        last (none where the micrograph has one pass alone: the note that it is done follows)."""
+    def _kinds(self, shape: tuple) -> None:
+        """The kinds of pass, known at the first (the whole micrograph's ``shape``): each one's
+        pixels, passes in all and estimated cost."""
+        from cryostream.denoise.binned import binned_shape
+        from cryostream.denoise.tiling import cpu_pass_seconds
+        from cryostream.errors import ConfigError
+
+        shapes = [tuple(shape)] + ([binned_shape(shape)] if self.per_half > self.passes else [])
+        counts = [self.passes, self.per_half - self.passes][:len(shapes)]
+        self.total = {math.prod(s): n * self.halves for s, n in zip(shapes, counts, strict=True)}
+        c, self.estimate = self.config, {math.prod(s): math.prod(s) for s in shapes}
+        try:  # the windows' estimate where the run is known and its windows fit; else pixels
+            if self.run is not None:
+                self.estimate = {math.prod(s): cpu_pass_seconds(
+                    self.run, s, c.tile, c.halo, c.precision, c.batch_size) for s in shapes}
+        except ConfigError:
+            pass
+
+    def left(self, now: float) -> float:
+        """About how many seconds the passes left take (:func:`time_left`), at ``now``."""
+        todo = {k: n - self.done_kind.get(k, 0) for k, n in self.total.items()}
+        if not all(k in self.estimate for k in self.done_kind):  # a pass of no kind foreseen
+            return math.nan
+        between = (now - (self.first or now)) / max(sum(self.spent.values()), 1e-9)
+        return between * time_left(self.spent, self.done_kind, todo, self.estimate)
+
+    def passed(self, shape: tuple, every_s: float) -> None:
+        """A network pass of an image of ``shape`` is done: a note if ``every_s`` seconds went
+        by since the last (none where the micrograph has one pass alone: the note that it is
+        done follows)."""
         from cryostream.units import spoken_duration
 
-        self.done += 1
-        self.pixels += pixels
-        self.whole = self.whole or pixels  # the first pass is on the whole micrograph
         now = time.perf_counter()
+        if not self.estimate:
+            self._kinds(shape)
+        kind = math.prod(shape)  # a 90° turn of the ensemble: the same kind
+        self.spent[kind] = self.spent.get(kind, 0.0) + now - (self.began or now)
+        self.done_kind[kind] = self.done_kind.get(kind, 0) + 1
+        self.done += 1
         expected = self.per_half * self.halves
         if now - self.last < every_s or expected <= 1:
             return
         self.last = now
         done = (self.half - 1) * self.per_half + self.done  # of the whole micrograph
-        work = self.whole * (self.passes + (self.per_half - self.passes) / 4) * self.halves
-        left = (now - self.first) * (work - self.pixels) / self.pixels
+        left = self.left(now)
         logging.getLogger("cryostream").info(
             "%s: network pass %d%s done%s, %.0f s so far%s", Path(self.source).name, self.done,
             f" of {self.per_half}" if self.done <= self.per_half else "",

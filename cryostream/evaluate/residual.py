@@ -162,6 +162,6 @@ def _noted_passes(run, record, recipe, raw: np.ndarray, scale, tile: int | None,
     check_given_up()
     notes.passing()
     own = network_output(run, raw, scale, tile)
-    notes.passed(raw.size, micrograph.NOTE_EVERY_S)  # (read here: a test sets it)
+    notes.passed(raw.shape, micrograph.NOTE_EVERY_S)  # (read here: a test sets it)
     return own, tile, passes
 
