@@ -97,27 +97,50 @@ def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tmp_path: Path, notes):
     assert "the CTF fit and the output STAR file's optics table take 300 kV" in notes[0]
 
 
-def test_the_cpu_time_estimate_says_when_other_work_keeps_the_cores_busy(notes, monkeypatch):
+def test_the_cpu_time_estimate_says_when_other_work_keeps_the_cores_busy():
     """On a machine whose two cores other work keeps busy (a test suite, another denoise), the
-    note 'about 80 seconds for one of 1024 × 1024 on 2 CPU cores (this machine has 2)' was
-    followed by 345 s for a 1024² crop of a real micrograph, with nothing said of why; the note
-    now names the load and about how much longer to expect. An idle machine's note is as before."""
+    note 'about 80 seconds for one of 1024 × 1024 on 2 CPU cores (this machine has 2), 4
+    minutes for all here' was followed by 875 s for three 1024² micrographs, with nothing said
+    of why; the note now names the load, says its times are of idle cores and about how much
+    longer to expect at most (its end, :func:`busy_note`, of a load and cores given here); an
+    idle machine's note is as before."""
+    from cryostream.denoise import workers
+
+    assert workers.busy_note(5.1, 2) == (
+        "; other work keeps this machine busy (load average 5.1 on the 2 cores this process may "
+        "use) and these times are of idle cores: expect longer, up to about 3.5× as long while "
+        "it goes on")
+    assert "(load average 9.6 on the 16 cores " in workers.busy_note(9.6, 16) and \
+        "up to about 1.6× as long" in workers.busy_note(9.6, 16)
+    assert "on the 1 core this process" in workers.busy_note(0.5, 1)
+    for load, cores in ((0.9, 2), (7.9, 16), (0.0, 1)):  # under half the cores: idle enough
+        assert workers.busy_note(load, cores) == ""
+
+
+def test_denoise_says_at_its_start_when_the_machine_is_busy(tiny_run, tmp_path: Path, capsys,
+                                                            monkeypatch):
+    """``cryostream denoise`` on a CPU: its first estimate ends with the load where other work
+    keeps the cores this process may use busy, and says nothing of it on an idle machine. The
+    load average is set here (os.getloadavg), so that the machine's own load decides nothing."""
     import os
 
-    from cryostream.config import DenoiseConfig
-    from cryostream.denoise import workers
-    from cryostream.denoise.network import model_path
+    from cryostream.cli import main
+    from cryostream.denoise.workers import cpu_cores
 
-    shipped = model_path("general")
-    monkeypatch.setattr(workers, "cpu_cores", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
-    workers.cpu_time_note(shipped, DenoiseConfig.raw(ensemble=True), [(1024, 1024)])
-    assert notes[0].endswith("; other work keeps this machine busy (load average 3.0 on its 2 cores): "
-                             "expect about 2.5× as long while it goes on"), notes
-    notes.clear()
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    workers.cpu_time_note(shipped, DenoiseConfig.raw(ensemble=True), [(1024, 1024)])
-    assert notes[0].endswith("or use a GPU"), notes
+    mic = tiny_run.sim.micrographs[0]
+    cores = cpu_cores()
+    said = []
+    for load, out in ((2.0 * cores, "busy"), (0.0, "idle")):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert main(["denoise", str(mic), "-o", str(tmp_path / out), "-m", str(tiny_run.run),
+                     "--ensemble"]) == 0
+        said.append(next(n for n in capsys.readouterr().err.splitlines()
+                         if n.startswith("cryostream: the ensemble runs the network 8 times")))
+    assert said[0].endswith(
+        f"; other work keeps this machine busy (load average {2.0 * cores:.1f} on the {cores} "
+        f"core{'s' * (cores != 1)} this process may use) and these times are of idle cores: "
+        "expect longer, up to about 3.0× as long while it goes on"), said[0]
+    assert said[1].endswith("or use a GPU"), said[1]
 
 
 def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_run, tmp_path: Path):
