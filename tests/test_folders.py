@@ -175,6 +175,9 @@ def test_a_relion_project_or_job_names_its_star_file(tmp_path, monkeypatch):
         f"{project}: folder holds no .mrc files; it is a RELION project or job: give its STAR "
         f"file {corrected} (the micrographs with their pixel size and optics, read from the "
         "project folder)")
+    assert _error(project / "MotionCorr").endswith(f"give its STAR file {corrected} (the "
+                                                   "micrographs with their pixel size and optics, "
+                                                   "read from the project folder)")
     assert _error(corrected.parent).endswith(f"give its STAR file {corrected} (the micrographs "
                                              "with their pixel size and optics, read from the "
                                              "project folder)")

@@ -200,8 +200,8 @@ def test_half_sums_named_with_their_full_sums_are_left_out_and_one_alone_is_take
     assert list(stack.micrograph.values) == ["m0", "m1"]
     assert notes == [f"{data}: left out 4 even/odd half-sums beside their full sums "
                      "(m0_even.mrc, m0_odd.mrc, m1_even.mrc, …): the full sums are the "
-                     f"micrographs; to denoise the halves in pairs, give '{data}/*_EVN.mrc' --odd "
-                     f"'{data}/*_ODD.mrc'"]
+                     f"micrographs; to denoise the halves in pairs, give '{data}/*_even.mrc' --odd "
+                     f"'{data}/*_odd.mrc'"]  # (the endings the files use)
     notes.clear()
     assert list(open_micrographs(["Data/m0_even.mrc"]).micrograph.values) == ["m0_even"]
     assert list(open_micrographs(["Data/m1.mrc", "Data/m0_even.mrc"]).micrograph.values) == [
@@ -438,3 +438,21 @@ def test_unset_pixel_size_asks_for_one(tmp_path):
 def test_bad_chunks_argument(small_mrcs):
     with pytest.raises(cryostream.ConfigError, match="only 'y' can be chunked"):
         open_micrographs(small_mrcs, chunks={"x": 10})
+
+
+def test_the_halves_globs_of_a_folder_with_brackets_match_its_halves(tmp_path, caplog):
+    """The `--odd` globs a note gives match the halves it names where the folder's name holds
+    a glob's characters (``[1]``): the folder's name is escaped (the glob matched nothing)."""
+    import glob as globs
+    import logging
+
+    data = tmp_path / "Da ta[1]"
+    data.mkdir()
+    for name in ("m0", "m0_EVN", "m0_ODD"):
+        write_mrc(data / f"{name}.mrc", np.ones((64, 64), np.float32))
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        assert open_micrographs(data).sizes["micrograph"] == 1
+    said = " ".join(r.getMessage() for r in caplog.records)
+    even, odd = re.search(r"give '([^']+)' --odd '([^']+)'", said).groups()
+    assert globs.glob(even) == [str(data / "m0_EVN.mrc")]
+    assert globs.glob(odd) == [str(data / "m0_ODD.mrc")]

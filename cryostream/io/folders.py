@@ -6,6 +6,7 @@ are named one by one with them (a glob the shell expanded), are left out alike."
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -105,10 +106,28 @@ def folder_micrographs(folder: Path) -> list[Path]:
 def _halves_said(halves: list[Path], folder: Path) -> str:
     """What is said of even/odd half-sums left out beside their full sums."""
     shown = ", ".join(q.name for q in halves[:3]) + (", …" if len(halves) > 3 else "")
+    even, odd = _pair_globs(folder, halves)
     return (f"{len(halves)} even/odd half-sum{'s' * (len(halves) > 1)} beside "
             f"{'their full sums' if len(halves) > 1 else 'its full sum'} ({shown}): the full sums "
-            f"are the micrographs; to denoise the halves in pairs, give "
-            f"'{folder / '*_EVN.mrc'}' --odd '{folder / '*_ODD.mrc'}'")
+            f"are the micrographs; to denoise the halves in pairs, give '{even}' --odd '{odd}'")
+
+
+def _pair_globs(folder: Path, halves: list[Path]) -> tuple[str, str]:
+    """The globs of ``folder``'s even and odd half-sums, with the endings ``halves`` use
+    (``_EVN``/``_ODD``, ``_even``/``-odd`` …; ``_EVN``/``_ODD`` where one kind is missing) and
+    the name of a folder that is one escaped (a ``[`` in it would match itself no more); the
+    folders of a glob are its own pattern."""
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    def ending(suffixes, fallback):
+        for q in halves:
+            if (key := half_key(q, suffixes)) != q.stem:
+                return q.name[len(key):]
+        return fallback
+
+    base = glob.escape(str(folder)) if os.path.isdir(folder) else str(folder)  # (a glob's own)
+    return (os.path.join(base, "*" + glob.escape(ending(EVEN_SUFFIXES, "_EVN.mrc"))),
+            os.path.join(base, "*" + glob.escape(ending(ODD_SUFFIXES, "_ODD.mrc"))))
 
 
 def halves_left_out(matches: list, glob: str) -> list:
@@ -170,13 +189,13 @@ def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
         return
     halves = sorted([evens[k] for k in paired] + [odds[k] for k in paired])
     first = paired[0]  # the globs of the endings the first pair uses (_EVN/_ODD, _even/_odd …)
-    even, odd = (f"*{q.name[len(first):]}" for q in (evens[first], odds[first]))
     shown = ", ".join(q.name for q in halves[:3]) + (", …" if len(halves) > 3 else "")
     folder = evens[first].parent if folder is None else folder
+    even, odd = _pair_globs(folder, [evens[first], odds[first]])
     logging.getLogger("cryostream").info(
         "%s: %d files look like even/odd half-sums without their full sums (%s): each is taken "
         "as a micrograph of its own; to take them in pairs (the two halves of each micrograph), "
-        "give '%s' --odd '%s'", folder, len(halves), shown, folder / even, folder / odd)
+        "give '%s' --odd '%s'", folder, len(halves), shown, even, odd)
 
 
 def _one_section(path: Path) -> bool:
@@ -240,9 +259,11 @@ def _elsewhere(folder: Path) -> str:
 def _relion_star(folder: Path) -> Path | None:
     """The STAR file of a RELION project's micrographs where ``folder`` is the project (the
     latest CtfFind job's ``micrographs_ctf.star``, which adds each micrograph's defocus, else the
-    latest MotionCorr job's ``corrected_micrographs.star``) or one such job; None elsewhere."""
+    latest MotionCorr job's ``corrected_micrographs.star``), one such job, or the folder of such
+    jobs (``MotionCorr/``); None elsewhere."""
     for pattern in ("micrographs_ctf.star", "corrected_micrographs.star",
-                    "CtfFind/job*/micrographs_ctf.star", "MotionCorr/job*/corrected_micrographs.star"):
+                    "CtfFind/job*/micrographs_ctf.star", "MotionCorr/job*/corrected_micrographs.star",
+                    "job*/micrographs_ctf.star", "job*/corrected_micrographs.star"):
         try:
             stars = [q for q in folder.glob(pattern) if q.is_file()]
         except OSError:
@@ -314,8 +335,6 @@ def _found_below(folder: Path) -> tuple[str, list[str]]:
 def _found_said(folder: Path, found: dict[tuple[str, ...], int], more: str) -> str:
     """What :func:`_found_below` says of ``found``, the folders below ``folder`` (as parts of
     their paths relative to it) that hold ``.mrc`` files, with how many."""
-    import glob
-
     subs = sorted(found)
     if len(subs) == 1:
         return f"its sub-folder {'/'.join(subs[0])}/ holds .mrc files: give " \
