@@ -226,3 +226,13 @@ def test_two_rows_that_stand_for_one_original_are_refused(project, capsys):
                                  "--originals", ORIGINALS), "twice.star")
     assert "rows 1" in line and "and 3" in line and "FoilHole_0_Data.mrc" in line
     assert not (project / "new.star").exists()
+
+
+def test_a_file_of_crlf_lines_keeps_them(project, tmp_path, capsys):
+    """A coordinates STAR file saved with Windows line ends (CRLF) is written with them: only
+    the names change (they had been turned into LF lines)."""
+    (project / PICKS).write_bytes(AUTOPICK.replace("\n", "\r\n").encode())
+    written = tmp_path / "coords_originals.star"
+    result = cli(capsys, "picks-to-originals", PICKS, "-o", written, "--originals", ORIGINALS)
+    assert result.rc == 0, result.describe()
+    assert written.read_bytes() == _originals_named(AUTOPICK).replace("\n", "\r\n").encode()

@@ -108,7 +108,8 @@ def read_coordinate_list(path: str | os.PathLike) -> CoordinateList:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:  # (CRLF lines kept as they are)
+            text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise _fail(path, f"cannot be read ({reason})", "give the coordinates STAR file of a "
