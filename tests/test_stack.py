@@ -456,3 +456,39 @@ def test_the_halves_globs_of_a_folder_with_brackets_match_its_halves(tmp_path, c
     even, odd = re.search(r"give '([^']+)' --odd '([^']+)'", said).groups()
     assert globs.glob(even) == [str(data / "m0_EVN.mrc")]
     assert globs.glob(odd) == [str(data / "m0_ODD.mrc")]
+
+
+def test_half_sums_of_several_folders_named_one_by_one_get_globs_of_all_of_them(tmp_path,
+                                                                                monkeypatch,
+                                                                                caplog):
+    """A shell's expansion of ``Images-Disc1/*/Data/*.mrc`` over grid squares names halves of
+    several folders: the note's ``--odd`` globs reach every square's halves (they named the
+    first square's folder alone, so following them left the others' halves out)."""
+    import glob as globs
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    names = []
+    for square, stems in (("GridSquare_101", ("a", "b")), ("GridSquare_102", ("c",))):
+        data = tmp_path / "epu" / "Images-Disc1" / square / "Data"
+        data.mkdir(parents=True)
+        for stem in stems:
+            for name in (stem, f"{stem}_EVN", f"{stem}_ODD"):
+                write_mrc(data / f"{name}.mrc", np.ones((64, 64), np.float32))
+                names.append(f"epu/Images-Disc1/{square}/Data/{name}.mrc")
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        assert open_micrographs(sorted(names)).sizes["micrograph"] == 3
+    said = " ".join(r.getMessage() for r in caplog.records)
+    even, odd = re.search(r"give '([^']+)' --odd '([^']+)'", said).groups()
+    assert even == "epu/Images-Disc1/*/Data/*_EVN.mrc"
+    assert len(globs.glob(even)) == len(globs.glob(odd)) == 3
+    deeper = tmp_path / "epu" / "Images-Disc1" / "GridSquare_103" / "more" / "Data"
+    deeper.mkdir(parents=True)
+    for name in ("d", "d_EVN", "d_ODD"):
+        write_mrc(deeper / f"{name}.mrc", np.ones((64, 64), np.float32))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cryostream"):
+        open_micrographs(sorted(names) + [str(deeper / f"{n}.mrc") for n in ("d", "d_EVN", "d_ODD")])
+    said = " ".join(r.getMessage() for r in caplog.records)
+    even, odd = re.search(r"give '([^']+)' --odd '([^']+)'", said).groups()
+    assert len(globs.glob(even, recursive=True)) == len(globs.glob(odd, recursive=True)) == 4

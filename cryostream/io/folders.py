@@ -168,9 +168,26 @@ def named_halves_left_out(items: list, *, say: bool = True) -> list:
               for q, folder in zip(paths, where, strict=True)]
     if say and any(halves):
         shown = list(dict.fromkeys(q for q, half in zip(paths, halves, strict=True) if half))
-        logging.getLogger("cryostream").info("%s: left out %s", shown[0].parent,
-                                             _halves_said(shown, shown[0].parent))
+        folder = _folders_glob([q.parent for q in shown])
+        logging.getLogger("cryostream").info("%s: left out %s", folder,
+                                             _halves_said(shown, folder))
     return [item for item, half in zip(items, halves, strict=True) if not half]
+
+
+def _folders_glob(folders: list[Path]) -> Path:
+    """One folder where ``folders`` are one; else the glob of them all (the shell's
+    ``Images-Disc1/*/Data/*.mrc`` expanded over grid squares): ``*`` for each level where they
+    differ, the others escaped; ``**`` below the folder they share where their depths differ."""
+    by_path = {os.path.abspath(q): q for q in reversed(folders)}  # (each as first spelled)
+    if len(by_path) == 1:
+        return next(iter(by_path.values()))
+    unique = [Path(os.path.normpath(q)) for q in by_path.values()]
+    if len({q.is_absolute() for q in unique}) > 1:  # (Data/ beside /session/Data/)
+        unique = [Path(q) for q in by_path]
+    if len({len(q.parts) for q in unique}) == 1:
+        return Path(*(glob.escape(names[0]) if len(set(names)) == 1 else "*"
+                      for names in zip(*(q.parts for q in unique), strict=True)))
+    return Path(glob.escape(os.path.commonpath([os.path.abspath(q) for q in unique])), "**")
 
 
 def note_lone_halves(found: list[Path], folder: Path | None = None) -> None:
