@@ -1047,6 +1047,50 @@ def test_a_negative_value_is_refused_for_what_it_is(argv, said, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
 
 
+_DASH_HINT = ("was taken for an option: give a file or folder whose name begins with '-' as "
+              "./{}")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["denoise", "-a.mrc", "-o", "out"], "the following arguments are required: inputs; -a.mrc "
+     + _DASH_HINT.format("-a.mrc")),
+    (["denoise", "-5.mrc", "-a.mrc", "-o", "out"], "unrecognized arguments: -a.mrc; -a.mrc "
+     + _DASH_HINT.format("-a.mrc")),
+    (["denoise", "a.mrc", "-o", "out", "-b.STAR"], "unrecognized arguments: -b.STAR; -b.STAR "
+     + _DASH_HINT.format("-b.STAR")),
+    (["denoise", "-a.mrcs", "-o", "out"], "the following arguments are required: inputs; "
+     "-a.mrcs " + _DASH_HINT.format("-a.mrcs")),
+    (["denoise", "-j.cs", "-o", "out"], "the following arguments are required: inputs; -j.cs "
+     + _DASH_HINT.format("-j.cs")),
+    # an option mistyped keeps its own hint; a name like an option's is no file, but a file's is
+    (["denoise", "a.mrc", "-o", "out", "--apix", "1"],
+     "unrecognized arguments: --apix 1; did you mean --pixel-size?"),
+    (["denoise", "a.mrc", "-o", "out", "--outptu"],
+     "unrecognized arguments: --outptu; did you mean --output?"),
+    (["denoise", "a.mrc", "-o", "out", "--output.star"], "unrecognized arguments: "
+     "--output.star; --output.star " + _DASH_HINT.format("--output.star")),
+    (["denoise", "-o", "out"], "the following arguments are required: inputs"),
+])
+def test_an_input_named_with_a_leading_minus_is_refused_saying_how_to_give_it(
+        argv, said, tmp_path, capsys, monkeypatch):
+    """``denoise -a.mrc -o out`` said only that the inputs were missing, and ``denoise -5.mrc
+    -a.mrc -o out`` that -a.mrc was not known, though the hint (./-a.mrc) was given only after
+    an option (``--residual -a.mrc``). A word of a minus sign and a name of a file cryostream
+    reads now gets it whatever argparse said; other unknown options keep their "did you mean"
+    and get no such hint. Nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.mrc", "-a.mrc", "-5.mrc"):
+        write_mrc(tmp_path / name, np.ones((64, 64), np.float32))
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"cryostream denoise: error: {said} (see cryostream denoise --help)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["-5.mrc", "-a.mrc", "a.mrc"]
+    # the name the hint gives is taken as the file
+    assert build_parser().parse_args(["denoise", "./-a.mrc", "-o", "out"]).inputs == ["./-a.mrc"]
+
+
 def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(tmp_path,
                                                                                 capsys):
     mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)

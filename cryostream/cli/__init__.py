@@ -84,22 +84,35 @@ _NEGATIVE = re.compile(r"^-[\d.]")
 
 
 def _dash_hint(message: str, parser: argparse.ArgumentParser) -> str:
-    """For argparse's ``argument --residual: expected at least one argument`` where the word
-    after the option begins with ``-`` and is no option of ``parser`` (``--residual -a.mrc``):
-    ``"; -a.mrc was taken for an option: give a file or folder whose name begins with '-' as
-    ./-a.mrc"``; else ``""`` (a name of a minus sign and a digit, ``-1.mrc``, is taken as it
-    is: :meth:`OneLineErrors._parse_optional`)."""
+    """``"; -a.mrc was taken for an option: give a file or folder whose name begins with '-'
+    as ./-a.mrc"`` where argparse took a name of a minus sign and a letter for an option, else
+    ``""`` (a name of a minus sign and a digit, ``-1.mrc``, is taken as it is:
+    :meth:`OneLineErrors._parse_optional`). Two ways it shows: argparse's ``argument
+    --residual: expected at least one argument`` where the word after the option begins with
+    ``-`` and is no option of ``parser`` (``--residual -a.mrc``); and an input missing or an
+    argument not known (``denoise -a.mrc -o out``, ``denoise -5.mrc -a.mrc -o out``) where a
+    word looks like a file cryostream reads (:data:`_DASHED_FILE`: ``-a.mrc``, ``-b.star``),
+    which no option is named like (an option mistyped, ``--apix``, gets no hint)."""
     found = re.match(r"argument (\S+): expected (?:one|at least one) argument", message)
     argv = getattr(parser, "argv", [])
-    if found is None:
-        return ""
-    known = {o for action in parser._actions for o in action.option_strings}
-    after = [argv[i + 1] for i, token in enumerate(argv[:-1])
-             if token in found.group(1).split("/")]
-    word = next((w for w in after if w.startswith("-") and w != "--" and w.split("=")[0]
-                 not in known), None)
+    if found is not None:
+        known = {o for action in parser._actions for o in action.option_strings}
+        after = [argv[i + 1] for i, token in enumerate(argv[:-1])
+                 if token in found.group(1).split("/")]
+        word = next((w for w in after if w.startswith("-") and w != "--" and w.split("=")[0]
+                     not in known), None)
+    elif message.startswith(("the following arguments are required", "unrecognized arguments")):
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        word = next((w for w in words if _DASHED_FILE.match(w)), None)
+    else:
+        word = None
     return "" if word is None else (f"; {word} was taken for an option: give a file or folder "
                                     f"whose name begins with '-' as ./{word}")
+
+
+#: A word argparse takes for an option that names a file cryostream reads (``-a.mrc``; a
+#: minus sign and a digit or point begins a value: :data:`_NEGATIVE`).
+_DASHED_FILE = re.compile(r"^-(?![\d.])[^=]*\.(?:mrcs?|star|cs)$", re.IGNORECASE)
 
 
 def _given_twice(argv: list[str], parser: argparse.ArgumentParser) -> str:
@@ -134,7 +147,7 @@ def _closest(extras: list[str], parser: argparse.ArgumentParser) -> str:
     known = [o for action in parser._actions for o in action.option_strings]
     for extra in extras:
         name = extra.split("=")[0]
-        if not name.startswith("-"):
+        if not name.startswith("-") or _DASHED_FILE.match(extra):  # a file: _dash_hint
             continue
         guess = SYNONYMS.get(name) if SYNONYMS.get(name) in known else next(
             iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None)
