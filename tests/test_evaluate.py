@@ -885,3 +885,39 @@ def test_frc_curves_of_several_pixel_sizes_are_averaged_by_their_frequency_in_an
     np.testing.assert_allclose(same_mean, 0.75 * pairs[0][1])
     plot_frc(tmp_path / "frc.png", {"noisy": pairs, "model": pairs[::-1]})
     assert (tmp_path / "frc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_residual_checks_note_of_assumed_optics_is_in_evaluates_words(tiny_run, tmp_path,
+                                                                          capsys):
+    """``evaluate --residual`` of a micrograph with no optics gave denoise's note: "pass
+    --voltage, --cs and --amplitude-contrast" (options evaluate does not have) and "the output
+    STAR file's optics table" (it writes none). It now says what its residual check assumes,
+    that its numbers assume a Krios's optics, and the way it has to give others: a STAR file
+    listing the micrograph with its optics, which is taken (a voltage alone: the note names
+    only the Cs and amplitude contrast)."""
+    import pandas as pd
+    import starfile
+
+    mic = shutil.copy(tiny_run.sim.micrographs[0], tmp_path / "a.mrc")
+    shutil.copy(mic, tmp_path / "b.mrc")
+    star = tmp_path / "micrographs.star"  # RELION 3.0's: the optics in the row, a voltage only
+    starfile.write({"micrographs": pd.DataFrame({"rlnMicrographName": ["b.mrc"],
+                                                 "rlnVoltage": [200.0]})}, star)
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--residual",
+                 str(mic), str(star)]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "optics" in line]
+    assert said == [
+        "cryostream: 1 micrograph has no microscope optics from a STAR file: the residual "
+        "check's CTF fit takes 300 kV, Cs 2.7 mm and amplitude contrast 0.1, so its numbers "
+        "assume a Krios's optics (nothing to do if they are your microscope's); evaluate has "
+        "no option for them: for another microscope, give --residual a STAR file that lists it "
+        "with its optics",
+        "cryostream: 1 micrograph has no Cs or amplitude contrast from a STAR file (the rest of "
+        "its optics given): the residual check's CTF fit takes Cs 2.7 mm and amplitude contrast "
+        "0.1, so its numbers assume those (nothing to do if that is your microscope's); "
+        "evaluate has no option for them: for another microscope, give --residual a STAR file "
+        "that lists it with its optics"], err
+    assert "--voltage" not in err and "output STAR" not in err
+    rows = json.loads((tmp_path / "rep" / "report.json").read_text())["residual"]
+    assert [r["micrograph"] for r in rows] == ["a.mrc", "b.mrc"]

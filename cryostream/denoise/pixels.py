@@ -165,14 +165,16 @@ def header_optics(header, config) -> dict:
     return {}
 
 
-def note_assumed_optics(config, micrographs: list) -> None:
+def note_assumed_optics(config, micrographs: list, command: str = "denoise") -> None:
     """A note where micrographs (each an :class:`~cryostream.denoise.sources.InputMicrograph`,
     those about to be denoised) take their optics from no STAR file (:attr:`optics_from`) and
     no option: the CTF fit and the output STAR file's optics table then take cryostream's
     defaults. Where only some of the voltage, Cs and amplitude contrast are missing (the rest
     from the STAR file, an option or the header), the note names those, and the voltages an EPU
     header gave. One note for each set of missing ones, so that a micrograph whose header gave
-    its voltage is not counted among those that take 300 kV."""
+    its voltage is not counted among those that take 300 kV. ``command``: ``"evaluate"`` for
+    its residual check, which has no optics options and writes no STAR file: the note says its
+    numbers assume those optics and that a STAR file listing the micrographs gives others."""
     given = given_optics(config)  # an option given is no default taken: the others still are
     keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
     groups: dict[tuple, list] = {}
@@ -180,42 +182,60 @@ def note_assumed_optics(config, micrographs: list) -> None:
         if lack := tuple(k for k in keys if k not in m.optics_from and k not in given):
             groups.setdefault(lack, []).append(m)
     for lack, group in groups.items():
-        _note_lacking(config, lack, group)
+        _note_lacking(config, lack, group, command)
 
 
-def _note_lacking(config, which: tuple, micrographs: list) -> None:
+def _note_lacking(config, which: tuple, micrographs: list, command: str = "denoise") -> None:
     """The note of :func:`note_assumed_optics` for ``micrographs`` that all lack the optics
     ``which`` (keys of :attr:`~cryostream.config.DenoiseConfig.optics`)."""
     import logging
 
-    count = len(micrographs)
-    log = logging.getLogger("cryostream").info
+    count, every = len(micrographs), len(which) == 3
     has = " has" if count == 1 else "s have"
-    # --raw (ctf_gain False) fits no CTF: only the STAR file's optics table takes them
-    take = ("the CTF fit and the output STAR file's optics table take" if config.ctf_gain is not False
-            else "the output STAR file's optics table takes")
-    if len(which) == 3:
-        log("%d micrograph%s no microscope optics from a STAR file or an option: %s 300 kV, Cs "
-            "2.7 mm and amplitude contrast 0.1 (a Krios; nothing to do if they are your "
-            "microscope's); for another, pass --voltage, --cs and --amplitude-contrast (Python: "
-            "the DenoiseConfig's voltage_kv, cs_mm and amplitude_contrast), e.g. --voltage 200 "
-            "for a Glacios or a Talos Arctica", count, has, take)
-        return
     named = {"voltage_kv": ("voltage", f"{config.voltage_kv:g} kV", "--voltage"),
              "cs_mm": ("Cs", f"Cs {config.cs_mm:g} mm", "--cs"),
              "amplitude_contrast": ("amplitude contrast",
                                     f"amplitude contrast {config.amplitude_contrast:g}",
                                     "--amplitude-contrast")}
+    values = _listed([named[k][1] for k in which])
+    if command == "evaluate":  # it has no option to set them and writes no STAR file
+        source, take = "a STAR file", "the residual check's CTF fit takes"
+        assumed = (f"{values}, so its numbers assume "
+                   + ("a Krios's optics" if every else "those" if len(which) > 1 else "that")
+                   + f" (nothing to do if {'they are' if every else 'that is'} your "
+                   "microscope's)")
+        it, its = ("it", "its") if count == 1 else ("them", "their")
+        fix = (f"evaluate has no option for them: for another microscope, give --residual a STAR "
+               f"file that lists {it} with {its} optics (Python: residual=STAR_FILE)")
+    else:
+        source = "a STAR file or an option"
+        # --raw (ctf_gain False) fits no CTF: only the STAR file's optics table takes them
+        take = ("the CTF fit and the output STAR file's optics table take"
+                if config.ctf_gain is not False else "the output STAR file's optics table takes")
+        assumed = values + (" (a Krios; nothing to do if they are your microscope's)" if every
+                            else " (nothing to do if that is your microscope's)")
+        fix = (f"for another, pass {_listed([named[k][2] for k in which])} (Python: the "
+               f"DenoiseConfig's {_listed(which)})"
+               + (", e.g. --voltage 200 for a Glacios or a Talos Arctica" if every else ""))
+    log = logging.getLogger("cryostream").info
+    if every:
+        log("%d micrograph%s no microscope optics from %s: %s %s; %s", count, has, source, take,
+            assumed, fix)
+        return
     epus = [m for m in micrographs if m.optics_from.get("voltage_kv") == "EPU header"]
     volts = sorted({m.optics["voltage_kv"] for m in epus})
     headers = ("the micrograph's EPU header" if count == 1 else "the micrographs' EPU headers"
                if len(epus) == count else f"the EPU headers of {len(epus)} of them")
     epu = (f"; {' and '.join(f'{v:g}' for v in volts)} kV from {headers}" if volts else "")
-    log("%d micrograph%s no %s from a STAR file or an option (the rest of %s optics given%s): "
-        "%s %s (nothing to do if that is your microscope's); for another, pass %s (Python: the "
-        "DenoiseConfig's %s)", count, has, " or ".join(named[k][0] for k in which),
-        "its" if count == 1 else "their", epu, take, " and ".join(named[k][1] for k in which),
-        " and ".join(named[k][2] for k in which), " and ".join(which))
+    log("%d micrograph%s no %s from %s (the rest of %s optics given%s): %s %s; %s", count, has,
+        " or ".join(named[k][0] for k in which), source, "its" if count == 1 else "their", epu,
+        take, assumed, fix)
+
+
+def _listed(words) -> str:
+    """``"a, b and c"``."""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def warn_overridden_optics(config, entries: list, kinds: list | None = None) -> None:

@@ -266,13 +266,15 @@ def _as_denoise_takes(items: list, pixel_size_angstrom: float | None = None) -> 
     pixel size anywhere: its header's reading, :func:`read_micrograph`) as its files alone, the
     others still as denoise takes them."""
     from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import note_assumed_optics
     from cryostream.denoise.sources import gather_inputs
     from cryostream.io.stack import expand_inputs
 
     try:
-        return [(m.source, m.pixel_size_angstrom, m.optics, m) for m in
-                gather_inputs(items, config=DenoiseConfig(), one_shape=False,
-                              pixel_size_angstrom=pixel_size_angstrom).micrographs]
+        taken = gather_inputs(items, config=DenoiseConfig(), one_shape=False, note_optics=False,
+                              pixel_size_angstrom=pixel_size_angstrom).micrographs
+        note_assumed_optics(DenoiseConfig(), taken, "evaluate")  # its words: it has no options
+        return [(m.source, m.pixel_size_angstrom, m.optics, m) for m in taken]
     except DenoisedInputError as exc:  # refused as denoise refuses it, not taken as files
         raise without_skipping(exc, "leave it out of --residual") from None
     except InvalidMicrographError:
