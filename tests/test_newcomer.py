@@ -458,7 +458,7 @@ def test_outputs_made_otherwise_are_said_how_before_they_are_denoised_again(tiny
     said = [n for n in notes if "denoised here" in n]
     assert len(said) == 1 and said[0].startswith(
         f"{tmp_path / 'single' / mic.name}: not this model's default output of {mic} (made with "), said
-    assert "ensemble=False, not True" in said[0]
+    assert "ensemble off, not on" in said[0]
     # the default output, then its micrograph touched: the change is named
     cryostream.denoise(tiny_run.run, [mic], tmp_path / "default")
     stamp = mic.stat()

@@ -1,7 +1,6 @@
-"""Where denoised micrographs go, checked before any computing: one output per input inside
-the output folder, none replacing an input, finished ones found and skipped, each written
-whole or not at all. The STAR file listing them (:data:`STAR_NAME`), written last, is made by
-:mod:`cryostream.denoise.star_out`."""
+"""Where denoised micrographs go, checked before any computing: one output per input inside the
+output folder, none replacing an input, finished ones found and skipped, each written whole or not
+at all. The STAR file listing them (:data:`STAR_NAME`), written last: :mod:`cryostream.denoise.star_out`."""
 
 from __future__ import annotations
 
@@ -20,10 +19,9 @@ from cryostream.io.relion_jobs import warn_other_job
 #: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION.
 STAR_NAME = "denoised_micrographs.star"
 
-__all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable",
-           "write_output", "same_record", "input_changed", "input_stamps", "output_identity",
-           "output_record", "recipe_steps", "history_label", "made_by_denoise", "same_version",
-           "read_record", "what_differs"]
+__all__ = ["STAR_NAME", "OutputPlan", "plan_outputs", "plan_denoise", "check_writable", "write_output",
+           "same_record", "input_changed", "input_stamps", "output_identity", "output_record",
+           "recipe_steps", "history_label", "made_by_denoise", "same_version", "read_record", "what_differs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +79,8 @@ def input_changed(sidecar: Path | dict, record: dict) -> bool:
 
 
 def _config(record: dict):
-    """A record's config, as one written before the binned pass existed reads (without it),
-    and before the precision was an option: computed in what its ``computed`` says (float32
-    where it says nothing)."""
+    """A record's config, as one written before the binned pass (without it) and the precision
+    (computed in what its ``computed`` says, float32 where it says nothing) existed reads."""
     config = record.get("config")
     if not isinstance(config, dict):
         return config
@@ -93,8 +90,7 @@ def _config(record: dict):
 
 
 def same_version(sidecar: Path | dict) -> bool:
-    """Whether the record ``sidecar`` (:func:`read_record`) was written by this cryostream
-    version."""
+    """Whether the record ``sidecar`` (:func:`read_record`) was written by this version."""
     from cryostream._version import __version__
 
     found = read_record(sidecar)
@@ -115,7 +111,7 @@ def _whole(path: Path) -> bool:
 
 def what_differs(found: dict | None, record: dict) -> str:
     """What made an earlier output other than this call's, in a few words for the refusal:
-    `` (made with ensemble=False, not True)``; nothing without its record."""
+    `` (made with ensemble off, not on)``; nothing without its record."""
     if found is None:
         return ""
     said = [f"{what} {found.get(key)}" for key, what in (("run", "the model"),
@@ -123,11 +119,19 @@ def what_differs(found: dict | None, record: dict) -> str:
             if found.get(key) != record.get(key)]
     old, new = _config(found), _config(record)
     if isinstance(old, dict) and isinstance(new, dict):
-        said += [f"{k}={old.get(k)!r}, not {new.get(k)!r}" for k in sorted({*old, *new})
+        said += [_difference(k, old.get(k), new.get(k)) for k in sorted({*old, *new})
                  if old.get(k) != new.get(k)][:4]
     if found.get("given") != record.get("given"):
         said.append("another pixel size, defocus or odd half")
     return f" (made with {'; '.join(said)})" if said else ""
+
+
+def _difference(key: str, old, new) -> str:
+    """An option's value before and now: on or off, unset where cryostream chose; else reprs."""
+    if not {type(old), type(new)} & {bool, type(None)}:
+        return f"{key}={old!r}, not {new!r}"
+    on, now = ("unset" if v is None else ("off", "on")[v] if isinstance(v, bool) else v for v in (old, new))
+    return f"{key} {on}, not {now}"
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
