@@ -115,16 +115,43 @@ _FILE_SIZE_LIMITED = (
 )
 
 
-def start_cli(*args, cwd: Path, file_size_limit: int | None = None) -> subprocess.Popen:
+# A child in which one function of cryostream is slow, as on a busy disk: it sleeps before or
+# after its call (``before``, ``after``), saying ``[slowed] NAME FIRST-ARGUMENT`` on stderr as
+# it begins to, for a test to send a signal then. The function is looked up where the code
+# calls it from (``cryostream.io.mrc.write_micrograph``, which denoise imports as it writes).
+_SLOWED = (
+    "import importlib, runpy, sys, time\n"
+    "where, seconds, when = sys.argv.pop(1), float(sys.argv.pop(1)), sys.argv.pop(1)\n"
+    "module, name = where.rsplit('.', 1)\n"
+    "module = importlib.import_module(module)\n"
+    "plain = getattr(module, name)\n"
+    "def slowed(*args, **kwargs):\n"
+    "    result = plain(*args, **kwargs) if when == 'after' else None\n"
+    "    sys.stderr.write(f'[slowed] {name} {args[0] if args else \"\"}\\n')\n"
+    "    sys.stderr.flush()\n"
+    "    time.sleep(seconds)\n"
+    "    return result if when == 'after' else plain(*args, **kwargs)\n"
+    "setattr(module, name, slowed)\n"
+    "runpy.run_module('cryostream', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
+              slowed: tuple[str, float, str] | None = None) -> subprocess.Popen:
     """Start ``python -m cryostream ARGS`` as a child process (stdout and stderr as pipes).
 
     ``file_size_limit`` (bytes): no file the child writes may grow past it (``RLIMIT_FSIZE``),
-    so a write past it fails with EFBIG as on a full disk.
+    so a write past it fails with EFBIG as on a full disk. ``slowed``: ``(function, seconds,
+    "before" or "after")``, a function of cryostream (``"cryostream.io.mrc.write_micrograph"``)
+    that sleeps that long before or after its call in the child, saying ``[slowed] NAME
+    FIRST-ARGUMENT`` on stderr as it begins to (a fault injected: a slow disk).
     """
-    if file_size_limit is None:
-        command = [sys.executable, "-m", "cryostream"]
-    else:
+    if file_size_limit is not None:
         command = [sys.executable, "-c", _FILE_SIZE_LIMITED, str(int(file_size_limit))]
+    elif slowed is not None:
+        command = [sys.executable, "-c", _SLOWED, *map(str, slowed)]
+    else:
+        command = [sys.executable, "-m", "cryostream"]
     return subprocess.Popen([*command, *map(str, args)], cwd=cwd, env=child_environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -188,15 +215,16 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
 
 def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], bool]]],
                   timeout: float = 120,
-                  started: Callable[[subprocess.Popen], object] | None = None) -> tuple[int, str]:
-    """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`) and send it each
-    of ``signals`` (``(signum, ready)``: once ``ready`` holds of its stderr so far, and 0.2 s at
-    least after the signal before: more than a repeat of that one, ``DUPLICATE_S``). Returns
-    its exit status and its stderr. ``started``: called with the child process as soon as it
-    is started (to watch it, e.g. the processes it starts)."""
+                  started: Callable[[subprocess.Popen], object] | None = None,
+                  slowed: tuple[str, float, str] | None = None) -> tuple[int, str]:
+    """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`, ``slowed`` as
+    there) and send it each of ``signals`` (``(signum, ready)``: once ``ready`` holds of its
+    stderr so far, and 0.2 s at least after the signal before: more than a repeat of that one,
+    ``DUPLICATE_S``). Returns its exit status and its stderr. ``started``: called with the child
+    process as soon as it is started (to watch it, e.g. the processes it starts)."""
     import threading
 
-    proc = start_cli(*args, cwd=cwd)
+    proc = start_cli(*args, cwd=cwd, slowed=slowed)
     if started is not None:
         started(proc)
     err: list[str] = []
