@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
-           "Arrivals", "as_sigterm", "say_kept"]
+           "Arrivals", "as_sigterm", "say_kept", "closed_before_the_end", "close_before_the_end"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -105,6 +105,31 @@ def ending_at_once(end: Callable[[int, int], object]) -> Iterator[None]:
         yield
     finally:
         _ENDINGS.remove(end)
+
+
+#: What :func:`closed_before_the_end` gave, innermost last.
+_CLOSINGS: list[Callable[[], object]] = []
+
+
+@contextlib.contextmanager
+def closed_before_the_end(close: Callable[[], object]) -> Iterator[None]:
+    """While the block runs, a process that ends at once (a second signal:
+    :func:`cryostream.cli.signals.end_now`) first calls ``close()``, which returns once nothing
+    is being written in part (a denoise call's outputs under way are finished and none starts:
+    :class:`~cryostream.denoise.pool.Gate`)."""
+    _CLOSINGS.append(close)
+    try:
+        yield
+    finally:
+        _CLOSINGS.remove(close)
+
+
+def close_before_the_end() -> None:
+    """Call what :func:`closed_before_the_end` gave, innermost first (the process is about to
+    end at once), each error let be."""
+    for close in reversed(list(_CLOSINGS)):
+        with contextlib.suppress(Exception):
+            close()
 
 
 @contextlib.contextmanager

@@ -521,7 +521,7 @@ def test_one_signal_delivered_twice_at_once_is_one(signum, status):
     assert err[1] == "the micrograph in progress is finished" and len(err) == 3, err
 
 
-def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys):
+def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys, tmp_path):
     """A batch system's time limit (SIGTERM): denoise said it would finish the micrographs in
     progress (minutes on a CPU, past the SIGKILL that follows 30 s later). Now it says at once
     that it stops now, those in progress dropped, and its last line what is kept and how to go
@@ -537,15 +537,17 @@ def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys):
         time.sleep(10)  # (the handler raises here)
 
     before = signal.getsignal(signal.SIGTERM)
-    args = argparse.Namespace(command="denoise", output="den5", func=terminated)
+    out = tmp_path / "den5"  # (an output folder there: some micrographs may be finished)
+    out.mkdir()
+    args = argparse.Namespace(command="denoise", output=str(out), func=terminated)
     assert cli_common.run_command(args) == 143
     err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
     assert err.splitlines() == [
         "cryostream denoise: terminated (SIGTERM): stopping now: the micrographs in progress are "
         "dropped, not written (an output being written is finished first)",
         "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
-        "in den5; those in progress are not written: run the same command again to denoise the "
-        "rest (it skips the finished ones) and write denoised_micrographs.star"]
+        f"in {out}; those in progress are not written: run the same command again to denoise "
+        "the rest (it skips the finished ones) and write denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGTERM) is before
 
 

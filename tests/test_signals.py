@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -203,6 +204,147 @@ def test_an_output_being_written_at_sigterm_is_finished_and_none_starts_after():
     assert closed == [None] and gate.closed
     with pytest.raises(Abandoned), gate.writing():
         pytest.fail("written after the gate closed")
+
+
+#: The last line of a denoise that SIGTERM stopped once every micrograph was finished.
+ALL_FINISHED = ("cryostream denoise: terminated (SIGTERM) after N s; every micrograph was "
+                "finished (none was in progress): all are kept in {out} and listed in "
+                "denoised_micrographs.star, written there as a complete run does; nothing is "
+                "left to do")
+
+#: The outputs' MRC writing (and the STAR file's) slowed in the child, as on a busy disk
+#: (tests.faults_support.start_cli): the signals come while one is being written.
+SLOW_WRITE = ("cryostream.io.mrc.write_micrograph", 4, "after")
+
+
+def _denoised(tiny_run, out: Path, *options: str, slowed: tuple, signals: list):
+    """`cryostream denoise` of the shared run's three micrographs (160 × 128) into ``out``, one
+    function ``slowed`` (:func:`tests.faults_support.start_cli`), sent ``signals``; its status
+    and stderr lines, the elapsed seconds as N."""
+    from tests.faults_support import signalled_cli
+
+    status, err = signalled_cli("denoise", *tiny_run.sim.micrographs, "-o", out, "-m",
+                                tiny_run.run, "--no-ensemble", *options, cwd=out.parent,
+                                slowed=slowed, signals=signals)
+    assert "Traceback" not in err, err
+    return status, re.sub(r"after \d+ s", "after N s", err).splitlines()
+
+
+def _each_whole_with_its_record(out: Path) -> list[str]:
+    """The outputs in ``out``, each with its record; no partial file or lock left."""
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.endswith((".partial", ".lock"))], names
+    images = [n for n in names if n.endswith(".mrc")]
+    assert all(n[:-4] + ".json" in names for n in images), names
+    return images
+
+
+def test_sigterm_after_ctrl_c_waits_for_the_output_being_written(tiny_run, tmp_path):
+    """Ctrl-C, then SIGTERM while an output is being written (Slurm's `--signal=INT@300`, then
+    its SIGTERM at the time limit, as the denoising guide advises): the second signal ended
+    the process in the middle of the write, leaving `.NAME.json.partial`, `.NAME.mrc.lock` and
+    an MRC file without its record. Now it waits for that output to be finished (none starts
+    after) and then ends at once, with Ctrl-C's status and its line naming both signals."""
+    out = tmp_path / "out"
+    status, lines = _denoised(tiny_run, out, "--workers", "2", slowed=SLOW_WRITE, signals=[
+        (signal.SIGINT, lambda err: "[slowed] write_micrograph" in err),
+        (signal.SIGTERM, lambda err: "Ctrl-C again to stop at once" in err)])
+    assert status == 130, lines
+    assert lines[-1] == ("cryostream denoise: terminated at once (SIGTERM after Ctrl-C); what "
+                         "was in progress is not written (run the same command again to "
+                         "resume)"), lines
+    assert _each_whole_with_its_record(out), lines  # the one being written at least
+
+
+def test_sigterm_as_the_last_output_is_written_ends_the_run_with_its_star_file(tiny_run,
+                                                                              tmp_path):
+    """SIGTERM while the last micrograph's output was being written: the command ended 143
+    with no STAR file, saying those in progress were not written, though none was. Now the
+    output is finished, the STAR file written as a complete run writes it, and the last line
+    says every micrograph was finished; status 143 all the same (the signal came)."""
+    import starfile
+
+    out = tmp_path / "out"  # one at a time: the third's write is the last
+    status, lines = _denoised(tiny_run, out, "--workers", "1", slowed=SLOW_WRITE, signals=[
+        (signal.SIGTERM, lambda err: err.count("[slowed] write_micrograph") == 3)])
+    assert status == 143, lines
+    assert lines[-1] == ALL_FINISHED.format(out=out), lines
+    assert len(_each_whole_with_its_record(out)) == 3
+    listed = starfile.read(out / "denoised_micrographs.star", always_dict=True)["micrographs"]
+    assert len(listed) == 3
+
+
+def test_sigterm_as_the_star_file_is_written_still_writes_it(tiny_run, tmp_path):
+    """SIGTERM once every micrograph was written, as the STAR file listing them was about to
+    be written (a slow disk): the file was not written, and the last line said those in
+    progress were not. Now the STAR file is written whole all the same, and the last line
+    says every micrograph was finished; status 143."""
+    out = tmp_path / "out"
+    status, lines = _denoised(
+        tiny_run, out, slowed=("cryostream.io.star.write_micrograph_star", 3, "before"),
+        signals=[(signal.SIGTERM, lambda err: "[slowed] write_micrograph_star" in err)])
+    assert status == 143, lines
+    assert lines[-1] == ALL_FINISHED.format(out=out), lines
+    assert len(_each_whole_with_its_record(out)) == 3
+    assert (out / "denoised_micrographs.star").is_file()
+
+
+def test_sigterm_before_any_micrograph_is_finished_says_nothing_was_written(tiny_run, tmp_path):
+    """SIGTERM before any micrograph was finished: the output folder this call made is removed
+    (it holds nothing), and the last line said the finished micrographs were kept in it. Now
+    it says that nothing was written."""
+    out = tmp_path / "out"
+    status, lines = _denoised(
+        tiny_run, out, "--workers", "3",
+        slowed=("cryostream.denoise.micrograph.read_micrograph", 3, "before"),
+        signals=[(signal.SIGTERM, lambda err: "[slowed] read_micrograph" in err)])
+    assert status == 143, lines
+    assert lines[-1] == ("cryostream denoise: terminated (SIGTERM) after N s; no micrograph was "
+                         "finished and nothing was written: run the same command again to "
+                         "denoise them"), lines
+    assert not out.exists()
+
+
+def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
+                                                                       capsys, monkeypatch):
+    """`cryostream denoise` run in this process (cli.main from Python) with the default recipe
+    (the ensemble: many network passes a micrograph), stopped by SIGTERM: the threads of the
+    micrographs given up went on noting their passes ('network pass 9 of 16 done ... left')
+    for minutes after the command's last line. Now they say nothing once given up."""
+    from cryostream.cli import main
+    from cryostream.denoise import micrograph
+
+    monkeypatch.setattr(micrograph, "NOTE_EVERY_S", 0.0)  # a note after every pass
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(768, 768), seed=3)
+    out, said = tmp_path / "out", []
+
+    class Said(logging.Handler):  # the notes as the logger gives them, whatever else prints
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    logger, handler = logging.getLogger("cryostream"), Said()
+    logger.addHandler(handler)
+    before = set(threading.enumerate())
+
+    def signal_once_a_pass_is_noted() -> None:
+        while not any("network pass" in s for s in said):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_a_pass_is_noted, daemon=True).start()
+    try:
+        status = main(["denoise", *map(str, sim.micrographs), "-o", str(out), "-m", str(tiny_run.run),
+                       "--workers", "2"])
+        ended, at_the_end = capsys.readouterr().err.splitlines(), len(said)
+        left = [t for t in threading.enumerate()  # the pool's threads, still denoising
+                if t not in before and t.name.startswith("ThreadPoolExecutor") and t.is_alive()]
+        for thread in left:
+            thread.join(timeout=300)
+    finally:
+        logger.removeHandler(handler)
+    assert status == 143 and left, (status, left, ended)
+    assert ended[-1].startswith("cryostream denoise: terminated (SIGTERM) after"), ended
+    assert said[at_the_end:] == [] and capsys.readouterr().err == ""
 
 
 #: A user's script as a batch job runs it: the shared run's training (``TINY_TRAIN``, for many

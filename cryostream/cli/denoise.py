@@ -220,8 +220,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(model)  # named as given
 
+    from cryostream.cli.kept import listing_now
     from cryostream.denoise.pixels import typed_optics
 
+    args.listing_before = listing_now(args.output)  # the last line on SIGTERM: written since?
     start = time.perf_counter()
     with typed_optics(getattr(args, "typed", ())):  # --voltage 300 as much as --voltage 200
         result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cryostream.cli.signals import AT_ONCE
 
-__all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now"]
+__all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now",
+           "listing_now", "terminated_denoise_kept"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,40 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
         f"command again to {'train on it' if whole else 'go on from them'}"
 
 
+def listing_now(output) -> tuple[int, int] | None:
+    """The inode and modification time (ns) of the STAR file of the denoise output folder
+    ``output`` (None: there is none): one written later differs in one or both, whatever the
+    clocks of this machine and of the file server say."""
+    from cryostream.denoise.outputs import STAR_NAME
+
+    try:
+        stat = (Path(output) / STAR_NAME).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
+    """What a ``denoise`` into ``args.output`` that SIGTERM stopped kept, from the folder: every
+    micrograph and the STAR file, where that call wrote it (the signal came as the last were
+    written, or after: none was in progress; ``args.listing_before``, :func:`listing_now` as
+    the command began, tells it from an earlier call's); nothing, where no folder is left (none
+    was finished: the call removed the folder it had made); else the finished micrographs."""
+    from cryostream.denoise.outputs import STAR_NAME
+
+    out = args.output
+    if hasattr(args, "listing_before") and listing_now(out) not in (None, args.listing_before):
+        return (f"every micrograph was finished (none was in progress): all are kept in {out} "
+                f"and listed in {STAR_NAME}, written there as a complete run does; nothing is "
+                "left to do")
+    if not Path(out).is_dir():
+        return ("no micrograph was finished and nothing was written: run the same command "
+                "again to denoise them")
+    return (f"the finished micrographs are kept in {out}; those in progress are not written: "
+            "run the same command again to denoise the rest (it skips the finished ones) and "
+            f"write {STAR_NAME}")
+
+
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
     "denoise": Interruption(
@@ -117,13 +152,11 @@ INTERRUPTIONS = {
         "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
     # SIGTERM (a batch system's time limit, whose SIGKILL follows in 30 s): those in progress
     # are given up at once (cryostream.denoise.pool.Gate: none of them writes anything more),
-    # and the process ends after its last line, not waiting for their threads
+    # and the process ends after its last line, not waiting for their threads; where none was
+    # given up (all finished), the call ends as it would (its STAR file) first
     "denoise on SIGTERM": Interruption(
         first="stopping now: the micrographs in progress are dropped, not written (an output "
-        "being written is finished first)",
-        then="the finished micrographs are kept in {output}; those in progress are not "
-        "written: run the same command again to denoise the rest (it skips the finished ones) "
-        "and write denoised_micrographs.star", ends_process=True),
+        "being written is finished first)", then=terminated_denoise_kept, ends_process=True),
     # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
     "denoise on a cluster": Interruption(
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "

@@ -34,11 +34,23 @@ def reworded(line: str) -> str:
     return line
 
 
+#: Whether the process is ending (:func:`end_now` called): a further signal does not wait.
+_ENDING: list[int] = []
+
+
 def end_now(status: int, line: str | None = None) -> NoReturn:
     """End the process at once with ``status``, after ``line`` (if any) on stderr.
 
-    Called from a signal handler, which may run in the middle of another print: the streams
-    are flushed where they can be, and ``line`` goes straight to the file descriptor."""
+    First, what must not be cut is finished (:func:`~cryostream.interrupts.close_before_the_end`:
+    a denoise output being written, a moment; none starts after), unless this is called again
+    meanwhile (a further signal while it waits), which ends at once. Called from a signal
+    handler, which may run in the middle of another print: the streams are flushed where they
+    can be, and ``line`` goes straight to the file descriptor."""
+    from cryostream.interrupts import close_before_the_end
+
+    if not _ENDING:
+        _ENDING.append(status)
+        close_before_the_end()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # (a print the signal came in the middle of)
             stream.flush()

@@ -32,7 +32,7 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import finish_here, gather_cluster
+from cryostream.denoise.pool import AllFinished, finish_here, gather_cluster, to_the_end
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -322,7 +322,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if scheduler is None and cluster_workers is None:  # a cluster's workers fit their own
         check_layouts(run, config, {m.shape for m in micrographs})  # before any output
     plans: list = [None] * len(micrographs)
-    made = None
+    made = stopped = None
     if output is not None:
         plans, made = plan_denoise(run, config, micrographs, gathered.star, Path(output),
                                    overwrite=overwrite)
@@ -363,10 +363,13 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")
+    except AllFinished as stop:  # SIGTERM as the last were written: the call ends, then stops
+        results, stopped = stop.results, stop
     except BaseException:
         drop_empty(made)  # the folder this call made, where it holds nothing: leave no trace
         raise
-    return _result(micrographs, plans, todo, results, gathered, output)
+    return to_the_end(functools.partial(_result, micrographs, plans, todo, results, gathered,
+                                        output), stopped)
 
 
 def _count_skipped(skipped: list[dict]) -> int:

@@ -3,7 +3,9 @@ their results in order, every bad micrograph named at the end (the others are de
 error every micrograph would meet (the device's memory, a setting) or Ctrl-C stopping the run
 as it comes. SIGTERM (a batch system's time limit) gives up the micrographs in progress here
 at once: their threads cannot be stopped, so a :class:`Gate` lets none of them write its
-output after that."""
+output, or say anything (:func:`given_up`), after that; where none was in progress (the last
+being written), the call ends as it would (:class:`AllFinished`, :func:`to_the_end`). A
+second signal, which ends the process at once, closes the gate first: no output is cut."""
 
 from __future__ import annotations
 
@@ -20,22 +22,40 @@ from cryostream.errors import (
     OutputTakenError,
     one_error,
 )
+from cryostream.interrupts import Terminated
 
-__all__ = ["finish", "finish_here", "Gate", "Abandoned", "Finished", "timed", "gather_cluster",
-           "let_go"]
+__all__ = ["finish", "finish_here", "Gate", "Abandoned", "AllFinished", "to_the_end",
+           "given_up", "Finished", "timed", "gather_cluster", "let_go"]
 
 
 class Abandoned(Exception):
     """A micrograph whose output was not written: the call gave it up (SIGTERM) first."""
 
 
+class AllFinished(Terminated):
+    """SIGTERM as the last micrographs of a call were being written: none was given up, so
+    the call ends as it would (its STAR file, :func:`to_the_end`), and then stops on it.
+    ``results``: the micrographs' results, in order."""
+
+    def __init__(self, results: list):
+        super().__init__()
+        self.results = results
+
+
+#: Of a thread of :func:`finish_here`'s pool: the gate of the micrograph it denoises
+#: (``gate``) and whether its output was let through (``through``).
+_here = threading.local()
+
+
 class Gate:
     """Whether the outputs of a call may still be written: :meth:`writing` holds one open
     while it is written, :meth:`close` (SIGTERM) lets no more start and waits for those being
-    written, so that nothing of the call is written after it returns, and nothing in part."""
+    written, so that nothing of the call is written after it returns, and nothing in part.
+    ``entered``: how many outputs were let through (each micrograph's once)."""
 
     def __init__(self) -> None:
-        self.closed, self._writing, self._change = False, 0, threading.Condition()
+        self.closed, self.entered, self._writing = False, 0, 0
+        self._change = threading.Condition()  # (reentrant: a signal's handler may close it)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -43,7 +63,8 @@ class Gate:
         with self._change:
             if self.closed:
                 raise Abandoned("given up before its output was written")
-            self._writing += 1
+            self._writing, self.entered = self._writing + 1, self.entered + 1
+            _here.through = True
         try:
             yield
         finally:
@@ -58,38 +79,110 @@ class Gate:
             self._change.wait_for(lambda: not self._writing)
 
 
+def given_up() -> bool:
+    """Whether this thread denoises a micrograph that its call gave up (its gate closed before
+    its output was let through): its notes and warnings are not said (the command has ended,
+    or a script's call has returned, while the thread goes on)."""
+    gate = getattr(_here, "gate", None)
+    return gate is not None and gate.closed and not getattr(_here, "through", False)
+
+
+def _through(gate: Gate, job, item):
+    """``job(item, gate=gate)`` in a thread of :func:`finish_here`'s pool, silent once given up
+    (:func:`given_up`)."""
+    _here.gate, _here.through = gate, False
+    try:
+        return job(item, gate=gate)
+    finally:
+        _here.gate = None
+
+
+_quieting = threading.Lock()
+
+
+def _quiet_given_up() -> None:
+    """Let no thread :func:`given_up` say anything: a filter of the ``cryostream`` logger (its
+    notes) and, in front of :func:`warnings.showwarning`, one of its warnings (installed once in
+    a process, and again where something replaced it since)."""
+    import warnings
+
+    logging.getLogger("cryostream").addFilter(_said)  # (once: a filter is not added twice)
+    with _quieting:
+        if getattr(warnings.showwarning, "_cryostream_given_up", False):
+            return
+        shown = warnings.showwarning
+
+        def show(*args, **kwargs):
+            if not given_up():
+                return shown(*args, **kwargs)
+
+        show._cryostream_given_up = True
+        warnings.showwarning = show
+
+
+def _said(record: logging.LogRecord) -> bool:
+    return not given_up()
+
+
 def finish_here(job, todo, total: int, workers: int, on_stop=None) -> list:
     """:func:`finish` in a pool of ``workers`` threads here, ``job`` given a :class:`Gate`
     (``gate=``). After SIGTERM the pool's threads are not waited for: their micrographs are
-    given up, and the gate keeps them from writing anything."""
+    given up, and the gate keeps them from writing or saying anything; where none was given
+    up (the last were being written), :class:`AllFinished`. A process ended at once meanwhile
+    (a second signal) closes the gate first: no output is cut."""
     import concurrent.futures
     import functools
 
-    from cryostream.interrupts import Terminated
+    from cryostream.interrupts import closed_before_the_end
 
+    _quiet_given_up()
     gate, pool = Gate(), concurrent.futures.ThreadPoolExecutor(workers)
+    futures: list = []
     try:
-        return finish(pool, functools.partial(job, gate=gate), todo, total, on_stop, gate)
+        with closed_before_the_end(gate.close):
+            return finish(pool, functools.partial(_through, gate, job), todo, total, on_stop,
+                          gate, futures)
     except Terminated:  # (closed already where finish met it)
         gate.close()
-        raise
+        if gate.entered < len(todo):  # some given up
+            raise
+        concurrent.futures.wait(futures)  # (each past its output: returning)
+        results = _gather(futures, total)
+        if all(r is None for r in results):  # all skipped: the call's own error
+            raise
+        raise AllFinished(results) from None
     finally:
         pool.shutdown(wait=not gate.closed, cancel_futures=True)
 
 
-def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None) -> list:
+def to_the_end(end, stop: Terminated | None = None):
+    """``end()``, what ends a call whose micrographs are all finished (its STAR file: fast),
+    made whole though SIGTERM comes meanwhile (made again, whole, where the signal cut it); the
+    SIGTERM then goes on (``stop``: one that came as the last micrographs were written,
+    :class:`AllFinished`), for the command to end 143 saying so."""
+    try:
+        result = end()
+    except Terminated as exc:
+        stop, result = exc, end()
+    if stop is not None:
+        raise stop
+    return result
+
+
+def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None,
+           futures: list | None = None) -> list:
     """``job`` over ``todo`` in ``pool`` (:func:`_gather`). On Ctrl-C or an error every
     micrograph would meet (memory, a setting) those not started are dropped and those in
     progress finish (their outputs whole); after Ctrl-C (``on_stop`` called first), if every
     one had finished, the run completes (its STAR file is written), else the interrupt goes
     on. SIGTERM (:class:`~cryostream.interrupts.Terminated`) with a ``gate`` (the one ``job``
     writes through) does not wait for those in progress: the gate is closed (an output being
-    written is finished first) and the interrupt goes on at once."""
+    written is finished first) and the interrupt goes on at once. ``futures``: a list the
+    jobs' futures are put in, as they are submitted."""
     import concurrent.futures
 
-    from cryostream.interrupts import Terminated
-
-    futures = [pool.submit(job, item) for item in todo]
+    futures = [] if futures is None else futures
+    futures.extend(pool.submit(job, item) for item in todo)
     warned: set = set()
     try:
         _stop_on_first(concurrent.futures.as_completed(futures), len(futures) > 1, warned)
