@@ -206,6 +206,30 @@ def test_an_output_being_written_at_sigterm_is_finished_and_none_starts_after():
         pytest.fail("written after the gate closed")
 
 
+def test_a_write_held_up_is_waited_for_a_bounded_time():
+    """A write held up (a disk, another call's listing: up to 120 s) is waited for ``timeout``
+    seconds at most, so the command ends before a batch system's SIGKILL; none starts after."""
+    from cryostream.denoise.pool import Abandoned, Gate
+
+    gate, inside, release = Gate(), threading.Event(), threading.Event()
+
+    def write() -> None:
+        with gate.writing():
+            inside.set()
+            release.wait(timeout=30)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert inside.wait(timeout=30)
+    start = time.monotonic()
+    gate.close(timeout=0.5)
+    assert 0.4 < time.monotonic() - start < 5 and gate.closed
+    with pytest.raises(Abandoned), gate.writing():
+        pytest.fail("written after the gate closed")
+    release.set()
+    writer.join(timeout=30)
+
+
 #: The last line of a denoise that SIGTERM stopped once every micrograph was finished.
 ALL_FINISHED = ("cryostream denoise: terminated (SIGTERM) after N s; every micrograph was "
                 "finished (none was in progress): all are kept in {out} and listed in "

@@ -72,11 +72,14 @@ class Gate:
                 self._writing -= 1
                 self._change.notify_all()
 
-    def close(self) -> None:
-        """No output starts being written from now on; those being written are finished."""
+    def close(self, timeout: float = 20.0) -> None:
+        """No output starts being written from now on; those being written are finished, waited
+        for ``timeout`` seconds at most (one held up by a disk or another call's listing is left
+        unfinished, a hidden temporary file, and made again by the next run), so that a batch
+        system's SIGKILL, 30 s after its SIGTERM by default, does not come first."""
         with self._change:
             self.closed = True
-            self._change.wait_for(lambda: not self._writing)
+            self._change.wait_for(lambda: not self._writing, timeout=timeout)
 
 
 def given_up() -> bool:
