@@ -55,7 +55,7 @@ def test_a_file_of_a_reports_name_that_evaluate_did_not_write_is_refused_before_
     before = snapshot(had)
     assert main(_evaluate(tiny_run, had)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert not [line for line in err if "residual check" in line]  # nothing denoised
+    assert not [line for line in err if "cryostream: residual check" in line]  # nothing denoised
     assert err[-1:] == [f"cryostream evaluate: error: {had / name} exists and cryostream evaluate did "
                    "not make it (no mark of an evaluation report in it): it is never replaced; "
                    "move it away, or write the report elsewhere: -o DIR"]

@@ -386,4 +386,4 @@ def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple 
         said += (f"; the STAR file it replaces is kept as {backup[0]}: its rows cannot join this "
                  f"call's ({backup[1]})" if backup[0] is not None else
                  f"; the rows of the STAR file it replaces are not kept ({backup[1]})")
-    warnings.warn(said, UnlistedOutputWarning, stacklevel=4)
+    warnings.warn(said, UnlistedOutputWarning, stacklevel=5)  # (denoise → to_the_end → _result → here)
