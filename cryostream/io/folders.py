@@ -185,8 +185,7 @@ def _folders_glob(folders: list[Path]) -> Path:
     if len({q.is_absolute() for q in unique}) > 1:  # (Data/ beside /session/Data/)
         unique = [Path(q) for q in by_path]
     if len({len(q.parts) for q in unique}) == 1:
-        return Path(*(glob.escape(names[0]) if len(set(names)) == 1 else "*"
-                      for names in zip(*(q.parts for q in unique), strict=True)))
+        return Path(*_levels_glob([q.parts for q in unique]))
     return Path(glob.escape(os.path.commonpath([os.path.abspath(q) for q in unique])), "**")
 
 
@@ -349,6 +348,13 @@ def _found_below(folder: Path) -> tuple[str, list[str]]:
     return _found_said(folder, found, more), []
 
 
+def _levels_glob(paths: list) -> list[str]:
+    """The glob of paths of one depth (each as its parts), level by level: a level's name,
+    escaped, where all agree, else ``*``."""
+    return [glob.escape(names[0]) if len(set(names)) == 1 else "*"
+            for names in zip(*paths, strict=True)]
+
+
 def _found_said(folder: Path, found: dict[tuple[str, ...], int], more: str) -> str:
     """What :func:`_found_below` says of ``found``, the folders below ``folder`` (as parts of
     their paths relative to it) that hold ``.mrc`` files, with how many."""
@@ -361,9 +367,7 @@ def _found_said(folder: Path, found: dict[tuple[str, ...], int], more: str) -> s
         shared = sum(r[-1] == q[-1] for r in subs if len(r) == len(q)) > 1
         groups.setdefault((len(q), q[-1] if shared else ""), []).append(q)
     best = max(groups.values(), key=lambda g: (sum(found[q] for q in g), -len(g[0])))
-    pattern = [glob.escape(names[0]) if len(set(names)) == 1 else "*"
-               for names in zip(*best, strict=True)]
-    where = f"'{Path(glob.escape(str(folder))).joinpath(*pattern, '*.mrc')}'"
+    where = f"'{Path(glob.escape(str(folder))).joinpath(*_levels_glob(best), '*.mrc')}'"
     subs = best + [q for q in subs if q not in best]
     shown = ", ".join(f"{'/'.join(q)}/" for q in subs[:3]) + (", …" if len(subs) > 3 else "")
     said = f"its sub-folders {shown}{f' ({len(subs)} in all)' * (len(subs) > 3)} hold .mrc files"
