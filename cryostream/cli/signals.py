@@ -178,7 +178,11 @@ def waited_for(work, on_stop):
     thread = threading.Thread(target=run, name="cryostream-work", daemon=True)
     thread.start()
     try:
-        return future.result()  # a lock's wait, which a signal interrupts
+        while True:  # woken each 0.2 s: a signal the OS gave another thread is handled here
+            try:
+                return future.result(timeout=0.2)
+            except concurrent.futures.TimeoutError:
+                continue
     except BaseException:
         if not future.done():  # the wait interrupted, not the work's own error
             on_stop(thread)
