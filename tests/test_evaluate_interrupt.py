@@ -1,7 +1,8 @@
-"""``cryostream evaluate --residual`` on a CPU, where each micrograph is denoised as ``denoise``
-does (minutes for a full-size one): how long it takes is said before it starts, its network
-passes are noted while they run, Ctrl-C and SIGTERM stop it at once with nothing half-written
-left, and a micrograph whose file name begins with a minus sign is taken as a file."""
+"""``cryostream evaluate --residual`` (and ``--truth``) on a CPU, where each micrograph is
+denoised as ``denoise`` does (minutes for a full-size one): how long it takes is said before it
+starts, its network passes are noted while they run, Ctrl-C and SIGTERM stop it at once with
+nothing half-written left, and a micrograph whose file name begins with a minus sign is taken
+as a file."""
 
 from __future__ import annotations
 
@@ -65,6 +66,42 @@ def test_the_residual_check_says_how_long_it_takes_then_notes_its_passes(tiny_ru
         r"for one of 160 × 128 on 2 CPU cores \(this machine has \d+\); a GPU takes seconds(; "
         r"other work keeps this machine busy .*)?", note[0]), note
     assert err.index(note[0]) < err.index(next(n for n in err if "network pass 1 of 8" in n))
+
+
+def test_the_truth_section_says_how_long_it_takes_on_a_cpu(tiny_run, tmp_path, capsys):
+    """`evaluate --truth` denoises each micrograph as denoise does (8 passes of the ensemble,
+    minutes a micrograph on a CPU) and said nothing of it before it started, where --residual
+    says about how long: now it says so too, from denoise's own estimate, with its own advice
+    (--denoised, fewer --micrographs, or a GPU); with --denoised, before each micrograph not
+    found there."""
+    import cryostream
+
+    sim = cryostream.simulate(tmp_path / "sim", 2, shape=(160, 128), seed=9)  # held out
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep"), "--truth",
+                 str(sim.root)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    note = [n for n in err if n.startswith("cryostream: scoring ")]
+    assert len(note) == 1 and re.fullmatch(
+        r"cryostream: scoring 2 simulated micrographs against their truth, each denoised as "
+        r"denoise does \([a-z0-9_ +]+\): the network runs 8 times per micrograph: about \d+ "
+        r"seconds? for one of 160 × 128 on 2 CPU cores \(this machine has \d+\), \d+ seconds? "
+        r"for all here; to score what cryostream denoise wrote instead of denoising again \(the "
+        r"model's own pass alone is made\), pass --denoised FOLDER, score fewer than these 2 "
+        r"with --micrographs N, or use a GPU(; other work keeps this machine busy .*)?",
+        note[0]), note
+    assert err.index(note[0]) < err.index(next(n for n in err if "ground truth 1/2" in n))
+    (tmp_path / "den").mkdir()  # --denoised a folder without their outputs: said before each
+    assert main(["evaluate", str(tiny_run.run), "-o", str(tmp_path / "rep2"), "--truth",
+                 str(sim.root), "--micrographs", "1", "--denoised", str(tmp_path / "den")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    name = sim.micrographs[0].name
+    assert not [n for n in err if n.startswith("cryostream: scoring ")]
+    note = [n for n in err if n.startswith(f"cryostream: {name}: the network runs ")]
+    assert len(note) == 1 and re.fullmatch(
+        rf"cryostream: {name}: the network runs 8 times per micrograph: about \d+ seconds? "
+        r"for one of 160 × 128 on 2 CPU cores \(this machine has \d+\); a GPU takes seconds(; "
+        r"other work keeps this machine busy .*)?", note[0]), note
+    assert err.index(note[0]) < err.index(next(n for n in err if "ground truth 1/1" in n))
 
 
 def test_the_time_note_counts_the_binned_passes_of_the_general_model(monkeypatch):

@@ -19,8 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               "and on simulated micrographs against their ground truth (only "
                               "those held out of the run's training), with figures, and the "
                               "residual check on any micrographs. Progress notes per micrograph "
-                              "on stderr (--quiet: none): on a CPU, about how long the residual "
-                              "check takes before it starts, and notes of its network passes "
+                              "on stderr (--quiet: none): on a CPU, about how long the --truth "
+                              "micrographs and the residual check take before they start, and "
+                              "notes of the residual check's network passes "
                               "while a micrograph takes minutes. Ctrl-C or SIGTERM stops it at "
                               "once (status 130 or 143), leaving nothing half-written: the "
                               "report is written whole at its end.")

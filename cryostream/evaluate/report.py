@@ -25,11 +25,11 @@ from cryostream.evaluate.numbers import (
     score_methods,
     truth_methods,
 )
-from cryostream.evaluate.residual import residual_section
+from cryostream.evaluate.residual import network_time_words, residual_section
 from cryostream.evaluate.staging import check_given_up, check_report_folder, staged_report, writing
 
 __all__ = ["evaluate", "staged_report", "test_split_section", "truth_section", "residual_section",
-           "summary_lines"]
+           "summary_lines", "truth_time_note"]
 
 _log = logging.getLogger("cryostream")
 
@@ -58,6 +58,27 @@ def test_split_section(a: dict, recorrupt: bool = False) -> list[str]:
     return lines + [""]
 
 
+def truth_time_note(run, recipe, shapes, denoised=None) -> str:
+    """How long the truth section takes to denoise its micrographs of ``shapes`` with
+    ``recipe`` (the run's default :class:`~cryostream.config.DenoiseConfig`, whose first pass
+    is the model's own, scored too) on a CPU (:func:`network_time_words`), and what saves the
+    wait: what ``denoise`` wrote given with ``--denoised`` (where ``denoised``, that folder, is
+    not given already: only the model's own pass is made then), fewer micrographs
+    (``--micrographs``, where there are several), or a GPU. ``""`` where the network runs
+    elsewhere or the windows cannot be laid out."""
+    from cryostream.denoise.workers import busy_note
+
+    words = network_time_words(run, recipe, shapes)
+    if not words:
+        return ""
+    fewer = (f"score fewer than these {len(shapes)} with --micrographs N (Python: "
+             "micrographs=N), " if len(shapes) > 1 else "")
+    return (f"{words}; " + ("to score what cryostream denoise wrote instead of denoising again "
+                            "(the model's own pass alone is made), pass --denoised FOLDER (Python: "
+                            f"denoised=FOLDER), {fewer}or use a GPU" if denoised is None else
+                            "a GPU takes seconds") + busy_note())
+
+
 def truth_section(run, record, selection: TruthSelection, out: Path, tile: int | None, report: dict,
                   denoised=None, pixels=None) -> list[str]:
     """Score whole simulated micrographs against their ground truth; figures and markdown.
@@ -69,13 +90,24 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
     ``denoised``: a folder where ``denoise`` wrote this model's default outputs (NAME.mrc with
     its NAME.json), scored as the default recipe instead of denoising again. ``pixels``: each
     pair's pixel size (:func:`~cryostream.evaluate.pixels.truth_pixel_sizes`; None: not known,
-    scored at 1 Å per pixel and, where any is so, every FRC and spectrum in cycles/px)."""
+    scored at 1 Å per pixel and, where any is so, every FRC and spectrum in cycles/px). On a
+    CPU, about how long the micrographs take is said before the first (:func:`truth_time_note`;
+    with ``denoised``, before each not found there)."""
+    from cryostream.config import DenoiseConfig
     from cryostream.denoise.api import describe_found
+    from cryostream.denoise.outputs import recipe_steps
     from cryostream.evaluate.denoised import DenoisedOutputs
     from cryostream.evaluate.pixels import truth_pixel_sizes
+    from cryostream.io.mrc import read_header
 
     rows, curves, outputs = [], {}, DenoisedOutputs(denoised, run, record, tile)
-    pairs = selection.pairs
+    pairs, recipe = selection.pairs, DenoiseConfig(tile=tile).for_run(record)
+    how_long = denoised is None and truth_time_note(run, recipe, [read_header(p).shape
+                                                                  for p, _ in pairs])
+    if how_long:  # the wait, said before it
+        _log.info("scoring %d simulated micrograph%s against their truth, each denoised as "
+                  "denoise does (%s): %s", len(pairs), "s" * (len(pairs) != 1),
+                  " + ".join(recipe_steps(recipe)), how_long)
     pixels = pixels or truth_pixel_sizes(pairs, None, True)
     known = all(p for p, _ in pixels)  # else the FRC curves (averaged) and spectra in cycles/px
     for number, (noisy_path, truth_path) in enumerate(pairs, 1):
@@ -85,8 +117,12 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
         pixel = given or 1.0
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
-        den = network_output(run, noisy, scale, tile)
         written, written_found = outputs.default_of(noisy_path, scale, None, given, where)
+        how_long = written is None and denoised and truth_time_note(run, recipe, [noisy.shape],
+                                                                    denoised)
+        if how_long:  # not in the folder: the wait, said before it
+            _log.info("%s: %s", noisy_path.name, how_long)
+        den = network_output(run, noisy, scale, tile)
         result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
                                tile=tile, default_output=written, default_found=written_found)
         scores, frcs = score_methods(result.images, clean_n, pixel if known else 1.0)
@@ -191,9 +227,11 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     ``report.md``) is refused before any work, never replaced
     (:func:`~cryostream.evaluate.staging.check_report_folder`); an earlier report's are.
 
-    Progress goes to the ``cryostream`` logger: the test split's time, and one note per
-    micrograph (its seconds, the fitted defocus and whether the CTF check passed where the
-    default recipe fits one, the scores). :func:`summary_lines` sums the report up.
+    Progress goes to the ``cryostream`` logger: the test split's time, on a CPU about how long
+    the truth section and the residual check take (:func:`truth_time_note`,
+    :func:`~cryostream.evaluate.residual.residual_time_note`), and one note per micrograph
+    (its seconds, the fitted defocus and whether the CTF check passed where the default
+    recipe fits one, the scores). :func:`summary_lines` sums the report up.
     """
     from cryostream.denoise.network import model_path, model_record
     from cryostream.denoise.pixels import check_pixel_size

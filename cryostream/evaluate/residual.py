@@ -24,22 +24,22 @@ from cryostream.evaluate.numbers import (
 )
 from cryostream.evaluate.staging import check_given_up, writing
 
-__all__ = ["residual_section", "residual_time_note"]
+__all__ = ["residual_section", "residual_time_note", "network_time_words"]
 
 _log = logging.getLogger("cryostream")
 
 
-def residual_time_note(run, recipe, shapes, denoised=None) -> str:
-    """How long the residual check takes to denoise micrographs of ``shapes`` with ``recipe``
-    (the run's default :class:`~cryostream.config.DenoiseConfig`) on a CPU, as ``denoise``
-    estimates it (:func:`~cryostream.denoise.workers.cpu_times`), and what saves the wait: what
-    ``denoise`` wrote given with ``--denoised`` (where ``denoised``, that folder, is not given
-    already), or a GPU (``evaluate`` has no option of fewer passes: the check is of the
-    default). ``""`` where the network runs elsewhere or the windows cannot be laid out (the
-    check refuses that itself)."""
+def network_time_words(run, recipe, shapes) -> str:
+    """How long the network's passes of ``recipe`` (a :class:`~cryostream.config.DenoiseConfig`
+    decided for the run) take over micrographs of ``shapes`` on a CPU, as ``denoise`` estimates
+    it (:func:`~cryostream.denoise.workers.cpu_times`), in words: how many passes per
+    micrograph, about how long for the largest and for all. ``""`` where the network runs
+    elsewhere or the windows cannot be laid out (the checks refuse that themselves). The
+    residual check's note (:func:`residual_time_note`) and the truth section's
+    (:func:`~cryostream.evaluate.report.truth_time_note`) give it, each with its own advice."""
     import jax
 
-    from cryostream.denoise.workers import busy_note, cpu_cores, cpu_times
+    from cryostream.denoise.workers import cpu_cores, cpu_times
     from cryostream.units import spoken_duration
 
     times = None if jax.default_backend() != "cpu" else cpu_times(str(run), recipe, shapes)
@@ -53,10 +53,25 @@ def residual_time_note(run, recipe, shapes, denoised=None) -> str:
     total = f", {spoken_duration(times.total)} for all here" if len(shapes) > 1 else ""
     return (f"the network runs {runs} per micrograph{also}: about {spoken_duration(times.each)} "
             f"for one of {times.shape[0]} × {times.shape[1]} on 2 CPU cores (this machine has "
-            f"{cpu_cores()}){total}; " + ("to check what cryostream denoise wrote instead of "
-                                          "denoising again, pass --denoised FOLDER (Python: "
-                                          "denoised=FOLDER), or use a GPU" if denoised is None
-                                          else "a GPU takes seconds") + busy_note())
+            f"{cpu_cores()}){total}")
+
+
+def residual_time_note(run, recipe, shapes, denoised=None) -> str:
+    """How long the residual check takes to denoise micrographs of ``shapes`` with ``recipe``
+    (the run's default :class:`~cryostream.config.DenoiseConfig`) on a CPU
+    (:func:`network_time_words`), and what saves the wait: what ``denoise`` wrote given with
+    ``--denoised`` (where ``denoised``, that folder, is not given already), or a GPU
+    (``evaluate`` has no option of fewer passes: the check is of the default). ``""`` where
+    the network runs elsewhere or the windows cannot be laid out (the check refuses that
+    itself)."""
+    from cryostream.denoise.workers import busy_note
+
+    words = network_time_words(run, recipe, shapes)
+    if not words:
+        return ""
+    return (f"{words}; " + ("to check what cryostream denoise wrote instead of denoising again, "
+                            "pass --denoised FOLDER (Python: denoised=FOLDER), or use a GPU"
+                            if denoised is None else "a GPU takes seconds") + busy_note())
 
 
 def residual_section(run, record, paths, out: Path, report: dict, tile: int | None,
