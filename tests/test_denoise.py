@@ -1273,6 +1273,35 @@ def test_micrographs_of_one_name_in_two_folders_are_told_apart_in_the_notes(trai
     assert short_name("/d/p/a/x.mrc", 2) == "a/x.mrc"
 
 
+def test_pass_notes_of_one_name_in_two_grid_squares_name_the_folders_of_their_outputs(
+        trained, tmp_path, monkeypatch, capsys):
+    """EPU's grid squares hold files of one name (``GridSquare_1/Data/FoilHole_5_Data_1.mrc``
+    and ``GridSquare_2/Data/…``): the notes of their network passes had both been
+    'FoilHole_5_Data_1.mrc: network pass 3 of 8 …', not to be told apart. Through the command
+    line, each now names the folders its output is told apart by (its output's name in -o)."""
+    import importlib
+    import shutil
+
+    monkeypatch.setattr(importlib.import_module("cryostream.denoise.micrograph"),
+                        "NOTE_EVERY_S", 0.0)  # a note after every pass
+    given = []
+    for square in ("GridSquare_1", "GridSquare_2"):
+        folder = tmp_path / "Images-Disc1" / square / "Data"
+        folder.mkdir(parents=True)
+        given.append(shutil.copy(trained[1].micrographs[0], folder / "FoilHole_5_Data_1.mrc"))
+    out = tmp_path / "den"
+    assert main(["denoise", str(trained[0]), *map(str, given), "-o", str(out), "--raw",
+                 "--ensemble", "--tile", "64", "--workers", "1"]) == 0
+    passes = [n for n in capsys.readouterr().err.splitlines() if "network pass" in n]
+    names = [f"{square}/Data/FoilHole_5_Data_1.mrc" for square in ("GridSquare_1",
+                                                                    "GridSquare_2")]
+    assert all((out / name).is_file() for name in names)
+    assert sorted(n.split(": ")[1] for n in passes) == sorted(names * 8), passes
+    for name in names:
+        assert [n.split(": ")[2].split(" done")[0] for n in passes
+                if n.split(": ")[1] == name] == [f"network pass {i} of 8" for i in range(1, 9)]
+
+
 def test_ctrl_c_drops_the_micrographs_not_started_and_a_rerun_finishes(trained, tmp_path):
     """A real SIGINT once the first micrograph is done: the micrographs not yet started are
     dropped (not all denoised before the interrupt goes on), whole outputs stay, and the same

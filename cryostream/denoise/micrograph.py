@@ -387,7 +387,7 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
         (half, c[1] if c else image) for (half, image), c in zip(halves, checked, strict=True)],
         _record(run)) if checked is not None else None)
     estimate = None
-    notes = PassNotes(2) if len(halves) == 2 else None  # a pair's time left: both halves'
+    notes = PassNotes(len(halves), plan and plan.name)  # a pair's time left: both halves'
     for (half, image), value in zip(halves, checked, strict=True) if checked is not None else ():
         out, seen = denoise_image(image, micrograph.pixel_size_angstrom, half, run, config,
                                   permissive=permissive, pipeline=pipeline, checked=value,

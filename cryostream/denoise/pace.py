@@ -60,11 +60,17 @@ class PassNotes:
     the passes' own seconds, stretched by the time between them (the wall time since the first
     pass began over the passes' seconds). The CTF fit before the first pass is no network time
     and the steps after the last are not counted (seconds where the passes take minutes).
-    Seconds "so far" count from this object's making: the micrograph's first half.
+    Seconds "so far" count from this object's making: the micrograph's first half. Each note
+    names the half under way by its file name after the folders of ``output``, the name of
+    the micrograph's output in its folder (:attr:`~cryostream.denoise.outputs.OutputPlan.name`),
+    which tell it from another input of the same name as they tell the outputs apart
+    (:func:`~cryostream.io.paths.kept_folders`: ``GridSquare_1/Data/FoilHole_5_Data_1.mrc``
+    and ``GridSquare_2/Data/…`` of EPU's grid squares); by its file name alone without one.
     """
 
-    def __init__(self, halves: int = 1):
+    def __init__(self, halves: int = 1, output: str | None = None):
         self.halves, self.half = halves, 0
+        self.folders = output.rpartition("/")[0] + "/" if output and "/" in output else ""
         self.start = self.last = time.perf_counter()
         self.first = self.began = None  # the first pass's start; the pass under way's
         # per kind of pass (its pixels): seconds spent, passes done and in all, estimated cost
@@ -134,7 +140,8 @@ class PassNotes:
         done = (self.half - 1) * self.per_half + self.done  # of the whole micrograph
         left = self.left(now)
         logging.getLogger("cryostream").info(
-            "%s: network pass %d%s done%s, %.0f s so far%s", Path(self.source).name, self.done,
+            "%s: network pass %d%s done%s, %.0f s so far%s", self.folders + Path(self.source).name,
+            self.done,
             f" of {self.per_half}" if self.done <= self.per_half else "",
             f" on half {self.half} of {self.halves}" if self.halves > 1 else "", now - self.start,
             f", about {spoken_duration(left)} left for "
