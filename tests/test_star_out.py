@@ -927,3 +927,47 @@ def test_temporary_files_of_killed_writes_are_removed_when_stale(tiny_run, tmp_p
     cryostream.denoise(tiny_run.run, [tiny_run.sim.micrographs[0]], out,
                        config=DenoiseConfig.raw(tile=64), workers=1)
     assert not old.exists() and new.exists()
+
+
+
+def test_a_row_whose_micrograph_is_gone_is_left_out_with_its_output_kept(tiny_run, tmp_path,
+                                                                         monkeypatch):
+    """A STAR file of three denoised into a folder, then row 2's micrograph removed and the
+    same command run with --permissive: the STAR file had listed the earlier output of that
+    row still, with a WARNING line calling it "from outside this call's inputs". Now, as a
+    new folder's would, it lists the two denoised (what can be used), and one warning names
+    the output kept on disk but not listed, why (its micrograph missing now), and what lists
+    it again; restored, the same command lists all three. A micrograph that is bad now is said
+    skipped (see its warning)."""
+    sim = cryostream.simulate(tmp_path / "sim", 3, config=SimulateConfig(shape=(160, 128), seed=3))
+    star, out = tmp_path / "sim" / "micrographs.star", tmp_path / "out"
+    assert _denoise(tiny_run, star, "-o", out) == 0
+    gone = sim.micrographs[1]
+    shutil.copy2(gone, tmp_path / "kept.mrc")
+    gone.unlink()
+    said, caught = _denoise_heard(monkeypatch, tiny_run, star, "-o", out, "--permissive")
+    names = ["sim_0000", "sim_0001", "sim_0002"]
+    assert list(_rows(out)["rlnMicrographName"]) == [str(out / f"{n}.mrc") for n in names[::2]]
+    assert (out / "sim_0001.mrc").is_file() and (out / "sim_0001.json").is_file()
+    assert [m for level, m in said if level == "WARNING"] == []  # none "outside the inputs"
+    assert [str(w.message) for w in caught if issubclass(w.category, UnlistedOutputWarning)] == [
+        f"{out / 'denoised_micrographs.star'} lists only this call's 2 micrographs; 1 earlier "
+        f"output in {out} of this call's inputs is not listed (sim_0001.mrc): its micrograph is "
+        f"missing now ({gone}): this call skipped it, and its row is left out, as a new "
+        "folder's STAR file would leave it out; the output is kept on disk: restore the "
+        "micrograph and run the same command again to list it, or delete sim_0001.mrc and "
+        "sim_0001.json"]
+    shutil.copy2(tmp_path / "kept.mrc", gone)  # restored as it was: its output is kept
+    said, caught = _denoise_heard(monkeypatch, tiny_run, star, "-o", out, "--permissive")
+    assert list(_rows(out)["rlnMicrographName"]) == [str(out / f"{n}.mrc") for n in names]
+    assert not [w for w in caught if issubclass(w.category, UnlistedOutputWarning)]
+    sim.micrographs[2].write_bytes(b"not an MRC file")
+    said, caught = _denoise_heard(monkeypatch, tiny_run, star, "-o", out, "--permissive")
+    assert list(_rows(out)["rlnMicrographName"]) == [str(out / f"{n}.mrc") for n in names[:2]]
+    assert [str(w.message).split("; ", 1)[1] for w in caught
+            if issubclass(w.category, UnlistedOutputWarning)] == [
+        f"1 earlier output in {out} of this call's inputs is not listed (sim_0002.mrc): this "
+        "call skipped its micrograph (see the warnings), and its row is left out, as a new "
+        "folder's STAR file would leave it out; the output is kept on disk: restore the "
+        "micrograph and run the same command again to list it, or delete sim_0002.mrc and "
+        "sim_0002.json"]

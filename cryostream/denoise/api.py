@@ -36,7 +36,7 @@ from cryostream.denoise.pool import AllFinished, finish_here, gather_cluster, to
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
-from cryostream.denoise.star_out import warn_unlisted
+from cryostream.denoise.star_unlisted import warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note

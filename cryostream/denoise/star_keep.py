@@ -34,6 +34,7 @@ from cryostream.denoise.star_out import (
     rebase_paths,
     star_tables,
 )
+from cryostream.denoise.star_unlisted import skipped_inputs
 from cryostream.errors import OutputTakenError, StoreError
 from cryostream.locks import folder_lock, store_lock
 
@@ -61,8 +62,9 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     :func:`~cryostream.denoise.star_out.star_tables`; ``outputs``: each denoised micrograph's
     source to its output, ``paths``: those outputs in the order of its rows), keeping the
     rows of the file it replaces (or of the one :func:`set_aside` moved aside) whose outputs
-    are still in the folder, made with this call's model and options, and whose inputs this
-    call did not denoise, after the ``# version`` line of the input STAR files'
+    are still in the folder, made with this call's model and options, and whose inputs are not
+    this call's (one made of an input this call skipped, its micrograph missing now or bad, is
+    left out: it cannot be used now), after the ``# version`` line of the input STAR files'
     (:func:`~cryostream.denoise.star_out.listing_version`). The folder is held
     (:func:`~cryostream.locks.folder_lock`) from the reading to the writing, so two calls into
     one folder each merge the other's rows.
@@ -71,16 +73,19 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     -------
     kept : list of Path
         The outputs of the earlier rows kept, for
-        :func:`~cryostream.denoise.star_out.warn_unlisted`.
+        :func:`~cryostream.denoise.star_unlisted.warn_unlisted`.
     backup : tuple or None
         ``(the .bak file, why, outputs of the rows it alone lists)`` where the earlier file's
         rows could not be kept and it was kept beside as a ``.bak`` file instead.
+    skipped : set of str
+        The inputs this call skipped (:func:`~cryostream.denoise.star_unlisted.skipped_inputs`),
+        whose earlier outputs :func:`~cryostream.denoise.star_unlisted.warn_unlisted` names.
     """
     from cryostream.io.star import write_micrograph_star
 
     star = Path(star)
     optics, rows = star_tables(gathered, outputs)
-    kept, backup = [], None
+    kept, backup, skipped = [], None, skipped_inputs(gathered, outputs)
     with _held(star.parent):
         _sweep(star)
         aside = star.with_name(ASIDE_NAME)
@@ -89,7 +94,7 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
         for earlier in (star, aside, star):
             try:
                 merged = _merged(earlier, optics, rows, outputs, paths, listing_project(gathered),
-                                 {k for m in gathered.micrographs for k in m.optics})
+                                 {k for m in gathered.micrographs for k in m.optics}, skipped)
             except FileNotFoundError:
                 continue
             except _Unkept as exc:
@@ -114,7 +119,7 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
             "inputs (their outputs are in the folder); a folder of its own (-o) lists only the "
             "selection%s", star, n, "" if n == 1 else "s", len(kept), "" if len(kept) == 1 else
             "s", finished)
-    return kept, backup
+    return kept, backup, skipped
 
 
 def set_aside(folder: Path, made: str) -> None:
@@ -250,9 +255,10 @@ def _recipe(found: dict | None, mine: dict | None, optic_keys: set) -> str | Non
 
 
 def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
-            project: Path | None, optic_keys: set):
-    """This call's tables with the earlier file's rows kept (see :func:`write_listing`), and
-    those rows' outputs; None where no earlier row is to be kept. Any failure is an
+            project: Path | None, optic_keys: set, skipped: set = frozenset()):
+    """This call's tables with the earlier file's rows kept (see :func:`write_listing`; none
+    made of an input this call ``skipped``), and those rows' outputs; None where no earlier row
+    is to be kept. Any failure is an
     :class:`_Unkept` (the earlier file is kept as ``.bak``, never lost to a crash)."""
     folder = star.parent.absolute()
     try:
@@ -281,6 +287,8 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
             continue
         seen.add(key)
         made_from = record.get("input")
+        if isinstance(made_from, str) and os.path.realpath(made_from) in skipped:
+            continue  # its micrograph missing now, or bad: said by warn_unlisted, not listed
         i = now.get(key, by_input.get(os.path.realpath(made_from)) if isinstance(made_from, str)
                     else None)
         if i is not None:  # its input denoised by this call: its new row, in this row's place

@@ -3,22 +3,20 @@
 file name in them written one way, as RELION reads them from its project folder (relative to
 the input STAR file's project folder, or the working directory for other inputs, when the file
 is inside it, absolute otherwise; absolute where the input STAR file names its micrographs by
-absolute paths), and a warning for the finished outputs in the folder that it does not list."""
+absolute paths), and the warning class of the finished outputs in the folder that it does not
+list (:mod:`~cryostream.denoise.star_unlisted` says them)."""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import numbers
 import os
 import re
-import warnings
 from pathlib import Path
 
 __all__ = ["ROW_OPTICS", "PATH_COLUMNS", "UnlistedOutputWarning", "star_name", "listing_project",
            "listing_version", "star_project", "joined_stars", "listing_name", "rebase_paths", "star_tables",
-           "joined_columns", "same_value", "optics_merged", "warn_unlisted"]
+           "joined_columns", "same_value", "optics_merged"]
 
 #: Per-row optics columns of STAR files without an optics table (RELION 3.0): in the output
 #: they live in its optics table.
@@ -330,60 +328,3 @@ def optics_merged(earlier, optics, used):
         table = pd.concat([table, pd.DataFrame([added])], ignore_index=True)
         numbers_of[number] = new
     return table, numbers_of
-
-
-def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple | None = None,
-                  inputs: list = ()) -> None:
-    """One :class:`UnlistedOutputWarning` when the folder of the STAR file ``star``, which
-    lists this call's outputs ``listed`` and those ``kept`` from the file it replaced
-    (:func:`~cryostream.denoise.star_keep.write_listing`), holds finished outputs it does not
-    list (``NAME.mrc`` with its ``NAME.json`` record, made by an earlier call of other inputs),
-    or where that file's rows could not be kept (``backup``: the ``.bak`` copy, why, and the
-    outputs only it lists). An unlisted output made from one of this call's ``inputs`` under
-    another name (a Subset's ``a.mrc`` beside the full file's ``GridA/a.mrc``) is no missing
-    row but a duplicate of a listed one: named in an INFO note as one that can be deleted."""
-    folder = Path(star).parent
-    listed_files = {Path(p).resolve() for p in [*listed, *kept]}
-    given = {os.path.realpath(p) for p in inputs}
-    left, duplicates = [], []
-    for sidecar in sorted(folder.glob("*.json")):
-        image = sidecar.with_suffix(".mrc")
-        if image.resolve() in listed_files or not image.is_file():
-            continue
-        try:
-            record = json.loads(sidecar.read_text())
-            kind, made_from = record.get("kind"), record.get("input")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if kind != "DenoiseOutput":
-            continue
-        if isinstance(made_from, str) and os.path.realpath(made_from) in given:
-            duplicates.append(image.name)
-        else:
-            left.append(image.name)
-    if duplicates:
-        one = len(duplicates) == 1
-        logging.getLogger("cryostream").info(
-            "%s: %s %s an earlier output of %s this call denoised, under another name: "
-            "%s listed by its new name; the earlier file%s can be deleted", folder,
-            ", ".join(duplicates), "is" if one else "are", "an input" if one else "inputs",
-            "it is" if one else "they are", "" if one else "s")
-    if backup is not None:  # its outputs in sub-folders too (GridA/a.mrc)
-        left += [n for n in (Path(f).relative_to(folder.absolute()).as_posix()
-                             for f in backup[2] or []) if n not in left]
-    if not left and backup is None:
-        return
-    n, k, one = len(listed), len(kept), len(left) == 1
-    said = (f"{star} lists {'' if k else 'only '}this call's {n} micrograph{'' if n == 1 else 's'}"
-            + (f" and {k} of its earlier rows" if k else ""))
-    if left:
-        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
-        said += (f"; {len(left)} earlier output{'' if one else 's'} in {folder} "
-                 f"{'is' if one else 'are'} not listed ({shown}): give {'its' if one else 'their'}"
-                 f" input{'' if one else 's'} again with these to list {'it' if one else 'them'}"
-                 " too (finished outputs are kept, not made again)")
-    if backup is not None:
-        said += (f"; the STAR file it replaces is kept as {backup[0]}: its rows cannot join this "
-                 f"call's ({backup[1]})" if backup[0] is not None else
-                 f"; the rows of the STAR file it replaces are not kept ({backup[1]})")
-    warnings.warn(said, UnlistedOutputWarning, stacklevel=5)  # (denoise → to_the_end → _result → here)
