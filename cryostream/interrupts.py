@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
-           "Arrivals", "as_sigterm", "say_kept", "closed_before_the_end", "close_before_the_end"]
+           "Arrivals", "as_sigterm", "say_kept", "closed_before_the_end", "close_before_the_end",
+           "told_in_progress", "in_progress"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -116,7 +117,8 @@ def closed_before_the_end(close: Callable[[], object]) -> Iterator[None]:
     """While the block runs, a process that ends at once (a second signal:
     :func:`cryostream.cli.signals.end_now`) first calls ``close()``, which returns once nothing
     is being written in part (a denoise call's outputs under way are finished and none starts:
-    :class:`~cryostream.denoise.pool.Gate`)."""
+    :class:`~cryostream.denoise.pool.Gate`), and what was written (None: nothing to say), for
+    the process's last line."""
     _CLOSINGS.append(close)
     try:
         yield
@@ -124,12 +126,39 @@ def closed_before_the_end(close: Callable[[], object]) -> Iterator[None]:
         _CLOSINGS.remove(close)
 
 
-def close_before_the_end() -> None:
+def close_before_the_end() -> list:
     """Call what :func:`closed_before_the_end` gave, innermost first (the process is about to
-    end at once), each error let be."""
+    end at once), each error let be; what they returned, None left out."""
+    said = []
     for close in reversed(list(_CLOSINGS)):
         with contextlib.suppress(Exception):
-            close()
+            said.append(close())
+    return [s for s in said if s is not None]
+
+
+#: What :func:`told_in_progress` gave, innermost last.
+_TELLERS: list[Callable[[], object]] = []
+
+
+@contextlib.contextmanager
+def told_in_progress(tell: Callable[[], object]) -> Iterator[None]:
+    """While the block runs, :func:`in_progress` asks ``tell()`` what is in progress (a denoise
+    call's micrographs: how many, and about how long they take to finish), for the note of a
+    first Ctrl-C, which lets them finish."""
+    _TELLERS.append(tell)
+    try:
+        yield
+    finally:
+        _TELLERS.remove(tell)
+
+
+def in_progress() -> object:
+    """What the innermost :func:`told_in_progress` tells, or None (none, or it failed: it is
+    asked from a signal's handler, and never stands in the way of stopping)."""
+    try:
+        return _TELLERS[-1]() if _TELLERS else None
+    except Exception:
+        return None
 
 
 @contextlib.contextmanager

@@ -359,7 +359,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                 at_once = min(workers, len(todo))
                 progress = progress(at_once)
                 results = finish_here(functools.partial(job, progress=progress), todo,
-                                      len(micrographs), at_once, progress.stop)
+                                      len(micrographs), at_once, progress)
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
             raise InvalidMicrographError("<inputs>", "no usable micrograph left",
                                          "see the warnings")

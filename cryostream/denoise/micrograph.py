@@ -402,7 +402,7 @@ def _denoise_item(item: tuple, *, run: str, config: DenoiseConfig, permissive: b
             found = {**found, "odd_half": seen,
                      "halves": "the sum of the pipeline's outputs on the even and odd halves "
                      "(the full sum's scale)"}
-    with gate.writing() if gate is not None else contextlib.nullcontext():  # none once given up
+    with gate.writing(plan is not None and estimate is not None) if gate else contextlib.nullcontext():
         if estimate is not None and plan is not None:
             from cryostream.denoise.network import load_network
 

@@ -9,16 +9,21 @@ the pixels (a small image's windows carry as wide a margin: on two cores a 1024Â
 binned pass took about half its whole pass's time). The time left counts each kind's passes
 left at what that kind took so far (:func:`time_left`); a kind not yet run is counted from the
 windows' estimate of it (:func:`~cryostream.denoise.tiling.cpu_pass_seconds`) at the pace of
-the passes run."""
+the passes run.
+
+Each thread's last pass notes are kept (:func:`notes_of`), so that a first Ctrl-C, which lets
+the micrographs in progress finish, can say about how long that takes
+(:func:`finishing_seconds`)."""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["PassNotes", "time_left"]
+__all__ = ["PassNotes", "time_left", "notes_of", "forget_notes", "finishing_seconds"]
 
 
 def time_left(spent: dict, done: dict, todo: dict, estimate: dict) -> float:
@@ -50,6 +55,37 @@ def time_left(spent: dict, done: dict, todo: dict, estimate: dict) -> float:
                for k, n in todo.items() if n > 0)
 
 
+#: The pass notes each thread made last, by the thread's identity.
+_MADE: dict[int, PassNotes] = {}
+
+
+def notes_of(thread: int) -> PassNotes | None:
+    """The pass notes the thread of identity ``thread`` made last (None: none since
+    :func:`forget_notes`)."""
+    return _MADE.get(thread)
+
+
+def forget_notes() -> None:
+    """Forget this thread's pass notes (its micrograph is done, or another one begins)."""
+    _MADE.pop(threading.get_ident(), None)
+
+
+def finishing_seconds(threads) -> float:
+    """About how many seconds the micrographs in progress in ``threads`` (their identities)
+    take to finish side by side: the longest of their network passes' time left
+    (:meth:`PassNotes.left`), the steps after the last pass not counted (seconds, where the
+    passes take minutes). NaN where one has no pass done yet, or none is in progress: no pace
+    is known."""
+    now, left = time.perf_counter(), []
+    for thread in threads:
+        notes = notes_of(thread)
+        try:  # (read as the thread goes on: a kind just added, say)
+            left.append(notes.left(now) if notes is not None and notes.done_kind else math.nan)
+        except Exception:
+            left.append(math.nan)
+    return max(left) if left and all(math.isfinite(x) for x in left) else math.nan
+
+
 class PassNotes:
     """The pass notes of one micrograph, shared by its ``halves`` (1, or 2 for an even/odd
     pair, the same shape each: :func:`~cryostream.io.halves.halves_mismatch`).
@@ -77,6 +113,7 @@ class PassNotes:
         self.spent, self.done_kind, self.total, self.estimate = {}, {}, {}, {}
         self.run = self.config = None
         self.source, self.passes, self.per_half, self.done = None, 1, 1, 0
+        _MADE[threading.get_ident()] = self  # (notes_of: a Ctrl-C's note of those in progress)
 
     def begin_half(self, source: str, config, offsets: int = 1, run: str | None = None) -> None:
         """The next half's passes begin (the only one's, for a micrograph alone): ``source``

@@ -5,7 +5,10 @@ as it comes. SIGTERM (a batch system's time limit) gives up the micrographs in p
 at once: their threads cannot be stopped, so a :class:`Gate` lets none of them write its
 output, or say anything (:func:`given_up`), after that; where none was in progress (the last
 being written), the call ends as it would (:class:`AllFinished`, :func:`to_the_end`). A
-second signal, which ends the process at once, closes the gate first: no output is cut."""
+second signal, which ends the process at once, closes the gate first: no output is cut, and the
+process's last line says how many were written (:class:`Closed`). While the pool runs, a first
+Ctrl-C's note says how many micrographs are in progress and about how long they take to finish
+(:func:`~cryostream.interrupts.told_in_progress`)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from cryostream.errors import (
 )
 from cryostream.interrupts import Terminated
 
-__all__ = ["finish", "finish_here", "Gate", "Abandoned", "AllFinished", "to_the_end",
+__all__ = ["finish", "finish_here", "Gate", "Closed", "Abandoned", "AllFinished", "to_the_end",
            "given_up", "Finished", "timed", "gather_cluster", "let_go"]
 
 
@@ -33,9 +36,11 @@ class Abandoned(Exception):
 
 
 class AllFinished(Terminated):
-    """SIGTERM as the last micrographs of a call were being written: none was given up, so
-    the call ends as it would (its STAR file, :func:`to_the_end`), and then stops on it.
-    ``results``: the micrographs' results, in order."""
+    """SIGTERM as the last micrographs of a call were being written, or after (as its STAR
+    file was): none was given up, so the call ends as it would (its STAR file,
+    :func:`to_the_end`), and then stops on it, this the record that every micrograph was
+    finished. ``results``: the micrographs' results, in order (empty where the signal came
+    after them)."""
 
     def __init__(self, results: list):
         super().__init__()
@@ -47,29 +52,48 @@ class AllFinished(Terminated):
 _here = threading.local()
 
 
+class Closed(NamedTuple):
+    """What a call's :class:`Gate` had let be written when it closed
+    (:meth:`Gate.close_counted`): ``written`` outputs, each whole (all the call wrote),
+    ``finished`` of them being written as it closed (waited for), and ``cut``, those being
+    written still unfinished when the wait ended (held up: a hidden temporary file, which the
+    next run makes again)."""
+
+    written: int
+    finished: int
+    cut: int
+
+
 class Gate:
     """Whether the outputs of a call may still be written: :meth:`writing` holds one open
     while it is written, :meth:`close` (SIGTERM) lets no more start and waits for those being
     written, so that nothing of the call is written after it returns, and nothing in part.
-    ``entered``: how many outputs were let through (each micrograph's once)."""
+    ``entered``: how many outputs were let through (each micrograph's once); ``written``: how
+    many were written whole."""
 
     def __init__(self) -> None:
-        self.closed, self.entered, self._writing = False, 0, 0
+        self.closed, self.entered, self.written, self._writing, self._outputs = \
+            False, 0, 0, 0, 0
         self._change = threading.Condition()  # (reentrant: a signal's handler may close it)
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Around an output's writing (and its note): :class:`Abandoned` once closed."""
+    def writing(self, output: bool = True) -> Iterator[None]:
+        """Around an output's writing (and its note; ``output`` False: a note alone, of a
+        micrograph skipped): :class:`Abandoned` once closed."""
         with self._change:
             if self.closed:
                 raise Abandoned("given up before its output was written")
             self._writing, self.entered = self._writing + 1, self.entered + 1
+            self._outputs += output
             _here.through = True
+        whole = False
         try:
             yield
+            whole = True
         finally:
             with self._change:
-                self._writing -= 1
+                self._writing, self._outputs = self._writing - 1, self._outputs - output
+                self.written += output and whole
                 self._change.notify_all()
 
     def close(self, timeout: float = 20.0) -> None:
@@ -81,6 +105,14 @@ class Gate:
             self.closed = True
             self._change.wait_for(lambda: not self._writing, timeout=timeout)
 
+    def close_counted(self, timeout: float = 20.0) -> Closed:
+        """:meth:`close`, then what was written (:class:`Closed`), for the last line of a
+        process that ends at once."""
+        with self._change:
+            before = self.written
+            self.close(timeout)
+            return Closed(self.written, self.written - before, self._outputs)
+
 
 def given_up() -> bool:
     """Whether this thread denoises a micrograph that its call gave up (its gate closed before
@@ -90,14 +122,31 @@ def given_up() -> bool:
     return gate is not None and gate.closed and not getattr(_here, "through", False)
 
 
-def _through(gate: Gate, job, item):
+def _through(gate: Gate, running: set, job, item):
     """``job(item, gate=gate)`` in a thread of :func:`finish_here`'s pool, silent once given up
-    (:func:`given_up`)."""
+    (:func:`given_up`); the thread is in ``running`` while it runs (its micrograph in
+    progress, whose pass notes tell how far it is: :func:`_in_progress`)."""
+    from cryostream.denoise.pace import forget_notes
+
     _here.gate, _here.through = gate, False
+    forget_notes()  # (the last micrograph's, done)
+    running.add(threading.get_ident())
     try:
         return job(item, gate=gate)
     finally:
+        running.discard(threading.get_ident())
+        forget_notes()
         _here.gate = None
+
+
+def _in_progress(running: set) -> tuple[int, float]:
+    """How many micrographs are in progress in the pool's threads ``running``, and about how
+    many seconds they take to finish (:func:`~cryostream.denoise.pace.finishing_seconds`: NaN
+    where no pace is known yet)."""
+    from cryostream.denoise.pace import finishing_seconds
+
+    threads = list(running)
+    return len(threads), finishing_seconds(threads)
 
 
 _quieting = threading.Lock()
@@ -127,24 +176,28 @@ def _said(record: logging.LogRecord) -> bool:
     return not given_up()
 
 
-def finish_here(job, todo, total: int, workers: int, on_stop=None) -> list:
+def finish_here(job, todo, total: int, workers: int, progress=None) -> list:
     """:func:`finish` in a pool of ``workers`` threads here, ``job`` given a :class:`Gate`
-    (``gate=``). After SIGTERM the pool's threads are not waited for: their micrographs are
+    (``gate=``); ``progress`` (a :class:`~cryostream.denoise.micrograph.Progress`) told to
+    stop on Ctrl-C. After SIGTERM the pool's threads are not waited for: their micrographs are
     given up, and the gate keeps them from writing or saying anything; where none was given
     up (the last were being written), :class:`AllFinished`. A process ended at once meanwhile
-    (a second signal) closes the gate first: no output is cut."""
+    (a second signal) closes the gate first: no output is cut (:meth:`Gate.close_counted`).
+    Meanwhile a first Ctrl-C's note is told what is in progress (:func:`_in_progress`)."""
     import concurrent.futures
     import functools
 
-    from cryostream.interrupts import closed_before_the_end
+    from cryostream.interrupts import closed_before_the_end, told_in_progress
 
     _quiet_given_up()
-    gate, pool = Gate(), concurrent.futures.ThreadPoolExecutor(workers)
+    gate, pool, running = Gate(), concurrent.futures.ThreadPoolExecutor(workers), set()
     futures: list = []
+    on_stop = None if progress is None else progress.stop
     try:
-        with closed_before_the_end(gate.close):
-            return finish(pool, functools.partial(_through, gate, job), todo, total, on_stop,
-                          gate, futures)
+        with closed_before_the_end(gate.close_counted), \
+                told_in_progress(functools.partial(_in_progress, running)):
+            return finish(pool, functools.partial(_through, gate, running, job), todo, total,
+                          on_stop, gate, futures)
     except Terminated:  # (closed already where finish met it)
         gate.close()
         if gate.entered < len(todo):  # some given up
@@ -161,12 +214,13 @@ def finish_here(job, todo, total: int, workers: int, on_stop=None) -> list:
 def to_the_end(end, stop: Terminated | None = None):
     """``end()``, what ends a call whose micrographs are all finished (its STAR file: fast),
     made whole though SIGTERM comes meanwhile (made again, whole, where the signal cut it); the
-    SIGTERM then goes on (``stop``: one that came as the last micrographs were written,
-    :class:`AllFinished`), for the command to end 143 saying so."""
+    SIGTERM then goes on as :class:`AllFinished` (``stop``: one that came as the last
+    micrographs were written), for the command to end 143 saying so. An error of ``end()``
+    (the STAR file not written) goes on instead."""
     try:
         result = end()
-    except Terminated as exc:
-        stop, result = exc, end()
+    except Terminated:  # every micrograph was finished: the stop says so
+        stop, result = stop or AllFinished([]), end()
     if stop is not None:
         raise stop
     return result
