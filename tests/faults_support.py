@@ -137,7 +137,8 @@ _SLOWED = (
 
 
 def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
-              slowed: tuple[str, float, str] | None = None) -> subprocess.Popen:
+              slowed: tuple[str, float, str] | None = None,
+              sigint_ignored: bool = False) -> subprocess.Popen:
     """Start ``python -m cryostream ARGS`` as a child process (stdout and stderr as pipes).
 
     ``file_size_limit`` (bytes): no file the child writes may grow past it (``RLIMIT_FSIZE``),
@@ -145,6 +146,9 @@ def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
     "before" or "after")``, a function of cryostream (``"cryostream.io.mrc.write_micrograph"``)
     that sleeps that long before or after its call in the child, saying ``[slowed] NAME
     FIRST-ARGUMENT`` on stderr as it begins to (a fault injected: a slow disk).
+    ``sigint_ignored``: the child starts with SIGINT ignored, as a background job of a
+    non-interactive shell script does (``cmd &``): a shell ignores it (``trap '' INT``) and
+    execs Python, which inherits that.
     """
     if file_size_limit is not None:
         command = [sys.executable, "-c", _FILE_SIZE_LIMITED, str(int(file_size_limit))]
@@ -152,6 +156,8 @@ def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
         command = [sys.executable, "-c", _SLOWED, *map(str, slowed)]
     else:
         command = [sys.executable, "-m", "cryostream"]
+    if sigint_ignored:  # (no preexec_fn: unsafe in a parent that runs threads, as JAX does)
+        command = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *command]
     return subprocess.Popen([*command, *map(str, args)], cwd=cwd, env=child_environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -216,15 +222,17 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
 def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], bool]]],
                   timeout: float = 120,
                   started: Callable[[subprocess.Popen], object] | None = None,
-                  slowed: tuple[str, float, str] | None = None) -> tuple[int, str]:
-    """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`, ``slowed`` as
-    there) and send it each of ``signals`` (``(signum, ready)``: once ``ready`` holds of its
-    stderr so far, and 0.2 s at least after the signal before: more than a repeat of that one,
-    ``DUPLICATE_S``). Returns its exit status and its stderr. ``started``: called with the child
-    process as soon as it is started (to watch it, e.g. the processes it starts)."""
+                  slowed: tuple[str, float, str] | None = None,
+                  sigint_ignored: bool = False) -> tuple[int, str]:
+    """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`, ``slowed`` and
+    ``sigint_ignored`` as there) and send it each of ``signals`` (``(signum, ready)``: once
+    ``ready`` holds of its stderr so far, and 0.2 s at least after the signal before: more than
+    a repeat of that one, ``DUPLICATE_S``). Returns its exit status and its stderr.
+    ``started``: called with the child process as soon as it is started (to watch it, e.g. the
+    processes it starts)."""
     import threading
 
-    proc = start_cli(*args, cwd=cwd, slowed=slowed)
+    proc = start_cli(*args, cwd=cwd, slowed=slowed, sigint_ignored=sigint_ignored)
     if started is not None:
         started(proc)
     err: list[str] = []

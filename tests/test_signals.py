@@ -268,16 +268,24 @@ def test_sigterm_after_ctrl_c_waits_for_the_output_being_written(tiny_run, tmp_p
     its SIGTERM at the time limit, as the denoising guide advises): the second signal ended
     the process in the middle of the write, leaving `.NAME.json.partial`, `.NAME.mrc.lock` and
     an MRC file without its record. Now it waits for that output to be finished (none starts
-    after) and then ends at once, with Ctrl-C's status and its line naming both signals."""
+    after) and then ends at once, with Ctrl-C's status and its line naming both signals; the
+    line said 'what was in progress is not written' of the output it had just finished: now
+    it says how many outputs are written whole, that those being written were finished first
+    and that nothing half-written is left."""
     out = tmp_path / "out"
     status, lines = _denoised(tiny_run, out, "--workers", "2", slowed=SLOW_WRITE, signals=[
         (signal.SIGINT, lambda err: "[slowed] write_micrograph" in err),
         (signal.SIGTERM, lambda err: "Ctrl-C again to stop at once" in err)])
     assert status == 130, lines
-    assert lines[-1] == ("cryostream denoise: terminated at once (SIGTERM after Ctrl-C); what "
-                         "was in progress is not written (run the same command again to "
-                         "resume)"), lines
-    assert _each_whole_with_its_record(out), lines  # the one being written at least
+    said = re.fullmatch(
+        r"cryostream denoise: terminated at once \(SIGTERM after Ctrl-C\); (\d) outputs? of "
+        r"this call (?:is|are) written whole \(the (one|\d) being written (?:was|were) finished "
+        r"first\), and nothing half-written is left; the micrographs still in progress are not "
+        r"written \(run the same command again to resume\)", lines[-1])
+    assert said, lines
+    images = _each_whole_with_its_record(out)  # the one being written at least
+    assert int(said[1]) == len(images) >= 1, (said[1], images)
+    assert 1 <= (1 if said[2] == "one" else int(said[2])) <= len(images)
 
 
 def test_sigterm_as_the_last_output_is_written_ends_the_run_with_its_star_file(tiny_run,
@@ -369,6 +377,123 @@ def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run
     assert status == 143 and left, (status, left, ended)
     assert ended[-1].startswith("cryostream denoise: terminated (SIGTERM) after"), ended
     assert said[at_the_end:] == [] and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("after", ["SIGINT", "SIGTERM"])
+def test_denoise_started_with_ctrl_c_ignored_keeps_ignoring_it(after, tiny_run, tmp_path):
+    """A process started with SIGINT ignored (a background job of a shell script, `cmd &`)
+    keeps ignoring it in Python, and `evaluate` did; `denoise` made its own handler SIGINT's
+    and stopped on it (status 130, no STAR file). Now it goes on to the end: status 0, every
+    output and the STAR file. After a SIGTERM a SIGINT is still ignored, not taken as a second
+    signal that ends the process at once: the command ends as SIGTERM ends it."""
+    out = tmp_path / "out"
+    if after == "SIGINT":
+        signals = [(signal.SIGINT, lambda err: "[slowed] write_micrograph" in err)]
+    else:  # SIGINT while the output being written at the SIGTERM is finished (4 s)
+        signals = [(signal.SIGTERM, lambda err: "[slowed] write_micrograph" in err),
+                   (signal.SIGINT, lambda err: "terminated (SIGTERM): stopping now" in err)]
+    from tests.faults_support import signalled_cli
+
+    status, err = signalled_cli("denoise", *tiny_run.sim.micrographs, "-o", out, "-m",
+                                tiny_run.run, "--no-ensemble", "--workers", "1", cwd=tmp_path,
+                                slowed=SLOW_WRITE, signals=signals, sigint_ignored=True)
+    lines = re.sub(r"after \d+ s", "after N s", err).splitlines()
+    assert "Traceback" not in err and "Ctrl-C" not in err, err
+    if after == "SIGINT":
+        assert status == 0 and lines[-1].startswith("cryostream: denoised 3/3 "), err
+        assert len(_each_whole_with_its_record(out)) == 3
+        assert (out / "denoised_micrographs.star").is_file()
+    else:
+        assert status == 143 and lines[-1] == TERMINATED.format(out=out), err
+        assert len(_each_whole_with_its_record(out)) == 1  # the one being written, finished
+
+
+#: The passes of a micrograph slowed by a second each, as on a slow CPU.
+SLOW_PASSES = ("cryostream.denoise.micrograph.network_pass", 1, "after")
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_the_first_ctrl_c_says_how_long_the_micrographs_in_progress_take(known, tiny_run,
+                                                                         tmp_path):
+    """The note of a first Ctrl-C in `denoise`, which finishes the micrographs in progress
+    (minutes on a CPU), said neither how many nor how long. Now it says how many and, where
+    their network passes give a pace, about how long they take at it (as the pass notes
+    count the passes left); where no pass is done yet, nothing of the time."""
+    from tests.faults_support import signalled_cli
+
+    marks = "[slowed] network_pass"
+    each: list[int] = []  # the passes of one micrograph, counted as the first is done
+
+    def under_way(err: str) -> bool:  # a pass done of the second micrograph, or none at all
+        if not known:
+            return marks in err
+        if not each and "cryostream: denoised 1/3 " in err:
+            each.append(err.count(marks))
+        return bool(each) and err.count(marks) >= each[0] + 2
+
+    out = tmp_path / "out"
+    status, err = signalled_cli("denoise", *tiny_run.sim.micrographs, "-o", out, "-m",
+                                tiny_run.run, "--workers", "1", cwd=tmp_path, slowed=SLOW_PASSES,
+                                signals=[(signal.SIGINT, under_way)])
+    assert status == 130 and "Traceback" not in err, err
+    note = next(line for line in err.splitlines() if "stopping after" in line)
+    said = re.fullmatch(r"cryostream denoise: stopping after the micrograph in progress "
+                        r"\((?:about (\d+) s; )?it is written whole or not at all\); Ctrl-C "
+                        r"again to stop at once", note)
+    assert said and (said[1] is not None) == known, note
+    if known:  # the second's passes left: the one under way and those after the note
+        left = 1 + err.split(note)[1].count(marks)
+        assert left == each[0] - 1 and 0.5 * left <= int(said[1]) <= 2 * left + 2, (left, note)
+    assert len(_each_whole_with_its_record(out)) == (2 if known else 1)
+
+
+def test_an_error_after_sigterm_is_said_and_the_status_stays_143(tiny_run, tmp_path):
+    """SIGTERM as the STAR file was about to be written (every micrograph finished), and the
+    STAR file could not be written then (here a folder in its place, as the call made it
+    again after the signal): the command ended with the error's line and status 2, which a
+    batch system takes for a failure of the command, not for its time limit. Now the error's
+    line is said and the status is 143."""
+    out = tmp_path / "out"
+
+    def blocked(err: str) -> bool:  # the STAR file's path taken by a folder, then the signal
+        if "[slowed] write_micrograph_star" not in err:
+            return False
+        (out / "denoised_micrographs.star").mkdir(exist_ok=True)
+        return True
+
+    status, lines = _denoised(
+        tiny_run, out, slowed=("cryostream.io.star.write_micrograph_star", 3, "before"),
+        signals=[(signal.SIGTERM, blocked)])
+    assert status == 143, lines
+    assert lines[-1].startswith("cryostream denoise: error: "), lines
+    assert "denoised_micrographs.star" in lines[-1], lines
+    assert len(_each_whole_with_its_record(out)) == 3
+
+
+def test_a_star_file_another_call_wrote_meanwhile_is_no_sign_every_micrograph_was_finished(
+        tiny_run, tmp_path):
+    """SIGTERM before any micrograph of this call was finished, another call having written
+    the STAR file into the same folder meanwhile: the last line said every micrograph was
+    finished and listed (it was told from a change of the STAR file). Now it comes from the
+    call's own record of its micrographs: the finished ones are kept, those in progress not
+    written."""
+    out = tmp_path / "out"
+    star = out / "denoised_micrographs.star"
+
+    def another_call_wrote_it(err: str) -> bool:
+        if "[slowed] read_micrograph" not in err or not out.is_dir():
+            return False
+        star.write_text("# version 30001\n\ndata_micrographs\n\nloop_\n_rlnMicrographName #1\n"
+                        "elsewhere.mrc\n")
+        return True
+
+    status, lines = _denoised(
+        tiny_run, out, "--workers", "3",
+        slowed=("cryostream.denoise.micrograph.read_micrograph", 3, "before"),
+        signals=[(signal.SIGTERM, another_call_wrote_it)])
+    assert status == 143, lines
+    assert lines[-1] == TERMINATED.format(out=out), lines
+    assert sorted(p.name for p in out.iterdir()) == ["denoised_micrographs.star"]
 
 
 #: A user's script as a batch job runs it: the shared run's training (``TINY_TRAIN``, for many

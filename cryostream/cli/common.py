@@ -230,6 +230,12 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     or it ends at once after its line where the command's work goes on in a thread that no
     signal stops (:attr:`~cryostream.cli.kept.Interruption.ends_process`: ``evaluate``, and
     ``denoise`` on SIGTERM, which gives up the micrographs in progress: ``denoise on SIGTERM``).
+
+    A process started with Ctrl-C ignored (a background job of a shell script) keeps ignoring
+    it, as Python does: no handler is made SIGINT's (SIGTERM's is). An error after a SIGTERM
+    (the results of a call that had finished every micrograph not gathered, its STAR file not
+    written) is said in its one line, and the status is 143 all the same: a batch system sees
+    the command terminated.
     """
     import signal
     import threading
@@ -245,11 +251,13 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     # SIGTERM's own way, where the command has one (denoise here: at once)
     on_term = None if on_cluster else INTERRUPTIONS.get(f"{args.command} on SIGTERM")
     main = threading.current_thread() is threading.main_thread()
-    soft = interruption is not None and interruption.first is not None and main
     before = signal.getsignal(signal.SIGINT) if main else None
-    handler = StopSoftly(args.command, interruption.first if soft else None,
+    sigint = before is not signal.SIG_IGN  # ignored as the process started: none of ours
+    first = interruption.first if interruption is not None and main else None  # (SIGTERM's too)
+    soft = first is not None and sigint
+    handler = StopSoftly(args.command, first,
                          *([interruption.at_once] if interruption is not None else []),
-                         term=on_term.first if on_term is not None else None)
+                         term=on_term.first if on_term is not None else None, sigint=sigint)
     if soft:  # (the others keep Python's Ctrl-C, which training holds back itself, till SIGTERM)
         signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler) if main else None
@@ -262,17 +270,17 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
         print(f"cryostream {args.command}: error: "
               f"{for_the_command_line(exc, getattr(args, 'option_names', None))}",
               file=sys.stderr)
-        return 2
+        return _failed(handler, process and on_term is not None and on_term.ends_process)
     except OSError as exc:  # a full disk, a folder that cannot be written, a file that vanished
         print(f"cryostream {args.command}: error: {os_error(exc)}", file=sys.stderr)
-        return 2
+        return _failed(handler, process and on_term is not None and on_term.ends_process)
     except KeyboardInterrupt as exc:
         if on_term is not None and isinstance(exc, Terminated):
             interruption = on_term
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         said = f"cryostream {args.command}: {how} after {time.perf_counter() - start:.0f} s"
         if main:  # one while the line is made (the checkpoint kept looked up) says this much
-            stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said)
+            stopped = EndAtOnce(143 if isinstance(exc, Terminated) else 130, said, sigint)
             stopped.install()
         print(reworded(said + _then(interruption, args, began)), file=sys.stderr)
         if process and interruption is not None and interruption.ends_process:
@@ -290,6 +298,22 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
             if soft or stopped is not None or signal.getsignal(signal.SIGINT) is handler:
                 signal.signal(signal.SIGINT, signal.default_int_handler if before is None
                               else before)
+
+
+def _failed(handler, ends_process: bool) -> int:
+    """The status of a command whose error was just said: 2, or 143 where a SIGTERM had come
+    first (``handler``'s, the :class:`~cryostream.cli.signals.StopSoftly` of the command),
+    ending the process at once where ``ends_process`` (threads given up on SIGTERM may still
+    run: Python's exit would wait for them)."""
+    import signal
+
+    if handler.arrivals.first != signal.SIGTERM:
+        return 2
+    if ends_process:
+        from cryostream.cli.signals import end_now
+
+        end_now(143)
+    return 143
 
 
 def _then(interruption: Interruption | None, args: argparse.Namespace, began: float) -> str:

@@ -220,16 +220,21 @@ def run(args: argparse.Namespace) -> int:
 
     check_model(model)  # named as given
 
-    from cryostream.cli.kept import listing_now
     from cryostream.denoise.pixels import typed_optics
+    from cryostream.denoise.pool import AllFinished
 
-    args.listing_before = listing_now(args.output)  # the last line on SIGTERM: written since?
     start = time.perf_counter()
-    with typed_optics(getattr(args, "typed", ())):  # --voltage 300 as much as --voltage 200
-        result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
-                         scheduler=args.scheduler, cluster_workers=args.cluster_workers,
-                         permissive=args.permissive, pixel_size_angstrom=args.pixel_size_angstrom,
-                         odd=odd, **given(args, "workers"))
+    try:  # the last line on SIGTERM: whether the call finished every micrograph, in its words
+        with typed_optics(getattr(args, "typed", ())):  # --voltage 300 as much as 200
+            result = denoise(model, inputs, args.output, config=config, overwrite=args.overwrite,
+                             scheduler=args.scheduler, cluster_workers=args.cluster_workers,
+                             permissive=args.permissive,
+                             pixel_size_angstrom=args.pixel_size_angstrom, odd=odd,
+                             **given(args, "workers"))
+    except AllFinished:  # (SIGTERM as the last were written, or as the STAR file was)
+        args.all_finished = True
+        raise
+    args.all_finished = True  # (a SIGTERM from here on: after the call's end)
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
     seconds = time.perf_counter() - start

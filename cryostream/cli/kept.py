@@ -13,7 +13,7 @@ from pathlib import Path
 from cryostream.cli.signals import AT_ONCE
 
 __all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now",
-           "listing_now", "terminated_denoise_kept"]
+           "terminated_denoise_kept", "denoise_first", "denoise_at_once"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,28 +22,32 @@ class Interruption:
 
     Attributes
     ----------
-    first : str or None
+    first : str, callable or None
         Printed as soon as the first Ctrl-C arrives, for a command that finishes the work in
-        progress before it stops; a second Ctrl-C then stops the process at once. None: the
-        first Ctrl-C stops the command as Python does. Of an entry ``COMMAND on SIGTERM``
-        (SIGTERM's own way, where it differs from Ctrl-C's), what the first SIGTERM prints.
+        progress before it stops; a second Ctrl-C then stops the process at once. A callable
+        is given what the command tells is in progress
+        (:func:`~cryostream.interrupts.in_progress`, None where nothing tells) and returns
+        the text. None: the first Ctrl-C stops the command as Python does. Of an entry
+        ``COMMAND on SIGTERM`` (SIGTERM's own way, where it differs from Ctrl-C's), what the
+        first SIGTERM prints.
     then : str or callable
         Printed after ``interrupted after N s``: what is kept and how to go on. Fields of the
         parsed command line fill ``{braces}`` (``{output}``); a callable is given the parsed
         command line and when the command began (seconds since the epoch) and returns the text
         (where it depends on what was kept: :mod:`cryostream.cli.kept`).
-    at_once : str
+    at_once : str or callable
         What the line of a second signal, which ends the process at once, says of the work in
-        progress.
+        progress; a callable is given what was written as the process ended
+        (:func:`~cryostream.cli.signals.end_now`) and returns the text.
     ends_process : bool
         Where the command is the process's, it ends at once after its last line: its work goes
         on in a thread that no signal stops (a network pass, up to a minute on a CPU), which
         nothing of the command waits for any more, but Python's exit would.
     """
 
-    first: str | None
+    first: str | Callable[[object], str] | None
     then: str | Callable[[argparse.Namespace, float], str]
-    at_once: str = AT_ONCE
+    at_once: str | Callable[[list], str] = AT_ONCE
     ends_process: bool = False
 
 
@@ -109,29 +113,17 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
         f"command again to {'train on it' if whole else 'go on from them'}"
 
 
-def listing_now(output) -> tuple[int, int] | None:
-    """The inode and modification time (ns) of the STAR file of the denoise output folder
-    ``output`` (None: there is none): one written later differs in one or both, whatever the
-    clocks of this machine and of the file server say."""
-    from cryostream.denoise.outputs import STAR_NAME
-
-    try:
-        stat = (Path(output) / STAR_NAME).stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
-
 def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
-    """What a ``denoise`` into ``args.output`` that SIGTERM stopped kept, from the folder: every
-    micrograph and the STAR file, where that call wrote it (the signal came as the last were
-    written, or after: none was in progress; ``args.listing_before``, :func:`listing_now` as
-    the command began, tells it from an earlier call's); nothing, where no folder is left (none
-    was finished: the call removed the folder it had made); else the finished micrographs."""
+    """What a ``denoise`` into ``args.output`` that SIGTERM stopped kept: every micrograph and
+    the STAR file, where the call says it finished them all and wrote it (``args.all_finished``:
+    the signal came as the last were written, or after, and none was in progress; not read
+    from the folder, where another call may write a STAR file meanwhile); nothing, where no
+    folder is left (none was finished: the call removed the folder it had made); else the
+    finished micrographs."""
     from cryostream.denoise.outputs import STAR_NAME
 
     out = args.output
-    if hasattr(args, "listing_before") and listing_now(out) not in (None, args.listing_before):
+    if getattr(args, "all_finished", False):
         return (f"every micrograph was finished (none was in progress): all are kept in {out} "
                 f"and listed in {STAR_NAME}, written there as a complete run does; nothing is "
                 "left to do")
@@ -143,13 +135,60 @@ def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
             f"write {STAR_NAME}")
 
 
+def denoise_first(told: object) -> str:
+    """The note of a first Ctrl-C in ``denoise``, which finishes the micrographs in progress:
+    how many (``told``: ``(count, seconds)``, :func:`~cryostream.denoise.pool.finish_here`'s,
+    or None) and about how long they take at the pace of their network passes (nothing of the
+    time where none is known yet: ``seconds`` NaN)."""
+    import math
+
+    from cryostream.units import format_duration
+
+    count, seconds = told if isinstance(told, tuple) else (0, math.nan)
+    what = ("the micrograph in progress" if count == 1 else f"the {count} micrographs in "
+            "progress" if count else "the micrographs in progress")
+    when = "" if not count or not math.isfinite(seconds) else \
+        f"{'about ' * (seconds >= 0.5)}{format_duration(seconds)}; "
+    return (f"stopping after {what} ({when}{'it is' if count == 1 else 'each is'} written whole "
+            "or not at all); Ctrl-C again to stop at once")
+
+
+def denoise_at_once(written: list) -> str:
+    """What the line of a second signal in ``denoise`` says of its outputs: how many this call
+    wrote, each whole, those being written as it came finished first (``written``: the
+    :class:`~cryostream.denoise.pool.Closed` of its gate, :func:`~cryostream.cli.signals.end_now`;
+    none: the micrographs were not under way)."""
+    from cryostream.denoise.pool import Closed
+
+    closed = next((w for w in written if isinstance(w, Closed)), None)
+    if closed is None:
+        return AT_ONCE
+    n, done, cut = closed
+
+    def were(k: int) -> str:
+        return "was" if k == 1 else "were"
+
+    whole = (f"{n} output{'s' * (n != 1)} of this call {'is' if n == 1 else 'are'} written whole"
+             if n else "no output of this call was written")
+    if done:
+        whole += f" (the {'one' if done == 1 else done} being written {were(done)} finished first)"
+    left = "nothing half-written is left" if not cut else (
+        f"{cut} held up as {'it was' if cut == 1 else 'they were'} being written "
+        f"{'is' if cut == 1 else 'are'} left unfinished (a hidden temporary file, which the next "
+        "run makes again)")
+    return (f"{whole}, and {left}; the micrographs still in progress are not written (run the "
+            "same command again to resume)")
+
+
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
+    # the note of a first Ctrl-C: how many are in progress, about how long they take (the
+    # pace of their network passes); a second signal's line: how many outputs were written
     "denoise": Interruption(
-        first="stopping after the micrographs in progress (each is written whole or not at "
-        "all); Ctrl-C again to stop at once",
+        first=denoise_first,
         then="the finished micrographs are kept in {output}: run the same command again to "
-        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star"),
+        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star",
+        at_once=denoise_at_once),
     # SIGTERM (a batch system's time limit, whose SIGKILL follows in 30 s): those in progress
     # are given up at once (cryostream.denoise.pool.Gate: none of them writes anything more),
     # and the process ends after its last line, not waiting for their threads; where none was

@@ -1,6 +1,8 @@
 """The command line's Ctrl-C and SIGTERM: the first acknowledged (the work in progress finished,
 where the command does so), a second (either signal) ending the process at once, in one line
-naming it and with the first's status (130 or 143), never a traceback."""
+naming it and with the first's status (130 or 143), never a traceback. A process started with
+Ctrl-C ignored (a background job of a script) keeps ignoring it, as Python does: none of these
+handlers is made SIGINT's there (``sigint`` False)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from cryostream.interrupts import Arrivals, Terminated, as_sigterm
@@ -38,19 +41,27 @@ def reworded(line: str) -> str:
 _ENDING: list[int] = []
 
 
-def end_now(status: int, line: str | None = None) -> NoReturn:
+def end_now(status: int, line: str | Callable[[list], str] | None = None) -> NoReturn:
     """End the process at once with ``status``, after ``line`` (if any) on stderr.
 
     First, what must not be cut is finished (:func:`~cryostream.interrupts.close_before_the_end`:
     a denoise output being written, a moment; none starts after), unless this is called again
-    meanwhile (a further signal while it waits), which ends at once. Called from a signal
-    handler, which may run in the middle of another print: the streams are flushed where they
-    can be, and ``line`` goes straight to the file descriptor."""
+    meanwhile (a further signal while it waits), which ends at once. ``line`` may be a
+    callable, given what those said they had written (a list: a denoise call's
+    :class:`~cryostream.denoise.pool.Closed`; empty where nothing said so), that returns the
+    line. Called from a signal handler, which may run in the middle of another print: the
+    streams are flushed where they can be, and ``line`` goes straight to the file descriptor."""
     from cryostream.interrupts import close_before_the_end
 
+    written = []
     if not _ENDING:
         _ENDING.append(status)
-        close_before_the_end()
+        written = close_before_the_end()
+    if callable(line):
+        try:
+            line = line(written)
+        except Exception:  # (never in the way of ending)
+            line = None
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # (a print the signal came in the middle of)
             stream.flush()
@@ -87,32 +98,43 @@ def status_of(signum: int) -> int:
 
 class StopSoftly:
     """The SIGTERM handler of the command line, and the SIGINT handler of a command that
-    finishes its work in progress (``first``: what it says of the first Ctrl-C; None for the
-    others, whose SIGINT keeps Python's handler until a SIGTERM comes). The first signal raises
+    finishes its work in progress (``first``: what it says of the first Ctrl-C, or a callable
+    given :func:`~cryostream.interrupts.in_progress` that returns it; None for the others, whose
+    SIGINT keeps Python's handler until a SIGTERM comes). The first signal raises
     :class:`KeyboardInterrupt` (Ctrl-C) or :class:`Terminated` (SIGTERM), printing ``first``
     (of SIGTERM in its words); the second, whichever it is, ends the process at once with the
     first's status (130 or 143), in one line naming it and saying ``at_once`` of the work in
-    progress. The first delivered twice at once is one. ``term``: what a first SIGTERM prints
-    instead, where the command stops otherwise on it (denoise: at once)."""
+    progress (a callable: given what was written as the process ended, :func:`end_now`). The
+    first delivered twice at once is one. ``term``: what a first SIGTERM prints instead, where
+    the command stops otherwise on it (denoise: at once). ``sigint`` False (Ctrl-C ignored as
+    the process started): after a SIGTERM, a Ctrl-C is still ignored, not taken as the
+    second."""
 
-    def __init__(self, command: str, first: str | None, at_once: str = AT_ONCE,
-                 term: str | None = None):
+    def __init__(self, command: str, first: str | Callable | None,
+                 at_once: str | Callable[[list], str] = AT_ONCE, term: str | None = None,
+                 sigint: bool = True):
         self.command, self.first, self.arrivals = command, first, Arrivals()
-        self.at_once, self.term = at_once, term
+        self.at_once, self.term, self.sigint = at_once, term, sigint
+
+    def _ended(self, first: int, second: int, written: list) -> str:
+        """The line of a second signal (``written``: as :func:`end_now` gives it)."""
+        words = self.at_once(written) if callable(self.at_once) else self.at_once
+        return reworded(f"cryostream {self.command}: {at_once(first, second)}; {words}")
 
     def __call__(self, signum, frame):
         if not self.arrivals.new(signum):  # the first, delivered twice
             return
         first = self.arrivals.first
         if self.arrivals.count > 1:
-            end_now(status_of(first), f"cryostream {self.command}: {at_once(first, signum)}; "
-                    f"{self.at_once}")
+            end_now(status_of(first), lambda written: self._ended(first, signum, written))
         term = signum == signal.SIGTERM
-        if term:  # a Ctrl-C while the command stops is the second, not Python's interrupt
-            signal.signal(signal.SIGINT, self)
+        if term and self.sigint:  # a Ctrl-C while the command stops is the second, not
+            signal.signal(signal.SIGINT, self)  # Python's interrupt
         if self.first:
-            said = self.first if not term else \
-                f"terminated (SIGTERM): {self.term or as_sigterm(self.first)}"
+            from cryostream.interrupts import in_progress
+
+            said = self.first(in_progress()) if callable(self.first) else self.first
+            said = said if not term else f"terminated (SIGTERM): {self.term or as_sigterm(said)}"
             print(reworded(f"cryostream {self.command}: {said}"), file=sys.stderr, flush=True)
         raise Terminated if term else KeyboardInterrupt
 
@@ -126,13 +148,16 @@ class EndAtOnce:
     Python's own handler would raise :class:`KeyboardInterrupt` wherever the program was (as it
     says how it stopped, puts its handlers back, or shuts down), and print a traceback."""
 
-    def __init__(self, status: int, line: str | None = None):
+    def __init__(self, status: int, line: str | None = None, sigint: bool = True):
         self.status, self.line, self.arrivals = status, line, Arrivals()
         self.arrivals.new(signal.SIGTERM if status == 143 else signal.SIGINT)  # the first
+        self.sigint = sigint  # False: Ctrl-C ignored as the process started, and still
 
     def install(self) -> None:
-        """Make this the handler of SIGINT and SIGTERM (from the main thread)."""
-        signal.signal(signal.SIGINT, self)
+        """Make this the handler of SIGINT (unless ignored: ``sigint``) and SIGTERM (from the
+        main thread)."""
+        if self.sigint:
+            signal.signal(signal.SIGINT, self)
         signal.signal(signal.SIGTERM, self)
 
     def through_the_exit(self) -> None:
