@@ -19,3 +19,17 @@ print(f"rerun outputs equal to the full run's bit for bit: {same} of {len(a)}")
 P
 # 3: piped into head -1, then Ctrl-C
 python3 -m cryostream denoise sim/micrographs -o piped 2>&1 | head -1; echo "piped: rc ${PIPESTATUS[0]}, $(ls piped/*.mrc | wc -l) mrc, star $(ls piped/*.star 2>/dev/null)"
+# 4: Ctrl-C after the third output (from Python: a shell script's background job ignores SIGINT): the
+# note's time for the micrographs in progress, against the time they took
+python3 - <<'P'
+import glob, signal, subprocess, time
+log = open("/tmp/int.log", "w")
+p = subprocess.Popen(["python3", "-m", "cryostream", "denoise", "sim/micrographs", "-o", "int"], stderr=log)
+while len(glob.glob("int/*.json")) < 3:
+    time.sleep(0.1)
+t = time.time(); p.send_signal(signal.SIGINT); rc = p.wait(); e = time.time()
+notes = [l for l in open("/tmp/int.log") if "stopping after" in l or "Ctrl-C" in l]
+print(f"Ctrl-C: rc {rc}, ended {e - t:.1f} s after the signal; {len(glob.glob('int/*.mrc'))} mrc, "
+      f"{len(glob.glob('int/*.json'))} json, star {glob.glob('int/*.star')}")
+print("".join(notes[:3]) + "".join(open("/tmp/int.log").readlines()[-2:]), end="")
+P
