@@ -5,7 +5,8 @@ Lazy MRC stacks (:func:`open_micrographs`), an EMPIAR-10025-like simulator with 
 (:func:`prepare`), training from a prefetching loader (:class:`PatchLoader`, :func:`train`),
 whole-micrograph denoising (:func:`denoise`, :class:`DenoiseConfig`), training on a user's
 own micrographs in one call (:func:`fit`), truth-free ranking of runs
-(:func:`rank_runs`) and evaluation reports (:func:`evaluate`).
+(:func:`rank_runs`) and evaluation reports (:func:`evaluate`). :class:`Terminated` is what
+:func:`train` and :func:`fit` raise on SIGTERM (a batch system's time limit).
 """
 
 from cryostream._version import __version__
@@ -24,6 +25,7 @@ from cryostream.errors import (
 )
 from cryostream.evaluate import evaluate
 from cryostream.fit import FitResult, fit
+from cryostream.interrupts import Terminated
 from cryostream.io.stack import MicrographSkippedWarning, open_micrographs
 from cryostream.loader import PatchLoader
 from cryostream.plan import Plan, plan
@@ -51,6 +53,7 @@ __all__ = [
     "SimulatedSet",
     "TrainConfig",
     "StoreError",
+    "Terminated",
     "TrainingDivergedError",
     "ClusterError",
     "DeviceMemoryError",

@@ -49,8 +49,10 @@ def as_sigterm(note: str) -> str:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch system's time limit, ``kill``), where the command line turns it into an
-    exception: it stops work as a first Ctrl-C does, and the command ends with status 143."""
+    """SIGTERM (a batch system's time limit, ``kill``), where cryostream turns it into an
+    exception: it stops work as a first Ctrl-C does, and the command ends with status 143.
+    ``cryostream.train`` and ``cryostream.fit`` raise it in a script, its message saying what
+    is kept and how to go on; a job script catches it as ``cryostream.Terminated``."""
 
 
 def say_kept(stop: KeyboardInterrupt, kept: str, then: str, *, over: bool = False) -> None:

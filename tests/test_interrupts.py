@@ -101,3 +101,13 @@ def test_another_thread_installs_nothing():
     thread.start()
     thread.join()
     assert seen == [(signal.default_int_handler, False)]
+
+
+def test_terminated_is_cryostream_terminated():
+    """A job script catches SIGTERM's exception as ``cryostream.Terminated`` (it had to import
+    it from the submodule ``cryostream.interrupts``): the same class, a KeyboardInterrupt."""
+    import cryostream
+    from cryostream import interrupts
+
+    assert cryostream.Terminated is interrupts.Terminated and "Terminated" in cryostream.__all__
+    assert issubclass(cryostream.Terminated, KeyboardInterrupt)

@@ -1,7 +1,8 @@
 """Signals and closed pipes in real processes: the command piped into ``head`` (its stderr's
 pipe closed early) still stops on Ctrl-C, and still finishes its work without one; denoise
 stops at once on SIGTERM, giving up the micrographs in progress; a script's training stopped by
-SIGTERM says in its traceback what it kept and how to go on."""
+SIGTERM says in its traceback what it kept and how to go on, and the training guide's job
+script, which catches it (`cryostream.Terminated`), ends as the guide says."""
 
 from __future__ import annotations
 
@@ -571,3 +572,45 @@ def test_a_script_s_fit_terminated_says_what_it_kept_and_how_to_go_on(tiny_run, 
         f"cryostream.interrupts.Terminated: terminated (SIGTERM): the checkpoint of step {kept} "
         f"of 100000 is kept in {run / 'checkpoints' / str(kept)} and the store in "
         f"{run / 'work'}; call fit again with the same arguments to continue from that step"), err
+
+
+def _job_script() -> str:
+    """The job script of the training guide (docs/guide/training.md)."""
+    from tests.faults_support import REPO
+
+    text = (REPO / "docs" / "guide" / "training.md").read_text()
+    after = text.split("can catch it and end as `cryostream train` does:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_training_guide_s_job_script_ends_143_naming_the_checkpoint(tiny_run, tmp_path):
+    """The training guide's job script caught `Terminated` imported from a submodule
+    (`cryostream.interrupts`); it is `cryostream.Terminated` now, and the script runs as the
+    guide says: SIGTERM once a checkpoint is written ends it with status 143, its last line
+    naming the checkpoint kept and the call that continues from it."""
+    from tests.faults_support import finished_steps, wait_until
+
+    code = _job_script()
+    assert "except cryostream.Terminated" in code and "cryostream.interrupts" not in code
+    script = tmp_path / "job.py"
+    script.write_text("import dataclasses\nfrom tests.conftest import TINY_TRAIN\n"
+                      "config = dataclasses.replace(TINY_TRAIN, steps=100_000, "
+                      "eval_every=100_000)\n" + code.replace('"data.h5"', repr(str(tiny_run.store))))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=child_environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(proc, lambda: bool(finished_steps(run)), timeout=120), \
+            proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    kept = finished_steps(run)[-1]
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        f"terminated (SIGTERM): the checkpoint of step {kept} of 100000 is kept in "
+        f"{run / 'checkpoints' / str(kept)}; train(..., resume=True) with the same store, run "
+        "and config continues from it"), err
