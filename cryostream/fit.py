@@ -46,11 +46,13 @@ from cryostream.fit_recipe import (
 )
 from cryostream.fit_run import (
     FIT_RECORD,
+    STORE_NAME,
     STORE_RECORD,
     check_run,
     clear_run,
     make_store,
     run_patch,
+    said_when_stopped,
     say_fit_kept,
     write_json,
 )
@@ -69,9 +71,6 @@ __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "FIT_RECORD", "STOR
            "FitResult", "recipe", "training_for", "fit", "given_inputs"]
 
 _log = logging.getLogger("cryostream")
-
-#: The store's file name in the work folder.
-STORE_NAME = "data.h5"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +240,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         ``run`` or ``work`` is a file, or another fit (or a training) is running in either:
         one command at a time in a folder.
     KeyboardInterrupt
-        Ctrl-C (SIGTERM: :class:`~cryostream.interrupts.Terminated`) during the training, once
-        the step under way is saved; its message names what is kept and how to go on.
+        Ctrl-C (SIGTERM: :class:`~cryostream.Terminated`): in the training once the step under
+        way is saved, before it at once; its message names what is kept (the checkpoint, the
+        store or its finished shards, or nothing yet) and that the same call goes on from it.
     """
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
@@ -258,7 +258,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     work = Path(work).absolute() if work is not None else run / "work"
     created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
     with folder_lock(run, work, command="fit", fix="give this fit another folder (-o, --work)",
-                     what="the run (-o) and the work (--work)"):  # one command at a time
+                     what="the run (-o) and the work (--work)"), \
+            said_when_stopped(run, work, overwrite):  # one command at a time; a stop's words
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
                     patch_size=patch_size, prepare=prepare, overwrite=overwrite,
                     permissive=permissive)

@@ -4,10 +4,12 @@ fingerprint)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryostream.config import PrepareConfig
@@ -20,11 +22,14 @@ from cryostream.prepare_output import fingerprint
 from cryostream.prepare_result import differences
 from cryostream.progress import PrepareProgress
 
-__all__ = ["FIT_RECORD", "STORE_RECORD", "RUN_FILES", "check_run", "run_patch",
-           "made_before", "clear_run", "write_json", "make_store", "say_fit_kept"]
+__all__ = ["FIT_RECORD", "STORE_NAME", "STORE_RECORD", "RUN_FILES", "check_run", "run_patch",
+           "made_before", "clear_run", "write_json", "make_store", "store_kept", "say_fit_kept",
+           "said_when_stopped"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
 FIT_RECORD = "fit.json"
+#: The store's file name in the work folder.
+STORE_NAME = "data.h5"
 #: In the work folder: the fingerprint of the complete store (its inputs, their sizes and times).
 STORE_RECORD = "store.json"
 #: What a run folder holds that ``overwrite`` replaces (other files are left alone).
@@ -200,26 +205,68 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
     return _skipped(store)
 
 
-def say_fit_kept(stop: KeyboardInterrupt, run: Path, work: Path, steps: int,
-                 overwrite: bool) -> None:
+def store_kept(work: Path) -> tuple[str, bool] | None:
+    """What of a fit's store the work folder ``work`` keeps, in words, and whether it is whole:
+    the store with its record (:data:`STORE_RECORD`, written once it is complete), else the
+    finished shards of one being made (in its shard folder, or in the staging folder of one
+    made again), which the next call goes on from; None where there is neither."""
+    from cryostream.prepare_output import staging_folder
+    from cryostream.store import shard_folder
+
+    store = work / STORE_NAME
+    if (work / STORE_RECORD).is_file() and store.is_file():
+        return f"the store in {work}", True
+    if any(next((folder / shard_folder(store).name).glob("*.h5"), None)
+           for folder in (work, staging_folder(store))):
+        return f"the store's finished shards in {work}", False
+    return None
+
+
+def say_fit_kept(stop: KeyboardInterrupt, run: Path, work: Path, steps: int | None,
+                 overwrite: bool, *, training: bool = True) -> None:
     """Give ``stop``, the interrupt (Ctrl-C) or :class:`~cryostream.interrupts.Terminated`
-    (SIGTERM) that ended a fit's training once it had kept its step, the fit's words: the
-    checkpoint kept in ``run`` (of ``steps``) and the store in ``work``, and how the same call
-    goes on from them (:func:`~cryostream.interrupts.say_kept`)."""
+    (SIGTERM) that ended a fit, the fit's words (:func:`~cryostream.interrupts.say_kept`): the
+    last checkpoint kept in ``run`` (of ``steps``, where given) and what of the store is kept
+    in ``work`` (:func:`store_kept`), and how the same call goes on from them. ``training``:
+    whether the fit had begun its training (once its step is kept); before it, with
+    ``overwrite``, the run's checkpoints are an earlier fit's, which the call replaces."""
     from cryostream.interrupts import say_kept
     from cryostream.runs import CHECKPOINTS, checkpoint_steps
 
-    kept = max(checkpoint_steps(run), default=None)
+    kept = max(checkpoint_steps(run), default=None) if training or not overwrite else None
+    store, whole = store_kept(work) or (None, False)
     again = "call fit again with the same arguments"
-    if kept is None:
-        say_kept(stop, f"no checkpoint was written; the store in {work} is kept",
-                 f"{again} to train on it", over=True)
+    if kept is None and store is None:
+        say_kept(stop, "no checkpoint or shard of the store was written", f"{again} to start",
+                 over=True)
         return
-    say_kept(stop, f"the checkpoint of step {kept} of {steps} is kept in "
-             f"{run / CHECKPOINTS / str(kept)} and the store in {work}",
+    if kept is None:
+        say_kept(stop, f"no checkpoint was written; {store} {'is' if whole else 'are'} kept",
+                 f"{again} to {'train on it' if whole else 'go on from them'}", over=True)
+        return
+    of = f" of {steps}" if steps else ""
+    say_kept(stop, f"the checkpoint of step {kept}{of} is kept in "
+             f"{run / CHECKPOINTS / str(kept)}" + (f" and {store}" if store else ""),
              f"{again} but overwrite=False to continue from that step (with overwrite=True it "
              "trains from the start again)" if overwrite else
              f"{again} to continue from that step", over=True)
+
+
+@contextlib.contextmanager
+def said_when_stopped(run: Path, work: Path, overwrite: bool) -> Iterator[None]:
+    """While a fit runs: SIGTERM raises :class:`~cryostream.interrupts.Terminated` (a script's
+    fit: :func:`~cryostream.interrupts.sigterm_raised`; the training holds it back itself), and
+    an interrupt that stops the fit before its training, which says nothing of itself, is given
+    the fit's words (:func:`say_fit_kept`: what is kept, and that the same call goes on)."""
+    from cryostream.interrupts import sigterm_raised
+
+    with sigterm_raised():
+        try:
+            yield
+        except KeyboardInterrupt as stop:
+            if not stop.args:  # (the training's interrupt has its words: fit's)
+                say_fit_kept(stop, run, work, None, overwrite, training=False)
+            raise
 
 
 def _skipped(store: Path) -> list[dict]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
            "Arrivals", "as_sigterm", "say_kept", "closed_before_the_end", "close_before_the_end",
-           "told_in_progress", "in_progress"]
+           "told_in_progress", "in_progress", "sigterm_raised"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -126,6 +126,37 @@ def closed_before_the_end(close: Callable[[], object]) -> Iterator[None]:
         yield
     finally:
         _CLOSINGS.remove(close)
+
+
+@contextlib.contextmanager
+def sigterm_raised() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` where the program is, as Ctrl-C
+    raises :class:`KeyboardInterrupt`, for a call whose caller says what is kept (``fit``
+    preparing its store, which has no step to finish); a second SIGTERM ends the process as
+    SIGTERM's default does (the first delivered twice at once is one: :data:`DUPLICATE_S`).
+    Only in the main thread and where SIGTERM has its default handler (a program's own, or the
+    command line's, keeps its way); the handler before is put back after."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    arrivals = Arrivals()
+
+    def handler(signum, frame) -> None:
+        if not arrivals.new(signum):  # the first, delivered twice
+            return
+        if arrivals.count > 1:  # stop at once, as the default would have
+            import os
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def close_before_the_end() -> list:

@@ -111,3 +111,49 @@ def test_terminated_is_cryostream_terminated():
 
     assert cryostream.Terminated is interrupts.Terminated and "Terminated" in cryostream.__all__
     assert issubclass(cryostream.Terminated, KeyboardInterrupt)
+
+
+def test_sigterm_raised_raises_terminated_once_then_puts_the_default_back():
+    """Within :func:`sigterm_raised` SIGTERM raises Terminated where the program is (a fit
+    preparing its store); its default handler is back after. A program's own handler is kept."""
+    from cryostream.interrupts import Terminated, sigterm_raised
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(Terminated), sigterm_raised():
+        signal.raise_signal(signal.SIGTERM)
+        pytest.fail("SIGTERM did not stop the block")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def own(signum, frame):
+        own.called = True
+
+    signal.signal(signal.SIGTERM, own)
+    try:
+        with sigterm_raised():
+            signal.raise_signal(signal.SIGTERM)
+        assert own.called and signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_second_sigterm_ends_the_process_as_its_default_does():
+    """A second SIGTERM within :func:`sigterm_raised` (while the first's Terminated is being
+    handled) ends the process as SIGTERM's default does; the first delivered twice at once
+    (``timeout``: to the process and its group) is one. In a child process."""
+    script = ("import os, signal, subprocess, time\n"
+              "from cryostream.interrupts import Terminated, sigterm_raised\n"
+              "pid = os.getpid()\n"
+              "with sigterm_raised():\n"
+              "    try:\n"
+              "        subprocess.run(['sh', '-c', f'kill {pid}; sleep 0.01; kill {pid}'])\n"
+              "        time.sleep(5)\n"
+              "    except Terminated:  # (what is kept, said)\n"
+              "        print('stopped once', flush=True)\n"
+              "        time.sleep(0.3)\n"
+              "        os.kill(pid, signal.SIGTERM)\n"
+              "        time.sleep(5)\n"
+              "print('not ended')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout == "stopped once\n", result.stderr
+    assert result.returncode == -signal.SIGTERM

@@ -85,10 +85,7 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
     whole, or its finished shards, which preparing it again goes on from). This call's
     checkpoints are told from an earlier fit's by ``args.checkpoints_before``
     (:func:`checkpoints_now` as the command began; none is this call's without it)."""
-    from cryostream.fit import STORE_NAME
-    from cryostream.fit_run import STORE_RECORD
-    from cryostream.prepare_output import staging_folder
-    from cryostream.store import shard_folder
+    from cryostream.fit_run import store_kept
 
     run = Path(args.output).absolute()
     work = Path(args.work).absolute() if getattr(args, "work", None) else run / "work"
@@ -96,10 +93,7 @@ def fit_kept(args: argparse.Namespace, began: float) -> str:
     steps = sorted(step for step, seen in checkpoints_now(run).items() if not overwrite or (
         getattr(args, "checkpoints_before", None) is not None
         and args.checkpoints_before.get(step) != seen))
-    whole = (work / STORE_RECORD).is_file() and (work / STORE_NAME).is_file()
-    store = f"the store in {work}" if whole else f"the store's finished shards in {work}" if any(
-        next((folder / shard_folder(Path(STORE_NAME)).name).glob("*.h5"), None)
-        for folder in (work, staging_folder(work / STORE_NAME))) else None
+    store, whole = store_kept(work) or (None, False)
     if steps:
         return (f"the checkpoint of step {steps[-1]} is kept in {run}" + (f" and {store}" if
                 store else "") + (": the same command without --overwrite continues from that "
