@@ -195,10 +195,11 @@ def in_progress() -> object:
 
 
 @contextlib.contextmanager
-def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[Interrupt]:
+def held_interrupt(note: str | Callable[[], str],
+                   log: Callable[[str], object] = print) -> Iterator[Interrupt]:
     """Hold Ctrl-C (SIGINT) and SIGTERM back while the block runs: the first sets
     :attr:`Interrupt.requested` and logs ``note`` (say what happens next; of SIGTERM, in its
-    words: :func:`as_sigterm`), a second (either signal) raises
+    words: :func:`as_sigterm`; a callable gives it as the signal comes), a second (either signal) raises
     :class:`KeyboardInterrupt` where the program is, or ends the process where the program
     said how (:func:`ending_at_once`; the first delivered twice at once is one:
     :data:`DUPLICATE_S`). The handler before is put back after.
@@ -229,7 +230,8 @@ def held_interrupt(note: str, log: Callable[[str], object] = print) -> Iterator[
                 _ENDINGS[-1](signal.SIGTERM if interrupt.terminated else signal.SIGINT, signum)
             raise Terminated if term else KeyboardInterrupt
         interrupt.requested, interrupt.terminated = True, term
-        log(as_sigterm(note) if term else note)
+        said = note() if callable(note) else note
+        log(as_sigterm(said) if term else said)
 
     signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler)  # held the same way (a time limit)

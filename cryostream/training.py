@@ -25,7 +25,7 @@ from cryostream.denoise.memory import network_memory
 from cryostream.divergence import DivergenceGuard
 from cryostream.errors import ConfigError, StoreError, TrainingDivergedError
 from cryostream.held_out import evaluate_split, make_eval_step
-from cryostream.interrupts import held_interrupt, say_kept
+from cryostream.interrupts import Terminated, as_sigterm, held_interrupt, say_kept
 from cryostream.io.paths import write_whole
 from cryostream.loader import PatchLoader, model_input
 from cryostream.locks import folder_lock
@@ -172,7 +172,8 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     finishes the step under way, checkpoints it (if its loss is finite) and raises
     :class:`KeyboardInterrupt`, SIGTERM :class:`~cryostream.interrupts.Terminated`, whose
     message names the checkpoint kept and how to go on (where Python's handler has Ctrl-C, in
-    the main thread); a second signal stops at once. ``resume`` continues. No
+    the main thread); a second signal stops at once. One that comes as the first step compiles
+    stops before it trains (nothing to save). ``resume`` continues. No
     diverged network is checkpointed (:class:`~cryostream.divergence.DivergenceGuard`), and a
     training that ends on one raises :class:`TrainingDivergedError`; a run folder another
     training (or fit) uses, ``resume`` where no run is, or a folder of other files, a
@@ -325,9 +326,10 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
 
     deadline = None if time_limit_s is None else start_time + time_limit_s
     done = None  # the last step whose state and loader position go together
-    with open(metrics_path, "a") as metrics_file, held_interrupt(
-            "interrupted: finishing the step under way, then saving it (Ctrl-C again stops at "
-            "once, without saving it)", log) as interrupt:
+    with open(metrics_path, "a") as metrics_file, held_interrupt(lambda: "interrupted: " + (
+            "finishing the step under way, then saving it (Ctrl-C again stops at once, without "
+            "saving it)" if step_fn is not None else "stopping once the step is compiled, "
+            "before it trains (Ctrl-C again stops at once)"), log) as interrupt:
         batches = loader.device_batches(batch_sharding)
         end = config.steps if stop_at is None else min(stop_at, config.steps)
         try:
@@ -338,6 +340,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     step_fn = fitted_step(make_step, state, batch, config,
                                           prepared.patch_size, multiple)
                     eval_fn.parts = step_fn.parts
+                    interrupt.check()  # one that came as it compiled: nothing trained to save
                 state, out = step_fn(state, batch)
                 step = done = step + 1
                 if step == 2:  # the first step compiled; time from here
@@ -386,8 +389,9 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
             if rows and not interrupt.forced:  # the curve so far, as a finished one draws it
                 with contextlib.suppress(Exception):  # (never in the way of the interrupt)
                     plot_curve(run / "loss.png", rows)
-            log(f"interrupted: the checkpoint of step {kept} of {config.steps} is kept" if kept
-                else "interrupted before the first checkpoint")
+            said = "interrupted: " + (f"the checkpoint of step {kept} of {config.steps} is kept"
+                                      if kept else "no checkpoint was written")
+            log(as_sigterm(said) if isinstance(stop, Terminated) else said)
             say_kept(stop, f"the checkpoint of step {kept} of {config.steps} is kept in "
                      f"{run / CHECKPOINTS / str(kept)}" if kept else "no checkpoint was written",
                      "train(..., resume=True) with the same store, run and config continues "

@@ -1,7 +1,8 @@
-"""`fit` stopped before its first training step, in real processes: a fit stopped
+"""`fit` and `train` stopped before their first training step, in real processes: a fit stopped
 by Ctrl-C or SIGTERM while it prepares its store (the command line, and `cryostream.fit` in a
 script) says what it kept and how to go on, leaves no store that looks finished, and the same
-command or call goes on."""
+command or call goes on; `train` stopped as its first step compiles writes no checkpoint and
+says so."""
 
 from __future__ import annotations
 
@@ -149,3 +150,37 @@ def test_a_script_s_fit_stopped_while_it_prepares_says_what_is_kept(tiny_run, tm
     assert result.steps == 2 and (work / "store.json").is_file()
     kept = _shards(work)
     assert {name: kept[name] for name in shards} == shards
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_train_stopped_as_its_first_step_compiles_writes_no_checkpoint(tiny_run, tmp_path,
+                                                                       signum):
+    """`cryostream train` stopped while its first step compiled (minutes for a large network)
+    held the signal through the compilation and that step's run too, then saved it (step 1),
+    long after the signal (a batch system's SIGKILL comes 30 s after its SIGTERM). Nothing is
+    trained yet there: it now stops once the step is compiled, before it trains, saying so
+    (SIGTERM in its words); the last line says no checkpoint was written and to run the same
+    command again, which trains."""
+    run = tmp_path / "run"
+    command = ["train", tiny_run.store, "-o", run, "--model", "unet-small", "--precision", "fp32",
+               "--steps", "2", "--batch-size", "4", "--checkpoint-every", "1", "--eval-every",
+               "2"]
+    status, err = signalled_cli(
+        *command, cwd=tmp_path, slowed=("cryostream.training.fitted_step", 3, "after"),
+        signals=[(signum, lambda err: "[slowed] fitted_step" in err)])
+    term = signum == signal.SIGTERM
+    assert status == (143 if term else 130) and "Traceback" not in err, err
+    again = "SIGTERM again" if term else "Ctrl-C again"
+    how = "terminated (SIGTERM)" if term else "interrupted"
+    assert (f"cryostream: {how}: stopping once the step is compiled, before it trains ({again} "
+            "stops at once)") in err, err
+    lines = err.splitlines()
+    assert lines[-2] == f"cryostream: {how}: no checkpoint was written", err
+    assert re.sub(r"after \d+ s", "after N s", lines[-1]) == (
+        f"cryostream train: {how} after N s; no checkpoint was written: run the same command "
+        "again to start"), err
+    assert finished_steps(run) == []
+
+    result = cli_process(*command, "--quiet", cwd=tmp_path, timeout=300)
+    assert result.rc == 0, result.describe()
+    assert finished_steps(run) == [1, 2]
