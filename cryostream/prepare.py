@@ -66,7 +66,7 @@ from cryostream.prepare_output import (
     settle_replacement,
     write_statistics,
 )
-from cryostream.prepare_result import PrepareResult, keep_finished
+from cryostream.prepare_result import PrepareResult, keep_finished, note_made_up_noise
 from cryostream.preprocess import (
     band_layout,
     band_patch_views,
@@ -198,6 +198,7 @@ def prepare(
         paths = expand_inputs(given, permissive=permissive and targets is None)
         target_paths = expand_inputs(given_targets) if targets is not None else None
     named = [*given, *paths, *given_targets, *(target_paths or ())]
+    made_up = config.noise == NoiseConfig() and not given_targets and progress is not False
     check_sets_finished(named)  # never a part of a simulated set taken for the whole
     check_output(output, named, overwrite)
     with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
@@ -205,7 +206,8 @@ def prepare(
         headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
         stamp = fingerprint(config, headers, target_headers)
         if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
-            return keep_finished(output, stamp, halves=odd is not None, start=start)
+            return note_made_up_noise(keep_finished(output, stamp, halves=odd is not None,
+                                                    start=start), config.noise, made_up)
         if scheduler is not None:  # before anything is written
             check_scheduler_reachable(scheduler)
         work = open_workspace(output, overwrite, stamp)
@@ -235,9 +237,10 @@ def prepare(
             raise
         folder = shard_folder(output)
         nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))
-        return PrepareResult(output, len(kept.headers), counts["train"], counts["test"], nbytes,
-                             time.perf_counter() - start, peak.peak, tuple(skipped),
-                             halves=odd is not None)
+        result = PrepareResult(output, len(kept.headers), counts["train"], counts["test"],
+                               nbytes, time.perf_counter() - start, peak.peak, tuple(skipped),
+                               halves=odd is not None)
+        return note_made_up_noise(result, config.noise, made_up)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from cryostream.errors import StoreError
 from cryostream.store import open_dataset, shard_folder
 from cryostream.units import format_bytes
 
-__all__ = ["STAMP_NAME", "PrepareResult", "differences", "keep_finished"]
+__all__ = ["STAMP_NAME", "PrepareResult", "differences", "keep_finished", "note_made_up_noise"]
 
 #: The fingerprint's file in a store's shard folder.
 STAMP_NAME = "prepare.json"
@@ -58,6 +58,22 @@ class PrepareResult:
             f"{format_bytes(self.bytes_written)} written, {self.seconds:.1f} s, "
             f"peak memory {self.peak_memory_bytes / 1e6:,.0f} MB"
         )
+
+
+def note_made_up_noise(result: PrepareResult, noise, made_up: bool) -> PrepareResult:
+    """``result``, after a note (the ``cryostream`` logger, INFO) where ``made_up``: the store's
+    noise ``noise`` is the default, whose dose and σ are made up, not measured from the
+    micrographs. A script is told as the command line is (the guide says prepare says so)."""
+    if made_up:
+        import logging
+
+        logging.getLogger("cryostream").info(
+            "the store's noise is the default, %s of dose %g and σ %g: made up, not measured "
+            "from these micrographs; a denoiser of them learns from noise like their own: "
+            "--noise matched (Python: PrepareConfig(noise=NoiseConfig(model='matched'))) (or "
+            "cryostream fit, which prepares and trains so; Python: cryostream.fit)", noise.model,
+            noise.dose, noise.sigma)
+    return result
 
 
 def keep_finished(output: Path, stamp: dict, *, halves: bool, start: float) -> PrepareResult:

@@ -135,16 +135,7 @@ def run(args: argparse.Namespace) -> int:
         odd=odd,
         **given(args, "dashboard_address"),
     )
-    print(result.summary())
-    if config.noise == NoiseConfig() and not args.targets:  # the made-up default noise
-        import logging
-
-        noise = config.noise
-        logging.getLogger("cryostream").info(
-            "the store's noise is the default, %s of dose %g and σ %g: made up, not measured "
-            "from these micrographs; a denoiser of them learns from noise like their own: "
-            "--noise matched (or cryostream fit, which prepares and trains so)", noise.model,
-            noise.dose, noise.sigma)
+    print(result.summary())  # (a default noise: prepare notes that it is made up)
     return 0
 
 
