@@ -18,6 +18,7 @@ import psutil
 
 from cryostream.dashboard import note_dashboard
 from cryostream.errors import ClusterError, ConfigError
+from cryostream.schedulers import scheduler_address
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
            "check_scheduler_reachable", "compute_context", "computer", "forwarded",
@@ -222,8 +223,10 @@ def compute_context(
     (:func:`~cryostream.dashboard.note_dashboard`; None: a note of the ``cryostream`` logger,
     on stderr from the command line). The options are checked first (:func:`check_cluster_options`, and
     :func:`check_scheduler_reachable` for a scheduler): a mistake is a
-    :class:`~cryostream.errors.ConfigError`, never a hang.
+    :class:`~cryostream.errors.ConfigError`, never a hang. A Client or a cluster object in
+    ``scheduler`` is taken as its scheduler's address (:func:`~cryostream.schedulers.scheduler_address`).
     """
+    scheduler = scheduler_address(scheduler)
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
     if report is not None:
         _check_report(report)

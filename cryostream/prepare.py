@@ -77,6 +77,7 @@ from cryostream.preprocess import (
     statistics_and_noise,
 )
 from cryostream.progress import PrepareProgress
+from cryostream.schedulers import scheduler_address
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
 
@@ -129,8 +130,9 @@ def prepare(
         Patch, normalisation, noise, storage, split and seed options.
     permissive : bool
         Skip bad micrographs (unreadable, other shape, NaN/Inf, blank) and record them.
-    scheduler : str, optional
-        Address of an existing Dask scheduler to run on.
+    scheduler : str, Client or cluster, optional
+        Address of an existing Dask scheduler to run on, or a ``distributed.Client`` or
+        cluster object (``LocalCluster``) whose scheduler it is.
     workers : int, optional
         Start a LocalCluster of this many worker processes (dashboard on 127.0.0.1).
     memory_limit : str, optional
@@ -186,7 +188,7 @@ def prepare(
         config = config or PrepareConfig(noise=NoiseConfig(model="none"))
         check_halves_config(config)
     config = config or PrepareConfig()
-    output = Path(output).absolute()
+    output, scheduler = Path(output).absolute(), scheduler_address(scheduler)
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
     check_patch_size(config, MODEL_MULTIPLE)
     given, given_targets = _listed(inputs), _listed(targets) + _listed(odd)

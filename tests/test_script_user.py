@@ -10,8 +10,8 @@ import cryostream
 
 @pytest.fixture(scope="module")
 def mics(tmp_path_factory):
-    """Two real simulated micrographs of 128² px."""
-    return cryostream.simulate(tmp_path_factory.mktemp("script") / "sim", 2, shape=(128, 128),
+    """Two real simulated micrographs of 256² px, the least the general model takes."""
+    return cryostream.simulate(tmp_path_factory.mktemp("script") / "sim", 2, shape=(256, 256),
                                seed=3).micrographs
 
 
@@ -36,3 +36,27 @@ def test_a_script_is_told_that_the_default_noise_is_made_up(mics, tmp_path, note
     cryostream.prepare(mics, tmp_path / "b.h5", gaussian)
     cryostream.prepare(mics, tmp_path / "c.h5", config, progress=False)
     assert not [n for n in notes if "noise is the default" in n]
+
+
+def test_a_client_or_a_cluster_in_hand_is_taken_as_its_scheduler(mics, tmp_path):
+    """A script that made its own cluster (``LocalCluster``, ``Client``) and gave it as
+    ``scheduler=`` was refused as "not a scheduler address", though the object knows it: both
+    are taken (the same store as by the address), and a closed one is named as closed."""
+    from distributed import Client, LocalCluster
+
+    config = cryostream.PrepareConfig(patch_size=64,
+                                      noise=cryostream.NoiseConfig(model="gaussian"))
+    reference = cryostream.prepare(mics, tmp_path / "threads.h5", config)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      host="127.0.0.1", protocol="tcp://") as cluster, Client(cluster) as client:
+        by_cluster = cryostream.prepare(mics, tmp_path / "cluster.h5", config, scheduler=cluster)
+        by_client = cryostream.prepare(mics, tmp_path / "client.h5", config, scheduler=client)
+        denoised = cryostream.denoise("general", mics[:1], tmp_path / "den", scheduler=client,
+                                      config=cryostream.DenoiseConfig.raw())
+    for result in (by_cluster, by_client):
+        assert not result.kept and result.train_patches == reference.train_patches
+    assert denoised.sizes["micrograph"] == 1
+    closed = r"^scheduler=<Client: No scheduler connected> \(--scheduler\): a closed Client has no "
+    with pytest.raises(cryostream.ConfigError, match=closed + "scheduler; give one that runs"):
+        cryostream.prepare(mics, tmp_path / "late.h5", config, scheduler=client)
+    assert not (tmp_path / "late.h5").exists()

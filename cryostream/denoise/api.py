@@ -256,7 +256,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         Micrographs in flight at once in this process (their reading, steps and writing overlap
         the device work). None: half the CPU cores on a GPU (2 to 8), 2 on a CPU, and no more
         than half the available memory holds (:func:`~cryostream.denoise.workers.default_workers`).
-    scheduler, cluster_workers : str, int, optional
+    scheduler, cluster_workers : str (a Client or cluster object too), int, optional
         Run on an existing Dask scheduler, or on a LocalCluster of that many worker processes
         (as :func:`cryostream.prepare` does); each worker loads the model once.
     permissive : bool
