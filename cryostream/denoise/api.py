@@ -32,7 +32,7 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import AllFinished, finish_here, gather_cluster, to_the_end
+from cryostream.denoise.pool import AllFinished, finish_here, gather_cluster, stopped_call, to_the_end
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -41,7 +41,7 @@ from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
-from cryostream.io.paths import drop_empty, plain_path
+from cryostream.io.paths import plain_path
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -365,8 +365,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                                          "see the warnings")
     except AllFinished as stop:  # SIGTERM as the last were written: the call ends, then stops
         results, stopped = stop.results, stop
-    except BaseException:
-        drop_empty(made)  # the folder this call made, where it holds nothing: leave no trace
+    except BaseException as stop:  # an empty folder it made removed; a script's Ctrl-C said
+        stopped_call(stop, made, output)
         raise
     return to_the_end(functools.partial(_result, micrographs, plans, todo, results, gathered,
                                         output), stopped)

@@ -28,7 +28,8 @@ from cryostream.errors import (
 from cryostream.interrupts import Terminated
 
 __all__ = ["finish", "finish_here", "Gate", "Closed", "Abandoned", "AllFinished", "to_the_end",
-           "given_up", "Finished", "timed", "gather_cluster", "let_go"]
+           "given_up", "Finished", "timed", "gather_cluster", "let_go", "stopped_call",
+           "SCRIPT_STOPPING"]
 
 
 class Abandoned(Exception):
@@ -256,11 +257,58 @@ def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None,
         if gate is not None and isinstance(stop, Terminated):  # those in progress given up
             gate.close()
             raise
-        concurrent.futures.wait(futures)
+        if gate is not None and _in_a_script() and any(f.running() for f in futures):
+            logging.getLogger("cryostream").warning(SCRIPT_STOPPING)
+        try:
+            concurrent.futures.wait(futures)
+        except KeyboardInterrupt as again:  # a script's second Ctrl-C (the command line's
+            if gate is not None:            # ends the process): those in progress given up
+                gate.close()
+            raise again from None
         _stop_on_first([f for f in futures if not f.cancelled()], len(futures) > 1, warned)
         if any(f.cancelled() for f in futures):
             raise
         return _gather(futures, total)  # all done: the run completes, or names its bad ones
+
+
+#: What a script is told at its first Ctrl-C while micrographs are in progress (the command
+#: line says it in its own words: cryostream.cli.kept).
+SCRIPT_STOPPING = ("interrupted: stopping after the micrographs in progress (each is written "
+                   "whole or not at all; none more starts); Ctrl-C again to give them up")
+
+
+def _in_a_script() -> bool:
+    """Whether Ctrl-C has Python's own handler here: a script's call (the command line's
+    handler says what happens itself)."""
+    import signal
+
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
+def stopped_call(stop: BaseException, made, output) -> None:
+    """What a ``denoise`` call stopped by ``stop`` leaves: the output folder it ``made`` removed
+    where it holds nothing, and a script's Ctrl-C (a plain :class:`KeyboardInterrupt`) given
+    the words its traceback ends with: what is kept in ``output`` and how to go on
+    (:func:`~cryostream.interrupts.say_kept`)."""
+    from pathlib import Path
+
+    from cryostream.interrupts import say_kept
+    from cryostream.io.paths import drop_empty
+
+    drop_empty(made)  # the folder this call made, where it holds nothing: leave no trace
+    if type(stop) is not KeyboardInterrupt:
+        return
+    if output is None:
+        say_kept(stop, "nothing is kept (the micrographs were denoised in memory)",
+                 "call denoise again to denoise them")
+    elif not Path(output).is_dir():
+        say_kept(stop, "no micrograph was finished and nothing was written",
+                 "call denoise again with the same arguments to denoise them")
+    else:
+        say_kept(stop, f"the finished micrographs are kept in {output}", "call denoise again "
+                 "with the same arguments to denoise the rest (it skips the finished ones) and "
+                 "write denoised_micrographs.star")
 
 
 class Finished(NamedTuple):
