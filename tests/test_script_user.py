@@ -62,20 +62,22 @@ def test_a_client_or_a_cluster_in_hand_is_taken_as_its_scheduler(mics, tmp_path)
     assert not (tmp_path / "late.h5").exists()
 
 
-#: A script that denoises three micrographs one at a time, its notes on stderr.
+#: A script that denoises micrographs (its arguments after the output folder) one at a time,
+#: its notes on stderr.
 _DENOISING = """
 import logging, sys
 import cryostream
 logging.basicConfig(format="%(message)s")
 logging.getLogger("cryostream").setLevel(logging.INFO)
-cryostream.denoise("general", sys.argv[1:], "out", workers=1,
+cryostream.denoise("general", sys.argv[2:], sys.argv[1], workers=1,
                    config=cryostream.DenoiseConfig.raw())
 """
 
 
-def _interrupted_script(cwd, inputs, when) -> tuple[int, str]:
-    """Run :data:`_DENOISING` in a child process and send it a real SIGINT each time one of
-    ``when`` (a test of its stderr so far) holds, 0.3 s apart at least; its status and stderr."""
+def _interrupted_script(cwd, output, inputs, when) -> tuple[int, str]:
+    """Run :data:`_DENOISING` into ``output`` in a child process and send it a real SIGINT each
+    time one of ``when`` (a test of its stderr so far) holds, 0.3 s apart at least; its status
+    and stderr."""
     import signal
     import subprocess
     import sys
@@ -84,7 +86,7 @@ def _interrupted_script(cwd, inputs, when) -> tuple[int, str]:
 
     from tests.faults_support import child_environment, wait_until
 
-    proc = subprocess.Popen([sys.executable, "-c", _DENOISING, *map(str, inputs)], cwd=cwd,
+    proc = subprocess.Popen([sys.executable, "-c", _DENOISING, output, *map(str, inputs)], cwd=cwd,
                             env=child_environment(), stderr=subprocess.PIPE, text=True)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
@@ -108,27 +110,29 @@ def test_ctrl_c_in_a_scripts_denoise_says_what_it_waits_for_and_what_is_kept(tmp
     traceback ends saying what is kept and how to go on, and a second gives up the micrograph
     in progress (nothing of it written) in one traceback; the same script again finishes."""
     sim = cryostream.simulate(tmp_path / "sim", 3, shape=(512, 512), seed=4)
-    out = tmp_path / "out"
     stems = [p.stem for p in sim.micrographs]
 
-    def written() -> list[str]:
-        return sorted(p.name for p in out.iterdir())
+    def written(out: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / out).iterdir())
 
     from cryostream.denoise.pool import SCRIPT_STOPPING
 
-    kept = ("KeyboardInterrupt: interrupted: the finished micrographs are kept in out; call "
-            "denoise again with the same arguments to denoise the rest (it skips the finished "
-            "ones) and write denoised_micrographs.star")
-    status, err = _interrupted_script(tmp_path, sim.micrographs,
-                                      [lambda err: "denoised 1/3 " in err])
+    def kept(out: str) -> str:
+        return (f"KeyboardInterrupt: interrupted: the finished micrographs are kept in {out}; "
+                "call denoise again with the same arguments to denoise the rest (it skips the "
+                "finished ones) and write denoised_micrographs.star")
+
+    second_under_way = [lambda err: "denoised 1/3 " in err]  # (one at a time)
+    status, err = _interrupted_script(tmp_path, "out", sim.micrographs, second_under_way)
     assert status in (-2, 130) and SCRIPT_STOPPING in err.splitlines(), err
-    assert err.splitlines()[-1] == kept, err
-    assert written() == sorted(f"{s}.{e}" for s in stems[:2] for e in ("json", "mrc"))
-    status, err = _interrupted_script(tmp_path, sim.micrographs, [
-        lambda err: "denoising 1 micrograph" in err, lambda err: SCRIPT_STOPPING in err])
-    assert status in (-2, 130) and err.splitlines()[-1] == kept, err
-    assert "During handling" not in err and f"{stems[2]}.mrc" not in written(), err
-    status, err = _interrupted_script(tmp_path, sim.micrographs, [])
+    assert err.splitlines()[-1] == kept("out"), err
+    assert written("out") == sorted(f"{s}.{e}" for s in stems[:2] for e in ("json", "mrc"))
+    status, err = _interrupted_script(tmp_path, "out2", sim.micrographs, [
+        *second_under_way, lambda err: SCRIPT_STOPPING in err])
+    assert status in (-2, 130) and err.splitlines()[-1] == kept("out2"), err
+    assert "During handling" not in err, err
+    assert written("out2") == sorted(f"{stems[0]}.{e}" for e in ("json", "mrc")), err
+    status, err = _interrupted_script(tmp_path, "out", sim.micrographs, [])
     assert status == 0, err
-    assert written() == sorted([f"{s}.{e}" for s in stems for e in ("json", "mrc")]
-                               + ["denoised_micrographs.star"])
+    assert written("out") == sorted([f"{s}.{e}" for s in stems for e in ("json", "mrc")]
+                                    + ["denoised_micrographs.star"])
