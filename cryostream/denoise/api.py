@@ -15,6 +15,7 @@ import numpy as np
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.config.checks import check_config
 from cryostream.denoise.arrays import array_stack
+from cryostream.denoise.cluster_pool import gather_cluster
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
 from cryostream.denoise.micrograph import (
@@ -32,7 +33,7 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import AllFinished, finish_here, gather_cluster, stopped_call, to_the_end
+from cryostream.denoise.pool import AllFinished, finish_here, stopped_call, to_the_end
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -353,8 +354,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:  # a note as each is done, paced over the cluster's threads
-                results = gather_cluster(client, job, todo, progress(
-                    sum(client.nthreads().values())))
+                results = gather_cluster(client, job, todo, progress(sum(client.nthreads().values())))
             else:
                 at_once = min(workers, len(todo))
                 progress = progress(at_once)
