@@ -19,6 +19,7 @@ import psutil
 from cryostream.dashboard import note_dashboard
 from cryostream.errors import ClusterError, ConfigError
 from cryostream.schedulers import scheduler_address
+from cryostream.script_guard import start_cluster
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
            "check_scheduler_reachable", "compute_context", "computer", "forwarded",
@@ -253,7 +254,8 @@ def compute_context(
             else:  # (distributed's INFO records held back until it has closed)
                 stack.enter_context(quiet_distributed())
                 cluster = stack.enter_context(
-                    LocalCluster(
+                    start_cluster(  # (a script without the guard, said so in one line)
+                        LocalCluster,
                         n_workers=workers or 1,
                         threads_per_worker=1 if workers else 2,
                         processes=bool(workers),

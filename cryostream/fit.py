@@ -64,6 +64,7 @@ from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
 from cryostream.progress import TrainProgress, slow_note
 from cryostream.runs import checkpoint_steps, last_evaluation, logged_rows
+from cryostream.script_guard import refuse_script_rerun
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
@@ -244,6 +245,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         way is saved, before it at once; its message names what is kept (the checkpoint, the
         store or its finished shards, or nothing yet) and that the same call goes on from it.
     """
+    refuse_script_rerun("fit")  # before anything is read or written
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
     if patch_size is not None:
@@ -261,8 +263,7 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                      what="the run (-o) and the work (--work)"), \
             said_when_stopped(run, work, overwrite):  # one command at a time; a stop's words
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
-                    patch_size=patch_size, prepare=prepare, overwrite=overwrite,
-                    permissive=permissive)
+                    patch_size=patch_size, prepare=prepare, overwrite=overwrite, permissive=permissive)
 
 
 def _fit_steps(run: Path) -> int | None:

@@ -14,6 +14,7 @@ import numpy as np
 from cryostream.config.checks import check_seed
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import os_fix, output_file
+from cryostream.script_guard import refuse_script_rerun
 from cryostream.store import open_dataset, read_patch
 
 __all__ = ["show", "show_noise", "export_bin"]
@@ -153,6 +154,7 @@ def export_bin(store: str | os.PathLike, outdir: str | os.PathLike) -> list[Path
     StoreError
         If the store is incomplete or one of its shards cannot be read (naming the shard).
     """
+    refuse_script_rerun("export_bin")  # before anything is read or written
     outdir = Path(outdir)
     open_dataset(store).close()  # a store that is not there, or unfinished: nothing made
     if outdir.exists() and not outdir.is_dir():

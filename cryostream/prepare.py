@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterable
@@ -66,7 +67,7 @@ from cryostream.prepare_output import (
     settle_replacement,
     write_statistics,
 )
-from cryostream.prepare_result import PrepareResult, keep_finished, note_made_up_noise
+from cryostream.prepare_result import STAMP_NAME, PrepareResult, keep_finished, note_made_up_noise
 from cryostream.preprocess import (
     band_layout,
     band_patch_views,
@@ -78,6 +79,7 @@ from cryostream.preprocess import (
 )
 from cryostream.progress import PrepareProgress
 from cryostream.schedulers import scheduler_address
+from cryostream.script_guard import refuse_script_rerun
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
 
@@ -179,6 +181,7 @@ def prepare(
         Another ``prepare`` (or ``fit``) is writing the store ``output``: one at a time.
     """
     start = time.perf_counter()
+    refuse_script_rerun("prepare")  # before anything is read or written
     check_config("config", config, PrepareConfig)
     halves = None
     if odd is not None:
@@ -212,6 +215,7 @@ def prepare(
                                                     start=start), config.noise, made_up)
         if scheduler is not None:  # before anything is written
             check_scheduler_reachable(scheduler)
+        made = not shard_folder(output).exists()
         work = open_workspace(output, overwrite, stamp)
         folder = work.folder
         layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
@@ -236,6 +240,8 @@ def prepare(
             work.finish()
         except Exception:
             work.abandon()  # a replacement being built is removed; the old store stays
+            if made and work.folder.is_dir() and os.listdir(work.folder) == [STAMP_NAME]:
+                shutil.rmtree(work.folder)  # nothing of it written (workers that never started)
             raise
         folder = shard_folder(output)
         nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))

@@ -45,6 +45,7 @@ from cryostream.runs import (
     save_checkpoint,
     save_record,
 )
+from cryostream.script_guard import refuse_script_rerun
 from cryostream.step_memory import MicroBatchedStep, fitted_step
 from cryostream.warm_start import inherited_weights, matching_params, start_params
 
@@ -211,6 +212,7 @@ def train(store, run, config: TrainConfig | None = None, *, resume: bool = False
     -------
     TrainResult
     """
+    refuse_script_rerun("train")  # before anything is read or written
     config, run = check_config("config", config, TrainConfig) or TrainConfig(), Path(run).absolute()
     if not progress and on_metrics is None and on_step is None:  # a script's call: notes
         on_metrics = TrainProgress(config.steps, config.batch_size)

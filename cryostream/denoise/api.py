@@ -43,6 +43,7 @@ from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
 from cryostream.io.paths import plain_path
+from cryostream.script_guard import refuse_script_rerun
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -289,6 +290,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     from cryostream.cluster import check_local_workers, compute_context
 
+    refuse_script_rerun("denoise")  # before anything is read or written
     check_config("config", config, DenoiseConfig)
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -297,8 +299,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     if scheduler is None and cluster_workers is not None:
         check_local_workers(cluster_workers, "cluster_workers")
     if output is None and (scheduler is not None or cluster_workers is not None):
-        raise ConfigError("denoising on a cluster needs an output folder: -o DIR (Python: "
-                          "output=DIR)")
+        raise ConfigError("denoising on a cluster needs an output folder: -o DIR (Python: output=DIR)")
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     check_tile(run, config.tile, config.halo)  # before any note or input is read
@@ -361,8 +362,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                 results = finish_here(functools.partial(job, progress=progress), todo,
                                       len(micrographs), at_once, progress)
         if all(r is None for r in results) and not any(p is not None and p.done for p in plans):
-            raise InvalidMicrographError("<inputs>", "no usable micrograph left",
-                                         "see the warnings")
+            raise InvalidMicrographError("<inputs>", "no usable micrograph left", "see the warnings")
     except AllFinished as stop:  # SIGTERM as the last were written: the call ends, then stops
         results, stopped = stop.results, stop
     except BaseException as stop:  # an empty folder it made removed; a script's Ctrl-C said

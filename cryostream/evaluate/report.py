@@ -27,6 +27,7 @@ from cryostream.evaluate.numbers import (
 )
 from cryostream.evaluate.residual import network_time_words, residual_section
 from cryostream.evaluate.staging import check_given_up, check_report_folder, staged_report, writing
+from cryostream.script_guard import refuse_script_rerun
 
 __all__ = ["evaluate", "staged_report", "test_split_section", "truth_section", "residual_section",
            "summary_lines", "truth_time_note"]
@@ -233,6 +234,7 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     (its seconds, the fitted defocus and whether the CTF check passed where the default
     recipe fits one, the scores). :func:`summary_lines` sums the report up.
     """
+    refuse_script_rerun("evaluate")  # before anything is read or written
     from cryostream.denoise.network import model_path, model_record
     from cryostream.denoise.pixels import check_pixel_size
     from cryostream.errors import ConfigError

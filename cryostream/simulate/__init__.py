@@ -49,6 +49,7 @@ from cryostream.io.simulated import (
     mark_unfinished,
     unfinished_request,
 )
+from cryostream.script_guard import refuse_script_rerun
 from cryostream.simulate.micrograph import SimulatedMicrograph, check_memory, simulate_micrograph
 from cryostream.simulate.particles import ParticleModel, particle_model
 
@@ -119,6 +120,7 @@ def simulate(
     -------
     SimulatedSet
     """
+    refuse_script_rerun("simulate")  # before anything is read or written
     if not isinstance(count, int) or count < 1:
         raise ConfigError(f"count={count!r}: must be an integer ≥ 1")
     check_config("config", config, SimulateConfig)

@@ -1,0 +1,94 @@
+"""A script's calls run again by each worker process of a LocalCluster as it starts.
+
+Dask starts a LocalCluster's worker processes by *spawn*: each runs the main script again (as
+the module ``__mp_main__``) before it takes work, and only the lines under
+``if __name__ == "__main__":`` are left out. A script that calls cryostream at its top level
+and asks for workers (``prepare(..., workers=2)``, a ``LocalCluster`` of its own) had every
+earlier step made again in every worker at once, into the same files (three ``simulate``
+calls racing on one folder), and then ended on a 100-line "Nanny failed to start" traceback.
+So each public call that writes (:func:`refuse_script_rerun`) refuses to run in a worker
+process's run of the script, before it writes anything, and the LocalCluster that cryostream
+starts says, where its workers failed to start on a script without the guard
+(:func:`start_cluster`), what to change, in one line. A guarded script, functions of
+the script run on workers, notebooks and the command line are not touched.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from cryostream.errors import CryostreamError
+
+__all__ = ["GUARD_FIX", "refuse_script_rerun", "unguarded_script", "start_cluster"]
+
+#: What a script without the guard must change, and why: the words of both errors here.
+GUARD_FIX = ("the script's calls must go under if __name__ == \"__main__\": because each worker "
+             "process runs the script again as it starts")
+
+def refuse_script_rerun(call: str) -> None:
+    """Refuse ``cryostream.<call>()`` where this process is a spawned worker running the main
+    script again as it starts: some frame of the stack is the top level of ``__mp_main__``
+    (only a process being started by spawn runs it). A few attribute look-ups per frame.
+
+    Raises
+    ------
+    CryostreamError
+        Naming the script and :data:`GUARD_FIX`.
+    """
+    if "__mp_main__" not in sys.modules:  # not a process started by spawn
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            raise CryostreamError(f"{frame.f_code.co_filename}: cryostream.{call}() was called "
+                                  f"again, at the script's top level, in a worker process "
+                                  f"starting; {GUARD_FIX}")
+        frame = frame.f_back
+
+
+def unguarded_script() -> str | None:
+    """The path of the main script where it is a Python file whose code has no
+    ``if __name__ == "__main__":``; None otherwise (an interactive session, a notebook,
+    ``python -m``'s module with a guard, the command line)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return None if any(_is_guard(node) for node in ast.walk(tree)) else str(path)
+
+
+def _is_guard(node: ast.AST) -> bool:
+    """Whether ``node`` is ``__name__ == "__main__"`` (either way round); one in a string or
+    a comment (a docstring naming the guard) is no guard."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.Eq)):
+        return False
+    sides = [node.left, node.comparators[0]]
+    return (any(isinstance(n, ast.Name) and n.id == "__name__" for n in sides)
+            and any(isinstance(n, ast.Constant) and n.value == "__main__" for n in sides))
+
+
+def start_cluster(make, **options):
+    """``make(**options)``: a LocalCluster started. Where its worker processes fail to start
+    and the main script has no guard (:func:`unguarded_script`), one line naming the script
+    and :data:`GUARD_FIX` is raised instead, the failure its cause (the workers' tracebacks
+    stay there); any other failure is raised as it is.
+
+    Raises
+    ------
+    CryostreamError
+        The workers failed to start on a script without the guard.
+    """
+    try:
+        return make(**options)
+    except Exception as exc:
+        script = unguarded_script() if options.get("processes") else None
+        if script is None:
+            raise
+        raise CryostreamError(f"{script}: the Dask worker processes failed to start; "
+                              f"{GUARD_FIX}") from exc

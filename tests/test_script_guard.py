@@ -1,0 +1,90 @@
+"""A script that asks for worker processes: each runs the script again as it starts (Dask
+starts them by spawn), so its calls must be under ``if __name__ == "__main__":``. Real scripts,
+run as processes of their own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from cryostream.script_guard import GUARD_FIX
+from tests.faults_support import child_environment
+
+#: The quick start's first steps as a script: each step that ends is counted in steps.txt.
+_STEPS = """
+import cryostream
+
+def count(step):
+    with open("steps.txt", "a") as f:
+        f.write(step + "\\n")
+
+def simulate_here(folder):  # run on a worker by the guarded script: no top level of its own
+    return str(cryostream.simulate(folder, 1, shape=(256, 256), seed=1).micrographs[0])
+
+def main():
+    sim = cryostream.simulate("sim", 2, shape=(256, 256), seed=0, overwrite=True)
+    count("simulated")
+    result = cryostream.prepare(sim.micrographs, "d.h5", cryostream.PrepareConfig(patch_size=64),
+                                workers=2, progress=False)
+    count(f"prepared {result.train_patches + result.test_patches}")
+"""
+
+_UNGUARDED = '''"""No guard: naming if __name__ == "__main__": in a docstring is none."""''' + _STEPS + """
+count("body")
+main()  # if __name__ == "__main__": in a comment is none either
+"""
+
+_GUARDED = _STEPS + """
+count("body")
+if __name__ == "__main__":
+    main()
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \\
+            Client(cluster) as client:
+        count("on a worker " + client.submit(simulate_here, "worker_sim").result())
+"""
+
+
+def _run(tmp_path, text: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    script = tmp_path / "steps_script.py"
+    script.write_text(text)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=child_environment(),
+                          capture_output=True, text=True, timeout=300)
+    steps = (tmp_path / "steps.txt").read_text().splitlines()
+    return done, steps
+
+
+def test_a_script_without_the_guard_says_so_in_one_line_and_its_steps_run_once(tmp_path):
+    """The quick start's lines at a script's top level with ``workers=2``: each worker process
+    ran the script again, ``simulate(overwrite=True)`` three times at once into one folder
+    (racing on its files), and the script ended on a 100-line "Nanny failed to start"
+    traceback. Now each worker's run of the script is refused at its first call, before it
+    writes anything, and the script's traceback ends in one line naming it and the fix, the
+    workers' failure kept as its cause; no store is left behind."""
+    done, steps = _run(tmp_path, _UNGUARDED)
+    script = tmp_path / "steps_script.py"
+    assert done.returncode == 1
+    assert steps.count("body") == 3  # this process and two workers ran the script
+    assert steps.count("simulated") == 1, steps  # but simulated once, here
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (f"cryostream.errors.CryostreamError: {script}: the Dask worker processes "
+                    f"failed to start; {GUARD_FIX}")
+    assert GUARD_FIX == ('the script\'s calls must go under if __name__ == "__main__": because '
+                         'each worker process runs the script again as it starts')
+    assert done.stderr.count(f"{script}: cryostream.simulate() was called again, at the script's "
+                             f"top level, in a worker process starting; {GUARD_FIX}") == 2
+    assert "Nanny failed to start" in done.stderr  # the cause, for debugging
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim", "steps.txt", "steps_script.py"]
+
+
+def test_a_guarded_script_runs_on_workers_and_its_functions_run_there(tmp_path):
+    """The same steps under the guard run with ``workers=2``, each once; a function of the
+    script a worker runs (the script being ``__mp_main__`` there too) may call cryostream."""
+    done, steps = _run(tmp_path, _GUARDED)
+    assert done.returncode == 0, done.stderr
+    assert steps.count("body") >= 3  # each worker ran the script up to the guard
+    simulated, prepared, on_a_worker = [s for s in steps if s != "body"]
+    assert simulated == "simulated" and int(prepared.removeprefix("prepared ")) > 0
+    assert on_a_worker.startswith("on a worker ") and on_a_worker.endswith("sim_0000.mrc")
+    assert (tmp_path / "d.h5").is_file() and (tmp_path / "worker_sim/simulate.json").is_file()
