@@ -91,3 +91,31 @@ def test_the_ensembles_turned_passes_are_of_the_whole_kind(tiny_run):
     # the windows' estimate of the run's passes: a binned one more than its quarter of pixels
     assert notes.estimate[80 * 64] / notes.estimate[160 * 128] > 0.3
     assert notes.left(notes.began) >= 0
+
+
+def test_the_time_to_finish_counts_the_steps_through_the_micrographs_finished():
+    """On a GPU the passes take a second and the steps after them most of a micrograph's time:
+    a first Ctrl-C's estimate counts them through the seconds a finished micrograph took; with
+    none finished, a micrograph whose passes are all done (its steps left) has no estimate,
+    not "about 0 s"."""
+    import threading
+    import time
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pace import finishing_seconds, forget_notes
+
+    me = threading.get_ident()
+    try:
+        notes = PassNotes()
+        notes.begin_half("a.mrc", DenoiseConfig(ensemble=False))
+        notes.start = time.perf_counter() - 5.0  # made 5 s ago
+        assert math.isnan(finishing_seconds([me]))  # no pass done, none finished
+        assert finishing_seconds([me], typical=20.0) == pytest.approx(15.0, abs=0.5)
+        assert finishing_seconds([me], typical=3.0) == 1.0  # slower than the others: at least 1 s
+        notes.passing()
+        notes.passed((64, 64), every_s=1e9)  # its one pass done: only its steps are left
+        assert notes.left(time.perf_counter()) == 0
+        assert math.isnan(finishing_seconds([me]))
+        assert finishing_seconds([me], typical=20.0) == pytest.approx(15.0, abs=0.5)
+    finally:
+        forget_notes()

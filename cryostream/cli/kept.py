@@ -132,8 +132,9 @@ def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
 def denoise_first(told: object) -> str:
     """The note of a first Ctrl-C in ``denoise``, which finishes the micrographs in progress:
     how many (``told``: ``(count, seconds)``, :func:`~cryostream.denoise.pool.finish_here`'s,
-    or None) and about how long they take at the pace of their network passes (nothing of the
-    time where none is known yet: ``seconds`` NaN)."""
+    or None) and about how long they take, at the pace of their network passes and of the
+    micrographs this call finished (nothing of the time where none is known yet: ``seconds``
+    NaN)."""
     import math
 
     from cryostream.units import format_duration

@@ -70,19 +70,26 @@ def forget_notes() -> None:
     _MADE.pop(threading.get_ident(), None)
 
 
-def finishing_seconds(threads) -> float:
+def finishing_seconds(threads, typical: float = math.nan) -> float:
     """About how many seconds the micrographs in progress in ``threads`` (their identities)
-    take to finish side by side: the longest of their network passes' time left
-    (:meth:`PassNotes.left`), the steps after the last pass not counted (seconds, where the
-    passes take minutes). NaN where one has no pass done yet, or none is in progress: no pace
-    is known."""
+    take to finish side by side: the longest of each one's time left, the larger of its
+    network passes' (:meth:`PassNotes.left`) and ``typical`` (the seconds a micrograph of this
+    call took, from its pass notes' making to its end) less its own seconds so far. The steps
+    after the last pass are counted through ``typical`` alone (on a GPU they take most of a
+    micrograph's time). NaN where no pace is known: ``typical`` unknown and a micrograph with
+    no pass done, or with all done (its steps left), or none in progress."""
     now, left = time.perf_counter(), []
     for thread in threads:
         notes = notes_of(thread)
         try:  # (read as the thread goes on: a kind just added, say)
-            left.append(notes.left(now) if notes is not None and notes.done_kind else math.nan)
+            passes = notes.left(now) if notes is not None and notes.done_kind else math.nan
+            rest = typical - (now - notes.start if notes is not None else 0.0)
         except Exception:
-            left.append(math.nan)
+            passes = rest = math.nan
+        if math.isfinite(typical):
+            left.append(max(passes if math.isfinite(passes) else 0.0, rest, 1.0))
+        else:
+            left.append(passes if passes > 0 else math.nan)  # (NaN > 0 is False)
     return max(left) if left and all(math.isfinite(x) for x in left) else math.nan
 
 

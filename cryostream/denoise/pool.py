@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -122,31 +123,40 @@ def given_up() -> bool:
     return gate is not None and gate.closed and not getattr(_here, "through", False)
 
 
-def _through(gate: Gate, running: set, job, item):
+def _through(gate: Gate, running: set, took: list, job, item):
     """``job(item, gate=gate)`` in a thread of :func:`finish_here`'s pool, silent once given up
     (:func:`given_up`); the thread is in ``running`` while it runs (its micrograph in
-    progress, whose pass notes tell how far it is: :func:`_in_progress`)."""
-    from cryostream.denoise.pace import forget_notes
+    progress, whose pass notes tell how far it is: :func:`_in_progress`), and the seconds a
+    micrograph took from its pass notes' making go to ``took``."""
+    import time
+
+    from cryostream.denoise.pace import forget_notes, notes_of
 
     _here.gate, _here.through = gate, False
     forget_notes()  # (the last micrograph's, done)
     running.add(threading.get_ident())
     try:
-        return job(item, gate=gate)
+        result = job(item, gate=gate)
+        notes = notes_of(threading.get_ident())
+        if notes is not None:  # (none for a micrograph skipped)
+            took.append(time.perf_counter() - notes.start)
+        return result
     finally:
         running.discard(threading.get_ident())
         forget_notes()
         _here.gate = None
 
 
-def _in_progress(running: set) -> tuple[int, float]:
+def _in_progress(running: set, took: list) -> tuple[int, float]:
     """How many micrographs are in progress in the pool's threads ``running``, and about how
-    many seconds they take to finish (:func:`~cryostream.denoise.pace.finishing_seconds`: NaN
-    where no pace is known yet)."""
+    many seconds they take to finish (:func:`~cryostream.denoise.pace.finishing_seconds`, with
+    the median of the seconds those finished ``took``: NaN where no pace is known yet)."""
+    import statistics
+
     from cryostream.denoise.pace import finishing_seconds
 
-    threads = list(running)
-    return len(threads), finishing_seconds(threads)
+    threads, took = list(running), list(took)
+    return len(threads), finishing_seconds(threads, statistics.median(took) if took else math.nan)
 
 
 _quieting = threading.Lock()
@@ -190,13 +200,13 @@ def finish_here(job, todo, total: int, workers: int, progress=None) -> list:
     from cryostream.interrupts import closed_before_the_end, told_in_progress
 
     _quiet_given_up()
-    gate, pool, running = Gate(), concurrent.futures.ThreadPoolExecutor(workers), set()
+    gate, pool, running, took = Gate(), concurrent.futures.ThreadPoolExecutor(workers), set(), []
     futures: list = []
     on_stop = None if progress is None else progress.stop
     try:
         with closed_before_the_end(gate.close_counted), \
-                told_in_progress(functools.partial(_in_progress, running)):
-            return finish(pool, functools.partial(_through, gate, running, job), todo, total,
+                told_in_progress(functools.partial(_in_progress, running, took)):
+            return finish(pool, functools.partial(_through, gate, running, took, job), todo, total,
                           on_stop, gate, futures)
     except Terminated:  # (closed already where finish met it)
         gate.close()
