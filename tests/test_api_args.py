@@ -60,8 +60,33 @@ CASES = {
     "an array for the inputs": (  # its whole printout, twice, in a 3 KB message
         lambda m, o: cryostream.open_micrographs(np.zeros((64, 80), np.float32)),
         r"^inputs: an array of shape \(64, 80\) \(float32\) is not a path; give micrograph "
-        r"files, globs, folders or a STAR file, or denoise an array in memory with "
-        r"cryostream\.denoise\.denoise_array$"),
+        r"files, globs, folders or a STAR file; to give an image in memory, write it as an MRC "
+        r"file first: cryostream\.io\.mrc\.write_micrograph\(path, image, "
+        r"pixel_size_angstrom\)$"),
+    # an image for a call that reads files: told to write it (it was told to denoise it)
+    "an image for prepare's inputs": (
+        lambda m, o: cryostream.prepare(np.zeros((64, 80)), o / "x.h5"),
+        r"^inputs: an array of shape \(64, 80\) \(float64\) is not a path; .*; to give an "
+        r"image in memory, write it as an MRC file first: cryostream\.io\.mrc\.write_micrograph"),
+    "an image for plan's inputs": (
+        lambda m, o: cryostream.plan(np.zeros((64, 80))),
+        r"^inputs: an array of shape \(64, 80\) \(float64\) is not a path; .*"
+        r"cryostream\.io\.mrc\.write_micrograph\(path, image, pixel_size_angstrom\)$"),
+    "a list of images for prepare": (
+        lambda m, o: cryostream.prepare([np.zeros((64, 80))] * 2, o / "x.h5"),
+        r"^inputs: a list holding images in memory \(arrays of shape \(64, 80\)\), not paths; "
+        r".*cryostream\.io\.mrc\.write_micrograph"),
+    # denoise takes an array: a list of them is one np.stack away (it had printed the arrays)
+    "a list of images for denoise": (
+        lambda m, o: cryostream.denoise("general", [np.ones((64, 80))] * 2,
+                                        pixel_size_angstrom=0.66),
+        r"^inputs: a list of 2 images in memory; denoise takes them as one array: "
+        r"np\.stack\(images\) makes the stack \(micrograph, y, x\) of images of one shape "
+        r"\(pass pixel_size_angstrom=\), or denoise each on its own$"),
+    "file names in a table of two columns": (
+        lambda m, o: cryostream.prepare(np.array([[str(p), str(p)] for p in m]), o / "x.h5"),
+        r"^inputs: an array of file names of shape \(2, 2\): give one column of them \(1-D\), "
+        r"e\.g\. a STAR table's df\['rlnMicrographName'\]$"),
     "a number for the simulation config's shape": (  # a TypeError from inside
         lambda m, o: cryostream.SimulateConfig(shape=512),
         r"^shape=512: give two numbers, e\.g\. shape=\(1024, 1024\)$"),
@@ -177,3 +202,26 @@ def test_a_pixel_size_read_with_numpy_is_taken_as_a_number(tiny_run, tmp_path):
                        r"\(--pixel-size\): must be a number of Å, e\.g\. 0\.66, not a bool$"):
         cryostream.denoise(tiny_run.run, [mic], tmp_path / "bool", pixel_size_angstrom=True)
     assert not (tmp_path / "bool").exists()
+
+
+def test_file_names_in_an_array_or_series_are_a_list_of_paths(tiny_run, tmp_path):
+    """A STAR table's column of names (``df.rlnMicrographName.values``, a NumPy array, or the
+    pandas Series itself) is how a script holds a list of micrographs: open_micrographs and
+    prepare refused it as "not a path", denoise as if the names were pixels. Each takes it as
+    the list of its names."""
+    import pandas as pd
+
+    mics = tiny_run.sim.micrographs
+    names = np.array([str(p) for p in mics])
+    assert names.dtype.kind == "U"
+    stack = cryostream.open_micrographs(names)
+    assert list(stack.attrs["sources"]) == [str(p) for p in mics]
+    prepared = cryostream.prepare(pd.Series(names), tmp_path / "d.h5",
+                                  cryostream.PrepareConfig(patch_size=32, stride=32))
+    assert prepared.micrographs == len(mics)
+    out = cryostream.denoise(tiny_run.run, names[:2], tmp_path / "den",
+                             config=cryostream.DenoiseConfig.raw(tile=64))
+    assert out.dims == ("micrograph", "y", "x") and out.shape[0] == 2
+    assert sorted(p.name for p in (tmp_path / "den").glob("*.mrc")) == [p.name for p in mics[:2]]
+    # a Series of Path objects, as pathlib gives them, too
+    assert cryostream.open_micrographs(pd.Series(list(mics))).sizes["micrograph"] == len(mics)

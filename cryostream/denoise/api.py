@@ -213,19 +213,19 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         over a spread of conditions), a run folder written by :func:`cryostream.train`, or an
         exported ``.npz`` (:func:`cryostream.models.export.export_params`).
     inputs : paths, globs, folders, STAR files, cryoSPARC exposures .cs files, or an array
-        Micrographs (any MRC mode); normalised as in training (the store's percentile) and
-        restored to their own scale afterwards. Checked as :func:`cryostream.prepare` checks
-        them (NaN or Inf pixels, constant, a percentile that cannot normalise, too small). A
-        RELION STAR file gives each micrograph's pixel size and the optics of its CTF gain
-        (its optics group: voltage, Cs, amplitude contrast, in place of the config's), and
-        CTFFIND's defocus (``rlnDefocusU``/``V``/``Angle``) used instead of a fit, still
-        guarded by the CTF gain's recorruption check; a cryoSPARC exposures ``.cs`` file
-        gives the same from its ``micrograph_blob`` and ``ctf`` fields. A NumPy, Dask or xarray array,
-        ``(y, x)`` or ``(micrograph, y, x)``, is denoised in memory (no ``output``) and comes
-        back as an xarray of the same dims with its pixel size and config in ``attrs``, and
-        ``attrs["found"]``: what the steps found on each micrograph (the fitted defocus,
-        whether the CTF-shaped gain was used), as JSON text (a list for a stack), as
-        ``NAME.json``'s ``found`` for a file.
+        Micrographs (any MRC mode; a list of names may be a 1-D array or pandas Series),
+        normalised as in training (the store's percentile) and restored to their scale after;
+        checked as :func:`cryostream.prepare` checks them (NaN or Inf pixels, constant, a
+        percentile that cannot normalise, too small). A RELION STAR file gives each micrograph's
+        pixel size and the optics of its CTF gain (its optics group: voltage, Cs, amplitude
+        contrast, in place of the config's), and CTFFIND's defocus
+        (``rlnDefocusU``/``V``/``Angle``) used instead of a fit, still guarded by the CTF gain's
+        recorruption check; a cryoSPARC exposures ``.cs`` file gives the same from its
+        ``micrograph_blob`` and ``ctf`` fields. A NumPy, Dask or xarray array, ``(y, x)`` or
+        ``(micrograph, y, x)``, is denoised in memory (no ``output``) and comes back as an xarray
+        of the same dims with its pixel size and config in ``attrs``, and ``attrs["found"]``: what
+        the steps found on each micrograph (the fitted defocus, whether the CTF-shaped gain was
+        used), as JSON text (a list for a stack), as ``NAME.json``'s ``found`` for a file.
     output : path-like, optional
         Folder for MRC files (``NAME.mrc`` for each input's file name, or
         ``NAME{output_suffix}.mrc``; float32 or ``config.output_dtype``) that keep the input's

@@ -8,12 +8,20 @@ __all__ = ["array_stack"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
-    """``inputs`` as an xarray (micrograph, y, x) when it is an array (NumPy, Dask or
-    xarray; 2-D or 3-D), else None. The pixel size is ``pixel_size_angstrom`` or the xarray's
-    ``pixel_size_angstrom`` attribute."""
+    """``inputs`` as an xarray (micrograph, y, x) when it is an array of pixels (NumPy, Dask or
+    xarray; 2-D or 3-D), else None (an array of file names too: paths, as a list). The pixel
+    size is ``pixel_size_angstrom`` or the xarray's ``pixel_size_angstrom`` attribute. A list
+    of images is refused with a word of ``np.stack``."""
     import numpy as np
     import xarray as xr
 
+    if getattr(getattr(inputs, "dtype", None), "kind", None) in ("U", "O"):
+        return None  # file names (listed_inputs takes them)
+    if isinstance(inputs, list | tuple) and any(getattr(i, "ndim", 0) >= 2 for i in inputs):
+        raise ConfigError(f"inputs: a list of {len(inputs)} images in memory; denoise takes them "
+                          "as one array: np.stack(images) makes the stack (micrograph, y, x) of "
+                          "images of one shape (pass pixel_size_angstrom=), or denoise each on "
+                          "its own")
     if isinstance(inputs, xr.DataArray):
         stack = inputs
     elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):

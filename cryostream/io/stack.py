@@ -26,6 +26,7 @@ from dask.highlevelgraph import HighLevelGraph
 from cryostream.errors import ConfigError, InvalidMicrographError, one_error
 from cryostream.io.cryosparc import LIST_SUFFIXES, is_micrograph_list
 from cryostream.io.folders import folder_micrographs, halves_left_out, named_halves_left_out
+from cryostream.io.inputs import listed_inputs
 from cryostream.io.mrc import MicrographHeader, read_header, read_rows
 from cryostream.io.pixel_sizes import pixel_size_number, unset_pixel_size
 from cryostream.io.star import read_micrograph_star
@@ -60,26 +61,6 @@ def micrograph_uid(name: str) -> int:
     """A stable 63-bit id of a micrograph name (BLAKE2b), the same on every machine."""
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def listed_inputs(inputs) -> list:
-    """``inputs`` (one path or an iterable of them) as a list, or a :class:`ConfigError` for
-    anything that is not a path (a number, None), which had failed deep inside."""
-    if isinstance(inputs, str | os.PathLike):
-        return [inputs]
-    if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):  # an image in memory
-        raise ConfigError(f"inputs: an array of shape {tuple(inputs.shape)} ({inputs.dtype}) is "
-                          "not a path; give micrograph files, globs, folders or a STAR file, or "
-                          "denoise an array in memory with cryostream.denoise.denoise_array")
-    items = list(inputs) if isinstance(inputs, Iterable) else [inputs]
-    wrong = [i for i in items if not isinstance(i, str | os.PathLike)]
-    if wrong:
-        import reprlib
-
-        raise ConfigError(f"inputs={reprlib.repr(inputs)}: {reprlib.repr(wrong[0])} is not a "
-                          "path; give micrograph files, globs, folders or a STAR file (one, or a "
-                          "list of them)")
-    return items
 
 
 def glob_matches(items: list) -> list:
