@@ -1405,3 +1405,44 @@ def test_outputs_written_beside_their_inputs_are_left_out_of_the_folder(trained,
     assert len(again.attrs["sources"]) == 2
     assert any("left out 2 outputs of cryostream denoise (sim_0000_dn.mrc, sim_0001_dn.mrc"
                in n for n in notes)
+
+
+def test_an_array_is_noted_as_a_file_is_with_the_gain_it_took(trained, tmp_path, notes):
+    """An array too small for a CTF fit took the radial gain without a word, where the same
+    micrograph as a file is noted with it ("too small for a CTF fit: radial Wiener gain"):
+    each micrograph of an array is noted as a file's is, 2-D or a stack."""
+    run, sim = trained
+    image = mrcfile.read(sim.micrographs[0]).astype(np.float32)
+    config = DenoiseConfig(tile=64, ensemble=False, binned_pass=False)
+    cryostream.denoise(run, [sim.micrographs[0]], tmp_path / "out", config=config)
+    from_file = [n for n in notes if n.startswith("denoised 1/1 sim_0000.mrc: ")]
+    assert len(from_file) == 1 and from_file[0].endswith("s; too small for a CTF fit: radial "
+                                                         "Wiener gain"), notes
+    notes.clear()
+    one = cryostream.denoise(run, image, config=config, pixel_size_angstrom=0.6575)
+    assert one.dims == ("y", "x")
+    said = [n for n in notes if n.startswith("denoised ")]
+    assert len(said) == 1 and said[0].startswith("denoised 1/1 array[0]: ")
+    assert said[0].endswith("s; too small for a CTF fit: radial Wiener gain"), said
+    notes.clear()
+    cryostream.denoise(run, np.stack([image, image]), config=config, pixel_size_angstrom=0.6575)
+    said = [n for n in notes if n.startswith("denoised ")]
+    assert [n.split(":")[0] for n in said] == ["denoised 1/2 array[0]", "denoised 2/2 array[1]"]
+    assert all(n.split("; ")[1] == "too small for a CTF fit: radial Wiener gain" for n in said)
+
+
+def test_the_lazy_pass_takes_one_micrograph_and_gives_it_back_2d(trained):
+    """``denoise_array`` of one micrograph ``(y, x)``, as ``denoise`` takes one: it was a
+    ValueError from inside ("not enough values to unpack"); its result is 2-D, the stack's
+    own; an array of other dimensions is refused by name."""
+    import dask.array as da
+
+    run, sim = trained
+    image = da.from_array(mrcfile.read(sim.micrographs[0]).astype(np.float32))
+    one = denoise_array(image, run, 20.0, tile=64)
+    assert one.shape == image.shape
+    np.testing.assert_array_equal(one.compute(), denoise_array(image[None], run, [20.0],
+                                                               tile=64).compute()[0])
+    with pytest.raises(cryostream.ConfigError, match=r"^stack: a 1-D array; give one "
+                       r"micrograph \(y, x\) or a stack \(micrograph, y, x\)$"):
+        denoise_array(image[0], run, 20.0, tile=64)

@@ -3,7 +3,6 @@ orders trained runs by a truth-free score on the micrographs they will denoise."
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.config import DenoiseConfig, to_dict
+from cryostream.config import DenoiseConfig
 from cryostream.config.checks import check_config
-from cryostream.denoise.arrays import array_stack
+from cryostream.denoise.arrays import array_stack, denoise_arrays
 from cryostream.denoise.cluster_pool import gather_cluster
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
@@ -106,26 +105,6 @@ def warn_if_under_input(run: str) -> None:
                 f"{model_name(run)}: its training stopped at step {step} of {target} (its budget "
                 "ran out, or Ctrl-C) before it was ever evaluated: its outputs may be worse than "
                 f"the micrographs; {further(False)}", ModelWarning, stacklevel=3)
-
-
-def _denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
-    pixel = stack.attrs["pixel_size_angstrom"]
-    kept, results, found = [], [], []
-    for i in range(stack.sizes["micrograph"]):
-        image = np.asarray(stack[i], dtype=np.float32)
-        estimate, steps_found = denoise_image(image, pixel, f"array[{i}]", run, config,
-                                              permissive=permissive)
-        if estimate is not None:
-            kept.append(i)
-            results.append(estimate)
-            found.append(json.dumps(steps_found))
-    if not results:
-        raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
-    out = stack.isel(micrograph=kept).copy(data=np.stack(results))
-    # what NAME.json's "found" holds for a file: one JSON text per micrograph
-    out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
-                     run=run, found=found[0] if two_d else found)
-    return out[0] if two_d else out
 
 
 _RANK_SKIPS_NONE = ("rank skips none: every run is scored on the same micrographs, all of one "
@@ -278,13 +257,16 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
     Returns
     -------
-    xarray.DataArray (micrograph, y, x) float32
-        The denoised stack: in memory without ``output``; with it, lazily over the written
-        files, with ``attrs`` ``kept`` (how many were finished before and kept), ``skipped``
-        (how many ``permissive`` skipped) and ``star`` (the STAR file written). Micrographs of
-        several shapes can go to an ``output`` folder (each is denoised on its own); no stack
-        holds them, so the result is then the written files' paths, dims ``(micrograph,)``.
-        For a lazy result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
+    xarray.DataArray (micrograph, y, x) float32, or (y, x) for a 2-D array given
+        The denoised stack (for a 2-D array, its one micrograph, 2-D), each micrograph noted on the
+        ``cryostream`` logger (INFO) as it is done, an array's as a file's: its seconds and the
+        gain it took, and why (``too small for a CTF fit: radial Wiener gain``). In memory without
+        ``output``; with it, lazily over the written files, with ``attrs`` ``kept`` (how many were
+        finished before and kept), ``skipped`` (how many ``permissive`` skipped) and ``star`` (the
+        STAR file written). Micrographs of several shapes can go to an ``output`` folder (each is
+        denoised on its own); no stack holds them, so the result is then the written files' paths,
+        dims ``(micrograph,)``. For a lazy result without files, use
+        :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import functools
 
@@ -313,8 +295,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                               "scheduler, cluster_workers and odd (or pass MRC files)")
         warn_if_under_input(run)
         with reused_windows():
-            return _denoise_arrays(arrays, run, config, permissive,
-                                   two_d=getattr(inputs, "ndim", 3) == 2)
+            return denoise_arrays(arrays, run, config, permissive,
+                                  two_d=getattr(inputs, "ndim", 3) == 2)
     gathered = gather_inputs(inputs, config=config, odd=odd,
                              pixel_size_angstrom=pixel_size_angstrom, permissive=permissive,
                              one_shape=output is None, note_optics=False)

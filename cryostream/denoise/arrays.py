@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from cryostream.errors import ConfigError
+import json
+import time
 
-__all__ = ["array_stack"]
+import numpy as np
+
+from cryostream.config import DenoiseConfig, to_dict
+from cryostream.denoise.micrograph import Progress, denoise_image
+from cryostream.errors import ConfigError, InvalidMicrographError
+
+__all__ = ["array_stack", "denoise_arrays"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -12,7 +19,6 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
     xarray; 2-D or 3-D), else None (an array of file names too: paths, as a list). The pixel
     size is ``pixel_size_angstrom`` or the xarray's ``pixel_size_angstrom`` attribute. A list
     of images is refused with a word of ``np.stack``."""
-    import numpy as np
     import xarray as xr
 
     if getattr(getattr(inputs, "dtype", None), "kind", None) in ("U", "O"):
@@ -39,3 +45,34 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
         raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
                           "xarray with a pixel_size_angstrom attribute")
     return stack.assign_attrs(pixel_size_angstrom=float(pixel))
+
+
+def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
+    """Each micrograph of ``stack`` (:func:`array_stack`'s) through the whole pipeline
+    (:func:`~cryostream.denoise.micrograph.denoise_image`), in memory, with the note a file's
+    gets as each is done (:class:`~cryostream.denoise.micrograph.Progress`: its seconds and
+    the gain it took, e.g. ``too small for a CTF fit: radial Wiener gain``). Returns the
+    denoised xarray, ``(y, x)`` where ``two_d`` (a 2-D array was given)."""
+    pixel = stack.attrs["pixel_size_angstrom"]
+    total = stack.sizes["micrograph"]
+    progress = Progress(total, 0, 1, config)
+    kept, results, found = [], [], []
+    for i in range(total):
+        name = f"array[{i}]"
+        image = np.asarray(stack[i], dtype=np.float32)
+        start = time.perf_counter()
+        progress.begin(name)
+        estimate, steps_found = denoise_image(image, pixel, name, run, config,
+                                              permissive=permissive)
+        progress.note(name, time.perf_counter() - start, steps_found, key=name)
+        if estimate is not None:
+            kept.append(i)
+            results.append(estimate)
+            found.append(json.dumps(steps_found))
+    if not results:
+        raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
+    out = stack.isel(micrograph=kept).copy(data=np.stack(results))
+    # what NAME.json's "found" holds for a file: one JSON text per micrograph
+    out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
+                     run=run, found=found[0] if two_d else found)
+    return out[0] if two_d else out

@@ -339,11 +339,18 @@ def denoise_array(stack, run, percentiles, *, tile: int | None = None, halo: int
                   batch_size: int = 8, precision: str = "fp32"):
     """Lazy denoised stack (micrograph, y, x) in normalised units (divided by ``percentiles``).
 
-    ``stack`` is a Dask array (micrograph, y, x); ``run`` a trained run folder. ``tile=None``
+    ``stack`` is a Dask array (micrograph, y, x), or one micrograph (y, x), whose result is
+    (y, x) too (``percentiles``: its one value); ``run`` a trained run folder. ``tile=None``
     picks the cheapest tile for the backend (:func:`auto_tile`). Windows per device call are
     at most ``batch_size``, the windows of one band and a memory cap for the backend. The
     network computes in ``precision`` (:func:`~cryostream.denoise.network.load_network`).
     """
+    if getattr(stack, "ndim", None) == 2:  # one micrograph: 2-D in, 2-D out (as denoise's)
+        return denoise_array(stack[None], run, np.atleast_1d(percentiles)[:1], tile=tile,
+                             halo=halo, batch_size=batch_size, precision=precision)[0]
+    if getattr(stack, "ndim", None) != 3:
+        raise ConfigError(f"stack: a {getattr(stack, 'ndim', '?')}-D array; give one "
+                          "micrograph (y, x) or a stack (micrograph, y, x)")
     tile, halo, batch_size, heights, _, _ = window_layout(str(run), stack.shape[1:], tile, halo,
                                                           batch_size, precision)
     banded = stack.rechunk({0: 1, 1: heights, 2: -1})
