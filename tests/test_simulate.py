@@ -150,8 +150,58 @@ def test_files_headers_and_star(tmp_path):
 def test_refuses_to_overwrite(tmp_path):
     cryostream.simulate(tmp_path, 1, shape=(128, 128))
     with pytest.raises(cryostream.StoreError, match="pass overwrite=True"):
-        cryostream.simulate(tmp_path, 1, shape=(128, 128))
-    cryostream.simulate(tmp_path, 1, shape=(128, 128), overwrite=True)
+        cryostream.simulate(tmp_path, 1, shape=(128, 128), seed=1)
+    cryostream.simulate(tmp_path, 1, shape=(128, 128), seed=1, overwrite=True)
+
+
+def test_the_same_simulation_again_is_kept_and_another_is_refused_saying_what_differs(
+        tmp_path, capsys):
+    """A notebook cell that simulates, run again: it was refused ("already holds a simulated
+    set; pass overwrite=True"), though prepare and denoise keep finished work. The same count
+    and config (the same seed: the same bytes) into a folder holding that finished set gives
+    it back at once, nothing written; other arguments are refused naming what differs; a file
+    of the set gone is named; --overwrite simulates again."""
+    from tests.faults_support import assert_user_error, cli
+
+    config = SimulateConfig(shape=(64, 96), even_odd=True, seed=3)
+    first = cryostream.simulate(tmp_path / "sim", 2, config=config)
+    before = _tree(first.root)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sim").rglob("*")}
+    again = cryostream.simulate(tmp_path / "sim", 2, config=config)
+    assert again.kept and not first.kept and again.seconds == 0.0
+    assert (again.micrographs, again.truths, again.evens, again.odds) == (
+        first.micrographs, first.truths, first.evens, first.odds)
+    assert again.micrographs_star == first.micrographs_star
+    assert _tree(first.root) == before
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sim").rglob("*")} == stamps
+    with pytest.raises(cryostream.StoreError) as info:
+        cryostream.simulate(tmp_path / "sim", 3, config=SimulateConfig(shape=(64, 64),
+                                                                       even_odd=True, seed=3))
+    assert str(info.value) == (
+        f"{tmp_path / 'sim'} already holds a simulated set of other arguments (count 2 there, "
+        "3 asked for; shape 64 96 there, 64 64 asked for); pass overwrite=True (--overwrite) "
+        "to replace it, or choose another folder")
+    assert _tree(first.root) == before
+    # the command line: the same command kept (status 0, said so), another refused
+    sim = tmp_path / "cli"
+    command = ["simulate", sim, "--count", "1", "--shape", "64", "64", "--quiet"]
+    assert cli(capsys, *command).rc == 0
+    made = _tree(sim)
+    kept = cli(capsys, *command)
+    assert kept.rc == 0 and kept.out.strip() == (
+        f"{sim} already holds this simulation: 1 micrograph of 64 × 64 px with these options "
+        "and seed; kept as it is (--overwrite simulates it again)")
+    line = assert_user_error(cli(capsys, *command, "--dose", "20"), str(sim))
+    assert line.endswith("(dose_e_per_angstrom2 50.0 there, 20.0 asked for); pass --overwrite "
+                         "to replace it, or choose another folder"), line
+    assert _tree(sim) == made
+    (sim / "truth" / "sim_0000.mrc").unlink()
+    line = assert_user_error(cli(capsys, *command), "sim_0000.mrc")
+    assert line == (f"cryostream simulate: error: {sim} holds this simulation, but "
+                    f"{sim}/truth/sim_0000.mrc is gone; pass --overwrite to simulate the set "
+                    "again, or choose another folder")
+    assert cli(capsys, *command, "--overwrite").rc == 0
+    assert _tree(sim, star_time=False) == _tree_of(made)  # the same bytes again
 
 
 def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_others(tmp_path):
@@ -361,6 +411,11 @@ def test_sets_without_the_note_are_taken_as_they_are(tmp_path, capsys):
         result = cli(capsys, "prepare", given, "-o", tmp_path / f"s{i}.h5", "--patch", "32",
                      "--quiet")
         assert result.rc == 0, result.describe()
+
+
+def _tree_of(tree: dict) -> dict:
+    """``tree`` (:func:`_tree`'s) with its STAR files' first line (their time) left out."""
+    return {k: v.split(b"\n", 1)[1] if k.endswith(".star") else v for k, v in tree.items()}
 
 
 def _tree(root, *, star_time: bool = True) -> dict:

@@ -54,10 +54,15 @@ def run(args: argparse.Namespace) -> int:
     config = simulate_config(args)
     result = simulate(args.out, args.count, config=config, overwrite=args.overwrite,
                       progress=not args.quiet)
-    written = result.micrographs + result.truths + result.evens + result.odds
-    nbytes = sum(p.stat().st_size for p in written)
     rows, cols = config.shape
     one = len(result.micrographs) == 1
+    if result.kept:
+        print(f"{result.root} already holds this simulation: {len(result.micrographs)} "
+              f"micrograph{'' if one else 's'} of {rows} × {cols} px with these options and "
+              "seed; kept as it is (--overwrite simulates it again)")
+        return 0
+    written = result.micrographs + result.truths + result.evens + result.odds
+    nbytes = sum(p.stat().st_size for p in written)
     print(
         f"simulated {len(result.micrographs)} micrograph{'' if one else 's'}"
         f" of {rows} × {cols} px "

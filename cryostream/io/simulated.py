@@ -17,7 +17,7 @@ from cryostream.errors import InvalidMicrographError
 from cryostream.io.paths import write_whole
 
 __all__ = ["FINISHED", "UNFINISHED", "SET_FOLDERS", "mark_unfinished", "mark_finished",
-           "unfinished_set", "unfinished_request", "check_sets_finished"]
+           "finished_request", "unfinished_set", "unfinished_request", "check_sets_finished"]
 
 #: The set's config and the cryostream version, written once every file of the set is.
 FINISHED = "simulate.json"
@@ -47,6 +47,25 @@ def unfinished_request(root: Path) -> dict | None:
             or not isinstance(note.get("count"), int):
         return None
     return {"count": note["count"], "config": note.get("config")}
+
+
+def finished_request(root: Path) -> dict | None:
+    """What the simulation that finished ``root`` (its :data:`FINISHED`) was asked for: a dict
+    of its ``count`` (where an earlier version did not record it, the micrographs in
+    ``micrographs/``) and ``config``; None where that file cannot be read as one."""
+    try:
+        done = json.loads((root / FINISHED).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(done, dict) or done.get("kind") != "SimulateConfig" \
+            or not isinstance(done.get("config"), dict):
+        return None
+    count = done.get("count")
+    if not isinstance(count, int):
+        folder = root / "micrographs"
+        count = sum(1 for p in folder.iterdir() if re.fullmatch(r"sim_\d{4,}\.mrc", p.name)) \
+            if folder.is_dir() else 0
+    return {"count": count, "config": done["config"]}
 
 
 def mark_finished(root: Path, config_json: str) -> None:

@@ -12,8 +12,9 @@ Layout of a simulated set ``OUT``::
                                       particle other than T20S (``SimulateConfig.particle``)
                                       also each particle's shape as ``rlnClassNumber``
                                       (1 + its index in ``PARTICLE_SHAPES``)
-    OUT/simulate.json                 the SimulateConfig and the cryostream version, written
-                                      last: a set without it is not finished
+    OUT/simulate.json                 the SimulateConfig, the count and the cryostream
+                                      version, written last: a set without it is not
+                                      finished; the same call again keeps the set it records
     OUT/simulate.unfinished           only while it is being made (or after a stop: run the
                                       same command again), which prepare and evaluate refuse;
                                       it holds the count and config, so only the same
@@ -45,6 +46,7 @@ from cryostream.io.mrc import labelled_by, write_micrograph
 from cryostream.io.simulated import (
     FINISHED,
     UNFINISHED,
+    finished_request,
     mark_finished,
     mark_unfinished,
     unfinished_request,
@@ -62,7 +64,8 @@ class SimulatedSet:
     """Paths of a simulated set written by :func:`simulate`.
 
     ``evens`` and ``odds`` are the half-sums, one per micrograph in the same order, with
-    ``SimulateConfig.even_odd``; empty without.
+    ``SimulateConfig.even_odd``; empty without. ``kept``: ``out`` held this very simulation
+    (the same count and config), finished; it was kept as it is (``seconds`` 0).
     """
 
     root: Path
@@ -73,6 +76,7 @@ class SimulatedSet:
     seconds: float
     evens: tuple[Path, ...] = ()
     odds: tuple[Path, ...] = ()
+    kept: bool = False  # the same simulation was there already: kept, nothing written
 
     def __fspath__(self) -> str:
         """The set's folder, so that the set itself may be given where a path is taken
@@ -107,6 +111,10 @@ def simulate(
         ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
         Replace an earlier simulation in ``out`` (its micrographs of another count go too).
+        Without it, a finished set of the same count and config (the same seed: the same
+        bytes) is kept as it is and returned at once (``SimulatedSet.kept``), so a notebook
+        cell run again costs nothing; a finished set of other arguments is refused, naming
+        what differs.
         A simulation stopped short (``simulate.unfinished`` in ``out``, which ``prepare``
         and ``evaluate`` refuse) is made whole without it by the same call (the same count
         and config); one of other arguments needs it. Files simulate would write or replace
@@ -138,13 +146,10 @@ def simulate(
     root = Path(out)
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
-    if not overwrite and (root / FINISHED).exists():
-        raise StoreError(
-            f"{root} already holds a simulated set; pass overwrite=True (--overwrite) "
-            "or choose another folder"
-        )
-    ours = _earlier_files(root)
     request = json.loads(to_json(config))["config"]  # as simulate.json and the note hold it
+    if not overwrite and (root / FINISHED).exists():  # this call's set kept, another refused
+        return _finished_again(root, count, config, request)
+    ours = _earlier_files(root)
     if not (root / FINISHED).exists():  # else an earlier set's files, replaced with overwrite
         _check_earlier(root, count, request, overwrite, [
             *(folder / _image_name(folder, index) for index in range(count)
@@ -161,8 +166,7 @@ def simulate(
     except OSError as exc:
         raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
     start = time.perf_counter()
-    mic_rows, particle_rows, mics, truths = [], [], [], []
-    halves: dict[str, list[Path]] = {"Even": [], "Odd": []}
+    mic_rows, particle_rows = [], []
     ps = config.pixel_size_angstrom
     for index in tqdm(range(count), desc="simulate", unit="mic", disable=not progress):
         sim = simulate_micrograph(config, index)
@@ -170,15 +174,12 @@ def simulate(
         label = f"cryostream simulate seed={config.seed} index={index}"
         write_micrograph(mic_dir / name, sim.noisy, ps, history=label, overwrite=True)
         write_micrograph(truth_dir / name, sim.truth, ps, history=label + " truth", overwrite=True)
-        mics.append(mic_dir / name)
-        truths.append(truth_dir / name)
         half_names = {}
         for which, folder, image in zip(("Even", "Odd"), half_dirs, (sim.even, sim.odd),
                                         strict=False):
             half = folder / _image_name(folder, index)
             write_micrograph(half, image, ps, history=f"{label} {which.lower()} frames",
                              overwrite=True)
-            halves[which].append(half)
             half_names[f"rlnMicrographName{which}"] = f"{folder.name}/{half.name}"
         mic_rows.append(
             {
@@ -213,17 +214,58 @@ def simulate(
         columns.append("rlnClassNumber")
     starfile.write({"particles": pd.DataFrame(particle_rows, columns=columns)}, particle_star,
                    overwrite=True)
-    mark_finished(root, to_json(config) + "\n")  # last
-    return SimulatedSet(
-        root=root,
-        micrographs=tuple(mics),
-        truths=tuple(truths),
-        micrographs_star=mic_star,
-        particles_star=particle_star,
-        seconds=time.perf_counter() - start,
-        evens=tuple(halves["Even"]),
-        odds=tuple(halves["Odd"]),
-    )
+    done = {**json.loads(to_json(config)), "count": count}  # what a call again compares
+    mark_finished(root, json.dumps(done, sort_keys=True) + "\n")  # last
+    return _set_of(root, count, config, time.perf_counter() - start)
+
+
+def _set_of(root: Path, count: int, config: SimulateConfig, seconds: float,
+            kept: bool = False) -> SimulatedSet:
+    """The paths of the set of ``count`` micrographs with ``config`` in ``root``."""
+    folders = ("micrographs", "truth", *(("even", "odd") if config.even_odd else ()))
+    paths = {name: tuple(root / name / _image_name(root / name, index) for index in range(count))
+             for name in folders}
+    return SimulatedSet(root=root, micrographs=paths["micrographs"], truths=paths["truth"],
+                        micrographs_star=root / "micrographs.star",
+                        particles_star=root / "particles.star", seconds=seconds,
+                        evens=paths.get("even", ()), odds=paths.get("odd", ()), kept=kept)
+
+
+def _finished_again(root: Path, count: int, config: SimulateConfig,
+                    request: dict) -> SimulatedSet:
+    """The finished set in ``root`` when it is this call's (``count`` micrographs with
+    ``config``, ``request`` as ``simulate.json`` holds it, every file there), kept as it is;
+    else a :class:`StoreError` saying what differs, or which file is gone."""
+    done = finished_request(root)
+    if done is None:
+        raise StoreError(f"{root / FINISHED}: cannot be read as the record of a cryostream "
+                         "simulate, so whether it holds this simulation is not known; pass "
+                         "overwrite=True (--overwrite) to simulate it again, or choose another "
+                         "folder")
+    old = done["config"]
+    differs = ([f"count {done['count']} there, {count} asked for"]
+               if done["count"] != count else [])
+    differs += [f"{key} {_shown(old.get(key))} there, {_shown(request.get(key))} asked for"
+                for key in sorted(set(old) | set(request)) if old.get(key) != request.get(key)]
+    if differs:
+        raise StoreError(f"{root} already holds a simulated set of other arguments "
+                         f"({'; '.join(differs)}); pass overwrite=True (--overwrite) to "
+                         "replace it, or choose another folder")
+    kept = _set_of(root, count, config, 0.0, kept=True)
+    gone = next((p for p in (*kept.micrographs, *kept.truths, *kept.evens, *kept.odds,
+                             kept.micrographs_star, kept.particles_star) if not p.is_file()), None)
+    if gone is not None:
+        raise StoreError(f"{root} holds this simulation, but {gone} is gone; pass "
+                         "overwrite=True (--overwrite) to simulate the set again, or choose "
+                         "another folder")
+    return kept
+
+
+def _shown(value) -> str:
+    """A config value as a command's flags take it (a pair as ``1024 1024``)."""
+    if value is None:
+        return "none"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _image_name(folder: Path, index: int) -> str:
