@@ -62,7 +62,9 @@ class TrainResult:
     final_loss: float
     eval: dict
     seconds: float
-    patches_per_second: float
+    #: patches a second over this call's steps after its first two (the first compiles);
+    #: None where it made no more steps than those (nothing was timed)
+    patches_per_second: float | None
     #: :func:`~cryostream.progress.loss_spike`: the loss spiked and came back (warned), or None
     loss_spike: dict | None = None
 
@@ -291,7 +293,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
     step_fn = None
     eval_fn = make_eval_step(graphdef, noise=noise, seed=config.seed, noise_table=loader.noise_table)
     guard = DivergenceGuard(eval_fn, log, warmup=config.warmup_steps)
-    step = int(state["step"])
+    step = begun = int(state["step"])  # a resumed run's first step here compiles too
     if progress:
         from tqdm.auto import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step") if progress else None
@@ -345,7 +347,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
                     interrupt.check()  # one that came as it compiled: nothing trained to save
                 state, out = step_fn(state, batch)
                 step = done = step + 1
-                if step == 2:  # the first step compiled; time from here
+                if step == begun + 2:  # the first step compiled; time from here
                     jax.block_until_ready(out)
                     t_mark = time.perf_counter()
                 elif t_mark is not None:
@@ -412,7 +414,7 @@ def _train(store, run, config, resume, progress, stop_at, time_limit_s, init_par
     spike = loss_spike(rows)
     warn_loss_spike(run, spike)
     final_eval = next((r for r in reversed(rows) if "eval_psnr" in r), {})
-    rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else float("nan")
+    rate = timed_steps * config.batch_size / timed_seconds if timed_seconds else None
     return TrainResult(run=run, steps=step, final_loss=last.get("loss", math.nan),
                        eval={k[5:]: v for k, v in final_eval.items() if k.startswith("eval_")},
                        seconds=time.perf_counter() - start_time, patches_per_second=rate,

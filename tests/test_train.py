@@ -389,3 +389,34 @@ def test_a_training_from_python_is_noted_on_the_cryostream_logger(store, tmp_pat
     train(store, tmp_path / "own", config, on_metrics=rows.append, log=lambda *_: None)
     train(store, tmp_path / "bar", config, progress=True, log=lambda *_: None)
     assert not [n for n in notes if n.startswith("training: step ")] and rows
+
+
+def test_a_resumed_training_gives_its_speed_or_none_where_nothing_was_timed(store, tmp_path,
+                                                                            capsys):
+    """A short training resumed: ``patches_per_second`` was nan (its steps were timed only
+    from step 2 of the run, which a resumed call never reaches). It is timed from this call's
+    second step; where the call made too few steps to time any, it is None, and the command's
+    summary leaves the speed out (it never prints nan)."""
+    import math
+
+    four = cryostream.TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4,
+                                  eval_every=4, checkpoint_every=4)  # as the flags below give
+    first = train(store, tmp_path / "run", four, log=lambda *_: None)
+    assert first.patches_per_second is not None and first.patches_per_second > 0
+    more = dataclasses.replace(four, steps=8)
+    resumed = train(store, tmp_path / "run", more, resume=True, log=lambda *_: None)
+    assert resumed.steps == 8
+    assert resumed.patches_per_second is not None and math.isfinite(resumed.patches_per_second)
+    assert resumed.patches_per_second > 0
+    # one step more: compiled, not timed
+    args = ["train", str(store), "-o", str(tmp_path / "run"), "--model", "unet-small",
+            "--steps", "9", "--batch-size", "4", "--precision", "fp32", "--eval-every", "4",
+            "--checkpoint-every", "4", "--resume", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out.startswith("trained unet-small from step 8 to 9 into ") and "nan" not in out
+    assert "patches/s" not in out, out
+    # two more: the first compiles, the second starts the clock; none is timed
+    once = train(store, tmp_path / "run", dataclasses.replace(four, steps=10), resume=True,
+                 log=lambda *_: None)
+    assert once.steps == 10 and once.patches_per_second is None

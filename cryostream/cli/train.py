@@ -111,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
     ev = r.eval
     test = (f"test PSNR {ev['psnr']:.2f} dB (noisy input {ev['noisy_psnr']:.2f} dB)"
             if ev else "no test split")
-    import math
-
-    speed = (f"{r.patches_per_second:.1f} patches/s, " if math.isfinite(r.patches_per_second)
+    speed = (f"{r.patches_per_second:.1f} patches/s, " if r.patches_per_second is not None
              else "")  # too few steps to time
     steps = f"from step {done[0]} to {r.steps}" if done else f"for {r.steps} step{'s' * (r.steps != 1)}"
     print(f"trained {config.model} {steps} into {r.run}: loss {r.final_loss:.4g}, "
