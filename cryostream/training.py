@@ -62,9 +62,7 @@ class TrainResult:
     final_loss: float
     eval: dict
     seconds: float
-    #: patches a second over this call's steps after its first two (the first compiles);
-    #: None where it made no more steps than those (nothing was timed)
-    patches_per_second: float | None
+    patches_per_second: float | None  #: after this call's first two steps; None: none timed
     #: :func:`~cryostream.progress.loss_spike`: the loss spiked and came back (warned), or None
     loss_spike: dict | None = None
 
