@@ -205,8 +205,10 @@ def held_interrupt(note: str | Callable[[], str],
     :data:`DUPLICATE_S`). The handler before is put back after.
 
     Only in the main thread and when SIGINT has Python's default handler (a program that
-    handles SIGINT itself, or ignores it, keeps its own way); otherwise the block runs as it
-    is and :attr:`Interrupt.requested` stays ``False``.
+    handles SIGINT itself keeps its own way); otherwise the block runs as it is and
+    :attr:`Interrupt.requested` stays ``False``. Where SIGINT is ignored (a process started so:
+    a background job of a shell script, ``cmd &``), it stays ignored and SIGTERM alone is held
+    back (a batch system's time limit then keeps the step under way too).
 
     Examples
     --------
@@ -215,8 +217,9 @@ def held_interrupt(note: str | Callable[[], str],
     ...         interrupt.check()  # a safe point: the work so far is whole
     """
     interrupt, arrivals = Interrupt(), Arrivals()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    main = threading.current_thread() is threading.main_thread()
+    sigint = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if not sigint and not (main and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
         yield interrupt
         return
 
@@ -233,10 +236,12 @@ def held_interrupt(note: str | Callable[[], str],
         said = note() if callable(note) else note
         log(as_sigterm(said) if term else said)
 
-    signal.signal(signal.SIGINT, handler)
+    if sigint:  # (ignored: kept so)
+        signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler)  # held the same way (a time limit)
     try:
         yield interrupt
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)

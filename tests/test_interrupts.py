@@ -90,6 +90,38 @@ def test_a_program_that_handles_sigint_keeps_its_way():
         signal.signal(signal.SIGINT, before)
 
 
+def test_sigint_ignored_stays_so_and_sigterm_alone_is_held_back():
+    """A process started with SIGINT ignored (a background job of a job script): SIGTERM, the
+    batch system's time limit, had not been held back (it raised where the step was, or ended
+    the process); now it is, as where Ctrl-C has Python's handler, and Ctrl-C stays ignored."""
+    from cryostream.interrupts import Terminated
+
+    said = []
+
+    def ending(signum, frame):
+        raise AssertionError("SIGTERM not held back: it ends the process here")
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGTERM, ending)
+    try:
+        with held_interrupt("interrupted: stopping after this step (Ctrl-C again stops at once)",
+                            said.append) as interrupt:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)  # ignored, as the process was started
+            assert not interrupt.requested
+            signal.raise_signal(signal.SIGTERM)  # held back: noted, not raised here
+            assert interrupt.requested and interrupt.terminated
+            assert said == ["terminated (SIGTERM): stopping after this step (SIGTERM again stops "
+                            "at once)"]
+            with pytest.raises(Terminated):
+                interrupt.check()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is ending
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_another_thread_installs_nothing():
     seen = []
 

@@ -378,3 +378,31 @@ def test_a_second_signal_of_the_other_kind_is_named_as_it_is(tiny_run, tmp_path,
     assert lines[-1].endswith(f"; the checkpoint of step {kept[-1]} is kept in {run}: the same "
                               "command with --resume continues from it" if kept else
                               "; no checkpoint was written: run the same command again to start")
+
+
+def test_train_started_with_ctrl_c_ignored_keeps_its_step_on_sigterm(tiny_run, tmp_path):
+    """`cryostream train ... &` in a job script (SIGINT ignored as the process starts) and then
+    the batch system's SIGTERM: the training did not hold it back (only over Python's own
+    SIGINT handler), so SIGTERM raised where the loop was, with no note, and the steps since
+    the last checkpoint were lost (`no checkpoint was written`, a thousand steps in). Now SIGTERM
+    alone is held back there, as it is otherwise: the step under way is finished and saved,
+    status 143, and Ctrl-C stays ignored."""
+    from tests.faults_support import finished_steps, signalled_cli
+
+    run = tmp_path / "run"
+    status, err = signalled_cli(
+        "train", tiny_run.store, "-o", run, "--model", "unet-small", "--precision", "fp32",
+        "--steps", "1000", "--batch-size", "4", "--checkpoint-every", "1000", "--eval-every",
+        "1000", cwd=tmp_path, sigint_ignored=True, signals=[
+            (signal.SIGINT, lambda err: (run / "metrics.jsonl").is_file()
+             and bool((run / "metrics.jsonl").read_text())),
+            (signal.SIGTERM, lambda err: True)])
+    assert status == 143 and "Traceback" not in err, err[-3000:]
+    assert ("cryostream: terminated (SIGTERM): finishing the step under way, then saving it "
+            "(SIGTERM again stops at once, without saving it)") in err, err[-3000:]
+    kept = finished_steps(run)
+    assert kept and 10 <= kept[-1] < 1000, kept  # a row was logged at step 10 before it
+    assert err.splitlines()[-1].startswith("cryostream train: terminated (SIGTERM) after ")
+    assert err.splitlines()[-1].endswith(f"; the checkpoint of step {kept[-1]} is kept in {run}: "
+                                         "the same command with --resume continues from it")
+    load_model(run, kept[-1])  # whole: verified against its checksums
