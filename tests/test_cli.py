@@ -486,20 +486,22 @@ def _denoise_like(seconds: float, interrupts: int, signum=None, gap: float = 0.2
     return command
 
 
-def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys):
+def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys, tmp_path):
     import signal
 
     before = signal.getsignal(signal.SIGINT)
     import re
 
-    args = argparse.Namespace(command="denoise", output="den4", func=_denoise_like(0.3, 1))
+    out = tmp_path / "den4"
+    out.mkdir()  # (the finished micrographs' folder)
+    args = argparse.Namespace(command="denoise", output=str(out), func=_denoise_like(0.3, 1))
     assert cli_common.run_command(args) == 130
     err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
     assert err.splitlines() == [
         "cryostream denoise: stopping after the micrographs in progress (each is written whole "
         "or not at all); Ctrl-C again to stop at once",
         "the micrograph in progress is finished",  # after the first line, not before it
-        "cryostream denoise: interrupted after N s; the finished micrographs are kept in den4: "
+        f"cryostream denoise: interrupted after N s; the finished micrographs are kept in {out}: "
         "run the same command again to denoise the rest (it skips the finished ones) and write "
         "denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGINT) is before

@@ -338,6 +338,22 @@ def test_sigterm_before_any_micrograph_is_finished_says_nothing_was_written(tiny
     assert not out.exists()
 
 
+def test_ctrl_c_before_any_micrograph_began_says_nothing_was_written(tiny_run, tmp_path):
+    """Ctrl-C as `cryostream denoise` gets ready (its output folder made, no micrograph begun
+    yet): the folder, which holds nothing, is removed, and the last line said the finished
+    micrographs were kept in it (SIGTERM's, and a script's KeyboardInterrupt, said nothing was
+    written). Now it says so too."""
+    out = tmp_path / "out"
+    status, lines = _denoised(
+        tiny_run, out, slowed=("cryostream.denoise.workers.default_workers", 3, "before"),
+        signals=[(signal.SIGINT, lambda err: "[slowed] default_workers" in err)])
+    assert status == 130, lines
+    assert lines[-1] == ("cryostream denoise: interrupted after N s; no micrograph was finished "
+                         "and nothing was written: run the same command again to denoise "
+                         "them"), lines
+    assert not out.exists()
+
+
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
                                                                        capsys, monkeypatch):
     """`cryostream denoise` run in this process (cli.main from Python) with the default recipe

@@ -13,7 +13,8 @@ from pathlib import Path
 from cryostream.cli.signals import AT_ONCE
 
 __all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now",
-           "terminated_denoise_kept", "denoise_first", "denoise_at_once"]
+           "terminated_denoise_kept", "interrupted_denoise_kept", "denoise_first",
+           "denoise_at_once"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +130,20 @@ def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
             f"write {STAR_NAME}")
 
 
+def interrupted_denoise_kept(args: argparse.Namespace, began: float) -> str:
+    """What a ``denoise`` into ``args.output`` that Ctrl-C stopped kept: nothing, where no
+    folder is left (none was finished: the call removed the folder it had made, as a Ctrl-C
+    before the micrographs began leaves it), else the finished micrographs."""
+    from cryostream.denoise.outputs import STAR_NAME
+
+    out = args.output
+    if not Path(out).is_dir():
+        return ("no micrograph was finished and nothing was written: run the same command "
+                "again to denoise them")
+    return (f"the finished micrographs are kept in {out}: run the same command again to "
+            f"denoise the rest (it skips the finished ones) and write {STAR_NAME}")
+
+
 def denoise_first(told: object) -> str:
     """The note of a first Ctrl-C in ``denoise``, which finishes the micrographs in progress:
     how many (``told``: ``(count, seconds)``, :func:`~cryostream.denoise.pool.finish_here`'s,
@@ -180,10 +195,7 @@ INTERRUPTIONS = {
     # the note of a first Ctrl-C: how many are in progress, about how long they take (the
     # pace of their network passes); a second signal's line: how many outputs were written
     "denoise": Interruption(
-        first=denoise_first,
-        then="the finished micrographs are kept in {output}: run the same command again to "
-        "denoise the rest (it skips the finished ones) and write denoised_micrographs.star",
-        at_once=denoise_at_once),
+        first=denoise_first, then=interrupted_denoise_kept, at_once=denoise_at_once),
     # SIGTERM (a batch system's time limit, whose SIGKILL follows in 30 s): those in progress
     # are given up at once (cryostream.denoise.pool.Gate: none of them writes anything more),
     # and the process ends after its last line, not waiting for their threads; where none was
