@@ -136,3 +136,66 @@ def test_ctrl_c_in_a_scripts_denoise_says_what_it_waits_for_and_what_is_kept(tmp
     assert status == 0, err
     assert written("out") == sorted([f"{s}.{e}" for s in stems for e in ("json", "mrc")]
                                     + ["denoised_micrographs.star"])
+
+
+#: :data:`_DENOISING` with the default recipe's many network passes a micrograph, each slowed
+#: by a second as on a slow CPU, a note after each; each pass begun is told in the file
+#: ``PASSES`` (the first argument), where the test marks its second Ctrl-C.
+_MANY_PASSES = """
+import logging, sys, time
+import cryostream
+from cryostream.denoise import micrograph
+logging.basicConfig(format="%(message)s")
+logging.getLogger("cryostream").setLevel(logging.INFO)
+passes, plain = open(sys.argv[1], "a", buffering=1), micrograph.network_pass
+def slowed(*args, **kwargs):
+    passes.write("pass\\n")
+    time.sleep(1)
+    return plain(*args, **kwargs)
+micrograph.network_pass, micrograph.NOTE_EVERY_S = slowed, 0.0
+cryostream.denoise("general", sys.argv[3:], sys.argv[2], workers=1,
+                   config=cryostream.DenoiseConfig(ctf_gain=False))
+"""
+
+
+def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tmp_path):
+    """A script's second Ctrl-C gives the micrograph in progress up, the call raising at once;
+    but its thread went on through every network pass left (eight and more a micrograph with
+    the default ensemble, a minute or more each on a CPU), writing nothing, and the script's
+    process, which waits for it as it exits, ended only then. Now the thread starts no pass
+    more: the process ends once the pass under way is done."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from cryostream.denoise.pool import SCRIPT_STOPPING
+    from tests.faults_support import child_environment, wait_until
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=4)
+    passes = tmp_path / "passes.txt"
+    proc = subprocess.Popen([sys.executable, "-c", _MANY_PASSES, str(passes), "out",
+                             *map(str, sim.micrographs)], cwd=tmp_path, env=child_environment(),
+                            stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        assert wait_until(proc, lambda: "network pass 1 of " in "".join(err), timeout=300), err
+        proc.send_signal(signal.SIGINT)
+        assert wait_until(proc, lambda: SCRIPT_STOPPING in "".join(err), timeout=60), err
+        with open(passes, "a") as told:
+            told.write("second Ctrl-C\n")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    said = "".join(err)
+    assert proc.returncode in (-2, 130) and said.splitlines()[-1] == (
+        "KeyboardInterrupt: interrupted: no micrograph was finished and nothing was written; "
+        "call denoise again with the same arguments to denoise them"), said
+    told = passes.read_text().splitlines()
+    after = told[told.index("second Ctrl-C") + 1:]
+    assert len(told) - 1 - len(after) < 8 and len(after) <= 1, told  # the one under way at most
+    assert not (tmp_path / "out").exists()

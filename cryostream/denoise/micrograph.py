@@ -15,14 +15,9 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig
 from cryostream.denoise.defects import DefectWarning, find_defects, mend, mostly_blank, restore
-from cryostream.denoise.outputs import (
-    OutputPlan,
-    history_label,
-    input_stamps,
-    output_record,
-    write_output,
-)
+from cryostream.denoise.outputs import OutputPlan, history_label, input_stamps, output_record, write_output
 from cryostream.denoise.pace import PassNotes
+from cryostream.denoise.pool import Abandoned, given_up
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
@@ -146,12 +141,15 @@ def network_fn(run: str, config: DenoiseConfig, source: str | None = None, offse
     many again on the image binned by 2 for the binned pass, at each of its ``offsets``);
     with ``source``, a note at most every :data:`NOTE_EVERY_S` seconds while they run, with
     the time left for the micrograph at the pace so far (``notes``: a pair's, shared by its
-    halves, whose time left counts both; :class:`~cryostream.denoise.pace.PassNotes`)."""
+    halves, whose time left counts both; :class:`~cryostream.denoise.pace.PassNotes`). None
+    starts for a micrograph its call gave up (:func:`~cryostream.denoise.pool.given_up`)."""
     if source is not None:
         notes = notes or PassNotes()
         notes.begin_half(source, config, offsets, run)
 
     def network(image):
+        if given_up():  # (nothing of it is written: its thread ends soon, not passes later)
+            raise Abandoned("given up before its network passes were done")
         if source is not None:
             notes.passing()
         out = network_pass(run, image, tile=config.tile, halo=config.halo,
