@@ -199,3 +199,65 @@ def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tmp_p
     after = told[told.index("second Ctrl-C") + 1:]
     assert len(told) - 1 - len(after) < 8 and len(after) <= 1, told  # the one under way at most
     assert not (tmp_path / "out").exists()
+
+
+#: A script that denoises micrographs (its arguments after the output folder) on a cluster of
+#: its own, given as ``scheduler=`` (a LocalCluster of threads), each network pass slowed by a
+#: second and told in the file ``PASSES`` (the first argument) as it begins.
+_ON_ITS_CLUSTER = """
+import sys, time
+import cryostream
+from cryostream.denoise import micrograph
+from distributed import LocalCluster
+passes, plain = open(sys.argv[1], "a", buffering=1), micrograph.network_pass
+def slowed(*args, **kwargs):
+    passes.write("pass\\n")
+    time.sleep(1)
+    return plain(*args, **kwargs)
+micrograph.network_pass = slowed
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      host="127.0.0.1", protocol="tcp://") as cluster:
+        cryostream.denoise(sys.argv[3], sys.argv[4:], sys.argv[2], scheduler=cluster,
+                           config=cryostream.DenoiseConfig(ensemble=True, ctf_gain=False))
+"""
+
+
+def test_ctrl_c_in_a_scripts_denoise_on_its_own_cluster_is_answered_at_once(tiny_run, tmp_path):
+    """A script's ``denoise`` on a cluster it gave as ``scheduler=`` (now taken): a Ctrl-C waited
+    in silence for the micrographs under way on the workers (minutes each on a CPU), where the
+    same call in a thread pool warns at once. Now it is answered at once there too, once, in
+    the cluster's words, and the ``KeyboardInterrupt`` says what is kept."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from cryostream.denoise.cluster_pool import CLUSTER_STOPPING
+    from cryostream.denoise.pool import SCRIPT_STOPPING
+    from tests.faults_support import child_environment, wait_until
+
+    passes = tmp_path / "passes.txt"
+    proc = subprocess.Popen([sys.executable, "-c", _ON_ITS_CLUSTER, str(passes), "out",
+                             str(tiny_run.run), *map(str, tiny_run.sim.micrographs)], cwd=tmp_path,
+                            env=child_environment(), stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    try:
+        assert wait_until(proc, lambda: passes.is_file() and bool(passes.read_text()),
+                          timeout=300), "".join(err)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    lines = "".join(err).splitlines()
+    assert proc.returncode in (-2, 130), lines
+    # (the warning in the format of the logging distributed set up: WARNING:cryostream:...)
+    said = [i for i, line in enumerate(lines) if line.endswith(CLUSTER_STOPPING)]
+    assert len(said) == 1 and not any(SCRIPT_STOPPING in line for line in lines), lines
+    assert said[0] < lines.index("Traceback (most recent call last):")  # at once
+    assert lines[-1] == ("KeyboardInterrupt: interrupted: the finished micrographs are kept in "
+                         "out; call denoise again with the same arguments to denoise the rest (it "
+                         "skips the finished ones) and write denoised_micrographs.star"), lines

@@ -8,10 +8,18 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from cryostream.denoise.pool import gather, stop_on_first
+from cryostream.denoise.pool import gather, in_a_script, stop_on_first
 from cryostream.errors import ConfigError, DeviceMemoryError
 
-__all__ = ["Finished", "timed", "gather_cluster", "let_go"]
+__all__ = ["Finished", "timed", "gather_cluster", "let_go", "CLUSTER_STOPPING"]
+
+#: What a script is told at its first Ctrl-C while micrographs are under way on the workers of
+#: a scheduler it gave (an address, a Client or a cluster object), as
+#: :data:`~cryostream.denoise.pool.SCRIPT_STOPPING` in a thread pool here (the command line says
+#: it in its own words: cryostream.cli.kept).
+CLUSTER_STOPPING = ("interrupted: stopping after the micrographs under way on the cluster's "
+                    "workers (each is written whole or not at all; none more starts); Ctrl-C "
+                    "again to stop waiting for them (the workers write them all the same)")
 
 
 class Finished(NamedTuple):
@@ -55,7 +63,8 @@ def gather_cluster(client, job, todo: list, progress) -> list:
     meet (memory, a setting), or Ctrl-C or SIGTERM on a scheduler given by address (a
     LocalCluster's workers stop with the call), drops those not started as soon as it comes
     and waits for those under way (:func:`let_go`), as :func:`~cryostream.denoise.pool.finish`
-    lets them finish: nothing of the call is written after it ends. As each is done its
+    lets them finish: nothing of the call is written after it ends (a script is told so at
+    once: :data:`CLUSTER_STOPPING`; its second Ctrl-C stops the wait). As each is done its
     warnings (raised on the worker: :func:`cryostream.cluster.on_workers`) are shown here, and
     ``progress`` (a :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time
     on the worker, what the steps found and about how long those left take over the cluster's
@@ -86,7 +95,12 @@ def gather_cluster(client, job, todo: list, progress) -> list:
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: as here, those under way finish, none starts
         if client.cluster is None:  # a scheduler's workers, not ours: they would go on after
             progress.stop()         # the call (a LocalCluster's stop with it: nothing written)
-            let_go(client, futures)  # (a second signal ends the process at once)
+            if in_a_script() and not all(f.done() for f in futures):  # said at once
+                logging.getLogger("cryostream").warning(CLUSTER_STOPPING)
+            try:
+                let_go(client, futures)  # (a second signal ends the command line's at once)
+            except KeyboardInterrupt as again:  # a script's second Ctrl-C: one traceback
+                raise again from None
         raise
     return [None if r is None else forwarded(r, show=False).result
             for r in gather(futures, progress.total)]

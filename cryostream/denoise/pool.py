@@ -29,7 +29,7 @@ from cryostream.errors import (
 from cryostream.interrupts import Terminated
 
 __all__ = ["finish", "finish_here", "Gate", "Closed", "Abandoned", "AllFinished", "to_the_end",
-           "given_up", "stopped_call", "SCRIPT_STOPPING", "stop_on_first", "gather"]
+           "given_up", "stopped_call", "SCRIPT_STOPPING", "in_a_script", "stop_on_first", "gather"]
 
 
 class Abandoned(Exception):
@@ -266,7 +266,7 @@ def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None,
         if gate is not None and isinstance(stop, Terminated):  # those in progress given up
             gate.close()
             raise
-        if gate is not None and _in_a_script() and any(f.running() for f in futures):
+        if gate is not None and in_a_script() and any(f.running() for f in futures):
             logging.getLogger("cryostream").warning(SCRIPT_STOPPING)
         try:
             concurrent.futures.wait(futures)
@@ -286,7 +286,7 @@ SCRIPT_STOPPING = ("interrupted: stopping after the micrographs in progress (eac
                    "whole or not at all; none more starts); Ctrl-C again to give them up")
 
 
-def _in_a_script() -> bool:
+def in_a_script() -> bool:
     """Whether Ctrl-C has Python's own handler here: a script's call (the command line's
     handler says what happens itself)."""
     import signal
