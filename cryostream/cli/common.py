@@ -240,7 +240,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     import signal
     import threading
 
-    from cryostream.cli.signals import EndAtOnce, StopSoftly
+    from cryostream.cli.signals import EndAtOnce, StopSoftly, swallowed
     from cryostream.interrupts import ending_at_once
 
     on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
@@ -261,6 +261,8 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
     if soft:  # (the others keep Python's Ctrl-C, which training holds back itself, till SIGTERM)
         signal.signal(signal.SIGINT, handler)
     term = signal.signal(signal.SIGTERM, handler) if main else None
+    hook = sys.unraisablehook  # a stop's exception swallowed by a callback: raised again
+    sys.unraisablehook = swallowed if main else hook
     start, began = time.perf_counter(), time.time()
     stopped = None  # once interrupted: a further signal ends the process at once
     try:
@@ -291,6 +293,7 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
             stopped.line = None
         return 143 if isinstance(exc, Terminated) else 130
     finally:
+        sys.unraisablehook = hook
         if stopped is not None and process:
             stopped.through_the_exit()
         elif main:

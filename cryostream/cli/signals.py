@@ -115,6 +115,7 @@ class StopSoftly:
                  sigint: bool = True):
         self.command, self.first, self.arrivals = command, first, Arrivals()
         self.at_once, self.term, self.sigint = at_once, term, sigint
+        self.again = None  # the first signal, its exception swallowed: raised again (swallowed)
 
     def _ended(self, first: int, second: int, written: list) -> str:
         """The line of a second signal (``written``: as :func:`end_now` gives it)."""
@@ -122,6 +123,9 @@ class StopSoftly:
         return reworded(f"cryostream {self.command}: {at_once(first, second)}; {words}")
 
     def __call__(self, signum, frame):
+        if self.again == signum:  # the first's exception, swallowed where it was raised
+            self.again = None
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         if not self.arrivals.new(signum):  # the first, delivered twice
             return
         first = self.arrivals.first
@@ -212,3 +216,24 @@ def waited_for(work, on_stop):
         if not future.done():  # the wait interrupted, not the work's own error
             on_stop(thread)
         raise
+
+
+def swallowed(unraisable) -> None:
+    """:data:`sys.unraisablehook` while a command runs: a Ctrl-C's or SIGTERM's exception raised
+    where Python cannot raise one (in a callback of the garbage collector, JAX's among them, or
+    an object's ``__del__``: Python prints "Exception ignored" and goes on) is raised again in
+    the main thread, so that the command stops as its note said it would (it had said so, then
+    run to its end, status 0): the signal is sent to the main thread again, and its handler
+    raises the same stop (not a second signal); anything else as Python's own hook does."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import threading
+
+    signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+    handler = signal.getsignal(signum)
+    if isinstance(handler, StopSoftly):
+        handler.again = signum
+    # from another thread, once out of the callback: to the main thread, whose wait it wakes
+    threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum)).start()
