@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -18,17 +17,12 @@ import psutil
 
 from cryostream.dashboard import note_dashboard
 from cryostream.errors import ClusterError, ConfigError
-from cryostream.schedulers import scheduler_address
+from cryostream.schedulers import reachable_scheduler, scheduler_address, scheduler_host_port
 from cryostream.script_guard import start_cluster
 
 __all__ = ["WORKERS_PER_CORE", "check_cluster_options", "check_local_workers",
-           "check_scheduler_reachable", "compute_context", "computer", "forwarded",
+           "compute_context", "computer", "forwarded",
            "on_workers", "task_function", "Forwarded", "PeakMemory"]
-
-#: Seconds :func:`check_scheduler_reachable` waits for a scheduler to accept a connection.
-CONNECT_TIMEOUT = 5.0
-
-_NETWORK_PROTOCOLS = ("tcp", "tls", "ws", "wss")
 
 #: The most LocalCluster worker processes per CPU core this process may use: each is a Python
 #: process of its own, and far more than the cores only wait on each other (1000 on two cores
@@ -65,7 +59,7 @@ def check_cluster_options(*, scheduler: str | None = None, workers: int | None =
     if memory_limit is not None and memory_limit != "auto":
         _check_memory_limit(memory_limit)
     if scheduler is not None:
-        _scheduler_host_port(scheduler)
+        scheduler_host_port(scheduler)
 
 
 def check_local_workers(workers: int, name: str = "workers") -> None:
@@ -105,52 +99,6 @@ def _check_memory_limit(memory_limit) -> None:
     if not value >= 0:
         raise ConfigError(f"memory_limit={memory_limit!r} (--memory-limit): must not be negative; "
                           f"{fix}")
-
-
-def _scheduler_host_port(scheduler) -> tuple[str, int] | None:
-    """``(host, port)`` of a network scheduler address, ``None`` for other transports."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-    from distributed.comm.registry import backends
-
-    fix = "give the address the scheduler prints, e.g. tcp://10.0.0.5:8786"
-    if not isinstance(scheduler, str) or not scheduler.strip():
-        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): not a scheduler address; {fix}")
-    try:
-        protocol, location = parse_address(scheduler)
-        if protocol not in backends:
-            raise ValueError(f"unknown protocol {protocol!r}")
-        if protocol not in _NETWORK_PROTOCOLS:
-            return None
-        host, port = parse_host_port(location)
-        if not host or not 0 < int(port) < 65536:
-            raise ValueError("no host or no valid port")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): not a scheduler address "
-                          f"({exc}); {fix}") from None
-    return host, int(port)
-
-
-def check_scheduler_reachable(scheduler: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Check that something accepts connections at a scheduler's address, within ``timeout``
-    seconds (distributed itself would wait 30 s before giving up).
-
-    Raises
-    ------
-    ConfigError
-        The address is malformed, or nothing answers there in time.
-    """
-    address = _scheduler_host_port(scheduler)
-    if address is None:  # in-process or UCX: distributed checks it
-        return
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
-                  else exc.strerror or str(exc))
-        raise ConfigError(f"scheduler={scheduler!r} (--scheduler): no scheduler reachable at "
-                          f"{address[0]}:{address[1]} ({reason}); start it first or check the "
-                          "address") from None
 
 
 class PeakMemory:
@@ -223,7 +171,7 @@ def compute_context(
     given). ``log`` receives the dashboard link, or that the scheduler serves none
     (:func:`~cryostream.dashboard.note_dashboard`; None: a note of the ``cryostream`` logger,
     on stderr from the command line). The options are checked first (:func:`check_cluster_options`, and
-    :func:`check_scheduler_reachable` for a scheduler): a mistake is a
+    :func:`~cryostream.schedulers.reachable_scheduler` for a scheduler): a mistake is a
     :class:`~cryostream.errors.ConfigError`, never a hang. A Client or a cluster object in
     ``scheduler`` is taken as its scheduler's address (:func:`~cryostream.schedulers.scheduler_address`).
     """
@@ -241,8 +189,7 @@ def compute_context(
 
     from cryostream.cluster_logs import quiet_distributed, quiet_workers
 
-    if scheduler is not None:
-        check_scheduler_reachable(scheduler)
+    reachable_scheduler(scheduler)
 
     stack = contextlib.ExitStack()
     client_log = logging.getLogger("distributed.client")

@@ -25,7 +25,6 @@ from cryostream._version import __version__
 from cryostream.cluster import (
     PeakMemory,
     check_cluster_options,
-    check_scheduler_reachable,
     compute_context,
     computer,
     task_function,
@@ -78,7 +77,7 @@ from cryostream.preprocess import (
     statistics_and_noise,
 )
 from cryostream.progress import PrepareProgress
-from cryostream.schedulers import scheduler_address
+from cryostream.schedulers import reachable_scheduler, scheduler_address
 from cryostream.script_guard import refuse_script_rerun
 from cryostream.split import split_micrographs
 from cryostream.store import shard_folder, shard_name, write_master, write_shard
@@ -213,8 +212,7 @@ def prepare(
         if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
             return note_made_up_noise(keep_finished(output, stamp, halves=odd is not None,
                                                     start=start), config.noise, made_up)
-        if scheduler is not None:  # before anything is written
-            check_scheduler_reachable(scheduler)
+        reachable_scheduler(scheduler)  # a scheduler given: answering, before anything is written
         made = not shard_folder(output).exists()
         work = open_workspace(output, overwrite, stamp)
         folder = work.folder

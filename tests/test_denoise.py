@@ -722,6 +722,18 @@ def test_on_a_cluster_each_micrograph_done_is_noted_with_its_time_and_the_time_l
     assert re.search(r": \d+\.\d s$", done[2])
 
 
+def test_a_scheduler_that_is_gone_is_refused_before_any_note(tmp_path, notes):
+    """``denoise(scheduler=ADDRESS)`` where nothing answers: refused at once, as ``prepare``
+    refuses it, with the same check; it had loaded the model, read the inputs and noted
+    'denoising 1 micrograph ...' first (2–6 s on two cores)."""
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(128, 128), seed=0)
+    with pytest.raises(cryostream.ConfigError, match=r"^scheduler='tcp://127\.0\.0\.1:1' "
+                       r"\(--scheduler\): no scheduler reachable at 127\.0\.0\.1:1"):
+        denoise("general", sim.micrographs, tmp_path / "out", config=DenoiseConfig.raw(),
+                scheduler="tcp://127.0.0.1:1")
+    assert notes == [] and not (tmp_path / "out").exists()
+
+
 def test_a_cluster_needs_an_output_folder(trained):
     run, sim = trained
     with pytest.raises(cryostream.ConfigError, match="needs an output folder"):

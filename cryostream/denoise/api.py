@@ -42,6 +42,7 @@ from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
 from cryostream.io.paths import plain_path
+from cryostream.schedulers import reachable_scheduler
 from cryostream.script_guard import refuse_script_rerun
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
@@ -276,12 +277,12 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     check_config("config", config, DenoiseConfig)
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer "
-                              "≥ 1")
+            raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}): must be an integer ≥ 1")
     if scheduler is None and cluster_workers is not None:
         check_local_workers(cluster_workers, "cluster_workers")
     if output is None and (scheduler is not None or cluster_workers is not None):
         raise ConfigError("denoising on a cluster needs an output folder: -o DIR (Python: output=DIR)")
+    scheduler = reachable_scheduler(scheduler)  # one that is gone: refused before any note
     run = model_path(run)
     config = config_for(run, config)  # before any output folder is made
     check_tile(run, config.tile, config.halo)  # before any note or input is read
