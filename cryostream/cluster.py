@@ -162,6 +162,7 @@ def compute_context(
     dashboard_address: str = "127.0.0.1:0",
     report: str | None = None,
     log=None,
+    call: str,
 ) -> Iterator[object | None]:
     """Yield a ``distributed.Client`` (or None for the threaded scheduler).
 
@@ -174,6 +175,8 @@ def compute_context(
     :func:`~cryostream.schedulers.reachable_scheduler` for a scheduler): a mistake is a
     :class:`~cryostream.errors.ConfigError`, never a hang. A Client or a cluster object in
     ``scheduler`` is taken as its scheduler's address (:func:`~cryostream.schedulers.scheduler_address`).
+    ``call``: the call it runs (``prepare``, ``denoise``), which the error of a cluster lost
+    meanwhile names (a :class:`~cryostream.errors.ClusterError`: how to go on, what is kept).
     """
     scheduler = scheduler_address(scheduler)
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
@@ -224,22 +227,32 @@ def compute_context(
             except (concurrent.futures.CancelledError, CommClosedError) as exc:
                 # distributed's FutureCancelledError: the work was dropped on the cluster
                 client_log.disabled = True
-                raise _cluster_lost(exc, scheduler) from None
+                raise _cluster_lost(exc, scheduler, call) from None
     finally:  # the client's close after a lost scheduler logs its tracebacks: said in one line
         client_log.disabled = quiet
 
 
-def _cluster_lost(exc, scheduler: str | None) -> ClusterError:
-    """The :class:`ClusterError` of work the cluster dropped: its scheduler went away (the
-    connection lost) or the work was cancelled there (from the dashboard, another client)."""
+#: What each call keeps of a run its cluster stopped, and makes again (:func:`_cluster_lost`).
+_KEPT = {"prepare": "prepare keeps the shards it wrote and makes only the rest",
+         "denoise": "denoise keeps the micrographs it wrote and makes only the rest"}
+
+
+def _cluster_lost(exc, scheduler: str | None, call: str) -> ClusterError:
+    """The :class:`ClusterError` of the work of ``call`` (``prepare``, ``denoise``) that the
+    cluster dropped: its scheduler went away (the connection lost) or the work was cancelled
+    there (from the dashboard, another client). Said in a script's words (call it again; the
+    ``scheduler=`` keyword), and in the command line's (the same command; ``--scheduler``)."""
     reason = getattr(exc, "reason", None) or type(exc).__name__
     where = f"at {scheduler}" if scheduler is not None else "started here"
     lost = reason in ("scheduler-connection-lost", "CommClosedError")
-    what = "went away during the run" if lost else "cancelled this command's work"
-    again = ("run the same command again once the scheduler is back (or without --scheduler)"
-             if scheduler is not None and lost else "run the same command again")
-    return ClusterError(f"the Dask cluster {where} {what} ({reason}): {again}; denoise keeps "
-                        "the micrographs it wrote and makes only the rest")
+    what = f"went away during {call}" if lost else f"cancelled {call}'s work"
+    back = scheduler is not None and lost  # without the scheduler: on this machine
+    said = f"the Dask cluster {where} {what} ({reason}): {{}}; {_KEPT[call]}"
+    script = f"call {call} again with the same arguments" + (
+        " once the scheduler is back (or without scheduler=, to run on this machine)" if back else "")
+    command = "run the same command again" + (
+        " once the scheduler is back (or without --scheduler)" if back else "")
+    return ClusterError(said.format(script), command_line=said.format(command))
 
 
 def on_workers(function):

@@ -66,7 +66,14 @@ class DeviceMemoryError(CryostreamError, MemoryError):
 
 class ClusterError(CryostreamError, ConnectionError):
     """The Dask cluster a computation ran on went away during it (its scheduler stopped or the
-    connection to it was lost); what the command had finished is kept."""
+    connection to it was lost); what the command had finished is kept. Its message is a
+    script's (``call prepare again``, ``scheduler=``); ``command_line``, where given, the same
+    in the command line's words (``run the same command again``, ``--scheduler``), which the
+    command prints instead."""
+
+    def __init__(self, message: str, command_line: str | None = None):
+        super().__init__(message)
+        self.command_line = command_line
 
 
 def one_error(errors: list[InvalidMicrographError], total: int, fix: str, *,

@@ -221,7 +221,7 @@ def prepare(
         try:
             with PeakMemory() as peak, compute_context(
                 scheduler=scheduler, workers=workers, memory_limit=memory_limit,
-                dashboard_address=dashboard_address, report=report, log=log,
+                dashboard_address=dashboard_address, report=report, log=log, call="prepare",
             ) as client, PrepareProgress(len(headers)) if progress is None and client is None \
                     else contextlib.nullcontext():  # a script's call on threads: notes
                 compute = computer(client, bool(progress))

@@ -657,8 +657,10 @@ def test_on_a_scheduler_warnings_and_notes_come_back_and_a_lost_one_is_one_error
     empty = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")  # never runs
     threading.Timer(2.0, empty.close).start()
     with pytest.raises(cryostream.ClusterError, match=r"the Dask cluster at tcp://127\.0\.0\.1:"
-                       r"[0-9]+ went away during the run \(scheduler-connection-lost\): run the "
-                       r"same command again once the scheduler is back"):
+                       r"[0-9]+ went away during denoise \(scheduler-connection-lost\): call "
+                       r"denoise again with the same arguments once the scheduler is back \(or "
+                       r"without scheduler=, to run on this machine\); denoise keeps the "
+                       r"micrographs it wrote"):
         denoise(run, sim.micrographs[:2], tmp_path / "b", config=tiled,
                 scheduler=empty.scheduler_address)
 

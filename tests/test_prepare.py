@@ -303,7 +303,7 @@ def test_dashboard_is_real_and_local(micrographs, tmp_path):
     from cryostream.cluster import compute_context
 
     links = []
-    with compute_context(workers=1, log=links.append) as client:
+    with compute_context(workers=1, log=links.append, call="prepare") as client:
         link = client.dashboard_link
         assert link.startswith("http://127.0.0.1:")
         body = urllib.request.urlopen(link, timeout=30).read().decode()
@@ -353,6 +353,69 @@ def test_existing_scheduler_by_address(micrographs, tmp_path):
     with pytest.raises(StoreError, match="exists"):  # checked before any connection is made
         prepare(micrographs, out, other, scheduler="tcp://127.0.0.1:1")
     assert prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1").kept  # nothing to run
+
+
+class _CloseOnceConnected:
+    """A handler of the ``cryostream`` logger that closes ``cluster`` half a second after the
+    note of its dashboard: the call is connected to it then, and its work waiting there (a
+    cluster of no workers runs none)."""
+
+    def __init__(self, cluster):
+        import logging
+        import threading
+
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: "dashboard" in record.getMessage() and \
+            threading.Timer(0.5, cluster.close).start()
+
+    def __enter__(self):
+        import logging
+
+        logger = logging.getLogger("cryostream")
+        self.level = logger.level
+        logger.addHandler(self.handler)
+        logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("cryostream").removeHandler(self.handler)
+        logging.getLogger("cryostream").setLevel(self.level)
+
+
+def test_a_scheduler_lost_during_prepare_is_named_in_the_words_of_the_call(micrographs, tmp_path,
+                                                                          capsys):
+    """The scheduler of ``prepare(scheduler=...)`` goes away while prepare runs on it: one
+    ClusterError that names prepare, its shards and, in a script, the ``scheduler=`` keyword;
+    on the command line (``--scheduler``) the same command and the flag. It had spoken of
+    denoise and its micrographs, and of --scheduler in a script."""
+    from distributed import LocalCluster
+
+    for how in ("script", "command"):
+        cluster = LocalCluster(n_workers=0, dashboard_address=None, host="127.0.0.1")
+        address = cluster.scheduler_address
+        with _CloseOnceConnected(cluster):
+            if how == "script":
+                with pytest.raises(cryostream.ClusterError) as info:
+                    prepare(micrographs, tmp_path / "s.h5", CONFIG, scheduler=address)
+                said = str(info.value)
+            else:
+                assert main(["prepare", *map(str, micrographs), "-o", str(tmp_path / "c.h5"),
+                             "--patch", "64", "--scheduler", address]) == 2
+                said = capsys.readouterr().err.strip()
+        lost = (f"the Dask cluster at {address} went away during prepare "
+                "(scheduler-connection-lost): ")
+        if how == "script":
+            assert said == lost + ("call prepare again with the same arguments once the "
+                                   "scheduler is back (or without scheduler=, to run on this "
+                                   "machine); prepare keeps the shards it wrote and makes only "
+                                   "the rest")
+        else:
+            assert said.endswith(  # (after the progress bar, which --progress shows)
+                "cryostream prepare: error: " + lost + "run the same command again once the "
+                "scheduler is back (or without --scheduler); prepare keeps the shards it wrote "
+                "and makes only the rest"), said
+            assert "denoise" not in said and "Traceback" not in said, said
 
 
 @pytest.mark.slow

@@ -365,7 +365,9 @@ def for_the_command_line(message: object, options: dict[str, str] | None = None)
     Python names (``{"count": "--count"}``), so that ``count=0: must be ...`` becomes
     ``--count 0: must be ...`` where the message gives no option (a True or False stays).
     Where another program runs the command (``cryostream-relion``), as that program says it
-    (:func:`~cryostream.cli.signals.reworded`)."""
+    (:func:`~cryostream.cli.signals.reworded`). An error with words of its own for the command
+    line (``command_line``: a :class:`~cryostream.errors.ClusterError`) is said in those."""
+    message = getattr(message, "command_line", None) or message
     return reworded(_without_python(message, options))
 
 

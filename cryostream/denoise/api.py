@@ -333,7 +333,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
         progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
                                      config=config, micrographs=[m for m, _ in todo])  # -v's optics
-        with compute_context(scheduler=scheduler, workers=cluster_workers) as client, \
+        with compute_context(scheduler=scheduler, workers=cluster_workers, call="denoise") as client, \
                 reused_windows():
             if not todo:
                 results = []
