@@ -190,7 +190,7 @@ def compute_context(
     from distributed import Client, LocalCluster, performance_report
     from distributed.comm.core import CommClosedError
 
-    from cryostream.cluster_logs import quiet_distributed, quiet_workers
+    from cryostream.cluster_logs import quiet_distributed, worker_processes
 
     reachable_scheduler(scheduler)
 
@@ -201,7 +201,7 @@ def compute_context(
         with stack:
             if scheduler is not None:
                 client = stack.enter_context(Client(scheduler))
-            else:  # (distributed's INFO records held back until it has closed)
+            else:  # distributed's INFO held back till it has closed, here and on its workers
                 stack.enter_context(quiet_distributed())
                 cluster = stack.enter_context(
                     start_cluster(  # (a script without the guard, said so in one line)
@@ -209,6 +209,7 @@ def compute_context(
                         n_workers=workers or 1,
                         threads_per_worker=1 if workers else 2,
                         processes=bool(workers),
+                        worker_class=worker_processes() if workers else None,
                         memory_limit=memory_limit or "auto",
                         dashboard_address=dashboard_address,
                         host="127.0.0.1",
@@ -218,7 +219,6 @@ def compute_context(
                     )
                 )
                 client = stack.enter_context(Client(cluster))
-                quiet_workers(client)
             note_dashboard(client, log)  # only where the scheduler serves one
             if report is not None:
                 stack.enter_context(performance_report(filename=report))

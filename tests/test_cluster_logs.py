@@ -5,29 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 import pytest
 
 
 @pytest.mark.slow
-def test_quieting_the_workers_of_a_cluster_whose_worker_just_died_goes_on():
-    """``quiet_workers`` runs as the cluster starts; a worker that dies then (killed for its
-    memory, say: the nanny starts another) made ``client.run`` raise distributed's
-    CommClosedError, a traceback before any work, for the sake of fewer log lines (2 times in
-    3 a kill). Now the workers still there are quieted and the command goes on."""
-    from distributed import Client, LocalCluster
+def test_a_worker_started_again_by_its_nanny_is_quiet_too():
+    """Each worker process of a LocalCluster of cryostream's own holds distributed's INFO back
+    from its start, one that its nanny starts again after the first was killed (for its memory,
+    say) too: the workers had been quieted once, after the cluster started (``client.run``,
+    which had also raised distributed's CommClosedError where a worker had just died)."""
+    from cryostream.cluster import compute_context
 
-    from cryostream.cluster_logs import quiet_distributed, quiet_workers
-
-    with quiet_distributed(), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        for _ in range(5):  # (the scheduler may remove the dead worker first: then no error)
-            pids = client.run(os.getpid)
-            os.kill(next(iter(pids.values())), signal.SIGKILL)
-            quiet_workers(client)  # at once, as the scheduler learns the worker is gone
-            client.wait_for_workers(2, timeout=60)
-        quiet_workers(client)  # (a worker the nanny started again is not quiet until then)
+    with compute_context(workers=2, call="prepare", log=lambda line: None) as client:
+        killed = next(iter(client.run(os.getpid).values()))
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # (a worker that has just died makes client.run fail: passed over)
+            pids = set(client.run(os.getpid, on_error="ignore").values())
+            if len(pids) == 2 and killed not in pids:
+                break
+            assert time.monotonic() < deadline, "the nanny started no worker again"
+            time.sleep(0.2)
         levels = client.run(lambda: logging.getLogger("distributed").getEffectiveLevel())
         assert list(levels.values()) == [logging.WARNING] * 2, levels
 
@@ -48,3 +48,55 @@ def test_a_level_set_on_purpose_is_left_and_the_old_one_put_back():
             assert logger.level == level
     finally:
         logger.setLevel(before)
+
+
+#: A script as the quick start begins one (its logging lines at the top, which each worker
+#: process runs again as it starts), then prepare on a LocalCluster of two workers, then a
+#: warning of distributed's on a worker of a LocalCluster of cryostream's own.
+_QUICKSTART_SCRIPT = '''\
+import logging
+import sys
+
+import cryostream
+
+logging.basicConfig(format="%(name)s: %(message)s")
+logging.getLogger("cryostream").setLevel(logging.INFO)
+
+
+def warn():
+    logging.getLogger("distributed.worker").warning("a warning of distributed's")
+
+
+if __name__ == "__main__":
+    from cryostream.cluster import compute_context
+
+    sim = cryostream.simulate(sys.argv[1] + "/sim", 2, shape=(128, 128), seed=0)
+    cryostream.prepare(sim.micrographs, sys.argv[1] + "/d.h5",
+                       cryostream.PrepareConfig(patch_size=64), workers=2)
+    with compute_context(workers=1, call="prepare", log=lambda line: None) as client:
+        client.run(warn)
+'''
+
+
+@pytest.mark.slow
+def test_a_scripts_logging_lines_show_no_worker_start_up_of_distributeds(tmp_path):
+    """The quick start's logging lines at the top of a script, then ``prepare(workers=2)``:
+    about 30 lines of distributed's (each worker's start-up: 'Start worker at', 'Threads',
+    'Memory', ..., then 'Run out-of-band function') came through the root handler that each
+    worker process made as it ran the script's top again. Now none; cryostream's own notes
+    (the dashboard's link) are there, and a warning of distributed's on a worker still is."""
+    import subprocess
+    import sys
+
+    from tests.faults_support import child_environment
+
+    script = tmp_path / "quickstart.py"
+    script.write_text(_QUICKSTART_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=child_environment())
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if line.startswith("distributed")] == [
+        "distributed.worker: a warning of distributed's"], done.stderr
+    assert any(line.startswith("cryostream: Dask dashboard: http://127.0.0.1:") for line in lines)
+    assert (tmp_path / "d.h5").is_file()
