@@ -190,9 +190,16 @@ def compute_context(
     from distributed import Client, LocalCluster, performance_report
     from distributed.comm.core import CommClosedError
 
-    from cryostream.cluster_logs import quiet_distributed, worker_processes
+    from cryostream.cluster_logs import (
+        ctrl_c_here_alone,
+        quiet_closing,
+        quiet_distributed,
+        quiet_interrupted_gathers,
+        worker_processes,
+    )
 
     reachable_scheduler(scheduler)
+    quiet_interrupted_gathers()  # (a Ctrl-C in a gather: one record for each of its tasks)
 
     stack = contextlib.ExitStack()
     client_log = logging.getLogger("distributed.client")
@@ -203,9 +210,9 @@ def compute_context(
                 client = stack.enter_context(Client(scheduler))
             else:  # distributed's INFO held back till it has closed, here and on its workers
                 stack.enter_context(quiet_distributed())
-                cluster = stack.enter_context(
-                    start_cluster(  # (a script without the guard, said so in one line)
-                        LocalCluster,
+                with ctrl_c_here_alone():  # (the workers' Ctrl-C is the call's: it closes them)
+                    cluster = stack.enter_context(start_cluster(  # (a script without the guard:
+                        LocalCluster,                            # said so in one line)
                         n_workers=workers or 1,
                         threads_per_worker=1 if workers else 2,
                         processes=bool(workers),
@@ -216,9 +223,9 @@ def compute_context(
                         # in-process workers default to the inproc transport, where "127.0.0.1"
                         # is no valid address ("Cluster failed to start"): listen on TCP, locally
                         protocol="tcp://",
-                    )
-                )
+                    ))
                 client = stack.enter_context(Client(cluster))
+                stack.callback(quiet_closing)  # (first as it closes: its chatter is ours)
             note_dashboard(client, log)  # only where the scheduler serves one
             if report is not None:
                 stack.enter_context(performance_report(filename=report))
@@ -368,10 +375,15 @@ def computer(client, progress: bool):
 
         futures = client.compute(objs) if values else futures_of(client.persist(objs))
         if progress:
-            from distributed import progress as show_progress
+            from distributed.diagnostics.progressbar import TextProgressBar
 
+            bar = None
             with contextlib.redirect_stdout(sys.stderr):  # its bar writes to sys.stdout
-                show_progress(futures)
+                try:
+                    bar = TextProgressBar(futures, complete=True)  # (distributed.progress's)
+                finally:  # cut short (Ctrl-C, the cluster lost): the bar, not erased as at its
+                    if getattr(bar, "status", None) not in ("finished", "error"):  # end, has
+                        print(file=sys.stderr)  # its line ended: the next line is one of its own
         results = [forwarded(r) for r in client.gather(futures)]
         return results if values else None
 

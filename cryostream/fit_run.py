@@ -197,6 +197,9 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
             # said it, in its own words (a header of two pixel sizes is prepare's to say)
             prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
                           permissive=permissive, progress=False, log=_log.info)
+    except KeyboardInterrupt as stop:  # prepare's words are those of a script's prepare call:
+        stop.args = ()                   # the fit says its own (said_when_stopped)
+        raise
     except InvalidMicrographError as exc:  # fit takes no --percentile: prepare's fix, less it
         if exc.fix != unnormalisable_fix():
             raise

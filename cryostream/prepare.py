@@ -32,6 +32,7 @@ from cryostream.cluster import (
 from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.interrupts import say_kept
 from cryostream.io.pixel_sizes import say_header_pixel_sizes, warn_mixed_pixel_sizes
 from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import (
@@ -240,6 +241,10 @@ def prepare(
             work.abandon()  # a replacement being built is removed; the old store stays
             if made and work.folder.is_dir() and os.listdir(work.folder) == [STAMP_NAME]:
                 shutil.rmtree(work.folder)  # nothing of it written (workers that never started)
+            raise
+        except KeyboardInterrupt as stop:  # a script's Ctrl-C: what is kept, and how to go on
+            say_kept(stop, f"the finished shards and statistics are kept in {folder}",
+                     "call prepare again with the same arguments to go on from them")
             raise
         folder = shard_folder(output)
         nbytes = output.stat().st_size + sum(p.stat().st_size for p in folder.glob("*.h5"))

@@ -554,9 +554,10 @@ def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys, tmp_path)
 
 
 def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsys):
-    """On a LocalCluster (--cluster-workers) a terminal's Ctrl-C stops the workers too: no
-    promise to finish the micrographs in progress; the last line says they are not written
-    and how to go on. (A scheduler's workers finish theirs: tests/test_denoise.py.)"""
+    """On a LocalCluster (--cluster-workers) the command closes the workers on Ctrl-C (a
+    terminal's, kept from them): no promise to finish the micrographs in progress; the last
+    line says they are not written and how to go on. (A scheduler's workers finish theirs:
+    tests/test_denoise.py.)"""
     import re
     import signal
 

@@ -182,6 +182,71 @@ def test_sigkill_leaves_nothing_complete_and_resumes_identically(micrographs, tm
     assert _datasets(out) == _datasets(reference)
 
 
+_ON_TWO_WORKERS = textwrap.dedent("""
+    import sys
+    import cryostream
+    if __name__ == "__main__":
+        cryostream.prepare(sys.argv[1], sys.argv[2], cryostream.PrepareConfig(patch_size=64,
+                           stride=16), workers=2)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["script", "command"])
+def test_ctrl_c_in_prepare_on_a_local_cluster_says_what_is_kept_and_nothing_else(tmp_path, how):
+    """A terminal's Ctrl-C (SIGINT to the whole process group, the workers' processes too)
+    while ``prepare(workers=2)`` writes its shards: a script's ends in one traceback, the
+    KeyboardInterrupt's, whose words say what is kept and how to go on (it had been bare,
+    among 30 and more tracebacks of distributed's: each worker's KeyboardInterrupt, 'Task
+    exception was never retrieved ... AllExit'); `cryostream prepare --workers 2` says its
+    own line alone, on a line of its own after its progress bar, status 130. No process of the
+    call is left running."""
+    import contextlib
+    import re
+
+    from tests.faults_support import child_environment, wait_until
+
+    cryostream.simulate(tmp_path / "sim", 4, shape=(1024, 1024), seed=0)
+    out, folder = tmp_path / "data.h5", str(tmp_path / "sim" / "micrographs")
+    command = [sys.executable, "-c", _ON_TWO_WORKERS, folder, str(out)] if how == "script" else [
+        sys.executable, "-m", "cryostream", "prepare", folder, "-o", str(out), "--patch", "64",
+        "--stride", "16", "--workers", "2"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=child_environment(), text=True,
+                            stderr=subprocess.PIPE, start_new_session=True)  # (as a terminal's)
+    try:
+        assert wait_until(proc, lambda: any(shard_folder(out).glob("*.h5")), timeout=120)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the workers' processes, closed by the call
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("processes of the call still run after it ended")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not out.exists() and any(shard_folder(out).glob("*.h5"))
+    lines = _shown(err)
+    if how == "script":
+        assert proc.returncode == -signal.SIGINT, err
+        assert lines[-1] == (f"KeyboardInterrupt: interrupted: the finished shards and statistics "
+                             f"are kept in {shard_folder(out)}; call prepare again with the same "
+                             "arguments to go on from them"), err
+        assert [line for line in lines[:-1] if not line.startswith("  ")] == [
+            "Traceback (most recent call last):"], err
+    else:
+        assert proc.returncode == 130, err
+        assert re.fullmatch(r"cryostream prepare: interrupted after \d+ s; the finished shards "
+                            r"are kept: run the same command again to go on from them",
+                            lines[-1]), err
+        assert [line for line in lines[:-1] if not line.startswith("cryostream: ") and not
+                re.fullmatch(r"\[[# ]{40}\] \| +\d+% Completed \| +[\d.]+\w+", line)] == [], err
+
+
 @pytest.mark.parametrize("kind", ["nan", "inf", "constant", "zero"])
 def test_bad_pixels_are_named(micrographs, tmp_path, kind):
     image = np.ones((200, 170), np.float32) * (0 if kind == "zero" else 3)
@@ -355,6 +420,15 @@ def test_existing_scheduler_by_address(micrographs, tmp_path):
     assert prepare(micrographs, out, CONFIG, scheduler="tcp://127.0.0.1:1").kept  # nothing to run
 
 
+def _shown(stderr: str) -> list[str]:
+    """The lines of ``stderr`` as a terminal shows them: of each, what follows its last carriage
+    return (a progress bar redrawn, or erased by its end: ``ESC[2K``), empty ones left out."""
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", stderr)
+    return [shown for line in plain.split("\n") if (shown := line.rsplit("\r", 1)[-1])]
+
+
 class _CloseOnceConnected:
     """A handler of the ``cryostream`` logger that closes ``cluster`` half a second after the
     note of its dashboard: the call is connected to it then, and its work waiting there (a
@@ -402,7 +476,7 @@ def test_a_scheduler_lost_during_prepare_is_named_in_the_words_of_the_call(micro
             else:
                 assert main(["prepare", *map(str, micrographs), "-o", str(tmp_path / "c.h5"),
                              "--patch", "64", "--scheduler", address]) == 2
-                said = capsys.readouterr().err.strip()
+                said = "\n".join(_shown(capsys.readouterr().err))
         lost = (f"the Dask cluster at {address} went away during prepare "
                 "(scheduler-connection-lost): ")
         if how == "script":
@@ -411,7 +485,7 @@ def test_a_scheduler_lost_during_prepare_is_named_in_the_words_of_the_call(micro
                                    "machine); prepare keeps the shards it wrote and makes only "
                                    "the rest")
         else:
-            assert said.endswith(  # (after the progress bar, which --progress shows)
+            assert said.splitlines()[-1] == (  # a line of its own, after the progress bar
                 "cryostream prepare: error: " + lost + "run the same command again once the "
                 "scheduler is back (or without --scheduler); prepare keeps the shards it wrote "
                 "and makes only the rest"), said

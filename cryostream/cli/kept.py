@@ -203,7 +203,8 @@ INTERRUPTIONS = {
     "denoise on SIGTERM": Interruption(
         first="stopping now: the micrographs in progress are dropped, not written (an output "
         "being written is finished first)", then=terminated_denoise_kept, ends_process=True),
-    # a Ctrl-C in a terminal stops a LocalCluster's workers too: what they hold is lost
+    # on Ctrl-C the command closes its LocalCluster's workers (the signal kept from them): what
+    # they hold is lost
     "denoise on a cluster": Interruption(
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "
         "workers were denoising are not written: run the same command again to denoise the rest "
