@@ -218,7 +218,6 @@ def prepare(
         work = open_workspace(output, overwrite, stamp)
         folder = work.folder
         layout = band_layout(headers[0].shape, config.patch_size, config.stride, config.edge)
-
         try:
             with PeakMemory() as peak, compute_context(
                 scheduler=scheduler, workers=workers, memory_limit=memory_limit,
