@@ -573,9 +573,9 @@ def test_ctrl_c_in_denoise_on_a_cluster_says_what_the_workers_held_is_lost(capsy
         assert "stopping after the micrographs in progress" not in err
         assert err.splitlines() == [
             "cryostream denoise: interrupted after N s; the finished micrographs are kept in "
-            "den5; those the cluster's workers were denoising are not written: run the same "
-            "command again to denoise the rest (it skips the finished ones) and write "
-            "denoised_micrographs.star"]
+            "den5; those the cluster's workers were denoising are not written (but one that "
+            "finished as the cluster closed): run the same command again to denoise the rest "
+            "(it skips the finished ones) and write denoised_micrographs.star"]
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -740,9 +740,9 @@ def test_sigterm_to_denoise_on_a_local_cluster_leaves_no_worker_running(tiny_run
     assert status == 143 and "Traceback" not in err, err
     assert re.sub(r"after \d+ s", "after N s", err.splitlines()[-1]) == (
         "cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
-        f"in {out}; those the cluster's workers were denoising are not written: run the same "
-        "command again to denoise the rest (it skips the finished ones) and write "
-        "denoised_micrographs.star"), err
+        f"in {out}; those the cluster's workers were denoising are not written (but one that "
+        "finished as the cluster closed): run the same command again to denoise the rest (it "
+        "skips the finished ones) and write denoised_micrographs.star"), err
     images = sorted(out.glob("*.mrc"))
     assert images and not leftovers(out), sorted(p.name for p in out.iterdir())
     for image in images:  # each whole, with its record

@@ -207,8 +207,9 @@ INTERRUPTIONS = {
     # they hold is lost
     "denoise on a cluster": Interruption(
         first=None, then="the finished micrographs are kept in {output}; those the cluster's "
-        "workers were denoising are not written: run the same command again to denoise the rest "
-        "(it skips the finished ones) and write denoised_micrographs.star"),
+        "workers were denoising are not written (but one that finished as the cluster closed): "
+        "run the same command again to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star"),
     # a scheduler's workers are not this process's: those under way finish, as here
     "denoise on a scheduler": Interruption(
         first="stopping after the micrographs under way on the cluster's workers (each is "
