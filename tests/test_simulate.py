@@ -204,6 +204,35 @@ def test_the_same_simulation_again_is_kept_and_another_is_refused_saying_what_di
     assert _tree(sim, star_time=False) == _tree_of(made)  # the same bytes again
 
 
+def test_the_same_simulation_again_is_not_kept_where_a_file_of_it_was_changed(tmp_path, capsys):
+    """A micrograph of a finished set written over afterwards (another tool's output, an
+    edit): the same call said "already holds this simulation ... kept as it is" and gave the
+    changed file back as the simulation's. A file newer than simulate.json is named instead;
+    nothing is written; --overwrite makes the set again."""
+    import os
+
+    from tests.faults_support import assert_user_error, cli
+
+    sim = tmp_path / "sim"
+    command = ["simulate", sim, "--count", "2", "--shape", "64", "64", "--quiet"]
+    assert cli(capsys, *command).rc == 0
+    changed = sim / "micrographs" / "sim_0001.mrc"
+    with mrcfile.open(changed, "r+") as mrc:
+        mrc.data[:] = 0
+    finished = (sim / "simulate.json").stat().st_mtime_ns
+    os.utime(changed, ns=(finished + 10**9, finished + 10**9))  # a coarse clock: a later second
+    made = _tree(sim)
+    line = assert_user_error(cli(capsys, *command), "sim_0001.mrc")
+    assert line == (f"cryostream simulate: error: {sim} holds this simulation, but {changed} was "
+                    "changed after it was finished (or the set was copied without its times); "
+                    "pass --overwrite to simulate the set again, or choose another folder")
+    assert _tree(sim) == made
+    assert cli(capsys, *command, "--overwrite").rc == 0
+    assert cli(capsys, *command).rc == 0  # made again: kept
+    with mrcfile.open(changed) as mrc:
+        assert mrc.data.std() > 0
+
+
 def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_others(tmp_path):
     """--overwrite with fewer micrographs keeps none of the earlier ones, which ``prepare
     folder/micrographs`` would take; a folder holding micrographs of the user's own, or a set's

@@ -235,7 +235,8 @@ def _finished_again(root: Path, count: int, config: SimulateConfig,
                     request: dict) -> SimulatedSet:
     """The finished set in ``root`` when it is this call's (``count`` micrographs with
     ``config``, ``request`` as ``simulate.json`` holds it, every file there), kept as it is;
-    else a :class:`StoreError` saying what differs, or which file is gone."""
+    else a :class:`StoreError` saying what differs, or which file is gone or was
+    changed after the set was finished (newer than ``simulate.json``)."""
     done = finished_request(root)
     if done is None:
         raise StoreError(f"{root / FINISHED}: cannot be read as the record of a cryostream "
@@ -252,10 +253,18 @@ def _finished_again(root: Path, count: int, config: SimulateConfig,
                          f"({'; '.join(differs)}); pass overwrite=True (--overwrite) to "
                          "replace it, or choose another folder")
     kept = _set_of(root, count, config, 0.0, kept=True)
-    gone = next((p for p in (*kept.micrographs, *kept.truths, *kept.evens, *kept.odds,
-                             kept.micrographs_star, kept.particles_star) if not p.is_file()), None)
+    files = (*kept.micrographs, *kept.truths, *kept.evens, *kept.odds, kept.micrographs_star,
+             kept.particles_star)
+    gone = next((p for p in files if not p.is_file()), None)
     if gone is not None:
         raise StoreError(f"{root} holds this simulation, but {gone} is gone; pass "
+                         "overwrite=True (--overwrite) to simulate the set again, or choose "
+                         "another folder")
+    finished = (root / FINISHED).stat().st_mtime_ns  # written last: a file newer was changed
+    changed = next((p for p in files if p.stat().st_mtime_ns > finished), None)
+    if changed is not None:
+        raise StoreError(f"{root} holds this simulation, but {changed} was changed after it "
+                         "was finished (or the set was copied without its times); pass "
                          "overwrite=True (--overwrite) to simulate the set again, or choose "
                          "another folder")
     return kept
