@@ -236,4 +236,14 @@ def swallowed(unraisable) -> None:
     if isinstance(handler, StopSoftly):
         handler.again = signum
     # from another thread, once out of the callback: to the main thread, whose wait it wakes
-    threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum)).start()
+    threading.Timer(0.01, _again, (signum,)).start()
+
+
+def _again(signum: int) -> None:
+    """:func:`swallowed`'s stop sent to the main thread, where the command still runs (its
+    hook in place): once it has returned, SIGTERM's default would end the process unannounced
+    and Python's Ctrl-C would raise after its end."""
+    import threading
+
+    if sys.unraisablehook is swallowed:
+        signal.pthread_kill(threading.main_thread().ident, signum)
