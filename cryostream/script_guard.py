@@ -51,9 +51,13 @@ def refuse_script_rerun(call: str) -> None:
 def unguarded_script() -> str | None:
     """The path of the main script where it is a Python file whose code has no
     ``if __name__ == "__main__":``; None otherwise (an interactive session, a notebook,
-    ``python -m``'s module with a guard, the command line)."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path or not str(path).endswith(".py"):
+    ``python -m``'s module with a guard, a package's ``__main__.py``, which a worker process does
+    not run again, the command line)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not path or not str(path).endswith(".py") or \
+            getattr(spec, "name", "").endswith(".__main__"):  # (multiprocessing.spawn skips it)
         return None
     try:
         tree = ast.parse(Path(path).read_bytes(), filename=str(path))

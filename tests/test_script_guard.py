@@ -88,3 +88,25 @@ def test_a_guarded_script_runs_on_workers_and_its_functions_run_there(tmp_path):
     assert simulated == "simulated" and int(prepared.removeprefix("prepared ")) > 0
     assert on_a_worker.startswith("on a worker ") and on_a_worker.endswith("sim_0000.mrc")
     assert (tmp_path / "d.h5").is_file() and (tmp_path / "worker_sim/simulate.json").is_file()
+
+
+def test_a_package_run_with_python_m_is_not_taken_for_an_unguarded_script(tmp_path):
+    """A worker process does not run a package's ``__main__.py`` again (``python -m pkg``), so a
+    cluster that fails to start there is not blamed on a missing guard; a plain script without
+    one is."""
+    import os
+    import subprocess
+    import sys
+
+    ask = "from cryostream.script_guard import unguarded_script\nprint(unguarded_script())\n"
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/__init__.py").write_text("")
+    (tmp_path / "pkg/__main__.py").write_text(ask)
+    (tmp_path / "plain.py").write_text(ask)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    as_package = subprocess.run([sys.executable, "-m", "pkg"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+    plain = subprocess.run([sys.executable, "plain.py"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert as_package.stdout.strip() == "None", as_package.stderr
+    assert plain.stdout.strip().endswith("plain.py"), plain.stderr
