@@ -532,10 +532,18 @@ else:
 def _terminated(what: str, run: Path, *inputs: Path) -> tuple[int, str]:
     """Run :data:`_SCRIPT` (``what``: train or fit) and send it SIGTERM, as a batch system's
     time limit does, once ``run`` holds a checkpoint: its exit status and stderr."""
-    from tests.faults_support import REPO, finished_steps, wait_until
+    from tests.faults_support import REPO
 
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, what, str(run), *map(str, inputs)],
-                            cwd=REPO, env=child_environment(), stdout=subprocess.DEVNULL,
+    return _terminated_at_a_checkpoint([sys.executable, "-c", _SCRIPT, what, str(run),
+                                        *map(str, inputs)], run, REPO)
+
+
+def _terminated_at_a_checkpoint(command: list, run: Path, cwd: Path) -> tuple[int, str]:
+    """Run ``command`` in ``cwd`` and send it SIGTERM once ``run`` holds a checkpoint: its exit
+    status and stderr."""
+    from tests.faults_support import finished_steps, wait_until
+
+    proc = subprocess.Popen(command, cwd=cwd, env=child_environment(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(proc, lambda: bool(finished_steps(run)), timeout=120), \
@@ -605,7 +613,7 @@ def test_the_training_guide_s_job_script_ends_143_naming_the_checkpoint(tiny_run
     (`cryostream.interrupts`); it is `cryostream.Terminated` now, and the script runs as the
     guide says: SIGTERM once a checkpoint is written ends it with status 143, its last line
     naming the checkpoint kept and the call that continues from it."""
-    from tests.faults_support import finished_steps, wait_until
+    from tests.faults_support import finished_steps
 
     code = _job_script()
     assert "except cryostream.Terminated" in code and "cryostream.interrupts" not in code
@@ -614,18 +622,9 @@ def test_the_training_guide_s_job_script_ends_143_naming_the_checkpoint(tiny_run
                       "config = dataclasses.replace(TINY_TRAIN, steps=100_000, "
                       "eval_every=100_000)\n" + code.replace('"data.h5"', repr(str(tiny_run.store))))
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=child_environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(proc, lambda: bool(finished_steps(run)), timeout=120), \
-            proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
+    status, err = _terminated_at_a_checkpoint([sys.executable, str(script)], run, tmp_path)
     kept = finished_steps(run)[-1]
-    assert proc.returncode == 143, err
+    assert status == 143, err
     assert err.splitlines()[-1] == (
         f"terminated (SIGTERM): the checkpoint of step {kept} of 100000 is kept in "
         f"{run / 'checkpoints' / str(kept)}; train(..., resume=True) with the same store, run "
