@@ -469,6 +469,7 @@ def test_the_job_s_errors_advise_params_rows_and_a_new_job_not_options(tiny_run,
     import numpy as np
     from conftest import write_mrc
 
+    from cryostream.denoise.star_out import UnlistedOutputWarning
     from cryostream.io.stack import MicrographSkippedWarning
 
     assert _relion(tiny_run)[0] == 0
@@ -492,8 +493,9 @@ def test_the_job_s_errors_advise_params_rows_and_a_new_job_not_options(tiny_run,
     last = err.splitlines()[-1]
     assert status == 2 and "is constant" in last, err
     assert "a Params row `permissive` `yes`" in last and "--" not in err, err
-    with warnings.catch_warnings():  # the micrograph skipped, with a warning
-        warnings.simplefilter("always", MicrographSkippedWarning)
+    with warnings.catch_warnings():  # the micrograph skipped, with a warning, and its earlier
+        warnings.simplefilter("always", MicrographSkippedWarning)  # output kept on disk,
+        warnings.simplefilter("always", UnlistedOutputWarning)  # not listed, with another
         assert _relion(tiny_run, "--dtype", "float16", *_row(last, "permissive"))[0] == 0
     assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]
     assert "--" not in capsys.readouterr().err
