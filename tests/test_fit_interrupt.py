@@ -77,6 +77,7 @@ def _nothing_looks_finished(work: Path) -> dict[str, tuple[int, int]]:
     return shards
 
 
+@pytest.mark.slow  # (a guard of what the command line did already: 37 s on two cores)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_fit_stopped_while_it_prepares_its_store_says_what_is_kept(tiny_run, tmp_path, signum):
     """`cryostream fit` stopped by Ctrl-C or SIGTERM once it prepares its store (its progress
