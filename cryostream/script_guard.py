@@ -27,6 +27,7 @@ __all__ = ["GUARD_FIX", "refuse_script_rerun", "unguarded_script", "start_cluste
 GUARD_FIX = ("the script's calls must go under if __name__ == \"__main__\": because each worker "
              "process runs the script again as it starts")
 
+
 def refuse_script_rerun(call: str) -> None:
     """Refuse ``cryostream.<call>()`` where this process is a spawned worker running the main
     script again as it starts: some frame of the stack is the top level of ``__mp_main__``

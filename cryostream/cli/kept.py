@@ -122,26 +122,27 @@ def terminated_denoise_kept(args: argparse.Namespace, began: float) -> str:
         return (f"every micrograph was finished (none was in progress): all are kept in {out} "
                 f"and listed in {STAR_NAME}, written there as a complete run does; nothing is "
                 "left to do")
-    if not Path(out).is_dir():
-        return ("no micrograph was finished and nothing was written: run the same command "
-                "again to denoise them")
-    return (f"the finished micrographs are kept in {out}; those in progress are not written: "
-            "run the same command again to denoise the rest (it skips the finished ones) and "
-            f"write {STAR_NAME}")
+    return _denoise_kept(out, "; those in progress are not written")
 
 
 def interrupted_denoise_kept(args: argparse.Namespace, began: float) -> str:
     """What a ``denoise`` into ``args.output`` that Ctrl-C stopped kept: nothing, where no
     folder is left (none was finished: the call removed the folder it had made, as a Ctrl-C
     before the micrographs began leaves it), else the finished micrographs."""
+    return _denoise_kept(args.output)
+
+
+def _denoise_kept(out, dropped: str = "") -> str:
+    """What a stopped ``denoise`` into ``out`` kept, ``dropped`` said after the finished ones:
+    nothing, where no folder is left (the call removed the one it had made), else the finished
+    micrographs, and how to go on."""
     from cryostream.denoise.outputs import STAR_NAME
 
-    out = args.output
     if not Path(out).is_dir():
         return ("no micrograph was finished and nothing was written: run the same command "
                 "again to denoise them")
-    return (f"the finished micrographs are kept in {out}: run the same command again to "
-            f"denoise the rest (it skips the finished ones) and write {STAR_NAME}")
+    return (f"the finished micrographs are kept in {out}{dropped}: run the same command again "
+            f"to denoise the rest (it skips the finished ones) and write {STAR_NAME}")
 
 
 def denoise_first(told: object) -> str:
