@@ -18,25 +18,28 @@ scientist's: its workers are left as they are.
 A terminal's Ctrl-C goes to every process of the command's group: each worker process had
 printed its ``KeyboardInterrupt`` traceback as it died, and this process the asyncio tasks
 distributed leaves behind when a gather is interrupted (``Task exception was never retrieved
-... AllExit``, one for each task). The worker processes are the call's, which closes them as
-its interrupt goes on: they start with Ctrl-C's signal blocked (:func:`ctrl_c_here_alone`),
-and those records of distributed's are not passed on (:func:`quiet_interrupted_gathers`). As
-the call closes its cluster (at its end, on Ctrl-C, on an error), neither this process nor the
-workers say anything more (:func:`quiet_closing`, :meth:`QuietWorker.close`): the tasks cut
-short, a heartbeat with them (a traceback), a busy worker killed are the call's doing.
+... AllExit``, one for each task), or tornado's traceback of distributed's cancelling a wait
+whose work had not yet begun (a ``NameError`` in ``sync``'s ``cancel``, nothing to cancel).
+The worker processes are the call's, which closes them as its interrupt goes on: they start
+with Ctrl-C's signal blocked (:func:`ctrl_c_here_alone`), and those records are not passed on
+(:func:`quiet_interrupted_gathers`). As the call closes its cluster (at its end, on Ctrl-C,
+on an error), neither this process nor the workers say anything more (:func:`quiet_closing`,
+:meth:`QuietWorker.close`): the tasks cut short, a heartbeat with them (a traceback), a busy
+worker killed are the call's doing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Iterator
 
 from distributed import Worker
 
 __all__ = ["quiet_distributed", "quiet_closing", "QuietWorker", "worker_processes",
-           "ctrl_c_here_alone", "quiet_interrupted_gathers"]
+           "ctrl_c_here_alone", "quiet_interrupted_gathers", "not_cancelled_before_start"]
 
 
 def _quiet(level: int = logging.WARNING) -> int:
@@ -127,8 +130,27 @@ def _not_all_exit(record: logging.LogRecord) -> bool:
     return not (record.exc_info and isinstance(record.exc_info[1], AllExit))
 
 
+def not_cancelled_before_start(record: logging.LogRecord) -> bool:
+    """False for tornado's record of distributed's ``sync`` cancelling, as an interrupt (Ctrl-C,
+    or SIGTERM's :class:`cryostream.Terminated`) ends its wait, work that had not yet begun: its
+    ``cancel`` raises ``NameError`` on the future not yet made (distributed 2026.8), logged with
+    a traceback though there was nothing to cancel."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if not isinstance(exc, NameError) or exc.__traceback__ is None:
+        return True
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return not (code.co_name == "cancel"
+                and os.path.normpath(code.co_filename).endswith(os.path.join("distributed",
+                                                                               "utils.py")))
+
+
 def quiet_interrupted_gathers() -> None:
-    """Pass on no record of asyncio's of a task that ended on distributed's ``AllExit``: one for
-    each task of a gather that Ctrl-C interrupted, logged as they are collected, after the call
-    (a filter of the ``asyncio`` logger, added once in a process)."""
+    """Pass on no record of asyncio's of a task that ended on distributed's ``AllExit`` (one for
+    each task of a gather that Ctrl-C interrupted, logged as they are collected, after the call),
+    nor tornado's of a cancel with nothing to cancel (:func:`not_cancelled_before_start`):
+    filters of the ``asyncio`` and ``tornado.application`` loggers, added once in a process."""
     logging.getLogger("asyncio").addFilter(_not_all_exit)  # (a filter is not added twice)
+    logging.getLogger("tornado.application").addFilter(not_cancelled_before_start)

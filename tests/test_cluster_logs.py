@@ -100,3 +100,50 @@ def test_a_scripts_logging_lines_show_no_worker_start_up_of_distributeds(tmp_pat
         "distributed.worker: a warning of distributed's"], done.stderr
     assert any(line.startswith("cryostream: Dask dashboard: http://127.0.0.1:") for line in lines)
     assert (tmp_path / "d.h5").is_file()
+
+
+def test_a_wait_interrupted_before_its_work_began_logs_no_traceback(caplog):
+    """A SIGTERM (or Ctrl-C) that ends distributed's wait for a call on the cluster before the
+    event loop has begun that call: distributed's ``cancel`` raises ``NameError`` on the loop,
+    and tornado logged its traceback under the command's last line (seen once in CI with
+    ``denoise --cluster-workers 2`` stopped by SIGTERM). Made here as it happens: the loop busy
+    while the interrupt comes. The record is there, and the filter the cluster call adds drops
+    it; a NameError of any other code is still logged."""
+    import asyncio
+    import threading
+
+    from distributed.utils import LoopRunner, sync
+
+    from cryostream.cluster_logs import not_cancelled_before_start, quiet_interrupted_gathers
+
+    logger = logging.getLogger("tornado.application")
+
+    def interrupted_wait() -> list[logging.LogRecord]:
+        runner = LoopRunner(asynchronous=False)
+        runner.start()
+        try:
+            main = threading.get_ident()
+            runner.loop.add_callback(time.sleep, 0.5)  # (the loop busy: the work not begun)
+            threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="tornado.application"):
+                with pytest.raises(KeyboardInterrupt):
+                    sync(runner.loop, asyncio.sleep, 0)
+                time.sleep(0.8)
+            return [r for r in caplog.records if r.name == "tornado.application"]
+        finally:
+            runner.stop()
+
+    logger.removeFilter(not_cancelled_before_start)  # (another test may have added it)
+    seen = interrupted_wait()
+    assert seen and isinstance(seen[0].exc_info[1], NameError), seen
+    assert not not_cancelled_before_start(seen[0])
+    quiet_interrupted_gathers()
+    assert interrupted_wait() == []
+    try:
+        print(undefined_name)  # noqa: F821
+    except NameError:
+        import sys
+        other = logging.LogRecord("tornado.application", logging.ERROR, __file__, 1, "x", None,
+                                  sys.exc_info())
+    assert not_cancelled_before_start(other)
