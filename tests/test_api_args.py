@@ -87,6 +87,24 @@ CASES = {
         lambda m, o: cryostream.prepare(np.array([[str(p), str(p)] for p in m]), o / "x.h5"),
         r"^inputs: an array of file names of shape \(2, 2\): give one column of them \(1-D\), "
         r"e\.g\. a STAR table's df\['rlnMicrographName'\]$"),
+    # bytes are names too (as HDF5 gives them), but a table of them is not a list either
+    "file names as bytes in a table of two columns": (
+        lambda m, o: cryostream.plan(np.array([[bytes(p), bytes(p)] for p in m])),
+        r"^inputs: an array of file names of shape \(2, 2\): give one column of them \(1-D\)"),
+    # pixels of dtype object (a DataFrame's .values) were called "an array of file names"
+    "an image of dtype object for denoise": (
+        lambda m, o: cryostream.denoise("general", np.zeros((2, 64, 64), dtype=object),
+                                        o / "out", pixel_size_angstrom=1.0),
+        r"^inputs: an array of shape \(2, 64, 64\) of Python objects \(dtype object; the "
+        r"first is 0\), neither file names nor pixels; give file names as one column \(1-D\), "
+        r"e\.g\. a STAR table's df\['rlnMicrographName'\], or an image as numbers "
+        r"\(np\.asarray\(image, dtype=np\.float32\)\), which cryostream\.denoise takes and "
+        r"the calls that read files take written as an MRC file \(cryostream\.io\.mrc\."
+        r"write_micrograph\(path, image, pixel_size_angstrom\)\)$"),
+    "an image of dtype object for plan": (
+        lambda m, o: cryostream.plan(np.ones((64, 80), dtype=object)),
+        r"^inputs: an array of shape \(64, 80\) of Python objects \(dtype object; the first "
+        r"is 1\), neither file names nor pixels; "),
     "a number for the simulation config's shape": (  # a TypeError from inside
         lambda m, o: cryostream.SimulateConfig(shape=512),
         r"^shape=512: give two numbers, e\.g\. shape=\(1024, 1024\)$"),
@@ -225,3 +243,24 @@ def test_file_names_in_an_array_or_series_are_a_list_of_paths(tiny_run, tmp_path
     assert sorted(p.name for p in (tmp_path / "den").glob("*.mrc")) == [p.name for p in mics[:2]]
     # a Series of Path objects, as pathlib gives them, too
     assert cryostream.open_micrographs(pd.Series(list(mics))).sizes["micrograph"] == len(mics)
+
+
+def test_file_names_as_bytes_are_a_list_of_paths(tiny_run, tmp_path):
+    """Names as bytes (an HDF5 file's column of names, ``np.char.encode``: dtype ``S``) were
+    taken for pixels: plan and open_micrographs said "an array of shape (3,) (|S..) is not a
+    path; ... write it as an MRC file", denoise "pass one micrograph (y, x) or a stack". They
+    are file names, decoded as os.fsdecode does, for every call; a pandas Series of them too."""
+    import os
+
+    import pandas as pd
+
+    mics = tiny_run.sim.micrographs
+    names = np.array([os.fsencode(p) for p in mics])
+    assert names.dtype.kind == "S"
+    assert cryostream.plan(names).n_micrographs == len(mics)
+    stack = cryostream.open_micrographs(pd.Series(list(names)))  # dtype object, of bytes
+    assert list(stack.attrs["sources"]) == [str(p) for p in mics]
+    out = cryostream.denoise(tiny_run.run, names[:1], tmp_path / "den",
+                             config=cryostream.DenoiseConfig.raw(tile=64))
+    assert out.shape[0] == 1
+    assert [p.name for p in (tmp_path / "den").glob("*.mrc")] == [mics[0].name]

@@ -10,19 +10,20 @@ import numpy as np
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.micrograph import Progress, denoise_image
 from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.io.inputs import holds_names
 
 __all__ = ["array_stack", "denoise_arrays"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
     """``inputs`` as an xarray (micrograph, y, x) when it is an array of pixels (NumPy, Dask or
-    xarray; 2-D or 3-D), else None (an array of file names too: paths, as a list). The pixel
-    size is ``pixel_size_angstrom`` or the xarray's ``pixel_size_angstrom`` attribute. A list
-    of images is refused with a word of ``np.stack``."""
+    xarray; 2-D or 3-D), else None (an array of file names too, as text or bytes: paths, as a
+    list). The pixel size is ``pixel_size_angstrom`` or the xarray's ``pixel_size_angstrom``
+    attribute. A list of images is refused with a word of ``np.stack``."""
     import xarray as xr
 
-    if getattr(getattr(inputs, "dtype", None), "kind", None) in ("U", "O"):
-        return None  # file names (listed_inputs takes them)
+    if hasattr(inputs, "dtype") and holds_names(inputs):
+        return None  # file names, as text or bytes (listed_inputs takes them or says why not)
     if isinstance(inputs, list | tuple) and any(getattr(i, "ndim", 0) >= 2 for i in inputs):
         raise ConfigError(f"inputs: a list of {len(inputs)} images in memory; denoise takes them "
                           "as one array: np.stack(images) makes the stack (micrograph, y, x) of "
