@@ -233,6 +233,51 @@ def test_the_same_simulation_again_is_not_kept_where_a_file_of_it_was_changed(tm
         assert mrc.data.std() > 0
 
 
+def test_a_set_another_cryostream_version_made_is_not_kept_as_this_one_s(tmp_path, capsys):
+    """The same command again into a set that another cryostream version simulated (its
+    simulate.json says so; another simulator may make other images from the same arguments)
+    kept it and called it this simulation. It is refused, naming the folder, both versions and
+    the fix, nothing written; a simulate.json that records no version counts as another
+    version's; --overwrite makes the set with this version, which the same command keeps."""
+    from tests.faults_support import assert_user_error, cli
+
+    sim = tmp_path / "sim"
+    command = ["simulate", sim, "--count", "1", "--shape", "64", "64", "--quiet"]
+    assert cli(capsys, *command).rc == 0
+    record = json.loads((sim / "simulate.json").read_text())
+    assert record["cryostream_version"] == cryostream.__version__
+    (sim / "simulate.json").write_text(json.dumps({**record, "cryostream_version": "0.0.1"}))
+    made = _tree(sim)
+    with pytest.raises(cryostream.StoreError) as info:
+        cryostream.simulate(sim, 1, shape=(64, 64))
+    assert str(info.value) == (
+        f"{sim} holds a simulated set of these arguments made by cryostream 0.0.1, not by this "
+        f"version ({cryostream.__version__}), whose simulator may make other images; pass "
+        "overwrite=True (--overwrite) to simulate it again with this version, or choose "
+        "another folder")
+    with pytest.raises(cryostream.StoreError) as info:  # other arguments: the version too
+        cryostream.simulate(sim, 2, shape=(64, 64))
+    assert str(info.value).endswith(
+        f"(count 1 there, 2 asked for; cryostream version 0.0.1 there, "
+        f"{cryostream.__version__} here); pass overwrite=True (--overwrite) to replace it, or "
+        "choose another folder")
+    assert _tree(sim) == made
+    del record["cryostream_version"]  # not recorded: not known to be this version's
+    (sim / "simulate.json").write_text(json.dumps(record))
+    made = _tree(sim)
+    line = assert_user_error(cli(capsys, *command), str(sim))
+    assert line == (
+        f"cryostream simulate: error: {sim} holds a simulated set of these arguments made by a "
+        f"cryostream version its simulate.json does not record, not by this version "
+        f"({cryostream.__version__}), whose simulator may make other images; pass --overwrite "
+        "to simulate it again with this version, or choose another folder")
+    assert _tree(sim) == made
+    assert cli(capsys, *command, "--overwrite").rc == 0
+    assert json.loads((sim / "simulate.json").read_text())["cryostream_version"] == (
+        cryostream.__version__)
+    assert cryostream.simulate(sim, 1, shape=(64, 64)).kept
+
+
 def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_others(tmp_path):
     """--overwrite with fewer micrographs keeps none of the earlier ones, which ``prepare
     folder/micrographs`` would take; a folder holding micrographs of the user's own, or a set's

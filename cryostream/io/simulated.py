@@ -52,7 +52,8 @@ def unfinished_request(root: Path) -> dict | None:
 def finished_request(root: Path) -> dict | None:
     """What the simulation that finished ``root`` (its :data:`FINISHED`) was asked for: a dict
     of its ``count`` (where an earlier version did not record it, the micrographs in
-    ``micrographs/``) and ``config``; None where that file cannot be read as one."""
+    ``micrographs/``), ``config`` and ``version``, the cryostream version that made it (None
+    where none is recorded); None where that file cannot be read as one."""
     try:
         done = json.loads((root / FINISHED).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -65,7 +66,9 @@ def finished_request(root: Path) -> dict | None:
         folder = root / "micrographs"
         count = sum(1 for p in folder.iterdir() if re.fullmatch(r"sim_\d{4,}\.mrc", p.name)) \
             if folder.is_dir() else 0
-    return {"count": count, "config": done["config"]}
+    version = done.get("cryostream_version")
+    return {"count": count, "config": done["config"],
+            "version": version if isinstance(version, str) else None}
 
 
 def mark_finished(root: Path, config_json: str) -> None:

@@ -15,6 +15,7 @@ Layout of a simulated set ``OUT``::
     OUT/simulate.json                 the SimulateConfig, the count and the cryostream
                                       version, written last: a set without it is not
                                       finished; the same call again keeps the set it records
+                                      where this version of cryostream made it
     OUT/simulate.unfinished           only while it is being made (or after a stop: run the
                                       same command again), which prepare and evaluate refuse;
                                       it holds the count and config, so only the same
@@ -38,6 +39,7 @@ import pandas as pd
 import starfile
 from tqdm.auto import tqdm
 
+from cryostream._version import __version__
 from cryostream.config import SimulateConfig, to_json
 from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
@@ -114,7 +116,8 @@ def simulate(
         Without it, a finished set of the same count and config (the same seed: the same
         bytes) is kept as it is and returned at once (``SimulatedSet.kept``), so a notebook
         cell run again costs nothing; a finished set of other arguments is refused, naming
-        what differs.
+        what differs, and so is one another cryostream version made (or one whose
+        ``simulate.json`` records no version), whose simulator may differ.
         A simulation stopped short (``simulate.unfinished`` in ``out``, which ``prepare``
         and ``evaluate`` refuse) is made whole without it by the same call (the same count
         and config); one of other arguments needs it. Files simulate would write or replace
@@ -234,9 +237,10 @@ def _set_of(root: Path, count: int, config: SimulateConfig, seconds: float,
 def _finished_again(root: Path, count: int, config: SimulateConfig,
                     request: dict) -> SimulatedSet:
     """The finished set in ``root`` when it is this call's (``count`` micrographs with
-    ``config``, ``request`` as ``simulate.json`` holds it, every file there), kept as it is;
-    else a :class:`StoreError` saying what differs, or which file is gone or was
-    changed after the set was finished (newer than ``simulate.json``)."""
+    ``config``, ``request`` as ``simulate.json`` holds it, made by this cryostream version,
+    every file there), kept as it is; else a :class:`StoreError` saying what differs (the
+    version too), or which file is gone or was changed after the set was finished (newer than
+    ``simulate.json``)."""
     done = finished_request(root)
     if done is None:
         raise StoreError(f"{root / FINISHED}: cannot be read as the record of a cryostream "
@@ -248,10 +252,20 @@ def _finished_again(root: Path, count: int, config: SimulateConfig,
                if done["count"] != count else [])
     differs += [f"{key} {_shown(old.get(key))} there, {_shown(request.get(key))} asked for"
                 for key in sorted(set(old) | set(request)) if old.get(key) != request.get(key)]
+    made = done["version"]  # None where simulate.json records none: another version's too
     if differs:
+        if made != __version__:
+            differs.append(f"cryostream version {made or 'not recorded'} there, "
+                           f"{__version__} here")
         raise StoreError(f"{root} already holds a simulated set of other arguments "
                          f"({'; '.join(differs)}); pass overwrite=True (--overwrite) to "
                          "replace it, or choose another folder")
+    if made != __version__:  # its simulator may differ: not this version's output to keep
+        by = f"cryostream {made}" if made else f"a cryostream version its {FINISHED} does not record"
+        raise StoreError(f"{root} holds a simulated set of these arguments made by {by}, not by "
+                         f"this version ({__version__}), whose simulator may make other images; "
+                         "pass overwrite=True (--overwrite) to simulate it again with this "
+                         "version, or choose another folder")
     kept = _set_of(root, count, config, 0.0, kept=True)
     files = (*kept.micrographs, *kept.truths, *kept.evens, *kept.odds, kept.micrographs_star,
              kept.particles_star)
