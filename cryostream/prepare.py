@@ -33,7 +33,6 @@ from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.interrupts import say_kept
-from cryostream.io.pixel_sizes import say_header_pixel_sizes, warn_mixed_pixel_sizes
 from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import (
     MicrographSkippedWarning,
@@ -41,15 +40,13 @@ from cryostream.io.stack import (
     listed_inputs,
     micrograph_names,
     micrograph_uid,
-    read_headers,
     stack_from_headers,
-    warn_if_denoised,
 )
 from cryostream.locks import store_lock
 from cryostream.prepare_checks import (
     check_counts,
     check_targets,
-    separate_targets,
+    read_inputs,
     warn_blank,
     warn_hot,
 )
@@ -208,7 +205,8 @@ def prepare(
     check_output(output, named, overwrite)
     with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
         settle_replacement(output)  # a replacement a kill stopped, put right under the lock
-        headers, skipped, target_headers = _read_inputs(paths, target_paths, config, permissive)
+        headers, skipped, target_headers = read_inputs(paths, target_paths, config, permissive,
+                                                       MODEL_MULTIPLE)
         stamp = fingerprint(config, headers, target_headers)
         if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
             return note_made_up_noise(keep_finished(output, stamp, halves=odd is not None,
@@ -268,26 +266,6 @@ class _Kept:
 def _listed(inputs) -> list:
     """``inputs`` (a path, an iterable of them, or None) as a list (:func:`listed_inputs`)."""
     return [] if inputs is None else listed_inputs(inputs)
-
-
-def _read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool):
-    """The micrographs' headers, those skipped, and the targets' headers (``None`` without)."""
-    headers, skipped = read_headers(paths, permissive=permissive)
-    warn_if_denoised(headers)
-    say_header_pixel_sizes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
-    warn_mixed_pixel_sizes(headers, "one store holds them all", "prepare each magnification on its own")
-    target_headers = separate_targets(target_paths, headers, skipped, config)
-    ny, nx = headers[0].shape
-    if min(ny, nx) < config.patch_size:
-        from cryostream.patches import patch_to_fit
-
-        fits = patch_to_fit((ny, nx), config.patch_size, MODEL_MULTIPLE)
-        raise ConfigError(
-            f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
-            f"{headers[0].path}); use a smaller --patch (e.g. --patch {fits}, as cryostream fit "
-            f"would; Python: PrepareConfig(patch_size={fits}, stride={fits // 2}))"
-        )
-    return headers, skipped, target_headers
 
 
 def _measure(folder: Path, headers, config: PrepareConfig, compute, client=None) -> dict[str, list]:

@@ -2,7 +2,8 @@
 command makes (:func:`~cryostream.preprocess.check_statistics`): a micrograph that is not in
 counts, for the noise models that follow counts, hot and cold pixels, which the store holds at
 the percentile (:func:`~cryostream.preprocess.mend_hot`), and blank rows and columns, which
-the noise is measured without; and the separate targets' range (:func:`check_targets`)."""
+the noise is measured without; and the separate targets' range (:func:`check_targets`). The
+inputs' headers are read and checked first (:func:`read_inputs`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import os
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError
-from cryostream.io.stack import read_headers
+from cryostream.io.pixel_sizes import say_header_pixel_sizes, warn_mixed_pixel_sizes
+from cryostream.io.stack import read_headers, warn_if_denoised
 from cryostream.preprocess import HOT_CLIP
 
 __all__ = ["cold_statistics", "check_counts", "check_targets", "warn_hot", "warn_blank", "check_pairs",
-           "separate_targets"]
+           "separate_targets", "read_inputs"]
 
 #: The farthest a normalised target pixel may fall from zero in a float16 store (its largest
 #: value is 65504), with room for the noise added to it.
@@ -205,3 +207,25 @@ def separate_targets(target_paths, headers, skipped, config: PrepareConfig):
             raise ConfigError(f"targets: {t.path} is {t.shape[0]} × {t.shape[1]} but its "
                               f"micrograph {h.path} is {h.shape[0]} × {h.shape[1]}")
     return found
+
+
+def read_inputs(paths, target_paths, config: PrepareConfig, permissive: bool, multiple: int):
+    """The micrographs' headers, those skipped, and the targets' headers (``None`` without);
+    micrographs smaller than a patch are refused, with a patch that fits them (a multiple of
+    ``multiple``, :data:`cryostream.prepare.MODEL_MULTIPLE`)."""
+    headers, skipped = read_headers(paths, permissive=permissive)
+    warn_if_denoised(headers)
+    say_header_pixel_sizes(headers, "correct the header (e.g. IMOD's alterheader)", stacklevel=4)
+    warn_mixed_pixel_sizes(headers, "one store holds them all", "prepare each magnification on its own")
+    target_headers = separate_targets(target_paths, headers, skipped, config)
+    ny, nx = headers[0].shape
+    if min(ny, nx) < config.patch_size:
+        from cryostream.patches import patch_to_fit
+
+        fits = patch_to_fit((ny, nx), config.patch_size, multiple)
+        raise ConfigError(
+            f"patch_size={config.patch_size}: larger than the micrographs ({ny} × {nx}, e.g. "
+            f"{headers[0].path}); use a smaller --patch (e.g. --patch {fits}, as cryostream fit "
+            f"would; Python: PrepareConfig(patch_size={fits}, stride={fits // 2}))"
+        )
+    return headers, skipped, target_headers
