@@ -178,7 +178,6 @@ def prepare(
         Another ``prepare`` (or ``fit``) is writing the store ``output``: one at a time.
     """
     start = time.perf_counter()
-    refuse_script_rerun("prepare")  # before anything is read or written
     check_config("config", config, PrepareConfig)
     halves = None
     if odd is not None:
@@ -189,6 +188,9 @@ def prepare(
         check_halves_config(config)
     config = config or PrepareConfig()
     output, scheduler = Path(output).absolute(), scheduler_address(scheduler)
+    # before anything is read or written; a worker process's run of the script may only find
+    # the store again (no lock: the pool's processes run the same call at once)
+    rerun = refuse_script_rerun("prepare", writes=overwrite or not output.exists())
     check_cluster_options(scheduler=scheduler, workers=workers, memory_limit=memory_limit)
     check_patch_size(config, MODEL_MULTIPLE)
     given, given_targets = _listed(inputs), _listed(targets) + _listed(odd)
@@ -203,12 +205,14 @@ def prepare(
     made_up = config.noise == NoiseConfig() and not given_targets and progress is not False
     check_sets_finished(named)  # never a part of a simulated set taken for the whole
     check_output(output, named, overwrite)
-    with store_lock(output, fix="give this store another file name (-o)"):  # one at a time
-        settle_replacement(output)  # a replacement a kill stopped, put right under the lock
+    with store_lock(output, fix="give this store another file name (-o)") if rerun is None \
+            else contextlib.nullcontext():  # one at a time
+        if rerun is None:  # a replacement a kill stopped, put right under the lock
+            settle_replacement(output)
         headers, skipped, target_headers = read_inputs(paths, target_paths, config, permissive,
                                                        MODEL_MULTIPLE)
         stamp = fingerprint(config, headers, target_headers)
-        if output.exists() and not overwrite:  # run again: kept if nothing differs, else refused
+        if rerun or (output.exists() and not overwrite):  # run again: kept, or refused
             return note_made_up_noise(keep_finished(output, stamp, halves=odd is not None,
                                                     start=start), config.noise, made_up)
         reachable_scheduler(scheduler)  # a scheduler given: answering, before anything is written

@@ -1,16 +1,28 @@
-"""A script's calls run again by each worker process of a LocalCluster as it starts.
+"""A script's calls run again by each worker process as it starts.
 
-Dask starts a LocalCluster's worker processes by *spawn*: each runs the main script again (as
-the module ``__mp_main__``) before it takes work, and only the lines under
-``if __name__ == "__main__":`` are left out. A script that calls cryostream at its top level
-and asks for workers (``prepare(..., workers=2)``, a ``LocalCluster`` of its own) had every
-earlier step made again in every worker at once, into the same files (three ``simulate``
-calls racing on one folder), and then ended on a 100-line "Nanny failed to start" traceback.
-So each public call that writes (:func:`refuse_script_rerun`) refuses to run in a worker
-process's run of the script, before it writes anything, and the LocalCluster that cryostream
-starts says, where its workers failed to start on a script without the guard
-(:func:`start_cluster`), what to change, in one line. A guarded script, functions of
-the script run on workers, notebooks and the command line are not touched.
+Python's *spawn* start method runs the main script again (as the module ``__mp_main__``) in
+each process it starts, before the process takes work; only the lines under
+``if __name__ == "__main__":`` are left out. Dask starts a LocalCluster's worker processes so.
+A script that calls cryostream at its top level and asks for workers
+(``prepare(..., workers=2)``, a ``LocalCluster`` of its own) had every earlier step made again
+in every worker at once, into the same files (three ``simulate`` calls racing on one folder),
+and then ended on a 100-line "Nanny failed to start" traceback. So each public call that
+writes (:func:`refuse_script_rerun`) refuses to run in a Dask worker process's run of the
+script, before it reads or writes anything, and the LocalCluster that cryostream starts says,
+where its workers failed to start on a script without the guard (:func:`start_cluster`),
+what to change, in one line.
+
+A process pool of the script's own (``concurrent.futures.ProcessPoolExecutor``,
+``multiprocessing.Pool``, by spawn) runs the script again in each of its processes too, and
+there, unlike on a Dask worker, the script's functions it runs need what the top level made
+(a store's path): pickle sends a function by its name, to be looked up in the script run
+again, where Dask sends one of the script with the values it uses. There a call that only
+finds again what the script's own run finished (``simulate`` or ``prepare`` of the same
+arguments, without ``overwrite``) goes on, reading only and taking no lock (the pool's
+processes start at once); a call that would write is refused, naming the script and the fix
+(the pool breaks, that line in its process's traceback).
+A guarded script, functions of the script run on workers, notebooks and the command line are
+not touched.
 """
 
 from __future__ import annotations
@@ -21,17 +33,35 @@ from pathlib import Path
 
 from cryostream.errors import CryostreamError
 
-__all__ = ["GUARD_FIX", "refuse_script_rerun", "unguarded_script", "start_cluster"]
+__all__ = ["GUARD_FIX", "DASK_WORKER_PROCESS", "refuse_script_rerun", "unguarded_script",
+           "start_cluster"]
 
 #: What a script without the guard must change, and why: the words of both errors here.
 GUARD_FIX = ("the script's calls must go under if __name__ == \"__main__\": because each worker "
              "process runs the script again as it starts")
 
+#: The name of each worker process a Dask ``Nanny`` starts (``distributed.nanny.WorkerProcess``:
+#: a LocalCluster's of processes, cryostream's or a script's own), set before the process runs
+#: the script again (``multiprocessing.spawn.prepare``).
+DASK_WORKER_PROCESS = "Dask Worker process (from Nanny)"
 
-def refuse_script_rerun(call: str) -> None:
-    """Refuse ``cryostream.<call>()`` where this process is a spawned worker running the main
-    script again as it starts: some frame of the stack is the top level of ``__mp_main__``
-    (only a process being started by spawn runs it). A few attribute look-ups per frame.
+
+def refuse_script_rerun(call: str, *, writes: bool = True) -> str | None:
+    """Refuse ``cryostream.<call>()`` where this process is being started by spawn and runs the
+    main script again: some frame of the stack is the top level of ``__mp_main__`` (only such
+    a process runs it). Refused always in a Dask worker process (:data:`DASK_WORKER_PROCESS`),
+    which needs nothing the script's calls return (Dask sends a function of the script with
+    the values it uses); in another (a process pool of the script's own, whose functions are
+    looked up in the script run again) only where the call ``writes``: one that would only
+    find again what the script's own run finished goes on there. A few attribute look-ups per
+    frame.
+
+    Returns
+    -------
+    str or None
+        The script's path where the call goes on in such a run of the script, which must
+        then write nothing and take no lock (the other processes of the pool run the same
+        call at once); None where this is no such run.
 
     Raises
     ------
@@ -39,14 +69,24 @@ def refuse_script_rerun(call: str) -> None:
         Naming the script and :data:`GUARD_FIX`.
     """
     if "__mp_main__" not in sys.modules:  # not a process started by spawn
-        return
+        return None
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
-            raise CryostreamError(f"{frame.f_code.co_filename}: cryostream.{call}() was called "
-                                  f"again, at the script's top level, in a worker process "
-                                  f"starting; {GUARD_FIX}")
+            break
         frame = frame.f_back
+    else:
+        return None  # a function of the script, run in the process: not its top level
+    import multiprocessing
+
+    script = frame.f_code.co_filename
+    dask = multiprocessing.current_process().name == DASK_WORKER_PROCESS
+    if dask or writes:
+        where = "" if dask else (", where it would write (only a finished set or store of the "
+                                 "same arguments is found again there)")
+        raise CryostreamError(f"{script}: cryostream.{call}() was called again, at the script's "
+                              f"top level, in a worker process starting{where}; {GUARD_FIX}")
+    return script
 
 
 def unguarded_script() -> str | None:

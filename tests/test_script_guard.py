@@ -110,3 +110,72 @@ def test_a_package_run_with_python_m_is_not_taken_for_an_unguarded_script(tmp_pa
                            capture_output=True, text=True, timeout=60)
     assert as_package.stdout.strip() == "None", as_package.stderr
     assert plain.stdout.strip().endswith("plain.py"), plain.stderr
+
+
+#: The quick start's first steps at a script's top level, and a process pool of the script's own
+#: under the guard, whose processes run the script again as they start (spawn) and
+#: whose function reads the store the top level made. Each step is counted with its process.
+_OWN_POOL = """
+import concurrent.futures
+import multiprocessing
+
+import h5py
+
+import cryostream
+
+def count(step):
+    with open("steps.txt", "a") as f:
+        f.write(f"{multiprocessing.current_process().name}: {step}\\n")
+
+sim = cryostream.simulate("sim", 2, shape=(256, 256), seed=0, overwrite=OVERWRITE)
+count(f"simulated, kept {sim.kept}")
+STORE = cryostream.prepare(sim.micrographs, "d.h5", cryostream.PrepareConfig(patch_size=64),
+                           progress=False)
+count(f"prepared, kept {STORE.kept}")
+
+def patches(split):
+    with h5py.File(STORE.output) as f:
+        return f"{split} {len(f[split + '/index'])}"
+
+if __name__ == "__main__":
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        count("ProcessPoolExecutor " + " ".join(pool.map(patches, ["train", "test"])))
+"""
+
+
+def test_a_scripts_own_process_pool_finds_the_top_levels_set_and_store_again(tmp_path):
+    """A script that simulates and prepares at its top level and maps a function over a
+    process pool of its own under the guard: each process of the pool runs the top level again
+    as it starts, and its ``simulate`` and ``prepare`` find the finished set and store again
+    (kept, read only, no lock taken) where they had refused, which broke the pool
+    (``BrokenProcessPool``, the reason only in the processes' stderr). Two processes start at
+    once, neither refused by the other's lock (``multiprocessing.Pool`` runs the script again
+    as ``ProcessPoolExecutor`` does)."""
+    done, steps = _run(tmp_path, _OWN_POOL.replace("OVERWRITE", "False"))
+    assert done.returncode == 0, done.stderr
+    here = [s.split(": ", 1)[1] for s in steps if s.startswith("MainProcess: ")]
+    assert here == ["simulated, kept False", "prepared, kept False",
+                    "ProcessPoolExecutor train 49 test 49"]
+    there: dict[str, list[str]] = {}  # each process of the pools: its steps
+    for name, step in (s.split(": ", 1) for s in steps if not s.startswith("MainProcess: ")):
+        there.setdefault(name, []).append(step)
+    assert len(there) == 2, steps  # two at once: one for each task mapped
+    assert all(s == ["simulated, kept True", "prepared, kept True"] for s in there.values()), steps
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "d.h5", "d.h5.shards", "sim", "steps.txt", "steps_script.py"]  # no lock file left
+
+
+def test_a_call_that_would_write_in_a_process_pools_run_of_the_script_is_refused(tmp_path):
+    """``simulate(overwrite=True)`` at the top level: each process of the script's own pool
+    would simulate the set again as it starts, over the one the script is using; it is refused
+    there, before it writes, in one line naming the script and the fix, and the pool breaks."""
+    done, steps = _run(tmp_path, _OWN_POOL.replace("OVERWRITE", "True"))
+    script = tmp_path / "steps_script.py"
+    assert done.returncode == 1
+    assert steps == ["MainProcess: simulated, kept False", "MainProcess: prepared, kept False"]
+    assert f"{script}: cryostream.simulate() was called again, at the script's top level, in a " \
+           f"worker process starting, where it would write (only a finished set or store of " \
+           f"the same arguments is found again there); {GUARD_FIX}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "concurrent.futures.process.BrokenProcessPool")

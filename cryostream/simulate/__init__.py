@@ -131,7 +131,6 @@ def simulate(
     -------
     SimulatedSet
     """
-    refuse_script_rerun("simulate")  # before anything is read or written
     if not isinstance(count, int) or count < 1:
         raise ConfigError(f"count={count!r}: must be an integer ≥ 1")
     check_config("config", config, SimulateConfig)
@@ -150,7 +149,9 @@ def simulate(
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     request = json.loads(to_json(config))["config"]  # as simulate.json and the note hold it
-    if not overwrite and (root / FINISHED).exists():  # this call's set kept, another refused
+    found = not overwrite and (root / FINISHED).exists()  # this call's set kept, another refused
+    refuse_script_rerun("simulate", writes=not found)  # (a worker's run of the script: found)
+    if found:
         return _finished_again(root, count, config, request)
     ours = _earlier_files(root)
     if not (root / FINISHED).exists():  # else an earlier set's files, replaced with overwrite
