@@ -142,8 +142,7 @@ def _not_a_store(path: Path) -> str | None:
 
 
 def _file_stamp(path: str) -> list[int]:
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
+    return [(stat := os.stat(path)).st_size, stat.st_mtime_ns]
 
 
 def fingerprint(config: PrepareConfig, headers, target_headers) -> dict:
@@ -174,8 +173,7 @@ class Workspace:
         then the new master in, the old store removed. Without staging there is nothing to do."""
         if self.staging is None:
             return
-        shards = shard_folder(self.final)
-        aside = self.staging / "replaced"
+        shards, aside = shard_folder(self.final), self.staging / "replaced"
         aside.mkdir(exist_ok=True)
         moved: list[tuple[Path, Path]] = []
         try:
@@ -230,9 +228,12 @@ def open_workspace(output: Path, overwrite: bool, stamp: dict) -> Workspace:
         probe = work.folder / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()
-        (work.folder / _STAMP).write_text(json.dumps(stamp, sort_keys=True))
+        _replace_whole(work.folder / _STAMP, lambda partial: partial.write_text(  # whole or
+            json.dumps(stamp, sort_keys=True)))  # not at all: the shards' key, rewritten here
     except OSError as exc:
         work.abandon()
+        if isinstance(exc, StoreError):  # the fingerprint could not be written: it says so
+            raise
         raise StoreError(f"{output}: the output location is not writable ({exc}); "
                          "choose another path") from None
     for leftover in work.folder.glob("*.partial"):
@@ -302,17 +303,27 @@ def noise_file(folder: Path, source: str) -> Path:
     return folder / f"noise-{hashlib.sha1(source.encode()).hexdigest()[:16]}.npz"
 
 
-def save_estimate(path: Path, estimate: NoiseEstimate) -> None:
-    """Write a noise estimate atomically; a full disk is a StoreError, with nothing left behind."""
+def _replace_whole(path: Path, write) -> None:
+    """``write(partial)``, then ``partial`` renamed to ``path``: whole or not at all. A full
+    disk is a StoreError; neither it nor a stop (Ctrl-C, SIGTERM) leaves the partial file."""
     partial = path.with_name(path.name + ".partial")
     try:
-        with open(partial, "wb") as f:
-            np.savez(f, **estimate.to_arrays())
+        write(partial)
         os.replace(partial, path)
-    except OSError as exc:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if not isinstance(exc, OSError) or isinstance(exc, StoreError):
+            raise
         raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); free disk space "
                          "and run the same command again") from None
+
+
+def save_estimate(path: Path, estimate: NoiseEstimate) -> None:
+    """Write a noise estimate atomically (:func:`_replace_whole`)."""
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as f:
+            np.savez(f, **estimate.to_arrays())
+    _replace_whole(path, write)
 
 
 def load_estimate(path: Path) -> NoiseEstimate | None:
@@ -353,16 +364,8 @@ def read_statistics(folder: Path) -> dict[str, list]:
 
 
 def write_statistics(folder: Path, statistics: dict[str, list]) -> None:
-    """Write the per-micrograph statistics atomically (StoreError on a full disk)."""
-    path = folder / _STATISTICS
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(json.dumps(statistics))
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise StoreError(f"{path}: could not write it ({exc.strerror or exc}); free disk space "
-                         "and run the same command again") from None
+    """Write the per-micrograph statistics atomically (:func:`_replace_whole`)."""
+    _replace_whole(folder / _STATISTICS, lambda partial: partial.write_text(json.dumps(statistics)))
 
 
 def check_stride(config: PrepareConfig) -> None:

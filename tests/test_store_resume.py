@@ -1,5 +1,5 @@
 """Resuming a store whose shards were cut in other bands (an older cryostream): they are made
-again, never reused."""
+again, never reused; the fingerprint a resumed run writes again is written whole or not at all."""
 
 import json
 
@@ -10,6 +10,7 @@ import cryostream
 from cryostream.config import PrepareConfig
 from cryostream.prepare import prepare
 from cryostream.store import shard_folder
+from tests.faults_support import cli, cli_process, leftovers
 
 
 def _datasets(store):
@@ -42,3 +43,28 @@ def test_shards_of_other_bands_are_made_again(tmp_path):
     assert got.keys() == want.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_a_fingerprint_that_cannot_be_written_again_leaves_the_one_before(small_mrcs, tmp_path,
+                                                                          capsys):
+    """`prepare` run again on a store stopped after its shards (no master file) first writes
+    the fingerprint of its inputs and options (prepare.json) again. Where it cannot (a full
+    disk; here a file-size limit under its size, in a real process), one line names it, and
+    the fingerprint before is left whole: it had been cut short, and the next run refused the
+    shards as damaged (only --overwrite prepared them again). The next run goes on from them."""
+    out = tmp_path / "s.h5"
+    command = ["prepare", *small_mrcs, "-o", out, "--patch", "32"]
+    assert cli(capsys, *command).rc == 0
+    out.unlink()  # stopped before its master
+    folder = shard_folder(out)
+    stamp, shards = (folder / "prepare.json").read_text(), sorted(folder.glob("*.h5"))
+    assert len(stamp) > 200
+
+    failed = cli_process(*command, cwd=tmp_path, file_size_limit=200)
+    assert failed.rc == 2 and f"{folder / 'prepare.json'}: could not write it" in failed.err, \
+        failed.describe()
+    assert (folder / "prepare.json").read_text() == stamp and leftovers(folder) == []
+
+    again = cli(capsys, *command)
+    assert again.rc == 0 and out.is_file(), again.describe()
+    assert sorted(folder.glob("*.h5")) == shards
