@@ -166,9 +166,10 @@ def write_json(path: Path, value: dict) -> None:
 
 def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
                 permissive: bool) -> list[dict]:
-    """Prepare the store, or keep it when it is complete and made from these very inputs; the
-    micrographs ``permissive`` left out for their pixels (NaN, blank) with why, as the store
-    records them."""
+    """Prepare the store, or keep it when it is complete and made from these very inputs (its
+    record, :data:`STORE_RECORD`, says so; without a record, a fit stopped before it wrote it,
+    the store itself: :func:`_whole`); the micrographs ``permissive`` left out for their pixels
+    (NaN, blank) with why, as the store records them."""
     stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
     record = store.parent / STORE_RECORD
     old = None
@@ -180,6 +181,11 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
         if old == stamp:
             _log.info("the store %s is complete and its micrographs unchanged: kept", store)
             return _skipped(store)
+    if old is None and store.is_file() and _whole(store, stamp):
+        _log.info("the store %s is complete and made from these micrographs (the call that made "
+                  "it stopped before it recorded so): kept", store)
+        write_json(record, stamp)
+        return _skipped(store)
     if isinstance(old, dict) and not overwrite and any(
             old.get(k) != stamp[k] for k in ("sources", "config")):  # not the same micrographs
         raise StoreError(f"{store.parent}: holds the store of other micrographs or options "
@@ -188,7 +194,8 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
     if store.exists():
         _log.info("the store %s %s: preparing it again", store,
                   f"differs from this fit's ({'; '.join(differences(old, stamp))})"
-                  if isinstance(old, dict) else "was made from other micrographs or options")
+                  if isinstance(old, dict) else "is not complete, or was made from other "
+                  "micrographs or options")
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     try:
@@ -206,6 +213,25 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
         raise InvalidMicrographError(exc.path, exc.problem, unnormalisable_fix(None)) from None
     write_json(record, stamp)
     return _skipped(store)
+
+
+def _whole(store: Path, stamp: dict) -> bool:
+    """Whether ``store``, which has no record, is complete (its master file and every shard)
+    and prepared from the inputs and options of ``stamp`` (its fingerprint in the shard
+    folder), as ``prepare`` tells a finished store it keeps
+    (:func:`~cryostream.prepare_result.keep_finished`): what a fit stopped after its store was
+    made and before it recorded it leaves. A replacement a kill stopped is put right first."""
+    from cryostream.locks import store_lock
+    from cryostream.prepare_output import settle_replacement
+    from cryostream.prepare_result import keep_finished
+
+    with store_lock(store, command="fit", fix="give this fit another work folder (--work)"):
+        settle_replacement(store)
+        try:
+            keep_finished(store, stamp, halves=False, start=0.0)
+        except (StoreError, KeyError):  # (a master of no store's layout: prepared again)
+            return False
+    return True
 
 
 def store_kept(work: Path) -> tuple[str, bool] | None:

@@ -341,7 +341,11 @@ def _write_shards(compute, folder: Path, kept: _Kept, layout, noise_table: dict,
                   config: PrepareConfig, client=None) -> None:
     """Pass 2: normalise and noise each band once (``map_blocks``), then ``map_overlap`` over
     the bands; each task cuts its patches and writes its own shard (finished ones are kept). On
-    a cluster (``client``) the tasks' warnings come back and are shown here."""
+    a cluster (``client``) the tasks' warnings come back and are shown here. Where every shard
+    is finished (a run stopped before it wrote the master), no micrograph is read again."""
+    if all((folder / shard_name(uid, band)).exists() for uid in kept.uids
+           for band, rows in enumerate(layout.row_origins) if rows):
+        return
     matched = {k: noise_table[k] for k in ("kernel", "shot_fraction", "mean")} \
         if config.noise.model == "matched" else None
     stack = stack_from_headers(kept.headers, layout.heights)

@@ -1,26 +1,32 @@
 """`fit` and `train` stopped before their first training step, in real processes: a fit stopped
 by Ctrl-C or SIGTERM while it prepares its store (the command line, and `cryostream.fit` in a
 script) says what it kept and how to go on, leaves no store that looks finished, and the same
-command or call goes on; `train` stopped as its first step compiles writes no checkpoint and
-says so."""
+command or call goes on; what a fit stopped before its first shard (noise estimates) or after
+its last (the shards, the store without its record) leaves, and how the next call takes it;
+`train` stopped as its first step compiles writes no checkpoint and says so."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import mrcfile
 import pytest
 
 import cryostream
-from tests.conftest import TINY_TRAIN
+from cryostream.store import store_facts
+from tests.conftest import TINY_TRAIN, write_mrc
 from tests.faults_support import (
     REPO,
     child_environment,
+    cli,
     cli_process,
     finished_steps,
     leftovers,
@@ -37,6 +43,7 @@ SLOW_SHARD = ("cryostream.prepare.write_shard", 3, "after")
 _FIT_SCRIPT = """
 import dataclasses, importlib, sys, time
 import cryostream
+from cryostream.store import store_facts
 from tests.conftest import TINY_TRAIN
 
 module = importlib.import_module("cryostream.prepare")
@@ -185,3 +192,144 @@ def test_train_stopped_as_its_first_step_compiles_writes_no_checkpoint(tiny_run,
     result = cli_process(*command, "--quiet", cwd=tmp_path, timeout=300)
     assert result.rc == 0, result.describe()
     assert finished_steps(run) == [1, 2]
+
+
+def _preparing_fit(mics, run: Path, patch: int = 32) -> list:
+    """The command of a fit that only prepares its store: its time budget runs out before the
+    training begins."""
+    return ["fit", *mics, "-o", run, "--from", "scratch", "--patch", str(patch), "--budget",
+            "0.000001m"]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    """A file's inode and modification time: a file written again differs."""
+    return path.stat().st_ino, path.stat().st_mtime_ns
+
+
+@pytest.mark.slow  # (a real process: the state it leaves is the fast test's "store" below)
+def test_a_fit_stopped_before_it_recorded_its_finished_store_keeps_the_store(small_mrcs, tmp_path,
+                                                                            capsys):
+    """A fit stopped (SIGTERM, in a real process) with its store made and the store's record
+    (store.json) not yet written: the next call had prepared the whole store again (noise
+    measured, every micrograph read, noised and written anew), saying the store was made from
+    other micrographs or options. Now it keeps the store as it is and records it."""
+    run = tmp_path / "run"
+    work = run / "work"
+    command = _preparing_fit(small_mrcs, run)
+    status, err = signalled_cli(*command, cwd=tmp_path,
+                                slowed=("cryostream.fit_run.write_json", 3, "before"),
+                                signals=[(signal.SIGTERM, lambda err: "[slowed]" in err)])
+    assert status == 143 and "Traceback" not in err, err
+    assert (work / "data.h5").is_file() and not (work / "store.json").exists()
+    assert leftovers(work) == []
+    shards, master = _shards(work), _stat(work / "data.h5")
+
+    again = cli(capsys, *command)
+    assert again.rc == 0, again.describe()
+    assert (work / "store.json").is_file(), again.err
+    assert _shards(work) == shards and _stat(work / "data.h5") == master, again.err
+    assert "measuring the noise" not in again.err and "preparing" not in again.err, again.err
+
+
+@pytest.mark.parametrize("left", ["store", "shards", "store less a shard",
+                                  "store of other options"])
+def test_a_store_without_its_record_is_kept_only_when_whole_and_of_these_inputs(
+        small_mrcs, tmp_path, capsys, left):
+    """What a fit stopped after its store's last shard leaves (a finished fit's work folder
+    less its store.json, and its run folder less fit.json: the very files, as a stop there
+    leaves them), and the next call: ``store``, the store whole (a stop before its record) —
+    kept as it is, and recorded (it had been prepared all again); ``shards``, every shard
+    finished and no master file (a stop before it) — the master is written from them, no
+    micrograph read, noised or written again (pass 2 had read and noised them all again); a
+    store one of whose shards is gone, or one of another --patch, is never kept for a complete
+    store of this fit: it is prepared again."""
+    run = tmp_path / "run"
+    work = run / "work"
+    command = _preparing_fit(small_mrcs, run)
+    assert cli(capsys, *command).rc == 0
+    (run / "fit.json").unlink()
+    (work / "store.json").unlink()
+    shards = _shards(work)
+    gone = sorted(shards)[0]
+    master = _stat(work / "data.h5")
+    if left == "shards":
+        (work / "data.h5").unlink()
+    elif left == "store less a shard":
+        (work / "data.h5.shards" / gone).unlink()
+    elif left != "store":
+        command = _preparing_fit(small_mrcs, run, patch=64)
+
+    again = cli(capsys, *command)
+    assert again.rc == 0, again.describe()
+    assert (work / "store.json").is_file() and leftovers(work) == []
+    prepared, _ = store_facts(work / "data.h5")  # whole: each shard there
+    assert prepared.patch_size == (64 if "other" in left else 32)
+    now = _shards(work)
+    if left in ("store", "shards"):
+        assert now == shards and "preparing" not in again.err, again.err
+        assert left == "shards" or _stat(work / "data.h5") == master
+    else:  # prepared again: a new shard for the missing one, all new for another patch
+        assert "preparing it again" in again.err and now[gone] != shards.get(gone), again.err
+
+
+def test_a_fit_stopped_as_it_writes_a_noise_estimate_leaves_no_part_of_it(small_mrcs, tmp_path,
+                                                                           capsys, monkeypatch):
+    """A fit (the command, in this process) stopped by Ctrl-C, a real SIGINT, as it wrote a
+    micrograph's noise estimate (its first cache, before any shard): no part of that file is
+    left (``noise-….npz.partial`` had been, until a next call removed it); what is left is the
+    fingerprint of its inputs and options (prepare.json), and the same command goes on."""
+    import numpy
+
+    run = tmp_path / "run"
+    folder = run / "work" / "data.h5.shards"
+    command = _preparing_fit(small_mrcs, run)
+    write = numpy.savez
+
+    def stopped(*args, **kwargs):  # Ctrl-C as the file is being written
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # (the interrupt comes here)
+        write(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(numpy, "savez", stopped)
+        stop = cli(capsys, *command)
+    assert stop.rc == 130 and "no checkpoint or shard of the store was written" in stop.err, \
+        stop.describe()
+    assert leftovers(run) == [] and {p.name for p in folder.iterdir()} == {"prepare.json"}
+
+    again = cli(capsys, *command)
+    assert again.rc == 0 and (run / "work" / "store.json").is_file(), again.describe()
+
+
+@pytest.mark.parametrize("call", ["same", "other patch", "micrograph changed"])
+def test_the_noise_estimates_of_a_fit_stopped_before_any_shard_are_kept_only_for_its_inputs(
+        small_mrcs, tmp_path, capsys, call):
+    """What a fit stopped after it measured the noise and before any shard leaves (a finished
+    fit's work folder less its store: the statistics, the noise estimates and the fingerprint
+    of the inputs and options they were measured for, each written whole; its run folder less
+    fit.json): the same call again keeps each estimate (not measured again); a call with
+    another --patch (the fingerprint of other options), or with a micrograph changed since
+    (its size or time), measures them again: a changed micrograph's estimate is its own."""
+    from cryostream.prepare_output import load_estimate, noise_file
+
+    run = tmp_path / "run"
+    work = run / "work"
+    command = _preparing_fit(small_mrcs, run)
+    assert cli(capsys, *command).rc == 0
+    for path in [run / "fit.json", work / "store.json", work / "data.h5",
+                 *(work / "data.h5.shards").glob("*.h5")]:
+        path.unlink()
+    estimate = noise_file(work / "data.h5.shards", str(small_mrcs[0]))
+    before, variance = _stat(estimate), load_estimate(estimate).variance
+    if call == "other patch":
+        command = _preparing_fit(small_mrcs, run, patch=64)
+    elif call == "micrograph changed":
+        with mrcfile.open(small_mrcs[0]) as mrc:
+            write_mrc(small_mrcs[0], 3 * mrc.data)  # (its noise: 9 times the variance)
+
+    again = cli(capsys, *command)
+    assert again.rc == 0 and (work / "store.json").is_file(), again.describe()
+    assert ("measuring the noise" in again.err) == (call != "same"), again.err
+    assert (_stat(estimate) == before) == (call == "same")
+    assert load_estimate(estimate).variance == pytest.approx(
+        9 * variance if call == "micrograph changed" else variance, rel=1e-3)
