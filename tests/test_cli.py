@@ -451,10 +451,12 @@ def test_a_bad_option_is_one_line(capsys):
 # --- Ctrl-C: acknowledged at once, then what is kept and how to go on -------------------------
 
 def _denoise_like(seconds: float, interrupts: int, signum=None, gap: float = 0.2):
-    """A command that works like ``denoise``: a job in a thread pool, Ctrl-C pressed
-    ``interrupts`` times (a real SIGINT to this process), ``gap`` seconds apart, while the job
-    runs."""
+    """A command that works like ``denoise``: a job in a thread pool, which tells a first
+    Ctrl-C's note that it is one micrograph in progress, its time unknown (as denoise's pool
+    does), Ctrl-C pressed ``interrupts`` times (a real SIGINT to this process), ``gap`` seconds
+    apart, while the job runs."""
     import concurrent.futures
+    import math
     import os
     import signal
     import threading
@@ -477,7 +479,10 @@ def _denoise_like(seconds: float, interrupts: int, signum=None, gap: float = 0.2
             time.sleep(seconds)
             print("the micrograph in progress is finished", file=sys.stderr, flush=True)
 
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        from cryostream.interrupts import told_in_progress
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, \
+                told_in_progress(lambda: (1, math.nan)):
             future = pool.submit(job)
             started.wait()
             future.result()
@@ -498,8 +503,8 @@ def test_ctrl_c_in_denoise_is_acknowledged_at_once_and_says_how_to_resume(capsys
     assert cli_common.run_command(args) == 130
     err = re.sub(r"after \d+ s", "after N s", capsys.readouterr().err)
     assert err.splitlines() == [
-        "cryostream denoise: stopping after the micrographs in progress (each is written whole "
-        "or not at all); Ctrl-C again to stop at once",
+        "cryostream denoise: stopping after the micrograph in progress (it is written whole or "
+        "not at all); Ctrl-C again to stop at once",
         "the micrograph in progress is finished",  # after the first line, not before it
         f"cryostream denoise: interrupted after N s; the finished micrographs are kept in {out}: "
         "run the same command again to denoise the rest (it skips the finished ones) and write "
@@ -593,8 +598,8 @@ def test_a_second_ctrl_c_in_denoise_stops_at_once():
                             timeout=60, cwd=Path(__file__).parents[1])
     assert result.returncode == 130 and time.perf_counter() - start < 20
     assert result.stderr.splitlines() == [
-        "cryostream denoise: stopping after the micrographs in progress (each is written whole "
-        "or not at all); Ctrl-C again to stop at once",
+        "cryostream denoise: stopping after the micrograph in progress (it is written whole or "
+        "not at all); Ctrl-C again to stop at once",
         "cryostream denoise: stopped at once (Ctrl-C again); what was in progress is not written "
         "(run the same command again to resume)"]
 

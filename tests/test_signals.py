@@ -338,20 +338,70 @@ def test_sigterm_before_any_micrograph_is_finished_says_nothing_was_written(tiny
     assert not out.exists()
 
 
+#: The note of a first Ctrl-C before any micrograph has begun, which stops the command now.
+BEFORE_ANY = ("cryostream denoise: stopping now: no micrograph has begun yet, and this call has "
+              "written nothing")
+
+
 def test_ctrl_c_before_any_micrograph_began_says_nothing_was_written(tiny_run, tmp_path):
     """Ctrl-C as `cryostream denoise` gets ready (its output folder made, no micrograph begun
     yet): the folder, which holds nothing, is removed, and the last line said the finished
     micrographs were kept in it (SIGTERM's, and a script's KeyboardInterrupt, said nothing was
-    written). Now it says so too."""
+    written). Now it says so too. Its first note spoke of the micrographs in progress, to be
+    finished (there were none: it stops now); now it says that none has begun and it stops
+    now."""
     out = tmp_path / "out"
     status, lines = _denoised(
         tiny_run, out, slowed=("cryostream.denoise.workers.default_workers", 3, "before"),
         signals=[(signal.SIGINT, lambda err: "[slowed] default_workers" in err)])
     assert status == 130, lines
-    assert lines[-1] == ("cryostream denoise: interrupted after N s; no micrograph was finished "
-                         "and nothing was written: run the same command again to denoise "
-                         "them"), lines
+    assert lines[-2:] == [BEFORE_ANY, "cryostream denoise: interrupted after N s; no micrograph "
+                          "was finished and nothing was written: run the same command again to "
+                          "denoise them"], lines
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_any_micrograph_began_on_a_scheduler_stops_now(tiny_run, tmp_path):
+    """The same with `--scheduler` (a LocalCluster this test starts): the note said it waited
+    for the micrographs under way on the cluster's workers, and the last line that the
+    finished ones and those were kept in the folder, which was gone (none had begun). Now they
+    say that none has begun, it stops now, and nothing was written."""
+    from distributed import LocalCluster
+
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      host="127.0.0.1", protocol="tcp://") as cluster:
+        status, lines = _denoised(
+            tiny_run, out, "--scheduler", cluster.scheduler_address,
+            slowed=("cryostream.denoise.api.note_assumed_optics", 3, "before"),
+            signals=[(signal.SIGINT, lambda err: "[slowed] note_assumed_optics" in err)])
+    assert status == 130, lines
+    assert lines[-2:] == [BEFORE_ANY, "cryostream denoise: interrupted after N s; no micrograph "
+                          "was finished and nothing was written: run the same command again to "
+                          "denoise them"], lines
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_as_the_star_file_is_written_says_every_micrograph_is_finished(tiny_run,
+                                                                              tmp_path):
+    """Ctrl-C once every micrograph is finished, as the STAR file is written: the note spoke
+    of the micrographs in progress, to be finished (there were none: it stops now, the STAR
+    file unwritten). Now it says so."""
+    out = tmp_path / "out"
+    status, lines = _denoised(
+        tiny_run, out, slowed=("cryostream.io.star.write_micrograph_star", 3, "before"),
+        signals=[(signal.SIGINT, lambda err: "[slowed] write_micrograph_star" in err)])
+    assert status == 130, lines
+    assert lines[-2:] == [
+        "cryostream denoise: stopping now: every micrograph is finished and written; "
+        "denoised_micrographs.star, written last, may not be (the same command again writes it)",
+        f"cryostream denoise: interrupted after N s; the finished micrographs are kept in {out}: "
+        "run the same command again to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star"], lines
+    assert len(_each_whole_with_its_record(out)) == 3
+    assert not (out / "denoised_micrographs.star").exists()
 
 
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,

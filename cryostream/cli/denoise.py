@@ -210,7 +210,6 @@ def model_and_inputs(args: argparse.Namespace) -> tuple[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Denoise, then print the count, the speed and the peak memory."""
     from cryostream.cli.prepare import odd_inputs
-    from cryostream.io.paths import shown_path
 
     config = config_from_args(denoise_config(args), args, OUTPUT_FLAGS)
     model, inputs = model_and_inputs(args)
@@ -221,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
     check_model(model)  # named as given
 
     from cryostream.denoise.pixels import typed_optics
-    from cryostream.denoise.pool import AllFinished
+    from cryostream.denoise.pool import NONE_LEFT, AllFinished
+    from cryostream.interrupts import told_in_progress
 
     start = time.perf_counter()
     try:  # the last line on SIGTERM: whether the call finished every micrograph, in its words
@@ -235,9 +235,18 @@ def run(args: argparse.Namespace) -> int:
         args.all_finished = True
         raise
     args.all_finished = True  # (a SIGTERM from here on: after the call's end)
+    with told_in_progress(lambda: NONE_LEFT):  # (a first Ctrl-C's note: none left to finish)
+        _summary(args, result, time.perf_counter() - start)
+    return 0
+
+
+def _summary(args: argparse.Namespace, result, seconds: float) -> None:
+    """Print how many micrographs ``result`` holds, the speed over ``seconds`` and the peak
+    memory."""
+    from cryostream.io.paths import shown_path
+
     kept = result.attrs.get("kept", 0)
     n = result.sizes["micrograph"] - kept
-    seconds = time.perf_counter() - start
     skipped = result.attrs.get("skipped", 0)
     rate = ("" if n == 0 else f"{n / seconds:.2f} micrographs/s, " if n >= seconds
             else f"{seconds / n:.1f} s per micrograph, ")
@@ -247,7 +256,6 @@ def run(args: argparse.Namespace) -> int:
           + f", listed in {shown_path(result.attrs['star'])}: {seconds:.1f} s, {rate}peak memory "
           f"{peak_rss_mb():,.0f} MB" + (_workers_memory(args.scheduler) if args.scheduler
                                         else ""))
-    return 0
 
 
 def _workers_memory(scheduler: str) -> str:

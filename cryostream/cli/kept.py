@@ -13,7 +13,8 @@ from pathlib import Path
 from cryostream.cli.signals import AT_ONCE
 
 __all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now",
-           "terminated_denoise_kept", "interrupted_denoise_kept", "denoise_first",
+           "terminated_denoise_kept", "interrupted_denoise_kept", "scheduler_denoise_kept",
+           "denoise_first", "denoise_stops_now", "denoise_first_on_a_scheduler",
            "denoise_at_once"]
 
 
@@ -132,6 +133,14 @@ def interrupted_denoise_kept(args: argparse.Namespace, began: float) -> str:
     return _denoise_kept(args.output)
 
 
+def scheduler_denoise_kept(args: argparse.Namespace, began: float) -> str:
+    """What a ``denoise --scheduler`` into ``args.output`` that Ctrl-C stopped kept, once it
+    waited for the micrographs under way on the scheduler's workers: nothing, where no folder is
+    left (none had begun: the call removed the folder it had made), else the finished
+    micrographs, those under way among them."""
+    return _denoise_kept(args.output, ", those under way on the cluster's workers too")
+
+
 def _denoise_kept(out, dropped: str = "") -> str:
     """What a stopped ``denoise`` into ``out`` kept, ``dropped`` said after the finished ones:
     nothing, where no folder is left (the call removed the one it had made), else the finished
@@ -146,22 +155,54 @@ def _denoise_kept(out, dropped: str = "") -> str:
 
 
 def denoise_first(told: object) -> str:
-    """The note of a first Ctrl-C in ``denoise``, which finishes the micrographs in progress:
-    how many (``told``: ``(count, seconds)``, :func:`~cryostream.denoise.pool.finish_here`'s,
-    or None) and about how long they take, at the pace of their network passes and of the
-    micrographs this call finished (nothing of the time where none is known yet: ``seconds``
-    NaN)."""
+    """The note of a first Ctrl-C in ``denoise``, as the call tells what is in progress
+    (``told``, :func:`~cryostream.interrupts.in_progress`): where no micrograph is (None: none
+    has begun yet, as the model loads or the inputs are read;
+    :data:`~cryostream.denoise.pool.NONE_LEFT`: every one is finished), that it stops now
+    (:func:`denoise_stops_now`); else it finishes the micrographs in progress: how many
+    (``(count, seconds)``, :func:`~cryostream.denoise.pool.finish_here`'s) and about how long
+    they take, at the pace of their network passes and of the micrographs this call finished
+    (nothing of the time where none is known yet: ``seconds`` NaN)."""
     import math
 
     from cryostream.units import format_duration
 
-    count, seconds = told if isinstance(told, tuple) else (0, math.nan)
+    if not isinstance(told, tuple):
+        return denoise_stops_now(told)
+    count, seconds = told
     what = ("the micrograph in progress" if count == 1 else f"the {count} micrographs in "
             "progress" if count else "the micrographs in progress")
     when = "" if not count or not math.isfinite(seconds) else \
         f"{'about ' * (seconds >= 0.5)}{format_duration(seconds)}; "
     return (f"stopping after {what} ({when}{'it is' if count == 1 else 'each is'} written whole "
             "or not at all); Ctrl-C again to stop at once")
+
+
+def denoise_stops_now(told: object) -> str:
+    """The note of a first Ctrl-C in ``denoise`` where no micrograph is in progress, which
+    stops it now (the interrupt raised where the command is, at the end of a step in C such as
+    the model's compiling): none has begun yet (``told`` None), so this call has written nothing
+    (an output folder it made is removed); or every one is finished (``told``
+    :data:`~cryostream.denoise.pool.NONE_LEFT`), and the STAR file, written last, may be
+    left unwritten. (Nothing is imported for the first: the signal may come as the modules
+    are.)"""
+    if told is None:
+        return "stopping now: no micrograph has begun yet, and this call has written nothing"
+    from cryostream.denoise.outputs import STAR_NAME  # (both there: the call told)
+
+    return (f"stopping now: every micrograph is finished and written; {STAR_NAME}, written "
+            "last, may not be (the same command again writes it)")
+
+
+def denoise_first_on_a_scheduler(told: object) -> str:
+    """The note of a first Ctrl-C in ``denoise --scheduler``: where no micrograph is in
+    progress, as :func:`denoise_stops_now` says; else it waits for those under way on the
+    scheduler's workers, which are not this process's (``told``: what
+    :func:`~cryostream.denoise.cluster_pool.gather_cluster` tells, any tuple)."""
+    if not isinstance(told, tuple):
+        return denoise_stops_now(told)
+    return ("stopping after the micrographs under way on the cluster's workers (each is written "
+            "whole or not at all); Ctrl-C again to stop at once")
 
 
 def denoise_at_once(written: list) -> str:
@@ -194,7 +235,8 @@ def denoise_at_once(written: list) -> str:
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
     # the note of a first Ctrl-C: how many are in progress, about how long they take (the
-    # pace of their network passes); a second signal's line: how many outputs were written
+    # pace of their network passes), or that it stops now where none is (none begun yet, or
+    # all finished); a second signal's line: how many outputs were written
     "denoise": Interruption(
         first=denoise_first, then=interrupted_denoise_kept, at_once=denoise_at_once),
     # SIGTERM (a batch system's time limit, whose SIGKILL follows in 30 s): those in progress
@@ -211,13 +253,11 @@ INTERRUPTIONS = {
         "workers were denoising are not written (but one that finished as the cluster closed): "
         "run the same command again to denoise the rest (it skips the finished ones) and write "
         "denoised_micrographs.star"),
-    # a scheduler's workers are not this process's: those under way finish, as here
+    # a scheduler's workers are not this process's: those under way finish, as here (none
+    # begun yet, or all finished: it stops now, as here)
     "denoise on a scheduler": Interruption(
-        first="stopping after the micrographs under way on the cluster's workers (each is "
-        "written whole or not at all); Ctrl-C again to stop at once",
-        then="the finished micrographs are kept in {output}, those under way on the cluster's "
-        "workers too: run the same command again to denoise the rest (it skips the finished "
-        "ones) and write denoised_micrographs.star",
+        first=denoise_first_on_a_scheduler,
+        then=scheduler_denoise_kept,
         at_once="the micrographs under way on the cluster's workers are written all the same, "
         "each whole, as they finish there (run the same command again to resume)"),
     # the report is written whole at its end: nothing of it to keep; its network passes are

@@ -32,7 +32,7 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import AllFinished, finish_here, stopped_call, to_the_end
+from cryostream.denoise.pool import NONE_LEFT, AllFinished, finish_here, stopped_call, to_the_end
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -41,6 +41,7 @@ from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
+from cryostream.interrupts import told_in_progress
 from cryostream.io.paths import plain_path
 from cryostream.schedulers import reachable_scheduler
 from cryostream.script_guard import refuse_script_rerun
@@ -351,8 +352,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     except BaseException as stop:  # an empty folder it made removed; a script's Ctrl-C said
         stopped_call(stop, made, output)
         raise
-    return to_the_end(functools.partial(_result, micrographs, plans, todo, results, gathered,
-                                        output), stopped)
+    with told_in_progress(lambda: NONE_LEFT):  # a first Ctrl-C's note: none left to finish
+        return to_the_end(functools.partial(_result, micrographs, plans, todo, results, gathered,
+                                            output), stopped)
 
 
 def _count_skipped(skipped: list[dict]) -> int:

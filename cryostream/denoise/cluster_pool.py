@@ -68,12 +68,16 @@ def gather_cluster(client, job, todo: list, progress) -> list:
     warnings (raised on the worker: :func:`cryostream.cluster.on_workers`) are shown here, and
     ``progress`` (a :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time
     on the worker, what the steps found and about how long those left take over the cluster's
-    threads."""
+    threads.
+    Meanwhile a first Ctrl-C's note is told how many are not done
+    (:func:`~cryostream.interrupts.told_in_progress`; no pace: NaN seconds)."""
     import functools
+    import math
 
     from distributed import as_completed
 
     from cryostream.cluster import forwarded, on_workers
+    from cryostream.interrupts import told_in_progress
 
     futures = client.map(on_workers(functools.partial(timed, job)), todo)
     keys = {f.key: m.source for f, (m, _) in zip(futures, todo, strict=True)}
@@ -88,7 +92,8 @@ def gather_cluster(client, job, todo: list, progress) -> list:
             yield future
 
     try:
-        stop_on_first(noted(as_completed(futures)), len(futures) > 1, set())
+        with told_in_progress(lambda: (sum(not f.done() for f in futures), math.nan)):
+            stop_on_first(noted(as_completed(futures)), len(futures) > 1, set())
     except (DeviceMemoryError, ConfigError):
         let_go(client, futures)
         raise

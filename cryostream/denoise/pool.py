@@ -29,7 +29,8 @@ from cryostream.errors import (
 from cryostream.interrupts import Terminated
 
 __all__ = ["finish", "finish_here", "Gate", "Closed", "Abandoned", "AllFinished", "to_the_end",
-           "given_up", "stopped_call", "SCRIPT_STOPPING", "in_a_script", "stop_on_first", "gather"]
+           "given_up", "stopped_call", "SCRIPT_STOPPING", "NONE_LEFT", "in_a_script", "stop_on_first",
+           "gather"]
 
 
 class Abandoned(Exception):
@@ -145,6 +146,12 @@ def _through(gate: Gate, running: set, took: list, job, item):
         running.discard(threading.get_ident())
         forget_notes()
         _here.gate = None
+
+
+#: What a ``denoise`` call tells is in progress (:func:`~cryostream.interrupts.told_in_progress`)
+#: once its micrographs are finished, as its STAR file is written (and the command line's, as
+#: it says what it did), for a first Ctrl-C's note: none is, and none is left to begin.
+NONE_LEFT = "none left"
 
 
 def _in_progress(running: set, took: list) -> tuple[int, float]:
