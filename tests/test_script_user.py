@@ -261,3 +261,97 @@ def test_ctrl_c_in_a_scripts_denoise_on_its_own_cluster_is_answered_at_once(tiny
     assert lines[-1] == ("KeyboardInterrupt: interrupted: the finished micrographs are kept in "
                          "out; call denoise again with the same arguments to denoise the rest (it "
                          "skips the finished ones) and write denoised_micrographs.star"), lines
+
+
+#: A script that denoises micrographs (its arguments after the model) into the folder given
+#: second, on the scheduler whose address is given first: one it does not own, whose workers
+#: go on after it.
+_ON_A_SCHEDULER = """
+import sys
+import cryostream
+if __name__ == "__main__":
+    cryostream.denoise(sys.argv[3], sys.argv[4:], sys.argv[2], scheduler=sys.argv[1],
+                       config=cryostream.DenoiseConfig(ensemble=False, ctf_gain=False))
+"""
+
+
+@pytest.mark.slow
+def test_a_scripts_second_ctrl_c_on_a_scheduler_says_its_workers_may_still_write(
+        tiny_run, tmp_path, monkeypatch):
+    """A script's ``denoise`` on a scheduler given by address (here a LocalCluster this test
+    starts, its workers threads of this process), Ctrl-C twice while a micrograph is under way
+    on the worker: the ``KeyboardInterrupt`` said that no micrograph was finished and nothing
+    was written, but the worker, which the call does not close, went on and wrote that
+    micrograph, whole with its record, after the script had ended. Now it says that the
+    cluster's workers may still write those, and that the same call again skips the finished
+    ones (that one, here)."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import mrcfile
+    from distributed import LocalCluster
+
+    from cryostream.denoise import micrograph
+    from cryostream.denoise.cluster_pool import CLUSTER_STOPPING
+    from tests.faults_support import child_environment, wait_until
+
+    passes: list[float] = []
+    plain = micrograph.network_pass
+
+    def slowed(*args, **kwargs):  # on the worker: a pass of 3 s at least, as on a slow CPU
+        passes.append(time.monotonic())
+        time.sleep(3)
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(micrograph, "network_pass", slowed)
+    out = tmp_path / "out"  # (absolute: the worker's folder is this process's, not the script's)
+
+    def written() -> list[str]:
+        return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      host="127.0.0.1", protocol="tcp://") as cluster:
+        proc = subprocess.Popen([sys.executable, "-c", _ON_A_SCHEDULER, cluster.scheduler_address,
+                                 str(out), str(tiny_run.run), *map(str, tiny_run.sim.micrographs)],
+                                cwd=tmp_path, env=child_environment(), stderr=subprocess.PIPE,
+                                text=True)
+        err: list[str] = []
+        reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
+        reader.start()
+        try:
+            assert wait_until(proc, lambda: bool(passes), timeout=300), "".join(err)
+            proc.send_signal(signal.SIGINT)
+            assert wait_until(proc, lambda: CLUSTER_STOPPING in "".join(err), timeout=60), err
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            reader.join(timeout=10)
+        at_the_end = [n for n in written() if not n.startswith(".")]
+        deadline = time.monotonic() + 120  # the worker goes on with its micrograph
+        while not any(n.endswith(".json") for n in written()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        later = written()
+        monkeypatch.setattr(micrograph, "network_pass", plain)  # the same call again:
+        again = cryostream.denoise(tiny_run.run, tiny_run.sim.micrographs, out,
+                                   scheduler=cluster.scheduler_address,
+                                   config=cryostream.DenoiseConfig(ensemble=False, ctf_gain=False))
+    lines = "".join(err).splitlines()
+    assert proc.returncode in (-2, 130), lines
+    assert lines[-1] == (
+        f"KeyboardInterrupt: interrupted: the finished micrographs are kept in {out}, and the "
+        "cluster's workers, which go on after this call, may still write there the micrographs "
+        "they were denoising, each whole with its record; call denoise again with the same "
+        "arguments to denoise the rest (it skips the finished ones) and write "
+        "denoised_micrographs.star"), lines
+    assert at_the_end == []  # none finished as the script ended; the worker's written since:
+    name = later[0].rsplit(".", 1)[0] if later else None  # the one under way, of one thread
+    assert name in {m.stem for m in tiny_run.sim.micrographs}, later
+    assert later == [f"{name}.json", f"{name}.mrc"], later  # whole, with its record
+    with mrcfile.open(out / f"{name}.mrc", permissive=False) as mrc:
+        assert mrc.data.shape == (160, 128)
+    assert again.attrs["kept"] == 1 and again.sizes["micrograph"] == 3  # it skips that one

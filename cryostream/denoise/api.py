@@ -339,7 +339,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             if not todo:
                 results = []
             elif client is not None:  # a note as each is done, paced over the cluster's threads
-                results = gather_cluster(client, job, todo, progress(sum(client.nthreads().values())))
+                results = gather_cluster(client, job, todo, progress(sum(client.nthreads().values())),
+                                         output)
             else:
                 at_once = min(workers, len(todo))
                 progress = progress(at_once)

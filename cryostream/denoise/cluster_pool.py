@@ -11,7 +11,8 @@ from typing import NamedTuple
 from cryostream.denoise.pool import gather, in_a_script, stop_on_first
 from cryostream.errors import ConfigError, DeviceMemoryError
 
-__all__ = ["Finished", "timed", "gather_cluster", "let_go", "CLUSTER_STOPPING"]
+__all__ = ["Finished", "timed", "gather_cluster", "left_to_the_workers", "let_go",
+           "CLUSTER_STOPPING"]
 
 #: What a script is told at its first Ctrl-C while micrographs are under way on the workers of
 #: a scheduler it gave (an address, a Client or a cluster object), as
@@ -57,18 +58,19 @@ def timed(job, item) -> Finished:
     return Finished(result, *timing.noted)
 
 
-def gather_cluster(client, job, todo: list, progress) -> list:
+def gather_cluster(client, job, todo: list, progress, output=None) -> list:
     """``job`` over ``todo`` (``(micrograph, plan)`` items) on a Dask cluster:
     :func:`~cryostream.denoise.pool.gather` of its futures. An error every micrograph would
     meet (memory, a setting), or Ctrl-C or SIGTERM on a scheduler given by address (a
     LocalCluster's workers stop with the call), drops those not started as soon as it comes
     and waits for those under way (:func:`let_go`), as :func:`~cryostream.denoise.pool.finish`
     lets them finish: nothing of the call is written after it ends (a script is told so at
-    once: :data:`CLUSTER_STOPPING`; its second Ctrl-C stops the wait). As each is done its
-    warnings (raised on the worker: :func:`cryostream.cluster.on_workers`) are shown here, and
-    ``progress`` (a :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time
-    on the worker, what the steps found and about how long those left take over the cluster's
-    threads.
+    once: :data:`CLUSTER_STOPPING`; its second Ctrl-C stops the wait, and its
+    ``KeyboardInterrupt`` says that the workers may still write those into ``output``, the
+    call's folder: :func:`left_to_the_workers`). As each is done its warnings (raised on the
+    worker: :func:`cryostream.cluster.on_workers`) are shown here, and ``progress`` (a
+    :class:`~cryostream.denoise.micrograph.Progress`) notes it with its time on the worker,
+    what the steps found and about how long those left take over the cluster's threads.
     Meanwhile a first Ctrl-C's note is told how many are not done
     (:func:`~cryostream.interrupts.told_in_progress`; no pace: NaN seconds)."""
     import functools
@@ -104,11 +106,27 @@ def gather_cluster(client, job, todo: list, progress) -> list:
                 logging.getLogger("cryostream").warning(CLUSTER_STOPPING)
             try:
                 let_go(client, futures)  # (a second signal ends the command line's at once)
-            except KeyboardInterrupt as again:  # a script's second Ctrl-C: one traceback
+            except KeyboardInterrupt as again:  # a script's second Ctrl-C: one traceback,
+                left_to_the_workers(again, output)  # saying the workers may still write theirs
                 raise again from None
         raise
     return [None if r is None else forwarded(r, show=False).result
             for r in gather(futures, progress.total)]
+
+
+def left_to_the_workers(stop: KeyboardInterrupt, output) -> None:
+    """Give ``stop``, a script's second Ctrl-C while the micrographs under way on a
+    scheduler's workers were waited for, the words its traceback ends with: the wait is given
+    up, not those micrographs (a worker cannot stop a task's thread, and the scheduler is not
+    the call's to close), so the workers may still write them into ``output``, each whole with
+    its record; the same call again skips the finished ones."""
+    from cryostream.denoise.outputs import STAR_NAME
+    from cryostream.interrupts import say_kept
+
+    say_kept(stop, f"the finished micrographs are kept in {output}, and the cluster's workers, "
+             "which go on after this call, may still write there the micrographs they were "
+             "denoising, each whole with its record", "call denoise again with the same "
+             f"arguments to denoise the rest (it skips the finished ones) and write {STAR_NAME}")
 
 
 def let_go(client, futures, poll_s: float = 0.2) -> None:
