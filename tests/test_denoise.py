@@ -1460,3 +1460,27 @@ def test_the_lazy_pass_takes_one_micrograph_and_gives_it_back_2d(trained):
     with pytest.raises(cryostream.ConfigError, match=r"^stack: a 1-D array; give one "
                        r"micrograph \(y, x\) or a stack \(micrograph, y, x\)$"):
         denoise_array(image[0], run, 20.0, tile=64)
+
+
+def test_a_relative_output_folder_on_a_scheduler_is_the_callers(trained, tmp_path, monkeypatch):
+    """``denoise(..., "den", scheduler=ADDRESS)`` from a script whose working folder is not the
+    workers' (a scheduler started elsewhere, or before the script changed folder): the outputs
+    go to ``den`` in the script's folder, where its STAR file lists them. The workers had
+    written them into their own working folder, and the call then failed on the STAR file's
+    first row ('den/sim_0000.mrc: no such file')."""
+    from distributed import LocalCluster
+
+    run, sim = trained
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "script").mkdir()
+    monkeypatch.chdir(tmp_path / "workers")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:  # its worker process works in workers/
+        monkeypatch.chdir(tmp_path / "script")
+        out = denoise(run, sim.micrographs, "den", config=DenoiseConfig.raw(tile=64),
+                      scheduler=cluster.scheduler_address)
+        assert out.sizes["micrograph"] == len(sim.micrographs)
+    assert not (tmp_path / "workers" / "den").exists()
+    written = sorted(p.name for p in (tmp_path / "script" / "den").iterdir())
+    assert written == sorted([f"{p.stem}.{e}" for p in sim.micrographs for e in ("json", "mrc")]
+                             + ["denoised_micrographs.star"])

@@ -310,8 +310,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     plans: list = [None] * len(micrographs)
     made = stopped = None
     if output is not None:
-        plans, made = plan_denoise(run, config, micrographs, gathered.star, Path(output),
-                                   overwrite=overwrite)
+        plans, made = plan_denoise(run, config, micrographs, gathered.star,  # (absolute: a
+                                   Path(output).absolute(),  # scheduler's workers have a
+                                   overwrite=overwrite)      # working folder of their own)
     try:  # from here on, an error leaves no empty output folder of this call behind
         todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
         if todo:  # the first note comes when a micrograph is done: say what is under way now
