@@ -757,6 +757,7 @@ def test_sigterm_to_denoise_on_a_local_cluster_leaves_no_worker_running(tiny_run
         assert json.loads(image.with_suffix(".json").read_text()), image
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_ctrl_c_in_denoise_on_a_scheduler_waits_for_the_micrographs_under_way(tiny_run,
                                                                              tmp_path):
     """A real Ctrl-C to `cryostream denoise --scheduler ADDRESS` (a LocalCluster of worker
@@ -1128,6 +1129,7 @@ def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(t
                  "224", "--no-ensemble", "--quiet"]) == 0
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_train_resumed_says_what_it_trained_and_a_finished_run_says_nothing_was(tiny_run,
                                                                                  tmp_path, capsys):
     """``train --resume`` of a finished run had said 'trained ... for 4 steps: loss nan' when

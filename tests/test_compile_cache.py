@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cryostream.compile_cache import ENV, cache_folder
 
 
@@ -96,6 +98,7 @@ print(float(jax.jit(lambda x: jnp.sin(x) @ x.T + 3)(jnp.ones((64, 64))).sum()))
 """
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_an_entry_written_in_part_is_removed_and_written_again(tmp_path):
     """JAX writes a compiled program in place and never replaces an entry: one cut short (a
     run killed while writing it) failed to load, with a warning, and was compiled again on

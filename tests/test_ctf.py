@@ -948,6 +948,7 @@ def test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings(benchmark_mo
     assert not no_rings(SETTLED_Z, fit)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_the_candidates_benchmark_records_a_micrograph_and_scores_its_rules(benchmark_modules,
                                                                             tmp_path):
     """``benchmarks/ctf_candidates.py`` on one 1024² micrograph of the calibration spread: its

@@ -590,6 +590,7 @@ def test_micrographs_of_several_pixel_sizes_are_fitted_with_a_warning(mics, tmp_
 
 # --- real training ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_fit_that_still_estimates_the_clean_micrograph_keeps_its_starts_table(mics, tmp_path,
                                                                                  tiny_run):
     """From a run whose record holds a table of learned weights (the shared run, copied, with
@@ -699,6 +700,7 @@ def test_from_a_run_and_a_time_limit(mics, tmp_path, tiny_run):
 
 # --- one fit at a time in a folder --------------------------------------------------------------
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_second_fit_on_a_folder_in_use_is_refused_naming_the_first(mics, tmp_path):
     """Two fits on one run folder (another terminal, a job sent twice) would write one store
     and one run at once: while a real ``cryostream fit`` runs there, a second is refused,

@@ -160,7 +160,8 @@ def test_a_script_s_fit_stopped_while_it_prepares_says_what_is_kept(tiny_run, tm
     assert {name: kept[name] for name in shards} == shards
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                    signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_train_stopped_as_its_first_step_compiles_writes_no_checkpoint(tiny_run, tmp_path,
                                                                        signum):
     """`cryostream train` stopped while its first step compiled (minutes for a large network)

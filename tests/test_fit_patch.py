@@ -171,6 +171,7 @@ def _one_patch_plans(store, config: TrainConfig, sides) -> dict[int, int]:
                                         for k, v in batch.items()}) for s in sides}
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_where_one_patch_does_not_fit_the_error_names_the_largest_patch_that_does(
         mics, tmp_path, monkeypatch):
     """The one-patch error had named half the patch, whatever it took: a ladder of retries
@@ -210,6 +211,7 @@ def test_where_one_patch_does_not_fit_the_error_names_the_largest_patch_that_doe
     assert result.steps == 1 and list(run.glob("checkpoints/*"))
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_where_no_patch_fits_the_unet_the_error_names_a_smaller_network_and_overwrite(
         mics, tmp_path, monkeypatch, capsys):
     """Where not even the smallest patch fits (most of the unet's step is its parameters and

@@ -482,6 +482,7 @@ def test_even_odd_pairs_of_two_shapes_go_to_one_folder(tiny_run, tmp_path, capsy
     assert any("m_ODD.mrc" in str(w.message) and "one shape" in str(w.message) for w in seen)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_halves_whose_sum_fits_an_unsettled_defocus_fall_back_together(tiny_run, tmp_path,
                                                                        benchmark_modules):
     """The defocus fitted on the sum of two halves carries its rival as a micrograph's own fit

@@ -59,6 +59,7 @@ def test_bad_arguments_name_themselves(kwargs, message):
         patch_origins(**args)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_dihedral_turns_both_batches_alike_through_all_eight_views():
     import jax
 

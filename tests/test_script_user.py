@@ -103,6 +103,7 @@ def _interrupted_script(cwd, output, inputs, when) -> tuple[int, str]:
     return proc.returncode, "".join(err)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_ctrl_c_in_a_scripts_denoise_says_what_it_waits_for_and_what_is_kept(tmp_path):
     """A real Ctrl-C to a script's ``denoise``: it had waited in silence for the micrograph in
     progress (minutes on a CPU), then ended on a bare ``KeyboardInterrupt``, and a second

@@ -29,6 +29,7 @@ def benchmarks(benchmark_modules):
     return benchmark_modules("fit_learned_weights", "frc_constrained_weights")
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_the_shipped_table_is_refitted_bit_for_bit_from_its_sums(benchmarks):
     fit_module, _ = benchmarks
     recipe = fit_module.SHIPPED_RECIPE

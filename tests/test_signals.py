@@ -147,6 +147,7 @@ def test_sigterm_stops_denoise_at_once_keeping_the_finished_micrographs(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["a_small.json", "a_small.mrc"]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_micrograph_given_up_on_sigterm_writes_nothing_after_the_command_ends(tmp_path,
                                                                                capsys):
     """SIGTERM to `cryostream denoise` run in this process, whose thread denoising a micrograph
@@ -479,7 +480,7 @@ def test_denoise_started_with_ctrl_c_ignored_keeps_ignoring_it(after, tiny_run, 
 SLOW_PASSES = ("cryostream.denoise.micrograph.network_pass", 1, "after")
 
 
-@pytest.mark.parametrize("known", [True, False])
+@pytest.mark.parametrize("known", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_the_first_ctrl_c_says_how_long_the_micrographs_in_progress_take(known, tiny_run,
                                                                          tmp_path):
     """The note of a first Ctrl-C in `denoise`, which finishes the micrographs in progress
