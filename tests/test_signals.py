@@ -312,13 +312,16 @@ def test_sigterm_as_the_star_file_is_written_still_writes_it(tiny_run, tmp_path)
     """SIGTERM once every micrograph was written, as the STAR file listing them was about to
     be written (a slow disk): the file was not written, and the last line said those in
     progress were not. Now the STAR file is written whole all the same, and the last line
-    says every micrograph was finished; status 143."""
+    says every micrograph was finished; status 143. Its first note said the micrographs in
+    progress were dropped (none was): now that it ends as the run ends."""
     out = tmp_path / "out"
     status, lines = _denoised(
         tiny_run, out, slowed=("cryostream.io.star.write_micrograph_star", 3, "before"),
         signals=[(signal.SIGTERM, lambda err: "[slowed] write_micrograph_star" in err)])
     assert status == 143, lines
     assert lines[-1] == ALL_FINISHED.format(out=out), lines
+    assert ("cryostream denoise: terminated (SIGTERM): every micrograph is finished and written: "
+            "ending as the run ends, with its STAR file") in lines, lines
     assert len(_each_whole_with_its_record(out)) == 3
     assert (out / "denoised_micrographs.star").is_file()
 
@@ -344,21 +347,25 @@ BEFORE_ANY = ("cryostream denoise: stopping now: no micrograph has begun yet, an
               "written nothing")
 
 
-def test_ctrl_c_before_any_micrograph_began_says_nothing_was_written(tiny_run, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_before_any_micrograph_began_says_nothing_was_written(signum, tiny_run, tmp_path):
     """Ctrl-C as `cryostream denoise` gets ready (its output folder made, no micrograph begun
     yet): the folder, which holds nothing, is removed, and the last line said the finished
     micrographs were kept in it (SIGTERM's, and a script's KeyboardInterrupt, said nothing was
     written). Now it says so too. Its first note spoke of the micrographs in progress, to be
     finished (there were none: it stops now); now it says that none has begun and it stops
-    now."""
+    now. SIGTERM's first note had said the micrographs in progress were dropped: the same."""
     out = tmp_path / "out"
     status, lines = _denoised(
         tiny_run, out, slowed=("cryostream.denoise.workers.default_workers", 3, "before"),
-        signals=[(signal.SIGINT, lambda err: "[slowed] default_workers" in err)])
-    assert status == 130, lines
-    assert lines[-2:] == [BEFORE_ANY, "cryostream denoise: interrupted after N s; no micrograph "
-                          "was finished and nothing was written: run the same command again to "
-                          "denoise them"], lines
+        signals=[(signum, lambda err: "[slowed] default_workers" in err)])
+    term = signum == signal.SIGTERM
+    assert status == (143 if term else 130), lines
+    first = BEFORE_ANY.replace("denoise: ", "denoise: terminated (SIGTERM): ") if term else \
+        BEFORE_ANY
+    assert lines[-2:] == [first, f"cryostream denoise: {'terminated (SIGTERM)' if term else 'interrupted'} "
+                          "after N s; no micrograph was finished and nothing was written: run the "
+                          "same command again to denoise them"], lines
     assert not out.exists()
 
 

@@ -194,6 +194,18 @@ def denoise_stops_now(told: object) -> str:
             "last, may not be (the same command again writes it)")
 
 
+def denoise_first_on_sigterm(told: object) -> str:
+    """What a first SIGTERM to ``denoise`` does (``told`` as :func:`denoise_first` has it): where
+    micrographs are in progress, they are given up; where none has begun yet, nothing is
+    written; where every one is finished, the call ends as it would, its STAR file written."""
+    if told is None:
+        return "stopping now: no micrograph has begun yet, and this call has written nothing"
+    if not isinstance(told, tuple):
+        return "every micrograph is finished and written: ending as the run ends, with its STAR file"
+    return ("stopping now: the micrographs in progress are dropped, not written (an output being "
+            "written is finished first)")
+
+
 def denoise_first_on_a_scheduler(told: object) -> str:
     """The note of a first Ctrl-C in ``denoise --scheduler``: where no micrograph is in
     progress, as :func:`denoise_stops_now` says; else it waits for those under way on the
@@ -244,8 +256,7 @@ INTERRUPTIONS = {
     # and the process ends after its last line, not waiting for their threads; where none was
     # given up (all finished), the call ends as it would (its STAR file) first
     "denoise on SIGTERM": Interruption(
-        first="stopping now: the micrographs in progress are dropped, not written (an output "
-        "being written is finished first)", then=terminated_denoise_kept, ends_process=True),
+        first=denoise_first_on_sigterm, then=terminated_denoise_kept, ends_process=True),
     # on Ctrl-C the command closes its LocalCluster's workers (the signal kept from them): what
     # they hold is lost
     "denoise on a cluster": Interruption(

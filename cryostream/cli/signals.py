@@ -106,12 +106,13 @@ class StopSoftly:
     first's status (130 or 143), in one line naming it and saying ``at_once`` of the work in
     progress (a callable: given what was written as the process ended, :func:`end_now`). The
     first delivered twice at once is one. ``term``: what a first SIGTERM prints instead, where
-    the command stops otherwise on it (denoise: at once). ``sigint`` False (Ctrl-C ignored as
+    the command stops otherwise on it (denoise: at once; a callable, as ``first``). ``sigint`` False (Ctrl-C ignored as
     the process started): after a SIGTERM, a Ctrl-C is still ignored, not taken as the
     second."""
 
     def __init__(self, command: str, first: str | Callable | None,
-                 at_once: str | Callable[[list], str] = AT_ONCE, term: str | None = None,
+                 at_once: str | Callable[[list], str] = AT_ONCE,
+                 term: str | Callable | None = None,
                  sigint: bool = True):
         self.command, self.first, self.arrivals = command, first, Arrivals()
         self.at_once, self.term, self.sigint = at_once, term, sigint
@@ -138,7 +139,9 @@ class StopSoftly:
             from cryostream.interrupts import in_progress
 
             said = self.first(in_progress()) if callable(self.first) else self.first
-            said = said if not term else f"terminated (SIGTERM): {self.term or as_sigterm(said)}"
+            if term:
+                instead = self.term(in_progress()) if callable(self.term) else self.term
+                said = f"terminated (SIGTERM): {instead or as_sigterm(said)}"
             print(reworded(f"cryostream {self.command}: {said}"), file=sys.stderr, flush=True)
         raise Terminated if term else KeyboardInterrupt
 
