@@ -540,8 +540,11 @@ def test_sigterm_in_denoise_says_it_stops_now_and_what_is_kept(capsys, tmp_path)
     import time
 
     def terminated(args):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(10)  # (the handler raises here)
+        from cryostream.interrupts import told_in_progress
+
+        with told_in_progress(lambda: (1, float("nan"))):  # (one in progress, as denoise tells)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # (the handler raises here)
 
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "den5"  # (an output folder there: some micrographs may be finished)
