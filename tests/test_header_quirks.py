@@ -474,3 +474,58 @@ def test_a_star_file_s_pixel_size_against_an_epu_header_s_names_that_header(tmp_
                 "headers' (0.66 Å in the STAR file, 0.83 Å in the EPU header of a.mrc)"],
         "plain": [f"{tmp_path / 'plain' / 'micrographs.star'}: its pixel size differs from the "
                   "MRC headers' (0.66 Å in the STAR file, 0.83 Å in the header of a.mrc)"]}
+
+
+def test_denoise_names_a_header_pixel_size_apart_from_the_others(tiny_run, tmp_path: Path):
+    """A newcomer denoised a folder of EPU micrographs, one of whose headers had been set to
+    1 Å among others at 0.6666 Å: it was denoised at 1 Å without a word (its CTF fit put the
+    defocus at 6.08 µm, 2.72 µm at the right size), where prepare and fit warn of headers of
+    several pixel sizes. denoise now warns once, in their words: it names the file that stands
+    out, its size and the others', says exactly 1 Å is most likely a placeholder, and how to
+    fix it; each micrograph is still denoised at its own header's size."""
+    import json
+    import warnings
+
+    from cryostream.cli import main
+    from cryostream.io.pixel_sizes import PixelSizeWarning
+
+    data = mrcfile.read(tiny_run.sim.micrographs[2])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, pixel in (("a", 0.6666), ("b", 0.6666), ("c", 1.0)):
+        write_mrc(folder / f"{name}.mrc", data, pixel_size=pixel)
+    fast = ["--raw", "--tile", "64", "--workers", "1"]
+    with pytest.warns(PixelSizeWarning) as caught:
+        assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(tmp_path / "out"),
+                     *fast]) == 0
+    said = [for_the_command_line(w.message) for w in caught
+            if issubclass(w.category, PixelSizeWarning)]
+    assert said == [
+        "the micrographs' headers give 2 pixel sizes (0.6666 Å (a.mrc and 1 more), 1 Å (c.mrc)); "
+        "each micrograph is taken at its own, and a wrong one misplaces its CTF fit (the defocus "
+        "comes out scaled by the square of the error) and the scale the network sees. c.mrc "
+        "gives 1 Å, the other 2 micrographs 0.6666 Å; exactly 1 Å is most likely a placeholder "
+        "(a header whose pixel size was never set), not a measured size. Correct c.mrc's header "
+        "(e.g. IMOD's alterheader), or run it on its own with --pixel-size Å; if 1 Å is its "
+        "true size, nothing to do"]
+    used = {n: json.loads((tmp_path / "out" / f"{n}.json").read_text())["found"]
+            ["pixel_size_angstrom"] for n in "abc"}
+    assert used == {"a": 0.6666, "b": 0.6666, "c": 1.0}
+    # sizes apart by another magnification: the odd one named, the fix for one data set
+    write_mrc(folder / "c.mrc", data, pixel_size=1.3)
+    with pytest.warns(PixelSizeWarning) as caught:
+        assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(tmp_path / "two"),
+                     *fast]) == 0
+    assert [for_the_command_line(w.message).split(". ", 1)[1] for w in caught] == [
+        "c.mrc gives 1.3 Å, the other 2 micrographs 0.6666 Å. If they come from one data set, "
+        "correct c.mrc's header (e.g. IMOD's alterheader), or run it on its own with "
+        "--pixel-size Å; otherwise nothing to do"]
+    # headers within 1 % (one rounded), or --pixel-size over them all: nothing to say
+    write_mrc(folder / "c.mrc", data, pixel_size=0.67)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelSizeWarning)
+        assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(tmp_path / "near"),
+                     *fast]) == 0
+        write_mrc(folder / "c.mrc", data, pixel_size=1.0)
+        assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(tmp_path / "given"),
+                     "--pixel-size", "0.6666", *fast]) == 0

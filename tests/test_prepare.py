@@ -695,7 +695,8 @@ def test_a_folder_with_other_files_is_prepared_with_one_note_naming_them(microgr
 
 def test_micrographs_of_several_pixel_sizes_are_prepared_with_a_warning(tmp_path):
     """prepare had said nothing of micrographs 0.66 Å and 1.3 Å a pixel in one store (fit
-    warns); it warns as fit does, once, and prepares them."""
+    warns); it warns as fit does, once, and prepares them. One at exactly 1 Å among others is
+    named (denoise's words too): most likely a placeholder, with the fix."""
     from cryostream.io.pixel_sizes import PixelSizeWarning
     from tests.conftest import write_mrc
 
@@ -709,6 +710,19 @@ def test_micrographs_of_several_pixel_sizes_are_prepared_with_a_warning(tmp_path
     assert len(said) == 1 and "2 pixel sizes (0.66 Å (m0.mrc), 1.3 Å (m1.mrc))" in said[0], said
     assert "prepare each magnification on its own" in said[0]
     assert (tmp_path / "data.h5").is_file()
+    # two at 0.66 Å and one at exactly 1 Å: that one named, as most likely a placeholder
+    paths[1] = write_mrc(tmp_path / "m1.mrc", rng.poisson(20, (128, 128)).astype(np.float32), 1.0)
+    paths.append(write_mrc(tmp_path / "m2.mrc", rng.poisson(20, (128, 128)).astype(np.float32),
+                           0.66))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cryostream.prepare(paths, tmp_path / "more.h5", PrepareConfig(patch_size=64))
+    said = [str(w.message) for w in caught if issubclass(w.category, PixelSizeWarning)]
+    assert len(said) == 1 and said[0].endswith(
+        "one store holds them all. m1.mrc gives 1 Å, the other 2 micrographs 0.66 Å; exactly 1 Å "
+        "is most likely a placeholder (a header whose pixel size was never set), not a measured "
+        "size. Correct m1.mrc's header (e.g. IMOD's alterheader); if 1 Å is its true size, "
+        "prepare each magnification on its own"), said
 
 
 def _epu_copy(path: Path, pixel_size: float, epu_pixel_size: float) -> Path:

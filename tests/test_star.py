@@ -388,6 +388,35 @@ def test_a_star_pixel_size_other_than_the_header_s_is_used_with_one_warning(tmp_
         gather_inputs(star, config=DenoiseConfig(), pixel_size_angstrom=1.32)
 
 
+def test_star_optics_groups_of_several_pixel_sizes_are_not_compared(tmp_path: Path):
+    """denoise warns where the headers it takes pixel sizes from give sizes apart (prepare's
+    and fit's warning); a STAR file's optics groups state each group's pixel size, and groups of
+    several magnifications (1 and 1.25 Å here, their headers agreeing) are the scientist's to
+    give: no warning, and a group's 1 Å is no placeholder. Files given beside the STAR file
+    take their headers' sizes, compared among themselves: the one at 1 Å is named."""
+    import warnings
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.pixels import PixelSizeWarning
+    from cryostream.denoise.sources import gather_inputs
+
+    for name, pixel in (("a", 1.0), ("b", 1.25), ("x", 0.66), ("y", 0.66), ("z", 1.0)):
+        write_mrc(tmp_path / f"{name}.mrc", _image(), pixel_size=pixel)
+    star = _star(tmp_path, {"rlnMicrographName": ["a.mrc", "b.mrc"], "rlnOpticsGroup": [1, 2]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gather_inputs(star, config=DenoiseConfig(), note_optics=False)
+    assert [m.pixel_size_angstrom for m in got.micrographs] == [1.0, 1.25]
+    loose = [tmp_path / f"{n}.mrc" for n in "xyz"]
+    with pytest.warns(PixelSizeWarning) as caught:
+        gather_inputs([star, *loose], config=DenoiseConfig(), note_optics=False)
+    said = [str(w.message) for w in caught if issubclass(w.category, PixelSizeWarning)]
+    assert len(said) == 1 and said[0].startswith(
+        "the micrographs' headers give 2 pixel sizes (0.66 Å (x.mrc and 1 more), 1 Å (z.mrc))"), said
+    assert "z.mrc gives 1 Å, the other 2 micrographs 0.66 Å; exactly 1 Å is most likely a " \
+        "placeholder" in said[0]
+
+
 def test_a_micrograph_given_by_a_star_file_and_by_its_path_takes_the_star_row(tmp_path: Path):
     """A micrograph named both by a STAR file and by its path (or a folder) is denoised once
     with the STAR file's row (its defocus and optics), whichever came first; two STAR files

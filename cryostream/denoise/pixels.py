@@ -18,12 +18,14 @@ from cryostream.io.pixel_sizes import (
     pixel_size_number,
     say_header_pixel_sizes,
     unset_pixel_size,
+    warn_mixed_pixel_sizes,
     warn_unequal_axes,
 )
 from cryostream.io.star import StarFileWarning
 
 __all__ = ["PIXEL_RANGE", "PixelSizeWarning", "check_pixel_size", "pixel_size_for",
-           "warn_unequal_axes", "say_header_pixel_sizes", "far_from_header", "argument_disagrees",
+           "warn_unequal_axes", "say_header_pixel_sizes", "say_own_pixel_sizes", "far_from_header",
+           "argument_disagrees",
            "warn_header_pixel_sizes", "warn_pixel_size_argument",
            "note_assumed_optics", "typed_optics", "given_optics", "header_optics",
            "warn_outside_model"]
@@ -72,6 +74,22 @@ def pixel_size_for(header, star_entry, pixel_size_angstrom,
                                      "pass the right --pixel-size Å (Python: "
                                      "pixel_size_angstrom=), or correct the source")
     return value, source
+
+
+def say_own_pixel_sizes(headers) -> None:
+    """For the micrographs whose pixel size is their headers' (``headers``: no ``--pixel-size``
+    or STAR file gives one): :func:`say_header_pixel_sizes`, and one :class:`PixelSizeWarning`
+    where they give sizes more than 1 % apart, naming those that stand out and a 1 Å
+    placeholder (:func:`~cryostream.io.pixel_sizes.warn_mixed_pixel_sizes`, as ``prepare`` and
+    ``fit`` say it). STAR files' pixel sizes are not compared: their optics groups state them,
+    and groups of several magnifications are the scientist's to give (a header that differs
+    from its STAR file is said by :func:`warn_header_pixel_sizes`)."""
+    say_header_pixel_sizes(headers, stacklevel=5)
+    warn_mixed_pixel_sizes(headers, "each micrograph is taken at its own, and a wrong one "
+                           "misplaces its CTF fit (the defocus comes out scaled by the square of "
+                           "the error) and the scale the network sees", "nothing to do",
+                           option="run {them} on {their} own with --pixel-size Å (Python: "
+                           "pixel_size_angstrom=)", stacklevel=5)
 
 
 def argument_disagrees(value: float, header, star_entry, kind: str = "STAR file") -> tuple | None:

@@ -19,7 +19,7 @@ from cryostream.denoise.pixels import (
     header_optics,
     note_assumed_optics,
     pixel_size_for,
-    say_header_pixel_sizes,
+    say_own_pixel_sizes,
     warn_header_pixel_sizes,
     warn_overridden_optics,
     warn_pixel_size_argument,
@@ -342,7 +342,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
             # cryoSPARC's imported files are links named UID_NAME.mrc: named NAME, its target
             given_path if given_path != h.path and kind != "cryoSPARC .cs file" else None,
             {k: kind if k in listed_optics else "EPU header" for k in theirs}))
-    say_header_pixel_sizes(own)
+    say_own_pixel_sizes(own)  # where they differ too
     for star, pairs in differ.values():  # once per STAR file
         warn_header_pixel_sizes(star, pairs)
     if off:

@@ -12,8 +12,9 @@ import math
 import warnings
 from pathlib import Path
 
-__all__ = ["PIXEL_RANGE", "PixelSizeWarning", "pixel_size_number", "unset_pixel_size",
-           "warn_mixed_pixel_sizes", "warn_unequal_axes", "say_epu_pixel_sizes", "say_header_pixel_sizes"]
+__all__ = ["PIXEL_RANGE", "MIXED_APART", "PixelSizeWarning", "pixel_size_number",
+           "unset_pixel_size", "pixel_size_groups", "odd_pixel_sizes", "warn_mixed_pixel_sizes",
+           "warn_unequal_axes", "say_epu_pixel_sizes", "say_header_pixel_sizes"]
 
 #: Pixel sizes (Å) a micrograph can have; outside, a header, STAR value or argument is wrong.
 PIXEL_RANGE = (0.05, 100.0)
@@ -55,18 +56,88 @@ def unset_pixel_size(header) -> str:
             "which no micrograph has")
 
 
-def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str) -> None:
-    """A warning when micrographs' headers give pixel sizes more than 1 % apart (seldom meant:
-    one magnification per data set), naming one file of each size."""
-    by_size: dict = {}
-    for h in headers:
-        by_size.setdefault(h.pixel_size_angstrom, Path(h.path).name)
-    sizes = [s for s in by_size if s]
-    if sizes and max(sizes) > 1.01 * min(sizes):
-        listed = ", ".join(f"{size:g} Å ({name})" for size, name in sorted(by_size.items())[:4])
-        warnings.warn(f"the micrographs' headers give {len(by_size)} pixel sizes ({listed}); "
-                      f"{consequence}. If they come from one data set, check the headers; "
-                      f"otherwise {otherwise}", PixelSizeWarning, stacklevel=3)
+#: How far apart (relative) micrographs' pixel sizes must be to be said as several: 1 %.
+MIXED_APART = 0.01
+
+
+def pixel_size_groups(headers) -> list[list]:
+    """The headers (each a :class:`~cryostream.io.mrc.MicrographHeader`) that give a pixel
+    size, grouped where within :data:`MIXED_APART` of their group's smallest, smallest first;
+    each group in the order given."""
+    order = {id(h): i for i, h in enumerate(headers)}
+    groups: list[list] = []
+    for h in sorted((h for h in headers if h.pixel_size_angstrom > 0),
+                    key=lambda h: h.pixel_size_angstrom):
+        if groups and h.pixel_size_angstrom <= (1 + MIXED_APART) * groups[-1][0].pixel_size_angstrom:
+            groups[-1].append(h)
+        else:
+            groups.append([h])
+    return [sorted(g, key=lambda h: order[id(h)]) for g in groups]
+
+
+def _size(group: list) -> float:
+    """A group's pixel size: the one most of its headers give."""
+    import collections
+
+    return collections.Counter(h.pixel_size_angstrom for h in group).most_common(1)[0][0]
+
+
+def _named(group: list) -> str:
+    """A group's first file by name, and how many more."""
+    more = len(group) - 1
+    return Path(group[0].path).name + (f" and {more} more" if more else "")
+
+
+def odd_pixel_sizes(groups: list[list]) -> tuple[list, list]:
+    """``(odd, others)`` of :func:`pixel_size_groups`' groups: the groups that stand out
+    (odd), and the one group of the rest (others); ``([], [])`` where none stands out. Exactly
+    1 Å is most likely a placeholder (a header whose pixel size was never set): where the rest
+    give one size, those at 1 Å are the odd ones, however many; otherwise the one group of
+    most micrographs is the others."""
+    placeholder = [g for g in groups if _size(g) == 1.0]
+    measured = [g for g in groups if _size(g) != 1.0]
+    if placeholder and len(measured) == 1:
+        return placeholder, measured[0]
+    most = max(len(g) for g in groups)
+    largest = [g for g in groups if len(g) == most]
+    if len(largest) == 1:
+        return [g for g in groups if g is not largest[0]], largest[0]
+    return [], []
+
+
+def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str, *,
+                           option: str = "", stacklevel: int = 3) -> None:
+    """A :class:`PixelSizeWarning` when micrographs' headers give pixel sizes more than
+    :data:`MIXED_APART` apart (seldom meant: one magnification per data set), naming one file
+    of each size and, where some stand out (:func:`odd_pixel_sizes`), those, their size, the
+    others' and how to correct them; a header's 1 Å is said to be most likely a placeholder.
+    ``consequence``: what the command does with them; ``otherwise``: what to do where they are
+    of several data sets; ``option``: another fix for the odd ones, after correcting the header
+    (``"run {them} on {their} own with --pixel-size Å"``: ``it``/``its`` for one file)."""
+    groups = pixel_size_groups(headers)
+    if len(groups) < 2:
+        return
+    listed = ", ".join(f"{_size(g):g} Å ({_named(g)})" for g in groups[:4])
+    odd, others = odd_pixel_sizes(groups)
+    said = f"the micrographs' headers give {len(groups)} pixel sizes ({listed}); {consequence}."
+    check, placeholder, one = "check the headers", False, False
+    if odd:
+        count = len(others)
+        said += (" " + "; ".join(f"{_named(g)} give{'s' if len(g) == 1 else ''} {_size(g):g} Å"
+                                 for g in odd)
+                 + f", the other {f'{count} micrographs' if count > 1 else 'micrograph'} "
+                 f"{_size(others):g} Å")
+        if placeholder := any(_size(g) == 1.0 for g in odd):
+            said += ("; exactly 1 Å is most likely a placeholder (a header whose pixel size was "
+                     "never set), not a measured size")
+        one = len(odd) == 1 and len(odd[0]) == 1
+        check = (f"correct {_named(odd[0])}'s header" if one else "correct the odd headers") \
+            + " (e.g. IMOD's alterheader)" + (", or " + option.format(
+                them="it" if one else "them", their="its" if one else "their") if option else "")
+    said += (f". {check[0].upper()}{check[1:]}; if 1 Å is "
+             f"{'its' if one else 'their'} true size, {otherwise}" if placeholder
+             else f". If they come from one data set, {check}; otherwise {otherwise}")
+    warnings.warn(said, PixelSizeWarning, stacklevel=stacklevel)
 
 
 #: How far apart (relative) an MRC header's pixel size and its EPU header's must be to be said:
