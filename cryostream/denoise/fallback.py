@@ -12,9 +12,10 @@ import numpy as np
 
 from cryostream.denoise.scores import ctf_gain_check
 
-__all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "DEFOCUS_ERROR_SCALE", "fit_for_gain",
-           "fit_high_angstrom", "fallback_words", "zeros_noise", "noise_below", "fit_with_error",
-           "no_rings", "unsettled", "checked_gain", "warn_fallback"]
+__all__ = ["CTF_FIT_SIDE", "FIT_ADVICE", "GIVEN_ADVICE", "CLEAR_RINGS_Z", "DEFOCUS_ERROR_SCALE",
+           "fit_for_gain", "fit_high_angstrom", "fallback_words", "zeros_noise", "noise_below",
+           "fit_with_error", "no_rings", "unsettled", "clear_rings_kept", "checked_gain",
+           "warn_fallback"]
 
 #: The smallest side (pixels) whose CTF :class:`~cryostream.denoise.steps.WienerGain` fits:
 #: twice ``fit_ctf``'s Welch tile, so that its search runs again on finer tiles and judges every
@@ -54,16 +55,20 @@ def fallback_words(keep_network: bool) -> str:
 
 #: What a fallback warning advises for a fitted CTF, and for a defocus given with the inputs.
 FIT_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
-              "this, check --voltage, --cs and --amplitude-contrast (Python: DenoiseConfig "
-              "voltage_kv, cs_mm, amplitude_contrast)")
+              "this, check the pixel size (--pixel-size Å; Python: pixel_size_angstrom=), "
+              "--voltage, --cs and --amplitude-contrast (Python: DenoiseConfig voltage_kv, "
+              "cs_mm, amplitude_contrast)")
 GIVEN_ADVICE = ("Common for small or low-dose micrographs; if most full-size micrographs say "
                 "this, check the defocus, the pixel size and the optics: --voltage, --cs, "
                 "--amplitude-contrast (Python: DenoiseConfig voltage_kv, cs_mm, "
                 "amplitude_contrast)")
 
 #: A Thon-ring score this high (about 3 times :data:`~cryostream.ctf.THON_RING_Z`; simulated
-#: micrographs at 50 e/Å² and up score 10–80) says the rings are found beyond doubt, so a check
-#: that keeps the radial gain there does not point at the optics.
+#: micrographs at 50 e/Å² and up score 10–80) says the fit found the rings beyond doubt, so a
+#: check that keeps the radial gain there found it does as well: nothing is wrong with the
+#: output, and no warning is given (:func:`clear_rings_kept`). Clear rings do not prove the
+#: pixel size or the optics: at a wrong pixel size they are as clear, at a defocus scaled by the
+#: square of its error.
 CLEAR_RINGS_Z = 10.0
 
 
@@ -150,15 +155,26 @@ def unsettled(fit) -> bool:
     return rival is not None
 
 
+def clear_rings_kept(rings_z, check) -> bool:
+    """Whether a fit whose rings score ``rings_z`` (None: not measured) and whose check scored
+    ``check`` (None or NaN: not made) found its rings clearly (:data:`CLEAR_RINGS_Z`) and the
+    radial gain doing as well (a check of 0 or more), so that the radial gain is kept without
+    a warning: the output is sound. (Its progress note says so; the first such micrograph of a
+    call is noted once, :class:`~cryostream.denoise.verbose.MicrographNotes`.)"""
+    return (rings_z is not None and rings_z >= CLEAR_RINGS_Z and check is not None
+            and math.isfinite(check) and check >= 0)
+
+
 def checked_gain(image, noise, fit, what: str, rings_z=None, *,
                  advice: str = GIVEN_ADVICE, quiet: bool = False, grid=None) -> float:
     """:func:`~cryostream.denoise.scores.ctf_gain_check` of ``fit`` on ``image``, with a
     :class:`~cryostream.ctf.CTFFallbackWarning` naming ``what`` and the fallback when it does
-    not help (:func:`warn_fallback`; none if ``quiet``); NaN, unchecked, when ``rings_z`` (the
+    not help (:func:`warn_fallback`; none if ``quiet``, or where the rings are clear and the
+    radial gain does as well: :func:`clear_rings_kept`); NaN, unchecked, when ``rings_z`` (the
     fit's :func:`~cryostream.ctf.thon_ring_z`) says the rings are not there (:func:`no_rings`).
     ``grid``: the fit's :func:`~cryostream.ctf.ctf_gain_grid` for ``image``, if made already."""
     check = math.nan if no_rings(rings_z, fit) else ctf_gain_check(image, noise, fit, grid=grid)
-    if not check < 0 and not quiet:  # NaN too: a check that cannot be made keeps the fallback
+    if not check < 0 and not quiet and not clear_rings_kept(rings_z, check):  # NaN: not made
         warn_fallback(what, rings_z, advice, stacklevel=4, fit=fit, check=check)
     return check
 
@@ -167,7 +183,8 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=N
                   check: float | None = None) -> None:
     """The :class:`~cryostream.ctf.CTFFallbackWarning` of a CTF fit, or a known defocus,
     named by ``what``, that :func:`checked_gain` did not keep (``check``: its score, as
-    NAME.json's ``ctf_check`` records it)."""
+    NAME.json's ``ctf_check`` records it); :func:`checked_gain` gives none where the rings are
+    clear and the radial gain does as well (:func:`clear_rings_kept`)."""
     from cryostream.ctf import SETTLED_Z, THON_RING_Z, CTFFallbackWarning
 
     if no_rings(rings_z):
@@ -185,10 +202,6 @@ def warn_fallback(what: str, rings_z, advice: str, *, stacklevel: int = 2, fit=N
         why = "does not lower the error by recorruption" + (
             f" (its check scored {check:+.2g}, recorded as ctf_check in NAME.json; the CTF-shaped "
             "gain is kept only where the check scores below 0)" if checked else "")
-        if checked and rings_z is not None and rings_z >= CLEAR_RINGS_Z:
-            advice = (f"Its Thon rings are clear (z {rings_z:.1f}), so the optics and the defocus "
-                      "are not in doubt: on this micrograph the check found the radial gain does "
-                      "as well, and it is kept; nothing to do")
     warnings.warn(f"{what} {why}; it is denoised with {fallback_words(no_rings(rings_z, fit))} "
                   f"(a denoise output's NAME.json records ctf_used false). {advice}", CTFFallbackWarning,
                   stacklevel=stacklevel)

@@ -21,6 +21,7 @@ from cryostream.denoise.pool import Abandoned, given_up
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.steps import Micrograph, no_rings
 from cryostream.denoise.tiling import network_pass
+from cryostream.denoise.verbose import NO_BETTER
 from cryostream.denoise.weights import binned_offsets
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.paths import name_depth, short_name
@@ -236,7 +237,7 @@ def describe_found(found: dict) -> str:
     if no_rings(found.get("ctf_rings_z"), fit):  # two defoci, neither clearly
         return (f"; {defocus} or {fit['rival_defocus_angstrom'] / 1e4:.2f} µm, rings too faint "
                 f"to choose (z {found['ctf_rings_z']:.2f}), not used: {fallback}")
-    return f"; {defocus}, CTF check failed: {fallback}"
+    return f"; {defocus}, {'CTF check not made' if found.get('ctf_check') is None else NO_BETTER}: {fallback}"
 
 
 class Progress:
@@ -299,8 +300,8 @@ class Progress:
             name = short_name(source if self.depth == 1 else key or source, self.depth)
             logging.getLogger("cryostream").info("%s%d/%d %s: %s", "" if skipped else "denoised ",
                                                  self.count, self.total, name, what)
-            if found and not skipped and logging.getLogger("cryostream").isEnabledFor(logging.DEBUG):
-                self.verbose.say(name, key, found)  # -v: in words, as NAME.json
+            if found and not skipped:  # -v: in words, as NAME.json; clear rings kept: once
+                self.verbose.say(name, key, found)
 
 
 def _record(run: str):

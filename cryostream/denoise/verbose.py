@@ -1,14 +1,19 @@
 """What ``denoise -v`` says of each micrograph: its pixel size and optics with where each came
 from, then what the steps found (the CTF's defocus and its error, the Thon rings, the CTF check
-and its score, the gain used), in words; ``NAME.json``'s ``found`` holds every number."""
+and its score, the gain used), in words; ``NAME.json``'s ``found`` holds every number. And,
+without ``-v``, once a call, the note of a micrograph whose Thon rings are clear and whose CTF
+check kept the radial gain (no warning: its output is sound)."""
 
 from __future__ import annotations
 
 import math
 
-from cryostream.denoise.fallback import no_rings, unsettled
+from cryostream.denoise.fallback import clear_rings_kept, no_rings, unsettled
 
-__all__ = ["optics_words", "found_words", "MicrographNotes"]
+__all__ = ["NO_BETTER", "optics_words", "found_words", "clear_rings_note", "MicrographNotes"]
+
+#: The progress note's words for a CTF check that kept the radial gain: it does as well.
+NO_BETTER = "CTF check: the CTF shape does no better"
 
 #: Each optics value: its words and the option that gives it.
 _OPTICS = {"voltage_kv": ("{:g} kV", "--voltage (Python: voltage_kv=)"),
@@ -126,8 +131,9 @@ def found_words(found: dict, config) -> str:
             else:
                 said.append(f"CTF check passed (score {check:+.2g}, under 0: the CTF-shaped gain "
                             "lowers the error by recorruption)" if check < 0 else
-                            f"CTF check failed (score {check:+.2g}, not under 0: the CTF-shaped "
-                            "gain does not lower the error by recorruption)")
+                            f"{NO_BETTER} (score {check:+.2g}, not under 0: the CTF-shaped "
+                            "gain does not lower the error by recorruption, and the radial one "
+                            "is kept)")
     said.append(_gain(found, config))
     if "odd_half" in found:
         said.append("output: the sum of the even and odd halves' outputs (the even half's "
@@ -135,22 +141,52 @@ def found_words(found: dict, config) -> str:
     return "; ".join(said)
 
 
+def clear_rings_note(name: str, found: dict) -> str | None:
+    """The note of a micrograph (``name``, its record ``found``) whose Thon rings are clear and
+    whose CTF check found the radial gain does as well
+    (:func:`~cryostream.denoise.fallback.clear_rings_kept`), or None for another: nothing is
+    wrong with its output, yet clear rings do not prove the pixel size or the optics, so a
+    defocus far from the microscope's says to check them (at a wrong pixel size the rings are as
+    clear, at a defocus scaled by the square of its error)."""
+    fit = found.get("ctf")
+    if found.get("ctf_used") or not fit or not clear_rings_kept(found.get("ctf_rings_z"),
+                                                               found.get("ctf_check")):
+        return None
+    return (f"{name}: its Thon rings are clear (z {found['ctf_rings_z']:.1f}), so the CTF fit "
+            f"found them (defocus {fit['defocus_u_angstrom'] / 1e4:.2f}/"
+            f"{fit['defocus_v_angstrom'] / 1e4:.2f} µm), and the CTF check found the radial gain "
+            "does as well on it: the radial gain is kept, and the output is sound (a denoise "
+            "output's NAME.json records ctf_used false). Others like it in this call are not "
+            "noted again (their notes read "
+            f"'{NO_BETTER}'). If the fitted defocus is far from the one set on the microscope, "
+            "check the pixel size (--pixel-size Å; Python: pixel_size_angstrom=) and the optics "
+            "(--voltage, --cs, --amplitude-contrast; Python: DenoiseConfig voltage_kv, cs_mm, "
+            "amplitude_contrast)")
+
+
 class MicrographNotes:
     """The ``-v`` notes of a call's micrographs (each an
     :class:`~cryostream.denoise.sources.InputMicrograph`, ``config`` the call's
     :class:`~cryostream.config.DenoiseConfig`): their optics' words made here, where the
     options typed are known (:func:`~cryostream.denoise.pixels.typed_optics`), and said with
-    what the steps found as each is done."""
+    what the steps found as each is done; and once in a call, the note of the first micrograph
+    whose rings are clear and whose check kept the radial gain (:func:`clear_rings_note`)."""
 
     def __init__(self, config, micrographs):
-        self.config = config
+        self.config, self.clear_said = config, False
         self.optics = {m.source: optics_words(m, config) for m in micrographs}
 
     def say(self, name: str, key: str | None, found: dict) -> None:
-        """The notes of the micrograph ``name`` (started as ``key``), at the debug level."""
+        """The notes of the micrograph ``name`` (started as ``key``): at the debug level, and
+        the first of a call whose rings are clear and whose check kept the radial gain."""
         import logging
 
         log = logging.getLogger("cryostream")
+        if not self.clear_said and (note := clear_rings_note(name, found)):
+            self.clear_said = True
+            log.info("%s", note)
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         if key in self.optics:
             log.debug("%s: %s", name, self.optics[key])
         log.debug("%s: %s", name, found_words(found, self.config))
