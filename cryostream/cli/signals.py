@@ -106,9 +106,9 @@ class StopSoftly:
     first's status (130 or 143), in one line naming it and saying ``at_once`` of the work in
     progress (a callable: given what was written as the process ended, :func:`end_now`). The
     first delivered twice at once is one. ``term``: what a first SIGTERM prints instead, where
-    the command stops otherwise on it (denoise: at once; a callable, as ``first``). ``sigint`` False (Ctrl-C ignored as
-    the process started): after a SIGTERM, a Ctrl-C is still ignored, not taken as the
-    second."""
+    the command stops otherwise on it (denoise: at once; a callable, as ``first``). ``sigint``
+    False (Ctrl-C ignored as the process started): after a SIGTERM, a Ctrl-C is still ignored,
+    not taken as the second."""
 
     def __init__(self, command: str, first: str | Callable | None,
                  at_once: str | Callable[[list], str] = AT_ONCE,
