@@ -83,7 +83,7 @@ def refuse_script_rerun(call: str, *, writes: bool = True) -> str | None:
     dask = multiprocessing.current_process().name == DASK_WORKER_PROCESS
     if dask or writes:
         where = "" if dask else (", where it would write (only a finished set or store of the "
-                                 "same arguments is found again there)")
+                                 "same arguments, without overwrite=True, is found again there)")
         raise CryostreamError(f"{script}: cryostream.{call}() was called again, at the script's "
                               f"top level, in a worker process starting{where}; {GUARD_FIX}")
     return script

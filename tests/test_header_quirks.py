@@ -592,3 +592,27 @@ def test_denoise_names_a_header_pixel_size_apart_from_the_others(tiny_run, tmp_p
         write_mrc(folder / "c.mrc", data, pixel_size=1.0)
         assert main(["denoise", str(tiny_run.run), str(folder), "-o", str(tmp_path / "given"),
                      "--pixel-size", "0.6666", *fast]) == 0
+
+
+def test_odd_pixel_sizes_of_which_one_is_1_angstrom_are_not_all_called_1_angstrom(tmp_path):
+    """Headers of 1 Å, 1.3 Å and twice 0.6666 Å: both odd files are named with their sizes,
+    1 Å is said to be most likely a placeholder, and the last clause speaks of their sizes (it
+    said 'if 1 Å is their true size', as if both were at 1 Å)."""
+    import numpy as np
+
+    from cryostream.io.mrc import read_header
+    from cryostream.io.pixel_sizes import PixelSizeWarning, warn_mixed_pixel_sizes
+
+    data = np.zeros((8, 8), np.float32)
+    for name, pixel in (("a", 0.6666), ("b", 0.6666), ("c", 1.0), ("d", 1.3)):
+        write_mrc(tmp_path / f"{name}.mrc", data, pixel_size=pixel)
+    headers = [read_header(tmp_path / f"{n}.mrc") for n in "abcd"]
+    with pytest.warns(PixelSizeWarning) as caught:
+        warn_mixed_pixel_sizes(headers, "each is taken at its own", "nothing to do",
+                               option="run {them} on {their} own with --pixel-size Å")
+    said = str(caught[0].message)
+    assert "c.mrc gives 1 Å; d.mrc gives 1.3 Å, the other 2 micrographs 0.6666 Å" in said, said
+    assert "exactly 1 Å is most likely a placeholder" in said
+    assert said.endswith("Correct the odd headers (e.g. IMOD's alterheader), or run them on "
+                         "their own with --pixel-size Å; if those are their true sizes, nothing "
+                         "to do"), said

@@ -176,6 +176,6 @@ def test_a_call_that_would_write_in_a_process_pools_run_of_the_script_is_refused
     assert steps == ["MainProcess: simulated, kept False", "MainProcess: prepared, kept False"]
     assert f"{script}: cryostream.simulate() was called again, at the script's top level, in a " \
            f"worker process starting, where it would write (only a finished set or store of " \
-           f"the same arguments is found again there); {GUARD_FIX}" in done.stderr
+           f"the same arguments, without overwrite=True, is found again there); {GUARD_FIX}" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         "concurrent.futures.process.BrokenProcessPool")

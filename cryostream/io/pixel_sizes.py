@@ -134,8 +134,9 @@ def warn_mixed_pixel_sizes(headers, consequence: str, otherwise: str, *,
         check = (f"correct {_named(odd[0])}'s header" if one else "correct the odd headers") \
             + " (e.g. IMOD's alterheader)" + (", or " + option.format(
                 them="it" if one else "them", their="its" if one else "their") if option else "")
-    said += (f". {check[0].upper()}{check[1:]}; if 1 Å is "
-             f"{'its' if one else 'their'} true size, {otherwise}" if placeholder
+    sizes = ("1 Å is " + ("its" if one else "their") + " true size"
+             if all(_size(g) == 1.0 for g in odd) else "those are their true sizes")
+    said += (f". {check[0].upper()}{check[1:]}; if {sizes}, {otherwise}" if placeholder
              else f". If they come from one data set, {check}; otherwise {otherwise}")
     warnings.warn(said, PixelSizeWarning, stacklevel=stacklevel)
 
