@@ -16,7 +16,6 @@ resumes from its last checkpoint. Every stage notes its progress through :mod:`l
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -40,9 +39,11 @@ from cryostream.fit_recipe import (
     as_made_before,
     check_fit_patch,
     recipe,
+    scheduled,
     start_words,
     training,
     training_for,
+    warn_within_warmup,
 )
 from cryostream.fit_run import (
     FIT_RECORD,
@@ -200,7 +201,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         continues as it was made.
     budget : str or Budget, optional
         ``"30m"``, ``"1.5h"`` or ``"2000steps"`` (:class:`Budget`); without it, ``train``'s
-        ``steps`` and no time limit.
+        ``steps`` and no time limit. A budget in steps keeps the learning rate's warm-up to its
+        share of them (:func:`~cryostream.fit_recipe.scheduled`); a fit that ends within its
+        warm-up warns so (:class:`~cryostream.fit_recipe.WarmupWarning`).
     work : path-like, optional
         Where the store goes (``WORK/data.h5``); ``RUN/work`` by default.
     patch_size : int, optional
@@ -266,15 +269,6 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
                     patch_size=patch_size, prepare=prepare, overwrite=overwrite, permissive=permissive)
 
 
-def _fit_steps(run: Path) -> int | None:
-    """The steps an earlier fit in ``run`` trains for (its ``fit.json``), or None."""
-    try:
-        steps = json.loads((run / FIT_RECORD).read_text())["train"]["steps"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return steps if isinstance(steps, int) and steps > 0 else None
-
-
 def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, patch_size,
          prepare, overwrite: bool, permissive: bool) -> FitResult:
     t0 = time.perf_counter()
@@ -311,14 +305,11 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                           "targets needs the micrographs' own (matched) noise; prepare with "
                           "noise='matched' (the recipe's), or pass start='scratch'")
     init = config.init
-    steps = parsed.steps if parsed and parsed.steps else None
-    if parsed is not None and steps is None and not overwrite:  # a time budget goes on with
-        steps = _fit_steps(run)  # the run's own schedule (a budget in steps had set it)
-    config = dataclasses.replace(config, steps=steps or config.steps)
+    config, own = scheduled(config, parsed, run, overwrite)  # the steps and warm-up
     request = {"kind": "FitRecord", "cryostream_version": __version__,
                "start": config.init or "scratch", "skipped": skipped,
                "inputs": [str(p) for p in paths], "store": str(store),
-               "prepare": to_dict(prep), "train": to_dict(config)}
+               "prepare": to_dict(prep), "train": to_dict(config), "schedule": own}
     fresh = check_run(run, request, overwrite)
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
@@ -398,6 +389,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     _log.info("done: step %d of %d%s; denoise with: %s", steps, config.steps,
               "" if out.finished else " (the budget ran out: run the same command again to "
               "continue)", command)
+    warn_within_warmup(run, config, steps, own, result)  # its model (nearly) its start's
     return out
 
 

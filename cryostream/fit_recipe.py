@@ -1,22 +1,27 @@
 """What a fit trains: the store of the validated recipe (:func:`recipe`), and the training for
 where it starts (:func:`training_for`): the general model fine-tuned gently on recorrupted
 targets (:data:`FINETUNE_TRAIN`, the default), or the recipe's Noisier2Noise training
-(:data:`RECIPE_TRAIN`) from scratch or from a model trained for it."""
+(:data:`RECIPE_TRAIN`) from scratch or from a model trained for it; how long it trains for its
+budget, and its learning rate's warm-up (:func:`scheduled`), said where a fit ends within it
+(:func:`warn_within_warmup`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import warnings
 from pathlib import Path
 
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig
 from cryostream.errors import ConfigError, StoreError
-from cryostream.fit_run import made_before
+from cryostream.fit_run import FIT_RECORD, made_before
 from cryostream.patches import patch_to_fit
 from cryostream.prepare import MODEL_MULTIPLE
 
 __all__ = ["RECIPE_NOISE", "RECIPE_TRAIN", "FINETUNE_TRAIN", "DEFAULT_START", "recipe",
-           "check_fit_patch", "training_for", "training", "as_made_before", "start_words", "start_label"]
+           "check_fit_patch", "training_for", "training", "as_made_before", "start_words", "start_label",
+           "WarmupWarning", "scheduled", "warn_within_warmup"]
 
 _log = logging.getLogger("cryostream")
 
@@ -148,3 +153,96 @@ def start_label(start, run: Path) -> str:
         raise ConfigError(f"start={str(Path(start))!r} (--from): that is the output run itself; to "
                           "continue it, run the same command without --from changes")
     return str(path)
+
+
+class WarmupWarning(UserWarning):
+    """A fit ended within its learning rate's warm-up: its model is the one it started from
+    (after one step, whose rate is 0), or nearly."""
+
+
+def scheduled(config: TrainConfig, budget, run: Path, overwrite: bool) -> tuple[TrainConfig, dict]:
+    """The training of a fit for ``budget`` (a :class:`~cryostream.budget.Budget` or None): its
+    steps and its learning rate's warm-up, and what ``fit.json`` records of the training's own
+    before the budget (``{"training_steps", "training_warmup_steps"}``).
+
+    A budget in steps sets the steps, and the warm-up keeps its share of them, at least one
+    step: the general model's fine-tuning warms up over 100 of its 600 steps, so over 10 of a
+    budget of 60 (it had warmed up over all of them but one, and a budget of 1 step, whose
+    rate is 0, left the general model as it was); a budget of at least the training's own
+    steps keeps its warm-up (``--budget 600steps`` trains as no budget does). A time budget
+    keeps the steps of the run it continues (those of a budget in steps that made it), or the
+    training's own, and the warm-up that goes with them. A run continued from its checkpoints
+    keeps the warm-up it was trained with (unless ``overwrite``)."""
+    own = {"training_steps": config.steps, "training_warmup_steps": config.warmup_steps}
+    before = {} if overwrite else _recorded(run)
+    train = before.get("train") if isinstance(before.get("train"), dict) else {}
+    steps = budget.steps if budget is not None and budget.steps else None
+    if budget is not None and steps is None and _whole(train.get("steps")):  # a time budget
+        steps = train["steps"]  # goes on with the run's own schedule (a budget in steps set it)
+    steps = steps or config.steps
+    warmup = min(config.warmup_steps, max(1, config.warmup_steps * steps // max(config.steps, 1)))
+    schedule = before.get("schedule") if isinstance(before.get("schedule"), dict) else {}
+    asked = schedule.get("training_warmup_steps", train.get("warmup_steps"))  # (earlier: as used)
+    if asked == config.warmup_steps and _whole(train.get("warmup_steps")) and _trained(run):
+        warmup = train["warmup_steps"]  # its checkpoints' schedule (an earlier version's too)
+    return dataclasses.replace(config, steps=steps, warmup_steps=warmup), own
+
+
+def _recorded(run: Path) -> dict:
+    """The request of an earlier fit in ``run`` (its ``fit.json``), or ``{}``."""
+    try:
+        request = json.loads((run / FIT_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return request if isinstance(request, dict) else {}
+
+
+def _whole(value) -> bool:
+    """Whether ``value`` is a whole number > 0 (a count of steps a record gives)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _trained(run: Path) -> bool:
+    """Whether ``run`` holds a checkpoint (a training begun, whose schedule a resume keeps)."""
+    from cryostream.runs import checkpoint_steps
+
+    return bool(checkpoint_steps(run))
+
+
+def warn_within_warmup(run: Path, config: TrainConfig, steps: int, own: dict,
+                       result=None) -> None:
+    """Warn (:class:`WarmupWarning`) where the run, at ``steps`` of ``config.steps``, has not
+    trained past its learning rate's warm-up: after one step its model is the one it started
+    from (the first step's rate is 0), within the warm-up nearly so. The warning says how much
+    more it needs: the steps (and, at the pace of ``result``, this call's
+    :class:`~cryostream.training.TrainResult`, about how long) to leave the warm-up and to end
+    the fit, or, for a fit that trained all its steps, a budget of more (``own``: the
+    training's own steps, :func:`scheduled`)."""
+    from cryostream.progress import duration
+
+    warmup = min(config.warmup_steps, max(config.steps - 1, 1))  # as training.make_optimizer cuts it
+    if not 0 < steps <= warmup:
+        return
+    start = ("its random start (from scratch)" if config.init is None else "the general model"
+             if config.init == DEFAULT_START else f"the model it started from ({config.init})")
+    rate = ("its one step trains at a learning rate of 0" if steps == 1 else
+            f"its last step at {100 * (steps - 1) / warmup:.0f}% of the full rate")
+    pace = getattr(result, "patches_per_second", None)
+    per_step = config.batch_size / pace if pace else None
+
+    def more(count: int) -> str:
+        return f"{count} more step{'s' * (count > 1)}" + (
+            f" (about {duration(count * per_step)} at this call's pace)" if per_step else "")
+
+    if steps < config.steps:  # the time ran out
+        then = (f"it needs {more(warmup + 1 - steps)} to leave the warm-up, and "
+                f"{more(config.steps - steps)} to end its {config.steps}: run the same command "
+                "again (a larger --budget trains more in one call)")
+    else:
+        total = max(own.get("training_steps") or 0, 10 * steps)
+        then = (f"a --budget of more steps continues it: --budget {total}steps, say, "
+                f"{more(total - steps)}")
+    what = "is" if steps == 1 else "is still nearly"
+    warnings.warn(f"{run}: trained {steps} step{'s' * (steps > 1)}, within the learning rate's "
+                  f"warm-up ({warmup} step{'s' * (warmup > 1)}; {rate}), so its model {what} "
+                  f"{start}; {then}", WarmupWarning, stacklevel=4)  # (fit → _fit → here)

@@ -95,8 +95,17 @@ def _differences(old, new: dict) -> list[str]:
     changes += [f"--from: {before.get(k) or 'scratch'} → {v or 'scratch'}" if k == "init" else
                 f"{k}: {before.get(k)!r} → {v!r}"  # the start first: the rest follows from it
                 for k, v in sorted(new["train"].items(), key=lambda kv: kv[0] != "init")
-                if k != "steps" and before.get(k) != v]
-    return changes
+                if k not in ("steps", "warmup_steps") and before.get(k) != v]
+    # the warm-up asked for: the share of it a budget in steps gives follows the steps
+    asked = [_asked_warmup(old, before), _asked_warmup(new, new["train"])]
+    return changes + [f"warmup_steps: {asked[0]!r} → {asked[1]!r}"] * (asked[0] != asked[1])
+
+
+def _asked_warmup(request: dict, train: dict):
+    """The warm-up a fit's training asked for, before a budget in steps cut it to its share
+    (``fit.json``'s ``schedule``; an earlier version's: the one it trained with)."""
+    schedule = request.get("schedule") if isinstance(request.get("schedule"), dict) else {}
+    return schedule.get("training_warmup_steps", train.get("warmup_steps"))
 
 
 def _folder(store) -> str:

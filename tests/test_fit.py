@@ -16,6 +16,7 @@ from cryostream.cli import main
 from cryostream.config import NoiseConfig, PrepareConfig, TrainConfig, to_dict
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError
 from cryostream.fit import FINETUNE_TRAIN, FIT_RECORD, RECIPE_TRAIN, Budget, given_inputs, recipe
+from tests.conftest import TINY_TRAIN
 
 #: unet-small on the CPU: 4 steps of 4 patches, checkpoints at 2 and 4.
 SMALL = TrainConfig(model="unet-small", precision="fp32", steps=4, batch_size=4, eval_every=2,
@@ -700,6 +701,104 @@ def test_from_a_run_and_a_time_limit(mics, tmp_path, tiny_run):
     result = train(tiny_run.store, tmp_path / "timed", dataclasses.replace(SMALL, steps=50),
                    time_limit_s=0, log=lambda *_: None)
     assert result.steps == 1 and checkpoint_steps(tmp_path / "timed") == [1]
+
+
+# --- the learning rate's warm-up of a short budget ------------------------------------------------
+
+#: The recipe's schedule in proportion (a warm-up of 100 of 600 steps), on unet-small from the
+#: shared run (a network that trains fast on the CPU).
+SHARE = dataclasses.replace(TINY_TRAIN, steps=600, warmup_steps=100, eval_every=600,
+                            checkpoint_every=600)
+
+
+def test_a_budget_in_steps_keeps_the_warmup_s_share_and_no_budget_trains_as_before(tmp_path):
+    """The warm-up (100 steps of the general model's 600) took all of a budget in steps but one:
+    `--budget 1steps` trained at a rate of 0, `--budget 30steps` mostly near it. Now a budget
+    in steps keeps the warm-up's share of the training's steps (at least one); no budget, a
+    time budget and a budget of the training's own steps or more train as before, bit for bit
+    (the same TrainConfig: the default fit's results were measured with it)."""
+    from cryostream.fit_recipe import scheduled
+
+    def cut(config, budget):
+        return scheduled(config, Budget.parse(budget), tmp_path / "none", False)
+
+    for budget in (None, "30m", "600steps"):
+        assert cut(FINETUNE_TRAIN, budget) == (FINETUNE_TRAIN, {
+            "training_steps": 600, "training_warmup_steps": 100})
+    assert cut(FINETUNE_TRAIN, "6000steps")[0] == dataclasses.replace(FINETUNE_TRAIN, steps=6000)
+    assert [cut(FINETUNE_TRAIN, f"{n}steps")[0].warmup_steps for n in (1, 6, 12, 60, 300)] == \
+        [1, 1, 2, 10, 50]
+    assert [cut(RECIPE_TRAIN, f"{n}steps")[0].warmup_steps for n in (3, 50, 999)] == [1, 5, 99]
+    assert cut(SMALL, "2steps")[0] == dataclasses.replace(SMALL, steps=2)  # a warm-up of 1 stays
+
+
+def _fitted_from(start, mics, run: Path, budget) -> tuple:
+    """A real fit of ``mics`` from the run ``start`` with :data:`SHARE` into ``run`` (its store
+    in the folder beside it, ``work``): its result and the warm-up's warnings' words."""
+    import warnings
+
+    from cryostream.fit_recipe import WarmupWarning
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        result = cryostream.fit(mics, run, start=start, train=SHARE, budget=budget,
+                                work=run.parent / "work")
+    return result, [str(w.message) for w in said if w.category is WarmupWarning]
+
+
+def test_a_fit_of_one_step_says_its_model_is_its_start_s(mics, tmp_path, tiny_run):
+    """A budget of 1 step leaves the start's parameters as they were (the step's learning rate
+    is 0, the warm-up's first): it was reported 'fitted ... step 1 of 1' and nothing more. Now
+    a warning says so, and what budget trains it."""
+    from flax import nnx
+
+    one, start = tmp_path / "one", tiny_run.run
+    result, said = _fitted_from(start, mics, one, "1step")
+    assert result.steps == 1 and said == [
+        f"{one}: trained 1 step, within the learning rate's warm-up (1 step; its one step trains "
+        f"at a learning rate of 0), so its model is the model it started from ({start}); a "
+        "--budget of more steps continues it: --budget 600steps, say, 599 more steps"]
+    fitted = _by_name(nnx.split(cryostream.load_model(one)[0], nnx.Param)[1])
+    for name, value in _by_name(nnx.split(cryostream.load_model(start)[0], nnx.Param)[1]).items():
+        np.testing.assert_array_equal(fitted[name], value, err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_budget_in_steps_warms_up_over_its_share_recorded_in_fit_json(mics, tmp_path, tiny_run):
+    """A budget of 12 steps (the warm-up 100 of 600) warms up over 2, recorded in fit.json (with
+    the training's own schedule) and the run's record, and says nothing of the warm-up; the
+    fit whose store a first call made (a time budget, nothing trained, a warm-up of 100
+    recorded) goes on, not refused for its warm-up."""
+    from cryostream.runs import load_record
+
+    run = tmp_path / "run"
+    assert _fitted_from(tiny_run.run, mics, run, SPENT)[0].steps == 0
+    assert json.loads((run / FIT_RECORD).read_text())["schedule"] == {
+        "training_steps": 600, "training_warmup_steps": 100}
+    result, said = _fitted_from(tiny_run.run, mics, run, "12steps")
+    assert (result.steps, said) == (12, [])
+    request = json.loads((run / FIT_RECORD).read_text())
+    assert (request["train"]["steps"], request["train"]["warmup_steps"]) == (12, 2)
+    assert load_record(run).train.warmup_steps == 2
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_within_its_warmup_says_how_many_steps_it_needs(mics, tmp_path, tiny_run):
+    """A run stopped within the warm-up (3 steps of 600, the warm-up 100: as a time budget
+    stops it) says, as a fit call ends on it, that its model is nearly its start's and the
+    steps it needs to leave the warm-up and to end; its warm-up is kept (its checkpoints')."""
+    from cryostream.training import train
+
+    stopped, start = tmp_path / "stopped", tiny_run.run
+    _fitted_from(start, mics, stopped, SPENT)
+    train(tmp_path / "work" / "data.h5", stopped, dataclasses.replace(SHARE, init=str(start)),
+          stop_at=3, log=lambda *_: None)
+    result, said = _fitted_from(start, mics, stopped, SPENT)
+    assert (result.steps, result.finished) == (3, False) and said == [
+        f"{stopped}: trained 3 steps, within the learning rate's warm-up (100 steps; its last "
+        "step at 2% of the full rate), so its model is still nearly the model it started from "
+        f"({start}); it needs 98 more steps to leave the warm-up, and 597 more steps to end its "
+        "600: run the same command again (a larger --budget trains more in one call)"]
 
 
 # --- one fit at a time in a folder --------------------------------------------------------------
