@@ -412,6 +412,31 @@ def test_ctrl_c_as_the_star_file_is_written_says_every_micrograph_is_finished(ti
     assert not (out / "denoised_micrographs.star").exists()
 
 
+@pytest.mark.parametrize("there", [False, True], ids=["made by the call", "there before"])
+def test_a_second_ctrl_c_before_any_micrograph_is_finished_leaves_no_folder_it_made(
+        tiny_run, tmp_path, there):
+    """Ctrl-C, then Ctrl-C again (stop at once) while the first micrographs are being read: the
+    output folder the command made was left behind, empty, though the guide says a stop before
+    any micrograph is finished removes it (SIGTERM's and a first Ctrl-C's did). Now it is
+    removed and the last line says nothing was written; a folder that was there before (the
+    scientist's own, empty) is kept, the line saying no output was written."""
+    out = tmp_path / "out"
+    if there:
+        out.mkdir()
+    status, lines = _denoised(
+        tiny_run, out, "--workers", "3",
+        slowed=("cryostream.denoise.micrograph.read_micrograph", 3, "before"),
+        signals=[(signal.SIGINT, lambda err: "[slowed] read_micrograph" in err),
+                 (signal.SIGINT, lambda err: "Ctrl-C again to stop at once" in err)])
+    assert status == 130, lines
+    assert lines[-1] == "cryostream denoise: stopped at once (Ctrl-C again); " + (
+        "no output of this call was written, and nothing half-written is left; the micrographs "
+        "still in progress are not written (run the same command again to resume)" if there else
+        "no micrograph was finished and nothing was written (the output folder it made, which "
+        "held nothing, is removed): run the same command again to denoise them"), lines
+    assert out.exists() == there and (not there or not any(out.iterdir()))
+
+
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
                                                                        capsys, monkeypatch):
     """`cryostream denoise` run in this process (cli.main from Python) with the default recipe

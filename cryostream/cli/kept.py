@@ -221,9 +221,13 @@ def denoise_at_once(written: list) -> str:
     """What the line of a second signal in ``denoise`` says of its outputs: how many this call
     wrote, each whole, those being written as it came finished first (``written``: the
     :class:`~cryostream.denoise.pool.Closed` of its gate, :func:`~cryostream.cli.signals.end_now`;
-    none: the micrographs were not under way)."""
-    from cryostream.denoise.pool import Closed
+    none: the micrographs were not under way); nothing, where none was finished and the output
+    folder the call made was removed (a :class:`~cryostream.denoise.pool.Removed` among them)."""
+    from cryostream.denoise.pool import Closed, Removed
 
+    if any(isinstance(w, Removed) for w in written):
+        return ("no micrograph was finished and nothing was written (the output folder it made, "
+                "which held nothing, is removed): run the same command again to denoise them")
     closed = next((w for w in written if isinstance(w, Closed)), None)
     if closed is None:
         return AT_ONCE

@@ -32,7 +32,14 @@ from cryostream.denoise.micrograph import (
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
 from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
-from cryostream.denoise.pool import NONE_LEFT, AllFinished, finish_here, stopped_call, to_the_end
+from cryostream.denoise.pool import (
+    NONE_LEFT,
+    AllFinished,
+    finish_here,
+    removed_at_the_end,
+    stopped_call,
+    to_the_end,
+)
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
@@ -273,6 +280,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     import functools
 
     from cryostream.cluster import check_local_workers, compute_context
+    from cryostream.interrupts import closed_before_the_end
 
     refuse_script_rerun("denoise")  # before anything is read or written
     check_config("config", config, DenoiseConfig)
@@ -335,7 +343,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
         progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
                                      config=config, micrographs=[m for m, _ in todo])  # -v's optics
-        with compute_context(scheduler=scheduler, workers=cluster_workers, call="denoise") as client, \
+        # a process ended at once (a second Ctrl-C) still removes an empty folder it made
+        with closed_before_the_end(functools.partial(removed_at_the_end, made)), \
+                compute_context(scheduler=scheduler, workers=cluster_workers, call="denoise") as client, \
                 reused_windows():
             if not todo:
                 results = []

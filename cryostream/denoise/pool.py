@@ -30,7 +30,7 @@ from cryostream.interrupts import Terminated
 
 __all__ = ["finish", "finish_here", "Gate", "Closed", "Abandoned", "AllFinished", "to_the_end",
            "given_up", "stopped_call", "SCRIPT_STOPPING", "NONE_LEFT", "in_a_script", "stop_on_first",
-           "gather"]
+           "gather", "Removed", "removed_at_the_end"]
 
 
 class Abandoned(Exception):
@@ -325,6 +325,25 @@ def stopped_call(stop: BaseException, made, output) -> None:
         say_kept(stop, f"the finished micrographs are kept in {output}", "call denoise again "
                  "with the same arguments to denoise the rest (it skips the finished ones) and "
                  "write denoised_micrographs.star")
+
+
+class Removed(NamedTuple):
+    """The output ``folder`` a ``denoise`` call made, removed as the process ended at once (a
+    second Ctrl-C): it held nothing (:func:`removed_at_the_end`)."""
+
+    folder: object
+
+
+def removed_at_the_end(made) -> Removed | None:
+    """As the process ends at once (:func:`~cryostream.interrupts.closed_before_the_end`, after
+    the call's outputs being written are finished: its :class:`Gate`), the output folder the
+    call ``made`` (None: it was there before: never removed) removed where it holds nothing,
+    as a call stopped otherwise leaves it (:func:`stopped_call`); :class:`Removed`, or None
+    where it is kept."""
+    from cryostream.io.paths import drop_empty
+
+    drop_empty(made)
+    return Removed(made) if made is not None and not made.exists() else None
 
 
 def stop_on_first(completed, warn: bool, warned: set) -> None:
