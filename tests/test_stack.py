@@ -133,6 +133,34 @@ def test_movies_in_a_folder_are_said_to_need_motion_correction(small_mrcs, tmp_p
         open_micrographs(movies)
 
 
+def test_a_gain_reference_beside_the_micrographs_is_named_as_one(small_mrcs, tmp_path, notes):
+    """A gain reference beside the micrographs (EPU's gain_ref.tiff for a K3, a .gain file
+    beside EER movies) was named a movie that 'needs motion correction first'. Now it is named
+    a gain reference, with nothing to do, and the movies beside it keep their advice; a folder
+    of movies and their gain reference counts the movies alone."""
+    folder = small_mrcs[0].parent
+    for name in ("gain_ref.tiff", "20240101_K3.gain", "again_fractions.tiff"):
+        (folder / name).write_bytes(b"II*\x00")
+    assert open_micrographs(folder).sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 2 gain references (20240101_K3.gain, gain_ref.tiff), "
+                     "which motion correction uses, not micrographs: nothing to do; and 1 movie "
+                     "(again_fractions.tiff), which needs motion correction first (MotionCor2 or "
+                     "RELION's own, for example): give the motion-corrected micrographs (.mrc)"]
+    for name in ("20240101_K3.gain", "again_fractions.tiff"):
+        (folder / name).unlink()
+    notes.clear()
+    assert open_micrographs(folder).sizes["micrograph"] == 3
+    assert notes == [f"{folder}: left out 1 gain reference (gain_ref.tiff), which motion "
+                     "correction uses, not a micrograph: nothing to do"]
+    movies = tmp_path / "movies"
+    movies.mkdir()
+    for name in ("m1_fractions.tiff", "gain_ref.tiff"):
+        (movies / name).write_bytes(b"II*\x00")
+    with pytest.raises(InvalidMicrographError, match=re.escape(
+            f"{movies}: folder holds no .mrc files, but 1 movie (m1_fractions.tiff); ")):
+        open_micrographs(movies)
+
+
 def test_half_sums_beside_their_full_sums_are_left_out_with_a_note(small_mrcs, tmp_path,
                                                                    notes):
     """A motion correction folder as MotionCor2 -SplitSum writes it (NAME.mrc, NAME_EVN.mrc and

@@ -1,8 +1,9 @@
 """The micrographs of a folder: its ``.mrc`` files and one-section ``.mrcs`` files, with a note
-on what is left out (movies, outputs of ``cryostream denoise``, even/odd half-sums beside their
-full sums, other files) and one on even/odd half-sums without full sums, which are kept as
-micrographs of their own; the half-sums beside their full sums that a glob matches, or that
-are named one by one with them (a glob the shell expanded), are left out alike."""
+on what is left out (gain references, movies, outputs of ``cryostream denoise``, even/odd
+half-sums beside their full sums, other files) and one on even/odd half-sums without full sums,
+which are kept as micrographs of their own; the half-sums beside their full sums that a glob
+matches, or that are named one by one with them (a glob the shell expanded), are left out
+alike."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cryostream.errors import InvalidMicrographError
 
-__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "is_glob",
+__all__ = ["MOVIE_SUFFIXES", "folder_micrographs", "halves_left_out", "is_gain_reference", "is_glob",
            "named_halves_left_out", "note_lone_halves"]
 
 #: Movies (frame stacks) that motion correction sums into micrographs: TIFF and EER frames,
@@ -32,14 +33,14 @@ _LEVELS, _FOLDERS, _NAMES = 6, 1000, 100_000
 def folder_micrographs(folder: Path) -> list[Path]:
     """A folder's ``.mrc`` files and one-section ``.mrcs`` files (RELION writes a micrograph so
     at times; one of many sections is a movie's frames) in name order, with one note that
-    counts the other files left out and names the first three, movies, even/odd half-sums
-    beside their full sums (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as
-    MotionCor2 ``-SplitSum`` writes them) and outputs of ``cryostream denoise`` beside the
-    micrographs they were made from (a ``NAME.json`` of kind ``DenoiseOutput`` beside
-    ``NAME.mrc``) apart. Hidden files (left out as ``FOLDER/*.mrc`` would), sub-folders and
-    what ``cryostream denoise`` writes beside its outputs (``NAME.json`` beside ``NAME.mrc``,
-    ``denoised_micrographs.star`` and its ``.bak`` copies) go without a word; a folder without
-    ``.mrc`` files is an
+    counts the other files left out and names the first three, gain references (their names
+    say so: :func:`is_gain_reference`), movies, even/odd half-sums beside their full sums
+    (``NAME_EVN.mrc`` and ``NAME_ODD.mrc`` beside ``NAME.mrc``, as MotionCor2 ``-SplitSum``
+    writes them) and outputs of ``cryostream denoise`` beside the micrographs they were made
+    from (a ``NAME.json`` of kind ``DenoiseOutput`` beside ``NAME.mrc``) apart. Hidden files
+    (left out as ``FOLDER/*.mrc`` would), sub-folders and what ``cryostream denoise`` writes
+    beside its outputs (``NAME.json`` beside ``NAME.mrc``, ``denoised_micrographs.star`` and its
+    ``.bak`` copies) go without a word; a folder without ``.mrc`` files is an
     :class:`InvalidMicrographError` (saying so when it holds movies). Pairs of even/odd
     half-sums without their full sum (``NAME_EVN.mrc`` and ``NAME_ODD.mrc``, no ``NAME.mrc``)
     stay micrographs, each taken on its own, with a second note that names them and gives the
@@ -66,8 +67,9 @@ def folder_micrographs(folder: Path) -> list[Path]:
     other = [q for q in files if q not in kept and not re.fullmatch(
              r"denoised_micrographs\.star(\.bak\d*)?", q.name)
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
-    movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES]
-    rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES]
+    gains = [q for q in other if is_gain_reference(q.name)]  # beside the movies: no movie
+    movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES and q not in gains]
+    rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES and q not in gains]
     if not found:
         if movies:
             hint = _found_below(folder)[0]
@@ -84,6 +86,10 @@ def folder_micrographs(folder: Path) -> list[Path]:
                     f"({names(denoised)}; each with its NAME.json), not raw micrographs")
     if halves:
         said.append(_halves_said(halves, folder))
+    if gains:
+        said.append(f"{len(gains)} gain reference{'s' * (len(gains) > 1)} ({names(gains)}), which "
+                    f"motion correction uses, not {'micrographs' if len(gains) > 1 else 'a micrograph'}"
+                    ": nothing to do")
     if movies:
         said.append(f"{len(movies)} movie{'s' * (len(movies) > 1)} ({names(movies)}), which "
                     f"need{'s' * (len(movies) == 1)} motion correction first ({_MOTION_TOOLS}): "
@@ -101,6 +107,14 @@ def folder_micrographs(folder: Path) -> list[Path]:
         logging.getLogger("cryostream").info("%s: left out %s", folder, "; and ".join(said))
     note_lone_halves(found, folder)
     return found
+
+
+def is_gain_reference(name: str) -> bool:
+    """Whether a file's ``name`` says it is a detector's gain reference, which a folder of
+    movies often holds beside them (EPU's ``gain_ref.tiff`` for a K3, a ``.gain`` file beside
+    EER movies, SerialEM's ``CountRef_…`` and ``SuperRef_…``): neither a movie nor a
+    micrograph."""
+    return re.search(r"(?<![a-z])(gain|countref|superref)", name.lower()) is not None
 
 
 def _halves_said(halves: list[Path], folder: Path) -> str:
@@ -334,7 +348,7 @@ def _found_below(folder: Path) -> tuple[str, list[str]]:
                 continue
             suffix = os.path.splitext(e.name)[1].lower()
             mrc += suffix == ".mrc"
-            if suffix in MOVIE_SUFFIXES:
+            if suffix in MOVIE_SUFFIXES and not is_gain_reference(e.name):
                 frames.append(Path(e.path))
         if parts and mrc:
             found[parts] = mrc
