@@ -3,6 +3,8 @@ history label are the options ``NAME.json`` records (cryostream.denoise.outputs)
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cryostream.config import DenoiseConfig, to_dict
@@ -107,6 +109,43 @@ def test_a_file_denoise_did_not_make_is_never_replaced_even_with_overwrite(tiny_
             "or not; move it away, or choose another output folder: -o DIR")
     assert (out / "a.mrc").read_bytes() == before and sorted(p.name for p in out.iterdir()) == [
         "a.mrc"]
+
+
+def test_the_input_folder_as_output_names_the_suffix_that_writes_beside_the_inputs(tiny_run,
+                                                                                  tmp_path, capsys):
+    """`denoise DIR -o DIR` (the output folder the inputs' own) was refused saying only 'choose
+    another output folder', though --suffix writes the outputs beside their inputs. Now the
+    refusal names it (Python: output_suffix), and the same command with it denoises there; a
+    suffix that still gives the input's name is refused without it."""
+    import shutil
+
+    import cryostream
+    from cryostream.cli import main
+    from cryostream.errors import ConfigError
+
+    folder = tmp_path / "mics"
+    folder.mkdir()
+    shutil.copy(tiny_run.sim.micrographs[0], folder / "a.mrc")
+    argv = ["denoise", str(tiny_run.run), str(folder), "-o", str(folder), "--raw", "--tile", "64",
+            "--workers", "1"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream denoise: error: {folder}: the output {folder / 'a.mrc'} would replace the "
+        "input micrograph itself; choose another output folder: -o DIR, or write beside the "
+        "inputs with a suffix: --suffix _denoised")
+    with pytest.raises(ConfigError, match=re.escape(
+            "-o DIR (Python: output=DIR), or write beside the inputs with a suffix: --suffix "
+            "_denoised (Python: DenoiseConfig(output_suffix='_denoised'))")):
+        cryostream.denoise(tiny_run.run, folder, folder, config=DenoiseConfig.raw(tile=64))
+    assert main([*argv, "--suffix", "_denoised"]) == 0
+    assert (folder / "a_denoised.mrc").is_file() and (folder / "a.mrc").is_file()
+    for name in ("b.mrc", "b_x.mrc"):  # b's output with the suffix _x: the input b_x itself
+        (folder / name).write_bytes((folder / "a.mrc").read_bytes())
+    with pytest.raises(ConfigError, match=r"would replace the input micrograph itself; choose "
+                       r"another output folder: -o DIR \(Python: output=DIR\)$"):
+        cryostream.denoise(tiny_run.run, [folder / "b_x.mrc", folder / "b.mrc"], folder,
+                           config=DenoiseConfig.raw(tile=64, output_suffix="_x"))
 
 
 def test_overwrite_keeps_this_runs_finished_outputs_so_the_same_command_resumes(tiny_run,

@@ -142,15 +142,15 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     ``NAME{suffix}.mrc`` (``names``: the ``NAME`` of each, e.g. a half-sum's micrograph name).
 
     Refused: two inputs with one file name (their outputs would collide), an output that is
-    an input, a ``NAME.mrc`` already there that is not a finished output of the same run,
-    config and input (unless ``overwrite``; saying what differs), one that ``denoise`` did not
-    make (neither a record nor a label says so: never replaced), and a folder that cannot be
-    written. A
-    ``NAME.mrc`` written by ``denoise`` without its ``NAME.json`` (interrupted between the two),
-    or one damaged since (shorter than its header promises), is made again. With
-    ``overwrite``, a finished output of the same run, config and input is kept where this
-    cryostream version made it (a new one would be the same), so that an interrupted
-    ``--overwrite`` run resumes when run again; one of another version is made again.
+    an input (``suffix`` named as the way to write beside it), a ``NAME.mrc`` already there
+    that is not a finished output of the same run, config and input (unless ``overwrite``;
+    saying what differs), one that ``denoise`` did not make (neither a record nor a label says
+    so: never replaced), and a folder that cannot be written. A ``NAME.mrc`` written by
+    ``denoise`` without its ``NAME.json`` (interrupted between the two), or one damaged since
+    (shorter than its header promises), is made again. With ``overwrite``, a finished output of
+    the same run, config and input is kept where this cryostream version made it (a new one
+    would be the same), so that an interrupted ``--overwrite`` run resumes when run again; one
+    of another version is made again.
     """
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -168,9 +168,11 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
     plans = []
     for source, name, record in zip(sources, names, records, strict=True):
         path = out / f"{name}{suffix}.mrc"
-        if path.resolve() in inputs:
-            raise ConfigError(f"{out}: the output {path} would replace the input micrograph "
-                              "itself; choose another output folder: -o DIR (Python: output=DIR)")
+        if path.resolve() in inputs:  # (beside it only under another name: --suffix)
+            raise ConfigError(f"{out}: the output {path} would replace the input micrograph itself; "
+                              "choose another output folder: -o DIR (Python: output=DIR)" + (
+                                  ", or write beside the inputs with a suffix: --suffix _denoised (Python: "
+                                  "DenoiseConfig(output_suffix='_denoised'))") * (not suffix))
         sidecar = path.with_suffix(".json")
         found = read_record(sidecar) if path.is_file() else None  # read once
         done = found is not None and same_record(found, record)
@@ -216,8 +218,7 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     from cryostream.io.paths import kept_folders
 
     sources = [m.source for m in micrographs]
-    identities = [output_identity(run, m.config(config), m.source, m.given())
-                  for m in micrographs]
+    identities = [output_identity(run, m.config(config), m.source, m.given()) for m in micrographs]
     # a pair of half-sums is one micrograph: its output is named after the micrograph
     after = [m.named_after() for m in micrographs]
     names = kept_folders([file for file, _ in after], [name for _, name in after])
@@ -339,8 +340,7 @@ def output_identity(run, config, source: str, given: dict | None = None,
     identity = {"run": str(run), "input": str(source), "config": to_dict(config)}
     if given:
         identity["given"] = given
-    identity["input_files"] = (input_stamps(source, given) if input_files is None
-                               else input_files)
+    identity["input_files"] = input_stamps(source, given) if input_files is None else input_files
     identity["model_files"] = model_state(run) if model_files is None else model_files
     return identity
 
