@@ -318,9 +318,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     plans: list = [None] * len(micrographs)
     made = stopped = None
     if output is not None:
-        plans, made = plan_denoise(run, config, micrographs, gathered.star,  # (absolute: a
-                                   Path(output).absolute(),  # scheduler's workers have a
-                                   overwrite=overwrite)      # working folder of their own)
+        where = Path(output)  # (absolute on a scheduler: its workers work in folders of their
+        where = where.absolute() if scheduler is not None else where  # own; as given otherwise)
+        plans, made = plan_denoise(run, config, micrographs, gathered.star, where,
+                                   overwrite=overwrite)
     try:  # from here on, an error leaves no empty output folder of this call behind
         todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
         if todo:  # the first note comes when a micrograph is done: say what is under way now
