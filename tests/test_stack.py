@@ -520,3 +520,26 @@ def test_half_sums_of_several_folders_named_one_by_one_get_globs_of_all_of_them(
     said = " ".join(r.getMessage() for r in caplog.records)
     even, odd = re.search(r"give '([^']+)' --odd '([^']+)'", said).groups()
     assert len(globs.glob(even, recursive=True)) == len(globs.glob(odd, recursive=True)) == 4
+
+
+def test_a_gain_reference_written_as_mrc_is_no_micrograph(small_mrcs, tmp_path, notes):
+    """RELION's and SerialEM's gain references are MRC files (``gain.mrc``, ``CountRef_x.mrc``):
+    one beside the micrographs was read, denoised and listed as a micrograph. Now a folder's
+    MRC file whose name says gain reference is left out with the note that names gain
+    references; a folder whose every MRC name says so is taken as asked."""
+    import shutil
+
+    folder = tmp_path / "with_gain"
+    folder.mkdir()
+    for m in small_mrcs:
+        shutil.copy(m, folder / m.name)
+    shutil.copy(small_mrcs[0], folder / "gain.mrc")
+    shutil.copy(small_mrcs[0], folder / "CountRef_session1.mrc")
+    stack = open_micrographs(folder)
+    assert stack.sizes["micrograph"] == len(small_mrcs)
+    assert notes == [f"{folder}: left out 2 gain references (CountRef_session1.mrc, gain.mrc), "
+                     "which motion correction uses, not micrographs: nothing to do"]
+    only = tmp_path / "gain_only"
+    only.mkdir()
+    shutil.copy(small_mrcs[0], only / "gain.mrc")
+    assert open_micrographs(only).sizes["micrograph"] == 1

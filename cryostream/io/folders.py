@@ -63,11 +63,16 @@ def folder_micrographs(folder: Path) -> list[Path]:
     # is the micrograph (the halves as micrographs too would be denoised, and listed, twice)
     halves = [q for q in found if _beside_full_sum(q, stems)]
     found = [q for q in found if q not in halves]
-    kept = set(found) | set(denoised) | set(halves)
+    # a gain reference written as MRC (RELION's and SerialEM's) beside the micrographs is none;
+    # where every name says gain, they are taken as asked
+    gain_mrcs = [q for q in found if is_gain_reference(q.name)]
+    gain_mrcs = gain_mrcs if len(gain_mrcs) < len(found) else []
+    found = [q for q in found if q not in gain_mrcs]
+    kept = set(found) | set(denoised) | set(halves) | set(gain_mrcs)
     other = [q for q in files if q not in kept and not re.fullmatch(
              r"denoised_micrographs\.star(\.bak\d*)?", q.name)
              and not (q.suffix.lower() == ".json" and q.stem in stems) and q.is_file()]
-    gains = [q for q in other if is_gain_reference(q.name)]  # beside the movies: no movie
+    gains = gain_mrcs + [q for q in other if is_gain_reference(q.name)]  # no movie either
     movies = [q for q in other if q.suffix.lower() in MOVIE_SUFFIXES and q not in gains]
     rest = [q for q in other if q.suffix.lower() not in MOVIE_SUFFIXES and q not in gains]
     if not found:
