@@ -646,6 +646,78 @@ def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
     assert read["correlation_with_lowpass"] == pytest.approx(read["correlation_if_everything"])
 
 
+def test_an_output_made_with_other_options_is_checked_as_written(tiny_run, tmp_path, capsys,
+                                                                 notes):
+    """``evaluate --residual M --denoised FOLDER`` of an output ``denoise --no-ensemble`` wrote
+    had said 'not this model's default output' and denoised M again by the default recipe
+    (5–18 minutes a full-size micrograph on a CPU). The output of this model and micrograph
+    is checked as written now: its residual is the micrograph − that file, and the report
+    (report.md's top line and its line under the table, report.json, the line printed) names
+    the options it was made with, so its figures are not taken for the default's."""
+    import mrcfile
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.outputs import recipe_steps
+    from cryostream.evaluate.numbers import method_noise
+    from cryostream.runs import load_record
+
+    mic, den, out = tiny_run.sim.micrographs[0], tmp_path / "den", tmp_path / "rep"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--no-ensemble",
+                 "--quiet"]) == 0
+    notes.clear()
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(mic),
+                 "--denoised", str(den)]) == 0
+    assert not [n for n in notes if "denoised here" in n or "network pass" in n], notes
+    assert [n for n in notes if n.startswith(f"{den / mic.name}: made with ensemble off, not on "
+                                             "(n2n_correction + ctf_gain), not as denoise does by "
+                                             "default: its residual is checked as denoise wrote "
+                                             "it")], notes
+    row = json.loads((out / "report.json").read_text())["residual"][0]
+    record = load_record(tiny_run.run)
+    steps = recipe_steps(DenoiseConfig(ensemble=False).for_run(record))
+    assert row["made_with"] == "ensemble off, not on" and row["recipe"] == steps
+    assert row["denoised_output"] == str(den / mic.name)
+    raw = mrcfile.read(mic).astype(np.float32)  # the residual: the micrograph − that file
+    scale = np.float32(np.percentile(raw, record.prepare.percentile))
+    mine = method_noise(raw / scale, mrcfile.read(den / mic.name) / scale, 0.6575)
+    for key in ("spectrum_ratio_mean", "correlation_with_lowpass", "correlation_if_everything"):
+        assert row[key] == pytest.approx(mine[key], rel=1e-4), key
+    made = (f" (as denoise wrote it, {den / mic.name}, made with ensemble off, not on; its steps "
+            f"{' + '.join(steps)})")
+    text = (out / "report.md").read_text()
+    default = " + ".join(recipe_steps(DenoiseConfig().for_run(record)))
+    assert (f"Micrograph − what `denoise` wrote in `{den}` (--denoised) with other options, "
+            f"checked as it is (each one's options are under the table), not what `denoise` "
+            f"writes by default ({default}):") in text
+    assert f"- {mic.name}{made}: {row['reading']}" in text
+    assert f"  residual of {mic.name}{made}: {row['reading']}" in capsys.readouterr().out
+
+
+def test_an_output_of_another_model_is_denoised_again_with_why(tiny_run, tmp_path, notes):
+    """Beside outputs checked as written, the residual check still denoises a micrograph again
+    where its output in --denoised is not of this model (here the run exported: another
+    model file), saying why; the report names no options for it: it checked the default."""
+    from cryostream.models.export import export_params
+    from cryostream.runs import load_model
+
+    mic, den, out = tiny_run.sim.micrographs[0], tmp_path / "den", tmp_path / "rep"
+    npz = export_params(*load_model(tiny_run.run), tmp_path / "tiny.npz")
+    assert main(["denoise", "-m", str(npz), str(mic), "-o", str(den), "--raw", "--quiet"]) == 0
+    notes.clear()
+    assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--residual", str(mic),
+                 "--denoised", str(den)]) == 0
+    said = [n for n in notes if "denoised here" in n]
+    assert len(said) == 1 and said[0].startswith(
+        f"{den / mic.name}: not this model's output of {mic} as it is now (made with the model "
+        f"{npz};"), said
+    assert said[0].endswith(f"; {mic.name} is denoised here instead, as denoise does by default "
+                            "(the report scores the default)")
+    row = json.loads((out / "report.json").read_text())["residual"][0]
+    assert row["made_with"] is None and row["denoised_output"] is None
+    assert row["recipe"][0] == "ensemble"
+    assert "with other options" not in (out / "report.md").read_text()
+
+
 def test_the_residual_report_speaks_in_angstrom(tiny_run, tmp_path, capsys):
     """``evaluate --residual``: the report gave the spectra's band as '0.05–0.5 cycles/px' beside
     its '20 Å low-pass', and its figure in 1/Å. The band is now in Å by each micrograph's pixel

@@ -44,9 +44,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "; also the pixel size of --truth micrographs whose headers have none (without one, "
         "they are scored at 1 Å per pixel, their FRC and spectra in cycles/px)")
     p.add_argument("--denoised", metavar="FOLDER",
-                   help="a folder where `cryostream denoise` wrote this model's default outputs: "
-                   "those found there are checked (--residual) and scored (--truth) as they are, "
-                   "not denoised again")
+                   help="a folder where `cryostream denoise` wrote this model's outputs: those "
+                   "found there are read, not denoised again: checked as they were made "
+                   "(--residual; options other than the default's, --no-ensemble say, are named "
+                   "in the report), and scored where made by default (--truth)")
     p.set_defaults(func=run)
     return p
 

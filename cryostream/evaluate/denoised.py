@@ -1,6 +1,8 @@
-"""What ``denoise`` wrote in a folder (``evaluate --denoised``), read for the report as this
-model's default output of a micrograph instead of denoising it again; and the outputs made at
-another pixel size than the one the report uses for their micrographs, said once."""
+"""What ``denoise`` wrote in a folder (``evaluate --denoised``), read for the report instead of
+denoising a micrograph again: this model's default output (the truth section scores the
+default), or any output of this model and micrograph as it was made (the residual check, which
+names its options); and the outputs made at another pixel size than the one the report uses for
+their micrographs, said once."""
 
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ import numpy as np
 from cryostream.evaluate.pixels import APART
 from cryostream.io.pixel_sizes import PixelSizeWarning
 
-__all__ = ["DenoisedOutputs"]
+__all__ = ["DenoisedOutputs", "made_otherwise"]
 
 _log = logging.getLogger("cryostream")
 
 
 class DenoisedOutputs:
-    """The default outputs of ``run`` that ``denoise`` wrote in ``folder`` (None: no folder
-    given, none read), with ``tile``; :meth:`default_of` reads one, :meth:`warn_pixel_sizes`
-    says those made at another pixel size."""
+    """The outputs of ``run`` that ``denoise`` wrote in ``folder`` (None: no folder given, none
+    read), with ``tile``: :meth:`default_of` reads one made as ``denoise`` does by default (the
+    truth section scores that), :meth:`written_of` one made with whatever options (the residual
+    check takes it as it is); :meth:`warn_pixel_sizes` says those made at another pixel size."""
 
     def __init__(self, folder, run: str, record, tile: int | None):
         self.folder, self.run, self.record, self.tile = folder, run, record, tile
@@ -39,31 +42,80 @@ class DenoisedOutputs:
         ``"the MRC header of NAME.mrc"``…), it is kept for :meth:`warn_pixel_sizes`."""
         if self.folder is None:
             return None, None
+        from cryostream.denoise.outputs import same_record
+
+        path, written, identity = self._found(noisy_path, optics)
+        if not (path.is_file() and same_record(written, identity)):
+            self._not_taken(path, noisy_path, written, identity, "default ")
+            return None, None
+        return self._read(path, scale, pixel_size_angstrom, where), written.get("found") or {}
+
+    def written_of(self, noisy_path: Path, scale, optics: dict | None = None,
+                   pixel_size_angstrom: float | None = None,
+                   where: str = "") -> tuple[np.ndarray | None, dict | None]:
+        """What ``denoise`` wrote for ``noisy_path`` with this model, whatever options made it
+        (``--no-ensemble``, ``--raw``, another ``--tile``), normalised by ``scale``, and how it
+        was made: None for the default output (as :meth:`default_of` takes it), else
+        :func:`made_otherwise`'s words and steps, said in a note as it is read. ``(None,
+        None)``, with a note, where there is no output of this model and of the micrograph as
+        it is now (another model's, a micrograph or model changed since, the sum of its even and
+        odd halves' outputs, no NAME.json). ``pixel_size_angstrom`` and ``where``: as for
+        :meth:`default_of`."""
+        if self.folder is None:
+            return None, None
+        from cryostream.denoise.outputs import same_record
+
+        path, written, identity = self._found(noisy_path, optics)
+        if not (path.is_file() and _of_this(written, identity)):
+            self._not_taken(path, noisy_path, written, identity, "")
+            return None, None
+        image = self._read(path, scale, pixel_size_angstrom, where)
+        if same_record(written, identity):
+            return image, None
+        how = made_otherwise(written, identity)
+        _log.info("%s: made %s, not as denoise does by default: its residual is checked as "
+                  "denoise wrote it, and the report names its options (leave out --denoised to "
+                  "check the default)", path, how["words"])
+        return image, how
+
+    def _found(self, noisy_path: Path, optics: dict | None) -> tuple[Path, dict, dict]:
+        """The output of ``noisy_path`` in the folder, its record (``{}`` where there is none)
+        and what the default output's record would hold (``optics``: a STAR file's)."""
         from cryostream.config import DenoiseConfig
-        from cryostream.denoise.outputs import output_identity, read_record, same_record
-        from cryostream.evaluate.numbers import read_micrograph
-        from cryostream.io.mrc import read_header
+        from cryostream.denoise.outputs import output_identity, read_record
 
         path, tile = Path(self.folder) / noisy_path.name, self.tile
-        record_path = path.with_suffix(".json")
-        written = read_record(record_path) or {}
+        written = read_record(path.with_suffix(".json")) or {}
         given = written.get("given") or {}  # a STAR file's pixel size or defocus: its output
         identity = output_identity(self.run, DenoiseConfig(tile=tile, **(optics or {})).for_run(
             self.record), str(noisy_path.resolve()), given)  # all the same
         if "odd" in given:  # the sum of two halves' outputs, not this micrograph's
             identity["given"] = None
-        if not (path.is_file() and same_record(record_path, identity)):
-            _log.info("%s: %s; %s is denoised here instead, as denoise does by default (the "
-                      "report scores the default)", path, (
-                          f"not this model's default output of {noisy_path}" + (
-                              f" with --tile {tile}" if tile else "") + _how(written, identity))
-                      if path.is_file() else "not found", noisy_path.name)
-            return None, None
+        return path, written, identity
+
+    def _not_taken(self, path: Path, noisy_path: Path, written: dict, identity: dict,
+                   kind: str) -> None:
+        """The note of an output not taken (``kind``: ``"default "`` where only the default
+        output is), and that the micrograph is denoised here instead."""
+        tile = self.tile
+        _log.info("%s: %s; %s is denoised here instead, as denoise does by default (the report "
+                  "scores the default)", path, (
+                      f"not this model's {kind}output of {noisy_path}" + (
+                          f" with --tile {tile}" if tile and kind else "")
+                      + ("" if kind else " as it is now") + _how(written, identity))
+                  if path.is_file() else "not found", noisy_path.name)
+
+    def _read(self, path: Path, scale, pixel_size_angstrom: float | None, where: str):
+        """The output at ``path`` normalised by ``scale``; one whose header gives a pixel size
+        :data:`APART` or more off ``pixel_size_angstrom`` kept for :meth:`warn_pixel_sizes`."""
+        from cryostream.evaluate.numbers import read_micrograph
+        from cryostream.io.mrc import read_header
+
         theirs = read_header(path).pixel_size_angstrom
         if pixel_size_angstrom and theirs > 0 and not math.isclose(
                 theirs, pixel_size_angstrom, rel_tol=APART):
             self.off.append((path, theirs, pixel_size_angstrom, where))
-        return read_micrograph(path)[0] / scale, written.get("found") or {}
+        return read_micrograph(path)[0] / scale
 
     def warn_pixel_sizes(self, use: str, overrides: bool = True) -> None:
         """One :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` for the outputs read that
@@ -103,3 +155,37 @@ def _how(written: dict, identity: dict) -> str:
                if key in written and written[key] != identity.get(key)]
     return (f" ({' and '.join(changed)} changed since it was made)" if changed
             else " (its NAME.json says how it was made)")
+
+
+def _of_this(written: dict, identity: dict) -> bool:
+    """Whether the record ``written`` is of an output of this model and of this micrograph as
+    they are now (whatever the options): not of another model or input, nor the sum of an
+    even/odd pair's outputs, nor made before the micrograph or the model changed."""
+    return (bool(written) and isinstance(written.get("config"), dict)
+            and all(written.get(k) == identity.get(k) for k in ("run", "input"))
+            and "odd" not in (written.get("given") or {})
+            # a record from before inputs and models were stamped is taken as it is
+            and all(written.get(k, identity.get(k)) == identity.get(k)
+                    for k in ("input_files", "model_files")))
+
+
+def made_otherwise(written: dict, identity: dict) -> dict:
+    """How an output of this model and micrograph was made otherwise than by default, for the
+    report: ``options``, what its NAME.json gives that the default does not (``"ensemble off,
+    not on"``), ``recipe``, the steps it applied (``recipe_steps``; None where its record
+    cannot be read as a config) and ``words``, both in one phrase: ``"with ensemble off, not
+    on (n2n_correction + ctf_gain)"``; the network's output alone where no step was on."""
+    from cryostream.config import DenoiseConfig, from_dict
+    from cryostream.denoise.outputs import recipe_steps, what_differs
+    from cryostream.errors import ConfigError
+
+    options = what_differs(written, identity).removeprefix(" (made with ").removesuffix(")")
+    try:  # a record written before the binned pass existed had none
+        recipe = recipe_steps(from_dict(DenoiseConfig, {"binned_pass": False,
+                                                        **written["config"]}))
+    except ConfigError:  # (a newer version's record, say)
+        recipe = None
+    steps = ("" if recipe is None else f" ({' + '.join(recipe)})" if recipe
+             else " (the network's output alone)")
+    return {"options": options or "other options", "recipe": recipe,
+            "words": f"with {options or 'other options'}{steps}"}

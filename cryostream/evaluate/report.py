@@ -25,7 +25,7 @@ from cryostream.evaluate.numbers import (
     score_methods,
     truth_methods,
 )
-from cryostream.evaluate.residual import network_time_words, residual_section
+from cryostream.evaluate.residual import checked_words, network_time_words, residual_section
 from cryostream.evaluate.staging import check_given_up, check_report_folder, staged_report, writing
 from cryostream.script_guard import refuse_script_rerun
 
@@ -187,7 +187,7 @@ def summary_lines(report: dict, output) -> list[str]:
                      f"{unchecked}, PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
                      + f" dB; best in the table: {best} {mean[best]['psnr']:.2f} dB")
     for row in report.get("residual", []):
-        lines.append(f"  residual of {row['micrograph']}: {row['reading']}")
+        lines.append(f"  residual of {row['micrograph']}{checked_words(row)}: {row['reading']}")
     return lines
 
 
@@ -212,10 +212,12 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     ``topaz-em`` is installed. (c) With ``residual`` (MRC paths, e.g. real micrographs): each is denoised
     as :func:`cryostream.denoise` does by default and the residual checked with
     :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this model's
-    default outputs from :func:`cryostream.denoise` (with their records), scored and checked as
-    the default recipe instead of denoising those micrographs again. ``pixel_size_angstrom``:
-    the ``residual`` micrographs' pixel size (Å), over their headers and STAR file, as
-    :func:`cryostream.denoise` takes it (for micrographs that lack one; a
+    outputs from :func:`cryostream.denoise` (with their records), read instead of denoising
+    those micrographs again: the default ones scored as the default recipe (``truth``), and any
+    of this model and micrograph checked as it was made (``residual``; its options, where not
+    the default's, named in the report and in its row's ``made_with`` and ``recipe``).
+    ``pixel_size_angstrom``: the ``residual`` micrographs' pixel size (Å), over their headers
+    and STAR file, as :func:`cryostream.denoise` takes it (for micrographs that lack one; a
     :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` where it is twice or half a header's or
     further off), and of the ``truth`` micrographs whose headers give none (without it they are
     scored at 1 Å per pixel, their FRC and spectra in cycles/px, with a ``PixelSizeWarning``

@@ -1,8 +1,9 @@
 """The report's residual check (``evaluate --residual``): each micrograph denoised as ``denoise``
-does by default (or read where it wrote it, ``--denoised``) and its residual checked against the
-measured noise. As long as ``denoise`` takes, so said as ``denoise`` says it: on a CPU, about how
-long before it starts (:func:`residual_time_note`), and a note of the network passes done while
-one micrograph takes minutes (:class:`~cryostream.denoise.pace.PassNotes`)."""
+does by default (or read where it wrote it, ``--denoised``, as it was made: other options are
+named in the report) and its residual checked against the measured noise. As long as
+``denoise`` takes, so said as ``denoise`` says it: on a CPU, about how long before it starts
+(:func:`residual_time_note`), and a note of the network passes done while one micrograph takes
+minutes (:class:`~cryostream.denoise.pace.PassNotes`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cryostream.evaluate.numbers import (
 )
 from cryostream.evaluate.staging import check_given_up, writing
 
-__all__ = ["residual_section", "residual_time_note", "network_time_words"]
+__all__ = ["residual_section", "residual_time_note", "network_time_words", "checked_words"]
 
 _log = logging.getLogger("cryostream")
 
@@ -60,8 +61,8 @@ def residual_time_note(run, recipe, shapes, denoised=None) -> str:
     """How long the residual check takes to denoise micrographs of ``shapes`` with ``recipe``
     (the run's default :class:`~cryostream.config.DenoiseConfig`) on a CPU
     (:func:`network_time_words`), and what saves the wait: what ``denoise`` wrote given with
-    ``--denoised`` (where ``denoised``, that folder, is not given already), or a GPU
-    (``evaluate`` has no option of fewer passes: the check is of the default). ``""`` where
+    ``--denoised`` (where ``denoised``, that folder, is not given already; its outputs are
+    checked as they were made, ``denoise --no-ensemble``'s too), or a GPU. ``""`` where
     the network runs elsewhere or the windows cannot be laid out (the check refuses that
     itself)."""
     from cryostream.denoise.workers import busy_note
@@ -78,8 +79,12 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                      denoised=None) -> list[str]:
     """The residual of what ``denoise`` gives each micrograph of ``paths`` (as
     :func:`~cryostream.denoise.sources.gather_inputs` gives them: a STAR file's pixel size and
-    optics) by default (its recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`;
-    read from ``denoised`` where ``denoise`` wrote it there): numbers, figures and markdown.
+    optics) by default (its recipe for the run, :meth:`~cryostream.config.DenoiseConfig.for_run`),
+    or what ``denoise`` wrote for it in ``denoised`` with this model, read as it was made
+    (:meth:`~cryostream.evaluate.denoised.DenoisedOutputs.written_of`): numbers, figures and
+    markdown. An output made with other options than the default is named as such, with its
+    options and steps, in ``report.md``'s first line, its line under the table and its row
+    (``made_with``, ``recipe``, ``denoised_output``; :func:`checked_words`).
     Before the wait, a note of it (on a CPU, about how long: :func:`residual_time_note`); while a
     micrograph is denoised, a note of the network passes done at most every
     :data:`~cryostream.denoise.micrograph.NOTE_EVERY_S` seconds, as ``denoise`` gives."""
@@ -120,9 +125,11 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         scale = np.float32(np.percentile(raw, record.prepare.percentile))
         image = raw / scale
         origin = taken.pixel_size_from if taken else "argument" if given_pixel else "header"
-        den = outputs.default_of(path, scale, optics, pixel, pixel_size_source(origin, path.name))[0]
+        # what denoise wrote, as it was made (its options named), else the default made here
+        den, how = outputs.written_of(path, scale, optics, pixel,
+                                      pixel_size_source(origin, path.name))
+        mine, read = dataclasses.replace(recipe, **optics), den is not None
         if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
-            mine = dataclasses.replace(recipe, **optics)
             how_long = denoised and residual_time_note(run, mine, [raw.shape], denoised)
             if how_long:  # not in the folder: the wait, said before it
                 _log.info("%s: %s", path.name, how_long)
@@ -131,14 +138,18 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
                                                                        scale, tile, path))[0]
         check = method_noise(image, den, pixel)
         check["reading"] = read_residual(check)
-        _log.info("residual check %d/%d %s: %.1f s; spectrum ratio %.3f at %s, correlation with "
-                  "the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
+        _log.info("residual check %d/%d %s%s: %.1f s; spectrum ratio %.3f at %s, correlation "
+                  "with the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
+                  f" (as denoise wrote it, made with {how['options']})" if how else "",
                   time.perf_counter() - start, check["spectrum_ratio_mean"], residual_band(check),
                   check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
         with writing(out / f"residual_{i}.png") as figure:
             plot_method_noise(figure, check, image, den, title=Path(path).name)
         rows.append({"micrograph": Path(path).name,
-                     **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)}})
+                     **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)},
+                     "denoised_output": str(Path(denoised) / path.name) if read else None,
+                     "recipe": how["recipe"] if how else recipe_steps(mine),
+                     "made_with": how["options"] if how else None})
         lines.append(f"| {Path(path).name} | {f'{pixel:g}' if pixel else 'none known'} | "
                      f"{residual_band(check)} | {check['spectrum_ratio_mean']:.3f} | "
                      f"{check['spectrum_ratio_max_deviation']:.3f} | "
@@ -151,8 +162,29 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         lines[2] = lines[2].replace(" What they mean", " A micrograph of no known pixel size is "
                                     "checked at 1 Å per pixel: its band in cycles/px, its low-pass "
                                     "20 pixels. What they mean")
-    return lines + [""] + [f"- {r['micrograph']}: {r['reading']}" for r in rows] + [""] + [
+    otherwise = [r["micrograph"] for r in rows if r["made_with"]]
+    if otherwise:  # the figures are of those outputs, not of the default's: said at the top
+        default = f"what `denoise` writes by default ({' + '.join(recipe_steps(recipe))})"
+        written = (f"what `denoise` wrote in `{denoised}` (--denoised) with other options, "
+                   "checked as it is (each one's options are under the table)")
+        lines[2] = lines[2].replace(f"{default}:", f"{written}, not {default}:" if len(
+            otherwise) == len(rows) else f"{default}; for {', '.join(otherwise)}, {written}:")
+    return lines + [""] + [f"- {r['micrograph']}{checked_words(r)}: {r['reading']}"
+                           for r in rows] + [""] + [
         f"![residual {i}](residual_{i}.png)" for i in range(len(rows))] + [""]
+
+
+def checked_words(row: dict) -> str:
+    """How the output in a row of the residual check was made, where not as ``denoise`` does
+    by default (``""`` there), for the line under the table and the line printed:
+    `` (as denoise wrote it, den/m.mrc, made with ensemble off, not on; its steps
+    n2n_correction + ctf_gain)``."""
+    if not row.get("made_with"):
+        return ""
+    recipe = row.get("recipe")
+    steps = ("" if recipe is None else f"; its steps {' + '.join(recipe)}" if recipe
+             else "; the network's output alone")
+    return f" (as denoise wrote it, {row['denoised_output']}, made with {row['made_with']}{steps})"
 
 
 def _noted_passes(run, record, recipe, raw: np.ndarray, scale, tile: int | None, path: Path):
