@@ -648,6 +648,7 @@ def test_sigterm_after_ctrl_c_ends_denoise_at_once_and_says_it_was_sigterm(tiny_
         f"{first}.json", f"{first}.mrc"]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_local_cluster_keeps_distributeds_info_lines_off_the_screen(tiny_run, tmp_path):
     """`denoise --cluster-workers 2` with a run folder's model, and the same from a script
     that set up logging as the quickstart does: 30–140 `INFO:distributed...` lines (workers

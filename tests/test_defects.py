@@ -18,6 +18,7 @@ from cryostream.config import DenoiseConfig, SimulateConfig
 from cryostream.denoise.defects import DefectWarning, find_defects, mend, restore
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_shot_noise_micrograph_has_no_defects(tmp_path):
     """Shot noise of a full-size micrograph at 0.4, 4.4 and 22 electrons a pixel (1, 10 and 50
     e/Å² at 0.66 Å), and a simulated micrograph: no pixel is taken for hot, no line for

@@ -224,6 +224,7 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path, 
     assert checked == [pytest.approx(sigma, abs=0.05)]  # one check, on the sum, faded
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_halves_whose_sum_has_no_thon_rings_fall_back_together(tiny_run, tmp_path):
     """A defocus fitted on the sum of two halves with no Thon rings (a smooth blob and noise)
     is not used for either: one warning names the pair and why, and both records say so."""

@@ -93,6 +93,7 @@ def test_held_out_figures_in_micro_batches_are_the_whole_batchs(tiny_run):
         np.testing.assert_allclose(np.asarray(split[name]), np.asarray(whole[name]), rtol=1e-5)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_the_bands_loss_in_micro_batches_is_said_to_be_weighed_within_each(
         tiny_run, tmp_path, monkeypatch, notes):
     import dataclasses
