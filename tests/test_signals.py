@@ -479,7 +479,7 @@ def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run
     assert said[at_the_end:] == [] and capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("after", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("after", [pytest.param("SIGINT", marks=pytest.mark.slow), "SIGTERM"])
 def test_denoise_started_with_ctrl_c_ignored_keeps_ignoring_it(after, tiny_run, tmp_path):
     """A process started with SIGINT ignored (a background job of a shell script, `cmd &`)
     keeps ignoring it in Python, and `evaluate` did; `denoise` made its own handler SIGINT's

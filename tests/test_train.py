@@ -391,6 +391,7 @@ def test_a_training_from_python_is_noted_on_the_cryostream_logger(store, tmp_pat
     assert not [n for n in notes if n.startswith("training: step ")] and rows
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_resumed_training_gives_its_speed_or_none_where_nothing_was_timed(store, tmp_path,
                                                                             capsys):
     """A short training resumed: ``patches_per_second`` was nan (its steps were timed only
