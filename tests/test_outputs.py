@@ -566,3 +566,61 @@ def test_what_an_earlier_output_was_made_with_is_said_in_a_users_words():
                         {"config": {"tile": 512, "ensemble": True, "output_dtype": "float16"}})
     assert said == (" (made with ensemble off, not on; output_dtype='float32', not 'float16'; "
                     "tile unset, not 512)")
+
+
+def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_path, capsys):
+    """``--overwrite`` replaced an output the user had made read-only (``chmod a-w``) without a
+    word. Now such an output, its ``NAME.json`` or the folder's STAR file is named before any
+    work, with the fix, and nothing in the folder changes; a read-only output this call keeps
+    (the same run and options: resumed) is no reason to refuse, and once writable the same
+    command replaces them. Told by the mode bits, so root (who may write anything) is
+    refused too."""
+    import json
+
+    import cryostream
+    from cryostream.cli import main
+    from cryostream.denoise.outputs import STAR_NAME
+
+    a, b = tiny_run.sim.micrographs[:2]
+    out = tmp_path / "out"
+    cryostream.denoise(tiny_run.run, [a, b], out, config=DenoiseConfig.raw(tile=64), workers=1)
+    names = [f"{m.stem}{ext}" for m in (a, b) for ext in (".mrc", ".json")] + [STAR_NAME]
+
+    def kept():
+        return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
+
+    def read_only(*chosen):
+        for name in names:
+            (out / name).chmod(0o444 if name in chosen else 0o644)
+
+    argv = ["denoise", str(tiny_run.run), str(a), str(b), "-o", str(out), "--raw", "--tile",
+            "64", "--workers", "1", "--dtype", "float16", "--overwrite"]
+    read_only(a.name)
+    before = kept()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream denoise: error: {out / a.name}: read-only, and this call would replace it; "
+        f"make it writable (chmod u+w {out / a.name}) to replace it, or choose another output "
+        "folder: -o DIR")
+    assert kept() == before
+    read_only(*names)  # every one, the STAR file too: the first three named, and the count
+    with pytest.raises(cryostream.CryostreamError) as refused:
+        cryostream.denoise(tiny_run.run, [a, b], out, overwrite=True, workers=1,
+                           config=DenoiseConfig.raw(tile=64, output_dtype="float16"))
+    assert str(refused.value) == (
+        f"5 read-only files ({out / names[0]}, {out / names[1]}, {out / names[2]} and 2 more): "
+        "this call would replace them; make them writable (chmod u+w FILE) to replace them, or "
+        "choose another output folder: -o DIR (Python: output=DIR)")
+    assert kept() == before
+    read_only(a.name)  # kept by the same command resumed: not a reason to refuse
+    assert main([*argv[:-3], "--overwrite"]) == 0
+    assert kept()[a.name] == before[a.name]
+    read_only(STAR_NAME)  # the STAR file --overwrite would write again
+    assert main([*argv[:-3], "--overwrite"]) == 2
+    assert f"{out / STAR_NAME}: read-only, and this call would replace it" in \
+        capsys.readouterr().err
+    read_only()  # writable again: replaced
+    assert main(argv) == 0
+    assert kept()[a.name] != before[a.name] and json.loads((out / f"{a.stem}.json").read_text())[
+        "config"]["output_dtype"] == "float16"

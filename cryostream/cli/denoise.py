@@ -175,7 +175,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="replace outputs in the folder that another model, other options or "
                    "another cryostream version made (each only by a complete new one); "
                    "outputs this same command would make again the same are kept either way, "
-                   "so it resumes after an interruption (delete outputs to make them again)")
+                   "so it resumes after an interruption (delete outputs to make them again); "
+                   "outputs made read-only (chmod a-w) are refused, never replaced")
     p.add_argument("--permissive", action="store_true",
                    help="skip bad micrographs (unreadable, NaN or Inf pixels, constant, too "
                    "small; with --odd, halves that do not match) with a warning each and end "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cryostream.errors import ConfigError, StoreError
-from cryostream.io.paths import os_fix, record_aside
+from cryostream.io.paths import kept_folders, os_fix, record_aside, refuse_read_only
 from cryostream.io.relion_jobs import warn_other_job
 
 #: The micrographs STAR file ``denoise`` writes beside its outputs, for RELION.
@@ -180,8 +181,6 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
         stale = found is not None and input_changed(found, record)
         if stale or damaged:
-            import logging
-
             logging.getLogger("cryostream").log(
                 logging.WARNING if damaged else logging.INFO,
                 "%s: %s; denoising it again", source,
@@ -213,10 +212,6 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     the input STAR file (:class:`~cryostream.io.star.MicrographStar`) or None: the output's
     :data:`STAR_NAME` may not replace it.
     """
-    import logging
-
-    from cryostream.io.paths import kept_folders
-
     sources = [m.source for m in micrographs]
     identities = [output_identity(run, m.config(config), m.source, m.given()) for m in micrographs]
     # a pair of half-sums is one micrograph: its output is named after the micrograph
@@ -237,6 +232,9 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     if input_star is not None and star.resolve() == input_star.path.resolve():
         raise ConfigError(f"{output}: the output's {STAR_NAME} would replace the input STAR "
                           "file; choose another output folder: -o DIR (Python: output=DIR)")
+    if overwrite:  # outputs made read-only are kept: said before any work (the STAR file too)
+        refuse_read_only([*(f for p in plans if not p.done for f in (p.path, p.sidecar)), star],
+                         "choose another output folder: -o DIR (Python: output=DIR)")
     warn_other_job(output, (STAR_NAME,), 3, made_by_denoise)  # another RELION job's: said
     made = None if output.exists() else output
     check_writable(output)

@@ -1,18 +1,20 @@
 """Where output files go and how they are written: checked before any work, so nothing computed
-is lost, and written whole or not at all; and whether paths given twice name the same files."""
+is lost, none made read-only is replaced, and written whole or not at all; and whether paths
+given twice name the same files."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
 __all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
            "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path",
-           "name_depth", "short_name", "drop_empty"]
+           "name_depth", "short_name", "drop_empty", "read_only", "refuse_read_only"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -106,6 +108,37 @@ def output_file(path: str | os.PathLike, option: str, example: str) -> Path:
         raise StoreError(f"{option} {text}: the folder {folder} is not writable; give another "
                          "path")
     return path
+
+
+def read_only(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Those of ``paths`` there whose own mode bits give their owner no write permission
+    (``chmod a-w`` or ``u-w``), a folder's files and folders at any depth included: files a
+    user made read-only to keep them. Told by the mode, not by :func:`os.access`, for which
+    every file is writable to root. A link is never read-only: replacing it leaves the file it
+    points to as it is."""
+    found = []
+    for path in dict.fromkeys(map(Path, paths)):  # each once
+        below = [] if path.is_symlink() or not path.is_dir() else sorted(path.rglob("*"))
+        for each in (path, *below):
+            with contextlib.suppress(OSError):  # gone, or not there: nothing to keep
+                mode = os.lstat(each).st_mode
+                if not stat.S_ISLNK(mode) and not mode & stat.S_IWUSR:
+                    found.append(each)
+    return found
+
+
+def refuse_read_only(paths: Iterable[str | os.PathLike], other: str) -> None:
+    """A :class:`StoreError` where any of ``paths``, which the call would replace or remove,
+    is read-only (:func:`read_only`), before anything is written: naming them (the first three,
+    and how many in all) and the fix, making them writable or ``other`` (another place)."""
+    found = read_only(paths)
+    if len(found) == 1:
+        raise StoreError(f"{found[0]}: read-only, and this call would replace it; make it "
+                         f"writable (chmod u+w {found[0]}) to replace it, or {other}")
+    if found:
+        shown = ", ".join(map(str, found[:3])) + (f" and {len(found) - 3} more" * (len(found) > 3))
+        raise StoreError(f"{len(found)} read-only files ({shown}): this call would replace "
+                         f"them; make them writable (chmod u+w FILE) to replace them, or {other}")
 
 
 def kept_folders(sources: list[str], names: list[str]) -> list[str]:
