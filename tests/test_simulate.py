@@ -668,3 +668,42 @@ def test_a_file_of_ones_own_that_is_no_mrc_is_refused_in_one_line(tmp_path):
         assert line.startswith(f"cryostream simulate: error: {junk}: already there, and not "
                                "written by a cryostream simulate"), line
     assert junk.read_bytes() == before and not (tmp_path / "set" / "truth").exists()
+
+
+def test_overwrite_refuses_files_of_the_earlier_set_made_read_only(tmp_path, capsys):
+    """``simulate --overwrite`` replaced (or, with fewer micrographs, removed) files of the
+    earlier set the user had made read-only (``chmod a-w``). Now they are named before anything
+    is written, with the fix; the set is left as it was, and once writable it is replaced."""
+    from cryostream.cli import main
+
+    root = tmp_path / "s"
+    cryostream.simulate(root, 2, shape=(64, 64))
+    kept = root / "truth" / "sim_0001.mrc"  # one a set of one micrograph would remove
+    kept.chmod(0o444)
+
+    def files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+                if p.is_file()}
+
+    before = files()
+    argv = ["simulate", str(root), "--count", "1", "--shape", "64", "64", "--seed", "1",
+            "--overwrite", "--quiet"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream simulate: error: {kept}: read-only, and this call would replace it; make "
+        f"it writable (chmod u+w {kept}) to replace it, or simulate into another folder")
+    assert files() == before
+    for path in before:
+        path.chmod(0o444)  # every one: the first three named, and the count
+    with pytest.raises(cryostream.StoreError, match=r"^7 read-only files \(.*/sim_0000\.mrc, "
+                       r".*/sim_0000\.mrc, .*/micrographs\.star and 4 more\): this call would "
+                       r"replace them; make them writable \(chmod u\+w FILE\) to replace them, "
+                       r"or simulate into another folder$"):
+        cryostream.simulate(root, 1, shape=(64, 64), seed=1, overwrite=True)
+    assert files() == before
+    for path in before:
+        path.chmod(0o644)
+    assert main(argv) == 0
+    assert not kept.exists() and files()[root / "truth" / "sim_0000.mrc"] != before[
+        root / "truth" / "sim_0000.mrc"]

@@ -45,6 +45,7 @@ from cryostream.config.checks import check_config
 from cryostream.config.simulate import PARTICLE_SHAPES
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.mrc import labelled_by, write_micrograph
+from cryostream.io.paths import refuse_read_only
 from cryostream.io.simulated import (
     FINISHED,
     UNFINISHED,
@@ -123,7 +124,8 @@ def simulate(
         and config); one of other arguments needs it. Files simulate would write or replace
         that no simulation of its own left (no ``simulate.json`` or ``simulate.unfinished``:
         a ``micrographs.star`` or micrographs of your own) are refused even with it, before
-        anything is written, never replaced or mixed with simulated ones.
+        anything is written, never replaced or mixed with simulated ones; so are files of an
+        earlier set made read-only (``chmod a-w``), which it would replace.
     progress : bool
         Show a progress bar.
 
@@ -154,12 +156,14 @@ def simulate(
     if found:
         return _finished_again(root, count, config, request)
     ours = _earlier_files(root)
+    written = [*(folder / _image_name(folder, index) for index in range(count)
+                 for folder in (mic_dir, truth_dir, *half_dirs)),
+               root / "micrographs.star", root / "particles.star", root / FINISHED,
+               root / UNFINISHED, *ours]  # every file this call writes or removes
     if not (root / FINISHED).exists():  # else an earlier set's files, replaced with overwrite
-        _check_earlier(root, count, request, overwrite, [
-            *(folder / _image_name(folder, index) for index in range(count)
-              for folder in (mic_dir, truth_dir, *half_dirs)),
-            root / "micrographs.star", root / "particles.star", root / FINISHED,
-            root / UNFINISHED, *ours])
+        _check_earlier(root, count, request, overwrite, written)
+    if overwrite:  # an earlier set's files made read-only are kept: said before any is written
+        refuse_read_only(written, "simulate into another folder")
     try:
         for folder in (mic_dir, truth_dir, *half_dirs):
             folder.mkdir(parents=True, exist_ok=True)
