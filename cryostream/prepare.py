@@ -33,6 +33,7 @@ from cryostream.config import NoiseConfig, PrepareConfig, to_dict, to_json
 from cryostream.config.checks import check_config
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.interrupts import say_kept
+from cryostream.io.paths import refuse_read_only
 from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import (
     MicrographSkippedWarning,
@@ -143,9 +144,10 @@ def prepare(
     overwrite : bool
         Replace an existing store: every input is checked and the new store is built beside
         the old one (``.DATA.h5.new/``), which it replaces only when complete; a failure leaves
-        the old store as it was. Without it, a finished store prepared from the same inputs
-        (unchanged since) with the same config is kept as it is (``PrepareResult.kept``); one of
-        other inputs or options is refused with what differs.
+        the old store as it was; a store or shard made read-only (``chmod a-w``) is refused
+        before any work. Without it, a finished store prepared from the same inputs (unchanged
+        since) with the same config is kept as it is (``PrepareResult.kept``); one of other
+        inputs or options is refused with what differs.
     progress : bool, optional
         True: progress bars; False: neither bars nor notes. Without it, the two passes are
         noted on the ``cryostream`` logger every few seconds, in micrographs, where they run on
@@ -205,6 +207,8 @@ def prepare(
     made_up = config.noise == NoiseConfig() and not given_targets and progress is not False
     check_sets_finished(named)  # never a part of a simulated set taken for the whole
     check_output(output, named, overwrite)
+    if overwrite:  # a store (or a shard of it) made read-only is kept: said before any work
+        refuse_read_only([output, shard_folder(output)], "choose another name for the store (-o)")
     with store_lock(output, fix="give this store another file name (-o)") if rerun is None \
             else contextlib.nullcontext():  # one at a time
         if rerun is None:  # a replacement a kill stopped, put right under the lock

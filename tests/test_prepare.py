@@ -783,3 +783,36 @@ def test_a_prepare_from_python_is_noted_on_the_cryostream_logger(micrographs, tm
     cryostream.prepare(micrographs, tmp_path / "b.h5", config, progress=False)
     cryostream.prepare(micrographs, tmp_path / "c.h5", config, progress=True)
     assert not [n for n in notes if n.startswith(("measuring", "preparing"))], notes
+
+
+def test_overwrite_refuses_a_store_made_read_only(micrographs, tmp_path, capsys):
+    """``prepare --overwrite`` replaced a store the user had made read-only (``chmod a-w``),
+    its master file or its shards. Now they are named before anything is read or written, with
+    the fix; the store is left as it was, and once writable it is replaced."""
+    out = prepare(micrographs, tmp_path / "d.h5", CONFIG).output
+    shards = sorted(shard_folder(out).glob("*.h5"))
+    assert len(shards) > 1
+
+    def files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*"))
+                if p.is_file()}
+
+    out.chmod(0o444)
+    before = files()
+    argv = ["prepare", *map(str, micrographs), "-o", str(out), "--patch", "64", "--overwrite"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream prepare: error: {out}: read-only, and this call would replace it; make it "
+        f"writable (chmod u+w {out}) to replace it, or choose another name for the store (-o)")
+    assert files() == before
+    out.chmod(0o644)
+    for shard in shards:
+        shard.chmod(0o444)
+    with pytest.raises(StoreError, match=rf"^{len(shards)} read-only files \({shards[0]}, "):
+        prepare(micrographs, out, CONFIG, overwrite=True)
+    assert files() == before
+    for shard in shards:
+        shard.chmod(0o644)
+    assert prepare(micrographs, out, PrepareConfig(**{**CONFIG.__dict__, "seed": 9}),
+                   overwrite=True).output.read_bytes() != before[out][0]
