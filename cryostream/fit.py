@@ -47,6 +47,7 @@ from cryostream.fit_recipe import (
 )
 from cryostream.fit_run import (
     FIT_RECORD,
+    RUN_FILES,
     STORE_NAME,
     STORE_RECORD,
     check_run,
@@ -57,6 +58,7 @@ from cryostream.fit_run import (
     say_fit_kept,
     write_json,
 )
+from cryostream.io.paths import refuse_read_only
 from cryostream.io.pixel_sizes import unset_pixel_size, warn_mixed_pixel_sizes
 from cryostream.io.simulated import check_sets_finished
 from cryostream.io.stack import expand_inputs, given_inputs, listed_inputs, read_headers
@@ -223,7 +225,8 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         The store; :func:`recipe` for the micrographs' shape (and ``patch_size``) by default.
     overwrite : bool
         Replace a run folder that holds another fit (or a ``train`` run) and train from the
-        start; a complete store of the same inputs and options is still kept.
+        start; a complete store of the same inputs and options is still kept. Files it would
+        replace made read-only (``chmod a-w``, the store's too) are refused before any work.
     permissive : bool
         Skip bad micrographs (unreadable, another shape, NaN/Inf, blank) with a warning
         instead of stopping.
@@ -311,6 +314,8 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config), "schedule": own}
     fresh = check_run(run, request, overwrite)
+    if fresh:  # an earlier fit's files made read-only are kept: said before any work
+        refuse_read_only([run / name for name in RUN_FILES], "choose another run folder (-o)")
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
                          start_words(config))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError, unnormalisable_fix
-from cryostream.io.paths import file_changes, same_paths, write_whole
+from cryostream.io.paths import file_changes, refuse_read_only, same_paths, write_whole
 from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
@@ -205,13 +205,19 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
                   f"differs from this fit's ({'; '.join(differences(old, stamp))})"
                   if isinstance(old, dict) else "is not complete, or was made from other "
                   "micrographs or options")
+    from cryostream.store import shard_folder
+
+    replace = overwrite or store.exists()  # prepared again whole (else its shards resumed)
+    if replace:  # a store made read-only is kept: said before any work, in the fit's words
+        refuse_read_only([store, shard_folder(store), record],
+                         "give this fit another work folder (--work)")
     store.parent.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     try:
         with PrepareProgress(len(paths)), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "the micrographs' headers give", PixelSizeWarning)  # fit
             # said it, in its own words (a header of two pixel sizes is prepare's to say)
-            prepare_store(paths, store, config, overwrite=overwrite or store.exists(),
+            prepare_store(paths, store, config, overwrite=replace,
                           permissive=permissive, progress=False, log=_log.info)
     except KeyboardInterrupt as stop:  # prepare's words are those of a script's prepare call:
         stop.args = ()                   # the fit says its own (said_when_stopped)

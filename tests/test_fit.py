@@ -950,3 +950,40 @@ def test_a_time_budget_goes_on_with_the_schedule_a_budget_in_steps_set(mics, tmp
     cryostream.fit(mics, run, train=SMALL, budget="30m")
     (said,) = [n for n in notes if n.startswith("fit: ")]
     assert said.endswith("nothing to train: already at step 2 of 2")
+
+
+def test_overwrite_refuses_a_fit_s_files_made_read_only(mics, tmp_path, capsys):
+    """``fit --overwrite`` replaced an earlier fit's files (``fit.json``, its checkpoints) and
+    its store even where the user had made them read-only (``chmod a-w``). Now they are named
+    before any work, with the fix, and nothing changes; a read-only store the fit keeps (the
+    same micrographs and options) is no reason to refuse, and once writable they are
+    replaced."""
+    run = tmp_path / "run"
+    store = cryostream.fit(mics, run, train=SMALL, budget=SPENT).store
+    record = run / FIT_RECORD
+
+    def files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")}  # (the folders' lock files)
+
+    record.chmod(0o444)
+    before = files()
+    capsys.readouterr()
+    assert main(["fit", str(mics[0]), "-o", str(run), "--budget", "0.0001m", "--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cryostream fit: error: {record}: read-only, and this call would replace it; make it "
+        f"writable (chmod u+w {record}) to replace it, or choose another run folder (-o)")
+    assert files() == before
+    record.chmod(0o644)
+    store.chmod(0o444)  # kept by a fit of the same micrographs and options: no reason to refuse
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT, overwrite=True)
+    assert files()[store] == before[store]
+    before = files()
+    with pytest.raises(StoreError, match=rf"^{store}: read-only, and this call would replace "
+                       rf"it; make it writable \(chmod u\+w {store}\) to replace it, or give this "
+                       r"fit another work folder \(--work\)$"):
+        cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True)
+    assert files() == before
+    store.chmod(0o644)
+    assert cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True).store.read_bytes(
+        ) != before[store][0]
