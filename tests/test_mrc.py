@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -111,6 +112,19 @@ def test_write_micrograph_is_atomic_and_refuses_to_overwrite(tmp_path):
         assert any("hello" in label for label in m.get_labels())
     with pytest.raises(FileExistsError, match="overwrite=True"):
         write_micrograph(path, np.ones(SHAPE), 0.66)
+
+
+def test_large_values_get_a_finite_rms_and_no_overflow_warning(tmp_path):
+    """mrcfile's header rms is a float32 sum of squares: values of 1e20 and more overflowed
+    to an infinite rms and printed NumPy's overflow warning to the user."""
+    data = np.full(SHAPE, 1e25, np.float32)
+    data[::2] = 3e25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_micrograph(tmp_path / "a.mrc", data, 0.66)
+    with mrcfile.open(tmp_path / "a.mrc") as m:
+        assert float(m.header.rms) == pytest.approx(data.std(dtype=float), rel=1e-6)
+        assert np.array_equal(m.data, data)
 
 
 def test_write_micrograph_gives_the_same_bytes_at_another_time(tmp_path):

@@ -7,8 +7,7 @@ or into a scratch buffer converted to float32 (other modes, big-endian files).
 
 An output written from an input (:func:`write_micrograph` with ``like=``,
 :func:`read_header_copy`) keeps the input's origin, voxel size and labels, adds its history
-label, and keeps the extended header on request.
-"""
+label, and keeps the extended header on request."""
 
 from __future__ import annotations
 
@@ -367,7 +366,9 @@ def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_angst
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.asarray(data, dtype=dtype))
+            with np.errstate(over="ignore"):  # mrcfile's float32 rms of large values overflows
+                mrc.set_data(pixels := np.asarray(data, dtype=dtype))
+            mrc.header.rms = mrc.header.rms if np.isfinite(mrc.header.rms) else pixels.std(dtype=float)
             mrc.voxel_size = pixel_size_angstrom
             # mrcfile's own label holds the clock; without it the same data gives the same bytes
             mrc.header.label[:] = b""
