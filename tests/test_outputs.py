@@ -557,15 +557,18 @@ def test_a_relion_3_0_job_is_known_by_its_run_job(tmp_path):
 
 
 def test_what_an_earlier_output_was_made_with_is_said_in_a_users_words():
-    """On/off options are said on or off and an option cryostream chose unset (a RELION
+    """On/off options are said on or off and an option cryostream chose the default (a RELION
     External job's run.err said ``ensemble=False, not True`` and ``tile None, not 512``, Python's
-    words for rows that said ``no`` and no row at all); other values as before."""
+    words for rows that said ``no`` and no row at all; then ``tile unset, not 512``, and
+    evaluate's report ``tile 56, not unset``); other values as before."""
     from cryostream.denoise.outputs import what_differs
 
     said = what_differs({"config": {"tile": None, "ensemble": False, "output_dtype": "float32"}},
                         {"config": {"tile": 512, "ensemble": True, "output_dtype": "float16"}})
     assert said == (" (made with ensemble off, not on; output_dtype='float32', not 'float16'; "
-                    "tile unset, not 512)")
+                    "the default tile, not 512)")
+    assert what_differs({"config": {"tile": 56}}, {"config": {"tile": None}}) == (
+        " (made with tile 56, not the default)")
 
 
 def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_path, capsys):

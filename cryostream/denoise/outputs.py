@@ -115,8 +115,7 @@ def what_differs(found: dict | None, record: dict) -> str:
     `` (made with ensemble off, not on)``; nothing without its record."""
     if found is None:
         return ""
-    said = [f"{what} {found.get(key)}" for key, what in (("run", "the model"),
-                                                          ("input", "the input"))
+    said = [f"{what} {found.get(key)}" for key, what in (("run", "the model"), ("input", "the input"))
             if found.get(key) != record.get(key)]
     old, new = _config(found), _config(record)
     if isinstance(old, dict) and isinstance(new, dict):
@@ -128,11 +127,12 @@ def what_differs(found: dict | None, record: dict) -> str:
 
 
 def _difference(key: str, old, new) -> str:
-    """An option's value before and now: on or off, unset where cryostream chose; else reprs."""
+    """An option's value before and now: on or off, the default where cryostream chose; else reprs."""
     if not {type(old), type(new)} & {bool, type(None)}:
         return f"{key}={old!r}, not {new!r}"
-    on, now = ("unset" if v is None else ("off", "on")[v] if isinstance(v, bool) else v for v in (old, new))
-    return f"{key} {on}, not {now}"
+    on, now = ("the default" if v is None else ("off", "on")[v] if isinstance(v, bool) else v
+               for v in (old, new))
+    return f"the default {key}, not {now}" if old is None else f"{key} {on}, not {now}"
 
 
 def plan_outputs(sources: list[str], output, records: list[dict], *,
