@@ -718,6 +718,130 @@ def test_an_output_of_another_model_is_denoised_again_with_why(tiny_run, tmp_pat
     assert "with other options" not in (out / "report.md").read_text()
 
 
+def test_an_output_made_with_other_options_is_scored_against_the_truth_as_written(
+        tiny_run, tmp_path, capsys, notes):
+    """``evaluate --truth SIM --denoised FOLDER`` of an output ``denoise --no-ensemble --tile
+    56`` wrote had said 'not this model's default output' and denoised the micrograph again by
+    the default recipe (minutes a full-size one on a CPU), scored in the row 'model, default
+    recipe'. It is scored as written now (that file against the truth), in a row of its own
+    that names its options, its record in report.json giving its file and steps, the line
+    under the table and the line printed naming it. The option evaluate left to cryostream
+    reads 'tile 56, not the default' (it read 'tile 56, not unset'), in the residual check
+    too."""
+    import mrcfile
+
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.outputs import recipe_steps
+    from cryostream.evaluate.numbers import DEFAULT_RECIPE
+    from cryostream.metrics import psnr, ssim
+    from cryostream.runs import load_record
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(160, 128), seed=12)
+    mic, den, out = sim.micrographs[0], tmp_path / "den", tmp_path / "rep"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--no-ensemble",
+                 "--tile", "56", "--quiet"]) == 0
+    notes.clear()
+    assert main(["evaluate", str(tiny_run.run), "--truth", str(sim.root), "--denoised", str(den),
+                 "-o", str(out)]) == 0
+    record = load_record(tiny_run.run)
+    steps = recipe_steps(DenoiseConfig(ensemble=False, tile=56).for_run(record))
+    options = "ensemble off, not on; tile 56, not the default"
+    assert not [n for n in notes if "denoised here" in n], notes
+    assert [n for n in notes if n.startswith(f"{den / mic.name}: made with {options} "
+                                             f"({' + '.join(steps)}), not as denoise does by "
+                                             "default: it is scored as denoise wrote it, in a "
+                                             "row of the report's table that names its options")]
+    report = json.loads((out / "report.json").read_text())
+    name = f"model, as written ({options})"
+    row = report["simulated"][0]
+    assert DEFAULT_RECIPE not in row and DEFAULT_RECIPE not in report["truth_mean"]
+    entry = row[name]
+    assert (entry["made_with"], entry["recipe"], entry["denoised_output"]) == (
+        options, steps, str(den / mic.name))
+    noisy = mrcfile.read(mic).astype(np.float32)  # scored: that file against the truth
+    scale = np.float32(np.percentile(noisy, record.prepare.percentile))
+    clean = mrcfile.read(sim.root / "truth" / mic.name) / scale
+    written = mrcfile.read(den / mic.name) / scale
+    assert entry["psnr"] == pytest.approx(psnr(written, clean), rel=1e-5)
+    assert entry["ssim"] == pytest.approx(ssim(written, clean), rel=1e-4)
+    text = (out / "report.md").read_text()
+    cell = f"{entry['psnr']:.2f} / {entry['ssim']:.3f}"
+    assert f"| {name} | {cell} | {cell} |" in text
+    assert (f"What `denoise` wrote in `{den}` (--denoised) with other options than the default "
+            "is scored as it is, in a row of its own that names them") in text
+    assert (f"- {mic.name}, in the row `{name}` (as denoise wrote it, {den / mic.name}, made "
+            f"with {options}; its steps {' + '.join(steps)})") in text
+    assert "unset" not in text
+    assert f" | {name} {entry['psnr']:.2f} dB; best in the table: " in capsys.readouterr().out
+    # the residual check names it alike
+    assert main(["evaluate", str(tiny_run.run), "--residual", str(mic), "--denoised",
+                 str(den), "-o", str(tmp_path / "res"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "res" / "report.json").read_text())["residual"][0][
+        "made_with"] == options
+
+
+@pytest.mark.slow
+def test_truth_outputs_of_another_model_or_a_changed_micrograph_are_denoised_again_with_why(
+        tiny_run, tmp_path, capsys, notes):
+    """Beside an output scored as written, the truth section still denoises a micrograph again
+    where its output in --denoised is of another model (the run exported: another model file)
+    or of the micrograph before it changed, each with a note saying why (it said 'not this
+    model's default output of …', not why). The table keeps them apart: the default's row has
+    those denoised here, the row of the output as written its micrograph alone ('—' in the
+    others' cells), each mean over its own; the line printed says of how many (18 s: two
+    micrographs denoised by default)."""
+    import os
+
+    from cryostream.evaluate.numbers import DEFAULT_RECIPE
+    from cryostream.models.export import export_params
+    from cryostream.runs import load_model
+
+    sim = cryostream.simulate(tmp_path / "sim", 3, shape=(160, 128), seed=13)
+    other, touched, mine = sorted(sim.micrographs)
+    den, out = tmp_path / "den", tmp_path / "rep"
+    npz = export_params(*load_model(tiny_run.run), tmp_path / "tiny.npz")
+    assert main(["denoise", "-m", str(npz), str(other), "-o", str(tmp_path / "by_npz"), "--raw",
+                 "--quiet"]) == 0
+    assert main(["denoise", str(tiny_run.run), str(touched), "-o", str(den), "--quiet"]) == 0
+    assert main(["denoise", str(tiny_run.run), str(mine), "-o", str(tmp_path / "raw"), "--raw",
+                 "--quiet"]) == 0
+    for folder, made in ((tmp_path / "by_npz", other), (tmp_path / "raw", mine)):
+        for name in (made.name, f"{made.stem}.json"):  # all three outputs in one folder
+            shutil.copy(folder / name, den / name)
+    stamp = touched.stat()
+    os.utime(touched, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    notes.clear()
+    assert main(["evaluate", str(tiny_run.run), "--truth", str(sim.root), "--micrographs", "3",
+                 "--denoised", str(den), "-o", str(out)]) == 0
+    said = [n for n in notes if "denoised here" in n]
+    assert len(said) == 2 and said[0].startswith(
+        f"{den / other.name}: not this model's output of {other} as it is now (made with the "
+        f"model {npz};"), said
+    assert said[1] == (f"{den / touched.name}: not this model's output of {touched} as it is now "
+                       f"(its micrograph changed since it was made); {touched.name} is denoised "
+                       "here instead, as denoise does by default (the report scores the default)")
+    report = json.loads((out / "report.json").read_text())
+    rows = report["simulated"]
+    assert [(r[DEFAULT_RECIPE]["made_with"], r[DEFAULT_RECIPE]["denoised_output"])
+            for r in rows[:2]] == [(None, None)] * 2
+    raw = next(n for n in rows[2] if n.startswith("model, as written ("))
+    assert rows[2][raw]["made_with"] in raw and DEFAULT_RECIPE not in rows[2]
+    assert not [n for n in (*rows[0], *rows[1]) if n.startswith("model, as written")]
+    default = report["truth_mean"][DEFAULT_RECIPE]
+    assert default["psnr"] == pytest.approx(np.mean([r[DEFAULT_RECIPE]["psnr"]
+                                                     for r in rows[:2]]))
+    assert report["truth_mean"][raw]["psnr"] == rows[2][raw]["psnr"]
+    text = (out / "report.md").read_text()
+    cells = [f"{r[DEFAULT_RECIPE]['psnr']:.2f} / {r[DEFAULT_RECIPE]['ssim']:.3f}" for r in rows[:2]]
+    assert (f"| {DEFAULT_RECIPE} | {cells[0]} | {cells[1]} | — | {default['psnr']:.2f} / "
+            f"{default['ssim']:.3f} |") in text
+    assert f"| {raw} | — | — | {rows[2][raw]['psnr']:.2f} / " in text
+    assert f"- {mine.name}, in the row `{raw}` (as denoise wrote it, {den / mine.name}, " in text
+    printed = capsys.readouterr().out
+    assert f" | {DEFAULT_RECIPE} {default['psnr']:.2f} (2 of them) | " in printed
+    assert f" | {raw} {rows[2][raw]['psnr']:.2f} (1 of them) dB; " in printed
+
+
 def test_the_residual_report_speaks_in_angstrom(tiny_run, tmp_path, capsys):
     """``evaluate --residual``: the report gave the spectra's band as '0.05–0.5 cycles/px' beside
     its '20 Å low-pass', and its figure in 1/Å. The band is now in Å by each micrograph's pixel

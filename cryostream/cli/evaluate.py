@@ -45,9 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "they are scored at 1 Å per pixel, their FRC and spectra in cycles/px)")
     p.add_argument("--denoised", metavar="FOLDER",
                    help="a folder where `cryostream denoise` wrote this model's outputs: those "
-                   "found there are read, not denoised again: checked as they were made "
-                   "(--residual; options other than the default's, --no-ensemble say, are named "
-                   "in the report), and scored where made by default (--truth)")
+                   "found there are read, not denoised again: checked (--residual) and scored "
+                   "(--truth) as they were made; options other than the default's, "
+                   "--no-ensemble say, are named in the report (--truth: in a row of their own)")
     p.set_defaults(func=run)
     return p
 

@@ -1,8 +1,8 @@
 """What ``denoise`` wrote in a folder (``evaluate --denoised``), read for the report instead of
-denoising a micrograph again: this model's default output (the truth section scores the
-default), or any output of this model and micrograph as it was made (the residual check, which
-names its options); and the outputs made at another pixel size than the one the report uses for
-their micrographs, said once."""
+denoising a micrograph again: any output of this model and micrograph as it was made (the
+truth section scores it, the residual check checks it; the report names the options of one
+made otherwise than by default); and the outputs made at another pixel size than the one the
+report uses for their micrographs, said once."""
 
 from __future__ import annotations
 
@@ -20,63 +20,56 @@ __all__ = ["DenoisedOutputs", "made_otherwise"]
 
 _log = logging.getLogger("cryostream")
 
+#: What each section of the report does with an output made otherwise than by default, said
+#: as it is read: the residual check checks it, the truth section scores it.
+_READ_AS = {"residual": "its residual is checked as denoise wrote it, and the report names its "
+                        "options (leave out --denoised to check the default)",
+            "truth": "it is scored as denoise wrote it, in a row of the report's table that names "
+                     "its options (leave out --denoised to score the default)"}
+
 
 class DenoisedOutputs:
     """The outputs of ``run`` that ``denoise`` wrote in ``folder`` (None: no folder given, none
-    read), with ``tile``: :meth:`default_of` reads one made as ``denoise`` does by default (the
-    truth section scores that), :meth:`written_of` one made with whatever options (the residual
-    check takes it as it is); :meth:`warn_pixel_sizes` says those made at another pixel size."""
+    read), with ``tile``, for the report's ``section`` (``"residual"`` or ``"truth"``):
+    :meth:`written_of` reads one made with whatever options (the section takes it as it is);
+    :meth:`warn_pixel_sizes` says those made at another pixel size."""
 
-    def __init__(self, folder, run: str, record, tile: int | None):
+    def __init__(self, folder, run: str, record, tile: int | None, section: str = "residual"):
         self.folder, self.run, self.record, self.tile = folder, run, record, tile
+        self.read_as = _READ_AS[section]
         self.off: list[tuple] = []
-
-    def default_of(self, noisy_path: Path, scale, optics: dict | None = None,
-                   pixel_size_angstrom: float | None = None,
-                   where: str = "") -> tuple[np.ndarray | None, dict | None]:
-        """What ``denoise`` wrote for ``noisy_path`` with the run's default recipe, the tile and
-        ``optics`` (a STAR file's, as denoise took them; checked through its NAME.json),
-        normalised by ``scale``, and what its steps found; ``(None, None)``, with a note, when
-        there is none. Where its header gives a pixel size 1 % or more (:data:`APART`) off
-        ``pixel_size_angstrom`` (the micrograph's here, from ``where``: ``"--pixel-size"``,
-        ``"the MRC header of NAME.mrc"``…), it is kept for :meth:`warn_pixel_sizes`."""
-        if self.folder is None:
-            return None, None
-        from cryostream.denoise.outputs import same_record
-
-        path, written, identity = self._found(noisy_path, optics)
-        if not (path.is_file() and same_record(written, identity)):
-            self._not_taken(path, noisy_path, written, identity, "default ")
-            return None, None
-        return self._read(path, scale, pixel_size_angstrom, where), written.get("found") or {}
 
     def written_of(self, noisy_path: Path, scale, optics: dict | None = None,
                    pixel_size_angstrom: float | None = None,
-                   where: str = "") -> tuple[np.ndarray | None, dict | None]:
+                   where: str = "") -> tuple[np.ndarray | None, dict | None, dict | None]:
         """What ``denoise`` wrote for ``noisy_path`` with this model, whatever options made it
-        (``--no-ensemble``, ``--raw``, another ``--tile``), normalised by ``scale``, and how it
-        was made: None for the default output (as :meth:`default_of` takes it), else
-        :func:`made_otherwise`'s words and steps, said in a note as it is read. ``(None,
-        None)``, with a note, where there is no output of this model and of the micrograph as
-        it is now (another model's, a micrograph or model changed since, the sum of its even and
-        odd halves' outputs, no NAME.json). ``pixel_size_angstrom`` and ``where``: as for
-        :meth:`default_of`."""
+        (``--no-ensemble``, ``--raw``, another ``--tile``, ``optics``: a STAR file's, as
+        denoise took them), normalised by ``scale``; how it was made: None for the default
+        output (the run's default recipe with the tile and ``optics``), else
+        :func:`made_otherwise`'s words and steps, said in a note as it is read; and what its
+        steps found (its NAME.json's). ``(None, None, None)``, with a note, where there is no
+        output of this model and of the micrograph as it is now (another model's, a micrograph
+        or model changed since, the sum of its even and odd halves' outputs, no NAME.json): it
+        is denoised by default instead. Where its header gives a pixel size 1 % or more
+        (:data:`APART`) off ``pixel_size_angstrom`` (the micrograph's here, from ``where``:
+        ``"--pixel-size"``, ``"the MRC header of NAME.mrc"``…), it is kept for
+        :meth:`warn_pixel_sizes`."""
         if self.folder is None:
-            return None, None
+            return None, None, None
         from cryostream.denoise.outputs import same_record
 
         path, written, identity = self._found(noisy_path, optics)
         if not (path.is_file() and _of_this(written, identity)):
-            self._not_taken(path, noisy_path, written, identity, "")
-            return None, None
+            self._not_taken(path, noisy_path, written, identity)
+            return None, None, None
         image = self._read(path, scale, pixel_size_angstrom, where)
+        found = written.get("found") or {}
         if same_record(written, identity):
-            return image, None
+            return image, None, found
         how = made_otherwise(written, identity)
-        _log.info("%s: made %s, not as denoise does by default: its residual is checked as "
-                  "denoise wrote it, and the report names its options (leave out --denoised to "
-                  "check the default)", path, how["words"])
-        return image, how
+        _log.info("%s: made %s, not as denoise does by default: %s", path, how["words"],
+                  self.read_as)
+        return image, how, found
 
     def _found(self, noisy_path: Path, optics: dict | None) -> tuple[Path, dict, dict]:
         """The output of ``noisy_path`` in the folder, its record (``{}`` where there is none)
@@ -93,17 +86,13 @@ class DenoisedOutputs:
             identity["given"] = None
         return path, written, identity
 
-    def _not_taken(self, path: Path, noisy_path: Path, written: dict, identity: dict,
-                   kind: str) -> None:
-        """The note of an output not taken (``kind``: ``"default "`` where only the default
-        output is), and that the micrograph is denoised here instead."""
-        tile = self.tile
+    def _not_taken(self, path: Path, noisy_path: Path, written: dict, identity: dict) -> None:
+        """The note of an output not taken, and that the micrograph is denoised here instead."""
         _log.info("%s: %s; %s is denoised here instead, as denoise does by default (the report "
                   "scores the default)", path, (
-                      f"not this model's {kind}output of {noisy_path}" + (
-                          f" with --tile {tile}" if tile and kind else "")
-                      + ("" if kind else " as it is now") + _how(written, identity))
-                  if path.is_file() else "not found", noisy_path.name)
+                      f"not this model's output of {noisy_path} as it is now"
+                      + _how(written, identity)) if path.is_file() else "not found",
+                  noisy_path.name)
 
     def _read(self, path: Path, scale, pixel_size_angstrom: float | None, where: str):
         """The output at ``path`` normalised by ``scale``; one whose header gives a pixel size

@@ -17,7 +17,7 @@ from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
 __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
            "TruthMethods", "truth_methods", "score_methods", "method_noise", "read_residual",
            "RESIDUAL_BAND", "residual_band",
-           "TRUTH_PIPELINES", "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE"]
+           "TRUTH_PIPELINES", "GAUSSIAN", "ORACLE_WIENER", "DEFAULT_RECIPE", "written_method"]
 
 #: The post-processing the truth section scores for runs trained on noisy micrographs, by name.
 TRUTH_PIPELINES = {
@@ -137,6 +137,13 @@ def network_output(run, image: np.ndarray, percentile: float, tile: int | None) 
 GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE = "Gaussian (best σ)", "oracle Wiener", "model, default recipe"
 
 
+def written_method(options: str) -> str:
+    """The truth section's name of an output ``denoise`` wrote with other ``options`` than the
+    default (:func:`~cryostream.evaluate.denoised.made_otherwise`'s), scored as it is:
+    ``"model, as written (ensemble off, not on)"``."""
+    return f"model, as written ({options})"
+
+
 @dataclasses.dataclass(frozen=True)
 class TruthMethods:
     """What :func:`truth_methods` gives for one micrograph.
@@ -178,15 +185,16 @@ def recipe_output(run, recipe, micrograph, own: np.ndarray, tile: int | None, pa
 
 def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np.ndarray,
                   pixel_size_angstrom: float, source: str, tile: int | None = None,
-                  default_output: np.ndarray | None = None,
-                  default_found: dict | None = None) -> TruthMethods:
+                  written: np.ndarray | None = None, written_found: dict | None = None,
+                  written_as: str = DEFAULT_RECIPE) -> TruthMethods:
     """Every method the truth section scores on one normalised micrograph, by name: noisy,
     the best Gaussian, the oracle and measured-noise Wiener filters, the model, its
     post-processed outputs (:data:`TRUTH_PIPELINES`), what ``denoise`` gives by default
     (:data:`DEFAULT_RECIPE`: :meth:`DenoiseConfig.for_run`) and Topaz-Denoise when
-    installed. ``den`` is the network's output on ``noisy_n``; ``default_output`` (normalised
-    like ``noisy_n``) is what ``denoise`` wrote with its defaults, scored instead of computing
-    the default recipe again, and ``default_found`` what its record says the steps found."""
+    installed. ``den`` is the network's output on ``noisy_n``; ``written`` (normalised like
+    ``noisy_n``) is what ``denoise`` wrote, scored as ``written_as`` instead of computing the
+    default recipe (:data:`DEFAULT_RECIPE` where made by default, else named with its options:
+    :func:`written_method`), and ``written_found`` what its record says the steps found."""
     import scipy.ndimage
 
     from cryostream.baselines import topaz_available, topaz_denoise, wiener_measured
@@ -203,8 +211,8 @@ def truth_methods(run, record, noisy_n: np.ndarray, clean_n: np.ndarray, den: np
         for name, config in TRUTH_PIPELINES.items():
             methods[name] = config.pipeline().run(micrograph, lambda image: den)[0]
 
-    if default_output is not None:
-        methods[DEFAULT_RECIPE], found = default_output, dict(default_found or {})
+    if written is not None:
+        methods[written_as], found = written, dict(written_found or {})
     else:
         methods[DEFAULT_RECIPE], found = recipe_output(run, DenoiseConfig(tile=tile).for_run(
             record), micrograph, den, tile)

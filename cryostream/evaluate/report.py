@@ -24,6 +24,7 @@ from cryostream.evaluate.numbers import (
     read_micrograph,
     score_methods,
     truth_methods,
+    written_method,
 )
 from cryostream.evaluate.residual import checked_words, network_time_words, residual_section
 from cryostream.evaluate.staging import check_given_up, check_report_folder, staged_report, writing
@@ -86,10 +87,15 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
 
     ``selection`` (:func:`~cryostream.evaluate.held_out.select_held_out`): the micrographs,
     held out of the run's training. Fills ``report["simulated"]`` (one row per micrograph:
-    each method's ``psnr`` and ``ssim``), ``report["truth_mean"]`` (their means, which the
-    table's last column and :func:`summary_lines` both show) and ``report["truth_micrographs"]``.
-    ``denoised``: a folder where ``denoise`` wrote this model's default outputs (NAME.mrc with
-    its NAME.json), scored as the default recipe instead of denoising again. ``pixels``: each
+    each method's ``psnr`` and ``ssim``; what ``denoise`` gives also its ``recipe``,
+    ``made_with`` and ``denoised_output``), ``report["truth_mean"]`` (each method's means over
+    the micrographs it has, which the table's last column and :func:`summary_lines` both show)
+    and ``report["truth_micrographs"]``. ``denoised``: a folder where ``denoise`` wrote this
+    model's outputs (NAME.mrc with its NAME.json), scored as they were made instead of
+    denoising again (:meth:`~cryostream.evaluate.denoised.DenoisedOutputs.written_of`): one made
+    with other options than the default in a row of its own that names them
+    (:func:`~cryostream.evaluate.numbers.written_method`; its line under the table gives its
+    file and steps), not as the default recipe. ``pixels``: each
     pair's pixel size (:func:`~cryostream.evaluate.pixels.truth_pixel_sizes`; None: not known,
     scored at 1 Å per pixel and, where any is so, every FRC and spectrum in cycles/px). On a
     CPU, about how long the micrographs take is said before the first (:func:`truth_time_note`;
@@ -101,7 +107,7 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
     from cryostream.evaluate.pixels import truth_pixel_sizes
     from cryostream.io.mrc import read_header
 
-    rows, curves, outputs = [], {}, DenoisedOutputs(denoised, run, record, tile)
+    rows, curves, outputs = [], {}, DenoisedOutputs(denoised, run, record, tile, "truth")
     pairs, recipe = selection.pairs, DenoiseConfig(tile=tile).for_run(record)
     how_long = denoised is None and truth_time_note(run, recipe, [read_header(p).shape
                                                                   for p, _ in pairs])
@@ -118,19 +124,26 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
         pixel = given or 1.0
         scale = np.float32(np.percentile(noisy, record.prepare.percentile))
         noisy_n, clean_n = noisy / scale, clean / scale
-        written, written_found = outputs.default_of(noisy_path, scale, None, given, where)
+        # what denoise wrote, as it was made (in a row naming its options), else made here
+        written, how, written_found = outputs.written_of(noisy_path, scale, None, given, where)
         how_long = written is None and denoised and truth_time_note(run, recipe, [noisy.shape],
                                                                     denoised)
         if how_long:  # not in the folder: the wait, said before it
             _log.info("%s: %s", noisy_path.name, how_long)
         den = network_output(run, noisy, scale, tile)
+        name = DEFAULT_RECIPE if how is None else written_method(how["options"])
         result = truth_methods(run, record, noisy_n, clean_n, den, pixel, str(noisy_path),
-                               tile=tile, default_output=written, default_found=written_found)
+                               tile=tile, written=written, written_found=written_found,
+                               written_as=name)
         scores, frcs = score_methods(result.images, clean_n, pixel if known else 1.0)
         scores[GAUSSIAN]["sigma_px"] = result.gaussian_sigma_px
+        scores[name].update(  # how what denoise gives was made, as the residual check's rows
+            denoised_output=str(Path(denoised) / noisy_path.name) if written is not None
+            else None, made_with=how and how["options"],
+            recipe=how["recipe"] if how else recipe_steps(recipe))
         rows.append({"micrograph": noisy_path.name, **scores})
-        for name, pair in frcs.items():
-            curves.setdefault(name, []).append(pair)
+        for method, pair in frcs.items():
+            curves.setdefault(method, []).append(pair)
         if len(rows) == 1:
             with writing(out / "crops.png") as path:
                 plot_crops(path, result.images, clean_n)
@@ -139,32 +152,50 @@ def truth_section(run, record, selection: TruthSelection, out: Path, tile: int |
         _log.info("ground truth %d/%d %s (%s): %.1f s%s; PSNR %s %.2f dB, %s %.2f dB",
                   number, len(pairs), noisy_path.name,
                   "held out" if selection.checked else "training set not checked",
-                  time.perf_counter() - start,
-                  describe_found(result.found), DEFAULT_RECIPE, scores[DEFAULT_RECIPE]["psnr"],
-                  GAUSSIAN, scores[GAUSSIAN]["psnr"])
+                  time.perf_counter() - start, describe_found(result.found), name,
+                  scores[name]["psnr"], GAUSSIAN, scores[GAUSSIAN]["psnr"])
     outputs.warn_pixel_sizes("the FRC and spectra (PSNR and SSIM need none)", overrides=False)
     with writing(out / "frc.png") as path:
         plot_frc(path, curves, known)
-    names = [k for k in rows[0] if k != "micrograph"]
-    mean = {n: {"psnr": float(np.mean([r[n]["psnr"] for r in rows])),
-                "ssim": float(np.mean([r[n]["ssim"] for r in rows]))} for n in names}
+    names = _truth_methods_of(rows)
+    mean = {n: {k: float(np.mean([r[n][k] for r in rows if n in r])) for k in ("psnr", "ssim")}
+            for n in names}
     report.update(simulated=rows, truth_mean=mean, truth_micrographs=selection.as_dict(),
                   truth_pixel_size_angstrom={n.name: p for (n, _), (p, _)
                                              in zip(pairs, pixels, strict=True)})
+    otherwise = [(r["micrograph"], n, r[n]) for r in rows for n in names
+                 if r.get(n, {}).get("made_with")]
     lines = ["## Simulated micrographs against their ground truth", "", selection.note(), "",
              "PSNR (dB) / SSIM of whole micrographs, the noisy micrograph's percentile as 1.0; "
              "FRC with an edge taper (cryostream.metrics.frc)." + ("" if known else
              " A micrograph of no known pixel size is scored at 1 Å per pixel: the FRC and "
-             "power spectra are against cycles/px."), "",
+             "power spectra are against cycles/px.") + ("" if not otherwise else
+             f" What `denoise` wrote in `{denoised}` (--denoised) with other options than the "
+             "default is scored as it is, in a row of its own that names them (each one's "
+             "output is under the table), not as the default recipe; a row's mean is over the "
+             "micrographs it has."), "",
              "| method | " + " | ".join(r["micrograph"] for r in rows) + " | mean |",
              "|---|" + "---|" * (len(rows) + 1)]
     for n in names:
         cells = [f"{r[n]['psnr']:.2f} / {r[n]['ssim']:.3f}"
-                 + (f" (σ {r[n]['sigma_px']:g} px)" if n == GAUSSIAN else "") for r in rows]
+                 + (f" (σ {r[n]['sigma_px']:g} px)" if n == GAUSSIAN else "") if n in r else "—"
+                 for r in rows]
         lines.append(f"| {n} | " + " | ".join(cells)
                      + f" | {mean[n]['psnr']:.2f} / {mean[n]['ssim']:.3f} |")
-    return lines + ["", "![crops](crops.png)", "", "![FRC](frc.png)", "",
-                    "![power spectra](spectra.png)", ""]
+    under = [f"- {micrograph}, in the row `{n}`{checked_words(entry)}"
+             for micrograph, n, entry in otherwise]
+    return lines + [""] + (under + [""] if under else []) + [
+        "![crops](crops.png)", "", "![FRC](frc.png)", "", "![power spectra](spectra.png)", ""]
+
+
+def _truth_methods_of(rows: list[dict]) -> list[str]:
+    """The methods of the truth section's ``rows``, in the order scored, each once; what
+    ``denoise`` gives (its entries name a ``recipe``), by default and as written with other
+    options, together where the first of them is."""
+    names = list(dict.fromkeys(n for r in rows for n in r if n != "micrograph"))
+    made = [n for n in names if any("recipe" in r.get(n, {}) for r in rows)]
+    at = names.index(made[0])
+    return names[:at] + made + [n for n in names[at:] if n not in made]
 
 
 def summary_lines(report: dict, output) -> list[str]:
@@ -177,14 +208,16 @@ def summary_lines(report: dict, output) -> list[str]:
         lines.append(f"  test split, {a['patches']} patches, PSNR: noisy {a['noisy_psnr']:.2f} | "
                      f"best Gaussian {a['gaussian_psnr']:.2f} | model {a['model_psnr']:.2f} dB")
     if "truth_mean" in report:
-        mean = report["truth_mean"]
-        shown = [n for n in ("noisy", GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE) if n in mean]
-        best = max(mean, key=lambda n: mean[n]["psnr"])
-        count = len(report["simulated"])
+        rows, mean = report["simulated"], report["truth_mean"]
+        shown = [n for n in ("noisy", GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE) if n in mean] + [
+            n for n in mean if any(r.get(n, {}).get("made_with") for r in rows)]  # as written
+        best, count = max(mean, key=lambda n: mean[n]["psnr"]), len(rows)
+        has = {n: sum(n in r for r in rows) for n in shown}  # (as written: some of them)
         held = "held-out " if report["truth_micrographs"]["checked"] else ""
         unchecked = "" if held else " (whether the run trained on them was not checked)"
         lines.append(f"  ground truth, mean of {count} {held}micrograph{'s' * (count > 1)}"
-                     f"{unchecked}, PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" for n in shown)
+                     f"{unchecked}, PSNR: " + " | ".join(f"{n} {mean[n]['psnr']:.2f}" + (
+                         f" ({has[n]} of them)" if has[n] < count else "") for n in shown)
                      + f" dB; best in the table: {best} {mean[best]['psnr']:.2f} dB")
     for row in report.get("residual", []):
         lines.append(f"  residual of {row['micrograph']}{checked_words(row)}: {row['reading']}")
@@ -213,9 +246,9 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     as :func:`cryostream.denoise` does by default and the residual checked with
     :func:`~cryostream.evaluate.numbers.method_noise`. ``denoised``: a folder of this model's
     outputs from :func:`cryostream.denoise` (with their records), read instead of denoising
-    those micrographs again: the default ones scored as the default recipe (``truth``), and any
-    of this model and micrograph checked as it was made (``residual``; its options, where not
-    the default's, named in the report and in its row's ``made_with`` and ``recipe``).
+    those micrographs again: any of this model and micrograph, taken as it was made (``truth``
+    scores it, ``residual`` checks it; its options, where not the default's, named in the
+    report, in a row of its own for ``truth``, and in its ``made_with`` and ``recipe``).
     ``pixel_size_angstrom``: the ``residual`` micrographs' pixel size (Å), over their headers
     and STAR file, as :func:`cryostream.denoise` takes it (for micrographs that lack one; a
     :class:`~cryostream.io.pixel_sizes.PixelSizeWarning` where it is twice or half a header's or

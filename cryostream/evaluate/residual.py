@@ -126,7 +126,7 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         image = raw / scale
         origin = taken.pixel_size_from if taken else "argument" if given_pixel else "header"
         # what denoise wrote, as it was made (its options named), else the default made here
-        den, how = outputs.written_of(path, scale, optics, pixel,
+        den, how, _ = outputs.written_of(path, scale, optics, pixel,
                                       pixel_size_source(origin, path.name))
         mine, read = dataclasses.replace(recipe, **optics), den is not None
         if den is None:  # denoised here as denoise does it (a STAR row's defocus too)
