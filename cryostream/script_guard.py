@@ -18,9 +18,11 @@ there, unlike on a Dask worker, the script's functions it runs need what the top
 (a store's path): pickle sends a function by its name, to be looked up in the script run
 again, where Dask sends one of the script with the values it uses. There a call that only
 finds again what the script's own run finished (``simulate`` or ``prepare`` of the same
-arguments, without ``overwrite``) goes on, reading only and taking no lock (the pool's
-processes start at once); a call that would write is refused, naming the script and the fix
-(the pool breaks, that line in its process's traceback).
+arguments, without ``overwrite``; a ``fit`` whose run has all its steps, a ``denoise`` whose
+every output is there) goes on, reading only and taking no lock (the pool's processes start at
+once); a call that would write is refused, naming the script and the fix (the pool breaks,
+that line in its process's traceback): at once where that is plain from the arguments, else
+once the call finds it (:func:`rerun_refused`), before it writes.
 A guarded script, functions of the script run on workers, notebooks and the command line are
 not touched.
 """
@@ -33,8 +35,8 @@ from pathlib import Path
 
 from cryostream.errors import CryostreamError
 
-__all__ = ["GUARD_FIX", "DASK_WORKER_PROCESS", "refuse_script_rerun", "unguarded_script",
-           "start_cluster"]
+__all__ = ["GUARD_FIX", "DASK_WORKER_PROCESS", "refuse_script_rerun", "rerun_refused",
+           "unguarded_script", "start_cluster"]
 
 #: What a script without the guard must change, and why: the words of both errors here.
 GUARD_FIX = ("the script's calls must go under if __name__ == \"__main__\": because each worker "
@@ -81,12 +83,23 @@ def refuse_script_rerun(call: str, *, writes: bool = True) -> str | None:
 
     script = frame.f_code.co_filename
     dask = multiprocessing.current_process().name == DASK_WORKER_PROCESS
-    if dask or writes:
-        where = "" if dask else (", where it would write (only a finished set or store of the "
-                                 "same arguments, without overwrite=True, is found again there)")
+    if dask:
         raise CryostreamError(f"{script}: cryostream.{call}() was called again, at the script's "
-                              f"top level, in a worker process starting{where}; {GUARD_FIX}")
+                              f"top level, in a worker process starting; {GUARD_FIX}")
+    if writes:
+        raise rerun_refused(script, call)
     return script
+
+
+def rerun_refused(script: str, call: str) -> CryostreamError:
+    """The error of ``cryostream.<call>()`` that would write in a process pool's run of the
+    main ``script`` (:func:`refuse_script_rerun`): raised there before anything is written,
+    also by a call that found, after the guard let it go on, that it would write after all (a
+    fit with steps left, a denoise with micrographs left)."""
+    return CryostreamError(f"{script}: cryostream.{call}() was called again, at the script's "
+                           "top level, in a worker process starting, where it would write (only "
+                           "a finished set, store, fit or denoise of the same arguments, without "
+                           f"overwrite=True, is found again there); {GUARD_FIX}")
 
 
 def unguarded_script() -> str | None:

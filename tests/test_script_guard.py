@@ -175,7 +175,44 @@ def test_a_call_that_would_write_in_a_process_pools_run_of_the_script_is_refused
     assert done.returncode == 1
     assert steps == ["MainProcess: simulated, kept False", "MainProcess: prepared, kept False"]
     assert f"{script}: cryostream.simulate() was called again, at the script's top level, in a " \
-           f"worker process starting, where it would write (only a finished set or store of " \
-           f"the same arguments, without overwrite=True, is found again there); {GUARD_FIX}" in done.stderr
+           "worker process starting, where it would write (only a finished set, store, fit or " \
+           "denoise of the same arguments, without overwrite=True, is found again there); " \
+           f"{GUARD_FIX}" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         "concurrent.futures.process.BrokenProcessPool")
+
+
+
+#: A script whose top level simulates a set of ``SIDE`` × ``SIDE`` px only where a process of
+#: its pool runs it (``__name__`` is ``__mp_main__`` there).
+_LARGE_IN_THE_POOL = """
+import concurrent.futures
+import multiprocessing
+
+import cryostream
+
+with open("steps.txt", "a") as f:
+    f.write(multiprocessing.current_process().name + "\\n")
+if __name__ != "__main__":
+    cryostream.simulate("large", 1, shape=(SIDE, SIDE))
+
+if __name__ == "__main__":
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        print(list(pool.map(abs, [-1])))
+"""
+
+
+def test_simulate_too_large_in_a_process_pools_run_is_refused_by_the_guard_first(tmp_path):
+    """A ``simulate`` that would write, in a process pool's run of the script, of a shape
+    larger than the memory: the memory was checked first, so the process said the shape does
+    not fit instead of the guard's line, which names the script and the fix. Now the guard
+    speaks first."""
+    from cryostream.config.simulate import MAX_SIDE
+
+    done, steps = _run(tmp_path, _LARGE_IN_THE_POOL.replace("SIDE", str(MAX_SIDE)))
+    script = tmp_path / "steps_script.py"
+    assert done.returncode == 1 and steps[0] == "MainProcess" and len(steps) >= 2, done.stderr
+    assert f"{script}: cryostream.simulate() was called again, at the script's top level, in " \
+           "a worker process starting, where it would write" in done.stderr
+    assert "takes about" not in done.stderr and not (tmp_path / "large").exists()

@@ -146,15 +146,15 @@ def simulate(
     if config is None:
         config = SimulateConfig(**({"shape": tuple(shape)} if shape is not None else {}),
                                 seed=0 if seed is None else seed)
-    check_memory(config)  # before any folder is made
     root = Path(out)
-    mic_dir, truth_dir = root / "micrographs", root / "truth"
-    half_dirs = (root / "even", root / "odd") if config.even_odd else ()
-    request = json.loads(to_json(config))["config"]  # as simulate.json and the note hold it
     found = not overwrite and (root / FINISHED).exists()  # this call's set kept, another refused
     refuse_script_rerun("simulate", writes=not found)  # (a worker's run of the script: found)
-    if found:
+    request = json.loads(to_json(config))["config"]  # as simulate.json and the note hold it
+    if found:  # (no memory asked of a set found again)
         return _finished_again(root, count, config, request)
+    check_memory(config)  # before any folder is made
+    mic_dir, truth_dir = root / "micrographs", root / "truth"
+    half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     ours = _earlier_files(root)
     written = [*(folder / _image_name(folder, index) for index in range(count)
                  for folder in (mic_dir, truth_dir, *half_dirs)),
