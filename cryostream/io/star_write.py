@@ -7,12 +7,10 @@ import re
 import tempfile
 from pathlib import Path
 
-import starfile
-
 from cryostream.errors import StoreError
 from cryostream.io.paths import os_fix
 
-__all__ = ["RELION_31_VERSION", "write_micrograph_star", "star_version"]
+__all__ = ["RELION_31_VERSION", "write_micrograph_star", "micrograph_star_text", "star_version"]
 
 #: The version line RELION 3.1 and 4 write before each block (``# version 30001``); RELION 5
 #: writes 50001. The tables written are of the form every one of them reads.
@@ -65,17 +63,12 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
     path = Path(path)
     tmp = None
     try:
+        text = micrograph_star_text(optics_table, micrographs_table, version)
+        if path.is_file() and path.read_text() == text:
+            return
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        starfile.write({"optics": optics_table, "micrographs": micrographs_table}, tmp,
-                       overwrite=True, float_format=_relion_number)
-        text = "".join(f"# version {int(version)}\n\n{ln}"
-                       if ln in ("data_optics\n", "data_micrographs\n") else ln
-                       for ln in tmp.read_text().splitlines(True) if not ln.startswith("# Created"))
-        if path.is_file() and path.read_text() == text:
-            tmp.unlink()
-            return
         tmp.write_text(text)
         # mkstemp's 0600 to the permissions of the file it replaces (or a new file's), after the
         # writing: a read-only earlier file (0444) must not make its replacement unwritable
@@ -91,6 +84,26 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def micrograph_star_text(optics_table, micrographs_table,
+                         version: int = RELION_31_VERSION) -> str:
+    """The text :func:`write_micrograph_star` writes for these tables: starfile's, without the
+    clock of its first line, a ``# version`` line before each block; made in a private file of
+    the system's temporary folder (starfile writes files), none in the STAR file's folder."""
+    import starfile
+
+    fd, name = tempfile.mkstemp(prefix="cryostream-", suffix=".star")
+    try:
+        os.close(fd)
+        starfile.write({"optics": optics_table, "micrographs": micrographs_table}, name,
+                       overwrite=True, float_format=_relion_number)
+        text = Path(name).read_text()
+    finally:
+        os.unlink(name)
+    return "".join(f"# version {int(version)}\n\n{ln}"
+                   if ln in ("data_optics\n", "data_micrographs\n") else ln
+                   for ln in text.splitlines(True) if not ln.startswith("# Created"))
 
 
 def _mode(path: Path) -> int:
