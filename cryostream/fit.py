@@ -15,6 +15,7 @@ resumes from its last checkpoint. Every stage notes its progress through :mod:`l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -52,11 +53,13 @@ from cryostream.fit_run import (
     STORE_RECORD,
     check_run,
     clear_run,
+    logged_loss,
     make_store,
+    record_fit,
+    record_steps,
     run_patch,
     said_when_stopped,
     say_fit_kept,
-    write_json,
 )
 from cryostream.io.paths import refuse_read_only
 from cryostream.io.pixel_sizes import unset_pixel_size, warn_mixed_pixel_sizes
@@ -66,8 +69,8 @@ from cryostream.locks import folder_lock
 from cryostream.prepare import MODEL_MULTIPLE
 from cryostream.prepare_output import check_patch_size
 from cryostream.progress import TrainProgress, slow_note
-from cryostream.runs import checkpoint_steps, last_evaluation, logged_rows
-from cryostream.script_guard import refuse_script_rerun
+from cryostream.runs import checkpoint_steps, last_evaluation
+from cryostream.script_guard import refuse_script_rerun, rerun_refused
 from cryostream.store import shard_folder
 from cryostream.units import format_bytes
 
@@ -251,7 +254,9 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
         way is saved, before it at once; its message names what is kept (the checkpoint, the
         store or its finished shards, or nothing yet) and that the same call goes on from it.
     """
-    refuse_script_rerun("fit")  # before anything is read or written
+    # before anything is written; a process pool's run of the script may only find a fit with
+    # all its steps again (no lock: the pool's processes run the same call at once)
+    rerun = refuse_script_rerun("fit", writes=overwrite or not Path(run, FIT_RECORD).is_file())
     check_config("train", train, TrainConfig)
     check_config("prepare", prepare, PrepareConfig)
     if patch_size is not None:
@@ -264,16 +269,21 @@ def fit(inputs: str | os.PathLike | Iterable[str | os.PathLike], run: str | os.P
     network_memory()  # a CRYOSTREAM_NETWORK_MEMORY_GB that is no number: said before any work
     run = Path(run).absolute()
     work = Path(work).absolute() if work is not None else run / "work"
-    created = [p for p in (run, work) if not p.exists()]  # removed if nothing is made in them
-    with folder_lock(run, work, command="fit", fix="give this fit another folder (-o, --work)",
-                     what="the run (-o) and the work (--work)"), \
-            said_when_stopped(run, work, overwrite):  # one command at a time; a stop's words
+    # removed if nothing is made in them (a pool's process makes nothing: none)
+    created = [p for p in (run, work) if not p.exists() and rerun is None]
+    with contextlib.ExitStack() as held:
+        if rerun is None:  # one command at a time; a stop's words
+            held.enter_context(folder_lock(run, work, command="fit", what="the run (-o) and the "
+                                           "work (--work)", fix="give this fit another folder "
+                                           "(-o, --work)"))
+            held.enter_context(said_when_stopped(run, work, overwrite))
         return _fit(inputs, run, work, created, start=start, budget=budget, train=train,
-                    patch_size=patch_size, prepare=prepare, overwrite=overwrite, permissive=permissive)
+                    patch_size=patch_size, prepare=prepare, overwrite=overwrite,
+                    permissive=permissive, rerun=rerun)
 
 
 def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, train, patch_size,
-         prepare, overwrite: bool, permissive: bool) -> FitResult:
+         prepare, overwrite: bool, permissive: bool, rerun: str | None) -> FitResult:
     t0 = time.perf_counter()
     parsed = Budget.parse(budget)
     store = work / STORE_NAME
@@ -317,6 +327,8 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if fresh:  # an earlier fit's files made read-only are kept: said before any work
         refuse_read_only([run / name for name in RUN_FILES], "choose another run folder (-o)")
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
+    if rerun is not None and (fresh or done < config.steps):  # (a pool's process: it would train)
+        raise rerun_refused(rerun, "fit")
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
                          start_words(config))
     if done >= config.steps:
@@ -331,7 +343,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                 f"more than {done} steps)")
         config = dataclasses.replace(config, steps=done)
         request["train"] = to_dict(config)
-        _record_steps(run, done)
+        record_steps(run, done, rerun)
     params = None
     if init is not None and done == 0:
         from cryostream.warm_start import start_params
@@ -345,7 +357,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
               "; one micrograph: none held out, so no test PSNR" if len(paths) == 1 else "")
     _log.info("work folder: %s (the store, kept for resuming)", work)  # folder_lock made both
     try:
-        dropped = make_store(paths, store, prep, headers, overwrite, permissive)
+        dropped = make_store(paths, store, prep, headers, overwrite, permissive, rerun=rerun)
     except (InvalidMicrographError, ConfigError):  # found in the pixels: leave nothing behind
         for path in created:
             shutil.rmtree(path, ignore_errors=True)
@@ -353,7 +365,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if fresh:  # an earlier run in the folder goes only once the new store is made
         clear_run(run)
     skipped += [s for s in dropped if s["path"] not in {k["path"] for k in skipped}]  # NaN …
-    write_json(run / FIT_RECORD, request)
+    record_fit(run, request, rerun)  # (a pool's process: only where it holds this request)
 
     result = None
     remaining = None if parsed is None or parsed.minutes is None else \
@@ -384,7 +396,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                           f"denoised_{run.name}", "--model", str(run), *["--permissive"] * permissive])
     size = sum(p.stat().st_size for p in [store, *shard_folder(store).glob("*.h5")])
     out = FitResult(run=run, store=store, start=init, steps=steps, target_steps=config.steps,
-                    final_loss=result.final_loss if result is not None else _logged_loss(run),
+                    final_loss=result.final_loss if result is not None else logged_loss(run),
                     eval=result.eval if result is not None else {
                         k: v for k, v in last_evaluation(run).items() if k != "step"},
                     seconds=time.perf_counter() - t0, store_bytes=size, next_command=command,
@@ -396,22 +408,3 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
               "continue)", command)
     warn_within_warmup(run, config, steps, own, result)  # its model (nearly) its start's
     return out
-
-
-def _logged_loss(run: Path) -> float:
-    """The last training loss a run logged (a run trained before this call), NaN if none."""
-    return next((float(r["loss"]) for r in reversed(logged_rows(run / "metrics.jsonl"))
-                 if "loss" in r), math.nan)
-
-
-def _record_steps(run: Path, steps: int) -> None:
-    """The run's record says it was trained for ``steps`` (a run stopped short of its own
-    target, kept at a smaller budget, is a run of the steps it has)."""
-    from cryostream.runs import load_record, save_record
-
-    record = load_record(run)
-    if record.train.steps != steps:
-        save_record(run, dataclasses.replace(record, train=dataclasses.replace(record.train,
-                                                                               steps=steps)))
-
-

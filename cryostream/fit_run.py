@@ -5,8 +5,10 @@ fingerprint)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -21,10 +23,11 @@ from cryostream.prepare import prepare as prepare_store
 from cryostream.prepare_output import fingerprint
 from cryostream.prepare_result import differences
 from cryostream.progress import PrepareProgress
+from cryostream.script_guard import rerun_refused
 
 __all__ = ["FIT_RECORD", "STORE_NAME", "STORE_RECORD", "RUN_FILES", "check_run", "run_patch",
-           "made_before", "clear_run", "write_json", "make_store", "store_kept", "say_fit_kept",
-           "said_when_stopped"]
+           "made_before", "clear_run", "write_json", "record_fit", "record_steps", "logged_loss",
+           "make_store", "store_kept", "say_fit_kept", "said_when_stopped"]
 
 #: What a fit was asked for, in its run folder: a different request is refused.
 FIT_RECORD = "fit.json"
@@ -173,12 +176,52 @@ def write_json(path: Path, value: dict) -> None:
     write_whole(path, json.dumps(value, indent=2, sort_keys=True))
 
 
+def record_fit(run: Path, request: dict, rerun: str | None = None) -> None:
+    """Write ``request`` as the run's :data:`FIT_RECORD`; in a process pool's run of the script
+    ``rerun`` (:func:`~cryostream.script_guard.refuse_script_rerun`), which writes nothing,
+    only check that the run's record holds it already (else
+    :func:`~cryostream.script_guard.rerun_refused`)."""
+    if rerun is None:
+        write_json(run / FIT_RECORD, request)
+        return
+    try:
+        same = json.loads((run / FIT_RECORD).read_text()) == json.loads(json.dumps(request))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise rerun_refused(rerun, "fit")
+
+
+def record_steps(run: Path, steps: int, rerun: str | None = None) -> None:
+    """The run's record says it was trained for ``steps`` (a run stopped short of its own
+    target, kept at a smaller budget, is a run of the steps it has); in a process pool's run
+    of the script ``rerun`` only where it says so already (:func:`record_fit`)."""
+    from cryostream.runs import load_record, save_record
+
+    record = load_record(run)
+    if record.train.steps != steps:
+        if rerun is not None:
+            raise rerun_refused(rerun, "fit")
+        save_record(run, dataclasses.replace(record, train=dataclasses.replace(record.train,
+                                                                               steps=steps)))
+
+
+def logged_loss(run: Path) -> float:
+    """The last training loss a run logged (a run trained before this call), NaN if none."""
+    from cryostream.runs import logged_rows
+
+    return next((float(r["loss"]) for r in reversed(logged_rows(run / "metrics.jsonl"))
+                 if "loss" in r), math.nan)
+
+
 def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bool,
-                permissive: bool) -> list[dict]:
+               permissive: bool, *, rerun: str | None = None) -> list[dict]:
     """Prepare the store, or keep it when it is complete and made from these very inputs (its
     record, :data:`STORE_RECORD`, says so; without a record, a fit stopped before it wrote it,
     the store itself: :func:`_whole`); the micrographs ``permissive`` left out for their pixels
-    (NaN, blank) with why, as the store records them."""
+    (NaN, blank) with why, as the store records them. In a process pool's run of the script
+    ``rerun`` (:func:`record_fit`) only a store kept by its record is taken, nothing written
+    or locked."""
     stamp = json.loads(json.dumps(fingerprint(config, headers, None)))
     record = store.parent / STORE_RECORD
     old = None
@@ -190,6 +233,8 @@ def make_store(paths, store: Path, config: PrepareConfig, headers, overwrite: bo
         if old == stamp:
             _log.info("the store %s is complete and its micrographs unchanged: kept", store)
             return _skipped(store)
+    if rerun is not None:  # (recorded, prepared again or locked: written)
+        raise rerun_refused(rerun, "fit")
     if old is None and store.is_file() and _whole(store, stamp):
         _log.info("the store %s is complete and made from these micrographs (the call that made "
                   "it stopped before it recorded so): kept", store)

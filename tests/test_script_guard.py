@@ -7,6 +7,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+import cryostream
 from cryostream.script_guard import GUARD_FIX
 from tests.faults_support import child_environment
 
@@ -53,6 +56,15 @@ def _run(tmp_path, text: str) -> tuple[subprocess.CompletedProcess, list[str]]:
                           capture_output=True, text=True, timeout=300)
     steps = (tmp_path / "steps.txt").read_text().splitlines()
     return done, steps
+
+
+def _by_process(steps: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The steps of this process (``MainProcess``), and those of each process of the pool."""
+    here = [s.split(": ", 1)[1] for s in steps if s.startswith("MainProcess: ")]
+    there: dict[str, list[str]] = {}
+    for name, step in (s.split(": ", 1) for s in steps if not s.startswith("MainProcess: ")):
+        there.setdefault(name, []).append(step)
+    return here, there
 
 
 def test_a_script_without_the_guard_says_so_in_one_line_and_its_steps_run_once(tmp_path):
@@ -216,3 +228,105 @@ def test_simulate_too_large_in_a_process_pools_run_is_refused_by_the_guard_first
     assert f"{script}: cryostream.simulate() was called again, at the script's top level, in " \
            "a worker process starting, where it would write" in done.stderr
     assert "takes about" not in done.stderr and not (tmp_path / "large").exists()
+
+
+
+#: A script that fits at its top level (on ``MICROGRAPHS`` with ``TRAIN``, ``PREPARE`` and
+#: ``BUDGET``) and maps a function over a process pool of its own under the guard that reads
+#: the run the top level returned. Each step is counted with its process; ``untouched`` says
+#: whether the run folder's files (names and times) are as they were before the pool.
+_FITTED_POOL = """
+import concurrent.futures
+import multiprocessing
+from pathlib import Path
+
+import cryostream
+from cryostream import NoiseConfig, PrepareConfig, TrainConfig
+
+def count(step):
+    with open("steps.txt", "a") as f:
+        f.write(f"{multiprocessing.current_process().name}: {step}\\n")
+
+def files():
+    return sorted((str(p), p.stat().st_mtime_ns) for p in Path("run").rglob("*"))
+
+FITTED = cryostream.fit(MICROGRAPHS, "run", train=TRAIN, prepare=PREPARE, budget=BUDGET)
+count(f"fitted, step {FITTED.steps} of {FITTED.target_steps}")
+
+def checkpoints(_):
+    return " ".join(sorted(p.name for p in (FITTED.run / "checkpoints").iterdir()))
+
+if __name__ == "__main__":
+    before = files()
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        count("ProcessPoolExecutor " + " ".join(pool.map(checkpoints, [0, 1])))
+    count(f"untouched {files() == before}")
+"""
+
+#: The store of the shared run (:func:`tests.conftest.tiny_run`), for a fit of its micrographs.
+_TINY_STORE = "PrepareConfig(patch_size=32, stride=32, test_fraction=0.34)"
+
+
+def _fitting(tiny_run, budget) -> str:
+    """:data:`_FITTED_POOL` fitting the shared run's micrographs as it was trained."""
+    from tests.conftest import TINY_TRAIN
+
+    mics = [str(m) for m in tiny_run.sim.micrographs]
+    return _FITTED_POOL.replace("MICROGRAPHS", repr(mics)).replace(
+        "TRAIN", repr(TINY_TRAIN)).replace("PREPARE", _TINY_STORE).replace("BUDGET", budget)
+
+
+def _check_found_again(done, steps, tmp_path) -> None:
+    """The script of :func:`_fitting` ended well, its pool's processes finding the fit of 8
+    steps again and writing nothing."""
+    assert done.returncode == 0, done.stderr
+    here, there = _by_process(steps)
+    assert here == ["fitted, step 8 of 8", "ProcessPoolExecutor 4 8 4 8", "untouched True"]
+    assert len(there) == 2 and all(s == ["fitted, step 8 of 8"] for s in there.values()), steps
+    assert not [p for p in (tmp_path / "run").rglob("*") if "lock" in p.name]
+
+
+def test_a_scripts_own_process_pool_finds_the_top_levels_finished_fit_again(tiny_run, tmp_path):
+    """A script that fits at its top level, the fit finished before (its run has all its
+    steps: the shared run's checkpoints, copied into a fit of the same micrographs and
+    training), and maps a function over a process pool of its own: each process ran the top
+    level again and its ``fit`` was refused, though a re-run trains nothing, so the pool broke.
+    Now such a fit returns as a re-run does, writing nothing and taking no lock (the run
+    folder's files and their times as they were; no lock file left)."""
+    import shutil
+
+    from tests.conftest import TINY_TRAIN
+
+    run = tmp_path / "run"
+    cryostream.fit(tiny_run.sim.micrographs, run, train=TINY_TRAIN, budget="0.000001m",
+                   prepare=cryostream.PrepareConfig(patch_size=32, stride=32, test_fraction=0.34))
+    shutil.copy(tiny_run.run / "config.json", run / "config.json")
+    shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
+    done, steps = _run(tmp_path, _fitting(tiny_run, "None"))
+    _check_found_again(done, steps, tmp_path)
+
+
+@pytest.mark.slow  # (its training step compiled: some 40 s on a loaded 2-core machine)
+def test_a_fit_the_script_trained_is_found_again_by_its_process_pool(tiny_run, tmp_path):
+    """The same, the fit trained by the script's own run (its 8 steps) before the pool."""
+    done, steps = _run(tmp_path, _fitting(tiny_run, "None"))
+    _check_found_again(done, steps, tmp_path)
+
+
+def test_a_fit_with_steps_left_in_a_process_pools_run_is_refused(tiny_run, tmp_path):
+    """A fit whose time budget ran out before it trained (its store made, no step): each
+    process's ``fit`` would train, over the run the script is using; it is refused there
+    before it writes, in one line naming the script and the fix, and the pool breaks; the
+    run folder is left as the script left it."""
+    done, steps = _run(tmp_path, _fitting(tiny_run, "'0.000001m'"))
+    script = tmp_path / "steps_script.py"
+    assert done.returncode == 1
+    assert steps == ["MainProcess: fitted, step 0 of 8"]
+    assert f"{script}: cryostream.fit() was called again, at the script's top level, in a " \
+           "worker process starting, where it would write (only a finished set, store, fit or " \
+           "denoise of the same arguments, without overwrite=True, is found again there); " \
+           f"{GUARD_FIX}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "concurrent.futures.process.BrokenProcessPool")
+    assert not (tmp_path / "run" / "checkpoints").exists()
