@@ -330,3 +330,89 @@ def test_a_fit_with_steps_left_in_a_process_pools_run_is_refused(tiny_run, tmp_p
     assert done.stderr.strip().splitlines()[-1].startswith(
         "concurrent.futures.process.BrokenProcessPool")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+#: A script that denoises at its top level micrographs with a run (``MICROGRAPHS``, ``RUN``),
+#: and maps a function over a process pool of its own under the guard (spawn: each process runs
+#: the top level again as it starts) that reads the outputs the top level returned.
+#: ``BEFORE_POOL``: lines run under the guard before the pool. Each step is counted with its
+#: process; ``untouched`` says whether the output folder's files (names and times) are as they
+#: were before the pool.
+_DENOISED_POOL = """
+import concurrent.futures
+import multiprocessing
+from pathlib import Path
+
+import mrcfile
+
+import cryostream
+
+def count(step):
+    with open("steps.txt", "a") as f:
+        f.write(f"{multiprocessing.current_process().name}: {step}\\n")
+
+def files():
+    return sorted((p.name, p.stat().st_mtime_ns) for p in Path("den").iterdir())
+
+DENOISED = cryostream.denoise(RUN, MICROGRAPHS, "den", workers=1,
+                              config=cryostream.DenoiseConfig.raw())
+count(f"denoised, kept {DENOISED.attrs['kept']}")
+
+def rows(index):
+    path = DENOISED.attrs["sources"][index]
+    with mrcfile.open(path, permissive=False) as mrc:
+        return f"{Path(path).stem} {mrc.data.shape[0]}"
+
+if __name__ == "__main__":
+    before = files()
+    BEFORE_POOL
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        count("ProcessPoolExecutor " + " ".join(pool.map(rows, [0, 1])))
+    count(f"untouched {files() == before}")
+"""
+
+
+def _denoising(tiny_run, before_pool: str = "pass") -> str:
+    """:data:`_DENOISED_POOL` denoising two of the shared run's micrographs with it."""
+    mics = [str(m) for m in tiny_run.sim.micrographs[:2]]
+    return _DENOISED_POOL.replace("RUN", repr(str(tiny_run.run))).replace(
+        "MICROGRAPHS", repr(mics)).replace("BEFORE_POOL", before_pool)
+
+
+def test_a_scripts_own_process_pool_finds_the_top_levels_denoised_micrographs_again(
+        tiny_run, tmp_path):
+    """A script that denoises at its top level and maps a function over a process pool of its
+    own: each process of the pool ran the top level again and its ``denoise`` was refused,
+    though every output was there (a re-run skips them all), so the pool broke
+    (``BrokenProcessPool``). Now such a denoise returns as a re-run does, writing nothing and
+    taking no lock (the folder's files and their times as they were; no lock file left)."""
+    done, steps = _run(tmp_path, _denoising(tiny_run))
+    assert done.returncode == 0, done.stderr
+    here, there = _by_process(steps)
+    assert here == ["denoised, kept 0", "ProcessPoolExecutor sim_0000 160 sim_0001 160",
+                    "untouched True"]
+    assert len(there) == 2 and all(s == ["denoised, kept 2"] for s in there.values()), steps
+    assert sorted(p.name for p in (tmp_path / "den").iterdir()) == [
+        "denoised_micrographs.star", "sim_0000.json", "sim_0000.mrc", "sim_0001.json",
+        "sim_0001.mrc"]
+
+
+def test_a_denoise_with_an_output_left_to_make_in_a_process_pools_run_is_refused(
+        tiny_run, tmp_path):
+    """An output removed under the guard before the pool starts: each process's ``denoise``
+    would make it again (and write the STAR file), over the folder the script is using; it is
+    refused there before it writes, in one line naming the script and the fix, and the pool
+    breaks; the folder is left as the script left it."""
+    done, steps = _run(tmp_path, _denoising(tiny_run, 'Path("den/sim_0001.mrc").unlink()'))
+    script = tmp_path / "steps_script.py"
+    assert done.returncode == 1
+    assert steps == ["MainProcess: denoised, kept 0"]
+    assert f"{script}: cryostream.denoise() was called again, at the script's top level, in a " \
+           "worker process starting, where it would write (only a finished set, store, fit or " \
+           "denoise of the same arguments, without overwrite=True, is found again there); " \
+           f"{GUARD_FIX}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "concurrent.futures.process.BrokenProcessPool")
+    assert sorted(p.name for p in (tmp_path / "den").iterdir()) == [
+        "denoised_micrographs.star", "sim_0000.json", "sim_0000.mrc", "sim_0001.json"]

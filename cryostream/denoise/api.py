@@ -30,7 +30,7 @@ from cryostream.denoise.micrograph import (
     read_micrograph,
 )
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
-from cryostream.denoise.outputs import STAR_NAME, plan_denoise, recipe_steps
+from cryostream.denoise.outputs import STAR_NAME, check_writable, plan_denoise, recipe_steps
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
 from cryostream.denoise.pool import (
     NONE_LEFT,
@@ -43,7 +43,7 @@ from cryostream.denoise.pool import (
 from cryostream.denoise.scores import check_scoring, recorruption_score
 from cryostream.denoise.sources import gather_inputs
 from cryostream.denoise.star_keep import write_listing
-from cryostream.denoise.star_unlisted import warn_unlisted
+from cryostream.denoise.star_unlisted import count_skipped, warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
 from cryostream.denoise.workers import cpu_time_note
@@ -51,7 +51,7 @@ from cryostream.errors import ConfigError, InvalidMicrographError, without_skipp
 from cryostream.interrupts import told_in_progress
 from cryostream.io.paths import plain_path
 from cryostream.schedulers import reachable_scheduler
-from cryostream.script_guard import refuse_script_rerun
+from cryostream.script_guard import refuse_script_rerun, rerun_refused
 
 __all__ = ["denoise", "rank_runs", "denoise_image", "denoise_micrograph", "read_micrograph",
            "check_micrograph", "normalised", "array_stack", "describe_found", "config_for",
@@ -283,7 +283,10 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     from cryostream.cluster import check_local_workers, compute_context
     from cryostream.interrupts import closed_before_the_end
 
-    refuse_script_rerun("denoise")  # before anything is read or written
+    # before anything is written; a process pool's run of the script may only find every
+    # output again (nothing computed, no lock: the pool's processes run the same call at once)
+    rerun = refuse_script_rerun("denoise", writes=overwrite or output is None
+                                or not os.path.isdir(output))
     check_config("config", config, DenoiseConfig)
     for name, value in (("workers", workers), ("cluster_workers", cluster_workers)):
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -297,7 +300,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     config = config_for(run, config)  # before any output folder is made
     check_tile(run, config.tile, config.halo)  # before any note or input is read
     network_memory()  # a bad CRYOSTREAM_NETWORK_MEMORY_GB, before any output is made
-    load_network(str(run), config.precision)  # built here once, not by each worker at once
+    if rerun is None:  # built here once, not by each worker at once (a pool's process: no use)
+        load_network(str(run), config.precision)
     arrays = array_stack(inputs, pixel_size_angstrom)
     if arrays is not None:
         if output is not None or scheduler is not None or cluster_workers is not None \
@@ -314,8 +318,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     warn_if_under_input(run)
     micrographs = gathered.micrographs
     warn_outside_model(run, micrographs)
-    if scheduler is None and cluster_workers is None:  # a cluster's workers fit their own
-        check_layouts(run, config, {m.shape for m in micrographs})  # before any output
+    if scheduler is None and cluster_workers is None and rerun is None:  # (a cluster's workers
+        check_layouts(run, config, {m.shape for m in micrographs})  # fit their own) before any output
     plans: list = [None] * len(micrographs)
     made = stopped = None
     if output is not None:
@@ -323,6 +327,11 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         where = where.absolute() if scheduler is not None else where  # own; as given otherwise)
         plans, made = plan_denoise(run, config, micrographs, gathered.star, where,
                                    overwrite=overwrite)
+        if rerun is not None:  # a process pool's run of the script: every output found, or none
+            if not (plans and all(p.done for p in plans)):  # (it would denoise: write)
+                raise rerun_refused(rerun, "denoise")
+            return _result(micrographs, plans, [], [], gathered, output, rerun)
+        check_writable(where)  # the folder made (made: None where it was there)
     try:  # from here on, an error leaves no empty output folder of this call behind
         todo = [(m, p) for m, p in zip(micrographs, plans, strict=True) if p is None or not p.done]
         if todo:  # the first note comes when a micrograph is done: say what is under way now
@@ -371,22 +380,9 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
                                             output), stopped)
 
 
-def _count_skipped(skipped: list[dict]) -> int:
-    """Micrographs among the skipped files: a pair's two halves (each may be named) count
-    once, an odd half by its even half's path where its record has it (``"even"``), else by
-    name."""
-    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
-
-    def micrograph(path: str) -> str:
-        p = Path(path)
-        stem = half_key(half_key(str(p), EVEN_SUFFIXES), ODD_SUFFIXES)
-        return str(p.parent.resolve() / Path(stem).name)
-
-    return len({micrograph(s.get("even", s["path"])) for s in skipped})
-
-
-def _result(micrographs, plans, todo, results, gathered, output):
-    """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file."""
+def _result(micrographs, plans, todo, results, gathered, output, rerun=None):
+    """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file (``rerun``:
+    only found, :func:`~cryostream.denoise.star_keep.write_listing`)."""
     from cryostream.io.mrc import read_header
     from cryostream.io.stack import open_micrographs
 
@@ -403,7 +399,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
         return stack.copy(data=np.stack([done[m.source] for m in kept])).assign_coords(micrograph=names)
     star = plain_path(output) / STAR_NAME  # as messages name it: no P1/../den1
     paths = [done[m.source] for m in kept]
-    listing = write_listing(star, gathered, done, paths)  # last: after every output
+    listing = write_listing(star, gathered, done, paths, rerun)  # last: after every output
     warn_unlisted(star, paths, *listing, inputs=[m.source for m in kept])  # those left out: said
     if len({read_header(p).shape for p in paths}) == 1:
         result = open_micrographs(paths, chunks=-1, pixel_size_angstrom=one_size)
@@ -413,7 +409,7 @@ def _result(micrographs, plans, todo, results, gathered, output):
         result = xr.DataArray(np.array(paths, dtype=object), dims=("micrograph",),
                               coords={"micrograph": [Path(p).stem for p in paths]},
                               attrs={"sources": [str(p) for p in paths]})  # as a stack's
-    skipped = _count_skipped(gathered.skipped) + len(micrographs) - len(kept)
+    skipped = count_skipped(gathered.skipped) + len(micrographs) - len(kept)
     return result.assign_attrs(kept=sum(p.done for p in plans), star=str(star),
                                pixel_sizes_angstrom=[m.pixel_size_angstrom for m in kept],
                                skipped=skipped)

@@ -206,7 +206,8 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
 def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
                  overwrite: bool) -> tuple[list[OutputPlan], Path | None]:
     """The output plans of :func:`~cryostream.denoise.denoise` (:func:`plan_outputs`) and the
-    folder this call makes (None if it was there), checked before any computing.
+    folder the call makes (None if it was there: :func:`check_writable` makes it, after these
+    checks), checked before any computing; nothing is written here.
 
     ``micrographs`` are :class:`~cryostream.denoise.sources.InputMicrograph`; ``input_star``
     the input STAR file (:class:`~cryostream.io.star.MicrographStar`) or None: the output's
@@ -237,7 +238,6 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
                          "choose another output folder: -o DIR (Python: output=DIR)")
     warn_other_job(output, (STAR_NAME,), 3, made_by_denoise)  # another RELION job's: said
     made = None if output.exists() else output
-    check_writable(output)
     finished = sum(p.done for p in plans)
     if finished:
         logging.getLogger("cryostream").info(

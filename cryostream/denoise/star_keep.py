@@ -37,6 +37,7 @@ from cryostream.denoise.star_out import (
 from cryostream.denoise.star_unlisted import skipped_inputs
 from cryostream.errors import OutputTakenError, StoreError
 from cryostream.locks import folder_lock, store_lock
+from cryostream.script_guard import rerun_refused
 
 __all__ = ["write_listing", "set_aside", "held_output", "ASIDE_NAME"]
 
@@ -57,7 +58,8 @@ class _Unkept(Exception):
         self.left, self.text = left, text
 
 
-def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str]):
+def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str],
+                  rerun: str | None = None):
     """Write the STAR file ``star`` for the micrographs ``gathered`` (see
     :func:`~cryostream.denoise.star_out.star_tables`; ``outputs``: each denoised micrograph's
     source to its output, ``paths``: those outputs in the order of its rows), keeping the
@@ -67,7 +69,10 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     left out: it cannot be used now), after the ``# version`` line of the input STAR files'
     (:func:`~cryostream.denoise.star_out.listing_version`). The folder is held
     (:func:`~cryostream.locks.folder_lock`) from the reading to the writing, so two calls into
-    one folder each merge the other's rows.
+    one folder each merge the other's rows. In a process pool's run of the script ``rerun``
+    (:func:`~cryostream.script_guard.refuse_script_rerun`: its path) nothing is held or
+    written: the file must hold what it would be written with already, else
+    :func:`~cryostream.script_guard.rerun_refused`.
 
     Returns
     -------
@@ -86,8 +91,9 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
     star = Path(star)
     optics, rows = star_tables(gathered, outputs)
     kept, backup, skipped = [], None, skipped_inputs(gathered, outputs)
-    with _held(star.parent):
-        _sweep(star)
+    with _held(star.parent) if rerun is None else contextlib.nullcontext():
+        if rerun is None:
+            _sweep(star)
         aside = star.with_name(ASIDE_NAME)
         # set_aside (another call remaking an output) does not wait for the folder: the listing
         # may move to the aside file at any moment; whichever is there is read, none is no file
@@ -98,13 +104,18 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
             except FileNotFoundError:
                 continue
             except _Unkept as exc:
+                if rerun is not None:  # (its .bak: written)
+                    raise rerun_refused(rerun, "denoise") from None
                 backup = (_backup(exc.text, star), str(exc), exc.left)
             else:
                 if merged is not None:
                     optics, rows, kept = merged
             break
-        write_micrograph_star(star, optics, rows, listing_version(gathered))
-        aside.unlink(missing_ok=True)
+        if rerun is not None:
+            _found_again(star, optics, rows, listing_version(gathered), rerun)
+        else:
+            write_micrograph_star(star, optics, rows, listing_version(gathered))
+            aside.unlink(missing_ok=True)
     if kept:
         from cryostream.io.relion_jobs import relion_job
 
@@ -120,6 +131,19 @@ def write_listing(star: Path, gathered, outputs: dict[str, str], paths: list[str
             "selection%s", star, n, "" if n == 1 else "s", len(kept), "" if len(kept) == 1 else
             "s", finished)
     return kept, backup, skipped
+
+
+def _found_again(star: Path, optics, rows, version: int, rerun: str) -> None:
+    """Nothing, where ``star`` holds these tables already and no listing is set aside (see
+    :func:`write_listing`); else :func:`~cryostream.script_guard.rerun_refused`."""
+    from cryostream.io.star_write import micrograph_star_text
+
+    try:
+        same = star.read_text() == micrograph_star_text(optics, rows, version)
+    except OSError:
+        same = False
+    if not same or star.with_name(ASIDE_NAME).exists():
+        raise rerun_refused(rerun, "denoise")
 
 
 def set_aside(folder: Path, made: str) -> None:

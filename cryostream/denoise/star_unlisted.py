@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryostream.denoise.star_out import UnlistedOutputWarning
 
-__all__ = ["skipped_inputs", "warn_unlisted"]
+__all__ = ["skipped_inputs", "warn_unlisted", "count_skipped"]
 
 
 def skipped_inputs(gathered, outputs: dict[str, str]) -> set[str]:
@@ -125,3 +125,17 @@ def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple 
                  f"call's ({backup[1]})" if backup[0] is not None else
                  f"; the rows of the STAR file it replaces are not kept ({backup[1]})")
     warnings.warn(said, UnlistedOutputWarning, stacklevel=5)  # (denoise → to_the_end → _result → here)
+
+
+def count_skipped(skipped: list[dict]) -> int:
+    """Micrographs among the skipped files: a pair's two halves (each may be named) count
+    once, an odd half by its even half's path where its record has it (``"even"``), else by
+    name."""
+    from cryostream.io.halves import EVEN_SUFFIXES, ODD_SUFFIXES, half_key
+
+    def micrograph(path: str) -> str:
+        p = Path(path)
+        stem = half_key(half_key(str(p), EVEN_SUFFIXES), ODD_SUFFIXES)
+        return str(p.parent.resolve() / Path(stem).name)
+
+    return len({micrograph(s.get("even", s["path"])) for s in skipped})
