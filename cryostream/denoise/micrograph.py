@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,6 @@ def check_micrograph(image: np.ndarray, source: str, record, network_config,
     # far below zero: normalised by another program (mean 0), not counts; not a few cold
     # pixels (a detector's defects, mended before the network)
     if lo < -value and np.percentile(image[::step, ::step], 0.1) < -value:
-        import warnings
-
         warnings.warn(f"{source}: holds pixels far below zero (as low as {lo:.4g}; its "
                       f"{record.percentile:g}th percentile {value:.4g}), so it is not in "
                       "electron counts (normalised by another program?); the network learned "
@@ -84,8 +83,6 @@ def checked_micrograph(image: np.ndarray, source: str, record, network_config,
     defects)``, the image mended (the percentile None: it is the mended image's) and the
     defects found, or the image as it is and None. A micrograph mostly blank is an
     :class:`~cryostream.errors.InvalidMicrographError`."""
-    import warnings
-
     value = check_micrograph(image, source, record, network_config, config)
     defects = find_defects(image)
     blank = mostly_blank(image, defects)
@@ -175,8 +172,6 @@ def denoise_image(image: np.ndarray, pixel_size_angstrom: float, source: str, ru
     :meth:`~cryostream.denoise.sources.InputMicrograph.pipeline`). ``checked``: what
     :func:`checked_micrograph` already returned for this image (not made again). ``notes``:
     the pass notes of a pair's halves, one for both (:func:`network_fn`)."""
-    import warnings
-
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 
@@ -260,14 +255,16 @@ class Progress:
         self.failures, self.depth = 0, name_depth([m.source for m in micrographs])
 
     def failed(self, key: str) -> None:
-        """A micrograph (started as ``key``) failed: done, without a note."""
+        """A micrograph (started as ``key``) failed: done, without a note (the last of a call:
+        the call's notes of them all, :meth:`~cryostream.denoise.verbose.MicrographNotes.end`)."""
         with self.lock:
             self.count, self.failures = self.count + 1, self.failures + 1
             self.running.pop(key, None)
+            if self.count == self.total:
+                self.verbose.end()
 
     def begin(self, key: str) -> None:
         """A micrograph starts."""
-
         with self.lock:
             self.running[key] = time.perf_counter()
 
@@ -277,9 +274,8 @@ class Progress:
 
     def note(self, source: str, seconds: float, found: dict | None, key: str | None = None) -> None:
         """A micrograph (started as ``key``) is done in ``seconds``: its note, which says why
-        where it was skipped (``found`` None, or ``{"skipped": why}``)."""
-        import time
-
+        where it was skipped (``found`` None, or ``{"skipped": why}``); the last of a call,
+        the call's notes of them all too."""
         from cryostream.units import format_duration
 
         with self.lock:
@@ -302,6 +298,8 @@ class Progress:
                                                  self.count, self.total, name, what)
             if found and not skipped:  # -v: in words, as NAME.json; clear rings kept: once
                 self.verbose.say(name, key, found)
+            if self.count == self.total:  # those above the learned weights' last row: once
+                self.verbose.end()
 
 
 def _record(run: str):
@@ -327,8 +325,6 @@ def _checked(halves: list, run: str, config: DenoiseConfig, permissive: bool) ->
     (its defects mended before the pair's CTF is fitted): what it returned for each; with
     ``permissive`` a bad half of a pair skips the pair with a warning naming both (instead,
     why, for its note: the half and its problem)."""
-    import warnings
-
     from cryostream.denoise.network import load_network
     from cryostream.io.stack import MicrographSkippedWarning
 

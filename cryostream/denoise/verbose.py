@@ -2,7 +2,8 @@
 from, then what the steps found (the CTF's defocus and its error, the Thon rings, the CTF check
 and its score, the gain used), in words; ``NAME.json``'s ``found`` holds every number. And,
 without ``-v``, once a call, the note of a micrograph whose Thon rings are clear and whose CTF
-check kept the radial gain (no warning: its output is sound)."""
+check kept the radial gain (no warning: its output is sound), and at the call's end the note
+of those whose measured signal-to-noise ratio lies above the learned weights' last row."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import math
 
 from cryostream.denoise.fallback import clear_rings_kept, no_rings, unsettled
 
-__all__ = ["NO_BETTER", "optics_words", "found_words", "clear_rings_note", "MicrographNotes"]
+__all__ = ["NO_BETTER", "optics_words", "found_words", "clear_rings_note", "beyond_rows",
+           "beyond_rows_note", "MicrographNotes"]
 
 #: The progress note's words for a CTF check that kept the radial gain: it does as well.
 NO_BETTER = "CTF check: the CTF shape does no better"
@@ -73,15 +75,27 @@ def _defocus(found: dict, fit: dict) -> str:
             + (f" ({'; '.join(details)})" if details else ""))
 
 
+def beyond_rows(found: dict) -> str | None:
+    """Where a micrograph's measured signal-to-noise ratio lies against the rows of its
+    model's learned weights (its record ``found``: ``learned_weights_snr`` and
+    ``learned_weights_rows``): ``"above"`` the last row, ``"below"`` the first, or None
+    (among them, or no learned weights)."""
+    ratio, rows = found.get("learned_weights_snr"), found.get("learned_weights_rows")
+    if ratio is None or rows is None:
+        return None
+    return "above" if ratio > rows[1] else "below" if ratio < rows[0] else None
+
+
 def _gain(found: dict, config) -> str:
     """The gain the micrograph's output took, in words."""
     mended = found.get("inverted_rings")
     inverted = (f" (the radial gain at {mended['angstrom'][0]:.1f}–{mended['angstrom'][1]:.1f} Å "
                 "too, where the network's response was inverted)") if mended else ""
     learned, rows = found.get("learned_weights_snr"), found.get("learned_weights_rows")
-    beyond = "" if rows is None or rows[0] <= (learned or 0) <= rows[1] else (
+    side = beyond_rows(found)
+    beyond = "" if side is None else (
         f" (the table's rows span {rows[0]:.3g}–{rows[1]:.3g}: its "
-        f"{'last' if learned > rows[1] else 'first'} row is used)")
+        f"{'last' if side == 'above' else 'first'} row is used)")
     weights = (f", weighed by the learned weights at its measured signal-to-noise ratio "
                f"{learned:.3g}{beyond}") if learned is not None else ""
     if found.get("ctf_used"):
@@ -164,24 +178,78 @@ def clear_rings_note(name: str, found: dict) -> str | None:
             "amplitude_contrast)")
 
 
+def beyond_rows_note(above: list[tuple[str, float, float]], weighed: int) -> str | None:
+    """The one note of a call whose micrographs measure a signal-to-noise ratio above the last
+    row of their model's learned weights (``above``: each one's name, ratio and that row's
+    ratio; ``weighed``: how many the weights weighed), or None where none does. The last
+    row's weights are used there as they are (:meth:`~cryostream.denoise.weights.LearnedWeights.at`),
+    where few or none of the simulated micrographs the table was fitted on lie (the general
+    model's: at 0.50–0.92 Å/px, 8 of 48 above the 2.09 of its last row there, none above
+    3.53). Below the first row, its simulated micrographs reach down to ratios of 0.03–0.14 in
+    each pixel-size group, so its weights there were fitted on such micrographs: no note."""
+    if not above:
+        return None
+    names = sorted(name for name, *_ in above)
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    who = (f"the micrograph denoised here ({listed}) measures" if weighed == 1 else
+           f"all {weighed} micrographs denoised here ({listed}) measure" if len(above) == weighed
+           else f"{len(above)} of the {weighed} micrographs denoised here ({listed}) measure")
+    ratios, rows = [r for _, r, _ in above], sorted({round(row, 3) for *_, row in above})
+    measured = f"{min(ratios):.3g}" + (f"–{max(ratios):.3g}" if len(ratios) > 1 else "")
+    row = f"{rows[0]:.3g}" + (f"–{rows[-1]:.3g} by pixel size" if len(rows) > 1 else "")
+    return (f"{who} a signal-to-noise ratio of {measured}, above the last row "
+            f"of the model's learned weights ({row}), where few or none of the simulated "
+            "micrographs the table was fitted on lie: the last row's weights are used as they "
+            "are (each one's NAME.json gives its ratio, found.learned_weights_snr). "
+            + BEYOND_ADVICE)
+
+
+#: What the outputs above the learned weights' last row are worth, and what to do: measured on
+#: simulated micrographs of 2048² at 0.6575 Å/px (H100, 2026-12-07), ratios 3.55 and 6.32 against
+#: the last row's 2.09: error over the truth's variance 0.2803 and 0.2075 by default, 0.2830
+#: and 0.2055 with --no-learned-weights, the FRC higher by default in each band (30–200,
+#: 10–30, 3.3–10 Å).
+BEYOND_ADVICE = ("On simulated micrographs at 1.7 and 3 times that row's ratio, the output's "
+                 "error stayed within 1 % of the one without the learned weights and its FRC "
+                 "with the truth was higher in every band: nothing needs doing; to see the "
+                 "difference on yours, denoise a few with --no-learned-weights (Python: "
+                 "learned_weights=False)")
+
+
 class MicrographNotes:
     """The ``-v`` notes of a call's micrographs (each an
     :class:`~cryostream.denoise.sources.InputMicrograph`, ``config`` the call's
     :class:`~cryostream.config.DenoiseConfig`): their optics' words made here, where the
     options typed are known (:func:`~cryostream.denoise.pixels.typed_optics`), and said with
     what the steps found as each is done; and once in a call, the note of the first micrograph
-    whose rings are clear and whose check kept the radial gain (:func:`clear_rings_note`)."""
+    whose rings are clear and whose check kept the radial gain (:func:`clear_rings_note`), and
+    at its end the note of those above the learned weights' last row (:meth:`end`)."""
 
     def __init__(self, config, micrographs):
         self.config, self.clear_said = config, False
         self.optics = {m.source: optics_words(m, config) for m in micrographs}
+        self.weighed, self.above = 0, []  # by learned weights; those above their last row
+
+    def end(self) -> None:
+        """The call's last micrograph is done: its one note of those whose ratio lies above
+        the learned weights' last row (:func:`beyond_rows_note`), where there are some."""
+        import logging
+
+        if note := beyond_rows_note(self.above, self.weighed):
+            logging.getLogger("cryostream").info("%s", note)
 
     def say(self, name: str, key: str | None, found: dict) -> None:
         """The notes of the micrograph ``name`` (started as ``key``): at the debug level, and
-        the first of a call whose rings are clear and whose check kept the radial gain."""
+        the first of a call whose rings are clear and whose check kept the radial gain; its
+        ratio kept for :meth:`end` where the learned weights weighed it."""
         import logging
 
         log = logging.getLogger("cryostream")
+        if "learned_weights_snr" in found:  # noted once, at the call's end (:meth:`end`)
+            self.weighed += 1
+            if beyond_rows(found) == "above":
+                self.above.append((name, found["learned_weights_snr"],
+                                   found["learned_weights_rows"][1]))
         if not self.clear_said and (note := clear_rings_note(name, found)):
             self.clear_said = True
             log.info("%s", note)
