@@ -43,10 +43,12 @@ from scipy.ndimage import gaussian_filter, grey_opening, uniform_filter1d
 
 from cryostream.spectral import radial_mean, ring_frequencies, ring_index, welch_spectrum
 
-__all__ = ["TILE", "NoiseEstimate", "estimate_noise", "tile_for", "noise_kernel", "modulation",
+__all__ = ["TILE", "WELCH_TILES", "NoiseEstimate", "estimate_noise", "tile_for", "noise_kernel", "modulation",
            "matched_noise", "matched_noise_image", "matched_noise_jax"]
 
 TILE = 256
+#: At most this many × this many tiles, spread evenly, make an estimate's Welch spectrum.
+WELCH_TILES = 8
 _OPENING_RINGS = 9
 _HIGH_BAND = (0.25, 0.5)  # cycles/pixel where the variance–mean fit reads the noise
 _MIN_MEAN_SPREAD = 0.01   # relative spread of tile means below which the fit is not tried
@@ -126,7 +128,7 @@ def _profile(spectrum: np.ndarray, rings: np.ndarray) -> np.ndarray:
     return radial_mean(spectrum, rings).astype(np.float32)
 
 
-def _welch(image: np.ndarray, tile: int, most: int = 8):
+def _welch(image: np.ndarray, tile: int, most: int = WELCH_TILES):
     """Mean windowed periodogram (centred, variance units), tile means, tile high-band power.
 
     At most ``most`` × ``most`` tiles, spread evenly over the image (a full-size micrograph
