@@ -1,8 +1,8 @@
 """Quality of a trained run beside the baselines: a store's test split, simulated ground truth
 (only the micrographs held out of the run's training), and the residual check.
 :mod:`~cryostream.evaluate.numbers` computes, :mod:`~cryostream.evaluate.held_out` picks the
-micrographs, :mod:`~cryostream.evaluate.figures` draws, :mod:`~cryostream.evaluate.report`
-writes."""
+micrographs, :mod:`~cryostream.evaluate.verdict` says whether a residual is noise-like,
+:mod:`~cryostream.evaluate.figures` draws, :mod:`~cryostream.evaluate.report` writes."""
 
 from cryostream.evaluate.figures import plot_method_noise
 from cryostream.evaluate.held_out import TruthSelection, select_held_out

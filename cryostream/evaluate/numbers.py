@@ -12,6 +12,13 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig
 from cryostream.errors import ConfigError
+from cryostream.evaluate.verdict import (
+    SPECIMEN,
+    VERDICT_SD,
+    pure_noise_correlation,
+    pure_noise_spread,
+    verdict_of,
+)
 from cryostream.metrics import best_gaussian, frc, psnr, ssim, wiener_oracle
 
 __all__ = ["compare_on_store", "simulated_pairs", "read_micrograph", "network_output",
@@ -255,7 +262,13 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
       ``lowpass_angstrom`` (Gaussian, that FWHM), the particle-scale image;
     - ``correlation_if_pure_noise``: what that correlation is when the residual is exactly
       noise with the measured spectrum (noise is part of the low-passed image too), and
-      ``correlation_if_everything``: when the residual is the whole micrograph.
+      ``correlation_if_everything``: when the residual is the whole micrograph;
+    - ``correlation_sd_if_pure_noise``: how far pure noise's correlation strays by chance, one
+      standard deviation (``correlation_sd_parts``: its ``sampling`` and ``noise_estimate``
+      parts, :func:`~cryostream.evaluate.verdict.pure_noise_spread`), ``sd_above_pure_noise``
+      the residual's correlation less pure noise's in it, and ``verdict``: ``"specimen in the
+      residual"`` where that is more than :data:`~cryostream.evaluate.verdict.VERDICT_SD`,
+      else ``"noise-like"``.
 
     Also ``pixel_size_angstrom`` (None: not known), ``lowpass_angstrom`` (``lowpass_px``
     where no pixel size is known), and ``residual_radial``, ``noise_radial`` and ``frequency``
@@ -264,7 +277,6 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
     import scipy.ndimage
 
     from cryostream.matched import estimate_noise, tile_for
-    from cryostream.spectral import frequencies
 
     known = pixel_size_angstrom
     pixel_size_angstrom = known or 1.0
@@ -273,30 +285,35 @@ def method_noise(micrograph: np.ndarray, denoised: np.ndarray, pixel_size_angstr
     noise = noise if noise is not None else estimate_noise(image, pixel_size_angstrom,
                                                            tile=tile_for(image.shape))
     tile = noise.psd.shape[0]
-    got = estimate_noise(residual, pixel_size_angstrom, tile=tile).total_radial
-    ratio = got / noise.radial
+    radial = estimate_noise(residual, pixel_size_angstrom, tile=tile).total_radial
+    ratio = radial / noise.radial
     rings = np.arange(len(ratio)) / tile
     band = (rings >= RESIDUAL_BAND[0]) & (rings < RESIDUAL_BAND[1])
     sigma = lowpass_angstrom / pixel_size_angstrom / 2.355
     lowpass = scipy.ndimage.gaussian_filter(image, sigma)
-    # pure noise n with the measured spectrum: cov(n, lowpass) = cov(n, G∗n) = mean(G·N) over
-    # the spectrum's grid; the low-passed micrograph's spread is measured directly
-    freq = np.hypot(*frequencies((tile, tile), "centred"))
-    gain = np.exp(-2 * np.pi**2 * sigma**2 * freq**2)
-    pure = float((gain * noise.psd).mean() / np.sqrt(noise.psd.mean()) / lowpass.std())
-    return {
+    # pure noise with the measured spectrum (the low-passed micrograph's spread measured
+    # directly), and how far it strays by chance
+    pure = pure_noise_correlation(noise.psd, sigma, float(lowpass.std()))
+    spread = pure_noise_spread(image, lowpass, noise, sigma, pixel_size_angstrom)
+    got = float(np.corrcoef(residual.ravel(), lowpass.ravel())[0, 1])
+    check = {
         "spectrum_ratio_mean": float(ratio[band].mean()),
         "spectrum_ratio_max_deviation": float(np.abs(ratio[band] - 1).max()),
-        "correlation_with_lowpass": float(np.corrcoef(residual.ravel(), lowpass.ravel())[0, 1]),
+        "correlation_with_lowpass": got,
         "correlation_if_pure_noise": pure,
+        "correlation_sd_if_pure_noise": spread["sd"],
+        "correlation_sd_parts": {"sampling": spread["sampling"],
+                                 "noise_estimate": spread["noise_estimate"]},
+        "sd_above_pure_noise": (got - pure) / spread["sd"],
         "correlation_if_everything": float(np.corrcoef(image.ravel(), lowpass.ravel())[0, 1]),
         "pixel_size_angstrom": known,
         **({"band_angstrom": [round(known / f, 3) for f in RESIDUAL_BAND],
             "lowpass_angstrom": lowpass_angstrom} if known else
            {"band_cycles_per_px": list(RESIDUAL_BAND), "lowpass_px": lowpass_angstrom}),
-        "residual_radial": got, "noise_radial": noise.radial,
+        "residual_radial": radial, "noise_radial": noise.radial,
         "frequency": rings / pixel_size_angstrom,
     }
+    return {**check, "verdict": verdict_of(check)}
 
 
 def residual_band(check: dict) -> str:
@@ -310,9 +327,10 @@ def residual_band(check: dict) -> str:
 
 
 def read_residual(check: dict) -> str:
-    """What :func:`method_noise`'s numbers mean, in one sentence for the report: how far the
-    residual's correlation with the particle-scale image is from pure noise's (nothing of the
-    specimen removed) toward the whole micrograph's (all of it), and how much of the noise over
+    """What :func:`method_noise`'s numbers mean, in one sentence for the report: its verdict
+    first, then how far the residual's correlation with the particle-scale image is from pure
+    noise's (nothing of the specimen removed), in the standard deviations chance gives it and
+    toward the whole micrograph's (all of it), and how much of the noise over
     its band (:func:`residual_band`, in Å) the output keeps, or how much more than noise it
     took out there."""
     got, noise = check["correlation_with_lowpass"], check["correlation_if_pure_noise"]
@@ -320,13 +338,17 @@ def read_residual(check: dict) -> str:
     ratio = check["spectrum_ratio_mean"]
     kept = (f"about {100 * (1 - ratio):.0f} % of the noise there left in the output" if ratio < 1
             else f"{100 * (ratio - 1):.0f} % more than the noise taken out there, part of it signal")
-    whole = check["correlation_if_everything"]
-    where = (f"{way:.1f} % of the way from pure noise's {noise:.3f} (nothing of the specimen "
-             f"removed) to the whole micrograph's {whole:.3f} (all of it removed)") if way > 0 else (
-        f"at or under pure noise's {noise:.3f}: nothing of the specimen removed (the whole "
-        f"micrograph's {whole:.3f} would be all of it)")
+    whole, z = check["correlation_if_everything"], check["sd_above_pure_noise"]
+    chance = (f"sd {check['correlation_sd_if_pure_noise']:.2g} by chance; "
+              + (f"more than {VERDICT_SD:g} sd above it reads as specimen"
+                 if check["verdict"] == SPECIMEN else f"up to {VERDICT_SD:g} sd above it reads as noise"))
+    where = (f"{z:.1f} sd above pure noise's {noise:.3f} ({chance}) and {way:.1f} % of the way "
+             f"from pure noise's (nothing of the specimen removed) to the whole micrograph's "
+             f"{whole:.3f} (all of it removed)") if way > 0 else (
+        f"at or under pure noise's {noise:.3f} ({-z:.1f} sd under; {chance}): nothing of the "
+        f"specimen removed (the whole micrograph's {whole:.3f} would be all of it)")
     lowpass = (f"{check['lowpass_angstrom']:g} Å" if "lowpass_angstrom" in check
                else f"{check['lowpass_px']:g}-pixel")
-    return (f"the residual's correlation with the {lowpass} low-pass micrograph, {got:.3f}, is "
-            f"{where}; its spectrum is {ratio:.3f} of the noise's at {residual_band(check)} "
-            f"(1 is right): {kept}")
+    return (f"{check['verdict']}: the residual's correlation with the {lowpass} low-pass "
+            f"micrograph, {got:.3f}, is {where}; its spectrum is {ratio:.3f} of the noise's at "
+            f"{residual_band(check)} (1 is right): {kept}")
