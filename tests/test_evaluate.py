@@ -646,6 +646,44 @@ def test_the_residual_check_is_of_what_denoise_writes(tiny_run, tmp_path):
     assert read["correlation_with_lowpass"] == pytest.approx(read["correlation_if_everything"])
 
 
+def test_the_residual_check_gives_each_micrograph_a_verdict(tiny_run, tmp_path, capsys):
+    """``evaluate --residual`` gave the residual's correlation beside pure noise's and how far
+    toward the whole micrograph's it was, but no verdict: a scientist could not tell whether
+    3 % is fine. Each micrograph now has one, "specimen in the residual" where the correlation
+    stands more than 3 standard deviations of pure noise's above it, else "noise-like": in
+    report.json (``verdict``, with the standard deviation and how many of them above), the
+    table, the line under it and the line printed. What denoise wrote, then that output made
+    the micrograph's mean (all of the specimen taken out: specimen in the residual)."""
+    import mrcfile
+
+    mic = tiny_run.sim.micrographs[1]
+    den = tmp_path / "den"
+    assert main(["denoise", str(tiny_run.run), str(mic), "-o", str(den), "--tile", "56",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    rows = []
+    for flattened in (False, True):
+        if flattened:
+            with mrcfile.open(den / mic.name, "r+") as f:
+                f.data[:] = f.data.mean()
+        out = tmp_path / f"rep{len(rows)}"
+        assert main(["evaluate", str(tiny_run.run), "-o", str(out), "--tile", "56", "--residual",
+                     str(mic), "--denoised", str(den), "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        row = json.loads((out / "report.json").read_text())["residual"][0]
+        sd = row["correlation_sd_if_pure_noise"]
+        above = (row["correlation_with_lowpass"] - row["correlation_if_pure_noise"]) / sd
+        assert sd > 0 and row["sd_above_pure_noise"] == pytest.approx(above)
+        assert row["verdict"] == ("specimen in the residual" if above > 3 else "noise-like")
+        report = (out / "report.md").read_text()
+        assert f"± {sd:.4f}) | {row['correlation_if_everything']:.3f} | {row['verdict']} |" in report
+        assert f"- {mic.name}: {row['verdict']}: the residual's correlation" in report
+        assert f"  residual of {mic.name}: {row['verdict']}: the residual's correlation" in printed
+        rows.append(row)
+    assert rows[1]["verdict"] == "specimen in the residual", rows[1]["reading"]
+    assert rows[1]["sd_above_pure_noise"] > 3
+
+
 def test_an_output_made_with_other_options_is_checked_as_written(tiny_run, tmp_path, capsys,
                                                                  notes):
     """``evaluate --residual M --denoised FOLDER`` of an output ``denoise --no-ensemble`` wrote

@@ -539,6 +539,9 @@ def test_the_residual_check_of_a_star_file_denoises_with_its_defocus(tiny_run, t
     for r in here + read:  # the reading's words, from the numbers compared here
         r.pop("reading")
     assert [r.pop("band_angstrom") for r in here] == [r.pop("band_angstrom") for r in read]
+    assert [r.pop("verdict") for r in here] == [r.pop("verdict") for r in read]
+    assert [r.pop("correlation_sd_parts") for r in here] == [
+        pytest.approx(r.pop("correlation_sd_parts"), rel=1e-6) for r in read]
     assert [r.pop("recipe") for r in here] == [r.pop("recipe") for r in read]
     assert [r.pop("made_with") for r in here + read] == [None, None]  # (the default's, both)
     assert [r.pop("denoised_output") for r in read] == [str(tmp_path / "denoised" / mic.name)]

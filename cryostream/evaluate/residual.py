@@ -24,6 +24,7 @@ from cryostream.evaluate.numbers import (
     residual_band,
 )
 from cryostream.evaluate.staging import check_given_up, writing
+from cryostream.evaluate.verdict import NOISE_LIKE, SPECIMEN, VERDICT_SD
 
 __all__ = ["residual_section", "residual_time_note", "network_time_words", "checked_words"]
 
@@ -104,10 +105,14 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
              f"{' + '.join(recipe_steps(recipe))}): its spectrum over the measured noise spectrum "
              "from a period of 20 pixels out to Nyquist (the band, in Å by the micrograph's pixel "
              "size; 1 is right; max deviation: the ring furthest from 1) and its correlation with "
-             "the 20 Å low-pass micrograph (pure noise's in brackets; the whole micrograph's "
-             "last). What they mean is under the table.", "",
+             "the 20 Å low-pass micrograph (pure noise's in brackets, ± how far chance moves it, "
+             "one standard deviation; the whole micrograph's after). The verdict: "
+             f"{SPECIMEN} where the correlation is more than {VERDICT_SD:g} of those standard "
+             f"deviations above pure noise's, else {NOISE_LIKE}. What they mean is under the "
+             "table.", "",
              "| micrograph | pixel size (Å) | band | spectrum ratio | max deviation | "
-             "correlation (pure noise) | whole micrograph |", "|---|---|---|---|---|---|---|"]
+             "correlation (pure noise ± sd) | whole micrograph | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     rows, inputs, outputs = [], paths, DenoisedOutputs(denoised, run, record, tile)
     if denoised is None:  # the wait, said before it
         how_long = residual_time_note(run, recipe, [read_header(p).shape for p, *_ in inputs])
@@ -139,12 +144,15 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         check = method_noise(image, den, pixel)
         check["reading"] = read_residual(check)
         _log.info("residual check %d/%d %s%s: %.1f s; spectrum ratio %.3f at %s, correlation "
-                  "with the low-pass %.3f (pure noise %.3f)", i + 1, len(inputs), Path(path).name,
-                  f" (as denoise wrote it, made with {how['options']})" if how else "",
-                  time.perf_counter() - start, check["spectrum_ratio_mean"], residual_band(check),
-                  check["correlation_with_lowpass"], check["correlation_if_pure_noise"])
+                  "with the low-pass %.4f (pure noise %.4f ± %.4f): %s", i + 1, len(inputs),
+                  Path(path).name, f" (as denoise wrote it, made with {how['options']})"
+                  if how else "", time.perf_counter() - start, check["spectrum_ratio_mean"],
+                  residual_band(check), check["correlation_with_lowpass"],
+                  check["correlation_if_pure_noise"], check["correlation_sd_if_pure_noise"],
+                  check["verdict"])
         with writing(out / f"residual_{i}.png") as figure:
-            plot_method_noise(figure, check, image, den, title=Path(path).name)
+            plot_method_noise(figure, check, image, den,
+                              title=f"{Path(path).name}: {check['verdict']}")
         rows.append({"micrograph": Path(path).name,
                      **{k: v for k, v in check.items() if not isinstance(v, np.ndarray)},
                      "denoised_output": str(Path(denoised) / path.name) if read else None,
@@ -153,9 +161,10 @@ def residual_section(run, record, paths, out: Path, report: dict, tile: int | No
         lines.append(f"| {Path(path).name} | {f'{pixel:g}' if pixel else 'none known'} | "
                      f"{residual_band(check)} | {check['spectrum_ratio_mean']:.3f} | "
                      f"{check['spectrum_ratio_max_deviation']:.3f} | "
-                     f"{check['correlation_with_lowpass']:.3f} "
-                     f"({check['correlation_if_pure_noise']:.3f}) | "
-                     f"{check['correlation_if_everything']:.3f} |")
+                     f"{check['correlation_with_lowpass']:.4f} "
+                     f"({check['correlation_if_pure_noise']:.4f} ± "
+                     f"{check['correlation_sd_if_pure_noise']:.4f}) | "
+                     f"{check['correlation_if_everything']:.3f} | {check['verdict']} |")
     outputs.warn_pixel_sizes("the residual check (its band and low-pass)")
     report["residual"] = rows
     if any(r["pixel_size_angstrom"] is None for r in rows):  # said only where it is so
