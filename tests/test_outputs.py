@@ -575,9 +575,10 @@ def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_
     """``--overwrite`` replaced an output the user had made read-only (``chmod a-w``) without a
     word. Now such an output, its ``NAME.json`` or the folder's STAR file is named before any
     work, with the fix, and nothing in the folder changes; a read-only output this call keeps
-    (the same run and options: resumed) is no reason to refuse, and once writable the same
-    command replaces them. Told by the mode bits, so root (who may write anything) is
-    refused too."""
+    (the same run and options: resumed) is no reason to refuse, nor a read-only STAR file
+    where no output is replaced (it had been, though the call left it as it was), and once
+    writable the same command replaces them. Told by the mode bits, so root (who may write
+    anything) is refused too."""
     import json
 
     import cryostream
@@ -619,10 +620,13 @@ def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_
     read_only(a.name)  # kept by the same command resumed: not a reason to refuse
     assert main([*argv[:-3], "--overwrite"]) == 0
     assert kept()[a.name] == before[a.name]
-    read_only(STAR_NAME)  # the STAR file --overwrite would write again
-    assert main([*argv[:-3], "--overwrite"]) == 2
+    read_only(STAR_NAME)  # no output replaced: the STAR file neither (resumed), as without it
+    assert main([*argv[:-3], "--overwrite"]) == 0
+    assert kept()[STAR_NAME] == before[STAR_NAME]
+    assert main(argv) == 2  # outputs replaced: the STAR file listing them is refused
     assert f"{out / STAR_NAME}: read-only, and this call would replace it" in \
         capsys.readouterr().err
+    assert kept() == before
     read_only()  # writable again: replaced
     assert main(argv) == 0
     assert kept()[a.name] != before[a.name] and json.loads((out / f"{a.stem}.json").read_text())[

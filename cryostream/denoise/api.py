@@ -242,7 +242,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         Replace outputs made otherwise (another model, other options or another cryostream
         version); each is replaced only by a complete new one. Outputs this same call would
         make again the same are kept either way, so it resumes after an interruption. Files it
-        would replace made read-only (``chmod a-w``; the STAR file too) are refused before any work.
+        would replace made read-only (``chmod a-w``; the STAR file too, where an output is
+        replaced) are refused before any work.
     workers : int, optional
         Micrographs in flight at once in this process (their reading, steps and writing overlap
         the device work). None: half the CPU cores on a GPU (2 to 8), 2 on a CPU, and no more

@@ -233,8 +233,10 @@ def plan_denoise(run, config, micrographs: list, input_star, output: Path, *,
     if input_star is not None and star.resolve() == input_star.path.resolve():
         raise ConfigError(f"{output}: the output's {STAR_NAME} would replace the input STAR "
                           "file; choose another output folder: -o DIR (Python: output=DIR)")
-    if overwrite:  # outputs made read-only are kept: said before any work (the STAR file too)
-        refuse_read_only([*(f for p in plans if not p.done for f in (p.path, p.sidecar)), star],
+    if overwrite:  # outputs made read-only are kept: said before any work; the STAR file too
+        # where an output it lists is replaced (with none, as without --overwrite: resumed)
+        remade = [f for p in plans if not p.done for f in (p.path, p.sidecar)]
+        refuse_read_only([*remade, *[star] * any(os.path.lexists(f) for f in remade)],
                          "choose another output folder: -o DIR (Python: output=DIR)")
     warn_other_job(output, (STAR_NAME,), 3, made_by_denoise)  # another RELION job's: said
     made = None if output.exists() else output
