@@ -200,8 +200,8 @@ def _truth_methods_of(rows: list[dict]) -> list[str]:
 
 def summary_lines(report: dict, output) -> list[str]:
     """What ``cryostream evaluate`` prints: where the report is, then one line per section,
-    from the same numbers as the report's tables (``report["test_split"]``,
-    ``report["truth_mean"]``, ``report["residual"]``)."""
+    from the report's numbers (``report["test_split"]``, ``report["truth_mean"]``, its best of
+    the methods scored on every micrograph, means alike, ``report["residual"]``)."""
     lines = [f"wrote {output}/report.md"]
     if "test_split" in report:
         a = report["test_split"]
@@ -211,8 +211,8 @@ def summary_lines(report: dict, output) -> list[str]:
         rows, mean = report["simulated"], report["truth_mean"]
         shown = [n for n in ("noisy", GAUSSIAN, ORACLE_WIENER, DEFAULT_RECIPE) if n in mean] + [
             n for n in mean if any(r.get(n, {}).get("made_with") for r in rows)]  # as written
-        best, count = max(mean, key=lambda n: mean[n]["psnr"]), len(rows)
-        has = {n: sum(n in r for r in rows) for n in shown}  # (as written: some of them)
+        count, has = len(rows), {n: sum(n in r for r in rows) for n in mean}  # (as written: some)
+        best = max((n for n in mean if has[n] == count), key=lambda n: mean[n]["psnr"])  # of all
         held = "held-out " if report["truth_micrographs"]["checked"] else ""
         unchecked = "" if held else " (whether the run trained on them was not checked)"
         lines.append(f"  ground truth, mean of {count} {held}micrograph{'s' * (count > 1)}"
