@@ -125,6 +125,10 @@ def test_large_values_get_a_finite_rms_and_no_overflow_warning(tmp_path):
     with mrcfile.open(tmp_path / "a.mrc") as m:
         assert float(m.header.rms) == pytest.approx(data.std(dtype=float), rel=1e-6)
         assert np.array_equal(m.data, data)
+    # values beyond float32 become ±inf pixels: that overflow is still said (it was silenced
+    # with the rms's)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        write_micrograph(tmp_path / "b.mrc", np.full(SHAPE, 1e39), 0.66)
 
 
 def test_write_micrograph_gives_the_same_bytes_at_another_time(tmp_path):

@@ -366,13 +366,13 @@ def write_micrograph(path: str | os.PathLike, data: np.ndarray, pixel_size_angst
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with mrcfile.new(tmp, overwrite=True) as mrc:
+            pixels = np.asarray(data, dtype=dtype)  # (an overflow here, into ±inf, is said)
             with np.errstate(over="ignore"):  # mrcfile's float32 rms of large values overflows
-                mrc.set_data(pixels := np.asarray(data, dtype=dtype))
+                mrc.set_data(pixels)
             mrc.header.rms = mrc.header.rms if np.isfinite(mrc.header.rms) else pixels.std(dtype=float)
             mrc.voxel_size = pixel_size_angstrom
             # mrcfile's own label holds the clock; without it the same data gives the same bytes
-            mrc.header.label[:] = b""
-            mrc.header.nlabl = 0
+            mrc.header.label[:] = b""  # (nlabl: set below)
             # 80 characters a label: a longer history goes on, from a "+" or a space, below
             lines = [s.strip() for s in re.findall(r".{1,80}(?=[+ ]|$)|.{1,80}", history or "")]
             if like is None:
