@@ -117,15 +117,19 @@ _FILE_SIZE_LIMITED = (
 
 # A child in which one function of cryostream is slow, as on a busy disk: it sleeps before or
 # after its call (``before``, ``after``), saying ``[slowed] NAME FIRST-ARGUMENT`` on stderr as
-# it begins to, for a test to send a signal then. The function is looked up where the code
-# calls it from (``cryostream.io.mrc.write_micrograph``, which denoise imports as it writes).
+# it begins to, for a test to send a signal then; its calls before the ``first`` (counted from
+# 1) go at their own pace. The function is looked up where the code calls it from
+# (``cryostream.io.mrc.write_micrograph``, which denoise imports as it writes).
 _SLOWED = (
-    "import importlib, runpy, sys, time\n"
+    "import importlib, itertools, runpy, sys, time\n"
     "where, seconds, when = sys.argv.pop(1), float(sys.argv.pop(1)), sys.argv.pop(1)\n"
+    "first, calls = int(sys.argv.pop(1)), itertools.count(1)\n"
     "module, name = where.rsplit('.', 1)\n"
     "module = importlib.import_module(module)\n"
     "plain = getattr(module, name)\n"
     "def slowed(*args, **kwargs):\n"
+    "    if next(calls) < first:\n"
+    "        return plain(*args, **kwargs)\n"
     "    result = plain(*args, **kwargs) if when == 'after' else None\n"
     "    sys.stderr.write(f'[slowed] {name} {args[0] if args else \"\"}\\n')\n"
     "    sys.stderr.flush()\n"
@@ -137,7 +141,7 @@ _SLOWED = (
 
 
 def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
-              slowed: tuple[str, float, str] | None = None,
+              slowed: tuple[str, float, str] | tuple[str, float, str, int] | None = None,
               sigint_ignored: bool = False) -> subprocess.Popen:
     """Start ``python -m cryostream ARGS`` as a child process (stdout and stderr as pipes).
 
@@ -145,7 +149,8 @@ def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
     so a write past it fails with EFBIG as on a full disk. ``slowed``: ``(function, seconds,
     "before" or "after")``, a function of cryostream (``"cryostream.io.mrc.write_micrograph"``)
     that sleeps that long before or after its call in the child, saying ``[slowed] NAME
-    FIRST-ARGUMENT`` on stderr as it begins to (a fault injected: a slow disk).
+    FIRST-ARGUMENT`` on stderr as it begins to (a fault injected: a slow disk); a fourth item,
+    ``first``, slows only its calls from that one on (counted from 1; 1 when left out).
     ``sigint_ignored``: the child starts with SIGINT ignored, as a background job of a
     non-interactive shell script does (``cmd &``): a shell ignores it (``trap '' INT``) and
     execs Python, which inherits that.
@@ -153,7 +158,7 @@ def start_cli(*args, cwd: Path, file_size_limit: int | None = None,
     if file_size_limit is not None:
         command = [sys.executable, "-c", _FILE_SIZE_LIMITED, str(int(file_size_limit))]
     elif slowed is not None:
-        command = [sys.executable, "-c", _SLOWED, *map(str, slowed)]
+        command = [sys.executable, "-c", _SLOWED, *map(str, (*slowed, 1)[:4])]
     else:
         command = [sys.executable, "-m", "cryostream"]
     if sigint_ignored:  # (no preexec_fn: unsafe in a parent that runs threads, as JAX does)
@@ -222,7 +227,7 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
 def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], bool]]],
                   timeout: float = 120,
                   started: Callable[[subprocess.Popen], object] | None = None,
-                  slowed: tuple[str, float, str] | None = None,
+                  slowed: tuple[str, float, str] | tuple[str, float, str, int] | None = None,
                   sigint_ignored: bool = False) -> tuple[int, str]:
     """Run ``python -m cryostream ARGS`` in a child process (:func:`start_cli`, ``slowed`` and
     ``sigint_ignored`` as there) and send it each of ``signals`` (``(signum, ready)``: once
@@ -255,16 +260,19 @@ def signalled_cli(*args, cwd: Path, signals: list[tuple[int, Callable[[str], boo
 _ERROR = re.compile(r"^cryostream( [\w-]+)?: error: ")
 
 
-def small_then_large(folder: Path, large: int = 2048) -> tuple[list[Path], Path]:
-    """Micrographs that take long to denoise, after one that does not: ``a_small.mrc`` (512 ×
-    512), then ``b_large.mrc`` and ``c_large.mrc`` (``large`` px square) in ``folder``, and
-    ``micrographs.star`` beside it listing them with their optics and defocus (named from
-    ``folder``'s parent, a RELION project). With the general model and ``--no-ensemble`` on a
-    CPU of two cores, the first takes about 10 s, each large one of 2048² a minute or more."""
+def small_then_large(folder: Path, large: int = 2048,
+                     small: int = 512) -> tuple[list[Path], Path]:
+    """Micrographs that take long to denoise, after one that does not: ``a_small.mrc``
+    (``small`` px square), then ``b_large.mrc`` and ``c_large.mrc`` (``large`` px square) in
+    ``folder``, and ``micrographs.star`` beside it listing them with their optics and defocus
+    (named from ``folder``'s parent, a RELION project). With the general model and
+    ``--no-ensemble`` on a CPU of two cores, a first of 512² takes about 10 s (one of 256², the
+    least the general model takes, about 5 s), each large one of 2048² a minute or more."""
     import starfile
 
     tables = []
-    for name, shape, seed in (("a_small", 512, 5), ("b_large", large, 3), ("c_large", large, 4)):
+    for name, shape, seed in (("a_small", small, 5), ("b_large", large, 3),
+                              ("c_large", large, 4)):
         sim = cryostream.simulate(folder / f".{name}", 1, shape=(shape, shape), seed=seed)
         Path(sim.micrographs[0]).rename(folder / f"{name}.mrc")
         table = starfile.read(folder / f".{name}" / "micrographs.star", always_dict=True)

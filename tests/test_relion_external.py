@@ -289,7 +289,7 @@ def test_sigterm_ends_the_job_at_once_and_leaves_its_exit_file(project):
     import mrcfile
     from faults_support import small_then_large
 
-    small_then_large(project / "mix")
+    small_then_large(project / "mix", small=256)  # the small one done in seconds
     proc = _job_process("micrographs.star", "--ensemble", "no", j="2")
     said: list[str] = []  # run.err, read as it comes
     reader = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read(1), "")))
@@ -314,7 +314,7 @@ def test_sigterm_ends_the_job_at_once_and_leaves_its_exit_file(project):
     assert sorted(p.name for p in job.iterdir()) == [
         "RELION_JOB_EXIT_FAILURE", "a_small.json", "a_small.mrc", "job.star", "note.txt",
         "run.out"]
-    assert mrcfile.read(job / "a_small.mrc").shape == (512, 512)
+    assert mrcfile.read(job / "a_small.mrc").shape == (256, 256)
     assert re.sub(r"after \d+ s", "after N s", err.splitlines()[-1]) == (
         f"cryostream denoise: terminated (SIGTERM) after N s; the finished micrographs are kept "
         f"in {JOB}/; those in progress are not written: run the job again to denoise the rest "
