@@ -141,7 +141,8 @@ def test_ctrl_c_in_a_scripts_denoise_says_what_it_waits_for_and_what_is_kept(tmp
 
 #: :data:`_DENOISING` with the default recipe's many network passes a micrograph, each slowed
 #: by a second as on a slow CPU, a note after each; each pass begun is told in the file
-#: ``PASSES`` (the first argument), where the test marks its second Ctrl-C.
+#: ``PASSES`` (the first argument), where the test marks its second Ctrl-C. The output folder
+#: comes second, the model third.
 _MANY_PASSES = """
 import logging, sys, time
 import cryostream
@@ -154,12 +155,12 @@ def slowed(*args, **kwargs):
     time.sleep(1)
     return plain(*args, **kwargs)
 micrograph.network_pass, micrograph.NOTE_EVERY_S = slowed, 0.0
-cryostream.denoise("general", sys.argv[3:], sys.argv[2], workers=1,
+cryostream.denoise(sys.argv[3], sys.argv[4:], sys.argv[2], workers=1,
                    config=cryostream.DenoiseConfig(ctf_gain=False))
 """
 
 
-def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tmp_path):
+def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tiny_run, tmp_path):
     """A script's second Ctrl-C gives the micrograph in progress up, the call raising at once;
     but its thread went on through every network pass left (eight and more a micrograph with
     the default ensemble, a minute or more each on a CPU), writing nothing, and the script's
@@ -173,11 +174,10 @@ def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tmp_p
     from cryostream.denoise.pool import SCRIPT_STOPPING
     from tests.faults_support import child_environment, wait_until
 
-    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=4)
-    passes = tmp_path / "passes.txt"
+    passes = tmp_path / "passes.txt"  # (the shared run's network: quicker than the general one)
     proc = subprocess.Popen([sys.executable, "-c", _MANY_PASSES, str(passes), "out",
-                             *map(str, sim.micrographs)], cwd=tmp_path, env=child_environment(),
-                            stderr=subprocess.PIPE, text=True)
+                             str(tiny_run.run), str(tiny_run.sim.micrographs[0])], cwd=tmp_path,
+                            env=child_environment(), stderr=subprocess.PIPE, text=True)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")))
     reader.start()
@@ -204,7 +204,9 @@ def test_a_scripts_second_ctrl_c_starts_no_pass_of_the_micrograph_given_up(tmp_p
 
 #: A script that denoises micrographs (its arguments after the output folder) on a cluster of
 #: its own, given as ``scheduler=`` (a LocalCluster of threads), each network pass slowed by a
-#: second and told in the file ``PASSES`` (the first argument) as it begins.
+#: quarter of a second (the ensemble's eight: two seconds a micrograph at least, which the test
+#: waits for after its Ctrl-C) and told in the file ``PASSES`` (the first argument) as it
+#: begins.
 _ON_ITS_CLUSTER = """
 import sys, time
 import cryostream
@@ -213,7 +215,7 @@ from distributed import LocalCluster
 passes, plain = open(sys.argv[1], "a", buffering=1), micrograph.network_pass
 def slowed(*args, **kwargs):
     passes.write("pass\\n")
-    time.sleep(1)
+    time.sleep(0.25)
     return plain(*args, **kwargs)
 micrograph.network_pass = slowed
 if __name__ == "__main__":
