@@ -73,29 +73,32 @@ def test_an_optics_option_a_star_file_overrides_is_said(tmp_path: Path):
         gather_inputs([tmp_path / "a.mrc"], config=DenoiseConfig(voltage_kv=120.0))
 
 
-def test_an_optics_option_typed_at_its_default_is_said_too(tmp_path: Path, notes):
+def test_an_optics_option_typed_at_its_default_is_said_too(tiny_run, tmp_path: Path, notes):
     """``--voltage 300`` typed with a STAR file at 200 kV: 300 is cryostream's default, and a
     config cannot tell it typed, so the option was dropped without the warning a typed 120
     gets. The command line now says which were typed; typed at their defaults, the optics
-    are given, so no note says they were assumed."""
+    are given, so no note says they were assumed. (The shared run's network: the optics are
+    the model's no more than the notes are, and it is quicker than the general one.)"""
     from cryostream.cli import main
     from cryostream.io.star import StarFileWarning
 
     star = _relion_star(tmp_path)
+    quick = ["-m", str(tiny_run.run), "--raw"]
     with pytest.warns(StarFileWarning) as caught:
-        assert main(["denoise", str(star), "-o", str(tmp_path / "out"), "--raw",
+        assert main(["denoise", str(star), "-o", str(tmp_path / "out"), *quick,
                      "--voltage", "300"]) == 0
     assert [str(w.message).split(":")[0] for w in caught] == [
         "--voltage 300 kV is not used for 2 micrographs"]
     notes.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error", StarFileWarning)
-        assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out_a"), "--raw",
+        assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out_a"), *quick,
                      "--voltage", "300", "--cs", "2.7", "--amplitude-contrast", "0.1"]) == 0
     assert not [n for n in notes if "optics" in n]
 
 
-def test_an_optics_option_given_alone_leaves_the_note_of_the_others(tmp_path: Path, notes):
+def test_an_optics_option_given_alone_leaves_the_note_of_the_others(tiny_run, tmp_path: Path,
+                                                                   notes):
     """``--cs 2.7`` alone on MRC files (a 200 kV microscope's Cs): the voltage and amplitude
     contrast are still cryostream's defaults, which the note must say. Any optics option had
     silenced it (and ``--cs 2.7``, typed at its default, counts as given), so 300 kV went
@@ -103,14 +106,14 @@ def test_an_optics_option_given_alone_leaves_the_note_of_the_others(tmp_path: Pa
     from cryostream.cli import main
 
     _relion_star(tmp_path)
-    assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out"), "--raw",
-                 "--cs", "2.7"]) == 0
+    assert main(["denoise", str(tmp_path / "a.mrc"), "-o", str(tmp_path / "out"), "-m",
+                 str(tiny_run.run), "--raw", "--cs", "2.7"]) == 0
     assert [n.split(" (")[0] for n in notes if "optics" in n] == [
         "1 micrograph has no voltage or amplitude contrast from a STAR file or an option"]
     assert "optics table takes 300 kV and amplitude contrast 0.1" in [n for n in notes if "optics" in n][0]
 
 
-def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, notes):
+def test_the_optics_note_is_of_micrographs_still_to_denoise(tiny_run, tmp_path: Path, notes):
     """The note that a micrograph's optics are cryostream's defaults came on every run, even
     one that kept every output from before and denoised nothing; it is now of those denoised
     in the run."""
@@ -118,7 +121,7 @@ def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, note
 
     _relion_star(tmp_path)
     command = ["denoise", str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc"), "-o", str(tmp_path / "out"),
-               "--raw"]
+               "-m", str(tiny_run.run), "--raw"]
     assert main(command[:2] + command[3:]) == 0
     assert [n.split(":")[0] for n in notes if "microscope optics" in n] == [
         "1 micrograph has no microscope optics from a STAR file or an option"]
@@ -131,7 +134,8 @@ def test_the_optics_note_is_of_micrographs_still_to_denoise(tmp_path: Path, note
     assert not [n for n in notes if "microscope optics" in n]
 
 
-def test_a_single_pass_on_a_cpu_says_how_long_it_takes(notes, monkeypatch, tmp_path: Path):
+def test_a_single_pass_on_a_cpu_says_how_long_it_takes(tiny_run, notes, monkeypatch,
+                                                       tmp_path: Path):
     """``--raw`` (or ``--no-ensemble``) on a full-size micrograph on a CPU runs minutes with no
     note of passes done (a single pass has none): a note before it gives the time, as the
     ensemble's does; a micrograph that takes seconds gets none."""
@@ -153,7 +157,7 @@ def test_a_single_pass_on_a_cpu_says_how_long_it_takes(notes, monkeypatch, tmp_p
     monkeypatch.setattr(workers, "SLOW_PASS_SECONDS", 0.0)
     rng = np.random.default_rng(1)
     mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
-    cryostream.denoise("general", [mrc], tmp_path / "out", config=DenoiseConfig.raw())
+    cryostream.denoise(tiny_run.run, [mrc], tmp_path / "out", config=DenoiseConfig.raw())
     assert [n for n in notes if n.startswith("one network pass per micrograph: about ")]
     assert (tmp_path / "out" / "m.mrc").is_file()
 
@@ -211,10 +215,12 @@ def test_a_micrograph_given_as_the_model_is_called_a_file(tmp_path: Path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_a_single_pass_gets_no_note_of_passes_done(tmp_path: Path, notes, monkeypatch):
+def test_a_single_pass_gets_no_note_of_passes_done(tiny_run, tmp_path: Path, notes,
+                                                   monkeypatch):
     """``--raw`` on a micrograph that takes long: no 'network pass 1 of 1 done, 147 s so far'
     just before 'denoised 1/1 ... 147.8 s' (the same news twice); with the ensemble's several
-    passes the notes of passes done still come."""
+    passes the notes of passes done still come (counted alike for any model: the shared run's
+    network, quicker than the general one)."""
     import cryostream
     from cryostream.config import DenoiseConfig
     from cryostream.denoise import micrograph
@@ -222,10 +228,10 @@ def test_a_single_pass_gets_no_note_of_passes_done(tmp_path: Path, notes, monkey
     monkeypatch.setattr(micrograph, "NOTE_EVERY_S", 0.0)  # a note after every pass, however quick
     rng = np.random.default_rng(5)
     mrc = write_mrc(tmp_path / "m.mrc", rng.poisson(20.0, (256, 256)).astype(np.float32))
-    cryostream.denoise("general", [mrc], tmp_path / "raw", config=DenoiseConfig.raw())
+    cryostream.denoise(tiny_run.run, [mrc], tmp_path / "raw", config=DenoiseConfig.raw())
     assert not [n for n in notes if "network pass" in n]
     assert [n for n in notes if n.startswith("denoised 1/1 m.mrc")]
-    cryostream.denoise("general", [mrc], tmp_path / "two", config=DenoiseConfig.raw(calibrate=1))
+    cryostream.denoise(tiny_run.run, [mrc], tmp_path / "two", config=DenoiseConfig.raw(calibrate=1))
     assert [n for n in notes if n.startswith("m.mrc: network pass 1 of 2 done")]
 
 
@@ -276,7 +282,8 @@ def test_an_empty_file_is_called_empty(tmp_path: Path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tmp_path: Path, monkeypatch):
+def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tiny_run, tmp_path: Path,
+                                                              monkeypatch):
     """``denoise 'MotionCorr/job00*/corrected_micrographs.star'`` (quoted, so cryostream expands
     it) reads the STAR files it matches as STAR files, as the shell's expansion does: their
     micrographs are denoised with their optics (it read each STAR file as an MRC file and
@@ -290,7 +297,7 @@ def test_a_quoted_glob_of_star_files_reads_them_as_star_files(tmp_path: Path, mo
     _relion_star(job)
     monkeypatch.chdir(tmp_path)
     assert main(["denoise", "MotionCorr/job00*/corrected_micrographs.star", "-o", "External/job010",
-                 "--raw", "--quiet"]) == 0
+                 "-m", str(tiny_run.run), "--raw", "--quiet"]) == 0
     for name in ("a", "b"):
         record = json.loads((tmp_path / "External/job010" / f"{name}.json").read_text())
         assert record["config"]["voltage_kv"] == 200.0  # the STAR file's optics
