@@ -77,7 +77,7 @@ def test_the_residual_check_says_what_its_numbers_mean(tiny_run, tmp_path: Path,
     assert f"- {Path(mic).name}: {row['reading']}" in (tmp_path / "report" / "report.md").read_text()
 
 
-def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tmp_path: Path, notes):
+def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tiny_run, tmp_path: Path, notes):
     """``denoise MIC --raw``: the note of assumed optics said 'the CTF fit and the output STAR
     file's optics table take 300 kV …', though --raw fits no CTF; it now names only the STAR
     file's optics table. The default, which fits one, still names the fit."""
@@ -87,7 +87,8 @@ def test_raw_is_not_told_of_a_ctf_fit_it_does_not_make(tmp_path: Path, notes):
     from cryostream.denoise.sources import gather_inputs
 
     mic = write_mrc(tmp_path / "a.mrc", np.random.default_rng(0).poisson(20.0, (256, 256)).astype(np.float32))
-    assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    assert main(["denoise", str(mic), "-o", str(tmp_path / "out"), "-m", str(tiny_run.run),
+                 "--raw"]) == 0
     said = [n for n in notes if "microscope optics" in n]
     assert len(said) == 1 and "the CTF fit" not in said[0], said
     assert "the output STAR file's optics table takes 300 kV, Cs 2.7 mm and amplitude contrast 0.1" in said[0]
@@ -352,7 +353,7 @@ def _epu(path: Path, volts: float, ht_set: bool = True, *, pixel_size: float = 0
     return path
 
 
-def test_an_epu_micrographs_voltage_comes_from_its_header(tmp_path: Path, notes):
+def test_an_epu_micrographs_voltage_comes_from_its_header(tiny_run, tmp_path: Path, notes):
     """An EPU micrograph from a 200 kV microscope (a Glacios) carries its voltage in its FEI
     extended header, yet the CTF gain and the output STAR file took 300 kV, with a note to pass
     --voltage. The header's voltage is now used where no STAR file or option gives one, and the
@@ -369,7 +370,8 @@ def test_an_epu_micrographs_voltage_comes_from_its_header(tmp_path: Path, notes)
     glacios = _epu(tmp_path / "glacios.mrc", 200000.0)
     assert read_header(glacios).voltage_kv == 200.0
     assert read_header(_epu(tmp_path / "unset.mrc", 200000.0, ht_set=False)).voltage_kv == 0.0
-    assert main(["denoise", str(glacios), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    assert main(["denoise", str(glacios), "-o", str(tmp_path / "out"), "-m", str(tiny_run.run),
+                 "--raw"]) == 0
     assert [n.split(" (")[0] for n in notes if "microscope" in n or "contrast from" in n] == [
         "1 micrograph has no Cs or amplitude contrast from a STAR file or an option"]
     optics = starfile.read(tmp_path / "out" / "denoised_micrographs.star", always_dict=True)["optics"]
@@ -379,7 +381,8 @@ def test_an_epu_micrographs_voltage_comes_from_its_header(tmp_path: Path, notes)
     assert typed.optics["voltage_kv"] == 300.0
 
 
-def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tmp_path: Path, notes):
+def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tiny_run, tmp_path: Path,
+                                                                   notes):
     """``denoise`` of an EPU micrograph (300 kV in its FEI extended header) beside one without
     such a header: the note counted both among the micrographs with no microscope optics and
     said that both took 300 kV from cryostream's defaults, the EPU one's voltage its header's.
@@ -389,7 +392,8 @@ def test_the_optics_note_names_the_epu_header_that_gave_the_voltage(tmp_path: Pa
     krios = _epu(tmp_path / "krios.mrc", 300000.0)
     plain = write_mrc(tmp_path / "plain.mrc",
                       np.random.default_rng(2).poisson(20.0, (256, 256)).astype(np.float32))
-    assert main(["denoise", str(krios), str(plain), "-o", str(tmp_path / "out"), "--raw"]) == 0
+    assert main(["denoise", str(krios), str(plain), "-o", str(tmp_path / "out"), "-m",
+                 str(tiny_run.run), "--raw"]) == 0
     assert [n for n in notes if "optics" in n] == [
         "1 micrograph has no Cs or amplitude contrast from a STAR file or an option (the rest of "
         "its optics given; 300 kV from the micrograph's EPU header): the output STAR file's "
@@ -428,7 +432,7 @@ def test_the_optics_note_counts_the_epu_headers_of_a_group_that_took_its_voltage
 
 
 def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_header_has_none(
-        tmp_path: Path, notes):
+        tiny_run, tmp_path: Path, notes):
     """An EPU micrograph whose MRC header leaves the pixel size unset (0 Å), or gives 1 Å (a
     placeholder), carries its pixel size in its FEI extended header (in metres, with a bit of
     its bitmask), yet ``denoise`` stopped with 'the header leaves the pixel size unset' (or took
@@ -452,7 +456,7 @@ def test_an_epu_micrographs_pixel_size_comes_from_its_header_where_the_mrc_heade
                   pixel_size_set=False)
     assert (read_header(no_bit).pixel_size_angstrom, read_header(no_bit).epu_pixel_size_angstrom) == (0, 0)
     out = tmp_path / "out"
-    assert main(["denoise", str(unset), "-o", str(out), "--raw"]) == 0
+    assert main(["denoise", str(unset), "-o", str(out), "-m", str(tiny_run.run), "--raw"]) == 0
     assert [n for n in notes if "pixel size" in n] == [
         f"{header.path}: the pixel size 0.83 Å comes from the micrograph's EPU header (its MRC "
         "header leaves it unset); pass --pixel-size Å (Python: pixel_size_angstrom=) if it is "
