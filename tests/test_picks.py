@@ -60,9 +60,10 @@ AUTOPICK = ("\n# version 50001\n\ndata_coordinate_files\n\nloop_ \n_rlnMicrograp
 
 
 @pytest.fixture(scope="module")
-def denoised_project(tmp_path_factory) -> Path:
+def denoised_project(tiny_run, tmp_path_factory) -> Path:
     """The project: two 256 × 256 originals, CtfFind's STAR file naming them, ``cryostream
-    denoise --raw`` run from the project folder into ``External/job010``, and the picks."""
+    denoise --raw`` run from the project folder into ``External/job010`` (with the shared
+    run's network: the picks' names are no model's), and the picks."""
     root = tmp_path_factory.mktemp("picks") / "project"
     movies = root / "MotionCorr/job002/Movies"
     movies.mkdir(parents=True)
@@ -75,8 +76,8 @@ def denoised_project(tmp_path_factory) -> Path:
     (root / ORIGINALS).write_text(CTF_STAR)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        assert main(["denoise", ORIGINALS, "-o", "External/job010", "--raw", "--workers",
-                     "1", "--quiet"]) == 0
+        assert main(["denoise", ORIGINALS, "-o", "External/job010", "-m", str(tiny_run.run),
+                     "--raw", "--workers", "1", "--quiet"]) == 0
     picks = root / "AutoPick/job011/External/job010"
     picks.mkdir(parents=True)
     for i in range(2):
