@@ -38,7 +38,7 @@ def test_a_script_is_told_that_the_default_noise_is_made_up(mics, tmp_path, note
     assert not [n for n in notes if "noise is the default" in n]
 
 
-def test_a_client_or_a_cluster_in_hand_is_taken_as_its_scheduler(mics, tmp_path):
+def test_a_client_or_a_cluster_in_hand_is_taken_as_its_scheduler(mics, tiny_run, tmp_path):
     """A script that made its own cluster (``LocalCluster``, ``Client``) and gave it as
     ``scheduler=`` was refused as "not a scheduler address", though the object knows it: both
     are taken (the same store as by the address), and a closed one is named as closed."""
@@ -51,8 +51,8 @@ def test_a_client_or_a_cluster_in_hand_is_taken_as_its_scheduler(mics, tmp_path)
                       host="127.0.0.1", protocol="tcp://") as cluster, Client(cluster) as client:
         by_cluster = cryostream.prepare(mics, tmp_path / "cluster.h5", config, scheduler=cluster)
         by_client = cryostream.prepare(mics, tmp_path / "client.h5", config, scheduler=client)
-        denoised = cryostream.denoise("general", mics[:1], tmp_path / "den", scheduler=client,
-                                      config=cryostream.DenoiseConfig.raw())
+        denoised = cryostream.denoise(tiny_run.run, mics[:1], tmp_path / "den", scheduler=client,
+                                      config=cryostream.DenoiseConfig.raw())  # (a quick network)
     for result in (by_cluster, by_client):
         assert not result.kept and result.train_patches == reference.train_patches
     assert denoised.sizes["micrograph"] == 1
