@@ -42,9 +42,9 @@ def _rich_mrc(path: Path, data: np.ndarray, pixel_size=0.6575, voxel_size=None) 
     return ext.tobytes()
 
 
-def _denoise(tiny_run, inputs, out: Path, *options: str) -> int:
+def _denoise(tiny_run, inputs, out: Path, *options: str, tile: int = 64) -> int:
     return main(["denoise", str(tiny_run.run), *map(str, inputs), "-o", str(out), "--raw",
-                 "--tile", "64", "--workers", "1", *map(str, options)])
+                 "--tile", str(tile), "--workers", "1", *map(str, options)])
 
 
 def test_outputs_keep_the_origin_labels_voxel_size_and_on_request_the_extended_header(
@@ -208,7 +208,8 @@ def test_even_and_odd_halves_share_one_ctf_fit_on_their_sum(tiny_run, tmp_path, 
     monkeypatch.setattr(fallback, "ctf_gain_check", spy)
     sim = cryostream.simulate(tmp_path / "sim", 1, config=SimulateConfig(
         shape=(1024, 1024), seed=3, even_odd=True))
-    assert _denoise(tiny_run, sim.evens, tmp_path / "out", "--odd", *sim.odds, "--ctf-gain") == 0
+    assert _denoise(tiny_run, sim.evens, tmp_path / "out", "--odd", *sim.odds, "--ctf-gain",
+                    tile=512) == 0  # (1024² halves: fewer, larger windows are quicker)
     found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
     even_ctf, odd_ctf = found["ctf"], found["odd_half"]["ctf"]
     assert even_ctf["defocus_from"] == "sum of the even and odd halves"
@@ -266,7 +267,8 @@ def test_even_and_odd_halves_with_a_known_defocus_take_one_decision(tiny_run, tm
         "rlnMicrographNameEven": [str(sim.evens[0].relative_to(tmp_path / "sim"))],
         "rlnMicrographNameOdd": [str(sim.odds[0].relative_to(tmp_path / "sim"))],
         "rlnDefocusU": [18000.0], "rlnDefocusV": [17800.0], "rlnDefocusAngle": [30.0]})}, star)
-    assert _denoise(tiny_run, [star], tmp_path / "out", "--odd", star, "--ctf-gain") == 0
+    assert _denoise(tiny_run, [star], tmp_path / "out", "--odd", star, "--ctf-gain",
+                    tile=512) == 0  # (one window a half: quicker than 64 of 64²)
     found = json.loads((tmp_path / "out" / "sim_0000.json").read_text())["found"]
     for half in (found, found["odd_half"]):
         assert half["ctf"]["defocus_from"] == "STAR file"
