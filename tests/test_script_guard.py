@@ -314,6 +314,18 @@ def test_a_fit_the_script_trained_is_found_again_by_its_process_pool(tiny_run, t
     _check_found_again(done, steps, tmp_path)
 
 
+def _refused_in_the_pool(done, script, call: str) -> None:
+    """The script ended (status 1) with its pool broken by the refusal of ``call`` in the
+    pool's run of its top level, in one line naming the script and the fix."""
+    assert done.returncode == 1
+    assert f"{script}: cryostream.{call}() was called again, at the script's top level, in a " \
+           "worker process starting, where it would write (only a finished set, store, fit or " \
+           "denoise of the same arguments, without overwrite=True, is found again there); " \
+           f"{GUARD_FIX}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "concurrent.futures.process.BrokenProcessPool")
+
+
 def test_a_fit_with_steps_left_in_a_process_pools_run_is_refused(tiny_run, tmp_path):
     """A fit whose time budget ran out before it trained (its store made, no step): each
     process's ``fit`` would train, over the run the script is using; it is refused there
@@ -321,14 +333,8 @@ def test_a_fit_with_steps_left_in_a_process_pools_run_is_refused(tiny_run, tmp_p
     run folder is left as the script left it."""
     done, steps = _run(tmp_path, _fitting(tiny_run, "'0.000001m'"))
     script = tmp_path / "steps_script.py"
-    assert done.returncode == 1
     assert steps == ["MainProcess: fitted, step 0 of 8"]
-    assert f"{script}: cryostream.fit() was called again, at the script's top level, in a " \
-           "worker process starting, where it would write (only a finished set, store, fit or " \
-           "denoise of the same arguments, without overwrite=True, is found again there); " \
-           f"{GUARD_FIX}" in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "concurrent.futures.process.BrokenProcessPool")
+    _refused_in_the_pool(done, script, "fit")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -406,13 +412,7 @@ def test_a_denoise_with_an_output_left_to_make_in_a_process_pools_run_is_refused
     breaks; the folder is left as the script left it."""
     done, steps = _run(tmp_path, _denoising(tiny_run, 'Path("den/sim_0001.mrc").unlink()'))
     script = tmp_path / "steps_script.py"
-    assert done.returncode == 1
     assert steps == ["MainProcess: denoised, kept 0"]
-    assert f"{script}: cryostream.denoise() was called again, at the script's top level, in a " \
-           "worker process starting, where it would write (only a finished set, store, fit or " \
-           "denoise of the same arguments, without overwrite=True, is found again there); " \
-           f"{GUARD_FIX}" in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "concurrent.futures.process.BrokenProcessPool")
+    _refused_in_the_pool(done, script, "denoise")
     assert sorted(p.name for p in (tmp_path / "den").iterdir()) == [
         "denoised_micrographs.star", "sim_0000.json", "sim_0000.mrc", "sim_0001.json"]
