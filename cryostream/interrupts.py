@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["Interrupt", "Terminated", "held_interrupt", "ending_at_once", "DUPLICATE_S",
            "Arrivals", "as_sigterm", "say_kept", "closed_before_the_end", "close_before_the_end",
-           "told_in_progress", "in_progress", "sigterm_raised"]
+           "told_in_progress", "in_progress", "sigterm_raised", "said_in_a_handler"]
 
 #: A second signal this soon after the first is the same one delivered twice (``timeout`` sends
 #: it to the process and again to its process group), not a second Ctrl-C.
@@ -194,6 +194,21 @@ def in_progress() -> object:
         return None
 
 
+def said_in_a_handler(log: Callable[[str], object], text: str) -> None:
+    """``log(text)`` from a signal's handler. Python runs the handler in the main thread
+    between two of its steps, which may be inside a write to the same stream (a progress bar's
+    line): the stream's lock is then held by the write the handler interrupted, and writing
+    again raises ``RuntimeError: reentrant call``, which had turned a first Ctrl-C into a
+    traceback. There the note is written by a thread of its own instead, once the interrupted
+    write is done."""
+    try:
+        log(text)
+    except RuntimeError as error:
+        if "reentrant" not in str(error):
+            raise
+        threading.Thread(target=log, args=(text,), name="cryostream-signal-note").start()
+
+
 @contextlib.contextmanager
 def held_interrupt(note: str | Callable[[], str],
                    log: Callable[[str], object] = print) -> Iterator[Interrupt]:
@@ -234,7 +249,7 @@ def held_interrupt(note: str | Callable[[], str],
             raise Terminated if term else KeyboardInterrupt
         interrupt.requested, interrupt.terminated = True, term
         said = note() if callable(note) else note
-        log(as_sigterm(said) if term else said)
+        said_in_a_handler(log, as_sigterm(said) if term else said)
 
     if sigint:  # (ignored: kept so)
         signal.signal(signal.SIGINT, handler)

@@ -232,3 +232,40 @@ def test_a_ctrl_c_swallowed_by_a_garbage_collector_callback_still_stops_the_comm
     assert "Exception ignored" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("cryostream denoise: interrupted"), \
         done.stderr
+
+
+#: A program whose stderr's raw writes are Python code, the first Ctrl-C coming in the middle
+#: of one (as it may in a progress bar's write): the handler then runs inside the stream's lock.
+_IN_A_WRITE = """
+import io, os, signal, sys
+from cryostream.interrupts import held_interrupt
+
+class Raw(io.FileIO):
+    fire = False
+
+    def write(self, data):
+        if Raw.fire:
+            Raw.fire = False
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the next step, still in this write
+        return super().write(data)
+
+sys.stderr = io.TextIOWrapper(io.BufferedWriter(Raw(2, "w", closefd=False)), line_buffering=True)
+with held_interrupt("stopping after this step",
+                    log=lambda text: print(text, file=sys.stderr, flush=True)) as interrupt:
+    Raw.fire = True
+    print("train: 1%", file=sys.stderr, flush=True)
+    print(f"requested {interrupt.requested}", file=sys.stderr, flush=True)
+"""
+
+
+def test_a_first_ctrl_c_in_the_middle_of_a_write_to_stderr_is_noted_not_a_traceback():
+    """A first Ctrl-C that came while the progress bar wrote to stderr printed its note into
+    the same stream from the handler, inside the write's lock: ``RuntimeError: reentrant
+    call``, and the training ended in a traceback (seen in a real ``train`` on two loaded
+    cores). The note is written once the interrupted write is done, and the program goes on."""
+    done = subprocess.run([sys.executable, "-c", _IN_A_WRITE], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "reentrant" not in done.stderr, done.stderr
+    assert sorted(done.stderr.splitlines()) == ["requested True", "stopping after this step",
+                                                "train: 1%"]

@@ -136,13 +136,14 @@ class StopSoftly:
         if term and self.sigint:  # a Ctrl-C while the command stops is the second, not
             signal.signal(signal.SIGINT, self)  # Python's interrupt
         if self.first:
-            from cryostream.interrupts import in_progress
+            from cryostream.interrupts import in_progress, said_in_a_handler
 
             said = self.first(in_progress()) if callable(self.first) else self.first
             if term:
                 instead = self.term(in_progress()) if callable(self.term) else self.term
                 said = f"terminated (SIGTERM): {instead or as_sigterm(said)}"
-            print(reworded(f"cryostream {self.command}: {said}"), file=sys.stderr, flush=True)
+            said_in_a_handler(lambda text: print(text, file=sys.stderr, flush=True),
+                              reworded(f"cryostream {self.command}: {said}"))
         raise Terminated if term else KeyboardInterrupt
 
 
