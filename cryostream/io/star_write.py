@@ -89,18 +89,11 @@ def write_micrograph_star(path: str | os.PathLike, optics_table, micrographs_tab
 def micrograph_star_text(optics_table, micrographs_table,
                          version: int = RELION_31_VERSION) -> str:
     """The text :func:`write_micrograph_star` writes for these tables: starfile's, without the
-    clock of its first line, a ``# version`` line before each block; made in a private file of
-    the system's temporary folder (starfile writes files), none in the STAR file's folder."""
+    clock of its first line, a ``# version`` line before each block."""
     import starfile
 
-    fd, name = tempfile.mkstemp(prefix="cryostream-", suffix=".star")
-    try:
-        os.close(fd)
-        starfile.write({"optics": optics_table, "micrographs": micrographs_table}, name,
-                       overwrite=True, float_format=_relion_number)
-        text = Path(name).read_text()
-    finally:
-        os.unlink(name)
+    text = starfile.to_string({"optics": optics_table, "micrographs": micrographs_table},
+                              float_format=_relion_number)
     return "".join(f"# version {int(version)}\n\n{ln}"
                    if ln in ("data_optics\n", "data_micrographs\n") else ln
                    for ln in text.splitlines(True) if not ln.startswith("# Created"))
