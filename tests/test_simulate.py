@@ -564,14 +564,18 @@ def test_a_stopped_simulation_is_made_whole_only_by_the_same_request(tmp_path, c
     before = _tree(sim)
     assert "simulate.unfinished" in before and "simulate.json" not in before
     assert command == ["simulate", str(sim), "--count", "40", "--shape", "64", "64", "--quiet"]
-    for other in (["--count", "3", "--shape", "64", "64"], ["--count", "40", "--shape", "64",
-                  "64", "--seed", "1"], ["--count", "40", "--shape", "64", "96"]):
+    # --count 3 removes those of its micrographs stopped beyond the third (if any was written)
+    beyond = [n for n in before if n.endswith(".mrc") and int(n[-8:-4]) >= 3]
+    removing = f" and remove its file this set does not have ({beyond[0]})" if beyond else ""
+    for other, fix in ((["--count", "3", "--shape", "64", "64"], removing),
+                       (["--count", "40", "--shape", "64", "64", "--seed", "1"], ""),
+                       (["--count", "40", "--shape", "64", "96"], "")):
         line = assert_user_error(cli(capsys, "simulate", sim, *other), "simulate.unfinished")
         assert line == (
             f"cryostream simulate: error: {sim}/simulate.unfinished: a cryostream simulate of "
             "other arguments (40 micrographs or another config) started this set and did not "
             "finish it; run that command again to make it whole, pass --overwrite "
-            "(overwrite=True) to replace it, or simulate into another folder")
+            f"(overwrite=True) to replace it{fix}, or simulate into another folder")
         assert _tree(sim) == before
     assert cli(capsys, *command).rc == 0  # the same command: whole, without --overwrite
     made = _tree(sim, star_time=False)
@@ -673,7 +677,8 @@ def test_a_file_of_ones_own_that_is_no_mrc_is_refused_in_one_line(tmp_path):
 def test_overwrite_refuses_files_of_the_earlier_set_made_read_only(tmp_path, capsys):
     """``simulate --overwrite`` replaced (or, with fewer micrographs, removed) files of the
     earlier set the user had made read-only (``chmod a-w``). Now they are named before anything
-    is written, with the fix; the set is left as it was, and once writable it is replaced."""
+    is written, with the fix, each as what the call would do to it (one it would remove was
+    said to be replaced); the set is left as it was, and once writable it is replaced."""
     from cryostream.cli import main
 
     root = tmp_path / "s"
@@ -691,15 +696,24 @@ def test_overwrite_refuses_files_of_the_earlier_set_made_read_only(tmp_path, cap
     capsys.readouterr()
     assert main(argv) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"cryostream simulate: error: {kept}: read-only, and this call would replace it; make "
-        f"it writable (chmod u+w {kept}) to replace it, or simulate into another folder")
+        f"cryostream simulate: error: {kept}: read-only, and this call would remove it; make "
+        f"it writable (chmod u+w {kept}) to remove it, or simulate into another folder")
     assert files() == before
+    (root / "truth" / "sim_0000.mrc").chmod(0o444)  # one it would replace, one it would remove
+    with pytest.raises(cryostream.StoreError) as info:
+        cryostream.simulate(root, 1, shape=(64, 64), seed=1, overwrite=True)
+    assert str(info.value) == (
+        f"2 read-only files: this call would replace 1 ({root}/truth/sim_0000.mrc) and remove 1 "
+        f"({kept}); make them writable (chmod u+w FILE) to replace and remove them, or "
+        "simulate into another folder")
     for path in before:
-        path.chmod(0o444)  # every one: the first three named, and the count
-    with pytest.raises(cryostream.StoreError, match=r"^7 read-only files \(.*/sim_0000\.mrc, "
-                       r".*/sim_0000\.mrc, .*/micrographs\.star and 4 more\): this call would "
-                       r"replace them; make them writable \(chmod u\+w FILE\) to replace them, "
-                       r"or simulate into another folder$"):
+        path.chmod(0o444)  # every one: the first three of each named, and the counts
+    with pytest.raises(cryostream.StoreError, match=r"^7 read-only files: this call would "
+                       r"replace 5 \(.*/micrographs/sim_0000\.mrc, .*/truth/sim_0000\.mrc, "
+                       r".*/micrographs\.star and 2 more\) and remove 2 \(.*/micrographs/"
+                       r"sim_0001\.mrc, .*/truth/sim_0001\.mrc\); make them writable \(chmod "
+                       r"u\+w FILE\) to replace and remove them, or simulate into another "
+                       r"folder$"):
         cryostream.simulate(root, 1, shape=(64, 64), seed=1, overwrite=True)
     assert files() == before
     for path in before:
@@ -707,3 +721,37 @@ def test_overwrite_refuses_files_of_the_earlier_set_made_read_only(tmp_path, cap
     assert main(argv) == 0
     assert not kept.exists() and files()[root / "truth" / "sim_0000.mrc"] != before[
         root / "truth" / "sim_0000.mrc"]
+
+
+def test_the_files_overwrite_removes_are_named_as_removed(tmp_path, capsys):
+    """A set of 3 micrographs with their halves, asked for again as 2 without halves: the
+    refusal said --overwrite would replace the set, and the command with it said only what it
+    simulated, though it removed the earlier set's third micrograph and truth and every half.
+    Now the refusal's fix names those as removed, the command says what it removed, and
+    ``SimulatedSet.removed`` lists them (none for a set that removed nothing)."""
+    from tests.faults_support import assert_user_error, cli
+
+    sim = tmp_path / "sim"
+    assert cryostream.simulate(sim, 3, config=SimulateConfig(shape=(64, 64), even_odd=True)
+                               ).removed == ()
+    before = _tree(sim)
+    command = ["simulate", sim, "--count", "2", "--shape", "64", "64", "--quiet"]
+    line = assert_user_error(cli(capsys, *command), str(sim))
+    assert line.endswith(
+        "(count 3 there, 2 asked for; even_odd True there, False asked for); pass --overwrite to "
+        "replace it and remove its 8 files this set does not have (micrographs/sim_0002.mrc, "
+        "truth/sim_0002.mrc, even/sim_0000_EVN.mrc …), or choose another folder"), line
+    assert _tree(sim) == before
+    done = cli(capsys, *command, "--overwrite")
+    assert done.rc == 0, done.describe()
+    assert done.out.splitlines()[-1] == (
+        "removed 8 files of the earlier set that this one does not have (micrographs/sim_0002.mrc, "
+        "truth/sim_0002.mrc, even/sim_0000_EVN.mrc …)")
+    gone = set(before) - set(_tree(sim))
+    assert gone == {"micrographs/sim_0002.mrc", "truth/sim_0002.mrc",
+                    *(f"{half}/sim_000{i}_{tag}.mrc" for half, tag in (("even", "EVN"),
+                                                                       ("odd", "ODD"))
+                      for i in range(3))}
+    again = cryostream.simulate(sim, 1, shape=(64, 64), overwrite=True)
+    assert again.removed == (sim / "micrographs/sim_0001.mrc", sim / "truth/sim_0001.mrc")
+    assert not any(p.exists() for p in again.removed)

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder")
     p.add_argument("--count", type=int, required=True, help="number of micrographs")
     add_config_flags(p, SimulateConfig, FLAGS)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier simulation (its files this one does not have are removed)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
     return p
@@ -70,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
         f"into {result.root} ({format_bytes(nbytes)}, {result.seconds:.1f} s, "
         f"peak memory {peak_rss_mb():,.0f} MB)"
     )
+    if result.removed:  # --overwrite: an earlier set's files this one has not
+        many = len(result.removed) > 1
+        names = ", ".join(p.relative_to(result.root).as_posix() for p in result.removed[:3])
+        print(f"removed {len(result.removed) if many else 'the'} file{'s' * many} of the earlier "
+              f"set that this one does not have ({names}{' …' * (len(result.removed) > 3)})")
     return 0

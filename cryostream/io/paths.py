@@ -127,18 +127,34 @@ def read_only(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def refuse_read_only(paths: Iterable[str | os.PathLike], other: str) -> None:
-    """A :class:`StoreError` where any of ``paths``, which the call would replace or remove,
-    is read-only (:func:`read_only`), before anything is written: naming them (the first three,
-    and how many in all) and the fix, making them writable or ``other`` (another place)."""
-    found = read_only(paths)
-    if len(found) == 1:
-        raise StoreError(f"{found[0]}: read-only, and this call would replace it; make it "
-                         f"writable (chmod u+w {found[0]}) to replace it, or {other}")
-    if found:
-        shown = ", ".join(map(str, found[:3])) + (f" and {len(found) - 3} more" * (len(found) > 3))
-        raise StoreError(f"{len(found)} read-only files ({shown}): this call would replace "
-                         f"them; make them writable (chmod u+w FILE) to replace them, or {other}")
+def refuse_read_only(paths: Iterable[str | os.PathLike], other: str,
+                     removed: Iterable[str | os.PathLike] = ()) -> None:
+    """A :class:`StoreError` where any of ``paths``, which the call would replace, or of
+    ``removed``, which it would remove (and write nothing in their place), is read-only
+    (:func:`read_only`), before anything is written: naming them (the first three of each, and
+    how many in all), what the call would do to each, and the fix, making them writable or
+    ``other`` (another place)."""
+    gone = read_only(removed)
+    found = [p for p in read_only(paths) if p not in gone]
+    if len(found) + len(gone) == 1:
+        (path,), verb = (found or gone), "replace" if found else "remove"
+        raise StoreError(f"{path}: read-only, and this call would {verb} it; make it writable "
+                         f"(chmod u+w {path}) to {verb} it, or {other}")
+    if found and gone:
+        raise StoreError(f"{len(found) + len(gone)} read-only files: this call would replace "
+                         f"{len(found)} ({_some(found)}) and remove {len(gone)} "
+                         f"({_some(gone)}); make them writable (chmod u+w FILE) to replace and "
+                         f"remove them, or {other}")
+    if found or gone:
+        verb = "replace" if found else "remove"
+        raise StoreError(f"{len(found or gone)} read-only files ({_some(found or gone)}): this "
+                         f"call would {verb} them; make them writable (chmod u+w FILE) to "
+                         f"{verb} them, or {other}")
+
+
+def _some(paths: list[Path]) -> str:
+    """The first three of ``paths``, and how many more."""
+    return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" * (len(paths) > 3))
 
 
 def kept_folders(sources: list[str], names: list[str]) -> list[str]:

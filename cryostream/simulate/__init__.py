@@ -68,7 +68,9 @@ class SimulatedSet:
 
     ``evens`` and ``odds`` are the half-sums, one per micrograph in the same order, with
     ``SimulateConfig.even_odd``; empty without. ``kept``: ``out`` held this very simulation
-    (the same count and config), finished; it was kept as it is (``seconds`` 0).
+    (the same count and config), finished; it was kept as it is (``seconds`` 0). ``removed``:
+    the files of an earlier set in ``out`` that this one does not have (its micrographs beyond
+    this set's count, its halves where none are asked for now), which ``overwrite`` removed.
     """
 
     root: Path
@@ -80,6 +82,7 @@ class SimulatedSet:
     evens: tuple[Path, ...] = ()
     odds: tuple[Path, ...] = ()
     kept: bool = False  # the same simulation was there already: kept, nothing written
+    removed: tuple[Path, ...] = ()  # an earlier set's files this one has not: removed
 
     def __fspath__(self) -> str:
         """The set's folder, so that the set itself may be given where a path is taken
@@ -113,7 +116,9 @@ def simulate(
         Full control of optics, dose and particles; it holds the shape and the seed too, so
         ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
-        Replace an earlier simulation in ``out`` (its micrographs of another count go too).
+        Replace an earlier simulation in ``out``; its files this set does not have (its
+        micrographs beyond ``count``, its halves where none are asked for) are removed
+        (``SimulatedSet.removed``).
         Without it, a finished set of the same count and config (the same seed: the same
         bytes) is kept as it is and returned at once (``SimulatedSet.kept``), so a notebook
         cell run again costs nothing; a finished set of other arguments is refused, naming
@@ -125,7 +130,7 @@ def simulate(
         that no simulation of its own left (no ``simulate.json`` or ``simulate.unfinished``:
         a ``micrographs.star`` or micrographs of your own) are refused even with it, before
         anything is written, never replaced or mixed with simulated ones; so are files of an
-        earlier set made read-only (``chmod a-w``), which it would replace.
+        earlier set made read-only (``chmod a-w``), which it would replace or remove.
     progress : bool
         Show a progress bar.
 
@@ -156,14 +161,15 @@ def simulate(
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     ours = _earlier_files(root)
-    written = [*(folder / _image_name(folder, index) for index in range(count)
-                 for folder in (mic_dir, truth_dir, *half_dirs)),
-               root / "micrographs.star", root / "particles.star", root / FINISHED,
-               root / UNFINISHED, *ours]  # every file this call writes or removes
+    removed = _left_over(root, count, config)  # of ours: those this set has not
+    replaced = [*(folder / _image_name(folder, index) for index in range(count)
+                  for folder in (mic_dir, truth_dir, *half_dirs)),
+                root / "micrographs.star", root / "particles.star", root / FINISHED,
+                root / UNFINISHED]  # every file this call writes, where one is there already
     if not (root / FINISHED).exists():  # else an earlier set's files, replaced with overwrite
-        _check_earlier(root, count, request, overwrite, written)
+        _check_earlier(root, count, request, overwrite, [*replaced, *removed], removed)
     if overwrite:  # an earlier set's files made read-only are kept: said before any is written
-        refuse_read_only(written, "simulate into another folder")
+        refuse_read_only(replaced, "simulate into another folder", removed)
     try:
         for folder in (mic_dir, truth_dir, *half_dirs):
             folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +230,8 @@ def simulate(
                    overwrite=True)
     done = {**json.loads(to_json(config)), "count": count}  # what a call again compares
     mark_finished(root, json.dumps(done, sort_keys=True) + "\n")  # last
-    return _set_of(root, count, config, time.perf_counter() - start)
+    return dataclasses.replace(_set_of(root, count, config, time.perf_counter() - start),
+                               removed=tuple(removed))
 
 
 def _set_of(root: Path, count: int, config: SimulateConfig, seconds: float,
@@ -264,7 +271,8 @@ def _finished_again(root: Path, count: int, config: SimulateConfig,
                            f"{__version__} here")
         raise StoreError(f"{root} already holds a simulated set of other arguments "
                          f"({'; '.join(differs)}); pass overwrite=True (--overwrite) to "
-                         "replace it, or choose another folder")
+                         f"replace it{_and_remove(root, _left_over(root, count, config))}, or "
+                         "choose another folder")
     if made != __version__:  # its simulator may differ: not this version's output to keep
         by = f"cryostream {made}" if made else f"a cryostream version its {FINISHED} does not record"
         raise StoreError(f"{root} holds a simulated set of these arguments made by {by}, not by "
@@ -303,14 +311,16 @@ def _image_name(folder: Path, index: int) -> str:
 
 
 def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
-                   paths: list[Path]) -> None:
-    """Refuse, with a :class:`StoreError`, files among ``paths`` (those simulate would write or
-    remove in ``root``, in that order) that no simulation of its own left there: without
+                   paths: list[Path], removed: list[Path]) -> None:
+    """Refuse, with a :class:`StoreError`, files among ``paths`` (those simulate would write
+    or remove in ``root``, in that order) that no simulation of its own left there: without
     ``root``'s ``simulate.unfinished`` (or ``simulate.json``) the first of them there is named;
     with a ``simulate.unfinished`` of another count or config (``request``, as
     ``simulate.json`` holds it), that note unless ``overwrite``. A stopped simulation of this
     count and config (an older note holds only the count) is made whole; a note that cannot
-    be read is named, and replaced with ``overwrite``."""
+    be read is named, and replaced with ``overwrite``. Each fix with ``overwrite`` names the
+    files of ``root`` it would remove, ``removed`` (:func:`_and_remove`)."""
+    removing = _and_remove(root, removed)
     note = unfinished_request(root)
     if note is not None:
         if overwrite or (note["count"] == count and note["config"] in (None, request)):
@@ -318,16 +328,16 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
         raise StoreError(
             f"{root / UNFINISHED}: a cryostream simulate of other arguments ({note['count']} "
             "micrographs or another config) started this set and did not finish it; run that "
-            "command again to make it whole, pass --overwrite (overwrite=True) to replace it, "
-            "or simulate into another folder")
+            f"command again to make it whole, pass --overwrite (overwrite=True) to replace "
+            f"it{removing}, or simulate into another folder")
     if os.path.lexists(root / UNFINISHED):  # there, but unreadable: cut short as it was written
         if overwrite:
             return
         raise StoreError(
             f"{root / UNFINISHED}: the note of a cryostream simulate that did not finish this "
             "set, damaged (it cannot be read), so which command would finish the set is not "
-            "known; pass --overwrite (overwrite=True) to make it again from the start, or "
-            "simulate into another folder")
+            "known; pass --overwrite (overwrite=True) to make it again from the start"
+            f"{removing}, or simulate into another folder")
     # a set a version before the note stopped (its micrographs alone, labelled by simulate) is
     # made again with overwrite; any other file there is refused, overwrite or not
     taken = next((p for p in paths if os.path.lexists(p) and not (
@@ -337,8 +347,8 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
         raise StoreError(
             f"{stopped}: written by a cryostream simulate that did not finish its set and left "
             f"no note of its arguments (an earlier version's: no {UNFINISHED} or {FINISHED} in "
-            f"{root}); pass --overwrite (overwrite=True) to make the set again from the start, "
-            "or simulate into another folder")
+            f"{root}); pass --overwrite (overwrite=True) to make the set again from the start"
+            f"{removing}, or simulate into another folder")
     if taken is not None:
         raise StoreError(
             f"{taken}: already there, and not written by a cryostream simulate that this one "
@@ -348,13 +358,14 @@ def _check_earlier(root: Path, count: int, request: dict, overwrite: bool,
 
 
 _OURS = re.compile(r"sim_\d{4,}(_EVN|_ODD)?\.mrc")
+_IMAGES = ("micrographs", "truth", "even", "odd")  # the folders of a set's images
 
 
 def _earlier_files(root: Path) -> list[Path]:
     """The files an earlier simulation wrote in ``root``'s image folders, to be replaced; a
     :class:`StoreError` where those folders hold any other file (never mixed in, never
     deleted)."""
-    found = [p for name in ("micrographs", "truth", "even", "odd") if (root / name).is_dir()
+    found = [p for name in _IMAGES if (root / name).is_dir()
              for p in sorted((root / name).iterdir()) if not p.name.startswith(".")]
     other = [p for p in found if not (p.is_file() and _OURS.fullmatch(p.name))]
     if other:
@@ -363,3 +374,24 @@ def _earlier_files(root: Path) -> list[Path]:
                          f"{' …' if len(other) > 3 else ''}); simulate into another folder, so "
                          "that simulated and other micrographs are not mixed")
     return found
+
+
+def _left_over(root: Path, count: int, config: SimulateConfig) -> list[Path]:
+    """The files of an earlier set in ``root`` (named as simulate names them) that a set of
+    ``count`` micrographs with ``config`` does not have: its micrographs beyond ``count``, its
+    halves where ``config`` asks for none. Simulating that set there removes them."""
+    new = _set_of(root, count, config, 0.0)
+    have = {*new.micrographs, *new.truths, *new.evens, *new.odds}
+    return [p for name in _IMAGES if (root / name).is_dir() for p in sorted((root / name).iterdir())
+            if _OURS.fullmatch(p.name) and p not in have]
+
+
+def _and_remove(root: Path, paths: list[Path]) -> str:
+    """The words a fix with ``overwrite`` ends with where it would remove ``paths`` of
+    ``root`` (:func:`_left_over`): `` and remove its 2 files this set does not have
+    (micrographs/sim_0001.mrc, truth/sim_0001.mrc)``; none where there are none."""
+    if not paths:
+        return ""
+    names = ", ".join(p.relative_to(root).as_posix() for p in paths[:3])
+    files = f"{len(paths)} files" if len(paths) > 1 else "file"
+    return f" and remove its {files} this set does not have ({names}{' …' * (len(paths) > 3)})"
