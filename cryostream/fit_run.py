@@ -177,19 +177,19 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def record_fit(run: Path, request: dict, rerun: str | None = None) -> None:
-    """Write ``request`` as the run's :data:`FIT_RECORD`; in a process pool's run of the script
-    ``rerun`` (:func:`~cryostream.script_guard.refuse_script_rerun`), which writes nothing,
-    only check that the run's record holds it already (else
-    :func:`~cryostream.script_guard.rerun_refused`)."""
-    if rerun is None:
-        write_json(run / FIT_RECORD, request)
-        return
+    """Write ``request`` as the run's :data:`FIT_RECORD`, unless it holds it already (a fit
+    found again: the record is left as it is, one made read-only too); in a process pool's run
+    of the script ``rerun`` (:func:`~cryostream.script_guard.refuse_script_rerun`), which
+    writes nothing, one that does not hold it is :func:`~cryostream.script_guard.rerun_refused`."""
     try:
         same = json.loads((run / FIT_RECORD).read_text()) == json.loads(json.dumps(request))
     except (OSError, ValueError):
         same = False
-    if not same:
+    if same:
+        return
+    if rerun is not None:
         raise rerun_refused(rerun, "fit")
+    write_json(run / FIT_RECORD, request)
 
 
 def record_steps(run: Path, steps: int, rerun: str | None = None) -> None:

@@ -987,3 +987,23 @@ def test_overwrite_refuses_a_fit_s_files_made_read_only(mics, tmp_path, capsys):
     store.chmod(0o644)
     assert cryostream.fit(mics[:1], run, train=SMALL, budget=SPENT, overwrite=True).store.read_bytes(
         ) != before[store][0]
+
+
+def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
+    """The same fit called again (nothing to change in its run) wrote its ``fit.json`` anew,
+    though it held this very request: one the user had made read-only (``chmod a-w``) was
+    replaced by a writable copy, without a word. Now a record that holds the request is left
+    as it is (its bytes, time and mode); the run's other files too."""
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    record = run / FIT_RECORD
+    record.chmod(0o444)
+
+    def files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+                for p in sorted(run.rglob("*")) if p.is_file() and "lock" not in p.name}
+
+    before = files()
+    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    assert files() == before
+    assert record.stat().st_mode & 0o777 == 0o444

@@ -294,6 +294,15 @@ def test_a_scripts_own_process_pool_finds_the_top_levels_finished_fit_again(tiny
     level again and its ``fit`` was refused, though a re-run trains nothing, so the pool broke.
     Now such a fit returns as a re-run does, writing nothing and taking no lock (the run
     folder's files and their times as they were; no lock file left)."""
+    _finished_fit(tiny_run, tmp_path)
+    done, steps = _run(tmp_path, _fitting(tiny_run, "None"))
+    _check_found_again(done, steps, tmp_path)
+
+
+def _finished_fit(tiny_run, tmp_path) -> None:
+    """In ``tmp_path / "run"``, a fit of the shared run's micrographs as :func:`_fitting`
+    makes it, finished: its store made, the shared run's checkpoints of all its steps copied
+    in (no training compiled)."""
     import shutil
 
     from tests.conftest import TINY_TRAIN
@@ -303,8 +312,32 @@ def test_a_scripts_own_process_pool_finds_the_top_levels_finished_fit_again(tiny
                    prepare=cryostream.PrepareConfig(patch_size=32, stride=32, test_fraction=0.34))
     shutil.copy(tiny_run.run / "config.json", run / "config.json")
     shutil.copytree(tiny_run.run / "checkpoints", run / "checkpoints")
+
+
+@pytest.mark.slow  # (a script and two pool processes that import jax: some 15 s on 2 cores)
+def test_a_finished_fit_made_read_only_is_found_again_by_the_script_and_its_pool(
+        tiny_run, tmp_path):
+    """The same script, the finished fit's files made read-only (``chmod a-w``: its record,
+    checkpoints and store) before it runs: the script's own ``fit`` found the run again but
+    wrote its ``fit.json`` anew, a writable copy in place of the read-only one. Now the fit
+    is found again as without ``chmod``, by the script and by each process of its pool (no
+    read-only refusal, nor the guard's: neither would write), and every file of the run is
+    left as it was, its mode too."""
+    import os
+
+    _finished_fit(tiny_run, tmp_path)
+    made = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    for path in made:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+    def files():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_mode) for p in made}
+
+    before = files()
     done, steps = _run(tmp_path, _fitting(tiny_run, "None"))
     _check_found_again(done, steps, tmp_path)
+    assert "read-only" not in done.stderr and GUARD_FIX not in done.stderr
+    assert files() == before and not any(os.stat(p).st_mode & 0o222 for p in made)
 
 
 @pytest.mark.slow  # (its training step compiled: some 40 s on a loaded 2-core machine)
