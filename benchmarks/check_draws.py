@@ -7,10 +7,14 @@ the micrograph. Its readings were measured on 2048² micrographs with two draws;
 each dose, one simulated full-size micrograph (EMPIAR-10025-like, the default simulator) is
 fitted as ``denoise`` fits it (the Thon rings' score, the fit's defocus error, the noise at
 its zeros), and the check is read on ``--draws`` single draws of the fit and of the fit
-moved 400 Å. Prints and writes ``check_draws.json``.
+moved 400 Å, on the whole micrograph (as ``denoise`` reads it) and on its centre
+(``--sides``: ``whole`` and sides in pixels: would a 4096² centre, 29 % of the pixels, tell
+the same?), for each of ``--seeds`` (one micrograph each). Prints and writes
+``check_draws.json``.
 
 Usage: python benchmarks/check_draws.py --out OUT [--doses 50 20 10] [--draws 3]
-(2-core machine: about two minutes per dose.)
+       [--sides whole 4096] [--seeds 3]
+(2-core machine: about two minutes per dose and side.)
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--doses", type=float, nargs="+", default=[50.0, 20.0, 10.0])
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[3])
+    ap.add_argument("--sides", nargs="+", default=["whole", "4096"],
+                    help="what the check reads: whole, or the centre's side in pixels")
     args = ap.parse_args(argv)
+    sides = [None if s == "whole" else int(s) for s in args.sides]
 
     import scipy.fft
 
@@ -42,8 +49,8 @@ def main(argv=None) -> int:
     from cryostream.simulate.micrograph import simulate_micrograph
 
     rows = []
-    for dose in args.doses:
-        config = SimulateConfig(seed=args.seed, dose_e_per_angstrom2=dose)
+    for dose, seed in ((d, s) for d in args.doses for s in args.seeds):
+        config = SimulateConfig(seed=seed, dose_e_per_angstrom2=dose)
         sim = simulate_micrograph(config, 0)
         image = sim.noisy.astype(np.float32)
         image /= np.percentile(image, 95)
@@ -56,15 +63,20 @@ def main(argv=None) -> int:
                             spectrum)[0]
         off = dataclasses.replace(fit, defocus_u_angstrom=fit.defocus_u_angstrom + 400,
                                   defocus_v_angstrom=fit.defocus_v_angstrom + 400)
-        row = {"dose_e_per_angstrom2": dose, "shape": list(image.shape),
+        row = {"dose_e_per_angstrom2": dose, "seed": seed, "shape": list(image.shape),
                "draws_denoise_makes": check_draws(image.shape), "rings_z": round(z, 2),
                "rings_found": not no_rings(z, fit),
                "fitted_defocus_u_angstrom": round(fit.defocus_u_angstrom),
                "true_defocus_u_angstrom": round(sim.defocus_u_angstrom)}
-        for name, f in (("fit", fit), ("fit_400A_off", off)):
+        for (name, f), side in ((c, s) for c in (("fit", fit), ("fit_400A_off", off))
+                                for s in sides):
+            key = f"{name}_{side or 'whole'}"
             start = time.perf_counter()
-            row[name] = [ctf_gain_check(image, noise, f, draws=1, seed=k) for k in range(args.draws)]
-            row[f"{name}_seconds_per_draw"] = round((time.perf_counter() - start) / args.draws, 1)
+            read = image if side is None else np.ascontiguousarray(image[tuple(
+                slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side))
+                for n in image.shape)])
+            row[key] = [ctf_gain_check(read, noise, f, draws=1, seed=k) for k in range(args.draws)]
+            row[f"{key}_seconds_per_draw"] = round((time.perf_counter() - start) / args.draws, 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
