@@ -739,14 +739,17 @@ def test_the_files_overwrite_removes_are_named_as_removed(tmp_path, capsys):
     line = assert_user_error(cli(capsys, *command), str(sim))
     assert line.endswith(
         "(count 3 there, 2 asked for; even_odd True there, False asked for); pass --overwrite to "
-        "replace it and remove its 8 files this set does not have (micrographs/sim_0002.mrc, "
-        "truth/sim_0002.mrc, even/sim_0000_EVN.mrc …), or choose another folder"), line
+        "replace it and remove its 8 files this set does not have "
+        "(1 in micrographs/: sim_0002.mrc; 1 in truth/: sim_0002.mrc; 3 in even/: "
+        "sim_0000_EVN.mrc … sim_0002_EVN.mrc; 3 in odd/: sim_0000_ODD.mrc … sim_0002_ODD.mrc), "
+        "or choose another folder"), line
     assert _tree(sim) == before
     done = cli(capsys, *command, "--overwrite")
     assert done.rc == 0, done.describe()
     assert done.out.splitlines()[-1] == (
-        "removed 8 files of the earlier set that this one does not have (micrographs/sim_0002.mrc, "
-        "truth/sim_0002.mrc, even/sim_0000_EVN.mrc …)")
+        "removed 8 files of the earlier set that this one does not have "
+        "(1 in micrographs/: sim_0002.mrc; 1 in truth/: sim_0002.mrc; 3 in even/: "
+        "sim_0000_EVN.mrc … sim_0002_EVN.mrc; 3 in odd/: sim_0000_ODD.mrc … sim_0002_ODD.mrc)")
     gone = set(before) - set(_tree(sim))
     assert gone == {"micrographs/sim_0002.mrc", "truth/sim_0002.mrc",
                     *(f"{half}/sim_000{i}_{tag}.mrc" for half, tag in (("even", "EVN"),
@@ -755,3 +758,27 @@ def test_the_files_overwrite_removes_are_named_as_removed(tmp_path, capsys):
     again = cryostream.simulate(sim, 1, shape=(64, 64), overwrite=True)
     assert again.removed == (sim / "micrographs/sim_0001.mrc", sim / "truth/sim_0001.mrc")
     assert not any(p.exists() for p in again.removed)
+
+
+def test_removed_files_are_counted_in_each_folder(tmp_path, capsys):
+    """A set of 6 micrographs with halves asked for again as 2 without: the refusal's fix and
+    the note after --overwrite named only the first three of the 20 files removed, all
+    micrographs (``micrographs/sim_0002.mrc, …/sim_0003.mrc, …/sim_0004.mrc …``), so that the
+    truths and every half, those of the micrographs kept too, went unsaid. Now each folder's
+    files removed are counted, its first and last named."""
+    from tests.faults_support import assert_user_error, cli
+
+    sim = tmp_path / "sim"
+    cryostream.simulate(sim, 6, config=SimulateConfig(shape=(64, 64), even_odd=True))
+    shown = ("(4 in micrographs/: sim_0002.mrc … sim_0005.mrc; "
+             "4 in truth/: sim_0002.mrc … sim_0005.mrc; 6 in even/: sim_0000_EVN.mrc … "
+             "sim_0005_EVN.mrc; 6 in odd/: sim_0000_ODD.mrc … sim_0005_ODD.mrc)")
+    command = ["simulate", sim, "--count", "2", "--shape", "64", "64", "--quiet"]
+    line = assert_user_error(cli(capsys, *command), str(sim))
+    assert line.endswith(f"pass --overwrite to replace it and remove its 20 files this set does "
+                         f"not have {shown}, or choose another folder"), line
+    done = cli(capsys, *command, "--overwrite")
+    assert done.rc == 0, done.describe()
+    assert done.out.splitlines()[-1] == (
+        f"removed 20 files of the earlier set that this one does not have {shown}")
+    assert not any((sim / "even").iterdir()) and not any((sim / "odd").iterdir())

@@ -49,7 +49,7 @@ def simulate_config(args: argparse.Namespace) -> SimulateConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate, then print what was written, how long it took and the peak memory."""
-    from cryostream.simulate import simulate
+    from cryostream.simulate import named_files, simulate
     from cryostream.units import format_bytes
 
     config = simulate_config(args)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.removed:  # --overwrite: an earlier set's files this one has not
         many = len(result.removed) > 1
-        names = ", ".join(p.relative_to(result.root).as_posix() for p in result.removed[:3])
+        names = named_files(result.root, list(result.removed))
         print(f"removed {len(result.removed) if many else 'the'} file{'s' * many} of the earlier "
-              f"set that this one does not have ({names}{' …' * (len(result.removed) > 3)})")
+              f"set that this one does not have ({names})")
     return 0

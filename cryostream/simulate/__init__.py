@@ -392,6 +392,19 @@ def _and_remove(root: Path, paths: list[Path]) -> str:
     (micrographs/sim_0001.mrc, truth/sim_0001.mrc)``; none where there are none."""
     if not paths:
         return ""
-    names = ", ".join(p.relative_to(root).as_posix() for p in paths[:3])
     files = f"{len(paths)} files" if len(paths) > 1 else "file"
-    return f" and remove its {files} this set does not have ({names}{' …' * (len(paths) > 3)})"
+    return f" and remove its {files} this set does not have ({named_files(root, paths)})"
+
+
+def named_files(root: Path, paths: list[Path]) -> str:
+    """``paths`` of ``root`` in words: up to three named (``micrographs/sim_0002.mrc,
+    truth/sim_0002.mrc``), more counted in each folder, its first and last named
+    (``4 in micrographs/: sim_0002.mrc … sim_0005.mrc; 6 in even/: …``), so that no folder
+    among them goes unsaid."""
+    if len(paths) <= 3:
+        return ", ".join(p.relative_to(root).as_posix() for p in paths)
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        folders.setdefault(path.parent.relative_to(root).as_posix(), []).append(path.name)
+    return "; ".join(f"{len(names)} in {folder}/: " + (f"{names[0]} … {names[-1]}" if len(
+        names) > 2 else ", ".join(names)) for folder, names in folders.items())
