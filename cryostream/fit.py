@@ -324,11 +324,12 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
                "inputs": [str(p) for p in paths], "store": str(store),
                "prepare": to_dict(prep), "train": to_dict(config), "schedule": own}
     fresh = check_run(run, request, overwrite)
-    if fresh:  # an earlier fit's files made read-only are kept: said before any work
-        refuse_read_only([run / name for name in RUN_FILES], "choose another run folder (-o)")
     done = 0 if fresh else max(checkpoint_steps(run), default=0)
     if rerun is not None and (fresh or done < config.steps):  # (a pool's process: it would train)
         raise rerun_refused(rerun, "fit")
+    if fresh or done < config.steps:  # an earlier fit's files made read-only are kept (replaced,
+        # or changed by the fit continued: its record, log and figure): said before any work
+        refuse_read_only([run / name for name in RUN_FILES], "choose another run folder (-o)")
     kept, state = None, (f"resuming at step {done} of {config.steps}" if done else
                          start_words(config))
     if done >= config.steps:

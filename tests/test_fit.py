@@ -995,7 +995,7 @@ def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
     replaced by a writable copy, without a word. Now a record that holds the request is left
     as it is (its bytes, time and mode); the run's other files too."""
     run = tmp_path / "run"
-    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    cryostream.fit(mics, run, train=SMALL, budget="1step")
     record = run / FIT_RECORD
     record.chmod(0o444)
 
@@ -1004,6 +1004,30 @@ def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
                 for p in sorted(run.rglob("*")) if p.is_file() and "lock" not in p.name}
 
     before = files()
-    cryostream.fit(mics, run, train=SMALL, budget=SPENT)
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 1
     assert files() == before
     assert record.stat().st_mode & 0o777 == 0o444
+
+
+def test_a_fit_continued_refuses_its_files_made_read_only_before_any_work(mics, tmp_path):
+    """A fit continued with a larger budget trained on and wrote its ``fit.json`` anew, a
+    writable copy over one the user had made read-only (``chmod a-w``). Now it stops before
+    any work, naming the file and the fix, and nothing changes; once writable, it continues."""
+    run = tmp_path / "run"
+    cryostream.fit(mics, run, train=SMALL, budget="2steps")
+    record = run / FIT_RECORD
+    record.chmod(0o444)
+
+    def files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+                for p in sorted(tmp_path.rglob("*")) if p.is_file() and "lock" not in p.name}
+
+    before = files()
+    with pytest.raises(StoreError) as refused:
+        cryostream.fit(mics, run, train=SMALL, budget="4steps")
+    assert str(refused.value) == (
+        f"{record}: read-only, and this call would replace it; make it writable (chmod u+w "
+        f"{record}) to replace it, or choose another run folder (-o)")
+    assert files() == before
+    record.chmod(0o644)
+    assert cryostream.fit(mics, run, train=SMALL, budget="4steps").steps == 4
