@@ -289,7 +289,7 @@ def test_a_simulation_again_leaves_none_of_the_earlier_files_and_never_mixes_in_
     for folder in ("micrographs", "truth"):
         assert sorted(p.name for p in (tmp_path / "s" / folder).iterdir()) == [
             "sim_0000.mrc", "sim_0001.mrc"]
-    assert not list((tmp_path / "s" / "even").iterdir())  # this set has no halves
+    assert not (tmp_path / "s" / "even").exists()  # this set has no halves: the folder gone
     assert len(made.micrographs) == 2
     # no note says simulate made these: refused (its micrographs are labelled by simulate, but
     # the STAR file beside them is no file of a stopped set: simulate writes it last)
@@ -728,7 +728,8 @@ def test_the_files_overwrite_removes_are_named_as_removed(tmp_path, capsys):
     refusal said --overwrite would replace the set, and the command with it said only what it
     simulated, though it removed the earlier set's third micrograph and truth and every half.
     Now the refusal's fix names those as removed, the command says what it removed, and
-    ``SimulatedSet.removed`` lists them (none for a set that removed nothing)."""
+    ``SimulatedSet.removed`` lists them (none for a set that removed nothing); the half
+    folders it emptied go too (they were left empty)."""
     from tests.faults_support import assert_user_error, cli
 
     sim = tmp_path / "sim"
@@ -755,6 +756,7 @@ def test_the_files_overwrite_removes_are_named_as_removed(tmp_path, capsys):
                     *(f"{half}/sim_000{i}_{tag}.mrc" for half, tag in (("even", "EVN"),
                                                                        ("odd", "ODD"))
                       for i in range(3))}
+    assert not (sim / "even").exists() and not (sim / "odd").exists()  # emptied: gone too
     again = cryostream.simulate(sim, 1, shape=(64, 64), overwrite=True)
     assert again.removed == (sim / "micrographs/sim_0001.mrc", sim / "truth/sim_0001.mrc")
     assert not any(p.exists() for p in again.removed)
@@ -781,4 +783,4 @@ def test_removed_files_are_counted_in_each_folder(tmp_path, capsys):
     assert done.rc == 0, done.describe()
     assert done.out.splitlines()[-1] == (
         f"removed 20 files of the earlier set that this one does not have {shown}")
-    assert not any((sim / "even").iterdir()) and not any((sim / "odd").iterdir())
+    assert not (sim / "even").exists() and not (sim / "odd").exists()

@@ -177,6 +177,9 @@ def simulate(
         (root / FINISHED).unlink(missing_ok=True)  # complete again only at the end
         for path in ours:  # an earlier set's, of another count or shape: none is left among these
             path.unlink()
+        for folder in {root / "even", root / "odd"} - set(half_dirs):  # halves no longer made
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     except OSError as exc:
         raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
     start = time.perf_counter()
