@@ -534,3 +534,18 @@ def test_every_option_an_error_names_is_said_as_the_params_row_that_gives_it(pro
     kept = "train again into a new run folder (-o), with `cryostream train --steps 500 -o r` " \
         "(see cryostream denoise --help)"
     assert said(kept) == kept
+
+
+def test_run_from_another_folder_lists_the_output_from_the_project_folder(tiny_run, project,
+                                                                          monkeypatch):
+    """Run by hand from above the project (paths typed from there), the job's
+    RELION_OUTPUT_NODES.star had named its STAR file from that folder
+    (``project/External/job010/…``), a node RELION, reading from the project folder, never
+    finds; it is named from the project folder, as RELION names its own."""
+    monkeypatch.chdir(project.parent)
+    status = main(["--o", f"project/{JOB}/", "--in_mics", "project/CtfFind/job003/micrographs_ctf"
+                   ".star", "--j", "1", "--pipeline_control", f"project/{JOB}/", "--model",
+                   str(tiny_run.run), "--raw", "yes", "--tile", "64", "--workers", "1"])
+    assert status == 0
+    assert (project / JOB / "RELION_OUTPUT_NODES.star").read_text() == NODES
+    assert _exits(project) == ["RELION_JOB_EXIT_SUCCESS"]

@@ -294,12 +294,20 @@ class _AbortWatch:
 
 
 def _write_nodes(output: Path, star: Path) -> None:
-    """``RELION_OUTPUT_NODES.star`` listing ``star`` for RELION's pipeline, written whole."""
+    """``RELION_OUTPUT_NODES.star`` listing ``star`` for RELION's pipeline, written whole: named
+    from the project folder (``External/job010/denoised_micrographs.star``), as RELION reads it,
+    wherever this was run from; as given where the job's folder is in no project."""
+    from cryostream.io.relion_jobs import relion_job
     from cryostream.io.star_write import star_version
 
     version = star_version(star) or 30001
+    job = relion_job(output)
+    name = star
+    if job is not None and not Path(job.name).is_absolute():  # in a project: from its folder
+        project = job.folder.parents[len(Path(job.name).parts) - 1]
+        name = Path(os.path.relpath(star.absolute(), project))
     text = (f"# version {version}\n\ndata_output_nodes\n\nloop_\n_rlnPipeLineNodeName #1\n"
-            f"_rlnPipeLineNodeTypeLabel #2\n{star.as_posix()} {NODE_TYPE}\n\n")
+            f"_rlnPipeLineNodeTypeLabel #2\n{name.as_posix()} {NODE_TYPE}\n\n")
     temporary = output / f".{NODES_NAME}.partial"
     temporary.write_text(text)
     os.replace(temporary, output / NODES_NAME)
