@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import cryostream
 from cryostream import ConfigError
@@ -83,6 +84,30 @@ CASES = {
         r"^inputs: a list of 2 images in memory; denoise takes them as one array: "
         r"np\.stack\(images\) makes the stack \(micrograph, y, x\) of images of one shape "
         r"\(pass pixel_size_angstrom=\), or denoise each on its own$"),
+    # a movie's frames or a (1, 1, y, x) stack: xarray's ValueError on the dims it was given
+    "a 4-D array for denoise": (
+        lambda m, o: cryostream.denoise("general", np.ones((1, 1, 64, 64), np.float32),
+                                        pixel_size_angstrom=0.66),
+        r"^inputs: an array of shape \(1, 1, 64, 64\): pass one micrograph \(y, x\) or a "
+        r"stack \(micrograph, y, x\); np\.squeeze drops axes of length 1$"),
+    # an array's pixel size is checked as a file's: text was a TypeError, -0.66 and NaN "no
+    # pixel size", 0.001 Å (nm taken for µm) denoised
+    "a pixel size as text for an array": (
+        lambda m, o: cryostream.denoise("general", np.ones((64, 64)), pixel_size_angstrom="0.66"),
+        r"^pixel_size_angstrom='0\.66' \(--pixel-size\): must be a number of Å, e\.g\. 0\.66, "
+        r"not a str$"),
+    "a negative pixel size for an array": (
+        lambda m, o: cryostream.denoise("general", np.ones((64, 64)), pixel_size_angstrom=-0.66),
+        r"^pixel_size_angstrom=-0\.66 \(--pixel-size\): must be a pixel size > 0 Å$"),
+    "a pixel size out of range for an array": (
+        lambda m, o: cryostream.denoise("general", np.ones((64, 64)), pixel_size_angstrom=0.001),
+        r"^pixel_size_angstrom=0\.001 \(--pixel-size\): a pixel size of 0\.001 Å is outside "
+        r"0\.05–100 Å; pass the micrographs' pixel size in Å$"),
+    "an xarray's pixel size attribute as text": (
+        lambda m, o: cryostream.denoise("general", xr.DataArray(
+            np.ones((64, 64)), attrs={"pixel_size_angstrom": "0.66"})),
+        r"^inputs: the xarray's pixel_size_angstrom attribute is '0\.66', not a pixel size; "
+        r"pass pixel_size_angstrom= \(Å\)$"),
     "file names in a table of two columns": (
         lambda m, o: cryostream.prepare(np.array([[str(p), str(p)] for p in m]), o / "x.h5"),
         r"^inputs: an array of file names of shape \(2, 2\): give one column of them \(1-D\), "

@@ -1120,6 +1120,54 @@ def test_arrays_are_denoised_in_memory_with_their_pixel_size(trained):
         cryostream.denoise(run, image, config=raw)
 
 
+def test_an_arrays_pixel_size_outside_the_models_range_is_warned_as_a_files(tmp_path):
+    """A pixel size in nm (6.6 for 0.66 Å) given with an array was used without a word, while
+    the same given with a file is a PixelSizeWarning: its network sees the particles at a
+    tenth of their size. The array's is said as the file's, at the script's line."""
+    from cryostream.denoise.pixels import PixelSizeWarning
+
+    sim = cryostream.simulate(tmp_path / "sim", 1, shape=(256, 256), seed=3)
+    image = mrcfile.read(sim.micrographs[0])
+    with pytest.warns(PixelSizeWarning, match=r"^1 micrograph has a pixel size outside the "
+                      r"0\.47–1\.62 Å that the model \(general\) was trained and calibrated on "
+                      r"\(6\.6 Å, from pixel_size_angstrom=, for array\[0\]\): its network sees "
+                      r"the particles at another scale; check the pixel size, or fit") as said:
+        out = cryostream.denoise("general", image, config=DenoiseConfig.raw(),
+                                 pixel_size_angstrom=6.6)
+    assert said[0].filename == __file__  # the script's call, as for a file
+    assert out.shape == image.shape and out.attrs["pixel_size_angstrom"] == 6.6
+
+
+def test_an_xarray_stack_without_dim_names_is_denoised_as_a_numpy_stack(trained):
+    """``xr.DataArray(stack)`` (dims dim_0, dim_1, dim_2) stopped with xarray's ValueError
+    'Dimensions {'micrograph'} do not exist'. Its first dim is the micrographs, as a NumPy
+    stack's first axis; its pixel size attribute is checked and named as the argument is."""
+    import xarray as xr
+
+    run, sim = trained
+    images = np.stack([mrcfile.read(m) for m in sim.micrographs[:2]])
+    raw = DenoiseConfig.raw(tile=64)
+    unnamed = xr.DataArray(images, attrs={"pixel_size_angstrom": 0.6575})
+    out = cryostream.denoise(run, unnamed, config=raw)
+    assert out.dims == ("micrograph", "dim_1", "dim_2") and out.shape == (2, 160, 128)
+    as_numpy = cryostream.denoise(run, images, config=raw, pixel_size_angstrom=0.6575)
+    np.testing.assert_array_equal(out.values, as_numpy.values)
+    assert out.attrs["pixel_size_angstrom"] == 0.6575 and "pixel_size_from" not in out.attrs
+    from cryostream.denoise.arrays import array_micrographs, array_stack
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.pixels import PixelSizeWarning, warn_outside_model
+
+    # a stack (y, x, frame) by name: the dim other than y and x is the micrographs
+    by_name = xr.DataArray(images.transpose(1, 2, 0), dims=("y", "x", "frame"),
+                           attrs={"pixel_size_angstrom": 0.6575})
+    assert array_stack(by_name, None).dims == ("micrograph", "y", "x")
+    in_nm = unnamed.assign_attrs(pixel_size_angstrom=0.6575 * 10)
+    with pytest.warns(PixelSizeWarning, match=r"\(6\.575 Å, from its xarray's pixel_size_angstrom "
+                      r"attribute, for array\[0\]\): .*check the pixel size \(pixel_size_angstrom= "
+                      r"corrects a wrong one\)"):
+        warn_outside_model(str(model_path("general")), array_micrographs(array_stack(in_nm, None)))
+
+
 def test_the_general_model_ships_inside_the_package():
     """``general``: one file of at most 20 MB in the package, with the record that says how it
     was trained (paired simulated targets: no Noisier2Noise correction)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig
 from cryostream.config.checks import check_config
-from cryostream.denoise.arrays import array_stack, denoise_arrays
+from cryostream.denoise.arrays import array_micrographs, array_stack, denoise_arrays
 from cryostream.denoise.cluster_pool import gather_cluster
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
@@ -310,6 +310,7 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
             raise ConfigError("arrays are denoised in memory, here: leave out output, "
                               "scheduler, cluster_workers and odd (or pass MRC files)")
         warn_if_under_input(run)
+        warn_outside_model(run, array_micrographs(arrays))  # 6.6 for 0.66 Å: said as a file's
         with reused_windows():
             return denoise_arrays(arrays, run, config, permissive,
                                   two_d=getattr(inputs, "ndim", 3) == 2)

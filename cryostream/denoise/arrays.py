@@ -12,15 +12,21 @@ from cryostream.denoise.micrograph import Progress, denoise_image
 from cryostream.errors import ConfigError, InvalidMicrographError
 from cryostream.io.inputs import holds_names
 
-__all__ = ["array_stack", "denoise_arrays"]
+__all__ = ["array_micrographs", "array_stack", "denoise_arrays"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
     """``inputs`` as an xarray (micrograph, y, x) when it is an array of pixels (NumPy, Dask or
     xarray; 2-D or 3-D), else None (an array of file names too, as text or bytes: paths, as a
     list). The pixel size is ``pixel_size_angstrom`` or the xarray's ``pixel_size_angstrom``
-    attribute. A list of images is refused with a word of ``np.stack``."""
+    attribute, checked as a file's is (a number within
+    :data:`~cryostream.io.pixel_sizes.PIXEL_RANGE` Å); ``attrs["pixel_size_from"]`` says which.
+    A 3-D xarray without a ``micrograph`` dim takes its dim other than ``y`` and ``x`` (its
+    first, where it has no ``y`` and ``x``) as the micrographs, as a NumPy stack's first axis.
+    A list of images is refused with a word of ``np.stack``."""
     import xarray as xr
+
+    from cryostream.denoise.pixels import check_pixel_size
 
     if hasattr(inputs, "dtype") and holds_names(inputs):
         return None  # file names, as text or bytes (listed_inputs takes them or says why not)
@@ -29,23 +35,49 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
                           "as one array: np.stack(images) makes the stack (micrograph, y, x) of "
                           "images of one shape (pass pixel_size_angstrom=), or denoise each on "
                           "its own")
+    if not (isinstance(inputs, xr.DataArray | np.ndarray)
+            or type(inputs).__module__.startswith("dask")):
+        return None
+    if inputs.ndim not in (2, 3):  # (before the dims are named: a 4-D one has no names)
+        raise ConfigError(f"inputs: an array of shape {tuple(inputs.shape)}: pass one micrograph "
+                          "(y, x) or a stack (micrograph, y, x)"
+                          + ("; np.squeeze drops axes of length 1" if 1 in inputs.shape else ""))
     if isinstance(inputs, xr.DataArray):
         stack = inputs
-    elif isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("dask"):
-        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
+        if stack.ndim == 3 and "micrograph" not in stack.dims:  # as a NumPy stack's first axis
+            others = [d for d in stack.dims if d not in ("y", "x")]
+            stack = stack.rename({others[0] if len(others) == 1 else stack.dims[0]: "micrograph"})
     else:
-        return None
-    if stack.ndim not in (2, 3):
-        raise ConfigError(f"an array of shape {stack.shape}: pass one micrograph (y, x) or a "
-                          "stack (micrograph, y, x)")
+        stack = xr.DataArray(inputs, dims=("micrograph", "y", "x")[-inputs.ndim:])
     if stack.ndim == 2:
         stack = stack.expand_dims("micrograph")
     stack = stack.transpose("micrograph", ...)
-    pixel = pixel_size_angstrom or stack.attrs.get("pixel_size_angstrom")
-    if not pixel or not pixel > 0:
+    if pixel_size_angstrom is not None:
+        pixel, source = check_pixel_size(pixel_size_angstrom), "argument"
+    elif stack.attrs.get("pixel_size_angstrom") is not None:
+        pixel, source = stack.attrs["pixel_size_angstrom"], "xarray's pixel_size_angstrom attribute"
+        try:  # an xarray's own: checked as a header's is (open_micrographs' is one)
+            pixel = check_pixel_size(pixel)
+        except ConfigError:
+            raise ConfigError(f"inputs: the xarray's pixel_size_angstrom attribute is {pixel!r}, "
+                              "not a pixel size; pass pixel_size_angstrom= (Å)") from None
+    else:
         raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
                           "xarray with a pixel_size_angstrom attribute")
-    return stack.assign_attrs(pixel_size_angstrom=float(pixel))
+    return stack.assign_attrs(pixel_size_angstrom=pixel, pixel_size_from=source)
+
+
+def array_micrographs(stack) -> list:
+    """Each micrograph of ``stack`` (:func:`array_stack`'s) as the pixel-size checks of files
+    take one (``source``, ``pixel_size_angstrom``, ``pixel_size_from``; the argument's named
+    ``pixel_size_angstrom=``), e.g. for
+    :func:`~cryostream.denoise.pixels.warn_outside_model`."""
+    from types import SimpleNamespace
+
+    source = stack.attrs["pixel_size_from"]
+    source = "pixel_size_angstrom=" if source == "argument" else source
+    return [SimpleNamespace(source=f"array[{i}]", pixel_size_angstrom=stack.attrs["pixel_size_angstrom"],
+                            pixel_size_from=source) for i in range(stack.sizes["micrograph"])]
 
 
 def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
@@ -73,6 +105,7 @@ def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two
     if not results:
         raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
     out = stack.isel(micrograph=kept).copy(data=np.stack(results))
+    del out.attrs["pixel_size_from"]  # (array_stack's: said in a warning where it mattered)
     # what NAME.json's "found" holds for a file: one JSON text per micrograph
     out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
                      run=run, found=found[0] if two_d else found)

@@ -290,7 +290,8 @@ def warn_overridden_optics(config, entries: list, kinds: list | None = None) -> 
 
 
 def warn_outside_model(run: str, micrographs: list) -> None:
-    """One :class:`PixelSizeWarning` where micrographs (``InputMicrograph``) have a pixel size
+    """One :class:`PixelSizeWarning` where micrographs (``InputMicrograph``, or an array's:
+    :func:`~cryostream.denoise.arrays.array_micrographs`) have a pixel size
     well outside those the model's learned weights were fitted on (from 0.8 times the smallest
     to 1.2 times the largest: 0.47–1.62 Å for the general model, trained on 0.5–1.5 Å): its
     network sees the particles at a scale it was not trained on."""
@@ -306,9 +307,12 @@ def warn_outside_model(run: str, micrographs: list) -> None:
     off = [m for m in micrographs if not low <= m.pixel_size_angstrom <= high]
     if off:
         first = off[0]
-        given = first.pixel_size_from == "argument"
-        where = "--pixel-size" if given else f"its {first.pixel_size_from}"
-        fix = "" if given else " (--pixel-size Å corrects a wrong one)"
+        source = first.pixel_size_from  # an array's: "pixel_size_angstrom=" or its attribute
+        given = source in ("argument", "pixel_size_angstrom=")
+        where = "--pixel-size" if source == "argument" else source if given else f"its {source}"
+        fix = "" if given else (" (pixel_size_angstrom= corrects a wrong one)"
+                                if source.startswith("xarray") else
+                                " (--pixel-size Å corrects a wrong one)")
         warnings.warn(
             f"{len(off)} micrograph{'s have' if len(off) > 1 else ' has'} a pixel size outside "
             f"the {low:.2f}–{high:.2f} Å that the model ({model_name(run)}) was trained and "
