@@ -1168,6 +1168,35 @@ def test_an_xarray_stack_without_dim_names_is_denoised_as_a_numpy_stack(trained)
         warn_outside_model(str(model_path("general")), array_micrographs(array_stack(in_nm, None)))
 
 
+def test_a_result_of_denoise_given_back_as_an_array_is_refused(trained, tmp_path):
+    """A notebook cell ``image = cryostream.denoise(run, image, ...)`` run twice denoised the
+    denoised image again as if it were raw, with no word (files written by denoise are refused
+    so). The result in memory, and a stack over written outputs (denoise's result with a
+    folder, or open_micrographs of it), are now refused in one line naming the fix; raw
+    micrographs opened lazily are denoised as before."""
+    from cryostream.errors import DenoisedInputError
+
+    run, sim = trained
+    raw = DenoiseConfig.raw(tile=64)
+    image = mrcfile.read(sim.micrographs[0])
+    image = cryostream.denoise(run, image, config=raw, pixel_size_angstrom=0.6575)
+    with pytest.raises(DenoisedInputError, match=r"^inputs: an xarray that cryostream\.denoise "
+                       r"returned \(its attrs hold the denoise_config it was made with\), so it "
+                       r"would be denoised as if it were raw micrographs; give the raw micrographs "
+                       r"\(a notebook cell such as x = cryostream\.denoise\(run, x\), run again, "
+                       r"gives denoise its own result: keep the result under another name\)$"):
+        cryostream.denoise(run, image, config=raw, pixel_size_angstrom=0.6575)
+    stack = cryostream.open_micrographs(sim.micrographs[:2])
+    assert cryostream.denoise(run, stack, config=raw).shape == (2, 160, 128)  # raw: taken
+    written = cryostream.denoise(run, sim.micrographs[:2], tmp_path / "out", config=raw)
+    for again in (written, cryostream.open_micrographs(tmp_path / "out")):
+        with pytest.raises(DenoisedInputError, match=r"^inputs: an xarray of outputs of "
+                           r"cryostream denoise \(.*sim_0000\.mrc, its MRC label: 'cryostream "
+                           r"denoise .*'\), .*; this one's raw micrograph, as its record says: "
+                           f".*{sim.micrographs[0].name}$"):
+            cryostream.denoise(run, again, config=raw)
+
+
 def test_the_general_model_ships_inside_the_package():
     """``general``: one file of at most 20 MB in the package, with the record that says how it
     was trained (paired simulated targets: no Noisier2Noise correction)."""

@@ -9,10 +9,10 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig, to_dict
 from cryostream.denoise.micrograph import Progress, denoise_image
-from cryostream.errors import ConfigError, InvalidMicrographError
+from cryostream.errors import ConfigError, DenoisedInputError, InvalidMicrographError
 from cryostream.io.inputs import holds_names
 
-__all__ = ["array_micrographs", "array_stack", "denoise_arrays"]
+__all__ = ["array_micrographs", "array_stack", "denoise_arrays", "refuse_denoised_array"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -43,6 +43,7 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
                           "(y, x) or a stack (micrograph, y, x)"
                           + ("; np.squeeze drops axes of length 1" if 1 in inputs.shape else ""))
     if isinstance(inputs, xr.DataArray):
+        refuse_denoised_array(inputs)
         stack = inputs
         if stack.ndim == 3 and "micrograph" not in stack.dims:  # as a NumPy stack's first axis
             others = [d for d in stack.dims if d not in ("y", "x")]
@@ -65,6 +66,35 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
         raise ConfigError("an array has no pixel size: pass pixel_size_angstrom= (Å), or an "
                           "xarray with a pixel_size_angstrom attribute")
     return stack.assign_attrs(pixel_size_angstrom=pixel, pixel_size_from=source)
+
+
+def refuse_denoised_array(array) -> None:
+    """A :class:`~cryostream.errors.DenoisedInputError` where an xarray is an output of
+    :func:`~cryostream.denoise.denoise`: its result in memory (its ``attrs`` hold the
+    ``denoise_config`` it was made with), or a stack over written outputs (its ``sources``,
+    as :func:`~cryostream.io.stack.open_micrographs` sets them, have the MRC label
+    ``cryostream denoise``). Denoised again it would be taken for raw micrographs, with no
+    word (a notebook cell ``x = cryostream.denoise(run, x)`` run twice)."""
+    from cryostream.denoise.denoised_inputs import raw_micrograph
+    from cryostream.io.mrc import read_header
+
+    fix = ("give the raw micrographs (a notebook cell such as x = cryostream.denoise(run, x), "
+           "run again, gives denoise its own result: keep the result under another name)")
+    if "denoise_config" in array.attrs:
+        raise DenoisedInputError("inputs", "an xarray that cryostream.denoise returned (its attrs "
+                                 "hold the denoise_config it was made with), so it would be "
+                                 "denoised as if it were raw micrographs", fix)
+    for source in array.attrs.get("sources") or ():
+        try:
+            header = read_header(source)
+        except (OSError, ValueError):  # (a file gone or renamed since: no word of it here)
+            continue
+        if header.denoised_by:
+            raw = raw_micrograph(header)
+            raise DenoisedInputError(
+                "inputs", f"an xarray of outputs of cryostream denoise ({source}, its MRC label: "
+                f"'{header.denoised_by}'), so it would be denoised as if it were raw micrographs",
+                fix + (f"; this one's raw micrograph, as its record says: {raw}" if raw else ""))
 
 
 def array_micrographs(stack) -> list:
