@@ -1172,7 +1172,8 @@ def test_a_result_of_denoise_given_back_as_an_array_is_refused(trained, tmp_path
     """A notebook cell ``image = cryostream.denoise(run, image, ...)`` run twice denoised the
     denoised image again as if it were raw, with no word (files written by denoise are refused
     so). The result in memory, and a stack over written outputs (denoise's result with a
-    folder, or open_micrographs of it), are now refused in one line naming the fix; raw
+    folder, or open_micrographs of it; files denoised in memory carry their config in their
+    attrs now, as an array's result), are refused in one line naming the fix; raw
     micrographs opened lazily are denoised as before."""
     from cryostream.errors import DenoisedInputError
 
@@ -1186,6 +1187,10 @@ def test_a_result_of_denoise_given_back_as_an_array_is_refused(trained, tmp_path
                        r"\(a notebook cell such as x = cryostream\.denoise\(run, x\), run again, "
                        r"gives denoise its own result: keep the result under another name\)$"):
         cryostream.denoise(run, image, config=raw, pixel_size_angstrom=0.6575)
+    from_files = cryostream.denoise(run, sim.micrographs[:1], config=raw)  # in memory: its attrs
+    assert json.loads(from_files.attrs["denoise_config"]) == json.loads(image.attrs["denoise_config"])
+    with pytest.raises(DenoisedInputError, match=r"^inputs: an xarray that cryostream\.denoise "):
+        cryostream.denoise(run, from_files, config=raw)
     stack = cryostream.open_micrographs(sim.micrographs[:2])
     assert cryostream.denoise(run, stack, config=raw).shape == (2, 160, 128)  # raw: taken
     written = cryostream.denoise(run, sim.micrographs[:2], tmp_path / "out", config=raw)

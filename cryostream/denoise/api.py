@@ -13,7 +13,7 @@ import numpy as np
 
 from cryostream.config import DenoiseConfig
 from cryostream.config.checks import check_config
-from cryostream.denoise.arrays import array_micrographs, array_stack, denoise_arrays
+from cryostream.denoise.arrays import array_micrographs, array_stack, denoise_arrays, made_with
 from cryostream.denoise.cluster_pool import gather_cluster
 from cryostream.denoise.corrections import check_correctable
 from cryostream.denoise.memory import network_memory
@@ -272,12 +272,13 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         The denoised stack (for a 2-D array, its one micrograph, 2-D), each micrograph noted on the
         ``cryostream`` logger (INFO) as it is done, an array's as a file's: its seconds and the
         gain it took, and why (``too small for a CTF fit: radial Wiener gain``). In memory without
-        ``output``; with it, lazily over the written files, with ``attrs`` ``kept`` (how many were
-        finished before and kept), ``skipped`` (how many ``permissive`` skipped) and ``star`` (the
-        STAR file written). Micrographs of several shapes can go to an ``output`` folder (each is
-        denoised on its own); no stack holds them, so the result is then the written files' paths,
-        dims ``(micrograph,)``. For a lazy result without files, use
-        :func:`~cryostream.denoise.tiling.denoise_array`.
+        ``output``, with ``attrs`` ``denoise_config`` and ``run``; with it, lazily over the written
+        files, with ``attrs`` ``kept`` (how many were finished before and kept), ``skipped`` (how
+        many ``permissive`` skipped) and ``star`` (the STAR file written). Either, given back as
+        ``inputs``, is refused (:class:`~cryostream.errors.DenoisedInputError`). Micrographs of
+        several shapes can go to an ``output`` folder (each is denoised on its own); no stack holds
+        them, so the result is then the written files' paths, dims ``(micrograph,)``. For a lazy
+        result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import functools
 
@@ -379,12 +380,13 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
         raise
     with told_in_progress(lambda: NONE_LEFT):  # a first Ctrl-C's note: none left to finish
         return to_the_end(functools.partial(_result, micrographs, plans, todo, results, gathered,
-                                            output), stopped)
+                                            output, made=made_with(run, config)), stopped)
 
 
-def _result(micrographs, plans, todo, results, gathered, output, rerun=None):
-    """The denoised stack :func:`denoise` returns; with ``output``, after the STAR file (``rerun``:
-    only found, :func:`~cryostream.denoise.star_keep.write_listing`)."""
+def _result(micrographs, plans, todo, results, gathered, output, rerun=None, made=None):
+    """The denoised stack :func:`denoise` returns: in memory with ``made``'s attrs, as an array's;
+    with ``output``, after the STAR file (``rerun``: only found,
+    :func:`~cryostream.denoise.star_keep.write_listing`)."""
     from cryostream.io.mrc import read_header
     from cryostream.io.stack import open_micrographs
 
@@ -398,7 +400,8 @@ def _result(micrographs, plans, todo, results, gathered, output, rerun=None):
         stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
         names = [m.named_after() for m in kept]  # as files would be: a link's, a pair's micrograph's
         names = [n for _, n in names] if len({n for _, n in names}) == len(names) else [f for f, _ in names]
-        return stack.copy(data=np.stack([done[m.source] for m in kept])).assign_coords(micrograph=names)
+        stack = stack.copy(data=np.stack([done[m.source] for m in kept])).assign_attrs(made or {})
+        return stack.assign_coords(micrograph=names)
     star = plain_path(output) / STAR_NAME  # as messages name it: no P1/../den1
     paths = [done[m.source] for m in kept]
     listing = write_listing(star, gathered, done, paths, rerun)  # last: after every output

@@ -12,7 +12,8 @@ from cryostream.denoise.micrograph import Progress, denoise_image
 from cryostream.errors import ConfigError, DenoisedInputError, InvalidMicrographError
 from cryostream.io.inputs import holds_names
 
-__all__ = ["array_micrographs", "array_stack", "denoise_arrays", "refuse_denoised_array"]
+__all__ = ["array_micrographs", "array_stack", "denoise_arrays", "made_with",
+           "refuse_denoised_array"]
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -110,6 +111,12 @@ def array_micrographs(stack) -> list:
                             pixel_size_from=source) for i in range(stack.sizes["micrograph"])]
 
 
+def made_with(run: str, config: DenoiseConfig) -> dict:
+    """The ``attrs`` that say a result in memory is :func:`~cryostream.denoise.denoise`'s:
+    ``denoise_config`` (JSON text) and ``run``; :func:`refuse_denoised_array` refuses it."""
+    return {"denoise_config": json.dumps(to_dict(config)), "run": run}
+
+
 def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
     """Each micrograph of ``stack`` (:func:`array_stack`'s) through the whole pipeline
     (:func:`~cryostream.denoise.micrograph.denoise_image`), in memory, with the note a file's
@@ -137,6 +144,6 @@ def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two
     out = stack.isel(micrograph=kept).copy(data=np.stack(results))
     del out.attrs["pixel_size_from"]  # (array_stack's: said in a warning where it mattered)
     # what NAME.json's "found" holds for a file: one JSON text per micrograph
-    out.attrs.update(pixel_size_angstrom=pixel, denoise_config=json.dumps(to_dict(config)),
-                     run=run, found=found[0] if two_d else found)
+    out.attrs.update(pixel_size_angstrom=pixel, **made_with(run, config),
+                     found=found[0] if two_d else found)
     return out[0] if two_d else out
