@@ -90,6 +90,13 @@ CASES = {
                                         pixel_size_angstrom=0.66),
         r"^inputs: an array of shape \(1, 1, 64, 64\): pass one micrograph \(y, x\) or a "
         r"stack \(micrograph, y, x\); np\.squeeze drops axes of length 1$"),
+    # a complex array: its imaginary part was dropped in the cast to float32, with NumPy's
+    # ComplexWarning at most
+    "a complex array for denoise": (
+        lambda m, o: cryostream.denoise("general", np.ones((64, 64), np.complex64),
+                                        pixel_size_angstrom=0.66),
+        r"^inputs: a complex array \(complex64\), where micrographs are real images: pass the "
+        r"image, its real part \(np\.real\) or its magnitude \(np\.abs\) as the case may be"),
     # an array's pixel size is checked as a file's: text was a TypeError, -0.66 and NaN "no
     # pixel size", 0.001 Å (nm taken for µm) denoised
     "a pixel size as text for an array": (

@@ -24,7 +24,8 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
     :data:`~cryostream.io.pixel_sizes.PIXEL_RANGE` Å); ``attrs["pixel_size_from"]`` says which.
     A 3-D xarray without a ``micrograph`` dim takes its dim other than ``y`` and ``x`` (its
     first, where it has no ``y`` and ``x``) as the micrographs, as a NumPy stack's first axis.
-    A list of images is refused with a word of ``np.stack``."""
+    A list of images is refused with a word of ``np.stack``, a complex array as not an image.
+    """
     import xarray as xr
 
     from cryostream.denoise.pixels import check_pixel_size
@@ -43,6 +44,10 @@ def array_stack(inputs, pixel_size_angstrom: float | None):
         raise ConfigError(f"inputs: an array of shape {tuple(inputs.shape)}: pass one micrograph "
                           "(y, x) or a stack (micrograph, y, x)"
                           + ("; np.squeeze drops axes of length 1" if 1 in inputs.shape else ""))
+    if np.dtype(inputs.dtype).kind == "c":  # (cast to float32 further on: the real part alone)
+        raise ConfigError(f"inputs: a complex array ({inputs.dtype}), where micrographs are real "
+                          "images: pass the image, its real part (np.real) or its magnitude "
+                          "(np.abs) as the case may be (a Fourier transform is not a micrograph)")
     if isinstance(inputs, xr.DataArray):
         refuse_denoised_array(inputs)
         stack = inputs
