@@ -989,20 +989,27 @@ def test_overwrite_refuses_a_fit_s_files_made_read_only(mics, tmp_path, capsys):
         ) != before[store][0]
 
 
-def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
-    """The same fit called again (nothing to change in its run) wrote its ``fit.json`` anew,
-    though it held this very request: one the user had made read-only (``chmod a-w``) was
-    replaced by a writable copy, without a word. Now a record that holds the request is left
-    as it is (its bytes, time and mode); the run's other files too."""
+def _fitted_read_only(mics, tmp_path, budget):
+    """A fit of ``budget`` in ``tmp_path / "run"``, its ``fit.json`` made read-only: the run,
+    the record and a snapshot of every file under ``tmp_path`` (bytes, time, mode)."""
     run = tmp_path / "run"
-    cryostream.fit(mics, run, train=SMALL, budget="1step")
+    cryostream.fit(mics, run, train=SMALL, budget=budget)
     record = run / FIT_RECORD
     record.chmod(0o444)
 
     def files():
         return {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
-                for p in sorted(run.rglob("*")) if p.is_file() and "lock" not in p.name}
+                for p in sorted(tmp_path.rglob("*")) if p.is_file() and "lock" not in p.name}
 
+    return run, record, files
+
+
+def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
+    """The same fit called again (nothing to change in its run) wrote its ``fit.json`` anew,
+    though it held this very request: one the user had made read-only (``chmod a-w``) was
+    replaced by a writable copy, without a word. Now a record that holds the request is left
+    as it is (its bytes, time and mode); the run's other files too."""
+    run, record, files = _fitted_read_only(mics, tmp_path, "1step")
     before = files()
     assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 1
     assert files() == before
@@ -1013,15 +1020,7 @@ def test_a_fit_continued_refuses_its_files_made_read_only_before_any_work(mics, 
     """A fit continued with a larger budget trained on and wrote its ``fit.json`` anew, a
     writable copy over one the user had made read-only (``chmod a-w``). Now it stops before
     any work, naming the file and the fix, and nothing changes; once writable, it continues."""
-    run = tmp_path / "run"
-    cryostream.fit(mics, run, train=SMALL, budget="2steps")
-    record = run / FIT_RECORD
-    record.chmod(0o444)
-
-    def files():
-        return {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
-                for p in sorted(tmp_path.rglob("*")) if p.is_file() and "lock" not in p.name}
-
+    run, record, files = _fitted_read_only(mics, tmp_path, "2steps")
     before = files()
     with pytest.raises(StoreError) as refused:
         cryostream.fit(mics, run, train=SMALL, budget="4steps")
