@@ -184,14 +184,8 @@ def test_a_call_that_would_write_in_a_process_pools_run_of_the_script_is_refused
     there, before it writes, in one line naming the script and the fix, and the pool breaks."""
     done, steps = _run(tmp_path, _OWN_POOL.replace("OVERWRITE", "True"))
     script = tmp_path / "steps_script.py"
-    assert done.returncode == 1
     assert steps == ["MainProcess: simulated, kept False", "MainProcess: prepared, kept False"]
-    assert f"{script}: cryostream.simulate() was called again, at the script's top level, in a " \
-           "worker process starting, where it would write (only a finished set, store, fit or " \
-           "denoise of the same arguments, without overwrite=True, is found again there); " \
-           f"{GUARD_FIX}" in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "concurrent.futures.process.BrokenProcessPool")
+    _refused_in_the_pool(done, script, "simulate")
 
 
 
