@@ -161,7 +161,7 @@ def simulate(
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     ours = _earlier_files(root)
-    removed = _left_over(root, count, config)  # of ours: those this set has not
+    removed = _left_over(root, count, config, ours)  # of ours: those this set has not
     replaced = [*(folder / _image_name(folder, index) for index in range(count)
                   for folder in (mic_dir, truth_dir, *half_dirs)),
                 root / "micrographs.star", root / "particles.star", root / FINISHED,
@@ -379,14 +379,18 @@ def _earlier_files(root: Path) -> list[Path]:
     return found
 
 
-def _left_over(root: Path, count: int, config: SimulateConfig) -> list[Path]:
-    """The files of an earlier set in ``root`` (named as simulate names them) that a set of
-    ``count`` micrographs with ``config`` does not have: its micrographs beyond ``count``, its
-    halves where ``config`` asks for none. Simulating that set there removes them."""
+def _left_over(root: Path, count: int, config: SimulateConfig,
+               earlier: list[Path] | None = None) -> list[Path]:
+    """The files of an earlier set in ``root`` (named as simulate names them; ``earlier``:
+    :func:`_earlier_files`, if listed already) that a set of ``count`` micrographs with
+    ``config`` does not have: its micrographs beyond ``count``, its halves where ``config``
+    asks for none. Simulating that set there removes them."""
     new = _set_of(root, count, config, 0.0)
     have = {*new.micrographs, *new.truths, *new.evens, *new.odds}
-    return [p for name in _IMAGES if (root / name).is_dir() for p in sorted((root / name).iterdir())
-            if _OURS.fullmatch(p.name) and p not in have]
+    if earlier is None:
+        earlier = [p for name in _IMAGES if (root / name).is_dir()
+                   for p in sorted((root / name).iterdir()) if _OURS.fullmatch(p.name)]
+    return [p for p in earlier if p not in have]
 
 
 def _and_remove(root: Path, paths: list[Path]) -> str:
