@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryostream.denoise.moved import same_input_place, same_model_place
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import kept_folders, os_fix, record_aside, refuse_read_only
 from cryostream.io.relion_jobs import warn_other_job
@@ -52,29 +53,28 @@ def read_record(sidecar: Path | dict | None) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def same_record(sidecar: Path | dict, record: dict) -> bool:
-    """Whether ``sidecar`` (:func:`read_record`) holds ``record`` (the version aside): a
-    finished output of the same run, config and input."""
+def same_record(sidecar: Path | dict, record: dict, output: Path | None = None) -> bool:
+    """Whether ``sidecar`` (:func:`read_record`) holds ``record`` (the version aside): a finished
+    output of the same run, config and input, moved since or not (:mod:`~cryostream.denoise.moved`;
+    ``output``: its path now)."""
     found = read_record(sidecar)
-    keys = ("run", "input", "given")
-    if not (found is not None and all(found.get(k) == record.get(k) for k in keys)
-            and _config(found) == _config(record)):
+    if not (found is not None and _config(found) == _config(record)
+            and same_model_place(found, record, output) and same_input_place(found, record, output)):
         return False
-    # an output made before inputs or models were stamped (no "input_files", "model_files")
-    # is taken as it is
+    # one made before inputs or models were stamped (no "input_files", "model_files"): taken
     return all(found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
 
 
-def input_changed(sidecar: Path | dict, record: dict) -> bool:
+def input_changed(sidecar: Path | dict, record: dict, output: Path | None = None) -> bool:
     """Whether ``sidecar`` (:func:`read_record`) is the record of an output of the same run,
     config and input whose input file has changed since (its size or time of modification;
     what came with it, such as a STAR file's defocus, may have changed too), or whose model has
-    (a run trained further): the output is stale, and denoise makes it again."""
+    (a run trained further): the output is stale, and denoise makes it again (an input copied
+    without its times, with the output, ``output``: its path now, is the same input changed)."""
     found = read_record(sidecar)
     # what came with the input (a STAR file's defocus, say) may change with it: not compared
-    keys = ("run", "input")
-    return (found is not None and all(found.get(k) == record.get(k) for k in keys)
-            and _config(found) == _config(record)
+    return (found is not None and _config(found) == _config(record) and same_model_place(
+                found, record, output) and same_input_place(found, record, output, given=False)
             and any(k in found and found[k] != record.get(k)
                     for k in ("input_files", "model_files")))
 
@@ -176,10 +176,10 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                                   "DenoiseConfig(output_suffix='_denoised'))") * (not suffix))
         sidecar = path.with_suffix(".json")
         found = read_record(sidecar) if path.is_file() else None  # read once
-        done = found is not None and same_record(found, record)
+        done = found is not None and same_record(found, record, path)
         damaged = done and not _whole(path)
         unfinished = path.is_file() and not sidecar.exists() and made_by_denoise(path)
-        stale = found is not None and input_changed(found, record)
+        stale = found is not None and input_changed(found, record, path)
         if stale or damaged:
             logging.getLogger("cryostream").log(
                 logging.WARNING if damaged else logging.INFO,

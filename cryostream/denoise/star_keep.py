@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
+from cryostream.denoise.moved import input_now, inputs_by_name, same_model_place
 from cryostream.denoise.outputs import (
     STAR_NAME,
     made_by_denoise,
@@ -192,7 +193,7 @@ def held_output(plan, record: dict):
             found = read_record(plan.sidecar)
             ours = found is not None and same_record(  # its input's stamps and model aside
                 {k: v for k, v in found.items() if k not in ("input_files", "model_files")},
-                record)
+                record, plan.path)
             made = found is not None or made_by_denoise(plan.path)
             cut = made and found is None and not plan.sidecar.exists()
             if not (ours or cut or (made and plan.overwrite)):
@@ -259,19 +260,20 @@ def _earlier_project(names, files: list[Path]) -> Path | None:
     return None
 
 
-def _recipe(found: dict | None, mine: dict | None, optic_keys: set) -> str | None:
+def _recipe(found: dict | None, mine: dict | None, optic_keys: set, output: Path) -> str | None:
     """What an earlier output's record ``found`` was made with that this call's ``mine`` was
     not (``"another model"``, ``"other options"``), by :func:`same_record` with the input and
-    each micrograph's own optics (``optic_keys``) aside; None where the recipe is the same."""
+    each micrograph's own optics (``optic_keys``) aside (``output``: its file); None where the
+    recipe is the same."""
     if found is None or mine is None:
         return None
     config, theirs = mine.get("config"), found.get("config")
     if isinstance(config, dict) and isinstance(theirs, dict):
         config = config | {k: theirs[k] for k in optic_keys if k in theirs}
     like = mine | {"config": config} | {k: found.get(k) for k in ("input", "given", "input_files")}
-    if same_record(found, like):
+    if same_record(found, like, output):
         return None
-    if found.get("run") != mine.get("run"):
+    if not same_model_place(found, mine, output):  # (a project moved since: the same)
         return "another model"
     if found.get("model_files", mine.get("model_files")) != mine.get("model_files"):
         return "an earlier checkpoint of this run"  # the same run folder, trained further since
@@ -304,6 +306,7 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
                 if os.path.realpath(o) in now}
     mine = next((r for p in paths if (r := read_record(Path(p).with_suffix(".json")))), None)
     order, keep, seen, placed, other = [], [], set(), set(), {}
+    named = inputs_by_name([*outputs, *skipped])  # (a project moved since: its inputs as now)
     for j, file in enumerate(files):
         key = os.path.realpath(file) if file is not None else None
         record = read_record(file.with_suffix(".json")) if file is not None else None
@@ -311,6 +314,8 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
             continue
         seen.add(key)
         made_from = record.get("input")
+        if isinstance(made_from, str) and key not in now:
+            made_from = input_now(made_from, record, named, file)
         if isinstance(made_from, str) and os.path.realpath(made_from) in skipped:
             continue  # its micrograph missing now, or bad: said by warn_unlisted, not listed
         i = now.get(key, by_input.get(os.path.realpath(made_from)) if isinstance(made_from, str)
@@ -320,7 +325,7 @@ def _merged(star: Path, optics, rows, outputs: dict[str, str], paths: list[str],
                 order.append(i)
                 placed.add(i)
             continue
-        if (why := _recipe(record, mine, optic_keys)) is not None:
+        if (why := _recipe(record, mine, optic_keys, file)) is not None:
             other.setdefault(why, []).append(file.name)
         order.append(len(rows) + len(keep))
         keep.append(j)

@@ -12,6 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
+from cryostream.denoise.moved import input_now, inputs_by_name
 from cryostream.denoise.star_out import UnlistedOutputWarning
 
 __all__ = ["skipped_inputs", "warn_unlisted", "count_skipped"]
@@ -29,14 +30,18 @@ def skipped_inputs(gathered, outputs: dict[str, str]) -> set[str]:
     return {os.path.realpath(p) for p in files}
 
 
-def _made_from(sidecar: Path) -> tuple[bool, str | None]:
+def _made_from(sidecar: Path, named: dict | None = None) -> tuple[bool, str | None]:
     """Whether ``sidecar`` is an output's ``NAME.json`` record of denoise's, and the input (its
-    real path; None where it names none) it says the output was made from."""
+    real path; None where it names none) it says the output was made from: the one of
+    ``named`` (:func:`~cryostream.denoise.moved.inputs_by_name`) it is where the project moved
+    since (:func:`~cryostream.denoise.moved.input_now`)."""
     try:
         record = json.loads(sidecar.read_text())
         kind, made_from = record.get("kind"), record.get("input")
     except (OSError, ValueError, AttributeError):
         return False, None
+    if isinstance(made_from, str) and named:
+        made_from = input_now(made_from, record, named, sidecar.with_suffix(".mrc"))
     return kind == "DenoiseOutput", (os.path.realpath(made_from) if isinstance(made_from, str)
                                      else None)
 
@@ -79,12 +84,13 @@ def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple 
     folder = Path(star).parent
     listed_files = {Path(p).resolve() for p in [*listed, *kept]}
     given = {os.path.realpath(p) for p in inputs}
+    named = inputs_by_name([*inputs, *skipped])  # (a project moved since: its inputs as now)
     left, duplicates, gone = [], [], []
     for sidecar in sorted(folder.glob("*.json")):
         image = sidecar.with_suffix(".mrc")
         if image.resolve() in listed_files or not image.is_file():
             continue
-        output, made_from = _made_from(sidecar)
+        output, made_from = _made_from(sidecar, named)
         if not output:
             continue
         if made_from is not None and made_from in given:
@@ -102,7 +108,7 @@ def warn_unlisted(star: Path, listed: list[str], kept: list = (), backup: tuple 
             "it is" if one else "they are", "" if one else "s")
     for file in backup[2] or [] if backup is not None else []:  # sub-folders too (GridA/a.mrc)
         name, made_from = Path(file).relative_to(folder.absolute()).as_posix(), _made_from(
-            Path(file).with_suffix(".json"))[1]
+            Path(file).with_suffix(".json"), named)[1]
         if made_from is not None and made_from in skipped:
             gone += [(name, made_from)] if name not in [g for g, _ in gone] else []
         elif name not in left:

@@ -1,0 +1,121 @@
+"""A project moved or copied since its outputs were made (``mv``, ``cp -a``, ``rsync -a``): the
+paths an output's record ``NAME.json`` gives for its input, odd half and model are those of
+before, and are taken as the ones given now where the two end alike (the same file name, and
+the same folders after the point where they differ) and evidence says they are one file: the
+input's stamps (size and time of modification, kept by such a copy), the model's state (an
+``.npz``'s digest, a run folder's last checkpoint and its time), or the output itself having
+moved with them (its folder is inside the folders that changed). A copy that did not keep the
+times is then the same input changed since, made again; a micrograph of the same name
+elsewhere is no such evidence, and stays another input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePath
+
+__all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now"]
+
+
+def _leads(old, new) -> tuple[tuple, tuple] | None:
+    """The leading folders of the paths ``old`` (as recorded) and ``new`` (as given now) before
+    the end they share (at least the file name); None where their names differ or either is
+    no path."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return None
+    a, b = PurePath(old).parts, PurePath(os.path.abspath(new)).parts
+    k = 0
+    while k < min(len(a), len(b)) and a[-1 - k] == b[-1 - k]:
+        k += 1
+    return (a[:len(a) - k], b[:len(b) - k]) if k else None
+
+
+def _alike(old, new, evidence: bool, output) -> bool:
+    """Whether the recorded path ``old`` is the path ``new`` now: equal, or ending alike
+    (:func:`_leads`) where ``evidence`` says they are one file, or where ``output`` (the
+    output's path now) lies inside the leading folders of ``new`` (not the root alone): the
+    output moved with it."""
+    if old == new:
+        return True
+    leads = _leads(old, new)
+    if leads is None:
+        return False
+    if evidence:
+        return True
+    new_lead = leads[1]
+    return (output is not None and len(new_lead) > 1
+            and Path(os.path.abspath(output)).parts[:len(new_lead)] == new_lead)
+
+
+def _stamped(stamps) -> bool:
+    """Whether the stamps ``input_files`` of a record say something: each file's time."""
+    return (isinstance(stamps, list) and bool(stamps)
+            and all(isinstance(s, dict) and s.get("modified_ns") is not None for s in stamps))
+
+
+def _evidence(state) -> bool:
+    """Whether a model's state ``model_files`` tells one model from another: an ``.npz``'s
+    digest, or a run folder's last checkpoint with its time."""
+    return isinstance(state, dict) and (bool(state.get("sha256")) or (
+        state.get("checkpoint") is not None and state.get("modified_ns") is not None))
+
+
+def same_model_place(found: dict, record: dict, output=None) -> bool:
+    """Whether the model ``found`` (an output's record) names is the one ``record`` (this
+    call's) names: the same path, or one ending alike (a run folder's or file's name) with the
+    same state (:func:`_evidence`), or one moved with the output (``output``: its path now).
+    A shipped model (its path inside the installed package, ``cryostream/data/NAME.npz``) is
+    the same in another installation (a new environment): whether it is the same state is
+    then for the caller to compare."""
+    old, new = found.get("run"), record.get("run")
+    state = found.get("model_files")
+    evidence = _evidence(state) and state == record.get("model_files")
+    if _alike(old, new, evidence, output):
+        return True
+    from cryostream.denoise.network import SHIPPED, model_path
+
+    leads = _leads(old, new)
+    shipped = {model_path(name) for name in SHIPPED}
+    return (leads is not None and new in shipped
+            and PurePath(old).parts[-3:] == PurePath(new).parts[-3:])
+
+
+def same_input_place(found: dict, record: dict, output=None, *, given: bool = True) -> bool:
+    """Whether the input ``found`` (an output's record) names is the one ``record`` (this
+    call's) names, with what came with it (``given``: the same values, the odd half's path
+    alike too): the same paths, or paths ending alike where the stamps of the files
+    (``input_files``) are the same, or where the output (``output``: its path now) moved with
+    them."""
+    stamps = found.get("input_files")
+    evidence = _stamped(stamps) and stamps == record.get("input_files")
+    if not _alike(found.get("input"), record.get("input"), evidence, output):
+        return False
+    if not given:
+        return True
+    old, new = found.get("given"), record.get("given")
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old == new
+    return (old.keys() == new.keys()
+            and all(old[k] == new[k] for k in old if k != "odd")
+            and ("odd" not in old or _alike(old["odd"], new["odd"], evidence, output)))
+
+
+def inputs_by_name(paths) -> dict[str, list[str]]:
+    """The paths ``paths`` (inputs as given now) by their file name, for :func:`input_now`."""
+    named: dict[str, list[str]] = {}
+    for path in paths:
+        named.setdefault(PurePath(path).name, []).append(str(path))
+    return named
+
+
+def input_now(made_from: str, record: dict, named: dict[str, list[str]], output=None) -> str:
+    """The input as given now (``named``: :func:`inputs_by_name`) that an earlier output's
+    record names as ``made_from``, where the project moved since: the one of its name whose
+    stamps are those of the record, or that moved with the output (``output``: its path now);
+    ``made_from`` itself where no other, or several, are."""
+    from cryostream.denoise.outputs import input_stamps
+
+    stamps = record.get("input_files")
+    first = stamps[:1] if _stamped(stamps) else None
+    found = {p for p in named.get(PurePath(made_from).name, []) if p != made_from
+             and _alike(made_from, p, first is not None and input_stamps(p) == first, output)}
+    return found.pop() if len(found) == 1 else made_from

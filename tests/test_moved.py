@@ -1,0 +1,178 @@
+"""A project moved or copied with its files' times kept (``mv``, ``cp -a``, ``rsync -a``), then
+denoised again by the same command: every finished output is found again, not refused nor made
+again, and the STAR file names the files where they are now (cryostream.denoise.moved). Real
+MRC and STAR files, a real run, the real commands in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import starfile
+
+import cryostream
+from cryostream import MicrographSkippedWarning
+from cryostream.cli import main
+from cryostream.cli.relion_external import main as relion_main
+from cryostream.config import SimulateConfig
+from cryostream.denoise.star_out import UnlistedOutputWarning
+
+STAR = "denoised_micrographs.star"
+
+
+def _project(tiny_run, root: Path) -> Path:
+    """A folder holding two micrographs (``mics/m0.mrc``, ``mics/m1.mrc``) and a copy of the
+    tiny run (``run``), its times kept."""
+    (root / "mics").mkdir(parents=True)
+    for i, source in enumerate(tiny_run.sim.micrographs[:2]):
+        shutil.copy(source, root / "mics" / f"m{i}.mrc")
+    shutil.copytree(tiny_run.run, root / "run")
+    return root
+
+
+def _denoise(root: Path, *names: str) -> int:
+    """``cryostream denoise`` of the project ``root``'s micrographs ``names`` into ``root/out``
+    with its own run."""
+    return main(["denoise", str(root / "run"), *(str(root / "mics" / n) for n in names), "-o",
+                 str(root / "out"), "--raw", "--tile", "64", "--workers", "1"])
+
+
+def _listed(star: Path) -> list[str]:
+    return list(starfile.read(star, always_dict=True)["micrographs"]["rlnMicrographName"])
+
+
+def _times(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.mrc"))}
+
+
+def test_a_moved_project_s_outputs_are_found_again_and_listed_where_they_are(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """``mv proj elsewhere/proj2`` (inputs, run and outputs together), then the same command
+    with the new paths: both outputs are kept as they were and the STAR file lists each once,
+    by its new path. One made again there (deleted first) is listed with the other's earlier
+    row, made by the same run in its old place (no .bak: the same model, not another)."""
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "m1.mrc") == 0
+    (tmp_path / "elsewhere").mkdir()
+    moved = Path(shutil.move(tmp_path / "proj", tmp_path / "elsewhere" / "proj2"))
+    before = _times(moved / "out")
+    capsys.readouterr()
+    assert _denoise(moved, "m0.mrc", "m1.mrc") == 0
+    said = capsys.readouterr()
+    assert "(2 finished earlier, kept)" in said.out, said
+    assert "2 of 2 micrographs already denoised" in said.err
+    assert _times(moved / "out") == before
+    assert _listed(moved / "out" / STAR) == [f"elsewhere/proj2/out/m{i}.mrc" for i in range(2)]
+    # m0 made again in the new place; m1's row, of the same run in its old place, kept
+    for made in ("m0.mrc", "m0.json"):
+        (moved / "out" / made).unlink()
+    assert _denoise(moved, "m0.mrc") == 0
+    assert json.loads((moved / "out" / "m0.json").read_text())["run"] == str(moved / "run")
+    assert _listed(moved / "out" / STAR) == [f"elsewhere/proj2/out/m{i}.mrc" for i in range(2)]
+    assert sorted(p.name for p in (moved / "out").glob("*.bak*")) == []
+
+
+def test_a_copy_without_its_times_is_made_again_not_refused(tiny_run, tmp_path, monkeypatch,
+                                                             capsys):
+    """A project copied without its times (``cp -r``): its inputs' times are new, so they may
+    have been remade (motion correction run again): the outputs are made again, with their
+    records naming the copy, not refused as another run's."""
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "m1.mrc") == 0
+    copy = Path(shutil.copytree(tmp_path / "proj", tmp_path / "copy", copy_function=shutil.copy))
+    for output in (copy / "out").glob("*.mrc"):
+        os.utime(output, ns=(1, 1))  # a mark: an output made again has the time of now
+    capsys.readouterr()
+    assert _denoise(copy, "m0.mrc", "m1.mrc") == 0
+    said = capsys.readouterr()
+    assert said.err.count("the input or the model changed since") == 2, said.err
+    assert all(t > 1 for t in _times(copy / "out").values())
+    for i in range(2):
+        record = json.loads((copy / "out" / f"m{i}.json").read_text())
+        assert record["input"] == str(copy / "mics" / f"m{i}.mrc")
+    assert _listed(copy / "out" / STAR) == [f"copy/out/m{i}.mrc" for i in range(2)]
+
+
+def test_a_micrograph_of_the_same_name_elsewhere_is_not_taken_for_it(tiny_run, tmp_path,
+                                                                     capsys):
+    """``A/x.mrc`` denoised into ``out``, then another micrograph ``B/x.mrc`` (the same size,
+    another time) into the same ``out``: refused as before, the output kept. ``A`` moved with
+    its times kept (to another disk, the outputs left where they are) is still ``A``: found
+    again."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
+                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
+    os.utime(other, ns=(10**18, 10**18))
+    out = tmp_path / "out"
+    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+
+    def denoise(source) -> int:
+        return main(["denoise", str(tiny_run.run), str(source), *options])
+
+    assert denoise(first) == 0
+    before = _times(out)
+    capsys.readouterr()
+    assert denoise(other) == 2
+    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
+        capsys.readouterr().err
+    assert _times(out) == before
+    moved = Path(shutil.move(tmp_path / "A", tmp_path / "disk2"))
+    assert denoise(moved / "x.mrc") == 0
+    assert "(1 finished earlier, kept)" in capsys.readouterr().out
+    assert _times(out) == before
+
+
+@pytest.fixture
+def relion_project(tmp_path, monkeypatch) -> Path:
+    """A RELION project, the working directory: two simulated micrographs listed by
+    ``CtfFind/job003/micrographs_ctf.star`` and the new External job ``External/job010``."""
+    root = tmp_path / "project"
+    cryostream.simulate(root, 2, config=SimulateConfig(shape=(160, 128), seed=3))
+    (root / "default_pipeline.star").write_text("data_pipeline_general\n")
+    (root / "CtfFind/job003").mkdir(parents=True)
+    (root / "micrographs.star").rename(root / "CtfFind/job003/micrographs_ctf.star")
+    job = root / "External/job010"
+    job.mkdir(parents=True)
+    (job / "job.star").write_text("\n# version 50001\n\ndata_job\n\n_rlnJobTypeLabel    "
+                                  "relion.external\n_rlnJobIsContinue    0\n_rlnJobIsTomo    0\n")
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_a_moved_relion_project_s_job_run_again_keeps_its_outputs(tiny_run, relion_project,
+                                                                   tmp_path, monkeypatch, capsys):
+    """A RELION project moved (``mv``), its External job run again from RELION in the new
+    place: the finished micrographs are kept, the job succeeds, and its STAR file lists each
+    once, each name a file of the project where it is now. One whose micrograph is missing
+    now is left out of it and said kept on disk, as it is in a project that never moved."""
+    job = "External/job010"
+
+    def run_job(*params: str) -> int:
+        return relion_main(["--o", f"{job}/", "--in_mics", "CtfFind/job003/micrographs_ctf.star",
+                            "--j", "1", "--pipeline_control", f"{job}/", "--model",
+                            str(tiny_run.run), "--raw", "yes", "--tile", "64", "--workers", "1", *params])
+
+    assert run_job() == 0
+    (tmp_path / "moved").mkdir()
+    moved = Path(shutil.move(relion_project, tmp_path / "moved" / "project2"))
+    monkeypatch.chdir(moved)
+    before = _times(moved / job)
+    capsys.readouterr()
+    assert run_job() == 0
+    assert "(2 finished earlier, kept)" in capsys.readouterr().out
+    assert _times(moved / job) == before
+    assert (moved / job / "RELION_JOB_EXIT_SUCCESS").exists()
+    names = _listed(moved / job / STAR)
+    assert names == [f"{job}/sim_000{i}.mrc" for i in range(2)]
+    assert all((moved / name).is_file() for name in names)
+    assert sorted(p.name for p in (moved / job).glob("*.bak*")) == []
+    # a micrograph missing now: its row left out, its output said kept on disk, as before the move
+    (moved / "micrographs/sim_0001.mrc").unlink()
+    with pytest.warns(MicrographSkippedWarning, match="sim_0001"), \
+            pytest.warns(UnlistedOutputWarning, match=r"\(sim_0001.mrc\): its micrograph is missing now"):
+        assert run_job("--permissive", "yes") == 0
+    assert _listed(moved / job / STAR) == [f"{job}/sim_0000.mrc"]
