@@ -34,10 +34,11 @@ def _project(tiny_run, root: Path) -> Path:
 
 
 def _denoise(root: Path, *names: str) -> int:
-    """``cryostream denoise`` of the project ``root``'s micrographs ``names`` into ``root/out``
-    with its own run."""
-    return main(["denoise", str(root / "run"), *(str(root / "mics" / n) for n in names), "-o",
-                 str(root / "out"), "--raw", "--tile", "64", "--workers", "1"])
+    """``cryostream denoise`` of the project ``root``'s micrographs ``names`` (``--`` options
+    after them) into ``root/out`` with its own run."""
+    k = next((i for i, n in enumerate(names) if n.startswith("--")), len(names))
+    return main(["denoise", str(root / "run"), *(str(root / "mics" / n) for n in names[:k]), "-o",
+                 str(root / "out"), "--raw", "--tile", "64", "--workers", "1", *names[k:]])
 
 
 def _listed(star: Path) -> list[str]:
@@ -66,6 +67,12 @@ def test_a_moved_project_s_outputs_are_found_again_and_listed_where_they_are(
     assert "2 of 2 micrographs already denoised" in said.err
     assert _times(moved / "out") == before
     assert _listed(moved / "out" / STAR) == [f"elsewhere/proj2/out/m{i}.mrc" for i in range(2)]
+    # with other options: refused, saying what differs, not the paths that moved
+    assert _denoise(moved, "m0.mrc", "--dtype", "float16") == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"{moved / 'out' / 'm0.mrc'} exists and is not this run's output for "
+        f"{moved / 'mics' / 'm0.mrc'} with these options (made with --dtype 'float32', not "
+        "'float16'); pass --overwrite to replace it, or choose another output folder: -o DIR")
     # m0 made again in the new place; m1's row, of the same run in its old place, kept
     for made in ("m0.mrc", "m0.json"):
         (moved / "out" / made).unlink()

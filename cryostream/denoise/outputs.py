@@ -81,7 +81,7 @@ def input_changed(sidecar: Path | dict, record: dict, output: Path | None = None
 
 def _config(record: dict):
     """A record's config, as one written before the binned pass (without it) and the precision
-    (computed in what its ``computed`` says, float32 where it says nothing) existed reads."""
+    (computed as its ``computed`` says, else in float32) existed reads."""
     config = record.get("config")
     if not isinstance(config, dict):
         return config
@@ -115,8 +115,9 @@ def what_differs(found: dict | None, record: dict) -> str:
     `` (made with ensemble off, not on)``; nothing without its record."""
     if found is None:
         return ""
-    said = [f"{what} {found.get(key)}" for key, what in (("run", "the model"), ("input", "the input"))
-            if found.get(key) != record.get(key)]
+    said = [f"{what} {found.get(key)}" for key, what, alike in (  # (a project moved: alike)
+        ("run", "the model", same_model_place(found, record)),
+        ("input", "the input", same_input_place(found, record, given=False))) if not alike]
     old, new = _config(found), _config(record)
     if isinstance(old, dict) and isinstance(new, dict):
         said += [_difference(k, old.get(k), new.get(k)) for k in sorted({*old, *new})
@@ -354,8 +355,7 @@ def input_stamps(source: str, given: dict | None = None) -> list[dict]:
 
 
 def _stamp(path: str) -> dict:
-    """A file's size and time of modification (ns): what tells a remade input (motion
-    correction run again) from the one an output was made of."""
+    """A file's size and time of modification (ns), which tell an input remade (motion correction again)."""
     try:
         st = Path(path).stat()
     except OSError:

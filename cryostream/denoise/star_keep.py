@@ -260,7 +260,8 @@ def _earlier_project(names, files: list[Path]) -> Path | None:
     return None
 
 
-def _recipe(found: dict | None, mine: dict | None, optic_keys: set, output: Path) -> str | None:
+def _recipe(found: dict | None, mine: dict | None, optic_keys: set,
+            output: Path | None = None) -> str | None:
     """What an earlier output's record ``found`` was made with that this call's ``mine`` was
     not (``"another model"``, ``"other options"``), by :func:`same_record` with the input and
     each micrograph's own optics (``optic_keys``) aside (``output``: its file); None where the
