@@ -183,3 +183,24 @@ def test_a_moved_relion_project_s_job_run_again_keeps_its_outputs(tiny_run, reli
             pytest.warns(UnlistedOutputWarning, match=r"\(sim_0001.mrc\): its micrograph is missing now"):
         assert run_job("--permissive", "yes") == 0
     assert _listed(moved / job / STAR) == [f"{job}/sim_0000.mrc"]
+
+
+def test_the_shipped_model_of_another_installation_is_the_same_model(small_mrcs):
+    """An output's record names the shipped model by its path inside the installed package: in
+    a new environment (another path) the same model (its digest) is the same, so the output is
+    found again; another digest there is the shipped model changed (made again, not refused);
+    a model of that file name elsewhere with another digest is another model (refused)."""
+    from cryostream.config import DenoiseConfig
+    from cryostream.denoise.network import model_path
+    from cryostream.denoise.outputs import input_changed, output_identity, same_record
+
+    source = str(small_mrcs[0])
+    now = output_identity(model_path("general"), DenoiseConfig.raw(tile=64), source)
+    assert now["model_files"]["sha256"]
+    other_install = "/opt/old-env/lib/python3.11/site-packages/cryostream/data/general_model.npz"
+    found = now | {"run": other_install}
+    assert same_record(found, now) and not input_changed(found, now)
+    older = found | {"model_files": {**now["model_files"], "sha256": "0" * 16}}
+    assert not same_record(older, now) and input_changed(older, now)
+    elsewhere = older | {"run": "/data/models/general_model.npz"}
+    assert not same_record(elsewhere, now) and not input_changed(elsewhere, now)
