@@ -184,19 +184,30 @@ def cli_process(*args, cwd: Path, timeout: float = 600,
     return Result(rc, out, err, time.perf_counter() - start)
 
 
-def simulate_stopped(sim: Path, count: int = 500) -> list[str]:
-    """`cryostream simulate SIM --count COUNT` run here and stopped by a real Ctrl-C (SIGINT to
-    this process) once its third micrograph is written: status 130. Returns the command."""
+def simulate_stopped(sim: Path, count: int = 500, *extra: str) -> list[str]:
+    """`cryostream simulate SIM --count COUNT [EXTRA]` run here and stopped by a real Ctrl-C
+    (SIGINT to this process) once its third micrograph is written (where one was there already,
+    an earlier set's: once it is replaced): status 130. Returns the command."""
     import signal
     import threading
 
     from cryostream.cli import main
 
-    command = ["simulate", str(sim), "--count", str(count), "--shape", "64", "64", "--quiet"]
+    command = ["simulate", str(sim), "--count", str(count), "--shape", "64", "64", "--quiet",
+               *extra]
     done = threading.Event()
+    third = sim / "micrographs" / "sim_0002.mrc"
+
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            return path.stat().st_ino, path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    earlier = stamp(third)  # (one written anew: another time, and inode)
 
     def ctrl_c_at_the_third() -> None:
-        while not (sim / "micrographs" / "sim_0002.mrc").exists():
+        while stamp(third) in (None, earlier):
             if done.wait(0.002):
                 return
         os.kill(os.getpid(), signal.SIGINT)

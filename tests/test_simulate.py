@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import mrcfile
 import numpy as np
@@ -784,3 +785,49 @@ def test_removed_files_are_counted_in_each_folder(tmp_path, capsys):
     assert done.out.splitlines()[-1] == (
         f"removed 20 files of the earlier set that this one does not have {shown}")
     assert not (sim / "even").exists() and not (sim / "odd").exists()
+
+
+def test_a_stopped_overwrite_keeps_the_earlier_files_it_would_remove_and_says_so(tmp_path,
+                                                                               capsys):
+    """``simulate --overwrite`` with fewer micrographs and no halves, over a set of more with
+    halves, removed the earlier set's files the new one does not have before writing any, and
+    said so only in its last line: stopped by Ctrl-C partway, they were gone without a word.
+    Now they are removed only once the new set is whole: the stopped command leaves them as
+    they were (its simulate.unfinished refused by prepare, counting only the new set's
+    micrographs) and its last line names them as still there; the same command again makes
+    the set whole, removes them and says so."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    sim = tmp_path / "sim"
+    cryostream.simulate(sim, 42, config=SimulateConfig(shape=(64, 64), seed=1, even_odd=True))
+    earlier = _tree(sim)
+    extra = {n: v for n, v in earlier.items() if n.endswith("_EVN.mrc") or n.endswith("_ODD.mrc")
+             or n in ("micrographs/sim_0040.mrc", "micrographs/sim_0041.mrc",
+                      "truth/sim_0040.mrc", "truth/sim_0041.mrc")}
+    assert len(extra) == 88
+    capsys.readouterr()
+    command = simulate_stopped(sim, 40, "--overwrite")
+    said = capsys.readouterr().err.splitlines()[-1]
+    shown = ("2 in micrographs/: sim_0040.mrc, sim_0041.mrc; 2 in truth/: sim_0040.mrc, "
+             "sim_0041.mrc; 42 in even/: sim_0000_EVN.mrc … sim_0041_EVN.mrc; 42 in odd/: "
+             "sim_0000_ODD.mrc … sim_0041_ODD.mrc")
+    assert re.sub(r"after \d+ s", "after N s", said) == (
+        f"cryostream simulate: interrupted after N s; {sim} holds the micrographs made so far "
+        "and no simulate.json: the set is not finished (prepare, fit and evaluate --truth "
+        "refuse it); run the same command again to make it whole; the earlier set's 88 files "
+        f"that this one does not have ({shown}) are still there, removed only once the set is "
+        "whole")
+    stopped = _tree(sim)
+    assert {n: stopped.get(n) for n in extra} == extra  # as they were
+    assert "simulate.unfinished" in stopped and "simulate.json" not in stopped
+    new = [n for n in stopped if n.startswith("micrographs/") and int(n[-8:-4]) < 40]
+    line = assert_user_error(cli(capsys, "prepare", sim / "micrographs", "-o",
+                                 tmp_path / "data.h5", "--patch", "32"))
+    assert f"({len(new)} of 40 micrographs written, no simulate.json" in line, line
+    done = cli(capsys, *command)
+    assert done.rc == 0, done.describe()
+    assert done.out.splitlines()[-1] == (
+        f"removed 88 files of the earlier set that this one does not have ({shown})")
+    assert not (sim / "even").exists() and not (sim / "odd").exists()
+    fresh = cryostream.simulate(tmp_path / "fresh", 40, shape=(64, 64))
+    assert _tree(sim, star_time=False) == _tree(fresh.root, star_time=False)

@@ -15,7 +15,7 @@ from cryostream.cli.signals import AT_ONCE
 __all__ = ["Interruption", "INTERRUPTIONS", "train_kept", "fit_kept", "checkpoints_now",
            "terminated_denoise_kept", "interrupted_denoise_kept", "scheduler_denoise_kept",
            "denoise_first", "denoise_stops_now", "denoise_first_on_a_scheduler",
-           "denoise_at_once"]
+           "denoise_at_once", "simulate_kept"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +248,33 @@ def denoise_at_once(written: list) -> str:
             "same command again to resume)")
 
 
+def simulate_kept(args: argparse.Namespace, began: float) -> str:
+    """What an interrupted ``simulate`` into ``args.out`` kept: the micrographs made so far,
+    and, where the folder holds files of an earlier set that this one does not have (its
+    micrographs beyond the count, its halves where none are asked for: ``--overwrite``), those,
+    named as still there (they are removed only once the set is whole)."""
+    root = Path(args.out)
+    said = (f"{args.out} holds the micrographs made so far and no simulate.json: the set is not "
+            "finished (prepare, fit and evaluate --truth refuse it); run the same command again "
+            "to make it whole")
+    if not hasattr(args, "count"):  # (no command line of simulate's: nothing more to tell)
+        return said
+    from cryostream.cli.simulate import simulate_config
+    from cryostream.io.simulated import unfinished_set
+    from cryostream.simulate import left_over, named_files
+
+    try:
+        left = left_over(root, args.count, simulate_config(args)) if unfinished_set(root) else []
+    except (OSError, ValueError):
+        return said
+    if not left:
+        return said
+    files = f"{len(left)} files" if len(left) > 1 else "file"
+    return (f"{said}; the earlier set's {files} that this one does not have "
+            f"({named_files(root, left)}) {'are' if len(left) > 1 else 'is'} still there, "
+            "removed only once the set is whole")
+
+
 #: Each command's :class:`Interruption` (commands not listed say only how long they ran).
 INTERRUPTIONS = {
     # the note of a first Ctrl-C: how many are in progress, about how long they take (the
@@ -284,9 +311,8 @@ INTERRUPTIONS = {
     "fit": Interruption(first=None, then=fit_kept),
     "prepare": Interruption(first=None, then="the finished shards are kept: run the same "
                             "command again to go on from them"),
-    "simulate": Interruption(first=None, then="{out} holds the micrographs made so far and no "
-                             "simulate.json: the set is not finished (prepare, fit and evaluate "
-                             "--truth refuse it); run the same command again to make it whole"),
+    # with files of an earlier set that this one has not (--overwrite): kept until it is whole
+    "simulate": Interruption(first=None, then=simulate_kept),
     # training notes the step it keeps (not with --quiet): how to go on from it, in any case
     "train": Interruption(first=None, then=train_kept),
 }

@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from cryostream.errors import InvalidMicrographError
+from cryostream.errors import InvalidMicrographError, StoreError
 from cryostream.io.paths import write_whole
 
 __all__ = ["FINISHED", "UNFINISHED", "SET_FOLDERS", "mark_unfinished", "mark_finished",
-           "finished_request", "unfinished_set", "unfinished_request", "check_sets_finished"]
+           "finished_request", "remove_left_over", "unfinished_set", "unfinished_request",
+           "check_sets_finished"]
 
 #: The set's config and the cryostream version, written once every file of the set is.
 FINISHED = "simulate.json"
@@ -78,6 +79,23 @@ def mark_finished(root: Path, config_json: str) -> None:
     (root / UNFINISHED).unlink(missing_ok=True)
 
 
+def remove_left_over(root: Path, removed: Iterable[Path], halves: Iterable[Path]) -> None:
+    """Remove ``removed``, the files of an earlier set in ``root`` that the set ``simulate``
+    has just made whole there has not (``simulate --overwrite``), and its ``even/`` and
+    ``odd/`` folders once empty where that set has no ``halves``; a
+    :class:`~cryostream.errors.StoreError` naming a file that cannot be removed and the fix."""
+    for path in removed:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot remove it ({exc.strerror or exc}), a file of the "
+                             "earlier set that this one does not have; remove it, then run the "
+                             "same command again to finish the set") from None
+    for folder in {root / "even", root / "odd"} - set(halves):  # halves no longer made
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def unfinished_set(root: Path) -> bool:
     """Whether ``root`` is a simulated set that ``simulate`` started and did not finish."""
     return (root / UNFINISHED).is_file() and not (root / FINISHED).is_file()
@@ -107,13 +125,14 @@ def check_sets_finished(paths: Iterable[str | os.PathLike], what: str = "") -> N
 
 
 def _written(root: Path) -> str:
-    """How many of the set's micrographs are written, out of how many (its note's count)."""
+    """How many of the set's micrographs are written, out of how many (its note's count; an
+    earlier set's beyond it, which ``--overwrite`` removes once the set is whole, are none)."""
     try:
         count = json.loads((root / UNFINISHED).read_text())["count"]
     except (OSError, ValueError, KeyError, TypeError):
         count = None
-    folder = root / "micrographs"
-    done = sum(1 for p in folder.iterdir() if re.fullmatch(r"sim_\d{4,}\.mrc", p.name)) \
-        if folder.is_dir() else 0
+    folder, limit = root / "micrographs", count if isinstance(count, int) else float("inf")
+    done = sum(1 for p in folder.iterdir() if (m := re.fullmatch(r"sim_(\d{4,})\.mrc", p.name))
+               and int(m[1]) < limit) if folder.is_dir() else 0
     return f"{done} of {count} micrographs written" if isinstance(count, int) else \
         f"{done} micrograph{'s' * (done != 1)} written"

@@ -52,6 +52,7 @@ from cryostream.io.simulated import (
     finished_request,
     mark_finished,
     mark_unfinished,
+    remove_left_over,
     unfinished_request,
 )
 from cryostream.script_guard import refuse_script_rerun
@@ -117,8 +118,8 @@ def simulate(
         ``shape`` and ``seed`` are given in it, not beside it.
     overwrite : bool
         Replace an earlier simulation in ``out``; its files this set does not have (its
-        micrographs beyond ``count``, its halves where none are asked for) are removed
-        (``SimulatedSet.removed``).
+        micrographs beyond ``count``, its halves where none are asked for) are removed once
+        the new set is whole, a stop before leaves them (``SimulatedSet.removed``).
         Without it, a finished set of the same count and config (the same seed: the same
         bytes) is kept as it is and returned at once (``SimulatedSet.kept``), so a notebook
         cell run again costs nothing; a finished set of other arguments is refused, naming
@@ -161,7 +162,7 @@ def simulate(
     mic_dir, truth_dir = root / "micrographs", root / "truth"
     half_dirs = (root / "even", root / "odd") if config.even_odd else ()
     ours = _earlier_files(root)
-    removed = _left_over(root, count, config, ours)  # of ours: those this set has not
+    removed = left_over(root, count, config, ours)  # of ours: those this set has not
     replaced = [*(folder / _image_name(folder, index) for index in range(count)
                   for folder in (mic_dir, truth_dir, *half_dirs)),
                 root / "micrographs.star", root / "particles.star", root / FINISHED,
@@ -175,11 +176,8 @@ def simulate(
             folder.mkdir(parents=True, exist_ok=True)
         mark_unfinished(root, count, request)  # until the end: prepare and evaluate refuse the set
         (root / FINISHED).unlink(missing_ok=True)  # complete again only at the end
-        for path in ours:  # an earlier set's, of another count or shape: none is left among these
-            path.unlink()
-        for folder in {root / "even", root / "odd"} - set(half_dirs):  # halves no longer made
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        for path in set(ours) - set(removed):  # an earlier set's, replaced: none is left among
+            path.unlink()  # these; those this set has not go once it is whole (remove_left_over)
     except OSError as exc:
         raise StoreError(f"{root}: cannot create the output folder ({exc}); choose another") from None
     start = time.perf_counter()
@@ -231,6 +229,7 @@ def simulate(
         columns.append("rlnClassNumber")
     starfile.write({"particles": pd.DataFrame(particle_rows, columns=columns)}, particle_star,
                    overwrite=True)
+    remove_left_over(root, removed, half_dirs)  # only now: a stop before leaves them, and the note
     done = {**json.loads(to_json(config)), "count": count}  # what a call again compares
     mark_finished(root, json.dumps(done, sort_keys=True) + "\n")  # last
     return dataclasses.replace(_set_of(root, count, config, time.perf_counter() - start),
@@ -274,7 +273,7 @@ def _finished_again(root: Path, count: int, config: SimulateConfig,
                            f"{__version__} here")
         raise StoreError(f"{root} already holds a simulated set of other arguments "
                          f"({'; '.join(differs)}); pass overwrite=True (--overwrite) to "
-                         f"replace it{_and_remove(root, _left_over(root, count, config))}, or "
+                         f"replace it{_and_remove(root, left_over(root, count, config))}, or "
                          "choose another folder")
     if made != __version__:  # its simulator may differ: not this version's output to keep
         by = f"cryostream {made}" if made else f"a cryostream version its {FINISHED} does not record"
@@ -379,7 +378,7 @@ def _earlier_files(root: Path) -> list[Path]:
     return found
 
 
-def _left_over(root: Path, count: int, config: SimulateConfig,
+def left_over(root: Path, count: int, config: SimulateConfig,
                earlier: list[Path] | None = None) -> list[Path]:
     """The files of an earlier set in ``root`` (named as simulate names them; ``earlier``:
     :func:`_earlier_files`, if listed already) that a set of ``count`` micrographs with
@@ -395,7 +394,7 @@ def _left_over(root: Path, count: int, config: SimulateConfig,
 
 def _and_remove(root: Path, paths: list[Path]) -> str:
     """The words a fix with ``overwrite`` ends with where it would remove ``paths`` of
-    ``root`` (:func:`_left_over`): `` and remove its 2 files this set does not have
+    ``root`` (:func:`left_over`): `` and remove its 2 files this set does not have
     (micrographs/sim_0001.mrc, truth/sim_0001.mrc)``; none where there are none."""
     if not paths:
         return ""
