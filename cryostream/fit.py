@@ -366,7 +366,7 @@ def _fit(inputs, run: Path, work: Path, created: list[Path], *, start, budget, t
     if fresh:  # an earlier run in the folder goes only once the new store is made
         clear_run(run)
     skipped += [s for s in dropped if s["path"] not in {k["path"] for k in skipped}]  # NaN …
-    record_fit(run, request, rerun)  # (a pool's process: only where it holds this request)
+    record_fit(run, request, rerun, found=done >= config.steps)  # (a pool's: where it holds it)
 
     result = None
     remaining = None if parsed is None or parsed.minutes is None else \

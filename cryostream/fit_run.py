@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryostream.config import PrepareConfig
 from cryostream.errors import ConfigError, InvalidMicrographError, StoreError, unnormalisable_fix
-from cryostream.io.paths import file_changes, refuse_read_only, same_paths, write_whole
+from cryostream.io.paths import file_changes, read_only, refuse_read_only, same_paths, write_whole
 from cryostream.io.pixel_sizes import PixelSizeWarning
 from cryostream.locks import LOCK_NAME
 from cryostream.prepare import prepare as prepare_store
@@ -176,20 +176,42 @@ def write_json(path: Path, value: dict) -> None:
     write_whole(path, json.dumps(value, indent=2, sort_keys=True))
 
 
-def record_fit(run: Path, request: dict, rerun: str | None = None) -> None:
+def record_fit(run: Path, request: dict, rerun: str | None = None, found: bool = False) -> None:
     """Write ``request`` as the run's :data:`FIT_RECORD`, unless it holds it already (a fit
     found again: the record is left as it is, one made read-only too); in a process pool's run
     of the script ``rerun`` (:func:`~cryostream.script_guard.refuse_script_rerun`), which
-    writes nothing, one that does not hold it is :func:`~cryostream.script_guard.rerun_refused`."""
+    writes nothing, one that does not hold it is :func:`~cryostream.script_guard.rerun_refused`.
+    A fit ``found`` with all its steps (nothing trained in this call) keeps a record that
+    differs only in the cryostream version that made it, and one made read-only (``chmod
+    a-w``), whatever this call would change in it, saying so in one line; a record it cannot
+    write is said the same way: the call, its work done, goes on."""
+    record = run / FIT_RECORD
     try:
-        same = json.loads((run / FIT_RECORD).read_text()) == json.loads(json.dumps(request))
+        old = json.loads(record.read_text())
     except (OSError, ValueError):
-        same = False
-    if same:
+        old = None
+    new = json.loads(json.dumps(request))
+    if old == new:
+        return
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) \
+        if found and isinstance(old, dict) else []
+    if changed == ["cryostream_version"]:  # the fit as that version made it: its own record
+        _log.info("%s: kept as it is (made by cryostream %s; this call trained nothing)", record,
+                  old.get("cryostream_version"))
+        return
+    if changed and read_only([record]):
+        _log.info("%s: read-only (chmod a-w): left as it is, though this call would write its "
+                  "%s anew (the fit has all its steps: nothing trained)", record,
+                  ", ".join(changed))
         return
     if rerun is not None:
         raise rerun_refused(rerun, "fit")
-    write_json(run / FIT_RECORD, request)
+    try:
+        write_json(record, request)
+    except StoreError as exc:
+        if not changed:
+            raise
+        _log.warning("%s; left as it is (the fit has all its steps: nothing trained)", exc)
 
 
 def record_steps(run: Path, steps: int, rerun: str | None = None) -> None:

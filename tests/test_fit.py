@@ -1030,3 +1030,37 @@ def test_a_fit_continued_refuses_its_files_made_read_only_before_any_work(mics, 
     assert files() == before
     record.chmod(0o644)
     assert cryostream.fit(mics, run, train=SMALL, budget="4steps").steps == 4
+
+
+def test_a_finished_fit_found_again_never_rewrites_its_read_only_record(mics, tmp_path, caplog):
+    """A finished fit called again whose ``fit.json`` differed from the request only in what
+    this call would write anew (the cryostream version that made it, or its micrographs'
+    paths as an earlier call recorded them, through ``..``: the same files) was written anew,
+    a writable copy over one the user had made read-only (``chmod a-w``), though nothing was
+    trained. Now a record that differs only in the version is kept as the fit's own, read-only
+    or not, and a read-only one is left as it is whatever would change, each said in one line;
+    the call succeeds, and every file stays as it was."""
+    run, record, files = _fitted_read_only(mics, tmp_path, "1step")
+    made = json.loads(record.read_text())
+    record.chmod(0o644)
+    record.write_text(json.dumps({**made, "cryostream_version": "0.0.1"}, indent=2))
+    record.chmod(0o444)
+    before = files()
+    caplog.set_level("INFO", logger="cryostream")
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 1
+    assert files() == before
+    assert f"{record}: kept as it is (made by cryostream 0.0.1; this call trained nothing)" in \
+        caplog.messages
+    record.chmod(0o644)  # writable: the version alone is no reason to write it either
+    before = files()
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 1
+    assert files() == before
+    record.write_text(json.dumps({**made, "inputs": [  # the same files, another way
+        str(m.parent / ".." / m.parent.name / m.name) for m in mics]}, indent=2))
+    record.chmod(0o444)
+    caplog.clear()
+    before = files()
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 1
+    assert files() == before
+    assert f"{record}: read-only (chmod a-w): left as it is, though this call would write its " \
+           "inputs anew (the fit has all its steps: nothing trained)" in caplog.messages
