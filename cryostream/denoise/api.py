@@ -30,7 +30,7 @@ from cryostream.denoise.micrograph import (
     read_micrograph,
 )
 from cryostream.denoise.network import load_network, model_name, model_path, model_record
-from cryostream.denoise.outputs import STAR_NAME, check_writable, plan_denoise, recipe_steps
+from cryostream.denoise.outputs import STAR_NAME, check_writable, plan_denoise
 from cryostream.denoise.pixels import note_assumed_optics, warn_outside_model
 from cryostream.denoise.pool import (
     NONE_LEFT,
@@ -46,7 +46,7 @@ from cryostream.denoise.star_keep import write_listing
 from cryostream.denoise.star_unlisted import count_skipped, warn_unlisted
 from cryostream.denoise.tiling import check_layouts, check_tile, reused_windows
 from cryostream.denoise.weights import binned_offsets
-from cryostream.denoise.workers import cpu_time_note
+from cryostream.denoise.workers import start_note
 from cryostream.errors import ConfigError, InvalidMicrographError, without_skipping
 from cryostream.interrupts import told_in_progress
 from cryostream.io.paths import plain_path
@@ -270,14 +270,17 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
     -------
     xarray.DataArray (micrograph, y, x) float32, or (y, x) for a 2-D array given
         The denoised stack (for a 2-D array, its one micrograph, 2-D), each micrograph noted on the
-        ``cryostream`` logger (INFO) as it is done, an array's as a file's: its seconds and the
-        gain it took, and why (``too small for a CTF fit: radial Wiener gain``). In memory without
-        ``output``, with ``attrs`` ``denoise_config`` and ``run``; with it, lazily over the written
-        files, with ``attrs`` ``kept`` (how many were finished before and kept), ``skipped`` (how
-        many ``permissive`` skipped) and ``star`` (the STAR file written). Either, given back as
-        ``inputs``, is refused (:class:`~cryostream.errors.DenoisedInputError`). Micrographs of
-        several shapes can go to an ``output`` folder (each is denoised on its own); no stack holds
-        them, so the result is then the written files' paths, dims ``(micrograph,)``. For a lazy
+        ``cryostream`` logger (INFO) as it is done, an array's as a file's (after the call's first
+        note, each named by its file where the xarray has one): its seconds and the gain it took,
+        and why (``too small for a CTF fit: radial Wiener gain``). In memory without ``output``,
+        with ``attrs`` ``denoise_config`` and ``run`` and none of the raw files' (each one's raw
+        file is its ``denoised_from``: :func:`~cryostream.denoise.arrays.denoised_result`); with
+        it, lazily over the written files, with ``attrs`` ``kept`` (how many were finished before
+        and kept), ``skipped`` (how many ``permissive`` skipped) and ``star`` (the STAR file
+        written). Either, given back as ``inputs``, is refused
+        (:class:`~cryostream.errors.DenoisedInputError`). Micrographs of several shapes can go to
+        an ``output`` folder (each is denoised on its own); no stack holds them, so the result is
+        then the written files' paths, dims ``(micrograph,)``. For a lazy
         result without files, use :func:`~cryostream.denoise.tiling.denoise_array`.
     """
     import functools
@@ -347,13 +350,8 @@ def denoise(run, inputs: str | os.PathLike | Iterable, output: str | os.PathLike
 
                 largest = max(m.shape[0] * m.shape[1] for m, _ in todo)  # from the headers read
                 workers = default_workers(largest, jax.default_backend(), count=len(todo))
-            logging.getLogger("cryostream").info(
-                "denoising %d micrograph%s with %s (%s) on the %s%s; a note as each is done",
-                len(todo), "" if len(todo) == 1 else "s", model_name(run),
-                " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
-                f", {min(workers, len(todo))} in flight" if here else "")
-            if jax.default_backend() == "cpu":
-                cpu_time_note(run, config, [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))])
+            start_note(run, config, len(todo), [m.shape for m, _ in todo for _ in range(1 + bool(m.odd))],
+                       min(workers, len(todo)) if here else None)
         job = functools.partial(denoise_item, run=run, config=config, permissive=permissive)
         progress = functools.partial(Progress, len(micrographs), len(micrographs) - len(todo),
                                      config=config, micrographs=[m for m, _ in todo])  # -v's optics
@@ -387,6 +385,7 @@ def _result(micrographs, plans, todo, results, gathered, output, rerun=None, mad
     """The denoised stack :func:`denoise` returns: in memory with ``made``'s attrs, as an array's;
     with ``output``, after the STAR file (``rerun``: only found,
     :func:`~cryostream.denoise.star_keep.write_listing`)."""
+    from cryostream.denoise.arrays import denoised_result
     from cryostream.io.mrc import read_header
     from cryostream.io.stack import open_micrographs
 
@@ -400,7 +399,7 @@ def _result(micrographs, plans, todo, results, gathered, output, rerun=None, mad
         stack = open_micrographs([m.source for m in kept], chunks=-1, pixel_size_angstrom=one_size)
         names = [m.named_after() for m in kept]  # as files would be: a link's, a pair's micrograph's
         names = [n for _, n in names] if len({n for _, n in names}) == len(names) else [f for f, _ in names]
-        stack = stack.copy(data=np.stack([done[m.source] for m in kept])).assign_attrs(made or {})
+        stack = denoised_result(stack.copy(data=np.stack([done[m.source] for m in kept])), made or {})
         return stack.assign_coords(micrograph=names)
     star = plain_path(output) / STAR_NAME  # as messages name it: no P1/../den1
     paths = [done[m.source] for m in kept]

@@ -13,7 +13,13 @@ from cryostream.errors import ConfigError, DenoisedInputError, InvalidMicrograph
 from cryostream.io.inputs import holds_names
 
 __all__ = ["array_micrographs", "array_stack", "denoise_arrays", "made_with",
-           "refuse_denoised_array"]
+           "refuse_denoised_array", "image_names", "denoised_result", "RAW_ATTRS"]
+
+#: The attrs of a stack opened from files (:func:`~cryostream.io.stack.open_micrographs`) that
+#: describe those raw files, not a denoised result (their paths, headers, the bands they are
+#: read in, those skipped when opened; :func:`array_stack`'s ``pixel_size_from``): a result in
+#: memory drops them (:func:`denoised_result`).
+RAW_ATTRS = ("sources", "headers", "band_rows", "skipped", "pixel_size_from")
 
 
 def array_stack(inputs, pixel_size_angstrom: float | None):
@@ -112,8 +118,39 @@ def array_micrographs(stack) -> list:
 
     source = stack.attrs["pixel_size_from"]
     source = "pixel_size_angstrom=" if source == "argument" else source
-    return [SimpleNamespace(source=f"array[{i}]", pixel_size_angstrom=stack.attrs["pixel_size_angstrom"],
-                            pixel_size_from=source) for i in range(stack.sizes["micrograph"])]
+    return [SimpleNamespace(source=name, pixel_size_angstrom=stack.attrs["pixel_size_angstrom"],
+                            pixel_size_from=source) for name in image_names(stack)]
+
+
+def image_names(stack) -> list[str]:
+    """How notes, warnings and errors name each micrograph of ``stack`` (:func:`array_stack`'s):
+    by its file where the xarray gives one (a ``source`` coordinate along ``micrograph``, as
+    :func:`~cryostream.io.stack.open_micrographs` sets it: the path, as a file given by name is
+    named), else by its name (a ``micrograph`` coordinate of text), else ``array[i]``. Names
+    that are not text, or that repeat, name nothing: ``array[i]`` then too."""
+    count = stack.sizes["micrograph"]
+    for key in ("source", "micrograph"):
+        coord = stack.coords.get(key)
+        if coord is None or coord.dims not in ((), ("micrograph",)):
+            continue
+        names = np.atleast_1d(coord.values).tolist()  # (a 2-D selection's: one, as a scalar)
+        if len(names) == count and all(isinstance(n, str) and n for n in names) \
+                and len(set(names)) == count:
+            return names
+    return [f"array[{i}]" for i in range(count)]
+
+
+def denoised_result(stack, made: dict):
+    """``stack`` (an input's coordinates and attrs over the denoised pixels) as a result in
+    memory says it is: its attrs ``made`` adds (:func:`made_with`'s) and the rest but
+    :data:`RAW_ATTRS` (the raw files' paths and headers, which would claim the result is those
+    files); its ``source`` coordinate, each micrograph's raw file, renamed ``denoised_from``
+    (so its ``micrograph`` names and that still line each image up with its input); named
+    ``denoised`` where the input was unnamed or ``micrographs`` (open_micrographs' name)."""
+    out = stack.rename({"source": "denoised_from"}) if "source" in stack.coords else stack
+    out = out.rename("denoised") if out.name in (None, "micrographs") else out.copy(deep=False)
+    out.attrs = {k: v for k, v in out.attrs.items() if k not in RAW_ATTRS} | made
+    return out
 
 
 def made_with(run: str, config: DenoiseConfig) -> dict:
@@ -124,16 +161,25 @@ def made_with(run: str, config: DenoiseConfig) -> dict:
 
 def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two_d: bool):
     """Each micrograph of ``stack`` (:func:`array_stack`'s) through the whole pipeline
-    (:func:`~cryostream.denoise.micrograph.denoise_image`), in memory, with the note a file's
-    gets as each is done (:class:`~cryostream.denoise.micrograph.Progress`: its seconds and
-    the gain it took, e.g. ``too small for a CTF fit: radial Wiener gain``). Returns the
-    denoised xarray, ``(y, x)`` where ``two_d`` (a 2-D array was given)."""
+    (:func:`~cryostream.denoise.micrograph.denoise_image`), in memory, with the notes files
+    get: one as the call starts (how many, and on a CPU about how long:
+    :func:`~cryostream.denoise.workers.start_note`) and one as each is done
+    (:class:`~cryostream.denoise.micrograph.Progress`: its seconds and the gain it took, e.g.
+    ``too small for a CTF fit: radial Wiener gain``), each named as :func:`image_names` says
+    (its file, for a stack opened from files), as its warnings and errors are. Returns the
+    denoised xarray (:func:`denoised_result`), ``(y, x)`` where ``two_d`` (a 2-D array was
+    given)."""
+    from cryostream.denoise.workers import start_note
+    from cryostream.io.paths import name_depth
+
     pixel = stack.attrs["pixel_size_angstrom"]
     total = stack.sizes["micrograph"]
+    start_note(run, config, total, [stack.shape[1:]] * total, what=" in memory")
     progress = Progress(total, 0, 1, config)
+    names = image_names(stack)
+    progress.depth = name_depth(names)  # as a file's note names it: folders only where needed
     kept, results, found = [], [], []
-    for i in range(total):
-        name = f"array[{i}]"
+    for i, name in enumerate(names):
         image = np.asarray(stack[i], dtype=np.float32)
         start = time.perf_counter()
         progress.begin(name)
@@ -147,8 +193,7 @@ def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two
     if not results:
         raise InvalidMicrographError("<array>", "no usable micrograph left", "see the warnings")
     out = stack.isel(micrograph=kept).copy(data=np.stack(results))
-    del out.attrs["pixel_size_from"]  # (array_stack's: said in a warning where it mattered)
     # what NAME.json's "found" holds for a file: one JSON text per micrograph
-    out.attrs.update(pixel_size_angstrom=pixel, **made_with(run, config),
-                     found=found[0] if two_d else found)
+    out = denoised_result(out, {"pixel_size_angstrom": pixel, **made_with(run, config),
+                                "found": found[0] if two_d else found})
     return out[0] if two_d else out

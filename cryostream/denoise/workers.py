@@ -11,7 +11,8 @@ steps' arrays: the process peaked at 4.1 GB for the steps on a 7676 × 7420 micr
 cores (``benchmarks/profile_default_steps.py``), about 72 bytes a pixel.
 
 On a CPU, :func:`cpu_time_note` says before the ensemble runs about how long it will take
-(from :func:`cpu_times`, which ``evaluate --residual`` says in its own words).
+(from :func:`cpu_times`, which ``evaluate --residual`` says in its own words), after the note
+that a call starts (:func:`start_note`), for files and arrays alike.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cryostream.units import spoken_duration
 
 __all__ = ["default_workers", "available_memory", "cgroup_memory", "cgroup_headroom", "cpu_cores",
            "BYTES_PER_PIXEL", "MAX_IN_FLIGHT", "SLOW_PASS_SECONDS",
-           "cpu_time_note", "cpu_times", "CpuTimes", "busy_note"]
+           "cpu_time_note", "cpu_times", "CpuTimes", "busy_note", "start_note"]
 
 #: Host memory a micrograph in flight may take, per pixel: the steps' measured peak (about 72
 #: bytes a pixel) and the network's outputs it holds meanwhile (the ensemble's and the binned
@@ -152,6 +153,27 @@ def cpu_time_note(run: str, config, shapes) -> None:
         minutes[0], *times.shape, cpu_cores(),
         f", {minutes[2]} for all here" if many else "", minutes[1],
         f", {minutes[3]} for all" if many else "", busy)
+
+
+def start_note(run: str, config, count: int, shapes, in_flight: int | None = None,
+               what: str = "") -> None:
+    """The note as :func:`~cryostream.denoise.denoise` starts on ``count`` micrographs: the
+    model, its steps and the backend, ``in_flight`` at once where given (``what``: words after
+    the count, an array's ``" in memory"``); on a CPU, then :func:`cpu_time_note` of ``shapes``
+    (one per image the network denoises: two for an even/odd pair). ``config``: the
+    DenoiseConfig, decided for the run."""
+    import jax
+
+    from cryostream.denoise.network import model_name
+    from cryostream.denoise.outputs import recipe_steps
+
+    logging.getLogger("cryostream").info(
+        "denoising %d micrograph%s%s with %s (%s) on the %s%s; a note as each is done", count,
+        "" if count == 1 else "s", what, model_name(run),
+        " + ".join(recipe_steps(config)) or "the network alone", jax.default_backend().upper(),
+        f", {in_flight} in flight" if in_flight else "")
+    if jax.default_backend() == "cpu":
+        cpu_time_note(run, config, shapes)
 
 
 def busy_note(load: float | None = None, cores: int | None = None) -> str:
