@@ -133,6 +133,29 @@ def test_a_micrograph_of_the_same_name_elsewhere_is_not_taken_for_it(tiny_run, t
     assert _times(out) == before
 
 
+def test_an_output_inside_another_micrograph_s_folder_is_not_taken_for_moved(tiny_run, tmp_path,
+                                                                              capsys):
+    """``A/x.mrc`` denoised into ``B/out``, then another micrograph ``B/x.mrc`` (another time)
+    into the same ``B/out``: refused, the output kept, though it lies in ``B``'s folder: it
+    never moved there with ``B/x.mrc`` (``A/x.mrc`` is where it was, and no copy of the output
+    lies where it would have been beside it), so the names ending alike are no evidence."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
+                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
+    os.utime(other, ns=(10**18, 10**18))
+    out = tmp_path / "B" / "out"
+    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), first, *options]) == 0
+    before = _times(out)
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), other, *options]) == 2
+    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
+        capsys.readouterr().err
+    assert _times(out) == before
+    assert json.loads((out / "x.json").read_text())["input"] == first
+
+
 @pytest.fixture
 def relion_project(tmp_path, monkeypatch) -> Path:
     """A RELION project, the working directory: two simulated micrographs listed by

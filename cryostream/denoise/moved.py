@@ -31,19 +31,37 @@ def _leads(old, new) -> tuple[tuple, tuple] | None:
 
 def _alike(old, new, evidence: bool, output) -> bool:
     """Whether the recorded path ``old`` is the path ``new`` now: equal, or ending alike
-    (:func:`_leads`) where ``evidence`` says they are one file, or where ``output`` (the
-    output's path now) lies inside the leading folders of ``new`` (not the root alone): the
-    output moved with it."""
+    (:func:`_leads`) where ``evidence`` says they are one file, or where the output moved with
+    it (:func:`_moved_with`)."""
     if old == new:
         return True
     leads = _leads(old, new)
     if leads is None:
         return False
-    if evidence:
+    return evidence or _moved_with(old, leads, output)
+
+
+def _moved_with(old: str, leads: tuple[tuple, tuple], output) -> bool:
+    """Whether the output (``output``: its path now) moved with the file recorded as ``old``
+    (``leads``: :func:`_leads`): it lies inside the leading folders of the path now (not the
+    root alone), and the file is no longer where it was (moved away), or a copy of the output
+    is where it was (the same record at the same place under the old folders: copied, the
+    original left). An output that lay there all along, made of a file of the same name
+    elsewhere that is still there, did not: that file is another input."""
+    old_lead, new_lead = leads
+    if output is None or len(new_lead) <= 1:
+        return False
+    parts = Path(os.path.abspath(output)).parts
+    if parts[:len(new_lead)] != new_lead:
+        return False
+    if not os.path.lexists(old):
         return True
-    new_lead = leads[1]
-    return (output is not None and len(new_lead) > 1
-            and Path(os.path.abspath(output)).parts[:len(new_lead)] == new_lead)
+    before = Path(*old_lead, *parts[len(new_lead):])
+    try:
+        return (before.with_suffix(".json").read_bytes()
+                == Path(output).with_suffix(".json").read_bytes())
+    except (OSError, ValueError):
+        return False
 
 
 def _stamped(stamps) -> bool:
