@@ -1569,3 +1569,25 @@ def test_a_relative_output_folder_on_a_scheduler_is_the_callers(trained, tmp_pat
     written = sorted(p.name for p in (tmp_path / "script" / "den").iterdir())
     assert written == sorted([f"{p.stem}.{e}" for p in sim.micrographs for e in ("json", "mrc")]
                              + ["denoised_micrographs.star"])
+
+
+def test_a_simulation_stopped_short_is_refused_by_denoise(tiny_run, tmp_path, capsys):
+    """`denoise` of a set whose simulate was stopped (Ctrl-C) denoised the micrographs made so
+    far, with an earlier set's left beside them after a stopped --overwrite, as if they were the
+    set. Its simulate.unfinished now makes denoise refuse it in one line, as prepare, fit and
+    evaluate do, whether given the set's folder, its micrographs folder or a micrograph of it,
+    before any output is written."""
+    from tests.faults_support import assert_user_error, cli, simulate_stopped
+
+    sim, out = tmp_path / "sim", tmp_path / "out"
+    simulate_stopped(sim)
+    written = len(list((sim / "micrographs").glob("sim_*.mrc")))
+    for given in (sim / "micrographs", sim / "micrographs" / "sim_0000.mrc"):
+        line = assert_user_error(cli(capsys, "denoise", tiny_run.run, given, "-o", out))
+        assert line == (
+            f"cryostream denoise: error: {sim}: cryostream simulate did not finish this set "
+            f"({written} of 500 micrographs written, no simulate.json; simulate.unfinished says "
+            "so), so it is only part of the set; run the same cryostream simulate command again, "
+            "which simulates the whole set into it (the same micrographs again for the same "
+            "seed), then give it again")
+        assert not out.exists()

@@ -1,8 +1,7 @@
-"""What each micrograph brings to :func:`~cryostream.denoise.denoise`, gathered and checked
-before anything is computed: its file (and its odd half), its pixel size, the optics of its
-CTF gain and a defocus already measured, from a RELION STAR file or a cryoSPARC table, the MRC
-header or the arguments (the CTF gain step that takes that defocus instead of fitting one is
-in :mod:`~cryostream.denoise.known_defocus`)."""
+"""What each micrograph brings to :func:`~cryostream.denoise.denoise`, gathered and checked before
+anything is computed: its file (and its odd half), its pixel size, the optics of its CTF gain and a
+defocus already measured, from a RELION STAR file or a cryoSPARC table, the MRC header or the
+arguments (the CTF gain step that takes it: :mod:`~cryostream.denoise.known_defocus`)."""
 
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ from cryostream.denoise.pixels import (
 from cryostream.denoise.steps import WienerGain
 from cryostream.errors import InvalidMicrographError
 from cryostream.io.cryosparc import list_kind
+from cryostream.io.simulated import check_sets_finished
 from cryostream.io.star import Defocus, MicrographStar, StarFileWarning, is_micrograph_list, read_star
 
 __all__ = ["InputMicrograph", "DenoiseInputs", "KnownDefocusGain", "halves_pipeline",
@@ -213,8 +213,8 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     Raises
     ------
     InvalidMicrographError, ConfigError
-        A bad file or an output of denoise (DenoisedInputError), a STAR file with a missing
-        optics group or an impossible defocus, halves that do not pair, no pixel size.
+        A bad file, an output of denoise (DenoisedInputError), part of an unfinished simulated
+        set, a STAR file lacking an optics group or with a bad defocus, unpaired halves, no pixel size.
 
     Warns
     -----
@@ -235,6 +235,7 @@ def gather_inputs(inputs, *, config, odd=None, pixel_size_angstrom: float | None
     if not items:
         raise InvalidMicrographError("<inputs>", "no micrographs were given",
                                      "pass MRC files, globs, folders or a STAR file")
+    check_sets_finished(items)  # never a part of a simulated set taken for the whole
     column = "rlnMicrographName" if odd is None else "rlnMicrographNameEven"
     entries, stars = _star_items(items, column, permissive)
     found: dict[str, tuple] = {}
