@@ -97,6 +97,13 @@ class NoiseEstimate:
             self, psd=self.psd * f2, radial=self.radial * f2, total_radial=self.total_radial * f2,
             variance=self.variance * float(f2), mean=self.mean * factor)
 
+    @property
+    def finite(self) -> bool:
+        """Whether the spectra and variance are finite (a micrograph of values near 10¹⁸ and
+        up overflows float32 in its power spectrum; ``equivalent_dose`` may be ``inf``)."""
+        return all(np.isfinite(v).all() for v in (self.psd, self.radial, self.total_radial,
+                                                  self.variance, self.mean))
+
     def ring_power(self, shape: tuple[int, int], rings: int) -> np.ndarray:
         """Noise power of rings ``0 … rings − 1`` of an image of ``shape`` (ring ``r`` at
         ``r / min(shape)`` cycles per pixel, :func:`cryostream.spectral.ring_index`), in the
@@ -110,12 +117,16 @@ class NoiseEstimate:
 
     @classmethod
     def from_arrays(cls, arrays) -> NoiseEstimate:
+        """The estimate :meth:`to_arrays` gave; a ``ValueError`` where it is not finite."""
         kw = {}
         for f in dataclasses.fields(cls):
             value = np.asarray(arrays[f.name])
             kw[f.name] = value.astype(np.float32) if value.ndim else value.item()
         kw["shot_fitted"] = bool(kw["shot_fitted"])
-        return cls(**kw)
+        estimate = cls(**kw)
+        if not estimate.finite:  # an earlier version kept one that overflowed: measure it again
+            raise ValueError("its spectra or variance are not finite")
+        return estimate
 
 
 def tile_for(shape: tuple[int, ...]) -> int:

@@ -147,12 +147,11 @@ def micrograph_statistics(header: MicrographHeader, percentile: float) -> tuple[
 
 
 def statistics_and_noise(header: MicrographHeader, percentile: float):
-    """:func:`micrograph_statistics` with what is blank where most of the micrograph is
-    (:func:`~cryostream.denoise.defects.mostly_blank`, refused by :func:`check_statistics`;
-    else None) and its cold pixels (:func:`~cryostream.prepare_checks.cold_statistics`), the
-    noise estimate (raw units; ``None`` if not finite, constant, mostly blank or under 32 px)
-    and the detector defects found (the record of :class:`~cryostream.denoise.defects.Defects`;
-    ``None`` if none) from one read of the micrograph.
+    """:func:`micrograph_statistics` with what is blank where most of the micrograph is, or its
+    values too large to measure its noise (refused by :func:`check_statistics`; else None), its
+    cold pixels (:func:`~cryostream.prepare_checks.cold_statistics`), the noise estimate (raw
+    units; ``None`` if not finite, constant, blank, too large or under 32 px) and the defects
+    found (:class:`~cryostream.denoise.defects.Defects`' record, or ``None``) from one read.
 
     The noise is measured as ``denoise`` measures it: with hot and cold pixels at the median and
     blank rows and columns (a border left by motion correction, a dead line) filled with noise
@@ -173,9 +172,14 @@ def statistics_and_noise(header: MicrographHeader, percentile: float):
     blank = mostly_blank(image, defects)  # nothing to measure or train on: refused after
     if blank:
         return (*stats, blank, *cold), None, None
-    measured = mend(image, defects) if defects else image
-    return (*stats, None, *cold), estimate_noise(measured, header.pixel_size_angstrom or 1.0,
-                                          tile=tile_for(image.shape)), defects.record() if defects else None
+    with np.errstate(over="ignore", invalid="ignore"):  # told as one problem below, not numpy's
+        estimate = estimate_noise(mend(image, defects) if defects else image,
+                                  header.pixel_size_angstrom or 1.0, tile=tile_for(image.shape))
+    if not estimate.finite:  # values near 10¹⁸ and up: its power spectrum overflows float32
+        return (*stats, f"holds values up to {max(map(abs, stats[2:4])):.3g}, too large to measure "
+                "its noise (its power spectrum overflows float32): not electron counts as motion "
+                "correction writes them", *cold), None, None
+    return (*stats, None, *cold), estimate, defects.record() if defects else None
 
 
 def noise_measurable(header: MicrographHeader, stats) -> bool:

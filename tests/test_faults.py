@@ -11,6 +11,8 @@ once and never changed: a case that damages or resumes something works on its ow
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -143,6 +145,8 @@ def _variant(source: Path, path: Path, kind: str) -> Path:
         data = -data
     elif kind == "small":
         data = np.ascontiguousarray(data[:4, :4])
+    elif kind == "huge":  # finite, but its power spectrum overflows float32
+        data = data * np.float32(1e30)
     elif kind != "copy":
         raise ValueError(kind)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +184,72 @@ def test_prepare_refuses_a_nan_micrograph(sim, tmp_path, capsys):
     assert_user_error(result, "nan.mrc")
     assert not out.exists()
     assert not _outside(before, snapshot(tmp_path), out)
+
+
+def test_prepare_refuses_a_micrograph_too_large_to_measure_its_noise(sim, tmp_path, capsys):
+    """prepare with a micrograph of values near 10³⁰ (finite, but its noise spectrum overflows
+    float32): one line naming it, no store (with --noise matched the store had held NaN inputs
+    for it, status 0, numpy's overflow warnings the only sign; fit then trained on them and
+    reported a test PSNR of nan). --permissive skips it and the store is finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's header statistics overflow
+        bad = _variant(sim.micrographs[0], tmp_path / "in" / "huge.mrc", "huge")
+    for noise in ("poisson-gaussian", "matched"):
+        out = tmp_path / f"{noise}.h5"
+        result = cli(capsys, "prepare", *sim.micrographs[1:], bad, "-o", out, *PATCH,
+                     "--noise", noise, "--quiet")
+        line = assert_user_error(result, "huge.mrc")
+        assert "too large" in line and "--permissive" in line, line
+        assert not out.exists()
+    out = tmp_path / "skipped.h5"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = cli(capsys, "prepare", *sim.micrographs[1:], bad, "-o", out, *PATCH,
+                     "--noise", "matched", "--permissive", "--quiet")
+    assert result.rc == 0, result.describe()
+    assert [type(w.message).__name__ for w in seen] == ["MicrographSkippedWarning"], seen
+    assert "huge.mrc: holds values up to" in str(seen[0].message)
+    with h5py.File(out) as f:
+        assert np.isfinite(f["train/input"][:]).all() and np.isfinite(f["test/input"][:]).all()
+
+
+def test_prepare_measures_again_an_overflowed_noise_estimate_an_earlier_run_cached(sim, tmp_path,
+                                                                                  capsys):
+    """A shard folder an earlier version left (a run stopped before its master file) for a
+    micrograph of values near 10³⁰: its statistics passed and its cached noise estimate
+    overflowed. prepare run again measures it again and skips it (--permissive), never building
+    the store from the cached NaN (its input patches all NaN)."""
+    from cryostream.prepare_output import (
+        load_estimate,
+        noise_file,
+        read_statistics,
+        save_estimate,
+        write_statistics,
+    )
+    from cryostream.store import shard_folder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's header statistics overflow
+        bad = _variant(sim.micrographs[0], tmp_path / "in" / "huge.mrc", "huge")
+    out = tmp_path / "m.h5"
+    args = (*sim.micrographs[1:], bad, "-o", out, *PATCH, "--noise", "matched", "--permissive",
+            "--quiet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli(capsys, "prepare", *args).rc == 0
+    out.unlink()  # stopped before its master file
+    folder = shard_folder(out)
+    statistics = read_statistics(folder)
+    key, good = (next(k for k in statistics if k.endswith(name)) for name in ("huge.mrc", "_0001.mrc"))
+    statistics[key][4] = None  # as the earlier version cached it, with an estimate that overflowed
+    write_statistics(folder, statistics)
+    estimate = load_estimate(noise_file(folder, good))
+    save_estimate(noise_file(folder, key), dataclasses.replace(
+        estimate, psd=estimate.psd * np.float32(np.nan), variance=math.inf))
+    with pytest.warns(cryostream.MicrographSkippedWarning, match=r"huge\.mrc: holds values up to"):
+        assert cli(capsys, "prepare", *args).rc == 0
+    with h5py.File(out) as f:
+        assert np.isfinite(f["train/input"][:]).all() and np.isfinite(f["test/input"][:]).all()
 
 
 def test_prepare_into_an_existing_store_is_refused(store, sim, tmp_path, capsys):
