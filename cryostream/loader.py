@@ -216,6 +216,10 @@ class PatchLoader:
         finally:
             if pool is not self._pool:
                 pool.shutdown()
+        for k in self.kinds:  # one pass; NaN and ±Inf carry into a float64 sum, finite ones not
+            bad = np.flatnonzero(~np.isfinite(out[k].sum(axis=(1, 2), dtype=np.float64)))
+            if bad.size:
+                raise self._damaged(k, int(indices[bad[0]]), "the patch holds NaN or Inf values")
         out["index"] = np.asarray(indices, dtype=np.int64)
         if self.noise_table is not None:
             out["micrograph"] = self._micrograph[out["index"]]

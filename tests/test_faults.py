@@ -600,6 +600,24 @@ def test_train_on_a_store_with_truncated_shards(store, tmp_path, capsys):
     assert finished_steps(tmp_path / "run") == []
 
 
+def test_a_store_holding_nan_patches_is_named_by_train_and_evaluate(store, run, tmp_path, capsys):
+    """A store whose shards hold NaN patches (an earlier version stored a micrograph of values
+    near 10³⁰ so, with matched noise): train reported a test PSNR of nan (noisy input nan) with
+    status 0, or, in the train split, a divergence to fix by lowering --lr; evaluate wrote a
+    report of nan. Each now says one line naming the shard and the fix; no checkpoint, no
+    report."""
+    copy = copy_store(store, tmp_path / "bad")
+    for shard in sorted(copy.with_name(copy.name + ".shards").glob("*.h5")):
+        with h5py.File(shard, "r+") as f:  # HDF5 writes the chunks' checksums anew
+            f["input"][0, 3, 3] = np.nan
+    for command in (["train", copy, "-o", tmp_path / "run", *TRAIN],
+                    ["evaluate", run, copy, "-o", tmp_path / "report", "--quiet"]):
+        line = assert_user_error(cli(capsys, *command), "shard")
+        assert "NaN" in line and "prepare" in line, line
+    assert finished_steps(tmp_path / "run") == []
+    assert not (tmp_path / "report").exists()
+
+
 def test_a_damaged_shard_of_a_store_named_from_another_folder_is_the_file_to_delete(
         store, tmp_path, capsys, monkeypatch):
     """A store given by a relative path (``train bad/data.h5``): the message names the shard
