@@ -835,7 +835,7 @@ def test_ctrl_c_in_denoise_on_a_scheduler_waits_for_the_micrographs_under_way(ti
                  "end, or not at all; run the same command again to make it"),
     # simulate: its folder holds part of the set (it had said only how long it ran)
     ("simulate", "; SIM holds the micrographs made so far and no simulate.json: the set is not "
-                 "finished (prepare, fit and evaluate --truth refuse it); run the same command "
+                 "finished (prepare, fit, denoise and evaluate --truth refuse it); run the same command "
                  "again to make it whole"),
 ])
 def test_ctrl_c_says_how_each_command_goes_on(command, then, capsys, tmp_path):

@@ -813,8 +813,8 @@ def test_a_stopped_overwrite_keeps_the_earlier_files_it_would_remove_and_says_so
              "sim_0000_ODD.mrc … sim_0041_ODD.mrc")
     assert re.sub(r"after \d+ s", "after N s", said) == (
         f"cryostream simulate: interrupted after N s; {sim} holds the micrographs made so far "
-        "and no simulate.json: the set is not finished (prepare, fit and evaluate --truth "
-        "refuse it); run the same command again to make it whole; the earlier set's 88 files "
+        "and no simulate.json: the set is not finished (prepare, fit, denoise and evaluate "
+        "--truth refuse it); run the same command again to make it whole; the earlier set's 88 files "
         f"that this one does not have ({shown}) are still there, removed only once the set is "
         "whole")
     stopped = _tree(sim)

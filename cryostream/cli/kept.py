@@ -255,8 +255,8 @@ def simulate_kept(args: argparse.Namespace, began: float) -> str:
     named as still there (they are removed only once the set is whole)."""
     root = Path(args.out)
     said = (f"{args.out} holds the micrographs made so far and no simulate.json: the set is not "
-            "finished (prepare, fit and evaluate --truth refuse it); run the same command again "
-            "to make it whole")
+            "finished (prepare, fit, denoise and evaluate --truth refuse it); run the same command "
+            "again to make it whole")
     if not hasattr(args, "count"):  # (no command line of simulate's: nothing more to tell)
         return said
     from cryostream.cli.simulate import simulate_config
