@@ -13,7 +13,10 @@ micrograph as it is) and the target's own power (an output of zero).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +89,8 @@ class DivergenceGuard:
                 "cannot be told from one that diverged. Train for more steps (--steps, a few "
                 "hundred or more); if a longer training ends so too, lower the learning rate (--lr)")
         if step == steps:
+            with contextlib.suppress(OSError), open(Path(run) / "metrics.jsonl", "a") as log:
+                log.write(json.dumps({"step": step, "diverged": "network"}) + "\n")  # for loads
             raise TrainingDivergedError(
                 f"{run}: the training diverged and did not come back: at its last step the "
                 f"network's squared error on a training batch is {self.refused[1]:.3g} times the "

@@ -390,8 +390,8 @@ def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
     assert "lower learning rate (--lr, half or less)" in trained
     assert not list((run / "checkpoints").iterdir())
     diverged = (f"{run}: no checkpoint in {run / 'checkpoints'}: its training diverged "
-                "(metrics.jsonl logs its loss growing to step 20, past the checkpoint due at "
-                "step 10, and no checkpoint of a diverged network is written), so resuming it is "
+                "(metrics.jsonl logs its network diverged at its last step, 20, and no "
+                "checkpoint of a diverged network is written), so resuming it is "
                 "no use; train again into a new run folder (-o), with `cryostream train` at a "
                 "lower learning rate (--lr, half or less of its 0.1) or another --seed; loss.png "
                 "shows the curve")

@@ -8,6 +8,8 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import jax
@@ -237,7 +239,8 @@ def test_the_command_exits_with_one_line_when_the_training_ended_diverged(tiny_r
     """`cryostream train --lr 0.02 --seed 3`: its last logged loss (1.7, one batch before the
     last update) looked like a training, and it once finished with exit 0 and a test PSNR of
     −27 dB. Its last network has diverged: exit 2 with one line saying what to change, and
-    the checkpoint of step 40 is not written."""
+    the checkpoint of step 40 is not written; the run, used anyway, notes which network it
+    gives and why."""
     from tests.faults_support import assert_user_error, cli
 
     run = tmp_path / "run"
@@ -247,6 +250,18 @@ def test_the_command_exits_with_one_line_when_the_training_ended_diverged(tiny_r
     line = assert_user_error(result, "--lr")
     assert "did not come back" in line and "step 30" in line
     assert checkpoint_steps(run) == [10, 20, 30]
+    # denoise and evaluate, given the run anyway, say once which network they use and why
+    # (they had used step 30 without a word of the divergence); in a process of its own, as a
+    # later command's
+    code = ("import logging, sys; logging.basicConfig(level=logging.WARNING, stream=sys.stdout); "
+            "logging.getLogger('cryostream').setLevel(logging.INFO); "
+            "from cryostream.denoise.network import model_record; "
+            f"[model_record({str(run)!r}) for _ in range(2)]")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    said = [line.split(":", 2)[2] for line in out.stdout.splitlines() if "diverged" in line]
+    assert said == [f"{run}: its training diverged at step 40 (metrics.jsonl); the network used "
+                    "is its last checkpoint, step 30, from before that and trained only that far: "
+                    "a run trained again at a lower learning rate (--lr) may do better"]
 
 
 def test_train_interrupted_says_how_to_resume_and_its_notes_go_to_stderr(tiny_run, tmp_path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -175,22 +176,25 @@ def check_trained(run, record) -> None:
     from cryostream.runs import CHECKPOINTS, logged_rows
 
     run = Path(str(run))
-    if checkpoint_steps(run):
-        return
     rows = logged_rows(run / "metrics.jsonl")
+    if steps := checkpoint_steps(run):
+        _note_diverged(run, [r["step"] for r in rows if r.get("diverged")], max(steps))
+        return
     train = record.train
     due = min(train.checkpoint_every, train.steps)
     losses = [float(r["loss"]) for r in rows if "loss" in r]
     last = max((r["step"] for r in rows), default=0)
-    stopped = any(r.get("diverged") for r in rows)  # train stopped it at a loss not finite
-    grew = stopped or any(not v == v or abs(v) == float("inf") for v in losses) or (  # after
+    stopped = any(r.get("diverged") is True for r in rows)  # train stopped: a loss not finite
+    network = any(r.get("diverged") == "network" for r in rows)  # ended on a diverged network
+    grew = stopped or network or any(not v == v or abs(v) == float("inf") for v in losses) or (  # after
         losses and min(losses) > 0 and losses[-1] >= 10 * min(losses))  # its lowest: a fall is none
     again = ("train again into a new run folder (-o), with `cryostream train` at a lower "
              f"learning rate (--lr, half or less of its {train.learning_rate:g}) or another --seed")
     where = f"{run}: no checkpoint in {run / CHECKPOINTS}"
     if (last >= due or stopped) and grew:
-        logs = (f"its loss not finite at step {last}" if stopped else f"its loss growing to step "
-                f"{last}, past the checkpoint due at step {due}")
+        logs = (f"its loss not finite at step {last}" if stopped else
+                f"its network diverged at its last step, {last}" if network else
+                f"its loss growing to step {last}, past the checkpoint due at step {due}")
         raise StoreError(f"{where}: its training diverged (metrics.jsonl logs {logs}, and no "
                          f"checkpoint of a diverged network is written), so resuming it is no use; {again}"
                          + ("; loss.png shows the curve" if (run / "loss.png").is_file() else ""))
@@ -207,6 +211,22 @@ def check_trained(run, record) -> None:
                      f"{train.steps}). If it was interrupted or stopped on an error (out of memory, a "
                      f"full disk), {fit} once that is mended; if it ended diverged (train "
                      f"said so), resuming it is no use: {again}")
+
+
+_said_diverged: set = set()  # (run, step) noted in this process
+
+
+def _note_diverged(run: Path, diverged: list, last: int) -> None:
+    """Note once per process that the training of ``run`` diverged (``diverged``: the steps its
+    metrics.jsonl logs so) after ``last``, its last checkpoint, which is the network used: one
+    from before the divergence (no diverged network is checkpointed), trained only that far."""
+    at = max(diverged, default=0)
+    if at > last and (run, at) not in _said_diverged:
+        _said_diverged.add((run, at))
+        logging.getLogger("cryostream").info(
+            "%s: its training diverged at step %d (metrics.jsonl); the network used is its last "
+            "checkpoint, step %d, from before that and trained only that far: a run trained "
+            "again at a lower learning rate (--lr) may do better", run, at, last)
 
 
 def load_network(run: str, precision: str = "fp32") -> Network:
