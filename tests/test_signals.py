@@ -437,6 +437,38 @@ def test_a_second_ctrl_c_before_any_micrograph_is_finished_leaves_no_folder_it_m
     assert out.exists() == there and (not there or not any(out.iterdir()))
 
 
+def test_a_ctrl_c_as_the_micrographs_are_handed_out_waits_with_the_gate_in_place():
+    """A Ctrl-C that came while the micrographs were handed to the pool, the first already
+    begun (a busy machine): the call left at once and waited for it outside its gate, so a
+    second Ctrl-C then ended the process without closing the gate (an output under way could be
+    cut) and its last line did not say what was written (the CI's flaky second-Ctrl-C test).
+    Now the interrupt waits for the micrographs begun, the gate still in place."""
+    from cryostream.denoise.pool import Closed, finish_here
+    from cryostream.interrupts import close_before_the_end
+
+    begun, raised, seen, finished = threading.Event(), threading.Event(), [], []
+
+    class HandedOut(list):
+        def __iter__(self):  # the first handed out and begun, then Ctrl-C
+            yield self[0]
+            assert begun.wait(10)
+            raised.set()
+            raise KeyboardInterrupt
+
+    def job(item, gate):
+        begun.set()
+        assert raised.wait(10)
+        time.sleep(0.3)  # (the interrupt under way in the calling thread)
+        seen.extend(close_before_the_end())  # what a second Ctrl-C's ending would close
+        finished.append(item)
+        return item
+
+    with pytest.raises(KeyboardInterrupt):
+        finish_here(job, HandedOut(["a", "b", "c"]), 3, 2)
+    assert finished == ["a"]
+    assert seen == [Closed(0, 0, 0)], seen
+
+
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
                                                                        capsys, monkeypatch):
     """`cryostream denoise` run in this process (cli.main from Python) with the default recipe

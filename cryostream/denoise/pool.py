@@ -210,22 +210,22 @@ def finish_here(job, todo, total: int, workers: int, progress=None) -> list:
     gate, pool, running, took = Gate(), concurrent.futures.ThreadPoolExecutor(workers), set(), []
     futures: list = []
     on_stop = None if progress is None else progress.stop
-    try:
-        with closed_before_the_end(gate.close_counted), \
-                told_in_progress(functools.partial(_in_progress, running, took)):
-            return finish(pool, functools.partial(_through, gate, running, took, job), todo, total,
-                          on_stop, gate, futures)
-    except Terminated:  # (closed already where finish met it)
-        gate.close()
-        if gate.entered < len(todo):  # some given up
-            raise
-        concurrent.futures.wait(futures)  # (each past its output: returning)
-        results = gather(futures, total)
-        if all(r is None for r in results):  # all skipped: the call's own error
-            raise
-        raise AllFinished(results) from None
-    finally:
-        pool.shutdown(wait=not gate.closed, cancel_futures=True)
+    with closed_before_the_end(gate.close_counted):  # (to the pool's end: its wait too)
+        try:
+            with told_in_progress(functools.partial(_in_progress, running, took)):
+                return finish(pool, functools.partial(_through, gate, running, took, job), todo,
+                              total, on_stop, gate, futures)
+        except Terminated:  # (closed already where finish met it)
+            gate.close()
+            if gate.entered < len(todo):  # some given up
+                raise
+            concurrent.futures.wait(futures)  # (each past its output: returning)
+            results = gather(futures, total)
+            if all(r is None for r in results):  # all skipped: the call's own error
+                raise
+            raise AllFinished(results) from None
+        finally:
+            pool.shutdown(wait=not gate.closed, cancel_futures=True)
 
 
 def to_the_end(end, stop: Terminated | None = None):
@@ -256,9 +256,9 @@ def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None,
     import concurrent.futures
 
     futures = [] if futures is None else futures
-    futures.extend(pool.submit(job, item) for item in todo)
     warned: set = set()
-    try:
+    try:  # (a Ctrl-C as they are submitted, the first already begun, waits for it too)
+        futures.extend(pool.submit(job, item) for item in todo)
         stop_on_first(concurrent.futures.as_completed(futures), len(futures) > 1, warned)
         return gather(futures, total)
     except (DeviceMemoryError, ConfigError):  # every micrograph would fail so: none more starts
@@ -282,7 +282,7 @@ def finish(pool, job, todo, total: int, on_stop=None, gate: Gate | None = None,
                 gate.close()
             raise again from None
         stop_on_first([f for f in futures if not f.cancelled()], len(futures) > 1, warned)
-        if any(f.cancelled() for f in futures):
+        if any(f.cancelled() for f in futures) or len(futures) < len(todo):
             raise
         return gather(futures, total)  # all done: the run completes, or names its bad ones
 
