@@ -17,8 +17,8 @@ demo: $(STAMP)  ## simulate a small EMPIAR-10025-like set and run the pipeline o
 
 PYTEST_ARGS ?=  # more pytest options, e.g. make test PYTEST_ARGS="-k denoise -x"
 
-test: $(STAMP)  ## the test suite without slow or GPU tests (15–20 min on 2 cores); fails if none ran
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP)  ## the test suite without slow or GPU tests (about 15 min on 2 cores; the 30 slowest named); fails if none ran
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every CPU test, slow ones included
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
