@@ -427,6 +427,33 @@ def test_a_diverged_run_is_not_sent_to_resume(tiny_run, tmp_path, capsys):
         "checkpoint of a diverged network is written), so resuming it is no use" in capsys.readouterr().err
 
 
+def test_a_run_that_diverged_after_its_last_checkpoint_says_so_in_its_report(tiny_run, tmp_path,
+                                                                             capsys):
+    """A training that ended on a diverged network keeps its last checkpoint from before
+    (train writes none of a diverged network) and logs {"diverged": "network"}. evaluate noted
+    it on stderr, but the report a scientist keeps said nothing of it: report.md says it near
+    the top, and report.json holds both steps."""
+    run = tmp_path / "run"  # what `train` leaves when its last step, 8, diverged
+    shutil.copytree(tiny_run.run, run)
+    shutil.rmtree(run / "checkpoints" / "8")
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write(json.dumps({"step": 8, "diverged": "network"}) + "\n")
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(run), str(tiny_run.store), "-o", str(out), "--patches", "4",
+                 "--quiet"]) == 0
+    said = ("training diverged at step 8 (metrics.jsonl); the network scored is its last "
+            "checkpoint, step 4, from before that and trained only that far: a run trained "
+            "again at a lower learning rate (--lr) may do better")
+    assert (out / "report.md").read_text().splitlines()[:4] == [
+        f"# Evaluation of `{run}`", "", f"**Note:** this run's {said}.", ""]
+    assert json.loads((out / "report.json").read_text())["diverged"] == {"step": 8,
+                                                                         "checkpoint": 4}
+    assert main(["evaluate", str(tiny_run.run), str(tiny_run.store), "-o", str(tmp_path / "ok"),
+                 "--patches", "4", "--quiet"]) == 0  # a run that did not diverge: no such line
+    assert "diverged" not in (tmp_path / "ok" / "report.md").read_text()
+    assert "diverged" not in json.loads((tmp_path / "ok" / "report.json").read_text())
+
+
 def test_progress_of_rank(tiny_run, capsys):
     """``rank``: one note per micrograph on stderr, with what the steps found (these 160 × 128
     micrographs are too small for a CTF fit); with one run, first a note that a score alone

@@ -14,7 +14,7 @@ from cryostream.config.train import PRECISIONS
 from cryostream.errors import ConfigError
 
 __all__ = ["SHIPPED", "DEFAULT_MODEL", "Network", "model_path", "model_name", "check_model",
-           "model_record", "model_state", "check_trained",
+           "model_record", "model_state", "check_trained", "Divergence", "training_divergence",
            "load_model_file", "load_network", "backend", "to_device", "to_host"]
 
 #: Models shipped inside the package: name → file in ``cryostream/data``. ``general`` is trained
@@ -177,8 +177,8 @@ def check_trained(run, record) -> None:
 
     run = Path(str(run))
     rows = logged_rows(run / "metrics.jsonl")
-    if steps := checkpoint_steps(run):
-        _note_diverged(run, [r["step"] for r in rows if r.get("diverged")], max(steps))
+    if checkpoint_steps(run):
+        _note_diverged(run)
         return
     train = record.train
     due = min(train.checkpoint_every, train.steps)
@@ -213,20 +213,50 @@ def check_trained(run, record) -> None:
                      f"said so), resuming it is no use: {again}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """A run's training that diverged after its last checkpoint: ``step``, the step its
+    metrics.jsonl logs it diverged at; ``checkpoint``, the step of its last checkpoint, the
+    network a run folder gives (no diverged network is checkpointed): one from before the
+    divergence, trained only that far."""
+
+    step: int
+    checkpoint: int
+
+    def words(self, network: str = "used") -> str:
+        """What it means for the network ``network`` (``"used"``, ``"scored"``), in words."""
+        return (f"training diverged at step {self.step} (metrics.jsonl); the network "
+                f"{network} is its last checkpoint, step {self.checkpoint}, from before that and "
+                "trained only that far: a run trained again at a lower learning rate (--lr) may "
+                "do better")
+
+
+def training_divergence(run) -> Divergence | None:
+    """The :class:`Divergence` of the run folder ``run`` where its metrics.jsonl logs its
+    training diverged (``{"diverged": true}``, a loss not finite; ``{"diverged": "network"}``,
+    it ended on a diverged network) after its last checkpoint; None where it did not, where it
+    has no checkpoint (:func:`check_trained` refuses it) and for an exported ``.npz``."""
+    from cryostream.checkpoints import checkpoint_steps
+    from cryostream.runs import logged_rows
+
+    run = Path(str(run))
+    if not run.is_dir() or not (steps := checkpoint_steps(run)):
+        return None
+    at = max((r["step"] for r in logged_rows(run / "metrics.jsonl") if r.get("diverged")),
+             default=0)
+    return Divergence(at, max(steps)) if at > max(steps) else None
+
+
 _said_diverged: set = set()  # (run, step) noted in this process
 
 
-def _note_diverged(run: Path, diverged: list, last: int) -> None:
-    """Note once per process that the training of ``run`` diverged (``diverged``: the steps its
-    metrics.jsonl logs so) after ``last``, its last checkpoint, which is the network used: one
-    from before the divergence (no diverged network is checkpointed), trained only that far."""
-    at = max(diverged, default=0)
-    if at > last and (run, at) not in _said_diverged:
-        _said_diverged.add((run, at))
-        logging.getLogger("cryostream").info(
-            "%s: its training diverged at step %d (metrics.jsonl); the network used is its last "
-            "checkpoint, step %d, from before that and trained only that far: a run trained "
-            "again at a lower learning rate (--lr) may do better", run, at, last)
+def _note_diverged(run: Path) -> None:
+    """Note once per process that the training of ``run`` diverged after its last checkpoint,
+    the network used (:func:`training_divergence`)."""
+    diverged = training_divergence(run)
+    if diverged and (run, diverged.step) not in _said_diverged:
+        _said_diverged.add((run, diverged.step))
+        logging.getLogger("cryostream").info("%s: its %s", run, diverged.words())
 
 
 def load_network(run: str, precision: str = "fp32") -> Network:

@@ -256,11 +256,10 @@ def evaluate(run, store, output, *, truth=None, patches: int = 64, micrographs: 
     scored at 1 Å per pixel, their FRC and spectra in cycles/px, with a ``PixelSizeWarning``
     naming one; :func:`~cryostream.evaluate.pixels.truth_pixel_sizes`). A ``denoised`` output
     whose header gives another pixel size than its micrograph's here is read as it is, with a
-    ``PixelSizeWarning`` naming both. ``tile``:
-    the denoising window's core, px (None: chosen for the micrograph and the device, as
-    :func:`cryostream.denoise` chooses it; so micrographs smaller than a fixed tile work too).
-    A file in ``output`` of a report's name that evaluate did not write (one's own notes named
-    ``report.md``) is refused before any work, never replaced
+    ``PixelSizeWarning`` naming both. ``tile``: the denoising window's core, px (None: chosen
+    for the micrograph and the device, as :func:`cryostream.denoise` chooses it; so micrographs
+    smaller than a fixed tile work too). A file in ``output`` of a report's name that evaluate
+    did not write (one's own notes named ``report.md``) is refused before any work, never replaced
     (:func:`~cryostream.evaluate.staging.check_report_folder`); an earlier report's are.
 
     Progress goes to the ``cryostream`` logger: the test split's time, on a CPU about how long
@@ -388,15 +387,16 @@ def _write_report(run, record, store, out: Path, selection: TruthSelection | Non
                   pixels=None) -> dict:
     """The sections of :func:`evaluate`'s report, written into ``out``; the report's values."""
     from cryostream.baselines import topaz_available
-    from cryostream.denoise.network import model_name
+    from cryostream.denoise.network import model_name, training_divergence
 
     report: dict = {"run": str(run), "store": None if store is None else str(store)}
-    shipped = _shipped(run)
-    lines = [f"# Evaluation of the shipped model `{model_name(run)}`" if shipped
+    lines = [f"# Evaluation of the shipped model `{model_name(run)}`" if _shipped(run)
              else f"# Evaluation of `{run}`", ""]
+    if diverged := training_divergence(run):  # the network scored is from before it: said first
+        report["diverged"] = {"step": diverged.step, "checkpoint": diverged.checkpoint}
+        lines += [f"**Note:** this run's {diverged.words('scored')}.", ""]
     if store is not None:
-        a = compare_on_store(run, store, patches=patches, topaz=topaz_available())
-        report["test_split"] = a
+        report["test_split"] = a = compare_on_store(run, store, patches=patches, topaz=topaz_available())
         lines += test_split_section(a, record.recorrupt)
     if (Path(run) / "loss.png").exists():
         with writing(out / "training.png") as path:
