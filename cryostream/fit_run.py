@@ -217,15 +217,28 @@ def record_fit(run: Path, request: dict, rerun: str | None = None, found: bool =
 def record_steps(run: Path, steps: int, rerun: str | None = None) -> None:
     """The run's record says it was trained for ``steps`` (a run stopped short of its own
     target, kept at a smaller budget, is a run of the steps it has); in a process pool's run
-    of the script ``rerun`` only where it says so already (:func:`record_fit`)."""
-    from cryostream.runs import load_record, save_record
+    of the script ``rerun`` only where it says so already (:func:`record_fit`). A record made
+    read-only (``chmod a-w``) is left as it is, as :func:`record_fit` leaves ``fit.json``,
+    saying so in one line; one it cannot write is said in a warning: the call, which trains
+    nothing, goes on."""
+    from cryostream.runs import RECORD_FILE, load_record, save_record
 
     record = load_record(run)
-    if record.train.steps != steps:
-        if rerun is not None:
-            raise rerun_refused(rerun, "fit")
+    if record.train.steps == steps:
+        return
+    path, was = run / RECORD_FILE, record.train.steps
+    if read_only([path]):
+        _log.info("%s: read-only (chmod a-w): left as it is, saying %d steps, though this call "
+                  "would write the %d the run has (nothing trained)", path, was, steps)
+        return
+    if rerun is not None:
+        raise rerun_refused(rerun, "fit")
+    try:
         save_record(run, dataclasses.replace(record, train=dataclasses.replace(record.train,
                                                                                steps=steps)))
+    except StoreError as exc:
+        _log.warning("%s; left as it is, saying %d steps for the %d the run has (nothing "
+                     "trained)", exc, was, steps)
 
 
 def logged_loss(run: Path) -> float:

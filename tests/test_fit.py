@@ -1064,3 +1064,40 @@ def test_a_finished_fit_found_again_never_rewrites_its_read_only_record(mics, tm
     assert files() == before
     assert f"{record}: read-only (chmod a-w): left as it is, though this call would write its " \
            "inputs anew (the fit has all its steps: nothing trained)" in caplog.messages
+
+
+def test_a_fit_kept_at_a_smaller_budget_never_rewrites_its_read_only_run_record(mics, tmp_path,
+                                                                                caplog):
+    """A fit stopped short of its 4 steps (a checkpoint at step 2) and called again with a
+    budget of 1 step keeps the run, and its ``config.json`` says the 2 steps it has: one the
+    user had made read-only (``chmod a-w``) was replaced by a writable copy, though nothing was
+    trained (``fit.json`` is left as it is already). Now it is left as it is, said in one line;
+    one that cannot be written is a warning, and the call, its work done, succeeds."""
+    from cryostream.runs import load_record
+    from cryostream.training import train
+
+    run = tmp_path / "run"
+    first = cryostream.fit(mics, run, train=SMALL, budget=SPENT)  # its store, then stopped short
+    train(first.store, run, SMALL, stop_at=2, log=lambda *_: None)
+    record = run / "config.json"
+    record.chmod(0o444)
+    before = (record.read_bytes(), record.stat().st_mtime_ns, record.stat().st_mode)
+    caplog.set_level("INFO", logger="cryostream")
+    short = cryostream.fit(mics, run, train=SMALL, budget="1step")
+    assert (short.steps, short.target_steps, short.finished) == (2, 2, True)
+    assert (record.read_bytes(), record.stat().st_mtime_ns, record.stat().st_mode) == before
+    assert f"{record}: read-only (chmod a-w): left as it is, saying 4 steps, though this call " \
+           "would write the 2 the run has (nothing trained)" in caplog.messages
+    record.chmod(0o644)  # writable, but it cannot be written: where it is written first, a link
+    partial = run / ".config.json.partial"  # to itself (ELOOP), which the failed write removes
+    partial.symlink_to(partial.name)
+    caplog.clear()
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 2
+    assert record.read_bytes() == before[0] and load_record(run).train.steps == 4
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith(f"{record}: could not write it (")
+    assert warned[0].endswith("; left as it is, saying 4 steps for the 2 the run has (nothing "
+                              "trained)")
+    assert not partial.is_symlink()  # once it can be written, it says the 2 steps
+    assert cryostream.fit(mics, run, train=SMALL, budget="1step").steps == 2
+    assert load_record(run).train.steps == 2
