@@ -136,3 +136,39 @@ def test_an_array_gets_the_opening_note_files_get(trained, tmp_path, notes):
         assert len(timed) == 1 and "for all here" in timed[0], timed
         assert [n.split("; other work")[0] for n in notes
                 if n.startswith("the ensemble runs ")] == timed
+
+
+def test_an_array_gets_the_note_of_the_optics_it_assumes_in_python_words(trained, notes):
+    """Files without a STAR file's optics get a note of the optics the CTF fit takes and how to
+    give others; an array (NumPy, or an xarray, which carries no optics) took 300 kV, Cs 2.7 mm
+    and amplitude contrast 0.1 without a word. It gets the note once per call, naming the
+    config's fields (denoise takes no --voltage in Python), only those the config leaves at
+    their default, and none where the config gives all three."""
+    import dataclasses
+
+    import xarray as xr
+
+    run, sim = trained
+    images = np.stack([mrcfile.read(m).astype(np.float32) for m in sim.micrographs[:2]])
+
+    def said() -> list[str]:
+        found = [n for n in notes if "optics" in n and "microscope" in n]
+        notes.clear()
+        return found
+
+    cryostream.denoise(run, images, config=QUICK, pixel_size_angstrom=0.6575)
+    assert said() == [
+        "2 micrographs have no microscope optics from config= (an array carries none): the CTF "
+        "fit takes 300 kV, Cs 2.7 mm and amplitude contrast 0.1 (a Krios; nothing to do if they "
+        "are your microscope's); for another, pass config=DenoiseConfig(voltage_kv=..., "
+        "cs_mm=..., amplitude_contrast=...), e.g. voltage_kv=200 for a Glacios or a Talos Arctica"]
+    one = xr.DataArray(images[0], dims=("y", "x"), attrs={"pixel_size_angstrom": 0.6575})
+    cryostream.denoise(run, one, config=dataclasses.replace(QUICK, voltage_kv=200.0))
+    assert said() == [
+        "1 micrograph has no Cs or amplitude contrast from config= (an array carries none) (the "
+        "rest of its optics given): the CTF fit takes Cs 2.7 mm and amplitude contrast 0.1 "
+        "(nothing to do if that is your microscope's); for another, pass "
+        "config=DenoiseConfig(cs_mm=..., amplitude_contrast=...)"]
+    given = dataclasses.replace(QUICK, voltage_kv=200.0, cs_mm=1.4, amplitude_contrast=0.07)
+    cryostream.denoise(run, one, config=given)
+    assert said() == []

@@ -112,14 +112,16 @@ def refuse_denoised_array(array) -> None:
 def array_micrographs(stack) -> list:
     """Each micrograph of ``stack`` (:func:`array_stack`'s) as the pixel-size checks of files
     take one (``source``, ``pixel_size_angstrom``, ``pixel_size_from``; the argument's named
-    ``pixel_size_angstrom=``), e.g. for
-    :func:`~cryostream.denoise.pixels.warn_outside_model`."""
+    ``pixel_size_angstrom=``; ``optics_from``, empty: an array carries no optics), e.g. for
+    :func:`~cryostream.denoise.pixels.warn_outside_model` and
+    :func:`~cryostream.denoise.pixels.note_assumed_optics`."""
     from types import SimpleNamespace
 
     source = stack.attrs["pixel_size_from"]
     source = "pixel_size_angstrom=" if source == "argument" else source
     return [SimpleNamespace(source=name, pixel_size_angstrom=stack.attrs["pixel_size_angstrom"],
-                            pixel_size_from=source) for name in image_names(stack)]
+                            pixel_size_from=source, optics_from={})  # (no STAR file's optics)
+            for name in image_names(stack)]
 
 
 def image_names(stack) -> list[str]:
@@ -166,14 +168,18 @@ def denoise_arrays(stack, run: str, config: DenoiseConfig, permissive: bool, two
     :func:`~cryostream.denoise.workers.start_note`) and one as each is done
     (:class:`~cryostream.denoise.micrograph.Progress`: its seconds and the gain it took, e.g.
     ``too small for a CTF fit: radial Wiener gain``), each named as :func:`image_names` says
-    (its file, for a stack opened from files), as its warnings and errors are. Returns the
+    (its file, for a stack opened from files), as its warnings and errors are; before them,
+    where the config gives no optics, the note of those the CTF fit takes
+    (:func:`~cryostream.denoise.pixels.note_assumed_optics`). Returns the
     denoised xarray (:func:`denoised_result`), ``(y, x)`` where ``two_d`` (a 2-D array was
     given)."""
+    from cryostream.denoise.pixels import note_assumed_optics
     from cryostream.denoise.workers import start_note
     from cryostream.io.paths import name_depth
 
     pixel = stack.attrs["pixel_size_angstrom"]
     total = stack.sizes["micrograph"]
+    note_assumed_optics(config, array_micrographs(stack), "arrays")  # as a file's, before it
     start_note(run, config, total, [stack.shape[1:]] * total, what=" in memory")
     progress = Progress(total, 0, 1, config)
     names = image_names(stack)

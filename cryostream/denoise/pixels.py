@@ -192,7 +192,13 @@ def note_assumed_optics(config, micrographs: list, command: str = "denoise") -> 
     header gave. One note for each set of missing ones, so that a micrograph whose header gave
     its voltage is not counted among those that take 300 kV. ``command``: ``"evaluate"`` for
     its residual check, which has no optics options and writes no STAR file: the note says its
-    numbers assume those optics and that a STAR file listing the micrographs gives others."""
+    numbers assume those optics and that a STAR file listing the micrographs gives others;
+    ``"arrays"`` for micrographs given to :func:`~cryostream.denoise.denoise` as an array
+    (:func:`~cryostream.denoise.arrays.array_micrographs`), which carry no optics and write no
+    STAR file: the note names the config's fields to give, in Python (none where
+    ``config.ctf_gain`` is False: no CTF is fitted, so no optics are used)."""
+    if command == "arrays" and config.ctf_gain is False:
+        return
     given = given_optics(config)  # an option given is no default taken: the others still are
     keys = ("voltage_kv", "cs_mm", "amplitude_contrast")
     groups: dict[tuple, list] = {}
@@ -225,6 +231,12 @@ def _note_lacking(config, which: tuple, micrographs: list, command: str = "denoi
         it, its = ("it", "its") if count == 1 else ("them", "their")
         fix = (f"evaluate has no option for them: for another microscope, give --residual a STAR "
                f"file that lists {it} with {its} optics (Python: residual=STAR_FILE)")
+    elif command == "arrays":  # no STAR file gives them, none is written: the config alone
+        source, take = "config= (an array carries none)", "the CTF fit takes"
+        assumed = values + (" (a Krios; nothing to do if they are your microscope's)" if every
+                            else " (nothing to do if that is your microscope's)")
+        fix = (f"for another, pass config=DenoiseConfig({', '.join(f'{k}=...' for k in which)})"
+               + (", e.g. voltage_kv=200 for a Glacios or a Talos Arctica" if every else ""))
     else:
         source = "a STAR file or an option"
         # --raw (ctf_gain False) fits no CTF: only the STAR file's optics table takes them
