@@ -129,3 +129,21 @@ def test_an_output_made_again_is_never_left_with_the_record_before(tmp_path):
     assert said.startswith(f"{path}: could not be written")
     assert not sidecar.exists()  # the stale record is not put back beside another MRC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mrc"]
+
+
+def test_a_folder_where_a_records_temporary_file_goes_is_named(tmp_path):
+    """A folder at a record's temporary name (``.config.json.partial``, made by hand or by a
+    copy tool): the write raised a bare IsADirectoryError (its clean-up could not remove a
+    folder). Now one error names the record and the folder to remove; the record before is
+    left as it was, and the folder too."""
+    from cryostream.io.paths import partial_path, write_whole
+
+    record = tmp_path / "config.json"
+    record.write_text("{}")
+    partial_path(record).mkdir()
+    with pytest.raises(StoreError) as caught:
+        write_whole(record, '{"steps": 4}')
+    assert str(caught.value) == (
+        f"{record}: could not write it: the folder {partial_path(record)} is where its "
+        "temporary file goes; remove it, then run the same command again")
+    assert record.read_text() == "{}" and partial_path(record).is_dir()

@@ -79,12 +79,23 @@ def write_whole(path: Path, text: str) -> None:
         partial.write_text(text)
         os.replace(partial, path)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        _drop(partial)
+        if partial.is_dir():  # (its temporary file's name taken by a folder)
+            raise StoreError(f"{path}: could not write it: the folder {partial} is where its "
+                             "temporary file goes; remove it, then run the same command "
+                             "again") from None
         raise StoreError(f"{path}: could not write it ({exc.strerror or exc})"
                          + (f"; {fix}" if (fix := os_fix(exc)) else "")) from None
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _drop(partial)
         raise
+
+
+def _drop(partial: Path) -> None:
+    """A partial file removed, where there is one (a folder in its place, the scientist's, is
+    left, and named by the error)."""
+    with contextlib.suppress(OSError):
+        partial.unlink(missing_ok=True)
 
 
 def output_file(path: str | os.PathLike, option: str, example: str) -> Path:
