@@ -57,6 +57,9 @@ def test_a_moved_project_s_outputs_are_found_again_and_listed_where_they_are(
     row, made by the same run in its old place (no .bak: the same model, not another)."""
     monkeypatch.chdir(tmp_path)
     assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "m1.mrc") == 0
+    made = json.loads((tmp_path / "proj" / "out" / "m0.json").read_text())
+    assert (made["output"], made["output_folder"]) == (  # where it was made, for a move after
+        str(tmp_path / "proj" / "out" / "m0.mrc"), str(tmp_path / "proj" / "out"))
     (tmp_path / "elsewhere").mkdir()
     moved = Path(shutil.move(tmp_path / "proj", tmp_path / "elsewhere" / "proj2"))
     before = _times(moved / "out")
@@ -82,13 +85,21 @@ def test_a_moved_project_s_outputs_are_found_again_and_listed_where_they_are(
     assert sorted(p.name for p in (moved / "out").glob("*.bak*")) == []
 
 
+@pytest.mark.parametrize("records", ["new", "old"])
 def test_a_copy_without_its_times_is_made_again_not_refused(tiny_run, tmp_path, monkeypatch,
-                                                             capsys):
+                                                             capsys, records):
     """A project copied without its times (``cp -r``): its inputs' times are new, so they may
     have been remade (motion correction run again): the outputs are made again, with their
-    records naming the copy, not refused as another run's."""
+    records naming the copy, not refused as another run's. So too for records made before
+    they named the output's own place (``old``: the copy guessed from the folders)."""
     monkeypatch.chdir(tmp_path)
     assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "m1.mrc") == 0
+    if records == "old":
+        for sidecar in (tmp_path / "proj" / "out").glob("*.json"):
+            record = json.loads(sidecar.read_text())
+            for key in ("output", "output_folder"):
+                del record[key]
+            sidecar.write_text(json.dumps(record, indent=1))
     copy = Path(shutil.copytree(tmp_path / "proj", tmp_path / "copy", copy_function=shutil.copy))
     for output in (copy / "out").glob("*.mrc"):
         os.utime(output, ns=(1, 1))  # a mark: an output made again has the time of now
@@ -154,6 +165,55 @@ def test_an_output_inside_another_micrograph_s_folder_is_not_taken_for_moved(tin
         capsys.readouterr().err
     assert _times(out) == before
     assert json.loads((out / "x.json").read_text())["input"] == first
+
+
+def test_an_output_that_never_moved_is_not_taken_for_moved_with_an_input(tiny_run, tmp_path,
+                                                                         capsys):
+    """``A/x.mrc`` denoised into ``B/out``, then ``A`` moved away (its times kept) and another
+    micrograph ``B/x.mrc`` (another time) denoised into the same ``B/out``: refused, the output
+    kept. ``A/x.mrc`` has left its place, but the output's record names the output's own path,
+    the one it has now: it never moved with ``B/x.mrc`` (a guess from the folders alone took
+    ``B/x.mrc`` for ``A/x.mrc`` changed since, and made ``A``'s output again over it). ``A``
+    where it is now is still found."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
+                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
+    os.utime(other, ns=(10**18, 10**18))
+    out = tmp_path / "B" / "out"
+    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), first, *options]) == 0
+    moved = Path(shutil.move(tmp_path / "A", tmp_path / "disk2")) / "x.mrc"
+    before = _times(out)
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), other, *options]) == 2
+    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
+        capsys.readouterr().err
+    assert _times(out) == before
+    assert main(["denoise", str(tiny_run.run), str(moved), *options]) == 0
+    assert "(1 finished earlier, kept)" in capsys.readouterr().out
+    assert _times(out) == before
+
+
+def test_an_output_folder_copied_elsewhere_keeps_its_outputs(tiny_run, tmp_path, monkeypatch,
+                                                             capsys):
+    """The output folder copied with its times (``cp -a out /elsewhere/out``), its inputs left
+    where they were: the same command into the copy keeps every output there, lists them where
+    they are, and leaves the first folder as it was."""
+    monkeypatch.chdir(tmp_path)
+    project = _project(tiny_run, tmp_path / "proj")
+    assert _denoise(project, "m0.mrc", "m1.mrc") == 0
+    first = {p.name: p.read_bytes() for p in (project / "out").iterdir()}
+    copy = Path(shutil.copytree(project / "out", tmp_path / "second" / "out"))
+    before = _times(copy)
+    capsys.readouterr()
+    assert main(["denoise", str(project / "run"), *(str(project / "mics" / f"m{i}.mrc")
+                                                     for i in range(2)),
+                 "-o", str(copy), "--raw", "--tile", "64", "--workers", "1"]) == 0
+    assert "(2 finished earlier, kept)" in capsys.readouterr().out
+    assert _times(copy) == before
+    assert _listed(copy / STAR) == [f"second/out/m{i}.mrc" for i in range(2)]
+    assert {p.name: p.read_bytes() for p in (project / "out").iterdir()} == first
 
 
 @pytest.fixture

@@ -4,16 +4,28 @@ before, and are taken as the ones given now where the two end alike (the same fi
 the same folders after the point where they differ) and evidence says they are one file: the
 input's stamps (size and time of modification, kept by such a copy), the model's state (an
 ``.npz``'s digest, a run folder's last checkpoint and its time), or the output itself having
-moved with them (its folder is inside the folders that changed). A copy that did not keep the
-times is then the same input changed since, made again; a micrograph of the same name
+moved with them (its folder changed as theirs did: exact where the record names the output's
+own path, :func:`placed`; a guess from the folders for older records). A copy that did not
+keep the times is then the same input changed since, made again; a micrograph of the same name
 elsewhere is no such evidence, and stays another input."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
-__all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now"]
+__all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now", "placed"]
+
+
+def placed(record: dict, plan) -> dict:
+    """``record`` as it is written beside its output (``plan``: its
+    :class:`~cryostream.denoise.outputs.OutputPlan`): with the output's own absolute path
+    (``output``) and its output folder (``output_folder``), which say later for certain
+    whether the output moved with its input (:func:`_moved_with`)."""
+    path = Path(os.path.abspath(plan.path))
+    return {**record, "output": str(path),
+            "output_folder": str(path.parents[plan.name.count("/")])}  # GridA/x: above GridA
 
 
 def _leads(old, new) -> tuple[tuple, tuple] | None:
@@ -29,34 +41,42 @@ def _leads(old, new) -> tuple[tuple, tuple] | None:
     return (a[:len(a) - k], b[:len(b) - k]) if k else None
 
 
-def _alike(old, new, evidence: bool, output) -> bool:
+def _alike(old, new, evidence: Callable[[], bool], output, recorded=None) -> bool:
     """Whether the recorded path ``old`` is the path ``new`` now: equal, or ending alike
-    (:func:`_leads`) where ``evidence`` says they are one file, or where the output moved with
-    it (:func:`_moved_with`)."""
+    (:func:`_leads`) where ``evidence`` (asked only then) says they are one file, or where the
+    output moved with it (:func:`_moved_with`; ``recorded``: the output's path its record
+    gives)."""
     if old == new:
         return True
     leads = _leads(old, new)
     if leads is None:
         return False
-    return evidence or _moved_with(old, leads, output)
+    return evidence() or _moved_with(old, leads, output, recorded)
 
 
-def _moved_with(old: str, leads: tuple[tuple, tuple], output) -> bool:
+def _moved_with(old: str, leads: tuple[tuple, tuple], output, recorded=None) -> bool:
     """Whether the output (``output``: its path now) moved with the file recorded as ``old``
-    (``leads``: :func:`_leads`): it lies inside the leading folders of the path now (not the
-    root alone), and the file is no longer where it was (moved away), or a copy of the output
-    is where it was (the same record at the same place under the old folders: copied, the
-    original left). An output that lay there all along, made of a file of the same name
-    elsewhere that is still there, did not: that file is another input."""
+    (``leads``: :func:`_leads`): it lies inside the leading folders of the path now, at the
+    place under them where it lay under those of ``old`` (``recorded``: its path as its record
+    gives it, exact; None for a record made before records gave it: guessed, and not where the
+    folders now are the root alone), and the file is no longer where it was (moved away), or a
+    copy of the output is where it was (the same record at its old place: copied, the original
+    left). An output that lay there all along (by its record, or made of a file of the same
+    name elsewhere that is still there) did not: that file is another input."""
     old_lead, new_lead = leads
-    if output is None or len(new_lead) <= 1:
+    if output is None:
         return False
     parts = Path(os.path.abspath(output)).parts
     if parts[:len(new_lead)] != new_lead:
         return False
+    before = Path(*old_lead, *parts[len(new_lead):])
+    if isinstance(recorded, str):  # the record says where the output was: there, and here now
+        if PurePath(recorded).parts != before.parts or before.parts == parts:
+            return False
+    elif len(new_lead) <= 1:
+        return False
     if not os.path.lexists(old):
         return True
-    before = Path(*old_lead, *parts[len(new_lead):])
     try:
         return (before.with_suffix(".json").read_bytes()
                 == Path(output).with_suffix(".json").read_bytes())
@@ -86,8 +106,11 @@ def same_model_place(found: dict, record: dict, output=None) -> bool:
     then for the caller to compare."""
     old, new = found.get("run"), record.get("run")
     state = found.get("model_files")
-    evidence = _evidence(state) and state == record.get("model_files")
-    if _alike(old, new, evidence, output):
+
+    def evidence() -> bool:
+        return _evidence(state) and state == record.get("model_files")
+
+    if _alike(old, new, evidence, output, found.get("output")):
         return True
     from cryostream.denoise.network import SHIPPED, model_path
 
@@ -103,18 +126,22 @@ def same_input_place(found: dict, record: dict, output=None, *, given: bool = Tr
     alike too): the same paths, or paths ending alike where the stamps of the files
     (``input_files``) are the same, or where the output (``output``: its path now) moved with
     them."""
-    stamps = found.get("input_files")
-    evidence = _stamped(stamps) and stamps == record.get("input_files")
-    if not _alike(found.get("input"), record.get("input"), evidence, output):
+    old, new = found.get("given"), record.get("given")
+
+    def evidence() -> bool:
+        stamps = found.get("input_files")
+        return _stamped(stamps) and stamps == record.get("input_files")
+
+    recorded = found.get("output")
+    if not _alike(found.get("input"), record.get("input"), evidence, output, recorded):
         return False
     if not given:
         return True
-    old, new = found.get("given"), record.get("given")
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return old == new
     return (old.keys() == new.keys()
             and all(old[k] == new[k] for k in old if k != "odd")
-            and ("odd" not in old or _alike(old["odd"], new["odd"], evidence, output)))
+            and ("odd" not in old or _alike(old["odd"], new["odd"], evidence, output, recorded)))
 
 
 def inputs_by_name(paths) -> dict[str, list[str]]:
@@ -128,12 +155,18 @@ def inputs_by_name(paths) -> dict[str, list[str]]:
 def input_now(made_from: str, record: dict, named: dict[str, list[str]], output=None) -> str:
     """The input as given now (``named``: :func:`inputs_by_name`) that an earlier output's
     record names as ``made_from``, where the project moved since: the one of its name whose
-    stamps are those of the record, or that moved with the output (``output``: its path now);
-    ``made_from`` itself where no other, or several, are."""
+    stamps are those of the record, or that moved with the
+    output (``output``: its path now); ``made_from`` itself where no other, or several, are."""
     from cryostream.denoise.outputs import input_stamps
 
     stamps = record.get("input_files")
     first = stamps[:1] if _stamped(stamps) else None
-    found = {p for p in named.get(PurePath(made_from).name, []) if p != made_from
-             and _alike(made_from, p, first is not None and input_stamps(p) == first, output)}
-    return found.pop() if len(found) == 1 else made_from
+
+    def found(path: str) -> bool:
+        def evidence() -> bool:
+            return first is not None and input_stamps(path) == first
+
+        return _alike(made_from, path, evidence, output, record.get("output"))
+
+    now = {p for p in named.get(PurePath(made_from).name, []) if p != made_from and found(p)}
+    return now.pop() if len(now) == 1 else made_from

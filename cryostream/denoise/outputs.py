@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.denoise.moved import same_input_place, same_model_place
+from cryostream.denoise.moved import placed, same_input_place, same_model_place
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import kept_folders, os_fix, record_aside, refuse_read_only
 from cryostream.io.relion_jobs import warn_other_job
@@ -270,10 +270,10 @@ def check_writable(folder: Path) -> None:
 
 def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: float,
                  label: str, record: dict, *, dtype: str = "float32", like=None) -> str:
-    """Write ``NAME.mrc`` and its record ``NAME.json``, each through a temporary name and a
-    rename, the record last: a finished output is the pair. The output is held while
-    they are written (:func:`~cryostream.denoise.star_keep.held_output`): an output another call
-    made there meanwhile with other options is not replaced unless the plan's ``overwrite``.
+    """Write ``NAME.mrc`` and its record ``NAME.json`` (``record`` and where the output lies,
+    :func:`~cryostream.denoise.moved.placed`), through temporary names, the record last: a
+    finished output is the pair, held while written (:func:`~cryostream.denoise.star_keep.held_output`):
+    an output another call made there meanwhile with other options is kept unless ``overwrite``.
 
     ``dtype`` is the pixel type written (float32 or float16); ``like`` the input's
     :class:`~cryostream.io.mrc.HeaderCopy`, whose origin, voxel size, labels (plus ``label``)
@@ -303,7 +303,7 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
         _unlist(plan)
         try:
             plan.path.parent.mkdir(parents=True, exist_ok=True)  # a name with its folder: GridA/x
-            partial.write_text(json.dumps(record, indent=1))
+            partial.write_text(json.dumps(placed(record, plan), indent=1))  # where it lies
             with record_aside(plan.sidecar, plan.path):  # never the new MRC with the old record
                 write_micrograph(plan.path, estimate, pixel_size_angstrom, history=label,
                                  overwrite=True, dtype=dtype, like=like)
