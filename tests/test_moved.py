@@ -97,7 +97,7 @@ def test_a_copy_without_its_times_is_made_again_not_refused(tiny_run, tmp_path, 
     if records == "old":
         for sidecar in (tmp_path / "proj" / "out").glob("*.json"):
             record = json.loads(sidecar.read_text())
-            for key in ("output", "output_folder"):
+            for key in ("output", "output_folder", "input_ends_sha256"):
                 del record[key]
             sidecar.write_text(json.dumps(record, indent=1))
     copy = Path(shutil.copytree(tmp_path / "proj", tmp_path / "copy", copy_function=shutil.copy))
@@ -214,6 +214,35 @@ def test_an_output_folder_copied_elsewhere_keeps_its_outputs(tiny_run, tmp_path,
     assert _times(copy) == before
     assert _listed(copy / STAR) == [f"second/out/m{i}.mrc" for i in range(2)]
     assert {p.name: p.read_bytes() for p in (project / "out").iterdir()} == first
+
+
+def test_files_of_one_name_size_and_second_are_told_apart(tiny_run, tmp_path, capsys):
+    """Two micrographs unpacked from one archive into ``A`` and ``B``: one name, one size, one
+    time to the second (as tar leaves them). ``A/x.mrc`` denoised into ``out``, then
+    ``B/x.mrc`` into ``out``: refused, the output kept, not taken for ``A/x.mrc`` moved (the
+    record's digest of its input's ends tells them apart where the stamps cannot). ``A``
+    moved (its times kept) is still found."""
+    second = 1_700_000_000 * 10**9
+    paths = []
+    for source, folder in zip(tiny_run.sim.micrographs[:2], "AB", strict=True):
+        (tmp_path / folder).mkdir()
+        paths.append(str(shutil.copy(source, tmp_path / folder / "x.mrc")))
+        os.utime(paths[-1], ns=(second, second))
+    first, other = paths
+    assert os.stat(first).st_size == os.stat(other).st_size
+    out = tmp_path / "out"
+    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), first, *options]) == 0
+    before = _times(out)
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), other, *options]) == 2
+    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
+        capsys.readouterr().err
+    assert _times(out) == before
+    moved = Path(shutil.move(tmp_path / "A", tmp_path / "disk2")) / "x.mrc"
+    assert main(["denoise", str(tiny_run.run), str(moved), *options]) == 0
+    assert "(1 finished earlier, kept)" in capsys.readouterr().out
+    assert _times(out) == before
 
 
 @pytest.fixture

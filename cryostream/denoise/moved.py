@@ -2,30 +2,69 @@
 paths an output's record ``NAME.json`` gives for its input, odd half and model are those of
 before, and are taken as the ones given now where the two end alike (the same file name, and
 the same folders after the point where they differ) and evidence says they are one file: the
-input's stamps (size and time of modification, kept by such a copy), the model's state (an
-``.npz``'s digest, a run folder's last checkpoint and its time), or the output itself having
-moved with them (its folder changed as theirs did: exact where the record names the output's
-own path, :func:`placed`; a guess from the folders for older records). A copy that did not
-keep the times is then the same input changed since, made again; a micrograph of the same name
-elsewhere is no such evidence, and stays another input."""
+input's stamps (size and time of modification, kept by such a copy; where the times are whole
+seconds, as an archive unpacked leaves them, with the digest of the files' ends too), the
+model's state (an ``.npz``'s digest, a run folder's last checkpoint and its time), or the
+output itself having moved with them (its folder changed as theirs did: exact where the record
+names the output's own path, :func:`placed`; a guess from the folders for older records). A
+copy that did not keep the times is then the same input changed since, made again; a
+micrograph of the same name elsewhere is no such evidence, and stays another input."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
-__all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now", "placed"]
+__all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now", "placed",
+           "ends_digest"]
+
+#: How much of each end of an input file :func:`ends_digest` reads: 1 MiB (about 5 ms warm,
+#: 10-20 ms from disk, for a 7420 × 7676 float32 micrograph of 228 MB).
+ENDS_BYTES = 1 << 20
 
 
 def placed(record: dict, plan) -> dict:
     """``record`` as it is written beside its output (``plan``: its
     :class:`~cryostream.denoise.outputs.OutputPlan`): with the output's own absolute path
     (``output``) and its output folder (``output_folder``), which say later for certain
-    whether the output moved with its input (:func:`_moved_with`)."""
+    whether the output moved with its input (:func:`_moved_with`), and the digest of the ends
+    of each input file, the micrograph's and its odd half's (``input_ends_sha256``,
+    :func:`ends_digest`), which tells apart files of one name, size and time to the second
+    (unpacked from one archive) where those stamps alone would decide."""
     path = Path(os.path.abspath(plan.path))
+    odd = (record.get("given") or {}).get("odd")
     return {**record, "output": str(path),
-            "output_folder": str(path.parents[plan.name.count("/")])}  # GridA/x: above GridA
+            "output_folder": str(path.parents[plan.name.count("/")]),  # GridA/x: above GridA
+            "input_ends_sha256": [ends_digest(f) for f in [record.get("input"), odd] if f]}
+
+
+def ends_digest(path) -> str | None:
+    """The SHA-256 (16 hex digits) of a file's size and its first and last :data:`ENDS_BYTES`
+    (the whole file where it is shorter), read once per size and time of modification; None
+    where the file cannot be read."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return _ends_digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _ends_digest(path: str, size: int, modified_ns: int) -> str | None:
+    """:func:`ends_digest` of the file ``path`` of that size and time."""
+    digest = hashlib.sha256(size.to_bytes(8, "little"))
+    try:
+        with open(path, "rb") as file:
+            digest.update(file.read(ENDS_BYTES))
+            if size > ENDS_BYTES:
+                file.seek(max(ENDS_BYTES, size - ENDS_BYTES))
+                digest.update(file.read(ENDS_BYTES))
+    except OSError:
+        return None
+    return digest.hexdigest()[:16]
 
 
 def _leads(old, new) -> tuple[tuple, tuple] | None:
@@ -90,6 +129,20 @@ def _stamped(stamps) -> bool:
             and all(isinstance(s, dict) and s.get("modified_ns") is not None for s in stamps))
 
 
+def _same_ends(digests, stamps: list, files: list) -> bool:
+    """Whether the files ``files`` (given now) whose stamps are ``stamps`` (equal to those an
+    output's record gives) are the files of that record by their ends' digests ``digests``
+    (its ``input_ends_sha256``, :func:`ends_digest`): asked only of files whose times are whole
+    seconds (an archive unpacked, a file system of coarse times), where files of one name and
+    size may share them; a record without digests, or a file unreadable, is left to the
+    stamps."""
+    if not (isinstance(digests, list) and len(digests) == len(stamps) == len(files)):
+        return True
+    return all(not isinstance(s.get("modified_ns"), int) or s["modified_ns"] % 10**9
+               or recorded is None or (now := ends_digest(file)) is None or now == recorded
+               for s, recorded, file in zip(stamps, digests, files, strict=True))
+
+
 def _evidence(state) -> bool:
     """Whether a model's state ``model_files`` tells one model from another: an ``.npz``'s
     digest, or a run folder's last checkpoint with its time."""
@@ -124,13 +177,16 @@ def same_input_place(found: dict, record: dict, output=None, *, given: bool = Tr
     """Whether the input ``found`` (an output's record) names is the one ``record`` (this
     call's) names, with what came with it (``given``: the same values, the odd half's path
     alike too): the same paths, or paths ending alike where the stamps of the files
-    (``input_files``) are the same, or where the output (``output``: its path now) moved with
-    them."""
+    (``input_files``; and their ends' digests where those give times to the second alone,
+    :func:`_same_ends`) are the same, or where the output (``output``: its path now) moved
+    with them."""
     old, new = found.get("given"), record.get("given")
 
     def evidence() -> bool:
         stamps = found.get("input_files")
-        return _stamped(stamps) and stamps == record.get("input_files")
+        odd = new.get("odd") if isinstance(new, dict) else None
+        return (_stamped(stamps) and stamps == record.get("input_files") and _same_ends(
+            found.get("input_ends_sha256"), stamps, [record.get("input"), *[odd] * bool(odd)]))
 
     recorded = found.get("output")
     if not _alike(found.get("input"), record.get("input"), evidence, output, recorded):
@@ -155,16 +211,19 @@ def inputs_by_name(paths) -> dict[str, list[str]]:
 def input_now(made_from: str, record: dict, named: dict[str, list[str]], output=None) -> str:
     """The input as given now (``named``: :func:`inputs_by_name`) that an earlier output's
     record names as ``made_from``, where the project moved since: the one of its name whose
-    stamps are those of the record, or that moved with the
+    stamps (and ends, :func:`_same_ends`) are those of the record, or that moved with the
     output (``output``: its path now); ``made_from`` itself where no other, or several, are."""
     from cryostream.denoise.outputs import input_stamps
 
     stamps = record.get("input_files")
     first = stamps[:1] if _stamped(stamps) else None
+    digests = record.get("input_ends_sha256")
+    digests = digests[:1] if isinstance(digests, list) else None
 
     def found(path: str) -> bool:
         def evidence() -> bool:
-            return first is not None and input_stamps(path) == first
+            return (first is not None and input_stamps(path) == first
+                    and _same_ends(digests, first, [path]))
 
         return _alike(made_from, path, evidence, output, record.get("output"))
 
