@@ -246,9 +246,12 @@ def _original(name: str, project: Path, originals: _Originals | None) -> tuple[s
     made = isinstance(record, dict) and record.get("kind") == "DenoiseOutput" \
         and isinstance(record.get("input"), str)
     if not made:
-        there = (f"no {sidecar.name} record beside it (not an output of cryostream denoise, "
-                 "or its record was removed)" if denoised.exists() else
-                 f"no such file in the RELION project folder {project}")
+        there = (f"no such file in the RELION project folder {project}" if not denoised.exists()
+                 else f"no {sidecar.name} record beside it (not an output of cryostream "
+                 "denoise, or its record was removed)" if not sidecar.is_file()
+                 else f"its record {sidecar.name} is damaged (cut short or edited: not a record "
+                 "of cryostream denoise naming its input); denoise its original again into "
+                 f"{denoised.parent.name} to write it whole")
         if originals is None:
             return None, there + "; --originals matches it by its file name"
         same = originals.by_file.get(os.path.realpath(denoised)) if denoised.exists() else None

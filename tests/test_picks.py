@@ -149,6 +149,18 @@ def test_a_denoised_micrograph_without_its_record_is_matched_by_name_only_with_t
     assert (project / "new.star").read_text() == _originals_named(AUTOPICK)
 
 
+def test_a_damaged_record_is_named_as_damaged_not_as_missing(project, capsys):
+    """A denoised micrograph whose ``NAME.json`` is cut short (a full disk, a copy stopped) is
+    said to have a damaged record, with how to write it again, not to have none beside it."""
+    record = project / "External/job010/FoilHole_1_Data.json"
+    record.write_text(record.read_text()[:60])
+    line = assert_user_error(cli(capsys, "picks-to-originals", PICKS, "-o", "new.star"),
+                             "External/job010/FoilHole_1_Data.mrc")
+    assert "record FoilHole_1_Data.json is damaged" in line and "denoise its original" in line
+    assert "no FoilHole_1_Data.json record beside it" not in line
+    assert not (project / "new.star").exists()
+
+
 def test_a_micrograph_neither_denoised_nor_original_is_refused_or_left_out(project, capsys):
     """A row naming a micrograph that no record and no row of the originals' STAR file
     stands behind is refused with the row, its name and why, nothing written; with
