@@ -1065,6 +1065,20 @@ def test_denoise_rerun_after_a_kill_between_image_and_record(run, sim, denoised,
     assert not _outside(before, snapshot(tmp_path), out)
 
 
+def test_denoise_refuses_a_stack_whose_header_says_one_section(sim, tmp_path, capsys):
+    """denoise of a file of three micrographs whose header says one (nz=1): one line naming
+    it and the sections it holds, nothing written (it denoised the first alone, status 0)."""
+    stack = tmp_path / "in" / "stack.mrcs"
+    stack.parent.mkdir()
+    shutil.copy(sim.micrographs[0], stack)
+    data = stack.read_bytes()
+    stack.write_bytes(data + data[-256 * 256 * 4:] * 2)
+    out = tmp_path / "out"
+    line = assert_user_error(cli(capsys, "denoise", stack, "-o", out, "--raw"), "stack.mrcs")
+    assert "room for 3 sections" in line and "nz=1" in line
+    assert not out.exists()
+
+
 def test_denoise_symlink_loop_among_inputs(run, sim, tmp_path, capsys):
     """denoise with a symlink loop among the inputs: one line naming it, no output."""
     loop = tmp_path / "in" / "loop.mrc"

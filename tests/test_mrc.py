@@ -279,3 +279,20 @@ def test_a_movie_named_as_a_micrograph_is_said_to_need_motion_correction(tmp_pat
     text = str(caught.value)
     assert f"movie{suffix}: a movie's frames ({suffix}), not an MRC micrograph" in text, text
     assert "motion-correct the movies first" in text and "repair" not in text
+
+
+def test_a_header_that_says_one_section_of_a_file_holding_more_is_refused(tmp_path):
+    """A file holding three sections whose header says one (nz=1: a stack or movie whose
+    header was damaged) is refused naming the sections the file has room for, not read as
+    its first section alone; a few trailing bytes (less than a section) are no such file."""
+    path = _good(tmp_path)
+    section = 37 * 29 * 4
+    path.write_bytes(path.read_bytes() + bytes(2 * section))
+    with pytest.raises(InvalidMicrographError) as info:
+        read_header(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: holds {1024 + 3 * section} bytes, room for 3 sections")
+    assert "header says one (nz=1)" in message and "motion-correct" in message
+    trailing = write_mrc(tmp_path / "trailing.mrc", np.zeros(SHAPE, np.float32))
+    trailing.write_bytes(trailing.read_bytes() + bytes(100))
+    assert read_header(trailing).shape == SHAPE

@@ -37,6 +37,9 @@ SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float1
 OUTPUT_DTYPES = ("float32", "float16")
 
 _HEADER_BYTES = 1024
+_SECTIONS_FIX = ("if it is a movie (frames of one exposure), motion-correct it first (MotionCor2 or "
+                 "RELION's own, for example) and give the summed micrograph; if a stack of "
+                 "micrographs, split it into one file per micrograph")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,15 +103,10 @@ class MicrographHeader:
 
     def facts(self) -> dict[str, object]:
         """Header facts as plain values, for attrs and provenance."""
-        return {
-            "path": self.path,
-            "mode": self.mode,
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "pixel_size_angstrom": self.pixel_size_angstrom,
-            "extended_header_type": self.extended_header_type,
-            "extended_header_bytes": self.extended_header_bytes,
-        }
+        return {"path": self.path, "mode": self.mode, "dtype": self.dtype, "shape": list(self.shape),
+                "pixel_size_angstrom": self.pixel_size_angstrom,
+                "extended_header_type": self.extended_header_type,
+                "extended_header_bytes": self.extended_header_bytes}
 
 
 #: Compressed files mrcfile opens, by the class it opens them with: (name, the command that
@@ -123,7 +121,7 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
     ------
     InvalidMicrographError
         The file is missing, not MRC, of an unsupported mode, a volume or stack rather than
-        one image, or shorter than its header promises.
+        one image, or shorter than its header promises (or longer by whole sections).
     """
     path = Path(path)
     if not path.exists():
@@ -174,13 +172,8 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
                                      f"nz={nz}): the file is damaged or was not written whole",
                                      "export or copy the micrograph again")
     if nz != 1:
-        raise InvalidMicrographError(
-            path,
-            f"holds {nz} sections (nz={nz}), not one micrograph",
-            "if it is a movie (frames of one exposure), motion-correct it first (MotionCor2 or "
-            "RELION's own, for example) and give the summed micrograph; if a stack of "
-            "micrographs, split it into one file per micrograph",
-        )
+        raise InvalidMicrographError(path, f"holds {nz} sections (nz={nz}), not one micrograph",
+                                     _SECTIONS_FIX)
     dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(byte_order)
     if mode == 0 and _imod_unsigned(path, byte_order):
         dtype = np.dtype(np.uint8)
@@ -202,11 +195,15 @@ def read_header(path: str | os.PathLike) -> MicrographHeader:
         pixel_size_from=pixel_size_from,
         epu_pixel_size_angstrom=fei.pixel_size_angstrom,
     )
-    size = path.stat().st_size
-    if size < result.data_offset + result.data_bytes:
+    size, expected = path.stat().st_size, result.data_offset + result.data_bytes
+    if size < expected:
         raise InvalidMicrographError(path, f"truncated: {size} bytes, but its header promises "
-                                     f"{result.data_offset + result.data_bytes} ({ny} × {nx} "
-                                     f"{dtype.name})", "copy or download it again")
+                                     f"{expected} ({ny} × {nx} {dtype.name})", "copy or download it again")
+    if size - expected >= result.data_bytes:  # whole sections more than its header says
+        raise InvalidMicrographError(
+            path, f"holds {size} bytes, room for {1 + (size - expected) // result.data_bytes} "
+            f"sections of {ny} × {nx} {dtype.name}, but its header says one (nz=1): the header "
+            "is wrong", "copy the micrograph again, or mend its nz; " + _SECTIONS_FIX)
     return result
 
 
