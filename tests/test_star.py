@@ -754,6 +754,31 @@ def test_a_moved_project_says_how_many_rows_are_missing(tmp_path, monkeypatch):
     assert "; 3 of the 3 rows are not found there; run cryostream from" in str(err.value)
 
 
+def test_permissive_does_not_skip_every_row_of_a_star_file_found_nowhere(tiny_run, tmp_path,
+                                                                         monkeypatch, capsys):
+    """``denoise --permissive`` on a STAR file none of whose rows is found (run from outside
+    the project, or the project copied without its micrographs): the one line that says where
+    to run from and how many rows are not found, nothing written. It skipped each row with a
+    warning and ended on '<inputs>: no readable micrograph among 0 inputs; see the warnings'
+    (and a RELION job with the Params row ``permissive`` failed so)."""
+    from cryostream.cli import main
+    from cryostream.errors import InvalidMicrographError
+    from cryostream.io.star import read_star
+
+    root = tmp_path / "project"
+    star = _relion_layout(root, ["a.mrc", "b.mrc", "c.mrc"])
+    (root / "MotionCorr/job002/Micrographs/a.mrc").unlink()
+    monkeypatch.chdir(root)
+    with pytest.raises(InvalidMicrographError, match="; 3 of the 3 rows are not found there; "
+                       "run cryostream from the RELION project folder"):
+        read_star(star, permissive=True)
+    assert main(["denoise", str(tiny_run.run), str(star), "-o", "External/job011",
+                 "--permissive", "--raw"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "3 of the 3 rows are not found there" in err[0], err
+    assert not (root / "External").exists()
+
+
 def test_a_name_found_in_two_project_folders_is_refused(tmp_path, monkeypatch):
     """A name found both in the working directory and beside the STAR file, as two different
     files, is refused naming both: another project's micrograph must never be denoised with

@@ -344,7 +344,9 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
                 if not project and later["others"] is not None:  # later rows: the folder
                     tried, settled = [later["others"]], "other rows are found"
                 problem = row_not_found(path, where, column, text, tried, settled)
-                if not permissive:
+                # no row found anywhere (run from elsewhere, a project moved): not the rows
+                # to skip one by one (permissive), but the place to run from, said once
+                if not permissive or (not project and later["others"] is None):
                     missing = missing_rows(table[column], tried)
                     if missing > 1:  # a moved project: say so, not one row at a time
                         problem = _fail(path, f"{problem.problem}; {missing} of the "
