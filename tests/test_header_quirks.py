@@ -144,6 +144,31 @@ def test_denoise_says_at_its_start_when_the_machine_is_busy(tiny_run, tmp_path: 
     assert said[1].endswith("or use a GPU"), said[1]
 
 
+def test_a_single_pass_estimate_is_said_where_a_busy_machine_makes_it_slow(tiny_run, tmp_path,
+                                                                           capsys, monkeypatch):
+    """``denoise --raw`` (or ``--no-ensemble``) on a CPU gives its estimate only where one
+    micrograph takes 30 s or more; the load was not counted, so on two cores at a load of 8 a
+    1024² micrograph estimated under 30 s took 150 s with no note of the estimate or the load.
+    Now a micrograph that the load makes take 30 s or more gets the note, with the load; on an
+    idle machine, as before, none. (The shared run's 160 × 128 micrograph is fast: a load
+    set (os.getloadavg) high enough makes it slow.)"""
+    import os
+
+    from cryostream.cli import main
+    from cryostream.denoise.workers import cpu_cores
+
+    mic, cores = tiny_run.sim.micrographs[0], cpu_cores()
+    said = []
+    for load, out in ((1e6 * cores, "busy"), (0.0, "idle")):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert main(["denoise", str(mic), "-o", str(tmp_path / out), "-m", str(tiny_run.run),
+                     "--raw", "--workers", "1"]) == 0
+        said.append([n for n in capsys.readouterr().err.splitlines()
+                     if n.startswith("cryostream: one network pass per micrograph")])
+    assert len(said[0]) == 1 and "other work keeps this machine busy (load average" in said[0][0]
+    assert said[1] == []
+
+
 def test_the_residual_check_says_when_it_takes_a_pixel_size_of_1_angstrom(tiny_run, tmp_path: Path):
     """``evaluate RUN --residual MIC`` where MIC's header has no usable pixel size (0, or
     negative): the check went on at 1 Å per pixel without a word, so its '20 Å low-pass' was

@@ -127,16 +127,16 @@ def cpu_time_note(run: str, config, shapes) -> None:
     the micrographs of ``shapes`` (:func:`cpu_times`), for them all, and one pass
     (``--no-ensemble``) instead. Without the ensemble (``--raw``, ``--no-ensemble``) the
     note comes only where one micrograph takes :data:`SLOW_PASS_SECONDS` or more (a full-size
-    one, minutes), since a single pass gives no note of passes done while it runs. No note
-    where the windows cannot be laid out here. ``config``: the DenoiseConfig, decided for the
-    run."""
+    one, minutes; on a busy machine, at the most :func:`busy_factor` says), since a single
+    pass gives no note of passes done while it runs. No note where the windows cannot be
+    laid out here. ``config``: the DenoiseConfig, decided for the run."""
     times = cpu_times(run, config, shapes)
     if times is None:
         return
     minutes = [spoken_duration(t) for t in times[1:5]]
     offsets, alone, busy, many = times.offsets, times.alone, busy_note(), len(shapes) > 1
     if not config.ensemble:  # one pass: no note of passes done comes while it runs
-        if times.each_one_pass >= SLOW_PASS_SECONDS:
+        if times.each_one_pass * busy_factor() >= SLOW_PASS_SECONDS:  # a busy machine's too
             logging.getLogger("cryostream").info(
                 "one network pass per micrograph%s: about %s for one of %d × %d on 2 CPU cores "
                 "(this machine has %d)%s%s; a GPU takes seconds%s",
@@ -193,8 +193,21 @@ def busy_note(load: float | None = None, cores: int | None = None) -> str:
         except (AttributeError, OSError):  # no load average on this platform
             return ""
     cores = cpu_cores() if cores is None else cores
-    if load < cores / 2:
+    if busy_factor(load, cores) == 1.0:
         return ""
     return (f"; other work keeps this machine busy (load average {load:.1f} on the {cores} "
             f"core{'s' * (cores != 1)} this process may use) and these times are of idle cores: "
             f"expect longer, up to about {1 + load / cores:.1f}× as long while it goes on")
+
+
+def busy_factor(load: float | None = None, cores: int | None = None) -> float:
+    """At most how many times as long as :func:`cpu_times` says the micrographs take while
+    other work keeps the cores busy (:func:`busy_note`): ``1 + load / cores`` at a load of half
+    the cores or more, else 1 (an idle machine, or no load average on this platform)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 1.0
+    cores = cpu_cores() if cores is None else cores
+    return 1.0 if load < cores / 2 else 1 + load / cores
