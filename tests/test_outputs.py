@@ -571,6 +571,31 @@ def test_what_an_earlier_output_was_made_with_is_said_in_a_users_words():
         " (made with tile 56, not the default)")
 
 
+def test_an_output_made_with_a_star_file_s_defocus_is_said_so_when_refused(tiny_run, tmp_path,
+                                                                           capsys):
+    """A micrograph denoised from a CtfFind-like STAR file (its defocus and pixel size), then the
+    same micrograph given as its MRC file into the same folder: the refusal said only 'made
+    with another pixel size, defocus or odd half', leaving which to guess; it names the STAR
+    file's defocus and pixel size against this call's (fitted; the header's) now."""
+    import shutil
+
+    from cryostream.cli import main
+
+    sim = tmp_path / "sim"
+    shutil.copytree(tiny_run.sim.root, sim)
+    out = tmp_path / "out"
+    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+    assert main(["denoise", str(tiny_run.run), str(sim / "micrographs.star"), *options]) == 0
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), str(sim / "micrographs" / "sim_0000.mrc"),
+                 *options]) == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert "another pixel size, defocus or odd half" not in line, line
+    assert re.search(r"\(made with the pixel size [0-9.]+ Å \(STAR file\), not of its header; "
+                     r"the defocus \d+/\d+ Å \(its STAR file's or cryoSPARC table's\), not the "
+                     r"defocus fitted from its spectrum \(none given\)\); pass --overwrite", line), line
+
+
 def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_path, capsys):
     """``--overwrite`` replaced an output the user had made read-only (``chmod a-w``) without a
     word. Now such an output, its ``NAME.json`` or the folder's STAR file is named before any

@@ -122,8 +122,8 @@ def what_differs(found: dict | None, record: dict) -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         said += [_difference(k, old.get(k), new.get(k)) for k in sorted({*old, *new})
                  if old.get(k) != new.get(k)][:4]
-    if found.get("given") != record.get("given"):
-        said.append("another pixel size, defocus or odd half")
+    from cryostream.denoise.given import given_differs  # (a STAR file's pixel size, defocus…)
+    said += given_differs(found.get("given"), record.get("given"))
     return f" (made with {'; '.join(said)})" if said else ""
 
 
