@@ -9,6 +9,11 @@ own micrographs in one call (:func:`fit`), truth-free ranking of runs
 :func:`train` and :func:`fit` raise on SIGTERM (a batch system's time limit).
 """
 
+from cryostream.starting import quiet_start
+
+quiet_start()  # (a Ctrl-C as the command line starts: one line, no traceback of the imports)
+# ruff: noqa: E402 (the imports below come after it)
+
 from cryostream._version import __version__
 from cryostream.config import DenoiseConfig, NoiseConfig, PrepareConfig, SimulateConfig, TrainConfig
 from cryostream.denoise import denoise, rank_runs

@@ -469,6 +469,43 @@ def test_a_ctrl_c_as_the_micrographs_are_handed_out_waits_with_the_gate_in_place
     assert seen == [Closed(0, 0, 0)], seen
 
 
+@pytest.mark.parametrize("how", ["python -m cryostream", "the cryostream command"])
+def test_ctrl_c_as_the_command_starts_is_one_line_not_a_traceback(tmp_path, how):
+    """Ctrl-C within the first seconds of `cryostream denoise`, as `import cryostream` runs
+    (xarray, dask: seconds on a busy machine): Python printed a traceback of the imports and the
+    process died of the signal. Now one line, status 130, nothing written. The signal is sent
+    once the child has loaded NumPy's extension, which the package imports after its first
+    line; a machine quick enough to be past the imports by then says the command's own line."""
+    micrograph = tmp_path / "a.mrc"
+    with mrcfile.new(micrograph) as mrc:
+        mrc.set_data(np.zeros((64, 64), np.float32))
+    command = [sys.executable, "-m", "cryostream"] if how.startswith("python") else [
+        str(Path(sys.executable).parent / "cryostream")]
+    if not Path(command[0]).is_file():
+        pytest.skip(f"{command[0]}: not installed here")
+    proc = subprocess.Popen([*command, "denoise", str(micrograph), "-o", str(tmp_path / "out")],
+                            cwd=tmp_path, env=child_environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if "numpy" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and re.sub(r"after \d+ s;", "after N s;",
+                                             err.strip().splitlines()[-1]) in (
+        "cryostream: interrupted as it started; nothing was done",
+        "cryostream denoise: interrupted after N s; no micrograph was finished and nothing was "
+        "written: run the same command again to denoise them"), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
                                                                        capsys, monkeypatch):
     """`cryostream denoise` run in this process (cli.main from Python) with the default recipe

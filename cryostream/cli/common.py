@@ -242,7 +242,9 @@ def run_command(args: argparse.Namespace, *, process: bool = False) -> int:
 
     from cryostream.cli.signals import EndAtOnce, StopSoftly, swallowed
     from cryostream.interrupts import ending_at_once
+    from cryostream.starting import started
 
+    started()  # (Python's Ctrl-C back from the start's: the command's own ways from here)
     on_cluster = getattr(args, "scheduler", None) or getattr(args, "cluster_workers", None)
     interruption = INTERRUPTIONS.get(f"{args.command} on a cluster" if on_cluster else None,
                                      INTERRUPTIONS.get(args.command))

@@ -330,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cryostream.cli import notes_on_stdout
     from cryostream.cli.relion_words import InJobTerms
     from cryostream.cli.signals import LAST_WORDS, REWORDED
+    from cryostream.starting import started
 
+    started()  # (its job folder's files are marked from here: the start's line would not)
     given = list(sys.argv[1:] if argv is None else argv)
     if not given or given[0] in ("-h", "--help"):  # before any folder is looked at
         print(USAGE, end="", file=sys.stdout if given else sys.stderr)
