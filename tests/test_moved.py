@@ -316,3 +316,30 @@ def test_the_shipped_model_of_another_installation_is_the_same_model(small_mrcs)
     assert not same_record(older, now) and input_changed(older, now)
     elsewhere = older | {"run": "/data/models/general_model.npz"}
     assert not same_record(elsewhere, now) and not input_changed(elsewhere, now)
+
+
+def test_an_output_folder_copied_beside_a_twin_is_not_taken_for_the_twin_s(tiny_run, tmp_path,
+                                                                            capsys):
+    """Two micrographs unpacked from one archive into ``A`` and ``B`` (one name, size and time
+    to the second); ``A/x.mrc`` denoised into ``A/out``, that folder copied with its times
+    (``cp -a A/out B/out``), then ``B/x.mrc`` into ``B/out``: the copy lies where an output
+    moved with its input would, but the digest of the input's ends says ``B/x.mrc`` is not the
+    file it was made of: made again of ``B/x.mrc``, never kept as its output; ``A/out`` as it
+    was."""
+    second = 1_700_000_000 * 10**9
+    for source, folder in zip(tiny_run.sim.micrographs[:2], "AB", strict=True):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "x.mrc")
+        os.utime(tmp_path / folder / "x.mrc", ns=(second, second))
+    options = ["--raw", "--tile", "64", "--workers", "1"]
+    a, b = tmp_path / "A", tmp_path / "B"
+    assert main(["denoise", str(tiny_run.run), str(a / "x.mrc"), "-o", str(a / "out"), *options]) == 0
+    first = {p.name: p.read_bytes() for p in (a / "out").iterdir()}
+    shutil.copytree(a / "out", b / "out")
+    capsys.readouterr()
+    assert main(["denoise", str(tiny_run.run), str(b / "x.mrc"), "-o", str(b / "out"), *options]) == 0
+    assert "finished earlier" not in capsys.readouterr().out
+    assert json.loads((b / "out" / "x.json").read_text())["input"] == str(b / "x.mrc")
+    assert (b / "out" / "x.mrc").read_bytes() != first["x.mrc"]
+    assert {p.name: p.read_bytes() for p in (a / "out").iterdir()} == first
+

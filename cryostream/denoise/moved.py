@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 __all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now", "placed",
-           "ends_digest"]
+           "ends_digest", "ends_differ"]
 
 #: How much of each end of an input file :func:`ends_digest` reads: 1 MiB (about 5 ms warm,
 #: 10-20 ms from disk, for a 7420 × 7676 float32 micrograph of 228 MB).
@@ -143,6 +143,23 @@ def _same_ends(digests, stamps: list, files: list) -> bool:
                for s, recorded, file in zip(stamps, digests, files, strict=True))
 
 
+def ends_differ(found: dict, record: dict, *, paths_differ: bool = False) -> bool:
+    """Whether this call's input files (``record``'s input and odd half) are other files than
+    those an output's record ``found`` was made of, though in other places with the same
+    stamps (``input_files``): by their ends' digests (:func:`_same_ends`), asked only where
+    the paths differ (``paths_differ``: known to) and those stamps are the same whole seconds
+    (one archive's files). Whatever else says the output moved with them (:func:`_moved_with`:
+    a copy of the output where it was), such an output is not this input's."""
+    stamps = found.get("input_files")
+    if not (paths_differ or found.get("input") != record.get("input")) or not (
+            _stamped(stamps) and stamps == record.get("input_files")):
+        return False
+    given = record.get("given")
+    odd = given.get("odd") if isinstance(given, dict) else None
+    return not _same_ends(found.get("input_ends_sha256"), stamps,
+                          [record.get("input"), *[odd] * bool(odd)])
+
+
 def _evidence(state) -> bool:
     """Whether a model's state ``model_files`` tells one model from another: an ``.npz``'s
     digest, or a run folder's last checkpoint with its time."""
@@ -184,9 +201,8 @@ def same_input_place(found: dict, record: dict, output=None, *, given: bool = Tr
 
     def evidence() -> bool:
         stamps = found.get("input_files")
-        odd = new.get("odd") if isinstance(new, dict) else None
-        return (_stamped(stamps) and stamps == record.get("input_files") and _same_ends(
-            found.get("input_ends_sha256"), stamps, [record.get("input"), *[odd] * bool(odd)]))
+        return _stamped(stamps) and stamps == record.get("input_files") and not ends_differ(
+            found, record, paths_differ=True)
 
     recorded = found.get("output")
     if not _alike(found.get("input"), record.get("input"), evidence, output, recorded):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.denoise.moved import placed, same_input_place, same_model_place
+from cryostream.denoise.moved import ends_differ, placed, same_input_place, same_model_place
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import kept_folders, os_fix, record_aside, refuse_read_only
 from cryostream.io.relion_jobs import warn_other_job
@@ -61,22 +61,22 @@ def same_record(sidecar: Path | dict, record: dict, output: Path | None = None) 
     if not (found is not None and _config(found) == _config(record)
             and same_model_place(found, record, output) and same_input_place(found, record, output)):
         return False
-    # one made before inputs or models were stamped (no "input_files", "model_files"): taken
-    return all(found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
+    # one made before inputs or models were stamped (no "input_files", "model_files"): taken;
+    return not ends_differ(found, record) and all(  # another file of the same stamps: not
+        found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
 
 
 def input_changed(sidecar: Path | dict, record: dict, output: Path | None = None) -> bool:
     """Whether ``sidecar`` (:func:`read_record`) is the record of an output of the same run,
     config and input whose input file has changed since (its size or time of modification;
     what came with it, such as a STAR file's defocus, may have changed too), or whose model has
-    (a run trained further): the output is stale, and denoise makes it again (an input copied
-    without its times, with the output, ``output``: its path now, is the same input changed)."""
-    found = read_record(sidecar)
-    # what came with the input (a STAR file's defocus, say) may change with it: not compared
+    (a run trained further), or its ends (``moved.ends_differ``): the output is stale, made again
+    (an input copied without its times, with the output, ``output``: its path now, is changed)."""
+    found = read_record(sidecar)  # (what came with the input, ``given``, is not compared)
     return (found is not None and _config(found) == _config(record) and same_model_place(
                 found, record, output) and same_input_place(found, record, output, given=False)
-            and any(k in found and found[k] != record.get(k)
-                    for k in ("input_files", "model_files")))
+            and (any(k in found and found[k] != record.get(k)
+                     for k in ("input_files", "model_files")) or ends_differ(found, record)))
 
 
 def _config(record: dict):
