@@ -343,3 +343,32 @@ def test_an_output_folder_copied_beside_a_twin_is_not_taken_for_the_twin_s(tiny_
     assert (b / "out" / "x.mrc").read_bytes() != first["x.mrc"]
     assert {p.name: p.read_bytes() for p in (a / "out").iterdir()} == first
 
+
+def test_a_project_copied_without_its_times_through_a_link_is_made_again(tiny_run, tmp_path,
+                                                                         capsys):
+    """A project reached through a symbolic link (``/home/u/proj -> /data/proj``), denoised
+    with absolute paths through it, then copied without its times (``cp -r``) and linked
+    likewise: its outputs are made again, as they are where no link is (the input's path is
+    its real one, the output's was the link's: compared as real paths), not refused as
+    another input's."""
+    data, home = tmp_path / "data", tmp_path / "home"
+    (data / "proj" / "mics").mkdir(parents=True)
+    home.mkdir()
+    shutil.copy(tiny_run.sim.micrographs[0], data / "proj" / "mics" / "x.mrc")
+    shutil.copytree(tiny_run.run, data / "proj" / "run")
+
+    def denoise(project: Path) -> int:
+        return main(["denoise", str(project / "run"), str(project / "mics" / "x.mrc"), "-o",
+                     str(project / "out"), "--raw", "--tile", "64", "--workers", "1"])
+
+    (home / "proj").symlink_to(data / "proj")
+    assert denoise(home / "proj") == 0
+    shutil.copytree(data / "proj", data / "copy", copy_function=shutil.copy, symlinks=True)
+    (home / "copy").symlink_to(data / "copy")
+    os.utime(data / "copy" / "out" / "x.mrc", ns=(1, 1))  # a mark: made again has the time of now
+    capsys.readouterr()
+    assert denoise(home / "copy") == 0
+    assert "the input or the model changed since" in capsys.readouterr().err
+    assert (data / "copy" / "out" / "x.mrc").stat().st_mtime_ns > 1
+    assert json.loads((data / "copy" / "out" / "x.json").read_text())["input"] == str(
+        data / "copy" / "mics" / "x.mrc")

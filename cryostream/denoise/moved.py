@@ -101,24 +101,32 @@ def _moved_with(old: str, leads: tuple[tuple, tuple], output, recorded=None) -> 
     folders now are the root alone), and the file is no longer where it was (moved away), or a
     copy of the output is where it was (the same record at its old place: copied, the original
     left). An output that lay there all along (by its record, or made of a file of the same
-    name elsewhere that is still there) did not: that file is another input."""
-    old_lead, new_lead = leads
+    name elsewhere that is still there) did not: that file is another input. Its path is taken
+    as given and as its real one (an input's is real, a model's and the output's as given: a
+    project reached through a symbolic link), the recorded one likewise."""
     if output is None:
         return False
-    parts = Path(os.path.abspath(output)).parts
+    return any(_moved_from(old, leads, Path(now), recorded)
+               for now in dict.fromkeys((os.path.abspath(output), os.path.realpath(output))))
+
+
+def _moved_from(old: str, leads: tuple[tuple, tuple], output: Path, recorded) -> bool:
+    """:func:`_moved_with` for the output's absolute path ``output``, one way of writing it."""
+    old_lead, new_lead = leads
+    parts = output.parts
     if parts[:len(new_lead)] != new_lead:
         return False
     before = Path(*old_lead, *parts[len(new_lead):])
     if isinstance(recorded, str):  # the record says where the output was: there, and here now
-        if PurePath(recorded).parts != before.parts or before.parts == parts:
+        if before.parts == parts or before.parts not in {
+                PurePath(recorded).parts, PurePath(os.path.realpath(recorded)).parts}:
             return False
     elif len(new_lead) <= 1:
         return False
     if not os.path.lexists(old):
         return True
     try:
-        return (before.with_suffix(".json").read_bytes()
-                == Path(output).with_suffix(".json").read_bytes())
+        return before.with_suffix(".json").read_bytes() == output.with_suffix(".json").read_bytes()
     except (OSError, ValueError):
         return False
 
