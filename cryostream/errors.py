@@ -12,6 +12,7 @@ __all__ = [
     "InvalidMicrographError",
     "OutputTakenError",
     "DenoisedInputError",
+    "NotMicrographListError",
     "StoreError",
     "TrainingDivergedError",
     "DeviceMemoryError",
@@ -48,6 +49,12 @@ class OutputTakenError(InvalidMicrographError):
 class DenoisedInputError(InvalidMicrographError):
     """An input is an output of ``cryostream denoise`` (its MRC labels say so): denoising it
     again would take it for a raw micrograph, so it is refused before any work."""
+
+
+class NotMicrographListError(InvalidMicrographError):
+    """A file given as a micrographs STAR file is another kind of file: not STAR, a particles
+    or movies STAR file, or one without a table of micrographs (or without rows). A command
+    that takes it through an option can name the option and the file it wants instead."""
 
 
 class StoreError(CryostreamError, OSError):

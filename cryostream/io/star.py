@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import starfile
 
-from cryostream.errors import InvalidMicrographError
+from cryostream.errors import InvalidMicrographError, NotMicrographListError
 from cryostream.io.cryosparc import is_micrograph_list, star_tables
 from cryostream.io.paths import same_file
 from cryostream.io.star_columns import near_columns, nearly_spelled, warn_near_columns
@@ -148,8 +148,9 @@ class MicrographStar:
     skipped: list = dataclasses.field(default_factory=list)
 
 
-def _fail(path: Path, problem: str, fix: str) -> InvalidMicrographError:
-    return InvalidMicrographError(path, problem, fix)
+def _fail(path: Path, problem: str, fix: str,
+          kind: type = InvalidMicrographError) -> InvalidMicrographError:
+    return kind(path, problem, fix)
 
 
 def _number(path: Path, where: str, column: str, value) -> float:
@@ -254,7 +255,7 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
             blocks = starfile.read(path, always_dict=True)
         except Exception as exc:  # starfile raises many kinds on malformed text
             raise _fail(path, f"not a readable STAR file ({exc})",
-                        "check it was written by RELION") from None
+                        "check it was written by RELION", NotMicrographListError) from None
         tables = {k: b for k, b in blocks.items() if hasattr(b, "columns")}
         near = near_columns(tables, {column, _COLUMN, _GROUP, *_OPTICS.values(), *_PIXEL})
     particles = [k for k, b in tables.items()
@@ -265,24 +266,25 @@ def read_star(path: str | os.PathLike, column: str = _COLUMN, *,
         raise _fail(path, f"a particles STAR file (data_{particles[0]}: {len(rows)} particles "
                     f"on {rows[_COLUMN].nunique()} micrographs), not a micrographs one",
                     "give the micrographs STAR file instead (e.g. CtfFind/job003/"
-                    "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)")
+                    "micrographs_ctf.star or MotionCorr/job002/corrected_micrographs.star)",
+                    NotMicrographListError)
     movies = next((k for k, b in tables.items() if _MOVIE in b.columns), None)
     if name is None and movies is not None:  # an Import job's movies.star: motion correction's
         raise _fail(path, f"a movies STAR file (data_{movies}: {len(tables[movies])} movies, in "
                     f"{_MOVIE}), not a micrographs one", "motion-correct the movies first "
                     "(RELION's MotionCorr job) and give the micrographs STAR file it writes "
-                    "(e.g. MotionCorr/job002/corrected_micrographs.star)")
+                    "(e.g. MotionCorr/job002/corrected_micrographs.star)", NotMicrographListError)
     if name is None:
         typo = nearly_spelled(near, column)  # the error names it (and no warning came before)
         raise _fail(path, "empty (0 bytes)" if path.stat().st_size == 0 else
                     f"no block has a {column} column{typo}", "correct the column's name" if typo
                     else "pass a micrographs STAR file (e.g. from MotionCorr or CtfFind)"
                     + ("" if column == _COLUMN else " that motion correction wrote with its "
-                       "even/odd sums"))
+                       "even/odd sums"), InvalidMicrographError if typo else NotMicrographListError)
     table = tables[name].reset_index(drop=True)
     if table.empty:
         raise _fail(path, f"data_{name} lists no micrographs (a {column} column, no rows)",
-                    "pass the STAR file of a job that wrote micrographs")
+                    "pass the STAR file of a job that wrote micrographs", NotMicrographListError)
     present = [c for c in _DEFOCUS if c in table.columns]
     if present and ("rlnDefocusU" not in present or "rlnDefocusV" not in present):
         import difflib
