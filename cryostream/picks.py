@@ -46,12 +46,16 @@ class PicksResult:
     missing_coordinates : list of str
         Coordinate files the rows name that are not there (Extract finds no particles for
         those micrographs).
+    already_written : bool
+        ``output`` already held, byte for byte, what it would be written with (the same
+        command run again): it was left as it was, not written.
     """
 
     output: Path
     micrographs: int
     left_out: list
     missing_coordinates: list
+    already_written: bool = False
 
 
 def picks_to_originals(coordinates: str | os.PathLike, output: str | os.PathLike, *,
@@ -84,7 +88,9 @@ def picks_to_originals(coordinates: str | os.PathLike, output: str | os.PathLike
         ``micrographs_ctf.star``): the names written are its names. Needed where the records
         cannot say the name: outputs of even/odd halves, inputs outside the project folder.
     overwrite : bool
-        Replace ``output`` where it exists (never ``coordinates`` or ``originals``).
+        Replace ``output`` where it exists (never ``coordinates`` or ``originals``). One that
+        already holds, byte for byte, what would be written is left as it is, ``overwrite`` or
+        not (:attr:`PicksResult.already_written`).
     permissive : bool
         Leave out rows whose original is not found, with a
         :class:`~cryostream.io.stack.MicrographSkippedWarning` naming them, instead of
@@ -98,11 +104,11 @@ def picks_to_originals(coordinates: str | os.PathLike, output: str | os.PathLike
         a row's original is not found (every such row named with why; unless ``permissive``
         leaves another row), or two rows stand for one original.
     ConfigError
-        ``output`` is ``coordinates`` or ``originals``, or exists and ``overwrite`` is not
-        given; nothing is written.
+        ``output`` is ``coordinates`` or ``originals``, or exists with other contents than
+        it would be written with and ``overwrite`` is not given; nothing is written.
     """
     from cryostream.io.coordinate_star import read_coordinate_list, renamed_text
-    from cryostream.io.paths import output_file, same_file, write_whole
+    from cryostream.io.paths import holds_text, output_file, same_file, write_whole
 
     table = read_coordinate_list(coordinates)
     out = Path(output)
@@ -114,9 +120,6 @@ def picks_to_originals(coordinates: str | os.PathLike, output: str | os.PathLike
                               "written; give another name, e.g. -o "
                               f"{out.with_name(out.stem + '_originals.star')}")
     output_file(out, "-o", "coords_originals.star")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"-o {out}: exists; pass --overwrite (Python: overwrite=True) to "
-                          "replace it, or give another name")
     star = _read_originals(originals) if originals is not None else None
     project = star.project if star is not None else _project(table)
     known = _Originals.of(star) if star is not None else None
@@ -154,24 +157,45 @@ def picks_to_originals(coordinates: str | os.PathLike, output: str | os.PathLike
                       f"there ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}): "
                       "Extract finds no particles for those micrographs",
                       CoordinateFilesWarning, stacklevel=2)
-    write_whole(out, renamed_text(table, {**names, **dict.fromkeys(why)}))
+    text = renamed_text(table, {**names, **dict.fromkeys(why)})
+    if holds_text(out, text):  # the same command run again: the file kept as it is
+        return PicksResult(out, len(names), left_out, missing, already_written=True)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"-o {out}: exists, and differs from what these picks write (other "
+                          "picks, or other names); pass --overwrite (Python: overwrite=True) "
+                          "to replace it, or give another name")
+    write_whole(out, text)
     return PicksResult(out, len(names), left_out, missing)
 
 
+#: What ``--originals`` takes, said where it is given another file.
+_ORIGINALS_FIX = ("give --originals the micrographs STAR file the micrographs were denoised from, "
+                  "the one Extract reads (CtfFind/jobNNN/micrographs_ctf.star, or "
+                  "MotionCorr/jobNNN/corrected_micrographs.star)")
+
+
 def _read_originals(originals):
-    """The originals' STAR file as :func:`~cryostream.io.star.read_star` reads it, refused
-    where it lists outputs of ``cryostream denoise`` (``denoised_micrographs.star`` given in
-    its place)."""
+    """The originals' STAR file as :func:`~cryostream.io.star.read_star` reads it, its errors
+    naming ``--originals``; refused where it is no micrographs STAR file (a particles STAR
+    file, one without a micrographs table) or lists outputs of ``cryostream denoise``
+    (``denoised_micrographs.star`` given in its place), saying which file to give."""
     from cryostream.denoise.outputs import made_by_denoise
+    from cryostream.errors import NotMicrographListError
     from cryostream.io.star import read_star
 
-    star = read_star(originals)
+    given = f"--originals {originals}"
+    try:
+        star = read_star(originals)
+    except NotMicrographListError as exc:
+        raise InvalidMicrographError(given, exc.problem, _ORIGINALS_FIX) from None
+    except InvalidMicrographError as exc:  # its rows: the file is the right one, to correct
+        raise InvalidMicrographError(given if exc.path == str(Path(originals)) else exc.path,
+                                     exc.problem, exc.fix) from None
     denoised = next((m for m in star.micrographs if made_by_denoise(m.path)), None)
     if denoised is not None:
-        raise InvalidMicrographError(originals, f"lists denoised micrographs ({denoised.name} "
-                                     "was written by cryostream denoise), not the originals",
-                                     "give the originals' micrographs STAR file that Extract "
-                                     "reads (CtfFind/jobNNN/micrographs_ctf.star)")
+        raise InvalidMicrographError(given, f"lists denoised micrographs ({denoised.name} was "
+                                     "written by cryostream denoise), not the originals",
+                                     _ORIGINALS_FIX)
     return star
 
 

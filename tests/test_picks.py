@@ -6,6 +6,7 @@ Real MRC and STAR files, the real command line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -249,3 +250,51 @@ def test_a_file_of_crlf_lines_keeps_them(project, tmp_path, capsys):
     result = cli(capsys, "picks-to-originals", PICKS, "-o", written, "--originals", ORIGINALS)
     assert result.rc == 0, result.describe()
     assert written.read_bytes() == _originals_named(AUTOPICK).replace("\n", "\r\n").encode()
+
+
+def test_the_same_command_run_again_keeps_the_file_it_wrote(project, capsys):
+    """A second run of the same command finds ``-o`` already holding what it would write: it
+    says so in one line and ends with status 0, the file untouched (its time too), with or
+    without ``--overwrite``. Where the picks changed since, it is refused as before, naming
+    ``--overwrite``, the file as it was."""
+    command = ("picks-to-originals", PICKS, "-o", "new.star", "--originals", ORIGINALS)
+    assert cli(capsys, *command).rc == 0
+    written = project / "new.star"
+    os.utime(written, ns=(1_000_000_000, 1_000_000_000))  # an hour ago or a year: not now
+    for again in ([], ["--overwrite"]):
+        result = cli(capsys, *command, *again)
+        assert result.rc == 0, result.describe()
+        assert result.out.strip().count("\n") == 0, result.out
+        assert "new.star" in result.out and "already written" in result.out \
+            and "nothing to do" in result.out, result.out
+        assert written.stat().st_mtime_ns == 1_000_000_000
+        assert written.read_text() == _originals_named(AUTOPICK)
+    # the picking job run again since, its second micrograph's coordinates in another file
+    picked = project / "AutoPick/job011/External/job010"
+    shutil.copy(picked / "FoilHole_1_Data_autopick.star", picked / "FoilHole_1_new.star")
+    (project / PICKS).write_text(AUTOPICK.replace("FoilHole_1_Data_autopick", "FoilHole_1_new"))
+    line = assert_user_error(cli(capsys, *command), "new.star")
+    assert "--overwrite" in line and "exists" in line
+    assert written.read_text() == _originals_named(AUTOPICK)
+    assert written.stat().st_mtime_ns == 1_000_000_000
+
+
+def test_a_wrong_file_given_as_originals_is_refused_naming_the_option(project, capsys):
+    """A particles STAR file, the denoised micrographs' own STAR file and a STAR file without
+    a micrographs table, given to ``--originals``: each refused in one line naming
+    ``--originals`` and the file, and saying which file to give (the micrographs STAR file the
+    micrographs were denoised from); nothing written."""
+    (project / "particles.star").write_text(
+        "\ndata_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+        "_rlnMicrographName #3\n100.0 120.0 MotionCorr/job002/Movies/FoilHole_0_Data.mrc\n")
+    (project / "optics.star").write_text(CTF_STAR.split("# version 50001\n\ndata_micrographs")[0])
+    for given, said in (("particles.star", "a particles STAR file"),
+                        ("External/job010/denoised_micrographs.star",
+                         "lists denoised micrographs"),
+                        ("optics.star", "no block has a rlnMicrographName column")):
+        line = assert_user_error(cli(capsys, "picks-to-originals", PICKS, "-o", "new.star",
+                                     "--originals", given), given)
+        assert f"--originals {given}:" in line and said in line, line
+        assert "micrographs STAR file the micrographs were denoised from" in line, line
+        assert "micrographs_ctf.star" in line and "corrected_micrographs.star" in line, line
+        assert not (project / "new.star").exists()

@@ -49,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
                                 overwrite=args.overwrite, permissive=args.permissive)
     named = (f"as {shown_path(args.originals)} names them" if args.originals else
              "relative to the project folder")
+    if result.already_written:  # the same command run again
+        print(f"{shown_path(result.output)}: already written with these picks ("
+              f"{result.micrographs} micrograph{'' if result.micrographs == 1 else 's'} named "
+              f"after their originals {named}); nothing to do")
+        return 0
     print(f"wrote {shown_path(result.output)}: {result.micrographs} micrograph"
           f"{'' if result.micrographs == 1 else 's'} with picks, named after their originals "
           f"{named}" + (f" ({len(result.left_out)} left out: see the warning)"

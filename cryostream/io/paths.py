@@ -12,9 +12,9 @@ from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file", "kept_folders", "write_whole", "partial_path", "os_fix", "record_aside",
-           "same_file", "same_paths", "file_changes", "broken_link", "plain_path", "shown_path",
-           "name_depth", "short_name", "drop_empty", "read_only", "refuse_read_only"]
+__all__ = ["output_file", "kept_folders", "write_whole", "holds_text", "partial_path", "os_fix",
+           "record_aside", "same_file", "same_paths", "file_changes", "broken_link", "plain_path",
+           "shown_path", "name_depth", "short_name", "drop_empty", "read_only", "refuse_read_only"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -89,6 +89,20 @@ def write_whole(path: Path, text: str) -> None:
     except BaseException:
         _drop(partial)
         raise
+
+
+def holds_text(path: Path, text: str) -> bool:
+    """Whether ``path`` is a file holding, byte for byte, what :func:`write_whole` would write
+    of ``text`` (the locale's encoding and line ends, as ``Path.write_text`` writes them);
+    read, never written."""
+    import locale
+
+    try:
+        wanted = text.replace("\n", os.linesep).encode(locale.getpreferredencoding(False))
+        return path.is_file() and path.stat().st_size == len(wanted) \
+            and path.read_bytes() == wanted
+    except (OSError, UnicodeError):
+        return False
 
 
 def _drop(partial: Path) -> None:
