@@ -933,8 +933,10 @@ def test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings(benchmark_mo
     sim = simulate_micrograph(config, 32)
     noisy = (sim.noisy / np.float32(np.percentile(sim.noisy, 95))).astype(np.float32)
     gain = WienerGain(ctf=True, optics=tuple(DenoiseConfig().optics.items()))
+    # (z 4.21 or 4.22, as the libraries' last digits have it: the rule is that it is under
+    # SETTLED_Z, checked below)
     with pytest.warns(CTFFallbackWarning, match=r"not settled: its 1024-px spectrum puts the "
-                      r"defocus at 1\.40 µm instead, and its rings score z 4\.21"):
+                      r"defocus at 1\.40 µm instead, and its rings score z 4\.2\d"):
         state = gain.fitted(Micrograph(noisy, config.pixel_size_angstrom, None, "simulated 32"),
                             scipy.fft.rfft2(noisy - noisy.mean()))
     fit = state["fit"]
@@ -942,7 +944,8 @@ def test_a_fit_whose_spectra_disagree_is_used_only_with_clear_rings(benchmark_mo
     assert THON_RING_Z <= state["rings_z"] < SETTLED_Z and not state["used"]
     found = gain.describe({"table": None, **state})
     assert found["fallback"] == "network_above_20A" and found["ctf"]["rival_defocus_angstrom"] == 14000
-    assert "or 1.40 µm, rings too faint to choose (z 4.21), not used" in describe_found(found)
+    assert (f"or 1.40 µm, rings too faint to choose (z {state['rings_z']:.2f}), not used"
+            in describe_found(found))
     # the same rings without a rival pass the usual bar; a rival with clear rings is used
     assert not no_rings(state["rings_z"], dataclasses.replace(fit, rival_defocus_angstrom=None))
     assert not no_rings(SETTLED_Z, fit)
