@@ -184,6 +184,7 @@ def test_a_start_of_another_network_names_the_options_that_train_it(tiny_run, tm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_each_steps_result_is_taken_where_its_path_is(tiny_run, tmp_path):
     """A script that passes one step's result to the next (the quickstart teaches `.output`
     and `.run`): `train(prepare(...))` was a TypeError from pathlib, `denoise(train(...))` and

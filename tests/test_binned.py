@@ -210,6 +210,7 @@ def test_the_run_decides_the_binned_pass_from_its_table(tiny_run, tmp_path):
     assert decided.for_run(with_pass).pipeline().binned
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_small_images_and_large_tiles_go_through_the_network_mirrored():
     """The binned pass of a micrograph not much larger than the network's context (or under a
     --tile chosen for the full size) is smaller than both: it is mirrored out and cut back."""

@@ -1110,6 +1110,7 @@ def test_an_input_named_with_a_leading_minus_is_refused_saying_how_to_give_it(
     assert build_parser().parse_args(["denoise", "./-a.mrc", "-o", "out"]).inputs == ["./-a.mrc"]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_tile_off_the_models_multiple_names_the_option_and_a_tile_that_works(tmp_path,
                                                                                 capsys):
     mic = write_mrc(tmp_path / "a.mrc", np.ones((256, 256), np.float32)

@@ -170,6 +170,7 @@ def test_a_mostly_blank_micrograph_is_refused_naming_it(tiny_run, tmp_path):
     assert got.sizes["micrograph"] == 1
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_pairs_halves_are_mended_before_their_ctf_is_fitted(tiny_run, tmp_path):
     """An even/odd pair with a hot pixel in its even half: the defocus fitted on the halves'
     sum is the clean pair's (the hot pixel had taken the fit elsewhere), and the record says

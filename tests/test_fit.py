@@ -746,6 +746,7 @@ def _fitted_from(start, mics, run: Path, budget) -> tuple:
     return result, [str(w.message) for w in said if w.category is WarmupWarning]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_fit_of_one_step_says_its_model_is_its_start_s(mics, tmp_path, tiny_run):
     """A budget of 1 step leaves the start's parameters as they were (the step's learning rate
     is 0, the warm-up's first): it was reported 'fitted ... step 1 of 1' and nothing more. Now
@@ -1016,6 +1017,7 @@ def test_a_fit_found_again_leaves_its_read_only_record_as_it_is(mics, tmp_path):
     assert record.stat().st_mode & 0o777 == 0o444
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_fit_continued_refuses_its_files_made_read_only_before_any_work(mics, tmp_path):
     """A fit continued with a larger budget trained on and wrote its ``fit.json`` anew, a
     writable copy over one the user had made read-only (``chmod a-w``). Now it stops before

@@ -77,6 +77,7 @@ def test_the_unet_on_phases_is_the_plain_unet(preset):
     np.testing.assert_allclose(np.asarray(model(x)), plain, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_training_gradients_on_phases_are_the_plain_ones():
     """Training goes through the phases: the loss's gradient with respect to every parameter
     is the plain network's."""

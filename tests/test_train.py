@@ -63,6 +63,7 @@ def test_the_step_compiles_once(store):
     assert losses[3] < 0.8 * losses[0]  # 0.19 → 0.12 on this store
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_the_bands_loss_is_what_the_step_minimises(store):
     """``loss="bands"``: the step's first loss is :func:`training_loss` of the untrained network,
     and a few steps lower it."""
@@ -338,6 +339,7 @@ def test_a_training_within_its_warm_up_is_told_too_short_not_diverged(tiny_run, 
         check_trained(tmp_path / "run", load_record(tmp_path / "run"))
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_training_stopped_between_rows_logs_the_step_it_stopped_at(store, tmp_path):
     """Rows are logged every 10 steps; a training stopped at step 13 (a time budget or
     ``stop_at``, as fit's budget stops it) logs that step too, so that its metrics.jsonl is
