@@ -13,6 +13,7 @@ earlier checkpoints as they were, and one :class:`~cryostream.errors.StoreError`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from cryostream.errors import StoreError
 
 __all__ = ["CHECKPOINTS", "checkpoint_manager", "checkpoint_steps", "finished_steps",
-           "tree_checksum", "save_checkpoint", "restore_state", "load_params"]
+           "tree_checksum", "saved_checksum", "save_checkpoint", "restore_state", "load_params"]
 
 #: The checkpoints' folder name inside a run folder.
 CHECKPOINTS = "checkpoints"
@@ -95,6 +96,16 @@ def _verified(run, step: int, tree, expected: str | None, what: str):
         raise StoreError(f"{run}: checkpoint step {step} is unusable (its {what} hold NaN or "
                          f"Inf values); {_other_steps(run, step)}")
     return tree
+
+
+def saved_checksum(run, step: int) -> str | None:
+    """The checksum of checkpoint ``step``'s parameters saved with it (``params_sha256`` of
+    its ``meta``), read from its JSON file without orbax; None where there is none."""
+    try:
+        meta = json.loads((Path(run) / CHECKPOINTS / str(step) / "meta" / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("params_sha256") if isinstance(meta, dict) else None
 
 
 def _other_steps(run, step: int) -> str:

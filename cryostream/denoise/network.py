@@ -125,16 +125,22 @@ class Network:
 
 
 def model_state(run) -> dict:
-    """Which state of a model made an output: a run folder's last checkpoint (its step and
-    time of modification: a run trained further has a new one), or an exported or shipped
-    ``.npz``'s size and content digest (the same model installed again is the same)."""
+    """Which state of a model made an output: a run folder's last checkpoint (its step, time
+    of modification and the checksum of its parameters saved with it, ``params_sha256``,
+    where it has one: a run trained further has a new one; copied, the same checksum), or an
+    exported or shipped ``.npz``'s size and content digest (the same model installed again is
+    the same). Compared by :func:`~cryostream.denoise.moved.same_model_state`."""
     path = Path(str(run))
     if path.is_dir():
+        from cryostream.checkpoints import saved_checksum
+
         steps = [int(p.name) for p in (path / "checkpoints").glob("*") if p.name.isdigit()]
         if not steps:
             return {"checkpoint": None}
         last = path / "checkpoints" / str(max(steps))
-        return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns}
+        checksum = saved_checksum(path, max(steps))
+        return {"checkpoint": max(steps), "modified_ns": last.stat().st_mtime_ns,
+                **({"params_sha256": checksum} if checksum else {})}
     try:
         st = path.stat()
     except OSError:
