@@ -372,3 +372,101 @@ def test_a_project_copied_without_its_times_through_a_link_is_made_again(tiny_ru
     assert (data / "copy" / "out" / "x.mrc").stat().st_mtime_ns > 1
     assert json.loads((data / "copy" / "out" / "x.json").read_text())["input"] == str(
         data / "copy" / "mics" / "x.mrc")
+
+
+def _cut_to_seconds(root: Path, *, rounded: tuple[str, ...] = ()) -> None:
+    """Every file and folder under ``root`` given its time cut to a whole second, as a copy
+    onto a file system of whole seconds (Lustre, some NFS) leaves it: truncated, or rounded
+    for the files named ``rounded``."""
+    second = 10**9
+    for path in [root, *root.rglob("*")]:
+        st = path.stat()
+        t = st.st_mtime_ns
+        t = (t + second // 2) // second * second if path.name in rounded else t - t % second
+        os.utime(path, ns=(st.st_atime_ns - st.st_atime_ns % second, t))
+
+
+def _fractional_times(root: Path) -> None:
+    """The inputs and the run's checkpoints of the project ``root`` given times that are no
+    whole second, one to be truncated by a coarse copy (``m0``, the checkpoints), one rounded
+    up (``m1``)."""
+    base = 1_700_000_000 * 10**9
+    for path, fraction in [(root / "mics" / "m0.mrc", 123_456_789),
+                           (root / "mics" / "m1.mrc", 876_543_211),
+                           *((p, 250_000_000) for p in (root / "run" / "checkpoints").rglob("*"))]:
+        os.utime(path, ns=(base + fraction, base + fraction))
+
+
+def test_a_copy_onto_whole_second_times_keeps_its_outputs(tiny_run, tmp_path, monkeypatch,
+                                                          capsys):
+    """A project copied with its times (``cp -a``, ``rsync -a``) onto a file system that keeps
+    whole seconds alone: every time is cut to its second (truncated, or rounded). The same
+    command there keeps every output as it was (its input's size and ends' digest the same;
+    the run's last checkpoint the same step and checksum), not made again. A record of before
+    checkpoints' checksums were recorded is taken by its checkpoint's time to the second; a
+    checkpoint copied without its time since is the same model by its checksum, made again
+    only for such a record, with a note naming the checkpoint, not the input."""
+    monkeypatch.chdir(tmp_path)
+    project = _project(tiny_run, tmp_path / "proj")
+    _fractional_times(project)
+    assert _denoise(project, "m0.mrc", "m1.mrc") == 0
+    records = {i: json.loads((project / "out" / f"m{i}.json").read_text()) for i in range(2)}
+    assert all(r["model_files"]["params_sha256"] and r["input_ends_sha256"]
+               for r in records.values())
+    del records[0]["model_files"]["params_sha256"]  # as recorded before checksums were
+    (project / "out" / "m0.json").write_text(json.dumps(records[0], indent=1))
+    copy = Path(shutil.copytree(project, tmp_path / "lustre" / "proj"))
+    _cut_to_seconds(copy, rounded=("m1.mrc",))
+    assert os.stat(copy / "mics" / "m1.mrc").st_mtime_ns == 1_700_000_001 * 10**9
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (copy / "out").iterdir()}
+    capsys.readouterr()
+    assert _denoise(copy, "m0.mrc", "m1.mrc") == 0
+    said = capsys.readouterr()
+    assert "(2 finished earlier, kept)" in said.out, said
+    assert "2 of 2 micrographs already denoised" in said.err
+    assert "changed since" not in said.err
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (copy / "out").iterdir()
+            if p.name != STAR} == {k: v for k, v in before.items() if k != STAR}
+    assert _listed(copy / "out" / STAR) == [f"lustre/proj/out/m{i}.mrc" for i in range(2)]
+    # the run's checkpoint copied since without its time: the same checksum, the same model
+    for path in (copy / "run" / "checkpoints").iterdir():
+        os.utime(path, ns=(10**18, 10**18))
+    assert _denoise(copy, "m0.mrc", "m1.mrc") == 0
+    said = capsys.readouterr()
+    assert "(1 finished earlier, kept)" in said.out, said
+    assert f"changed since {copy / 'out' / 'm0.mrc'} was made (the run's last checkpoint)" in \
+        said.err
+    assert "m1.mrc was made" not in said.err
+    assert (copy / "out" / "m1.mrc").stat().st_mtime_ns == before["m1.mrc"][0]
+
+
+def test_a_file_of_the_same_size_and_second_with_other_ends_is_made_again(tiny_run, tmp_path,
+                                                                          monkeypatch, capsys):
+    """After a copy onto whole-second times, an input replaced by another of the same size
+    whose time is the record's to the second (motion correction run again within it, or
+    another file put in its place): its ends' digest says it changed, so its output is made
+    again, the note saying its ends differ, not its size or time. An output whose record has
+    no digest of its input's ends (written before they were) is made again as before."""
+    monkeypatch.chdir(tmp_path)
+    project = _project(tiny_run, tmp_path / "proj")
+    _fractional_times(project)
+    assert _denoise(project, "m0.mrc", "m1.mrc") == 0
+    record = json.loads((project / "out" / "m1.json").read_text())
+    del record["input_ends_sha256"]
+    (project / "out" / "m1.json").write_text(json.dumps(record, indent=1))
+    stamp = os.stat(project / "mics" / "m0.mrc")
+    shutil.copyfile(tiny_run.sim.micrographs[2], project / "mics" / "m0.mrc")
+    assert os.stat(project / "mics" / "m0.mrc").st_size == stamp.st_size
+    os.utime(project / "mics" / "m0.mrc", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    _cut_to_seconds(project)
+    before = {p.name: p.read_bytes() for p in (project / "out").glob("*.mrc")}
+    capsys.readouterr()
+    assert _denoise(project, "m0.mrc", "m1.mrc") == 0
+    said = capsys.readouterr()
+    assert "finished earlier" not in said.out, said
+    assert (f"changed since {project / 'out' / 'm0.mrc'} was made (the input's first or last "
+            "MiB, its size and time to the second the same)") in said.err
+    assert (f"changed since {project / 'out' / 'm1.mrc'} was made (the input's size or time "
+            "of modification)") in said.err
+    assert (project / "out" / "m0.mrc").read_bytes() != before["m0.mrc"]
+    assert json.loads((project / "out" / "m1.json").read_text())["input_ends_sha256"]

@@ -4,11 +4,16 @@ before, and are taken as the ones given now where the two end alike (the same fi
 the same folders after the point where they differ) and evidence says they are one file: the
 input's stamps (size and time of modification, kept by such a copy; where the times are whole
 seconds, as an archive unpacked leaves them, with the digest of the files' ends too), the
-model's state (an ``.npz``'s digest, a run folder's last checkpoint and its time), or the
+model's state (an ``.npz``'s digest, a run folder's last checkpoint and its checksum or time), or the
 output itself having moved with them (its folder changed as theirs did: exact where the record
 names the output's own path, :func:`placed`; a guess from the folders for older records). A
 copy that did not keep the times is then the same input changed since, made again; a
-micrograph of the same name elsewhere is no such evidence, and stays another input."""
+micrograph of the same name elsewhere is no such evidence, and stays another input.
+
+A copy onto a file system that keeps whole seconds alone (Lustre, some NFS; or any copy that
+cuts the times) leaves each time truncated to its second: :func:`same_stamps` and
+:func:`same_model_state` take such stamps as the same where the files' content says so (the
+input's ends' digest, a checkpoint's checksum), so that nothing is made again for it."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 __all__ = ["same_model_place", "same_input_place", "inputs_by_name", "input_now", "placed",
-           "ends_digest", "ends_differ"]
+           "ends_digest", "ends_differ", "same_stamps", "same_model_state", "same_files",
+           "changed_since"]
 
 #: How much of each end of an input file :func:`ends_digest` reads: 1 MiB (about 5 ms warm,
 #: 10-20 ms from disk, for a 7420 × 7676 float32 micrograph of 228 MB).
@@ -162,10 +168,105 @@ def ends_differ(found: dict, record: dict, *, paths_differ: bool = False) -> boo
     if not (paths_differ or found.get("input") != record.get("input")) or not (
             _stamped(stamps) and stamps == record.get("input_files")):
         return False
+    return not _same_ends(found.get("input_ends_sha256"), stamps, _files(record))
+
+
+def _files(record: dict) -> list:
+    """The input files a record names: its input, and its odd half where it has one."""
     given = record.get("given")
     odd = given.get("odd") if isinstance(given, dict) else None
-    return not _same_ends(found.get("input_ends_sha256"), stamps,
-                          [record.get("input"), *[odd] * bool(odd)])
+    return [record.get("input"), *[odd] * bool(odd)]
+
+
+def _to_second(recorded, now) -> bool:
+    """Whether the time ``now`` (ns) is the time ``recorded`` (ns), or that time cut to a whole
+    second (truncated or rounded), as a copy onto a file system of whole seconds leaves it."""
+    if not (isinstance(recorded, int) and isinstance(now, int)):
+        return False
+    second = 10**9
+    return recorded == now or (now % second == 0 and now in (
+        recorded - recorded % second, (recorded + second // 2) // second * second))
+
+
+def _coarse(recorded, now) -> bool:
+    """Whether the stamp ``now`` (``{"bytes", "modified_ns"}``) is ``recorded`` with its time
+    cut to a whole second (:func:`_to_second`), its size the same."""
+    return (isinstance(recorded, dict) and isinstance(now, dict)
+            and {**recorded, "modified_ns": 0} == {**now, "modified_ns": 0}
+            and _to_second(recorded.get("modified_ns"), now.get("modified_ns")))
+
+
+def same_stamps(found: dict, record: dict, files: list | None = None) -> bool:
+    """Whether the input files' stamps (``input_files``) of an output's record ``found`` and
+    of this call's ``record`` are one file's each: equal, or where a stamp now differs by its
+    time alone, cut to a whole second (a copy with its times onto a file system of whole
+    seconds: Lustre, some NFS), where the digest of the file's ends now (``files``: the paths
+    now, by default ``record``'s input and odd half; :func:`ends_digest`) is the one ``found``
+    gives (``input_ends_sha256``). A record without that digest (written before it was) is
+    left to the stamps alone: changed."""
+    stamps, now = found.get("input_files"), record.get("input_files")
+    if stamps == now:
+        return True
+    files = _files(record) if files is None else files
+    digests = found.get("input_ends_sha256")
+    if not (_stamped(stamps) and isinstance(now, list) and isinstance(digests, list)
+            and len(stamps) == len(now) == len(digests) == len(files)):
+        return False
+    return all(s == n or (_coarse(s, n) and isinstance(d, str) and ends_digest(f) == d)
+               for s, n, d, f in zip(stamps, now, digests, files, strict=True))
+
+
+def same_model_state(found, now) -> bool:
+    """Whether a model's state ``found`` (an output's record's ``model_files``) is its state
+    ``now`` (:func:`~cryostream.denoise.network.model_state`): equal, or a run folder's same
+    last checkpoint (its step) with the same checksum of its parameters (``params_sha256``,
+    saved with it: whatever its time, copied with or without it), or, where either state has no
+    checksum (a record written before states gave it), the same time or that time cut to a
+    whole second (:func:`_to_second`). An ``.npz``'s state is its content's digest: equal or
+    not."""
+    if found == now:
+        return True
+    if not (isinstance(found, dict) and isinstance(now, dict)) or found.get("sha256") \
+            or found.get("checkpoint") is None or found.get("checkpoint") != now.get("checkpoint"):
+        return False
+    ours, theirs = found.get("params_sha256"), now.get("params_sha256")
+    if ours and theirs:
+        return ours == theirs
+    return _to_second(found.get("modified_ns"), now.get("modified_ns"))
+
+
+def same_files(found: dict, record: dict) -> bool:
+    """Whether the files an output's record ``found`` was made of, its input's
+    (:func:`same_stamps`, and not another file of the same stamps: :func:`ends_differ`) and
+    its model's (:func:`same_model_state`), are this call's (``record``) as they are now; a
+    record made before they were stamped (without ``input_files``, ``model_files``) is taken
+    as made of them."""
+    return not ends_differ(found, record) and ("input_files" not in found or same_stamps(found, record)) and (
+        "model_files" not in found or same_model_state(found["model_files"],
+                                                       record.get("model_files")))
+
+
+def changed_since(found: dict, record: dict) -> str:
+    """What changed since an output was made (``found``: its record; ``record``: this call's),
+    in words for the note that makes it again: the input's size or time, or its ends alone
+    (:func:`same_stamps`, :func:`ends_differ`: its size and time, to the second, the same), the
+    run's last checkpoint or the model file."""
+    said = []
+    stamps, now = found.get("input_files"), record.get("input_files")
+    if "input_files" in found and not same_stamps(found, record):
+        alike = (isinstance(stamps, list) and isinstance(now, list) and len(stamps) == len(now)
+                 and isinstance(found.get("input_ends_sha256"), list)  # the digest decided
+                 and all(s == n or _coarse(s, n) for s, n in zip(stamps, now, strict=True)))
+        said.append("the input's first or last MiB, its size and time to the second the same"
+                    if alike else "the input's size or time of modification")
+    elif ends_differ(found, record):
+        said.append("the input's first or last MiB: another file of the same name, size and "
+                    "time to the second")
+    state = found.get("model_files")
+    if "model_files" in found and not same_model_state(state, record.get("model_files")):
+        said.append("the run's last checkpoint" if isinstance(state, dict) and "checkpoint" in state
+                    else "the model file")
+    return "; ".join(said) or "a file's size or time of modification"
 
 
 def _evidence(state) -> bool:
@@ -186,7 +287,7 @@ def same_model_place(found: dict, record: dict, output=None) -> bool:
     state = found.get("model_files")
 
     def evidence() -> bool:
-        return _evidence(state) and state == record.get("model_files")
+        return _evidence(state) and same_model_state(state, record.get("model_files"))
 
     if _alike(old, new, evidence, output, found.get("output")):
         return True
@@ -209,7 +310,7 @@ def same_input_place(found: dict, record: dict, output=None, *, given: bool = Tr
 
     def evidence() -> bool:
         stamps = found.get("input_files")
-        return _stamped(stamps) and stamps == record.get("input_files") and not ends_differ(
+        return _stamped(stamps) and same_stamps(found, record) and not ends_differ(
             found, record, paths_differ=True)
 
     recorded = found.get("output")
@@ -235,7 +336,7 @@ def inputs_by_name(paths) -> dict[str, list[str]]:
 def input_now(made_from: str, record: dict, named: dict[str, list[str]], output=None) -> str:
     """The input as given now (``named``: :func:`inputs_by_name`) that an earlier output's
     record names as ``made_from``, where the project moved since: the one of its name whose
-    stamps (and ends, :func:`_same_ends`) are those of the record, or that moved with the
+    stamps (:func:`same_stamps`; and ends, :func:`_same_ends`) are those of the record, or that moved with the
     output (``output``: its path now); ``made_from`` itself where no other, or several, are."""
     from cryostream.denoise.outputs import input_stamps
 
@@ -246,8 +347,9 @@ def input_now(made_from: str, record: dict, named: dict[str, list[str]], output=
 
     def found(path: str) -> bool:
         def evidence() -> bool:
-            return (first is not None and input_stamps(path) == first
-                    and _same_ends(digests, first, [path]))
+            return (first is not None and same_stamps(
+                {"input_files": first, "input_ends_sha256": digests},
+                {"input_files": input_stamps(path)}, [path]) and _same_ends(digests, first, [path]))
 
         return _alike(made_from, path, evidence, output, record.get("output"))
 

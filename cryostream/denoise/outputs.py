@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryostream.denoise.moved import ends_differ, placed, same_input_place, same_model_place
+from cryostream.denoise.moved import changed_since, placed, same_files, same_input_place, same_model_place
 from cryostream.errors import ConfigError, StoreError
 from cryostream.io.paths import kept_folders, os_fix, record_aside, refuse_read_only
 from cryostream.io.relion_jobs import warn_other_job
@@ -61,9 +61,7 @@ def same_record(sidecar: Path | dict, record: dict, output: Path | None = None) 
     if not (found is not None and _config(found) == _config(record)
             and same_model_place(found, record, output) and same_input_place(found, record, output)):
         return False
-    # one made before inputs or models were stamped (no "input_files", "model_files"): taken;
-    return not ends_differ(found, record) and all(  # another file of the same stamps: not
-        found.get(k, record.get(k)) == record.get(k) for k in ("input_files", "model_files"))
+    return same_files(found, record)  # (stamps cut to whole seconds, the same content: taken)
 
 
 def input_changed(sidecar: Path | dict, record: dict, output: Path | None = None) -> bool:
@@ -71,12 +69,12 @@ def input_changed(sidecar: Path | dict, record: dict, output: Path | None = None
     config and input whose input file has changed since (its size or time of modification;
     what came with it, such as a STAR file's defocus, may have changed too), or whose model has
     (a run trained further), or its ends (``moved.ends_differ``): the output is stale, made again
-    (an input copied without its times, with the output, ``output``: its path now, is changed)."""
+    (an input copied without its times, with the output, ``output``: its path now, is changed;
+    one whose times were cut to whole seconds, its content the same, is not: ``moved.same_files``)."""
     found = read_record(sidecar)  # (what came with the input, ``given``, is not compared)
     return (found is not None and _config(found) == _config(record) and same_model_place(
                 found, record, output) and same_input_place(found, record, output, given=False)
-            and (any(k in found and found[k] != record.get(k)
-                     for k in ("input_files", "model_files")) or ends_differ(found, record)))
+            and not same_files(found, record))
 
 
 def _config(record: dict):
@@ -186,8 +184,8 @@ def plan_outputs(sources: list[str], output, records: list[dict], *,
                 logging.WARNING if damaged else logging.INFO,
                 "%s: %s; denoising it again", source,
                 f"its output {path} is damaged (shorter than its header promises)" if damaged
-                else f"the input or the model changed since {path} was made (a file's size or "
-                "time of modification, or the run's last checkpoint)")
+                else f"the input or the model changed since {path} was made "
+                f"({changed_since(found, record)})")
         done = done and not damaged and (not overwrite or same_version(found))
         if path.exists() and found is None and not made_by_denoise(path):
             raise ConfigError(f"{path} exists and cryostream denoise did not make it (no "

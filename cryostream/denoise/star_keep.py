@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
-from cryostream.denoise.moved import input_now, inputs_by_name, same_model_place
+from cryostream.denoise.moved import input_now, inputs_by_name, same_model_place, same_model_state
 from cryostream.denoise.outputs import (
     STAR_NAME,
     made_by_denoise,
@@ -276,7 +276,7 @@ def _recipe(found: dict | None, mine: dict | None, optic_keys: set,
         return None
     if not same_model_place(found, mine, output):  # (a project moved since: the same)
         return "another model"
-    if found.get("model_files", mine.get("model_files")) != mine.get("model_files"):
+    if "model_files" in found and not same_model_state(found["model_files"], mine.get("model_files")):
         return "an earlier checkpoint of this run"  # the same run folder, trained further since
     return "other options"
 

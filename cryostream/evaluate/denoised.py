@@ -132,6 +132,7 @@ def _how(written: dict, identity: dict) -> str:
     """How an output in the folder differs from the default output evaluate would make: the
     options, model or input its NAME.json names (``what_differs``), else a micrograph or model
     changed since it was made, else that it has no NAME.json of denoise's."""
+    from cryostream.denoise.moved import same_model_state, same_stamps
     from cryostream.denoise.outputs import what_differs
 
     if not written:
@@ -139,9 +140,9 @@ def _how(written: dict, identity: dict) -> str:
     said = what_differs(written, identity)
     if said:
         return said
-    changed = [what for key, what in (("input_files", "its micrograph"), ("model_files",
-                                                                            "the model"))
-               if key in written and written[key] != identity.get(key)]
+    changed = ["its micrograph"] * ("input_files" in written and not same_stamps(written, identity))
+    changed += ["the model"] * ("model_files" in written and not same_model_state(
+        written["model_files"], identity.get("model_files")))
     return (f" ({' and '.join(changed)} changed since it was made)" if changed
             else " (its NAME.json says how it was made)")
 
@@ -150,12 +151,13 @@ def _of_this(written: dict, identity: dict) -> bool:
     """Whether the record ``written`` is of an output of this model and of this micrograph as
     they are now (whatever the options): not of another model or input, nor the sum of an
     even/odd pair's outputs, nor made before the micrograph or the model changed."""
+    from cryostream.denoise.moved import same_files
+
     return (bool(written) and isinstance(written.get("config"), dict)
             and all(written.get(k) == identity.get(k) for k in ("run", "input"))
             and "odd" not in (written.get("given") or {})
-            # a record from before inputs and models were stamped is taken as it is
-            and all(written.get(k, identity.get(k)) == identity.get(k)
-                    for k in ("input_files", "model_files")))
+            # a record from before inputs and models were stamped is taken as it is; stamps
+            and same_files(written, identity))  # cut to whole seconds, the same content, too
 
 
 def made_otherwise(written: dict, identity: dict) -> dict:
