@@ -49,6 +49,19 @@ def _times(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.mrc"))}
 
 
+def _as_written_before(folder: Path) -> None:
+    """The records in ``folder`` as cryostream 0.1.0 wrote them before they named the output's
+    own place and their input's ends' digest (``output``, ``output_folder``,
+    ``input_ends_sha256``) and a run's checkpoint's checksum (``model_files``'
+    ``params_sha256``): the keys of a record that version wrote, each value as it gave it."""
+    for sidecar in folder.glob("*.json"):
+        record = json.loads(sidecar.read_text())
+        for key in ("output", "output_folder", "input_ends_sha256"):
+            del record[key]
+        record["model_files"].pop("params_sha256", None)
+        sidecar.write_text(json.dumps(record, indent=1))
+
+
 def test_a_moved_project_s_outputs_are_found_again_and_listed_where_they_are(
         tiny_run, tmp_path, monkeypatch, capsys):
     """``mv proj elsewhere/proj2`` (inputs, run and outputs together), then the same command
@@ -95,11 +108,7 @@ def test_a_copy_without_its_times_is_made_again_not_refused(tiny_run, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "m1.mrc") == 0
     if records == "old":
-        for sidecar in (tmp_path / "proj" / "out").glob("*.json"):
-            record = json.loads(sidecar.read_text())
-            for key in ("output", "output_folder", "input_ends_sha256"):
-                del record[key]
-            sidecar.write_text(json.dumps(record, indent=1))
+        _as_written_before(tmp_path / "proj" / "out")
     copy = Path(shutil.copytree(tmp_path / "proj", tmp_path / "copy", copy_function=shutil.copy))
     for output in (copy / "out").glob("*.mrc"):
         os.utime(output, ns=(1, 1))  # a mark: an output made again has the time of now
@@ -470,3 +479,33 @@ def test_a_file_of_the_same_size_and_second_with_other_ends_is_made_again(tiny_r
             "of modification)") in said.err
     assert (project / "out" / "m0.mrc").read_bytes() != before["m0.mrc"]
     assert json.loads((project / "out" / "m1.json").read_text())["input_ends_sha256"]
+
+
+@pytest.mark.parametrize("records", ["new", "old"])
+def test_evaluate_reads_the_outputs_of_a_moved_project(tiny_run, tmp_path, monkeypatch, notes,
+                                                       records):
+    """``evaluate --residual M --denoised FOLDER`` in a project moved since (``mv``, times
+    kept), whose outputs ``denoise`` keeps: it had taken each for another model's or
+    micrograph's output (its record names the paths of before) and denoised M again by default
+    (minutes a micrograph on a CPU), saying its NAME.json says how it was made. It reads it as
+    written, as before the move; so too for records an earlier version wrote (``old``). A copy
+    without its times (``cp -r``) is still a micrograph changed since: denoised again."""
+    monkeypatch.chdir(tmp_path)
+    assert _denoise(_project(tiny_run, tmp_path / "proj"), "m0.mrc", "--quiet") == 0
+    if records == "old":
+        _as_written_before(tmp_path / "proj" / "out")
+    moved = Path(shutil.move(tmp_path / "proj", tmp_path / "moved"))
+    copy = Path(shutil.copytree(moved, tmp_path / "copy", copy_function=shutil.copy))
+    notes.clear()
+    assert main(["evaluate", str(moved / "run"), "-o", str(tmp_path / "rep"), "--residual",
+                 str(moved / "mics" / "m0.mrc"), "--denoised", str(moved / "out")]) == 0
+    assert not [n for n in notes if "denoised here" in n or "network pass" in n], notes
+    row = json.loads((tmp_path / "rep" / "report.json").read_text())["residual"][0]
+    assert row["denoised_output"] == str(moved / "out" / "m0.mrc")
+    notes.clear()
+    assert main(["evaluate", str(copy / "run"), "-o", str(tmp_path / "rep2"), "--residual",
+                 str(copy / "mics" / "m0.mrc"), "--denoised", str(copy / "out")]) == 0
+    assert [n for n in notes if n.startswith(
+        f"{copy / 'out' / 'm0.mrc'}: not this model's output of {copy / 'mics' / 'm0.mrc'} as "
+        "it is now") and n.endswith("m0.mrc is denoised here instead, as denoise does by "
+                                   "default (the report scores the default)")], notes

@@ -59,12 +59,12 @@ class DenoisedOutputs:
         from cryostream.denoise.outputs import same_record
 
         path, written, identity = self._found(noisy_path, optics)
-        if not (path.is_file() and _of_this(written, identity)):
+        if not (path.is_file() and _of_this(written, identity, path)):
             self._not_taken(path, noisy_path, written, identity)
             return None, None, None
         image = self._read(path, scale, pixel_size_angstrom, where)
         found = written.get("found") or {}
-        if same_record(written, identity):
+        if same_record(written, identity, path):
             return image, None, found
         how = made_otherwise(written, identity)
         _log.info("%s: made %s, not as denoise does by default: %s", path, how["words"],
@@ -147,14 +147,17 @@ def _how(written: dict, identity: dict) -> str:
             else " (its NAME.json says how it was made)")
 
 
-def _of_this(written: dict, identity: dict) -> bool:
+def _of_this(written: dict, identity: dict, output: Path | None = None) -> bool:
     """Whether the record ``written`` is of an output of this model and of this micrograph as
     they are now (whatever the options): not of another model or input, nor the sum of an
-    even/odd pair's outputs, nor made before the micrograph or the model changed."""
-    from cryostream.denoise.moved import same_files
+    even/odd pair's outputs, nor made before the micrograph or the model changed. Paths of a
+    project moved since (``output``: the output's path now) are taken as ``denoise`` takes
+    them (``moved.same_model_place``, ``same_input_place``), whatever version wrote it."""
+    from cryostream.denoise.moved import same_files, same_input_place, same_model_place
 
     return (bool(written) and isinstance(written.get("config"), dict)
-            and all(written.get(k) == identity.get(k) for k in ("run", "input"))
+            and same_model_place(written, identity, output)
+            and same_input_place(written, identity, output, given=False)
             and "odd" not in (written.get("given") or {})
             # a record from before inputs and models were stamped is taken as it is; stamps
             and same_files(written, identity))  # cut to whole seconds, the same content, too
