@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["quiet_start", "started"]
+__all__ = ["quiet_start", "started", "the_command", "running_module"]
 
 #: The commands whose start is quiet, as their processes are named (``sys.argv[0]``).
 COMMANDS = frozenset({"cryostream", "cryostream-relion"})
@@ -33,9 +33,21 @@ def the_command() -> bool:
     entry points), or ``python -m cryostream``."""
     if os.path.basename(sys.argv[0] if sys.argv else "") in COMMANDS:
         return True
-    argv = list(getattr(sys, "orig_argv", []))
-    return any(a == "-m" and b in ("cryostream", "cryostream.cli") for a, b in
-               zip(argv, argv[1:], strict=False))
+    return running_module() in ("cryostream", "cryostream.cli")
+
+
+def running_module() -> str | None:
+    """The module ``python -m`` runs, as its package is imported (``sys.argv[0]`` is then
+    ``"-m"``): the word after the interpreter's own ``-m`` (or ``-mNAME``), never one among
+    the arguments of a script or of the module (``python batch.py -m cryostream``); None
+    where no module is run so."""
+    argv, given = sys.argv, list(getattr(sys, "orig_argv", []))
+    if not argv or argv[0] != "-m" or len(given) < len(argv) + 1:
+        return None
+    interpreter = given[:len(given) - len(argv) + 1]  # its options, to the module's name
+    if interpreter[-2:-1] == ["-m"]:
+        return interpreter[-1]
+    return interpreter[-1][2:] if interpreter[-1].startswith("-m") else None
 
 
 def quiet_start() -> None:

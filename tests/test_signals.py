@@ -506,6 +506,23 @@ def test_ctrl_c_as_the_command_starts_is_one_line_not_a_traceback(tmp_path, how)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("given", [["-m", "cryostream"], ["-m", "cryostream.cli"]])
+def test_a_script_given_dash_m_cryostream_as_its_own_arguments_keeps_keyboard_interrupt(
+        tmp_path, given):
+    """A script importing cryostream whose own arguments hold ``-m cryostream`` (an option
+    ``-m`` of its own): it was taken for ``python -m cryostream``, so a Ctrl-C at any point of
+    it ended the process at once with status 130 and 'interrupted as it started; nothing was
+    done', its ``except KeyboardInterrupt`` and clean-up never run. Now it keeps Python's
+    KeyboardInterrupt, as any script does."""
+    script = tmp_path / "batch.py"
+    script.write_text("import os, signal, time\nimport cryostream\ntry:\n"
+                      "    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"
+                      "except KeyboardInterrupt:\n    print('caught')\n")
+    done = subprocess.run([sys.executable, str(script), *given], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=child_environment())
+    assert (done.returncode, done.stdout) == (0, "caught\n"), done.stderr
+
+
 def test_a_given_up_micrograph_says_no_pass_note_after_the_command_ends(tiny_run, tmp_path,
                                                                        capsys, monkeypatch):
     """`cryostream denoise` run in this process (cli.main from Python) with the default recipe
