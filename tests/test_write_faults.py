@@ -147,3 +147,30 @@ def test_a_folder_where_a_records_temporary_file_goes_is_named(tmp_path):
         f"{record}: could not write it: the folder {partial_path(record)} is where its "
         "temporary file goes; remove it, then run the same command again")
     assert record.read_text() == "{}" and partial_path(record).is_dir()
+
+
+@pytest.mark.parametrize("taken", ["record", "image"])
+def test_a_folder_where_a_denoised_outputs_temporary_file_goes_is_named(tiny_run, tmp_path,
+                                                                        taken):
+    """A folder at a denoised output's temporary name (``.NAME.json.partial`` of its record,
+    ``.NAME.mrc.partial`` of its image): the error said '.NAME.json.partial: Is a directory;
+    ... give a file's name' (no file's name was given: ``-o`` is a folder), or named the output
+    ``NAME.mrc`` alone. Now it names the output and the folder to remove, which is left, and
+    nothing is written."""
+    import shutil
+
+    import cryostream
+    from cryostream.io.paths import partial_path
+
+    mic = tmp_path / "m.mrc"
+    shutil.copy(tiny_run.sim.micrographs[0], mic)
+    out = tmp_path / "out"
+    folder = partial_path(out / ("m.json" if taken == "record" else "m.mrc"))
+    folder.mkdir(parents=True)
+    with pytest.raises(StoreError) as caught:
+        cryostream.denoise(tiny_run.run, [mic], out, config=cryostream.DenoiseConfig.raw(),
+                           workers=1)
+    assert str(caught.value) == (
+        f"{out / 'm.mrc'}: could not write it: the folder {folder} is where its temporary file "
+        "goes; remove it, then run the same command again")
+    assert folder.is_dir() and sorted(p.name for p in out.iterdir()) == [folder.name]

@@ -295,8 +295,9 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                           "written; drop --dtype float16 (Python: output_dtype='float32' in "
                           "the DenoiseConfig): float32 holds them")
     from cryostream.denoise.star_keep import held_output
+    from cryostream.io.paths import drop_partial, partial_path
 
-    partial = plan.sidecar.with_name(f".{plan.sidecar.name}.partial")
+    partial = partial_path(plan.sidecar)
     with held_output(plan, record):  # no other call's output made meanwhile is written over
         _unlist(plan)
         try:
@@ -307,7 +308,7 @@ def write_output(plan: OutputPlan, estimate: np.ndarray, pixel_size_angstrom: fl
                                  overwrite=True, dtype=dtype, like=like)
                 os.replace(partial, plan.sidecar)
         except OSError as exc:
-            partial.unlink(missing_ok=True)  # an earlier output of this name stays as it was
+            drop_partial(plan.path, partial, partial_path(plan.path))  # (a folder there: named)
             raise StoreError(f"{plan.path}: could not be written ({exc.strerror or exc}); "
                              + os_fix(exc, "choose another output folder")
                              + " (finished micrographs are kept)") from None

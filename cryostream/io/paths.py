@@ -12,9 +12,10 @@ from pathlib import Path
 
 from cryostream.errors import ConfigError, StoreError
 
-__all__ = ["output_file", "kept_folders", "write_whole", "holds_text", "partial_path", "os_fix",
-           "record_aside", "same_file", "same_paths", "file_changes", "broken_link", "plain_path",
-           "shown_path", "name_depth", "short_name", "drop_empty", "read_only", "refuse_read_only"]
+__all__ = ["output_file", "kept_folders", "write_whole", "holds_text", "partial_path",
+           "drop_partial", "os_fix", "record_aside", "same_file", "same_paths", "file_changes",
+           "broken_link", "plain_path", "shown_path", "name_depth", "short_name", "drop_empty",
+           "read_only", "refuse_read_only"]
 
 
 def broken_link(path: Path) -> str | None:
@@ -79,11 +80,7 @@ def write_whole(path: Path, text: str) -> None:
         partial.write_text(text)
         os.replace(partial, path)
     except OSError as exc:
-        _drop(partial)
-        if partial.is_dir():  # (its temporary file's name taken by a folder)
-            raise StoreError(f"{path}: could not write it: the folder {partial} is where its "
-                             "temporary file goes; remove it, then run the same command "
-                             "again") from None
+        drop_partial(path, partial)  # (a folder there: named)
         raise StoreError(f"{path}: could not write it ({exc.strerror or exc})"
                          + (f"; {fix}" if (fix := os_fix(exc)) else "")) from None
     except BaseException:
@@ -103,6 +100,17 @@ def holds_text(path: Path, text: str) -> bool:
             and path.read_bytes() == wanted
     except (OSError, UnicodeError):
         return False
+
+
+def drop_partial(path: Path, *partials: Path) -> None:
+    """Each of ``partials`` (where ``path`` is written first) removed where it is a file, after
+    an ``OSError``; a :class:`StoreError` naming the first that is a folder (the scientist's,
+    left as it is: its name taken, the write could not be) and the fix."""
+    for partial in partials:
+        _drop(partial)
+    if (folder := next((p for p in partials if p.is_dir()), None)) is not None:
+        raise StoreError(f"{path}: could not write it: the folder {folder} is where its "
+                         "temporary file goes; remove it, then run the same command again") from None
 
 
 def _drop(partial: Path) -> None:
