@@ -656,3 +656,23 @@ def test_overwrite_refuses_outputs_made_read_only_before_any_work(tiny_run, tmp_
     assert main(argv) == 0
     assert kept()[a.name] != before[a.name] and json.loads((out / f"{a.stem}.json").read_text())[
         "config"]["output_dtype"] == "float16"
+
+
+def test_what_differs_in_a_given_value_is_said_to_what_tells_them_apart():
+    """The refusal's words for what came with an input (``given``), from records as denoise
+    writes them: two defoci alike to the Å were said as the same numbers twice ("the defocus
+    18053/17972 Å …, not the defocus 18053/17972 Å …"), and a pixel size given by the option
+    was said to come from "argument"."""
+    from cryostream.denoise.given import given_differs
+
+    defocus = {"defocus_u_angstrom": 18053.2, "defocus_v_angstrom": 17972.0, "angle_deg": 12.5}
+    turned = {"defocus": {**defocus, "angle_deg": 40.0}}
+    assert given_differs({"defocus": defocus}, turned) == [
+        "the defocus angle 12.5°, not 40° (its STAR file's or cryoSPARC table's)"]
+    assert given_differs({"defocus": defocus},
+                         {"defocus": {**defocus, "defocus_u_angstrom": 18053.4}}) == [
+        "the defocus 18053.20/17972.00 Å, not 18053.40/17972.00 Å (its STAR file's or "
+        "cryoSPARC table's)"]
+    assert given_differs({"pixel_size_angstrom": 1.2, "pixel_size_from": "argument"}, None) == [
+        "the pixel size 1.2 Å (from --pixel-size; Python: pixel_size_angstrom=), not of its "
+        "header"]

@@ -18,6 +18,8 @@ def given_differs(old: dict | None, new: dict | None) -> list[str]:
         said.append(f"the pixel size {_pixel(old)}, not {_pixel(new)}")
     if old.get("defocus") != new.get("defocus"):
         said.append(f"{_defocus(old.get('defocus'))}, not {_defocus(new.get('defocus'))}")
+        if said[-1].split(", not ")[0] == said[-1].split(", not ")[1]:  # alike to the Å
+            said[-1] = _finer(old["defocus"], new["defocus"])
     if old.get("odd") != new.get("odd"):
         said.append(f"the odd half {old.get('odd') or 'none (a full sum)'}, not "
                     f"{new.get('odd') or 'none (a full sum)'}")
@@ -31,7 +33,9 @@ def _pixel(given: dict) -> str:
     """A record's pixel size and where it came from; its header's where none was given."""
     if "pixel_size_angstrom" not in given:
         return "of its header"
-    return f"{given['pixel_size_angstrom']:g} Å ({given.get('pixel_size_from', 'given')})"
+    origin = given.get("pixel_size_from", "given")
+    origin = "from --pixel-size; Python: pixel_size_angstrom=" if origin == "argument" else origin
+    return f"{given['pixel_size_angstrom']:g} Å ({origin})"
 
 
 def _defocus(defocus: dict | None) -> str:
@@ -40,3 +44,13 @@ def _defocus(defocus: dict | None) -> str:
         return "the defocus fitted from its spectrum (none given)"
     return (f"the defocus {defocus.get('defocus_u_angstrom', 0):.0f}/"
             f"{defocus.get('defocus_v_angstrom', 0):.0f} Å (its STAR file's or cryoSPARC table's)")
+
+
+def _finer(old: dict, new: dict) -> str:
+    """Two given defoci alike to the Å: their angles, where those differ, else U/V to 0.01 Å."""
+    if old.get("angle_deg") != new.get("angle_deg"):
+        return (f"the defocus angle {old.get('angle_deg'):g}°, not {new.get('angle_deg'):g}° (its "
+                "STAR file's or cryoSPARC table's)")
+    return ("the defocus {:.2f}/{:.2f} Å, not {:.2f}/{:.2f} Å (its STAR file's or cryoSPARC "
+            "table's)").format(*(d.get(k, 0) for d in (old, new)
+                                 for k in ("defocus_u_angstrom", "defocus_v_angstrom")))
