@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,20 +29,13 @@ import numpy as np
 
 from cryostream.denoise import moved
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_cache  # noqa: E402
+
 SIZES = [(1024, 1024), (4096, 4096), (7420, 7676)]
 
 #: Times of modification never used twice in a process.
 STAMPS = itertools.count(1)
-
-
-def evict(path: Path) -> None:
-    """Drop ``path``'s pages from the page cache (cold read), where the system lets it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def timed(work, path: Path, cold: bool, repeats: int) -> tuple[float, float]:
@@ -51,7 +45,7 @@ def timed(work, path: Path, cold: bool, repeats: int) -> tuple[float, float]:
         stamp = next(STAMPS) * 10**9 + 1  # (a new time each run: the digest not cached)
         os.utime(path, ns=(stamp, stamp))
         if cold:
-            evict(path)
+            drop_cache([path])
         tracemalloc.start()
         start = time.perf_counter()
         work(path)

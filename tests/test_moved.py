@@ -153,26 +153,41 @@ def test_a_micrograph_of_the_same_name_elsewhere_is_not_taken_for_it(tiny_run, t
     assert _times(out) == before
 
 
-def test_an_output_inside_another_micrograph_s_folder_is_not_taken_for_moved(tiny_run, tmp_path,
-                                                                              capsys):
-    """``A/x.mrc`` denoised into ``B/out``, then another micrograph ``B/x.mrc`` (another time)
-    into the same ``B/out``: refused, the output kept, though it lies in ``B``'s folder: it
-    never moved there with ``B/x.mrc`` (``A/x.mrc`` is where it was, and no copy of the output
-    lies where it would have been beside it), so the names ending alike are no evidence."""
-    (tmp_path / "A").mkdir()
-    (tmp_path / "B").mkdir()
-    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
-                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
-    os.utime(other, ns=(10**18, 10**18))
-    out = tmp_path / "B" / "out"
-    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+def _made_then_refused(tiny_run, first: str, other: str, out: Path, options: list,
+                       capsys, between=lambda: None) -> dict:
+    """``first`` denoised into ``out``, ``between()`` done, then ``other`` (of the same name)
+    refused there, the output untouched; the times of ``out``'s files."""
     assert main(["denoise", str(tiny_run.run), first, *options]) == 0
+    between()
     before = _times(out)
     capsys.readouterr()
     assert main(["denoise", str(tiny_run.run), other, *options]) == 2
     assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
         capsys.readouterr().err
     assert _times(out) == before
+    return before
+
+
+def _two_of_one_name(tiny_run, tmp_path):
+    """``A/x.mrc`` and ``B/x.mrc``, two micrographs of one name (the second of another time),
+    an output folder ``B/out`` and the options of a quick denoise into it."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
+                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
+    os.utime(other, ns=(10**18, 10**18))
+    out = tmp_path / "B" / "out"
+    return first, other, out, ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
+
+
+def test_an_output_inside_another_micrograph_s_folder_is_not_taken_for_moved(tiny_run, tmp_path,
+                                                                              capsys):
+    """``A/x.mrc`` denoised into ``B/out``, then another micrograph ``B/x.mrc`` (another time)
+    into the same ``B/out``: refused, the output kept, though it lies in ``B``'s folder: it
+    never moved there with ``B/x.mrc`` (``A/x.mrc`` is where it was, and no copy of the output
+    lies where it would have been beside it), so the names ending alike are no evidence."""
+    first, other, out, options = _two_of_one_name(tiny_run, tmp_path)
+    _made_then_refused(tiny_run, first, other, out, options, capsys)
     assert json.loads((out / "x.json").read_text())["input"] == first
 
 
@@ -184,21 +199,10 @@ def test_an_output_that_never_moved_is_not_taken_for_moved_with_an_input(tiny_ru
     the one it has now: it never moved with ``B/x.mrc`` (a guess from the folders alone took
     ``B/x.mrc`` for ``A/x.mrc`` changed since, and made ``A``'s output again over it). ``A``
     where it is now is still found."""
-    (tmp_path / "A").mkdir()
-    (tmp_path / "B").mkdir()
-    first, other = (str(shutil.copy(s, tmp_path / f / "x.mrc"))
-                    for s, f in zip(tiny_run.sim.micrographs[:2], "AB", strict=True))
-    os.utime(other, ns=(10**18, 10**18))
-    out = tmp_path / "B" / "out"
-    options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
-    assert main(["denoise", str(tiny_run.run), first, *options]) == 0
-    moved = Path(shutil.move(tmp_path / "A", tmp_path / "disk2")) / "x.mrc"
-    before = _times(out)
-    capsys.readouterr()
-    assert main(["denoise", str(tiny_run.run), other, *options]) == 2
-    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
-        capsys.readouterr().err
-    assert _times(out) == before
+    first, other, out, options = _two_of_one_name(tiny_run, tmp_path)
+    moved = tmp_path / "disk2" / "x.mrc"
+    before = _made_then_refused(tiny_run, first, other, out, options, capsys,
+                                lambda: shutil.move(tmp_path / "A", moved.parent))
     assert main(["denoise", str(tiny_run.run), str(moved), *options]) == 0
     assert "(1 finished earlier, kept)" in capsys.readouterr().out
     assert _times(out) == before
@@ -241,13 +245,7 @@ def test_files_of_one_name_size_and_second_are_told_apart(tiny_run, tmp_path, ca
     assert os.stat(first).st_size == os.stat(other).st_size
     out = tmp_path / "out"
     options = ["-o", str(out), "--raw", "--tile", "64", "--workers", "1"]
-    assert main(["denoise", str(tiny_run.run), first, *options]) == 0
-    before = _times(out)
-    capsys.readouterr()
-    assert main(["denoise", str(tiny_run.run), other, *options]) == 2
-    assert f"{out / 'x.mrc'} exists and is not this run's output for {other}" in \
-        capsys.readouterr().err
-    assert _times(out) == before
+    before = _made_then_refused(tiny_run, first, other, out, options, capsys)
     moved = Path(shutil.move(tmp_path / "A", tmp_path / "disk2")) / "x.mrc"
     assert main(["denoise", str(tiny_run.run), str(moved), *options]) == 0
     assert "(1 finished earlier, kept)" in capsys.readouterr().out
