@@ -169,6 +169,7 @@ def test_rank_runs_takes_one_run_as_well_as_a_list(tiny_run):
     assert one[0]["score"] == listed[0]["score"]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_start_of_another_network_names_the_options_that_train_it(tiny_run, tmp_path):
     """``TrainConfig(init="general")`` on a network that is not the general model's: the error
     gives the options that make it so (the general model is a residual unet), not a preset

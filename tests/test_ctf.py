@@ -225,6 +225,7 @@ def test_shared_transforms_give_each_gain_bit_for_bit(simulated):
     assert ctf_gain_check(noisy, noise, fit) == separate[0] - separate[1]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_large_micrograph_is_checked_on_one_draw(simulated):
     """The check averages at least two draws of a 2048² micrograph's pixels: one draw where
     the micrograph holds that many (a full-size one), two below; and a larger micrograph reads

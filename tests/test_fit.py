@@ -941,6 +941,7 @@ def test_a_fit_of_one_micrograph_says_none_is_held_out(mics, tmp_path, notes):
     assert said.endswith("; one micrograph: none held out, so no test PSNR")
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_time_budget_goes_on_with_the_schedule_a_budget_in_steps_set(mics, tmp_path, notes):
     """A fit made with a budget in steps and continued with a time budget kept the recipe's
     steps instead (its schedule changed silently: 'resuming at step 30 of 1000' after

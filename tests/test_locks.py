@@ -42,6 +42,7 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_second_training_into_a_run_in_use_is_refused_and_a_killed_ones_lock_taken_over(
         tiny_run, tmp_path, capsys, notes):
     """Two trainings into one run folder would interleave their checkpoints and metrics: while

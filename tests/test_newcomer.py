@@ -315,6 +315,7 @@ def _found_notes(err: str, name: str) -> list[str]:
             and "network pass" not in line]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_verbose_denoise_says_what_the_steps_found_in_words(tmp_path: Path, capsys):
     """``denoise -v`` (help: 'more notes on stderr (each step's details)') printed NAME.json's
     ``found`` block as raw JSON (``{"pixel_size_angstrom": 0.66, "ctf": null, …}``). It says,

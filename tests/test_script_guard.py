@@ -281,6 +281,7 @@ def _check_found_again(done, steps, tmp_path) -> None:
     assert not [p for p in (tmp_path / "run").rglob("*") if "lock" in p.name]
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_scripts_own_process_pool_finds_the_top_levels_finished_fit_again(tiny_run, tmp_path):
     """A script that fits at its top level, the fit finished before (its run has all its
     steps: the shared run's checkpoints, copied into a fit of the same micrographs and
@@ -353,6 +354,7 @@ def _refused_in_the_pool(done, script, call: str) -> None:
         "concurrent.futures.process.BrokenProcessPool")
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_fit_with_steps_left_in_a_process_pools_run_is_refused(tiny_run, tmp_path):
     """A fit whose time budget ran out before it trained (its store made, no step): each
     process's ``fit`` would train, over the run the script is using; it is refused there
@@ -413,6 +415,7 @@ def _denoising(tiny_run, before_pool: str = "pass") -> str:
         "MICROGRAPHS", repr(mics)).replace("BEFORE_POOL", before_pool)
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_scripts_own_process_pool_finds_the_top_levels_denoised_micrographs_again(
         tiny_run, tmp_path):
     """A script that denoises at its top level and maps a function over a process pool of its

@@ -433,6 +433,7 @@ def test_star_records_each_particles_shape(tmp_path):
     assert "rlnClassNumber" not in starfile.read(default.particles_star).columns
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_simulation_stopped_short_is_refused_by_prepare_until_simulate_finishes_it(tmp_path,
                                                                                     capsys):
     """simulate stopped by Ctrl-C left a folder of the micrographs made so far, which `prepare`

@@ -375,6 +375,7 @@ def test_a_training_stopped_by_its_time_limit_is_scored_where_it_stopped(tiny_ru
     assert np.isfinite(rows[-1]["eval_psnr"]) and np.isfinite(rows[-1]["eval_noisy_psnr"])
 
 
+@pytest.mark.slow  # (the suite's time: kept for make test-all)
 def test_a_training_from_python_is_noted_on_the_cryostream_logger(store, tmp_path, notes):
     """The quickstart's two logging lines, then ``cryostream.train(...)``: nothing was said
     for the minutes it took (notes came only with ``progress=True``'s bar or a caller's own
